@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Quickstart 1: set up .venv and run the embedded demo (profile -> plan -> train -> eval -> report).
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+"$root/scripts/setup.sh"
+cd "$root"
+exec .venv/bin/sgpo demo --out "${1:-runs/demo}"

@@ -1,0 +1,186 @@
+"""Command line: sgpo demo | profile | plan | train | eval | report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from sgpo.config import ConfigError, RunConfig, load_config
+
+app = typer.Typer(
+    help="sGPO: profile once, give each query a group size from its success rate, train easy->hard.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML run config (default: built-in defaults).")]
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output directory.")]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="Override a config value, e.g. --set train.steps=20 (repeatable)."),
+]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs in --out.")]
+
+DEMO_CONFIG = Path(__file__).parent / "demo.yaml"
+
+
+def _config(path: Path | None, overrides: list[str] | None) -> RunConfig:
+    try:
+        return load_config(path, overrides)
+    except ConfigError as e:
+        console.print(f"[red]{e}[/red]")
+        raise typer.Exit(2) from e
+
+
+def _parse_shard(shard: str | None) -> tuple[int, int] | None:
+    if shard is None:
+        return None
+    try:
+        index, count = (int(x) for x in shard.split("/"))
+    except ValueError as e:
+        raise typer.BadParameter(f"--shard must look like I/N, got {shard!r}") from e
+    return index, count
+
+
+def print_plan_summary(summary: dict) -> None:
+    table = Table(title="sGPO plan")
+    table.add_column("")
+    table.add_column("value", justify="right")
+    for key, value in summary.items():
+        table.add_row(key, f"{value:.3e}" if isinstance(value, float) else str(value))
+    console.print(table)
+
+
+@app.command()
+def profile(
+    config: ConfigOpt = None,
+    out: OutOpt = Path("runs/profile"),
+    set_: SetOpt = None,
+    resume: Annotated[bool, typer.Option(help="Continue from the chunks already in --out.")] = False,
+    overwrite: OverwriteOpt = False,
+    shard: Annotated[str | None, typer.Option(help="Profile only shard I of N, e.g. 0/4.")] = None,
+) -> None:
+    """Sample k responses per training query under the initial policy -> OUT/profile.parquet."""
+    from sgpo.profile import run_profile
+
+    path = run_profile(_config(config, set_), out, resume=resume, overwrite=overwrite, shard=_parse_shard(shard))
+    console.print(f"profile written to {path}")
+
+
+@app.command()
+def plan(
+    config: ConfigOpt = None,
+    out: OutOpt = Path("runs/profile"),
+    profile_path: Annotated[Path | None, typer.Option("--profile", help="Profile table (default OUT/profile.parquet).")] = None,
+    set_: SetOpt = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Filter, size (G = clip(ceil(c/p_hat))) and order the profiled queries -> OUT/plan.parquet."""
+    from sgpo.plan import run_plan
+
+    path, summary = run_plan(_config(config, set_), profile_path or out / "profile.parquet", out, overwrite)
+    print_plan_summary(summary)
+    console.print(f"plan written to {path}")
+
+
+@app.command()
+def train(
+    config: ConfigOpt = None,
+    out: OutOpt = Path("runs/train"),
+    plan_path: Annotated[Path | None, typer.Option("--plan", help="Plan table for sgpo (default OUT/plan.parquet).")] = None,
+    set_: SetOpt = None,
+    resume: Annotated[Path | None, typer.Option(help="Resume the run in this directory.")] = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Train with the configured method (sgpo, grpo or dapo) -> run directory OUT."""
+    from sgpo.train import run_train
+
+    run_dir = resume or out
+    if resume is not None and config is None and (resume / "config.yaml").exists():
+        config = resume / "config.yaml"
+    summary = run_train(_config(config, set_), run_dir, plan_path, resume=resume is not None, overwrite=overwrite)
+    console.print_json(json.dumps({k: v for k, v in summary.items() if k != "config"}))
+
+
+@app.command("eval")
+def eval_(
+    config: ConfigOpt = None,
+    model: Annotated[str | None, typer.Option(help="Model directory to evaluate (default: the config's initial model).")] = None,
+    set_: SetOpt = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write eval.json here.")] = None,
+) -> None:
+    """Held-out accuracy (greedy and sampled), overall and per difficulty bucket."""
+    from sgpo.engine import TransformersEngine
+    from sgpo.evaluate import evaluate
+    from sgpo.io import atomic_write_json
+    from sgpo.models import load_policy
+    from sgpo.profile import make_verifier, sampling_params
+    from sgpo.tasks import load_task
+
+    cfg = _config(config, set_)
+    task = load_task(cfg.task, cfg.seed)
+    policy = load_policy(cfg, path=model)
+    verifier = make_verifier(cfg, task)
+    result = evaluate(TransformersEngine(policy, cfg.sampling.batch_size), verifier, task.eval,
+                      sampling_params(cfg), cfg.eval.n_samples, cfg.eval.greedy, cfg.seed)
+    result |= {"model": policy.source, "verifier_errors": verifier.stats.errors,
+               "verifier_timeouts": verifier.stats.timeouts}
+    verifier.close()
+    if out:
+        atomic_write_json(out / "eval.json", result)
+    console.print_json(json.dumps(result))
+
+
+@app.command()
+def report(run_dir: Annotated[Path, typer.Argument(help="A run directory written by sgpo train or demo.")]) -> None:
+    """Write RUN_DIR/report.md and its PNG plots."""
+    from sgpo.report import write_report
+
+    console.print(f"report written to {write_report(run_dir)}")
+
+
+@app.command()
+def demo(
+    out: OutOpt = Path("runs/demo"),
+    config: Annotated[Path, typer.Option("--config", "-c", help="Demo config.")] = DEMO_CONFIG,
+    set_: SetOpt = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing demo run in --out.")] = True,
+) -> None:
+    """The whole pipeline on the embedded model and built-in addition task, CPU, no network."""
+    import time
+
+    from sgpo.models import model_source
+    from sgpo.plan import run_plan
+    from sgpo.profile import run_profile
+    from sgpo.report import write_report
+    from sgpo.train import run_train
+
+    cfg = _config(config, set_)
+    start = time.perf_counter()
+    console.rule("1/5 embedded model (built once, then cached)")
+    console.print(f"model: {model_source(cfg)}")
+    console.rule("2/5 profile")
+    run_profile(cfg, out, overwrite=overwrite)
+    console.rule("3/5 plan")
+    _, summary = run_plan(cfg, out / "profile.parquet", out, overwrite=overwrite)
+    print_plan_summary(summary)
+    console.rule("4/5 train (sgpo) with held-out evaluation")
+    result = run_train(cfg, out, out / "plan.parquet", overwrite=overwrite)
+    console.rule("5/5 report")
+    write_report(out)
+    console.print(
+        f"held-out accuracy {result['initial_eval_acc']:.3f} -> {result['final_eval_acc']:.3f} "
+        f"(sampled), total FLOPs {result['total_flops']:.3e}, informative fraction "
+        f"{result['informative_fraction']:.3f}; {time.perf_counter() - start:.0f} s in all; "
+        f"see {out / 'report.md'}"
+    )
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,226 @@
+"""Run configuration: one pydantic-validated YAML per run; CLI ``--set key=value`` overrides it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from sgpo.core.advantages import LOSS_AGGREGATIONS
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EmbeddedModelConfig(Strict):
+    """The built-in tiny Qwen2-shaped model, warm-started on the built-in task and cached."""
+
+    hidden_size: int = Field(128, ge=8)
+    num_layers: int = Field(4, ge=1)
+    num_heads: int = Field(4, ge=1)
+    num_kv_heads: int = Field(2, ge=1)
+    intermediate_size: int = Field(512, ge=8)
+    warmup_steps: int = Field(800, ge=0)
+    warmup_batch_size: int = Field(128, ge=1)
+    warmup_lr: float = Field(3e-3, gt=0)
+    cache_dir: str = ".cache/sgpo/models"
+
+
+class LoraSettings(Strict):
+    r: int = Field(16, ge=1)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] | str = "all-linear"
+
+
+class ModelConfig(Strict):
+    # "embedded" = the built-in tiny model; otherwise a hub id or a local directory.
+    name_or_path: str = "embedded"
+    embedded: EmbeddedModelConfig = EmbeddedModelConfig()
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    device: str = "auto"
+    gradient_checkpointing: bool = False
+    lora: LoraSettings | None = None
+    # None = use the tokenizer's chat template when it has one; False = plain prompts.
+    use_chat_template: bool | None = None
+    system_prompt: str | None = None
+    prompt_template: str = "{prompt}"
+
+
+class AdditionTaskConfig(Strict):
+    """Built-in verifiable task: a+b, answer digits written in reverse order."""
+
+    digits: list[int] = Field(default_factory=lambda: [1, 2, 3, 4])
+    weights: list[float] = Field(default_factory=lambda: [1.0, 1.0, 1.0, 1.0])
+    n_train: int = Field(1000, ge=1)
+    n_eval: int = Field(400, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> AdditionTaskConfig:
+        if len(self.digits) != len(self.weights):
+            raise ValueError("task.addition.digits and task.addition.weights differ in length")
+        if any(d < 1 or d > 9 for d in self.digits):
+            raise ValueError("task.addition.digits must be between 1 and 9")
+        if any(w < 0 for w in self.weights) or sum(self.weights) <= 0:
+            raise ValueError("task.addition.weights must be >= 0 with a positive sum")
+        return self
+
+
+class FileTaskConfig(Strict):
+    """User data: local jsonl/parquet/csv files or a `datasets` name, with a column mapping."""
+
+    train: str
+    eval: str | None = None
+    split_train: str = "train"
+    split_eval: str = "test"
+    preset: Literal["plain", "gsm8k", "math", "verl"] = "plain"
+    prompt_field: str = "prompt"
+    answer_field: str = "answer"
+    id_field: str | None = None
+    difficulty_field: str | None = None
+    limit_train: int | None = Field(None, ge=1)
+    limit_eval: int | None = Field(None, ge=1)
+
+
+class TaskConfig(Strict):
+    kind: Literal["addition", "file"] = "addition"
+    addition: AdditionTaskConfig = AdditionTaskConfig()
+    file: FileTaskConfig | None = None
+    # Import path "module:function" (response, reference) -> float; None = the task's default.
+    verifier: str | None = None
+    verifier_timeout_s: float = Field(5.0, gt=0)
+    # "process": verifier runs in a separate, time- and memory-limited process (for untrusted
+    # code); "inline": in this process (fast, for trusted pure-Python verifiers).
+    verifier_isolation: Literal["inline", "process"] = "inline"
+
+    @model_validator(mode="after")
+    def _check(self) -> TaskConfig:
+        if self.kind == "file" and self.file is None:
+            raise ValueError("task.kind is 'file' but task.file is not set")
+        return self
+
+
+class SamplingConfig(Strict):
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_new_tokens: int = Field(8, ge=1)
+    batch_size: int = Field(512, ge=1)
+
+
+class ProfileConfig(Strict):
+    k: int = Field(8, ge=1)
+    chunk_size: int = Field(256, ge=1)  # queries per atomic chunk (resume granularity)
+
+
+class PlanConfig(Strict):
+    c: float = Field(1.0, gt=0)
+    g_min: int = Field(2, ge=1)
+    g_max: int = Field(16, ge=1)
+    unsolvable_keep_fraction: float = Field(0.1, ge=0, le=1)
+    drop_trivial: bool = True
+    prior_alpha: float = Field(0.0, ge=0)
+    prior_beta: float = Field(0.0, ge=0)
+    bucket_width: float = Field(0.0, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> PlanConfig:
+        if self.g_max < self.g_min:
+            raise ValueError(f"plan.g_max ({self.g_max}) < plan.g_min ({self.g_min})")
+        return self
+
+
+class TrainConfig(Strict):
+    method: Literal["sgpo", "grpo", "dapo"] = "sgpo"
+    group_size: int = Field(8, ge=2)  # fixed G for grpo and dapo
+    rollout_budget: int = Field(128, ge=1)  # responses generated per step (dapo: kept per step)
+    dapo_max_rounds: int = Field(4, ge=1)  # dapo: generation rounds per step before giving up
+    steps: int = Field(60, ge=1)
+    lr: float = Field(2e-4, gt=0)
+    lr_schedule: Literal["constant", "linear", "cosine"] = "constant"
+    warmup_steps: int = Field(0, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    adam_betas: tuple[float, float] = (0.9, 0.99)
+    max_grad_norm: float = Field(1.0, gt=0)
+    ppo_epochs: int = Field(1, ge=1)
+    clip_low: float = Field(0.2, ge=0)
+    clip_high: float = Field(0.2, ge=0)
+    kl_coef: float = Field(0.0, ge=0)
+    normalize_std: bool = False
+    loss_aggregation: str = "token-mean"
+    micro_batch_size: int = Field(64, ge=1)
+    eval_every: int = Field(10, ge=0)
+    checkpoint_every: int = Field(0, ge=0)
+    max_nonfinite_in_a_row: int = Field(3, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        if self.loss_aggregation not in LOSS_AGGREGATIONS:
+            raise ValueError(
+                f"train.loss_aggregation {self.loss_aggregation!r} not in {LOSS_AGGREGATIONS}"
+            )
+        return self
+
+
+class EvalConfig(Strict):
+    n_samples: int = Field(4, ge=1)
+    greedy: bool = True
+
+
+class RunConfig(Strict):
+    seed: int = 0
+    model: ModelConfig = ModelConfig()
+    task: TaskConfig = TaskConfig()
+    sampling: SamplingConfig = SamplingConfig()
+    profile: ProfileConfig = ProfileConfig()
+    plan: PlanConfig = PlanConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _set_dotted(tree: dict, dotted: str, value: object) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {dotted!r}: {key!r} is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML config (or defaults when path is None) and apply ``key.sub=value`` overrides."""
+    source = str(path) if path else "<defaults>"
+    tree: dict = {}
+    if path:
+        try:
+            tree = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError as e:
+            raise ConfigError(f"config file not found: {path}") from e
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from e
+        if not isinstance(tree, dict):
+            raise ConfigError(f"{path}: top level must be a mapping")
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key.sub=value")
+        key, raw = item.split("=", 1)
+        _set_dotted(tree, key.strip(), yaml.safe_load(raw))
+    try:
+        return RunConfig.model_validate(tree)
+    except ValidationError as e:
+        lines = [
+            f"  {'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()
+        ]
+        raise ConfigError(f"{source}: invalid config\n" + "\n".join(lines)) from e
+
+
+def dump_config(config: RunConfig) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,1 @@
+"""Pure algorithmic core: no I/O, no model, no files. Unit tested directly."""

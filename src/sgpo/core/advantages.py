@@ -1,0 +1,83 @@
+"""Group-relative advantages over groups of any size, and loss aggregation."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+LOSS_AGGREGATIONS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
+
+
+def group_advantages(
+    rewards: Sequence[float], group_ids: Sequence[int], normalize_std: bool = False, eps: float = 1e-6
+) -> list[float]:
+    """Advantage of each rollout = reward - mean reward of its group (optionally / group std).
+
+    Groups may have any size; a group of one, or one whose rewards are all equal, gets zero
+    advantage for every member. std is the population std (ddof=0).
+    """
+    if len(rewards) != len(group_ids):
+        raise ValueError(f"{len(rewards)} rewards but {len(group_ids)} group ids")
+    members: dict[int, list[int]] = {}
+    for i, g in enumerate(group_ids):
+        members.setdefault(g, []).append(i)
+    advantages = [0.0] * len(rewards)
+    for idx in members.values():
+        values = [float(rewards[i]) for i in idx]
+        mean = sum(values) / len(values)
+        std = (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
+        for i, v in zip(idx, values, strict=True):
+            centred = v - mean
+            if std < eps:
+                centred = 0.0
+            advantages[i] = centred / (std + eps) if normalize_std and std >= eps else centred
+    return advantages
+
+
+def informative_groups(advantages: Sequence[float], group_ids: Sequence[int]) -> set[int]:
+    """Groups with at least one non-zero advantage: the only ones that produce a gradient."""
+    return {g for a, g in zip(advantages, group_ids, strict=True) if a != 0.0}
+
+
+def clipped_policy_loss(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    clip_low: float,
+    clip_high: float,
+) -> torch.Tensor:
+    """Per-token PPO clipped surrogate (to minimise), shape [batch, tokens], zero where mask=0."""
+    ratio = torch.exp(logprobs - old_logprobs)
+    adv = advantages.unsqueeze(-1)
+    unclipped = ratio * adv
+    clipped = torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high) * adv
+    return -torch.minimum(unclipped, clipped) * mask
+
+
+def aggregate_loss(
+    token_loss: torch.Tensor,
+    mask: torch.Tensor,
+    mode: str,
+    total_tokens: int,
+    total_sequences: int,
+    norm_length: int,
+) -> torch.Tensor:
+    """Reduce a micro-batch's per-token loss with denominators taken over the WHOLE step.
+
+    Using step-level denominators makes the sum over micro-batches equal to the loss of the
+    full batch, so micro-batching (and skipping zero-advantage rollouts) does not change it.
+      token-mean: sum of token losses / tokens in the step (every token weighs the same, so
+        a large group weighs more: DAPO's choice).
+      seq-mean-token-mean: mean over sequences of each sequence's token mean (GRPO paper).
+      seq-mean-token-sum-norm: token sums / (sequences * norm_length) (Dr. GRPO).
+    """
+    if mode == "token-mean":
+        return token_loss.sum() / max(total_tokens, 1)
+    if mode == "seq-mean-token-mean":
+        per_seq = token_loss.sum(-1) / mask.sum(-1).clamp(min=1)
+        return per_seq.sum() / max(total_sequences, 1)
+    if mode == "seq-mean-token-sum-norm":
+        return token_loss.sum() / (max(total_sequences, 1) * norm_length)
+    raise ValueError(f"unknown loss aggregation {mode!r}; choose one of {LOSS_AGGREGATIONS}")

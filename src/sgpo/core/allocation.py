@@ -1,0 +1,125 @@
+"""Success rate -> group size, filtering and curriculum order (the sGPO plan rule)."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+KEPT = "kept"
+DROPPED_TRIVIAL = "trivial"  # p_hat == 1: every sample already correct, zero advantage
+DROPPED_UNSOLVABLE = "unsolvable"  # p_hat == 0 and not in the seeded keep fraction
+
+
+@dataclass(frozen=True)
+class PlanRule:
+    """How a profile becomes a plan. Defaults follow ../shared/SGPO.md."""
+
+    c: float = 1.0
+    g_min: int = 2
+    g_max: int = 16
+    unsolvable_keep_fraction: float = 0.1
+    drop_trivial: bool = True
+    # Beta(prior_alpha, prior_beta) smoothing of p_hat used for G only; 0,0 = raw p_hat.
+    prior_alpha: float = 0.0
+    prior_beta: float = 0.0
+    # 0 = strict descending p_hat; >0 = shuffle within p_hat buckets of this width.
+    bucket_width: float = 0.0
+
+
+@dataclass(frozen=True)
+class ProfiledQuery:
+    query_id: str
+    n_correct: int
+    k: int
+
+
+@dataclass(frozen=True)
+class PlannedQuery:
+    query_id: str
+    p_hat: float
+    group_size: int
+    kept: bool
+    reason: str
+    rank: int  # curriculum position among kept queries (0 = first); -1 when dropped
+
+
+def success_rate(n_correct: int, k: int, prior_alpha: float = 0.0, prior_beta: float = 0.0) -> float:
+    """Posterior-mean success rate; with a zero prior it is the empirical n_correct / k."""
+    if k <= 0 or not 0 <= n_correct <= k:
+        raise ValueError(f"need 0 <= n_correct <= k and k > 0, got n_correct={n_correct}, k={k}")
+    return (n_correct + prior_alpha) / (k + prior_alpha + prior_beta)
+
+
+def group_size(p: float, c: float, g_min: int, g_max: int) -> int:
+    """G = clip(ceil(c / p), g_min, g_max); p = 0 (no evidence of success) gets g_max."""
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"success rate must be in [0, 1], got {p}")
+    if g_min < 1 or g_max < g_min:
+        raise ValueError(f"need 1 <= g_min <= g_max, got g_min={g_min}, g_max={g_max}")
+    if p == 0.0:
+        return g_max
+    # The small epsilon keeps c/p that is an integer up to float error (1/0.2 = 5.000000000000001)
+    # from rounding up to the next integer.
+    return int(min(g_max, max(g_min, math.ceil(c / p - 1e-9))))
+
+
+def curriculum_order(
+    query_ids: Sequence[str], p_hats: Sequence[float], seed: int, bucket_width: float = 0.0
+) -> list[str]:
+    """Easy -> hard: descending p_hat, ties (or whole buckets) in a seeded shuffle."""
+    rng = random.Random(seed)
+    tiebreak = {qid: rng.random() for qid in sorted(query_ids)}
+    if bucket_width > 0:
+        # Bucket index counted from the top so that bucket 0 holds the easiest queries.
+        def key(item: tuple[str, float]) -> tuple[float, float]:
+            return (math.floor((1.0 - item[1]) / bucket_width), tiebreak[item[0]])
+    else:
+
+        def key(item: tuple[str, float]) -> tuple[float, float]:
+            return (-item[1], tiebreak[item[0]])
+
+    return [qid for qid, _ in sorted(zip(query_ids, p_hats, strict=True), key=key)]
+
+
+def plan_queries(profile: Sequence[ProfiledQuery], rule: PlanRule, seed: int) -> list[PlannedQuery]:
+    """Filter, size and order profiled queries. Every input query appears exactly once."""
+    ids = [q.query_id for q in profile]
+    if len(set(ids)) != len(ids):
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        raise ValueError(f"duplicate query ids in profile: {dupes[:5]}")
+    raw = {q.query_id: success_rate(q.n_correct, q.k) for q in profile}
+    smoothed = {
+        q.query_id: success_rate(q.n_correct, q.k, rule.prior_alpha, rule.prior_beta) for q in profile
+    }
+
+    unsolvable = sorted(qid for qid, p in raw.items() if p == 0.0)
+    rng = random.Random(seed)
+    n_keep = round(rule.unsolvable_keep_fraction * len(unsolvable))
+    kept_unsolvable = set(rng.sample(unsolvable, n_keep))
+
+    def reason_for(qid: str) -> str:
+        if raw[qid] == 1.0 and rule.drop_trivial:
+            return DROPPED_TRIVIAL
+        if raw[qid] == 0.0 and qid not in kept_unsolvable:
+            return DROPPED_UNSOLVABLE
+        return KEPT
+
+    reasons = {qid: reason_for(qid) for qid in ids}
+    kept_ids = [qid for qid in ids if reasons[qid] == KEPT]
+    order = curriculum_order(kept_ids, [raw[q] for q in kept_ids], seed, rule.bucket_width)
+    rank = {qid: i for i, qid in enumerate(order)}
+    return [
+        PlannedQuery(
+            query_id=qid,
+            p_hat=raw[qid],
+            group_size=group_size(smoothed[qid], rule.c, rule.g_min, rule.g_max)
+            if raw[qid] > 0
+            else rule.g_max,
+            kept=reasons[qid] == KEPT,
+            reason=reasons[qid],
+            rank=rank.get(qid, -1),
+        )
+        for qid in ids
+    ]

@@ -1,0 +1,60 @@
+"""Stage 4, evaluate: held-out accuracy, greedy and sampled (mean over n samples per query),
+overall and per difficulty bucket. Sampling streams are seeded per (seed, query, sample) and are
+the same at every evaluation of a run, so successive evaluations differ only by the policy.
+Evaluation FLOPs are measurement, not training cost, and are not charged to any method."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from sgpo.engine import GenerationEngine, SamplingParams, stream_seed
+from sgpo.tasks import Query
+from sgpo.verify import Verifier
+
+
+def bucket_means(scores: list[float], buckets: list[str]) -> dict[str, float]:
+    grouped: dict[str, list[float]] = defaultdict(list)
+    for s, b in zip(scores, buckets, strict=True):
+        grouped[b].append(s)
+    return {b: sum(v) / len(v) for b, v in sorted(grouped.items())}
+
+
+def evaluate(
+    engine: GenerationEngine,
+    verifier: Verifier,
+    queries: list[Query],
+    params: SamplingParams,
+    n_samples: int,
+    greedy: bool,
+    seed: int,
+) -> dict:
+    """Accuracy of the engine's policy on queries; a response counts as correct when its
+    verifier score is >= 0.5."""
+    result: dict = {"eval_queries": len(queries)}
+    buckets = [q.difficulty or "all" for q in queries]
+    prompts = [engine.policy.render(q.prompt) for q in queries]  # type: ignore[attr-defined]
+    if greedy:
+        completions = engine.generate(
+            prompts, [0] * len(queries), SamplingParams(max_new_tokens=params.max_new_tokens, greedy=True)
+        )
+        scores = verifier.score(
+            [c.text for c in completions], [q.answer for q in queries], [q.query_id for q in queries]
+        )
+        correct = [float(s >= 0.5) for s in scores]
+        result["eval_acc_greedy"] = sum(correct) / len(correct)
+        result["eval_acc_greedy_by_bucket"] = bucket_means(correct, buckets)
+    expanded = [p for p in prompts for _ in range(n_samples)]
+    seeds = [stream_seed(seed, "eval", q.query_id, j) for q in queries for j in range(n_samples)]
+    completions = engine.generate(expanded, seeds, params)
+    scores = verifier.score(
+        [c.text for c in completions],
+        [q.answer for q in queries for _ in range(n_samples)],
+        [q.query_id for q in queries for _ in range(n_samples)],
+    )
+    per_query = [
+        sum(float(s >= 0.5) for s in scores[i * n_samples : (i + 1) * n_samples]) / n_samples
+        for i in range(len(queries))
+    ]
+    result["eval_acc"] = sum(per_query) / len(per_query)
+    result["eval_acc_by_bucket"] = bucket_means(per_query, buckets)
+    return result

@@ -1,0 +1,81 @@
+"""File I/O: every output is written to a temporary file and renamed into place, so a reader
+(or a resumed run) never sees a half-written file."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+METADATA_KEY = b"sgpo"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_json(path: Path, obj: object) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def write_table(path: Path, rows: list[dict], metadata: dict, schema: pa.Schema | None = None) -> None:
+    """Rows -> parquet with our metadata (JSON) in the schema, atomically."""
+    table = pa.Table.from_pylist(rows, schema=schema)
+    table = table.replace_schema_metadata({METADATA_KEY: json.dumps(metadata, sort_keys=True)})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_table(path: Path) -> tuple[list[dict], dict]:
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    table = pq.read_table(path)
+    raw = (table.schema.metadata or {}).get(METADATA_KEY)
+    return table.to_pylist(), json.loads(raw) if raw else {}
+
+
+def prepare_out_dir(path: Path, overwrite: bool, resume: bool, marker: str) -> None:
+    """Refuse to clobber an existing result (marker file) unless asked to overwrite or resume."""
+    if (path / marker).exists() and not (overwrite or resume):
+        raise FileExistsError(
+            f"{path / marker} already exists; pass --overwrite to replace it or --resume to continue"
+        )
+    path.mkdir(parents=True, exist_ok=True)
+
+
+def append_jsonl(path: Path, record: dict) -> None:
+    with path.open("a") as f:
+        f.write(json.dumps(record, sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -1,0 +1,116 @@
+"""Load the policy (any Hugging Face causal LM, or the embedded default) and format prompts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from sgpo.config import ModelConfig, RunConfig
+from sgpo.core.flops import ModelShape
+
+
+@dataclass
+class Policy:
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    device: torch.device
+    source: str  # resolved path or hub id; recorded in profiles and plans
+    config: ModelConfig
+
+    def render(self, prompt: str) -> str:
+        """The text the model sees for a query's prompt."""
+        return format_prompt(prompt, self.tokenizer, self.config)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name != "auto":
+        return torch.device(name)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name != "auto":
+        return getattr(torch, name)
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def model_source(config: RunConfig) -> str:
+    """Path or hub id of the initial policy (builds the embedded model if needed)."""
+    if config.model.name_or_path != "embedded":
+        return config.model.name_or_path
+    from sgpo.embedded import ensure_embedded_model
+
+    if config.task.kind != "addition":
+        raise ValueError("model.name_or_path 'embedded' is warm-started on the addition task; "
+                         "with task.kind='file' give a real model")
+    return str(ensure_embedded_model(config.model.embedded, config.task.addition, config.seed))
+
+
+def load_policy(config: RunConfig, path: str | None = None, trainable: bool = False) -> Policy:
+    """Load a policy from path (default: the configured initial model) onto the chosen device."""
+    cfg: ModelConfig = config.model
+    source = path or model_source(config)
+    device = resolve_device(cfg.device)
+    dtype = resolve_dtype(cfg.dtype, device)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    is_adapter = (Path(source) / "adapter_config.json").exists()
+    if is_adapter:
+        from peft import AutoPeftModelForCausalLM
+
+        model = AutoPeftModelForCausalLM.from_pretrained(source, dtype=dtype, is_trainable=trainable)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+        if trainable and cfg.lora is not None:
+            from peft import LoraConfig, get_peft_model
+
+            model = get_peft_model(
+                model,
+                LoraConfig(
+                    r=cfg.lora.r,
+                    lora_alpha=cfg.lora.alpha,
+                    lora_dropout=cfg.lora.dropout,
+                    target_modules=cfg.lora.target_modules,
+                    task_type="CAUSAL_LM",
+                ),
+            )
+    if trainable and cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    model.to(device)
+    model.train(trainable)
+    return Policy(model=model, tokenizer=tokenizer, device=device, source=source, config=cfg)
+
+
+def format_prompt(prompt: str, tokenizer: PreTrainedTokenizerBase, cfg: ModelConfig) -> str:
+    """Chat models get their chat template (with the optional system prompt); others the plain
+    prompt_template."""
+    use_chat = cfg.use_chat_template
+    if use_chat is None:
+        use_chat = bool(getattr(tokenizer, "chat_template", None))
+    if not use_chat:
+        return cfg.prompt_template.format(prompt=prompt)
+    messages = [{"role": "system", "content": cfg.system_prompt}] if cfg.system_prompt else []
+    messages.append({"role": "user", "content": cfg.prompt_template.format(prompt=prompt)})
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def model_shape(model: PreTrainedModel) -> ModelShape:
+    """N and attention size for the FLOPs convention in sgpo.core.flops."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    cfg = base.config.get_text_config()
+    embedding = base.get_input_embeddings().weight
+    n_total = sum(p.numel() for p in base.parameters())
+    n_params = n_total - embedding.numel()
+    if getattr(cfg, "tie_word_embeddings", False):
+        n_params += embedding.numel()  # the tied output projection is still a matmul per token
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    return ModelShape(
+        n_params=n_params, n_layers=cfg.num_hidden_layers, d_attn=cfg.num_attention_heads * head_dim
+    )

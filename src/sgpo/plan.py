@@ -1,0 +1,124 @@
+"""Stage 2, plan: profile -> which queries train, with which group size, in which order.
+
+plan.parquet columns: query_id, prompt, answer, difficulty, k, n_correct, p_hat,
+group_size, kept, reason (kept | trivial | unsolvable), rank (curriculum position, -1 if dropped),
+prompt_tokens, mean_response_tokens.
+Schema metadata (key "sgpo"): the profile's metadata plus the plan rule and the plan seed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+from sgpo.config import RunConfig
+from sgpo.core.allocation import KEPT, PlannedQuery, PlanRule, ProfiledQuery, plan_queries
+from sgpo.core.flops import ModelShape, inference_flops, train_flops
+from sgpo.io import prepare_out_dir, read_table, write_table
+
+PLAN_FILE = "plan.parquet"
+
+
+def plan_rule(config: RunConfig) -> PlanRule:
+    return PlanRule(**config.plan.model_dump())
+
+
+def build_plan(profile_rows: list[dict], rule: PlanRule, seed: int) -> list[dict]:
+    planned: dict[str, PlannedQuery] = {
+        p.query_id: p
+        for p in plan_queries(
+            [ProfiledQuery(r["query_id"], r["n_correct"], r["k"]) for r in profile_rows], rule, seed
+        )
+    }
+    rows = []
+    for r in profile_rows:
+        p = planned[r["query_id"]]
+        rows.append(
+            {
+                "query_id": r["query_id"],
+                "prompt": r["prompt"],
+                "answer": r["answer"],
+                "difficulty": r["difficulty"],
+                "k": r["k"],
+                "n_correct": r["n_correct"],
+                "p_hat": p.p_hat,
+                "group_size": p.group_size,
+                "kept": p.kept,
+                "reason": p.reason,
+                "rank": p.rank,
+                "prompt_tokens": r["prompt_tokens"],
+                "mean_response_tokens": r["mean_response_tokens"],
+            }
+        )
+    return rows
+
+
+def plan_summary(rows: list[dict], fixed_group_size: int, shape: ModelShape | None) -> dict:
+    """Counts, rollouts per epoch against a fixed-G baseline, and predicted FLOPs per epoch."""
+    kept = [r for r in rows if r["kept"]]
+    summary = {
+        "queries": len(rows),
+        "kept": len(kept),
+        "trivial": sum(r["reason"] == "trivial" for r in rows),
+        "unsolvable_dropped": sum(r["reason"] == "unsolvable" for r in rows),
+        "unsolvable_kept": sum(r["kept"] and r["p_hat"] == 0 for r in rows),
+        "rollouts_per_epoch": sum(r["group_size"] for r in kept),
+        "baseline_group_size": fixed_group_size,
+        "baseline_rollouts_per_epoch": fixed_group_size * len(rows),
+    }
+    if shape is not None:
+
+        def epoch_flops(items: list[dict], g_of) -> float:  # noqa: ANN001
+            return sum(
+                g_of(r)
+                * (
+                    inference_flops(shape, r["prompt_tokens"], round(r["mean_response_tokens"]))
+                    + train_flops(shape, r["prompt_tokens"], round(r["mean_response_tokens"]))
+                )
+                for r in items
+            )
+
+        summary["predicted_flops_per_epoch"] = epoch_flops(kept, lambda r: r["group_size"])
+        summary["baseline_predicted_flops_per_epoch"] = epoch_flops(rows, lambda r: fixed_group_size)
+    return summary
+
+
+def check_profile_matches(meta: dict, config: RunConfig, source: str, expected_model: str | None) -> None:
+    """A profile made under another model or dataset would plan the wrong queries."""
+    from sgpo.tasks import load_task
+
+    task = load_task(config.task, config.seed)
+    if meta.get("task") != task.source:
+        raise ValueError(
+            f"{source}: field 'task' is {meta.get('task')!r} but the config's task is "
+            f"{task.source!r}; re-run sgpo profile with this config"
+        )
+    if expected_model is not None and meta.get("model") != expected_model:
+        raise ValueError(
+            f"{source}: field 'model' is {meta.get('model')!r} but the config's model is "
+            f"{expected_model!r}; re-run sgpo profile with this config"
+        )
+
+
+def run_plan(config: RunConfig, profile_path: Path, out_dir: Path, overwrite: bool = False) -> tuple[Path, dict]:
+    from sgpo.models import model_source
+
+    prepare_out_dir(out_dir, overwrite, False, PLAN_FILE)
+    profile_rows, meta = read_table(profile_path)
+    check_profile_matches(meta, config, str(profile_path), model_source(config))
+    rule = plan_rule(config)
+    rows = build_plan(profile_rows, rule, config.seed)
+    shape = ModelShape(**meta["shape"]) if "shape" in meta else None
+    summary = plan_summary(rows, config.train.group_size, shape)
+    extra = {
+        "rule": asdict(rule),
+        "plan_seed": config.seed,
+        "summary": summary,
+        "profile_flops": sum(r["flops"] for r in profile_rows),
+    }
+    write_table(out_dir / PLAN_FILE, rows, meta | extra)
+    return out_dir / PLAN_FILE, summary
+
+
+def kept_in_order(rows: list[dict]) -> list[dict]:
+    return sorted((r for r in rows if r["reason"] == KEPT), key=lambda r: r["rank"])

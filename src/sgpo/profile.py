@@ -1,0 +1,147 @@
+"""Stage 1, profile: k sampled responses per training query under the initial policy, verified,
+give each query's success rate p_hat. Written in atomic chunks so an interrupted run resumes;
+every sample's random stream is seeded from (run seed, query id, sample index), so the table is
+the same whether the run was interrupted or not and whatever order the queries ran in.
+
+profile.parquet columns: query_id, prompt, answer, difficulty, k, n_correct, p_hat,
+mean_response_tokens, prompt_tokens, flops (this query's profiling inference FLOPs).
+Schema metadata (key "sgpo"): model, task, seed, k, sampling, shard.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+from tqdm import tqdm
+
+from sgpo.config import RunConfig, dump_config
+from sgpo.core.flops import ModelShape, inference_flops
+from sgpo.engine import SamplingParams, TransformersEngine, stream_seed
+from sgpo.io import atomic_write_text, prepare_out_dir, read_table, write_table
+from sgpo.models import load_policy, model_shape
+from sgpo.tasks import Query, TaskData, load_task
+from sgpo.verify import Verifier
+
+PROFILE_FILE = "profile.parquet"
+CHUNK_DIR = "profile_chunks"
+
+
+def sampling_params(config: RunConfig, greedy: bool = False) -> SamplingParams:
+    s = config.sampling
+    return SamplingParams(s.temperature, s.top_p, s.max_new_tokens, greedy)
+
+
+def make_verifier(config: RunConfig, task: TaskData) -> Verifier:
+    spec = config.task.verifier or task.default_verifier
+    return Verifier(spec, config.task.verifier_timeout_s, config.task.verifier_isolation)
+
+
+def shard_queries(queries: list[Query], shard: tuple[int, int] | None) -> list[Query]:
+    if shard is None:
+        return queries
+    index, count = shard
+    if not 0 <= index < count:
+        raise ValueError(f"shard {index}/{count}: need 0 <= I < N")
+    return queries[index::count]
+
+
+def profile_metadata(
+    config: RunConfig, task: TaskData, source: str, shape: ModelShape, shard: tuple[int, int] | None
+) -> dict:
+    return {
+        "shape": asdict(shape),
+        "model": source,
+        "task": task.source,
+        "seed": config.seed,
+        "k": config.profile.k,
+        "sampling": config.sampling.model_dump(mode="json"),
+        "shard": list(shard) if shard else None,
+    }
+
+
+def run_profile(
+    config: RunConfig,
+    out_dir: Path,
+    resume: bool = False,
+    overwrite: bool = False,
+    shard: tuple[int, int] | None = None,
+) -> Path:
+    prepare_out_dir(out_dir, overwrite, resume, PROFILE_FILE)
+    task = load_task(config.task, config.seed)
+    queries = shard_queries(task.train, shard)
+    policy = load_policy(config)
+    engine = TransformersEngine(policy, config.sampling.batch_size)
+    verifier = make_verifier(config, task)
+    shape = model_shape(policy.model)
+    metadata = profile_metadata(config, task, policy.source, shape, shard)
+    chunk_dir = out_dir / CHUNK_DIR
+    if not resume and chunk_dir.exists():
+        shutil.rmtree(chunk_dir)
+    chunk_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / "profile_config.yaml", dump_config(config))
+
+    k = config.profile.k
+    params = sampling_params(config)
+    size = config.profile.chunk_size
+    chunks = [queries[i : i + size] for i in range(0, len(queries), size)]
+    rows: list[dict] = []
+    with tqdm(total=len(queries), desc="profile", unit="query") as bar:
+        for index, chunk in enumerate(chunks):
+            path = chunk_dir / f"chunk-{index:05d}.parquet"
+            if path.exists():
+                chunk_rows, chunk_meta = read_table(path)
+                if chunk_meta != metadata or [r["query_id"] for r in chunk_rows] != [
+                    q.query_id for q in chunk
+                ]:
+                    raise ValueError(f"{path}: written by a different profile run; use --overwrite")
+            else:
+                chunk_rows = profile_chunk(chunk, engine, verifier, params, k, config.seed, shape)
+                write_table(path, chunk_rows, metadata)
+            rows.extend(chunk_rows)
+            bar.update(len(chunk))
+    metadata["verifier_errors"] = verifier.stats.errors
+    metadata["verifier_timeouts"] = verifier.stats.timeouts
+    verifier.close()
+    write_table(out_dir / PROFILE_FILE, rows, metadata)
+    shutil.rmtree(chunk_dir)
+    return out_dir / PROFILE_FILE
+
+
+def profile_chunk(
+    queries: list[Query],
+    engine: TransformersEngine,
+    verifier: Verifier,
+    params: SamplingParams,
+    k: int,
+    seed: int,
+    shape: ModelShape,
+) -> list[dict]:
+    prompts = [engine.policy.render(q.prompt) for q in queries for _ in range(k)]
+    seeds = [stream_seed(seed, "profile", q.query_id, j) for q in queries for j in range(k)]
+    completions = engine.generate(prompts, seeds, params)
+    rows = []
+    for qi, q in enumerate(queries):
+        group = completions[qi * k : (qi + 1) * k]
+        scores = verifier.score(
+            [c.text for c in group], [q.answer] * k, [q.query_id] * k
+        )
+        n_correct = int(sum(s >= 0.5 for s in scores))
+        rows.append(
+            {
+                "query_id": q.query_id,
+                "prompt": q.prompt,
+                "answer": q.answer,
+                "difficulty": q.difficulty,
+                "k": k,
+                "n_correct": n_correct,
+                "p_hat": n_correct / k,
+                "mean_response_tokens": sum(len(c.response_ids) for c in group) / k,
+                "prompt_tokens": len(group[0].prompt_ids),
+                "flops": sum(
+                    inference_flops(shape, len(c.prompt_ids), len(c.response_ids)) for c in group
+                ),
+            }
+        )
+    return rows

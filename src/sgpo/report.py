@@ -1,0 +1,110 @@
+"""Stage 5, report: report.md and PNG plots for a run directory (profile/plan if present)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from sgpo.io import atomic_write_text, read_jsonl, read_table  # noqa: E402
+
+
+def _save(fig: plt.Figure, path: Path) -> str:
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path.name
+
+
+def plot_plan(plan_rows: list[dict], out_dir: Path) -> list[str]:
+    files = []
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.hist([r["p_hat"] for r in plan_rows], bins=[i / 16 for i in range(17)], color="tab:blue")
+    ax.set_xlabel("profiled success rate p_hat")
+    ax.set_ylabel("queries")
+    ax.set_title("Profile: difficulty under the initial policy")
+    files.append(_save(fig, out_dir / "p_hat_hist.png"))
+    kept = [r["group_size"] for r in plan_rows if r["kept"]]
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    if kept:
+        ax.hist(kept, bins=range(min(kept), max(kept) + 2), align="left", color="tab:green")
+    ax.set_xlabel("group size G")
+    ax.set_ylabel("kept queries")
+    ax.set_title("Plan: rollouts per query")
+    files.append(_save(fig, out_dir / "group_size_hist.png"))
+    return files
+
+
+def plot_training(records: list[dict], out_dir: Path) -> list[str]:
+    evals = [r for r in records if "eval_acc" in r]
+    steps = [r for r in records if r["step"] > 0]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
+    left.plot([r["flops_total_cum"] for r in evals], [r["eval_acc"] for r in evals], "o-", label="sampled")
+    if evals and "eval_acc_greedy" in evals[0]:
+        left.plot([r["flops_total_cum"] for r in evals], [r["eval_acc_greedy"] for r in evals], "s--",
+                  label="greedy")
+    left.set_xlabel("cumulative total FLOPs")
+    left.set_ylabel("held-out accuracy")
+    left.legend()
+    right.plot([r["flops_total_cum"] for r in steps], [r["reward_mean"] for r in steps], label="reward")
+    right.plot([r["flops_total_cum"] for r in steps], [r["informative_fraction"] for r in steps],
+               label="informative fraction")
+    right.set_xlabel("cumulative total FLOPs")
+    right.legend()
+    return [_save(fig, out_dir / "accuracy_vs_flops.png")]
+
+
+def write_report(run_dir: Path) -> Path:
+    summary = json.loads((run_dir / "summary.json").read_text())
+    records = read_jsonl(run_dir / "metrics.jsonl")
+    images = []
+    lines = [f"# sgpo run: {summary['method']}", ""]
+    plan_path = run_dir / "plan.parquet"
+    if plan_path.exists():
+        plan_rows, meta = read_table(plan_path)
+        images += plot_plan(plan_rows, run_dir)
+        s = meta.get("summary", {})
+        lines += [
+            "## Plan",
+            f"- queries profiled: {s.get('queries')} (k = {meta.get('k')} samples each)",
+            f"- dropped as trivial (p_hat = 1): {s.get('trivial')}; unsolvable (p_hat = 0) dropped: "
+            f"{s.get('unsolvable_dropped')}, kept: {s.get('unsolvable_kept')}; kept in all: {s.get('kept')}",
+            f"- rollouts per epoch: {s.get('rollouts_per_epoch')} vs "
+            f"{s.get('baseline_rollouts_per_epoch')} for fixed G = {s.get('baseline_group_size')} "
+            "over every query",
+            "",
+        ]
+    images += plot_training(records, run_dir)
+    phases = summary["flops_by_phase"]
+    lines += [
+        "## Result",
+        f"- held-out accuracy (sampled, mean over samples): {summary['initial_eval_acc']:.3f} -> "
+        f"{summary['final_eval_acc']:.3f}",
+    ]
+    if summary.get("initial_eval_acc_greedy") is not None:
+        lines.append(
+            f"- held-out accuracy (greedy): {summary['initial_eval_acc_greedy']:.3f} -> "
+            f"{summary['final_eval_acc_greedy']:.3f}"
+        )
+    lines += [
+        f"- final accuracy by bucket: "
+        + ", ".join(f"{k}: {v:.3f}" for k, v in summary["final_eval_acc_by_bucket"].items()),
+        f"- steps: {summary['steps']}, rollouts: {summary['rollouts']}, informative fraction: "
+        f"{summary['informative_fraction']:.3f}",
+        f"- total FLOPs: {summary['total_flops']:.3e} ("
+        + ", ".join(f"{k} {v:.2e}" for k, v in phases.items())
+        + ")",
+        f"- wall time (training loop): {summary['wall_s']:.1f} s; verifier errors "
+        f"{summary['verifier_errors']}, timeouts {summary['verifier_timeouts']}",
+        "",
+        "## Plots",
+        *[f"![{name}]({name})" for name in images],
+        "",
+    ]
+    path = run_dir / "report.md"
+    atomic_write_text(path, "\n".join(lines))
+    return path

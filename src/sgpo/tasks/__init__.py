@@ -1,0 +1,63 @@
+"""Verifiable tasks: queries (id, prompt, reference answer) and the verifier that scores them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Query:
+    query_id: str
+    prompt: str
+    answer: str
+    # Free-form bucket label used to report accuracy per difficulty ("3-digit", "level 4"...).
+    difficulty: str = ""
+    extra: dict = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class TaskData:
+    train: list[Query]
+    eval: list[Query]
+    default_verifier: str  # import path "module:function"
+    source: str  # what the queries came from, recorded in profile/plan for consistency checks
+
+
+class DataError(ValueError):
+    """Bad input data; the message names the file, row and field."""
+
+
+def check_queries(queries: list[Query], source: str) -> None:
+    """Refuse empty prompts/answers and duplicate ids instead of silently dropping rows."""
+    seen: dict[str, int] = {}
+    for row, q in enumerate(queries):
+        if not q.query_id:
+            raise DataError(f"{source}: row {row}: field 'id' is empty")
+        if q.query_id in seen:
+            raise DataError(
+                f"{source}: row {row}: field 'id': duplicate query id {q.query_id!r} "
+                f"(first at row {seen[q.query_id]})"
+            )
+        seen[q.query_id] = row
+        if not q.prompt.strip():
+            raise DataError(f"{source}: row {row}: field 'prompt' is empty (id {q.query_id!r})")
+        if not q.answer.strip():
+            raise DataError(f"{source}: row {row}: field 'answer' is empty (id {q.query_id!r})")
+
+
+def load_task(task_cfg, seed: int) -> TaskData:  # noqa: ANN001 - TaskConfig, avoids an import cycle
+    if task_cfg.kind == "addition":
+        from sgpo.tasks.addition import make_addition_task
+
+        data = make_addition_task(task_cfg.addition, seed)
+    else:
+        from sgpo.tasks.files import load_file_task
+
+        data = load_file_task(task_cfg.file)
+    check_queries(data.train, f"{data.source} (train)")
+    check_queries(data.eval, f"{data.source} (eval)")
+    overlap = {q.query_id for q in data.train} & {q.query_id for q in data.eval}
+    if overlap:
+        raise DataError(f"{data.source}: {len(overlap)} query ids in both train and eval, "
+                        f"e.g. {sorted(overlap)[:3]}")
+    return data

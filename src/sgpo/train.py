@@ -1,0 +1,502 @@
+"""Stage 3, train: one loop for every method (sgpo, grpo, dapo).
+
+A step: pick queries (curriculum order for sgpo, seeded shuffle for grpo/dapo) until the rollout
+budget is filled -> sample each query's group -> verifier rewards -> group-relative advantages
+(groups of any size) -> PPO-clipped loss against the rollout policy's log-probs, aggregated over
+the whole step -> AdamW step. Rollouts whose advantage is zero skip the backward pass (exact:
+their loss term is zero; with a KL penalty they are kept). FLOPs are counted per phase.
+
+Outputs in the run directory: metrics.jsonl (one line per step, plus step 0 = initial eval),
+summary.json, checkpoint/ (latest resumable state), checkpoints/step-N/ and final/
+(save_pretrained format).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+from transformers import get_scheduler
+
+from sgpo.config import RunConfig, dump_config
+from sgpo.core.advantages import aggregate_loss, clipped_policy_loss, group_advantages
+from sgpo.core.flops import PHASES, inference_flops, logprob_flops, train_flops
+from sgpo.engine import Completion, TransformersEngine, stream_seed
+from sgpo.evaluate import evaluate
+from sgpo.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl, read_table
+from sgpo.models import Policy, load_policy, model_shape, model_source
+from sgpo.plan import check_profile_matches, kept_in_order
+from sgpo.profile import make_verifier, sampling_params
+from sgpo.tasks import Query, load_task
+
+METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "summary.json"
+STATE_DIR = "checkpoint"
+
+
+class NonFiniteError(RuntimeError):
+    pass
+
+
+@dataclass
+class ScheduledQuery:
+    query: Query
+    group_size: int
+
+
+@dataclass
+class QueryScheduler:
+    """Which queries a step trains on. State (epoch, cursor) is all a resume needs."""
+
+    queries: list[ScheduledQuery]
+    shuffle: bool  # grpo/dapo: seeded shuffle per epoch; sgpo: the plan's curriculum order
+    seed: int
+    epoch: int = 0
+    cursor: int = 0
+    _order: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.queries:
+            raise ValueError("no queries to train on (the plan kept none?)")
+        self._order = self._epoch_order()
+
+    def _epoch_order(self) -> list[int]:
+        order = list(range(len(self.queries)))
+        if self.shuffle:
+            random.Random(f"{self.seed}/order/{self.epoch}").shuffle(order)
+        return order
+
+    def take(self, budget: int) -> list[ScheduledQuery]:
+        """Next queries in order while their groups fit the budget (at least one query)."""
+        taken: list[ScheduledQuery] = []
+        used = 0
+        while True:
+            if self.cursor == len(self._order):
+                self.epoch += 1
+                self.cursor = 0
+                self._order = self._epoch_order()
+            nxt = self.queries[self._order[self.cursor]]
+            if taken and used + nxt.group_size > budget:
+                return taken
+            taken.append(nxt)
+            used += nxt.group_size
+            self.cursor += 1
+            if used >= budget:
+                return taken
+
+    def state(self) -> dict:
+        return {"epoch": self.epoch, "cursor": self.cursor}
+
+    def restore(self, state: dict) -> None:
+        self.epoch, self.cursor = state["epoch"], state["cursor"]
+        self._order = self._epoch_order()
+
+
+@dataclass
+class Rollout:
+    query: Query
+    group: int
+    completion: Completion
+    reward: float = 0.0
+    advantage: float = 0.0
+
+
+def build_scheduler(config: RunConfig, train_queries: list[Query], plan_path: Path | None) -> QueryScheduler:
+    method = config.train.method
+    if method == "sgpo":
+        if plan_path is None or not plan_path.exists():
+            raise FileNotFoundError(f"method sgpo needs a plan: {plan_path} not found (run sgpo plan)")
+        rows, meta = read_table(plan_path)
+        check_profile_matches(meta, config, str(plan_path), None)
+        by_id = {q.query_id: q for q in train_queries}
+        scheduled = []
+        for row_index, r in enumerate(kept_in_order(rows)):
+            if r["query_id"] not in by_id:
+                raise ValueError(f"{plan_path}: row {row_index}: field 'query_id' "
+                                 f"{r['query_id']!r} is not in the task's training queries")
+            scheduled.append(ScheduledQuery(by_id[r["query_id"]], int(r["group_size"])))
+        return QueryScheduler(scheduled, shuffle=False, seed=config.seed)
+    g = config.train.group_size
+    return QueryScheduler([ScheduledQuery(q, g) for q in train_queries], shuffle=True, seed=config.seed)
+
+
+def response_logprobs(
+    policy: Policy, rollouts: list[Rollout]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probs of each rollout's response tokens under policy.model: ([B, T], mask [B, T])."""
+    pad = policy.tokenizer.pad_token_id
+    seqs = [r.completion.prompt_ids + r.completion.response_ids for r in rollouts]
+    width = max(len(s) for s in seqs)
+    input_ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs], device=policy.device)
+    attention = torch.tensor(
+        [[1] * len(s) + [0] * (width - len(s)) for s in seqs], device=policy.device
+    )
+    logits = policy.model(input_ids=input_ids, attention_mask=attention).logits.float()
+    token_logprobs = torch.log_softmax(logits[:, :-1], dim=-1).gather(
+        -1, input_ids[:, 1:].unsqueeze(-1)
+    ).squeeze(-1)  # [B, width-1]: log p(token t+1 | tokens <= t)
+    prompt_len = torch.tensor([len(r.completion.prompt_ids) for r in rollouts], device=policy.device)
+    resp_len = torch.tensor([len(r.completion.response_ids) for r in rollouts], device=policy.device)
+    steps = torch.arange(int(resp_len.max()), device=policy.device)
+    positions = (prompt_len.unsqueeze(1) - 1 + steps).clamp(max=width - 2)
+    mask = (steps.unsqueeze(0) < resp_len.unsqueeze(1)).float()
+    return token_logprobs.gather(1, positions) * mask, mask
+
+
+class Trainer:
+    def __init__(
+        self, config: RunConfig, run_dir: Path, plan_path: Path | None = None, resume: bool = False
+    ) -> None:
+        self.config = config
+        self.cfg = config.train
+        self.run_dir = run_dir
+        self.task = load_task(config.task, config.seed)
+        self.initial_model = model_source(config)
+        state_dir = run_dir / STATE_DIR
+        self.resuming = resume and (state_dir / "state.json").exists()
+        # A resumed run starts from the checkpoint's weights (plain model or LoRA adapter).
+        self.policy = load_policy(
+            config, path=str(state_dir / "model") if self.resuming else None, trainable=True
+        )
+        self.reference = load_policy(config) if self.cfg.kl_coef > 0 else None
+        self.engine = TransformersEngine(self.policy, config.sampling.batch_size)
+        self.verifier = make_verifier(config, self.task)
+        self.shape = model_shape(self.policy.model)
+        self.params = sampling_params(config)
+        self.scheduler = build_scheduler(config, self.task.train, plan_path)
+        trainable = [p for p in self.policy.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(
+            trainable, lr=self.cfg.lr, betas=self.cfg.adam_betas, weight_decay=self.cfg.weight_decay
+        )
+        self.lr_schedule = get_scheduler(
+            self.cfg.lr_schedule if self.cfg.lr_schedule != "constant" else "constant_with_warmup",
+            self.optimizer,
+            num_warmup_steps=self.cfg.warmup_steps,
+            num_training_steps=self.cfg.steps,
+        )
+        self.step = 0
+        self.flops = dict.fromkeys(PHASES, 0.0)
+        if self.cfg.method == "sgpo":
+            # The profiling pass is always charged to sGPO.
+            self.flops["profile"] = float(read_table(plan_path)[1]["profile_flops"])  # type: ignore[arg-type]
+        self.wall_s = 0.0
+        self.nonfinite_in_a_row = 0
+        self.nonfinite_total = 0
+        self.metrics_path = run_dir / METRICS_FILE
+
+    # ----------------------------------------------------------------- one step
+    def generate_groups(self, scheduled: list[ScheduledQuery], round_index: int) -> list[Rollout]:
+        prompts, seeds, owners = [], [], []
+        for gi, sq in enumerate(scheduled):
+            rendered = self.policy.render(sq.query.prompt)
+            for j in range(sq.group_size):
+                prompts.append(rendered)
+                seeds.append(stream_seed(self.config.seed, "rollout", self.step, round_index, sq.query.query_id, j))
+                owners.append(gi)
+        completions = self.engine.generate(prompts, seeds, self.params)
+        rollouts = [Rollout(scheduled[g].query, g, c) for g, c in zip(owners, completions, strict=True)]
+        rewards = self.verifier.score(
+            [r.completion.text for r in rollouts],
+            [r.query.answer for r in rollouts],
+            [r.query.query_id for r in rollouts],
+        )
+        advantages = group_advantages(rewards, owners, self.cfg.normalize_std)
+        for r, reward, adv in zip(rollouts, rewards, advantages, strict=True):
+            r.reward, r.advantage = reward, adv
+            self.flops["rollout"] += inference_flops(
+                self.shape, len(r.completion.prompt_ids), len(r.completion.response_ids)
+            )
+        return rollouts
+
+    def collect(self) -> tuple[list[Rollout], list[Rollout]]:
+        """(all generated rollouts, the step's batch). dapo over-samples and keeps only groups
+        whose rewards differ, refilling until the budget is full or its rounds run out."""
+        if self.cfg.method != "dapo":
+            rollouts = self.generate_groups(self.scheduler.take(self.cfg.rollout_budget), 0)
+            return rollouts, rollouts
+        generated: list[Rollout] = []
+        batch: list[Rollout] = []
+        for round_index in range(self.cfg.dapo_max_rounds):
+            rollouts = self.generate_groups(self.scheduler.take(self.cfg.rollout_budget), round_index)
+            generated += rollouts
+            groups: dict[int, list[Rollout]] = {}
+            for r in rollouts:
+                groups.setdefault(r.group, []).append(r)
+            for members in groups.values():
+                if len(batch) + len(members) > self.cfg.rollout_budget:
+                    break
+                if any(m.advantage != 0.0 for m in members):
+                    batch += members
+            if len(batch) + self.cfg.group_size > self.cfg.rollout_budget:
+                break
+        return generated, batch
+
+    def train_on(self, batch: list[Rollout]) -> dict:
+        """PPO-clipped update(s) on the batch; returns loss and grad-norm stats."""
+        cfg = self.cfg
+        total_sequences = len(batch)
+        total_tokens = sum(len(r.completion.response_ids) for r in batch)
+        norm_length = self.config.sampling.max_new_tokens
+        # Zero advantage and no KL -> the loss term is exactly zero: skip the backward pass.
+        trained = [r for r in batch if r.advantage != 0.0 or cfg.kl_coef > 0]
+        if not trained:
+            return {"loss": 0.0, "grad_norm": 0.0, "trained_rollouts": 0, "skipped_update": False}
+        micro = [trained[i : i + cfg.micro_batch_size] for i in range(0, len(trained), cfg.micro_batch_size)]
+        old_logprobs: list[torch.Tensor | None] = [None] * len(micro)
+        ref_logprobs: list[torch.Tensor | None] = [None] * len(micro)
+        with torch.no_grad():
+            for i, mb in enumerate(micro):
+                tokens = [(len(r.completion.prompt_ids), len(r.completion.response_ids)) for r in mb]
+                if cfg.ppo_epochs > 1:  # with one epoch the rollout policy is the current one
+                    old_logprobs[i] = response_logprobs(self.policy, mb)[0]
+                    self.flops["logprob"] += sum(logprob_flops(self.shape, p, n) for p, n in tokens)
+                if self.reference is not None:
+                    ref_logprobs[i] = response_logprobs(self.reference, mb)[0]
+                    self.flops["logprob"] += sum(logprob_flops(self.shape, p, n) for p, n in tokens)
+        losses, norms, skipped = [], [], False
+        self.policy.model.train()
+        for _ in range(cfg.ppo_epochs):
+            step_loss = 0.0
+            for i, mb in enumerate(micro):
+                logprobs, mask = response_logprobs(self.policy, mb)
+                old = old_logprobs[i] if old_logprobs[i] is not None else logprobs.detach()
+                adv = torch.tensor([r.advantage for r in mb], device=logprobs.device)
+                token_loss = clipped_policy_loss(logprobs, old, adv, mask, cfg.clip_low, cfg.clip_high)
+                if ref_logprobs[i] is not None:
+                    log_ratio = ref_logprobs[i] - logprobs
+                    token_loss = token_loss + cfg.kl_coef * (torch.exp(log_ratio) - log_ratio - 1) * mask
+                loss = aggregate_loss(
+                    token_loss, mask, cfg.loss_aggregation, total_tokens, total_sequences, norm_length
+                )
+                loss.backward()
+                step_loss += loss.item()
+                self.flops["train"] += sum(
+                    train_flops(self.shape, len(r.completion.prompt_ids), len(r.completion.response_ids))
+                    for r in mb
+                )
+            params = [p for p in self.policy.model.parameters() if p.requires_grad]
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
+            if not (np.isfinite(step_loss) and np.isfinite(grad_norm)):
+                self.optimizer.zero_grad(set_to_none=True)
+                skipped = True
+                break
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            losses.append(step_loss)
+            norms.append(grad_norm)
+        return {
+            "loss": float(np.mean(losses)) if losses else float("nan"),
+            "grad_norm": float(np.mean(norms)) if norms else float("nan"),
+            "trained_rollouts": len(trained),
+            "skipped_update": skipped,
+        }
+
+    def run_eval(self) -> dict:
+        cfg = self.config.eval
+        return evaluate(
+            self.engine, self.verifier, self.task.eval, self.params, cfg.n_samples, cfg.greedy, self.config.seed
+        )
+
+    def train_step(self) -> dict:
+        start = time.perf_counter()
+        generated, batch = self.collect()
+        stats = self.train_on(batch)
+        if stats["skipped_update"]:
+            self.nonfinite_in_a_row += 1
+            self.nonfinite_total += 1
+        else:
+            self.nonfinite_in_a_row = 0
+        self.lr_schedule.step()
+        self.step += 1
+        groups: dict[tuple[int, str], list[Rollout]] = {}
+        for r in generated:
+            groups.setdefault((r.group, r.query.query_id), []).append(r)
+        sizes = [len(m) for m in groups.values()]
+        informative = sum(len(m) for m in groups.values() if any(x.advantage != 0.0 for x in m))
+        record = {
+            "step": self.step,
+            "epoch": self.scheduler.epoch,
+            "queries": len(groups),
+            "rollouts": len(generated),
+            "batch_rollouts": len(batch),
+            "reward_mean": float(np.mean([r.reward for r in generated])),
+            "informative_fraction": informative / len(generated),
+            "group_size_mean": float(np.mean(sizes)),
+            "group_size_min": min(sizes),
+            "group_size_max": max(sizes),
+            "response_tokens_mean": float(np.mean([len(r.completion.response_ids) for r in generated])),
+            "tokens_generated": sum(len(r.completion.response_ids) for r in generated),
+            "lr": self.lr_schedule.get_last_lr()[0],
+            "nonfinite_skips": self.nonfinite_total,
+            **stats,
+        }
+        self.wall_s += time.perf_counter() - start
+        return record
+
+    # ------------------------------------------------------------ bookkeeping
+    def flops_record(self) -> dict:
+        record = {f"flops_{phase}_cum": self.flops[phase] for phase in PHASES}
+        record["flops_total_cum"] = sum(self.flops.values())
+        return record
+
+    def log(self, record: dict) -> None:
+        record = record | self.flops_record() | {
+            "method": self.cfg.method,
+            "wall_s": round(self.wall_s, 3),
+            "verifier_errors": self.verifier.stats.errors,
+            "verifier_timeouts": self.verifier.stats.timeouts,
+        }
+        append_jsonl(self.metrics_path, record)
+
+    def save_state(self) -> None:
+        """Resumable state, written to a temp dir and renamed over the previous one."""
+        staging = Path(tempfile.mkdtemp(dir=self.run_dir, prefix=".checkpoint-"))
+        self.policy.model.save_pretrained(staging / "model")
+        self.policy.tokenizer.save_pretrained(staging / "model")
+        torch.save(
+            {
+                "optimizer": self.optimizer.state_dict(),
+                "lr_schedule": self.lr_schedule.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+                "python_rng": random.getstate(),
+                "numpy_rng": np.random.get_state(),
+            },
+            staging / "trainer.pt",
+        )
+        state = {
+            "step": self.step,
+            "scheduler": self.scheduler.state(),
+            "flops": self.flops,
+            "wall_s": self.wall_s,
+            "nonfinite_in_a_row": self.nonfinite_in_a_row,
+            "nonfinite_total": self.nonfinite_total,
+            "verifier": {"calls": self.verifier.stats.calls, "errors": self.verifier.stats.errors,
+                         "timeouts": self.verifier.stats.timeouts},
+            "metrics_lines": len(read_jsonl(self.metrics_path)),
+        }
+        (staging / "state.json").write_text(json.dumps(state, indent=2))
+        target = self.run_dir / STATE_DIR
+        old = self.run_dir / ".checkpoint-old"
+        shutil.rmtree(old, ignore_errors=True)
+        if target.exists():
+            target.rename(old)
+        staging.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def save_model(self, name: str) -> Path:
+        path = self.run_dir / name
+        staging = Path(tempfile.mkdtemp(dir=self.run_dir, prefix=f".{path.name}-"))
+        self.policy.model.save_pretrained(staging)
+        self.policy.tokenizer.save_pretrained(staging)
+        shutil.rmtree(path, ignore_errors=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging.rename(path)
+        return path
+
+    def restore_state(self) -> None:
+        state_dir = self.run_dir / STATE_DIR
+        state = json.loads((state_dir / "state.json").read_text())
+        blobs = torch.load(state_dir / "trainer.pt", weights_only=False)
+        self.optimizer.load_state_dict(blobs["optimizer"])
+        self.lr_schedule.load_state_dict(blobs["lr_schedule"])
+        torch.set_rng_state(blobs["torch_rng"])
+        random.setstate(blobs["python_rng"])
+        np.random.set_state(blobs["numpy_rng"])
+        self.step = state["step"]
+        self.scheduler.restore(state["scheduler"])
+        self.flops = state["flops"]
+        self.wall_s = state["wall_s"]
+        self.nonfinite_in_a_row = state["nonfinite_in_a_row"]
+        self.nonfinite_total = state["nonfinite_total"]
+        self.verifier.stats.calls = state["verifier"]["calls"]
+        self.verifier.stats.errors = state["verifier"]["errors"]
+        self.verifier.stats.timeouts = state["verifier"]["timeouts"]
+        # Lines written after the checkpoint belong to steps that will run again: drop them.
+        lines = self.metrics_path.read_text().splitlines(keepends=True)[: state["metrics_lines"]]
+        atomic_write_text(self.metrics_path, "".join(lines))
+
+    # ---------------------------------------------------------------- the loop
+    def train(self) -> dict:
+        cfg = self.cfg
+        if self.resuming:
+            self.restore_state()
+        else:
+            self.metrics_path.unlink(missing_ok=True)
+            atomic_write_text(self.run_dir / "config.yaml", dump_config(self.config))
+            self.log({"step": 0, **self.run_eval()})
+            self.save_state()
+        with tqdm(total=cfg.steps, initial=self.step, desc=f"train ({cfg.method})", unit="step") as bar:
+            while self.step < cfg.steps:
+                record = self.train_step()
+                if self.nonfinite_in_a_row >= cfg.max_nonfinite_in_a_row:
+                    self.log(record)
+                    self.save_state()
+                    raise NonFiniteError(
+                        f"{self.nonfinite_in_a_row} updates in a row had a non-finite loss or "
+                        f"gradient; stopped at step {self.step}. The last good weights are in "
+                        f"{self.run_dir / STATE_DIR}; lower train.lr or check the data."
+                    )
+                if (cfg.eval_every and self.step % cfg.eval_every == 0) or self.step == cfg.steps:
+                    record |= self.run_eval()
+                self.log(record)
+                bar.set_postfix(reward=f"{record['reward_mean']:.2f}",
+                                informative=f"{record['informative_fraction']:.2f}")
+                bar.update(1)
+                if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+                    self.save_model(f"checkpoints/step-{self.step:06d}")
+                    self.save_state()
+        self.save_model("final")
+        summary = self.summary()
+        atomic_write_json(self.run_dir / SUMMARY_FILE, summary)
+        self.save_state()
+        self.verifier.close()
+        return summary
+
+    def summary(self) -> dict:
+        records = read_jsonl(self.metrics_path)
+        evals = [r for r in records if "eval_acc" in r]
+        steps = [r for r in records if r["step"] > 0]
+        generated = sum(r["rollouts"] for r in steps)
+        informative = sum(r["informative_fraction"] * r["rollouts"] for r in steps)
+        return {
+            "method": self.cfg.method,
+            "steps": self.step,
+            "initial_eval_acc": evals[0]["eval_acc"],
+            "final_eval_acc": evals[-1]["eval_acc"],
+            "initial_eval_acc_greedy": evals[0].get("eval_acc_greedy"),
+            "final_eval_acc_greedy": evals[-1].get("eval_acc_greedy"),
+            "final_eval_acc_by_bucket": evals[-1]["eval_acc_by_bucket"],
+            "total_flops": sum(self.flops.values()),
+            "flops_by_phase": dict(self.flops),
+            "informative_fraction": informative / generated if generated else 0.0,
+            "rollouts": generated,
+            "wall_s": round(self.wall_s, 3),
+            "verifier_errors": self.verifier.stats.errors,
+            "verifier_timeouts": self.verifier.stats.timeouts,
+            "nonfinite_skips": self.nonfinite_total,
+            "model": self.initial_model,
+            "task": self.task.source,
+            "seed": self.config.seed,
+            "config": self.config.model_dump(mode="json"),
+        }
+
+
+def run_train(
+    config: RunConfig, run_dir: Path, plan_path: Path | None = None, resume: bool = False, overwrite: bool = False
+) -> dict:
+    if (run_dir / SUMMARY_FILE).exists() and not (overwrite or resume):
+        raise FileExistsError(f"{run_dir / SUMMARY_FILE} exists; pass --overwrite or --resume")
+    if (run_dir / METRICS_FILE).exists() and not (overwrite or resume):
+        raise FileExistsError(f"{run_dir / METRICS_FILE} exists; pass --overwrite or --resume")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if config.train.method == "sgpo" and plan_path is None:
+        plan_path = run_dir / "plan.parquet"
+    return Trainer(config, run_dir, plan_path, resume).train()

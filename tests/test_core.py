@@ -1,0 +1,137 @@
+"""The pure algorithmic core, checked against hand computations."""
+
+import math
+
+import pytest
+import torch
+
+from sgpo.core.advantages import aggregate_loss, group_advantages, informative_groups
+from sgpo.core.allocation import (
+    DROPPED_TRIVIAL,
+    DROPPED_UNSOLVABLE,
+    KEPT,
+    PlanRule,
+    ProfiledQuery,
+    curriculum_order,
+    group_size,
+    plan_queries,
+    success_rate,
+)
+from sgpo.core.flops import ModelShape, inference_flops, sequence_forward_flops, train_flops
+
+
+def test_advantages_for_mixed_group_sizes_match_hand_computation():
+    # groups of size 1, 2, 5 and 8 interleaved in one batch
+    rewards = [1.0, 1.0, 0.0, 1.0, 0.0, 0.0, 1.0, 1.0] + [0.0] * 6 + [1.0, 1.0]
+    groups = [10, 20, 20, 50, 50, 50, 50, 50] + [80] * 8
+    adv = group_advantages(rewards, groups)
+    assert adv[0] == 0.0  # size 1: no baseline, no signal
+    assert adv[1:3] == pytest.approx([0.5, -0.5])  # mean 0.5
+    assert adv[3:8] == pytest.approx([0.4, -0.6, -0.6, 0.4, 0.4])  # mean 0.6
+    assert adv[8:] == pytest.approx([-0.25] * 6 + [0.75] * 2)  # mean 0.25
+    assert informative_groups(adv, groups) == {20, 50, 80}
+
+
+def test_advantages_with_std_normalisation_and_constant_groups():
+    adv = group_advantages([1.0, 0.0, 1.0, 1.0, 1.0], [0, 0, 1, 1, 1], normalize_std=True)
+    # group 0: mean .5, std .5 -> +-1 (up to eps); group 1 all equal -> 0
+    assert adv[:2] == pytest.approx([1.0, -1.0], rel=1e-4)
+    assert adv[2:] == [0.0, 0.0, 0.0]
+
+
+def test_advantages_reject_mismatched_lengths():
+    with pytest.raises(ValueError, match="group ids"):
+        group_advantages([1.0], [0, 1])
+
+
+@pytest.mark.parametrize(
+    ("p", "expected"),
+    [(0.0, 16), (1.0, 2), (0.5, 2), (0.25, 4), (0.2, 5), (0.3, 4), (1e-6, 16), (0.0625, 16), (0.05, 16)],
+)
+def test_group_size_rule(p, expected):
+    assert group_size(p, c=1.0, g_min=2, g_max=16) == expected
+
+
+def test_group_size_clips_and_validates():
+    assert group_size(0.9, c=1.0, g_min=3, g_max=8) == 3  # lower clip
+    assert group_size(0.01, c=1.0, g_min=3, g_max=8) == 8  # upper clip
+    assert group_size(0.5, c=3.0, g_min=1, g_max=32) == 6  # c scales the rule
+    with pytest.raises(ValueError):
+        group_size(1.5, 1.0, 2, 16)
+    with pytest.raises(ValueError):
+        group_size(0.5, 1.0, 8, 4)
+
+
+def test_success_rate_with_prior():
+    assert success_rate(3, 8) == 3 / 8
+    assert success_rate(0, 8, 1.0, 1.0) == pytest.approx(0.1)
+    with pytest.raises(ValueError):
+        success_rate(9, 8)
+
+
+def test_curriculum_order_descending_and_seeded_ties():
+    ids = [f"q{i}" for i in range(20)]
+    p = [0.5 if i % 2 else 0.25 for i in range(20)]
+    order = curriculum_order(ids, p, seed=3)
+    assert order == curriculum_order(list(reversed(ids)), list(reversed(p)), seed=3)  # stable
+    ranks = {q: i for i, q in enumerate(order)}
+    assert all(ranks[f"q{i}"] < 10 for i in range(1, 20, 2))  # p=0.5 all before p=0.25
+    assert order != curriculum_order(ids, p, seed=4)  # ties shuffled by the seed
+
+
+def test_bucketed_curriculum_keeps_buckets_in_order():
+    ids = ["a", "b", "c", "d"]
+    order = curriculum_order(ids, [0.9, 0.8, 0.3, 0.35], seed=0, bucket_width=0.5)
+    assert set(order[:2]) == {"a", "b"} and set(order[2:]) == {"c", "d"}
+
+
+def test_plan_never_loses_or_duplicates_queries():
+    profile = [ProfiledQuery(f"q{i}", n_correct=i % 9, k=8) for i in range(200)]
+    rule = PlanRule(unsolvable_keep_fraction=0.25)
+    plan = plan_queries(profile, rule, seed=7)
+    assert sorted(p.query_id for p in plan) == sorted(q.query_id for q in profile)
+    kept = [p for p in plan if p.kept]
+    assert sorted(p.rank for p in kept) == list(range(len(kept)))
+    assert all(p.rank == -1 for p in plan if not p.kept)
+    reasons = {p.query_id: p.reason for p in plan}
+    n_unsolvable = sum(q.n_correct == 0 for q in profile)
+    assert sum(r == DROPPED_TRIVIAL for r in reasons.values()) == sum(q.n_correct == 8 for q in profile)
+    kept_unsolvable = sum(p.kept and p.p_hat == 0 for p in plan)
+    assert kept_unsolvable == round(0.25 * n_unsolvable)
+    assert sum(r == DROPPED_UNSOLVABLE for r in reasons.values()) == n_unsolvable - kept_unsolvable
+    assert all(p.group_size == 16 for p in plan if p.p_hat == 0)
+    # easy -> hard along the ranks
+    by_rank = sorted(kept, key=lambda p: p.rank)
+    assert all(a.p_hat >= b.p_hat for a, b in zip(by_rank, by_rank[1:]))
+    assert {p.reason for p in plan} == {KEPT, DROPPED_TRIVIAL, DROPPED_UNSOLVABLE}
+
+
+def test_plan_rejects_duplicate_ids():
+    with pytest.raises(ValueError, match="duplicate"):
+        plan_queries([ProfiledQuery("a", 1, 8), ProfiledQuery("a", 2, 8)], PlanRule(), seed=0)
+
+
+def test_flops_against_hand_count():
+    shape = ModelShape(n_params=1000, n_layers=2, d_attn=8)
+    # 3 tokens: 2*N*3 = 6000; attention 4*2*8*(1+2+3) = 384
+    assert sequence_forward_flops(shape, 3) == 6384
+    assert inference_flops(shape, 2, 1) == 6384
+    assert train_flops(shape, 2, 1) == 3 * 6384
+    assert sequence_forward_flops(shape, 0) == 0
+
+
+def test_loss_aggregation_over_micro_batches_equals_full_batch():
+    torch.manual_seed(0)
+    token_loss = torch.randn(6, 4)
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0], [1, 1, 1, 0], [1, 1, 0, 0]]).float()
+    token_loss = token_loss * mask
+    tokens = int(mask.sum())
+    for mode in ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"]:
+        full = aggregate_loss(token_loss, mask, mode, tokens, 6, 4)
+        parts = sum(aggregate_loss(token_loss[i : i + 2], mask[i : i + 2], mode, tokens, 6, 4) for i in (0, 2, 4))
+        assert math.isclose(float(full), float(parts), rel_tol=1e-6)
+    assert float(aggregate_loss(token_loss, mask, "token-mean", tokens, 6, 4)) == pytest.approx(
+        float(token_loss.sum() / tokens)
+    )
+    with pytest.raises(ValueError):
+        aggregate_loss(token_loss, mask, "nope", tokens, 6, 4)
