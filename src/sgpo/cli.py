@@ -13,19 +13,26 @@ from rich.table import Table
 from sgpo.config import ConfigError, RunConfig, load_config
 
 app = typer.Typer(
-    help="sGPO: profile once, give each query a group size from its success rate, train easy->hard.",
+    help="sGPO: profile once, size each query's group by its success rate, train easy->hard.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
 console = Console()
 
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML run config (default: built-in defaults).")]
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="YAML run config (default: built-in defaults)."),
+]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output directory.")]
 SetOpt = Annotated[
     list[str] | None,
-    typer.Option("--set", "-s", help="Override a config value, e.g. --set train.steps=20 (repeatable)."),
+    typer.Option(
+        "--set", "-s", help="Override a config value, e.g. --set train.steps=20 (repeatable)."
+    ),
 ]
-OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs in --out.")]
+OverwriteOpt = Annotated[
+    bool, typer.Option("--overwrite", help="Replace existing outputs in --out.")
+]
 
 DEMO_CONFIG = Path(__file__).parent / "demo.yaml"
 
@@ -62,14 +69,18 @@ def profile(
     config: ConfigOpt = None,
     out: OutOpt = Path("runs/profile"),
     set_: SetOpt = None,
-    resume: Annotated[bool, typer.Option(help="Continue from the chunks already in --out.")] = False,
+    resume: Annotated[
+        bool, typer.Option(help="Continue from the chunks already in --out.")
+    ] = False,
     overwrite: OverwriteOpt = False,
     shard: Annotated[str | None, typer.Option(help="Profile only shard I of N, e.g. 0/4.")] = None,
 ) -> None:
     """Sample k responses per training query under the initial policy -> OUT/profile.parquet."""
     from sgpo.profile import run_profile
 
-    path = run_profile(_config(config, set_), out, resume=resume, overwrite=overwrite, shard=_parse_shard(shard))
+    path = run_profile(
+        _config(config, set_), out, resume=resume, overwrite=overwrite, shard=_parse_shard(shard)
+    )
     console.print(f"profile written to {path}")
 
 
@@ -77,14 +88,18 @@ def profile(
 def plan(
     config: ConfigOpt = None,
     out: OutOpt = Path("runs/profile"),
-    profile_path: Annotated[Path | None, typer.Option("--profile", help="Profile table (default OUT/profile.parquet).")] = None,
+    profile_path: Annotated[
+        Path | None, typer.Option("--profile", help="Profile table (default OUT/profile.parquet).")
+    ] = None,
     set_: SetOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Filter, size (G = clip(ceil(c/p_hat))) and order the profiled queries -> OUT/plan.parquet."""
     from sgpo.plan import run_plan
 
-    path, summary = run_plan(_config(config, set_), profile_path or out / "profile.parquet", out, overwrite)
+    path, summary = run_plan(
+        _config(config, set_), profile_path or out / "profile.parquet", out, overwrite
+    )
     print_plan_summary(summary)
     console.print(f"plan written to {path}")
 
@@ -93,7 +108,9 @@ def plan(
 def train(
     config: ConfigOpt = None,
     out: OutOpt = Path("runs/train"),
-    plan_path: Annotated[Path | None, typer.Option("--plan", help="Plan table for sgpo (default OUT/plan.parquet).")] = None,
+    plan_path: Annotated[
+        Path | None, typer.Option("--plan", help="Plan table for sgpo (default OUT/plan.parquet).")
+    ] = None,
     set_: SetOpt = None,
     resume: Annotated[Path | None, typer.Option(help="Resume the run in this directory.")] = None,
     overwrite: OverwriteOpt = False,
@@ -104,14 +121,19 @@ def train(
     run_dir = resume or out
     if resume is not None and config is None and (resume / "config.yaml").exists():
         config = resume / "config.yaml"
-    summary = run_train(_config(config, set_), run_dir, plan_path, resume=resume is not None, overwrite=overwrite)
+    summary = run_train(
+        _config(config, set_), run_dir, plan_path, resume=resume is not None, overwrite=overwrite
+    )
     console.print_json(json.dumps({k: v for k, v in summary.items() if k != "config"}))
 
 
 @app.command("eval")
 def eval_(
     config: ConfigOpt = None,
-    model: Annotated[str | None, typer.Option(help="Model directory to evaluate (default: the config's initial model).")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(help="Model directory to evaluate (default: the config's initial model)."),
+    ] = None,
     set_: SetOpt = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write eval.json here.")] = None,
 ) -> None:
@@ -127,10 +149,20 @@ def eval_(
     task = load_task(cfg.task, cfg.seed)
     policy = load_policy(cfg, path=model)
     verifier = make_verifier(cfg, task)
-    result = evaluate(TransformersEngine(policy, cfg.sampling.batch_size), verifier, task.eval,
-                      sampling_params(cfg), cfg.eval.n_samples, cfg.eval.greedy, cfg.seed)
-    result |= {"model": policy.source, "verifier_errors": verifier.stats.errors,
-               "verifier_timeouts": verifier.stats.timeouts}
+    result = evaluate(
+        TransformersEngine(policy, cfg.sampling.batch_size),
+        verifier,
+        task.eval,
+        sampling_params(cfg),
+        cfg.eval.n_samples,
+        cfg.eval.greedy,
+        cfg.seed,
+    )
+    result |= {
+        "model": policy.source,
+        "verifier_errors": verifier.stats.errors,
+        "verifier_timeouts": verifier.stats.timeouts,
+    }
     verifier.close()
     if out:
         atomic_write_json(out / "eval.json", result)
@@ -138,7 +170,9 @@ def eval_(
 
 
 @app.command()
-def report(run_dir: Annotated[Path, typer.Argument(help="A run directory written by sgpo train or demo.")]) -> None:
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory written by sgpo train or demo.")],
+) -> None:
     """Write RUN_DIR/report.md and its PNG plots."""
     from sgpo.report import write_report
 

@@ -41,7 +41,9 @@ def build_char_tokenizer(extra_special_tokens: list[str] | None = None) -> PreTr
     return tokenizer
 
 
-def build_model(cfg: EmbeddedModelConfig, tokenizer: PreTrainedTokenizerFast, seed: int) -> Qwen2ForCausalLM:
+def build_model(
+    cfg: EmbeddedModelConfig, tokenizer: PreTrainedTokenizerFast, seed: int
+) -> Qwen2ForCausalLM:
     torch.manual_seed(seed)
     config = Qwen2Config(
         vocab_size=len(tokenizer),

@@ -35,10 +35,14 @@ def evaluate(
     prompts = [engine.policy.render(q.prompt) for q in queries]  # type: ignore[attr-defined]
     if greedy:
         completions = engine.generate(
-            prompts, [0] * len(queries), SamplingParams(max_new_tokens=params.max_new_tokens, greedy=True)
+            prompts,
+            [0] * len(queries),
+            SamplingParams(max_new_tokens=params.max_new_tokens, greedy=True),
         )
         scores = verifier.score(
-            [c.text for c in completions], [q.answer for q in queries], [q.query_id for q in queries]
+            [c.text for c in completions],
+            [q.answer for q in queries],
+            [q.query_id for q in queries],
         )
         correct = [float(s >= 0.5) for s in scores]
         result["eval_acc_greedy"] = sum(correct) / len(correct)

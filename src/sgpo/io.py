@@ -36,7 +36,9 @@ def atomic_write_json(path: Path, obj: object) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
-def write_table(path: Path, rows: list[dict], metadata: dict, schema: pa.Schema | None = None) -> None:
+def write_table(
+    path: Path, rows: list[dict], metadata: dict, schema: pa.Schema | None = None
+) -> None:
     """Rows -> parquet with our metadata (JSON) in the schema, atomically."""
     table = pa.Table.from_pylist(rows, schema=schema)
     table = table.replace_schema_metadata({METADATA_KEY: json.dumps(metadata, sort_keys=True)})
@@ -63,7 +65,8 @@ def prepare_out_dir(path: Path, overwrite: bool, resume: bool, marker: str) -> N
     """Refuse to clobber an existing result (marker file) unless asked to overwrite or resume."""
     if (path / marker).exists() and not (overwrite or resume):
         raise FileExistsError(
-            f"{path / marker} already exists; pass --overwrite to replace it or --resume to continue"
+            f"{path / marker} already exists; pass --overwrite to replace it "
+            "or --resume to continue"
         )
     path.mkdir(parents=True, exist_ok=True)
 

@@ -6,7 +6,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 from sgpo.config import ModelConfig, RunConfig
 from sgpo.core.flops import ModelShape
@@ -46,8 +51,10 @@ def model_source(config: RunConfig) -> str:
     from sgpo.embedded import ensure_embedded_model
 
     if config.task.kind != "addition":
-        raise ValueError("model.name_or_path 'embedded' is warm-started on the addition task; "
-                         "with task.kind='file' give a real model")
+        raise ValueError(
+            "model.name_or_path 'embedded' is warm-started on the addition task; "
+            "with task.kind='file' give a real model"
+        )
     return str(ensure_embedded_model(config.model.embedded, config.task.addition, config.seed))
 
 
@@ -65,7 +72,9 @@ def load_policy(config: RunConfig, path: str | None = None, trainable: bool = Fa
     if is_adapter:
         from peft import AutoPeftModelForCausalLM
 
-        model = AutoPeftModelForCausalLM.from_pretrained(source, dtype=dtype, is_trainable=trainable)
+        model = AutoPeftModelForCausalLM.from_pretrained(
+            source, dtype=dtype, is_trainable=trainable
+        )
     else:
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
         if trainable and cfg.lora is not None:

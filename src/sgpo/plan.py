@@ -79,11 +79,15 @@ def plan_summary(rows: list[dict], fixed_group_size: int, shape: ModelShape | No
             )
 
         summary["predicted_flops_per_epoch"] = epoch_flops(kept, lambda r: r["group_size"])
-        summary["baseline_predicted_flops_per_epoch"] = epoch_flops(rows, lambda r: fixed_group_size)
+        summary["baseline_predicted_flops_per_epoch"] = epoch_flops(
+            rows, lambda r: fixed_group_size
+        )
     return summary
 
 
-def check_profile_matches(meta: dict, config: RunConfig, source: str, expected_model: str | None) -> None:
+def check_profile_matches(
+    meta: dict, config: RunConfig, source: str, expected_model: str | None
+) -> None:
     """A profile made under another model or dataset would plan the wrong queries."""
     from sgpo.tasks import load_task
 
@@ -100,7 +104,9 @@ def check_profile_matches(meta: dict, config: RunConfig, source: str, expected_m
         )
 
 
-def run_plan(config: RunConfig, profile_path: Path, out_dir: Path, overwrite: bool = False) -> tuple[Path, dict]:
+def run_plan(
+    config: RunConfig, profile_path: Path, out_dir: Path, overwrite: bool = False
+) -> tuple[Path, dict]:
     from sgpo.models import model_source
 
     prepare_out_dir(out_dir, overwrite, False, PLAN_FILE)

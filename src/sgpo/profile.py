@@ -124,9 +124,7 @@ def profile_chunk(
     rows = []
     for qi, q in enumerate(queries):
         group = completions[qi * k : (qi + 1) * k]
-        scores = verifier.score(
-            [c.text for c in group], [q.answer] * k, [q.query_id] * k
-        )
+        scores = verifier.score([c.text for c in group], [q.answer] * k, [q.query_id] * k)
         n_correct = int(sum(s >= 0.5 for s in scores))
         rows.append(
             {

@@ -43,16 +43,27 @@ def plot_training(records: list[dict], out_dir: Path) -> list[str]:
     evals = [r for r in records if "eval_acc" in r]
     steps = [r for r in records if r["step"] > 0]
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
-    left.plot([r["flops_total_cum"] for r in evals], [r["eval_acc"] for r in evals], "o-", label="sampled")
+    left.plot(
+        [r["flops_total_cum"] for r in evals], [r["eval_acc"] for r in evals], "o-", label="sampled"
+    )
     if evals and "eval_acc_greedy" in evals[0]:
-        left.plot([r["flops_total_cum"] for r in evals], [r["eval_acc_greedy"] for r in evals], "s--",
-                  label="greedy")
+        left.plot(
+            [r["flops_total_cum"] for r in evals],
+            [r["eval_acc_greedy"] for r in evals],
+            "s--",
+            label="greedy",
+        )
     left.set_xlabel("cumulative total FLOPs")
     left.set_ylabel("held-out accuracy")
     left.legend()
-    right.plot([r["flops_total_cum"] for r in steps], [r["reward_mean"] for r in steps], label="reward")
-    right.plot([r["flops_total_cum"] for r in steps], [r["informative_fraction"] for r in steps],
-               label="informative fraction")
+    right.plot(
+        [r["flops_total_cum"] for r in steps], [r["reward_mean"] for r in steps], label="reward"
+    )
+    right.plot(
+        [r["flops_total_cum"] for r in steps],
+        [r["informative_fraction"] for r in steps],
+        label="informative fraction",
+    )
     right.set_xlabel("cumulative total FLOPs")
     right.legend()
     return [_save(fig, out_dir / "accuracy_vs_flops.png")]
@@ -71,8 +82,9 @@ def write_report(run_dir: Path) -> Path:
         lines += [
             "## Plan",
             f"- queries profiled: {s.get('queries')} (k = {meta.get('k')} samples each)",
-            f"- dropped as trivial (p_hat = 1): {s.get('trivial')}; unsolvable (p_hat = 0) dropped: "
-            f"{s.get('unsolvable_dropped')}, kept: {s.get('unsolvable_kept')}; kept in all: {s.get('kept')}",
+            f"- dropped as trivial (p_hat = 1): {s.get('trivial')}; unsolvable (p_hat = 0) "
+            f"dropped: {s.get('unsolvable_dropped')}, kept: {s.get('unsolvable_kept')}; "
+            f"kept in all: {s.get('kept')}",
             f"- rollouts per epoch: {s.get('rollouts_per_epoch')} vs "
             f"{s.get('baseline_rollouts_per_epoch')} for fixed G = {s.get('baseline_group_size')} "
             "over every query",
@@ -91,7 +103,7 @@ def write_report(run_dir: Path) -> Path:
             f"{summary['final_eval_acc_greedy']:.3f}"
         )
     lines += [
-        f"- final accuracy by bucket: "
+        "- final accuracy by bucket: "
         + ", ".join(f"{k}: {v:.3f}" for k, v in summary["final_eval_acc_by_bucket"].items()),
         f"- steps: {summary['steps']}, rollouts: {summary['rollouts']}, informative fraction: "
         f"{summary['informative_fraction']:.3f}",

@@ -109,28 +109,34 @@ class Rollout:
     advantage: float = 0.0
 
 
-def build_scheduler(config: RunConfig, train_queries: list[Query], plan_path: Path | None) -> QueryScheduler:
+def build_scheduler(
+    config: RunConfig, train_queries: list[Query], plan_path: Path | None
+) -> QueryScheduler:
     method = config.train.method
     if method == "sgpo":
         if plan_path is None or not plan_path.exists():
-            raise FileNotFoundError(f"method sgpo needs a plan: {plan_path} not found (run sgpo plan)")
+            raise FileNotFoundError(
+                f"method sgpo needs a plan: {plan_path} not found (run sgpo plan)"
+            )
         rows, meta = read_table(plan_path)
         check_profile_matches(meta, config, str(plan_path), None)
         by_id = {q.query_id: q for q in train_queries}
         scheduled = []
         for row_index, r in enumerate(kept_in_order(rows)):
             if r["query_id"] not in by_id:
-                raise ValueError(f"{plan_path}: row {row_index}: field 'query_id' "
-                                 f"{r['query_id']!r} is not in the task's training queries")
+                raise ValueError(
+                    f"{plan_path}: row {row_index}: field 'query_id' "
+                    f"{r['query_id']!r} is not in the task's training queries"
+                )
             scheduled.append(ScheduledQuery(by_id[r["query_id"]], int(r["group_size"])))
         return QueryScheduler(scheduled, shuffle=False, seed=config.seed)
     g = config.train.group_size
-    return QueryScheduler([ScheduledQuery(q, g) for q in train_queries], shuffle=True, seed=config.seed)
+    return QueryScheduler(
+        [ScheduledQuery(q, g) for q in train_queries], shuffle=True, seed=config.seed
+    )
 
 
-def response_logprobs(
-    policy: Policy, rollouts: list[Rollout]
-) -> tuple[torch.Tensor, torch.Tensor]:
+def response_logprobs(policy: Policy, rollouts: list[Rollout]) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probs of each rollout's response tokens under policy.model: ([B, T], mask [B, T])."""
     pad = policy.tokenizer.pad_token_id
     seqs = [r.completion.prompt_ids + r.completion.response_ids for r in rollouts]
@@ -140,11 +146,17 @@ def response_logprobs(
         [[1] * len(s) + [0] * (width - len(s)) for s in seqs], device=policy.device
     )
     logits = policy.model(input_ids=input_ids, attention_mask=attention).logits.float()
-    token_logprobs = torch.log_softmax(logits[:, :-1], dim=-1).gather(
-        -1, input_ids[:, 1:].unsqueeze(-1)
-    ).squeeze(-1)  # [B, width-1]: log p(token t+1 | tokens <= t)
-    prompt_len = torch.tensor([len(r.completion.prompt_ids) for r in rollouts], device=policy.device)
-    resp_len = torch.tensor([len(r.completion.response_ids) for r in rollouts], device=policy.device)
+    token_logprobs = (
+        torch.log_softmax(logits[:, :-1], dim=-1)
+        .gather(-1, input_ids[:, 1:].unsqueeze(-1))
+        .squeeze(-1)
+    )  # [B, width-1]: log p(token t+1 | tokens <= t)
+    prompt_len = torch.tensor(
+        [len(r.completion.prompt_ids) for r in rollouts], device=policy.device
+    )
+    resp_len = torch.tensor(
+        [len(r.completion.response_ids) for r in rollouts], device=policy.device
+    )
     steps = torch.arange(int(resp_len.max()), device=policy.device)
     positions = (prompt_len.unsqueeze(1) - 1 + steps).clamp(max=width - 2)
     mask = (steps.unsqueeze(0) < resp_len.unsqueeze(1)).float()
@@ -199,10 +211,16 @@ class Trainer:
             rendered = self.policy.render(sq.query.prompt)
             for j in range(sq.group_size):
                 prompts.append(rendered)
-                seeds.append(stream_seed(self.config.seed, "rollout", self.step, round_index, sq.query.query_id, j))
+                seeds.append(
+                    stream_seed(
+                        self.config.seed, "rollout", self.step, round_index, sq.query.query_id, j
+                    )
+                )
                 owners.append(gi)
         completions = self.engine.generate(prompts, seeds, self.params)
-        rollouts = [Rollout(scheduled[g].query, g, c) for g, c in zip(owners, completions, strict=True)]
+        rollouts = [
+            Rollout(scheduled[g].query, g, c) for g, c in zip(owners, completions, strict=True)
+        ]
         rewards = self.verifier.score(
             [r.completion.text for r in rollouts],
             [r.query.answer for r in rollouts],
@@ -225,7 +243,9 @@ class Trainer:
         generated: list[Rollout] = []
         batch: list[Rollout] = []
         for round_index in range(self.cfg.dapo_max_rounds):
-            rollouts = self.generate_groups(self.scheduler.take(self.cfg.rollout_budget), round_index)
+            rollouts = self.generate_groups(
+                self.scheduler.take(self.cfg.rollout_budget), round_index
+            )
             generated += rollouts
             groups: dict[int, list[Rollout]] = {}
             for r in rollouts:
@@ -249,12 +269,17 @@ class Trainer:
         trained = [r for r in batch if r.advantage != 0.0 or cfg.kl_coef > 0]
         if not trained:
             return {"loss": 0.0, "grad_norm": 0.0, "trained_rollouts": 0, "skipped_update": False}
-        micro = [trained[i : i + cfg.micro_batch_size] for i in range(0, len(trained), cfg.micro_batch_size)]
+        micro = [
+            trained[i : i + cfg.micro_batch_size]
+            for i in range(0, len(trained), cfg.micro_batch_size)
+        ]
         old_logprobs: list[torch.Tensor | None] = [None] * len(micro)
         ref_logprobs: list[torch.Tensor | None] = [None] * len(micro)
         with torch.no_grad():
             for i, mb in enumerate(micro):
-                tokens = [(len(r.completion.prompt_ids), len(r.completion.response_ids)) for r in mb]
+                tokens = [
+                    (len(r.completion.prompt_ids), len(r.completion.response_ids)) for r in mb
+                ]
                 if cfg.ppo_epochs > 1:  # with one epoch the rollout policy is the current one
                     old_logprobs[i] = response_logprobs(self.policy, mb)[0]
                     self.flops["logprob"] += sum(logprob_flops(self.shape, p, n) for p, n in tokens)
@@ -269,17 +294,28 @@ class Trainer:
                 logprobs, mask = response_logprobs(self.policy, mb)
                 old = old_logprobs[i] if old_logprobs[i] is not None else logprobs.detach()
                 adv = torch.tensor([r.advantage for r in mb], device=logprobs.device)
-                token_loss = clipped_policy_loss(logprobs, old, adv, mask, cfg.clip_low, cfg.clip_high)
+                token_loss = clipped_policy_loss(
+                    logprobs, old, adv, mask, cfg.clip_low, cfg.clip_high
+                )
                 if ref_logprobs[i] is not None:
                     log_ratio = ref_logprobs[i] - logprobs
-                    token_loss = token_loss + cfg.kl_coef * (torch.exp(log_ratio) - log_ratio - 1) * mask
+                    token_loss = (
+                        token_loss + cfg.kl_coef * (torch.exp(log_ratio) - log_ratio - 1) * mask
+                    )
                 loss = aggregate_loss(
-                    token_loss, mask, cfg.loss_aggregation, total_tokens, total_sequences, norm_length
+                    token_loss,
+                    mask,
+                    cfg.loss_aggregation,
+                    total_tokens,
+                    total_sequences,
+                    norm_length,
                 )
                 loss.backward()
                 step_loss += loss.item()
                 self.flops["train"] += sum(
-                    train_flops(self.shape, len(r.completion.prompt_ids), len(r.completion.response_ids))
+                    train_flops(
+                        self.shape, len(r.completion.prompt_ids), len(r.completion.response_ids)
+                    )
                     for r in mb
                 )
             params = [p for p in self.policy.model.parameters() if p.requires_grad]
@@ -302,7 +338,13 @@ class Trainer:
     def run_eval(self) -> dict:
         cfg = self.config.eval
         return evaluate(
-            self.engine, self.verifier, self.task.eval, self.params, cfg.n_samples, cfg.greedy, self.config.seed
+            self.engine,
+            self.verifier,
+            self.task.eval,
+            self.params,
+            cfg.n_samples,
+            cfg.greedy,
+            self.config.seed,
         )
 
     def train_step(self) -> dict:
@@ -332,7 +374,9 @@ class Trainer:
             "group_size_mean": float(np.mean(sizes)),
             "group_size_min": min(sizes),
             "group_size_max": max(sizes),
-            "response_tokens_mean": float(np.mean([len(r.completion.response_ids) for r in generated])),
+            "response_tokens_mean": float(
+                np.mean([len(r.completion.response_ids) for r in generated])
+            ),
             "tokens_generated": sum(len(r.completion.response_ids) for r in generated),
             "lr": self.lr_schedule.get_last_lr()[0],
             "nonfinite_skips": self.nonfinite_total,
@@ -348,12 +392,16 @@ class Trainer:
         return record
 
     def log(self, record: dict) -> None:
-        record = record | self.flops_record() | {
-            "method": self.cfg.method,
-            "wall_s": round(self.wall_s, 3),
-            "verifier_errors": self.verifier.stats.errors,
-            "verifier_timeouts": self.verifier.stats.timeouts,
-        }
+        record = (
+            record
+            | self.flops_record()
+            | {
+                "method": self.cfg.method,
+                "wall_s": round(self.wall_s, 3),
+                "verifier_errors": self.verifier.stats.errors,
+                "verifier_timeouts": self.verifier.stats.timeouts,
+            }
+        )
         append_jsonl(self.metrics_path, record)
 
     def save_state(self) -> None:
@@ -378,8 +426,11 @@ class Trainer:
             "wall_s": self.wall_s,
             "nonfinite_in_a_row": self.nonfinite_in_a_row,
             "nonfinite_total": self.nonfinite_total,
-            "verifier": {"calls": self.verifier.stats.calls, "errors": self.verifier.stats.errors,
-                         "timeouts": self.verifier.stats.timeouts},
+            "verifier": {
+                "calls": self.verifier.stats.calls,
+                "errors": self.verifier.stats.errors,
+                "timeouts": self.verifier.stats.timeouts,
+            },
             "metrics_lines": len(read_jsonl(self.metrics_path)),
         }
         (staging / "state.json").write_text(json.dumps(state, indent=2))
@@ -433,7 +484,9 @@ class Trainer:
             atomic_write_text(self.run_dir / "config.yaml", dump_config(self.config))
             self.log({"step": 0, **self.run_eval()})
             self.save_state()
-        with tqdm(total=cfg.steps, initial=self.step, desc=f"train ({cfg.method})", unit="step") as bar:
+        with tqdm(
+            total=cfg.steps, initial=self.step, desc=f"train ({cfg.method})", unit="step"
+        ) as bar:
             while self.step < cfg.steps:
                 record = self.train_step()
                 if self.nonfinite_in_a_row >= cfg.max_nonfinite_in_a_row:
@@ -447,8 +500,10 @@ class Trainer:
                 if (cfg.eval_every and self.step % cfg.eval_every == 0) or self.step == cfg.steps:
                     record |= self.run_eval()
                 self.log(record)
-                bar.set_postfix(reward=f"{record['reward_mean']:.2f}",
-                                informative=f"{record['informative_fraction']:.2f}")
+                bar.set_postfix(
+                    reward=f"{record['reward_mean']:.2f}",
+                    informative=f"{record['informative_fraction']:.2f}",
+                )
                 bar.update(1)
                 if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                     self.save_model(f"checkpoints/step-{self.step:06d}")
@@ -490,7 +545,11 @@ class Trainer:
 
 
 def run_train(
-    config: RunConfig, run_dir: Path, plan_path: Path | None = None, resume: bool = False, overwrite: bool = False
+    config: RunConfig,
+    run_dir: Path,
+    plan_path: Path | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
 ) -> dict:
     if (run_dir / SUMMARY_FILE).exists() and not (overwrite or resume):
         raise FileExistsError(f"{run_dir / SUMMARY_FILE} exists; pass --overwrite or --resume")

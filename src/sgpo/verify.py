@@ -75,8 +75,13 @@ class Verifier:
         self._fn = import_verifier(spec)  # fail fast on a bad path, in both modes
         self._worker: _Worker | None = None
 
-    def score(self, responses: list[str], references: list[str], query_ids: list[str]) -> list[float]:
-        return [self.score_one(r, ref, q) for r, ref, q in zip(responses, references, query_ids, strict=True)]
+    def score(
+        self, responses: list[str], references: list[str], query_ids: list[str]
+    ) -> list[float]:
+        return [
+            self.score_one(r, ref, q)
+            for r, ref, q in zip(responses, references, query_ids, strict=True)
+        ]
 
     def score_one(self, response: str, reference: str, query_id: str) -> float:
         self.stats.calls += 1
@@ -154,9 +159,7 @@ class _Worker:
         self.timeout_s = timeout_s
         # The CPU limit is a backstop for the worker's whole life; the wall-clock timeout
         # per call is enforced here by poll().
-        self.process = ctx.Process(
-            target=_worker_main, args=(spec, 3600, child), daemon=True
-        )
+        self.process = ctx.Process(target=_worker_main, args=(spec, 3600, child), daemon=True)
         self.process.start()
         self.started_up = False
 

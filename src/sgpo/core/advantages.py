@@ -10,7 +10,10 @@ LOSS_AGGREGATIONS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-no
 
 
 def group_advantages(
-    rewards: Sequence[float], group_ids: Sequence[int], normalize_std: bool = False, eps: float = 1e-6
+    rewards: Sequence[float],
+    group_ids: Sequence[int],
+    normalize_std: bool = False,
+    eps: float = 1e-6,
 ) -> list[float]:
     """Advantage of each rollout = reward - mean reward of its group (optionally / group std).
 

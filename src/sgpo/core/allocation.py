@@ -45,7 +45,9 @@ class PlannedQuery:
     rank: int  # curriculum position among kept queries (0 = first); -1 when dropped
 
 
-def success_rate(n_correct: int, k: int, prior_alpha: float = 0.0, prior_beta: float = 0.0) -> float:
+def success_rate(
+    n_correct: int, k: int, prior_alpha: float = 0.0, prior_beta: float = 0.0
+) -> float:
     """Posterior-mean success rate; with a zero prior it is the empirical n_correct / k."""
     if k <= 0 or not 0 <= n_correct <= k:
         raise ValueError(f"need 0 <= n_correct <= k and k > 0, got n_correct={n_correct}, k={k}")
@@ -91,7 +93,8 @@ def plan_queries(profile: Sequence[ProfiledQuery], rule: PlanRule, seed: int) ->
         raise ValueError(f"duplicate query ids in profile: {dupes[:5]}")
     raw = {q.query_id: success_rate(q.n_correct, q.k) for q in profile}
     smoothed = {
-        q.query_id: success_rate(q.n_correct, q.k, rule.prior_alpha, rule.prior_beta) for q in profile
+        q.query_id: success_rate(q.n_correct, q.k, rule.prior_alpha, rule.prior_beta)
+        for q in profile
     }
 
     unsolvable = sorted(qid for qid, p in raw.items() if p == 0.0)

@@ -33,7 +33,9 @@ def sequence_forward_flops(shape: ModelShape, n_tokens: int) -> float:
     if n_tokens <= 0:
         return 0.0
     attention_positions = n_tokens * (n_tokens + 1) / 2
-    return 2.0 * shape.n_params * n_tokens + 4.0 * shape.n_layers * shape.d_attn * attention_positions
+    return (
+        2.0 * shape.n_params * n_tokens + 4.0 * shape.n_layers * shape.d_attn * attention_positions
+    )
 
 
 def inference_flops(shape: ModelShape, prompt_tokens: int, response_tokens: int) -> float:

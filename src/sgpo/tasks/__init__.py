@@ -58,6 +58,8 @@ def load_task(task_cfg, seed: int) -> TaskData:  # noqa: ANN001 - TaskConfig, av
     check_queries(data.eval, f"{data.source} (eval)")
     overlap = {q.query_id for q in data.train} & {q.query_id for q in data.eval}
     if overlap:
-        raise DataError(f"{data.source}: {len(overlap)} query ids in both train and eval, "
-                        f"e.g. {sorted(overlap)[:3]}")
+        raise DataError(
+            f"{data.source}: {len(overlap)} query ids in both train and eval, "
+            f"e.g. {sorted(overlap)[:3]}"
+        )
     return data

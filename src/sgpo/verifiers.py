@@ -1,0 +1,251 @@
+"""Ready-made verifiers, each ``(response, reference) -> float`` in [0, 1], for use as
+``task.verifier: "sgpo.verifiers:NAME"``.
+
+- math_verify: mathematical equivalence with the ``math-verify`` package (fractions vs decimals,
+  LaTeX vs plain text, "1,000" vs "1000", "$18" / "18 dollars" vs "18").
+- exact_match: the whole response equals the reference after whitespace normalisation.
+- numeric: the last number in the response equals the reference within a relative tolerance.
+- multiple_choice: the chosen letter (A-E) equals the reference letter.
+
+The final answer of a free-form response is, in this order: the content of its last
+``\\boxed{...}``, the text after its last "####", the text after its last "answer is"; with none of
+these the whole response is handed to math-verify, which picks its last expression.
+
+Timeouts: math-verify's own timeouts use ``signal.alarm``, which (a) cancels the ITIMER_REAL timer
+that sgpo.verify.Verifier arms around an inline call, (b) has whole-second resolution and (c) makes
+math-verify silently return "no answer" off the main thread. They are switched off here
+(``parsing_timeout=None``, ``timeout_seconds=None``): the Verifier that runs these functions is
+what bounds their time. Called directly, outside a Verifier, they have no time limit.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+from sgpo.verify import VerifierTimeout
+
+# --------------------------------------------------------------------------- answer extraction
+
+BOXED_OPEN = re.compile(r"\\(?:boxed|fbox)\s*\{")
+_ANSWER_IS = re.compile(r"answer\s+is\s*:?", re.IGNORECASE)
+_MARKDOWN = re.compile(r"^[*_`\s]+|[*_`\s]+$")
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last closed ``\\boxed{...}`` (or ``\\fbox{...}``), nested braces handled;
+    None when there is none. Escaped braces ``\\{`` ``\\}`` do not count."""
+    for match in reversed(list(BOXED_OPEN.finditer(text))):
+        content = balanced_content(text, match.end())
+        if content is not None:
+            return content
+    return None
+
+
+def balanced_content(text: str, start: int) -> str | None:
+    """The text from start up to the brace that closes the "{" just before start, or None when it
+    is never closed. Escaped braces do not count."""
+    depth = 1
+    i = start
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\":
+            i += 2
+            continue
+        if ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+            if depth == 0:
+                return text[start:i]
+        i += 1
+    return None
+
+
+def _first_line(text: str) -> str:
+    return text.strip().split("\n", 1)[0].strip()
+
+
+def final_answer(response: str) -> tuple[str, str]:
+    """(kind, text) of the response's final answer; kind is boxed, hashes, answer-is or whole."""
+    boxed = last_boxed(response)
+    if boxed is not None:
+        return "boxed", boxed.strip()
+    if "####" in response:
+        return "hashes", _first_line(response.rsplit("####", 1)[1])
+    matches = list(_ANSWER_IS.finditer(response))
+    if matches:
+        tail = _first_line(response[matches[-1].end() :])
+        # Up to the end of the sentence: a full stop followed by a space or the end.
+        tail = re.split(r"\.(?:\s|$)", tail, maxsplit=1)[0]
+        return "answer-is", tail.strip()
+    return "whole", response
+
+
+_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
+# "$18", "\$18", "18 dollars", "18.5 cm", "-3 apples": a plain number with a currency sign in
+# front and/or unit words behind.
+_NUMBER_WITH_UNITS = re.compile(
+    r"^(?:\\?\$)?\s*(?P<number>[-+]?\d+(?:\.\d+)?)\s*(?:[A-Za-z][A-Za-z .'/-]*)?$"
+)
+
+
+def normalize_answer(text: str) -> str:
+    """A short final-answer string made friendly to math-verify: markdown and a trailing full
+    stop removed, thousands separators dropped, a plain number stripped of currency and units."""
+    text = _MARKDOWN.sub("", text.strip())
+    text = text.rstrip(".").strip()
+    text = _THOUSANDS.sub("", text)
+    match = _NUMBER_WITH_UNITS.match(text)
+    if match:
+        return match.group("number")
+    return text
+
+
+# --------------------------------------------------------------------------- math_verify
+
+_math_verify = None
+
+
+def _load_math_verify():  # noqa: ANN202 - returns the module
+    global _math_verify
+    if _math_verify is None:
+        import math_verify
+        import math_verify.grader
+        import math_verify.parser
+
+        # Their "timeout is disabled, provide your own" warning: sgpo.verify.Verifier does.
+        math_verify.parser.TIMEOUT_WARNING_SHOWN = True
+        math_verify.grader.TIMEOUT_WARNING_SHOWN = True
+        _math_verify = math_verify
+    return _math_verify
+
+
+def _parse(text: str) -> list:
+    """math-verify parse without its signal-based timeout; a parse failure means no answer, but a
+    timeout raised by the surrounding Verifier is let through."""
+    mv = _load_math_verify()
+    try:
+        return mv.parse(text, parsing_timeout=None, raise_on_error=True)
+    except VerifierTimeout:
+        raise
+    except Exception:  # noqa: BLE001 - unparsable text is a wrong answer, not an error
+        return []
+
+
+def _parse_answer(text: str) -> list:
+    """Parse a short final answer (a reference, or what a response boxed / put after ####)."""
+    normalized = normalize_answer(text)
+    if not normalized:
+        return []
+    parsed = _parse(f"\\boxed{{{normalized}}}")
+    return parsed or _parse(normalized)
+
+
+def _equivalent(gold: list, answer: list) -> bool:
+    mv = _load_math_verify()
+    for g in gold:
+        for a in answer:
+            try:
+                if mv.verify(g, a, timeout_seconds=None, raise_on_error=True):
+                    return True
+            except VerifierTimeout:
+                raise
+            except Exception:  # noqa: BLE001, S112 - this pair is not comparable; try the next
+                continue
+    return False
+
+
+def math_verify(response: str, reference: str) -> float:
+    """1.0 when the response's final answer is mathematically equivalent to the reference."""
+    gold = _parse_answer(reference)
+    kind, text = final_answer(response)
+    answer = _parse(response) if kind == "whole" else _parse_answer(text)
+    if gold and answer:
+        return 1.0 if _equivalent(gold, answer) else 0.0
+    if gold:
+        return 0.0  # the response has no parsable answer
+    # The reference is not parsable as mathematics: compare the normalised strings.
+    got = _norm_text(normalize_answer(text))
+    return 1.0 if got and got == _norm_text(normalize_answer(reference)) else 0.0
+
+
+def _norm_text(text: str) -> str:
+    text = re.sub(r"\\text\{([^{}]*)\}", r"\1", text)
+    return " ".join(text.replace("$", " ").split()).lower()
+
+
+# --------------------------------------------------------------------------- exact_match
+
+
+def exact_match(response: str, reference: str) -> float:
+    """1.0 when response and reference are equal after collapsing whitespace."""
+    return 1.0 if " ".join(response.split()) == " ".join(reference.split()) else 0.0
+
+
+# --------------------------------------------------------------------------- numeric
+
+_NUMBER = re.compile(r"[-+]?(?:\d[\d,]*)?\.?\d+(?:[eE][-+]?\d+)?(?:\s*/\s*\d+(?:\.\d+)?)?")
+
+
+def _to_float(token: str) -> float | None:
+    token = token.replace(",", "").replace(" ", "")
+    try:
+        if "/" in token:
+            num, den = token.split("/", 1)
+            return float(num) / float(den)
+        return float(token)
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def last_number(text: str) -> float | None:
+    """The last number written in text ("1,000", "-2.5", "1e-3", "3/4"), or None."""
+    for match in reversed(list(_NUMBER.finditer(text))):
+        value = _to_float(match.group(0))
+        if value is not None:
+            return value
+    return None
+
+
+def numeric(response: str, reference: str, rel_tol: float = 1e-6, abs_tol: float = 0.0) -> float:
+    """1.0 when the last number in the response's final answer is within rel_tol (relative) or
+    abs_tol (absolute) of the reference number. An unparsable reference raises (a data error)."""
+    expected = last_number(reference)
+    if expected is None:
+        raise ValueError(f"reference {reference!r} contains no number")
+    kind, text = final_answer(response)
+    got = last_number(text)
+    if got is None or not math.isfinite(got):
+        return 0.0
+    return 1.0 if math.isclose(got, expected, rel_tol=rel_tol, abs_tol=abs_tol) else 0.0
+
+
+# --------------------------------------------------------------------------- multiple_choice
+
+_CHOICE_PATTERNS = [
+    # "The answer is (B)", "Answer: B", "the correct answer is **C**"
+    re.compile(r"(?i:answer)\s*(?:(?i:is)\s*)?:?\s*[*_]*\s*\(?\s*([A-E])\b\s*\)?"),
+    re.compile(r"\\boxed\{\s*(?:\\text\{)?\s*\(?([A-E])\)?\s*\}?\s*\}"),
+    re.compile(r"\(([A-E])\)"),
+]
+_LONE_CHOICE = re.compile(r"^[\s*_(]*([A-E])[\s*_).:]*$")
+
+
+def choice_letter(text: str) -> str | None:
+    """The letter A-E a response picks, or None. Tried in order: "answer is (X)" / "Answer: X",
+    \\boxed{X}, the last "(X)", a response that is just the letter."""
+    for pattern in _CHOICE_PATTERNS:
+        matches = pattern.findall(text)
+        if matches:
+            return matches[-1]
+    match = _LONE_CHOICE.match(text)
+    return match.group(1) if match else None
+
+
+def multiple_choice(response: str, reference: str) -> float:
+    """1.0 when the response picks the reference letter (reference "B", "(B)" or "b")."""
+    expected = choice_letter(reference.strip().upper())
+    if expected is None:
+        raise ValueError(f"reference {reference!r} is not a choice letter A-E")
+    return 1.0 if choice_letter(response) == expected else 0.0
