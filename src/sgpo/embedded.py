@@ -72,8 +72,9 @@ def warm_start(
     rng = random.Random(f"warm-start/{seed}")
     streams = [sample_pairs(d, "train", rng) for d in task.digits]
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.warmup_lr, weight_decay=0.01)
+    # 50 steps of linear warm-up, then linear decay to 5% at warmup_lr_horizon.
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / 50) * max(0.05, 1 - s / max(cfg.warmup_steps, 1))
+        optimizer, lambda s: min(1.0, (s + 1) / 50) * max(0.05, 1 - s / cfg.warmup_lr_horizon)
     )
     model.train()
     losses = []

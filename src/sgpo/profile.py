@@ -35,7 +35,12 @@ def sampling_params(config: RunConfig, greedy: bool = False) -> SamplingParams:
 
 def make_verifier(config: RunConfig, task: TaskData) -> Verifier:
     spec = config.task.verifier or task.default_verifier
-    return Verifier(spec, config.task.verifier_timeout_s, config.task.verifier_isolation)
+    return Verifier(
+        spec,
+        config.task.verifier_timeout_s,
+        config.task.verifier_isolation,
+        config.task.verifier_kwargs,
+    )
 
 
 def shard_queries(queries: list[Query], shard: tuple[int, int] | None) -> list[Query]:

@@ -18,6 +18,7 @@ import random
 import shutil
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -356,7 +357,11 @@ class Trainer:
             self.nonfinite_total += 1
         else:
             self.nonfinite_in_a_row = 0
-        self.lr_schedule.step()
+        with warnings.catch_warnings():
+            # A step whose groups all had zero advantage takes no optimizer step; the schedule
+            # still advances so that lr depends on the step number only.
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
+            self.lr_schedule.step()
         self.step += 1
         groups: dict[tuple[int, str], list[Rollout]] = {}
         for r in generated:
@@ -475,6 +480,10 @@ class Trainer:
         atomic_write_text(self.metrics_path, "".join(lines))
 
     # ---------------------------------------------------------------- the loop
+    def finished(self) -> bool:
+        cap = self.cfg.max_total_flops
+        return self.step >= self.cfg.steps or (cap is not None and sum(self.flops.values()) >= cap)
+
     def train(self) -> dict:
         cfg = self.cfg
         if self.resuming:
@@ -487,7 +496,7 @@ class Trainer:
         with tqdm(
             total=cfg.steps, initial=self.step, desc=f"train ({cfg.method})", unit="step"
         ) as bar:
-            while self.step < cfg.steps:
+            while not self.finished():
                 record = self.train_step()
                 if self.nonfinite_in_a_row >= cfg.max_nonfinite_in_a_row:
                     self.log(record)
@@ -497,7 +506,7 @@ class Trainer:
                         f"gradient; stopped at step {self.step}. The last good weights are in "
                         f"{self.run_dir / STATE_DIR}; lower train.lr or check the data."
                     )
-                if (cfg.eval_every and self.step % cfg.eval_every == 0) or self.step == cfg.steps:
+                if (cfg.eval_every and self.step % cfg.eval_every == 0) or self.finished():
                     record |= self.run_eval()
                 self.log(record)
                 bar.set_postfix(

@@ -8,6 +8,7 @@ disabled; a worker that hangs is killed and replaced.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import multiprocessing
@@ -51,8 +52,8 @@ class VerifierStats:
             log.warning(message)
 
 
-class VerifierTimeout(Exception):
-    pass
+class VerifierTimeout(BaseException):
+    """A BaseException so that a verifier's own `except Exception` cannot swallow the timeout."""
 
 
 class WorkerDied(RuntimeError):
@@ -67,12 +68,20 @@ def _clamp(score: object) -> float:
 
 
 class Verifier:
-    def __init__(self, spec: str, timeout_s: float = 5.0, isolation: str = "inline") -> None:
+    def __init__(
+        self,
+        spec: str,
+        timeout_s: float = 5.0,
+        isolation: str = "inline",
+        kwargs: dict | None = None,
+    ) -> None:
         self.spec = spec
         self.timeout_s = timeout_s
         self.isolation = isolation
+        self.kwargs = dict(kwargs or {})
         self.stats = VerifierStats()
-        self._fn = import_verifier(spec)  # fail fast on a bad path, in both modes
+        # Fail fast on a bad path, in both modes.
+        self._fn = functools.partial(import_verifier(spec), **self.kwargs)
         self._worker: _Worker | None = None
 
     def score(
@@ -114,7 +123,7 @@ class Verifier:
 
     def _worker_call(self, response: str, reference: str) -> float:
         if self._worker is None:
-            self._worker = _Worker(self.spec, self.timeout_s)
+            self._worker = _Worker(self.spec, self.kwargs, self.timeout_s)
         try:
             return self._worker.call(response, reference)
         except (VerifierTimeout, WorkerDied):
@@ -128,7 +137,7 @@ class Verifier:
             self._worker = None
 
 
-def _worker_main(spec: str, cpu_seconds: int, conn) -> None:  # noqa: ANN001 - Connection
+def _worker_main(spec: str, kwargs: dict, cpu_seconds: int, conn) -> None:  # noqa: ANN001 - Connection
     import resource
     import socket
 
@@ -141,7 +150,7 @@ def _worker_main(spec: str, cpu_seconds: int, conn) -> None:  # noqa: ANN001 - C
     socket.socket = no_network  # type: ignore[assignment,misc]
     socket.create_connection = no_network  # type: ignore[assignment]
     socket.getaddrinfo = no_network  # type: ignore[assignment]
-    fn = import_verifier(spec)
+    fn = functools.partial(import_verifier(spec), **kwargs)
     while True:
         message = conn.recv()
         if message is None:
@@ -153,13 +162,15 @@ def _worker_main(spec: str, cpu_seconds: int, conn) -> None:  # noqa: ANN001 - C
 
 
 class _Worker:
-    def __init__(self, spec: str, timeout_s: float) -> None:
+    def __init__(self, spec: str, kwargs: dict, timeout_s: float) -> None:
         ctx = multiprocessing.get_context("spawn")
         self.conn, child = ctx.Pipe()
         self.timeout_s = timeout_s
         # The CPU limit is a backstop for the worker's whole life; the wall-clock timeout
         # per call is enforced here by poll().
-        self.process = ctx.Process(target=_worker_main, args=(spec, 3600, child), daemon=True)
+        self.process = ctx.Process(
+            target=_worker_main, args=(spec, kwargs, 3600, child), daemon=True
+        )
         self.process.start()
         self.started_up = False
 

@@ -55,6 +55,8 @@ def load_task(task_cfg, seed: int) -> TaskData:  # noqa: ANN001 - TaskConfig, av
 
         data = load_file_task(task_cfg.file)
     check_queries(data.train, f"{data.source} (train)")
+    if not data.eval:
+        raise DataError(f"{data.source}: no eval queries; give task.file.eval (held-out data)")
     check_queries(data.eval, f"{data.source} (eval)")
     overlap = {q.query_id for q in data.train} & {q.query_id for q in data.eval}
     if overlap:

@@ -1,0 +1,380 @@
+"""User data as a task: local .jsonl / .parquet / .csv files or a `datasets` name, mapped to
+queries (id, prompt, reference answer, difficulty) by a preset and/or explicit field names.
+
+Presets (each only sets defaults; a field the config sets to a value other than its
+FileTaskConfig default wins; difficulty_field "" switches the preset's difficulty off):
+
+- plain: prompt_field "prompt", answer_field "answer", verifier exact_match.
+- gsm8k: prompt "question"; the answer is the text after "####" in "answer", commas removed.
+- math: prompt "problem"; the answer is the content of the last \\boxed{...} in "solution";
+  difficulty "level" (an integer level n becomes "Level n").
+- verl: verl-style rows; "prompt" is a list of chat messages and the last user message is the
+  prompt; the answer is "reward_model.ground_truth"; the id is "<file stem>:<extra_info.index>"
+  when the row has extra_info.index.
+
+Field names may be dotted paths into nested records ("reward_model.ground_truth"). Without an id
+field a query's id is "<file stem>:<row>" (for a `datasets` name "<name>:<split>:<row>"). Rows are
+numbered from 0 in file order; limit_train / limit_eval take the first N rows. Every bad row is a
+DataError naming the file, the row and the field: nothing is skipped.
+
+A `datasets` name may carry a config name after a colon, e.g. "openai/gsm8k:main". Without an
+eval source the eval split (split_eval) of the train dataset is used for a `datasets` name; for a
+local train file there is then no eval set.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from sgpo.tasks import DataError, Query, TaskData
+from sgpo.verifiers import BOXED_OPEN, balanced_content
+
+FILE_SUFFIXES = (".jsonl", ".parquet", ".csv")
+MATH_VERIFIER = "sgpo.verifiers:math_verify"
+EXACT_VERIFIER = "sgpo.verifiers:exact_match"
+
+
+@dataclass(frozen=True)
+class Preset:
+    prompt_field: str
+    answer_field: str
+    id_field: str | None
+    difficulty_field: str | None
+    verifier: str
+
+
+PRESETS = {
+    "plain": Preset("prompt", "answer", None, None, EXACT_VERIFIER),
+    "gsm8k": Preset("question", "answer", None, None, MATH_VERIFIER),
+    "math": Preset("problem", "solution", None, "level", MATH_VERIFIER),
+    "verl": Preset("prompt", "reward_model.ground_truth", "extra_info.index", None, MATH_VERIFIER),
+}
+
+
+@dataclass(frozen=True)
+class Mapping:
+    preset: str
+    prompt_field: str
+    answer_field: str
+    id_field: str | None
+    difficulty_field: str | None
+    # verl: the id field is optional per row and prefixed with the file stem.
+    id_from_preset: bool
+
+    def describe(self) -> str:
+        return (
+            f"preset={self.preset}, prompt={self.prompt_field}, answer={self.answer_field}, "
+            f"id={self.id_field or '<row>'}, difficulty={self.difficulty_field or '<none>'}"
+        )
+
+
+def resolve_mapping(cfg) -> Mapping:  # noqa: ANN001 - FileTaskConfig
+    """The preset's field names, except those the config sets to something other than the
+    FileTaskConfig default. (Not model_fields_set: a config written back by dump_config sets every
+    field, and must mean the same when read again.) difficulty_field "" means no difficulty."""
+    preset = PRESETS[cfg.preset]
+    defaults = type(cfg).model_fields
+
+    def pick(name: str, optional: bool = False) -> str | None:
+        value = getattr(cfg, name)
+        if value == defaults[name].default:
+            return getattr(preset, name)
+        return (value or None) if optional else value
+
+    return Mapping(
+        preset=cfg.preset,
+        prompt_field=pick("prompt_field"),  # type: ignore[arg-type]
+        answer_field=pick("answer_field"),  # type: ignore[arg-type]
+        id_field=pick("id_field", optional=True),
+        difficulty_field=pick("difficulty_field", optional=True),
+        id_from_preset=cfg.preset == "verl" and cfg.id_field == defaults["id_field"].default,
+    )
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where one split's rows come from."""
+
+    label: str  # used in error messages: the path as given, or "name (split S)"
+    id_prefix: str  # default ids are f"{id_prefix}:{row}"
+    local: Path | None
+    dataset: str | None = None
+    dataset_config: str | None = None
+    split: str | None = None
+
+    def describe(self) -> str:
+        """Deterministic description for TaskData.source: a local file by name and content
+        hash (so moving it does not matter but editing it does), a dataset by name/config/split."""
+        if self.local is not None:
+            digest = hashlib.sha256()
+            with self.local.open("rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+            return f"{self.local.name}@sha256:{digest.hexdigest()[:16]}"
+        config = f":{self.dataset_config}" if self.dataset_config else ""
+        return f"datasets:{self.dataset}{config}/{self.split}"
+
+
+def looks_like_path(spec: str) -> bool:
+    return spec.lower().endswith((*FILE_SUFFIXES, ".json")) or spec.startswith(("/", ".", "~"))
+
+
+def resolve_source(spec: str, split: str, dataset_config: str | None) -> Source:
+    path = Path(spec).expanduser()
+    if path.is_file():
+        if path.suffix.lower() not in FILE_SUFFIXES:
+            raise DataError(
+                f"{spec}: unsupported file type {path.suffix!r}; "
+                f"use one of {', '.join(FILE_SUFFIXES)}"
+            )
+        return Source(label=spec, id_prefix=path.stem, local=path)
+    if looks_like_path(spec) and not path.is_dir():  # a local directory goes to `datasets`
+        raise DataError(f"{spec}: no such file")
+    name, _, inline_config = spec.partition(":")
+    config = dataset_config or inline_config or None
+    return Source(
+        label=f"{spec} (split {split})",
+        id_prefix=f"{name}:{split}",
+        local=None,
+        dataset=name,
+        dataset_config=config,
+        split=split,
+    )
+
+
+def iter_rows(source: Source, limit: int | None) -> Iterator[tuple[int, object]]:
+    """(row index, raw record) pairs, the first `limit` rows only when limit is set."""
+    if source.local is None:
+        yield from _dataset_rows(source, limit)
+        return
+    suffix = source.local.suffix.lower()
+    reader = {".jsonl": _jsonl_rows, ".parquet": _parquet_rows, ".csv": _csv_rows}[suffix]
+    for row, record in enumerate(reader(source)):
+        if limit is not None and row >= limit:
+            return
+        yield row, record
+
+
+def _jsonl_rows(source: Source) -> Iterator[object]:
+    row = 0
+    with source.local.open(encoding="utf-8") as f:  # type: ignore[union-attr]
+        for line_no, line in enumerate(f, start=1):
+            if not line.strip():
+                continue  # a blank line is not a row (e.g. a trailing newline)
+            try:
+                record = json.loads(line.rstrip("\r\n"))
+            except json.JSONDecodeError as e:
+                raise DataError(
+                    f"{source.label}: row {row} (line {line_no}): not valid JSON: "
+                    f"{e.msg} at column {e.colno}"
+                ) from e
+            yield record
+            row += 1
+
+
+def _parquet_rows(source: Source) -> Iterator[object]:
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(source.local)
+    except Exception as e:  # noqa: BLE001 - any reader failure means an unreadable file
+        raise DataError(f"{source.label}: not a readable parquet file: {e}") from e
+    for batch in parquet.iter_batches(batch_size=1024):
+        yield from batch.to_pylist()
+
+
+def _csv_rows(source: Source) -> Iterator[object]:
+    with source.local.open(encoding="utf-8", newline="") as f:  # type: ignore[union-attr]
+        for row, record in enumerate(csv.DictReader(f)):
+            # A short line leaves trailing columns as None (reported as missing fields); a long
+            # one puts its extra cells under the key None.
+            if None in record:
+                raise DataError(f"{source.label}: row {row}: more cells than header columns")
+            yield {k: v for k, v in record.items() if v is not None}
+
+
+def _dataset_rows(source: Source, limit: int | None) -> Iterator[tuple[int, object]]:
+    try:
+        import datasets
+
+        ds = datasets.load_dataset(source.dataset, source.dataset_config, split=source.split)
+    except Exception as e:  # noqa: BLE001 - offline, unknown name, missing config...
+        raise DataError(f"{source.label}: cannot load with datasets.load_dataset: {e}") from e
+    if limit is not None:
+        ds = ds.select(range(min(limit, len(ds))))
+    yield from enumerate(ds)
+
+
+# --------------------------------------------------------------------------- rows -> queries
+
+_MISSING = object()
+
+
+def get_field(record: object, dotted: str) -> object:
+    """record["a"]["b"] for "a.b"; _MISSING when any level is absent (or None)."""
+    node = record
+    for key in dotted.split("."):
+        if not isinstance(node, dict) or key not in node or node[key] is None:
+            return _MISSING
+        node = node[key]
+    return node
+
+
+def _type_name(value: object) -> str:
+    return type(value).__name__
+
+
+def _scalar_text(value: object, where: str, field: str) -> str:
+    """A string, or an int/float written as text; anything else is a DataError."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise DataError(
+        f"{where}: field {field!r} must be a string or a number, got {_type_name(value)}"
+    )
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last \\boxed{...} (or \\fbox{...}), nested and escaped braces handled;
+    None when there is no \\boxed; ValueError when the last one is never closed."""
+    matches = list(BOXED_OPEN.finditer(text))
+    if not matches:
+        return None
+    content = balanced_content(text, matches[-1].end())
+    if content is None:
+        raise ValueError("unclosed")
+    return content
+
+
+def _prompt_text(record: object, mapping: Mapping, where: str) -> str:
+    field = mapping.prompt_field
+    value = get_field(record, field)
+    if value is _MISSING:
+        raise DataError(f"{where}: field {field!r} is missing")
+    if mapping.preset == "verl":
+        if not isinstance(value, list):
+            raise DataError(
+                f"{where}: field {field!r} must be a list of chat messages, got {_type_name(value)}"
+            )
+        users = [m for m in value if isinstance(m, dict) and m.get("role") == "user"]
+        if not users:
+            raise DataError(f"{where}: field {field!r} has no message with role 'user'")
+        content = users[-1].get("content")
+        if not isinstance(content, str):
+            raise DataError(
+                f"{where}: field {field!r}: the last user message's content must be a string, "
+                f"got {_type_name(content)}"
+            )
+        value = content
+    elif not isinstance(value, str):
+        raise DataError(f"{where}: field {field!r} must be a string, got {_type_name(value)}")
+    if not value.strip():
+        raise DataError(f"{where}: field {field!r} is empty")
+    return value
+
+
+def _answer_text(record: object, mapping: Mapping, where: str) -> str:
+    field = mapping.answer_field
+    value = get_field(record, field)
+    if value is _MISSING:
+        raise DataError(f"{where}: field {field!r} is missing")
+    text = _scalar_text(value, where, field)
+    if not text.strip():
+        raise DataError(f"{where}: field {field!r} is empty")
+    if mapping.preset == "gsm8k":
+        if "####" not in text:
+            raise DataError(f"{where}: field {field!r} has no '####' before the final answer")
+        text = text.rsplit("####", 1)[1].replace(",", "")
+    elif mapping.preset == "math":
+        try:
+            boxed = last_boxed(text)
+        except ValueError:
+            raise DataError(
+                f"{where}: field {field!r}: the last \\boxed{{ is never closed"
+            ) from None
+        if boxed is None:
+            raise DataError(f"{where}: field {field!r} has no \\boxed{{...}} answer")
+        text = boxed
+    text = text.strip()
+    if not text:
+        raise DataError(f"{where}: field {field!r}: the final answer is empty")
+    return text
+
+
+def _query_id(record: object, mapping: Mapping, source: Source, row: int, where: str) -> str:
+    field = mapping.id_field
+    if field is None:
+        return f"{source.id_prefix}:{row}"
+    value = get_field(record, field)
+    if mapping.id_from_preset:  # verl: extra_info.index when the row has one
+        if value is _MISSING:
+            return f"{source.id_prefix}:{row}"
+        return f"{source.id_prefix}:{_scalar_text(value, where, field)}"
+    if value is _MISSING:
+        raise DataError(f"{where}: field {field!r} is missing")
+    text = _scalar_text(value, where, field).strip()
+    if not text:
+        raise DataError(f"{where}: field {field!r} is empty")
+    return text
+
+
+def _difficulty(record: object, mapping: Mapping, where: str) -> str:
+    field = mapping.difficulty_field
+    if field is None:
+        return ""
+    value = get_field(record, field)
+    if value is _MISSING:
+        raise DataError(f"{where}: field {field!r} is missing")
+    if mapping.preset == "math" and isinstance(value, int) and not isinstance(value, bool):
+        return f"Level {value}"
+    return _scalar_text(value, where, field).strip()
+
+
+def load_split(source: Source, mapping: Mapping, limit: int | None) -> list[Query]:
+    queries = []
+    for row, record in iter_rows(source, limit):
+        where = f"{source.label}: row {row}"
+        if not isinstance(record, dict):
+            raise DataError(f"{where}: expected a record (a JSON object), got {_type_name(record)}")
+        queries.append(
+            Query(
+                query_id=_query_id(record, mapping, source, row, where),
+                prompt=_prompt_text(record, mapping, where),
+                answer=_answer_text(record, mapping, where),
+                difficulty=_difficulty(record, mapping, where),
+            )
+        )
+    if not queries:
+        raise DataError(f"{source.label}: no rows")
+    return queries
+
+
+def load_file_task(cfg) -> TaskData:  # noqa: ANN001 - FileTaskConfig
+    mapping = resolve_mapping(cfg)
+    dataset_config = getattr(cfg, "dataset_config", None)
+    train_source = resolve_source(cfg.train, cfg.split_train, dataset_config)
+    if cfg.eval is not None:
+        eval_source: Source | None = resolve_source(cfg.eval, cfg.split_eval, dataset_config)
+    elif train_source.local is None:
+        eval_source = resolve_source(cfg.train, cfg.split_eval, dataset_config)
+    else:
+        eval_source = None
+    train = load_split(train_source, mapping, cfg.limit_train)
+    evaluation = load_split(eval_source, mapping, cfg.limit_eval) if eval_source else []
+    eval_desc = eval_source.describe() if eval_source else "<none>"
+    source = (
+        f"file(train={train_source.describe()}, eval={eval_desc}, {mapping.describe()}, "
+        f"limit_train={cfg.limit_train}, limit_eval={cfg.limit_eval})"
+    )
+    return TaskData(
+        train=train,
+        eval=evaluation,
+        default_verifier=PRESETS[cfg.preset].verifier,
+        source=source,
+    )

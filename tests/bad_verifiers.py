@@ -1,0 +1,47 @@
+"""Verifiers for the tests: misbehaving ones (raise, hang, reach for the network) and a
+deterministic coin flip that gives any group of distinct responses mixed rewards.
+
+Imported by module name ("bad_verifiers:raising"): pytest puts tests/ on sys.path, and a spawned
+verifier worker inherits sys.path (the tests also set PYTHONPATH for it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import time
+
+
+def raising(response: str, reference: str) -> float:
+    raise RuntimeError("this verifier always fails")
+
+
+def hanging(response: str, reference: str) -> float:
+    """Hangs on the response "hang"; otherwise scores like exact match."""
+    if response == "hang":
+        time.sleep(60)
+    return float(response == reference)
+
+
+def network(response: str, reference: str) -> float:
+    """Tries to open a connection (port 9, discard: closed on a test machine)."""
+    with socket.create_connection(("127.0.0.1", 9), timeout=2):
+        return 1.0
+
+
+def math_then_hang(response: str, reference: str) -> float:
+    """Runs math_verify, then hangs: math_verify must leave the caller's timer armed."""
+    from sgpo.verifiers import math_verify
+
+    math_verify(response, reference)
+    time.sleep(60)
+    return 1.0
+
+
+def not_a_number(response: str, reference: str) -> object:
+    return "yes"
+
+
+def coin_flip(response: str, reference: str) -> float:
+    """1 or 0 from a hash of the response: distinct responses get mixed rewards."""
+    return float(hashlib.sha256(response.encode()).digest()[0] % 2)

@@ -1,0 +1,499 @@
+"""task.kind=file: presets, column mapping, limits, the source string and every bad-row error."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from sgpo.config import FileTaskConfig, RunConfig, TaskConfig, dump_config, load_config
+from sgpo.tasks import DataError, load_task
+from sgpo.tasks.files import load_file_task
+
+FIXTURES = Path(__file__).parent / "fixtures"
+EXAMPLES = Path(__file__).parent.parent / "examples"
+GSM8K_TRAIN = FIXTURES / "gsm8k_train.jsonl"
+GSM8K_TEST = FIXTURES / "gsm8k_test.jsonl"
+MATH = FIXTURES / "math.jsonl"
+PLAIN_CSV = FIXTURES / "plain.csv"
+
+
+def file_cfg(**kwargs: object) -> FileTaskConfig:
+    return FileTaskConfig.model_validate(kwargs)
+
+
+# ----------------------------------------------------------------------------- presets
+
+
+def test_gsm8k_preset() -> None:
+    data = load_file_task(file_cfg(train=str(GSM8K_TRAIN), eval=str(GSM8K_TEST), preset="gsm8k"))
+    assert len(data.train) == 12 and len(data.eval) == 4
+    first = data.train[0]
+    assert first.query_id == "gsm8k_train:0"
+    assert first.prompt == "Tom has 3 apples and buys 4 more. How many apples does he have?"
+    assert first.answer == "7"
+    assert first.difficulty == ""
+    answers = [q.answer for q in data.train]
+    assert answers[3] == "2500" and answers[10] == "3000"  # commas stripped
+    assert answers[4] == "7.0" and answers[11] == "-6"
+    assert data.eval[3].query_id == "gsm8k_test:3"
+    assert data.default_verifier == "sgpo.verifiers:math_verify"
+
+
+def test_math_preset() -> None:
+    data = load_file_task(file_cfg(train=str(MATH), preset="math"))
+    answers = [q.answer for q in data.train]
+    assert answers == [
+        "\\frac{3}{4}",
+        "2\\sqrt{3}",
+        "\\{1, 2\\}",  # escaped braces inside the box
+        "1024",  # the last box
+        "\\frac{1}{6}",
+        "4\\pi",  # \fbox counts too
+    ]
+    assert [q.difficulty for q in data.train] == [
+        "Level 1",
+        "Level 2",
+        "Level 2",
+        "Level 1",
+        "Level 3",
+        "Level 1",
+    ]
+    assert data.train[0].prompt.startswith("Compute $\\frac{1}{2}")
+    assert data.eval == []  # a local train file and no eval source: no eval set
+    assert data.default_verifier == "sgpo.verifiers:math_verify"
+
+
+def verl_rows(n: int, with_index: bool = True) -> list[dict]:
+    rows = []
+    for i in range(n):
+        rows.append(
+            {
+                "data_source": "openai/gsm8k",
+                "prompt": [
+                    {"role": "system", "content": "Be brief."},
+                    {"role": "user", "content": f"What is {i} + {i}?"},
+                ],
+                "ability": "math",
+                "reward_model": {"style": "rule", "ground_truth": str(2 * i)},
+                "extra_info": {"split": "train", "index": 100 + i}
+                if with_index
+                else {"split": "x"},
+            }
+        )
+    return rows
+
+
+def write_parquet(path: Path, rows: list[dict]) -> Path:
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    return path
+
+
+def test_verl_preset(tmp_path: Path) -> None:
+    train = write_parquet(tmp_path / "train.parquet", verl_rows(5))
+    test = write_parquet(tmp_path / "test.parquet", verl_rows(2, with_index=False))
+    data = load_file_task(file_cfg(train=str(train), eval=str(test), preset="verl"))
+    assert [q.query_id for q in data.train] == [f"train:{100 + i}" for i in range(5)]
+    assert [q.prompt for q in data.train][:2] == ["What is 0 + 0?", "What is 1 + 1?"]
+    assert [q.answer for q in data.train] == ["0", "2", "4", "6", "8"]
+    assert [q.query_id for q in data.eval] == ["test:0", "test:1"]  # no extra_info.index
+    assert data.default_verifier == "sgpo.verifiers:math_verify"
+
+
+def test_verl_numeric_ground_truth(tmp_path: Path) -> None:
+    rows = verl_rows(2)
+    for r in rows:
+        r["reward_model"] = {"style": "rule", "ground_truth": 7}
+    data = load_file_task(
+        file_cfg(train=str(write_parquet(tmp_path / "t.parquet", rows)), preset="verl")
+    )
+    assert [q.answer for q in data.train] == ["7", "7"]
+
+
+def test_plain_csv_column_mapping() -> None:
+    cfg = file_cfg(
+        train=str(PLAIN_CSV),
+        prompt_field="input",
+        answer_field="target",
+        id_field="qid",
+        difficulty_field="bucket",
+    )
+    data = load_file_task(cfg)
+    assert [q.query_id for q in data.train] == ["q-1", "q-2", "q-3"]
+    assert data.train[1].prompt == "Capital of France, one word, lowercase?"
+    assert data.train[2].prompt == 'Say "hello, world" exactly.'
+    assert data.train[2].answer == "hello, world"  # no comma stripping outside gsm8k
+    assert [q.difficulty for q in data.train] == ["easy", "easy", "medium"]
+    assert data.default_verifier == "sgpo.verifiers:exact_match"
+
+
+def test_mapping_overrides_preset_and_dotted_fields(tmp_path: Path) -> None:
+    path = tmp_path / "nested.jsonl"
+    rows = [
+        {"meta": {"uid": f"u{i}", "hard": i}, "q": {"text": f"Q{i}"}, "sol": f"x #### {i}"}
+        for i in range(3)
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = file_cfg(
+        train=str(path),
+        preset="gsm8k",
+        prompt_field="q.text",
+        answer_field="sol",
+        id_field="meta.uid",
+        difficulty_field="meta.hard",
+    )
+    data = load_file_task(cfg)
+    assert [(q.query_id, q.prompt, q.answer, q.difficulty) for q in data.train] == [
+        ("u0", "Q0", "0", "0"),
+        ("u1", "Q1", "1", "1"),
+        ("u2", "Q2", "2", "2"),
+    ]
+
+
+def test_math_preset_difficulty_can_be_switched_off(tmp_path: Path) -> None:
+    path = tmp_path / "nolevel.jsonl"
+    path.write_text(json.dumps({"problem": "p", "solution": "\\boxed{1}"}) + "\n")
+    with pytest.raises(DataError, match="field 'level' is missing"):
+        load_file_task(file_cfg(train=str(path), preset="math"))
+    data = load_file_task(file_cfg(train=str(path), preset="math", difficulty_field=""))
+    assert data.train[0].difficulty == ""
+
+
+def test_mapping_survives_a_config_round_trip() -> None:
+    # dump_config writes every field out; reading it back must give the same mapping.
+    config = load_config(
+        None,
+        [
+            "task.kind=file",
+            f"task.file.train={GSM8K_TRAIN}",
+            f"task.file.eval={GSM8K_TEST}",
+            "task.file.preset=gsm8k",
+        ],
+    )
+    again = RunConfig.model_validate(yaml.safe_load(dump_config(config)))
+    assert "prompt_field" in again.task.file.model_fields_set
+    first, second = load_task(config.task, 0), load_task(again.task, 0)
+    assert first.train == second.train and first.source == second.source
+
+
+def test_limits_take_the_first_rows() -> None:
+    cfg = file_cfg(
+        train=str(GSM8K_TRAIN), eval=str(GSM8K_TEST), preset="gsm8k", limit_train=5, limit_eval=2
+    )
+    data = load_file_task(cfg)
+    assert [q.query_id for q in data.train] == [f"gsm8k_train:{i}" for i in range(5)]
+    assert [q.query_id for q in data.eval] == ["gsm8k_test:0", "gsm8k_test:1"]
+    assert "limit_train=5" in data.source and "limit_eval=2" in data.source
+
+
+def test_limit_stops_before_a_bad_row(tmp_path: Path) -> None:
+    path = tmp_path / "t.jsonl"
+    path.write_text('{"prompt": "a", "answer": "1"}\n{"prompt": "b"}\n')
+    assert len(load_file_task(file_cfg(train=str(path), limit_train=1)).train) == 1
+
+
+def test_source_is_deterministic_and_tracks_content(tmp_path: Path) -> None:
+    cfg = file_cfg(train=str(GSM8K_TRAIN), eval=str(GSM8K_TEST), preset="gsm8k")
+    a, b = load_file_task(cfg), load_file_task(cfg)
+    assert a.source == b.source
+    assert "gsm8k_train.jsonl@sha256:" in a.source and "gsm8k_test.jsonl@sha256:" in a.source
+    assert "preset=gsm8k, prompt=question, answer=answer, id=<row>" in a.source
+    # The same content elsewhere gives the same source; other content or mapping does not.
+    copy = tmp_path / "gsm8k_train.jsonl"
+    copy.write_bytes(GSM8K_TRAIN.read_bytes())
+    moved = load_file_task(file_cfg(train=str(copy), eval=str(GSM8K_TEST), preset="gsm8k"))
+    assert moved.source == a.source
+    copy.write_bytes(GSM8K_TRAIN.read_bytes().replace(b"Tom", b"Tim"))
+    edited = load_file_task(file_cfg(train=str(copy), eval=str(GSM8K_TEST), preset="gsm8k"))
+    assert edited.source != a.source
+    limited = load_file_task(
+        file_cfg(train=str(GSM8K_TRAIN), eval=str(GSM8K_TEST), preset="gsm8k", limit_train=3)
+    )
+    assert limited.source != a.source
+
+
+def test_load_task_through_task_config() -> None:
+    task = TaskConfig(
+        kind="file", file=file_cfg(train=str(GSM8K_TRAIN), eval=str(GSM8K_TEST), preset="gsm8k")
+    )
+    data = load_task(task, seed=0)
+    assert len(data.train) == 12
+
+
+def test_task_without_eval_queries_is_refused() -> None:
+    task = TaskConfig(kind="file", file=file_cfg(train=str(GSM8K_TRAIN), preset="gsm8k"))
+    with pytest.raises(DataError, match="no eval queries; give task.file.eval"):
+        load_task(task, seed=0)
+
+
+def test_same_file_for_train_and_eval_is_refused() -> None:
+    cfg = file_cfg(train=str(GSM8K_TRAIN), eval=str(GSM8K_TRAIN), preset="gsm8k")
+    with pytest.raises(DataError, match="12 query ids in both train and eval"):
+        load_task(TaskConfig(kind="file", file=cfg), seed=0)
+
+
+def test_duplicate_ids_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "dup.jsonl"
+    path.write_text('{"id": "a", "prompt": "p", "answer": "1"}\n' * 2)
+    cfg = file_cfg(train=str(path), id_field="id")
+    with pytest.raises(
+        DataError, match=r"row 1: field 'id': duplicate query id 'a' \(first at row 0\)"
+    ):
+        load_task(TaskConfig(kind="file", file=cfg), seed=0)
+
+
+# ----------------------------------------------------------------------------- datasets names
+
+
+class FakeDataset(list):
+    def select(self, indices: range) -> FakeDataset:
+        return FakeDataset(self[i] for i in indices)
+
+
+def test_datasets_name_goes_to_load_dataset(monkeypatch: pytest.MonkeyPatch) -> None:
+    import datasets
+
+    calls = []
+
+    def fake_load_dataset(name: str, config: str | None = None, split: str | None = None):
+        calls.append((name, config, split))
+        n = 5 if split == "train" else 3
+        return FakeDataset(
+            {"question": f"{split} q{i}", "answer": f"work #### {i},000"} for i in range(n)
+        )
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    data = load_file_task(file_cfg(train="openai/gsm8k:main", preset="gsm8k", limit_train=4))
+    assert calls == [("openai/gsm8k", "main", "train"), ("openai/gsm8k", "main", "test")]
+    assert [q.query_id for q in data.train] == [f"openai/gsm8k:train:{i}" for i in range(4)]
+    assert [q.query_id for q in data.eval] == [f"openai/gsm8k:test:{i}" for i in range(3)]
+    assert data.train[2].answer == "2000"
+    assert "train=datasets:openai/gsm8k:main/train, eval=datasets:openai/gsm8k:main/test" in (
+        data.source
+    )
+
+
+def test_datasets_failure_is_a_data_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import datasets
+
+    def offline(*args: object, **kwargs: object) -> None:
+        raise ConnectionError("hub unreachable")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(DataError) as info:
+        load_file_task(file_cfg(train="someone/data", preset="plain"))
+    assert str(info.value) == (
+        "someone/data (split train): cannot load with datasets.load_dataset: hub unreachable"
+    )
+
+
+# ----------------------------------------------------------------------------- bad input
+
+# (file name, content, config fields, the exact message; "{path}" stands for the file's path)
+BAD_INPUTS = [
+    (
+        "missing_question.jsonl",
+        '{"question": "q", "answer": "#### 1"}\n{"answer": "#### 2"}\n',
+        {"preset": "gsm8k"},
+        "{path}: row 1: field 'question' is missing",
+    ),
+    (
+        "null_question.jsonl",
+        '{"question": null, "answer": "#### 1"}\n',
+        {"preset": "gsm8k"},
+        "{path}: row 0: field 'question' is missing",
+    ),
+    (
+        "no_hashes.jsonl",
+        '{"question": "q", "answer": "the answer is 3"}\n',
+        {"preset": "gsm8k"},
+        "{path}: row 0: field 'answer' has no '####' before the final answer",
+    ),
+    (
+        "empty_after_hashes.jsonl",
+        '{"question": "q", "answer": "#### 1"}\n{"question": "q", "answer": "work ####  "}\n',
+        {"preset": "gsm8k"},
+        "{path}: row 1: field 'answer': the final answer is empty",
+    ),
+    (
+        "number_question.jsonl",
+        '{"question": 12, "answer": "#### 1"}\n',
+        {"preset": "gsm8k"},
+        "{path}: row 0: field 'question' must be a string, got int",
+    ),
+    (
+        "blank_question.jsonl",
+        '{"question": "  \\n ", "answer": "#### 1"}\n',
+        {"preset": "gsm8k"},
+        "{path}: row 0: field 'question' is empty",
+    ),
+    (
+        "no_boxed.jsonl",
+        '{"problem": "p", "solution": "so it is 3", "level": "Level 1"}\n',
+        {"preset": "math"},
+        "{path}: row 0: field 'solution' has no \\boxed{...} answer",
+    ),
+    (
+        "unclosed_boxed.jsonl",
+        '{"problem": "p", "solution": "\\\\boxed{1}, \\\\boxed{\\\\frac{1}{2}", "level": "L"}\n',
+        {"preset": "math"},
+        "{path}: row 0: field 'solution': the last \\boxed{ is never closed",
+    ),
+    (
+        "empty_boxed.jsonl",
+        '{"problem": "p", "solution": "\\\\boxed{ }", "level": "Level 1"}\n',
+        {"preset": "math"},
+        "{path}: row 0: field 'solution': the final answer is empty",
+    ),
+    (
+        "no_level.jsonl",
+        '{"problem": "p", "solution": "\\\\boxed{1}"}\n',
+        {"preset": "math"},
+        "{path}: row 0: field 'level' is missing",
+    ),
+    (
+        "list_level.jsonl",
+        '{"problem": "p", "solution": "\\\\boxed{1}", "level": [1]}\n',
+        {"preset": "math"},
+        "{path}: row 0: field 'level' must be a string or a number, got list",
+    ),
+    (
+        "verl_string_prompt.jsonl",
+        '{"prompt": "hi", "reward_model": {"ground_truth": "1"}}\n',
+        {"preset": "verl"},
+        "{path}: row 0: field 'prompt' must be a list of chat messages, got str",
+    ),
+    (
+        "verl_no_user.jsonl",
+        '{"prompt": [{"role": "system", "content": "s"}], "reward_model": {"ground_truth": "1"}}\n',
+        {"preset": "verl"},
+        "{path}: row 0: field 'prompt' has no message with role 'user'",
+    ),
+    (
+        "verl_no_truth.jsonl",
+        '{"prompt": [{"role": "user", "content": "q"}], "reward_model": {"style": "rule"}}\n',
+        {"preset": "verl"},
+        "{path}: row 0: field 'reward_model.ground_truth' is missing",
+    ),
+    (
+        "verl_content_type.jsonl",
+        '{"prompt": [{"role": "user", "content": ["x"]}], "reward_model": {"ground_truth": "1"}}\n',
+        {"preset": "verl"},
+        "{path}: row 0: field 'prompt': the last user message's content must be a string, got list",
+    ),
+    (
+        "list_answer.jsonl",
+        '{"prompt": "p", "answer": ["1"]}\n',
+        {},
+        "{path}: row 0: field 'answer' must be a string or a number, got list",
+    ),
+    (
+        "bool_answer.jsonl",
+        '{"prompt": "p", "answer": true}\n',
+        {},
+        "{path}: row 0: field 'answer' must be a string or a number, got bool",
+    ),
+    (
+        "missing_id.jsonl",
+        '{"id": "a", "prompt": "p", "answer": "1"}\n{"prompt": "p", "answer": "1"}\n',
+        {"id_field": "id"},
+        "{path}: row 1: field 'id' is missing",
+    ),
+    (
+        "bad_json.jsonl",
+        '{"prompt": "p", "answer": "1"}\n\n{"prompt": "p", "answer": \n',
+        {},
+        "{path}: row 1 (line 3): not valid JSON: Expecting value at column 27",
+    ),
+    (
+        "not_object.jsonl",
+        '{"prompt": "p", "answer": "1"}\n["p", "1"]\n',
+        {},
+        "{path}: row 1: expected a record (a JSON object), got list",
+    ),
+    ("empty.jsonl", "\n\n", {}, "{path}: no rows"),
+    (
+        "missing_column.csv",
+        "prompt,solution\np,1\n",
+        {},
+        "{path}: row 0: field 'answer' is missing",
+    ),
+    (
+        "empty_cell.csv",
+        "prompt,answer\np,1\nq,\n",
+        {},
+        "{path}: row 1: field 'answer' is empty",
+    ),
+    (
+        "short_line.csv",
+        "prompt,answer\np\n",
+        {},
+        "{path}: row 0: field 'answer' is missing",
+    ),
+    (
+        "long_line.csv",
+        "prompt,answer\np,1\np,1,extra\n",
+        {},
+        "{path}: row 1: more cells than header columns",
+    ),
+    ("header_only.csv", "prompt,answer\n", {}, "{path}: no rows"),
+    (
+        "data.txt",
+        "prompt\tanswer\n",
+        {},
+        "{path}: unsupported file type '.txt'; use one of .jsonl, .parquet, .csv",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "fields", "message"), BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS]
+)
+def test_bad_input(tmp_path: Path, name: str, content: str, fields: dict, message: str) -> None:
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(DataError) as info:
+        load_file_task(file_cfg(train=str(path), **fields))
+    assert str(info.value) == message.replace("{path}", str(path))
+
+
+def test_bad_eval_file_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "bad_eval.jsonl"
+    path.write_text('{"question": "q"}\n')
+    with pytest.raises(DataError) as info:
+        load_file_task(file_cfg(train=str(GSM8K_TRAIN), eval=str(path), preset="gsm8k"))
+    assert str(info.value) == f"{path}: row 0: field 'answer' is missing"
+
+
+def test_bad_parquet_row(tmp_path: Path) -> None:
+    rows = verl_rows(3)
+    rows[2]["prompt"] = [{"role": "user", "content": "   "}]
+    path = write_parquet(tmp_path / "train.parquet", rows)
+    with pytest.raises(DataError) as info:
+        load_file_task(file_cfg(train=str(path), preset="verl"))
+    assert str(info.value) == f"{path}: row 2: field 'prompt' is empty"
+
+
+def test_missing_and_unreadable_files(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.jsonl"
+    with pytest.raises(DataError) as info:
+        load_file_task(file_cfg(train=str(missing)))
+    assert str(info.value) == f"{missing}: no such file"
+    broken = tmp_path / "broken.parquet"
+    broken.write_bytes(b"not parquet")
+    with pytest.raises(DataError, match=f"^{broken}: not a readable parquet file"):
+        load_file_task(file_cfg(train=str(broken)))
+
+
+# ----------------------------------------------------------------------------- examples
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)
+def test_example_configs_validate(path: Path) -> None:
+    config = load_config(path)
+    if config.task.kind == "file":
+        assert config.task.file is not None

@@ -1,0 +1,224 @@
+"""The real-model path without the hub: a tiny Qwen2-shaped model with a chat template, saved with
+save_pretrained, run through profile -> plan -> train -> eval on a GSM8K-format file with
+math-verify scoring; and a LoRA run whose adapter trains while the base stays put."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from sgpo.cli import app
+from sgpo.config import EmbeddedModelConfig, RunConfig, dump_config
+from sgpo.embedded import build_char_tokenizer, build_model
+from sgpo.io import read_jsonl, read_table
+from sgpo.models import load_policy
+from sgpo.plan import run_plan
+from sgpo.profile import run_profile
+from sgpo.tasks import load_task
+from sgpo.train import Trainer, run_train
+
+FIXTURES = Path(__file__).parent / "fixtures"
+GSM8K_TRAIN = FIXTURES / "gsm8k_train.jsonl"
+GSM8K_TEST = FIXTURES / "gsm8k_test.jsonl"
+TRAIN_ROWS = 12
+EVAL_ROWS = 4
+
+# Qwen2-style ChatML template (the default system message when none is given).
+CHAT_TEMPLATE = (
+    "{%- if messages[0]['role'] != 'system' %}"
+    "{{- '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}"
+    "{%- endif %}"
+    "{%- for message in messages %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("tiny-qwen2")
+    tokenizer = build_char_tokenizer(extra_special_tokens=["<|im_start|>", "<|im_end|>"])
+    tokenizer.chat_template = CHAT_TEMPLATE
+    cfg = EmbeddedModelConfig(
+        hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64
+    )
+    model = build_model(cfg, tokenizer, seed=0)
+    model.config.max_position_embeddings = 1024  # chat-formatted GSM8K prompts run ~200 tokens
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def make_config(model_dir: Path, **sections: dict) -> RunConfig:
+    tree: dict = {
+        "seed": 0,
+        "model": {"name_or_path": str(model_dir), "device": "cpu", "dtype": "float32"},
+        "task": {
+            "kind": "file",
+            "file": {"train": str(GSM8K_TRAIN), "eval": str(GSM8K_TEST), "preset": "gsm8k"},
+        },
+        "sampling": {"temperature": 1.0, "max_new_tokens": 8, "batch_size": 64},
+        "profile": {"k": 2, "chunk_size": 5},
+        # A random model solves nothing: keep every unsolvable query so the plan is not empty.
+        "plan": {"g_min": 2, "g_max": 2, "unsolvable_keep_fraction": 1.0},
+        "train": {"steps": 2, "rollout_budget": 4, "micro_batch_size": 8, "eval_every": 0},
+        "eval": {"n_samples": 1, "greedy": True},
+    }
+    for key, value in sections.items():
+        tree[key] = tree.get(key, {}) | value
+    return RunConfig.model_validate(tree)
+
+
+def test_profile_plan_train_eval(tiny_model_dir: Path, tmp_path: Path) -> None:
+    config = make_config(tiny_model_dir)
+    task = load_task(config.task, config.seed)
+    assert task.default_verifier == "sgpo.verifiers:math_verify"
+
+    policy = load_policy(config)
+    rendered = policy.render(task.train[0].prompt)
+    assert rendered.startswith("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n")
+    assert f"<|im_start|>user\n{task.train[0].prompt}<|im_end|>\n" in rendered
+    assert rendered.endswith("<|im_start|>assistant\n")
+    ids = policy.tokenizer(rendered, add_special_tokens=False)["input_ids"]
+    assert policy.tokenizer.convert_tokens_to_ids("<|im_start|>") in ids  # one special token
+
+    run = tmp_path / "run"
+    profile_path = run_profile(config, run)
+    rows, meta = read_table(profile_path)
+    assert len(rows) == TRAIN_ROWS
+    assert [r["query_id"] for r in rows] == [q.query_id for q in task.train]
+    assert [r["answer"] for r in rows] == [q.answer for q in task.train]
+    assert all(r["k"] == 2 for r in rows)
+    # Prompt tokens counted on the chat-formatted text (one token per character + specials).
+    assert rows[0]["prompt_tokens"] == len(ids)
+    assert meta["task"] == task.source and meta["model"] == str(tiny_model_dir)
+    assert meta["verifier_errors"] == 0 and meta["verifier_timeouts"] == 0
+
+    plan_path, summary = run_plan(config, profile_path, run)
+    plan_rows, _ = read_table(plan_path)
+    assert len(plan_rows) == TRAIN_ROWS and summary["queries"] == TRAIN_ROWS
+    assert summary["kept"] == sum(r["kept"] for r in plan_rows) > 0
+
+    result = run_train(config, run, plan_path)
+    assert result["steps"] == 2 and result["task"] == task.source
+    assert result["verifier_errors"] == 0 and result["verifier_timeouts"] == 0
+    records = read_jsonl(run / "metrics.jsonl")
+    assert [r["step"] for r in records] == [0, 1, 2]
+    assert records[0]["eval_queries"] == EVAL_ROWS
+    assert (run / "final" / "config.json").exists() and (run / "summary.json").exists()
+
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(dump_config(config))
+    out = tmp_path / "eval"
+    cli = CliRunner().invoke(
+        app,
+        ["eval", "--config", str(config_path), "--model", str(run / "final"), "--out", str(out)],
+    )
+    assert cli.exit_code == 0, cli.output
+    evaluation = json.loads((out / "eval.json").read_text())
+    assert evaluation["eval_queries"] == EVAL_ROWS
+    assert evaluation["model"] == str(run / "final")
+    assert 0.0 <= evaluation["eval_acc"] <= 1.0 and "eval_acc_greedy" in evaluation
+    assert evaluation["verifier_errors"] == 0
+
+
+def test_profile_refuses_another_dataset(tiny_model_dir: Path, tmp_path: Path) -> None:
+    config = make_config(tiny_model_dir, profile={"k": 1})
+    run_profile(config, tmp_path)
+    limited = make_config(
+        tiny_model_dir,
+        task={
+            "kind": "file",
+            "file": {
+                "train": str(GSM8K_TRAIN),
+                "eval": str(GSM8K_TEST),
+                "preset": "gsm8k",
+                "limit_train": 6,
+            },
+        },
+    )
+    with pytest.raises(ValueError, match="field 'task'"):
+        run_plan(limited, tmp_path / "profile.parquet", tmp_path)
+
+
+def test_lora_trains_only_the_adapter(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))  # for "bad_verifiers:coin_flip"
+    # grpo needs no plan; the coin-flip verifier gives each group mixed rewards, so every step
+    # has non-zero advantages and really updates the adapter.
+    config = make_config(
+        tiny_model_dir,
+        model={"lora": {"r": 4, "alpha": 8, "target_modules": "all-linear"}},
+        task={
+            "kind": "file",
+            "file": {"train": str(GSM8K_TRAIN), "eval": str(GSM8K_TEST), "preset": "gsm8k"},
+            "verifier": "bad_verifiers:coin_flip",
+        },
+        train={"method": "grpo", "group_size": 4, "rollout_budget": 8, "lr": 1e-2},
+    )
+    base_files = {p.name: p.read_bytes() for p in tiny_model_dir.iterdir() if p.is_file()}
+    trainer = Trainer(config, tmp_path)
+    model = trainer.policy.model
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n for n in trainable)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+
+    summary = trainer.train()
+    assert summary["steps"] == 2
+    records = read_jsonl(tmp_path / "metrics.jsonl")
+    assert all(r["trained_rollouts"] > 0 for r in records if r["step"] > 0)
+    after = dict(model.named_parameters())
+    changed = {n for n in before if not torch.equal(before[n], after[n].detach())}
+    assert changed and changed <= trainable
+    assert any("lora_B" in n for n in changed)
+    # The base model on disk is untouched.
+    assert {p.name: p.read_bytes() for p in tiny_model_dir.iterdir() if p.is_file()} == base_files
+
+    final = tmp_path / "final"
+    adapter_config = json.loads((final / "adapter_config.json").read_text())
+    assert adapter_config["base_model_name_or_path"] == str(tiny_model_dir)
+    assert not (final / "model.safetensors").exists()  # an adapter, not a full copy
+
+    probe = trainer.policy.tokenizer(
+        [trainer.policy.render("What is 2 + 2?")], return_tensors="pt", add_special_tokens=False
+    )
+    model.eval()
+    with torch.no_grad():
+        expected = model(**probe).logits
+
+    reloaded = load_policy(config, path=str(final))
+    assert type(reloaded.model).__name__.startswith("Peft")
+    assert not any(p.requires_grad for p in reloaded.model.parameters())
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded.model(**probe).logits, expected)
+
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    with torch.no_grad():
+        plain = base(**probe).logits
+        peft_model = PeftModel.from_pretrained(base, final).eval()
+        torch.testing.assert_close(peft_model(**probe).logits, expected)
+    assert not torch.allclose(plain, expected)  # the adapter does change the outputs
+
+
+def test_cli_eval_initial_model_with_system_prompt(tiny_model_dir: Path, tmp_path: Path) -> None:
+    config = make_config(tiny_model_dir, model={"system_prompt": "Answer after ####."})
+    policy = load_policy(config)
+    assert policy.render("Q?").startswith("<|im_start|>system\nAnswer after ####.<|im_end|>\n")
+    config_path = tmp_path / "c.yaml"
+    config_path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    cli = CliRunner().invoke(
+        app, ["eval", "-c", str(config_path), "--set", "eval.greedy=false", "-o", str(tmp_path)]
+    )
+    assert cli.exit_code == 0, cli.output
+    result = json.loads((tmp_path / "eval.json").read_text())
+    assert result["eval_queries"] == EVAL_ROWS and "eval_acc_greedy" not in result

@@ -1,0 +1,249 @@
+"""Ready-made verifiers (sgpo.verifiers) and the Verifier runner's handling of bad verifiers."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from sgpo.verifiers import (
+    choice_letter,
+    exact_match,
+    final_answer,
+    last_boxed,
+    last_number,
+    math_verify,
+    multiple_choice,
+    numeric,
+)
+from sgpo.verify import Verifier
+
+TESTS_DIR = str(Path(__file__).parent)
+
+# ----------------------------------------------------------------------------- math_verify
+
+EQUIVALENT = [
+    # fractions vs decimals
+    ("The answer is 0.5", "\\frac{1}{2}"),
+    ("\\boxed{\\frac{1}{2}}", "0.5"),
+    ("so we get \\boxed{0.75}", "3/4"),
+    ("The answer is $\\dfrac{3}{4}$.", "0.75"),
+    ("\\boxed{\\frac12}", "0.5"),
+    # LaTeX vs plain
+    ("\\boxed{2\\sqrt{3}}", "\\sqrt{12}"),
+    ("\\boxed{\\frac{\\pi}{2}}", "\\pi/2"),
+    ("\\boxed{\\{1,2\\}}", "\\{2,1\\}"),
+    ("\\boxed{(1,2)}", "(1, 2)"),
+    ("\\boxed{x=5}", "5"),
+    ("\\boxed{-3}", "-3"),
+    ("\\boxed{\\text{Monday}}", "\\text{Monday}"),
+    # thousands separators
+    ("#### 1,000", "1000"),
+    ("#### 1000", "1,000"),
+    ("1,000 apples in all", "1000"),
+    ("the total is 2,500.", "2500"),
+    # units and currency
+    ("She makes 9 * 2 = $18 every day.", "18"),
+    ("The answer is 18 dollars.", "18"),
+    ("#### $18", "18"),
+    ("\\boxed{18 \\text{ dollars}}", "18"),
+    ("\\boxed{\\$18.00}", "18"),
+    ("#### 18 dollars", "18"),
+    ("\\boxed{5 cm}", "5"),
+    # which answer counts: the last boxed, the line after ####, the last "answer is"
+    ("First \\boxed{3}, no wait: \\boxed{7}", "7"),
+    ("#### 18\n\nSome trailing words and 99", "18"),
+    ("So 12 is wrong. The answer is 7", "7"),
+    ("Step one gives 4, then 4 + 3 = 7", "7"),
+]
+
+NOT_EQUIVALENT = [
+    ("#### 17", "18"),
+    ("\\boxed{\\frac{1}{3}}", "0.5"),
+    ("\\boxed{0.333}", "\\frac{1}{3}"),
+    ("\\boxed{3}", "-3"),
+    ("\\boxed{Tuesday}", "\\text{Monday}"),
+    ("", "18"),
+    ("I don't know", "18"),
+    ("\\boxed{7} and the answer is 8", "8"),  # the boxed answer wins
+    ("\\boxed{5", "5"),  # cut off before the box closed
+    ("The answer is 12. Then 7", "7"),
+]
+
+
+@pytest.mark.parametrize(("response", "reference"), EQUIVALENT)
+def test_math_verify_equivalent(response: str, reference: str) -> None:
+    assert math_verify(response, reference) == 1.0
+
+
+@pytest.mark.parametrize(("response", "reference"), NOT_EQUIVALENT)
+def test_math_verify_wrong(response: str, reference: str) -> None:
+    assert math_verify(response, reference) == 0.0
+
+
+def test_math_verify_off_the_main_thread() -> None:
+    # math-verify's own signal-based timeouts would make it return "no answer" here.
+    results: list[float] = []
+    thread = threading.Thread(target=lambda: results.append(math_verify("\\boxed{0.5}", "1/2")))
+    thread.start()
+    thread.join()
+    assert results == [1.0]
+
+
+def test_answer_extraction() -> None:
+    assert last_boxed("a \\boxed{\\frac{1}{\\sqrt{2}}} b \\boxed{\\{1\\}}") == "\\{1\\}"
+    assert last_boxed("\\boxed{1} then \\boxed{2") == "1"  # an unclosed last box is skipped
+    assert last_boxed("no box") is None
+    assert final_answer("x \\fbox{4}") == ("boxed", "4")
+    assert final_answer("work\n#### 42\nmore") == ("hashes", "42")
+    assert final_answer("The answer is: 3.5. Done") == ("answer-is", "3.5")
+    assert final_answer("just 5") == ("whole", "just 5")
+
+
+# ----------------------------------------------------------------------------- others
+
+
+def test_exact_match() -> None:
+    assert exact_match("  hello \n world ", "hello world") == 1.0
+    assert exact_match("Hello world", "hello world") == 0.0
+    assert exact_match("hello", "hello world") == 0.0
+
+
+@pytest.mark.parametrize(
+    ("response", "reference", "expected"),
+    [
+        ("x is 1,000.0000001", "1000", 1.0),
+        ("so x = 3/4", "0.75", 1.0),
+        ("-2.5", "-2.50", 1.0),
+        ("1e-3", "0.001", 1.0),
+        ("#### 5\nthen 7", "5", 1.0),
+        ("1.1", "1", 0.0),
+        ("1.00001", "1", 0.0),
+        ("no number here", "1", 0.0),
+    ],
+)
+def test_numeric(response: str, reference: str, expected: float) -> None:
+    assert numeric(response, reference) == expected
+
+
+def test_numeric_tolerance_and_bad_reference() -> None:
+    assert numeric("1.001", "1", rel_tol=1e-2) == 1.0
+    assert numeric("0.0000001", "0", abs_tol=1e-6) == 1.0
+    assert last_number("between 3 and 4.5 units") == 4.5
+    with pytest.raises(ValueError, match="contains no number"):
+        numeric("1", "none")
+
+
+@pytest.mark.parametrize(
+    ("response", "reference", "expected"),
+    [
+        ("The answer is (B)", "B", 1.0),
+        ("Answer: C", "(C)", 1.0),
+        ("the correct answer is **D**.", "d", 1.0),
+        ("\\boxed{E}", "E", 1.0),
+        ("\\boxed{\\text{(A)}}", "A", 1.0),
+        ("B", "B", 1.0),
+        ("(C).", "C", 1.0),
+        ("Not (A) but (B)", "B", 1.0),
+        ("The answer is (B)", "A", 0.0),
+        ("A bit of thought, then nothing", "A", 0.0),
+        ("The answer is Because", "B", 0.0),
+    ],
+)
+def test_multiple_choice(response: str, reference: str, expected: float) -> None:
+    assert multiple_choice(response, reference) == expected
+
+
+def test_multiple_choice_bad_reference() -> None:
+    assert choice_letter("nothing") is None
+    with pytest.raises(ValueError, match="not a choice letter"):
+        multiple_choice("A", "42")
+
+
+# ----------------------------------------------------------------------------- the runner
+
+
+@pytest.fixture
+def worker_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The verifiers here are imported by module name ("bad_verifiers:raising"), in this process
+    and in process workers: put tests/ on sys.path (which spawned workers inherit) and on
+    PYTHONPATH (for any other start method)."""
+    monkeypatch.syspath_prepend(TESTS_DIR)
+    existing = os.environ.get("PYTHONPATH")
+    monkeypatch.setenv("PYTHONPATH", TESTS_DIR + (os.pathsep + existing if existing else ""))
+
+
+@pytest.fixture(params=["inline", "process"])
+def isolation(request: pytest.FixtureRequest, worker_path: None) -> str:
+    return request.param
+
+
+def test_raising_verifier_scores_zero_and_counts(isolation: str) -> None:
+    v = Verifier("bad_verifiers:raising", timeout_s=0.5, isolation=isolation)
+    try:
+        assert v.score(["1", "2"], ["1", "2"], ["q0", "q1"]) == [0.0, 0.0]
+    finally:
+        v.close()
+    assert (v.stats.calls, v.stats.errors, v.stats.timeouts) == (2, 2, 0)
+    assert "RuntimeError: this verifier always fails" in v.stats.logged[0]
+
+
+def test_hanging_verifier_times_out_and_recovers(isolation: str) -> None:
+    v = Verifier("bad_verifiers:hanging", timeout_s=0.5, isolation=isolation)
+    try:
+        assert v.score_one("a", "a", "warm-up") == 1.0  # process: the worker is up
+        start = time.perf_counter()
+        assert v.score_one("hang", "hang", "q-hang") == 0.0
+        assert time.perf_counter() - start < 5
+        assert v.score_one("b", "b", "after") == 1.0  # process: a fresh worker
+    finally:
+        v.close()
+    assert (v.stats.calls, v.stats.errors, v.stats.timeouts) == (3, 0, 1)
+    assert "q-hang" in v.stats.logged[0]
+
+
+def test_network_verifier_scores_zero_and_counts(isolation: str) -> None:
+    # process: sockets are disabled in the worker; inline: nothing listens on port 9.
+    v = Verifier("bad_verifiers:network", timeout_s=3.0, isolation=isolation)
+    try:
+        assert v.score_one("1", "1", "q0") == 0.0
+    finally:
+        v.close()
+    assert (v.stats.errors, v.stats.timeouts) == (1, 0)
+    if isolation == "process":
+        assert "network access is disabled" in v.stats.logged[0]
+
+
+def test_non_numeric_score_is_an_error(isolation: str) -> None:
+    v = Verifier("bad_verifiers:not_a_number", timeout_s=0.5, isolation=isolation)
+    try:
+        assert v.score_one("1", "1", "q0") == 0.0
+    finally:
+        v.close()
+    assert v.stats.errors == 1
+
+
+def test_math_verify_through_the_runner(isolation: str) -> None:
+    v = Verifier("sgpo.verifiers:math_verify", timeout_s=5.0, isolation=isolation)
+    try:
+        scores = v.score(
+            ["#### 1,000", "\\boxed{\\frac{1}{2}}", "The answer is 18 dollars.", "#### 7"],
+            ["1000", "0.5", "18", "8"],
+            ["a", "b", "c", "d"],
+        )
+    finally:
+        v.close()
+    assert scores == [1.0, 1.0, 1.0, 0.0]
+    assert (v.stats.errors, v.stats.timeouts) == (0, 0)
+
+
+def test_math_verify_keeps_the_inline_timer_armed(worker_path: None) -> None:
+    # math-verify's own timeouts call signal.alarm(0), which would cancel the runner's timer.
+    v = Verifier("bad_verifiers:math_then_hang", timeout_s=0.5, isolation="inline")
+    start = time.perf_counter()
+    assert v.score_one("\\boxed{1}", "1", "q0") == 0.0
+    assert time.perf_counter() - start < 5
+    assert v.stats.timeouts == 1

@@ -1,0 +1,351 @@
+"""An sGPO plan, exported for verl, read and used by verl 0.9.1's own code (CPU only).
+
+Skipped unless verl is importable; run it in .venv-verl (see tests/verl_integration/README.md):
+    ./scripts/verl-env.sh && .venv-verl/bin/python -m pytest tests/verl_integration -q
+Checks, with verl's code rather than a re-implementation of it:
+- RLHFDataset + verl's sampler/dataloader setup (data.shuffle=False) give the kept queries in
+  curriculum order, each row carrying __rollout_n__ = G;
+- the v1 rollout worker (AgentLoopWorkerTQ._run_prompt) starts exactly G sessions per prompt;
+- verl's GRPO advantages over those variable-size groups, with rewards from sgpo's verifier
+  through sgpo.verl.reward.compute_score, equal sgpo.core.advantages.group_advantages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+SKIP_REASON = (
+    "verl is not installed in this environment; run the verl tests in .venv-verl: "
+    "./scripts/verl-env.sh && .venv-verl/bin/python -m pytest tests/verl_integration -q"
+)
+verl = pytest.importorskip("verl", reason=SKIP_REASON)
+if getattr(verl, "__file__", None) is None:  # a bare "verl" folder on sys.path, not the package
+    pytest.skip(SKIP_REASON, allow_module_level=True)
+if not verl.__version__.startswith("0.9."):
+    pytest.skip(f"written against verl 0.9.1, found {verl.__version__}", allow_module_level=True)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+from torchdata.stateful_dataloader import StatefulDataLoader  # noqa: E402
+from verl import DataProto  # noqa: E402
+from verl.trainer.ppo import core_algos  # noqa: E402
+from verl.trainer.ppo.utils import create_rl_sampler  # noqa: E402
+from verl.trainer.ppo.v1 import agent_loop_tq  # noqa: E402
+from verl.trainer.ppo.v1.utils import compute_advantage_for_multi_trajectories  # noqa: E402
+from verl.utils import hf_tokenizer  # noqa: E402
+from verl.utils import tensordict_utils as tu  # noqa: E402
+from verl.utils.dataset.rl_dataset import RLHFDataset, collate_fn  # noqa: E402
+
+from sgpo.core.advantages import group_advantages  # noqa: E402
+from sgpo.core.allocation import PlanRule  # noqa: E402
+from sgpo.embedded import build_char_tokenizer  # noqa: E402
+from sgpo.io import write_table  # noqa: E402
+from sgpo.plan import build_plan, kept_in_order  # noqa: E402
+from sgpo.tasks.addition import VERIFIER, target_for  # noqa: E402
+from sgpo.verl.export import ROLLOUT_N, export_verl_parquet, rollouts_per_step  # noqa: E402
+from sgpo.verl.reward import compute_score  # noqa: E402
+
+TRAIN_BATCH_SIZE = 4
+SYSTEM = "Write the sum with its digits reversed."
+CHAT_TEMPLATE = (
+    "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}assistant: {% endif %}"
+)
+CONFIG_DIR = Path(verl.__file__).parent / "trainer" / "config"
+DATA_CONFIG = CONFIG_DIR / "data" / "legacy_data.yaml"
+LAUNCH = Path(__file__).resolve().parents[2] / "examples" / "verl" / "run_sgpo.sh"
+
+
+def tiny_plan() -> list[dict]:
+    """build_plan on fake profile rows (k=8, every n_correct), addition prompts."""
+    profile = []
+    for i in range(30):
+        a, b = 11 + 3 * i, 40 + 7 * i
+        profile.append(
+            {
+                "query_id": f"add:{a}+{b}",
+                "prompt": f"{a}+{b}=",
+                "answer": str(a + b),
+                "difficulty": "2-digit",
+                "k": 8,
+                "n_correct": i % 9,
+                "prompt_tokens": 6,
+                "mean_response_tokens": 3.0,
+            }
+        )
+    return build_plan(profile, PlanRule(g_min=2, g_max=8, unsolvable_keep_fraction=0.5), seed=7)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> tuple[list[dict], Path, Path]:
+    tmp = tmp_path_factory.mktemp("verl")
+    plan = tiny_plan()
+    path = export_verl_parquet(plan, {"plan_seed": 7}, tmp / "train.parquet", "sgpo/addition",
+                               SYSTEM, VERIFIER)
+    tokenizer = build_char_tokenizer()
+    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.save_pretrained(tmp / "tokenizer")
+    return plan, path, tmp / "tokenizer"
+
+
+def data_config(**overrides):  # noqa: ANN201 - DictConfig
+    """verl's own default data config (legacy_data.yaml), with the sGPO launch overrides."""
+    cfg = OmegaConf.load(DATA_CONFIG)
+    base = {"shuffle": False, "train_batch_size": TRAIN_BATCH_SIZE, "max_prompt_length": 128,
+            "filter_overlong_prompts": True, "filter_overlong_prompts_workers": 1,
+            "dataloader_num_workers": 0, "tool_config_path": None, "function_tool_path": None,
+            "cache_dir": None}
+    return OmegaConf.merge(cfg, base | overrides)
+
+
+def load_batches(path: Path, tokenizer_dir: Path, tmp: Path) -> list[dict]:
+    """Batches exactly as verl's v1 trainer builds them (trainer_base.PPOTrainer._init_dataloader
+    and _fetch_one_gen_batch): RLHFDataset, create_rl_sampler, StatefulDataLoader(drop_last)."""
+    cfg = data_config(cache_dir=str(tmp / "cache"))
+    tokenizer = hf_tokenizer(str(tokenizer_dir))
+    dataset = RLHFDataset(data_files=[str(path)], tokenizer=tokenizer, config=cfg)
+    loader = StatefulDataLoader(dataset=dataset, batch_size=cfg.train_batch_size,
+                                num_workers=cfg.dataloader_num_workers, drop_last=True,
+                                collate_fn=collate_fn, sampler=create_rl_sampler(cfg, dataset))
+    return list(loader)
+
+
+def test_dataset_keeps_curriculum_order_and_group_sizes(exported, tmp_path):
+    plan, path, tokenizer_dir = exported
+    kept = kept_in_order(plan)
+    batches = load_batches(path, tokenizer_dir, tmp_path)
+    steps = len(kept) // TRAIN_BATCH_SIZE
+    assert len(batches) == steps  # drop_last: a partial last batch is not trained on
+    seen_ids = [info["query_id"] for b in batches for info in b["extra_info"]]
+    assert seen_ids == [q["query_id"] for q in kept[: steps * TRAIN_BATCH_SIZE]]
+    ns = [int(n) for b in batches for n in b[ROLLOUT_N]]
+    assert ns == [q["group_size"] for q in kept[: steps * TRAIN_BATCH_SIZE]]
+    assert len(set(ns)) > 2
+    assert [int(sum(b[ROLLOUT_N])) for b in batches] == rollouts_per_step(
+        [q["group_size"] for q in kept], TRAIN_BATCH_SIZE
+    )
+    first = batches[0]
+    assert list(first["raw_prompt"][0]) == [
+        {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": kept[0]["prompt"]},
+    ]
+    assert first["reward_model"][0]["ground_truth"] == kept[0]["answer"]
+    assert first["extra_info"][0]["verifier"] == VERIFIER
+    assert int(first["index"][0]) == 0
+
+
+def run_prompts(batch_dict: dict, monkeypatch) -> list[list[dict]]:
+    """Feed one dataloader batch through verl's v1 rollout worker code with generation stubbed:
+    AgentLoopWorkerTQ.generate_sequences' per-sample extraction, then _run_prompt, which reads
+    __rollout_n__. Returns, per prompt, the kwargs of each agent-loop session it started."""
+    batch_dict = dict(batch_dict)
+    uids = [str(uuid.uuid4()) for _ in batch_dict["raw_prompt"]]
+    batch_dict["uid"] = np.array(uids, dtype=object)
+    batch = tu.get_tensordict(batch_dict)
+    sessions: dict[str, list[dict]] = {}
+    statuses: list[str] = []
+
+    async def kv_put(key, partition_id, tag):  # noqa: ANN001
+        statuses.append(tag["status"])
+
+    async def run_agent_loop(sampling_params, trajectory, trace=False, **kwargs):  # noqa: ANN001
+        sessions.setdefault(kwargs["uid"], []).append(kwargs)
+
+    monkeypatch.setattr(agent_loop_tq.tq, "async_kv_put", kv_put)
+    config = OmegaConf.create({"actor_rollout_ref": {"rollout": {"n": 1, "val_kwargs": {"n": 1}}}})
+    worker = SimpleNamespace(config=config, _run_agent_loop=run_agent_loop)
+    run_prompt = agent_loop_tq.AgentLoopWorkerTQ.__ray_metadata__.modified_class._run_prompt
+
+    async def run_all() -> None:
+        for i in range(len(batch)):  # as AgentLoopWorkerTQ.generate_sequences builds `prompt`
+            prompt = {}
+            for k, v in batch.items():
+                if isinstance(v, torch.Tensor):
+                    prompt[k] = v[i]
+                elif isinstance(v, tu.NonTensorStack):
+                    prompt[k] = v[i].data
+                else:
+                    prompt[k] = v.data
+            await run_prompt(worker, prompt, {}, trajectory={"validate": False})
+
+    asyncio.run(run_all())
+    assert statuses.count("finished") == len(batch)
+    return [sessions[uid] for uid in batch_dict["uid"]]
+
+
+def test_v1_rollout_worker_starts_g_sessions_per_prompt(exported, tmp_path, monkeypatch):
+    plan, path, tokenizer_dir = exported
+    batches = load_batches(path, tokenizer_dir, tmp_path)
+    kept = kept_in_order(plan)
+    started = [len(s) for b in batches for s in run_prompts(b, monkeypatch)]
+    assert started == [q["group_size"] for q in kept[: len(started)]]
+    one = run_prompts(batches[-1], monkeypatch)[0]
+    assert [s["session_id"] for s in one] == list(range(len(one)))
+    assert ROLLOUT_N not in one[0]  # popped, not passed on to the agent loop
+
+
+def synthetic_responses(answer: str, a: int, b: int, g: int, correct: int) -> list[str]:
+    """g responses of which `correct` are the right reversed sum."""
+    right = target_for(a, b)
+    wrong = str(int(answer) + 1)[::-1]
+    return [right if j < correct else wrong for j in range(g)]
+
+
+def grpo_batch(exported) -> tuple[list[str], list[float], list[int], list[int]]:  # noqa: ANN001
+    """uid, reward, group index and response length per rollout, for every kept query: G
+    responses each, rewards from sgpo's verifier through verl's reward entry point."""
+    plan, _, _ = exported
+    uids, rewards, groups, lengths = [], [], [], []
+    for gi, q in enumerate(kept_in_order(plan)):
+        a, b = (int(x) for x in q["prompt"].rstrip("=").split("+"))
+        g = q["group_size"]
+        correct = min(g, round(q["p_hat"] * g)) if gi % 3 else 0  # some all-wrong groups
+        if gi % 5 == 4:
+            correct = g  # and some all-right ones
+        uid = str(uuid.uuid4())
+        info = {"query_id": q["query_id"], "verifier": VERIFIER}
+        for j, text in enumerate(synthetic_responses(q["answer"], a, b, g, correct)):
+            rewards.append(compute_score(data_source="sgpo/addition", solution_str=text,
+                                         ground_truth=q["answer"], extra_info=info))
+            uids.append(uid)
+            groups.append(gi)
+            lengths.append(2 + (j % 3))
+    assert 0 < sum(rewards) < len(rewards)
+    return uids, rewards, groups, lengths
+
+
+def reward_tensors(rewards: list[float], lengths: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """verl's layout: the outcome reward on the last response token, right-padded."""
+    width = max(lengths) + 2
+    mask = torch.zeros(len(rewards), width)
+    scores = torch.zeros(len(rewards), width)
+    for i, (r, n) in enumerate(zip(rewards, lengths, strict=True)):
+        mask[i, :n] = 1
+        scores[i, n - 1] = r
+    return scores, mask
+
+
+def test_grpo_advantages_match_sgpo_for_variable_group_sizes(exported):
+    uids, rewards, groups, lengths = grpo_batch(exported)
+    assert len(set(np.bincount(groups))) > 2  # variable G
+    scores, mask = reward_tensors(rewards, lengths)
+    index = np.array(uids, dtype=object)
+
+    # Mean-centred (algorithm.norm_adv_by_std_in_grpo=False): identical to sGPO's default.
+    adv, returns = core_algos.compute_grpo_outcome_advantage(
+        scores, mask, index, norm_adv_by_std_in_grpo=False
+    )
+    ours = torch.tensor(group_advantages(rewards, groups, normalize_std=False))
+    assert torch.allclose(adv, ours.unsqueeze(-1).float() * mask, atol=1e-6)
+    assert torch.equal(adv, returns)
+
+    # The same through the v1 trainer's entry point (keys {uid}_{session}_{output index}).
+    keys = [f"{u}_{j}_0" for j, u in enumerate(uids)]
+    data = DataProto.from_dict(
+        tensors={"token_level_rewards": scores, "response_mask": mask},
+        non_tensors={"uid": index},
+    )
+    data = compute_advantage_for_multi_trajectories(
+        data, batch_keys=keys, adv_estimator="grpo", norm_adv_by_std_in_grpo=False,
+        config=OmegaConf.create({}),
+    )
+    assert torch.allclose(data.batch["advantages"], ours.unsqueeze(-1).float() * mask, atol=1e-6)
+
+
+def test_grpo_std_variant_differs_from_sgpo_only_by_bessel_correction(exported):
+    """verl divides by torch.std (unbiased, ddof=1), sGPO by the population std (ddof=0): the
+    same signs and zeros, scaled by sqrt((G-1)/G) per group, so small groups weigh less in verl."""
+    uids, rewards, groups, lengths = grpo_batch(exported)
+    scores, mask = reward_tensors(rewards, lengths)
+    adv, _ = core_algos.compute_grpo_outcome_advantage(
+        scores, mask, np.array(uids, dtype=object), norm_adv_by_std_in_grpo=True
+    )
+    ours = group_advantages(rewards, groups, normalize_std=True)
+    sizes = np.bincount(groups)
+    theirs = adv.sum(-1) / mask.sum(-1)  # the per-rollout scalar, broadcast over its tokens
+    for i, (a, g) in enumerate(zip(ours, groups, strict=True)):
+        if a == 0.0:  # zero-variance group: no signal in either
+            assert abs(float(theirs[i])) < 1e-6
+        else:
+            bessel = math.sqrt((sizes[g] - 1) / sizes[g])
+            assert float(theirs[i]) == pytest.approx(a * bessel, rel=1e-4)
+
+
+def test_verl_gives_a_group_of_one_its_raw_reward_which_is_why_export_refuses_g1():
+    scores, mask = reward_tensors([1.0, 1.0, 0.0], [2, 2, 2])
+    adv, _ = core_algos.compute_grpo_outcome_advantage(
+        scores, mask, np.array(["solo", "pair", "pair"], dtype=object),
+        norm_adv_by_std_in_grpo=False,
+    )
+    assert adv[0, 0] == pytest.approx(1.0)  # sGPO: 0 (no baseline, no signal)
+    assert group_advantages([1.0, 1.0, 0.0], [0, 1, 1])[0] == 0.0
+
+
+def launch_overrides(tmp_path: Path, **env: str) -> list[str]:
+    """The hydra overrides examples/verl/run_sgpo.sh passes to verl (it exports the plan too)."""
+    write_table(tmp_path / "plan.parquet", tiny_plan(), {"task": "addition(test)"})
+    settings = {"MODEL": str(tmp_path / "model"), "PLAN": str(tmp_path / "plan.parquet"),
+                "OUT": str(tmp_path / "run"), "PYTHON": sys.executable, "PRINT_OVERRIDES": "1",
+                "GPUS_PER_NODE": "2", "TRAIN_BATCH_SIZE": "4", "EXPERIMENT": "test"}
+    result = subprocess.run(["bash", str(LAUNCH), "trainer.total_training_steps=3"],
+                            env=os.environ | settings | env, capture_output=True, text=True,
+                            cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.splitlines()
+
+
+def compose(overrides: list[str]):  # noqa: ANN201 - DictConfig
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+        return hydra_compose(config_name="ppo_trainer", overrides=overrides)
+
+
+def test_launch_script_gives_a_valid_verl_config_that_runs_sgpo(tmp_path):
+    from verl.trainer.ppo.reward import get_custom_reward_fn
+    from verl.trainer.ppo.utils import need_critic, need_reference_policy
+    from verl.utils.config import validate_config
+
+    cfg = compose(launch_overrides(tmp_path))
+    validate_config(cfg, use_reference_policy=need_reference_policy(cfg),
+                    use_critic=need_critic(cfg))
+    assert cfg.data.train_files == str(tmp_path / "run" / "train.parquet")
+    assert (tmp_path / "run" / "train.parquet").exists()
+    assert cfg.data.shuffle is False
+    assert cfg.trainer.use_v1 and cfg.trainer.v1.trainer_mode == "sync"
+    assert cfg.algorithm.adv_estimator == "grpo" and cfg.algorithm.norm_adv_by_std_in_grpo is False
+    assert cfg.algorithm.filter_groups.enable is False
+    assert not need_reference_policy(cfg) and not need_critic(cfg)
+    assert cfg.actor_rollout_ref.actor.loss_agg_mode == "token-mean"
+    assert cfg.actor_rollout_ref.actor.rollout_n == 1  # the mini-batch is counted in rollouts
+    assert list(cfg.trainer.logger) == ["console", "file"]
+    env_vars = cfg.ray_kwargs.ray_init.runtime_env.env_vars
+    assert env_vars["VERL_FILE_LOGGER_PATH"] == str(tmp_path / "run" / "test.jsonl")
+    assert cfg.trainer.total_training_steps == 3  # extra arguments reach verl
+    # verl resolves pkg://sgpo.verl.reward and calls compute_score as its reward managers do
+    score = get_custom_reward_fn(cfg)
+    info = {"verifier": VERIFIER}
+    assert score(data_source="sgpo/addition", solution_str="24", ground_truth="42",
+                 extra_info=info) == 1.0
+    assert score(data_source="sgpo/addition", solution_str="42", ground_truth="42",
+                 extra_info=info) == 0.0
+
+
+def test_launch_script_one_update_per_step_covers_the_largest_step(tmp_path):
+    cfg = compose(launch_overrides(tmp_path, ONE_UPDATE_PER_STEP="1"))
+    sizes = [q["group_size"] for q in kept_in_order(tiny_plan())]
+    largest = max(rollouts_per_step(sizes, TRAIN_BATCH_SIZE))
+    per_update = cfg.actor_rollout_ref.actor.ppo_mini_batch_size * cfg.actor_rollout_ref.rollout.n
+    assert cfg.actor_rollout_ref.actor.ppo_mini_batch_size == TRAIN_BATCH_SIZE
+    assert largest <= per_update < largest + TRAIN_BATCH_SIZE
