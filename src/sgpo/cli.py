@@ -216,5 +216,40 @@ def demo(
     )
 
 
+@app.command()
+def compare(
+    config: Annotated[
+        Path, typer.Option("--config", "-c", help="Compare YAML (see examples/compare.yaml).")
+    ],
+    out: OutOpt = Path("runs/compare"),
+    seeds: Annotated[
+        int | None, typer.Option(help="Use seeds 0..N-1 instead of the config's.")
+    ] = None,
+) -> None:
+    """Train several methods at equal total FLOPs; write compare.json, compare.md and plots to OUT.
+
+    Finished runs under OUT/runs are reused, so an interrupted compare continues."""
+    from sgpo.compare import run_compare
+
+    try:
+        result = run_compare(config, out, seeds)
+    except ConfigError as e:
+        console.print(f"[red]{e}[/red]")
+        raise typer.Exit(2) from e
+    table = Table(title=f"sgpo compare (target acc {result['target_acc']:.3f})")
+    for column in ("method", "final acc", "FLOPs to target", "ratio", "informative"):
+        table.add_column(column)
+    for name, m in result["methods"].items():
+        table.add_row(
+            name,
+            f"{m['final_acc_mean']:.3f} ± {m['final_acc_std']:.3f}",
+            "never" if m["flops_to_target"] is None else f"{m['flops_to_target']:.3e}",
+            "-" if m["ratio_vs_grpo"] is None else f"{m['ratio_vs_grpo']:.2f}",
+            f"{m['informative_fraction']:.3f}",
+        )
+    console.print(table)
+    console.print(f"written to {out / 'compare.md'}")
+
+
 if __name__ == "__main__":
     app()

@@ -1,0 +1,314 @@
+"""sgpo compare: several methods, same task, same initial model, same held-out set, same
+optimizer and rollout budget per step, compared at equal total FLOPs.
+
+Protocol (also written into compare.md):
+1. For each seed, the baseline (GRPO, G=8 by default) trains for its configured steps; the
+   FLOPs it spends are that seed's budget (or `budget_flops` when given).
+2. Every other method trains on the same seed until its cumulative total FLOPs -- profiling
+   included for sGPO -- reach the budget (train.max_total_flops; steps is only a safety cap).
+3. Final accuracy of a run = mean of its last `final_window` held-out evaluations (sampled
+   accuracy), which damps the noise of a single evaluation. target_acc = the baseline's final
+   accuracy, mean over seeds.
+4. flops_to_target: average each method's evaluation curve over seeds (accuracy and cumulative
+   FLOPs at each evaluation index), smooth it with a trailing mean over `final_window`
+   evaluations, and take the FLOPs of the first point at or above target_acc; null if never.
+   ratio_vs_grpo = the baseline's total FLOPs / this method's flops_to_target.
+
+Runs are written to DIR/runs/<method>/seed-<s>/; a run with a summary.json is reused, so an
+interrupted compare continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from sgpo.config import ConfigError, RunConfig, load_config
+from sgpo.io import atomic_write_json, atomic_write_text, read_jsonl
+
+DEFAULT_METHODS = {
+    "grpo-g8": ["train.method=grpo", "train.group_size=8"],
+    "grpo-g16": ["train.method=grpo", "train.group_size=16"],
+    "dapo": ["train.method=dapo", "train.group_size=8"],
+    "sgpo": ["train.method=sgpo"],
+}
+
+
+class CompareConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    base: str = Field(
+        description="Run config YAML every method starts from (relative to this file)"
+    )
+    overrides: list[str] = Field(default_factory=list)
+    methods: dict[str, list[str]] = Field(default_factory=lambda: dict(DEFAULT_METHODS))
+    baseline: str = "grpo-g8"
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
+    budget_flops: float | None = Field(None, gt=0)
+    final_window: int = Field(3, ge=1)
+    # Safety cap on steps for capped methods, as a multiple of the baseline's steps.
+    max_steps_factor: int = Field(10, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> CompareConfig:
+        if self.baseline not in self.methods:
+            raise ValueError(
+                f"baseline {self.baseline!r} is not one of the methods {list(self.methods)}"
+            )
+        return self
+
+
+def load_compare_config(path: Path, seeds: int | None = None) -> tuple[CompareConfig, Path]:
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError as e:
+        raise ConfigError(f"compare config not found: {path}") from e
+    try:
+        cfg = CompareConfig.model_validate(tree)
+    except ValidationError as e:
+        lines = [f"  {'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()]
+        raise ConfigError(f"{path}: invalid compare config\n" + "\n".join(lines)) from e
+    if seeds is not None:
+        cfg.seeds = list(range(seeds))
+    return cfg, (path.parent / cfg.base).resolve()
+
+
+def method_config(
+    cfg: CompareConfig, base: Path, method: str, seed: int, extra: list[str]
+) -> RunConfig:
+    return load_config(base, [*cfg.overrides, *cfg.methods[method], f"seed={seed}", *extra])
+
+
+def profile_dir(config: RunConfig, root: Path) -> Path:
+    """Methods that profile the same model on the same data the same way share one profile."""
+    import hashlib
+    import json
+
+    spec = {
+        "seed": config.seed,
+        "model": config.model.model_dump(mode="json"),
+        "task": config.task.model_dump(mode="json"),
+        "sampling": config.sampling.model_dump(mode="json"),
+        "profile": config.profile.model_dump(mode="json"),
+    }
+    digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+    return root / f"seed-{config.seed}-{digest}"
+
+
+def run_method(config: RunConfig, run_dir: Path, profiles: Path) -> dict:
+    """Profile (shared) and plan when the method needs them, then train; reuse a finished run."""
+    import json
+
+    from sgpo.plan import run_plan
+    from sgpo.profile import PROFILE_FILE, run_profile
+    from sgpo.train import SUMMARY_FILE, run_train
+
+    if (run_dir / SUMMARY_FILE).exists():
+        return json.loads((run_dir / SUMMARY_FILE).read_text())
+    if config.train.method == "sgpo":
+        shared = profile_dir(config, profiles)
+        if not (shared / PROFILE_FILE).exists():
+            run_profile(config, shared, resume=True)
+        run_plan(config, shared / PROFILE_FILE, run_dir, overwrite=True)
+    return run_train(config, run_dir, run_dir / "plan.parquet", overwrite=True)
+
+
+def eval_curve(run_dir: Path) -> list[tuple[float, float]]:
+    """(cumulative total FLOPs, sampled held-out accuracy) at each evaluation of a run."""
+    return [
+        (r["flops_total_cum"], r["eval_acc"])
+        for r in read_jsonl(run_dir / "metrics.jsonl")
+        if "eval_acc" in r
+    ]
+
+
+def final_accuracy(curve: list[tuple[float, float]], window: int) -> float:
+    tail = curve[-window:]
+    return sum(acc for _, acc in tail) / len(tail)
+
+
+def mean_curve(curves: list[list[tuple[float, float]]]) -> list[tuple[float, float]]:
+    """Average over seeds at each evaluation index (curves cut to the shortest)."""
+    n = min(len(c) for c in curves)
+    return [
+        (statistics.fmean(c[i][0] for c in curves), statistics.fmean(c[i][1] for c in curves))
+        for i in range(n)
+    ]
+
+
+def flops_to_target(curve: list[tuple[float, float]], target: float, window: int) -> float | None:
+    for i in range(len(curve)):
+        tail = curve[max(0, i - window + 1) : i + 1]
+        full = len(tail) == window or i == len(curve) - 1
+        if full and sum(acc for _, acc in tail) / len(tail) >= target:
+            return curve[i][0]
+    return None
+
+
+def aggregate(cfg: CompareConfig, runs: dict[str, dict[int, Path]]) -> dict:
+    """compare.json content from finished run directories."""
+    import json
+
+    window = cfg.final_window
+    per_method: dict[str, dict] = {}
+    curves = {m: [eval_curve(d) for d in seeds.values()] for m, seeds in runs.items()}
+    summaries = {
+        m: [json.loads((d / "summary.json").read_text()) for d in seeds.values()]
+        for m, seeds in runs.items()
+    }
+    finals = {m: [final_accuracy(c, window) for c in cs] for m, cs in curves.items()}
+    target = statistics.fmean(finals[cfg.baseline])
+    baseline_flops = statistics.fmean(s["total_flops"] for s in summaries[cfg.baseline])
+    for method in runs:
+        reach = flops_to_target(mean_curve(curves[method]), target, window)
+        per_method[method] = {
+            "final_acc_mean": statistics.fmean(finals[method]),
+            "final_acc_std": statistics.stdev(finals[method]) if len(finals[method]) > 1 else 0.0,
+            "final_acc_per_seed": finals[method],
+            "initial_acc_mean": statistics.fmean(c[0][1] for c in curves[method]),
+            "total_flops": statistics.fmean(s["total_flops"] for s in summaries[method]),
+            "profile_flops": statistics.fmean(
+                s["flops_by_phase"]["profile"] for s in summaries[method]
+            ),
+            "flops_to_target": reach,
+            "ratio_vs_grpo": baseline_flops / reach if reach else None,
+            "informative_fraction": statistics.fmean(
+                s["informative_fraction"] for s in summaries[method]
+            ),
+            "steps_mean": statistics.fmean(s["steps"] for s in summaries[method]),
+            "wall_s": statistics.fmean(s["wall_s"] for s in summaries[method]),
+        }
+    return {
+        "baseline": cfg.baseline,
+        "target_acc": target,
+        "seeds": cfg.seeds,
+        "final_window": window,
+        "methods": per_method,
+    }
+
+
+def plot_compare(
+    cfg: CompareConfig, runs: dict[str, dict[int, Path]], result: dict, out_dir: Path
+) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for method, seeds in runs.items():
+        curves = [eval_curve(d) for d in seeds.values()]
+        mean = mean_curve(curves)
+        n = len(mean)
+        lows = [min(c[i][1] for c in curves) for i in range(n)]
+        highs = [max(c[i][1] for c in curves) for i in range(n)]
+        xs = [x for x, _ in mean]
+        (line,) = ax.plot(xs, [y for _, y in mean], marker=".", label=method)
+        ax.fill_between(xs, lows, highs, alpha=0.15, color=line.get_color())
+    ax.axhline(result["target_acc"], color="grey", ls=":", label=f"target ({cfg.baseline} final)")
+    ax.set_xlabel("cumulative total FLOPs (profiling included)")
+    ax.set_ylabel("held-out accuracy (sampled)")
+    ax.set_title(f"mean over {len(cfg.seeds)} seeds; band = min..max")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out_dir / "accuracy_vs_flops.png", dpi=90)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(5, 3))
+    names = list(result["methods"])
+    ax.bar(names, [result["methods"][m]["informative_fraction"] for m in names], color="tab:green")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("informative-rollout fraction")
+    fig.tight_layout()
+    fig.savefig(out_dir / "informative_fraction.png", dpi=90)
+    plt.close(fig)
+    return ["accuracy_vs_flops.png", "informative_fraction.png"]
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "never" if value is None else format(value, spec)
+
+
+def write_markdown(
+    cfg: CompareConfig, result: dict, images: list[str], out_dir: Path, source: Path
+) -> None:
+    rows = [
+        "| method | final acc (mean ± std) | initial acc | total FLOPs | FLOPs to target | "
+        "ratio vs baseline | informative fraction | steps | wall s/run |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for method, m in result["methods"].items():
+        rows.append(
+            f"| {method} | {m['final_acc_mean']:.3f} ± {m['final_acc_std']:.3f} | "
+            f"{m['initial_acc_mean']:.3f} | {m['total_flops']:.3e} | "
+            f"{_fmt(m['flops_to_target'], '.3e')} | "
+            f"{_fmt(m['ratio_vs_grpo'], '.2f')} | {m['informative_fraction']:.3f} | "
+            f"{m['steps_mean']:.0f} | {m['wall_s']:.0f} |"
+        )
+    text = [
+        f"# sgpo compare: {source.name}",
+        "",
+        f"Seeds {cfg.seeds}; baseline `{result['baseline']}`; target accuracy "
+        f"{result['target_acc']:.3f} (the baseline's final accuracy, mean over seeds).",
+        "",
+        *rows,
+        "",
+        "## Protocol",
+        "",
+        (__doc__ or "")
+        .split("Protocol (also written into compare.md):", 1)[1]
+        .split("Runs are")[0]
+        .strip(),
+        "",
+        "## What the numbers mean",
+        "",
+        "- *final acc*: mean of the last "
+        f"{cfg.final_window} held-out evaluations (sampled accuracy), then mean ± std over seeds.",
+        "- *FLOPs to target*: where the seed-averaged, smoothed accuracy curve first reaches the "
+        "target. A ratio above 1 means the method got there with fewer total FLOPs than the "
+        "baseline spent; `never` means it did not reach it within the same budget.",
+        "- *informative fraction*: share of generated rollouts that were in a group with a "
+        "non-zero advantage (the only rollouts that produce a gradient).",
+        "",
+        *[f"![{name}]({name})" for name in images],
+        "",
+    ]
+    atomic_write_text(out_dir / "compare.md", "\n".join(text))
+
+
+def run_compare(config_path: Path, out_dir: Path, seeds: int | None = None) -> dict:
+    cfg, base = load_compare_config(config_path, seeds)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    profiles = out_dir / "profiles"
+    runs: dict[str, dict[int, Path]] = {m: {} for m in cfg.methods}
+    # Baseline first: its spend is the budget of every other method on the same seed.
+    order = [cfg.baseline] + [m for m in cfg.methods if m != cfg.baseline]
+    for seed in cfg.seeds:
+        baseline_config = method_config(cfg, base, cfg.baseline, seed, [])
+        baseline_dir = out_dir / "runs" / cfg.baseline / f"seed-{seed}"
+        if cfg.budget_flops:
+            baseline_config = method_config(
+                cfg, base, cfg.baseline, seed, [f"train.max_total_flops={cfg.budget_flops}"]
+            )
+        budget = (
+            cfg.budget_flops or run_method(baseline_config, baseline_dir, profiles)["total_flops"]
+        )
+        if cfg.budget_flops:
+            run_method(baseline_config, baseline_dir, profiles)
+        runs[cfg.baseline][seed] = baseline_dir
+        cap = [
+            f"train.max_total_flops={budget}",
+            f"train.steps={baseline_config.train.steps * cfg.max_steps_factor}",
+        ]
+        for method in order[1:]:
+            run_dir = out_dir / "runs" / method / f"seed-{seed}"
+            run_method(method_config(cfg, base, method, seed, cap), run_dir, profiles)
+            runs[method][seed] = run_dir
+    result = aggregate(cfg, runs)
+    images = plot_compare(cfg, runs, result, out_dir)
+    atomic_write_json(out_dir / "compare.json", result)
+    write_markdown(cfg, result, images, out_dir, config_path)
+    return result

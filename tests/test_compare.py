@@ -1,0 +1,96 @@
+"""sgpo compare: the aggregation maths, and a smoke run that checks every method ran."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from sgpo.cli import app
+from sgpo.compare import final_accuracy, flops_to_target, load_compare_config, mean_curve
+from sgpo.config import ConfigError
+
+
+def test_final_accuracy_is_mean_of_last_window():
+    assert final_accuracy([(1, 0.1), (2, 0.2), (3, 0.3), (4, 0.7)], 3) == pytest.approx(0.4)
+    assert final_accuracy([(1, 0.5)], 3) == 0.5
+
+
+def test_mean_curve_averages_by_eval_index_and_cuts_to_shortest():
+    a = [(10.0, 0.2), (20.0, 0.4), (30.0, 0.6)]
+    b = [(12.0, 0.4), (22.0, 0.6)]
+    assert mean_curve([a, b]) == [(11.0, pytest.approx(0.3)), (21.0, pytest.approx(0.5))]
+
+
+def test_flops_to_target_uses_smoothed_curve():
+    curve = [(1.0, 0.1), (2.0, 0.9), (3.0, 0.2), (4.0, 0.5), (5.0, 0.6), (6.0, 0.7)]
+    # trailing windows of 3 end at x = 3, 4, 5, 6 with means .4, .533, .433, .6:
+    # the single spike (0.9 at x=2) does not count on its own
+    assert flops_to_target(curve, 0.5, 3) == 4.0
+    assert flops_to_target(curve, 0.55, 3) == 6.0
+    assert flops_to_target(curve, 0.65, 3) is None
+    assert flops_to_target([(1.0, 0.7)], 0.65, 3) == 1.0  # short curve: its last point counts
+
+
+def test_compare_config_errors_name_the_key(tmp_path: Path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"base": "x.yaml", "baseline": "nope"}))
+    with pytest.raises(ConfigError, match="baseline 'nope' is not one of the methods"):
+        load_compare_config(path)
+    path.write_text(yaml.safe_dump({"base": "x.yaml", "final_window": 0}))
+    with pytest.raises(ConfigError, match="final_window"):
+        load_compare_config(path)
+
+
+def test_compare_smoke_every_method_runs(tmp_path: Path):
+    base = {
+        "seed": 0,
+        "model": {
+            "embedded": {
+                "hidden_size": 32,
+                "num_layers": 1,
+                "num_heads": 2,
+                "num_kv_heads": 1,
+                "intermediate_size": 64,
+                "warmup_steps": 20,
+                "warmup_batch_size": 32,
+                "cache_dir": str(tmp_path / "models"),
+            }
+        },
+        "task": {"addition": {"digits": [1, 2], "weights": [1, 1], "n_train": 24, "n_eval": 12}},
+        "sampling": {"max_new_tokens": 4},
+        "profile": {"k": 4},
+        "train": {"steps": 3, "rollout_budget": 16, "eval_every": 1},
+        "eval": {"n_samples": 2},
+    }
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    (tmp_path / "compare.yaml").write_text(yaml.safe_dump({"base": "base.yaml", "seeds": [0, 1]}))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        app, ["compare", "-c", str(tmp_path / "compare.yaml"), "-o", str(out), "--seeds", "1"]
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "compare.json").read_text())
+    assert report["baseline"] == "grpo-g8" and report["seeds"] == [0]
+    assert set(report["methods"]) == {"grpo-g8", "grpo-g16", "dapo", "sgpo"}
+    keys = {
+        "final_acc_mean",
+        "final_acc_std",
+        "total_flops",
+        "flops_to_target",
+        "ratio_vs_grpo",
+        "informative_fraction",
+        "wall_s",
+    }
+    budget = report["methods"]["grpo-g8"]["total_flops"]
+    for name, m in report["methods"].items():
+        assert keys <= set(m), name
+        summary = json.loads((out / "runs" / name / "seed-0" / "summary.json").read_text())
+        assert summary["method"] == name.split("-")[0]
+        if name != "grpo-g8":  # every other method stops once it has spent the baseline's FLOPs
+            assert summary["total_flops"] >= budget or summary["steps"] == 30
+    assert report["methods"]["sgpo"]["profile_flops"] > 0
+    assert report["methods"]["grpo-g8"]["profile_flops"] == 0
+    assert (out / "compare.md").read_text().count("|") > 20
+    assert (out / "accuracy_vs_flops.png").stat().st_size > 0
