@@ -1,0 +1,196 @@
+"""Beyond the static plan: keep each query's success-rate estimate alive during training, and
+spend a fixed rollout budget where it buys the most informative groups.
+
+- A Beta posterior per query starts from the profile (prior + k profiling samples) and is
+  updated with every training group's outcomes, older evidence decayed so it fades as the
+  policy moves. Training rollouts are measurements we already paid for: no extra inference.
+- `replan` turns the current estimates into a new filter, group sizes and curriculum order,
+  without losing or duplicating a query.
+- `allocate_budget` picks group sizes for a set of queries under a rollout budget to maximise
+  the expected number of informative groups (exact dynamic programme, small and fast).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from sgpo.core.allocation import (
+    DROPPED_TRIVIAL,
+    DROPPED_UNSOLVABLE,
+    KEPT,
+    PlannedQuery,
+    PlanRule,
+    curriculum_order,
+    group_size,
+)
+
+
+@dataclass(frozen=True)
+class Posterior:
+    """Beta(alpha, beta) over one query's success rate."""
+
+    alpha: float
+    beta: float
+
+    @property
+    def mean(self) -> float:
+        return self.alpha / (self.alpha + self.beta)
+
+    @property
+    def evidence(self) -> float:
+        return self.alpha + self.beta
+
+
+def posterior_from_profile(
+    n_correct: int, k: int, prior_alpha: float = 0.5, prior_beta: float = 0.5
+) -> Posterior:
+    if k <= 0 or not 0 <= n_correct <= k:
+        raise ValueError(f"need 0 <= n_correct <= k and k > 0, got n_correct={n_correct}, k={k}")
+    return Posterior(prior_alpha + n_correct, prior_beta + k - n_correct)
+
+
+def update_posterior(
+    post: Posterior,
+    successes: int,
+    failures: int,
+    decay: float,
+    prior_alpha: float = 0.5,
+    prior_beta: float = 0.5,
+) -> Posterior:
+    """Decay the evidence gathered so far (not the prior) by `decay`, then add the new outcomes.
+
+    decay = 1 keeps everything (a stationary estimate); decay < 1 forgets geometrically, so
+    after n updates the profile's weight is decay**n.
+    """
+    if not 0.0 < decay <= 1.0:
+        raise ValueError(f"decay must be in (0, 1], got {decay}")
+    if successes < 0 or failures < 0:
+        raise ValueError("successes and failures must be >= 0")
+    return Posterior(
+        prior_alpha + decay * (post.alpha - prior_alpha) + successes,
+        prior_beta + decay * (post.beta - prior_beta) + failures,
+    )
+
+
+def informative_probability(p: float, g: int) -> float:
+    """P(a group of g binary rewards is not all equal) = 1 - p^g - (1-p)^g (0 for g < 2)."""
+    if g < 2:
+        return 0.0
+    return 1.0 - p**g - (1.0 - p) ** g
+
+
+def allocate_budget(
+    success_rates: Sequence[float], budget: int, g_min: int, g_max: int
+) -> list[int]:
+    """Group size per query (0 = skip it this time) maximising the expected number of
+    informative groups, sum(G) <= budget. Exact: a multiple-choice knapsack solved by dynamic
+    programming over the budget, O(queries * budget * (g_max - g_min + 1)). Among equally good
+    allocations the one spending the fewest rollouts wins."""
+    if budget < 0 or g_min < 2 or g_max < g_min:
+        raise ValueError(
+            f"need budget >= 0 and 2 <= g_min <= g_max, got {budget}, {g_min}, {g_max}"
+        )
+    choices = [0, *range(g_min, g_max + 1)]
+    n = len(success_rates)
+    # best[b] = best value using the queries seen so far with exactly b rollouts spent
+    neg = -math.inf
+    best = [0.0] + [neg] * budget
+    picks: list[list[int]] = []
+    for p in success_rates:
+        gains = {g: informative_probability(p, g) for g in choices}
+        new = [neg] * (budget + 1)
+        pick = [0] * (budget + 1)
+        for spent in range(budget + 1):
+            if best[spent] == neg:
+                continue
+            for g in choices:
+                total = spent + g
+                if total > budget:
+                    break
+                value = best[spent] + gains[g]
+                if value > new[total] + 1e-12:
+                    new[total], pick[total] = value, g
+        best = new
+        picks.append(pick)
+    # smallest spend among the (near-)best values
+    top = max(best)
+    spent = min(b for b in range(budget + 1) if best[b] >= top - 1e-9)
+    sizes = [0] * n
+    for i in range(n - 1, -1, -1):
+        g = picks[i][spent]
+        sizes[i] = g
+        spent -= g
+    return sizes
+
+
+def expected_informative(success_rates: Sequence[float], sizes: Sequence[int]) -> float:
+    return sum(informative_probability(p, g) for p, g in zip(success_rates, sizes, strict=True))
+
+
+@dataclass(frozen=True)
+class ReplanRule:
+    """How current estimates become a plan during training. A query counts as trivial while
+    its (decayed) evidence holds fewer than `min_failures` failures, and as unsolvable while it
+    holds fewer than `min_successes` successes -- with the profile alone that is exactly the
+    static plan's p_hat = 1 and p_hat = 0."""
+
+    plan: PlanRule
+    prior_alpha: float = 0.5
+    prior_beta: float = 0.5
+    min_successes: float = 0.5
+    min_failures: float = 0.5
+
+
+def replan(
+    query_ids: Sequence[str],
+    posteriors: dict[str, Posterior],
+    previous: dict[str, PlannedQuery],
+    rule: ReplanRule,
+    seed: int,
+) -> list[PlannedQuery]:
+    """New filter, G and curriculum from the current estimates; every query appears once.
+
+    Unsolvable queries that were already kept stay kept (they are the sampled fraction and
+    their estimate is being refreshed); queries that have become unsolvable are dropped;
+    dropped queries whose evidence now holds both outcomes (e.g. after a re-profiling pass)
+    come back.
+    """
+    if len(set(query_ids)) != len(query_ids):
+        raise ValueError("duplicate query ids in replan")
+    missing = [q for q in query_ids if q not in posteriors]
+    if missing:
+        raise ValueError(f"no estimate for {len(missing)} queries, e.g. {missing[:3]}")
+    means = {q: posteriors[q].mean for q in query_ids}
+
+    def reason_for(qid: str) -> str:
+        successes = posteriors[qid].alpha - rule.prior_alpha
+        failures = posteriors[qid].beta - rule.prior_beta
+        if failures < rule.min_failures and rule.plan.drop_trivial:
+            return DROPPED_TRIVIAL
+        if successes < rule.min_successes:
+            was_kept = qid in previous and previous[qid].kept
+            return KEPT if was_kept else DROPPED_UNSOLVABLE
+        return KEPT
+
+    reasons = {q: reason_for(q) for q in query_ids}
+    kept = [q for q in query_ids if reasons[q] == KEPT]
+    order = curriculum_order(kept, [means[q] for q in kept], seed, rule.plan.bucket_width)
+    rank = {q: i for i, q in enumerate(order)}
+    return [
+        PlannedQuery(
+            query_id=q,
+            p_hat=means[q],
+            group_size=group_size(means[q], rule.plan.c, rule.plan.g_min, rule.plan.g_max),
+            kept=reasons[q] == KEPT,
+            reason=reasons[q],
+            rank=rank.get(q, -1),
+        )
+        for q in query_ids
+    ]
+
+
+def with_group_sizes(plan: Sequence[PlannedQuery], sizes: dict[str, int]) -> list[PlannedQuery]:
+    """The same plan with some group sizes replaced (e.g. by allocate_budget)."""
+    return [replace(p, group_size=sizes.get(p.query_id, p.group_size)) for p in plan]
