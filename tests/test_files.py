@@ -492,8 +492,22 @@ def test_missing_and_unreadable_files(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- examples
 
 
-@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)
+RUN_EXAMPLES = sorted(p for p in EXAMPLES.glob("*.yaml") if not p.name.startswith("compare"))
+COMPARE_EXAMPLES = sorted(EXAMPLES.glob("compare*.yaml"))
+
+
+@pytest.mark.parametrize("path", RUN_EXAMPLES, ids=lambda p: p.name)
 def test_example_configs_validate(path: Path) -> None:
     config = load_config(path)
     if config.task.kind == "file":
         assert config.task.file is not None
+
+
+@pytest.mark.parametrize("path", COMPARE_EXAMPLES, ids=lambda p: p.name)
+def test_example_compare_configs_validate(path: Path) -> None:
+    from sgpo.compare import load_compare_config, method_config
+
+    cfg, base = load_compare_config(path)
+    assert len(cfg.seeds) >= 3 and cfg.baseline in cfg.methods
+    for method in cfg.methods:  # every method's overrides give a valid run config
+        assert method_config(cfg, base, method, cfg.seeds[0], []).seed == cfg.seeds[0]

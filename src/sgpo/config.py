@@ -31,6 +31,9 @@ class EmbeddedModelConfig(Strict):
     warmup_batch_size: int = Field(128, ge=1)
     warmup_lr: float = Field(3e-3, gt=0)
     cache_dir: str = "~/.cache/sgpo/models"
+    # One fixed embedded model: the run seed changes sampling and order, not the initial policy
+    # (the warm start stops mid-learning, where a different seed gives a different model).
+    seed: int = 0
 
 
 class LoraSettings(Strict):
@@ -140,6 +143,27 @@ class PlanConfig(Strict):
         return self
 
 
+class OnlineConfig(Strict):
+    """sGPO beyond the paper; everything off by default (= the paper's static plan)."""
+
+    # Update a Beta posterior per query with every training group's outcomes and re-plan
+    # (filter, G, curriculum) every replan_every steps. No extra inference.
+    reestimate: bool = False
+    replan_every: int = Field(10, ge=1)
+    decay: float = Field(0.8, gt=0, le=1)  # weight kept by old evidence at each new observation
+    prior_alpha: float = Field(0.0, ge=0)
+    prior_beta: float = Field(0.0, ge=0)
+    # inverse_p: G = clip(ceil(c/p)) (the paper); knapsack: each step's budget is re-allocated
+    # over a window of upcoming queries to maximise the expected number of informative groups.
+    allocation: Literal["inverse_p", "knapsack"] = "inverse_p"
+    allocation_window: float = Field(2.0, ge=1)  # window = this x the step budget (1/p sizes)
+    # Every N steps (0 = never) re-profile a seeded sample of dropped queries with the current
+    # policy, charged to the profile FLOPs, so that queries which became learnable come back.
+    reprofile_every: int = Field(0, ge=0)
+    reprofile_sample: int = Field(64, ge=1)
+    reprofile_k: int = Field(8, ge=1)
+
+
 class TrainConfig(Strict):
     method: Literal["sgpo", "grpo", "dapo"] = "sgpo"
     group_size: int = Field(8, ge=2)  # fixed G for grpo and dapo
@@ -165,6 +189,10 @@ class TrainConfig(Strict):
     eval_every: int = Field(10, ge=0)
     checkpoint_every: int = Field(0, ge=0)
     max_nonfinite_in_a_row: int = Field(3, ge=1)
+    online: OnlineConfig = OnlineConfig()
+    # Mirror metrics to experiment trackers (metrics.jsonl is always written).
+    report_to: list[Literal["tensorboard", "wandb", "trackio"]] = Field(default_factory=list)
+    report_project: str = "sgpo"
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:

@@ -55,7 +55,8 @@ def model_source(config: RunConfig) -> str:
             "model.name_or_path 'embedded' is warm-started on the addition task; "
             "with task.kind='file' give a real model"
         )
-    return str(ensure_embedded_model(config.model.embedded, config.task.addition, config.seed))
+    embedded = config.model.embedded
+    return str(ensure_embedded_model(embedded, config.task.addition, embedded.seed))
 
 
 def load_policy(config: RunConfig, path: str | None = None, trainable: bool = False) -> Policy:

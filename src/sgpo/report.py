@@ -69,6 +69,33 @@ def plot_training(records: list[dict], out_dir: Path) -> list[str]:
     return [_save(fig, out_dir / "accuracy_vs_flops.png")]
 
 
+def plot_plan_history(history: list[dict], plan_rows: list[dict], out_dir: Path) -> list[str]:
+    """How the online estimates and group sizes moved during training (sgpo variants)."""
+    bucket = {r["query_id"]: r["difficulty"] or "all" for r in plan_rows}
+    steps = sorted({h["step"] for h in history})
+    buckets = sorted(set(bucket.values()))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
+    for b in buckets:
+        means = []
+        for step in steps:
+            ps = [h["p_est"] for h in history if h["step"] == step and bucket[h["query_id"]] == b]
+            means.append(sum(ps) / len(ps))
+        left.plot(steps, means, marker=".", label=b)
+    left.set_xlabel("step")
+    left.set_ylabel("mean estimated success rate")
+    left.set_title("p_hat drift")
+    left.legend(fontsize=7)
+    kept_g = [[h["group_size"] for h in history if h["step"] == s and h["kept"]] for s in steps]
+    right.plot(steps, [sum(g) / max(len(g), 1) for g in kept_g], marker=".", label="mean G (kept)")
+    twin = right.twinx()
+    twin.plot(steps, [len(g) for g in kept_g], color="tab:red", marker="x", label="kept queries")
+    right.set_xlabel("step")
+    right.set_ylabel("mean G")
+    twin.set_ylabel("kept queries")
+    right.set_title("group sizes over time")
+    return [_save(fig, out_dir / "plan_drift.png")]
+
+
 def write_report(run_dir: Path) -> Path:
     summary = json.loads((run_dir / "summary.json").read_text())
     records = read_jsonl(run_dir / "metrics.jsonl")
@@ -78,6 +105,10 @@ def write_report(run_dir: Path) -> Path:
     if plan_path.exists():
         plan_rows, meta = read_table(plan_path)
         images += plot_plan(plan_rows, run_dir)
+        if (run_dir / "plan_history.parquet").exists():
+            images += plot_plan_history(
+                read_table(run_dir / "plan_history.parquet")[0], plan_rows, run_dir
+            )
         s = meta.get("summary", {})
         lines += [
             "## Plan",

@@ -13,13 +13,15 @@ summary.json, checkpoint/ (latest resumable state), checkpoints/step-N/ and fina
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import random
 import shutil
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,73 +34,31 @@ from sgpo.core.advantages import aggregate_loss, clipped_policy_loss, group_adva
 from sgpo.core.flops import PHASES, inference_flops, logprob_flops, train_flops
 from sgpo.engine import Completion, TransformersEngine, stream_seed
 from sgpo.evaluate import evaluate
-from sgpo.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl, read_table
+from sgpo.io import (
+    append_jsonl,
+    atomic_write_json,
+    atomic_write_text,
+    read_jsonl,
+    read_table,
+    write_table,
+)
 from sgpo.models import Policy, load_policy, model_shape, model_source
 from sgpo.plan import check_profile_matches, kept_in_order
 from sgpo.profile import make_verifier, sampling_params
-from sgpo.tasks import Query, load_task
+from sgpo.schedule import OnlinePlanner, QueryScheduler, ScheduledQuery
+from sgpo.tasks import DataError, Query, load_task
 
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
 STATE_DIR = "checkpoint"
+HISTORY_FILE = "plan_history.parquet"  # online sgpo: every query's estimate at each re-plan
+OLD_STATE_DIR = ".checkpoint-old"  # the previous checkpoint while a new one is renamed in
+
+log = logging.getLogger("sgpo.train")
 
 
 class NonFiniteError(RuntimeError):
     pass
-
-
-@dataclass
-class ScheduledQuery:
-    query: Query
-    group_size: int
-
-
-@dataclass
-class QueryScheduler:
-    """Which queries a step trains on. State (epoch, cursor) is all a resume needs."""
-
-    queries: list[ScheduledQuery]
-    shuffle: bool  # grpo/dapo: seeded shuffle per epoch; sgpo: the plan's curriculum order
-    seed: int
-    epoch: int = 0
-    cursor: int = 0
-    _order: list[int] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        if not self.queries:
-            raise ValueError("no queries to train on (the plan kept none?)")
-        self._order = self._epoch_order()
-
-    def _epoch_order(self) -> list[int]:
-        order = list(range(len(self.queries)))
-        if self.shuffle:
-            random.Random(f"{self.seed}/order/{self.epoch}").shuffle(order)
-        return order
-
-    def take(self, budget: int) -> list[ScheduledQuery]:
-        """Next queries in order while their groups fit the budget (at least one query)."""
-        taken: list[ScheduledQuery] = []
-        used = 0
-        while True:
-            if self.cursor == len(self._order):
-                self.epoch += 1
-                self.cursor = 0
-                self._order = self._epoch_order()
-            nxt = self.queries[self._order[self.cursor]]
-            if taken and used + nxt.group_size > budget:
-                return taken
-            taken.append(nxt)
-            used += nxt.group_size
-            self.cursor += 1
-            if used >= budget:
-                return taken
-
-    def state(self) -> dict:
-        return {"epoch": self.epoch, "cursor": self.cursor}
-
-    def restore(self, state: dict) -> None:
-        self.epoch, self.cursor = state["epoch"], state["cursor"]
-        self._order = self._epoch_order()
 
 
 @dataclass
@@ -112,7 +72,8 @@ class Rollout:
 
 def build_scheduler(
     config: RunConfig, train_queries: list[Query], plan_path: Path | None
-) -> QueryScheduler:
+) -> tuple[QueryScheduler, list[dict]]:
+    """The step scheduler, and the plan's rows (all of them, kept or not) for sgpo."""
     method = config.train.method
     if method == "sgpo":
         if plan_path is None or not plan_path.exists():
@@ -120,21 +81,22 @@ def build_scheduler(
                 f"method sgpo needs a plan: {plan_path} not found (run sgpo plan)"
             )
         rows, meta = read_table(plan_path)
-        check_profile_matches(meta, config, str(plan_path), None)
+        check_profile_matches(meta, config, str(plan_path), model_source(config))
         by_id = {q.query_id: q for q in train_queries}
         scheduled = []
         for row_index, r in enumerate(kept_in_order(rows)):
             if r["query_id"] not in by_id:
-                raise ValueError(
+                raise DataError(
                     f"{plan_path}: row {row_index}: field 'query_id' "
                     f"{r['query_id']!r} is not in the task's training queries"
                 )
             scheduled.append(ScheduledQuery(by_id[r["query_id"]], int(r["group_size"])))
-        return QueryScheduler(scheduled, shuffle=False, seed=config.seed)
+        return QueryScheduler(scheduled, shuffle=False, seed=config.seed), rows
     g = config.train.group_size
-    return QueryScheduler(
+    scheduler = QueryScheduler(
         [ScheduledQuery(q, g) for q in train_queries], shuffle=True, seed=config.seed
     )
+    return scheduler, []
 
 
 def response_logprobs(policy: Policy, rollouts: list[Rollout]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -174,6 +136,8 @@ class Trainer:
         self.task = load_task(config.task, config.seed)
         self.initial_model = model_source(config)
         state_dir = run_dir / STATE_DIR
+        if resume:
+            recover_checkpoint(run_dir)
         self.resuming = resume and (state_dir / "state.json").exists()
         # A resumed run starts from the checkpoint's weights (plain model or LoRA adapter).
         self.policy = load_policy(
@@ -184,7 +148,25 @@ class Trainer:
         self.verifier = make_verifier(config, self.task)
         self.shape = model_shape(self.policy.model)
         self.params = sampling_params(config)
-        self.scheduler = build_scheduler(config, self.task.train, plan_path)
+        self.scheduler, plan_rows = build_scheduler(config, self.task.train, plan_path)
+        self.queries_by_id = {q.query_id: q for q in self.task.train}
+        online = self.cfg.online
+        self.planner: OnlinePlanner | None = None
+        if plan_rows and (
+            online.reestimate or online.allocation == "knapsack" or online.reprofile_every
+        ):
+            from sgpo.plan import plan_rule
+
+            self.planner = OnlinePlanner(
+                plan_rows,
+                plan_rule(config),
+                online.decay,
+                (online.prior_alpha, online.prior_beta),
+                config.seed,
+            )
+        self.plan_history: list[dict] = []
+        self.plan_path = plan_path if config.train.method == "sgpo" else None
+        self.plan_sha256 = file_sha256(plan_path) if self.plan_path is not None else None
         trainable = [p for p in self.policy.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
             trainable, lr=self.cfg.lr, betas=self.cfg.adam_betas, weight_decay=self.cfg.weight_decay
@@ -235,11 +217,82 @@ class Trainer:
             )
         return rollouts
 
+    def next_queries(self) -> list[ScheduledQuery]:
+        """The step's queries: the plan's next ones, or with knapsack allocation the best
+        re-sized subset of a wider window (the rest of the window is skipped this epoch)."""
+        budget = self.cfg.rollout_budget
+        if self.planner is None or self.cfg.online.allocation != "knapsack":
+            return self.scheduler.take(budget)
+        if not self.scheduler.remaining:
+            self.scheduler.take(0)  # start the next epoch
+        window = self.scheduler.peek(round(budget * self.cfg.online.allocation_window))
+        self.scheduler.skip({s.query.query_id for s in window})
+        chosen = self.planner.allocate(window, budget)
+        return chosen or window[:1]
+
+    def observe(self, rollouts: list[Rollout]) -> None:
+        """Every training group is a fresh measurement of its query's success rate."""
+        if self.planner is None:
+            return
+        groups: dict[int, list[Rollout]] = {}
+        for r in rollouts:
+            groups.setdefault(r.group, []).append(r)
+        for members in groups.values():
+            wins = sum(m.reward >= 0.5 for m in members)
+            self.planner.observe(members[0].query.query_id, wins, len(members) - wins)
+
+    def reprofile(self) -> None:
+        """Re-measure a seeded sample of dropped queries with the current policy."""
+        online = self.cfg.online
+        dropped = self.planner.dropped()  # type: ignore[union-attr]
+        rng = random.Random(f"{self.config.seed}/reprofile/{self.step}")
+        sample = rng.sample(dropped, min(online.reprofile_sample, len(dropped)))
+        queries = [self.queries_by_id[q] for q in sample]
+        prompts = [self.policy.render(q.prompt) for q in queries for _ in range(online.reprofile_k)]
+        seeds = [
+            stream_seed(self.config.seed, "reprofile", self.step, q.query_id, j)
+            for q in queries
+            for j in range(online.reprofile_k)
+        ]
+        completions = self.engine.generate(prompts, seeds, self.params)
+        scores = self.verifier.score(
+            [c.text for c in completions],
+            [q.answer for q in queries for _ in range(online.reprofile_k)],
+            [q.query_id for q in queries for _ in range(online.reprofile_k)],
+        )
+        k = online.reprofile_k
+        for i, q in enumerate(queries):
+            wins = sum(s >= 0.5 for s in scores[i * k : (i + 1) * k])
+            self.planner.observe(q.query_id, wins, k - wins)  # type: ignore[union-attr]
+        for c in completions:
+            self.flops["profile"] += inference_flops(
+                self.shape, len(c.prompt_ids), len(c.response_ids)
+            )
+
+    def maybe_replan(self) -> dict:
+        """Re-profile and re-plan when due; returns the plan's state for the metrics."""
+        if self.planner is None:
+            return {}
+        online = self.cfg.online
+        reprofile_due = online.reprofile_every and self.step % online.reprofile_every == 0
+        if reprofile_due:
+            self.reprofile()
+        if reprofile_due or (online.reestimate and self.step % online.replan_every == 0):
+            self.scheduler.update_plan(self.planner.replan(self.queries_by_id))
+            self.plan_history += self.planner.history_rows(self.step)
+            write_table(self.run_dir / HISTORY_FILE, self.plan_history, {"step": self.step})
+        kept = [p for p in self.planner.current.values() if p.kept]
+        return {
+            "plan_kept": len(kept),
+            "plan_p_mean": float(np.mean([self.planner.posteriors[p.query_id].mean for p in kept])),
+            "plan_group_size_mean": float(np.mean([p.group_size for p in kept])),
+        }
+
     def collect(self) -> tuple[list[Rollout], list[Rollout]]:
         """(all generated rollouts, the step's batch). dapo over-samples and keeps only groups
         whose rewards differ, refilling until the budget is full or its rounds run out."""
         if self.cfg.method != "dapo":
-            rollouts = self.generate_groups(self.scheduler.take(self.cfg.rollout_budget), 0)
+            rollouts = self.generate_groups(self.next_queries(), 0)
             return rollouts, rollouts
         generated: list[Rollout] = []
         batch: list[Rollout] = []
@@ -351,10 +404,17 @@ class Trainer:
     def train_step(self) -> dict:
         start = time.perf_counter()
         generated, batch = self.collect()
+        self.observe(generated)
         stats = self.train_on(batch)
         if stats["skipped_update"]:
             self.nonfinite_in_a_row += 1
             self.nonfinite_total += 1
+            log.warning(
+                "step %d: non-finite loss or gradient, update skipped (%d in a row, %d in all)",
+                self.step + 1,
+                self.nonfinite_in_a_row,
+                self.nonfinite_total,
+            )
         else:
             self.nonfinite_in_a_row = 0
         with warnings.catch_warnings():
@@ -386,6 +446,7 @@ class Trainer:
             "lr": self.lr_schedule.get_last_lr()[0],
             "nonfinite_skips": self.nonfinite_total,
             **stats,
+            **self.maybe_replan(),
         }
         self.wall_s += time.perf_counter() - start
         return record
@@ -421,12 +482,14 @@ class Trainer:
                 "torch_rng": torch.get_rng_state(),
                 "python_rng": random.getstate(),
                 "numpy_rng": np.random.get_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             },
             staging / "trainer.pt",
         )
         state = {
             "step": self.step,
             "scheduler": self.scheduler.state(),
+            "planner": self.planner.state() if self.planner is not None else None,
             "flops": self.flops,
             "wall_s": self.wall_s,
             "nonfinite_in_a_row": self.nonfinite_in_a_row,
@@ -437,10 +500,12 @@ class Trainer:
                 "timeouts": self.verifier.stats.timeouts,
             },
             "metrics_lines": len(read_jsonl(self.metrics_path)),
+            "plan": str(self.plan_path.resolve()) if self.plan_path is not None else None,
+            "plan_sha256": self.plan_sha256,
         }
         (staging / "state.json").write_text(json.dumps(state, indent=2))
         target = self.run_dir / STATE_DIR
-        old = self.run_dir / ".checkpoint-old"
+        old = self.run_dir / OLD_STATE_DIR
         shutil.rmtree(old, ignore_errors=True)
         if target.exists():
             target.rename(old)
@@ -460,14 +525,28 @@ class Trainer:
     def restore_state(self) -> None:
         state_dir = self.run_dir / STATE_DIR
         state = json.loads((state_dir / "state.json").read_text())
+        if state.get("plan_sha256") not in (None, self.plan_sha256):
+            raise DataError(
+                f"{self.plan_path}: not the plan this run was trained with "
+                f"({state.get('plan')}, changed since the checkpoint); resume with that plan "
+                "or start over with --overwrite"
+            )
         blobs = torch.load(state_dir / "trainer.pt", weights_only=False)
         self.optimizer.load_state_dict(blobs["optimizer"])
         self.lr_schedule.load_state_dict(blobs["lr_schedule"])
         torch.set_rng_state(blobs["torch_rng"])
         random.setstate(blobs["python_rng"])
         np.random.set_state(blobs["numpy_rng"])
+        if blobs.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(blobs["cuda_rng"])
         self.step = state["step"]
-        self.scheduler.restore(state["scheduler"])
+        self.scheduler.restore(state["scheduler"], self.queries_by_id)
+        if self.planner is not None:
+            self.planner.restore(state["planner"])
+            # Re-plans after the checkpoint will run again: keep only the earlier snapshots.
+            if (self.run_dir / HISTORY_FILE).exists():
+                rows = read_table(self.run_dir / HISTORY_FILE)[0]
+                self.plan_history = [r for r in rows if r["step"] <= self.step]
         self.flops = state["flops"]
         self.wall_s = state["wall_s"]
         self.nonfinite_in_a_row = state["nonfinite_in_a_row"]
@@ -476,8 +555,15 @@ class Trainer:
         self.verifier.stats.errors = state["verifier"]["errors"]
         self.verifier.stats.timeouts = state["verifier"]["timeouts"]
         # Lines written after the checkpoint belong to steps that will run again: drop them.
-        lines = self.metrics_path.read_text().splitlines(keepends=True)[: state["metrics_lines"]]
-        atomic_write_text(self.metrics_path, "".join(lines))
+        text = self.metrics_path.read_text() if self.metrics_path.exists() else ""
+        lines = text.splitlines(keepends=True)
+        if len(lines) < state["metrics_lines"]:
+            raise DataError(
+                f"{self.metrics_path}: {len(lines)} lines but the checkpoint at step "
+                f"{self.step} was taken after {state['metrics_lines']}; the run directory was "
+                "changed by hand, start over with --overwrite"
+            )
+        atomic_write_text(self.metrics_path, "".join(lines[: state["metrics_lines"]]))
 
     # ---------------------------------------------------------------- the loop
     def finished(self) -> bool:
@@ -489,7 +575,11 @@ class Trainer:
         if self.resuming:
             self.restore_state()
         else:
+            # A fresh start (or --overwrite): nothing of an earlier run may be mixed in.
             self.metrics_path.unlink(missing_ok=True)
+            (self.run_dir / SUMMARY_FILE).unlink(missing_ok=True)
+            for name in ("final", "checkpoints"):
+                shutil.rmtree(self.run_dir / name, ignore_errors=True)
             atomic_write_text(self.run_dir / "config.yaml", dump_config(self.config))
             self.log({"step": 0, **self.run_eval()})
             self.save_state()
@@ -553,6 +643,37 @@ class Trainer:
         }
 
 
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def recover_checkpoint(run_dir: Path) -> None:
+    """Undo what a kill during save_state()/save_model() left behind: put the previous
+    checkpoint back if the new one never got renamed in, and drop half-built staging dirs."""
+    target, old = run_dir / STATE_DIR, run_dir / OLD_STATE_DIR
+    if not (target / "state.json").exists() and (old / "state.json").exists():
+        shutil.rmtree(target, ignore_errors=True)
+        old.rename(target)
+    for pattern in (".checkpoint-*", ".final-*", ".step-*"):
+        for staging in run_dir.glob(pattern):
+            if staging.is_dir():
+                shutil.rmtree(staging, ignore_errors=True)
+    for name in (METRICS_FILE, SUMMARY_FILE, "config.yaml"):  # atomic writes' temp files
+        for temp in run_dir.glob(f".{name}.*"):
+            temp.unlink(missing_ok=True)
+
+
+def checkpoint_plan(run_dir: Path) -> Path | None:
+    """The plan a run's checkpoint was trained with (None when there is none)."""
+    state_file = run_dir / STATE_DIR / "state.json"
+    if not state_file.exists():
+        state_file = run_dir / OLD_STATE_DIR / "state.json"
+    if not state_file.exists():
+        return None
+    plan = json.loads(state_file.read_text()).get("plan")
+    return Path(plan) if plan and Path(plan).exists() else None
+
+
 def run_train(
     config: RunConfig,
     run_dir: Path,
@@ -565,6 +686,8 @@ def run_train(
     if (run_dir / METRICS_FILE).exists() and not (overwrite or resume):
         raise FileExistsError(f"{run_dir / METRICS_FILE} exists; pass --overwrite or --resume")
     run_dir.mkdir(parents=True, exist_ok=True)
+    if config.train.method == "sgpo" and plan_path is None and resume:
+        plan_path = checkpoint_plan(run_dir)  # resumed with the plan it started with
     if config.train.method == "sgpo" and plan_path is None:
         plan_path = run_dir / "plan.parquet"
     return Trainer(config, run_dir, plan_path, resume).train()

@@ -1,0 +1,87 @@
+"""Optional experiment trackers, chosen with train.report_to as TRL users expect.
+
+metrics.jsonl is always written by the trainer; these sinks mirror each record's numeric
+values (nested dicts flattened with "/") to TensorBoard, Weights & Biases or Trackio.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Protocol
+
+TRACKERS = ("tensorboard", "wandb", "trackio")
+
+
+class MetricsSink(Protocol):
+    def log(self, values: dict[str, float], step: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def scalars(record: dict, prefix: str = "") -> dict[str, float]:
+    """Numeric leaves of a record, nested keys joined with '/'; bools and strings skipped."""
+    out: dict[str, float] = {}
+    for key, value in record.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out |= scalars(value, f"{name}/")
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            out[name] = float(value)
+    return out
+
+
+def _require(module: str, tracker: str) -> object:
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise RuntimeError(
+            f"train.report_to includes {tracker!r} but {module!r} is not installed: "
+            f"pip install {tracker}"
+        ) from e
+
+
+class TensorBoardSink:
+    def __init__(self, log_dir: Path) -> None:
+        _require("tensorboard", "tensorboard")
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(log_dir=str(log_dir))
+
+    def log(self, values: dict[str, float], step: int) -> None:
+        for key, value in values.items():
+            self.writer.add_scalar(key, value, step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class RunTrackerSink:
+    """wandb and trackio share one API: init(project, name, config), log(dict, step), finish()."""
+
+    def __init__(self, module: str, project: str, name: str, config: dict) -> None:
+        self.module = _require(module, module)
+        self.run = self.module.init(project=project, name=name, config=config)  # type: ignore[attr-defined]
+
+    def log(self, values: dict[str, float], step: int) -> None:
+        self.module.log(values, step=step)  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        self.module.finish()  # type: ignore[attr-defined]
+
+
+def make_sinks(
+    report_to: list[str], run_dir: Path, project: str, config: dict
+) -> list[MetricsSink]:
+    sinks: list[MetricsSink] = []
+    for tracker in report_to:
+        if tracker == "tensorboard":
+            sinks.append(TensorBoardSink(run_dir / "tensorboard"))
+        elif tracker in ("wandb", "trackio"):
+            sinks.append(RunTrackerSink(tracker, project, run_dir.name, config))
+        else:
+            raise ValueError(
+                f"train.report_to: unknown tracker {tracker!r}; choose from {TRACKERS}"
+            )
+    return sinks

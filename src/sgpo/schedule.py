@@ -1,0 +1,180 @@
+"""Which queries a training step takes, with which group sizes.
+
+QueryScheduler walks a plan epoch by epoch: the curriculum order for sgpo, a seeded shuffle
+per epoch for grpo/dapo. OnlinePlanner (the sgpo variants beyond the paper) keeps a Beta
+posterior per query fed by every training group's outcomes (and optional re-profiling of
+dropped queries), re-plans every N steps, and can re-allocate each step's rollout budget with
+the exact solver in sgpo.core.online. Both are resumable from their state() dicts.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from sgpo.core.allocation import PlannedQuery, PlanRule
+from sgpo.core.online import (
+    Posterior,
+    ReplanRule,
+    allocate_budget,
+    posterior_from_profile,
+    replan,
+    update_posterior,
+)
+from sgpo.tasks import Query
+
+
+@dataclass
+class ScheduledQuery:
+    query: Query
+    group_size: int
+
+
+class QueryScheduler:
+    """Hands out queries in plan order, one epoch after another. A new plan (update_plan)
+    re-orders what is left of the current epoch; queries already visited wait for the next."""
+
+    def __init__(self, queries: list[ScheduledQuery], shuffle: bool, seed: int) -> None:
+        if not queries:
+            raise ValueError("no queries to train on (the plan kept none?)")
+        self.queries = queries
+        self.shuffle = shuffle
+        self.seed = seed
+        self.epoch = 0
+        self.remaining = self._epoch_order()
+
+    def _epoch_order(self) -> list[str]:
+        ids = [s.query.query_id for s in self.queries]
+        if self.shuffle:
+            random.Random(f"{self.seed}/order/{self.epoch}").shuffle(ids)
+        return ids
+
+    def _by_id(self) -> dict[str, ScheduledQuery]:
+        return {s.query.query_id: s for s in self.queries}
+
+    def peek(self, budget: int) -> list[ScheduledQuery]:
+        """The queries take(budget) would return, without taking them."""
+        by_id, out, used = self._by_id(), [], 0
+        for qid in self.remaining:
+            nxt = by_id[qid]
+            if out and used + nxt.group_size > budget:
+                break
+            out.append(nxt)
+            used += nxt.group_size
+            if used >= budget:
+                break
+        return out
+
+    def take(self, budget: int) -> list[ScheduledQuery]:
+        """Next queries in order while their groups fit the budget (at least one query)."""
+        if not self.remaining:
+            self.epoch += 1
+            self.remaining = self._epoch_order()
+        taken = self.peek(budget)
+        del self.remaining[: len(taken)]
+        return taken
+
+    def skip(self, query_ids: set[str]) -> None:
+        """Mark queries as visited for this epoch without training on them."""
+        self.remaining = [q for q in self.remaining if q not in query_ids]
+
+    def update_plan(self, queries: list[ScheduledQuery]) -> None:
+        if not queries:
+            raise ValueError("re-planning kept no query")
+        visited = {s.query.query_id for s in self.queries} - set(self.remaining)
+        self.queries = queries
+        self.remaining = [s.query.query_id for s in queries if s.query.query_id not in visited]
+
+    def state(self) -> dict:
+        return {
+            "epoch": self.epoch,
+            "remaining": list(self.remaining),
+            "plan": [[s.query.query_id, s.group_size] for s in self.queries],
+        }
+
+    def restore(self, state: dict, queries_by_id: dict[str, Query]) -> None:
+        self.epoch = state["epoch"]
+        self.queries = [ScheduledQuery(queries_by_id[q], g) for q, g in state["plan"]]
+        self.remaining = list(state["remaining"])
+
+
+class OnlinePlanner:
+    """Per-query Beta posteriors, re-planning and budget allocation for sgpo variants."""
+
+    def __init__(
+        self,
+        plan_rows: list[dict],
+        rule: PlanRule,
+        decay: float,
+        prior: tuple[float, float],
+        seed: int,
+    ) -> None:
+        self.replan_rule = ReplanRule(rule, prior_alpha=prior[0], prior_beta=prior[1])
+        self.decay = decay
+        self.seed = seed
+        self.query_ids = [r["query_id"] for r in plan_rows]
+        self.posteriors: dict[str, Posterior] = {
+            r["query_id"]: posterior_from_profile(r["n_correct"], r["k"], *prior) for r in plan_rows
+        }
+        self.current: dict[str, PlannedQuery] = {
+            r["query_id"]: PlannedQuery(
+                r["query_id"], r["p_hat"], r["group_size"], r["kept"], r["reason"], r["rank"]
+            )
+            for r in plan_rows
+        }
+
+    def observe(self, query_id: str, successes: int, failures: int) -> None:
+        """A fresh measurement of one query (a training group or a re-profiling sample)."""
+        rule = self.replan_rule
+        self.posteriors[query_id] = update_posterior(
+            self.posteriors[query_id],
+            successes,
+            failures,
+            self.decay,
+            rule.prior_alpha,
+            rule.prior_beta,
+        )
+
+    def replan(self, queries_by_id: dict[str, Query]) -> list[ScheduledQuery]:
+        """Kept queries with their new G, in the new curriculum order."""
+        plan = replan(self.query_ids, self.posteriors, self.current, self.replan_rule, self.seed)
+        self.current = {p.query_id: p for p in plan}
+        kept = sorted((p for p in plan if p.kept), key=lambda p: p.rank)
+        return [ScheduledQuery(queries_by_id[p.query_id], p.group_size) for p in kept]
+
+    def dropped(self) -> list[str]:
+        return [q for q in self.query_ids if not self.current[q].kept]
+
+    def allocate(self, window: list[ScheduledQuery], budget: int) -> list[ScheduledQuery]:
+        """Re-size the window's groups to maximise expected informative groups within budget;
+        queries given no rollouts are left out."""
+        rule = self.replan_rule.plan
+        rates = [self.posteriors[s.query.query_id].mean for s in window]
+        sizes = allocate_budget(rates, budget, rule.g_min, rule.g_max)
+        return [ScheduledQuery(s.query, g) for s, g in zip(window, sizes, strict=True) if g > 0]
+
+    def history_rows(self, step: int) -> list[dict]:
+        return [
+            {
+                "step": step,
+                "query_id": q,
+                "p_est": self.posteriors[q].mean,
+                "group_size": self.current[q].group_size,
+                "kept": self.current[q].kept,
+                "reason": self.current[q].reason,
+            }
+            for q in self.query_ids
+        ]
+
+    def state(self) -> dict:
+        return {
+            "posteriors": {q: [p.alpha, p.beta] for q, p in self.posteriors.items()},
+            "current": {
+                q: [p.p_hat, p.group_size, p.kept, p.reason, p.rank]
+                for q, p in self.current.items()
+            },
+        }
+
+    def restore(self, state: dict) -> None:
+        self.posteriors = {q: Posterior(a, b) for q, (a, b) in state["posteriors"].items()}
+        self.current = {q: PlannedQuery(q, *v) for q, v in state["current"].items()}

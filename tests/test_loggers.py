@@ -1,0 +1,51 @@
+"""report_to: metrics mirrored to trackers. TensorBoard for real; wandb/trackio share one API,
+checked against a recording stand-in module (they need accounts or servers)."""
+
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from sgpo.loggers import make_sinks, scalars
+
+
+def test_scalars_flatten_nested_numbers_only():
+    record = {"step": 3, "eval_acc": 0.5, "method": "sgpo", "ok": True, "by": {"1-digit": 0.9}}
+    assert scalars(record) == {"step": 3.0, "eval_acc": 0.5, "by/1-digit": 0.9}
+
+
+def test_tensorboard_sink_writes_events(tmp_path: Path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    (sink,) = make_sinks(["tensorboard"], tmp_path, "proj", {})
+    sink.log({"reward_mean": 0.25}, step=1)
+    sink.log({"reward_mean": 0.5}, step=2)
+    sink.close()
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert [(e.step, e.value) for e in events.Scalars("reward_mean")] == [(1, 0.25), (2, 0.5)]
+
+
+@pytest.mark.parametrize("tracker", ["wandb", "trackio"])
+def test_run_tracker_sinks_call_init_log_finish(tracker, tmp_path: Path, monkeypatch):
+    calls = []
+    fake = types.ModuleType(tracker)
+    fake.init = lambda **kw: calls.append(("init", kw))
+    fake.log = lambda values, step: calls.append(("log", values, step))
+    fake.finish = lambda: calls.append(("finish",))
+    monkeypatch.setitem(sys.modules, tracker, fake)
+    (sink,) = make_sinks([tracker], tmp_path / "run-7", "proj", {"seed": 1})
+    sink.log({"x": 1.0}, step=4)
+    sink.close()
+    assert calls == [
+        ("init", {"project": "proj", "name": "run-7", "config": {"seed": 1}}),
+        ("log", {"x": 1.0}, 4),
+        ("finish",),
+    ]
+
+
+def test_missing_tracker_package_is_a_clear_error(tmp_path: Path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "wandb", None)  # import fails
+    with pytest.raises(RuntimeError, match="'wandb' is not installed: pip install wandb"):
+        make_sinks(["wandb"], tmp_path, "proj", {})
