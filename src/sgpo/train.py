@@ -42,6 +42,7 @@ from sgpo.io import (
     read_table,
     write_table,
 )
+from sgpo.loggers import make_sinks, scalars
 from sgpo.models import Policy, load_policy, model_shape, model_source
 from sgpo.plan import check_profile_matches, kept_in_order
 from sgpo.profile import make_verifier, sampling_params
@@ -165,6 +166,9 @@ class Trainer:
                 config.seed,
             )
         self.plan_history: list[dict] = []
+        self.sinks = make_sinks(
+            self.cfg.report_to, run_dir, self.cfg.report_project, config.model_dump(mode="json")
+        )
         self.plan_path = plan_path if config.train.method == "sgpo" else None
         self.plan_sha256 = file_sha256(plan_path) if self.plan_path is not None else None
         trainable = [p for p in self.policy.model.parameters() if p.requires_grad]
@@ -469,6 +473,8 @@ class Trainer:
             }
         )
         append_jsonl(self.metrics_path, record)
+        for sink in self.sinks:
+            sink.log(scalars(record), record["step"])
 
     def save_state(self) -> None:
         """Resumable state, written to a temp dir and renamed over the previous one."""
@@ -612,6 +618,8 @@ class Trainer:
         atomic_write_json(self.run_dir / SUMMARY_FILE, summary)
         self.save_state()
         self.verifier.close()
+        for sink in self.sinks:
+            sink.close()
         return summary
 
     def summary(self) -> dict:

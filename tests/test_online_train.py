@@ -1,0 +1,101 @@
+"""The online sGPO variants through the real trainer on the tiny model: estimates move with
+training outcomes, re-plans never lose or duplicate a query, re-profiling is charged to the
+profile FLOPs, and metrics reach TensorBoard through report_to."""
+
+import json
+from pathlib import Path
+
+from tiny_run import tiny_tree
+
+from sgpo.config import RunConfig
+from sgpo.io import read_jsonl, read_table
+from sgpo.plan import run_plan
+from sgpo.profile import run_profile
+from sgpo.train import run_train
+
+
+def test_online_knapsack_reprofile_run(tmp_path: Path):
+    tree = tiny_tree(
+        tmp_path / "models",
+        plan={"unsolvable_keep_fraction": 0.0, "g_max": 6},
+        train={
+            "steps": 6,
+            "eval_every": 0,
+            "checkpoint_every": 0,
+            "rollout_budget": 12,
+            "report_to": ["tensorboard"],
+            "online": {
+                "reestimate": True,
+                "replan_every": 2,
+                "decay": 0.5,
+                "allocation": "knapsack",
+                "reprofile_every": 3,
+                "reprofile_sample": 4,
+                "reprofile_k": 2,
+            },
+        },
+    )
+    config = RunConfig.model_validate(tree)
+    run_dir = tmp_path / "run"
+    run_profile(config, run_dir)
+    run_plan(config, run_dir / "profile.parquet", run_dir)
+    plan_rows, plan_meta = read_table(run_dir / "plan.parquet")
+    summary = run_train(config, run_dir)
+
+    history, _ = read_table(run_dir / "plan_history.parquet")
+    ids = sorted(r["query_id"] for r in plan_rows)
+    steps = sorted({h["step"] for h in history})
+    assert steps == [2, 3, 4, 6]  # replan_every 2, plus after each re-profiling (3, 6)
+    for step in steps:  # every re-plan holds every query exactly once
+        assert sorted(h["query_id"] for h in history if h["step"] == step) == ids
+    first = {h["query_id"]: h["p_est"] for h in history if h["step"] == steps[0]}
+    profiled = {r["query_id"]: r["p_hat"] for r in plan_rows}
+    assert first != profiled  # the training groups moved the estimates
+
+    records = read_jsonl(run_dir / "metrics.jsonl")[1:]
+    assert all("plan_kept" in r and "plan_p_mean" in r for r in records)
+    # knapsack groups respect the budget and the G bounds
+    assert all(
+        r["rollouts"] <= 12 and 2 <= r["group_size_min"] <= r["group_size_max"] <= 6
+        for r in records
+    )
+    # re-profiling is inference charged to the profile phase, on top of the initial profile
+    assert summary["flops_by_phase"]["profile"] > plan_meta["profile_flops"]
+    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    assert json.loads((run_dir / "summary.json").read_text())["steps"] == 6
+
+
+def test_online_run_resumes_with_its_estimates(tmp_path: Path):
+    tree = tiny_tree(
+        tmp_path / "models",
+        train={
+            "steps": 4,
+            "eval_every": 0,
+            "checkpoint_every": 1,
+            "online": {"reestimate": True, "replan_every": 1},
+        },
+    )
+    config = RunConfig.model_validate(tree)
+    full, part = tmp_path / "full", tmp_path / "part"
+    for d in (full, part):
+        run_profile(config, d)
+        run_plan(config, d / "profile.parquet", d)
+    run_train(config, full)
+    short = RunConfig.model_validate(
+        tiny_tree(tmp_path / "models", train=tree["train"] | {"steps": 2})
+    )
+    run_train(short, part)
+    run_train(config, part, resume=True)
+
+    # The short run ended at step 2 with a final evaluation: compare everything but evals/time.
+    def comparable(path: Path) -> list[dict]:
+        return [
+            {k: v for k, v in r.items() if k != "wall_s" and not k.startswith("eval_")}
+            for r in read_jsonl(path / "metrics.jsonl")
+        ]
+
+    strip, again = comparable(full), comparable(part)
+    assert again == strip
+    assert (
+        read_table(full / "plan_history.parquet")[0] == read_table(part / "plan_history.parquet")[0]
+    )
