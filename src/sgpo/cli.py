@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from sgpo.config import ConfigError, RunConfig, load_config
@@ -41,8 +45,40 @@ def _config(path: Path | None, overrides: list[str] | None) -> RunConfig:
     try:
         return load_config(path, overrides)
     except ConfigError as e:
-        console.print(f"[red]{e}[/red]")
+        _print_error(str(e))
         raise typer.Exit(2) from e
+
+
+def _print_error(message: str) -> None:
+    # Unwrapped and unstyled inside: paths, keys and brackets in the message stay as they are.
+    console.print(f"[red]{escape(message)}[/red]", soft_wrap=True, highlight=False)
+
+
+def _user_errors(command: Callable) -> Callable:
+    """Bad input (config, data, a file that exists or is missing, a run that diverged) ends
+    with its message and exit status 1, not a traceback; anything else is a bug and keeps it."""
+
+    @functools.wraps(command)
+    def wrapper(*args: object, **kwargs: object) -> None:
+        try:
+            return command(*args, **kwargs)
+        except Exception as e:
+            from sgpo.tasks import DataError
+
+            expected: tuple[type[Exception], ...] = (
+                ConfigError,
+                DataError,
+                FileExistsError,
+                FileNotFoundError,
+            )
+            if "sgpo.train" in sys.modules:  # it raised NonFiniteError only if it was imported
+                expected += (sys.modules["sgpo.train"].NonFiniteError,)
+            if not isinstance(e, expected):
+                raise
+            _print_error(f"error: {e}")
+            raise typer.Exit(2 if isinstance(e, ConfigError) else 1) from e
+
+    return wrapper
 
 
 def _parse_shard(shard: str | None) -> tuple[int, int] | None:
@@ -65,6 +101,7 @@ def print_plan_summary(summary: dict) -> None:
 
 
 @app.command()
+@_user_errors
 def profile(
     config: ConfigOpt = None,
     out: OutOpt = Path("runs/profile"),
@@ -85,6 +122,7 @@ def profile(
 
 
 @app.command()
+@_user_errors
 def plan(
     config: ConfigOpt = None,
     out: OutOpt = Path("runs/profile"),
@@ -105,6 +143,7 @@ def plan(
 
 
 @app.command()
+@_user_errors
 def train(
     config: ConfigOpt = None,
     out: OutOpt = Path("runs/train"),
@@ -119,7 +158,12 @@ def train(
     from sgpo.train import run_train
 
     run_dir = resume or out
-    if resume is not None and config is None and (resume / "config.yaml").exists():
+    if resume is not None and config is None:
+        if not (resume / "config.yaml").exists():
+            raise FileNotFoundError(
+                f"{resume / 'config.yaml'} not found: nothing to resume there "
+                "(or pass the run's --config)"
+            )
         config = resume / "config.yaml"
     summary = run_train(
         _config(config, set_), run_dir, plan_path, resume=resume is not None, overwrite=overwrite
@@ -128,6 +172,7 @@ def train(
 
 
 @app.command("eval")
+@_user_errors
 def eval_(
     config: ConfigOpt = None,
     model: Annotated[

@@ -112,7 +112,11 @@ def supervised_batch(tokenizer, prompts: list[str], targets: list[str]) -> dict[
 
 
 def cache_key(cfg: EmbeddedModelConfig, task: AdditionTaskConfig, seed: int) -> str:
-    spec = cfg.model_dump(exclude={"cache_dir", "seed"}) | {"digits": task.digits, "seed": seed, "v": 1}
+    spec = cfg.model_dump(exclude={"cache_dir", "seed"}) | {
+        "digits": task.digits,
+        "seed": seed,
+        "v": 1,
+    }
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -89,16 +89,16 @@ def check_profile_matches(
     meta: dict, config: RunConfig, source: str, expected_model: str | None
 ) -> None:
     """A profile made under another model or dataset would plan the wrong queries."""
-    from sgpo.tasks import load_task
+    from sgpo.tasks import DataError, load_task
 
     task = load_task(config.task, config.seed)
     if meta.get("task") != task.source:
-        raise ValueError(
+        raise DataError(
             f"{source}: field 'task' is {meta.get('task')!r} but the config's task is "
             f"{task.source!r}; re-run sgpo profile with this config"
         )
     if expected_model is not None and meta.get("model") != expected_model:
-        raise ValueError(
+        raise DataError(
             f"{source}: field 'model' is {meta.get('model')!r} but the config's model is "
             f"{expected_model!r}; re-run sgpo profile with this config"
         )

@@ -21,7 +21,7 @@ from sgpo.core.flops import ModelShape, inference_flops
 from sgpo.engine import SamplingParams, TransformersEngine, stream_seed
 from sgpo.io import atomic_write_text, prepare_out_dir, read_table, write_table
 from sgpo.models import load_policy, model_shape
-from sgpo.tasks import Query, TaskData, load_task
+from sgpo.tasks import DataError, Query, TaskData, load_task
 from sgpo.verify import Verifier
 
 PROFILE_FILE = "profile.parquet"
@@ -74,6 +74,12 @@ def run_profile(
     shard: tuple[int, int] | None = None,
 ) -> Path:
     prepare_out_dir(out_dir, overwrite, resume, PROFILE_FILE)
+    chunk_dir = out_dir / CHUNK_DIR
+    if not (resume or overwrite) and any(chunk_dir.glob("chunk-*.parquet")):
+        raise FileExistsError(
+            f"{chunk_dir} holds an interrupted profile; pass --resume to continue it "
+            "or --overwrite to start over"
+        )
     task = load_task(config.task, config.seed)
     queries = shard_queries(task.train, shard)
     policy = load_policy(config)
@@ -81,9 +87,20 @@ def run_profile(
     verifier = make_verifier(config, task)
     shape = model_shape(policy.model)
     metadata = profile_metadata(config, task, policy.source, shape, shard)
-    chunk_dir = out_dir / CHUNK_DIR
-    if not resume and chunk_dir.exists():
-        shutil.rmtree(chunk_dir)
+    final = out_dir / PROFILE_FILE
+    if resume and final.exists():  # already complete: nothing to do if it is this config's
+        _, final_meta = read_table(final)
+        if _without_counts(final_meta) != metadata:
+            raise DataError(
+                f"{final}: written by a different profile run (model, task, seed, k, sampling "
+                "or shard differ); use --overwrite"
+            )
+        verifier.close()
+        shutil.rmtree(chunk_dir, ignore_errors=True)  # killed after the final write
+        return final
+    if not resume:  # a fresh start: no chunk or table of an earlier profile may be mixed in
+        final.unlink(missing_ok=True)
+        shutil.rmtree(chunk_dir, ignore_errors=True)
     chunk_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / "profile_config.yaml", dump_config(config))
 
@@ -92,26 +109,43 @@ def run_profile(
     size = config.profile.chunk_size
     chunks = [queries[i : i + size] for i in range(0, len(queries), size)]
     rows: list[dict] = []
+    # Verifier failures are counted per chunk, so a resumed profile reports the same totals.
+    counts = dict.fromkeys(VERIFIER_COUNTS, 0)
     with tqdm(total=len(queries), desc="profile", unit="query") as bar:
         for index, chunk in enumerate(chunks):
             path = chunk_dir / f"chunk-{index:05d}.parquet"
             if path.exists():
                 chunk_rows, chunk_meta = read_table(path)
-                if chunk_meta != metadata or [r["query_id"] for r in chunk_rows] != [
-                    q.query_id for q in chunk
-                ]:
-                    raise ValueError(f"{path}: written by a different profile run; use --overwrite")
+                if _without_counts(chunk_meta) != metadata or [
+                    r["query_id"] for r in chunk_rows
+                ] != [q.query_id for q in chunk]:
+                    raise DataError(
+                        f"{path}: written by a different profile run (model, task, seed, k, "
+                        "sampling, shard or profile.chunk_size differ); use --overwrite"
+                    )
             else:
+                errors, timeouts = verifier.stats.errors, verifier.stats.timeouts
                 chunk_rows = profile_chunk(chunk, engine, verifier, params, k, config.seed, shape)
-                write_table(path, chunk_rows, metadata)
+                chunk_meta = metadata | {
+                    "verifier_errors": verifier.stats.errors - errors,
+                    "verifier_timeouts": verifier.stats.timeouts - timeouts,
+                }
+                write_table(path, chunk_rows, chunk_meta)
+            for key in VERIFIER_COUNTS:
+                counts[key] += chunk_meta.get(key, 0)
             rows.extend(chunk_rows)
             bar.update(len(chunk))
-    metadata["verifier_errors"] = verifier.stats.errors
-    metadata["verifier_timeouts"] = verifier.stats.timeouts
     verifier.close()
-    write_table(out_dir / PROFILE_FILE, rows, metadata)
+    write_table(final, rows, metadata | counts)
     shutil.rmtree(chunk_dir)
-    return out_dir / PROFILE_FILE
+    return final
+
+
+VERIFIER_COUNTS = ("verifier_errors", "verifier_timeouts")
+
+
+def _without_counts(meta: dict) -> dict:
+    return {key: value for key, value in meta.items() if key not in VERIFIER_COUNTS}
 
 
 def profile_chunk(

@@ -584,7 +584,7 @@ class Trainer:
             # A fresh start (or --overwrite): nothing of an earlier run may be mixed in.
             self.metrics_path.unlink(missing_ok=True)
             (self.run_dir / SUMMARY_FILE).unlink(missing_ok=True)
-            for name in ("final", "checkpoints"):
+            for name in ("final", "checkpoints", STATE_DIR, OLD_STATE_DIR):
                 shutil.rmtree(self.run_dir / name, ignore_errors=True)
             atomic_write_text(self.run_dir / "config.yaml", dump_config(self.config))
             self.log({"step": 0, **self.run_eval()})

@@ -1,0 +1,514 @@
+"""Bad input, one table: each fixture and the exact error it must produce, naming the file, row
+and field (config keys as `key.path: message`). Then numerical faults: a NaN/inf loss skips the
+update and is counted; too many in a row stop the run with a usable checkpoint.
+
+Bad rows of data files are in test_files.py (the loaders); here they go once through the CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from tiny_run import tiny_tree, write_config
+from typer.testing import CliRunner
+
+import sgpo.train
+from sgpo.cli import app
+from sgpo.config import ConfigError, RunConfig, load_config
+from sgpo.io import read_jsonl, read_table, write_table
+from sgpo.models import model_source
+from sgpo.plan import run_plan
+from sgpo.profile import run_profile
+from sgpo.tasks import DataError, Query, check_queries
+from sgpo.train import STATE_DIR, NonFiniteError, Trainer, run_train
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    """A tiny config, its real profile and plan."""
+    root = tmp_path_factory.mktemp("bad-input")
+    tree = tiny_tree(
+        root / "models",
+        task={"addition": {"n_train": 8, "n_eval": 4}},
+        profile={"k": 2, "chunk_size": 8},
+        train={"steps": 4, "eval_every": 0},
+    )
+    config_path = write_config(root / "config.yaml", tree)
+    config = load_config(config_path)
+    profile = run_profile(config, root / "profiled")
+    plan, _ = run_plan(config, profile, root / "profiled")
+    return SimpleNamespace(
+        root=root, tree=tree, config_path=config_path, config=config, profile=profile, plan=plan
+    )
+
+
+def yaml_file(tmp: Path, text: str) -> Path:
+    path = tmp / "bad.yaml"
+    path.write_text(text)
+    return path
+
+
+def retagged(src: Path, dst: Path, edit_rows: Callable | None = None, **meta: object) -> Path:
+    """A copy of a profile/plan table with some metadata (and rows) changed."""
+    rows, metadata = read_table(src)
+    if edit_rows is not None:
+        rows = edit_rows(rows)
+    write_table(dst, rows, metadata | meta)
+    return dst
+
+
+def unknown_kept_id(rows: list[dict]) -> list[dict]:
+    first = min((r for r in rows if r["kept"]), key=lambda r: r["rank"])
+    first["query_id"] = "add:98+99"
+    return rows
+
+
+def other_task(env: SimpleNamespace) -> RunConfig:
+    return load_config(env.config_path, ["task.addition.n_train=7"])
+
+
+@dataclass
+class Case:
+    """run(tmp, env) does the bad thing; it must raise `error` with `message` in it ({tmp},
+    {profile}, {plan}, {model} and {task} stand for the fixture's paths and names)."""
+
+    id: str
+    run: Callable[[Path, SimpleNamespace], object]
+    error: type[BaseException]
+    message: str
+
+
+CASES = [
+    # ------------------------------------------------------------------ config
+    Case(
+        "config-unknown-key",
+        lambda tmp, env: load_config(yaml_file(tmp, "train: {stepz: 3}\n")),
+        ConfigError,
+        "{tmp}/bad.yaml: invalid config\n  train.stepz: Extra inputs are not permitted",
+    ),
+    Case(
+        "config-unknown-nested-key",
+        lambda tmp, env: load_config(yaml_file(tmp, "model: {embedded: {hiden_size: 8}}\n")),
+        ConfigError,
+        "  model.embedded.hiden_size: Extra inputs are not permitted",
+    ),
+    Case(
+        "config-out-of-range",
+        lambda tmp, env: load_config(yaml_file(tmp, "train: {lr: -1}\n")),
+        ConfigError,
+        "  train.lr: Input should be greater than 0",
+    ),
+    Case(
+        "config-every-bad-key-listed",
+        lambda tmp, env: load_config(yaml_file(tmp, "sampling: {top_p: 1.5}\nprofile: {k: 0}\n")),
+        ConfigError,
+        "  sampling.top_p: Input should be less than or equal to 1\n"
+        "  profile.k: Input should be greater than or equal to 1",
+    ),
+    Case(
+        "config-wrong-type",
+        lambda tmp, env: load_config(yaml_file(tmp, "train: {steps: many}\n")),
+        ConfigError,
+        "  train.steps: Input should be a valid integer, unable to parse string as an integer",
+    ),
+    Case(
+        "config-wrong-choice",
+        lambda tmp, env: load_config(yaml_file(tmp, "train: {method: ppo}\n")),
+        ConfigError,
+        "  train.method: Input should be 'sgpo', 'grpo' or 'dapo'",
+    ),
+    Case(
+        "config-inconsistent-keys",
+        lambda tmp, env: load_config(yaml_file(tmp, "plan: {g_min: 4, g_max: 2}\n")),
+        ConfigError,
+        "plan.g_max (2) < plan.g_min (4)",
+    ),
+    Case(
+        "config-not-yaml",
+        lambda tmp, env: load_config(yaml_file(tmp, "train: [1\n")),
+        ConfigError,
+        "{tmp}/bad.yaml: not valid YAML",
+    ),
+    Case(
+        "config-not-a-mapping",
+        lambda tmp, env: load_config(yaml_file(tmp, "- train\n")),
+        ConfigError,
+        "{tmp}/bad.yaml: top level must be a mapping",
+    ),
+    Case(
+        "config-missing-file",
+        lambda tmp, env: load_config(tmp / "nope.yaml"),
+        ConfigError,
+        "config file not found: {tmp}/nope.yaml",
+    ),
+    Case(
+        "override-without-equals",
+        lambda tmp, env: load_config(None, ["train.steps"]),
+        ConfigError,
+        "override 'train.steps' must look like key.sub=value",
+    ),
+    Case(
+        "override-into-a-value",
+        lambda tmp, env: load_config(yaml_file(tmp, "train: {steps: 3}\n"), ["train.steps.x=1"]),
+        ConfigError,
+        "override 'train.steps.x': 'steps' is not a section",
+    ),
+    Case(
+        "override-unknown-key",
+        lambda tmp, env: load_config(None, ["train.stepz=1"]),
+        ConfigError,
+        "<defaults>: invalid config\n  train.stepz: Extra inputs are not permitted",
+    ),
+    Case(
+        "override-out-of-range",
+        lambda tmp, env: load_config(None, ["plan.unsolvable_keep_fraction=2"]),
+        ConfigError,
+        "  plan.unsolvable_keep_fraction: Input should be less than or equal to 1",
+    ),
+    # ------------------------------------------------------------------ queries
+    Case(
+        "empty-prompt",
+        lambda tmp, env: check_queries(
+            [Query("a", "p", "1"), Query("b", " \n", "2")], "data.jsonl"
+        ),
+        DataError,
+        "data.jsonl: row 1: field 'prompt' is empty (id 'b')",
+    ),
+    Case(
+        "empty-answer",
+        lambda tmp, env: check_queries([Query("a", "p", " ")], "data.jsonl"),
+        DataError,
+        "data.jsonl: row 0: field 'answer' is empty (id 'a')",
+    ),
+    Case(
+        "empty-id",
+        lambda tmp, env: check_queries([Query("", "p", "1")], "data.jsonl"),
+        DataError,
+        "data.jsonl: row 0: field 'id' is empty",
+    ),
+    Case(
+        "duplicate-id",
+        lambda tmp, env: check_queries(
+            [Query("a", "p", "1"), Query("b", "p", "1"), Query("a", "q", "2")], "data.jsonl"
+        ),
+        DataError,
+        "data.jsonl: row 2: field 'id': duplicate query id 'a' (first at row 0)",
+    ),
+    # ------------------------------------------------------------------ profile / plan / train
+    Case(
+        "plan-from-profile-of-another-model",
+        lambda tmp, env: run_plan(
+            env.config, retagged(env.profile, tmp / "p.parquet", model="/elsewhere/model"), tmp
+        ),
+        DataError,
+        "{tmp}/p.parquet: field 'model' is '/elsewhere/model' but the config's model is "
+        "'{model}'; re-run sgpo profile with this config",
+    ),
+    Case(
+        "plan-from-profile-of-another-task",
+        lambda tmp, env: run_plan(other_task(env), env.profile, tmp),
+        DataError,
+        "{profile}: field 'task' is '{task}' but the config's task is "
+        "'{task_7}'; re-run sgpo profile with this config",
+    ),
+    Case(
+        "train-with-plan-of-another-model",
+        lambda tmp, env: run_train(
+            env.config, tmp, retagged(env.plan, tmp / "plan.parquet", model="/elsewhere/model")
+        ),
+        DataError,
+        "{tmp}/plan.parquet: field 'model' is '/elsewhere/model' but the config's model is "
+        "'{model}'",
+    ),
+    Case(
+        "train-with-plan-of-another-task",
+        lambda tmp, env: run_train(
+            env.config, tmp, retagged(env.plan, tmp / "plan.parquet", task="addition(other)")
+        ),
+        DataError,
+        "{tmp}/plan.parquet: field 'task' is 'addition(other)' but the config's task is '{task}'",
+    ),
+    Case(
+        "train-with-plan-naming-an-unknown-query",
+        lambda tmp, env: run_train(
+            env.config, tmp, retagged(env.plan, tmp / "plan.parquet", unknown_kept_id)
+        ),
+        DataError,
+        "{tmp}/plan.parquet: row 0: field 'query_id' 'add:98+99' is not in the task's "
+        "training queries",
+    ),
+    Case(
+        "train-sgpo-without-plan",
+        lambda tmp, env: run_train(env.config, tmp / "run"),
+        FileNotFoundError,
+        "method sgpo needs a plan: {tmp}/run/plan.parquet not found (run sgpo plan)",
+    ),
+    Case(
+        "plan-without-profile",
+        lambda tmp, env: run_plan(env.config, tmp / "profile.parquet", tmp),
+        FileNotFoundError,
+        "{tmp}/profile.parquet: no such file",
+    ),
+]
+
+
+def expand(message: str, tmp: Path, env: SimpleNamespace) -> str:
+    from sgpo.tasks import load_task
+
+    return (
+        message.replace("{tmp}", str(tmp))
+        .replace("{profile}", str(env.profile))
+        .replace("{plan}", str(env.plan))
+        .replace("{model}", model_source(env.config))
+        .replace("{task_7}", load_task(other_task(env).task, 0).source)
+        .replace("{task}", load_task(env.config.task, 0).source)
+    )
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input(case: Case, tmp_path: Path, env: SimpleNamespace) -> None:
+    with pytest.raises(case.error) as info:
+        case.run(tmp_path, env)
+    assert expand(case.message, tmp_path, env) in str(info.value)
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def plan_args(tmp: Path, env: SimpleNamespace) -> list[str]:
+    (tmp / "plan.parquet").write_bytes(env.plan.read_bytes())
+    return ["plan", "-c", str(env.config_path), "-o", str(tmp), "--profile", str(env.profile)]
+
+
+def profile_args(tmp: Path, env: SimpleNamespace) -> list[str]:
+    (tmp / "profile.parquet").write_bytes(env.profile.read_bytes())
+    return ["profile", "-c", str(env.config_path), "-o", str(tmp)]
+
+
+def train_args(name: str) -> Callable[[Path, SimpleNamespace], list[str]]:
+    def args(tmp: Path, env: SimpleNamespace) -> list[str]:
+        (tmp / name).write_text("{}\n")
+        return ["train", "-c", str(env.config_path), "-o", str(tmp), "--plan", str(env.plan)]
+
+    return args
+
+
+def bad_file_task(tmp: Path, env: SimpleNamespace) -> list[str]:
+    data = tmp / "train.jsonl"
+    data.write_text('{"prompt": "1+1=", "answer": "2"}\n{"prompt": "2+2="}\n')
+    tree = {
+        "model": {"name_or_path": str(tmp / "some-model")},
+        "task": {"kind": "file", "file": {"train": str(data), "eval": str(data)}},
+    }
+    return ["profile", "-c", str(write_config(tmp / "file.yaml", tree)), "-o", str(tmp / "out")]
+
+
+# (id, args(tmp, env), exit status, what the output must say)
+CLI_CASES = [
+    (
+        "config-error",
+        lambda tmp, env: ["plan", "-c", str(yaml_file(tmp, "train: {stepz: 3}\n"))],
+        2,
+        "{tmp}/bad.yaml: invalid config\n  train.stepz: Extra inputs are not permitted",
+    ),
+    (
+        "override-error",
+        lambda tmp, env: ["train", "--set", "train.steps", "-o", str(tmp)],
+        2,
+        "override 'train.steps' must look like key.sub=value",
+    ),
+    (
+        "data-file-row-field",
+        bad_file_task,
+        1,
+        "{tmp}/train.jsonl: row 1: field 'answer' is missing",
+    ),
+    (
+        "profile-exists",
+        profile_args,
+        1,
+        "{tmp}/profile.parquet already exists; pass --overwrite to replace it or --resume",
+    ),
+    (
+        "plan-exists",
+        plan_args,
+        1,
+        "{tmp}/plan.parquet already exists; pass --overwrite to replace it",
+    ),
+    (
+        "train-metrics-exist",
+        train_args("metrics.jsonl"),
+        1,
+        "{tmp}/metrics.jsonl exists; pass --overwrite or --resume",
+    ),
+    (
+        "train-summary-exists",
+        train_args("summary.json"),
+        1,
+        "{tmp}/summary.json exists; pass --overwrite or --resume",
+    ),
+    (
+        "resume-nothing",
+        lambda tmp, env: ["train", "--resume", str(tmp / "never-ran")],
+        1,
+        "{tmp}/never-ran/config.yaml not found: nothing to resume there",
+    ),
+    (
+        "plan-mismatch",
+        lambda tmp, env: [
+            "plan",
+            "-c",
+            str(env.config_path),
+            "-o",
+            str(tmp),
+            "--profile",
+            str(retagged(env.profile, tmp / "p.parquet", model="/elsewhere/model")),
+        ],
+        1,
+        "error: {tmp}/p.parquet: field 'model' is '/elsewhere/model'",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("args", "status", "message"), [c[1:] for c in CLI_CASES], ids=[c[0] for c in CLI_CASES]
+)
+def test_cli_bad_input(
+    args: Callable, status: int, message: str, tmp_path: Path, env: SimpleNamespace
+) -> None:
+    argv = args(tmp_path, env)
+    there = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    result = CliRunner().invoke(app, argv)
+    assert result.exit_code == status, result.output
+    assert expand(message, tmp_path, env) in result.output
+    assert "Traceback" not in result.output
+    assert {p: p.read_bytes() for p in there} == there  # nothing that was there is touched
+
+
+def test_overwrite_replaces_the_outputs(tmp_path: Path, env: SimpleNamespace) -> None:
+    """--overwrite goes ahead, and a run directory holds nothing of the run it replaced."""
+    run = tmp_path / "run"
+    (run / "final").mkdir(parents=True)
+    (run / "final" / "stale.txt").write_text("old")
+    (run / "checkpoints" / "step-000099").mkdir(parents=True)
+    (run / "summary.json").write_text('{"old": true}\n')
+    (run / "metrics.jsonl").write_text('{"step": 0, "old": true}\n')
+    result = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "-c",
+            str(env.config_path),
+            "-o",
+            str(run),
+            "--plan",
+            str(env.plan),
+            "--set",
+            "train.steps=1",
+            "--overwrite",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert not (run / "final" / "stale.txt").exists() and (run / "final").is_dir()
+    assert not (run / "checkpoints" / "step-000099").exists()
+    assert "old" not in json.loads((run / "summary.json").read_text())
+    assert [r["step"] for r in read_jsonl(run / "metrics.jsonl")] == [0, 1]
+    planned = CliRunner().invoke(app, [*plan_args(run, env), "--overwrite"])
+    assert planned.exit_code == 0, planned.output
+
+
+# ----------------------------------------------------------------------------- non-finite
+
+
+def inject_nonfinite(mp: pytest.MonkeyPatch, steps: set[int], value: float) -> None:
+    """Multiply the loss by value (nan or inf) on the given steps: the gradient follows."""
+    real_train_on = Trainer.train_on
+    real_aggregate = sgpo.train.aggregate_loss
+
+    def train_on(self: Trainer, batch: list) -> dict:
+        if self.step + 1 not in steps:
+            return real_train_on(self, batch)
+        with pytest.MonkeyPatch.context() as inner:
+            inner.setattr(
+                sgpo.train, "aggregate_loss", lambda *a, **k: real_aggregate(*a, **k) * value
+            )
+            return real_train_on(self, batch)
+
+    mp.setattr(Trainer, "train_on", train_on)
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(path / "model.safetensors")
+
+
+def same_weights(a: Path, b: Path) -> bool:
+    wa, wb = weights(a), weights(b)
+    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def grpo_config(env: SimpleNamespace, tmp: Path, **train: object) -> Path:
+    tree = env.tree | {"train": env.tree["train"] | {"method": "grpo", **train}}
+    return write_config(tmp / "grpo.yaml", tree)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")], ids=["nan", "inf"])
+def test_nonfinite_update_is_skipped_logged_and_counted(
+    value: float, tmp_path: Path, env: SimpleNamespace, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = load_config(grpo_config(env, tmp_path))
+    run = tmp_path / "run"
+    with pytest.MonkeyPatch.context() as mp, caplog.at_level(logging.WARNING, "sgpo.train"):
+        inject_nonfinite(mp, {2}, value)
+        summary = run_train(config, run)
+    records = {r["step"]: r for r in read_jsonl(run / "metrics.jsonl")}
+    assert records[2]["trained_rollouts"] > 0  # the fault really hit an update
+    assert records[2]["skipped_update"] is True
+    assert [records[s]["nonfinite_skips"] for s in (1, 2, 3, 4)] == [0, 1, 1, 1]
+    assert not any(records[s]["skipped_update"] for s in (1, 3, 4))
+    assert summary["nonfinite_skips"] == 1
+    assert "step 2: non-finite loss or gradient, update skipped (1 in a row, 1 in all)" in (
+        caplog.text
+    )
+    steps = run / "checkpoints"
+    assert same_weights(steps / "step-000001", steps / "step-000002")  # no update at step 2
+    assert not same_weights(steps / "step-000002", steps / "step-000003")  # training went on
+    assert all(torch.isfinite(t).all() for t in weights(run / "final").values())
+
+
+def test_too_many_nonfinite_in_a_row_stop_with_a_usable_checkpoint(
+    tmp_path: Path, env: SimpleNamespace
+) -> None:
+    config_path = grpo_config(env, tmp_path, max_nonfinite_in_a_row=2)
+    run = tmp_path / "run"
+    args = ["train", "-c", str(config_path), "-o", str(run)]
+    with pytest.MonkeyPatch.context() as mp:
+        inject_nonfinite(mp, {2, 3}, float("nan"))
+        result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1, result.output
+    assert (
+        "error: 2 updates in a row had a non-finite loss or gradient; stopped at step 3. "
+        f"The last good weights are in {run / STATE_DIR}; lower train.lr or check the data."
+    ) in result.output
+    assert [r["step"] for r in read_jsonl(run / "metrics.jsonl")] == [0, 1, 2, 3]
+    state = json.loads((run / STATE_DIR / "state.json").read_text())
+    assert state["step"] == 3 and state["nonfinite_in_a_row"] == 2
+    assert same_weights(run / STATE_DIR / "model", run / "checkpoints" / "step-000001")
+    with pytest.MonkeyPatch.context() as mp, pytest.raises(NonFiniteError):
+        inject_nonfinite(mp, {2, 3}, float("nan"))  # the Python API raises the same
+        run_train(load_config(config_path), tmp_path / "again")
+
+    # The checkpoint resumes (the fault gone) and the run finishes.
+    resumed = CliRunner().invoke(app, ["train", "--resume", str(run)])
+    assert resumed.exit_code == 0, resumed.output
+    records = read_jsonl(run / "metrics.jsonl")
+    assert [r["step"] for r in records] == [0, 1, 2, 3, 4]
+    assert records[-1]["nonfinite_skips"] == 2 and not records[-1]["skipped_update"]
+    assert json.loads((run / "summary.json").read_text())["nonfinite_skips"] == 2

@@ -1,0 +1,412 @@
+"""Kill it anywhere, resume, lose nothing.
+
+Real SIGKILLs of `sgpo profile` / `sgpo train` subprocesses at points the parent picks by watching
+their outputs, then `--resume`: the final profile, metrics and weights must equal an
+uninterrupted run's (wall time aside). In-process crash chains then hit the windows a timed kill
+rarely lands in (the step-0 evaluation, mid-step, between the two renames of a checkpoint swap,
+while a model is being saved, before the summary), one after the other, in one run.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from tiny_run import kill_when, start_cli, tiny_tree, write_config
+from typer.testing import CliRunner
+
+import sgpo.train
+from sgpo.cli import app
+from sgpo.config import load_config
+from sgpo.io import read_jsonl, read_table
+from sgpo.plan import run_plan
+from sgpo.profile import CHUNK_DIR, PROFILE_FILE, run_profile
+from sgpo.tasks import DataError, load_task
+from sgpo.train import METRICS_FILE, STATE_DIR, SUMMARY_FILE, Trainer, run_train
+
+STEPS = 6
+N_CHUNKS = 12  # 24 training queries, 2 per chunk
+
+
+class Crash(BaseException):
+    """Stands in for a kill: a BaseException, so no `except Exception` in the code catches it."""
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    """The tiny run's config, an uninterrupted profile and a plan made from it."""
+    root = tmp_path_factory.mktemp("tiny")
+    tree = tiny_tree(root / "models")
+    config_path = write_config(root / "config.yaml", tree)
+    config = load_config(config_path)
+    profile_path = run_profile(config, root / "profile")
+    plan_path, _ = run_plan(config, profile_path, root / "plan")
+    return SimpleNamespace(
+        root=root, tree=tree, profile=profile_path, plan=plan_path, references={}
+    )
+
+
+def reference_run(tiny: SimpleNamespace, method: str) -> Path:
+    """An uninterrupted run of the method (made once per module)."""
+    if method not in tiny.references:
+        run_dir = tiny.root / f"reference-{method}"
+        config = load_config(write_config(run_dir / "in.yaml", method_tree(tiny, method)))
+        run_train(config, run_dir, tiny.plan if method == "sgpo" else None)
+        tiny.references[method] = run_dir
+    return tiny.references[method]
+
+
+def method_tree(tiny: SimpleNamespace, method: str, **train: object) -> dict:
+    return tiny_tree(
+        Path(tiny.tree["model"]["embedded"]["cache_dir"]), train={"method": method, **train}
+    )
+
+
+def comparable_metrics(run_dir: Path) -> str:
+    """metrics.jsonl without wall time, as text (so NaN compares equal to NaN)."""
+    records = read_jsonl(run_dir / METRICS_FILE)
+    return json.dumps([{k: v for k, v in r.items() if k != "wall_s"} for r in records], indent=1)
+
+
+def comparable_summary(run_dir: Path) -> dict:
+    summary = json.loads((run_dir / SUMMARY_FILE).read_text())
+    return {k: v for k, v in summary.items() if k not in ("wall_s", "config")}
+
+
+def assert_same_run(run_dir: Path, reference: Path) -> None:
+    steps = [r["step"] for r in read_jsonl(run_dir / METRICS_FILE)]
+    assert steps == list(range(STEPS + 1)), "a step line was lost or duplicated"
+    assert comparable_metrics(run_dir) == comparable_metrics(reference)
+    assert comparable_summary(run_dir) == comparable_summary(reference)
+    got = load_file(run_dir / "final" / "model.safetensors")
+    want = load_file(reference / "final" / "model.safetensors")
+    assert got.keys() == want.keys()
+    for name in want:
+        assert torch.equal(got[name], want[name]), name
+    state = json.loads((run_dir / STATE_DIR / "state.json").read_text())
+    assert state["step"] == STEPS
+    leftovers = [p.name for p in run_dir.iterdir() if p.name.startswith(".")]
+    assert leftovers == [], f"staging left behind: {leftovers}"
+
+
+def last_step(run_dir: Path) -> int:
+    """Step of the last complete metrics line (-1 when none)."""
+    path = run_dir / METRICS_FILE
+    if not path.exists():
+        return -1
+    lines = [line for line in path.read_text().split("\n")[:-1] if line.strip()]
+    return json.loads(lines[-1])["step"] if lines else -1
+
+
+def n_chunks(out: Path) -> int:
+    return len(list((out / CHUNK_DIR).glob("chunk-*.parquet")))
+
+
+# ------------------------------------------------------------------------------ profile
+
+
+def test_profile_killed_and_resumed_equals_uninterrupted(
+    tiny: SimpleNamespace, tmp_path: Path
+) -> None:
+    config_path = write_config(tmp_path / "config.yaml", tiny.tree)
+    out, log = tmp_path / "run", tmp_path / "log.txt"
+    args = ["profile", "-c", str(config_path), "-o", str(out)]
+
+    proc = start_cli(args, log)
+    kill_when(proc, lambda: n_chunks(out) >= 3, log)
+    first = n_chunks(out)
+    assert not (out / PROFILE_FILE).exists() and first < N_CHUNKS
+    if first + 3 < N_CHUNKS:
+        proc = start_cli([*args, "--resume"], log)
+        kill_when(proc, lambda: n_chunks(out) >= first + 3, log)
+        assert not (out / PROFILE_FILE).exists()
+    killed_at = n_chunks(out)
+
+    # The chunks of an interrupted profile are not thrown away without --overwrite.
+    refused = CliRunner().invoke(app, args)
+    assert refused.exit_code == 1, refused.output
+    assert f"{out / CHUNK_DIR} holds an interrupted profile" in refused.output
+    assert n_chunks(out) == killed_at
+
+    resumed = CliRunner().invoke(app, [*args, "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    rows, meta = read_table(out / PROFILE_FILE)
+    want_rows, want_meta = read_table(tiny.profile)
+    assert rows == want_rows and meta == want_meta
+    task = load_task(load_config(config_path).task, 0)
+    assert [r["query_id"] for r in rows] == [q.query_id for q in task.train]  # none lost or twice
+    assert not (out / CHUNK_DIR).exists()
+
+    # --resume on a finished profile does no work and keeps it.
+    before = (out / PROFILE_FILE).stat().st_mtime_ns
+    again = CliRunner().invoke(app, [*args, "--resume"])
+    assert again.exit_code == 0, again.output
+    assert (out / PROFILE_FILE).stat().st_mtime_ns == before
+
+
+def test_profile_independent_of_chunking_batching_and_sharding(
+    tiny: SimpleNamespace, tmp_path: Path
+) -> None:
+    """Per-sample seeds: chunk size, generation batch composition and shards change nothing."""
+    want_rows, _ = read_table(tiny.profile)
+    regrouped = load_config(
+        write_config(
+            tmp_path / "regrouped.yaml",
+            tiny_tree(
+                Path(tiny.tree["model"]["embedded"]["cache_dir"]),
+                profile={"chunk_size": 5},
+                sampling={"batch_size": 3},
+            ),
+        )
+    )
+    rows, _ = read_table(run_profile(regrouped, tmp_path / "regrouped"))
+    assert rows == want_rows
+
+    config = load_config(write_config(tmp_path / "config.yaml", tiny.tree))
+    by_id = {}
+    for index in (1, 0):  # the later shard first
+        shard_rows, meta = read_table(
+            run_profile(config, tmp_path / f"shard{index}", shard=(index, 2))
+        )
+        assert meta["shard"] == [index, 2]
+        by_id |= {r["query_id"]: r for r in shard_rows}
+    assert by_id == {r["query_id"]: r for r in want_rows}
+
+
+def test_profile_crash_keeps_verifier_counts(tiny: SimpleNamespace, tmp_path: Path) -> None:
+    """Verifier failures in chunks written before a crash still count in the final metadata."""
+    tree = tiny_tree(
+        Path(tiny.tree["model"]["embedded"]["cache_dir"]),
+        task={"verifier": "bad_verifiers:raising"},
+        profile={"chunk_size": 8},
+    )
+    config = load_config(write_config(tmp_path / "config.yaml", tree))
+    real = sgpo.profile.profile_chunk
+    calls = []
+
+    def crash_on_third(*args: object, **kwargs: object) -> list[dict]:
+        calls.append(1)
+        if len(calls) == 3:
+            raise Crash
+        return real(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sgpo.profile, "profile_chunk", crash_on_third)
+        with pytest.raises(Crash):
+            run_profile(config, tmp_path / "run")
+    assert n_chunks(tmp_path / "run") == 2
+    _, meta = read_table(run_profile(config, tmp_path / "run", resume=True))
+    k, n_train = tree["profile"]["k"], tree["task"]["addition"]["n_train"]
+    assert meta["verifier_errors"] == k * n_train
+
+
+def test_profile_resume_refuses_chunks_of_another_config(
+    tiny: SimpleNamespace, tmp_path: Path
+) -> None:
+    config = load_config(write_config(tmp_path / "config.yaml", tiny.tree))
+    # One chunk written with k=4, then a resume with k=2.
+    real = sgpo.profile.profile_chunk
+    calls = []
+
+    def crash_on_second(*args: object, **kwargs: object) -> list[dict]:
+        calls.append(1)
+        if len(calls) == 2:
+            raise Crash
+        return real(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sgpo.profile, "profile_chunk", crash_on_second)
+        with pytest.raises(Crash):
+            run_profile(config, tmp_path / "run")
+    assert n_chunks(tmp_path / "run") == 1
+    other = config.model_copy(update={"profile": config.profile.model_copy(update={"k": 2})})
+    with pytest.raises(DataError, match=r"chunk-00000\.parquet: written by a different profile"):
+        run_profile(other, tmp_path / "run", resume=True)
+    with pytest.raises(FileExistsError, match="holds an interrupted profile"):
+        run_profile(other, tmp_path / "run")
+
+
+# ------------------------------------------------------------------------------ train
+
+
+@pytest.mark.parametrize("method", ["sgpo", "grpo"])
+def test_train_killed_and_resumed_equals_uninterrupted(
+    tiny: SimpleNamespace, tmp_path: Path, method: str
+) -> None:
+    reference = reference_run(tiny, method)
+    config_path = write_config(tmp_path / "config.yaml", method_tree(tiny, method))
+    run, log = tmp_path / "run", tmp_path / "log.txt"
+    # sgpo: the plan lives elsewhere; a resume finds it through the checkpoint.
+    plan_args = ["--plan", str(tiny.plan)] if method == "sgpo" else []
+
+    proc = start_cli(["train", "-c", str(config_path), "-o", str(run), *plan_args], log)
+    kill_when(proc, lambda: last_step(run) >= 2, log)
+    first = last_step(run)
+    assert first < STEPS and not (run / SUMMARY_FILE).exists()
+    if first + 2 < STEPS:
+        proc = start_cli(["train", "--resume", str(run)], log)
+        kill_when(proc, lambda: last_step(run) >= first + 2, log)
+        assert not (run / SUMMARY_FILE).exists()
+
+    resumed = CliRunner().invoke(app, ["train", "--resume", str(run)])
+    assert resumed.exit_code == 0, resumed.output
+    assert_same_run(run, reference)
+
+
+def install_crash(mp: pytest.MonkeyPatch, point: str, step: int | None = None) -> None:
+    """Make the next run stop at one point, as a kill there would."""
+    if point == "eval0":  # during the initial evaluation, before any checkpoint
+
+        def run_eval(self: Trainer) -> dict:
+            raise Crash
+
+        mp.setattr(Trainer, "run_eval", run_eval)
+    elif point == "mid_step":  # rollouts generated, update not yet applied
+        real_train_on = Trainer.train_on
+
+        def train_on(self: Trainer, batch: list) -> dict:
+            if self.step + 1 == step:
+                raise Crash
+            return real_train_on(self, batch)
+
+        mp.setattr(Trainer, "train_on", train_on)
+    elif point == "after_log":  # the step's metrics line written, its checkpoint not
+        real_log = Trainer.log
+
+        def log(self: Trainer, record: dict) -> None:
+            real_log(self, record)
+            if record["step"] == step:
+                raise Crash
+
+        mp.setattr(Trainer, "log", log)
+    elif point in ("checkpoint_swap", "model_save"):
+        real_rename = pathlib.Path.rename
+
+        def rename(self: Path, target: object) -> Path:
+            target = Path(target)
+            swap = target.name == STATE_DIR and self.name.startswith(".checkpoint-")
+            model = target.name == "final" or target.parent.name == "checkpoints"
+            if (swap and point == "checkpoint_swap") or (model and point == "model_save"):
+                # checkpoint_swap: the old checkpoint is already moved aside, the new one
+                # not yet in place -- the one moment without a checkpoint/ directory.
+                raise Crash
+            return real_rename(self, target)
+
+        mp.setattr(pathlib.Path, "rename", rename)
+    elif point == "summary":  # final model saved, summary not written
+
+        def atomic_write_json(path: Path, obj: object) -> None:
+            raise Crash
+
+        mp.setattr(sgpo.train, "atomic_write_json", atomic_write_json)
+    else:
+        raise AssertionError(point)
+
+
+CRASH_CHAINS = {
+    # checkpoint every step: a crash anywhere loses at most the step in flight
+    "sgpo-every-step": (
+        "sgpo",
+        1,
+        [
+            ("eval0", None),
+            ("after_log", 1),
+            ("mid_step", 2),
+            ("checkpoint_swap", None),
+            ("model_save", None),
+            ("after_log", 5),
+            ("summary", None),
+        ],
+    ),
+    # dynamic sampling: several scheduler takes per step
+    "dapo-every-step": (
+        "dapo",
+        1,
+        [("after_log", 1), ("checkpoint_swap", None), ("mid_step", 4), ("model_save", None)],
+    ),
+    # checkpoint every 3 steps: resume from the last one, re-run the steps after it and drop
+    # their metrics lines first
+    "grpo-every-3": (
+        "grpo",
+        3,
+        [
+            ("after_log", 2),
+            ("mid_step", 4),
+            ("after_log", 5),
+            ("checkpoint_swap", None),
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize("chain", CRASH_CHAINS, ids=list(CRASH_CHAINS))
+def test_train_crash_chain_equals_uninterrupted(
+    tiny: SimpleNamespace, tmp_path: Path, chain: str
+) -> None:
+    method, every, crashes = CRASH_CHAINS[chain]
+    reference = reference_run(tiny, method)
+    config = load_config(
+        write_config(tmp_path / "config.yaml", method_tree(tiny, method, checkpoint_every=every))
+    )
+    run = tmp_path / "run"
+    plan = tiny.plan if method == "sgpo" else None
+    for index, (point, step) in enumerate(crashes):
+        with pytest.MonkeyPatch.context() as mp:
+            install_crash(mp, point, step)
+            with pytest.raises(Crash):
+                # The first start is a fresh run, every later one a resume.
+                run_train(config, run, plan, resume=index > 0)
+        assert not (run / SUMMARY_FILE).exists()
+    run_train(config, run, None, resume=True)  # sgpo: the plan comes from the checkpoint
+    assert_same_run(run, reference)
+    if every > 1:
+        kept = sorted(p.name for p in (run / "checkpoints").iterdir())
+        assert kept == ["step-000003", "step-000006"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("every", [1, 2])
+def test_train_sigkill_at_every_step(tiny: SimpleNamespace, tmp_path: Path, every: int) -> None:
+    """A real SIGKILL after each step's metrics line in turn, each time resumed."""
+    reference = reference_run(tiny, "grpo")
+    tree = method_tree(tiny, "grpo", checkpoint_every=every)
+    config_path = write_config(tmp_path / "config.yaml", tree)
+    run, log = tmp_path / "run", tmp_path / "log.txt"
+    args = ["train", "-c", str(config_path), "-o", str(run)]
+    for step in range(1, STEPS):
+        proc = start_cli(args, log)
+        kill_when(proc, lambda step=step: last_step(run) >= step, log)
+        assert not (run / SUMMARY_FILE).exists()
+        args = ["train", "--resume", str(run)]
+    resumed = CliRunner().invoke(app, args)
+    assert resumed.exit_code == 0, resumed.output
+    assert_same_run(run, reference)
+
+
+def test_read_jsonl_skips_what_a_kill_left_unfinished(tmp_path: Path) -> None:
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 0}\n{"step": 1}\n{"step": 2, "rew')
+    assert read_jsonl(path) == [{"step": 0}, {"step": 1}]
+    path.write_text('{"step": 0}\n{"step": 1\n{"step": 2}\n')
+    with pytest.raises(ValueError, match=r"metrics\.jsonl: line 2: not valid JSON"):
+        read_jsonl(path)
+
+
+def test_resume_refuses_a_changed_plan(tiny: SimpleNamespace, tmp_path: Path) -> None:
+    config = load_config(write_config(tmp_path / "config.yaml", method_tree(tiny, "sgpo", steps=1)))
+    run = tmp_path / "run"
+    plan_path, _ = run_plan(config, tiny.profile, run)
+    with pytest.MonkeyPatch.context() as mp:
+        install_crash(mp, "after_log", 1)
+        with pytest.raises(Crash):
+            run_train(config, run)
+    other = config.model_copy(update={"plan": config.plan.model_copy(update={"g_max": 2})})
+    run_plan(other, tiny.profile, run, overwrite=True)
+    with pytest.raises(DataError, match=r"plan\.parquet: not the plan this run was trained with"):
+        run_train(config, run, resume=True)
+    assert plan_path.exists()

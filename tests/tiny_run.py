@@ -1,0 +1,119 @@
+"""A tiny, fast run for the fault-injection tests: the embedded model at its smallest (no warm
+start: the coin-flip verifier gives every group mixed rewards anyway, so training really moves
+the weights), the addition task with a couple of dozen queries, and helpers to run the CLI in a
+subprocess that a test can SIGKILL."""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import yaml
+
+TESTS = Path(__file__).parent
+
+BASE: dict = {
+    "seed": 0,
+    "model": {
+        "name_or_path": "embedded",
+        "device": "cpu",
+        "dtype": "float32",
+        "embedded": {
+            "hidden_size": 32,
+            "num_layers": 1,
+            "num_heads": 2,
+            "num_kv_heads": 1,
+            "intermediate_size": 64,
+            "warmup_steps": 0,
+        },
+    },
+    "task": {
+        "kind": "addition",
+        "addition": {"digits": [1, 2], "weights": [1.0, 1.0], "n_train": 24, "n_eval": 8},
+        "verifier": "bad_verifiers:coin_flip",
+    },
+    "sampling": {"temperature": 1.0, "max_new_tokens": 4, "batch_size": 64},
+    "profile": {"k": 4, "chunk_size": 2},
+    "plan": {"g_min": 2, "g_max": 4, "unsolvable_keep_fraction": 1.0},
+    "train": {
+        "method": "sgpo",
+        "group_size": 4,
+        "steps": 6,
+        "rollout_budget": 8,
+        "micro_batch_size": 8,
+        "eval_every": 3,
+        "checkpoint_every": 1,
+        "lr": 0.01,
+    },
+    "eval": {"n_samples": 1, "greedy": False},
+}
+
+
+def merge(tree: dict, patch: dict) -> dict:
+    out = copy.deepcopy(tree)
+    for key, value in patch.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def tiny_tree(cache_dir: Path, **sections: dict) -> dict:
+    """The tiny run's config tree, with sections merged in (e.g. train={"method": "grpo"})."""
+    tree = merge(BASE, {"model": {"embedded": {"cache_dir": str(cache_dir)}}})
+    return merge(tree, sections)
+
+
+def write_config(path: Path, tree: dict) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(tree, sort_keys=False))
+    return path
+
+
+def subprocess_env() -> dict[str, str]:
+    """This interpreter's environment plus tests/ on the path (for bad_verifiers)."""
+    paths = [str(TESTS), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    return os.environ | {"PYTHONPATH": os.pathsep.join(paths)}
+
+
+def start_cli(args: list[str], log: Path) -> subprocess.Popen:
+    """`sgpo ARGS` in a subprocess of this interpreter, output to LOG."""
+    with log.open("ab") as out:
+        out.write(f"\n$ sgpo {' '.join(args)}\n".encode())
+        out.flush()
+        return subprocess.Popen(
+            [sys.executable, "-m", "sgpo.cli", *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=subprocess_env(),
+            # Lower priority than the polling test, so that on a busy machine the kill still
+            # lands before the child has finished.
+            preexec_fn=lambda: os.nice(10),
+        )
+
+
+def kill_when(
+    proc: subprocess.Popen, ready: Callable[[], bool], log: Path, timeout_s: float = 180.0
+) -> None:
+    """Poll until ready(), then SIGKILL the process (no cleanup runs). Fails if the process
+    ends first or the condition never comes."""
+    deadline = time.monotonic() + timeout_s
+    while not ready():
+        if proc.poll() is not None:
+            raise AssertionError(
+                f"process ended (rc {proc.returncode}) before the kill point:\n"
+                + log.read_text()[-4000:]
+            )
+        if time.monotonic() > deadline:
+            proc.kill()
+            proc.wait()
+            raise AssertionError("kill point never reached:\n" + log.read_text()[-4000:])
+        time.sleep(0.01)
+    proc.kill()  # SIGKILL
+    proc.wait()
