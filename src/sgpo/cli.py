@@ -100,9 +100,18 @@ def print_plan_summary(summary: dict) -> None:
     console.print(table)
 
 
-@app.command()
+profile_app = typer.Typer(
+    help="Profile the training queries (k samples each under the initial policy); "
+    "`sgpo profile merge` joins shard profiles.",
+    pretty_exceptions_enable=False,
+)
+app.add_typer(profile_app, name="profile")
+
+
+@profile_app.callback(invoke_without_command=True)
 @_user_errors
 def profile(
+    ctx: typer.Context,
     config: ConfigOpt = None,
     out: OutOpt = Path("runs/profile"),
     set_: SetOpt = None,
@@ -110,15 +119,32 @@ def profile(
         bool, typer.Option(help="Continue from the chunks already in --out.")
     ] = False,
     overwrite: OverwriteOpt = False,
-    shard: Annotated[str | None, typer.Option(help="Profile only shard I of N, e.g. 0/4.")] = None,
+    shard: Annotated[
+        str | None, typer.Option(help="Profile only shard I of N (queries I, I+N, ...), e.g. 0/4.")
+    ] = None,
 ) -> None:
     """Sample k responses per training query under the initial policy -> OUT/profile.parquet."""
+    if ctx.invoked_subcommand is not None:
+        return
     from sgpo.profile import run_profile
 
     path = run_profile(
         _config(config, set_), out, resume=resume, overwrite=overwrite, shard=_parse_shard(shard)
     )
     console.print(f"profile written to {path}")
+
+
+@profile_app.command("merge")
+@_user_errors
+def profile_merge(
+    shards: Annotated[list[Path], typer.Argument(help="profile.parquet of every shard.")],
+    out: OutOpt = Path("runs/profile"),
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Join shard profiles into OUT/profile.parquet (refuses duplicates and missing shards)."""
+    from sgpo.profile import merge_profiles
+
+    console.print(f"profile written to {merge_profiles(shards, out, overwrite)}")
 
 
 @app.command()
@@ -131,15 +157,30 @@ def plan(
     ] = None,
     set_: SetOpt = None,
     overwrite: OverwriteOpt = False,
+    export: Annotated[
+        str | None,
+        typer.Option(help="verl: also write OUT/verl_train.parquet for verl.trainer.main_ppo."),
+    ] = None,
 ) -> None:
     """Filter, size (G = clip(ceil(c/p_hat))) and order the profiled queries -> OUT/plan.parquet."""
+    from sgpo.io import read_table
     from sgpo.plan import run_plan
 
-    path, summary = run_plan(
-        _config(config, set_), profile_path or out / "profile.parquet", out, overwrite
-    )
+    if export not in (None, "verl"):
+        raise typer.BadParameter(f"--export supports 'verl', got {export!r}")
+    cfg = _config(config, set_)
+    path, summary = run_plan(cfg, profile_path or out / "profile.parquet", out, overwrite)
     print_plan_summary(summary)
     console.print(f"plan written to {path}")
+    if export == "verl":
+        from sgpo.verl.export import export_for_config
+
+        verl_path, data_source, verifier = export_for_config(
+            cfg, *read_table(path), out / "verl_train.parquet"
+        )
+        console.print(
+            f"verl dataset written to {verl_path} (data_source {data_source}, verifier {verifier})"
+        )
 
 
 @app.command()
@@ -183,7 +224,7 @@ def eval_(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write eval.json here.")] = None,
 ) -> None:
     """Held-out accuracy (greedy and sampled), overall and per difficulty bucket."""
-    from sgpo.engine import TransformersEngine
+    from sgpo.engine import make_engine
     from sgpo.evaluate import evaluate
     from sgpo.io import atomic_write_json
     from sgpo.models import load_policy
@@ -195,7 +236,7 @@ def eval_(
     policy = load_policy(cfg, path=model)
     verifier = make_verifier(cfg, task)
     result = evaluate(
-        TransformersEngine(policy, cfg.sampling.batch_size),
+        make_engine(policy, cfg.eval.engine, cfg.sampling.batch_size, cfg.eval.vllm_kwargs),
         verifier,
         task.eval,
         sampling_params(cfg),
@@ -295,6 +336,15 @@ def compare(
     console.print(table)
     console.print(f"written to {out / 'compare.md'}")
 
+
+def _register_verl_commands() -> None:
+    from sgpo.verl.cli import export_verl, flops  # light: heavy imports are inside
+
+    app.command("flops")(_user_errors(flops))
+    app.command("export-verl")(_user_errors(export_verl))
+
+
+_register_verl_commands()
 
 if __name__ == "__main__":
     app()

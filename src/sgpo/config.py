@@ -121,9 +121,15 @@ class SamplingConfig(Strict):
     batch_size: int = Field(512, ge=1)
 
 
+EngineName = Literal["transformers", "vllm"]
+
+
 class ProfileConfig(Strict):
     k: int = Field(8, ge=1)
     chunk_size: int = Field(256, ge=1)  # queries per atomic chunk (resume granularity)
+    # vllm (optional install, see README) suits profiling: the weights do not change.
+    engine: EngineName = "transformers"
+    vllm_kwargs: dict[str, Any] = Field(default_factory=dict)  # passed to vllm.LLM
 
 
 class PlanConfig(Strict):
@@ -206,6 +212,10 @@ class TrainConfig(Strict):
 class EvalConfig(Strict):
     n_samples: int = Field(4, ge=1)
     greedy: bool = True
+    # Engine of `sgpo eval` on a saved model; evaluations inside training always use the
+    # trainer's own (transformers) engine, whose weights are the ones being trained.
+    engine: EngineName = "transformers"
+    vllm_kwargs: dict[str, Any] = Field(default_factory=dict)
 
 
 class RunConfig(Strict):
@@ -217,6 +227,13 @@ class RunConfig(Strict):
     plan: PlanConfig = PlanConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
+
+    @model_validator(mode="after")
+    def _check(self) -> RunConfig:
+        uses_vllm = "vllm" in (self.profile.engine, self.eval.engine)
+        if uses_vllm and self.sampling.temperature > 2:
+            raise ValueError("sampling.temperature above 2 is rejected by vLLM (engine: vllm)")
+        return self
 
 
 class ConfigError(ValueError):

@@ -127,3 +127,14 @@ class TransformersEngine:
             text = tok.decode(response, skip_special_tokens=True)
             completions.append(Completion(prompt, response, text, finished))
         return completions
+
+
+def make_engine(
+    policy: Policy, name: str, batch_size: int, vllm_kwargs: dict | None = None
+) -> GenerationEngine:
+    """The transformers engine, or vLLM (optional install) where the weights do not change."""
+    if name == "vllm":
+        from sgpo.vllm_engine import VLLMEngine
+
+        return VLLMEngine(policy, batch_size, **(vllm_kwargs or {}))
+    return TransformersEngine(policy, batch_size)

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from sgpo.config import RunConfig, dump_config
 from sgpo.core.flops import ModelShape, inference_flops
-from sgpo.engine import SamplingParams, TransformersEngine, stream_seed
+from sgpo.engine import GenerationEngine, SamplingParams, make_engine, stream_seed
 from sgpo.io import atomic_write_text, prepare_out_dir, read_table, write_table
 from sgpo.models import load_policy, model_shape
 from sgpo.tasks import DataError, Query, TaskData, load_task
@@ -62,6 +62,7 @@ def profile_metadata(
         "seed": config.seed,
         "k": config.profile.k,
         "sampling": config.sampling.model_dump(mode="json"),
+        "engine": config.profile.engine,
         "shard": list(shard) if shard else None,
     }
 
@@ -83,7 +84,9 @@ def run_profile(
     task = load_task(config.task, config.seed)
     queries = shard_queries(task.train, shard)
     policy = load_policy(config)
-    engine = TransformersEngine(policy, config.sampling.batch_size)
+    engine = make_engine(
+        policy, config.profile.engine, config.sampling.batch_size, config.profile.vllm_kwargs
+    )
     verifier = make_verifier(config, task)
     shape = model_shape(policy.model)
     metadata = profile_metadata(config, task, policy.source, shape, shard)
@@ -150,7 +153,7 @@ def _without_counts(meta: dict) -> dict:
 
 def profile_chunk(
     queries: list[Query],
-    engine: TransformersEngine,
+    engine: GenerationEngine,
     verifier: Verifier,
     params: SamplingParams,
     k: int,
@@ -182,3 +185,60 @@ def profile_chunk(
             }
         )
     return rows
+
+
+def merge_profiles(paths: list[Path], out_dir: Path, overwrite: bool = False) -> Path:
+    """Join shard profiles (sgpo profile --shard I/N) into one profile.parquet.
+
+    Refuses shards of different runs (model, task, seed, k, sampling, engine), a shard given
+    twice, duplicate query ids and missing shards; the rows come out in the task's order, so
+    the merge equals an unsharded profile of the same seed."""
+    from sgpo.tasks import DataError
+
+    prepare_out_dir(out_dir, overwrite, False, PROFILE_FILE)
+    tables = [(path, *read_table(path)) for path in paths]
+    if not tables:
+        raise DataError("profile merge: no shard profiles given")
+    first_path, _, first_meta = tables[0]
+    common = {k: v for k, v in _without_counts(first_meta).items() if k != "shard"}
+    seen_shards: dict[int, Path] = {}
+    rows_by_id: dict[str, dict] = {}
+    count = None
+    for path, rows, meta in tables:
+        if meta.get("shard") is None:
+            raise DataError(f"{path}: field 'shard' is empty: not a shard profile")
+        index, n = meta["shard"]
+        count = n if count is None else count
+        mismatch = [k for k, v in common.items() if meta.get(k) != v]
+        if mismatch or n != count:
+            fields = ", ".join(mismatch or ["shard"])
+            raise DataError(
+                f"{path}: field(s) {fields} differ from {first_path}'s; not the same run"
+            )
+        if index in seen_shards:
+            raise DataError(f"{path}: shard {index}/{n} given twice (also {seen_shards[index]})")
+        seen_shards[index] = path
+        for row_index, row in enumerate(rows):
+            if row["query_id"] in rows_by_id:
+                raise DataError(
+                    f"{path}: row {row_index}: field 'query_id': duplicate query id "
+                    f"{row['query_id']!r} across shards"
+                )
+            rows_by_id[row["query_id"]] = row
+    missing = sorted(set(range(count)) - set(seen_shards))
+    if missing:
+        raise DataError(f"profile merge: shards {missing} of {count} are missing")
+    order = {q: i for i, q in enumerate(_task_order(common, tables))}
+    merged = sorted(rows_by_id.values(), key=lambda r: order[r["query_id"]])
+    counts = {key: sum(m.get(key, 0) for _, _, m in tables) for key in VERIFIER_COUNTS}
+    metadata = common | counts | {"shard": None}
+    write_table(out_dir / PROFILE_FILE, merged, metadata)
+    return out_dir / PROFILE_FILE
+
+
+def _task_order(meta: dict, tables: list[tuple[Path, list[dict], dict]]) -> list[str]:
+    """Query ids in the order an unsharded profile has them: shard I holds queries I, I+N, ..."""
+    shards = sorted(tables, key=lambda t: t[2]["shard"][0])
+    columns = [[r["query_id"] for r in rows] for _, rows, _ in shards]
+    longest = max(len(c) for c in columns)
+    return [c[i] for i in range(longest) for c in columns if i < len(c)]

@@ -1,0 +1,26 @@
+"""Scale-out on verl (0.9.1): export an sGPO plan as a verl dataset (sgpo.verl.export), score
+rollouts with sGPO's verifier inside verl (sgpo.verl.reward), and turn a verl run's logged token
+counts into sGPO's per-phase FLOPs (sgpo.verl.flops). See examples/verl/README.md.
+
+Nothing here imports verl: export and FLOPs accounting run in sgpo's own environment, and verl
+loads the reward function by its path (pkg://sgpo.verl.reward). Submodules load on first use so
+that importing the command line (sgpo.verl.cli) stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "export_verl_parquet": "sgpo.verl.export",
+    "rollouts_per_step": "sgpo.verl.export",
+    "verl_run_flops": "sgpo.verl.flops",
+    "compute_score": "sgpo.verl.reward",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> object:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'sgpo.verl' has no attribute {name!r}")

@@ -1,0 +1,243 @@
+"""sGPO plan -> verl training parquet.
+
+verl 0.9.1's default (v1) trainer reads the number of rollouts of each prompt from a
+``__rollout_n__`` field of the dataset row (verl/trainer/ppo/v1/agent_loop_tq.py,
+``AgentLoopWorkerTQ._run_prompt``), and its ``RLHFDataset`` passes every parquet column through to
+that point. So the plan's per-query group size G becomes a column, and the curriculum becomes the
+row order: with ``data.shuffle=False`` verl iterates the dataset with a SequentialSampler and the
+sync trainer takes the next ``data.train_batch_size`` rows for each step.
+
+Columns (one row per kept query, in curriculum order):
+  prompt         chat messages: optional system message, then the user message
+  data_source    names the task for verl's metrics and for sgpo.verl.reward's fallback mapping
+  ability        free-form label verl carries along
+  reward_model   {"style": "rule", "ground_truth": <answer>}
+  extra_info     {"index", "query_id", "p_hat", "group_size", "rank", "verifier",
+                  "verifier_kwargs" (JSON text), "verifier_timeout_s", "verifier_isolation"}
+  __rollout_n__  G
+Schema metadata (key "sgpo"): the plan's metadata under "plan" and the export settings under
+"export".
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+
+from sgpo.io import write_table
+from sgpo.plan import kept_in_order
+
+ROLLOUT_N = "__rollout_n__"
+DEFAULT_ABILITY = "sgpo"
+
+MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
+SCHEMA = pa.schema(
+    [
+        ("prompt", pa.list_(MESSAGE)),
+        ("data_source", pa.string()),
+        ("ability", pa.string()),
+        ("reward_model", pa.struct([("style", pa.string()), ("ground_truth", pa.string())])),
+        (
+            "extra_info",
+            pa.struct(
+                [
+                    ("index", pa.int64()),
+                    ("query_id", pa.string()),
+                    ("p_hat", pa.float64()),
+                    ("group_size", pa.int64()),
+                    ("rank", pa.int64()),
+                    ("verifier", pa.string()),
+                    ("verifier_kwargs", pa.string()),
+                    ("verifier_timeout_s", pa.float64()),
+                    ("verifier_isolation", pa.string()),
+                ]
+            ),
+        ),
+        (ROLLOUT_N, pa.int64()),
+    ]
+)
+
+
+def verl_rows(
+    plan_rows: list[dict],
+    data_source: str,
+    system_prompt: str | None = None,
+    verifier: str | None = None,
+    prompt_template: str = "{prompt}",
+    ability: str = DEFAULT_ABILITY,
+    verifier_kwargs: dict | None = None,
+    verifier_timeout_s: float | None = None,
+    verifier_isolation: str | None = None,
+) -> list[dict]:
+    """The export's rows: kept queries in curriculum order (see the module docstring)."""
+    if verifier_isolation not in (None, "inline", "process"):
+        raise ValueError(
+            f"verifier_isolation must be inline or process, got {verifier_isolation!r}"
+        )
+    kwargs_json = json.dumps(verifier_kwargs, sort_keys=True) if verifier_kwargs else None
+    kept = kept_in_order(plan_rows)
+    if not kept:
+        raise ValueError("the plan keeps no query: nothing to export")
+    ranks = [r["rank"] for r in kept]
+    if ranks != list(range(len(kept))):
+        raise ValueError(
+            f"plan ranks of kept queries must be 0..{len(kept) - 1} without gaps or repeats, "
+            f"got {ranks[:10]}{'...' if len(ranks) > 10 else ''}"
+        )
+    rows = []
+    for position, r in enumerate(kept):
+        g = int(r["group_size"])
+        if g < 2:
+            # verl gives a group of one an advantage equal to its reward (mean 0, std 1) where
+            # sGPO gives it zero: refuse rather than train on a different objective.
+            raise ValueError(
+                f"query {r['query_id']!r} has group size {g}; verl needs G >= 2 for a "
+                f"group-relative advantage (set plan.g_min >= 2)"
+            )
+        messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+        messages.append({"role": "user", "content": prompt_template.format(prompt=r["prompt"])})
+        rows.append(
+            {
+                "prompt": messages,
+                "data_source": data_source,
+                "ability": ability,
+                "reward_model": {"style": "rule", "ground_truth": str(r["answer"])},
+                "extra_info": {
+                    "index": position,
+                    "query_id": r["query_id"],
+                    "p_hat": float(r["p_hat"]),
+                    "group_size": g,
+                    "rank": int(r["rank"]),
+                    "verifier": verifier,
+                    "verifier_kwargs": kwargs_json,
+                    "verifier_timeout_s": verifier_timeout_s,
+                    "verifier_isolation": verifier_isolation,
+                },
+                ROLLOUT_N: g,
+            }
+        )
+    return rows
+
+
+def export_verl_parquet(
+    plan_rows: list[dict],
+    plan_meta: dict,
+    out_path: Path,
+    data_source: str,
+    system_prompt: str | None = None,
+    verifier: str | None = None,
+    prompt_template: str = "{prompt}",
+    ability: str = DEFAULT_ABILITY,
+    verifier_kwargs: dict | None = None,
+    verifier_timeout_s: float | None = None,
+    verifier_isolation: str | None = None,
+) -> Path:
+    """Write the plan's kept queries as a verl-ready parquet (atomically) and return its path.
+
+    verifier (import path "module:function"), verifier_kwargs, verifier_timeout_s and
+    verifier_isolation (sgpo's task.verifier* settings) go into each row's extra_info, so that
+    sgpo.verl.reward.compute_score scores with the same verifier sGPO profiled with.
+    prompt_template: sgpo's model.prompt_template, applied to each query's prompt.
+    """
+    rows = verl_rows(
+        plan_rows,
+        data_source,
+        system_prompt,
+        verifier,
+        prompt_template,
+        ability,
+        verifier_kwargs,
+        verifier_timeout_s,
+        verifier_isolation,
+    )
+    meta = {
+        "plan": plan_meta,
+        "export": {
+            "format": "verl",
+            "data_source": data_source,
+            "system_prompt": system_prompt,
+            "verifier": verifier,
+            "verifier_kwargs": verifier_kwargs or {},
+            "verifier_timeout_s": verifier_timeout_s,
+            "verifier_isolation": verifier_isolation,
+            "prompt_template": prompt_template,
+            "ability": ability,
+            "rows": len(rows),
+            "rollouts_per_epoch": sum(r[ROLLOUT_N] for r in rows),
+        },
+    }
+    out_path = Path(out_path)
+    write_table(out_path, rows, meta, schema=SCHEMA)
+    return out_path
+
+
+def rollouts_per_step(rollout_ns: list[int], train_batch_size: int) -> list[int]:
+    """Rollouts each step of one epoch generates, for verl's sync trainer with data.shuffle=False.
+
+    verl's train dataloader uses drop_last=True, so an epoch is len // train_batch_size steps and
+    the last len % train_batch_size rows (the hardest queries of the curriculum) are not reached
+    in that epoch; callers should pick a train_batch_size that divides the row count.
+    """
+    if train_batch_size < 1:
+        raise ValueError(f"train_batch_size must be >= 1, got {train_batch_size}")
+    steps = len(rollout_ns) // train_batch_size
+    return [
+        sum(rollout_ns[s * train_batch_size : (s + 1) * train_batch_size]) for s in range(steps)
+    ]
+
+
+def step_summary(rollout_ns: list[int], train_batch_size: int) -> dict:
+    """Numbers a launch needs: steps per epoch, rollouts per step, rows dropped by drop_last."""
+    per_step = rollouts_per_step(rollout_ns, train_batch_size)
+    return {
+        "rows": len(rollout_ns),
+        "train_batch_size": train_batch_size,
+        "steps_per_epoch": len(per_step),
+        "rows_not_reached_per_epoch": len(rollout_ns) - len(per_step) * train_batch_size,
+        "rollouts_per_step_min": min(per_step, default=0),
+        "rollouts_per_step_max": max(per_step, default=0),
+        "rollouts_per_step_mean": sum(per_step) / len(per_step) if per_step else 0.0,
+        "g_max": max(rollout_ns, default=0),
+    }
+
+
+def export_for_config(
+    cfg,  # noqa: ANN001 - sgpo.config.RunConfig
+    rows: list[dict],
+    meta: dict,
+    out: Path,
+    data_source: str | None = None,
+    verifier: str | None = None,
+) -> tuple[Path, str, str]:
+    """export_verl_parquet with the run config's prompt template, system prompt and verifier
+    (and its settings); returns (path, data_source, verifier)."""
+    # The config's verifier settings apply to the config's verifier, not to one given here.
+    settings = cfg.task if verifier is None else None
+    if verifier is None:
+        verifier = cfg.task.verifier
+    if verifier is None and cfg.task.kind == "addition":
+        from sgpo.tasks.addition import VERIFIER
+
+        verifier = VERIFIER
+    elif verifier is None:
+        from sgpo.tasks import load_task
+
+        verifier = load_task(cfg.task, cfg.seed).default_verifier
+    if data_source is None:
+        kind = cfg.task.kind
+        data_source = "sgpo/addition" if kind == "addition" else f"sgpo/{cfg.task.file.preset}"
+    path = export_verl_parquet(
+        rows,
+        meta,
+        out,
+        data_source,
+        cfg.model.system_prompt,
+        verifier,
+        cfg.model.prompt_template,
+        verifier_kwargs=settings.verifier_kwargs if settings else None,
+        verifier_timeout_s=settings.verifier_timeout_s if settings else None,
+        verifier_isolation=settings.verifier_isolation if settings else None,
+    )
+    return path, data_source, verifier

@@ -1,0 +1,160 @@
+"""A verl run's logged token counts -> sGPO's per-phase FLOPs (convention: sgpo.core.flops).
+
+verl 0.9.1's own FLOPs counter (verl/utils/flops_counter.py, used by workers/engine_workers.py)
+only feeds the actor/critic MFU metric (perf/mfu/actor): it never counts rollout generation, so
+it cannot be compared with sGPO's accounting. This module recomputes every phase from what verl
+logs each step (trainer/ppo/metric_utils.py, compute_data_metrics and
+compute_throughout_metrics, called from trainer/ppo/v1/trainer_base.py _compute_metrics):
+  prompt_length/mean, response_length/mean  real (non-padding) sequences only, in tokens
+  perf/total_num_tokens                     prompt + response tokens of the whole step batch,
+                                            including verl's synthetic padding sequences
+verl does not log how many rollouts a step generated. With variable group sizes it is the sum
+of __rollout_n__ over the step's prompts, which the exported parquet gives exactly (pass
+rollouts_per_step, see sgpo.verl.export.rollouts_per_step). Without it the count is estimated
+as perf/total_num_tokens / (mean prompt + mean response length), which overcounts by verl's
+padding sequences (128 tokens each; see trainer/ppo/padding_utils.py).
+
+The file logger (trainer.logger=[console,file]; verl/utils/tracking.py FileLogger) writes one JSON
+object per line, {"step": N, "data": {metric: value}}, to $VERL_FILE_LOGGER_PATH or else
+$VERL_FILE_LOGGER_ROOT/<project_name>/<experiment_name>.jsonl (root defaults to the trainer's
+working directory). Step 0 holds only the validation before training.
+
+Per step with n rollouts of mean prompt length P and mean response length R (each sequence taken
+at the mean length, so the attention term is a slight underestimate):
+  rollout  n * inference_flops(P, R)                      generation with a KV cache
+  logprob  n * logprob_flops(P, R) * (old + ref)           old: verl recomputes the behaviour
+                                                           policy's log-probs unless
+                                                           algorithm.rollout_correction.bypass_mode;
+                                                           ref: when a KL term needs the reference
+  train    n * train_flops(P, R) * ppo_epochs              forward + backward
+  profile  the sGPO profiling pass, charged once before step 1 (from plan.parquet metadata)
+Padding sequences are not counted, as in sgpo.core.flops.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from sgpo.core.flops import PHASES, ModelShape, inference_flops, logprob_flops, train_flops
+
+PROMPT_MEAN = "prompt_length/mean"
+RESPONSE_MEAN = "response_length/mean"
+TOTAL_TOKENS = "perf/total_num_tokens"
+SCORE_MEAN = "critic/score/mean"
+VAL_PREFIXES = ("val-core/", "val-aux/")
+
+
+def read_verl_metrics(paths: list[Path]) -> list[dict]:
+    """Per-step metric dicts from verl file-logger JSONL files (later files win on repeated
+    steps, e.g. after a resume that started a new file). Each record is {"step", **metrics}."""
+    records: list[dict] = []
+    for path in paths:
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such file")
+        for line_no, line in enumerate(path.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                raw = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{line_no}: not JSON ({e})") from e
+            records.append(normalise_record(raw, f"{path}:{line_no}"))
+    return merge_records(records)
+
+
+def merge_records(records: list[dict]) -> list[dict]:
+    """Records in step order, those of one step merged (a later value wins)."""
+    by_step: dict[int, dict] = {}
+    for i, raw in enumerate(records):
+        record = normalise_record(raw, f"record {i}")
+        by_step.setdefault(record["step"], {}).update(record)
+    return [by_step[s] for s in sorted(by_step)]
+
+
+def normalise_record(raw: dict, where: str = "record") -> dict:
+    """Accept verl's FileLogger lines ({"step", "data"}) or flat metric dicts."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"{where}: expected a JSON object, got {type(raw).__name__}")
+    metrics = raw["data"] if isinstance(raw.get("data"), dict) else raw
+    step = raw.get("step", metrics.get("training/global_step"))
+    if step is None:
+        raise ValueError(f"{where}: no 'step' (nor 'training/global_step') field")
+    return {**metrics, "step": int(step)}
+
+
+def verl_run_flops(
+    records: list[dict],
+    shape: ModelShape,
+    use_reference: bool,
+    ppo_epochs: int,
+    rollouts_per_step: list[int] | None = None,
+    recompute_old_logprob: bool = True,
+    profile_flops: float = 0.0,
+) -> list[dict]:
+    """One row per training step: rollouts, mean lengths, FLOPs per phase for the step and
+    cumulative (keys flops_<phase>, flops_<phase>_cum, flops_total, flops_total_cum, as sGPO's
+    own metrics.jsonl), the step's mean reward and any validation metrics logged with it.
+
+    records: verl's per-step metrics (FileLogger lines or flat dicts with a "step"), in any
+        order; records of the same step are merged, a later value winning.
+    rollouts_per_step: rollouts of step s at index s-1 within an epoch (wrapped around for later
+        epochs); None estimates them from perf/total_num_tokens (includes padding).
+    """
+    if ppo_epochs < 1:
+        raise ValueError(f"ppo_epochs must be >= 1, got {ppo_epochs}")
+    if rollouts_per_step is not None and not rollouts_per_step:
+        raise ValueError("rollouts_per_step is empty: the dataset has fewer rows than one batch")
+    logprob_passes = int(recompute_old_logprob) + int(use_reference)
+    cumulative = dict.fromkeys(PHASES, 0.0)
+    cumulative["profile"] = float(profile_flops)
+    out = []
+    for record in merge_records(records):
+        step = record["step"]
+        validation = {k: v for k, v in record.items() if k.startswith(VAL_PREFIXES)}
+        if PROMPT_MEAN in record and RESPONSE_MEAN in record:
+            p, r = float(record[PROMPT_MEAN]), float(record[RESPONSE_MEAN])
+            n, source = _rollouts(record, step, p, r, rollouts_per_step)
+        elif validation:  # validation before training (step 0): accuracy at the profile's cost
+            n, p, r, source = 0, 0.0, 0.0, "none"
+        else:
+            continue  # nothing trained and nothing measured
+        step_flops = {
+            "profile": 0.0,
+            "rollout": n * inference_flops(shape, p, r),
+            "logprob": n * logprob_flops(shape, p, r) * logprob_passes,
+            "train": n * train_flops(shape, p, r) * ppo_epochs,
+        }
+        row: dict = {
+            "step": step,
+            "rollouts": n,
+            "rollouts_source": source,
+            "prompt_tokens_mean": p,
+            "response_tokens_mean": r,
+        }
+        for phase in PHASES:
+            cumulative[phase] += step_flops[phase]
+            row[f"flops_{phase}"] = step_flops[phase]
+            row[f"flops_{phase}_cum"] = cumulative[phase]
+        row["flops_total"] = sum(step_flops.values())
+        row["flops_total_cum"] = sum(cumulative.values())
+        if SCORE_MEAN in record:
+            row["reward_mean"] = float(record[SCORE_MEAN])
+        out.append(row | validation)
+    return out
+
+
+def _rollouts(
+    record: dict, step: int, p: float, r: float, rollouts_per_step: list[int] | None
+) -> tuple[int, str]:
+    if rollouts_per_step is not None:
+        if step < 1:
+            raise ValueError(f"step {step}: verl counts training steps from 1")
+        return int(rollouts_per_step[(step - 1) % len(rollouts_per_step)]), "dataset"
+    if TOTAL_TOKENS in record and p + r > 0:
+        return round(float(record[TOTAL_TOKENS]) / (p + r)), "estimated"
+    raise ValueError(
+        f"step {step}: no {TOTAL_TOKENS!r} to estimate the rollout count from; pass the exported "
+        f"parquet and train_batch_size"
+    )

@@ -1,0 +1,86 @@
+"""Profiling across machines: `sgpo profile --shard I/N` then `sgpo profile merge`; and the
+plan exported for verl with `sgpo plan --export verl`."""
+
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from tiny_run import tiny_tree, write_config
+from typer.testing import CliRunner
+
+from sgpo.cli import app
+from sgpo.io import read_table
+
+runner = CliRunner()
+
+
+def sgpo(*args: str) -> str:
+    result = runner.invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.fixture(scope="module")
+def profiles(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("shards")
+    config = write_config(root / "cfg.yaml", tiny_tree(root / "models", profile={"chunk_size": 4}))
+    sgpo("profile", "-c", config, "-o", root / "whole")
+    for index in (2, 0, 1):
+        sgpo("profile", "-c", config, "-o", root / f"shard{index}", "--shard", f"{index}/3")
+    return root, config
+
+
+def test_three_shards_merged_equal_the_unsharded_profile(profiles):
+    root, _ = profiles
+    shards = [root / f"shard{i}" / "profile.parquet" for i in (1, 2, 0)]
+    sgpo("profile", "merge", *shards, "-o", root / "merged")
+    merged_rows, merged_meta = read_table(root / "merged" / "profile.parquet")
+    whole_rows, whole_meta = read_table(root / "whole" / "profile.parquet")
+    assert merged_rows == whole_rows
+    assert merged_meta == whole_meta
+
+
+@pytest.mark.parametrize(
+    ("shards", "message"),
+    [
+        ((0, 1), "shards [2] of 3 are missing"),
+        ((0, 1, 1, 2), "shard 1/3 given twice"),
+        ((0, "whole"), "field 'shard' is empty: not a shard profile"),
+    ],
+)
+def test_merge_refuses_missing_duplicate_and_foreign_profiles(profiles, tmp_path, shards, message):
+    root, _ = profiles
+    paths = [root / (s if isinstance(s, str) else f"shard{s}") / "profile.parquet" for s in shards]
+    result = runner.invoke(app, ["profile", "merge", *map(str, paths), "-o", str(tmp_path)])
+    assert result.exit_code == 1
+    assert message in result.output
+    assert not (tmp_path / "profile.parquet").exists()
+
+
+def test_merge_refuses_shards_of_different_runs(profiles, tmp_path):
+    root, config = profiles
+    other = tmp_path / "other"
+    sgpo("profile", "-c", config, "-o", other, "--shard", "2/3", "--set", "seed=5")
+    paths = [
+        root / "shard0" / "profile.parquet",
+        root / "shard1" / "profile.parquet",
+        other / "profile.parquet",
+    ]
+    result = runner.invoke(app, ["profile", "merge", *map(str, paths), "-o", str(tmp_path / "m")])
+    assert result.exit_code == 1
+    assert "differ from" in result.output and "not the same run" in result.output
+
+
+def test_plan_export_verl_writes_curriculum_with_group_sizes(profiles, tmp_path):
+    root, config = profiles
+    out = tmp_path / "plan"
+    out.mkdir()
+    (out / "profile.parquet").write_bytes((root / "whole" / "profile.parquet").read_bytes())
+    sgpo("plan", "-c", config, "-o", out, "--export", "verl")
+    plan_rows, _ = read_table(out / "plan.parquet")
+    kept = sorted((r for r in plan_rows if r["kept"]), key=lambda r: r["rank"])
+    verl = pq.read_table(out / "verl_train.parquet").to_pylist()
+    assert [r["extra_info"]["query_id"] for r in verl] == [r["query_id"] for r in kept]
+    assert [r["__rollout_n__"] for r in verl] == [r["group_size"] for r in kept]
+    assert verl[0]["prompt"][-1] == {"role": "user", "content": kept[0]["prompt"]}
+    assert verl[0]["reward_model"]["ground_truth"] == kept[0]["answer"]

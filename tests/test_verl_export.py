@@ -1,0 +1,356 @@
+"""sgpo.verl without verl: the plan export, the reward function and the FLOPs of a verl run
+(fake verl metrics in verl 0.9.1's file-logger format). tests/verl_integration checks them
+against verl itself."""
+
+from __future__ import annotations
+
+import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from sgpo.core.allocation import PlanRule
+from sgpo.core.flops import ModelShape, inference_flops, logprob_flops, train_flops
+from sgpo.io import read_table, write_table
+from sgpo.plan import build_plan, kept_in_order
+from sgpo.verl import reward
+from sgpo.verl.cli import model_shape_from_dir, verl_app
+from sgpo.verl.export import (
+    ROLLOUT_N,
+    export_verl_parquet,
+    rollouts_per_step,
+    step_summary,
+    verl_rows,
+)
+from sgpo.verl.flops import merge_records, read_verl_metrics, verl_run_flops
+
+ADDITION = "sgpo.tasks.addition:verify"
+SHAPE = ModelShape(n_params=1000, n_layers=2, d_attn=16)
+
+
+def always_raises(response: str, reference: str) -> float:
+    raise RuntimeError("verifier bug")
+
+
+def fake_plan(n: int = 24, rule: PlanRule | None = None, seed: int = 3) -> list[dict]:
+    """build_plan on fake profile rows with n_correct 0..8 of k=8 (every difficulty)."""
+    profile = []
+    for i in range(n):
+        a, b = 10 + i, 7 * i
+        profile.append(
+            {
+                "query_id": f"add:{a}+{b}",
+                "prompt": f"{a}+{b}=",
+                "answer": str(a + b),
+                "difficulty": "2-digit",
+                "k": 8,
+                "n_correct": i % 9,
+                "prompt_tokens": 6,
+                "mean_response_tokens": 3.0,
+            }
+        )
+    return build_plan(profile, rule or PlanRule(unsolvable_keep_fraction=0.5), seed)
+
+
+# ----------------------------------------------------------------------------- export
+
+
+def test_export_keeps_only_kept_queries_in_curriculum_order_with_their_group_size(tmp_path):
+    plan = fake_plan()
+    meta = {"task": "addition(test)", "plan_seed": 3}
+    path = export_verl_parquet(plan, meta, tmp_path / "verl" / "train.parquet", "sgpo/addition",
+                               "Answer with the digits reversed.", ADDITION)
+    rows, stored = read_table(path)
+    kept = kept_in_order(plan)
+    assert 0 < len(rows) == len(kept) < len(plan)  # trivial and dropped unsolvable rows are gone
+    assert [r["extra_info"]["query_id"] for r in rows] == [r["query_id"] for r in kept]
+    assert [r[ROLLOUT_N] for r in rows] == [r["group_size"] for r in kept]
+    assert len(set(rows[i][ROLLOUT_N] for i in range(len(rows)))) > 2  # G really varies
+    p_hats = [r["extra_info"]["p_hat"] for r in rows]
+    assert p_hats == sorted(p_hats, reverse=True)  # easy -> hard
+    first, q = rows[0], kept[0]
+    assert first["prompt"] == [
+        {"role": "system", "content": "Answer with the digits reversed."},
+        {"role": "user", "content": q["prompt"]},
+    ]
+    assert first["data_source"] == "sgpo/addition"
+    assert first["reward_model"] == {"style": "rule", "ground_truth": q["answer"]}
+    assert first["extra_info"] == {
+        "index": 0, "query_id": q["query_id"], "p_hat": q["p_hat"], "group_size": q["group_size"],
+        "rank": 0, "verifier": ADDITION, "verifier_kwargs": None, "verifier_timeout_s": None,
+        "verifier_isolation": None,
+    }
+    assert [r["extra_info"]["index"] for r in rows] == list(range(len(rows)))
+    assert stored["plan"] == meta
+    assert stored["export"]["rollouts_per_epoch"] == sum(r["group_size"] for r in kept)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["train.parquet"]  # no temp file left
+
+
+def test_export_is_a_pure_function_of_the_plan_and_needs_no_system_prompt(tmp_path):
+    plan = fake_plan()
+    a = export_verl_parquet(plan, {}, tmp_path / "a.parquet", "sgpo/addition", None, ADDITION,
+                            prompt_template="Q: {prompt}")
+    b = export_verl_parquet(list(reversed(plan)), {}, tmp_path / "b.parquet", "sgpo/addition", None,
+                            ADDITION, prompt_template="Q: {prompt}")
+    rows_a, rows_b = read_table(a)[0], read_table(b)[0]
+    assert rows_a == rows_b  # input row order does not matter: rank does
+    first_prompt = "Q: " + kept_in_order(plan)[0]["prompt"]
+    assert rows_a[0]["prompt"] == [{"role": "user", "content": first_prompt}]
+    assert pq.read_schema(a).field(ROLLOUT_N).type == "int64"
+
+
+def test_export_refuses_groups_of_one_and_broken_ranks(tmp_path):
+    ones = fake_plan(rule=PlanRule(c=0.5, g_min=1, g_max=8, unsolvable_keep_fraction=0.0))
+    assert any(r["kept"] and r["group_size"] == 1 for r in ones)
+    with pytest.raises(ValueError, match="G >= 2"):
+        export_verl_parquet(ones, {}, tmp_path / "x.parquet", "sgpo/addition")
+    plan = fake_plan()
+    broken = [dict(r, rank=r["rank"] * 2) if r["kept"] else r for r in plan]
+    with pytest.raises(ValueError, match="without gaps"):
+        verl_rows(broken, "sgpo/addition")
+    nothing = [dict(r, kept=False, reason="trivial", rank=-1) for r in plan]
+    with pytest.raises(ValueError, match="keeps no query"):
+        verl_rows(nothing, "sgpo/addition")
+    assert not (tmp_path / "x.parquet").exists()
+
+
+def test_rollouts_per_step_follow_verl_drop_last_batches():
+    ns = [2, 2, 3, 4, 8, 8, 16]
+    assert rollouts_per_step(ns, 2) == [4, 7, 16]  # the 7th row is not reached (drop_last)
+    assert rollouts_per_step(ns, 7) == [43]
+    assert rollouts_per_step(ns, 8) == []
+    summary = step_summary(ns, 3)
+    assert summary["steps_per_epoch"] == 2 and summary["rows_not_reached_per_epoch"] == 1
+    assert (summary["rollouts_per_step_min"], summary["rollouts_per_step_max"]) == (7, 20)
+    with pytest.raises(ValueError):
+        rollouts_per_step(ns, 0)
+
+
+# ----------------------------------------------------------------------------- reward
+
+
+def test_compute_score_uses_the_verifier_named_by_the_export(monkeypatch):
+    monkeypatch.delenv("SGPO_VERIFIER", raising=False)
+    monkeypatch.setenv("SGPO_VERIFIER_ISOLATION", "auto")
+    info = {"query_id": "add:12+30", "verifier": ADDITION}
+    assert reward.compute_score("sgpo/addition", "24", "42", info) == 1.0  # 42 reversed
+    assert reward.compute_score("sgpo/addition", "42", "42", info) == 0.0
+    # verl passes keyword arguments and extra keys (num_turns, rollout_reward_scores, ...)
+    score = reward.compute_score(data_source="anything", solution_str=" 24 ", ground_truth="42",
+                                 extra_info=info | {"num_turns": 2}, reward_router_address=None)
+    assert score == 1.0
+
+
+def scaled_verifier(response: str, reference: str, scale: float = 1.0) -> float:
+    return scale * float(response.strip() == reference.strip())
+
+
+def test_compute_score_applies_the_exported_verifier_settings(tmp_path, monkeypatch):
+    monkeypatch.delenv("SGPO_VERIFIER_ISOLATION", raising=False)
+    monkeypatch.delenv("SGPO_VERIFIER_TIMEOUT_S", raising=False)
+    spec = "test_verl_export:scaled_verifier"
+    path = export_verl_parquet(fake_plan(), {}, tmp_path / "t.parquet", "sgpo/x", None, spec,
+                               verifier_kwargs={"scale": 0.5}, verifier_timeout_s=2.5,
+                               verifier_isolation="inline")
+    info = read_table(path)[0][0]["extra_info"]
+    assert info["verifier_kwargs"] == '{"scale": 0.5}'
+    assert reward.compute_score("sgpo/x", "7", "7", info) == 0.5  # kwargs bound, as in sGPO
+    verifier = reward.get_verifier(spec, info)
+    assert (verifier.timeout_s, verifier.isolation) == (2.5, "inline")
+    assert verifier.kwargs == {"scale": 0.5}
+    # settings of another verifier are not applied to the fallback one
+    assert reward.get_verifier(ADDITION, info).kwargs == {}
+    wants_process = dict(info, verifier_isolation="process")
+    assert reward.get_verifier(spec, wants_process).isolation == "process"
+    monkeypatch.setenv("SGPO_VERIFIER_ISOLATION", "inline")  # the environment wins
+    assert reward.get_verifier(spec, wants_process).isolation == "inline"
+    with pytest.raises(ValueError, match="verifier_isolation"):
+        verl_rows(fake_plan(), "sgpo/x", verifier=spec, verifier_isolation="thread")
+
+
+def test_verifier_spec_precedence(monkeypatch):
+    monkeypatch.delenv("SGPO_VERIFIER", raising=False)
+    assert reward.verifier_spec("sgpo/addition", None) == ADDITION
+    assert reward.verifier_spec("openai/gsm8k", {}) == "sgpo.verifiers:math_verify"
+    monkeypatch.setenv("SGPO_VERIFIER", "pkg.mod:fn")
+    assert reward.verifier_spec("sgpo/addition", {"verifier": None}) == "pkg.mod:fn"
+    assert reward.verifier_spec("sgpo/addition", {"verifier": ADDITION}) == ADDITION
+
+
+def test_compute_score_counts_verifier_errors_as_zero(monkeypatch):
+    monkeypatch.setenv("SGPO_VERIFIER_ISOLATION", "inline")
+    monkeypatch.setenv("SGPO_VERIFIER", "test_verl_export:always_raises")
+    before = reward.get_verifier("test_verl_export:always_raises").stats.errors
+    assert reward.compute_score("x", "1", "1", {"query_id": "q1"}) == 0.0
+    assert reward.get_verifier("test_verl_export:always_raises").stats.errors == before + 1
+    stats = reward.verifier_stats()["test_verl_export:always_raises (inline)"]
+    assert stats["errors"] >= 1 and stats["calls"] >= stats["errors"]
+    monkeypatch.setenv("SGPO_VERIFIER", "no_such_module_xyz:fn")
+    with pytest.raises(ValueError, match="cannot import verifier"):  # a bad path fails fast
+        reward.compute_score("x", "1", "1", {})
+    monkeypatch.setenv("SGPO_VERIFIER_ISOLATION", "bogus")
+    with pytest.raises(ValueError, match="SGPO_VERIFIER_ISOLATION"):
+        reward.compute_score("x", "1", "1", {"verifier": ADDITION})
+
+
+def test_compute_score_from_verl_threads_runs_the_verifier_in_a_worker_process(monkeypatch):
+    """verl calls the reward function from a thread pool, where SIGALRM cannot bound an inline
+    verifier: auto isolation then uses sgpo's process worker (with its timeout)."""
+    monkeypatch.setenv("SGPO_VERIFIER_ISOLATION", "auto")
+    monkeypatch.delenv("SGPO_VERIFIER", raising=False)
+    info = {"verifier": ADDITION}
+    cases = [("24", "42", 1.0), ("42", "42", 0.0), ("001", "100", 1.0), ("9", "8", 0.0)] * 3
+    with ThreadPoolExecutor(4) as pool:
+        scores = list(
+            pool.map(lambda c: reward.compute_score("sgpo/addition", c[0], c[1], info), cases)
+        )
+    assert scores == [c[2] for c in cases]
+    assert threading.current_thread() is threading.main_thread()
+    assert reward.verifier_stats()[f"{ADDITION} (process)"]["calls"] >= len(cases)
+    for verifier in reward._verifiers.values():
+        verifier.close()
+
+
+# ----------------------------------------------------------------------------- flops
+
+
+def verl_log_lines(steps: int) -> list[dict]:
+    """What verl's FileLogger writes: validation at step 0, then one line per training step."""
+    lines = [{"step": 0, "data": {"val-core/sgpo/addition/acc/mean@1": 0.25}}]
+    for s in range(1, steps + 1):
+        lines.append(
+            {
+                "step": s,
+                "data": {
+                    "training/global_step": s,
+                    "prompt_length/mean": 20.0 + s,
+                    "response_length/mean": 5.5,
+                    "perf/total_num_tokens": 1000 + 128 * s,
+                    "critic/score/mean": 0.1 * s,
+                    "timing_s/gen": 1.0,
+                },
+            }
+        )
+    lines[-1]["data"]["val-core/sgpo/addition/acc/mean@1"] = 0.75
+    return lines
+
+
+def test_verl_run_flops_matches_sgpo_formulas_per_phase_and_cumulative():
+    records = verl_log_lines(3)
+    per_step = [10, 20]  # one epoch = 2 steps; step 3 is epoch 2's first step
+    rows = verl_run_flops(records, SHAPE, use_reference=True, ppo_epochs=2,
+                          rollouts_per_step=per_step, profile_flops=500.0)
+    assert [r["step"] for r in rows] == [0, 1, 2, 3]
+    assert rows[0]["rollouts"] == 0 and rows[0]["flops_total"] == 0.0
+    assert rows[0]["flops_total_cum"] == 500.0  # profiling is charged before step 1
+    assert rows[0]["val-core/sgpo/addition/acc/mean@1"] == 0.25
+    cum = 500.0
+    for row, n in zip(rows[1:], [10, 20, 10], strict=True):
+        p, r = row["prompt_tokens_mean"], row["response_tokens_mean"]
+        assert row["rollouts"] == n and row["rollouts_source"] == "dataset"
+        assert row["flops_rollout"] == pytest.approx(n * inference_flops(SHAPE, p, r))
+        # old + reference log-probs, and 2 PPO epochs
+        assert row["flops_logprob"] == pytest.approx(2 * n * logprob_flops(SHAPE, p, r))
+        assert row["flops_train"] == pytest.approx(2 * n * train_flops(SHAPE, p, r))
+        cum += row["flops_total"]
+        assert row["flops_total_cum"] == pytest.approx(cum)
+        assert row["flops_profile_cum"] == 500.0
+    assert rows[3]["reward_mean"] == pytest.approx(0.3)
+    assert rows[3]["val-core/sgpo/addition/acc/mean@1"] == 0.75
+    # no reference, no old-logprob recomputation (bypass mode): no log-prob pass at all
+    bare = verl_run_flops(records, SHAPE, use_reference=False, ppo_epochs=1,
+                          rollouts_per_step=per_step, recompute_old_logprob=False)
+    assert all(r["flops_logprob"] == 0.0 for r in bare)
+    assert bare[1]["flops_train"] == pytest.approx(3 * bare[1]["flops_rollout"])
+    with pytest.raises(ValueError, match="ppo_epochs"):
+        verl_run_flops(records, SHAPE, False, 0)
+
+
+def test_verl_run_flops_estimates_rollouts_without_the_dataset():
+    rows = verl_run_flops(verl_log_lines(2), SHAPE, use_reference=False, ppo_epochs=1)
+    assert rows[1]["rollouts_source"] == "estimated"
+    assert rows[1]["rollouts"] == round((1000 + 128) / (21.0 + 5.5))
+    flat = [{"training/global_step": 1, "prompt_length/mean": 4.0, "response_length/mean": 2.0}]
+    with pytest.raises(ValueError, match="perf/total_num_tokens"):
+        verl_run_flops(flat, SHAPE, False, 1)
+    assert verl_run_flops(flat, SHAPE, False, 1, rollouts_per_step=[3])[0]["rollouts"] == 3
+
+
+def test_read_verl_metrics_merges_files_and_orders_steps(tmp_path):
+    lines = verl_log_lines(3)
+    first = tmp_path / "run.jsonl"
+    first.write_text("".join(json.dumps(x) + "\n" for x in lines[:3]) + "\n")
+    resumed = tmp_path / "run-resumed.jsonl"
+    again = dict(lines[2], data=dict(lines[2]["data"], **{"critic/score/mean": 0.9}))
+    resumed.write_text(json.dumps(lines[3]) + "\n" + json.dumps(again) + "\n")
+    records = read_verl_metrics([first, resumed])
+    assert [r["step"] for r in records] == [0, 1, 2, 3]
+    assert records[2]["critic/score/mean"] == 0.9  # the later file wins
+    assert merge_records([{"step": 2, "a": 1}, {"step": 1}, {"step": 2, "a": 3}]) == [
+        {"step": 1}, {"step": 2, "a": 3}]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("{not json\n")
+    with pytest.raises(ValueError, match="bad.jsonl:1"):
+        read_verl_metrics([bad])
+    with pytest.raises(FileNotFoundError):
+        read_verl_metrics([tmp_path / "missing.jsonl"])
+
+
+def tiny_model_dir(tmp_path: Path) -> Path:
+    from transformers import Qwen2Config
+
+    config = Qwen2Config(vocab_size=99, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
+    config.save_pretrained(tmp_path / "model")
+    return tmp_path / "model"
+
+
+def test_model_shape_from_dir_needs_no_weights_and_matches_a_built_model(tmp_path):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from sgpo.models import model_shape
+
+    model_dir = tiny_model_dir(tmp_path)
+    assert not any(p.suffix in {".safetensors", ".bin"} for p in model_dir.iterdir())
+    built = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_dir))
+    assert model_shape_from_dir(str(model_dir)) == model_shape(built)
+
+
+def test_flops_and_export_commands(tmp_path):
+    plan = fake_plan()
+    shape = {"n_params": 1000, "n_layers": 2, "d_attn": 16}
+    write_table(tmp_path / "plan.parquet", plan,
+                {"shape": shape, "profile_flops": 123.0, "task": "addition(fake)"})
+    runner = CliRunner()
+    result = runner.invoke(verl_app, ["export", "--plan", str(tmp_path / "plan.parquet"),
+                                      "--out", str(tmp_path / "train.parquet"),
+                                      "--train-batch-size", "4"])
+    assert result.exit_code == 0, result.output
+    rows, meta = read_table(tmp_path / "train.parquet")
+    assert rows[0]["extra_info"]["verifier"] == ADDITION  # the addition task's default verifier
+    assert rows[0]["data_source"] == "sgpo/addition"
+    assert meta["plan"]["profile_flops"] == 123.0
+    assert '"steps_per_epoch"' in result.output
+
+    log = tmp_path / "metrics.jsonl"
+    log.write_text("".join(json.dumps(x) + "\n" for x in verl_log_lines(2)))
+    out = tmp_path / "flops.jsonl"
+    result = runner.invoke(verl_app, ["flops", str(log), "--plan", str(tmp_path / "plan.parquet"),
+                                      "--data", str(tmp_path / "train.parquet"),
+                                      "--train-batch-size", "4", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    steps = [json.loads(x) for x in out.read_text().splitlines()]
+    assert steps[1]["rollouts"] == sum(r[ROLLOUT_N] for r in rows[:4])
+    assert steps[0]["flops_total_cum"] == 123.0
+    assert "total" in result.output
+
+    result = runner.invoke(verl_app, ["flops", str(log), "--model", str(tiny_model_dir(tmp_path))])
+    assert result.exit_code == 0, result.output
+    assert "estimated" in result.output
+    result = runner.invoke(verl_app, ["flops", str(log)])
+    assert result.exit_code != 0 and "--model" in result.output
+
