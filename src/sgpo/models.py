@@ -12,9 +12,13 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
+from transformers.utils import logging as hf_logging
 
 from sgpo.config import ModelConfig, RunConfig
 from sgpo.core.flops import ModelShape
+
+# Our own progress bars say what is happening; transformers' per-load/per-save bars are noise.
+hf_logging.disable_progress_bar()
 
 
 @dataclass

@@ -1,0 +1,71 @@
+"""Integration: profile -> plan -> train -> eval -> report on the tiny embedded model, each
+stage through the CLI as a user runs it, checking the files every stage hands to the next."""
+
+import json
+import time
+from pathlib import Path
+
+from tiny_run import tiny_tree, write_config
+from typer.testing import CliRunner
+
+from sgpo.cli import app
+from sgpo.io import read_jsonl, read_table
+
+SUMMARY_KEYS = {
+    "initial_eval_acc",
+    "final_eval_acc",
+    "total_flops",
+    "flops_by_phase",
+    "informative_fraction",
+    "steps",
+    "wall_s",
+    "method",
+}
+
+
+def test_stages_one_by_one(tmp_path: Path):
+    start = time.perf_counter()
+    config = write_config(
+        tmp_path / "cfg.yaml",
+        tiny_tree(tmp_path / "models", train={"steps": 4, "eval_every": 2, "checkpoint_every": 2}),
+    )
+    out = tmp_path / "run"
+    runner = CliRunner()
+
+    def sgpo(*args: object) -> str:
+        result = runner.invoke(app, [str(a) for a in args])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    sgpo("profile", "-c", config, "-o", out)
+    profile, meta = read_table(out / "profile.parquet")
+    assert len(profile) == 24 and meta["k"] == 4
+    assert all(r["p_hat"] == r["n_correct"] / r["k"] and r["flops"] > 0 for r in profile)
+
+    printed = sgpo("plan", "-c", config, "-o", out)
+    assert "rollouts_per_epoch" in printed
+    plan, plan_meta = read_table(out / "plan.parquet")
+    assert [r["query_id"] for r in plan] == [r["query_id"] for r in profile]
+    assert plan_meta["profile_flops"] == sum(r["flops"] for r in profile)
+
+    sgpo("train", "-c", config, "-o", out)
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary) >= SUMMARY_KEYS and summary["steps"] == 4
+    assert summary["flops_by_phase"]["profile"] == plan_meta["profile_flops"]
+    records = read_jsonl(out / "metrics.jsonl")
+    assert [r["step"] for r in records] == [0, 1, 2, 3, 4]
+    assert [r["step"] for r in records if "eval_acc" in r] == [0, 2, 4]
+    totals = [r["flops_total_cum"] for r in records]
+    assert totals == sorted(totals) and totals[-1] == summary["total_flops"]
+    assert (out / "final" / "config.json").exists()
+    assert (out / "checkpoints" / "step-000002" / "model.safetensors").exists()
+
+    sgpo("eval", "-c", config, "--model", out / "final", "--out", out)
+    evaluated = json.loads((out / "eval.json").read_text())
+    assert evaluated["eval_queries"] == 8 and 0 <= evaluated["eval_acc"] <= 1
+
+    sgpo("report", out)
+    report = (out / "report.md").read_text()
+    assert "## Plan" in report and "held-out accuracy" in report
+    assert len(list(out.glob("*.png"))) >= 3
+    assert time.perf_counter() - start < 120
