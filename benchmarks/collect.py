@@ -41,8 +41,8 @@ def main(root: Path) -> None:
             f"{result['target_acc']:.3f} ({result['baseline']} final, mean over seeds)",
             "",
             "| method | final acc | initial acc | total FLOPs | profile FLOPs | FLOPs to target "
-            "| ratio vs GRPO(G=8) | informative | steps | wall s/run |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "| ratio vs GRPO(G=8) | informative | zero-adv. FLOPs | steps | wall s/run |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for method, m in result["methods"].items():
             lines.append(
@@ -50,7 +50,8 @@ def main(root: Path) -> None:
                 f"{m['initial_acc_mean']:.3f} | {m['total_flops']:.3g} | "
                 f"{m['profile_flops']:.3g} | "
                 f"{fmt(m['flops_to_target'], '.3g')} | {fmt(m['ratio_vs_grpo'], '.2f')} | "
-                f"{m['informative_fraction']:.3f} | {m['steps_mean']:.0f} | {m['wall_s']:.0f} |"
+                f"{m['informative_fraction']:.3f} | {m['wasted_flops_fraction']:.1%} | "
+                f"{m['steps_mean']:.0f} | {m['wall_s']:.0f} |"
             )
         for png in ("accuracy_vs_flops.png", "informative_fraction.png"):
             shutil.copyfile(root / name / png, figures / f"{name}-{png}")

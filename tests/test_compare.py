@@ -81,6 +81,7 @@ def test_compare_smoke_every_method_runs(tmp_path: Path):
         "flops_to_target",
         "ratio_vs_grpo",
         "informative_fraction",
+        "wasted_flops_fraction",
         "wall_s",
     }
     budget = report["methods"]["grpo-g8"]["total_flops"]

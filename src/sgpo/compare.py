@@ -125,6 +125,17 @@ def eval_curve(run_dir: Path) -> list[tuple[float, float]]:
     ]
 
 
+def wasted_fraction(run_dir: Path) -> float:
+    """Share of a run's total FLOPs spent generating rollouts in groups with zero advantage
+    (they cost inference and teach nothing; their backward pass is skipped anyway)."""
+    records = read_jsonl(run_dir / "metrics.jsonl")
+    wasted, previous = 0.0, records[0]["flops_rollout_cum"]
+    for r in records[1:]:
+        wasted += (r["flops_rollout_cum"] - previous) * (1.0 - r["informative_fraction"])
+        previous = r["flops_rollout_cum"]
+    return wasted / records[-1]["flops_total_cum"]
+
+
 def final_accuracy(curve: list[tuple[float, float]], window: int) -> float:
     tail = curve[-window:]
     return sum(acc for _, acc in tail) / len(tail)
@@ -177,6 +188,9 @@ def aggregate(cfg: CompareConfig, runs: dict[str, dict[int, Path]]) -> dict:
             "ratio_vs_grpo": baseline_flops / reach if reach else None,
             "informative_fraction": statistics.fmean(
                 s["informative_fraction"] for s in summaries[method]
+            ),
+            "wasted_flops_fraction": statistics.fmean(
+                wasted_fraction(d) for d in runs[method].values()
             ),
             "steps_mean": statistics.fmean(s["steps"] for s in summaries[method]),
             "wall_s": statistics.fmean(s["wall_s"] for s in summaries[method]),
@@ -237,8 +251,9 @@ def write_markdown(
 ) -> None:
     rows = [
         "| method | final acc (mean ± std) | initial acc | total FLOPs | FLOPs to target | "
-        "ratio vs baseline | informative fraction | steps | wall s/run |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "ratio vs baseline | informative fraction | FLOPs on zero-advantage rollouts | steps | "
+        "wall s/run |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for method, m in result["methods"].items():
         rows.append(
@@ -246,6 +261,7 @@ def write_markdown(
             f"{m['initial_acc_mean']:.3f} | {m['total_flops']:.3e} | "
             f"{_fmt(m['flops_to_target'], '.3e')} | "
             f"{_fmt(m['ratio_vs_grpo'], '.2f')} | {m['informative_fraction']:.3f} | "
+            f"{m['wasted_flops_fraction']:.1%} | "
             f"{m['steps_mean']:.0f} | {m['wall_s']:.0f} |"
         )
     text = [
@@ -272,6 +288,9 @@ def write_markdown(
         "baseline spent; `never` means it did not reach it within the same budget.",
         "- *informative fraction*: share of generated rollouts that were in a group with a "
         "non-zero advantage (the only rollouts that produce a gradient).",
+        "- *FLOPs on zero-advantage rollouts*: share of the total spent generating rollouts "
+        "that taught nothing (their backward pass is skipped for every method, so only "
+        "generation is wasted). Removing all of it would save at most 1 / (1 - share).",
         "",
         *[f"![{name}]({name})" for name in images],
         "",
