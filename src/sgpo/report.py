@@ -65,6 +65,7 @@ def plot_training(records: list[dict], out_dir: Path) -> list[str]:
         label="informative fraction",
     )
     right.set_xlabel("cumulative total FLOPs")
+    right.set_ylabel("per training step")
     right.legend()
     return [_save(fig, out_dir / "accuracy_vs_flops.png")]
 
