@@ -209,6 +209,12 @@ def test_lora_trains_only_the_adapter(
         torch.testing.assert_close(peft_model(**probe).logits, expected)
     assert not torch.allclose(plain, expected)  # the adapter does change the outputs
 
+    # final-merged/ is a plain transformers model (no peft needed) with the same outputs.
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "final-merged", dtype=torch.float32)
+    assert not (tmp_path / "final-merged" / "adapter_config.json").exists()
+    with torch.no_grad():
+        torch.testing.assert_close(merged.eval()(**probe).logits, expected)
+
 
 def test_cli_eval_initial_model_with_system_prompt(tiny_model_dir: Path, tmp_path: Path) -> None:
     config = make_config(tiny_model_dir, model={"system_prompt": "Answer after ####."})

@@ -44,6 +44,7 @@ def test_stages_one_by_one(tmp_path: Path):
 
     printed = sgpo("plan", "-c", config, "-o", out)
     assert "rollouts_per_epoch" in printed
+    assert (out / "p_hat_hist.png").exists() and (out / "group_size_hist.png").exists()
     plan, plan_meta = read_table(out / "plan.parquet")
     assert [r["query_id"] for r in plan] == [r["query_id"] for r in profile]
     assert plan_meta["profile_flops"] == sum(r["flops"] for r in profile)

@@ -171,7 +171,10 @@ def plan(
     cfg = _config(config, set_)
     path, summary = run_plan(cfg, profile_path or out / "profile.parquet", out, overwrite)
     print_plan_summary(summary)
-    console.print(f"plan written to {path}")
+    from sgpo.report import plot_plan
+
+    histograms = plot_plan(read_table(path)[0], out)
+    console.print(f"plan written to {path}; histograms: {', '.join(histograms)}")
     if export == "verl":
         from sgpo.verl.export import export_for_config
 

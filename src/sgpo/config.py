@@ -41,6 +41,9 @@ class LoraSettings(Strict):
     alpha: int = Field(32, ge=1)
     dropout: float = Field(0.0, ge=0, lt=1)
     target_modules: list[str] | str = "all-linear"
+    # Also write final-merged/: the adapter merged into the base weights, a plain
+    # save_pretrained model that transformers and vLLM load without peft.
+    save_merged: bool = True
 
 
 class ModelConfig(Strict):

@@ -13,6 +13,7 @@ summary.json, checkpoint/ (latest resumable state), checkpoints/step-N/ and fina
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -27,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from tqdm import tqdm
-from transformers import get_scheduler
+from transformers import PreTrainedModel, get_scheduler
 
 from sgpo.config import RunConfig, dump_config
 from sgpo.core.advantages import aggregate_loss, clipped_policy_loss, group_advantages
@@ -518,15 +519,21 @@ class Trainer:
         staging.rename(target)
         shutil.rmtree(old, ignore_errors=True)
 
-    def save_model(self, name: str) -> Path:
+    def save_model(self, name: str, model: PreTrainedModel | None = None) -> Path:
+        """save_pretrained of the policy (or of `model`) with its tokenizer, atomically."""
         path = self.run_dir / name
         staging = Path(tempfile.mkdtemp(dir=self.run_dir, prefix=f".{path.name}-"))
-        self.policy.model.save_pretrained(staging)
+        (model or self.policy.model).save_pretrained(staging)
         self.policy.tokenizer.save_pretrained(staging)
         shutil.rmtree(path, ignore_errors=True)
         path.parent.mkdir(parents=True, exist_ok=True)
         staging.rename(path)
         return path
+
+    def save_merged_model(self) -> Path:
+        """final-merged/: the LoRA adapter merged into a copy of the base weights (a copy, so
+        the trainer's model keeps its adapter; costs one model's memory for a moment)."""
+        return self.save_model("final-merged", copy.deepcopy(self.policy.model).merge_and_unload())
 
     def restore_state(self) -> None:
         state_dir = self.run_dir / STATE_DIR
@@ -617,6 +624,9 @@ class Trainer:
         summary = self.summary()
         atomic_write_json(self.run_dir / SUMMARY_FILE, summary)
         self.save_state()
+        lora = self.config.model.lora
+        if lora is not None and lora.save_merged:
+            self.save_merged_model()
         self.verifier.close()
         for sink in self.sinks:
             sink.close()
