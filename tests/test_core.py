@@ -152,3 +152,34 @@ def test_loss_aggregation_over_micro_batches_equals_full_batch():
     )
     with pytest.raises(ValueError):
         aggregate_loss(token_loss, mask, "nope", tokens, 6, 4)
+
+
+@pytest.mark.parametrize(
+    ("p", "expected"), [(0.5, 5), (0.875, 16), (0.125, 16), (0.25, 10), (0.75, 10), (0.0, 16)]
+)
+def test_two_sided_group_size_rule(p, expected):
+    from sgpo.core.allocation import rule_group_size
+
+    rule = PlanRule(c=2.3, g_min=2, g_max=16, g_rule="two_sided")
+    assert rule_group_size(p, rule) == expected
+    # the paper's rule at c = 1 for comparison: easy queries get tiny groups
+    assert rule_group_size(0.875, PlanRule()) == 2
+
+
+def test_two_sided_rule_makes_groups_informative_for_every_profiled_rate():
+    from sgpo.core.allocation import rule_group_size
+    from sgpo.core.online import informative_probability
+
+    two_sided = PlanRule(c=2.3, g_min=2, g_max=16, g_rule="two_sided")
+    for n in range(1, 8):  # every p_hat a k = 8 profile can keep (0 < p < 1)
+        p = n / 8
+        assert informative_probability(p, rule_group_size(p, two_sided)) >= 0.87
+    # while 1/p leaves easy queries mostly uninformative
+    assert informative_probability(7 / 8, rule_group_size(7 / 8, PlanRule())) < 0.25
+
+
+def test_unknown_group_size_rule_is_refused():
+    from sgpo.core.allocation import rule_group_size
+
+    with pytest.raises(ValueError, match="unknown g_rule"):
+        rule_group_size(0.5, PlanRule(g_rule="nope"))

@@ -144,6 +144,8 @@ class PlanConfig(Strict):
     prior_alpha: float = Field(0.0, ge=0)
     prior_beta: float = Field(0.0, ge=0)
     bucket_width: float = Field(0.0, ge=0, le=1)
+    # inverse_p: G = c/p (the paper); two_sided: G = c/min(p, 1-p) (beyond the paper).
+    g_rule: Literal["inverse_p", "two_sided"] = "inverse_p"
 
     @model_validator(mode="after")
     def _check(self) -> PlanConfig:

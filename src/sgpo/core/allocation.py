@@ -26,6 +26,9 @@ class PlanRule:
     prior_beta: float = 0.0
     # 0 = strict descending p_hat; >0 = shuffle within p_hat buckets of this width.
     bucket_width: float = 0.0
+    # inverse_p: G = c / p (the paper). two_sided: G = c / min(p, 1 - p), which sizes easy
+    # queries by their failure rate too; with c = 2.3 a group is informative ~90% of the time.
+    g_rule: str = "inverse_p"
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,15 @@ def group_size(p: float, c: float, g_min: int, g_max: int) -> int:
     # The small epsilon keeps c/p that is an integer up to float error (1/0.2 = 5.000000000000001)
     # from rounding up to the next integer.
     return int(min(g_max, max(g_min, math.ceil(c / p - 1e-9))))
+
+
+def rule_group_size(p: float, rule: PlanRule) -> int:
+    """G for success rate p under the rule's g_rule (p = 0 gets g_max)."""
+    if rule.g_rule == "two_sided" and 0.0 < p < 1.0:
+        return group_size(min(p, 1.0 - p), rule.c, rule.g_min, rule.g_max)
+    if rule.g_rule not in ("inverse_p", "two_sided"):
+        raise ValueError(f"unknown g_rule {rule.g_rule!r}; choose inverse_p or two_sided")
+    return group_size(p, rule.c, rule.g_min, rule.g_max)
 
 
 def curriculum_order(
@@ -117,9 +129,7 @@ def plan_queries(profile: Sequence[ProfiledQuery], rule: PlanRule, seed: int) ->
         PlannedQuery(
             query_id=qid,
             p_hat=raw[qid],
-            group_size=group_size(smoothed[qid], rule.c, rule.g_min, rule.g_max)
-            if raw[qid] > 0
-            else rule.g_max,
+            group_size=rule_group_size(smoothed[qid], rule) if raw[qid] > 0 else rule.g_max,
             kept=reasons[qid] == KEPT,
             reason=reasons[qid],
             rank=rank.get(qid, -1),

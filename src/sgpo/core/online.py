@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from sgpo.core.allocation import (
     DROPPED_TRIVIAL,
@@ -23,7 +23,7 @@ from sgpo.core.allocation import (
     PlannedQuery,
     PlanRule,
     curriculum_order,
-    group_size,
+    rule_group_size,
 )
 
 
@@ -37,10 +37,6 @@ class Posterior:
     @property
     def mean(self) -> float:
         return self.alpha / (self.alpha + self.beta)
-
-    @property
-    def evidence(self) -> float:
-        return self.alpha + self.beta
 
 
 def posterior_from_profile(
@@ -182,15 +178,10 @@ def replan(
         PlannedQuery(
             query_id=q,
             p_hat=means[q],
-            group_size=group_size(means[q], rule.plan.c, rule.plan.g_min, rule.plan.g_max),
+            group_size=rule_group_size(means[q], rule.plan),
             kept=reasons[q] == KEPT,
             reason=reasons[q],
             rank=rank.get(q, -1),
         )
         for q in query_ids
     ]
-
-
-def with_group_sizes(plan: Sequence[PlannedQuery], sizes: dict[str, int]) -> list[PlannedQuery]:
-    """The same plan with some group sizes replaced (e.g. by allocate_budget)."""
-    return [replace(p, group_size=sizes.get(p.query_id, p.group_size)) for p in plan]
