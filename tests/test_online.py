@@ -10,7 +10,6 @@ from sgpo.core.online import (
     Posterior,
     ReplanRule,
     allocate_budget,
-    expected_informative,
     informative_probability,
     posterior_from_profile,
     replan,
@@ -46,6 +45,10 @@ def test_informative_probability():
     assert informative_probability(1.0, 8) == 0.0
     assert informative_probability(0.0, 8) == 0.0
     assert informative_probability(0.25, 4) == pytest.approx(1 - 0.25**4 - 0.75**4)
+
+
+def expected_informative(ps, sizes):
+    return sum(informative_probability(p, g) for p, g in zip(ps, sizes, strict=True))
 
 
 def brute_force(ps, budget, g_min, g_max):

@@ -62,8 +62,14 @@ def fake_plan(n: int = 24, rule: PlanRule | None = None, seed: int = 3) -> list[
 def test_export_keeps_only_kept_queries_in_curriculum_order_with_their_group_size(tmp_path):
     plan = fake_plan()
     meta = {"task": "addition(test)", "plan_seed": 3}
-    path = export_verl_parquet(plan, meta, tmp_path / "verl" / "train.parquet", "sgpo/addition",
-                               "Answer with the digits reversed.", ADDITION)
+    path = export_verl_parquet(
+        plan,
+        meta,
+        tmp_path / "verl" / "train.parquet",
+        "sgpo/addition",
+        "Answer with the digits reversed.",
+        ADDITION,
+    )
     rows, stored = read_table(path)
     kept = kept_in_order(plan)
     assert 0 < len(rows) == len(kept) < len(plan)  # trivial and dropped unsolvable rows are gone
@@ -80,8 +86,14 @@ def test_export_keeps_only_kept_queries_in_curriculum_order_with_their_group_siz
     assert first["data_source"] == "sgpo/addition"
     assert first["reward_model"] == {"style": "rule", "ground_truth": q["answer"]}
     assert first["extra_info"] == {
-        "index": 0, "query_id": q["query_id"], "p_hat": q["p_hat"], "group_size": q["group_size"],
-        "rank": 0, "verifier": ADDITION, "verifier_kwargs": None, "verifier_timeout_s": None,
+        "index": 0,
+        "query_id": q["query_id"],
+        "p_hat": q["p_hat"],
+        "group_size": q["group_size"],
+        "rank": 0,
+        "verifier": ADDITION,
+        "verifier_kwargs": None,
+        "verifier_timeout_s": None,
         "verifier_isolation": None,
     }
     assert [r["extra_info"]["index"] for r in rows] == list(range(len(rows)))
@@ -92,10 +104,24 @@ def test_export_keeps_only_kept_queries_in_curriculum_order_with_their_group_siz
 
 def test_export_is_a_pure_function_of_the_plan_and_needs_no_system_prompt(tmp_path):
     plan = fake_plan()
-    a = export_verl_parquet(plan, {}, tmp_path / "a.parquet", "sgpo/addition", None, ADDITION,
-                            prompt_template="Q: {prompt}")
-    b = export_verl_parquet(list(reversed(plan)), {}, tmp_path / "b.parquet", "sgpo/addition", None,
-                            ADDITION, prompt_template="Q: {prompt}")
+    a = export_verl_parquet(
+        plan,
+        {},
+        tmp_path / "a.parquet",
+        "sgpo/addition",
+        None,
+        ADDITION,
+        prompt_template="Q: {prompt}",
+    )
+    b = export_verl_parquet(
+        list(reversed(plan)),
+        {},
+        tmp_path / "b.parquet",
+        "sgpo/addition",
+        None,
+        ADDITION,
+        prompt_template="Q: {prompt}",
+    )
     rows_a, rows_b = read_table(a)[0], read_table(b)[0]
     assert rows_a == rows_b  # input row order does not matter: rank does
     first_prompt = "Q: " + kept_in_order(plan)[0]["prompt"]
@@ -140,8 +166,13 @@ def test_compute_score_uses_the_verifier_named_by_the_export(monkeypatch):
     assert reward.compute_score("sgpo/addition", "24", "42", info) == 1.0  # 42 reversed
     assert reward.compute_score("sgpo/addition", "42", "42", info) == 0.0
     # verl passes keyword arguments and extra keys (num_turns, rollout_reward_scores, ...)
-    score = reward.compute_score(data_source="anything", solution_str=" 24 ", ground_truth="42",
-                                 extra_info=info | {"num_turns": 2}, reward_router_address=None)
+    score = reward.compute_score(
+        data_source="anything",
+        solution_str=" 24 ",
+        ground_truth="42",
+        extra_info=info | {"num_turns": 2},
+        reward_router_address=None,
+    )
     assert score == 1.0
 
 
@@ -153,9 +184,17 @@ def test_compute_score_applies_the_exported_verifier_settings(tmp_path, monkeypa
     monkeypatch.delenv("SGPO_VERIFIER_ISOLATION", raising=False)
     monkeypatch.delenv("SGPO_VERIFIER_TIMEOUT_S", raising=False)
     spec = "test_verl_export:scaled_verifier"
-    path = export_verl_parquet(fake_plan(), {}, tmp_path / "t.parquet", "sgpo/x", None, spec,
-                               verifier_kwargs={"scale": 0.5}, verifier_timeout_s=2.5,
-                               verifier_isolation="inline")
+    path = export_verl_parquet(
+        fake_plan(),
+        {},
+        tmp_path / "t.parquet",
+        "sgpo/x",
+        None,
+        spec,
+        verifier_kwargs={"scale": 0.5},
+        verifier_timeout_s=2.5,
+        verifier_isolation="inline",
+    )
     info = read_table(path)[0][0]["extra_info"]
     assert info["verifier_kwargs"] == '{"scale": 0.5}'
     assert reward.compute_score("sgpo/x", "7", "7", info) == 0.5  # kwargs bound, as in sGPO
@@ -242,8 +281,14 @@ def verl_log_lines(steps: int) -> list[dict]:
 def test_verl_run_flops_matches_sgpo_formulas_per_phase_and_cumulative():
     records = verl_log_lines(3)
     per_step = [10, 20]  # one epoch = 2 steps; step 3 is epoch 2's first step
-    rows = verl_run_flops(records, SHAPE, use_reference=True, ppo_epochs=2,
-                          rollouts_per_step=per_step, profile_flops=500.0)
+    rows = verl_run_flops(
+        records,
+        SHAPE,
+        use_reference=True,
+        ppo_epochs=2,
+        rollouts_per_step=per_step,
+        profile_flops=500.0,
+    )
     assert [r["step"] for r in rows] == [0, 1, 2, 3]
     assert rows[0]["rollouts"] == 0 and rows[0]["flops_total"] == 0.0
     assert rows[0]["flops_total_cum"] == 500.0  # profiling is charged before step 1
@@ -262,8 +307,14 @@ def test_verl_run_flops_matches_sgpo_formulas_per_phase_and_cumulative():
     assert rows[3]["reward_mean"] == pytest.approx(0.3)
     assert rows[3]["val-core/sgpo/addition/acc/mean@1"] == 0.75
     # no reference, no old-logprob recomputation (bypass mode): no log-prob pass at all
-    bare = verl_run_flops(records, SHAPE, use_reference=False, ppo_epochs=1,
-                          rollouts_per_step=per_step, recompute_old_logprob=False)
+    bare = verl_run_flops(
+        records,
+        SHAPE,
+        use_reference=False,
+        ppo_epochs=1,
+        rollouts_per_step=per_step,
+        recompute_old_logprob=False,
+    )
     assert all(r["flops_logprob"] == 0.0 for r in bare)
     assert bare[1]["flops_train"] == pytest.approx(3 * bare[1]["flops_rollout"])
     with pytest.raises(ValueError, match="ppo_epochs"):
@@ -291,7 +342,9 @@ def test_read_verl_metrics_merges_files_and_orders_steps(tmp_path):
     assert [r["step"] for r in records] == [0, 1, 2, 3]
     assert records[2]["critic/score/mean"] == 0.9  # the later file wins
     assert merge_records([{"step": 2, "a": 1}, {"step": 1}, {"step": 2, "a": 3}]) == [
-        {"step": 1}, {"step": 2, "a": 3}]
+        {"step": 1},
+        {"step": 2, "a": 3},
+    ]
     bad = tmp_path / "bad.jsonl"
     bad.write_text("{not json\n")
     with pytest.raises(ValueError, match="bad.jsonl:1"):
@@ -303,8 +356,15 @@ def test_read_verl_metrics_merges_files_and_orders_steps(tmp_path):
 def tiny_model_dir(tmp_path: Path) -> Path:
     from transformers import Qwen2Config
 
-    config = Qwen2Config(vocab_size=99, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
+    config = Qwen2Config(
+        vocab_size=99,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        tie_word_embeddings=True,
+    )
     config.save_pretrained(tmp_path / "model")
     return tmp_path / "model"
 
@@ -323,12 +383,24 @@ def test_model_shape_from_dir_needs_no_weights_and_matches_a_built_model(tmp_pat
 def test_flops_and_export_commands(tmp_path):
     plan = fake_plan()
     shape = {"n_params": 1000, "n_layers": 2, "d_attn": 16}
-    write_table(tmp_path / "plan.parquet", plan,
-                {"shape": shape, "profile_flops": 123.0, "task": "addition(fake)"})
+    write_table(
+        tmp_path / "plan.parquet",
+        plan,
+        {"shape": shape, "profile_flops": 123.0, "task": "addition(fake)"},
+    )
     runner = CliRunner()
-    result = runner.invoke(verl_app, ["export", "--plan", str(tmp_path / "plan.parquet"),
-                                      "--out", str(tmp_path / "train.parquet"),
-                                      "--train-batch-size", "4"])
+    result = runner.invoke(
+        verl_app,
+        [
+            "export",
+            "--plan",
+            str(tmp_path / "plan.parquet"),
+            "--out",
+            str(tmp_path / "train.parquet"),
+            "--train-batch-size",
+            "4",
+        ],
+    )
     assert result.exit_code == 0, result.output
     rows, meta = read_table(tmp_path / "train.parquet")
     assert rows[0]["extra_info"]["verifier"] == ADDITION  # the addition task's default verifier
@@ -339,9 +411,21 @@ def test_flops_and_export_commands(tmp_path):
     log = tmp_path / "metrics.jsonl"
     log.write_text("".join(json.dumps(x) + "\n" for x in verl_log_lines(2)))
     out = tmp_path / "flops.jsonl"
-    result = runner.invoke(verl_app, ["flops", str(log), "--plan", str(tmp_path / "plan.parquet"),
-                                      "--data", str(tmp_path / "train.parquet"),
-                                      "--train-batch-size", "4", "--out", str(out)])
+    result = runner.invoke(
+        verl_app,
+        [
+            "flops",
+            str(log),
+            "--plan",
+            str(tmp_path / "plan.parquet"),
+            "--data",
+            str(tmp_path / "train.parquet"),
+            "--train-batch-size",
+            "4",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     steps = [json.loads(x) for x in out.read_text().splitlines()]
     assert steps[1]["rollouts"] == sum(r[ROLLOUT_N] for r in rows[:4])
@@ -353,4 +437,3 @@ def test_flops_and_export_commands(tmp_path):
     assert "estimated" in result.output
     result = runner.invoke(verl_app, ["flops", str(log)])
     assert result.exit_code != 0 and "--model" in result.output
-

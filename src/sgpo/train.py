@@ -31,7 +31,12 @@ from tqdm import tqdm
 from transformers import PreTrainedModel, get_scheduler
 
 from sgpo.config import RunConfig, dump_config
-from sgpo.core.advantages import aggregate_loss, clipped_policy_loss, group_advantages
+from sgpo.core.advantages import (
+    aggregate_loss,
+    clipped_policy_loss,
+    group_advantages,
+    informative_groups,
+)
 from sgpo.core.flops import PHASES, inference_flops, logprob_flops, train_flops
 from sgpo.engine import Completion, TransformersEngine, stream_seed
 from sgpo.evaluate import evaluate
@@ -428,15 +433,16 @@ class Trainer:
             warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
             self.lr_schedule.step()
         self.step += 1
-        groups: dict[tuple[int, str], list[Rollout]] = {}
-        for r in generated:
-            groups.setdefault((r.group, r.query.query_id), []).append(r)
-        sizes = [len(m) for m in groups.values()]
-        informative = sum(len(m) for m in groups.values() if any(x.advantage != 0.0 for x in m))
+        # dapo's rounds reuse group indices: a group is (round's index, query)
+        keys: dict[tuple[int, str], int] = {}
+        group_of = [keys.setdefault((r.group, r.query.query_id), len(keys)) for r in generated]
+        sizes = [group_of.count(g) for g in range(len(keys))]
+        live = informative_groups([r.advantage for r in generated], group_of)
+        informative = sum(g in live for g in group_of)
         record = {
             "step": self.step,
             "epoch": self.scheduler.epoch,
-            "queries": len(groups),
+            "queries": len(keys),
             "rollouts": len(generated),
             "batch_rollouts": len(batch),
             "reward_mean": float(np.mean([r.reward for r in generated])),

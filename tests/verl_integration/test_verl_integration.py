@@ -90,8 +90,9 @@ def tiny_plan() -> list[dict]:
 def exported(tmp_path_factory) -> tuple[list[dict], Path, Path]:
     tmp = tmp_path_factory.mktemp("verl")
     plan = tiny_plan()
-    path = export_verl_parquet(plan, {"plan_seed": 7}, tmp / "train.parquet", "sgpo/addition",
-                               SYSTEM, VERIFIER)
+    path = export_verl_parquet(
+        plan, {"plan_seed": 7}, tmp / "train.parquet", "sgpo/addition", SYSTEM, VERIFIER
+    )
     tokenizer = build_char_tokenizer()
     tokenizer.chat_template = CHAT_TEMPLATE
     tokenizer.save_pretrained(tmp / "tokenizer")
@@ -101,10 +102,17 @@ def exported(tmp_path_factory) -> tuple[list[dict], Path, Path]:
 def data_config(**overrides):  # noqa: ANN201 - DictConfig
     """verl's own default data config (legacy_data.yaml), with the sGPO launch overrides."""
     cfg = OmegaConf.load(DATA_CONFIG)
-    base = {"shuffle": False, "train_batch_size": TRAIN_BATCH_SIZE, "max_prompt_length": 128,
-            "filter_overlong_prompts": True, "filter_overlong_prompts_workers": 1,
-            "dataloader_num_workers": 0, "tool_config_path": None, "function_tool_path": None,
-            "cache_dir": None}
+    base = {
+        "shuffle": False,
+        "train_batch_size": TRAIN_BATCH_SIZE,
+        "max_prompt_length": 128,
+        "filter_overlong_prompts": True,
+        "filter_overlong_prompts_workers": 1,
+        "dataloader_num_workers": 0,
+        "tool_config_path": None,
+        "function_tool_path": None,
+        "cache_dir": None,
+    }
     return OmegaConf.merge(cfg, base | overrides)
 
 
@@ -114,9 +122,14 @@ def load_batches(path: Path, tokenizer_dir: Path, tmp: Path) -> list[dict]:
     cfg = data_config(cache_dir=str(tmp / "cache"))
     tokenizer = hf_tokenizer(str(tokenizer_dir))
     dataset = RLHFDataset(data_files=[str(path)], tokenizer=tokenizer, config=cfg)
-    loader = StatefulDataLoader(dataset=dataset, batch_size=cfg.train_batch_size,
-                                num_workers=cfg.dataloader_num_workers, drop_last=True,
-                                collate_fn=collate_fn, sampler=create_rl_sampler(cfg, dataset))
+    loader = StatefulDataLoader(
+        dataset=dataset,
+        batch_size=cfg.train_batch_size,
+        num_workers=cfg.dataloader_num_workers,
+        drop_last=True,
+        collate_fn=collate_fn,
+        sampler=create_rl_sampler(cfg, dataset),
+    )
     return list(loader)
 
 
@@ -215,8 +228,14 @@ def grpo_batch(exported) -> tuple[list[str], list[float], list[int], list[int]]:
         uid = str(uuid.uuid4())
         info = {"query_id": q["query_id"], "verifier": VERIFIER}
         for j, text in enumerate(synthetic_responses(q["answer"], a, b, g, correct)):
-            rewards.append(compute_score(data_source="sgpo/addition", solution_str=text,
-                                         ground_truth=q["answer"], extra_info=info))
+            rewards.append(
+                compute_score(
+                    data_source="sgpo/addition",
+                    solution_str=text,
+                    ground_truth=q["answer"],
+                    extra_info=info,
+                )
+            )
             uids.append(uid)
             groups.append(gi)
             lengths.append(2 + (j % 3))
@@ -256,7 +275,10 @@ def test_grpo_advantages_match_sgpo_for_variable_group_sizes(exported):
         non_tensors={"uid": index},
     )
     data = compute_advantage_for_multi_trajectories(
-        data, batch_keys=keys, adv_estimator="grpo", norm_adv_by_std_in_grpo=False,
+        data,
+        batch_keys=keys,
+        adv_estimator="grpo",
+        norm_adv_by_std_in_grpo=False,
         config=OmegaConf.create({}),
     )
     assert torch.allclose(data.batch["advantages"], ours.unsqueeze(-1).float() * mask, atol=1e-6)
@@ -284,7 +306,9 @@ def test_grpo_std_variant_differs_from_sgpo_only_by_bessel_correction(exported):
 def test_verl_gives_a_group_of_one_its_raw_reward_which_is_why_export_refuses_g1():
     scores, mask = reward_tensors([1.0, 1.0, 0.0], [2, 2, 2])
     adv, _ = core_algos.compute_grpo_outcome_advantage(
-        scores, mask, np.array(["solo", "pair", "pair"], dtype=object),
+        scores,
+        mask,
+        np.array(["solo", "pair", "pair"], dtype=object),
         norm_adv_by_std_in_grpo=False,
     )
     assert adv[0, 0] == pytest.approx(1.0)  # sGPO: 0 (no baseline, no signal)
@@ -294,12 +318,24 @@ def test_verl_gives_a_group_of_one_its_raw_reward_which_is_why_export_refuses_g1
 def launch_overrides(tmp_path: Path, **env: str) -> list[str]:
     """The hydra overrides examples/verl/run_sgpo.sh passes to verl (it exports the plan too)."""
     write_table(tmp_path / "plan.parquet", tiny_plan(), {"task": "addition(test)"})
-    settings = {"MODEL": str(tmp_path / "model"), "PLAN": str(tmp_path / "plan.parquet"),
-                "OUT": str(tmp_path / "run"), "PYTHON": sys.executable, "PRINT_OVERRIDES": "1",
-                "GPUS_PER_NODE": "2", "TRAIN_BATCH_SIZE": "4", "EXPERIMENT": "test"}
-    result = subprocess.run(["bash", str(LAUNCH), "trainer.total_training_steps=3"],
-                            env=os.environ | settings | env, capture_output=True, text=True,
-                            cwd=tmp_path, timeout=120)
+    settings = {
+        "MODEL": str(tmp_path / "model"),
+        "PLAN": str(tmp_path / "plan.parquet"),
+        "OUT": str(tmp_path / "run"),
+        "PYTHON": sys.executable,
+        "PRINT_OVERRIDES": "1",
+        "GPUS_PER_NODE": "2",
+        "TRAIN_BATCH_SIZE": "4",
+        "EXPERIMENT": "test",
+    }
+    result = subprocess.run(
+        ["bash", str(LAUNCH), "trainer.total_training_steps=3"],
+        env=os.environ | settings | env,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     return result.stdout.splitlines()
 
@@ -318,8 +354,9 @@ def test_launch_script_gives_a_valid_verl_config_that_runs_sgpo(tmp_path):
     from verl.utils.config import validate_config
 
     cfg = compose(launch_overrides(tmp_path))
-    validate_config(cfg, use_reference_policy=need_reference_policy(cfg),
-                    use_critic=need_critic(cfg))
+    validate_config(
+        cfg, use_reference_policy=need_reference_policy(cfg), use_critic=need_critic(cfg)
+    )
     assert cfg.data.train_files == str(tmp_path / "run" / "train.parquet")
     assert (tmp_path / "run" / "train.parquet").exists()
     assert cfg.data.shuffle is False
@@ -336,10 +373,14 @@ def test_launch_script_gives_a_valid_verl_config_that_runs_sgpo(tmp_path):
     # verl resolves pkg://sgpo.verl.reward and calls compute_score as its reward managers do
     score = get_custom_reward_fn(cfg)
     info = {"verifier": VERIFIER}
-    assert score(data_source="sgpo/addition", solution_str="24", ground_truth="42",
-                 extra_info=info) == 1.0
-    assert score(data_source="sgpo/addition", solution_str="42", ground_truth="42",
-                 extra_info=info) == 0.0
+    assert (
+        score(data_source="sgpo/addition", solution_str="24", ground_truth="42", extra_info=info)
+        == 1.0
+    )
+    assert (
+        score(data_source="sgpo/addition", solution_str="42", ground_truth="42", extra_info=info)
+        == 0.0
+    )
 
 
 def test_launch_script_one_update_per_step_covers_the_largest_step(tmp_path):

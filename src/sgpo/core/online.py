@@ -121,10 +121,6 @@ def allocate_budget(
     return sizes
 
 
-def expected_informative(success_rates: Sequence[float], sizes: Sequence[int]) -> float:
-    return sum(informative_probability(p, g) for p, g in zip(success_rates, sizes, strict=True))
-
-
 @dataclass(frozen=True)
 class ReplanRule:
     """How current estimates become a plan during training. A query counts as trivial while
