@@ -252,11 +252,22 @@ def last_boxed(text: str) -> str | None:
     return content
 
 
-def _prompt_text(record: object, mapping: Mapping, where: str) -> str:
-    field = mapping.prompt_field
+def _present(record: object, field: str, where: str) -> object:
     value = get_field(record, field)
     if value is _MISSING:
         raise DataError(f"{where}: field {field!r} is missing")
+    return value
+
+
+def _non_empty(text: str, field: str, where: str) -> str:
+    if not text.strip():
+        raise DataError(f"{where}: field {field!r} is empty")
+    return text
+
+
+def _prompt_text(record: object, mapping: Mapping, where: str) -> str:
+    field = mapping.prompt_field
+    value = _present(record, field, where)
     if mapping.preset == "verl":
         if not isinstance(value, list):
             raise DataError(
@@ -274,19 +285,12 @@ def _prompt_text(record: object, mapping: Mapping, where: str) -> str:
         value = content
     elif not isinstance(value, str):
         raise DataError(f"{where}: field {field!r} must be a string, got {_type_name(value)}")
-    if not value.strip():
-        raise DataError(f"{where}: field {field!r} is empty")
-    return value
+    return _non_empty(value, field, where)
 
 
 def _answer_text(record: object, mapping: Mapping, where: str) -> str:
     field = mapping.answer_field
-    value = get_field(record, field)
-    if value is _MISSING:
-        raise DataError(f"{where}: field {field!r} is missing")
-    text = _scalar_text(value, where, field)
-    if not text.strip():
-        raise DataError(f"{where}: field {field!r} is empty")
+    text = _non_empty(_scalar_text(_present(record, field, where), where, field), field, where)
     if mapping.preset == "gsm8k":
         if "####" not in text:
             raise DataError(f"{where}: field {field!r} has no '####' before the final answer")
