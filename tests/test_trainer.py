@@ -1,0 +1,61 @@
+"""Trainer behaviour on the tiny model: micro-batching does not change the update, zero-advantage
+rollouts skip the backward pass (exactly, and the FLOPs show it), KL and PPO epochs add
+log-prob passes."""
+
+from pathlib import Path
+
+import torch
+from tiny_run import tiny_tree
+
+from sgpo.config import RunConfig
+from sgpo.core.flops import train_flops
+from sgpo.train import Trainer
+
+
+def make_trainer(tmp_path: Path, name: str, **train: object) -> Trainer:
+    tree = tiny_tree(
+        tmp_path / "models",
+        train={"method": "grpo", "steps": 1, "eval_every": 0, "checkpoint_every": 0} | train,
+    )
+    return Trainer(RunConfig.model_validate(tree), tmp_path / name)
+
+
+def one_step(trainer: Trainer) -> tuple[list, dict]:
+    generated, batch = trainer.collect()
+    return batch, trainer.train_on(batch)
+
+
+def test_micro_batch_size_does_not_change_the_update(tmp_path: Path):
+    weights = []
+    for micro in (1, 3, 64):
+        trainer = make_trainer(tmp_path, f"mb{micro}", micro_batch_size=micro)
+        one_step(trainer)
+        weights.append({n: p.detach().clone() for n, p in trainer.policy.model.named_parameters()})
+    for other in weights[1:]:
+        for name, value in weights[0].items():
+            torch.testing.assert_close(other[name], value, rtol=1e-4, atol=1e-5)  # lr 1e-2
+
+
+def test_zero_advantage_rollouts_skip_backward_and_flops(tmp_path: Path):
+    trainer = make_trainer(tmp_path, "skip", group_size=2, rollout_budget=16)
+    batch, stats = one_step(trainer)
+    live = [r for r in batch if r.advantage != 0.0]
+    assert 0 < len(live) < len(batch)  # the coin-flip verifier leaves some groups all-equal
+    assert stats["trained_rollouts"] == len(live)
+    expected = sum(
+        train_flops(trainer.shape, len(r.completion.prompt_ids), len(r.completion.response_ids))
+        for r in live
+    )
+    assert trainer.flops["train"] == expected
+    assert trainer.flops["logprob"] == 0  # one PPO epoch, no KL: no extra forward
+
+
+def test_kl_and_ppo_epochs_add_logprob_passes(tmp_path: Path):
+    kl = make_trainer(tmp_path, "kl", kl_coef=0.1)
+    batch, stats = one_step(kl)
+    assert stats["trained_rollouts"] == len(batch)  # with KL every rollout has a loss term
+    assert kl.flops["logprob"] > 0 and kl.reference is not None
+    epochs = make_trainer(tmp_path, "epochs", ppo_epochs=2)
+    one_step(epochs)
+    assert epochs.flops["logprob"] > 0
+    assert epochs.flops["train"] > 0
