@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tiny_run import tiny_tree
 from typer.testing import CliRunner
 
 from sgpo.cli import app
@@ -44,26 +45,10 @@ def test_compare_config_errors_name_the_key(tmp_path: Path):
 
 
 def test_compare_smoke_every_method_runs(tmp_path: Path):
-    base = {
-        "seed": 0,
-        "model": {
-            "embedded": {
-                "hidden_size": 32,
-                "num_layers": 1,
-                "num_heads": 2,
-                "num_kv_heads": 1,
-                "intermediate_size": 64,
-                "warmup_steps": 20,
-                "warmup_batch_size": 32,
-                "cache_dir": str(tmp_path / "models"),
-            }
-        },
-        "task": {"addition": {"digits": [1, 2], "weights": [1, 1], "n_train": 24, "n_eval": 12}},
-        "sampling": {"max_new_tokens": 4},
-        "profile": {"k": 4},
-        "train": {"steps": 3, "rollout_budget": 16, "eval_every": 1},
-        "eval": {"n_samples": 2},
-    }
+    base = tiny_tree(
+        tmp_path / "models",
+        train={"steps": 3, "rollout_budget": 16, "eval_every": 1, "checkpoint_every": 0},
+    )
     (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
     (tmp_path / "compare.yaml").write_text(yaml.safe_dump({"base": "base.yaml", "seeds": [0, 1]}))
     out = tmp_path / "out"
