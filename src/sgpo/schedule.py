@@ -52,8 +52,15 @@ class QueryScheduler:
     def _by_id(self) -> dict[str, ScheduledQuery]:
         return {s.query.query_id: s for s in self.queries}
 
+    def _start_next_epoch_if_done(self) -> None:
+        if not self.remaining:
+            self.epoch += 1
+            self.remaining = self._epoch_order()
+
     def peek(self, budget: int) -> list[ScheduledQuery]:
-        """The queries take(budget) would return, without taking them."""
+        """The queries take(budget) would return, without taking them (an exhausted epoch
+        rolls over to the next one first)."""
+        self._start_next_epoch_if_done()
         by_id, out, used = self._by_id(), [], 0
         for qid in self.remaining:
             nxt = by_id[qid]
@@ -67,9 +74,6 @@ class QueryScheduler:
 
     def take(self, budget: int) -> list[ScheduledQuery]:
         """Next queries in order while their groups fit the budget (at least one query)."""
-        if not self.remaining:
-            self.epoch += 1
-            self.remaining = self._epoch_order()
         taken = self.peek(budget)
         del self.remaining[: len(taken)]
         return taken

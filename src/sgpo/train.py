@@ -233,8 +233,6 @@ class Trainer:
         budget = self.cfg.rollout_budget
         if self.planner is None or self.cfg.online.allocation != "knapsack":
             return self.scheduler.take(budget)
-        if not self.scheduler.remaining:
-            self.scheduler.take(0)  # start the next epoch
         window = self.scheduler.peek(round(budget * self.cfg.online.allocation_window))
         self.scheduler.skip({s.query.query_id for s in window})
         chosen = self.planner.allocate(window, budget)
