@@ -128,7 +128,9 @@ def run_profile(
                     )
             else:
                 errors, timeouts = verifier.stats.errors, verifier.stats.timeouts
-                chunk_rows = profile_chunk(chunk, engine, verifier, params, k, config.seed, shape)
+                chunk_rows = profile_chunk(
+                    chunk, engine, verifier, params, k, (config.seed, "profile"), shape
+                )
                 chunk_meta = metadata | {
                     "verifier_errors": verifier.stats.errors - errors,
                     "verifier_timeouts": verifier.stats.timeouts - timeouts,
@@ -157,11 +159,12 @@ def profile_chunk(
     verifier: Verifier,
     params: SamplingParams,
     k: int,
-    seed: int,
+    stream: tuple,
     shape: ModelShape,
 ) -> list[dict]:
+    """k verified samples per query, each from stream_seed(*stream, query id, sample index)."""
     prompts = [engine.policy.render(q.prompt) for q in queries for _ in range(k)]
-    seeds = [stream_seed(seed, "profile", q.query_id, j) for q in queries for j in range(k)]
+    seeds = [stream_seed(*stream, q.query_id, j) for q in queries for j in range(k)]
     completions = engine.generate(prompts, seeds, params)
     rows = []
     for qi, q in enumerate(queries):

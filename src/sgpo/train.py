@@ -51,7 +51,7 @@ from sgpo.io import (
 from sgpo.loggers import make_sinks, scalars
 from sgpo.models import Policy, load_policy, model_shape, model_source
 from sgpo.plan import check_profile_matches, kept_in_order
-from sgpo.profile import make_verifier, sampling_params
+from sgpo.profile import make_verifier, profile_chunk, sampling_params
 from sgpo.schedule import OnlinePlanner, QueryScheduler, ScheduledQuery
 from sgpo.tasks import DataError, Query, load_task
 
@@ -255,27 +255,18 @@ class Trainer:
         dropped = self.planner.dropped()  # type: ignore[union-attr]
         rng = random.Random(f"{self.config.seed}/reprofile/{self.step}")
         sample = rng.sample(dropped, min(online.reprofile_sample, len(dropped)))
-        queries = [self.queries_by_id[q] for q in sample]
-        prompts = [self.policy.render(q.prompt) for q in queries for _ in range(online.reprofile_k)]
-        seeds = [
-            stream_seed(self.config.seed, "reprofile", self.step, q.query_id, j)
-            for q in queries
-            for j in range(online.reprofile_k)
-        ]
-        completions = self.engine.generate(prompts, seeds, self.params)
-        scores = self.verifier.score(
-            [c.text for c in completions],
-            [q.answer for q in queries for _ in range(online.reprofile_k)],
-            [q.query_id for q in queries for _ in range(online.reprofile_k)],
+        rows = profile_chunk(
+            [self.queries_by_id[q] for q in sample],
+            self.engine,
+            self.verifier,
+            self.params,
+            online.reprofile_k,
+            (self.config.seed, "reprofile", self.step),
+            self.shape,
         )
-        k = online.reprofile_k
-        for i, q in enumerate(queries):
-            wins = sum(s >= 0.5 for s in scores[i * k : (i + 1) * k])
-            self.planner.observe(q.query_id, wins, k - wins)  # type: ignore[union-attr]
-        for c in completions:
-            self.flops["profile"] += inference_flops(
-                self.shape, len(c.prompt_ids), len(c.response_ids)
-            )
+        for row in rows:
+            self.planner.observe(row["query_id"], row["n_correct"], row["k"] - row["n_correct"])  # type: ignore[union-attr]
+            self.flops["profile"] += row["flops"]
 
     def maybe_replan(self) -> dict:
         """Re-profile and re-plan when due; returns the plan's state for the metrics."""
