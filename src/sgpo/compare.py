@@ -306,17 +306,11 @@ def run_compare(config_path: Path, out_dir: Path, seeds: int | None = None) -> d
     # Baseline first: its spend is the budget of every other method on the same seed.
     order = [cfg.baseline] + [m for m in cfg.methods if m != cfg.baseline]
     for seed in cfg.seeds:
-        baseline_config = method_config(cfg, base, cfg.baseline, seed, [])
+        fixed_budget = [f"train.max_total_flops={cfg.budget_flops}"] if cfg.budget_flops else []
+        baseline_config = method_config(cfg, base, cfg.baseline, seed, fixed_budget)
         baseline_dir = out_dir / "runs" / cfg.baseline / f"seed-{seed}"
-        if cfg.budget_flops:
-            baseline_config = method_config(
-                cfg, base, cfg.baseline, seed, [f"train.max_total_flops={cfg.budget_flops}"]
-            )
-        budget = (
-            cfg.budget_flops or run_method(baseline_config, baseline_dir, profiles)["total_flops"]
-        )
-        if cfg.budget_flops:
-            run_method(baseline_config, baseline_dir, profiles)
+        spent = run_method(baseline_config, baseline_dir, profiles)["total_flops"]
+        budget = cfg.budget_flops or spent
         runs[cfg.baseline][seed] = baseline_dir
         cap = [
             f"train.max_total_flops={budget}",
