@@ -7,9 +7,15 @@ verifier worker inherits sys.path (the tests also set PYTHONPATH for it).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import math
+import os
 import socket
+import sys
 import time
+
+import numpy as np
 
 
 def raising(response: str, reference: str) -> float:
@@ -45,3 +51,49 @@ def not_a_number(response: str, reference: str) -> object:
 def coin_flip(response: str, reference: str) -> float:
     """1 or 0 from a hash of the response: distinct responses get mixed rewards."""
     return float(hashlib.sha256(response.encode()).digest()[0] % 2)
+
+
+def exits(response: str, reference: str) -> float:
+    """sys.exit() on "exit", os._exit() on "hard-exit"; else exact match."""
+    if response == "exit":
+        sys.exit(0)
+    if response == "hard-exit":
+        os._exit(0)
+    return float(response == reference)
+
+
+REWARDS = {
+    "two": 2.0,
+    "minus-one": -1,
+    "inf": math.inf,
+    "nan": math.nan,
+    "string": "1",
+    "none": None,
+    "half": 0.5,
+    "true": True,
+    "numpy": np.float32(0.25),
+}
+
+
+def returns(response: str, reference: str) -> object:
+    """Returns REWARDS[response]."""
+    return REWARDS[response]
+
+
+def swallows_once(response: str, reference: str) -> float:
+    """Catches the timeout, then answers 1.0 at once: a late answer."""
+    with contextlib.suppress(BaseException):
+        time.sleep(60)
+    return 1.0
+
+
+def swallows_always(response: str, reference: str) -> float:
+    """Catches every interrupt and carries on for ever."""
+    while True:
+        with contextlib.suppress(BaseException):
+            time.sleep(60)
+
+
+def c_loop(response: str, reference: str) -> float:
+    """Minutes inside one C call (sum over a range) that never runs Python signal handlers."""
+    return float(sum(range(10**12)) > 0)

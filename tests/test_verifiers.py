@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from sgpo import sandbox
 from sgpo.verifiers import (
     choice_letter,
     exact_match,
@@ -176,8 +180,19 @@ def worker_path(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PYTHONPATH", TESTS_DIR + (os.pathsep + existing if existing else ""))
 
 
-@pytest.fixture(params=["inline", "process"])
+NO_SANDBOX = sandbox.unavailable_reason()
+needs_sandbox = pytest.mark.skipif(NO_SANDBOX is not None, reason=f"no sandbox: {NO_SANDBOX}")
+ISOLATIONS = ["inline", "process", pytest.param("sandbox", marks=needs_sandbox)]
+WORKER_ISOLATIONS = ["process", pytest.param("sandbox", marks=needs_sandbox)]
+
+
+@pytest.fixture(params=ISOLATIONS)
 def isolation(request: pytest.FixtureRequest, worker_path: None) -> str:
+    return request.param
+
+
+@pytest.fixture(params=WORKER_ISOLATIONS)
+def worker_isolation(request: pytest.FixtureRequest, worker_path: None) -> str:
     return request.param
 
 
@@ -206,15 +221,13 @@ def test_hanging_verifier_times_out_and_recovers(isolation: str) -> None:
 
 
 def test_network_verifier_scores_zero_and_counts(isolation: str) -> None:
-    # process: sockets are disabled in the worker; inline: nothing listens on port 9.
+    # Nothing listens on port 9 (sandbox: there is no network at all; see test_sandbox.py).
     v = Verifier("bad_verifiers:network", timeout_s=3.0, isolation=isolation)
     try:
         assert v.score_one("1", "1", "q0") == 0.0
     finally:
         v.close()
     assert (v.stats.errors, v.stats.timeouts) == (1, 0)
-    if isolation == "process":
-        assert "network access is disabled" in v.stats.logged[0]
 
 
 def test_non_numeric_score_is_an_error(isolation: str) -> None:
@@ -247,3 +260,108 @@ def test_math_verify_keeps_the_inline_timer_armed(worker_path: None) -> None:
     assert v.score_one("\\boxed{1}", "1", "q0") == 0.0
     assert time.perf_counter() - start < 5
     assert v.stats.timeouts == 1
+
+
+def test_bad_path_fails_fast(isolation: str) -> None:
+    with pytest.raises(ValueError, match="no_such_module"):
+        Verifier("no_such_module:score", timeout_s=1.0, isolation=isolation)
+
+
+# ----------------------------------------------------------------------------- exits (issue 13.4)
+
+
+def test_sys_exit_in_a_verifier_scores_zero_and_the_run_goes_on(isolation: str) -> None:
+    v = Verifier("bad_verifiers:exits", timeout_s=2.0, isolation=isolation)
+    try:
+        assert v.score(["exit", "a"], ["exit", "a"], ["q-exit", "q-after"]) == [0.0, 1.0]
+    finally:
+        v.close()
+    assert (v.stats.calls, v.stats.errors) == (2, 1)
+    assert "SystemExit" in v.stats.logged[0]
+
+
+def test_os_exit_kills_only_the_worker(worker_isolation: str) -> None:
+    # Inline, os._exit ends the process and nothing in it can stop that (README says so).
+    v = Verifier("bad_verifiers:exits", timeout_s=2.0, isolation=worker_isolation)
+    try:
+        assert v.score(["hard-exit", "a"], ["x", "a"], ["q-exit", "q-after"]) == [0.0, 1.0]
+    finally:
+        v.close()
+    assert v.stats.errors == 1
+    assert "worker died" in v.stats.logged[0]
+
+
+# ----------------------------------------------------------------------------- rewards (13.7)
+
+
+def test_reward_contract(isolation: str) -> None:
+    v = Verifier("bad_verifiers:returns", timeout_s=2.0, isolation=isolation)
+    bad = ["two", "minus-one", "inf", "nan", "string", "none"]
+    good = {"half": 0.5, "true": 1.0, "numpy": 0.25}
+    try:
+        assert v.score(bad, bad, bad) == [0.0] * len(bad)
+        assert v.score(list(good), list(good), list(good)) == list(good.values())
+    finally:
+        v.close()
+    assert (v.stats.errors, v.stats.timeouts) == (len(bad), 0)
+    assert "outside the reward range [0.0, 1.0]" in v.stats.logged[0]
+    assert "returned str '1', not a number" in v.stats.logged[4]
+
+
+def test_declared_reward_range_is_rescaled(worker_path: None) -> None:
+    v = Verifier("bad_verifiers:returns", timeout_s=2.0, reward_range=(-1.0, 3.0))
+    assert v.score(["minus-one", "two", "inf"], ["", "", ""], ["a", "b", "c"]) == [0.0, 0.75, 0.0]
+    assert v.stats.errors == 1
+    with pytest.raises(ValueError, match="low < high"):
+        Verifier("bad_verifiers:returns", reward_range=(1.0, 1.0))
+
+
+# ----------------------------------------------------------------------------- timeouts (13.9)
+
+
+def test_a_swallowed_timeout_is_still_a_timeout(isolation: str) -> None:
+    v = Verifier("bad_verifiers:swallows_once", timeout_s=0.5, isolation=isolation)
+    try:
+        start = time.perf_counter()
+        assert v.score_one("a", "a", "q0") == 0.0  # a late 1.0 does not count
+        assert time.perf_counter() - start < 3
+    finally:
+        v.close()
+    assert (v.stats.errors, v.stats.timeouts) == (0, 1)
+
+
+@pytest.mark.parametrize("name", ["swallows_always", "c_loop"])
+def test_workers_bound_every_call(worker_isolation: str, name: str) -> None:
+    # Each hang kills the worker; the next call's fresh worker must not stretch the bound.
+    v = Verifier(f"bad_verifiers:{name}", timeout_s=0.5, isolation=worker_isolation)
+    try:
+        for query in ("q0", "q1", "q2"):
+            start = time.perf_counter()
+            assert v.score_one("a", "a", query) == 0.0
+            assert time.perf_counter() - start < 0.5 + 3  # was 0.5 + 30 per fresh worker
+    finally:
+        v.close()
+    assert v.stats.timeouts == 3
+
+
+@pytest.mark.parametrize("name", ["swallows_always", "c_loop"])
+def test_inline_verifier_that_cannot_be_interrupted_ends_the_run_loudly(
+    name: str, tmp_path: Path
+) -> None:
+    # Nothing in the process can stop C code or a verifier that catches every interrupt: at
+    # the hard deadline (5 s after the timeout; for C code in CPU time) the process prints the
+    # verifier's stack and ends (status 1, or killed by SIGVTALRM).
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[1])\n"
+        "from sgpo.verify import Verifier\n"
+        f"v = Verifier('bad_verifiers:{name}', timeout_s=0.5)\n"
+        "print('score', v.score_one('a', 'a', 'q0'))\n"
+    )
+    start = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-c", script, TESTS_DIR], capture_output=True, text=True, timeout=60
+    )
+    assert time.perf_counter() - start < 0.5 + 5 + 10
+    assert result.returncode in (1, -signal.SIGVTALRM)
+    assert "score" not in result.stdout
+    assert f"in {name}" in result.stderr

@@ -1,26 +1,60 @@
 """Run a verifier (an import path "module:function" taking (response, reference) -> float) so
-that it can never take the run down: an exception or a timeout scores 0 and is counted.
+that it can never take the run down: an exception, a bad reward or a timeout scores 0 and is
+counted.
 
-inline: called in this process, bounded by a SIGALRM timer (main thread only).
-process: called in a separate worker process with CPU-time and memory limits and sockets
-disabled; a worker that hangs is killed and replaced.
+The reward contract: a real number (bool, int, float, numpy scalar), finite, inside the
+verifier's reward range ([0, 1] unless declared); a declared range is rescaled to [0, 1]. Anything
+else (a string "1", NaN, inf, 2.0) is a verifier error.
+
+Isolation:
+- inline: called in this process. For trusted code: SIGALRM interrupts Python code at the
+  timeout; an answer that comes late anyway (C code, a verifier that swallows the interrupt)
+  scores 0 as a timeout. Nothing in the process can stop C code holding the interpreter or a
+  verifier that catches every interrupt, so those end the process with a stack dump: a
+  swallower max(timeout, 5 s) after its timeout, C code at that much CPU time.
+- process: a separate worker process (crash isolation only: memory and CPU limits, killed at
+  the timeout, but it has this user's files, network and environment).
+- sandbox: the same worker inside bubblewrap (sgpo.sandbox): no network, no files but the
+  Python installation and sys.path read-only, an empty environment, its own PID namespace.
 """
 
 from __future__ import annotations
 
+import contextlib
+import faulthandler
 import functools
 import importlib
+import json
 import logging
-import multiprocessing
+import math
+import numbers
+import os
+import select
 import signal
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from sgpo import sandbox
 
 log = logging.getLogger("sgpo.verify")
 MAX_LOGGED = 5
 WORKER_MEMORY_BYTES = 2 * 1024**3
-STARTUP_ALLOWANCE_S = 30.0
+# A backstop for the worker's whole life; each call is bounded by the wall-clock timeout.
+WORKER_CPU_SECONDS = 3600
+# Enough for a verifier that runs a compiler or a test suite; a fork bomb stops here.
+SANDBOX_MAX_PROCESSES = 256
+# A fresh worker's start-up (Python and the verifier's imports), timed apart from the calls.
+STARTUP_TIMEOUT_S = 60.0
+# After the timeout an inline verifier is interrupted again every this many seconds.
+INLINE_REINTERRUPT_S = 0.05
+# An inline verifier still running max(timeout, this) after its timeout ends the process.
+INLINE_HARD_GRACE_S = 5.0
+MAX_MESSAGE_BYTES = 1024**2
+ISOLATIONS = ("inline", "process", "sandbox")
 
 VerifyFn = Callable[[str, str], float]
 
@@ -36,6 +70,26 @@ def import_verifier(spec: str) -> VerifyFn:
     if not callable(fn):
         raise ValueError(f"verifier {spec!r} is not callable")
     return fn
+
+
+class BadReward(ValueError):
+    pass
+
+
+def reward_number(value: object) -> float:
+    """The verifier's return value as a float, if it is a real number (a string is not)."""
+    if not isinstance(value, numbers.Real):
+        raise BadReward(f"returned {type(value).__name__} {str(value)[:40]!r}, not a number")
+    return float(value)
+
+
+def check_reward(value: object, reward_range: tuple[float, float]) -> float:
+    """The reward rescaled from reward_range to [0, 1]; BadReward if it breaks the contract."""
+    score = reward_number(value)
+    low, high = reward_range
+    if not (math.isfinite(score) and low <= score <= high):
+        raise BadReward(f"returned {score}, outside the reward range [{low}, {high}]")
+    return (score - low) / (high - low)
 
 
 @dataclass
@@ -60,11 +114,14 @@ class WorkerDied(RuntimeError):
     pass
 
 
-def _clamp(score: object) -> float:
-    value = float(score)  # a non-numeric return is an error like any other
-    if value != value:
-        raise ValueError("verifier returned NaN")
-    return value
+class WorkerReportedError(RuntimeError):
+    """The verifier raised inside the worker; the worker itself is fine."""
+
+
+@functools.cache
+def _register_cpu_hard_stop() -> None:
+    """SIGVTALRM (the CPU-time timer) prints every thread's stack, then ends the process."""
+    faulthandler.register(signal.SIGVTALRM, all_threads=True, chain=True)
 
 
 class Verifier:
@@ -74,15 +131,32 @@ class Verifier:
         timeout_s: float = 5.0,
         isolation: str = "inline",
         kwargs: dict | None = None,
+        reward_range: tuple[float, float] = (0.0, 1.0),
     ) -> None:
+        if isolation not in ISOLATIONS:
+            raise ValueError(f"verifier isolation must be one of {ISOLATIONS}, got {isolation!r}")
+        low, high = reward_range
+        if not (math.isfinite(low) and math.isfinite(high) and low < high):
+            raise ValueError(f"reward range must be finite with low < high, got {reward_range}")
         self.spec = spec
         self.timeout_s = timeout_s
         self.isolation = isolation
         self.kwargs = dict(kwargs or {})
+        self.reward_range = (float(low), float(high))
         self.stats = VerifierStats()
-        # Fail fast on a bad path, in both modes.
-        self._fn = functools.partial(import_verifier(spec), **self.kwargs)
+        self._fn: VerifyFn | None = None
         self._worker: _Worker | None = None
+        # Fail fast on a bad path, in every mode. The worker modes import it in the worker only:
+        # importing untrusted code here would run it outside the sandbox.
+        if isolation == "inline":
+            self._fn = import_verifier(spec)
+        else:
+            self._worker = self._start_worker()
+            try:
+                self._worker.wait_ready()
+            except Exception as e:
+                self.close()
+                raise ValueError(f"verifier {spec!r} does not start ({isolation}): {e}") from e
 
     def score(
         self, responses: list[str], references: list[str], query_ids: list[str]
@@ -95,40 +169,90 @@ class Verifier:
     def score_one(self, response: str, reference: str, query_id: str) -> float:
         self.stats.calls += 1
         try:
-            if self.isolation == "process":
-                return self._worker_call(response, reference)
-            return _clamp(self._inline_call(response, reference))
+            if self._fn is not None:
+                raw: object = self._inline_call(response, reference)
+            else:
+                raw = self._worker_call(response, reference)
+            return check_reward(raw, self.reward_range)
         except VerifierTimeout:
             self.stats.timeouts += 1
             self.stats.note("timeout", query_id, f"no answer within {self.timeout_s}s")
-        except Exception as e:  # noqa: BLE001 - any verifier failure scores 0 by design
+        except KeyboardInterrupt:
+            raise
+        except BaseException as e:  # noqa: BLE001 - sys.exit() in a verifier scores 0 too
             self.stats.errors += 1
             self.stats.note("error", query_id, f"{type(e).__name__}: {e}")
         return 0.0
 
-    def _inline_call(self, response: str, reference: str) -> float:
+    def _inline_call(self, response: str, reference: str) -> object:
+        assert self._fn is not None
+        start = time.monotonic()
         if threading.current_thread() is not threading.main_thread():
-            return self._fn(response, reference)
+            # No signals off the main thread: not interrupted, only judged late below.
+            value = self._fn(response, reference, **self.kwargs)
+        else:
+            value = self._alarmed_call(response, reference)
+        if time.monotonic() - start > self.timeout_s:
+            raise VerifierTimeout  # it swallowed the interrupt or sat in C code: a late answer
+        return value
+
+    def _alarmed_call(self, response: str, reference: str) -> object:
+        assert self._fn is not None
+        hard_deadline = max(self.timeout_s, INLINE_HARD_GRACE_S)
+        hard_stop_armed = False
 
         def on_alarm(signum: int, frame: object) -> None:
+            nonlocal hard_stop_armed
+            if not hard_stop_armed:
+                # A verifier that catches the timeout gets this long before faulthandler's
+                # watchdog thread (no interpreter lock needed) dumps the stack and exits.
+                faulthandler.dump_traceback_later(hard_deadline, exit=True)
+                hard_stop_armed = True
             raise VerifierTimeout
 
+        _register_cpu_hard_stop()
         previous = signal.signal(signal.SIGALRM, on_alarm)
-        signal.setitimer(signal.ITIMER_REAL, self.timeout_s)
+        # The interval re-raises the timeout in a verifier that caught it. The CPU-time timer
+        # stops C code that never returns to Python (where SIGALRM's handler cannot run).
+        signal.setitimer(signal.ITIMER_REAL, self.timeout_s, INLINE_REINTERRUPT_S)
+        signal.setitimer(signal.ITIMER_VIRTUAL, self.timeout_s + hard_deadline)
         try:
-            return self._fn(response, reference)
+            return self._fn(response, reference, **self.kwargs)
         finally:
+            signal.setitimer(signal.ITIMER_VIRTUAL, 0)
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, previous)
+            if hard_stop_armed:
+                faulthandler.cancel_dump_traceback_later()
 
-    def _worker_call(self, response: str, reference: str) -> float:
+    def _start_worker(self) -> _Worker:
+        limits = {"RLIMIT_AS": WORKER_MEMORY_BYTES, "RLIMIT_CPU": WORKER_CPU_SECONDS}
+        limits["RLIMIT_CORE"] = 0
+        if self.isolation == "sandbox":
+            limits["RLIMIT_NPROC"] = SANDBOX_MAX_PROCESSES
+        inner = [sys.executable, "-m", "sgpo.verifier_worker", self.spec]
+        inner += [json.dumps(self.kwargs), json.dumps(limits)]
+        if self.isolation == "process":
+            python_path = [entry or os.getcwd() for entry in sys.path]
+            return _Worker(inner, dict(os.environ, PYTHONPATH=os.pathsep.join(python_path)))
+        reason = sandbox.unavailable_reason()
+        if reason is not None:
+            raise RuntimeError(f"no sandbox: {reason}")
+        return _Worker(sandbox.sandbox_command(inner, self.spec), env=None)
+
+    def _worker_call(self, response: str, reference: str) -> object:
         if self._worker is None:
-            self._worker = _Worker(self.spec, self.kwargs, self.timeout_s)
+            self._worker = self._start_worker()
         try:
-            return self._worker.call(response, reference)
-        except (VerifierTimeout, WorkerDied):
+            self._worker.wait_ready()
+            return self._worker.call(response, reference, self.timeout_s)
+        except WorkerReportedError:
+            raise
+        except BaseException:
+            # A worker in an unknown state is replaced; the new one starts up now, before the
+            # next call, and its start-up is not counted against that call's timeout.
             self._worker.kill()
-            self._worker = None
+            self._worker = self._start_worker()
             raise
 
     def close(self) -> None:
@@ -137,58 +261,87 @@ class Verifier:
             self._worker = None
 
 
-def _worker_main(spec: str, kwargs: dict, cpu_seconds: int, conn) -> None:  # noqa: ANN001 - Connection
-    import resource
-    import socket
-
-    resource.setrlimit(resource.RLIMIT_AS, (WORKER_MEMORY_BYTES, WORKER_MEMORY_BYTES))
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds))
-
-    def no_network(*args: object, **kwargs: object) -> None:
-        raise PermissionError("network access is disabled in verifier workers")
-
-    socket.socket = no_network  # type: ignore[assignment,misc]
-    socket.create_connection = no_network  # type: ignore[assignment]
-    socket.getaddrinfo = no_network  # type: ignore[assignment]
-    fn = functools.partial(import_verifier(spec), **kwargs)
-    while True:
-        message = conn.recv()
-        if message is None:
-            return
-        try:
-            conn.send(("ok", _clamp(fn(*message))))
-        except Exception as e:  # noqa: BLE001
-            conn.send(("error", f"{type(e).__name__}: {e}"))
-
-
 class _Worker:
-    def __init__(self, spec: str, kwargs: dict, timeout_s: float) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        self.conn, child = ctx.Pipe()
-        self.timeout_s = timeout_s
-        # The CPU limit is a backstop for the worker's whole life; the wall-clock timeout
-        # per call is enforced here by poll().
-        self.process = ctx.Process(
-            target=_worker_main, args=(spec, kwargs, 3600, child), daemon=True
-        )
-        self.process.start()
-        self.started_up = False
+    """A verifier_worker process (bare or inside bwrap) spoken to in JSON lines over pipes."""
 
-    def call(self, response: str, reference: str) -> float:
-        # The first call also waits for the worker to start and import the verifier.
-        limit = self.timeout_s if self.started_up else self.timeout_s + STARTUP_ALLOWANCE_S
-        try:
-            self.conn.send((response, reference))
-            if not self.conn.poll(limit):
+    def __init__(self, command: list[str], env: dict | None) -> None:
+        # Its own session: killing the process group takes the worker's children along, and a
+        # Ctrl-C in the terminal reaches only sgpo.
+        self.process = subprocess.Popen(
+            command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+            start_new_session=True,
+        )
+        self.ready = False
+        self._pending = b""
+
+    def wait_ready(self) -> None:
+        if self.ready:
+            return
+        message = self._receive(time.monotonic() + STARTUP_TIMEOUT_S, "start up")
+        if "error" in message:
+            raise RuntimeError(str(message["error"]))
+        self.ready = True
+
+    def call(self, response: str, reference: str, timeout_s: float) -> object:
+        deadline = time.monotonic() + timeout_s
+        line = json.dumps({"response": response, "reference": reference}) + "\n"
+        self._send(line.encode(), deadline)
+        message = self._receive(deadline, "answer")
+        if "error" in message:
+            raise WorkerReportedError(str(message["error"]))
+        if "score" not in message:
+            raise WorkerDied(f"verifier worker sent {str(message)[:80]!r}")
+        return message["score"]
+
+    def _send(self, data: bytes, deadline: float) -> None:
+        assert self.process.stdin is not None
+        fd = self.process.stdin.fileno()
+        while data:  # a long response may not fit the pipe: a worker that stops reading times out
+            if not select.select([], [fd], [], max(0.0, deadline - time.monotonic()))[1]:
                 raise VerifierTimeout
-            status, value = self.conn.recv()
-        except (EOFError, BrokenPipeError, ConnectionResetError) as e:
-            raise WorkerDied(f"verifier worker died (exit code {self.process.exitcode})") from e
-        self.started_up = True
-        if status == "error":
-            raise RuntimeError(value)
-        return value
+            try:
+                data = data[os.write(fd, data[: select.PIPE_BUF]) :]
+            except (BrokenPipeError, ConnectionResetError) as e:
+                raise self._died() from e
+
+    def _receive(self, deadline: float, what: str) -> dict:
+        assert self.process.stdout is not None
+        fd = self.process.stdout.fileno()
+        while b"\n" not in self._pending:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+                if what == "start up":
+                    raise RuntimeError(f"no start within {STARTUP_TIMEOUT_S}s")
+                raise VerifierTimeout
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                raise self._died()
+            self._pending += chunk
+            if len(self._pending) > MAX_MESSAGE_BYTES:
+                raise WorkerDied("verifier worker sent an over-long message")
+        line, _, self._pending = self._pending.partition(b"\n")
+        try:
+            message = json.loads(line)
+        except ValueError as e:
+            raise WorkerDied(f"verifier worker sent {line[:80]!r}") from e
+        if not isinstance(message, dict):
+            raise WorkerDied(f"verifier worker sent {line[:80]!r}")
+        return message
+
+    def _died(self) -> WorkerDied:
+        try:
+            code = self.process.wait(timeout=1)
+        except subprocess.TimeoutExpired:
+            code = None
+        return WorkerDied(f"verifier worker died (exit code {code})")
 
     def kill(self) -> None:
-        self.process.kill()
-        self.process.join(timeout=5)
+        with contextlib.suppress(ProcessLookupError):  # already gone
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=5)
+        for pipe in (self.process.stdin, self.process.stdout):
+            if pipe is not None:
+                pipe.close()
