@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -106,14 +107,22 @@ class TaskConfig(Strict):
     # Keyword arguments bound to the verifier, e.g. {rel_tol: 1e-3} for sgpo.verifiers:numeric.
     verifier_kwargs: dict[str, Any] = Field(default_factory=dict)
     verifier_timeout_s: float = Field(5.0, gt=0)
-    # "process": verifier runs in a separate, time- and memory-limited process (for untrusted
-    # code); "inline": in this process (fast, for trusted pure-Python verifiers).
-    verifier_isolation: Literal["inline", "process"] = "inline"
+    # "inline": in this process (fast, for trusted verifiers); "process": a separate, time- and
+    # memory-limited process (crash isolation only); "sandbox": that process inside bubblewrap
+    # (no network, no files but Python's, for code you do not trust). See sgpo.verify.
+    verifier_isolation: Literal["inline", "process", "sandbox"] = "inline"
+    # [low, high] a verifier's rewards must lie in (rescaled to [0, 1]); others count as errors.
+    verifier_reward_range: tuple[float, float] = (0.0, 1.0)
 
     @model_validator(mode="after")
     def _check(self) -> TaskConfig:
         if self.kind == "file" and self.file is None:
             raise ValueError("task.kind is 'file' but task.file is not set")
+        low, high = self.verifier_reward_range
+        if not (math.isfinite(low) and math.isfinite(high) and low < high):
+            raise ValueError(
+                f"task.verifier_reward_range must be finite with low < high, got [{low}, {high}]"
+            )
         return self
 
 
