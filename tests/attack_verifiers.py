@@ -1,0 +1,88 @@
+"""Verifiers that attack the machine they run on (issue 13.3). Each returns 1.0 if its attack
+got through and raises otherwise; its parameters come as JSON in the reference.
+
+Imported by module name ("attack_verifiers:raw_socket") like bad_verifiers.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+
+def raw_socket(response: str, reference: str) -> float:
+    """_socket, underneath any patch of the socket module."""
+    import _socket
+
+    s = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM)
+    s.settimeout(2)
+    s.connect(("127.0.0.1", json.loads(reference)["port"]))
+    s.close()
+    return 1.0
+
+
+def reloaded_socket(response: str, reference: str) -> float:
+    importlib.reload(socket)
+    with socket.create_connection(("127.0.0.1", json.loads(reference)["port"]), timeout=2):
+        return 1.0
+
+
+def subprocess_socket(response: str, reference: str) -> float:
+    port = json.loads(reference)["port"]
+    code = f"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=2)"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=10, capture_output=True)
+    return 1.0
+
+
+def udp_datagram(response: str, reference: str) -> float:
+    """A DNS-style datagram to a resolver on the host (the way data leaks through DNS)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.sendto(b"\x12\x34 exfiltrated", ("127.0.0.1", json.loads(reference)["port"]))
+    s.close()
+    return 1.0
+
+
+def resolve_name(response: str, reference: str) -> float:
+    socket.getaddrinfo("localhost", 80)
+    return 1.0
+
+
+def write_file(response: str, reference: str) -> float:
+    """Writes (or rewrites) a file outside: a stray file, or a run's summary.json."""
+    Path(json.loads(reference)["path"]).write_text('{"final_eval_acc": 0.999}')
+    return 1.0
+
+
+def env_secret(response: str, reference: str) -> float:
+    if "SGPO_TEST_SECRET" not in os.environ:
+        raise LookupError("no secret in the environment")
+    return 1.0
+
+
+def read_file(response: str, reference: str) -> float:
+    """Reads a file such as ~/.ssh/id_rsa (its path in the reference: HOME differs in here)."""
+    Path(json.loads(reference)["path"]).read_text()
+    return 1.0
+
+
+def fork_survivor(response: str, reference: str) -> float:
+    """Starts a detached child (its own session) that would outlive the worker."""
+    subprocess.Popen(
+        ["sleep", json.loads(reference)["seconds"]],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return 1.0
+
+
+def see_host_processes(response: str, reference: str) -> float:
+    """Finds the test's own process (the host's PIDs) under /proc."""
+    if not Path(f"/proc/{json.loads(reference)['pid']}").exists():
+        raise LookupError("host process not visible")
+    return 1.0

@@ -1,0 +1,145 @@
+"""Attacks on the verifier sandbox (issue 13.3), each run twice: with isolation "process", where
+it gets through (crash isolation only: this shows the attack is real), and with "sandbox", where
+it must not. Skipped, with the reason, where bubblewrap cannot run."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sgpo import sandbox
+from sgpo.verify import Verifier, VerifierStats
+
+TESTS_DIR = str(Path(__file__).parent)
+NO_SANDBOX = sandbox.unavailable_reason()
+ISOLATIONS = [
+    "process",
+    pytest.param(
+        "sandbox",
+        marks=pytest.mark.skipif(NO_SANDBOX is not None, reason=f"no sandbox: {NO_SANDBOX}"),
+    ),
+]
+
+
+@pytest.fixture(params=ISOLATIONS)
+def isolation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.syspath_prepend(TESTS_DIR)  # attack_verifiers, for the worker's sys.path
+    return request.param
+
+
+def attack(name: str, isolation: str, **params: object) -> bool:
+    """True if the attack got through (scored 1); a blocked one must be a counted error."""
+    v = Verifier(f"attack_verifiers:{name}", timeout_s=15.0, isolation=isolation)
+    try:
+        score = v.score_one("", json.dumps(params), name)
+    finally:
+        v.close()
+    stats: VerifierStats = v.stats
+    assert score in (0.0, 1.0)
+    assert (stats.errors, stats.timeouts) == (0 if score else 1, 0), stats.logged
+    return score == 1.0
+
+
+@pytest.fixture
+def tcp_listener() -> Iterator[socket.socket]:
+    """A listener on the host's loopback, started by the test, closed after it."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.settimeout(1.0)
+        yield listener
+
+
+def was_reached(listener: socket.socket) -> bool:
+    try:
+        connection, _ = listener.accept()
+    except TimeoutError:
+        return False
+    connection.close()
+    return True
+
+
+@pytest.mark.parametrize("name", ["raw_socket", "reloaded_socket", "subprocess_socket"])
+def test_no_connection_to_a_host_listener(
+    isolation: str, name: str, tcp_listener: socket.socket
+) -> None:
+    port = tcp_listener.getsockname()[1]
+    got_through = attack(name, isolation, port=port)
+    assert got_through == was_reached(tcp_listener) == (isolation == "process")
+
+
+def test_no_datagram_reaches_the_host(isolation: str) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver:
+        receiver.bind(("127.0.0.1", 0))
+        receiver.settimeout(1.0)
+        attack("udp_datagram", isolation, port=receiver.getsockname()[1])
+        try:
+            received = b"exfiltrated" in receiver.recv(1024)
+        except TimeoutError:
+            received = False
+    assert received == (isolation == "process")
+
+
+def test_no_name_resolution(isolation: str) -> None:
+    assert attack("resolve_name", isolation) == (isolation == "process")
+
+
+def test_no_file_written_outside(isolation: str, tmp_path: Path) -> None:
+    target = tmp_path / "planted.txt"
+    assert attack("write_file", isolation, path=str(target)) == (isolation == "process")
+    assert target.exists() == (isolation == "process")
+
+
+def test_run_files_cannot_be_rewritten(isolation: str, tmp_path: Path) -> None:
+    summary = tmp_path / "run" / "summary.json"
+    summary.parent.mkdir()
+    summary.write_text('{"final_eval_acc": 0.375}')
+    attack("write_file", isolation, path=str(summary))
+    assert ("0.375" in summary.read_text()) == (isolation == "sandbox")
+
+
+def test_no_environment_secrets(isolation: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SGPO_TEST_SECRET", "hunter2")
+    assert attack("env_secret", isolation) == (isolation == "process")
+
+
+def test_no_ssh_key(isolation: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True, mode=0o700)
+    key = home / ".ssh" / "id_rsa"
+    key.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\n")
+    key.chmod(0o600)
+    monkeypatch.setenv("HOME", str(home))
+    assert attack("read_file", isolation, path=str(key)) == (isolation == "process")
+
+
+def test_no_host_processes_visible(isolation: str) -> None:
+    assert attack("see_host_processes", isolation, pid=os.getpid()) == (isolation == "process")
+
+
+def processes_running(command_line: bytes) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and (entry / "cmdline").read_bytes() == command_line:
+                found.append(int(entry.name))
+        except OSError:  # gone meanwhile
+            pass
+    return found
+
+
+def test_children_die_with_the_worker(isolation: str) -> None:
+    # A unique duration names the child; it ends by itself within a minute in any case.
+    seconds = f"{random.uniform(30, 60):.6f}"
+    assert attack("fork_survivor", isolation, seconds=seconds)  # forking itself is allowed
+    time.sleep(0.5)
+    survivors = processes_running(b"sleep\0" + seconds.encode() + b"\0")
+    for pid in survivors:
+        os.kill(pid, signal.SIGKILL)
+    assert bool(survivors) == (isolation == "process")
