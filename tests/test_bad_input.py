@@ -20,15 +20,17 @@ from safetensors.torch import load_file
 from tiny_run import tiny_tree, write_config
 from typer.testing import CliRunner
 
-import sgpo.train
+import sgpo.update
 from sgpo.cli import app
 from sgpo.config import ConfigError, RunConfig, load_config
+from sgpo.errors import DataError, NonFiniteError
 from sgpo.io import read_jsonl, read_table, write_table
 from sgpo.models import model_source
 from sgpo.plan import run_plan
 from sgpo.profile import run_profile
-from sgpo.tasks import DataError, Query, check_queries
-from sgpo.train import STATE_DIR, NonFiniteError, Trainer, run_train
+from sgpo.runfiles import STATE_DIR
+from sgpo.tasks import Query, check_queries
+from sgpo.train import Trainer, run_train
 
 
 @pytest.fixture(scope="module")
@@ -431,14 +433,14 @@ def test_overwrite_replaces_the_outputs(tmp_path: Path, env: SimpleNamespace) ->
 def inject_nonfinite(mp: pytest.MonkeyPatch, steps: set[int], value: float) -> None:
     """Multiply the loss by value (nan or inf) on the given steps: the gradient follows."""
     real_train_on = Trainer.train_on
-    real_aggregate = sgpo.train.aggregate_loss
+    real_aggregate = sgpo.update.aggregate_loss
 
     def train_on(self: Trainer, batch: list) -> dict:
         if self.step + 1 not in steps:
             return real_train_on(self, batch)
         with pytest.MonkeyPatch.context() as inner:
             inner.setattr(
-                sgpo.train, "aggregate_loss", lambda *a, **k: real_aggregate(*a, **k) * value
+                sgpo.update, "aggregate_loss", lambda *a, **k: real_aggregate(*a, **k) * value
             )
             return real_train_on(self, batch)
 

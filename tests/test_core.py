@@ -5,7 +5,12 @@ import math
 import pytest
 import torch
 
-from sgpo.core.advantages import aggregate_loss, group_advantages, informative_groups
+from sgpo.core.advantages import (
+    LOSS_AGGREGATIONS,
+    aggregate_loss,
+    group_advantages,
+    informative_groups,
+)
 from sgpo.core.allocation import (
     DROPPED_TRIVIAL,
     DROPPED_UNSOLVABLE,
@@ -183,3 +188,12 @@ def test_unknown_group_size_rule_is_refused():
 
     with pytest.raises(ValueError, match="unknown g_rule"):
         rule_group_size(0.5, PlanRule(g_rule="nope"))
+
+
+def test_config_names_every_loss_aggregation():
+    # config.py spells the names out so that reading a config does not import torch.
+    from typing import get_args
+
+    from sgpo.config import LossAggregation
+
+    assert get_args(LossAggregation) == LOSS_AGGREGATIONS

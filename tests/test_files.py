@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from sgpo.config import FileTaskConfig, RunConfig, TaskConfig, dump_config, load_config
-from sgpo.tasks import DataError, load_task
+from sgpo.errors import DataError
+from sgpo.tasks import load_task
 from sgpo.tasks.files import load_file_task
 
 FIXTURES = Path(__file__).parent / "fixtures"

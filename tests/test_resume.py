@@ -23,11 +23,13 @@ from typer.testing import CliRunner
 import sgpo.train
 from sgpo.cli import app
 from sgpo.config import load_config
+from sgpo.errors import DataError
 from sgpo.io import read_jsonl, read_table
 from sgpo.plan import run_plan
 from sgpo.profile import CHUNK_DIR, PROFILE_FILE, run_profile
-from sgpo.tasks import DataError, load_task
-from sgpo.train import METRICS_FILE, STATE_DIR, SUMMARY_FILE, Trainer, run_train
+from sgpo.runfiles import METRICS_FILE, STATE_DIR, SUMMARY_FILE
+from sgpo.tasks import load_task
+from sgpo.train import Trainer, run_train
 
 STEPS = 6
 N_CHUNKS = 12  # 24 training queries, 2 per chunk

@@ -54,7 +54,7 @@ def test_kl_and_ppo_epochs_add_logprob_passes(tmp_path: Path):
     kl = make_trainer(tmp_path, "kl", kl_coef=0.1)
     batch, stats = one_step(kl)
     assert stats["trained_rollouts"] == len(batch)  # with KL every rollout has a loss term
-    assert kl.flops["logprob"] > 0 and kl.reference is not None
+    assert kl.flops["logprob"] > 0 and kl.update.reference is not None
     epochs = make_trainer(tmp_path, "epochs", ppo_epochs=2)
     one_step(epochs)
     assert epochs.flops["logprob"] > 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
@@ -14,7 +13,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from sgpo.config import ConfigError, RunConfig, load_config
+from sgpo.config import RunConfig, load_config
+from sgpo.errors import USER_ERRORS, ConfigError
 
 app = typer.Typer(
     help="sGPO: profile once, size each query's group by its success rate, train easy->hard.",
@@ -62,19 +62,7 @@ def _user_errors(command: Callable) -> Callable:
     def wrapper(*args: object, **kwargs: object) -> None:
         try:
             return command(*args, **kwargs)
-        except Exception as e:
-            from sgpo.tasks import DataError
-
-            expected: tuple[type[Exception], ...] = (
-                ConfigError,
-                DataError,
-                FileExistsError,
-                FileNotFoundError,
-            )
-            if "sgpo.train" in sys.modules:  # it raised NonFiniteError only if it was imported
-                expected += (sys.modules["sgpo.train"].NonFiniteError,)
-            if not isinstance(e, expected):
-                raise
+        except USER_ERRORS as e:
             _print_error(f"error: {e}")
             raise typer.Exit(2 if isinstance(e, ConfigError) else 1) from e
 
@@ -227,19 +215,18 @@ def eval_(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write eval.json here.")] = None,
 ) -> None:
     """Held-out accuracy (greedy and sampled), overall and per difficulty bucket."""
-    from sgpo.engine import make_engine
     from sgpo.evaluate import evaluate
     from sgpo.io import atomic_write_json
     from sgpo.models import load_policy
-    from sgpo.profile import make_verifier, sampling_params
     from sgpo.tasks import load_task
+    from sgpo.wiring import make_engine, make_verifier, sampling_params
 
     cfg = _config(config, set_)
     task = load_task(cfg.task, cfg.seed)
     policy = load_policy(cfg, path=model)
     verifier = make_verifier(cfg, task)
     result = evaluate(
-        make_engine(policy, cfg.eval.engine, cfg.sampling.batch_size, cfg.eval.vllm_kwargs),
+        make_engine(cfg, policy, "eval"),
         verifier,
         task.eval,
         sampling_params(cfg),

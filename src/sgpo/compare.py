@@ -104,7 +104,8 @@ def run_method(config: RunConfig, run_dir: Path, profiles: Path) -> dict:
 
     from sgpo.plan import run_plan
     from sgpo.profile import PROFILE_FILE, run_profile
-    from sgpo.train import SUMMARY_FILE, run_train
+    from sgpo.runfiles import SUMMARY_FILE
+    from sgpo.train import run_train
 
     if (run_dir / SUMMARY_FILE).exists():
         return json.loads((run_dir / SUMMARY_FILE).read_text())

@@ -128,13 +128,3 @@ class TransformersEngine:
             completions.append(Completion(prompt, response, text, finished))
         return completions
 
-
-def make_engine(
-    policy: Policy, name: str, batch_size: int, vllm_kwargs: dict | None = None
-) -> GenerationEngine:
-    """The transformers engine, or vLLM (optional install) where the weights do not change."""
-    if name == "vllm":
-        from sgpo.vllm_engine import VLLMEngine
-
-        return VLLMEngine(policy, batch_size, **(vllm_kwargs or {}))
-    return TransformersEngine(policy, batch_size)

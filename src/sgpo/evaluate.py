@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from sgpo.core.rewards import is_correct
 from sgpo.engine import GenerationEngine, SamplingParams, stream_seed
 from sgpo.tasks import Query
 from sgpo.verify import Verifier
@@ -28,8 +29,7 @@ def evaluate(
     greedy: bool,
     seed: int,
 ) -> dict:
-    """Accuracy of the engine's policy on queries; a response counts as correct when its
-    verifier score is >= 0.5."""
+    """Accuracy of the engine's policy on queries (a response is correct by is_correct)."""
     result: dict = {"eval_queries": len(queries)}
     buckets = [q.difficulty or "all" for q in queries]
     prompts = [engine.policy.render(q.prompt) for q in queries]  # type: ignore[attr-defined]
@@ -44,7 +44,7 @@ def evaluate(
             [q.answer for q in queries],
             [q.query_id for q in queries],
         )
-        correct = [float(s >= 0.5) for s in scores]
+        correct = [float(is_correct(s)) for s in scores]
         result["eval_acc_greedy"] = sum(correct) / len(correct)
         result["eval_acc_greedy_by_bucket"] = bucket_means(correct, buckets)
     expanded = [p for p in prompts for _ in range(n_samples)]
@@ -56,7 +56,7 @@ def evaluate(
         [q.query_id for q in queries for _ in range(n_samples)],
     )
     per_query = [
-        sum(float(s >= 0.5) for s in scores[i * n_samples : (i + 1) * n_samples]) / n_samples
+        sum(is_correct(s) for s in scores[i * n_samples : (i + 1) * n_samples]) / n_samples
         for i in range(len(queries))
     ]
     result["eval_acc"] = sum(per_query) / len(per_query)

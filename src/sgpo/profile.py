@@ -18,29 +18,17 @@ from tqdm import tqdm
 
 from sgpo.config import RunConfig, dump_config
 from sgpo.core.flops import ModelShape, inference_flops
-from sgpo.engine import GenerationEngine, SamplingParams, make_engine, stream_seed
+from sgpo.core.rewards import is_correct
+from sgpo.engine import GenerationEngine, SamplingParams, stream_seed
+from sgpo.errors import DataError
 from sgpo.io import atomic_write_text, prepare_out_dir, read_table, write_table
 from sgpo.models import load_policy, model_shape
-from sgpo.tasks import DataError, Query, TaskData, load_task
+from sgpo.tasks import Query, TaskData, load_task
 from sgpo.verify import Verifier
+from sgpo.wiring import make_engine, make_verifier, sampling_params
 
 PROFILE_FILE = "profile.parquet"
 CHUNK_DIR = "profile_chunks"
-
-
-def sampling_params(config: RunConfig, greedy: bool = False) -> SamplingParams:
-    s = config.sampling
-    return SamplingParams(s.temperature, s.top_p, s.max_new_tokens, greedy)
-
-
-def make_verifier(config: RunConfig, task: TaskData) -> Verifier:
-    spec = config.task.verifier or task.default_verifier
-    return Verifier(
-        spec,
-        config.task.verifier_timeout_s,
-        config.task.verifier_isolation,
-        config.task.verifier_kwargs,
-    )
 
 
 def shard_queries(queries: list[Query], shard: tuple[int, int] | None) -> list[Query]:
@@ -84,9 +72,7 @@ def run_profile(
     task = load_task(config.task, config.seed)
     queries = shard_queries(task.train, shard)
     policy = load_policy(config)
-    engine = make_engine(
-        policy, config.profile.engine, config.sampling.batch_size, config.profile.vllm_kwargs
-    )
+    engine = make_engine(config, policy, "profile")
     verifier = make_verifier(config, task)
     shape = model_shape(policy.model)
     metadata = profile_metadata(config, task, policy.source, shape, shard)
@@ -170,7 +156,7 @@ def profile_chunk(
     for qi, q in enumerate(queries):
         group = completions[qi * k : (qi + 1) * k]
         scores = verifier.score([c.text for c in group], [q.answer] * k, [q.query_id] * k)
-        n_correct = int(sum(s >= 0.5 for s in scores))
+        n_correct = sum(is_correct(s) for s in scores)
         rows.append(
             {
                 "query_id": q.query_id,
@@ -196,8 +182,6 @@ def merge_profiles(paths: list[Path], out_dir: Path, overwrite: bool = False) ->
     Refuses shards of different runs (model, task, seed, k, sampling, engine), a shard given
     twice, duplicate query ids and missing shards; the rows come out in the task's order, so
     the merge equals an unsharded profile of the same seed."""
-    from sgpo.tasks import DataError
-
     prepare_out_dir(out_dir, overwrite, False, PROFILE_FILE)
     tables = [(path, *read_table(path)) for path in paths]
     if not tables:

@@ -9,9 +9,12 @@ the exact solver in sgpo.core.online. Both are resumable from their state() dict
 
 from __future__ import annotations
 
+import hashlib
 import random
 from dataclasses import dataclass
+from pathlib import Path
 
+from sgpo.config import RunConfig
 from sgpo.core.allocation import PlannedQuery, PlanRule
 from sgpo.core.online import (
     Posterior,
@@ -21,6 +24,10 @@ from sgpo.core.online import (
     replan,
     update_posterior,
 )
+from sgpo.errors import DataError
+from sgpo.io import read_table
+from sgpo.models import model_source
+from sgpo.plan import check_profile_matches, kept_in_order
 from sgpo.tasks import Query
 
 
@@ -182,3 +189,33 @@ class OnlinePlanner:
     def restore(self, state: dict) -> None:
         self.posteriors = {q: Posterior(a, b) for q, (a, b) in state["posteriors"].items()}
         self.current = {q: PlannedQuery(q, *v) for q, v in state["current"].items()}
+
+
+def build_scheduler(
+    config: RunConfig, train_queries: list[Query], plan_path: Path | None
+) -> tuple[QueryScheduler, list[dict], float]:
+    """The step scheduler; for sgpo also the plan's rows (all of them, kept or not) and the
+    profiling FLOPs, which are always charged to sGPO."""
+    if config.train.method != "sgpo":
+        g = config.train.group_size
+        scheduled = [ScheduledQuery(q, g) for q in train_queries]
+        return QueryScheduler(scheduled, shuffle=True, seed=config.seed), [], 0.0
+    if plan_path is None or not plan_path.exists():
+        raise FileNotFoundError(f"method sgpo needs a plan: {plan_path} not found (run sgpo plan)")
+    rows, meta = read_table(plan_path)
+    check_profile_matches(meta, config, str(plan_path), model_source(config))
+    by_id = {q.query_id: q for q in train_queries}
+    scheduled = []
+    for row_index, r in enumerate(kept_in_order(rows)):
+        if r["query_id"] not in by_id:
+            raise DataError(
+                f"{plan_path}: row {row_index}: field 'query_id' "
+                f"{r['query_id']!r} is not in the task's training queries"
+            )
+        scheduled.append(ScheduledQuery(by_id[r["query_id"]], int(r["group_size"])))
+    scheduler = QueryScheduler(scheduled, shuffle=False, seed=config.seed)
+    return scheduler, rows, float(meta["profile_flops"])
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()

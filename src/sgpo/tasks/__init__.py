@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from sgpo.errors import DataError
 
 
 @dataclass(frozen=True)
@@ -12,7 +14,6 @@ class Query:
     answer: str
     # Free-form bucket label used to report accuracy per difficulty ("3-digit", "level 4"...).
     difficulty: str = ""
-    extra: dict = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
@@ -21,10 +22,6 @@ class TaskData:
     eval: list[Query]
     default_verifier: str  # import path "module:function"
     source: str  # what the queries came from, recorded in profile/plan for consistency checks
-
-
-class DataError(ValueError):
-    """Bad input data; the message names the file, row and field."""
 
 
 def check_queries(queries: list[Query], source: str) -> None:

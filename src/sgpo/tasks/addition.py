@@ -11,7 +11,8 @@ import hashlib
 import random
 from collections.abc import Iterator
 
-from sgpo.tasks import DataError, Query, TaskData
+from sgpo.errors import DataError
+from sgpo.tasks import Query, TaskData
 
 EVAL_SHARE = 5  # one pair in five belongs to the eval split
 VERIFIER = "sgpo.tasks.addition:verify"

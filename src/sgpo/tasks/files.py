@@ -31,7 +31,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from sgpo.tasks import DataError, Query, TaskData
+from sgpo.errors import DataError
+from sgpo.tasks import Query, TaskData
 from sgpo.verifiers import BOXED_OPEN, balanced_content
 
 FILE_SUFFIXES = (".jsonl", ".parquet", ".csv")

@@ -1,0 +1,26 @@
+"""The error types a user can cause; the CLI maps each to an exit status (ConfigError 2, the
+others 1) and prints its message instead of a traceback."""
+
+from __future__ import annotations
+
+
+class ConfigError(ValueError):
+    """A run or compare config that does not validate."""
+
+
+class DataError(ValueError):
+    """Bad input data; the message names the file, row and field."""
+
+
+class NonFiniteError(RuntimeError):
+    """Too many updates in a row had a non-finite loss or gradient."""
+
+
+# What the CLI reports as the user's mistake rather than a bug.
+USER_ERRORS: tuple[type[Exception], ...] = (
+    ConfigError,
+    DataError,
+    NonFiniteError,
+    FileExistsError,
+    FileNotFoundError,
+)

@@ -1,0 +1,58 @@
+"""What a training step and a finished run report: the per-step rollout statistics of
+metrics.jsonl and the run's summary.json."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sgpo.core.advantages import informative_groups
+from sgpo.core.flops import PHASES
+from sgpo.rollouts import Rollout
+
+
+def rollout_record(generated: list[Rollout], batch: list[Rollout]) -> dict:
+    """Group and response statistics of everything a step generated."""
+    # dapo's rounds reuse group indices: a group is (round's index, query)
+    keys: dict[tuple[int, str], int] = {}
+    group_of = [keys.setdefault((r.group, r.query.query_id), len(keys)) for r in generated]
+    sizes = [group_of.count(g) for g in range(len(keys))]
+    live = informative_groups([r.advantage for r in generated], group_of)
+    informative = sum(g in live for g in group_of)
+    response_tokens = [len(r.completion.response_ids) for r in generated]
+    return {
+        "queries": len(keys),
+        "rollouts": len(generated),
+        "batch_rollouts": len(batch),
+        "reward_mean": float(np.mean([r.reward for r in generated])),
+        "informative_fraction": informative / len(generated),
+        "group_size_mean": float(np.mean(sizes)),
+        "group_size_min": min(sizes),
+        "group_size_max": max(sizes),
+        "response_tokens_mean": float(np.mean(response_tokens)),
+        "tokens_generated": sum(response_tokens),
+        # TRL's clipped_ratio: responses cut at max_new_tokens before their EOS
+        "truncated_fraction": sum(not r.completion.finished for r in generated) / len(generated),
+    }
+
+
+def flops_record(flops: dict[str, float]) -> dict:
+    record = {f"flops_{phase}_cum": flops[phase] for phase in PHASES}
+    record["flops_total_cum"] = sum(flops.values())
+    return record
+
+
+def run_summary(records: list[dict]) -> dict:
+    """Accuracy and rollout totals of a run's metrics records (step 0 = the first eval)."""
+    evals = [r for r in records if "eval_acc" in r]
+    steps = [r for r in records if r["step"] > 0]
+    generated = sum(r["rollouts"] for r in steps)
+    informative = sum(r["informative_fraction"] * r["rollouts"] for r in steps)
+    return {
+        "initial_eval_acc": evals[0]["eval_acc"],
+        "final_eval_acc": evals[-1]["eval_acc"],
+        "initial_eval_acc_greedy": evals[0].get("eval_acc_greedy"),
+        "final_eval_acc_greedy": evals[-1].get("eval_acc_greedy"),
+        "final_eval_acc_by_bucket": evals[-1]["eval_acc_by_bucket"],
+        "informative_fraction": informative / generated if generated else 0.0,
+        "rollouts": generated,
+    }

@@ -1,0 +1,20 @@
+"""Names of the files and folders in a run directory, in one place: the trainer, its checkpoint
+code, compare and the tests all read the same layout."""
+
+from __future__ import annotations
+
+METRICS_FILE = "metrics.jsonl"  # one line per step, plus step 0 = the initial evaluation
+SUMMARY_FILE = "summary.json"
+CONFIG_FILE = "config.yaml"
+PLAN_FILE = "plan.parquet"
+HISTORY_FILE = "plan_history.parquet"  # online sgpo: every query's estimate at each re-plan
+STATE_DIR = "checkpoint"  # the latest resumable state
+OLD_STATE_DIR = ".checkpoint-old"  # the previous checkpoint while a new one is renamed in
+STATE_FILE = "state.json"
+FINAL_DIR = "final"
+MERGED_DIR = "final-merged"
+STEP_CHECKPOINTS_DIR = "checkpoints"
+
+
+def step_checkpoint(step: int) -> str:
+    return f"{STEP_CHECKPOINTS_DIR}/step-{step:06d}"

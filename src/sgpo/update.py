@@ -1,0 +1,206 @@
+"""The policy update: log-probs of the responses, PPO-clipped loss (plus an optional KL penalty
+to the initial policy) aggregated over the whole step, AdamW. Rollouts whose advantage is zero
+skip the backward pass (exact: their loss term is zero; with a KL penalty they are kept).
+
+Besides loss and grad norm it reports the health metrics the anchors log: clip_fraction (share
+of response tokens whose probability ratio to the rollout policy left the clip range) and
+approx_kl (CleanRL's k3 estimate of KL(rollout policy || updated policy), token mean). With one
+PPO epoch the update starts at the rollout policy, so both are exactly 0."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from transformers import get_scheduler
+
+from sgpo.config import TrainConfig
+from sgpo.core.advantages import aggregate_loss, clipped_policy_loss
+from sgpo.core.flops import ModelShape, logprob_flops, train_flops
+from sgpo.models import Policy
+from sgpo.rollouts import Rollout
+
+
+def response_logprobs(policy: Policy, rollouts: list[Rollout]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probs of each rollout's response tokens under policy.model: ([B, T], mask [B, T])."""
+    pad = policy.tokenizer.pad_token_id
+    seqs = [r.completion.prompt_ids + r.completion.response_ids for r in rollouts]
+    width = max(len(s) for s in seqs)
+    input_ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs], device=policy.device)
+    attention = torch.tensor(
+        [[1] * len(s) + [0] * (width - len(s)) for s in seqs], device=policy.device
+    )
+    logits = policy.model(input_ids=input_ids, attention_mask=attention).logits.float()
+    token_logprobs = (
+        torch.log_softmax(logits[:, :-1], dim=-1)
+        .gather(-1, input_ids[:, 1:].unsqueeze(-1))
+        .squeeze(-1)
+    )  # [B, width-1]: log p(token t+1 | tokens <= t)
+    prompt_len = torch.tensor(
+        [len(r.completion.prompt_ids) for r in rollouts], device=policy.device
+    )
+    resp_len = torch.tensor(
+        [len(r.completion.response_ids) for r in rollouts], device=policy.device
+    )
+    steps = torch.arange(int(resp_len.max()), device=policy.device)
+    positions = (prompt_len.unsqueeze(1) - 1 + steps).clamp(max=width - 2)
+    mask = (steps.unsqueeze(0) < resp_len.unsqueeze(1)).float()
+    return token_logprobs.gather(1, positions) * mask, mask
+
+
+PerSequenceFlops = Callable[[ModelShape, int, int], float]
+
+
+def sequence_flops(
+    shape: ModelShape, rollouts: list[Rollout], per_sequence: PerSequenceFlops
+) -> float:
+    """FLOPs of one pass over the rollouts (per_sequence: logprob_flops or train_flops)."""
+    return sum(
+        per_sequence(shape, len(r.completion.prompt_ids), len(r.completion.response_ids))
+        for r in rollouts
+    )
+
+
+@dataclass
+class Health:
+    """Token counts behind clip_fraction and approx_kl, summed over a step's micro-batches."""
+
+    tokens: float = 0.0
+    clipped: float = 0.0
+    kl_sum: float = 0.0
+
+    def add(
+        self, logprobs: torch.Tensor, old: torch.Tensor, mask: torch.Tensor, cfg: TrainConfig
+    ) -> None:
+        log_ratio = (logprobs - old).detach()
+        ratio = torch.exp(log_ratio)
+        outside = (ratio < 1.0 - cfg.clip_low) | (ratio > 1.0 + cfg.clip_high)
+        self.tokens += float(mask.sum())
+        self.clipped += float((outside.float() * mask).sum())
+        self.kl_sum += float((((ratio - 1.0) - log_ratio) * mask).sum())
+
+    def record(self) -> dict:
+        tokens = max(self.tokens, 1.0)
+        return {"clip_fraction": self.clipped / tokens, "approx_kl": self.kl_sum / tokens}
+
+
+class PolicyUpdate:
+    """Optimizer, lr schedule and the step's update; FLOPs are charged to the run's counters."""
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        policy: Policy,
+        reference: Policy | None,
+        shape: ModelShape,
+        norm_length: int,
+    ) -> None:
+        self.cfg = cfg
+        self.norm_length = norm_length  # Dr. GRPO's constant: sampling.max_new_tokens
+        self.policy = policy
+        self.reference = reference
+        self.shape = shape
+        trainable = [p for p in policy.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(
+            trainable, lr=cfg.lr, betas=cfg.adam_betas, weight_decay=cfg.weight_decay
+        )
+        self.lr_schedule = get_scheduler(
+            cfg.lr_schedule if cfg.lr_schedule != "constant" else "constant_with_warmup",
+            self.optimizer,
+            num_warmup_steps=cfg.warmup_steps,
+            num_training_steps=cfg.steps,
+        )
+
+    def _fixed_logprobs(
+        self, micro: list[list[Rollout]], flops: dict[str, float]
+    ) -> tuple[list[torch.Tensor | None], list[torch.Tensor | None]]:
+        """Per micro-batch: the rollout policy's log-probs (only needed with several PPO epochs;
+        with one the current policy is the rollout policy) and the reference's (KL penalty)."""
+        old: list[torch.Tensor | None] = [None] * len(micro)
+        ref: list[torch.Tensor | None] = [None] * len(micro)
+        with torch.no_grad():
+            for i, mb in enumerate(micro):
+                if self.cfg.ppo_epochs > 1:
+                    old[i] = response_logprobs(self.policy, mb)[0]
+                    flops["logprob"] += sequence_flops(self.shape, mb, logprob_flops)
+                if self.reference is not None:
+                    ref[i] = response_logprobs(self.reference, mb)[0]
+                    flops["logprob"] += sequence_flops(self.shape, mb, logprob_flops)
+        return old, ref
+
+    def _micro_batch_loss(
+        self, mb: list[Rollout], old: torch.Tensor | None, ref: torch.Tensor | None, totals: tuple
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(aggregated loss, log-probs, rollout-policy log-probs, mask) of one micro-batch."""
+        cfg = self.cfg
+        logprobs, mask = response_logprobs(self.policy, mb)
+        old = old if old is not None else logprobs.detach()
+        adv = torch.tensor([r.advantage for r in mb], device=logprobs.device)
+        token_loss = clipped_policy_loss(logprobs, old, adv, mask, cfg.clip_low, cfg.clip_high)
+        if ref is not None:
+            log_ratio = ref - logprobs
+            token_loss = token_loss + cfg.kl_coef * (torch.exp(log_ratio) - log_ratio - 1) * mask
+        loss = aggregate_loss(token_loss, mask, cfg.loss_aggregation, *totals)
+        return loss, logprobs, old, mask
+
+    def train_on(self, batch: list[Rollout], flops: dict[str, float]) -> dict:
+        """PPO-clipped update(s) on the batch; returns loss, grad norm and health metrics."""
+        cfg = self.cfg
+        # Step-level denominators: micro-batching and skipping do not change the loss.
+        totals = (
+            sum(len(r.completion.response_ids) for r in batch),
+            len(batch),
+            self.norm_length,
+        )
+        # Zero advantage and no KL -> the loss term is exactly zero: skip the backward pass.
+        trained = [r for r in batch if r.advantage != 0.0 or cfg.kl_coef > 0]
+        if not trained:
+            return {
+                "loss": 0.0,
+                "grad_norm": 0.0,
+                "trained_rollouts": 0,
+                "skipped_update": False,
+                **Health().record(),
+            }
+        micro = [
+            trained[i : i + cfg.micro_batch_size]
+            for i in range(0, len(trained), cfg.micro_batch_size)
+        ]
+        old_logprobs, ref_logprobs = self._fixed_logprobs(micro, flops)
+        losses, norms, skipped, health = [], [], False, Health()
+        self.policy.model.train()
+        for _ in range(cfg.ppo_epochs):
+            step_loss = 0.0
+            for i, mb in enumerate(micro):
+                loss, logprobs, old, mask = self._micro_batch_loss(
+                    mb, old_logprobs[i], ref_logprobs[i], totals
+                )
+                loss.backward()
+                step_loss += loss.item()
+                health.add(logprobs, old, mask, cfg)
+                flops["train"] += sequence_flops(self.shape, mb, train_flops)
+            grad_norm = self._optimizer_step(step_loss)
+            if grad_norm is None:
+                skipped = True
+                break
+            losses.append(step_loss)
+            norms.append(grad_norm)
+        return {
+            "loss": float(np.mean(losses)) if losses else float("nan"),
+            "grad_norm": float(np.mean(norms)) if norms else float("nan"),
+            "trained_rollouts": len(trained),
+            "skipped_update": skipped,
+            **health.record(),
+        }
+
+    def _optimizer_step(self, step_loss: float) -> float | None:
+        """Clip and apply the gradient; None (and no step) when loss or gradient is not finite."""
+        params = [p for p in self.policy.model.parameters() if p.requires_grad]
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm))
+        finite = np.isfinite(step_loss) and np.isfinite(grad_norm)
+        if finite:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return grad_norm if finite else None

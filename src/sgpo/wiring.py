@@ -1,0 +1,51 @@
+"""From a run config to the objects every stage needs: sampling settings, the verifier, the
+generation engine. One place, so profile, train and eval build them the same way."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:  # the engines pull in torch; the CLI imports this module lazily anyway
+    from sgpo.config import RunConfig
+    from sgpo.engine import GenerationEngine, SamplingParams
+    from sgpo.models import Policy
+    from sgpo.tasks import TaskData
+    from sgpo.verify import Verifier
+
+
+def sampling_params(config: RunConfig) -> SamplingParams:
+    from sgpo.engine import SamplingParams
+
+    s = config.sampling
+    return SamplingParams(s.temperature, s.top_p, s.max_new_tokens)
+
+
+def make_verifier(config: RunConfig, task: TaskData) -> Verifier:
+    from sgpo.verify import Verifier
+
+    spec = config.task.verifier or task.default_verifier
+    return Verifier(
+        spec,
+        config.task.verifier_timeout_s,
+        config.task.verifier_isolation,
+        config.task.verifier_kwargs,
+        config.task.verifier_reward_range,
+    )
+
+
+def make_engine(
+    config: RunConfig, policy: Policy, stage: Literal["profile", "eval", "train"]
+) -> GenerationEngine:
+    """The stage's engine. Training always generates with transformers: its weights change
+    every step, which a vLLM copy would not see."""
+    from sgpo.engine import TransformersEngine
+
+    batch_size = config.sampling.batch_size
+    if stage == "train":
+        return TransformersEngine(policy, batch_size)
+    settings = config.profile if stage == "profile" else config.eval
+    if settings.engine == "vllm":  # an optional install: imported only when asked for
+        from sgpo.vllm_engine import VLLMEngine
+
+        return VLLMEngine(policy, batch_size, **settings.vllm_kwargs)
+    return TransformersEngine(policy, batch_size)
