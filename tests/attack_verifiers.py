@@ -86,3 +86,15 @@ def see_host_processes(response: str, reference: str) -> float:
     if not Path(f"/proc/{json.loads(reference)['pid']}").exists():
         raise LookupError("host process not visible")
     return 1.0
+
+
+def fill_tmp(response: str, reference: str) -> float:
+    """Writes 100 MB to /tmp."""
+    with open("/tmp/sgpo-fill", "wb") as out:  # noqa: S108 - the attack under test
+        try:
+            for _ in range(100):
+                out.write(b"\0" * 1024**2)
+                out.flush()
+        finally:
+            os.unlink("/tmp/sgpo-fill")  # noqa: S108
+    return 1.0

@@ -143,3 +143,33 @@ def test_children_die_with_the_worker(isolation: str) -> None:
     for pid in survivors:
         os.kill(pid, signal.SIGKILL)
     assert bool(survivors) == (isolation == "process")
+
+
+@pytest.mark.skipif(NO_SANDBOX is not None, reason=f"no sandbox: {NO_SANDBOX}")
+def test_private_tmp_is_small(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(TESTS_DIR)
+    assert not attack("fill_tmp", "sandbox")
+
+
+def test_only_the_verifier_package_of_the_working_directory_is_visible(
+    isolation: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project = tmp_path / "project"
+    (project / "mypkg").mkdir(parents=True)
+    (project / "mypkg" / "__init__.py").write_text("")
+    (project / "mypkg" / "check.py").write_text(
+        "from pathlib import Path\n\n\n"
+        "def score(response, reference):\n"
+        "    Path(reference).read_text()\n"
+        "    return 1.0\n"
+    )
+    secret = project / ".env"
+    secret.write_text("API_KEY=hunter2\n")
+    monkeypatch.chdir(project)
+    monkeypatch.syspath_prepend(str(project))
+    v = Verifier("mypkg.check:score", timeout_s=15.0, isolation=isolation)
+    try:
+        assert v.score_one("", str(project / "mypkg" / "check.py"), "own file") == 1.0
+        assert v.score_one("", str(secret), "secret") == (isolation == "process")
+    finally:
+        v.close()

@@ -107,9 +107,10 @@ def sandbox_command(inner: list[str], spec: str) -> list[str]:
             args += ["--ro-bind", directory, directory]
     for path in ETC_FILES:
         args += ["--ro-bind-try", path, path]
+    # /tmp first: binds of paths under /tmp (a project there) then land on top of it.
+    args += ["--proc", "/proc", "--dev", "/dev", "--size", str(TMP_BYTES), "--tmpfs", "/tmp"]
     for path in binds:
         args += ["--ro-bind", path, path]
-    args += ["--proc", "/proc", "--dev", "/dev", "--size", str(TMP_BYTES), "--tmpfs", "/tmp"]
     return args + ["--chdir", "/tmp", "--", *inner]
 
 
