@@ -2,7 +2,6 @@
 stage through the CLI as a user runs it, checking the files every stage hands to the next."""
 
 import json
-import time
 from pathlib import Path
 
 from tiny_run import tiny_tree, write_config
@@ -24,7 +23,6 @@ SUMMARY_KEYS = {
 
 
 def test_stages_one_by_one(tmp_path: Path):
-    start = time.perf_counter()
     config = write_config(
         tmp_path / "cfg.yaml",
         tiny_tree(tmp_path / "models", train={"steps": 4, "eval_every": 2, "checkpoint_every": 2}),
@@ -69,4 +67,3 @@ def test_stages_one_by_one(tmp_path: Path):
     report = (out / "report.md").read_text()
     assert "## Plan" in report and "held-out accuracy" in report
     assert len(list(out.glob("*.png"))) >= 3
-    assert time.perf_counter() - start < 120

@@ -2,13 +2,15 @@
 rollouts skip the backward pass (exactly, and the FLOPs show it), KL and PPO epochs add
 log-prob passes."""
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from tiny_run import tiny_tree
 
 from sgpo.config import RunConfig
-from sgpo.core.flops import train_flops
+from sgpo.core.flops import logprob_flops, train_flops
+from sgpo.metrics import rollout_record
 from sgpo.train import Trainer
 
 
@@ -50,12 +52,39 @@ def test_zero_advantage_rollouts_skip_backward_and_flops(tmp_path: Path):
     assert trainer.flops["logprob"] == 0  # one PPO epoch, no KL: no extra forward
 
 
+def pass_flops(trainer: Trainer, rollouts: list, per_sequence: Callable) -> float:
+    return sum(
+        per_sequence(trainer.shape, len(r.completion.prompt_ids), len(r.completion.response_ids))
+        for r in rollouts
+    )
+
+
 def test_kl_and_ppo_epochs_add_logprob_passes(tmp_path: Path):
     kl = make_trainer(tmp_path, "kl", kl_coef=0.1)
     batch, stats = one_step(kl)
     assert stats["trained_rollouts"] == len(batch)  # with KL every rollout has a loss term
-    assert kl.flops["logprob"] > 0 and kl.update.reference is not None
+    # exactly one reference pass over the batch, one training pass
+    assert kl.flops["logprob"] == pass_flops(kl, batch, logprob_flops)
+    assert kl.flops["train"] == pass_flops(kl, batch, train_flops)
     epochs = make_trainer(tmp_path, "epochs", ppo_epochs=2)
-    one_step(epochs)
-    assert epochs.flops["logprob"] > 0
-    assert epochs.flops["train"] > 0
+    batch, _ = one_step(epochs)
+    live = [r for r in batch if r.advantage != 0.0]
+    # one pass for the rollout policy's log-probs, then two training passes
+    assert epochs.flops["logprob"] == pass_flops(epochs, live, logprob_flops)
+    assert epochs.flops["train"] == 2 * pass_flops(epochs, live, train_flops)
+
+
+def test_health_metrics(tmp_path: Path):
+    one_epoch = make_trainer(tmp_path, "one", group_size=2, rollout_budget=16)
+    generated, batch = one_epoch.collect()
+    stats = one_epoch.train_on(batch)
+    # one epoch starts at the rollout policy: ratio 1 everywhere
+    assert stats["clip_fraction"] == 0.0 and stats["approx_kl"] == 0.0
+    record = rollout_record(generated, batch)
+    cut = [r for r in generated if not r.completion.finished]
+    assert record["truncated_fraction"] == len(cut) / len(generated)
+    assert all(len(r.completion.response_ids) == 4 for r in cut)  # max_new_tokens
+    # lr 1.0: the second epoch moves far from the rollout policy
+    two = make_trainer(tmp_path, "two", ppo_epochs=2, lr=1.0, clip_low=0.01, clip_high=0.01)
+    _, stats = one_step(two)
+    assert 0.0 < stats["clip_fraction"] <= 1.0 and stats["approx_kl"] > 0.0
