@@ -1,0 +1,198 @@
+"""The plan as TRL's data path: which dataset rows a generation batch holds, in which order.
+
+GRPOTrainer's RepeatSampler shuffles prompts and repeats each one num_generations times. Here
+PlanSampler walks the plan instead: each generation batch takes the next kept queries in
+curriculum order while their group sizes fit the batch (sgpo's QueryScheduler, so the steps are
+the ones `sgpo train` would take), repeats each query G times, and fills the rest of the batch
+with padding slots. Every slot says which group it belongs to, so the trainer never has to guess
+the layout from the prompts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from datasets import Dataset
+from torch.utils.data import Dataset as TorchDataset
+from torch.utils.data import Sampler
+
+from sgpo.core.allocation import PlanRule
+from sgpo.io import read_table
+from sgpo.plan import kept_in_order
+from sgpo.schedule import OnlinePlanner, QueryScheduler, ScheduledQuery
+from sgpo.tasks import Query
+
+# Keys the trainer adds to each row (and strips before reward functions see the row).
+GROUP_KEY = "sgpo_group"  # index of the row's group within its batch; PAD_GROUP for padding
+GROUP_SIZE_KEY = "sgpo_group_size"
+PAD_GROUP = -1
+
+
+@dataclass
+class Plan:
+    """A plan.parquet: every row (kept or not), the kept ones in curriculum order, its rule."""
+
+    rows: list[dict]
+    kept: list[ScheduledQuery]
+    rule: PlanRule
+    profile_flops: float
+    path: Path
+
+
+def _query(row: dict) -> Query:
+    return Query(row["query_id"], row["prompt"], row["answer"], row.get("difficulty") or "")
+
+
+def load_plan(path: str | Path) -> Plan:
+    path = Path(path)
+    rows, meta = read_table(path)
+    kept = [ScheduledQuery(_query(r), int(r["group_size"])) for r in kept_in_order(rows)]
+    if not kept:
+        raise ValueError(f"{path}: the plan keeps no query")
+    return Plan(rows, kept, PlanRule(**meta["rule"]), float(meta.get("profile_flops", 0.0)), path)
+
+
+def plan_dataset(plan: Plan | str | Path, prompt: Callable[[str], Any] | None = None) -> Dataset:
+    """The plan's queries as a TRL dataset (query_id, prompt, answer, difficulty): the kept ones
+    in curriculum order, then the dropped ones (online re-planning may bring them back).
+
+    prompt maps a query's text to what TRL should see, e.g. a chat message list; by default the
+    text itself (TRL then tokenizes it as it is, without a chat template)."""
+    plan = plan if isinstance(plan, Plan) else load_plan(plan)
+    kept = {s.query.query_id for s in plan.kept}
+    queries = [s.query for s in plan.kept] + [
+        _query(r) for r in plan.rows if r["query_id"] not in kept
+    ]
+    return Dataset.from_dict(
+        {
+            "query_id": [q.query_id for q in queries],
+            "prompt": [prompt(q.prompt) if prompt else q.prompt for q in queries],
+            "answer": [q.answer for q in queries],
+            "difficulty": [q.difficulty for q in queries],
+        }
+    )
+
+
+class PlanSlot(NamedTuple):
+    """One row of a generation batch: a dataset row, its group in the batch and the group's G."""
+
+    index: int
+    group: int
+    group_size: int
+
+
+class PlanRows(TorchDataset):
+    """The training dataset seen through PlanSlots: each row gains its group and group size."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, slot: PlanSlot) -> dict:
+        return dict(self.dataset[slot.index]) | {
+            GROUP_KEY: slot.group,
+            GROUP_SIZE_KEY: slot.group_size,
+        }
+
+
+class StepSchedule:
+    """Which queries, with which G, each generation batch takes. Static: the plan's curriculum,
+    epoch after epoch. With re-estimation: every group's rewards update its query's posterior and
+    the plan is rebuilt every replan_every batches (sgpo's OnlinePlanner)."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        budget: int,
+        seed: int,
+        planner: OnlinePlanner | None = None,
+        replan_every: int = 0,
+    ) -> None:
+        too_big = [s for s in plan.kept if s.group_size > budget]
+        if too_big:
+            raise ValueError(
+                f"{plan.path}: query {too_big[0].query.query_id!r} has G={too_big[0].group_size} "
+                f"but a generation batch holds {budget} rows; raise generation_batch_size "
+                "(per_device_train_batch_size x steps_per_generation) or lower plan.g_max"
+            )
+        self.plan = plan
+        self.budget = budget
+        self.scheduler = QueryScheduler(list(plan.kept), shuffle=False, seed=seed)
+        self.planner = planner
+        self.replan_every = replan_every
+        self.queries_by_id = {r["query_id"]: _query(r) for r in plan.rows}
+        self.batches_observed = 0
+
+    def next_batch(self) -> list[ScheduledQuery]:
+        return self.scheduler.take(self.budget)
+
+    def epoch_done(self) -> bool:
+        return not self.scheduler.remaining
+
+    def observe(self, outcomes: dict[str, tuple[int, int]]) -> bool:
+        """A generated batch's (successes, failures) per query; True when the plan was rebuilt."""
+        if self.planner is None:
+            return False
+        for query_id, (wins, losses) in outcomes.items():
+            self.planner.observe(query_id, wins, losses)
+        self.batches_observed += 1
+        if self.batches_observed % self.replan_every:
+            return False
+        self.scheduler.update_plan(self.planner.replan(self.queries_by_id))
+        return True
+
+
+class PlanSampler(Sampler[PlanSlot]):
+    """Yields PlanSlots: per generation batch the scheduled queries' rows (each G times, in
+    plan order) and padding up to the batch size, the whole batch `repeat` times (TRL reuses a
+    generation batch over steps_per_generation x num_iterations micro-steps). One iteration is
+    one plan epoch; the next continues where the schedule stands.
+
+    Batches are drawn lazily, but the data loader prefetches one ahead, so a re-plan reaches
+    the batches from one after the next."""
+
+    def __init__(
+        self, schedule: StepSchedule, index_of: dict[str, int], batch_rows: int, repeat: int
+    ) -> None:
+        self.schedule = schedule
+        self.index_of = index_of
+        self.batch_rows = batch_rows
+        self.repeat = repeat
+        self.steps_per_epoch = self._count_static_steps()
+
+    def _count_static_steps(self) -> int:
+        """Batches in one epoch of the static plan (the length the Trainer plans with)."""
+        counter = QueryScheduler(list(self.schedule.plan.kept), shuffle=False, seed=0)
+        steps = 0
+        while True:
+            counter.take(self.schedule.budget)
+            steps += 1
+            if not counter.remaining:
+                return steps
+
+    def __len__(self) -> int:
+        return self.steps_per_epoch * self.batch_rows * self.repeat
+
+    def batch_slots(self, batch: list[ScheduledQuery]) -> list[PlanSlot]:
+        slots = [
+            PlanSlot(self.index_of[s.query.query_id], group, s.group_size)
+            for group, s in enumerate(batch)
+            for _ in range(s.group_size)
+        ]
+        # Padding rows reuse the last real row (same prompt format); the trainer generates
+        # nothing for them and keeps them out of rewards, advantages, the loss and the logs.
+        pad = PlanSlot(slots[-1].index, PAD_GROUP, 0)
+        return slots + [pad] * (self.batch_rows - len(slots))
+
+    def __iter__(self) -> Iterator[PlanSlot]:
+        while True:
+            slots = self.batch_slots(self.schedule.next_batch())
+            for _ in range(self.repeat):
+                yield from slots
+            if self.schedule.epoch_done():
+                return

@@ -1,0 +1,402 @@
+"""SGPOTrainer: TRL's GRPOTrainer driven by an sgpo plan.
+
+What changes against GRPOTrainer, and where:
+- data (get_train_dataloader): PlanSampler replaces RepeatSampler. A generation batch
+  (generation_batch_size rows) holds the plan's next queries in curriculum order, each repeated
+  its own G, then padding rows; each row carries its group id.
+- generation (_generate_single_turn): only the real rows go to the backend (transformers or
+  vLLM, one request of sum(G) prompts); padding rows get a one-token EOS completion.
+- rewards (_calculate_rewards): reward functions see only real rows; padding rows get NaN.
+- advantages (_generate_and_score_completions): TRL groups rewards by view(-1, num_generations),
+  so the base call runs with one row per group and the advantages are then recomputed over the
+  planned groups (sgpo.trl.advantages, TRL's formula). Padding rows get advantage 0, their
+  completion tokens leave the loss mask and num_items_in_batch (the dapo/bnpo/cispo/vespo
+  normaliser), and they are taken out of TRL's generation and reward statistics and the
+  completions table.
+- cost (sgpo's convention, sgpo.core.flops): FLOPs per phase over real tokens, the profile's
+  FLOPs charged from the start, generated tokens and rollouts; logged with sgpo's informative
+  fraction and G statistics through TRL's own metrics (keys "sgpo/...").
+- online re-estimation (SGPOConfig.reestimate): every group's outcomes update its query's
+  posterior and the plan is rebuilt every replan_every generation batches (sgpo's
+  OnlinePlanner). Knapsack allocation and re-profiling of dropped queries are not offered here.
+
+Single process only (one GPU, optionally with a vLLM server on others).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from datasets import Dataset
+from trl import GRPOConfig, GRPOTrainer
+
+from sgpo.core.advantages import informative_groups
+from sgpo.core.flops import PHASES, inference_flops, logprob_flops, train_flops
+from sgpo.core.rewards import CORRECT_THRESHOLD
+from sgpo.models import model_shape
+from sgpo.schedule import OnlinePlanner
+from sgpo.trl.advantages import grouped_advantages
+from sgpo.trl.data import (
+    GROUP_KEY,
+    GROUP_SIZE_KEY,
+    Plan,
+    PlanRows,
+    PlanSampler,
+    StepSchedule,
+    load_plan,
+    plan_dataset,
+)
+
+# Losses normalised by the number of real tokens: padding rows (mask 0) drop out exactly. The
+# per-sequence means ("grpo", "sapo", "luspo") and "dr_grpo" divide by the number of rows, so
+# padding rows would shrink the gradient.
+TOKEN_NORMALISED_LOSSES = ("dapo", "bnpo", "cispo", "vespo")
+SGPO_KEYS = (GROUP_KEY, GROUP_SIZE_KEY)
+
+
+@dataclass
+class SGPOConfig(GRPOConfig):
+    """GRPOConfig plus sgpo's knobs. The rollout budget of a step is generation_batch_size
+    (per_device_train_batch_size x steps_per_generation): each batch takes plan queries while
+    their G fit it."""
+
+    num_generations: int | None = field(
+        default=2,
+        metadata={"help": "Used by evaluation only; training group sizes come from the plan."},
+    )
+    query_id_column: str = field(
+        default="query_id",
+        metadata={"help": "Dataset column holding the plan's query_id."},
+    )
+    reestimate: bool = field(
+        default=False,
+        metadata={
+            "help": "Online sGPO: update each query's success rate from its training "
+            "groups and re-plan every replan_every generation batches."
+        },
+    )
+    replan_every: int = field(default=10, metadata={"help": "Generation batches between re-plans."})
+    reestimate_decay: float = field(
+        default=0.8, metadata={"help": "Weight old evidence keeps at each new observation."}
+    )
+    reestimate_prior_alpha: float = 0.0
+    reestimate_prior_beta: float = 0.0
+    success_threshold: float = field(
+        default=CORRECT_THRESHOLD,
+        metadata={
+            "help": "A completion whose total reward reaches this counts as correct "
+            "(online re-estimation)."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.replan_every < 1:
+            raise ValueError(f"replan_every must be >= 1, got {self.replan_every}")
+
+
+class SGPOTrainer(GRPOTrainer):
+    """GRPOTrainer that trains on a plan's kept queries in curriculum order, each with its own
+    group size. `plan` is a plan.parquet path (or a loaded Plan); `train_dataset` defaults to
+    the plan's queries as plain-text prompts (see plan_dataset) and must have a query-id column
+    otherwise."""
+
+    _tag_names = ["trl", "sgpo"]
+
+    def __init__(
+        self,
+        model: Any,
+        reward_funcs: Any,
+        plan: Plan | str | Path,
+        args: SGPOConfig | None = None,
+        train_dataset: Dataset | None = None,
+        **kwargs: Any,
+    ) -> None:
+        plan = plan if isinstance(plan, Plan) else load_plan(plan)
+        args = args if args is not None else SGPOConfig(output_dir="sgpo-trl")
+        if not isinstance(args, SGPOConfig):
+            raise TypeError(f"args must be an SGPOConfig, got {type(args).__name__}")
+        for name in ("tools", "environment_factory", "rollout_func"):
+            if kwargs.get(name) is not None:
+                raise NotImplementedError(f"SGPOTrainer does not support `{name}`")
+        if args.loss_type not in TOKEN_NORMALISED_LOSSES:
+            raise NotImplementedError(
+                f"SGPOTrainer supports loss_type in {TOKEN_NORMALISED_LOSSES}, got "
+                f"{args.loss_type!r}: padding rows would dilute a per-row mean"
+            )
+        if args.multi_objective_aggregation != "sum_then_normalize":
+            raise NotImplementedError(
+                "SGPOTrainer supports multi_objective_aggregation='sum_then_normalize'"
+            )
+        train_dataset = train_dataset if train_dataset is not None else plan_dataset(plan)
+        super().__init__(model, reward_funcs, args=args, train_dataset=train_dataset, **kwargs)
+        if self.accelerator.num_processes > 1:
+            raise NotImplementedError("SGPOTrainer runs in a single process for now")
+        if self._is_vlm:
+            raise NotImplementedError("SGPOTrainer does not support vision-language models")
+
+        planner = (
+            OnlinePlanner(
+                plan.rows,
+                plan.rule,
+                args.reestimate_decay,
+                (args.reestimate_prior_alpha, args.reestimate_prior_beta),
+                args.seed,
+            )
+            if args.reestimate
+            else None
+        )
+        self.plan = plan
+        self.schedule = StepSchedule(
+            plan, args.generation_batch_size, args.seed, planner, args.replan_every
+        )
+        # Re-planning can bring back any query of the plan; the static plan needs the kept ones.
+        needed = (
+            [r["query_id"] for r in plan.rows] if planner else [s.query.query_id for s in plan.kept]
+        )
+        self.plan_sampler = PlanSampler(
+            self.schedule,
+            _index_by_query(train_dataset, args.query_id_column, needed),
+            args.generation_batch_size,
+            repeat=self.num_iterations * args.steps_per_generation,
+        )
+        self.shape = model_shape(self.accelerator.unwrap_model(self.model))
+        self.sgpo_flops = dict.fromkeys(PHASES, 0.0) | {"profile": plan.profile_flops}
+        self.sgpo_rollouts = 0
+        self.sgpo_tokens_generated = 0
+        self._group_ids: torch.Tensor | None = None  # the current training batch's layout
+        self._rewards_per_func: torch.Tensor | None = None
+
+    # ------------------------------------------------------------------------------ data
+    def _get_train_sampler(self, dataset: Any = None) -> PlanSampler:
+        return self.plan_sampler
+
+    def get_train_dataloader(self):  # noqa: ANN201 - accelerate's prepared DataLoader
+        return self._get_dataloader(
+            dataset=PlanRows(self.train_dataset),
+            description="Training",
+            batch_size=self._train_batch_size * self.args.steps_per_generation,
+            sampler_fn=self._get_train_sampler,
+            is_training=True,
+        )
+
+    # ------------------------------------------------------------------------ generation
+    def _real_rows(self) -> list[int]:
+        return [i for i, g in enumerate(self._group_ids.tolist()) if g >= 0]
+
+    def _generate_single_turn(
+        self,
+        prompt_ids: list[list[int]],
+        images: Any,
+        multimodal_fields: dict,
+        num_generations: int,
+        has_tool_images: bool = False,
+    ) -> tuple[list[list[int]], list[list[float]] | None]:
+        if self._group_ids is None:  # evaluation: plain GRPO
+            return super()._generate_single_turn(
+                prompt_ids, images, multimodal_fields, num_generations, has_tool_images
+            )
+        real = self._real_rows()
+        # One completion per real row: with vLLM one request of sum(G) prompts (n=1 each; its
+        # prefix cache shares a group's prompt), with transformers one generate() call.
+        real_ids, real_logprobs = super()._generate_single_turn(
+            [prompt_ids[i] for i in real], None, {}, 1, has_tool_images
+        )
+        completion_ids: list[list[int]] = [[self.eos_token_ids[0]] for _ in prompt_ids]
+        # NaN sampling log-prob: TRL's vLLM importance ratio is then exactly 1 on padding.
+        logprobs = [[float("nan")] for _ in prompt_ids] if real_logprobs is not None else None
+        for j, i in enumerate(real):
+            completion_ids[i] = list(real_ids[j])
+            if logprobs is not None:
+                logprobs[i] = list(real_logprobs[j])
+        return completion_ids, logprobs
+
+    def _generate(self, prompts: list) -> tuple:
+        result = super()._generate(prompts)
+        if self._group_ids is not None:
+            real = self._real_rows()
+            self._restate_generation_metrics(result[0], result[1], real)
+            self._charge_generation(result[0], result[1], real)
+        return result
+
+    def _restate_generation_metrics(
+        self, prompt_ids: list[list[int]], completion_ids: list[list[int]], real: list[int]
+    ) -> None:
+        """TRL's completion statistics and token count over the real rows only."""
+        padding = set(range(len(prompt_ids))) - set(real)
+        self.state.num_input_tokens_seen -= sum(
+            len(prompt_ids[i]) + len(completion_ids[i]) for i in padding
+        )
+        metrics = self._metrics["train"]
+        metrics["num_tokens"] = [self.state.num_input_tokens_seen]
+        lengths = torch.tensor([len(completion_ids[i]) for i in real], dtype=torch.float32)
+        ends = [*self.eos_token_ids, self._tokenizer.pad_token_id]
+        truncated = torch.tensor([completion_ids[i][-1] not in ends for i in real])
+        terminated = lengths[~truncated] if (~truncated).any() else torch.zeros(1)
+        for key, value in (
+            ("completions/mean_length", lengths.mean()),
+            ("completions/min_length", lengths.min()),
+            ("completions/max_length", lengths.max()),
+            ("completions/clipped_ratio", truncated.float().mean()),
+            ("completions/mean_terminated_length", terminated.mean()),
+            ("completions/min_terminated_length", terminated.min()),
+            ("completions/max_terminated_length", terminated.max()),
+        ):
+            metrics[key][-1] = value.item()
+
+    def _charge_generation(
+        self, prompt_ids: list[list[int]], completion_ids: list[list[int]], real: list[int]
+    ) -> None:
+        """sgpo's cost convention for one generation batch, real tokens only: rollout inference,
+        the log-prob passes TRL will run (old policy, reference) and num_iterations updates."""
+        lengths = [(len(prompt_ids[i]), len(completion_ids[i])) for i in real]
+        generate_every = self.args.steps_per_generation * self.num_iterations
+        old_logprobs = self.args.gradient_accumulation_steps % generate_every != 0 or (
+            self.use_vllm and self.vllm_importance_sampling_correction
+        )
+        logprob_passes = int(old_logprobs) + int(self.beta != 0.0)
+        for p, r in lengths:
+            self.sgpo_flops["rollout"] += inference_flops(self.shape, p, r)
+            self.sgpo_flops["logprob"] += logprob_passes * logprob_flops(self.shape, p, r)
+            self.sgpo_flops["train"] += self.num_iterations * train_flops(self.shape, p, r)
+        tokens = sum(r for _, r in lengths)
+        self.sgpo_rollouts += len(real)
+        self.sgpo_tokens_generated += tokens
+        self._metrics["train"]["sgpo/tokens_generated"].append(float(tokens))
+
+    # --------------------------------------------------------------------------- rewards
+    def _calculate_rewards(
+        self, inputs: list[dict], prompts: list, completions: list, completion_ids_list: list
+    ) -> torch.Tensor:
+        if self._group_ids is None:
+            return super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        real = self._real_rows()
+        scored = super()._calculate_rewards(
+            [inputs[i] for i in real],
+            [prompts[i] for i in real],
+            [completions[i] for i in real],
+            [completion_ids_list[i] for i in real],
+        )
+        # NaN in every column marks a row unscorable: TRL leaves it out of the reward metrics.
+        rewards = torch.full(
+            (len(prompts), scored.shape[1]), torch.nan, dtype=scored.dtype, device=scored.device
+        )
+        rewards[real] = scored
+        self._rewards_per_func = rewards
+        return rewards
+
+    # ------------------------------------------------------------------------ the batch
+    def _generate_and_score_completions(self, inputs: list[dict]) -> dict[str, Any]:
+        if not self.model.training or GROUP_KEY not in inputs[0]:
+            return super()._generate_and_score_completions(inputs)
+        group_ids = torch.tensor([x[GROUP_KEY] for x in inputs])
+        rows = [{k: v for k, v in x.items() if k not in SGPO_KEYS} for x in inputs]
+        planned_num_generations = self.num_generations
+        self._group_ids = group_ids
+        # TRL groups rewards by view(-1, num_generations); with 1 its advantages are all zero
+        # and are replaced below by the planned groups' advantages.
+        self.num_generations = 1
+        try:
+            output = super()._generate_and_score_completions(rows)
+            self._apply_groups(output, rows, group_ids)
+        finally:
+            self.num_generations = planned_num_generations
+            self._group_ids = None
+            self._rewards_per_func = None
+        return output
+
+    def _apply_groups(
+        self, output: dict[str, Any], rows: list[dict], group_ids: torch.Tensor
+    ) -> None:
+        device = output["advantages"].device
+        per_func = self._rewards_per_func
+        rewards = (per_func * self.reward_weights.to(per_func.device).unsqueeze(0)).nansum(dim=1)
+        rewards[torch.isnan(per_func).all(dim=1)] = torch.nan
+        advantages, is_std_zero = grouped_advantages(rewards.cpu(), group_ids, self.scale_rewards)
+        output["advantages"] = advantages.to(device)
+
+        padding = (group_ids < 0).to(device)
+        mask = output["completion_mask"]
+        output["num_items_in_batch"] = output["num_items_in_batch"] - mask[padding].sum()
+        mask[padding] = 0
+
+        real = group_ids >= 0
+        metrics = self._metrics["train"]
+        metrics["frac_reward_zero_std"][-1] = is_std_zero[real].float().mean().item()
+        self._drop_padding_from_logs(real.tolist(), advantages[real].tolist())
+
+        groups = group_ids[real].tolist()
+        sizes = torch.bincount(group_ids[real]).float()
+        live = informative_groups(advantages[real].tolist(), groups)
+        metrics["sgpo/queries"].append(float(len(sizes)))
+        metrics["sgpo/rollouts"].append(float(len(groups)))
+        metrics["sgpo/padding_rows"].append(float(len(group_ids) - len(groups)))
+        metrics["sgpo/informative_fraction"].append(sum(g in live for g in groups) / len(groups))
+        metrics["sgpo/group_size_mean"].append(sizes.mean().item())
+        metrics["sgpo/group_size_min"].append(sizes.min().item())
+        metrics["sgpo/group_size_max"].append(sizes.max().item())
+        self._observe(rows, group_ids, rewards.cpu())
+
+    def _drop_padding_from_logs(self, keep: list[bool], real_advantages: list[float]) -> None:
+        """The completions table (TRL's _logs) without the padding rows of the last batch."""
+        logs = self._logs
+        for column in (logs["prompt"], logs["completion"], *logs["rewards"].values()):
+            tail = [column.pop() for _ in keep][::-1]
+            column.extend(v for v, k in zip(tail, keep, strict=True) if k)
+        for _ in keep:
+            logs["advantages"].pop()
+        logs["advantages"].extend(real_advantages)
+
+    def _observe(self, rows: list[dict], group_ids: torch.Tensor, rewards: torch.Tensor) -> None:
+        """Online sGPO: each group's outcomes update its query's success rate."""
+        if self.schedule.planner is None:
+            return
+        column = self.args.query_id_column
+        outcomes: dict[str, tuple[int, int]] = {}
+        for group in torch.unique(group_ids[group_ids >= 0]).tolist():
+            members = (group_ids == group).nonzero().flatten().tolist()
+            scored = [float(rewards[i]) for i in members if not torch.isnan(rewards[i])]
+            wins = sum(r >= self.args.success_threshold for r in scored)
+            outcomes[rows[members[0]][column]] = (wins, len(scored) - wins)
+        replanned = self.schedule.observe(outcomes)
+        self._metrics["train"]["sgpo/replanned"].append(float(replanned))
+
+    # --------------------------------------------------------------------------- logging
+    def sgpo_totals(self) -> dict[str, float]:
+        """Cumulative cost in sgpo's convention (profile FLOPs included from the start)."""
+        totals = {f"sgpo/flops_{phase}_cum": value for phase, value in self.sgpo_flops.items()}
+        totals["sgpo/flops_total_cum"] = sum(self.sgpo_flops.values())
+        totals["sgpo/rollouts_cum"] = float(self.sgpo_rollouts)
+        totals["sgpo/tokens_generated_cum"] = float(self.sgpo_tokens_generated)
+        totals["sgpo/plan_epoch"] = float(self.schedule.scheduler.epoch)
+        return totals
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if self.model.training:
+            logs = logs | self.sgpo_totals()
+        super().log(logs, start_time)
+
+
+def _index_by_query(dataset: Dataset, column: str, needed: list[str]) -> dict[str, int]:
+    """Dataset row of each query id; every id the plan may schedule must be there."""
+    if column not in dataset.column_names:
+        raise ValueError(
+            f"train_dataset has no column {column!r} (the plan's query ids); set query_id_column "
+            "or build the dataset with sgpo.trl.plan_dataset"
+        )
+    index: dict[str, int] = {}
+    for row, query_id in enumerate(dataset[column]):
+        if query_id in index:
+            raise ValueError(
+                f"train_dataset: query id {query_id!r} in rows {index[query_id]} and {row}"
+            )
+        index[query_id] = row
+    missing = [q for q in needed if q not in index]
+    if missing:
+        raise ValueError(
+            f"train_dataset lacks {len(missing)} of the plan's queries, e.g. {missing[:3]}"
+        )
+    return index
