@@ -1,0 +1,237 @@
+"""sgpo.trl: TRL's GRPOTrainer driven by a plan, on the tiny embedded model (CPU).
+
+The plan is written by hand so the expected steps can be worked out here: with a batch of 6
+rows, queries in rank order q4(G=1) q3(2) q2(4) q1(2) q0(3) make the batches
+[q4, q3] + 3 padding rows, [q2, q1], [q0] + 3 padding rows."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("trl")
+
+from tiny_run import tiny_tree  # noqa: E402
+from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
+from trl.trainer.utils import nanstd  # noqa: E402
+
+from sgpo.config import RunConfig  # noqa: E402
+from sgpo.core.allocation import PlanRule  # noqa: E402
+from sgpo.io import write_table  # noqa: E402
+from sgpo.models import model_source  # noqa: E402
+from sgpo.schedule import OnlinePlanner  # noqa: E402
+from sgpo.trl import SGPOConfig, SGPOTrainer, load_plan, plan_dataset  # noqa: E402
+from sgpo.trl.advantages import grouped_advantages  # noqa: E402
+from sgpo.trl.data import GROUP_KEY, StepSchedule  # noqa: E402
+
+GROUP_SIZES = {"q0": 3, "q1": 2, "q2": 4, "q3": 2, "q4": 1}
+BATCH_ROWS = 6
+EXPECTED_BATCHES = [[("q4", 1), ("q3", 2)], [("q2", 4), ("q1", 2)], [("q0", 3)]]
+
+
+def prompt_of(query_id: str) -> str:
+    i = int(query_id[1:])
+    return f"{i}+{i + 1}="
+
+
+def plan_row(query_id: str, group_size: int, rank: int, reason: str = "kept") -> dict:
+    return {
+        "query_id": query_id,
+        "prompt": prompt_of(query_id) if query_id.startswith("q") else "9+9=",
+        "answer": "x",
+        "difficulty": "1",
+        "k": 4,
+        "n_correct": 2 if reason == "kept" else 4,
+        "p_hat": 0.5 if reason == "kept" else 1.0,
+        "group_size": group_size,
+        "kept": reason == "kept",
+        "reason": reason,
+        "rank": rank,
+        "prompt_tokens": 4,
+        "mean_response_tokens": 2.0,
+    }
+
+
+@pytest.fixture(scope="module")
+def plan_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("trl-plan") / "plan.parquet"
+    rows = [plan_row(q, g, rank=4 - int(q[1:])) for q, g in GROUP_SIZES.items()]
+    rows.append(plan_row("trivial", 0, rank=-1, reason="trivial"))
+    rule = PlanRule(g_min=1, g_max=4, unsolvable_keep_fraction=1.0)
+    write_table(path, rows, {"rule": asdict(rule), "profile_flops": 123.0})
+    return path
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    cache = tmp_path_factory.mktemp("trl-model")
+    return model_source(RunConfig.model_validate(tiny_tree(cache)))
+
+
+def hashed_reward(completions: list[str], **_: object) -> list[float]:
+    """0 or 1 by a hash of the completion: mixed rewards within groups, reproducibly."""
+    return [float(hashlib.sha256(c.encode()).digest()[0] % 2) for c in completions]
+
+
+def make_trainer(model_dir: str, plan_path: Path, tmp_path: Path, **config: object) -> SGPOTrainer:
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer.padding_side = "left"
+    defaults = {
+        "output_dir": str(tmp_path / "out"),
+        "per_device_train_batch_size": BATCH_ROWS,
+        "max_steps": 3,
+        "max_completion_length": 4,
+        "learning_rate": 1e-2,
+        "logging_steps": 1,
+        "report_to": [],
+        "save_strategy": "no",
+        "use_cpu": True,
+        "seed": 0,
+        "scale_rewards": "none",
+    }
+    args = SGPOConfig(**(defaults | config))
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    return SGPOTrainer(model, hashed_reward, plan=plan_path, args=args, processing_class=tokenizer)
+
+
+def runs(items: list[str]) -> list[tuple[str, int]]:
+    """Consecutive equal items as (item, count)."""
+    out: list[tuple[str, int]] = []
+    for item in items:
+        if out and out[-1][0] == item:
+            out[-1] = (item, out[-1][1] + 1)
+        else:
+            out.append((item, 1))
+    return out
+
+
+def test_plan_drives_generation_advantages_and_loss(
+    model_dir: str, plan_path: Path, tmp_path: Path
+) -> None:
+    trainer = make_trainer(model_dir, plan_path, tmp_path)
+    tokenizer = trainer.processing_class
+    eos = tokenizer.eos_token_id
+
+    generated: list[list[str]] = []  # per generate() call: the prompt of each row
+    new_tokens: list[int] = []  # per generated row: tokens up to and including EOS
+    generate = trainer.model.generate
+
+    def spy_generate(*args: object, **kwargs: object) -> torch.Tensor:
+        out = generate(*args, **kwargs)
+        prompts = kwargs["input_ids"]
+        generated.append(tokenizer.batch_decode(prompts, skip_special_tokens=True))
+        for row in out[:, prompts.shape[1] :].tolist():
+            new_tokens.append(row.index(eos) + 1 if eos in row else len(row))
+        return out
+
+    trainer.model.generate = spy_generate
+
+    batches: list[tuple[list[dict], dict]] = []
+    score = trainer._generate_and_score_completions
+
+    def spy_score(inputs: list[dict]) -> dict:
+        output = score(inputs)
+        batches.append((inputs, output))
+        return output
+
+    trainer._generate_and_score_completions = spy_score
+    trainer.train()
+
+    # The prompts generated for, in order, each as many times as its planned G; only real rows.
+    expected = [[(prompt_of(q), g) for q, g in batch] for batch in EXPECTED_BATCHES]
+    assert [runs(rows) for rows in generated] == expected
+    sum_g = sum(g for batch in EXPECTED_BATCHES for _, g in batch)
+    assert len(new_tokens) == sum_g == trainer.sgpo_rollouts
+    assert sum(new_tokens) == trainer.sgpo_tokens_generated
+
+    assert len(batches) == 3
+    for (inputs, output), planned in zip(batches, EXPECTED_BATCHES, strict=True):
+        groups = torch.tensor([x[GROUP_KEY] for x in inputs])
+        ids = [x["query_id"] for x, g in zip(inputs, groups.tolist(), strict=True) if g >= 0]
+        assert runs(ids) == planned
+        padding = groups < 0
+        assert int(padding.sum()) == BATCH_ROWS - sum(g for _, g in planned)
+        mask = output["completion_mask"]
+        assert torch.all(output["advantages"][padding] == 0)
+        assert int(mask[padding].sum()) == 0
+        assert int(output["num_items_in_batch"]) == int(mask.sum())
+        # Real rows: reward minus their own group's mean (scale_rewards="none").
+        texts = tokenizer.batch_decode(output["completion_ids"] * mask, skip_special_tokens=True)
+        rewards = torch.tensor(hashed_reward(texts))
+        for group in groups[~padding].unique().tolist():
+            rows = groups == group
+            assert torch.allclose(output["advantages"][rows], rewards[rows] - rewards[rows].mean())
+        # No loss weight: the loss is the same with the padding rows removed.
+        if padding.any():
+            keep = ~padding
+            trimmed = {
+                k: v[keep] if torch.is_tensor(v) and v.dim() > 0 else v for k, v in output.items()
+            }
+            with torch.no_grad():
+                full = trainer._compute_loss(trainer.model, output)
+                real = trainer._compute_loss(trainer.model, trimmed)
+            assert torch.allclose(full, real, atol=1e-6)
+
+    logs = [h for h in trainer.state.log_history if "sgpo/rollouts" in h]
+    assert [h["sgpo/rollouts"] for h in logs] == [3, 6, 3]
+    assert [h["sgpo/padding_rows"] for h in logs] == [3, 0, 3]
+    assert [h["sgpo/group_size_max"] for h in logs] == [2, 4, 3]
+    assert all(h["completions/min_length"] >= 1 for h in logs)
+    last = trainer.state.log_history[-1]
+    assert last["sgpo/flops_profile_cum"] == 123.0
+    assert last["sgpo/rollouts_cum"] == sum_g
+    assert last["sgpo/flops_rollout_cum"] > 0 and last["sgpo/flops_train_cum"] > 0
+    # TRL's completions table holds the last batch's real rows only.
+    assert len(trainer._logs["prompt"]) == len(trainer._logs["advantages"]) == 3
+
+
+def test_grouped_advantages_match_trl_on_equal_groups() -> None:
+    rewards = torch.tensor([1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0, float("nan")])
+    groups = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+    for scale in ("group", "batch", "none"):
+        advantages, _ = grouped_advantages(rewards, groups, scale)
+        # GRPOTrainer's own lines (sum_then_normalize) with num_generations=4
+        mean = torch.nanmean(rewards.view(-1, 4), dim=1).repeat_interleave(4)
+        std = (
+            nanstd(rewards.view(-1, 4), dim=1).repeat_interleave(4)
+            if scale != "batch"
+            else nanstd(rewards).expand_as(rewards)
+        )
+        trl = rewards - mean
+        if scale != "none":
+            trl = trl / (std + 1e-4)
+        assert torch.allclose(advantages, torch.nan_to_num(trl, nan=0.0))
+
+
+def test_grouped_advantages_unequal_groups_and_padding() -> None:
+    rewards = torch.tensor([1.0, 0.0, 1.0, 1.0, 0.5, float("nan")])
+    groups = torch.tensor([0, 0, 0, 1, 2, -1])
+    advantages, zero_std = grouped_advantages(rewards, groups, "none")
+    assert torch.allclose(advantages, torch.tensor([1 / 3, -2 / 3, 1 / 3, 0.0, 0.0, 0.0]))
+    assert zero_std.tolist() == [False, False, False, True, True, True]
+
+
+def test_reestimation_replans_from_observed_groups(plan_path: Path) -> None:
+    plan = load_plan(plan_path)
+    planner = OnlinePlanner(plan.rows, plan.rule, decay=0.1, prior=(0.0, 0.0), seed=0)
+    schedule = StepSchedule(plan, BATCH_ROWS, seed=0, planner=planner, replan_every=2)
+    assert [s.query.query_id for s in schedule.next_batch()] == ["q4", "q3"]
+    # q2 solved by its whole group: its profile's failures decay away, it becomes trivial and
+    # leaves the plan at the re-plan (due every second batch).
+    assert not schedule.observe({"q4": (1, 0), "q3": (1, 1)})
+    assert schedule.observe({"q2": (4, 0)})
+    batch = schedule.next_batch()
+    assert sorted((s.query.query_id, s.group_size) for s in batch) == [("q0", 2), ("q1", 2)]
+
+
+def test_plan_dataset_and_validation(model_dir: str, plan_path: Path, tmp_path: Path) -> None:
+    dataset = plan_dataset(plan_path)
+    assert dataset["query_id"] == ["q4", "q3", "q2", "q1", "q0", "trivial"]
+    with pytest.raises(NotImplementedError, match="loss_type"):
+        make_trainer(model_dir, plan_path, tmp_path, loss_type="grpo")
+    with pytest.raises(ValueError, match="G=4"):
+        make_trainer(model_dir, plan_path, tmp_path, per_device_train_batch_size=2)
