@@ -8,6 +8,7 @@ Schema metadata (key "sgpo"): the profile's metadata plus the plan rule and the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -68,7 +69,7 @@ def plan_summary(rows: list[dict], fixed_group_size: int, shape: ModelShape | No
     }
     if shape is not None:
 
-        def epoch_flops(items: list[dict], g_of) -> float:  # noqa: ANN001
+        def epoch_flops(items: list[dict], g_of: Callable[[dict], int]) -> float:
             return sum(
                 g_of(r)
                 * (

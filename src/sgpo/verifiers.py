@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import re
+from types import ModuleType
 
 from sgpo.verify import VerifierTimeout
 
@@ -107,7 +108,7 @@ def normalize_answer(text: str) -> str:
 _math_verify = None
 
 
-def _load_math_verify():  # noqa: ANN202 - returns the module
+def _load_math_verify() -> ModuleType:
     global _math_verify
     if _math_verify is None:
         import math_verify

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # config is light, but tasks need not load it to be imported
+    from sgpo.config import TaskConfig
 
 from sgpo.errors import DataError
 
@@ -42,7 +46,7 @@ def check_queries(queries: list[Query], source: str) -> None:
             raise DataError(f"{source}: row {row}: field 'answer' is empty (id {q.query_id!r})")
 
 
-def load_task(task_cfg, seed: int) -> TaskData:  # noqa: ANN001 - TaskConfig, avoids an import cycle
+def load_task(task_cfg: TaskConfig, seed: int) -> TaskData:
     if task_cfg.kind == "addition":
         from sgpo.tasks.addition import make_addition_task
 

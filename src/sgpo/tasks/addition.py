@@ -11,6 +11,7 @@ import hashlib
 import random
 from collections.abc import Iterator
 
+from sgpo.config import AdditionTaskConfig
 from sgpo.errors import DataError
 from sgpo.tasks import Query, TaskData
 
@@ -72,7 +73,7 @@ def bucket_counts(total: int, weights: list[float]) -> list[int]:
     return counts
 
 
-def make_split(cfg, split: str, n: int, seed: int) -> list[Query]:  # noqa: ANN001 - AdditionTaskConfig
+def make_split(cfg: AdditionTaskConfig, split: str, n: int, seed: int) -> list[Query]:
     rng = random.Random(f"addition/{split}/{seed}")
     queries: list[Query] = []
     for digits, count in zip(cfg.digits, bucket_counts(n, cfg.weights), strict=True):
@@ -95,7 +96,7 @@ def make_split(cfg, split: str, n: int, seed: int) -> list[Query]:  # noqa: ANN0
     return queries
 
 
-def make_addition_task(cfg, seed: int) -> TaskData:  # noqa: ANN001 - AdditionTaskConfig
+def make_addition_task(cfg: AdditionTaskConfig, seed: int) -> TaskData:
     mix = ",".join(f"{d}:{w:g}" for d, w in zip(cfg.digits, cfg.weights, strict=True))
     return TaskData(
         train=make_split(cfg, "train", cfg.n_train, seed),

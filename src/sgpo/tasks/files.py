@@ -31,6 +31,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from sgpo.config import FileTaskConfig
 from sgpo.errors import DataError
 from sgpo.tasks import Query, TaskData
 from sgpo.verifiers import BOXED_OPEN, balanced_content
@@ -74,7 +75,7 @@ class Mapping:
         )
 
 
-def resolve_mapping(cfg) -> Mapping:  # noqa: ANN001 - FileTaskConfig
+def resolve_mapping(cfg: FileTaskConfig) -> Mapping:
     """The preset's field names, except those the config sets to something other than the
     FileTaskConfig default. (Not model_fields_set: a config written back by dump_config sets every
     field, and must mean the same when read again.) difficulty_field "" means no difficulty."""
@@ -241,7 +242,7 @@ def _scalar_text(value: object, where: str, field: str) -> str:
     )
 
 
-def last_boxed(text: str) -> str | None:
+def reference_boxed(text: str) -> str | None:
     """Content of the last \\boxed{...} (or \\fbox{...}), nested and escaped braces handled;
     None when there is no \\boxed; ValueError when the last one is never closed."""
     matches = list(BOXED_OPEN.finditer(text))
@@ -298,7 +299,7 @@ def _answer_text(record: object, mapping: Mapping, where: str) -> str:
         text = text.rsplit("####", 1)[1].replace(",", "")
     elif mapping.preset == "math":
         try:
-            boxed = last_boxed(text)
+            boxed = reference_boxed(text)
         except ValueError:
             raise DataError(
                 f"{where}: field {field!r}: the last \\boxed{{ is never closed"
@@ -360,7 +361,7 @@ def load_split(source: Source, mapping: Mapping, limit: int | None) -> list[Quer
     return queries
 
 
-def load_file_task(cfg) -> TaskData:  # noqa: ANN001 - FileTaskConfig
+def load_file_task(cfg: FileTaskConfig) -> TaskData:
     mapping = resolve_mapping(cfg)
     dataset_config = getattr(cfg, "dataset_config", None)
     train_source = resolve_source(cfg.train, cfg.split_train, dataset_config)
