@@ -1,10 +1,12 @@
-"""Command line for the verl integration: export a plan for verl, and sGPO FLOPs of a verl run.
+"""Command line for the verl integration: export a plan for verl, check a launch, and sGPO FLOPs
+of verl runs.
 
     python -m sgpo.verl.cli export --plan runs/profile/plan.parquet --out runs/verl/train.parquet
-    python -m sgpo.verl.cli flops runs/verl/metrics.jsonl --model <hf dir> \
-        --data runs/verl/train.parquet --train-batch-size 64 --plan runs/profile/plan.parquet
+    python -m sgpo.verl.cli check --data runs/verl/sgpo/train.parquet --train-batch-size 64 ...
+    python -m sgpo.verl.cli flops --run runs/verl/sgpo --run runs/verl/grpo --run runs/verl/dapo
 
-(registered in sgpo's main CLI as `sgpo export-verl` and `sgpo flops`).
+(export and flops are registered in sgpo's main CLI as `sgpo export-verl` and `sgpo flops`; the
+launch scripts in examples/verl call check, plan-info and record-run).
 """
 
 from __future__ import annotations
@@ -62,6 +64,20 @@ VerifierOpt = Annotated[
 BatchOpt = Annotated[
     int | None, typer.Option(help="verl data.train_batch_size (steps and rollouts per step).")
 ]
+FixedGOpt = Annotated[
+    int | None,
+    typer.Option(
+        help="Baseline data (fixed-n GRPO, DAPO): every query of the plan with this group size."
+    ),
+]
+err_console = Console(stderr=True)
+
+
+def fail(problems: list[str]) -> None:
+    """Print each problem and exit 2."""
+    for problem in problems:
+        err_console.print(f"[red]refused: {problem}[/red]", soft_wrap=True)
+    raise typer.Exit(2)
 
 
 @verl_app.command("export")
@@ -73,11 +89,13 @@ def export_verl(
     data_source: DataSourceOpt = None,
     verifier: VerifierOpt = None,
     train_batch_size: BatchOpt = None,
+    fixed_group_size: FixedGOpt = None,
 ) -> None:
     """Write the plan's kept queries, in curriculum order with __rollout_n__ = G, for verl."""
     from sgpo.config import ConfigError, load_config
     from sgpo.io import read_table
-    from sgpo.verl.export import ROLLOUT_N, export_for_config, step_summary, verl_rows
+    from sgpo.verl.check import batch_problems
+    from sgpo.verl.export import ROLLOUT_N, export_for_config, step_summary
 
     try:
         cfg = load_config(config, set_)
@@ -93,12 +111,24 @@ def export_verl(
         except ValueError as e:
             console.print(f"[red]{e}[/red]")
             raise typer.Exit(2) from e
-    path, data_source, verifier = export_for_config(cfg, rows, meta, out, data_source, verifier)
+    path, data_source, verifier = export_for_config(
+        cfg, rows, meta, out, data_source, verifier, fixed_group_size
+    )
     console.print(
         f"verl dataset written to {path} (data_source {data_source}, verifier {verifier})"
     )
+    exported, exported_meta = read_table(path)
+    not_carried = exported_meta["export"]["not_carried"]
+    if not_carried:
+        err_console.print(
+            f"[bold red]WARNING: train.online settings {not_carried} are NOT applied on verl: "
+            f"the verl run follows the exported, static plan (sgpo train applies them)[/bold red]",
+            soft_wrap=True,
+        )
     if train_batch_size:
-        ns = [r[ROLLOUT_N] for r in verl_rows(rows, data_source)]
+        ns = [r[ROLLOUT_N] for r in exported]
+        if problems := batch_problems(len(ns), train_batch_size):
+            fail(problems)
         summary = step_summary(ns, train_batch_size)
         console.print_json(json.dumps(summary))
         if summary["rows_not_reached_per_epoch"]:
@@ -110,12 +140,110 @@ def export_verl(
             )
 
 
+@verl_app.command("plan-info")
+def plan_info(plan: PlanOpt = Path("runs/profile/plan.parquet")) -> None:
+    """Print the plan's profiling settings for a launch script's defaults, one line:
+    temperature top_p max_new_tokens model."""
+    from sgpo.io import read_table
+    from sgpo.verl.check import plan_sampling
+
+    meta = read_table(plan)[1]
+    try:
+        s = plan_sampling(meta)
+    except ValueError as e:
+        fail([f"{plan}: {e}"])
+    print(s["temperature"], s["top_p"], s["max_new_tokens"], meta.get("model") or "-")
+
+
+@verl_app.command("check")
+def check(
+    data: Annotated[Path, typer.Option(help="The exported verl parquet.")],
+    train_batch_size: Annotated[int, typer.Option(help="verl data.train_batch_size.")],
+    plan: Annotated[
+        Path | None, typer.Option(help="plan.parquet: check the sampling against its profile.")
+    ] = None,
+    temperature: Annotated[float | None, typer.Option(help="rollout.temperature.")] = None,
+    top_p: Annotated[float | None, typer.Option(help="rollout.top_p.")] = None,
+    max_response_length: Annotated[
+        int | None, typer.Option(help="data.max_response_length.")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="The policy's model dir: check prompt lengths.")
+    ] = None,
+    max_prompt_length: Annotated[int, typer.Option(help="data.max_prompt_length.")] = 512,
+    allow_sampling_mismatch: Annotated[
+        bool, typer.Option(help="Launch with sampling other than the plan's profile.")
+    ] = False,
+    allow_not_carried: Annotated[
+        bool, typer.Option(help="Launch although sgpo settings are not carried to verl.")
+    ] = False,
+) -> None:
+    """Refuse a verl launch that would not do what the plan says (sgpo.verl.check)."""
+    from sgpo.io import read_table
+    from sgpo.verl import check as checks
+
+    rows, meta = read_table(data)
+    problems = checks.group_size_problems(rows) + checks.batch_problems(len(rows), train_batch_size)
+    not_carried = meta.get("export", {}).get("not_carried")
+    if not_carried and not allow_not_carried:
+        problems.append(
+            f"the plan's config sets train.online {not_carried}, which verl does not apply "
+            f"(ALLOW_NOT_CARRIED=1 to launch the static plan anyway)"
+        )
+    if plan is not None:
+        try:
+            mismatches = checks.sampling_mismatches(
+                read_table(plan)[1], temperature, top_p, max_response_length
+            )
+        except ValueError as e:
+            mismatches = [f"{plan}: {e}"]
+        if allow_sampling_mismatch:
+            for m in mismatches:
+                err_console.print(f"[yellow]allowed: {m}[/yellow]", soft_wrap=True)
+        else:
+            problems += [
+                f"{m} (ALLOW_SAMPLING_MISMATCH=1 to launch anyway: the plan's p_hat was not "
+                f"measured under these settings)"
+                for m in mismatches
+            ]
+    if model is not None:
+        problems += checks.prompt_length_problems(rows, model, max_prompt_length)
+    if problems:
+        fail(problems)
+    err_console.print(f"checks passed: {data} ({len(rows)} rows)")
+
+
+@verl_app.command("record-run")
+def record_run_cmd(
+    run_dir: Annotated[Path, typer.Option(help="The run's directory (shared storage).")],
+    method: Annotated[str, typer.Option(help="sgpo, grpo or dapo.")],
+    data: Annotated[Path, typer.Option(help="The exported verl parquet.")],
+    overrides: Annotated[list[str], typer.Argument(help="verl's hydra overrides, in order.")],
+    plan: Annotated[Path | None, typer.Option(help="plan.parquet.")] = None,
+) -> None:
+    """Write RUN_DIR/run.json for `sgpo flops --run`; refuse one that describes another run."""
+    from sgpo.verl.runs import RunMismatch, record_run
+
+    try:
+        path = record_run(run_dir, method, overrides, data, plan)
+    except RunMismatch as e:
+        fail([str(e)])
+    err_console.print(f"run recorded in {path}")
+
+
 @verl_app.command("flops")
 def flops(
     metrics_jsonl: Annotated[
-        list[Path],
+        list[Path] | None,
         typer.Argument(help="verl file-logger JSONL(s): trainer.logger including file."),
-    ],
+    ] = None,
+    run: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="A run launched by examples/verl/*.sh (its RUN_DIR or run.json; repeatable): "
+            "one table over all of them, padding and discarded rollouts counted."
+        ),
+    ] = None,
     model: Annotated[
         str | None,
         typer.Option(
@@ -144,13 +272,20 @@ def flops(
         Path | None, typer.Option("--out", "-o", help="Write per-step rows as JSONL.")
     ] = None,
 ) -> None:
-    """sGPO's per-phase FLOPs (profile, rollout, logprob, train), per step and cumulative, of a
-    verl run, from its logged token counts."""
+    """sGPO's per-phase FLOPs (profile, rollout, logprob, train), per step and cumulative, of
+    verl runs, from their logged token counts."""
     from sgpo.core.flops import PHASES, ModelShape
     from sgpo.io import atomic_write_text, read_table
     from sgpo.verl.export import ROLLOUT_N, rollouts_per_step
     from sgpo.verl.flops import read_verl_metrics, verl_run_flops
 
+    if run:
+        if metrics_jsonl:
+            raise typer.BadParameter("give metrics files or --run, not both")
+        compare_runs(run, model_shape_from_dir(model) if model else None, out)
+        return
+    if not metrics_jsonl:
+        raise typer.BadParameter("give verl metrics files or --run")
     plan_meta = read_table(plan)[1] if plan is not None else {}
     if model is not None:
         shape = model_shape_from_dir(model)
@@ -191,6 +326,59 @@ def flops(
             "padding sequences); pass --data and --train-batch-size for exact counts"
         )
     if out is not None:
+        console.print(f"per-step rows written to {out}")
+
+
+def compare_runs(paths: list[Path], shape, out: Path | None) -> None:  # noqa: ANN001
+    """The comparison table of recorded runs (sgpo.verl.runs), one row per run."""
+    from sgpo.core.flops import PHASES
+    from sgpo.io import atomic_write_text
+    from sgpo.verl.runs import load_run, run_flops, run_summary
+
+    table = Table(title="sGPO FLOPs of verl runs (cumulative; profiling charged to sGPO)")
+    for column in (
+        "run",
+        "method",
+        "steps",
+        "rollouts (discarded)",
+        "padding seqs",
+        *PHASES,
+        "total",
+        "of which padding",
+        "reward (last)",
+        "verifier errors/timeouts",
+    ):
+        table.add_column(column, justify="left" if column in ("run", "method") else "right")
+    lines = []
+    for path in paths:
+        run = load_run(path)
+        rows = run_flops(run, shape)
+        if not rows:
+            fail([f"{path}: no logged training step yet"])
+        s = run_summary(run, rows)
+        name = Path(run["path"]).parent.name
+        reward = s["reward_mean_last"]
+        table.add_row(
+            name,
+            s["method"],
+            str(s["steps"]),
+            f"{s['rollouts']} ({s['rollouts_discarded']})",
+            str(s["padding_sequences"]),
+            *(f"{s[f'flops_{phase}']:.3e}" for phase in PHASES),
+            f"{s['flops_total']:.3e}",
+            f"{s['flops_padding'] / s['flops_total']:.1%}" if s["flops_total"] else "-",
+            "-" if reward is None else f"{reward:.3f}",
+            f"{s['verifier']['errors']}/{s['verifier']['timeouts']}",
+        )
+        lines += [json.dumps({"run": name} | r, sort_keys=True) + "\n" for r in rows]
+    console.print(table)
+    console.print(
+        "rollouts: generated (DAPO's evicted and surplus groups, generated but not trained, in "
+        "brackets); padding seqs: verl's 128-token dummy sequences, trained but not generated, "
+        "charged to logprob and train"
+    )
+    if out is not None:
+        atomic_write_text(out, "".join(lines))
         console.print(f"per-step rows written to {out}")
 
 

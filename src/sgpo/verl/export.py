@@ -70,32 +70,42 @@ def verl_rows(
     verifier_kwargs: dict | None = None,
     verifier_timeout_s: float | None = None,
     verifier_isolation: str | None = None,
+    fixed_group_size: int | None = None,
 ) -> list[dict]:
-    """The export's rows: kept queries in curriculum order (see the module docstring)."""
+    """The export's rows: kept queries in curriculum order (see the module docstring).
+
+    fixed_group_size: a baseline's data instead (fixed-n GRPO, DAPO): every query of the plan,
+    kept or dropped, in the plan's row order (the task's order; the baseline scripts let verl
+    shuffle), each with __rollout_n__ = fixed_group_size.
+    """
     if verifier_isolation not in (None, "inline", "process"):
         raise ValueError(
             f"verifier_isolation must be inline or process, got {verifier_isolation!r}"
         )
     kwargs_json = json.dumps(verifier_kwargs, sort_keys=True) if verifier_kwargs else None
-    kept = kept_in_order(plan_rows)
-    if not kept:
+    if fixed_group_size is not None:
+        selected = list(plan_rows)
+    else:
+        selected = kept_in_order(plan_rows)
+        ranks = [r["rank"] for r in selected]
+        if ranks != list(range(len(selected))):
+            raise ValueError(
+                f"plan ranks of kept queries must be 0..{len(selected) - 1} without gaps or "
+                f"repeats, got {ranks[:10]}{'...' if len(ranks) > 10 else ''}"
+            )
+    if not selected:
         raise ValueError("the plan keeps no query: nothing to export")
-    ranks = [r["rank"] for r in kept]
-    if ranks != list(range(len(kept))):
-        raise ValueError(
-            f"plan ranks of kept queries must be 0..{len(kept) - 1} without gaps or repeats, "
-            f"got {ranks[:10]}{'...' if len(ranks) > 10 else ''}"
-        )
     rows = []
-    for position, r in enumerate(kept):
-        g = int(r["group_size"])
-        if g < 2:
+    for position, r in enumerate(selected):
+        g = fixed_group_size if fixed_group_size is not None else r["group_size"]
+        if g is None or int(g) < 2:
             # verl gives a group of one an advantage equal to its reward (mean 0, std 1) where
             # sGPO gives it zero: refuse rather than train on a different objective.
             raise ValueError(
                 f"query {r['query_id']!r} has group size {g}; verl needs G >= 2 for a "
                 f"group-relative advantage (set plan.g_min >= 2)"
             )
+        g = int(g)
         messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
         messages.append({"role": "user", "content": prompt_template.format(prompt=r["prompt"])})
         rows.append(
@@ -109,7 +119,7 @@ def verl_rows(
                     "query_id": r["query_id"],
                     "p_hat": float(r["p_hat"]),
                     "group_size": g,
-                    "rank": int(r["rank"]),
+                    "rank": int(r["rank"]) if r.get("rank") is not None else -1,
                     "verifier": verifier,
                     "verifier_kwargs": kwargs_json,
                     "verifier_timeout_s": verifier_timeout_s,
@@ -133,6 +143,8 @@ def export_verl_parquet(
     verifier_kwargs: dict | None = None,
     verifier_timeout_s: float | None = None,
     verifier_isolation: str | None = None,
+    fixed_group_size: int | None = None,
+    not_carried: dict | None = None,
 ) -> Path:
     """Write the plan's kept queries as a verl-ready parquet (atomically) and return its path.
 
@@ -140,6 +152,8 @@ def export_verl_parquet(
     verifier_isolation (sgpo's task.verifier* settings) go into each row's extra_info, so that
     sgpo.verl.reward.compute_score scores with the same verifier sGPO profiled with.
     prompt_template: sgpo's model.prompt_template, applied to each query's prompt.
+    fixed_group_size: a baseline's data (see verl_rows).
+    not_carried: sgpo settings the verl run will not apply (recorded in the metadata).
     """
     rows = verl_rows(
         plan_rows,
@@ -151,6 +165,7 @@ def export_verl_parquet(
         verifier_kwargs,
         verifier_timeout_s,
         verifier_isolation,
+        fixed_group_size,
     )
     meta = {
         "plan": plan_meta,
@@ -166,6 +181,8 @@ def export_verl_parquet(
             "ability": ability,
             "rows": len(rows),
             "rollouts_per_epoch": sum(r[ROLLOUT_N] for r in rows),
+            "fixed_group_size": fixed_group_size,
+            "not_carried": not_carried or {},
         },
     }
     out_path = Path(out_path)
@@ -210,9 +227,12 @@ def export_for_config(
     out: Path,
     data_source: str | None = None,
     verifier: str | None = None,
+    fixed_group_size: int | None = None,
 ) -> tuple[Path, str, str]:
     """export_verl_parquet with the run config's prompt template, system prompt and verifier
-    (and its settings); returns (path, data_source, verifier)."""
+    (and its settings); returns (path, data_source, verifier). The train.online settings that
+    the verl run will not apply are recorded in the metadata (see online_settings_not_carried);
+    callers should show them."""
     # The config's verifier settings apply to the config's verifier, not to one given here.
     settings = cfg.task if verifier is None else None
     if verifier is None:
@@ -239,5 +259,21 @@ def export_for_config(
         verifier_kwargs=settings.verifier_kwargs if settings else None,
         verifier_timeout_s=settings.verifier_timeout_s if settings else None,
         verifier_isolation=settings.verifier_isolation if settings else None,
+        fixed_group_size=fixed_group_size,
+        not_carried=online_settings_not_carried(cfg),
     )
     return path, data_source, verifier
+
+
+def online_settings_not_carried(cfg) -> dict:  # noqa: ANN001 - sgpo.config.RunConfig
+    """The config's train.online settings that differ from the defaults (the paper's static
+    plan). None can be carried to verl: they change G, the filter and the order *during*
+    training from sgpo's own trainer loop (posterior updates, re-planning, re-profiling), and
+    a verl run follows the exported, static plan."""
+    online = cfg.train.online
+    defaults = type(online)()
+    return {
+        name: getattr(online, name)
+        for name in type(online).model_fields
+        if getattr(online, name) != getattr(defaults, name)
+    }

@@ -28,7 +28,19 @@ at the mean length, so the attention term is a slight underestimate):
                                                            ref: when a KL term needs the reference
   train    n * train_flops(P, R) * ppo_epochs              forward + backward
   profile  the sGPO profiling pass, charged once before step 1 (from plan.parquet metadata)
-Padding sequences are not counted, as in sgpo.core.flops.
+Padding. verl appends synthetic sequences of 127 prompt tokens + 1 response token to every step
+until the batch is a multiple of lcm(actor dp size, actor.ppo_mini_batch_size * rollout.n)
+(trainer/ppo/padding_utils.py upsample_batch_to_divisible_size, called from
+trainer_base._balance_batch); they are never generated but go through the log-prob passes and the
+training forward/backward with a zero loss mask, so they cost compute. With batch_multiple given,
+each step's padding_sequences = (-trained) mod batch_multiple are charged to logprob and train at
+128 tokens each and reported separately (flops_padding, part of logprob + train).
+
+DAPO (algorithm.filter_groups, sync v1 trainer: trainer/ppo/v1/replay_buffer.py): groups whose
+metric has no variance are evicted and replaced, and groups finished beyond the batch are discarded;
+both were generated and are logged per step as training/filter_groups/evicted_samples and
+training/filter_groups/discarded_surplus_samples (in prompt groups). With discarded_group_size = G
+they are charged as rollout FLOPs (generated, never trained) at the step's mean lengths.
 """
 
 from __future__ import annotations
@@ -38,10 +50,14 @@ from pathlib import Path
 
 from sgpo.core.flops import PHASES, ModelShape, inference_flops, logprob_flops, train_flops
 
+PADDING_PROMPT_TOKENS, PADDING_RESPONSE_TOKENS = 127, 1  # verl's SYNTHETIC_PADDING_SEQ_LEN = 128
+
 PROMPT_MEAN = "prompt_length/mean"
 RESPONSE_MEAN = "response_length/mean"
 TOTAL_TOKENS = "perf/total_num_tokens"
 SCORE_MEAN = "critic/score/mean"
+DAPO_EVICTED = "training/filter_groups/evicted_samples"
+DAPO_SURPLUS = "training/filter_groups/discarded_surplus_samples"
 VAL_PREFIXES = ("val-core/", "val-aux/")
 
 
@@ -92,6 +108,8 @@ def verl_run_flops(
     rollouts_per_step: list[int] | None = None,
     recompute_old_logprob: bool = True,
     profile_flops: float = 0.0,
+    batch_multiple: int | None = None,
+    discarded_group_size: int | None = None,
 ) -> list[dict]:
     """One row per training step: rollouts, mean lengths, FLOPs per phase for the step and
     cumulative (keys flops_<phase>, flops_<phase>_cum, flops_total, flops_total_cum, as sGPO's
@@ -101,6 +119,9 @@ def verl_run_flops(
         order; records of the same step are merged, a later value winning.
     rollouts_per_step: rollouts of step s at index s-1 within an epoch (wrapped around for later
         epochs); None estimates them from perf/total_num_tokens (includes padding).
+    batch_multiple: verl's padding multiple, lcm(dp size, ppo_mini_batch_size * rollout.n);
+        None: padding is not counted.
+    discarded_group_size: G of DAPO's evicted and surplus groups; None: not a DAPO run.
     """
     if ppo_epochs < 1:
         raise ValueError(f"ppo_epochs must be >= 1, got {ppo_epochs}")
@@ -120,18 +141,31 @@ def verl_run_flops(
             n, p, r, source = 0, 0.0, 0.0, "none"
         else:
             continue  # nothing trained and nothing measured
+        discarded = 0
+        if discarded_group_size is not None:
+            groups = float(record.get(DAPO_EVICTED, 0)) + float(record.get(DAPO_SURPLUS, 0))
+            discarded = round(groups) * discarded_group_size
+        padding = (-n) % batch_multiple if batch_multiple and n else 0
+        pad_logprob = padding * logprob_flops(shape, PADDING_PROMPT_TOKENS, PADDING_RESPONSE_TOKENS)
+        pad_train = padding * train_flops(shape, PADDING_PROMPT_TOKENS, PADDING_RESPONSE_TOKENS)
+        pad_logprob *= logprob_passes
+        pad_train *= ppo_epochs
         step_flops = {
             "profile": 0.0,
-            "rollout": n * inference_flops(shape, p, r),
-            "logprob": n * logprob_flops(shape, p, r) * logprob_passes,
-            "train": n * train_flops(shape, p, r) * ppo_epochs,
+            "rollout": (n + discarded) * inference_flops(shape, p, r),
+            "logprob": n * logprob_flops(shape, p, r) * logprob_passes + pad_logprob,
+            "train": n * train_flops(shape, p, r) * ppo_epochs + pad_train,
         }
         row: dict = {
             "step": step,
-            "rollouts": n,
+            "rollouts": n + discarded,
+            "rollouts_trained": n,
+            "rollouts_discarded": discarded,
+            "padding_sequences": padding,
             "rollouts_source": source,
             "prompt_tokens_mean": p,
             "response_tokens_mean": r,
+            "flops_padding": pad_logprob + pad_train,
         }
         for phase in PHASES:
             cumulative[phase] += step_flops[phase]

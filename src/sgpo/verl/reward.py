@@ -6,7 +6,17 @@ Point verl 0.9.1 at it with
 (or path=<this file>). verl's reward managers (verl/experimental/reward_loop/reward_manager/
 naive.py, NaiveRewardManager.run_single) call it with keyword arguments
     compute_score(data_source=..., solution_str=..., ground_truth=..., extra_info=..., **kwargs)
-from a thread pool (loop.run_in_executor), and take a float (or a dict with "score").
+from a thread pool (loop.run_in_executor), and take a float or a dict with "score" whose other
+keys become the rollout's reward_extra_info.
+
+What it returns: {"score", "acc" (= score; what verl records for a plain float, and a DAPO
+filter_groups metric), "verifier_error", "verifier_timeout" (0.0 or 1.0)}. verl 0.9.1 logs the
+reward_extra_info of validation rollouts as metrics (val-aux/<data_source>/verifier_error/mean@N,
+trainer/ppo/v1/trainer_base.py _validate), but not that of training rollouts. So that training
+errors and timeouts are not lost, each process also appends its cumulative counts to
+$SGPO_VERIFIER_STATS_DIR/verifier-<host>-<pid>.jsonl (the launch scripts set it, on storage
+every node shares) on every error or timeout and every STATS_EVERY calls; `sgpo flops --run`
+sums them per run (verifier_stats_totals).
 
 Which verifier, first match wins:
   1. extra_info["verifier"] (sgpo.verl.export writes the plan's verifier there, with its
@@ -30,7 +40,10 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import threading
+import time
+from pathlib import Path
 
 from sgpo.verify import Verifier
 
@@ -39,6 +52,8 @@ MATH_VERIFIER = "sgpo.verifiers:math_verify"
 DATA_SOURCE_VERIFIERS = {"sgpo/addition": ADDITION_VERIFIER}
 ISOLATIONS = ("auto", "inline", "process")
 DEFAULT_TIMEOUT_S = 5.0
+STATS_DIR_ENV = "SGPO_VERIFIER_STATS_DIR"
+STATS_EVERY = 1000
 
 _lock = threading.Lock()
 _verifiers: dict[tuple[str, str, float, str], Verifier] = {}
@@ -98,7 +113,7 @@ def compute_score(
     ground_truth: str,
     extra_info: dict | None = None,
     **kwargs: object,
-) -> float:
+) -> dict[str, float]:
     """Score one rollout in [0, 1] with sGPO's verifier; failures score 0 and are counted."""
     extra_info = extra_info or {}
     query_id = str(extra_info.get("query_id", extra_info.get("index", "?")))
@@ -106,17 +121,53 @@ def compute_score(
     # and verl calls from many threads at once. Verifiers are fast next to generation.
     with _lock:
         verifier = get_verifier(verifier_spec(data_source, extra_info), extra_info)
-        return verifier.score_one(str(solution_str), str(ground_truth), query_id)
+        errors, timeouts = verifier.stats.errors, verifier.stats.timeouts
+        score = verifier.score_one(str(solution_str), str(ground_truth), query_id)
+        error = float(verifier.stats.errors > errors)
+        timeout = float(verifier.stats.timeouts > timeouts)
+        if error or timeout or verifier.stats.calls % STATS_EVERY == 0:
+            _append_stats()
+    return {"score": score, "acc": score, "verifier_error": error, "verifier_timeout": timeout}
+
+
+def _append_stats() -> None:
+    """This process's cumulative counts, one JSON line, to $SGPO_VERIFIER_STATS_DIR (if set)."""
+    directory = os.environ.get(STATS_DIR_ENV)
+    if not directory:
+        return
+    path = Path(directory) / f"verifier-{socket.gethostname()}-{os.getpid()}.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = {"time": time.time(), "verifiers": _stats_unlocked()}
+    with path.open("a") as f:
+        f.write(json.dumps(line, sort_keys=True) + "\n")
+
+
+def verifier_stats_totals(directory: Path) -> dict[str, int]:
+    """calls, errors and timeouts summed over every process that logged to directory (each
+    process's last line holds its cumulative counts)."""
+    totals = {"calls": 0, "errors": 0, "timeouts": 0}
+    for path in sorted(Path(directory).glob("verifier-*.jsonl")):
+        lines = path.read_text().splitlines()
+        if not lines:
+            continue
+        for counts in json.loads(lines[-1])["verifiers"].values():
+            for key in totals:
+                totals[key] += int(counts[key])
+    return totals
 
 
 def verifier_stats() -> dict[str, dict[str, int]]:
     """Calls, errors and timeouts so far in this process, per verifier (and isolation)."""
     with _lock:
-        return {
-            f"{spec} ({isolation})": {
-                "calls": v.stats.calls,
-                "errors": v.stats.errors,
-                "timeouts": v.stats.timeouts,
-            }
-            for (spec, isolation, _, _), v in _verifiers.items()
+        return _stats_unlocked()
+
+
+def _stats_unlocked() -> dict[str, dict[str, int]]:
+    return {
+        f"{spec} ({isolation})": {
+            "calls": v.stats.calls,
+            "errors": v.stats.errors,
+            "timeouts": v.stats.timeouts,
         }
+        for (spec, isolation, _, _), v in _verifiers.items()
+    }

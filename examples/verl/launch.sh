@@ -1,0 +1,216 @@
+#!/usr/bin/env bash
+# One verl 0.9.1 launch for sGPO and its baselines on the same data and model. Called by
+# run_sgpo.sh (METHOD=sgpo), run_grpo.sh (METHOD=grpo) and run_dapo.sh (METHOD=dapo); see
+# examples/verl/README.md for every setting and override.
+#
+# Before verl starts (and before PRINT_OVERRIDES=1 prints the overrides), the launch
+#   1. exports the plan (sgpo: kept queries, curriculum order, __rollout_n__ = G; baselines: every
+#      query of the plan, __rollout_n__ = GROUP_SIZE),
+#   2. checks the export: every row has __rollout_n__ >= 2, at least TRAIN_BATCH_SIZE rows,
+#      every prompt fits MAX_PROMPT_LENGTH under MODEL's chat template, no train.online setting
+#      silently dropped, and TEMPERATURE / TOP_P / MAX_RESPONSE_LENGTH equal to the sampling the
+#      plan was profiled with (they default to it; ALLOW_SAMPLING_MISMATCH=1 to differ),
+#   3. records the run in RUN_DIR/run.json (refusing a RUN_DIR that holds another run).
+# Checkpoints go to RUN_DIR/checkpoints every SAVE_FREQ steps and trainer.resume_mode=auto
+# continues from the latest one: running the same command again resumes the run.
+set -euo pipefail
+
+METHOD="${METHOD:-sgpo}"
+case "$METHOD" in
+    sgpo | grpo | dapo) ;;
+    *) echo "METHOD must be sgpo, grpo or dapo, got '$METHOD'" >&2; exit 2 ;;
+esac
+PYTHON="${PYTHON:-python3}"
+sgpo_verl() { "$PYTHON" -m sgpo.verl.cli "$@"; }
+absolute() { echo "$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"; }
+
+# ---------------------------------------------------------------- inputs (shared storage)
+PLAN="${PLAN:-runs/profile/plan.parquet}"  # written by `sgpo plan`
+[ -f "$PLAN" ] || { echo "PLAN=$PLAN: no such file (run sgpo profile and sgpo plan)" >&2; exit 2; }
+PLAN="$(absolute "$PLAN")"
+plan_info="$(sgpo_verl plan-info --plan "$PLAN")"
+read -r plan_temperature plan_top_p plan_max_new_tokens plan_model <<< "$plan_info"
+MODEL="${MODEL:-$plan_model}"              # the policy the plan was profiled with
+SGPO_CONFIG="${SGPO_CONFIG:-}"             # the sgpo config the plan came from (prompt, verifier)
+OUT="${OUT:-runs/verl}"
+EXPERIMENT="${EXPERIMENT:-$METHOD}"        # stable: the same command resumes the same run
+mkdir -p "$OUT/$EXPERIMENT"
+RUN_DIR="$(absolute "$OUT/$EXPERIMENT")"
+DATA="${DATA:-$RUN_DIR/train.parquet}"     # the exported verl dataset
+VAL_DATA="${VAL_DATA:-}"                   # held-out verl parquet; empty = no validation
+SKIP_EXPORT="${SKIP_EXPORT:-0}"            # 1: DATA already exported (it is still checked)
+
+# ---------------------------------------------------------------- cluster
+NNODES="${NNODES:-1}"
+GPUS_PER_NODE="${GPUS_PER_NODE:-8}"
+ROLLOUT_ENGINE="${ROLLOUT_ENGINE:-vllm}"
+ROLLOUT_TP="${ROLLOUT_TP:-1}"
+GPU_MEMORY_UTILIZATION="${GPU_MEMORY_UTILIZATION:-0.6}"
+
+# ---------------------------------------------------------------- training
+TRAIN_BATCH_SIZE="${TRAIN_BATCH_SIZE:-64}"  # queries (prompts) per step
+GROUP_SIZE="${GROUP_SIZE:-8}"               # grpo, dapo: the fixed group size
+if [ "$METHOD" = sgpo ]; then
+    ROLLOUT_N="${ROLLOUT_N:-1}"             # only scales the mini-batch: each row has __rollout_n__
+else
+    ROLLOUT_N="$GROUP_SIZE"
+fi
+PPO_MINI_BATCH_SIZE="${PPO_MINI_BATCH_SIZE:-$TRAIN_BATCH_SIZE}"
+ONE_UPDATE_PER_STEP="${ONE_UPDATE_PER_STEP:-0}"  # sgpo, 1: one optimizer step per step
+MAX_PROMPT_LENGTH="${MAX_PROMPT_LENGTH:-512}"
+MAX_RESPONSE_LENGTH="${MAX_RESPONSE_LENGTH:-$plan_max_new_tokens}"
+TEMPERATURE="${TEMPERATURE:-$plan_temperature}"
+TOP_P="${TOP_P:-$plan_top_p}"
+ALLOW_SAMPLING_MISMATCH="${ALLOW_SAMPLING_MISMATCH:-0}"
+ALLOW_NOT_CARRIED="${ALLOW_NOT_CARRIED:-0}"
+MAX_TOKENS_PER_GPU="${MAX_TOKENS_PER_GPU:-16384}"
+LR="${LR:-1e-6}"
+PPO_EPOCHS="${PPO_EPOCHS:-1}"
+LOSS_AGG_MODE="${LOSS_AGG_MODE:-token-mean}"
+NORM_ADV_BY_STD="${NORM_ADV_BY_STD:-False}"
+EPOCHS="${EPOCHS:-1}"
+TEST_FREQ="${TEST_FREQ:-10}"
+SAVE_FREQ="${SAVE_FREQ:-10}"                # steps between checkpoints (resume granularity)
+KEEP_CHECKPOINTS="${KEEP_CHECKPOINTS:-2}"
+CHECKPOINT_DIR="${CHECKPOINT_DIR:-$RUN_DIR/checkpoints}"
+PROJECT="${PROJECT:-sgpo}"
+DAPO_MAX_GEN_BATCHES="${DAPO_MAX_GEN_BATCHES:-0}"  # dapo: 0 = no limit (verl's default)
+
+if [ -z "$MODEL" ] || [ "$MODEL" = - ]; then
+    echo "set MODEL to the policy's model directory (readable from every node)" >&2
+    exit 2
+fi
+if [ "$MODEL" != "$plan_model" ]; then
+    echo "note: MODEL=$MODEL but the plan was profiled with $plan_model; they must be the same" \
+         "policy (a copy elsewhere is fine)" >&2
+fi
+mkdir -p "$RUN_DIR/metrics" "$RUN_DIR/verifier"
+# verl's file logger truncates its file on open: one file per launch, `sgpo flops` reads them all.
+METRICS="$RUN_DIR/metrics/$(date +%Y%m%d-%H%M%S).jsonl"
+
+# 1. plan -> verl dataset
+if [ "$SKIP_EXPORT" != 1 ]; then
+    export_args=(--plan "$PLAN" --out "$DATA" --train-batch-size "$TRAIN_BATCH_SIZE")
+    [ -n "$SGPO_CONFIG" ] && export_args+=(--config "$SGPO_CONFIG")
+    [ "$METHOD" != sgpo ] && export_args+=(--fixed-group-size "$GROUP_SIZE")
+    sgpo_verl export "${export_args[@]}" >&2
+fi
+[ -f "$DATA" ] || { echo "DATA=$DATA: no such file" >&2; exit 2; }
+DATA="$(absolute "$DATA")"
+
+# 2. the checks (exit 2 naming the problem)
+check_args=(--data "$DATA" --train-batch-size "$TRAIN_BATCH_SIZE" --plan "$PLAN"
+            --temperature "$TEMPERATURE" --top-p "$TOP_P"
+            --max-response-length "$MAX_RESPONSE_LENGTH"
+            --model "$MODEL" --max-prompt-length "$MAX_PROMPT_LENGTH")
+[ "$ALLOW_SAMPLING_MISMATCH" = 1 ] && check_args+=(--allow-sampling-mismatch)
+[ "$ALLOW_NOT_CARRIED" = 1 ] && check_args+=(--allow-not-carried)
+sgpo_verl check "${check_args[@]}"
+
+# 3. mini-batches. verl pads every step's batch with 128-token dummy sequences up to a multiple of
+#    lcm(dp size, actor.ppo_mini_batch_size * rollout.n) (trainer_base._get_required_batch_multiple).
+if [ "$METHOD" = sgpo ] && [ "$ONE_UPDATE_PER_STEP" = 1 ]; then
+    max_rollouts="$("$PYTHON" - "$DATA" "$TRAIN_BATCH_SIZE" <<'PY'
+import sys
+from pathlib import Path
+from sgpo.io import read_table
+from sgpo.verl.export import ROLLOUT_N, step_summary
+rows = read_table(Path(sys.argv[1]))[0]
+print(step_summary([r[ROLLOUT_N] for r in rows], int(sys.argv[2]))["rollouts_per_step_max"])
+PY
+)"
+    PPO_MINI_BATCH_SIZE="$TRAIN_BATCH_SIZE"
+    ROLLOUT_N=$(( (max_rollouts + TRAIN_BATCH_SIZE - 1) / TRAIN_BATCH_SIZE ))
+fi
+dp=$(( NNODES * GPUS_PER_NODE ))
+if [ $(( PPO_MINI_BATCH_SIZE * ROLLOUT_N % dp )) -ne 0 ]; then
+    echo "PPO_MINI_BATCH_SIZE * ROLLOUT_N = $(( PPO_MINI_BATCH_SIZE * ROLLOUT_N )) must be a" \
+         "multiple of NNODES * GPUS_PER_NODE = $dp" >&2
+    exit 2
+fi
+
+if [ -n "$VAL_DATA" ]; then
+    validation=("data.val_files=$VAL_DATA" trainer.val_before_train=True "trainer.test_freq=$TEST_FREQ")
+else  # verl always builds a validation dataset; without one, reuse DATA and never validate
+    validation=("data.val_files=$DATA" trainer.val_before_train=False trainer.test_freq=-1)
+fi
+
+case "$METHOD" in
+    sgpo)  # the curriculum is the row order; each row's __rollout_n__ is its G
+        method_overrides=(data.shuffle=False algorithm.filter_groups.enable=False) ;;
+    grpo)  # the same queries, shuffled by verl, fixed G, nothing filtered
+        method_overrides=(data.shuffle=True algorithm.filter_groups.enable=False) ;;
+    dapo)  # + dynamic sampling: zero-variance groups (canonical reward) evicted and refilled
+        method_overrides=(data.shuffle=True algorithm.filter_groups.enable=True
+                          algorithm.filter_groups.metric=reward
+                          "algorithm.filter_groups.max_num_gen_batches=$DAPO_MAX_GEN_BATCHES") ;;
+esac
+
+# Ray's runtime env reaches every worker on every node, unlike the launching shell's environment:
+# sgpo's verifier settings and where reward workers count verifier errors and timeouts.
+# Values are quoted so hydra keeps them strings (Ray requires string env vars).
+hydra_string() { local v="${1//\\/\\\\}"; printf "'%s'" "${v//\'/\\\'}"; }
+runtime_env=(
+    "+ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH=$METRICS"
+    "+ray_kwargs.ray_init.runtime_env.env_vars.SGPO_VERIFIER_STATS_DIR=$(hydra_string "$RUN_DIR/verifier")"
+)
+while IFS= read -r name; do
+    runtime_env+=("+ray_kwargs.ray_init.runtime_env.env_vars.$name=$(hydra_string "${!name}")")
+done < <(compgen -e | grep -E '^SGPO_VERIFIER' | grep -vx SGPO_VERIFIER_STATS_DIR || true)
+
+overrides=(
+    # --- data
+    "data.train_files=$DATA"
+    data.filter_overlong_prompts=False  # checked above instead: none is longer
+    "data.train_batch_size=$TRAIN_BATCH_SIZE"
+    "data.max_prompt_length=$MAX_PROMPT_LENGTH"
+    "data.max_response_length=$MAX_RESPONSE_LENGTH"
+    "${validation[@]}"
+    "${method_overrides[@]}"
+    trainer.use_v1=True
+    trainer.v1.trainer_mode=sync
+    # --- group-relative advantages over groups of any size
+    algorithm.adv_estimator=grpo
+    "algorithm.norm_adv_by_std_in_grpo=$NORM_ADV_BY_STD"
+    algorithm.use_kl_in_reward=False
+    actor_rollout_ref.actor.use_kl_loss=False
+    "actor_rollout_ref.actor.loss_agg_mode=$LOSS_AGG_MODE"
+    "actor_rollout_ref.actor.ppo_epochs=$PPO_EPOCHS"
+    "actor_rollout_ref.rollout.n=$ROLLOUT_N"
+    "actor_rollout_ref.actor.ppo_mini_batch_size=$PPO_MINI_BATCH_SIZE"
+    actor_rollout_ref.actor.use_dynamic_bsz=True
+    "actor_rollout_ref.actor.ppo_max_token_len_per_gpu=$MAX_TOKENS_PER_GPU"
+    "actor_rollout_ref.actor.optim.lr=$LR"
+    # --- rewards from sGPO's verifier
+    reward.custom_reward_function.path=pkg://sgpo.verl.reward
+    reward.custom_reward_function.name=compute_score
+    # --- model and rollout engine, with the plan's sampling
+    "actor_rollout_ref.model.path=$MODEL"
+    "actor_rollout_ref.rollout.name=$ROLLOUT_ENGINE"
+    "actor_rollout_ref.rollout.tensor_model_parallel_size=$ROLLOUT_TP"
+    "actor_rollout_ref.rollout.gpu_memory_utilization=$GPU_MEMORY_UTILIZATION"
+    "actor_rollout_ref.rollout.temperature=$TEMPERATURE"
+    "actor_rollout_ref.rollout.top_p=$TOP_P"
+    # --- cluster, checkpoints and resume, logging (the file logger feeds `sgpo flops`)
+    "trainer.nnodes=$NNODES"
+    "trainer.n_gpus_per_node=$GPUS_PER_NODE"
+    "trainer.total_epochs=$EPOCHS"
+    "trainer.project_name=$PROJECT"
+    "trainer.experiment_name=$EXPERIMENT"
+    "trainer.default_local_dir=$CHECKPOINT_DIR"
+    "trainer.save_freq=$SAVE_FREQ"
+    trainer.resume_mode=auto
+    "trainer.max_actor_ckpt_to_keep=$KEEP_CHECKPOINTS"
+    "trainer.logger=[console,file]"
+    "${runtime_env[@]}"
+)
+
+if [ "${PRINT_OVERRIDES:-0}" = 1 ]; then
+    printf '%s\n' "${overrides[@]}" "$@"
+    exit 0
+fi
+
+sgpo_verl record-run --run-dir "$RUN_DIR" --method "$METHOD" --data "$DATA" --plan "$PLAN" \
+    -- "${overrides[@]}" "$@"
+echo "verl metrics -> $METRICS; afterwards: sgpo flops --run $RUN_DIR [--run <other runs>]" >&2
+exec "$PYTHON" -m verl.trainer.main_ppo "${overrides[@]}" "$@"

@@ -1,0 +1,120 @@
+"""Checks a verl launch must pass before it spends a cluster's time (examples/verl/*.sh).
+
+Each one guards against a way a run can silently stop doing what the plan says:
+- sampling: the plan's p_hat was measured with the profile's temperature, top_p and
+  max_new_tokens; generating with other settings trains on a policy whose success rates the plan
+  does not know (refused unless explicitly allowed);
+- group sizes: a row without ``__rollout_n__`` falls back to ``actor_rollout_ref.rollout.n`` in
+  verl's v1 rollout worker, and a group of one gets its raw reward as advantage;
+- batch size: verl's dataloader uses drop_last=True, so fewer rows than data.train_batch_size is
+  zero steps per epoch (and verl exits 0 having trained nothing);
+- prompt lengths: verl 0.9.1 stores data.truncation but never applies it; the agent loop cuts an
+  overlong prompt from the left with only a warning (experimental/agent_loop/agent_loop.py,
+  _cap_text_prompt_length). The check counts tokens the way verl builds them: the chat template
+  with add_generation_prompt=True.
+Every function returns the problems as sentences (empty list: fine), so callers can show all.
+"""
+
+from __future__ import annotations
+
+from sgpo.verl.export import ROLLOUT_N
+
+
+def plan_sampling(plan_meta: dict) -> dict:
+    """The sampling settings the plan's profile was made with (profile metadata "sampling")."""
+    sampling = plan_meta.get("sampling")
+    if not isinstance(sampling, dict) or not {"temperature", "top_p", "max_new_tokens"} <= set(
+        sampling
+    ):
+        raise ValueError(
+            "the plan's metadata records no sampling settings (temperature, top_p, "
+            "max_new_tokens); re-run sgpo profile and sgpo plan with this version of sgpo"
+        )
+    return {
+        "temperature": float(sampling["temperature"]),
+        "top_p": float(sampling["top_p"]),
+        "max_new_tokens": int(sampling["max_new_tokens"]),
+    }
+
+
+def sampling_mismatches(
+    plan_meta: dict, temperature: float, top_p: float, max_response_length: int
+) -> list[str]:
+    """One sentence per launch setting that differs from the plan's profile, naming both."""
+    profiled = plan_sampling(plan_meta)
+    launch = {
+        ("TEMPERATURE", "temperature"): float(temperature),
+        ("TOP_P", "top_p"): float(top_p),
+        ("MAX_RESPONSE_LENGTH", "max_new_tokens"): int(max_response_length),
+    }
+    return [
+        f"{variable}={value} but the plan was profiled with sampling.{key}={profiled[key]}"
+        for (variable, key), value in launch.items()
+        if value != profiled[key]
+    ]
+
+
+def group_size_problems(rows: list[dict]) -> list[str]:
+    """Rows whose __rollout_n__ is missing or below 2 (see the module docstring)."""
+    bad = [(i, r.get(ROLLOUT_N)) for i, r in enumerate(rows) if not (r.get(ROLLOUT_N) or 0) >= 2]
+    if not bad:
+        return []
+    shown = ", ".join(f"row {i}: {n!r}" for i, n in bad[:5])
+    return [
+        f"{len(bad)} of {len(rows)} rows have no {ROLLOUT_N} >= 2 ({shown}"
+        f"{', ...' if len(bad) > 5 else ''}); verl would fall back to rollout.n or give a group "
+        f"of one its raw reward as advantage. Re-export the plan (plan.g_min >= 2)"
+    ]
+
+
+def batch_problems(n_rows: int, train_batch_size: int) -> list[str]:
+    """verl's drop_last dataloader yields n_rows // train_batch_size steps per epoch."""
+    if train_batch_size < 1:
+        return [f"TRAIN_BATCH_SIZE must be >= 1, got {train_batch_size}"]
+    if n_rows < train_batch_size:
+        return [
+            f"the dataset has {n_rows} rows but TRAIN_BATCH_SIZE={train_batch_size}: verl's "
+            f"dataloader drops the incomplete batch, so an epoch would have 0 steps; use "
+            f"TRAIN_BATCH_SIZE <= {n_rows}"
+        ]
+    return []
+
+
+def prompt_token_counts(rows: list[dict], tokenizer) -> list[int]:  # noqa: ANN001 - HF tokenizer
+    """Prompt tokens of each row as verl's agent loop builds them (chat template + generation
+    prompt)."""
+    counts = []
+    for row in rows:
+        ids = tokenizer.apply_chat_template(
+            list(row["prompt"]), add_generation_prompt=True, tokenize=True
+        )
+        if isinstance(ids, dict) or hasattr(ids, "keys"):  # transformers >= 5 returns an encoding
+            ids = ids["input_ids"]
+        counts.append(len(ids))
+    return counts
+
+
+def prompt_length_problems(rows: list[dict], model: str, max_prompt_length: int) -> list[str]:
+    """Rows whose prompt is longer than MAX_PROMPT_LENGTH under MODEL's tokenizer."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model)
+    except (OSError, ValueError) as e:
+        return [f"cannot load the tokenizer of MODEL={model} to check prompt lengths: {e}"]
+    if tokenizer.chat_template is None:
+        return [
+            f"MODEL={model} has no chat template; verl formats every prompt with it "
+            f"(the export writes chat messages)"
+        ]
+    counts = prompt_token_counts(rows, tokenizer)
+    over = [(i, n) for i, n in enumerate(counts) if n > max_prompt_length]
+    if not over:
+        return []
+    shown = ", ".join(f"row {i}: {n}" for i, n in over[:5])
+    return [
+        f"{len(over)} prompts are longer than MAX_PROMPT_LENGTH={max_prompt_length} tokens "
+        f"({shown}{', ...' if len(over) > 5 else ''}; longest {max(counts)}); verl 0.9.1 would "
+        f"cut them from the left with only a warning. Raise MAX_PROMPT_LENGTH to "
+        f"{max(counts)}"
+    ]

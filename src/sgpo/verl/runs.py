@@ -1,0 +1,172 @@
+"""A verl run launched by examples/verl/*.sh, described by the file RUN_DIR/run.json.
+
+The launch scripts record, before starting verl, the method (sgpo, grpo or dapo), the plan, the
+exported data, the directories verl's metrics and sgpo's verifier counts go to, and the hydra
+overrides verl gets (the user's extra ones included, last). That is all `sgpo flops --run` needs to
+recompute a run's FLOPs the same way for all three methods: the overrides give the batch sizes
+that decide verl's padding (trainer_base._get_required_batch_multiple), the PPO epochs, whether a
+reference policy runs and whether DAPO's group filter is on.
+
+Resuming: verl's FileLogger opens its file with "wb" (verl/utils/tracking.py), so each launch logs
+to a new file in metrics_dir and every file is read (later files win on repeated steps). A
+launch into a RUN_DIR whose run.json has other overrides or other data is refused: its checkpoints
+would be resumed with a different dataset or different settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+
+from sgpo.io import atomic_write_json, read_table
+
+RUN_FILE = "run.json"
+LOGGER_PATH_OVERRIDE = "ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH"
+METHODS = ("sgpo", "grpo", "dapo")
+
+
+class RunMismatch(ValueError):
+    pass
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, str]:
+    """Hydra overrides as {key: value}, later ones winning, without the +/++ prefixes."""
+    parsed: dict[str, str] = {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"not a hydra override key=value: {item!r}")
+        parsed[key.lstrip("+")] = value
+    return parsed
+
+
+def _file_digest(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def record_run(
+    run_dir: Path,
+    method: str,
+    overrides: list[str],
+    data: Path,
+    plan: Path | None = None,
+) -> Path:
+    """Write RUN_DIR/run.json; refuse (RunMismatch) if it describes another run."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    run_dir = Path(run_dir)
+    # The logger path changes with every launch (one file per launch): not part of the identity.
+    identity = [o for o in overrides if parse_overrides([o]).keys() != {LOGGER_PATH_OVERRIDE}]
+    run = {
+        "method": method,
+        "plan": str(plan) if plan else None,
+        "data": str(data),
+        "data_sha256": _file_digest(data),
+        "metrics_dir": str(run_dir / "metrics"),
+        "verifier_stats_dir": str(run_dir / "verifier"),
+        "overrides": identity,
+    }
+    path = run_dir / RUN_FILE
+    if path.exists():
+        earlier = json.loads(path.read_text())
+        changed = [k for k in run if earlier.get(k) != run[k]]
+        if changed:
+            raise RunMismatch(
+                f"{path} describes an earlier run with other {', '.join(changed)}; resuming it "
+                f"would continue its checkpoints with different settings. Use another EXPERIMENT "
+                f"(a new run) or remove {run_dir}"
+            )
+    atomic_write_json(path, run)
+    return path
+
+
+def load_run(path: Path) -> dict:
+    """A run.json (or the RUN_DIR holding one), with its overrides parsed under "config"."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / RUN_FILE
+    run = json.loads(path.read_text())
+    run["config"] = parse_overrides(run["overrides"])
+    run["path"] = str(path)
+    return run
+
+
+def _bool(value: str | None) -> bool:
+    return str(value).lower() == "true"
+
+
+def run_settings(run: dict) -> dict:
+    """What the FLOPs of a run depend on, from its overrides (verl's defaults otherwise)."""
+    c = run["config"]
+    train_batch_size = int(c["data.train_batch_size"])
+    mini_batch = int(c.get("actor_rollout_ref.actor.ppo_mini_batch_size", train_batch_size))
+    rollout_n = int(c.get("actor_rollout_ref.rollout.n", 1))
+    dp_size = int(c.get("trainer.nnodes", 1)) * int(c.get("trainer.n_gpus_per_node", 8))
+    return {
+        "train_batch_size": train_batch_size,
+        # actor dp size = all GPUs for FSDP without sequence/tensor parallel training.
+        "batch_multiple": math.lcm(dp_size, mini_batch * rollout_n),
+        "ppo_epochs": int(c.get("actor_rollout_ref.actor.ppo_epochs", 1)),
+        "use_reference": _bool(c.get("actor_rollout_ref.actor.use_kl_loss"))
+        or _bool(c.get("algorithm.use_kl_in_reward")),
+        "recompute_old_logprob": not _bool(c.get("algorithm.rollout_correction.bypass_mode")),
+        "dapo": _bool(c.get("algorithm.filter_groups.enable")),
+    }
+
+
+def run_flops(run: dict, shape=None) -> list[dict]:  # noqa: ANN001 - ModelShape | None
+    """Per-step FLOPs rows of a recorded run (sgpo.verl.flops.verl_run_flops)."""
+    from sgpo.core.flops import ModelShape
+    from sgpo.verl.export import ROLLOUT_N, rollouts_per_step
+    from sgpo.verl.flops import read_verl_metrics, verl_run_flops
+
+    settings = run_settings(run)
+    plan_meta = read_table(Path(run["plan"]))[1] if run.get("plan") else {}
+    if shape is None:
+        if "shape" not in plan_meta:
+            raise ValueError(f"{run['path']}: give --model (the plan records no model shape)")
+        shape = ModelShape(**plan_meta["shape"])
+    ns = [r[ROLLOUT_N] for r in read_table(Path(run["data"]))[0]]
+    # Only sGPO profiles; the baselines train on the same queries without a profile.
+    profile_flops = plan_meta.get("profile_flops", 0.0) if run["method"] == "sgpo" else 0.0
+    metrics = sorted(Path(run["metrics_dir"]).glob("*.jsonl"))
+    if not metrics:
+        raise FileNotFoundError(f"no verl metrics (*.jsonl) in {run['metrics_dir']}")
+    return verl_run_flops(
+        read_verl_metrics(metrics),
+        shape,
+        use_reference=settings["use_reference"],
+        ppo_epochs=settings["ppo_epochs"],
+        rollouts_per_step=rollouts_per_step(ns, settings["train_batch_size"]),
+        recompute_old_logprob=settings["recompute_old_logprob"],
+        profile_flops=float(profile_flops),
+        batch_multiple=settings["batch_multiple"],
+        discarded_group_size=max(ns) if settings["dapo"] else None,
+    )
+
+
+def run_summary(run: dict, rows: list[dict]) -> dict:
+    """One line of the comparison table: totals per phase, rollouts, padding, last scores."""
+    from sgpo.core.flops import PHASES
+    from sgpo.verl.reward import verifier_stats_totals
+
+    last = rows[-1]
+    validation = {k: v for r in rows for k, v in r.items() if k.startswith("val-core/")}
+    rewards = [r["reward_mean"] for r in rows if "reward_mean" in r]
+    summary = {
+        "method": run["method"],
+        "steps": sum(r["rollouts_trained"] > 0 for r in rows),
+        "rollouts": sum(r["rollouts"] for r in rows),
+        "rollouts_discarded": sum(r["rollouts_discarded"] for r in rows),
+        "padding_sequences": sum(r["padding_sequences"] for r in rows),
+        "flops_padding": sum(r["flops_padding"] for r in rows),
+        "flops_total": last["flops_total_cum"],
+        "reward_mean_last": rewards[-1] if rewards else None,
+        "validation_last": validation,  # the last value of each val-core metric
+        "verifier": verifier_stats_totals(Path(run["verifier_stats_dir"])),
+    }
+    for phase in PHASES:
+        summary[f"flops_{phase}"] = last[f"flops_{phase}_cum"]
+    return summary
