@@ -49,7 +49,7 @@ from verl.utils.dataset.rl_dataset import RLHFDataset, collate_fn  # noqa: E402
 from sgpo.core.advantages import group_advantages  # noqa: E402
 from sgpo.core.allocation import PlanRule  # noqa: E402
 from sgpo.embedded import build_char_tokenizer  # noqa: E402
-from sgpo.io import write_table  # noqa: E402
+from sgpo.io import read_table, write_table  # noqa: E402
 from sgpo.plan import build_plan, kept_in_order  # noqa: E402
 from sgpo.tasks.addition import VERIFIER, target_for  # noqa: E402
 from sgpo.verl.export import ROLLOUT_N, export_verl_parquet, rollouts_per_step  # noqa: E402
@@ -234,7 +234,7 @@ def grpo_batch(exported) -> tuple[list[str], list[float], list[int], list[int]]:
                     solution_str=text,
                     ground_truth=q["answer"],
                     extra_info=info,
-                )
+                )["score"]
             )
             uids.append(uid)
             groups.append(gi)
@@ -315,9 +315,18 @@ def test_verl_gives_a_group_of_one_its_raw_reward_which_is_why_export_refuses_g1
     assert group_advantages([1.0, 1.0, 0.0], [0, 1, 1])[0] == 0.0
 
 
-def launch_overrides(tmp_path: Path, **env: str) -> list[str]:
-    """The hydra overrides examples/verl/run_sgpo.sh passes to verl (it exports the plan too)."""
-    write_table(tmp_path / "plan.parquet", tiny_plan(), {"task": "addition(test)"})
+PROFILED_SAMPLING = {"temperature": 1.0, "top_p": 1.0, "max_new_tokens": 7, "batch_size": 512}
+
+
+def launch(tmp_path: Path, script: str = "run_sgpo.sh", *args: str, **env: str):  # noqa: ANN201
+    """Run an examples/verl launch script with PRINT_OVERRIDES=1 on tiny_plan(), profiled with
+    PROFILED_SAMPLING, and a character tokenizer with a chat template as the model."""
+    if not (tmp_path / "plan.parquet").exists():
+        meta = {"task": "addition(test)", "sampling": PROFILED_SAMPLING, "model": "profiled"}
+        write_table(tmp_path / "plan.parquet", tiny_plan(), meta)
+        tokenizer = build_char_tokenizer()
+        tokenizer.chat_template = CHAT_TEMPLATE
+        tokenizer.save_pretrained(tmp_path / "model")
     settings = {
         "MODEL": str(tmp_path / "model"),
         "PLAN": str(tmp_path / "plan.parquet"),
@@ -326,16 +335,20 @@ def launch_overrides(tmp_path: Path, **env: str) -> list[str]:
         "PRINT_OVERRIDES": "1",
         "GPUS_PER_NODE": "2",
         "TRAIN_BATCH_SIZE": "4",
-        "EXPERIMENT": "test",
     }
-    result = subprocess.run(
-        ["bash", str(LAUNCH), "trainer.total_training_steps=3"],
+    return subprocess.run(
+        ["bash", str(LAUNCH.parent / script), *args],
         env=os.environ | settings | env,
         capture_output=True,
         text=True,
         cwd=tmp_path,
-        timeout=120,
+        timeout=300,
     )
+
+
+def launch_overrides(tmp_path: Path, script: str = "run_sgpo.sh", **env: str) -> list[str]:
+    """The hydra overrides a launch script passes to verl (it exports the plan too)."""
+    result = launch(tmp_path, script, "trainer.total_training_steps=3", **env)
     assert result.returncode == 0, result.stderr
     return result.stdout.splitlines()
 
@@ -357,8 +370,8 @@ def test_launch_script_gives_a_valid_verl_config_that_runs_sgpo(tmp_path):
     validate_config(
         cfg, use_reference_policy=need_reference_policy(cfg), use_critic=need_critic(cfg)
     )
-    assert cfg.data.train_files == str(tmp_path / "run" / "train.parquet")
-    assert (tmp_path / "run" / "train.parquet").exists()
+    assert cfg.data.train_files == str(tmp_path / "run" / "sgpo" / "train.parquet")
+    assert (tmp_path / "run" / "sgpo" / "train.parquet").exists()
     assert cfg.data.shuffle is False
     assert cfg.trainer.use_v1 and cfg.trainer.v1.trainer_mode == "sync"
     assert cfg.algorithm.adv_estimator == "grpo" and cfg.algorithm.norm_adv_by_std_in_grpo is False
@@ -368,19 +381,16 @@ def test_launch_script_gives_a_valid_verl_config_that_runs_sgpo(tmp_path):
     assert cfg.actor_rollout_ref.actor.rollout_n == 1  # the mini-batch is counted in rollouts
     assert list(cfg.trainer.logger) == ["console", "file"]
     env_vars = cfg.ray_kwargs.ray_init.runtime_env.env_vars
-    assert env_vars["VERL_FILE_LOGGER_PATH"] == str(tmp_path / "run" / "test.jsonl")
+    assert Path(env_vars["VERL_FILE_LOGGER_PATH"]).parent == tmp_path / "run" / "sgpo" / "metrics"
     assert cfg.trainer.total_training_steps == 3  # extra arguments reach verl
     # verl resolves pkg://sgpo.verl.reward and calls compute_score as its reward managers do
     score = get_custom_reward_fn(cfg)
     info = {"verifier": VERIFIER}
-    assert (
-        score(data_source="sgpo/addition", solution_str="24", ground_truth="42", extra_info=info)
-        == 1.0
-    )
-    assert (
-        score(data_source="sgpo/addition", solution_str="42", ground_truth="42", extra_info=info)
-        == 0.0
-    )
+    ds = "sgpo/addition"
+    right = score(data_source=ds, solution_str="24", ground_truth="42", extra_info=info)
+    wrong = score(data_source=ds, solution_str="4", ground_truth="42", extra_info=info)
+    assert right["score"] == 1.0 and wrong["score"] == 0.0
+    assert right["verifier_error"] == wrong["verifier_error"] == 0.0
 
 
 def test_launch_script_one_update_per_step_covers_the_largest_step(tmp_path):
@@ -390,3 +400,131 @@ def test_launch_script_one_update_per_step_covers_the_largest_step(tmp_path):
     per_update = cfg.actor_rollout_ref.actor.ppo_mini_batch_size * cfg.actor_rollout_ref.rollout.n
     assert cfg.actor_rollout_ref.actor.ppo_mini_batch_size == TRAIN_BATCH_SIZE
     assert largest <= per_update < largest + TRAIN_BATCH_SIZE
+
+
+# ----------------------------------------------------------------- issue 14: launch checks
+
+
+def test_launch_refuses_sampling_other_than_the_plans_naming_both_values(tmp_path):
+    result = launch(tmp_path, MAX_RESPONSE_LENGTH="1024")
+    assert result.returncode == 2
+    assert "MAX_RESPONSE_LENGTH=1024" in result.stderr and "max_new_tokens=7" in result.stderr
+    assert result.stdout == ""  # nothing printed for verl
+    result = launch(tmp_path, TEMPERATURE="0.7")
+    assert result.returncode == 2
+    assert "TEMPERATURE=0.7" in result.stderr and "temperature=1.0" in result.stderr
+    allowed = launch(tmp_path, TEMPERATURE="0.7", ALLOW_SAMPLING_MISMATCH="1")
+    assert allowed.returncode == 0, allowed.stderr
+    assert "actor_rollout_ref.rollout.temperature=0.7" in allowed.stdout.splitlines()
+
+
+def test_launch_checkpoints_under_a_stable_name_and_verl_finds_them_to_resume(tmp_path):
+    from verl.utils.checkpoint.checkpoint_manager import find_latest_ckpt_path
+
+    first = launch_overrides(tmp_path)
+    again = launch_overrides(tmp_path)
+    logger = "+ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH="
+    # Only the metrics file differs: verl's FileLogger truncates, so each launch gets its own.
+    assert [o for o in first if not o.startswith(logger)] == [
+        o for o in again if not o.startswith(logger)
+    ]
+    cfg = compose(first)
+    trainer = cfg.trainer
+    assert trainer.save_freq > 0 and trainer.resume_mode == "auto"
+    assert trainer.experiment_name == "sgpo"
+    checkpoints = Path(trainer.default_local_dir)
+    assert checkpoints.is_absolute() and checkpoints == tmp_path / "run" / "sgpo" / "checkpoints"
+    # What verl's _save_checkpoint leaves behind, found by what _load_checkpoint (resume) calls.
+    (checkpoints / "global_step_20" / "actor").mkdir(parents=True)
+    (checkpoints / "latest_checkpointed_iteration.txt").write_text("20")
+    assert find_latest_ckpt_path(str(checkpoints)) == str(checkpoints / "global_step_20")
+
+
+def test_launch_refuses_rows_without_a_group_size_and_too_few_rows(tmp_path):
+    refused = launch(tmp_path, TRAIN_BATCH_SIZE="100")  # the export refuses
+    assert refused.returncode == 2
+    assert "TRAIN_BATCH_SIZE=100" in refused.stderr and "0 steps" in refused.stderr
+    rows, meta = read_table(tmp_path / "run" / "sgpo" / "train.parquet")
+    for row in rows:  # an export made without group sizes
+        del row[ROLLOUT_N]
+    data = tmp_path / "no_group_size.parquet"
+    write_table(data, rows, meta)
+    result = launch(tmp_path, SKIP_EXPORT="1", DATA=str(data))
+    assert result.returncode == 2
+    assert f"{len(rows)} of {len(rows)} rows have no {ROLLOUT_N}" in result.stderr
+
+
+def test_verifier_settings_reach_every_ray_worker_through_the_runtime_env(tmp_path):
+    from verl.trainer.constants_ppo import get_ppo_ray_runtime_env
+
+    cfg = compose(
+        launch_overrides(
+            tmp_path, SGPO_VERIFIER="sgpo.tasks.addition:verify", SGPO_VERIFIER_TIMEOUT_S="10"
+        )
+    )
+    # What verl's run_ppo passes to ray.init (trainer/main_ppo.py).
+    runtime_env = OmegaConf.merge(
+        get_ppo_ray_runtime_env(cfg), cfg.ray_kwargs.ray_init.get("runtime_env", {})
+    )
+    env_vars = OmegaConf.to_container(runtime_env)["env_vars"]
+    assert env_vars["SGPO_VERIFIER"] == "sgpo.tasks.addition:verify"
+    assert env_vars["SGPO_VERIFIER_TIMEOUT_S"] == "10"  # a string, as Ray requires
+    assert env_vars["SGPO_VERIFIER_STATS_DIR"] == str(tmp_path / "run" / "sgpo" / "verifier")
+
+
+def test_prompt_length_check_counts_tokens_as_verl_does_and_refuses_overlong(tmp_path):
+    from sgpo.verl.check import prompt_token_counts
+
+    cfg = compose(launch_overrides(tmp_path))
+    data = Path(cfg.data.train_files)
+    tokenizer = hf_tokenizer(str(tmp_path / "model"))
+    counts = prompt_token_counts(read_table(data)[0], tokenizer)
+    longest = max(counts)
+    # verl's own overlong-prompt filter agrees with the count at the boundary.
+    for limit, kept in ((longest, len(counts)), (longest - 1, len(counts) - counts.count(longest))):
+        dataset = RLHFDataset(
+            data_files=[str(data)],
+            tokenizer=tokenizer,
+            config=data_config(max_prompt_length=limit, cache_dir=str(tmp_path / f"c{limit}")),
+        )
+        assert len(dataset) == kept
+    result = launch(tmp_path, MAX_PROMPT_LENGTH=str(longest - 1))
+    assert result.returncode == 2
+    assert f"MAX_PROMPT_LENGTH={longest - 1}" in result.stderr and str(longest) in result.stderr
+
+
+def test_verifier_errors_reach_verls_validation_metrics(monkeypatch):
+    from verl.trainer.ppo.metric_utils import process_validation_metrics
+
+    monkeypatch.setenv("SGPO_VERIFIER_ISOLATION", "inline")
+    infos = {"reward": [], "verifier_error": []}
+    for spec in (VERIFIER, "test_verl_integration:always_raises"):
+        out = compute_score("sgpo/addition", "24", "42", {"verifier": spec})
+        infos["reward"].append(out["score"])
+        infos["verifier_error"].append(out["verifier_error"])
+    assert infos == {"reward": [1.0, 0.0], "verifier_error": [0.0, 1.0]}
+    # verl turns them into val-aux/sgpo/addition/verifier_error/mean@1 (trainer_base._validate).
+    metrics = process_validation_metrics(["sgpo/addition"] * 2, ["u1", "u2"], infos)
+    assert metrics["sgpo/addition"]["verifier_error"]["mean@1"] == 0.5
+
+
+def always_raises(response: str, reference: str) -> float:
+    raise RuntimeError("verifier bug")
+
+
+def test_baseline_launches_give_valid_grpo_and_dapo_configs_on_all_queries(tmp_path):
+    from verl.trainer.ppo.utils import need_critic, need_reference_policy
+    from verl.trainer.ppo.v1.trainer_base import PPOTrainer
+    from verl.utils.config import validate_config
+
+    for script, dapo in (("run_grpo.sh", False), ("run_dapo.sh", True)):
+        cfg = compose(launch_overrides(tmp_path, script, GROUP_SIZE="4"))
+        validate_config(
+            cfg, use_reference_policy=need_reference_policy(cfg), use_critic=need_critic(cfg)
+        )
+        assert cfg.actor_rollout_ref.rollout.n == 4 and cfg.data.shuffle is True
+        rows = read_table(Path(cfg.data.train_files))[0]
+        assert len(rows) == len(tiny_plan()) and {r[ROLLOUT_N] for r in rows} == {4}
+        # verl's own resolution of the DAPO metric (None: no group filtering).
+        metric = PPOTrainer._resolve_filter_groups_metric(SimpleNamespace(config=cfg))
+        assert metric == ("reward" if dapo else None)
