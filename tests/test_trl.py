@@ -26,7 +26,7 @@ from sgpo.models import model_source  # noqa: E402
 from sgpo.schedule import OnlinePlanner  # noqa: E402
 from sgpo.trl import SGPOConfig, SGPOTrainer, load_plan, plan_dataset  # noqa: E402
 from sgpo.trl.advantages import grouped_advantages  # noqa: E402
-from sgpo.trl.data import GROUP_KEY, StepSchedule  # noqa: E402
+from sgpo.trl.data import GROUP_KEY, PlanRows, StepSchedule  # noqa: E402
 
 GROUP_SIZES = {"q0": 3, "q1": 2, "q2": 4, "q3": 2, "q4": 1}
 BATCH_ROWS = 6
@@ -235,3 +235,43 @@ def test_plan_dataset_and_validation(model_dir: str, plan_path: Path, tmp_path: 
         make_trainer(model_dir, plan_path, tmp_path, loss_type="grpo")
     with pytest.raises(ValueError, match="G=4"):
         make_trainer(model_dir, plan_path, tmp_path, per_device_train_batch_size=2)
+
+
+class FakeVLLM:
+    """Stands in for TRL's VLLMGeneration: records each request, returns fixed completions
+    with a sampling log-prob per token (top-1 lists, as vLLM does)."""
+
+    def __init__(self, eos: int) -> None:
+        self.eos = eos
+        self.requests: list[tuple[int, int]] = []
+
+    def sync_weights(self) -> None:
+        pass
+
+    def generate(
+        self, prompts: list, images: object, num_generations: int, profiler: object = None
+    ) -> tuple:
+        self.requests.append((len(prompts), num_generations))
+        completions = [[20, 21, self.eos] for _ in prompts]
+        logprobs = [[[-1.0] for _ in c] for c in completions]
+        return prompts, completions, logprobs, None
+
+
+def test_vllm_path_requests_real_rows_only(model_dir: str, plan_path: Path, tmp_path: Path) -> None:
+    trainer = make_trainer(model_dir, plan_path, tmp_path)
+    fake = FakeVLLM(trainer.processing_class.eos_token_id)
+    trainer.use_vllm, trainer.vllm_generation, trainer._last_loaded_step = True, fake, -1
+    slots = trainer.plan_sampler.batch_slots(trainer.schedule.next_batch())
+    rows = PlanRows(trainer.train_dataset)
+    trainer.model.train()
+    output = trainer._generate_and_score_completions([rows[s] for s in slots])
+
+    assert fake.requests == [(3, 1)]  # q4 x 1 + q3 x 2, one completion per prompt
+    padding = torch.tensor([s.group < 0 for s in slots])
+    assert int(output["completion_mask"][padding].sum()) == 0
+    assert torch.all(output["advantages"][padding] == 0)
+    # Padding's sampling log-prob is NaN, so its importance ratio is exactly 1, not NaN.
+    assert torch.isnan(output["sampling_per_token_logps"][padding, 0]).all()
+    assert torch.all(output["importance_sampling_ratio"][padding] == 1)
+    trainer.current_gradient_accumulation_steps = 1  # set by the training loop
+    assert torch.isfinite(trainer._compute_loss(trainer.model, output))
