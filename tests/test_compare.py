@@ -9,7 +9,7 @@ from tiny_run import tiny_tree
 from typer.testing import CliRunner
 
 from sgpo.cli import app
-from sgpo.compare import final_accuracy, flops_to_target, load_compare_config, mean_curve
+from sgpo.compare import cost_to_target, final_accuracy, load_compare_config, mean_curve
 from sgpo.config import ConfigError
 from sgpo.io import read_jsonl
 
@@ -29,10 +29,10 @@ def test_flops_to_target_uses_smoothed_curve():
     curve = [(1.0, 0.1), (2.0, 0.9), (3.0, 0.2), (4.0, 0.5), (5.0, 0.6), (6.0, 0.7)]
     # trailing windows of 3 end at x = 3, 4, 5, 6 with means .4, .533, .433, .6:
     # the single spike (0.9 at x=2) does not count on its own
-    assert flops_to_target(curve, 0.5, 3) == 4.0
-    assert flops_to_target(curve, 0.55, 3) == 6.0
-    assert flops_to_target(curve, 0.65, 3) is None
-    assert flops_to_target([(1.0, 0.7)], 0.65, 3) == 1.0  # short curve: its last point counts
+    assert cost_to_target(curve, 0.5, 3) == 4.0
+    assert cost_to_target(curve, 0.55, 3) == 6.0
+    assert cost_to_target(curve, 0.65, 3) is None
+    assert cost_to_target([(1.0, 0.7)], 0.65, 3) == 1.0  # short curve: its last point counts
 
 
 def test_compare_config_errors_name_the_key(tmp_path: Path):
@@ -50,6 +50,7 @@ def test_compare_smoke_every_method_runs(tmp_path: Path):
         tmp_path / "models",
         train={"steps": 3, "rollout_budget": 16, "eval_every": 1, "checkpoint_every": 0},
     )
+    del base["plan"]  # the plan settings are the methods' own (sgpo-paper's preset sets them)
     (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
     (tmp_path / "compare.yaml").write_text(yaml.safe_dump({"base": "base.yaml", "seeds": [0, 1]}))
     out = tmp_path / "out"
@@ -59,13 +60,19 @@ def test_compare_smoke_every_method_runs(tmp_path: Path):
     assert result.exit_code == 0, result.output
     report = json.loads((out / "compare.json").read_text())
     assert report["baseline"] == "grpo-g8" and report["seeds"] == [0]
-    assert set(report["methods"]) == {"grpo-g8", "grpo-g16", "dapo", "sgpo"}
+    assert set(report["methods"]) == {"grpo-g8", "grpo-g16", "dapo", "sgpo", "sgpo-paper"}
     keys = {
         "final_acc_mean",
         "final_acc_std",
         "total_flops",
+        "total_flops_train_all",
+        "generated_tokens",
         "flops_to_target",
+        "train_all_flops_to_target",
+        "tokens_to_target",
         "ratio_vs_grpo",
+        "ratio_vs_grpo_train_all",
+        "ratio_vs_grpo_tokens",
         "informative_fraction",
         "wasted_flops_fraction",
         "wall_s",
@@ -73,13 +80,14 @@ def test_compare_smoke_every_method_runs(tmp_path: Path):
     budget = report["methods"]["grpo-g8"]["total_flops"]
     for name, m in report["methods"].items():
         assert keys <= set(m), name
-        summary = json.loads((out / "runs" / name / "seed-0" / "summary.json").read_text())
+        run = out / "runs" / name / "seed-0"
+        summary = json.loads((run / "summary.json").read_text())
         assert summary["method"] == name.split("-")[0]
+        records = read_jsonl(run / "metrics.jsonl")
+        assert summary["generated_tokens"] == records[-1]["generated_tokens_cum"]
+        assert summary["total_flops_train_all"] >= summary["total_flops"]
         if name != "grpo-g8":  # every other method stops at the first step reaching the budget
-            totals = [
-                r["flops_total_cum"]
-                for r in read_jsonl(out / "runs" / name / "seed-0" / "metrics.jsonl")
-            ]
+            totals = [r["flops_total_cum"] for r in records]
             assert totals[-2] < budget <= totals[-1] == summary["total_flops"]
     assert report["methods"]["sgpo"]["profile_flops"] > 0
     assert report["methods"]["grpo-g8"]["profile_flops"] == 0

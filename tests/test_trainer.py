@@ -9,6 +9,7 @@ import torch
 from tiny_run import tiny_tree
 
 from sgpo.config import RunConfig
+from sgpo.io import read_jsonl
 from sgpo.core.flops import logprob_flops, train_flops
 from sgpo.metrics import rollout_record
 from sgpo.train import Trainer
@@ -50,6 +51,26 @@ def test_zero_advantage_rollouts_skip_backward_and_flops(tmp_path: Path):
     )
     assert trainer.flops["train"] == expected
     assert trainer.flops["logprob"] == 0  # one PPO epoch, no KL: no extra forward
+    # a train-every-rollout trainer (verl, TRL) would also run the skipped rollouts' pass
+    dead = [r for r in batch if r.advantage == 0.0]
+    assert stats["flops_skipped"] == pass_flops(trainer, dead, train_flops)
+
+
+def test_train_all_flops_and_generated_tokens_are_counted_per_step(tmp_path: Path):
+    trainer = make_trainer(tmp_path, "cost", group_size=2, rollout_budget=16, steps=2)
+    summary = trainer.train()
+    steps = [r for r in read_jsonl(tmp_path / "cost" / "metrics.jsonl") if r["step"] > 0]
+    assert [r["generated_tokens_cum"] for r in steps] == [
+        sum(r["tokens_generated"] for r in steps[: i + 1]) for i in range(len(steps))
+    ]
+    assert summary["generated_tokens"] == steps[-1]["generated_tokens_cum"]
+    skipped = summary["total_flops_train_all"] - summary["total_flops"]
+    assert skipped > 0  # the coin-flip verifier leaves some groups all-equal
+
+
+def test_with_kl_nothing_is_skipped_so_train_all_equals_total(tmp_path: Path):
+    summary = make_trainer(tmp_path, "kl-cost", kl_coef=0.1, steps=2).train()
+    assert summary["total_flops_train_all"] == summary["total_flops"]
 
 
 def pass_flops(trainer: Trainer, rollouts: list, per_sequence: Callable) -> float:

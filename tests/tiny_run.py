@@ -30,6 +30,7 @@ BASE: dict = {
             "num_kv_heads": 1,
             "intermediate_size": 64,
             "warmup_steps": 0,
+            "skill_targets": None,
         },
     },
     "task": {

@@ -9,10 +9,15 @@ Protocol (also written into compare.md):
 3. Final accuracy of a run = mean of its last `final_window` held-out evaluations (sampled
    accuracy), which damps the noise of a single evaluation. target_acc = the baseline's final
    accuracy, mean over seeds.
-4. flops_to_target: average each method's evaluation curve over seeds (accuracy and cumulative
-   FLOPs at each evaluation index), smooth it with a trailing mean over `final_window`
-   evaluations, and take the FLOPs of the first point at or above target_acc; null if never.
-   ratio_vs_grpo = the baseline's total FLOPs / this method's flops_to_target.
+4. Cost to target, in each currency (this trainer's FLOPs, the FLOPs of a trainer that trains
+   every rollout, generated tokens; profiling always included): average each method's
+   evaluation curve over seeds (accuracy and cumulative cost at each evaluation index), smooth
+   it with a trailing mean over `final_window` evaluations, and take the cost at the first point
+   at or above target_acc; null if never. ratio_vs_grpo[_train_all|_tokens] = the baseline's
+   total cost in that currency / this method's cost to reach the target.
+5. Every method trains on the same budget in this trainer's FLOPs; the other currencies are
+   measured on the same runs (the update is identical whether or not zero-advantage rollouts
+   go through the backward pass under token-mean, so train-all FLOPs are exact accounting).
 
 Runs are written to DIR/runs/<method>/seed-<s>/; a run with a summary.json is reused, so an
 interrupted compare continues where it stopped.
@@ -34,6 +39,7 @@ DEFAULT_METHODS = {
     "grpo-g16": ["train.method=grpo", "train.group_size=16"],
     "dapo": ["train.method=dapo", "train.group_size=8"],
     "sgpo": ["train.method=sgpo"],
+    "sgpo-paper": ["train.method=sgpo", "plan.preset=paper"],
 }
 
 
@@ -117,12 +123,26 @@ def run_method(config: RunConfig, run_dir: Path, profiles: Path) -> dict:
     return run_train(config, run_dir, run_dir / "plan.parquet", overwrite=True)
 
 
-def eval_curve(run_dir: Path) -> list[tuple[float, float]]:
-    """(cumulative total FLOPs, sampled held-out accuracy) at each evaluation of a run."""
+# The currencies a method's cost is reported in: this trainer's FLOPs (zero-advantage backward
+# skipped), the FLOPs of a trainer that trains every rollout (verl, TRL, OpenRLHF), and
+# generated tokens (generation is 70-90% of GPU step time). Per currency: metrics.jsonl field,
+# summary.json field, compare.json's cost-to-target key and ratio key.
+CURRENCIES = (
+    ("flops_total_cum", "total_flops", "flops_to_target", "ratio_vs_grpo"),
+    (
+        "flops_train_all_cum",
+        "total_flops_train_all",
+        "train_all_flops_to_target",
+        "ratio_vs_grpo_train_all",
+    ),
+    ("generated_tokens_cum", "generated_tokens", "tokens_to_target", "ratio_vs_grpo_tokens"),
+)
+
+
+def eval_curve(run_dir: Path, cost: str = "flops_total_cum") -> list[tuple[float, float]]:
+    """(cumulative cost, sampled held-out accuracy) at each evaluation of a run."""
     return [
-        (r["flops_total_cum"], r["eval_acc"])
-        for r in read_jsonl(run_dir / "metrics.jsonl")
-        if "eval_acc" in r
+        (r[cost], r["eval_acc"]) for r in read_jsonl(run_dir / "metrics.jsonl") if "eval_acc" in r
     ]
 
 
@@ -151,7 +171,7 @@ def mean_curve(curves: list[list[tuple[float, float]]]) -> list[tuple[float, flo
     ]
 
 
-def flops_to_target(curve: list[tuple[float, float]], target: float, window: int) -> float | None:
+def cost_to_target(curve: list[tuple[float, float]], target: float, window: int) -> float | None:
     for i in range(len(curve)):
         tail = curve[max(0, i - window + 1) : i + 1]
         full = len(tail) == window or i == len(curve) - 1
@@ -173,20 +193,16 @@ def aggregate(cfg: CompareConfig, runs: dict[str, dict[int, Path]]) -> dict:
     }
     finals = {m: [final_accuracy(c, window) for c in cs] for m, cs in curves.items()}
     target = statistics.fmean(finals[cfg.baseline])
-    baseline_flops = statistics.fmean(s["total_flops"] for s in summaries[cfg.baseline])
     for method in runs:
-        reach = flops_to_target(mean_curve(curves[method]), target, window)
         per_method[method] = {
             "final_acc_mean": statistics.fmean(finals[method]),
             "final_acc_std": statistics.stdev(finals[method]) if len(finals[method]) > 1 else 0.0,
             "final_acc_per_seed": finals[method],
             "initial_acc_mean": statistics.fmean(c[0][1] for c in curves[method]),
-            "total_flops": statistics.fmean(s["total_flops"] for s in summaries[method]),
             "profile_flops": statistics.fmean(
                 s["flops_by_phase"]["profile"] for s in summaries[method]
             ),
-            "flops_to_target": reach,
-            "ratio_vs_grpo": baseline_flops / reach if reach else None,
+            **currency_costs(runs, summaries, cfg.baseline, method, target, window),
             "informative_fraction": statistics.fmean(
                 s["informative_fraction"] for s in summaries[method]
             ),
@@ -203,6 +219,27 @@ def aggregate(cfg: CompareConfig, runs: dict[str, dict[int, Path]]) -> dict:
         "final_window": window,
         "methods": per_method,
     }
+
+
+def currency_costs(
+    runs: dict[str, dict[int, Path]],
+    summaries: dict[str, list[dict]],
+    baseline: str,
+    method: str,
+    target: float,
+    window: int,
+) -> dict:
+    """Total cost in each currency, cost to reach the target, and ratio_vs_grpo_<currency>:
+    the baseline's total cost / this method's cost to reach the target (None if never)."""
+    out: dict = {}
+    for field, total_field, to_target_key, ratio_key in CURRENCIES:
+        curve = mean_curve([eval_curve(d, field) for d in runs[method].values()])
+        reach = cost_to_target(curve, target, window)
+        baseline_total = statistics.fmean(s[total_field] for s in summaries[baseline])
+        out[total_field] = statistics.fmean(s[total_field] for s in summaries[method])
+        out[to_target_key] = reach
+        out[ratio_key] = baseline_total / reach if reach else None
+    return out
 
 
 def plot_compare(
@@ -251,17 +288,18 @@ def write_markdown(
     cfg: CompareConfig, result: dict, images: list[str], out_dir: Path, source: Path
 ) -> None:
     rows = [
-        "| method | final acc (mean ± std) | initial acc | total FLOPs | FLOPs to target | "
-        "ratio vs baseline | informative fraction | FLOPs on zero-advantage rollouts | steps | "
-        "wall s/run |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| method | final acc (mean ± std) | initial acc | FLOPs | ratio | FLOPs train-all | "
+        "ratio train-all | generated tokens | ratio tokens | informative fraction | "
+        "FLOPs on zero-advantage rollouts | steps | wall s/run |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for method, m in result["methods"].items():
         rows.append(
             f"| {method} | {m['final_acc_mean']:.3f} ± {m['final_acc_std']:.3f} | "
             f"{m['initial_acc_mean']:.3f} | {m['total_flops']:.3e} | "
-            f"{_fmt(m['flops_to_target'], '.3e')} | "
-            f"{_fmt(m['ratio_vs_grpo'], '.2f')} | {m['informative_fraction']:.3f} | "
+            f"{_fmt(m['ratio_vs_grpo'], '.2f')} | {m['total_flops_train_all']:.3e} | "
+            f"{_fmt(m['ratio_vs_grpo_train_all'], '.2f')} | {m['generated_tokens']:.3g} | "
+            f"{_fmt(m['ratio_vs_grpo_tokens'], '.2f')} | {m['informative_fraction']:.3f} | "
             f"{m['wasted_flops_fraction']:.1%} | "
             f"{m['steps_mean']:.0f} | {m['wall_s']:.0f} |"
         )
@@ -284,9 +322,11 @@ def write_markdown(
         "",
         "- *final acc*: mean of the last "
         f"{cfg.final_window} held-out evaluations (sampled accuracy), then mean ± std over seeds.",
-        "- *FLOPs to target*: where the seed-averaged, smoothed accuracy curve first reaches the "
-        "target. A ratio above 1 means the method got there with fewer total FLOPs than the "
-        "baseline spent; `never` means it did not reach it within the same budget.",
+        "- *ratio*: the baseline's total cost / the cost at which the method's seed-averaged, "
+        "smoothed accuracy curve first reaches the target, per currency: FLOPs of this trainer "
+        "(zero-advantage backward skipped), FLOPs of a trainer that trains every rollout "
+        "(verl, TRL, OpenRLHF), generated tokens. Above 1: the method got there cheaper than "
+        "the baseline's whole run; `never`: not within the same budget.",
         "- *informative fraction*: share of generated rollouts that were in a group with a "
         "non-zero advantage (the only rollouts that produce a gradient).",
         "- *FLOPs on zero-advantage rollouts*: share of the total spent generating rollouts "

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import math
+import re
+import string
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from sgpo.errors import ConfigError
 
@@ -16,29 +25,58 @@ from sgpo.errors import ConfigError
 LossAggregation = Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
 
 
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|(cuda|xpu)(:\d+)?")
+
+
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # No float setting means anything at inf or NaN (lr=.inf trains NaN weights to rc 0).
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class EmbeddedModelConfig(Strict):
-    """The built-in tiny Qwen2-shaped model, warm-started on the built-in task and cached."""
+    """The built-in tiny Qwen2-shaped model, warm-started on the built-in addition task.
+
+    With these defaults the model is the one shipped inside the package (sgpo/assets/embedded,
+    sha256 in its MANIFEST.json): the same bytes on every machine, loaded without training.
+    Any other shape or warm-start setting is built locally and cached; its supervised warm start
+    stops when the measured per-bucket accuracy reaches skill_targets, not after a step count,
+    so its skill does not hinge on float noise (its weights still vary by machine)."""
 
     hidden_size: int = Field(128, ge=8)
     num_layers: int = Field(4, ge=1)
     num_heads: int = Field(4, ge=1)
     num_kv_heads: int = Field(2, ge=1)
     intermediate_size: int = Field(512, ge=8)
-    # The supervised warm start stops before its lr schedule ends (500 of 800 steps): the model
-    # is then right most of the time on 1-2 digit sums but not always, rarely on 3 digits and
-    # never on 4 -- a spread of success rates, with room for RL to sharpen.
-    warmup_steps: int = Field(500, ge=0)
-    warmup_lr_horizon: int = Field(800, ge=1)
+    # Operand digit counts the warm start teaches (independent of the task's mix).
+    digits: list[int] = Field(default_factory=lambda: [1, 2, 3, 4])
+    # Sampled accuracy (temperature 1) to stop at, one per entry of digits: easy sums almost
+    # always right, hard ones almost never, a broad spread between -- the starting profiles
+    # real RLVR runs see. None = train exactly warmup_steps steps.
+    skill_targets: list[float] | None = Field(default_factory=lambda: [0.95, 0.75, 0.30, 0.03])
+    skill_tolerance: float = Field(0.04, gt=0, le=1)
+    probe_size: int = Field(256, ge=16)  # train-split sums per digit count, one sample each
+    probe_every: int = Field(50, ge=1)
+    warmup_steps: int = Field(4000, ge=0)  # at most this many (exactly, without skill_targets)
+    warmup_lr_horizon: int = Field(4000, ge=1)
     warmup_batch_size: int = Field(128, ge=1)
-    warmup_lr: float = Field(3e-3, gt=0)
+    warmup_lr: float = Field(3e-3, gt=0, allow_inf_nan=False)
     cache_dir: str = "~/.cache/sgpo/models"
-    # One fixed embedded model: the run seed changes sampling and order, not the initial policy
-    # (the warm start stops mid-learning, where a different seed gives a different model).
+    # One fixed embedded model: the run seed changes sampling and order, not the initial policy.
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _check(self) -> EmbeddedModelConfig:
+        if any(d < 1 or d > 9 for d in self.digits):
+            raise ValueError("model.embedded.digits must be between 1 and 9")
+        targets = self.skill_targets
+        if targets is not None and len(targets) != len(self.digits):
+            raise ValueError(
+                f"model.embedded.skill_targets has {len(targets)} entries for "
+                f"{len(self.digits)} digits"
+            )
+        if targets is not None and any(not 0 <= t <= 1 for t in targets):
+            raise ValueError("model.embedded.skill_targets must be accuracies in [0, 1]")
+        return self
 
 
 class LoraSettings(Strict):
@@ -63,6 +101,33 @@ class ModelConfig(Strict):
     use_chat_template: bool | None = None
     system_prompt: str | None = None
     prompt_template: str = "{prompt}"
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, device: str) -> str:
+        if not DEVICE_PATTERN.fullmatch(device):
+            raise ValueError(
+                f"{device!r} is not a device: use auto, cpu, cuda, cuda:N, mps, xpu or xpu:N"
+            )
+        return device
+
+    @field_validator("prompt_template")
+    @classmethod
+    def _only_prompt_field(cls, template: str) -> str:
+        try:
+            fields = {
+                name for _, name, _, _ in string.Formatter().parse(template) if name is not None
+            }
+        except ValueError as e:  # an unmatched { or }
+            raise ValueError(
+                f"not a format string ({e}); write a literal brace as {{{{ or }}}}"
+            ) from e
+        if fields != {"prompt"}:
+            raise ValueError(
+                f"must contain {{prompt}} and no other {{field}}, found {sorted(fields)} "
+                "(write a literal brace as {{ or }})"
+            )
+        return template
 
 
 class AdditionTaskConfig(Strict):
@@ -146,22 +211,55 @@ class ProfileConfig(Strict):
     # vllm (optional install, see README) suits profiling: the weights do not change.
     engine: EngineName = "transformers"
     vllm_kwargs: dict[str, Any] = Field(default_factory=dict)  # passed to vllm.LLM
+    # Sample each query in rounds of adaptive_round and stop once it has shown both outcomes
+    # (it is kept either way; p_hat = n_correct / samples drawn), up to k samples. The samples
+    # drawn are exactly the first ones of the full profile, so mixed queries cost fewer.
+    adaptive: bool = False
+    adaptive_round: int = Field(2, ge=1)
+
+
+# plan.preset: paper -- the full paper as the public fast-rl-bench reimplementation reads it
+# (second-hand; the full text is not available to us): trivial = p_hat > 0.75, 10% of the
+# never-solved kept, G in power-of-two buckets {2, 4, 8}, easy -> hard.
+PAPER_PRESET: dict[str, object] = {
+    "c": 1.0,
+    "g_min": 2,
+    "g_max": 8,
+    "unsolvable_keep_fraction": 0.1,
+    "drop_trivial": True,
+    "trivial_above": 0.75,
+    "g_rule": "pow2_buckets",
+}
 
 
 class PlanConfig(Strict):
-    c: float = Field(1.0, gt=0)
+    # none: the fields below as given; paper: PAPER_PRESET (a field set to another value is an
+    # error, so a config never silently mixes the preset with its own choices).
+    preset: Literal["none", "paper"] = "none"
+    c: float = Field(1.0, gt=0, allow_inf_nan=False)
     g_min: int = Field(2, ge=1)
-    g_max: int = Field(16, ge=1)
+    g_max: int = Field(16, ge=1, le=4096)
     unsolvable_keep_fraction: float = Field(0.1, ge=0, le=1)
     drop_trivial: bool = True
+    # p_hat above this is trivial too (1.0 = only p_hat = 1).
+    trivial_above: float = Field(1.0, gt=0, le=1)
     prior_alpha: float = Field(0.0, ge=0)
     prior_beta: float = Field(0.0, ge=0)
     bucket_width: float = Field(0.0, ge=0, le=1)
-    # inverse_p: G = c/p (the paper); two_sided: G = c/min(p, 1-p) (beyond the paper).
-    g_rule: Literal["inverse_p", "two_sided"] = "inverse_p"
+    # inverse_p: G = c/p (the paper's abstract); two_sided: G = c/min(p, 1-p) (beyond the
+    # paper); pow2_buckets: G in {2, 4, 8} by p_hat (the paper preset).
+    g_rule: Literal["inverse_p", "two_sided", "pow2_buckets"] = "inverse_p"
 
     @model_validator(mode="after")
     def _check(self) -> PlanConfig:
+        if self.preset == "paper":
+            for key, value in PAPER_PRESET.items():
+                if key in self.model_fields_set and getattr(self, key) != value:
+                    raise ValueError(
+                        f"plan.{key} = {getattr(self, key)!r} conflicts with plan.preset "
+                        f"'paper' ({key} = {value!r}); drop one of them"
+                    )
+                setattr(self, key, value)
         if self.g_max < self.g_min:
             raise ValueError(f"plan.g_max ({self.g_max}) < plan.g_min ({self.g_min})")
         return self
@@ -202,6 +300,14 @@ class TrainConfig(Strict):
     warmup_steps: int = Field(0, ge=0)
     weight_decay: float = Field(0.0, ge=0)
     adam_betas: tuple[float, float] = (0.9, 0.99)
+
+    @field_validator("adam_betas")
+    @classmethod
+    def _betas_in_range(cls, betas: tuple[float, float]) -> tuple[float, float]:
+        if not all(0 <= b < 1 for b in betas):
+            raise ValueError(f"each beta must be in [0, 1), got {list(betas)}")
+        return betas
+
     max_grad_norm: float = Field(1.0, gt=0)
     ppo_epochs: int = Field(1, ge=1)
     clip_low: float = Field(0.2, ge=0)
@@ -214,9 +320,18 @@ class TrainConfig(Strict):
     checkpoint_every: int = Field(0, ge=0)
     max_nonfinite_in_a_row: int = Field(3, ge=1)
     online: OnlineConfig = OnlineConfig()
+    # sgpo: a kept query's profile samples form (part of) its first training group, trained
+    # off-policy (PPO ratio to the initial policy's log-probs); see sgpo.reuse.
+    reuse_profile: bool = False
     # Mirror metrics to experiment trackers (metrics.jsonl is always written).
     report_to: list[Literal["tensorboard", "wandb", "trackio"]] = Field(default_factory=list)
     report_project: str = "sgpo"
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        if self.reuse_profile and self.method != "sgpo":
+            raise ValueError("train.reuse_profile needs train.method 'sgpo' (it reuses a profile)")
+        return self
 
 
 class EvalConfig(Strict):

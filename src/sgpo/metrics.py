@@ -35,6 +35,11 @@ def rollout_record(generated: list[Rollout], batch: list[Rollout]) -> dict:
     }
 
 
+def profile_tokens(rows: list[dict]) -> int:
+    """Tokens generated to make profile (or plan) rows: k samples of mean_response_tokens."""
+    return round(sum(r["k"] * r["mean_response_tokens"] for r in rows))
+
+
 def flops_record(flops: dict[str, float]) -> dict:
     record = {f"flops_{phase}_cum": flops[phase] for phase in PHASES}
     record["flops_total_cum"] = sum(flops.values())

@@ -59,8 +59,7 @@ def model_source(config: RunConfig) -> str:
             "model.name_or_path 'embedded' is warm-started on the addition task; "
             "with task.kind='file' give a real model"
         )
-    embedded = config.model.embedded
-    return str(ensure_embedded_model(embedded, config.task.addition, embedded.seed))
+    return str(ensure_embedded_model(config.model.embedded))
 
 
 def load_policy(config: RunConfig, path: str | None = None, trainable: bool = False) -> Policy:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
+from sgpo import rundir
 from sgpo.config import RunConfig
 from sgpo.core.allocation import KEPT, PlannedQuery, PlanRule, ProfiledQuery, plan_queries
 from sgpo.core.flops import ModelShape, inference_flops, train_flops
@@ -21,7 +22,7 @@ PLAN_FILE = "plan.parquet"
 
 
 def plan_rule(config: RunConfig) -> PlanRule:
-    return PlanRule(**config.plan.model_dump())
+    return PlanRule(**config.plan.model_dump(exclude={"preset"}))
 
 
 def build_plan(profile_rows: list[dict], rule: PlanRule, seed: int) -> list[dict]:
@@ -105,7 +106,20 @@ def check_profile_matches(
         )
 
 
+# Everything sgpo plan may create (and so later replace) in its output directory.
+PLAN_OUTPUTS = (PLAN_FILE, "p_hat_hist.png", "group_size_hist.png", "verl_train.parquet")
+
+
 def run_plan(
+    config: RunConfig, profile_path: Path, out_dir: Path, overwrite: bool = False
+) -> tuple[Path, dict]:
+    """Plan into out_dir (replacing only what sgpo wrote there), with the directory locked."""
+    rundir.claim_outputs(out_dir, PLAN_OUTPUTS)
+    with rundir.locked(out_dir, "plan"):
+        return _run_plan(config, profile_path, out_dir, overwrite)
+
+
+def _run_plan(
     config: RunConfig, profile_path: Path, out_dir: Path, overwrite: bool = False
 ) -> tuple[Path, dict]:
     from sgpo.models import model_source

@@ -22,14 +22,14 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from sgpo import checkpoint
+from sgpo import checkpoint, rundir
 from sgpo.config import RunConfig, dump_config
 from sgpo.core.flops import PHASES
 from sgpo.errors import DataError, NonFiniteError
 from sgpo.evaluate import evaluate
 from sgpo.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
 from sgpo.loggers import make_sinks, scalars
-from sgpo.metrics import flops_record, rollout_record, run_summary
+from sgpo.metrics import flops_record, profile_tokens, rollout_record, run_summary
 from sgpo.models import load_policy, model_shape, model_source
 from sgpo.profile import profile_chunk
 from sgpo.replanning import Replanner, needs_replanning
@@ -37,6 +37,7 @@ from sgpo.rollouts import Rollout, RolloutCollector, rollout_flops
 from sgpo.runfiles import (
     CONFIG_FILE,
     FINAL_DIR,
+    HISTORY_FILE,
     MERGED_DIR,
     METRICS_FILE,
     OLD_STATE_DIR,
@@ -49,6 +50,7 @@ from sgpo.runfiles import (
 from sgpo.schedule import ScheduledQuery, build_scheduler, file_sha256
 from sgpo.tasks import Query, load_task
 from sgpo.update import PolicyUpdate
+from sgpo.validate import check_prompt_lengths
 from sgpo.wiring import make_engine, make_verifier, sampling_params
 
 log = logging.getLogger("sgpo.train")
@@ -67,6 +69,10 @@ class Trainer:
         # A resumed run starts from the checkpoint's weights (plain model or LoRA adapter).
         resumed_model = str(checkpoint.state_model_dir(run_dir)) if self.resuming else None
         self.policy = load_policy(config, path=resumed_model, trainable=True)
+        check_prompt_lengths(self.policy, self.task, config.sampling.max_new_tokens)
+        self.fingerprint = rundir.run_fingerprint(
+            config.model_dump(mode="json"), self.initial_model
+        )
         reference = load_policy(config) if self.cfg.kl_coef > 0 else None
         self.engine = make_engine(config, self.policy, "train")
         self.verifier = make_verifier(config, self.task)
@@ -94,6 +100,11 @@ class Trainer:
         )
         self.step = 0
         self.flops = dict.fromkeys(PHASES, 0.0) | {"profile": profile_flops}
+        # Costs in the other currencies users pay: the passes a train-every-rollout trainer
+        # would add (zero-advantage rollouts, skipped here) and generated tokens, profile
+        # included.
+        self.flops_skipped = 0.0
+        self.generated_tokens = profile_tokens(plan_rows)
         self.wall_s = 0.0
         self.nonfinite_in_a_row = 0
         self.nonfinite_total = 0
@@ -118,9 +129,11 @@ class Trainer:
     def measure(self, queries: list[Query], stream: tuple) -> list[dict]:
         """Profile rows of queries under the current policy (online re-profiling)."""
         k = self.cfg.online.reprofile_k
-        return profile_chunk(
+        rows = profile_chunk(
             queries, self.engine, self.verifier, self.params, k, stream, self.shape
         )
+        self.generated_tokens += profile_tokens(rows)
+        return rows
 
     def replan(self) -> dict:
         """Online sgpo: re-profile and re-plan when due; the plan's state for the metrics."""
@@ -150,6 +163,7 @@ class Trainer:
         if self.replanner is not None:
             self.replanner.observe(generated)
         stats = self.train_on(batch)
+        self.flops_skipped += stats.pop("flops_skipped")
         self.count_nonfinite(stats["skipped_update"])
         with warnings.catch_warnings():
             # A step whose groups all had zero advantage takes no optimizer step; the schedule
@@ -166,6 +180,7 @@ class Trainer:
             **stats,
             **self.replan(),
         }
+        self.generated_tokens += record["tokens_generated"]
         self.wall_s += time.perf_counter() - start
         return record
 
@@ -186,6 +201,8 @@ class Trainer:
             record
             | flops_record(self.flops)
             | {
+                "flops_train_all_cum": sum(self.flops.values()) + self.flops_skipped,
+                "generated_tokens_cum": self.generated_tokens,
                 "method": self.cfg.method,
                 "wall_s": round(self.wall_s, 3),
                 "verifier_errors": self.verifier.stats.errors,
@@ -209,6 +226,8 @@ class Trainer:
             "scheduler": self.scheduler.state(),
             "planner": self.replanner.state() if self.replanner is not None else None,
             "flops": self.flops,
+            "flops_skipped": self.flops_skipped,
+            "generated_tokens": self.generated_tokens,
             "wall_s": self.wall_s,
             "nonfinite_in_a_row": self.nonfinite_in_a_row,
             "nonfinite_total": self.nonfinite_total,
@@ -220,12 +239,16 @@ class Trainer:
             "metrics_lines": len(read_jsonl(self.metrics_path)),
             "plan": str(self.plan_path.resolve()) if self.plan_path is not None else None,
             "plan_sha256": self.plan_sha256,
+            "fingerprint": self.fingerprint,
         }
         policy = self.policy
         checkpoint.save_state(self.run_dir, policy.model, policy.tokenizer, blobs, state)
 
     def restore_state(self) -> None:
         state, blobs = checkpoint.load_state(self.run_dir)
+        rundir.check_same_inputs(
+            self.run_dir / STATE_DIR, state.get("fingerprint"), self.fingerprint
+        )
         if state.get("plan_sha256") not in (None, self.plan_sha256):
             raise DataError(
                 f"{self.plan_path}: not the plan this run was trained with "
@@ -240,6 +263,8 @@ class Trainer:
         if self.replanner is not None:
             self.replanner.restore(state["planner"], self.step)
         self.flops = state["flops"]
+        self.flops_skipped = state["flops_skipped"]
+        self.generated_tokens = state["generated_tokens"]
         self.wall_s = state["wall_s"]
         self.nonfinite_in_a_row = state["nonfinite_in_a_row"]
         self.nonfinite_total = state["nonfinite_total"]
@@ -326,6 +351,8 @@ class Trainer:
             **run_summary(read_jsonl(self.metrics_path)),
             "total_flops": sum(self.flops.values()),
             "flops_by_phase": dict(self.flops),
+            "total_flops_train_all": sum(self.flops.values()) + self.flops_skipped,
+            "generated_tokens": self.generated_tokens,
             "wall_s": round(self.wall_s, 3),
             "verifier_errors": self.verifier.stats.errors,
             "verifier_timeouts": self.verifier.stats.timeouts,
@@ -335,6 +362,20 @@ class Trainer:
             "seed": self.config.seed,
             "config": self.config.model_dump(mode="json"),
         }
+
+
+# Everything sgpo train may create (and so later replace) in a run directory.
+TRAIN_OUTPUTS = (
+    METRICS_FILE,
+    SUMMARY_FILE,
+    CONFIG_FILE,
+    FINAL_DIR,
+    MERGED_DIR,
+    STEP_CHECKPOINTS_DIR,
+    STATE_DIR,
+    OLD_STATE_DIR,
+    HISTORY_FILE,
+)
 
 
 def run_train(
@@ -347,9 +388,33 @@ def run_train(
     for marker in (SUMMARY_FILE, METRICS_FILE):
         if (run_dir / marker).exists() and not (overwrite or resume):
             raise FileExistsError(f"{run_dir / marker} exists; pass --overwrite or --resume")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if config.train.method == "sgpo" and plan_path is None and resume:
-        plan_path = checkpoint.checkpoint_plan(run_dir)  # resumed with the plan it started with
-    if config.train.method == "sgpo" and plan_path is None:
-        plan_path = run_dir / PLAN_FILE
-    return Trainer(config, run_dir, plan_path, resume).train()
+    rundir.claim_outputs(run_dir, TRAIN_OUTPUTS)
+    with rundir.locked(run_dir, "train"):
+        if resume:
+            checkpoint.recover(run_dir)
+            refuse_resume_without_checkpoint(run_dir)
+        if config.train.method == "sgpo" and plan_path is None and resume:
+            plan_path = checkpoint.checkpoint_plan(run_dir)  # resumed with the plan it started with
+        if config.train.method == "sgpo" and plan_path is None:
+            plan_path = run_dir / PLAN_FILE
+        return Trainer(config, run_dir, plan_path, resume).train()
+
+
+def refuse_resume_without_checkpoint(run_dir: Path) -> None:
+    """A resume continues from the checkpoint; without one it would start over and replace the
+    run's results, so it stops instead (a run killed before writing any result just starts)."""
+    if checkpoint.has_state(run_dir):
+        return
+    results = [
+        name
+        for name in (SUMMARY_FILE, FINAL_DIR, STEP_CHECKPOINTS_DIR)
+        if (run_dir / name).exists()
+    ]
+    if any(r["step"] > 0 for r in read_jsonl(run_dir / METRICS_FILE)):
+        results.append(METRICS_FILE)  # trained steps (step 0 alone is the initial evaluation)
+    if results:
+        raise DataError(
+            f"{run_dir / STATE_DIR} not found: nothing to resume from, and {run_dir} holds "
+            f"results ({', '.join(results)}) that starting over would replace; start over "
+            "with --overwrite instead of --resume"
+        )

@@ -156,12 +156,15 @@ class PolicyUpdate:
         )
         # Zero advantage and no KL -> the loss term is exactly zero: skip the backward pass.
         trained = [r for r in batch if r.advantage != 0.0 or cfg.kl_coef > 0]
+        skipped = [] if cfg.kl_coef > 0 else [r for r in batch if r.advantage == 0.0]
+        skipped_flops = self.skipped_flops(skipped)
         if not trained:
             return {
                 "loss": 0.0,
                 "grad_norm": 0.0,
                 "trained_rollouts": 0,
                 "skipped_update": False,
+                "flops_skipped": skipped_flops,
                 **Health().record(),
             }
         micro = [
@@ -192,8 +195,19 @@ class PolicyUpdate:
             "grad_norm": float(np.mean(norms)) if norms else float("nan"),
             "trained_rollouts": len(trained),
             "skipped_update": skipped,
+            "flops_skipped": skipped_flops,
             **health.record(),
         }
+
+    def skipped_flops(self, skipped: list[Rollout]) -> float:
+        """What the passes this trainer skips on zero-advantage rollouts would cost in a trainer
+        that trains every rollout (verl, TRL, OpenRLHF): the same log-prob passes and PPO
+        epochs. Under token-mean over the batch their loss term is zero, so the update is the
+        same either way: this is exact accounting, not an estimate."""
+        logprob_passes = (self.cfg.ppo_epochs > 1) + (self.reference is not None)
+        return self.cfg.ppo_epochs * sequence_flops(
+            self.shape, skipped, train_flops
+        ) + logprob_passes * sequence_flops(self.shape, skipped, logprob_flops)
 
     def _optimizer_step(self, step_loss: float) -> float | None:
         """Clip and apply the gradient; None (and no step) when loss or gradient is not finite."""

@@ -119,7 +119,9 @@ class WorkerReportedError(RuntimeError):
 @functools.cache
 def _register_cpu_hard_stop() -> None:
     """SIGVTALRM (the CPU-time timer) prints every thread's stack, then ends the process."""
-    faulthandler.register(signal.SIGVTALRM, all_threads=True, chain=True)
+    # The process's real stderr: sys.stderr may be a stream without a file descriptor (Jupyter,
+    # typer's CliRunner), which faulthandler cannot write to.
+    faulthandler.register(signal.SIGVTALRM, file=sys.__stderr__, all_threads=True, chain=True)
 
 
 class Verifier:
@@ -204,7 +206,7 @@ class Verifier:
             if not hard_stop_armed:
                 # A verifier that catches the timeout gets this long before faulthandler's
                 # watchdog thread (no interpreter lock needed) dumps the stack and exits.
-                faulthandler.dump_traceback_later(hard_deadline, exit=True)
+                faulthandler.dump_traceback_later(hard_deadline, exit=True, file=sys.__stderr__)
                 hard_stop_armed = True
             raise VerifierTimeout
 

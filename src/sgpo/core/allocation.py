@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 KEPT = "kept"
-DROPPED_TRIVIAL = "trivial"  # p_hat == 1: every sample already correct, zero advantage
+DROPPED_TRIVIAL = "trivial"  # p_hat == 1 (or above trivial_above): nothing left to learn
 DROPPED_UNSOLVABLE = "unsolvable"  # p_hat == 0 and not in the seeded keep fraction
 
 
@@ -26,9 +26,14 @@ class PlanRule:
     prior_beta: float = 0.0
     # 0 = strict descending p_hat; >0 = shuffle within p_hat buckets of this width.
     bucket_width: float = 0.0
-    # inverse_p: G = c / p (the paper). two_sided: G = c / min(p, 1 - p), which sizes easy
-    # queries by their failure rate too; with c = 2.3 a group is informative ~90% of the time.
+    # inverse_p: G = c / p (the paper's abstract). two_sided: G = c / min(p, 1 - p), which
+    # sizes easy queries by their failure rate too; with c = 2.3 a group is informative ~90% of
+    # the time. pow2_buckets: the full paper as fast-rl-bench reads it, G = 2 if p > 1/4,
+    # 4 if 1/8 < p <= 1/4, else 8 (g_min/g_max still clip).
     g_rule: str = "inverse_p"
+    # Queries with p_hat above this are trivial too (the paper read second-hand: 0.75); 1.0 =
+    # only p_hat = 1 is trivial.
+    trivial_above: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -70,12 +75,24 @@ def group_size(p: float, c: float, g_min: int, g_max: int) -> int:
     return int(min(g_max, max(g_min, math.ceil(c / p - 1e-9))))
 
 
+G_RULES = ("inverse_p", "two_sided", "pow2_buckets")
+
+
+def pow2_bucket_size(p: float) -> int:
+    """The paper's power-of-two buckets (fast-rl-bench's reading): 2, 4 or 8 rollouts."""
+    if p > 1 / 4:
+        return 2
+    return 4 if p > 1 / 8 else 8
+
+
 def rule_group_size(p: float, rule: PlanRule) -> int:
     """G for success rate p under the rule's g_rule (p = 0 gets g_max)."""
+    if rule.g_rule not in G_RULES:
+        raise ValueError(f"unknown g_rule {rule.g_rule!r}; choose one of {G_RULES}")
     if rule.g_rule == "two_sided" and 0.0 < p < 1.0:
         return group_size(min(p, 1.0 - p), rule.c, rule.g_min, rule.g_max)
-    if rule.g_rule not in ("inverse_p", "two_sided"):
-        raise ValueError(f"unknown g_rule {rule.g_rule!r}; choose inverse_p or two_sided")
+    if rule.g_rule == "pow2_buckets" and p > 0.0:
+        return min(rule.g_max, max(rule.g_min, pow2_bucket_size(p)))
     return group_size(p, rule.c, rule.g_min, rule.g_max)
 
 
@@ -115,7 +132,7 @@ def plan_queries(profile: Sequence[ProfiledQuery], rule: PlanRule, seed: int) ->
     kept_unsolvable = set(rng.sample(unsolvable, n_keep))
 
     def reason_for(qid: str) -> str:
-        if raw[qid] == 1.0 and rule.drop_trivial:
+        if (raw[qid] == 1.0 or raw[qid] > rule.trivial_above) and rule.drop_trivial:
             return DROPPED_TRIVIAL
         if raw[qid] == 0.0 and qid not in kept_unsolvable:
             return DROPPED_UNSOLVABLE
