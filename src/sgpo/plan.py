@@ -16,6 +16,7 @@ from sgpo import rundir
 from sgpo.config import RunConfig
 from sgpo.core.allocation import KEPT, PlannedQuery, PlanRule, ProfiledQuery, plan_queries
 from sgpo.core.flops import ModelShape, inference_flops, train_flops
+from sgpo.core.predict import Allocation, QueryCost, predict_against_baseline, profile_costs
 from sgpo.io import prepare_out_dir, read_table, write_table
 
 PLAN_FILE = "plan.parquet"
@@ -55,8 +56,11 @@ def build_plan(profile_rows: list[dict], rule: PlanRule, seed: int) -> list[dict
     return rows
 
 
-def plan_summary(rows: list[dict], fixed_group_size: int, shape: ModelShape | None) -> dict:
-    """Counts, rollouts per epoch against a fixed-G baseline, and predicted FLOPs per epoch."""
+def plan_summary(
+    rows: list[dict], fixed_group_size: int, shape: ModelShape | None, epochs: float = 1.0
+) -> dict:
+    """Counts, rollouts per epoch against a fixed-G baseline, predicted FLOPs per epoch, and
+    the predicted informative fraction and cost per informative rollout over `epochs`."""
     kept = [r for r in rows if r["kept"]]
     summary = {
         "queries": len(rows),
@@ -84,7 +88,28 @@ def plan_summary(rows: list[dict], fixed_group_size: int, shape: ModelShape | No
         summary["baseline_predicted_flops_per_epoch"] = epoch_flops(
             rows, lambda r: fixed_group_size
         )
+        summary |= {
+            f"predicted_{k}": v
+            for k, v in prediction(rows, fixed_group_size, shape, epochs).items()
+        }
     return summary
+
+
+def prediction(rows: list[dict], baseline_g: int, shape: ModelShape, epochs: float) -> dict:
+    """From the profile alone: informative fractions and cost per informative rollout against
+    GRPO(G=baseline_g) in each currency, the profile charged over `epochs` (core/predict.py)."""
+    queries = [
+        QueryCost(
+            r["n_correct"],
+            r["k"],
+            r["mean_response_tokens"],
+            inference_flops(shape, r["prompt_tokens"], round(r["mean_response_tokens"])),
+            train_flops(shape, r["prompt_tokens"], round(r["mean_response_tokens"])),
+        )
+        for r in rows
+    ]
+    plan = Allocation([r["group_size"] if r["kept"] else 0 for r in rows])
+    return predict_against_baseline(queries, plan, baseline_g, profile_costs(queries), epochs)
 
 
 def check_profile_matches(
@@ -130,7 +155,10 @@ def _run_plan(
     rule = plan_rule(config)
     rows = build_plan(profile_rows, rule, config.seed)
     shape = ModelShape(**meta["shape"]) if "shape" in meta else None
-    summary = plan_summary(rows, config.train.group_size, shape)
+    kept_rollouts = sum(r["group_size"] for r in rows if r["kept"])
+    # The epochs `sgpo train` will run with this config: steps x rollout_budget rollouts.
+    epochs = config.train.steps * config.train.rollout_budget / max(kept_rollouts, 1)
+    summary = plan_summary(rows, config.train.group_size, shape, epochs)
     extra = {
         "rule": asdict(rule),
         "plan_seed": config.seed,
