@@ -163,8 +163,13 @@ def test_compute_score_uses_the_verifier_named_by_the_export(monkeypatch):
     monkeypatch.delenv("SGPO_VERIFIER", raising=False)
     monkeypatch.setenv("SGPO_VERIFIER_ISOLATION", "auto")
     info = {"query_id": "add:12+30", "verifier": ADDITION}
-    assert reward.compute_score("sgpo/addition", "24", "42", info) == 1.0  # 42 reversed
-    assert reward.compute_score("sgpo/addition", "42", "42", info) == 0.0
+    assert reward.compute_score("sgpo/addition", "24", "42", info) == {
+        "score": 1.0,  # 42 reversed
+        "acc": 1.0,
+        "verifier_error": 0.0,
+        "verifier_timeout": 0.0,
+    }
+    assert reward.compute_score("sgpo/addition", "42", "42", info)["score"] == 0.0
     # verl passes keyword arguments and extra keys (num_turns, rollout_reward_scores, ...)
     score = reward.compute_score(
         data_source="anything",
@@ -173,7 +178,7 @@ def test_compute_score_uses_the_verifier_named_by_the_export(monkeypatch):
         extra_info=info | {"num_turns": 2},
         reward_router_address=None,
     )
-    assert score == 1.0
+    assert score["score"] == 1.0
 
 
 def scaled_verifier(response: str, reference: str, scale: float = 1.0) -> float:
@@ -197,7 +202,8 @@ def test_compute_score_applies_the_exported_verifier_settings(tmp_path, monkeypa
     )
     info = read_table(path)[0][0]["extra_info"]
     assert info["verifier_kwargs"] == '{"scale": 0.5}'
-    assert reward.compute_score("sgpo/x", "7", "7", info) == 0.5  # kwargs bound, as in sGPO
+    # kwargs bound, as in sGPO
+    assert reward.compute_score("sgpo/x", "7", "7", info)["score"] == 0.5
     verifier = reward.get_verifier(spec, info)
     assert (verifier.timeout_s, verifier.isolation) == (2.5, "inline")
     assert verifier.kwargs == {"scale": 0.5}
@@ -224,7 +230,8 @@ def test_compute_score_counts_verifier_errors_as_zero(monkeypatch):
     monkeypatch.setenv("SGPO_VERIFIER_ISOLATION", "inline")
     monkeypatch.setenv("SGPO_VERIFIER", "test_verl_export:always_raises")
     before = reward.get_verifier("test_verl_export:always_raises").stats.errors
-    assert reward.compute_score("x", "1", "1", {"query_id": "q1"}) == 0.0
+    failed = reward.compute_score("x", "1", "1", {"query_id": "q1"})
+    assert failed["score"] == 0.0 and failed["verifier_error"] == 1.0
     assert reward.get_verifier("test_verl_export:always_raises").stats.errors == before + 1
     stats = reward.verifier_stats()["test_verl_export:always_raises (inline)"]
     assert stats["errors"] >= 1 and stats["calls"] >= stats["errors"]
@@ -245,7 +252,7 @@ def test_compute_score_from_verl_threads_runs_the_verifier_in_a_worker_process(m
     cases = [("24", "42", 1.0), ("42", "42", 0.0), ("001", "100", 1.0), ("9", "8", 0.0)] * 3
     with ThreadPoolExecutor(4) as pool:
         scores = list(
-            pool.map(lambda c: reward.compute_score("sgpo/addition", c[0], c[1], info), cases)
+            pool.map(lambda c: reward.compute_score("sgpo/addition", *c[:2], info)["score"], cases)
         )
     assert scores == [c[2] for c in cases]
     assert threading.current_thread() is threading.main_thread()
@@ -437,3 +444,179 @@ def test_flops_and_export_commands(tmp_path):
     assert "estimated" in result.output
     result = runner.invoke(verl_app, ["flops", str(log)])
     assert result.exit_code != 0 and "--model" in result.output
+
+
+# ----------------------------------------------------------------------------- issue 14
+
+LAUNCH_DIR = Path(__file__).resolve().parents[1] / "examples" / "verl"
+DEMO = Path(__file__).resolve().parents[1] / "src" / "sgpo" / "demo.yaml"
+CHAT_TEMPLATE = (
+    "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}assistant: {% endif %}"
+)
+
+
+def test_flops_count_verl_padding_and_dapo_discarded_groups():
+    records = [
+        {
+            "step": 1,
+            "prompt_length/mean": 20.0,
+            "response_length/mean": 5.0,
+            "training/filter_groups/evicted_samples": 3,
+            "training/filter_groups/discarded_surplus_samples": 1,
+        }
+    ]
+    plain = verl_run_flops(records, SHAPE, False, 1, rollouts_per_step=[10])[0]
+    dapo = verl_run_flops(
+        records, SHAPE, False, 2, rollouts_per_step=[10], batch_multiple=8, discarded_group_size=4
+    )[0]
+    assert plain["padding_sequences"] == 0 and plain["rollouts_discarded"] == 0
+    assert dapo["rollouts_trained"] == 10 and dapo["padding_sequences"] == 6  # up to 16
+    assert dapo["rollouts_discarded"] == (3 + 1) * 4 and dapo["rollouts"] == 26
+    # generated, not trained: rollout FLOPs only; padding: 127 + 1 tokens through logprob, train
+    assert dapo["flops_rollout"] == pytest.approx(26 * inference_flops(SHAPE, 20.0, 5.0))
+    pad_logprob = 6 * logprob_flops(SHAPE, 127, 1)
+    pad_train = 6 * train_flops(SHAPE, 127, 1) * 2
+    assert dapo["flops_logprob"] == pytest.approx(plain["flops_logprob"] + pad_logprob)
+    assert dapo["flops_train"] == pytest.approx(2 * plain["flops_train"] + pad_train)
+    assert dapo["flops_padding"] == pytest.approx(pad_logprob + pad_train)
+
+
+def test_verifier_counts_reach_a_stats_file_per_process(tmp_path, monkeypatch):
+    monkeypatch.setenv("SGPO_VERIFIER_ISOLATION", "inline")
+    monkeypatch.setenv("SGPO_VERIFIER_STATS_DIR", str(tmp_path))
+    assert reward.verifier_stats_totals(tmp_path)["errors"] == 0
+    reward.compute_score("x", "1", "1", {"verifier": "test_verl_export:always_raises"})
+    # the file holds this process's cumulative counts (every verifier it used so far)
+    in_process = reward.verifier_stats().values()
+    totals = reward.verifier_stats_totals(tmp_path)
+    assert totals["errors"] == sum(v["errors"] for v in in_process) >= 1
+    assert totals["calls"] == sum(v["calls"] for v in in_process)
+
+
+def test_export_says_loudly_that_online_settings_are_not_carried(tmp_path):
+    write_table(tmp_path / "plan.parquet", fake_plan(), {"task": "addition(fake)"})
+    args = ["export", "--plan", str(tmp_path / "plan.parquet"), "--out", str(tmp_path / "t.pq")]
+    result = CliRunner().invoke(verl_app, [*args, "--set", "train.online.reestimate=true"])
+    assert result.exit_code == 0, result.output
+    assert "NOT applied on verl" in result.output and "reestimate" in result.output
+    assert read_table(tmp_path / "t.pq")[1]["export"]["not_carried"] == {"reestimate": True}
+    check = ["check", "--data", str(tmp_path / "t.pq"), "--train-batch-size", "4"]
+    refused = CliRunner().invoke(verl_app, check)
+    assert refused.exit_code == 2 and "ALLOW_NOT_CARRIED" in refused.output
+    assert CliRunner().invoke(verl_app, [*check, "--allow-not-carried"]).exit_code == 0
+    plain = CliRunner().invoke(verl_app, args)
+    assert "NOT applied" not in plain.output
+
+
+def test_record_run_refuses_to_resume_a_run_dir_with_other_settings(tmp_path):
+    from sgpo.verl.runs import RunMismatch, load_run, record_run
+
+    data = tmp_path / "train.parquet"
+    data.write_bytes(b"rows")
+    logger = "+ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH="
+    record_run(tmp_path, "grpo", ["data.train_batch_size=4", logger + "a.jsonl"], data)
+    record_run(tmp_path, "grpo", ["data.train_batch_size=4", logger + "b.jsonl"], data)  # resume
+    with pytest.raises(RunMismatch, match="overrides"):
+        record_run(tmp_path, "grpo", ["data.train_batch_size=8"], data)
+    data.write_bytes(b"other rows")
+    with pytest.raises(RunMismatch, match="data_sha256"):
+        record_run(tmp_path, "grpo", ["data.train_batch_size=4"], data)
+    assert load_run(tmp_path)["config"] == {"data.train_batch_size": "4"}
+
+
+def demo_plan(tmp_path: Path) -> Path:
+    """A plan whose metadata records demo.yaml's sampling (as sgpo profile/plan write it), and a
+    tokenizer with a chat template as the policy (verl formats prompts with it)."""
+    from sgpo.config import load_config
+    from sgpo.embedded import build_char_tokenizer
+
+    sampling = load_config(DEMO, None).sampling.model_dump(mode="json")
+    meta = {"task": "addition(fake)", "model": str(tmp_path / "model"), "sampling": sampling}
+    meta |= {"shape": {"n_params": 1000, "n_layers": 2, "d_attn": 16}, "profile_flops": 7.0}
+    write_table(tmp_path / "plan.parquet", fake_plan(), meta)
+    tokenizer = build_char_tokenizer()
+    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.save_pretrained(tmp_path / "model")
+    return tmp_path / "plan.parquet"
+
+
+def run_launch(tmp_path: Path, script: str, **env: str):  # noqa: ANN201
+    import os
+    import subprocess
+    import sys
+
+    settings = {
+        "PLAN": str(tmp_path / "plan.parquet"),
+        "OUT": str(tmp_path / "runs"),
+        "PYTHON": sys.executable,
+        "PRINT_OVERRIDES": "1",
+        "GPUS_PER_NODE": "2",
+        "TRAIN_BATCH_SIZE": "4",
+    }
+    return subprocess.run(
+        ["bash", str(LAUNCH_DIR / script)],
+        env=os.environ | settings | env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_acceptance_launch_checks_the_plans_sampling_then_prints_resumable_overrides(tmp_path):
+    demo_plan(tmp_path)
+    for variable, value, profiled in (
+        ("MAX_RESPONSE_LENGTH", "1024", "max_new_tokens=7"),
+        ("TEMPERATURE", "0.7", "temperature=1.0"),
+    ):
+        refused = run_launch(tmp_path, "run_sgpo.sh", **{variable: value})
+        assert refused.returncode == 2, refused.stderr
+        assert f"{variable}={value}" in refused.stderr and profiled in refused.stderr
+        assert refused.stdout == ""
+    result = run_launch(tmp_path, "run_sgpo.sh", MAX_RESPONSE_LENGTH="7", TEMPERATURE="1.0")
+    assert result.returncode == 0, result.stderr
+    assert "checks passed" in result.stderr  # the export and every check ran first
+    overrides = dict(o.lstrip("+").split("=", 1) for o in result.stdout.splitlines())
+    run_dir = tmp_path / "runs" / "sgpo"
+    assert int(overrides["trainer.save_freq"]) > 0
+    assert overrides["trainer.resume_mode"] == "auto"
+    assert overrides["trainer.experiment_name"] == "sgpo"  # no timestamp: a rerun resumes
+    assert overrides["trainer.default_local_dir"] == str(run_dir / "checkpoints")
+    assert overrides["actor_rollout_ref.rollout.temperature"] == "1.0"
+    assert overrides["data.max_response_length"] == "7"
+
+
+def test_flops_table_for_sgpo_grpo_and_dapo_runs_counts_padding(tmp_path, monkeypatch):
+    from sgpo.verl import cli
+    from sgpo.verl.runs import record_run
+
+    monkeypatch.setattr(cli.console, "width", 250)  # the whole table on one line per run
+
+    demo_plan(tmp_path)
+    runs = []
+    for method in ("sgpo", "grpo", "dapo"):
+        result = run_launch(tmp_path, f"run_{method}.sh", GROUP_SIZE="4", GPUS_PER_NODE="4")
+        assert result.returncode == 0, result.stderr
+        run_dir = tmp_path / "runs" / method
+        overrides = result.stdout.splitlines()
+        record_run(run_dir, method, overrides, run_dir / "train.parquet", tmp_path / "plan.parquet")
+        lines = verl_log_lines(2)
+        if method == "dapo":
+            lines[1]["data"]["training/filter_groups/evicted_samples"] = 2
+        (run_dir / "metrics" / "1.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+        runs += ["--run", str(run_dir)]
+    out = tmp_path / "flops.jsonl"
+    result = CliRunner().invoke(verl_app, ["flops", *runs, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    by_run = {name: [r for r in rows if r["run"] == name] for name in ("sgpo", "grpo", "dapo")}
+    # batch multiple lcm(4 GPUs, 4 prompts * rollout.n): sGPO's variable steps get padded
+    sgpo_step = by_run["sgpo"][1]
+    assert sgpo_step["padding_sequences"] == (-sgpo_step["rollouts_trained"]) % 4
+    grpo_step = by_run["grpo"][1]
+    assert grpo_step["rollouts_trained"] == 16 and grpo_step["padding_sequences"] == 0
+    assert by_run["dapo"][1]["rollouts_discarded"] == 2 * 4
+    assert by_run["sgpo"][0]["flops_profile_cum"] == 7.0  # only sGPO profiled
+    assert by_run["grpo"][0]["flops_profile_cum"] == 0.0
+    for column in ("padding seqs", "profile", "rollout", "logprob", "train", "of which padding"):
+        assert column in result.output
