@@ -97,3 +97,10 @@ def swallows_always(response: str, reference: str) -> float:
 def c_loop(response: str, reference: str) -> float:
     """Minutes inside one C call (sum over a range) that never runs Python signal handlers."""
     return float(sum(range(10**12)) > 0)
+
+
+def fixed_or_coin(response: str, reference: str) -> float:
+    """By the reference answer: always wrong (0 mod 3), always right (1 mod 3) or the coin flip,
+    so a profile has p = 0, p = 1 and mixed queries."""
+    kind = int(reference) % 3
+    return 0.0 if kind == 0 else 1.0 if kind == 1 else coin_flip(response, reference)

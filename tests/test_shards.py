@@ -37,7 +37,11 @@ def test_three_shards_merged_equal_the_unsharded_profile(profiles):
     merged_rows, merged_meta = read_table(root / "merged" / "profile.parquet")
     whole_rows, whole_meta = read_table(root / "whole" / "profile.parquet")
     assert merged_rows == whole_rows
-    assert merged_meta == whole_meta
+    # the same profile, its samples merged next to it
+    assert merged_meta.pop("samples_file") == str(root / "merged" / "profile_samples.parquet")
+    assert merged_meta == {k: v for k, v in whole_meta.items() if k != "samples_file"}
+    merged_samples = read_table(root / "merged" / "profile_samples.parquet")
+    assert merged_samples == read_table(root / "whole" / "profile_samples.parquet")
 
 
 @pytest.mark.parametrize(

@@ -3,9 +3,13 @@ give each query's success rate p_hat. Written in atomic chunks so an interrupted
 every sample's random stream is seeded from (run seed, query id, sample index), so the table is
 the same whether the run was interrupted or not and whatever order the queries ran in.
 
-profile.parquet columns: query_id, prompt, answer, difficulty, k, n_correct, p_hat,
-mean_response_tokens, prompt_tokens, flops (this query's profiling inference FLOPs).
-Schema metadata (key "sgpo"): model, task, seed, k, sampling, shard.
+profile.parquet columns: query_id, prompt, answer, difficulty, k (samples drawn), n_correct,
+p_hat, mean_response_tokens, prompt_tokens, flops (this query's profiling inference FLOPs).
+Schema metadata (key "sgpo"): model, task, seed, k, sampling, shard (adaptive_round with
+profile.adaptive), samples_file (where profile_samples.parquet lies).
+
+profile_samples.parquet: one row per sample (query_id, index, prompt_ids, response_ids, text,
+finished, reward), so that training can reuse a kept query's samples (train.reuse_profile).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from tqdm import tqdm
 from sgpo.config import RunConfig, dump_config
 from sgpo.core.flops import ModelShape, inference_flops
 from sgpo.core.rewards import is_correct
-from sgpo.engine import GenerationEngine, SamplingParams, stream_seed
+from sgpo.engine import Completion, GenerationEngine, SamplingParams, stream_seed
 from sgpo.errors import DataError
 from sgpo.io import atomic_write_text, prepare_out_dir, read_table, write_table
 from sgpo.models import load_policy, model_shape
@@ -28,6 +32,7 @@ from sgpo.verify import Verifier
 from sgpo.wiring import make_engine, make_verifier, sampling_params
 
 PROFILE_FILE = "profile.parquet"
+SAMPLES_FILE = "profile_samples.parquet"
 CHUNK_DIR = "profile_chunks"
 
 
@@ -52,7 +57,7 @@ def profile_metadata(
         "sampling": config.sampling.model_dump(mode="json"),
         "engine": config.profile.engine,
         "shard": list(shard) if shard else None,
-    }
+    } | ({"adaptive_round": config.profile.adaptive_round} if config.profile.adaptive else {})
 
 
 def run_profile(
@@ -79,7 +84,7 @@ def run_profile(
     final = out_dir / PROFILE_FILE
     if resume and final.exists():  # already complete: nothing to do if it is this config's
         _, final_meta = read_table(final)
-        if _without_counts(final_meta) != metadata:
+        if _identity(final_meta) != metadata:
             raise DataError(
                 f"{final}: written by a different profile run (model, task, seed, k, sampling "
                 "or shard differ); use --overwrite"
@@ -89,11 +94,13 @@ def run_profile(
         return final
     if not resume:  # a fresh start: no chunk or table of an earlier profile may be mixed in
         final.unlink(missing_ok=True)
+        (out_dir / SAMPLES_FILE).unlink(missing_ok=True)
         shutil.rmtree(chunk_dir, ignore_errors=True)
     chunk_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / "profile_config.yaml", dump_config(config))
 
     k = config.profile.k
+    adaptive_round = config.profile.adaptive_round if config.profile.adaptive else None
     params = sampling_params(config)
     size = config.profile.chunk_size
     chunks = [queries[i : i + size] for i in range(0, len(queries), size)]
@@ -105,9 +112,11 @@ def run_profile(
             path = chunk_dir / f"chunk-{index:05d}.parquet"
             if path.exists():
                 chunk_rows, chunk_meta = read_table(path)
-                if _without_counts(chunk_meta) != metadata or [
-                    r["query_id"] for r in chunk_rows
-                ] != [q.query_id for q in chunk]:
+                if (
+                    _identity(chunk_meta) != metadata
+                    or [r["query_id"] for r in chunk_rows] != [q.query_id for q in chunk]
+                    or any("samples" not in r for r in chunk_rows)  # an older sgpo's chunk
+                ):
                     raise DataError(
                         f"{path}: written by a different profile run (model, task, seed, k, "
                         "sampling, shard or profile.chunk_size differ); use --overwrite"
@@ -115,7 +124,15 @@ def run_profile(
             else:
                 errors, timeouts = verifier.stats.errors, verifier.stats.timeouts
                 chunk_rows = profile_chunk(
-                    chunk, engine, verifier, params, k, (config.seed, "profile"), shape
+                    chunk,
+                    engine,
+                    verifier,
+                    params,
+                    k,
+                    (config.seed, "profile"),
+                    shape,
+                    adaptive_round=adaptive_round,
+                    keep_samples=True,
                 )
                 chunk_meta = metadata | {
                     "verifier_errors": verifier.stats.errors - errors,
@@ -127,16 +144,31 @@ def run_profile(
             rows.extend(chunk_rows)
             bar.update(len(chunk))
     verifier.close()
-    write_table(final, rows, metadata | counts)
+    samples = [{"query_id": r["query_id"], **s} for r in rows for s in r.pop("samples")]
+    # The samples first: profile.parquet is what marks the profile complete.
+    write_table(out_dir / SAMPLES_FILE, samples, metadata)
+    write_table(final, rows, metadata | counts | samples_location(out_dir))
     shutil.rmtree(chunk_dir)
     return final
 
 
 VERIFIER_COUNTS = ("verifier_errors", "verifier_timeouts")
+# Where the samples lie is not part of what the profile is (moved or merged, it is the same).
+SAMPLES_KEY = "samples_file"
 
 
-def _without_counts(meta: dict) -> dict:
-    return {key: value for key, value in meta.items() if key not in VERIFIER_COUNTS}
+def samples_location(out_dir: Path) -> dict:
+    return {SAMPLES_KEY: str((out_dir / SAMPLES_FILE).resolve())}
+
+
+def _identity(meta: dict) -> dict:
+    """What makes two profiles the same run: the metadata without counts and file locations."""
+    return {k: v for k, v in meta.items() if k not in VERIFIER_COUNTS and k != SAMPLES_KEY}
+
+
+def _both_outcomes(scores: list[float]) -> bool:
+    outcomes = {is_correct(s) for s in scores}
+    return len(outcomes) == 2
 
 
 def profile_chunk(
@@ -147,32 +179,67 @@ def profile_chunk(
     k: int,
     stream: tuple,
     shape: ModelShape,
+    adaptive_round: int | None = None,
+    keep_samples: bool = False,
 ) -> list[dict]:
-    """k verified samples per query, each from stream_seed(*stream, query id, sample index)."""
-    prompts = [engine.policy.render(q.prompt) for q in queries for _ in range(k)]
-    seeds = [stream_seed(*stream, q.query_id, j) for q in queries for j in range(k)]
-    completions = engine.generate(prompts, seeds, params)
+    """Verified samples per query, sample j from stream_seed(*stream, query id, j): k of them,
+    or with adaptive_round, rounds of that many until the query has shown both outcomes (at
+    most k) -- always a prefix of the k, so adaptive and full profiles agree on every sample
+    both drew. keep_samples adds each row's samples (the profile_samples.parquet fields)."""
+    per_round = adaptive_round or k
+    drawn: dict[str, list[Completion]] = {q.query_id: [] for q in queries}
+    scores: dict[str, list[float]] = {q.query_id: [] for q in queries}
+    active = list(queries)
+    while active:
+        start = len(drawn[active[0].query_id])  # every active query has drawn as many
+        count = min(per_round, k - start)
+        prompts = [engine.policy.render(q.prompt) for q in active for _ in range(count)]
+        seeds = [
+            stream_seed(*stream, q.query_id, j) for q in active for j in range(start, start + count)
+        ]
+        completions = engine.generate(prompts, seeds, params)
+        for qi, q in enumerate(active):
+            group = completions[qi * count : (qi + 1) * count]
+            drawn[q.query_id] += group
+            scores[q.query_id] += verifier.score(
+                [c.text for c in group], [q.answer] * count, [q.query_id] * count
+            )
+        active = [
+            q
+            for q in active
+            if len(drawn[q.query_id]) < k and not _both_outcomes(scores[q.query_id])
+        ]
     rows = []
-    for qi, q in enumerate(queries):
-        group = completions[qi * k : (qi + 1) * k]
-        scores = verifier.score([c.text for c in group], [q.answer] * k, [q.query_id] * k)
-        n_correct = sum(is_correct(s) for s in scores)
-        rows.append(
-            {
-                "query_id": q.query_id,
-                "prompt": q.prompt,
-                "answer": q.answer,
-                "difficulty": q.difficulty,
-                "k": k,
-                "n_correct": n_correct,
-                "p_hat": n_correct / k,
-                "mean_response_tokens": sum(len(c.response_ids) for c in group) / k,
-                "prompt_tokens": len(group[0].prompt_ids),
-                "flops": sum(
-                    inference_flops(shape, len(c.prompt_ids), len(c.response_ids)) for c in group
-                ),
-            }
-        )
+    for q in queries:
+        group, rewards = drawn[q.query_id], scores[q.query_id]
+        n, n_correct = len(group), sum(is_correct(s) for s in rewards)
+        row = {
+            "query_id": q.query_id,
+            "prompt": q.prompt,
+            "answer": q.answer,
+            "difficulty": q.difficulty,
+            "k": n,
+            "n_correct": n_correct,
+            "p_hat": n_correct / n,
+            "mean_response_tokens": sum(len(c.response_ids) for c in group) / n,
+            "prompt_tokens": len(group[0].prompt_ids),
+            "flops": sum(
+                inference_flops(shape, len(c.prompt_ids), len(c.response_ids)) for c in group
+            ),
+        }
+        if keep_samples:
+            row["samples"] = [
+                {
+                    "index": j,
+                    "prompt_ids": c.prompt_ids,
+                    "response_ids": c.response_ids,
+                    "text": c.text,
+                    "finished": c.finished,
+                    "reward": reward,
+                }
+                for j, (c, reward) in enumerate(zip(group, rewards, strict=True))
+            ]
+        rows.append(row)
     return rows
 
 
@@ -181,13 +248,14 @@ def merge_profiles(paths: list[Path], out_dir: Path, overwrite: bool = False) ->
 
     Refuses shards of different runs (model, task, seed, k, sampling, engine), a shard given
     twice, duplicate query ids and missing shards; the rows come out in the task's order, so
-    the merge equals an unsharded profile of the same seed."""
+    the merge equals an unsharded profile of the same seed. When every shard's
+    profile_samples.parquet lies next to its profile.parquet, they are merged too."""
     prepare_out_dir(out_dir, overwrite, False, PROFILE_FILE)
     tables = [(path, *read_table(path)) for path in paths]
     if not tables:
         raise DataError("profile merge: no shard profiles given")
     first_path, _, first_meta = tables[0]
-    common = {k: v for k, v in _without_counts(first_meta).items() if k != "shard"}
+    common = {k: v for k, v in _identity(first_meta).items() if k != "shard"}
     seen_shards: dict[int, Path] = {}
     rows_by_id: dict[str, dict] = {}
     count = None
@@ -219,6 +287,12 @@ def merge_profiles(paths: list[Path], out_dir: Path, overwrite: bool = False) ->
     merged = sorted(rows_by_id.values(), key=lambda r: order[r["query_id"]])
     counts = {key: sum(m.get(key, 0) for _, _, m in tables) for key in VERIFIER_COUNTS}
     metadata = common | counts | {"shard": None}
+    sample_paths = [path.parent / SAMPLES_FILE for path, _, _ in tables]
+    if all(p.exists() for p in sample_paths):
+        samples = [s for p in sample_paths for s in read_table(p)[0]]
+        samples.sort(key=lambda s: (order[s["query_id"]], s["index"]))
+        write_table(out_dir / SAMPLES_FILE, samples, common | {"shard": None})
+        metadata |= samples_location(out_dir)
     write_table(out_dir / PROFILE_FILE, merged, metadata)
     return out_dir / PROFILE_FILE
 

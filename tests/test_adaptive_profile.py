@@ -1,0 +1,115 @@
+"""Adaptive profiling (profile.adaptive): a query is sampled in rounds until it has shown both
+outcomes, and what it draws is exactly the first samples of the full profile."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from tiny_run import tiny_tree
+
+import sgpo.profile
+from sgpo.config import RunConfig
+from sgpo.core.flops import ModelShape, inference_flops
+from sgpo.core.rewards import is_correct
+from sgpo.errors import DataError
+from sgpo.io import read_table
+from sgpo.profile import CHUNK_DIR, SAMPLES_FILE, run_profile
+
+K, ROUND = 6, 2
+
+
+class Crash(BaseException):
+    pass
+
+
+def config(tmp_path: Path, **profile: object) -> RunConfig:
+    tree = tiny_tree(
+        tmp_path / "models",
+        task={
+            "addition": {"n_train": 12},
+            # p = 0, p = 1 and coin-flip (mixed) queries
+            "verifier": "bad_verifiers:fixed_or_coin",
+        },
+        profile={"k": K, "chunk_size": 4} | profile,
+    )
+    return RunConfig.model_validate(tree)
+
+
+def samples_by_query(out: Path) -> dict[str, list[dict]]:
+    by_query: dict[str, list[dict]] = {}
+    for s in read_table(out / SAMPLES_FILE)[0]:
+        by_query.setdefault(s["query_id"], []).append(s)
+    return by_query
+
+
+@pytest.fixture(scope="module")
+def profiles(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    root = tmp_path_factory.mktemp("adaptive")
+    full = run_profile(config(root), root / "full").parent
+    adaptive = run_profile(config(root, adaptive=True, adaptive_round=ROUND), root / "ada").parent
+    return root, full, adaptive
+
+
+def test_adaptive_rows_are_the_prefix_of_the_full_profile(profiles):
+    _, full, adaptive = profiles
+    full_samples, ada_samples = samples_by_query(full), samples_by_query(adaptive)
+    rows, meta = read_table(adaptive / "profile.parquet")
+    shape = ModelShape(**meta["shape"])
+    assert meta["adaptive_round"] == ROUND and meta["k"] == K
+    kinds = set()
+    for row in rows:
+        drawn, every = ada_samples[row["query_id"]], full_samples[row["query_id"]]
+        assert len(every) == K
+        assert drawn == every[: len(drawn)]  # the same samples, same seeds, same rewards
+        outcomes = [is_correct(s["reward"]) for s in every]
+        # stop after the first round that has shown both outcomes, else draw all k
+        both_at = next((n for n in range(ROUND, K, ROUND) if len(set(outcomes[:n])) == 2), K)
+        assert row["k"] == len(drawn) == both_at
+        assert row["n_correct"] == sum(outcomes[: row["k"]])
+        assert row["p_hat"] == row["n_correct"] / row["k"]
+        assert row["flops"] == sum(
+            inference_flops(shape, len(s["prompt_ids"]), len(s["response_ids"])) for s in drawn
+        )
+        if len(set(outcomes)) == 1:  # p = 0 or p = 1: still all k samples
+            assert row["k"] == K
+        kinds.add((row["p_hat"] in (0.0, 1.0), row["k"] < K))
+    # the task has both kinds: constant queries drawn in full, mixed ones stopped early
+    assert kinds >= {(True, False), (False, True)}
+    full_rows = read_table(full / "profile.parquet")[0]
+    assert sum(r["k"] for r in rows) < sum(r["k"] for r in full_rows)
+
+
+def test_adaptive_profile_independent_of_chunking_and_resume(profiles, tmp_path):
+    root, _, adaptive = profiles
+    want = read_table(adaptive / "profile.parquet")[0], samples_by_query(adaptive)
+    regrouped = config(root, adaptive=True, adaptive_round=ROUND, chunk_size=5)
+    regrouped = regrouped.model_copy(
+        update={"sampling": regrouped.sampling.model_copy(update={"batch_size": 3})}
+    )
+    run_profile(regrouped, tmp_path / "regrouped")
+    assert (
+        read_table(tmp_path / "regrouped" / "profile.parquet")[0],
+        samples_by_query(tmp_path / "regrouped"),
+    ) == want
+
+    ada = config(root, adaptive=True, adaptive_round=ROUND)
+    real, calls = sgpo.profile.profile_chunk, []
+
+    def crash_on_second(*args: object, **kwargs: object) -> list[dict]:
+        calls.append(1)
+        if len(calls) == 2:
+            raise Crash
+        return real(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sgpo.profile, "profile_chunk", crash_on_second)
+        with pytest.raises(Crash):
+            run_profile(ada, tmp_path / "run")
+    assert len(list((tmp_path / "run" / CHUNK_DIR).glob("chunk-*.parquet"))) == 1
+    # a non-adaptive resume must not mix in the adaptive chunk
+    with pytest.raises(DataError, match=r"chunk-00000\.parquet"):
+        run_profile(config(root), tmp_path / "run", resume=True)
+    run_profile(ada, tmp_path / "run", resume=True)
+    got = read_table(tmp_path / "run" / "profile.parquet")[0], samples_by_query(tmp_path / "run")
+    assert got == want
