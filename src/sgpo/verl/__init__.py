@@ -1,6 +1,8 @@
 """Scale-out on verl (0.9.1): export an sGPO plan as a verl dataset (sgpo.verl.export), score
 rollouts with sGPO's verifier inside verl (sgpo.verl.reward), and turn a verl run's logged token
-counts into sGPO's per-phase FLOPs (sgpo.verl.flops). See examples/verl/README.md.
+counts into sGPO's per-phase FLOPs (sgpo.verl.flops), check a launch against the plan
+(sgpo.verl.check) and record launched runs for comparison (sgpo.verl.runs). See
+examples/verl/README.md.
 
 Nothing here imports verl: export and FLOPs accounting run in sgpo's own environment, and verl
 loads the reward function by its path (pkg://sgpo.verl.reward). Submodules load on first use so
