@@ -1,11 +1,13 @@
 """A training step's rollouts: sample each scheduled query's group, score it with the verifier,
 give every response its group-relative advantage. dapo over-samples and keeps only groups whose
-rewards differ."""
+rewards differ. With profile reuse (sgpo.reuse) a query's first group starts with its profile
+samples and only the rest is generated."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sgpo.config import RunConfig
 from sgpo.core.advantages import group_advantages
@@ -16,6 +18,9 @@ from sgpo.schedule import ScheduledQuery
 from sgpo.tasks import Query
 from sgpo.verify import Verifier
 
+if TYPE_CHECKING:  # sgpo.reuse imports this module
+    from sgpo.reuse import ProfileReuse
+
 
 @dataclass
 class Rollout:
@@ -24,6 +29,7 @@ class Rollout:
     completion: Completion
     reward: float = 0.0
     advantage: float = 0.0
+    reused: bool = False  # a profile sample (drawn by the initial policy), not generated here
 
 
 def group_members(rollouts: list[Rollout]) -> list[list[Rollout]]:
@@ -35,9 +41,11 @@ def group_members(rollouts: list[Rollout]) -> list[list[Rollout]]:
 
 
 def rollout_flops(shape: ModelShape, rollouts: list[Rollout]) -> list[float]:
-    """Inference FLOPs of generating each rollout."""
+    """Inference FLOPs of generating each rollout (none for reused ones: the profile paid)."""
     return [
-        inference_flops(shape, len(r.completion.prompt_ids), len(r.completion.response_ids))
+        0.0
+        if r.reused
+        else inference_flops(shape, len(r.completion.prompt_ids), len(r.completion.response_ids))
         for r in rollouts
     ]
 
@@ -53,37 +61,52 @@ class RolloutCollector:
         engine: GenerationEngine,
         verifier: Verifier,
         params: SamplingParams,
+        reuse: ProfileReuse | None = None,
     ) -> None:
         self.config = config
         self.policy = policy
         self.engine = engine
         self.verifier = verifier
         self.params = params
+        self.reuse = reuse
 
     def generate_groups(
         self, scheduled: list[ScheduledQuery], step: int, round_index: int
     ) -> list[Rollout]:
-        """Each response from its own stream (run seed, step, round, query id, index)."""
+        """Each response from its own stream (run seed, step, round, query id, index); a group's
+        reused profile samples (first visit, with reuse) come first and take indices 0..n-1."""
+        reused: list[Rollout] = []
         prompts, seeds, owners = [], [], []
         for gi, sq in enumerate(scheduled):
+            samples = self.reuse.take(sq.query.query_id, sq.group_size) if self.reuse else []
+            reused += [Rollout(sq.query, gi, s.completion, s.reward, reused=True) for s in samples]
             rendered = self.policy.render(sq.query.prompt)
-            for j in range(sq.group_size):
+            for j in range(len(samples), sq.group_size):
                 prompts.append(rendered)
                 labels = ("rollout", step, round_index, sq.query.query_id, j)
                 seeds.append(stream_seed(self.config.seed, *labels))
                 owners.append(gi)
-        completions = self.engine.generate(prompts, seeds, self.params)
-        rollouts = [
-            Rollout(scheduled[g].query, g, c) for g, c in zip(owners, completions, strict=True)
-        ]
-        rewards = self.verifier.score(
-            [r.completion.text for r in rollouts],
-            [r.query.answer for r in rollouts],
-            [r.query.query_id for r in rollouts],
+        fresh: list[Rollout] = []
+        if prompts:  # a step of reused groups only generates nothing
+            completions = self.engine.generate(prompts, seeds, self.params)
+            fresh = [
+                Rollout(scheduled[g].query, g, c) for g, c in zip(owners, completions, strict=True)
+            ]
+            rewards = self.verifier.score(
+                [r.completion.text for r in fresh],
+                [r.query.answer for r in fresh],
+                [r.query.query_id for r in fresh],
+            )
+            for r, reward in zip(fresh, rewards, strict=True):
+                r.reward = reward
+        rollouts = sorted(reused + fresh, key=lambda r: r.group)  # stable: reused first
+        advantages = group_advantages(
+            [r.reward for r in rollouts],
+            [r.group for r in rollouts],
+            self.config.train.normalize_std,
         )
-        advantages = group_advantages(rewards, owners, self.config.train.normalize_std)
-        for r, reward, adv in zip(rollouts, rewards, advantages, strict=True):
-            r.reward, r.advantage = reward, adv
+        for r, adv in zip(rollouts, advantages, strict=True):
+            r.advantage = adv
         return rollouts
 
     def collect(

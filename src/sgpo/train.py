@@ -33,6 +33,7 @@ from sgpo.metrics import flops_record, profile_tokens, rollout_record, run_summa
 from sgpo.models import load_policy, model_shape, model_source
 from sgpo.profile import profile_chunk
 from sgpo.replanning import Replanner, needs_replanning
+from sgpo.reuse import load_profile_reuse, reuse_record
 from sgpo.rollouts import Rollout, RolloutCollector, rollout_flops
 from sgpo.runfiles import (
     CONFIG_FILE,
@@ -73,7 +74,8 @@ class Trainer:
         self.fingerprint = rundir.run_fingerprint(
             config.model_dump(mode="json"), self.initial_model
         )
-        reference = load_policy(config) if self.cfg.kl_coef > 0 else None
+        # The initial policy, loaded once: KL reference and behaviour policy of reused samples.
+        reference = load_policy(config) if self.cfg.kl_coef > 0 or self.cfg.reuse_profile else None
         self.engine = make_engine(config, self.policy, "train")
         self.verifier = make_verifier(config, self.task)
         self.shape = model_shape(self.policy.model)
@@ -83,6 +85,11 @@ class Trainer:
             config, self.task.train, self.plan_path
         )
         self.queries_by_id = {q.query_id: q for q in self.task.train}
+        self.reuse = (
+            load_profile_reuse(self.plan_path, plan_rows)
+            if self.cfg.reuse_profile and self.plan_path is not None
+            else None
+        )
         self.replanner = (
             Replanner(config, plan_rows, self.queries_by_id, run_dir)
             if plan_rows and needs_replanning(config)
@@ -93,10 +100,15 @@ class Trainer:
         )
         self.plan_sha256 = file_sha256(self.plan_path) if self.plan_path is not None else None
         self.rollouts = RolloutCollector(
-            config, self.policy, self.engine, self.verifier, self.params
+            config, self.policy, self.engine, self.verifier, self.params, self.reuse
         )
         self.update = PolicyUpdate(
-            self.cfg, self.policy, reference, self.shape, config.sampling.max_new_tokens
+            self.cfg,
+            self.policy,
+            reference if self.cfg.kl_coef > 0 else None,
+            self.shape,
+            config.sampling.max_new_tokens,
+            behaviour=reference if self.reuse is not None else None,
         )
         self.step = 0
         self.flops = dict.fromkeys(PHASES, 0.0) | {"profile": profile_flops}
@@ -161,7 +173,8 @@ class Trainer:
         start = time.perf_counter()
         generated, batch = self.collect()
         if self.replanner is not None:
-            self.replanner.observe(generated)
+            # Reused profile samples are already in the posterior (it starts from the profile).
+            self.replanner.observe([r for r in generated if not r.reused])
         stats = self.train_on(batch)
         self.flops_skipped += stats.pop("flops_skipped")
         self.count_nonfinite(stats["skipped_update"])
@@ -175,6 +188,7 @@ class Trainer:
             "step": self.step,
             "epoch": self.scheduler.epoch,
             **rollout_record(generated, batch),
+            **reuse_record(generated),  # tokens_generated: fresh rollouts only
             "lr": self.update.lr_schedule.get_last_lr()[0],
             "nonfinite_skips": self.nonfinite_total,
             **stats,
@@ -226,6 +240,7 @@ class Trainer:
             "scheduler": self.scheduler.state(),
             "planner": self.replanner.state() if self.replanner is not None else None,
             "flops": self.flops,
+            "reuse": self.reuse.state() if self.reuse is not None else None,
             "flops_skipped": self.flops_skipped,
             "generated_tokens": self.generated_tokens,
             "wall_s": self.wall_s,
@@ -263,6 +278,8 @@ class Trainer:
         if self.replanner is not None:
             self.replanner.restore(state["planner"], self.step)
         self.flops = state["flops"]
+        if self.reuse is not None:
+            self.reuse.restore(state["reuse"])
         self.flops_skipped = state["flops_skipped"]
         self.generated_tokens = state["generated_tokens"]
         self.wall_s = state["wall_s"]

@@ -5,7 +5,8 @@ skip the backward pass (exact: their loss term is zero; with a KL penalty they a
 Besides loss and grad norm it reports the health metrics the anchors log: clip_fraction (share
 of response tokens whose probability ratio to the rollout policy left the clip range) and
 approx_kl (CleanRL's k3 estimate of KL(rollout policy || updated policy), token mean). With one
-PPO epoch the update starts at the rollout policy, so both are exactly 0."""
+PPO epoch the update starts at the rollout policy, so both are exactly 0 -- except for reused
+profile samples (sgpo.reuse), whose rollout policy is the initial one (the behaviour policy)."""
 
 from __future__ import annotations
 
@@ -96,11 +97,13 @@ class PolicyUpdate:
         reference: Policy | None,
         shape: ModelShape,
         norm_length: int,
+        behaviour: Policy | None = None,
     ) -> None:
         self.cfg = cfg
         self.norm_length = norm_length  # Dr. GRPO's constant: sampling.max_new_tokens
         self.policy = policy
         self.reference = reference
+        self.behaviour = behaviour  # the initial policy, which drew reused profile samples
         self.shape = shape
         trainable = [p for p in policy.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
@@ -116,19 +119,37 @@ class PolicyUpdate:
     def _fixed_logprobs(
         self, micro: list[list[Rollout]], flops: dict[str, float]
     ) -> tuple[list[torch.Tensor | None], list[torch.Tensor | None]]:
-        """Per micro-batch: the rollout policy's log-probs (only needed with several PPO epochs;
-        with one the current policy is the rollout policy) and the reference's (KL penalty)."""
+        """Per micro-batch: the rollout policy's log-probs (only needed with several PPO epochs
+        or reused rollouts; with one epoch the current policy is a fresh rollout's rollout
+        policy) and the reference's (KL penalty)."""
         old: list[torch.Tensor | None] = [None] * len(micro)
         ref: list[torch.Tensor | None] = [None] * len(micro)
         with torch.no_grad():
             for i, mb in enumerate(micro):
-                if self.cfg.ppo_epochs > 1:
-                    old[i] = response_logprobs(self.policy, mb)[0]
-                    flops["logprob"] += sequence_flops(self.shape, mb, logprob_flops)
+                if self.cfg.ppo_epochs > 1 or any(r.reused for r in mb):
+                    old[i] = self._old_logprobs(mb, flops)
                 if self.reference is not None:
                     ref[i] = response_logprobs(self.reference, mb)[0]
                     flops["logprob"] += sequence_flops(self.shape, mb, logprob_flops)
         return old, ref
+
+    def _old_logprobs(self, mb: list[Rollout], flops: dict[str, float]) -> torch.Tensor:
+        """[B, T] rollout-policy log-probs: the behaviour policy's for reused rollouts, the
+        current policy's for fresh ones with several PPO epochs. NaN rows (fresh, one epoch)
+        are filled with the current log-probs in _micro_batch_loss."""
+        width = max(len(r.completion.response_ids) for r in mb)
+        old = torch.full((len(mb), width), float("nan"), device=self.policy.device)
+        sources = [(self.behaviour, [j for j, r in enumerate(mb) if r.reused])]
+        if self.cfg.ppo_epochs > 1:
+            sources.append((self.policy, [j for j, r in enumerate(mb) if not r.reused]))
+        for model, rows in sources:
+            if rows:
+                assert model is not None, "reused rollouts need PolicyUpdate(behaviour=...)"
+                part = [mb[j] for j in rows]
+                values = response_logprobs(model, part)[0]
+                old[rows, : values.shape[1]] = values.to(old.device)
+                flops["logprob"] += sequence_flops(self.shape, part, logprob_flops)
+        return old
 
     def _micro_batch_loss(
         self, mb: list[Rollout], old: torch.Tensor | None, ref: torch.Tensor | None, totals: tuple
@@ -136,7 +157,7 @@ class PolicyUpdate:
         """(aggregated loss, log-probs, rollout-policy log-probs, mask) of one micro-batch."""
         cfg = self.cfg
         logprobs, mask = response_logprobs(self.policy, mb)
-        old = old if old is not None else logprobs.detach()
+        old = logprobs.detach() if old is None else torch.where(old.isnan(), logprobs.detach(), old)
         adv = torch.tensor([r.advantage for r in mb], device=logprobs.device)
         token_loss = clipped_policy_loss(logprobs, old, adv, mask, cfg.clip_low, cfg.clip_high)
         if ref is not None:
@@ -205,9 +226,13 @@ class PolicyUpdate:
         epochs. Under token-mean over the batch their loss term is zero, so the update is the
         same either way: this is exact accounting, not an estimate."""
         logprob_passes = (self.cfg.ppo_epochs > 1) + (self.reference is not None)
-        return self.cfg.ppo_epochs * sequence_flops(
-            self.shape, skipped, train_flops
-        ) + logprob_passes * sequence_flops(self.shape, skipped, logprob_flops)
+        # A reused rollout's old log-probs take one behaviour pass whatever the epochs.
+        behaviour_only = [r for r in skipped if r.reused] if self.cfg.ppo_epochs == 1 else []
+        return (
+            self.cfg.ppo_epochs * sequence_flops(self.shape, skipped, train_flops)
+            + logprob_passes * sequence_flops(self.shape, skipped, logprob_flops)
+            + sequence_flops(self.shape, behaviour_only, logprob_flops)
+        )
 
     def _optimizer_step(self, step_loss: float) -> float | None:
         """Clip and apply the gradient; None (and no step) when loss or gradient is not finite."""
