@@ -26,11 +26,12 @@ from sgpo.config import ConfigError, RunConfig, load_config
 from sgpo.errors import DataError, NonFiniteError
 from sgpo.io import read_jsonl, read_table, write_table
 from sgpo.models import model_source
-from sgpo.plan import run_plan
-from sgpo.profile import run_profile
+from sgpo.plan import PLAN_OUTPUTS, run_plan
+from sgpo.profile import PROFILE_OUTPUTS, run_profile
+from sgpo.rundir import claim_outputs
 from sgpo.runfiles import STATE_DIR
 from sgpo.tasks import Query, check_queries
-from sgpo.train import Trainer, run_train
+from sgpo.train import TRAIN_OUTPUTS, Trainer, run_train
 
 
 @pytest.fixture(scope="module")
@@ -286,21 +287,45 @@ def test_bad_input(case: Case, tmp_path: Path, env: SimpleNamespace) -> None:
 
 
 def plan_args(tmp: Path, env: SimpleNamespace) -> list[str]:
+    claim_outputs(tmp, PLAN_OUTPUTS)  # as an earlier sgpo plan there would have
     (tmp / "plan.parquet").write_bytes(env.plan.read_bytes())
     return ["plan", "-c", str(env.config_path), "-o", str(tmp), "--profile", str(env.profile)]
 
 
 def profile_args(tmp: Path, env: SimpleNamespace) -> list[str]:
+    claim_outputs(tmp, PROFILE_OUTPUTS)
     (tmp / "profile.parquet").write_bytes(env.profile.read_bytes())
     return ["profile", "-c", str(env.config_path), "-o", str(tmp)]
 
 
 def train_args(name: str) -> Callable[[Path, SimpleNamespace], list[str]]:
     def args(tmp: Path, env: SimpleNamespace) -> list[str]:
+        claim_outputs(tmp, TRAIN_OUTPUTS)
         (tmp / name).write_text("{}\n")
         return ["train", "-c", str(env.config_path), "-o", str(tmp), "--plan", str(env.plan)]
 
     return args
+
+
+def foreign_folder(command: str, name: str) -> Callable[[Path, SimpleNamespace], list[str]]:
+    """A folder of the user's own where sgpo would put an output of the same name."""
+
+    def args(tmp: Path, env: SimpleNamespace) -> list[str]:
+        (tmp / name).mkdir()
+        (tmp / name / "thesis.tex").write_text("years of work\n")
+        extra = ["--plan", str(env.plan)] if command == "train" else []
+        return [command, "-c", str(env.config_path), "-o", str(tmp), *extra, "--overwrite"]
+
+    return args
+
+
+def resume_without_checkpoint(tmp: Path, env: SimpleNamespace) -> list[str]:
+    """A run with trained steps whose checkpoint/ was deleted."""
+    claim_outputs(tmp, TRAIN_OUTPUTS)
+    (tmp / "config.yaml").write_text(env.config_path.read_text())
+    (tmp / "metrics.jsonl").write_text('{"step": 0}\n{"step": 1}\n')
+    (tmp / "final").mkdir()
+    return ["train", "--resume", str(tmp)]
 
 
 def bad_file_task(tmp: Path, env: SimpleNamespace) -> list[str]:
@@ -358,6 +383,37 @@ CLI_CASES = [
         "{tmp}/summary.json exists; pass --overwrite or --resume",
     ),
     (
+        "profile-foreign-chunks",
+        foreign_folder("profile", "profile_chunks"),
+        1,
+        "{tmp}/profile_chunks exists and was not written by sgpo",
+    ),
+    (
+        "train-foreign-final",
+        foreign_folder("train", "final"),
+        1,
+        "{tmp}/final exists and was not written by sgpo",
+    ),
+    (
+        "train-foreign-checkpoints",
+        foreign_folder("train", "checkpoints"),
+        1,
+        "{tmp}/checkpoints exists and was not written by sgpo",
+    ),
+    (
+        "resume-without-checkpoint",
+        resume_without_checkpoint,
+        1,
+        "{tmp}/checkpoint not found: nothing to resume from, and {tmp} holds results "
+        "(final, metrics.jsonl)",
+    ),
+    (
+        "report-without-summary",
+        lambda tmp, env: ["report", str(tmp)],
+        1,
+        "{tmp}/summary.json not found: {tmp} is not a finished sgpo run",
+    ),
+    (
         "resume-nothing",
         lambda tmp, env: ["train", "--resume", str(tmp / "never-ran")],
         1,
@@ -398,6 +454,7 @@ def test_cli_bad_input(
 def test_overwrite_replaces_the_outputs(tmp_path: Path, env: SimpleNamespace) -> None:
     """--overwrite goes ahead, and a run directory holds nothing of the run it replaced."""
     run = tmp_path / "run"
+    claim_outputs(run, TRAIN_OUTPUTS)  # these outputs are an earlier sgpo run's
     (run / "final").mkdir(parents=True)
     (run / "final" / "stale.txt").write_text("old")
     (run / "checkpoints" / "step-000099").mkdir(parents=True)

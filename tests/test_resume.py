@@ -230,7 +230,11 @@ def test_profile_resume_refuses_chunks_of_another_config(
             run_profile(config, tmp_path / "run")
     assert n_chunks(tmp_path / "run") == 1
     other = config.model_copy(update={"profile": config.profile.model_copy(update={"k": 2})})
-    with pytest.raises(DataError, match=r"chunk-00000\.parquet: written by a different profile"):
+    with pytest.raises(
+        DataError,
+        match=r"chunk-00000\.parquet: made with other inputs than this resume's: "
+        r"config\.profile\.k: 4 -> 2",
+    ):
         run_profile(other, tmp_path / "run", resume=True)
     with pytest.raises(FileExistsError, match="holds an interrupted profile"):
         run_profile(other, tmp_path / "run")

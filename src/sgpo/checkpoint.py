@@ -1,5 +1,11 @@
 """The run directory's resumable state and saved models, each written to a staging folder and
-renamed into place, so a kill at any moment leaves either the old or the new one."""
+renamed into place, so a kill at any moment leaves either the old or the new one.
+
+Nothing in a checkpoint can run code when loaded: tensors (optimizer moments, random generator
+states) are in safetensors, everything else is JSON, and MANIFEST.json lists the sha256 of
+every file; a checkpoint with a changed, missing or extra file (a planted pickle, a flipped
+bit) is refused before any of it is read.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +17,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from sgpo.errors import DataError
 from sgpo.io import atomic_write_text
+from sgpo.rundir import file_sha256
 from sgpo.runfiles import (
     CONFIG_FILE,
     METRICS_FILE,
@@ -24,7 +33,9 @@ from sgpo.runfiles import (
     SUMMARY_FILE,
 )
 
-BLOBS_FILE = "trainer.pt"  # optimizer, lr schedule, random generators
+TENSORS_FILE = "trainer.safetensors"  # optimizer moments, random generator states
+BLOBS_FILE = "trainer.json"  # the rest of optimizer, lr schedule and generator states
+MANIFEST_FILE = "MANIFEST.json"  # sha256 of every other file of the checkpoint
 MODEL_DIR = "model"
 
 
@@ -52,6 +63,80 @@ def save_pretrained_to(
     tokenizer.save_pretrained(staging)
 
 
+def _encode(value: object, tensors: dict[str, torch.Tensor]) -> object:
+    """JSON-able form of a state dict: tensors move to `tensors` (referenced by key); tuples,
+    numpy arrays and dicts with non-string keys are tagged so that _decode rebuilds them."""
+    if isinstance(value, torch.Tensor):
+        key = f"t{len(tensors)}"
+        tensors[key] = value.detach().cpu().contiguous().clone()
+        return {"__tensor__": key}
+    if isinstance(value, np.ndarray):
+        return {"__ndarray__": value.tolist(), "dtype": str(value.dtype)}
+    if isinstance(value, tuple):
+        return {"__tuple__": [_encode(v, tensors) for v in value]}
+    if isinstance(value, list):
+        return [_encode(v, tensors) for v in value]
+    if isinstance(value, dict):
+        if all(isinstance(k, str) for k in value):
+            return {"__dict__": {k: _encode(v, tensors) for k, v in value.items()}}
+        return {"__items__": [[_encode(k, tensors), _encode(v, tensors)] for k, v in value.items()]}
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(f"cannot store {type(value).__name__} in a checkpoint")
+
+
+def _decode(value: object, tensors: dict[str, torch.Tensor]) -> object:
+    if isinstance(value, list):
+        return [_decode(v, tensors) for v in value]
+    if not isinstance(value, dict):
+        return value
+    if "__tensor__" in value:
+        return tensors[value["__tensor__"]]
+    if "__ndarray__" in value:
+        return np.array(value["__ndarray__"], dtype=np.dtype(value["dtype"]))
+    if "__tuple__" in value:
+        return tuple(_decode(v, tensors) for v in value["__tuple__"])
+    if "__items__" in value:
+        return {_decode(k, tensors): _decode(v, tensors) for k, v in value["__items__"]}
+    return {k: _decode(v, tensors) for k, v in value["__dict__"].items()}
+
+
+def _write_manifest(folder: Path) -> None:
+    files = {
+        str(p.relative_to(folder)): file_sha256(p) for p in sorted(folder.rglob("*")) if p.is_file()
+    }
+    (folder / MANIFEST_FILE).write_text(json.dumps({"sha256": files}, indent=1, sort_keys=True))
+
+
+def verify_checkpoint(folder: Path) -> None:
+    """Refuse a checkpoint whose files are not exactly the ones sgpo wrote (MANIFEST.json)."""
+    manifest_path = folder / MANIFEST_FILE
+    if not manifest_path.exists():
+        raise DataError(
+            f"{manifest_path} not found: {folder} is not a checkpoint this sgpo wrote (older "
+            "checkpoints stored pickles, which are never loaded); start over with --overwrite"
+        )
+    try:
+        want = json.loads(manifest_path.read_text())["sha256"]
+    except (ValueError, KeyError) as e:
+        raise DataError(f"{manifest_path}: unreadable manifest ({e})") from e
+    have = {
+        str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and p != manifest_path
+    }
+    extra, missing = sorted(have - set(want)), sorted(set(want) - have)
+    if extra or missing:
+        raise DataError(
+            f"{folder}: files not written by sgpo {extra} / missing {missing}; the checkpoint "
+            "was changed after it was written and is not loaded"
+        )
+    for name, digest in want.items():
+        if file_sha256(folder / name) != digest:
+            raise DataError(
+                f"{folder / name}: sha256 differs from {manifest_path}; the checkpoint is "
+                "corrupt or was changed, and is not loaded"
+            )
+
+
 def save_state(
     run_dir: Path,
     model: PreTrainedModel,
@@ -63,8 +148,11 @@ def save_state(
     moved aside first, so recover() can put it back if the kill comes in between)."""
     staging = Path(tempfile.mkdtemp(dir=run_dir, prefix=".checkpoint-"))
     save_pretrained_to(staging / MODEL_DIR, model, tokenizer)
-    torch.save(blobs, staging / BLOBS_FILE)
+    tensors: dict[str, torch.Tensor] = {}
+    (staging / BLOBS_FILE).write_text(json.dumps(_encode(blobs, tensors)))
+    save_file(tensors, staging / TENSORS_FILE)
     (staging / STATE_FILE).write_text(json.dumps(state, indent=2))
+    _write_manifest(staging)
     target, old = run_dir / STATE_DIR, run_dir / OLD_STATE_DIR
     shutil.rmtree(old, ignore_errors=True)
     if target.exists():
@@ -74,10 +162,16 @@ def save_state(
 
 
 def load_state(run_dir: Path) -> tuple[dict, dict]:
-    """(state.json, the tensors blob) of the run's checkpoint."""
+    """(state.json, optimizer/lr schedule/generator states) of the run's checkpoint, after
+    checking it against its manifest."""
     state_dir = run_dir / STATE_DIR
+    verify_checkpoint(state_dir)
     state = json.loads((state_dir / STATE_FILE).read_text())
-    return state, torch.load(state_dir / BLOBS_FILE, weights_only=False)
+    try:
+        tensors = load_file(state_dir / TENSORS_FILE)
+    except SafetensorError as e:
+        raise DataError(f"{state_dir / TENSORS_FILE}: not a safetensors file ({e})") from e
+    return state, _decode(json.loads((state_dir / BLOBS_FILE).read_text()), tensors)
 
 
 def has_state(run_dir: Path) -> bool:
@@ -85,6 +179,8 @@ def has_state(run_dir: Path) -> bool:
 
 
 def state_model_dir(run_dir: Path) -> Path:
+    """The checkpoint's model folder, once the whole checkpoint matches its manifest."""
+    verify_checkpoint(run_dir / STATE_DIR)
     return run_dir / STATE_DIR / MODEL_DIR
 
 

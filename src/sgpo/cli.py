@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 from collections.abc import Callable
@@ -65,6 +66,15 @@ def _user_errors(command: Callable) -> Callable:
         except USER_ERRORS as e:
             _print_error(f"error: {e}")
             raise typer.Exit(2 if isinstance(e, ConfigError) else 1) from e
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            # Every output is written atomically: what was complete before is still there.
+            _print_error(
+                f"error: disk full writing {e.filename or 'an output'} ({e.strerror}); "
+                "completed outputs are intact: free space, then run again with --resume"
+            )
+            raise typer.Exit(1) from e
 
     return wrapper
 
@@ -241,11 +251,15 @@ def eval_(
     }
     verifier.close()
     if out:
+        from sgpo.rundir import claim_outputs
+
+        claim_outputs(out, ["eval.json"])
         atomic_write_json(out / "eval.json", result)
     console.print_json(json.dumps(result))
 
 
 @app.command()
+@_user_errors
 def report(
     run_dir: Annotated[Path, typer.Argument(help="A run directory written by sgpo train or demo.")],
 ) -> None:
@@ -256,6 +270,7 @@ def report(
 
 
 @app.command()
+@_user_errors
 def demo(
     out: OutOpt = Path("runs/demo"),
     config: Annotated[Path, typer.Option("--config", "-c", help="Demo config.")] = DEMO_CONFIG,

@@ -16,11 +16,16 @@ class NonFiniteError(RuntimeError):
     """Too many updates in a row had a non-finite loss or gradient."""
 
 
+class RunDirBusyError(RuntimeError):
+    """Another sgpo process holds the lock on the output directory."""
+
+
 # What the CLI reports as the user's mistake rather than a bug.
 USER_ERRORS: tuple[type[Exception], ...] = (
     ConfigError,
     DataError,
     NonFiniteError,
+    RunDirBusyError,
     FileExistsError,
     FileNotFoundError,
 )

@@ -11,13 +11,28 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from sgpo.errors import DataError
+
 METADATA_KEY = b"sgpo"
+
+
+def _new_file_mode() -> int:
+    """The mode open() gives a new file under the current umask (mkstemp's is 0600). Read from
+    /proc where it can be: setting the umask to read it is not thread-safe."""
+    try:
+        with open("/proc/self/status") as status:
+            umask = next(int(line.split()[1], 8) for line in status if line.startswith("Umask:"))
+    except (OSError, StopIteration):
+        umask = os.umask(0o022)
+        os.umask(umask)
+    return 0o666 & ~umask
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
+        os.fchmod(fd, _new_file_mode())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -44,6 +59,7 @@ def write_table(
     table = table.replace_schema_metadata({METADATA_KEY: json.dumps(metadata, sort_keys=True)})
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.fchmod(fd, _new_file_mode())
     os.close(fd)
     try:
         pq.write_table(table, tmp)
@@ -56,9 +72,16 @@ def write_table(
 def read_table(path: Path) -> tuple[list[dict], dict]:
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
-    table = pq.read_table(path)
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as e:
+        raise DataError(f"{path}: not a readable parquet file ({e}); it is damaged") from e
     raw = (table.schema.metadata or {}).get(METADATA_KEY)
-    return table.to_pylist(), json.loads(raw) if raw else {}
+    try:
+        metadata = json.loads(raw) if raw else {}
+    except ValueError as e:
+        raise DataError(f"{path}: sgpo metadata is not valid JSON ({e})") from e
+    return table.to_pylist(), metadata
 
 
 def prepare_out_dir(path: Path, overwrite: bool, resume: bool, marker: str) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from sgpo import rundir
 from sgpo.config import RunConfig, dump_config
 from sgpo.core.flops import ModelShape, inference_flops
 from sgpo.core.rewards import is_correct
@@ -28,6 +29,7 @@ from sgpo.errors import DataError
 from sgpo.io import atomic_write_text, prepare_out_dir, read_table, write_table
 from sgpo.models import load_policy, model_shape
 from sgpo.tasks import Query, TaskData, load_task
+from sgpo.validate import check_prompt_lengths
 from sgpo.verify import Verifier
 from sgpo.wiring import make_engine, make_verifier, sampling_params
 
@@ -60,7 +62,45 @@ def profile_metadata(
     } | ({"adaptive_round": config.profile.adaptive_round} if config.profile.adaptive else {})
 
 
+# Everything sgpo profile may create (and so later replace) in its output directory.
+PROFILE_OUTPUTS = (
+    "profile.parquet",
+    "profile_samples.parquet",
+    "profile_chunks",
+    "profile_config.yaml",
+)
+
+
 def run_profile(
+    config: RunConfig,
+    out_dir: Path,
+    resume: bool = False,
+    overwrite: bool = False,
+    shard: tuple[int, int] | None = None,
+) -> Path:
+    """Profile into out_dir, replacing only what an earlier sgpo profile wrote there, with the
+    directory locked; a resume first checks the chunks' inputs (config keys, model weights)."""
+    rundir.claim_outputs(out_dir, PROFILE_OUTPUTS)
+    with rundir.locked(out_dir, "profile"):
+        if resume:
+            rundir.check_profile_inputs(
+                out_dir / PROFILE_FILE, out_dir / CHUNK_DIR, profile_inputs(config)
+            )
+        return _run_profile(config, out_dir, resume, overwrite, shard)
+
+
+def profile_inputs(config: RunConfig) -> dict:
+    """The inputs a profile's numbers depend on, recorded in its metadata ("inputs")."""
+    from sgpo.models import model_source
+
+    return {
+        "inputs": rundir.run_fingerprint(
+            rundir.profile_config(config.model_dump(mode="json")), model_source(config)
+        )
+    }
+
+
+def _run_profile(
     config: RunConfig,
     out_dir: Path,
     resume: bool = False,
@@ -77,10 +117,11 @@ def run_profile(
     task = load_task(config.task, config.seed)
     queries = shard_queries(task.train, shard)
     policy = load_policy(config)
+    check_prompt_lengths(policy, task, config.sampling.max_new_tokens)
     engine = make_engine(config, policy, "profile")
     verifier = make_verifier(config, task)
     shape = model_shape(policy.model)
-    metadata = profile_metadata(config, task, policy.source, shape, shard)
+    metadata = profile_metadata(config, task, policy.source, shape, shard) | profile_inputs(config)
     final = out_dir / PROFILE_FILE
     if resume and final.exists():  # already complete: nothing to do if it is this config's
         _, final_meta = read_table(final)
@@ -251,6 +292,7 @@ def merge_profiles(paths: list[Path], out_dir: Path, overwrite: bool = False) ->
     the merge equals an unsharded profile of the same seed. When every shard's
     profile_samples.parquet lies next to its profile.parquet, they are merged too."""
     prepare_out_dir(out_dir, overwrite, False, PROFILE_FILE)
+    rundir.claim_outputs(out_dir, PROFILE_OUTPUTS)
     tables = [(path, *read_table(path)) for path in paths]
     if not tables:
         raise DataError("profile merge: no shard profiles given")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -10,13 +11,26 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from sgpo.io import atomic_write_text, read_jsonl, read_table  # noqa: E402
+from sgpo import rundir  # noqa: E402
+from sgpo.io import atomic_write_bytes, atomic_write_text, read_jsonl, read_table  # noqa: E402
+
+# Everything sgpo report may create (and so later replace) in a run directory.
+REPORT_OUTPUTS = (
+    "report.md",
+    "p_hat_hist.png",
+    "group_size_hist.png",
+    "accuracy_vs_flops.png",
+    "plan_drift.png",
+)
 
 
 def _save(fig: plt.Figure, path: Path) -> str:
+    """Render in memory, then write atomically: a kill never leaves a 0-byte PNG."""
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90)
     plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
     return path.name
 
 
@@ -98,7 +112,14 @@ def plot_plan_history(history: list[dict], plan_rows: list[dict], out_dir: Path)
 
 
 def write_report(run_dir: Path) -> Path:
-    summary = json.loads((run_dir / "summary.json").read_text())
+    summary_path = run_dir / "summary.json"
+    if not summary_path.exists():
+        raise FileNotFoundError(
+            f"{summary_path} not found: {run_dir} is not a finished sgpo run (sgpo train "
+            "writes summary.json when it ends; resume an interrupted run with --resume)"
+        )
+    rundir.claim_outputs(run_dir, REPORT_OUTPUTS)
+    summary = json.loads(summary_path.read_text())
     records = read_jsonl(run_dir / "metrics.jsonl")
     images = []
     lines = [f"# sgpo run: {summary['method']}", ""]

@@ -29,6 +29,7 @@ from sgpo.io import read_table
 from sgpo.models import model_source
 from sgpo.plan import check_profile_matches, kept_in_order
 from sgpo.tasks import Query
+from sgpo.validate import check_plan_rows
 
 
 @dataclass
@@ -203,6 +204,7 @@ def build_scheduler(
     if plan_path is None or not plan_path.exists():
         raise FileNotFoundError(f"method sgpo needs a plan: {plan_path} not found (run sgpo plan)")
     rows, meta = read_table(plan_path)
+    check_plan_rows(rows, plan_path)
     check_profile_matches(meta, config, str(plan_path), model_source(config))
     by_id = {q.query_id: q for q in train_queries}
     scheduled = []

@@ -26,6 +26,9 @@ class TaskData:
     eval: list[Query]
     default_verifier: str  # import path "module:function"
     source: str  # what the queries came from, recorded in profile/plan for consistency checks
+    # Where each split's rows come from, for messages naming file and row.
+    train_label: str = "train queries"
+    eval_label: str = "eval queries"
 
 
 def check_queries(queries: list[Query], source: str) -> None:

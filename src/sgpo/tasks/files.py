@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,8 +166,15 @@ def iter_rows(source: Source, limit: int | None) -> Iterator[tuple[int, object]]
 
 def _jsonl_rows(source: Source) -> Iterator[object]:
     row = 0
-    with source.local.open(encoding="utf-8") as f:  # type: ignore[union-attr]
-        for line_no, line in enumerate(f, start=1):
+    with source.local.open("rb") as f:  # type: ignore[union-attr]
+        for line_no, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(
+                    f"{source.label}: row {row} (line {line_no}): not valid UTF-8 at byte "
+                    f"{e.start} of the line"
+                ) from None
             if not line.strip():
                 continue  # a blank line is not a row (e.g. a trailing newline)
             try:
@@ -186,12 +195,24 @@ def _parquet_rows(source: Source) -> Iterator[object]:
         parquet = pq.ParquetFile(source.local)
     except Exception as e:  # noqa: BLE001 - any reader failure means an unreadable file
         raise DataError(f"{source.label}: not a readable parquet file: {e}") from e
-    for batch in parquet.iter_batches(batch_size=1024):
+    batches = parquet.iter_batches(batch_size=1024)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except Exception as e:  # noqa: BLE001 - a damaged page fails only when it is read
+            raise DataError(f"{source.label}: not a readable parquet file: {e}") from e
         yield from batch.to_pylist()
 
 
 def _csv_rows(source: Source) -> Iterator[object]:
-    with source.local.open(encoding="utf-8", newline="") as f:  # type: ignore[union-attr]
+    try:
+        text = source.local.read_bytes().decode("utf-8")  # type: ignore[union-attr]
+    except UnicodeDecodeError as e:
+        line = source.local.read_bytes()[: e.start].count(b"\n") + 1  # type: ignore[union-attr]
+        raise DataError(f"{source.label}: line {line}: not valid UTF-8") from None
+    with io.StringIO(text, newline="") as f:
         for row, record in enumerate(csv.DictReader(f)):
             # A short line leaves trailing columns as None (reported as missing fields); a long
             # one puts its extra cells under the key None.
@@ -232,10 +253,17 @@ def _type_name(value: object) -> str:
 
 
 def _scalar_text(value: object, where: str, field: str) -> str:
-    """A string, or an int/float written as text; anything else is a DataError."""
+    """A string, or a number written as text: an int as is, a float with an integer value as
+    that integer (a float column's 1304.0 is the answer "1304"), any other finite float by
+    repr. NaN and infinities (JSON NaN, 3e400) are not answers: a DataError, as is any other
+    type."""
     if isinstance(value, str):
         return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise DataError(f"{where}: field {field!r} is {value}, not a finite number")
+        return str(int(value)) if value.is_integer() else repr(value)
+    if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     raise DataError(
         f"{where}: field {field!r} must be a string or a number, got {_type_name(value)}"
@@ -383,4 +411,6 @@ def load_file_task(cfg: FileTaskConfig) -> TaskData:
         eval=evaluation,
         default_verifier=PRESETS[cfg.preset].verifier,
         source=source,
+        train_label=train_source.label,
+        eval_label=eval_source.label if eval_source else "eval queries",
     )

@@ -1,0 +1,257 @@
+"""What sgpo may do in an output directory: replace only what it wrote, one process at a time,
+and resume only what the same inputs started.
+
+- Outputs: every name sgpo creates in a directory is listed in OUTPUTS_FILE before it is
+  written; an existing file or folder not listed there is never deleted or replaced, with or
+  without --overwrite (claim_outputs refuses first, before anything is touched).
+- Lock: a command holds an exclusive flock on the directory itself while it runs, so a second
+  train/profile on the same directory stops at once instead of interleaving with the first.
+- Fingerprints: the config keys that change a run's result and a sha256 of the initial model's
+  weight files, recorded in checkpoints and profiles; a resume with other inputs is refused,
+  naming the keys that differ.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from sgpo.errors import DataError, RunDirBusyError
+from sgpo.io import atomic_write_json, read_table
+
+OUTPUTS_FILE = "sgpo-outputs.json"
+
+# An atomic write's temp file: ".<name>." + mkstemp's 8 random characters.
+_TEMP_SUFFIX = re.compile(r"\.[a-z0-9_]{8}")
+
+
+# ------------------------------------------------------------------------------ outputs
+
+
+def _outputs_path(out_dir: Path) -> Path:
+    return out_dir / OUTPUTS_FILE
+
+
+def written_by_sgpo(out_dir: Path) -> set[str]:
+    """Names sgpo recorded as its own in out_dir (empty when it has no record)."""
+    path = _outputs_path(out_dir)
+    if not path.exists():
+        return set()
+    try:
+        names = json.loads(path.read_text())["created"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise DataError(f"{path}: not sgpo's list of outputs ({e}); remove it by hand") from e
+    return set(names)
+
+
+def check_out_dir(out_dir: Path) -> None:
+    """Refuse a filesystem root or the home directory as an output directory: sgpo would put
+    its files among everything else there."""
+    resolved = out_dir.expanduser().resolve()
+    if resolved == Path(resolved.anchor) or resolved == Path.home().resolve():
+        raise FileExistsError(
+            f"{out_dir}: refusing to use {resolved} as an output directory; "
+            "give a directory of its own, e.g. runs/NAME"
+        )
+
+
+def claim_outputs(out_dir: Path, names: Iterable[str]) -> None:
+    """Record names as sgpo's outputs in out_dir, after checking that none of them already
+    exists without having been written by sgpo (FileExistsError naming it otherwise)."""
+    check_out_dir(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ours = written_by_sgpo(out_dir)
+    names = set(names)
+    for name in sorted(names - ours):
+        path = out_dir / name
+        if path.exists() or path.is_symlink():
+            raise FileExistsError(
+                f"{path} exists and was not written by sgpo (not listed in "
+                f"{_outputs_path(out_dir)}); sgpo does not delete or replace it, even with "
+                "--overwrite: move it away or choose another --out"
+            )
+    if not names <= ours:
+        atomic_write_json(_outputs_path(out_dir), {"created": sorted(ours | names)})
+
+
+def remove_stale_temps(out_dir: Path) -> None:
+    """Temp files that a killed atomic write of one of sgpo's outputs left behind (only call
+    with the directory locked: then no other writer's temp file can be in flight)."""
+    ours = written_by_sgpo(out_dir) | {OUTPUTS_FILE}
+    for name in ours:
+        for temp in out_dir.glob(f".{glob_escape(name)}.*"):
+            if _TEMP_SUFFIX.fullmatch(temp.name[len(name) + 1 :]) and temp.is_file():
+                temp.unlink(missing_ok=True)
+
+
+def glob_escape(name: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", name)
+
+
+# --------------------------------------------------------------------------------- lock
+
+
+@contextlib.contextmanager
+def locked(out_dir: Path, command: str) -> Iterator[None]:
+    """Hold an exclusive lock on out_dir (flock on the directory: no lock file to go stale;
+    released by the kernel when the process dies, even by SIGKILL)."""
+    check_out_dir(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out_dir, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno not in (errno.EWOULDBLOCK, errno.EACCES):
+                raise
+            raise RunDirBusyError(
+                f"{out_dir} is in use by another sgpo process; `sgpo {command}` stopped without "
+                "touching it (wait for that process to finish, or end it, then --resume)"
+            ) from None
+        remove_stale_temps(out_dir)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+# ------------------------------------------------------------------------- fingerprints
+
+# Config keys that do not change what a run computes: how it is reported, checkpointed,
+# batched for generation (each sample has its own seed) or where the model cache lives.
+NEUTRAL_KEYS = (
+    "train.report_to",
+    "train.report_project",
+    "train.checkpoint_every",
+    "train.eval_every",
+    "sampling.batch_size",
+    "profile.chunk_size",
+    "profile.engine",
+    "profile.vllm_kwargs",
+    "eval.engine",
+    "eval.vllm_kwargs",
+    "model.embedded.cache_dir",
+)
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+
+
+def flatten(tree: object, prefix: str = "") -> dict[str, object]:
+    """{"a": {"b": 1}} -> {"a.b": 1}; lists and scalars are leaves."""
+    if not isinstance(tree, dict) or not tree:
+        return {prefix: tree}
+    out: dict[str, object] = {}
+    for key, value in tree.items():
+        out |= flatten(value, f"{prefix}.{key}" if prefix else str(key))
+    return out
+
+
+def config_fingerprint(config_tree: dict) -> dict[str, object]:
+    """The dotted config keys that decide a run's result, with their values."""
+    flat = flatten(config_tree)
+    return {
+        key: value
+        for key, value in flat.items()
+        if not any(key == n or key.startswith(n + ".") for n in NEUTRAL_KEYS)
+    }
+
+
+def differing_keys(recorded: dict, current: dict) -> list[str]:
+    """Dotted keys whose values differ between two (nested) dicts, sorted."""
+    a, b = flatten(recorded), flatten(current)
+    return sorted(key for key in a.keys() | b.keys() if a.get(key) != b.get(key))
+
+
+def _hash_cache_path() -> Path:
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return base / "sgpo" / "weights-sha256.json"
+
+
+def weights_sha256(source: str) -> str | None:
+    """sha256 over the weight files (and config.json) of a local model directory, cached by
+    (path, size, mtime) so an unchanged multi-GB model is hashed once. None for a hub id: its
+    files are not local until transformers downloads them (the hub pins them by revision)."""
+    root = Path(source)
+    if not root.is_dir():
+        return None
+    files = sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file() and (p.suffix in WEIGHT_SUFFIXES or p.name == "config.json")
+    )
+    cache_path = _hash_cache_path()
+    try:
+        cache = json.loads(cache_path.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    total = hashlib.sha256()
+    changed = False
+    for path in files:
+        stat = path.stat()
+        key = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+        if key not in cache:
+            cache[key] = file_sha256(path)
+            changed = True
+        total.update(f"{path.relative_to(root)}\0{cache[key]}\n".encode())
+    if changed:
+        with contextlib.suppress(OSError):  # a read-only home only costs re-hashing
+            atomic_write_json(cache_path, cache)
+    return total.hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def run_fingerprint(config_tree: dict, model_source: str) -> dict:
+    """What a checkpoint or profile records about its inputs, for check_same_inputs."""
+    return {"config": config_fingerprint(config_tree), "model_sha256": weights_sha256(model_source)}
+
+
+def check_same_inputs(where: Path, recorded: dict | None, current: dict) -> None:
+    """Refuse to continue work recorded at `where` with other inputs, naming what differs."""
+    if recorded is None:
+        raise DataError(
+            f"{where}: records no fingerprint of its config and model, so a resume cannot be "
+            "checked; start over with --overwrite"
+        )
+    keys = differing_keys(recorded, current)
+    if not keys:
+        return
+    old, new = flatten(recorded), flatten(current)
+    shown = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys[:8])
+    more = f" (and {len(keys) - 8} more)" if len(keys) > 8 else ""
+    raise DataError(
+        f"{where}: made with other inputs than this resume's: {shown}{more}. Resume with the "
+        "same config and model, or start over with --overwrite"
+    )
+
+
+# What a profile depends on: the model, the task and its verifier, sampling, the seed and k.
+PROFILE_SECTIONS = ("seed", "model.", "task.", "sampling.", "profile.")
+
+
+def profile_config(config_tree: dict) -> dict:
+    """The part of a config tree a profile's numbers depend on (train/plan/eval left out)."""
+    flat = flatten(config_tree)
+    return {k: v for k, v in flat.items() if k == "seed" or k.startswith(PROFILE_SECTIONS[1:])}
+
+
+def check_profile_inputs(final: Path, chunk_dir: Path, inputs: dict) -> None:
+    """Before a profile resume: the finished table or the first chunk must have been made from
+    the same inputs (names the differing config keys, or model_sha256 for other weights)."""
+    chunks = sorted(chunk_dir.glob("chunk-*.parquet")) if chunk_dir.is_dir() else []
+    for path in [final, *chunks[:1]]:
+        if path.exists():
+            recorded = read_table(path)[1].get("inputs")
+            check_same_inputs(path, recorded, inputs["inputs"])

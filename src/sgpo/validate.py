@@ -1,0 +1,99 @@
+"""Checks on inputs that only make sense once the model or a plan is at hand: prompts that fit
+the model's context, and plan tables (possibly edited by hand) that the trainer can follow.
+Each failure is a DataError naming the file, the row and the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sgpo.errors import DataError
+
+if TYPE_CHECKING:
+    from sgpo.models import Policy
+    from sgpo.tasks import TaskData
+
+# No tokenizer we know turns more than this many characters into one token on ordinary text,
+# so a prompt longer than this many characters per position is refused without tokenizing it
+# (a 50 MB line would otherwise take tens of GB to tokenize).
+MAX_CHARS_PER_TOKEN = 64
+# Largest group size a plan may ask for: far above any real plan (g_max is usually <= 64), low
+# enough that a hand-edited 10**6 is refused instead of generating for hours.
+MAX_GROUP_SIZE = 4096
+PLAN_COLUMNS = ("query_id", "k", "n_correct", "p_hat", "group_size", "kept", "reason", "rank")
+PLAN_REASONS = ("kept", "trivial", "unsolvable")
+
+
+def model_context(policy: Policy) -> int | None:
+    """Positions the model can attend over (None when neither model nor tokenizer says)."""
+    positions = getattr(policy.model.config, "max_position_embeddings", None)
+    if positions:
+        return int(positions)
+    limit = getattr(policy.tokenizer, "model_max_length", None)
+    return int(limit) if limit and limit < 10**7 else None  # 10**30 = "no limit" in HF
+
+
+def check_prompt_lengths(policy: Policy, task: TaskData, max_new_tokens: int) -> None:
+    """Every rendered prompt plus max_new_tokens must fit the model's context."""
+    context = model_context(policy)
+    if context is None:
+        return
+    room = context - max_new_tokens
+    if room < 1:
+        raise DataError(
+            f"sampling.max_new_tokens is {max_new_tokens} but the model has {context} positions"
+        )
+    for label, queries in ((task.train_label, task.train), (task.eval_label, task.eval)):
+        rendered = [policy.render(q.prompt) for q in queries]
+        for row, text in enumerate(rendered):
+            if len(text) > room * MAX_CHARS_PER_TOKEN:
+                _too_long(label, row, f"{len(text)} characters", context, max_new_tokens)
+        lengths = [len(ids) for ids in policy.tokenizer(rendered)["input_ids"]]
+        for row, length in enumerate(lengths):
+            if length > room:
+                _too_long(label, row, f"{length} tokens", context, max_new_tokens)
+
+
+def _too_long(label: str, row: int, size: str, context: int, max_new_tokens: int) -> None:
+    raise DataError(
+        f"{label}: row {row}: field 'prompt' is {size} as the model sees it, more than the "
+        f"model's context of {context} positions minus sampling.max_new_tokens "
+        f"{max_new_tokens}; shorten or drop the prompt"
+    )
+
+
+def check_plan_rows(rows: list[dict], path: Path) -> None:
+    """A plan the trainer can follow: the columns it reads, sane values, something kept."""
+    if not rows:
+        raise DataError(f"{path}: no rows")
+    missing = [c for c in PLAN_COLUMNS if c not in rows[0]]
+    if missing:
+        raise DataError(f"{path}: column(s) {', '.join(missing)} missing; not an sgpo plan")
+    for row, r in enumerate(rows):
+        where = f"{path}: row {row}"
+        for column in PLAN_COLUMNS:
+            if r[column] is None:
+                raise DataError(f"{where}: field {column!r} is empty")
+        if not isinstance(r["kept"], bool):
+            raise DataError(f"{where}: field 'kept' must be true or false, got {r['kept']!r}")
+        if r["reason"] not in PLAN_REASONS:
+            raise DataError(
+                f"{where}: field 'reason' is {r['reason']!r}, not one of {', '.join(PLAN_REASONS)}"
+            )
+        if r["kept"] != (r["reason"] == "kept"):
+            raise DataError(f"{where}: fields 'kept' and 'reason' disagree")
+        if not (r["k"] >= 1 and 0 <= r["n_correct"] <= r["k"]):
+            raise DataError(f"{where}: fields 'k', 'n_correct': need 0 <= n_correct <= k, k >= 1")
+        if not 0 <= r["p_hat"] <= 1:
+            raise DataError(f"{where}: field 'p_hat' is {r['p_hat']}, not in [0, 1]")
+        if r["kept"] and not 1 <= r["group_size"] <= MAX_GROUP_SIZE:
+            raise DataError(
+                f"{where}: field 'group_size' is {r['group_size']}; a kept query needs "
+                f"1 <= group_size <= {MAX_GROUP_SIZE}"
+            )
+    kept = [r for r in rows if r["kept"]]
+    if not kept:
+        raise DataError(f"{path}: no row has kept = true; nothing to train on")
+    ranks = sorted(r["rank"] for r in kept)
+    if len(set(ranks)) != len(ranks) or ranks[0] < 0:
+        raise DataError(f"{path}: field 'rank' of kept rows must be distinct and >= 0")

@@ -1,0 +1,367 @@
+"""Attacks on the run directory and its inputs (issue 13): a planted pickle, a flipped bit, a
+changed config or model on resume, two processes on one directory, absurd config values, huge
+prompts, a hand-edited plan, damaged or odd data files, a full disk, leftovers of a kill."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import pickle
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from tiny_run import kill_when, start_cli, tiny_tree, write_config
+from typer.testing import CliRunner
+
+import sgpo.profile
+from sgpo.cli import app
+from sgpo.config import ConfigError, load_config
+from sgpo.errors import DataError, RunDirBusyError
+from sgpo.io import read_jsonl, read_table, write_table
+from sgpo.plan import run_plan
+from sgpo.profile import run_profile
+from sgpo.rundir import locked
+from sgpo.runfiles import STATE_DIR
+from sgpo.tasks.files import Mapping, Source, load_split
+from sgpo.train import Trainer, run_train
+
+PAYLOAD_MARK = "pwned.txt"
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    """A tiny grpo run, finished, with one checkpoint; and a profile + plan."""
+    root = tmp_path_factory.mktemp("trust")
+    tree = tiny_tree(
+        root / "models",
+        task={"addition": {"n_train": 8, "n_eval": 4}},
+        profile={"k": 2, "chunk_size": 2},
+        train={"method": "grpo", "steps": 2, "eval_every": 0, "checkpoint_every": 1},
+    )
+    config_path = write_config(root / "config.yaml", tree)
+    return SimpleNamespace(root=root, tree=tree, config_path=config_path)
+
+
+class Kill(BaseException):
+    """Stands in for a kill (no `except Exception` catches it)."""
+
+
+def interrupted_run(env: SimpleNamespace, run: Path) -> None:
+    """A run of 2 steps killed after step 2's metrics line (its checkpoint is at step 1)."""
+    real_log = Trainer.log
+
+    def log(self: Trainer, record: dict) -> None:
+        real_log(self, record)
+        if record["step"] == 2:
+            raise Kill
+
+    with pytest.MonkeyPatch.context() as mp, pytest.raises(Kill):
+        mp.setattr(Trainer, "log", log)
+        run_train(load_config(env.config_path), run)
+
+
+def resume(run: Path, *args: str) -> object:
+    return CliRunner().invoke(app, ["train", "--resume", str(run), *args])
+
+
+class Payload:
+    """Unpickling this writes a file: proof that loading ran code."""
+
+    def __init__(self, mark: Path) -> None:
+        self.mark = mark
+
+    def __reduce__(self) -> tuple:
+        return (Path.write_text, (self.mark, "code ran"))
+
+
+# ------------------------------------------------------------------ 1, 11: checkpoint files
+
+
+def test_planted_pickle_never_runs(env: SimpleNamespace, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    interrupted_run(env, run)
+    mark = tmp_path / PAYLOAD_MARK
+    evil = pickle.dumps(Payload(mark))
+    # An old-style trainer.pt next to the real files: not in the manifest, refused unread.
+    (run / STATE_DIR / "trainer.pt").write_bytes(evil)
+    result = resume(run)
+    assert result.exit_code == 1, result.output
+    assert "files not written by sgpo ['trainer.pt']" in result.output
+    assert not mark.exists()
+    # The state file itself replaced by the pickle: its sha256 no longer matches.
+    (run / STATE_DIR / "trainer.pt").unlink()
+    (run / STATE_DIR / "trainer.safetensors").write_bytes(evil)
+    result = resume(run)
+    assert result.exit_code == 1, result.output
+    assert "trainer.safetensors: sha256 differs" in result.output
+    assert not mark.exists()
+
+
+def test_flipped_bit_in_weights_is_refused(env: SimpleNamespace, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    interrupted_run(env, run)
+    weights = run / STATE_DIR / "model" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-5] ^= 0x01
+    weights.write_bytes(bytes(data))
+    result = resume(run)
+    assert result.exit_code == 1, result.output
+    assert "model/model.safetensors: sha256 differs" in result.output
+    assert "Traceback" not in result.output
+
+
+# ---------------------------------------------------------------------- 5: same inputs only
+
+
+def test_resume_refuses_another_config_naming_keys(env: SimpleNamespace, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    interrupted_run(env, run)
+    result = resume(run, "--set", "train.lr=0.02", "--set", "seed=3")
+    assert result.exit_code == 1, result.output
+    assert "config.seed: 0 -> 3" in result.output
+    assert "config.train.lr: 0.01 -> 0.02" in result.output
+    assert read_jsonl(run / "metrics.jsonl")[-1]["step"] == 2  # nothing touched meanwhile
+    # A setting that does not change the result (reporting, checkpoint cadence) may change.
+    ok = resume(run, "--set", "train.checkpoint_every=2")
+    assert ok.exit_code == 0, ok.output
+
+
+def test_resume_refuses_other_weights_at_the_same_path(
+    env: SimpleNamespace, tmp_path: Path
+) -> None:
+    model_dir = tmp_path / "model"
+    source = load_config(env.config_path)
+    import shutil
+
+    from sgpo.models import model_source
+
+    shutil.copytree(model_source(source), model_dir)
+    config_path = write_config(
+        tmp_path / "local.yaml",
+        env.tree | {"model": env.tree["model"] | {"name_or_path": str(model_dir)}},
+    )
+    run = tmp_path / "run"
+    interrupted_run(SimpleNamespace(config_path=config_path), run)
+    weights = model_dir / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-5] ^= 0x01
+    weights.write_bytes(bytes(data))
+    with pytest.raises(DataError, match="model_sha256"):
+        run_train(load_config(config_path), run, resume=True)
+
+
+def test_profile_resume_refuses_another_verifier_or_template(
+    env: SimpleNamespace, tmp_path: Path
+) -> None:
+    config = load_config(env.config_path)
+    out = tmp_path / "profile"
+    real = sgpo.profile.profile_chunk
+    calls = []
+
+    def stop_on_second(*args: object, **kwargs: object) -> list[dict]:
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sgpo.profile, "profile_chunk", stop_on_second)
+        with pytest.raises(KeyboardInterrupt):
+            run_profile(config, out)
+    for override, key in [
+        ("task.verifier=bad_verifiers:raising", "config.task.verifier"),
+        ("model.prompt_template='Q: {prompt}'", "config.model.prompt_template"),
+        ("sampling.temperature=0.5", "config.sampling.temperature"),
+    ]:
+        other = load_config(env.config_path, [override])
+        with pytest.raises(DataError, match=f"chunk-00000.parquet: made with other inputs.*{key}"):
+            run_profile(other, out, resume=True)
+
+
+# ---------------------------------------------------------------------------- 6: one at a time
+
+
+def test_second_process_on_a_run_dir_stops(env: SimpleNamespace, tmp_path: Path) -> None:
+    run, log = tmp_path / "run", tmp_path / "log.txt"
+    config_path = write_config(
+        tmp_path / "c.yaml", env.tree | {"train": env.tree["train"] | {"steps": 400}}
+    )
+    proc = start_cli(["train", "-c", str(config_path), "-o", str(run)], log)
+    try:
+        kill_when_ready = (run / "metrics.jsonl").exists
+        deadline_proc = proc
+        while not kill_when_ready():
+            assert deadline_proc.poll() is None, log.read_text()
+        second = resume(run)
+        assert second.exit_code == 1, second.output
+        assert f"{run} is in use by another sgpo process" in second.output
+    finally:
+        kill_when(proc, lambda: True, log)
+    # The kernel drops the lock with the killed process: a resume now runs.
+    with locked(run, "test"), pytest.raises(RunDirBusyError):
+        run_profile(load_config(config_path), run)
+
+
+# ------------------------------------------------------------------------------- 8: config
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.lr=.inf", "train.lr: Input should be a finite number"),
+        ("train.max_grad_norm=.inf", "train.max_grad_norm: Input should be a finite number"),
+        ("train.lr=.nan", "train.lr: Input should be a finite number"),
+        ("train.adam_betas=[1.5,-2]", "train.adam_betas: Value error, each beta must be in [0, 1)"),
+        ("model.device=banana", "model.device: Value error, 'banana' is not a device"),
+        (
+            "model.prompt_template='{prompt} {answer}'",
+            "model.prompt_template: Value error, must contain {prompt} and no other {field}",
+        ),
+        ("model.prompt_template='Q: {'", "model.prompt_template: Value error, not a format"),
+    ],
+)
+def test_config_refuses_absurd_values(override: str, message: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        load_config(None, [override])
+    assert message in str(error.value)
+
+
+# ------------------------------------------------------------------------ 10: prompt length
+
+
+@pytest.mark.parametrize("size", [130, 50_000_000], ids=["over-context", "50MB"])
+def test_prompt_longer_than_context_is_refused(
+    env: SimpleNamespace, tmp_path: Path, size: int
+) -> None:
+    data = tmp_path / "train.jsonl"
+    rows = [{"prompt": "1+1=", "answer": "2"}, {"prompt": "9" * size, "answer": "9"}]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    held_out = tmp_path / "held_out.jsonl"
+    held_out.write_text(json.dumps(rows[0]) + "\n")
+    from sgpo.models import model_source
+
+    tree = env.tree | {
+        "model": env.tree["model"] | {"name_or_path": model_source(load_config(env.config_path))},
+        "task": {"kind": "file", "file": {"train": str(data), "eval": str(held_out)}},
+    }
+    config = load_config(write_config(tmp_path / "file.yaml", tree))
+    with pytest.raises(DataError, match=rf"{data}: row 1: field 'prompt' is \d+ (tokens|char)"):
+        run_profile(config, tmp_path / "out")
+
+
+# --------------------------------------------------------------------------- 11: edited plan
+
+
+@pytest.fixture(scope="module")
+def plan(env: SimpleNamespace) -> Path:
+    config = load_config(env.config_path)
+    profile = run_profile(config, env.root / "profiled")
+    return run_plan(config, profile, env.root / "profiled")[0]
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda r: r.update(group_size=0), "field 'group_size' is 0"),
+        (lambda r: r.update(group_size=10**6), "field 'group_size' is 1000000"),
+        (lambda r: r.update(kept=False, reason="trivial"), "no row has kept = true"),
+        (lambda r: r.pop("rank"), "column(s) rank missing"),
+    ],
+    ids=["g0", "g-huge", "nothing-kept", "no-rank"],
+)
+def test_edited_plan_is_validated(
+    env: SimpleNamespace, plan: Path, tmp_path: Path, edit: object, message: str
+) -> None:
+    rows, meta = read_table(plan)
+    for row in rows:
+        if row["kept"] or "kept" not in message:
+            edit(row)  # type: ignore[operator]
+    edited = tmp_path / "plan.parquet"
+    write_table(edited, rows, meta)
+    config = load_config(env.config_path, ["train.method=sgpo"])
+    with pytest.raises(DataError) as error:
+        run_train(config, tmp_path / "run", edited)
+    assert str(edited) in str(error.value) and message in str(error.value)
+
+
+# ------------------------------------------------------------------- 12: files and faults
+
+
+def split(path: Path) -> list:
+    source = Source(label=str(path), id_prefix=path.stem, local=path)
+    return load_split(source, Mapping("plain", "prompt", "answer", None, None, False), None)
+
+
+def test_non_utf8_and_corrupt_parquet_are_data_errors(tmp_path: Path) -> None:
+    jsonl = tmp_path / "a.jsonl"
+    jsonl.write_bytes(b'{"prompt": "x", "answer": "1"}\n{"prompt": "\xff\xfe", "answer": "2"}\n')
+    with pytest.raises(DataError, match=r"a\.jsonl: row 1 \(line 2\): not valid UTF-8"):
+        split(jsonl)
+    csv = tmp_path / "a.csv"
+    csv.write_bytes(b"prompt,answer\nx,1\n\xff,2\n")
+    with pytest.raises(DataError, match=r"a\.csv: line 3: not valid UTF-8"):
+        split(csv)
+    parquet = tmp_path / "a.parquet"
+    write_table(parquet, [{"prompt": "x", "answer": "1"}] * 100, {})
+    data = bytearray(parquet.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 40] = b"\0" * 40
+    parquet.write_bytes(bytes(data[: len(data) - 30]))
+    with pytest.raises(DataError, match="not a readable parquet file"):
+        split(parquet)
+    with pytest.raises(DataError, match="not a readable parquet file"):
+        read_table(parquet)
+
+
+def test_float_answers_normalised_and_nonfinite_refused(tmp_path: Path) -> None:
+    good = tmp_path / "g.jsonl"
+    good.write_text('{"prompt": "a", "answer": 1304.0}\n{"prompt": "b", "answer": 0.5}\n')
+    assert [q.answer for q in split(good)] == ["1304", "0.5"]
+    for text in ("NaN", "3e400", "-Infinity"):
+        bad = tmp_path / "b.jsonl"
+        bad.write_text(f'{{"prompt": "a", "answer": {text}}}\n')
+        with pytest.raises(DataError, match=r"b\.jsonl: row 0: field 'answer' is .*not a finite"):
+            split(bad)
+
+
+def test_disk_full_is_a_clear_error(env: SimpleNamespace, tmp_path: Path) -> None:
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", "chunk-00000.parquet")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sgpo.profile, "write_table", full)
+        result = CliRunner().invoke(
+            app, ["profile", "-c", str(env.config_path), "-o", str(tmp_path / "p")]
+        )
+    assert result.exit_code == 1, result.output
+    assert "error: disk full writing chunk-00000.parquet (No space left on device)" in (
+        result.output
+    )
+    assert "Traceback" not in result.output
+
+
+def test_out_root_is_refused(env: SimpleNamespace) -> None:
+    before = sorted(os.listdir("/"))
+    result = CliRunner().invoke(
+        app, ["profile", "-c", str(env.config_path), "-o", "/", "--overwrite"]
+    )
+    assert result.exit_code == 1, result.output
+    assert "refusing to use / as an output directory" in result.output
+    assert sorted(os.listdir("/")) == before
+
+
+def test_outputs_readable_and_stale_temps_cleaned(env: SimpleNamespace, tmp_path: Path) -> None:
+    out = tmp_path / "p"
+    config = load_config(env.config_path)
+    profile = run_profile(config, out)
+    plan_path, _ = run_plan(config, profile, out)
+    old_umask = os.umask(0o022)
+    os.umask(old_umask)
+    assert (plan_path.stat().st_mode & 0o777) == 0o666 & ~old_umask
+    assert (out / "sgpo-outputs.json").stat().st_mode & 0o044  # readable by others
+    # What a kill inside an atomic write leaves: a temp file; the next run removes it.
+    stale = out / ".plan.parquet.abcd1234"
+    stale.write_bytes(b"half")
+    run_plan(config, profile, out, overwrite=True)
+    assert not stale.exists()
