@@ -366,3 +366,63 @@ def run_compare(config_path: Path, out_dir: Path, seeds: int | None = None) -> d
     atomic_write_json(out_dir / "compare.json", result)
     write_markdown(cfg, result, images, out_dir, config_path)
     return result
+
+
+def run_equal_budget_baseline(config: RunConfig, run_dir: Path, out: Path) -> dict:
+    """GRPO (G = config.train.group_size) from the same model on the same seed, stopped when
+    its total FLOPs reach what the finished run in run_dir spent: the demo's small-scale
+    side-by-side."""
+    import json
+
+    from sgpo.runfiles import SUMMARY_FILE
+    from sgpo.train import run_train
+
+    spent = json.loads((run_dir / SUMMARY_FILE).read_text())
+    tree = config.model_dump(mode="json")
+    tree["train"] |= {
+        "method": "grpo",
+        "max_total_flops": spent["total_flops"],
+        "steps": config.train.steps * 10,
+    }
+    return run_train(RunConfig.model_validate(tree), out, overwrite=True)
+
+
+def append_side_by_side(report: Path, runs: dict[str, Path]) -> None:
+    """Append to a run's report.md the cost/accuracy table of several finished runs and a plot
+    of held-out accuracy against each cost currency (side_by_side.png next to report.md)."""
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(CURRENCIES), figsize=(12, 3.4))
+    labels = ("FLOPs (zero-adv. backward skipped)", "FLOPs (train every rollout)", "tokens")
+    for ax, (field, *_), label in zip(axes, CURRENCIES, labels, strict=True):
+        for name, run_dir in runs.items():
+            curve = eval_curve(run_dir, field)
+            ax.plot([x for x, _ in curve], [y for _, y in curve], marker=".", label=name)
+        ax.set_xlabel(f"cumulative {label}")
+        ax.set_ylabel("held-out accuracy (sampled)")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(report.parent / "side_by_side.png", dpi=90)
+    plt.close(fig)
+    lines = [
+        "",
+        "## Side by side at equal FLOPs (one seed)",
+        "",
+        "| run | initial acc | final acc | FLOPs | FLOPs train-all | generated tokens | "
+        "informative fraction | steps |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, run_dir in runs.items():
+        s = json.loads((run_dir / "summary.json").read_text())
+        lines.append(
+            f"| {name} | {s['initial_eval_acc']:.3f} | {s['final_eval_acc']:.3f} | "
+            f"{s['total_flops']:.3e} | {s['total_flops_train_all']:.3e} | "
+            f"{s['generated_tokens']:.3g} | {s['informative_fraction']:.3f} | {s['steps']} |"
+        )
+    lines += ["", "![accuracy against each cost](side_by_side.png)", ""]
+    atomic_write_text(report, report.read_text() + "\n".join(lines))

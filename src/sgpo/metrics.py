@@ -57,6 +57,7 @@ def run_summary(records: list[dict]) -> dict:
         "final_eval_acc": evals[-1]["eval_acc"],
         "initial_eval_acc_greedy": evals[0].get("eval_acc_greedy"),
         "final_eval_acc_greedy": evals[-1].get("eval_acc_greedy"),
+        "initial_eval_acc_by_bucket": evals[0]["eval_acc_by_bucket"],
         "final_eval_acc_by_bucket": evals[-1]["eval_acc_by_bucket"],
         "informative_fraction": informative / generated if generated else 0.0,
         "rollouts": generated,

@@ -78,9 +78,9 @@ def verl_rows(
     kept or dropped, in the plan's row order (the task's order; the baseline scripts let verl
     shuffle), each with __rollout_n__ = fixed_group_size.
     """
-    if verifier_isolation not in (None, "inline", "process"):
+    if verifier_isolation not in (None, "inline", "process", "sandbox"):
         raise ValueError(
-            f"verifier_isolation must be inline or process, got {verifier_isolation!r}"
+            f"verifier_isolation must be inline, process or sandbox, got {verifier_isolation!r}"
         )
     kwargs_json = json.dumps(verifier_kwargs, sort_keys=True) if verifier_kwargs else None
     if fixed_group_size is not None:

@@ -27,8 +27,9 @@ Which verifier, first match wins:
 Verifiers run through sgpo.verify.Verifier, exactly as in sGPO: an exception or a timeout scores
 0 and is counted (and the first few are logged); a verifier that cannot be imported is an error.
 Timeout: extra_info["verifier_timeout_s"], else $SGPO_VERIFIER_TIMEOUT_S, else 5 s.
-Isolation: $SGPO_VERIFIER_ISOLATION (auto, inline or process) if set; else "process" when
-extra_info["verifier_isolation"] says so; else auto.
+Isolation: $SGPO_VERIFIER_ISOLATION (auto, inline, process or sandbox) if set; else the row's
+extra_info["verifier_isolation"] when it is process or sandbox; else auto.
+  sandbox: the worker inside bubblewrap (sGPO's "sandbox": no network, read-only filesystem);
   process: a separate, time- and memory-limited worker process (sGPO's "process");
   auto: in this process on the main thread (SIGALRM timeout, sGPO's "inline"); from any other
       thread, as verl calls it, where SIGALRM cannot interrupt, in the worker process so that
@@ -50,7 +51,7 @@ from sgpo.verify import Verifier
 ADDITION_VERIFIER = "sgpo.tasks.addition:verify"
 MATH_VERIFIER = "sgpo.verifiers:math_verify"
 DATA_SOURCE_VERIFIERS = {"sgpo/addition": ADDITION_VERIFIER}
-ISOLATIONS = ("auto", "inline", "process")
+ISOLATIONS = ("auto", "inline", "process", "sandbox")
 DEFAULT_TIMEOUT_S = 5.0
 STATS_DIR_ENV = "SGPO_VERIFIER_STATS_DIR"
 STATS_EVERY = 1000
@@ -71,14 +72,15 @@ def verifier_spec(data_source: str, extra_info: dict | None) -> str:
 
 
 def _isolation(requested: str | None) -> str:
-    """$SGPO_VERIFIER_ISOLATION exactly; else "process" if the row asks for it; else auto. A row's
+    """$SGPO_VERIFIER_ISOLATION exactly; else the row's process or sandbox; else auto. A row's
     "inline" (sGPO's default) counts as auto, so that its timeout holds in verl's threads too."""
-    if requested not in (None, "inline", "process"):
+    if requested not in (None, "inline", "process", "sandbox"):
         raise ValueError(
-            f"extra_info['verifier_isolation'] must be inline or process, got {requested!r}"
+            "extra_info['verifier_isolation'] must be inline, process or sandbox, "
+            f"got {requested!r}"
         )
     mode = os.environ.get("SGPO_VERIFIER_ISOLATION") or (
-        "process" if requested == "process" else "auto"
+        requested if requested in ("process", "sandbox") else "auto"
     )
     if mode not in ISOLATIONS:
         raise ValueError(f"SGPO_VERIFIER_ISOLATION must be one of {ISOLATIONS}, got {mode!r}")

@@ -1,0 +1,103 @@
+"""Define the benchmark's difficulty mixes from target profile histograms, before any method
+runs: profile every digit bucket of the addition task under the shipped model (k = 8, the
+compare configs' sampling), then pick for each target the bucket weights (a 0.05 grid) whose
+predicted step-0 profile is closest to it. Prints the measured per-bucket profile and, per mix,
+the weights and what they give; BENCHMARKS.md records the output.
+
+    .venv/bin/python benchmarks/define_mixes.py [--per-bucket 200]
+
+Targets (published starting points of real RLVR runs, see BENCHMARKS.md):
+  easy:     40% of queries all-correct at k = 8 (distilled reasoning models on hard math)
+  balanced: 60% of GRPO(G=8) rollouts in zero-advantage groups (0.5B instruct on GSM8K)
+  hard:     most queries never solved: 60% at p_hat = 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import tempfile
+from pathlib import Path
+
+from sgpo.config import load_config
+from sgpo.core.predict import informative_probability
+from sgpo.io import read_table
+from sgpo.profile import run_profile
+
+DIGITS = (1, 2, 3, 4)
+K = 8
+
+
+def bucket_profiles(per_bucket: int) -> dict[int, list[int]]:
+    """n_correct of k = 8 samples for per_bucket train queries of each digit count."""
+    with tempfile.TemporaryDirectory() as tmp:
+        config = load_config(
+            None,
+            [
+                f"task.addition.n_train={per_bucket * len(DIGITS)}",
+                f"task.addition.weights={[1.0] * len(DIGITS)}",
+                f"profile.k={K}",
+                "sampling.max_new_tokens=7",
+                "seed=1000",  # not a benchmark seed
+            ],
+        )
+        run_profile(config, Path(tmp))
+        rows, _ = read_table(Path(tmp) / "profile.parquet")
+    return {d: [r["n_correct"] for r in rows if r["difficulty"] == f"{d}-digit"] for d in DIGITS}
+
+
+def bucket_stats(ns: list[int]) -> dict[str, float]:
+    """A bucket's step-0 profile: share of queries at p_hat = 1 and 0, and the share of
+    GRPO(G=8) rollouts in zero-advantage groups (Jeffreys posterior per query)."""
+    return {
+        "p_hat_1": sum(n == K for n in ns) / len(ns),
+        "p_hat_0": sum(n == 0 for n in ns) / len(ns),
+        "grpo8_zero_adv": sum(1 - informative_probability(n, K, 8) for n in ns) / len(ns),
+    }
+
+
+def mix_stats(weights: tuple[float, ...], per_bucket: dict[int, dict]) -> dict[str, float]:
+    """A mix's predicted profile: the weighted mean of its buckets'."""
+    return {
+        stat: sum(w * per_bucket[d][stat] for w, d in zip(weights, DIGITS, strict=True))
+        for stat in ("p_hat_1", "p_hat_0", "grpo8_zero_adv")
+    }
+
+
+TARGETS = {
+    "easy": ("p_hat_1", 0.40),
+    "balanced": ("grpo8_zero_adv", 0.60),
+    "hard": ("p_hat_0", 0.60),
+}
+
+
+def closest_mix(profiles: dict[int, list[int]], stat: str, target: float) -> dict:
+    """Weights on a 0.05 grid hitting the target; ties go to the most even spread (every
+    bucket kept at >= 0.05 so each mix spans the whole difficulty range)."""
+    grid = [i / 20 for i in range(1, 18)]
+    per_bucket = {d: bucket_stats(ns) for d, ns in profiles.items()}
+    best = None
+    for w in itertools.product(grid, repeat=len(DIGITS)):
+        if abs(sum(w) - 1) > 1e-9:
+            continue
+        stats = mix_stats(w, per_bucket)
+        score = (round(abs(stats[stat] - target), 2), max(w))
+        if best is None or score < best[0]:
+            best = (score, w, stats)
+    assert best is not None
+    return {"weights": list(best[1]), "predicted": best[2]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--per-bucket", type=int, default=200)
+    args = parser.parse_args()
+    profiles = bucket_profiles(args.per_bucket)
+    histogram = {d: [ns.count(n) / len(ns) for n in range(K + 1)] for d, ns in profiles.items()}
+    mixes = {name: closest_mix(profiles, *target) for name, target in TARGETS.items()}
+    print(json.dumps({"n_correct_histogram_by_digits": histogram, "mixes": mixes}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
