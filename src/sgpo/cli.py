@@ -280,6 +280,7 @@ def demo(
     """The whole pipeline on the embedded model and built-in addition task, CPU, no network."""
     import time
 
+    from sgpo.compare import append_side_by_side, run_equal_budget_baseline
     from sgpo.models import model_source
     from sgpo.plan import run_plan
     from sgpo.profile import run_profile
@@ -288,22 +289,31 @@ def demo(
 
     cfg = _config(config, set_)
     start = time.perf_counter()
-    console.rule("1/5 embedded model (built once, then cached)")
+    console.rule("1/6 embedded model (shipped with sgpo, sha256-checked)")
     console.print(f"model: {model_source(cfg)}")
-    console.rule("2/5 profile")
+    console.rule("2/6 profile")
     run_profile(cfg, out, overwrite=overwrite)
-    console.rule("3/5 plan")
+    console.rule("3/6 plan")
     _, summary = run_plan(cfg, out / "profile.parquet", out, overwrite=overwrite)
     print_plan_summary(summary)
-    console.rule("4/5 train (sgpo) with held-out evaluation")
+    console.rule("4/6 train (sgpo) with held-out evaluation")
     result = run_train(cfg, out, out / "plan.parquet", overwrite=overwrite)
-    console.rule("5/5 report")
-    write_report(out)
+    baseline_dir = out / "baseline-grpo"
+    console.rule(f"5/6 baseline: GRPO(G={cfg.train.group_size}) at the same total FLOPs")
+    baseline = run_equal_budget_baseline(cfg, out, baseline_dir)
+    console.rule("6/6 report")
+    report_path = write_report(out)
+    append_side_by_side(report_path, {"sgpo": out, f"grpo-g{cfg.train.group_size}": baseline_dir})
+    initial = ", ".join(
+        f"{bucket} {acc:.3f}" for bucket, acc in result["initial_eval_acc_by_bucket"].items()
+    )
     console.print(
+        f"step 0 held-out accuracy by bucket (sampled): {initial}\n"
         f"held-out accuracy {result['initial_eval_acc']:.3f} -> {result['final_eval_acc']:.3f} "
-        f"(sampled), total FLOPs {result['total_flops']:.3e}, informative fraction "
+        f"(sampled; GRPO at the same FLOPs: {baseline['final_eval_acc']:.3f}), total FLOPs "
+        f"{result['total_flops']:.3e}, informative fraction "
         f"{result['informative_fraction']:.3f}; {time.perf_counter() - start:.0f} s in all; "
-        f"see {out / 'report.md'}"
+        f"see {report_path}"
     )
 
 
