@@ -113,13 +113,13 @@ def test_plan_never_loses_or_duplicates_queries():
     assert sum(r == DROPPED_TRIVIAL for r in reasons.values()) == sum(
         q.n_correct == 8 for q in profile
     )
-    kept_unsolvable = sum(p.kept and p.p_hat == 0 for p in plan)
+    kept_unsolvable = sum(p.kept and p.success_rate == 0 for p in plan)
     assert kept_unsolvable == round(0.25 * n_unsolvable)
     assert sum(r == DROPPED_UNSOLVABLE for r in reasons.values()) == n_unsolvable - kept_unsolvable
-    assert all(p.group_size == 16 for p in plan if p.p_hat == 0)
+    assert all(p.group_size == 16 for p in plan if p.success_rate == 0)
     # easy -> hard along the ranks
     by_rank = sorted(kept, key=lambda p: p.rank)
-    assert all(a.p_hat >= b.p_hat for a, b in zip(by_rank, by_rank[1:], strict=False))
+    assert all(a.success_rate >= b.success_rate for a, b in zip(by_rank, by_rank[1:], strict=False))
     assert {p.reason for p in plan} == {KEPT, DROPPED_TRIVIAL, DROPPED_UNSOLVABLE}
 
 

@@ -97,10 +97,10 @@ def test_replan_never_loses_or_duplicates_and_moves_queries():
     assert not by_id["q4"].kept and by_id["q4"].reason == "trivial"
     kept = sorted((p for p in new if p.kept), key=lambda p: p.rank)
     assert [p.rank for p in kept] == list(range(len(kept)))
-    assert all(a.p_hat >= b.p_hat for a, b in zip(kept, kept[1:], strict=False))
+    assert all(a.success_rate >= b.success_rate for a, b in zip(kept, kept[1:], strict=False))
     # previously kept unsolvable queries stay kept; others stay dropped
     for qid, old in first.items():
-        if old.p_hat == 0 and qid != "q0":
+        if old.success_rate == 0 and qid != "q0":
             assert by_id[qid].kept == old.kept
     with pytest.raises(ValueError, match="duplicate"):
         replan(["q1", "q1"], posts, first, ReplanRule(rule), seed=1)

@@ -44,7 +44,7 @@ def build_plan(profile_rows: list[dict], rule: PlanRule, seed: int) -> list[dict
                 "difficulty": r["difficulty"],
                 "k": r["k"],
                 "n_correct": r["n_correct"],
-                "p_hat": p.p_hat,
+                "p_hat": p.success_rate,
                 "group_size": p.group_size,
                 "kept": p.kept,
                 "reason": p.reason,

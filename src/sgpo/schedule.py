@@ -182,7 +182,7 @@ class OnlinePlanner:
         return {
             "posteriors": {q: [p.alpha, p.beta] for q, p in self.posteriors.items()},
             "current": {
-                q: [p.p_hat, p.group_size, p.kept, p.reason, p.rank]
+                q: [p.success_rate, p.group_size, p.kept, p.reason, p.rank]
                 for q, p in self.current.items()
             },
         }

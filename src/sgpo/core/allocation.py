@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 KEPT = "kept"
@@ -46,7 +46,9 @@ class ProfiledQuery:
 @dataclass(frozen=True)
 class PlannedQuery:
     query_id: str
-    p_hat: float
+    # The success-rate estimate the plan ordered by: the profile's n_correct / k in the static
+    # plan (plan.parquet's p_hat), the posterior mean when re-planning (sgpo.core.online).
+    success_rate: float
     group_size: int
     kept: bool
     reason: str
@@ -114,12 +116,44 @@ def curriculum_order(
     return [qid for qid, _ in sorted(zip(query_ids, p_hats, strict=True), key=key)]
 
 
+def check_unique_ids(query_ids: Sequence[str]) -> None:
+    if len(set(query_ids)) != len(query_ids):
+        dupes = sorted({i for i in query_ids if query_ids.count(i) > 1})
+        raise ValueError(f"duplicate query ids: {dupes[:5]}")
+
+
+def assemble_plan(
+    query_ids: Sequence[str],
+    rates: dict[str, float],
+    reason_for: Callable[[str], str],
+    size_for: Callable[[str], int],
+    seed: int,
+    bucket_width: float,
+) -> list[PlannedQuery]:
+    """The skeleton both the static plan and online re-planning follow: filter (reason_for),
+    size (size_for), then order the kept queries easy -> hard by `rates`. Every query appears
+    exactly once, in input order."""
+    reasons = {qid: reason_for(qid) for qid in query_ids}
+    kept_ids = [qid for qid in query_ids if reasons[qid] == KEPT]
+    order = curriculum_order(kept_ids, [rates[q] for q in kept_ids], seed, bucket_width)
+    rank = {qid: i for i, qid in enumerate(order)}
+    return [
+        PlannedQuery(
+            query_id=qid,
+            success_rate=rates[qid],
+            group_size=size_for(qid),
+            kept=reasons[qid] == KEPT,
+            reason=reasons[qid],
+            rank=rank.get(qid, -1),
+        )
+        for qid in query_ids
+    ]
+
+
 def plan_queries(profile: Sequence[ProfiledQuery], rule: PlanRule, seed: int) -> list[PlannedQuery]:
     """Filter, size and order profiled queries. Every input query appears exactly once."""
     ids = [q.query_id for q in profile]
-    if len(set(ids)) != len(ids):
-        dupes = sorted({i for i in ids if ids.count(i) > 1})
-        raise ValueError(f"duplicate query ids in profile: {dupes[:5]}")
+    check_unique_ids(ids)
     raw = {q.query_id: success_rate(q.n_correct, q.k) for q in profile}
     smoothed = {
         q.query_id: success_rate(q.n_correct, q.k, rule.prior_alpha, rule.prior_beta)
@@ -138,18 +172,7 @@ def plan_queries(profile: Sequence[ProfiledQuery], rule: PlanRule, seed: int) ->
             return DROPPED_UNSOLVABLE
         return KEPT
 
-    reasons = {qid: reason_for(qid) for qid in ids}
-    kept_ids = [qid for qid in ids if reasons[qid] == KEPT]
-    order = curriculum_order(kept_ids, [raw[q] for q in kept_ids], seed, rule.bucket_width)
-    rank = {qid: i for i, qid in enumerate(order)}
-    return [
-        PlannedQuery(
-            query_id=qid,
-            p_hat=raw[qid],
-            group_size=rule_group_size(smoothed[qid], rule) if raw[qid] > 0 else rule.g_max,
-            kept=reasons[qid] == KEPT,
-            reason=reasons[qid],
-            rank=rank.get(qid, -1),
-        )
-        for qid in ids
-    ]
+    def size_for(qid: str) -> int:
+        return rule_group_size(smoothed[qid], rule) if raw[qid] > 0 else rule.g_max
+
+    return assemble_plan(ids, raw, reason_for, size_for, seed, rule.bucket_width)

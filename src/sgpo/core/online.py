@@ -22,7 +22,8 @@ from sgpo.core.allocation import (
     KEPT,
     PlannedQuery,
     PlanRule,
-    curriculum_order,
+    assemble_plan,
+    check_unique_ids,
     rule_group_size,
 )
 
@@ -149,8 +150,7 @@ def replan(
     dropped queries whose evidence now holds both outcomes (e.g. after a re-profiling pass)
     come back.
     """
-    if len(set(query_ids)) != len(query_ids):
-        raise ValueError("duplicate query ids in replan")
+    check_unique_ids(query_ids)
     missing = [q for q in query_ids if q not in posteriors]
     if missing:
         raise ValueError(f"no estimate for {len(missing)} queries, e.g. {missing[:3]}")
@@ -166,18 +166,7 @@ def replan(
             return KEPT if was_kept else DROPPED_UNSOLVABLE
         return KEPT
 
-    reasons = {q: reason_for(q) for q in query_ids}
-    kept = [q for q in query_ids if reasons[q] == KEPT]
-    order = curriculum_order(kept, [means[q] for q in kept], seed, rule.plan.bucket_width)
-    rank = {q: i for i, q in enumerate(order)}
-    return [
-        PlannedQuery(
-            query_id=q,
-            p_hat=means[q],
-            group_size=rule_group_size(means[q], rule.plan),
-            kept=reasons[q] == KEPT,
-            reason=reasons[q],
-            rank=rank.get(q, -1),
-        )
-        for q in query_ids
-    ]
+    def size_for(qid: str) -> int:
+        return rule_group_size(means[qid], rule.plan)
+
+    return assemble_plan(query_ids, means, reason_for, size_for, seed, rule.plan.bucket_width)
