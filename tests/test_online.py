@@ -5,6 +5,7 @@ import random
 
 import pytest
 
+from sgpo.config import OnlineConfig
 from sgpo.core.allocation import PlanRule, ProfiledQuery, plan_queries
 from sgpo.core.online import (
     Posterior,
@@ -119,3 +120,12 @@ def test_replan_from_the_profile_alone_reproduces_the_static_plan():
         seed=3,
     )
     assert again == static
+
+
+def test_online_allocation_old_name_still_loads():
+    """train.online.allocation 'inverse_p' was renamed 'plan' (plan.g_rule has its own
+    inverse_p); a config written with the old name still means the plan's group sizes."""
+    assert OnlineConfig(allocation="inverse_p").allocation == "plan"
+    assert OnlineConfig().allocation == "plan"
+    with pytest.raises(ValueError, match="'plan' or 'knapsack'"):
+        OnlineConfig(allocation="two_sided")

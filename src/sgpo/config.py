@@ -275,15 +275,23 @@ class OnlineConfig(Strict):
     decay: float = Field(0.8, gt=0, le=1)  # weight kept by old evidence at each new observation
     prior_alpha: float = Field(0.0, ge=0)
     prior_beta: float = Field(0.0, ge=0)
-    # inverse_p: G = clip(ceil(c/p)) (the paper); knapsack: each step's budget is re-allocated
-    # over a window of upcoming queries to maximise the expected number of informative groups.
-    allocation: Literal["inverse_p", "knapsack"] = "inverse_p"
+    # plan: each query trains with the plan's G (plan.g_rule, from the current estimate);
+    # knapsack: each step's budget is re-allocated over a window of upcoming queries to
+    # maximise the expected number of informative groups.
+    allocation: Literal["plan", "knapsack"] = "plan"
     allocation_window: float = Field(2.0, ge=1)  # window = this x the step budget (1/p sizes)
     # Every N steps (0 = never) re-profile a seeded sample of dropped queries with the current
     # policy, charged to the profile FLOPs, so that queries which became learnable come back.
     reprofile_every: int = Field(0, ge=0)
     reprofile_sample: int = Field(64, ge=1)
     reprofile_k: int = Field(8, ge=1)
+
+    @field_validator("allocation", mode="before")
+    @classmethod
+    def _old_allocation_name(cls, value: object) -> object:
+        # "inverse_p" was this value's name before it was told apart from plan.g_rule's
+        # inverse_p; configs (and run directories) written then still load.
+        return "plan" if value == "inverse_p" else value
 
 
 class TrainConfig(Strict):

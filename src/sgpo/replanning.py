@@ -52,7 +52,7 @@ class Replanner:
     def next_queries(self, scheduler: QueryScheduler, budget: int) -> list[ScheduledQuery]:
         """The plan's next queries, or with knapsack allocation the best re-sized subset of a
         wider window (the rest of the window is skipped this epoch)."""
-        if self.online.allocation != "knapsack":
+        if self.online.allocation == "plan":
             return scheduler.take(budget)
         window = scheduler.peek(round(budget * self.online.allocation_window))
         scheduler.skip({s.query.query_id for s in window})
