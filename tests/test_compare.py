@@ -9,7 +9,13 @@ from tiny_run import tiny_tree
 from typer.testing import CliRunner
 
 from sgpo.cli import app
-from sgpo.compare import cost_to_target, final_accuracy, load_compare_config, mean_curve
+from sgpo.compare import (
+    DEFAULT_METHODS,
+    cost_to_target,
+    final_accuracy,
+    load_compare_config,
+    mean_curve,
+)
 from sgpo.config import ConfigError
 from sgpo.io import read_jsonl
 
@@ -60,7 +66,7 @@ def test_compare_smoke_every_method_runs(tmp_path: Path):
     assert result.exit_code == 0, result.output
     report = json.loads((out / "compare.json").read_text())
     assert report["baseline"] == "grpo-g8" and report["seeds"] == [0]
-    assert set(report["methods"]) == {"grpo-g8", "grpo-g16", "dapo", "sgpo", "sgpo-paper"}
+    assert set(report["methods"]) == set(DEFAULT_METHODS)
     keys = {
         "final_acc_mean",
         "final_acc_std",
@@ -93,3 +99,13 @@ def test_compare_smoke_every_method_runs(tmp_path: Path):
     assert report["methods"]["grpo-g8"]["profile_flops"] == 0
     assert (out / "compare.md").read_text().count("|") > 20
     assert (out / "accuracy_vs_flops.png").stat().st_size > 0
+
+
+def test_compare_subset_of_methods_and_seed_range(tmp_path: Path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"base": "x.yaml"}))
+    cfg, _ = load_compare_config(path, seeds=2, first_seed=100, methods=["sgpo-paper"])
+    assert cfg.seeds == [100, 101]
+    assert list(cfg.methods) == ["grpo-g8", "sgpo-paper"]  # the baseline always runs
+    with pytest.raises(ConfigError, match="unknown methods \\['nope'\\]"):
+        load_compare_config(path, methods=["nope"])

@@ -161,8 +161,7 @@ def plan(
     ] = None,
 ) -> None:
     """Filter, size (G = clip(ceil(c/p_hat))) and order the profiled queries -> OUT/plan.parquet."""
-    from sgpo.io import read_table
-    from sgpo.plan import run_plan
+    from sgpo.plan import read_plan, run_plan
 
     if export not in (None, "verl"):
         raise typer.BadParameter(f"--export supports 'verl', got {export!r}")
@@ -171,13 +170,13 @@ def plan(
     print_plan_summary(summary)
     from sgpo.report import plot_plan
 
-    histograms = plot_plan(read_table(path)[0], out)
+    histograms = plot_plan(read_plan(path)[0], out)
     console.print(f"plan written to {path}; histograms: {', '.join(histograms)}")
     if export == "verl":
         from sgpo.verl.export import export_for_config
 
         verl_path, data_source, verifier = export_for_config(
-            cfg, *read_table(path), out / "verl_train.parquet"
+            cfg, *read_plan(path), out / "verl_train.parquet"
         )
         console.print(
             f"verl dataset written to {verl_path} (data_source {data_source}, verifier {verifier})"
@@ -324,7 +323,12 @@ def compare(
     ],
     out: OutOpt = Path("runs/compare"),
     seeds: Annotated[
-        int | None, typer.Option(help="Use seeds 0..N-1 instead of the config's.")
+        int | None, typer.Option(help="Use N seeds (from --first-seed) instead of the config's.")
+    ] = None,
+    first_seed: Annotated[int, typer.Option(help="First seed with --seeds.")] = 0,
+    methods: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated subset of the methods (the baseline always runs)."),
     ] = None,
 ) -> None:
     """Train several methods at equal total FLOPs; write compare.json, compare.md and plots to OUT.
@@ -333,19 +337,21 @@ def compare(
     from sgpo.compare import run_compare
 
     try:
-        result = run_compare(config, out, seeds)
+        subset = [m.strip() for m in methods.split(",")] if methods else None
+        result = run_compare(config, out, seeds, first_seed, subset)
     except ConfigError as e:
         console.print(f"[red]{e}[/red]")
         raise typer.Exit(2) from e
     table = Table(title=f"sgpo compare (target acc {result['target_acc']:.3f})")
-    for column in ("method", "final acc", "FLOPs to target", "ratio", "informative"):
+    columns = ("method", "final acc", "ratio", "ratio train-all", "ratio tokens", "informative")
+    for column in columns:
         table.add_column(column)
     for name, m in result["methods"].items():
+        ratios = [m[f"ratio_vs_grpo{suffix}"] for suffix in ("", "_train_all", "_tokens")]
         table.add_row(
             name,
             f"{m['final_acc_mean']:.3f} ± {m['final_acc_std']:.3f}",
-            "never" if m["flops_to_target"] is None else f"{m['flops_to_target']:.3e}",
-            "-" if m["ratio_vs_grpo"] is None else f"{m['ratio_vs_grpo']:.2f}",
+            *("never" if r is None else f"{r:.2f}" for r in ratios),
             f"{m['informative_fraction']:.3f}",
         )
     console.print(table)

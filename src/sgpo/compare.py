@@ -34,12 +34,31 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from sgpo.config import ConfigError, RunConfig, load_config
 from sgpo.io import atomic_write_json, atomic_write_text, read_jsonl
 
+# Two-sided G with online re-estimation and a mixed curriculum (bucket_width 1: kept queries in
+# one shuffled bucket, never-solved last), so groups stay informative without the easy-first dip.
+ONLINE_MIXED = [
+    "plan.g_rule=two_sided",
+    "plan.c=2.3",
+    "plan.bucket_width=1.0",
+    "train.online.reestimate=true",
+    "train.online.replan_every=8",
+]
 DEFAULT_METHODS = {
     "grpo-g8": ["train.method=grpo", "train.group_size=8"],
     "grpo-g16": ["train.method=grpo", "train.group_size=16"],
     "dapo": ["train.method=dapo", "train.group_size=8"],
     "sgpo": ["train.method=sgpo"],
     "sgpo-paper": ["train.method=sgpo", "plan.preset=paper"],
+    "sgpo-two-sided": ["train.method=sgpo", "plan.g_rule=two_sided", "plan.c=2.3"],
+    "sgpo-adaptive": ["train.method=sgpo", "profile.adaptive=true"],
+    "sgpo-reuse": ["train.method=sgpo", "train.reuse_profile=true"],
+    "sgpo-online-mixed": ["train.method=sgpo", *ONLINE_MIXED],
+    "sgpo-all": [
+        "train.method=sgpo",
+        *ONLINE_MIXED,
+        "profile.adaptive=true",
+        "train.reuse_profile=true",
+    ],
 }
 
 
@@ -67,7 +86,11 @@ class CompareConfig(BaseModel):
         return self
 
 
-def load_compare_config(path: Path, seeds: int | None = None) -> tuple[CompareConfig, Path]:
+def load_compare_config(
+    path: Path, seeds: int | None = None, first_seed: int = 0, methods: list[str] | None = None
+) -> tuple[CompareConfig, Path]:
+    """The compare config; seeds = first_seed .. first_seed + seeds - 1 when seeds is given,
+    and only the named methods (plus the baseline) when methods is given."""
     try:
         tree = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError as e:
@@ -78,7 +101,13 @@ def load_compare_config(path: Path, seeds: int | None = None) -> tuple[CompareCo
         lines = [f"  {'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()]
         raise ConfigError(f"{path}: invalid compare config\n" + "\n".join(lines)) from e
     if seeds is not None:
-        cfg.seeds = list(range(seeds))
+        cfg.seeds = list(range(first_seed, first_seed + seeds))
+    if methods:
+        unknown = sorted(set(methods) - set(cfg.methods))
+        if unknown:
+            raise ConfigError(f"{path}: unknown methods {unknown}; known: {list(cfg.methods)}")
+        keep = {cfg.baseline, *methods}
+        cfg.methods = {m: o for m, o in cfg.methods.items() if m in keep}
     return cfg, (path.parent / cfg.base).resolve()
 
 
@@ -339,8 +368,14 @@ def write_markdown(
     atomic_write_text(out_dir / "compare.md", "\n".join(text))
 
 
-def run_compare(config_path: Path, out_dir: Path, seeds: int | None = None) -> dict:
-    cfg, base = load_compare_config(config_path, seeds)
+def run_compare(
+    config_path: Path,
+    out_dir: Path,
+    seeds: int | None = None,
+    first_seed: int = 0,
+    methods: list[str] | None = None,
+) -> dict:
+    cfg, base = load_compare_config(config_path, seeds, first_seed, methods)
     out_dir.mkdir(parents=True, exist_ok=True)
     profiles = out_dir / "profiles"
     runs: dict[str, dict[int, Path]] = {m: {} for m in cfg.methods}
