@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -15,8 +16,8 @@ from typer.testing import CliRunner
 
 from sgpo.core.allocation import PlanRule
 from sgpo.core.flops import ModelShape, inference_flops, logprob_flops, train_flops
-from sgpo.io import read_table, write_table
-from sgpo.plan import build_plan, kept_in_order
+from sgpo.io import read_table
+from sgpo.plan import PlanRow, build_plan, kept_in_order, write_plan
 from sgpo.verl import reward
 from sgpo.verl.cli import model_shape_from_dir, verl_app
 from sgpo.verl.export import (
@@ -36,7 +37,7 @@ def always_raises(response: str, reference: str) -> float:
     raise RuntimeError("verifier bug")
 
 
-def fake_plan(n: int = 24, rule: PlanRule | None = None, seed: int = 3) -> list[dict]:
+def fake_plan(n: int = 24, rule: PlanRule | None = None, seed: int = 3) -> list[PlanRow]:
     """build_plan on fake profile rows with n_correct 0..8 of k=8 (every difficulty)."""
     profile = []
     for i in range(n):
@@ -73,23 +74,23 @@ def test_export_keeps_only_kept_queries_in_curriculum_order_with_their_group_siz
     rows, stored = read_table(path)
     kept = kept_in_order(plan)
     assert 0 < len(rows) == len(kept) < len(plan)  # trivial and dropped unsolvable rows are gone
-    assert [r["extra_info"]["query_id"] for r in rows] == [r["query_id"] for r in kept]
-    assert [r[ROLLOUT_N] for r in rows] == [r["group_size"] for r in kept]
+    assert [r["extra_info"]["query_id"] for r in rows] == [r.query_id for r in kept]
+    assert [r[ROLLOUT_N] for r in rows] == [r.group_size for r in kept]
     assert len(set(rows[i][ROLLOUT_N] for i in range(len(rows)))) > 2  # G really varies
     p_hats = [r["extra_info"]["p_hat"] for r in rows]
     assert p_hats == sorted(p_hats, reverse=True)  # easy -> hard
     first, q = rows[0], kept[0]
     assert first["prompt"] == [
         {"role": "system", "content": "Answer with the digits reversed."},
-        {"role": "user", "content": q["prompt"]},
+        {"role": "user", "content": q.prompt},
     ]
     assert first["data_source"] == "sgpo/addition"
-    assert first["reward_model"] == {"style": "rule", "ground_truth": q["answer"]}
+    assert first["reward_model"] == {"style": "rule", "ground_truth": q.answer}
     assert first["extra_info"] == {
         "index": 0,
-        "query_id": q["query_id"],
-        "p_hat": q["p_hat"],
-        "group_size": q["group_size"],
+        "query_id": q.query_id,
+        "p_hat": q.p_hat,
+        "group_size": q.group_size,
         "rank": 0,
         "verifier": ADDITION,
         "verifier_kwargs": None,
@@ -98,7 +99,7 @@ def test_export_keeps_only_kept_queries_in_curriculum_order_with_their_group_siz
     }
     assert [r["extra_info"]["index"] for r in rows] == list(range(len(rows)))
     assert stored["plan"] == meta
-    assert stored["export"]["rollouts_per_epoch"] == sum(r["group_size"] for r in kept)
+    assert stored["export"]["rollouts_per_epoch"] == sum(r.group_size for r in kept)
     assert sorted(p.name for p in path.parent.iterdir()) == ["train.parquet"]  # no temp file left
 
 
@@ -124,21 +125,21 @@ def test_export_is_a_pure_function_of_the_plan_and_needs_no_system_prompt(tmp_pa
     )
     rows_a, rows_b = read_table(a)[0], read_table(b)[0]
     assert rows_a == rows_b  # input row order does not matter: rank does
-    first_prompt = "Q: " + kept_in_order(plan)[0]["prompt"]
+    first_prompt = "Q: " + kept_in_order(plan)[0].prompt
     assert rows_a[0]["prompt"] == [{"role": "user", "content": first_prompt}]
     assert pq.read_schema(a).field(ROLLOUT_N).type == "int64"
 
 
 def test_export_refuses_groups_of_one_and_broken_ranks(tmp_path):
     ones = fake_plan(rule=PlanRule(c=0.5, g_min=1, g_max=8, unsolvable_keep_fraction=0.0))
-    assert any(r["kept"] and r["group_size"] == 1 for r in ones)
+    assert any(r.kept and r.group_size == 1 for r in ones)
     with pytest.raises(ValueError, match="G >= 2"):
         export_verl_parquet(ones, {}, tmp_path / "x.parquet", "sgpo/addition")
     plan = fake_plan()
-    broken = [dict(r, rank=r["rank"] * 2) if r["kept"] else r for r in plan]
+    broken = [replace(r, rank=r.rank * 2) if r.kept else r for r in plan]
     with pytest.raises(ValueError, match="without gaps"):
         verl_rows(broken, "sgpo/addition")
-    nothing = [dict(r, kept=False, reason="trivial", rank=-1) for r in plan]
+    nothing = [replace(r, kept=False, reason="trivial", rank=-1) for r in plan]
     with pytest.raises(ValueError, match="keeps no query"):
         verl_rows(nothing, "sgpo/addition")
     assert not (tmp_path / "x.parquet").exists()
@@ -390,7 +391,7 @@ def test_model_shape_from_dir_needs_no_weights_and_matches_a_built_model(tmp_pat
 def test_flops_and_export_commands(tmp_path):
     plan = fake_plan()
     shape = {"n_params": 1000, "n_layers": 2, "d_attn": 16}
-    write_table(
+    write_plan(
         tmp_path / "plan.parquet",
         plan,
         {"shape": shape, "profile_flops": 123.0, "task": "addition(fake)"},
@@ -495,7 +496,7 @@ def test_verifier_counts_reach_a_stats_file_per_process(tmp_path, monkeypatch):
 
 
 def test_export_says_loudly_that_online_settings_are_not_carried(tmp_path):
-    write_table(tmp_path / "plan.parquet", fake_plan(), {"task": "addition(fake)"})
+    write_plan(tmp_path / "plan.parquet", fake_plan(), {"task": "addition(fake)"})
     args = ["export", "--plan", str(tmp_path / "plan.parquet"), "--out", str(tmp_path / "t.pq")]
     result = CliRunner().invoke(verl_app, [*args, "--set", "train.online.reestimate=true"])
     assert result.exit_code == 0, result.output
@@ -534,7 +535,7 @@ def demo_plan(tmp_path: Path) -> Path:
     sampling = load_config(DEMO, None).sampling.model_dump(mode="json")
     meta = {"task": "addition(fake)", "model": str(tmp_path / "model"), "sampling": sampling}
     meta |= {"shape": {"n_params": 1000, "n_layers": 2, "d_attn": 16}, "profile_flops": 7.0}
-    write_table(tmp_path / "plan.parquet", fake_plan(), meta)
+    write_plan(tmp_path / "plan.parquet", fake_plan(), meta)
     tokenizer = build_char_tokenizer()
     tokenizer.chat_template = CHAT_TEMPLATE
     tokenizer.save_pretrained(tmp_path / "model")

@@ -1,15 +1,14 @@
 """Stage 2, plan: profile -> which queries train, with which group size, in which order.
 
-plan.parquet columns: query_id, prompt, answer, difficulty, k, n_correct, p_hat,
-group_size, kept, reason (kept | trivial | unsolvable), rank (curriculum position, -1 if dropped),
-prompt_tokens, mean_response_tokens.
+plan.parquet has one PlanRow per profiled query (its fields are the columns); read_plan and
+write_plan are the only readers and writers of the table.
 Schema metadata (key "sgpo"): the profile's metadata plus the plan rule and the plan seed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from sgpo import rundir
@@ -17,16 +16,59 @@ from sgpo.config import RunConfig
 from sgpo.core.allocation import KEPT, PlannedQuery, PlanRule, ProfiledQuery, plan_queries
 from sgpo.core.flops import ModelShape, inference_flops, train_flops
 from sgpo.core.predict import Allocation, QueryCost, predict_against_baseline, profile_costs
+from sgpo.errors import DataError
 from sgpo.io import prepare_out_dir, read_table, write_table
+from sgpo.validate import check_plan_rows
 
 PLAN_FILE = "plan.parquet"
+
+
+@dataclass(frozen=True)
+class PlanRow:
+    """One query of a plan: its profile and what the plan does with it."""
+
+    query_id: str
+    prompt: str
+    answer: str
+    difficulty: str
+    k: int
+    n_correct: int
+    p_hat: float  # n_correct / k under the initial policy (the profile's measurement)
+    group_size: int
+    kept: bool
+    reason: str  # kept | trivial | unsolvable
+    rank: int  # curriculum position among kept queries, -1 if dropped
+    prompt_tokens: int
+    mean_response_tokens: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, row: dict) -> PlanRow:
+        return cls(**{name: row[name] for name in PLAN_COLUMNS})
+
+
+PLAN_COLUMNS = tuple(f.name for f in fields(PlanRow))
+
+
+def write_plan(path: Path, rows: list[PlanRow], meta: dict) -> None:
+    write_table(path, [r.to_dict() for r in rows], meta)
+
+
+def read_plan(path: Path) -> tuple[list[PlanRow], dict]:
+    """A plan's rows, checked to be one the trainer can follow (sgpo.validate), and its
+    metadata."""
+    rows, meta = read_table(path)
+    check_plan_rows(rows, path, PLAN_COLUMNS)
+    return [PlanRow.from_dict(r) for r in rows], meta
 
 
 def plan_rule(config: RunConfig) -> PlanRule:
     return PlanRule(**config.plan.model_dump(exclude={"preset"}))
 
 
-def build_plan(profile_rows: list[dict], rule: PlanRule, seed: int) -> list[dict]:
+def build_plan(profile_rows: list[dict], rule: PlanRule, seed: int) -> list[PlanRow]:
     planned: dict[str, PlannedQuery] = {
         p.query_id: p
         for p in plan_queries(
@@ -37,54 +79,54 @@ def build_plan(profile_rows: list[dict], rule: PlanRule, seed: int) -> list[dict
     for r in profile_rows:
         p = planned[r["query_id"]]
         rows.append(
-            {
-                "query_id": r["query_id"],
-                "prompt": r["prompt"],
-                "answer": r["answer"],
-                "difficulty": r["difficulty"],
-                "k": r["k"],
-                "n_correct": r["n_correct"],
-                "p_hat": p.success_rate,
-                "group_size": p.group_size,
-                "kept": p.kept,
-                "reason": p.reason,
-                "rank": p.rank,
-                "prompt_tokens": r["prompt_tokens"],
-                "mean_response_tokens": r["mean_response_tokens"],
-            }
+            PlanRow(
+                query_id=r["query_id"],
+                prompt=r["prompt"],
+                answer=r["answer"],
+                difficulty=r["difficulty"],
+                k=r["k"],
+                n_correct=r["n_correct"],
+                p_hat=p.success_rate,
+                group_size=p.group_size,
+                kept=p.kept,
+                reason=p.reason,
+                rank=p.rank,
+                prompt_tokens=r["prompt_tokens"],
+                mean_response_tokens=r["mean_response_tokens"],
+            )
         )
     return rows
 
 
 def plan_summary(
-    rows: list[dict], fixed_group_size: int, shape: ModelShape | None, epochs: float = 1.0
+    rows: list[PlanRow], fixed_group_size: int, shape: ModelShape | None, epochs: float = 1.0
 ) -> dict:
     """Counts, rollouts per epoch against a fixed-G baseline, predicted FLOPs per epoch, and
     the predicted informative fraction and cost per informative rollout over `epochs`."""
-    kept = [r for r in rows if r["kept"]]
+    kept = [r for r in rows if r.kept]
     summary = {
         "queries": len(rows),
         "kept": len(kept),
-        "trivial": sum(r["reason"] == "trivial" for r in rows),
-        "unsolvable_dropped": sum(r["reason"] == "unsolvable" for r in rows),
-        "unsolvable_kept": sum(r["kept"] and r["p_hat"] == 0 for r in rows),
-        "rollouts_per_epoch": sum(r["group_size"] for r in kept),
+        "trivial": sum(r.reason == "trivial" for r in rows),
+        "unsolvable_dropped": sum(r.reason == "unsolvable" for r in rows),
+        "unsolvable_kept": sum(r.kept and r.p_hat == 0 for r in rows),
+        "rollouts_per_epoch": sum(r.group_size for r in kept),
         "baseline_group_size": fixed_group_size,
         "baseline_rollouts_per_epoch": fixed_group_size * len(rows),
     }
     if shape is not None:
 
-        def epoch_flops(items: list[dict], g_of: Callable[[dict], int]) -> float:
+        def epoch_flops(items: list[PlanRow], g_of: Callable[[PlanRow], int]) -> float:
             return sum(
                 g_of(r)
                 * (
-                    inference_flops(shape, r["prompt_tokens"], round(r["mean_response_tokens"]))
-                    + train_flops(shape, r["prompt_tokens"], round(r["mean_response_tokens"]))
+                    inference_flops(shape, r.prompt_tokens, round(r.mean_response_tokens))
+                    + train_flops(shape, r.prompt_tokens, round(r.mean_response_tokens))
                 )
                 for r in items
             )
 
-        summary["predicted_flops_per_epoch"] = epoch_flops(kept, lambda r: r["group_size"])
+        summary["predicted_flops_per_epoch"] = epoch_flops(kept, lambda r: r.group_size)
         summary["baseline_predicted_flops_per_epoch"] = epoch_flops(
             rows, lambda r: fixed_group_size
         )
@@ -95,20 +137,20 @@ def plan_summary(
     return summary
 
 
-def prediction(rows: list[dict], baseline_g: int, shape: ModelShape, epochs: float) -> dict:
+def prediction(rows: list[PlanRow], baseline_g: int, shape: ModelShape, epochs: float) -> dict:
     """From the profile alone: informative fractions and cost per informative rollout against
     GRPO(G=baseline_g) in each currency, the profile charged over `epochs` (core/predict.py)."""
     queries = [
         QueryCost(
-            r["n_correct"],
-            r["k"],
-            r["mean_response_tokens"],
-            inference_flops(shape, r["prompt_tokens"], round(r["mean_response_tokens"])),
-            train_flops(shape, r["prompt_tokens"], round(r["mean_response_tokens"])),
+            r.n_correct,
+            r.k,
+            r.mean_response_tokens,
+            inference_flops(shape, r.prompt_tokens, round(r.mean_response_tokens)),
+            train_flops(shape, r.prompt_tokens, round(r.mean_response_tokens)),
         )
         for r in rows
     ]
-    plan = Allocation([r["group_size"] if r["kept"] else 0 for r in rows])
+    plan = Allocation([r.group_size if r.kept else 0 for r in rows])
     return predict_against_baseline(queries, plan, baseline_g, profile_costs(queries), epochs)
 
 
@@ -116,7 +158,7 @@ def check_profile_matches(
     meta: dict, config: RunConfig, source: str, expected_model: str | None
 ) -> None:
     """A profile made under another model or dataset would plan the wrong queries."""
-    from sgpo.tasks import DataError, load_task
+    from sgpo.tasks import load_task
 
     task = load_task(config.task, config.seed)
     if meta.get("task") != task.source:
@@ -155,7 +197,7 @@ def _run_plan(
     rule = plan_rule(config)
     rows = build_plan(profile_rows, rule, config.seed)
     shape = ModelShape(**meta["shape"]) if "shape" in meta else None
-    kept_rollouts = sum(r["group_size"] for r in rows if r["kept"])
+    kept_rollouts = sum(r.group_size for r in rows if r.kept)
     # The epochs `sgpo train` will run with this config: steps x rollout_budget rollouts.
     epochs = config.train.steps * config.train.rollout_budget / max(kept_rollouts, 1)
     summary = plan_summary(rows, config.train.group_size, shape, epochs)
@@ -165,9 +207,9 @@ def _run_plan(
         "summary": summary,
         "profile_flops": sum(r["flops"] for r in profile_rows),
     }
-    write_table(out_dir / PLAN_FILE, rows, meta | extra)
+    write_plan(out_dir / PLAN_FILE, rows, meta | extra)
     return out_dir / PLAN_FILE, summary
 
 
-def kept_in_order(rows: list[dict]) -> list[dict]:
-    return sorted((r for r in rows if r["reason"] == KEPT), key=lambda r: r["rank"])
+def kept_in_order(rows: list[PlanRow]) -> list[PlanRow]:
+    return sorted((r for r in rows if r.reason == KEPT), key=lambda r: r.rank)

@@ -12,7 +12,7 @@ import numpy as np
 from sgpo.config import RunConfig
 from sgpo.core.rewards import is_correct
 from sgpo.io import read_table, write_table
-from sgpo.plan import plan_rule
+from sgpo.plan import PlanRow, plan_rule
 from sgpo.rollouts import Rollout, group_members
 from sgpo.runfiles import HISTORY_FILE
 from sgpo.schedule import OnlinePlanner, QueryScheduler, ScheduledQuery
@@ -31,7 +31,7 @@ class Replanner:
     def __init__(
         self,
         config: RunConfig,
-        plan_rows: list[dict],
+        plan_rows: list[PlanRow],
         queries_by_id: dict[str, Query],
         run_dir: Path,
     ) -> None:

@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from sgpo import rundir  # noqa: E402
 from sgpo.io import atomic_write_bytes, atomic_write_text, read_jsonl, read_table  # noqa: E402
+from sgpo.plan import PlanRow, read_plan  # noqa: E402
 
 # Everything sgpo report may create (and so later replace) in a run directory.
 REPORT_OUTPUTS = (
@@ -34,15 +35,15 @@ def _save(fig: plt.Figure, path: Path) -> str:
     return path.name
 
 
-def plot_plan(plan_rows: list[dict], out_dir: Path) -> list[str]:
+def plot_plan(plan_rows: list[PlanRow], out_dir: Path) -> list[str]:
     files = []
     fig, ax = plt.subplots(figsize=(5, 3.2))
-    ax.hist([r["p_hat"] for r in plan_rows], bins=[i / 16 for i in range(17)], color="tab:blue")
+    ax.hist([r.p_hat for r in plan_rows], bins=[i / 16 for i in range(17)], color="tab:blue")
     ax.set_xlabel("profiled success rate p_hat")
     ax.set_ylabel("queries")
     ax.set_title("Profile: difficulty under the initial policy")
     files.append(_save(fig, out_dir / "p_hat_hist.png"))
-    kept = [r["group_size"] for r in plan_rows if r["kept"]]
+    kept = [r.group_size for r in plan_rows if r.kept]
     fig, ax = plt.subplots(figsize=(5, 3.2))
     if kept:
         ax.hist(kept, bins=range(min(kept), max(kept) + 2), align="left", color="tab:green")
@@ -84,9 +85,9 @@ def plot_training(records: list[dict], out_dir: Path) -> list[str]:
     return [_save(fig, out_dir / "accuracy_vs_flops.png")]
 
 
-def plot_plan_history(history: list[dict], plan_rows: list[dict], out_dir: Path) -> list[str]:
+def plot_plan_history(history: list[dict], plan_rows: list[PlanRow], out_dir: Path) -> list[str]:
     """How the online estimates and group sizes moved during training (sgpo variants)."""
-    bucket = {r["query_id"]: r["difficulty"] or "all" for r in plan_rows}
+    bucket = {r.query_id: r.difficulty or "all" for r in plan_rows}
     steps = sorted({h["step"] for h in history})
     buckets = sorted(set(bucket.values()))
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
@@ -98,7 +99,7 @@ def plot_plan_history(history: list[dict], plan_rows: list[dict], out_dir: Path)
         left.plot(steps, means, marker=".", label=b)
     left.set_xlabel("step")
     left.set_ylabel("mean estimated success rate")
-    left.set_title("p_hat drift")
+    left.set_title("p_est drift")
     left.legend(fontsize=7)
     kept_g = [[h["group_size"] for h in history if h["step"] == s and h["kept"]] for s in steps]
     right.plot(steps, [sum(g) / max(len(g), 1) for g in kept_g], marker=".", label="mean G (kept)")
@@ -125,7 +126,7 @@ def write_report(run_dir: Path) -> Path:
     lines = [f"# sgpo run: {summary['method']}", ""]
     plan_path = run_dir / "plan.parquet"
     if plan_path.exists():
-        plan_rows, meta = read_table(plan_path)
+        plan_rows, meta = read_plan(plan_path)
         images += plot_plan(plan_rows, run_dir)
         if (run_dir / "plan_history.parquet").exists():
             images += plot_plan_history(

@@ -17,6 +17,7 @@ from sgpo.core.rewards import is_correct
 from sgpo.engine import Completion
 from sgpo.errors import DataError
 from sgpo.io import read_table
+from sgpo.plan import PlanRow
 from sgpo.profile import SAMPLES_KEY
 from sgpo.rollouts import Rollout
 
@@ -47,7 +48,7 @@ class ProfileReuse:
         self.used = set(state)
 
 
-def load_profile_reuse(plan_path: Path, plan_rows: list[dict]) -> ProfileReuse:
+def load_profile_reuse(plan_path: Path, plan_rows: list[PlanRow]) -> ProfileReuse:
     """The samples of the plan's kept queries, from the profile_samples.parquet its profile
     recorded; refused unless they are that profile's (same run, same counts per query)."""
     _, plan_meta = read_table(plan_path)
@@ -70,7 +71,7 @@ def load_profile_reuse(plan_path: Path, plan_rows: list[dict]) -> ProfileReuse:
             f"{path}: field(s) {', '.join(differ)} differ from {plan_path}'s profile; "
             "not the samples of the profile this plan was made from"
         )
-    kept = {r["query_id"]: r for r in plan_rows if r["kept"]}
+    kept = {r.query_id: r for r in plan_rows if r.kept}
     samples: dict[str, list[ProfileSample]] = {q: [] for q in kept}
     for s in sorted(rows, key=lambda s: s["index"]):
         if s["query_id"] in samples:
@@ -78,11 +79,11 @@ def load_profile_reuse(plan_path: Path, plan_rows: list[dict]) -> ProfileReuse:
             samples[s["query_id"]].append(ProfileSample(completion, s["reward"]))
     for query_id, row in kept.items():
         drawn = samples[query_id]
-        if len(drawn) != row["k"] or sum(is_correct(s.reward) for s in drawn) != row["n_correct"]:
+        if len(drawn) != row.k or sum(is_correct(s.reward) for s in drawn) != row.n_correct:
             raise DataError(
                 f"{path}: query {query_id!r} has {len(drawn)} samples, "
                 f"{sum(is_correct(s.reward) for s in drawn)} correct; its plan row says "
-                f"k = {row['k']}, n_correct = {row['n_correct']}"
+                f"k = {row.k}, n_correct = {row.n_correct}"
             )
     return ProfileReuse(samples)
 

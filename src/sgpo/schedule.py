@@ -25,11 +25,9 @@ from sgpo.core.online import (
     update_posterior,
 )
 from sgpo.errors import DataError
-from sgpo.io import read_table
 from sgpo.models import model_source
-from sgpo.plan import check_profile_matches, kept_in_order
+from sgpo.plan import PlanRow, check_profile_matches, kept_in_order, read_plan
 from sgpo.tasks import Query
-from sgpo.validate import check_plan_rows
 
 
 @dataclass
@@ -115,7 +113,7 @@ class OnlinePlanner:
 
     def __init__(
         self,
-        plan_rows: list[dict],
+        plan_rows: list[PlanRow],
         rule: PlanRule,
         decay: float,
         prior: tuple[float, float],
@@ -124,14 +122,12 @@ class OnlinePlanner:
         self.replan_rule = ReplanRule(rule, prior_alpha=prior[0], prior_beta=prior[1])
         self.decay = decay
         self.seed = seed
-        self.query_ids = [r["query_id"] for r in plan_rows]
+        self.query_ids = [r.query_id for r in plan_rows]
         self.posteriors: dict[str, Posterior] = {
-            r["query_id"]: posterior_from_profile(r["n_correct"], r["k"], *prior) for r in plan_rows
+            r.query_id: posterior_from_profile(r.n_correct, r.k, *prior) for r in plan_rows
         }
         self.current: dict[str, PlannedQuery] = {
-            r["query_id"]: PlannedQuery(
-                r["query_id"], r["p_hat"], r["group_size"], r["kept"], r["reason"], r["rank"]
-            )
+            r.query_id: PlannedQuery(r.query_id, r.p_hat, r.group_size, r.kept, r.reason, r.rank)
             for r in plan_rows
         }
 
@@ -194,7 +190,7 @@ class OnlinePlanner:
 
 def build_scheduler(
     config: RunConfig, train_queries: list[Query], plan_path: Path | None
-) -> tuple[QueryScheduler, list[dict], float]:
+) -> tuple[QueryScheduler, list[PlanRow], float]:
     """The step scheduler; for sgpo also the plan's rows (all of them, kept or not) and the
     profiling FLOPs, which are always charged to sGPO."""
     if config.train.method != "sgpo":
@@ -203,18 +199,17 @@ def build_scheduler(
         return QueryScheduler(scheduled, shuffle=True, seed=config.seed), [], 0.0
     if plan_path is None or not plan_path.exists():
         raise FileNotFoundError(f"method sgpo needs a plan: {plan_path} not found (run sgpo plan)")
-    rows, meta = read_table(plan_path)
-    check_plan_rows(rows, plan_path)
+    rows, meta = read_plan(plan_path)
     check_profile_matches(meta, config, str(plan_path), model_source(config))
     by_id = {q.query_id: q for q in train_queries}
     scheduled = []
     for row_index, r in enumerate(kept_in_order(rows)):
-        if r["query_id"] not in by_id:
+        if r.query_id not in by_id:
             raise DataError(
                 f"{plan_path}: row {row_index}: field 'query_id' "
-                f"{r['query_id']!r} is not in the task's training queries"
+                f"{r.query_id!r} is not in the task's training queries"
             )
-        scheduled.append(ScheduledQuery(by_id[r["query_id"]], int(r["group_size"])))
+        scheduled.append(ScheduledQuery(by_id[r.query_id], int(r.group_size)))
     scheduler = QueryScheduler(scheduled, shuffle=False, seed=config.seed)
     return scheduler, rows, float(meta["profile_flops"])
 

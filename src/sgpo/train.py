@@ -116,7 +116,7 @@ class Trainer:
         # would add (zero-advantage rollouts, skipped here) and generated tokens, profile
         # included.
         self.flops_skipped = 0.0
-        self.generated_tokens = profile_tokens(plan_rows)
+        self.generated_tokens = profile_tokens([r.to_dict() for r in plan_rows])
         self.wall_s = 0.0
         self.nonfinite_in_a_row = 0
         self.nonfinite_total = 0

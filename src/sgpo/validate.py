@@ -4,6 +4,7 @@ Each failure is a DataError naming the file, the row and the field."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,7 +21,17 @@ MAX_CHARS_PER_TOKEN = 64
 # Largest group size a plan may ask for: far above any real plan (g_max is usually <= 64), low
 # enough that a hand-edited 10**6 is refused instead of generating for hours.
 MAX_GROUP_SIZE = 4096
-PLAN_COLUMNS = ("query_id", "k", "n_correct", "p_hat", "group_size", "kept", "reason", "rank")
+# The fields the trainer acts on: none may be empty.
+NON_EMPTY_PLAN_COLUMNS = (
+    "query_id",
+    "k",
+    "n_correct",
+    "p_hat",
+    "group_size",
+    "kept",
+    "reason",
+    "rank",
+)
 PLAN_REASONS = ("kept", "trivial", "unsolvable")
 
 
@@ -62,16 +73,17 @@ def _too_long(label: str, row: int, size: str, context: int, max_new_tokens: int
     )
 
 
-def check_plan_rows(rows: list[dict], path: Path) -> None:
-    """A plan the trainer can follow: the columns it reads, sane values, something kept."""
+def check_plan_rows(rows: list[dict], path: Path, columns: Sequence[str]) -> None:
+    """A plan the trainer can follow: every column (sgpo.plan.PLAN_COLUMNS), sane values in the
+    ones it acts on, something kept."""
     if not rows:
         raise DataError(f"{path}: no rows")
-    missing = [c for c in PLAN_COLUMNS if c not in rows[0]]
+    missing = [c for c in columns if c not in rows[0]]
     if missing:
         raise DataError(f"{path}: column(s) {', '.join(missing)} missing; not an sgpo plan")
     for row, r in enumerate(rows):
         where = f"{path}: row {row}"
-        for column in PLAN_COLUMNS:
+        for column in NON_EMPTY_PLAN_COLUMNS:
             if r[column] is None:
                 raise DataError(f"{where}: field {column!r} is empty")
         if not isinstance(r["kept"], bool):

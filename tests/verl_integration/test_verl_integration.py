@@ -50,7 +50,7 @@ from sgpo.core.advantages import group_advantages  # noqa: E402
 from sgpo.core.allocation import PlanRule  # noqa: E402
 from sgpo.embedded import build_char_tokenizer  # noqa: E402
 from sgpo.io import read_table, write_table  # noqa: E402
-from sgpo.plan import build_plan, kept_in_order  # noqa: E402
+from sgpo.plan import PlanRow, build_plan, kept_in_order  # noqa: E402
 from sgpo.tasks.addition import VERIFIER, target_for  # noqa: E402
 from sgpo.verl.export import ROLLOUT_N, export_verl_parquet, rollouts_per_step  # noqa: E402
 from sgpo.verl.reward import compute_score  # noqa: E402
@@ -66,7 +66,7 @@ DATA_CONFIG = CONFIG_DIR / "data" / "legacy_data.yaml"
 LAUNCH = Path(__file__).resolve().parents[2] / "examples" / "verl" / "run_sgpo.sh"
 
 
-def tiny_plan() -> list[dict]:
+def tiny_plan() -> list[PlanRow]:
     """build_plan on fake profile rows (k=8, every n_correct), addition prompts."""
     profile = []
     for i in range(30):
@@ -87,7 +87,7 @@ def tiny_plan() -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory) -> tuple[list[dict], Path, Path]:
+def exported(tmp_path_factory) -> tuple[list[PlanRow], Path, Path]:
     tmp = tmp_path_factory.mktemp("verl")
     plan = tiny_plan()
     path = export_verl_parquet(
@@ -140,12 +140,12 @@ def test_dataset_keeps_curriculum_order_and_group_sizes(exported, tmp_path):
     steps = len(kept) // TRAIN_BATCH_SIZE
     assert len(batches) == steps  # drop_last: a partial last batch is not trained on
     seen_ids = [info["query_id"] for b in batches for info in b["extra_info"]]
-    assert seen_ids == [q["query_id"] for q in kept[: steps * TRAIN_BATCH_SIZE]]
+    assert seen_ids == [q.query_id for q in kept[: steps * TRAIN_BATCH_SIZE]]
     ns = [int(n) for b in batches for n in b[ROLLOUT_N]]
-    assert ns == [q["group_size"] for q in kept[: steps * TRAIN_BATCH_SIZE]]
+    assert ns == [q.group_size for q in kept[: steps * TRAIN_BATCH_SIZE]]
     assert len(set(ns)) > 2
     assert [int(sum(b[ROLLOUT_N])) for b in batches] == rollouts_per_step(
-        [q["group_size"] for q in kept], TRAIN_BATCH_SIZE
+        [q.group_size for q in kept], TRAIN_BATCH_SIZE
     )
     first = batches[0]
     assert list(first["raw_prompt"][0]) == [
@@ -201,7 +201,7 @@ def test_v1_rollout_worker_starts_g_sessions_per_prompt(exported, tmp_path, monk
     batches = load_batches(path, tokenizer_dir, tmp_path)
     kept = kept_in_order(plan)
     started = [len(s) for b in batches for s in run_prompts(b, monkeypatch)]
-    assert started == [q["group_size"] for q in kept[: len(started)]]
+    assert started == [q.group_size for q in kept[: len(started)]]
     one = run_prompts(batches[-1], monkeypatch)[0]
     assert [s["session_id"] for s in one] == list(range(len(one)))
     assert ROLLOUT_N not in one[0]  # popped, not passed on to the agent loop
@@ -220,19 +220,19 @@ def grpo_batch(exported) -> tuple[list[str], list[float], list[int], list[int]]:
     plan, _, _ = exported
     uids, rewards, groups, lengths = [], [], [], []
     for gi, q in enumerate(kept_in_order(plan)):
-        a, b = (int(x) for x in q["prompt"].rstrip("=").split("+"))
-        g = q["group_size"]
-        correct = min(g, round(q["p_hat"] * g)) if gi % 3 else 0  # some all-wrong groups
+        a, b = (int(x) for x in q.prompt.rstrip("=").split("+"))
+        g = q.group_size
+        correct = min(g, round(q.p_hat * g)) if gi % 3 else 0  # some all-wrong groups
         if gi % 5 == 4:
             correct = g  # and some all-right ones
         uid = str(uuid.uuid4())
-        info = {"query_id": q["query_id"], "verifier": VERIFIER}
-        for j, text in enumerate(synthetic_responses(q["answer"], a, b, g, correct)):
+        info = {"query_id": q.query_id, "verifier": VERIFIER}
+        for j, text in enumerate(synthetic_responses(q.answer, a, b, g, correct)):
             rewards.append(
                 compute_score(
                     data_source="sgpo/addition",
                     solution_str=text,
-                    ground_truth=q["answer"],
+                    ground_truth=q.answer,
                     extra_info=info,
                 )["score"]
             )
@@ -395,7 +395,7 @@ def test_launch_script_gives_a_valid_verl_config_that_runs_sgpo(tmp_path):
 
 def test_launch_script_one_update_per_step_covers_the_largest_step(tmp_path):
     cfg = compose(launch_overrides(tmp_path, ONE_UPDATE_PER_STEP="1"))
-    sizes = [q["group_size"] for q in kept_in_order(tiny_plan())]
+    sizes = [q.group_size for q in kept_in_order(tiny_plan())]
     largest = max(rollouts_per_step(sizes, TRAIN_BATCH_SIZE))
     per_update = cfg.actor_rollout_ref.actor.ppo_mini_batch_size * cfg.actor_rollout_ref.rollout.n
     assert cfg.actor_rollout_ref.actor.ppo_mini_batch_size == TRAIN_BATCH_SIZE

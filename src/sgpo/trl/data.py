@@ -20,8 +20,7 @@ from torch.utils.data import Dataset as TorchDataset
 from torch.utils.data import Sampler
 
 from sgpo.core.allocation import PlanRule
-from sgpo.io import read_table
-from sgpo.plan import kept_in_order
+from sgpo.plan import PlanRow, kept_in_order, read_plan
 from sgpo.schedule import OnlinePlanner, QueryScheduler, ScheduledQuery
 from sgpo.tasks import Query
 
@@ -35,21 +34,21 @@ PAD_GROUP = -1
 class Plan:
     """A plan.parquet: every row (kept or not), the kept ones in curriculum order, its rule."""
 
-    rows: list[dict]
+    rows: list[PlanRow]
     kept: list[ScheduledQuery]
     rule: PlanRule
     profile_flops: float
     path: Path
 
 
-def _query(row: dict) -> Query:
-    return Query(row["query_id"], row["prompt"], row["answer"], row.get("difficulty") or "")
+def _query(row: PlanRow) -> Query:
+    return Query(row.query_id, row.prompt, row.answer, row.difficulty)
 
 
 def load_plan(path: str | Path) -> Plan:
     path = Path(path)
-    rows, meta = read_table(path)
-    kept = [ScheduledQuery(_query(r), int(r["group_size"])) for r in kept_in_order(rows)]
+    rows, meta = read_plan(path)
+    kept = [ScheduledQuery(_query(r), r.group_size) for r in kept_in_order(rows)]
     if not kept:
         raise ValueError(f"{path}: the plan keeps no query")
     return Plan(rows, kept, PlanRule(**meta["rule"]), float(meta.get("profile_flops", 0.0)), path)
@@ -64,7 +63,7 @@ def plan_dataset(plan: Plan | str | Path, prompt: Callable[[str], Any] | None = 
     plan = plan if isinstance(plan, Plan) else load_plan(plan)
     kept = {s.query.query_id for s in plan.kept}
     queries = [s.query for s in plan.kept] + [
-        _query(r) for r in plan.rows if r["query_id"] not in kept
+        _query(r) for r in plan.rows if r.query_id not in kept
     ]
     return Dataset.from_dict(
         {
@@ -125,7 +124,7 @@ class StepSchedule:
         self.scheduler = QueryScheduler(list(plan.kept), shuffle=False, seed=seed)
         self.planner = planner
         self.replan_every = replan_every
-        self.queries_by_id = {r["query_id"]: _query(r) for r in plan.rows}
+        self.queries_by_id = {r.query_id: _query(r) for r in plan.rows}
         self.batches_observed = 0
 
     def next_batch(self) -> list[ScheduledQuery]:

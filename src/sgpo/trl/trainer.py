@@ -155,7 +155,7 @@ class SGPOTrainer(GRPOTrainer):
         )
         # Re-planning can bring back any query of the plan; the static plan needs the kept ones.
         needed = (
-            [r["query_id"] for r in plan.rows] if planner else [s.query.query_id for s in plan.kept]
+            [r.query_id for r in plan.rows] if planner else [s.query.query_id for s in plan.kept]
         )
         self.plan_sampler = PlanSampler(
             self.schedule,

@@ -94,6 +94,7 @@ def export_verl(
     """Write the plan's kept queries, in curriculum order with __rollout_n__ = G, for verl."""
     from sgpo.config import ConfigError, load_config
     from sgpo.io import read_table
+    from sgpo.plan import read_plan
     from sgpo.verl.check import batch_problems
     from sgpo.verl.export import ROLLOUT_N, export_for_config, step_summary
 
@@ -102,7 +103,7 @@ def export_verl(
     except ConfigError as e:
         console.print(f"[red]{e}[/red]")
         raise typer.Exit(2) from e
-    rows, meta = read_table(plan)
+    rows, meta = read_plan(plan)
     if config is not None:  # the plan must come from this config's task
         from sgpo.plan import check_profile_matches
 

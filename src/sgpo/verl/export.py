@@ -27,7 +27,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from sgpo.io import write_table
-from sgpo.plan import kept_in_order
+from sgpo.plan import PlanRow, kept_in_order
 
 ROLLOUT_N = "__rollout_n__"
 DEFAULT_ABILITY = "sgpo"
@@ -61,7 +61,7 @@ SCHEMA = pa.schema(
 
 
 def verl_rows(
-    plan_rows: list[dict],
+    plan_rows: list[PlanRow],
     data_source: str,
     system_prompt: str | None = None,
     verifier: str | None = None,
@@ -87,7 +87,7 @@ def verl_rows(
         selected = list(plan_rows)
     else:
         selected = kept_in_order(plan_rows)
-        ranks = [r["rank"] for r in selected]
+        ranks = [r.rank for r in selected]
         if ranks != list(range(len(selected))):
             raise ValueError(
                 f"plan ranks of kept queries must be 0..{len(selected) - 1} without gaps or "
@@ -97,29 +97,28 @@ def verl_rows(
         raise ValueError("the plan keeps no query: nothing to export")
     rows = []
     for position, r in enumerate(selected):
-        g = fixed_group_size if fixed_group_size is not None else r["group_size"]
-        if g is None or int(g) < 2:
+        g = fixed_group_size if fixed_group_size is not None else r.group_size
+        if g < 2:
             # verl gives a group of one an advantage equal to its reward (mean 0, std 1) where
             # sGPO gives it zero: refuse rather than train on a different objective.
             raise ValueError(
-                f"query {r['query_id']!r} has group size {g}; verl needs G >= 2 for a "
+                f"query {r.query_id!r} has group size {g}; verl needs G >= 2 for a "
                 f"group-relative advantage (set plan.g_min >= 2)"
             )
-        g = int(g)
         messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
-        messages.append({"role": "user", "content": prompt_template.format(prompt=r["prompt"])})
+        messages.append({"role": "user", "content": prompt_template.format(prompt=r.prompt)})
         rows.append(
             {
                 "prompt": messages,
                 "data_source": data_source,
                 "ability": ability,
-                "reward_model": {"style": "rule", "ground_truth": str(r["answer"])},
+                "reward_model": {"style": "rule", "ground_truth": str(r.answer)},
                 "extra_info": {
                     "index": position,
-                    "query_id": r["query_id"],
-                    "p_hat": float(r["p_hat"]),
+                    "query_id": r.query_id,
+                    "p_hat": float(r.p_hat),
                     "group_size": g,
-                    "rank": int(r["rank"]) if r.get("rank") is not None else -1,
+                    "rank": r.rank,
                     "verifier": verifier,
                     "verifier_kwargs": kwargs_json,
                     "verifier_timeout_s": verifier_timeout_s,
@@ -132,7 +131,7 @@ def verl_rows(
 
 
 def export_verl_parquet(
-    plan_rows: list[dict],
+    plan_rows: list[PlanRow],
     plan_meta: dict,
     out_path: Path,
     data_source: str,
@@ -222,7 +221,7 @@ def step_summary(rollout_ns: list[int], train_batch_size: int) -> dict:
 
 def export_for_config(
     cfg,  # noqa: ANN001 - sgpo.config.RunConfig
-    rows: list[dict],
+    rows: list[PlanRow],
     meta: dict,
     out: Path,
     data_source: str | None = None,
