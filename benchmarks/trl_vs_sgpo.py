@@ -1,0 +1,239 @@
+"""The same sGPO plan trained by sgpo's own trainer and by TRL (sgpo.trl.SGPOTrainer), plus
+plain TRL GRPOTrainer at the same rollout budget: final accuracy per seed and step time.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/trl_vs_sgpo.py --out runs/trl-bench
+
+Task, model and hyper-parameters: src/sgpo/demo.yaml (embedded model, addition task, 128
+rollouts per step, lr 1e-4 with 5 warm-up steps, AdamW betas (0.9, 0.99), grad clip 1, PPO clip
+0.2, token-mean loss (TRL: loss_type "dapo"), no std scaling, no KL, temperature 1, float32).
+Each seed profiles and plans once (the task's queries depend on the seed) and trains `--steps`
+steps on both paths from that plan; the final model of each run is scored by the same
+`sgpo eval` (sampled accuracy, 4 samples per query, the run's seed). Step time: median over
+steps after the first (sgpo: metrics.jsonl wall_s increments, generation and update; TRL: its
+step_time metric, the same span). Plain GRPO uses G=8 (16 prompts x 8 = 128 rollouts per step)
+on all training queries, shuffled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "src/sgpo/demo.yaml"
+SGPO = [sys.executable, "-m", "sgpo.cli"]
+BUDGET = 128
+
+
+# Every sgpo command runs on one model directory (resolved once in main), so the sgpo and TRL
+# paths train the same bytes.
+MODEL_SET: list[str] = []
+
+
+def sgpo_cli(*args: str) -> str:
+    command = [*SGPO, *args]
+    if args[0] in ("profile", "plan", "train", "eval"):
+        command += MODEL_SET
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode:
+        raise RuntimeError(f"sgpo {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result.stdout
+
+
+def evaluate(model_dir: Path, seed: int, out: Path) -> float:
+    out.mkdir(parents=True, exist_ok=True)
+    sgpo_cli(
+        "eval",
+        "-c",
+        str(CONFIG),
+        "--model",
+        str(model_dir),
+        "--set",
+        f"seed={seed}",
+        "--out",
+        str(out),
+    )
+    return json.loads((out / "eval.json").read_text())["eval_acc"]
+
+
+def trl_args(out: Path, seed: int, steps: int, **overrides: object):  # noqa: ANN201
+    from sgpo.trl import SGPOConfig
+
+    settings = {
+        "output_dir": str(out),
+        "max_steps": steps,
+        "per_device_train_batch_size": BUDGET,
+        "learning_rate": 1e-4,
+        "lr_scheduler_type": "constant_with_warmup",
+        "warmup_steps": 5,
+        "adam_beta1": 0.9,
+        "adam_beta2": 0.99,
+        "weight_decay": 0.0,
+        "max_grad_norm": 1.0,
+        "epsilon": 0.2,
+        "beta": 0.0,
+        "loss_type": "dapo",
+        "scale_rewards": "none",
+        "temperature": 1.0,
+        "max_completion_length": 7,
+        "logging_steps": 1,
+        "report_to": [],
+        "save_strategy": "no",
+        "use_cpu": True,
+        "bf16": False,  # TRL's default bf16 autocast is slow on CPU; sgpo trains in float32 here
+        "seed": seed,
+        "disable_tqdm": True,
+    }
+    return SGPOConfig(**(settings | overrides))
+
+
+def make_plan(profile_dir: Path, seed: int) -> Path:
+    plan = profile_dir / "plan.parquet"
+    if not plan.exists():
+        for command in ("profile", "plan"):
+            sgpo_cli(
+                command,
+                "-c",
+                str(CONFIG),
+                "-o",
+                str(profile_dir),
+                "--overwrite",
+                "--set",
+                f"seed={seed}",
+            )
+    return plan
+
+
+def median_after_first(times: list[float]) -> float:
+    return statistics.median(times[1:])
+
+
+def run_sgpo(plan: Path, out: Path, seed: int, steps: int) -> dict:
+    sgpo_cli(
+        "train",
+        "-c",
+        str(CONFIG),
+        "--plan",
+        str(plan),
+        "-o",
+        str(out),
+        "--overwrite",
+        "--set",
+        f"seed={seed}",
+        "--set",
+        f"train.steps={steps}",
+        "--set",
+        "train.eval_every=0",
+    )
+    walls = [
+        r["wall_s"]
+        for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
+        if r["step"] > 0
+    ]
+    step_times = [b - a for a, b in zip([0.0, *walls], walls, strict=False)]
+    return {
+        "acc": evaluate(out / "final", seed, out / "eval"),
+        "step_s": median_after_first(step_times),
+    }
+
+
+def load_model(source: str):  # noqa: ANN201
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    tokenizer.padding_side = "left"
+    return AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32), tokenizer
+
+
+def run_trl(plan: Path, source: str, out: Path, seed: int, steps: int) -> dict:
+    from sgpo.trl import SGPOTrainer, verifier_reward
+
+    model, tokenizer = load_model(source)
+    trainer = SGPOTrainer(
+        model,
+        verifier_reward("sgpo.tasks.addition:verify"),
+        plan=plan,
+        args=trl_args(out, seed, steps),
+        processing_class=tokenizer,
+    )
+    trainer.train()
+    trainer.save_model(str(out / "final"))
+    step_times = [h["step_time"] for h in trainer.state.log_history if "step_time" in h]
+    return {
+        "acc": evaluate(out / "final", seed, out / "eval"),
+        "step_s": median_after_first(step_times),
+        "rollouts": trainer.sgpo_rollouts,
+    }
+
+
+def run_plain_grpo(plan: Path, source: str, out: Path, steps: int) -> dict:
+    from trl import GRPOTrainer
+
+    from sgpo.trl import plan_dataset, verifier_reward
+
+    model, tokenizer = load_model(source)
+    args = trl_args(out, 0, steps)
+    args.num_generations = 8  # a GRPOConfig field; set after validation, budget 128 = 16 x 8
+    trainer = GRPOTrainer(
+        model,
+        verifier_reward("sgpo.tasks.addition:verify"),
+        args=args,
+        train_dataset=plan_dataset(plan),
+        processing_class=tokenizer,
+    )
+    trainer.train()
+    step_times = [h["step_time"] for h in trainer.state.log_history if "step_time" in h]
+    return {"step_s": median_after_first(step_times)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("runs/trl-bench"))
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--timing-steps", type=int, default=15, help="plain GRPO steps")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--model", help="model directory (default: the config's embedded model)")
+    args = parser.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+    from sgpo.config import load_config
+    from sgpo.models import model_source
+
+    source = args.model or model_source(load_config(CONFIG))
+    MODEL_SET.extend(["--set", f"model.name_or_path={source}"])
+    results: dict = {"steps": args.steps}
+    for seed in args.seeds:
+        # The addition task's queries depend on the run seed: one profile and plan per seed,
+        # shared by both paths.
+        plan = make_plan(args.out / f"profile-s{seed}", seed)
+        results[f"initial/seed{seed}"] = evaluate(Path(source), seed, args.out / f"initial-s{seed}")
+        results[f"sgpo-trainer/seed{seed}"] = run_sgpo(
+            plan, args.out / f"sgpo-s{seed}", seed, args.steps
+        )
+        results[f"trl-sgpo/seed{seed}"] = run_trl(
+            plan, source, args.out / f"trl-s{seed}", seed, args.steps
+        )
+        print(json.dumps(results, indent=1), flush=True)
+    results["trl-grpo-g8"] = run_plain_grpo(plan, source, args.out / "trl-grpo", args.timing_steps)
+    for path in ("sgpo-trainer", "trl-sgpo"):
+        accs = [results[f"{path}/seed{s}"]["acc"] for s in args.seeds]
+        steps = [results[f"{path}/seed{s}"]["step_s"] for s in args.seeds]
+        results[path] = {
+            "acc_mean": statistics.mean(accs),
+            "acc_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+            "step_s_median": statistics.median(steps),
+        }
+    (args.out / "results.json").write_text(json.dumps(results, indent=1))
+    print(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
