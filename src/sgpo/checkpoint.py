@@ -153,12 +153,17 @@ def save_state(
     save_file(tensors, staging / TENSORS_FILE)
     (staging / STATE_FILE).write_text(json.dumps(state, indent=2))
     _write_manifest(staging)
-    target, old = run_dir / STATE_DIR, run_dir / OLD_STATE_DIR
-    shutil.rmtree(old, ignore_errors=True)
+    _swap_in(staging, run_dir / STATE_DIR, run_dir / OLD_STATE_DIR)
+
+
+def _swap_in(staging: Path, target: Path, aside: Path) -> None:
+    """Rename a fully written staging dir over target. The previous target is renamed to
+    `aside` first and removed last, so a kill in between leaves it for recover()."""
+    shutil.rmtree(aside, ignore_errors=True)
     if target.exists():
-        target.rename(old)
+        target.rename(aside)
     staging.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def load_state(run_dir: Path) -> tuple[dict, dict]:
@@ -191,9 +196,9 @@ def save_model(
     path = run_dir / name
     staging = Path(tempfile.mkdtemp(dir=run_dir, prefix=f".{path.name}-"))
     save_pretrained_to(staging, model, tokenizer)
-    shutil.rmtree(path, ignore_errors=True)
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging.rename(path)
+    # The aside name matches recover()'s staging patterns, so a leftover one is removed.
+    _swap_in(staging, path, run_dir / f".{path.name}-old")
     return path
 
 
