@@ -25,7 +25,7 @@ from tqdm import tqdm
 from sgpo import checkpoint, rundir
 from sgpo.config import RunConfig, dump_config
 from sgpo.core.flops import PHASES
-from sgpo.errors import DataError, NonFiniteError
+from sgpo.errors import NonFiniteError
 from sgpo.evaluate import evaluate
 from sgpo.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
 from sgpo.loggers import make_sinks, scalars
@@ -50,6 +50,11 @@ from sgpo.runfiles import (
 )
 from sgpo.schedule import ScheduledQuery, build_scheduler, file_sha256
 from sgpo.tasks import Query, load_task
+from sgpo.train_state import (
+    refuse_resume_without_checkpoint,
+    restore_trainer_state,
+    save_trainer_state,
+)
 from sgpo.update import PolicyUpdate
 from sgpo.validate import check_prompt_lengths
 from sgpo.wiring import make_engine, make_verifier, sampling_params
@@ -229,65 +234,7 @@ class Trainer:
 
     # ------------------------------------------------------------ checkpointing
     def save_state(self) -> None:
-        update = self.update
-        blobs = {
-            "optimizer": update.optimizer.state_dict(),
-            "lr_schedule": update.lr_schedule.state_dict(),
-            **checkpoint.rng_state(),
-        }
-        state = {
-            "step": self.step,
-            "scheduler": self.scheduler.state(),
-            "planner": self.replanner.state() if self.replanner is not None else None,
-            "flops": self.flops,
-            "reuse": self.reuse.state() if self.reuse is not None else None,
-            "flops_skipped": self.flops_skipped,
-            "generated_tokens": self.generated_tokens,
-            "wall_s": self.wall_s,
-            "nonfinite_in_a_row": self.nonfinite_in_a_row,
-            "nonfinite_total": self.nonfinite_total,
-            "verifier": {
-                "calls": self.verifier.stats.calls,
-                "errors": self.verifier.stats.errors,
-                "timeouts": self.verifier.stats.timeouts,
-            },
-            "metrics_lines": len(read_jsonl(self.metrics_path)),
-            "plan": str(self.plan_path.resolve()) if self.plan_path is not None else None,
-            "plan_sha256": self.plan_sha256,
-            "fingerprint": self.fingerprint,
-        }
-        policy = self.policy
-        checkpoint.save_state(self.run_dir, policy.model, policy.tokenizer, blobs, state)
-
-    def restore_state(self) -> None:
-        state, blobs = checkpoint.load_state(self.run_dir)
-        rundir.check_same_inputs(
-            self.run_dir / STATE_DIR, state.get("fingerprint"), self.fingerprint
-        )
-        if state.get("plan_sha256") not in (None, self.plan_sha256):
-            raise DataError(
-                f"{self.plan_path}: not the plan this run was trained with "
-                f"({state.get('plan')}, changed since the checkpoint); resume with that plan "
-                "or start over with --overwrite"
-            )
-        self.update.optimizer.load_state_dict(blobs["optimizer"])
-        self.update.lr_schedule.load_state_dict(blobs["lr_schedule"])
-        checkpoint.restore_rng_state(blobs)
-        self.step = state["step"]
-        self.scheduler.restore(state["scheduler"], self.queries_by_id)
-        if self.replanner is not None:
-            self.replanner.restore(state["planner"], self.step)
-        self.flops = state["flops"]
-        if self.reuse is not None:
-            self.reuse.restore(state["reuse"])
-        self.flops_skipped = state["flops_skipped"]
-        self.generated_tokens = state["generated_tokens"]
-        self.wall_s = state["wall_s"]
-        self.nonfinite_in_a_row = state["nonfinite_in_a_row"]
-        self.nonfinite_total = state["nonfinite_total"]
-        for count in ("calls", "errors", "timeouts"):
-            setattr(self.verifier.stats, count, state["verifier"][count])
-        checkpoint.truncate_metrics(self.metrics_path, state["metrics_lines"], self.step)
+        save_trainer_state(self)
 
     def save_model(self, name: str) -> Path:
         return checkpoint.save_model(self.run_dir, name, self.policy.model, self.policy.tokenizer)
@@ -327,7 +274,7 @@ class Trainer:
     def train(self) -> dict:
         cfg = self.cfg
         if self.resuming:
-            self.restore_state()
+            restore_trainer_state(self)
         else:
             self.start_fresh()
         bar = tqdm(total=cfg.steps, initial=self.step, desc=f"train ({cfg.method})", unit="step")
@@ -415,23 +362,3 @@ def run_train(
         if config.train.method == "sgpo" and plan_path is None:
             plan_path = run_dir / PLAN_FILE
         return Trainer(config, run_dir, plan_path, resume).train()
-
-
-def refuse_resume_without_checkpoint(run_dir: Path) -> None:
-    """A resume continues from the checkpoint; without one it would start over and replace the
-    run's results, so it stops instead (a run killed before writing any result just starts)."""
-    if checkpoint.has_state(run_dir):
-        return
-    results = [
-        name
-        for name in (SUMMARY_FILE, FINAL_DIR, STEP_CHECKPOINTS_DIR)
-        if (run_dir / name).exists()
-    ]
-    if any(r["step"] > 0 for r in read_jsonl(run_dir / METRICS_FILE)):
-        results.append(METRICS_FILE)  # trained steps (step 0 alone is the initial evaluation)
-    if results:
-        raise DataError(
-            f"{run_dir / STATE_DIR} not found: nothing to resume from, and {run_dir} holds "
-            f"results ({', '.join(results)}) that starting over would replace; start over "
-            "with --overwrite instead of --resume"
-        )
