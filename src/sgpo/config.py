@@ -47,8 +47,10 @@ class EmbeddedModelConfig(Strict):
     num_heads: int = Field(4, ge=1)
     num_kv_heads: int = Field(2, ge=1)
     intermediate_size: int = Field(512, ge=8)
-    # Operand digit counts the warm start teaches (independent of the task's mix).
+    # Operand digit counts the warm start teaches (independent of the task's mix), and how
+    # often each is drawn (None = uniformly).
     digits: list[int] = Field(default_factory=lambda: [1, 2, 3, 4])
+    digit_weights: list[float] | None = None
     # Sampled accuracy (temperature 1) to stop at, one per entry of digits: easy sums almost
     # always right, hard ones almost never, a broad spread between -- the starting profiles
     # real RLVR runs see. None = train exactly warmup_steps steps.
@@ -68,6 +70,9 @@ class EmbeddedModelConfig(Strict):
     def _check(self) -> EmbeddedModelConfig:
         if any(d < 1 or d > 9 for d in self.digits):
             raise ValueError("model.embedded.digits must be between 1 and 9")
+        weights = self.digit_weights
+        if weights is not None and (len(weights) != len(self.digits) or min(weights) < 0):
+            raise ValueError("model.embedded.digit_weights must be >= 0, one per digits entry")
         targets = self.skill_targets
         if targets is not None and len(targets) != len(self.digits):
             raise ValueError(

@@ -117,7 +117,8 @@ def distance_to_targets(skill: dict[int, float], cfg: EmbeddedModelConfig) -> fl
 def warm_start(
     model: Qwen2ForCausalLM, tokenizer: PreTrainedTokenizerFast, cfg: EmbeddedModelConfig
 ) -> dict:
-    """Supervised phase on train-split sums, digit counts drawn uniformly, loss on the answer.
+    """Supervised phase on train-split sums, digit counts drawn by digit_weights, loss on the
+    answer only.
 
     With skill_targets, the skill is probed every probe_every steps and training stops as soon
     as every bucket is within skill_tolerance of its target; if that never happens, the probed
@@ -147,7 +148,7 @@ def warm_start(
             break
         prompts, targets = [], []
         for _ in range(cfg.warmup_batch_size):
-            a, b = next(rng.choice(streams))
+            a, b = next(rng.choices(streams, weights=cfg.digit_weights)[0])
             prompts.append(prompt_for(a, b))
             targets.append(target_for(a, b))
         loss = model(**supervised_batch(tokenizer, prompts, targets)).loss

@@ -124,8 +124,12 @@ def locked(out_dir: Path, command: str) -> Iterator[None]:
 # ------------------------------------------------------------------------- fingerprints
 
 # Config keys that do not change what a run computes: how it is reported, checkpointed,
-# batched for generation (each sample has its own seed) or where the model cache lives.
+# batched for generation (each sample has its own seed) or where the model cache lives; and
+# how long it runs, so that a finished run can be resumed to train further (the steps already
+# taken are the same either way; a decaying lr schedule then follows the new length).
 NEUTRAL_KEYS = (
+    "train.steps",
+    "train.max_total_flops",
     "train.report_to",
     "train.report_project",
     "train.checkpoint_every",
