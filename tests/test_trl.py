@@ -90,6 +90,7 @@ def make_trainer(model_dir: str, plan_path: Path, tmp_path: Path, **config: obje
         "report_to": [],
         "save_strategy": "no",
         "use_cpu": True,
+        "bf16": False,  # TRL's default bf16 autocast is slow on CPU
         "seed": 0,
         "scale_rewards": "none",
     }
@@ -275,3 +276,20 @@ def test_vllm_path_requests_real_rows_only(model_dir: str, plan_path: Path, tmp_
     assert torch.all(output["importance_sampling_ratio"][padding] == 1)
     trainer.current_gradient_accumulation_steps = 1  # set by the training loop
     assert torch.isfinite(trainer._compute_loss(trainer.model, output))
+
+
+def test_reestimation_observes_each_group(model_dir: str, plan_path: Path, tmp_path: Path) -> None:
+    trainer = make_trainer(model_dir, plan_path, tmp_path, reestimate=True, replan_every=1)
+    observed: list[dict[str, tuple[int, int]]] = []
+    trainer.schedule.observe = lambda outcomes: observed.append(outcomes) or False
+    slots = trainer.plan_sampler.batch_slots(trainer.schedule.next_batch())
+    rows = PlanRows(trainer.train_dataset)
+    trainer.model.train()
+    output = trainer._generate_and_score_completions([rows[s] for s in slots])
+
+    texts = trainer.processing_class.batch_decode(
+        output["completion_ids"] * output["completion_mask"], skip_special_tokens=True
+    )
+    rewards = hashed_reward(texts)
+    wins = {"q4": sum(rewards[0:1]), "q3": sum(rewards[1:3])}
+    assert observed == [{"q4": (wins["q4"], 1 - wins["q4"]), "q3": (wins["q3"], 2 - wins["q3"])}]

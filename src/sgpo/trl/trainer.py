@@ -149,7 +149,6 @@ class SGPOTrainer(GRPOTrainer):
             if args.reestimate
             else None
         )
-        self.plan = plan
         self.schedule = StepSchedule(
             plan, args.generation_batch_size, args.seed, planner, args.replan_every
         )
