@@ -8,7 +8,8 @@ the weights and what they give; BENCHMARKS.md records the output.
 
 Targets (published starting points of real RLVR runs, see BENCHMARKS.md):
   easy:     40% of queries all-correct at k = 8 (distilled reasoning models on hard math)
-  balanced: 60% of GRPO(G=8) rollouts in zero-advantage groups (0.5B instruct on GSM8K)
+  balanced: 60% of GRPO(G=8) rollouts in zero-advantage groups (0.5B instruct on GSM8K), with
+            as many all-correct as never-solved queries
   hard:     most queries never solved: 60% at p_hat = 0
 """
 
@@ -24,27 +25,35 @@ from sgpo.config import load_config
 from sgpo.core.predict import informative_probability
 from sgpo.io import read_table
 from sgpo.profile import run_profile
+from sgpo.tasks.addition import pool_size
 
 DIGITS = (1, 2, 3, 4)
 K = 8
 
 
 def bucket_profiles(per_bucket: int) -> dict[int, list[int]]:
-    """n_correct of k = 8 samples for per_bucket train queries of each digit count."""
-    with tempfile.TemporaryDirectory() as tmp:
+    """n_correct of k = 8 samples for up to per_bucket train queries of each digit count (1-digit
+    sums have only 79 training pairs)."""
+    profiles = {}
+    for d in DIGITS:
+        n = min(per_bucket, pool_size(d, "train") or per_bucket)
         config = load_config(
             None,
             [
-                f"task.addition.n_train={per_bucket * len(DIGITS)}",
-                f"task.addition.weights={[1.0] * len(DIGITS)}",
+                f"task.addition.digits=[{d}]",
+                "task.addition.weights=[1.0]",
+                f"task.addition.n_train={n}",
+                "task.addition.n_eval=1",
                 f"profile.k={K}",
                 "sampling.max_new_tokens=7",
                 "seed=1000",  # not a benchmark seed
             ],
         )
-        run_profile(config, Path(tmp))
-        rows, _ = read_table(Path(tmp) / "profile.parquet")
-    return {d: [r["n_correct"] for r in rows if r["difficulty"] == f"{d}-digit"] for d in DIGITS}
+        with tempfile.TemporaryDirectory() as tmp:
+            run_profile(config, Path(tmp))
+            rows, _ = read_table(Path(tmp) / "profile.parquet")
+        profiles[d] = [r["n_correct"] for r in rows]
+    return profiles
 
 
 def bucket_stats(ns: list[int]) -> dict[str, float]:
@@ -72,17 +81,24 @@ TARGETS = {
 }
 
 
-def closest_mix(profiles: dict[int, list[int]], stat: str, target: float) -> dict:
+def closest_mix(profiles: dict[int, list[int]], stat: str, target: float, n_train: int) -> dict:
     """Weights on a 0.05 grid hitting the target; ties go to the most even spread (every
-    bucket kept at >= 0.05 so each mix spans the whole difficulty range)."""
+    bucket kept at >= 0.05 so each mix spans the whole difficulty range, and no bucket asked
+    for more distinct training sums than exist: 79 for 1-digit)."""
     grid = [i / 20 for i in range(1, 18)]
     per_bucket = {d: bucket_stats(ns) for d, ns in profiles.items()}
+    pools = {d: pool_size(d, "train") or n_train for d in DIGITS}
     best = None
     for w in itertools.product(grid, repeat=len(DIGITS)):
-        if abs(sum(w) - 1) > 1e-9:
+        if abs(sum(w) - 1) > 1e-9 or any(
+            wd * n_train > pools[d] for wd, d in zip(w, DIGITS, strict=True)
+        ):
             continue
         stats = mix_stats(w, per_bucket)
-        score = (round(abs(stats[stat] - target), 2), max(w))
+        # "balanced" also balances the two ways a group is dead (all right / all wrong), as in
+        # a GSM8K start; the other mixes prefer the most even weights.
+        spread = abs(stats["p_hat_1"] - stats["p_hat_0"]) if stat == "grpo8_zero_adv" else max(w)
+        score = (round(abs(stats[stat] - target), 2), spread)
         if best is None or score < best[0]:
             best = (score, w, stats)
     assert best is not None
@@ -92,10 +108,11 @@ def closest_mix(profiles: dict[int, list[int]], stat: str, target: float) -> dic
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--per-bucket", type=int, default=200)
+    parser.add_argument("--n-train", type=int, default=192, help="the compare configs' n_train")
     args = parser.parse_args()
     profiles = bucket_profiles(args.per_bucket)
     histogram = {d: [ns.count(n) / len(ns) for n in range(K + 1)] for d, ns in profiles.items()}
-    mixes = {name: closest_mix(profiles, *target) for name, target in TARGETS.items()}
+    mixes = {name: closest_mix(profiles, *target, args.n_train) for name, target in TARGETS.items()}
     print(json.dumps({"n_correct_histogram_by_digits": histogram, "mixes": mixes}, indent=1))
 
 

@@ -15,6 +15,8 @@ import logging
 import shutil
 from pathlib import Path
 
+import torch
+
 from sgpo.config import EmbeddedModelConfig
 from sgpo.embedded import SHIPPED_DIR, build_embedded_model
 from sgpo.skill import heldout_skill
@@ -25,6 +27,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=SHIPPED_DIR)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    torch.set_num_threads(1)  # the recorded run used one thread (summation order matters)
     if args.out.exists():
         shutil.rmtree(args.out)
     manifest = build_embedded_model(EmbeddedModelConfig(), args.out)

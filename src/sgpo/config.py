@@ -52,19 +52,23 @@ class EmbeddedModelConfig(Strict):
     digits: list[int] = Field(default_factory=lambda: [1, 2, 3, 4])
     digit_weights: list[float] | None = None
     # Sampled accuracy (temperature 1) to stop at, one per entry of digits: easy sums almost
-    # always right, hard ones almost never, a broad spread between -- the starting profiles
-    # real RLVR runs see. None = train exactly warmup_steps steps.
-    skill_targets: list[float] | None = Field(default_factory=lambda: [0.95, 0.75, 0.30, 0.03])
+    # always right, the hardest never, a spread between. These are a point this warm start
+    # passes (seed 2 below); the rounder 0.95/0.75/0.30/0.03 is not reachable jointly with
+    # this model and data: 2-digit sums jump past 0.8 while 3-digit ones are still near 0.1,
+    # and 3-digit stalls there as the lr decays. None = train exactly warmup_steps steps.
+    skill_targets: list[float] | None = Field(default_factory=lambda: [0.92, 0.80, 0.09, 0.0])
     skill_tolerance: float = Field(0.04, gt=0, le=1)
     probe_size: int = Field(256, ge=16)  # train-split sums per digit count, one sample each
     probe_every: int = Field(50, ge=1)
-    warmup_steps: int = Field(4000, ge=0)  # at most this many (exactly, without skill_targets)
-    warmup_lr_horizon: int = Field(4000, ge=1)
+    warmup_steps: int = Field(1500, ge=0)  # at most this many (exactly, without skill_targets)
+    warmup_lr_horizon: int = Field(800, ge=1)
     warmup_batch_size: int = Field(128, ge=1)
     warmup_lr: float = Field(3e-3, gt=0, allow_inf_nan=False)
     cache_dir: str = "~/.cache/sgpo/models"
     # One fixed embedded model: the run seed changes sampling and order, not the initial policy.
-    seed: int = 0
+    # (Whether and when 2-digit carries are learnt depends on the init: seeds 0 and 1 sat at
+    # ~0.07 on 2-digit sums for 800 steps; seed 2 learns them by step ~450.)
+    seed: int = 2
 
     @model_validator(mode="after")
     def _check(self) -> EmbeddedModelConfig:
