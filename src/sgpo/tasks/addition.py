@@ -76,7 +76,8 @@ def bucket_counts(total: int, weights: list[float]) -> list[int]:
 def make_split(cfg: AdditionTaskConfig, split: str, n: int, seed: int) -> list[Query]:
     rng = random.Random(f"addition/{split}/{seed}")
     queries: list[Query] = []
-    for digits, count in zip(cfg.digits, bucket_counts(n, cfg.weights), strict=True):
+    weights = cfg.eval_weights if split == "eval" and cfg.eval_weights else cfg.weights
+    for digits, count in zip(cfg.digits, bucket_counts(n, weights), strict=True):
         available = pool_size(digits, split)
         if available is not None and count > available:
             raise DataError(
@@ -98,6 +99,8 @@ def make_split(cfg: AdditionTaskConfig, split: str, n: int, seed: int) -> list[Q
 
 def make_addition_task(cfg: AdditionTaskConfig, seed: int) -> TaskData:
     mix = ",".join(f"{d}:{w:g}" for d, w in zip(cfg.digits, cfg.weights, strict=True))
+    if cfg.eval_weights:
+        mix += "; eval " + ",".join(f"{w:g}" for w in cfg.eval_weights)
     return TaskData(
         train=make_split(cfg, "train", cfg.n_train, seed),
         eval=make_split(cfg, "eval", cfg.n_eval, seed),
