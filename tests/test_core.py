@@ -197,3 +197,32 @@ def test_config_names_every_loss_aggregation():
     from sgpo.config import LossAggregation
 
     assert get_args(LossAggregation) == LOSS_AGGREGATIONS
+
+
+def test_paper_preset_sets_the_rule_and_names_what_it_replaced():
+    import warnings
+
+    from sgpo.config import PAPER_PRESET, load_config
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        config = load_config(None, ["plan.preset=paper", "plan.g_max=16"])
+    assert {k: getattr(config.plan, k) for k in PAPER_PRESET} == PAPER_PRESET
+    assert [str(w.message) for w in caught] == ["plan.preset 'paper' replaces plan.g_max: 16 -> 8"]
+
+
+def test_pow2_bucket_sizes_and_trivial_threshold():
+    from sgpo.core.allocation import PlanRule, ProfiledQuery, plan_queries
+
+    rule = PlanRule(g_max=8, trivial_above=0.75, g_rule="pow2_buckets", unsolvable_keep_fraction=1)
+    planned = {
+        p.query_id: p
+        for p in plan_queries([ProfiledQuery(f"q{n}", n, 8) for n in range(9)], rule, seed=0)
+    }
+    assert {q: p.reason for q, p in planned.items() if not p.kept} == {
+        "q7": "trivial",
+        "q8": "trivial",
+    }  # 7/8 > 0.75
+    sizes = {q: p.group_size for q, p in planned.items() if p.kept}
+    # p = 0 -> g_max; 1/8 -> 8 (not > 1/8); 2/8 -> 4 (not > 1/4); 3/8..6/8 -> 2
+    assert sizes == {"q0": 8, "q1": 8, "q2": 4, "q3": 2, "q4": 2, "q5": 2, "q6": 2}

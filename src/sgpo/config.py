@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 import string
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -236,7 +237,8 @@ class ProfileConfig(Strict):
 
 # plan.preset: paper -- the full paper as the public fast-rl-bench reimplementation reads it
 # (second-hand; the full text is not available to us): trivial = p_hat > 0.75, 10% of the
-# never-solved kept, G in power-of-two buckets {2, 4, 8}, easy -> hard.
+# never-solved kept, G in power-of-two buckets {2, 4, 8}, easy -> hard. The preset's values
+# replace the config's for these keys, with a warning naming any that differed.
 PAPER_PRESET: dict[str, object] = {
     "c": 1.0,
     "g_min": 2,
@@ -249,8 +251,8 @@ PAPER_PRESET: dict[str, object] = {
 
 
 class PlanConfig(Strict):
-    # none: the fields below as given; paper: PAPER_PRESET (a field set to another value is an
-    # error, so a config never silently mixes the preset with its own choices).
+    # none: the fields below as given; paper: PAPER_PRESET replaces them (with a warning
+    # naming each value it changed).
     preset: Literal["none", "paper"] = "none"
     c: float = Field(1.0, gt=0, allow_inf_nan=False)
     g_min: int = Field(2, ge=1)
@@ -269,12 +271,16 @@ class PlanConfig(Strict):
     @model_validator(mode="after")
     def _check(self) -> PlanConfig:
         if self.preset == "paper":
+            replaced = [
+                f"plan.{key}: {getattr(self, key)!r} -> {value!r}"
+                for key, value in PAPER_PRESET.items()
+                if key in self.model_fields_set and getattr(self, key) != value
+            ]
+            if replaced:  # a base config's own plan values are common: say what the preset did
+                warnings.warn(
+                    "plan.preset 'paper' replaces " + ", ".join(replaced), UserWarning, stacklevel=2
+                )
             for key, value in PAPER_PRESET.items():
-                if key in self.model_fields_set and getattr(self, key) != value:
-                    raise ValueError(
-                        f"plan.{key} = {getattr(self, key)!r} conflicts with plan.preset "
-                        f"'paper' ({key} = {value!r}); drop one of them"
-                    )
                 setattr(self, key, value)
         if self.g_max < self.g_min:
             raise ValueError(f"plan.g_max ({self.g_max}) < plan.g_min ({self.g_min})")
