@@ -9,8 +9,8 @@ import torch
 from tiny_run import tiny_tree
 
 from sgpo.config import RunConfig
-from sgpo.io import read_jsonl
 from sgpo.core.flops import logprob_flops, train_flops
+from sgpo.io import read_jsonl
 from sgpo.metrics import rollout_record
 from sgpo.train import Trainer
 

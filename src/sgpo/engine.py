@@ -127,4 +127,3 @@ class TransformersEngine:
             text = tok.decode(response, skip_special_tokens=True)
             completions.append(Completion(prompt, response, text, finished))
         return completions
-
