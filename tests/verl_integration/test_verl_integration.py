@@ -50,7 +50,7 @@ from sgpo.core.advantages import group_advantages  # noqa: E402
 from sgpo.core.allocation import PlanRule  # noqa: E402
 from sgpo.embedded import build_char_tokenizer  # noqa: E402
 from sgpo.io import read_table, write_table  # noqa: E402
-from sgpo.plan import PlanRow, build_plan, kept_in_order  # noqa: E402
+from sgpo.plan import PlanRow, build_plan, kept_in_order, write_plan  # noqa: E402
 from sgpo.tasks.addition import VERIFIER, target_for  # noqa: E402
 from sgpo.verl.export import ROLLOUT_N, export_verl_parquet, rollouts_per_step  # noqa: E402
 from sgpo.verl.reward import compute_score  # noqa: E402
@@ -150,9 +150,9 @@ def test_dataset_keeps_curriculum_order_and_group_sizes(exported, tmp_path):
     first = batches[0]
     assert list(first["raw_prompt"][0]) == [
         {"role": "system", "content": SYSTEM},
-        {"role": "user", "content": kept[0]["prompt"]},
+        {"role": "user", "content": kept[0].prompt},
     ]
-    assert first["reward_model"][0]["ground_truth"] == kept[0]["answer"]
+    assert first["reward_model"][0]["ground_truth"] == kept[0].answer
     assert first["extra_info"][0]["verifier"] == VERIFIER
     assert int(first["index"][0]) == 0
 
@@ -323,7 +323,7 @@ def launch(tmp_path: Path, script: str = "run_sgpo.sh", *args: str, **env: str):
     PROFILED_SAMPLING, and a character tokenizer with a chat template as the model."""
     if not (tmp_path / "plan.parquet").exists():
         meta = {"task": "addition(test)", "sampling": PROFILED_SAMPLING, "model": "profiled"}
-        write_table(tmp_path / "plan.parquet", tiny_plan(), meta)
+        write_plan(tmp_path / "plan.parquet", tiny_plan(), meta)
         tokenizer = build_char_tokenizer()
         tokenizer.chat_template = CHAT_TEMPLATE
         tokenizer.save_pretrained(tmp_path / "model")
