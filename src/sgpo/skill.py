@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 
-from sgpo.config import load_config
+from sgpo.config import RunConfig, load_config
 from sgpo.evaluate import evaluate
 from sgpo.models import load_policy
 from sgpo.tasks import load_task
@@ -20,15 +20,9 @@ SKILL_SAMPLES_PER_BUCKET = 800  # 1-digit sums have only ~21 held-out pairs: mor
 SKILL_SEED = 0
 
 
-def heldout_skill(model: str = "embedded") -> dict[str, float]:
-    """{"1-digit": acc, ...} for the model at this path (default: the embedded one)."""
-    return {f"{d}-digit": bucket_skill(model, d) for d in SKILL_DIGITS}
-
-
-def bucket_skill(model: str, digits: int) -> float:
-    available = pool_size(digits, "eval")
-    n_queries = min(SKILL_QUERIES_PER_BUCKET, available or SKILL_QUERIES_PER_BUCKET)
-    config = load_config(
+def skill_config(model: str, digits: int, n_queries: int) -> RunConfig:
+    """The measurement's settings, with a held-out split of n_queries sums of one digit count."""
+    return load_config(
         None,
         [
             f"model.name_or_path={model}",
@@ -43,15 +37,27 @@ def bucket_skill(model: str, digits: int) -> float:
             "sampling.max_new_tokens=7",
         ],
     )
-    task = load_task(config.task, config.seed)
-    policy = load_policy(config)
-    result = evaluate(
-        make_engine(config, policy, "eval"),
-        make_verifier(config, task),
-        task.eval,
-        sampling_params(config),
-        n_samples=math.ceil(SKILL_SAMPLES_PER_BUCKET / n_queries),
-        greedy=False,
-        seed=SKILL_SEED,
-    )
-    return round(result["eval_acc"], 4)
+
+
+def heldout_skill(model: str = "embedded") -> dict[str, float]:
+    """{"1-digit": acc, ...} for the model at this path (default: the embedded one)."""
+    configs = {
+        d: skill_config(model, d, min(SKILL_QUERIES_PER_BUCKET, pool_size(d, "eval") or 10**9))
+        for d in SKILL_DIGITS
+    }
+    first = configs[SKILL_DIGITS[0]]
+    engine = make_engine(first, load_policy(first), "eval")  # one model for every bucket
+    skill = {}
+    for d, config in configs.items():
+        task = load_task(config.task, config.seed)
+        result = evaluate(
+            engine,
+            make_verifier(config, task),
+            task.eval,
+            sampling_params(config),
+            n_samples=math.ceil(SKILL_SAMPLES_PER_BUCKET / len(task.eval)),
+            greedy=False,
+            seed=SKILL_SEED,
+        )
+        skill[f"{d}-digit"] = round(result["eval_acc"], 4)
+    return skill

@@ -54,15 +54,21 @@ def sampling_mismatches(
     ]
 
 
+def first_rows(offenders: list[tuple[int, str]], shown: int = 5) -> str:
+    """'row 3: x, row 7: y, ...': the first few offending rows of a check."""
+    listed = ", ".join(f"row {i}: {value}" for i, value in offenders[:shown])
+    return listed + (", ..." if len(offenders) > shown else "")
+
+
 def group_size_problems(rows: list[dict]) -> list[str]:
     """Rows whose __rollout_n__ is missing or below 2 (see the module docstring)."""
     bad = [(i, r.get(ROLLOUT_N)) for i, r in enumerate(rows) if not (r.get(ROLLOUT_N) or 0) >= 2]
     if not bad:
         return []
-    shown = ", ".join(f"row {i}: {n!r}" for i, n in bad[:5])
+    shown = first_rows([(i, repr(n)) for i, n in bad])
     return [
         f"{len(bad)} of {len(rows)} rows have no {ROLLOUT_N} >= 2 ({shown}"
-        f"{', ...' if len(bad) > 5 else ''}); verl would fall back to rollout.n or give a group "
+        f"); verl would fall back to rollout.n or give a group "
         f"of one its raw reward as advantage. Re-export the plan (plan.g_min >= 2)"
     ]
 
@@ -111,10 +117,10 @@ def prompt_length_problems(rows: list[dict], model: str, max_prompt_length: int)
     over = [(i, n) for i, n in enumerate(counts) if n > max_prompt_length]
     if not over:
         return []
-    shown = ", ".join(f"row {i}: {n}" for i, n in over[:5])
+    shown = first_rows([(i, str(n)) for i, n in over])
     return [
         f"{len(over)} prompts are longer than MAX_PROMPT_LENGTH={max_prompt_length} tokens "
-        f"({shown}{', ...' if len(over) > 5 else ''}; longest {max(counts)}); verl 0.9.1 would "
+        f"({shown}; longest {max(counts)}); verl 0.9.1 would "
         f"cut them from the left with only a warning. Raise MAX_PROMPT_LENGTH to "
         f"{max(counts)}"
     ]
