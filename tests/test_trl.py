@@ -293,3 +293,47 @@ def test_reestimation_observes_each_group(model_dir: str, plan_path: Path, tmp_p
     rewards = hashed_reward(texts)
     wins = {"q4": sum(rewards[0:1]), "q3": sum(rewards[1:3])}
     assert observed == [{"q4": (wins["q4"], 1 - wins["q4"]), "q3": (wins["q3"], 2 - wins["q3"])}]
+
+
+def trained_batches(trainer: SGPOTrainer) -> list[list[tuple[str, int]]]:
+    """Records each training batch's (query, G) runs as the trainer scores it."""
+    batches: list[list[tuple[str, int]]] = []
+    score = trainer._generate_and_score_completions
+
+    def spy_score(inputs: list[dict]) -> dict:
+        batches.append(runs([x["query_id"] for x in inputs if x[GROUP_KEY] >= 0]))
+        return score(inputs)
+
+    trainer._generate_and_score_completions = spy_score
+    return batches
+
+
+def test_resume_replays_the_plan_and_keeps_sgpo_counters(
+    model_dir: str, plan_path: Path, tmp_path: Path
+) -> None:
+    # 3 batches per plan epoch: checkpoint-4 sits one batch into the second epoch.
+    settings = {"max_steps": 5, "save_strategy": "steps", "save_steps": 2}
+    straight = make_trainer(model_dir, plan_path, tmp_path, **settings)
+    straight_batches = trained_batches(straight)
+    straight.train()
+    assert straight_batches == [*EXPECTED_BATCHES, *EXPECTED_BATCHES[:2]]
+    at_checkpoint = next(h for h in straight.state.log_history if h.get("step") == 4)
+
+    resumed = make_trainer(model_dir, plan_path, tmp_path, **settings)
+    resumed_batches = trained_batches(resumed)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "out" / "checkpoint-4"))
+    assert resumed_batches == [EXPECTED_BATCHES[1]]
+    last = resumed.state.log_history[-1]
+    assert last["sgpo/rollouts_cum"] == straight.sgpo_rollouts == 3 + 6 + 3 + 3 + 6
+    assert last["sgpo/flops_profile_cum"] == 123.0  # charged once, not again on resume
+    assert last["sgpo/flops_rollout_cum"] > at_checkpoint["sgpo/flops_rollout_cum"]
+    assert last["sgpo/plan_epoch"] == 1
+
+    online = make_trainer(model_dir, plan_path, tmp_path, **settings, reestimate=True)
+    with pytest.raises(NotImplementedError, match="reestimate"):
+        online.train(resume_from_checkpoint=str(tmp_path / "out" / "checkpoint-4"))
+    (tmp_path / "out" / "checkpoint-2" / "sgpo_state.json").unlink()
+    with pytest.raises(FileNotFoundError, match="not written by SGPOTrainer"):
+        make_trainer(model_dir, plan_path, tmp_path, **settings).train(
+            resume_from_checkpoint=str(tmp_path / "out" / "checkpoint-2")
+        )

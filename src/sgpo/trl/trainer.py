@@ -19,12 +19,17 @@ What changes against GRPOTrainer, and where:
 - online re-estimation (SGPOConfig.reestimate): every group's outcomes update its query's
   posterior and the plan is rebuilt every replan_every generation batches (sgpo's
   OnlinePlanner). Knapsack allocation and re-profiling of dropped queries are not offered here.
+- checkpoints (_save_checkpoint, _init_training_state): each checkpoint folder also holds
+  sgpo_state.json (cost counters, plan epoch); resume_from_checkpoint restores them, and TRL's
+  own data skip replays the static plan to the same batch. Resuming a re-estimating run is
+  refused: its posteriors would not survive the data loader running a batch ahead.
 
 Single process only (one GPU, optionally with a vLLM server on others).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +41,7 @@ from trl import GRPOConfig, GRPOTrainer
 from sgpo.core.advantages import informative_groups
 from sgpo.core.flops import PHASES, inference_flops, logprob_flops, train_flops
 from sgpo.core.rewards import CORRECT_THRESHOLD
+from sgpo.io import atomic_write_json
 from sgpo.models import model_shape
 from sgpo.schedule import OnlinePlanner
 from sgpo.trl.advantages import grouped_advantages
@@ -55,6 +61,7 @@ from sgpo.trl.data import (
 # padding rows would shrink the gradient.
 TOKEN_NORMALISED_LOSSES = ("dapo", "bnpo", "cispo", "vespo")
 SGPO_KEYS = (GROUP_KEY, GROUP_SIZE_KEY)
+STATE_FILE = "sgpo_state.json"  # in each checkpoint folder, next to TRL's trainer_state.json
 
 
 @dataclass
@@ -362,6 +369,56 @@ class SGPOTrainer(GRPOTrainer):
             outcomes[rows[members[0]][column]] = (wins, len(scored) - wins)
         replanned = self.schedule.observe(outcomes)
         self._metrics["train"]["sgpo/replanned"].append(float(replanned))
+
+    # ----------------------------------------------------------------------- checkpoints
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        super()._save_checkpoint(model, trial)
+        folder = Path(self._get_output_dir(trial)) / f"checkpoint-{self.state.global_step}"
+        if self.args.should_save:
+            atomic_write_json(
+                folder / STATE_FILE,
+                {
+                    "flops": self.sgpo_flops,
+                    "rollouts": self.sgpo_rollouts,
+                    "tokens_generated": self.sgpo_tokens_generated,
+                },
+            )
+
+    def _init_training_state(
+        self,
+        max_steps: int,
+        num_update_steps_per_epoch: int,
+        num_train_epochs: int,
+        resume_from_checkpoint: str | None,
+        trial: Any,
+    ) -> tuple[int, int]:
+        epochs_trained, steps_in_epoch = super()._init_training_state(
+            max_steps, num_update_steps_per_epoch, num_train_epochs, resume_from_checkpoint, trial
+        )
+        if resume_from_checkpoint is not None:
+            self._restore_sgpo_state(Path(resume_from_checkpoint), epochs_trained)
+        return epochs_trained, steps_in_epoch
+
+    def _restore_sgpo_state(self, checkpoint: Path, epochs_trained: int) -> None:
+        if self.schedule.planner is not None:
+            raise NotImplementedError(
+                f"resuming {checkpoint} with reestimate=True is not supported: the online "
+                "plan's state is not checkpointed; restart the run or resume without it"
+            )
+        path = checkpoint / STATE_FILE
+        try:
+            state = json.loads(path.read_text())
+        except FileNotFoundError as e:
+            raise FileNotFoundError(
+                f"{path} not found: {checkpoint} was not written by SGPOTrainer, so sgpo's cost "
+                "counters cannot be restored"
+            ) from e
+        self.sgpo_flops = {phase: float(state["flops"][phase]) for phase in self.sgpo_flops}
+        self.sgpo_rollouts = int(state["rollouts"])
+        self.sgpo_tokens_generated = int(state["tokens_generated"])
+        # One Trainer epoch is one pass over the static plan; TRL's data skip replays the
+        # batches of the current epoch only.
+        self.schedule.scheduler.epoch = epochs_trained
 
     # --------------------------------------------------------------------------- logging
     def sgpo_totals(self) -> dict[str, float]:
