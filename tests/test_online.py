@@ -107,9 +107,16 @@ def test_replan_never_loses_or_duplicates_and_moves_queries():
         replan(["q1", "q1"], posts, first, ReplanRule(rule), seed=1)
 
 
-def test_replan_from_the_profile_alone_reproduces_the_static_plan():
+@pytest.mark.parametrize(
+    "rule",
+    [
+        PlanRule(unsolvable_keep_fraction=0.5),
+        # the paper preset's filter: p_hat above 0.75 is trivial too
+        PlanRule(unsolvable_keep_fraction=0.5, trivial_above=0.75, g_rule="pow2_buckets"),
+    ],
+)
+def test_replan_from_the_profile_alone_reproduces_the_static_plan(rule: PlanRule) -> None:
     profile = [ProfiledQuery(f"q{i}", (i * 7) % 9, 8) for i in range(60)]
-    rule = PlanRule(unsolvable_keep_fraction=0.5)
     static = plan_queries(profile, rule, seed=3)
     posts = {q.query_id: posterior_from_profile(q.n_correct, q.k, 0.0, 0.0) for q in profile}
     again = replan(

@@ -125,9 +125,9 @@ def allocate_budget(
 @dataclass(frozen=True)
 class ReplanRule:
     """How current estimates become a plan during training. A query counts as trivial while
-    its (decayed) evidence holds fewer than `min_failures` failures, and as unsolvable while it
-    holds fewer than `min_successes` successes -- with the profile alone that is exactly the
-    static plan's p_hat = 1 and p_hat = 0."""
+    its (decayed) evidence holds fewer than `min_failures` failures or its estimate is above
+    the plan's trivial_above, and as unsolvable while it holds fewer than `min_successes`
+    successes -- with the profile alone that is exactly the static plan's filter."""
 
     plan: PlanRule
     prior_alpha: float = 0.5
@@ -159,7 +159,9 @@ def replan(
     def reason_for(qid: str) -> str:
         successes = posteriors[qid].alpha - rule.prior_alpha
         failures = posteriors[qid].beta - rule.prior_beta
-        if failures < rule.min_failures and rule.plan.drop_trivial:
+        # As in the static plan: no failure left, or an estimate above trivial_above.
+        no_failures = failures < rule.min_failures or means[qid] > rule.plan.trivial_above
+        if no_failures and rule.plan.drop_trivial:
             return DROPPED_TRIVIAL
         if successes < rule.min_successes:
             was_kept = qid in previous and previous[qid].kept
