@@ -13,13 +13,13 @@ from pathlib import Path
 
 # compare output directory -> (config, label)
 MIXES = {
-    "dev": ("compare-balanced", "dev: balanced mix, dev seed 100 (variants chosen here)"),
-    "report-easy": ("compare", "easy: ~40% of queries all-correct at step 0"),
+    "dev": ("benchmarks/dev-round2.yaml", "dev: balanced mix, dev seed 100 (variants chosen here)"),
+    "report-easy": ("examples/compare.yaml", "easy: ~40% of queries all-correct at step 0"),
     "report-balanced": (
-        "compare-balanced",
+        "examples/compare-balanced.yaml",
         "balanced: ~60% of GRPO(G=8) rollouts in zero-advantage groups at step 0",
     ),
-    "report-hard": ("compare-hard", "hard: ~60% of queries never solved at step 0"),
+    "report-hard": ("examples/compare-hard.yaml", "hard: ~60% of queries never solved at step 0"),
 }
 
 
@@ -41,7 +41,7 @@ def main(root: Path) -> None:
         lines += [
             f"## {label}",
             "",
-            f"`examples/{config}.yaml`, seeds {result['seeds']}, target accuracy "
+            f"`{config}`, seeds {result['seeds']}, target accuracy "
             f"{result['target_acc']:.3f} ({result['baseline']} final, mean over seeds)",
             "",
             "| method | final acc | FLOPs | ratio | train-all FLOPs | ratio train-all | "

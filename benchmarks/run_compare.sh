@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the benchmark of BENCHMARKS.md on the shipped embedded model, two compares at a time with
 # one torch thread each (on 2 cores this beats two 2-thread processes fighting).
-#   1. dev: every method on the balanced mix with dev seed 100 -- variants are chosen here;
+#   1. dev: the variants of benchmarks/dev-round2.yaml on the balanced mix with dev seed 100 --
+#      variants are chosen here (round 1 chose among the other DEFAULT_METHODS the same way);
 #   2. report: seeds 0, 1, 2 on the three mixes, the baselines and the sGPO variants chosen on
 #      dev (REPORT_METHODS, comma-separated; the baseline grpo-g8 always runs).
 set -euo pipefail
@@ -9,14 +10,14 @@ cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 out="${1:-runs/bench}"
 export OMP_NUM_THREADS=1
-chosen="grpo-g16,dapo,sgpo,sgpo-paper,sgpo-two-sided,sgpo-online-mixed"
+chosen="grpo-g16,dapo,sgpo,sgpo-paper,sgpo-two-sided,sgpo-dense,sgpo-dense-mixed"
 methods=(--methods "${REPORT_METHODS:-$chosen}")
-compare() { .venv/bin/sgpo compare -c "examples/$1.yaml" -o "$out/$2" "${@:3}" > "$out/$2.log" 2>&1; }
+compare() { .venv/bin/sgpo compare -c "$1" -o "$out/$2" "${@:3}" > "$out/$2.log" 2>&1; }
 mkdir -p "$out"
 if [ "${SKIP_DEV:-0}" != "1" ]; then
-    compare compare-balanced dev --seeds 1 --first-seed 100
+    compare benchmarks/dev-round2.yaml dev --seeds 1 --first-seed 100
 fi
-compare compare report-easy "${methods[@]}" &
-compare compare-balanced report-balanced "${methods[@]}" &
-compare compare-hard report-hard "${methods[@]}" &
+compare examples/compare.yaml report-easy "${methods[@]}" &
+compare examples/compare-balanced.yaml report-balanced "${methods[@]}" &
+compare examples/compare-hard.yaml report-hard "${methods[@]}" &
 wait

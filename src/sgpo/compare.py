@@ -34,31 +34,43 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from sgpo.config import ConfigError, RunConfig, load_config
 from sgpo.io import atomic_write_json, atomic_write_text, read_jsonl
 
-# Two-sided G with online re-estimation and a mixed curriculum (bucket_width 1: kept queries in
-# one shuffled bucket, never-solved last), so groups stay informative without the easy-first dip.
-ONLINE_MIXED = [
-    "plan.g_rule=two_sided",
-    "plan.c=2.3",
-    "plan.bucket_width=1.0",
-    "train.online.reestimate=true",
-    "train.online.replan_every=8",
+# The abstract's rule, spelled out so a base config with another plan does not change it.
+ABSTRACT_RULE = [
+    "plan.g_rule=inverse_p",
+    "plan.c=1.0",
+    "plan.g_min=2",
+    "plan.g_max=16",
+    "plan.unsolvable_keep_fraction=0.1",
+    "plan.trivial_above=1.0",
+    "plan.bucket_width=0.0",
 ]
+TWO_SIDED = ["plan.g_rule=two_sided", "plan.c=2.3"]
+# Two-sided G and no never-solved query kept: every kept group can be informative.
+DENSE = [*TWO_SIDED, "plan.unsolvable_keep_fraction=0"]
+# A mixed curriculum (bucket_width 1: the kept queries in one shuffled bucket), no easy-first dip.
+MIXED = ["plan.bucket_width=1.0"]
+ONLINE = ["train.online.reestimate=true", "train.online.replan_every=8"]
 DEFAULT_METHODS = {
     "grpo-g8": ["train.method=grpo", "train.group_size=8"],
     "grpo-g16": ["train.method=grpo", "train.group_size=16"],
     "dapo": ["train.method=dapo", "train.group_size=8"],
-    "sgpo": ["train.method=sgpo"],
+    "sgpo": ["train.method=sgpo", *ABSTRACT_RULE],
     "sgpo-paper": ["train.method=sgpo", "plan.preset=paper"],
-    "sgpo-two-sided": ["train.method=sgpo", "plan.g_rule=two_sided", "plan.c=2.3"],
-    "sgpo-adaptive": ["train.method=sgpo", "profile.adaptive=true"],
-    "sgpo-reuse": ["train.method=sgpo", "train.reuse_profile=true"],
-    "sgpo-online-mixed": ["train.method=sgpo", *ONLINE_MIXED],
+    "sgpo-two-sided": ["train.method=sgpo", *ABSTRACT_RULE, *TWO_SIDED],
+    "sgpo-adaptive": ["train.method=sgpo", *ABSTRACT_RULE, "profile.adaptive=true"],
+    "sgpo-reuse": ["train.method=sgpo", *ABSTRACT_RULE, "train.reuse_profile=true"],
+    "sgpo-online-mixed": ["train.method=sgpo", *ABSTRACT_RULE, *TWO_SIDED, *MIXED, *ONLINE],
     "sgpo-all": [
         "train.method=sgpo",
-        *ONLINE_MIXED,
+        *ABSTRACT_RULE,
+        *TWO_SIDED,
+        *MIXED,
+        *ONLINE,
         "profile.adaptive=true",
         "train.reuse_profile=true",
     ],
+    "sgpo-dense": ["train.method=sgpo", *ABSTRACT_RULE, *DENSE],
+    "sgpo-dense-mixed": ["train.method=sgpo", *ABSTRACT_RULE, *DENSE, *MIXED],
 }
 
 
