@@ -109,3 +109,40 @@ def test_compare_subset_of_methods_and_seed_range(tmp_path: Path):
     assert list(cfg.methods) == ["grpo-g8", "sgpo-paper"]  # the baseline always runs
     with pytest.raises(ConfigError, match="unknown methods \\['nope'\\]"):
         load_compare_config(path, methods=["nope"])
+
+
+@pytest.mark.parametrize(
+    ("currency", "spent", "per_step"),
+    [
+        ("flops_train_all", "total_flops_train_all", "flops_train_all_cum"),
+        ("tokens", "generated_tokens", "generated_tokens_cum"),
+    ],
+)
+def test_compare_budget_in_another_currency(
+    tmp_path: Path, currency: str, spent: str, per_step: str
+) -> None:
+    # 10 baseline steps: 160 rollouts, more than the profile's 96 samples alone
+    base = tiny_tree(
+        tmp_path / "models",
+        train={"steps": 10, "rollout_budget": 16, "eval_every": 5, "checkpoint_every": 0},
+    )
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    compare = {"base": "base.yaml", "seeds": [0]}
+    (tmp_path / "compare.yaml").write_text(yaml.safe_dump(compare))
+    out = tmp_path / "out"
+    args = ["compare", "-c", str(tmp_path / "compare.yaml"), "-o", str(out)]
+    result = CliRunner().invoke(
+        app, [*args, "--methods", "sgpo-dense", "--budget-currency", currency]
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "compare.json").read_text())
+    assert report["budget_currency"] == currency
+    budget = json.loads((out / "runs/grpo-g8/seed-0/summary.json").read_text())[spent]
+    records = read_jsonl(out / "runs/sgpo-dense/seed-0/metrics.jsonl")
+    # sGPO stops at the first step whose cost in that currency reaches the baseline's
+    totals = [r[per_step] for r in records]
+    assert totals[-2] < budget <= totals[-1]
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(compare | {"budget_currency": currency, "budget_flops": 1e9}))
+    with pytest.raises(ConfigError, match="budget_flops is a budget in FLOPs"):
+        load_compare_config(path)

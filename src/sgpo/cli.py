@@ -330,15 +330,19 @@ def compare(
         str | None,
         typer.Option(help="Comma-separated subset of the methods (the baseline always runs)."),
     ] = None,
+    budget_currency: Annotated[
+        str | None,
+        typer.Option(help="Equal budget in flops, flops_train_all or tokens (default: config's)."),
+    ] = None,
 ) -> None:
-    """Train several methods at equal total FLOPs; write compare.json, compare.md and plots to OUT.
+    """Train several methods at equal total cost; write compare.json, compare.md and plots to OUT.
 
     Finished runs under OUT/runs are reused, so an interrupted compare continues."""
     from sgpo.compare import run_compare
 
     try:
         subset = [m.strip() for m in methods.split(",")] if methods else None
-        result = run_compare(config, out, seeds, first_seed, subset)
+        result = run_compare(config, out, seeds, first_seed, subset, budget_currency)
     except ConfigError as e:
         console.print(f"[red]{e}[/red]")
         raise typer.Exit(2) from e

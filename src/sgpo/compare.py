@@ -2,10 +2,12 @@
 optimizer and rollout budget per step, compared at equal total FLOPs.
 
 Protocol (also written into compare.md):
-1. For each seed, the baseline (GRPO, G=8 by default) trains for its configured steps; the
-   FLOPs it spends are that seed's budget (or `budget_flops` when given).
-2. Every other method trains on the same seed until its cumulative total FLOPs -- profiling
-   included for sGPO -- reach the budget (train.max_total_flops; steps is only a safety cap).
+1. For each seed, the baseline (GRPO, G=8 by default) trains for its configured steps; what
+   it spends is that seed's budget (or `budget_flops` when given), in `budget_currency`: this
+   trainer's FLOPs (default), train-all FLOPs or generated tokens.
+2. Every other method trains on the same seed until its cumulative cost in that currency --
+   profiling included for sGPO -- reaches the budget (train.max_total_flops,
+   max_total_flops_train_all or max_generated_tokens; steps is only a safety cap).
 3. Final accuracy of a run = mean of its last `final_window` held-out evaluations (sampled
    accuracy), which damps the noise of a single evaluation. target_acc = the baseline's final
    accuracy, mean over seeds.
@@ -15,7 +17,7 @@ Protocol (also written into compare.md):
    it with a trailing mean over `final_window` evaluations, and take the cost at the first point
    at or above target_acc; null if never. ratio_vs_grpo[_train_all|_tokens] = the baseline's
    total cost in that currency / this method's cost to reach the target.
-5. Every method trains on the same budget in this trainer's FLOPs; the other currencies are
+5. Every method trains on the same budget in one currency; the other currencies are
    measured on the same runs (the update is identical whether or not zero-advantage rollouts
    go through the backward pass under token-mean, so train-all FLOPs are exact accounting).
 
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import statistics
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -84,6 +87,8 @@ class CompareConfig(BaseModel):
     methods: dict[str, list[str]] = Field(default_factory=lambda: dict(DEFAULT_METHODS))
     baseline: str = "grpo-g8"
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
+    # The currency of the equal budget (see BUDGET_CAPS); budget_flops needs "flops".
+    budget_currency: Literal["flops", "flops_train_all", "tokens"] = "flops"
     budget_flops: float | None = Field(None, gt=0)
     final_window: int = Field(3, ge=1)
     # Safety cap on steps for capped methods, as a multiple of the baseline's steps.
@@ -95,18 +100,29 @@ class CompareConfig(BaseModel):
             raise ValueError(
                 f"baseline {self.baseline!r} is not one of the methods {list(self.methods)}"
             )
+        if self.budget_flops is not None and self.budget_currency != "flops":
+            raise ValueError(
+                f"budget_flops is a budget in FLOPs; budget_currency is {self.budget_currency!r}"
+            )
         return self
 
 
 def load_compare_config(
-    path: Path, seeds: int | None = None, first_seed: int = 0, methods: list[str] | None = None
+    path: Path,
+    seeds: int | None = None,
+    first_seed: int = 0,
+    methods: list[str] | None = None,
+    budget_currency: str | None = None,
 ) -> tuple[CompareConfig, Path]:
     """The compare config; seeds = first_seed .. first_seed + seeds - 1 when seeds is given,
-    and only the named methods (plus the baseline) when methods is given."""
+    only the named methods (plus the baseline) when methods is given, and budget_currency
+    replacing the file's when given."""
     try:
         tree = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError as e:
         raise ConfigError(f"compare config not found: {path}") from e
+    if budget_currency is not None:
+        tree["budget_currency"] = budget_currency
     try:
         cfg = CompareConfig.model_validate(tree)
     except ValidationError as e:
@@ -178,6 +194,14 @@ CURRENCIES = (
     ),
     ("generated_tokens_cum", "generated_tokens", "tokens_to_target", "ratio_vs_grpo_tokens"),
 )
+
+
+# budget_currency -> (summary.json field of the baseline's spend, the run config's cap)
+BUDGET_CAPS = {
+    "flops": ("total_flops", "train.max_total_flops"),
+    "flops_train_all": ("total_flops_train_all", "train.max_total_flops_train_all"),
+    "tokens": ("generated_tokens", "train.max_generated_tokens"),
+}
 
 
 def eval_curve(run_dir: Path, cost: str = "flops_total_cum") -> list[tuple[float, float]]:
@@ -257,6 +281,7 @@ def aggregate(cfg: CompareConfig, runs: dict[str, dict[int, Path]]) -> dict:
         "baseline": cfg.baseline,
         "target_acc": target,
         "seeds": cfg.seeds,
+        "budget_currency": cfg.budget_currency,
         "final_window": window,
         "methods": per_method,
     }
@@ -348,7 +373,8 @@ def write_markdown(
         f"# sgpo compare: {source.name}",
         "",
         f"Seeds {cfg.seeds}; baseline `{result['baseline']}`; target accuracy "
-        f"{result['target_acc']:.3f} (the baseline's final accuracy, mean over seeds).",
+        f"{result['target_acc']:.3f} (the baseline's final accuracy, mean over seeds); "
+        f"equal budget in {cfg.budget_currency}.",
         "",
         *rows,
         "",
@@ -386,8 +412,9 @@ def run_compare(
     seeds: int | None = None,
     first_seed: int = 0,
     methods: list[str] | None = None,
+    budget_currency: str | None = None,
 ) -> dict:
-    cfg, base = load_compare_config(config_path, seeds, first_seed, methods)
+    cfg, base = load_compare_config(config_path, seeds, first_seed, methods, budget_currency)
     out_dir.mkdir(parents=True, exist_ok=True)
     profiles = out_dir / "profiles"
     runs: dict[str, dict[int, Path]] = {m: {} for m in cfg.methods}
@@ -397,11 +424,12 @@ def run_compare(
         fixed_budget = [f"train.max_total_flops={cfg.budget_flops}"] if cfg.budget_flops else []
         baseline_config = method_config(cfg, base, cfg.baseline, seed, fixed_budget)
         baseline_dir = out_dir / "runs" / cfg.baseline / f"seed-{seed}"
-        spent = run_method(baseline_config, baseline_dir, profiles)["total_flops"]
+        spent_field, cap_key = BUDGET_CAPS[cfg.budget_currency]
+        spent = run_method(baseline_config, baseline_dir, profiles)[spent_field]
         budget = cfg.budget_flops or spent
         runs[cfg.baseline][seed] = baseline_dir
         cap = [
-            f"train.max_total_flops={budget}",
+            f"{cap_key}={budget}",
             f"train.steps={baseline_config.train.steps * cfg.max_steps_factor}",
         ]
         for method in order[1:]:

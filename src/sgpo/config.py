@@ -325,6 +325,10 @@ class TrainConfig(Strict):
     # Stop as soon as the cumulative total FLOPs (profiling included) reach this; None = no cap.
     # sgpo compare gives every method the same cap.
     max_total_flops: float | None = Field(None, gt=0)
+    # The same cap in the other currencies sgpo reports: the FLOPs a trainer that trains every
+    # rollout would spend on the same updates, and generated tokens (profile included).
+    max_total_flops_train_all: float | None = Field(None, gt=0)
+    max_generated_tokens: int | None = Field(None, gt=0)
     lr: float = Field(2e-4, gt=0)
     lr_schedule: Literal["constant", "linear", "cosine"] = "constant"
     warmup_steps: int = Field(0, ge=0)

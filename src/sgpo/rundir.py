@@ -130,6 +130,8 @@ def locked(out_dir: Path, command: str) -> Iterator[None]:
 NEUTRAL_KEYS = (
     "train.steps",
     "train.max_total_flops",
+    "train.max_total_flops_train_all",
+    "train.max_generated_tokens",
     "train.report_to",
     "train.report_project",
     "train.checkpoint_every",

@@ -247,8 +247,16 @@ class Trainer:
 
     # ---------------------------------------------------------------- the loop
     def finished(self) -> bool:
-        cap = self.cfg.max_total_flops
-        return self.step >= self.cfg.steps or (cap is not None and sum(self.flops.values()) >= cap)
+        cfg = self.cfg
+        total = sum(self.flops.values())
+        spent_and_caps = (
+            (total, cfg.max_total_flops),
+            (total + self.flops_skipped, cfg.max_total_flops_train_all),
+            (self.generated_tokens, cfg.max_generated_tokens),
+        )
+        return self.step >= cfg.steps or any(
+            cap is not None and spent >= cap for spent, cap in spent_and_caps
+        )
 
     def start_fresh(self) -> None:
         """A fresh start (or --overwrite): nothing of an earlier run may be mixed in."""
