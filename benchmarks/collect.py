@@ -20,6 +20,12 @@ MIXES = {
         "balanced: ~60% of GRPO(G=8) rollouts in zero-advantage groups at step 0",
     ),
     "report-hard": ("examples/compare-hard.yaml", "hard: ~60% of queries never solved at step 0"),
+    "train-all-easy": ("examples/compare.yaml", "easy, equal budget in train-all FLOPs"),
+    "train-all-balanced": (
+        "examples/compare-balanced.yaml",
+        "balanced, equal budget in train-all FLOPs",
+    ),
+    "train-all-hard": ("examples/compare-hard.yaml", "hard, equal budget in train-all FLOPs"),
 }
 
 

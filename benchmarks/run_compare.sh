@@ -4,7 +4,9 @@
 #   1. dev: the variants of benchmarks/dev-round2.yaml on the balanced mix with dev seed 100 --
 #      variants are chosen here (round 1 chose among the other DEFAULT_METHODS the same way);
 #   2. report: seeds 0, 1, 2 on the three mixes, the baselines and the sGPO variants chosen on
-#      dev (REPORT_METHODS, comma-separated; the baseline grpo-g8 always runs).
+#      dev (REPORT_METHODS, comma-separated; the baseline grpo-g8 always runs);
+#   3. the same mixes and seeds at an equal budget in train-all FLOPs (what a verl/TRL user
+#      pays), for DAPO and the sGPO variants (TRAIN_ALL_METHODS).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
@@ -20,4 +22,10 @@ fi
 compare examples/compare.yaml report-easy "${methods[@]}" &
 compare examples/compare-balanced.yaml report-balanced "${methods[@]}" &
 compare examples/compare-hard.yaml report-hard "${methods[@]}" &
+wait
+train_all=(--budget-currency flops_train_all
+    --methods "${TRAIN_ALL_METHODS:-dapo,sgpo,sgpo-two-sided,sgpo-dense,sgpo-dense-mixed}")
+compare examples/compare.yaml train-all-easy "${train_all[@]}" &
+compare examples/compare-balanced.yaml train-all-balanced "${train_all[@]}" &
+compare examples/compare-hard.yaml train-all-hard "${train_all[@]}" &
 wait
