@@ -420,11 +420,11 @@ def run_compare(
     runs: dict[str, dict[int, Path]] = {m: {} for m in cfg.methods}
     # Baseline first: its spend is the budget of every other method on the same seed.
     order = [cfg.baseline] + [m for m in cfg.methods if m != cfg.baseline]
+    spent_field, cap_key = BUDGET_CAPS[cfg.budget_currency]
     for seed in cfg.seeds:
         fixed_budget = [f"train.max_total_flops={cfg.budget_flops}"] if cfg.budget_flops else []
         baseline_config = method_config(cfg, base, cfg.baseline, seed, fixed_budget)
         baseline_dir = out_dir / "runs" / cfg.baseline / f"seed-{seed}"
-        spent_field, cap_key = BUDGET_CAPS[cfg.budget_currency]
         spent = run_method(baseline_config, baseline_dir, profiles)[spent_field]
         budget = cfg.budget_flops or spent
         runs[cfg.baseline][seed] = baseline_dir

@@ -215,12 +215,22 @@ class Trainer:
             self.config.seed,
         )
 
+    @property
+    def total_flops(self) -> float:
+        return sum(self.flops.values())
+
+    @property
+    def total_flops_train_all(self) -> float:
+        """What the same updates cost a trainer that trains every rollout (zero-advantage
+        ones' backward passes included)."""
+        return self.total_flops + self.flops_skipped
+
     def log(self, record: dict) -> None:
         record = (
             record
             | flops_record(self.flops)
             | {
-                "flops_train_all_cum": sum(self.flops.values()) + self.flops_skipped,
+                "flops_train_all_cum": self.total_flops_train_all,
                 "generated_tokens_cum": self.generated_tokens,
                 "method": self.cfg.method,
                 "wall_s": round(self.wall_s, 3),
@@ -248,10 +258,9 @@ class Trainer:
     # ---------------------------------------------------------------- the loop
     def finished(self) -> bool:
         cfg = self.cfg
-        total = sum(self.flops.values())
         spent_and_caps = (
-            (total, cfg.max_total_flops),
-            (total + self.flops_skipped, cfg.max_total_flops_train_all),
+            (self.total_flops, cfg.max_total_flops),
+            (self.total_flops_train_all, cfg.max_total_flops_train_all),
             (self.generated_tokens, cfg.max_generated_tokens),
         )
         return self.step >= cfg.steps or any(
@@ -321,9 +330,9 @@ class Trainer:
             "method": self.cfg.method,
             "steps": self.step,
             **run_summary(read_jsonl(self.metrics_path)),
-            "total_flops": sum(self.flops.values()),
+            "total_flops": self.total_flops,
             "flops_by_phase": dict(self.flops),
-            "total_flops_train_all": sum(self.flops.values()) + self.flops_skipped,
+            "total_flops_train_all": self.total_flops_train_all,
             "generated_tokens": self.generated_tokens,
             "wall_s": round(self.wall_s, 3),
             "verifier_errors": self.verifier.stats.errors,

@@ -20,8 +20,8 @@ What changes against GRPOTrainer, and where:
   posterior and the plan is rebuilt every replan_every generation batches (sgpo's
   OnlinePlanner). Knapsack allocation and re-profiling of dropped queries are not offered here.
 - checkpoints (_save_checkpoint, _init_training_state): each checkpoint folder also holds
-  sgpo_state.json (cost counters, plan epoch); resume_from_checkpoint restores them, and TRL's
-  own data skip replays the static plan to the same batch. Resuming a re-estimating run is
+  sgpo_state.json (cost counters); resume_from_checkpoint restores them and the plan epoch,
+  and TRL's own data skip replays the static plan to the same batch. Resuming a re-estimating run is
   refused: its posteriors would not survive the data loader running a batch ahead.
 
 Single process only (one GPU, optionally with a vLLM server on others).
@@ -36,6 +36,7 @@ from typing import Any
 
 import torch
 from datasets import Dataset
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOConfig, GRPOTrainer
 
 from sgpo.core.advantages import informative_groups
@@ -373,10 +374,10 @@ class SGPOTrainer(GRPOTrainer):
     # ----------------------------------------------------------------------- checkpoints
     def _save_checkpoint(self, model: Any, trial: Any) -> None:
         super()._save_checkpoint(model, trial)
-        folder = Path(self._get_output_dir(trial)) / f"checkpoint-{self.state.global_step}"
         if self.args.should_save:
+            folder = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"  # as the Trainer names it
             atomic_write_json(
-                folder / STATE_FILE,
+                Path(self._get_output_dir(trial)) / folder / STATE_FILE,
                 {
                     "flops": self.sgpo_flops,
                     "rollouts": self.sgpo_rollouts,
