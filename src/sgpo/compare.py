@@ -28,6 +28,7 @@ interrupted compare continues where it stopped.
 from __future__ import annotations
 
 import statistics
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -87,7 +88,7 @@ class CompareConfig(BaseModel):
     methods: dict[str, list[str]] = Field(default_factory=lambda: dict(DEFAULT_METHODS))
     baseline: str = "grpo-g8"
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
-    # The currency of the equal budget (see BUDGET_CAPS); budget_flops needs "flops".
+    # The currency of the equal budget (see CURRENCIES); budget_flops needs "flops".
     budget_currency: Literal["flops", "flops_train_all", "tokens"] = "flops"
     budget_flops: float | None = Field(None, gt=0)
     final_window: int = Field(3, ge=1)
@@ -180,27 +181,46 @@ def run_method(config: RunConfig, run_dir: Path, profiles: Path) -> dict:
     return run_train(config, run_dir, run_dir / "plan.parquet", overwrite=True)
 
 
-# The currencies a method's cost is reported in: this trainer's FLOPs (zero-advantage backward
-# skipped), the FLOPs of a trainer that trains every rollout (verl, TRL, OpenRLHF), and
-# generated tokens (generation is 70-90% of GPU step time). Per currency: metrics.jsonl field,
-# summary.json field, compare.json's cost-to-target key and ratio key.
-CURRENCIES = (
-    ("flops_total_cum", "total_flops", "flops_to_target", "ratio_vs_grpo"),
-    (
+@dataclass(frozen=True)
+class Currency:
+    """One currency a method's cost is reported in, and the files' names for it."""
+
+    metric_field: str  # cumulative cost in metrics.jsonl
+    summary_field: str  # total cost in summary.json (and compare.json)
+    to_target_key: str  # compare.json: cost to reach the target
+    ratio_key: str  # compare.json: the baseline's total / this method's cost to target
+    cap_key: str  # the run config's cap, when the budget is in this currency
+    label: str
+
+
+# This trainer's FLOPs (zero-advantage backward skipped), the FLOPs of a trainer that trains
+# every rollout (verl, TRL, OpenRLHF), and generated tokens (70-90% of GPU step time); keyed
+# by budget_currency.
+CURRENCIES = {
+    "flops": Currency(
+        "flops_total_cum",
+        "total_flops",
+        "flops_to_target",
+        "ratio_vs_grpo",
+        "train.max_total_flops",
+        "FLOPs (zero-adv. backward skipped)",
+    ),
+    "flops_train_all": Currency(
         "flops_train_all_cum",
         "total_flops_train_all",
         "train_all_flops_to_target",
         "ratio_vs_grpo_train_all",
+        "train.max_total_flops_train_all",
+        "FLOPs (train every rollout)",
     ),
-    ("generated_tokens_cum", "generated_tokens", "tokens_to_target", "ratio_vs_grpo_tokens"),
-)
-
-
-# budget_currency -> (summary.json field of the baseline's spend, the run config's cap)
-BUDGET_CAPS = {
-    "flops": ("total_flops", "train.max_total_flops"),
-    "flops_train_all": ("total_flops_train_all", "train.max_total_flops_train_all"),
-    "tokens": ("generated_tokens", "train.max_generated_tokens"),
+    "tokens": Currency(
+        "generated_tokens_cum",
+        "generated_tokens",
+        "tokens_to_target",
+        "ratio_vs_grpo_tokens",
+        "train.max_generated_tokens",
+        "generated tokens",
+    ),
 }
 
 
@@ -298,13 +318,13 @@ def currency_costs(
     """Total cost in each currency, cost to reach the target, and ratio_vs_grpo_<currency>:
     the baseline's total cost / this method's cost to reach the target (None if never)."""
     out: dict = {}
-    for field, total_field, to_target_key, ratio_key in CURRENCIES:
-        curve = mean_curve([eval_curve(d, field) for d in runs[method].values()])
+    for c in CURRENCIES.values():
+        curve = mean_curve([eval_curve(d, c.metric_field) for d in runs[method].values()])
         reach = cost_to_target(curve, target, window)
-        baseline_total = statistics.fmean(s[total_field] for s in summaries[baseline])
-        out[total_field] = statistics.fmean(s[total_field] for s in summaries[method])
-        out[to_target_key] = reach
-        out[ratio_key] = baseline_total / reach if reach else None
+        baseline_total = statistics.fmean(s[c.summary_field] for s in summaries[baseline])
+        out[c.summary_field] = statistics.fmean(s[c.summary_field] for s in summaries[method])
+        out[c.to_target_key] = reach
+        out[c.ratio_key] = baseline_total / reach if reach else None
     return out
 
 
@@ -420,16 +440,16 @@ def run_compare(
     runs: dict[str, dict[int, Path]] = {m: {} for m in cfg.methods}
     # Baseline first: its spend is the budget of every other method on the same seed.
     order = [cfg.baseline] + [m for m in cfg.methods if m != cfg.baseline]
-    spent_field, cap_key = BUDGET_CAPS[cfg.budget_currency]
+    currency = CURRENCIES[cfg.budget_currency]
     for seed in cfg.seeds:
         fixed_budget = [f"train.max_total_flops={cfg.budget_flops}"] if cfg.budget_flops else []
         baseline_config = method_config(cfg, base, cfg.baseline, seed, fixed_budget)
         baseline_dir = out_dir / "runs" / cfg.baseline / f"seed-{seed}"
-        spent = run_method(baseline_config, baseline_dir, profiles)[spent_field]
+        spent = run_method(baseline_config, baseline_dir, profiles)[currency.summary_field]
         budget = cfg.budget_flops or spent
         runs[cfg.baseline][seed] = baseline_dir
         cap = [
-            f"{cap_key}={budget}",
+            f"{currency.cap_key}={budget}",
             f"train.steps={baseline_config.train.steps * cfg.max_steps_factor}",
         ]
         for method in order[1:]:
@@ -473,12 +493,11 @@ def append_side_by_side(report: Path, runs: dict[str, Path]) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(CURRENCIES), figsize=(12, 3.4))
-    labels = ("FLOPs (zero-adv. backward skipped)", "FLOPs (train every rollout)", "tokens")
-    for ax, (field, *_), label in zip(axes, CURRENCIES, labels, strict=True):
+    for ax, currency in zip(axes, CURRENCIES.values(), strict=True):
         for name, run_dir in runs.items():
-            curve = eval_curve(run_dir, field)
+            curve = eval_curve(run_dir, currency.metric_field)
             ax.plot([x for x, _ in curve], [y for _, y in curve], marker=".", label=name)
-        ax.set_xlabel(f"cumulative {label}")
+        ax.set_xlabel(f"cumulative {currency.label}")
         ax.set_ylabel("held-out accuracy (sampled)")
     axes[0].legend(fontsize=8)
     fig.tight_layout()
