@@ -12,7 +12,8 @@ cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 out="${1:-runs/bench}"
 export OMP_NUM_THREADS=1
-chosen="grpo-g16,dapo,sgpo,sgpo-paper,sgpo-two-sided,sgpo-dense,sgpo-dense-mixed"
+chosen="grpo-g16,dapo,sgpo,sgpo-paper,sgpo-two-sided,sgpo-dense,sgpo-dense-mixed,sgpo-dense-k16"
+chosen+=",sgpo-dense-k16-reprofile"
 methods=(--methods "${REPORT_METHODS:-$chosen}")
 compare() { .venv/bin/sgpo compare -c "$1" -o "$out/$2" "${@:3}" > "$out/$2.log" 2>&1; }
 mkdir -p "$out"
@@ -24,7 +25,7 @@ compare examples/compare-balanced.yaml report-balanced "${methods[@]}" &
 compare examples/compare-hard.yaml report-hard "${methods[@]}" &
 wait
 train_all=(--budget-currency flops_train_all
-    --methods "${TRAIN_ALL_METHODS:-dapo,sgpo,sgpo-two-sided,sgpo-dense,sgpo-dense-mixed}")
+    --methods "${TRAIN_ALL_METHODS:-dapo,sgpo,sgpo-two-sided,sgpo-dense,sgpo-dense-mixed,sgpo-dense-k16,sgpo-dense-k16-reprofile}")
 compare examples/compare.yaml train-all-easy "${train_all[@]}" &
 compare examples/compare-balanced.yaml train-all-balanced "${train_all[@]}" &
 compare examples/compare-hard.yaml train-all-hard "${train_all[@]}" &

@@ -41,6 +41,17 @@ def test_flops_to_target_uses_smoothed_curve():
     assert cost_to_target([(1.0, 0.7)], 0.65, 3) == 1.0  # short curve: its last point counts
 
 
+def test_baseline_reaches_its_own_final_accuracy_despite_rounding():
+    # held-out accuracies are multiples of 1/3200; averaging per seed then over seeds rounds
+    # differently from averaging over seeds then over the window
+    seeds = [
+        [(1.0, 1133 / 3200), (2.0, 1226 / 3200), (3.0, 1244 / 3200), (4.0, 1266 / 3200)],
+        [(1.0, 1007 / 3200), (2.0, 1031 / 3200), (3.0, 1047 / 3200), (4.0, 1280 / 3200)],
+    ]
+    target = sum(final_accuracy(c, 3) for c in seeds) / len(seeds)
+    assert cost_to_target(mean_curve(seeds), target, 3) == 4.0
+
+
 def test_compare_config_errors_name_the_key(tmp_path: Path):
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump({"base": "x.yaml", "baseline": "nope"}))
