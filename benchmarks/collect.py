@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import statistics
 import sys
 from pathlib import Path
 
@@ -26,7 +27,28 @@ MIXES = {
         "balanced, equal budget in train-all FLOPs",
     ),
     "train-all-hard": ("examples/compare-hard.yaml", "hard, equal budget in train-all FLOPs"),
+    "dev5": (
+        "benchmarks/dev-round2.yaml",
+        "dev rounds 5-7: balanced mix, dev seeds 100 and 101 (variants chosen here)",
+    ),
 }
+# benchmarks/run_more_seeds.sh: seeds 0-9 for the comparison three seeds could not resolve
+for _mix, _config in (
+    ("easy", "examples/compare.yaml"),
+    ("balanced", "examples/compare-balanced.yaml"),
+    ("hard", "examples/compare-hard.yaml"),
+):
+    MIXES[f"ten-seeds-{_mix}"] = (_config, f"{_mix}, ten seeds, equal FLOPs")
+    MIXES[f"ten-seeds-train-all-{_mix}"] = (_config, f"{_mix}, ten seeds, equal train-all FLOPs")
+
+
+def paired_delta(method: dict, baseline: dict) -> str:
+    """Final accuracy minus the baseline's, paired by seed: mean ± standard error."""
+    pairs = zip(method["final_acc_per_seed"], baseline["final_acc_per_seed"], strict=True)
+    diffs = [a - b for a, b in pairs]
+    if len(diffs) < 2:
+        return "-"
+    return f"{statistics.fmean(diffs):+.3f} ± {statistics.stdev(diffs) / len(diffs) ** 0.5:.3f}"
 
 
 def fmt(value: float | None, spec: str) -> str:
@@ -50,13 +72,15 @@ def main(root: Path) -> None:
             f"`{config}`, seeds {result['seeds']}, target accuracy "
             f"{result['target_acc']:.3f} ({result['baseline']} final, mean over seeds)",
             "",
-            "| method | final acc | FLOPs | ratio | train-all FLOPs | ratio train-all | "
-            "generated tokens | ratio tokens | profile FLOPs | informative | steps | wall s/run |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "| method | final acc | vs baseline (paired) | FLOPs | ratio | train-all FLOPs | "
+            "ratio train-all | generated tokens | ratio tokens | profile FLOPs | informative | "
+            "steps | wall s/run |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for method, m in result["methods"].items():
             lines.append(
                 f"| {method} | {m['final_acc_mean']:.3f} ± {m['final_acc_std']:.3f} | "
+                f"{paired_delta(m, result['methods'][result['baseline']])} | "
                 f"{m['total_flops']:.3g} | {fmt(m['ratio_vs_grpo'], '.2f')} | "
                 f"{m['total_flops_train_all']:.3g} | {fmt(m['ratio_vs_grpo_train_all'], '.2f')} | "
                 f"{m['generated_tokens']:.3g} | {fmt(m['ratio_vs_grpo_tokens'], '.2f')} | "

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Ten seeds instead of three for the comparison the three-seed report could not resolve:
+# GRPO(G=8), DAPO and sgpo-dense on the three mixes (seeds 0-9; 0-2 are the report's runs,
+# copied in so they are not trained twice), at an equal budget in this trainer's FLOPs, then
+# DAPO and sgpo-dense at an equal budget in train-all FLOPs.
+#   benchmarks/run_more_seeds.sh runs/bench10 runs/bench2
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh
+out="${1:-runs/bench10}"
+report="${2:-}"  # an earlier run_compare.sh output whose seeds 0-2 to reuse
+export OMP_NUM_THREADS=1
+declare -A configs=([easy]=examples/compare.yaml [balanced]=examples/compare-balanced.yaml
+    [hard]=examples/compare-hard.yaml)
+reuse() {  # reuse(from, to, methods...): copy finished runs and profiles of seeds 0-2
+    [ -d "$1" ] || return 0
+    mkdir -p "$2/runs"
+    cp -rn "$1/profiles" "$2/"
+    for m in "${@:3}"; do mkdir -p "$2/runs/$m" && cp -rn "$1/runs/$m"/seed-[012] "$2/runs/$m/"; done
+}
+compare() { .venv/bin/sgpo compare -c "${configs[$1]}" -o "$out/$2" --seeds 10 "${@:3}" \
+    > "$out/$2.log" 2>&1; }
+mkdir -p "$out"
+for mix in easy balanced hard; do
+    [ -z "$report" ] || reuse "$report/report-$mix" "$out/report-$mix" grpo-g8 dapo sgpo-dense
+    compare "$mix" "report-$mix" --methods dapo,sgpo-dense &
+done
+wait
+for mix in easy balanced hard; do
+    [ -z "$report" ] || reuse "$report/train-all-$mix" "$out/train-all-$mix" dapo sgpo-dense
+    mkdir -p "$out/train-all-$mix/runs" && cp -rn "$out/report-$mix/runs/grpo-g8" \
+        "$out/train-all-$mix/runs/" && cp -rn "$out/report-$mix/profiles" "$out/train-all-$mix/"
+    compare "$mix" "train-all-$mix" --budget-currency flops_train_all --methods dapo,sgpo-dense &
+done
+wait
