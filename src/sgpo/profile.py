@@ -140,9 +140,6 @@ def _run_profile(
     chunk_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / "profile_config.yaml", dump_config(config))
 
-    k = config.profile.k
-    adaptive_round = config.profile.adaptive_round if config.profile.adaptive else None
-    params = sampling_params(config)
     size = config.profile.chunk_size
     chunks = [queries[i : i + size] for i in range(0, len(queries), size)]
     rows: list[dict] = []
@@ -152,34 +149,11 @@ def _run_profile(
         for index, chunk in enumerate(chunks):
             path = chunk_dir / f"chunk-{index:05d}.parquet"
             if path.exists():
-                chunk_rows, chunk_meta = read_table(path)
-                if (
-                    _identity(chunk_meta) != metadata
-                    or [r["query_id"] for r in chunk_rows] != [q.query_id for q in chunk]
-                    or any("samples" not in r for r in chunk_rows)  # an older sgpo's chunk
-                ):
-                    raise DataError(
-                        f"{path}: written by a different profile run (model, task, seed, k, "
-                        "sampling, shard or profile.chunk_size differ); use --overwrite"
-                    )
+                chunk_rows, chunk_meta = _read_chunk(path, chunk, metadata)
             else:
-                errors, timeouts = verifier.stats.errors, verifier.stats.timeouts
-                chunk_rows = profile_chunk(
-                    chunk,
-                    engine,
-                    verifier,
-                    params,
-                    k,
-                    (config.seed, "profile"),
-                    shape,
-                    adaptive_round=adaptive_round,
-                    keep_samples=True,
+                chunk_rows, chunk_meta = _profile_and_write_chunk(
+                    path, chunk, config, engine, verifier, shape, metadata
                 )
-                chunk_meta = metadata | {
-                    "verifier_errors": verifier.stats.errors - errors,
-                    "verifier_timeouts": verifier.stats.timeouts - timeouts,
-                }
-                write_table(path, chunk_rows, chunk_meta)
             for key in VERIFIER_COUNTS:
                 counts[key] += chunk_meta.get(key, 0)
             rows.extend(chunk_rows)
@@ -196,6 +170,52 @@ def _run_profile(
 VERIFIER_COUNTS = ("verifier_errors", "verifier_timeouts")
 # Where the samples lie is not part of what the profile is (moved or merged, it is the same).
 SAMPLES_KEY = "samples_file"
+
+
+def _read_chunk(path: Path, chunk: list[Query], metadata: dict) -> tuple[list[dict], dict]:
+    """A chunk an interrupted run of this same profile wrote."""
+    chunk_rows, chunk_meta = read_table(path)
+    if (
+        _identity(chunk_meta) != metadata
+        or [r["query_id"] for r in chunk_rows] != [q.query_id for q in chunk]
+        or any("samples" not in r for r in chunk_rows)  # an older sgpo's chunk
+    ):
+        raise DataError(
+            f"{path}: written by a different profile run (model, task, seed, k, "
+            "sampling, shard or profile.chunk_size differ); use --overwrite"
+        )
+    return chunk_rows, chunk_meta
+
+
+def _profile_and_write_chunk(
+    path: Path,
+    chunk: list[Query],
+    config: RunConfig,
+    engine: GenerationEngine,
+    verifier: Verifier,
+    shape: ModelShape,
+    metadata: dict,
+) -> tuple[list[dict], dict]:
+    """Profile one chunk and write it atomically (the resume unit), with its verifier failures."""
+    errors, timeouts = verifier.stats.errors, verifier.stats.timeouts
+    profile = config.profile
+    chunk_rows = profile_chunk(
+        chunk,
+        engine,
+        verifier,
+        sampling_params(config),
+        profile.k,
+        (config.seed, "profile"),
+        shape,
+        adaptive_round=profile.adaptive_round if profile.adaptive else None,
+        keep_samples=True,
+    )
+    chunk_meta = metadata | {
+        "verifier_errors": verifier.stats.errors - errors,
+        "verifier_timeouts": verifier.stats.timeouts - timeouts,
+    }
+    write_table(path, chunk_rows, chunk_meta)
+    return chunk_rows, chunk_meta
 
 
 def samples_location(out_dir: Path) -> dict:
@@ -250,38 +270,45 @@ def profile_chunk(
             for q in active
             if len(drawn[q.query_id]) < k and not _both_outcomes(scores[q.query_id])
         ]
-    rows = []
-    for q in queries:
-        group, rewards = drawn[q.query_id], scores[q.query_id]
-        n, n_correct = len(group), sum(is_correct(s) for s in rewards)
-        row = {
-            "query_id": q.query_id,
-            "prompt": q.prompt,
-            "answer": q.answer,
-            "difficulty": q.difficulty,
-            "k": n,
-            "n_correct": n_correct,
-            "p_hat": n_correct / n,
-            "mean_response_tokens": sum(len(c.response_ids) for c in group) / n,
-            "prompt_tokens": len(group[0].prompt_ids),
-            "flops": sum(
-                inference_flops(shape, len(c.prompt_ids), len(c.response_ids)) for c in group
-            ),
-        }
-        if keep_samples:
-            row["samples"] = [
-                {
-                    "index": j,
-                    "prompt_ids": c.prompt_ids,
-                    "response_ids": c.response_ids,
-                    "text": c.text,
-                    "finished": c.finished,
-                    "reward": reward,
-                }
-                for j, (c, reward) in enumerate(zip(group, rewards, strict=True))
-            ]
-        rows.append(row)
-    return rows
+    return [
+        _profile_row(q, drawn[q.query_id], scores[q.query_id], shape, keep_samples) for q in queries
+    ]
+
+
+def _profile_row(
+    query: Query,
+    group: list[Completion],
+    rewards: list[float],
+    shape: ModelShape,
+    keep_samples: bool,
+) -> dict:
+    """One profile.parquet row: the query, its success rate over its samples, their cost."""
+    n, n_correct = len(group), sum(is_correct(s) for s in rewards)
+    row = {
+        "query_id": query.query_id,
+        "prompt": query.prompt,
+        "answer": query.answer,
+        "difficulty": query.difficulty,
+        "k": n,
+        "n_correct": n_correct,
+        "p_hat": n_correct / n,
+        "mean_response_tokens": sum(len(c.response_ids) for c in group) / n,
+        "prompt_tokens": len(group[0].prompt_ids),
+        "flops": sum(inference_flops(shape, len(c.prompt_ids), len(c.response_ids)) for c in group),
+    }
+    if keep_samples:
+        row["samples"] = [
+            {
+                "index": j,
+                "prompt_ids": c.prompt_ids,
+                "response_ids": c.response_ids,
+                "text": c.text,
+                "finished": c.finished,
+                "reward": reward,
+            }
+            for j, (c, reward) in enumerate(zip(group, rewards, strict=True))
+        ]
+    return row
 
 
 def merge_profiles(paths: list[Path], out_dir: Path, overwrite: bool = False) -> Path:
