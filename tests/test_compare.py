@@ -105,7 +105,9 @@ def test_compare_smoke_every_method_runs(tmp_path: Path):
         assert summary["total_flops_train_all"] >= summary["total_flops"]
         if name != "grpo-g8":  # every other method stops at the first step reaching the budget
             totals = [r["flops_total_cum"] for r in records]
-            assert totals[-2] < budget <= totals[-1] == summary["total_flops"]
+            # a 16-sample profile of the tiny task alone exceeds the budget: one step is taken
+            before_last = totals[-2] if len(totals) > 1 else 0.0
+            assert before_last < budget <= totals[-1] == summary["total_flops"]
     assert report["methods"]["sgpo"]["profile_flops"] > 0
     assert report["methods"]["grpo-g8"]["profile_flops"] == 0
     assert (out / "compare.md").read_text().count("|") > 20
