@@ -12,32 +12,34 @@ import statistics
 import sys
 from pathlib import Path
 
-# compare output directory -> (config, label)
+DEV_CONFIG = "benchmarks/dev-round2.yaml"
+# report mix -> (its compare config, its step-0 profile)
+REPORT_MIXES = {
+    "easy": ("examples/compare.yaml", "~40% of queries all-correct at step 0"),
+    "balanced": (
+        "examples/compare-balanced.yaml",
+        "~60% of GRPO(G=8) rollouts in zero-advantage groups at step 0",
+    ),
+    "hard": ("examples/compare-hard.yaml", "~60% of queries never solved at step 0"),
+}
+# compare output directory -> (config, label), in results.md's order
 MIXES = {
-    "dev": ("benchmarks/dev-round2.yaml", "dev: balanced mix, dev seed 100 (variants chosen here)"),
-    "report-easy": ("examples/compare.yaml", "easy: ~40% of queries all-correct at step 0"),
-    "report-balanced": (
-        "examples/compare-balanced.yaml",
-        "balanced: ~60% of GRPO(G=8) rollouts in zero-advantage groups at step 0",
-    ),
-    "report-hard": ("examples/compare-hard.yaml", "hard: ~60% of queries never solved at step 0"),
-    "train-all-easy": ("examples/compare.yaml", "easy, equal budget in train-all FLOPs"),
-    "train-all-balanced": (
-        "examples/compare-balanced.yaml",
-        "balanced, equal budget in train-all FLOPs",
-    ),
-    "train-all-hard": ("examples/compare-hard.yaml", "hard, equal budget in train-all FLOPs"),
+    "dev": (DEV_CONFIG, "dev: balanced mix, dev seed 100 (variants chosen here)"),
+    **{
+        f"report-{mix}": (config, f"{mix}: {step0}")
+        for mix, (config, step0) in REPORT_MIXES.items()
+    },
+    **{
+        f"train-all-{mix}": (config, f"{mix}, equal budget in train-all FLOPs")
+        for mix, (config, _) in REPORT_MIXES.items()
+    },
     "dev5": (
-        "benchmarks/dev-round2.yaml",
+        DEV_CONFIG,
         "dev rounds 5-7: balanced mix, dev seeds 100 and 101 (variants chosen here)",
     ),
 }
 # benchmarks/run_more_seeds.sh: seeds 0-9 for the comparison three seeds could not resolve
-for _mix, _config in (
-    ("easy", "examples/compare.yaml"),
-    ("balanced", "examples/compare-balanced.yaml"),
-    ("hard", "examples/compare-hard.yaml"),
-):
+for _mix, (_config, _) in REPORT_MIXES.items():
     MIXES[f"ten-seeds-{_mix}"] = (_config, f"{_mix}, ten seeds, equal FLOPs")
     MIXES[f"ten-seeds-train-all-{_mix}"] = (_config, f"{_mix}, ten seeds, equal train-all FLOPs")
 
