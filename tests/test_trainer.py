@@ -5,7 +5,9 @@ log-prob passes."""
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import torch
+from pydantic import ValidationError
 from tiny_run import tiny_tree
 
 from sgpo.config import RunConfig
@@ -109,3 +111,40 @@ def test_health_metrics(tmp_path: Path):
     two = make_trainer(tmp_path, "two", ppo_epochs=2, lr=1.0, clip_low=0.01, clip_high=0.01)
     _, stats = one_step(two)
     assert 0.0 < stats["clip_fraction"] <= 1.0 and stats["approx_kl"] > 0.0
+
+
+def test_pilot_then_commit_completes_and_trains_only_mixed_groups(tmp_path: Path):
+    trainer = make_trainer(
+        tmp_path, "pilot", group_size=6, rollout_budget=24, pilot_size=2, pilot_max_rounds=10
+    )
+    generated, batch = trainer.collect()
+    groups: dict[tuple[int, str], list] = {}
+    for r in generated:
+        groups.setdefault((r.group, r.query.query_id), []).append(r)
+    pilots_only = [g for g in groups.values() if len({r.reward for r in g[:2]}) == 1]
+    committed = [g for g in groups.values() if len({r.reward for r in g[:2]}) > 1]
+    # the coin-flip verifier gives both kinds of pilot
+    assert pilots_only and committed
+    assert all(len(g) == 2 for g in pilots_only)  # an all-equal pilot is not completed
+    assert all(len(g) == 6 for g in committed)  # a mixed pilot is completed to G
+    assert sorted(map(id, batch)) == sorted(id(r) for g in committed for r in g)
+    # refilled round by round until the batch reaches the budget; the last group is kept whole
+    assert 24 <= len(batch) < 24 + 6
+    record = rollout_record(generated, batch)
+    assert record["informative_fraction"] == len(batch) / len(generated)
+
+
+def test_pilot_size_must_be_able_to_show_both_outcomes(tmp_path: Path):
+    with pytest.raises(ValidationError, match="pilot_size must be 0"):
+        make_trainer(tmp_path, "bad", pilot_size=1)
+    with pytest.raises(ValidationError, match="does not combine with method 'dapo'"):
+        make_trainer(tmp_path, "bad", method="dapo", pilot_size=2)
+
+
+def test_one_pilot_round_pilots_one_budget_of_queries(tmp_path: Path):
+    trainer = make_trainer(
+        tmp_path, "one-round", group_size=6, rollout_budget=24, pilot_size=2, pilot_max_rounds=1
+    )
+    generated, batch = trainer.collect()
+    assert len({r.query.query_id for r in generated}) == 24 // 6
+    assert len(batch) < 24  # the coin-flip verifier leaves some pilots all-equal

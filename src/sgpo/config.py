@@ -321,6 +321,11 @@ class TrainConfig(Strict):
     group_size: int = Field(8, ge=2)  # fixed G for grpo and dapo
     rollout_budget: int = Field(128, ge=1)  # responses generated per step (dapo: kept per step)
     dapo_max_rounds: int = Field(4, ge=1)  # dapo: generation rounds per step before giving up
+    # Pilot, then commit (0 = off): generate each query's first pilot_size responses; complete
+    # to G only the groups whose pilot shows both outcomes, train only those, and refill the
+    # step from the next queries (pilot_max_rounds rounds at most).
+    pilot_size: int = Field(0, ge=0)
+    pilot_max_rounds: int = Field(4, ge=1)
     steps: int = Field(60, ge=1)
     # Stop as soon as the cumulative total FLOPs (profiling included) reach this; None = no cap.
     # sgpo compare gives every method the same cap.
@@ -365,6 +370,15 @@ class TrainConfig(Strict):
     def _check(self) -> TrainConfig:
         if self.reuse_profile and self.method != "sgpo":
             raise ValueError("train.reuse_profile needs train.method 'sgpo' (it reuses a profile)")
+        if self.pilot_size == 1:
+            raise ValueError(
+                "train.pilot_size must be 0 (off) or >= 2: one response cannot show both outcomes"
+            )
+        if self.pilot_size and (self.method == "dapo" or self.reuse_profile):
+            raise ValueError(
+                "train.pilot_size does not combine with method 'dapo' (it has its own "
+                "refill rounds) or with train.reuse_profile"
+            )
         return self
 
 

@@ -76,30 +76,41 @@ class RolloutCollector:
         """Each response from its own stream (run seed, step, round, query id, index); a group's
         reused profile samples (first visit, with reuse) come first and take indices 0..n-1."""
         reused: list[Rollout] = []
-        prompts, seeds, owners = [], [], []
+        requests = []
         for gi, sq in enumerate(scheduled):
             samples = self.reuse.take(sq.query.query_id, sq.group_size) if self.reuse else []
             reused += [Rollout(sq.query, gi, s.completion, s.reward, reused=True) for s in samples]
-            rendered = self.policy.render(sq.query.prompt)
-            for j in range(len(samples), sq.group_size):
+            requests.append((gi, sq.query, range(len(samples), sq.group_size)))
+        return self._with_advantages(reused + self._sample(requests, step, round_index))
+
+    def _sample(
+        self, requests: list[tuple[int, Query, range]], step: int, round_index: int
+    ) -> list[Rollout]:
+        """Fresh scored rollouts: for each (group, query, indices), one response per index."""
+        prompts, seeds, owners = [], [], []
+        for gi, query, indices in requests:
+            rendered = self.policy.render(query.prompt)
+            for j in indices:
                 prompts.append(rendered)
-                labels = ("rollout", step, round_index, sq.query.query_id, j)
+                labels = ("rollout", step, round_index, query.query_id, j)
                 seeds.append(stream_seed(self.config.seed, *labels))
-                owners.append(gi)
-        fresh: list[Rollout] = []
-        if prompts:  # a step of reused groups only generates nothing
-            completions = self.engine.generate(prompts, seeds, self.params)
-            fresh = [
-                Rollout(scheduled[g].query, g, c) for g, c in zip(owners, completions, strict=True)
-            ]
-            rewards = self.verifier.score(
-                [r.completion.text for r in fresh],
-                [r.query.answer for r in fresh],
-                [r.query.query_id for r in fresh],
-            )
-            for r, reward in zip(fresh, rewards, strict=True):
-                r.reward = reward
-        rollouts = sorted(reused + fresh, key=lambda r: r.group)  # stable: reused first
+                owners.append((gi, query))
+        if not prompts:  # a step of reused groups only generates nothing
+            return []
+        completions = self.engine.generate(prompts, seeds, self.params)
+        fresh = [Rollout(q, g, c) for (g, q), c in zip(owners, completions, strict=True)]
+        rewards = self.verifier.score(
+            [r.completion.text for r in fresh],
+            [r.query.answer for r in fresh],
+            [r.query.query_id for r in fresh],
+        )
+        for r, reward in zip(fresh, rewards, strict=True):
+            r.reward = reward
+        return fresh
+
+    def _with_advantages(self, rollouts: list[Rollout]) -> list[Rollout]:
+        """The rollouts group by group (stable: reused first), each with its advantage."""
+        rollouts = sorted(rollouts, key=lambda r: r.group)
         advantages = group_advantages(
             [r.reward for r in rollouts],
             [r.group for r in rollouts],
@@ -109,12 +120,37 @@ class RolloutCollector:
             r.advantage = adv
         return rollouts
 
+    def piloted_groups(
+        self, scheduled: list[ScheduledQuery], step: int, round_index: int
+    ) -> list[Rollout]:
+        """Pilot, then commit: each query's first pilot_size responses (its whole group if G is
+        smaller); only groups whose pilot shows both outcomes are completed to G. A pilot that
+        is all correct or all wrong costs pilot_size responses instead of G."""
+        pilot = self.config.train.pilot_size
+        pilots = self._sample(
+            [(gi, sq.query, range(min(pilot, sq.group_size))) for gi, sq in enumerate(scheduled)],
+            step,
+            round_index,
+        )
+        rewards: dict[int, set[float]] = {}
+        for r in pilots:
+            rewards.setdefault(r.group, set()).add(r.reward)
+        rest = [
+            (gi, sq.query, range(pilot, sq.group_size))
+            for gi, sq in enumerate(scheduled)
+            if len(rewards[gi]) > 1 and sq.group_size > pilot
+        ]
+        return self._with_advantages(pilots + self._sample(rest, step, round_index))
+
     def collect(
         self, step: int, next_queries: Callable[[int], list[ScheduledQuery]]
     ) -> tuple[list[Rollout], list[Rollout]]:
-        """(all generated rollouts, the step's batch): the same list except for dapo."""
+        """(all generated rollouts, the step's batch): the same list except for dapo and
+        piloted groups, whose batch keeps only the groups with a non-zero advantage."""
         if self.config.train.method == "dapo":
             return self._collect_dynamic(step, next_queries)
+        if self.config.train.pilot_size:
+            return self._collect_piloted(step, next_queries)
         rollouts = self.generate_groups(next_queries(self.config.train.rollout_budget), step, 0)
         return rollouts, rollouts
 
@@ -135,5 +171,26 @@ class RolloutCollector:
                 if any(m.advantage != 0.0 for m in members):
                     batch += members
             if len(batch) + cfg.group_size > cfg.rollout_budget:
+                break
+        return generated, batch
+
+    def _collect_piloted(
+        self, step: int, next_queries: Callable[[int], list[ScheduledQuery]]
+    ) -> tuple[list[Rollout], list[Rollout]]:
+        """Pilot-then-commit rounds: each round takes the next queries whose groups fill what
+        is left of the budget and pilots them; committed (mixed) groups join the batch whole,
+        so the last one may overshoot the budget by less than one group."""
+        cfg = self.config.train
+        generated: list[Rollout] = []
+        batch: list[Rollout] = []
+        for round_index in range(cfg.pilot_max_rounds):
+            rollouts = self.piloted_groups(
+                next_queries(cfg.rollout_budget - len(batch)), step, round_index
+            )
+            generated += rollouts
+            for members in group_members(rollouts):
+                if any(m.advantage != 0.0 for m in members):
+                    batch += members
+            if len(batch) >= cfg.rollout_budget:
                 break
         return generated, batch
