@@ -148,3 +148,26 @@ def test_one_pilot_round_pilots_one_budget_of_queries(tmp_path: Path):
     generated, batch = trainer.collect()
     assert len({r.query.query_id for r in generated}) == 24 // 6
     assert len(batch) < 24  # the coin-flip verifier leaves some pilots all-equal
+
+
+def test_an_all_wrong_pilot_goes_on_when_only_solved_pilots_end_their_group(tmp_path: Path):
+    trainer = make_trainer(
+        tmp_path,
+        "all-solved",
+        group_size=6,
+        rollout_budget=72,
+        pilot_size=2,
+        pilot_max_rounds=1,
+        pilot_ends="all-solved",
+    )
+    generated, batch = trainer.collect()
+    groups: dict[str, list] = {}
+    for r in generated:
+        groups.setdefault(r.query.query_id, []).append(r)
+    pilots = {q: {r.reward for r in g[:2]} for q, g in groups.items()}
+    # the coin-flip verifier gives both kinds of one-outcome pilot
+    assert {0.0} in pilots.values() and {1.0} in pilots.values()
+    for q, g in groups.items():
+        assert len(g) == (2 if pilots[q] == {1.0} else 6)
+    trained = {r.query.query_id for r in batch}
+    assert trained == {q for q, g in groups.items() if len({r.reward for r in g}) > 1}

@@ -321,10 +321,13 @@ class TrainConfig(Strict):
     group_size: int = Field(8, ge=2)  # fixed G for grpo and dapo
     rollout_budget: int = Field(128, ge=1)  # responses generated per step (dapo: kept per step)
     dapo_max_rounds: int = Field(4, ge=1)  # dapo: generation rounds per step before giving up
-    # Pilot, then commit (0 = off): generate each query's first pilot_size responses; complete
-    # to G only the groups whose pilot shows both outcomes, train only those, and refill the
-    # step from the next queries (pilot_max_rounds rounds at most).
+    # Pilot, then commit (0 = off): generate each query's first pilot_size responses; a pilot
+    # with all rewards equal (pilot_ends all-equal) or all solved (all-solved: training drifts
+    # queries towards solved) ends its group, the others are completed to G. Only groups with a
+    # non-zero advantage are trained; the step refills from the next queries (pilot_max_rounds
+    # rounds at most).
     pilot_size: int = Field(0, ge=0)
+    pilot_ends: Literal["all-equal", "all-solved"] = "all-equal"
     pilot_max_rounds: int = Field(4, ge=1)
     steps: int = Field(60, ge=1)
     # Stop as soon as the cumulative total FLOPs (profiling included) reach this; None = no cap.

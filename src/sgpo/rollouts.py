@@ -40,6 +40,14 @@ def group_members(rollouts: list[Rollout]) -> list[list[Rollout]]:
     return list(groups.values())
 
 
+def pilot_ends_group(rewards: set[float], rule: str) -> bool:
+    """all-equal: the pilot showed one outcome only; all-solved: every pilot response got the
+    full reward (the query drifted to solved; an all-wrong pilot of a hard query goes on)."""
+    if len(rewards) > 1:
+        return False
+    return rule == "all-equal" or rewards == {1.0}
+
+
 def rollout_flops(shape: ModelShape, rollouts: list[Rollout]) -> list[float]:
     """Inference FLOPs of generating each rollout (none for reused ones: the profile paid)."""
     return [
@@ -124,11 +132,14 @@ class RolloutCollector:
         self, scheduled: list[ScheduledQuery], step: int, round_index: int
     ) -> list[Rollout]:
         """Pilot, then commit: each query's first pilot_size responses (its whole group if G is
-        smaller); only groups whose pilot shows both outcomes are completed to G. A pilot that
-        is all correct or all wrong costs pilot_size responses instead of G."""
-        pilot = self.config.train.pilot_size
+        smaller); a pilot that ends its group (train.pilot_ends: all rewards equal, or all
+        solved) costs pilot_size responses instead of G, the other groups are completed."""
+        cfg = self.config.train
         pilots = self._sample(
-            [(gi, sq.query, range(min(pilot, sq.group_size))) for gi, sq in enumerate(scheduled)],
+            [
+                (gi, sq.query, range(min(cfg.pilot_size, sq.group_size)))
+                for gi, sq in enumerate(scheduled)
+            ],
             step,
             round_index,
         )
@@ -136,9 +147,9 @@ class RolloutCollector:
         for r in pilots:
             rewards.setdefault(r.group, set()).add(r.reward)
         rest = [
-            (gi, sq.query, range(pilot, sq.group_size))
+            (gi, sq.query, range(cfg.pilot_size, sq.group_size))
             for gi, sq in enumerate(scheduled)
-            if len(rewards[gi]) > 1 and sq.group_size > pilot
+            if sq.group_size > cfg.pilot_size and not pilot_ends_group(rewards[gi], cfg.pilot_ends)
         ]
         return self._with_advantages(pilots + self._sample(rest, step, round_index))
 
@@ -178,8 +189,9 @@ class RolloutCollector:
         self, step: int, next_queries: Callable[[int], list[ScheduledQuery]]
     ) -> tuple[list[Rollout], list[Rollout]]:
         """Pilot-then-commit rounds: each round takes the next queries whose groups fill what
-        is left of the budget and pilots them; committed (mixed) groups join the batch whole,
-        so the last one may overshoot the budget by less than one group."""
+        is left of the budget and pilots them; groups with a non-zero advantage join the batch
+        whole (the last may overshoot the budget by less than one group), the others are
+        dropped as in dapo."""
         cfg = self.config.train
         generated: list[Rollout] = []
         batch: list[Rollout] = []
