@@ -115,7 +115,13 @@ def test_health_metrics(tmp_path: Path):
 
 def test_pilot_then_commit_completes_and_trains_only_mixed_groups(tmp_path: Path):
     trainer = make_trainer(
-        tmp_path, "pilot", group_size=6, rollout_budget=24, pilot_size=2, pilot_max_rounds=10
+        tmp_path,
+        "pilot",
+        group_size=6,
+        rollout_budget=24,
+        pilot_size=2,
+        refill_max_rounds=10,
+        filter_groups=True,
     )
     generated, batch = trainer.collect()
     groups: dict[tuple[int, str], list] = {}
@@ -136,14 +142,22 @@ def test_pilot_then_commit_completes_and_trains_only_mixed_groups(tmp_path: Path
 
 def test_pilot_size_must_be_able_to_show_both_outcomes(tmp_path: Path):
     with pytest.raises(ValidationError, match="pilot_size must be 0"):
-        make_trainer(tmp_path, "bad", pilot_size=1)
+        make_trainer(tmp_path, "bad", pilot_size=1, filter_groups=True)
+    with pytest.raises(ValidationError, match="pilot_size needs train.filter_groups"):
+        make_trainer(tmp_path, "bad", pilot_size=2)
     with pytest.raises(ValidationError, match="does not combine with method 'dapo'"):
-        make_trainer(tmp_path, "bad", method="dapo", pilot_size=2)
+        make_trainer(tmp_path, "bad", method="dapo", filter_groups=True)
 
 
 def test_one_pilot_round_pilots_one_budget_of_queries(tmp_path: Path):
     trainer = make_trainer(
-        tmp_path, "one-round", group_size=6, rollout_budget=24, pilot_size=2, pilot_max_rounds=1
+        tmp_path,
+        "one-round",
+        group_size=6,
+        rollout_budget=24,
+        pilot_size=2,
+        refill_max_rounds=1,
+        filter_groups=True,
     )
     generated, batch = trainer.collect()
     assert len({r.query.query_id for r in generated}) == 24 // 6
@@ -157,7 +171,8 @@ def test_an_all_wrong_pilot_goes_on_when_only_solved_pilots_end_their_group(tmp_
         group_size=6,
         rollout_budget=72,
         pilot_size=2,
-        pilot_max_rounds=1,
+        refill_max_rounds=1,
+        filter_groups=True,
         pilot_ends="all-solved",
     )
     generated, batch = trainer.collect()
@@ -171,3 +186,21 @@ def test_an_all_wrong_pilot_goes_on_when_only_solved_pilots_end_their_group(tmp_
         assert len(g) == (2 if pilots[q] == {1.0} else 6)
     trained = {r.query.query_id for r in batch}
     assert trained == {q for q, g in groups.items() if len({r.reward for r in g}) > 1}
+
+
+def test_filter_groups_trains_only_mixed_groups_and_refills_the_step(tmp_path: Path):
+    trainer = make_trainer(
+        tmp_path, "filter", group_size=2, rollout_budget=16, filter_groups=True, steps=1
+    )
+    generated, batch = trainer.collect()
+    groups: dict[tuple[int, str], list] = {}
+    for r in generated:
+        groups.setdefault((r.group, r.query.query_id), []).append(r)
+    assert all(len(g) == 2 for g in groups.values())  # no pilot: whole groups
+    mixed = [r for g in groups.values() if len({m.reward for m in g}) > 1 for r in g]
+    assert len(mixed) < len(generated)  # the coin-flip verifier leaves some groups all-equal
+    assert sorted(map(id, batch)) == sorted(map(id, mixed))
+    assert len(batch) >= 16  # refilled past the first round's 8 queries
+    stats = trainer.train_on(batch)
+    # nothing left for a train-every-rollout trainer to add
+    assert stats["flops_skipped"] == 0.0 and stats["trained_rollouts"] == len(batch)

@@ -321,14 +321,18 @@ class TrainConfig(Strict):
     group_size: int = Field(8, ge=2)  # fixed G for grpo and dapo
     rollout_budget: int = Field(128, ge=1)  # responses generated per step (dapo: kept per step)
     dapo_max_rounds: int = Field(4, ge=1)  # dapo: generation rounds per step before giving up
-    # Pilot, then commit (0 = off): generate each query's first pilot_size responses; a pilot
-    # with all rewards equal (pilot_ends all-equal) or all solved (all-solved: training drifts
-    # queries towards solved) ends its group, the others are completed to G. Only groups with a
-    # non-zero advantage are trained; the step refills from the next queries (pilot_max_rounds
-    # rounds at most).
+    # sgpo/grpo: drop groups whose rewards are all equal from the batch after generation and
+    # refill the step from the next queries (DAPO's dynamic sampling, verl's
+    # algorithm.filter_groups), refill_max_rounds generation rounds at most; the last group is
+    # kept whole, so a batch may overshoot rollout_budget by less than one group.
+    filter_groups: bool = False
+    refill_max_rounds: int = Field(4, ge=1)
+    # Pilot, then commit (0 = off; needs filter_groups): generate each query's first
+    # pilot_size responses; a pilot with all rewards equal (pilot_ends all-equal) or all
+    # solved (all-solved: training drifts queries towards solved) ends its group, the others
+    # are completed to G.
     pilot_size: int = Field(0, ge=0)
     pilot_ends: Literal["all-equal", "all-solved"] = "all-equal"
-    pilot_max_rounds: int = Field(4, ge=1)
     steps: int = Field(60, ge=1)
     # Stop as soon as the cumulative total FLOPs (profiling included) reach this; None = no cap.
     # sgpo compare gives every method the same cap.
@@ -377,11 +381,13 @@ class TrainConfig(Strict):
             raise ValueError(
                 "train.pilot_size must be 0 (off) or >= 2: one response cannot show both outcomes"
             )
-        if self.pilot_size and (self.method == "dapo" or self.reuse_profile):
+        if self.filter_groups and (self.method == "dapo" or self.reuse_profile):
             raise ValueError(
-                "train.pilot_size does not combine with method 'dapo' (it has its own "
-                "refill rounds) or with train.reuse_profile"
+                "train.filter_groups does not combine with method 'dapo' (it filters and "
+                "refills by its own rounds) or with train.reuse_profile"
             )
+        if self.pilot_size and not self.filter_groups:
+            raise ValueError("train.pilot_size needs train.filter_groups: true")
         return self
 
 

@@ -1,7 +1,8 @@
 """A training step's rollouts: sample each scheduled query's group, score it with the verifier,
 give every response its group-relative advantage. dapo over-samples and keeps only groups whose
-rewards differ. With profile reuse (sgpo.reuse) a query's first group starts with its profile
-samples and only the rest is generated."""
+rewards differ; train.filter_groups does the same for sgpo and grpo, optionally piloting each
+group first (train.pilot_size). With profile reuse (sgpo.reuse) a query's first group starts
+with its profile samples and only the rest is generated."""
 
 from __future__ import annotations
 
@@ -156,13 +157,15 @@ class RolloutCollector:
     def collect(
         self, step: int, next_queries: Callable[[int], list[ScheduledQuery]]
     ) -> tuple[list[Rollout], list[Rollout]]:
-        """(all generated rollouts, the step's batch): the same list except for dapo and
-        piloted groups, whose batch keeps only the groups with a non-zero advantage."""
-        if self.config.train.method == "dapo":
+        """(all generated rollouts, the step's batch): the same list unless groups are
+        filtered (dapo, train.filter_groups), when the batch keeps only groups with a
+        non-zero advantage."""
+        cfg = self.config.train
+        if cfg.method == "dapo":
             return self._collect_dynamic(step, next_queries)
-        if self.config.train.pilot_size:
-            return self._collect_piloted(step, next_queries)
-        rollouts = self.generate_groups(next_queries(self.config.train.rollout_budget), step, 0)
+        if cfg.filter_groups:
+            return self._collect_filtered(step, next_queries)
+        rollouts = self.generate_groups(next_queries(cfg.rollout_budget), step, 0)
         return rollouts, rollouts
 
     def _collect_dynamic(
@@ -185,20 +188,18 @@ class RolloutCollector:
                 break
         return generated, batch
 
-    def _collect_piloted(
+    def _collect_filtered(
         self, step: int, next_queries: Callable[[int], list[ScheduledQuery]]
     ) -> tuple[list[Rollout], list[Rollout]]:
-        """Pilot-then-commit rounds: each round takes the next queries whose groups fill what
-        is left of the budget and pilots them; groups with a non-zero advantage join the batch
-        whole (the last may overshoot the budget by less than one group), the others are
-        dropped as in dapo."""
+        """Refill rounds: each round takes the next queries whose groups fill what is left of
+        the budget and generates them (piloted with train.pilot_size); groups with a non-zero
+        advantage join the batch whole, the others are dropped."""
         cfg = self.config.train
+        generate = self.piloted_groups if cfg.pilot_size else self.generate_groups
         generated: list[Rollout] = []
         batch: list[Rollout] = []
-        for round_index in range(cfg.pilot_max_rounds):
-            rollouts = self.piloted_groups(
-                next_queries(cfg.rollout_budget - len(batch)), step, round_index
-            )
+        for round_index in range(cfg.refill_max_rounds):
+            rollouts = generate(next_queries(cfg.rollout_budget - len(batch)), step, round_index)
             generated += rollouts
             for members in group_members(rollouts):
                 if any(m.advantage != 0.0 for m in members):
