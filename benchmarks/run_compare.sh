@@ -25,7 +25,7 @@ compare examples/compare-balanced.yaml report-balanced "${methods[@]}" &
 compare examples/compare-hard.yaml report-hard "${methods[@]}" &
 wait
 train_all=(--budget-currency flops_train_all
-    --methods "${TRAIN_ALL_METHODS:-dapo,sgpo,sgpo-two-sided,sgpo-dense,sgpo-dense-mixed,sgpo-dense-k16,sgpo-dense-k16-reprofile}")
+    --methods "${TRAIN_ALL_METHODS:-dapo,sgpo,sgpo-paper,sgpo-two-sided,sgpo-dense,sgpo-dense-mixed,sgpo-dense-k16,sgpo-dense-k16-reprofile}")
 compare examples/compare.yaml train-all-easy "${train_all[@]}" &
 compare examples/compare-balanced.yaml train-all-balanced "${train_all[@]}" &
 compare examples/compare-hard.yaml train-all-hard "${train_all[@]}" &

@@ -68,7 +68,8 @@ DEFAULT_METHODS = {
     "grpo-g16": ["train.method=grpo", "train.group_size=16"],
     "dapo": ["train.method=dapo", "train.group_size=8"],
     "sgpo": ["train.method=sgpo", *ABSTRACT_RULE],
-    "sgpo-paper": ["train.method=sgpo", "plan.preset=paper"],
+    # The paper builds on DAPO: zero-variance groups dropped after generation, step refilled.
+    "sgpo-paper": ["train.method=sgpo", "plan.preset=paper", "train.filter_groups=true"],
     "sgpo-two-sided": ["train.method=sgpo", *ABSTRACT_RULE, *TWO_SIDED],
     "sgpo-adaptive": ["train.method=sgpo", *ABSTRACT_RULE, "profile.adaptive=true"],
     "sgpo-reuse": ["train.method=sgpo", *ABSTRACT_RULE, "train.reuse_profile=true"],
