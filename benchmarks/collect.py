@@ -38,10 +38,10 @@ MIXES = {
         "dev rounds 5-7: balanced mix, dev seeds 100 and 101 (variants chosen here)",
     ),
     "dev8-2s": (DEV_CONFIG, "dev round 8: pilot, then commit, balanced mix, dev seeds 100 and 101"),
-    "dev8": (DEV_CONFIG, "dev round 8: balanced mix, dev seeds 100-103, equal FLOPs"),
+    "dev8": (DEV_CONFIG, "dev rounds 8-10: balanced mix, dev seeds 100-103, equal FLOPs"),
     "dev8-train-all": (
         DEV_CONFIG,
-        "dev round 8: balanced mix, dev seeds 100-103, equal train-all FLOPs",
+        "dev rounds 8-10: balanced mix, dev seeds 100-103, equal train-all FLOPs",
     ),
 }
 # benchmarks/run_more_seeds.sh: seeds 0-9 for the comparison three seeds could not resolve
