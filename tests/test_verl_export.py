@@ -501,13 +501,24 @@ def test_export_says_loudly_that_online_settings_are_not_carried(tmp_path):
     result = CliRunner().invoke(verl_app, [*args, "--set", "train.online.reestimate=true"])
     assert result.exit_code == 0, result.output
     assert "NOT applied on verl" in result.output and "reestimate" in result.output
-    assert read_table(tmp_path / "t.pq")[1]["export"]["not_carried"] == {"reestimate": True}
+    assert read_table(tmp_path / "t.pq")[1]["export"]["not_carried"] == {
+        "train.online.reestimate": True
+    }
     check = ["check", "--data", str(tmp_path / "t.pq"), "--train-batch-size", "4"]
     refused = CliRunner().invoke(verl_app, check)
     assert refused.exit_code == 2 and "ALLOW_NOT_CARRIED" in refused.output
     assert CliRunner().invoke(verl_app, [*check, "--allow-not-carried"]).exit_code == 0
     plain = CliRunner().invoke(verl_app, args)
     assert "NOT applied" not in plain.output
+    piloted = CliRunner().invoke(
+        verl_app,
+        [*args, "--set", "train.filter_groups=true", "--set", "train.pilot_size=4"],
+    )
+    assert piloted.exit_code == 0, piloted.output
+    assert read_table(tmp_path / "t.pq")[1]["export"]["not_carried"] == {
+        "train.filter_groups": True,
+        "train.pilot_size": 4,
+    }
 
 
 def test_record_run_refuses_to_resume_a_run_dir_with_other_settings(tmp_path):

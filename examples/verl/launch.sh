@@ -7,7 +7,7 @@
 #   1. exports the plan (sgpo: kept queries, curriculum order, __rollout_n__ = G; baselines: every
 #      query of the plan, __rollout_n__ = GROUP_SIZE),
 #   2. checks the export: every row has __rollout_n__ >= 2, at least TRAIN_BATCH_SIZE rows,
-#      every prompt fits MAX_PROMPT_LENGTH under MODEL's chat template, no train.online setting
+#      every prompt fits MAX_PROMPT_LENGTH under MODEL's chat template, no sgpo train setting
 #      silently dropped, and TEMPERATURE / TOP_P / MAX_RESPONSE_LENGTH equal to the sampling the
 #      plan was profiled with (they default to it; ALLOW_SAMPLING_MISMATCH=1 to differ),
 #   3. records the run in RUN_DIR/run.json (refusing a RUN_DIR that holds another run).

@@ -122,7 +122,7 @@ def export_verl(
     not_carried = exported_meta["export"]["not_carried"]
     if not_carried:
         err_console.print(
-            f"[bold red]WARNING: train.online settings {not_carried} are NOT applied on verl: "
+            f"[bold red]WARNING: sgpo settings {not_carried} are NOT applied on verl: "
             f"the verl run follows the exported, static plan (sgpo train applies them)[/bold red]",
             soft_wrap=True,
         )
@@ -188,7 +188,7 @@ def check(
     not_carried = meta.get("export", {}).get("not_carried")
     if not_carried and not allow_not_carried:
         problems.append(
-            f"the plan's config sets train.online {not_carried}, which verl does not apply "
+            f"the plan's config sets {not_carried}, which the verl launch does not apply "
             f"(ALLOW_NOT_CARRIED=1 to launch the static plan anyway)"
         )
     if plan is not None:

@@ -229,8 +229,8 @@ def export_for_config(
     fixed_group_size: int | None = None,
 ) -> tuple[Path, str, str]:
     """export_verl_parquet with the run config's prompt template, system prompt and verifier
-    (and its settings); returns (path, data_source, verifier). The train.online settings that
-    the verl run will not apply are recorded in the metadata (see online_settings_not_carried);
+    (and its settings); returns (path, data_source, verifier). The train settings that the
+    verl run will not apply are recorded in the metadata (see settings_not_carried);
     callers should show them."""
     # The config's verifier settings apply to the config's verifier, not to one given here.
     settings = cfg.task if verifier is None else None
@@ -259,20 +259,26 @@ def export_for_config(
         verifier_timeout_s=settings.verifier_timeout_s if settings else None,
         verifier_isolation=settings.verifier_isolation if settings else None,
         fixed_group_size=fixed_group_size,
-        not_carried=online_settings_not_carried(cfg),
+        not_carried=settings_not_carried(cfg),
     )
     return path, data_source, verifier
 
 
-def online_settings_not_carried(cfg) -> dict:  # noqa: ANN001 - sgpo.config.RunConfig
-    """The config's train.online settings that differ from the defaults (the paper's static
-    plan). None can be carried to verl: they change G, the filter and the order *during*
-    training from sgpo's own trainer loop (posterior updates, re-planning, re-profiling), and
-    a verl run follows the exported, static plan."""
-    online = cfg.train.online
-    defaults = type(online)()
+def settings_not_carried(cfg) -> dict:  # noqa: ANN001 - sgpo.config.RunConfig
+    """The config's train settings a verl run will not apply, where they differ from the
+    defaults (the paper's static plan): train.online (G, the filter and the order change
+    *during* training from sgpo's own trainer loop: posterior updates, re-planning,
+    re-profiling) and the step's generation rounds (train.filter_groups, train.pilot_size):
+    the launch runs sgpo without verl's algorithm.filter_groups and follows the exported,
+    static plan."""
+    train = cfg.train
+    fields = [(f"train.online.{n}", train.online, n) for n in type(train.online).model_fields]
+    fields += [
+        (f"train.{n}", train, n)
+        for n in ("filter_groups", "refill_max_rounds", "pilot_size", "pilot_ends")
+    ]
     return {
-        name: getattr(online, name)
-        for name in type(online).model_fields
-        if getattr(online, name) != getattr(defaults, name)
+        name: getattr(section, field)
+        for name, section, field in fields
+        if getattr(section, field) != type(section).model_fields[field].default
     }
