@@ -2,8 +2,8 @@
 # Ten seeds instead of three for the comparison the three-seed report could not resolve:
 # GRPO(G=8), DAPO and sgpo-dense on the three mixes (seeds 0-9; 0-2 are the report's runs,
 # copied in so they are not trained twice), at an equal budget in this trainer's FLOPs, then
-# sgpo-dense at an equal budget in train-all FLOPs (DAPO's train-all runs, the longest, keep
-# their three seeds: 2 cores, one session).
+# DAPO and sgpo-dense at an equal budget in train-all FLOPs (DAPO's since the next session:
+# the tokens-to-target comparison with DAPO is then made on the same ten seeds).
 #   benchmarks/run_more_seeds.sh runs/bench10 runs/bench2
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,9 +30,9 @@ if [ "${SKIP_EQUAL_FLOPS:-0}" != "1" ]; then
     wait
 fi
 for mix in easy balanced hard; do
-    [ -z "$report" ] || reuse "$report/train-all-$mix" "$out/train-all-$mix" sgpo-dense
+    [ -z "$report" ] || reuse "$report/train-all-$mix" "$out/train-all-$mix" dapo sgpo-dense
     mkdir -p "$out/train-all-$mix/runs" && cp -rn "$out/report-$mix/runs/grpo-g8" \
         "$out/train-all-$mix/runs/" && cp -rn "$out/report-$mix/profiles" "$out/train-all-$mix/"
-    compare "$mix" "train-all-$mix" --budget-currency flops_train_all --methods sgpo-dense &
+    compare "$mix" "train-all-$mix" --budget-currency flops_train_all --methods dapo,sgpo-dense &
 done
 wait
