@@ -58,15 +58,18 @@ def reference_run(tiny: SimpleNamespace, method: str) -> Path:
     if method not in tiny.references:
         run_dir = tiny.root / f"reference-{method}"
         config = load_config(write_config(run_dir / "in.yaml", method_tree(tiny, method)))
-        run_train(config, run_dir, tiny.plan if method == "sgpo" else None)
+        run_train(config, run_dir, tiny.plan if method.startswith("sgpo") else None)
         tiny.references[method] = run_dir
     return tiny.references[method]
 
 
+# Runs under test that are more than a train.method: name -> train settings.
+VARIANTS = {"sgpo-pilot": {"method": "sgpo", "filter_groups": True, "pilot_size": 2}}
+
+
 def method_tree(tiny: SimpleNamespace, method: str, **train: object) -> dict:
-    return tiny_tree(
-        Path(tiny.tree["model"]["embedded"]["cache_dir"]), train={"method": method, **train}
-    )
+    settings = VARIANTS.get(method, {"method": method})
+    return tiny_tree(Path(tiny.tree["model"]["embedded"]["cache_dir"]), train={**settings, **train})
 
 
 def comparable_metrics(run_dir: Path) -> str:
@@ -338,6 +341,13 @@ CRASH_CHAINS = {
         1,
         [("after_log", 1), ("checkpoint_swap", None), ("mid_step", 4), ("model_save", None)],
     ),
+    # dropped groups and refill rounds (train.filter_groups) with pilots: several takes and
+    # generation rounds per step, as dapo
+    "sgpo-pilot-every-step": (
+        "sgpo-pilot",
+        1,
+        [("after_log", 1), ("mid_step", 3), ("checkpoint_swap", None)],
+    ),
     # checkpoint every 3 steps: resume from the last one, re-run the steps after it and drop
     # their metrics lines first
     "grpo-every-3": (
@@ -363,7 +373,7 @@ def test_train_crash_chain_equals_uninterrupted(
         write_config(tmp_path / "config.yaml", method_tree(tiny, method, checkpoint_every=every))
     )
     run = tmp_path / "run"
-    plan = tiny.plan if method == "sgpo" else None
+    plan = tiny.plan if method.startswith("sgpo") else None
     for index, (point, step) in enumerate(crashes):
         with pytest.MonkeyPatch.context() as mp:
             install_crash(mp, point, step)
