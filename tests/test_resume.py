@@ -58,7 +58,7 @@ def reference_run(tiny: SimpleNamespace, method: str) -> Path:
     if method not in tiny.references:
         run_dir = tiny.root / f"reference-{method}"
         config = load_config(write_config(run_dir / "in.yaml", method_tree(tiny, method)))
-        run_train(config, run_dir, tiny.plan if method.startswith("sgpo") else None)
+        run_train(config, run_dir, plan_for(tiny, method))
         tiny.references[method] = run_dir
     return tiny.references[method]
 
@@ -67,9 +67,18 @@ def reference_run(tiny: SimpleNamespace, method: str) -> Path:
 VARIANTS = {"sgpo-pilot": {"method": "sgpo", "filter_groups": True, "pilot_size": 2}}
 
 
+def train_settings(method: str) -> dict:
+    return VARIANTS.get(method, {"method": method})
+
+
 def method_tree(tiny: SimpleNamespace, method: str, **train: object) -> dict:
-    settings = VARIANTS.get(method, {"method": method})
-    return tiny_tree(Path(tiny.tree["model"]["embedded"]["cache_dir"]), train={**settings, **train})
+    cache_dir = Path(tiny.tree["model"]["embedded"]["cache_dir"])
+    return tiny_tree(cache_dir, train={**train_settings(method), **train})
+
+
+def plan_for(tiny: SimpleNamespace, method: str) -> Path | None:
+    """The tiny plan when the run's train.method is sgpo."""
+    return tiny.plan if train_settings(method)["method"] == "sgpo" else None
 
 
 def comparable_metrics(run_dir: Path) -> str:
@@ -373,7 +382,7 @@ def test_train_crash_chain_equals_uninterrupted(
         write_config(tmp_path / "config.yaml", method_tree(tiny, method, checkpoint_every=every))
     )
     run = tmp_path / "run"
-    plan = tiny.plan if method.startswith("sgpo") else None
+    plan = plan_for(tiny, method)
     for index, (point, step) in enumerate(crashes):
         with pytest.MonkeyPatch.context() as mp:
             install_crash(mp, point, step)

@@ -30,6 +30,20 @@ def one_step(trainer: Trainer) -> tuple[list, dict]:
     return batch, trainer.train_on(batch)
 
 
+def pilot_trainer(tmp_path: Path, name: str, **train: object) -> Trainer:
+    """Groups of 6 piloted with 2 responses, zero-variance groups filtered."""
+    pilot = {"group_size": 6, "rollout_budget": 24, "pilot_size": 2, "filter_groups": True}
+    return make_trainer(tmp_path, name, **(pilot | train))
+
+
+def groups_of(rollouts: list) -> list[list]:
+    """A step's rollouts, group by group (group indices restart each generation round)."""
+    groups: dict[tuple[int, str], list] = {}
+    for r in rollouts:
+        groups.setdefault((r.group, r.query.query_id), []).append(r)
+    return list(groups.values())
+
+
 def test_micro_batch_size_does_not_change_the_update(tmp_path: Path):
     weights = []
     for micro in (1, 3, 64):
@@ -114,21 +128,10 @@ def test_health_metrics(tmp_path: Path):
 
 
 def test_pilot_then_commit_completes_and_trains_only_mixed_groups(tmp_path: Path):
-    trainer = make_trainer(
-        tmp_path,
-        "pilot",
-        group_size=6,
-        rollout_budget=24,
-        pilot_size=2,
-        refill_max_rounds=10,
-        filter_groups=True,
-    )
-    generated, batch = trainer.collect()
-    groups: dict[tuple[int, str], list] = {}
-    for r in generated:
-        groups.setdefault((r.group, r.query.query_id), []).append(r)
-    pilots_only = [g for g in groups.values() if len({r.reward for r in g[:2]}) == 1]
-    committed = [g for g in groups.values() if len({r.reward for r in g[:2]}) > 1]
+    generated, batch = pilot_trainer(tmp_path, "pilot", refill_max_rounds=10).collect()
+    groups = groups_of(generated)
+    pilots_only = [g for g in groups if len({r.reward for r in g[:2]}) == 1]
+    committed = [g for g in groups if len({r.reward for r in g[:2]}) > 1]
     # the coin-flip verifier gives both kinds of pilot
     assert pilots_only and committed
     assert all(len(g) == 2 for g in pilots_only)  # an all-equal pilot is not completed
@@ -150,35 +153,19 @@ def test_pilot_size_must_be_able_to_show_both_outcomes(tmp_path: Path):
 
 
 def test_one_pilot_round_pilots_one_budget_of_queries(tmp_path: Path):
-    trainer = make_trainer(
-        tmp_path,
-        "one-round",
-        group_size=6,
-        rollout_budget=24,
-        pilot_size=2,
-        refill_max_rounds=1,
-        filter_groups=True,
-    )
-    generated, batch = trainer.collect()
+    generated, batch = pilot_trainer(tmp_path, "one-round", refill_max_rounds=1).collect()
     assert len({r.query.query_id for r in generated}) == 24 // 6
     assert len(batch) < 24  # the coin-flip verifier leaves some pilots all-equal
 
 
 def test_an_all_wrong_pilot_goes_on_when_only_solved_pilots_end_their_group(tmp_path: Path):
-    trainer = make_trainer(
-        tmp_path,
-        "all-solved",
-        group_size=6,
-        rollout_budget=72,
-        pilot_size=2,
-        refill_max_rounds=1,
-        filter_groups=True,
-        pilot_ends="all-solved",
+    trainer = pilot_trainer(
+        tmp_path, "all-solved", rollout_budget=72, refill_max_rounds=1, pilot_ends="all-solved"
     )
     generated, batch = trainer.collect()
-    groups: dict[str, list] = {}
-    for r in generated:
-        groups.setdefault(r.query.query_id, []).append(r)
+    by_group = groups_of(generated)
+    groups = {g[0].query.query_id: g for g in by_group}
+    assert len(groups) == len(by_group)  # one round: one group per query
     pilots = {q: {r.reward for r in g[:2]} for q, g in groups.items()}
     # the coin-flip verifier gives both kinds of one-outcome pilot
     assert {0.0} in pilots.values() and {1.0} in pilots.values()
@@ -193,11 +180,9 @@ def test_filter_groups_trains_only_mixed_groups_and_refills_the_step(tmp_path: P
         tmp_path, "filter", group_size=2, rollout_budget=16, filter_groups=True, steps=1
     )
     generated, batch = trainer.collect()
-    groups: dict[tuple[int, str], list] = {}
-    for r in generated:
-        groups.setdefault((r.group, r.query.query_id), []).append(r)
-    assert all(len(g) == 2 for g in groups.values())  # no pilot: whole groups
-    mixed = [r for g in groups.values() if len({m.reward for m in g}) > 1 for r in g]
+    groups = groups_of(generated)
+    assert all(len(g) == 2 for g in groups)  # no pilot: whole groups
+    mixed = [r for g in groups if len({m.reward for m in g}) > 1 for r in g]
     assert len(mixed) < len(generated)  # the coin-flip verifier leaves some groups all-equal
     assert sorted(map(id, batch)) == sorted(map(id, mixed))
     assert len(batch) >= 16  # refilled past the first round's 8 queries
