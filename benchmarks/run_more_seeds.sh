@@ -3,7 +3,9 @@
 # GRPO(G=8), DAPO and sgpo-dense on the three mixes (seeds 0-9; 0-2 are the report's runs,
 # copied in so they are not trained twice), at an equal budget in this trainer's FLOPs, then
 # DAPO and sgpo-dense at an equal budget in train-all FLOPs (DAPO's since the next session:
-# the tokens-to-target comparison with DAPO is then made on the same ten seeds).
+# the tokens-to-target comparison with DAPO is then made on the same ten seeds), then both at an
+# equal budget in generated tokens (the GPU wall-time proxy; added a session later, run with
+# SKIP_EQUAL_FLOPS=1 SKIP_TRAIN_ALL=1).
 #   benchmarks/run_more_seeds.sh runs/bench10 runs/bench2
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,10 +31,21 @@ if [ "${SKIP_EQUAL_FLOPS:-0}" != "1" ]; then
     done
     wait
 fi
+with_baseline() {  # with_baseline(mix, dir): the equal-FLOPs baseline runs and profiles
+    mkdir -p "$out/$2/runs" && cp -rn "$out/report-$1/runs/grpo-g8" "$out/$2/runs/" &&
+        cp -rn "$out/report-$1/profiles" "$out/$2/"
+}
+if [ "${SKIP_TRAIN_ALL:-0}" != "1" ]; then
+    for mix in easy balanced hard; do
+        [ -z "$report" ] || reuse "$report/train-all-$mix" "$out/train-all-$mix" dapo sgpo-dense
+        with_baseline "$mix" "train-all-$mix"
+        compare "$mix" "train-all-$mix" --budget-currency flops_train_all \
+            --methods dapo,sgpo-dense &
+    done
+    wait
+fi
 for mix in easy balanced hard; do
-    [ -z "$report" ] || reuse "$report/train-all-$mix" "$out/train-all-$mix" dapo sgpo-dense
-    mkdir -p "$out/train-all-$mix/runs" && cp -rn "$out/report-$mix/runs/grpo-g8" \
-        "$out/train-all-$mix/runs/" && cp -rn "$out/report-$mix/profiles" "$out/train-all-$mix/"
-    compare "$mix" "train-all-$mix" --budget-currency flops_train_all --methods dapo,sgpo-dense &
+    with_baseline "$mix" "tokens-$mix"
+    compare "$mix" "tokens-$mix" --budget-currency tokens --methods dapo,sgpo-dense &
 done
 wait
