@@ -43,11 +43,13 @@ MIXES = {
         DEV_CONFIG,
         "dev rounds 8-10: balanced mix, dev seeds 100-103, equal train-all FLOPs",
     ),
+    "dev12": (DEV_CONFIG, "dev round 12: the lr, balanced mix, dev seeds 100-103"),
 }
 # benchmarks/run_more_seeds.sh: seeds 0-9 for the comparison three seeds could not resolve
 for _mix, (_config, _) in REPORT_MIXES.items():
     MIXES[f"ten-seeds-{_mix}"] = (_config, f"{_mix}, ten seeds, equal FLOPs")
     MIXES[f"ten-seeds-train-all-{_mix}"] = (_config, f"{_mix}, ten seeds, equal train-all FLOPs")
+    MIXES[f"ten-seeds-tokens-{_mix}"] = (_config, f"{_mix}, ten seeds, equal generated tokens")
 
 
 def paired_delta(method: dict, baseline: dict) -> str:

@@ -1,30 +1,72 @@
-"""core/predict.py: informative probability under the Jeffreys posterior, and plan-vs-baseline
-cost per informative rollout."""
+"""core/predict.py: the success-rate prior fitted to a profile, informative probability under
+it, and plan-vs-baseline cost per informative rollout."""
+
+import math
 
 import pytest
 
 from sgpo.core.predict import (
     Allocation,
     QueryCost,
+    RatePrior,
     epoch_costs,
+    fit_rate_prior,
     informative_probability,
     predict_against_baseline,
     profile_costs,
 )
 
 NO_PROFILE = {"tokens": 0.0, "flops": 0.0, "flops_train_all": 0.0}
+ANY_RATE = RatePrior(tuple(i / 100 for i in range(101)), (1 / 101,) * 101)  # uniform on a grid
+
+
+def outcomes_of(population: dict[float, float], k: int, queries: int) -> list[tuple[int, int]]:
+    """The expected profile of `queries` queries whose rates are spread as `population`."""
+    out = []
+    for n in range(k + 1):
+        share = sum(w * math.comb(k, n) * p**n * (1 - p) ** (k - n) for p, w in population.items())
+        out += [(n, k)] * round(share * queries)
+    return out
+
+
+def mass_near(prior: RatePrior, rate: float, width: float = 0.1) -> float:
+    return sum(w for p, w in zip(prior.rates, prior.weights, strict=True) if abs(p - rate) <= width)
+
+
+def test_fitted_prior_recovers_how_rates_are_spread():
+    prior = fit_rate_prior(outcomes_of({0.3: 0.5, 0.9: 0.5}, k=16, queries=20_000))
+    assert sum(prior.weights) == pytest.approx(1.0)
+    assert mass_near(prior, 0.3) == pytest.approx(0.5, abs=0.05)
+    assert mass_near(prior, 0.9) == pytest.approx(0.5, abs=0.05)
+    mean = sum(p * w for p, w in zip(prior.rates, prior.weights, strict=True))
+    assert mean == pytest.approx(0.6, abs=0.01)
+
+
+def test_a_query_is_judged_by_the_company_it_keeps():
+    # 7 of 8 correct among mostly always-solved queries is likely a p ~ 0.95 query: a group of
+    # 16 is then all correct far more often than among mostly middling queries.
+    mostly_solved = fit_rate_prior(outcomes_of({0.97: 0.8, 0.5: 0.2}, k=8, queries=5000))
+    mostly_middling = fit_rate_prior(outcomes_of({0.97: 0.1, 0.6: 0.9}, k=8, queries=5000))
+    among_solved = informative_probability(7, 8, 16, mostly_solved)
+    among_middling = informative_probability(7, 8, 16, mostly_middling)
+    assert among_solved < among_middling - 0.1
 
 
 def test_informative_probability_closed_forms():
-    # k = 0: p ~ Beta(1/2, 1/2), E[p^2] = 3/8, so a pair is mixed with probability 1 - 2 * 3/8
-    assert informative_probability(0, 0, 2) == pytest.approx(0.25)
-    assert informative_probability(3, 6, 1) == 0.0  # one rollout is never informative
-    # Beta(4.5, 0.5) after 4 of 4 correct: E[p^2] = 4.5*5.5/(5*6), E[(1-p)^2] = .5*1.5/(5*6)
-    assert informative_probability(4, 4, 2) == pytest.approx(1 - (24.75 + 0.75) / 30)
+    point = RatePrior((0.5,), (1.0,))  # every query at p = 1/2, whatever it showed
+    assert informative_probability(3, 6, 2, point) == pytest.approx(0.5)
+    assert informative_probability(3, 6, 1, point) == 0.0  # one rollout is never informative
+    solved = RatePrior((0.5, 1.0), (0.5, 0.5))
+    # after 4 of 4 correct: posterior weights 1/16 : 1 on p = 1/2 and p = 1
+    assert informative_probability(4, 4, 2, solved) == pytest.approx((1 / 17) * 0.5)
+    with pytest.raises(ValueError, match="no chance"):
+        informative_probability(3, 4, 2, RatePrior((1.0,), (1.0,)))
+    with pytest.raises(ValueError, match="no profiled queries"):
+        fit_rate_prior([])
 
 
 def test_informative_probability_grows_with_group_size():
-    values = [informative_probability(1, 8, g) for g in (2, 4, 8, 16)]
+    values = [informative_probability(1, 8, g, ANY_RATE) for g in (2, 4, 8, 16)]
     assert values == sorted(values) and values[-1] < 1
 
 
@@ -54,8 +96,8 @@ def test_dropping_solved_queries_pays_and_the_profile_is_charged():
 
 
 def test_epoch_costs_skip_trainer_trains_only_informative_rollouts():
-    costs = epoch_costs([query(4)], Allocation([8]))
-    live = 8 * informative_probability(4, 8, 8)
+    costs = epoch_costs([query(4)], Allocation([8]), ANY_RATE)
+    live = 8 * informative_probability(4, 8, 8, ANY_RATE)
     assert costs["flops"] == pytest.approx(8 * 10.0 + live * 30.0)
     assert costs["flops_train_all"] == 8 * 40.0
     assert costs["tokens"] == 40.0
