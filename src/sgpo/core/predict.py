@@ -10,8 +10,10 @@ whole profile (empirical Bayes: the nonparametric maximum-likelihood distributio
 grid, fitted by EM), each query's p is its posterior under that prior, and a group of G
 rollouts is informative (rewards not all equal) with probability E[1 - p^G - (1 - p)^G]. On the
 benchmark's three mixes this predicts GRPO(G=8)'s measured informative fraction to within 0.04,
-where a per-query Jeffreys prior overestimated it by 0.09-0.16 (BENCHMARKS.md). The profile's
-cost is charged once, spread over `epochs` passes over the data."""
+where a per-query Jeffreys prior overestimated it by 0.09-0.16 (BENCHMARKS.md). k samples per
+query pin down only the spread's first k moments, so for G > k the prediction extrapolates
+(NPMLE's discrete fit is the usual choice). The profile's cost is charged once, spread over
+`epochs` passes over the data."""
 
 from __future__ import annotations
 
@@ -46,7 +48,9 @@ def fit_rate_prior(
 ) -> RatePrior:
     """The distribution of success rates (on a grid over [0, 1]) that makes the profile's
     (n_correct, k) outcomes most likely: Kiefer-Wolfowitz NPMLE by EM. Queries with the same
-    outcome are pooled, so the cost does not grow with the dataset."""
+    outcome are pooled, so the cost does not grow with the dataset. EM converges slowly; on the
+    benchmark's profiles 10k iterations (~0.4 s) leave informative probabilities within 0.005
+    of a 100k-iteration fit."""
     if not outcomes:
         raise ValueError("no profiled queries to fit a success-rate prior to")
     counts = Counter(outcomes)
