@@ -49,7 +49,7 @@ def fit_rate_prior(
     """The distribution of success rates (on a grid over [0, 1]) that makes the profile's
     (n_correct, k) outcomes most likely: Kiefer-Wolfowitz NPMLE by EM. Queries with the same
     outcome are pooled, so the cost does not grow with the dataset. EM converges slowly; on the
-    benchmark's profiles 10k iterations (~0.4 s) leave informative probabilities within 0.005
+    benchmark's profiles 10k iterations (~0.4 s) leave informative probabilities within 0.015
     of a 100k-iteration fit."""
     if not outcomes:
         raise ValueError("no profiled queries to fit a success-rate prior to")
