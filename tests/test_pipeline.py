@@ -66,4 +66,12 @@ def test_stages_one_by_one(tmp_path: Path):
     sgpo("report", out)
     report = (out / "report.md").read_text()
     assert "## Plan" in report and "held-out accuracy" in report
+    plan_summary = plan_meta["summary"]
+    predicted = (
+        f"from the profile alone: informative fraction "
+        f"{plan_summary['predicted_informative_fraction']:.2f} (fixed G = "
+        f"{plan_summary['baseline_group_size']}: "
+        f"{plan_summary['predicted_baseline_informative_fraction']:.2f})"
+    )
+    assert predicted in report
     assert len(list(out.glob("*.png"))) >= 3

@@ -142,8 +142,16 @@ def write_report(run_dir: Path) -> Path:
             f"- rollouts per epoch: {s.get('rollouts_per_epoch')} vs "
             f"{s.get('baseline_rollouts_per_epoch')} for fixed G = {s.get('baseline_group_size')} "
             "over every query",
-            "",
         ]
+        if "predicted_informative_fraction" in s:
+            plan_fraction = s["predicted_informative_fraction"]
+            baseline_fraction = s["predicted_baseline_informative_fraction"]
+            lines.append(
+                f"- predicted from the profile alone: informative fraction {plan_fraction:.2f} "
+                f"(fixed G = {s.get('baseline_group_size')}: {baseline_fraction:.2f}); it scores "
+                "the initial policy and training moves p, so the measured one below can differ"
+            )
+        lines.append("")
     images += plot_training(records, run_dir)
     phases = summary["flops_by_phase"]
     lines += [
