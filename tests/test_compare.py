@@ -17,7 +17,7 @@ from sgpo.compare import (
     mean_curve,
 )
 from sgpo.config import ConfigError
-from sgpo.io import read_jsonl
+from sgpo.io import read_jsonl, read_table
 
 
 def test_final_accuracy_is_mean_of_last_window():
@@ -110,6 +110,13 @@ def test_compare_smoke_every_method_runs(tmp_path: Path):
             assert before_last < budget <= totals[-1] == summary["total_flops"]
     assert report["methods"]["sgpo"]["profile_flops"] > 0
     assert report["methods"]["grpo-g8"]["profile_flops"] == 0
+    for name, m in report["methods"].items():  # a plan's prediction, and only where a plan is
+        if name.startswith("sgpo"):
+            _, plan_meta = read_table(out / "runs" / name / "seed-0" / "plan.parquet")
+            expected = plan_meta["summary"]["predicted_informative_fraction"]
+            assert m["predicted_informative_fraction"] == expected and 0 < expected <= 1, name
+        else:
+            assert m["predicted_informative_fraction"] is None, name
     assert (out / "compare.md").read_text().count("|") > 20
     assert (out / "accuracy_vs_flops.png").stat().st_size > 0
 

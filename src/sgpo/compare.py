@@ -278,6 +278,19 @@ def cost_to_target(curve: list[tuple[float, float]], target: float, window: int)
     return None
 
 
+def predicted_informative_fraction(run_dirs: list[Path]) -> float | None:
+    """What `sgpo plan` predicted, from the profile alone, for the informative fraction of a
+    method's plan (mean over seeds); None for methods trained without a plan."""
+    from sgpo.plan import read_plan
+    from sgpo.runfiles import PLAN_FILE
+
+    plans = [d / PLAN_FILE for d in run_dirs]
+    if not all(p.exists() for p in plans):
+        return None
+    values = [read_plan(p)[1]["summary"].get("predicted_informative_fraction") for p in plans]
+    return None if None in values else statistics.fmean(values)
+
+
 def aggregate(cfg: CompareConfig, runs: dict[str, dict[int, Path]]) -> dict:
     """compare.json content from finished run directories."""
     import json
@@ -303,6 +316,9 @@ def aggregate(cfg: CompareConfig, runs: dict[str, dict[int, Path]]) -> dict:
             **currency_costs(runs, summaries, cfg.baseline, method, target, window),
             "informative_fraction": statistics.fmean(
                 s["informative_fraction"] for s in summaries[method]
+            ),
+            "predicted_informative_fraction": predicted_informative_fraction(
+                list(runs[method].values())
             ),
             "wasted_flops_fraction": statistics.fmean(
                 wasted_fraction(d) for d in runs[method].values()
@@ -383,12 +399,17 @@ def _fmt(value: float | None, spec: str) -> str:
     return "never" if value is None else format(value, spec)
 
 
+def _predicted(value: float | None) -> str:
+    return "no plan" if value is None else format(value, ".2f")
+
+
 def write_markdown(
     cfg: CompareConfig, result: dict, images: list[str], out_dir: Path, source: Path
 ) -> None:
     rows = [
         "| method | final acc (mean ± std) | initial acc | FLOPs | ratio | FLOPs train-all | "
-        "ratio train-all | generated tokens | ratio tokens | informative fraction | "
+        "ratio train-all | generated tokens | ratio tokens | informative fraction "
+        "(predicted) | "
         "FLOPs on zero-advantage rollouts | steps | wall s/run |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -398,7 +419,8 @@ def write_markdown(
             f"{m['initial_acc_mean']:.3f} | {m['total_flops']:.3e} | "
             f"{_fmt(m['ratio_vs_grpo'], '.2f')} | {m['total_flops_train_all']:.3e} | "
             f"{_fmt(m['ratio_vs_grpo_train_all'], '.2f')} | {m['generated_tokens']:.3g} | "
-            f"{_fmt(m['ratio_vs_grpo_tokens'], '.2f')} | {m['informative_fraction']:.3f} | "
+            f"{_fmt(m['ratio_vs_grpo_tokens'], '.2f')} | {m['informative_fraction']:.3f} "
+            f"({_predicted(m.get('predicted_informative_fraction'))}) | "
             f"{m['wasted_flops_fraction']:.1%} | "
             f"{m['steps_mean']:.0f} | {m['wall_s']:.0f} |"
         )
@@ -428,7 +450,9 @@ def write_markdown(
         "(verl, TRL, OpenRLHF), generated tokens. Above 1: the method got there cheaper than "
         "the baseline's whole run; `never`: not within the same budget.",
         "- *informative fraction*: share of generated rollouts that were in a group with a "
-        "non-zero advantage (the only rollouts that produce a gradient).",
+        "non-zero advantage (the only rollouts that produce a gradient); in brackets what "
+        "`sgpo plan` predicted for the plan from the profile alone (it scores the initial "
+        "policy; training moves p).",
         "- *FLOPs on zero-advantage rollouts*: share of the total spent generating rollouts "
         "that taught nothing (their backward pass is skipped for every method, so only "
         "generation is wasted). Removing all of it would save at most 1 / (1 - share).",
