@@ -38,7 +38,7 @@ MIXES = {
         "dev rounds 5-7: balanced mix, dev seeds 100 and 101 (variants chosen here)",
     ),
     "dev8-2s": (DEV_CONFIG, "dev round 8: pilot, then commit, balanced mix, dev seeds 100 and 101"),
-    "dev8": (DEV_CONFIG, "dev rounds 8-11: balanced mix, dev seeds 100-103, equal FLOPs"),
+    "dev8": (DEV_CONFIG, "dev rounds 8-13: balanced mix, dev seeds 100-103, equal FLOPs"),
     "dev8-train-all": (
         DEV_CONFIG,
         "dev rounds 8-10: balanced mix, dev seeds 100-103, equal train-all FLOPs",
