@@ -9,8 +9,9 @@ query is more likely one at p = 0.95 than at 0.8. So the spread itself is estima
 whole profile (empirical Bayes: the nonparametric maximum-likelihood distribution of p on a
 grid, fitted by EM), each query's p is its posterior under that prior, and a group of G
 rollouts is informative (rewards not all equal) with probability E[1 - p^G - (1 - p)^G]. On the
-benchmark's three mixes this predicts GRPO(G=8)'s measured informative fraction to within 0.04,
-where a per-query Jeffreys prior overestimated it by 0.09-0.16 (BENCHMARKS.md). k samples per
+benchmark's three mixes (ten seeds) this overestimates GRPO(G=8)'s measured informative
+fraction by 0.01-0.08, a per-query Jeffreys prior by 0.11-0.18 (BENCHMARKS.md); what is left is
+training moving p, which a profile of the initial policy cannot see. k samples per
 query pin down only the spread's first k moments, so for G > k the prediction extrapolates
 (NPMLE's discrete fit is the usual choice). The profile's cost is charged once, spread over
 `epochs` passes over the data."""
