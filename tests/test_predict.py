@@ -3,12 +3,14 @@ it, and plan-vs-baseline cost per informative rollout."""
 
 import math
 
+import numpy as np
 import pytest
 
 from sgpo.core.predict import (
     Allocation,
     QueryCost,
     RatePrior,
+    binomial_likelihood,
     epoch_costs,
     fit_rate_prior,
     informative_probability,
@@ -50,6 +52,17 @@ def test_a_query_is_judged_by_the_company_it_keeps():
     among_solved = informative_probability(7, 8, 16, mostly_solved)
     among_middling = informative_probability(7, 8, 16, mostly_middling)
     assert among_solved < among_middling - 0.1
+
+
+def test_large_profiles_neither_overflow_nor_lose_the_edges():
+    rates = np.linspace(0.0, 1.0, 5)
+    assert binomial_likelihood(3, 3, rates) == pytest.approx(rates**3)  # exact at p = 0 and 1
+    assert binomial_likelihood(0, 2, rates) == pytest.approx((1 - rates) ** 2)
+    # comb(4000, 2000) is beyond a float; the likelihood itself is not
+    peak = binomial_likelihood(2000, 4000, np.array([0.5]))[0]
+    assert peak == pytest.approx(1 / math.sqrt(math.pi * 2000), rel=1e-3)
+    prior = fit_rate_prior([(2000, 4000), (3990, 4000)])
+    assert mass_near(prior, 0.5, 0.01) == pytest.approx(0.5, abs=0.01)
 
 
 def test_informative_probability_closed_forms():

@@ -35,10 +35,16 @@ class RatePrior:
 
 
 def binomial_likelihood(n_correct: int, k: int, rates: np.ndarray) -> np.ndarray:
-    """P(n_correct of k | p) at each p in rates (0**0 = 1, so p = 0 and 1 are exact)."""
+    """P(n_correct of k | p) at each p in rates; in logs, so that no k overflows a float, with
+    0 * log 0 = 0 so that p = 0 and 1 are exact."""
     if k < 0 or not 0 <= n_correct <= k:
         raise ValueError(f"need 0 <= n_correct <= k, got n_correct={n_correct}, k={k}")
-    return math.comb(k, n_correct) * rates**n_correct * (1.0 - rates) ** (k - n_correct)
+    failures = k - n_correct
+    log_comb = math.lgamma(k + 1) - math.lgamma(n_correct + 1) - math.lgamma(failures + 1)
+    with np.errstate(divide="ignore"):
+        log_wins = n_correct * np.log(rates) if n_correct else np.zeros_like(rates)
+        log_losses = failures * np.log1p(-rates) if failures else np.zeros_like(rates)
+    return np.exp(log_comb + log_wins + log_losses)
 
 
 def fit_rate_prior(
