@@ -114,10 +114,15 @@ def epoch_costs(
 ) -> dict[str, float]:
     """Expected rollouts, informative rollouts and cost per currency of one epoch."""
     out = dict.fromkeys(("rollouts", "informative", "tokens", "flops", "flops_train_all"), 0.0)
+    # Queries share a handful of (n_correct, k, G): each posterior is computed once.
+    chance: dict[tuple[int, int, int], float] = {}
     for q, g in zip(queries, allocation.group_sizes, strict=True):
         if g <= 0:
             continue
-        live = g * informative_probability(q.n_correct, q.k, g, prior)
+        key = (q.n_correct, q.k, g)
+        if key not in chance:
+            chance[key] = informative_probability(q.n_correct, q.k, g, prior)
+        live = g * chance[key]
         out["rollouts"] += g
         out["informative"] += live
         out["tokens"] += g * q.tokens
