@@ -395,12 +395,8 @@ def plot_compare(
     return ["accuracy_vs_flops.png", "informative_fraction.png"]
 
 
-def _fmt(value: float | None, spec: str) -> str:
-    return "never" if value is None else format(value, spec)
-
-
-def _predicted(value: float | None) -> str:
-    return "no plan" if value is None else format(value, ".2f")
+def _fmt(value: float | None, spec: str, missing: str = "never") -> str:
+    return missing if value is None else format(value, spec)
 
 
 def write_markdown(
@@ -420,7 +416,7 @@ def write_markdown(
             f"{_fmt(m['ratio_vs_grpo'], '.2f')} | {m['total_flops_train_all']:.3e} | "
             f"{_fmt(m['ratio_vs_grpo_train_all'], '.2f')} | {m['generated_tokens']:.3g} | "
             f"{_fmt(m['ratio_vs_grpo_tokens'], '.2f')} | {m['informative_fraction']:.3f} "
-            f"({_predicted(m.get('predicted_informative_fraction'))}) | "
+            f"({_fmt(m.get('predicted_informative_fraction'), '.2f', 'no plan')}) | "
             f"{m['wasted_flops_fraction']:.1%} | "
             f"{m['steps_mean']:.0f} | {m['wall_s']:.0f} |"
         )
