@@ -8,10 +8,12 @@ import pytest
 
 from sgpo.core.predict import (
     Allocation,
+    Growth,
     QueryCost,
     RatePrior,
     binomial_likelihood,
     epoch_costs,
+    expected_group,
     fit_rate_prior,
     informative_probability,
     predict_against_baseline,
@@ -114,3 +116,46 @@ def test_epoch_costs_skip_trainer_trains_only_informative_rollouts():
     assert costs["flops"] == pytest.approx(8 * 10.0 + live * 30.0)
     assert costs["flops_train_all"] == 8 * 40.0
     assert costs["tokens"] == 40.0
+
+
+def simulate_growth(p: float, g: int, growth: Growth, groups: int) -> tuple[float, float]:
+    """Monte Carlo of grow-until-mixed: (mean rollouts, mean rollouts in mixed groups)."""
+    rng = np.random.default_rng(0)
+    draws = rng.random((groups, growth.cap)) < p
+    rollouts = informative = 0
+    for row in draws:
+        size = g
+        while size < growth.cap and len(set(row[:size])) == 1:
+            size = min(size + growth.round, growth.cap)
+        rollouts += size
+        informative += size if len(set(row[:size])) == 2 else 0
+    return rollouts / groups, informative / groups
+
+
+@pytest.mark.parametrize("p,g", [(0.95, 16), (0.6, 4), (0.1, 7)])
+def test_grown_groups_cost_and_give_what_simulation_says(p: float, g: int):
+    growth = Growth(cap=32, round=4, balanced=False)
+    point = RatePrior((p,), (1.0,))  # the query's rate known exactly
+    expected = expected_group(3, 8, g, point, growth)
+    rollouts, informative = simulate_growth(p, g, growth, 20_000)
+    assert expected.rollouts == pytest.approx(rollouts, rel=0.02)
+    assert expected.informative == pytest.approx(informative, rel=0.02)
+    # trained whole: a trainer that skips zero-advantage rollouts trains the mixed ones only
+    assert (expected.trained_live, expected.trained_all) == (
+        expected.informative,
+        expected.rollouts,
+    )
+    balanced = expected_group(3, 8, g, point, Growth(32, 4, balanced=True))
+    assert balanced.rollouts == expected.rollouts
+    mixed = 1 - p**32 - (1 - p) ** 32
+    assert balanced.trained_all == g and balanced.trained_live == pytest.approx(g * mixed)
+
+
+def test_growth_raises_the_informative_fraction_of_near_solved_queries():
+    point = RatePrior((0.95,), (1.0,))
+    plain = expected_group(7, 8, 16, point)
+    grown = expected_group(7, 8, 16, point, Growth(cap=64, round=4, balanced=True))
+    assert plain.informative / plain.rollouts == pytest.approx(1 - 0.95**16 - 0.05**16)
+    assert grown.informative / grown.rollouts > plain.informative / plain.rollouts + 0.25
+    # a group planned larger than the cap is not grown
+    assert expected_group(7, 8, 16, point, Growth(8, 4, balanced=False)) == plain

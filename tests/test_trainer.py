@@ -175,6 +175,55 @@ def test_an_all_wrong_pilot_goes_on_when_only_solved_pilots_end_their_group(tmp_
     assert trained == {q for q, g in groups.items() if len({r.reward for r in g}) > 1}
 
 
+def test_grown_groups_stop_once_mixed_or_at_the_cap(tmp_path: Path):
+    trainer = make_trainer(
+        tmp_path, "grow", group_size=2, rollout_budget=48, grow_max=4, grow_round=2
+    )
+    generated, batch = trainer.collect()
+    assert batch == generated  # grow_train all: the whole grown group is trained
+    groups = groups_of(generated)
+    assert len(groups) == 48 // 2  # growth adds responses, not queries
+    mixed = [g for g in groups if len({r.reward for r in g}) > 1]
+    capped = [g for g in groups if len({r.reward for r in g}) == 1]
+    # the coin-flip verifier gives groups mixed at once, mixed after growing, and capped ones
+    assert capped and any(len(g) == 2 for g in mixed) and any(len(g) > 2 for g in mixed)
+    assert all(len(g) == 4 for g in capped)
+    for g in mixed:  # it stopped at the first round that showed the second outcome
+        assert len(g) in (2, 4) and len({r.reward for r in g[: len(g) - 2]}) <= 1
+    record = rollout_record(generated, batch)
+    assert record["informative_fraction"] == sum(map(len, mixed)) / len(generated)
+
+
+def test_balanced_growth_trains_the_planned_size_rarer_outcome_first(tmp_path: Path):
+    trainer = make_trainer(
+        tmp_path, "balanced", group_size=2, rollout_budget=32, grow_max=8, grow_train="balanced"
+    )
+    generated, batch = trainer.collect()
+    grown = [g for g in groups_of(generated) if len(g) > 2]
+    assert grown
+    kept = groups_of(batch)
+    assert all(len(g) == 2 for g in kept)
+    assert {id(r) for r in batch} <= {id(r) for r in generated}
+    trained_of = {(r.group, r.query.query_id): [] for r in batch}
+    for r in batch:
+        trained_of[r.group, r.query.query_id].append(r)
+    for g in grown:
+        trained = trained_of[g[0].group, g[0].query.query_id]
+        rewards = [r.reward for r in g]
+        if len(set(rewards)) > 1:  # both outcomes are among the two trained
+            assert {r.reward for r in trained} == set(rewards)
+            # advantages are the whole grown group's: reward - its mean
+            mean = sum(rewards) / len(rewards)
+            assert all(r.advantage == pytest.approx(r.reward - mean) for r in trained)
+
+
+def test_growth_needs_a_cap_that_can_show_both_outcomes(tmp_path: Path):
+    with pytest.raises(ValidationError, match="grow_max must be 0"):
+        make_trainer(tmp_path, "bad", grow_max=1)
+    with pytest.raises(ValidationError, match="grow_max does not combine"):
+        make_trainer(tmp_path, "bad", grow_max=8, filter_groups=True)
+
+
 def test_filter_groups_trains_only_mixed_groups_and_refills_the_step(tmp_path: Path):
     trainer = make_trainer(
         tmp_path, "filter", group_size=2, rollout_budget=16, filter_groups=True, steps=1

@@ -333,6 +333,14 @@ class TrainConfig(Strict):
     # are completed to G.
     pilot_size: int = Field(0, ge=0)
     pilot_ends: Literal["all-equal", "all-solved"] = "all-equal"
+    # Grow until mixed (0 = off; Reinforce-Ada's adaptive sampling, beyond the paper): a group
+    # whose rewards are all equal gets grow_round more responses at a time until both outcomes
+    # show or it holds grow_max responses, so a rare outcome is paid for once, where it is
+    # found. grow_train all: the whole grown group is trained; balanced: only as many responses
+    # as the group was planned with, the rarer outcome first, advantages from the whole group.
+    grow_max: int = Field(0, ge=0)
+    grow_round: int = Field(4, ge=1)
+    grow_train: Literal["all", "balanced"] = "all"
     steps: int = Field(60, ge=1)
     # Stop as soon as the cumulative total FLOPs (profiling included) reach this; None = no cap.
     # sgpo compare gives every method the same cap.
@@ -388,6 +396,15 @@ class TrainConfig(Strict):
             )
         if self.pilot_size and not self.filter_groups:
             raise ValueError("train.pilot_size needs train.filter_groups: true")
+        if self.grow_max and (self.method == "dapo" or self.filter_groups):
+            raise ValueError(
+                "train.grow_max does not combine with method 'dapo' or train.filter_groups: "
+                "growing a group until it is mixed replaces dropping it"
+            )
+        if self.grow_max == 1:
+            raise ValueError(
+                "train.grow_max must be 0 (off) or >= 2: one response cannot show both outcomes"
+            )
         return self
 
 

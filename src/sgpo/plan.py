@@ -15,7 +15,13 @@ from sgpo import rundir
 from sgpo.config import RunConfig
 from sgpo.core.allocation import KEPT, PlannedQuery, PlanRule, ProfiledQuery, plan_queries
 from sgpo.core.flops import ModelShape, inference_flops, train_flops
-from sgpo.core.predict import Allocation, QueryCost, predict_against_baseline, profile_costs
+from sgpo.core.predict import (
+    Allocation,
+    Growth,
+    QueryCost,
+    predict_against_baseline,
+    profile_costs,
+)
 from sgpo.errors import DataError
 from sgpo.io import prepare_out_dir, read_table, write_table
 from sgpo.validate import check_plan_rows
@@ -99,10 +105,15 @@ def build_plan(profile_rows: list[dict], rule: PlanRule, seed: int) -> list[Plan
 
 
 def plan_summary(
-    rows: list[PlanRow], fixed_group_size: int, shape: ModelShape | None, epochs: float = 1.0
+    rows: list[PlanRow],
+    fixed_group_size: int,
+    shape: ModelShape | None,
+    epochs: float = 1.0,
+    growth: Growth | None = None,
 ) -> dict:
     """Counts, rollouts per epoch against a fixed-G baseline, predicted FLOPs per epoch, and
-    the predicted informative fraction and cost per informative rollout over `epochs`."""
+    the predicted informative fraction and cost per informative rollout over `epochs` (groups
+    grown until mixed with `growth`)."""
     kept = [r for r in rows if r.kept]
     summary = {
         "queries": len(rows),
@@ -132,12 +143,18 @@ def plan_summary(
         )
         summary |= {
             f"predicted_{k}": v
-            for k, v in prediction(rows, fixed_group_size, shape, epochs).items()
+            for k, v in prediction(rows, fixed_group_size, shape, epochs, growth).items()
         }
     return summary
 
 
-def prediction(rows: list[PlanRow], baseline_g: int, shape: ModelShape, epochs: float) -> dict:
+def prediction(
+    rows: list[PlanRow],
+    baseline_g: int,
+    shape: ModelShape,
+    epochs: float,
+    growth: Growth | None = None,
+) -> dict:
     """From the profile alone: informative fractions and cost per informative rollout against
     GRPO(G=baseline_g) in each currency, the profile charged over `epochs` (core/predict.py)."""
     queries = [
@@ -150,7 +167,7 @@ def prediction(rows: list[PlanRow], baseline_g: int, shape: ModelShape, epochs: 
         )
         for r in rows
     ]
-    plan = Allocation([r.group_size if r.kept else 0 for r in rows])
+    plan = Allocation([r.group_size if r.kept else 0 for r in rows], growth)
     return predict_against_baseline(queries, plan, baseline_g, profile_costs(queries), epochs)
 
 
@@ -200,7 +217,13 @@ def _run_plan(
     kept_rollouts = sum(r.group_size for r in rows if r.kept)
     # The epochs `sgpo train` will run with this config: steps x rollout_budget rollouts.
     epochs = config.train.steps * config.train.rollout_budget / max(kept_rollouts, 1)
-    summary = plan_summary(rows, config.train.group_size, shape, epochs)
+    train = config.train
+    growth = (
+        Growth(train.grow_max, train.grow_round, train.grow_train == "balanced")
+        if train.grow_max
+        else None
+    )
+    summary = plan_summary(rows, train.group_size, shape, epochs, growth)
     extra = {
         "rule": asdict(rule),
         "plan_seed": config.seed,

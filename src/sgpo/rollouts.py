@@ -1,11 +1,13 @@
 """A training step's rollouts: sample each scheduled query's group, score it with the verifier,
 give every response its group-relative advantage. dapo over-samples and keeps only groups whose
 rewards differ; train.filter_groups does the same for sgpo and grpo, optionally piloting each
-group first (train.pilot_size). With profile reuse (sgpo.reuse) a query's first group starts
-with its profile samples and only the rest is generated."""
+group first (train.pilot_size), or grows groups whose rewards are all equal until they are
+mixed (train.grow_max). With profile reuse (sgpo.reuse) a query's first group starts with its
+profile samples and only the rest is generated."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -47,6 +49,23 @@ def pilot_ends_group(rewards: set[float], rule: str) -> bool:
     if len(rewards) > 1:
         return False
     return rule == "all-equal" or rewards == {1.0}
+
+
+def balanced_subset(members: list[Rollout], size: int) -> list[Rollout]:
+    """The `size` responses of a grown group that are trained (train.grow_train balanced): one
+    of each outcome in turn, the rarer outcome first, each in draw order, so the one wrong
+    answer found among twenty right ones is always trained and both outcomes are whenever
+    size >= 2; the result keeps draw order."""
+    by_reward: dict[float, list[int]] = {}
+    for i, m in enumerate(members):
+        by_reward.setdefault(m.reward, []).append(i)
+    queues = sorted(by_reward.values(), key=len)
+    chosen: list[int] = []
+    while len(chosen) < min(size, len(members)):
+        for queue in queues:
+            if queue and len(chosen) < size:
+                chosen.append(queue.pop(0))
+    return [members[i] for i in sorted(chosen)]
 
 
 def rollout_flops(shape: ModelShape, rollouts: list[Rollout]) -> list[float]:
@@ -154,17 +173,55 @@ class RolloutCollector:
         ]
         return self._with_advantages(pilots + self._sample(rest, step, round_index))
 
+    def grown_groups(self, scheduled: list[ScheduledQuery], step: int) -> list[Rollout]:
+        """Grow until mixed: each query's planned group, then grow_round more responses at a
+        time for every group whose rewards are still all equal, until it is mixed or holds
+        grow_max responses (a group planned larger than grow_max is not grown)."""
+        cfg = self.config.train
+        rollouts = self.generate_groups(scheduled, step, 0)
+        while True:
+            outcomes: dict[int, set[float]] = {}
+            for r in rollouts:
+                outcomes.setdefault(r.group, set()).add(r.reward)
+            sizes = Counter(r.group for r in rollouts)
+            requests = [
+                (gi, sq.query, range(sizes[gi], min(sizes[gi] + cfg.grow_round, cfg.grow_max)))
+                for gi, sq in enumerate(scheduled)
+                if len(outcomes.get(gi, ())) < 2 and sizes[gi] < cfg.grow_max
+            ]
+            if not requests:
+                return self._with_advantages(rollouts)
+            rollouts += self._sample(requests, step, 0)
+
+    def _collect_grown(
+        self, step: int, next_queries: Callable[[int], list[ScheduledQuery]]
+    ) -> tuple[list[Rollout], list[Rollout]]:
+        """Grow until mixed; with grow_train balanced only each group's planned size is
+        trained (balanced_subset), its advantages still those of the whole grown group."""
+        scheduled = next_queries(self.config.train.rollout_budget)
+        generated = self.grown_groups(scheduled, step)
+        if self.config.train.grow_train == "all":
+            return generated, generated
+        batch = [
+            r
+            for members in group_members(generated)
+            for r in balanced_subset(members, scheduled[members[0].group].group_size)
+        ]
+        return generated, batch
+
     def collect(
         self, step: int, next_queries: Callable[[int], list[ScheduledQuery]]
     ) -> tuple[list[Rollout], list[Rollout]]:
         """(all generated rollouts, the step's batch): the same list unless groups are
         filtered (dapo, train.filter_groups), when the batch keeps only groups with a
-        non-zero advantage."""
+        non-zero advantage, or grown groups are trained in part (train.grow_train balanced)."""
         cfg = self.config.train
         if cfg.method == "dapo":
             return self._collect_dynamic(step, next_queries)
         if cfg.filter_groups:
             return self._collect_filtered(step, next_queries)
+        if cfg.grow_max:
+            return self._collect_grown(step, next_queries)
         rollouts = self.generate_groups(next_queries(cfg.rollout_budget), step, 0)
         return rollouts, rollouts
 

@@ -89,24 +89,75 @@ class QueryCost:
 
 
 @dataclass(frozen=True)
+class Growth:
+    """Grow until mixed (train.grow_max): a group whose rewards are all equal gets `round` more
+    rollouts at a time until it is mixed or holds `cap`; `balanced`: only the planned size is
+    trained (train.grow_train), otherwise the whole grown group."""
+
+    cap: int
+    round: int
+    balanced: bool
+
+
+@dataclass(frozen=True)
 class Allocation:
-    """Rollouts per query for one epoch (0 = not trained)."""
+    """Rollouts per query for one epoch (0 = not trained), optionally grown until mixed."""
 
     group_sizes: Sequence[int]
+    growth: Growth | None = None
 
 
-def informative_probability(n_correct: int, k: int, g: int, prior: RatePrior) -> float:
-    """P(a group of g rollouts has both outcomes), p under the prior updated with the query's
-    n_correct of k (a prior that rules out every rate the outcome allows is an error)."""
-    if g < 2:
-        return 0.0
+@dataclass(frozen=True)
+class GroupExpectation:
+    """Expected rollouts of one query's group: generated, in a mixed group, and trained by a
+    trainer that skips zero-advantage rollouts (live) and by one that trains them all."""
+
+    rollouts: float
+    informative: float
+    trained_live: float
+    trained_all: float
+
+
+def _posterior(n_correct: int, k: int, prior: RatePrior) -> tuple[np.ndarray, np.ndarray]:
+    """(rates, posterior weights) after n_correct of k (a prior that rules out every rate the
+    outcome allows is an error)."""
     rates = np.array(prior.rates)
     posterior = np.array(prior.weights) * binomial_likelihood(n_correct, k, rates)
     total = posterior.sum()
     if total <= 0:
         raise ValueError(f"the prior gives {n_correct} of {k} correct no chance")
-    mixed = 1.0 - rates**g - (1.0 - rates) ** g
-    return float(posterior @ mixed / total)
+    return rates, posterior / total
+
+
+def informative_probability(n_correct: int, k: int, g: int, prior: RatePrior) -> float:
+    """P(a group of g rollouts has both outcomes), p under the prior updated with the query's
+    n_correct of k."""
+    return expected_group(n_correct, k, g, prior).informative / g if g >= 2 else 0.0
+
+
+def expected_group(
+    n_correct: int, k: int, g: int, prior: RatePrior, growth: Growth | None = None
+) -> GroupExpectation:
+    """What a group planned at g rollouts is expected to cost and give, p under the prior
+    updated with the query's n_correct of k. Growing: after g rollouts, and after each round,
+    the group goes on while all its rewards are equal (probability E[p^s + (1 - p)^s] at size
+    s); it is wasted only if still all equal at the cap."""
+    rates, posterior = _posterior(n_correct, k, prior)
+
+    def all_equal(size: int) -> float:
+        return float(posterior @ (rates**size + (1.0 - rates) ** size))
+
+    size, rollouts = g, float(g)
+    if growth is not None:
+        while size < growth.cap:
+            step = min(growth.round, growth.cap - size)
+            rollouts += step * all_equal(size)
+            size += step
+    mixed = 1.0 - all_equal(size) if size >= 2 else 0.0
+    informative = rollouts - size * (1.0 - mixed)  # only groups still all equal at the end waste
+    if growth is not None and growth.balanced:
+        return GroupExpectation(rollouts, informative, g * mixed, float(g))
+    return GroupExpectation(rollouts, informative, informative, rollouts)
 
 
 def epoch_costs(
@@ -115,19 +166,19 @@ def epoch_costs(
     """Expected rollouts, informative rollouts and cost per currency of one epoch."""
     out = dict.fromkeys(("rollouts", "informative", "tokens", "flops", "flops_train_all"), 0.0)
     # Queries share a handful of (n_correct, k, G): each posterior is computed once.
-    chance: dict[tuple[int, int, int], float] = {}
+    expected: dict[tuple[int, int, int], GroupExpectation] = {}
     for q, g in zip(queries, allocation.group_sizes, strict=True):
         if g <= 0:
             continue
         key = (q.n_correct, q.k, g)
-        if key not in chance:
-            chance[key] = informative_probability(q.n_correct, q.k, g, prior)
-        live = g * chance[key]
-        out["rollouts"] += g
-        out["informative"] += live
-        out["tokens"] += g * q.tokens
-        out["flops"] += g * q.generate_flops + live * q.train_flops
-        out["flops_train_all"] += g * (q.generate_flops + q.train_flops)
+        if key not in expected:
+            expected[key] = expected_group(q.n_correct, q.k, g, prior, allocation.growth)
+        e = expected[key]
+        out["rollouts"] += e.rollouts
+        out["informative"] += e.informative
+        out["tokens"] += e.rollouts * q.tokens
+        out["flops"] += e.rollouts * q.generate_flops + e.trained_live * q.train_flops
+        out["flops_train_all"] += e.rollouts * q.generate_flops + e.trained_all * q.train_flops
     return out
 
 

@@ -268,14 +268,22 @@ def settings_not_carried(cfg) -> dict:  # noqa: ANN001 - sgpo.config.RunConfig
     """The config's train settings a verl run will not apply, where they differ from the
     defaults (the paper's static plan): train.online (G, the filter and the order change
     *during* training from sgpo's own trainer loop: posterior updates, re-planning,
-    re-profiling) and the step's generation rounds (train.filter_groups, train.pilot_size):
-    the launch runs sgpo without verl's algorithm.filter_groups and follows the exported,
-    static plan."""
+    re-profiling) and the step's generation rounds (train.filter_groups, train.pilot_size,
+    train.grow_max): the launch runs sgpo without verl's algorithm.filter_groups and follows
+    the exported, static plan."""
     train = cfg.train
     fields = [(f"train.online.{n}", train.online, n) for n in type(train.online).model_fields]
     fields += [
         (f"train.{n}", train, n)
-        for n in ("filter_groups", "refill_max_rounds", "pilot_size", "pilot_ends")
+        for n in (
+            "filter_groups",
+            "refill_max_rounds",
+            "pilot_size",
+            "pilot_ends",
+            "grow_max",
+            "grow_round",
+            "grow_train",
+        )
     ]
     return {
         name: getattr(section, field)
