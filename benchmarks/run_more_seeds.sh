@@ -7,12 +7,15 @@
 # equal budget in generated tokens (the GPU wall-time proxy; added a session later, run with
 # SKIP_EQUAL_FLOPS=1 SKIP_TRAIN_ALL=1).
 #   benchmarks/run_more_seeds.sh runs/bench10 runs/bench2
+# METHODS replaces dapo,sgpo-dense (a later session: METHODS=sgpo-dense,sgpo-dense-grow into
+# runs/bench10-grow, every stage, no earlier runs reused).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 out="${1:-runs/bench10}"
 report="${2:-}"  # an earlier run_compare.sh output whose seeds 0-2 to reuse
 export OMP_NUM_THREADS=1
+methods="${METHODS:-dapo,sgpo-dense}"
 declare -A configs=([easy]=examples/compare.yaml [balanced]=examples/compare-balanced.yaml
     [hard]=examples/compare-hard.yaml)
 reuse() {  # reuse(from, to, methods...): copy finished runs and profiles of seeds 0-2
@@ -27,7 +30,7 @@ mkdir -p "$out"
 if [ "${SKIP_EQUAL_FLOPS:-0}" != "1" ]; then
     for mix in easy balanced hard; do
         [ -z "$report" ] || reuse "$report/report-$mix" "$out/report-$mix" grpo-g8 dapo sgpo-dense
-        compare "$mix" "report-$mix" --methods dapo,sgpo-dense &
+        compare "$mix" "report-$mix" --methods "$methods" &
     done
     wait
 fi
@@ -40,12 +43,12 @@ if [ "${SKIP_TRAIN_ALL:-0}" != "1" ]; then
         [ -z "$report" ] || reuse "$report/train-all-$mix" "$out/train-all-$mix" dapo sgpo-dense
         with_baseline "$mix" "train-all-$mix"
         compare "$mix" "train-all-$mix" --budget-currency flops_train_all \
-            --methods dapo,sgpo-dense &
+            --methods "$methods" &
     done
     wait
 fi
 for mix in easy balanced hard; do
     with_baseline "$mix" "tokens-$mix"
-    compare "$mix" "tokens-$mix" --budget-currency tokens --methods dapo,sgpo-dense &
+    compare "$mix" "tokens-$mix" --budget-currency tokens --methods "$methods" &
 done
 wait

@@ -63,6 +63,16 @@ REPROFILE = [
     "train.online.reprofile_sample=32",
     "train.online.reprofile_k=4",
 ]
+# Grow until mixed up to 128 responses, train the planned G of each group (both outcomes in
+# turn), and re-plan every 4 steps with decay 0.3, so a query whose grown group came back all
+# correct is dropped at the next re-plan (dev rounds 14-15, BENCHMARKS.md).
+GROW = [
+    "train.grow_max=128",
+    "train.grow_train=balanced",
+    "train.online.reestimate=true",
+    "train.online.replan_every=4",
+    "train.online.decay=0.3",
+]
 DEFAULT_METHODS = {
     "grpo-g8": ["train.method=grpo", "train.group_size=8"],
     "grpo-g16": ["train.method=grpo", "train.group_size=16"],
@@ -87,6 +97,7 @@ DEFAULT_METHODS = {
     "sgpo-dense-mixed": ["train.method=sgpo", *ABSTRACT_RULE, *DENSE, *MIXED],
     "sgpo-dense-k16": ["train.method=sgpo", *ABSTRACT_RULE, *DENSE, *K16],
     "sgpo-dense-k16-reprofile": ["train.method=sgpo", *ABSTRACT_RULE, *DENSE, *K16, *REPROFILE],
+    "sgpo-dense-grow": ["train.method=sgpo", *ABSTRACT_RULE, *DENSE, *GROW],
 }
 
 
