@@ -55,22 +55,17 @@ MIXES = {
         "dev round 15: grow until mixed, dev seeds 100-103, equal generated tokens",
     ),
 }
-# benchmarks/run_more_seeds.sh: seeds 0-9 for the comparison three seeds could not resolve
-for _mix, (_config, _) in REPORT_MIXES.items():
-    MIXES[f"ten-seeds-{_mix}"] = (_config, f"{_mix}, ten seeds, equal FLOPs")
-    MIXES[f"ten-seeds-train-all-{_mix}"] = (_config, f"{_mix}, ten seeds, equal train-all FLOPs")
-    MIXES[f"ten-seeds-tokens-{_mix}"] = (_config, f"{_mix}, ten seeds, equal generated tokens")
-# the same with METHODS=sgpo-dense,sgpo-dense-grow (grow until mixed, chosen on dev rounds 14-15)
-for _mix, (_config, _) in REPORT_MIXES.items():
-    for _stage, _budget in (
-        ("", "FLOPs"),
-        ("train-all-", "train-all FLOPs"),
-        ("tokens-", "generated tokens"),
-    ):
-        MIXES[f"ten-seeds-grow-{_stage}{_mix}"] = (
-            _config,
-            f"{_mix}, ten seeds, grow until mixed, equal {_budget}",
-        )
+# benchmarks/run_more_seeds.sh: seeds 0-9 for the comparison three seeds could not resolve, at
+# each budget; then the same with METHODS=sgpo-dense,sgpo-dense-grow (grow until mixed, chosen on
+# dev rounds 14-15)
+BUDGETS = (("", "FLOPs"), ("train-all-", "train-all FLOPs"), ("tokens-", "generated tokens"))
+for _set, _what in (("", ""), ("grow-", "grow until mixed, ")):
+    for _mix, (_config, _) in REPORT_MIXES.items():
+        for _stage, _budget in BUDGETS:
+            MIXES[f"ten-seeds-{_set}{_stage}{_mix}"] = (
+                _config,
+                f"{_mix}, ten seeds, {_what}equal {_budget}",
+            )
 
 
 def previous_sections(path: Path) -> dict[str, list[str]]:

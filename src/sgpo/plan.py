@@ -215,9 +215,9 @@ def _run_plan(
     rows = build_plan(profile_rows, rule, config.seed)
     shape = ModelShape(**meta["shape"]) if "shape" in meta else None
     kept_rollouts = sum(r.group_size for r in rows if r.kept)
-    # The epochs `sgpo train` will run with this config: steps x rollout_budget rollouts.
-    epochs = config.train.steps * config.train.rollout_budget / max(kept_rollouts, 1)
     train = config.train
+    # The epochs `sgpo train` will run with this config: steps x rollout_budget rollouts.
+    epochs = train.steps * train.rollout_budget / max(kept_rollouts, 1)
     growth = (
         Growth(train.grow_max, train.grow_round, train.grow_train == "balanced")
         if train.grow_max
