@@ -8,9 +8,11 @@ import pytest
 from sgpo.config import OnlineConfig
 from sgpo.core.allocation import PlanRule, ProfiledQuery, plan_queries
 from sgpo.core.online import (
+    ALLOCATION_VALUES,
     Posterior,
     ReplanRule,
     allocate_budget,
+    group_value_weight,
     informative_probability,
     posterior_from_profile,
     replan,
@@ -48,22 +50,26 @@ def test_informative_probability():
     assert informative_probability(0.25, 4) == pytest.approx(1 - 0.25**4 - 0.75**4)
 
 
-def expected_informative(ps, sizes):
-    return sum(informative_probability(p, g) for p, g in zip(ps, sizes, strict=True))
+def expected_value(ps, sizes, value="informative"):
+    return sum(
+        informative_probability(p, g) * group_value_weight(p, value)
+        for p, g in zip(ps, sizes, strict=True)
+    )
 
 
-def brute_force(ps, budget, g_min, g_max):
+def brute_force(ps, budget, g_min, g_max, value="informative"):
     choices = [0, *range(g_min, g_max + 1)]
     best = max(
-        (expected_informative(ps, sizes), -sum(sizes))
+        (expected_value(ps, sizes, value), -sum(sizes))
         for sizes in itertools.product(choices, repeat=len(ps))
         if sum(sizes) <= budget
     )
     return best[0]
 
 
+@pytest.mark.parametrize("value", ALLOCATION_VALUES)
 @pytest.mark.parametrize("case", range(30))
-def test_allocation_is_optimal_against_brute_force(case):
+def test_allocation_is_optimal_against_brute_force(case, value):
     rng = random.Random(case)
     ps = [
         rng.choice([0.0, 1.0, rng.random(), rng.random(), 0.05, 0.95])
@@ -71,10 +77,28 @@ def test_allocation_is_optimal_against_brute_force(case):
     ]
     budget = rng.randint(0, 20)
     g_min, g_max = rng.choice([(2, 6), (2, 8), (3, 5)])
-    sizes = allocate_budget(ps, budget, g_min, g_max)
+    sizes = allocate_budget(ps, budget, g_min, g_max, value)
     assert sum(sizes) <= budget
     assert all(g == 0 or g_min <= g <= g_max for g in sizes)
-    assert expected_informative(ps, sizes) == pytest.approx(brute_force(ps, budget, g_min, g_max))
+    assert expected_value(ps, sizes, value) == pytest.approx(
+        brute_force(ps, budget, g_min, g_max, value)
+    )
+
+
+def test_info_gain_weight_peaks_at_a_third_and_moves_the_budget_there():
+    assert group_value_weight(0.9, "informative") == 1.0
+    assert group_value_weight(1 / 3, "info_gain") == pytest.approx(4 / 27)
+    assert group_value_weight(0.9, "info_gain") == pytest.approx(0.009)
+    assert group_value_weight(0.0, "info_gain") == group_value_weight(1.0, "info_gain") == 0.0
+    with pytest.raises(ValueError, match="allocation value"):
+        group_value_weight(0.5, "gradient")
+    # A near-solved query and one solved a third of the time, 8 rollouts to share: counting
+    # informative groups trains both; weighing them by what a step teaches (0.009 against
+    # 0.148), the whole budget goes to the second.
+    counted = allocate_budget([0.9, 1 / 3], budget=8, g_min=2, g_max=8)
+    weighed = allocate_budget([0.9, 1 / 3], budget=8, g_min=2, g_max=8, value="info_gain")
+    assert counted == [3, 5]
+    assert weighed == [0, 8]
 
 
 def test_allocation_skips_hopeless_and_trivial_queries():

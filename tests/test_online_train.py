@@ -29,6 +29,7 @@ def test_online_knapsack_reprofile_run(tmp_path: Path):
                 "replan_every": 2,
                 "decay": 0.5,
                 "allocation": "knapsack",
+                "allocation_value": "info_gain",
                 "reprofile_every": 3,
                 "reprofile_sample": 4,
                 "reprofile_k": 2,

@@ -299,8 +299,10 @@ class OnlineConfig(Strict):
     prior_beta: float = Field(0.0, ge=0)
     # plan: each query trains with the plan's G (plan.g_rule, from the current estimate);
     # knapsack: each step's budget is re-allocated over a window of upcoming queries to
-    # maximise the expected number of informative groups.
+    # maximise the expected value of the informative groups (allocation_value: informative =
+    # their number; info_gain = each weighted by Knapsack RL's p(1-p)^2).
     allocation: Literal["plan", "knapsack"] = "plan"
+    allocation_value: Literal["informative", "info_gain"] = "informative"
     allocation_window: float = Field(2.0, ge=1)  # window = this x the step budget (1/p sizes)
     # Every N steps (0 = never) re-profile a seeded sample of dropped queries with the current
     # policy, charged to the profile FLOPs, so that queries which became learnable come back.

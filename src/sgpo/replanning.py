@@ -56,7 +56,7 @@ class Replanner:
             return scheduler.take(budget)
         window = scheduler.peek(round(budget * self.online.allocation_window))
         scheduler.skip({s.query.query_id for s in window})
-        chosen = self.planner.allocate(window, budget)
+        chosen = self.planner.allocate(window, budget, self.online.allocation_value)
         return chosen or window[:1]
 
     def observe(self, rollouts: list[Rollout]) -> None:

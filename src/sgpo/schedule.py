@@ -153,12 +153,15 @@ class OnlinePlanner:
     def dropped(self) -> list[str]:
         return [q for q in self.query_ids if not self.current[q].kept]
 
-    def allocate(self, window: list[ScheduledQuery], budget: int) -> list[ScheduledQuery]:
-        """Re-size the window's groups to maximise expected informative groups within budget;
-        queries given no rollouts are left out."""
+    def allocate(
+        self, window: list[ScheduledQuery], budget: int, value: str
+    ) -> list[ScheduledQuery]:
+        """Re-size the window's groups to maximise the expected value of informative groups
+        within budget (sgpo.core.online.allocate_budget); queries given no rollouts are left
+        out."""
         rule = self.replan_rule.plan
         rates = [self.posteriors[s.query.query_id].mean for s in window]
-        sizes = allocate_budget(rates, budget, rule.g_min, rule.g_max)
+        sizes = allocate_budget(rates, budget, rule.g_min, rule.g_max, value)
         return [ScheduledQuery(s.query, g) for s, g in zip(window, sizes, strict=True) if g > 0]
 
     def history_rows(self, step: int) -> list[dict]:
