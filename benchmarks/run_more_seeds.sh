@@ -8,7 +8,10 @@
 # SKIP_EQUAL_FLOPS=1 SKIP_TRAIN_ALL=1).
 #   benchmarks/run_more_seeds.sh runs/bench10 runs/bench2
 # METHODS replaces dapo,sgpo-dense (a later session: METHODS=sgpo-dense,sgpo-dense-grow into
-# runs/bench10-grow, every stage, no earlier runs reused).
+# runs/bench10-grow, every stage, no earlier runs reused). SET adds space-separated config
+# overrides to every method (sgpo compare --set), for a protocol change in its own OUT:
+#   STAGES=train-all SET=train.eval_every=4 METHODS=dapo,sgpo-dense,sgpo-dense-grow \
+#     benchmarks/run_more_seeds.sh runs/bench10-eval4
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
@@ -24,21 +27,29 @@ reuse() {  # reuse(from, to, methods...): copy finished runs and profiles of see
     cp -rn "$1/profiles" "$2/"
     for m in "${@:3}"; do mkdir -p "$2/runs/$m" && cp -rn "$1/runs/$m"/seed-[012] "$2/runs/$m/"; done
 }
-compare() { .venv/bin/sgpo compare -c "${configs[$1]}" -o "$out/$2" --seeds 10 "${@:3}" \
-    > "$out/$2.log" 2>&1; }
+sets=()
+for s in ${SET:-}; do sets+=(--set "$s"); done
+compare() { .venv/bin/sgpo compare -c "${configs[$1]}" -o "$out/$2" --seeds 10 "${sets[@]}" \
+    "${@:3}" > "$out/$2.log" 2>&1; }
+# STAGES: which budgets to run (SKIP_EQUAL_FLOPS=1 / SKIP_TRAIN_ALL=1 still drop one)
+stages="${STAGES:-flops train-all tokens}"
+[ "${SKIP_EQUAL_FLOPS:-0}" != "1" ] || stages="${stages/flops/}"
+[ "${SKIP_TRAIN_ALL:-0}" != "1" ] || stages="${stages/train-all/}"
+due() { [[ " $stages " == *" $1 "* ]]; }
 mkdir -p "$out"
-if [ "${SKIP_EQUAL_FLOPS:-0}" != "1" ]; then
+if due flops; then
     for mix in easy balanced hard; do
         [ -z "$report" ] || reuse "$report/report-$mix" "$out/report-$mix" grpo-g8 dapo sgpo-dense
         compare "$mix" "report-$mix" --methods "$methods" &
     done
     wait
 fi
-with_baseline() {  # with_baseline(mix, dir): the equal-FLOPs baseline runs and profiles
+with_baseline() {  # with_baseline(mix, dir): the equal-FLOPs baseline runs and profiles, if run
+    [ -d "$out/report-$1" ] || return 0
     mkdir -p "$out/$2/runs" && cp -rn "$out/report-$1/runs/grpo-g8" "$out/$2/runs/" &&
         cp -rn "$out/report-$1/profiles" "$out/$2/"
 }
-if [ "${SKIP_TRAIN_ALL:-0}" != "1" ]; then
+if due train-all; then
     for mix in easy balanced hard; do
         [ -z "$report" ] || reuse "$report/train-all-$mix" "$out/train-all-$mix" dapo sgpo-dense
         with_baseline "$mix" "train-all-$mix"
@@ -47,8 +58,10 @@ if [ "${SKIP_TRAIN_ALL:-0}" != "1" ]; then
     done
     wait
 fi
-for mix in easy balanced hard; do
-    with_baseline "$mix" "tokens-$mix"
-    compare "$mix" "tokens-$mix" --budget-currency tokens --methods "$methods" &
-done
-wait
+if due tokens; then
+    for mix in easy balanced hard; do
+        with_baseline "$mix" "tokens-$mix"
+        compare "$mix" "tokens-$mix" --budget-currency tokens --methods "$methods" &
+    done
+    wait
+fi

@@ -15,6 +15,7 @@ from sgpo.compare import (
     final_accuracy,
     load_compare_config,
     mean_curve,
+    method_config,
 )
 from sgpo.config import ConfigError
 from sgpo.io import read_jsonl, read_table
@@ -129,6 +130,17 @@ def test_compare_subset_of_methods_and_seed_range(tmp_path: Path):
     assert list(cfg.methods) == ["grpo-g8", "sgpo-paper"]  # the baseline always runs
     with pytest.raises(ConfigError, match="unknown methods \\['nope'\\]"):
         load_compare_config(path, methods=["nope"])
+
+
+def test_compare_overrides_reach_every_method_after_the_files_own(tmp_path: Path):
+    base = tmp_path / "base.yaml"
+    base.write_text(yaml.safe_dump({"train": {"eval_every": 10}}))
+    path = tmp_path / "c.yaml"
+    tree = {"base": "base.yaml", "overrides": ["train.eval_every=8"]}
+    path.write_text(yaml.safe_dump(tree))
+    cfg, base_path = load_compare_config(path, overrides=["train.eval_every=4"])
+    for method in cfg.methods:
+        assert method_config(cfg, base_path, method, 0, []).train.eval_every == 4, method
 
 
 @pytest.mark.parametrize(

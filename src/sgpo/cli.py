@@ -334,15 +334,17 @@ def compare(
         str | None,
         typer.Option(help="Equal budget in flops, flops_train_all or tokens (default: config's)."),
     ] = None,
+    overrides: SetOpt = None,
 ) -> None:
     """Train several methods at equal total cost; write compare.json, compare.md and plots to OUT.
 
-    Finished runs under OUT/runs are reused, so an interrupted compare continues."""
+    Finished runs under OUT/runs are reused, so an interrupted compare continues (--set applies
+    to every method: give a changed compare its own OUT)."""
     from sgpo.compare import run_compare
 
     try:
         subset = [m.strip() for m in methods.split(",")] if methods else None
-        result = run_compare(config, out, seeds, first_seed, subset, budget_currency)
+        result = run_compare(config, out, seeds, first_seed, subset, budget_currency, overrides)
     except ConfigError as e:
         console.print(f"[red]{e}[/red]")
         raise typer.Exit(2) from e

@@ -137,10 +137,12 @@ def load_compare_config(
     first_seed: int = 0,
     methods: list[str] | None = None,
     budget_currency: str | None = None,
+    overrides: list[str] | None = None,
 ) -> tuple[CompareConfig, Path]:
     """The compare config; seeds = first_seed .. first_seed + seeds - 1 when seeds is given,
-    only the named methods (plus the baseline) when methods is given, and budget_currency
-    replacing the file's when given."""
+    only the named methods (plus the baseline) when methods is given, budget_currency
+    replacing the file's when given, and overrides applied to every method after the file's
+    own (before each method's)."""
     try:
         tree = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError as e:
@@ -160,6 +162,7 @@ def load_compare_config(
             raise ConfigError(f"{path}: unknown methods {unknown}; known: {list(cfg.methods)}")
         keep = {cfg.baseline, *methods}
         cfg.methods = {m: o for m, o in cfg.methods.items() if m in keep}
+    cfg.overrides += overrides or []
     return cfg, (path.parent / cfg.base).resolve()
 
 
@@ -477,8 +480,11 @@ def run_compare(
     first_seed: int = 0,
     methods: list[str] | None = None,
     budget_currency: str | None = None,
+    overrides: list[str] | None = None,
 ) -> dict:
-    cfg, base = load_compare_config(config_path, seeds, first_seed, methods, budget_currency)
+    cfg, base = load_compare_config(
+        config_path, seeds, first_seed, methods, budget_currency, overrides
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     profiles = out_dir / "profiles"
     runs: dict[str, dict[int, Path]] = {m: {} for m in cfg.methods}
