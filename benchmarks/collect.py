@@ -54,14 +54,23 @@ MIXES = {
         DEV_CONFIG,
         "dev round 15: grow until mixed, dev seeds 100-103, equal generated tokens",
     ),
+    "dev16": (DEV_CONFIG, "dev round 16: knapsack allocation, balanced mix, dev seeds 100-103"),
+    "dev16-train-all": (
+        DEV_CONFIG,
+        "dev round 16: knapsack allocation, dev seeds 100-103, equal train-all FLOPs",
+    ),
 }
 # benchmarks/run_more_seeds.sh: seeds 0-9 for the comparison three seeds could not resolve, at
 # each budget; then the same with METHODS=sgpo-dense,sgpo-dense-grow (grow until mixed, chosen on
-# dev rounds 14-15)
+# dev rounds 14-15); then, at the train-all budget only, every method evaluated every 4 steps
 BUDGETS = (("", "FLOPs"), ("train-all-", "train-all FLOPs"), ("tokens-", "generated tokens"))
-for _set, _what in (("", ""), ("grow-", "grow until mixed, ")):
+for _set, _what, _budgets in (
+    ("", "", BUDGETS),
+    ("grow-", "grow until mixed, ", BUDGETS),
+    ("eval4-", "evaluated every 4 steps, ", BUDGETS[1:2]),
+):
     for _mix, (_config, _) in REPORT_MIXES.items():
-        for _stage, _budget in BUDGETS:
+        for _stage, _budget in _budgets:
             MIXES[f"ten-seeds-{_set}{_stage}{_mix}"] = (
                 _config,
                 f"{_mix}, ten seeds, {_what}equal {_budget}",
