@@ -20,6 +20,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 from trl.trainer.utils import nanstd  # noqa: E402
 
 from sgpo.config import RunConfig  # noqa: E402
+from sgpo.core.advantages import balanced_indices  # noqa: E402
 from sgpo.core.allocation import PlanRule  # noqa: E402
 from sgpo.io import write_table  # noqa: E402
 from sgpo.models import model_source  # noqa: E402
@@ -77,7 +78,13 @@ def hashed_reward(completions: list[str], **_: object) -> list[float]:
     return [float(hashlib.sha256(c.encode()).digest()[0] % 2) for c in completions]
 
 
-def make_trainer(model_dir: str, plan_path: Path, tmp_path: Path, **config: object) -> SGPOTrainer:
+def make_trainer(
+    model_dir: str,
+    plan_path: Path,
+    tmp_path: Path,
+    reward: object = hashed_reward,
+    **config: object,
+) -> SGPOTrainer:
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     tokenizer.padding_side = "left"
     defaults = {
@@ -96,7 +103,7 @@ def make_trainer(model_dir: str, plan_path: Path, tmp_path: Path, **config: obje
     }
     args = SGPOConfig(**(defaults | config))
     model = AutoModelForCausalLM.from_pretrained(model_dir)
-    return SGPOTrainer(model, hashed_reward, plan=plan_path, args=args, processing_class=tokenizer)
+    return SGPOTrainer(model, reward, plan=plan_path, args=args, processing_class=tokenizer)
 
 
 def runs(items: list[str]) -> list[tuple[str, int]]:
@@ -337,3 +344,81 @@ def test_resume_replays_the_plan_and_keeps_sgpo_counters(
         make_trainer(model_dir, plan_path, tmp_path, **settings).train(
             resume_from_checkpoint=str(tmp_path / "out" / "checkpoint-2")
         )
+
+
+class EveryFifthCorrect:
+    """Scores responses in the order they are scored: every fifth is correct. Growth scores
+    each response once, so which groups come out all equal does not depend on the samples."""
+
+    def __init__(self) -> None:
+        self.scored = 0
+        self.__name__ = "every_fifth"
+
+    def __call__(self, completions: list[str], **_: object) -> list[float]:
+        start, self.scored = self.scored, self.scored + len(completions)
+        return [float(i % 5 == 4) for i in range(start, self.scored)]
+
+
+def test_grow_until_mixed_trains_a_balanced_subset_with_whole_group_advantages(
+    model_dir: str, plan_path: Path, tmp_path: Path
+) -> None:
+    reward = EveryFifthCorrect()
+    trainer = make_trainer(model_dir, plan_path, tmp_path, reward, grow_max=8, grow_round=2)
+    eos = trainer.processing_class.eos_token_id
+    generated_rows: list[int] = []  # tokens of every response generated, in order
+    generate = trainer.model.generate
+
+    def spy_generate(*args: object, **kwargs: object) -> torch.Tensor:
+        out = generate(*args, **kwargs)
+        for row in out[:, kwargs["input_ids"].shape[1] :].tolist():
+            generated_rows.append(row.index(eos) + 1 if eos in row else len(row))
+        return out
+
+    trainer.model.generate = spy_generate
+    seen: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[int, torch.Tensor]]] = []
+    apply_groups = trainer._apply_groups
+
+    def spy_apply(output: dict, rows: list[dict], group_ids: torch.Tensor) -> None:
+        rewards = trainer._rewards_per_func[:, 0].clone()
+        apply_groups(output, rows, group_ids)
+        seen.append((group_ids, rewards, output["advantages"], dict(trainer._whole_groups)))
+
+    trainer._apply_groups = spy_apply
+    trainer.train()
+
+    grown_to_mixed = 0
+    for (group_ids, rewards, advantages, whole), planned in zip(
+        seen, EXPECTED_BATCHES, strict=True
+    ):
+        for group, (_, size) in enumerate(planned):
+            rows = group_ids == group
+            drew = whole[group].tolist()
+            if len(set(drew)) == 2:  # stopped at the first round that showed both outcomes
+                grown = len(drew) - size
+                if grown:  # rounds of 2 (the last cut at the cap)
+                    assert len(set(drew[: len(drew) - (grown % 2 or 2)])) == 1
+                grown_to_mixed += grown > 0 and size >= 2
+            else:  # all equal up to the cap
+                assert len(drew) == 8
+            trained = rewards[rows].tolist()
+            assert sorted(trained) == sorted(drew[k] for k in balanced_indices(drew, size))
+            if len(set(drew)) == 2 and size >= 2:
+                assert set(trained) == {0.0, 1.0}
+            # advantages against everything the group drew, not only the trained rows
+            expected = torch.tensor(trained) - whole[group].mean()
+            assert torch.allclose(advantages[rows], expected)
+    assert grown_to_mixed >= 1  # the scripted rewards make a planned group of 2 grow
+    # every response generated is charged once; the trained rows keep the plan's shape
+    assert len(generated_rows) == sum(len(w) for *_, ws in seen for w in ws.values())
+    assert len(generated_rows) == trainer.sgpo_rollouts == reward.scored
+    assert sum(generated_rows) == trainer.sgpo_tokens_generated
+    logs = [h for h in trainer.state.log_history if "sgpo/grown_groups" in h]
+    assert [h["sgpo/rollouts"] for h in logs] == [3, 6, 3]
+    assert logs[0]["sgpo/grown_groups"] >= 1  # q4's group of one always grows
+
+
+def test_grow_config_validation(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="grow_max"):
+        SGPOConfig(output_dir=str(tmp_path), grow_max=1, use_cpu=True)
+    with pytest.raises(ValueError, match="grow_round"):
+        SGPOConfig(output_dir=str(tmp_path), grow_max=8, grow_round=0, use_cpu=True)

@@ -36,6 +36,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--vllm", action="store_true", help="generate with vLLM (colocate)")
     parser.add_argument("--reestimate", action="store_true", help="online sGPO re-planning")
+    parser.add_argument(
+        "--grow-max", type=int, default=0, help="grow all-equal groups up to this many (0 = off)"
+    )
     args = parser.parse_args()
 
     config = SGPOConfig(
@@ -61,6 +64,7 @@ def main() -> None:
         use_vllm=args.vllm,
         vllm_mode="colocate",
         reestimate=args.reestimate,
+        grow_max=args.grow_max,
         # Evaluation is left to `sgpo eval -c examples/gsm8k.yaml --model OUT`, the same scorer
         # as the sgpo trainer's runs.
     )

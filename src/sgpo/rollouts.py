@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from sgpo.config import RunConfig
-from sgpo.core.advantages import group_advantages
+from sgpo.core.advantages import balanced_indices, group_advantages
 from sgpo.core.flops import ModelShape, inference_flops
 from sgpo.engine import Completion, GenerationEngine, SamplingParams, stream_seed
 from sgpo.models import Policy
@@ -52,20 +52,9 @@ def pilot_ends_group(rewards: set[float], rule: str) -> bool:
 
 
 def balanced_subset(members: list[Rollout], size: int) -> list[Rollout]:
-    """The `size` responses of a grown group that are trained (train.grow_train balanced): one
-    of each outcome in turn, the rarer outcome first, each in draw order, so the one wrong
-    answer found among twenty right ones is always trained and both outcomes are whenever
-    size >= 2; the result keeps draw order."""
-    by_reward: dict[float, list[int]] = {}
-    for i, m in enumerate(members):
-        by_reward.setdefault(m.reward, []).append(i)
-    queues = sorted(by_reward.values(), key=len)
-    chosen: list[int] = []
-    while len(chosen) < min(size, len(members)):
-        for queue in queues:
-            if queue and len(chosen) < size:
-                chosen.append(queue.pop(0))
-    return [members[i] for i in sorted(chosen)]
+    """The `size` responses of a grown group that are trained (train.grow_train balanced;
+    sgpo.core.advantages.balanced_indices)."""
+    return [members[i] for i in balanced_indices([m.reward for m in members], size)]
 
 
 def rollout_flops(shape: ModelShape, rollouts: list[Rollout]) -> list[float]:

@@ -9,6 +9,23 @@ import torch
 LOSS_AGGREGATIONS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
 
 
+def balanced_indices(rewards: Sequence[float], size: int) -> list[int]:
+    """Which `size` members of a grown group are trained (grow until mixed, balanced): one of
+    each outcome in turn, the rarer outcome first, each in draw order, so the one wrong answer
+    found among twenty right ones is always trained and both outcomes are whenever size >= 2.
+    Returns indices into `rewards`, ascending (draw order kept)."""
+    by_reward: dict[float, list[int]] = {}
+    for i, reward in enumerate(rewards):
+        by_reward.setdefault(reward, []).append(i)
+    queues = sorted(by_reward.values(), key=len)
+    chosen: list[int] = []
+    while len(chosen) < min(size, len(rewards)):
+        for queue in queues:
+            if queue and len(chosen) < size:
+                chosen.append(queue.pop(0))
+    return sorted(chosen)
+
+
 def group_advantages(
     rewards: Sequence[float],
     group_ids: Sequence[int],

@@ -16,6 +16,13 @@ What changes against GRPOTrainer, and where:
 - cost (sgpo's convention, sgpo.core.flops): FLOPs per phase over real tokens, the profile's
   FLOPs charged from the start, generated tokens and rollouts; logged with sgpo's informative
   fraction and G statistics through TRL's own metrics (keys "sgpo/...").
+- grow until mixed (SGPOConfig.grow_max, _grow): a group whose rewards are all equal gets
+  grow_round more responses at a time until both outcomes show or it holds grow_max; its planned
+  G rows are then filled with a balanced subset (both outcomes in turn, rarer first) and its
+  advantages come from the whole grown group (sgpo's train.grow_train balanced: the batch keeps
+  its shape). The extra responses are charged as generation (FLOPs, tokens, rollouts), the
+  rewards of the first scoring are reused for the batch, and re-estimation sees whole groups.
+  Reward functions' log_extra columns are dropped when growing (they would not line up).
 - online re-estimation (SGPOConfig.reestimate): every group's outcomes update its query's
   posterior and the plan is rebuilt every replan_every generation batches (sgpo's
   OnlinePlanner). Knapsack allocation and re-profiling of dropped queries are not offered here.
@@ -30,6 +37,7 @@ Single process only (one GPU, optionally with a vLLM server on others).
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +47,7 @@ from datasets import Dataset
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOConfig, GRPOTrainer
 
-from sgpo.core.advantages import informative_groups
+from sgpo.core.advantages import balanced_indices, informative_groups
 from sgpo.core.flops import PHASES, inference_flops, logprob_flops, train_flops
 from sgpo.core.rewards import CORRECT_THRESHOLD
 from sgpo.io import atomic_write_json
@@ -92,6 +100,15 @@ class SGPOConfig(GRPOConfig):
     )
     reestimate_prior_alpha: float = 0.0
     reestimate_prior_beta: float = 0.0
+    grow_max: int = field(
+        default=0,
+        metadata={
+            "help": "Grow until mixed: a group whose rewards are all equal gets grow_round more "
+            "responses at a time up to this many; its planned G rows train a balanced subset "
+            "with the whole group's advantages. 0 = off."
+        },
+    )
+    grow_round: int = field(default=4, metadata={"help": "Responses added per growth round."})
     success_threshold: float = field(
         default=CORRECT_THRESHOLD,
         metadata={
@@ -104,6 +121,10 @@ class SGPOConfig(GRPOConfig):
         super().__post_init__()
         if self.replan_every < 1:
             raise ValueError(f"replan_every must be >= 1, got {self.replan_every}")
+        if self.grow_max == 1 or self.grow_max < 0:
+            raise ValueError(f"grow_max must be 0 (off) or >= 2, got {self.grow_max}")
+        if self.grow_round < 1:
+            raise ValueError(f"grow_round must be >= 1, got {self.grow_round}")
 
 
 class SGPOTrainer(GRPOTrainer):
@@ -175,7 +196,12 @@ class SGPOTrainer(GRPOTrainer):
         self.sgpo_rollouts = 0
         self.sgpo_tokens_generated = 0
         self._group_ids: torch.Tensor | None = None  # the current training batch's layout
+        self._rows: list[dict] | None = None  # its dataset rows (reward function inputs)
         self._rewards_per_func: torch.Tensor | None = None
+        # Growth: per-function rewards of the batch's rows as first scored, and every reward
+        # each grown group drew (its advantages' statistics).
+        self._scores: torch.Tensor | None = None
+        self._whole_groups: dict[int, torch.Tensor] = {}
 
     # ------------------------------------------------------------------------------ data
     def _get_train_sampler(self, dataset: Any = None) -> PlanSampler:
@@ -224,10 +250,126 @@ class SGPOTrainer(GRPOTrainer):
     def _generate(self, prompts: list) -> tuple:
         result = super()._generate(prompts)
         if self._group_ids is not None:
+            tokens_before = self.sgpo_tokens_generated
+            if self.args.grow_max:
+                result = self._grow(prompts, result)
             real = self._real_rows()
             self._restate_generation_metrics(result[0], result[1], real)
             self._charge_generation(result[0], result[1], real)
+            tokens = self.sgpo_tokens_generated - tokens_before
+            self._metrics["train"]["sgpo/tokens_generated"].append(float(tokens))
         return result
+
+    def _grow(self, prompts: list, result: tuple) -> tuple:
+        """Grow each all-equal group until mixed (or grow_max), then fill its planned rows with
+        a balanced subset of everything it drew. `result` is _generate's tuple; the returned one
+        has the chosen completions in the planned rows."""
+        prompt_ids, completion_ids, tool_mask, completions, logprobs, *rest = result
+        real = self._real_rows()
+        first = self._score(
+            prompts, real, [completions[i] for i in real], [completion_ids[i] for i in real]
+        )
+        scores = dict(zip(real, first, strict=True))
+        rows_of: dict[int, list[int]] = {}
+        for i in real:
+            rows_of.setdefault(int(self._group_ids[i]), []).append(i)
+        # Everything each group drew: (completion ids, completion, sampling log-probs, scores)
+        drawn = {
+            g: [
+                (completion_ids[i], completions[i], logprobs[i] if logprobs else None, scores[i])
+                for i in rows
+            ]
+            for g, rows in rows_of.items()
+        }
+        while True:
+            requests = [
+                (g, min(self.args.grow_round, self.args.grow_max - len(members)))
+                for g, members in drawn.items()
+                if len(members) < self.args.grow_max and self._all_equal(members)
+            ]
+            if not requests:
+                break
+            owners = [rows_of[g][0] for g, n in requests for _ in range(n)]
+            new = self._generate_quietly([prompts[i] for i in owners])
+            new_scores = self._score(prompts, owners, new[3], new[1])
+            for j, i in enumerate(owners):
+                group = int(self._group_ids[i])
+                drawn[group].append(
+                    (new[1][j], new[3][j], new[4][j] if new[4] else None, new_scores[j])
+                )
+        self._scores = torch.full(
+            (len(prompts), first.shape[1]), torch.nan, dtype=first.dtype, device=first.device
+        )
+        for g, rows in rows_of.items():
+            members = drawn[g]
+            totals = [self._total(m[3]) for m in members]
+            chosen = _balanced_scorable(totals, len(rows))
+            for row, k in zip(rows, sorted(chosen), strict=True):
+                completion_ids[row], completions[row] = members[k][0], members[k][1]
+                if logprobs is not None:
+                    logprobs[row] = members[k][2]
+                self._scores[row] = members[k][3]
+            self._whole_groups[g] = torch.tensor(totals)
+            unused = [m for k, m in enumerate(members) if k not in chosen]
+            self._charge_drawn_only(len(prompt_ids[rows[0]]), [m[0] for m in unused])
+        metrics = self._metrics["train"]
+        metrics["sgpo/grown_groups"].append(
+            float(sum(len(drawn[g]) > len(rows) for g, rows in rows_of.items()))
+        )
+        return (prompt_ids, completion_ids, tool_mask, completions, logprobs, *rest)
+
+    def _total(self, scores: torch.Tensor) -> float:
+        """A row's reward as TRL sums it (weights, NaN-aware); NaN if every function abstained."""
+        if torch.isnan(scores).all():
+            return float("nan")
+        return float((scores * self.reward_weights.to(scores.device)).nansum())
+
+    def _all_equal(self, members: list[tuple]) -> bool:
+        """No two scorable rewards differ (an unscorable response shows no outcome)."""
+        totals = {t for t in (self._total(m[3]) for m in members) if not math.isnan(t)}
+        return len(totals) <= 1
+
+    def _score(
+        self, prompts: list, owners: list[int], completions: list, completion_ids: list
+    ) -> torch.Tensor:
+        """Per-function rewards [len(owners), functions] of completions drawn for the batch rows
+        `owners` (each scored with its owner's prompt and dataset columns)."""
+        pending = {k: len(v) for k, v in self._pending_extra_logs.items()}
+        scored = GRPOTrainer._calculate_rewards(
+            self,
+            [self._rows[i] for i in owners],
+            [prompts[i] for i in owners],
+            completions,
+            completion_ids,
+        )
+        for column in list(self._pending_extra_logs):  # see the module docstring
+            del self._pending_extra_logs[column][pending.get(column, 0) :]
+        return scored
+
+    def _generate_quietly(self, prompts: list) -> tuple:
+        """GRPOTrainer's generation of one completion per prompt, its token count and
+        completion statistics left as they were (they describe the trained batch)."""
+        metrics = self._metrics["train"]
+        lengths = {k: len(v) for k, v in metrics.items()}
+        seen = self.state.num_input_tokens_seen
+        group_ids, self._group_ids = self._group_ids, None
+        try:
+            return GRPOTrainer._generate(self, prompts)
+        finally:
+            self._group_ids = group_ids
+            self.state.num_input_tokens_seen = seen
+            for key in list(metrics):
+                if key in lengths:
+                    del metrics[key][lengths[key] :]
+                else:
+                    del metrics[key]
+
+    def _charge_drawn_only(self, prompt_tokens: int, completion_ids: list[list[int]]) -> None:
+        """Responses a grown group drew and does not train: generation only."""
+        for ids in completion_ids:
+            self.sgpo_flops["rollout"] += inference_flops(self.shape, prompt_tokens, len(ids))
+        self.sgpo_rollouts += len(completion_ids)
+        self.sgpo_tokens_generated += sum(len(ids) for ids in completion_ids)
 
     def _restate_generation_metrics(
         self, prompt_ids: list[list[int]], completion_ids: list[list[int]], real: list[int]
@@ -269,10 +411,8 @@ class SGPOTrainer(GRPOTrainer):
             self.sgpo_flops["rollout"] += inference_flops(self.shape, p, r)
             self.sgpo_flops["logprob"] += logprob_passes * logprob_flops(self.shape, p, r)
             self.sgpo_flops["train"] += self.num_iterations * train_flops(self.shape, p, r)
-        tokens = sum(r for _, r in lengths)
         self.sgpo_rollouts += len(real)
-        self.sgpo_tokens_generated += tokens
-        self._metrics["train"]["sgpo/tokens_generated"].append(float(tokens))
+        self.sgpo_tokens_generated += sum(r for _, r in lengths)
 
     # --------------------------------------------------------------------------- rewards
     def _calculate_rewards(
@@ -280,6 +420,9 @@ class SGPOTrainer(GRPOTrainer):
     ) -> torch.Tensor:
         if self._group_ids is None:
             return super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        if self._scores is not None:  # scored while growing: the same rows, not scored twice
+            self._rewards_per_func = self._scores
+            return self._scores
         real = self._real_rows()
         scored = super()._calculate_rewards(
             [inputs[i] for i in real],
@@ -302,7 +445,7 @@ class SGPOTrainer(GRPOTrainer):
         group_ids = torch.tensor([x[GROUP_KEY] for x in inputs])
         rows = [{k: v for k, v in x.items() if k not in SGPO_KEYS} for x in inputs]
         planned_num_generations = self.num_generations
-        self._group_ids = group_ids
+        self._group_ids, self._rows = group_ids, rows
         # TRL groups rewards by view(-1, num_generations); with 1 its advantages are all zero
         # and are replaced below by the planned groups' advantages.
         self.num_generations = 1
@@ -311,8 +454,9 @@ class SGPOTrainer(GRPOTrainer):
             self._apply_groups(output, rows, group_ids)
         finally:
             self.num_generations = planned_num_generations
-            self._group_ids = None
-            self._rewards_per_func = None
+            self._group_ids = self._rows = None
+            self._rewards_per_func = self._scores = None
+            self._whole_groups = {}
         return output
 
     def _apply_groups(
@@ -322,7 +466,9 @@ class SGPOTrainer(GRPOTrainer):
         per_func = self._rewards_per_func
         rewards = (per_func * self.reward_weights.to(per_func.device).unsqueeze(0)).nansum(dim=1)
         rewards[torch.isnan(per_func).all(dim=1)] = torch.nan
-        advantages, is_std_zero = grouped_advantages(rewards.cpu(), group_ids, self.scale_rewards)
+        advantages, is_std_zero = grouped_advantages(
+            rewards.cpu(), group_ids, self.scale_rewards, self._whole_groups
+        )
         output["advantages"] = advantages.to(device)
 
         padding = (group_ids < 0).to(device)
@@ -358,14 +504,16 @@ class SGPOTrainer(GRPOTrainer):
         logs["advantages"].extend(real_advantages)
 
     def _observe(self, rows: list[dict], group_ids: torch.Tensor, rewards: torch.Tensor) -> None:
-        """Online sGPO: each group's outcomes update its query's success rate."""
+        """Online sGPO: each group's outcomes (all it drew, when grown) update its query's
+        success rate."""
         if self.schedule.planner is None:
             return
         column = self.args.query_id_column
         outcomes: dict[str, tuple[int, int]] = {}
         for group in torch.unique(group_ids[group_ids >= 0]).tolist():
             members = (group_ids == group).nonzero().flatten().tolist()
-            scored = [float(rewards[i]) for i in members if not torch.isnan(rewards[i])]
+            drawn = self._whole_groups.get(group, rewards[members])
+            scored = [float(r) for r in drawn if not torch.isnan(r)]
             wins = sum(r >= self.args.success_threshold for r in scored)
             outcomes[rows[members[0]][column]] = (wins, len(scored) - wins)
         replanned = self.schedule.observe(outcomes)
@@ -435,6 +583,14 @@ class SGPOTrainer(GRPOTrainer):
         if self.model.training:
             logs = logs | self.sgpo_totals()
         super().log(logs, start_time)
+
+
+def _balanced_scorable(rewards: list[float], size: int) -> set[int]:
+    """balanced_indices over the scorable responses; unscorable (NaN) ones only to fill up."""
+    scorable = [k for k, r in enumerate(rewards) if not math.isnan(r)]
+    picked = [scorable[j] for j in balanced_indices([rewards[k] for k in scorable], size)]
+    unscorable = [k for k, r in enumerate(rewards) if math.isnan(r)]
+    return set(picked + unscorable[: size - len(picked)])
 
 
 def _index_by_query(dataset: Dataset, column: str, needed: list[str]) -> dict[str, int]:
