@@ -13,6 +13,10 @@ steps on both paths from that plan; the final model of each run is scored by the
 steps after the first (sgpo: metrics.jsonl wall_s increments, generation and update; TRL: its
 step_time metric, the same span). Plain GRPO uses G=8 (16 prompts x 8 = 128 rollouts per step)
 on all training queries, shuffled.
+
+    --grow-max 128: both sGPO paths grow all-equal groups until mixed (sgpo: train.grow_max with
+    grow_train balanced; TRL: SGPOConfig.grow_max), and each reports its informative fraction
+    and rollouts generated, to check that the two growths match.
 """
 
 from __future__ import annotations
@@ -117,7 +121,8 @@ def median_after_first(times: list[float]) -> float:
     return statistics.median(times[1:])
 
 
-def run_sgpo(plan: Path, out: Path, seed: int, steps: int) -> dict:
+def run_sgpo(plan: Path, out: Path, seed: int, steps: int, grow_max: int) -> dict:
+    grow = ["--set", f"train.grow_max={grow_max}", "--set", "train.grow_train=balanced"]
     sgpo_cli(
         "train",
         "-c",
@@ -133,7 +138,9 @@ def run_sgpo(plan: Path, out: Path, seed: int, steps: int) -> dict:
         f"train.steps={steps}",
         "--set",
         "train.eval_every=0",
+        *(grow if grow_max else []),
     )
+    summary = json.loads((out / "summary.json").read_text())
     walls = [
         r["wall_s"]
         for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
@@ -143,6 +150,8 @@ def run_sgpo(plan: Path, out: Path, seed: int, steps: int) -> dict:
     return {
         "acc": evaluate(out / "final", seed, out / "eval"),
         "step_s": median_after_first(step_times),
+        "rollouts": summary["rollouts"],
+        "informative": summary["informative_fraction"],
     }
 
 
@@ -154,7 +163,7 @@ def load_model(source: str):  # noqa: ANN201
     return AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32), tokenizer
 
 
-def run_trl(plan: Path, source: str, out: Path, seed: int, steps: int) -> dict:
+def run_trl(plan: Path, source: str, out: Path, seed: int, steps: int, grow_max: int) -> dict:
     from sgpo.trl import SGPOTrainer, verifier_reward
 
     model, tokenizer = load_model(source)
@@ -162,16 +171,24 @@ def run_trl(plan: Path, source: str, out: Path, seed: int, steps: int) -> dict:
         model,
         verifier_reward("sgpo.tasks.addition:verify"),
         plan=plan,
-        args=trl_args(out, seed, steps),
+        args=trl_args(out, seed, steps, grow_max=grow_max),
         processing_class=tokenizer,
     )
     trainer.train()
     trainer.save_model(str(out / "final"))
-    step_times = [h["step_time"] for h in trainer.state.log_history if "step_time" in h]
+    history = trainer.state.log_history
+    step_times = [h["step_time"] for h in history if "step_time" in h]
+    # as sgpo's summary: responses in informative groups / responses generated, over the run
+    generated = [
+        (h["sgpo/rollouts"], h["sgpo/informative_fraction"])
+        for h in history
+        if "sgpo/rollouts" in h
+    ]
     return {
         "acc": evaluate(out / "final", seed, out / "eval"),
         "step_s": median_after_first(step_times),
         "rollouts": trainer.sgpo_rollouts,
+        "informative": sum(n * f for n, f in generated) / sum(n for n, _ in generated),
     }
 
 
@@ -202,6 +219,8 @@ def main() -> None:
     parser.add_argument("--timing-steps", type=int, default=15, help="plain GRPO steps")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--model", help="model directory (default: the config's embedded model)")
+    parser.add_argument("--grow-max", type=int, default=0, help="grow until mixed (0 = off)")
+    parser.add_argument("--no-plain-grpo", action="store_true", help="skip GRPOTrainer's timing")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
@@ -214,20 +233,23 @@ def main() -> None:
     RUN_SET.extend(["--set", f"model.name_or_path={source}"])
     for setting in ABSTRACT_RULE:
         RUN_SET.extend(["--set", setting])
-    results: dict = {"steps": args.steps}
+    results: dict = {"steps": args.steps, "grow_max": args.grow_max}
     for seed in args.seeds:
         # The addition task's queries depend on the run seed: one profile and plan per seed,
         # shared by both paths.
         plan = make_plan(args.out / f"profile-s{seed}", seed)
         results[f"initial/seed{seed}"] = evaluate(Path(source), seed, args.out / f"initial-s{seed}")
         results[f"sgpo-trainer/seed{seed}"] = run_sgpo(
-            plan, args.out / f"sgpo-s{seed}", seed, args.steps
+            plan, args.out / f"sgpo-s{seed}", seed, args.steps, args.grow_max
         )
         results[f"trl-sgpo/seed{seed}"] = run_trl(
-            plan, source, args.out / f"trl-s{seed}", seed, args.steps
+            plan, source, args.out / f"trl-s{seed}", seed, args.steps, args.grow_max
         )
         print(json.dumps(results, indent=1), flush=True)
-    results["trl-grpo-g8"] = run_plain_grpo(plan, source, args.out / "trl-grpo", args.timing_steps)
+    if not args.no_plain_grpo:
+        results["trl-grpo-g8"] = run_plain_grpo(
+            plan, source, args.out / "trl-grpo", args.timing_steps
+        )
     for path in ("sgpo-trainer", "trl-sgpo"):
         accs = [results[f"{path}/seed{s}"]["acc"] for s in args.seeds]
         steps = [results[f"{path}/seed{s}"]["step_s"] for s in args.seeds]

@@ -413,8 +413,12 @@ def test_grow_until_mixed_trains_a_balanced_subset_with_whole_group_advantages(
     assert len(generated_rows) == trainer.sgpo_rollouts == reward.scored
     assert sum(generated_rows) == trainer.sgpo_tokens_generated
     logs = [h for h in trainer.state.log_history if "sgpo/grown_groups" in h]
-    assert [h["sgpo/rollouts"] for h in logs] == [3, 6, 3]
+    assert [h["sgpo/batch_rollouts"] for h in logs] == [3, 6, 3]
+    assert sum(h["sgpo/rollouts"] for h in logs) == len(generated_rows)
     assert logs[0]["sgpo/grown_groups"] >= 1  # q4's group of one always grows
+    for h, (_, _, _, whole) in zip(logs, seen, strict=True):  # sgpo's definition: drawn responses
+        mixed = sum(len(w) for w in whole.values() if len(set(w.tolist())) == 2)
+        assert h["sgpo/informative_fraction"] == pytest.approx(mixed / h["sgpo/rollouts"])
 
 
 def test_grow_config_validation(tmp_path: Path) -> None:

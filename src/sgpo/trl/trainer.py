@@ -482,12 +482,18 @@ class SGPOTrainer(GRPOTrainer):
         self._drop_padding_from_logs(real.tolist(), advantages[real].tolist())
 
         groups = group_ids[real].tolist()
-        sizes = torch.bincount(group_ids[real]).float()
         live = informative_groups(advantages[real].tolist(), groups)
-        metrics["sgpo/queries"].append(float(len(sizes)))
-        metrics["sgpo/rollouts"].append(float(len(groups)))
+        # As sgpo's metrics.jsonl: rollouts and group sizes count every response generated
+        # (a grown group's too), batch_rollouts the rows trained.
+        drawn = {g: len(self._whole_groups.get(g, ())) or groups.count(g) for g in set(groups)}
+        sizes = torch.tensor(list(drawn.values()), dtype=torch.float32)
+        generated = sum(drawn.values())
+        metrics["sgpo/queries"].append(float(len(drawn)))
+        metrics["sgpo/rollouts"].append(float(generated))
+        metrics["sgpo/batch_rollouts"].append(float(len(groups)))
         metrics["sgpo/padding_rows"].append(float(len(group_ids) - len(groups)))
-        metrics["sgpo/informative_fraction"].append(sum(g in live for g in groups) / len(groups))
+        informative = sum(n for g, n in drawn.items() if g in live)
+        metrics["sgpo/informative_fraction"].append(informative / generated)
         metrics["sgpo/group_size_mean"].append(sizes.mean().item())
         metrics["sgpo/group_size_min"].append(sizes.min().item())
         metrics["sgpo/group_size_max"].append(sizes.max().item())
