@@ -318,11 +318,15 @@ class SGPOTrainer(GRPOTrainer):
         )
         return (prompt_ids, completion_ids, tool_mask, completions, logprobs, *rest)
 
+    def _weighted(self, per_func: torch.Tensor) -> torch.Tensor:
+        """Rewards [rows] as TRL sums per_func [rows, functions] (weights, NaN-aware); NaN where
+        every function abstained."""
+        rewards = (per_func * self.reward_weights.to(per_func.device).unsqueeze(0)).nansum(dim=1)
+        rewards[torch.isnan(per_func).all(dim=1)] = torch.nan
+        return rewards
+
     def _total(self, scores: torch.Tensor) -> float:
-        """A row's reward as TRL sums it (weights, NaN-aware); NaN if every function abstained."""
-        if torch.isnan(scores).all():
-            return float("nan")
-        return float((scores * self.reward_weights.to(scores.device)).nansum())
+        return float(self._weighted(scores.unsqueeze(0))[0])
 
     def _all_equal(self, members: list[tuple]) -> bool:
         """No two scorable rewards differ (an unscorable response shows no outcome)."""
@@ -463,9 +467,7 @@ class SGPOTrainer(GRPOTrainer):
         self, output: dict[str, Any], rows: list[dict], group_ids: torch.Tensor
     ) -> None:
         device = output["advantages"].device
-        per_func = self._rewards_per_func
-        rewards = (per_func * self.reward_weights.to(per_func.device).unsqueeze(0)).nansum(dim=1)
-        rewards[torch.isnan(per_func).all(dim=1)] = torch.nan
+        rewards = self._weighted(self._rewards_per_func)
         advantages, is_std_zero = grouped_advantages(
             rewards.cpu(), group_ids, self.scale_rewards, self._whole_groups
         )
