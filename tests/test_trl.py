@@ -302,6 +302,25 @@ def test_reestimation_observes_each_group(model_dir: str, plan_path: Path, tmp_p
     assert observed == [{"q4": (wins["q4"], 1 - wins["q4"]), "q3": (wins["q3"], 2 - wins["q3"])}]
 
 
+def test_reestimation_of_a_grown_group_counts_everything_it_drew(
+    model_dir: str, plan_path: Path, tmp_path: Path
+) -> None:
+    reward = EveryFifthCorrect()
+    trainer = make_trainer(
+        model_dir, plan_path, tmp_path, reward, reestimate=True, grow_max=8, grow_round=2
+    )
+    observed: list[dict[str, tuple[int, int]]] = []
+    trainer.schedule.observe = lambda outcomes: observed.append(outcomes) or False
+    slots = trainer.plan_sampler.batch_slots(trainer.schedule.next_batch())
+    rows = PlanRows(trainer.train_dataset)
+    trainer.model.train()
+    trainer._generate_and_score_completions([rows[s] for s in slots])
+    # Scoring order (every fifth correct): q4's 1 and q3's 2 responses 0 0 0; round 1, both
+    # groups: q4 0 1 (mixed), q3 0 0; round 2: q3 0 0; round 3: q3 1 0 (mixed, 8 drawn).
+    assert reward.scored == 11
+    assert observed == [{"q4": (1, 2), "q3": (1, 7)}]
+
+
 def trained_batches(trainer: SGPOTrainer) -> list[list[tuple[str, int]]]:
     """Records each training batch's (query, G) runs as the trainer scores it."""
     batches: list[list[tuple[str, int]]] = []
