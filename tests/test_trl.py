@@ -285,6 +285,28 @@ def test_vllm_path_requests_real_rows_only(model_dir: str, plan_path: Path, tmp_
     assert torch.isfinite(trainer._compute_loss(trainer.model, output))
 
 
+def test_vllm_path_grows_with_one_request_per_round(
+    model_dir: str, plan_path: Path, tmp_path: Path
+) -> None:
+    reward = EveryFifthCorrect()
+    trainer = make_trainer(model_dir, plan_path, tmp_path, reward, grow_max=8, grow_round=2)
+    fake = FakeVLLM(trainer.processing_class.eos_token_id)
+    trainer.use_vllm, trainer.vllm_generation, trainer._last_loaded_step = True, fake, -1
+    slots = trainer.plan_sampler.batch_slots(trainer.schedule.next_batch())
+    rows = PlanRows(trainer.train_dataset)
+    trainer.model.train()
+    output = trainer._generate_and_score_completions([rows[s] for s in slots])
+
+    # the batch's 3 real rows, then one request per growth round: q4 and q3 (2 each), then q3
+    # alone twice (the scoring trace of test_reestimation_of_a_grown_group_...)
+    assert fake.requests == [(3, 1), (4, 1), (2, 1), (2, 1)]
+    real = torch.tensor([s.group >= 0 for s in slots])
+    # the chosen responses keep their sampling log-probs; padding's stay NaN
+    assert torch.isfinite(output["sampling_per_token_logps"][real, 0]).all()
+    assert torch.isnan(output["sampling_per_token_logps"][~real, 0]).all()
+    assert trainer.sgpo_rollouts == 11
+
+
 def test_reestimation_observes_each_group(model_dir: str, plan_path: Path, tmp_path: Path) -> None:
     trainer = make_trainer(model_dir, plan_path, tmp_path, reestimate=True, replan_every=1)
     observed: list[dict[str, tuple[int, int]]] = []
