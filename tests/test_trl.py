@@ -265,14 +265,25 @@ class FakeVLLM:
         return prompts, completions, logprobs, None
 
 
-def test_vllm_path_requests_real_rows_only(model_dir: str, plan_path: Path, tmp_path: Path) -> None:
-    trainer = make_trainer(model_dir, plan_path, tmp_path)
+def use_fake_vllm(trainer: SGPOTrainer) -> FakeVLLM:
     fake = FakeVLLM(trainer.processing_class.eos_token_id)
     trainer.use_vllm, trainer.vllm_generation, trainer._last_loaded_step = True, fake, -1
+    return fake
+
+
+def score_first_batch(trainer: SGPOTrainer) -> tuple[list, dict]:
+    """The plan's first generation batch, generated and scored as in training: (its slots,
+    TRL's batch output)."""
     slots = trainer.plan_sampler.batch_slots(trainer.schedule.next_batch())
     rows = PlanRows(trainer.train_dataset)
     trainer.model.train()
-    output = trainer._generate_and_score_completions([rows[s] for s in slots])
+    return slots, trainer._generate_and_score_completions([rows[s] for s in slots])
+
+
+def test_vllm_path_requests_real_rows_only(model_dir: str, plan_path: Path, tmp_path: Path) -> None:
+    trainer = make_trainer(model_dir, plan_path, tmp_path)
+    fake = use_fake_vllm(trainer)
+    slots, output = score_first_batch(trainer)
 
     assert fake.requests == [(3, 1)]  # q4 x 1 + q3 x 2, one completion per prompt
     padding = torch.tensor([s.group < 0 for s in slots])
@@ -290,12 +301,8 @@ def test_vllm_path_grows_with_one_request_per_round(
 ) -> None:
     reward = EveryFifthCorrect()
     trainer = make_trainer(model_dir, plan_path, tmp_path, reward, grow_max=8, grow_round=2)
-    fake = FakeVLLM(trainer.processing_class.eos_token_id)
-    trainer.use_vllm, trainer.vllm_generation, trainer._last_loaded_step = True, fake, -1
-    slots = trainer.plan_sampler.batch_slots(trainer.schedule.next_batch())
-    rows = PlanRows(trainer.train_dataset)
-    trainer.model.train()
-    output = trainer._generate_and_score_completions([rows[s] for s in slots])
+    fake = use_fake_vllm(trainer)
+    slots, output = score_first_batch(trainer)
 
     # the batch's 3 real rows, then one request per growth round: q4 and q3 (2 each), then q3
     # alone twice (the scoring trace of test_reestimation_of_a_grown_group_...)
@@ -311,10 +318,7 @@ def test_reestimation_observes_each_group(model_dir: str, plan_path: Path, tmp_p
     trainer = make_trainer(model_dir, plan_path, tmp_path, reestimate=True, replan_every=1)
     observed: list[dict[str, tuple[int, int]]] = []
     trainer.schedule.observe = lambda outcomes: observed.append(outcomes) or False
-    slots = trainer.plan_sampler.batch_slots(trainer.schedule.next_batch())
-    rows = PlanRows(trainer.train_dataset)
-    trainer.model.train()
-    output = trainer._generate_and_score_completions([rows[s] for s in slots])
+    _, output = score_first_batch(trainer)
 
     texts = trainer.processing_class.batch_decode(
         output["completion_ids"] * output["completion_mask"], skip_special_tokens=True
@@ -333,10 +337,7 @@ def test_reestimation_of_a_grown_group_counts_everything_it_drew(
     )
     observed: list[dict[str, tuple[int, int]]] = []
     trainer.schedule.observe = lambda outcomes: observed.append(outcomes) or False
-    slots = trainer.plan_sampler.batch_slots(trainer.schedule.next_batch())
-    rows = PlanRows(trainer.train_dataset)
-    trainer.model.train()
-    trainer._generate_and_score_completions([rows[s] for s in slots])
+    score_first_batch(trainer)
     # Scoring order (every fifth correct): q4's 1 and q3's 2 responses 0 0 0; round 1, both
     # groups: q4 0 1 (mixed), q3 0 0; round 2: q3 0 0; round 3: q3 1 0 (mixed, 8 drawn).
     assert reward.scored == 11
