@@ -226,3 +226,12 @@ def test_pow2_bucket_sizes_and_trivial_threshold():
     sizes = {q: p.group_size for q, p in planned.items() if p.kept}
     # p = 0 -> g_max; 1/8 -> 8 (not > 1/8); 2/8 -> 4 (not > 1/4); 3/8..6/8 -> 2
     assert sizes == {"q0": 8, "q1": 8, "q2": 4, "q3": 2, "q4": 2, "q5": 2, "q6": 2}
+
+
+def test_growth_round_grows_only_all_equal_groups_under_the_cap():
+    from sgpo.core.advantages import growth_round
+
+    sizes = {"mixed": 4, "single": 4, "near_cap": 7, "full": 8, "planned_above": 10}
+    single = {"single", "near_cap", "full", "planned_above"}
+    assert growth_round(sizes, single, grow_round=2, grow_max=8) == {"single": 2, "near_cap": 1}
+    assert growth_round({"a": 8}, {"a"}, grow_round=2, grow_max=8) == {}

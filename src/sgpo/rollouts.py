@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from sgpo.config import RunConfig
-from sgpo.core.advantages import balanced_indices, group_advantages
+from sgpo.core.advantages import balanced_indices, group_advantages, growth_round
 from sgpo.core.flops import ModelShape, inference_flops
 from sgpo.engine import Completion, GenerationEngine, SamplingParams, stream_seed
 from sgpo.models import Policy
@@ -173,13 +173,13 @@ class RolloutCollector:
             for r in rollouts:
                 outcomes.setdefault(r.group, set()).add(r.reward)
             sizes = Counter(r.group for r in rollouts)
-            requests = [
-                (gi, sq.query, range(sizes[gi], min(sizes[gi] + cfg.grow_round, cfg.grow_max)))
-                for gi, sq in enumerate(scheduled)
-                if len(outcomes.get(gi, ())) < 2 and sizes[gi] < cfg.grow_max
-            ]
-            if not requests:
+            single = {g for g, seen in outcomes.items() if len(seen) < 2}
+            more = growth_round(sizes, single, cfg.grow_round, cfg.grow_max)
+            if not more:
                 return self._with_advantages(rollouts)
+            requests = [
+                (g, scheduled[g].query, range(sizes[g], sizes[g] + n)) for g, n in more.items()
+            ]
             rollouts += self._sample(requests, step, 0)
 
     def _collect_grown(

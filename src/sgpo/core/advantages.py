@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
+from typing import TypeVar
 
 import torch
 
+K = TypeVar("K")
 LOSS_AGGREGATIONS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
+
+
+def growth_round(
+    sizes: Mapping[K, int], all_equal: Collection[K], grow_round: int, grow_max: int
+) -> dict[K, int]:
+    """Grow until mixed: how many more responses each group draws next, given each group's size
+    and which groups still show one outcome only: grow_round at a time, up to grow_max in all.
+    Empty once every group is mixed or full (a group planned above grow_max never grows)."""
+    return {
+        g: min(grow_round, grow_max - size)
+        for g, size in sizes.items()
+        if g in all_equal and size < grow_max
+    }
 
 
 def balanced_indices(rewards: Sequence[float], size: int) -> list[int]:

@@ -47,7 +47,7 @@ from datasets import Dataset
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOConfig, GRPOTrainer
 
-from sgpo.core.advantages import balanced_indices, informative_groups
+from sgpo.core.advantages import balanced_indices, growth_round, informative_groups
 from sgpo.core.flops import PHASES, inference_flops, logprob_flops, train_flops
 from sgpo.core.rewards import CORRECT_THRESHOLD
 from sgpo.io import atomic_write_json
@@ -282,14 +282,12 @@ class SGPOTrainer(GRPOTrainer):
             for g, rows in rows_of.items()
         }
         while True:
-            requests = [
-                (g, min(self.args.grow_round, self.args.grow_max - len(members)))
-                for g, members in drawn.items()
-                if len(members) < self.args.grow_max and self._all_equal(members)
-            ]
-            if not requests:
+            sizes = {g: len(members) for g, members in drawn.items()}
+            single = {g for g, members in drawn.items() if self._all_equal(members)}
+            more = growth_round(sizes, single, self.args.grow_round, self.args.grow_max)
+            if not more:
                 break
-            owners = [rows_of[g][0] for g, n in requests for _ in range(n)]
+            owners = [rows_of[g][0] for g, n in more.items() for _ in range(n)]
             new = self._generate_quietly([prompts[i] for i in owners])
             new_scores = self._score(prompts, owners, new[3], new[1])
             for j, i in enumerate(owners):
