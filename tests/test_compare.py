@@ -91,6 +91,10 @@ def test_compare_smoke_every_method_runs(tmp_path: Path):
         "ratio_vs_grpo",
         "ratio_vs_grpo_train_all",
         "ratio_vs_grpo_tokens",
+        "fit_speedup_vs_grpo",
+        "fit_speedup_vs_grpo_train_all",
+        "fit_speedup_vs_grpo_tokens",
+        "fits",
         "informative_fraction",
         "wasted_flops_fraction",
         "wall_s",
@@ -103,6 +107,15 @@ def test_compare_smoke_every_method_runs(tmp_path: Path):
         assert summary["method"] == name.split("-")[0]
         records = read_jsonl(run / "metrics.jsonl")
         assert summary["generated_tokens"] == records[-1]["generated_tokens_cum"]
+        # compare.json keeps every evaluation with its cost in each currency
+        kept = m["eval_curves"]["0"]
+        evaluated = [r for r in records if "eval_acc" in r]
+        assert [e["step"] for e in kept] == [r["step"] for r in evaluated] and kept[0]["step"] == 0
+        assert [e["eval_acc"] for e in kept] == [r["eval_acc"] for r in evaluated], name
+        assert kept[-1]["flops_train_all_cum"] == summary["total_flops_train_all"] or (
+            evaluated[-1] is not records[-1]  # the last step was not evaluated
+        ), name
+        assert {"flops_total_cum", "generated_tokens_cum"} <= set(kept[0]), name
         assert summary["total_flops_train_all"] >= summary["total_flops"]
         if name != "grpo-g8":  # every other method stops at the first step reaching the budget
             totals = [r["flops_total_cum"] for r in records]
@@ -118,7 +131,19 @@ def test_compare_smoke_every_method_runs(tmp_path: Path):
             assert m["predicted_informative_fraction"] == expected and 0 < expected <= 1, name
         else:
             assert m["predicted_informative_fraction"] is None, name
+    # the baseline's 4 evaluations are fitted; its fitted read is 1 wherever it gains at all
+    baseline = report["methods"]["grpo-g8"]
+    assert set(baseline["fits"]) == {"flops", "flops_train_all", "tokens"}
+    for currency, key in [
+        ("flops", "fit_speedup_vs_grpo"),
+        ("flops_train_all", "fit_speedup_vs_grpo_train_all"),
+        ("tokens", "fit_speedup_vs_grpo_tokens"),
+    ]:
+        fit, level = baseline["fits"][currency], report["fit_levels"][currency]
+        assert fit["rmse"] >= 0 and fit["tau"] > 0, currency
+        assert baseline[key] == (None if level is None else pytest.approx(1.0)), currency
     assert (out / "compare.md").read_text().count("|") > 20
+    assert "fitted speedup" in (out / "compare.md").read_text()
     assert (out / "accuracy_vs_flops.png").stat().st_size > 0
 
 

@@ -36,6 +36,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from sgpo.config import ConfigError, RunConfig, load_config
+from sgpo.core.curves import GAIN_SHARE, SaturatingFit, fit_saturating, fit_speedup, gain_level
 from sgpo.io import atomic_write_json, atomic_write_text, read_jsonl
 
 # The abstract's rule, spelled out so a base config with another plan does not change it.
@@ -218,6 +219,11 @@ class Currency:
     cap_key: str  # the run config's cap, when the budget is in this currency
     label: str
 
+    @property
+    def fit_speedup_key(self) -> str:
+        """compare.json: the baseline's cost to 95% of its fitted gain / this method's."""
+        return self.ratio_key.replace("ratio_", "fit_speedup_", 1)
+
 
 # This trainer's FLOPs (zero-advantage backward skipped), the FLOPs of a trainer that trains
 # every rollout (verl, TRL, OpenRLHF), and generated tokens (70-90% of GPU step time); keyed
@@ -254,6 +260,15 @@ def eval_curve(run_dir: Path, cost: str = "flops_total_cum") -> list[tuple[float
     """(cumulative cost, sampled held-out accuracy) at each evaluation of a run."""
     return [
         (r[cost], r["eval_acc"]) for r in read_jsonl(run_dir / "metrics.jsonl") if "eval_acc" in r
+    ]
+
+
+def evaluations(run_dir: Path) -> list[dict]:
+    """A run's held-out evaluations with their step and cumulative cost in every currency:
+    compare.json keeps them so that any read of the curves can be redone from that file."""
+    fields = ["step", "eval_acc", *(c.metric_field for c in CURRENCIES.values())]
+    return [
+        {f: r[f] for f in fields} for r in read_jsonl(run_dir / "metrics.jsonl") if "eval_acc" in r
     ]
 
 
@@ -318,6 +333,21 @@ def aggregate(cfg: CompareConfig, runs: dict[str, dict[int, Path]]) -> dict:
     }
     finals = {m: [final_accuracy(c, window) for c in cs] for m, cs in curves.items()}
     target = statistics.fmean(finals[cfg.baseline])
+    # seed-averaged curve of each method in each currency
+    cost_curves = {
+        (method, name): mean_curve([eval_curve(d, c.metric_field) for d in seeds.values()])
+        for method, seeds in runs.items()
+        for name, c in CURRENCIES.items()
+    }
+    # a compare with fewer than 3 evaluations per run has nothing to fit
+    fits = {
+        key: fit_saturating(curve) if len(curve) >= 3 else None
+        for key, curve in cost_curves.items()
+    }
+    levels = {
+        name: gain_level(fits[cfg.baseline, name]) if fits[cfg.baseline, name] else None
+        for name in CURRENCIES
+    }
     for method in runs:
         per_method[method] = {
             "final_acc_mean": statistics.fmean(finals[method]),
@@ -327,7 +357,8 @@ def aggregate(cfg: CompareConfig, runs: dict[str, dict[int, Path]]) -> dict:
             "profile_flops": statistics.fmean(
                 s["flops_by_phase"]["profile"] for s in summaries[method]
             ),
-            **currency_costs(runs, summaries, cfg.baseline, method, target, window),
+            **currency_costs(cost_curves, summaries, cfg.baseline, method, target, window),
+            **fitted_read(fits, cfg.baseline, method, levels),
             "informative_fraction": statistics.fmean(
                 s["informative_fraction"] for s in summaries[method]
             ),
@@ -339,6 +370,7 @@ def aggregate(cfg: CompareConfig, runs: dict[str, dict[int, Path]]) -> dict:
             ),
             "steps_mean": statistics.fmean(s["steps"] for s in summaries[method]),
             "wall_s": statistics.fmean(s["wall_s"] for s in summaries[method]),
+            "eval_curves": {seed: evaluations(d) for seed, d in runs[method].items()},
         }
     return {
         "baseline": cfg.baseline,
@@ -346,12 +378,14 @@ def aggregate(cfg: CompareConfig, runs: dict[str, dict[int, Path]]) -> dict:
         "seeds": cfg.seeds,
         "budget_currency": cfg.budget_currency,
         "final_window": window,
+        "fit_gain_share": GAIN_SHARE,
+        "fit_levels": levels,
         "methods": per_method,
     }
 
 
 def currency_costs(
-    runs: dict[str, dict[int, Path]],
+    cost_curves: dict[tuple[str, str], list[tuple[float, float]]],
     summaries: dict[str, list[dict]],
     baseline: str,
     method: str,
@@ -361,9 +395,8 @@ def currency_costs(
     """Total cost in each currency, cost to reach the target, and ratio_vs_grpo_<currency>:
     the baseline's total cost / this method's cost to reach the target (None if never)."""
     out: dict = {}
-    for c in CURRENCIES.values():
-        curve = mean_curve([eval_curve(d, c.metric_field) for d in runs[method].values()])
-        reach = cost_to_target(curve, target, window)
+    for name, c in CURRENCIES.items():
+        reach = cost_to_target(cost_curves[method, name], target, window)
         baseline_total = statistics.fmean(s[c.summary_field] for s in summaries[baseline])
         out[c.summary_field] = statistics.fmean(s[c.summary_field] for s in summaries[method])
         out[c.to_target_key] = reach
@@ -371,10 +404,33 @@ def currency_costs(
     return out
 
 
+def fitted_read(
+    fits: dict[tuple[str, str], SaturatingFit | None],
+    baseline: str,
+    method: str,
+    levels: dict[str, float | None],
+) -> dict:
+    """fit_speedup_vs_grpo_<currency> (see sgpo.core.curves) and each currency's fit (None
+    where the curves were too short to fit)."""
+    out: dict = {"fits": {}}
+    for name, c in CURRENCIES.items():
+        fit, base = fits[method, name], fits[baseline, name]
+        out[c.fit_speedup_key] = fit_speedup(base, fit, levels[name]) if fit and base else None
+        out["fits"][name] = fit and {
+            "plateau": fit.plateau,
+            "scale": fit.scale,
+            "tau": fit.tau,
+            "rmse": fit.rmse,
+            "cost_to_level": None if levels[name] is None else fit.cost_to(levels[name]),
+        }
+    return out
+
+
 def plot_compare(
     cfg: CompareConfig, runs: dict[str, dict[int, Path]], result: dict, out_dir: Path
 ) -> list[str]:
     import matplotlib
+    import numpy as np
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -389,6 +445,11 @@ def plot_compare(
         xs = [x for x, _ in mean]
         (line,) = ax.plot(xs, [y for _, y in mean], marker=".", label=method)
         ax.fill_between(xs, lows, highs, alpha=0.15, color=line.get_color())
+        fit = result["methods"][method]["fits"]["flops"]
+        if fit:  # the fitted read's curve (compare.md: fitted speedup)
+            grid = np.linspace(xs[0], xs[-1], 100)
+            fitted = fit["plateau"] - fit["scale"] * np.exp(-grid / fit["tau"])
+            ax.plot(grid, fitted, ls="--", lw=0.8, color=line.get_color())
     ax.axhline(result["target_acc"], color="grey", ls=":", label=f"target ({cfg.baseline} final)")
     ax.set_xlabel("cumulative total FLOPs (profiling included)")
     ax.set_ylabel("held-out accuracy (sampled)")
@@ -418,10 +479,10 @@ def write_markdown(
 ) -> None:
     rows = [
         "| method | final acc (mean ± std) | initial acc | FLOPs | ratio | FLOPs train-all | "
-        "ratio train-all | generated tokens | ratio tokens | informative fraction "
-        "(predicted) | "
+        "ratio train-all | generated tokens | ratio tokens | fitted speedup (FLOPs / "
+        "train-all / tokens) | informative fraction (predicted) | "
         "FLOPs on zero-advantage rollouts | steps | wall s/run |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for method, m in result["methods"].items():
         rows.append(
@@ -429,7 +490,9 @@ def write_markdown(
             f"{m['initial_acc_mean']:.3f} | {m['total_flops']:.3e} | "
             f"{_fmt(m['ratio_vs_grpo'], '.2f')} | {m['total_flops_train_all']:.3e} | "
             f"{_fmt(m['ratio_vs_grpo_train_all'], '.2f')} | {m['generated_tokens']:.3g} | "
-            f"{_fmt(m['ratio_vs_grpo_tokens'], '.2f')} | {m['informative_fraction']:.3f} "
+            f"{_fmt(m['ratio_vs_grpo_tokens'], '.2f')} | "
+            + " / ".join(_fmt(m[c.fit_speedup_key], ".2f") for c in CURRENCIES.values())
+            + f" | {m['informative_fraction']:.3f} "
             f"({_fmt(m.get('predicted_informative_fraction'), '.2f', 'no plan')}) | "
             f"{m['wasted_flops_fraction']:.1%} | "
             f"{m['steps_mean']:.0f} | {m['wall_s']:.0f} |"
@@ -459,6 +522,11 @@ def write_markdown(
         "(zero-advantage backward skipped), FLOPs of a trainer that trains every rollout "
         "(verl, TRL, OpenRLHF), generated tokens. Above 1: the method got there cheaper than "
         "the baseline's whole run; `never`: not within the same budget.",
+        "- *fitted speedup*: each seed-averaged curve fitted with a(c) = A - B exp(-c / tau); "
+        f"the baseline's cost to {GAIN_SHARE:.0%} of its fitted gain / the method's cost to the "
+        "same accuracy on its own fit, read only within the costs it was evaluated at "
+        "(`never`: not reached; sgpo.core.curves). A steadier read than the ratio, whose "
+        "target is a plateau value that nearly flat curves cross by thousandths.",
         "- *informative fraction*: share of generated rollouts that were in a group with a "
         "non-zero advantage (the only rollouts that produce a gradient); in brackets what "
         "`sgpo plan` predicted for the plan from the profile alone (it scores the initial "

@@ -1,0 +1,88 @@
+"""Cost to a near-plateau accuracy, read from a fitted learning curve instead of a threshold
+crossing.
+
+"First reaches the baseline's final accuracy" asks where nearly flat curves first touch a
+plateau value, so it moves with thousandths of accuracy. Here each seed-averaged curve
+(cost, accuracy) is fitted with a saturating exponential a(c) = A - B exp(-c / tau), the level
+is the baseline's fitted start plus a fixed share (95%) of its fitted gain, and a method's cost
+to the level is read off its own fit, within the costs it was evaluated at (never
+extrapolated). The baseline's cost to the level over the method's is the speedup.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+GAIN_SHARE = 0.95
+TAU_GRID_SIZE = 400
+TAU_RANGE = (0.01, 10.0)  # times the curve's last cost
+
+
+@dataclass(frozen=True)
+class SaturatingFit:
+    """a(c) = plateau - scale * exp(-c / tau), fitted to points evaluated in [first, last]."""
+
+    plateau: float
+    scale: float
+    tau: float
+    rmse: float
+    first: float  # the first and last evaluated cost: the fit is read only between them
+    last: float
+
+    def __call__(self, cost: float) -> float:
+        return self.plateau - self.scale * math.exp(-cost / self.tau)
+
+    def cost_to(self, level: float) -> float | None:
+        """The first evaluated cost at which the fit reaches level; None if it does not within
+        [first, last]."""
+        if self(self.first) >= level:
+            return self.first
+        if self.scale <= 0 or self.plateau <= level:  # non-increasing, or levels off below
+            return None
+        cost = -self.tau * math.log((self.plateau - level) / self.scale)
+        return cost if cost <= self.last else None
+
+
+def fit_saturating(points: Sequence[tuple[float, float]]) -> SaturatingFit:
+    """Least-squares fit of a(c) = A - B exp(-c / tau) to (cost, accuracy) points: A and B in
+    closed form for each tau on a log grid spanning TAU_RANGE times the last cost."""
+    if len(points) < 3:
+        raise ValueError(f"a saturating fit needs at least 3 points, got {len(points)}")
+    cost = np.array([c for c, _ in points], dtype=float)
+    acc = np.array([a for _, a in points], dtype=float)
+    last = float(cost.max())
+    if last <= 0:
+        raise ValueError("a saturating fit needs points at a positive cost")
+    best: tuple[float, float, float, float] | None = None
+    for tau in np.geomspace(TAU_RANGE[0] * last, TAU_RANGE[1] * last, TAU_GRID_SIZE):
+        design = np.column_stack([np.ones_like(cost), -np.exp(-cost / tau)])
+        (plateau, scale), *_ = np.linalg.lstsq(design, acc, rcond=None)
+        sse = float(np.sum((design @ np.array([plateau, scale]) - acc) ** 2))
+        if best is None or sse < best[0]:
+            best = (sse, float(plateau), float(scale), float(tau))
+    sse, plateau, scale, tau = best
+    return SaturatingFit(plateau, scale, tau, math.sqrt(sse / len(points)), float(cost.min()), last)
+
+
+def gain_level(baseline: SaturatingFit, share: float = GAIN_SHARE) -> float | None:
+    """The baseline's fitted accuracy at its first evaluation plus `share` of its fitted gain to
+    its last; None when the fit gains nothing."""
+    start, end = baseline(baseline.first), baseline(baseline.last)
+    return start + share * (end - start) if end > start else None
+
+
+def fit_speedup(
+    baseline: SaturatingFit, method: SaturatingFit, level: float | None
+) -> float | None:
+    """The baseline's cost to the level / the method's: None if either never reaches it, or
+    if the method's fit starts at the level at no cost (nothing to divide by)."""
+    if level is None:
+        return None
+    base_cost, method_cost = baseline.cost_to(level), method.cost_to(level)
+    if base_cost is None or not method_cost:
+        return None
+    return base_cost / method_cost
