@@ -7,7 +7,14 @@ import math
 import numpy as np
 import pytest
 
-from sgpo.core.curves import SaturatingFit, fit_saturating, fit_speedup, gain_level
+from sgpo.core.curves import (
+    SaturatingFit,
+    bootstrap_speedup,
+    fit_saturating,
+    fit_speedup,
+    gain_level,
+    mean_curve,
+)
 
 
 def curve(
@@ -84,3 +91,40 @@ def test_fit_refuses_curves_it_cannot_fit():
         fit_saturating([(0.0, 0.3), (1.0, 0.4)])
     with pytest.raises(ValueError, match="positive cost"):
         fit_saturating([(0.0, 0.3), (0.0, 0.4), (0.0, 0.5)])
+
+
+def noisy_seeds(tau: float, costs: list[float], seeds: int, shift: float = 0.0) -> list:
+    rng = np.random.default_rng(int(tau * 10) + seeds)
+    return [
+        [(c + shift, a + rng.normal(0, 0.004)) for c, a in curve(0.38, 0.03, tau, costs)]
+        for _ in range(seeds)
+    ]
+
+
+def test_mean_curve_averages_by_index_and_cuts_to_the_shortest():
+    a = [(10.0, 0.2), (20.0, 0.4), (30.0, 0.6)]
+    b = [(12.0, 0.4), (22.0, 0.6)]
+    assert mean_curve([a, b]) == [(11.0, pytest.approx(0.3)), (21.0, pytest.approx(0.5))]
+
+
+def test_bootstrap_interval_of_a_curve_against_itself_is_one():
+    seeds = noisy_seeds(20.0, COSTS, 5)
+    assert bootstrap_speedup(seeds, seeds, resamples=50) == (pytest.approx(1.0), pytest.approx(1.0))
+
+
+def test_bootstrap_interval_brackets_a_real_speedup():
+    baseline = noisy_seeds(20.0, COSTS, 8)
+    faster = noisy_seeds(10.0, [c / 2 for c in COSTS], 8)
+    low, high = bootstrap_speedup(baseline, faster, resamples=200)
+    assert 1.0 < low < 2.0 < high
+    slower = noisy_seeds(20.0, COSTS, 8, shift=30.0)  # a profile costing 30, the same learning
+    low, high = bootstrap_speedup(baseline, slower, resamples=200)
+    assert high < 1.0 and low > 0
+
+
+def test_bootstrap_counts_never_as_zero_and_needs_paired_seeds():
+    baseline = noisy_seeds(20.0, COSTS, 4)
+    flat = [[(c, 0.35) for c in COSTS] for _ in range(4)]  # never gains
+    assert bootstrap_speedup(baseline, flat, resamples=20) == (0.0, 0.0)
+    with pytest.raises(ValueError, match="same seeds"):
+        bootstrap_speedup(baseline, flat[:3])

@@ -36,7 +36,15 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from sgpo.config import ConfigError, RunConfig, load_config
-from sgpo.core.curves import GAIN_SHARE, SaturatingFit, fit_saturating, fit_speedup, gain_level
+from sgpo.core.curves import (
+    GAIN_SHARE,
+    SaturatingFit,
+    bootstrap_speedup,
+    fit_saturating,
+    fit_speedup,
+    gain_level,
+    mean_curve,
+)
 from sgpo.io import atomic_write_json, atomic_write_text, read_jsonl
 
 # The abstract's rule, spelled out so a base config with another plan does not change it.
@@ -288,15 +296,6 @@ def final_accuracy(curve: list[tuple[float, float]], window: int) -> float:
     return sum(acc for _, acc in tail) / len(tail)
 
 
-def mean_curve(curves: list[list[tuple[float, float]]]) -> list[tuple[float, float]]:
-    """Average over seeds at each evaluation index (curves cut to the shortest)."""
-    n = min(len(c) for c in curves)
-    return [
-        (statistics.fmean(c[i][0] for c in curves), statistics.fmean(c[i][1] for c in curves))
-        for i in range(n)
-    ]
-
-
 def cost_to_target(curve: list[tuple[float, float]], target: float, window: int) -> float | None:
     for i in range(len(curve)):
         tail = curve[max(0, i - window + 1) : i + 1]
@@ -359,6 +358,7 @@ def aggregate(cfg: CompareConfig, runs: dict[str, dict[int, Path]]) -> dict:
             ),
             **currency_costs(cost_curves, summaries, cfg.baseline, method, target, window),
             **fitted_read(fits, cfg.baseline, method, levels),
+            **fitted_read_interval(runs, cfg.baseline, method, fits),
             "informative_fraction": statistics.fmean(
                 s["informative_fraction"] for s in summaries[method]
             ),
@@ -426,6 +426,30 @@ def fitted_read(
     return out
 
 
+def fitted_read_interval(
+    runs: dict[str, dict[int, Path]],
+    baseline: str,
+    method: str,
+    fits: dict[tuple[str, str], SaturatingFit | None],
+) -> dict:
+    """fit_speedup_vs_grpo_<currency>_ci: the fitted speedup's 5-95% interval over paired seed
+    resamples (sgpo.core.curves.bootstrap_speedup; 0 = never in that resample); None with a
+    single seed or curves too short to fit."""
+    out: dict = {}
+    seeds = list(runs[baseline])
+    for name, c in CURRENCIES.items():
+        key = f"{c.fit_speedup_key}_ci"
+        if len(seeds) < 2 or fits[method, name] is None or fits[baseline, name] is None:
+            out[key] = None
+            continue
+        curves = {
+            m: [eval_curve(runs[m][seed], c.metric_field) for seed in seeds]
+            for m in (baseline, method)
+        }
+        out[key] = list(bootstrap_speedup(curves[baseline], curves[method]))
+    return out
+
+
 def plot_compare(
     cfg: CompareConfig, runs: dict[str, dict[int, Path]], result: dict, out_dir: Path
 ) -> list[str]:
@@ -474,6 +498,13 @@ def _fmt(value: float | None, spec: str, missing: str = "never") -> str:
     return missing if value is None else format(value, spec)
 
 
+def _fitted(method: dict, key: str) -> str:
+    """A fitted speedup with its 5-95% seed-resample interval, when there is one."""
+    interval = method.get(f"{key}_ci")
+    text = _fmt(method[key], ".2f")
+    return text if interval is None else f"{text} ({interval[0]:.2f}-{interval[1]:.2f})"
+
+
 def write_markdown(
     cfg: CompareConfig, result: dict, images: list[str], out_dir: Path, source: Path
 ) -> None:
@@ -491,7 +522,7 @@ def write_markdown(
             f"{_fmt(m['ratio_vs_grpo'], '.2f')} | {m['total_flops_train_all']:.3e} | "
             f"{_fmt(m['ratio_vs_grpo_train_all'], '.2f')} | {m['generated_tokens']:.3g} | "
             f"{_fmt(m['ratio_vs_grpo_tokens'], '.2f')} | "
-            + " / ".join(_fmt(m[c.fit_speedup_key], ".2f") for c in CURRENCIES.values())
+            + " / ".join(_fitted(m, c.fit_speedup_key) for c in CURRENCIES.values())
             + f" | {m['informative_fraction']:.3f} "
             f"({_fmt(m.get('predicted_informative_fraction'), '.2f', 'no plan')}) | "
             f"{m['wasted_flops_fraction']:.1%} | "
@@ -526,7 +557,9 @@ def write_markdown(
         f"the baseline's cost to {GAIN_SHARE:.0%} of its fitted gain / the method's cost to the "
         "same accuracy on its own fit, read only within the costs it was evaluated at "
         "(`never`: not reached; sgpo.core.curves). A steadier read than the ratio, whose "
-        "target is a plateau value that nearly flat curves cross by thousandths.",
+        "target is a plateau value that nearly flat curves cross by thousandths. In brackets "
+        "its 5-95% interval over 1000 paired resamples of the seeds (0: not reached in that "
+        "resample).",
         "- *informative fraction*: share of generated rollouts that were in a group with a "
         "non-zero advantage (the only rollouts that produce a gradient); in brackets what "
         "`sgpo plan` predicted for the plan from the profile alone (it scores the initial "

@@ -12,6 +12,7 @@ extrapolated). The baseline's cost to the level over the method's is the speedup
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -20,6 +21,7 @@ import numpy as np
 GAIN_SHARE = 0.95
 TAU_GRID_SIZE = 400
 TAU_RANGE = (0.01, 10.0)  # times the curve's last cost
+BOOTSTRAP_RESAMPLES = 1000
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,8 @@ class SaturatingFit:
 
 def fit_saturating(points: Sequence[tuple[float, float]]) -> SaturatingFit:
     """Least-squares fit of a(c) = A - B exp(-c / tau) to (cost, accuracy) points: A and B in
-    closed form for each tau on a log grid spanning TAU_RANGE times the last cost."""
+    closed form (simple linear regression on exp(-c / tau)) for every tau of a log grid spanning
+    TAU_RANGE times the last cost, the tau with the smallest squared error kept."""
     if len(points) < 3:
         raise ValueError(f"a saturating fit needs at least 3 points, got {len(points)}")
     cost = np.array([c for c, _ in points], dtype=float)
@@ -57,15 +60,33 @@ def fit_saturating(points: Sequence[tuple[float, float]]) -> SaturatingFit:
     last = float(cost.max())
     if last <= 0:
         raise ValueError("a saturating fit needs points at a positive cost")
-    best: tuple[float, float, float, float] | None = None
-    for tau in np.geomspace(TAU_RANGE[0] * last, TAU_RANGE[1] * last, TAU_GRID_SIZE):
-        design = np.column_stack([np.ones_like(cost), -np.exp(-cost / tau)])
-        (plateau, scale), *_ = np.linalg.lstsq(design, acc, rcond=None)
-        sse = float(np.sum((design @ np.array([plateau, scale]) - acc) ** 2))
-        if best is None or sse < best[0]:
-            best = (sse, float(plateau), float(scale), float(tau))
-    sse, plateau, scale, tau = best
-    return SaturatingFit(plateau, scale, tau, math.sqrt(sse / len(points)), float(cost.min()), last)
+    taus = np.geomspace(TAU_RANGE[0] * last, TAU_RANGE[1] * last, TAU_GRID_SIZE)
+    decay = np.exp(-cost[None, :] / taus[:, None])  # one row per tau
+    decay_dev = decay - decay.mean(axis=1, keepdims=True)
+    acc_dev = acc - acc.mean()
+    var = np.maximum((decay_dev**2).sum(axis=1), 1e-300)  # 0 only if every cost is equal
+    cov = decay_dev @ acc_dev
+    sse = np.maximum((acc_dev**2).sum() - cov**2 / var, 0.0)
+    best = int(np.argmin(sse))
+    scale = float(-cov[best] / var[best])
+    plateau = float(acc.mean() + scale * decay[best].mean())
+    return SaturatingFit(
+        plateau,
+        scale,
+        float(taus[best]),
+        math.sqrt(sse[best] / len(points)),
+        float(cost.min()),
+        last,
+    )
+
+
+def mean_curve(curves: Sequence[Sequence[tuple[float, float]]]) -> list[tuple[float, float]]:
+    """Average (cost, accuracy) curves over seeds at each evaluation index (cut to the shortest)."""
+    n = min(len(c) for c in curves)
+    return [
+        (statistics.fmean(c[i][0] for c in curves), statistics.fmean(c[i][1] for c in curves))
+        for i in range(n)
+    ]
 
 
 def gain_level(baseline: SaturatingFit, share: float = GAIN_SHARE) -> float | None:
@@ -86,3 +107,25 @@ def fit_speedup(
     if base_cost is None or not method_cost:
         return None
     return base_cost / method_cost
+
+
+def bootstrap_speedup(
+    baseline_seeds: Sequence[Sequence[tuple[float, float]]],
+    method_seeds: Sequence[Sequence[tuple[float, float]]],
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """5th and 95th percentile of the fitted speedup over seed resamples, paired (the same seeds
+    for both, as both started from each seed's model and data); a resample in which either never
+    reaches the level counts as speedup 0. Both lists are indexed by the same seeds."""
+    if len(baseline_seeds) != len(method_seeds):
+        raise ValueError("the baseline and the method need the same seeds")
+    rng = np.random.default_rng(seed)
+    speedups = []
+    for _ in range(resamples):
+        picked = rng.integers(0, len(baseline_seeds), len(baseline_seeds))
+        baseline = fit_saturating(mean_curve([baseline_seeds[i] for i in picked]))
+        method = fit_saturating(mean_curve([method_seeds[i] for i in picked]))
+        speedups.append(fit_speedup(baseline, method, gain_level(baseline)) or 0.0)
+    low, high = np.percentile(speedups, [5, 95])
+    return float(low), float(high)
