@@ -82,6 +82,15 @@ for _set, _what, _budgets in (
 FIT_KEYS = ("fit_speedup_vs_grpo", "fit_speedup_vs_grpo_train_all", "fit_speedup_vs_grpo_tokens")
 
 
+# the round 4 protocol's rerun (fitted read, curves kept): seeds 0-2 on easy and hard, with the
+# evaluation every 4 steps at the train-all budget (balanced reran all ten seeds, above)
+for _mix in ("easy", "hard"):
+    MIXES[f"three-seeds-eval4-train-all-{_mix}"] = (
+        REPORT_MIXES[_mix][0],
+        f"{_mix}, seeds 0-2, evaluated every 4 steps, equal train-all FLOPs, fitted read",
+    )
+
+
 def previous_sections(path: Path) -> dict[str, list[str]]:
     """results.md's sections as last collected: heading label -> its lines (heading included)."""
     sections: dict[str, list[str]] = {}
@@ -118,6 +127,8 @@ def main(root: Path) -> None:
         path = root / name / "compare.json"
         if not path.exists():
             lines += previous.get(label, [f"## {label}", "", f"not run ({path} missing)", ""])
+            if lines[-1]:  # the file's last section ends without a blank line
+                lines.append("")
             continue
         result = json.loads(path.read_text())
         # compares since the round 4 protocol also carry the fitted read and their curves
