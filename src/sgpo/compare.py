@@ -20,6 +20,11 @@ Protocol (also written into compare.md):
 5. Every method trains on the same budget in one currency; the other currencies are
    measured on the same runs (the update is identical whether or not zero-advantage rollouts
    go through the backward pass under token-mean, so train-all FLOPs are exact accounting).
+6. A second read of the same curves, beside the ratio (sgpo.core.curves): each seed-averaged
+   curve is fitted with a(c) = A - B exp(-c / tau); fit_speedup_vs_grpo[_train_all|_tokens] =
+   the baseline's cost to 95% of its fitted gain / the method's cost to the same accuracy on
+   its own fit (within the costs it was evaluated at; null if never), with a 5-95% interval
+   over paired resamples of the seeds. compare.json keeps every evaluation (eval_curves).
 
 Runs are written to DIR/runs/<method>/seed-<s>/; a run with a summary.json is reused, so an
 interrupted compare continues where it stopped.
