@@ -1,6 +1,8 @@
 """sgpo compare: the aggregation maths, and a smoke run that checks every method ran."""
 
 import json
+import math
+import re
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ from typer.testing import CliRunner
 from sgpo.cli import app
 from sgpo.compare import (
     DEFAULT_METHODS,
+    append_side_by_side,
     cost_to_target,
     final_accuracy,
     load_compare_config,
@@ -198,3 +201,46 @@ def test_compare_budget_in_another_currency(
     path.write_text(yaml.safe_dump(compare | {"budget_currency": currency, "budget_flops": 1e9}))
     with pytest.raises(ConfigError, match="budget_flops is a budget in FLOPs"):
         load_compare_config(path)
+
+
+def fake_run(run_dir: Path, cost_scale: float) -> Path:
+    """A finished run whose accuracy follows 0.4 - 0.05 exp(-c / 30) at costs 0, 10, ..., 100
+    (scaled by cost_scale, the same in every currency)."""
+    run_dir.mkdir(parents=True)
+    records = []
+    for step in range(11):
+        cost = 10.0 * step * cost_scale
+        acc = 0.4 - 0.05 * math.exp(-10.0 * step / 30.0)
+        records.append(
+            {
+                "step": step,
+                "eval_acc": acc,
+                "flops_total_cum": cost,
+                "flops_train_all_cum": 2 * cost,
+                "generated_tokens_cum": 3 * cost,
+            }
+        )
+    (run_dir / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    summary = {
+        "initial_eval_acc": records[0]["eval_acc"],
+        "final_eval_acc": records[-1]["eval_acc"],
+        "total_flops": records[-1]["flops_total_cum"],
+        "total_flops_train_all": records[-1]["flops_train_all_cum"],
+        "generated_tokens": records[-1]["generated_tokens_cum"],
+        "informative_fraction": 0.5,
+        "steps": 10,
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    return run_dir
+
+
+def test_side_by_side_reports_the_fitted_read_against_the_baseline(tmp_path: Path):
+    report = tmp_path / "report.md"
+    report.write_text("# report\n")
+    runs = {"fast": fake_run(tmp_path / "fast", 0.5), "grpo-g8": fake_run(tmp_path / "base", 1.0)}
+    append_side_by_side(report, runs, "grpo-g8")
+    lines = [line for line in report.read_text().splitlines() if "Fitted read" in line]
+    assert len(lines) == 1 and "`fast`" in lines[0]
+    speedups = [float(x) for x in re.findall(r"(\d+\.\d+)", lines[0].split("gain at")[1])[:3]]
+    assert speedups == [pytest.approx(2.0, rel=0.03)] * 3  # the same learning at half the cost
+    assert (tmp_path / "side_by_side.png").stat().st_size > 0

@@ -302,7 +302,8 @@ def demo(
     baseline = run_equal_budget_baseline(cfg, out, baseline_dir)
     console.rule("6/6 report")
     report_path = write_report(out)
-    append_side_by_side(report_path, {"sgpo": out, f"grpo-g{cfg.train.group_size}": baseline_dir})
+    baseline_name = f"grpo-g{cfg.train.group_size}"
+    append_side_by_side(report_path, {"sgpo": out, baseline_name: baseline_dir}, baseline_name)
     initial = ", ".join(
         f"{bucket} {acc:.3f}" for bucket, acc in result["initial_eval_acc_by_bucket"].items()
     )

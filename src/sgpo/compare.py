@@ -638,9 +638,10 @@ def run_equal_budget_baseline(config: RunConfig, run_dir: Path, out: Path) -> di
     return run_train(RunConfig.model_validate(tree), out, overwrite=True)
 
 
-def append_side_by_side(report: Path, runs: dict[str, Path]) -> None:
+def append_side_by_side(report: Path, runs: dict[str, Path], baseline: str | None = None) -> None:
     """Append to a run's report.md the cost/accuracy table of several finished runs and a plot
-    of held-out accuracy against each cost currency (side_by_side.png next to report.md)."""
+    of held-out accuracy against each cost currency (side_by_side.png next to report.md); with
+    a baseline among them, each other run's fitted speedup against it (one seed)."""
     import json
 
     import matplotlib
@@ -674,5 +675,35 @@ def append_side_by_side(report: Path, runs: dict[str, Path]) -> None:
             f"{s['total_flops']:.3e} | {s['total_flops_train_all']:.3e} | "
             f"{s['generated_tokens']:.3g} | {s['informative_fraction']:.3f} | {s['steps']} |"
         )
+    if baseline is not None:
+        lines += ["", *one_seed_fitted_read(runs, baseline)]
     lines += ["", "![accuracy against each cost](side_by_side.png)", ""]
     atomic_write_text(report, report.read_text() + "\n".join(lines))
+
+
+def one_seed_fitted_read(runs: dict[str, Path], baseline: str) -> list[str]:
+    """One line per run other than the baseline: its fitted speedup in each currency (the
+    compare's fitted read on a single seed, so without an interval)."""
+    lines = []
+    for name, run_dir in runs.items():
+        if name == baseline:
+            continue
+        speedups = []
+        for c in CURRENCIES.values():
+            curves = [
+                eval_curve(runs[baseline], c.metric_field),
+                eval_curve(run_dir, c.metric_field),
+            ]
+            if min(len(curve) for curve in curves) < 3:
+                speedups.append(None)
+                continue
+            base_fit, fit = (fit_saturating(curve) for curve in curves)
+            speedups.append(fit_speedup(base_fit, fit, gain_level(base_fit)))
+        lines.append(
+            f"- Fitted read (one seed): `{name}` reaches {GAIN_SHARE:.0%} of `{baseline}`'s fitted "
+            "gain at "
+            + " / ".join(_fmt(x, ".2f") for x in speedups)
+            + "x less FLOPs / train-all FLOPs / generated tokens than it (above 1: cheaper; "
+            "`never`: not within its run; sgpo.core.curves)."
+        )
+    return lines
