@@ -82,15 +82,6 @@ for _set, _what, _budgets in (
 FIT_KEYS = ("fit_speedup_vs_grpo", "fit_speedup_vs_grpo_train_all", "fit_speedup_vs_grpo_tokens")
 
 
-# the round 4 protocol's rerun (fitted read, curves kept): seeds 0-2 on easy and hard, with the
-# evaluation every 4 steps at the train-all budget (balanced reran all ten seeds, above)
-for _mix in ("easy", "hard"):
-    MIXES[f"three-seeds-eval4-train-all-{_mix}"] = (
-        REPORT_MIXES[_mix][0],
-        f"{_mix}, seeds 0-2, evaluated every 4 steps, equal train-all FLOPs, fitted read",
-    )
-
-
 def previous_sections(path: Path) -> dict[str, list[str]]:
     """results.md's sections as last collected: heading label -> its lines (heading included)."""
     sections: dict[str, list[str]] = {}
