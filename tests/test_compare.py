@@ -241,6 +241,6 @@ def test_side_by_side_reports_the_fitted_read_against_the_baseline(tmp_path: Pat
     append_side_by_side(report, runs, "grpo-g8")
     lines = [line for line in report.read_text().splitlines() if "Fitted read" in line]
     assert len(lines) == 1 and "`fast`" in lines[0]
-    speedups = [float(x) for x in re.findall(r"(\d+\.\d+)", lines[0].split("gain at")[1])[:3]]
+    speedups = [float(x) for x in re.findall(r"(\d+\.\d+)", lines[0].split("speedup")[1])[:3]]
     assert speedups == [pytest.approx(2.0, rel=0.03)] * 3  # the same learning at half the cost
     assert (tmp_path / "side_by_side.png").stat().st_size > 0

@@ -700,10 +700,10 @@ def one_seed_fitted_read(runs: dict[str, Path], baseline: str) -> list[str]:
             base_fit, fit = (fit_saturating(curve) for curve in curves)
             speedups.append(fit_speedup(base_fit, fit, gain_level(base_fit)))
         lines.append(
-            f"- Fitted read (one seed): `{name}` reaches {GAIN_SHARE:.0%} of `{baseline}`'s fitted "
-            "gain at "
+            f"- Fitted read (one seed), `{name}` against `{baseline}`: speedup "
             + " / ".join(_fmt(x, ".2f") for x in speedups)
-            + "x less FLOPs / train-all FLOPs / generated tokens than it (above 1: cheaper; "
-            "`never`: not within its run; sgpo.core.curves)."
+            + f" in FLOPs / train-all FLOPs / generated tokens = `{baseline}`'s cost to "
+            f"{GAIN_SHARE:.0%} of its fitted gain over `{name}`'s cost to the same accuracy "
+            "(above 1: cheaper than the baseline; `never`: not within its run; sgpo.core.curves)."
         )
     return lines
