@@ -15,6 +15,8 @@ import statistics
 import sys
 from pathlib import Path
 
+from sgpo.compare import CURRENCIES
+
 DEV_CONFIG = "benchmarks/dev-round2.yaml"
 # report mix -> (its compare config, its step-0 profile)
 REPORT_MIXES = {
@@ -79,7 +81,7 @@ for _set, _what, _budgets in (
             )
 
 
-FIT_KEYS = ("fit_speedup_vs_grpo", "fit_speedup_vs_grpo_train_all", "fit_speedup_vs_grpo_tokens")
+FIT_KEYS = tuple(c.fit_speedup_key for c in CURRENCIES.values())
 
 
 def previous_sections(path: Path) -> dict[str, list[str]]:
@@ -123,7 +125,7 @@ def main(root: Path) -> None:
             continue
         result = json.loads(path.read_text())
         # compares since the round 4 protocol also carry the fitted read and their curves
-        fitted = all("fit_speedup_vs_grpo" in m for m in result["methods"].values())
+        fitted = all(FIT_KEYS[0] in m for m in result["methods"].values())
         if fitted:
             data.mkdir(exist_ok=True)
             shutil.copyfile(path, data / f"{name}.compare.json")

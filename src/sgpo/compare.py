@@ -337,21 +337,17 @@ def aggregate(cfg: CompareConfig, runs: dict[str, dict[int, Path]]) -> dict:
     }
     finals = {m: [final_accuracy(c, window) for c in cs] for m, cs in curves.items()}
     target = statistics.fmean(finals[cfg.baseline])
-    # seed-averaged curve of each method in each currency
-    cost_curves = {
-        (method, name): mean_curve([eval_curve(d, c.metric_field) for d in seeds.values()])
-        for method, seeds in runs.items()
+    # each method's per-seed curves in each currency (seeds in the baseline's order), and
+    # their mean over seeds
+    seed_curves = {
+        (method, name): [
+            eval_curve(runs[method][seed], c.metric_field) for seed in runs[cfg.baseline]
+        ]
+        for method in runs
         for name, c in CURRENCIES.items()
     }
-    # a compare with fewer than 3 evaluations per run has nothing to fit
-    fits = {
-        key: fit_saturating(curve) if len(curve) >= 3 else None
-        for key, curve in cost_curves.items()
-    }
-    levels = {
-        name: gain_level(fits[cfg.baseline, name]) if fits[cfg.baseline, name] else None
-        for name in CURRENCIES
-    }
+    cost_curves = {key: mean_curve(curves) for key, curves in seed_curves.items()}
+    fits, levels = fit_curves(cost_curves, cfg.baseline)
     for method in runs:
         per_method[method] = {
             "final_acc_mean": statistics.fmean(finals[method]),
@@ -363,7 +359,7 @@ def aggregate(cfg: CompareConfig, runs: dict[str, dict[int, Path]]) -> dict:
             ),
             **currency_costs(cost_curves, summaries, cfg.baseline, method, target, window),
             **fitted_read(fits, cfg.baseline, method, levels),
-            **fitted_read_interval(runs, cfg.baseline, method, fits),
+            **fitted_read_interval(seed_curves, cfg.baseline, method, fits),
             "informative_fraction": statistics.fmean(
                 s["informative_fraction"] for s in summaries[method]
             ),
@@ -409,6 +405,22 @@ def currency_costs(
     return out
 
 
+def fit_curves(
+    cost_curves: dict[tuple[str, str], list[tuple[float, float]]], baseline: str
+) -> tuple[dict[tuple[str, str], SaturatingFit | None], dict[str, float | None]]:
+    """The fitted read's fits, keyed like cost_curves by (method, currency), and each
+    currency's level from the baseline's fit; a curve of fewer than 3 evaluations has no fit."""
+    fits = {
+        key: fit_saturating(curve) if len(curve) >= 3 else None
+        for key, curve in cost_curves.items()
+    }
+    levels = {
+        name: gain_level(fits[baseline, name]) if fits[baseline, name] else None
+        for name in CURRENCIES
+    }
+    return fits, levels
+
+
 def fitted_read(
     fits: dict[tuple[str, str], SaturatingFit | None],
     baseline: str,
@@ -432,7 +444,7 @@ def fitted_read(
 
 
 def fitted_read_interval(
-    runs: dict[str, dict[int, Path]],
+    seed_curves: dict[tuple[str, str], list[list[tuple[float, float]]]],
     baseline: str,
     method: str,
     fits: dict[tuple[str, str], SaturatingFit | None],
@@ -441,17 +453,13 @@ def fitted_read_interval(
     resamples (sgpo.core.curves.bootstrap_speedup; 0 = never in that resample); None with a
     single seed or curves too short to fit."""
     out: dict = {}
-    seeds = list(runs[baseline])
     for name, c in CURRENCIES.items():
         key = f"{c.fit_speedup_key}_ci"
-        if len(seeds) < 2 or fits[method, name] is None or fits[baseline, name] is None:
+        base_curves = seed_curves[baseline, name]
+        if len(base_curves) < 2 or fits[method, name] is None or fits[baseline, name] is None:
             out[key] = None
             continue
-        curves = {
-            m: [eval_curve(runs[m][seed], c.metric_field) for seed in seeds]
-            for m in (baseline, method)
-        }
-        out[key] = list(bootstrap_speedup(curves[baseline], curves[method]))
+        out[key] = list(bootstrap_speedup(base_curves, seed_curves[method, name]))
     return out
 
 
@@ -684,21 +692,18 @@ def append_side_by_side(report: Path, runs: dict[str, Path], baseline: str | Non
 def one_seed_fitted_read(runs: dict[str, Path], baseline: str) -> list[str]:
     """One line per run other than the baseline: its fitted speedup in each currency (the
     compare's fitted read on a single seed, so without an interval)."""
+    curves = {
+        (run, name): eval_curve(run_dir, c.metric_field)
+        for run, run_dir in runs.items()
+        for name, c in CURRENCIES.items()
+    }
+    fits, levels = fit_curves(curves, baseline)
     lines = []
-    for name, run_dir in runs.items():
+    for name in runs:
         if name == baseline:
             continue
-        speedups = []
-        for c in CURRENCIES.values():
-            curves = [
-                eval_curve(runs[baseline], c.metric_field),
-                eval_curve(run_dir, c.metric_field),
-            ]
-            if min(len(curve) for curve in curves) < 3:
-                speedups.append(None)
-                continue
-            base_fit, fit = (fit_saturating(curve) for curve in curves)
-            speedups.append(fit_speedup(base_fit, fit, gain_level(base_fit)))
+        read = fitted_read(fits, baseline, name, levels)
+        speedups = [read[c.fit_speedup_key] for c in CURRENCIES.values()]
         lines.append(
             f"- Fitted read (one seed), `{name}` against `{baseline}`: speedup "
             + " / ".join(_fmt(x, ".2f") for x in speedups)
