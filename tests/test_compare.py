@@ -205,7 +205,8 @@ def test_compare_budget_in_another_currency(
 
 def fake_run(run_dir: Path, cost_scale: float) -> Path:
     """A finished run whose accuracy follows 0.4 - 0.05 exp(-c / 30) at costs 0, 10, ..., 100
-    (scaled by cost_scale, the same in every currency)."""
+    times cost_scale (train-all FLOPs and tokens are fixed multiples of that cost, so the
+    fitted speedup is the same in every currency)."""
     run_dir.mkdir(parents=True)
     records = []
     for step in range(11):
