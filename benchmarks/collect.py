@@ -63,6 +63,14 @@ MIXES = {
         DEV_CONFIG,
         "dev round 16: knapsack allocation, dev seeds 100-103, equal train-all FLOPs",
     ),
+    **{
+        f"dev17-{mix}": (
+            DEV_CONFIG,
+            f"dev round 17: G for this trainer's FLOPs, cheaper steps, {mix} mix, dev seeds "
+            "100-103, equal train-all FLOPs, evaluated every 4 steps",
+        )
+        for mix in ("balanced", "easy")
+    },
 }
 # benchmarks/run_more_seeds.sh: seeds 0-9 for the comparison three seeds could not resolve, at
 # each budget; then the same with METHODS=sgpo-dense,sgpo-dense-grow (grow until mixed, chosen on
