@@ -64,10 +64,15 @@ MIXES = {
         "dev round 16: knapsack allocation, dev seeds 100-103, equal train-all FLOPs",
     ),
     **{
-        f"dev17-{mix}": (
+        f"{name}-{mix}": (
             DEV_CONFIG,
-            f"dev round 17: G for this trainer's FLOPs, cheaper steps, {mix} mix, dev seeds "
-            "100-103, equal train-all FLOPs, evaluated every 4 steps",
+            f"dev round {title}, {mix} mix, dev seeds {seeds}, equal train-all FLOPs, "
+            "evaluated every 4 steps",
+        )
+        for name, title, seeds in (
+            ("dev17", "17: G for this trainer's FLOPs, cheaper steps", "100-103"),
+            ("dev17b", "17b: G = 4 for every kept query", "100-109"),
+            ("dev18", "18: small groups first, then the dense plan", "100-109"),
         )
         for mix in ("balanced", "easy")
     },

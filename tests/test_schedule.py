@@ -34,3 +34,12 @@ def test_update_plan_keeps_visited_queries_for_the_next_epoch():
     s.take(2)  # q0 visited
     s.update_plan(list(reversed(scheduled(4, g=1))))
     assert s.remaining == ["q3", "q2", "q1"]
+
+
+def test_take_with_a_group_size_sizes_every_taken_query_with_it():
+    s = QueryScheduler(scheduled(5, g=4), shuffle=False, seed=0)
+    taken = s.take(4, group_size=2)
+    assert ids(taken) == ["q0", "q1"] and [t.group_size for t in taken] == [2, 2]
+    assert [t.group_size for t in s.take(4)] == [4]  # the plan's own G again, from q2 on
+    assert ids(s.queries) == [f"q{i}" for i in range(5)]
+    assert all(q.group_size == 4 for q in s.queries)  # the plan itself is unchanged

@@ -14,6 +14,8 @@ from sgpo.config import RunConfig
 from sgpo.core.flops import logprob_flops, train_flops
 from sgpo.io import read_jsonl
 from sgpo.metrics import rollout_record
+from sgpo.plan import run_plan
+from sgpo.profile import run_profile
 from sgpo.train import Trainer
 
 
@@ -238,3 +240,29 @@ def test_filter_groups_trains_only_mixed_groups_and_refills_the_step(tmp_path: P
     stats = trainer.train_on(batch)
     # nothing left for a train-every-rollout trainer to add
     assert stats["flops_skipped"] == 0.0 and stats["trained_rollouts"] == len(batch)
+
+
+def test_early_groups_replace_the_planned_size_for_the_first_steps(tmp_path: Path):
+    plan_fixed_g4 = {"g_min": 4, "g_max": 4}
+    profile_config = RunConfig.model_validate(tiny_tree(tmp_path / "models", plan=plan_fixed_g4))
+    profile_path = run_profile(profile_config, tmp_path / "profile")
+    plan_path, _ = run_plan(profile_config, profile_path, tmp_path / "plan")
+    early = {"method": "sgpo", "rollout_budget": 8, "early_group_size": 2, "early_group_steps": 1}
+    tree = tiny_tree(tmp_path / "models", plan=plan_fixed_g4, train=early)
+    trainer = Trainer(RunConfig.model_validate(tree), tmp_path / "run", plan_path)
+    sizes_by_step = []
+    for _ in range(2):
+        generated, batch = trainer.collect()
+        sizes_by_step.append([len(g) for g in groups_of(generated)])
+        trainer.train_on(batch)
+        trainer.step += 1
+    assert sizes_by_step == [[2, 2, 2, 2], [4, 4]]  # early: 2 each, then the plan's 4
+
+
+def test_early_groups_need_both_settings_and_an_sgpo_plan(tmp_path: Path):
+    with pytest.raises(ValidationError, match="go together"):
+        make_trainer(tmp_path, "bad", method="sgpo", early_group_size=2)
+    with pytest.raises(ValidationError, match="needs train.method 'sgpo'"):
+        make_trainer(tmp_path, "bad", early_group_size=2, early_group_steps=4)
+    with pytest.raises(ValidationError, match="early_group_size must be 0"):
+        make_trainer(tmp_path, "bad", method="sgpo", early_group_size=1, early_group_steps=4)

@@ -343,6 +343,12 @@ class TrainConfig(Strict):
     grow_max: int = Field(0, ge=0)
     grow_round: int = Field(4, ge=1)
     grow_train: Literal["all", "balanced"] = "all"
+    # sgpo, beyond the paper (0 = off): for the first early_group_steps steps every kept query
+    # is trained with early_group_size responses (the plan's filter and order unchanged), then
+    # with the plan's G. Small groups make cheap steps while the gain is fast; the plan's
+    # larger groups then give each step more informative rollouts as the curve flattens.
+    early_group_size: int = Field(0, ge=0)
+    early_group_steps: int = Field(0, ge=0)
     steps: int = Field(60, ge=1)
     # Stop as soon as the cumulative total FLOPs (profiling included) reach this; None = no cap.
     # sgpo compare gives every method the same cap.
@@ -402,6 +408,20 @@ class TrainConfig(Strict):
             raise ValueError(
                 "train.grow_max does not combine with method 'dapo' or train.filter_groups: "
                 "growing a group until it is mixed replaces dropping it"
+            )
+        if bool(self.early_group_size) != bool(self.early_group_steps):
+            raise ValueError(
+                "train.early_group_size and train.early_group_steps go together (both 0 = off)"
+            )
+        if self.early_group_size and (self.method != "sgpo" or self.online.allocation != "plan"):
+            raise ValueError(
+                "train.early_group_size needs train.method 'sgpo' with "
+                "train.online.allocation 'plan' (it replaces the plan's G for a while)"
+            )
+        if self.early_group_size == 1:
+            raise ValueError(
+                "train.early_group_size must be 0 (off) or >= 2: one response cannot show both "
+                "outcomes"
             )
         if self.grow_max == 1:
             raise ValueError(

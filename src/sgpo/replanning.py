@@ -49,11 +49,14 @@ class Replanner:
         self.history_path = run_dir / HISTORY_FILE
         self.history: list[dict] = []
 
-    def next_queries(self, scheduler: QueryScheduler, budget: int) -> list[ScheduledQuery]:
-        """The plan's next queries, or with knapsack allocation the best re-sized subset of a
-        wider window (the rest of the window is skipped this epoch)."""
+    def next_queries(
+        self, scheduler: QueryScheduler, budget: int, group_size: int | None = None
+    ) -> list[ScheduledQuery]:
+        """The plan's next queries (each with group_size when given), or with knapsack
+        allocation the best re-sized subset of a wider window (the rest of the window is
+        skipped this epoch)."""
         if self.online.allocation == "plan":
-            return scheduler.take(budget)
+            return scheduler.take(budget, group_size)
         window = scheduler.peek(round(budget * self.online.allocation_window))
         scheduler.skip({s.query.query_id for s in window})
         chosen = self.planner.allocate(window, budget, self.online.allocation_value)

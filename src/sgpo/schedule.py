@@ -63,13 +63,15 @@ class QueryScheduler:
             self.epoch += 1
             self.remaining = self._epoch_order()
 
-    def peek(self, budget: int) -> list[ScheduledQuery]:
-        """The queries take(budget) would return, without taking them (an exhausted epoch
-        rolls over to the next one first)."""
+    def peek(self, budget: int, group_size: int | None = None) -> list[ScheduledQuery]:
+        """The queries take(budget, group_size) would return, without taking them (an exhausted
+        epoch rolls over to the next one first)."""
         self._start_next_epoch_if_done()
         by_id, out, used = self._by_id(), [], 0
         for qid in self.remaining:
             nxt = by_id[qid]
+            if group_size is not None:
+                nxt = ScheduledQuery(nxt.query, group_size)
             if out and used + nxt.group_size > budget:
                 break
             out.append(nxt)
@@ -78,9 +80,10 @@ class QueryScheduler:
                 break
         return out
 
-    def take(self, budget: int) -> list[ScheduledQuery]:
-        """Next queries in order while their groups fit the budget (at least one query)."""
-        taken = self.peek(budget)
+    def take(self, budget: int, group_size: int | None = None) -> list[ScheduledQuery]:
+        """Next queries in order while their groups fit the budget (at least one query), each
+        with its planned G or, when given, group_size."""
+        taken = self.peek(budget, group_size)
         del self.remaining[: len(taken)]
         return taken
 

@@ -129,9 +129,11 @@ class Trainer:
 
     # ----------------------------------------------------------------- one step
     def next_queries(self, budget: int) -> list[ScheduledQuery]:
+        early = self.step < self.cfg.early_group_steps
+        group_size = self.cfg.early_group_size if early else None
         if self.replanner is None:
-            return self.scheduler.take(budget)
-        return self.replanner.next_queries(self.scheduler, budget)
+            return self.scheduler.take(budget, group_size)
+        return self.replanner.next_queries(self.scheduler, budget, group_size)
 
     def collect(self) -> tuple[list[Rollout], list[Rollout]]:
         """(all generated rollouts, the step's batch), their generation charged to FLOPs."""

@@ -268,9 +268,9 @@ def settings_not_carried(cfg) -> dict:  # noqa: ANN001 - sgpo.config.RunConfig
     """The config's train settings a verl run will not apply, where they differ from the
     defaults (the paper's static plan): train.online (G, the filter and the order change
     *during* training from sgpo's own trainer loop: posterior updates, re-planning,
-    re-profiling) and the step's generation rounds (train.filter_groups, train.pilot_size,
-    train.grow_max): the launch runs sgpo without verl's algorithm.filter_groups and follows
-    the exported, static plan."""
+    re-profiling), the step's generation rounds (train.filter_groups, train.pilot_size,
+    train.grow_max) and the early small groups (train.early_group_size): the launch runs sgpo
+    without verl's algorithm.filter_groups and follows the exported, static plan."""
     train = cfg.train
     fields = [(f"train.online.{n}", train.online, n) for n in type(train.online).model_fields]
     fields += [
@@ -283,6 +283,8 @@ def settings_not_carried(cfg) -> dict:  # noqa: ANN001 - sgpo.config.RunConfig
             "grow_max",
             "grow_round",
             "grow_train",
+            "early_group_size",
+            "early_group_steps",
         )
     ]
     return {
