@@ -393,10 +393,11 @@ class TrainConfig(Strict):
     def _check(self) -> TrainConfig:
         if self.reuse_profile and self.method != "sgpo":
             raise ValueError("train.reuse_profile needs train.method 'sgpo' (it reuses a profile)")
-        if self.pilot_size == 1:
-            raise ValueError(
-                "train.pilot_size must be 0 (off) or >= 2: one response cannot show both outcomes"
-            )
+        for name in ("pilot_size", "grow_max", "early_group_size"):  # groups that must be mixable
+            if getattr(self, name) == 1:
+                raise ValueError(
+                    f"train.{name} must be 0 (off) or >= 2: one response cannot show both outcomes"
+                )
         if self.filter_groups and (self.method == "dapo" or self.reuse_profile):
             raise ValueError(
                 "train.filter_groups does not combine with method 'dapo' (it filters and "
@@ -417,15 +418,6 @@ class TrainConfig(Strict):
             raise ValueError(
                 "train.early_group_size needs train.method 'sgpo' with "
                 "train.online.allocation 'plan' (it replaces the plan's G for a while)"
-            )
-        if self.early_group_size == 1:
-            raise ValueError(
-                "train.early_group_size must be 0 (off) or >= 2: one response cannot show both "
-                "outcomes"
-            )
-        if self.grow_max == 1:
-            raise ValueError(
-                "train.grow_max must be 0 (off) or >= 2: one response cannot show both outcomes"
             )
         return self
 
