@@ -343,6 +343,11 @@ class TrainConfig(Strict):
     grow_max: int = Field(0, ge=0)
     grow_round: int = Field(4, ge=1)
     grow_train: Literal["all", "balanced"] = "all"
+    # Down-sampling (0 = off; PODS, Xu et al. 2025, beyond the paper): every group is generated
+    # whole, but one larger than downsample_to trains only that many of its responses, those
+    # whose rewards vary most (sgpo.core.advantages.max_variance_indices), with advantages
+    # computed within them. Generation finds the rare outcome; training pays for a few.
+    downsample_to: int = Field(0, ge=0)
     # sgpo, beyond the paper (0 = off): for the first early_group_steps steps every kept query
     # is trained with early_group_size responses (the plan's filter and order unchanged), then
     # with the plan's G. Small groups make cheap steps while the gain is fast; the plan's
@@ -393,7 +398,8 @@ class TrainConfig(Strict):
     def _check(self) -> TrainConfig:
         if self.reuse_profile and self.method != "sgpo":
             raise ValueError("train.reuse_profile needs train.method 'sgpo' (it reuses a profile)")
-        for name in ("pilot_size", "grow_max", "early_group_size"):  # groups that must be mixable
+        # groups that must be mixable
+        for name in ("pilot_size", "grow_max", "early_group_size", "downsample_to"):
             if getattr(self, name) == 1:
                 raise ValueError(
                     f"train.{name} must be 0 (off) or >= 2: one response cannot show both outcomes"
@@ -409,6 +415,11 @@ class TrainConfig(Strict):
             raise ValueError(
                 "train.grow_max does not combine with method 'dapo' or train.filter_groups: "
                 "growing a group until it is mixed replaces dropping it"
+            )
+        if self.downsample_to and (self.method == "dapo" or self.filter_groups or self.grow_max):
+            raise ValueError(
+                "train.downsample_to does not combine with method 'dapo', train.filter_groups or "
+                "train.grow_max: they choose which groups are trained, it which responses of each"
             )
         if bool(self.early_group_size) != bool(self.early_group_steps):
             raise ValueError(

@@ -110,10 +110,11 @@ def plan_summary(
     shape: ModelShape | None,
     epochs: float = 1.0,
     growth: Growth | None = None,
+    downsample_to: int = 0,
 ) -> dict:
     """Counts, rollouts per epoch against a fixed-G baseline, predicted FLOPs per epoch, and
     the predicted informative fraction and cost per informative rollout over `epochs` (groups
-    grown until mixed with `growth`)."""
+    grown until mixed with `growth`, or trained downsample_to of each)."""
     kept = [r for r in rows if r.kept]
     summary = {
         "queries": len(rows),
@@ -143,7 +144,9 @@ def plan_summary(
         )
         summary |= {
             f"predicted_{k}": v
-            for k, v in prediction(rows, fixed_group_size, shape, epochs, growth).items()
+            for k, v in prediction(
+                rows, fixed_group_size, shape, epochs, growth, downsample_to
+            ).items()
         }
     return summary
 
@@ -154,6 +157,7 @@ def prediction(
     shape: ModelShape,
     epochs: float,
     growth: Growth | None = None,
+    downsample_to: int = 0,
 ) -> dict:
     """From the profile alone: informative fractions and cost per informative rollout against
     GRPO(G=baseline_g) in each currency, the profile charged over `epochs` (core/predict.py)."""
@@ -167,7 +171,7 @@ def prediction(
         )
         for r in rows
     ]
-    plan = Allocation([r.group_size if r.kept else 0 for r in rows], growth)
+    plan = Allocation([r.group_size if r.kept else 0 for r in rows], growth, downsample_to)
     return predict_against_baseline(queries, plan, baseline_g, profile_costs(queries), epochs)
 
 
@@ -223,7 +227,7 @@ def _run_plan(
         if train.grow_max
         else None
     )
-    summary = plan_summary(rows, train.group_size, shape, epochs, growth)
+    summary = plan_summary(rows, train.group_size, shape, epochs, growth, train.downsample_to)
     extra = {
         "rule": asdict(rule),
         "plan_seed": config.seed,

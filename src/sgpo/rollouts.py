@@ -2,18 +2,24 @@
 give every response its group-relative advantage. dapo over-samples and keeps only groups whose
 rewards differ; train.filter_groups does the same for sgpo and grpo, optionally piloting each
 group first (train.pilot_size), or grows groups whose rewards are all equal until they are
-mixed (train.grow_max). With profile reuse (sgpo.reuse) a query's first group starts with its
+mixed (train.grow_max); train.downsample_to trains only the most varied few of each group. With
+profile reuse (sgpo.reuse) a query's first group starts with its
 profile samples and only the rest is generated."""
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from sgpo.config import RunConfig
-from sgpo.core.advantages import balanced_indices, group_advantages, growth_round
+from sgpo.core.advantages import (
+    balanced_indices,
+    group_advantages,
+    growth_round,
+    max_variance_indices,
+)
 from sgpo.core.flops import ModelShape, inference_flops
 from sgpo.engine import Completion, GenerationEngine, SamplingParams, stream_seed
 from sgpo.models import Policy
@@ -203,7 +209,8 @@ class RolloutCollector:
     ) -> tuple[list[Rollout], list[Rollout]]:
         """(all generated rollouts, the step's batch): the same list unless groups are
         filtered (dapo, train.filter_groups), when the batch keeps only groups with a
-        non-zero advantage, or grown groups are trained in part (train.grow_train balanced)."""
+        non-zero advantage, or groups are trained in part (train.grow_train balanced,
+        train.downsample_to)."""
         cfg = self.config.train
         if cfg.method == "dapo":
             return self._collect_dynamic(step, next_queries)
@@ -211,8 +218,25 @@ class RolloutCollector:
             return self._collect_filtered(step, next_queries)
         if cfg.grow_max:
             return self._collect_grown(step, next_queries)
+        if cfg.downsample_to:
+            return self._collect_downsampled(step, next_queries)
         rollouts = self.generate_groups(next_queries(cfg.rollout_budget), step, 0)
         return rollouts, rollouts
+
+    def _collect_downsampled(
+        self, step: int, next_queries: Callable[[int], list[ScheduledQuery]]
+    ) -> tuple[list[Rollout], list[Rollout]]:
+        """PODS: each group generated whole; one larger than downsample_to trains only its most
+        varied downsample_to responses, their advantages computed within that subset (copies:
+        the generated group keeps its own, which the informative fraction reads)."""
+        size = self.config.train.downsample_to
+        generated = self.generate_groups(next_queries(self.config.train.rollout_budget), step, 0)
+        subsets = [
+            [members[i] for i in max_variance_indices([m.reward for m in members], size)]
+            for members in group_members(generated)
+        ]
+        batch = self._with_advantages([replace(r) for subset in subsets for r in subset])
+        return generated, batch
 
     def _collect_dynamic(
         self, step: int, next_queries: Callable[[int], list[ScheduledQuery]]

@@ -41,6 +41,24 @@ def balanced_indices(rewards: Sequence[float], size: int) -> list[int]:
     return sorted(chosen)
 
 
+def max_variance_indices(rewards: Sequence[float], size: int) -> list[int]:
+    """Which `size` members of a group are trained under PODS's max-variance down-sampling
+    (Xu et al. 2025, arXiv 2504.13818): the subset whose rewards vary most is some i highest
+    plus size - i lowest, so each split is tried. For 0/1 rewards it keeps every response of
+    the rarer outcome up to size / 2. Of equally varied splits the one with the fewest highest
+    is taken; equal rewards rank in draw order. Returns indices into `rewards`, ascending."""
+    if size >= len(rewards):
+        return list(range(len(rewards)))
+    order = sorted(range(len(rewards)), key=lambda i: (rewards[i], i))
+
+    def variance(chosen: list[int]) -> float:
+        mean = sum(rewards[i] for i in chosen) / len(chosen)
+        return sum((rewards[i] - mean) ** 2 for i in chosen) / len(chosen)
+
+    splits = [order[: size - high] + order[len(order) - high :] for high in range(size + 1)]
+    return sorted(max(splits, key=variance))
+
+
 def group_advantages(
     rewards: Sequence[float],
     group_ids: Sequence[int],

@@ -101,10 +101,12 @@ class Growth:
 
 @dataclass(frozen=True)
 class Allocation:
-    """Rollouts per query for one epoch (0 = not trained), optionally grown until mixed."""
+    """Rollouts per query for one epoch (0 = not trained), optionally grown until mixed, or
+    trained only downsample_to responses of each group (train.downsample_to; 0 = all)."""
 
     group_sizes: Sequence[int]
     growth: Growth | None = None
+    downsample_to: int = 0
 
 
 @dataclass(frozen=True)
@@ -136,12 +138,18 @@ def informative_probability(n_correct: int, k: int, g: int, prior: RatePrior) ->
 
 
 def expected_group(
-    n_correct: int, k: int, g: int, prior: RatePrior, growth: Growth | None = None
+    n_correct: int,
+    k: int,
+    g: int,
+    prior: RatePrior,
+    growth: Growth | None = None,
+    downsample_to: int = 0,
 ) -> GroupExpectation:
     """What a group planned at g rollouts is expected to cost and give, p under the prior
     updated with the query's n_correct of k. Growing: after g rollouts, and after each round,
     the group goes on while all its rewards are equal (probability E[p^s + (1 - p)^s] at size
-    s); it is wasted only if still all equal at the cap."""
+    s); it is wasted only if still all equal at the cap. Down-sampled: min(g, downsample_to)
+    of the group are trained."""
     rates, posterior = _posterior(n_correct, k, prior)
 
     def all_equal(size: int) -> float:
@@ -155,8 +163,9 @@ def expected_group(
             size += step
     mixed = 1.0 - all_equal(size) if size >= 2 else 0.0
     informative = rollouts - size * (1.0 - mixed)  # only groups still all equal at the end waste
-    if growth is not None and growth.balanced:
-        return GroupExpectation(rollouts, informative, g * mixed, float(g))
+    trained = min(g, downsample_to) if downsample_to else g
+    if (growth is not None and growth.balanced) or trained < g:
+        return GroupExpectation(rollouts, informative, trained * mixed, float(trained))
     return GroupExpectation(rollouts, informative, informative, rollouts)
 
 
@@ -172,7 +181,9 @@ def epoch_costs(
             continue
         key = (q.n_correct, q.k, g)
         if key not in expected:
-            expected[key] = expected_group(q.n_correct, q.k, g, prior, allocation.growth)
+            expected[key] = expected_group(
+                q.n_correct, q.k, g, prior, allocation.growth, allocation.downsample_to
+            )
         e = expected[key]
         out["rollouts"] += e.rollouts
         out["informative"] += e.informative
