@@ -235,3 +235,22 @@ def test_growth_round_grows_only_all_equal_groups_under_the_cap():
     single = {"single", "near_cap", "full", "planned_above"}
     assert growth_round(sizes, single, grow_round=2, grow_max=8) == {"single": 2, "near_cap": 1}
     assert growth_round({"a": 8}, {"a"}, grow_round=2, grow_max=8) == {}
+
+
+def test_max_variance_down_sampling_keeps_the_rare_outcome_and_the_extremes():
+    from sgpo.core.advantages import max_variance_indices
+
+    # 0/1 rewards: every response of the rarer outcome, up to half of the subset
+    one_failure = [1.0] * 7 + [0.0] + [1.0] * 8
+    chosen = max_variance_indices(one_failure, 4)
+    assert len(chosen) == 4 and 7 in chosen and chosen == sorted(chosen)
+    three_right = [0.0, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 1.0]
+    half = [three_right[i] for i in max_variance_indices(three_right, 4)]
+    assert sorted(half) == [0.0, 0.0, 1.0, 1.0]
+    # graded rewards: the most varied split of highest and lowest, not the middle
+    graded = [0.5, 1.0, 0.0, 0.2, 0.6]
+    assert max_variance_indices(graded, 2) == [1, 2]
+    assert max_variance_indices(graded, 3) == [1, 2, 3]  # {1, 0, 0.2} varies more than {1, 0, 0.6}
+    # a group no larger than the subset is trained whole; all-equal rewards: draw order
+    assert max_variance_indices([1.0, 0.0], 4) == [0, 1]
+    assert max_variance_indices([1.0] * 6, 3) == [0, 1, 2]

@@ -159,3 +159,14 @@ def test_growth_raises_the_informative_fraction_of_near_solved_queries():
     assert grown.informative / grown.rollouts > plain.informative / plain.rollouts + 0.25
     # a group planned larger than the cap is not grown
     assert expected_group(7, 8, 16, point, Growth(8, 4, balanced=False)) == plain
+
+
+def test_down_sampled_groups_are_generated_whole_and_trained_in_part():
+    point = RatePrior((0.9,), (1.0,))
+    whole = expected_group(7, 8, 16, point)
+    few = expected_group(7, 8, 16, point, downsample_to=4)
+    mixed = 1 - 0.9**16 - 0.1**16
+    assert (few.rollouts, few.informative) == (whole.rollouts, whole.informative)
+    assert few.trained_all == 4 and few.trained_live == pytest.approx(4 * mixed)
+    # a group no larger than the subset is trained whole
+    assert expected_group(7, 8, 4, point, downsample_to=4) == expected_group(7, 8, 4, point)

@@ -266,3 +266,37 @@ def test_early_groups_need_both_settings_and_an_sgpo_plan(tmp_path: Path):
         make_trainer(tmp_path, "bad", early_group_size=2, early_group_steps=4)
     with pytest.raises(ValidationError, match="early_group_size must be 0"):
         make_trainer(tmp_path, "bad", method="sgpo", early_group_size=1, early_group_steps=4)
+
+
+def test_down_sampling_trains_the_most_varied_few_with_advantages_within_them(tmp_path: Path):
+    trainer = make_trainer(tmp_path, "pods", group_size=6, rollout_budget=36, downsample_to=2)
+    generated, batch = trainer.collect()
+    groups = groups_of(generated)
+    assert all(len(g) == 6 for g in groups)  # generated whole
+    trained = groups_of(batch)
+    assert len(trained) == len(groups) and all(len(g) == 2 for g in trained)
+    mixed = 0
+    for whole, few in zip(groups, trained, strict=True):
+        rewards = [r.reward for r in whole]
+        if len(set(rewards)) > 1:  # both outcomes among the two, advantages +-0.5 within them
+            mixed += 1
+            assert sorted(r.advantage for r in few) == [-0.5, 0.5]
+            # the generated group keeps its own advantages (reward - the six's mean)
+            mean = sum(rewards) / 6
+            assert all(r.advantage == pytest.approx(r.reward - mean) for r in whole)
+        else:
+            assert all(r.advantage == 0.0 for r in few)
+    assert mixed  # the coin-flip verifier gives mixed groups
+    record = rollout_record(generated, batch)
+    assert (record["rollouts"], record["batch_rollouts"]) == (36, 12)
+    stats = trainer.train_on(batch)
+    assert stats["trained_rollouts"] == 2 * mixed
+
+
+def test_down_sampling_needs_a_subset_that_can_show_both_outcomes(tmp_path: Path):
+    with pytest.raises(ValidationError, match="downsample_to must be 0"):
+        make_trainer(tmp_path, "bad", downsample_to=1)
+    with pytest.raises(ValidationError, match="downsample_to does not combine"):
+        make_trainer(tmp_path, "bad", downsample_to=4, grow_max=8)
+    with pytest.raises(ValidationError, match="downsample_to does not combine"):
+        make_trainer(tmp_path, "bad", downsample_to=4, method="dapo")

@@ -519,6 +519,10 @@ def test_export_says_loudly_that_online_settings_are_not_carried(tmp_path):
         "train.filter_groups": True,
         "train.pilot_size": 4,
     }
+    down_sampled = CliRunner().invoke(verl_app, [*args, "--set", "train.downsample_to=4"])
+    assert down_sampled.exit_code == 0, down_sampled.output
+    assert "downsample_to" in down_sampled.output
+    assert read_table(tmp_path / "t.pq")[1]["export"]["not_carried"] == {"train.downsample_to": 4}
 
 
 def test_record_run_refuses_to_resume_a_run_dir_with_other_settings(tmp_path):
