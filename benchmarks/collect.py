@@ -74,6 +74,7 @@ MIXES = {
             ("dev17b", "17b: G = 4 for every kept query", "100-109"),
             ("dev18", "18: small groups first, then the dense plan", "100-109"),
             ("dev19", "19: train the most varied few of each group (PODS)", "100-109"),
+            ("dev20", "20: down-sampled steps with more rollouts", "100-109"),
         )
         for mix in ("balanced", "easy")
     },
