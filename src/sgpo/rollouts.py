@@ -3,8 +3,8 @@ give every response its group-relative advantage. dapo over-samples and keeps on
 rewards differ; train.filter_groups does the same for sgpo and grpo, optionally piloting each
 group first (train.pilot_size), or grows groups whose rewards are all equal until they are
 mixed (train.grow_max); train.downsample_to trains only the most varied few of each group. With
-profile reuse (sgpo.reuse) a query's first group starts with its
-profile samples and only the rest is generated."""
+profile reuse (sgpo.reuse) a query's first group starts with its profile samples and only the
+rest is generated."""
 
 from __future__ import annotations
 
