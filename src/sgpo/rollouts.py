@@ -57,10 +57,13 @@ def pilot_ends_group(rewards: set[float], rule: str) -> bool:
     return rule == "all-equal" or rewards == {1.0}
 
 
-def balanced_subset(members: list[Rollout], size: int) -> list[Rollout]:
-    """The `size` responses of a grown group that are trained (train.grow_train balanced;
-    sgpo.core.advantages.balanced_indices)."""
-    return [members[i] for i in balanced_indices([m.reward for m in members], size)]
+def trained_subset(
+    members: list[Rollout], size: int, choose: Callable[[list[float], int], list[int]]
+) -> list[Rollout]:
+    """The `size` responses of a group that are trained, as `choose` picks them from their
+    rewards: balanced_indices for a grown group (train.grow_train balanced),
+    max_variance_indices for a down-sampled one (train.downsample_to)."""
+    return [members[i] for i in choose([m.reward for m in members], size)]
 
 
 def rollout_flops(shape: ModelShape, rollouts: list[Rollout]) -> list[float]:
@@ -192,7 +195,7 @@ class RolloutCollector:
         self, step: int, next_queries: Callable[[int], list[ScheduledQuery]]
     ) -> tuple[list[Rollout], list[Rollout]]:
         """Grow until mixed; with grow_train balanced only each group's planned size is
-        trained (balanced_subset), its advantages still those of the whole grown group."""
+        trained (balanced_indices), its advantages still those of the whole grown group."""
         scheduled = next_queries(self.config.train.rollout_budget)
         generated = self.grown_groups(scheduled, step)
         if self.config.train.grow_train == "all":
@@ -200,7 +203,9 @@ class RolloutCollector:
         batch = [
             r
             for members in group_members(generated)
-            for r in balanced_subset(members, scheduled[members[0].group].group_size)
+            for r in trained_subset(
+                members, scheduled[members[0].group].group_size, balanced_indices
+            )
         ]
         return generated, batch
 
@@ -229,14 +234,14 @@ class RolloutCollector:
         """PODS: each group generated whole; one larger than downsample_to trains only its most
         varied downsample_to responses, their advantages computed within that subset (copies:
         the generated group keeps its own, which the informative fraction reads)."""
-        size = self.config.train.downsample_to
-        generated = self.generate_groups(next_queries(self.config.train.rollout_budget), step, 0)
-        subsets = [
-            [members[i] for i in max_variance_indices([m.reward for m in members], size)]
+        cfg = self.config.train
+        generated = self.generate_groups(next_queries(cfg.rollout_budget), step, 0)
+        batch = [
+            replace(r)
             for members in group_members(generated)
+            for r in trained_subset(members, cfg.downsample_to, max_variance_indices)
         ]
-        batch = self._with_advantages([replace(r) for subset in subsets for r in subset])
-        return generated, batch
+        return generated, self._with_advantages(batch)
 
     def _collect_dynamic(
         self, step: int, next_queries: Callable[[int], list[ScheduledQuery]]
