@@ -254,3 +254,19 @@ def test_max_variance_down_sampling_keeps_the_rare_outcome_and_the_extremes():
     # a group no larger than the subset is trained whole; all-equal rewards: draw order
     assert max_variance_indices([1.0, 0.0], 4) == [0, 1]
     assert max_variance_indices([1.0] * 6, 3) == [0, 1, 2]
+
+
+def test_stratum_weights_make_a_subset_stand_for_its_whole_group():
+    from sgpo.core.advantages import stratum_weights
+
+    one_failure = [1.0] * 15 + [0.0]
+    # the failure stands for itself, each of three successes for five of the fifteen
+    assert stratum_weights(one_failure, [0, 1, 2, 15]) == [5.0, 5.0, 5.0, 1.0]
+    # the weighted subset's reward sum and size are the whole group's
+    rewards = [0.0, 1.0, 0.0, 0.0, 1.0, 0.0, 1.0, 0.0]
+    chosen = [0, 1, 2, 4]
+    weights = stratum_weights(rewards, chosen)
+    assert sum(weights) == len(rewards)
+    assert sum(w * rewards[i] for w, i in zip(weights, chosen, strict=True)) == sum(rewards)
+    # graded: a value not chosen is not represented, the chosen ones stand for their own count
+    assert stratum_weights([0.5, 1.0, 0.0, 1.0], [1, 2]) == [2.0, 1.0]

@@ -3,6 +3,7 @@ rollouts skip the backward pass (exactly, and the FLOPs show it), KL and PPO epo
 log-prob passes."""
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -293,6 +294,47 @@ def test_down_sampling_trains_the_most_varied_few_with_advantages_within_them(tm
     assert stats["trained_rollouts"] == 2 * mixed
 
 
+def test_whole_group_down_sampling_keeps_group_advantages_weighted_by_outcome(tmp_path: Path):
+    trainer = make_trainer(
+        tmp_path,
+        "pods-whole",
+        group_size=6,
+        rollout_budget=36,
+        downsample_to=2,
+        downsample_advantages="whole-group",
+    )
+    generated, batch = trainer.collect()
+    mixed = 0
+    for whole, few in zip(groups_of(generated), groups_of(batch), strict=True):
+        assert len(few) == 2 and sum(r.weight for r in few) == 6  # stands for the six
+        by_reward = {r.reward: r.advantage for r in whole}
+        assert all(r.advantage == by_reward[r.reward] for r in few)  # the whole group's
+        if len(by_reward) > 1:
+            mixed += 1
+            ones = sum(r.reward for r in whole)
+            assert sorted(r.weight for r in few) == sorted([ones, 6 - ones])
+    assert mixed  # the coin-flip verifier gives mixed groups
+
+
+def test_a_weighted_response_trains_like_that_many_copies(tmp_path: Path):
+    """The loss of a response with weight w (numerator and token-mean denominator) is the loss
+    of w copies of it, so a down-sampled step estimates the whole groups' step."""
+    batch = [r for r in make_trainer(tmp_path, "draw").collect()[1] if r.advantage != 0.0][:3]
+    assert len(batch) == 3
+    params = []
+    for name, step_batch in (
+        ("weighted", [replace(batch[0], weight=3.0), *batch[1:]]),
+        ("copies", [batch[0], batch[0], batch[0], *batch[1:]]),
+    ):
+        trainer = make_trainer(tmp_path, name)
+        trainer.train_on(step_batch)
+        params.append({n: p.detach().clone() for n, p in trainer.policy.model.named_parameters()})
+    for name, value in params[0].items():  # Adam's step is ~lr = 1e-2 per weight; float sums
+        torch.testing.assert_close(params[1][name], value, rtol=1e-3, atol=1e-4)
+    untouched = make_trainer(tmp_path, "untouched").policy.model.named_parameters()
+    assert any(not torch.equal(p, params[0][n]) for n, p in untouched)  # the step moved them
+
+
 def test_down_sampling_needs_a_subset_that_can_show_both_outcomes(tmp_path: Path):
     with pytest.raises(ValidationError, match="downsample_to must be 0"):
         make_trainer(tmp_path, "bad", downsample_to=1)
@@ -300,3 +342,5 @@ def test_down_sampling_needs_a_subset_that_can_show_both_outcomes(tmp_path: Path
         make_trainer(tmp_path, "bad", downsample_to=4, grow_max=8)
     with pytest.raises(ValidationError, match="downsample_to does not combine"):
         make_trainer(tmp_path, "bad", downsample_to=4, method="dapo")
+    with pytest.raises(ValidationError, match="downsample_advantages needs"):
+        make_trainer(tmp_path, "bad", downsample_advantages="whole-group")

@@ -347,7 +347,12 @@ class TrainConfig(Strict):
     # whole, but one larger than downsample_to trains only that many of its responses, those
     # whose rewards vary most (sgpo.core.advantages.max_variance_indices), with advantages
     # computed within them. Generation finds the rare outcome; training pays for a few.
+    # downsample_advantages whole-group (beyond PODS): the subset keeps the whole group's
+    # advantages and each response weighs as many of the group as it stands for (of its
+    # outcome: count in the group / count in the subset), in the loss and in its token-mean
+    # denominator, so the step is an unbiased estimate of training the whole groups.
     downsample_to: int = Field(0, ge=0)
+    downsample_advantages: Literal["subset", "whole-group"] = "subset"
     # sgpo, beyond the paper (0 = off): for the first early_group_steps steps every kept query
     # is trained with early_group_size responses (the plan's filter and order unchanged), then
     # with the plan's G. Small groups make cheap steps while the gain is fast; the plan's
@@ -421,6 +426,8 @@ class TrainConfig(Strict):
                 "train.downsample_to does not combine with method 'dapo', train.filter_groups or "
                 "train.grow_max: they choose which groups are trained, it which responses of each"
             )
+        if self.downsample_advantages != "subset" and not self.downsample_to:
+            raise ValueError("train.downsample_advantages needs train.downsample_to")
         if bool(self.early_group_size) != bool(self.early_group_steps):
             raise ValueError(
                 "train.early_group_size and train.early_group_steps go together (both 0 = off)"

@@ -19,6 +19,7 @@ from sgpo.core.advantages import (
     group_advantages,
     growth_round,
     max_variance_indices,
+    stratum_weights,
 )
 from sgpo.core.flops import ModelShape, inference_flops
 from sgpo.engine import Completion, GenerationEngine, SamplingParams, stream_seed
@@ -39,6 +40,9 @@ class Rollout:
     reward: float = 0.0
     advantage: float = 0.0
     reused: bool = False  # a profile sample (drawn by the initial policy), not generated here
+    # How many responses of its group this one stands for in the loss (a down-sampled group
+    # trained with whole-group advantages, train.downsample_advantages whole-group).
+    weight: float = 1.0
 
 
 def group_members(rollouts: list[Rollout]) -> list[list[Rollout]]:
@@ -55,15 +59,6 @@ def pilot_ends_group(rewards: set[float], rule: str) -> bool:
     if len(rewards) > 1:
         return False
     return rule == "all-equal" or rewards == {1.0}
-
-
-def trained_subset(
-    members: list[Rollout], size: int, choose: Callable[[list[float], int], list[int]]
-) -> list[Rollout]:
-    """The `size` responses of a group that are trained, as `choose` picks them from their
-    rewards: balanced_indices for a grown group (train.grow_train balanced),
-    max_variance_indices for a down-sampled one (train.downsample_to)."""
-    return [members[i] for i in choose([m.reward for m in members], size)]
 
 
 def rollout_flops(shape: ModelShape, rollouts: list[Rollout]) -> list[float]:
@@ -200,13 +195,10 @@ class RolloutCollector:
         generated = self.grown_groups(scheduled, step)
         if self.config.train.grow_train == "all":
             return generated, generated
-        batch = [
-            r
-            for members in group_members(generated)
-            for r in trained_subset(
-                members, scheduled[members[0].group].group_size, balanced_indices
-            )
-        ]
+        batch = []
+        for members in group_members(generated):
+            size = scheduled[members[0].group].group_size
+            batch += [members[i] for i in balanced_indices([m.reward for m in members], size)]
         return generated, batch
 
     def collect(
@@ -232,16 +224,20 @@ class RolloutCollector:
         self, step: int, next_queries: Callable[[int], list[ScheduledQuery]]
     ) -> tuple[list[Rollout], list[Rollout]]:
         """PODS: each group generated whole; one larger than downsample_to trains only its most
-        varied downsample_to responses, their advantages computed within that subset (copies:
-        the generated group keeps its own, which the informative fraction reads)."""
+        varied downsample_to responses (copies: the generated group keeps its own advantages,
+        which the informative fraction reads). train.downsample_advantages subset: advantages
+        computed within the subset (PODS); whole-group: the whole group's advantages, each
+        response weighted by how many of its outcome it stands for (stratum_weights)."""
         cfg = self.config.train
+        whole_group = cfg.downsample_advantages == "whole-group"
         generated = self.generate_groups(next_queries(cfg.rollout_budget), step, 0)
-        batch = [
-            replace(r)
-            for members in group_members(generated)
-            for r in trained_subset(members, cfg.downsample_to, max_variance_indices)
-        ]
-        return generated, self._with_advantages(batch)
+        batch = []
+        for members in group_members(generated):
+            rewards = [m.reward for m in members]
+            chosen = max_variance_indices(rewards, cfg.downsample_to)
+            weights = stratum_weights(rewards, chosen) if whole_group else [1.0] * len(chosen)
+            batch += [replace(members[i], weight=w) for i, w in zip(chosen, weights, strict=True)]
+        return generated, batch if whole_group else self._with_advantages(batch)
 
     def _collect_dynamic(
         self, step: int, next_queries: Callable[[int], list[ScheduledQuery]]

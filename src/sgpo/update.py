@@ -163,16 +163,19 @@ class PolicyUpdate:
         if ref is not None:
             log_ratio = ref - logprobs
             token_loss = token_loss + cfg.kl_coef * (torch.exp(log_ratio) - log_ratio - 1) * mask
+        weights = torch.tensor([r.weight for r in mb], device=logprobs.device)
+        token_loss = token_loss * weights[:, None]  # 1 unless a down-sampled group's response
         loss = aggregate_loss(token_loss, mask, cfg.loss_aggregation, *totals)
         return loss, logprobs, old, mask
 
     def train_on(self, batch: list[Rollout], flops: dict[str, float]) -> dict:
         """PPO-clipped update(s) on the batch; returns loss, grad norm and health metrics."""
         cfg = self.cfg
-        # Step-level denominators: micro-batching and skipping do not change the loss.
+        # Step-level denominators: micro-batching and skipping do not change the loss. A
+        # weighted response counts as the responses it stands for (down-sampled groups).
         totals = (
-            sum(len(r.completion.response_ids) for r in batch),
-            len(batch),
+            sum(r.weight * len(r.completion.response_ids) for r in batch),
+            sum(r.weight for r in batch),
             self.norm_length,
         )
         # Zero advantage and no KL -> the loss term is exactly zero: skip the backward pass.

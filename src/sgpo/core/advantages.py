@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
 from typing import TypeVar
 
@@ -59,6 +60,17 @@ def max_variance_indices(rewards: Sequence[float], size: int) -> list[int]:
     return sorted(max(splits, key=variance))
 
 
+def stratum_weights(rewards: Sequence[float], chosen: Sequence[int]) -> list[float]:
+    """How many of the group each chosen member stands for: the count of its reward in the
+    whole group over the count among the chosen. Trained with these weights and the whole
+    group's advantages, a down-sampled group's loss is an unbiased estimate of the whole
+    group's (stratified by outcome; exact strata for 0/1 rewards, a graded value that was not
+    chosen is not represented). Returned in the order of `chosen`."""
+    in_group = Counter(rewards)
+    in_chosen = Counter(rewards[i] for i in chosen)
+    return [in_group[rewards[i]] / in_chosen[rewards[i]] for i in chosen]
+
+
 def group_advantages(
     rewards: Sequence[float],
     group_ids: Sequence[int],
@@ -113,8 +125,8 @@ def aggregate_loss(
     token_loss: torch.Tensor,
     mask: torch.Tensor,
     mode: str,
-    total_tokens: int,
-    total_sequences: int,
+    total_tokens: float,
+    total_sequences: float,
     norm_length: int,
 ) -> torch.Tensor:
     """Reduce a micro-batch's per-token loss with denominators taken over the WHOLE step.

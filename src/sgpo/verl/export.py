@@ -269,9 +269,9 @@ def settings_not_carried(cfg) -> dict:  # noqa: ANN001 - sgpo.config.RunConfig
     defaults (the paper's static plan): train.online (G, the filter and the order change
     *during* training from sgpo's own trainer loop: posterior updates, re-planning,
     re-profiling), the step's generation rounds (train.filter_groups, train.pilot_size,
-    train.grow_max), down-sampling (train.downsample_to) and the early small groups
-    (train.early_group_size): the launch runs sgpo without verl's algorithm.filter_groups and
-    follows the exported, static plan."""
+    train.grow_max), down-sampling (train.downsample_to, train.downsample_advantages) and the
+    early small groups (train.early_group_size): the launch runs sgpo without verl's
+    algorithm.filter_groups and follows the exported, static plan."""
     train = cfg.train
     fields = [(f"train.online.{n}", train.online, n) for n in type(train.online).model_fields]
     fields += [
@@ -285,6 +285,7 @@ def settings_not_carried(cfg) -> dict:  # noqa: ANN001 - sgpo.config.RunConfig
             "grow_round",
             "grow_train",
             "downsample_to",
+            "downsample_advantages",
             "early_group_size",
             "early_group_steps",
         )
