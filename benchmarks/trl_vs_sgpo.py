@@ -17,6 +17,8 @@ on all training queries, shuffled.
     --grow-max 128: both sGPO paths grow all-equal groups until mixed (sgpo: train.grow_max with
     grow_train balanced; TRL: SGPOConfig.grow_max), and each reports its informative fraction
     and rollouts generated, to check that the two growths match.
+    --downsample-to 4: both sGPO paths train only the 4 most varied responses of each group
+    (PODS; sgpo: train.downsample_to; TRL: SGPOConfig.downsample_to).
 """
 
 from __future__ import annotations
@@ -121,8 +123,7 @@ def median_after_first(times: list[float]) -> float:
     return statistics.median(times[1:])
 
 
-def run_sgpo(plan: Path, out: Path, seed: int, steps: int, grow_max: int) -> dict:
-    grow = ["--set", f"train.grow_max={grow_max}", "--set", "train.grow_train=balanced"]
+def run_sgpo(plan: Path, out: Path, seed: int, steps: int, settings: list[str]) -> dict:
     sgpo_cli(
         "train",
         "-c",
@@ -138,7 +139,7 @@ def run_sgpo(plan: Path, out: Path, seed: int, steps: int, grow_max: int) -> dic
         f"train.steps={steps}",
         "--set",
         "train.eval_every=0",
-        *(grow if grow_max else []),
+        *(arg for setting in settings for arg in ("--set", setting)),
     )
     summary = json.loads((out / "summary.json").read_text())
     walls = [
@@ -163,7 +164,9 @@ def load_model(source: str):  # noqa: ANN201
     return AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32), tokenizer
 
 
-def run_trl(plan: Path, source: str, out: Path, seed: int, steps: int, grow_max: int) -> dict:
+def run_trl(
+    plan: Path, source: str, out: Path, seed: int, steps: int, overrides: dict[str, int]
+) -> dict:
     from sgpo.trl import SGPOTrainer, verifier_reward
 
     model, tokenizer = load_model(source)
@@ -171,7 +174,7 @@ def run_trl(plan: Path, source: str, out: Path, seed: int, steps: int, grow_max:
         model,
         verifier_reward("sgpo.tasks.addition:verify"),
         plan=plan,
-        args=trl_args(out, seed, steps, grow_max=grow_max),
+        args=trl_args(out, seed, steps, **overrides),
         processing_class=tokenizer,
     )
     trainer.train()
@@ -220,6 +223,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--model", help="model directory (default: the config's embedded model)")
     parser.add_argument("--grow-max", type=int, default=0, help="grow until mixed (0 = off)")
+    parser.add_argument("--downsample-to", type=int, default=0, help="PODS (0 = off)")
     parser.add_argument("--no-plain-grpo", action="store_true", help="skip GRPOTrainer's timing")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -233,17 +237,26 @@ def main() -> None:
     RUN_SET.extend(["--set", f"model.name_or_path={source}"])
     for setting in ABSTRACT_RULE:
         RUN_SET.extend(["--set", setting])
-    results: dict = {"steps": args.steps, "grow_max": args.grow_max}
+    # The same variant on both paths: sgpo's --set settings, SGPOConfig's fields.
+    sgpo_settings: list[str] = []
+    trl_overrides: dict[str, int] = {}
+    if args.grow_max:
+        sgpo_settings += [f"train.grow_max={args.grow_max}", "train.grow_train=balanced"]
+        trl_overrides["grow_max"] = args.grow_max
+    if args.downsample_to:
+        sgpo_settings.append(f"train.downsample_to={args.downsample_to}")
+        trl_overrides["downsample_to"] = args.downsample_to
+    results: dict = {"steps": args.steps} | trl_overrides
     for seed in args.seeds:
         # The addition task's queries depend on the run seed: one profile and plan per seed,
         # shared by both paths.
         plan = make_plan(args.out / f"profile-s{seed}", seed)
         results[f"initial/seed{seed}"] = evaluate(Path(source), seed, args.out / f"initial-s{seed}")
         results[f"sgpo-trainer/seed{seed}"] = run_sgpo(
-            plan, args.out / f"sgpo-s{seed}", seed, args.steps, args.grow_max
+            plan, args.out / f"sgpo-s{seed}", seed, args.steps, sgpo_settings
         )
         results[f"trl-sgpo/seed{seed}"] = run_trl(
-            plan, source, args.out / f"trl-s{seed}", seed, args.steps, args.grow_max
+            plan, source, args.out / f"trl-s{seed}", seed, args.steps, trl_overrides
         )
         print(json.dumps(results, indent=1), flush=True)
     if not args.no_plain_grpo:

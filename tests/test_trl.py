@@ -7,6 +7,7 @@ rows, queries in rank order q4(G=1) q3(2) q2(4) q1(2) q0(3) make the batches
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 from trl.trainer.utils import nanstd  # noqa: E402
 
 from sgpo.config import RunConfig  # noqa: E402
-from sgpo.core.advantages import balanced_indices  # noqa: E402
+from sgpo.core.advantages import balanced_indices, max_variance_indices  # noqa: E402
 from sgpo.core.allocation import PlanRule  # noqa: E402
 from sgpo.io import write_table  # noqa: E402
 from sgpo.models import model_source  # noqa: E402
@@ -299,7 +300,7 @@ def test_vllm_path_requests_real_rows_only(model_dir: str, plan_path: Path, tmp_
 def test_vllm_path_grows_with_one_request_per_round(
     model_dir: str, plan_path: Path, tmp_path: Path
 ) -> None:
-    reward = EveryFifthCorrect()
+    reward = every_fifth_correct()
     trainer = make_trainer(model_dir, plan_path, tmp_path, reward, grow_max=8, grow_round=2)
     fake = use_fake_vllm(trainer)
     slots, output = score_first_batch(trainer)
@@ -331,7 +332,7 @@ def test_reestimation_observes_each_group(model_dir: str, plan_path: Path, tmp_p
 def test_reestimation_of_a_grown_group_counts_everything_it_drew(
     model_dir: str, plan_path: Path, tmp_path: Path
 ) -> None:
-    reward = EveryFifthCorrect()
+    reward = every_fifth_correct()
     trainer = make_trainer(
         model_dir, plan_path, tmp_path, reward, reestimate=True, grow_max=8, grow_round=2
     )
@@ -388,23 +389,29 @@ def test_resume_replays_the_plan_and_keeps_sgpo_counters(
         )
 
 
-class EveryFifthCorrect:
-    """Scores responses in the order they are scored: every fifth is correct. Growth scores
-    each response once, so which groups come out all equal does not depend on the samples."""
+class RewardByOrder:
+    """Scores responses in the order they are scored: the i-th is correct if correct(i).
+    Growth and down-sampling score each response once, so which groups come out all equal
+    does not depend on the samples."""
 
-    def __init__(self) -> None:
+    def __init__(self, correct: Callable[[int], bool]) -> None:
+        self.correct = correct
         self.scored = 0
-        self.__name__ = "every_fifth"
+        self.__name__ = "by_order"
 
     def __call__(self, completions: list[str], **_: object) -> list[float]:
         start, self.scored = self.scored, self.scored + len(completions)
-        return [float(i % 5 == 4) for i in range(start, self.scored)]
+        return [float(self.correct(i)) for i in range(start, self.scored)]
+
+
+def every_fifth_correct() -> RewardByOrder:
+    return RewardByOrder(lambda i: i % 5 == 4)
 
 
 def test_grow_until_mixed_trains_a_balanced_subset_with_whole_group_advantages(
     model_dir: str, plan_path: Path, tmp_path: Path
 ) -> None:
-    reward = EveryFifthCorrect()
+    reward = every_fifth_correct()
     trainer = make_trainer(model_dir, plan_path, tmp_path, reward, grow_max=8, grow_round=2)
     eos = trainer.processing_class.eos_token_id
     generated_rows: list[int] = []  # tokens of every response generated, in order
@@ -463,8 +470,58 @@ def test_grow_until_mixed_trains_a_balanced_subset_with_whole_group_advantages(
         assert h["sgpo/informative_fraction"] == pytest.approx(mixed / h["sgpo/rollouts"])
 
 
+def test_down_sampling_trains_the_most_varied_rows_with_advantages_within_them(
+    model_dir: str, plan_path: Path, tmp_path: Path
+) -> None:
+    # Scored in order: batch 1 rows 0-2; batch 2 rows q2 (3, 4), q1 (5, 6), then q2's other
+    # two (7, 8); batch 3 rows q0 (9, 10), then its third (11). q2's rows come back all wrong
+    # and its extra responses hold the success; q0's rows are both right, its third wrong.
+    reward = RewardByOrder(lambda i: i in (5, 7, 9, 10))
+    trainer = make_trainer(model_dir, plan_path, tmp_path, reward, downsample_to=2)
+    seen: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[int, torch.Tensor]]] = []
+    apply_groups = trainer._apply_groups
+
+    def spy_apply(output: dict, rows: list[dict], group_ids: torch.Tensor) -> None:
+        rewards = trainer._rewards_per_func[:, 0].clone()
+        apply_groups(output, rows, group_ids)
+        seen.append((group_ids, rewards, output["advantages"], dict(trainer._whole_groups)))
+
+    trainer._apply_groups = spy_apply
+    trainer.train()
+
+    drawn = [{g: w.tolist() for g, w in whole.items()} for *_, whole in seen]
+    assert drawn == [
+        {0: [0.0], 1: [0.0, 0.0]},
+        {0: [0.0, 0.0, 1.0, 0.0], 1: [1.0, 0.0]},  # q2 generated whole: its 4
+        {0: [1.0, 1.0, 0.0]},
+    ]
+    for (group_ids, rewards, advantages, whole), planned in zip(
+        seen, EXPECTED_BATCHES, strict=True
+    ):
+        for group, (_, size) in enumerate(planned):
+            rows = group_ids == group
+            drew = whole[group].tolist()
+            trained = rewards[rows].tolist()
+            assert len(trained) == min(size, 2)
+            assert trained == [drew[k] for k in max_variance_indices(drew, 2)]
+            # advantages within the trained rows (PODS), not the whole group's
+            expected = torch.tensor(trained) - torch.tensor(trained).mean()
+            assert torch.allclose(advantages[rows], expected)
+    # both down-sampled groups train one success and one failure
+    assert [sorted(seen[b][1][seen[b][0] == 0].tolist()) for b in (1, 2)] == [[0.0, 1.0]] * 2
+    assert trainer.sgpo_rollouts == reward.scored == 12
+    logs = [h for h in trainer.state.log_history if "sgpo/batch_rollouts" in h]
+    assert [h["sgpo/batch_rollouts"] for h in logs] == [3, 4, 2]
+    assert [h["sgpo/rollouts"] for h in logs] == [3, 6, 3]
+    assert [h["sgpo/informative_fraction"] for h in logs] == [0.0, 1.0, 1.0]
+
+
 def test_grow_config_validation(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="grow_max"):
         SGPOConfig(output_dir=str(tmp_path), grow_max=1, use_cpu=True)
     with pytest.raises(ValueError, match="grow_round"):
         SGPOConfig(output_dir=str(tmp_path), grow_max=8, grow_round=0, use_cpu=True)
+    with pytest.raises(ValueError, match="downsample_to must be 0"):
+        SGPOConfig(output_dir=str(tmp_path), downsample_to=1, use_cpu=True)
+    with pytest.raises(ValueError, match="does not combine"):
+        SGPOConfig(output_dir=str(tmp_path), downsample_to=2, grow_max=8, use_cpu=True)

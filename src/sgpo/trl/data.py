@@ -148,20 +148,27 @@ class StepSchedule:
 
 class PlanSampler(Sampler[PlanSlot]):
     """Yields PlanSlots: per generation batch the scheduled queries' rows (each G times, in
-    plan order) and padding up to the batch size, the whole batch `repeat` times (TRL reuses a
-    generation batch over steps_per_generation x num_iterations micro-steps). One iteration is
-    one plan epoch; the next continues where the schedule stands.
+    plan order; min(G, downsample_to) times when down-sampling, the trainer generating the
+    rest of the group) and padding up to the batch size, the whole batch `repeat` times (TRL
+    reuses a generation batch over steps_per_generation x num_iterations micro-steps). One
+    iteration is one plan epoch; the next continues where the schedule stands.
 
     Batches are drawn lazily, but the data loader prefetches one ahead, so a re-plan reaches
     the batches from one after the next."""
 
     def __init__(
-        self, schedule: StepSchedule, index_of: dict[str, int], batch_rows: int, repeat: int
+        self,
+        schedule: StepSchedule,
+        index_of: dict[str, int],
+        batch_rows: int,
+        repeat: int,
+        downsample_to: int = 0,
     ) -> None:
         self.schedule = schedule
         self.index_of = index_of
         self.batch_rows = batch_rows
         self.repeat = repeat
+        self.downsample_to = downsample_to
         self.steps_per_epoch = self._count_static_steps()
 
     def _count_static_steps(self) -> int:
@@ -181,7 +188,7 @@ class PlanSampler(Sampler[PlanSlot]):
         slots = [
             PlanSlot(self.index_of[s.query.query_id], group, s.group_size)
             for group, s in enumerate(batch)
-            for _ in range(s.group_size)
+            for _ in range(min(s.group_size, self.downsample_to or s.group_size))
         ]
         # Padding rows reuse the last real row (same prompt format); the trainer generates
         # nothing for them and keeps them out of rewards, advantages, the loss and the logs.

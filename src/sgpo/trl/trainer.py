@@ -23,6 +23,12 @@ What changes against GRPOTrainer, and where:
   its shape). The extra responses are charged as generation (FLOPs, tokens, rollouts), the
   rewards of the first scoring are reused for the batch, and re-estimation sees whole groups.
   Reward functions' log_extra columns are dropped when growing (they would not line up).
+- down-sampling (SGPOConfig.downsample_to, _downsample; PODS, Xu et al. 2025): a planned group
+  of G > downsample_to takes downsample_to batch rows; the other G - downsample_to responses
+  are generated alongside and the rows filled with the responses whose rewards vary most
+  (max_variance_indices), advantages computed within them (sgpo's train.downsample_to,
+  train.downsample_advantages subset). The batch is scheduled as `sgpo train` schedules it (G
+  generated per group); the rows left over are padding. Charged and logged as growth is.
 - online re-estimation (SGPOConfig.reestimate): every group's outcomes update its query's
   posterior and the plan is rebuilt every replan_every generation batches (sgpo's
   OnlinePlanner). Knapsack allocation and re-profiling of dropped queries are not offered here.
@@ -38,6 +44,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,7 +54,12 @@ from datasets import Dataset
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOConfig, GRPOTrainer
 
-from sgpo.core.advantages import balanced_indices, growth_round, informative_groups
+from sgpo.core.advantages import (
+    balanced_indices,
+    growth_round,
+    informative_groups,
+    max_variance_indices,
+)
 from sgpo.core.flops import PHASES, inference_flops, logprob_flops, train_flops
 from sgpo.core.rewards import CORRECT_THRESHOLD
 from sgpo.io import atomic_write_json
@@ -109,6 +121,14 @@ class SGPOConfig(GRPOConfig):
         },
     )
     grow_round: int = field(default=4, metadata={"help": "Responses added per growth round."})
+    downsample_to: int = field(
+        default=0,
+        metadata={
+            "help": "PODS down-sampling: a planned group of G > downsample_to is generated "
+            "whole but trains only the downsample_to responses whose rewards vary most, "
+            "advantages within them. 0 = off."
+        },
+    )
     success_threshold: float = field(
         default=CORRECT_THRESHOLD,
         metadata={
@@ -125,6 +145,10 @@ class SGPOConfig(GRPOConfig):
             raise ValueError(f"grow_max must be 0 (off) or >= 2, got {self.grow_max}")
         if self.grow_round < 1:
             raise ValueError(f"grow_round must be >= 1, got {self.grow_round}")
+        if self.downsample_to == 1 or self.downsample_to < 0:
+            raise ValueError(f"downsample_to must be 0 (off) or >= 2, got {self.downsample_to}")
+        if self.downsample_to and self.grow_max:
+            raise ValueError("downsample_to does not combine with grow_max")
 
 
 class SGPOTrainer(GRPOTrainer):
@@ -190,6 +214,7 @@ class SGPOTrainer(GRPOTrainer):
             _index_by_query(train_dataset, args.query_id_column, needed),
             args.generation_batch_size,
             repeat=self.num_iterations * args.steps_per_generation,
+            downsample_to=args.downsample_to,
         )
         self.shape = model_shape(self.accelerator.unwrap_model(self.model))
         self.sgpo_flops = dict.fromkeys(PHASES, 0.0) | {"profile": plan.profile_flops}
@@ -198,8 +223,10 @@ class SGPOTrainer(GRPOTrainer):
         self._group_ids: torch.Tensor | None = None  # the current training batch's layout
         self._rows: list[dict] | None = None  # its dataset rows (reward function inputs)
         self._rewards_per_func: torch.Tensor | None = None
-        # Growth: per-function rewards of the batch's rows as first scored, and every reward
-        # each grown group drew (its advantages' statistics).
+        # Growth and down-sampling: the batch groups' planned G, per-function rewards of the
+        # batch's rows as first scored, and every reward each group drew (a grown group's
+        # advantages' statistics).
+        self._group_sizes: dict[int, int] = {}
         self._scores: torch.Tensor | None = None
         self._whole_groups: dict[int, torch.Tensor] = {}
 
@@ -253,6 +280,8 @@ class SGPOTrainer(GRPOTrainer):
             tokens_before = self.sgpo_tokens_generated
             if self.args.grow_max:
                 result = self._grow(prompts, result)
+            elif self.args.downsample_to:
+                result = self._downsample(prompts, result)
             real = self._real_rows()
             self._restate_generation_metrics(result[0], result[1], real)
             self._charge_generation(result[0], result[1], real)
@@ -262,8 +291,38 @@ class SGPOTrainer(GRPOTrainer):
 
     def _grow(self, prompts: list, result: tuple) -> tuple:
         """Grow each all-equal group until mixed (or grow_max), then fill its planned rows with
-        a balanced subset of everything it drew. `result` is _generate's tuple; the returned one
-        has the chosen completions in the planned rows."""
+        a balanced subset of everything it drew."""
+
+        def more(drawn: dict[int, list[tuple]]) -> dict[int, int]:
+            sizes = {g: len(members) for g, members in drawn.items()}
+            single = {g for g, members in drawn.items() if self._all_equal(members)}
+            return growth_round(sizes, single, self.args.grow_round, self.args.grow_max)
+
+        result, grown = self._draw_more(prompts, result, more, balanced_indices)
+        self._metrics["train"]["sgpo/grown_groups"].append(float(grown))
+        return result
+
+    def _downsample(self, prompts: list, result: tuple) -> tuple:
+        """Complete each group to its planned G, then fill its rows with the responses whose
+        rewards vary most."""
+
+        def more(drawn: dict[int, list[tuple]]) -> dict[int, int]:
+            missing = {g: self._group_sizes[g] - len(members) for g, members in drawn.items()}
+            return {g: n for g, n in missing.items() if n > 0}
+
+        return self._draw_more(prompts, result, more, max_variance_indices)[0]
+
+    def _draw_more(
+        self,
+        prompts: list,
+        result: tuple,
+        more: Callable[[dict[int, list[tuple]]], dict[int, int]],
+        choose: Callable[[list[float], int], list[int]],
+    ) -> tuple[tuple, int]:
+        """Draw more responses for the batch's groups in rounds (`more` says how many for each
+        group, given everything drawn so far; empty ends it), then fill each group's rows with
+        the responses `choose` picks. `result` is _generate's tuple; returns it with the chosen
+        completions in the rows, and how many groups drew more than their rows."""
         prompt_ids, completion_ids, tool_mask, completions, logprobs, *rest = result
         real = self._real_rows()
         first = self._score(
@@ -281,13 +340,8 @@ class SGPOTrainer(GRPOTrainer):
             ]
             for g, rows in rows_of.items()
         }
-        while True:
-            sizes = {g: len(members) for g, members in drawn.items()}
-            single = {g for g, members in drawn.items() if self._all_equal(members)}
-            more = growth_round(sizes, single, self.args.grow_round, self.args.grow_max)
-            if not more:
-                break
-            owners = [rows_of[g][0] for g, n in more.items() for _ in range(n)]
+        while extra := more(drawn):
+            owners = [rows_of[g][0] for g, n in extra.items() for _ in range(n)]
             new = self._generate_quietly([prompts[i] for i in owners])
             new_scores = self._score(prompts, owners, new[3], new[1])
             for j, i in enumerate(owners):
@@ -301,7 +355,7 @@ class SGPOTrainer(GRPOTrainer):
         for g, rows in rows_of.items():
             members = drawn[g]
             totals = [self._total(m[3]) for m in members]
-            chosen = _balanced_scorable(totals, len(rows))
+            chosen = _choose_scorable(choose, totals, len(rows))
             for row, k in zip(rows, sorted(chosen), strict=True):
                 completion_ids[row], completions[row] = members[k][0], members[k][1]
                 if logprobs is not None:
@@ -310,11 +364,8 @@ class SGPOTrainer(GRPOTrainer):
             self._whole_groups[g] = torch.tensor(totals)
             unused = [m for k, m in enumerate(members) if k not in chosen]
             self._charge_drawn_only(len(prompt_ids[rows[0]]), [m[0] for m in unused])
-        metrics = self._metrics["train"]
-        metrics["sgpo/grown_groups"].append(
-            float(sum(len(drawn[g]) > len(rows) for g, rows in rows_of.items()))
-        )
-        return (prompt_ids, completion_ids, tool_mask, completions, logprobs, *rest)
+        drew_more = sum(len(drawn[g]) > len(rows) for g, rows in rows_of.items())
+        return (prompt_ids, completion_ids, tool_mask, completions, logprobs, *rest), drew_more
 
     def _weighted(self, per_func: torch.Tensor) -> torch.Tensor:
         """Rewards [rows] as TRL sums per_func [rows, functions] (weights, NaN-aware); NaN where
@@ -448,6 +499,7 @@ class SGPOTrainer(GRPOTrainer):
         rows = [{k: v for k, v in x.items() if k not in SGPO_KEYS} for x in inputs]
         planned_num_generations = self.num_generations
         self._group_ids, self._rows = group_ids, rows
+        self._group_sizes = {x[GROUP_KEY]: x[GROUP_SIZE_KEY] for x in inputs}
         # TRL groups rewards by view(-1, num_generations); with 1 its advantages are all zero
         # and are replaced below by the planned groups' advantages.
         self.num_generations = 1
@@ -458,7 +510,7 @@ class SGPOTrainer(GRPOTrainer):
             self.num_generations = planned_num_generations
             self._group_ids = self._rows = None
             self._rewards_per_func = self._scores = None
-            self._whole_groups = {}
+            self._whole_groups, self._group_sizes = {}, {}
         return output
 
     def _apply_groups(
@@ -466,8 +518,11 @@ class SGPOTrainer(GRPOTrainer):
     ) -> None:
         device = output["advantages"].device
         rewards = self._weighted(self._rewards_per_func)
+        # A grown group's advantages come from all it drew; a down-sampled one's (PODS) from
+        # the trained rows only.
+        whole = self._whole_groups if self.args.grow_max else None
         advantages, is_std_zero = grouped_advantages(
-            rewards.cpu(), group_ids, self.scale_rewards, self._whole_groups
+            rewards.cpu(), group_ids, self.scale_rewards, whole
         )
         output["advantages"] = advantages.to(device)
 
@@ -591,10 +646,13 @@ class SGPOTrainer(GRPOTrainer):
         super().log(logs, start_time)
 
 
-def _balanced_scorable(rewards: list[float], size: int) -> set[int]:
-    """balanced_indices over the scorable responses; unscorable (NaN) ones only to fill up."""
+def _choose_scorable(
+    choose: Callable[[list[float], int], list[int]], rewards: list[float], size: int
+) -> set[int]:
+    """`choose` (balanced_indices, max_variance_indices) over the scorable responses;
+    unscorable (NaN) ones only to fill up."""
     scorable = [k for k, r in enumerate(rewards) if not math.isnan(r)]
-    picked = [scorable[j] for j in balanced_indices([rewards[k] for k in scorable], size)]
+    picked = [scorable[j] for j in choose([rewards[k] for k in scorable], size)]
     unscorable = [k for k, r in enumerate(rewards) if math.isnan(r)]
     return set(picked + unscorable[: size - len(picked)])
 
