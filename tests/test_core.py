@@ -256,6 +256,14 @@ def test_max_variance_down_sampling_keeps_the_rare_outcome_and_the_extremes():
     assert max_variance_indices([1.0] * 6, 3) == [0, 1, 2]
 
 
+def test_majority_share_is_the_most_common_outcomes_share():
+    from sgpo.core.advantages import majority_share
+
+    assert majority_share([1.0] * 14 + [0.0] * 2) == 0.875
+    assert majority_share([0.0, 1.0]) == 0.5
+    assert majority_share([1.0] * 3) == 1.0
+
+
 def test_stratum_weights_make_a_subset_stand_for_its_whole_group():
     from sgpo.core.advantages import stratum_weights
 

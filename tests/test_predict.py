@@ -8,6 +8,7 @@ import pytest
 
 from sgpo.core.predict import (
     Allocation,
+    Downsampling,
     Growth,
     QueryCost,
     RatePrior,
@@ -164,9 +165,25 @@ def test_growth_raises_the_informative_fraction_of_near_solved_queries():
 def test_down_sampled_groups_are_generated_whole_and_trained_in_part():
     point = RatePrior((0.9,), (1.0,))
     whole = expected_group(7, 8, 16, point)
-    few = expected_group(7, 8, 16, point, downsample_to=4)
+    few = expected_group(7, 8, 16, point, downsampling=Downsampling(4))
     mixed = 1 - 0.9**16 - 0.1**16
     assert (few.rollouts, few.informative) == (whole.rollouts, whole.informative)
-    assert few.trained_all == 4 and few.trained_live == pytest.approx(4 * mixed)
+    assert few.trained_all == pytest.approx(4) and few.trained_live == pytest.approx(4 * mixed)
     # a group no larger than the subset is trained whole
-    assert expected_group(7, 8, 4, point, downsample_to=4) == expected_group(7, 8, 4, point)
+    four = expected_group(7, 8, 4, point, downsampling=Downsampling(4))
+    assert four == expected_group(7, 8, 4, point)
+
+
+def test_only_skewed_groups_are_down_sampled_with_a_minimum_share():
+    point = RatePrior((0.9,), (1.0,))
+    skewed = expected_group(7, 8, 16, point, downsampling=Downsampling(4, min_share=0.875))
+    # j of 16 correct: trained 4 if 14+ of one outcome, else all 16
+    chance = [math.comb(16, j) * 0.9**j * 0.1 ** (16 - j) for j in range(17)]
+    trained = [4 if max(j, 16 - j) >= 14 else 16 for j in range(17)]
+    assert skewed.trained_all == pytest.approx(sum(chance[j] * trained[j] for j in range(17)))
+    live = sum(chance[j] * trained[j] for j in range(1, 16))
+    assert skewed.trained_live == pytest.approx(live)
+    every = expected_group(7, 8, 16, point, downsampling=Downsampling(4))
+    assert every.trained_all < skewed.trained_all < 16  # p = 0.9: mostly 14+ correct
+    with pytest.raises(ValueError, match="not both"):
+        expected_group(7, 8, 16, point, Growth(32, 4, balanced=True), Downsampling(4))

@@ -316,6 +316,27 @@ def test_whole_group_down_sampling_keeps_group_advantages_weighted_by_outcome(tm
     assert mixed  # the coin-flip verifier gives mixed groups
 
 
+def test_a_minimum_share_down_samples_only_skewed_groups(tmp_path: Path):
+    trainer = make_trainer(
+        tmp_path,
+        "pods-skewed",
+        group_size=6,
+        rollout_budget=60,
+        downsample_to=2,
+        downsample_advantages="whole-group",
+        downsample_min_share=0.8,  # 5 or 6 of the six alike
+    )
+    generated, batch = trainer.collect()
+    sizes = set()
+    for whole, trained in zip(groups_of(generated), groups_of(batch), strict=True):
+        rewards = [r.reward for r in whole]
+        skewed = max(rewards.count(0.0), rewards.count(1.0)) >= 5
+        assert len(trained) == (2 if skewed else 6)
+        assert sum(r.weight for r in trained) == 6
+        sizes.add(len(trained))
+    assert sizes == {2, 6}  # the coin-flip verifier gives both kinds in ten groups
+
+
 def test_a_weighted_response_trains_like_that_many_copies(tmp_path: Path):
     """The loss of a response with weight w (numerator and token-mean denominator) is the loss
     of w copies of it, so a down-sampled step estimates the whole groups' step."""
@@ -342,5 +363,7 @@ def test_down_sampling_needs_a_subset_that_can_show_both_outcomes(tmp_path: Path
         make_trainer(tmp_path, "bad", downsample_to=4, grow_max=8)
     with pytest.raises(ValidationError, match="downsample_to does not combine"):
         make_trainer(tmp_path, "bad", downsample_to=4, method="dapo")
-    with pytest.raises(ValidationError, match="downsample_advantages needs"):
+    with pytest.raises(ValidationError, match="need train.downsample_to"):
         make_trainer(tmp_path, "bad", downsample_advantages="whole-group")
+    with pytest.raises(ValidationError, match="need train.downsample_to"):
+        make_trainer(tmp_path, "bad", downsample_min_share=0.8)

@@ -351,8 +351,12 @@ class TrainConfig(Strict):
     # advantages and each response weighs as many of the group as it stands for (of its
     # outcome: count in the group / count in the subset), in the loss and in its token-mean
     # denominator, so the step is an unbiased estimate of training the whole groups.
+    # downsample_min_share (0 = every group larger than downsample_to): down-sample only
+    # groups whose most common outcome holds at least this share of them (e.g. 0.875: 7 of 8,
+    # 14 of 16), whose many equal outcomes say the same; the others are trained whole.
     downsample_to: int = Field(0, ge=0)
     downsample_advantages: Literal["subset", "whole-group"] = "subset"
+    downsample_min_share: float = Field(0.0, ge=0.0, le=1.0)
     # sgpo, beyond the paper (0 = off): for the first early_group_steps steps every kept query
     # is trained with early_group_size responses (the plan's filter and order unchanged), then
     # with the plan's G. Small groups make cheap steps while the gain is fast; the plan's
@@ -426,8 +430,13 @@ class TrainConfig(Strict):
                 "train.downsample_to does not combine with method 'dapo', train.filter_groups or "
                 "train.grow_max: they choose which groups are trained, it which responses of each"
             )
-        if self.downsample_advantages != "subset" and not self.downsample_to:
-            raise ValueError("train.downsample_advantages needs train.downsample_to")
+        if (self.downsample_advantages != "subset" or self.downsample_min_share) and not (
+            self.downsample_to
+        ):
+            raise ValueError(
+                "train.downsample_advantages and train.downsample_min_share need "
+                "train.downsample_to"
+            )
         if bool(self.early_group_size) != bool(self.early_group_steps):
             raise ValueError(
                 "train.early_group_size and train.early_group_steps go together (both 0 = off)"

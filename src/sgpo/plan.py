@@ -17,6 +17,7 @@ from sgpo.core.allocation import KEPT, PlannedQuery, PlanRule, ProfiledQuery, pl
 from sgpo.core.flops import ModelShape, inference_flops, train_flops
 from sgpo.core.predict import (
     Allocation,
+    Downsampling,
     Growth,
     QueryCost,
     predict_against_baseline,
@@ -110,11 +111,11 @@ def plan_summary(
     shape: ModelShape | None,
     epochs: float = 1.0,
     growth: Growth | None = None,
-    downsample_to: int = 0,
+    downsampling: Downsampling | None = None,
 ) -> dict:
     """Counts, rollouts per epoch against a fixed-G baseline, predicted FLOPs per epoch, and
     the predicted informative fraction and cost per informative rollout over `epochs` (groups
-    grown until mixed with `growth`, or trained downsample_to of each)."""
+    grown until mixed with `growth`, or down-sampled)."""
     kept = [r for r in rows if r.kept]
     summary = {
         "queries": len(rows),
@@ -145,7 +146,7 @@ def plan_summary(
         summary |= {
             f"predicted_{k}": v
             for k, v in prediction(
-                rows, fixed_group_size, shape, epochs, growth, downsample_to
+                rows, fixed_group_size, shape, epochs, growth, downsampling
             ).items()
         }
     return summary
@@ -157,7 +158,7 @@ def prediction(
     shape: ModelShape,
     epochs: float,
     growth: Growth | None = None,
-    downsample_to: int = 0,
+    downsampling: Downsampling | None = None,
 ) -> dict:
     """From the profile alone: informative fractions and cost per informative rollout against
     GRPO(G=baseline_g) in each currency, the profile charged over `epochs` (core/predict.py)."""
@@ -171,7 +172,7 @@ def prediction(
         )
         for r in rows
     ]
-    plan = Allocation([r.group_size if r.kept else 0 for r in rows], growth, downsample_to)
+    plan = Allocation([r.group_size if r.kept else 0 for r in rows], growth, downsampling)
     return predict_against_baseline(queries, plan, baseline_g, profile_costs(queries), epochs)
 
 
@@ -227,7 +228,12 @@ def _run_plan(
         if train.grow_max
         else None
     )
-    summary = plan_summary(rows, train.group_size, shape, epochs, growth, train.downsample_to)
+    downsampling = (
+        Downsampling(train.downsample_to, train.downsample_min_share)
+        if train.downsample_to
+        else None
+    )
+    summary = plan_summary(rows, train.group_size, shape, epochs, growth, downsampling)
     extra = {
         "rule": asdict(rule),
         "plan_seed": config.seed,

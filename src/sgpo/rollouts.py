@@ -18,6 +18,7 @@ from sgpo.core.advantages import (
     balanced_indices,
     group_advantages,
     growth_round,
+    majority_share,
     max_variance_indices,
     stratum_weights,
 )
@@ -227,14 +228,20 @@ class RolloutCollector:
         varied downsample_to responses (copies: the generated group keeps its own advantages,
         which the informative fraction reads). train.downsample_advantages subset: advantages
         computed within the subset (PODS); whole-group: the whole group's advantages, each
-        response weighted by how many of its outcome it stands for (stratum_weights)."""
+        response weighted by how many of its outcome it stands for (stratum_weights). With
+        train.downsample_min_share only groups that skewed are down-sampled, the rest trained
+        whole."""
         cfg = self.config.train
         whole_group = cfg.downsample_advantages == "whole-group"
         generated = self.generate_groups(next_queries(cfg.rollout_budget), step, 0)
         batch = []
         for members in group_members(generated):
             rewards = [m.reward for m in members]
-            chosen = max_variance_indices(rewards, cfg.downsample_to)
+            chosen = (
+                max_variance_indices(rewards, cfg.downsample_to)
+                if majority_share(rewards) >= cfg.downsample_min_share
+                else list(range(len(members)))
+            )
             weights = stratum_weights(rewards, chosen) if whole_group else [1.0] * len(chosen)
             batch += [replace(members[i], weight=w) for i, w in zip(chosen, weights, strict=True)]
         return generated, batch if whole_group else self._with_advantages(batch)

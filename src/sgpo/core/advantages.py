@@ -60,6 +60,11 @@ def max_variance_indices(rewards: Sequence[float], size: int) -> list[int]:
     return sorted(max(splits, key=variance))
 
 
+def majority_share(rewards: Sequence[float]) -> float:
+    """The share of a group its most common reward holds (1.0 for an all-equal group)."""
+    return max(Counter(rewards).values()) / len(rewards)
+
+
 def stratum_weights(rewards: Sequence[float], chosen: Sequence[int]) -> list[float]:
     """How many of the group each chosen member stands for: the count of its reward in the
     whole group over the count among the chosen. Trained with these weights and the whole

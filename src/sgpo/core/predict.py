@@ -100,13 +100,23 @@ class Growth:
 
 
 @dataclass(frozen=True)
+class Downsampling:
+    """Every group generated whole, only `size` of a larger one trained (train.downsample_to),
+    and only if its most common outcome holds at least `min_share` of it
+    (train.downsample_min_share; 0 = every larger group)."""
+
+    size: int
+    min_share: float = 0.0
+
+
+@dataclass(frozen=True)
 class Allocation:
     """Rollouts per query for one epoch (0 = not trained), optionally grown until mixed, or
-    trained only downsample_to responses of each group (train.downsample_to; 0 = all)."""
+    down-sampled."""
 
     group_sizes: Sequence[int]
     growth: Growth | None = None
-    downsample_to: int = 0
+    downsampling: Downsampling | None = None
 
 
 @dataclass(frozen=True)
@@ -143,13 +153,15 @@ def expected_group(
     g: int,
     prior: RatePrior,
     growth: Growth | None = None,
-    downsample_to: int = 0,
+    downsampling: Downsampling | None = None,
 ) -> GroupExpectation:
     """What a group planned at g rollouts is expected to cost and give, p under the prior
     updated with the query's n_correct of k. Growing: after g rollouts, and after each round,
     the group goes on while all its rewards are equal (probability E[p^s + (1 - p)^s] at size
-    s); it is wasted only if still all equal at the cap. Down-sampled: min(g, downsample_to)
-    of the group are trained."""
+    s); it is wasted only if still all equal at the cap. Down-sampled: a group of g > size
+    with j of g correct trains `size` if max(j, g - j) / g >= min_share, else all g."""
+    if growth is not None and downsampling is not None:
+        raise ValueError("a group is grown until mixed or down-sampled, not both")
     rates, posterior = _posterior(n_correct, k, prior)
 
     def all_equal(size: int) -> float:
@@ -163,9 +175,17 @@ def expected_group(
             size += step
     mixed = 1.0 - all_equal(size) if size >= 2 else 0.0
     informative = rollouts - size * (1.0 - mixed)  # only groups still all equal at the end waste
-    trained = min(g, downsample_to) if downsample_to else g
-    if (growth is not None and growth.balanced) or trained < g:
-        return GroupExpectation(rollouts, informative, trained * mixed, float(trained))
+    if downsampling is not None and g > downsampling.size:
+        correct = np.arange(g + 1)
+        chance = np.array([posterior @ binomial_likelihood(int(j), g, rates) for j in correct])
+        share = np.maximum(correct, g - correct) / g
+        trained = np.where(share >= downsampling.min_share, downsampling.size, g)
+        live = (correct > 0) & (correct < g)
+        return GroupExpectation(
+            rollouts, informative, float(chance[live] @ trained[live]), float(chance @ trained)
+        )
+    if growth is not None and growth.balanced:
+        return GroupExpectation(rollouts, informative, g * mixed, float(g))
     return GroupExpectation(rollouts, informative, informative, rollouts)
 
 
@@ -182,7 +202,7 @@ def epoch_costs(
         key = (q.n_correct, q.k, g)
         if key not in expected:
             expected[key] = expected_group(
-                q.n_correct, q.k, g, prior, allocation.growth, allocation.downsample_to
+                q.n_correct, q.k, g, prior, allocation.growth, allocation.downsampling
             )
         e = expected[key]
         out["rollouts"] += e.rollouts

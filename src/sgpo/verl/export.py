@@ -286,6 +286,7 @@ def settings_not_carried(cfg) -> dict:  # noqa: ANN001 - sgpo.config.RunConfig
             "grow_train",
             "downsample_to",
             "downsample_advantages",
+            "downsample_min_share",
             "early_group_size",
             "early_group_steps",
         )
