@@ -75,6 +75,8 @@ MIXES = {
             ("dev18", "18: small groups first, then the dense plan", "100-109"),
             ("dev19", "19: train the most varied few of each group (PODS)", "100-109"),
             ("dev20", "20: down-sampled steps with more rollouts", "100-109"),
+            ("dev21", "21: down-sampled groups that stand for the whole group", "100-109"),
+            ("dev22", "22: down-sample only skewed groups", "100-109"),
         )
         for mix in ("balanced", "easy")
     },
