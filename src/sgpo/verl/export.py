@@ -269,7 +269,7 @@ def settings_not_carried(cfg) -> dict:  # noqa: ANN001 - sgpo.config.RunConfig
     defaults (the paper's static plan): train.online (G, the filter and the order change
     *during* training from sgpo's own trainer loop: posterior updates, re-planning,
     re-profiling), the step's generation rounds (train.filter_groups, train.pilot_size,
-    train.grow_max), down-sampling (train.downsample_to, train.downsample_advantages) and the
+    train.grow_max), down-sampling (train.downsample_to and its advantages and min share) and the
     early small groups (train.early_group_size): the launch runs sgpo without verl's
     algorithm.filter_groups and follows the exported, static plan."""
     train = cfg.train
