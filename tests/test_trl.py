@@ -408,6 +408,23 @@ def every_fifth_correct() -> RewardByOrder:
     return RewardByOrder(lambda i: i % 5 == 4)
 
 
+def record_batches(
+    trainer: SGPOTrainer,
+) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[int, torch.Tensor]]]:
+    """Spy on each training batch as it is applied: (group ids, first-function rewards of the
+    rows, advantages, everything each group drew). The list fills as the trainer runs."""
+    seen: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[int, torch.Tensor]]] = []
+    apply_groups = trainer._apply_groups
+
+    def spy_apply(output: dict, rows: list[dict], group_ids: torch.Tensor) -> None:
+        rewards = trainer._rewards_per_func[:, 0].clone()
+        apply_groups(output, rows, group_ids)
+        seen.append((group_ids, rewards, output["advantages"], dict(trainer._whole_groups)))
+
+    trainer._apply_groups = spy_apply
+    return seen
+
+
 def test_grow_until_mixed_trains_a_balanced_subset_with_whole_group_advantages(
     model_dir: str, plan_path: Path, tmp_path: Path
 ) -> None:
@@ -424,15 +441,7 @@ def test_grow_until_mixed_trains_a_balanced_subset_with_whole_group_advantages(
         return out
 
     trainer.model.generate = spy_generate
-    seen: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[int, torch.Tensor]]] = []
-    apply_groups = trainer._apply_groups
-
-    def spy_apply(output: dict, rows: list[dict], group_ids: torch.Tensor) -> None:
-        rewards = trainer._rewards_per_func[:, 0].clone()
-        apply_groups(output, rows, group_ids)
-        seen.append((group_ids, rewards, output["advantages"], dict(trainer._whole_groups)))
-
-    trainer._apply_groups = spy_apply
+    seen = record_batches(trainer)
     trainer.train()
 
     grown_to_mixed = 0
@@ -478,15 +487,7 @@ def test_down_sampling_trains_the_most_varied_rows_with_advantages_within_them(
     # and its extra responses hold the success; q0's rows are both right, its third wrong.
     reward = RewardByOrder(lambda i: i in (5, 7, 9, 10))
     trainer = make_trainer(model_dir, plan_path, tmp_path, reward, downsample_to=2)
-    seen: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[int, torch.Tensor]]] = []
-    apply_groups = trainer._apply_groups
-
-    def spy_apply(output: dict, rows: list[dict], group_ids: torch.Tensor) -> None:
-        rewards = trainer._rewards_per_func[:, 0].clone()
-        apply_groups(output, rows, group_ids)
-        seen.append((group_ids, rewards, output["advantages"], dict(trainer._whole_groups)))
-
-    trainer._apply_groups = spy_apply
+    seen = record_batches(trainer)
     trainer.train()
 
     drawn = [{g: w.tolist() for g, w in whole.items()} for *_, whole in seen]
