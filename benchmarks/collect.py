@@ -77,6 +77,7 @@ MIXES = {
             ("dev20", "20: down-sampled steps with more rollouts", "100-109"),
             ("dev21", "21: down-sampled groups that stand for the whole group", "100-109"),
             ("dev22", "22: down-sample only skewed groups", "100-109"),
+            ("dev23", "23: GRPO(G=8) down-sampled on the solvable queries", "100-109"),
         )
         for mix in ("balanced", "easy")
     },

@@ -87,8 +87,21 @@ GROW = [
     "train.online.replan_every=4",
     "train.online.decay=0.3",
 ]
+# PODS (Xu et al. 2025): each group generated whole, only its 4 most varied responses trained.
+DOWNSAMPLE_4 = ["train.downsample_to=4"]
+# The profile drops only the never-solved queries (p_hat = 1 kept), G = 8 for every query, one
+# shuffled bucket: GRPO(G=8) without the queries it generates every epoch and never trains
+# (dev round 23, BENCHMARKS.md).
+SOLVABLE_G8 = [
+    "plan.unsolvable_keep_fraction=0",
+    "plan.drop_trivial=false",
+    "plan.g_min=8",
+    "plan.g_max=8",
+    *MIXED,
+]
 DEFAULT_METHODS = {
     "grpo-g8": ["train.method=grpo", "train.group_size=8"],
+    "grpo-g8-ds4": ["train.method=grpo", "train.group_size=8", *DOWNSAMPLE_4],
     "grpo-g16": ["train.method=grpo", "train.group_size=16"],
     "dapo": ["train.method=dapo", "train.group_size=8"],
     "sgpo": ["train.method=sgpo", *ABSTRACT_RULE],
@@ -112,6 +125,7 @@ DEFAULT_METHODS = {
     "sgpo-dense-k16": ["train.method=sgpo", *ABSTRACT_RULE, *DENSE, *K16],
     "sgpo-dense-k16-reprofile": ["train.method=sgpo", *ABSTRACT_RULE, *DENSE, *K16, *REPROFILE],
     "sgpo-dense-grow": ["train.method=sgpo", *ABSTRACT_RULE, *DENSE, *GROW],
+    "sgpo-solvable-g8-ds4": ["train.method=sgpo", *ABSTRACT_RULE, *SOLVABLE_G8, *DOWNSAMPLE_4],
 }
 
 
