@@ -78,6 +78,7 @@ MIXES = {
             ("dev21", "21: down-sampled groups that stand for the whole group", "100-109"),
             ("dev22", "22: down-sample only skewed groups", "100-109"),
             ("dev23", "23: GRPO(G=8) down-sampled on the solvable queries", "100-109"),
+            ("dev23b", "23b: the solvable filter without down-sampling", "100-109"),
         )
         for mix in ("balanced", "easy")
     },
