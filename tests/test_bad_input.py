@@ -176,6 +176,14 @@ CASES = [
         ConfigError,
         "  plan.unsolvable_keep_fraction: Input should be less than or equal to 1",
     ),
+    Case(
+        "trivial-share-with-re-planning",
+        lambda tmp, env: load_config(
+            None, ["plan.trivial_keep_fraction=0.5", "train.online.reestimate=true"]
+        ),
+        ConfigError,
+        "plan.trivial_keep_fraction is a static-plan setting",
+    ),
     # ------------------------------------------------------------------ queries
     Case(
         "empty-prompt",

@@ -123,6 +123,27 @@ def test_plan_never_loses_or_duplicates_queries():
     assert {p.reason for p in plan} == {KEPT, DROPPED_TRIVIAL, DROPPED_UNSOLVABLE}
 
 
+def test_plan_keeps_a_seeded_share_of_trivial_queries():
+    profile = [ProfiledQuery(f"q{i}", n_correct=i % 9, k=8) for i in range(180)]
+    n_trivial = sum(q.n_correct == 8 for q in profile)
+    base = {p.query_id: p for p in plan_queries(profile, PlanRule(), seed=5)}
+    plan = {p.query_id: p for p in plan_queries(profile, PlanRule(trivial_keep_fraction=0.5), 5)}
+    kept_trivial = [p for p in plan.values() if p.kept and p.success_rate == 1.0]
+    assert len(kept_trivial) == round(0.5 * n_trivial)
+    assert sum(p.reason == DROPPED_TRIVIAL for p in plan.values()) == n_trivial - len(kept_trivial)
+    # the never-solved sample and every non-trivial query are as without the share
+    for qid, p in base.items():
+        if p.success_rate < 1.0:
+            assert plan[qid].kept == p.kept and plan[qid].group_size == p.group_size
+    # another seed samples other queries; drop_trivial false keeps them all
+    other = plan_queries(profile, PlanRule(trivial_keep_fraction=0.5), seed=6)
+    assert {p.query_id for p in other if p.kept and p.success_rate == 1.0} != {
+        p.query_id for p in kept_trivial
+    }
+    keep_all = plan_queries(profile, PlanRule(drop_trivial=False, trivial_keep_fraction=0.5), 5)
+    assert sum(p.kept and p.success_rate == 1.0 for p in keep_all) == n_trivial
+
+
 def test_plan_rejects_duplicate_ids():
     with pytest.raises(ValueError, match="duplicate"):
         plan_queries([ProfiledQuery("a", 1, 8), ProfiledQuery("a", 2, 8)], PlanRule(), seed=0)

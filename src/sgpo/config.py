@@ -261,6 +261,8 @@ class PlanConfig(Strict):
     drop_trivial: bool = True
     # p_hat above this is trivial too (1.0 = only p_hat = 1).
     trivial_above: float = Field(1.0, gt=0, le=1)
+    # With drop_trivial: a seeded share of the trivial queries kept anyway (static plan only).
+    trivial_keep_fraction: float = Field(0.0, ge=0, le=1)
     prior_alpha: float = Field(0.0, ge=0)
     prior_beta: float = Field(0.0, ge=0)
     bucket_width: float = Field(0.0, ge=0, le=1)
@@ -470,6 +472,12 @@ class RunConfig(Strict):
 
     @model_validator(mode="after")
     def _check(self) -> RunConfig:
+        if self.plan.trivial_keep_fraction > 0 and self.train.online.reestimate:
+            # A re-plan filters again from the current estimates and would drop them.
+            raise ValueError(
+                "plan.trivial_keep_fraction is a static-plan setting; it does not combine "
+                "with train.online.reestimate, whose re-plans drop every trivial query"
+            )
         uses_vllm = "vllm" in (self.profile.engine, self.eval.engine)
         if uses_vllm and self.sampling.temperature > 2:
             raise ValueError("sampling.temperature above 2 is rejected by vLLM (engine: vllm)")

@@ -123,6 +123,7 @@ def plan_summary(
         "trivial": sum(r.reason == "trivial" for r in rows),
         "unsolvable_dropped": sum(r.reason == "unsolvable" for r in rows),
         "unsolvable_kept": sum(r.kept and r.p_hat == 0 for r in rows),
+        "trivial_kept": sum(r.kept and r.p_hat == 1 for r in rows),
         "rollouts_per_epoch": sum(r.group_size for r in kept),
         "baseline_group_size": fixed_group_size,
         "baseline_rollouts_per_epoch": fixed_group_size * len(rows),

@@ -136,9 +136,9 @@ def write_report(run_dir: Path) -> Path:
         lines += [
             "## Plan",
             f"- queries profiled: {s.get('queries')} (k = {meta.get('k')} samples each)",
-            f"- dropped as trivial (p_hat = 1): {s.get('trivial')}; unsolvable (p_hat = 0) "
-            f"dropped: {s.get('unsolvable_dropped')}, kept: {s.get('unsolvable_kept')}; "
-            f"kept in all: {s.get('kept')}",
+            f"- trivial (p_hat = 1) dropped: {s.get('trivial')}, kept: {s.get('trivial_kept')}; "
+            f"unsolvable (p_hat = 0) dropped: {s.get('unsolvable_dropped')}, "
+            f"kept: {s.get('unsolvable_kept')}; kept in all: {s.get('kept')}",
             f"- rollouts per epoch: {s.get('rollouts_per_epoch')} vs "
             f"{s.get('baseline_rollouts_per_epoch')} for fixed G = {s.get('baseline_group_size')} "
             "over every query",

@@ -34,6 +34,10 @@ class PlanRule:
     # Queries with p_hat above this are trivial too (the paper read second-hand: 0.75); 1.0 =
     # only p_hat = 1 is trivial.
     trivial_above: float = 1.0
+    # With drop_trivial, a seeded share of the trivial queries is kept anyway (as
+    # unsolvable_keep_fraction does for the never-solved): fewer responses spent on groups
+    # that mostly come back all correct, without dropping the sharpening they carry.
+    trivial_keep_fraction: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -161,12 +165,16 @@ def plan_queries(profile: Sequence[ProfiledQuery], rule: PlanRule, seed: int) ->
     }
 
     unsolvable = sorted(qid for qid, p in raw.items() if p == 0.0)
+    trivial = sorted(qid for qid, p in raw.items() if p == 1.0 or p > rule.trivial_above)
     rng = random.Random(seed)
-    n_keep = round(rule.unsolvable_keep_fraction * len(unsolvable))
-    kept_unsolvable = set(rng.sample(unsolvable, n_keep))
+    kept_unsolvable = set(
+        rng.sample(unsolvable, round(rule.unsolvable_keep_fraction * len(unsolvable)))
+    )
+    kept_trivial = set(rng.sample(trivial, round(rule.trivial_keep_fraction * len(trivial))))
+    dropped_trivial = set(trivial) - kept_trivial if rule.drop_trivial else set()
 
     def reason_for(qid: str) -> str:
-        if (raw[qid] == 1.0 or raw[qid] > rule.trivial_above) and rule.drop_trivial:
+        if qid in dropped_trivial:
             return DROPPED_TRIVIAL
         if raw[qid] == 0.0 and qid not in kept_unsolvable:
             return DROPPED_UNSOLVABLE
