@@ -14,12 +14,14 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
+from sgpo.core.advantages import max_variance_indices
 from sgpo.core.allocation import PlanRule
 from sgpo.core.flops import ModelShape, inference_flops, logprob_flops, train_flops
 from sgpo.io import read_table
 from sgpo.plan import PlanRow, build_plan, kept_in_order, write_plan
 from sgpo.verl import reward
 from sgpo.verl.cli import model_shape_from_dir, verl_app
+from sgpo.verl.downsample import DOWNSAMPLED_METRIC, downsample_keys
 from sgpo.verl.export import (
     ROLLOUT_N,
     export_verl_parquet,
@@ -483,6 +485,40 @@ def test_flops_count_verl_padding_and_dapo_discarded_groups():
     assert dapo["flops_padding"] == pytest.approx(pad_logprob + pad_train)
 
 
+def test_flops_charge_downsampled_trajectories_as_generation_only():
+    record = {"step": 1, "prompt_length/mean": 20.0, "response_length/mean": 5.0}
+    plain = verl_run_flops([record], SHAPE, False, 1, rollouts_per_step=[24])[0]
+    cut = {**record, DOWNSAMPLED_METRIC: 8}
+    from_dataset = verl_run_flops([cut], SHAPE, False, 1, rollouts_per_step=[24])[0]
+    # the dataset counts what was generated: 24, of which 16 trained
+    assert from_dataset["rollouts"] == 24 and from_dataset["rollouts_trained"] == 16
+    assert from_dataset["rollouts_discarded"] == 8
+    assert from_dataset["flops_rollout"] == pytest.approx(plain["flops_rollout"])
+    assert from_dataset["flops_train"] == pytest.approx(plain["flops_train"] * 16 / 24)
+    assert from_dataset["flops_logprob"] == pytest.approx(plain["flops_logprob"] * 16 / 24)
+    # the token estimate reads the trained batch: 16 trained, 8 more generated
+    tokens = {**cut, "perf/total_num_tokens": 16 * 25}
+    estimated = verl_run_flops([tokens], SHAPE, False, 1)[0]
+    assert estimated["rollouts_trained"] == 16 and estimated["rollouts"] == 24
+    assert estimated["flops_rollout"] == pytest.approx(plain["flops_rollout"])
+
+
+def test_downsample_keys_keeps_each_groups_most_varied_in_order():
+    # verl keys are {uid}_{session}_{index}; group a: 1 success of 6, group b: 2 of 2
+    keys = [f"a_{i}_0" for i in range(6)] + ["b_0_0", "b_1_0"]
+    rewards = [0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0, 1.0]
+    kept = downsample_keys(keys, rewards, 4)
+    assert kept == ["a_0_0", "a_1_0", "a_2_0", "a_3_0", "b_0_0", "b_1_0"]
+    assert downsample_keys(keys, rewards, 8) == keys
+    # the same subset sGPO's own trainer takes
+    chosen = max_variance_indices(rewards[:6], 4)
+    assert [k for k in kept if k.startswith("a_")] == [keys[i] for i in chosen]
+    with pytest.raises(ValueError, match="at least 2"):
+        downsample_keys(keys, rewards, 1)
+    with pytest.raises(ValueError, match="rewards"):
+        downsample_keys(keys, rewards[:3], 4)
+
+
 def test_verifier_counts_reach_a_stats_file_per_process(tmp_path, monkeypatch):
     monkeypatch.setenv("SGPO_VERIFIER_ISOLATION", "inline")
     monkeypatch.setenv("SGPO_VERIFIER_STATS_DIR", str(tmp_path))
@@ -519,10 +555,22 @@ def test_export_says_loudly_that_online_settings_are_not_carried(tmp_path):
         "train.filter_groups": True,
         "train.pilot_size": 4,
     }
+    # PODS down-sampling is carried (sgpo.verl.sampler); its whole-group variant is not
     down_sampled = CliRunner().invoke(verl_app, [*args, "--set", "train.downsample_to=4"])
     assert down_sampled.exit_code == 0, down_sampled.output
-    assert "downsample_to" in down_sampled.output
-    assert read_table(tmp_path / "t.pq")[1]["export"]["not_carried"] == {"train.downsample_to": 4}
+    assert (
+        "down-sampling carried" in down_sampled.output and "NOT applied" not in down_sampled.output
+    )
+    export_meta = read_table(tmp_path / "t.pq")[1]["export"]
+    assert export_meta["not_carried"] == {} and export_meta["downsample_to"] == 4
+    whole = ["--set", "train.downsample_to=4", "--set", "train.downsample_advantages=whole-group"]
+    assert "NOT applied" in CliRunner().invoke(verl_app, [*args, *whole]).output
+    export_meta = read_table(tmp_path / "t.pq")[1]["export"]
+    assert export_meta["not_carried"] == {"train.downsample_advantages": "whole-group"}
+    # a baseline's data is not down-sampled by the sgpo config's setting
+    baseline = [*args, "--set", "train.downsample_to=4", "--fixed-group-size", "8"]
+    assert CliRunner().invoke(verl_app, baseline).exit_code == 0
+    assert read_table(tmp_path / "t.pq")[1]["export"]["downsample_to"] == 0
 
 
 def test_record_run_refuses_to_resume_a_run_dir_with_other_settings(tmp_path):

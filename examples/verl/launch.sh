@@ -107,6 +107,27 @@ check_args=(--data "$DATA" --train-batch-size "$TRAIN_BATCH_SIZE" --plan "$PLAN"
 [ "$ALLOW_NOT_CARRIED" = 1 ] && check_args+=(--allow-not-carried)
 sgpo_verl check "${check_args[@]}"
 
+# PODS down-sampling (sgpo.verl.sampler): the export's train.downsample_to unless DOWNSAMPLE_TO is
+# set (DOWNSAMPLE_TO=4 run_grpo.sh is GRPO down-sampled, the control). DAPO's own sampler filters.
+DOWNSAMPLE_TO="${DOWNSAMPLE_TO:-$("$PYTHON" - "$DATA" <<'PY'
+import sys
+from pathlib import Path
+from sgpo.io import read_table
+print(read_table(Path(sys.argv[1]))[1].get("export", {}).get("downsample_to", 0))
+PY
+)}"
+sampler_overrides=()
+if [ "$DOWNSAMPLE_TO" != 0 ]; then
+    if [ "$METHOD" = dapo ] || [ "$DOWNSAMPLE_TO" -lt 2 ]; then
+        echo "DOWNSAMPLE_TO=$DOWNSAMPLE_TO: down-sampling keeps >= 2 of a group, and not with" \
+             "METHOD=dapo (its own sampler filters groups)" >&2
+        exit 2
+    fi
+    sampler_overrides=(trainer.v1.sampler.custom_sampler.path=pkg://sgpo.verl.sampler
+                       trainer.v1.sampler.custom_sampler.name=DownsampleReplayBuffer
+                       "+trainer.v1.sampler.sampler_kwargs.downsample_to=$DOWNSAMPLE_TO")
+fi
+
 # 3. mini-batches. verl pads every step's batch with 128-token dummy sequences up to a multiple of
 #    lcm(dp size, actor.ppo_mini_batch_size * rollout.n) (trainer_base._get_required_batch_multiple).
 if [ "$METHOD" = sgpo ] && [ "$ONE_UPDATE_PER_STEP" = 1 ]; then
@@ -167,6 +188,7 @@ overrides=(
     "data.max_response_length=$MAX_RESPONSE_LENGTH"
     "${validation[@]}"
     "${method_overrides[@]}"
+    "${sampler_overrides[@]}"
     trainer.use_v1=True
     trainer.v1.trainer_mode=sync
     # --- group-relative advantages over groups of any size

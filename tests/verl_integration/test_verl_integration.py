@@ -528,3 +528,93 @@ def test_baseline_launches_give_valid_grpo_and_dapo_configs_on_all_queries(tmp_p
         # verl's own resolution of the DAPO metric (None: no group filtering).
         metric = PPOTrainer._resolve_filter_groups_metric(SimpleNamespace(config=cfg))
         assert metric == ("reward" if dapo else None)
+
+
+# ----------------------------------------------------------------- PODS down-sampling on verl
+
+
+def test_launch_with_downsampling_builds_sgpos_replay_buffer_through_verl(tmp_path):
+    from verl.trainer.ppo.utils import need_critic, need_reference_policy
+    from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
+    from verl.trainer.ppo.v1.trainer_base import PPOTrainer
+    from verl.utils.config import validate_config
+
+    from sgpo.verl.sampler import DownsampleReplayBuffer
+
+    cfg = compose(launch_overrides(tmp_path, DOWNSAMPLE_TO="4"))
+    validate_config(
+        cfg, use_reference_policy=need_reference_policy(cfg), use_critic=need_critic(cfg)
+    )
+    trainer = SimpleNamespace(config=cfg, trainer_mode="sync", _add_prompts_to_generate=None)
+    buffer = PPOTrainer._build_replay_buffer(trainer)  # verl's own loading of a custom sampler
+    assert isinstance(buffer, DownsampleReplayBuffer) and isinstance(buffer, ReplayBuffer)
+    assert buffer.downsample_to == 4
+    # without it (the export's downsample_to is 0 here), verl's built-in buffer
+    plain = compose(launch_overrides(tmp_path / "plain"))
+    assert plain.trainer.v1.sampler.custom_sampler.path is None
+    for script, size in (("run_dapo.sh", "4"), ("run_sgpo.sh", "1")):
+        refused = launch(tmp_path / f"refused-{script}", script, DOWNSAMPLE_TO=size)
+        assert refused.returncode == 2 and "DOWNSAMPLE_TO" in refused.stderr
+
+
+def test_downsampling_buffer_trains_each_groups_most_varied_and_clears_the_rest(monkeypatch):
+    from transfer_queue import KVBatchMeta
+    from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
+
+    from sgpo.verl import sampler
+    from sgpo.verl.downsample import DOWNSAMPLED_METRIC
+
+    # two groups as verl keys them ({uid}_{session}_{index}): 1 of 6 solved, 2 of 2 solved
+    rewards = {f"a_{i}_0": float(i == 4) for i in range(6)} | {"b_0_0": 1.0, "b_1_0": 1.0}
+    keys = list(rewards)
+    store, cleared = dict(rewards), []
+
+    def kv_batch_get(keys, partition_id, select_fields):  # noqa: ANN001, ANN202
+        assert select_fields == ["rm_scores"]
+        # token-level scores: the reward sits on the last response token
+        return {"rm_scores": [torch.tensor([0.0, 0.0, store[k]]) for k in keys]}
+
+    def kv_clear(partition_id, keys):  # noqa: ANN001, ANN202
+        cleared.extend(keys)
+
+    def parent_sample(self, global_steps, partition_id, batch_size):  # noqa: ANN001, ANN202
+        tags = [{"status": "finished", "n": i} for i in range(len(keys))]
+        return KVBatchMeta(keys=keys, tags=tags, partition_id=partition_id), {"other": 1}
+
+    monkeypatch.setattr(sampler.tq, "kv_batch_get", kv_batch_get)
+    monkeypatch.setattr(sampler.tq, "kv_clear", kv_clear)
+    monkeypatch.setattr(ReplayBuffer, "sample", parent_sample)
+    buffer = sampler.DownsampleReplayBuffer(
+        trainer_mode="sync",
+        trainer_config=OmegaConf.create({}),
+        max_off_policy_threshold=None,
+        max_off_policy_strategy="drop",
+        sampler_kwargs=OmegaConf.create({"downsample_to": 4}),
+    )
+    batch, metrics = buffer.sample(1, "train", 2)
+    expected = ["a_0_0", "a_1_0", "a_2_0", "a_4_0", "b_0_0", "b_1_0"]
+    assert batch.keys == expected and [t["n"] for t in batch.tags] == [0, 1, 2, 4, 6, 7]
+    assert sorted(cleared) == ["a_3_0", "a_5_0"]
+    assert metrics == {"other": 1, DOWNSAMPLED_METRIC: 2}
+    # verl's GRPO advantage over the kept subset: the one success and three failures of group a
+    scores = torch.tensor([[rewards[k]] for k in batch.keys])
+    adv, _ = core_algos.compute_grpo_outcome_advantage(
+        scores,
+        torch.ones_like(scores),
+        np.array([k.split("_")[0] for k in batch.keys], dtype=object),
+        norm_adv_by_std_in_grpo=False,
+    )
+    assert adv[:4, 0].tolist() == pytest.approx([-0.25, -0.25, -0.25, 0.75])
+    assert adv[4:, 0].tolist() == [0.0, 0.0]
+    # validation batches stay whole
+    cleared.clear()
+    whole, val_metrics = buffer.sample(1, "val", 2)
+    assert whole.keys == keys and cleared == [] and DOWNSAMPLED_METRIC not in val_metrics
+    with pytest.raises(ValueError, match="downsample_to"):
+        sampler.DownsampleReplayBuffer(
+            trainer_mode="sync",
+            trainer_config=OmegaConf.create({}),
+            max_off_policy_threshold=None,
+            max_off_policy_strategy="drop",
+            sampler_kwargs=OmegaConf.create({}),
+        )

@@ -119,6 +119,11 @@ def export_verl(
         f"verl dataset written to {path} (data_source {data_source}, verifier {verifier})"
     )
     exported, exported_meta = read_table(path)
+    if downsample_to := exported_meta["export"]["downsample_to"]:
+        console.print(
+            f"down-sampling carried: the launch trains each group's {downsample_to} most varied "
+            f"responses (PODS, pkg://sgpo.verl.sampler)"
+        )
     not_carried = exported_meta["export"]["not_carried"]
     if not_carried:
         err_console.print(

@@ -16,7 +16,8 @@ Columns (one row per kept query, in curriculum order):
                   "verifier_kwargs" (JSON text), "verifier_timeout_s", "verifier_isolation"}
   __rollout_n__  G
 Schema metadata (key "sgpo"): the plan's metadata under "plan" and the export settings under
-"export".
+"export"; export.downsample_to (0 = off) is the config's train.downsample_to, which the launch
+applies with sgpo.verl.sampler (PODS).
 """
 
 from __future__ import annotations
@@ -144,6 +145,7 @@ def export_verl_parquet(
     verifier_isolation: str | None = None,
     fixed_group_size: int | None = None,
     not_carried: dict | None = None,
+    downsample_to: int = 0,
 ) -> Path:
     """Write the plan's kept queries as a verl-ready parquet (atomically) and return its path.
 
@@ -153,6 +155,7 @@ def export_verl_parquet(
     prompt_template: sgpo's model.prompt_template, applied to each query's prompt.
     fixed_group_size: a baseline's data (see verl_rows).
     not_carried: sgpo settings the verl run will not apply (recorded in the metadata).
+    downsample_to: PODS down-sampling the launch applies (sgpo.verl.sampler); 0 = off.
     """
     rows = verl_rows(
         plan_rows,
@@ -182,6 +185,7 @@ def export_verl_parquet(
             "rollouts_per_epoch": sum(r[ROLLOUT_N] for r in rows),
             "fixed_group_size": fixed_group_size,
             "not_carried": not_carried or {},
+            "downsample_to": downsample_to,
         },
     }
     out_path = Path(out_path)
@@ -260,6 +264,8 @@ def export_for_config(
         verifier_isolation=settings.verifier_isolation if settings else None,
         fixed_group_size=fixed_group_size,
         not_carried=settings_not_carried(cfg),
+        # A baseline's data trains as the baseline does (DOWNSAMPLE_TO=N gives it PODS).
+        downsample_to=cfg.train.downsample_to if fixed_group_size is None else 0,
     )
     return path, data_source, verifier
 
@@ -269,8 +275,9 @@ def settings_not_carried(cfg) -> dict:  # noqa: ANN001 - sgpo.config.RunConfig
     defaults (the paper's static plan): train.online (G, the filter and the order change
     *during* training from sgpo's own trainer loop: posterior updates, re-planning,
     re-profiling), the step's generation rounds (train.filter_groups, train.pilot_size,
-    train.grow_max), down-sampling (train.downsample_to and its advantages and min share) and the
-    early small groups (train.early_group_size): the launch runs sgpo without verl's
+    train.grow_max), down-sampling other than PODS's (train.downsample_advantages whole-group,
+    train.downsample_min_share; train.downsample_to itself is carried, see sgpo.verl.sampler) and
+    the early small groups (train.early_group_size): the launch runs sgpo without verl's
     algorithm.filter_groups and follows the exported, static plan."""
     train = cfg.train
     fields = [(f"train.online.{n}", train.online, n) for n in type(train.online).model_fields]
@@ -284,7 +291,6 @@ def settings_not_carried(cfg) -> dict:  # noqa: ANN001 - sgpo.config.RunConfig
             "grow_max",
             "grow_round",
             "grow_train",
-            "downsample_to",
             "downsample_advantages",
             "downsample_min_share",
             "early_group_size",

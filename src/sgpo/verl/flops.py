@@ -41,6 +41,11 @@ metric has no variance are evicted and replaced, and groups finished beyond the 
 both were generated and are logged per step as training/filter_groups/evicted_samples and
 training/filter_groups/discarded_surplus_samples (in prompt groups). With discarded_group_size = G
 they are charged as rollout FLOPs (generated, never trained) at the step's mean lengths.
+
+Down-sampling (sgpo.verl.sampler, PODS): each step logs training/sgpo/downsampled_samples, the
+trajectories generated and cleared before training. They are charged as rollout FLOPs only; the
+dataset's rollouts_per_step counts them among the generated, the token estimate does not (it
+reads the trained batch).
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ import json
 from pathlib import Path
 
 from sgpo.core.flops import PHASES, ModelShape, inference_flops, logprob_flops, train_flops
+from sgpo.verl.downsample import DOWNSAMPLED_METRIC
 
 PADDING_PROMPT_TOKENS, PADDING_RESPONSE_TOKENS = 127, 1  # verl's SYNTHETIC_PADDING_SEQ_LEN = 128
 
@@ -145,6 +151,10 @@ def verl_run_flops(
         if discarded_group_size is not None:
             groups = float(record.get(DAPO_EVICTED, 0)) + float(record.get(DAPO_SURPLUS, 0))
             discarded = round(groups) * discarded_group_size
+        downsampled = round(float(record.get(DOWNSAMPLED_METRIC, 0)))
+        if source == "dataset":  # the dataset's count is what was generated
+            n -= downsampled
+        discarded += downsampled
         padding = (-n) % batch_multiple if batch_multiple and n else 0
         pad_logprob = padding * logprob_flops(shape, PADDING_PROMPT_TOKENS, PADDING_RESPONSE_TOKENS)
         pad_train = padding * train_flops(shape, PADDING_PROMPT_TOKENS, PADDING_RESPONSE_TOKENS)

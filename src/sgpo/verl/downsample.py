@@ -1,0 +1,40 @@
+"""PODS down-sampling on verl: which trajectories of a step's batch are trained.
+
+verl 0.9.1's v1 trainer stores each rollout under the key ``{uid}_{session_id}_{index}``
+(trainer/ppo/v1/replay_buffer.py), where uid names the prompt's group. A group larger than
+``size`` keeps only the ``size`` trajectories whose rewards vary most (sgpo.core.advantages.
+max_variance_indices, as sGPO's own trainer with train.downsample_to and advantages within the
+subset); verl's GRPO advantage, computed per uid afterwards, then sees only the subset. Pure
+functions: the verl sampler that applies them is sgpo.verl.sampler.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sgpo.core.advantages import max_variance_indices
+
+# Logged by sgpo.verl.sampler each step; sgpo.verl.flops charges them as generated, not trained.
+DOWNSAMPLED_METRIC = "training/sgpo/downsampled_samples"
+
+
+def group_of(key: str) -> str:
+    """The prompt uid of a verl v1 trajectory key (as verl's ReplayBuffer splits it)."""
+    return key.split("_")[0]
+
+
+def downsample_keys(keys: Sequence[str], rewards: Sequence[float], size: int) -> list[str]:
+    """The keys a step trains: every group of at most `size` whole, larger ones cut to their
+    `size` most varied trajectories. Returned in the input order."""
+    if size < 2:
+        raise ValueError(f"down-sampling keeps at least 2 of a group, got size {size}")
+    if len(keys) != len(rewards):
+        raise ValueError(f"{len(keys)} keys but {len(rewards)} rewards")
+    members: dict[str, list[int]] = {}
+    for i, key in enumerate(keys):
+        members.setdefault(group_of(key), []).append(i)
+    kept: set[int] = set()
+    for indices in members.values():
+        chosen = max_variance_indices([rewards[i] for i in indices], size)
+        kept.update(indices[c] for c in chosen)
+    return [key for i, key in enumerate(keys) if i in kept]
