@@ -237,14 +237,15 @@ def main() -> None:
     RUN_SET.extend(["--set", f"model.name_or_path={source}"])
     for setting in ABSTRACT_RULE:
         RUN_SET.extend(["--set", setting])
+    # RUN_SET comes last on every command: the down-sampling asked for here, not the demo's
+    RUN_SET.extend(["--set", f"train.downsample_to={args.downsample_to}"])
     # The same variant on both paths: sgpo's --set settings, SGPOConfig's fields.
     sgpo_settings: list[str] = []
     trl_overrides: dict[str, int] = {}
     if args.grow_max:
         sgpo_settings += [f"train.grow_max={args.grow_max}", "train.grow_train=balanced"]
         trl_overrides["grow_max"] = args.grow_max
-    if args.downsample_to:
-        sgpo_settings.append(f"train.downsample_to={args.downsample_to}")
+    if args.downsample_to:  # sgpo's side is in RUN_SET
         trl_overrides["downsample_to"] = args.downsample_to
     results: dict = {"steps": args.steps} | trl_overrides
     for seed in args.seeds:

@@ -59,6 +59,7 @@ ABSTRACT_RULE = [
     "plan.g_min=2",
     "plan.g_max=16",
     "plan.unsolvable_keep_fraction=0.1",
+    "plan.drop_trivial=true",
     "plan.trivial_above=1.0",
     "plan.bucket_width=0.0",
 ]
