@@ -79,9 +79,14 @@ MIXES = {
             ("dev22", "22: down-sample only skewed groups", "100-109"),
             ("dev23", "23: GRPO(G=8) down-sampled on the solvable queries", "100-109"),
             ("dev23b", "23b: the solvable filter without down-sampling", "100-109"),
+            ("dev24", "24: half of the all-correct queries", "100-109"),
         )
         for mix in ("balanced", "easy")
     },
+    "demo-mix": (
+        "benchmarks/demo-mix.yaml",
+        "the demo's own mix and settings, dev seeds 100-102, equal FLOPs (which plan the demo shows)",
+    ),
 }
 # benchmarks/run_more_seeds.sh: seeds 0-9 for the comparison three seeds could not resolve, at
 # each budget; then the same with METHODS=sgpo-dense,sgpo-dense-grow (grow until mixed, chosen on
