@@ -85,7 +85,7 @@ MIXES = {
     },
     "demo-mix": (
         "benchmarks/demo-mix.yaml",
-        "the demo's own mix and settings, dev seeds 100-102, equal FLOPs (which plan the demo shows)",
+        "the demo's mix and settings, dev seeds 100-102, equal FLOPs (which plan the demo shows)",
     ),
 }
 # benchmarks/run_more_seeds.sh: seeds 0-9 for the comparison three seeds could not resolve, at
