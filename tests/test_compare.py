@@ -15,6 +15,7 @@ from sgpo.compare import (
     DEFAULT_METHODS,
     append_side_by_side,
     cost_to_target,
+    equal_budget_baseline_config,
     final_accuracy,
     load_compare_config,
     method_config,
@@ -245,3 +246,26 @@ def test_side_by_side_reports_the_fitted_read_against_the_baseline(tmp_path: Pat
     speedups = [float(x) for x in re.findall(r"(\d+\.\d+)", lines[0].split("speedup")[1])[:3]]
     assert speedups == [pytest.approx(2.0, rel=0.03)] * 3  # the same learning at half the cost
     assert (tmp_path / "side_by_side.png").stat().st_size > 0
+
+
+def test_demo_baseline_is_plain_grpo_whatever_the_demos_variant():
+    from sgpo.cli import DEMO_CONFIG
+    from sgpo.config import load_config
+
+    demo = load_config(DEMO_CONFIG, ["train.grow_max=0"])
+    assert demo.train.downsample_to == 4  # the demo shows the down-sampled plan
+    variant = load_config(
+        DEMO_CONFIG,
+        ["train.downsample_to=0", "train.grow_max=32", "train.online.reestimate=true"],
+    )
+    for config in (demo, variant):
+        baseline = equal_budget_baseline_config(config, 5.0e11)
+        train = baseline.train
+        assert train.method == "grpo" and train.max_total_flops == 5.0e11
+        assert train.downsample_to == 0 and train.grow_max == 0
+        assert not train.online.reestimate
+        # what the comparison holds equal is kept
+        assert train.group_size == config.train.group_size and train.lr == config.train.lr
+        assert train.rollout_budget == config.train.rollout_budget
+        assert baseline.model == config.model and baseline.task == config.task
+        assert train.steps == 10 * config.train.steps

@@ -642,23 +642,48 @@ def run_compare(
     return result
 
 
+# What makes a run an sGPO variant rather than GRPO as users run it: reset to the defaults for
+# the demo's baseline, which keeps everything else (model, data, optimizer, batch, G).
+VARIANT_TRAIN_SETTINGS = (
+    "filter_groups",
+    "pilot_size",
+    "grow_max",
+    "downsample_to",
+    "downsample_advantages",
+    "downsample_min_share",
+    "early_group_size",
+    "early_group_steps",
+    "reuse_profile",
+    "online",
+)
+
+
+def equal_budget_baseline_config(config: RunConfig, spent_flops: float) -> RunConfig:
+    """GRPO (G = config.train.group_size) on config's model, data and optimizer, without the
+    variant's settings, stopped when its total FLOPs reach spent_flops (10x the steps cap)."""
+    tree = config.model_dump(mode="json")
+    defaults = type(config.train)()
+    tree["train"] |= {name: getattr(defaults, name) for name in VARIANT_TRAIN_SETTINGS}
+    tree["train"]["online"] = defaults.online.model_dump(mode="json")
+    tree["train"] |= {
+        "method": "grpo",
+        "max_total_flops": spent_flops,
+        "steps": config.train.steps * 10,
+    }
+    return RunConfig.model_validate(tree)
+
+
 def run_equal_budget_baseline(config: RunConfig, run_dir: Path, out: Path) -> dict:
-    """GRPO (G = config.train.group_size) from the same model on the same seed, stopped when
-    its total FLOPs reach what the finished run in run_dir spent: the demo's small-scale
-    side-by-side."""
+    """GRPO from the same model on the same seed at the FLOPs the finished run in run_dir
+    spent (equal_budget_baseline_config): the demo's small-scale side-by-side."""
     import json
 
     from sgpo.runfiles import SUMMARY_FILE
     from sgpo.train import run_train
 
     spent = json.loads((run_dir / SUMMARY_FILE).read_text())
-    tree = config.model_dump(mode="json")
-    tree["train"] |= {
-        "method": "grpo",
-        "max_total_flops": spent["total_flops"],
-        "steps": config.train.steps * 10,
-    }
-    return run_train(RunConfig.model_validate(tree), out, overwrite=True)
+    baseline = equal_budget_baseline_config(config, spent["total_flops"])
+    return run_train(baseline, out, overwrite=True)
 
 
 def append_side_by_side(report: Path, runs: dict[str, Path], baseline: str | None = None) -> None:
