@@ -252,7 +252,7 @@ def test_demo_baseline_is_plain_grpo_whatever_the_demos_variant():
     from sgpo.cli import DEMO_CONFIG
     from sgpo.config import load_config
 
-    demo = load_config(DEMO_CONFIG, ["train.grow_max=0"])
+    demo = load_config(DEMO_CONFIG)
     assert demo.train.downsample_to == 4  # the demo shows the down-sampled plan
     variant = load_config(
         DEMO_CONFIG,
