@@ -80,6 +80,7 @@ MIXES = {
             ("dev23", "23: GRPO(G=8) down-sampled on the solvable queries", "100-109"),
             ("dev23b", "23b: the solvable filter without down-sampling", "100-109"),
             ("dev24", "24: half of the all-correct queries", "100-109"),
+            ("dev25", "25: PODS to 2 on the solvable plan", "100-109"),
         )
         for mix in ("balanced", "easy")
     },
