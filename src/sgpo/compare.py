@@ -662,9 +662,8 @@ def equal_budget_baseline_config(config: RunConfig, spent_flops: float) -> RunCo
     """GRPO (G = config.train.group_size) on config's model, data and optimizer, without the
     variant's settings, stopped when its total FLOPs reach spent_flops (10x the steps cap)."""
     tree = config.model_dump(mode="json")
-    defaults = type(config.train)()
-    tree["train"] |= {name: getattr(defaults, name) for name in VARIANT_TRAIN_SETTINGS}
-    tree["train"]["online"] = defaults.online.model_dump(mode="json")
+    defaults = type(config.train)().model_dump(mode="json")
+    tree["train"] |= {name: defaults[name] for name in VARIANT_TRAIN_SETTINGS}
     tree["train"] |= {
         "method": "grpo",
         "max_total_flops": spent_flops,
