@@ -90,6 +90,8 @@ GROW = [
 ]
 # PODS (Xu et al. 2025): each group generated whole, only its 4 most varied responses trained.
 DOWNSAMPLE_4 = ["train.downsample_to=4"]
+# ... or only 2: one success and one failure of each mixed group (dev round 25).
+DOWNSAMPLE_2 = ["train.downsample_to=2"]
 # The profile drops only the never-solved queries (p_hat = 1 kept), G = 8 for every query, one
 # shuffled bucket: GRPO(G=8) without the queries it generates every epoch and never trains
 # (dev round 23, BENCHMARKS.md).
@@ -127,6 +129,7 @@ DEFAULT_METHODS = {
     "sgpo-dense-k16-reprofile": ["train.method=sgpo", *ABSTRACT_RULE, *DENSE, *K16, *REPROFILE],
     "sgpo-dense-grow": ["train.method=sgpo", *ABSTRACT_RULE, *DENSE, *GROW],
     "sgpo-solvable-g8-ds4": ["train.method=sgpo", *ABSTRACT_RULE, *SOLVABLE_G8, *DOWNSAMPLE_4],
+    "sgpo-solvable-g8-ds2": ["train.method=sgpo", *ABSTRACT_RULE, *SOLVABLE_G8, *DOWNSAMPLE_2],
 }
 
 
