@@ -23,6 +23,7 @@ from sgpo.core.allocation import (
     success_rate,
 )
 from sgpo.core.flops import ModelShape, inference_flops, sequence_forward_flops, train_flops
+from sgpo.core.online import epoch_visits, visit_probability
 
 
 def test_advantages_for_mixed_group_sizes_match_hand_computation():
@@ -299,3 +300,24 @@ def test_stratum_weights_make_a_subset_stand_for_its_whole_group():
     assert sum(w * rewards[i] for w, i in zip(weights, chosen, strict=True)) == sum(rewards)
     # graded: a value not chosen is not represented, the chosen ones stand for their own count
     assert stratum_weights([0.5, 1.0, 0.0, 1.0], [1, 2]) == [2.0, 1.0]
+
+
+def test_visit_probability_halves_with_each_all_equal_group():
+    assert [visit_probability(z, 0.5) for z in (0, 1, 3)] == [1.0, 0.5, 0.125]
+    ids = [f"q{i}" for i in range(2000)]
+    streaks = {q: 1 for q in ids[:1000]} | {q: 3 for q in ids[1000:1500]}
+    visited = set(epoch_visits(ids, streaks, 0.5, seed=0, epoch=1))
+    assert set(ids[1500:]) <= visited  # no streak: always generated
+    assert 440 <= len(visited & set(ids[:1000])) <= 560  # ~1000 x 0.5
+    assert 40 <= len(visited & set(ids[1000:1500])) <= 90  # ~500 x 0.125
+    # each query's own draw: the same whatever the other queries or the order asked in
+    subset = epoch_visits(list(reversed(ids[:100])), streaks, 0.5, seed=0, epoch=1)
+    assert set(subset) == visited & set(ids[:100])
+    assert epoch_visits(ids, streaks, 0.5, seed=0, epoch=2) != epoch_visits(
+        ids, streaks, 0.5, seed=0, epoch=1
+    )
+
+
+def test_an_epoch_that_would_skip_every_query_skips_none():
+    ids = ["a", "b", "c"]
+    assert epoch_visits(ids, dict.fromkeys(ids, 60), 0.5, seed=0, epoch=3) == ids

@@ -43,3 +43,29 @@ def test_take_with_a_group_size_sizes_every_taken_query_with_it():
     assert [t.group_size for t in s.take(4)] == [4]  # the plan's own G again, from q2 on
     assert ids(s.queries) == [f"q{i}" for i in range(5)]
     assert all(q.group_size == 4 for q in s.queries)  # the plan itself is unchanged
+
+
+def test_history_skips_start_each_epoch_from_the_observed_streaks():
+    s = QueryScheduler(scheduled(40), shuffle=False, seed=0, explore=0.5)
+    assert ids(s.take(80)) == [f"q{i}" for i in range(40)]  # nothing observed: all visited
+    for i in range(40):
+        s.observe(f"q{i}", all_equal=i < 20)  # q0..q19 came back all equal
+    s.observe("q0", all_equal=True)  # a streak of two
+    second = ids(s.take(80))
+    assert s.epoch == 1 and set(second) >= {f"q{i}" for i in range(20, 40)}
+    skipped = {f"q{i}" for i in range(20)} - set(second)
+    assert 3 <= len(skipped) <= 17 and s.history_skipped == len(skipped)  # ~half of twenty
+    s.observe("q5", all_equal=False)  # a mixed group ends the streak
+    assert s.zero_streaks["q5"] == 0 and s.zero_streaks["q0"] == 2
+    restored = QueryScheduler(scheduled(40), shuffle=False, seed=0, explore=0.5)
+    restored.restore(s.state(), {q.query.query_id: q.query for q in scheduled(40)})
+    assert restored.zero_streaks == s.zero_streaks
+    assert ids(restored.take(80)) == ids(s.take(80))  # a resumed run skips alike
+
+
+def test_without_history_skips_every_query_is_visited_whatever_was_observed():
+    s = QueryScheduler(scheduled(4), shuffle=False, seed=0)
+    for i in range(4):
+        s.observe(f"q{i}", all_equal=True)
+    s.take(8)
+    assert ids(s.take(8)) == ["q0", "q1", "q2", "q3"] and s.history_skipped == 0

@@ -367,3 +367,28 @@ def test_down_sampling_needs_a_subset_that_can_show_both_outcomes(tmp_path: Path
         make_trainer(tmp_path, "bad", downsample_advantages="whole-group")
     with pytest.raises(ValidationError, match="need train.downsample_to"):
         make_trainer(tmp_path, "bad", downsample_min_share=0.8)
+
+
+def test_history_skips_spare_generation_on_queries_that_came_back_all_equal(tmp_path: Path):
+    trainer = make_trainer(tmp_path, "greso", group_size=2, rollout_budget=8, history_explore=0.01)
+    scheduler = trainer.scheduler
+    while scheduler.remaining:  # the first epoch: every query generated, its groups observed
+        trainer.train_step()
+    assert scheduler.epoch == 0 and scheduler.history_skipped == 0
+    streaks = scheduler.zero_streaks
+    assert set(streaks) == set(trainer.queries_by_id)
+    all_equal = {q for q, z in streaks.items() if z}
+    assert all_equal and len(all_equal) < len(streaks)  # coin-flip groups of two: both kinds
+    visited = {s.query.query_id for s in trainer.next_queries(len(streaks) * 2)}
+    assert scheduler.epoch == 1
+    assert set(streaks) - all_equal <= visited  # mixed last time: generated
+    assert len(visited & all_equal) <= len(all_equal) // 4  # all equal: generated 1% of times
+    assert scheduler.history_skipped == len(streaks) - len(visited)
+    assert trainer.train_step()["history_skipped"] == scheduler.history_skipped
+
+
+def test_history_skips_need_one_generated_group_per_visit(tmp_path: Path):
+    with pytest.raises(ValidationError, match="history_explore does not combine"):
+        make_trainer(tmp_path, "bad", history_explore=0.5, method="dapo")
+    with pytest.raises(ValidationError, match="history_explore does not combine"):
+        make_trainer(tmp_path, "bad", history_explore=0.5, filter_groups=True)

@@ -567,6 +567,14 @@ def test_export_says_loudly_that_online_settings_are_not_carried(tmp_path):
     assert "NOT applied" in CliRunner().invoke(verl_app, [*args, *whole]).output
     export_meta = read_table(tmp_path / "t.pq")[1]["export"]
     assert export_meta["not_carried"] == {"train.downsample_advantages": "whole-group"}
+    # skips on history and profile reuse happen in sgpo's own trainer loop
+    skips = ["--set", "train.history_explore=0.5", "--set", "train.reuse_profile=true"]
+    assert "NOT applied" in CliRunner().invoke(verl_app, [*args, *skips]).output
+    export_meta = read_table(tmp_path / "t.pq")[1]["export"]
+    assert export_meta["not_carried"] == {
+        "train.history_explore": 0.5,
+        "train.reuse_profile": True,
+    }
     # a baseline's data is not down-sampled by the sgpo config's setting
     baseline = [*args, "--set", "train.downsample_to=4", "--fixed-group-size", "8"]
     assert CliRunner().invoke(verl_app, baseline).exit_code == 0

@@ -40,7 +40,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from sgpo.config import ConfigError, RunConfig, load_config
+from sgpo.config import VARIANT_TRAIN_SETTINGS, ConfigError, RunConfig, load_config
 from sgpo.core.curves import (
     GAIN_SHARE,
     SaturatingFit,
@@ -643,22 +643,6 @@ def run_compare(
     atomic_write_json(out_dir / "compare.json", result)
     write_markdown(cfg, result, images, out_dir, config_path)
     return result
-
-
-# What makes a run an sGPO variant rather than GRPO as users run it: reset to the defaults for
-# the demo's baseline, which keeps everything else (model, data, optimizer, batch, G).
-VARIANT_TRAIN_SETTINGS = (
-    "filter_groups",
-    "pilot_size",
-    "grow_max",
-    "downsample_to",
-    "downsample_advantages",
-    "downsample_min_share",
-    "early_group_size",
-    "early_group_steps",
-    "reuse_profile",
-    "online",
-)
 
 
 def equal_budget_baseline_config(config: RunConfig, spent_flops: float) -> RunConfig:

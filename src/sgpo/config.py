@@ -365,6 +365,12 @@ class TrainConfig(Strict):
     # larger groups then give each step more informative rollouts as the curve flattens.
     early_group_size: int = Field(0, ge=0)
     early_group_steps: int = Field(0, ge=0)
+    # Skip on history (1 = off; GRESO, Zheng et al. 2025, beyond the paper): at the start of
+    # each epoch a query whose last z groups each came back with all rewards equal is kept for
+    # that epoch with probability history_explore ** z, so queries training has solved (or
+    # cannot solve) stop costing generation yet are looked at now and then. Needs one
+    # generated group per query and visit: not with dapo or train.filter_groups.
+    history_explore: float = Field(1.0, gt=0, le=1)
     steps: int = Field(60, ge=1)
     # Stop as soon as the cumulative total FLOPs (profiling included) reach this; None = no cap.
     # sgpo compare gives every method the same cap.
@@ -427,6 +433,12 @@ class TrainConfig(Strict):
                 "train.grow_max does not combine with method 'dapo' or train.filter_groups: "
                 "growing a group until it is mixed replaces dropping it"
             )
+        if self.history_explore < 1 and (self.method == "dapo" or self.filter_groups):
+            raise ValueError(
+                "train.history_explore does not combine with method 'dapo' or "
+                "train.filter_groups: they drop zero-variance groups after generation, in "
+                "rounds, where it skips queries before it"
+            )
         if self.downsample_to and (self.method == "dapo" or self.filter_groups or self.grow_max):
             raise ValueError(
                 "train.downsample_to does not combine with method 'dapo', train.filter_groups or "
@@ -449,6 +461,29 @@ class TrainConfig(Strict):
                 "train.online.allocation 'plan' (it replaces the plan's G for a while)"
             )
         return self
+
+
+# The train settings that make a run an sGPO variant beyond its plan (generation rounds,
+# down-sampling, history skips, early small groups, profile reuse, online re-planning); all at
+# their defaults is GRPO as users run it. sgpo.compare resets them for the demo's baseline;
+# sgpo.verl.export names those a verl launch does not carry.
+VARIANT_TRAIN_SETTINGS = (
+    "filter_groups",
+    "refill_max_rounds",
+    "pilot_size",
+    "pilot_ends",
+    "grow_max",
+    "grow_round",
+    "grow_train",
+    "downsample_to",
+    "downsample_advantages",
+    "downsample_min_share",
+    "history_explore",
+    "early_group_size",
+    "early_group_steps",
+    "reuse_profile",
+    "online",
+)
 
 
 class EvalConfig(Strict):

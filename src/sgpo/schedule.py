@@ -20,6 +20,7 @@ from sgpo.core.online import (
     Posterior,
     ReplanRule,
     allocate_budget,
+    epoch_visits,
     posterior_from_profile,
     replan,
     update_posterior,
@@ -38,14 +39,21 @@ class ScheduledQuery:
 
 class QueryScheduler:
     """Hands out queries in plan order, one epoch after another. A new plan (update_plan)
-    re-orders what is left of the current epoch; queries already visited wait for the next."""
+    re-orders what is left of the current epoch; queries already visited wait for the next.
+    With explore < 1 (train.history_explore), each epoch starts by skipping queries whose last
+    groups all came back with one outcome (observe; sgpo.core.online.epoch_visits)."""
 
-    def __init__(self, queries: list[ScheduledQuery], shuffle: bool, seed: int) -> None:
+    def __init__(
+        self, queries: list[ScheduledQuery], shuffle: bool, seed: int, explore: float = 1.0
+    ) -> None:
         if not queries:
             raise ValueError("no queries to train on (the plan kept none?)")
         self.queries = queries
         self.shuffle = shuffle
         self.seed = seed
+        self.explore = explore
+        self.zero_streaks: dict[str, int] = {}  # query -> its last groups in a row all equal
+        self.history_skipped = 0  # visits skipped so far (all epochs)
         self.epoch = 0
         self.remaining = self._epoch_order()
 
@@ -53,7 +61,15 @@ class QueryScheduler:
         ids = [s.query.query_id for s in self.queries]
         if self.shuffle:
             random.Random(f"{self.seed}/order/{self.epoch}").shuffle(ids)
+        if self.explore < 1.0:
+            visited = epoch_visits(ids, self.zero_streaks, self.explore, self.seed, self.epoch)
+            self.history_skipped += len(ids) - len(visited)
+            return visited
         return ids
+
+    def observe(self, query_id: str, all_equal: bool) -> None:
+        """One generated group of query_id: were its rewards all equal?"""
+        self.zero_streaks[query_id] = self.zero_streaks.get(query_id, 0) + 1 if all_equal else 0
 
     def _by_id(self) -> dict[str, ScheduledQuery]:
         return {s.query.query_id: s for s in self.queries}
@@ -103,12 +119,17 @@ class QueryScheduler:
             "epoch": self.epoch,
             "remaining": list(self.remaining),
             "plan": [[s.query.query_id, s.group_size] for s in self.queries],
+            "zero_streaks": dict(self.zero_streaks),
+            "history_skipped": self.history_skipped,
         }
 
     def restore(self, state: dict, queries_by_id: dict[str, Query]) -> None:
         self.epoch = state["epoch"]
         self.queries = [ScheduledQuery(queries_by_id[q], g) for q, g in state["plan"]]
         self.remaining = list(state["remaining"])
+        # Checkpoints written before history skipping have neither.
+        self.zero_streaks = dict(state.get("zero_streaks", {}))
+        self.history_skipped = state.get("history_skipped", 0)
 
 
 class OnlinePlanner:
@@ -202,7 +223,10 @@ def build_scheduler(
     if config.train.method != "sgpo":
         g = config.train.group_size
         scheduled = [ScheduledQuery(q, g) for q in train_queries]
-        return QueryScheduler(scheduled, shuffle=True, seed=config.seed), [], 0.0
+        scheduler = QueryScheduler(
+            scheduled, shuffle=True, seed=config.seed, explore=config.train.history_explore
+        )
+        return scheduler, [], 0.0
     if plan_path is None or not plan_path.exists():
         raise FileNotFoundError(f"method sgpo needs a plan: {plan_path} not found (run sgpo plan)")
     rows, meta = read_plan(plan_path)
@@ -216,7 +240,9 @@ def build_scheduler(
                 f"{r.query_id!r} is not in the task's training queries"
             )
         scheduled.append(ScheduledQuery(by_id[r.query_id], int(r.group_size)))
-    scheduler = QueryScheduler(scheduled, shuffle=False, seed=config.seed)
+    scheduler = QueryScheduler(
+        scheduled, shuffle=False, seed=config.seed, explore=config.train.history_explore
+    )
     return scheduler, rows, float(meta["profile_flops"])
 
 

@@ -34,7 +34,7 @@ from sgpo.models import load_policy, model_shape, model_source
 from sgpo.profile import profile_chunk
 from sgpo.replanning import Replanner, needs_replanning
 from sgpo.reuse import load_profile_reuse, reuse_record
-from sgpo.rollouts import Rollout, RolloutCollector, rollout_flops
+from sgpo.rollouts import Rollout, RolloutCollector, group_members, rollout_flops
 from sgpo.runfiles import (
     CONFIG_FILE,
     FINAL_DIR,
@@ -179,6 +179,10 @@ class Trainer:
     def train_step(self) -> dict:
         start = time.perf_counter()
         generated, batch = self.collect()
+        if self.cfg.history_explore < 1:  # one round per step: group indices are groups
+            for members in group_members(generated):
+                all_equal = len({m.reward for m in members}) < 2
+                self.scheduler.observe(members[0].query.query_id, all_equal)
         if self.replanner is not None:
             # Reused profile samples are already in the posterior (it starts from the profile).
             self.replanner.observe([r for r in generated if not r.reused])
@@ -198,6 +202,7 @@ class Trainer:
             **reuse_record(generated),  # tokens_generated: fresh rollouts only
             "lr": self.update.lr_schedule.get_last_lr()[0],
             "nonfinite_skips": self.nonfinite_total,
+            "history_skipped": self.scheduler.history_skipped,
             **stats,
             **self.replan(),
         }

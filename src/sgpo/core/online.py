@@ -9,11 +9,14 @@ spend a fixed rollout budget where it buys the most informative groups.
 - `allocate_budget` picks group sizes for a set of queries under a rollout budget to maximise
   the expected number of informative groups, or their expected learning value (Knapsack RL's
   InfoGain weight), by an exact dynamic programme, small and fast.
+- `epoch_visits` skips, before generation, the queries whose recent groups all came back with
+  one outcome (GRESO's pre-rollout filter), each still visited now and then.
 """
 
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -154,6 +157,29 @@ class ReplanRule:
     prior_beta: float = 0.5
     min_successes: float = 0.5
     min_failures: float = 0.5
+
+
+def visit_probability(zero_streak: int, explore: float) -> float:
+    """GRESO (Zheng et al. 2025): a query whose last zero_streak groups each had all rewards
+    equal is generated at its next visit with probability explore ** zero_streak. Zero-variance
+    prompts tend to stay so from epoch to epoch; the chance left lets a query that training
+    moved be found again."""
+    return explore**zero_streak
+
+
+def epoch_visits(
+    query_ids: Sequence[str], zero_streaks: dict[str, int], explore: float, seed: int, epoch: int
+) -> list[str]:
+    """The queries of one epoch that are generated (in the given order): each drawn with
+    visit_probability by its own seeded draw, so the decision does not depend on the other
+    queries or on when it is asked. If every query would be skipped, none is."""
+    visited = [
+        q
+        for q in query_ids
+        if random.Random(f"{seed}/visit/{epoch}/{q}").random()
+        < visit_probability(zero_streaks.get(q, 0), explore)
+    ]
+    return visited or list(query_ids)
 
 
 def replan(

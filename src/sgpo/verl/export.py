@@ -27,11 +27,14 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from sgpo.config import VARIANT_TRAIN_SETTINGS, RunConfig
 from sgpo.io import write_table
 from sgpo.plan import PlanRow, kept_in_order
 
 ROLLOUT_N = "__rollout_n__"
 DEFAULT_ABILITY = "sgpo"
+# Variant settings the verl launch applies (PODS down-sampling, sgpo.verl.sampler).
+CARRIED_BY_VERL = ("downsample_to",)
 
 MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
 SCHEMA = pa.schema(
@@ -224,7 +227,7 @@ def step_summary(rollout_ns: list[int], train_batch_size: int) -> dict:
 
 
 def export_for_config(
-    cfg,  # noqa: ANN001 - sgpo.config.RunConfig
+    cfg: RunConfig,
     rows: list[PlanRow],
     meta: dict,
     out: Path,
@@ -270,32 +273,21 @@ def export_for_config(
     return path, data_source, verifier
 
 
-def settings_not_carried(cfg) -> dict:  # noqa: ANN001 - sgpo.config.RunConfig
-    """The config's train settings a verl run will not apply, where they differ from the
-    defaults (the paper's static plan): train.online (G, the filter and the order change
-    *during* training from sgpo's own trainer loop: posterior updates, re-planning,
-    re-profiling), the step's generation rounds (train.filter_groups, train.pilot_size,
-    train.grow_max), down-sampling other than PODS's (train.downsample_advantages whole-group,
-    train.downsample_min_share; train.downsample_to itself is carried, see sgpo.verl.sampler) and
-    the early small groups (train.early_group_size): the launch runs sgpo without verl's
-    algorithm.filter_groups and follows the exported, static plan."""
+def settings_not_carried(cfg: RunConfig) -> dict:
+    """The config's variant settings (sgpo.config.VARIANT_TRAIN_SETTINGS) a verl run will not
+    apply, where they differ from the defaults (the paper's static plan): train.online (G, the
+    filter and the order change *during* training from sgpo's own trainer loop: posterior
+    updates, re-planning, re-profiling), the step's generation rounds (train.filter_groups,
+    train.pilot_size, train.grow_max), down-sampling other than PODS's, skips on history, the
+    early small groups and profile reuse. train.downsample_to itself is carried (see
+    sgpo.verl.sampler); the launch runs sgpo without verl's algorithm.filter_groups and follows
+    the exported, static plan."""
     train = cfg.train
     fields = [(f"train.online.{n}", train.online, n) for n in type(train.online).model_fields]
     fields += [
         (f"train.{n}", train, n)
-        for n in (
-            "filter_groups",
-            "refill_max_rounds",
-            "pilot_size",
-            "pilot_ends",
-            "grow_max",
-            "grow_round",
-            "grow_train",
-            "downsample_advantages",
-            "downsample_min_share",
-            "early_group_size",
-            "early_group_steps",
-        )
+        for n in VARIANT_TRAIN_SETTINGS
+        if n not in CARRIED_BY_VERL and n != "online"
     ]
     return {
         name: getattr(section, field)
