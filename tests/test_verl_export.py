@@ -658,6 +658,20 @@ def test_acceptance_launch_checks_the_plans_sampling_then_prints_resumable_overr
     assert overrides["data.max_response_length"] == "7"
 
 
+def test_launch_reads_the_exports_down_sampling_and_largest_step(tmp_path):
+    demo_plan(tmp_path)
+    sizes = [r.group_size for r in kept_in_order(fake_plan())]
+    largest = step_summary(sizes, 4)["rollouts_per_step_max"]
+    result = run_launch(tmp_path, "run_sgpo.sh", ONE_UPDATE_PER_STEP="1", DOWNSAMPLE_TO="2")
+    assert result.returncode == 0, result.stderr
+    overrides = dict(o.lstrip("+").split("=", 1) for o in result.stdout.splitlines())
+    assert overrides["actor_rollout_ref.rollout.n"] == str(-(-largest // 4))
+    assert overrides["trainer.v1.sampler.sampler_kwargs.downsample_to"] == "2"
+    data = str(tmp_path / "runs/sgpo/train.parquet")
+    info = CliRunner().invoke(verl_app, ["data-info", "--data", data, "--train-batch-size", "4"])
+    assert info.exit_code == 0 and info.output.split() == ["0", str(largest)]  # export: none
+
+
 def test_flops_table_for_sgpo_grpo_and_dapo_runs_counts_padding(tmp_path, monkeypatch):
     from sgpo.verl import cli
     from sgpo.verl.runs import record_run

@@ -109,13 +109,9 @@ sgpo_verl check "${check_args[@]}"
 
 # PODS down-sampling (sgpo.verl.sampler): the export's train.downsample_to unless DOWNSAMPLE_TO is
 # set (DOWNSAMPLE_TO=4 run_grpo.sh is GRPO down-sampled, the control). DAPO's own sampler filters.
-DOWNSAMPLE_TO="${DOWNSAMPLE_TO:-$("$PYTHON" - "$DATA" <<'PY'
-import sys
-from pathlib import Path
-from sgpo.io import read_table
-print(read_table(Path(sys.argv[1]))[1].get("export", {}).get("downsample_to", 0))
-PY
-)}"
+read -r export_downsample_to max_rollouts <<< \
+    "$(sgpo_verl data-info --data "$DATA" --train-batch-size "$TRAIN_BATCH_SIZE")"
+DOWNSAMPLE_TO="${DOWNSAMPLE_TO:-$export_downsample_to}"
 sampler_overrides=()
 if [ "$DOWNSAMPLE_TO" != 0 ]; then
     if [ "$METHOD" = dapo ] || [ "$DOWNSAMPLE_TO" -lt 2 ]; then
@@ -131,15 +127,6 @@ fi
 # 3. mini-batches. verl pads every step's batch with 128-token dummy sequences up to a multiple of
 #    lcm(dp size, actor.ppo_mini_batch_size * rollout.n) (trainer_base._get_required_batch_multiple).
 if [ "$METHOD" = sgpo ] && [ "$ONE_UPDATE_PER_STEP" = 1 ]; then
-    max_rollouts="$("$PYTHON" - "$DATA" "$TRAIN_BATCH_SIZE" <<'PY'
-import sys
-from pathlib import Path
-from sgpo.io import read_table
-from sgpo.verl.export import ROLLOUT_N, step_summary
-rows = read_table(Path(sys.argv[1]))[0]
-print(step_summary([r[ROLLOUT_N] for r in rows], int(sys.argv[2]))["rollouts_per_step_max"])
-PY
-)"
     PPO_MINI_BATCH_SIZE="$TRAIN_BATCH_SIZE"
     ROLLOUT_N=$(( (max_rollouts + TRAIN_BATCH_SIZE - 1) / TRAIN_BATCH_SIZE ))
 fi

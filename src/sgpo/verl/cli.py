@@ -161,6 +161,21 @@ def plan_info(plan: PlanOpt = Path("runs/profile/plan.parquet")) -> None:
     print(s["temperature"], s["top_p"], s["max_new_tokens"], meta.get("model") or "-")
 
 
+@verl_app.command("data-info")
+def data_info(
+    data: Annotated[Path, typer.Option(help="The exported verl parquet.")],
+    train_batch_size: Annotated[int, typer.Option(help="verl data.train_batch_size.")],
+) -> None:
+    """Print what the launch script reads from an export, one line: downsample_to (0 = none)
+    and the most rollouts one step of train_batch_size rows generates."""
+    from sgpo.io import read_table
+    from sgpo.verl.export import ROLLOUT_N, step_summary
+
+    rows, meta = read_table(data)
+    summary = step_summary([r[ROLLOUT_N] for r in rows], train_batch_size)
+    print(meta.get("export", {}).get("downsample_to", 0), summary["rollouts_per_step_max"])
+
+
 @verl_app.command("check")
 def check(
     data: Annotated[Path, typer.Option(help="The exported verl parquet.")],
