@@ -81,6 +81,8 @@ MIXES = {
             ("dev23b", "23b: the solvable filter without down-sampling", "100-109"),
             ("dev24", "24: half of the all-correct queries", "100-109"),
             ("dev25", "25: PODS to 2 on the solvable plan", "100-109"),
+            ("dev26", "26: skip on history (GRESO) on the solvable plan", "100-109"),
+            ("dev27", "27: GRESO's adaptive rule, steps filled across epochs", "100-109"),
         )
         for mix in ("balanced", "easy")
     },

@@ -23,7 +23,7 @@ from sgpo.core.allocation import (
     success_rate,
 )
 from sgpo.core.flops import ModelShape, inference_flops, sequence_forward_flops, train_flops
-from sgpo.core.online import epoch_visits, visit_probability
+from sgpo.core.online import adapt_explore, epoch_visits, visit_probability
 
 
 def test_advantages_for_mixed_group_sizes_match_hand_computation():
@@ -321,3 +321,17 @@ def test_visit_probability_halves_with_each_all_equal_group():
 def test_an_epoch_that_would_skip_every_query_skips_none():
     ids = ["a", "b", "c"]
     assert epoch_visits(ids, dict.fromkeys(ids, 60), 0.5, seed=0, epoch=3) == ids
+
+
+def test_the_visit_floor_keeps_long_streaks_in_sight():
+    assert visit_probability(60, 0.5) < 1e-17 and visit_probability(60, 0.5, floor=0.01) == 0.01
+    ids = [f"q{i}" for i in range(3000)]
+    visited = epoch_visits(ids, dict.fromkeys(ids[:2000], 60), 0.5, 0, 1, floor=0.01)
+    assert set(ids[2000:]) <= set(visited) and 5 <= len(set(visited) - set(ids[2000:])) <= 40
+
+
+def test_explore_moves_towards_the_target_share_of_all_equal_groups_within_bounds():
+    assert adapt_explore(0.5, zero_share=0.4, target=0.1) == pytest.approx(0.49)  # skip more
+    assert adapt_explore(0.5, zero_share=0.05, target=0.1) == pytest.approx(0.51)  # skip less
+    assert adapt_explore(0.05, zero_share=1.0, target=0.1) == 0.05
+    assert adapt_explore(0.95, zero_share=0.0, target=0.1) == 0.95

@@ -1,5 +1,7 @@
 """QueryScheduler: epochs, peeking, skipping and re-planning without losing a query."""
 
+import pytest
+
 from sgpo.schedule import QueryScheduler, ScheduledQuery
 from sgpo.tasks import Query
 
@@ -69,3 +71,28 @@ def test_without_history_skips_every_query_is_visited_whatever_was_observed():
         s.observe(f"q{i}", all_equal=True)
     s.take(8)
     assert ids(s.take(8)) == ["q0", "q1", "q2", "q3"] and s.history_skipped == 0
+
+
+def test_with_a_target_a_step_fills_up_from_the_next_epochs_and_explore_adapts():
+    s = QueryScheduler(scheduled(10), shuffle=False, seed=0, explore=0.5, target=0.1)
+    s.take(20)  # the first epoch, all ten
+    for i in range(10):
+        s.observe(f"q{i}", all_equal=i < 8)  # only q8 and q9 mixed
+    for _ in range(30):
+        s.adapt(zero_share=0.8)  # far above the target: skip more
+    assert s.explore == pytest.approx(0.2)
+    step = s.take(12)  # up to six queries of two, from as many epochs as it takes
+    assert 6 < sum(t.group_size for t in step) <= 12 and s.epoch >= 2
+    assert len(set(ids(step))) == len(step)  # no query twice in one step
+    assert {"q8", "q9"} <= set(ids(step))
+    plain = QueryScheduler(scheduled(10), shuffle=False, seed=0, explore=0.01)
+    plain.take(20)
+    for i in range(10):
+        plain.observe(f"q{i}", all_equal=i < 8)
+    plain.adapt(zero_share=0.8)
+    assert plain.explore == 0.01  # no target: fixed, and a step ends with its epoch
+    short = plain.take(12)
+    assert {"q8", "q9"} <= set(ids(short)) and len(short) <= 3 and plain.epoch == 1
+    restored = QueryScheduler(scheduled(10), shuffle=False, seed=0, explore=0.5, target=0.1)
+    restored.restore(s.state(), {q.query.query_id: q.query for q in scheduled(10)})
+    assert restored.explore == s.explore and ids(restored.take(12)) == ids(s.take(12))

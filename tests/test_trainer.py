@@ -392,3 +392,16 @@ def test_history_skips_need_one_generated_group_per_visit(tmp_path: Path):
         make_trainer(tmp_path, "bad", history_explore=0.5, method="dapo")
     with pytest.raises(ValidationError, match="history_explore does not combine"):
         make_trainer(tmp_path, "bad", history_explore=0.5, filter_groups=True)
+
+
+def test_a_history_target_keeps_steps_full_and_moves_explore(tmp_path: Path):
+    trainer = make_trainer(
+        tmp_path, "greso-t", group_size=2, rollout_budget=8, history_explore=0.5, history_target=0.1
+    )
+    records = [trainer.train_step() for _ in range(12)]
+    explores = [r["history_explore"] for r in records]
+    assert all(abs(b - a) == pytest.approx(0.01) for a, b in zip([0.5, *explores], explores))
+    assert trainer.scheduler.epoch >= 2 and trainer.scheduler.history_skipped > 0
+    assert all(r["rollouts"] == 8 for r in records)  # skips do not shrink a step
+    with pytest.raises(ValidationError, match="history_target needs"):
+        make_trainer(tmp_path, "bad", history_target=0.1)

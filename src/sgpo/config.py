@@ -371,6 +371,11 @@ class TrainConfig(Strict):
     # cannot solve) stop costing generation yet are looked at now and then. Needs one
     # generated group per query and visit: not with dapo or train.filter_groups.
     history_explore: float = Field(1.0, gt=0, le=1)
+    # GRESO's adaptive rule (0 = off, history_explore stays fixed): after each step
+    # history_explore moves by 0.01 (within 0.05-0.95) towards this share of generated groups
+    # coming back all equal, a query is visited with probability at least 0.01, and a step that
+    # reaches an epoch's end goes on into the next (GRESO samples until its batch is full).
+    history_target: float = Field(0.0, ge=0, lt=1)
     steps: int = Field(60, ge=1)
     # Stop as soon as the cumulative total FLOPs (profiling included) reach this; None = no cap.
     # sgpo compare gives every method the same cap.
@@ -439,6 +444,8 @@ class TrainConfig(Strict):
                 "train.filter_groups: they drop zero-variance groups after generation, in "
                 "rounds, where it skips queries before it"
             )
+        if self.history_target and self.history_explore == 1:
+            raise ValueError("train.history_target needs train.history_explore < 1 to start from")
         if self.downsample_to and (self.method == "dapo" or self.filter_groups or self.grow_max):
             raise ValueError(
                 "train.downsample_to does not combine with method 'dapo', train.filter_groups or "
@@ -479,6 +486,7 @@ VARIANT_TRAIN_SETTINGS = (
     "downsample_advantages",
     "downsample_min_share",
     "history_explore",
+    "history_target",
     "early_group_size",
     "early_group_steps",
     "reuse_profile",

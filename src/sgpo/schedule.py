@@ -17,8 +17,10 @@ from pathlib import Path
 from sgpo.config import RunConfig
 from sgpo.core.allocation import PlannedQuery, PlanRule
 from sgpo.core.online import (
+    VISIT_FLOOR,
     Posterior,
     ReplanRule,
+    adapt_explore,
     allocate_budget,
     epoch_visits,
     posterior_from_profile,
@@ -41,10 +43,17 @@ class QueryScheduler:
     """Hands out queries in plan order, one epoch after another. A new plan (update_plan)
     re-orders what is left of the current epoch; queries already visited wait for the next.
     With explore < 1 (train.history_explore), each epoch starts by skipping queries whose last
-    groups all came back with one outcome (observe; sgpo.core.online.epoch_visits)."""
+    groups all came back with one outcome (observe; sgpo.core.online.epoch_visits). With a
+    target (train.history_target), explore adapts after each step (adapt) and a step that
+    reaches an epoch's end goes on into the next, so skipping does not shrink steps."""
 
     def __init__(
-        self, queries: list[ScheduledQuery], shuffle: bool, seed: int, explore: float = 1.0
+        self,
+        queries: list[ScheduledQuery],
+        shuffle: bool,
+        seed: int,
+        explore: float = 1.0,
+        target: float = 0.0,
     ) -> None:
         if not queries:
             raise ValueError("no queries to train on (the plan kept none?)")
@@ -52,6 +61,7 @@ class QueryScheduler:
         self.shuffle = shuffle
         self.seed = seed
         self.explore = explore
+        self.target = target
         self.zero_streaks: dict[str, int] = {}  # query -> its last groups in a row all equal
         self.history_skipped = 0  # visits skipped so far (all epochs)
         self.epoch = 0
@@ -62,7 +72,10 @@ class QueryScheduler:
         if self.shuffle:
             random.Random(f"{self.seed}/order/{self.epoch}").shuffle(ids)
         if self.explore < 1.0:
-            visited = epoch_visits(ids, self.zero_streaks, self.explore, self.seed, self.epoch)
+            floor = VISIT_FLOOR if self.target else 0.0
+            visited = epoch_visits(
+                ids, self.zero_streaks, self.explore, self.seed, self.epoch, floor
+            )
             self.history_skipped += len(ids) - len(visited)
             return visited
         return ids
@@ -70,6 +83,12 @@ class QueryScheduler:
     def observe(self, query_id: str, all_equal: bool) -> None:
         """One generated group of query_id: were its rewards all equal?"""
         self.zero_streaks[query_id] = self.zero_streaks.get(query_id, 0) + 1 if all_equal else 0
+
+    def adapt(self, zero_share: float) -> None:
+        """After a step whose generated groups came back all equal in zero_share of cases:
+        move explore towards the target (nothing without one)."""
+        if self.target:
+            self.explore = adapt_explore(self.explore, zero_share, self.target)
 
     def _by_id(self) -> dict[str, ScheduledQuery]:
         return {s.query.query_id: s for s in self.queries}
@@ -79,16 +98,17 @@ class QueryScheduler:
             self.epoch += 1
             self.remaining = self._epoch_order()
 
-    def peek(self, budget: int, group_size: int | None = None) -> list[ScheduledQuery]:
-        """The queries take(budget, group_size) would return, without taking them (an exhausted
-        epoch rolls over to the next one first)."""
-        self._start_next_epoch_if_done()
-        by_id, out, used = self._by_id(), [], 0
-        for qid in self.remaining:
+    def _fitting(
+        self, query_ids: list[str], budget: int, used: int, group_size: int | None
+    ) -> list[ScheduledQuery]:
+        """The first of query_ids whose groups fit what is left of budget after used (at
+        least one when nothing is used yet)."""
+        by_id, out = self._by_id(), []
+        for qid in query_ids:
             nxt = by_id[qid]
             if group_size is not None:
                 nxt = ScheduledQuery(nxt.query, group_size)
-            if out and used + nxt.group_size > budget:
+            if (out or used) and used + nxt.group_size > budget:
                 break
             out.append(nxt)
             used += nxt.group_size
@@ -96,11 +116,31 @@ class QueryScheduler:
                 break
         return out
 
+    def peek(self, budget: int, group_size: int | None = None) -> list[ScheduledQuery]:
+        """The queries take(budget, group_size) would return from this epoch, without taking
+        them (an exhausted epoch rolls over to the next one first)."""
+        self._start_next_epoch_if_done()
+        return self._fitting(self.remaining, budget, 0, group_size)
+
     def take(self, budget: int, group_size: int | None = None) -> list[ScheduledQuery]:
         """Next queries in order while their groups fit the budget (at least one query), each
-        with its planned G or, when given, group_size."""
+        with its planned G or, when given, group_size. With a history target, a step that
+        empties its epoch fills up from the next one (no query twice in a step)."""
         taken = self.peek(budget, group_size)
         del self.remaining[: len(taken)]
+        used = sum(t.group_size for t in taken)
+        while self.target and used < budget and not self.remaining:
+            self._start_next_epoch_if_done()
+            in_step = {t.query.query_id for t in taken}
+            more = self._fitting(
+                [q for q in self.remaining if q not in in_step], budget, used, group_size
+            )
+            if not more:
+                break
+            more_ids = {m.query.query_id for m in more}
+            self.remaining = [q for q in self.remaining if q not in more_ids]
+            taken += more
+            used += sum(m.group_size for m in more)
         return taken
 
     def skip(self, query_ids: set[str]) -> None:
@@ -121,6 +161,7 @@ class QueryScheduler:
             "plan": [[s.query.query_id, s.group_size] for s in self.queries],
             "zero_streaks": dict(self.zero_streaks),
             "history_skipped": self.history_skipped,
+            "explore": self.explore,
         }
 
     def restore(self, state: dict, queries_by_id: dict[str, Query]) -> None:
@@ -130,6 +171,7 @@ class QueryScheduler:
         # Checkpoints written before history skipping have neither.
         self.zero_streaks = dict(state.get("zero_streaks", {}))
         self.history_skipped = state.get("history_skipped", 0)
+        self.explore = state.get("explore", self.explore)
 
 
 class OnlinePlanner:
@@ -224,7 +266,11 @@ def build_scheduler(
         g = config.train.group_size
         scheduled = [ScheduledQuery(q, g) for q in train_queries]
         scheduler = QueryScheduler(
-            scheduled, shuffle=True, seed=config.seed, explore=config.train.history_explore
+            scheduled,
+            shuffle=True,
+            seed=config.seed,
+            explore=config.train.history_explore,
+            target=config.train.history_target,
         )
         return scheduler, [], 0.0
     if plan_path is None or not plan_path.exists():
@@ -241,7 +287,11 @@ def build_scheduler(
             )
         scheduled.append(ScheduledQuery(by_id[r.query_id], int(r.group_size)))
     scheduler = QueryScheduler(
-        scheduled, shuffle=False, seed=config.seed, explore=config.train.history_explore
+        scheduled,
+        shuffle=False,
+        seed=config.seed,
+        explore=config.train.history_explore,
+        target=config.train.history_target,
     )
     return scheduler, rows, float(meta["profile_flops"])
 

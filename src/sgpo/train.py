@@ -180,9 +180,13 @@ class Trainer:
         start = time.perf_counter()
         generated, batch = self.collect()
         if self.cfg.history_explore < 1:  # one round per step: group indices are groups
-            for members in group_members(generated):
-                all_equal = len({m.reward for m in members}) < 2
-                self.scheduler.observe(members[0].query.query_id, all_equal)
+            outcomes = [
+                (members[0].query.query_id, len({m.reward for m in members}) < 2)
+                for members in group_members(generated)
+            ]
+            for query_id, all_equal in outcomes:
+                self.scheduler.observe(query_id, all_equal)
+            self.scheduler.adapt(sum(eq for _, eq in outcomes) / max(len(outcomes), 1))
         if self.replanner is not None:
             # Reused profile samples are already in the posterior (it starts from the profile).
             self.replanner.observe([r for r in generated if not r.reused])
@@ -203,6 +207,7 @@ class Trainer:
             "lr": self.update.lr_schedule.get_last_lr()[0],
             "nonfinite_skips": self.nonfinite_total,
             "history_skipped": self.scheduler.history_skipped,
+            "history_explore": self.scheduler.explore,
             **stats,
             **self.replan(),
         }

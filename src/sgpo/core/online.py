@@ -159,16 +159,29 @@ class ReplanRule:
     min_failures: float = 0.5
 
 
-def visit_probability(zero_streak: int, explore: float) -> float:
+# GRESO's adaptive rule (its released code): the explore probability moves by this much each
+# step towards a target share of all-equal groups, within these bounds, and a query is never
+# visited less often than the floor.
+EXPLORE_STEP = 0.01
+EXPLORE_BOUNDS = (0.05, 0.95)
+VISIT_FLOOR = 0.01
+
+
+def visit_probability(zero_streak: int, explore: float, floor: float = 0.0) -> float:
     """GRESO (Zheng et al. 2025): a query whose last zero_streak groups each had all rewards
-    equal is generated at its next visit with probability explore ** zero_streak. Zero-variance
-    prompts tend to stay so from epoch to epoch; the chance left lets a query that training
-    moved be found again."""
-    return explore**zero_streak
+    equal is generated at its next visit with probability explore ** zero_streak (at least
+    floor). Zero-variance prompts tend to stay so from epoch to epoch; the chance left lets a
+    query that training moved be found again."""
+    return max(explore**zero_streak, floor)
 
 
 def epoch_visits(
-    query_ids: Sequence[str], zero_streaks: dict[str, int], explore: float, seed: int, epoch: int
+    query_ids: Sequence[str],
+    zero_streaks: dict[str, int],
+    explore: float,
+    seed: int,
+    epoch: int,
+    floor: float = 0.0,
 ) -> list[str]:
     """The queries of one epoch that are generated (in the given order): each drawn with
     visit_probability by its own seeded draw, so the decision does not depend on the other
@@ -177,9 +190,16 @@ def epoch_visits(
         q
         for q in query_ids
         if random.Random(f"{seed}/visit/{epoch}/{q}").random()
-        < visit_probability(zero_streaks.get(q, 0), explore)
+        < visit_probability(zero_streaks.get(q, 0), explore, floor)
     ]
     return visited or list(query_ids)
+
+
+def adapt_explore(explore: float, zero_share: float, target: float) -> float:
+    """GRESO's step on its explore probability after a step whose generated groups came back
+    all equal in zero_share of cases: skip more (lower) when above target, less when below."""
+    moved = explore - EXPLORE_STEP if zero_share >= target else explore + EXPLORE_STEP
+    return min(max(moved, EXPLORE_BOUNDS[0]), EXPLORE_BOUNDS[1])
 
 
 def replan(
