@@ -199,7 +199,7 @@ def adapt_explore(explore: float, zero_share: float, target: float) -> float:
     """GRESO's step on its explore probability after a step whose generated groups came back
     all equal in zero_share of cases: skip more (lower) when above target, less when below."""
     moved = explore - EXPLORE_STEP if zero_share >= target else explore + EXPLORE_STEP
-    return min(max(moved, EXPLORE_BOUNDS[0]), EXPLORE_BOUNDS[1])
+    return round(min(max(moved, EXPLORE_BOUNDS[0]), EXPLORE_BOUNDS[1]), 6)  # no drift in logs
 
 
 def replan(
