@@ -400,7 +400,8 @@ def test_a_history_target_keeps_steps_full_and_moves_explore(tmp_path: Path):
     )
     records = [trainer.train_step() for _ in range(12)]
     explores = [r["history_explore"] for r in records]
-    assert all(abs(b - a) == pytest.approx(0.01) for a, b in zip([0.5, *explores[:-1]], explores, strict=True))
+    steps = zip([0.5, *explores[:-1]], explores, strict=True)
+    assert all(abs(b - a) == pytest.approx(0.01) for a, b in steps)
     assert trainer.scheduler.epoch >= 2 and trainer.scheduler.history_skipped > 0
     assert all(r["rollouts"] == 8 for r in records)  # skips do not shrink a step
     with pytest.raises(ValidationError, match="history_target needs"):
