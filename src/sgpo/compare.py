@@ -102,6 +102,9 @@ SOLVABLE_G8 = [
     "plan.g_max=8",
     *MIXED,
 ]
+# GRESO (Zheng et al. 2025): a query whose last z groups came back all equal is generated at
+# its next epoch with probability 0.5^z (dev round 26).
+HISTORY_SKIP = ["train.history_explore=0.5"]
 DEFAULT_METHODS = {
     "grpo-g8": ["train.method=grpo", "train.group_size=8"],
     "grpo-g8-ds4": ["train.method=grpo", "train.group_size=8", *DOWNSAMPLE_4],
@@ -130,6 +133,13 @@ DEFAULT_METHODS = {
     "sgpo-dense-grow": ["train.method=sgpo", *ABSTRACT_RULE, *DENSE, *GROW],
     "sgpo-solvable-g8-ds4": ["train.method=sgpo", *ABSTRACT_RULE, *SOLVABLE_G8, *DOWNSAMPLE_4],
     "sgpo-solvable-g8-ds2": ["train.method=sgpo", *ABSTRACT_RULE, *SOLVABLE_G8, *DOWNSAMPLE_2],
+    "sgpo-solvable-g8-ds4-greso": [
+        "train.method=sgpo",
+        *ABSTRACT_RULE,
+        *SOLVABLE_G8,
+        *DOWNSAMPLE_4,
+        *HISTORY_SKIP,
+    ],
 }
 
 
