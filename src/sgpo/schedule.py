@@ -45,7 +45,7 @@ class QueryScheduler:
     With explore < 1 (train.history_explore), each epoch starts by skipping queries whose last
     groups all came back with one outcome (observe; sgpo.core.online.epoch_visits). With a
     target (train.history_target), explore adapts after each step (adapt) and a step that
-    reaches an epoch's end goes on into the next, so skipping does not shrink steps."""
+    reaches an epoch's end goes on into the next with queries not already in the step."""
 
     def __init__(
         self,
