@@ -261,18 +261,27 @@ def build_scheduler(
     config: RunConfig, train_queries: list[Query], plan_path: Path | None
 ) -> tuple[QueryScheduler, list[PlanRow], float]:
     """The step scheduler; for sgpo also the plan's rows (all of them, kept or not) and the
-    profiling FLOPs, which are always charged to sGPO."""
+    profiling FLOPs, which are always charged to sGPO. Baselines reshuffle every epoch; sgpo
+    keeps its plan's order."""
+    scheduled, rows, profile_flops = scheduled_queries(config, train_queries, plan_path)
+    scheduler = QueryScheduler(
+        scheduled,
+        shuffle=config.train.method != "sgpo",
+        seed=config.seed,
+        explore=config.train.history_explore,
+        target=config.train.history_target,
+    )
+    return scheduler, rows, profile_flops
+
+
+def scheduled_queries(
+    config: RunConfig, train_queries: list[Query], plan_path: Path | None
+) -> tuple[list[ScheduledQuery], list[PlanRow], float]:
+    """Every training query with train.group_size, or for sgpo the plan's kept queries in its
+    order with their G (with the plan's rows and profiling FLOPs)."""
     if config.train.method != "sgpo":
         g = config.train.group_size
-        scheduled = [ScheduledQuery(q, g) for q in train_queries]
-        scheduler = QueryScheduler(
-            scheduled,
-            shuffle=True,
-            seed=config.seed,
-            explore=config.train.history_explore,
-            target=config.train.history_target,
-        )
-        return scheduler, [], 0.0
+        return [ScheduledQuery(q, g) for q in train_queries], [], 0.0
     if plan_path is None or not plan_path.exists():
         raise FileNotFoundError(f"method sgpo needs a plan: {plan_path} not found (run sgpo plan)")
     rows, meta = read_plan(plan_path)
@@ -286,14 +295,7 @@ def build_scheduler(
                 f"{r.query_id!r} is not in the task's training queries"
             )
         scheduled.append(ScheduledQuery(by_id[r.query_id], int(r.group_size)))
-    scheduler = QueryScheduler(
-        scheduled,
-        shuffle=False,
-        seed=config.seed,
-        explore=config.train.history_explore,
-        target=config.train.history_target,
-    )
-    return scheduler, rows, float(meta["profile_flops"])
+    return scheduled, rows, float(meta["profile_flops"])
 
 
 def file_sha256(path: Path) -> str:
