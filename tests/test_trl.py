@@ -25,7 +25,7 @@ from sgpo.core.advantages import balanced_indices, max_variance_indices  # noqa:
 from sgpo.core.allocation import PlanRule  # noqa: E402
 from sgpo.io import write_table  # noqa: E402
 from sgpo.models import model_source  # noqa: E402
-from sgpo.schedule import OnlinePlanner  # noqa: E402
+from sgpo.schedule import OnlinePlanner, QueryScheduler  # noqa: E402
 from sgpo.trl import SGPOConfig, SGPOTrainer, load_plan, plan_dataset  # noqa: E402
 from sgpo.trl.advantages import grouped_advantages  # noqa: E402
 from sgpo.trl.data import GROUP_KEY, PlanRows, StepSchedule  # noqa: E402
@@ -237,6 +237,30 @@ def test_reestimation_replans_from_observed_groups(plan_path: Path) -> None:
     assert sorted((s.query.query_id, s.group_size) for s in batch) == [("q0", 2), ("q1", 2)]
 
 
+def test_history_skip_takes_the_batches_sgpo_train_takes(plan_path: Path) -> None:
+    """Skip on history through TRL's schedule: the same batches as sgpo's own QueryScheduler
+    given the same outcomes, and the always-solved queries are the ones skipped."""
+    plan = load_plan(plan_path)
+    schedule = StepSchedule(plan, BATCH_ROWS, seed=0, explore=0.3, target=0.1)
+    reference = QueryScheduler(list(plan.kept), shuffle=False, seed=0, explore=0.3, target=0.1)
+    solved = {"q4", "q2"}
+    taken: list[str] = []
+    for _ in range(30):
+        batch = schedule.next_batch()
+        assert batch == reference.take(BATCH_ROWS)
+        taken += [s.query.query_id for s in batch]
+        outcomes = {
+            s.query.query_id: (s.group_size, 0) if s.query.query_id in solved else (1, 1)
+            for s in batch
+        }
+        assert not schedule.observe(outcomes)  # no planner: never a re-plan
+        reference.observe_step([(q, q in solved) for q in outcomes])
+    assert schedule.scheduler.explore == reference.explore != 0.3  # adapted
+    assert schedule.scheduler.history_skipped > 0
+    late = taken[len(taken) // 2 :]
+    assert late.count("q0") > late.count("q4") + late.count("q2")
+
+
 def test_plan_dataset_and_validation(model_dir: str, plan_path: Path, tmp_path: Path) -> None:
     dataset = plan_dataset(plan_path)
     assert dataset["query_id"] == ["q4", "q3", "q2", "q1", "q0", "trivial"]
@@ -315,8 +339,14 @@ def test_vllm_path_grows_with_one_request_per_round(
     assert trainer.sgpo_rollouts == 11
 
 
-def test_reestimation_observes_each_group(model_dir: str, plan_path: Path, tmp_path: Path) -> None:
-    trainer = make_trainer(model_dir, plan_path, tmp_path, reestimate=True, replan_every=1)
+@pytest.mark.parametrize(
+    "config", [{"reestimate": True, "replan_every": 1}, {"history_explore": 0.5}]
+)
+def test_each_group_is_observed(
+    model_dir: str, plan_path: Path, tmp_path: Path, config: dict
+) -> None:
+    """Re-estimation and skip on history both see every group's outcomes; neither resumes."""
+    trainer = make_trainer(model_dir, plan_path, tmp_path, **config)
     observed: list[dict[str, tuple[int, int]]] = []
     trainer.schedule.observe = lambda outcomes: observed.append(outcomes) or False
     _, output = score_first_batch(trainer)
@@ -327,6 +357,8 @@ def test_reestimation_observes_each_group(model_dir: str, plan_path: Path, tmp_p
     rewards = hashed_reward(texts)
     wins = {"q4": sum(rewards[0:1]), "q3": sum(rewards[1:3])}
     assert observed == [{"q4": (wins["q4"], 1 - wins["q4"]), "q3": (wins["q3"], 2 - wins["q3"])}]
+    with pytest.raises(NotImplementedError, match="not supported"):
+        trainer._restore_sgpo_state(tmp_path, 0)
 
 
 def test_reestimation_of_a_grown_group_counts_everything_it_drew(
@@ -517,7 +549,7 @@ def test_down_sampling_trains_the_most_varied_rows_with_advantages_within_them(
     assert [h["sgpo/informative_fraction"] for h in logs] == [0.0, 1.0, 1.0]
 
 
-def test_grow_config_validation(tmp_path: Path) -> None:
+def test_config_validation(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="grow_max"):
         SGPOConfig(output_dir=str(tmp_path), grow_max=1, use_cpu=True)
     with pytest.raises(ValueError, match="grow_round"):
@@ -526,3 +558,9 @@ def test_grow_config_validation(tmp_path: Path) -> None:
         SGPOConfig(output_dir=str(tmp_path), downsample_to=1, use_cpu=True)
     with pytest.raises(ValueError, match="does not combine"):
         SGPOConfig(output_dir=str(tmp_path), downsample_to=2, grow_max=8, use_cpu=True)
+    with pytest.raises(ValueError, match="history_explore must be"):
+        SGPOConfig(output_dir=str(tmp_path), history_explore=0.0, use_cpu=True)
+    with pytest.raises(ValueError, match="history_target must be"):
+        SGPOConfig(output_dir=str(tmp_path), history_explore=0.5, history_target=1.0, use_cpu=True)
+    with pytest.raises(ValueError, match="needs history_explore"):
+        SGPOConfig(output_dir=str(tmp_path), history_target=0.1, use_cpu=True)

@@ -90,6 +90,13 @@ class QueryScheduler:
         if self.target:
             self.explore = adapt_explore(self.explore, zero_share, self.target)
 
+    def observe_step(self, groups: list[tuple[str, bool]]) -> None:
+        """A step's generated groups as (query_id, all rewards equal): each one observed, then
+        explore adapted to their all-equal share (what sgpo's trainer and sgpo.trl both do)."""
+        for query_id, all_equal in groups:
+            self.observe(query_id, all_equal)
+        self.adapt(sum(eq for _, eq in groups) / max(len(groups), 1))
+
     def _by_id(self) -> dict[str, ScheduledQuery]:
         return {s.query.query_id: s for s in self.queries}
 

@@ -180,13 +180,12 @@ class Trainer:
         start = time.perf_counter()
         generated, batch = self.collect()
         if self.cfg.history_explore < 1:  # one round per step: group indices are groups
-            outcomes = [
-                (members[0].query.query_id, len({m.reward for m in members}) < 2)
-                for members in group_members(generated)
-            ]
-            for query_id, all_equal in outcomes:
-                self.scheduler.observe(query_id, all_equal)
-            self.scheduler.adapt(sum(eq for _, eq in outcomes) / max(len(outcomes), 1))
+            self.scheduler.observe_step(
+                [
+                    (members[0].query.query_id, len({m.reward for m in members}) < 2)
+                    for members in group_members(generated)
+                ]
+            )
         if self.replanner is not None:
             # Reused profile samples are already in the posterior (it starts from the profile).
             self.replanner.observe([r for r in generated if not r.reused])

@@ -102,7 +102,9 @@ class PlanRows(TorchDataset):
 class StepSchedule:
     """Which queries, with which G, each generation batch takes. Static: the plan's curriculum,
     epoch after epoch. With re-estimation: every group's rewards update its query's posterior and
-    the plan is rebuilt every replan_every batches (sgpo's OnlinePlanner)."""
+    the plan is rebuilt every replan_every batches (sgpo's OnlinePlanner). With skip on history
+    (explore < 1, and an adaptive target when given): each epoch skips queries whose last
+    groups all came back with one outcome, as sgpo's QueryScheduler does in `sgpo train`."""
 
     def __init__(
         self,
@@ -111,6 +113,8 @@ class StepSchedule:
         seed: int,
         planner: OnlinePlanner | None = None,
         replan_every: int = 0,
+        explore: float = 1.0,
+        target: float = 0.0,
     ) -> None:
         too_big = [s for s in plan.kept if s.group_size > budget]
         if too_big:
@@ -121,7 +125,9 @@ class StepSchedule:
             )
         self.plan = plan
         self.budget = budget
-        self.scheduler = QueryScheduler(list(plan.kept), shuffle=False, seed=seed)
+        self.scheduler = QueryScheduler(
+            list(plan.kept), shuffle=False, seed=seed, explore=explore, target=target
+        )
         self.planner = planner
         self.replan_every = replan_every
         self.queries_by_id = {r.query_id: _query(r) for r in plan.rows}
@@ -133,8 +139,16 @@ class StepSchedule:
     def epoch_done(self) -> bool:
         return not self.scheduler.remaining
 
+    def observes(self) -> bool:
+        """Whether observe needs the groups' outcomes (re-estimation or skip on history)."""
+        return self.planner is not None or self.scheduler.explore < 1
+
     def observe(self, outcomes: dict[str, tuple[int, int]]) -> bool:
         """A generated batch's (successes, failures) per query; True when the plan was rebuilt."""
+        if self.scheduler.explore < 1:
+            self.scheduler.observe_step(
+                [(qid, not wins or not losses) for qid, (wins, losses) in outcomes.items()]
+            )
         if self.planner is None:
             return False
         for query_id, (wins, losses) in outcomes.items():

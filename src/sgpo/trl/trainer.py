@@ -32,10 +32,16 @@ What changes against GRPOTrainer, and where:
 - online re-estimation (SGPOConfig.reestimate): every group's outcomes update its query's
   posterior and the plan is rebuilt every replan_every generation batches (sgpo's
   OnlinePlanner). Knapsack allocation and re-profiling of dropped queries are not offered here.
+- skip on history (SGPOConfig.history_explore, history_target; GRESO, Zheng et al. 2025): each
+  plan epoch skips a query whose last z groups all came back with one outcome with probability
+  1 - history_explore ** z (sgpo's train.history_explore / history_target, the same
+  QueryScheduler). The data loader runs one batch ahead, so a batch's outcomes reach the epoch
+  after the next batch is drawn; Trainer epochs shrink as queries are skipped.
 - checkpoints (_save_checkpoint, _init_training_state): each checkpoint folder also holds
   sgpo_state.json (cost counters); resume_from_checkpoint restores them and the plan epoch,
-  and TRL's own data skip replays the static plan to the same batch. Resuming a re-estimating run is
-  refused: its posteriors would not survive the data loader running a batch ahead.
+  and TRL's own data skip replays the static plan to the same batch. Resuming a re-estimating
+  run, or one that skips on history, is refused: its posteriors or outcome streaks would not
+  survive the data loader running a batch ahead.
 
 Single process only (one GPU, optionally with a vLLM server on others).
 """
@@ -129,6 +135,21 @@ class SGPOConfig(GRPOConfig):
             "advantages within them. 0 = off."
         },
     )
+    history_explore: float = field(
+        default=1.0,
+        metadata={
+            "help": "Skip on history (GRESO): a query whose last z groups all came back with "
+            "one outcome is visited in an epoch with probability history_explore ** z. "
+            "1 = off."
+        },
+    )
+    history_target: float = field(
+        default=0.0,
+        metadata={
+            "help": "GRESO's adaptive rule: after each generation batch history_explore moves "
+            "by 0.01 (within 0.05-0.95) towards this share of all-equal groups. 0 = off."
+        },
+    )
     success_threshold: float = field(
         default=CORRECT_THRESHOLD,
         metadata={
@@ -149,6 +170,12 @@ class SGPOConfig(GRPOConfig):
             raise ValueError(f"downsample_to must be 0 (off) or >= 2, got {self.downsample_to}")
         if self.downsample_to and self.grow_max:
             raise ValueError("downsample_to does not combine with grow_max")
+        if not 0 < self.history_explore <= 1:
+            raise ValueError(f"history_explore must be in (0, 1], got {self.history_explore}")
+        if not 0 <= self.history_target < 1:
+            raise ValueError(f"history_target must be in [0, 1), got {self.history_target}")
+        if self.history_target and self.history_explore == 1:
+            raise ValueError("history_target needs history_explore < 1 to start from")
 
 
 class SGPOTrainer(GRPOTrainer):
@@ -203,7 +230,13 @@ class SGPOTrainer(GRPOTrainer):
             else None
         )
         self.schedule = StepSchedule(
-            plan, args.generation_batch_size, args.seed, planner, args.replan_every
+            plan,
+            args.generation_batch_size,
+            args.seed,
+            planner,
+            args.replan_every,
+            args.history_explore,
+            args.history_target,
         )
         # Re-planning can bring back any query of the plan; the static plan needs the kept ones.
         needed = (
@@ -565,9 +598,9 @@ class SGPOTrainer(GRPOTrainer):
         logs["advantages"].extend(real_advantages)
 
     def _observe(self, rows: list[dict], group_ids: torch.Tensor, rewards: torch.Tensor) -> None:
-        """Online sGPO: each group's outcomes (all it drew, when grown) update its query's
-        success rate."""
-        if self.schedule.planner is None:
+        """Online sGPO and skip on history: each group's outcomes (all it drew, when grown)
+        update its query's success rate and outcome streak."""
+        if not self.schedule.observes():
             return
         column = self.args.query_id_column
         outcomes: dict[str, tuple[int, int]] = {}
@@ -578,7 +611,8 @@ class SGPOTrainer(GRPOTrainer):
             wins = sum(r >= self.args.success_threshold for r in scored)
             outcomes[rows[members[0]][column]] = (wins, len(scored) - wins)
         replanned = self.schedule.observe(outcomes)
-        self._metrics["train"]["sgpo/replanned"].append(float(replanned))
+        if self.schedule.planner is not None:
+            self._metrics["train"]["sgpo/replanned"].append(float(replanned))
 
     # ----------------------------------------------------------------------- checkpoints
     def _save_checkpoint(self, model: Any, trial: Any) -> None:
@@ -610,10 +644,11 @@ class SGPOTrainer(GRPOTrainer):
         return epochs_trained, steps_in_epoch
 
     def _restore_sgpo_state(self, checkpoint: Path, epochs_trained: int) -> None:
-        if self.schedule.planner is not None:
+        if self.schedule.observes():
             raise NotImplementedError(
-                f"resuming {checkpoint} with reestimate=True is not supported: the online "
-                "plan's state is not checkpointed; restart the run or resume without it"
+                f"resuming {checkpoint} with reestimate=True or history_explore < 1 is not "
+                "supported: the online plan's state and the outcome streaks are not "
+                "checkpointed; restart the run or resume without them"
             )
         path = checkpoint / STATE_FILE
         try:
@@ -638,6 +673,9 @@ class SGPOTrainer(GRPOTrainer):
         totals["sgpo/rollouts_cum"] = float(self.sgpo_rollouts)
         totals["sgpo/tokens_generated_cum"] = float(self.sgpo_tokens_generated)
         totals["sgpo/plan_epoch"] = float(self.schedule.scheduler.epoch)
+        if self.args.history_explore < 1:
+            totals["sgpo/history_skipped"] = float(self.schedule.scheduler.history_skipped)
+            totals["sgpo/history_explore"] = self.schedule.scheduler.explore
         return totals
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
