@@ -106,7 +106,14 @@ for _set, _what, _budgets in (
                 _config,
                 f"{_mix}, ten seeds, {_what}equal {_budget}",
             )
-
+# A later session, the ten-seed eval4 runs lost: -ds2, -greso and -ds4 (trained again) against
+# GRPO(G=8) trained again (runs/report10/<mix>)
+for _mix, (_config, _) in REPORT_MIXES.items():
+    MIXES[f"report10-{_mix}"] = (
+        _config,
+        f"{_mix}, ten seeds, evaluated every 4 steps, equal train-all FLOPs: rounds 25-26's "
+        "selections and sgpo-solvable-g8-ds4 trained again",
+    )
 
 FIT_KEYS = tuple(c.fit_speedup_key for c in CURRENCIES.values())
 
