@@ -549,18 +549,18 @@ def test_down_sampling_trains_the_most_varied_rows_with_advantages_within_them(
     assert [h["sgpo/informative_fraction"] for h in logs] == [0.0, 1.0, 1.0]
 
 
-def test_config_validation(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="grow_max"):
-        SGPOConfig(output_dir=str(tmp_path), grow_max=1, use_cpu=True)
-    with pytest.raises(ValueError, match="grow_round"):
-        SGPOConfig(output_dir=str(tmp_path), grow_max=8, grow_round=0, use_cpu=True)
-    with pytest.raises(ValueError, match="downsample_to must be 0"):
-        SGPOConfig(output_dir=str(tmp_path), downsample_to=1, use_cpu=True)
-    with pytest.raises(ValueError, match="does not combine"):
-        SGPOConfig(output_dir=str(tmp_path), downsample_to=2, grow_max=8, use_cpu=True)
-    with pytest.raises(ValueError, match="history_explore must be"):
-        SGPOConfig(output_dir=str(tmp_path), history_explore=0.0, use_cpu=True)
-    with pytest.raises(ValueError, match="history_target must be"):
-        SGPOConfig(output_dir=str(tmp_path), history_explore=0.5, history_target=1.0, use_cpu=True)
-    with pytest.raises(ValueError, match="needs history_explore"):
-        SGPOConfig(output_dir=str(tmp_path), history_target=0.1, use_cpu=True)
+@pytest.mark.parametrize(
+    ("settings", "error"),
+    [
+        ({"grow_max": 1}, "grow_max"),
+        ({"grow_max": 8, "grow_round": 0}, "grow_round"),
+        ({"downsample_to": 1}, "downsample_to must be 0"),
+        ({"downsample_to": 2, "grow_max": 8}, "does not combine"),
+        ({"history_explore": 0.0}, "history_explore must be"),
+        ({"history_explore": 0.5, "history_target": 1.0}, "history_target must be"),
+        ({"history_target": 0.1}, "needs history_explore"),
+    ],
+)
+def test_config_validation(tmp_path: Path, settings: dict, error: str) -> None:
+    with pytest.raises(ValueError, match=error):
+        SGPOConfig(output_dir=str(tmp_path), use_cpu=True, **settings)
