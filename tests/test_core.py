@@ -304,6 +304,12 @@ def test_stratum_weights_make_a_subset_stand_for_its_whole_group():
 
 def test_visit_probability_halves_with_each_all_equal_group():
     assert [visit_probability(z, 0.5) for z in (0, 1, 3)] == [1.0, 0.5, 0.125]
+
+
+def test_a_minimum_streak_forgives_the_first_all_equal_groups():
+    halves = [visit_probability(z, 0.5, min_streak=3) for z in (0, 1, 2, 3, 5)]
+    assert halves == [1.0, 1.0, 1.0, 0.5, 0.125]
+    assert visit_probability(9, 0.5, floor=0.01, min_streak=3) == 0.01
     ids = [f"q{i}" for i in range(2000)]
     streaks = {q: 1 for q in ids[:1000]} | {q: 3 for q in ids[1000:1500]}
     visited = set(epoch_visits(ids, streaks, 0.5, seed=0, epoch=1))

@@ -73,6 +73,37 @@ def test_without_history_skips_every_query_is_visited_whatever_was_observed():
     assert ids(s.take(8)) == ["q0", "q1", "q2", "q3"] and s.history_skipped == 0
 
 
+def never_visited(s: QueryScheduler, query_ids: list[str]) -> None:
+    """Streaks so long that explore ** z is ~1e-18: these queries are skipped every epoch."""
+    for q in query_ids:
+        s.zero_streaks[q] = 60
+
+
+def test_with_fill_a_step_goes_on_into_the_next_epoch_without_taking_a_query_twice():
+    s = QueryScheduler(scheduled(10), shuffle=False, seed=0, explore=0.5, fill=True)
+    assert ids(s.take(12)) == ["q0", "q1", "q2", "q3", "q4", "q5"]
+    never_visited(s, ["q7", "q8", "q9"])  # from the next epoch on: seven queries, 14 rollouts
+    assert ids(s.take(12)) == ["q6", "q7", "q8", "q9", "q0", "q1"]  # epoch 0's end, then 1
+    # q6..q9 counted as their epoch-1 visit: the next step does not start with them again
+    assert ids(s.take(12)) == ["q2", "q3", "q4", "q5", "q0", "q1"] and s.epoch == 2
+    assert s.remaining == ["q6"]  # q2..q5 had their epoch-2 visit in this step too
+    alone = QueryScheduler(scheduled(10), shuffle=False, seed=0, explore=0.5, fill=True)
+    alone.take(20)  # epoch 0, all ten
+    never_visited(alone, [f"q{i}" for i in range(2, 10)])
+    assert ids(alone.take(12)) == ["q0", "q1"]  # every epoch holds only these: the step ends
+
+
+def test_a_minimum_streak_keeps_queries_until_their_streak_reaches_it():
+    s = QueryScheduler(scheduled(40), shuffle=False, seed=0, explore=0.01, min_streak=2)
+    s.take(80)
+    for i in range(40):
+        s.observe(f"q{i}", all_equal=True)  # one all-equal group each: forgiven
+    assert len(s.take(80)) == 40 and s.history_skipped == 0
+    for i in range(20):
+        s.observe(f"q{i}", all_equal=True)  # a second one in a row for q0..q19
+    assert ids(s.take(80)) == [f"q{i}" for i in range(20, 40)] and s.history_skipped == 20
+
+
 def test_with_a_target_a_step_fills_up_from_the_next_epochs_and_explore_adapts():
     s = QueryScheduler(scheduled(10), shuffle=False, seed=0, explore=0.5, target=0.1)
     s.take(20)  # the first epoch, all ten

@@ -404,5 +404,26 @@ def test_a_history_target_keeps_steps_full_and_moves_explore(tmp_path: Path):
     assert all(abs(b - a) == pytest.approx(0.01) for a, b in steps)
     assert trainer.scheduler.epoch >= 2 and trainer.scheduler.history_skipped > 0
     assert all(r["rollouts"] == 8 for r in records)  # skips do not shrink a step
-    with pytest.raises(ValidationError, match="history_target needs"):
-        make_trainer(tmp_path, "bad", history_target=0.1)
+
+
+def test_history_fill_keeps_steps_full_at_a_fixed_explore(tmp_path: Path):
+    trainer = make_trainer(
+        tmp_path,
+        "greso-fill",
+        group_size=2,
+        rollout_budget=8,
+        history_explore=0.01,
+        history_fill=True,
+    )
+    records = [trainer.train_step() for _ in range(12)]
+    assert trainer.scheduler.history_skipped > 0 and trainer.scheduler.epoch >= 2
+    assert all(r["rollouts"] == 8 and r["history_explore"] == 0.01 for r in records)
+
+
+@pytest.mark.parametrize(
+    "setting", [{"history_target": 0.1}, {"history_min_streak": 2}, {"history_fill": True}]
+)
+def test_history_settings_need_skip_on_history(tmp_path: Path, setting: dict):
+    name = next(iter(setting))
+    with pytest.raises(ValidationError, match=f"train.{name} needs train.history_explore < 1"):
+        make_trainer(tmp_path, "bad", **setting)

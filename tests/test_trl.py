@@ -237,12 +237,16 @@ def test_reestimation_replans_from_observed_groups(plan_path: Path) -> None:
     assert sorted((s.query.query_id, s.group_size) for s in batch) == [("q0", 2), ("q1", 2)]
 
 
-def test_history_skip_takes_the_batches_sgpo_train_takes(plan_path: Path) -> None:
+@pytest.mark.parametrize(
+    "history",
+    [{"explore": 0.3, "target": 0.1}, {"explore": 0.3, "min_streak": 2, "fill": True}],
+)
+def test_history_skip_takes_the_batches_sgpo_train_takes(plan_path: Path, history: dict) -> None:
     """Skip on history through TRL's schedule: the same batches as sgpo's own QueryScheduler
     given the same outcomes, and the always-solved queries are the ones skipped."""
     plan = load_plan(plan_path)
-    schedule = StepSchedule(plan, BATCH_ROWS, seed=0, explore=0.3, target=0.1)
-    reference = QueryScheduler(list(plan.kept), shuffle=False, seed=0, explore=0.3, target=0.1)
+    schedule = StepSchedule(plan, BATCH_ROWS, seed=0, **history)
+    reference = QueryScheduler(list(plan.kept), shuffle=False, seed=0, **history)
     solved = {"q4", "q2"}
     taken: list[str] = []
     for _ in range(30):
@@ -255,7 +259,8 @@ def test_history_skip_takes_the_batches_sgpo_train_takes(plan_path: Path) -> Non
         }
         assert not schedule.observe(outcomes)  # no planner: never a re-plan
         reference.observe_step([(q, q in solved) for q in outcomes])
-    assert schedule.scheduler.explore == reference.explore != 0.3  # adapted
+    assert schedule.scheduler.explore == reference.explore
+    assert (reference.explore != 0.3) == ("target" in history)  # adapted towards a target only
     assert schedule.scheduler.history_skipped > 0
     late = taken[len(taken) // 2 :]
     assert late.count("q0") > late.count("q4") + late.count("q2")
@@ -558,7 +563,10 @@ def test_down_sampling_trains_the_most_varied_rows_with_advantages_within_them(
         ({"downsample_to": 2, "grow_max": 8}, "does not combine"),
         ({"history_explore": 0.0}, "history_explore must be"),
         ({"history_explore": 0.5, "history_target": 1.0}, "history_target must be"),
-        ({"history_target": 0.1}, "needs history_explore"),
+        ({"history_target": 0.1}, "history_target needs history_explore"),
+        ({"history_min_streak": 2}, "history_min_streak needs history_explore"),
+        ({"history_fill": True}, "history_fill needs history_explore"),
+        ({"history_explore": 0.5, "history_min_streak": 0}, "history_min_streak must be"),
     ],
 )
 def test_config_validation(tmp_path: Path, settings: dict, error: str) -> None:

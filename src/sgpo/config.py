@@ -376,6 +376,12 @@ class TrainConfig(Strict):
     # coming back all equal, a query is visited with probability at least 0.01, and a step that
     # reaches an epoch's end goes on into the next (GRESO samples until its batch is full).
     history_target: float = Field(0.0, ge=0, lt=1)
+    # Skip only from the history_min_streak-th all-equal group in a row (1 = GRESO's rule):
+    # visit probability history_explore ** (z - history_min_streak + 1) once z reaches it.
+    history_min_streak: int = Field(1, ge=1)
+    # Keep steps full (implied by history_target): a step that reaches an epoch's end goes on
+    # into the next; the queries it holds count as their visit of that epoch.
+    history_fill: bool = False
     steps: int = Field(60, ge=1)
     # Stop as soon as the cumulative total FLOPs (profiling included) reach this; None = no cap.
     # sgpo compare gives every method the same cap.
@@ -444,8 +450,14 @@ class TrainConfig(Strict):
                 "train.filter_groups: they drop zero-variance groups after generation, in "
                 "rounds, where it skips queries before it"
             )
-        if self.history_target and self.history_explore == 1:
-            raise ValueError("train.history_target needs train.history_explore < 1 to start from")
+        history_extras = {
+            "train.history_target": bool(self.history_target),
+            "train.history_min_streak": self.history_min_streak > 1,
+            "train.history_fill": self.history_fill,
+        }
+        for name, used in history_extras.items():
+            if used and self.history_explore == 1:
+                raise ValueError(f"{name} needs train.history_explore < 1 (skip on history)")
         if self.downsample_to and (self.method == "dapo" or self.filter_groups or self.grow_max):
             raise ValueError(
                 "train.downsample_to does not combine with method 'dapo', train.filter_groups or "
@@ -487,6 +499,8 @@ VARIANT_TRAIN_SETTINGS = (
     "downsample_min_share",
     "history_explore",
     "history_target",
+    "history_min_streak",
+    "history_fill",
     "early_group_size",
     "early_group_steps",
     "reuse_profile",

@@ -43,9 +43,12 @@ class QueryScheduler:
     """Hands out queries in plan order, one epoch after another. A new plan (update_plan)
     re-orders what is left of the current epoch; queries already visited wait for the next.
     With explore < 1 (train.history_explore), each epoch starts by skipping queries whose last
-    groups all came back with one outcome (observe; sgpo.core.online.epoch_visits). With a
-    target (train.history_target), explore adapts after each step (adapt) and a step that
-    reaches an epoch's end goes on into the next with queries not already in the step."""
+    groups all came back with one outcome (observe; sgpo.core.online.epoch_visits), from the
+    min_streak-th such group in a row on. With a target (train.history_target), explore adapts
+    after each step (adapt). With fill (train.history_fill, or a target) a step that reaches an
+    epoch's end goes on into the next until its budget is full; the queries it already holds
+    count as their visit of the new epoch, so no query is taken twice in a step or generated
+    again at the start of the next one."""
 
     def __init__(
         self,
@@ -54,6 +57,8 @@ class QueryScheduler:
         seed: int,
         explore: float = 1.0,
         target: float = 0.0,
+        min_streak: int = 1,
+        fill: bool = False,
     ) -> None:
         if not queries:
             raise ValueError("no queries to train on (the plan kept none?)")
@@ -62,6 +67,8 @@ class QueryScheduler:
         self.seed = seed
         self.explore = explore
         self.target = target
+        self.min_streak = min_streak
+        self.fill = fill or bool(target)  # GRESO samples until its batch is full
         self.zero_streaks: dict[str, int] = {}  # query -> its last groups in a row all equal
         self.history_skipped = 0  # visits skipped so far (all epochs)
         self.epoch = 0
@@ -74,7 +81,7 @@ class QueryScheduler:
         if self.explore < 1.0:
             floor = VISIT_FLOOR if self.target else 0.0
             visited = epoch_visits(
-                ids, self.zero_streaks, self.explore, self.seed, self.epoch, floor
+                ids, self.zero_streaks, self.explore, self.seed, self.epoch, floor, self.min_streak
             )
             self.history_skipped += len(ids) - len(visited)
             return visited
@@ -131,21 +138,18 @@ class QueryScheduler:
 
     def take(self, budget: int, group_size: int | None = None) -> list[ScheduledQuery]:
         """Next queries in order while their groups fit the budget (at least one query), each
-        with its planned G or, when given, group_size. With a history target, a step that
-        empties its epoch fills up from the next one (no query twice in a step)."""
+        with its planned G or, when given, group_size. With fill, a step that empties its epoch
+        goes on into the next ones; what it holds counts as visited there."""
         taken = self.peek(budget, group_size)
         del self.remaining[: len(taken)]
         used = sum(t.group_size for t in taken)
-        while self.target and used < budget and not self.remaining:
+        while self.fill and used < budget and not self.remaining:
             self._start_next_epoch_if_done()
-            in_step = {t.query.query_id for t in taken}
-            more = self._fitting(
-                [q for q in self.remaining if q not in in_step], budget, used, group_size
-            )
+            self.skip({t.query.query_id for t in taken})
+            more = self._fitting(self.remaining, budget, used, group_size)
             if not more:
                 break
-            more_ids = {m.query.query_id for m in more}
-            self.remaining = [q for q in self.remaining if q not in more_ids]
+            del self.remaining[: len(more)]
             taken += more
             used += sum(m.group_size for m in more)
         return taken
@@ -277,6 +281,8 @@ def build_scheduler(
         seed=config.seed,
         explore=config.train.history_explore,
         target=config.train.history_target,
+        min_streak=config.train.history_min_streak,
+        fill=config.train.history_fill,
     )
     return scheduler, rows, profile_flops
 

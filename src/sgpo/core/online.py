@@ -167,12 +167,16 @@ EXPLORE_BOUNDS = (0.05, 0.95)
 VISIT_FLOOR = 0.01
 
 
-def visit_probability(zero_streak: int, explore: float, floor: float = 0.0) -> float:
+def visit_probability(
+    zero_streak: int, explore: float, floor: float = 0.0, min_streak: int = 1
+) -> float:
     """GRESO (Zheng et al. 2025): a query whose last zero_streak groups each had all rewards
     equal is generated at its next visit with probability explore ** zero_streak (at least
     floor). Zero-variance prompts tend to stay so from epoch to epoch; the chance left lets a
-    query that training moved be found again."""
-    return max(explore**zero_streak, floor)
+    query that training moved be found again. With min_streak m > 1 the first m - 1 all-equal
+    groups in a row are forgiven (explore ** (zero_streak - m + 1) from the m-th on): a query
+    near p = 1 that comes back all correct once in a while keeps its visits."""
+    return max(explore ** max(zero_streak - min_streak + 1, 0), floor)
 
 
 def epoch_visits(
@@ -182,6 +186,7 @@ def epoch_visits(
     seed: int,
     epoch: int,
     floor: float = 0.0,
+    min_streak: int = 1,
 ) -> list[str]:
     """The queries of one epoch that are generated (in the given order): each drawn with
     visit_probability by its own seeded draw, so the decision does not depend on the other
@@ -190,7 +195,7 @@ def epoch_visits(
         q
         for q in query_ids
         if random.Random(f"{seed}/visit/{epoch}/{q}").random()
-        < visit_probability(zero_streaks.get(q, 0), explore, floor)
+        < visit_probability(zero_streaks.get(q, 0), explore, floor, min_streak)
     ]
     return visited or list(query_ids)
 

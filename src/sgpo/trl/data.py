@@ -115,6 +115,8 @@ class StepSchedule:
         replan_every: int = 0,
         explore: float = 1.0,
         target: float = 0.0,
+        min_streak: int = 1,
+        fill: bool = False,
     ) -> None:
         too_big = [s for s in plan.kept if s.group_size > budget]
         if too_big:
@@ -126,7 +128,13 @@ class StepSchedule:
         self.plan = plan
         self.budget = budget
         self.scheduler = QueryScheduler(
-            list(plan.kept), shuffle=False, seed=seed, explore=explore, target=target
+            list(plan.kept),
+            shuffle=False,
+            seed=seed,
+            explore=explore,
+            target=target,
+            min_streak=min_streak,
+            fill=fill,
         )
         self.planner = planner
         self.replan_every = replan_every

@@ -32,11 +32,12 @@ What changes against GRPOTrainer, and where:
 - online re-estimation (SGPOConfig.reestimate): every group's outcomes update its query's
   posterior and the plan is rebuilt every replan_every generation batches (sgpo's
   OnlinePlanner). Knapsack allocation and re-profiling of dropped queries are not offered here.
-- skip on history (SGPOConfig.history_explore, history_target; GRESO, Zheng et al. 2025): each
-  plan epoch skips a query whose last z groups all came back with one outcome with probability
-  1 - history_explore ** z (sgpo's train.history_explore / history_target, the same
-  QueryScheduler). The data loader runs one batch ahead, so a batch's outcomes reach the epoch
-  after the next batch is drawn; Trainer epochs shrink as queries are skipped.
+- skip on history (SGPOConfig.history_explore, history_target, history_min_streak,
+  history_fill; GRESO, Zheng et al. 2025): each plan epoch skips a query whose last z groups
+  all came back with one outcome with probability 1 - history_explore ** z (sgpo's
+  train.history_* settings, the same QueryScheduler). The data loader runs one batch ahead,
+  so a batch's outcomes reach the epoch after the next batch is drawn; Trainer epochs shrink
+  as queries are skipped.
 - checkpoints (_save_checkpoint, _init_training_state): each checkpoint folder also holds
   sgpo_state.json (cost counters); resume_from_checkpoint restores them and the plan epoch,
   and TRL's own data skip replays the static plan to the same batch. Resuming a re-estimating
@@ -150,6 +151,20 @@ class SGPOConfig(GRPOConfig):
             "by 0.01 (within 0.05-0.95) towards this share of all-equal groups. 0 = off."
         },
     )
+    history_min_streak: int = field(
+        default=1,
+        metadata={
+            "help": "Skip on history only from the m-th all-equal group in a row on: visited "
+            "with probability history_explore ** (z - m + 1). 1 = GRESO's rule."
+        },
+    )
+    history_fill: bool = field(
+        default=False,
+        metadata={
+            "help": "A generation batch that reaches an epoch's end goes on into the next "
+            "(implied by history_target); its queries count as their visit of that epoch."
+        },
+    )
     success_threshold: float = field(
         default=CORRECT_THRESHOLD,
         metadata={
@@ -174,8 +189,16 @@ class SGPOConfig(GRPOConfig):
             raise ValueError(f"history_explore must be in (0, 1], got {self.history_explore}")
         if not 0 <= self.history_target < 1:
             raise ValueError(f"history_target must be in [0, 1), got {self.history_target}")
-        if self.history_target and self.history_explore == 1:
-            raise ValueError("history_target needs history_explore < 1 to start from")
+        if self.history_min_streak < 1:
+            raise ValueError(f"history_min_streak must be >= 1, got {self.history_min_streak}")
+        history_extras = {
+            "history_target": bool(self.history_target),
+            "history_min_streak": self.history_min_streak > 1,
+            "history_fill": self.history_fill,
+        }
+        for name, used in history_extras.items():
+            if used and self.history_explore == 1:
+                raise ValueError(f"{name} needs history_explore < 1 (skip on history)")
 
 
 class SGPOTrainer(GRPOTrainer):
@@ -237,6 +260,8 @@ class SGPOTrainer(GRPOTrainer):
             args.replan_every,
             args.history_explore,
             args.history_target,
+            args.history_min_streak,
+            args.history_fill,
         )
         # Re-planning can bring back any query of the plan; the static plan needs the kept ones.
         needed = (
