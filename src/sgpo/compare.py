@@ -140,6 +140,15 @@ DEFAULT_METHODS = {
         *DOWNSAMPLE_4,
         *HISTORY_SKIP,
     ],
+    # ... with steps kept full across epochs (dev round 28).
+    "sgpo-solvable-g8-ds4-greso-fill": [
+        "train.method=sgpo",
+        *ABSTRACT_RULE,
+        *SOLVABLE_G8,
+        *DOWNSAMPLE_4,
+        *HISTORY_SKIP,
+        "train.history_fill=true",
+    ],
 }
 
 
