@@ -23,7 +23,7 @@ from sgpo.core.allocation import (
     success_rate,
 )
 from sgpo.core.flops import ModelShape, inference_flops, sequence_forward_flops, train_flops
-from sgpo.core.online import adapt_explore, epoch_visits, visit_probability
+from sgpo.core.online import adapt_explore, epoch_visits, observe_streaks, visit_probability
 
 
 def test_advantages_for_mixed_group_sizes_match_hand_computation():
@@ -341,3 +341,10 @@ def test_explore_moves_towards_the_target_share_of_all_equal_groups_within_bound
     assert adapt_explore(0.5, zero_share=0.05, target=0.1) == pytest.approx(0.51)  # skip less
     assert adapt_explore(0.05, zero_share=1.0, target=0.1) == 0.05
     assert adapt_explore(0.95, zero_share=0.0, target=0.1) == 0.95
+
+
+def test_streaks_go_on_with_all_equal_groups_and_reset_with_mixed_ones():
+    streaks = {"a": 2, "b": 3}
+    share = observe_streaks(streaks, [("a", True), ("b", False), ("c", True), ("d", False)])
+    assert streaks == {"a": 3, "b": 0, "c": 1, "d": 0} and share == 0.5
+    assert observe_streaks(streaks, []) == 0.0 and streaks["a"] == 3

@@ -30,6 +30,7 @@ from sgpo.verl.export import (
     verl_rows,
 )
 from sgpo.verl.flops import merge_records, read_verl_metrics, verl_run_flops
+from sgpo.verl.history import GENERATED_METRIC
 
 ADDITION = "sgpo.tasks.addition:verify"
 SHAPE = ModelShape(n_params=1000, n_layers=2, d_attn=16)
@@ -503,6 +504,17 @@ def test_flops_charge_downsampled_trajectories_as_generation_only():
     assert estimated["flops_rollout"] == pytest.approx(plain["flops_rollout"])
 
 
+def test_flops_count_the_logged_generated_trajectories_of_a_run_that_skips():
+    # skips on history: the step generated 10 (not the dataset order's 24), 4 of them cut
+    record = {"step": 1, "prompt_length/mean": 20.0, "response_length/mean": 5.0}
+    logged = {**record, GENERATED_METRIC: 10, DOWNSAMPLED_METRIC: 4}
+    row = verl_run_flops([logged], SHAPE, False, 1, rollouts_per_step=[24])[0]
+    assert row["rollouts_source"] == "logged"
+    assert (row["rollouts"], row["rollouts_trained"], row["rollouts_discarded"]) == (10, 6, 4)
+    plain = verl_run_flops([record], SHAPE, False, 1, rollouts_per_step=[10])[0]
+    assert row["flops_rollout"] == pytest.approx(plain["flops_rollout"])
+
+
 def test_downsample_keys_keeps_each_groups_most_varied_in_order():
     # verl keys are {uid}_{session}_{index}; group a: 1 success of 6, group b: 2 of 2
     keys = [f"a_{i}_0" for i in range(6)] + ["b_0_0", "b_1_0"]
@@ -567,18 +579,40 @@ def test_export_says_loudly_that_online_settings_are_not_carried(tmp_path):
     assert "NOT applied" in CliRunner().invoke(verl_app, [*args, *whole]).output
     export_meta = read_table(tmp_path / "t.pq")[1]["export"]
     assert export_meta["not_carried"] == {"train.downsample_advantages": "whole-group"}
-    # skips on history and profile reuse happen in sgpo's own trainer loop
-    skips = ["--set", "train.history_explore=0.5", "--set", "train.reuse_profile=true"]
-    assert "NOT applied" in CliRunner().invoke(verl_app, [*args, *skips]).output
+    # profile reuse happens in sgpo's own trainer loop
+    reuse = CliRunner().invoke(verl_app, [*args, "--set", "train.reuse_profile=true"])
+    assert "NOT applied" in reuse.output
     export_meta = read_table(tmp_path / "t.pq")[1]["export"]
-    assert export_meta["not_carried"] == {
-        "train.history_explore": 0.5,
-        "train.reuse_profile": True,
+    assert export_meta["not_carried"] == {"train.reuse_profile": True}
+    assert export_meta["history_explore"] == 1.0  # no skips
+    # skips on history are carried (sgpo.verl.sampler), with steps filled as history_fill does
+    skips = ["--set", "train.history_explore=0.5", "--set", "train.history_min_streak=2"]
+    filled = [*skips, "--set", "train.history_fill=true", "--set", "seed=11"]
+    carried = CliRunner().invoke(verl_app, [*args, *filled])
+    assert carried.exit_code == 0, carried.output
+    assert "skip on history carried" in carried.output and "NOT applied" not in carried.output
+    export_meta = read_table(tmp_path / "t.pq")[1]["export"]
+    assert export_meta["not_carried"] == {}
+    history = {k: v for k, v in export_meta.items() if k.startswith("history_")}
+    assert history == {
+        "history_explore": 0.5,
+        "history_min_streak": 2,
+        "history_target": 0.0,
+        "history_seed": 11,
     }
-    # a baseline's data is not down-sampled by the sgpo config's setting
-    baseline = [*args, "--set", "train.downsample_to=4", "--fixed-group-size", "8"]
+    target = [*skips, "--set", "train.history_target=0.3"]  # a target implies the fill
+    assert "NOT applied" not in CliRunner().invoke(verl_app, [*args, *target]).output
+    assert read_table(tmp_path / "t.pq")[1]["export"]["history_target"] == 0.3
+    # without history_fill sgpo trains a short step at each epoch's end; verl fills it
+    unfilled = CliRunner().invoke(verl_app, [*args, *skips])
+    assert "NOT applied" in unfilled.output
+    export_meta = read_table(tmp_path / "t.pq")[1]["export"]
+    assert export_meta["not_carried"] == {"train.history_fill": False}
+    # a baseline's data is not down-sampled nor skipped by the sgpo config's settings
+    baseline = [*args, "--set", "train.downsample_to=4", "--fixed-group-size", "8", *filled]
     assert CliRunner().invoke(verl_app, baseline).exit_code == 0
-    assert read_table(tmp_path / "t.pq")[1]["export"]["downsample_to"] == 0
+    export_meta = read_table(tmp_path / "t.pq")[1]["export"]
+    assert export_meta["downsample_to"] == 0 and export_meta["history_explore"] == 1.0
 
 
 def test_record_run_refuses_to_resume_a_run_dir_with_other_settings(tmp_path):
@@ -669,7 +703,40 @@ def test_launch_reads_the_exports_down_sampling_and_largest_step(tmp_path):
     assert overrides["trainer.v1.sampler.sampler_kwargs.downsample_to"] == "2"
     data = str(tmp_path / "runs/sgpo/train.parquet")
     info = CliRunner().invoke(verl_app, ["data-info", "--data", data, "--train-batch-size", "4"])
-    assert info.exit_code == 0 and info.output.split() == ["0", str(largest)]  # export: none
+    # the export sets neither down-sampling nor skips
+    assert info.exit_code == 0 and info.output.split() == [
+        "0",
+        str(largest),
+        "1.0",
+        "1",
+        "0.0",
+        "0",
+    ]
+
+
+def test_launch_applies_the_exports_skip_on_history_with_verls_dataset_and_buffer(tmp_path):
+    plan, data = demo_plan(tmp_path), tmp_path / "history.parquet"
+    settings = ["seed=4", "train.downsample_to=2", "train.history_explore=0.5"]
+    settings += ["train.history_min_streak=2", "train.history_fill=true"]
+    sets = [arg for setting in settings for arg in ("--set", setting)]
+    export = ["export", "--plan", str(plan), "--out", str(data), *sets]
+    assert CliRunner().invoke(verl_app, export).exit_code == 0
+    result = run_launch(tmp_path, "run_sgpo.sh", SKIP_EXPORT="1", DATA=str(data))
+    assert result.returncode == 0, result.stderr
+    overrides = dict(o.lstrip("+").split("=", 1) for o in result.stdout.splitlines())
+    assert overrides["trainer.v1.sampler.custom_sampler.name"] == "HistoryReplayBuffer"
+    assert overrides["trainer.v1.sampler.sampler_kwargs.downsample_to"] == "2"
+    assert overrides["data.custom_cls.path"] == "pkg://sgpo.verl.sampler"
+    assert overrides["data.custom_cls.name"] == "HistoryDataset"
+    history = {k: v for k, v in overrides.items() if k.startswith("data.sgpo_history.")}
+    assert history == {
+        "data.sgpo_history.explore": "0.5",
+        "data.sgpo_history.min_streak": "2",
+        "data.sgpo_history.target": "0.0",
+        "data.sgpo_history.seed": "4",
+    }
+    assert overrides["data.gen_batch_size"] == "1"
+    assert overrides["data.dataloader_num_workers"] == "0"
 
 
 def test_flops_table_for_sgpo_grpo_and_dapo_runs_counts_padding(tmp_path, monkeypatch):

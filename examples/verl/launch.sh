@@ -109,19 +109,35 @@ sgpo_verl check "${check_args[@]}"
 
 # PODS down-sampling (sgpo.verl.sampler): the export's train.downsample_to unless DOWNSAMPLE_TO is
 # set (DOWNSAMPLE_TO=4 run_grpo.sh is GRPO down-sampled, the control). DAPO's own sampler filters.
-read -r export_downsample_to max_rollouts <<< \
-    "$(sgpo_verl data-info --data "$DATA" --train-batch-size "$TRAIN_BATCH_SIZE")"
+# Skip on history (sgpo.verl.sampler): the export's train.history_* (explore 1 = off). verl has no
+# dataloader-sampler hook, so sgpo's dataset gives a skipped row no rollout and sgpo's replay
+# buffer refills the step with the next rows, one per dataloader fetch, in the trainer's process.
+read -r export_downsample_to max_rollouts history_explore history_min_streak history_target \
+    history_seed <<< "$(sgpo_verl data-info --data "$DATA" --train-batch-size "$TRAIN_BATCH_SIZE")"
 DOWNSAMPLE_TO="${DOWNSAMPLE_TO:-$export_downsample_to}"
+if [ "$DOWNSAMPLE_TO" != 0 ] && { [ "$METHOD" = dapo ] || [ "$DOWNSAMPLE_TO" -lt 2 ]; }; then
+    echo "DOWNSAMPLE_TO=$DOWNSAMPLE_TO: down-sampling keeps >= 2 of a group, and not with" \
+         "METHOD=dapo (its own sampler filters groups)" >&2
+    exit 2
+fi
 sampler_overrides=()
-if [ "$DOWNSAMPLE_TO" != 0 ]; then
-    if [ "$METHOD" = dapo ] || [ "$DOWNSAMPLE_TO" -lt 2 ]; then
-        echo "DOWNSAMPLE_TO=$DOWNSAMPLE_TO: down-sampling keeps >= 2 of a group, and not with" \
-             "METHOD=dapo (its own sampler filters groups)" >&2
-        exit 2
-    fi
+if [ "$history_explore" != 1.0 ]; then
     sampler_overrides=(trainer.v1.sampler.custom_sampler.path=pkg://sgpo.verl.sampler
-                       trainer.v1.sampler.custom_sampler.name=DownsampleReplayBuffer
-                       "+trainer.v1.sampler.sampler_kwargs.downsample_to=$DOWNSAMPLE_TO")
+                       trainer.v1.sampler.custom_sampler.name=HistoryReplayBuffer
+                       data.custom_cls.path=pkg://sgpo.verl.sampler
+                       data.custom_cls.name=HistoryDataset
+                       "+data.sgpo_history.explore=$history_explore"
+                       "+data.sgpo_history.min_streak=$history_min_streak"
+                       "+data.sgpo_history.target=$history_target"
+                       "+data.sgpo_history.seed=$history_seed"
+                       data.gen_batch_size=1
+                       data.dataloader_num_workers=0)
+elif [ "$DOWNSAMPLE_TO" != 0 ]; then
+    sampler_overrides=(trainer.v1.sampler.custom_sampler.path=pkg://sgpo.verl.sampler
+                       trainer.v1.sampler.custom_sampler.name=DownsampleReplayBuffer)
+fi
+if [ "$DOWNSAMPLE_TO" != 0 ]; then
+    sampler_overrides+=("+trainer.v1.sampler.sampler_kwargs.downsample_to=$DOWNSAMPLE_TO")
 fi
 
 # 3. mini-batches. verl pads every step's batch with 128-token dummy sequences up to a multiple of

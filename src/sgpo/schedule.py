@@ -23,6 +23,7 @@ from sgpo.core.online import (
     adapt_explore,
     allocate_budget,
     epoch_visits,
+    observe_streaks,
     posterior_from_profile,
     replan,
     update_posterior,
@@ -89,7 +90,7 @@ class QueryScheduler:
 
     def observe(self, query_id: str, all_equal: bool) -> None:
         """One generated group of query_id: were its rewards all equal?"""
-        self.zero_streaks[query_id] = self.zero_streaks.get(query_id, 0) + 1 if all_equal else 0
+        observe_streaks(self.zero_streaks, [(query_id, all_equal)])
 
     def adapt(self, zero_share: float) -> None:
         """After a step whose generated groups came back all equal in zero_share of cases:
@@ -100,9 +101,7 @@ class QueryScheduler:
     def observe_step(self, groups: list[tuple[str, bool]]) -> None:
         """A step's generated groups as (query_id, all rewards equal): each one observed, then
         explore adapted to their all-equal share (what sgpo's trainer and sgpo.trl both do)."""
-        for query_id, all_equal in groups:
-            self.observe(query_id, all_equal)
-        self.adapt(sum(eq for _, eq in groups) / max(len(groups), 1))
+        self.adapt(observe_streaks(self.zero_streaks, groups))
 
     def _by_id(self) -> dict[str, ScheduledQuery]:
         return {s.query.query_id: s for s in self.queries}

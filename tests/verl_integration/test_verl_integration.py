@@ -41,6 +41,7 @@ from verl import DataProto  # noqa: E402
 from verl.trainer.ppo import core_algos  # noqa: E402
 from verl.trainer.ppo.utils import create_rl_sampler  # noqa: E402
 from verl.trainer.ppo.v1 import agent_loop_tq  # noqa: E402
+from verl.trainer.ppo.v1.trainer_base import PPOTrainer  # noqa: E402
 from verl.trainer.ppo.v1.utils import compute_advantage_for_multi_trajectories  # noqa: E402
 from verl.utils import hf_tokenizer  # noqa: E402
 from verl.utils import tensordict_utils as tu  # noqa: E402
@@ -164,7 +165,11 @@ def run_prompts(batch_dict: dict, monkeypatch) -> list[list[dict]]:
     batch_dict = dict(batch_dict)
     uids = [str(uuid.uuid4()) for _ in batch_dict["raw_prompt"]]
     batch_dict["uid"] = np.array(uids, dtype=object)
-    batch = tu.get_tensordict(batch_dict)
+    return start_sessions(tu.get_tensordict(batch_dict), monkeypatch)
+
+
+def start_sessions(batch, monkeypatch) -> list[list[dict]]:  # noqa: ANN001 - a TensorDict
+    """run_prompts on a batch that has its uids, as verl's trainer submits it."""
     sessions: dict[str, list[dict]] = {}
     statuses: list[str] = []
 
@@ -193,7 +198,7 @@ def run_prompts(batch_dict: dict, monkeypatch) -> list[list[dict]]:
 
     asyncio.run(run_all())
     assert statuses.count("finished") == len(batch)
-    return [sessions[uid] for uid in batch_dict["uid"]]
+    return [sessions.get(uid, []) for uid in batch["uid"]]
 
 
 def test_v1_rollout_worker_starts_g_sessions_per_prompt(exported, tmp_path, monkeypatch):
@@ -618,3 +623,142 @@ def test_downsampling_buffer_trains_each_groups_most_varied_and_clears_the_rest(
             max_off_policy_strategy="drop",
             sampler_kwargs=OmegaConf.create({}),
         )
+
+
+# ----------------------------------------------------------------- skip on history on verl
+
+HISTORY = {
+    "history_explore": 0.3,
+    "history_min_streak": 1,
+    "history_target": 0.0,
+    "history_seed": 5,
+}
+
+
+class FakeTrainer:
+    """What verl's PPOTrainer methods under test read of `self`, with verl's own prompt fetch
+    (_next_train_batch: gen_batch_size chunks from the dataloader, wrapping at an epoch's
+    end); refill_fn is bound to it, as verl binds the trainer's own _add_prompts_to_generate
+    (trainer_base._build_replay_buffer)."""
+
+    _fetch_one_gen_batch = PPOTrainer._fetch_one_gen_batch
+    _next_train_batch = PPOTrainer._next_train_batch
+
+    def __init__(self, cfg, tokenizer) -> None:  # noqa: ANN001
+        self.config, self.tokenizer, self.processor = cfg, tokenizer, None
+        self.trainer_mode, self.parameter_sync_step, self.global_steps = "sync", 1, 1
+        self.refills: list[int] = []  # each refill's number of prompts
+        self.on_refill = lambda num_prompts: None  # what generating them leaves in the queue
+
+    def _add_prompts_to_generate(self, num_prompts: int) -> int:
+        self.refills.append(num_prompts)
+        self.on_refill(num_prompts)
+        return num_prompts
+
+
+def history_trainer(tmp_path: Path):  # noqa: ANN201 - (FakeTrainer, ReplayBuffer)
+    """The launch's overrides for an export with skips on history, composed by hydra and
+    validated by verl, then verl's own dataloader and replay-buffer setup on them."""
+    from verl.trainer.ppo.utils import need_critic, need_reference_policy
+    from verl.utils.config import validate_config
+
+    data = tmp_path / "history.parquet"
+    export_verl_parquet(tiny_plan(), {}, data, "sgpo/addition", SYSTEM, VERIFIER, history=HISTORY)
+    cfg = compose(launch_overrides(tmp_path, SKIP_EXPORT="1", DATA=str(data)))
+    validate_config(
+        cfg, use_reference_policy=need_reference_policy(cfg), use_critic=need_critic(cfg)
+    )
+    trainer = FakeTrainer(cfg, hf_tokenizer(str(tmp_path / "model")))
+    PPOTrainer._init_dataloader(trainer)  # loads data.custom_cls, builds the dataloader
+    return trainer, PPOTrainer._build_replay_buffer(trainer)
+
+
+def test_launch_with_history_skips_drawn_rows_through_verls_dataloader(tmp_path, monkeypatch):
+    from sgpo.core.online import epoch_visits
+    from sgpo.verl.sampler import HistoryDataset, HistoryReplayBuffer
+
+    trainer, buffer = history_trainer(tmp_path)
+    dataset = trainer.train_dataset
+    assert isinstance(dataset, HistoryDataset) and isinstance(buffer, HistoryReplayBuffer)
+    assert buffer.history is dataset.history and buffer.downsample_to == 0
+    assert trainer.train_dataloader.batch_size == 1  # refills row by row
+    kept = kept_in_order(tiny_plan())
+    ids = [q.query_id for q in kept]
+    # epoch 0 through verl's own fetch (_next_train_batch): every row generated with its G
+    rows = [trainer._next_train_batch(1) for _ in kept]
+    assert [r["extra_info"][0]["query_id"] for r in rows] == ids
+    assert [int(r[ROLLOUT_N][0]) for r in rows] == [q.group_size for q in kept]
+    # the step's groups come back: the first half all correct, the rest mixed
+    half = len(ids) // 2
+    dataset.history.observe_step([(q, [1.0, 1.0]) for q in ids[:half]])
+    dataset.history.observe_step([(q, [0.0, 1.0]) for q in ids[half:]])
+    expected = set(epoch_visits(ids, dataset.history.zero_streaks, 0.3, 5, 1))
+    assert set(ids[half:]) <= expected and len(expected) < len(ids)  # some solved ones skip
+    # epoch 1: verl's dataloader wraps around; skipped rows get __rollout_n__ = 0
+    rows = [trainer._next_train_batch(1) for _ in kept]
+    drawn = {r["extra_info"][0]["query_id"]: int(r[ROLLOUT_N][0]) for r in rows}
+    assert {q for q, n in drawn.items() if n > 0} == expected
+    assert dataset.history.skipped == len(ids) - len(expected)
+    # verl's rollout worker starts no session for a skipped row, G for a generated one
+    sessions = [start_sessions(r, monkeypatch)[0] for r in rows]
+    assert [len(s) for s in sessions] == [drawn[r["extra_info"][0]["query_id"]] for r in rows]
+    # the dataset's state rides in verl's dataloader checkpoint (trainer_base._save_checkpoint)
+    state = trainer.train_dataloader.state_dict()
+    resumed, _ = history_trainer(tmp_path / "resumed")
+    resumed.train_dataloader.load_state_dict(state)
+    assert resumed.train_dataset.history.epoch == -1  # applied when verl next iterates it
+    resumed.train_dataloader_it = iter(resumed.train_dataloader)
+    assert resumed.train_dataset.history.state_dict() == dataset.history.state_dict()
+
+
+def test_history_buffer_evicts_skipped_groups_refills_and_reports_rewards(tmp_path, monkeypatch):
+    """verl's own ReplayBuffer.sample loop over a fake TransferQueue: a group that finished
+    with no trajectory (a skipped row) is evicted and refilled through verl's refill_fn, and
+    the step's groups reach the dataset's streaks."""
+    from transfer_queue import KVBatchMeta
+    from verl.trainer.ppo.v1 import replay_buffer
+
+    from sgpo.verl import sampler
+    from sgpo.verl.history import GENERATED_METRIC, HISTORY_SKIPPED_METRIC
+
+    trainer, buffer = history_trainer(tmp_path)
+    buffer.poll_interval = 0.0
+    ids = [q.query_id for q in kept_in_order(tiny_plan())]
+    store: dict[str, dict] = {}  # the "train" partition: key -> tag
+    values: dict[str, tuple[float, str]] = {}  # trajectory key -> (reward, query id)
+
+    def add_group(uid: str, query_id: str, rewards: list[float]) -> None:
+        store[uid] = {"is_prompt": True, "status": "finished", "global_steps": 1}
+        for session, reward in enumerate(rewards):
+            store[f"{uid}_{session}_0"] = {"status": "success", "global_steps": 1}
+            values[f"{uid}_{session}_0"] = (reward, query_id)
+
+    add_group("a", ids[0], [1.0, 1.0])
+    add_group("b", ids[1], [0.0, 1.0])
+    add_group("skipped", ids[2], [])  # __rollout_n__ = 0: finished, no trajectory
+
+    # the refilled row comes back generated
+    trainer.on_refill = lambda num_prompts: add_group("c", ids[3], [0.0, 0.0, 0.0])
+
+    def kv_clear(partition_id, keys):  # noqa: ANN001, ANN202
+        for key in keys:
+            store.pop(key, None)
+
+    def kv_batch_get(keys, partition_id, select_fields):  # noqa: ANN001, ANN202
+        assert select_fields == ["rm_scores", "extra_info"]
+        return {
+            "rm_scores": [torch.tensor([0.0, values[k][0]]) for k in keys],
+            "extra_info": [{"query_id": values[k][1], "index": 0} for k in keys],
+        }
+
+    monkeypatch.setattr(replay_buffer.tq, "kv_list", lambda: {"train": dict(store)})
+    monkeypatch.setattr(replay_buffer.tq, "kv_clear", kv_clear)
+    monkeypatch.setattr(sampler.tq, "kv_batch_get", kv_batch_get)
+    batch, metrics = buffer.sample(global_steps=1, partition_id="train", batch_size=3)
+    assert isinstance(batch, KVBatchMeta)
+    assert trainer.refills == [1]  # one skipped row, one more drawn
+    assert sorted({k.split("_")[0] for k in batch.keys}) == ["a", "b", "c"]
+    assert "skipped" not in store  # evicted from the queue
+    assert trainer.train_dataset.history.zero_streaks == {ids[0]: 1, ids[1]: 0, ids[3]: 1}
+    assert metrics[GENERATED_METRIC] == 7 and HISTORY_SKIPPED_METRIC in metrics
+    assert sampler.FAILURE_EVICTED_METRIC not in metrics  # a skip is not a rollout failure

@@ -200,6 +200,15 @@ def epoch_visits(
     return visited or list(query_ids)
 
 
+def observe_streaks(zero_streaks: dict[str, int], groups: Sequence[tuple[str, bool]]) -> float:
+    """A step's generated groups as (query id, all rewards equal): each query's streak goes on
+    when its group came back all equal and resets otherwise (zero_streaks, in place). Returns
+    the step's all-equal share, what adapt_explore moves on (0 for no groups)."""
+    for query_id, all_equal in groups:
+        zero_streaks[query_id] = zero_streaks.get(query_id, 0) + 1 if all_equal else 0
+    return sum(all_equal for _, all_equal in groups) / max(len(groups), 1)
+
+
 def adapt_explore(explore: float, zero_share: float, target: float) -> float:
     """GRESO's step on its explore probability after a step whose generated groups came back
     all equal in zero_share of cases: skip more (lower) when above target, less when below."""

@@ -4,10 +4,11 @@ counts into sGPO's per-phase FLOPs (sgpo.verl.flops), check a launch against the
 (sgpo.verl.check) and record launched runs for comparison (sgpo.verl.runs). See
 examples/verl/README.md.
 
-Nothing here imports verl but sgpo.verl.sampler (PODS down-sampling as a verl replay buffer,
-loaded by verl itself): export and FLOPs accounting run in sgpo's own environment, and verl
-loads the reward function and the sampler by their paths (pkg://sgpo.verl.reward,
-pkg://sgpo.verl.sampler). Submodules load on first use so
+Nothing here imports verl but sgpo.verl.sampler (PODS down-sampling and the skip on history
+as a verl replay buffer and dataset, loaded by verl itself; their bookkeeping is the verl-free
+sgpo.verl.downsample and sgpo.verl.history): export and FLOPs accounting run in sgpo's own
+environment, and verl loads the reward function, the buffer and the dataset by their paths
+(pkg://sgpo.verl.reward, pkg://sgpo.verl.sampler). Submodules load on first use so
 that importing the command line (sgpo.verl.cli) stays cheap.
 """
 

@@ -124,6 +124,13 @@ def export_verl(
             f"down-sampling carried: the launch trains each group's {downsample_to} most varied "
             f"responses (PODS, pkg://sgpo.verl.sampler)"
         )
+    if (explore := exported_meta["export"]["history_explore"]) < 1:
+        console.print(
+            f"skip on history carried: the launch skips a query whose last z groups came back "
+            f"all equal with probability 1 - {explore}^(z - "
+            f"{exported_meta['export']['history_min_streak']} + 1) per epoch and fills the step "
+            f"(pkg://sgpo.verl.sampler HistoryDataset, HistoryReplayBuffer)"
+        )
     not_carried = exported_meta["export"]["not_carried"]
     if not_carried:
         err_console.print(
@@ -166,14 +173,17 @@ def data_info(
     data: Annotated[Path, typer.Option(help="The exported verl parquet.")],
     train_batch_size: Annotated[int, typer.Option(help="verl data.train_batch_size.")],
 ) -> None:
-    """Print what the launch script reads from an export, one line: downsample_to (0 = none)
-    and the most rollouts one step of train_batch_size rows generates."""
+    """Print what the launch script reads from an export, one line: downsample_to (0 = none),
+    the most rollouts one step of train_batch_size rows generates, and the skip on history:
+    history_explore (1 = none), history_min_streak, history_target, history_seed."""
     from sgpo.io import read_table
-    from sgpo.verl.export import ROLLOUT_N, step_summary
+    from sgpo.verl.export import HISTORY_OFF, ROLLOUT_N, step_summary
 
     rows, meta = read_table(data)
     summary = step_summary([r[ROLLOUT_N] for r in rows], train_batch_size)
-    print(meta.get("export", {}).get("downsample_to", 0), summary["rollouts_per_step_max"])
+    export = meta.get("export", {})
+    history = [export.get(key, off) for key, off in HISTORY_OFF.items()]
+    print(export.get("downsample_to", 0), summary["rollouts_per_step_max"], *history)
 
 
 @verl_app.command("check")

@@ -17,7 +17,9 @@ Columns (one row per kept query, in curriculum order):
   __rollout_n__  G
 Schema metadata (key "sgpo"): the plan's metadata under "plan" and the export settings under
 "export"; export.downsample_to (0 = off) is the config's train.downsample_to, which the launch
-applies with sgpo.verl.sampler (PODS).
+applies with sgpo.verl.sampler (PODS); export.history_explore (1 = off), history_min_streak,
+history_target and history_seed are the config's skip on history (train.history_*, seed), which
+the launch applies with sgpo.verl.sampler's HistoryDataset and HistoryReplayBuffer.
 """
 
 from __future__ import annotations
@@ -32,9 +34,24 @@ from sgpo.io import write_table
 from sgpo.plan import PlanRow, kept_in_order
 
 ROLLOUT_N = "__rollout_n__"
+# Export metadata of a run without skips on history (train.history_explore = 1).
+HISTORY_OFF = {
+    "history_explore": 1.0,
+    "history_min_streak": 1,
+    "history_target": 0.0,
+    "history_seed": 0,
+}
 DEFAULT_ABILITY = "sgpo"
-# Variant settings the verl launch applies (PODS down-sampling, sgpo.verl.sampler).
-CARRIED_BY_VERL = ("downsample_to",)
+# Variant settings the verl launch applies (sgpo.verl.sampler): PODS down-sampling, and the skip
+# on history with its adaptive target; verl's steps are always filled (history_fill, see
+# settings_not_carried).
+CARRIED_BY_VERL = (
+    "downsample_to",
+    "history_explore",
+    "history_min_streak",
+    "history_target",
+    "history_fill",
+)
 
 MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
 SCHEMA = pa.schema(
@@ -149,6 +166,7 @@ def export_verl_parquet(
     fixed_group_size: int | None = None,
     not_carried: dict | None = None,
     downsample_to: int = 0,
+    history: dict | None = None,
 ) -> Path:
     """Write the plan's kept queries as a verl-ready parquet (atomically) and return its path.
 
@@ -159,6 +177,8 @@ def export_verl_parquet(
     fixed_group_size: a baseline's data (see verl_rows).
     not_carried: sgpo settings the verl run will not apply (recorded in the metadata).
     downsample_to: PODS down-sampling the launch applies (sgpo.verl.sampler); 0 = off.
+    history: the skip on history the launch applies (sgpo.verl.sampler), as
+        {"history_explore", "history_min_streak", "history_target", "history_seed"}; None = off.
     """
     rows = verl_rows(
         plan_rows,
@@ -189,6 +209,7 @@ def export_verl_parquet(
             "fixed_group_size": fixed_group_size,
             "not_carried": not_carried or {},
             "downsample_to": downsample_to,
+            **(history or HISTORY_OFF),
         },
     }
     out_path = Path(out_path)
@@ -269,8 +290,22 @@ def export_for_config(
         not_carried=settings_not_carried(cfg),
         # A baseline's data trains as the baseline does (DOWNSAMPLE_TO=N gives it PODS).
         downsample_to=cfg.train.downsample_to if fixed_group_size is None else 0,
+        history=history_settings(cfg) if fixed_group_size is None else None,
     )
     return path, data_source, verifier
+
+
+def history_settings(cfg: RunConfig) -> dict | None:
+    """The export metadata of the config's skip on history; None when it is off."""
+    train = cfg.train
+    if train.history_explore == 1:
+        return None
+    return {
+        "history_explore": train.history_explore,
+        "history_min_streak": train.history_min_streak,
+        "history_target": train.history_target,
+        "history_seed": cfg.seed,  # sgpo's trainer seeds its visit draws with the run's seed
+    }
 
 
 def settings_not_carried(cfg: RunConfig) -> dict:
@@ -279,9 +314,11 @@ def settings_not_carried(cfg: RunConfig) -> dict:
     filter and the order change *during* training from sgpo's own trainer loop: posterior
     updates, re-planning, re-profiling), the step's generation rounds (train.filter_groups,
     train.pilot_size, train.grow_max), down-sampling other than PODS's, skips on history, the
-    early small groups and profile reuse. train.downsample_to itself is carried (see
-    sgpo.verl.sampler); the launch runs sgpo without verl's algorithm.filter_groups and follows
-    the exported, static plan."""
+    early small groups and profile reuse. train.downsample_to and the skip on history are
+    carried (see sgpo.verl.sampler); the launch runs sgpo without verl's algorithm.filter_groups
+    and follows the exported, static plan. verl refills every skipped row, so its steps are
+    always full, as history_fill keeps them: a skip on history without history_fill (nor a
+    target, which implies it) is reported as train.history_fill = False, not carried."""
     train = cfg.train
     fields = [(f"train.online.{n}", train.online, n) for n in type(train.online).model_fields]
     fields += [
@@ -289,8 +326,11 @@ def settings_not_carried(cfg: RunConfig) -> dict:
         for n in VARIANT_TRAIN_SETTINGS
         if n not in CARRIED_BY_VERL and n != "online"
     ]
-    return {
+    not_carried = {
         name: getattr(section, field)
         for name, section, field in fields
         if getattr(section, field) != type(section).model_fields[field].default
     }
+    if train.history_explore < 1 and not (train.history_fill or train.history_target):
+        not_carried["train.history_fill"] = False
+    return not_carried

@@ -46,6 +46,10 @@ Down-sampling (sgpo.verl.sampler, PODS): each step logs training/sgpo/downsample
 trajectories generated and cleared before training. They are charged as rollout FLOPs only; the
 dataset's rollouts_per_step counts them among the generated, the token estimate does not (it
 reads the trained batch).
+
+Skip on history (sgpo.verl.sampler): which rows a step generates then depends on the run, so the
+dataset's order does not give the count; the buffer logs it (training/sgpo/generated_samples,
+the step's trajectories before down-sampling), and a logged count wins over both.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ from pathlib import Path
 
 from sgpo.core.flops import PHASES, ModelShape, inference_flops, logprob_flops, train_flops
 from sgpo.verl.downsample import DOWNSAMPLED_METRIC
+from sgpo.verl.history import GENERATED_METRIC
 
 PADDING_PROMPT_TOKENS, PADDING_RESPONSE_TOKENS = 127, 1  # verl's SYNTHETIC_PADDING_SEQ_LEN = 128
 
@@ -152,7 +157,7 @@ def verl_run_flops(
             groups = float(record.get(DAPO_EVICTED, 0)) + float(record.get(DAPO_SURPLUS, 0))
             discarded = round(groups) * discarded_group_size
         downsampled = round(float(record.get(DOWNSAMPLED_METRIC, 0)))
-        if source == "dataset":  # the dataset's count is what was generated
+        if source in ("dataset", "logged"):  # these count what was generated
             n -= downsampled
         discarded += downsampled
         padding = (-n) % batch_multiple if batch_multiple and n else 0
@@ -192,6 +197,8 @@ def verl_run_flops(
 def _rollouts(
     record: dict, step: int, p: float, r: float, rollouts_per_step: list[int] | None
 ) -> tuple[int, str]:
+    if GENERATED_METRIC in record:  # skips on history: the dataset's order says nothing
+        return round(float(record[GENERATED_METRIC])), "logged"
     if rollouts_per_step is not None:
         if step < 1:
             raise ValueError(f"step {step}: verl counts training steps from 1")

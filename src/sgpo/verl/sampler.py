@@ -1,58 +1,203 @@
-"""A verl 0.9.1 replay buffer that down-samples each step's groups (PODS) before training.
+"""verl 0.9.1 extensions that carry sGPO variant settings into verl's own training loop: PODS
+down-sampling (DownsampleReplayBuffer) and GRESO's skip on history (HistoryReplayBuffer with
+HistoryDataset). This module imports verl; the rest of sgpo.verl does not.
 
-The launch scripts select it when the plan's config sets train.downsample_to (export metadata
-"downsample_to", or DOWNSAMPLE_TO=N):
+PODS (train.downsample_to; export metadata "downsample_to", or DOWNSAMPLE_TO=N):
     trainer.v1.sampler.custom_sampler.path=pkg://sgpo.verl.sampler
     trainer.v1.sampler.custom_sampler.name=DownsampleReplayBuffer
     +trainer.v1.sampler.sampler_kwargs.downsample_to=N
 verl's sync trainer takes each step's batch from ReplayBuffer.sample (trainer/ppo/v1/
 trainer_base.py) after the rollouts have their rule-based rewards (rm_scores) and before the
-log-prob passes and the advantage. This subclass lets verl pick the step's groups as usual,
-then keeps each group's N most varied trajectories (sgpo.verl.downsample) and clears the others
+log-prob passes and the advantage. The buffer lets verl pick the step's groups as usual, then
+keeps each group's N most varied trajectories (sgpo.verl.downsample) and clears the others
 from the TransferQueue: they were generated and are never trained. Their number is logged as
 training/sgpo/downsampled_samples, which `sgpo flops` charges as generation only. Validation
 batches are left whole. It needs the rewards at sampling time, as verl's DAPO filter does
 (rule-based rewards, which the launch uses, or reward.reward_model.enable_resource_pool), and
-single-turn rollouts (one trajectory per session). This module imports verl; the rest of
-sgpo.verl does not.
+single-turn rollouts (one trajectory per session).
+
+Skip on history (train.history_explore < 1; export metadata "history_explore" etc.):
+    data.custom_cls.path=pkg://sgpo.verl.sampler  data.custom_cls.name=HistoryDataset
+    +data.sgpo_history.{explore,min_streak,target,seed}=...
+    data.gen_batch_size=1  data.dataloader_num_workers=0
+    trainer.v1.sampler.custom_sampler.name=HistoryReplayBuffer (path as above)
+    [+trainer.v1.sampler.sampler_kwargs.downsample_to=N]
+verl 0.9.1 offers no dataloader-sampler hook (see sgpo.verl.history), so the dataset decides
+each drawn row's visit (sgpo.verl.history.HistorySkip) and gives a skipped one
+__rollout_n__ = 0: verl starts no session for it. The buffer evicts those empty groups through
+verl's failed-group path, which refills the step with as many next rows (refill_fn, one row per
+dataloader fetch: gen_batch_size 1), and reports the step's generated groups back to the
+dataset. The dataloader must run in the trainer's process (no workers: a worker's copy of the
+dataset would never see the streaks), and it draws a step's rows when the step starts, after
+the previous step's rewards are in, so decisions lag by at most the step being generated.
+The dataset's state rides in verl's dataloader checkpoint (StatefulDataLoader saves a
+dataset's state_dict), so a resumed run skips alike.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 
 import transfer_queue as tq
+from transfer_queue import KVBatchMeta
 from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
+from verl.utils.dataset.rl_dataset import RLHFDataset
 
-from sgpo.verl.downsample import DOWNSAMPLED_METRIC, downsample_keys
+from sgpo.verl.downsample import DOWNSAMPLED_METRIC, downsample_keys, group_of
+from sgpo.verl.export import ROLLOUT_N
+from sgpo.verl.history import (
+    GENERATED_METRIC,
+    HISTORY_EXPLORE_METRIC,
+    HISTORY_SKIPPED_METRIC,
+    HistorySkip,
+)
+
+# verl's metric for evicted failed groups: the history buffer's only evictions are its skips.
+FAILURE_EVICTED_METRIC = "training/rollout_failure/evicted_samples"
 
 
 class DownsampleReplayBuffer(ReplayBuffer):
     """verl's sync ReplayBuffer, with every training group cut to its `downsample_to` most
     varied trajectories (sampler_kwargs.downsample_to, >= 2)."""
 
+    downsample_required = True  # HistoryReplayBuffer: optional (0 = whole groups)
+    fields = ["rm_scores"]  # what sample() reads of each trajectory
+
     def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003 - verl's signature
         super().__init__(*args, **kwargs)
-        size = (self.sampler_kwargs or {}).get("downsample_to")
-        if not isinstance(size, int) or size < 2:
+        size = (self.sampler_kwargs or {}).get("downsample_to", None)
+        if size is None and not self.downsample_required:
+            size = 0
+        if not isinstance(size, int) or not (
+            size >= 2 or (size == 0 and not self.downsample_required)
+        ):
             raise ValueError(
-                "DownsampleReplayBuffer needs trainer.v1.sampler.sampler_kwargs.downsample_to "
+                f"{type(self).__name__} needs trainer.v1.sampler.sampler_kwargs.downsample_to "
                 f"as an integer >= 2, got {size!r}"
             )
         self.downsample_to = size
 
-    def sample(self, global_steps: int, partition_id: str, batch_size: int):  # noqa: ANN201
+    def sample(
+        self, global_steps: int, partition_id: str, batch_size: int
+    ) -> tuple[KVBatchMeta, dict]:
         batch, metrics = super().sample(global_steps, partition_id, batch_size)
         if partition_id == "val" or not batch.keys:
             return batch, metrics
-        scores = tq.kv_batch_get(
-            keys=batch.keys, partition_id=partition_id, select_fields=["rm_scores"]
-        )["rm_scores"]
-        rewards = [float(s.sum().item()) for s in scores]
+        fields = tq.kv_batch_get(
+            keys=batch.keys, partition_id=partition_id, select_fields=self.fields
+        )
+        rewards = [float(s.sum().item()) for s in fields["rm_scores"]]
+        return self.train_batch(batch, metrics, rewards, fields)
+
+    def train_batch(
+        self, batch: KVBatchMeta, metrics: dict, rewards: list[float], fields: dict
+    ) -> tuple[KVBatchMeta, dict]:
+        """The step's training batch from the groups verl picked (rewards per trajectory)."""
+        if not self.downsample_to:
+            return batch, metrics
         kept = set(downsample_keys(batch.keys, rewards, self.downsample_to))
         dropped = [k for k in batch.keys if k not in kept]
         if dropped:
-            tq.kv_clear(partition_id=partition_id, keys=dropped)
+            tq.kv_clear(partition_id=batch.partition_id, keys=dropped)
         tags = [t for k, t in zip(batch.keys, batch.tags, strict=True) if k in kept]
         batch = dataclasses.replace(batch, keys=[k for k in batch.keys if k in kept], tags=tags)
         return batch, {**metrics, DOWNSAMPLED_METRIC: len(dropped)}
+
+
+class HistoryDataset(RLHFDataset):
+    """verl's RLHFDataset whose rows skip visits on history: a drawn row whose visit
+    HistorySkip skips gets __rollout_n__ = 0 (no rollout). Settings from data.sgpo_history
+    (explore, min_streak, target, seed); needs data.gen_batch_size=1 (HistoryReplayBuffer
+    refills row by row) and data.dataloader_num_workers=0 (the streaks live in this object).
+    verl builds the validation dataset with the same class; nothing reports to it, so its
+    streaks stay 0 and it never skips."""
+
+    def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003 - verl's signature
+        super().__init__(*args, **kwargs)
+        settings = self.config.get("sgpo_history")
+        if settings is None:
+            raise ValueError(
+                "HistoryDataset needs data.sgpo_history.{explore,min_streak,target,seed}"
+            )
+        if self.config.get("gen_batch_size") != 1 or self.config.get("dataloader_num_workers") != 0:
+            raise ValueError(
+                "HistoryDataset needs data.gen_batch_size=1 and data.dataloader_num_workers=0: "
+                "skipped rows are refilled one at a time, and the dataloader must draw rows in "
+                "the trainer's process, where the streaks are"
+            )
+        self.history = HistorySkip(
+            [info["query_id"] for info in self.dataframe["extra_info"]],
+            explore=float(settings.explore),
+            seed=int(settings.seed),
+            min_streak=int(settings.min_streak),
+            target=float(settings.target),
+        )
+
+    def __getitem__(self, item: int) -> dict:
+        row = super().__getitem__(item)
+        if not self.history.draw(row["extra_info"]["query_id"]):
+            row[ROLLOUT_N] = 0  # agent_loop_tq._run_prompt then starts no session
+        return row
+
+    # torchdata's StatefulDataLoader saves and restores these with verl's checkpoint (data.pt).
+    def state_dict(self) -> dict:
+        return self.history.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.history.load_state_dict(state)
+
+
+class HistoryReplayBuffer(DownsampleReplayBuffer):
+    """verl's sync ReplayBuffer for HistoryDataset: groups that finished with no trajectory
+    (skipped visits) are evicted and refilled as verl refills failed groups, each training
+    batch's groups are reported to the dataset, and PODS applies too when
+    sampler_kwargs.downsample_to is set."""
+
+    downsample_required = False
+    fields = ["rm_scores", "extra_info"]
+
+    def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003 - verl's signature
+        super().__init__(*args, **kwargs)
+        if self.refill_fn is None:
+            raise ValueError("HistoryReplayBuffer needs verl's refill_fn to replace skipped rows")
+
+    @property
+    def history(self) -> HistorySkip:
+        # verl injects the trainer's bound _add_prompts_to_generate as refill_fn
+        # (trainer/ppo/v1/trainer_base.py:161): its trainer holds the train dataset.
+        dataset = getattr(self.refill_fn.__self__, "train_dataset", None)
+        if not isinstance(dataset, HistoryDataset):
+            raise TypeError(
+                "HistoryReplayBuffer needs data.custom_cls HistoryDataset (pkg://sgpo.verl.sampler)"
+            )
+        return dataset.history
+
+    def _terminal_eviction_reasons(
+        self, global_steps: int, partition_id: str
+    ) -> tuple[set[str], set[str], set[str], Counter]:
+        stale, dapo, failed, counts = super()._terminal_eviction_reasons(global_steps, partition_id)
+        if partition_id == "val":
+            return stale, dapo, failed, counts
+        # A finished group without trajectories started no session: a skipped visit. As a
+        # "failed" group, verl's sync sample() evicts it and refills the step with one more row.
+        with_trajectories = {group_of(key) for key in self.partitions[partition_id]}
+        skipped = self.finished_keys[partition_id] - with_trajectories
+        return stale, dapo, failed | skipped, counts
+
+    def train_batch(
+        self, batch: KVBatchMeta, metrics: dict, rewards: list[float], fields: dict
+    ) -> tuple[KVBatchMeta, dict]:
+        groups: dict[str, tuple[str, list[float]]] = {}
+        for key, reward, info in zip(batch.keys, rewards, fields["extra_info"], strict=True):
+            query_id = getattr(info, "data", info)["query_id"]  # a NonTensorData from the queue
+            groups.setdefault(group_of(key), (query_id, []))[1].append(reward)
+        history = self.history
+        history.observe_step(list(groups.values()))
+        metrics = {k: v for k, v in metrics.items() if k != FAILURE_EVICTED_METRIC}
+        metrics |= {
+            HISTORY_SKIPPED_METRIC: history.skipped,
+            HISTORY_EXPLORE_METRIC: history.explore,
+            GENERATED_METRIC: len(batch.keys),
+        }
+        return super().train_batch(batch, metrics, rewards, fields)
