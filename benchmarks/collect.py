@@ -83,6 +83,11 @@ MIXES = {
             ("dev25", "25: PODS to 2 on the solvable plan", "100-109"),
             ("dev26", "26: skip on history (GRESO) on the solvable plan", "100-109"),
             ("dev27", "27: GRESO's adaptive rule, steps filled across epochs", "100-109"),
+            (
+                "dev28",
+                "28: skip on history with full steps, a streak before the first skip",
+                "100-109",
+            ),
         )
         for mix in ("balanced", "easy")
     },
@@ -113,6 +118,12 @@ for _mix, (_config, _) in REPORT_MIXES.items():
         _config,
         f"{_mix}, ten seeds, evaluated every 4 steps, equal train-all FLOPs: rounds 25-26's "
         "selections and sgpo-solvable-g8-ds4 trained again",
+    )
+# The next session, on a new machine: round 28's selection against GRPO(G=8) trained again
+for _mix, (_config, _) in REPORT_MIXES.items():
+    MIXES[f"report28-{_mix}"] = (
+        _config,
+        f"{_mix}, ten seeds, evaluated every 4 steps, equal train-all FLOPs: round 28's selection",
     )
 
 FIT_KEYS = tuple(c.fit_speedup_key for c in CURRENCIES.values())
