@@ -18,6 +18,7 @@ from sgpo.core.allocation import (
     PlanRule,
     ProfiledQuery,
     curriculum_order,
+    first_visit_reason,
     group_size,
     plan_queries,
     success_rate,
@@ -348,3 +349,21 @@ def test_streaks_go_on_with_all_equal_groups_and_reset_with_mixed_ones():
     share = observe_streaks(streaks, [("a", True), ("b", False), ("c", True), ("d", False)])
     assert streaks == {"a": 3, "b": 0, "c": 1, "d": 0} and share == 0.5
     assert observe_streaks(streaks, []) == 0.0 and streaks["a"] == 3
+
+
+def test_first_visit_filter_uses_the_plans_thresholds_and_a_draw_per_query():
+    rule = PlanRule(unsolvable_keep_fraction=0.0, drop_trivial=True, trivial_above=0.75)
+    assert first_visit_reason("a", 0, 8, rule, seed=0) == DROPPED_UNSOLVABLE
+    assert first_visit_reason("a", 8, 8, rule, seed=0) == DROPPED_TRIVIAL
+    assert first_visit_reason("a", 7, 8, rule, seed=0) == DROPPED_TRIVIAL  # 0.875 > 0.75
+    assert first_visit_reason("a", 6, 8, rule, seed=0) == KEPT
+    keep_all = PlanRule(unsolvable_keep_fraction=1.0, drop_trivial=False)
+    assert first_visit_reason("a", 0, 8, keep_all, 0) == first_visit_reason("a", 8, 8, keep_all, 0)
+    assert first_visit_reason("a", 0, 8, keep_all, 0) == KEPT
+    # A share of the never-solved is kept, each query by its own seeded draw.
+    half = PlanRule(unsolvable_keep_fraction=0.5)
+    reasons = [first_visit_reason(f"q{i}", 0, 8, half, seed=3) for i in range(400)]
+    assert 150 < reasons.count(KEPT) < 250
+    again = [first_visit_reason(f"q{i}", 0, 8, half, seed=3) for i in range(400)]
+    other = [first_visit_reason(f"q{i}", 0, 8, half, seed=4) for i in range(400)]
+    assert reasons == again and reasons != other

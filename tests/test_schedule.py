@@ -127,3 +127,35 @@ def test_with_a_target_a_step_fills_up_from_the_next_epochs_and_explore_adapts()
     restored = QueryScheduler(scheduled(10), shuffle=False, seed=0, explore=0.5, target=0.1)
     restored.restore(s.state(), {q.query.query_id: q.query for q in scheduled(10)})
     assert restored.explore == s.explore and ids(restored.take(12)) == ids(s.take(12))
+
+
+def test_first_visits_profile_and_drop_queries_in_place():
+    from sgpo.core.allocation import PlanRule
+
+    rule = PlanRule(unsolvable_keep_fraction=0.0, drop_trivial=False)
+    s = QueryScheduler(scheduled(6, g=4), shuffle=True, seed=1, first_visit=rule)
+    order = list(s.remaining)
+    first = s.take(8)  # two queries
+    s.observe_first_visits([(first[0].query.query_id, 0, 4), (first[1].query.query_id, 4, 4)])
+    never = first[0].query.query_id
+    assert s.profiled == {never: "unsolvable", first[1].query.query_id: "kept"}
+    assert never not in ids(s.queries) and s.first_visit_dropped == 1
+    assert s.remaining == order[2:]  # the epoch's shuffle is kept
+    # Only a query's first group is its profile: an all-wrong later group drops nothing.
+    s.observe_first_visits([(first[1].query.query_id, 0, 4)])
+    assert first[1].query.query_id in ids(s.queries)
+    state = s.state()
+    restored = QueryScheduler(scheduled(6, g=4), shuffle=True, seed=1, first_visit=rule)
+    restored.restore(state, {q.query.query_id: q.query for q in scheduled(6)})
+    assert restored.profiled == s.profiled and ids(restored.queries) == ids(s.queries)
+    s.observe_first_visits([(q, 0, 4) for q in order[2:]])
+    assert ids(s.queries) == [first[1].query.query_id] and s.first_visit_dropped == 5
+    with pytest.raises(ValueError, match="dropped every query"):
+        lone = QueryScheduler(scheduled(1, g=4), shuffle=True, seed=1, first_visit=rule)
+        lone.observe_first_visits([("q0", 0, 4)])
+
+
+def test_without_a_first_visit_rule_nothing_is_dropped():
+    s = QueryScheduler(scheduled(3), shuffle=False, seed=0)
+    s.observe_first_visits([("q0", 0, 2)])
+    assert ids(s.queries) == ["q0", "q1", "q2"] and s.profiled == {}

@@ -427,3 +427,55 @@ def test_history_settings_need_skip_on_history(tmp_path: Path, setting: dict):
     name = next(iter(setting))
     with pytest.raises(ValidationError, match=f"train.{name} needs train.history_explore < 1"):
         make_trainer(tmp_path, "bad", **setting)
+
+
+
+def test_first_visit_profile_trains_without_a_profile_and_drops_after_the_first_group(
+    tmp_path: Path,
+):
+    tree = tiny_tree(
+        tmp_path / "models",
+        task={"verifier": "bad_verifiers:fixed_or_coin"},  # p = 0, p = 1 or a coin flip
+        plan={"g_min": 4, "g_max": 4, "bucket_width": 1.0, "unsolvable_keep_fraction": 0.0},
+        train={"steps": 14, "eval_every": 0, "checkpoint_every": 0, "first_visit_profile": True},
+    )
+    trainer = Trainer(RunConfig.model_validate(tree), tmp_path / "fv")  # no profile, no plan
+    assert trainer.plan_path is None and trainer.flops["profile"] == 0.0
+    visits: dict[str, int] = {}
+    collect = trainer.collect
+
+    def counting_collect() -> tuple[list, list]:
+        generated, batch = collect()
+        for members in groups_of(generated):
+            assert len(members) == 4
+            qid = members[0].query.query_id
+            visits[qid] = visits.get(qid, 0) + 1
+        return generated, batch
+
+    trainer.collect = counting_collect
+    for _ in range(14):  # 24 queries, two groups of 4 a step: past the first epoch
+        record = trainer.train_step()
+    kinds = {q.query_id: int(q.answer) % 3 for q in trainer.task.train}
+    assert set(visits) == set(kinds) and trainer.scheduler.epoch >= 1
+    fixed = {q for q, kind in kinds.items() if kind != 2}
+    assert fixed and all(visits[q] == 1 for q in fixed)  # dropped after their first group
+    assert fixed <= set(trainer.scheduler.profiled) and not fixed & set(
+        ids_of(trainer.scheduler.queries)
+    )
+    assert any(visits[q] > 1 for q in kinds if q not in fixed)  # mixed ones come back
+    assert record["first_visit_dropped"] == trainer.scheduler.first_visit_dropped >= len(fixed)
+
+
+def ids_of(scheduled: list) -> set[str]:
+    return {s.query.query_id for s in scheduled}
+
+
+def test_first_visit_profile_needs_one_group_size_and_no_profile_to_start_from(tmp_path: Path):
+    with pytest.raises(ValidationError, match="one group size"):
+        make_trainer(tmp_path, "bad", method="sgpo", first_visit_profile=True)
+    with pytest.raises(ValidationError, match="needs train.method 'sgpo'"):
+        make_trainer(tmp_path, "bad", first_visit_profile=True)
+    with pytest.raises(ValidationError, match="needs train.method 'sgpo'"):
+        make_trainer(tmp_path, "bad", method="sgpo", first_visit_profile=True, reuse_profile=True)
+    with pytest.raises(ValidationError, match="does not combine"):
+        make_trainer(tmp_path, "bad", method="sgpo", first_visit_profile=True, grow_max=8)

@@ -418,6 +418,11 @@ class TrainConfig(Strict):
     # sgpo: a kept query's profile samples form (part of) its first training group, trained
     # off-policy (PPO ratio to the initial policy's log-probs); see sgpo.reuse.
     reuse_profile: bool = False
+    # sgpo without a separate profiling pass: each query's first training group (G =
+    # plan.g_min = plan.g_max, drawn on-policy) is its profile, and the plan's filter drops it
+    # right after that group; epochs are shuffled as for the baselines (one group size and no
+    # curriculum: both would need the whole profile before the first step).
+    first_visit_profile: bool = False
     # Mirror metrics to experiment trackers (metrics.jsonl is always written).
     report_to: list[Literal["tensorboard", "wandb", "trackio"]] = Field(default_factory=list)
     report_project: str = "sgpo"
@@ -426,6 +431,21 @@ class TrainConfig(Strict):
     def _check(self) -> TrainConfig:
         if self.reuse_profile and self.method != "sgpo":
             raise ValueError("train.reuse_profile needs train.method 'sgpo' (it reuses a profile)")
+        if self.first_visit_profile:
+            online = self.online
+            replans = online.reestimate or online.allocation != "plan" or online.reprofile_every
+            if self.method != "sgpo" or self.reuse_profile or replans:
+                raise ValueError(
+                    "train.first_visit_profile needs train.method 'sgpo' without "
+                    "train.reuse_profile or train.online re-planning (there is no profile "
+                    "before training to reuse or to start estimates from)"
+                )
+            if self.filter_groups or self.grow_max or self.early_group_size:
+                raise ValueError(
+                    "train.first_visit_profile does not combine with train.filter_groups, "
+                    "train.grow_max or train.early_group_size: a query's first group must be "
+                    "the plan's G, kept whole, to be its profile"
+                )
         # groups that must be mixable
         for name in ("pilot_size", "grow_max", "early_group_size", "downsample_to"):
             if getattr(self, name) == 1:
@@ -504,6 +524,7 @@ VARIANT_TRAIN_SETTINGS = (
     "early_group_size",
     "early_group_steps",
     "reuse_profile",
+    "first_visit_profile",
     "online",
 )
 
@@ -534,6 +555,14 @@ class RunConfig(Strict):
             raise ValueError(
                 "plan.trivial_keep_fraction is a static-plan setting; it does not combine "
                 "with train.online.reestimate, whose re-plans drop every trivial query"
+            )
+        if self.train.first_visit_profile and (
+            self.plan.g_min != self.plan.g_max or self.plan.bucket_width < 1
+        ):
+            raise ValueError(
+                "train.first_visit_profile needs one group size (plan.g_min = plan.g_max) and "
+                "one bucket (plan.bucket_width >= 1): G by p_hat and an easy -> hard order "
+                "need the whole profile before the first step"
             )
         uses_vllm = "vllm" in (self.profile.engine, self.eval.engine)
         if uses_vllm and self.sampling.temperature > 2:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sgpo.config import RunConfig
-from sgpo.core.allocation import PlannedQuery, PlanRule
+from sgpo.core.allocation import KEPT, PlannedQuery, PlanRule, first_visit_reason
 from sgpo.core.online import (
     VISIT_FLOOR,
     Posterior,
@@ -30,7 +30,7 @@ from sgpo.core.online import (
 )
 from sgpo.errors import DataError
 from sgpo.models import model_source
-from sgpo.plan import PlanRow, check_profile_matches, kept_in_order, read_plan
+from sgpo.plan import PlanRow, check_profile_matches, kept_in_order, plan_rule, read_plan
 from sgpo.tasks import Query
 
 
@@ -49,7 +49,9 @@ class QueryScheduler:
     after each step (adapt). With fill (train.history_fill, or a target) a step that reaches an
     epoch's end goes on into the next until its budget is full; the queries it already holds
     count as their visit of the new epoch, so no query is taken twice in a step or generated
-    again at the start of the next one."""
+    again at the start of the next one. With a first_visit rule (train.first_visit_profile)
+    each query's first group is its profile (observe_first_visits): the rule's filter drops
+    it from the schedule right after."""
 
     def __init__(
         self,
@@ -60,6 +62,7 @@ class QueryScheduler:
         target: float = 0.0,
         min_streak: int = 1,
         fill: bool = False,
+        first_visit: PlanRule | None = None,
     ) -> None:
         if not queries:
             raise ValueError("no queries to train on (the plan kept none?)")
@@ -72,6 +75,8 @@ class QueryScheduler:
         self.fill = fill or bool(target)  # GRESO samples until its batch is full
         self.zero_streaks: dict[str, int] = {}  # query -> its last groups in a row all equal
         self.history_skipped = 0  # visits skipped so far (all epochs)
+        self.first_visit = first_visit
+        self.profiled: dict[str, str] = {}  # first_visit: query -> its filter's reason
         self.epoch = 0
         self.remaining = self._epoch_order()
 
@@ -102,6 +107,32 @@ class QueryScheduler:
         """A step's generated groups as (query_id, all rewards equal): each one observed, then
         explore adapted to their all-equal share (what sgpo's trainer and sgpo.trl both do)."""
         self.adapt(observe_streaks(self.zero_streaks, groups))
+
+    def observe_first_visits(self, groups: list[tuple[str, int, int]]) -> None:
+        """A step's groups as (query_id, n_correct, group size): each query's first group is
+        its profile; those the first_visit rule's filter drops leave the schedule (nothing
+        without a rule)."""
+        if self.first_visit is None:
+            return
+        dropped = set()
+        for query_id, n_correct, size in groups:
+            if query_id in self.profiled:
+                continue
+            reason = first_visit_reason(query_id, n_correct, size, self.first_visit, self.seed)
+            self.profiled[query_id] = reason
+            if reason != KEPT:
+                dropped.add(query_id)
+        self.queries = [s for s in self.queries if s.query.query_id not in dropped]
+        self.remaining = [q for q in self.remaining if q not in dropped]
+        if not self.queries:
+            raise ValueError(
+                "the first training groups dropped every query (all never or always solved); "
+                "nothing is left to train on"
+            )
+
+    @property
+    def first_visit_dropped(self) -> int:
+        return sum(reason != KEPT for reason in self.profiled.values())
 
     def _by_id(self) -> dict[str, ScheduledQuery]:
         return {s.query.query_id: s for s in self.queries}
@@ -172,6 +203,7 @@ class QueryScheduler:
             "zero_streaks": dict(self.zero_streaks),
             "history_skipped": self.history_skipped,
             "explore": self.explore,
+            "profiled": dict(self.profiled),
         }
 
     def restore(self, state: dict, queries_by_id: dict[str, Query]) -> None:
@@ -182,6 +214,7 @@ class QueryScheduler:
         self.zero_streaks = dict(state.get("zero_streaks", {}))
         self.history_skipped = state.get("history_skipped", 0)
         self.explore = state.get("explore", self.explore)
+        self.profiled = dict(state.get("profiled", {}))
 
 
 class OnlinePlanner:
@@ -274,14 +307,16 @@ def build_scheduler(
     profiling FLOPs, which are always charged to sGPO. Baselines reshuffle every epoch; sgpo
     keeps its plan's order."""
     scheduled, rows, profile_flops = scheduled_queries(config, train_queries, plan_path)
+    first_visit = plan_rule(config) if config.train.first_visit_profile else None
     scheduler = QueryScheduler(
         scheduled,
-        shuffle=config.train.method != "sgpo",
+        shuffle=config.train.method != "sgpo" or first_visit is not None,
         seed=config.seed,
         explore=config.train.history_explore,
         target=config.train.history_target,
         min_streak=config.train.history_min_streak,
         fill=config.train.history_fill,
+        first_visit=first_visit,
     )
     return scheduler, rows, profile_flops
 
@@ -290,9 +325,11 @@ def scheduled_queries(
     config: RunConfig, train_queries: list[Query], plan_path: Path | None
 ) -> tuple[list[ScheduledQuery], list[PlanRow], float]:
     """Every training query with train.group_size, or for sgpo the plan's kept queries in its
-    order with their G (with the plan's rows and profiling FLOPs)."""
-    if config.train.method != "sgpo":
-        g = config.train.group_size
+    order with their G (with the plan's rows and profiling FLOPs); with
+    train.first_visit_profile every training query with the plan's one G, profiled in
+    training."""
+    if config.train.method != "sgpo" or config.train.first_visit_profile:
+        g = config.plan.g_min if config.train.first_visit_profile else config.train.group_size
         return [ScheduledQuery(q, g) for q in train_queries], [], 0.0
     if plan_path is None or not plan_path.exists():
         raise FileNotFoundError(f"method sgpo needs a plan: {plan_path} not found (run sgpo plan)")

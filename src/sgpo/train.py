@@ -25,6 +25,7 @@ from tqdm import tqdm
 from sgpo import checkpoint, rundir
 from sgpo.config import RunConfig, dump_config
 from sgpo.core.flops import PHASES
+from sgpo.core.rewards import is_correct
 from sgpo.errors import NonFiniteError
 from sgpo.evaluate import evaluate
 from sgpo.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
@@ -85,7 +86,8 @@ class Trainer:
         self.verifier = make_verifier(config, self.task)
         self.shape = model_shape(self.policy.model)
         self.params = sampling_params(config)
-        self.plan_path = plan_path if self.cfg.method == "sgpo" else None
+        uses_plan = self.cfg.method == "sgpo" and not self.cfg.first_visit_profile
+        self.plan_path = plan_path if uses_plan else None
         self.scheduler, plan_rows, profile_flops = build_scheduler(
             config, self.task.train, self.plan_path
         )
@@ -179,13 +181,24 @@ class Trainer:
     def train_step(self) -> dict:
         start = time.perf_counter()
         generated, batch = self.collect()
-        if self.cfg.history_explore < 1:  # one round per step: group indices are groups
+        groups = group_members(generated)  # one round per step: group indices are groups
+        if self.cfg.history_explore < 1:
             self.scheduler.observe_step(
                 [
                     (members[0].query.query_id, len({m.reward for m in members}) < 2)
-                    for members in group_members(generated)
+                    for members in groups
                 ]
             )
+        self.scheduler.observe_first_visits(
+            [
+                (
+                    members[0].query.query_id,
+                    sum(is_correct(m.reward) for m in members),
+                    len(members),
+                )
+                for members in groups
+            ]
+        )
         if self.replanner is not None:
             # Reused profile samples are already in the posterior (it starts from the profile).
             self.replanner.observe([r for r in generated if not r.reused])
@@ -207,6 +220,7 @@ class Trainer:
             "nonfinite_skips": self.nonfinite_total,
             "history_skipped": self.scheduler.history_skipped,
             "history_explore": self.scheduler.explore,
+            "first_visit_dropped": self.scheduler.first_visit_dropped,
             **stats,
             **self.replan(),
         }
@@ -385,8 +399,9 @@ def run_train(
         if resume:
             checkpoint.recover(run_dir)
             refuse_resume_without_checkpoint(run_dir)
-        if config.train.method == "sgpo" and plan_path is None and resume:
+        uses_plan = config.train.method == "sgpo" and not config.train.first_visit_profile
+        if uses_plan and plan_path is None and resume:
             plan_path = checkpoint.checkpoint_plan(run_dir)  # resumed with the plan it started with
-        if config.train.method == "sgpo" and plan_path is None:
+        if uses_plan and plan_path is None:
             plan_path = run_dir / PLAN_FILE
         return Trainer(config, run_dir, plan_path, resume).train()

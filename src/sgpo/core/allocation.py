@@ -184,3 +184,18 @@ def plan_queries(profile: Sequence[ProfiledQuery], rule: PlanRule, seed: int) ->
         return rule_group_size(smoothed[qid], rule) if raw[qid] > 0 else rule.g_max
 
     return assemble_plan(ids, raw, reason_for, size_for, seed, rule.bucket_width)
+
+
+def first_visit_reason(query_id: str, n_correct: int, k: int, rule: PlanRule, seed: int) -> str:
+    """The plan's filter for one query whose profile is its first training group
+    (train.first_visit_profile): plan_queries' thresholds, each keep fraction drawn for the
+    query alone by its own seeded draw, since the rest of the profile is not known yet (the
+    fraction is kept in expectation, not exactly)."""
+    p = success_rate(n_correct, k)
+    draw = random.Random(f"{seed}/first-visit/{query_id}").random()
+    trivial = p == 1.0 or p > rule.trivial_above
+    if rule.drop_trivial and trivial and draw >= rule.trivial_keep_fraction:
+        return DROPPED_TRIVIAL
+    if p == 0.0 and draw >= rule.unsolvable_keep_fraction:
+        return DROPPED_UNSOLVABLE
+    return KEPT
