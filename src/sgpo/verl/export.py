@@ -314,7 +314,8 @@ def settings_not_carried(cfg: RunConfig) -> dict:
     filter and the order change *during* training from sgpo's own trainer loop: posterior
     updates, re-planning, re-profiling), the step's generation rounds (train.filter_groups,
     train.pilot_size, train.grow_max), down-sampling other than PODS's, skips on history, the
-    early small groups and profile reuse. train.downsample_to and the skip on history are
+    early small groups, profile reuse and the profile drawn in training
+    (train.first_visit_profile: the export needs a plan, so profile first). train.downsample_to and the skip on history are
     carried (see sgpo.verl.sampler); the launch runs sgpo without verl's algorithm.filter_groups
     and follows the exported, static plan. verl refills every skipped row, so its steps are
     always full, as history_fill keeps them: a skip on history without history_fill (nor a
