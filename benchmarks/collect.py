@@ -88,6 +88,11 @@ MIXES = {
                 "28: skip on history with full steps, a streak before the first skip",
                 "100-109",
             ),
+            (
+                "dev29",
+                "29: the first training group is the profile; 30: GRESO + PODS on GRPO (control)",
+                "100-109",
+            ),
         )
         for mix in ("balanced", "easy")
     },

@@ -429,7 +429,6 @@ def test_history_settings_need_skip_on_history(tmp_path: Path, setting: dict):
         make_trainer(tmp_path, "bad", **setting)
 
 
-
 def test_first_visit_profile_trains_without_a_profile_and_drops_after_the_first_group(
     tmp_path: Path,
 ):
@@ -454,7 +453,10 @@ def test_first_visit_profile_trains_without_a_profile_and_drops_after_the_first_
 
     trainer.collect = counting_collect
     for _ in range(14):  # 24 queries, two groups of 4 a step: past the first epoch
+        before = trainer.scheduler.first_visit_dropped
         record = trainer.train_step()
+        dropped_now = trainer.scheduler.first_visit_dropped - before
+        assert record["batch_rollouts"] == record["rollouts"] - 4 * dropped_now  # not trained
     kinds = {q.query_id: int(q.answer) % 3 for q in trainer.task.train}
     assert set(visits) == set(kinds) and trainer.scheduler.epoch >= 1
     fixed = {q for q, kind in kinds.items() if kind != 2}

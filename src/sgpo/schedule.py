@@ -108,13 +108,13 @@ class QueryScheduler:
         explore adapted to their all-equal share (what sgpo's trainer and sgpo.trl both do)."""
         self.adapt(observe_streaks(self.zero_streaks, groups))
 
-    def observe_first_visits(self, groups: list[tuple[str, int, int]]) -> None:
+    def observe_first_visits(self, groups: list[tuple[str, int, int]]) -> set[str]:
         """A step's groups as (query_id, n_correct, group size): each query's first group is
         its profile; those the first_visit rule's filter drops leave the schedule (nothing
-        without a rule)."""
+        without a rule). Returns the queries dropped."""
+        dropped: set[str] = set()
         if self.first_visit is None:
-            return
-        dropped = set()
+            return dropped
         for query_id, n_correct, size in groups:
             if query_id in self.profiled:
                 continue
@@ -129,6 +129,7 @@ class QueryScheduler:
                 "the first training groups dropped every query (all never or always solved); "
                 "nothing is left to train on"
             )
+        return dropped
 
     @property
     def first_visit_dropped(self) -> int:

@@ -189,7 +189,7 @@ class Trainer:
                     for members in groups
                 ]
             )
-        self.scheduler.observe_first_visits(
+        profiled_out = self.scheduler.observe_first_visits(
             [
                 (
                     members[0].query.query_id,
@@ -199,6 +199,9 @@ class Trainer:
                 for members in groups
             ]
         )
+        # A query the profile in training drops is not trained on, as a separate profile's
+        # plan would not train it (its group would only dilute the step's token-mean).
+        batch = [r for r in batch if r.query.query_id not in profiled_out]
         if self.replanner is not None:
             # Reused profile samples are already in the posterior (it starts from the profile).
             self.replanner.observe([r for r in generated if not r.reused])

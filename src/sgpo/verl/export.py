@@ -315,11 +315,12 @@ def settings_not_carried(cfg: RunConfig) -> dict:
     updates, re-planning, re-profiling), the step's generation rounds (train.filter_groups,
     train.pilot_size, train.grow_max), down-sampling other than PODS's, skips on history, the
     early small groups, profile reuse and the profile drawn in training
-    (train.first_visit_profile: the export needs a plan, so profile first). train.downsample_to and the skip on history are
-    carried (see sgpo.verl.sampler); the launch runs sgpo without verl's algorithm.filter_groups
-    and follows the exported, static plan. verl refills every skipped row, so its steps are
-    always full, as history_fill keeps them: a skip on history without history_fill (nor a
-    target, which implies it) is reported as train.history_fill = False, not carried."""
+    (train.first_visit_profile: the export needs a plan, so profile first). train.downsample_to
+    and the skip on history are carried (see sgpo.verl.sampler); the launch runs sgpo without
+    verl's algorithm.filter_groups and follows the exported, static plan. verl refills every
+    skipped row, so its steps are always full, as history_fill keeps them: a skip on history
+    without history_fill (nor a target, which implies it) is reported as train.history_fill =
+    False, not carried."""
     train = cfg.train
     fields = [(f"train.online.{n}", train.online, n) for n in type(train.online).model_fields]
     fields += [
