@@ -269,3 +269,31 @@ def test_demo_baseline_is_plain_grpo_whatever_the_demos_variant():
         assert train.rollout_budget == config.train.rollout_budget
         assert baseline.model == config.model and baseline.task == config.task
         assert train.steps == 10 * config.train.steps
+
+
+def test_compare_runs_a_profile_in_training_without_a_profile_or_a_plan(tmp_path: Path):
+    base = tiny_tree(
+        tmp_path / "models",
+        train={"steps": 3, "rollout_budget": 16, "eval_every": 1, "checkpoint_every": 0},
+    )
+    one_g = ["plan.g_min=4", "plan.g_max=4", "plan.bucket_width=1.0"]
+    methods = {
+        "grpo-g8": ["train.method=grpo", "train.group_size=8"],
+        "sgpo-fv": ["train.method=sgpo", *one_g, "train.first_visit_profile=true"],
+    }
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    compare = {"base": "base.yaml", "seeds": [0], "methods": methods}
+    (tmp_path / "compare.yaml").write_text(yaml.safe_dump(compare))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        app, ["compare", "-c", str(tmp_path / "compare.yaml"), "-o", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    fv = json.loads((out / "compare.json").read_text())["methods"]["sgpo-fv"]
+    assert fv["profile_flops"] == 0 and fv["predicted_informative_fraction"] is None
+    run = out / "runs" / "sgpo-fv" / "seed-0"
+    assert not (run / "plan.parquet").exists() and not (out / "profiles").exists()
+    records = read_jsonl(run / "metrics.jsonl")[1:]
+    # every token it paid for was generated in a training step: nothing before the first
+    assert fv["generated_tokens"] == sum(r["tokens_generated"] for r in records) > 0
+    assert all("first_visit_dropped" in r for r in records)
