@@ -90,7 +90,8 @@ MIXES = {
             ),
             (
                 "dev29",
-                "29: the first training group is the profile; 30: GRESO + PODS on GRPO (control)",
+                "29: the first training group is the profile (round 31's -fv2: a dropped "
+                "query's group not trained; round 30: GRESO + PODS on GRPO, the control)",
                 "100-109",
             ),
         )
