@@ -91,7 +91,8 @@ MIXES = {
             (
                 "dev29",
                 "29: the first training group is the profile (round 31's -fv2: a dropped "
-                "query's group not trained; round 30: GRESO + PODS on GRPO, the control)",
+                "query's group not trained; round 30: GRESO + PODS on GRPO, the control; "
+                "round 32's -k2: a 2-sample profile)",
                 "100-109",
             ),
         )
