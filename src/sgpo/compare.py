@@ -250,7 +250,7 @@ def run_method(config: RunConfig, run_dir: Path, profiles: Path) -> dict:
 
     if (run_dir / SUMMARY_FILE).exists():
         return json.loads((run_dir / SUMMARY_FILE).read_text())
-    if config.train.method == "sgpo" and not config.train.first_visit_profile:
+    if config.train.uses_plan:
         shared = profile_dir(config, profiles)
         if not (shared / PROFILE_FILE).exists():
             run_profile(config, shared, resume=True)

@@ -319,6 +319,11 @@ class OnlineConfig(Strict):
         # inverse_p; configs (and run directories) written then still load.
         return "plan" if value == "inverse_p" else value
 
+    @property
+    def replans(self) -> bool:
+        """Estimates are updated and the plan rebuilt during training (sgpo.replanning)."""
+        return self.reestimate or self.allocation == "knapsack" or bool(self.reprofile_every)
+
 
 class TrainConfig(Strict):
     method: Literal["sgpo", "grpo", "dapo"] = "sgpo"
@@ -427,14 +432,17 @@ class TrainConfig(Strict):
     report_to: list[Literal["tensorboard", "wandb", "trackio"]] = Field(default_factory=list)
     report_project: str = "sgpo"
 
+    @property
+    def uses_plan(self) -> bool:
+        """Trains from a plan file (sgpo with a profile before training)."""
+        return self.method == "sgpo" and not self.first_visit_profile
+
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
         if self.reuse_profile and self.method != "sgpo":
             raise ValueError("train.reuse_profile needs train.method 'sgpo' (it reuses a profile)")
         if self.first_visit_profile:
-            online = self.online
-            replans = online.reestimate or online.allocation != "plan" or online.reprofile_every
-            if self.method != "sgpo" or self.reuse_profile or replans:
+            if self.method != "sgpo" or self.reuse_profile or self.online.replans:
                 raise ValueError(
                     "train.first_visit_profile needs train.method 'sgpo' without "
                     "train.reuse_profile or train.online re-planning (there is no profile "

@@ -23,8 +23,7 @@ Measure = Callable[[list[Query], tuple], list[dict]]
 
 
 def needs_replanning(config: RunConfig) -> bool:
-    online = config.train.online
-    return online.reestimate or online.allocation == "knapsack" or bool(online.reprofile_every)
+    return config.train.online.replans
 
 
 class Replanner:

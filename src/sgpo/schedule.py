@@ -123,7 +123,7 @@ class QueryScheduler:
             if reason != KEPT:
                 dropped.add(query_id)
         self.queries = [s for s in self.queries if s.query.query_id not in dropped]
-        self.remaining = [q for q in self.remaining if q not in dropped]
+        self.skip(dropped)
         if not self.queries:
             raise ValueError(
                 "the first training groups dropped every query (all never or always solved); "
@@ -329,7 +329,7 @@ def scheduled_queries(
     order with their G (with the plan's rows and profiling FLOPs); with
     train.first_visit_profile every training query with the plan's one G, profiled in
     training."""
-    if config.train.method != "sgpo" or config.train.first_visit_profile:
+    if not config.train.uses_plan:
         g = config.plan.g_min if config.train.first_visit_profile else config.train.group_size
         return [ScheduledQuery(q, g) for q in train_queries], [], 0.0
     if plan_path is None or not plan_path.exists():

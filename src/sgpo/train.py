@@ -86,8 +86,7 @@ class Trainer:
         self.verifier = make_verifier(config, self.task)
         self.shape = model_shape(self.policy.model)
         self.params = sampling_params(config)
-        uses_plan = self.cfg.method == "sgpo" and not self.cfg.first_visit_profile
-        self.plan_path = plan_path if uses_plan else None
+        self.plan_path = plan_path if self.cfg.uses_plan else None
         self.scheduler, plan_rows, profile_flops = build_scheduler(
             config, self.task.train, self.plan_path
         )
@@ -189,19 +188,20 @@ class Trainer:
                     for members in groups
                 ]
             )
-        profiled_out = self.scheduler.observe_first_visits(
-            [
-                (
-                    members[0].query.query_id,
-                    sum(is_correct(m.reward) for m in members),
-                    len(members),
-                )
-                for members in groups
-            ]
-        )
-        # A query the profile in training drops is not trained on, as a separate profile's
-        # plan would not train it (its group would only dilute the step's token-mean).
-        batch = [r for r in batch if r.query.query_id not in profiled_out]
+        if self.cfg.first_visit_profile:
+            profiled_out = self.scheduler.observe_first_visits(
+                [
+                    (
+                        members[0].query.query_id,
+                        sum(is_correct(m.reward) for m in members),
+                        len(members),
+                    )
+                    for members in groups
+                ]
+            )
+            # A query the profile in training drops is not trained on, as a separate profile's
+            # plan would not train it (its group would only dilute the step's token-mean).
+            batch = [r for r in batch if r.query.query_id not in profiled_out]
         if self.replanner is not None:
             # Reused profile samples are already in the posterior (it starts from the profile).
             self.replanner.observe([r for r in generated if not r.reused])
@@ -402,9 +402,8 @@ def run_train(
         if resume:
             checkpoint.recover(run_dir)
             refuse_resume_without_checkpoint(run_dir)
-        uses_plan = config.train.method == "sgpo" and not config.train.first_visit_profile
-        if uses_plan and plan_path is None and resume:
+        if config.train.uses_plan and plan_path is None and resume:
             plan_path = checkpoint.checkpoint_plan(run_dir)  # resumed with the plan it started with
-        if uses_plan and plan_path is None:
+        if config.train.uses_plan and plan_path is None:
             plan_path = run_dir / PLAN_FILE
         return Trainer(config, run_dir, plan_path, resume).train()

@@ -154,6 +154,11 @@ def assemble_plan(
     ]
 
 
+def is_trivial(p_hat: float, rule: PlanRule) -> bool:
+    """Always solved in the profile, or above the rule's trivial_above."""
+    return p_hat == 1.0 or p_hat > rule.trivial_above
+
+
 def plan_queries(profile: Sequence[ProfiledQuery], rule: PlanRule, seed: int) -> list[PlannedQuery]:
     """Filter, size and order profiled queries. Every input query appears exactly once."""
     ids = [q.query_id for q in profile]
@@ -165,7 +170,7 @@ def plan_queries(profile: Sequence[ProfiledQuery], rule: PlanRule, seed: int) ->
     }
 
     unsolvable = sorted(qid for qid, p in raw.items() if p == 0.0)
-    trivial = sorted(qid for qid, p in raw.items() if p == 1.0 or p > rule.trivial_above)
+    trivial = sorted(qid for qid, p in raw.items() if is_trivial(p, rule))
     rng = random.Random(seed)
     kept_unsolvable = set(
         rng.sample(unsolvable, round(rule.unsolvable_keep_fraction * len(unsolvable)))
@@ -193,8 +198,7 @@ def first_visit_reason(query_id: str, n_correct: int, k: int, rule: PlanRule, se
     fraction is kept in expectation, not exactly)."""
     p = success_rate(n_correct, k)
     draw = random.Random(f"{seed}/first-visit/{query_id}").random()
-    trivial = p == 1.0 or p > rule.trivial_above
-    if rule.drop_trivial and trivial and draw >= rule.trivial_keep_fraction:
+    if rule.drop_trivial and is_trivial(p, rule) and draw >= rule.trivial_keep_fraction:
         return DROPPED_TRIVIAL
     if p == 0.0 and draw >= rule.unsolvable_keep_fraction:
         return DROPPED_UNSOLVABLE
