@@ -311,7 +311,7 @@ def build_scheduler(
     first_visit = plan_rule(config) if config.train.first_visit_profile else None
     scheduler = QueryScheduler(
         scheduled,
-        shuffle=config.train.method != "sgpo" or first_visit is not None,
+        shuffle=not config.train.uses_plan,  # only a plan has an order to keep
         seed=config.seed,
         explore=config.train.history_explore,
         target=config.train.history_target,
