@@ -43,6 +43,7 @@ BUDGET = 128
 # paths train the same bytes, and plans with the abstract's rule (what BENCHMARKS.md measured),
 # whatever plan the demo config uses.
 RUN_SET: list[str] = []
+DEVICE = "cpu"  # --device: cpu, or cuda for both paths (float32 either way)
 
 
 def sgpo_cli(*args: str) -> str:
@@ -94,8 +95,9 @@ def trl_args(out: Path, seed: int, steps: int, **overrides: object):  # noqa: AN
         "logging_steps": 1,
         "report_to": [],
         "save_strategy": "no",
-        "use_cpu": True,
-        "bf16": False,  # TRL's default bf16 autocast is slow on CPU; sgpo trains in float32 here
+        "use_cpu": DEVICE == "cpu",
+        # float32 on both paths, on any device (TRL's default bf16 autocast is slow on CPU)
+        "bf16": False,
         "seed": seed,
         "disable_tqdm": True,
     }
@@ -225,7 +227,10 @@ def main() -> None:
     parser.add_argument("--grow-max", type=int, default=0, help="grow until mixed (0 = off)")
     parser.add_argument("--downsample-to", type=int, default=0, help="PODS (0 = off)")
     parser.add_argument("--no-plain-grpo", action="store_true", help="skip GRPOTrainer's timing")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N], for both paths")
     args = parser.parse_args()
+    global DEVICE
+    DEVICE = args.device
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
@@ -235,6 +240,7 @@ def main() -> None:
 
     source = args.model or model_source(load_config(CONFIG))
     RUN_SET.extend(["--set", f"model.name_or_path={source}"])
+    RUN_SET.extend(["--set", f"model.device={args.device}", "--set", "model.dtype=float32"])
     for setting in ABSTRACT_RULE:
         RUN_SET.extend(["--set", setting])
     # RUN_SET comes last on every command: the down-sampling asked for here, not the demo's

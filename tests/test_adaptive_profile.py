@@ -3,6 +3,7 @@ outcomes, and what it draws is exactly the first samples of the full profile."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,7 @@ class Crash(BaseException):
     pass
 
 
-def config(tmp_path: Path, **profile: object) -> RunConfig:
+def config(tmp_path: Path, plan: dict | None = None, **profile: object) -> RunConfig:
     tree = tiny_tree(
         tmp_path / "models",
         task={
@@ -32,6 +33,7 @@ def config(tmp_path: Path, **profile: object) -> RunConfig:
             "verifier": "bad_verifiers:fixed_or_coin",
         },
         profile={"k": K, "chunk_size": 4} | profile,
+        plan=plan or {},
     )
     return RunConfig.model_validate(tree)
 
@@ -113,3 +115,79 @@ def test_adaptive_profile_independent_of_chunking_and_resume(profiles, tmp_path)
     run_profile(ada, tmp_path / "run", resume=True)
     got = read_table(tmp_path / "run" / "profile.parquet")[0], samples_by_query(tmp_path / "run")
     assert got == want
+
+
+# A plan that only tells solved from never-solved: what profile.adaptive_stop=first_success needs.
+SOLVED_OR_NOT = {
+    "drop_trivial": False,
+    "unsolvable_keep_fraction": 0.0,
+    "g_min": 4,
+    "g_max": 4,
+    "bucket_width": 1.0,
+}
+
+
+def first_success_config(root: Path) -> RunConfig:
+    return config(
+        root, SOLVED_OR_NOT, adaptive=True, adaptive_round=1, adaptive_stop="first_success"
+    )
+
+
+def test_first_success_profile_stops_at_the_first_correct_sample(profiles, tmp_path):
+    root, full, _ = profiles
+    out = run_profile(first_success_config(root), tmp_path / "fs").parent
+    rows, meta = read_table(out / "profile.parquet")
+    assert meta["adaptive_stop"] == "first_success"
+    full_samples, drawn_samples = samples_by_query(full), samples_by_query(out)
+    for row in rows:
+        every, drawn = full_samples[row["query_id"]], drawn_samples[row["query_id"]]
+        assert drawn == every[: len(drawn)]
+        outcomes = [is_correct(s["reward"]) for s in every]
+        first = outcomes.index(True) + 1 if True in outcomes else K
+        assert row["k"] == first
+        assert row["n_correct"] == (1 if True in outcomes else 0)
+    # the coin-flip and always-correct queries stop early, the never-solved ones draw all k
+    assert {r["k"] for r in rows if r["n_correct"] == 0} == {K}
+    assert any(r["k"] < K for r in rows)
+
+
+def test_first_success_plan_keeps_what_the_full_profile_keeps(profiles, tmp_path):
+    from sgpo.plan import read_plan, run_plan
+
+    root, full, _ = profiles
+    fs_cfg = first_success_config(root)
+    full_cfg = fs_cfg.model_copy(update={"profile": config(root).profile})
+    fs_profile = run_profile(fs_cfg, tmp_path / "fs")
+    fs_plan, fs_summary = run_plan(fs_cfg, fs_profile, tmp_path / "fs-plan")
+    full_plan, full_summary = run_plan(full_cfg, full / "profile.parquet", tmp_path / "full-plan")
+
+    def kept_order(path: Path) -> list[str]:
+        rows = read_plan(path)[0]
+        return [r.query_id for r in sorted(rows, key=lambda r: r.rank) if r.kept]
+
+    assert kept_order(fs_plan) == kept_order(full_plan)
+    assert 0 < len(kept_order(fs_plan)) < len(read_plan(fs_plan)[0])  # never-solved dropped
+    # p_hat from a first-success profile is not an estimate of p: no prediction from it
+    assert "predicted_informative_fraction" in full_summary
+    assert not any(key.startswith("predicted_i") for key in fs_summary)
+
+
+@pytest.mark.parametrize(
+    ("profile", "plan", "missing"),
+    [
+        ({"adaptive": False}, SOLVED_OR_NOT, "profile.adaptive=true"),
+        ({"adaptive": True}, {"drop_trivial": True}, "plan.drop_trivial=false"),
+        ({"adaptive": True}, {"g_min": 2, "g_max": 16}, "plan.g_min = plan.g_max"),
+        ({"adaptive": True}, {"bucket_width": 0.0}, "plan.bucket_width >= 1"),
+    ],
+)
+def test_first_success_profile_refuses_a_plan_that_reads_p_hat(
+    tmp_path: Path, profile: dict, plan: dict, missing: str
+):
+    tree = tiny_tree(
+        tmp_path / "models",
+        profile={"adaptive_stop": "first_success"} | profile,
+        plan=SOLVED_OR_NOT | plan,
+    )
+    with pytest.raises(ValueError, match=re.escape(missing)):
+        RunConfig.model_validate(tree)

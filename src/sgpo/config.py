@@ -233,6 +233,11 @@ class ProfileConfig(Strict):
     # drawn are exactly the first ones of the full profile, so mixed queries cost fewer.
     adaptive: bool = False
     adaptive_round: int = Field(2, ge=1)
+    # first_success: stop at a query's first correct sample instead. It is all a plan that
+    # only tells solved from never-solved needs (one G, one bucket, all-correct queries kept),
+    # and its kept set is the full profile's; p_hat is then 1 / samples drawn, not an
+    # estimate of p, so `sgpo plan` predicts nothing from it.
+    adaptive_stop: Literal["both_outcomes", "first_success"] = "both_outcomes"
 
 
 # plan.preset: paper -- the full paper as the public fast-rl-bench reimplementation reads it
@@ -572,10 +577,32 @@ class RunConfig(Strict):
                 "one bucket (plan.bucket_width >= 1): G by p_hat and an easy -> hard order "
                 "need the whole profile before the first step"
             )
+        if self.profile.adaptive_stop == "first_success":
+            self._check_first_success_profile()
         uses_vllm = "vllm" in (self.profile.engine, self.eval.engine)
         if uses_vllm and self.sampling.temperature > 2:
             raise ValueError("sampling.temperature above 2 is rejected by vLLM (engine: vllm)")
         return self
+
+    def _check_first_success_profile(self) -> None:
+        """A profile stopped at the first success knows only solved / never-solved."""
+        needs = {
+            "profile.adaptive=true": self.profile.adaptive,
+            "plan.drop_trivial=false": not self.plan.drop_trivial,
+            "plan.g_min = plan.g_max": self.plan.g_min == self.plan.g_max,
+            "plan.bucket_width >= 1": self.plan.bucket_width >= 1,
+            "no train.reuse_profile": not self.train.reuse_profile,
+            "no train.online re-planning": not self.train.online.replans,
+            "train.history_explore=1 (history starts from the profile's counts)": (
+                self.train.history_explore == 1
+            ),
+        }
+        missing = [need for need, met in needs.items() if not met]
+        if missing:
+            raise ValueError(
+                "profile.adaptive_stop=first_success leaves p_hat = 1 / samples drawn, so it "
+                "needs a plan that only tells solved from never-solved: " + ", ".join(missing)
+            )
 
 
 def _set_dotted(tree: dict, dotted: str, value: object) -> None:

@@ -112,10 +112,12 @@ def plan_summary(
     epochs: float = 1.0,
     growth: Growth | None = None,
     downsampling: Downsampling | None = None,
+    p_hat_estimates_p: bool = True,
 ) -> dict:
     """Counts, rollouts per epoch against a fixed-G baseline, predicted FLOPs per epoch, and
     the predicted informative fraction and cost per informative rollout over `epochs` (groups
-    grown until mixed with `growth`, or down-sampled)."""
+    grown until mixed with `growth`, or down-sampled) when p_hat estimates p (not so for a
+    profile stopped at each query's first success)."""
     kept = [r for r in rows if r.kept]
     summary = {
         "queries": len(rows),
@@ -144,6 +146,7 @@ def plan_summary(
         summary["baseline_predicted_flops_per_epoch"] = epoch_flops(
             rows, lambda r: fixed_group_size
         )
+    if shape is not None and p_hat_estimates_p:
         summary |= {
             f"predicted_{k}": v
             for k, v in prediction(
@@ -234,7 +237,15 @@ def _run_plan(
         if train.downsample_to
         else None
     )
-    summary = plan_summary(rows, train.group_size, shape, epochs, growth, downsampling)
+    summary = plan_summary(
+        rows,
+        train.group_size,
+        shape,
+        epochs,
+        growth,
+        downsampling,
+        p_hat_estimates_p=meta.get("adaptive_stop") != "first_success",
+    )
     extra = {
         "rule": asdict(rule),
         "plan_seed": config.seed,

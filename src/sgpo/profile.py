@@ -5,8 +5,8 @@ the same whether the run was interrupted or not and whatever order the queries r
 
 profile.parquet columns: query_id, prompt, answer, difficulty, k (samples drawn), n_correct,
 p_hat, mean_response_tokens, prompt_tokens, flops (this query's profiling inference FLOPs).
-Schema metadata (key "sgpo"): model, task, seed, k, sampling, shard (adaptive_round with
-profile.adaptive), samples_file (where profile_samples.parquet lies).
+Schema metadata (key "sgpo"): model, task, seed, k, sampling, shard (adaptive_round and
+adaptive_stop with profile.adaptive), samples_file (where profile_samples.parquet lies).
 
 profile_samples.parquet: one row per sample (query_id, index, prompt_ids, response_ids, text,
 finished, reward), so that training can reuse a kept query's samples (train.reuse_profile).
@@ -59,7 +59,14 @@ def profile_metadata(
         "sampling": config.sampling.model_dump(mode="json"),
         "engine": config.profile.engine,
         "shard": list(shard) if shard else None,
-    } | ({"adaptive_round": config.profile.adaptive_round} if config.profile.adaptive else {})
+    } | (
+        {
+            "adaptive_round": config.profile.adaptive_round,
+            "adaptive_stop": config.profile.adaptive_stop,
+        }
+        if config.profile.adaptive
+        else {}
+    )
 
 
 # Everything sgpo profile may create (and so later replace) in its output directory.
@@ -208,6 +215,7 @@ def _profile_and_write_chunk(
         (config.seed, "profile"),
         shape,
         adaptive_round=profile.adaptive_round if profile.adaptive else None,
+        stop_at_first_success=profile.adaptive_stop == "first_success",
         keep_samples=True,
     )
     chunk_meta = metadata | {
@@ -227,9 +235,11 @@ def _identity(meta: dict) -> dict:
     return {k: v for k, v in meta.items() if k not in VERIFIER_COUNTS and k != SAMPLES_KEY}
 
 
-def _both_outcomes(scores: list[float]) -> bool:
+def _settled(scores: list[float], stop_at_first_success: bool) -> bool:
+    """Whether an adaptive profile has drawn enough of a query: both outcomes shown, or with
+    stop_at_first_success one correct sample."""
     outcomes = {is_correct(s) for s in scores}
-    return len(outcomes) == 2
+    return True in outcomes if stop_at_first_success else len(outcomes) == 2
 
 
 def profile_chunk(
@@ -241,11 +251,13 @@ def profile_chunk(
     stream: tuple,
     shape: ModelShape,
     adaptive_round: int | None = None,
+    stop_at_first_success: bool = False,
     keep_samples: bool = False,
 ) -> list[dict]:
     """Verified samples per query, sample j from stream_seed(*stream, query id, j): k of them,
-    or with adaptive_round, rounds of that many until the query has shown both outcomes (at
-    most k) -- always a prefix of the k, so adaptive and full profiles agree on every sample
+    or with adaptive_round, rounds of that many until the query has shown both outcomes (or,
+    with stop_at_first_success, one success; at most k) -- always a prefix of the k, so
+    adaptive and full profiles agree on every sample
     both drew. keep_samples adds each row's samples (the profile_samples.parquet fields)."""
     per_round = adaptive_round or k
     drawn: dict[str, list[Completion]] = {q.query_id: [] for q in queries}
@@ -268,7 +280,8 @@ def profile_chunk(
         active = [
             q
             for q in active
-            if len(drawn[q.query_id]) < k and not _both_outcomes(scores[q.query_id])
+            if len(drawn[q.query_id]) < k
+            and not _settled(scores[q.query_id], stop_at_first_success)
         ]
     return [
         _profile_row(q, drawn[q.query_id], scores[q.query_id], shape, keep_samples) for q in queries
