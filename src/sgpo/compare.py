@@ -105,6 +105,13 @@ SOLVABLE_G8 = [
 # GRESO (Zheng et al. 2025): a query whose last z groups came back all equal is generated at
 # its next epoch with probability 0.5^z (dev round 26).
 HISTORY_SKIP = ["train.history_explore=0.5"]
+# The profile stops at each query's first correct sample (dev round 33): SOLVABLE_G8's plan,
+# the same kept queries, about 1/p samples per query instead of k.
+FIRST_SUCCESS_PROFILE = [
+    "profile.adaptive=true",
+    "profile.adaptive_round=1",
+    "profile.adaptive_stop=first_success",
+]
 DEFAULT_METHODS = {
     "grpo-g8": ["train.method=grpo", "train.group_size=8"],
     "grpo-g8-ds4": ["train.method=grpo", "train.group_size=8", *DOWNSAMPLE_4],
@@ -132,6 +139,13 @@ DEFAULT_METHODS = {
     "sgpo-dense-k16-reprofile": ["train.method=sgpo", *ABSTRACT_RULE, *DENSE, *K16, *REPROFILE],
     "sgpo-dense-grow": ["train.method=sgpo", *ABSTRACT_RULE, *DENSE, *GROW],
     "sgpo-solvable-g8-ds4": ["train.method=sgpo", *ABSTRACT_RULE, *SOLVABLE_G8, *DOWNSAMPLE_4],
+    "sgpo-solvable-g8-ds4-fs": [
+        "train.method=sgpo",
+        *ABSTRACT_RULE,
+        *SOLVABLE_G8,
+        *DOWNSAMPLE_4,
+        *FIRST_SUCCESS_PROFILE,
+    ],
     "sgpo-solvable-g8-ds2": ["train.method=sgpo", *ABSTRACT_RULE, *SOLVABLE_G8, *DOWNSAMPLE_2],
     "sgpo-solvable-g8-ds4-greso": [
         "train.method=sgpo",
@@ -148,6 +162,15 @@ DEFAULT_METHODS = {
         *DOWNSAMPLE_4,
         *HISTORY_SKIP,
         "train.history_fill=true",
+    ],
+    "sgpo-solvable-g8-ds4-greso-fill-fs": [
+        "train.method=sgpo",
+        *ABSTRACT_RULE,
+        *SOLVABLE_G8,
+        *DOWNSAMPLE_4,
+        *HISTORY_SKIP,
+        "train.history_fill=true",
+        *FIRST_SUCCESS_PROFILE,
     ],
 }
 

@@ -593,9 +593,6 @@ class RunConfig(Strict):
             "plan.bucket_width >= 1": self.plan.bucket_width >= 1,
             "no train.reuse_profile": not self.train.reuse_profile,
             "no train.online re-planning": not self.train.online.replans,
-            "train.history_explore=1 (history starts from the profile's counts)": (
-                self.train.history_explore == 1
-            ),
         }
         missing = [need for need, met in needs.items() if not met]
         if missing:
