@@ -103,6 +103,11 @@ MIXES = {
         "benchmarks/demo-mix.yaml",
         "the demo's mix and settings, dev seeds 100-102, equal FLOPs (which plan the demo shows)",
     ),
+    "demo-mix33": (
+        "benchmarks/demo-mix.yaml",
+        "the demo's mix and settings, dev seeds 100-102, equal FLOPs: the first-success "
+        "profile against the demo's plan, trained on an H200",
+    ),
 }
 # benchmarks/run_more_seeds.sh: seeds 0-9 for the comparison three seeds could not resolve, at
 # each budget; then the same with METHODS=sgpo-dense,sgpo-dense-grow (grow until mixed, chosen on
