@@ -19,6 +19,7 @@ on all training queries, shuffled.
     and rollouts generated, to check that the two growths match.
     --downsample-to 4: both sGPO paths train only the 4 most varied responses of each group
     (PODS; sgpo: train.downsample_to; TRL: SGPOConfig.downsample_to).
+    --device cuda: both paths (and every sgpo command) on the GPU, still in float32.
 """
 
 from __future__ import annotations
