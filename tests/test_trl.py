@@ -23,7 +23,7 @@ from trl.trainer.utils import nanstd  # noqa: E402
 from sgpo.config import RunConfig  # noqa: E402
 from sgpo.core.advantages import balanced_indices, max_variance_indices  # noqa: E402
 from sgpo.core.allocation import PlanRule  # noqa: E402
-from sgpo.io import write_table  # noqa: E402
+from sgpo.io import read_table, write_table  # noqa: E402
 from sgpo.models import model_source  # noqa: E402
 from sgpo.schedule import OnlinePlanner, QueryScheduler  # noqa: E402
 from sgpo.trl import SGPOConfig, SGPOTrainer, load_plan, plan_dataset  # noqa: E402
@@ -273,6 +273,14 @@ def test_plan_dataset_and_validation(model_dir: str, plan_path: Path, tmp_path: 
         make_trainer(model_dir, plan_path, tmp_path, loss_type="grpo")
     with pytest.raises(ValueError, match="G=4"):
         make_trainer(model_dir, plan_path, tmp_path, per_device_train_batch_size=2)
+    # a plan whose p_hat is 1 / samples drawn gives re-estimation no start
+    rows, meta = read_table(plan_path)
+    first_success = tmp_path / "first-success" / "plan.parquet"
+    first_success.parent.mkdir()
+    write_table(first_success, rows, meta | {"adaptive_stop": "first_success"})
+    make_trainer(model_dir, first_success, tmp_path / "static")  # a static plan is fine
+    with pytest.raises(ValueError, match="first success"):
+        make_trainer(model_dir, first_success, tmp_path / "online", reestimate=True)
 
 
 class FakeVLLM:

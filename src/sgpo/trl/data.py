@@ -39,6 +39,9 @@ class Plan:
     rule: PlanRule
     profile_flops: float
     path: Path
+    # False for a plan from a profile stopped at each query's first success
+    # (profile.adaptive_stop): its p_hat is 1 / samples drawn, no start for re-estimation.
+    p_hat_estimates_p: bool = True
 
 
 def _query(row: PlanRow) -> Query:
@@ -51,7 +54,14 @@ def load_plan(path: str | Path) -> Plan:
     kept = [ScheduledQuery(_query(r), r.group_size) for r in kept_in_order(rows)]
     if not kept:
         raise ValueError(f"{path}: the plan keeps no query")
-    return Plan(rows, kept, PlanRule(**meta["rule"]), float(meta.get("profile_flops", 0.0)), path)
+    return Plan(
+        rows,
+        kept,
+        PlanRule(**meta["rule"]),
+        float(meta.get("profile_flops", 0.0)),
+        path,
+        p_hat_estimates_p=meta.get("adaptive_stop") != "first_success",
+    )
 
 
 def plan_dataset(plan: Plan | str | Path, prompt: Callable[[str], Any] | None = None) -> Dataset:

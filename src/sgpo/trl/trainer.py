@@ -241,6 +241,12 @@ class SGPOTrainer(GRPOTrainer):
         if self._is_vlm:
             raise NotImplementedError("SGPOTrainer does not support vision-language models")
 
+        if args.reestimate and not plan.p_hat_estimates_p:
+            raise ValueError(
+                f"{plan.path}: planned from a profile stopped at each query's first success "
+                "(profile.adaptive_stop), whose p_hat is not an estimate of p; reestimate=True "
+                "needs a full or both-outcomes profile"
+            )
         planner = (
             OnlinePlanner(
                 plan.rows,
