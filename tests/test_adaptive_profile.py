@@ -170,6 +170,18 @@ def test_first_success_plan_keeps_what_the_full_profile_keeps(profiles, tmp_path
     # p_hat from a first-success profile is not an estimate of p: no prediction from it
     assert "predicted_informative_fraction" in full_summary
     assert not any(key.startswith("predicted_i") for key in fs_summary)
+    # nor may online re-planning start from it, whatever the training config's profile says
+    from sgpo.schedule import scheduled_queries
+    from sgpo.tasks import load_task
+
+    online = full_cfg.train.online.model_copy(update={"reestimate": True})
+    replanning = full_cfg.model_copy(
+        update={"train": full_cfg.train.model_copy(update={"online": online})}
+    )
+    train_queries = load_task(replanning.task, replanning.seed).train
+    assert scheduled_queries(replanning, train_queries, full_plan)[0]
+    with pytest.raises(DataError, match="first success"):
+        scheduled_queries(replanning, train_queries, fs_plan)
 
 
 @pytest.mark.parametrize(

@@ -336,6 +336,12 @@ def scheduled_queries(
         raise FileNotFoundError(f"method sgpo needs a plan: {plan_path} not found (run sgpo plan)")
     rows, meta = read_plan(plan_path)
     check_profile_matches(meta, config, str(plan_path), model_source(config))
+    if meta.get("adaptive_stop") == "first_success" and config.train.online.replans:
+        raise DataError(
+            f"{plan_path}: planned from a profile stopped at each query's first success "
+            "(profile.adaptive_stop), whose p_hat is not an estimate of p; train.online "
+            "re-planning needs a full or both-outcomes profile"
+        )
     by_id = {q.query_id: q for q in train_queries}
     scheduled = []
     for row_index, r in enumerate(kept_in_order(rows)):
