@@ -71,6 +71,22 @@ def read_plan(path: Path) -> tuple[list[PlanRow], dict]:
     return [PlanRow.from_dict(r) for r in rows], meta
 
 
+def p_hat_estimates_p(meta: dict) -> bool:
+    """False for a plan or profile from a profile stopped at each query's first success
+    (profile.adaptive_stop): its p_hat is 1 / samples drawn, not an estimate of p."""
+    return meta.get("adaptive_stop") != "first_success"
+
+
+def check_replannable(estimates_p: bool, source: object, setting: str) -> None:
+    """Re-planning starts from the plan's p_hat, so it needs one that estimates p."""
+    if not estimates_p:
+        raise DataError(
+            f"{source}: planned from a profile stopped at each query's first success "
+            f"(profile.adaptive_stop), whose p_hat is not an estimate of p; {setting} needs "
+            "a full or both-outcomes profile"
+        )
+
+
 def plan_rule(config: RunConfig) -> PlanRule:
     return PlanRule(**config.plan.model_dump(exclude={"preset"}))
 
@@ -244,7 +260,7 @@ def _run_plan(
         epochs,
         growth,
         downsampling,
-        p_hat_estimates_p=meta.get("adaptive_stop") != "first_success",
+        p_hat_estimates_p=p_hat_estimates_p(meta),
     )
     extra = {
         "rule": asdict(rule),

@@ -257,8 +257,8 @@ def profile_chunk(
     """Verified samples per query, sample j from stream_seed(*stream, query id, j): k of them,
     or with adaptive_round, rounds of that many until the query has shown both outcomes (or,
     with stop_at_first_success, one success; at most k) -- always a prefix of the k, so
-    adaptive and full profiles agree on every sample
-    both drew. keep_samples adds each row's samples (the profile_samples.parquet fields)."""
+    adaptive and full profiles agree on every sample both drew. keep_samples adds each row's
+    samples (the profile_samples.parquet fields)."""
     per_round = adaptive_round or k
     drawn: dict[str, list[Completion]] = {q.query_id: [] for q in queries}
     scores: dict[str, list[float]] = {q.query_id: [] for q in queries}

@@ -30,7 +30,15 @@ from sgpo.core.online import (
 )
 from sgpo.errors import DataError
 from sgpo.models import model_source
-from sgpo.plan import PlanRow, check_profile_matches, kept_in_order, plan_rule, read_plan
+from sgpo.plan import (
+    PlanRow,
+    check_profile_matches,
+    check_replannable,
+    kept_in_order,
+    p_hat_estimates_p,
+    plan_rule,
+    read_plan,
+)
 from sgpo.tasks import Query
 
 
@@ -336,12 +344,8 @@ def scheduled_queries(
         raise FileNotFoundError(f"method sgpo needs a plan: {plan_path} not found (run sgpo plan)")
     rows, meta = read_plan(plan_path)
     check_profile_matches(meta, config, str(plan_path), model_source(config))
-    if meta.get("adaptive_stop") == "first_success" and config.train.online.replans:
-        raise DataError(
-            f"{plan_path}: planned from a profile stopped at each query's first success "
-            "(profile.adaptive_stop), whose p_hat is not an estimate of p; train.online "
-            "re-planning needs a full or both-outcomes profile"
-        )
+    if config.train.online.replans:
+        check_replannable(p_hat_estimates_p(meta), plan_path, "train.online re-planning")
     by_id = {q.query_id: q for q in train_queries}
     scheduled = []
     for row_index, r in enumerate(kept_in_order(rows)):

@@ -20,7 +20,7 @@ from torch.utils.data import Dataset as TorchDataset
 from torch.utils.data import Sampler
 
 from sgpo.core.allocation import PlanRule
-from sgpo.plan import PlanRow, kept_in_order, read_plan
+from sgpo.plan import PlanRow, kept_in_order, p_hat_estimates_p, read_plan
 from sgpo.schedule import OnlinePlanner, QueryScheduler, ScheduledQuery
 from sgpo.tasks import Query
 
@@ -60,7 +60,7 @@ def load_plan(path: str | Path) -> Plan:
         PlanRule(**meta["rule"]),
         float(meta.get("profile_flops", 0.0)),
         path,
-        p_hat_estimates_p=meta.get("adaptive_stop") != "first_success",
+        p_hat_estimates_p=p_hat_estimates_p(meta),
     )
 
 

@@ -71,6 +71,7 @@ from sgpo.core.flops import PHASES, inference_flops, logprob_flops, train_flops
 from sgpo.core.rewards import CORRECT_THRESHOLD
 from sgpo.io import atomic_write_json
 from sgpo.models import model_shape
+from sgpo.plan import check_replannable
 from sgpo.schedule import OnlinePlanner
 from sgpo.trl.advantages import grouped_advantages
 from sgpo.trl.data import (
@@ -241,12 +242,8 @@ class SGPOTrainer(GRPOTrainer):
         if self._is_vlm:
             raise NotImplementedError("SGPOTrainer does not support vision-language models")
 
-        if args.reestimate and not plan.p_hat_estimates_p:
-            raise ValueError(
-                f"{plan.path}: planned from a profile stopped at each query's first success "
-                "(profile.adaptive_stop), whose p_hat is not an estimate of p; reestimate=True "
-                "needs a full or both-outcomes profile"
-            )
+        if args.reestimate:
+            check_replannable(plan.p_hat_estimates_p, plan.path, "reestimate=True")
         planner = (
             OnlinePlanner(
                 plan.rows,
