@@ -367,6 +367,13 @@ class TrainConfig(Strict):
     # groups whose most common outcome holds at least this share of them (e.g. 0.875: 7 of 8,
     # 14 of 16), whose many equal outcomes say the same; the others are trained whole.
     downsample_to: int = Field(0, ge=0)
+    # Drop dead groups (beyond the paper; prime-rl's filter, DAPO's without its refill rounds):
+    # after generation, a group whose rewards are all equal leaves the step's batch, so a
+    # trainer that trains every rollout (verl, TRL) pays no log-prob, forward or backward pass
+    # for it; the step trains only mixed groups (fewer rollouts, never refilled). Token-mean
+    # then averages over the mixed groups' tokens only: the update differs from this trainer's
+    # zero-advantage skip in its denominator, not in its direction.
+    drop_equal_groups: bool = False
     downsample_advantages: Literal["subset", "whole-group"] = "subset"
     downsample_min_share: float = Field(0.0, ge=0.0, le=1.0)
     # sgpo, beyond the paper (0 = off): for the first early_group_steps steps every kept query
@@ -477,6 +484,11 @@ class TrainConfig(Strict):
                 "train.grow_max does not combine with method 'dapo' or train.filter_groups: "
                 "growing a group until it is mixed replaces dropping it"
             )
+        if self.drop_equal_groups and (self.method == "dapo" or self.filter_groups):
+            raise ValueError(
+                "train.drop_equal_groups does not combine with method 'dapo' or "
+                "train.filter_groups: they drop the groups whose rewards are all equal already"
+            )
         if self.history_explore < 1 and (self.method == "dapo" or self.filter_groups):
             raise ValueError(
                 "train.history_explore does not combine with method 'dapo' or "
@@ -528,6 +540,7 @@ VARIANT_TRAIN_SETTINGS = (
     "grow_round",
     "grow_train",
     "downsample_to",
+    "drop_equal_groups",
     "downsample_advantages",
     "downsample_min_share",
     "history_explore",

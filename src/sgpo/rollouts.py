@@ -54,6 +54,11 @@ def group_members(rollouts: list[Rollout]) -> list[list[Rollout]]:
     return list(groups.values())
 
 
+def mixed_groups(batch: list[Rollout]) -> list[Rollout]:
+    """The batch without its dead groups (every advantage zero: the rewards were all equal)."""
+    return [m for members in group_members(batch) if any(m.advantage for m in members) for m in members]
+
+
 def pilot_ends_group(rewards: set[float], rule: str) -> bool:
     """all-equal: the pilot showed one outcome only; all-solved: every pilot response got the
     full reward (the query drifted to solved; an all-wrong pilot of a hard query goes on)."""
@@ -206,8 +211,8 @@ class RolloutCollector:
         self, step: int, next_queries: Callable[[int], list[ScheduledQuery]]
     ) -> tuple[list[Rollout], list[Rollout]]:
         """(all generated rollouts, the step's batch): the same list unless groups are
-        filtered (dapo, train.filter_groups), when the batch keeps only groups with a
-        non-zero advantage, or groups are trained in part (train.grow_train balanced,
+        filtered (dapo, train.filter_groups, train.drop_equal_groups), when the batch keeps
+        only groups with a non-zero advantage, or groups are trained in part (train.grow_train balanced,
         train.downsample_to)."""
         cfg = self.config.train
         if cfg.method == "dapo":
@@ -215,11 +220,12 @@ class RolloutCollector:
         if cfg.filter_groups:
             return self._collect_filtered(step, next_queries)
         if cfg.grow_max:
-            return self._collect_grown(step, next_queries)
-        if cfg.downsample_to:
-            return self._collect_downsampled(step, next_queries)
-        rollouts = self.generate_groups(next_queries(cfg.rollout_budget), step, 0)
-        return rollouts, rollouts
+            generated, batch = self._collect_grown(step, next_queries)
+        elif cfg.downsample_to:
+            generated, batch = self._collect_downsampled(step, next_queries)
+        else:
+            generated = batch = self.generate_groups(next_queries(cfg.rollout_budget), step, 0)
+        return generated, mixed_groups(batch) if cfg.drop_equal_groups else batch
 
     def _collect_downsampled(
         self, step: int, next_queries: Callable[[int], list[ScheduledQuery]]
