@@ -243,6 +243,38 @@ def test_filter_groups_trains_only_mixed_groups_and_refills_the_step(tmp_path: P
     assert stats["flops_skipped"] == 0.0 and stats["trained_rollouts"] == len(batch)
 
 
+@pytest.mark.parametrize("downsample_to", [0, 2])
+def test_dropped_dead_groups_leave_the_batch_and_cost_a_train_all_trainer_nothing(
+    tmp_path: Path, downsample_to: int
+):
+    trainer = make_trainer(
+        tmp_path,
+        f"drop-{downsample_to}",
+        group_size=4,
+        rollout_budget=32,
+        downsample_to=downsample_to,
+        drop_equal_groups=True,
+    )
+    generated, batch = trainer.collect()
+    groups = groups_of(generated)
+    assert sum(map(len, groups)) == 32  # generated whole, never refilled
+    mixed = [g for g in groups if len({m.reward for m in g}) > 1]
+    assert 0 < len(mixed) < len(groups)  # the coin-flip verifier leaves some groups all-equal
+    trained = groups_of(batch)
+    assert {g[0].query.query_id for g in trained} == {g[0].query.query_id for g in mixed}
+    assert all(len(g) == (downsample_to or 4) for g in trained)
+    assert all(any(r.advantage for r in g) for g in trained)
+    stats = trainer.train_on(batch)
+    # nothing left for a train-every-rollout trainer to add: train-all FLOPs = this trainer's
+    assert stats["flops_skipped"] == 0.0 and stats["trained_rollouts"] == len(batch)
+
+
+def test_dropping_dead_groups_is_not_a_second_filter(tmp_path: Path):
+    for other in ({"filter_groups": True}, {"method": "dapo"}):
+        with pytest.raises(ValidationError, match="drop_equal_groups does not combine"):
+            make_trainer(tmp_path, "bad", drop_equal_groups=True, **other)
+
+
 def test_early_groups_replace_the_planned_size_for_the_first_steps(tmp_path: Path):
     plan_fixed_g4 = {"g_min": 4, "g_max": 4}
     profile_config = RunConfig.model_validate(tiny_tree(tmp_path / "models", plan=plan_fixed_g4))

@@ -525,6 +525,11 @@ def test_downsample_keys_keeps_each_groups_most_varied_in_order():
     # the same subset sGPO's own trainer takes
     chosen = max_variance_indices(rewards[:6], 4)
     assert [k for k in kept if k.startswith("a_")] == [keys[i] for i in chosen]
+    # dead groups dropped: b (all solved) leaves, a is cut as before, or kept whole with size 0
+    assert downsample_keys(keys, rewards, 4, drop_equal=True) == kept[:4]
+    assert downsample_keys(keys, rewards, 0, drop_equal=True) == keys[:6]
+    # ... unless every group is dead: verl cannot train an empty batch
+    assert downsample_keys(keys[6:], rewards[6:], 0, drop_equal=True) == keys[6:]
     with pytest.raises(ValueError, match="at least 2"):
         downsample_keys(keys, rewards, 1)
     with pytest.raises(ValueError, match="rewards"):
@@ -579,6 +584,12 @@ def test_export_says_loudly_that_online_settings_are_not_carried(tmp_path):
     assert "NOT applied" in CliRunner().invoke(verl_app, [*args, *whole]).output
     export_meta = read_table(tmp_path / "t.pq")[1]["export"]
     assert export_meta["not_carried"] == {"train.downsample_advantages": "whole-group"}
+    # dead groups dropped are carried (sgpo.verl.sampler)
+    drop = CliRunner().invoke(verl_app, [*args, "--set", "train.drop_equal_groups=true"])
+    assert drop.exit_code == 0, drop.output
+    assert "dead groups dropped" in drop.output and "NOT applied" not in drop.output
+    export_meta = read_table(tmp_path / "t.pq")[1]["export"]
+    assert export_meta["not_carried"] == {} and export_meta["drop_equal_groups"] is True
     # profile reuse happens in sgpo's own trainer loop
     reuse = CliRunner().invoke(verl_app, [*args, "--set", "train.reuse_profile=true"])
     assert "NOT applied" in reuse.output
@@ -613,6 +624,9 @@ def test_export_says_loudly_that_online_settings_are_not_carried(tmp_path):
     assert CliRunner().invoke(verl_app, baseline).exit_code == 0
     export_meta = read_table(tmp_path / "t.pq")[1]["export"]
     assert export_meta["downsample_to"] == 0 and export_meta["history_explore"] == 1.0
+    baseline_drop = [*args, "--set", "train.drop_equal_groups=true", "--fixed-group-size", "8"]
+    assert CliRunner().invoke(verl_app, baseline_drop).exit_code == 0
+    assert read_table(tmp_path / "t.pq")[1]["export"]["drop_equal_groups"] is False
 
 
 def test_record_run_refuses_to_resume_a_run_dir_with_other_settings(tmp_path):
@@ -703,7 +717,7 @@ def test_launch_reads_the_exports_down_sampling_and_largest_step(tmp_path):
     assert overrides["trainer.v1.sampler.sampler_kwargs.downsample_to"] == "2"
     data = str(tmp_path / "runs/sgpo/train.parquet")
     info = CliRunner().invoke(verl_app, ["data-info", "--data", data, "--train-batch-size", "4"])
-    # the export sets neither down-sampling nor skips
+    # the export sets neither down-sampling nor skips nor drops
     assert info.exit_code == 0 and info.output.split() == [
         "0",
         str(largest),
@@ -711,7 +725,18 @@ def test_launch_reads_the_exports_down_sampling_and_largest_step(tmp_path):
         "1",
         "0.0",
         "0",
+        "0",
     ]
+    assert "trainer.v1.sampler.sampler_kwargs.drop_equal_groups" not in overrides
+    dropped = run_launch(tmp_path, "run_grpo.sh", DROP_EQUAL_GROUPS="1")
+    assert dropped.returncode == 0, dropped.stderr
+    overrides = dict(o.lstrip("+").split("=", 1) for o in dropped.stdout.splitlines())
+    assert overrides["trainer.v1.sampler.custom_sampler.name"] == "DownsampleReplayBuffer"
+    assert overrides["trainer.v1.sampler.sampler_kwargs.drop_equal_groups"] == "true"
+    assert "trainer.v1.sampler.sampler_kwargs.downsample_to" not in overrides
+    for script, value in (("run_dapo.sh", "1"), ("run_grpo.sh", "yes")):
+        refused = run_launch(tmp_path, script, DROP_EQUAL_GROUPS=value)
+        assert refused.returncode == 2 and "DROP_EQUAL_GROUPS" in refused.stderr
 
 
 def test_launch_applies_the_exports_skip_on_history_with_verls_dataset_and_buffer(tmp_path):

@@ -112,12 +112,21 @@ sgpo_verl check "${check_args[@]}"
 # Skip on history (sgpo.verl.sampler): the export's train.history_* (explore 1 = off). verl has no
 # dataloader-sampler hook, so sgpo's dataset gives a skipped row no rollout and sgpo's replay
 # buffer refills the step with the next rows, one per dataloader fetch, in the trainer's process.
+# Dead groups dropped (sgpo.verl.sampler): the export's train.drop_equal_groups unless
+# DROP_EQUAL_GROUPS (0 or 1) is set (DROP_EQUAL_GROUPS=1 run_grpo.sh is GRPO with them dropped).
 read -r export_downsample_to max_rollouts history_explore history_min_streak history_target \
-    history_seed <<< "$(sgpo_verl data-info --data "$DATA" --train-batch-size "$TRAIN_BATCH_SIZE")"
+    history_seed export_drop_equal_groups \
+    <<< "$(sgpo_verl data-info --data "$DATA" --train-batch-size "$TRAIN_BATCH_SIZE")"
 DOWNSAMPLE_TO="${DOWNSAMPLE_TO:-$export_downsample_to}"
+DROP_EQUAL_GROUPS="${DROP_EQUAL_GROUPS:-$export_drop_equal_groups}"
 if [ "$DOWNSAMPLE_TO" != 0 ] && { [ "$METHOD" = dapo ] || [ "$DOWNSAMPLE_TO" -lt 2 ]; }; then
     echo "DOWNSAMPLE_TO=$DOWNSAMPLE_TO: down-sampling keeps >= 2 of a group, and not with" \
          "METHOD=dapo (its own sampler filters groups)" >&2
+    exit 2
+fi
+if [ "$DROP_EQUAL_GROUPS" != 0 ] && { [ "$METHOD" = dapo ] || [ "$DROP_EQUAL_GROUPS" != 1 ]; }; then
+    echo "DROP_EQUAL_GROUPS=$DROP_EQUAL_GROUPS: 0 or 1, and not with METHOD=dapo (its own" \
+         "sampler filters groups)" >&2
     exit 2
 fi
 sampler_overrides=()
@@ -132,12 +141,15 @@ if [ "$history_explore" != 1.0 ]; then
                        "+data.sgpo_history.seed=$history_seed"
                        data.gen_batch_size=1
                        data.dataloader_num_workers=0)
-elif [ "$DOWNSAMPLE_TO" != 0 ]; then
+elif [ "$DOWNSAMPLE_TO" != 0 ] || [ "$DROP_EQUAL_GROUPS" = 1 ]; then
     sampler_overrides=(trainer.v1.sampler.custom_sampler.path=pkg://sgpo.verl.sampler
                        trainer.v1.sampler.custom_sampler.name=DownsampleReplayBuffer)
 fi
 if [ "$DOWNSAMPLE_TO" != 0 ]; then
     sampler_overrides+=("+trainer.v1.sampler.sampler_kwargs.downsample_to=$DOWNSAMPLE_TO")
+fi
+if [ "$DROP_EQUAL_GROUPS" = 1 ]; then
+    sampler_overrides+=("+trainer.v1.sampler.sampler_kwargs.drop_equal_groups=true")
 fi
 
 # 3. mini-batches. verl pads every step's batch with 128-token dummy sequences up to a multiple of

@@ -615,14 +615,28 @@ def test_downsampling_buffer_trains_each_groups_most_varied_and_clears_the_rest(
     cleared.clear()
     whole, val_metrics = buffer.sample(1, "val", 2)
     assert whole.keys == keys and cleared == [] and DOWNSAMPLED_METRIC not in val_metrics
-    with pytest.raises(ValueError, match="downsample_to"):
-        sampler.DownsampleReplayBuffer(
+    # with dead groups dropped as well: group b (all solved) is cleared too
+    buffer.drop_equal_groups = True
+    cleared.clear()
+    batch, metrics = buffer.sample(1, "train", 2)
+    assert batch.keys == expected[:4] and sorted(cleared) == ["a_3_0", "a_5_0", "b_0_0", "b_1_0"]
+    assert metrics == {"other": 1, DOWNSAMPLED_METRIC: 4}
+
+    def build(kwargs: dict) -> sampler.DownsampleReplayBuffer:
+        return sampler.DownsampleReplayBuffer(
             trainer_mode="sync",
             trainer_config=OmegaConf.create({}),
             max_off_policy_threshold=None,
             max_off_policy_strategy="drop",
-            sampler_kwargs=OmegaConf.create({}),
+            sampler_kwargs=OmegaConf.create(kwargs),
         )
+
+    drop_only = build({"drop_equal_groups": True})  # mixed groups trained whole
+    assert (drop_only.downsample_to, drop_only.drop_equal_groups) == (0, True)
+    with pytest.raises(ValueError, match="downsample_to"):
+        build({})
+    with pytest.raises(ValueError, match="drop_equal_groups"):
+        build({"drop_equal_groups": "yes"})
 
 
 # ----------------------------------------------------------------- skip on history on verl

@@ -124,6 +124,11 @@ def export_verl(
             f"down-sampling carried: the launch trains each group's {downsample_to} most varied "
             f"responses (PODS, pkg://sgpo.verl.sampler)"
         )
+    if exported_meta["export"].get("drop_equal_groups"):
+        console.print(
+            "dead groups dropped: the launch trains no group whose rewards are all equal "
+            "(pkg://sgpo.verl.sampler)"
+        )
     if (explore := exported_meta["export"]["history_explore"]) < 1:
         console.print(
             f"skip on history carried: the launch skips a query whose last z groups came back "
@@ -174,8 +179,9 @@ def data_info(
     train_batch_size: Annotated[int, typer.Option(help="verl data.train_batch_size.")],
 ) -> None:
     """Print what the launch script reads from an export, one line: downsample_to (0 = none),
-    the most rollouts one step of train_batch_size rows generates, and the skip on history:
-    history_explore (1 = none), history_min_streak, history_target, history_seed."""
+    the most rollouts one step of train_batch_size rows generates, the skip on history:
+    history_explore (1 = none), history_min_streak, history_target, history_seed, and
+    drop_equal_groups (0 or 1)."""
     from sgpo.io import read_table
     from sgpo.verl.export import HISTORY_OFF, ROLLOUT_N, step_summary
 
@@ -183,7 +189,8 @@ def data_info(
     summary = step_summary([r[ROLLOUT_N] for r in rows], train_batch_size)
     export = meta.get("export", {})
     history = [export.get(key, off) for key, off in HISTORY_OFF.items()]
-    print(export.get("downsample_to", 0), summary["rollouts_per_step_max"], *history)
+    drop_equal = int(export.get("drop_equal_groups", False))
+    print(export.get("downsample_to", 0), summary["rollouts_per_step_max"], *history, drop_equal)
 
 
 @verl_app.command("check")

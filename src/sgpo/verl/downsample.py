@@ -4,7 +4,8 @@ verl 0.9.1's v1 trainer stores each rollout under the key ``{uid}_{session_id}_{
 (trainer/ppo/v1/replay_buffer.py), where uid names the prompt's group. A group larger than
 ``size`` keeps only the ``size`` trajectories whose rewards vary most (sgpo.core.advantages.
 max_variance_indices, as sGPO's own trainer with train.downsample_to and advantages within the
-subset); verl's GRPO advantage, computed per uid afterwards, then sees only the subset. Pure
+subset); verl's GRPO advantage, computed per uid afterwards, then sees only the subset. With
+train.drop_equal_groups a group whose rewards are all equal is not trained at all. Pure
 functions: the verl sampler that applies them is sgpo.verl.sampler.
 """
 
@@ -23,18 +24,25 @@ def group_of(key: str) -> str:
     return key.split("_")[0]
 
 
-def downsample_keys(keys: Sequence[str], rewards: Sequence[float], size: int) -> list[str]:
-    """The keys a step trains: every group of at most `size` whole, larger ones cut to their
-    `size` most varied trajectories. Returned in the input order."""
-    if size < 2:
+def downsample_keys(
+    keys: Sequence[str], rewards: Sequence[float], size: int, drop_equal: bool = False
+) -> list[str]:
+    """The keys a step trains: every group of at most `size` whole (size 0: every group whole),
+    larger ones cut to their `size` most varied trajectories; with drop_equal, a group whose
+    rewards are all equal is not trained at all (sGPO's train.drop_equal_groups), unless every
+    group is (verl cannot train an empty batch; their advantages are all zero). Returned in
+    the input order."""
+    if size != 0 and size < 2:
         raise ValueError(f"down-sampling keeps at least 2 of a group, got size {size}")
     if len(keys) != len(rewards):
         raise ValueError(f"{len(keys)} keys but {len(rewards)} rewards")
     members: dict[str, list[int]] = {}
     for i, key in enumerate(keys):
         members.setdefault(group_of(key), []).append(i)
+    if drop_equal and any(len({rewards[i] for i in m}) > 1 for m in members.values()):
+        members = {g: m for g, m in members.items() if len({rewards[i] for i in m}) > 1}
     kept: set[int] = set()
     for indices in members.values():
-        chosen = max_variance_indices([rewards[i] for i in indices], size)
+        chosen = max_variance_indices([rewards[i] for i in indices], size or len(indices))
         kept.update(indices[c] for c in chosen)
     return [key for i, key in enumerate(keys) if i in kept]

@@ -17,7 +17,7 @@ Columns (one row per kept query, in curriculum order):
   __rollout_n__  G
 Schema metadata (key "sgpo"): the plan's metadata under "plan" and the export settings under
 "export"; export.downsample_to (0 = off) is the config's train.downsample_to, which the launch
-applies with sgpo.verl.sampler (PODS); export.history_explore (1 = off), history_min_streak,
+applies with sgpo.verl.sampler (PODS), as it does export.drop_equal_groups (train.drop_equal_groups); export.history_explore (1 = off), history_min_streak,
 history_target and history_seed are the config's skip on history (train.history_*, seed), which
 the launch applies with sgpo.verl.sampler's HistoryDataset and HistoryReplayBuffer.
 """
@@ -47,6 +47,7 @@ DEFAULT_ABILITY = "sgpo"
 # settings_not_carried).
 CARRIED_BY_VERL = (
     "downsample_to",
+    "drop_equal_groups",
     "history_explore",
     "history_min_streak",
     "history_target",
@@ -167,6 +168,7 @@ def export_verl_parquet(
     not_carried: dict | None = None,
     downsample_to: int = 0,
     history: dict | None = None,
+    drop_equal_groups: bool = False,
 ) -> Path:
     """Write the plan's kept queries as a verl-ready parquet (atomically) and return its path.
 
@@ -177,6 +179,7 @@ def export_verl_parquet(
     fixed_group_size: a baseline's data (see verl_rows).
     not_carried: sgpo settings the verl run will not apply (recorded in the metadata).
     downsample_to: PODS down-sampling the launch applies (sgpo.verl.sampler); 0 = off.
+    drop_equal_groups: the launch clears groups whose rewards are all equal (sgpo.verl.sampler).
     history: the skip on history the launch applies (sgpo.verl.sampler), as
         {"history_explore", "history_min_streak", "history_target", "history_seed"}; None = off.
     """
@@ -209,6 +212,7 @@ def export_verl_parquet(
             "fixed_group_size": fixed_group_size,
             "not_carried": not_carried or {},
             "downsample_to": downsample_to,
+            "drop_equal_groups": drop_equal_groups,
             **(history or HISTORY_OFF),
         },
     }
@@ -291,6 +295,7 @@ def export_for_config(
         # A baseline's data trains as the baseline does (DOWNSAMPLE_TO=N gives it PODS).
         downsample_to=cfg.train.downsample_to if fixed_group_size is None else 0,
         history=history_settings(cfg) if fixed_group_size is None else None,
+        drop_equal_groups=cfg.train.drop_equal_groups and fixed_group_size is None,
     )
     return path, data_source, verifier
 
@@ -315,8 +320,8 @@ def settings_not_carried(cfg: RunConfig) -> dict:
     updates, re-planning, re-profiling), the step's generation rounds (train.filter_groups,
     train.pilot_size, train.grow_max), down-sampling other than PODS's, skips on history, the
     early small groups, profile reuse and the profile drawn in training
-    (train.first_visit_profile: the export needs a plan, so profile first). train.downsample_to
-    and the skip on history are carried (see sgpo.verl.sampler); the launch runs sgpo without
+    (train.first_visit_profile: the export needs a plan, so profile first). train.downsample_to,
+    train.drop_equal_groups and the skip on history are carried (see sgpo.verl.sampler); the launch runs sgpo without
     verl's algorithm.filter_groups and follows the exported, static plan. verl refills every
     skipped row, so its steps are always full, as history_fill keeps them: a skip on history
     without history_fill (nor a target, which implies it) is reported as train.history_fill =

@@ -16,6 +16,11 @@ batches are left whole. It needs the rewards at sampling time, as verl's DAPO fi
 (rule-based rewards, which the launch uses, or reward.reward_model.enable_resource_pool), and
 single-turn rollouts (one trajectory per session).
 
+Dead groups dropped (train.drop_equal_groups; export metadata "drop_equal_groups", or
+DROP_EQUAL_GROUPS=1): the same buffer with +trainer.v1.sampler.sampler_kwargs.drop_equal_groups=
+true also clears every group whose rewards are all equal (unless all are: verl cannot train an
+empty batch), logged with the down-sampled ones: generated, never trained.
+
 Skip on history (train.history_explore < 1; export metadata "history_explore" etc.):
     data.custom_cls.path=pkg://sgpo.verl.sampler  data.custom_cls.name=HistoryDataset
     +data.sgpo_history.{explore,min_streak,target,seed}=...
@@ -59,24 +64,32 @@ FAILURE_EVICTED_METRIC = "training/rollout_failure/evicted_samples"
 
 class DownsampleReplayBuffer(ReplayBuffer):
     """verl's sync ReplayBuffer, with every training group cut to its `downsample_to` most
-    varied trajectories (sampler_kwargs.downsample_to, >= 2)."""
+    varied trajectories (sampler_kwargs.downsample_to, >= 2), and with
+    sampler_kwargs.drop_equal_groups the groups whose rewards are all equal cleared (then
+    downsample_to may be 0: mixed groups trained whole)."""
 
     downsample_required = True  # HistoryReplayBuffer: optional (0 = whole groups)
     fields = ["rm_scores"]  # what sample() reads of each trajectory
 
     def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003 - verl's signature
         super().__init__(*args, **kwargs)
+        drop_equal = (self.sampler_kwargs or {}).get("drop_equal_groups", False)
+        if not isinstance(drop_equal, bool):
+            raise ValueError(
+                f"trainer.v1.sampler.sampler_kwargs.drop_equal_groups must be true or false, "
+                f"got {drop_equal!r}"
+            )
+        optional = drop_equal or not self.downsample_required
         size = (self.sampler_kwargs or {}).get("downsample_to", None)
-        if size is None and not self.downsample_required:
+        if size is None and optional:
             size = 0
-        if not isinstance(size, int) or not (
-            size >= 2 or (size == 0 and not self.downsample_required)
-        ):
+        if not isinstance(size, int) or not (size >= 2 or (size == 0 and optional)):
             raise ValueError(
                 f"{type(self).__name__} needs trainer.v1.sampler.sampler_kwargs.downsample_to "
                 f"as an integer >= 2, got {size!r}"
             )
         self.downsample_to = size
+        self.drop_equal_groups = drop_equal
 
     def sample(
         self, global_steps: int, partition_id: str, batch_size: int
@@ -94,9 +107,11 @@ class DownsampleReplayBuffer(ReplayBuffer):
         self, batch: KVBatchMeta, metrics: dict, rewards: list[float], fields: dict
     ) -> tuple[KVBatchMeta, dict]:
         """The step's training batch from the groups verl picked (rewards per trajectory)."""
-        if not self.downsample_to:
+        if not (self.downsample_to or self.drop_equal_groups):
             return batch, metrics
-        kept = set(downsample_keys(batch.keys, rewards, self.downsample_to))
+        kept = set(
+            downsample_keys(batch.keys, rewards, self.downsample_to, self.drop_equal_groups)
+        )
         dropped = [k for k in batch.keys if k not in kept]
         if dropped:
             tq.kv_clear(partition_id=batch.partition_id, keys=dropped)
