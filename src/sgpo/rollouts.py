@@ -56,7 +56,8 @@ def group_members(rollouts: list[Rollout]) -> list[list[Rollout]]:
 
 def mixed_groups(batch: list[Rollout]) -> list[Rollout]:
     """The batch without its dead groups (every advantage zero: the rewards were all equal)."""
-    return [m for members in group_members(batch) if any(m.advantage for m in members) for m in members]
+    mixed = [members for members in group_members(batch) if any(m.advantage for m in members)]
+    return [m for members in mixed for m in members]
 
 
 def pilot_ends_group(rewards: set[float], rule: str) -> bool:
@@ -212,8 +213,8 @@ class RolloutCollector:
     ) -> tuple[list[Rollout], list[Rollout]]:
         """(all generated rollouts, the step's batch): the same list unless groups are
         filtered (dapo, train.filter_groups, train.drop_equal_groups), when the batch keeps
-        only groups with a non-zero advantage, or groups are trained in part (train.grow_train balanced,
-        train.downsample_to)."""
+        only groups with a non-zero advantage, or groups are trained in part
+        (train.grow_train balanced, train.downsample_to)."""
         cfg = self.config.train
         if cfg.method == "dapo":
             return self._collect_dynamic(step, next_queries)

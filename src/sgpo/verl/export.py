@@ -16,10 +16,12 @@ Columns (one row per kept query, in curriculum order):
                   "verifier_kwargs" (JSON text), "verifier_timeout_s", "verifier_isolation"}
   __rollout_n__  G
 Schema metadata (key "sgpo"): the plan's metadata under "plan" and the export settings under
-"export"; export.downsample_to (0 = off) is the config's train.downsample_to, which the launch
-applies with sgpo.verl.sampler (PODS), as it does export.drop_equal_groups (train.drop_equal_groups); export.history_explore (1 = off), history_min_streak,
-history_target and history_seed are the config's skip on history (train.history_*, seed), which
-the launch applies with sgpo.verl.sampler's HistoryDataset and HistoryReplayBuffer.
+"export"; export.downsample_to (0 = off) is the config's train.downsample_to and
+export.drop_equal_groups its train.drop_equal_groups, which the launch applies with
+sgpo.verl.sampler (PODS, dead groups dropped); export.history_explore (1 = off),
+history_min_streak, history_target and history_seed are the config's skip on history
+(train.history_*, seed), which the launch applies with sgpo.verl.sampler's HistoryDataset and
+HistoryReplayBuffer.
 """
 
 from __future__ import annotations
@@ -321,11 +323,11 @@ def settings_not_carried(cfg: RunConfig) -> dict:
     train.pilot_size, train.grow_max), down-sampling other than PODS's, skips on history, the
     early small groups, profile reuse and the profile drawn in training
     (train.first_visit_profile: the export needs a plan, so profile first). train.downsample_to,
-    train.drop_equal_groups and the skip on history are carried (see sgpo.verl.sampler); the launch runs sgpo without
-    verl's algorithm.filter_groups and follows the exported, static plan. verl refills every
-    skipped row, so its steps are always full, as history_fill keeps them: a skip on history
-    without history_fill (nor a target, which implies it) is reported as train.history_fill =
-    False, not carried."""
+    train.drop_equal_groups and the skip on history are carried (see sgpo.verl.sampler); the
+    launch runs sgpo without verl's algorithm.filter_groups and follows the exported, static
+    plan. verl refills every skipped row, so its steps are always full, as history_fill keeps
+    them: a skip on history without history_fill (nor a target, which implies it) is reported
+    as train.history_fill = False, not carried."""
     train = cfg.train
     fields = [(f"train.online.{n}", train.online, n) for n in type(train.online).model_fields]
     fields += [

@@ -109,9 +109,7 @@ class DownsampleReplayBuffer(ReplayBuffer):
         """The step's training batch from the groups verl picked (rewards per trajectory)."""
         if not (self.downsample_to or self.drop_equal_groups):
             return batch, metrics
-        kept = set(
-            downsample_keys(batch.keys, rewards, self.downsample_to, self.drop_equal_groups)
-        )
+        kept = set(downsample_keys(batch.keys, rewards, self.downsample_to, self.drop_equal_groups))
         dropped = [k for k in batch.keys if k not in kept]
         if dropped:
             tq.kv_clear(partition_id=batch.partition_id, keys=dropped)
