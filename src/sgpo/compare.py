@@ -112,6 +112,9 @@ FIRST_SUCCESS_PROFILE = [
     "profile.adaptive_round=1",
     "profile.adaptive_stop=first_success",
 ]
+# Dead groups leave the batch after generation, never refilled (dev round 36): a trainer that
+# trains every rollout pays only for the mixed groups.
+DROP_EQUAL = ["train.drop_equal_groups=true"]
 DEFAULT_METHODS = {
     "grpo-g8": ["train.method=grpo", "train.group_size=8"],
     "grpo-g8-ds4": ["train.method=grpo", "train.group_size=8", *DOWNSAMPLE_4],
@@ -171,6 +174,24 @@ DEFAULT_METHODS = {
         *HISTORY_SKIP,
         "train.history_fill=true",
         *FIRST_SUCCESS_PROFILE,
+    ],
+    "sgpo-solvable-g8-ds4-fs-drop": [
+        "train.method=sgpo",
+        *ABSTRACT_RULE,
+        *SOLVABLE_G8,
+        *DOWNSAMPLE_4,
+        *FIRST_SUCCESS_PROFILE,
+        *DROP_EQUAL,
+    ],
+    "sgpo-solvable-g8-ds4-greso-fill-fs-drop": [
+        "train.method=sgpo",
+        *ABSTRACT_RULE,
+        *SOLVABLE_G8,
+        *DOWNSAMPLE_4,
+        *HISTORY_SKIP,
+        "train.history_fill=true",
+        *FIRST_SUCCESS_PROFILE,
+        *DROP_EQUAL,
     ],
 }
 
