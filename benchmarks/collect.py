@@ -93,7 +93,8 @@ MIXES = {
                 "29: the first training group is the profile (round 31's -fv2: a dropped "
                 "query's group not trained; round 30: GRESO + PODS on GRPO, the control; "
                 "round 32's -k2: a 2-sample profile; round 33's -fs: the profile stopped at "
-                "each query's first success)",
+                "each query's first success; rounds 34-36: PODS to 2, growth from 2, dead "
+                "groups dropped)",
                 "100-109",
             ),
         )
@@ -145,6 +146,14 @@ for _mix, (_config, _) in REPORT_MIXES.items():
         _config,
         f"{_mix}, ten seeds, evaluated every 4 steps, equal train-all FLOPs: round 33's "
         "selection, trained on an H200",
+    )
+# Round 36's selections (dead groups dropped), trained on the 2-core CPU against round 33's
+# GRPO(G=8) runs (the H200's)
+for _mix, (_config, _) in REPORT_MIXES.items():
+    MIXES[f"report36-{_mix}"] = (
+        _config,
+        f"{_mix}, ten seeds, evaluated every 4 steps, equal train-all FLOPs: round 36's "
+        "selections, dead groups dropped",
     )
 
 FIT_KEYS = tuple(c.fit_speedup_key for c in CURRENCIES.values())
