@@ -286,9 +286,7 @@ class RolloutCollector:
         for round_index in range(cfg.refill_max_rounds):
             rollouts = generate(next_queries(cfg.rollout_budget - len(batch)), step, round_index)
             generated += rollouts
-            for members in group_members(rollouts):
-                if any(m.advantage != 0.0 for m in members):
-                    batch += members
+            batch += mixed_groups(rollouts)
             if len(batch) >= cfg.rollout_budget:
                 break
         return generated, batch

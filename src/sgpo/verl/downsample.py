@@ -39,8 +39,9 @@ def downsample_keys(
     members: dict[str, list[int]] = {}
     for i, key in enumerate(keys):
         members.setdefault(group_of(key), []).append(i)
-    if drop_equal and any(len({rewards[i] for i in m}) > 1 for m in members.values()):
-        members = {g: m for g, m in members.items() if len({rewards[i] for i in m}) > 1}
+    if drop_equal:
+        mixed = {g: m for g, m in members.items() if len({rewards[i] for i in m}) > 1}
+        members = mixed or members  # all dead: verl cannot train an empty batch
     kept: set[int] = set()
     for indices in members.values():
         chosen = max_variance_indices([rewards[i] for i in indices], size or len(indices))
