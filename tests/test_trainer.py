@@ -17,6 +17,7 @@ from sgpo.io import read_jsonl
 from sgpo.metrics import rollout_record
 from sgpo.plan import run_plan
 from sgpo.profile import run_profile
+from sgpo.rollouts import mixed_groups
 from sgpo.train import Trainer
 
 
@@ -120,7 +121,7 @@ def test_health_metrics(tmp_path: Path):
     stats = one_epoch.train_on(batch)
     # one epoch starts at the rollout policy: ratio 1 everywhere
     assert stats["clip_fraction"] == 0.0 and stats["approx_kl"] == 0.0
-    record = rollout_record(generated, batch)
+    record = rollout_record(generated)
     cut = [r for r in generated if not r.completion.finished]
     assert record["truncated_fraction"] == len(cut) / len(generated)
     assert all(len(r.completion.response_ids) == 4 for r in cut)  # max_new_tokens
@@ -142,7 +143,7 @@ def test_pilot_then_commit_completes_and_trains_only_mixed_groups(tmp_path: Path
     assert sorted(map(id, batch)) == sorted(id(r) for g in committed for r in g)
     # refilled round by round until the batch reaches the budget; the last group is kept whole
     assert 24 <= len(batch) < 24 + 6
-    record = rollout_record(generated, batch)
+    record = rollout_record(generated)
     assert record["informative_fraction"] == len(batch) / len(generated)
 
 
@@ -193,7 +194,7 @@ def test_grown_groups_stop_once_mixed_or_at_the_cap(tmp_path: Path):
     assert all(len(g) == 4 for g in capped)
     for g in mixed:  # it stopped at the first round that showed the second outcome
         assert len(g) in (2, 4) and len({r.reward for r in g[: len(g) - 2]}) <= 1
-    record = rollout_record(generated, batch)
+    record = rollout_record(generated)
     assert record["informative_fraction"] == sum(map(len, mixed)) / len(generated)
 
 
@@ -260,19 +261,45 @@ def test_dropped_dead_groups_leave_the_batch_and_cost_a_train_all_trainer_nothin
     assert sum(map(len, groups)) == 32  # generated whole, never refilled
     mixed = [g for g in groups if len({m.reward for m in g}) > 1]
     assert 0 < len(mixed) < len(groups)  # the coin-flip verifier leaves some groups all-equal
-    trained = groups_of(batch)
-    assert {g[0].query.query_id for g in trained} == {g[0].query.query_id for g in mixed}
-    assert all(len(g) == (downsample_to or 4) for g in trained)
-    assert all(any(r.advantage for r in g) for g in trained)
+    kept = mixed_groups(batch)
+    assert {g[0].query.query_id for g in groups_of(kept)} == {g[0].query.query_id for g in mixed}
+    assert all(len(g) == (downsample_to or 4) for g in groups_of(kept))
     stats = trainer.train_on(batch)
     # nothing left for a train-every-rollout trainer to add: train-all FLOPs = this trainer's
-    assert stats["flops_skipped"] == 0.0 and stats["trained_rollouts"] == len(batch)
+    assert stats["flops_skipped"] == 0.0
+    assert stats["trained_rollouts"] == stats["batch_rollouts"] == len(kept) < len(batch)
+
+
+def test_drop_with_the_generated_denominator_is_the_update_without_the_drop(tmp_path: Path):
+    """Same seed, same rollouts: dropping dead groups but dividing by the whole batch's tokens
+    gives the parameters training every rollout gives, at no train-all cost for the dead."""
+    runs = {
+        name: make_trainer(tmp_path, name, group_size=4, rollout_budget=32, lr=0.05, **drop)
+        for name, drop in {
+            "whole": {},
+            "drop-generated": {"drop_equal_groups": True, "drop_equal_denominator": "generated"},
+            "drop-kept": {"drop_equal_groups": True},
+        }.items()
+    }
+    stats = {name: trainer.train_on(trainer.collect()[1]) for name, trainer in runs.items()}
+    params = {name: list(t.policy.model.parameters()) for name, t in runs.items()}
+    assert stats["whole"]["flops_skipped"] > 0.0 == stats["drop-generated"]["flops_skipped"]
+    assert stats["drop-generated"]["batch_rollouts"] < stats["whole"]["batch_rollouts"]
+    for whole, dropped in zip(params["whole"], params["drop-generated"], strict=True):
+        torch.testing.assert_close(dropped, whole, rtol=1e-5, atol=1e-7)
+    # the kept-groups denominator is a larger step: a different update
+    assert any(
+        not torch.allclose(kept, whole, rtol=1e-5, atol=1e-7)
+        for whole, kept in zip(params["whole"], params["drop-kept"], strict=True)
+    )
 
 
 def test_dropping_dead_groups_is_not_a_second_filter(tmp_path: Path):
     for other in ({"filter_groups": True}, {"method": "dapo"}):
         with pytest.raises(ValidationError, match="drop_equal_groups does not combine"):
             make_trainer(tmp_path, "bad", drop_equal_groups=True, **other)
+    with pytest.raises(ValidationError, match="drop_equal_denominator needs"):
+        make_trainer(tmp_path, "bad", drop_equal_denominator="generated")
 
 
 def test_early_groups_replace_the_planned_size_for_the_first_steps(tmp_path: Path):
@@ -320,10 +347,9 @@ def test_down_sampling_trains_the_most_varied_few_with_advantages_within_them(tm
         else:
             assert all(r.advantage == 0.0 for r in few)
     assert mixed  # the coin-flip verifier gives mixed groups
-    record = rollout_record(generated, batch)
-    assert (record["rollouts"], record["batch_rollouts"]) == (36, 12)
+    assert (rollout_record(generated)["rollouts"], len(batch)) == (36, 12)
     stats = trainer.train_on(batch)
-    assert stats["trained_rollouts"] == 2 * mixed
+    assert stats["trained_rollouts"] == 2 * mixed and stats["batch_rollouts"] == 12
 
 
 def test_whole_group_down_sampling_keeps_group_advantages_weighted_by_outcome(tmp_path: Path):

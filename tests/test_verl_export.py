@@ -590,6 +590,12 @@ def test_export_says_loudly_that_online_settings_are_not_carried(tmp_path):
     assert "dead groups dropped" in drop.output and "NOT applied" not in drop.output
     export_meta = read_table(tmp_path / "t.pq")[1]["export"]
     assert export_meta["not_carried"] == {} and export_meta["drop_equal_groups"] is True
+    # ... but not with the whole batch's token-mean denominator (verl divides by what it trains)
+    same_update = ["--set", "train.drop_equal_groups=true"]
+    same_update += ["--set", "train.drop_equal_denominator=generated"]
+    assert "NOT applied" in CliRunner().invoke(verl_app, [*args, *same_update]).output
+    export_meta = read_table(tmp_path / "t.pq")[1]["export"]
+    assert export_meta["not_carried"] == {"train.drop_equal_denominator": "generated"}
     # profile reuse happens in sgpo's own trainer loop
     reuse = CliRunner().invoke(verl_app, [*args, "--set", "train.reuse_profile=true"])
     assert "NOT applied" in reuse.output

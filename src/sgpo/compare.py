@@ -115,6 +115,9 @@ FIRST_SUCCESS_PROFILE = [
 # Dead groups leave the batch after generation, never refilled (dev round 36): a trainer that
 # trains every rollout pays only for the mixed groups.
 DROP_EQUAL = ["train.drop_equal_groups=true"]
+# ... with the token-mean still over the whole batch (report round 37): the update is exactly
+# the row's without the drop, at what this trainer's FLOPs cost in a train-all trainer too.
+DROP_EQUAL_SAME_UPDATE = [*DROP_EQUAL, "train.drop_equal_denominator=generated"]
 DEFAULT_METHODS = {
     "grpo-g8": ["train.method=grpo", "train.group_size=8"],
     "grpo-g8-ds4": ["train.method=grpo", "train.group_size=8", *DOWNSAMPLE_4],
@@ -192,6 +195,24 @@ DEFAULT_METHODS = {
         "train.history_fill=true",
         *FIRST_SUCCESS_PROFILE,
         *DROP_EQUAL,
+    ],
+    "sgpo-solvable-g8-ds4-fs-drop-same-update": [
+        "train.method=sgpo",
+        *ABSTRACT_RULE,
+        *SOLVABLE_G8,
+        *DOWNSAMPLE_4,
+        *FIRST_SUCCESS_PROFILE,
+        *DROP_EQUAL_SAME_UPDATE,
+    ],
+    "sgpo-solvable-g8-ds4-greso-fill-fs-drop-same-update": [
+        "train.method=sgpo",
+        *ABSTRACT_RULE,
+        *SOLVABLE_G8,
+        *DOWNSAMPLE_4,
+        *HISTORY_SKIP,
+        "train.history_fill=true",
+        *FIRST_SUCCESS_PROFILE,
+        *DROP_EQUAL_SAME_UPDATE,
     ],
 }
 

@@ -371,9 +371,13 @@ class TrainConfig(Strict):
     # after generation, a group whose rewards are all equal leaves the step's batch, so a
     # trainer that trains every rollout (verl, TRL) pays no log-prob, forward or backward pass
     # for it; the step trains only mixed groups (fewer rollouts, never refilled). Token-mean
-    # then averages over the mixed groups' tokens only: the update differs from this trainer's
-    # zero-advantage skip in its denominator, not in its direction.
+    # then averages over the mixed groups' tokens only (drop_equal_denominator kept): the update
+    # differs from this trainer's zero-advantage skip in its denominator, not in its direction.
+    # With drop_equal_denominator generated it divides by the tokens of the whole batch, dead
+    # groups' included, as training every rollout does: the update is exactly that of the
+    # batch without the drop (dead groups' loss terms are zero), only cheaper.
     drop_equal_groups: bool = False
+    drop_equal_denominator: Literal["kept", "generated"] = "kept"
     downsample_advantages: Literal["subset", "whole-group"] = "subset"
     downsample_min_share: float = Field(0.0, ge=0.0, le=1.0)
     # sgpo, beyond the paper (0 = off): for the first early_group_steps steps every kept query
@@ -489,6 +493,8 @@ class TrainConfig(Strict):
                 "train.drop_equal_groups does not combine with method 'dapo' or "
                 "train.filter_groups: they drop the groups whose rewards are all equal already"
             )
+        if self.drop_equal_denominator != "kept" and not self.drop_equal_groups:
+            raise ValueError("train.drop_equal_denominator needs train.drop_equal_groups: true")
         if self.history_explore < 1 and (self.method == "dapo" or self.filter_groups):
             raise ValueError(
                 "train.history_explore does not combine with method 'dapo' or "
@@ -541,6 +547,7 @@ VARIANT_TRAIN_SETTINGS = (
     "grow_train",
     "downsample_to",
     "drop_equal_groups",
+    "drop_equal_denominator",
     "downsample_advantages",
     "downsample_min_share",
     "history_explore",

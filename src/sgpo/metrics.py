@@ -10,7 +10,7 @@ from sgpo.core.flops import PHASES
 from sgpo.rollouts import Rollout
 
 
-def rollout_record(generated: list[Rollout], batch: list[Rollout]) -> dict:
+def rollout_record(generated: list[Rollout]) -> dict:
     """Group and response statistics of everything a step generated."""
     # dapo's rounds reuse group indices: a group is (round's index, query)
     keys: dict[tuple[int, str], int] = {}
@@ -22,7 +22,6 @@ def rollout_record(generated: list[Rollout], batch: list[Rollout]) -> dict:
     return {
         "queries": len(keys),
         "rollouts": len(generated),
-        "batch_rollouts": len(batch),
         "reward_mean": float(np.mean([r.reward for r in generated])),
         "informative_fraction": informative / len(generated),
         "group_size_mean": float(np.mean(sizes)),

@@ -212,9 +212,10 @@ class RolloutCollector:
         self, step: int, next_queries: Callable[[int], list[ScheduledQuery]]
     ) -> tuple[list[Rollout], list[Rollout]]:
         """(all generated rollouts, the step's batch): the same list unless groups are
-        filtered (dapo, train.filter_groups, train.drop_equal_groups), when the batch keeps
-        only groups with a non-zero advantage, or groups are trained in part
-        (train.grow_train balanced, train.downsample_to)."""
+        filtered (dapo, train.filter_groups), when the batch keeps only groups with a non-zero
+        advantage, or groups are trained in part (train.grow_train balanced,
+        train.downsample_to). train.drop_equal_groups is applied when the batch is trained
+        (sgpo.train.Trainer.train_on), which may need the batch before the drop."""
         cfg = self.config.train
         if cfg.method == "dapo":
             return self._collect_dynamic(step, next_queries)
@@ -226,7 +227,7 @@ class RolloutCollector:
             generated, batch = self._collect_downsampled(step, next_queries)
         else:
             generated = batch = self.generate_groups(next_queries(cfg.rollout_budget), step, 0)
-        return generated, mixed_groups(batch) if cfg.drop_equal_groups else batch
+        return generated, batch
 
     def _collect_downsampled(
         self, step: int, next_queries: Callable[[int], list[ScheduledQuery]]

@@ -168,14 +168,22 @@ class PolicyUpdate:
         loss = aggregate_loss(token_loss, mask, cfg.loss_aggregation, *totals)
         return loss, logprobs, old, mask
 
-    def train_on(self, batch: list[Rollout], flops: dict[str, float]) -> dict:
-        """PPO-clipped update(s) on the batch; returns loss, grad norm and health metrics."""
+    def train_on(
+        self,
+        batch: list[Rollout],
+        flops: dict[str, float],
+        loss_scope: list[Rollout] | None = None,
+    ) -> dict:
+        """PPO-clipped update(s) on the batch; returns loss, grad norm and health metrics. The
+        loss's denominators count loss_scope's tokens and responses (default: the batch's; a
+        batch whose dead groups were dropped may pass the batch before the drop)."""
         cfg = self.cfg
+        scope = batch if loss_scope is None else loss_scope
         # Step-level denominators: micro-batching and skipping do not change the loss. A
         # weighted response counts as the responses it stands for (down-sampled groups).
         totals = (
-            sum(r.weight * len(r.completion.response_ids) for r in batch),
-            sum(r.weight for r in batch),
+            sum(r.weight * len(r.completion.response_ids) for r in scope),
+            sum(r.weight for r in scope),
             self.norm_length,
         )
         # Zero advantage and no KL -> the loss term is exactly zero: skip the backward pass.
