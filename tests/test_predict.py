@@ -117,6 +117,10 @@ def test_epoch_costs_skip_trainer_trains_only_informative_rollouts():
     assert costs["flops"] == pytest.approx(8 * 10.0 + live * 30.0)
     assert costs["flops_train_all"] == 8 * 40.0
     assert costs["tokens"] == 40.0
+    # dead groups dropped: a train-all trainer trains only what this trainer trains
+    dropped = epoch_costs([query(4)], Allocation([8], drop_dead=True), ANY_RATE)
+    assert dropped["flops_train_all"] == pytest.approx(costs["flops"])
+    assert dropped["flops"] == costs["flops"] and dropped["rollouts"] == costs["rollouts"]
 
 
 def simulate_growth(p: float, g: int, growth: Growth, groups: int) -> tuple[float, float]:

@@ -13,6 +13,7 @@ from tiny_run import tiny_tree
 
 from sgpo.config import RunConfig
 from sgpo.core.flops import logprob_flops, train_flops
+from sgpo.core.predict import CURRENCIES
 from sgpo.io import read_jsonl
 from sgpo.metrics import rollout_record
 from sgpo.plan import run_plan
@@ -539,3 +540,15 @@ def test_first_visit_profile_needs_one_group_size_and_no_profile_to_start_from(t
         make_trainer(tmp_path, "bad", method="sgpo", first_visit_profile=True, reuse_profile=True)
     with pytest.raises(ValidationError, match="does not combine"):
         make_trainer(tmp_path, "bad", method="sgpo", first_visit_profile=True, grow_max=8)
+
+
+def test_plan_predicts_that_dropped_dead_groups_cost_a_train_all_trainer_nothing(tmp_path: Path):
+    whole = RunConfig.model_validate(tiny_tree(tmp_path / "models"))
+    profile_path = run_profile(whole, tmp_path / "profile")
+    _, kept = run_plan(whole, profile_path, tmp_path / "plan-whole")
+    drop = tiny_tree(tmp_path / "models", train={"drop_equal_groups": True})
+    _, dropped = run_plan(RunConfig.model_validate(drop), profile_path, tmp_path / "plan-drop")
+    flops, train_all = (f"predicted_ratio_per_informative_{c}" for c in CURRENCIES[1:])
+    # this trainer skips dead groups' passes either way; a train-all trainer no longer trains them
+    assert dropped[flops] == pytest.approx(kept[flops])
+    assert dropped[train_all] > kept[train_all]

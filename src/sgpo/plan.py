@@ -129,11 +129,12 @@ def plan_summary(
     growth: Growth | None = None,
     downsampling: Downsampling | None = None,
     p_hat_estimates_p: bool = True,
+    drop_dead: bool = False,
 ) -> dict:
     """Counts, rollouts per epoch against a fixed-G baseline, predicted FLOPs per epoch, and
     the predicted informative fraction and cost per informative rollout over `epochs` (groups
-    grown until mixed with `growth`, or down-sampled) when p_hat estimates p (not so for a
-    profile stopped at each query's first success)."""
+    grown until mixed with `growth`, or down-sampled; dead groups dropped with drop_dead) when
+    p_hat estimates p (not so for a profile stopped at each query's first success)."""
     kept = [r for r in rows if r.kept]
     summary = {
         "queries": len(rows),
@@ -166,7 +167,7 @@ def plan_summary(
         summary |= {
             f"predicted_{k}": v
             for k, v in prediction(
-                rows, fixed_group_size, shape, epochs, growth, downsampling
+                rows, fixed_group_size, shape, epochs, growth, downsampling, drop_dead
             ).items()
         }
     return summary
@@ -179,6 +180,7 @@ def prediction(
     epochs: float,
     growth: Growth | None = None,
     downsampling: Downsampling | None = None,
+    drop_dead: bool = False,
 ) -> dict:
     """From the profile alone: informative fractions and cost per informative rollout against
     GRPO(G=baseline_g) in each currency, the profile charged over `epochs` (core/predict.py)."""
@@ -192,7 +194,8 @@ def prediction(
         )
         for r in rows
     ]
-    plan = Allocation([r.group_size if r.kept else 0 for r in rows], growth, downsampling)
+    sizes = [r.group_size if r.kept else 0 for r in rows]
+    plan = Allocation(sizes, growth, downsampling, drop_dead)
     return predict_against_baseline(queries, plan, baseline_g, profile_costs(queries), epochs)
 
 
@@ -261,6 +264,7 @@ def _run_plan(
         growth,
         downsampling,
         p_hat_estimates_p=p_hat_estimates_p(meta),
+        drop_dead=train.drop_equal_groups,
     )
     extra = {
         "rule": asdict(rule),

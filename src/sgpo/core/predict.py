@@ -112,11 +112,13 @@ class Downsampling:
 @dataclass(frozen=True)
 class Allocation:
     """Rollouts per query for one epoch (0 = not trained), optionally grown until mixed, or
-    down-sampled."""
+    down-sampled; drop_dead: groups whose rewards are all equal leave the batch
+    (train.drop_equal_groups), so a trainer that trains every rollout trains only the live."""
 
     group_sizes: Sequence[int]
     growth: Growth | None = None
     downsampling: Downsampling | None = None
+    drop_dead: bool = False
 
 
 @dataclass(frozen=True)
@@ -209,7 +211,8 @@ def epoch_costs(
         out["informative"] += e.informative
         out["tokens"] += e.rollouts * q.tokens
         out["flops"] += e.rollouts * q.generate_flops + e.trained_live * q.train_flops
-        out["flops_train_all"] += e.rollouts * q.generate_flops + e.trained_all * q.train_flops
+        trained_all = e.trained_live if allocation.drop_dead else e.trained_all
+        out["flops_train_all"] += e.rollouts * q.generate_flops + trained_all * q.train_flops
     return out
 
 
