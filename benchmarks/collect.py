@@ -155,6 +155,14 @@ for _mix, (_config, _) in REPORT_MIXES.items():
         f"{_mix}, ten seeds, evaluated every 4 steps, equal train-all FLOPs: round 36's "
         "selections, dead groups dropped",
     )
+# Report round 37: the drop with the whole batch's token-mean denominator (the update without
+# the drop), on the 2-core CPU against round 33's GRPO(G=8) runs
+for _mix, (_config, _) in REPORT_MIXES.items():
+    MIXES[f"report37-{_mix}"] = (
+        _config,
+        f"{_mix}, ten seeds, evaluated every 4 steps, equal train-all FLOPs: round 37, dead "
+        "groups dropped with the whole batch's denominator",
+    )
 
 FIT_KEYS = tuple(c.fit_speedup_key for c in CURRENCIES.values())
 

@@ -24,7 +24,13 @@ from sgpo.core.allocation import (
     success_rate,
 )
 from sgpo.core.flops import ModelShape, inference_flops, sequence_forward_flops, train_flops
-from sgpo.core.online import adapt_explore, epoch_visits, observe_streaks, visit_probability
+from sgpo.core.online import (
+    adapt_explore,
+    epoch_visits,
+    extends_streak,
+    observe_streaks,
+    visit_probability,
+)
 
 
 def test_advantages_for_mixed_group_sizes_match_hand_computation():
@@ -367,3 +373,13 @@ def test_first_visit_filter_uses_the_plans_thresholds_and_a_draw_per_query():
     again = [first_visit_reason(f"q{i}", 0, 8, half, seed=3) for i in range(400)]
     other = [first_visit_reason(f"q{i}", 0, 8, half, seed=4) for i in range(400)]
     assert reasons == again and reasons != other
+
+
+def test_which_groups_extend_a_streak():
+    assert extends_streak([1.0, 1.0], "equal") and extends_streak([0.0, 0.0], "equal")
+    assert not extends_streak([0.0, 1.0], "equal")
+    assert extends_streak([1.0, 1.0], "solved")
+    assert not extends_streak([0.0, 0.0], "solved")  # unsolved: never skipped
+    assert not extends_streak([0.0, 1.0], "solved")
+    with pytest.raises(ValueError, match="unknown history streak rule"):
+        extends_streak([1.0], "any")

@@ -446,6 +446,33 @@ def test_history_skips_spare_generation_on_queries_that_came_back_all_equal(tmp_
     assert trainer.train_step()["history_skipped"] == scheduler.history_skipped
 
 
+def test_a_solved_streak_skips_only_queries_training_has_solved(tmp_path: Path):
+    trainer = make_trainer(
+        tmp_path,
+        "greso-solved",
+        group_size=2,
+        rollout_budget=8,
+        history_explore=0.01,
+        history_streak="solved",
+    )
+    last_rewards: dict[str, set[float]] = {}
+    collect = trainer.collect
+
+    def recording_collect() -> tuple[list, list]:
+        generated, batch = collect()
+        for group in groups_of(generated):
+            last_rewards[group[0].query.query_id] = {r.reward for r in group}
+        return generated, batch
+
+    trainer.collect = recording_collect
+    while trainer.scheduler.remaining:  # the first epoch: every query generated once
+        trainer.train_step()
+    solved = {q for q, rewards in last_rewards.items() if rewards == {1.0}}
+    failed = {q for q, rewards in last_rewards.items() if rewards == {0.0}}
+    assert solved and failed  # coin-flip groups of two: both kinds of all-equal groups
+    assert {q for q, z in trainer.scheduler.zero_streaks.items() if z} == solved
+
+
 def test_history_skips_need_one_generated_group_per_visit(tmp_path: Path):
     with pytest.raises(ValidationError, match="history_explore does not combine"):
         make_trainer(tmp_path, "bad", history_explore=0.5, method="dapo")
@@ -480,7 +507,13 @@ def test_history_fill_keeps_steps_full_at_a_fixed_explore(tmp_path: Path):
 
 
 @pytest.mark.parametrize(
-    "setting", [{"history_target": 0.1}, {"history_min_streak": 2}, {"history_fill": True}]
+    "setting",
+    [
+        {"history_target": 0.1},
+        {"history_min_streak": 2},
+        {"history_streak": "solved"},
+        {"history_fill": True},
+    ],
 )
 def test_history_settings_need_skip_on_history(tmp_path: Path, setting: dict):
     name = next(iter(setting))

@@ -400,6 +400,10 @@ class TrainConfig(Strict):
     # Skip only from the history_min_streak-th all-equal group in a row (1 = GRESO's rule):
     # visit probability history_explore ** (z - history_min_streak + 1) once z reaches it.
     history_min_streak: int = Field(1, ge=1)
+    # Which groups make a streak (beyond GRESO): equal, rewards all equal (GRESO's rule);
+    # solved, all correct, so only queries training has solved are skipped and those it has
+    # not solved are always generated.
+    history_streak: Literal["equal", "solved"] = "equal"
     # Keep steps full (implied by history_target): a step that reaches an epoch's end goes on
     # into the next; the queries it holds count as their visit of that epoch.
     history_fill: bool = False
@@ -504,6 +508,7 @@ class TrainConfig(Strict):
         history_extras = {
             "train.history_target": bool(self.history_target),
             "train.history_min_streak": self.history_min_streak > 1,
+            "train.history_streak": self.history_streak != "equal",
             "train.history_fill": self.history_fill,
         }
         for name, used in history_extras.items():
@@ -553,6 +558,7 @@ VARIANT_TRAIN_SETTINGS = (
     "history_explore",
     "history_target",
     "history_min_streak",
+    "history_streak",
     "history_fill",
     "early_group_size",
     "early_group_steps",

@@ -25,6 +25,7 @@ from tqdm import tqdm
 from sgpo import checkpoint, rundir
 from sgpo.config import RunConfig, dump_config
 from sgpo.core.flops import PHASES
+from sgpo.core.online import extends_streak
 from sgpo.core.rewards import is_correct
 from sgpo.errors import NonFiniteError
 from sgpo.evaluate import evaluate
@@ -190,7 +191,10 @@ class Trainer:
         if self.cfg.history_explore < 1:
             self.scheduler.observe_step(
                 [
-                    (members[0].query.query_id, len({m.reward for m in members}) < 2)
+                    (
+                        members[0].query.query_id,
+                        extends_streak([m.reward for m in members], self.cfg.history_streak),
+                    )
                     for members in groups
                 ]
             )

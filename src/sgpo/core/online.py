@@ -30,6 +30,7 @@ from sgpo.core.allocation import (
     check_unique_ids,
     rule_group_size,
 )
+from sgpo.core.rewards import is_correct
 
 
 @dataclass(frozen=True)
@@ -198,6 +199,17 @@ def epoch_visits(
         < visit_probability(zero_streaks.get(q, 0), explore, floor, min_streak)
     ]
     return visited or list(query_ids)
+
+
+def extends_streak(rewards: Sequence[float], rule: str) -> bool:
+    """Whether a generated group extends its query's streak (train.history_streak): equal, its
+    rewards all equal (GRESO); solved, all correct, so a query training has not solved is never
+    skipped (an all-wrong group resets its streak as a mixed one does)."""
+    if rule == "solved":
+        return all(is_correct(r) for r in rewards)
+    if rule == "equal":
+        return len(set(rewards)) < 2
+    raise ValueError(f"unknown history streak rule {rule!r}; choose equal or solved")
 
 
 def observe_streaks(zero_streaks: dict[str, int], groups: Sequence[tuple[str, bool]]) -> float:
