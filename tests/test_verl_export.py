@@ -620,6 +620,11 @@ def test_export_says_loudly_that_online_settings_are_not_carried(tmp_path):
     target = [*skips, "--set", "train.history_target=0.3"]  # a target implies the fill
     assert "NOT applied" not in CliRunner().invoke(verl_app, [*args, *target]).output
     assert read_table(tmp_path / "t.pq")[1]["export"]["history_target"] == 0.3
+    # verl's HistorySkip counts every all-equal group: the solved-only streak is not carried
+    solved = [*filled, "--set", "train.history_streak=solved"]
+    assert "NOT applied" in CliRunner().invoke(verl_app, [*args, *solved]).output
+    export_meta = read_table(tmp_path / "t.pq")[1]["export"]
+    assert export_meta["not_carried"] == {"train.history_streak": "solved"}
     # without history_fill sgpo trains a short step at each epoch's end; verl fills it
     unfilled = CliRunner().invoke(verl_app, [*args, *skips])
     assert "NOT applied" in unfilled.output
