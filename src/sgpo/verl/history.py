@@ -24,7 +24,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sgpo.core.online import VISIT_FLOOR, adapt_explore, epoch_visits, observe_streaks
+from sgpo.core.online import (
+    VISIT_FLOOR,
+    adapt_explore,
+    epoch_visits,
+    extends_streak,
+    observe_streaks,
+)
 
 # Logged by sgpo.verl.sampler each training step: visits skipped so far (sgpo's history_skipped),
 # the explore probability (moves with a target), and the trajectories the step generated (the
@@ -109,7 +115,8 @@ class HistorySkip:
         explore then moves towards it by the step's all-equal share."""
         if not groups:
             raise ValueError("a training step has at least one generated group")
-        equal = [(query_id, len(set(rewards)) <= 1) for query_id, rewards in groups]
+        # GRESO's rule, as verl carries it (train.history_streak "solved" is not carried)
+        equal = [(query_id, extends_streak(rewards, "equal")) for query_id, rewards in groups]
         zero_share = observe_streaks(self.zero_streaks, equal)
         if self.target:
             self.explore = adapt_explore(self.explore, zero_share, self.target)
