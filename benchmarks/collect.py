@@ -125,44 +125,28 @@ for _set, _what, _budgets in (
                 _config,
                 f"{_mix}, ten seeds, {_what}equal {_budget}",
             )
-# A later session, the ten-seed eval4 runs lost: -ds2, -greso and -ds4 (trained again) against
-# GRPO(G=8) trained again (runs/report10/<mix>)
-for _mix, (_config, _) in REPORT_MIXES.items():
-    MIXES[f"report10-{_mix}"] = (
-        _config,
-        f"{_mix}, ten seeds, evaluated every 4 steps, equal train-all FLOPs: rounds 25-26's "
-        "selections and sgpo-solvable-g8-ds4 trained again",
-    )
-# The next session, on a new machine: round 28's selection against GRPO(G=8) trained again
-for _mix, (_config, _) in REPORT_MIXES.items():
-    MIXES[f"report28-{_mix}"] = (
-        _config,
-        f"{_mix}, ten seeds, evaluated every 4 steps, equal train-all FLOPs: round 28's selection",
-    )
-# Round 33's selection and GRPO(G=8), trained on an H200 (float32; GRPO's evaluations equal
-# the CPU runs' in 28 of 30 seeds and differ by one sample in 3200 in the other two)
-for _mix, (_config, _) in REPORT_MIXES.items():
-    MIXES[f"report33-{_mix}"] = (
-        _config,
-        f"{_mix}, ten seeds, evaluated every 4 steps, equal train-all FLOPs: round 33's "
-        "selection, trained on an H200",
-    )
-# Round 36's selections (dead groups dropped), trained on the 2-core CPU against round 33's
-# GRPO(G=8) runs (the H200's)
-for _mix, (_config, _) in REPORT_MIXES.items():
-    MIXES[f"report36-{_mix}"] = (
-        _config,
-        f"{_mix}, ten seeds, evaluated every 4 steps, equal train-all FLOPs: round 36's "
-        "selections, dead groups dropped",
-    )
-# Report round 37: the drop with the whole batch's token-mean denominator (the update without
-# the drop), on the 2-core CPU against round 33's GRPO(G=8) runs
-for _mix, (_config, _) in REPORT_MIXES.items():
-    MIXES[f"report37-{_mix}"] = (
-        _config,
-        f"{_mix}, ten seeds, evaluated every 4 steps, equal train-all FLOPs: round 37, dead "
-        "groups dropped with the whole batch's denominator",
-    )
+# Later report rounds, ten seeds evaluated every 4 steps at equal train-all FLOPs, each against
+# GRPO(G=8) runs of its own or of an earlier round: compare directory prefix -> what it holds
+REPORT_ROUNDS = {
+    # a later session, the ten-seed eval4 runs lost: trained again (runs/report10/<mix>)
+    "report10": "rounds 25-26's selections and sgpo-solvable-g8-ds4 trained again",
+    # the next session, on a new machine: GRPO(G=8) trained again
+    "report28": "round 28's selection",
+    # GRPO(G=8) too on the H200 (float32; its evaluations equal the CPU runs' in 28 of 30
+    # seeds and differ by one sample in 3200 in the other two)
+    "report33": "round 33's selection, trained on an H200",
+    # on the 2-core CPU against round 33's GRPO(G=8) runs (the H200's)
+    "report36": "round 36's selections, dead groups dropped",
+    # the drop with the whole batch's token-mean denominator (the update without the drop),
+    # on the 2-core CPU against round 33's GRPO(G=8) runs
+    "report37": "round 37, dead groups dropped with the whole batch's denominator",
+}
+for _round, _what in REPORT_ROUNDS.items():
+    for _mix, (_config, _) in REPORT_MIXES.items():
+        MIXES[f"{_round}-{_mix}"] = (
+            _config,
+            f"{_mix}, ten seeds, evaluated every 4 steps, equal train-all FLOPs: {_what}",
+        )
 
 FIT_KEYS = tuple(c.fit_speedup_key for c in CURRENCIES.values())
 
