@@ -21,7 +21,12 @@ from sgpo.io import read_table
 from sgpo.plan import PlanRow, build_plan, kept_in_order, write_plan
 from sgpo.verl import reward
 from sgpo.verl.cli import model_shape_from_dir, verl_app
-from sgpo.verl.downsample import DOWNSAMPLED_METRIC, downsample_keys
+from sgpo.verl.downsample import (
+    DOWNSAMPLED_METRIC,
+    WHOLE_BATCH_ESTIMATOR,
+    downsample_keys,
+    whole_batch_scale,
+)
 from sgpo.verl.export import (
     ROLLOUT_N,
     export_verl_parquet,
@@ -536,6 +541,20 @@ def test_downsample_keys_keeps_each_groups_most_varied_in_order():
         downsample_keys(keys, rewards[:3], 4)
 
 
+def test_whole_batch_scale_is_trained_tokens_over_the_batch_after_pods():
+    # group a: 1 success of 6 (PODS to 4 keeps a_0, a_1, a_2, a_3), b: all solved (dead)
+    keys = [f"a_{i}_0" for i in range(6)] + ["b_0_0", "b_1_0"]
+    rewards = [0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0, 1.0]
+    lengths = [1, 2, 3, 4, 100, 100, 5, 7]  # a_4 and a_5 are down-sampled away: not counted
+    assert whole_batch_scale(keys, rewards, lengths, 4) == pytest.approx(10 / 22)
+    assert whole_batch_scale(keys, rewards, lengths, 0) == pytest.approx(210 / 222)
+    # nothing dead: nothing dropped, no scale; everything dead: verl trains it all, zero anyway
+    assert whole_batch_scale(keys[:6], rewards[:6], lengths[:6], 4) == 1.0
+    assert whole_batch_scale(keys[6:], rewards[6:], lengths[6:], 0) == 1.0
+    with pytest.raises(ValueError, match="response lengths"):
+        whole_batch_scale(keys, rewards, lengths[:3], 4)
+
+
 def test_verifier_counts_reach_a_stats_file_per_process(tmp_path, monkeypatch):
     monkeypatch.setenv("SGPO_VERIFIER_ISOLATION", "inline")
     monkeypatch.setenv("SGPO_VERIFIER_STATS_DIR", str(tmp_path))
@@ -590,12 +609,16 @@ def test_export_says_loudly_that_online_settings_are_not_carried(tmp_path):
     assert "dead groups dropped" in drop.output and "NOT applied" not in drop.output
     export_meta = read_table(tmp_path / "t.pq")[1]["export"]
     assert export_meta["not_carried"] == {} and export_meta["drop_equal_groups"] is True
-    # ... but not with the whole batch's token-mean denominator (verl divides by what it trains)
+    assert export_meta["drop_equal_denominator"] == "kept"
+    # ... and with the whole batch's token-mean denominator (sgpo.verl.sampler scales advantages)
     same_update = ["--set", "train.drop_equal_groups=true"]
     same_update += ["--set", "train.drop_equal_denominator=generated"]
-    assert "NOT applied" in CliRunner().invoke(verl_app, [*args, *same_update]).output
+    whole_batch = CliRunner().invoke(verl_app, [*args, *same_update])
+    assert whole_batch.exit_code == 0, whole_batch.output
+    assert "NOT applied" not in whole_batch.output and "whole batch" in whole_batch.output
     export_meta = read_table(tmp_path / "t.pq")[1]["export"]
-    assert export_meta["not_carried"] == {"train.drop_equal_denominator": "generated"}
+    assert export_meta["not_carried"] == {}
+    assert export_meta["drop_equal_denominator"] == "generated"
     # profile reuse happens in sgpo's own trainer loop
     reuse = CliRunner().invoke(verl_app, [*args, "--set", "train.reuse_profile=true"])
     assert "NOT applied" in reuse.output
@@ -635,9 +658,11 @@ def test_export_says_loudly_that_online_settings_are_not_carried(tmp_path):
     assert CliRunner().invoke(verl_app, baseline).exit_code == 0
     export_meta = read_table(tmp_path / "t.pq")[1]["export"]
     assert export_meta["downsample_to"] == 0 and export_meta["history_explore"] == 1.0
-    baseline_drop = [*args, "--set", "train.drop_equal_groups=true", "--fixed-group-size", "8"]
+    baseline_drop = [*args, *same_update, "--fixed-group-size", "8"]
     assert CliRunner().invoke(verl_app, baseline_drop).exit_code == 0
-    assert read_table(tmp_path / "t.pq")[1]["export"]["drop_equal_groups"] is False
+    export_meta = read_table(tmp_path / "t.pq")[1]["export"]
+    assert export_meta["drop_equal_groups"] is False
+    assert export_meta["drop_equal_denominator"] == "kept"
 
 
 def test_record_run_refuses_to_resume_a_run_dir_with_other_settings(tmp_path):
@@ -737,6 +762,7 @@ def test_launch_reads_the_exports_down_sampling_and_largest_step(tmp_path):
         "0.0",
         "0",
         "0",
+        "kept",
     ]
     assert "trainer.v1.sampler.sampler_kwargs.drop_equal_groups" not in overrides
     dropped = run_launch(tmp_path, "run_grpo.sh", DROP_EQUAL_GROUPS="1")
@@ -745,9 +771,30 @@ def test_launch_reads_the_exports_down_sampling_and_largest_step(tmp_path):
     assert overrides["trainer.v1.sampler.custom_sampler.name"] == "DownsampleReplayBuffer"
     assert overrides["trainer.v1.sampler.sampler_kwargs.drop_equal_groups"] == "true"
     assert "trainer.v1.sampler.sampler_kwargs.downsample_to" not in overrides
+    assert "trainer.v1.sampler.sampler_kwargs.drop_equal_denominator" not in overrides
+    assert overrides["algorithm.adv_estimator"] == "grpo"
     for script, value in (("run_dapo.sh", "1"), ("run_grpo.sh", "yes")):
         refused = run_launch(tmp_path, script, DROP_EQUAL_GROUPS=value)
         assert refused.returncode == 2 and "DROP_EQUAL_GROUPS" in refused.stderr
+    # GRPO's own update with the dead groups' training passes skipped
+    same = run_launch(
+        tmp_path, "run_grpo.sh", DROP_EQUAL_GROUPS="1", DROP_EQUAL_DENOMINATOR="generated"
+    )
+    assert same.returncode == 0, same.stderr
+    overrides = dict(o.lstrip("+").split("=", 1) for o in same.stdout.splitlines())
+    assert overrides["trainer.v1.sampler.sampler_kwargs.drop_equal_denominator"] == "generated"
+    assert overrides["algorithm.adv_estimator"] == WHOLE_BATCH_ESTIMATOR
+    for refused_env in (
+        {"DROP_EQUAL_DENOMINATOR": "generated"},  # nothing dropped
+        {"DROP_EQUAL_DENOMINATOR": "all"},
+        {
+            "DROP_EQUAL_GROUPS": "1",
+            "DROP_EQUAL_DENOMINATOR": "generated",
+            "LOSS_AGG_MODE": "seq-mean-token-mean",
+        },
+    ):
+        refused = run_launch(tmp_path, "run_grpo.sh", **refused_env)
+        assert refused.returncode == 2 and "DROP_EQUAL_DENOMINATOR" in refused.stderr, refused_env
 
 
 def test_launch_applies_the_exports_skip_on_history_with_verls_dataset_and_buffer(tmp_path):

@@ -113,12 +113,17 @@ sgpo_verl check "${check_args[@]}"
 # dataloader-sampler hook, so sgpo's dataset gives a skipped row no rollout and sgpo's replay
 # buffer refills the step with the next rows, one per dataloader fetch, in the trainer's process.
 # Dead groups dropped (sgpo.verl.sampler): the export's train.drop_equal_groups unless
-# DROP_EQUAL_GROUPS (0 or 1) is set (DROP_EQUAL_GROUPS=1 run_grpo.sh is GRPO with them dropped).
+# DROP_EQUAL_GROUPS (0 or 1) is set (DROP_EQUAL_GROUPS=1 run_grpo.sh is GRPO with them dropped);
+# the token-mean's denominator: the export's train.drop_equal_denominator unless
+# DROP_EQUAL_DENOMINATOR (kept or generated) is set. generated keeps it over the whole batch, so
+# the update is the one without the drop (DROP_EQUAL_GROUPS=1 DROP_EQUAL_DENOMINATOR=generated
+# run_grpo.sh trains as GRPO and skips the dead groups' training passes).
 read -r export_downsample_to max_rollouts history_explore history_min_streak history_target \
-    history_seed export_drop_equal_groups \
+    history_seed export_drop_equal_groups export_drop_equal_denominator \
     <<< "$(sgpo_verl data-info --data "$DATA" --train-batch-size "$TRAIN_BATCH_SIZE")"
 DOWNSAMPLE_TO="${DOWNSAMPLE_TO:-$export_downsample_to}"
 DROP_EQUAL_GROUPS="${DROP_EQUAL_GROUPS:-$export_drop_equal_groups}"
+DROP_EQUAL_DENOMINATOR="${DROP_EQUAL_DENOMINATOR:-$export_drop_equal_denominator}"
 if [ "$DOWNSAMPLE_TO" != 0 ] && { [ "$METHOD" = dapo ] || [ "$DOWNSAMPLE_TO" -lt 2 ]; }; then
     echo "DOWNSAMPLE_TO=$DOWNSAMPLE_TO: down-sampling keeps >= 2 of a group, and not with" \
          "METHOD=dapo (its own sampler filters groups)" >&2
@@ -129,6 +134,14 @@ if [ "$DROP_EQUAL_GROUPS" != 0 ] && { [ "$METHOD" = dapo ] || [ "$DROP_EQUAL_GRO
          "sampler filters groups)" >&2
     exit 2
 fi
+if [ "$DROP_EQUAL_DENOMINATOR" != kept ] && { [ "$DROP_EQUAL_DENOMINATOR" != generated ] ||
+    [ "$DROP_EQUAL_GROUPS" != 1 ] || [ "$LOSS_AGG_MODE" != token-mean ]; }; then
+    echo "DROP_EQUAL_DENOMINATOR=$DROP_EQUAL_DENOMINATOR: kept or generated, and generated" \
+         "needs DROP_EQUAL_GROUPS=1 and LOSS_AGG_MODE=token-mean (got $DROP_EQUAL_GROUPS," \
+         "$LOSS_AGG_MODE)" >&2
+    exit 2
+fi
+ADV_ESTIMATOR=grpo
 sampler_overrides=()
 if [ "$history_explore" != 1.0 ]; then
     sampler_overrides=(trainer.v1.sampler.custom_sampler.path=pkg://sgpo.verl.sampler
@@ -150,6 +163,10 @@ if [ "$DOWNSAMPLE_TO" != 0 ]; then
 fi
 if [ "$DROP_EQUAL_GROUPS" = 1 ]; then
     sampler_overrides+=("+trainer.v1.sampler.sampler_kwargs.drop_equal_groups=true")
+fi
+if [ "$DROP_EQUAL_DENOMINATOR" = generated ]; then  # GRPO's advantage times the token ratio
+    sampler_overrides+=("+trainer.v1.sampler.sampler_kwargs.drop_equal_denominator=generated")
+    ADV_ESTIMATOR=sgpo_grpo_whole_batch
 fi
 
 # 3. mini-batches. verl pads every step's batch with 128-token dummy sequences up to a multiple of
@@ -207,7 +224,7 @@ overrides=(
     trainer.use_v1=True
     trainer.v1.trainer_mode=sync
     # --- group-relative advantages over groups of any size
-    algorithm.adv_estimator=grpo
+    "algorithm.adv_estimator=$ADV_ESTIMATOR"
     "algorithm.norm_adv_by_std_in_grpo=$NORM_ADV_BY_STD"
     algorithm.use_kl_in_reward=False
     actor_rollout_ref.actor.use_kl_loss=False

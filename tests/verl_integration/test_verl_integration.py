@@ -639,6 +639,180 @@ def test_downsampling_buffer_trains_each_groups_most_varied_and_clears_the_rest(
         build({"drop_equal_groups": "yes"})
 
 
+class ConfigOwner:
+    """Stands for verl's trainer, to which the replay buffer's refill_fn is bound."""
+
+    def __init__(self, config: object) -> None:
+        self.config = config
+
+    def refill(self, num_prompts: int) -> int:
+        return num_prompts
+
+
+def test_whole_batch_denominator_makes_verls_loss_the_one_without_the_drop(monkeypatch):
+    """Dead groups dropped with drop_equal_denominator=generated: verl's own token-mean PPO loss
+    over the trained trajectories, advantages from sgpo's estimator through verl's v1 entry
+    point, equals the loss over the whole batch with verl's GRPO advantages, and so does its
+    gradient; without the scale (the kept denominator) it does not."""
+    from transfer_queue import KVBatchMeta
+    from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
+
+    from sgpo.verl import sampler
+    from sgpo.verl.downsample import ADVANTAGE_SCALE_METRIC, WHOLE_BATCH_ESTIMATOR
+
+    # group a: 2 of 6 solved (PODS to 4 keeps its 4 most varied), b: all solved (dead),
+    # c: 1 of 3 solved (kept whole)
+    rewards = {f"a_{i}_0": float(i in (1, 4)) for i in range(6)}
+    rewards |= {"b_0_0": 1.0, "b_1_0": 1.0, "b_2_0": 1.0}
+    rewards |= {f"c_{i}_0": float(i == 2) for i in range(3)}
+    keys = list(rewards)
+    lengths = dict(zip(keys, [3, 5, 2, 4, 6, 1, 7, 2, 5, 3, 4, 6], strict=True))
+    monkeypatch.setattr(
+        sampler.tq,
+        "kv_batch_get",
+        lambda keys, partition_id, select_fields: {
+            "rm_scores": [torch.tensor([0.0, rewards[k]]) for k in keys]
+        },
+    )
+    monkeypatch.setattr(sampler.tq, "kv_clear", lambda partition_id, keys: None)
+    tags = [{"status": "success", "response_len": lengths[k]} for k in keys]
+    monkeypatch.setattr(
+        ReplayBuffer,
+        "sample",
+        lambda self, global_steps, partition_id, batch_size: (
+            KVBatchMeta(keys=keys, tags=tags, partition_id=partition_id),
+            {},
+        ),
+    )
+    config = OmegaConf.create(  # what the buffer checks of verl's trainer config
+        {
+            "algorithm": {"adv_estimator": WHOLE_BATCH_ESTIMATOR},
+            "actor_rollout_ref": {
+                "actor": {
+                    "loss_agg_mode": "token-mean",
+                    "policy_loss": {"loss_mode": "vanilla"},
+                    "entropy_coeff": 0,
+                    "use_kl_loss": False,
+                }
+            },
+        }
+    )
+
+    def build(
+        denominator: str, drop: dict | None = None, verl_config: object = config
+    ) -> sampler.DownsampleReplayBuffer:
+        kwargs = {"downsample_to": 4, "drop_equal_groups": True} if drop is None else drop
+        return sampler.DownsampleReplayBuffer(
+            trainer_mode="sync",
+            trainer_config=OmegaConf.create({}),  # verl passes trainer.v1.sync here
+            max_off_policy_threshold=None,
+            max_off_policy_strategy="drop",
+            sampler_kwargs=OmegaConf.create(kwargs | {"drop_equal_denominator": denominator}),
+            refill_fn=ConfigOwner(verl_config).refill,
+        )
+
+    whole = build("kept")  # the batch before the drop: PODS only
+    whole.drop_equal_groups = False
+    whole_batch, _ = whole.sample(1, "train", 3)
+    trained_batch, metrics = build("generated").sample(1, "train", 3)
+    assert [k[0] for k in whole_batch.keys] == list("aaaabbbccc")
+    assert [k[0] for k in trained_batch.keys] == list("aaaaccc")
+    scale = metrics[ADVANTAGE_SCALE_METRIC]
+    trained_tokens = sum(lengths[k] for k in trained_batch.keys)
+    assert scale == pytest.approx(trained_tokens / sum(lengths[k] for k in whole_batch.keys))
+
+    width = max(lengths.values())
+    torch.manual_seed(0)
+    old_log_prob = {k: -torch.rand(width) for k in keys}
+    new_log_prob = {k: old_log_prob[k] + 0.3 * torch.randn(width) for k in keys}
+    actor = OmegaConf.create(
+        {"clip_ratio": 0.2, "clip_ratio_low": 0.2, "clip_ratio_high": 0.28, "clip_ratio_c": 3.0}
+    )
+
+    def loss_and_grad(batch_keys: list[str], estimator: str) -> tuple[float, dict]:
+        scores, mask = reward_tensors(
+            [rewards[k] for k in batch_keys], [lengths[k] for k in batch_keys]
+        )
+        scores, mask = scores[:, :width], mask[:, :width]
+        data = DataProto.from_dict(
+            tensors={"token_level_rewards": scores, "response_mask": mask},
+            non_tensors={"uid": np.array([k.split("_")[0] for k in batch_keys], dtype=object)},
+        )
+        data = compute_advantage_for_multi_trajectories(
+            data, batch_keys=batch_keys, adv_estimator=estimator, config=OmegaConf.create({})
+        )
+        log_prob = torch.stack([new_log_prob[k] for k in batch_keys]).requires_grad_()
+        actor.global_batch_info = {"dp_size": 1, "batch_num_tokens": int(mask.sum())}
+        loss, _ = core_algos.compute_policy_loss_vanilla(
+            torch.stack([old_log_prob[k] for k in batch_keys]),
+            log_prob,
+            data.batch["advantages"],
+            mask,
+            "token-mean",
+            actor,
+        )
+        loss.backward()
+        return loss.item(), dict(zip(batch_keys, log_prob.grad, strict=True))
+
+    sampler.STEP_SCALE.put(len(trained_batch.keys), scale)  # as the buffer's sample() left it
+    dropped_loss, dropped_grad = loss_and_grad(trained_batch.keys, WHOLE_BATCH_ESTIMATOR)
+    whole_loss, whole_grad = loss_and_grad(whole_batch.keys, "grpo")
+    assert dropped_loss == pytest.approx(whole_loss, rel=1e-6) and whole_loss != 0
+    for key in whole_batch.keys:  # the dead group's gradient is zero: dropping it loses nothing
+        expected = whole_grad[key]
+        got = dropped_grad.get(key, torch.zeros_like(expected))
+        assert torch.allclose(got, expected, atol=1e-7), key
+    kept_loss, _ = loss_and_grad(trained_batch.keys, "grpo")  # verl's denominator: what it trains
+    assert kept_loss == pytest.approx(whole_loss / scale, rel=1e-6)
+
+    # the estimator refuses an advantage the buffer did not scale, or one for another batch
+    with pytest.raises(RuntimeError, match="drop_equal_denominator=generated"):
+        loss_and_grad(trained_batch.keys, WHOLE_BATCH_ESTIMATOR)
+    sampler.STEP_SCALE.put(len(trained_batch.keys) + 1, scale)
+    with pytest.raises(RuntimeError, match="trajectories"):
+        loss_and_grad(trained_batch.keys, WHOLE_BATCH_ESTIMATOR)
+    # ... and the buffer a config where the scale would not give the whole batch's loss
+    for path, value in (
+        ("algorithm.adv_estimator", "grpo"),
+        ("actor_rollout_ref.actor.loss_agg_mode", "seq-mean-token-mean"),
+        ("actor_rollout_ref.actor.entropy_coeff", 0.01),
+        ("actor_rollout_ref.actor.policy_loss.loss_mode", "clip_cov"),
+    ):
+        changed = OmegaConf.merge(config, OmegaConf.from_dotlist([f"{path}={value}"]))
+        with pytest.raises(ValueError, match=path):
+            build("generated", verl_config=changed)
+    with pytest.raises(ValueError, match="built by verl's trainer"):
+        build("generated", verl_config=None)
+    with pytest.raises(ValueError, match="drop_equal_denominator"):
+        build("generated", drop={"downsample_to": 4})  # nothing dropped
+    with pytest.raises(ValueError, match="drop_equal_denominator"):
+        build("all")
+
+
+def test_launch_with_the_whole_batch_denominator_gives_a_config_verl_accepts(tmp_path):
+    from verl.trainer.ppo.utils import need_critic, need_reference_policy
+    from verl.utils.config import validate_config
+
+    from sgpo.verl.downsample import WHOLE_BATCH_ESTIMATOR
+    from sgpo.verl.sampler import DownsampleReplayBuffer
+
+    env = {"DROP_EQUAL_GROUPS": "1", "DROP_EQUAL_DENOMINATOR": "generated"}
+    cfg = compose(launch_overrides(tmp_path, "run_grpo.sh", **env))
+    validate_config(
+        cfg, use_reference_policy=need_reference_policy(cfg), use_critic=need_critic(cfg)
+    )
+    assert not need_critic(cfg)  # a GRPO-style estimator: no critic
+    trainer = SimpleNamespace(
+        config=cfg, trainer_mode="sync", _add_prompts_to_generate=ConfigOwner(cfg).refill
+    )
+    buffer = PPOTrainer._build_replay_buffer(trainer)  # the config passes the buffer's checks
+    assert isinstance(buffer, DownsampleReplayBuffer) and buffer.whole_batch_denominator
+    assert core_algos.get_adv_estimator_fn(cfg.algorithm.adv_estimator).__module__ == (
+        "sgpo.verl.sampler"
+    )
+    assert cfg.algorithm.adv_estimator == WHOLE_BATCH_ESTIMATOR
+
+
 # ----------------------------------------------------------------- skip on history on verl
 
 HISTORY = {

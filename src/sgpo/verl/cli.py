@@ -125,9 +125,15 @@ def export_verl(
             f"responses (PODS, pkg://sgpo.verl.sampler)"
         )
     if exported_meta["export"].get("drop_equal_groups"):
+        whole_batch = exported_meta["export"].get("drop_equal_denominator") == "generated"
         console.print(
             "dead groups dropped: the launch trains no group whose rewards are all equal "
-            "(pkg://sgpo.verl.sampler)"
+            + (
+                "and keeps the token-mean over the whole batch (the update without the drop) "
+                if whole_batch
+                else ""
+            )
+            + "(pkg://sgpo.verl.sampler)"
         )
     if (explore := exported_meta["export"]["history_explore"]) < 1:
         console.print(
@@ -180,8 +186,8 @@ def data_info(
 ) -> None:
     """Print what the launch script reads from an export, one line: downsample_to (0 = none),
     the most rollouts one step of train_batch_size rows generates, the skip on history:
-    history_explore (1 = none), history_min_streak, history_target, history_seed, and
-    drop_equal_groups (0 or 1)."""
+    history_explore (1 = none), history_min_streak, history_target, history_seed,
+    drop_equal_groups (0 or 1) and drop_equal_denominator (kept or generated)."""
     from sgpo.io import read_table
     from sgpo.verl.export import HISTORY_OFF, ROLLOUT_N, step_summary
 
@@ -190,7 +196,14 @@ def data_info(
     export = meta.get("export", {})
     history = [export.get(key, off) for key, off in HISTORY_OFF.items()]
     drop_equal = int(export.get("drop_equal_groups", False))
-    print(export.get("downsample_to", 0), summary["rollouts_per_step_max"], *history, drop_equal)
+    denominator = export.get("drop_equal_denominator", "kept")
+    print(
+        export.get("downsample_to", 0),
+        summary["rollouts_per_step_max"],
+        *history,
+        drop_equal,
+        denominator,
+    )
 
 
 @verl_app.command("check")

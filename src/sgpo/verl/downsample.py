@@ -5,8 +5,10 @@ verl 0.9.1's v1 trainer stores each rollout under the key ``{uid}_{session_id}_{
 ``size`` keeps only the ``size`` trajectories whose rewards vary most (sgpo.core.advantages.
 max_variance_indices, as sGPO's own trainer with train.downsample_to and advantages within the
 subset); verl's GRPO advantage, computed per uid afterwards, then sees only the subset. With
-train.drop_equal_groups a group whose rewards are all equal is not trained at all. Pure
-functions: the verl sampler that applies them is sgpo.verl.sampler.
+train.drop_equal_groups a group whose rewards are all equal is not trained at all; with
+train.drop_equal_denominator generated as well, the kept trajectories' advantages are scaled so
+that verl's token-mean over the trained tokens is sGPO's over the whole batch
+(whole_batch_scale). Pure functions: the verl sampler that applies them is sgpo.verl.sampler.
 """
 
 from __future__ import annotations
@@ -17,6 +19,10 @@ from sgpo.core.advantages import max_variance_indices
 
 # Logged by sgpo.verl.sampler each step; sgpo.verl.flops charges them as generated, not trained.
 DOWNSAMPLED_METRIC = "training/sgpo/downsampled_samples"
+# Logged by sgpo.verl.sampler with the whole batch's denominator: the step's whole_batch_scale.
+ADVANTAGE_SCALE_METRIC = "training/sgpo/advantage_scale"
+# verl's GRPO advantage times the step's whole_batch_scale (registered by sgpo.verl.sampler).
+WHOLE_BATCH_ESTIMATOR = "sgpo_grpo_whole_batch"
 
 
 def group_of(key: str) -> str:
@@ -47,3 +53,23 @@ def downsample_keys(
         chosen = max_variance_indices([rewards[i] for i in indices], size or len(indices))
         kept.update(indices[c] for c in chosen)
     return [key for i, key in enumerate(keys) if i in kept]
+
+
+def whole_batch_scale(
+    keys: Sequence[str], rewards: Sequence[float], response_lengths: Sequence[int], size: int
+) -> float:
+    """The factor on the advantages of a step's trained trajectories, dead groups dropped, that
+    makes verl's token-mean over the trained tokens the token-mean over the whole batch (PODS
+    applied, dead groups included), as sGPO's trainer takes it with train.drop_equal_denominator
+    generated: trained tokens / whole batch's tokens. Exact, not approximate: a dead group's
+    advantages are zero, so its tokens add nothing to the loss's sum, and PPO's clipped loss
+    (dual clip included) is positively homogeneous in the advantage, so scaling the advantage
+    scales every kept token's loss term alike."""
+    if not len(keys) == len(rewards) == len(response_lengths):
+        raise ValueError(
+            f"{len(keys)} keys, {len(rewards)} rewards, {len(response_lengths)} response lengths"
+        )
+    tokens = dict(zip(keys, response_lengths, strict=True))
+    batch = sum(tokens[k] for k in downsample_keys(keys, rewards, size))
+    trained = sum(tokens[k] for k in downsample_keys(keys, rewards, size, drop_equal=True))
+    return trained / batch if batch else 1.0

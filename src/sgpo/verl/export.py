@@ -16,9 +16,10 @@ Columns (one row per kept query, in curriculum order):
                   "verifier_kwargs" (JSON text), "verifier_timeout_s", "verifier_isolation"}
   __rollout_n__  G
 Schema metadata (key "sgpo"): the plan's metadata under "plan" and the export settings under
-"export"; export.downsample_to (0 = off) is the config's train.downsample_to and
-export.drop_equal_groups its train.drop_equal_groups, which the launch applies with
-sgpo.verl.sampler (PODS, dead groups dropped); export.history_explore (1 = off),
+"export"; export.downsample_to (0 = off) is the config's train.downsample_to,
+export.drop_equal_groups its train.drop_equal_groups and export.drop_equal_denominator its
+train.drop_equal_denominator, which the launch applies with sgpo.verl.sampler (PODS, dead groups
+dropped, the whole batch's token-mean); export.history_explore (1 = off),
 history_min_streak, history_target and history_seed are the config's skip on history
 (train.history_*, seed), which the launch applies with sgpo.verl.sampler's HistoryDataset and
 HistoryReplayBuffer.
@@ -44,12 +45,13 @@ HISTORY_OFF = {
     "history_seed": 0,
 }
 DEFAULT_ABILITY = "sgpo"
-# Variant settings the verl launch applies (sgpo.verl.sampler): PODS down-sampling, and the skip
-# on history with its adaptive target; verl's steps are always filled (history_fill, see
-# settings_not_carried).
+# Variant settings the verl launch applies (sgpo.verl.sampler): PODS down-sampling, dead groups
+# dropped with either denominator, and the skip on history with its adaptive target; verl's
+# steps are always filled (history_fill, see settings_not_carried).
 CARRIED_BY_VERL = (
     "downsample_to",
     "drop_equal_groups",
+    "drop_equal_denominator",
     "history_explore",
     "history_min_streak",
     "history_target",
@@ -171,6 +173,7 @@ def export_verl_parquet(
     downsample_to: int = 0,
     history: dict | None = None,
     drop_equal_groups: bool = False,
+    drop_equal_denominator: str = "kept",
 ) -> Path:
     """Write the plan's kept queries as a verl-ready parquet (atomically) and return its path.
 
@@ -182,6 +185,7 @@ def export_verl_parquet(
     not_carried: sgpo settings the verl run will not apply (recorded in the metadata).
     downsample_to: PODS down-sampling the launch applies (sgpo.verl.sampler); 0 = off.
     drop_equal_groups: the launch clears groups whose rewards are all equal (sgpo.verl.sampler).
+    drop_equal_denominator: "generated": the launch keeps the token-mean over the whole batch.
     history: the skip on history the launch applies (sgpo.verl.sampler), as
         {"history_explore", "history_min_streak", "history_target", "history_seed"}; None = off.
     """
@@ -215,6 +219,7 @@ def export_verl_parquet(
             "not_carried": not_carried or {},
             "downsample_to": downsample_to,
             "drop_equal_groups": drop_equal_groups,
+            "drop_equal_denominator": drop_equal_denominator,
             **(history or HISTORY_OFF),
         },
     }
@@ -298,6 +303,9 @@ def export_for_config(
         downsample_to=cfg.train.downsample_to if fixed_group_size is None else 0,
         history=history_settings(cfg) if fixed_group_size is None else None,
         drop_equal_groups=cfg.train.drop_equal_groups and fixed_group_size is None,
+        drop_equal_denominator=(
+            cfg.train.drop_equal_denominator if fixed_group_size is None else "kept"
+        ),
     )
     return path, data_source, verifier
 
@@ -323,7 +331,8 @@ def settings_not_carried(cfg: RunConfig) -> dict:
     train.pilot_size, train.grow_max), down-sampling other than PODS's, skips on history, the
     early small groups, profile reuse and the profile drawn in training
     (train.first_visit_profile: the export needs a plan, so profile first). train.downsample_to,
-    train.drop_equal_groups and the skip on history are carried (see sgpo.verl.sampler); the
+    train.drop_equal_groups (with either train.drop_equal_denominator) and the skip on history
+    are carried (see sgpo.verl.sampler); the
     launch runs sgpo without verl's algorithm.filter_groups and follows the exported, static
     plan. verl refills every skipped row, so its steps are always full, as history_fill keeps
     them: a skip on history without history_fill (nor a target, which implies it) is reported

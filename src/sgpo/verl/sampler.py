@@ -21,6 +21,19 @@ DROP_EQUAL_GROUPS=1): the same buffer with +trainer.v1.sampler.sampler_kwargs.dr
 true also clears every group whose rewards are all equal (unless all are: verl cannot train an
 empty batch), logged with the down-sampled ones: generated, never trained.
 
+The whole batch's denominator (train.drop_equal_denominator generated; export metadata
+"drop_equal_denominator", or DROP_EQUAL_DENOMINATOR=generated): verl's token-mean divides by the
+tokens it trains, so dropping dead groups alone makes each step larger (sGPO's "kept"). With
++trainer.v1.sampler.sampler_kwargs.drop_equal_denominator=generated and
+algorithm.adv_estimator=sgpo_grpo_whole_batch, the buffer computes each step's trained tokens /
+whole batch's tokens (sgpo.verl.downsample.whole_batch_scale) and the estimator multiplies
+verl's GRPO advantages by it: the loss is then the token-mean over the whole batch, dead groups'
+zero terms included, i.e. the update without the drop, exactly when a step is one optimizer
+step (one mini-batch, ppo_epochs any). The buffer refuses a config where this would not hold
+(another estimator, loss_agg_mode or policy loss, an entropy or KL loss term). Buffer and
+estimator run in verl's trainer process, sample() before the advantage of the same batch; the
+estimator checks that the scale it takes was made for a batch of its size.
+
 Skip on history (train.history_explore < 1; export metadata "history_explore" etc.):
     data.custom_cls.path=pkg://sgpo.verl.sampler  data.custom_cls.name=HistoryDataset
     +data.sgpo_history.{explore,min_streak,target,seed}=...
@@ -44,12 +57,23 @@ from __future__ import annotations
 import dataclasses
 from collections import Counter
 
+import numpy as np
+import torch
 import transfer_queue as tq
+from omegaconf import DictConfig, OmegaConf
 from transfer_queue import KVBatchMeta
+from verl.trainer.ppo import core_algos
 from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
 from verl.utils.dataset.rl_dataset import RLHFDataset
 
-from sgpo.verl.downsample import DOWNSAMPLED_METRIC, downsample_keys, group_of
+from sgpo.verl.downsample import (
+    ADVANTAGE_SCALE_METRIC,
+    DOWNSAMPLED_METRIC,
+    WHOLE_BATCH_ESTIMATOR,
+    downsample_keys,
+    group_of,
+    whole_batch_scale,
+)
 from sgpo.verl.export import ROLLOUT_N
 from sgpo.verl.history import (
     GENERATED_METRIC,
@@ -60,6 +84,64 @@ from sgpo.verl.history import (
 
 # verl's metric for evicted failed groups: the history buffer's only evictions are its skips.
 FAILURE_EVICTED_METRIC = "training/rollout_failure/evicted_samples"
+# What the whole batch's denominator needs of the trainer config (path, value), and why.
+WHOLE_BATCH_CONFIG = (
+    ("algorithm.adv_estimator", WHOLE_BATCH_ESTIMATOR, "the estimator that applies the scale"),
+    ("actor_rollout_ref.actor.loss_agg_mode", "token-mean", "the scale is a token ratio"),
+    (
+        "actor_rollout_ref.actor.policy_loss.loss_mode",
+        "vanilla",
+        "PPO's clipped loss scales with the advantage",
+    ),
+    ("actor_rollout_ref.actor.entropy_coeff", 0, "only the advantage term is scaled"),
+    ("actor_rollout_ref.actor.use_kl_loss", False, "only the advantage term is scaled"),
+)
+
+
+class PendingScale:
+    """One step's advantage scale, from the buffer's sample() to the advantage estimator."""
+
+    def __init__(self) -> None:
+        self.pending: tuple[int, float] | None = None
+
+    def put(self, trajectories: int, scale: float) -> None:
+        self.pending = (trajectories, scale)
+
+    def take(self, trajectories: int) -> float:
+        pending, self.pending = self.pending, None
+        if pending is None:
+            raise RuntimeError(
+                f"algorithm.adv_estimator={WHOLE_BATCH_ESTIMATOR} needs "
+                "trainer.v1.sampler.custom_sampler DownsampleReplayBuffer or HistoryReplayBuffer "
+                "(pkg://sgpo.verl.sampler) with sampler_kwargs.drop_equal_denominator=generated"
+            )
+        if pending[0] != trajectories:
+            raise RuntimeError(
+                f"{WHOLE_BATCH_ESTIMATOR}: the scale was computed for {pending[0]} trajectories, "
+                f"the advantage is asked for {trajectories} (only verl's sync trainer is supported)"
+            )
+        return pending[1]
+
+
+STEP_SCALE = PendingScale()
+
+
+@core_algos.register_adv_est(WHOLE_BATCH_ESTIMATOR)
+def grpo_whole_batch_advantage(
+    token_level_rewards: torch.Tensor,
+    response_mask: torch.Tensor,
+    index: np.ndarray,
+    config: DictConfig | None = None,
+    **_: object,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """verl's GRPO advantage (algorithm.norm_adv_by_std_in_grpo honoured) times the step's
+    whole_batch_scale from the replay buffer."""
+    norm_by_std = True if config is None else bool(config.get("norm_adv_by_std_in_grpo", True))
+    advantages, _returns = core_algos.compute_grpo_outcome_advantage(
+        token_level_rewards, response_mask, index, norm_adv_by_std_in_grpo=norm_by_std
+    )
+    scaled = advantages * STEP_SCALE.take(len(index))
+    return scaled, scaled
 
 
 class DownsampleReplayBuffer(ReplayBuffer):
@@ -90,6 +172,21 @@ class DownsampleReplayBuffer(ReplayBuffer):
             )
         self.downsample_to = size
         self.drop_equal_groups = drop_equal
+        denominator = (self.sampler_kwargs or {}).get("drop_equal_denominator", "kept")
+        if denominator not in ("kept", "generated") or (
+            denominator == "generated" and not drop_equal
+        ):
+            raise ValueError(
+                "trainer.v1.sampler.sampler_kwargs.drop_equal_denominator must be kept or "
+                f"generated, and generated needs drop_equal_groups=true; got {denominator!r}"
+            )
+        self.whole_batch_denominator = denominator == "generated"
+        if self.whole_batch_denominator:
+            # verl passes the buffer only trainer.v1.<mode>; refill_fn is bound to the trainer
+            # (trainer_base._build_replay_buffer), which holds the whole config.
+            check_whole_batch_config(
+                getattr(getattr(self.refill_fn, "__self__", None), "config", None)
+            )
 
     def sample(
         self, global_steps: int, partition_id: str, batch_size: int
@@ -110,12 +207,34 @@ class DownsampleReplayBuffer(ReplayBuffer):
         if not (self.downsample_to or self.drop_equal_groups):
             return batch, metrics
         kept = set(downsample_keys(batch.keys, rewards, self.downsample_to, self.drop_equal_groups))
+        if self.whole_batch_denominator:
+            lengths = [int(tag["response_len"]) for tag in batch.tags]
+            scale = whole_batch_scale(batch.keys, rewards, lengths, self.downsample_to)
+            STEP_SCALE.put(len(kept), scale)
+            metrics = {**metrics, ADVANTAGE_SCALE_METRIC: scale}
         dropped = [k for k in batch.keys if k not in kept]
         if dropped:
             tq.kv_clear(partition_id=batch.partition_id, keys=dropped)
         tags = [t for k, t in zip(batch.keys, batch.tags, strict=True) if k in kept]
         batch = dataclasses.replace(batch, keys=[k for k in batch.keys if k in kept], tags=tags)
         return batch, {**metrics, DOWNSAMPLED_METRIC: len(dropped)}
+
+
+def check_whole_batch_config(config: DictConfig | None) -> None:
+    """Refuse a verl config where scaling the advantages would not give the whole batch's
+    token-mean (WHOLE_BATCH_CONFIG)."""
+    if config is None:
+        raise ValueError(
+            "sampler_kwargs.drop_equal_denominator=generated needs the buffer built by verl's "
+            "trainer (refill_fn bound to it), to check the trainer's config"
+        )
+    for path, wanted, why in WHOLE_BATCH_CONFIG:
+        value = OmegaConf.select(config, path)
+        if value != wanted:
+            raise ValueError(
+                f"sampler_kwargs.drop_equal_denominator=generated needs {path}={wanted} ({why}), "
+                f"got {value!r}"
+            )
 
 
 class HistoryDataset(RLHFDataset):
