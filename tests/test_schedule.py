@@ -65,6 +65,23 @@ def test_history_skips_start_each_epoch_from_the_observed_streaks():
     assert ids(restored.take(80)) == ids(s.take(80))  # a resumed run skips alike
 
 
+def test_a_query_on_a_streak_gets_the_small_group_until_a_group_breaks_it():
+    s = QueryScheduler(scheduled(3, g=8), shuffle=False, seed=0, streak_group_size=2)
+    assert [t.group_size for t in s.take(24)] == [8, 8, 8]  # nothing observed yet
+    s.observe("q0", all_equal=True)
+    s.observe("q1", all_equal=False)
+    s.observe("q2", all_equal=True)
+    taken = s.take(24)  # every query visited (no skips), streaks small: room left over
+    assert ids(taken) == ["q0", "q1", "q2"] and [t.group_size for t in taken] == [2, 8, 2]
+    s.observe("q0", all_equal=False)  # a mixed small group: back to its G
+    assert [t.group_size for t in s.take(24)] == [8, 8, 2]
+    assert [t.group_size for t in s.take(24, group_size=4)] == [4, 4, 4]  # explicit size first
+    assert all(q.group_size == 8 for q in s.queries)  # the plan itself is unchanged
+    small = QueryScheduler(scheduled(1, g=2), shuffle=False, seed=0, streak_group_size=4)
+    small.observe("q0", all_equal=True)
+    assert [t.group_size for t in small.take(8)] == [2]  # never larger than the plan's G
+
+
 def test_without_history_skips_every_query_is_visited_whatever_was_observed():
     s = QueryScheduler(scheduled(4), shuffle=False, seed=0)
     for i in range(4):

@@ -473,6 +473,37 @@ def test_a_solved_streak_skips_only_queries_training_has_solved(tmp_path: Path):
     assert {q for q, z in trainer.scheduler.zero_streaks.items() if z} == solved
 
 
+def test_small_groups_on_a_streak_shrink_the_groups_of_queries_that_came_back_all_equal(
+    tmp_path: Path,
+):
+    trainer = make_trainer(
+        tmp_path, "streak-g2", group_size=4, rollout_budget=16, streak_group_size=2
+    )
+    last_equal: dict[str, bool] = {}
+    sizes: list[dict[str, int]] = []
+    collect = trainer.collect
+
+    def recording_collect() -> tuple[list, list]:
+        generated, batch = collect()
+        groups = groups_of(generated)
+        sizes.append({g[0].query.query_id: len(g) for g in groups})
+        for group in groups:
+            last_equal[group[0].query.query_id] = len({r.reward for r in group}) == 1
+        return generated, batch
+
+    trainer.collect = recording_collect
+    while trainer.scheduler.remaining:  # the first epoch: every query at its G
+        trainer.train_step()
+    assert all(size == 4 for step in sizes for size in step.values())
+    on_streak = {q for q, equal in last_equal.items() if equal}
+    assert on_streak and on_streak != set(last_equal)  # coin flips: both kinds
+    sizes.clear()
+    trainer.train_step()
+    for query_id, size in sizes[0].items():  # the second epoch's first step
+        assert size == (2 if query_id in on_streak else 4), query_id
+    assert sum(sizes[0].values()) <= 16
+
+
 def test_history_skips_need_one_generated_group_per_visit(tmp_path: Path):
     with pytest.raises(ValidationError, match="history_explore does not combine"):
         make_trainer(tmp_path, "bad", history_explore=0.5, method="dapo")
@@ -511,7 +542,6 @@ def test_history_fill_keeps_steps_full_at_a_fixed_explore(tmp_path: Path):
     [
         {"history_target": 0.1},
         {"history_min_streak": 2},
-        {"history_streak": "solved"},
         {"history_fill": True},
     ],
 )
@@ -519,6 +549,18 @@ def test_history_settings_need_skip_on_history(tmp_path: Path, setting: dict):
     name = next(iter(setting))
     with pytest.raises(ValidationError, match=f"train.{name} needs train.history_explore < 1"):
         make_trainer(tmp_path, "bad", **setting)
+
+
+def test_small_groups_on_a_streak_are_checked(tmp_path: Path):
+    with pytest.raises(ValidationError, match="streak_group_size must be 0"):
+        make_trainer(tmp_path, "bad", streak_group_size=1)
+    with pytest.raises(ValidationError, match="streak_group_size does not combine"):
+        make_trainer(tmp_path, "bad", streak_group_size=2, method="dapo")
+    # the solved streak needs skips or small groups; with small groups alone it is accepted
+    with pytest.raises(ValidationError, match="history_streak needs"):
+        make_trainer(tmp_path, "bad", history_streak="solved")
+    trainer = make_trainer(tmp_path, "ok", streak_group_size=2, history_streak="solved")
+    assert trainer.scheduler.streak_group_size == 2
 
 
 def test_first_visit_profile_trains_without_a_profile_and_drops_after_the_first_group(

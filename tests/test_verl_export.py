@@ -624,6 +624,12 @@ def test_export_says_loudly_that_online_settings_are_not_carried(tmp_path):
     assert "NOT applied" in reuse.output
     export_meta = read_table(tmp_path / "t.pq")[1]["export"]
     assert export_meta["not_carried"] == {"train.reuse_profile": True}
+    # small groups on a streak are decided in sgpo's own scheduler
+    small = CliRunner().invoke(verl_app, [*args, "--set", "train.streak_group_size=2"])
+    assert "NOT applied" in small.output
+    assert read_table(tmp_path / "t.pq")[1]["export"]["not_carried"] == {
+        "train.streak_group_size": 2
+    }
     assert export_meta["history_explore"] == 1.0  # no skips
     # skips on history are carried (sgpo.verl.sampler), with steps filled as history_fill does
     skips = ["--set", "train.history_explore=0.5", "--set", "train.history_min_streak=2"]

@@ -404,6 +404,12 @@ class TrainConfig(Strict):
     # solved, all correct, so only queries training has solved are skipped and those it has
     # not solved are always generated.
     history_streak: Literal["equal", "solved"] = "equal"
+    # Small groups on history (0 = off; beyond GRESO): a query whose last group extended its
+    # streak (history_streak's rule) is generated with this many responses instead of its
+    # planned G until a group breaks the streak, with or without skips. On a near-solved query
+    # a rare failure costs about 1/(1-p) responses whatever G is, and an all-correct group of 2
+    # costs a quarter of one of 8; a mixed small group sends the query back to its G.
+    streak_group_size: int = Field(0, ge=0)
     # Keep steps full (implied by history_target): a step that reaches an epoch's end goes on
     # into the next; the queries it holds count as their visit of that epoch.
     history_fill: bool = False
@@ -508,12 +514,31 @@ class TrainConfig(Strict):
         history_extras = {
             "train.history_target": bool(self.history_target),
             "train.history_min_streak": self.history_min_streak > 1,
-            "train.history_streak": self.history_streak != "equal",
             "train.history_fill": self.history_fill,
         }
         for name, used in history_extras.items():
             if used and self.history_explore == 1:
                 raise ValueError(f"{name} needs train.history_explore < 1 (skip on history)")
+        if (
+            self.history_streak != "equal"
+            and self.history_explore == 1
+            and not (self.streak_group_size)
+        ):
+            raise ValueError(
+                "train.history_streak needs train.history_explore < 1 (skip on history) or "
+                "train.streak_group_size"
+            )
+        if self.streak_group_size == 1:
+            raise ValueError(
+                "train.streak_group_size must be 0 (off) or >= 2: a group of one has no advantage"
+            )
+        if self.streak_group_size and (
+            self.method == "dapo" or self.filter_groups or self.grow_max
+        ):
+            raise ValueError(
+                "train.streak_group_size does not combine with method 'dapo', train.filter_groups "
+                "or train.grow_max: it needs one generated group per query and visit"
+            )
         if self.downsample_to and (self.method == "dapo" or self.filter_groups or self.grow_max):
             raise ValueError(
                 "train.downsample_to does not combine with method 'dapo', train.filter_groups or "
@@ -560,6 +585,7 @@ VARIANT_TRAIN_SETTINGS = (
     "history_min_streak",
     "history_streak",
     "history_fill",
+    "streak_group_size",
     "early_group_size",
     "early_group_steps",
     "reuse_profile",

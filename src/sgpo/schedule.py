@@ -59,7 +59,9 @@ class QueryScheduler:
     count as their visit of the new epoch, so no query is taken twice in a step or generated
     again at the start of the next one. With a first_visit rule (train.first_visit_profile)
     each query's first group is its profile (observe_first_visits): the rule's filter drops
-    it from the schedule right after."""
+    it from the schedule right after. With streak_group_size (train.streak_group_size) a query
+    on a streak is handed out with that many responses (at most its G) until one of its
+    groups breaks the streak."""
 
     def __init__(
         self,
@@ -71,6 +73,7 @@ class QueryScheduler:
         min_streak: int = 1,
         fill: bool = False,
         first_visit: PlanRule | None = None,
+        streak_group_size: int = 0,
     ) -> None:
         if not queries:
             raise ValueError("no queries to train on (the plan kept none?)")
@@ -84,6 +87,7 @@ class QueryScheduler:
         self.zero_streaks: dict[str, int] = {}  # query -> its last groups in a row all equal
         self.history_skipped = 0  # visits skipped so far (all epochs)
         self.first_visit = first_visit
+        self.streak_group_size = streak_group_size
         self.profiled: dict[str, str] = {}  # first_visit: query -> its filter's reason
         self.epoch = 0
         self.remaining = self._epoch_order()
@@ -161,6 +165,8 @@ class QueryScheduler:
             nxt = by_id[qid]
             if group_size is not None:
                 nxt = ScheduledQuery(nxt.query, group_size)
+            elif self.streak_group_size and self.zero_streaks.get(qid, 0):
+                nxt = ScheduledQuery(nxt.query, min(nxt.group_size, self.streak_group_size))
             if (out or used) and used + nxt.group_size > budget:
                 break
             out.append(nxt)
@@ -326,6 +332,7 @@ def build_scheduler(
         min_streak=config.train.history_min_streak,
         fill=config.train.history_fill,
         first_visit=first_visit,
+        streak_group_size=config.train.streak_group_size,
     )
     return scheduler, rows, profile_flops
 
