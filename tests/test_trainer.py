@@ -146,6 +146,9 @@ def test_pilot_then_commit_completes_and_trains_only_mixed_groups(tmp_path: Path
     assert 24 <= len(batch) < 24 + 6
     record = rollout_record(generated)
     assert record["informative_fraction"] == len(batch) / len(generated)
+    # each group's outcome, pilots that stopped at 2 and completed groups of 6 alike
+    outcomes = [[g[0].query.query_id, len(g), sum(r.reward == 1.0 for r in g)] for g in groups]
+    assert record["group_outcomes"] == outcomes
 
 
 def test_pilot_size_must_be_able_to_show_both_outcomes(tmp_path: Path):

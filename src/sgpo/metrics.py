@@ -7,6 +7,7 @@ import numpy as np
 
 from sgpo.core.advantages import informative_groups
 from sgpo.core.flops import PHASES
+from sgpo.core.rewards import is_correct
 from sgpo.rollouts import Rollout
 
 
@@ -16,6 +17,9 @@ def rollout_record(generated: list[Rollout]) -> dict:
     keys: dict[tuple[int, str], int] = {}
     group_of = [keys.setdefault((r.group, r.query.query_id), len(keys)) for r in generated]
     sizes = [group_of.count(g) for g in range(len(keys))]
+    correct = [0] * len(keys)
+    for g, r in zip(group_of, generated, strict=True):
+        correct[g] += is_correct(r.reward)
     live = informative_groups([r.advantage for r in generated], group_of)
     informative = sum(g in live for g in group_of)
     response_tokens = [len(r.completion.response_ids) for r in generated]
@@ -31,6 +35,11 @@ def rollout_record(generated: list[Rollout]) -> dict:
         "tokens_generated": sum(response_tokens),
         # TRL's clipped_ratio: responses cut at max_new_tokens before their EOS
         "truncated_fraction": sum(not r.completion.finished for r in generated) / len(generated),
+        # every generated group as [query id, responses, correct ones], in generation order:
+        # what each query's groups showed over training (e.g. to test a skip rule offline)
+        "group_outcomes": [
+            [query_id, size, n] for (_, query_id), size, n in zip(keys, sizes, correct, strict=True)
+        ],
     }
 
 
