@@ -522,7 +522,7 @@ class TrainConfig(Strict):
         if (
             self.history_streak != "equal"
             and self.history_explore == 1
-            and not (self.streak_group_size)
+            and not self.streak_group_size
         ):
             raise ValueError(
                 "train.history_streak needs train.history_explore < 1 (skip on history) or "

@@ -16,9 +16,9 @@ def rollout_record(generated: list[Rollout]) -> dict:
     # dapo's rounds reuse group indices: a group is (round's index, query)
     keys: dict[tuple[int, str], int] = {}
     group_of = [keys.setdefault((r.group, r.query.query_id), len(keys)) for r in generated]
-    sizes = [group_of.count(g) for g in range(len(keys))]
-    correct = [0] * len(keys)
+    sizes, correct = [0] * len(keys), [0] * len(keys)
     for g, r in zip(group_of, generated, strict=True):
+        sizes[g] += 1
         correct[g] += is_correct(r.reward)
     live = informative_groups([r.advantage for r in generated], group_of)
     informative = sum(g in live for g in group_of)
