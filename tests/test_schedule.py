@@ -110,6 +110,17 @@ def test_with_fill_a_step_goes_on_into_the_next_epoch_without_taking_a_query_twi
     assert ids(alone.take(12)) == ["q0", "q1"]  # every epoch holds only these: the step ends
 
 
+def test_the_scheduler_asks_for_outcomes_only_when_a_rule_reads_the_streaks():
+    plain = QueryScheduler(scheduled(2), shuffle=False, seed=0)
+    skipping = QueryScheduler(scheduled(2), shuffle=False, seed=0, explore=0.5)
+    small = QueryScheduler(scheduled(2), shuffle=False, seed=0, streak_group_size=2)
+    assert (plain.observes_streaks, skipping.observes_streaks, small.observes_streaks) == (
+        False,
+        True,
+        True,
+    )
+
+
 def test_a_minimum_streak_keeps_queries_until_their_streak_reaches_it():
     s = QueryScheduler(scheduled(40), shuffle=False, seed=0, explore=0.01, min_streak=2)
     s.take(80)

@@ -88,6 +88,9 @@ class QueryScheduler:
         self.history_skipped = 0  # visits skipped so far (all epochs)
         self.first_visit = first_visit
         self.streak_group_size = streak_group_size
+        # Whether the steps' outcomes must be observed: skip on history and small groups on a
+        # streak both read the streaks (an adapted explore stays below 1, EXPLORE_BOUNDS).
+        self.observes_streaks = explore < 1.0 or bool(streak_group_size)
         self.profiled: dict[str, str] = {}  # first_visit: query -> its filter's reason
         self.epoch = 0
         self.remaining = self._epoch_order()

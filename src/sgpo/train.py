@@ -188,7 +188,7 @@ class Trainer:
         start = time.perf_counter()
         generated, batch = self.collect()
         groups = group_members(generated)  # one round per step: group indices are groups
-        if self.cfg.history_explore < 1 or self.cfg.streak_group_size:
+        if self.scheduler.observes_streaks:
             self.scheduler.observe_step(
                 [
                     (

@@ -159,11 +159,11 @@ class StepSchedule:
 
     def observes(self) -> bool:
         """Whether observe needs the groups' outcomes (re-estimation or skip on history)."""
-        return self.planner is not None or self.scheduler.explore < 1
+        return self.planner is not None or self.scheduler.observes_streaks
 
     def observe(self, outcomes: dict[str, tuple[int, int]]) -> bool:
         """A generated batch's (successes, failures) per query; True when the plan was rebuilt."""
-        if self.scheduler.explore < 1:
+        if self.scheduler.observes_streaks:
             self.scheduler.observe_step(
                 [(qid, not wins or not losses) for qid, (wins, losses) in outcomes.items()]
             )
