@@ -214,6 +214,16 @@ DEFAULT_METHODS = {
         *FIRST_SUCCESS_PROFILE,
         *DROP_EQUAL_SAME_UPDATE,
     ],
+    "sgpo-solvable-g8-ds2-greso-fill-fs-drop-same-update": [
+        "train.method=sgpo",
+        *ABSTRACT_RULE,
+        *SOLVABLE_G8,
+        *DOWNSAMPLE_2,
+        *HISTORY_SKIP,
+        "train.history_fill=true",
+        *FIRST_SUCCESS_PROFILE,
+        *DROP_EQUAL_SAME_UPDATE,
+    ],
 }
 
 
