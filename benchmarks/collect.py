@@ -140,6 +140,8 @@ REPORT_ROUNDS = {
     # the drop with the whole batch's token-mean denominator (the update without the drop),
     # on the 2-core CPU against round 33's GRPO(G=8) runs
     "report37": "round 37, dead groups dropped with the whole batch's denominator",
+    # PODS to 2 with skip on history and the same-update drop, against round 33's GRPO(G=8)
+    "report40": "round 40, PODS to 2 with skip on history and the same-update drop",
 }
 for _round, _what in REPORT_ROUNDS.items():
     for _mix, (_config, _) in REPORT_MIXES.items():
