@@ -1,0 +1,99 @@
+"""A seed-bootstrap interval for compare.json's crossing read (ratio_vs_grpo[_train_all|_tokens]):
+how far the crossing ratio moves when other seeds of the same runs had been drawn.
+
+The crossing read averages each method's per-seed curves, takes the baseline's mean final
+accuracy as the target and divides the baseline's mean total cost by the cost at which the
+method's mean curve first holds the target (sgpo.compare.cost_to_target). Here the seeds are
+resampled with replacement, the same draw for the baseline and the method (paired), and the
+read is redone on each draw from the curves compare.json keeps (`eval_curves`). A draw where
+the method never reaches the target counts as a ratio of 0.
+
+    .venv/bin/python benchmarks/crossing_interval.py benchmarks/data/report37-easy.compare.json
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import statistics
+import sys
+from pathlib import Path
+
+from sgpo.compare import CURRENCIES, cost_to_target, final_accuracy
+from sgpo.core.curves import mean_curve
+
+DRAWS = 2000
+LEVEL = 0.90  # a two-sided interval: the 5th and 95th percentiles
+
+
+def crossing_ratio(
+    baseline: list[list[tuple[float, float]]],
+    method: list[list[tuple[float, float]]],
+    window: int,
+) -> float:
+    """The crossing read of one set of seeds: the baseline's mean last cost (its total: it
+    ends on an evaluation) / the method's cost to the baseline's mean final accuracy."""
+    target = statistics.fmean(final_accuracy(curve, window) for curve in baseline)
+    reach = cost_to_target(mean_curve(method), target, window)
+    return statistics.fmean(curve[-1][0] for curve in baseline) / reach if reach else 0.0
+
+
+def curves(
+    result: dict, method: str, field: str, seeds: list[str]
+) -> list[list[tuple[float, float]]]:
+    return [
+        [(e[field], e["eval_acc"]) for e in result["methods"][method]["eval_curves"][s]]
+        for s in seeds
+    ]
+
+
+def intervals(result: dict, draws: int = DRAWS, seed: int = 0) -> dict[str, dict[str, tuple]]:
+    """method -> currency -> (crossing ratio on all seeds, low, high, share of draws that
+    never reach the target)."""
+    baseline = result["baseline"]
+    window = result["final_window"]
+    seeds = list(result["methods"][baseline]["eval_curves"])
+    rng = random.Random(seed)
+    samples = [[rng.choice(seeds) for _ in seeds] for _ in range(draws)]
+    out: dict[str, dict[str, tuple]] = {}
+    for method in result["methods"]:
+        if method == baseline:
+            continue
+        out[method] = {}
+        for name, currency in CURRENCIES.items():
+            field = currency.metric_field
+            ratios = sorted(
+                crossing_ratio(
+                    curves(result, baseline, field, draw),
+                    curves(result, method, field, draw),
+                    window,
+                )
+                for draw in samples
+            )
+            whole = crossing_ratio(
+                curves(result, baseline, field, seeds), curves(result, method, field, seeds), window
+            )
+            low = ratios[int((1 - LEVEL) / 2 * draws)]
+            high = ratios[int((1 + LEVEL) / 2 * draws) - 1]
+            never = sum(r == 0.0 for r in ratios) / draws
+            out[method][name] = (whole, low, high, never)
+    return out
+
+
+def main(paths: list[str]) -> None:
+    print(
+        "| compare | method | crossing ratio (FLOPs / train-all / tokens) | "
+        f"{LEVEL:.0%} interval, by currency | draws never reaching |"
+    )
+    print("|---|---|---|---|---|")
+    for path in paths:
+        result = json.loads(Path(path).read_text())
+        for method, by_currency in intervals(result).items():
+            reads = " / ".join(f"{v[0]:.2f}" for v in by_currency.values())
+            spans = " / ".join(f"{v[1]:.2f}-{v[2]:.2f}" for v in by_currency.values())
+            nevers = " / ".join(f"{v[3]:.2f}" for v in by_currency.values())
+            print(f"| {Path(path).name.split('.')[0]} | {method} | {reads} | {spans} | {nevers} |")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,45 @@
+"""benchmarks/crossing_interval.py: the seed-bootstrap interval of compare's crossing read."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).parents[1] / "benchmarks" / "crossing_interval.py"
+spec = importlib.util.spec_from_file_location("crossing_interval", SCRIPT)
+assert spec and spec.loader
+crossing_interval = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(crossing_interval)
+
+BASELINE = [(0.0, 0.2), (50.0, 0.4), (100.0, 0.5)]  # final 0.5 at its total, 100
+FAST = [(0.0, 0.2), (25.0, 0.5), (50.0, 0.5)]  # at 0.5 from cost 25
+SLOW = [(0.0, 0.2), (50.0, 0.3), (100.0, 0.4)]  # never at 0.5
+
+
+def test_the_crossing_ratio_is_the_baseline_total_over_the_cost_to_its_final_accuracy() -> None:
+    assert crossing_interval.crossing_ratio([BASELINE], [FAST], window=1) == pytest.approx(4.0)
+    assert crossing_interval.crossing_ratio([BASELINE], [SLOW], window=1) == 0.0
+    # two seeds: the mean curve (0.35 at 25... 0.45 at 75) never holds 0.5
+    assert crossing_interval.crossing_ratio([BASELINE] * 2, [FAST, SLOW], window=1) == 0.0
+
+
+def evaluations(curve: list[tuple[float, float]]) -> list[dict]:
+    fields = ("flops_total_cum", "flops_train_all_cum", "generated_tokens_cum")
+    return [{"eval_acc": acc, **dict.fromkeys(fields, cost)} for cost, acc in curve]
+
+
+def test_the_interval_spans_what_the_seeds_disagree_on() -> None:
+    result = {
+        "baseline": "grpo",
+        "final_window": 1,
+        "methods": {
+            "grpo": {"eval_curves": {"0": evaluations(BASELINE), "1": evaluations(BASELINE)}},
+            "same": {"eval_curves": {"0": evaluations(FAST), "1": evaluations(FAST)}},
+            "split": {"eval_curves": {"0": evaluations(FAST), "1": evaluations(SLOW)}},
+        },
+    }
+    reads = crossing_interval.intervals(result, draws=200)
+    assert reads["same"]["flops"] == pytest.approx((4.0, 4.0, 4.0, 0.0))
+    whole, low, high, never = reads["split"]["flops"]
+    assert (whole, low, high) == (0.0, 0.0, 4.0)  # both seeds drawn twice: 4 or never
+    assert 0.1 < never < 0.9
