@@ -143,6 +143,11 @@ REPORT_ROUNDS = {
     # PODS to 2 with skip on history and the same-update drop, against round 33's GRPO(G=8)
     "report40": "round 40, PODS to 2 with skip on history and the same-update drop",
 }
+# the easy-best train-all row and GRPO(G=8) on thirty report seeds (0-9: report37's runs)
+MIXES["easy30"] = (
+    "examples/compare.yaml",
+    "easy, thirty seeds, evaluated every 4 steps, equal train-all FLOPs: the easy-best row",
+)
 for _round, _what in REPORT_ROUNDS.items():
     for _mix, (_config, _) in REPORT_MIXES.items():
         MIXES[f"{_round}-{_mix}"] = (
