@@ -148,6 +148,13 @@ MIXES["easy30"] = (
     "examples/compare.yaml",
     "easy, thirty seeds, evaluated every 4 steps, equal train-all FLOPs: the easy-best row",
 )
+# the best train-all row and GRPO(G=8) on twenty report seeds (0-9: report37's runs)
+for _mix in ("balanced", "hard"):
+    MIXES[f"more20-{_mix}"] = (
+        REPORT_MIXES[_mix][0],
+        f"{_mix}, twenty seeds, evaluated every 4 steps, equal train-all FLOPs: "
+        "the best train-all row",
+    )
 for _round, _what in REPORT_ROUNDS.items():
     for _mix, (_config, _) in REPORT_MIXES.items():
         MIXES[f"{_round}-{_mix}"] = (
