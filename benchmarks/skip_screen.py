@@ -44,16 +44,21 @@ def is_dead(group: Group) -> bool:
     return correct in (0, size)
 
 
+def streak(groups: list[Group]) -> int:
+    """How many of the last groups came back all equal."""
+    count = 0
+    for group in reversed(groups):
+        if not is_dead(group):
+            break
+        count += 1
+    return count
+
+
 def greso(explore: float) -> VisitRule:
     """GRESO: visit with probability explore^z, z the kept groups' all-equal streak."""
 
     def visit(kept: list[Group]) -> float:
-        streak = 0
-        for group in reversed(kept):
-            if not is_dead(group):
-                break
-            streak += 1
-        return explore**streak
+        return explore ** streak(kept)
 
     return visit
 
@@ -116,16 +121,6 @@ def matching_threshold(
         else:
             high = middle
     return (low * high) ** 0.5
-
-
-def streak(groups: list[Group]) -> int:
-    """How many of the last groups came back all equal."""
-    count = 0
-    for group in reversed(groups):
-        if not is_dead(group):
-            break
-        count += 1
-    return count
 
 
 # What a table-driven rule may know before a visit, from the groups drawn before it.
