@@ -630,3 +630,51 @@ def test_plan_predicts_that_dropped_dead_groups_cost_a_train_all_trainer_nothing
     # this trainer skips dead groups' passes either way; a train-all trainer no longer trains them
     assert dropped[flops] == pytest.approx(kept[flops])
     assert dropped[train_all] > kept[train_all]
+
+
+def test_rollouts_sample_and_train_at_the_rollout_temperature(tmp_path: Path, monkeypatch):
+    import sgpo.update
+
+    trainer = make_trainer(tmp_path, "hot", rollout_temperature=1.7)
+    temperatures = []
+    real_generate = trainer.engine.generate
+
+    def generate(prompts, seeds, params):
+        temperatures.append(params.temperature)
+        return real_generate(prompts, seeds, params)
+
+    monkeypatch.setattr(trainer.engine, "generate", generate)
+    generated, batch = trainer.collect()
+    trainer.run_eval()
+    assert temperatures == [1.7, 1.0]  # training groups hot, evaluation at sampling.temperature
+    trained = [r for r in batch if r.advantage != 0.0]
+    with torch.no_grad():
+        hot = sgpo.update.response_logprobs(trainer.policy, trained, 1.7)[0]
+        cold = sgpo.update.response_logprobs(trainer.policy, trained)[0]
+        # the tempered distribution's log-prob, normalised over the vocabulary at T
+        r = trained[0]
+        ids = torch.tensor([r.completion.prompt_ids + r.completion.response_ids])
+        logits = trainer.policy.model(input_ids=ids).logits.float()[0] / 1.7
+        first = len(r.completion.prompt_ids) - 1
+        expected = torch.log_softmax(logits[first], -1)[r.completion.response_ids[0]]
+    torch.testing.assert_close(hot[0, 0], expected)
+    captured = []
+    real_loss = sgpo.update.clipped_policy_loss
+
+    def spy(logprobs, old, *args):
+        captured.append(logprobs.detach().clone())
+        return real_loss(logprobs, old, *args)
+
+    monkeypatch.setattr(sgpo.update, "clipped_policy_loss", spy)
+    trainer.train_on(batch)
+    ((logprobs,),) = [captured]
+    torch.testing.assert_close(logprobs, hot)  # the update's log-probs: logits / 1.7
+    assert not torch.allclose(logprobs, cold)
+
+
+def test_profile_reuse_needs_the_profile_temperature(tmp_path: Path):
+    tree = tiny_tree(tmp_path, train={"reuse_profile": True, "rollout_temperature": 1.5})
+    with pytest.raises(ValidationError, match="rollout_temperature"):
+        RunConfig.model_validate(tree)
+    tree["train"]["rollout_temperature"] = 1.0
+    assert RunConfig.model_validate(tree).rollout_temperature == 1.0

@@ -454,6 +454,11 @@ class TrainConfig(Strict):
     # right after that group; epochs are shuffled as for the baselines (one group size and no
     # curriculum: both would need the whole profile before the first step).
     first_visit_profile: bool = False
+    # Temperature of the training groups (None: sampling.temperature, which the profile and
+    # every evaluation use). A hotter rollout shows a near-solved query's rare failure in
+    # fewer samples; the update takes its log-probs at the same temperature (logits / T, as
+    # verl and TRL do), so the policy trained is the one that sampled.
+    rollout_temperature: float | None = Field(None, gt=0)
     # Mirror metrics to experiment trackers (metrics.jsonl is always written).
     report_to: list[Literal["tensorboard", "wandb", "trackio"]] = Field(default_factory=list)
     report_project: str = "sgpo"
@@ -631,10 +636,20 @@ class RunConfig(Strict):
             )
         if self.profile.adaptive_stop == "first_success":
             self._check_first_success_profile()
+        if self.train.reuse_profile and self.rollout_temperature != self.sampling.temperature:
+            raise ValueError(
+                "train.reuse_profile trains profile samples drawn at sampling.temperature; "
+                "train.rollout_temperature must then be unset or equal to it"
+            )
         uses_vllm = "vllm" in (self.profile.engine, self.eval.engine)
         if uses_vllm and self.sampling.temperature > 2:
             raise ValueError("sampling.temperature above 2 is rejected by vLLM (engine: vllm)")
         return self
+
+    @property
+    def rollout_temperature(self) -> float:
+        """The training groups' temperature (the update's log-probs are taken at it)."""
+        return self.train.rollout_temperature or self.sampling.temperature
 
     def _check_first_success_profile(self) -> None:
         """A profile stopped at the first success knows only solved / never-solved."""

@@ -18,6 +18,7 @@ import logging
 import shutil
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 from tqdm import tqdm
@@ -106,8 +107,9 @@ class Trainer:
             self.cfg.report_to, run_dir, self.cfg.report_project, config.model_dump(mode="json")
         )
         self.plan_sha256 = file_sha256(self.plan_path) if self.plan_path is not None else None
+        rollout_params = replace(self.params, temperature=config.rollout_temperature)
         self.rollouts = RolloutCollector(
-            config, self.policy, self.engine, self.verifier, self.params, self.reuse
+            config, self.policy, self.engine, self.verifier, rollout_params, self.reuse
         )
         self.update = PolicyUpdate(
             self.cfg,
@@ -116,6 +118,7 @@ class Trainer:
             self.shape,
             config.sampling.max_new_tokens,
             behaviour=reference if self.reuse is not None else None,
+            temperature=config.rollout_temperature,
         )
         self.step = 0
         self.flops = dict.fromkeys(PHASES, 0.0) | {"profile": profile_flops}

@@ -24,8 +24,12 @@ from sgpo.models import Policy
 from sgpo.rollouts import Rollout
 
 
-def response_logprobs(policy: Policy, rollouts: list[Rollout]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-probs of each rollout's response tokens under policy.model: ([B, T], mask [B, T])."""
+def response_logprobs(
+    policy: Policy, rollouts: list[Rollout], temperature: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probs of each rollout's response tokens under policy.model sampled at temperature
+    (softmax of logits / temperature, the distribution the engine drew from): ([B, T], mask
+    [B, T])."""
     pad = policy.tokenizer.pad_token_id
     seqs = [r.completion.prompt_ids + r.completion.response_ids for r in rollouts]
     width = max(len(s) for s in seqs)
@@ -34,6 +38,7 @@ def response_logprobs(policy: Policy, rollouts: list[Rollout]) -> tuple[torch.Te
         [[1] * len(s) + [0] * (width - len(s)) for s in seqs], device=policy.device
     )
     logits = policy.model(input_ids=input_ids, attention_mask=attention).logits.float()
+    logits = logits / temperature
     token_logprobs = (
         torch.log_softmax(logits[:, :-1], dim=-1)
         .gather(-1, input_ids[:, 1:].unsqueeze(-1))
@@ -98,8 +103,10 @@ class PolicyUpdate:
         shape: ModelShape,
         norm_length: int,
         behaviour: Policy | None = None,
+        temperature: float = 1.0,
     ) -> None:
         self.cfg = cfg
+        self.temperature = temperature  # the rollouts' (RunConfig.rollout_temperature)
         self.norm_length = norm_length  # Dr. GRPO's constant: sampling.max_new_tokens
         self.policy = policy
         self.reference = reference
@@ -129,7 +136,7 @@ class PolicyUpdate:
                 if self.cfg.ppo_epochs > 1 or any(r.reused for r in mb):
                     old[i] = self._old_logprobs(mb, flops)
                 if self.reference is not None:
-                    ref[i] = response_logprobs(self.reference, mb)[0]
+                    ref[i] = response_logprobs(self.reference, mb, self.temperature)[0]
                     flops["logprob"] += sequence_flops(self.shape, mb, logprob_flops)
         return old, ref
 
@@ -146,7 +153,7 @@ class PolicyUpdate:
             if rows:
                 assert model is not None, "reused rollouts need PolicyUpdate(behaviour=...)"
                 part = [mb[j] for j in rows]
-                values = response_logprobs(model, part)[0]
+                values = response_logprobs(model, part, self.temperature)[0]
                 old[rows, : values.shape[1]] = values.to(old.device)
                 flops["logprob"] += sequence_flops(self.shape, part, logprob_flops)
         return old
@@ -156,7 +163,7 @@ class PolicyUpdate:
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(aggregated loss, log-probs, rollout-policy log-probs, mask) of one micro-batch."""
         cfg = self.cfg
-        logprobs, mask = response_logprobs(self.policy, mb)
+        logprobs, mask = response_logprobs(self.policy, mb, self.temperature)
         old = logprobs.detach() if old is None else torch.where(old.isnan(), logprobs.detach(), old)
         adv = torch.tensor([r.advantage for r in mb], device=logprobs.device)
         token_loss = clipped_policy_loss(logprobs, old, adv, mask, cfg.clip_low, cfg.clip_high)
