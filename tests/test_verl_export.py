@@ -631,6 +631,12 @@ def test_export_says_loudly_that_online_settings_are_not_carried(tmp_path):
         "train.streak_group_size": 2
     }
     assert export_meta["history_explore"] == 1.0  # no skips
+    # the training groups' own temperature is the launch's rollout.temperature, not the export's
+    hot = CliRunner().invoke(verl_app, [*args, "--set", "train.rollout_temperature=1.2"])
+    assert "NOT applied" in hot.output
+    assert read_table(tmp_path / "t.pq")[1]["export"]["not_carried"] == {
+        "train.rollout_temperature": 1.2
+    }
     # skips on history are carried (sgpo.verl.sampler), with steps filled as history_fill does
     skips = ["--set", "train.history_explore=0.5", "--set", "train.history_min_streak=2"]
     filled = [*skips, "--set", "train.history_fill=true", "--set", "seed=11"]

@@ -569,9 +569,10 @@ class TrainConfig(Strict):
 
 
 # The train settings that make a run an sGPO variant beyond its plan (generation rounds,
-# down-sampling, history skips, early small groups, profile reuse, online re-planning); all at
-# their defaults is GRPO as users run it. sgpo.compare resets them for the demo's baseline;
-# sgpo.verl.export names those a verl launch does not carry.
+# down-sampling, history skips, early small groups, profile reuse, online re-planning, the
+# training groups' own temperature); all at their defaults is GRPO as users run it.
+# sgpo.compare resets them for the demo's baseline; sgpo.verl.export names those a verl launch
+# does not carry.
 VARIANT_TRAIN_SETTINGS = (
     "filter_groups",
     "refill_max_rounds",
@@ -595,6 +596,7 @@ VARIANT_TRAIN_SETTINGS = (
     "early_group_steps",
     "reuse_profile",
     "first_visit_profile",
+    "rollout_temperature",
     "online",
 )
 
