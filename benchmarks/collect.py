@@ -142,6 +142,8 @@ REPORT_ROUNDS = {
     "report37": "round 37, dead groups dropped with the whole batch's denominator",
     # PODS to 2 with skip on history and the same-update drop, against round 33's GRPO(G=8)
     "report40": "round 40, PODS to 2 with skip on history and the same-update drop",
+    # the easy-best row with 96 responses per step, against round 33's GRPO(G=8)
+    "report42": "round 42, the easy-best row with 96 responses per step",
 }
 # the easy-best train-all row and GRPO(G=8) on thirty report seeds (0-9: report37's runs)
 MIXES["easy30"] = (
