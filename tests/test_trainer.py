@@ -667,7 +667,7 @@ def test_rollouts_sample_and_train_at_the_rollout_temperature(tmp_path: Path, mo
 
     monkeypatch.setattr(sgpo.update, "clipped_policy_loss", spy)
     trainer.train_on(batch)
-    ((logprobs,),) = [captured]
+    (logprobs,) = captured  # one micro-batch, one epoch
     torch.testing.assert_close(logprobs, hot)  # the update's log-probs: logits / 1.7
     assert not torch.allclose(logprobs, cold)
 
