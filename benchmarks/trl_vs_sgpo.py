@@ -36,6 +36,15 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "src/sgpo/demo.yaml"
+# demo.yaml's first-success profile and dead-group drop, undone: this benchmark's plan is the
+# abstract's rule on a full profile
+FULL_PROFILE_NO_DROP = [
+    "profile.adaptive=false",
+    "profile.adaptive_round=2",
+    "profile.adaptive_stop=both_outcomes",
+    "train.drop_equal_groups=false",
+    "train.drop_equal_denominator=kept",
+]
 SGPO = [sys.executable, "-m", "sgpo.cli"]
 BUDGET = 128
 
@@ -244,8 +253,11 @@ def main() -> None:
     RUN_SET.extend(["--set", f"model.device={args.device}", "--set", "model.dtype=float32"])
     for setting in ABSTRACT_RULE:
         RUN_SET.extend(["--set", setting])
-    # RUN_SET comes last on every command: the down-sampling asked for here, not the demo's
+    # RUN_SET comes last on every command: the down-sampling asked for here, not the demo's,
+    # and the full k-sample profile without the dead-group drop (the path TRL mirrors)
     RUN_SET.extend(["--set", f"train.downsample_to={args.downsample_to}"])
+    for setting in FULL_PROFILE_NO_DROP:
+        RUN_SET.extend(["--set", setting])
     # The same variant on both paths: sgpo's --set settings, SGPOConfig's fields.
     sgpo_settings: list[str] = []
     trl_overrides: dict[str, int] = {}

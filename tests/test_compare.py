@@ -257,16 +257,25 @@ def test_demo_baseline_is_plain_grpo_whatever_the_demos_variant():
     from sgpo.config import load_config
 
     demo = load_config(DEMO_CONFIG)
-    assert demo.train.downsample_to == 4  # the demo shows the down-sampled plan
+    # the demo shows the benchmark's best plan: down-sampled, dead groups dropped, first-success
+    # profile
+    assert demo.train.downsample_to == 4 and demo.train.drop_equal_groups
+    assert demo.profile.adaptive_stop == "first_success"
     variant = load_config(
         DEMO_CONFIG,
-        ["train.downsample_to=0", "train.grow_max=32", "train.online.reestimate=true"],
+        [
+            "train.downsample_to=0",
+            "train.grow_max=32",
+            "train.online.reestimate=true",
+            # re-estimation needs p_hat from a full profile
+            "profile.adaptive_stop=both_outcomes",
+        ],
     )
     for config in (demo, variant):
         baseline = equal_budget_baseline_config(config, 5.0e11)
         train = baseline.train
         assert train.method == "grpo" and train.max_total_flops == 5.0e11
-        assert train.downsample_to == 0 and train.grow_max == 0
+        assert train.downsample_to == 0 and train.grow_max == 0 and not train.drop_equal_groups
         assert not train.online.reestimate
         # what the comparison holds equal is kept
         assert train.group_size == config.train.group_size and train.lr == config.train.lr

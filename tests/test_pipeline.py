@@ -74,4 +74,17 @@ def test_stages_one_by_one(tmp_path: Path):
         f"{plan_summary['predicted_baseline_informative_fraction']:.2f})"
     )
     assert predicted in report
+    assert (
+        f"queries profiled: {plan_summary['queries']} (k = {plan_meta['k']} samples each)" in report
+    )
     assert len(list(out.glob("*.png"))) >= 3
+
+
+def test_report_says_how_the_profile_sampled():
+    from sgpo.report import profile_sampling
+
+    assert profile_sampling({"k": 8}) == "k = 8 samples each"
+    both = profile_sampling({"k": 8, "adaptive_round": 2, "adaptive_stop": "both_outcomes"})
+    assert both == "up to k = 8 samples each, in rounds of 2, stopped once both outcomes showed"
+    first = profile_sampling({"k": 8, "adaptive_round": 1, "adaptive_stop": "first_success"})
+    assert first == "up to k = 8 samples each, stopped at the first success"

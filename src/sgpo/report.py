@@ -112,6 +112,19 @@ def plot_plan_history(history: list[dict], plan_rows: list[PlanRow], out_dir: Pa
     return [_save(fig, out_dir / "plan_drift.png")]
 
 
+def profile_sampling(meta: dict) -> str:
+    """How the plan's profile sampled each query, from its metadata."""
+    k = meta.get("k")
+    if meta.get("adaptive_stop") == "first_success":
+        return f"up to k = {k} samples each, stopped at the first success"
+    if meta.get("adaptive_round"):
+        return (
+            f"up to k = {k} samples each, in rounds of {meta['adaptive_round']}, "
+            "stopped once both outcomes showed"
+        )
+    return f"k = {k} samples each"
+
+
 def write_report(run_dir: Path) -> Path:
     summary_path = run_dir / "summary.json"
     if not summary_path.exists():
@@ -135,7 +148,7 @@ def write_report(run_dir: Path) -> Path:
         s = meta.get("summary", {})
         lines += [
             "## Plan",
-            f"- queries profiled: {s.get('queries')} (k = {meta.get('k')} samples each)",
+            f"- queries profiled: {s.get('queries')} ({profile_sampling(meta)})",
             f"- trivial (p_hat = 1) dropped: {s.get('trivial')}, kept: {s.get('trivial_kept')}; "
             f"unsolvable (p_hat = 0) dropped: {s.get('unsolvable_dropped')}, "
             f"kept: {s.get('unsolvable_kept')}; kept in all: {s.get('kept')}",
