@@ -167,10 +167,11 @@ def test_first_success_plan_keeps_what_the_full_profile_keeps(profiles, tmp_path
 
     assert kept_order(fs_plan) == kept_order(full_plan)
     assert 0 < len(kept_order(fs_plan)) < len(read_plan(fs_plan)[0])  # never-solved dropped
-    # p_hat from a first-success profile is not an estimate of p: no prediction from it
-    assert "predicted_informative_fraction" in full_summary
-    assert not any(key.startswith("predicted_i") for key in fs_summary)
-    # nor may online re-planning start from it, whatever the training config's profile says
+    # the prediction reads (n_correct, samples drawn), so it comes from either profile
+    for summary in (full_summary, fs_summary):
+        assert 0 < summary["predicted_informative_fraction"] <= 1
+    # p_hat from a first-success profile is not an estimate of p: online re-planning may not
+    # start from it, whatever the training config's profile says
     from sgpo.schedule import scheduled_queries
     from sgpo.tasks import load_task
 

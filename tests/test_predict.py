@@ -47,6 +47,33 @@ def test_fitted_prior_recovers_how_rates_are_spread():
     assert mean == pytest.approx(0.6, abs=0.01)
 
 
+def first_success_outcomes_of(
+    population: dict[float, float], k: int, queries: int
+) -> list[tuple[int, int]]:
+    """The expected record of a profile stopped at each query's first success: (1, n) for a
+    first success at sample n, (0, k) for none in k."""
+    out = []
+    for n in range(1, k + 1):
+        share = sum(w * p * (1 - p) ** (n - 1) for p, w in population.items())
+        out += [(1, n)] * round(share * queries)
+    out += [(0, k)] * round(sum(w * (1 - p) ** k for p, w in population.items()) * queries)
+    return out
+
+
+def test_a_first_success_profile_predicts_what_the_full_profile_predicts():
+    # Its stopping rule looks only at outcomes already seen, so (n_correct, samples drawn) has
+    # the binomial likelihood up to a factor free of p: the same fit and posteriors apply.
+    population = {0.0: 0.15, 0.1: 0.1, 0.5: 0.2, 0.8: 0.25, 0.95: 0.3}
+    truth = sum(w * (1 - p**8 - (1 - p) ** 8) for p, w in population.items())
+    for outcomes in (
+        outcomes_of(population, k=8, queries=20_000),
+        first_success_outcomes_of(population, k=8, queries=20_000),
+    ):
+        prior = fit_rate_prior(outcomes)
+        predicted = sum(informative_probability(n, k, 8, prior) for n, k in outcomes)
+        assert predicted / len(outcomes) == pytest.approx(truth, abs=0.01)
+
+
 def test_a_query_is_judged_by_the_company_it_keeps():
     # 7 of 8 correct among mostly always-solved queries is likely a p ~ 0.95 query: a group of
     # 16 is then all correct far more often than among mostly middling queries.

@@ -128,13 +128,13 @@ def plan_summary(
     epochs: float = 1.0,
     growth: Growth | None = None,
     downsampling: Downsampling | None = None,
-    p_hat_estimates_p: bool = True,
     drop_dead: bool = False,
 ) -> dict:
     """Counts, rollouts per epoch against a fixed-G baseline, predicted FLOPs per epoch, and
     the predicted informative fraction and cost per informative rollout over `epochs` (groups
-    grown until mixed with `growth`, or down-sampled; dead groups dropped with drop_dead) when
-    p_hat estimates p (not so for a profile stopped at each query's first success)."""
+    grown until mixed with `growth`, or down-sampled; dead groups dropped with drop_dead). The
+    prediction reads each query's (n_correct, samples drawn), not p_hat, so it holds for
+    adaptive profiles too (core/predict.py)."""
     kept = [r for r in rows if r.kept]
     summary = {
         "queries": len(rows),
@@ -163,7 +163,7 @@ def plan_summary(
         summary["baseline_predicted_flops_per_epoch"] = epoch_flops(
             rows, lambda r: fixed_group_size
         )
-    if shape is not None and p_hat_estimates_p:
+    if shape is not None:
         summary |= {
             f"predicted_{k}": v
             for k, v in prediction(
@@ -263,7 +263,6 @@ def _run_plan(
         epochs,
         growth,
         downsampling,
-        p_hat_estimates_p=p_hat_estimates_p(meta),
         drop_dead=train.drop_equal_groups,
     )
     extra = {
