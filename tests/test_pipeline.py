@@ -77,14 +77,18 @@ def test_stages_one_by_one(tmp_path: Path):
     assert (
         f"queries profiled: {plan_summary['queries']} (k = {plan_meta['k']} samples each)" in report
     )
+    assert f"trivial (p_hat = 1) dropped: {plan_summary['trivial']}," in report
     assert len(list(out.glob("*.png"))) >= 3
 
 
 def test_report_says_how_the_profile_sampled():
-    from sgpo.report import profile_sampling
+    from sgpo.report import all_correct_label, profile_sampling
 
     assert profile_sampling({"k": 8}) == "k = 8 samples each"
     both = profile_sampling({"k": 8, "adaptive_round": 2, "adaptive_stop": "both_outcomes"})
     assert both == "up to k = 8 samples each, in rounds of 2, stopped once both outcomes showed"
     first = profile_sampling({"k": 8, "adaptive_round": 1, "adaptive_stop": "first_success"})
     assert first == "up to k = 8 samples each, stopped at the first success"
+    # p_hat = 1 from a first-success profile says only that the first sample was correct
+    assert all_correct_label({"k": 8}) == "trivial (p_hat = 1)"
+    assert all_correct_label({"adaptive_stop": "first_success"}).startswith("correct at the first")

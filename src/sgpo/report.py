@@ -125,6 +125,14 @@ def profile_sampling(meta: dict) -> str:
     return f"k = {k} samples each"
 
 
+def all_correct_label(meta: dict) -> str:
+    """What p_hat = 1 means under the plan's profile: every sample correct, or (a profile
+    stopped at the first success) only the first one drawn."""
+    if meta.get("adaptive_stop") == "first_success":
+        return "correct at the first sample (p_hat = 1)"
+    return "trivial (p_hat = 1)"
+
+
 def write_report(run_dir: Path) -> Path:
     summary_path = run_dir / "summary.json"
     if not summary_path.exists():
@@ -149,7 +157,8 @@ def write_report(run_dir: Path) -> Path:
         lines += [
             "## Plan",
             f"- queries profiled: {s.get('queries')} ({profile_sampling(meta)})",
-            f"- trivial (p_hat = 1) dropped: {s.get('trivial')}, kept: {s.get('trivial_kept')}; "
+            f"- {all_correct_label(meta)} dropped: {s.get('trivial')}, "
+            f"kept: {s.get('trivial_kept')}; "
             f"unsolvable (p_hat = 0) dropped: {s.get('unsolvable_dropped')}, "
             f"kept: {s.get('unsolvable_kept')}; kept in all: {s.get('kept')}",
             f"- rollouts per epoch: {s.get('rollouts_per_epoch')} vs "
