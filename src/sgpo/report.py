@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from sgpo import rundir  # noqa: E402
 from sgpo.io import atomic_write_bytes, atomic_write_text, read_jsonl, read_table  # noqa: E402
-from sgpo.plan import PlanRow, read_plan  # noqa: E402
+from sgpo.plan import PlanRow, p_hat_estimates_p, read_plan  # noqa: E402
 
 # Everything sgpo report may create (and so later replace) in a run directory.
 REPORT_OUTPUTS = (
@@ -115,7 +115,7 @@ def plot_plan_history(history: list[dict], plan_rows: list[PlanRow], out_dir: Pa
 def profile_sampling(meta: dict) -> str:
     """How the plan's profile sampled each query, from its metadata."""
     k = meta.get("k")
-    if meta.get("adaptive_stop") == "first_success":
+    if not p_hat_estimates_p(meta):
         return f"up to k = {k} samples each, stopped at the first success"
     if meta.get("adaptive_round"):
         return (
@@ -128,7 +128,7 @@ def profile_sampling(meta: dict) -> str:
 def all_correct_label(meta: dict) -> str:
     """What p_hat = 1 means under the plan's profile: every sample correct, or (a profile
     stopped at the first success) only the first one drawn."""
-    if meta.get("adaptive_stop") == "first_success":
+    if not p_hat_estimates_p(meta):
         return "correct at the first sample (p_hat = 1)"
     return "trivial (p_hat = 1)"
 
