@@ -38,13 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "src/sgpo/demo.yaml"
 # demo.yaml's first-success profile and dead-group drop, undone: this benchmark's plan is the
 # abstract's rule on a full profile
-FULL_PROFILE_NO_DROP = [
-    "profile.adaptive=false",
-    "profile.adaptive_round=2",
-    "profile.adaptive_stop=both_outcomes",
-    "train.drop_equal_groups=false",
-    "train.drop_equal_denominator=kept",
-]
+FULL_PROFILE_NO_DROP = ["~profile", "~train.drop_equal_groups", "~train.drop_equal_denominator"]
 SGPO = [sys.executable, "-m", "sgpo.cli"]
 BUDGET = 128
 

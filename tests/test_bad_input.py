@@ -165,6 +165,12 @@ CASES = [
         "override 'train.steps.x': 'steps' is not a section",
     ),
     Case(
+        "override-removes-what-is-not-set",
+        lambda tmp, env: load_config(yaml_file(tmp, "train: {steps: 3}\n"), ["~train.stepz"]),
+        ConfigError,
+        "override '~train.stepz': {tmp}/bad.yaml does not set 'train.stepz'",
+    ),
+    Case(
         "override-unknown-key",
         lambda tmp, env: load_config(None, ["train.stepz=1"]),
         ConfigError,

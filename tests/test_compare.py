@@ -24,6 +24,14 @@ from sgpo.config import ConfigError
 from sgpo.core.curves import mean_curve
 from sgpo.io import read_jsonl, read_table
 
+ROOT = Path(__file__).resolve().parents[1]
+# every compare config that starts from the demo's config
+DEMO_BASED_COMPARE_CONFIGS = [
+    *sorted((ROOT / "examples").glob("compare*.yaml")),
+    ROOT / "benchmarks/dev-round2.yaml",
+    ROOT / "benchmarks/demo-mix.yaml",
+]
+
 
 def test_final_accuracy_is_mean_of_last_window():
     assert final_accuracy([(1, 0.1), (2, 0.2), (3, 0.3), (4, 0.7)], 3) == pytest.approx(0.4)
@@ -246,6 +254,32 @@ def test_side_by_side_reports_the_fitted_read_against_the_baseline(tmp_path: Pat
     speedups = [float(x) for x in re.findall(r"(\d+\.\d+)", lines[0].split("speedup")[1])[:3]]
     assert speedups == [pytest.approx(2.0, rel=0.03)] * 3  # the same learning at half the cost
     assert (tmp_path / "side_by_side.png").stat().st_size > 0
+
+
+def test_removing_the_demos_variant_settings_gives_the_abstracts_rule():
+    """The compare configs start from demo.yaml and remove its variant (README's command)."""
+    from sgpo.cli import DEMO_CONFIG
+    from sgpo.config import PlanConfig, ProfileConfig, TrainConfig, load_config
+
+    removed = ["~plan", "~profile", "~train.downsample_to", "~train.drop_equal_groups"]
+    config = load_config(DEMO_CONFIG, [*removed, "~train.drop_equal_denominator"])
+    assert config.plan == PlanConfig() and config.profile == ProfileConfig()
+    train, defaults = config.train, TrainConfig()
+    assert (train.downsample_to, train.drop_equal_groups, train.drop_equal_denominator) == (
+        defaults.downsample_to,
+        defaults.drop_equal_groups,
+        defaults.drop_equal_denominator,
+    )
+    assert train.steps == load_config(DEMO_CONFIG).train.steps  # the rest of the demo stays
+    # overrides apply in order: a removed section can be set again, a set value removed
+    full = "~profile"  # the demo's first-success profile asks for the demo's plan
+    assert load_config(DEMO_CONFIG, [full, "~plan", "plan.g_max=32"]).plan.g_max == 32
+    assert load_config(DEMO_CONFIG, [full, "plan.g_max=32", "~plan"]).plan == PlanConfig()
+    assert len(DEMO_BASED_COMPARE_CONFIGS) == 5
+    for path in DEMO_BASED_COMPARE_CONFIGS:
+        cfg, base = load_compare_config(path)
+        assert base == DEMO_CONFIG.resolve(), path
+        assert cfg.overrides[:5] == [*removed, "~train.drop_equal_denominator"], path
 
 
 def test_demo_baseline_is_plain_grpo_whatever_the_demos_variant():

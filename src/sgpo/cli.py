@@ -32,7 +32,10 @@ OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output directory.")]
 SetOpt = Annotated[
     list[str] | None,
     typer.Option(
-        "--set", "-s", help="Override a config value, e.g. --set train.steps=20 (repeatable)."
+        "--set",
+        "-s",
+        help="Override a config value, e.g. --set train.steps=20, or put one back to its "
+        "default, e.g. --set '~train.downsample_to' (repeatable).",
     ),
 ]
 OverwriteOpt = Annotated[

@@ -236,7 +236,8 @@ class ProfileConfig(Strict):
     # first_success: stop at a query's first correct sample instead. It is all a plan that
     # only tells solved from never-solved needs (one G, one bucket, all-correct queries kept),
     # and its kept set is the full profile's; p_hat is then 1 / samples drawn, not an
-    # estimate of p, so `sgpo plan` predicts nothing from it.
+    # estimate of p, so nothing re-plans from it (`sgpo plan` still predicts from the
+    # (correct, samples drawn) records, core/predict.py).
     adaptive_stop: Literal["both_outcomes", "first_success"] = "both_outcomes"
 
 
@@ -671,7 +672,8 @@ class RunConfig(Strict):
             )
 
 
-def _set_dotted(tree: dict, dotted: str, value: object) -> None:
+def _section(tree: dict, dotted: str) -> tuple[dict, str]:
+    """The mapping that holds dotted's last key (sections created on the way), and that key."""
     keys = dotted.split(".")
     node = tree
     for key in keys[:-1]:
@@ -679,11 +681,13 @@ def _set_dotted(tree: dict, dotted: str, value: object) -> None:
         if not isinstance(child, dict):
             raise ConfigError(f"override {dotted!r}: {key!r} is not a section")
         node = child
-    node[keys[-1]] = value
+    return node, keys[-1]
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
-    """Read a YAML config (or defaults when path is None) and apply ``key.sub=value`` overrides."""
+    """Read a YAML config (or defaults when path is None) and apply overrides in order:
+    ``key.sub=value`` sets a value, ``~key.sub`` removes a setting or a whole section from what
+    was read so far, which puts it back to its default (Hydra's deletion syntax)."""
     source = str(path) if path else "<defaults>"
     tree: dict = {}
     if path:
@@ -696,10 +700,17 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         if not isinstance(tree, dict):
             raise ConfigError(f"{path}: top level must be a mapping")
     for item in overrides or []:
+        if item.startswith("~"):
+            node, key = _section(tree, item[1:].strip())
+            if key not in node:  # a typo would otherwise leave the setting silently in place
+                raise ConfigError(f"override {item!r}: {source} does not set {item[1:]!r}")
+            del node[key]
+            continue
         if "=" not in item:
-            raise ConfigError(f"override {item!r} must look like key.sub=value")
+            raise ConfigError(f"override {item!r} must look like key.sub=value or ~key.sub")
         key, raw = item.split("=", 1)
-        _set_dotted(tree, key.strip(), yaml.safe_load(raw))
+        node, last = _section(tree, key.strip())
+        node[last] = yaml.safe_load(raw)
     try:
         return RunConfig.model_validate(tree)
     except ValidationError as e:
