@@ -23,6 +23,7 @@ from trl.trainer.utils import nanstd  # noqa: E402
 from sgpo.config import RunConfig  # noqa: E402
 from sgpo.core.advantages import balanced_indices, max_variance_indices  # noqa: E402
 from sgpo.core.allocation import PlanRule  # noqa: E402
+from sgpo.core.flops import train_flops  # noqa: E402
 from sgpo.io import read_table, write_table  # noqa: E402
 from sgpo.models import model_source  # noqa: E402
 from sgpo.schedule import OnlinePlanner, QueryScheduler  # noqa: E402
@@ -562,6 +563,72 @@ def test_down_sampling_trains_the_most_varied_rows_with_advantages_within_them(
     assert [h["sgpo/informative_fraction"] for h in logs] == [0.0, 1.0, 1.0]
 
 
+def train_recording_forwards(
+    trainer: SGPOTrainer,
+) -> tuple[list[int], list[tuple[torch.Tensor, dict[int, tuple[int, int]]]]]:
+    """Train; return the rows of each training forward pass, and each batch's group ids and
+    (prompt, completion) tokens of its real rows."""
+    forwarded: list[int] = []
+    logps = trainer._get_per_token_logps_and_entropies
+
+    def spy_logps(model: object, input_ids: torch.Tensor, *args: object, **kw: object) -> tuple:
+        forwarded.append(input_ids.shape[0])
+        return logps(model, input_ids, *args, **kw)
+
+    batches: list[tuple[torch.Tensor, dict[int, tuple[int, int]]]] = []
+    apply_groups = trainer._apply_groups
+
+    def spy_apply(output: dict, rows: list[dict], group_ids: torch.Tensor) -> None:
+        batches.append((group_ids, dict(trainer._lengths)))
+        apply_groups(output, rows, group_ids)
+
+    trainer._get_per_token_logps_and_entropies = spy_logps
+    trainer._apply_groups = spy_apply
+    trainer.train()
+    return forwarded, batches
+
+
+def test_dropping_dead_groups_trains_only_mixed_rows_to_the_same_update(
+    model_dir: str, plan_path: Path, tmp_path: Path
+) -> None:
+    # Scored in order: batch 1 q4 (0), q3 (1, 2); batch 2 q2 (3-6), q1 (7, 8); batch 3 q0
+    # (9-11). Mixed: q3, q2, q0; all equal: q4 (a group of one) and q1.
+    trainers, forwarded, batches = {}, {}, {}
+    for drop in (False, True):
+        reward = RewardByOrder(lambda i: i in (1, 3, 9))
+        trainers[drop] = make_trainer(
+            model_dir, plan_path, tmp_path / str(drop), reward, drop_equal_groups=drop
+        )
+        forwarded[drop], batches[drop] = train_recording_forwards(trainers[drop])
+
+    # TRL trains every row, padding included; the drop forwards only the mixed groups' rows
+    assert forwarded[False] == [BATCH_ROWS] * 3
+    assert forwarded[True] == [2, 4, 3]
+    # ... to the same update: the dead rows' loss terms are exactly zero
+    for (name, before), (_, after) in zip(
+        trainers[False].model.named_parameters(),
+        trainers[True].model.named_parameters(),
+        strict=True,
+    ):
+        assert torch.allclose(before, after, atol=1e-6, rtol=1e-5), name
+    # the same generation, training charged for the rows trained only
+    kept, dropped = trainers[False], trainers[True]
+    assert kept.sgpo_flops["rollout"] == dropped.sgpo_flops["rollout"]
+    assert kept.sgpo_rollouts == dropped.sgpo_rollouts == 12
+    mixed_groups = [{0: False, 1: True}, {0: True, 1: False}, {0: True}]
+    for drop, trainer in trainers.items():
+        expected = sum(
+            train_flops(trainer.shape, *lengths[i])
+            for (group_ids, lengths), mixed in zip(batches[drop], mixed_groups, strict=True)
+            for i in lengths
+            if mixed[int(group_ids[i])] or not drop
+        )
+        assert trainer.sgpo_flops["train"] == pytest.approx(expected)
+        logs = [h for h in trainer.state.log_history if "sgpo/batch_rollouts" in h]
+        assert [h["sgpo/batch_rollouts"] for h in logs] == ([2, 4, 3] if drop else [3, 6, 3])
+    assert dropped.sgpo_flops["train"] < kept.sgpo_flops["train"]
+
+
 @pytest.mark.parametrize(
     ("settings", "error"),
     [
@@ -575,6 +642,9 @@ def test_down_sampling_trains_the_most_varied_rows_with_advantages_within_them(
         ({"history_min_streak": 2}, "history_min_streak needs history_explore"),
         ({"history_fill": True}, "history_fill needs history_explore"),
         ({"history_explore": 0.5, "history_min_streak": 0}, "history_min_streak must be"),
+        ({"drop_equal_groups": True, "loss_type": "bnpo"}, "drop_equal_groups needs loss_type"),
+        ({"drop_equal_groups": True, "beta": 0.1}, "drop_equal_groups needs beta = 0"),
+        ({"drop_equal_groups": True, "top_entropy_quantile": 0.5}, "top_entropy_quantile = 1"),
     ],
 )
 def test_config_validation(tmp_path: Path, settings: dict, error: str) -> None:

@@ -29,6 +29,12 @@ What changes against GRPOTrainer, and where:
   (max_variance_indices), advantages computed within them (sgpo's train.downsample_to,
   train.downsample_advantages subset). The batch is scheduled as `sgpo train` schedules it (G
   generated per group); the rows left over are padding. Charged and logged as growth is.
+- dead groups out of the step (SGPOConfig.drop_equal_groups; sgpo's train.drop_equal_groups
+  with drop_equal_denominator generated): the rows of groups whose rewards are all equal, and
+  padding rows, skip the forward and backward passes (_compute_loss). TRL trains them with
+  advantage 0; under a loss normalised by the whole generation batch's tokens (dapo, cispo,
+  vespo) and beta = 0 their loss terms are exactly zero, so the update is the same and only
+  the mixed groups' rows cost training. Charged so: training FLOPs for the rows trained.
 - online re-estimation (SGPOConfig.reestimate): every group's outcomes update its query's
   posterior and the plan is rebuilt every replan_every generation batches (sgpo's
   OnlinePlanner). Knapsack allocation and re-profiling of dropped queries are not offered here.
@@ -89,7 +95,11 @@ from sgpo.trl.data import (
 # per-sequence means ("grpo", "sapo", "luspo") and "dr_grpo" divide by the number of rows, so
 # padding rows would shrink the gradient.
 TOKEN_NORMALISED_LOSSES = ("dapo", "bnpo", "cispo", "vespo")
+# Losses whose normaliser is the whole generation batch's tokens (num_items_in_batch): a row
+# whose advantage is 0 adds exactly nothing to them (beta = 0), so it can be left out.
+GENERATION_BATCH_NORMALISED_LOSSES = ("dapo", "cispo", "vespo")
 SGPO_KEYS = (GROUP_KEY, GROUP_SIZE_KEY)
+TRAINED_KEY = "sgpo_trained"  # per row of a training batch with drop_equal_groups: trained
 STATE_FILE = "sgpo_state.json"  # in each checkpoint folder, next to TRL's trainer_state.json
 
 
@@ -135,6 +145,15 @@ class SGPOConfig(GRPOConfig):
             "help": "PODS down-sampling: a planned group of G > downsample_to is generated "
             "whole but trains only the downsample_to responses whose rewards vary most, "
             "advantages within them. 0 = off."
+        },
+    )
+    drop_equal_groups: bool = field(
+        default=False,
+        metadata={
+            "help": "Rows of groups whose rewards are all equal (advantage 0) skip the forward "
+            "and backward passes. With loss_type dapo, cispo or vespo and beta = 0 their loss "
+            "terms are exactly zero, so the update is unchanged and a step pays training only "
+            "for its mixed groups."
         },
     )
     history_explore: float = field(
@@ -192,6 +211,8 @@ class SGPOConfig(GRPOConfig):
             raise ValueError(f"history_target must be in [0, 1), got {self.history_target}")
         if self.history_min_streak < 1:
             raise ValueError(f"history_min_streak must be >= 1, got {self.history_min_streak}")
+        if self.drop_equal_groups:
+            self._check_drop_keeps_the_update()
         history_extras = {
             "history_target": bool(self.history_target),
             "history_min_streak": self.history_min_streak > 1,
@@ -200,6 +221,25 @@ class SGPOConfig(GRPOConfig):
         for name, used in history_extras.items():
             if used and self.history_explore == 1:
                 raise ValueError(f"{name} needs history_explore < 1 (skip on history)")
+
+    def _check_drop_keeps_the_update(self) -> None:
+        """drop_equal_groups leaves rows out of the loss: only where they add nothing to it."""
+        if self.loss_type not in GENERATION_BATCH_NORMALISED_LOSSES:
+            raise ValueError(
+                f"drop_equal_groups needs loss_type in {GENERATION_BATCH_NORMALISED_LOSSES} "
+                f"(normalised by the whole generation batch's tokens), got {self.loss_type!r}: "
+                "leaving rows out would change the normaliser and the update"
+            )
+        if self.beta != 0.0:
+            raise ValueError(
+                f"drop_equal_groups needs beta = 0, got {self.beta}: the KL term of the rows "
+                "left out would be lost"
+            )
+        if self.top_entropy_quantile < 1.0:
+            raise ValueError(
+                "drop_equal_groups needs top_entropy_quantile = 1: the entropy mask's quantile "
+                "is taken over the rows trained, so leaving rows out would move it"
+            )
 
 
 class SGPOTrainer(GRPOTrainer):
@@ -241,6 +281,11 @@ class SGPOTrainer(GRPOTrainer):
             raise NotImplementedError("SGPOTrainer runs in a single process for now")
         if self._is_vlm:
             raise NotImplementedError("SGPOTrainer does not support vision-language models")
+        if args.drop_equal_groups and self.aux_loss_enabled:
+            raise NotImplementedError(
+                "drop_equal_groups with a router auxiliary loss: the loss is taken over the rows "
+                "trained, so leaving rows out would change it"
+            )
 
         if args.reestimate:
             check_replannable(plan.p_hat_estimates_p, plan.path, "reestimate=True")
@@ -290,6 +335,9 @@ class SGPOTrainer(GRPOTrainer):
         self._group_sizes: dict[int, int] = {}
         self._scores: torch.Tensor | None = None
         self._whole_groups: dict[int, torch.Tensor] = {}
+        # (prompt, completion) tokens of each real row of the batch: its training is charged
+        # once the rows trained are known (_apply_groups)
+        self._lengths: dict[int, tuple[int, int]] = {}
 
     # ------------------------------------------------------------------------------ data
     def _get_train_sampler(self, dataset: Any = None) -> PlanSampler:
@@ -513,9 +561,11 @@ class SGPOTrainer(GRPOTrainer):
     def _charge_generation(
         self, prompt_ids: list[list[int]], completion_ids: list[list[int]], real: list[int]
     ) -> None:
-        """sgpo's cost convention for one generation batch, real tokens only: rollout inference,
-        the log-prob passes TRL will run (old policy, reference) and num_iterations updates."""
-        lengths = [(len(prompt_ids[i]), len(completion_ids[i])) for i in real]
+        """sgpo's cost convention for one generation batch, real tokens only: rollout inference
+        and the log-prob passes TRL will run (old policy, reference); training is charged by
+        _charge_training."""
+        self._lengths = {i: (len(prompt_ids[i]), len(completion_ids[i])) for i in real}
+        lengths = list(self._lengths.values())
         generate_every = self.args.steps_per_generation * self.num_iterations
         old_logprobs = self.args.gradient_accumulation_steps % generate_every != 0 or (
             self.use_vllm and self.vllm_importance_sampling_correction
@@ -524,9 +574,14 @@ class SGPOTrainer(GRPOTrainer):
         for p, r in lengths:
             self.sgpo_flops["rollout"] += inference_flops(self.shape, p, r)
             self.sgpo_flops["logprob"] += logprob_passes * logprob_flops(self.shape, p, r)
-            self.sgpo_flops["train"] += self.num_iterations * train_flops(self.shape, p, r)
         self.sgpo_rollouts += len(real)
         self.sgpo_tokens_generated += sum(r for _, r in lengths)
+
+    def _charge_training(self, trained: list[int]) -> None:
+        """num_iterations updates of the batch rows trained."""
+        for i in trained:
+            p, r = self._lengths[i]
+            self.sgpo_flops["train"] += self.num_iterations * train_flops(self.shape, p, r)
 
     # --------------------------------------------------------------------------- rewards
     def _calculate_rewards(
@@ -571,7 +626,7 @@ class SGPOTrainer(GRPOTrainer):
             self.num_generations = planned_num_generations
             self._group_ids = self._rows = None
             self._rewards_per_func = self._scores = None
-            self._whole_groups, self._group_sizes = {}, {}
+            self._whole_groups, self._group_sizes, self._lengths = {}, {}, {}
         return output
 
     def _apply_groups(
@@ -599,6 +654,12 @@ class SGPOTrainer(GRPOTrainer):
 
         groups = group_ids[real].tolist()
         live = informative_groups(advantages[real].tolist(), groups)
+        trained = [i for i, g in enumerate(group_ids.tolist()) if g >= 0]
+        if self.args.drop_equal_groups:
+            trained = [i for i in trained if int(group_ids[i]) in live]
+            output[TRAINED_KEY] = torch.zeros(len(group_ids), dtype=torch.bool, device=device)
+            output[TRAINED_KEY][trained] = True
+        self._charge_training(trained)
         # As sgpo's metrics.jsonl: rollouts and group sizes count every response generated
         # (a grown group's too), batch_rollouts the rows trained.
         drawn = {g: len(self._whole_groups.get(g, ())) or groups.count(g) for g in set(groups)}
@@ -606,7 +667,7 @@ class SGPOTrainer(GRPOTrainer):
         generated = sum(drawn.values())
         metrics["sgpo/queries"].append(float(len(drawn)))
         metrics["sgpo/rollouts"].append(float(generated))
-        metrics["sgpo/batch_rollouts"].append(float(len(groups)))
+        metrics["sgpo/batch_rollouts"].append(float(len(trained)))
         metrics["sgpo/padding_rows"].append(float(len(group_ids) - len(groups)))
         informative = sum(n for g, n in drawn.items() if g in live)
         metrics["sgpo/informative_fraction"].append(informative / generated)
@@ -614,6 +675,19 @@ class SGPOTrainer(GRPOTrainer):
         metrics["sgpo/group_size_min"].append(sizes.min().item())
         metrics["sgpo/group_size_max"].append(sizes.max().item())
         self._observe(rows, group_ids, rewards.cpu())
+
+    # ---------------------------------------------------------------------------- the loss
+    def _compute_loss(self, model: Any, inputs: dict[str, Any]) -> torch.Tensor:
+        if TRAINED_KEY not in inputs:
+            return super()._compute_loss(model, inputs)
+        trained = inputs[TRAINED_KEY].nonzero().flatten()
+        rows = len(inputs[TRAINED_KEY])
+        if len(trained) == 0:
+            # nothing to train: one row (advantage 0) keeps the loss an exact zero with a graph
+            trained = trained.new_zeros(1)
+        kept = {key: _rows_of(value, trained, rows) for key, value in inputs.items()}
+        del kept[TRAINED_KEY]
+        return super()._compute_loss(model, kept)
 
     def _drop_padding_from_logs(self, keep: list[bool], real_advantages: list[float]) -> None:
         """The completions table (TRL's _logs) without the padding rows of the last batch."""
@@ -721,6 +795,16 @@ def _choose_scorable(
     picked = [scorable[j] for j in choose([rewards[k] for k in scorable], size)]
     unscorable = [k for k, r in enumerate(rewards) if math.isnan(r)]
     return set(picked + unscorable[: size - len(picked)])
+
+
+def _rows_of(value: Any, rows: torch.Tensor, batch_rows: int) -> Any:
+    """The given rows of a per-row batch entry (a tensor or list over the batch's rows);
+    anything else (num_items_in_batch, None) as it is."""
+    if torch.is_tensor(value) and value.dim() > 0 and value.shape[0] == batch_rows:
+        return value[rows.to(value.device)]
+    if isinstance(value, list) and len(value) == batch_rows:
+        return [value[i] for i in rows.tolist()]
+    return value
 
 
 def _index_by_query(dataset: Dataset, column: str, needed: list[str]) -> dict[str, int]:
