@@ -19,6 +19,9 @@ on all training queries, shuffled.
     and rollouts generated, to check that the two growths match.
     --downsample-to 4: both sGPO paths train only the 4 most varied responses of each group
     (PODS; sgpo: train.downsample_to; TRL: SGPOConfig.downsample_to).
+    --drop-equal-groups: both sGPO paths leave the rows of all-equal groups out of training with
+    the update unchanged (sgpo: train.drop_equal_groups with drop_equal_denominator generated;
+    TRL: SGPOConfig.drop_equal_groups); each reports its training FLOPs.
     --device cuda: both paths (and every sgpo command) on the GPU, still in float32.
 """
 
@@ -159,6 +162,7 @@ def run_sgpo(plan: Path, out: Path, seed: int, steps: int, settings: list[str]) 
         "step_s": median_after_first(step_times),
         "rollouts": summary["rollouts"],
         "informative": summary["informative_fraction"],
+        "train_flops": summary["flops_by_phase"]["train"],
     }
 
 
@@ -171,7 +175,7 @@ def load_model(source: str):  # noqa: ANN201
 
 
 def run_trl(
-    plan: Path, source: str, out: Path, seed: int, steps: int, overrides: dict[str, int]
+    plan: Path, source: str, out: Path, seed: int, steps: int, overrides: dict[str, int | bool]
 ) -> dict:
     from sgpo.trl import SGPOTrainer, verifier_reward
 
@@ -198,6 +202,7 @@ def run_trl(
         "step_s": median_after_first(step_times),
         "rollouts": trainer.sgpo_rollouts,
         "informative": sum(n * f for n, f in generated) / sum(n for n, _ in generated),
+        "train_flops": trainer.sgpo_flops["train"],
     }
 
 
@@ -230,6 +235,9 @@ def main() -> None:
     parser.add_argument("--model", help="model directory (default: the config's embedded model)")
     parser.add_argument("--grow-max", type=int, default=0, help="grow until mixed (0 = off)")
     parser.add_argument("--downsample-to", type=int, default=0, help="PODS (0 = off)")
+    parser.add_argument(
+        "--drop-equal-groups", action="store_true", help="all-equal groups left out of training"
+    )
     parser.add_argument("--no-plain-grpo", action="store_true", help="skip GRPOTrainer's timing")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N], for both paths")
     args = parser.parse_args()
@@ -254,12 +262,15 @@ def main() -> None:
         RUN_SET.extend(["--set", setting])
     # The same variant on both paths: sgpo's --set settings, SGPOConfig's fields.
     sgpo_settings: list[str] = []
-    trl_overrides: dict[str, int] = {}
+    trl_overrides: dict[str, int | bool] = {}
     if args.grow_max:
         sgpo_settings += [f"train.grow_max={args.grow_max}", "train.grow_train=balanced"]
         trl_overrides["grow_max"] = args.grow_max
     if args.downsample_to:  # sgpo's side is in RUN_SET
         trl_overrides["downsample_to"] = args.downsample_to
+    if args.drop_equal_groups:
+        sgpo_settings += ["train.drop_equal_groups=true", "train.drop_equal_denominator=generated"]
+        trl_overrides["drop_equal_groups"] = True
     results: dict = {"steps": args.steps} | trl_overrides
     for seed in args.seeds:
         # The addition task's queries depend on the run seed: one profile and plan per seed,

@@ -39,6 +39,11 @@ def main() -> None:
     parser.add_argument(
         "--grow-max", type=int, default=0, help="grow all-equal groups up to this many (0 = off)"
     )
+    parser.add_argument(
+        "--drop-equal-groups",
+        action="store_true",
+        help="all-equal groups skip the forward and backward passes (the update is the same)",
+    )
     args = parser.parse_args()
 
     config = SGPOConfig(
@@ -65,6 +70,7 @@ def main() -> None:
         vllm_mode="colocate",
         reestimate=args.reestimate,
         grow_max=args.grow_max,
+        drop_equal_groups=args.drop_equal_groups,
         # Evaluation is left to `sgpo eval -c examples/gsm8k.yaml --model OUT`, the same scorer
         # as the sgpo trainer's runs.
     )
