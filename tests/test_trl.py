@@ -588,22 +588,38 @@ def train_recording_forwards(
     return forwarded, batches
 
 
-def test_dropping_dead_groups_trains_only_mixed_rows_to_the_same_update(
-    model_dir: str, plan_path: Path, tmp_path: Path
-) -> None:
+@pytest.mark.parametrize(
+    ("downsample_to", "trained_without_drop", "trained_with_drop"),
     # Scored in order: batch 1 q4 (0), q3 (1, 2); batch 2 q2 (3-6), q1 (7, 8); batch 3 q0
-    # (9-11). Mixed: q3, q2, q0; all equal: q4 (a group of one) and q1.
+    # (9-11); with PODS to 2, q2's rows 3, 4, q1's 5, 6, q2's other two 7, 8; q0's 9, 10, its
+    # third 11. Either way q3, q2 and q0 are mixed, q4 (a group of one) and q1 all equal.
+    [(0, [3, 6, 3], [2, 4, 3]), (2, [3, 4, 2], [2, 2, 2])],
+)
+def test_dropping_dead_groups_trains_only_mixed_rows_to_the_same_update(
+    model_dir: str,
+    plan_path: Path,
+    tmp_path: Path,
+    downsample_to: int,
+    trained_without_drop: list[int],
+    trained_with_drop: list[int],
+) -> None:
+    trained_rows = {False: trained_without_drop, True: trained_with_drop}
     trainers, forwarded, batches = {}, {}, {}
     for drop in (False, True):
         reward = RewardByOrder(lambda i: i in (1, 3, 9))
         trainers[drop] = make_trainer(
-            model_dir, plan_path, tmp_path / str(drop), reward, drop_equal_groups=drop
+            model_dir,
+            plan_path,
+            tmp_path / str(drop),
+            reward,
+            drop_equal_groups=drop,
+            downsample_to=downsample_to,
         )
         forwarded[drop], batches[drop] = train_recording_forwards(trainers[drop])
 
     # TRL trains every row, padding included; the drop forwards only the mixed groups' rows
     assert forwarded[False] == [BATCH_ROWS] * 3
-    assert forwarded[True] == [2, 4, 3]
+    assert forwarded[True] == trained_with_drop
     # ... to the same update: the dead rows' loss terms are exactly zero
     for (name, before), (_, after) in zip(
         trainers[False].model.named_parameters(),
@@ -625,7 +641,7 @@ def test_dropping_dead_groups_trains_only_mixed_rows_to_the_same_update(
         )
         assert trainer.sgpo_flops["train"] == pytest.approx(expected)
         logs = [h for h in trainer.state.log_history if "sgpo/batch_rollouts" in h]
-        assert [h["sgpo/batch_rollouts"] for h in logs] == ([2, 4, 3] if drop else [3, 6, 3])
+        assert [h["sgpo/batch_rollouts"] for h in logs] == trained_rows[drop]
     assert dropped.sgpo_flops["train"] < kept.sgpo_flops["train"]
 
 
