@@ -41,8 +41,10 @@ def main() -> None:
     )
     parser.add_argument(
         "--drop-equal-groups",
-        action="store_true",
-        help="all-equal groups skip the forward and backward passes (the update is the same)",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="all-equal groups skip the forward and backward passes (the update is the same; "
+        "sgpo's trainer skips their backward too)",
     )
     args = parser.parse_args()
 
