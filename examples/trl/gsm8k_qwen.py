@@ -7,6 +7,18 @@ plan. Needs the Hugging Face hub (model and dataset) and a GPU; not run in CI.
     # 2. train with TRL (add --vllm for vLLM colocate generation: pip install 'trl[vllm]')
     python examples/trl/gsm8k_qwen.py --plan runs/gsm8k/plan.parquet --out runs/gsm8k-trl
 
+The benchmark's best plan (README, "sgpo-solvable-g8-ds4-fs-drop-same-update"): profile and
+plan with its settings, then `--downsample-to 4` (dead groups are dropped by default):
+
+    BEST="--set profile.adaptive=true --set profile.adaptive_round=1
+          --set profile.adaptive_stop=first_success --set plan.unsolvable_keep_fraction=0
+          --set plan.drop_trivial=false --set plan.g_min=8 --set plan.g_max=8
+          --set plan.bucket_width=1.0"
+    sgpo profile -c examples/gsm8k.yaml -o runs/gsm8k-best $BEST
+    sgpo plan    -c examples/gsm8k.yaml -o runs/gsm8k-best $BEST
+    python examples/trl/gsm8k_qwen.py --plan runs/gsm8k-best/plan.parquet --downsample-to 4 \
+        --out runs/gsm8k-best-trl
+
 Settings mirror examples/gsm8k.yaml: 256 rollouts per generation batch (16 x 16 accumulation),
 512 new tokens, lr 1e-6 after 10 warm-up steps, PPO clip 0.2, token-mean loss, no KL.
 """
@@ -38,6 +50,9 @@ def main() -> None:
     parser.add_argument("--reestimate", action="store_true", help="online sGPO re-planning")
     parser.add_argument(
         "--grow-max", type=int, default=0, help="grow all-equal groups up to this many (0 = off)"
+    )
+    parser.add_argument(
+        "--downsample-to", type=int, default=0, help="PODS: train each group's m most varied"
     )
     parser.add_argument(
         "--drop-equal-groups",
@@ -72,6 +87,7 @@ def main() -> None:
         vllm_mode="colocate",
         reestimate=args.reestimate,
         grow_max=args.grow_max,
+        downsample_to=args.downsample_to,
         drop_equal_groups=args.drop_equal_groups,
         # Evaluation is left to `sgpo eval -c examples/gsm8k.yaml --model OUT`, the same scorer
         # as the sgpo trainer's runs.
