@@ -7,10 +7,11 @@ accuracy against what a TRL user pays: training wall-clock and generated tokens.
 
 Mix, model and settings: a compare config's (default examples/compare-balanced.yaml: 192
 queries, 128 rollouts per step, lr 1e-4 constant after 5 warm-up steps, token-mean ("dapo"), no
-KL, temperature 1, float32 on CPU). GRPOTrainer trains 16 prompts x 8 responses per step for the
-config's steps (72: 6 epochs); SGPOTrainer trains the best plan for as many steps: the
-first-success profile and the plan come from `sgpo profile` / `sgpo plan` with that row's
-settings, then `SGPOConfig(downsample_to=4, drop_equal_groups=True)`. Checkpoints every
+KL, temperature 1, float32; `--device cuda` on a GPU). GRPOTrainer trains 16 prompts x 8
+responses per step for the config's steps (72: 6 epochs); SGPOTrainer trains the best plan for
+as many steps: the first-success profile and the plan come from `sgpo profile` / `sgpo plan`
+with that row's settings, then `SGPOConfig(downsample_to=4, drop_equal_groups=True)`.
+Checkpoints every
 `eval_every` steps (the config's) and the initial model are scored by `sgpo eval` (the
 config's held-out set and samples, the run's seed). A checkpoint's cost: TRL's step_time summed
 to its step, plus the profile's wall-clock for sGPO; tokens generated, the profile's included.
@@ -27,6 +28,7 @@ import statistics
 import time
 from pathlib import Path
 
+import trl_vs_sgpo
 from trl_vs_sgpo import load_model, sgpo_cli, trl_args
 
 from sgpo.compare import cost_to_target, final_accuracy, load_compare_config, method_config
@@ -164,7 +166,12 @@ def main() -> None:
     parser.add_argument("--config", type=Path, default=Path("examples/compare-balanced.yaml"))
     parser.add_argument("--out", type=Path, default=Path("runs/trl-savings"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N], for both trainers")
     args = parser.parse_args()
+    # both trainers and every sgpo command on the device, in float32 (as trl_vs_sgpo.py)
+    trl_vs_sgpo.DEVICE = args.device
+    trl_vs_sgpo.RUN_SET.extend(["--set", f"model.device={args.device}"])
+    trl_vs_sgpo.RUN_SET.extend(["--set", "model.dtype=float32"])
     runs = {}
     for seed in args.seeds:
         path = args.out / f"seed-{seed}.json"
