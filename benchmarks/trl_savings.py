@@ -11,10 +11,10 @@ KL, temperature 1, float32; `--device cuda` on a GPU). GRPOTrainer trains 16 pro
 responses per step for the config's steps (72: 6 epochs); SGPOTrainer trains the best plan for
 as many steps: the first-success profile and the plan come from `sgpo profile` / `sgpo plan`
 with that row's settings, then `SGPOConfig(downsample_to=4, drop_equal_groups=True)`.
-Checkpoints every
-`eval_every` steps (the config's) and the initial model are scored by `sgpo eval` (the
-config's held-out set and samples, the run's seed). A checkpoint's cost: TRL's step_time summed
-to its step, plus the profile's wall-clock for sGPO; tokens generated, the profile's included.
+Checkpoints every `eval_every` steps (the config's) and the initial model are scored by `sgpo
+eval` (the config's held-out set and samples, the run's seed). A checkpoint's cost: TRL's
+step_time summed to its step, plus the profile's wall-clock for sGPO; tokens generated, the
+profile's included.
 Read as compare reads its curves (sgpo.compare): GRPO's final accuracy = the mean of the last
 `final_window` evaluations of its seed-mean curve; each currency's ratio = GRPO's total cost /
 sGPO's cost where its seed-mean curve first holds that accuracy (None if never).
