@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 import trl_vs_sgpo
-from trl_vs_sgpo import load_model, sgpo_cli, trl_args
+from trl_vs_sgpo import evaluate, grpo_trainer, sgpo_cli, sgpo_trainer, trl_args
 
 from sgpo.compare import cost_to_target, final_accuracy, load_compare_config, method_config
 from sgpo.config import RunConfig, dump_config
@@ -40,14 +40,7 @@ from sgpo.models import model_source
 
 BEST = "sgpo-solvable-g8-ds4-fs-drop-same-update"
 BEST_ON_TRL = {"downsample_to": 4, "drop_equal_groups": True}
-REWARD = "sgpo.tasks.addition:verify"
 CURRENCIES = ("wall_s", "tokens")
-
-
-def evaluate(config_file: Path, model_dir: str, out: Path) -> float:
-    out.mkdir(parents=True, exist_ok=True)
-    sgpo_cli("eval", "-c", str(config_file), "--model", model_dir, "--out", str(out))
-    return json.loads((out / "eval.json").read_text())["eval_acc"]
 
 
 def write_config(config: RunConfig, path: Path) -> Path:
@@ -66,33 +59,23 @@ def profile_and_plan(config_file: Path, out: Path) -> tuple[Path, float, int]:
     return out / "plan.parquet", profile_s, profile_tokens(rows)
 
 
-def train(trainer_kind: str, plan: Path, source: str, out: Path, seed: int, steps: int, every: int):  # noqa: ANN201
-    """Train with TRL, a checkpoint every `every` steps; return the trainer."""
-    from trl import GRPOTrainer
-
-    from sgpo.trl import SGPOTrainer, plan_dataset, verifier_reward
-
-    model, tokenizer = load_model(source)
-    overrides = BEST_ON_TRL if trainer_kind == "sgpo" else {}
+def train(  # noqa: ANN201
+    kind: str, plan: Path, source: str, out: Path, seed: int, steps: int, every: int
+):
+    """Train with TRL (kind "sgpo": SGPOTrainer with the best plan's settings, "grpo": TRL's
+    GRPOTrainer), a checkpoint every `every` steps; return the trainer."""
+    overrides = BEST_ON_TRL if kind == "sgpo" else {}
     args = trl_args(out, seed, steps, save_strategy="steps", save_steps=every, **overrides)
-    if trainer_kind == "sgpo":
-        trainer = SGPOTrainer(
-            model, verifier_reward(REWARD), plan=plan, args=args, processing_class=tokenizer
-        )
-    else:
-        args.num_generations = 8  # a GRPOConfig field; set after validation: 16 prompts x 8
-        trainer = GRPOTrainer(
-            model,
-            verifier_reward(REWARD),
-            args=args,
-            train_dataset=plan_dataset(plan),  # every training query, the dropped ones too
-            processing_class=tokenizer,
-        )
+    trainer = (sgpo_trainer if kind == "sgpo" else grpo_trainer)(plan, source, args)
     trainer.train()
     return trainer
 
 
-def step_costs(trainer, start_s: float, start_tokens: float) -> dict[int, tuple[float, float]]:  # noqa: ANN001
+def step_costs(
+    trainer,  # noqa: ANN001 - a TRL trainer after train()
+    start_s: float,
+    start_tokens: float,
+) -> dict[int, tuple[float, float]]:
     """Cumulative (wall-clock, generated tokens) after each step, from TRL's logs."""
     wall, tokens, costs = start_s, start_tokens, {}
     for entry in trainer.state.log_history:
@@ -114,7 +97,7 @@ def run_seed(cfg_path: Path, seed: int, out: Path) -> dict:
     source = model_source(grpo)
     grpo_file = write_config(grpo, out / "grpo.yaml")
     plan, profile_s, profile_tok = profile_and_plan(write_config(best, out / "best.yaml"), out)
-    initial = evaluate(grpo_file, source, out / "eval-initial")
+    initial = evaluate(Path(source), seed, out / "eval-initial", grpo_file)
     every, steps = grpo.train.eval_every, grpo.train.steps
     curves = {}
     for kind, start in (("grpo", (0.0, 0.0)), ("sgpo", (profile_s, float(profile_tok)))):
@@ -122,9 +105,8 @@ def run_seed(cfg_path: Path, seed: int, out: Path) -> dict:
         costs = step_costs(trainer, *start)
         curves[kind] = [{"step": 0, "wall_s": start[0], "tokens": start[1], "acc": initial}]
         for step in range(every, steps + 1, every):
-            acc = evaluate(
-                grpo_file, str(out / kind / f"checkpoint-{step}"), out / f"eval-{kind}-{step}"
-            )
+            checkpoint = out / kind / f"checkpoint-{step}"
+            acc = evaluate(checkpoint, seed, out / f"eval-{kind}-{step}", grpo_file)
             wall, tokens = costs[step]
             curves[kind].append({"step": step, "wall_s": wall, "tokens": tokens, "acc": acc})
     return curves

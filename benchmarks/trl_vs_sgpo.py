@@ -43,6 +43,7 @@ CONFIG = ROOT / "src/sgpo/demo.yaml"
 # abstract's rule on a full profile
 FULL_PROFILE_NO_DROP = ["~profile", "~train.drop_equal_groups", "~train.drop_equal_denominator"]
 SGPO = [sys.executable, "-m", "sgpo.cli"]
+REWARD = "sgpo.tasks.addition:verify"
 BUDGET = 128
 
 
@@ -63,12 +64,13 @@ def sgpo_cli(*args: str) -> str:
     return result.stdout
 
 
-def evaluate(model_dir: Path, seed: int, out: Path) -> float:
+def evaluate(model_dir: Path, seed: int, out: Path, config: Path = CONFIG) -> float:
+    """`sgpo eval` of a model directory under config's held-out set, at the run's seed."""
     out.mkdir(parents=True, exist_ok=True)
     sgpo_cli(
         "eval",
         "-c",
-        str(CONFIG),
+        str(config),
         "--model",
         str(model_dir),
         "--set",
@@ -174,19 +176,37 @@ def load_model(source: str):  # noqa: ANN201
     return AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32), tokenizer
 
 
-def run_trl(
-    plan: Path, source: str, out: Path, seed: int, steps: int, overrides: dict[str, int | bool]
-) -> dict:
+def sgpo_trainer(plan: Path, source: str, args):  # noqa: ANN001, ANN201
+    """sgpo.trl.SGPOTrainer on the plan, the addition task's verifier as its reward."""
     from sgpo.trl import SGPOTrainer, verifier_reward
 
     model, tokenizer = load_model(source)
-    trainer = SGPOTrainer(
+    return SGPOTrainer(
+        model, verifier_reward(REWARD), plan=plan, args=args, processing_class=tokenizer
+    )
+
+
+def grpo_trainer(plan: Path, source: str, args):  # noqa: ANN001, ANN201
+    """TRL's own GRPOTrainer, G = 8, on every query of the plan (the dropped ones too)."""
+    from trl import GRPOTrainer
+
+    from sgpo.trl import plan_dataset, verifier_reward
+
+    model, tokenizer = load_model(source)
+    args.num_generations = 8  # a GRPOConfig field; set after validation, budget 128 = 16 x 8
+    return GRPOTrainer(
         model,
-        verifier_reward("sgpo.tasks.addition:verify"),
-        plan=plan,
-        args=trl_args(out, seed, steps, **overrides),
+        verifier_reward(REWARD),
+        args=args,
+        train_dataset=plan_dataset(plan),
         processing_class=tokenizer,
     )
+
+
+def run_trl(
+    plan: Path, source: str, out: Path, seed: int, steps: int, overrides: dict[str, int | bool]
+) -> dict:
+    trainer = sgpo_trainer(plan, source, trl_args(out, seed, steps, **overrides))
     trainer.train()
     trainer.save_model(str(out / "final"))
     history = trainer.state.log_history
@@ -207,20 +227,7 @@ def run_trl(
 
 
 def run_plain_grpo(plan: Path, source: str, out: Path, steps: int) -> dict:
-    from trl import GRPOTrainer
-
-    from sgpo.trl import plan_dataset, verifier_reward
-
-    model, tokenizer = load_model(source)
-    args = trl_args(out, 0, steps)
-    args.num_generations = 8  # a GRPOConfig field; set after validation, budget 128 = 16 x 8
-    trainer = GRPOTrainer(
-        model,
-        verifier_reward("sgpo.tasks.addition:verify"),
-        args=args,
-        train_dataset=plan_dataset(plan),
-        processing_class=tokenizer,
-    )
+    trainer = grpo_trainer(plan, source, trl_args(out, 0, steps))
     trainer.train()
     step_times = [h["step_time"] for h in trainer.state.log_history if "step_time" in h]
     return {"step_s": median_after_first(step_times)}
@@ -246,7 +253,7 @@ def main() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
-    from sgpo.compare import ABSTRACT_RULE
+    from sgpo.compare import ABSTRACT_RULE, DROP_EQUAL_SAME_UPDATE
     from sgpo.config import load_config
     from sgpo.models import model_source
 
@@ -269,7 +276,7 @@ def main() -> None:
     if args.downsample_to:  # sgpo's side is in RUN_SET
         trl_overrides["downsample_to"] = args.downsample_to
     if args.drop_equal_groups:
-        sgpo_settings += ["train.drop_equal_groups=true", "train.drop_equal_denominator=generated"]
+        sgpo_settings += DROP_EQUAL_SAME_UPDATE
         trl_overrides["drop_equal_groups"] = True
     results: dict = {"steps": args.steps} | trl_overrides
     for seed in args.seeds:

@@ -654,7 +654,7 @@ class SGPOTrainer(GRPOTrainer):
 
         groups = group_ids[real].tolist()
         live = informative_groups(advantages[real].tolist(), groups)
-        trained = [i for i, g in enumerate(group_ids.tolist()) if g >= 0]
+        trained = self._real_rows()
         if self.args.drop_equal_groups:
             trained = [i for i in trained if int(group_ids[i]) in live]
             output[TRAINED_KEY] = torch.zeros(len(group_ids), dtype=torch.bool, device=device)
