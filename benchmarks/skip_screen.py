@@ -1,5 +1,5 @@
 """Replay skip rules on runs' logged group outcomes (metrics.jsonl `group_outcomes`): an offline
-screen before a training round (BENCHMARKS.md, dev round 39).
+screen before a training round (benchmarks/ROUNDS.md, dev round 39).
 
 Each query's groups, in the order the run generated them, are its visits. A rule decides each
 visit after the query's first from the groups it kept so far (a skipped visit shows it

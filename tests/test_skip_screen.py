@@ -1,4 +1,4 @@
-"""benchmarks/skip_screen.py: the offline screen of skip rules (BENCHMARKS.md, dev round 39)."""
+"""benchmarks/skip_screen.py: the offline screen of skip rules (benchmarks/ROUNDS.md, round 39)."""
 
 import importlib.util
 from pathlib import Path

@@ -80,7 +80,7 @@ REPROFILE = [
 ]
 # Grow until mixed up to 128 responses, train the planned G of each group (both outcomes in
 # turn), and re-plan every 4 steps with decay 0.3, so a query whose grown group came back all
-# correct is dropped at the next re-plan (dev rounds 14-15, BENCHMARKS.md).
+# correct is dropped at the next re-plan (dev rounds 14-15, benchmarks/ROUNDS.md).
 GROW = [
     "train.grow_max=128",
     "train.grow_train=balanced",
@@ -94,7 +94,7 @@ DOWNSAMPLE_4 = ["train.downsample_to=4"]
 DOWNSAMPLE_2 = ["train.downsample_to=2"]
 # The profile drops only the never-solved queries (p_hat = 1 kept), G = 8 for every query, one
 # shuffled bucket: GRPO(G=8) without the queries it generates every epoch and never trains
-# (dev round 23, BENCHMARKS.md).
+# (dev round 23, benchmarks/ROUNDS.md).
 SOLVABLE_G8 = [
     "plan.unsolvable_keep_fraction=0",
     "plan.drop_trivial=false",
