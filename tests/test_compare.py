@@ -340,3 +340,60 @@ def test_compare_runs_a_profile_in_training_without_a_profile_or_a_plan(tmp_path
     # every token it paid for was generated in a training step: nothing before the first
     assert fv["generated_tokens"] == sum(r["tokens_generated"] for r in records) > 0
     assert all("first_visit_dropped" in r for r in records)
+
+
+BEST_ROW = "sgpo-solvable-g8-ds4-fs-drop-same-update"
+BEST_TRAIN_KEYS = ("method", "downsample_to", "drop_equal_groups", "drop_equal_denominator")
+
+
+def best_plan_part(config) -> tuple:
+    """What makes a config the best plan: its profile, its plan and the train keys the row sets."""
+    return (
+        config.profile,
+        config.plan,
+        {key: getattr(config.train, key) for key in BEST_TRAIN_KEYS},
+    )
+
+
+def test_the_best_plan_is_spelled_the_same_wherever_a_user_reads_it(tmp_path):
+    """The benchmark's best row (compare.py) is what demo.yaml runs, what README's YAML block
+    and the TRL example's commands spell out: none of the four may drift from the others."""
+    import importlib.util
+    import shlex
+
+    from sgpo.cli import DEMO_CONFIG
+    from sgpo.config import load_config
+
+    row = best_plan_part(load_config(None, DEFAULT_METHODS[BEST_ROW]))
+    assert row[2] == {
+        "method": "sgpo",
+        "downsample_to": 4,
+        "drop_equal_groups": True,
+        "drop_equal_denominator": "generated",
+    }
+    assert best_plan_part(load_config(DEMO_CONFIG)) == row
+
+    readme = (ROOT / "README.md").read_text()
+    blocks = [b.split("```")[0] for b in readme.split("```yaml\n")[1:]]
+    best = [b for b in blocks if "adaptive_stop: first_success" in b and "downsample_to" in b]
+    assert len(best) == 1, "README.md must hold one YAML block of the best plan"
+    (tmp_path / "best.yaml").write_text(best[0])
+    assert best_plan_part(load_config(tmp_path / "best.yaml")) == row
+
+    example_path = ROOT / "examples" / "trl" / "gsm8k_qwen.py"
+    example = example_path.read_text()
+    words = shlex.split(example.split('BEST="')[1].split('"')[0])
+    sets = [words[i + 1] for i, word in enumerate(words) if word == "--set"]
+    assert len(sets) * 2 == len(words)  # nothing but --set pairs
+    profile_and_plan = load_config(None, sets)
+    assert (profile_and_plan.profile, profile_and_plan.plan) == row[:2]
+    # ... and its TRL command trains that plan with the row's train settings
+    pytest.importorskip("trl")
+    spec = importlib.util.spec_from_file_location("gsm8k_qwen", example_path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    command = example.split("python examples/trl/gsm8k_qwen.py")[-1].split("\n\n")[0]
+    args = module.build_parser().parse_args(shlex.split(command.replace("\\\n", " ")))
+    assert (args.downsample_to, args.drop_equal_groups) == (4, True)
+    # (its SGPOConfig is dapo, beta 0: what makes the drop the same update; TRL refuses to
+    # build that config on a CPU, the example's bf16 needs a GPU)

@@ -41,7 +41,7 @@ def chat(question: str) -> list[dict]:
     ]
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--plan", required=True, help="plan.parquet written by `sgpo plan`")
     parser.add_argument("--out", default="runs/gsm8k-trl")
@@ -61,9 +61,11 @@ def main() -> None:
         help="all-equal groups skip the forward and backward passes (the update is the same; "
         "sgpo's trainer skips their backward too)",
     )
-    args = parser.parse_args()
+    return parser
 
-    config = SGPOConfig(
+
+def training_config(args: argparse.Namespace) -> SGPOConfig:
+    return SGPOConfig(
         output_dir=args.out,
         max_steps=args.steps,
         # generation_batch_size = 16 x 16 = 256 rollouts: each batch takes plan queries, in
@@ -92,11 +94,15 @@ def main() -> None:
         # Evaluation is left to `sgpo eval -c examples/gsm8k.yaml --model OUT`, the same scorer
         # as the sgpo trainer's runs.
     )
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     trainer = SGPOTrainer(
         MODEL,
         verifier_reward("sgpo.verifiers:math_verify"),
         plan=args.plan,
-        args=config,
+        args=training_config(args),
         train_dataset=plan_dataset(args.plan, prompt=chat),
     )
     trainer.train()
