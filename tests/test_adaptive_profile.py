@@ -3,6 +3,7 @@ outcomes, and what it draws is exactly the first samples of the full profile."""
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
@@ -151,15 +152,23 @@ def test_first_success_profile_stops_at_the_first_correct_sample(profiles, tmp_p
     assert any(r["k"] < K for r in rows)
 
 
-def test_first_success_plan_keeps_what_the_full_profile_keeps(profiles, tmp_path):
+def test_first_success_plan_keeps_what_the_full_profile_keeps(profiles, tmp_path, caplog):
     from sgpo.plan import read_plan, run_plan
 
     root, full, _ = profiles
     fs_cfg = first_success_config(root)
     full_cfg = fs_cfg.model_copy(update={"profile": config(root).profile})
     fs_profile = run_profile(fs_cfg, tmp_path / "fs")
-    fs_plan, fs_summary = run_plan(fs_cfg, fs_profile, tmp_path / "fs-plan")
-    full_plan, full_summary = run_plan(full_cfg, full / "profile.parquet", tmp_path / "full-plan")
+    with caplog.at_level(logging.WARNING, logger="sgpo.plan"):
+        full_plan, full_summary = run_plan(
+            full_cfg, full / "profile.parquet", tmp_path / "full-plan"
+        )
+        assert not caplog.records
+        fs_plan, fs_summary = run_plan(fs_cfg, fs_profile, tmp_path / "fs-plan")
+    # ... but its prediction is noisier than the full profile's, and the user is told so
+    (warning,) = caplog.records
+    assert str(fs_profile) in warning.getMessage()
+    assert "profile.adaptive=false" in warning.getMessage()
 
     def kept_order(path: Path) -> list[str]:
         rows = read_plan(path)[0]

@@ -7,6 +7,7 @@ Schema metadata (key "sgpo"): the profile's metadata plus the plan rule and the 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -26,6 +27,8 @@ from sgpo.core.predict import (
 from sgpo.errors import DataError
 from sgpo.io import prepare_out_dir, read_table, write_table
 from sgpo.validate import check_plan_rows
+
+log = logging.getLogger(__name__)
 
 PLAN_FILE = "plan.parquet"
 
@@ -265,6 +268,17 @@ def _run_plan(
         downsampling,
         drop_dead=train.drop_equal_groups,
     )
+    if shape is not None and not p_hat_estimates_p(meta):
+        # Its few samples per query pin down the spread of p the prediction rests on far less
+        # closely than a full profile's (BENCHMARKS.md, "Prediction").
+        log.warning(
+            "%s: a first-success profile of %d queries: the predicted informative fraction "
+            "rests on about one success per query, so its error is 3-7x a full profile's "
+            "(benchmark simulation: sd 0.11-0.14 at 192 queries, 0.03-0.07 at 7680; full: "
+            "0.03-0.05, 0.01); set profile.adaptive=false where the prediction matters",
+            profile_path,
+            len(rows),
+        )
     extra = {
         "rule": asdict(rule),
         "plan_seed": config.seed,
