@@ -194,6 +194,48 @@ def test_first_success_plan_keeps_what_the_full_profile_keeps(profiles, tmp_path
         scheduled_queries(replanning, train_queries, fs_plan)
 
 
+def test_a_full_share_of_a_first_success_profile_draws_all_k(profiles, tmp_path, caplog):
+    """profile.full_share: a seeded share of the queries is drawn all k samples (the same ones
+    as the full profile's), the rest stop at their first success; the plan keeps what the full
+    profile keeps and predicts from both kinds of record without the first-success warning."""
+    from sgpo.plan import read_plan, run_plan
+    from sgpo.profile import drawn_fully
+
+    root, full, _ = profiles
+    cfg = first_success_config(root)
+    shared = cfg.model_copy(update={"profile": cfg.profile.model_copy(update={"full_share": 0.5})})
+    out = run_profile(shared, tmp_path / "share").parent
+    rows, meta = read_table(out / "profile.parquet")
+    assert meta["full_share"] == 0.5
+    fully = {r["query_id"] for r in rows if drawn_fully(cfg.seed, r["query_id"], 0.5)}
+    assert 0 < len(fully) < len(rows)  # a share, not all or none, of the 12 queries
+    full_rows = {r["query_id"]: r for r in read_table(full / "profile.parquet")[0]}
+    full_samples, drawn_samples = samples_by_query(full), samples_by_query(out)
+    for row in rows:
+        every = full_samples[row["query_id"]]
+        assert drawn_samples[row["query_id"]] == every[: row["k"]]
+        if row["query_id"] in fully:
+            assert (row["k"], row["n_correct"]) == (K, full_rows[row["query_id"]]["n_correct"])
+        else:
+            outcomes = [is_correct(s["reward"]) for s in every]
+            assert row["k"] == (outcomes.index(True) + 1 if True in outcomes else K)
+    # a first-success query that happens to be drawn fully is a full-profile row
+    assert any(r["k"] == K and r["n_correct"] > 1 for r in rows if r["query_id"] in fully)
+    with caplog.at_level(logging.WARNING, logger="sgpo.plan"):
+        plan, summary = run_plan(shared, out / "profile.parquet", tmp_path / "plan")
+    assert not caplog.records
+    assert 0 < summary["predicted_informative_fraction"] <= 1
+    full_plan, _ = run_plan(cfg, full / "profile.parquet", tmp_path / "full-plan")
+
+    def kept(path: Path) -> set[str]:
+        return {r.query_id for r in read_plan(path)[0] if r.kept}
+
+    assert kept(plan) == kept(full_plan)
+    # a share of a profile that draws every query in full anyway is refused
+    with pytest.raises(ValueError, match="profile.full_share needs profile.adaptive=true"):
+        config(root, full_share=0.5)
+
+
 @pytest.mark.parametrize(
     ("profile", "plan", "missing"),
     [

@@ -239,6 +239,20 @@ class ProfileConfig(Strict):
     # estimate of p, so nothing re-plans from it (`sgpo plan` still predicts from the
     # (correct, samples drawn) records, core/predict.py).
     adaptive_stop: Literal["both_outcomes", "first_success"] = "both_outcomes"
+    # With adaptive: a seeded share of the queries (by query id) is drawn all k samples, so the
+    # prior `sgpo plan`'s prediction fits sees full records too; a first-success profile alone
+    # predicts with 3-7x a full profile's error (BENCHMARKS.md, "Prediction"). Their kept/dropped
+    # decision is the one the stopped profile would make.
+    full_share: float = Field(0.0, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> ProfileConfig:
+        if self.full_share and not self.adaptive:
+            raise ValueError(
+                "profile.full_share needs profile.adaptive=true (else every query "
+                "is drawn all k samples already)"
+            )
+        return self
 
 
 # plan.preset: paper -- the full paper as the public fast-rl-bench reimplementation reads it

@@ -268,14 +268,15 @@ def _run_plan(
         downsampling,
         drop_dead=train.drop_equal_groups,
     )
-    if shape is not None and not p_hat_estimates_p(meta):
+    if shape is not None and not p_hat_estimates_p(meta) and not meta.get("full_share"):
         # Its few samples per query pin down the spread of p the prediction rests on far less
         # closely than a full profile's (BENCHMARKS.md, "Prediction").
         log.warning(
             "%s: a first-success profile of %d queries: the predicted informative fraction "
             "rests on about one success per query, so its error is 3-7x a full profile's "
             "(benchmark simulation: sd 0.11-0.14 at 192 queries, 0.03-0.07 at 7680; full: "
-            "0.03-0.05, 0.01); set profile.adaptive=false where the prediction matters",
+            "0.03-0.05, 0.01); where the prediction matters, draw a share of the queries in "
+            "full (profile.full_share, e.g. 0.1) or all of them (profile.adaptive=false)",
             profile_path,
             len(rows),
         )

@@ -6,7 +6,8 @@ the same whether the run was interrupted or not and whatever order the queries r
 profile.parquet columns: query_id, prompt, answer, difficulty, k (samples drawn), n_correct,
 p_hat, mean_response_tokens, prompt_tokens, flops (this query's profiling inference FLOPs).
 Schema metadata (key "sgpo"): model, task, seed, k, sampling, shard (adaptive_round and
-adaptive_stop with profile.adaptive), samples_file (where profile_samples.parquet lies).
+adaptive_stop with profile.adaptive, full_share when set), samples_file (where
+profile_samples.parquet lies).
 
 profile_samples.parquet: one row per sample (query_id, index, prompt_ids, response_ids, text,
 finished, reward), so that training can reuse a kept query's samples (train.reuse_profile).
@@ -15,6 +16,7 @@ finished, reward), so that training can reuse a kept query's samples (train.reus
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -50,22 +52,26 @@ def shard_queries(queries: list[Query], shard: tuple[int, int] | None) -> list[Q
 def profile_metadata(
     config: RunConfig, task: TaskData, source: str, shape: ModelShape, shard: tuple[int, int] | None
 ) -> dict:
-    return {
-        "shape": asdict(shape),
-        "model": source,
-        "task": task.source,
-        "seed": config.seed,
-        "k": config.profile.k,
-        "sampling": config.sampling.model_dump(mode="json"),
-        "engine": config.profile.engine,
-        "shard": list(shard) if shard else None,
-    } | (
+    return (
         {
-            "adaptive_round": config.profile.adaptive_round,
-            "adaptive_stop": config.profile.adaptive_stop,
+            "shape": asdict(shape),
+            "model": source,
+            "task": task.source,
+            "seed": config.seed,
+            "k": config.profile.k,
+            "sampling": config.sampling.model_dump(mode="json"),
+            "engine": config.profile.engine,
+            "shard": list(shard) if shard else None,
         }
-        if config.profile.adaptive
-        else {}
+        | (
+            {
+                "adaptive_round": config.profile.adaptive_round,
+                "adaptive_stop": config.profile.adaptive_stop,
+            }
+            if config.profile.adaptive
+            else {}
+        )
+        | ({"full_share": config.profile.full_share} if config.profile.full_share else {})
     )
 
 
@@ -216,6 +222,7 @@ def _profile_and_write_chunk(
         shape,
         adaptive_round=profile.adaptive_round if profile.adaptive else None,
         stop_at_first_success=profile.adaptive_stop == "first_success",
+        profiled_fully=lambda query_id: drawn_fully(config.seed, query_id, profile.full_share),
         keep_samples=True,
     )
     chunk_meta = metadata | {
@@ -235,6 +242,12 @@ def _identity(meta: dict) -> dict:
     return {k: v for k, v in meta.items() if k not in VERIFIER_COUNTS and k != SAMPLES_KEY}
 
 
+def drawn_fully(seed: int, query_id: str, share: float) -> bool:
+    """Whether an adaptive profile draws all k samples of this query (profile.full_share): a
+    seeded coin per query id, so shards and resumes agree."""
+    return share > 0 and stream_seed(seed, "full-profile", query_id) < share * 2**63
+
+
 def _settled(scores: list[float], stop_at_first_success: bool) -> bool:
     """Whether an adaptive profile has drawn enough of a query: both outcomes shown, or with
     stop_at_first_success one correct sample."""
@@ -252,13 +265,14 @@ def profile_chunk(
     shape: ModelShape,
     adaptive_round: int | None = None,
     stop_at_first_success: bool = False,
+    profiled_fully: Callable[[str], bool] = lambda query_id: False,
     keep_samples: bool = False,
 ) -> list[dict]:
     """Verified samples per query, sample j from stream_seed(*stream, query id, j): k of them,
     or with adaptive_round, rounds of that many until the query has shown both outcomes (or,
-    with stop_at_first_success, one success; at most k) -- always a prefix of the k, so
-    adaptive and full profiles agree on every sample both drew. keep_samples adds each row's
-    samples (the profile_samples.parquet fields)."""
+    with stop_at_first_success, one success; at most k; queries profiled_fully says of draw
+    all k) -- always a prefix of the k, so adaptive and full profiles agree on every sample
+    both drew. keep_samples adds each row's samples (the profile_samples.parquet fields)."""
     per_round = adaptive_round or k
     drawn: dict[str, list[Completion]] = {q.query_id: [] for q in queries}
     scores: dict[str, list[float]] = {q.query_id: [] for q in queries}
@@ -281,7 +295,10 @@ def profile_chunk(
             q
             for q in active
             if len(drawn[q.query_id]) < k
-            and not _settled(scores[q.query_id], stop_at_first_success)
+            and (
+                profiled_fully(q.query_id)
+                or not _settled(scores[q.query_id], stop_at_first_success)
+            )
         ]
     return [
         _profile_row(q, drawn[q.query_id], scores[q.query_id], shape, keep_samples) for q in queries
