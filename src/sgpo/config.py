@@ -241,7 +241,7 @@ class ProfileConfig(Strict):
     adaptive_stop: Literal["both_outcomes", "first_success"] = "both_outcomes"
     # With adaptive: a seeded share of the queries (by query id) is drawn all k samples, so the
     # prior `sgpo plan`'s prediction fits sees full records too; a first-success profile alone
-    # predicts with 3-7x a full profile's error (BENCHMARKS.md, "Prediction"). Their kept/dropped
+    # predicts with 2-7x a full profile's error (BENCHMARKS.md, "Prediction"). Their kept/dropped
     # decision is the one the stopped profile would make.
     full_share: float = Field(0.0, ge=0, le=1)
 

@@ -273,10 +273,11 @@ def _run_plan(
         # closely than a full profile's (BENCHMARKS.md, "Prediction").
         log.warning(
             "%s: a first-success profile of %d queries: the predicted informative fraction "
-            "rests on about one success per query, so its error is 3-7x a full profile's "
-            "(benchmark simulation: sd 0.11-0.14 at 192 queries, 0.03-0.07 at 7680; full: "
+            "rests on about one success per query, so its error is 2-7x a full profile's "
+            "(benchmark simulation: sd 0.11-0.15 at 192 queries, 0.04-0.05 at 7680; full: "
             "0.03-0.05, 0.01); where the prediction matters, draw a share of the queries in "
-            "full (profile.full_share, e.g. 0.1) or all of them (profile.adaptive=false)",
+            "full (profile.full_share: 0.1 on thousands of queries, 0.25 on a few hundred) or "
+            "all of them (profile.adaptive=false)",
             profile_path,
             len(rows),
         )

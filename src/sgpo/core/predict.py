@@ -19,7 +19,7 @@ depends only on outcomes already seen, so the likelihood of that record is the b
 to a factor free of p, and the same fit and posteriors apply; a first-success profile of at
 most k samples pins down the same first k moments as the full one (P(first success at n) =
 E[p (1 - p)^(n - 1)], n <= k, and P(none) = E[(1 - p)^k]), but from about one success per
-query, so far less closely: its prediction's error is 3-7x the full profile's at any dataset
+query, so far less closely: its prediction's error is 2-7x the full profile's at any dataset
 size (BENCHMARKS.md, "The best plan's prediction, per seed"). The profile's cost is charged
 once, spread over `epochs` passes over the data."""
 
