@@ -52,27 +52,22 @@ def shard_queries(queries: list[Query], shard: tuple[int, int] | None) -> list[Q
 def profile_metadata(
     config: RunConfig, task: TaskData, source: str, shape: ModelShape, shard: tuple[int, int] | None
 ) -> dict:
-    return (
-        {
-            "shape": asdict(shape),
-            "model": source,
-            "task": task.source,
-            "seed": config.seed,
-            "k": config.profile.k,
-            "sampling": config.sampling.model_dump(mode="json"),
-            "engine": config.profile.engine,
-            "shard": list(shard) if shard else None,
-        }
-        | (
-            {
-                "adaptive_round": config.profile.adaptive_round,
-                "adaptive_stop": config.profile.adaptive_stop,
-            }
-            if config.profile.adaptive
-            else {}
-        )
-        | ({"full_share": config.profile.full_share} if config.profile.full_share else {})
-    )
+    profile = config.profile
+    meta = {
+        "shape": asdict(shape),
+        "model": source,
+        "task": task.source,
+        "seed": config.seed,
+        "k": profile.k,
+        "sampling": config.sampling.model_dump(mode="json"),
+        "engine": profile.engine,
+        "shard": list(shard) if shard else None,
+    }
+    if profile.adaptive:
+        meta |= {"adaptive_round": profile.adaptive_round, "adaptive_stop": profile.adaptive_stop}
+    if profile.full_share:
+        meta["full_share"] = profile.full_share
+    return meta
 
 
 # Everything sgpo profile may create (and so later replace) in its output directory.
