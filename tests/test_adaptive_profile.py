@@ -168,7 +168,7 @@ def test_first_success_plan_keeps_what_the_full_profile_keeps(profiles, tmp_path
     # ... but its prediction is noisier than the full profile's, and the user is told so
     (warning,) = caplog.records
     assert str(fs_profile) in warning.getMessage()
-    assert "profile.adaptive=false" in warning.getMessage()
+    assert "profile.full_share" in warning.getMessage()
 
     def kept_order(path: Path) -> list[str]:
         rows = read_plan(path)[0]

@@ -272,12 +272,9 @@ def _run_plan(
         # Its few samples per query pin down the spread of p the prediction rests on far less
         # closely than a full profile's (BENCHMARKS.md, "Prediction").
         log.warning(
-            "%s: a first-success profile of %d queries: the predicted informative fraction "
-            "rests on about one success per query, so its error is 2-7x a full profile's "
-            "(benchmark simulation: sd 0.11-0.15 at 192 queries, 0.04-0.05 at 7680; full: "
-            "0.03-0.05, 0.01); where the prediction matters, draw a share of the queries in "
-            "full (profile.full_share: 0.1 on thousands of queries, 0.25 on a few hundred) or "
-            "all of them (profile.adaptive=false)",
+            "%s: first-success profile of %d queries: the predicted informative fraction is "
+            "2-7x noisier than a full profile's; profile.full_share (e.g. 0.1) draws a share "
+            "of the queries in full for a closer one (BENCHMARKS.md, 'Prediction')",
             profile_path,
             len(rows),
         )
