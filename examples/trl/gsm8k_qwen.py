@@ -19,6 +19,10 @@ plan with its settings, then `--downsample-to 4` (dead groups are dropped by def
     python examples/trl/gsm8k_qwen.py --plan runs/gsm8k-best/plan.parquet --downsample-to 4 \
         --out runs/gsm8k-best-trl
 
+Adding `--set profile.full_share=0.1` to the profile command draws a tenth of the queries in
+full, which makes `sgpo plan`'s predicted informative fraction dependable (the plan itself is
+unchanged; README, "profile.full_share").
+
 Settings mirror examples/gsm8k.yaml: 256 rollouts per generation batch (16 x 16 accumulation),
 512 new tokens, lr 1e-6 after 10 warm-up steps, PPO clip 0.2, token-mean loss, no KL.
 """
