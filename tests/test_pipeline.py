@@ -89,6 +89,8 @@ def test_report_says_how_the_profile_sampled():
     assert both == "up to k = 8 samples each, in rounds of 2, stopped once both outcomes showed"
     first = profile_sampling({"k": 8, "adaptive_round": 1, "adaptive_stop": "first_success"})
     assert first == "up to k = 8 samples each, stopped at the first success"
+    shared = {"k": 8, "adaptive_round": 1, "adaptive_stop": "first_success", "full_share": 0.1}
+    assert profile_sampling(shared) == f"{first} (10% of the queries drawn in full)"
     # p_hat = 1 from a first-success profile says only that the first sample was correct
     assert all_correct_label({"k": 8}) == "trivial (p_hat = 1)"
     assert all_correct_label({"adaptive_stop": "first_success"}).startswith("correct at the first")

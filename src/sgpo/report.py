@@ -115,12 +115,14 @@ def plot_plan_history(history: list[dict], plan_rows: list[PlanRow], out_dir: Pa
 def profile_sampling(meta: dict) -> str:
     """How the plan's profile sampled each query, from its metadata."""
     k = meta.get("k")
+    share = meta.get("full_share")
+    full = f" ({share:.0%} of the queries drawn in full)" if share else ""
     if not p_hat_estimates_p(meta):
-        return f"up to k = {k} samples each, stopped at the first success"
+        return f"up to k = {k} samples each, stopped at the first success{full}"
     if meta.get("adaptive_round"):
         return (
             f"up to k = {k} samples each, in rounds of {meta['adaptive_round']}, "
-            "stopped once both outcomes showed"
+            f"stopped once both outcomes showed{full}"
         )
     return f"k = {k} samples each"
 
