@@ -16,7 +16,7 @@ finished, reward), so that training can reuse a kept query's samples (train.reus
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
+from collections.abc import Collection
 from dataclasses import asdict
 from pathlib import Path
 
@@ -207,6 +207,8 @@ def _profile_and_write_chunk(
     """Profile one chunk and write it atomically (the resume unit), with its verifier failures."""
     errors, timeouts = verifier.stats.errors, verifier.stats.timeouts
     profile = config.profile
+    share = profile.full_share
+    in_full = {q.query_id for q in chunk if drawn_fully(config.seed, q.query_id, share)}
     chunk_rows = profile_chunk(
         chunk,
         engine,
@@ -217,7 +219,7 @@ def _profile_and_write_chunk(
         shape,
         adaptive_round=profile.adaptive_round if profile.adaptive else None,
         stop_at_first_success=profile.adaptive_stop == "first_success",
-        profiled_fully=lambda query_id: drawn_fully(config.seed, query_id, profile.full_share),
+        in_full=in_full,
         keep_samples=True,
     )
     chunk_meta = metadata | {
@@ -260,13 +262,13 @@ def profile_chunk(
     shape: ModelShape,
     adaptive_round: int | None = None,
     stop_at_first_success: bool = False,
-    profiled_fully: Callable[[str], bool] = lambda query_id: False,
+    in_full: Collection[str] = (),
     keep_samples: bool = False,
 ) -> list[dict]:
     """Verified samples per query, sample j from stream_seed(*stream, query id, j): k of them,
     or with adaptive_round, rounds of that many until the query has shown both outcomes (or,
-    with stop_at_first_success, one success; at most k; queries profiled_fully says of draw
-    all k) -- always a prefix of the k, so adaptive and full profiles agree on every sample
+    with stop_at_first_success, one success; at most k; the queries in_full names draw all
+    k) -- always a prefix of the k, so adaptive and full profiles agree on every sample
     both drew. keep_samples adds each row's samples (the profile_samples.parquet fields)."""
     per_round = adaptive_round or k
     drawn: dict[str, list[Completion]] = {q.query_id: [] for q in queries}
@@ -290,10 +292,7 @@ def profile_chunk(
             q
             for q in active
             if len(drawn[q.query_id]) < k
-            and (
-                profiled_fully(q.query_id)
-                or not _settled(scores[q.query_id], stop_at_first_success)
-            )
+            and (q.query_id in in_full or not _settled(scores[q.query_id], stop_at_first_success))
         ]
     return [
         _profile_row(q, drawn[q.query_id], scores[q.query_id], shape, keep_samples) for q in queries
