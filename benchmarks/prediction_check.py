@@ -34,12 +34,12 @@ import statistics
 from pathlib import Path
 
 import numpy as np
-from trl_savings import BEST, write_config
+from trl_savings import BEST, profile_and_plan, write_config
 from trl_vs_sgpo import sgpo_cli
 
 from sgpo.compare import load_compare_config, method_config
 from sgpo.config import RunConfig
-from sgpo.core.predict import expected_group, fit_rate_prior
+from sgpo.core.predict import Allocation, QueryCost, epoch_costs, fit_rate_prior
 from sgpo.io import read_jsonl, read_table
 
 MIXES = ("examples/compare.yaml", "examples/compare-balanced.yaml", "examples/compare-hard.yaml")
@@ -64,9 +64,7 @@ def planned(config: RunConfig, out: Path) -> dict:
     """Profile and plan into out (reused when there): the plan's summary, and the profile's
     samples per query."""
     if not (out / "plan.parquet").exists():
-        config_file = write_config(config, out.with_suffix(".yaml"))
-        sgpo_cli("profile", "-c", str(config_file), "-o", str(out), "--overwrite")
-        sgpo_cli("plan", "-c", str(config_file), "-o", str(out), "--overwrite")
+        profile_and_plan(write_config(config, out.with_suffix(".yaml")), out)
     rows, meta = read_table(out / "plan.parquet")
     samples = statistics.fmean(r["k"] for r in read_table(out / "profile.parquet")[0])
     return {"kept": sum(r["kept"] for r in rows), "samples": samples, **meta["summary"]}
@@ -148,13 +146,12 @@ def table(results: dict[str, dict[int, dict]]) -> str:
 
 
 def kept_informative(outcomes: list[tuple[int, int]], g: int = 8) -> float:
-    """sgpo plan's prediction for G = g on the queries solved at least once."""
-    prior = fit_rate_prior(outcomes)
-    cache: dict[tuple[int, int], float] = {}
-    kept = [o for o in outcomes if o[0] > 0]
-    for n_correct, k in set(kept):
-        cache[n_correct, k] = expected_group(n_correct, k, g, prior).informative / g
-    return statistics.fmean(cache[o] for o in kept)
+    """sgpo plan's prediction (core/predict.py) for G = g on the queries solved at least once;
+    costs do not enter it."""
+    queries = [QueryCost(n_correct, k, 0.0, 0.0, 0.0) for n_correct, k in outcomes]
+    sizes = [g if n_correct else 0 for n_correct, _ in outcomes]
+    expected = epoch_costs(queries, Allocation(sizes), fit_rate_prior(outcomes))
+    return expected["informative"] / expected["rollouts"]
 
 
 def record(draws: np.ndarray, in_full: bool) -> tuple[int, int]:
