@@ -308,7 +308,9 @@ def profile_dir(config: RunConfig, root: Path) -> Path:
         "model": config.model.model_dump(mode="json"),
         "task": config.task.model_dump(mode="json"),
         "sampling": config.sampling.model_dump(mode="json"),
-        "profile": config.profile.model_dump(mode="json"),
+        # full_share left out while unset, so profiles keyed before it existed are found again
+        "profile": config.profile.model_dump(mode="json", exclude={"full_share"})
+        | ({"full_share": config.profile.full_share} if config.profile.full_share else {}),
     }
     digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
     return root / f"seed-{config.seed}-{digest}"
