@@ -1,5 +1,6 @@
 """sgpo compare: the aggregation maths, and a smoke run that checks every method ran."""
 
+import hashlib
 import json
 import math
 import re
@@ -19,8 +20,9 @@ from sgpo.compare import (
     final_accuracy,
     load_compare_config,
     method_config,
+    profile_dir,
 )
-from sgpo.config import ConfigError
+from sgpo.config import ConfigError, load_config
 from sgpo.core.curves import mean_curve
 from sgpo.io import read_jsonl, read_table
 
@@ -57,6 +59,34 @@ def test_baseline_reaches_its_own_final_accuracy_despite_rounding():
     ]
     target = sum(final_accuracy(c, 3) for c in seeds) / len(seeds)
     assert cost_to_target(mean_curve(seeds), target, 3) == 4.0
+
+
+def test_methods_share_a_profile_only_when_it_is_drawn_the_same_way(tmp_path: Path):
+    base = ROOT / "src/sgpo/demo.yaml"
+    first_success = [
+        "profile.adaptive=true",
+        "profile.adaptive_round=1",
+        "profile.adaptive_stop=first_success",
+    ]
+    plain = load_config(base, first_success)
+    # another trainer setting reuses the profile
+    assert profile_dir(load_config(base, [*first_success, "train.lr=5e-5"]), tmp_path) == (
+        profile_dir(plain, tmp_path)
+    )
+    # a share drawn in full is another profile: its records differ
+    shared = load_config(base, [*first_success, "profile.full_share=0.1"])
+    assert profile_dir(shared, tmp_path) != profile_dir(plain, tmp_path)
+    # while unset the share is not part of the key, which is what it was before the share
+    # existed (compare directories made then keep their profiles)
+    spec = {
+        "seed": plain.seed,
+        "model": plain.model.model_dump(mode="json"),
+        "task": plain.task.model_dump(mode="json"),
+        "sampling": plain.sampling.model_dump(mode="json"),
+        "profile": plain.profile.model_dump(mode="json", exclude={"full_share"}),
+    }
+    digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+    assert profile_dir(plain, tmp_path).name == f"seed-{plain.seed}-{digest}"
 
 
 def test_compare_config_errors_name_the_key(tmp_path: Path):
