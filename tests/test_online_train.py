@@ -5,9 +5,11 @@ profile FLOPs, and metrics reach TensorBoard through report_to."""
 import json
 from pathlib import Path
 
+import pytest
+from pydantic import ValidationError
 from tiny_run import tiny_tree
 
-from sgpo.config import RunConfig
+from sgpo.config import RunConfig, TrainConfig
 from sgpo.io import read_jsonl, read_table
 from sgpo.plan import run_plan
 from sgpo.profile import run_profile
@@ -102,3 +104,14 @@ def test_online_run_resumes_with_its_estimates(tmp_path: Path):
     assert (
         read_table(full / "plan_history.parquet")[0] == read_table(part / "plan_history.parquet")[0]
     )
+
+
+def test_online_settings_are_refused_for_methods_without_a_plan():
+    # grpo and dapo train without a plan, so a re-plan setting would be silently ignored
+    for online in ({"reestimate": True}, {"allocation": "knapsack"}, {"reprofile_every": 4}):
+        for method in ("grpo", "dapo"):
+            with pytest.raises(ValidationError, match="train.online re-planning needs"):
+                TrainConfig(method=method, online=online)
+        assert TrainConfig(method="sgpo", online=online).online.replans
+    # settings that do not re-plan stay allowed (a base config's defaults)
+    assert not TrainConfig(method="grpo", online={"replan_every": 4}).online.replans

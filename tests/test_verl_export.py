@@ -5,6 +5,7 @@ against verl itself."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -868,3 +869,21 @@ def test_flops_table_for_sgpo_grpo_and_dapo_runs_counts_padding(tmp_path, monkey
     assert by_run["grpo"][0]["flops_profile_cum"] == 0.0
     for column in ("padding seqs", "profile", "rollout", "logprob", "train", "of which padding"):
         assert column in result.output
+
+
+def test_verl_readme_names_every_variant_setting_carried_or_not():
+    # item 8 of examples/verl/README.md is where a verl user learns what the launch drops
+    from sgpo.config import VARIANT_TRAIN_SETTINGS
+
+    readme = (Path(__file__).resolve().parents[1] / "examples/verl/README.md").read_text()
+    item_8 = readme[readme.index("\n8. **") : readme.index("\n9. **")]
+    named = set(re.findall(r"`(?:train\.)?(\w+)`", item_8))
+    # these only qualify a setting named there (its rounds, its pilot's rule, its growth step)
+    qualifiers = {
+        "refill_max_rounds",
+        "pilot_ends",
+        "grow_round",
+        "grow_train",
+        "early_group_steps",
+    }
+    assert set(VARIANT_TRAIN_SETTINGS) - named <= qualifiers

@@ -1,4 +1,5 @@
-"""Command line: sgpo demo | profile | plan | train | eval | report."""
+"""Command line: sgpo demo | profile | plan | train | eval | report | compare | flops |
+export-verl."""
 
 from __future__ import annotations
 
@@ -279,7 +280,9 @@ def demo(
     set_: SetOpt = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing demo run in --out.")] = True,
 ) -> None:
-    """The whole pipeline on the embedded model and built-in addition task, CPU, no network."""
+    """The whole pipeline in one directory: profile, plan, train, GRPO at the same FLOPs, report.
+    The default config runs the embedded model on the built-in addition task (CPU, no network);
+    --config runs any other (examples/gsm8k.yaml: a hub model and dataset)."""
     import time
 
     from sgpo.compare import append_side_by_side, run_equal_budget_baseline
@@ -291,7 +294,10 @@ def demo(
 
     cfg = _config(config, set_)
     start = time.perf_counter()
-    console.rule("1/6 embedded model (shipped with sgpo, sha256-checked)")
+    embedded = cfg.model.name_or_path == "embedded"
+    console.rule(
+        "1/6 " + ("embedded model (shipped with sgpo, sha256-checked)" if embedded else "model")
+    )
     console.print(f"model: {model_source(cfg)}")
     console.rule("2/6 profile")
     run_profile(cfg, out, overwrite=overwrite)

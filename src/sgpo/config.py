@@ -485,6 +485,11 @@ class TrainConfig(Strict):
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
+        if self.online.replans and self.method != "sgpo":
+            raise ValueError(
+                f"train.online re-planning needs train.method 'sgpo' (method "
+                f"'{self.method}' trains without a plan to re-estimate)"
+            )
         if self.reuse_profile and self.method != "sgpo":
             raise ValueError("train.reuse_profile needs train.method 'sgpo' (it reuses a profile)")
         if self.first_visit_profile:
