@@ -108,6 +108,26 @@ def test_bucketed_curriculum_keeps_buckets_in_order():
     assert set(order[:2]) == {"a", "b"} and set(order[2:]) == {"c", "d"}
 
 
+def test_one_bucket_holds_every_query_and_edges_do_not_move_with_float_error():
+    ids = [f"q{i}" for i in range(40)]
+    p = [0.0 if i < 10 else (i % 8) / 8 + 0.01 for i in range(40)]
+    # width 1 is one shuffled bucket: never-solved queries are not always last
+    positions = [
+        max(curriculum_order(ids, p, seed, bucket_width=1.0).index(f"q{i}") for i in range(10))
+        for seed in range(5)
+    ]
+    assert min(positions) < 39
+    # p = 0 joins the last bucket of a finer width, not one of its own
+    firsts = {curriculum_order(["z", "low"], [0.0, 0.05], s, bucket_width=0.1)[0] for s in range(8)}
+    assert firsts == {"z", "low"}
+    # 0.7 / 0.1 is 6.999... in floats: p = 0.3 still sits in (1 - p) bucket 7 with p = 0.25
+    together = [
+        curriculum_order(["a", "b", "c"], [0.3, 0.25, 0.35], s, bucket_width=0.1) for s in range(8)
+    ]
+    assert all(order[0] == "c" for order in together)
+    assert {order[1] for order in together} == {"a", "b"}
+
+
 def test_plan_never_loses_or_duplicates_queries():
     profile = [ProfiledQuery(f"q{i}", n_correct=i % 9, k=8) for i in range(200)]
     rule = PlanRule(unsolvable_keep_fraction=0.25)
@@ -189,7 +209,8 @@ def test_loss_aggregation_over_micro_batches_equals_full_batch():
 
 
 @pytest.mark.parametrize(
-    ("p", "expected"), [(0.5, 5), (0.875, 16), (0.125, 16), (0.25, 10), (0.75, 10), (0.0, 16)]
+    ("p", "expected"),
+    [(0.5, 5), (0.875, 16), (0.125, 16), (0.25, 10), (0.75, 10), (0.0, 16), (1.0, 16)],
 )
 def test_two_sided_group_size_rule(p, expected):
     from sgpo.core.allocation import rule_group_size

@@ -18,7 +18,7 @@ from sgpo.io import read_jsonl
 from sgpo.metrics import rollout_record
 from sgpo.plan import run_plan
 from sgpo.profile import run_profile
-from sgpo.rollouts import mixed_groups
+from sgpo.rollouts import group_members, mixed_groups
 from sgpo.train import Trainer
 
 
@@ -41,12 +41,17 @@ def pilot_trainer(tmp_path: Path, name: str, **train: object) -> Trainer:
     return make_trainer(tmp_path, name, **(pilot | train))
 
 
-def groups_of(rollouts: list) -> list[list]:
-    """A step's rollouts, group by group (group indices restart each generation round)."""
-    groups: dict[tuple[int, str], list] = {}
-    for r in rollouts:
-        groups.setdefault((r.group, r.query.query_id), []).append(r)
-    return list(groups.values())
+def test_a_group_is_its_round_index_and_its_query(tmp_path: Path):
+    # refill rounds number their groups from 0 again; every reader of a step's groups (the
+    # online estimates, the streaks, the dead-group drop) must not merge two queries' groups
+    trainer = pilot_trainer(tmp_path, "rounds", group_size=4, rollout_budget=64, pilot_size=0)
+    generated, _ = trainer.collect()
+    indices = {r.group for r in generated}
+    assert len(indices) < len({(r.group, r.query.query_id) for r in generated})  # several rounds
+    groups = group_members(generated)
+    assert all(len({m.query.query_id for m in members}) == 1 for members in groups)
+    assert len(groups) == rollout_record(generated)["queries"]
+    assert sum(map(len, groups)) == len(generated)
 
 
 def test_micro_batch_size_does_not_change_the_update(tmp_path: Path):
@@ -134,7 +139,7 @@ def test_health_metrics(tmp_path: Path):
 
 def test_pilot_then_commit_completes_and_trains_only_mixed_groups(tmp_path: Path):
     generated, batch = pilot_trainer(tmp_path, "pilot", refill_max_rounds=10).collect()
-    groups = groups_of(generated)
+    groups = group_members(generated)
     pilots_only = [g for g in groups if len({r.reward for r in g[:2]}) == 1]
     committed = [g for g in groups if len({r.reward for r in g[:2]}) > 1]
     # the coin-flip verifier gives both kinds of pilot
@@ -171,7 +176,7 @@ def test_an_all_wrong_pilot_goes_on_when_only_solved_pilots_end_their_group(tmp_
         tmp_path, "all-solved", rollout_budget=72, refill_max_rounds=1, pilot_ends="all-solved"
     )
     generated, batch = trainer.collect()
-    by_group = groups_of(generated)
+    by_group = group_members(generated)
     groups = {g[0].query.query_id: g for g in by_group}
     assert len(groups) == len(by_group)  # one round: one group per query
     pilots = {q: {r.reward for r in g[:2]} for q, g in groups.items()}
@@ -189,7 +194,7 @@ def test_grown_groups_stop_once_mixed_or_at_the_cap(tmp_path: Path):
     )
     generated, batch = trainer.collect()
     assert batch == generated  # grow_train all: the whole grown group is trained
-    groups = groups_of(generated)
+    groups = group_members(generated)
     assert len(groups) == 48 // 2  # growth adds responses, not queries
     mixed = [g for g in groups if len({r.reward for r in g}) > 1]
     capped = [g for g in groups if len({r.reward for r in g}) == 1]
@@ -207,9 +212,9 @@ def test_balanced_growth_trains_the_planned_size_rarer_outcome_first(tmp_path: P
         tmp_path, "balanced", group_size=2, rollout_budget=32, grow_max=8, grow_train="balanced"
     )
     generated, batch = trainer.collect()
-    grown = [g for g in groups_of(generated) if len(g) > 2]
+    grown = [g for g in group_members(generated) if len(g) > 2]
     assert grown
-    kept = groups_of(batch)
+    kept = group_members(batch)
     assert all(len(g) == 2 for g in kept)
     assert {id(r) for r in batch} <= {id(r) for r in generated}
     trained_of = {(r.group, r.query.query_id): [] for r in batch}
@@ -237,7 +242,7 @@ def test_filter_groups_trains_only_mixed_groups_and_refills_the_step(tmp_path: P
         tmp_path, "filter", group_size=2, rollout_budget=16, filter_groups=True, steps=1
     )
     generated, batch = trainer.collect()
-    groups = groups_of(generated)
+    groups = group_members(generated)
     assert all(len(g) == 2 for g in groups)  # no pilot: whole groups
     mixed = [r for g in groups if len({m.reward for m in g}) > 1 for r in g]
     assert len(mixed) < len(generated)  # the coin-flip verifier leaves some groups all-equal
@@ -261,13 +266,15 @@ def test_dropped_dead_groups_leave_the_batch_and_cost_a_train_all_trainer_nothin
         drop_equal_groups=True,
     )
     generated, batch = trainer.collect()
-    groups = groups_of(generated)
+    groups = group_members(generated)
     assert sum(map(len, groups)) == 32  # generated whole, never refilled
     mixed = [g for g in groups if len({m.reward for m in g}) > 1]
     assert 0 < len(mixed) < len(groups)  # the coin-flip verifier leaves some groups all-equal
     kept = mixed_groups(batch)
-    assert {g[0].query.query_id for g in groups_of(kept)} == {g[0].query.query_id for g in mixed}
-    assert all(len(g) == (downsample_to or 4) for g in groups_of(kept))
+    assert {g[0].query.query_id for g in group_members(kept)} == {
+        g[0].query.query_id for g in mixed
+    }
+    assert all(len(g) == (downsample_to or 4) for g in group_members(kept))
     stats = trainer.train_on(batch)
     # nothing left for a train-every-rollout trainer to add: train-all FLOPs = this trainer's
     assert stats["flops_skipped"] == 0.0
@@ -304,6 +311,17 @@ def test_dropping_dead_groups_is_not_a_second_filter(tmp_path: Path):
             make_trainer(tmp_path, "bad", drop_equal_groups=True, **other)
     with pytest.raises(ValidationError, match="drop_equal_denominator needs"):
         make_trainer(tmp_path, "bad", drop_equal_denominator="generated")
+    # a dead group's KL term is not zero, so the drop would change the update, not its cost
+    for denominator in ("kept", "generated"):
+        with pytest.raises(ValidationError, match="drop_equal_groups needs train.kl_coef 0"):
+            make_trainer(
+                tmp_path,
+                "bad",
+                kl_coef=0.1,
+                drop_equal_groups=True,
+                drop_equal_denominator=denominator,
+            )
+    make_trainer(tmp_path, "kl", kl_coef=0.1)
 
 
 def test_early_groups_replace_the_planned_size_for_the_first_steps(tmp_path: Path):
@@ -317,7 +335,7 @@ def test_early_groups_replace_the_planned_size_for_the_first_steps(tmp_path: Pat
     sizes_by_step = []
     for _ in range(2):
         generated, batch = trainer.collect()
-        sizes_by_step.append([len(g) for g in groups_of(generated)])
+        sizes_by_step.append([len(g) for g in group_members(generated)])
         trainer.train_on(batch)
         trainer.step += 1
     assert sizes_by_step == [[2, 2, 2, 2], [4, 4]]  # early: 2 each, then the plan's 4
@@ -335,9 +353,9 @@ def test_early_groups_need_both_settings_and_an_sgpo_plan(tmp_path: Path):
 def test_down_sampling_trains_the_most_varied_few_with_advantages_within_them(tmp_path: Path):
     trainer = make_trainer(tmp_path, "pods", group_size=6, rollout_budget=36, downsample_to=2)
     generated, batch = trainer.collect()
-    groups = groups_of(generated)
+    groups = group_members(generated)
     assert all(len(g) == 6 for g in groups)  # generated whole
-    trained = groups_of(batch)
+    trained = group_members(batch)
     assert len(trained) == len(groups) and all(len(g) == 2 for g in trained)
     mixed = 0
     for whole, few in zip(groups, trained, strict=True):
@@ -367,7 +385,7 @@ def test_whole_group_down_sampling_keeps_group_advantages_weighted_by_outcome(tm
     )
     generated, batch = trainer.collect()
     mixed = 0
-    for whole, few in zip(groups_of(generated), groups_of(batch), strict=True):
+    for whole, few in zip(group_members(generated), group_members(batch), strict=True):
         assert len(few) == 2 and sum(r.weight for r in few) == 6  # stands for the six
         by_reward = {r.reward: r.advantage for r in whole}
         assert all(r.advantage == by_reward[r.reward] for r in few)  # the whole group's
@@ -390,7 +408,7 @@ def test_a_minimum_share_down_samples_only_skewed_groups(tmp_path: Path):
     )
     generated, batch = trainer.collect()
     sizes = set()
-    for whole, trained in zip(groups_of(generated), groups_of(batch), strict=True):
+    for whole, trained in zip(group_members(generated), group_members(batch), strict=True):
         rewards = [r.reward for r in whole]
         skewed = max(rewards.count(0.0), rewards.count(1.0)) >= 5
         assert len(trained) == (2 if skewed else 6)
@@ -463,7 +481,7 @@ def test_a_solved_streak_skips_only_queries_training_has_solved(tmp_path: Path):
 
     def recording_collect() -> tuple[list, list]:
         generated, batch = collect()
-        for group in groups_of(generated):
+        for group in group_members(generated):
             last_rewards[group[0].query.query_id] = {r.reward for r in group}
         return generated, batch
 
@@ -488,7 +506,7 @@ def test_small_groups_on_a_streak_shrink_the_groups_of_queries_that_came_back_al
 
     def recording_collect() -> tuple[list, list]:
         generated, batch = collect()
-        groups = groups_of(generated)
+        groups = group_members(generated)
         sizes.append({g[0].query.query_id: len(g) for g in groups})
         for group in groups:
             last_equal[group[0].query.query_id] = len({r.reward for r in group}) == 1
@@ -582,7 +600,7 @@ def test_first_visit_profile_trains_without_a_profile_and_drops_after_the_first_
 
     def counting_collect() -> tuple[list, list]:
         generated, batch = collect()
-        for members in groups_of(generated):
+        for members in group_members(generated):
             assert len(members) == 4
             qid = members[0].query.query_id
             visits[qid] = visits.get(qid, 0) + 1

@@ -387,7 +387,8 @@ class TrainConfig(Strict):
     # trainer that trains every rollout (verl, TRL) pays no log-prob, forward or backward pass
     # for it; the step trains only mixed groups (fewer rollouts, never refilled). Token-mean
     # then averages over the mixed groups' tokens only (drop_equal_denominator kept): the update
-    # differs from this trainer's zero-advantage skip in its denominator, not in its direction.
+    # differs from this trainer's zero-advantage skip in its denominator, not in its direction
+    # (no KL penalty: train.kl_coef 0 is required).
     # With drop_equal_denominator generated it divides by the tokens of the whole batch, dead
     # groups' included, as training every rollout does: the update is exactly that of the
     # batch without the drop (dead groups' loss terms are zero), only cheaper.
@@ -530,6 +531,12 @@ class TrainConfig(Strict):
             )
         if self.drop_equal_denominator != "kept" and not self.drop_equal_groups:
             raise ValueError("train.drop_equal_denominator needs train.drop_equal_groups: true")
+        if self.drop_equal_groups and self.kl_coef > 0:
+            # as sgpo.trl's drop needs beta = 0
+            raise ValueError(
+                "train.drop_equal_groups needs train.kl_coef 0: a dead group's KL term is not "
+                "zero, so dropping the group would change the update, not only its cost"
+            )
         if self.history_explore < 1 and (self.method == "dapo" or self.filter_groups):
             raise ValueError(
                 "train.history_explore does not combine with method 'dapo' or "

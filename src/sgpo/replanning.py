@@ -62,8 +62,7 @@ class Replanner:
         return chosen or window[:1]
 
     def observe(self, rollouts: list[Rollout]) -> None:
-        """Every training group is a fresh measurement of its query's success rate. (dapo never
-        re-plans, so one round's group indices identify the groups.)"""
+        """Every training group is a fresh measurement of its query's success rate."""
         for members in group_members(rollouts):
             wins = sum(is_correct(m.reward) for m in members)
             self.planner.observe(members[0].query.query_id, wins, len(members) - wins)

@@ -47,10 +47,11 @@ class Rollout:
 
 
 def group_members(rollouts: list[Rollout]) -> list[list[Rollout]]:
-    """The rollouts of one generation round, group by group."""
-    groups: dict[int, list[Rollout]] = {}
+    """The rollouts group by group, in order. Refill rounds (dapo, train.filter_groups) number
+    their groups from 0 again, so a group is its index and its query."""
+    groups: dict[tuple[int, str], list[Rollout]] = {}
     for r in rollouts:
-        groups.setdefault(r.group, []).append(r)
+        groups.setdefault((r.group, r.query.query_id), []).append(r)
     return list(groups.values())
 
 

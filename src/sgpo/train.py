@@ -190,7 +190,7 @@ class Trainer:
     def train_step(self) -> dict:
         start = time.perf_counter()
         generated, batch = self.collect()
-        groups = group_members(generated)  # one round per step: group indices are groups
+        groups = group_members(generated)
         if self.scheduler.observes_streaks:
             self.scheduler.observe_step(
                 [

@@ -92,10 +92,11 @@ def pow2_bucket_size(p: float) -> int:
 
 
 def rule_group_size(p: float, rule: PlanRule) -> int:
-    """G for success rate p under the rule's g_rule (p = 0 gets g_max)."""
+    """G for success rate p under the rule's g_rule (p = 0 gets g_max, and under two_sided, which
+    is symmetric in p and 1 - p, so does p = 1)."""
     if rule.g_rule not in G_RULES:
         raise ValueError(f"unknown g_rule {rule.g_rule!r}; choose one of {G_RULES}")
-    if rule.g_rule == "two_sided" and 0.0 < p < 1.0:
+    if rule.g_rule == "two_sided":
         return group_size(min(p, 1.0 - p), rule.c, rule.g_min, rule.g_max)
     if rule.g_rule == "pow2_buckets" and p > 0.0:
         return min(rule.g_max, max(rule.g_min, pow2_bucket_size(p)))
@@ -109,9 +110,14 @@ def curriculum_order(
     rng = random.Random(seed)
     tiebreak = {qid: rng.random() for qid in sorted(query_ids)}
     if bucket_width > 0:
-        # Bucket index counted from the top so that bucket 0 holds the easiest queries.
+        # Bucket index counted from the top so that bucket 0 holds the easiest queries; the
+        # last bucket is closed (p = 0 is in it, so width 1 is one bucket), and the quotient is
+        # rounded first so that p on a bucket's edge is not moved by float error (0.7 / 0.1).
+        last = math.ceil(round(1.0 / bucket_width, 9)) - 1
+
         def key(item: tuple[str, float]) -> tuple[float, float]:
-            return (math.floor((1.0 - item[1]) / bucket_width), tiebreak[item[0]])
+            index = math.floor(round((1.0 - item[1]) / bucket_width, 9))
+            return (min(index, last), tiebreak[item[0]])
     else:
 
         def key(item: tuple[str, float]) -> tuple[float, float]:
