@@ -7,6 +7,7 @@ rows, queries in rank order q4(G=1) q3(2) q2(4) q1(2) q0(3) make the batches
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -270,10 +271,19 @@ def test_history_skip_takes_the_batches_sgpo_train_takes(plan_path: Path, histor
 def test_plan_dataset_and_validation(model_dir: str, plan_path: Path, tmp_path: Path) -> None:
     dataset = plan_dataset(plan_path)
     assert dataset["query_id"] == ["q4", "q3", "q2", "q1", "q0", "trivial"]
-    with pytest.raises(NotImplementedError, match="loss_type"):
-        make_trainer(model_dir, plan_path, tmp_path, loss_type="grpo")
+    for per_row_or_micro_batch_mean in ("grpo", "bnpo"):
+        with pytest.raises(NotImplementedError, match="loss_type"):
+            make_trainer(model_dir, plan_path, tmp_path, loss_type=per_row_or_micro_batch_mean)
     with pytest.raises(ValueError, match="G=4"):
         make_trainer(model_dir, plan_path, tmp_path, per_device_train_batch_size=2)
+    # re-planning may size any query up to the rule's g_max: that must fit a batch too
+    rows, meta = read_table(plan_path)
+    wide = tmp_path / "wide" / "plan.parquet"
+    wide.parent.mkdir()
+    write_table(wide, rows, meta | {"rule": meta["rule"] | {"g_max": BATCH_ROWS + 2}})
+    make_trainer(model_dir, wide, tmp_path / "wide-static")  # its planned G fit
+    with pytest.raises(ValueError, match="re-planning can give a query G up to"):
+        make_trainer(model_dir, wide, tmp_path / "wide-online", reestimate=True)
     # a plan whose p_hat is 1 / samples drawn gives re-estimation no start
     rows, meta = read_table(plan_path)
     first_success = tmp_path / "first-success" / "plan.parquet"
@@ -402,6 +412,62 @@ def trained_batches(trainer: SGPOTrainer) -> list[list[tuple[str, int]]]:
 
     trainer._generate_and_score_completions = spy_score
     return batches
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        # q4 and q2 always solved: skips make plan epochs shorter than the static plan's
+        {"history_explore": 0.05},
+        # never solved: re-plans grow every G to g_max, plan epochs longer
+        {"reestimate": True, "replan_every": 1, "reestimate_decay": 0.1},
+    ],
+)
+def test_training_runs_to_max_steps_whatever_length_the_plan_epochs_take(
+    model_dir: str, plan_path: Path, tmp_path: Path, settings: dict
+) -> None:
+    solved = {prompt_of("q4"), prompt_of("q2")} if "history_explore" in settings else set()
+    order = itertools.count()
+
+    def reward(completions: list[str], prompts: list[str], **_: object) -> list[float]:
+        return [1.0 if p in solved else float(bool(solved) and next(order) % 2) for p in prompts]
+
+    trainer = make_trainer(model_dir, plan_path, tmp_path, reward, max_steps=9, **settings)
+    drawn: list[list[tuple[str, int]]] = []
+    take = trainer.schedule.next_batch
+
+    def spy_take() -> list:
+        batch = take()
+        drawn.append([(s.query.query_id, s.group_size) for s in batch])
+        return batch
+
+    trainer.schedule.next_batch = spy_take
+    trained = trained_batches(trainer)
+    trainer.train()
+    assert trainer.state.global_step == 9
+    assert len(trained) == len(drawn) == 9  # every batch drawn is trained, none left over
+    scheduler = trainer.schedule.scheduler
+    if "history_explore" in settings:
+        assert scheduler.history_skipped > 0 and scheduler.epoch > 2  # 3 static epochs
+    else:
+        assert any(g > GROUP_SIZES[q] for batch in drawn for q, g in batch)  # grown by re-plans
+        # fewer queries than the 3 static epochs' 15: plan epochs took more batches
+        assert sum(map(len, drawn)) < 3 * len(GROUP_SIZES)
+
+
+def test_completions_table_keeps_a_reward_functions_extra_columns_aligned(
+    model_dir: str, plan_path: Path, tmp_path: Path
+) -> None:
+    def reward(
+        completions: list[str], prompts: list[str], log_extra: Callable, **_: object
+    ) -> list[float]:
+        log_extra("prompt_seen", list(prompts))
+        return [float(i % 2) for i in range(len(completions))]
+
+    trainer = make_trainer(model_dir, plan_path, tmp_path, reward, log_completions=True)
+    trainer.train()  # TRL builds the table from these columns at every log
+    logs = trainer._logs
+    assert list(logs["extra"]["prompt_seen"]) == list(logs["prompt"])
 
 
 def test_resume_replays_the_plan_and_keeps_sgpo_counters(
@@ -661,6 +727,8 @@ def test_dropping_dead_groups_trains_only_mixed_rows_to_the_same_update(
         ({"drop_equal_groups": True, "loss_type": "bnpo"}, "drop_equal_groups needs loss_type"),
         ({"drop_equal_groups": True, "beta": 0.1}, "drop_equal_groups needs beta = 0"),
         ({"drop_equal_groups": True, "top_entropy_quantile": 0.5}, "top_entropy_quantile = 1"),
+        ({"entropy_coef": 0.1}, "no entropy bonus"),
+        ({"use_adaptive_entropy": True}, "no entropy bonus"),
     ],
 )
 def test_config_validation(tmp_path: Path, settings: dict, error: str) -> None:

@@ -135,6 +135,13 @@ class StepSchedule:
                 f"but a generation batch holds {budget} rows; raise generation_batch_size "
                 "(per_device_train_batch_size x steps_per_generation) or lower plan.g_max"
             )
+        if planner is not None and plan.rule.g_max > budget:
+            raise ValueError(
+                f"{plan.path}: re-planning can give a query G up to plan.g_max="
+                f"{plan.rule.g_max}, but a generation batch holds {budget} rows; raise "
+                "generation_batch_size (per_device_train_batch_size x steps_per_generation) or "
+                "lower plan.g_max"
+            )
         self.plan = plan
         self.budget = budget
         self.scheduler = QueryScheduler(
@@ -153,9 +160,6 @@ class StepSchedule:
 
     def next_batch(self) -> list[ScheduledQuery]:
         return self.scheduler.take(self.budget)
-
-    def epoch_done(self) -> bool:
-        return not self.scheduler.remaining
 
     def observes(self) -> bool:
         """Whether observe needs the groups' outcomes (re-estimation or skip on history)."""
@@ -183,7 +187,9 @@ class PlanSampler(Sampler[PlanSlot]):
     plan order; min(G, downsample_to) times when down-sampling, the trainer generating the
     rest of the group) and padding up to the batch size, the whole batch `repeat` times (TRL
     reuses a generation batch over steps_per_generation x num_iterations micro-steps). One
-    iteration is one plan epoch; the next continues where the schedule stands.
+    iteration is as many batches as one epoch of the static plan (the Trainer's epoch); the
+    schedule carries on across iterations, so with skips or re-plans a plan epoch need not
+    end with one.
 
     Batches are drawn lazily, but the data loader prefetches one ahead, so a re-plan reaches
     the batches from one after the next."""
@@ -228,9 +234,10 @@ class PlanSampler(Sampler[PlanSlot]):
         return slots + [pad] * (self.batch_rows - len(slots))
 
     def __iter__(self) -> Iterator[PlanSlot]:
-        while True:
+        # Exactly len(self) rows, from wherever the schedule stands: the Trainer counts its
+        # epochs and max_steps by that length, so a plan whose epochs shrink (skips on history,
+        # re-plans) or grow still trains to max_steps, and no batch is drawn and left untrained.
+        for _ in range(self.steps_per_epoch):
             slots = self.batch_slots(self.schedule.next_batch())
             for _ in range(self.repeat):
                 yield from slots
-            if self.schedule.epoch_done():
-                return

@@ -10,7 +10,7 @@ What changes against GRPOTrainer, and where:
 - advantages (_generate_and_score_completions): TRL groups rewards by view(-1, num_generations),
   so the base call runs with one row per group and the advantages are then recomputed over the
   planned groups (sgpo.trl.advantages, TRL's formula). Padding rows get advantage 0, their
-  completion tokens leave the loss mask and num_items_in_batch (the dapo/bnpo/cispo/vespo
+  completion tokens leave the loss mask and num_items_in_batch (the dapo/cispo/vespo
   normaliser), and they are taken out of TRL's generation and reward statistics and the
   completions table.
 - cost (sgpo's convention, sgpo.core.flops): FLOPs per phase over real tokens, the profile's
@@ -91,10 +91,11 @@ from sgpo.trl.data import (
     plan_dataset,
 )
 
-# Losses normalised by the number of real tokens: padding rows (mask 0) drop out exactly. The
-# per-sequence means ("grpo", "sapo", "luspo") and "dr_grpo" divide by the number of rows, so
-# padding rows would shrink the gradient.
-TOKEN_NORMALISED_LOSSES = ("dapo", "bnpo", "cispo", "vespo")
+# Losses normalised by the generation batch's real tokens: padding rows (mask 0) drop out
+# exactly. The per-sequence means ("grpo", "sapo", "luspo") and "dr_grpo" divide by the number
+# of rows, and "bnpo" is a token mean per micro-batch divided by the accumulation steps, so a
+# micro-batch of padding rows would shrink the gradient.
+TOKEN_NORMALISED_LOSSES = ("dapo", "cispo", "vespo")
 # Losses whose normaliser is the whole generation batch's tokens (num_items_in_batch): a row
 # whose advantage is 0 adds exactly nothing to them (beta = 0), so it can be left out.
 GENERATION_BATCH_NORMALISED_LOSSES = ("dapo", "cispo", "vespo")
@@ -211,6 +212,13 @@ class SGPOConfig(GRPOConfig):
             raise ValueError(f"history_target must be in [0, 1), got {self.history_target}")
         if self.history_min_streak < 1:
             raise ValueError(f"history_min_streak must be >= 1, got {self.history_min_streak}")
+        if self.entropy_coef != 0.0 or self.use_adaptive_entropy:
+            raise ValueError(
+                "SGPOConfig takes no entropy bonus (entropy_coef = 0, use_adaptive_entropy off): "
+                "TRL averages it per micro-batch over the rows forwarded and divides by the "
+                "accumulation steps, so micro-batches of padding rows (or of dead groups left "
+                "out) would shrink it"
+            )
         if self.drop_equal_groups:
             self._check_drop_keeps_the_update()
         history_extras = {
@@ -698,6 +706,11 @@ class SGPOTrainer(GRPOTrainer):
         for _ in keep:
             logs["advantages"].pop()
         logs["advantages"].extend(real_advantages)
+        # A reward function's log_extra values came for the real rows only, so these columns
+        # outlive the prompts the full batches pushed out: keep the rows the table still shows.
+        for column in logs["extra"].values():
+            while len(column) > len(logs["prompt"]):
+                column.popleft()
 
     def _observe(self, rows: list[dict], group_ids: torch.Tensor, rewards: torch.Tensor) -> None:
         """Online sGPO and skip on history: each group's outcomes (all it drew, when grown)
