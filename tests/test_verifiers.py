@@ -57,6 +57,7 @@ EQUIVALENT = [
     ("\\boxed{\\$18.00}", "18"),
     ("#### 18 dollars", "18"),
     ("\\boxed{5 cm}", "5"),
+    ("\\boxed{5kg}", "5"),
     # which answer counts: the last boxed, the line after ####, the last "answer is"
     ("First \\boxed{3}, no wait: \\boxed{7}", "7"),
     ("#### 18\n\nSome trailing words and 99", "18"),
@@ -75,6 +76,12 @@ NOT_EQUIVALENT = [
     ("\\boxed{7} and the answer is 8", "8"),  # the boxed answer wins
     ("\\boxed{5", "5"),  # cut off before the box closed
     ("The answer is 12. Then 7", "7"),
+    # letters after a number that are not a unit: an imaginary unit, a variable, a constant
+    ("\\boxed{6}", "6i"),
+    ("\\boxed{2}", "2x"),
+    ("\\boxed{2x}", "2"),
+    ("\\boxed{5}", "5e"),
+    ("\\boxed{4}", "4 pi"),
 ]
 
 

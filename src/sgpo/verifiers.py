@@ -84,11 +84,15 @@ def final_answer(response: str) -> tuple[str, str]:
 
 
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
-# "$18", "\$18", "18 dollars", "18.5 cm", "-3 apples": a plain number with a currency sign in
-# front and/or unit words behind.
+# "$18", "\$18", "18 dollars", "18.5 cm", "-3 apples", "5kg": a plain number with a currency
+# sign in front and/or unit words behind. Unit words stand apart from the number; attached, only
+# a few common units count, since "6i", "2x" or "5e" are not a number with a unit.
 _NUMBER_WITH_UNITS = re.compile(
-    r"^(?:\\?\$)?\s*(?P<number>[-+]?\d+(?:\.\d+)?)\s*(?:[A-Za-z][A-Za-z .'/-]*)?$"
+    r"^(?:\\?\$)?\s*(?P<number>[-+]?\d+(?:\.\d+)?)"
+    r"(?:\s+(?P<words>[A-Za-z][A-Za-z .'/-]*)|(?:cm|mm|km|kg|mg|lbs?|oz|ft|mph|hrs?|mins?))?$"
 )
+# Words after a number that make it an expression, not a quantity: "4 pi", "2 x".
+_MATH_WORDS = frozenset({"pi", "sqrt", "log", "ln", "sin", "cos", "tan", "exp"})
 
 
 def normalize_answer(text: str) -> str:
@@ -98,9 +102,13 @@ def normalize_answer(text: str) -> str:
     text = text.rstrip(".").strip()
     text = _THOUSANDS.sub("", text)
     match = _NUMBER_WITH_UNITS.match(text)
-    if match:
-        return match.group("number")
-    return text
+    if match is None:
+        return text
+    words = match.group("words")
+    first = words.split()[0].lower() if words else ""
+    if words and (len(first) < 2 or first in _MATH_WORDS):
+        return text
+    return match.group("number")
 
 
 # --------------------------------------------------------------------------- math_verify
