@@ -94,3 +94,13 @@ def test_report_says_how_the_profile_sampled():
     # p_hat = 1 from a first-success profile says only that the first sample was correct
     assert all_correct_label({"k": 8}) == "trivial (p_hat = 1)"
     assert all_correct_label({"adaptive_stop": "first_success"}).startswith("correct at the first")
+
+
+def test_resume_refuses_an_out_directory_that_is_not_the_run(tmp_path: Path):
+    args = ["train", "--resume", str(tmp_path / "run"), "--out", str(tmp_path / "other")]
+    result = CliRunner().invoke(app, args)
+    said = " ".join(result.output.replace("│", " ").split())  # typer's error box wraps lines
+    assert result.exit_code == 2 and "names another" in said
+    # --out naming the same directory is what --resume continues anyway
+    same = CliRunner().invoke(app, ["train", "--resume", str(tmp_path), "--out", str(tmp_path)])
+    assert "names another" not in same.output and "nothing to resume" in same.output

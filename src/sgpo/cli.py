@@ -46,6 +46,9 @@ OverwriteOpt = Annotated[
 DEMO_CONFIG = Path(__file__).parent / "demo.yaml"
 
 
+TRAIN_OUT = Path("runs/train")
+
+
 def _config(path: Path | None, overrides: list[str] | None) -> RunConfig:
     try:
         return load_config(path, overrides)
@@ -191,7 +194,7 @@ def plan(
 @_user_errors
 def train(
     config: ConfigOpt = None,
-    out: OutOpt = Path("runs/train"),
+    out: OutOpt = TRAIN_OUT,
     plan_path: Annotated[
         Path | None, typer.Option("--plan", help="Plan table for sgpo (default OUT/plan.parquet).")
     ] = None,
@@ -202,6 +205,11 @@ def train(
     """Train with the configured method (sgpo, grpo or dapo) -> run directory OUT."""
     from sgpo.train import run_train
 
+    if resume is not None and out != TRAIN_OUT and out.resolve() != resume.resolve():
+        raise typer.BadParameter(
+            f"--resume {resume} continues the run in that directory; --out {out} names another "
+            "(drop --out, or resume the run that is there)"
+        )
     run_dir = resume or out
     if resume is not None and config is None:
         if not (resume / "config.yaml").exists():

@@ -740,7 +740,13 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     try:
         return RunConfig.model_validate(tree)
     except ValidationError as e:
-        lines = [f"  {'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()]
+        # a check across sections (a model validator) has no key path of its own
+        lines = [
+            f"  {'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+            if err["loc"]
+            else f"  {err['msg']}"
+            for err in e.errors()
+        ]
         raise ConfigError(f"{source}: invalid config\n" + "\n".join(lines)) from e
 
 
