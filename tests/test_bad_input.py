@@ -69,9 +69,11 @@ def retagged(src: Path, dst: Path, edit_rows: Callable | None = None, **meta: ob
 
 
 def unknown_kept_id(rows: list[dict]) -> list[dict]:
+    """The first query of the curriculum renamed to one the task does not have, moved to the
+    file's first row (the error names the row in the file)."""
     first = min((r for r in rows if r["kept"]), key=lambda r: r["rank"])
     first["query_id"] = "add:98+99"
-    return rows
+    return [first, *(r for r in rows if r is not first)]
 
 
 def other_task(env: SimpleNamespace) -> RunConfig:

@@ -16,6 +16,7 @@ from transformers.utils import logging as hf_logging
 
 from sgpo.config import ModelConfig, RunConfig
 from sgpo.core.flops import ModelShape
+from sgpo.errors import ConfigError
 
 # Our own progress bars say what is happening; transformers' per-load/per-save bars are noise.
 hf_logging.disable_progress_bar()
@@ -55,9 +56,9 @@ def model_source(config: RunConfig) -> str:
     from sgpo.embedded import ensure_embedded_model
 
     if config.task.kind != "addition":
-        raise ValueError(
-            "model.name_or_path 'embedded' is warm-started on the addition task; "
-            "with task.kind='file' give a real model"
+        raise ConfigError(
+            f"model.name_or_path: 'embedded' is warm-started on the addition task and cannot "
+            f"run task.kind={config.task.kind!r}; give a real model (a Hugging Face id or path)"
         )
     return str(ensure_embedded_model(config.model.embedded))
 

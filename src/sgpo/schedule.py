@@ -357,11 +357,13 @@ def scheduled_queries(
     if config.train.online.replans:
         check_replannable(p_hat_estimates_p(meta), plan_path, "train.online re-planning")
     by_id = {q.query_id: q for q in train_queries}
+    # Each query id is in the plan once (sgpo.validate): its row in the file, for messages.
+    file_row = {r.query_id: row for row, r in enumerate(rows)}
     scheduled = []
-    for row_index, r in enumerate(kept_in_order(rows)):
+    for r in kept_in_order(rows):
         if r.query_id not in by_id:
             raise DataError(
-                f"{plan_path}: row {row_index}: field 'query_id' "
+                f"{plan_path}: row {file_row[r.query_id]}: field 'query_id' "
                 f"{r.query_id!r} is not in the task's training queries"
             )
         scheduled.append(ScheduledQuery(by_id[r.query_id], int(r.group_size)))

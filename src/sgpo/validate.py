@@ -4,6 +4,8 @@ Each failure is a DataError naming the file, the row and the field."""
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,6 +35,10 @@ NON_EMPTY_PLAN_COLUMNS = (
     "rank",
 )
 PLAN_REASONS = ("kept", "trivial", "unsolvable")
+# Columns that must hold whole numbers (8.7 is refused, not cut to 8) and real numbers; a string
+# in any of them is refused before it is compared with anything.
+INTEGER_PLAN_COLUMNS = ("k", "n_correct", "group_size", "rank", "prompt_tokens")
+REAL_PLAN_COLUMNS = ("p_hat", "mean_response_tokens")
 
 
 def model_context(policy: Policy) -> int | None:
@@ -73,19 +79,42 @@ def _too_long(label: str, row: int, size: str, context: int, max_new_tokens: int
     )
 
 
+def _is_integer(value: object) -> bool:
+    """A whole number: an int (not a bool) or a float with no fractional part."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, numbers.Integral):
+        return True
+    return isinstance(value, float) and value.is_integer()
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def check_plan_rows(rows: list[dict], path: Path, columns: Sequence[str]) -> None:
-    """A plan the trainer can follow: every column (sgpo.plan.PLAN_COLUMNS), sane values in the
-    ones it acts on, something kept."""
+    """A plan the trainer can follow: every column (sgpo.plan.PLAN_COLUMNS), sane values of the
+    right type in the ones it acts on, each query once, something kept. Rows are numbered from 0
+    in file order."""
     if not rows:
         raise DataError(f"{path}: no rows")
     missing = [c for c in columns if c not in rows[0]]
     if missing:
         raise DataError(f"{path}: column(s) {', '.join(missing)} missing; not an sgpo plan")
+    seen: dict[str, int] = {}
     for row, r in enumerate(rows):
         where = f"{path}: row {row}"
         for column in NON_EMPTY_PLAN_COLUMNS:
             if r[column] is None:
                 raise DataError(f"{where}: field {column!r} is empty")
+        _check_plan_types(r, where)
+        query_id = r["query_id"]
+        if query_id in seen:
+            raise DataError(
+                f"{where}: field 'query_id': duplicate query id {query_id!r} "
+                f"(first at row {seen[query_id]}); each query may appear once"
+            )
+        seen[query_id] = row
         if not isinstance(r["kept"], bool):
             raise DataError(f"{where}: field 'kept' must be true or false, got {r['kept']!r}")
         if r["reason"] not in PLAN_REASONS:
@@ -109,3 +138,22 @@ def check_plan_rows(rows: list[dict], path: Path, columns: Sequence[str]) -> Non
     ranks = sorted(r["rank"] for r in kept)
     if len(set(ranks)) != len(ranks) or ranks[0] < 0:
         raise DataError(f"{path}: field 'rank' of kept rows must be distinct and >= 0")
+
+
+def _check_plan_types(r: dict, where: str) -> None:
+    """Each column the trainer reads holds its type (empty allowed where the caller allows);
+    a whole number written as a float (8.0) is made an int in place."""
+    query_id = r["query_id"]
+    if not isinstance(query_id, str) or not query_id:
+        raise DataError(f"{where}: field 'query_id' must be a non-empty string, got {query_id!r}")
+    for column in INTEGER_PLAN_COLUMNS:
+        value = r.get(column)
+        if value is None:
+            continue
+        if not _is_integer(value):
+            raise DataError(f"{where}: field {column!r} must be a whole number, got {value!r}")
+        r[column] = int(value)
+    for column in REAL_PLAN_COLUMNS:
+        value = r.get(column)
+        if value is not None and not _is_real(value):
+            raise DataError(f"{where}: field {column!r} must be a finite number, got {value!r}")

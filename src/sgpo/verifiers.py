@@ -24,7 +24,7 @@ import math
 import re
 from types import ModuleType
 
-from sgpo.verify import VerifierTimeout
+from sgpo.verify import BadReference, VerifierTimeout
 
 # --------------------------------------------------------------------------- answer extraction
 
@@ -217,12 +217,21 @@ def last_number(text: str) -> float | None:
     return None
 
 
-def numeric(response: str, reference: str, rel_tol: float = 1e-6, abs_tol: float = 0.0) -> float:
-    """1.0 when the last number in the response's final answer is within rel_tol (relative) or
-    abs_tol (absolute) of the reference number. An unparsable reference raises (a data error)."""
+def numeric_reference(reference: str) -> float:
+    """The reference's number; BadReference (a data error) when it has none."""
     expected = last_number(reference)
     if expected is None:
-        raise ValueError(f"reference {reference!r} contains no number")
+        raise BadReference(f"reference {reference!r} contains no number")
+    if not math.isfinite(expected):
+        raise BadReference(f"reference {reference!r}: its number is not finite")
+    return expected
+
+
+def numeric(response: str, reference: str, rel_tol: float = 1e-6, abs_tol: float = 0.0) -> float:
+    """1.0 when the last number in the response's final answer is within rel_tol (relative) or
+    abs_tol (absolute) of the reference number. An unparsable reference raises BadReference (a
+    data error that stops the run, not a wrong answer)."""
+    expected = numeric_reference(reference)
     kind, text = final_answer(response)
     got = last_number(text)
     if got is None or not math.isfinite(got):
@@ -252,9 +261,24 @@ def choice_letter(text: str) -> str | None:
     return match.group(1) if match else None
 
 
-def multiple_choice(response: str, reference: str) -> float:
-    """1.0 when the response picks the reference letter (reference "B", "(B)" or "b")."""
+def choice_reference(reference: str) -> str:
+    """The reference's letter; BadReference (a data error) when it is not one of A-E."""
     expected = choice_letter(reference.strip().upper())
     if expected is None:
-        raise ValueError(f"reference {reference!r} is not a choice letter A-E")
+        raise BadReference(f"reference {reference!r} is not a choice letter A-E")
+    return expected
+
+
+def multiple_choice(response: str, reference: str) -> float:
+    """1.0 when the response picks the reference letter (reference "B", "(B)" or "b"). An
+    unparsable reference raises BadReference (a data error)."""
+    expected = choice_reference(reference)
     return 1.0 if choice_letter(response) == expected else 0.0
+
+
+# --------------------------------------------------------------------------- reference checks
+
+# For each verifier here that can tell a bad reference: a check that raises BadReference.
+# sgpo.verify.Verifier runs it in sgpo's own process (whatever the isolation) on every
+# reference before scoring, so a bad reference stops the run instead of scoring 0.
+REFERENCE_CHECKS = {"numeric": numeric_reference, "multiple_choice": choice_reference}

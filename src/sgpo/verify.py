@@ -2,6 +2,12 @@
 that it can never take the run down: an exception, a bad reward or a timeout scores 0 and is
 counted.
 
+A bad reference answer is bad data, not a wrong response: for the built-in verifiers that can
+tell (sgpo.verifiers.REFERENCE_CHECKS: numeric, multiple_choice) every reference is checked in
+this process before its first scoring (Verifier.check_references checks a whole task up front),
+and one that cannot be used stops the run with a BadReference (a DataError) naming the query and
+the field 'answer'. User verifiers are not second-guessed: whatever they raise scores 0.
+
 The reward contract: a real number (bool, int, float, numpy scalar), finite, inside the
 verifier's reward range ([0, 1] unless declared); a declared range is rescaled to [0, 1]. Anything
 else (a string "1", NaN, inf, 2.0) is a verifier error.
@@ -37,8 +43,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from sgpo import sandbox
+from sgpo.errors import DataError
+
+if TYPE_CHECKING:
+    from sgpo.tasks import TaskData
 
 log = logging.getLogger("sgpo.verify")
 MAX_LOGGED = 5
@@ -72,6 +83,24 @@ def import_verifier(spec: str) -> VerifyFn:
 
 class BadReward(ValueError):
     pass
+
+
+class BadReference(DataError):
+    """A reference answer the verifier cannot use (no number for numeric, no letter for
+    multiple_choice): a data error that stops the run, never a score of 0."""
+
+
+BUILTIN_MODULE = "sgpo.verifiers"
+
+
+def reference_check(spec: str) -> Callable[[str], object] | None:
+    """The check a built-in verifier has for its references (raises BadReference), or None."""
+    module_name, _, attr = spec.partition(":")
+    if module_name != BUILTIN_MODULE:
+        return None
+    from sgpo.verifiers import REFERENCE_CHECKS  # it imports this module: imported late
+
+    return REFERENCE_CHECKS.get(attr)
 
 
 def reward_number(value: object) -> float:
@@ -146,6 +175,9 @@ class Verifier:
         self.stats = VerifierStats()
         self._fn: VerifyFn | None = None
         self._worker: _Worker | None = None
+        # Trusted code of sgpo's own, run here whatever the isolation.
+        self._reference_check = reference_check(spec)
+        self._good_references: set[str] = set()
         # Fail fast on a bad path, in every mode. The worker modes import it in the worker only:
         # importing untrusted code here would run it outside the sandbox.
         if isolation == "inline":
@@ -158,6 +190,27 @@ class Verifier:
                 self.close()
                 raise ValueError(f"verifier {spec!r} does not start ({isolation}): {e}") from e
 
+    def check_reference(self, reference: str, where: str) -> None:
+        """BadReference naming `where` and the field 'answer' when the verifier cannot use
+        this reference; nothing for a verifier with no reference check."""
+        if self._reference_check is None or reference in self._good_references:
+            return
+        try:
+            self._reference_check(reference)
+        except BadReference as e:
+            raise BadReference(
+                f"{where}: field 'answer': {e}, which verifier {self.spec} cannot score "
+                "against; fix or remove the row"
+            ) from e
+        self._good_references.add(reference)
+
+    def check_references(self, task: TaskData) -> None:
+        """Every reference of both splits, before any compute is spent: the first bad one is a
+        BadReference naming the file (or split), the row and the field 'answer'."""
+        for label, queries in ((task.train_label, task.train), (task.eval_label, task.eval)):
+            for row, q in enumerate(queries):
+                self.check_reference(q.answer, f"{label}: row {row} (id {q.query_id!r})")
+
     def score(
         self, responses: list[str], references: list[str], query_ids: list[str]
     ) -> list[float]:
@@ -167,6 +220,10 @@ class Verifier:
         ]
 
     def score_one(self, response: str, reference: str, query_id: str) -> float:
+        """The response's reward in [0, 1]; a failure caused by the response (or by a user
+        verifier) scores 0 and is counted. A reference a built-in verifier cannot use raises
+        BadReference: bad data stops the run."""
+        self.check_reference(reference, f"query {query_id!r}")
         self.stats.calls += 1
         try:
             if self._fn is not None:

@@ -24,13 +24,19 @@ def make_verifier(config: RunConfig, task: TaskData) -> Verifier:
     from sgpo.verify import Verifier
 
     spec = config.task.verifier or task.default_verifier
-    return Verifier(
+    verifier = Verifier(
         spec,
         config.task.verifier_timeout_s,
         config.task.verifier_isolation,
         config.task.verifier_kwargs,
         config.task.verifier_reward_range,
     )
+    try:  # a reference the verifier cannot use stops the run before any compute is spent
+        verifier.check_references(task)
+    except BaseException:
+        verifier.close()
+        raise
+    return verifier
 
 
 def make_engine(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -49,6 +51,27 @@ def check_queries(queries: list[Query], source: str) -> None:
             raise DataError(f"{source}: row {row}: field 'answer' is empty (id {q.query_id!r})")
 
 
+def queries_sha256(queries: list[Query]) -> str:
+    """sha256 over the queries as training sees them (id, prompt, answer, difficulty, in
+    order): what a checkpoint records about its data. Unlike TaskData.source it also pins a
+    hub dataset's rows, and it ignores file bytes that no query uses (other columns, rows
+    past a limit)."""
+    digest = hashlib.sha256()
+    for q in queries:
+        record = [q.query_id, q.prompt, q.answer, q.difficulty]
+        digest.update(json.dumps(record, ensure_ascii=False).encode() + b"\n")
+    return digest.hexdigest()
+
+
+def data_identity(data: TaskData) -> dict[str, dict[str, object]]:
+    """What a training checkpoint records about the data it was trained and evaluated on,
+    so that a resume on other data is refused: per split the row count and queries_sha256."""
+    return {
+        split: {"rows": len(queries), "sha256": queries_sha256(queries)}
+        for split, queries in (("train", data.train), ("eval", data.eval))
+    }
+
+
 def load_task(task_cfg: TaskConfig, seed: int) -> TaskData:
     if task_cfg.kind == "addition":
         from sgpo.tasks.addition import make_addition_task
@@ -58,14 +81,15 @@ def load_task(task_cfg: TaskConfig, seed: int) -> TaskData:
         from sgpo.tasks.files import load_file_task
 
         data = load_file_task(task_cfg.file)
-    check_queries(data.train, f"{data.source} (train)")
+    # Errors name the files (train_label/eval_label), not the long source string.
+    check_queries(data.train, data.train_label)
     if not data.eval:
-        raise DataError(f"{data.source}: no eval queries; give task.file.eval (held-out data)")
-    check_queries(data.eval, f"{data.source} (eval)")
+        raise DataError(f"{data.train_label}: no eval queries; give task.file.eval (held-out data)")
+    check_queries(data.eval, data.eval_label)
     overlap = {q.query_id for q in data.train} & {q.query_id for q in data.eval}
     if overlap:
         raise DataError(
-            f"{data.source}: {len(overlap)} query ids in both train and eval, "
-            f"e.g. {sorted(overlap)[:3]}"
+            f"{data.train_label} and {data.eval_label}: {len(overlap)} query ids in both "
+            f"train and eval, e.g. {sorted(overlap)[:3]}"
         )
     return data

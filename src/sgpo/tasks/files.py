@@ -24,6 +24,7 @@ local train file there is then no eval set.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import io
@@ -113,15 +114,39 @@ class Source:
 
     def describe(self) -> str:
         """Deterministic description for TaskData.source: a local file by name and content
-        hash (so moving it does not matter but editing it does), a dataset by name/config/split."""
+        hash (so moving it does not matter but editing it does), a dataset by name/config/split,
+        and a local `datasets` directory also by a content hash of its files (its data files,
+        and the README whose YAML header may choose them). A hub name is recorded by name."""
         if self.local is not None:
-            digest = hashlib.sha256()
-            with self.local.open("rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    digest.update(block)
-            return f"{self.local.name}@sha256:{digest.hexdigest()[:16]}"
+            return f"{self.local.name}@sha256:{_file_sha256(self.local)[:16]}"
         config = f":{self.dataset_config}" if self.dataset_config else ""
-        return f"datasets:{self.dataset}{config}/{self.split}"
+        text = f"datasets:{self.dataset}{config}/{self.split}"
+        directory = Path(self.dataset or "").expanduser()
+        if self.dataset and directory.is_dir():
+            text += f"@sha256:{_directory_sha256(directory)[:16]}"
+        return text
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _directory_sha256(root: Path) -> str:
+    """sha256 over the relative paths and contents of every file under root, except hidden
+    ones (.cache/, .git/, ...), which `datasets` does not load as data."""
+    digest = hashlib.sha256()
+    files = sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
+    for path in files:
+        digest.update(f"{path.relative_to(root).as_posix()}\0{_file_sha256(path)}\n".encode())
+    return digest.hexdigest()
 
 
 def looks_like_path(spec: str) -> bool:
@@ -168,12 +193,14 @@ def _jsonl_rows(source: Source) -> Iterator[object]:
     row = 0
     with source.local.open("rb") as f:  # type: ignore[union-attr]
         for line_no, raw in enumerate(f, start=1):
+            # A byte order mark before the first line (Windows editors write one) is dropped.
+            bom = len(codecs.BOM_UTF8) if line_no == 1 and raw.startswith(codecs.BOM_UTF8) else 0
             try:
-                line = raw.decode("utf-8")
+                line = raw[bom:].decode("utf-8")
             except UnicodeDecodeError as e:
                 raise DataError(
                     f"{source.label}: row {row} (line {line_no}): not valid UTF-8 at byte "
-                    f"{e.start} of the line"
+                    f"{bom + e.start} of the line"
                 ) from None
             if not line.strip():
                 continue  # a blank line is not a row (e.g. a trailing newline)
@@ -207,10 +234,13 @@ def _parquet_rows(source: Source) -> Iterator[object]:
 
 
 def _csv_rows(source: Source) -> Iterator[object]:
+    data = source.local.read_bytes()  # type: ignore[union-attr]
+    # A byte order mark (what Excel writes with "CSV UTF-8") is not part of the first header.
+    data = data.removeprefix(codecs.BOM_UTF8)
     try:
-        text = source.local.read_bytes().decode("utf-8")  # type: ignore[union-attr]
+        text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        line = source.local.read_bytes()[: e.start].count(b"\n") + 1  # type: ignore[union-attr]
+        line = data[: e.start].count(b"\n") + 1
         raise DataError(f"{source.label}: line {line}: not valid UTF-8") from None
     with io.StringIO(text, newline="") as f:
         for row, record in enumerate(csv.DictReader(f)):
@@ -256,7 +286,15 @@ def _scalar_text(value: object, where: str, field: str) -> str:
     """A string, or a number written as text: an int as is, a float with an integer value as
     that integer (a float column's 1304.0 is the answer "1304"), any other finite float by
     repr. NaN and infinities (JSON NaN, 3e400) are not answers: a DataError, as is any other
-    type."""
+    type.
+
+    The rule is by type, the same in every format: a value the format stores as a number
+    (JSON number, parquet int/float column) is normalised, because there the ".0" comes from
+    the column type, not from the user (a float column cannot hold "3"); text (a JSON string,
+    a parquet string column, and every CSV cell, since CSV has no types) is kept exactly as
+    written, because "3.0" or "007" written as text may be meant. So a CSV "3.0" stays "3.0"
+    while a parquet 3.0 is "3"; with exact_match, write answers as the model should give
+    them, or use the numeric / math_verify verifier, which compare the numbers."""
     if isinstance(value, str):
         return value
     if isinstance(value, float):

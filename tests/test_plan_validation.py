@@ -1,0 +1,219 @@
+"""Bad input that must stop the run with a clear error, not be dropped, cut or crash: a
+reference answer a built-in verifier cannot use, a hand-edited plan (duplicated query, a
+fractional or string group size, an unknown query reported at its row in the file), and the
+embedded model asked to run a file task."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from tiny_run import tiny_tree, write_config
+from typer.testing import CliRunner
+
+from sgpo.cli import app
+from sgpo.config import load_config
+from sgpo.errors import ConfigError, DataError
+from sgpo.io import read_table, write_table
+from sgpo.models import model_source
+from sgpo.plan import read_plan, run_plan
+from sgpo.profile import run_profile
+from sgpo.schedule import scheduled_queries
+from sgpo.tasks import Query, TaskData, load_task
+from sgpo.verify import BadReference, Verifier
+
+# ----------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    """A tiny config (the embedded model at its smallest), its real profile and plan."""
+    root = tmp_path_factory.mktemp("plan-validation")
+    tree = tiny_tree(
+        root / "models",
+        task={"addition": {"n_train": 8, "n_eval": 4}},
+        profile={"k": 2, "chunk_size": 8},
+        train={"steps": 2, "eval_every": 0},
+    )
+    config = load_config(write_config(root / "config.yaml", tree))
+    profile = run_profile(config, root / "profiled")
+    plan, _ = run_plan(config, profile, root / "profiled")
+    return SimpleNamespace(root=root, tree=tree, config=config, plan=plan)
+
+
+def file_task_tree(env: SimpleNamespace, data: Path, verifier: str, model: str) -> dict:
+    train, test = data / "train.jsonl", data / "test.jsonl"
+    good = [{"question": f"{a}+{a}=", "answer": str(2 * a)} for a in range(1, 5)]
+    bad = [*good[:2], {"question": "5+6=", "answer": "eleven"}, *good[2:]]
+    train.write_text("".join(json.dumps(r) + "\n" for r in bad))
+    test.write_text("".join(json.dumps(r) + "\n" for r in good))
+    tree = tiny_tree(env.root / "models", profile={"k": 2, "chunk_size": 2})
+    tree["model"]["name_or_path"] = model
+    tree["task"] = {
+        "kind": "file",
+        "file": {
+            "train": str(train),
+            "eval": str(test),
+            "preset": "plain",
+            "prompt_field": "question",
+            "answer_field": "answer",
+        },
+        "verifier": verifier,
+    }
+    return tree
+
+
+# ----------------------------------------------------------------------------- 1: references
+
+
+@pytest.mark.parametrize("isolation", ["inline", "process"])
+@pytest.mark.parametrize(
+    ("verifier", "good", "bad"),
+    [("numeric", "11", "eleven"), ("multiple_choice", "B", "42")],
+)
+def test_bad_reference_is_a_data_error_naming_query_and_field(
+    verifier: str, good: str, bad: str, isolation: str
+) -> None:
+    v = Verifier(f"sgpo.verifiers:{verifier}", isolation=isolation)
+    try:
+        with pytest.raises(BadReference) as info:
+            v.score_one(good, bad, "t_numbad:2")
+        assert isinstance(info.value, DataError)
+        assert "query 't_numbad:2': field 'answer': reference" in str(info.value)
+        assert v.stats.errors == 0
+        # A response the verifier cannot read is still a wrong answer: 0, no error.
+        assert v.score_one("no answer at all", good, "t:0") == 0.0
+        assert v.score_one(good, good, "t:1") == 1.0
+    finally:
+        v.close()
+
+
+def test_user_verifier_errors_still_score_zero() -> None:
+    v = Verifier("bad_verifiers:raising")
+    assert v.score_one("11", "eleven", "t:0") == 0.0
+    assert v.stats.errors == 1
+
+
+def test_check_references_names_file_row_and_field() -> None:
+    queries = [Query("q:0", "1+1=", "2"), Query("q:1", "5+6=", "eleven")]
+    task = TaskData(queries, [Query("e:0", "2+2=", "4")], "x", "x", "data/train.jsonl")
+    with pytest.raises(
+        BadReference, match=r"data/train\.jsonl: row 1 \(id 'q:1'\): field 'answer'"
+    ):
+        Verifier("sgpo.verifiers:numeric").check_references(task)
+    Verifier("sgpo.verifiers:math_verify").check_references(task)  # no check: nothing raised
+    Verifier("bad_verifiers:raising").check_references(task)  # user verifiers: never
+
+
+def test_profile_stops_on_a_bad_reference(env: SimpleNamespace, tmp_path: Path) -> None:
+    tree = file_task_tree(env, tmp_path, "sgpo.verifiers:numeric", model_source(env.config))
+    config = load_config(write_config(tmp_path / "file.yaml", tree))
+    # checked up front (sgpo.wiring.make_verifier): the file and its row, before any sample
+    with pytest.raises(
+        DataError, match=r"train\.jsonl: row 2 \(id 'train:2'\): field 'answer': reference 'eleven'"
+    ):
+        run_profile(config, tmp_path / "profiled")
+    assert not (tmp_path / "profiled" / "profile.parquet").exists()
+
+
+# ----------------------------------------------------------------------------- 2: plans
+
+
+def edited_plan(env: SimpleNamespace, dst: Path, edit) -> Path:  # noqa: ANN001
+    rows, meta = read_table(env.plan)
+    write_table(dst, edit(rows), meta)
+    return dst
+
+
+def kept_rows(rows: list[dict]) -> list[dict]:
+    return sorted((r for r in rows if r["kept"]), key=lambda r: r["rank"])
+
+
+def duplicate_last(rows: list[dict]) -> list[dict]:
+    """The first kept query again at the end, with a rank of its own: it would train twice."""
+    kept = kept_rows(rows)
+    return [*rows, dict(kept[0], rank=kept[-1]["rank"] + 1)]
+
+
+def _one_group_size(value: object):  # noqa: ANN202
+    def edit(rows: list[dict]) -> list[dict]:
+        kept_rows(rows)[-1]["group_size"] = value
+        return rows
+
+    return edit
+
+
+def test_duplicate_query_id_is_refused(env: SimpleNamespace, tmp_path: Path) -> None:
+    path = edited_plan(env, tmp_path / "plan.parquet", duplicate_last)
+    n = len(read_table(path)[0])
+    first = read_table(env.plan)[0].index(kept_rows(read_table(env.plan)[0])[0])
+    with pytest.raises(DataError) as info:
+        read_plan(path)
+    assert f"{path}: row {n - 1}: field 'query_id': duplicate query id" in str(info.value)
+    assert f"(first at row {first})" in str(info.value)
+
+
+def test_fractional_group_size_is_refused_not_cut(env: SimpleNamespace, tmp_path: Path) -> None:
+    path = edited_plan(env, tmp_path / "plan.parquet", _one_group_size(8.7))
+    rows = read_table(path)[0]
+    row = next(i for i, r in enumerate(rows) if r["group_size"] == 8.7)
+    with pytest.raises(DataError) as info:
+        read_plan(path)
+    assert f"{path}: row {row}: field 'group_size' must be a whole number, got 8.7" in str(
+        info.value
+    )
+
+
+def test_whole_float_group_size_is_read_as_int(env: SimpleNamespace, tmp_path: Path) -> None:
+    path = edited_plan(env, tmp_path / "plan.parquet", _one_group_size(3.0))
+    rows, _ = read_plan(path)
+    assert all(type(r.group_size) is int for r in rows)
+
+
+def test_string_column_is_refused_not_a_type_error(env: SimpleNamespace, tmp_path: Path) -> None:
+    def as_strings(rows: list[dict]) -> list[dict]:
+        for r in rows:
+            r["group_size"] = str(r["group_size"])
+        return rows
+
+    path = edited_plan(env, tmp_path / "plan.parquet", as_strings)
+    with pytest.raises(DataError) as info:
+        read_plan(path)
+    assert f"{path}: row 0: field 'group_size' must be a whole number, got '" in str(info.value)
+
+
+def test_unknown_query_is_reported_at_its_row_in_the_file(
+    env: SimpleNamespace, tmp_path: Path
+) -> None:
+    def unknown_first_kept_moved_last(rows: list[dict]) -> list[dict]:
+        first = kept_rows(rows)[0]
+        first["query_id"] = "add:98+99"
+        return [r for r in rows if r is not first] + [first]
+
+    path = edited_plan(env, tmp_path / "plan.parquet", unknown_first_kept_moved_last)
+    n = len(read_table(path)[0])
+    task = load_task(env.config.task, env.config.seed)
+    with pytest.raises(DataError) as info:
+        scheduled_queries(env.config, task.train, path)
+    assert (
+        f"{path}: row {n - 1}: field 'query_id' 'add:98+99' is not in the task's training queries"
+        in str(info.value)
+    )
+
+
+# ----------------------------------------------------------------------------- 3: embedded + file
+
+
+def test_embedded_model_with_file_task_is_a_config_error(
+    env: SimpleNamespace, tmp_path: Path
+) -> None:
+    tree = file_task_tree(env, tmp_path, "sgpo.verifiers:numeric", "embedded")
+    config_path = write_config(tmp_path / "file.yaml", tree)
+    with pytest.raises(ConfigError, match="model.name_or_path: 'embedded' is warm-started"):
+        model_source(load_config(config_path))
+    result = CliRunner().invoke(app, ["profile", "-c", str(config_path), "-o", str(tmp_path / "o")])
+    assert result.exit_code == 2, result.output
+    assert "model.name_or_path: 'embedded'" in result.output
+    assert "Traceback" not in result.output
