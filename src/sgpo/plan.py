@@ -8,6 +8,7 @@ Schema metadata (key "sgpo"): the profile's metadata plus the plan rule and the 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -205,9 +206,19 @@ def prediction(
 def check_profile_matches(
     meta: dict, config: RunConfig, source: str, expected_model: str | None
 ) -> None:
-    """A profile made under another model or dataset would plan the wrong queries."""
+    """A profile (or a plan's profile) made under another model or dataset, or of one shard
+    only, would plan the wrong queries; with train.reuse_profile the samples must also be what
+    this config would have drawn (check_profile_settings)."""
     from sgpo.tasks import load_task
 
+    shard = meta.get("shard")
+    if shard:
+        where = "/".join(map(str, shard)) if isinstance(shard, list) else repr(shard)
+        raise DataError(
+            f"{source}: field 'shard' is {where}: a profile of one shard (sgpo profile --shard) "
+            "holds only that shard's queries; join all shards with `sgpo profile merge` and "
+            "plan from the merged profile"
+        )
     task = load_task(config.task, config.seed)
     if meta.get("task") != task.source:
         raise DataError(
@@ -219,6 +230,175 @@ def check_profile_matches(
             f"{source}: field 'model' is {meta.get('model')!r} but the config's model is "
             f"{expected_model!r}; re-run sgpo profile with this config"
         )
+    if config.train.reuse_profile:
+        check_profile_settings(meta, config, source, expected_model, reuse=True)
+
+
+# Config keys that change what a profile's samples are (verifier, prompt formatting, sampling)
+# or how finely p_hat is measured (samples per query); with the task and model
+# (check_profile_matches) they must be the profile's for sgpo plan and train.reuse_profile.
+# Execution settings (sampling.batch_size, profile.chunk_size, profile.engine, device) and the
+# seed (another draw of the same distribution) are left out; of the adaptive settings only
+# what the plan's reading of p_hat depends on counts (check_profile_settings).
+PROFILE_SETTINGS = (
+    "task.verifier",
+    "task.verifier_kwargs",
+    "task.verifier_reward_range",
+    "model.use_chat_template",
+    "model.system_prompt",
+    "model.prompt_template",
+    "sampling.temperature",
+    "sampling.top_p",
+    "sampling.max_new_tokens",
+    "profile.k",
+)
+
+
+def _settings(flat: dict) -> dict:
+    """The PROFILE_SETTINGS entries of a flattened config (dotted keys)."""
+    return {
+        key: value
+        for key, value in flat.items()
+        if any(key == name or key.startswith(name + ".") for name in PROFILE_SETTINGS)
+    }
+
+
+def profiled_settings(meta: dict) -> dict:
+    """The PROFILE_SETTINGS a profile was made with, from its metadata: the config keys it
+    records ("inputs"; a key an older sgpo did not have yet takes its default), or for a
+    profile written before that, its sampling fields and k only."""
+    recorded = (meta.get("inputs") or {}).get("config")
+    if isinstance(recorded, dict):
+        defaults = rundir.flatten(RunConfig().model_dump(mode="json"))
+        missing = {
+            key: value
+            for key, value in defaults.items()
+            if not any(
+                k == key or k.startswith(key + ".") or key.startswith(k + ".") for k in recorded
+            )
+        }
+        return _settings(missing | recorded)
+    flat = {f"sampling.{k}": v for k, v in (meta.get("sampling") or {}).items()}
+    if "k" in meta:
+        flat["profile.k"] = meta["k"]
+    return _settings(flat)
+
+
+def check_profile_settings(
+    meta: dict, config: RunConfig, source: str, expected_model: str | None, reuse: bool = False
+) -> None:
+    """Refuse a profile made with other PROFILE_SETTINGS than config's, other initial weights
+    (model_sha256, for a local model), or stopped at each query's first success when config
+    reads p_hat as an estimate of p (a full or both-outcomes profile serves a first-success
+    config: its plan only tells solved from never-solved); names each key with both values."""
+    profiled = profiled_settings(meta)
+    current = _settings(rundir.flatten(config.model_dump(mode="json")))
+    if "inputs" not in meta:  # an older profile: only what it recorded can be compared
+        current = {k: v for k, v in current.items() if k in profiled}
+    differ = {
+        key: (profiled.get(key), current.get(key))
+        for key in sorted(profiled.keys() | current.keys())
+        if profiled.get(key) != current.get(key)
+    }
+    wanted = config.profile
+    if not p_hat_estimates_p(meta) and not (
+        wanted.adaptive and wanted.adaptive_stop == "first_success"
+    ):
+        if wanted.adaptive:
+            differ["profile.adaptive_stop"] = ("first_success", wanted.adaptive_stop)
+        else:
+            differ["profile.adaptive"] = (True, False)
+    recorded_sha = (meta.get("inputs") or {}).get("model_sha256")
+    if recorded_sha and expected_model is not None:
+        current_sha = rundir.weights_sha256(expected_model)
+        if current_sha and current_sha != recorded_sha:
+            differ["model_sha256"] = (recorded_sha, current_sha)
+    if differ:
+        shown = "; ".join(f"{k}: profile {a!r}, config {b!r}" for k, (a, b) in differ.items())
+        use = "its samples cannot be reused (train.reuse_profile)" if reuse else "not plannable"
+        raise DataError(
+            f"{source}: profiled with other settings than this config ({shown}); {use} with "
+            "this config: re-run sgpo profile (and sgpo plan) with it, or set these keys to the "
+            "profile's values"
+        )
+
+
+def check_is_profile(rows: list[dict], meta: dict, path: Path) -> None:
+    """A table sgpo plan can read: a profile (not a plan), with every column plan reads and
+    values it can use (DataError naming the file, row and field otherwise)."""
+    if "rule" in meta or "plan_seed" in meta:
+        raise DataError(
+            f"{path}: is a plan (written by sgpo plan), not a profile; give the profile.parquet "
+            "that sgpo profile wrote (--profile)"
+        )
+    if not rows:
+        raise DataError(f"{path}: no profiled queries; nothing to plan")
+    missing = [c for c in PROFILE_COLUMNS if c not in rows[0]]
+    if missing:
+        raise DataError(
+            f"{path}: column(s) {', '.join(missing)} missing; not a profile written by sgpo profile"
+        )
+    seen: dict[str, int] = {}
+    for row, r in enumerate(rows):
+        where = f"{path}: row {row}"
+        for column in ("query_id", "prompt", "answer"):
+            if not isinstance(r[column], str) or (column == "query_id" and not r[column]):
+                raise DataError(f"{where}: field {column!r} is {r[column]!r}, not a text")
+        if r["query_id"] in seen:
+            raise DataError(
+                f"{where}: field 'query_id': duplicate query id {r['query_id']!r} "
+                f"(also row {seen[r['query_id']]})"
+            )
+        seen[r["query_id"]] = row
+        for column in ("k", "n_correct", "prompt_tokens"):
+            if not _whole(r[column]) or r[column] < 0:
+                raise DataError(f"{where}: field {column!r} is {r[column]!r}, not a count >= 0")
+        if r["k"] < 1 or r["n_correct"] > r["k"]:
+            raise DataError(
+                f"{where}: fields 'k', 'n_correct' are {r['k']}, {r['n_correct']}; need "
+                "k >= 1 and n_correct <= k"
+            )
+        for column in ("mean_response_tokens", "flops"):
+            if not _real(r[column]) or r[column] < 0:
+                raise DataError(f"{where}: field {column!r} is {r[column]!r}, not a number >= 0")
+
+
+# The profile.parquet columns sgpo plan reads.
+PROFILE_COLUMNS = (
+    "query_id",
+    "prompt",
+    "answer",
+    "difficulty",
+    "k",
+    "n_correct",
+    "mean_response_tokens",
+    "prompt_tokens",
+    "flops",
+)
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _real(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_something_kept(rows: list[PlanRow], rule: PlanRule, source: object) -> None:
+    """A plan that keeps no query trains nothing: say why, and which settings keep some."""
+    if any(r.kept for r in rows):
+        return
+    trivial = sum(r.reason == "trivial" for r in rows)
+    unsolvable = sum(r.reason == "unsolvable" for r in rows)
+    raise DataError(
+        f"{source}: the plan keeps none of the {len(rows)} profiled queries: {trivial} trivial "
+        f"(p_hat above plan.trivial_above = {rule.trivial_above}, or 1) dropped by "
+        f"plan.drop_trivial, {unsolvable} unsolvable (never solved) dropped by "
+        f"plan.unsolvable_keep_fraction = {rule.unsolvable_keep_fraction}; set "
+        "plan.drop_trivial=false or raise plan.trivial_keep_fraction / "
+        "plan.unsolvable_keep_fraction, or profile other queries"
+    )
 
 
 # Everything sgpo plan may create (and so later replace) in its output directory.
@@ -241,9 +421,14 @@ def _run_plan(
 
     prepare_out_dir(out_dir, overwrite, False, PLAN_FILE)
     profile_rows, meta = read_table(profile_path)
-    check_profile_matches(meta, config, str(profile_path), model_source(config))
+    check_is_profile(profile_rows, meta, profile_path)
+    source = model_source(config)
+    check_profile_matches(meta, config, str(profile_path), source)
+    if not config.train.reuse_profile:  # else check_profile_matches did, with the weights too
+        check_profile_settings(meta, config, str(profile_path), source)
     rule = plan_rule(config)
     rows = build_plan(profile_rows, rule, config.seed)
+    check_something_kept(rows, rule, profile_path)
     shape = ModelShape(**meta["shape"]) if "shape" in meta else None
     kept_rollouts = sum(r.group_size for r in rows if r.kept)
     train = config.train

@@ -133,10 +133,11 @@ def _run_profile(
     final = out_dir / PROFILE_FILE
     if resume and final.exists():  # already complete: nothing to do if it is this config's
         _, final_meta = read_table(final)
-        if _identity(final_meta) != metadata:
+        differ = _identity_differences(final_meta, metadata)
+        if differ:
             raise DataError(
-                f"{final}: written by a different profile run (model, task, seed, k, sampling "
-                "or shard differ); use --overwrite"
+                f"{final}: written by a different profile run (field(s) {', '.join(differ)} "
+                "differ); use --overwrite"
             )
         verifier.close()
         shutil.rmtree(chunk_dir, ignore_errors=True)  # killed after the final write
@@ -184,7 +185,7 @@ def _read_chunk(path: Path, chunk: list[Query], metadata: dict) -> tuple[list[di
     """A chunk an interrupted run of this same profile wrote."""
     chunk_rows, chunk_meta = read_table(path)
     if (
-        _identity(chunk_meta) != metadata
+        _identity_differences(chunk_meta, metadata)
         or [r["query_id"] for r in chunk_rows] != [q.query_id for q in chunk]
         or any("samples" not in r for r in chunk_rows)  # an older sgpo's chunk
     ):
@@ -234,9 +235,30 @@ def samples_location(out_dir: Path) -> dict:
     return {SAMPLES_KEY: str((out_dir / SAMPLES_FILE).resolve())}
 
 
-def _identity(meta: dict) -> dict:
-    """What makes two profiles the same run: the metadata without counts and file locations."""
+def _recorded(meta: dict) -> dict:
+    """A profile's metadata without its counts and file locations (what a merge carries over)."""
     return {k: v for k, v in meta.items() if k not in VERIFIER_COUNTS and k != SAMPLES_KEY}
+
+
+# Recorded settings that do not change the samples: every sample has its own seed, so how many
+# are generated at once does not matter. Left out when two profiles are compared.
+EXECUTION_SETTINGS = {"sampling": ("batch_size",)}
+
+
+def _identity(meta: dict) -> dict:
+    """What makes two profiles the same run: the metadata without counts, file locations and
+    execution settings (so profiles recorded before or after with other ones still match)."""
+    identity = _recorded(meta)
+    for section, keys in EXECUTION_SETTINGS.items():
+        if isinstance(identity.get(section), dict):
+            identity[section] = {k: v for k, v in identity[section].items() if k not in keys}
+    return identity
+
+
+def _identity_differences(meta: dict, other: dict) -> list[str]:
+    """The metadata fields in which two profiles are not the same run (sorted)."""
+    a, b = _identity(meta), _identity(other)
+    return sorted(key for key in a.keys() | b.keys() if a.get(key) != b.get(key))
 
 
 def drawn_fully(seed: int, query_id: str, share: float) -> bool:
@@ -341,14 +363,21 @@ def merge_profiles(paths: list[Path], out_dir: Path, overwrite: bool = False) ->
     Refuses shards of different runs (model, task, seed, k, sampling, engine), a shard given
     twice, duplicate query ids and missing shards; the rows come out in the task's order, so
     the merge equals an unsharded profile of the same seed. When every shard's
-    profile_samples.parquet lies next to its profile.parquet, they are merged too."""
-    prepare_out_dir(out_dir, overwrite, False, PROFILE_FILE)
-    rundir.claim_outputs(out_dir, PROFILE_OUTPUTS)
-    tables = [(path, *read_table(path)) for path in paths]
-    if not tables:
+    profile_samples.parquet lies next to its profile.parquet, they are merged too. Execution
+    settings (sampling.batch_size) may differ between shards. The output directory is locked
+    like sgpo profile's."""
+    if not paths:
         raise DataError("profile merge: no shard profiles given")
+    rundir.claim_outputs(out_dir, PROFILE_OUTPUTS)
+    with rundir.locked(out_dir, "profile merge"):
+        return _merge_profiles(paths, out_dir, overwrite)
+
+
+def _merge_profiles(paths: list[Path], out_dir: Path, overwrite: bool) -> Path:
+    prepare_out_dir(out_dir, overwrite, False, PROFILE_FILE)
+    tables = [(path, *read_table(path)) for path in paths]
     first_path, _, first_meta = tables[0]
-    common = {k: v for k, v in _identity(first_meta).items() if k != "shard"}
+    common = {k: v for k, v in _recorded(first_meta).items() if k != "shard"}
     seen_shards: dict[int, Path] = {}
     rows_by_id: dict[str, dict] = {}
     count = None
@@ -357,7 +386,7 @@ def merge_profiles(paths: list[Path], out_dir: Path, overwrite: bool = False) ->
             raise DataError(f"{path}: field 'shard' is empty: not a shard profile")
         index, n = meta["shard"]
         count = n if count is None else count
-        mismatch = [k for k, v in common.items() if meta.get(k) != v]
+        mismatch = [k for k in _identity_differences(meta, first_meta) if k != "shard"]
         if mismatch or n != count:
             fields = ", ".join(mismatch or ["shard"])
             raise DataError(
