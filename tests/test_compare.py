@@ -329,12 +329,16 @@ def test_demo_baseline_is_plain_grpo_whatever_the_demos_variant():
             "train.online.reestimate=true",
             # re-estimation needs p_hat from a full profile
             "profile.adaptive_stop=both_outcomes",
+            # caps in other currencies would stop GRPO before the same FLOPs
+            "train.max_generated_tokens=5000",
+            "train.max_total_flops_train_all=1.0e11",
         ],
     )
     for config in (demo, variant):
         baseline = equal_budget_baseline_config(config, 5.0e11)
         train = baseline.train
         assert train.method == "grpo" and train.max_total_flops == 5.0e11
+        assert train.max_generated_tokens is None and train.max_total_flops_train_all is None
         assert train.downsample_to == 0 and train.grow_max == 0 and not train.drop_equal_groups
         assert not train.online.reestimate
         # what the comparison holds equal is kept

@@ -13,10 +13,13 @@ Protocol (also written into compare.md):
    accuracy, mean over seeds.
 4. Cost to target, in each currency (this trainer's FLOPs, the FLOPs of a trainer that trains
    every rollout, generated tokens; profiling always included): average each method's
-   evaluation curve over seeds (accuracy and cumulative cost at each evaluation index), smooth
-   it with a trailing mean over `final_window` evaluations, and take the cost at the first point
-   at or above target_acc; null if never. ratio_vs_grpo[_train_all|_tokens] = the baseline's
-   total cost in that currency / this method's cost to reach the target.
+   evaluation curve over seeds (accuracy and cumulative cost at each evaluation index, up to
+   the shortest seed's last evaluation: seeds stopped by the budget at different steps are cut
+   to the common length, so a method whose final accuracy (each seed's own last window) only
+   just clears the target can still read null), smooth it with a trailing mean over
+   `final_window` evaluations, and take the cost at the first point at or above target_acc;
+   null if never. ratio_vs_grpo[_train_all|_tokens] = the baseline's total cost in that
+   currency / this method's cost to reach the target.
 5. Every method trains on the same budget in one currency; the other currencies are
    measured on the same runs (the update is identical whether or not zero-advantage rollouts
    go through the backward pass under token-mean, so train-all FLOPs are exact accounting).
@@ -750,6 +753,9 @@ def equal_budget_baseline_config(config: RunConfig, spent_flops: float) -> RunCo
     tree["train"] |= {
         "method": "grpo",
         "max_total_flops": spent_flops,
+        # the run's caps in other currencies would stop GRPO short of the same FLOPs
+        "max_total_flops_train_all": None,
+        "max_generated_tokens": None,
         "steps": config.train.steps * 10,
     }
     return RunConfig.model_validate(tree)
