@@ -950,3 +950,89 @@ def test_history_buffer_evicts_skipped_groups_refills_and_reports_rewards(tmp_pa
     assert trainer.train_dataset.history.zero_streaks == {ids[0]: 1, ids[1]: 0, ids[3]: 1}
     assert metrics[GENERATED_METRIC] == 7 and HISTORY_SKIPPED_METRIC in metrics
     assert sampler.FAILURE_EVICTED_METRIC not in metrics  # a skip is not a rollout failure
+
+
+def test_whole_batch_scale_survives_the_padding_verl_adds_before_the_advantage(monkeypatch):
+    # PPOTrainer._step_once: the buffer's sample() -> _balance_batch pads the batch to a
+    # divisible size (padding_utils) -> the advantage. The scale counted the real trajectories.
+    from transfer_queue import KVBatchMeta
+    from verl.trainer.ppo import padding_utils
+
+    from sgpo.verl import sampler
+    from sgpo.verl.downsample import WHOLE_BATCH_ESTIMATOR
+
+    keys = [f"a_{i}_0" for i in range(4)] + [f"c_{i}_0" for i in range(3)]
+    tags = [{"status": "success", "prompt_len": 5, "response_len": 3, "seq_len": 8} for _ in keys]
+    batch = KVBatchMeta(keys=keys, tags=tags, partition_id="train")
+    template = {
+        "prompts": torch.zeros(5, dtype=torch.long),
+        "responses": torch.zeros(3, dtype=torch.long),
+        "input_ids": torch.zeros(8, dtype=torch.long),
+        "attention_mask": torch.ones(8, dtype=torch.long),
+        "position_ids": torch.arange(8),
+        "response_mask": torch.ones(3, dtype=torch.long),
+    }
+    fake_queue = SimpleNamespace(
+        kv_batch_get=lambda keys, partition_id: [dict(template)], kv_batch_put=lambda **_: None
+    )
+    monkeypatch.setattr(padding_utils, "tq", fake_queue)
+    padded = padding_utils.upsample_batch_to_divisible_size(batch, 8, 0)
+    assert len(padded.keys) == 8  # one padding trajectory
+    rewards = torch.zeros(8, 3)
+    rewards[[0, 4], -1] = 1.0
+    uids = np.array([k.split("_")[0] for k in padded.keys], dtype=object)
+
+    def advantages(estimator: str) -> torch.Tensor:  # verl's own call
+        data = DataProto.from_dict(
+            tensors={"token_level_rewards": rewards, "response_mask": torch.ones(8, 3)},
+            non_tensors={"uid": uids},
+        )
+        config = OmegaConf.create({"norm_adv_by_std_in_grpo": False})
+        return compute_advantage_for_multi_trajectories(
+            data, batch_keys=padded.keys, adv_estimator=estimator, config=config
+        ).batch["advantages"]
+
+    sampler.STEP_SCALE.put(len(keys), 0.6)  # what the buffer's sample() left for 7 trajectories
+    scaled = advantages(WHOLE_BATCH_ESTIMATOR)
+    # mean-centred within each real group (no std scaling), times the buffer's scale
+    expected = group_advantages(rewards[:7, -1].tolist(), [0] * 4 + [1] * 3)
+    assert torch.allclose(scaled[:7, -1], 0.6 * torch.tensor(expected))
+
+
+def test_history_dataset_builds_a_held_out_parquet_without_query_ids(tmp_path):
+    # verl builds the validation set with data.custom_cls too; VAL_DATA may be any verl parquet
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from verl.trainer.ppo.utils import create_rl_dataset
+
+    from sgpo.verl.sampler import HistoryDataset
+
+    tokenizer = build_char_tokenizer()
+    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.save_pretrained(tmp_path / "tok")
+    rows = [
+        {
+            "data_source": "openai/gsm8k",
+            "prompt": [{"role": "user", "content": f"{i}+1="}],
+            "ability": "math",
+            "reward_model": {"style": "rule", "ground_truth": str(i + 1)},
+            "extra_info": {"split": "test", "index": i},
+        }
+        for i in range(4)
+    ]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "val.parquet")
+    config = data_config(
+        cache_dir=str(tmp_path / "cache"),
+        gen_batch_size=1,
+        custom_cls={"path": "pkg://sgpo.verl.sampler", "name": "HistoryDataset"},
+        sgpo_history={"explore": 0.3, "min_streak": 1, "target": 0.0, "seed": 5},
+    )
+    dataset = create_rl_dataset(
+        [str(tmp_path / "val.parquet")],
+        config,
+        hf_tokenizer(str(tmp_path / "tok")),
+        None,
+        is_train=False,
+    )
+    assert isinstance(dataset, HistoryDataset) and len(dataset) == 4
+    assert all(ROLLOUT_N not in dataset[i] for i in range(4))  # nothing reported: no skip

@@ -124,6 +124,7 @@ class PendingScale:
 
 
 STEP_SCALE = PendingScale()
+PADDING_UID_PREFIX = "pad"  # verl.trainer.ppo.padding_utils.upsample_batch_to_divisible_size
 
 
 @core_algos.register_adv_est(WHOLE_BATCH_ESTIMATOR)
@@ -140,7 +141,11 @@ def grpo_whole_batch_advantage(
     advantages, _returns = core_algos.compute_grpo_outcome_advantage(
         token_level_rewards, response_mask, index, norm_adv_by_std_in_grpo=norm_by_std
     )
-    scaled = advantages * STEP_SCALE.take(len(index))
+    # verl pads the batch to a divisible size before the advantage (_balance_batch,
+    # padding_utils): its padding trajectories carry a "pad" uid and a zero response mask, and
+    # the buffer's scale counted only real ones
+    real = sum(not str(uid).startswith(PADDING_UID_PREFIX) for uid in index)
+    scaled = advantages * STEP_SCALE.take(real)
     return scaled, scaled
 
 
@@ -258,8 +263,14 @@ class HistoryDataset(RLHFDataset):
                 "skipped rows are refilled one at a time, and the dataloader must draw rows in "
                 "the trainer's process, where the streaks are"
             )
+        # sgpo's export names each row's query; a held-out parquet from elsewhere (verl builds
+        # the validation set with this class too, and it never skips) is keyed by row
+        self.query_ids = [
+            info.get("query_id", f"row:{i}") if isinstance(info, dict) else f"row:{i}"
+            for i, info in enumerate(self.dataframe["extra_info"])
+        ]
         self.history = HistorySkip(
-            [info["query_id"] for info in self.dataframe["extra_info"]],
+            self.query_ids,
             explore=float(settings.explore),
             seed=int(settings.seed),
             min_streak=int(settings.min_streak),
@@ -268,7 +279,7 @@ class HistoryDataset(RLHFDataset):
 
     def __getitem__(self, item: int) -> dict:
         row = super().__getitem__(item)
-        if not self.history.draw(row["extra_info"]["query_id"]):
+        if not self.history.draw(self.query_ids[item]):
             row[ROLLOUT_N] = 0  # agent_loop_tq._run_prompt then starts no session
         return row
 
