@@ -759,11 +759,18 @@ def test_launch_reads_the_exports_down_sampling_and_largest_step(tmp_path):
     demo_plan(tmp_path)
     sizes = [r.group_size for r in kept_in_order(fake_plan())]
     largest = step_summary(sizes, 4)["rollouts_per_step_max"]
+    # one update per step: one mini-batch holds the most a step TRAINS, groups cut to 2
+    trained = step_summary([min(g, 2) for g in sizes], 4)["rollouts_per_step_max"]
+    assert -(-trained // 4) < -(-largest // 4)  # the plan has groups above 2 to cut
     result = run_launch(tmp_path, "run_sgpo.sh", ONE_UPDATE_PER_STEP="1", DOWNSAMPLE_TO="2")
     assert result.returncode == 0, result.stderr
     overrides = dict(o.lstrip("+").split("=", 1) for o in result.stdout.splitlines())
-    assert overrides["actor_rollout_ref.rollout.n"] == str(-(-largest // 4))
+    assert overrides["actor_rollout_ref.rollout.n"] == str(-(-trained // 4))
     assert overrides["trainer.v1.sampler.sampler_kwargs.downsample_to"] == "2"
+    whole = run_launch(tmp_path, "run_sgpo.sh", ONE_UPDATE_PER_STEP="1")
+    assert whole.returncode == 0, whole.stderr
+    overrides = dict(o.lstrip("+").split("=", 1) for o in whole.stdout.splitlines())
+    assert overrides["actor_rollout_ref.rollout.n"] == str(-(-largest // 4))
     data = str(tmp_path / "runs/sgpo/train.parquet")
     info = CliRunner().invoke(verl_app, ["data-info", "--data", data, "--train-batch-size", "4"])
     # the export sets neither down-sampling nor skips nor drops

@@ -118,7 +118,7 @@ sgpo_verl check "${check_args[@]}"
 # DROP_EQUAL_DENOMINATOR (kept or generated) is set. generated keeps it over the whole batch, so
 # the update is the one without the drop (DROP_EQUAL_GROUPS=1 DROP_EQUAL_DENOMINATOR=generated
 # run_grpo.sh trains as GRPO and skips the dead groups' training passes).
-read -r export_downsample_to max_rollouts history_explore history_min_streak history_target \
+read -r export_downsample_to _ history_explore history_min_streak history_target \
     history_seed export_drop_equal_groups export_drop_equal_denominator \
     <<< "$(sgpo_verl data-info --data "$DATA" --train-batch-size "$TRAIN_BATCH_SIZE")"
 DOWNSAMPLE_TO="${DOWNSAMPLE_TO:-$export_downsample_to}"
@@ -172,8 +172,11 @@ fi
 # 3. mini-batches. verl pads every step's batch with 128-token dummy sequences up to a multiple of
 #    lcm(dp size, actor.ppo_mini_batch_size * rollout.n) (trainer_base._get_required_batch_multiple).
 if [ "$METHOD" = sgpo ] && [ "$ONE_UPDATE_PER_STEP" = 1 ]; then
+    # one mini-batch holds the most rollouts a step trains: groups cut to DOWNSAMPLE_TO
+    max_trained=$(sgpo_verl data-info --data "$DATA" --train-batch-size "$TRAIN_BATCH_SIZE" \
+        --downsample-to "$DOWNSAMPLE_TO" | cut -d' ' -f2)
     PPO_MINI_BATCH_SIZE="$TRAIN_BATCH_SIZE"
-    ROLLOUT_N=$(( (max_rollouts + TRAIN_BATCH_SIZE - 1) / TRAIN_BATCH_SIZE ))
+    ROLLOUT_N=$(( (max_trained + TRAIN_BATCH_SIZE - 1) / TRAIN_BATCH_SIZE ))
 fi
 dp=$(( NNODES * GPUS_PER_NODE ))
 if [ $(( PPO_MINI_BATCH_SIZE * ROLLOUT_N % dp )) -ne 0 ]; then

@@ -183,17 +183,24 @@ def plan_info(plan: PlanOpt = Path("runs/profile/plan.parquet")) -> None:
 def data_info(
     data: Annotated[Path, typer.Option(help="The exported verl parquet.")],
     train_batch_size: Annotated[int, typer.Option(help="verl data.train_batch_size.")],
+    downsample_to: Annotated[
+        int | None,
+        typer.Option(help="Groups trained cut to this many rollouts (default: the export's)."),
+    ] = None,
 ) -> None:
     """Print what the launch script reads from an export, one line: downsample_to (0 = none),
-    the most rollouts one step of train_batch_size rows generates, the skip on history:
-    history_explore (1 = none), history_min_streak, history_target, history_seed,
-    drop_equal_groups (0 or 1) and drop_equal_denominator (kept or generated)."""
+    the most rollouts one step of train_batch_size rows trains (each group cut to
+    downsample_to: what one mini-batch must hold), the skip on history: history_explore (1 =
+    none), history_min_streak, history_target, history_seed, drop_equal_groups (0 or 1) and
+    drop_equal_denominator (kept or generated)."""
     from sgpo.io import read_table
     from sgpo.verl.export import HISTORY_OFF, ROLLOUT_N, step_summary
 
     rows, meta = read_table(data)
-    summary = step_summary([r[ROLLOUT_N] for r in rows], train_batch_size)
     export = meta.get("export", {})
+    cut = export.get("downsample_to", 0) if downsample_to is None else downsample_to
+    trained = [min(r[ROLLOUT_N], cut) if cut else r[ROLLOUT_N] for r in rows]
+    summary = step_summary(trained, train_batch_size)
     history = [export.get(key, off) for key, off in HISTORY_OFF.items()]
     drop_equal = int(export.get("drop_equal_groups", False))
     denominator = export.get("drop_equal_denominator", "kept")
