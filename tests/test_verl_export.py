@@ -566,6 +566,12 @@ def test_verifier_counts_reach_a_stats_file_per_process(tmp_path, monkeypatch):
     totals = reward.verifier_stats_totals(tmp_path)
     assert totals["errors"] == sum(v["errors"] for v in in_process) >= 1
     assert totals["calls"] == sum(v["calls"] for v in in_process)
+    # a relaunch that gets the same pid (a new token) keeps the earlier process's counts
+    monkeypatch.setattr(reward, "_PROCESS_TOKEN", "relaunch")
+    reward.compute_score("x", "1", "1", {"verifier": "test_verl_export:always_raises"})
+    after = reward.verifier_stats_totals(tmp_path)
+    in_process = reward.verifier_stats().values()
+    assert after["errors"] == totals["errors"] + sum(v["errors"] for v in in_process)
 
 
 def test_export_says_loudly_that_online_settings_are_not_carried(tmp_path):

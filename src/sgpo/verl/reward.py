@@ -44,6 +44,7 @@ import os
 import socket
 import threading
 import time
+import uuid
 from pathlib import Path
 
 from sgpo.verify import Verifier
@@ -57,6 +58,10 @@ STATS_DIR_ENV = "SGPO_VERIFIER_STATS_DIR"
 STATS_EVERY = 1000
 
 _lock = threading.Lock()
+# In the stats file's name beside host and pid: a relaunch that gets the same pid (containers,
+# SLURM requeues) writes its own file instead of ending the earlier process's (whose last line
+# holds its counts).
+_PROCESS_TOKEN = uuid.uuid4().hex[:8]
 _verifiers: dict[tuple[str, str, float, str], Verifier] = {}
 
 
@@ -137,7 +142,8 @@ def _append_stats() -> None:
     directory = os.environ.get(STATS_DIR_ENV)
     if not directory:
         return
-    path = Path(directory) / f"verifier-{socket.gethostname()}-{os.getpid()}.jsonl"
+    name = f"verifier-{socket.gethostname()}-{os.getpid()}-{_PROCESS_TOKEN}.jsonl"
+    path = Path(directory) / name
     path.parent.mkdir(parents=True, exist_ok=True)
     line = {"time": time.time(), "verifiers": _stats_unlocked()}
     with path.open("a") as f:
