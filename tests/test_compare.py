@@ -431,3 +431,15 @@ def test_the_best_plan_is_spelled_the_same_wherever_a_user_reads_it(tmp_path):
     assert (args.downsample_to, args.drop_equal_groups) == (4, True)
     # (its SGPOConfig is dapo, beta 0: what makes the drop the same update; TRL refuses to
     # build that config on a CPU, the example's bf16 needs a GPU)
+
+
+def test_a_method_at_the_target_before_it_spent_anything_reads_at_start_not_never():
+    from sgpo.compare import CURRENCIES, _ratio
+
+    flops = CURRENCIES["flops"]
+    # a curve whose step-0 evaluation (cost 0, no profile) already holds the target
+    reach = cost_to_target([(0.0, 0.40), (10.0, 0.39), (20.0, 0.38)], 0.38, 1)
+    assert reach == 0.0
+    assert _ratio({flops.ratio_key: None, flops.to_target_key: reach}, flops) == "at start"
+    assert _ratio({flops.ratio_key: None, flops.to_target_key: None}, flops) == "never"
+    assert _ratio({flops.ratio_key: 2.5, flops.to_target_key: 4.0}, flops) == "2.50"

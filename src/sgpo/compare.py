@@ -518,6 +518,8 @@ def currency_costs(
         baseline_total = statistics.fmean(s[c.summary_field] for s in summaries[baseline])
         out[c.summary_field] = statistics.fmean(s[c.summary_field] for s in summaries[method])
         out[c.to_target_key] = reach
+        # reached at no cost (a step-0 evaluation already at the target): no ratio to divide
+        # out, the markdown says "at start"
         out[c.ratio_key] = baseline_total / reach if reach else None
     return out
 
@@ -628,6 +630,14 @@ def _fmt(value: float | None, spec: str, missing: str = "never") -> str:
     return missing if value is None else format(value, spec)
 
 
+def _ratio(method: dict, currency: Currency) -> str:
+    """The crossing ratio; "at start" where the method's curve held the target before it spent
+    anything (no ratio: nothing to divide by), "never" where it never did."""
+    if method[currency.ratio_key] is None and method[currency.to_target_key] == 0:
+        return "at start"
+    return _fmt(method[currency.ratio_key], ".2f")
+
+
 def _fitted(method: dict, key: str) -> str:
     """A fitted speedup with its 5-95% seed-resample interval, when there is one."""
     interval = method.get(f"{key}_ci")
@@ -649,9 +659,9 @@ def write_markdown(
         rows.append(
             f"| {method} | {m['final_acc_mean']:.3f} ± {m['final_acc_std']:.3f} | "
             f"{m['initial_acc_mean']:.3f} | {m['total_flops']:.3e} | "
-            f"{_fmt(m['ratio_vs_grpo'], '.2f')} | {m['total_flops_train_all']:.3e} | "
-            f"{_fmt(m['ratio_vs_grpo_train_all'], '.2f')} | {m['generated_tokens']:.3g} | "
-            f"{_fmt(m['ratio_vs_grpo_tokens'], '.2f')} | "
+            f"{_ratio(m, CURRENCIES['flops'])} | {m['total_flops_train_all']:.3e} | "
+            f"{_ratio(m, CURRENCIES['flops_train_all'])} | {m['generated_tokens']:.3g} | "
+            f"{_ratio(m, CURRENCIES['tokens'])} | "
             + " / ".join(_fitted(m, c.fit_speedup_key) for c in CURRENCIES.values())
             + f" | {m['informative_fraction']:.3f} "
             f"({_fmt(m.get('predicted_informative_fraction'), '.2f', 'no plan')}) | "
