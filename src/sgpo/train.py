@@ -14,7 +14,6 @@ and final/ (save_pretrained format).
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import shutil
 import time
@@ -29,7 +28,7 @@ from sgpo.config import RunConfig, dump_config
 from sgpo.core.flops import PHASES
 from sgpo.core.online import extends_streak
 from sgpo.core.rewards import is_correct
-from sgpo.errors import DataError, NonFiniteError
+from sgpo.errors import NonFiniteError
 from sgpo.evaluate import evaluate
 from sgpo.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
 from sgpo.loggers import make_sinks, scalars
@@ -48,7 +47,6 @@ from sgpo.runfiles import (
     OLD_STATE_DIR,
     PLAN_FILE,
     STATE_DIR,
-    STATE_FILE,
     STEP_CHECKPOINTS_DIR,
     SUMMARY_FILE,
     step_checkpoint,
@@ -333,71 +331,10 @@ class Trainer:
             f"{self.run_dir / STATE_DIR}; lower train.lr or check the data."
         )
 
-    def check_same_data(self, where: Path, recorded: dict) -> None:
-        """Refuse to resume a checkpoint trained or evaluated on other queries, naming the
-        split and its file."""
-        current = self.fingerprint["data"]
-        changed = []
-        for split, label in (("train", self.task.train_label), ("eval", self.task.eval_label)):
-            old, new = recorded.get(split) or {}, current[split]
-            if old != new:
-                changed.append(
-                    f"the {split} data ({label}) changed: {old.get('rows')} rows, sha256 "
-                    f"{str(old.get('sha256'))[:12]} -> {new['rows']} rows, sha256 "
-                    f"{new['sha256'][:12]}"
-                )
-        if changed:
-            raise DataError(
-                f"{where}: made with other data than this resume's: {'; '.join(changed)}. "
-                "Resume with the data the run started with, or start over with --overwrite"
-            )
-
-    def check_known_queries(self, where: Path, state: dict) -> None:
-        """For a checkpoint that records no data identity: its schedule must at least name
-        only queries the train data still has."""
-        scheduler = state.get("scheduler") or {}
-        named = {q for q, _ in scheduler.get("plan", [])} | set(scheduler.get("remaining", []))
-        missing = sorted(named - self.queries_by_id.keys())
-        if missing:
-            raise DataError(
-                f"{where}: the checkpoint's schedule names {len(missing)} query ids that are "
-                f"not in the train data ({self.task.train_label}), e.g. {missing[:3]}: the "
-                "data changed since the checkpoint. Resume with the data the run started "
-                "with, or start over with --overwrite"
-            )
-
-    def restore(self) -> None:
-        """restore_trainer_state, after checking that the checkpoint was made from the same
-        config and model (as before) and the same data. A checkpoint written before sgpo
-        recorded the data's identity is resumed with a warning (its data cannot be compared,
-        only its schedule's query ids); the next checkpoint records the data."""
-        where = self.run_dir / STATE_DIR
-        state = json.loads((where / STATE_FILE).read_text())  # checked against its manifest
-        recorded, full = state.get("fingerprint"), self.fingerprint
-        if not isinstance(recorded, dict):
-            restore_trainer_state(self)  # refuses a checkpoint without a fingerprint
-            return
-        inputs = {k: v for k, v in full.items() if k != "data"}
-        rundir.check_same_inputs(where, {k: v for k, v in recorded.items() if k != "data"}, inputs)
-        if "data" in recorded:
-            self.check_same_data(where, recorded["data"])
-        else:
-            log.warning(
-                "%s was written by an sgpo that did not record the data's identity: a change "
-                "to the train or eval data since then cannot be detected on this resume",
-                where,
-            )
-            self.check_known_queries(where, state)
-            self.fingerprint = inputs
-        try:
-            restore_trainer_state(self)
-        finally:
-            self.fingerprint = full
-
     def train(self) -> dict:
         cfg = self.cfg
         if self.resuming:
-            self.restore()
+            restore_trainer_state(self)
         else:
             self.start_fresh()
         bar = tqdm(total=cfg.steps, initial=self.step, desc=f"train ({cfg.method})", unit="step")

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,6 +14,8 @@ from sgpo.runfiles import FINAL_DIR, METRICS_FILE, STATE_DIR, STEP_CHECKPOINTS_D
 
 if TYPE_CHECKING:
     from sgpo.train import Trainer
+
+log = logging.getLogger("sgpo.train")
 
 
 def save_trainer_state(trainer: Trainer) -> None:
@@ -48,9 +51,7 @@ def save_trainer_state(trainer: Trainer) -> None:
 
 def restore_trainer_state(trainer: Trainer) -> None:
     state, blobs = checkpoint.load_state(trainer.run_dir)
-    rundir.check_same_inputs(
-        trainer.run_dir / STATE_DIR, state.get("fingerprint"), trainer.fingerprint
-    )
+    check_same_inputs(trainer, state)
     if state.get("plan_sha256") not in (None, trainer.plan_sha256):
         raise DataError(
             f"{trainer.plan_path}: not the plan this run was trained with "
@@ -94,4 +95,65 @@ def refuse_resume_without_checkpoint(run_dir: Path) -> None:
             f"{run_dir / STATE_DIR} not found: nothing to resume from, and {run_dir} holds "
             f"results ({', '.join(results)}) that starting over would replace; start over "
             "with --overwrite instead of --resume"
+        )
+
+
+def check_same_inputs(trainer: Trainer, state: dict) -> None:
+    """Refuse to resume a checkpoint made from another config, model or data. A checkpoint
+    written before sgpo recorded the data's identity is resumed with a warning (its data cannot
+    be compared, only its schedule's query ids); the next checkpoint records the data."""
+    where = trainer.run_dir / STATE_DIR
+    recorded, current = state.get("fingerprint"), trainer.fingerprint
+    if not isinstance(recorded, dict):
+        rundir.check_same_inputs(where, recorded, current)  # refuses: nothing recorded
+        return
+    rundir.check_same_inputs(where, _without_data(recorded), _without_data(current))
+    if "data" in recorded:
+        _check_same_data(trainer, where, recorded["data"])
+        return
+    log.warning(
+        "%s was written by an sgpo that did not record the data's identity: a change "
+        "to the train or eval data since then cannot be detected on this resume",
+        where,
+    )
+    _check_known_queries(trainer, where, state)
+
+
+def _without_data(fingerprint: dict) -> dict:
+    return {k: v for k, v in fingerprint.items() if k != "data"}
+
+
+def _check_same_data(trainer: Trainer, where: Path, recorded: dict) -> None:
+    """Refuse to resume a checkpoint trained or evaluated on other queries, naming the split
+    and its file."""
+    current = trainer.fingerprint["data"]
+    task = trainer.task
+    changed = []
+    for split, label in (("train", task.train_label), ("eval", task.eval_label)):
+        old, new = recorded.get(split) or {}, current[split]
+        if old != new:
+            changed.append(
+                f"the {split} data ({label}) changed: {old.get('rows')} rows, sha256 "
+                f"{str(old.get('sha256'))[:12]} -> {new['rows']} rows, sha256 "
+                f"{new['sha256'][:12]}"
+            )
+    if changed:
+        raise DataError(
+            f"{where}: made with other data than this resume's: {'; '.join(changed)}. "
+            "Resume with the data the run started with, or start over with --overwrite"
+        )
+
+
+def _check_known_queries(trainer: Trainer, where: Path, state: dict) -> None:
+    """For a checkpoint that records no data identity: its schedule must at least name only
+    queries the train data still has."""
+    scheduler = state.get("scheduler") or {}
+    named = {q for q, _ in scheduler.get("plan", [])} | set(scheduler.get("remaining", []))
+    missing = sorted(named - trainer.queries_by_id.keys())
+    if missing:
+        raise DataError(
+            f"{where}: the checkpoint's schedule names {len(missing)} query ids that are "
+            f"not in the train data ({trainer.task.train_label}), e.g. {missing[:3]}: the "
+            "data changed since the checkpoint. Resume with the data the run started "
+            "with, or start over with --overwrite"
         )
