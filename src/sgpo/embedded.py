@@ -27,6 +27,7 @@ from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 from sgpo.config import EmbeddedModelConfig, ModelConfig
 from sgpo.engine import SamplingParams, TransformersEngine, stream_seed
 from sgpo.models import Policy
+from sgpo.rundir import file_sha256
 from sgpo.tasks.addition import prompt_for, sample_pairs, target_for, verify
 
 PAD, EOS, UNK = "<pad>", "<eos>", "<unk>"
@@ -196,10 +197,6 @@ def model_spec(cfg: EmbeddedModelConfig) -> dict:
 
 def cache_key(cfg: EmbeddedModelConfig) -> str:
     return hashlib.sha256(json.dumps(model_spec(cfg), sort_keys=True).encode()).hexdigest()[:16]
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def build_embedded_model(cfg: EmbeddedModelConfig, out: Path) -> dict:

@@ -9,7 +9,6 @@ the exact solver in sgpo.core.online. Both are resumable from their state() dict
 
 from __future__ import annotations
 
-import hashlib
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -368,7 +367,3 @@ def scheduled_queries(
             )
         scheduled.append(ScheduledQuery(by_id[r.query_id], int(r.group_size)))
     return scheduled, rows, float(meta["profile_flops"])
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()

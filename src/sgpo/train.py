@@ -51,7 +51,7 @@ from sgpo.runfiles import (
     SUMMARY_FILE,
     step_checkpoint,
 )
-from sgpo.schedule import ScheduledQuery, build_scheduler, file_sha256
+from sgpo.schedule import ScheduledQuery, build_scheduler
 from sgpo.tasks import Query, data_identity, load_task
 from sgpo.train_state import (
     refuse_resume_without_checkpoint,
@@ -108,7 +108,8 @@ class Trainer:
         self.sinks = make_sinks(
             self.cfg.report_to, run_dir, self.cfg.report_project, config.model_dump(mode="json")
         )
-        self.plan_sha256 = file_sha256(self.plan_path) if self.plan_path is not None else None
+        plan = self.plan_path
+        self.plan_sha256 = rundir.file_sha256(plan) if plan is not None else None
         rollout_params = replace(self.params, temperature=config.rollout_temperature)
         self.rollouts = RolloutCollector(
             config, self.policy, self.engine, self.verifier, rollout_params, self.reuse

@@ -36,6 +36,7 @@ from pathlib import Path
 
 from sgpo.config import FileTaskConfig
 from sgpo.errors import DataError
+from sgpo.rundir import file_sha256
 from sgpo.tasks import Query, TaskData
 from sgpo.verifiers import BOXED_OPEN, balanced_content
 
@@ -118,21 +119,13 @@ class Source:
         and a local `datasets` directory also by a content hash of its files (its data files,
         and the README whose YAML header may choose them). A hub name is recorded by name."""
         if self.local is not None:
-            return f"{self.local.name}@sha256:{_file_sha256(self.local)[:16]}"
+            return f"{self.local.name}@sha256:{file_sha256(self.local)[:16]}"
         config = f":{self.dataset_config}" if self.dataset_config else ""
         text = f"datasets:{self.dataset}{config}/{self.split}"
         directory = Path(self.dataset or "").expanduser()
         if self.dataset and directory.is_dir():
             text += f"@sha256:{_directory_sha256(directory)[:16]}"
         return text
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _directory_sha256(root: Path) -> str:
@@ -145,7 +138,7 @@ def _directory_sha256(root: Path) -> str:
         if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
     )
     for path in files:
-        digest.update(f"{path.relative_to(root).as_posix()}\0{_file_sha256(path)}\n".encode())
+        digest.update(f"{path.relative_to(root).as_posix()}\0{file_sha256(path)}\n".encode())
     return digest.hexdigest()
 
 
