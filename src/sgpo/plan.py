@@ -8,7 +8,6 @@ Schema metadata (key "sgpo"): the profile's metadata plus the plan rule and the 
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -27,7 +26,7 @@ from sgpo.core.predict import (
 )
 from sgpo.errors import DataError
 from sgpo.io import prepare_out_dir, read_table, write_table
-from sgpo.validate import check_plan_rows
+from sgpo.validate import check_is_profile, check_plan_rows
 
 log = logging.getLogger(__name__)
 
@@ -321,68 +320,6 @@ def check_profile_settings(
             "this config: re-run sgpo profile (and sgpo plan) with it, or set these keys to the "
             "profile's values"
         )
-
-
-def check_is_profile(rows: list[dict], meta: dict, path: Path) -> None:
-    """A table sgpo plan can read: a profile (not a plan), with every column plan reads and
-    values it can use (DataError naming the file, row and field otherwise)."""
-    if "rule" in meta or "plan_seed" in meta:
-        raise DataError(
-            f"{path}: is a plan (written by sgpo plan), not a profile; give the profile.parquet "
-            "that sgpo profile wrote (--profile)"
-        )
-    if not rows:
-        raise DataError(f"{path}: no profiled queries; nothing to plan")
-    missing = [c for c in PROFILE_COLUMNS if c not in rows[0]]
-    if missing:
-        raise DataError(
-            f"{path}: column(s) {', '.join(missing)} missing; not a profile written by sgpo profile"
-        )
-    seen: dict[str, int] = {}
-    for row, r in enumerate(rows):
-        where = f"{path}: row {row}"
-        for column in ("query_id", "prompt", "answer"):
-            if not isinstance(r[column], str) or (column == "query_id" and not r[column]):
-                raise DataError(f"{where}: field {column!r} is {r[column]!r}, not a text")
-        if r["query_id"] in seen:
-            raise DataError(
-                f"{where}: field 'query_id': duplicate query id {r['query_id']!r} "
-                f"(also row {seen[r['query_id']]})"
-            )
-        seen[r["query_id"]] = row
-        for column in ("k", "n_correct", "prompt_tokens"):
-            if not _whole(r[column]) or r[column] < 0:
-                raise DataError(f"{where}: field {column!r} is {r[column]!r}, not a count >= 0")
-        if r["k"] < 1 or r["n_correct"] > r["k"]:
-            raise DataError(
-                f"{where}: fields 'k', 'n_correct' are {r['k']}, {r['n_correct']}; need "
-                "k >= 1 and n_correct <= k"
-            )
-        for column in ("mean_response_tokens", "flops"):
-            if not _real(r[column]) or r[column] < 0:
-                raise DataError(f"{where}: field {column!r} is {r[column]!r}, not a number >= 0")
-
-
-# The profile.parquet columns sgpo plan reads.
-PROFILE_COLUMNS = (
-    "query_id",
-    "prompt",
-    "answer",
-    "difficulty",
-    "k",
-    "n_correct",
-    "mean_response_tokens",
-    "prompt_tokens",
-    "flops",
-)
-
-
-def _whole(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _real(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def check_something_kept(rows: list[PlanRow], rule: PlanRule, source: object) -> None:

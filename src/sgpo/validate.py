@@ -35,6 +35,18 @@ NON_EMPTY_PLAN_COLUMNS = (
     "rank",
 )
 PLAN_REASONS = ("kept", "trivial", "unsolvable")
+# The profile.parquet columns sgpo plan reads.
+PROFILE_COLUMNS = (
+    "query_id",
+    "prompt",
+    "answer",
+    "difficulty",
+    "k",
+    "n_correct",
+    "mean_response_tokens",
+    "prompt_tokens",
+    "flops",
+)
 # Columns that must hold whole numbers (8.7 is refused, not cut to 8) and real numbers; a string
 # in any of them is refused before it is compared with anything.
 INTEGER_PLAN_COLUMNS = ("k", "n_correct", "group_size", "rank", "prompt_tokens")
@@ -90,6 +102,11 @@ def _is_integer(value: object) -> bool:
 
 def _is_real(value: object) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_int(value: object) -> bool:
+    """An int, not a bool nor a float (a profile's counts are written as ints)."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def check_plan_rows(rows: list[dict], path: Path, columns: Sequence[str]) -> None:
@@ -157,3 +174,43 @@ def _check_plan_types(r: dict, where: str) -> None:
         value = r.get(column)
         if value is not None and not _is_real(value):
             raise DataError(f"{where}: field {column!r} must be a finite number, got {value!r}")
+
+
+def check_is_profile(rows: list[dict], meta: dict, path: Path) -> None:
+    """A table sgpo plan can read: a profile (not a plan), with every column plan reads and
+    values it can use (DataError naming the file, row and field otherwise)."""
+    if "rule" in meta or "plan_seed" in meta:
+        raise DataError(
+            f"{path}: is a plan (written by sgpo plan), not a profile; give the profile.parquet "
+            "that sgpo profile wrote (--profile)"
+        )
+    if not rows:
+        raise DataError(f"{path}: no profiled queries; nothing to plan")
+    missing = [c for c in PROFILE_COLUMNS if c not in rows[0]]
+    if missing:
+        raise DataError(
+            f"{path}: column(s) {', '.join(missing)} missing; not a profile written by sgpo profile"
+        )
+    seen: dict[str, int] = {}
+    for row, r in enumerate(rows):
+        where = f"{path}: row {row}"
+        for column in ("query_id", "prompt", "answer"):
+            if not isinstance(r[column], str) or (column == "query_id" and not r[column]):
+                raise DataError(f"{where}: field {column!r} is {r[column]!r}, not a text")
+        if r["query_id"] in seen:
+            raise DataError(
+                f"{where}: field 'query_id': duplicate query id {r['query_id']!r} "
+                f"(also row {seen[r['query_id']]})"
+            )
+        seen[r["query_id"]] = row
+        for column in ("k", "n_correct", "prompt_tokens"):
+            if not _is_int(r[column]) or r[column] < 0:
+                raise DataError(f"{where}: field {column!r} is {r[column]!r}, not a count >= 0")
+        if r["k"] < 1 or r["n_correct"] > r["k"]:
+            raise DataError(
+                f"{where}: fields 'k', 'n_correct' are {r['k']}, {r['n_correct']}; need "
+                "k >= 1 and n_correct <= k"
+            )
+        for column in ("mean_response_tokens", "flops"):
+            if not _is_real(r[column]) or r[column] < 0:
+                raise DataError(f"{where}: field {column!r} is {r[column]!r}, not a number >= 0")
