@@ -6,7 +6,8 @@ accuracy as the target and divides the baseline's mean total cost by the cost at
 method's mean curve first holds the target (sgpo.compare.cost_to_target). Here the seeds are
 resampled with replacement, the same draw for the baseline and the method (paired), and the
 read is redone on each draw from the curves compare.json keeps (`eval_curves`). A draw where
-the method never reaches the target counts as a ratio of 0.
+the method never reaches the target counts as a ratio of 0; one where it holds the target
+before it spent anything (compare.md's "at start") as an infinite ratio, printed "inf".
 
     .venv/bin/python benchmarks/crossing_interval.py benchmarks/data/report37-easy.compare.json
 """
@@ -14,6 +15,7 @@ the method never reaches the target counts as a ratio of 0.
 from __future__ import annotations
 
 import json
+import math
 import random
 import statistics
 import sys
@@ -35,7 +37,11 @@ def crossing_ratio(
     ends on an evaluation) / the method's cost to the baseline's mean final accuracy."""
     target = statistics.fmean(final_accuracy(curve, window) for curve in baseline)
     reach = cost_to_target(mean_curve(method), target, window)
-    return statistics.fmean(curve[-1][0] for curve in baseline) / reach if reach else 0.0
+    if reach is None:
+        return 0.0
+    if reach == 0:
+        return math.inf
+    return statistics.fmean(curve[-1][0] for curve in baseline) / reach
 
 
 def curves(

@@ -1,6 +1,7 @@
 """benchmarks/crossing_interval.py: the seed-bootstrap interval of compare's crossing read."""
 
 import importlib.util
+import math
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ spec.loader.exec_module(crossing_interval)
 BASELINE = [(0.0, 0.2), (50.0, 0.4), (100.0, 0.5)]  # final 0.5 at its total, 100
 FAST = [(0.0, 0.2), (25.0, 0.5), (50.0, 0.5)]  # at 0.5 from cost 25
 SLOW = [(0.0, 0.2), (50.0, 0.3), (100.0, 0.4)]  # never at 0.5
+AT_START = [(0.0, 0.5), (50.0, 0.5)]  # at 0.5 before it spent anything
 
 
 def test_the_crossing_ratio_is_the_baseline_total_over_the_cost_to_its_final_accuracy() -> None:
@@ -21,6 +23,10 @@ def test_the_crossing_ratio_is_the_baseline_total_over_the_cost_to_its_final_acc
     assert crossing_interval.crossing_ratio([BASELINE], [SLOW], window=1) == 0.0
     # two seeds: the mean curve (0.35 at 25... 0.45 at 75) never holds 0.5
     assert crossing_interval.crossing_ratio([BASELINE] * 2, [FAST, SLOW], window=1) == 0.0
+
+
+def test_a_method_at_the_target_at_zero_cost_reads_infinite_not_never() -> None:
+    assert crossing_interval.crossing_ratio([BASELINE], [AT_START], window=1) == math.inf
 
 
 def evaluations(curve: list[tuple[float, float]]) -> list[dict]:
