@@ -52,6 +52,15 @@ def test_advantages_with_std_normalisation_and_constant_groups():
     assert adv[2:] == [0.0, 0.0, 0.0]
 
 
+def test_a_graded_reward_at_its_group_mean_has_exactly_zero_advantage():
+    # float sums leave 0.2 - mean(0.1, 0.2, 0.3) at ~-3e-17 and 0.4 - mean(0.7, 0.1, 0.4) at ~6e-17
+    adv = group_advantages([0.1, 0.2, 0.3, 0.7, 0.1, 0.4], [0, 0, 0, 1, 1, 1])
+    assert adv[1] == 0.0 and adv[5] == 0.0
+    assert adv[0] == pytest.approx(-0.1) and adv[3] == pytest.approx(0.3)
+    assert informative_groups(adv, [0, 0, 0, 1, 1, 1]) == {0, 1}
+    assert group_advantages([0.1, 0.2, 0.3], [0, 0, 0], normalize_std=True)[1] == 0.0
+
+
 def test_advantages_reject_mismatched_lengths():
     with pytest.raises(ValueError, match="group ids"):
         group_advantages([1.0], [0, 1])
