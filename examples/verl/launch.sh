@@ -178,6 +178,25 @@ if [ "$METHOD" = sgpo ] && [ "$ONE_UPDATE_PER_STEP" = 1 ]; then
     PPO_MINI_BATCH_SIZE="$TRAIN_BATCH_SIZE"
     ROLLOUT_N=$(( (max_trained + TRAIN_BATCH_SIZE - 1) / TRAIN_BATCH_SIZE ))
 fi
+# The whole batch's denominator gives the update without the drop only when one mini-batch
+# holds everything a step trains (verl normalises each mini-batch by its own tokens).
+if [ "$DROP_EQUAL_DENOMINATOR" = generated ]; then
+    if [ "$METHOD" = sgpo ]; then
+        max_trained=$(sgpo_verl data-info --data "$DATA" --train-batch-size "$TRAIN_BATCH_SIZE" \
+            --downsample-to "$DOWNSAMPLE_TO" | cut -d' ' -f2)
+    elif [ "$DOWNSAMPLE_TO" != 0 ] && [ "$DOWNSAMPLE_TO" -lt "$GROUP_SIZE" ]; then
+        max_trained=$(( TRAIN_BATCH_SIZE * DOWNSAMPLE_TO ))
+    else
+        max_trained=$(( TRAIN_BATCH_SIZE * GROUP_SIZE ))
+    fi
+    if [ $(( PPO_MINI_BATCH_SIZE * ROLLOUT_N )) -lt "$max_trained" ]; then
+        echo "DROP_EQUAL_DENOMINATOR=generated needs one mini-batch per step: a step trains up to" \
+             "$max_trained rollouts, a mini-batch holds PPO_MINI_BATCH_SIZE * ROLLOUT_N =" \
+             "$(( PPO_MINI_BATCH_SIZE * ROLLOUT_N )) (leave PPO_MINI_BATCH_SIZE at" \
+             "TRAIN_BATCH_SIZE; METHOD=sgpo: ONE_UPDATE_PER_STEP=1)" >&2
+        exit 2
+    fi
+fi
 dp=$(( NNODES * GPUS_PER_NODE ))
 if [ $(( PPO_MINI_BATCH_SIZE * ROLLOUT_N % dp )) -ne 0 ]; then
     echo "PPO_MINI_BATCH_SIZE * ROLLOUT_N = $(( PPO_MINI_BATCH_SIZE * ROLLOUT_N )) must be a" \

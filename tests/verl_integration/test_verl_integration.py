@@ -693,7 +693,9 @@ def test_whole_batch_denominator_makes_verls_loss_the_one_without_the_drop(monke
                     "policy_loss": {"loss_mode": "vanilla"},
                     "entropy_coeff": 0,
                     "use_kl_loss": False,
-                }
+                    "ppo_mini_batch_size": 3,
+                },
+                "rollout": {"n": 4},  # one mini-batch holds 12 trajectories: the whole step
             },
         }
     )
@@ -783,6 +785,10 @@ def test_whole_batch_denominator_makes_verls_loss_the_one_without_the_drop(monke
             build("generated", verl_config=changed)
     with pytest.raises(ValueError, match="built by verl's trainer"):
         build("generated", verl_config=None)
+    # ... and a step that would train more than one mini-batch (7 trajectories, 2 x 3 a batch)
+    two_batches = OmegaConf.merge(config, OmegaConf.from_dotlist(["actor_rollout_ref.rollout.n=2"]))
+    with pytest.raises(RuntimeError, match="more than one mini-batch"):
+        build("generated", verl_config=two_batches).sample(1, "train", 3)
     with pytest.raises(ValueError, match="drop_equal_denominator"):
         build("generated", drop={"downsample_to": 4})  # nothing dropped
     with pytest.raises(ValueError, match="drop_equal_denominator"):

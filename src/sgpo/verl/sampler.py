@@ -30,7 +30,8 @@ whole batch's tokens (sgpo.verl.downsample.whole_batch_scale) and the estimator 
 verl's GRPO advantages by it: the loss is then the token-mean over the whole batch, dead groups'
 zero terms included, i.e. the update without the drop, exactly when a step is one optimizer
 step (one mini-batch, ppo_epochs any). The buffer refuses a config where this would not hold
-(another estimator, loss_agg_mode or policy loss, an entropy or KL loss term). Buffer and
+(another estimator, loss_agg_mode or policy loss, an entropy or KL loss term) and a step that
+trains more than one mini-batch (actor.ppo_mini_batch_size * rollout.n trajectories). Buffer and
 estimator run in verl's trainer process, sample() before the advantage of the same batch; the
 estimator checks that the scale it takes was made for a batch of its size.
 
@@ -189,7 +190,7 @@ class DownsampleReplayBuffer(ReplayBuffer):
         if self.whole_batch_denominator:
             # verl passes the buffer only trainer.v1.<mode>; refill_fn is bound to the trainer
             # (trainer_base._build_replay_buffer), which holds the whole config.
-            check_whole_batch_config(
+            self.mini_batch_trajectories = check_whole_batch_config(
                 getattr(getattr(self.refill_fn, "__self__", None), "config", None)
             )
 
@@ -213,6 +214,14 @@ class DownsampleReplayBuffer(ReplayBuffer):
             return batch, metrics
         kept = set(downsample_keys(batch.keys, rewards, self.downsample_to, self.drop_equal_groups))
         if self.whole_batch_denominator:
+            if len(kept) > self.mini_batch_trajectories:
+                raise RuntimeError(
+                    f"sampler_kwargs.drop_equal_denominator=generated: this step trains "
+                    f"{len(kept)} trajectories, more than one mini-batch "
+                    f"(actor.ppo_mini_batch_size * rollout.n = {self.mini_batch_trajectories}); "
+                    "verl would normalise each mini-batch by its own tokens, so the update "
+                    "would not be the whole batch's (examples/verl: ONE_UPDATE_PER_STEP=1)"
+                )
             lengths = [int(tag["response_len"]) for tag in batch.tags]
             scale = whole_batch_scale(batch.keys, rewards, lengths, self.downsample_to)
             STEP_SCALE.put(len(kept), scale)
@@ -225,9 +234,11 @@ class DownsampleReplayBuffer(ReplayBuffer):
         return batch, {**metrics, DOWNSAMPLED_METRIC: len(dropped)}
 
 
-def check_whole_batch_config(config: DictConfig | None) -> None:
+def check_whole_batch_config(config: DictConfig | None) -> int:
     """Refuse a verl config where scaling the advantages would not give the whole batch's
-    token-mean (WHOLE_BATCH_CONFIG)."""
+    token-mean (WHOLE_BATCH_CONFIG); returns how many trajectories one mini-batch holds
+    (actor.ppo_mini_batch_size * rollout.n), the most a step may train for the scale to be
+    exact."""
     if config is None:
         raise ValueError(
             "sampler_kwargs.drop_equal_denominator=generated needs the buffer built by verl's "
@@ -240,6 +251,15 @@ def check_whole_batch_config(config: DictConfig | None) -> None:
                 f"sampler_kwargs.drop_equal_denominator=generated needs {path}={wanted} ({why}), "
                 f"got {value!r}"
             )
+    prompts = OmegaConf.select(config, "actor_rollout_ref.actor.ppo_mini_batch_size")
+    rollout_n = OmegaConf.select(config, "actor_rollout_ref.rollout.n")
+    if not (isinstance(prompts, int) and isinstance(rollout_n, int)):
+        raise ValueError(
+            "sampler_kwargs.drop_equal_denominator=generated needs integer "
+            "actor_rollout_ref.actor.ppo_mini_batch_size and actor_rollout_ref.rollout.n, got "
+            f"{prompts!r} and {rollout_n!r}"
+        )
+    return prompts * rollout_n
 
 
 class HistoryDataset(RLHFDataset):
