@@ -1,5 +1,8 @@
 """Generation engines. Every completion is sampled from its own seeded random stream, so a
-query's samples do not depend on batch composition, order or interruption."""
+query's samples do not depend on batch composition, order or interruption: exactly in float32;
+in bfloat16 or float16 the padding a batch adds moves logits in their last bits, and a sample
+near a tie can differ (measured: about 1 in 200 responses of the embedded model, bfloat16 on a
+CPU). Only SamplingParams shape the distribution: the model's generation_config is not read."""
 
 from __future__ import annotations
 
@@ -76,19 +79,29 @@ class TransformersEngine:
     def generate(
         self, prompts: list[str], seeds: list[int], params: SamplingParams
     ) -> list[Completion]:
-        tok = self.policy.tokenizer
-        encoded = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        encoded = self.policy.encode(prompts) if prompts else []
         # Similar lengths together keep padding small; results go back in input order.
         order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
         results: list[Completion | None] = [None] * len(prompts)
-        was_training = self.policy.model.training
-        self.policy.model.eval()
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start : start + self.batch_size]
-            batch = self._generate_batch([encoded[i] for i in idx], [seeds[i] for i in idx], params)
-            for i, completion in zip(idx, batch, strict=True):
-                results[i] = completion
-        self.policy.model.train(was_training)
+        model = self.policy.model
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        was_training, checkpoint_defaults = model.training, base.generation_config
+        # generate() fills every setting left unset from the model's generation_config (a chat
+        # model's repetition_penalty, suppressed tokens, ...), which would sample from another
+        # distribution than the one the update's log-probs score: only SamplingParams count.
+        base.generation_config = GenerationConfig()
+        model.eval()
+        try:
+            for start in range(0, len(order), self.batch_size):
+                idx = order[start : start + self.batch_size]
+                batch = self._generate_batch(
+                    [encoded[i] for i in idx], [seeds[i] for i in idx], params
+                )
+                for i, completion in zip(idx, batch, strict=True):
+                    results[i] = completion
+        finally:
+            base.generation_config = checkpoint_defaults
+            model.train(was_training)
         return results  # type: ignore[return-value]
 
     def _generate_batch(

@@ -34,6 +34,13 @@ class Policy:
         """The text the model sees for a query's prompt."""
         return format_prompt(prompt, self.tokenizer, self.config)
 
+    def encode(self, rendered: list[str]) -> list[list[int]]:
+        """Token ids of rendered prompts. A chat template writes the special tokens it wants
+        (BOS included) into the text, so none are added; a plain prompt gets the tokenizer's
+        own (a Llama or Gemma base model's BOS, nothing for Qwen's)."""
+        add_special = not uses_chat_template(self.tokenizer, self.config)
+        return self.tokenizer(rendered, add_special_tokens=add_special)["input_ids"]
+
 
 def resolve_device(name: str) -> torch.device:
     if name != "auto":
@@ -102,13 +109,17 @@ def load_policy(config: RunConfig, path: str | None = None, trainable: bool = Fa
     return Policy(model=model, tokenizer=tokenizer, device=device, source=source, config=cfg)
 
 
+def uses_chat_template(tokenizer: PreTrainedTokenizerBase, cfg: ModelConfig) -> bool:
+    """model.use_chat_template, or by default whether the tokenizer has one."""
+    if cfg.use_chat_template is None:
+        return bool(getattr(tokenizer, "chat_template", None))
+    return cfg.use_chat_template
+
+
 def format_prompt(prompt: str, tokenizer: PreTrainedTokenizerBase, cfg: ModelConfig) -> str:
     """Chat models get their chat template (with the optional system prompt); others the plain
     prompt_template."""
-    use_chat = cfg.use_chat_template
-    if use_chat is None:
-        use_chat = bool(getattr(tokenizer, "chat_template", None))
-    if not use_chat:
+    if not uses_chat_template(tokenizer, cfg):
         return cfg.prompt_template.format(prompt=prompt)
     messages = [{"role": "system", "content": cfg.system_prompt}] if cfg.system_prompt else []
     messages.append({"role": "user", "content": cfg.prompt_template.format(prompt=prompt)})

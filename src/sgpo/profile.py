@@ -241,7 +241,8 @@ def _recorded(meta: dict) -> dict:
 
 
 # Recorded settings that do not change the samples: every sample has its own seed, so how many
-# are generated at once does not matter. Left out when two profiles are compared.
+# are generated at once does not matter (exactly in float32; in bfloat16 a sample near a tie can
+# differ with the padding, sgpo.engine). Left out when two profiles are compared.
 EXECUTION_SETTINGS = {"sampling": ("batch_size",)}
 
 

@@ -77,7 +77,7 @@ def check_prompt_lengths(policy: Policy, task: TaskData, max_new_tokens: int) ->
         for row, text in enumerate(rendered):
             if len(text) > room * MAX_CHARS_PER_TOKEN:
                 _too_long(label, row, f"{len(text)} characters", context, max_new_tokens)
-        lengths = [len(ids) for ids in policy.tokenizer(rendered)["input_ids"]]
+        lengths = [len(ids) for ids in policy.encode(rendered)] if rendered else []
         for row, length in enumerate(lengths):
             if length > room:
                 _too_long(label, row, f"{length} tokens", context, max_new_tokens)

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from sgpo.engine import Completion, SamplingParams
-from sgpo.models import Policy
+from sgpo.models import Policy, resolve_device, resolve_dtype
 
 
 def _import_vllm() -> Any:
@@ -61,8 +61,10 @@ class VLLMEngine:
         self.policy = policy
         self.batch_size = batch_size
         self._vllm = vllm
-        dtype = str(policy.model.dtype).removeprefix("torch.") if policy.model is not None else None
-        llm_kwargs.setdefault("dtype", dtype or "auto")  # the dtype the transformers engine uses
+        # model.dtype resolved for the device vLLM runs on (a GPU when there is one), not the
+        # policy's: a policy loaded on the CPU to leave the GPU to vLLM is float32 under auto.
+        dtype = resolve_dtype(policy.config.dtype, resolve_device("auto"))
+        llm_kwargs.setdefault("dtype", str(dtype).removeprefix("torch."))
         llm_kwargs.setdefault("max_num_seqs", batch_size)
         # Sampling settings come only from SamplingParams, never from the model's
         # generation_config (which may set top_k, repetition_penalty, extra stop tokens).
@@ -78,8 +80,9 @@ class VLLMEngine:
             return []
         tok = self.policy.tokenizer
         eos = tok.eos_token_id
-        # Encoded here, as TransformersEngine does, so prompt ids never differ by BOS handling.
-        encoded = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        # Encoded by the policy, as TransformersEngine does, so prompt ids never differ by BOS
+        # handling.
+        encoded = self.policy.encode(prompts) if prompts else []
         sampling = [self._sampling_params(seed, params, eos) for seed in seeds]
         requests = [{"prompt_token_ids": ids} for ids in encoded]
         outputs = self.llm.generate(requests, sampling, use_tqdm=False)

@@ -1,0 +1,107 @@
+"""sgpo.engine.TransformersEngine: what reaches the model and what it samples from."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tokenizers import processors
+from transformers import Qwen2Config, Qwen2ForCausalLM
+
+from sgpo.config import ModelConfig
+from sgpo.embedded import build_char_tokenizer
+from sgpo.engine import SamplingParams, TransformersEngine
+from sgpo.models import Policy
+
+PROMPTS = ["1+2=", "35+47=", "9+9=", "123+4="]
+CHAT_TEMPLATE = "{{ bos_token }}{% for m in messages %}{{ m['content'] }}{% endfor %}"
+
+
+def tiny_policy(use_chat_template: bool = False) -> tuple[Policy, int]:
+    """A random one-layer Qwen2 whose tokenizer adds a BOS to every text, as Llama's and
+    Gemma's do; returns the policy and the BOS id."""
+    tokenizer = build_char_tokenizer(["<s>"])
+    bos = tokenizer.convert_tokens_to_ids("<s>")
+    tokenizer._tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A", special_tokens=[("<s>", bos)]
+    )
+    tokenizer.bos_token = "<s>"
+    tokenizer.chat_template = CHAT_TEMPLATE
+    torch.manual_seed(0)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    model = Qwen2ForCausalLM(config)
+    chat = ModelConfig(use_chat_template=use_chat_template)
+    return Policy(model, tokenizer, torch.device("cpu"), "tiny", chat), bos
+
+
+def generate(policy: Policy, params: SamplingParams) -> list[list[int]]:
+    rendered = [policy.render(p) for p in PROMPTS]
+    completions = TransformersEngine(policy, batch_size=2).generate(rendered, [1, 2, 3, 4], params)
+    return [c.response_ids for c in completions]
+
+
+@pytest.mark.parametrize("params", [SamplingParams(greedy=True), SamplingParams(temperature=1.0)])
+def test_the_models_generation_config_does_not_change_what_is_sampled(
+    params: SamplingParams,
+) -> None:
+    policy, _ = tiny_policy()
+    plain = generate(policy, params)
+    # what a chat checkpoint's generation_config.json may carry (Qwen2.5-Instruct: 1.05)
+    defaults = policy.model.generation_config
+    defaults.repetition_penalty = 5.0
+    defaults.no_repeat_ngram_size = 1
+    assert generate(policy, params) == plain
+    # ... and the checkpoint's settings are left as they were, to be saved with it
+    assert policy.model.generation_config.repetition_penalty == 5.0
+
+
+def test_a_plain_prompt_gets_the_tokenizers_bos_and_a_chat_prompt_only_its_templates() -> None:
+    policy, bos = tiny_policy()
+    completion = TransformersEngine(policy, 2).generate(
+        ["1+2="], [0], SamplingParams(greedy=True, max_new_tokens=2)
+    )[0]
+    assert completion.prompt_ids == policy.tokenizer("1+2=")["input_ids"]
+    assert completion.prompt_ids[0] == bos
+    chat, bos = tiny_policy(use_chat_template=True)
+    rendered = chat.render("1+2=")
+    assert rendered.startswith("<s>")  # the template writes the BOS
+    assert chat.encode([rendered])[0].count(bos) == 1
+
+
+def test_the_model_is_back_in_training_mode_after_a_failed_generation() -> None:
+    policy, _ = tiny_policy()
+    policy.model.train()
+    with pytest.raises(IndexError):  # a seed short
+        TransformersEngine(policy, 2).generate(["1+2=", "3+4="], [0], SamplingParams())
+    assert policy.model.training
+
+
+def test_vllm_gets_the_dtype_model_dtype_means_on_its_own_device(monkeypatch) -> None:  # noqa: ANN001
+    """A policy kept on the CPU (float32 under dtype auto) to leave a GPU to vLLM: vLLM still
+    runs in what auto means there (bfloat16), not in the policy's float32."""
+    import sys
+    import types
+
+    from sgpo.vllm_engine import VLLMEngine
+
+    made: dict = {}
+    fake = types.ModuleType("vllm")
+    fake.LLM = lambda **kwargs: made.update(kwargs)
+    monkeypatch.setitem(sys.modules, "vllm", fake)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    policy, _ = tiny_policy()
+    assert policy.config.dtype == "auto" and policy.model.dtype == torch.float32
+    VLLMEngine(policy, batch_size=4)
+    assert made["dtype"] == "bfloat16"
+    policy.config = ModelConfig(dtype="float16")
+    VLLMEngine(policy, batch_size=4)
+    assert made["dtype"] == "float16"
