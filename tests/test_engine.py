@@ -105,3 +105,16 @@ def test_vllm_gets_the_dtype_model_dtype_means_on_its_own_device(monkeypatch) ->
     policy.config = ModelConfig(dtype="float16")
     VLLMEngine(policy, batch_size=4)
     assert made["dtype"] == "float16"
+
+
+def test_a_response_ends_at_the_checkpoints_end_of_turn_token_too() -> None:
+    """A chat model's generation_config names its end of turn beside the tokenizer's EOS
+    (Gemma's <end_of_turn>); a response stops there, and the token is kept."""
+    policy, _ = tiny_policy()
+    params = SamplingParams(greedy=True, max_new_tokens=6)
+    first = generate(policy, params)[0][0]
+    assert first != policy.tokenizer.eos_token_id
+    policy.model.generation_config.eos_token_id = [policy.tokenizer.eos_token_id, first]
+    assert policy.stop_token_ids() == [policy.tokenizer.eos_token_id, first]
+    completion = TransformersEngine(policy, 2).generate([policy.render(PROMPTS[0])], [1], params)[0]
+    assert completion.response_ids == [first] and completion.finished

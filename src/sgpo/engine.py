@@ -27,9 +27,9 @@ class SamplingParams:
 @dataclass(frozen=True)
 class Completion:
     prompt_ids: list[int]
-    response_ids: list[int]  # generated tokens, the EOS included when the model stopped
+    response_ids: list[int]  # generated tokens, the stop token included when the model stopped
     text: str  # decoded response without special tokens
-    finished: bool  # stopped at EOS (False = cut at max_new_tokens)
+    finished: bool  # stopped at a stop token (False = cut at max_new_tokens)
 
 
 def stream_seed(*parts: object) -> int:
@@ -85,6 +85,7 @@ class TransformersEngine:
         results: list[Completion | None] = [None] * len(prompts)
         model = self.policy.model
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        stops = self.policy.stop_token_ids()  # read before the checkpoint's config is set aside
         was_training, checkpoint_defaults = model.training, base.generation_config
         # generate() fills every setting left unset from the model's generation_config (a chat
         # model's repetition_penalty, suppressed tokens, ...), which would sample from another
@@ -95,7 +96,7 @@ class TransformersEngine:
             for start in range(0, len(order), self.batch_size):
                 idx = order[start : start + self.batch_size]
                 batch = self._generate_batch(
-                    [encoded[i] for i in idx], [seeds[i] for i in idx], params
+                    [encoded[i] for i in idx], [seeds[i] for i in idx], params, stops
                 )
                 for i, completion in zip(idx, batch, strict=True):
                     results[i] = completion
@@ -105,7 +106,11 @@ class TransformersEngine:
         return results  # type: ignore[return-value]
 
     def _generate_batch(
-        self, prompt_ids: list[list[int]], seeds: list[int], params: SamplingParams
+        self,
+        prompt_ids: list[list[int]],
+        seeds: list[int],
+        params: SamplingParams,
+        stops: list[int],
     ) -> list[Completion]:
         tok = self.policy.tokenizer
         width = max(len(p) for p in prompt_ids)
@@ -118,7 +123,7 @@ class TransformersEngine:
         generation_config = GenerationConfig(
             do_sample=False,  # sampling happens in SeededGumbelSampler, argmax picks its draw
             max_new_tokens=params.max_new_tokens,
-            eos_token_id=tok.eos_token_id,
+            eos_token_id=stops,
             pad_token_id=pad,
         )
         device = self.policy.device
@@ -134,7 +139,7 @@ class TransformersEngine:
             finished = False
             for token in row:
                 response.append(token)
-                if token == tok.eos_token_id:
+                if token in stops:
                     finished = True
                     break
             text = tok.decode(response, skip_special_tokens=True)

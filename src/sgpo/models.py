@@ -34,6 +34,19 @@ class Policy:
         """The text the model sees for a query's prompt."""
         return format_prompt(prompt, self.tokenizer, self.config)
 
+    def stop_token_ids(self) -> list[int]:
+        """Where a response ends: the tokenizer's EOS, then any other end-of-sequence ids the
+        checkpoint's generation_config names (a chat model's end of turn: Gemma's
+        <end_of_turn>, Llama 3's <|eot_id|>), as vLLM and transformers stop by default."""
+        model = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+        if configured is None:
+            configured = []
+        elif isinstance(configured, int):
+            configured = [configured]
+        stops = [self.tokenizer.eos_token_id, *configured]
+        return list(dict.fromkeys(int(t) for t in stops if t is not None))
+
     def encode(self, rendered: list[str]) -> list[list[int]]:
         """Token ids of rendered prompts. A chat template writes the special tokens it wants
         (BOS included) into the text, so none are added; a plain prompt gets the tokenizer's

@@ -1,7 +1,8 @@
 """A vLLM generation engine for passes whose weights do not change: the profiling pass and
 evaluation of a saved checkpoint. Same contract as sgpo.engine.TransformersEngine:
 `generate(prompts, seeds, params) -> list[Completion]`, one seeded random stream per
-completion, stop at the tokenizer's EOS only, EOS kept in response_ids, text decoded by the
+completion, stop at Policy.stop_token_ids (the tokenizer's EOS and the checkpoint's other
+end-of-sequence ids), the stop token kept in response_ids, text decoded by the
 policy's own tokenizer without special tokens, results in input order.
 
 Differences from TransformersEngine, by design of vLLM:
@@ -79,11 +80,11 @@ class VLLMEngine:
         if not prompts:
             return []
         tok = self.policy.tokenizer
-        eos = tok.eos_token_id
+        stops = self.policy.stop_token_ids()
         # Encoded by the policy, as TransformersEngine does, so prompt ids never differ by BOS
         # handling.
         encoded = self.policy.encode(prompts) if prompts else []
-        sampling = [self._sampling_params(seed, params, eos) for seed in seeds]
+        sampling = [self._sampling_params(seed, params, stops) for seed in seeds]
         requests = [{"prompt_token_ids": ids} for ids in encoded]
         outputs = self.llm.generate(requests, sampling, use_tqdm=False)
         completions = []
@@ -91,22 +92,21 @@ class VLLMEngine:
             out = output.outputs[0]
             response = list(out.token_ids)
             finished = out.finish_reason == "stop"
-            if finished and (not response or response[-1] != eos):
+            if finished and (not response or response[-1] not in stops):
                 # vLLM 0.32 keeps the stop token in token_ids; an older one might not.
-                response.append(eos)
+                response.append(stops[0])
             text = tok.decode(response, skip_special_tokens=True)
             completions.append(Completion(list(prompt), response, text, finished))
         return completions
 
-    def _sampling_params(self, seed: int, params: SamplingParams, eos: int) -> Any:
+    def _sampling_params(self, seed: int, params: SamplingParams, stops: list[int]) -> Any:
         common = {
             "n": 1,
             "max_tokens": params.max_new_tokens,
-            # Stop at the tokenizer's EOS only, as TransformersEngine: ignore_eos drops vLLM's
-            # own EOS handling (and extra EOS ids from generation_config), stop_token_ids
-            # brings back exactly this one.
+            # Stop where TransformersEngine does (Policy.stop_token_ids): ignore_eos drops
+            # vLLM's own EOS handling, stop_token_ids brings back exactly these.
             "ignore_eos": True,
-            "stop_token_ids": [eos],
+            "stop_token_ids": stops,
             "detokenize": False,  # decoded with the policy's tokenizer instead
         }
         if params.greedy:
