@@ -10,6 +10,7 @@ from transformers import Qwen2Config, Qwen2ForCausalLM
 from sgpo.config import ModelConfig
 from sgpo.embedded import build_char_tokenizer
 from sgpo.engine import SamplingParams, TransformersEngine
+from sgpo.errors import ConfigError
 from sgpo.models import Policy
 
 PROMPTS = ["1+2=", "35+47=", "9+9=", "123+4="]
@@ -118,3 +119,10 @@ def test_a_response_ends_at_the_checkpoints_end_of_turn_token_too() -> None:
     assert policy.stop_token_ids() == [policy.tokenizer.eos_token_id, first]
     completion = TransformersEngine(policy, 2).generate([policy.render(PROMPTS[0])], [1], params)[0]
     assert completion.response_ids == [first] and completion.finished
+
+
+def test_a_system_prompt_without_a_chat_template_is_refused_not_dropped() -> None:
+    policy, _ = tiny_policy()
+    policy.config = ModelConfig(use_chat_template=False, system_prompt="Be brief.")
+    with pytest.raises(ConfigError, match=r"model\.system_prompt.*model\.prompt_template"):
+        policy.render("1+2=")

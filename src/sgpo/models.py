@@ -133,6 +133,12 @@ def format_prompt(prompt: str, tokenizer: PreTrainedTokenizerBase, cfg: ModelCon
     """Chat models get their chat template (with the optional system prompt); others the plain
     prompt_template."""
     if not uses_chat_template(tokenizer, cfg):
+        if cfg.system_prompt:
+            raise ConfigError(
+                "model.system_prompt is set but the prompts are plain (model.use_chat_template "
+                "false, or the tokenizer has no chat template): put the instruction in "
+                "model.prompt_template instead"
+            )
         return cfg.prompt_template.format(prompt=prompt)
     messages = [{"role": "system", "content": cfg.system_prompt}] if cfg.system_prompt else []
     messages.append({"role": "user", "content": cfg.prompt_template.format(prompt=prompt)})
