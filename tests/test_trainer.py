@@ -54,6 +54,31 @@ def test_a_group_is_its_round_index_and_its_query(tmp_path: Path):
     assert sum(map(len, groups)) == len(generated)
 
 
+def test_a_query_back_in_a_later_round_of_the_step_is_another_group(tmp_path: Path):
+    # two queries, refill rounds of two groups: once the epoch wraps a query comes back at the
+    # same index of a later round, and its two groups must stay two
+    tree = tiny_tree(
+        tmp_path / "models",
+        task={"addition": {"n_train": 2}},
+        train={
+            "method": "grpo",
+            "group_size": 4,
+            "rollout_budget": 8,
+            "filter_groups": True,
+            "steps": 1,
+            "eval_every": 0,
+            "checkpoint_every": 0,
+        },
+    )
+    trainer = Trainer(RunConfig.model_validate(tree), tmp_path / "wrap")
+    for _ in range(3):
+        generated, _ = trainer.collect()
+        record = rollout_record(generated)
+        assert record["queries"] == len(generated) // 4 == len(group_members(generated))
+        assert record["group_size_max"] == 4
+        trainer.step += 1
+
+
 def test_micro_batch_size_does_not_change_the_update(tmp_path: Path):
     weights = []
     for micro in (1, 3, 64):

@@ -13,9 +13,8 @@ from sgpo.rollouts import Rollout
 
 def rollout_record(generated: list[Rollout]) -> dict:
     """Group and response statistics of everything a step generated."""
-    # dapo's rounds reuse group indices: a group is (round's index, query)
-    keys: dict[tuple[int, str], int] = {}
-    group_of = [keys.setdefault((r.group, r.query.query_id), len(keys)) for r in generated]
+    keys: dict[tuple[int, int, str], int] = {}
+    group_of = [keys.setdefault(r.group_key, len(keys)) for r in generated]
     sizes, correct = [0] * len(keys), [0] * len(keys)
     for g, r in zip(group_of, generated, strict=True):
         sizes[g] += 1
@@ -38,7 +37,8 @@ def rollout_record(generated: list[Rollout]) -> dict:
         # every generated group as [query id, responses, correct ones], in generation order:
         # what each query's groups showed over training (e.g. to test a skip rule offline)
         "group_outcomes": [
-            [query_id, size, n] for (_, query_id), size, n in zip(keys, sizes, correct, strict=True)
+            [query_id, size, n]
+            for (*_, query_id), size, n in zip(keys, sizes, correct, strict=True)
         ],
     }
 

@@ -44,14 +44,20 @@ class Rollout:
     # How many responses of its group this one stands for in the loss (a down-sampled group
     # trained with whole-group advantages, train.downsample_advantages whole-group).
     weight: float = 1.0
+    round: int = 0  # the step's generation round (dapo and train.filter_groups refill rounds)
+
+    @property
+    def group_key(self) -> tuple[int, int, str]:
+        """Which group of the step it belongs to: refill rounds number their groups from 0
+        again, and a query can come back in a later round once the epoch wraps."""
+        return (self.round, self.group, self.query.query_id)
 
 
 def group_members(rollouts: list[Rollout]) -> list[list[Rollout]]:
-    """The rollouts group by group, in order. Refill rounds (dapo, train.filter_groups) number
-    their groups from 0 again, so a group is its index and its query."""
-    groups: dict[tuple[int, str], list[Rollout]] = {}
+    """The rollouts group by group (Rollout.group_key), in order."""
+    groups: dict[tuple[int, int, str], list[Rollout]] = {}
     for r in rollouts:
-        groups.setdefault((r.group, r.query.query_id), []).append(r)
+        groups.setdefault(r.group_key, []).append(r)
     return list(groups.values())
 
 
@@ -108,7 +114,10 @@ class RolloutCollector:
         requests = []
         for gi, sq in enumerate(scheduled):
             samples = self.reuse.take(sq.query.query_id, sq.group_size) if self.reuse else []
-            reused += [Rollout(sq.query, gi, s.completion, s.reward, reused=True) for s in samples]
+            reused += [
+                Rollout(sq.query, gi, s.completion, s.reward, reused=True, round=round_index)
+                for s in samples
+            ]
             requests.append((gi, sq.query, range(len(samples), sq.group_size)))
         return self._with_advantages(reused + self._sample(requests, step, round_index))
 
@@ -127,7 +136,10 @@ class RolloutCollector:
         if not prompts:  # a step of reused groups only generates nothing
             return []
         completions = self.engine.generate(prompts, seeds, self.params)
-        fresh = [Rollout(q, g, c) for (g, q), c in zip(owners, completions, strict=True)]
+        fresh = [
+            Rollout(q, g, c, round=round_index)
+            for (g, q), c in zip(owners, completions, strict=True)
+        ]
         rewards = self.verifier.score(
             [r.completion.text for r in fresh],
             [r.query.answer for r in fresh],
