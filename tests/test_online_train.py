@@ -13,7 +13,7 @@ from sgpo.config import RunConfig, TrainConfig
 from sgpo.io import read_jsonl, read_table
 from sgpo.plan import run_plan
 from sgpo.profile import run_profile
-from sgpo.train import run_train
+from sgpo.train import Trainer, run_train
 
 
 def test_online_knapsack_reprofile_run(tmp_path: Path):
@@ -115,3 +115,46 @@ def test_online_settings_are_refused_for_methods_without_a_plan():
         assert TrainConfig(method="sgpo", online=online).online.replans
     # settings that do not re-plan stay allowed (a base config's defaults)
     assert not TrainConfig(method="grpo", online={"replan_every": 4}).online.replans
+
+
+def test_a_replan_that_keeps_no_query_ends_the_run_cleanly(tmp_path: Path):
+    # training solves everything: each re-plan drops more queries as trivial, until none is left
+    tree = tiny_tree(
+        tmp_path / "models",
+        train={
+            "steps": 60,
+            "eval_every": 0,
+            "checkpoint_every": 0,
+            "online": {"reestimate": True, "replan_every": 2, "decay": 0.5},
+        },
+    )
+    config = RunConfig.model_validate(tree)
+    run_dir = tmp_path / "run"
+    run_profile(config, run_dir)
+    run_plan(config, run_dir / "profile.parquet", run_dir)
+    trainer = Trainer(config, run_dir, run_dir / "plan.parquet")
+    trainer.rollouts.verifier.score = lambda texts, answers, ids: [1.0] * len(texts)
+    summary = trainer.train()
+    records = read_jsonl(run_dir / "metrics.jsonl")
+    assert records[-1]["plan_kept"] == 0 and records[-1]["plan_p_mean"] is None
+    assert all(r["plan_kept"] > 0 for r in records[1:-1])
+    assert summary["steps"] == records[-1]["step"] < 60
+    assert (run_dir / "summary.json").exists() and (run_dir / "final").is_dir()
+    assert "eval_acc" in records[-1]  # the last step is evaluated, as at a budget's end
+
+
+def test_a_fresh_run_over_an_online_one_leaves_none_of_its_plan_history(tmp_path: Path):
+    def online(steps: int, replan_every: int) -> RunConfig:
+        train = {"steps": steps, "eval_every": 0, "checkpoint_every": 0}
+        train["online"] = {"reestimate": True, "replan_every": replan_every}
+        return RunConfig.model_validate(tiny_tree(tmp_path / "models", train=train))
+
+    run_dir = tmp_path / "run"
+    run_profile(online(3, 1), run_dir)
+    run_plan(online(3, 1), run_dir / "profile.parquet", run_dir)
+    run_train(online(3, 1), run_dir)
+    assert sorted({h["step"] for h in read_table(run_dir / "plan_history.parquet")[0]}) == [1, 2, 3]
+    # over it, a run that never re-plans: the earlier run's history must not pass for its own
+    # (a resume would read it back)
+    run_train(online(2, 3), run_dir, overwrite=True)
+    assert not (run_dir / "plan_history.parquet").exists()

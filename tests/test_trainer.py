@@ -721,3 +721,18 @@ def test_profile_reuse_needs_the_profile_temperature(tmp_path: Path):
         RunConfig.model_validate(tree)
     tree["train"]["rollout_temperature"] = 1.0
     assert RunConfig.model_validate(tree).rollout_temperature == 1.0
+
+
+def test_the_logged_lr_is_the_one_the_steps_update_used(tmp_path: Path):
+    trainer = make_trainer(tmp_path, "warmup", steps=3, warmup_steps=2, lr=0.01)
+    used: list[float] = []
+    optimizer_step = trainer.update._optimizer_step
+
+    def spy(loss: float) -> float | None:
+        used.append(trainer.update.optimizer.param_groups[0]["lr"])
+        return optimizer_step(loss)
+
+    trainer.update._optimizer_step = spy
+    trainer.train()
+    logged = [r["lr"] for r in read_jsonl(trainer.metrics_path)[1:]]
+    assert logged == pytest.approx([0.0, 0.005, 0.01]) == used

@@ -3,6 +3,7 @@ estimate, dropped queries are re-profiled now and then, and the plan is rebuilt 
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +18,8 @@ from sgpo.rollouts import Rollout, group_members
 from sgpo.runfiles import HISTORY_FILE
 from sgpo.schedule import OnlinePlanner, QueryScheduler, ScheduledQuery
 from sgpo.tasks import Query
+
+log = logging.getLogger("sgpo.train")
 
 # (queries, stream labels) -> profile rows of those queries under the current policy
 Measure = Callable[[list[Query], tuple], list[dict]]
@@ -88,16 +91,33 @@ class Replanner:
         reprofile_due = online.reprofile_every and step % online.reprofile_every == 0
         flops = self._reprofile(step, measure) if reprofile_due else []
         if reprofile_due or (online.reestimate and step % online.replan_every == 0):
-            scheduler.update_plan(self.planner.replan(self.queries_by_id))
+            queries = self.planner.replan(self.queries_by_id)
+            if queries:
+                scheduler.update_plan(queries)
+            else:  # the run ends here (Trainer.finished): nothing left that teaches
+                log.warning(
+                    "step %d: re-planning kept no query (training made every kept query trivial "
+                    "or unsolvable by the plan's rule); training stops",
+                    step,
+                )
             self.history += self.planner.history_rows(step)
             write_table(self.history_path, self.history, {"step": step})
         kept = [p for p in self.planner.current.values() if p.kept]
         record = {
             "plan_kept": len(kept),
-            "plan_p_mean": float(np.mean([self.planner.posteriors[p.query_id].mean for p in kept])),
-            "plan_group_size_mean": float(np.mean([p.group_size for p in kept])),
+            "plan_p_mean": (
+                float(np.mean([self.planner.posteriors[p.query_id].mean for p in kept]))
+                if kept
+                else None
+            ),
+            "plan_group_size_mean": float(np.mean([p.group_size for p in kept])) if kept else None,
         }
         return record, flops
+
+    @property
+    def exhausted(self) -> bool:
+        """The last re-plan kept no query (read from the planner, so a resume sees it too)."""
+        return not any(p.kept for p in self.planner.current.values())
 
     def state(self) -> dict:
         return self.planner.state()

@@ -221,6 +221,7 @@ class Trainer:
         if self.replanner is not None:
             # Reused profile samples are already in the posterior (it starts from the profile).
             self.replanner.observe([r for r in generated if not r.reused])
+        lr = self.update.lr_schedule.get_last_lr()[0]  # what this step's update used
         stats = self.train_on(batch)
         self.flops_skipped += stats.pop("flops_skipped")
         self.count_nonfinite(stats["skipped_update"])
@@ -235,7 +236,7 @@ class Trainer:
             "epoch": self.scheduler.epoch,
             **rollout_record(generated),
             **reuse_record(generated),  # tokens_generated: fresh rollouts only
-            "lr": self.update.lr_schedule.get_last_lr()[0],
+            "lr": lr,
             "nonfinite_skips": self.nonfinite_total,
             "history_skipped": self.scheduler.history_skipped,
             "history_explore": self.scheduler.explore,
@@ -307,16 +308,21 @@ class Trainer:
             (self.total_flops_train_all, cfg.max_total_flops_train_all),
             (self.generated_tokens, cfg.max_generated_tokens),
         )
-        return self.step >= cfg.steps or any(
-            cap is not None and spent >= cap for spent, cap in spent_and_caps
+        replanned_out = self.replanner is not None and self.replanner.exhausted
+        return (
+            self.step >= cfg.steps
+            or replanned_out
+            or any(cap is not None and spent >= cap for spent, cap in spent_and_caps)
         )
 
     def start_fresh(self) -> None:
         """A fresh start (or --overwrite): nothing of an earlier run may be mixed in."""
-        self.metrics_path.unlink(missing_ok=True)
-        (self.run_dir / SUMMARY_FILE).unlink(missing_ok=True)
-        for name in (FINAL_DIR, STEP_CHECKPOINTS_DIR, STATE_DIR, OLD_STATE_DIR):
-            shutil.rmtree(self.run_dir / name, ignore_errors=True)
+        for name in TRAIN_OUTPUTS:  # a re-plan history or merged model of an earlier run too
+            path = self.run_dir / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
         atomic_write_text(self.run_dir / CONFIG_FILE, dump_config(self.config))
         self.log({"step": 0, **self.run_eval()})
         self.save_state()
