@@ -158,3 +158,26 @@ def test_a_fresh_run_over_an_online_one_leaves_none_of_its_plan_history(tmp_path
     # (a resume would read it back)
     run_train(online(2, 3), run_dir, overwrite=True)
     assert not (run_dir / "plan_history.parquet").exists()
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        ({"plan": {"g_min": 1}}, "plan.g_min >= 2"),
+        ({"train": {"history_explore": 0.5, "history_fill": True}}, "no train.history_fill"),
+        ({"train": {"history_explore": 0.5, "history_target": 0.1}}, "no train.history_target"),
+        ({"train": {"streak_group_size": 2}}, "no train.streak_group_size"),
+    ],
+)
+def test_knapsack_allocation_refuses_settings_it_would_ignore_or_break(settings, named):
+    tree = tiny_tree(Path("unused"), train={"online": {"allocation": "knapsack"}})
+    for section, values in settings.items():
+        tree[section] = tree[section] | values
+    with pytest.raises(ValidationError, match=f"allocation knapsack needs {named}"):
+        RunConfig.model_validate(tree)
+
+
+def test_dapo_refuses_a_budget_smaller_than_one_group():
+    with pytest.raises(ValidationError, match=r"rollout_budget \(3\) must hold one group"):
+        TrainConfig(method="dapo", group_size=4, rollout_budget=3)
+    assert TrainConfig(method="grpo", group_size=4, rollout_budget=3)  # trains one group a step

@@ -486,6 +486,12 @@ class TrainConfig(Strict):
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
+        if self.method == "dapo" and self.rollout_budget < self.group_size:
+            raise ValueError(
+                f"train.rollout_budget ({self.rollout_budget}) must hold one group of "
+                f"train.group_size ({self.group_size}) with method 'dapo': it keeps whole groups "
+                "only, so no step would train anything"
+            )
         if self.online.replans and self.method != "sgpo":
             raise ValueError(
                 f"train.online re-planning needs train.method 'sgpo' (method "
@@ -665,6 +671,8 @@ class RunConfig(Strict):
             )
         if self.profile.adaptive_stop == "first_success":
             self._check_first_success_profile()
+        if self.train.online.allocation == "knapsack":
+            self._check_knapsack()
         if self.train.reuse_profile and self.rollout_temperature != self.sampling.temperature:
             raise ValueError(
                 "train.reuse_profile trains profile samples drawn at sampling.temperature; "
@@ -679,6 +687,24 @@ class RunConfig(Strict):
     def rollout_temperature(self) -> float:
         """The training groups' temperature (the update's log-probs are taken at it)."""
         return self.train.rollout_temperature or self.sampling.temperature
+
+    def _check_knapsack(self) -> None:
+        """Knapsack allocation sizes every group itself from a window it then marks visited:
+        what would size or fill steps otherwise has no say."""
+        train = self.train
+        conflicts = {
+            "plan.g_min >= 2 (a group must be able to show both outcomes)": self.plan.g_min < 2,
+            "no train.history_fill (the window is skipped, never filled across epochs)": (
+                train.history_fill
+            ),
+            "no train.history_target (its steps fill across epochs too)": train.history_target > 0,
+            "no train.streak_group_size (the allocation sizes the groups)": bool(
+                train.streak_group_size
+            ),
+        }
+        broken = [need for need, conflict in conflicts.items() if conflict]
+        if broken:
+            raise ValueError("train.online.allocation knapsack needs " + "; ".join(broken))
 
     def _check_first_success_profile(self) -> None:
         """A profile stopped at the first success knows only solved / never-solved."""
