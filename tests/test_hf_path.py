@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from sgpo.cli import app
 from sgpo.config import EmbeddedModelConfig, RunConfig, dump_config
 from sgpo.embedded import build_char_tokenizer, build_model
+from sgpo.errors import DataError
 from sgpo.io import read_jsonl, read_table
 from sgpo.models import load_policy
 from sgpo.plan import run_plan
@@ -228,3 +229,23 @@ def test_cli_eval_initial_model_with_system_prompt(tiny_model_dir: Path, tmp_pat
     assert cli.exit_code == 0, cli.output
     result = json.loads((tmp_path / "eval.json").read_text())
     assert result["eval_queries"] == EVAL_ROWS and "eval_acc_greedy" not in result
+
+
+def test_prompts_longer_than_the_context_are_refused_by_profile_and_eval(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    short = tmp_path / "short-context"
+    shutil.copytree(tiny_model_dir, short)
+    model_config = json.loads((short / "config.json").read_text())
+    (short / "config.json").write_text(json.dumps(model_config | {"max_position_embeddings": 64}))
+    config = make_config(short)
+    message = r"gsm8k_train\.jsonl.*row 0: field 'prompt' is \d+ (characters|tokens)"
+    with pytest.raises(DataError, match=message):
+        run_profile(config, tmp_path / "profile")
+    config_path = tmp_path / "c.yaml"
+    config_path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    cli = CliRunner().invoke(app, ["eval", "-c", str(config_path), "-o", str(tmp_path / "eval")])
+    assert cli.exit_code != 0 and "field 'prompt'" in cli.output, cli.output
+    assert not (tmp_path / "eval" / "eval.json").exists()

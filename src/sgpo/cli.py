@@ -240,11 +240,13 @@ def eval_(
     from sgpo.io import atomic_write_json
     from sgpo.models import load_policy
     from sgpo.tasks import load_task
+    from sgpo.validate import check_prompt_lengths
     from sgpo.wiring import make_engine, make_verifier, sampling_params
 
     cfg = _config(config, set_)
     task = load_task(cfg.task, cfg.seed)
     policy = load_policy(cfg, path=model)
+    check_prompt_lengths(policy, task, cfg.sampling.max_new_tokens)
     verifier = make_verifier(cfg, task)
     result = evaluate(
         make_engine(cfg, policy, "eval"),
