@@ -23,3 +23,13 @@ def test_eval_weights_set_the_held_out_mix_only():
 def test_eval_weights_must_match_the_digits():
     with pytest.raises(ConfigError, match="eval_weights differ in length"):
         load_config(None, ["task.addition.eval_weights=[1.0]"])
+
+
+def test_the_default_config_builds_its_task():
+    # `sgpo profile -o DIR` without -c runs on the defaults: their mix must exist
+    from sgpo.tasks import load_task
+
+    config = load_config(None)
+    task = load_task(config.task, config.seed)
+    assert len(task.train) == config.task.addition.n_train
+    assert len(task.eval) == config.task.addition.n_eval

@@ -59,6 +59,12 @@ def yaml_file(tmp: Path, text: str) -> Path:
     return path
 
 
+def yaml_bytes(tmp: Path, data: bytes) -> Path:
+    path = tmp / "bad.yaml"
+    path.write_bytes(data)
+    return path
+
+
 def retagged(src: Path, dst: Path, edit_rows: Callable | None = None, **meta: object) -> Path:
     """A copy of a profile/plan table with some metadata (and rows) changed."""
     rows, metadata = read_table(src)
@@ -141,6 +147,38 @@ CASES = [
         lambda tmp, env: load_config(yaml_file(tmp, "train: [1\n")),
         ConfigError,
         "{tmp}/bad.yaml: not valid YAML",
+    ),
+    Case(
+        "config-key-twice",
+        lambda tmp, env: load_config(
+            yaml_file(tmp, "train: {steps: 3}\nseed: 1\ntrain: {lr: 1}\n")
+        ),
+        ConfigError,
+        "{tmp}/bad.yaml: not valid YAML: key 'train' given twice\n  in \"{tmp}/bad.yaml\", line 3",
+    ),
+    Case(
+        "config-not-utf8",
+        lambda tmp, env: load_config(yaml_bytes(tmp, b"\xff\xfetrain: {steps: 3}\n")),
+        ConfigError,
+        "{tmp}/bad.yaml: cannot read it as a UTF-8 text file",
+    ),
+    Case(
+        "config-a-directory",
+        lambda tmp, env: load_config(tmp),
+        ConfigError,
+        "{tmp}: cannot read it as a UTF-8 text file",
+    ),
+    Case(
+        "override-not-yaml",
+        lambda tmp, env: load_config(None, ["model.prompt_template={prompt} ="]),
+        ConfigError,
+        "override 'model.prompt_template={prompt} =': the value is not valid YAML",
+    ),
+    Case(
+        "override-cut-by-a-comment",
+        lambda tmp, env: load_config(None, ["model.system_prompt=Answer with #only the number"]),
+        ConfigError,
+        "' #' starts a YAML comment, which would drop the rest; quote the value",
     ),
     Case(
         "config-not-a-mapping",

@@ -144,7 +144,9 @@ class AdditionTaskConfig(Strict):
     """Built-in verifiable task: a+b, answer digits written in reverse order."""
 
     digits: list[int] = Field(default_factory=lambda: [1, 2, 3, 4])
-    weights: list[float] = Field(default_factory=lambda: [1.0, 1.0, 1.0, 1.0])
+    # The demo's mix (mostly 2-digit sums): equal weights would ask for more distinct 1-digit
+    # sums than exist at the default n_train.
+    weights: list[float] = Field(default_factory=lambda: [0.05, 0.75, 0.15, 0.05])
     # The held-out split's mix; None = weights. (Only ~21 held-out 1-digit sums exist, so a
     # train mix heavy in 1-digit sums needs another eval mix.)
     eval_weights: list[float] | None = None
@@ -736,6 +738,40 @@ def _section(tree: dict, dotted: str) -> tuple[dict, str]:
     return node, keys[-1]
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (the later one would
+    silently replace the earlier, e.g. a second `train:` section)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} given twice", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def _override_value(item: str, raw: str) -> object:
+    """An override's value, read as YAML; a ' #' would start a YAML comment and silently cut
+    an unquoted string, so it must be quoted."""
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as e:
+        raise ConfigError(
+            f"override {item!r}: the value is not valid YAML ({e.problem}); quote a string "
+            "value: key='text'"
+        ) from e
+    if "#" in raw and "#" not in yaml.safe_dump(value):
+        raise ConfigError(
+            f"override {item!r}: ' #' starts a YAML comment, which would drop the rest; quote "
+            "the value: key='text # more'"
+        )
+    return value
+
+
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
     """Read a YAML config (or defaults when path is None) and apply overrides in order:
     ``key.sub=value`` sets a value, ``~key.sub`` removes a setting or a whole section from what
@@ -744,9 +780,12 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     tree: dict = {}
     if path:
         try:
-            tree = yaml.safe_load(Path(path).read_text()) or {}
+            with open(path, encoding="utf-8") as stream:  # errors then name the file
+                tree = yaml.load(stream, UniqueKeyLoader) or {}
         except FileNotFoundError as e:
             raise ConfigError(f"config file not found: {path}") from e
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{path}: cannot read it as a UTF-8 text file: {e}") from e
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: not valid YAML: {e}") from e
         if not isinstance(tree, dict):
@@ -762,7 +801,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
             raise ConfigError(f"override {item!r} must look like key.sub=value or ~key.sub")
         key, raw = item.split("=", 1)
         node, last = _section(tree, key.strip())
-        node[last] = yaml.safe_load(raw)
+        node[last] = _override_value(item, raw)
     try:
         return RunConfig.model_validate(tree)
     except ValidationError as e:
