@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from sgpo.errors import ConfigError
 from sgpo.loggers import make_sinks, scalars
 
 
@@ -47,5 +48,19 @@ def test_run_tracker_sinks_call_init_log_finish(tracker, tmp_path: Path, monkeyp
 
 def test_missing_tracker_package_is_a_clear_error(tmp_path: Path, monkeypatch):
     monkeypatch.setitem(sys.modules, "wandb", None)  # import fails
-    with pytest.raises(RuntimeError, match="'wandb' is not installed: pip install wandb"):
+    with pytest.raises(ConfigError, match="'wandb' is not installed: pip install wandb"):
         make_sinks(["wandb"], tmp_path, "proj", {})
+
+
+def test_a_fresh_run_clears_an_earlier_runs_tensorboard_events(tmp_path: Path):
+    from tiny_run import tiny_tree
+
+    from sgpo.config import RunConfig
+    from sgpo.train import run_train
+
+    train = {"method": "grpo", "steps": 1, "eval_every": 0, "checkpoint_every": 0}
+    tree = tiny_tree(tmp_path / "models", train=train | {"report_to": ["tensorboard"]})
+    config = RunConfig.model_validate(tree)
+    run_train(config, tmp_path / "run")
+    run_train(config, tmp_path / "run", overwrite=True)
+    assert len(list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))) == 1

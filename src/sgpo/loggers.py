@@ -10,6 +10,9 @@ import importlib
 from pathlib import Path
 from typing import Protocol
 
+from sgpo.errors import ConfigError
+from sgpo.runfiles import TENSORBOARD_DIR
+
 TRACKERS = ("tensorboard", "wandb", "trackio")
 
 
@@ -35,26 +38,33 @@ def _require(module: str, tracker: str) -> object:
     try:
         return importlib.import_module(module)
     except ImportError as e:
-        raise RuntimeError(
+        raise ConfigError(
             f"train.report_to includes {tracker!r} but {module!r} is not installed: "
             f"pip install {tracker}"
         ) from e
 
 
 class TensorBoardSink:
+    """Its event file is opened at the first record, so a fresh run can first clear the
+    directory of an earlier run's events (they would mix into the new curves)."""
+
     def __init__(self, log_dir: Path) -> None:
         _require("tensorboard", "tensorboard")
-        from torch.utils.tensorboard import SummaryWriter
-
-        self.writer = SummaryWriter(log_dir=str(log_dir))
+        self.log_dir = log_dir
+        self.writer = None
 
     def log(self, values: dict[str, float], step: int) -> None:
+        if self.writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(log_dir=str(self.log_dir))
         for key, value in values.items():
             self.writer.add_scalar(key, value, step)
         self.writer.flush()
 
     def close(self) -> None:
-        self.writer.close()
+        if self.writer is not None:
+            self.writer.close()
 
 
 class RunTrackerSink:
@@ -77,7 +87,7 @@ def make_sinks(
     sinks: list[MetricsSink] = []
     for tracker in report_to:
         if tracker == "tensorboard":
-            sinks.append(TensorBoardSink(run_dir / "tensorboard"))
+            sinks.append(TensorBoardSink(run_dir / TENSORBOARD_DIR))
         elif tracker in ("wandb", "trackio"):
             sinks.append(RunTrackerSink(tracker, project, run_dir.name, config))
         else:

@@ -14,6 +14,7 @@ STATE_FILE = "state.json"
 FINAL_DIR = "final"
 MERGED_DIR = "final-merged"
 STEP_CHECKPOINTS_DIR = "checkpoints"
+TENSORBOARD_DIR = "tensorboard"  # train.report_to: [tensorboard]
 
 
 def step_checkpoint(step: int) -> str:

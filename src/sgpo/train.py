@@ -49,6 +49,7 @@ from sgpo.runfiles import (
     STATE_DIR,
     STEP_CHECKPOINTS_DIR,
     SUMMARY_FILE,
+    TENSORBOARD_DIR,
     step_checkpoint,
 )
 from sgpo.schedule import ScheduledQuery, build_scheduler
@@ -406,6 +407,7 @@ TRAIN_OUTPUTS = (
     STATE_DIR,
     OLD_STATE_DIR,
     HISTORY_FILE,
+    TENSORBOARD_DIR,
 )
 
 
