@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 import sgpo.train
 from sgpo.cli import app
 from sgpo.config import load_config
-from sgpo.errors import DataError
+from sgpo.errors import ConfigError, DataError
 from sgpo.io import read_jsonl, read_table
 from sgpo.plan import run_plan
 from sgpo.profile import CHUNK_DIR, PROFILE_FILE, SAMPLES_FILE, run_profile
@@ -438,3 +438,18 @@ def test_resume_refuses_a_changed_plan(tiny: SimpleNamespace, tmp_path: Path) ->
     with pytest.raises(DataError, match=r"plan\.parquet: not the plan this run was trained with"):
         run_train(config, run, resume=True)
     assert plan_path.exists()
+
+
+def test_resume_with_more_steps_records_them_and_refuses_fewer_than_done(
+    tiny: SimpleNamespace, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    two = load_config(write_config(tmp_path / "two.yaml", method_tree(tiny, "grpo", steps=2)))
+    run_train(two, run)
+    four = load_config(write_config(tmp_path / "four.yaml", method_tree(tiny, "grpo", steps=4)))
+    run_train(four, run, resume=True)
+    assert load_config(run / "config.yaml").train.steps == 4  # the run's record says 4
+    summary = (run / SUMMARY_FILE).read_text()
+    with pytest.raises(ConfigError, match="checkpoint is at step 4, past train.steps 2"):
+        run_train(two, run, resume=True)
+    assert (run / SUMMARY_FILE).read_text() == summary

@@ -343,6 +343,8 @@ class Trainer:
         cfg = self.cfg
         if self.resuming:
             restore_trainer_state(self)
+            # the settings a resume may change (steps, evaluation, ...) as it now runs with them
+            atomic_write_text(self.run_dir / CONFIG_FILE, dump_config(self.config))
         else:
             self.start_fresh()
         bar = tqdm(total=cfg.steps, initial=self.step, desc=f"train ({cfg.method})", unit="step")

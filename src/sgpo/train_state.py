@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sgpo import checkpoint, rundir
-from sgpo.errors import DataError
+from sgpo.errors import ConfigError, DataError
 from sgpo.io import read_jsonl
 from sgpo.runfiles import FINAL_DIR, METRICS_FILE, STATE_DIR, STEP_CHECKPOINTS_DIR, SUMMARY_FILE
 
@@ -61,6 +61,11 @@ def restore_trainer_state(trainer: Trainer) -> None:
     trainer.update.optimizer.load_state_dict(blobs["optimizer"])
     trainer.update.lr_schedule.load_state_dict(blobs["lr_schedule"])
     checkpoint.restore_rng_state(blobs)
+    if state["step"] > trainer.cfg.steps:
+        raise ConfigError(
+            f"{trainer.run_dir}: the checkpoint is at step {state['step']}, past train.steps "
+            f"{trainer.cfg.steps}; resume with train.steps >= {state['step']}"
+        )
     trainer.step = state["step"]
     trainer.scheduler.restore(state["scheduler"], trainer.queries_by_id)
     if trainer.replanner is not None:
