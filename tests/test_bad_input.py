@@ -59,6 +59,12 @@ def yaml_file(tmp: Path, text: str) -> Path:
     return path
 
 
+def written(path: Path, text: str) -> Path:
+    """path's directory, holding path with text (a file a command must not replace)."""
+    path.write_text(text)
+    return path.parent
+
+
 def yaml_bytes(tmp: Path, data: bytes) -> Path:
     path = tmp / "bad.yaml"
     path.write_bytes(data)
@@ -395,6 +401,36 @@ def bad_file_task(tmp: Path, env: SimpleNamespace) -> list[str]:
 
 # (id, args(tmp, env), exit status, what the output must say)
 CLI_CASES = [
+    (
+        "shard-out-of-range",
+        lambda tmp, env: ["profile", "-c", str(env.config_path), "-o", str(tmp), "--shard", "5/4"],
+        2,
+        "--shard I/N needs 0 <= I < N, got '5/4'",
+    ),
+    (
+        "resume-and-overwrite",
+        lambda tmp, env: ["train", "--resume", str(tmp), "--overwrite"],
+        2,
+        "--resume continues what is in the directory and --overwrite replaces it",
+    ),
+    (
+        "plan-for-a-method-without-one",
+        lambda tmp, env: [
+            *("train", "-c", str(env.config_path), "-o", str(tmp / "run")),
+            *("--set", "train.method=grpo", "--plan", str(tmp / "nope.parquet")),
+        ],
+        2,
+        "--plan {tmp}/nope.parquet: train.method 'grpo' trains without a plan",
+    ),
+    (
+        "eval-json-exists",
+        lambda tmp, env: [
+            "eval",
+            *("-c", str(env.config_path), "-o", str(written(tmp / "eval.json", "{}"))),
+        ],
+        1,
+        "{tmp}/eval.json exists; pass --overwrite to replace it",
+    ),
     (
         "config-error",
         lambda tmp, env: ["plan", "-c", str(yaml_file(tmp, "train: {stepz: 3}\n"))],

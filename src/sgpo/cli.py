@@ -47,6 +47,7 @@ DEMO_CONFIG = Path(__file__).parent / "demo.yaml"
 
 
 TRAIN_OUT = Path("runs/train")
+EVAL_FILE = "eval.json"
 
 
 def _config(path: Path | None, overrides: list[str] | None) -> RunConfig:
@@ -93,7 +94,16 @@ def _parse_shard(shard: str | None) -> tuple[int, int] | None:
         index, count = (int(x) for x in shard.split("/"))
     except ValueError as e:
         raise typer.BadParameter(f"--shard must look like I/N, got {shard!r}") from e
+    if not 0 <= index < count:
+        raise typer.BadParameter(f"--shard I/N needs 0 <= I < N, got {shard!r}")
     return index, count
+
+
+def _one_of_resume_and_overwrite(resume: object, overwrite: bool) -> None:
+    if resume and overwrite:
+        raise ConfigError(
+            "--resume continues what is in the directory and --overwrite replaces it: pass one"
+        )
 
 
 def print_plan_summary(summary: dict) -> None:
@@ -133,8 +143,10 @@ def profile(
         return
     from sgpo.profile import run_profile
 
+    _one_of_resume_and_overwrite(resume, overwrite)
+    shard_index = _parse_shard(shard)  # before the model loads
     path = run_profile(
-        _config(config, set_), out, resume=resume, overwrite=overwrite, shard=_parse_shard(shard)
+        _config(config, set_), out, resume=resume, overwrite=overwrite, shard=shard_index
     )
     console.print(f"profile written to {path}")
 
@@ -205,6 +217,7 @@ def train(
     """Train with the configured method (sgpo, grpo or dapo) -> run directory OUT."""
     from sgpo.train import run_train
 
+    _one_of_resume_and_overwrite(resume, overwrite)
     if resume is not None and out != TRAIN_OUT and out.resolve() != resume.resolve():
         raise typer.BadParameter(
             f"--resume {resume} continues the run in that directory; --out {out} names another "
@@ -218,9 +231,17 @@ def train(
                 "(or pass the run's --config)"
             )
         config = resume / "config.yaml"
-    summary = run_train(
-        _config(config, set_), run_dir, plan_path, resume=resume is not None, overwrite=overwrite
-    )
+    cfg = _config(config, set_)
+    if plan_path is not None and not cfg.train.uses_plan:
+        raise ConfigError(
+            f"--plan {plan_path}: train.method {cfg.train.method!r} trains without a plan"
+            + (
+                " (train.first_visit_profile profiles in training)"
+                if cfg.train.first_visit_profile
+                else ""
+            )
+        )
+    summary = run_train(cfg, run_dir, plan_path, resume=resume is not None, overwrite=overwrite)
     console.print_json(json.dumps({k: v for k, v in summary.items() if k != "config"}))
 
 
@@ -234,6 +255,7 @@ def eval_(
     ] = None,
     set_: SetOpt = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write eval.json here.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace OUT/eval.json.")] = False,
 ) -> None:
     """Held-out accuracy (greedy and sampled), overall and per difficulty bucket."""
     from sgpo.evaluate import evaluate
@@ -244,6 +266,12 @@ def eval_(
     from sgpo.wiring import make_engine, make_verifier, sampling_params
 
     cfg = _config(config, set_)
+    if out:  # before any compute: a result that cannot be written is not computed
+        from sgpo.rundir import claim_outputs
+
+        if (out / EVAL_FILE).exists() and not overwrite:
+            raise FileExistsError(f"{out / EVAL_FILE} exists; pass --overwrite to replace it")
+        claim_outputs(out, [EVAL_FILE])
     task = load_task(cfg.task, cfg.seed)
     policy = load_policy(cfg, path=model)
     check_prompt_lengths(policy, task, cfg.sampling.max_new_tokens)
@@ -264,10 +292,7 @@ def eval_(
     }
     verifier.close()
     if out:
-        from sgpo.rundir import claim_outputs
-
-        claim_outputs(out, ["eval.json"])
-        atomic_write_json(out / "eval.json", result)
+        atomic_write_json(out / EVAL_FILE, result)
     console.print_json(json.dumps(result))
 
 
