@@ -423,6 +423,18 @@ CLI_CASES = [
         "--plan {tmp}/nope.parquet: train.method 'grpo' trains without a plan",
     ),
     (
+        "model-path-missing",
+        lambda tmp, env: ["eval", "-c", str(env.config_path), "--model", str(tmp / "no" / "model")],
+        2,
+        "model '{tmp}/no/model': no such directory",
+    ),
+    (
+        "model-path-not-a-model",
+        lambda tmp, env: ["eval", "-c", str(env.config_path), "--model", str(tmp)],
+        2,
+        "model '{tmp}': not a model directory (no config.json or adapter_config.json)",
+    ),
+    (
         "eval-json-exists",
         lambda tmp, env: [
             "eval",

@@ -83,13 +83,31 @@ def model_source(config: RunConfig) -> str:
     return str(ensure_embedded_model(config.model.embedded))
 
 
+def _load_tokenizer(source: str) -> PreTrainedTokenizerBase:
+    """The model's tokenizer; a source that is neither a model directory here nor loadable from
+    the hub is a config error naming it (transformers' own message kept)."""
+    local = Path(source).expanduser()
+    if source.startswith((".", "/", "~")) and not local.is_dir():
+        raise ConfigError(f"model {source!r}: no such directory")
+    markers = ("config.json", "adapter_config.json")
+    if local.is_dir() and not any((local / name).exists() for name in markers):
+        raise ConfigError(
+            f"model {source!r}: not a model directory (no config.json or adapter_config.json)"
+        )
+    try:
+        return AutoTokenizer.from_pretrained(source)
+    except OSError as e:
+        where = "the directory" if local.is_dir() else "neither a local directory nor on the hub"
+        raise ConfigError(f"model {source!r}: cannot load it ({where}): {e}") from e
+
+
 def load_policy(config: RunConfig, path: str | None = None, trainable: bool = False) -> Policy:
     """Load a policy from path (default: the configured initial model) onto the chosen device."""
     cfg: ModelConfig = config.model
     source = path or model_source(config)
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
-    tokenizer = AutoTokenizer.from_pretrained(source)
+    tokenizer = _load_tokenizer(source)
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
