@@ -443,3 +443,112 @@ def test_a_method_at_the_target_before_it_spent_anything_reads_at_start_not_neve
     assert _ratio({flops.ratio_key: None, flops.to_target_key: reach}, flops) == "at start"
     assert _ratio({flops.ratio_key: None, flops.to_target_key: None}, flops) == "never"
     assert _ratio({flops.ratio_key: 2.5, flops.to_target_key: 4.0}, flops) == "2.50"
+
+
+def test_the_console_table_reads_at_start_as_compare_md_does():
+    """`sgpo compare` prints console_table: its ratios are compare.md's (_ratio), not a
+    second formatting that said `never` for a method at the target before it spent anything."""
+    from rich.console import Console
+
+    from sgpo.compare import CURRENCIES, console_table
+
+    at_start = {c.ratio_key: None for c in CURRENCIES.values()}
+    at_start |= {c.to_target_key: 0.0 for c in CURRENCIES.values()}
+    never = {c.ratio_key: None for c in CURRENCIES.values()}
+    never |= {c.to_target_key: None for c in CURRENCIES.values()}
+    accuracy = {"final_acc_mean": 0.4, "final_acc_std": 0.0, "informative_fraction": 0.5}
+    result = {
+        "target_acc": 0.38,
+        "methods": {"early": accuracy | at_start, "late": accuracy | never},
+    }
+    console = Console(width=200, record=True)
+    console.print(console_table(result))
+    lines = console.export_text().splitlines()
+    early = next(line for line in lines if "early" in line)
+    late = next(line for line in lines if "late" in line)
+    assert early.count("at start") == 3 and "never" not in early
+    assert late.count("never") == 3
+
+
+@pytest.mark.parametrize(
+    ("tree", "kwargs", "message"),
+    [
+        ({"seeds": []}, {}, "seeds: List should have at least 1 item"),
+        ({}, {"seeds": 0}, r"\(seeds=0, first_seed=0\).*\n  seeds: List should have at least 1"),
+        ({}, {"seeds": -2}, "seeds: List should have at least 1 item"),
+        ({}, {"seeds": 2, "first_seed": -1}, r"seeds must be >= 0, got \[-1, 0\]"),
+        ({"seeds": [-3]}, {}, r"seeds must be >= 0, got \[-3\]"),
+        ({"seeds": [1, 2, 1]}, {}, r"seeds must differ from one another, got \[1, 2, 1\]"),
+    ],
+)
+def test_compare_needs_at_least_one_seed_none_negative_or_repeated(
+    tmp_path: Path, tree: dict, kwargs: dict, message: str
+) -> None:
+    # no seed left nothing to average (statistics.StatisticsError in aggregate, after training)
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"base": "x.yaml", **tree}))
+    with pytest.raises(ConfigError, match=message):
+        load_compare_config(path, **kwargs)
+
+
+COMPARE_FILES = ["compare.md", "compare.json", "accuracy_vs_flops.png", "informative_fraction.png"]
+
+
+def test_compare_refuses_to_replace_files_it_did_not_write(tmp_path: Path):
+    from sgpo.compare import run_compare
+
+    (tmp_path / "compare.yaml").write_text(yaml.safe_dump({"base": "base.yaml", "seeds": [0]}))
+    for name in COMPARE_FILES:
+        out = tmp_path / name.replace(".", "-")
+        out.mkdir()
+        (out / name).write_text("the user's own")
+        with pytest.raises(FileExistsError, match=f"{name} exists and was not written by sgpo"):
+            run_compare(tmp_path / "compare.yaml", out)
+        # refused before anything was trained or written
+        assert sorted(p.name for p in out.iterdir()) == [name], name
+        assert (out / name).read_text() == "the user's own"
+    report = tmp_path / "report.md"
+    report.write_text("# report\n")
+    (tmp_path / "side_by_side.png").write_text("the user's own")
+    runs = {"fast": fake_run(tmp_path / "fast", 0.5), "grpo-g8": fake_run(tmp_path / "base", 1.0)}
+    with pytest.raises(FileExistsError, match="side_by_side.png exists and was not written"):
+        append_side_by_side(report, runs, "grpo-g8")
+    assert (tmp_path / "side_by_side.png").read_text() == "the user's own"
+    assert report.read_text() == "# report\n"
+
+
+def test_compare_reuses_a_finished_run_only_if_its_config_is_unchanged(tmp_path: Path):
+    from sgpo.compare import run_compare
+    from sgpo.rundir import written_by_sgpo
+
+    base = tiny_tree(
+        tmp_path / "models",
+        train={"steps": 2, "rollout_budget": 8, "eval_every": 1, "checkpoint_every": 0},
+    )
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    methods = {
+        "grpo-g4": ["train.method=grpo", "train.group_size=4"],
+        "grpo-g2": ["train.method=grpo", "train.group_size=2"],
+    }
+    compare = {"base": "base.yaml", "seeds": [0], "methods": methods, "baseline": "grpo-g4"}
+    config = tmp_path / "compare.yaml"
+    config.write_text(yaml.safe_dump(compare))
+    out = tmp_path / "out"
+    first = run_compare(config, out)
+    assert set(COMPARE_FILES) <= written_by_sgpo(out)
+    runs = [out / "runs" / m / "seed-0" for m in methods]
+    metrics = {run: (run / "metrics.jsonl").read_bytes() for run in runs}
+    # unchanged: both finished runs are reused (trained again, their wall_s would differ)
+    assert run_compare(config, out)["methods"] == first["methods"]
+    assert {run: (run / "metrics.jsonl").read_bytes() for run in runs} == metrics
+    # another lr: refused, naming the run and the key, instead of reporting the old result
+    with pytest.raises(ConfigError) as refused:
+        run_compare(config, out, overrides=["train.lr=0.02"])
+    message = str(refused.value)
+    assert str(runs[0]) in message and "train.lr: 0.01 -> 0.02" in message
+    assert "choose another output directory" in message
+    assert {run: (run / "metrics.jsonl").read_bytes() for run in runs} == metrics
+    # a finished run whose config.yaml is gone cannot be checked: refused as well
+    (runs[0] / "config.yaml").unlink()
+    with pytest.raises(ConfigError, match="without its config.yaml"):
+        run_compare(config, out)

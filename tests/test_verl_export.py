@@ -109,7 +109,8 @@ def test_export_keeps_only_kept_queries_in_curriculum_order_with_their_group_siz
     assert [r["extra_info"]["index"] for r in rows] == list(range(len(rows)))
     assert stored["plan"] == meta
     assert stored["export"]["rollouts_per_epoch"] == sum(r.group_size for r in kept)
-    assert sorted(p.name for p in path.parent.iterdir()) == ["train.parquet"]  # no temp file left
+    # no temp file left; the export is listed as sgpo's
+    assert sorted(p.name for p in path.parent.iterdir()) == ["sgpo-outputs.json", "train.parquet"]
 
 
 def test_export_is_a_pure_function_of_the_plan_and_needs_no_system_prompt(tmp_path):
@@ -152,6 +153,29 @@ def test_export_refuses_groups_of_one_and_broken_ranks(tmp_path):
     with pytest.raises(ValueError, match="keeps no query"):
         verl_rows(nothing, "sgpo/addition")
     assert not (tmp_path / "x.parquet").exists()
+
+
+def test_export_replaces_only_a_file_sgpo_wrote(tmp_path):
+    """README: sgpo never replaces a file it did not write; the launch scripts export into the
+    same path at every launch, so a file an export wrote is replaced."""
+    plan = fake_plan()
+    path = tmp_path / "train.parquet"
+    export_verl_parquet(plan, {"round": 1}, path, "sgpo/addition")
+    export_verl_parquet(plan, {"round": 2}, path, "sgpo/addition")
+    assert read_table(path)[1]["plan"] == {"round": 2}
+    mine = tmp_path / "mine.parquet"
+    mine.write_bytes(b"the user's own data")
+    with pytest.raises(FileExistsError, match="mine.parquet exists and was not written by sgpo"):
+        export_verl_parquet(plan, {}, mine, "sgpo/addition")
+    assert mine.read_bytes() == b"the user's own data"
+    # ... through the command too: an error naming the file, no traceback
+    from sgpo.cli import app
+
+    write_plan(tmp_path / "plan.parquet", plan, {"task": "addition(fake)"})
+    args = ["export-verl", "--plan", str(tmp_path / "plan.parquet"), "--out", str(mine)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1 and "was not written by sgpo" in result.output, result.output
+    assert mine.read_bytes() == b"the user's own data"
 
 
 def test_rollouts_per_step_follow_verl_drop_last_batches():

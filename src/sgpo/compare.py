@@ -30,7 +30,8 @@ Protocol (also written into compare.md):
    over paired resamples of the seeds. compare.json keeps every evaluation (eval_curves).
 
 Runs are written to DIR/runs/<method>/seed-<s>/; a run with a summary.json is reused, so an
-interrupted compare continues where it stopped.
+interrupted compare continues where it stopped, but only when it was trained with the config
+the method has now (its config.yaml; any difference is refused, naming the keys).
 """
 
 from __future__ import annotations
@@ -38,12 +39,12 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from sgpo.config import VARIANT_TRAIN_SETTINGS, ConfigError, RunConfig, load_config
+from sgpo.config import VARIANT_TRAIN_SETTINGS, ConfigError, RunConfig, dump_config, load_config
 from sgpo.core.curves import (
     GAIN_SHARE,
     SaturatingFit,
@@ -53,7 +54,13 @@ from sgpo.core.curves import (
     gain_level,
     mean_curve,
 )
-from sgpo.io import atomic_write_json, atomic_write_text, read_jsonl
+from sgpo.errors import DataError
+from sgpo.io import atomic_write_json, atomic_write_text, read_json, read_jsonl
+from sgpo.rundir import claim_outputs, differing_keys, flatten
+from sgpo.runfiles import CONFIG_FILE, SUMMARY_FILE
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 # The abstract's rule, spelled out so a base config with another plan does not change it.
 ABSTRACT_RULE = [
@@ -239,7 +246,7 @@ class CompareConfig(BaseModel):
     overrides: list[str] = Field(default_factory=list)
     methods: dict[str, list[str]] = Field(default_factory=lambda: dict(DEFAULT_METHODS))
     baseline: str = "grpo-g8"
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     # The currency of the equal budget (see CURRENCIES); budget_flops needs "flops".
     budget_currency: Literal["flops", "flops_train_all", "tokens"] = "flops"
     budget_flops: float | None = Field(None, gt=0)
@@ -258,6 +265,16 @@ class CompareConfig(BaseModel):
                 f"budget_flops is a budget in FLOPs; budget_currency is {self.budget_currency!r}"
             )
         return self
+
+    @field_validator("seeds")
+    @classmethod
+    def _check_seeds(cls, seeds: list[int]) -> list[int]:
+        if any(seed < 0 for seed in seeds):
+            raise ValueError(f"seeds must be >= 0, got {seeds}")
+        # a repeated seed would train into the same run directory and count twice
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds must differ from one another, got {seeds}")
+        return seeds
 
 
 def load_compare_config(
@@ -278,13 +295,14 @@ def load_compare_config(
         raise ConfigError(f"compare config not found: {path}") from e
     if budget_currency is not None:
         tree["budget_currency"] = budget_currency
+    if seeds is not None:  # validated like the file's own (at least one, none negative)
+        tree["seeds"] = list(range(first_seed, first_seed + seeds))
     try:
         cfg = CompareConfig.model_validate(tree)
     except ValidationError as e:
         lines = [f"  {'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()]
-        raise ConfigError(f"{path}: invalid compare config\n" + "\n".join(lines)) from e
-    if seeds is not None:
-        cfg.seeds = list(range(first_seed, first_seed + seeds))
+        where = path if seeds is None else f"{path} (seeds={seeds}, first_seed={first_seed})"
+        raise ConfigError(f"{where}: invalid compare config\n" + "\n".join(lines)) from e
     if methods:
         unknown = sorted(set(methods) - set(cfg.methods))
         if unknown:
@@ -320,22 +338,50 @@ def profile_dir(config: RunConfig, root: Path) -> Path:
 
 
 def run_method(config: RunConfig, run_dir: Path, profiles: Path) -> dict:
-    """Profile (shared) and plan when the method needs them, then train; reuse a finished run."""
-    import json
-
+    """Profile (shared) and plan when the method needs them, then train; reuse a finished run
+    trained with the same config."""
     from sgpo.plan import run_plan
     from sgpo.profile import PROFILE_FILE, run_profile
-    from sgpo.runfiles import SUMMARY_FILE
     from sgpo.train import run_train
 
     if (run_dir / SUMMARY_FILE).exists():
-        return json.loads((run_dir / SUMMARY_FILE).read_text())
+        check_reusable(config, run_dir)
+        return read_json(run_dir / SUMMARY_FILE)
     if config.train.uses_plan:
         shared = profile_dir(config, profiles)
         if not (shared / PROFILE_FILE).exists():
             run_profile(config, shared, resume=True)
         run_plan(config, shared / PROFILE_FILE, run_dir, overwrite=True)
     return run_train(config, run_dir, run_dir / "plan.parquet", overwrite=True)
+
+
+def check_reusable(config: RunConfig, run_dir: Path) -> None:
+    """Refuse to reuse the finished run in run_dir unless its config.yaml is what the trainer
+    would write for config: its result would be reported as this config's."""
+    path = run_dir / CONFIG_FILE
+    advice = f"choose another output directory, or delete {run_dir} to train it again"
+    if not path.exists():
+        raise ConfigError(
+            f"{run_dir}: a finished run without its {CONFIG_FILE}, so what it was trained "
+            f"with is unknown; {advice}"
+        )
+    try:
+        old = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: not valid YAML ({e}); {advice}") from e
+    if not isinstance(old, dict):
+        raise DataError(f"{path}: not a run config; {advice}")
+    # through YAML both ways, so that only a difference in value counts, not one in type
+    new = yaml.safe_load(dump_config(config))
+    keys = differing_keys(old, new)
+    if keys:
+        was, now = flatten(old), flatten(new)
+        shown = "; ".join(f"{k}: {was.get(k)!r} -> {now.get(k)!r}" for k in keys[:8])
+        more = f" (and {len(keys) - 8} more)" if len(keys) > 8 else ""
+        raise ConfigError(
+            f"{run_dir}: this finished run was trained with another config than the one "
+            f"compare would train now (old -> new): {shown}{more}; {advice}"
+        )
 
 
 @dataclass(frozen=True)
@@ -443,14 +489,11 @@ def predicted_informative_fraction(run_dirs: list[Path]) -> float | None:
 
 def aggregate(cfg: CompareConfig, runs: dict[str, dict[int, Path]]) -> dict:
     """compare.json content from finished run directories."""
-    import json
-
     window = cfg.final_window
     per_method: dict[str, dict] = {}
     curves = {m: [eval_curve(d) for d in seeds.values()] for m, seeds in runs.items()}
     summaries = {
-        m: [json.loads((d / "summary.json").read_text()) for d in seeds.values()]
-        for m, seeds in runs.items()
+        m: [read_json(d / SUMMARY_FILE) for d in seeds.values()] for m, seeds in runs.items()
     }
     finals = {m: [final_accuracy(c, window) for c in cs] for m, cs in curves.items()}
     target = statistics.fmean(finals[cfg.baseline])
@@ -591,6 +634,8 @@ def plot_compare(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from sgpo.report import save_figure
+
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for method, seeds in runs.items():
         curves = [eval_curve(d) for d in seeds.values()]
@@ -611,19 +656,14 @@ def plot_compare(
     ax.set_ylabel("held-out accuracy (sampled)")
     ax.set_title(f"mean over {len(cfg.seeds)} seeds; band = min..max")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out_dir / "accuracy_vs_flops.png", dpi=90)
-    plt.close(fig)
+    images = [save_figure(fig, out_dir / "accuracy_vs_flops.png")]
 
     fig, ax = plt.subplots(figsize=(5, 3))
     names = list(result["methods"])
     ax.bar(names, [result["methods"][m]["informative_fraction"] for m in names], color="tab:green")
     ax.set_ylim(0, 1)
     ax.set_ylabel("informative-rollout fraction")
-    fig.tight_layout()
-    fig.savefig(out_dir / "informative_fraction.png", dpi=90)
-    plt.close(fig)
-    return ["accuracy_vs_flops.png", "informative_fraction.png"]
+    return [*images, save_figure(fig, out_dir / "informative_fraction.png")]
 
 
 def _fmt(value: float | None, spec: str, missing: str = "never") -> str:
@@ -636,6 +676,25 @@ def _ratio(method: dict, currency: Currency) -> str:
     if method[currency.ratio_key] is None and method[currency.to_target_key] == 0:
         return "at start"
     return _fmt(method[currency.ratio_key], ".2f")
+
+
+def console_table(result: dict) -> Table:
+    """The table `sgpo compare` prints: each method's final accuracy and ratios, the ratios
+    read as compare.md reads them (_ratio)."""
+    from rich.table import Table
+
+    table = Table(title=f"sgpo compare (target acc {result['target_acc']:.3f})")
+    columns = ("method", "final acc", "ratio", "ratio train-all", "ratio tokens", "informative")
+    for column in columns:
+        table.add_column(column)
+    for name, m in result["methods"].items():
+        table.add_row(
+            name,
+            f"{m['final_acc_mean']:.3f} ± {m['final_acc_std']:.3f}",
+            *(_ratio(m, currency) for currency in CURRENCIES.values()),
+            f"{m['informative_fraction']:.3f}",
+        )
+    return table
 
 
 def _fitted(method: dict, key: str) -> str:
@@ -714,6 +773,17 @@ def write_markdown(
     atomic_write_text(out_dir / "compare.md", "\n".join(text))
 
 
+# Everything sgpo compare writes in its output directory (besides runs/ and profiles/, whose
+# runs and profiles claim their own files).
+COMPARE_OUTPUTS = (
+    "compare.md",
+    "compare.json",
+    "accuracy_vs_flops.png",
+    "informative_fraction.png",
+)
+SIDE_BY_SIDE = "side_by_side.png"  # the demo's, next to its report.md
+
+
 def run_compare(
     config_path: Path,
     out_dir: Path,
@@ -726,7 +796,8 @@ def run_compare(
     cfg, base = load_compare_config(
         config_path, seeds, first_seed, methods, budget_currency, overrides
     )
-    out_dir.mkdir(parents=True, exist_ok=True)
+    # before any training: a file of the user's in the way is refused now, not hours later
+    claim_outputs(out_dir, COMPARE_OUTPUTS)
     profiles = out_dir / "profiles"
     runs: dict[str, dict[int, Path]] = {m: {} for m in cfg.methods}
     # Baseline first: its spend is the budget of every other method on the same seed.
@@ -774,12 +845,9 @@ def equal_budget_baseline_config(config: RunConfig, spent_flops: float) -> RunCo
 def run_equal_budget_baseline(config: RunConfig, run_dir: Path, out: Path) -> dict:
     """GRPO from the same model on the same seed at the FLOPs the finished run in run_dir
     spent (equal_budget_baseline_config): the demo's small-scale side-by-side."""
-    import json
-
-    from sgpo.runfiles import SUMMARY_FILE
     from sgpo.train import run_train
 
-    spent = json.loads((run_dir / SUMMARY_FILE).read_text())
+    spent = read_json(run_dir / SUMMARY_FILE)
     baseline = equal_budget_baseline_config(config, spent["total_flops"])
     return run_train(baseline, out, overwrite=True)
 
@@ -787,14 +855,16 @@ def run_equal_budget_baseline(config: RunConfig, run_dir: Path, out: Path) -> di
 def append_side_by_side(report: Path, runs: dict[str, Path], baseline: str | None = None) -> None:
     """Append to a run's report.md the cost/accuracy table of several finished runs and a plot
     of held-out accuracy against each cost currency (side_by_side.png next to report.md); with
-    a baseline among them, each other run's fitted speedup against it (one seed)."""
-    import json
-
+    a baseline among them, each other run's fitted speedup against it (one seed). report.md
+    is sgpo report's (claimed by it); side_by_side.png is claimed here before it is written."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from sgpo.report import save_figure
+
+    claim_outputs(report.parent, [SIDE_BY_SIDE])
     fig, axes = plt.subplots(1, len(CURRENCIES), figsize=(12, 3.4))
     for ax, currency in zip(axes, CURRENCIES.values(), strict=True):
         for name, run_dir in runs.items():
@@ -803,9 +873,7 @@ def append_side_by_side(report: Path, runs: dict[str, Path], baseline: str | Non
         ax.set_xlabel(f"cumulative {currency.label}")
         ax.set_ylabel("held-out accuracy (sampled)")
     axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(report.parent / "side_by_side.png", dpi=90)
-    plt.close(fig)
+    save_figure(fig, report.parent / SIDE_BY_SIDE)
     lines = [
         "",
         "## Side by side at equal FLOPs (one seed)",
@@ -815,7 +883,7 @@ def append_side_by_side(report: Path, runs: dict[str, Path], baseline: str | Non
         "|---|---|---|---|---|---|---|---|",
     ]
     for name, run_dir in runs.items():
-        s = json.loads((run_dir / "summary.json").read_text())
+        s = read_json(run_dir / SUMMARY_FILE)
         lines.append(
             f"| {name} | {s['initial_eval_acc']:.3f} | {s['final_eval_acc']:.3f} | "
             f"{s['total_flops']:.3e} | {s['total_flops_train_all']:.3e} | "
@@ -823,7 +891,7 @@ def append_side_by_side(report: Path, runs: dict[str, Path], baseline: str | Non
         )
     if baseline is not None:
         lines += ["", *one_seed_fitted_read(runs, baseline)]
-    lines += ["", "![accuracy against each cost](side_by_side.png)", ""]
+    lines += ["", f"![accuracy against each cost]({SIDE_BY_SIDE})", ""]
     atomic_write_text(report, report.read_text() + "\n".join(lines))
 
 

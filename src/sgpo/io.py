@@ -86,12 +86,13 @@ def read_table(path: Path) -> tuple[list[dict], dict]:
     return table.to_pylist(), metadata
 
 
-def prepare_out_dir(path: Path, overwrite: bool, resume: bool, marker: str) -> None:
-    """Refuse to clobber an existing result (marker file) unless asked to overwrite or resume."""
+def prepare_out_dir(path: Path, overwrite: bool, resume: bool | None, marker: str) -> None:
+    """Refuse to clobber an existing result (marker file) unless asked to overwrite or resume
+    (resume None: the command cannot resume, so the message does not offer it)."""
     if (path / marker).exists() and not (overwrite or resume):
+        offer = "" if resume is None else " or --resume to continue"
         raise FileExistsError(
-            f"{path / marker} already exists; pass --overwrite to replace it "
-            "or --resume to continue"
+            f"{path / marker} already exists; pass --overwrite to replace it{offer}"
         )
     path.mkdir(parents=True, exist_ok=True)
 
@@ -109,11 +110,27 @@ def read_jsonl(path: Path) -> list[dict]:
     if not path.exists():
         return []
     records = []
-    for number, line in enumerate(path.read_text().split("\n")[:-1], start=1):
+    # bytes, so that a line that is not even UTF-8 is named by its number too
+    for number, line in enumerate(path.read_bytes().split(b"\n")[:-1], start=1):
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: line {number}: not valid JSON: {e}") from e
+            record = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise DataError(f"{path}: line {number}: not valid JSON: {e}") from e
+        if not isinstance(record, dict):
+            raise DataError(f"{path}: line {number}: not a JSON object but {type(record).__name__}")
+        records.append(record)
     return records
+
+
+def read_json(path: Path) -> dict:
+    """A JSON file holding one object (summary.json and the like); DataError naming the file
+    when it is truncated or otherwise not an object."""
+    try:
+        tree = json.loads(path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: not valid JSON ({e}); it is truncated or damaged") from e
+    if not isinstance(tree, dict):
+        raise DataError(f"{path}: not a JSON object but {type(tree).__name__}")
+    return tree

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 
 import matplotlib
@@ -12,7 +11,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from sgpo import rundir  # noqa: E402
-from sgpo.io import atomic_write_bytes, atomic_write_text, read_jsonl, read_table  # noqa: E402
+from sgpo.errors import DataError  # noqa: E402
+from sgpo.io import (  # noqa: E402
+    atomic_write_bytes,
+    atomic_write_text,
+    read_json,
+    read_jsonl,
+    read_table,
+)
 from sgpo.plan import PlanRow, p_hat_estimates_p, read_plan  # noqa: E402
 
 # Everything sgpo report may create (and so later replace) in a run directory.
@@ -23,9 +29,53 @@ REPORT_OUTPUTS = (
     "accuracy_vs_flops.png",
     "plan_drift.png",
 )
+# The fields of summary.json and of metrics.jsonl's records that the report reads.
+SUMMARY_FIELDS = (
+    "method",
+    "initial_eval_acc",
+    "final_eval_acc",
+    "final_eval_acc_by_bucket",
+    "flops_by_phase",
+    "steps",
+    "rollouts",
+    "informative_fraction",
+    "total_flops",
+    "wall_s",
+    "verifier_errors",
+    "verifier_timeouts",
+)
+RECORD_FIELDS = ("step", "flops_total_cum")
+STEP_FIELDS = ("reward_mean", "informative_fraction")  # in the records of training steps
 
 
-def _save(fig: plt.Figure, path: Path) -> str:
+def read_summary(path: Path) -> dict:
+    """summary.json, with every field the report reads (DataError naming a missing one)."""
+    summary = read_json(path)
+    # the report reads the final greedy accuracy wherever there is an initial one
+    greedy = (
+        ("final_eval_acc_greedy",) if summary.get("initial_eval_acc_greedy") is not None else ()
+    )
+    missing = [name for name in SUMMARY_FIELDS + greedy if name not in summary]
+    if missing:
+        raise DataError(f"{path}: missing {', '.join(map(repr, missing))}; it is damaged")
+    return summary
+
+
+def read_records(path: Path) -> list[dict]:
+    """metrics.jsonl's records, each with the fields the report reads (DataError naming the
+    first record and field missing)."""
+    records = read_jsonl(path)
+    for number, record in enumerate(records, start=1):
+        needed = RECORD_FIELDS + (STEP_FIELDS if record.get("step") else ())
+        missing = [name for name in needed if name not in record]
+        if missing:
+            raise DataError(
+                f"{path}: record {number}: missing {', '.join(map(repr, missing))}; it is damaged"
+            )
+    return records
+
+
+def save_figure(fig: plt.Figure, path: Path) -> str:
     """Render in memory, then write atomically: a kill never leaves a 0-byte PNG."""
     fig.tight_layout()
     buffer = io.BytesIO()
@@ -42,7 +92,7 @@ def plot_plan(plan_rows: list[PlanRow], out_dir: Path) -> list[str]:
     ax.set_xlabel("profiled success rate p_hat")
     ax.set_ylabel("queries")
     ax.set_title("Profile: difficulty under the initial policy")
-    files.append(_save(fig, out_dir / "p_hat_hist.png"))
+    files.append(save_figure(fig, out_dir / "p_hat_hist.png"))
     kept = [r.group_size for r in plan_rows if r.kept]
     fig, ax = plt.subplots(figsize=(5, 3.2))
     if kept:
@@ -50,7 +100,7 @@ def plot_plan(plan_rows: list[PlanRow], out_dir: Path) -> list[str]:
     ax.set_xlabel("group size G")
     ax.set_ylabel("kept queries")
     ax.set_title("Plan: rollouts per query")
-    files.append(_save(fig, out_dir / "group_size_hist.png"))
+    files.append(save_figure(fig, out_dir / "group_size_hist.png"))
     return files
 
 
@@ -82,7 +132,7 @@ def plot_training(records: list[dict], out_dir: Path) -> list[str]:
     right.set_xlabel("cumulative total FLOPs")
     right.set_ylabel("per training step")
     right.legend()
-    return [_save(fig, out_dir / "accuracy_vs_flops.png")]
+    return [save_figure(fig, out_dir / "accuracy_vs_flops.png")]
 
 
 def plot_plan_history(history: list[dict], plan_rows: list[PlanRow], out_dir: Path) -> list[str]:
@@ -109,7 +159,7 @@ def plot_plan_history(history: list[dict], plan_rows: list[PlanRow], out_dir: Pa
     right.set_ylabel("mean G")
     twin.set_ylabel("kept queries")
     right.set_title("group sizes over time")
-    return [_save(fig, out_dir / "plan_drift.png")]
+    return [save_figure(fig, out_dir / "plan_drift.png")]
 
 
 def profile_sampling(meta: dict) -> str:
@@ -143,8 +193,8 @@ def write_report(run_dir: Path) -> Path:
             "writes summary.json when it ends; resume an interrupted run with --resume)"
         )
     rundir.claim_outputs(run_dir, REPORT_OUTPUTS)
-    summary = json.loads(summary_path.read_text())
-    records = read_jsonl(run_dir / "metrics.jsonl")
+    summary = read_summary(summary_path)
+    records = read_records(run_dir / "metrics.jsonl")
     images = []
     lines = [f"# sgpo run: {summary['method']}", ""]
     plan_path = run_dir / "plan.parquet"

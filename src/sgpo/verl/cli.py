@@ -112,9 +112,13 @@ def export_verl(
         except ValueError as e:
             console.print(f"[red]{e}[/red]")
             raise typer.Exit(2) from e
-    path, data_source, verifier = export_for_config(
-        cfg, rows, meta, out, data_source, verifier, fixed_group_size
-    )
+    try:
+        path, data_source, verifier = export_for_config(
+            cfg, rows, meta, out, data_source, verifier, fixed_group_size
+        )
+    except FileExistsError as e:  # a file there that sgpo did not write: never replaced
+        console.print(f"[red]{e}[/red]")
+        raise typer.Exit(1) from e
     console.print(
         f"verl dataset written to {path} (data_source {data_source}, verifier {verifier})"
     )

@@ -35,6 +35,7 @@ import pyarrow as pa
 from sgpo.config import VARIANT_TRAIN_SETTINGS, RunConfig
 from sgpo.io import write_table
 from sgpo.plan import PlanRow, kept_in_order
+from sgpo.rundir import claim_outputs
 
 ROLLOUT_N = "__rollout_n__"
 # Export metadata of a run without skips on history (train.history_explore = 1).
@@ -176,6 +177,8 @@ def export_verl_parquet(
     drop_equal_denominator: str = "kept",
 ) -> Path:
     """Write the plan's kept queries as a verl-ready parquet (atomically) and return its path.
+    The file is claimed as sgpo's in its directory (sgpo.rundir.claim_outputs): a file there
+    that sgpo did not write is refused, one an earlier export wrote is replaced.
 
     verifier (import path "module:function"), verifier_kwargs, verifier_timeout_s and
     verifier_isolation (sgpo's task.verifier* settings) go into each row's extra_info, so that
@@ -224,6 +227,7 @@ def export_verl_parquet(
         },
     }
     out_path = Path(out_path)
+    claim_outputs(out_path.parent, [out_path.name])
     write_table(out_path, rows, meta, schema=SCHEMA)
     return out_path
 

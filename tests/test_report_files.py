@@ -1,0 +1,101 @@
+"""sgpo report on damaged run files: an error naming the file (and the line or the field),
+never a traceback."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from tiny_run import tiny_tree, write_config
+from typer.testing import CliRunner
+
+from sgpo.cli import app
+from sgpo.config import load_config
+from sgpo.errors import DataError
+from sgpo.report import write_report
+from sgpo.runfiles import METRICS_FILE, SUMMARY_FILE
+from sgpo.train import run_train
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("report")
+    train = {"method": "grpo", "steps": 2, "eval_every": 1, "checkpoint_every": 0}
+    config = write_config(root / "config.yaml", tiny_tree(root / "models", train=train))
+    run_train(load_config(config), root / "run")
+    return root / "run"
+
+
+@pytest.fixture
+def run(finished_run: Path, tmp_path: Path) -> Path:
+    """A copy of the finished run that a test may damage."""
+    return Path(shutil.copytree(finished_run, tmp_path / "run"))
+
+
+def test_report_of_an_intact_run(run: Path):
+    assert write_report(run).read_text().startswith("# sgpo run: grpo")
+
+
+def test_truncated_summary_is_named(run: Path):
+    summary = run / SUMMARY_FILE
+    summary.write_text(summary.read_text()[:40])
+    with pytest.raises(DataError, match=rf"{summary}: not valid JSON .*truncated or damaged"):
+        write_report(run)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{}", r"missing 'method', 'initial_eval_acc', .*'verifier_timeouts'; it is damaged"),
+        ("[]", "not a JSON object but list"),
+    ],
+)
+def test_summary_without_its_fields_is_named(run: Path, text: str, message: str):
+    (run / SUMMARY_FILE).write_text(text)
+    with pytest.raises(DataError, match=f"{run / SUMMARY_FILE}: {message}"):
+        write_report(run)
+
+
+def test_summary_missing_one_field_names_it(run: Path):
+    summary = json.loads((run / SUMMARY_FILE).read_text())
+    del summary["flops_by_phase"]
+    (run / SUMMARY_FILE).write_text(json.dumps(summary))
+    with pytest.raises(DataError, match=r"summary.json: missing 'flops_by_phase'; it is damaged"):
+        write_report(run)
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (b"garbage", "not valid JSON: Expecting value"),
+        (b'{"step": "\xff"}', "not valid JSON: 'utf-8' codec can't decode"),
+        (b"[1, 2]", "not a JSON object but list"),
+    ],
+)
+def test_a_damaged_metrics_line_is_named_with_its_number(run: Path, line: bytes, message: str):
+    metrics = run / METRICS_FILE
+    number = len(metrics.read_bytes().splitlines()) + 1
+    with metrics.open("ab") as f:
+        f.write(line + b"\n")
+    with pytest.raises(DataError, match=rf"{metrics}: line {number}: {message}"):
+        write_report(run)
+
+
+def test_a_metrics_record_without_a_field_is_named(run: Path):
+    metrics = run / METRICS_FILE
+    records = metrics.read_text().splitlines()
+    step = json.loads(records[1])
+    del step["reward_mean"]
+    records[1] = json.dumps(step)
+    metrics.write_text("\n".join(records) + "\n")
+    with pytest.raises(DataError, match=rf"{metrics}: record 2: missing 'reward_mean'"):
+        write_report(run)
+
+
+def test_the_command_prints_the_error_without_a_traceback(run: Path):
+    (run / SUMMARY_FILE).write_text('{"method": ')
+    result = CliRunner().invoke(app, ["report", str(run)])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert f"error: {run / SUMMARY_FILE}: not valid JSON" in " ".join(result.output.split())
