@@ -423,6 +423,22 @@ CLI_CASES = [
         "--plan {tmp}/nope.parquet: train.method 'grpo' trains without a plan",
     ),
     (
+        "first-seed-without-seeds",
+        lambda tmp, env: ["compare", "-c", str(tmp / "compare.yaml"), "--first-seed", "5"],
+        2,
+        "--first-seed picks where --seeds N starts; pass --seeds too",
+    ),
+    (
+        "demo-side-by-side-in-the-way",
+        lambda tmp, env: [
+            "demo",
+            *("-o", str(written(tmp / "side_by_side.png", "mine"))),
+            *("-c", str(env.config_path)),
+        ],
+        1,
+        "{tmp}/side_by_side.png exists and was not written by sgpo",
+    ),
+    (
         "model-path-missing",
         lambda tmp, env: ["eval", "-c", str(env.config_path), "--model", str(tmp / "no" / "model")],
         2,
@@ -674,3 +690,14 @@ def test_too_many_nonfinite_in_a_row_stop_with_a_usable_checkpoint(
     assert [r["step"] for r in records] == [0, 1, 2, 3, 4]
     assert records[-1]["nonfinite_skips"] == 2 and not records[-1]["skipped_update"]
     assert json.loads((run / "summary.json").read_text())["nonfinite_skips"] == 2
+
+
+def test_profile_merge_over_a_profile_does_not_offer_a_resume_it_lacks(
+    tmp_path: Path, env: SimpleNamespace
+) -> None:
+    result = CliRunner().invoke(
+        app, ["profile", "merge", str(env.profile), "-o", str(env.profile.parent)]
+    )
+    assert result.exit_code == 1
+    assert "profile.parquet already exists; pass --overwrite to replace it" in result.output
+    assert "--resume" not in result.output

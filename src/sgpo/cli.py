@@ -320,14 +320,17 @@ def demo(
     --config runs any other (examples/gsm8k.yaml: a hub model and dataset)."""
     import time
 
-    from sgpo.compare import append_side_by_side, run_equal_budget_baseline
+    from sgpo.compare import SIDE_BY_SIDE, append_side_by_side, run_equal_budget_baseline
     from sgpo.models import model_source
     from sgpo.plan import run_plan
     from sgpo.profile import run_profile
-    from sgpo.report import write_report
+    from sgpo.report import REPORT_OUTPUTS, write_report
+    from sgpo.rundir import claim_outputs
     from sgpo.train import run_train
 
     cfg = _config(config, set_)
+    # before any compute: a file of the user's where the report goes is refused now
+    claim_outputs(out, [*REPORT_OUTPUTS, SIDE_BY_SIDE])
     start = time.perf_counter()
     embedded = cfg.model.name_or_path == "embedded"
     console.rule(
@@ -362,6 +365,7 @@ def demo(
 
 
 @app.command()
+@_user_errors
 def compare(
     config: Annotated[
         Path, typer.Option("--config", "-c", help="Compare YAML (see examples/compare.yaml).")
@@ -385,27 +389,13 @@ def compare(
 
     Finished runs under OUT/runs are reused, so an interrupted compare continues (--set applies
     to every method: give a changed compare its own OUT)."""
-    from sgpo.compare import run_compare
+    from sgpo.compare import console_table, run_compare
 
-    try:
-        subset = [m.strip() for m in methods.split(",")] if methods else None
-        result = run_compare(config, out, seeds, first_seed, subset, budget_currency, overrides)
-    except ConfigError as e:
-        console.print(f"[red]{e}[/red]")
-        raise typer.Exit(2) from e
-    table = Table(title=f"sgpo compare (target acc {result['target_acc']:.3f})")
-    columns = ("method", "final acc", "ratio", "ratio train-all", "ratio tokens", "informative")
-    for column in columns:
-        table.add_column(column)
-    for name, m in result["methods"].items():
-        ratios = [m[f"ratio_vs_grpo{suffix}"] for suffix in ("", "_train_all", "_tokens")]
-        table.add_row(
-            name,
-            f"{m['final_acc_mean']:.3f} ± {m['final_acc_std']:.3f}",
-            *("never" if r is None else f"{r:.2f}" for r in ratios),
-            f"{m['informative_fraction']:.3f}",
-        )
-    console.print(table)
+    if first_seed and seeds is None:
+        raise ConfigError("--first-seed picks where --seeds N starts; pass --seeds too")
+    subset = [m.strip() for m in methods.split(",")] if methods else None
+    result = run_compare(config, out, seeds, first_seed, subset, budget_currency, overrides)
+    console.print(console_table(result))
     console.print(f"written to {out / 'compare.md'}")
 
 

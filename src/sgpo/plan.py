@@ -356,7 +356,7 @@ def _run_plan(
 ) -> tuple[Path, dict]:
     from sgpo.models import model_source
 
-    prepare_out_dir(out_dir, overwrite, False, PLAN_FILE)
+    prepare_out_dir(out_dir, overwrite, None, PLAN_FILE)
     profile_rows, meta = read_table(profile_path)
     check_is_profile(profile_rows, meta, profile_path)
     source = model_source(config)

@@ -375,7 +375,7 @@ def merge_profiles(paths: list[Path], out_dir: Path, overwrite: bool = False) ->
 
 
 def _merge_profiles(paths: list[Path], out_dir: Path, overwrite: bool) -> Path:
-    prepare_out_dir(out_dir, overwrite, False, PROFILE_FILE)
+    prepare_out_dir(out_dir, overwrite, None, PROFILE_FILE)
     tables = [(path, *read_table(path)) for path in paths]
     first_path, _, first_meta = tables[0]
     common = {k: v for k, v in _recorded(first_meta).items() if k != "shard"}
