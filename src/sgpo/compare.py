@@ -371,6 +371,10 @@ def check_reusable(config: RunConfig, run_dir: Path) -> None:
         raise DataError(f"{path}: not valid YAML ({e}); {advice}") from e
     if not isinstance(old, dict):
         raise DataError(f"{path}: not a run config; {advice}")
+    try:  # settings added to sgpo since the run was trained count at their defaults
+        old = yaml.safe_load(dump_config(RunConfig.model_validate(old)))
+    except ValidationError as e:
+        raise ConfigError(f"{path}: not a config this sgpo can read ({e}); {advice}") from e
     # through YAML both ways, so that only a difference in value counts, not one in type
     new = yaml.safe_load(dump_config(config))
     keys = differing_keys(old, new)
