@@ -89,12 +89,14 @@ def see_host_processes(response: str, reference: str) -> float:
 
 
 def fill_tmp(response: str, reference: str) -> float:
-    """Writes 100 MB to /tmp."""
-    with open("/tmp/sgpo-fill", "wb") as out:  # noqa: S108 - the attack under test
+    """Writes 100 MB to /tmp, or to the directory the reference names."""
+    directory = json.loads(reference).get("directory", "/tmp")  # noqa: S108
+    path = os.path.join(directory, "sgpo-fill")
+    with open(path, "wb") as out:  # the attack under test
         try:
             for _ in range(100):
                 out.write(b"\0" * 1024**2)
                 out.flush()
         finally:
-            os.unlink("/tmp/sgpo-fill")  # noqa: S108
+            os.unlink(path)
     return 1.0

@@ -72,7 +72,18 @@ REWARDS = {
     "half": 0.5,
     "true": True,
     "numpy": np.float32(0.25),
+    "numpy-bool": np.isclose(1.0, 1.0),  # np.bool_, not a numbers.Real
 }
+
+
+class Unprintable(RuntimeError):
+    def __str__(self) -> str:
+        raise ValueError("no text for this one")
+
+
+def raises_unprintable(response: str, reference: str) -> float:
+    """Raises an exception whose str() fails too."""
+    raise Unprintable
 
 
 def returns(response: str, reference: str) -> object:

@@ -146,9 +146,13 @@ def test_children_die_with_the_worker(isolation: str) -> None:
 
 
 @pytest.mark.skipif(NO_SANDBOX is not None, reason=f"no sandbox: {NO_SANDBOX}")
-def test_private_tmp_is_small(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("directory", ["/tmp", "/dev/shm", "/", "/dev"])
+def test_no_writable_place_holds_more_than_the_small_tmp(
+    directory: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the sandbox's root and /dev are tmpfs mounts of their own: unbounded unless read-only
     monkeypatch.syspath_prepend(TESTS_DIR)
-    assert not attack("fill_tmp", "sandbox")
+    assert not attack("fill_tmp", "sandbox", directory=directory)
 
 
 def test_only_the_verifier_package_of_the_working_directory_is_visible(

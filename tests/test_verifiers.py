@@ -304,7 +304,7 @@ def test_os_exit_kills_only_the_worker(worker_isolation: str) -> None:
 def test_reward_contract(isolation: str) -> None:
     v = Verifier("bad_verifiers:returns", timeout_s=2.0, isolation=isolation)
     bad = ["two", "minus-one", "inf", "nan", "string", "none"]
-    good = {"half": 0.5, "true": 1.0, "numpy": 0.25}
+    good = {"half": 0.5, "true": 1.0, "numpy": 0.25, "numpy-bool": 1.0}
     try:
         assert v.score(bad, bad, bad) == [0.0] * len(bad)
         assert v.score(list(good), list(good), list(good)) == list(good.values())
@@ -313,6 +313,44 @@ def test_reward_contract(isolation: str) -> None:
     assert (v.stats.errors, v.stats.timeouts) == (len(bad), 0)
     assert "outside the reward range [0.0, 1.0]" in v.stats.logged[0]
     assert "returned str '1', not a number" in v.stats.logged[4]
+
+
+def test_an_exception_that_cannot_be_printed_is_still_counted(isolation: str) -> None:
+    v = Verifier("bad_verifiers:raises_unprintable", timeout_s=2.0, isolation=isolation)
+    try:
+        assert v.score(["1", "2"], ["1", "2"], ["q0", "q1"]) == [0.0, 0.0]
+    finally:
+        v.close()
+    assert (v.stats.calls, v.stats.errors, v.stats.timeouts) == (2, 2, 0)
+    assert "Unprintable: <unprintable Unprintable>" in v.stats.logged[0]
+
+
+def test_an_alarm_while_disarming_still_disarms(
+    worker_path: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The timeout's alarm can fire after the verifier returned, before its timers are off: the
+    disarming must still end with no timer armed and the old SIGALRM handler back."""
+    import signal
+
+    import sgpo.verify
+
+    real_setitimer = signal.setitimer
+    fired = []
+
+    def alarm_once_while_disarming(which: int, seconds: float, interval: float = 0.0) -> tuple:
+        if seconds == 0 and not fired:
+            fired.append(which)
+            raise sgpo.verify.VerifierTimeout  # as on_alarm would, before `finished` was set
+        return real_setitimer(which, seconds, interval)
+
+    before = signal.getsignal(signal.SIGALRM)
+    v = Verifier("bad_verifiers:returns", timeout_s=2.0, isolation="inline")
+    monkeypatch.setattr(sgpo.verify.signal, "setitimer", alarm_once_while_disarming)
+    assert v.score(["half"], [""], ["q"]) == [0.5]
+    monkeypatch.undo()
+    assert fired and signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    assert signal.getitimer(signal.ITIMER_VIRTUAL) == (0.0, 0.0)
+    assert signal.getsignal(signal.SIGALRM) is before
 
 
 def test_declared_reward_range_is_rescaled(worker_path: None) -> None:

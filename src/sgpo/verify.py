@@ -45,6 +45,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from sgpo import sandbox
 from sgpo.errors import DataError
 
@@ -104,10 +106,21 @@ def reference_check(spec: str) -> Callable[[str], object] | None:
 
 
 def reward_number(value: object) -> float:
-    """The verifier's return value as a float, if it is a real number (a string is not)."""
+    """The verifier's return value as a float, if it is a real number or a bool, NumPy's
+    included (a string is not)."""
+    if isinstance(value, np.bool_):
+        return float(value)  # np.isclose(...) and the like: not a numbers.Real
     if not isinstance(value, numbers.Real):
-        raise BadReward(f"returned {type(value).__name__} {str(value)[:40]!r}, not a number")
+        raise BadReward(f"returned {type(value).__name__} {printable(value)[:40]!r}, not a number")
     return float(value)
+
+
+def printable(value: object) -> str:
+    """str(value), or a stand-in when its __str__ fails (it must not escape the counting)."""
+    try:
+        return str(value)
+    except Exception:  # noqa: BLE001 - any failure of a user's __str__
+        return f"<unprintable {type(value).__name__}>"
 
 
 def check_reward(value: object, reward_range: tuple[float, float]) -> float:
@@ -238,7 +251,7 @@ class Verifier:
             raise
         except BaseException as e:  # noqa: BLE001 - sys.exit() in a verifier scores 0 too
             self.stats.errors += 1
-            self.stats.note("error", query_id, f"{type(e).__name__}: {e}")
+            self.stats.note("error", query_id, f"{type(e).__name__}: {printable(e)}")
         return 0.0
 
     def _inline_call(self, response: str, reference: str) -> object:
@@ -257,9 +270,12 @@ class Verifier:
         assert self._fn is not None
         hard_deadline = max(self.timeout_s, INLINE_HARD_GRACE_S)
         hard_stop_armed = False
+        finished = False
 
         def on_alarm(signum: int, frame: object) -> None:
             nonlocal hard_stop_armed
+            if finished:  # the verifier has returned: disarming, nothing left to interrupt
+                return
             if not hard_stop_armed:
                 # A verifier that catches the timeout gets this long before faulthandler's
                 # watchdog thread (no interpreter lock needed) dumps the stack and exits.
@@ -276,11 +292,17 @@ class Verifier:
         try:
             return self._fn(response, reference, **self.kwargs)
         finally:
-            signal.setitimer(signal.ITIMER_VIRTUAL, 0)
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, previous)
-            if hard_stop_armed:
-                faulthandler.cancel_dump_traceback_later()
+            while True:  # an alarm between the return and `finished` must not skip the disarming
+                try:
+                    finished = True
+                    signal.setitimer(signal.ITIMER_VIRTUAL, 0)
+                    signal.setitimer(signal.ITIMER_REAL, 0)
+                    signal.signal(signal.SIGALRM, previous)
+                    if hard_stop_armed:
+                        faulthandler.cancel_dump_traceback_later()
+                    break
+                except VerifierTimeout:  # the late answer is judged in _inline_call
+                    continue
 
     def _start_worker(self) -> _Worker:
         limits = {
