@@ -115,6 +115,20 @@ def test_verl_numeric_ground_truth(tmp_path: Path) -> None:
     assert [q.answer for q in data.train] == ["7", "7"]
 
 
+def test_a_small_float_answer_is_written_out_positionally(tmp_path: Path) -> None:
+    from sgpo.verifiers import math_verify
+
+    rows = verl_rows(3)
+    for row, truth in zip(rows, (1e-05, 0.1, 2.5e-7), strict=True):
+        row["reward_model"] = {"style": "rule", "ground_truth": truth}
+    data = load_file_task(
+        file_cfg(train=str(write_parquet(tmp_path / "t.parquet", rows)), preset="verl")
+    )
+    assert [q.answer for q in data.train] == ["0.00001", "0.1", "0.00000025"]
+    # repr's "1e-05" read as e - 5 to math-verify: a right answer scored 0
+    assert math_verify("\\boxed{0.0000100}", data.train[0].answer) == 1.0
+
+
 def test_plain_csv_column_mapping() -> None:
     cfg = file_cfg(
         train=str(PLAIN_CSV),

@@ -61,6 +61,11 @@ EQUIVALENT = [
     # which answer counts: the last boxed, the line after ####, the last "answer is"
     ("First \\boxed{3}, no wait: \\boxed{7}", "7"),
     ("#### 18\n\nSome trailing words and 99", "18"),
+    # a Markdown heading is not GSM8K's answer marker
+    ("#### Step 1: Add\n2 + 3 = 5\n#### Step 2: Conclude\nThe answer is 5.", "5"),
+    ("#### **1,000**", "1000"),
+    ("\\boxed{(0, 100)}", "(0,100)"),  # a point, not a number with a separator
+    ("The answer is 1,000 apples.", "1000"),
     ("So 12 is wrong. The answer is 7", "7"),
     ("Step one gives 4, then 4 + 3 = 7", "7"),
 ]
@@ -82,6 +87,16 @@ NOT_EQUIVALENT = [
     ("\\boxed{2x}", "2"),
     ("\\boxed{5}", "5e"),
     ("\\boxed{4}", "4 pi"),
+    # separators of a point or interval are not thousands separators
+    ("\\boxed{100}", "[0,100]"),
+    ("\\boxed{5100}", "(5,100)"),
+    # words that change a number's value are not units
+    ("\\boxed{3 hundred}", "3"),
+    ("\\boxed{3 dozen}", "3"),
+    ("\\boxed{3 halves}", "3"),
+    ("\\boxed{2 squared}", "2"),
+    ("\\boxed{1.5 million}", "1.5"),
+    ("#### Step 5: wrong work\nThe answer is 7.", "5"),  # the heading's 5 is not the answer
 ]
 
 
@@ -110,6 +125,7 @@ def test_answer_extraction() -> None:
     assert last_boxed("no box") is None
     assert final_answer("x \\fbox{4}") == ("boxed", "4")
     assert final_answer("work\n#### 42\nmore") == ("hashes", "42")
+    assert final_answer("#### Step 5: wrong\nThe answer is 7.") == ("answer-is", "7")
     assert final_answer("The answer is: 3.5. Done") == ("answer-is", "3.5")
     assert final_answer("just 5") == ("whole", "just 5")
 
@@ -131,6 +147,7 @@ def test_exact_match() -> None:
         ("-2.5", "-2.50", 1.0),
         ("1e-3", "0.001", 1.0),
         ("#### 5\nthen 7", "5", 1.0),
+        ("#### Step 5: wrong work\nThe answer is 7.", "5", 0.0),  # a heading, not an answer
         ("1.1", "1", 0.0),
         ("1.00001", "1", 0.0),
         ("no number here", "1", 0.0),
@@ -159,6 +176,9 @@ def test_numeric_tolerance_and_bad_reference() -> None:
         ("B", "B", 1.0),
         ("(C).", "C", 1.0),
         ("Not (A) but (B)", "B", 1.0),
+        # the boxed final answer wins over an "answer B" or "answer is (B)" in the reasoning
+        ("Looking at answer B, it fails. \\boxed{C}", "C", 1.0),
+        ("So the answer is (B). Wait, wrong.\nFinal Answer: \\boxed{C}", "C", 1.0),
         ("The answer is (B)", "A", 0.0),
         ("A bit of thought, then nothing", "A", 0.0),
         ("The answer is Because", "B", 0.0),
@@ -410,3 +430,13 @@ def test_inline_verifier_that_cannot_be_interrupted_ends_the_run_loudly(
     assert result.returncode in (1, -signal.SIGVTALRM)
     assert "score" not in result.stdout
     assert f"in {name}" in result.stderr
+
+
+def test_math_verify_is_imported_with_the_verifiers_not_inside_a_timed_call() -> None:
+    # a first import cut short by a verifier timeout left a half-built sympy behind
+    import subprocess
+    import sys
+
+    code = "import sys, sgpo.verifiers; print('math_verify.grader' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"

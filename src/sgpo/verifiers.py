@@ -8,8 +8,10 @@
 - multiple_choice: the chosen letter (A-E) equals the reference letter.
 
 The final answer of a free-form response is, in this order: the content of its last
-``\\boxed{...}``, the text after its last "####", the text after its last "answer is"; with none of
-these the whole response is handed to math-verify, which picks its last expression.
+``\\boxed{...}``, the text after its last "####" that marks an answer (a number, sign, money,
+LaTeX or bracket follows; a Markdown heading does not count), the text after its last "answer
+is"; with none of these the whole response is handed to math-verify, which picks its last
+expression.
 
 Timeouts: math-verify's own timeouts use ``signal.alarm``, which (a) cancels the ITIMER_REAL timer
 that sgpo.verify.Verifier arms around an inline call, (b) has whole-second resolution and (c) makes
@@ -22,15 +24,26 @@ from __future__ import annotations
 
 import math
 import re
-from types import ModuleType
+
+import math_verify as mv
+import math_verify.grader
+import math_verify.parser
 
 from sgpo.verify import BadReference, VerifierTimeout
+
+# Imported with this module, outside any verifier timeout: a first import cut short by one
+# leaves a half-built sympy behind. Their "timeout is disabled, provide your own" warning is
+# switched off: sgpo.verify.Verifier provides it.
+math_verify.parser.TIMEOUT_WARNING_SHOWN = True
+math_verify.grader.TIMEOUT_WARNING_SHOWN = True
 
 # --------------------------------------------------------------------------- answer extraction
 
 BOXED_OPEN = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _ANSWER_IS = re.compile(r"answer\s+is\s*:?", re.IGNORECASE)
 _MARKDOWN = re.compile(r"^[*_`\s]+|[*_`\s]+$")
+# What follows "####" when it marks an answer: a number, a sign, money, LaTeX or a bracket.
+_HASHES_ANSWER = re.compile(r"[-+$\\(\[.\d*_`]")
 
 
 def last_boxed(text: str) -> str | None:
@@ -72,8 +85,11 @@ def final_answer(response: str) -> tuple[str, str]:
     boxed = last_boxed(response)
     if boxed is not None:
         return "boxed", boxed.strip()
-    if "####" in response:
-        return "hashes", _first_line(response.rsplit("####", 1)[1])
+    # GSM8K's "#### 42"; a Markdown heading ("#### Step 2: add") is not an answer marker
+    marked = [_first_line(part) for part in response.split("####")[1:]]
+    answers = [text for text in marked if _HASHES_ANSWER.match(text)]
+    if answers:
+        return "hashes", answers[-1]
     matches = list(_ANSWER_IS.finditer(response))
     if matches:
         tail = _first_line(response[matches[-1].end() :])
@@ -83,7 +99,8 @@ def final_answer(response: str) -> tuple[str, str]:
     return "whole", response
 
 
-_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
+# "1,000", "$1,234.5 dollars": separators of the leading number only ("(0,100)", "[5,100]" stay)
+_THOUSANDS = re.compile(r"^(\\?\$)?\s*[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?(?![\d,])")
 # "$18", "\$18", "18 dollars", "18.5 cm", "-3 apples", "5kg": a plain number with a currency
 # sign in front and/or unit words behind. Unit words stand apart from the number; attached, only
 # a few common units count, since "6i", "2x" or "5e" are not a number with a unit.
@@ -91,8 +108,15 @@ _NUMBER_WITH_UNITS = re.compile(
     r"^(?:\\?\$)?\s*(?P<number>[-+]?\d+(?:\.\d+)?)"
     r"(?:\s+(?P<words>[A-Za-z][A-Za-z .'/-]*)|(?:cm|mm|km|kg|mg|lbs?|oz|ft|mph|hrs?|mins?))?$"
 )
-# Words after a number that make it an expression, not a quantity: "4 pi", "2 x".
-_MATH_WORDS = frozenset({"pi", "sqrt", "log", "ln", "sin", "cos", "tan", "exp"})
+# Words after a number that make it an expression or change its value, not a unit: "4 pi",
+# "3 thousand", "2 squared", "3 halves".
+_VALUE_WORDS = frozenset(
+    {"pi", "sqrt", "log", "ln", "sin", "cos", "tan", "exp"}
+    | {"hundred", "hundreds", "thousand", "thousands", "million", "millions", "billion"}
+    | {"billions", "trillion", "trillions", "dozen", "dozens", "score", "gross"}
+    | {"half", "halves", "third", "thirds", "quarter", "quarters", "fourths", "fifths"}
+    | {"squared", "cubed", "times", "plus", "minus", "over", "divided", "percent"}
+)
 
 
 def normalize_answer(text: str) -> str:
@@ -100,40 +124,23 @@ def normalize_answer(text: str) -> str:
     stop removed, thousands separators dropped, a plain number stripped of currency and units."""
     text = _MARKDOWN.sub("", text.strip())
     text = text.rstrip(".").strip()
-    text = _THOUSANDS.sub("", text)
+    text = _THOUSANDS.sub(lambda number: number.group(0).replace(",", ""), text)
     match = _NUMBER_WITH_UNITS.match(text)
     if match is None:
         return text
     words = match.group("words")
     first = words.split()[0].lower() if words else ""
-    if words and (len(first) < 2 or first in _MATH_WORDS):
+    if words and (len(first) < 2 or first in _VALUE_WORDS):
         return text
     return match.group("number")
 
 
 # --------------------------------------------------------------------------- math_verify
 
-_math_verify = None
-
-
-def _load_math_verify() -> ModuleType:
-    global _math_verify
-    if _math_verify is None:
-        import math_verify
-        import math_verify.grader
-        import math_verify.parser
-
-        # Their "timeout is disabled, provide your own" warning: sgpo.verify.Verifier does.
-        math_verify.parser.TIMEOUT_WARNING_SHOWN = True
-        math_verify.grader.TIMEOUT_WARNING_SHOWN = True
-        _math_verify = math_verify
-    return _math_verify
-
 
 def _parse(text: str) -> list:
     """math-verify parse without its signal-based timeout; a parse failure means no answer, but a
     timeout raised by the surrounding Verifier is let through."""
-    mv = _load_math_verify()
     try:
         return mv.parse(text, parsing_timeout=None, raise_on_error=True)
     except VerifierTimeout:
@@ -152,7 +159,6 @@ def _parse_answer(text: str) -> list:
 
 
 def _equivalent(gold: list, answer: list) -> bool:
-    mv = _load_math_verify()
     for g in gold:
         for a in answer:
             try:
@@ -242,17 +248,18 @@ def numeric(response: str, reference: str, rel_tol: float = 1e-6, abs_tol: float
 # --------------------------------------------------------------------------- multiple_choice
 
 _CHOICE_PATTERNS = [
+    # the final, boxed answer first: "Looking at answer B ... \boxed{C}" picks C
+    re.compile(r"\\boxed\{\s*(?:\\text\{)?\s*\(?([A-E])\)?\s*\}?\s*\}"),
     # "The answer is (B)", "Answer: B", "the correct answer is **C**"
     re.compile(r"(?i:answer)\s*(?:(?i:is)\s*)?:?\s*[*_]*\s*\(?\s*([A-E])\b\s*\)?"),
-    re.compile(r"\\boxed\{\s*(?:\\text\{)?\s*\(?([A-E])\)?\s*\}?\s*\}"),
     re.compile(r"\(([A-E])\)"),
 ]
 _LONE_CHOICE = re.compile(r"^[\s*_(]*([A-E])[\s*_).:]*$")
 
 
 def choice_letter(text: str) -> str | None:
-    """The letter A-E a response picks, or None. Tried in order: "answer is (X)" / "Answer: X",
-    \\boxed{X}, the last "(X)", a response that is just the letter."""
+    """The letter A-E a response picks, or None. Tried in order: the last \\boxed{X}, the last
+    "answer is (X)" / "Answer: X", the last "(X)", a response that is just the letter."""
     for pattern in _CHOICE_PATTERNS:
         matches = pattern.findall(text)
         if matches:

@@ -34,6 +34,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from numpy import format_float_positional
+
 from sgpo.config import FileTaskConfig
 from sgpo.errors import DataError
 from sgpo.rundir import file_sha256
@@ -277,9 +279,9 @@ def _type_name(value: object) -> str:
 
 def _scalar_text(value: object, where: str, field: str) -> str:
     """A string, or a number written as text: an int as is, a float with an integer value as
-    that integer (a float column's 1304.0 is the answer "1304"), any other finite float by
-    repr. NaN and infinities (JSON NaN, 3e400) are not answers: a DataError, as is any other
-    type.
+    that integer (a float column's 1304.0 is the answer "1304"), any other finite float in
+    positional notation, as short as round-trips (1e-05 is "0.00001"). NaN and infinities
+    (JSON NaN, 3e400) are not answers: a DataError, as is any other type.
 
     The rule is by type, the same in every format: a value the format stores as a number
     (JSON number, parquet int/float column) is normalised, because there the ".0" comes from
@@ -293,7 +295,8 @@ def _scalar_text(value: object, where: str, field: str) -> str:
     if isinstance(value, float):
         if not math.isfinite(value):
             raise DataError(f"{where}: field {field!r} is {value}, not a finite number")
-        return str(int(value)) if value.is_integer() else repr(value)
+        # positional: repr's "1e-05" reads as e - 5 (Euler's number) to math-verify
+        return str(int(value)) if value.is_integer() else format_float_positional(value, trim="-")
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     raise DataError(
