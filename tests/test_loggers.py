@@ -28,6 +28,22 @@ def test_tensorboard_sink_writes_events(tmp_path: Path):
     assert [(e.step, e.value) for e in events.Scalars("reward_mean")] == [(1, 0.25), (2, 0.5)]
 
 
+def test_a_resumed_sink_hides_what_the_crashed_run_logged_from_its_first_step(tmp_path: Path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    (crashed,) = make_sinks(["tensorboard"], tmp_path, "proj", {})
+    for step in range(1, 6):  # steps 4 and 5 came after the last checkpoint
+        crashed.log({"reward_mean": 0.1 * step}, step=step)
+    crashed.close()
+    (resumed,) = make_sinks(["tensorboard"], tmp_path, "proj", {})
+    resumed.log({"reward_mean": 0.9}, step=4)
+    resumed.close()
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    steps = [(e.step, round(e.value, 3)) for e in events.Scalars("reward_mean")]
+    assert steps == [(1, 0.1), (2, 0.2), (3, 0.3), (4, 0.9)]
+
+
 @pytest.mark.parametrize("tracker", ["wandb", "trackio"])
 def test_run_tracker_sinks_call_init_log_finish(tracker, tmp_path: Path, monkeypatch):
     calls = []

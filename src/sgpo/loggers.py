@@ -46,7 +46,8 @@ def _require(module: str, tracker: str) -> object:
 
 class TensorBoardSink:
     """Its event file is opened at the first record, so a fresh run can first clear the
-    directory of an earlier run's events (they would mix into the new curves)."""
+    directory of an earlier run's events (they would mix into the new curves), and a resumed
+    run hides the events its crashed predecessor logged from that step on (purge_step)."""
 
     def __init__(self, log_dir: Path) -> None:
         _require("tensorboard", "tensorboard")
@@ -57,7 +58,7 @@ class TensorBoardSink:
         if self.writer is None:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(log_dir=str(self.log_dir))
+            self.writer = SummaryWriter(log_dir=str(self.log_dir), purge_step=step)
         for key, value in values.items():
             self.writer.add_scalar(key, value, step)
         self.writer.flush()
