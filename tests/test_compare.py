@@ -555,5 +555,29 @@ def test_compare_reuses_a_finished_run_only_if_its_config_is_unchanged(tmp_path:
     assert run_compare(config, out)["methods"] == first["methods"]
     # a finished run whose config.yaml is gone cannot be checked: refused as well
     (runs[0] / "config.yaml").unlink()
-    with pytest.raises(ConfigError, match="without its config.yaml"):
+    with pytest.raises(ConfigError, match="config.yaml is missing or not a config"):
         run_compare(config, out)
+
+
+def test_compare_resumes_a_run_it_interrupted_from_its_checkpoint(tmp_path: Path):
+    from sgpo.compare import run_compare
+
+    base = tiny_tree(
+        tmp_path / "models",
+        train={"steps": 2, "rollout_budget": 8, "eval_every": 1, "checkpoint_every": 1},
+    )
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    methods = {"grpo-g4": ["train.method=grpo", "train.group_size=4"]}
+    compare = {"base": "base.yaml", "seeds": [0], "methods": methods, "baseline": "grpo-g4"}
+    config = tmp_path / "compare.yaml"
+    config.write_text(yaml.safe_dump(compare))
+    out = tmp_path / "out"
+    first = run_compare(config, out)
+    run = out / "runs" / "grpo-g4" / "seed-0"
+    records = read_jsonl(run / "metrics.jsonl")
+    assert [r["step"] for r in records] == [0, 1, 2]
+    (run / "summary.json").unlink()  # as if killed after its last checkpoint
+    again = run_compare(config, out)
+    # resumed at step 2, nothing trained again: the same records, wall times included
+    assert read_jsonl(run / "metrics.jsonl") == records
+    assert again["methods"] == first["methods"]

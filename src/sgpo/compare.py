@@ -29,9 +29,10 @@ Protocol (also written into compare.md):
    its own fit (within the costs it was evaluated at; null if never), with a 5-95% interval
    over paired resamples of the seeds. compare.json keeps every evaluation (eval_curves).
 
-Runs are written to DIR/runs/<method>/seed-<s>/; a run with a summary.json is reused, so an
-interrupted compare continues where it stopped, but only when it was trained with the config
-the method has now (its config.yaml; any difference is refused, naming the keys).
+Runs are written to DIR/runs/<method>/seed-<s>/; a run with a summary.json is reused and one
+that was interrupted resumes from its checkpoint, so an interrupted compare continues where it
+stopped, but only with the config the method has now (its config.yaml: a finished run trained
+with another is refused, naming the keys; an unfinished one is trained again).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from typing import TYPE_CHECKING, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from sgpo import checkpoint
 from sgpo.config import VARIANT_TRAIN_SETTINGS, ConfigError, RunConfig, dump_config, load_config
 from sgpo.core.curves import (
     GAIN_SHARE,
@@ -54,7 +56,6 @@ from sgpo.core.curves import (
     gain_level,
     mean_curve,
 )
-from sgpo.errors import DataError
 from sgpo.io import atomic_write_json, atomic_write_text, read_json, read_jsonl
 from sgpo.rundir import claim_outputs, differing_keys, flatten
 from sgpo.runfiles import CONFIG_FILE, SUMMARY_FILE
@@ -347,44 +348,48 @@ def run_method(config: RunConfig, run_dir: Path, profiles: Path) -> dict:
     if (run_dir / SUMMARY_FILE).exists():
         check_reusable(config, run_dir)
         return read_json(run_dir / SUMMARY_FILE)
+    plan = run_dir / "plan.parquet"
+    if checkpoint.has_state(run_dir) and config_changes(config, run_dir) == []:
+        # interrupted with this very config: go on from its checkpoint, with the plan it has
+        return run_train(config, run_dir, plan if config.train.uses_plan else None, resume=True)
     if config.train.uses_plan:
         shared = profile_dir(config, profiles)
         if not (shared / PROFILE_FILE).exists():
             run_profile(config, shared, resume=True)
         run_plan(config, shared / PROFILE_FILE, run_dir, overwrite=True)
-    return run_train(config, run_dir, run_dir / "plan.parquet", overwrite=True)
+    return run_train(config, run_dir, plan, overwrite=True)
+
+
+def config_changes(config: RunConfig, run_dir: Path) -> list[str] | None:
+    """'key: old -> new' for each setting in which config differs from what the run in run_dir
+    was trained with (its config.yaml, read through this sgpo's config, so settings added since
+    count at their defaults); None when that file is missing or not a readable config."""
+    try:
+        old = yaml.safe_load((run_dir / CONFIG_FILE).read_text())
+        old = yaml.safe_load(dump_config(RunConfig.model_validate(old)))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, ValidationError):
+        return None
+    # through YAML both ways, so that only a difference in value counts, not one in type
+    new = yaml.safe_load(dump_config(config))
+    was, now = flatten(old), flatten(new)
+    return [f"{k}: {was.get(k)!r} -> {now.get(k)!r}" for k in differing_keys(old, new)]
 
 
 def check_reusable(config: RunConfig, run_dir: Path) -> None:
     """Refuse to reuse the finished run in run_dir unless its config.yaml is what the trainer
     would write for config: its result would be reported as this config's."""
-    path = run_dir / CONFIG_FILE
     advice = f"choose another output directory, or delete {run_dir} to train it again"
-    if not path.exists():
+    changes = config_changes(config, run_dir)
+    if changes is None:
         raise ConfigError(
-            f"{run_dir}: a finished run without its {CONFIG_FILE}, so what it was trained "
-            f"with is unknown; {advice}"
+            f"{run_dir}: a finished run whose {CONFIG_FILE} is missing or not a config this "
+            f"sgpo can read, so what it was trained with is unknown; {advice}"
         )
-    try:
-        old = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: not valid YAML ({e}); {advice}") from e
-    if not isinstance(old, dict):
-        raise DataError(f"{path}: not a run config; {advice}")
-    try:  # settings added to sgpo since the run was trained count at their defaults
-        old = yaml.safe_load(dump_config(RunConfig.model_validate(old)))
-    except ValidationError as e:
-        raise ConfigError(f"{path}: not a config this sgpo can read ({e}); {advice}") from e
-    # through YAML both ways, so that only a difference in value counts, not one in type
-    new = yaml.safe_load(dump_config(config))
-    keys = differing_keys(old, new)
-    if keys:
-        was, now = flatten(old), flatten(new)
-        shown = "; ".join(f"{k}: {was.get(k)!r} -> {now.get(k)!r}" for k in keys[:8])
-        more = f" (and {len(keys) - 8} more)" if len(keys) > 8 else ""
+    if changes:
+        more = f" (and {len(changes) - 8} more)" if len(changes) > 8 else ""
         raise ConfigError(
             f"{run_dir}: this finished run was trained with another config than the one "
-            f"compare would train now (old -> new): {shown}{more}; {advice}"
+            f"compare would train now (old -> new): {'; '.join(changes[:8])}{more}; {advice}"
         )
 
 
