@@ -181,6 +181,12 @@ CASES = [
         "override 'model.prompt_template={prompt} =': the value is not valid YAML",
     ),
     Case(
+        "override-bool-for-a-number",
+        lambda tmp, env: load_config(None, ["train.steps=true"]),
+        ConfigError,
+        "train.steps: Value error, expected a number, got true",
+    ),
+    Case(
         "override-cut-by-a-comment",
         lambda tmp, env: load_config(None, ["model.system_prompt=Answer with #only the number"]),
         ConfigError,

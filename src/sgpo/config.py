@@ -15,6 +15,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -32,6 +33,15 @@ DEVICE_PATTERN = re.compile(r"auto|cpu|mps|(cuda|xpu)(:\d+)?")
 class Strict(BaseModel):
     # No float setting means anything at inf or NaN (lr=.inf trains NaN weights to rc 0).
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_a_number(cls, value: object, info: ValidationInfo) -> object:
+        """true/false where a number goes is a mistake (pydantic would read it as 1/0)."""
+        field = cls.model_fields[info.field_name]
+        if isinstance(value, bool) and field.annotation in (int, float, int | None, float | None):
+            raise ValueError(f"expected a number, got {str(value).lower()}")
+        return value
 
 
 class EmbeddedModelConfig(Strict):
