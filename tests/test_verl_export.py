@@ -801,13 +801,16 @@ def test_launch_reads_the_exports_down_sampling_and_largest_step(tmp_path):
     assert whole.returncode == 0, whole.stderr
     overrides = dict(o.lstrip("+").split("=", 1) for o in whole.stdout.splitlines())
     assert overrides["actor_rollout_ref.rollout.n"] == str(-(-largest // 4))
-    # the whole batch's denominator needs that one mini-batch: refused without it
+    # the whole batch's denominator needs that one mini-batch: the default with it, refused
+    # when turned off
     same_update = {"DROP_EQUAL_GROUPS": "1", "DROP_EQUAL_DENOMINATOR": "generated"}
-    refused = run_launch(tmp_path, "run_sgpo.sh", **same_update)
+    accepted = run_launch(tmp_path, "run_sgpo.sh", **same_update)
+    assert accepted.returncode == 0, accepted.stderr
+    one_update = dict(o.lstrip("+").split("=", 1) for o in accepted.stdout.splitlines())
+    assert one_update["actor_rollout_ref.rollout.n"] == str(-(-largest // 4))
+    refused = run_launch(tmp_path, "run_sgpo.sh", ONE_UPDATE_PER_STEP="0", **same_update)
     assert refused.returncode == 2 and "one mini-batch per step" in refused.stderr
     assert f"up to {largest} rollouts" in refused.stderr
-    accepted = run_launch(tmp_path, "run_sgpo.sh", ONE_UPDATE_PER_STEP="1", **same_update)
-    assert accepted.returncode == 0, accepted.stderr
     data = str(tmp_path / "runs/sgpo/train.parquet")
     info = CliRunner().invoke(verl_app, ["data-info", "--data", data, "--train-batch-size", "4"])
     # the export sets neither down-sampling nor skips nor drops

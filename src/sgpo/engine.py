@@ -2,7 +2,8 @@
 query's samples do not depend on batch composition, order or interruption: exactly in float32;
 in bfloat16 or float16 the padding a batch adds moves logits in their last bits, and a sample
 near a tie can differ (measured: about 1 in 200 responses of the embedded model, bfloat16 on a
-CPU). Only SamplingParams shape the distribution: the model's generation_config is not read."""
+CPU). Only SamplingParams set the sampling: of the model's generation_config only its
+eos_token_id is read, as extra stop tokens (Policy.stop_token_ids)."""
 
 from __future__ import annotations
 

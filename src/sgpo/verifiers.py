@@ -4,7 +4,8 @@
 - math_verify: mathematical equivalence with the ``math-verify`` package (fractions vs decimals,
   LaTeX vs plain text, "1,000" vs "1000", "$18" / "18 dollars" vs "18").
 - exact_match: the whole response equals the reference after whitespace normalisation.
-- numeric: the last number in the response equals the reference within a relative tolerance.
+- numeric: the last number in the response's final answer (below) equals the reference within
+  rel_tol / abs_tol.
 - multiple_choice: the chosen letter (A-E) equals the reference letter.
 
 The final answer of a free-form response is, in this order: the content of its last
