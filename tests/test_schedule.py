@@ -38,6 +38,22 @@ def test_update_plan_keeps_visited_queries_for_the_next_epoch():
     assert s.remaining == ["q3", "q2", "q1"]
 
 
+def test_a_visited_query_dropped_and_brought_back_waits_for_the_next_epoch():
+    s = QueryScheduler(scheduled(4), shuffle=False, seed=0)
+    s.take(2)  # q0 visited
+    s.update_plan(scheduled(4)[1:])  # q0 dropped (e.g. now trivial)
+    state = s.state()
+    s.update_plan(scheduled(4))  # ... and back (a re-profile found it mixed)
+    assert s.remaining == ["q1", "q2", "q3"]  # not a second visit this epoch
+    restored = QueryScheduler(scheduled(4), shuffle=False, seed=0)
+    restored.restore(state, {q.query.query_id: q.query for q in scheduled(4)})
+    restored.update_plan(scheduled(4))  # a resume remembers it too
+    assert restored.remaining == ["q1", "q2", "q3"]
+    for _ in range(3):
+        s.take(2)
+    assert ids(s.take(2)) == ["q0"] and s.epoch == 1  # the next epoch has it again
+
+
 def test_take_with_a_group_size_sizes_every_taken_query_with_it():
     s = QueryScheduler(scheduled(5, g=4), shuffle=False, seed=0)
     taken = s.take(4, group_size=2)

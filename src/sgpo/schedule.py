@@ -91,6 +91,9 @@ class QueryScheduler:
         # streak both read the streaks (an adapted explore stays below 1, EXPLORE_BOUNDS).
         self.observes_streaks = explore < 1.0 or bool(streak_group_size)
         self.profiled: dict[str, str] = {}  # first_visit: query -> its filter's reason
+        # Visited (or skipped) this epoch, then left out by a re-plan: one that a later re-plan
+        # brings back waits for the next epoch like the plan's other visited queries.
+        self.left_visited: set[str] = set()
         self.epoch = 0
         self.remaining = self._epoch_order()
 
@@ -155,6 +158,7 @@ class QueryScheduler:
     def _start_next_epoch_if_done(self) -> None:
         if not self.remaining:
             self.epoch += 1
+            self.left_visited = set()
             self.remaining = self._epoch_order()
 
     def _fitting(
@@ -208,7 +212,10 @@ class QueryScheduler:
     def update_plan(self, queries: list[ScheduledQuery]) -> None:
         if not queries:
             raise ValueError("re-planning kept no query")
-        visited = {s.query.query_id for s in self.queries} - set(self.remaining)
+        visited = (
+            {s.query.query_id for s in self.queries} - set(self.remaining)
+        ) | self.left_visited
+        self.left_visited = visited - {s.query.query_id for s in queries}
         self.queries = queries
         self.remaining = [s.query.query_id for s in queries if s.query.query_id not in visited]
 
@@ -221,6 +228,7 @@ class QueryScheduler:
             "history_skipped": self.history_skipped,
             "explore": self.explore,
             "profiled": dict(self.profiled),
+            "left_visited": sorted(self.left_visited),
         }
 
     def restore(self, state: dict, queries_by_id: dict[str, Query]) -> None:
@@ -232,6 +240,7 @@ class QueryScheduler:
         self.history_skipped = state.get("history_skipped", 0)
         self.explore = state.get("explore", self.explore)
         self.profiled = dict(state.get("profiled", {}))
+        self.left_visited = set(state.get("left_visited", []))  # older checkpoints: none
 
 
 class OnlinePlanner:
