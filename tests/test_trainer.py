@@ -107,6 +107,30 @@ def test_zero_advantage_rollouts_skip_backward_and_flops(tmp_path: Path):
     assert stats["flops_skipped"] == pass_flops(trainer, dead, train_flops)
 
 
+def test_a_non_finite_epoch_charges_the_skipped_rollouts_only_the_epochs_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    # three PPO epochs, the second's gradient non-finite: the step ends there, the trained
+    # rollouts got two epochs' passes, and a train-every-rollout trainer would have given the
+    # dead ones two as well, not three
+    trainer = make_trainer(tmp_path, "nan", group_size=2, rollout_budget=16, ppo_epochs=3)
+    optimizer_step = trainer.update._optimizer_step
+    calls: list[int] = []
+
+    def second_fails(loss: float) -> float | None:
+        calls.append(1)
+        return optimizer_step(loss) if len(calls) == 1 else None
+
+    monkeypatch.setattr(trainer.update, "_optimizer_step", second_fails)
+    batch, stats = one_step(trainer)
+    assert stats["skipped_update"] and len(calls) == 2
+    dead = [r for r in batch if r.advantage == 0.0]
+    assert dead
+    two_epochs = 2 * pass_flops(trainer, dead, train_flops)
+    old_logprobs = pass_flops(trainer, dead, logprob_flops)  # several epochs: an old-policy pass
+    assert stats["flops_skipped"] == pytest.approx(two_epochs + old_logprobs)
+
+
 def test_train_all_flops_and_generated_tokens_are_counted_per_step(tmp_path: Path):
     trainer = make_trainer(tmp_path, "cost", group_size=2, rollout_budget=16, steps=2)
     summary = trainer.train()

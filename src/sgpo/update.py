@@ -195,15 +195,14 @@ class PolicyUpdate:
         )
         # Zero advantage and no KL -> the loss term is exactly zero: skip the backward pass.
         trained = [r for r in batch if r.advantage != 0.0 or cfg.kl_coef > 0]
-        skipped = [] if cfg.kl_coef > 0 else [r for r in batch if r.advantage == 0.0]
-        skipped_flops = self.skipped_flops(skipped)
+        dead = [] if cfg.kl_coef > 0 else [r for r in batch if r.advantage == 0.0]
         if not trained:
             return {
                 "loss": 0.0,
                 "grad_norm": 0.0,
                 "trained_rollouts": 0,
                 "skipped_update": False,
-                "flops_skipped": skipped_flops,
+                "flops_skipped": self.skipped_flops(dead),
                 **Health().record(),
             }
         micro = [
@@ -213,7 +212,9 @@ class PolicyUpdate:
         old_logprobs, ref_logprobs = self._fixed_logprobs(micro, flops)
         losses, norms, skipped, health = [], [], False, Health()
         self.policy.model.train()
+        epochs_run = 0
         for _ in range(cfg.ppo_epochs):
+            epochs_run += 1
             step_loss = 0.0
             for i, mb in enumerate(micro):
                 loss, logprobs, old, mask = self._micro_batch_loss(
@@ -234,20 +235,23 @@ class PolicyUpdate:
             "grad_norm": float(np.mean(norms)) if norms else float("nan"),
             "trained_rollouts": len(trained),
             "skipped_update": skipped,
-            "flops_skipped": skipped_flops,
+            # as many epochs as the trained rollouts got (a non-finite one ends the step)
+            "flops_skipped": self.skipped_flops(dead, epochs_run),
             **health.record(),
         }
 
-    def skipped_flops(self, skipped: list[Rollout]) -> float:
+    def skipped_flops(self, skipped: list[Rollout], epochs: int | None = None) -> float:
         """What the passes this trainer skips on zero-advantage rollouts would cost in a trainer
         that trains every rollout (verl, TRL, OpenRLHF): the same log-prob passes and PPO
-        epochs. Under token-mean over the batch their loss term is zero, so the update is the
-        same either way: this is exact accounting, not an estimate."""
+        epochs (epochs: those the step ran, default all). Under token-mean over the batch their
+        loss term is zero, so the update is the same either way: this is exact accounting, not
+        an estimate."""
+        epochs = self.cfg.ppo_epochs if epochs is None else epochs
         logprob_passes = (self.cfg.ppo_epochs > 1) + (self.reference is not None)
         # A reused rollout's old log-probs take one behaviour pass whatever the epochs.
         behaviour_only = [r for r in skipped if r.reused] if self.cfg.ppo_epochs == 1 else []
         return (
-            self.cfg.ppo_epochs * sequence_flops(self.shape, skipped, train_flops)
+            epochs * sequence_flops(self.shape, skipped, train_flops)
             + logprob_passes * sequence_flops(self.shape, skipped, logprob_flops)
             + sequence_flops(self.shape, behaviour_only, logprob_flops)
         )
