@@ -445,6 +445,16 @@ CLI_CASES = [
         "{tmp}/side_by_side.png exists and was not written by sgpo",
     ),
     (
+        "demo-over-a-train-run",
+        lambda tmp, env: [
+            "demo",
+            *("-o", str(written(tmp / "summary.json", "{}"))),
+            *("-c", str(env.config_path)),
+        ],
+        1,
+        "{tmp} holds a run that is not a demo's (summary.json without baseline-grpo/)",
+    ),
+    (
         "model-path-missing",
         lambda tmp, env: ["eval", "-c", str(env.config_path), "--model", str(tmp / "no" / "model")],
         2,

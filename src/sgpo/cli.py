@@ -313,7 +313,13 @@ def demo(
     out: OutOpt = Path("runs/demo"),
     config: Annotated[Path, typer.Option("--config", "-c", help="Demo config.")] = DEMO_CONFIG,
     set_: SetOpt = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing demo run in --out.")] = True,
+    overwrite: Annotated[
+        bool | None,
+        typer.Option(
+            "--overwrite/--no-overwrite",
+            help="Replace what --out holds (default: only an earlier demo run).",
+        ),
+    ] = None,
 ) -> None:
     """The whole pipeline in one directory: profile, plan, train, GRPO at the same FLOPs, report.
     The default config runs the embedded model on the built-in addition task (CPU, no network);
@@ -326,9 +332,18 @@ def demo(
     from sgpo.profile import run_profile
     from sgpo.report import REPORT_OUTPUTS, write_report
     from sgpo.rundir import claim_outputs
+    from sgpo.runfiles import SUMMARY_FILE
     from sgpo.train import run_train
 
     cfg = _config(config, set_)
+    baseline_dir = out / "baseline-grpo"
+    if overwrite is None:  # by default a demo replaces its own earlier run, nothing else
+        if (out / SUMMARY_FILE).exists() and not (baseline_dir / SUMMARY_FILE).exists():
+            raise FileExistsError(
+                f"{out} holds a run that is not a demo's ({SUMMARY_FILE} without "
+                f"{baseline_dir.name}/); choose another --out, or pass --overwrite to replace it"
+            )
+        overwrite = True
     # before any compute: a file of the user's where the report goes is refused now
     claim_outputs(out, [*REPORT_OUTPUTS, SIDE_BY_SIDE])
     start = time.perf_counter()
@@ -344,7 +359,6 @@ def demo(
     print_plan_summary(summary)
     console.rule("4/6 train (sgpo) with held-out evaluation")
     result = run_train(cfg, out, out / "plan.parquet", overwrite=overwrite)
-    baseline_dir = out / "baseline-grpo"
     console.rule(f"5/6 baseline: GRPO(G={cfg.train.group_size}) at the same total FLOPs")
     baseline = run_equal_budget_baseline(cfg, out, baseline_dir)
     console.rule("6/6 report")
