@@ -126,3 +126,17 @@ def test_a_system_prompt_without_a_chat_template_is_refused_not_dropped() -> Non
     policy.config = ModelConfig(use_chat_template=False, system_prompt="Be brief.")
     with pytest.raises(ConfigError, match=r"model\.system_prompt.*model\.prompt_template"):
         policy.render("1+2=")
+
+
+def test_evaluation_shows_a_progress_bar_per_pass(capsys: pytest.CaptureFixture) -> None:
+    # a real model's held-out pass takes minutes: it must not be a silent phase
+    from sgpo.evaluate import evaluate
+    from sgpo.tasks import Query
+
+    policy, _ = tiny_policy()
+    engine = TransformersEngine(policy, batch_size=1)
+    queries = [Query(f"q{i}", p, "3") for i, p in enumerate(PROMPTS)]
+    verifier = type("Always", (), {"score": lambda self, texts, answers, ids: [1.0] * len(texts)})
+    evaluate(engine, verifier(), queries, SamplingParams(max_new_tokens=2), 1, True, 0)
+    err = capsys.readouterr().err
+    assert "eval (greedy)" in err and "eval (sampled)" in err

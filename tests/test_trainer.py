@@ -706,9 +706,9 @@ def test_rollouts_sample_and_train_at_the_rollout_temperature(tmp_path: Path, mo
     temperatures = []
     real_generate = trainer.engine.generate
 
-    def generate(prompts, seeds, params):
+    def generate(prompts, seeds, params, progress=None):
         temperatures.append(params.temperature)
-        return real_generate(prompts, seeds, params)
+        return real_generate(prompts, seeds, params, progress)
 
     monkeypatch.setattr(trainer.engine, "generate", generate)
     generated, batch = trainer.collect()

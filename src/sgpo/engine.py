@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import torch
+from tqdm import tqdm
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
 from sgpo.models import Policy
@@ -41,7 +42,11 @@ def stream_seed(*parts: object) -> int:
 
 class GenerationEngine(Protocol):
     def generate(
-        self, prompts: list[str], seeds: list[int], params: SamplingParams
+        self,
+        prompts: list[str],
+        seeds: list[int],
+        params: SamplingParams,
+        progress: str | None = None,  # a progress bar with this label (long passes)
     ) -> list[Completion]: ...
 
 
@@ -78,7 +83,11 @@ class TransformersEngine:
 
     @torch.no_grad()
     def generate(
-        self, prompts: list[str], seeds: list[int], params: SamplingParams
+        self,
+        prompts: list[str],
+        seeds: list[int],
+        params: SamplingParams,
+        progress: str | None = None,
     ) -> list[Completion]:
         encoded = self.policy.encode(prompts) if prompts else []
         # Similar lengths together keep padding small; results go back in input order.
@@ -93,8 +102,11 @@ class TransformersEngine:
         # distribution than the one the update's log-probs score: only SamplingParams count.
         base.generation_config = GenerationConfig()
         model.eval()
+        starts = range(0, len(order), self.batch_size)
         try:
-            for start in range(0, len(order), self.batch_size):
+            for start in tqdm(
+                starts, desc=progress, unit="batch", leave=False, disable=not progress
+            ):
                 idx = order[start : start + self.batch_size]
                 batch = self._generate_batch(
                     [encoded[i] for i in idx], [seeds[i] for i in idx], params, stops

@@ -38,6 +38,7 @@ def evaluate(
             prompts,
             [0] * len(queries),
             SamplingParams(max_new_tokens=params.max_new_tokens, greedy=True),
+            progress="eval (greedy)",
         )
         scores = verifier.score(
             [c.text for c in completions],
@@ -49,7 +50,7 @@ def evaluate(
         result["eval_acc_greedy_by_bucket"] = bucket_means(correct, buckets)
     expanded = [p for p in prompts for _ in range(n_samples)]
     seeds = [stream_seed(seed, "eval", q.query_id, j) for q in queries for j in range(n_samples)]
-    completions = engine.generate(expanded, seeds, params)
+    completions = engine.generate(expanded, seeds, params, progress="eval (sampled)")
     scores = verifier.score(
         [c.text for c in completions],
         [q.answer for q in queries for _ in range(n_samples)],

@@ -73,7 +73,11 @@ class VLLMEngine:
         self.llm = vllm.LLM(model=policy.source, tokenizer=policy.source, **llm_kwargs)
 
     def generate(
-        self, prompts: list[str], seeds: list[int], params: SamplingParams
+        self,
+        prompts: list[str],
+        seeds: list[int],
+        params: SamplingParams,
+        progress: str | None = None,
     ) -> list[Completion]:
         if len(prompts) != len(seeds):
             raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
@@ -86,7 +90,7 @@ class VLLMEngine:
         encoded = self.policy.encode(prompts) if prompts else []
         sampling = [self._sampling_params(seed, params, stops) for seed in seeds]
         requests = [{"prompt_token_ids": ids} for ids in encoded]
-        outputs = self.llm.generate(requests, sampling, use_tqdm=False)
+        outputs = self.llm.generate(requests, sampling, use_tqdm=bool(progress))
         completions = []
         for prompt, output in zip(encoded, outputs, strict=True):  # vLLM keeps input order
             out = output.outputs[0]
