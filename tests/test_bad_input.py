@@ -717,3 +717,13 @@ def test_profile_merge_over_a_profile_does_not_offer_a_resume_it_lacks(
     assert result.exit_code == 1
     assert "profile.parquet already exists; pass --overwrite to replace it" in result.output
     assert "--resume" not in result.output
+
+
+def test_a_demo_interrupted_in_its_baseline_is_still_replaced_by_default(
+    tmp_path: Path, env: SimpleNamespace
+) -> None:
+    args = ["demo", "-o", str(tmp_path / "demo"), "-c", str(env.config_path)]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    (tmp_path / "demo" / "baseline-grpo" / "summary.json").unlink()  # killed in step 5/6
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output

@@ -548,6 +548,9 @@ def test_compare_reuses_a_finished_run_only_if_its_config_is_unchanged(tmp_path:
     assert str(runs[0]) in message and "train.lr: 0.01 -> 0.02" in message
     assert "choose another output directory" in message
     assert {run: (run / "metrics.jsonl").read_bytes() for run in runs} == metrics
+    # a compare directory an older sgpo wrote (it recorded none of compare's own outputs)
+    (out / "sgpo-outputs.json").unlink()
+    assert run_compare(config, out)["methods"] == first["methods"]
     # a run recorded before a setting existed: the setting counts at its default, reused
     recorded = yaml.safe_load((runs[0] / "config.yaml").read_text())
     del recorded["train"]["history_streak"]

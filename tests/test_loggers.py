@@ -80,3 +80,29 @@ def test_a_fresh_run_clears_an_earlier_runs_tensorboard_events(tmp_path: Path):
     run_train(config, tmp_path / "run")
     run_train(config, tmp_path / "run", overwrite=True)
     assert len(list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))) == 1
+
+
+def test_a_run_from_before_tensorboard_was_recorded_resumes_and_a_users_folder_is_kept(
+    tmp_path: Path,
+):
+    import json
+
+    from tiny_run import tiny_tree
+
+    from sgpo.config import RunConfig
+    from sgpo.train import run_train
+
+    train = {"method": "grpo", "steps": 1, "eval_every": 0, "checkpoint_every": 1}
+    tree = tiny_tree(tmp_path / "models", train=train | {"report_to": ["tensorboard"]})
+    run = tmp_path / "run"
+    run_train(RunConfig.model_validate(tree), run)
+    listed = json.loads((run / "sgpo-outputs.json").read_text())["created"]
+    listed.remove("tensorboard")  # as an older sgpo left it
+    (run / "sgpo-outputs.json").write_text(json.dumps({"created": listed}))
+    longer = RunConfig.model_validate(tiny_tree(tmp_path / "models", train=train | {"steps": 2}))
+    assert run_train(longer, run, resume=True)["steps"] == 2
+    # a tensorboard/ folder of the user's in a directory with no sgpo run is not taken over
+    own = tmp_path / "own"
+    (own / "tensorboard").mkdir(parents=True)
+    with pytest.raises(FileExistsError, match="tensorboard exists and was not written by sgpo"):
+        run_train(RunConfig.model_validate(tree), own)

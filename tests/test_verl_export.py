@@ -176,6 +176,10 @@ def test_export_replaces_only_a_file_sgpo_wrote(tmp_path):
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 1 and "was not written by sgpo" in result.output, result.output
     assert mine.read_bytes() == b"the user's own data"
+    # an export an older sgpo wrote without recording it (launch.sh re-exports at every run)
+    (tmp_path / "sgpo-outputs.json").write_text('{"created": []}')
+    export_verl_parquet(plan, {"round": 3}, path, "sgpo/addition")
+    assert read_table(path)[1]["plan"] == {"round": 3}
 
 
 def test_rollouts_per_step_follow_verl_drop_last_batches():

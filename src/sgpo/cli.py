@@ -326,7 +326,13 @@ def demo(
     --config runs any other (examples/gsm8k.yaml: a hub model and dataset)."""
     import time
 
-    from sgpo.compare import SIDE_BY_SIDE, append_side_by_side, run_equal_budget_baseline
+    from sgpo.compare import (
+        DEMO_BASELINE_DIR,
+        SIDE_BY_SIDE,
+        append_side_by_side,
+        older_demo,
+        run_equal_budget_baseline,
+    )
     from sgpo.models import model_source
     from sgpo.plan import run_plan
     from sgpo.profile import run_profile
@@ -336,16 +342,17 @@ def demo(
     from sgpo.train import run_train
 
     cfg = _config(config, set_)
-    baseline_dir = out / "baseline-grpo"
+    baseline_dir = out / DEMO_BASELINE_DIR
     if overwrite is None:  # by default a demo replaces its own earlier run, nothing else
-        if (out / SUMMARY_FILE).exists() and not (baseline_dir / SUMMARY_FILE).exists():
+        # (a demo interrupted in its baseline has the folder, not yet its summary)
+        if (out / SUMMARY_FILE).exists() and not baseline_dir.is_dir():
             raise FileExistsError(
                 f"{out} holds a run that is not a demo's ({SUMMARY_FILE} without "
                 f"{baseline_dir.name}/); choose another --out, or pass --overwrite to replace it"
             )
         overwrite = True
     # before any compute: a file of the user's where the report goes is refused now
-    claim_outputs(out, [*REPORT_OUTPUTS, SIDE_BY_SIDE])
+    claim_outputs(out, [*REPORT_OUTPUTS, SIDE_BY_SIDE], adopt=older_demo)
     start = time.perf_counter()
     embedded = cfg.model.name_or_path == "embedded"
     console.rule(

@@ -791,6 +791,12 @@ COMPARE_OUTPUTS = (
     "informative_fraction.png",
 )
 SIDE_BY_SIDE = "side_by_side.png"  # the demo's, next to its report.md
+DEMO_BASELINE_DIR = "baseline-grpo"  # the demo's equal-budget GRPO run, inside its directory
+
+
+def older_demo(path: Path) -> bool:
+    """An older demo recorded no side-by-side plot: its own, beside its baseline run."""
+    return path.name == SIDE_BY_SIDE and (path.parent / DEMO_BASELINE_DIR).is_dir()
 
 
 def run_compare(
@@ -806,7 +812,8 @@ def run_compare(
         config_path, seeds, first_seed, methods, budget_currency, overrides
     )
     # before any training: a file of the user's in the way is refused now, not hours later
-    claim_outputs(out_dir, COMPARE_OUTPUTS)
+    # an older compare recorded none of these: its own, beside its runs/
+    claim_outputs(out_dir, COMPARE_OUTPUTS, adopt=lambda path: (out_dir / "runs").is_dir())
     profiles = out_dir / "profiles"
     runs: dict[str, dict[int, Path]] = {m: {} for m in cfg.methods}
     # Baseline first: its spend is the budget of every other method on the same seed.
@@ -873,7 +880,7 @@ def append_side_by_side(report: Path, runs: dict[str, Path], baseline: str | Non
 
     from sgpo.report import save_figure
 
-    claim_outputs(report.parent, [SIDE_BY_SIDE])
+    claim_outputs(report.parent, [SIDE_BY_SIDE], adopt=older_demo)
     fig, axes = plt.subplots(1, len(CURRENCIES), figsize=(12, 3.4))
     for ax, currency in zip(axes, CURRENCIES.values(), strict=True):
         for name, run_dir in runs.items():

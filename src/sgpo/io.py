@@ -78,12 +78,24 @@ def read_table(path: Path) -> tuple[list[dict], dict]:
         table = pq.read_table(path)
     except (pa.ArrowException, OSError) as e:
         raise DataError(f"{path}: not a readable parquet file ({e}); it is damaged") from e
-    raw = (table.schema.metadata or {}).get(METADATA_KEY)
+    return table.to_pylist(), _sgpo_metadata(table.schema, path)
+
+
+def read_table_metadata(path: Path) -> dict:
+    """sgpo's metadata of a parquet table, without reading its rows."""
     try:
-        metadata = json.loads(raw) if raw else {}
+        schema = pq.read_schema(path)
+    except (pa.ArrowException, OSError) as e:
+        raise DataError(f"{path}: not a readable parquet file ({e}); it is damaged") from e
+    return _sgpo_metadata(schema, path)
+
+
+def _sgpo_metadata(schema: pa.Schema, path: Path) -> dict:
+    raw = (schema.metadata or {}).get(METADATA_KEY)
+    try:
+        return json.loads(raw) if raw else {}
     except ValueError as e:
         raise DataError(f"{path}: sgpo metadata is not valid JSON ({e})") from e
-    return table.to_pylist(), metadata
 
 
 def prepare_out_dir(path: Path, overwrite: bool, resume: bool | None, marker: str) -> None:

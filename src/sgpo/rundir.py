@@ -20,7 +20,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from sgpo.errors import DataError, RunDirBusyError
@@ -62,16 +62,20 @@ def check_out_dir(out_dir: Path) -> None:
         )
 
 
-def claim_outputs(out_dir: Path, names: Iterable[str]) -> None:
+def claim_outputs(
+    out_dir: Path, names: Iterable[str], adopt: Callable[[Path], bool] | None = None
+) -> None:
     """Record names as sgpo's outputs in out_dir, after checking that none of them already
-    exists without having been written by sgpo (FileExistsError naming it otherwise)."""
+    exists without having been written by sgpo (FileExistsError naming it otherwise). adopt
+    tells an existing, unlisted output that an older sgpo wrote before it recorded that name
+    (the rest of its directory shows it is sgpo's); such a one is recorded, not refused."""
     check_out_dir(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ours = written_by_sgpo(out_dir)
     names = set(names)
     for name in sorted(names - ours):
         path = out_dir / name
-        if path.exists() or path.is_symlink():
+        if (path.exists() or path.is_symlink()) and not (adopt and adopt(path)):
             raise FileExistsError(
                 f"{path} exists and was not written by sgpo (not listed in "
                 f"{_outputs_path(out_dir)}); sgpo does not delete or replace it, even with "

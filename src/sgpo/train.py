@@ -423,7 +423,12 @@ def run_train(
     for marker in (SUMMARY_FILE, METRICS_FILE):
         if (run_dir / marker).exists() and not (overwrite or resume):
             raise FileExistsError(f"{run_dir / marker} exists; pass --overwrite or --resume")
-    rundir.claim_outputs(run_dir, TRAIN_OUTPUTS)
+    # runs before tensorboard/ was recorded: an older run's own event folder beside its metrics
+    rundir.claim_outputs(
+        run_dir,
+        TRAIN_OUTPUTS,
+        adopt=lambda path: path.name == TENSORBOARD_DIR and (run_dir / METRICS_FILE).exists(),
+    )
     with rundir.locked(run_dir, "train"):
         if resume:
             checkpoint.recover(run_dir)

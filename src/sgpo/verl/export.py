@@ -33,7 +33,8 @@ from pathlib import Path
 import pyarrow as pa
 
 from sgpo.config import VARIANT_TRAIN_SETTINGS, RunConfig
-from sgpo.io import write_table
+from sgpo.errors import DataError
+from sgpo.io import read_table_metadata, write_table
 from sgpo.plan import PlanRow, kept_in_order
 from sgpo.rundir import claim_outputs
 
@@ -157,6 +158,14 @@ def verl_rows(
     return rows
 
 
+def is_sgpo_export(path: Path) -> bool:
+    """A parquet an older sgpo exported (before exports were recorded): its metadata says so."""
+    try:
+        return "export" in read_table_metadata(path)
+    except (DataError, OSError, ValueError):
+        return False
+
+
 def export_verl_parquet(
     plan_rows: list[PlanRow],
     plan_meta: dict,
@@ -227,7 +236,7 @@ def export_verl_parquet(
         },
     }
     out_path = Path(out_path)
-    claim_outputs(out_path.parent, [out_path.name])
+    claim_outputs(out_path.parent, [out_path.name], adopt=is_sgpo_export)
     write_table(out_path, rows, meta, schema=SCHEMA)
     return out_path
 
