@@ -66,6 +66,12 @@ EQUIVALENT = [
     ("#### **1,000**", "1000"),
     ("\\boxed{(0, 100)}", "(0,100)"),  # a point, not a number with a separator
     ("The answer is 1,000 apples.", "1000"),
+    # an answer after "####" may start with a variable, a sign or a brace; separators anywhere
+    ("#### x = 5", "5"),
+    ("#### −5", "-5"),
+    ("#### {2, 3}", "\\{2,3\\}"),
+    ("\\boxed{x = 12,500}", "12500"),
+    ("The answer is x = 1,000", "1000"),
     ("So 12 is wrong. The answer is 7", "7"),
     ("Step one gives 4, then 4 + 3 = 7", "7"),
 ]
@@ -148,6 +154,7 @@ def test_exact_match() -> None:
         ("1e-3", "0.001", 1.0),
         ("#### 5\nthen 7", "5", 1.0),
         ("#### Step 5: wrong work\nThe answer is 7.", "5", 0.0),  # a heading, not an answer
+        ("#### x = 5", "5", 1.0),
         ("1.1", "1", 0.0),
         ("1.00001", "1", 0.0),
         ("no number here", "1", 0.0),

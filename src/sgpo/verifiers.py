@@ -9,8 +9,8 @@
 - multiple_choice: the chosen letter (A-E) equals the reference letter.
 
 The final answer of a free-form response is, in this order: the content of its last
-``\\boxed{...}``, the text after its last "####" that marks an answer (a number, sign, money,
-LaTeX or bracket follows; a Markdown heading does not count), the text after its last "answer
+``\\boxed{...}``, the text after its last "####" that marks an answer (a Markdown heading, a
+word of two or more letters after it, does not count), the text after its last "answer
 is"; with none of these the whole response is handed to math-verify, which picks its last
 expression.
 
@@ -43,8 +43,9 @@ math_verify.grader.TIMEOUT_WARNING_SHOWN = True
 BOXED_OPEN = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _ANSWER_IS = re.compile(r"answer\s+is\s*:?", re.IGNORECASE)
 _MARKDOWN = re.compile(r"^[*_`\s]+|[*_`\s]+$")
-# What follows "####" when it marks an answer: a number, a sign, money, LaTeX or a bracket.
-_HASHES_ANSWER = re.compile(r"[-+$\\(\[.\d*_`]")
+# What follows "####" in a Markdown heading ("#### Step 2: add", "#### Solution"): a word of
+# two or more letters. An answer ("42", "x = 5", "-5", "{2, 3}", "\\pi/2") starts otherwise.
+_HEADING = re.compile(r"[^\W\d_]{2,}")
 
 
 def last_boxed(text: str) -> str | None:
@@ -88,7 +89,7 @@ def final_answer(response: str) -> tuple[str, str]:
         return "boxed", boxed.strip()
     # GSM8K's "#### 42"; a Markdown heading ("#### Step 2: add") is not an answer marker
     marked = [_first_line(part) for part in response.split("####")[1:]]
-    answers = [text for text in marked if _HASHES_ANSWER.match(text)]
+    answers = [text for text in marked if text and not _HEADING.match(text)]
     if answers:
         return "hashes", answers[-1]
     matches = list(_ANSWER_IS.finditer(response))
@@ -100,8 +101,22 @@ def final_answer(response: str) -> tuple[str, str]:
     return "whole", response
 
 
-# "1,000", "$1,234.5 dollars": separators of the leading number only ("(0,100)", "[5,100]" stay)
-_THOUSANDS = re.compile(r"^(\\?\$)?\s*[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?(?![\d,])")
+# "1,000", "x = 12,500": a number with thousands separators (inside brackets they separate the
+# coordinates of a point or the ends of an interval, "(0,100)", "[5,100]", and stay)
+_THOUSANDS = re.compile(r"(?<![\d.,])\d{1,3}(?:,\d{3})+(?:\.\d+)?(?![\d,])")
+
+
+def _drop_thousands_separators(text: str) -> str:
+    out, last = [], 0
+    for match in _THOUSANDS.finditer(text):
+        before = text[: match.start()]
+        depth = sum(before.count(c) for c in "([{") - sum(before.count(c) for c in ")]}")
+        if depth <= 0:
+            out += [text[last : match.start()], match.group(0).replace(",", "")]
+            last = match.end()
+    return "".join(out) + text[last:]
+
+
 # "$18", "\$18", "18 dollars", "18.5 cm", "-3 apples", "5kg": a plain number with a currency
 # sign in front and/or unit words behind. Unit words stand apart from the number; attached, only
 # a few common units count, since "6i", "2x" or "5e" are not a number with a unit.
@@ -125,7 +140,7 @@ def normalize_answer(text: str) -> str:
     stop removed, thousands separators dropped, a plain number stripped of currency and units."""
     text = _MARKDOWN.sub("", text.strip())
     text = text.rstrip(".").strip()
-    text = _THOUSANDS.sub(lambda number: number.group(0).replace(",", ""), text)
+    text = _drop_thousands_separators(text)
     match = _NUMBER_WITH_UNITS.match(text)
     if match is None:
         return text
