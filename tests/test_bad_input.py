@@ -184,7 +184,19 @@ CASES = [
         "override-bool-for-a-number",
         lambda tmp, env: load_config(None, ["train.steps=true"]),
         ConfigError,
-        "train.steps: Value error, expected a number, got true",
+        "train.steps: Value error, expected numbers, got true",
+    ),
+    Case(
+        "override-bools-in-a-list-of-numbers",
+        lambda tmp, env: load_config(None, ["task.verifier_reward_range=[false, true]"]),
+        ConfigError,
+        "task.verifier_reward_range: Value error, expected numbers, got [false, true]",
+    ),
+    Case(
+        "config-unhashable-key",
+        lambda tmp, env: load_config(yaml_file(tmp, "train:\n  ? [a, b]\n  : 1\n")),
+        ConfigError,
+        "{tmp}/bad.yaml: not valid YAML: found an unhashable key (a list)",
     ),
     Case(
         "override-cut-by-a-comment",

@@ -584,3 +584,16 @@ def test_compare_resumes_a_run_it_interrupted_from_its_checkpoint(tmp_path: Path
     # resumed at step 2, nothing trained again: the same records, wall times included
     assert read_jsonl(run / "metrics.jsonl") == records
     assert again["methods"] == first["methods"]
+
+
+def test_a_compare_config_with_a_key_twice_or_bad_yaml_is_a_config_error(tmp_path: Path):
+    from sgpo.compare import load_compare_config
+
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("base: base.yaml\nseeds: [0, 1, 2]\nseeds: [5]\n")
+    with pytest.raises(ConfigError, match="key 'seeds' given twice"):
+        load_compare_config(twice)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("base: [base.yaml\n")
+    with pytest.raises(ConfigError, match="broken.yaml: not valid YAML"):
+        load_compare_config(broken)

@@ -274,7 +274,7 @@ def eval_(
         claim_outputs(out, [EVAL_FILE])
     task = load_task(cfg.task, cfg.seed)
     policy = load_policy(cfg, path=model)
-    check_prompt_lengths(policy, task, cfg.sampling.max_new_tokens)
+    check_prompt_lengths(policy, task, cfg.sampling.max_new_tokens, train=False)
     verifier = make_verifier(cfg, task)
     result = evaluate(
         make_engine(cfg, policy, "eval"),

@@ -46,7 +46,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sgpo import checkpoint
-from sgpo.config import VARIANT_TRAIN_SETTINGS, ConfigError, RunConfig, dump_config, load_config
+from sgpo.config import (
+    VARIANT_TRAIN_SETTINGS,
+    ConfigError,
+    RunConfig,
+    dump_config,
+    load_config,
+    read_yaml_mapping,
+)
 from sgpo.core.curves import (
     GAIN_SHARE,
     SaturatingFit,
@@ -290,10 +297,7 @@ def load_compare_config(
     only the named methods (plus the baseline) when methods is given, budget_currency
     replacing the file's when given, and overrides applied to every method after the file's
     own (before each method's)."""
-    try:
-        tree = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError as e:
-        raise ConfigError(f"compare config not found: {path}") from e
+    tree = read_yaml_mapping(path)
     if budget_currency is not None:
         tree["budget_currency"] = budget_currency
     if seeds is not None:  # validated like the file's own (at least one, none negative)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import string
 import warnings
+from collections.abc import Hashable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -37,11 +39,25 @@ class Strict(BaseModel):
     @field_validator("*", mode="before")
     @classmethod
     def _no_bool_for_a_number(cls, value: object, info: ValidationInfo) -> object:
-        """true/false where a number goes is a mistake (pydantic would read it as 1/0)."""
-        field = cls.model_fields[info.field_name]
-        if isinstance(value, bool) and field.annotation in (int, float, int | None, float | None):
-            raise ValueError(f"expected a number, got {str(value).lower()}")
+        """true/false where a number goes, alone or in a list, is a mistake (pydantic would
+        read it as 1/0)."""
+        if not _holds_numbers_only(cls.model_fields[info.field_name].annotation):
+            return value
+        items = value if isinstance(value, list | tuple) else [value]
+        if any(isinstance(item, bool) for item in items):
+            raise ValueError(f"expected numbers, got {json.dumps(value)}")
         return value
+
+
+def _holds_numbers_only(annotation: object) -> bool:
+    """int, float, their optionals, lists and tuples: a field of numbers and nothing else."""
+
+    def kinds(node: object) -> set:
+        args = get_args(node)
+        return set().union(*(kinds(arg) for arg in args)) if args else {node}
+
+    found = kinds(annotation) - {type(None), Ellipsis}
+    return bool(found) and found <= {int, float}
 
 
 class EmbeddedModelConfig(Strict):
@@ -756,6 +772,13 @@ class UniqueKeyLoader(yaml.SafeLoader):
         seen: set = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, Hashable):  # YAML's own error for it, not a TypeError
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"found an unhashable key (a {type(key).__name__})",
+                    key_node.start_mark,
+                )
             if key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"key {key!r} given twice", key_node.start_mark
@@ -782,24 +805,29 @@ def _override_value(item: str, raw: str) -> object:
     return value
 
 
+def read_yaml_mapping(path: Path) -> dict:
+    """A YAML file whose top level is a mapping (empty: {}); ConfigError naming the file (and
+    the line, for a key given twice) otherwise."""
+    try:
+        with open(path, encoding="utf-8") as stream:  # errors then name the file
+            tree = yaml.load(stream, UniqueKeyLoader) or {}
+    except FileNotFoundError as e:
+        raise ConfigError(f"config file not found: {path}") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read it as a UTF-8 text file: {e}") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    return tree
+
+
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
     """Read a YAML config (or defaults when path is None) and apply overrides in order:
     ``key.sub=value`` sets a value, ``~key.sub`` removes a setting or a whole section from what
     was read so far, which puts it back to its default (Hydra's deletion syntax)."""
     source = str(path) if path else "<defaults>"
-    tree: dict = {}
-    if path:
-        try:
-            with open(path, encoding="utf-8") as stream:  # errors then name the file
-                tree = yaml.load(stream, UniqueKeyLoader) or {}
-        except FileNotFoundError as e:
-            raise ConfigError(f"config file not found: {path}") from e
-        except (OSError, UnicodeDecodeError) as e:
-            raise ConfigError(f"{path}: cannot read it as a UTF-8 text file: {e}") from e
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML: {e}") from e
-        if not isinstance(tree, dict):
-            raise ConfigError(f"{path}: top level must be a mapping")
+    tree: dict = read_yaml_mapping(Path(path)) if path else {}
     for item in overrides or []:
         if item.startswith("~"):
             node, key = _section(tree, item[1:].strip())

@@ -62,8 +62,11 @@ def model_context(policy: Policy) -> int | None:
     return int(limit) if limit and limit < 10**7 else None  # 10**30 = "no limit" in HF
 
 
-def check_prompt_lengths(policy: Policy, task: TaskData, max_new_tokens: int) -> None:
-    """Every rendered prompt plus max_new_tokens must fit the model's context."""
+def check_prompt_lengths(
+    policy: Policy, task: TaskData, max_new_tokens: int, train: bool = True
+) -> None:
+    """Every rendered prompt plus max_new_tokens must fit the model's context (the held-out
+    split's only with train False: `sgpo eval` generates for no other)."""
     context = model_context(policy)
     if context is None:
         return
@@ -72,7 +75,8 @@ def check_prompt_lengths(policy: Policy, task: TaskData, max_new_tokens: int) ->
         raise DataError(
             f"sampling.max_new_tokens is {max_new_tokens} but the model has {context} positions"
         )
-    for label, queries in ((task.train_label, task.train), (task.eval_label, task.eval)):
+    splits = [(task.train_label, task.train)] if train else []
+    for label, queries in [*splits, (task.eval_label, task.eval)]:
         rendered = [policy.render(q.prompt) for q in queries]
         for row, text in enumerate(rendered):
             if len(text) > room * MAX_CHARS_PER_TOKEN:
