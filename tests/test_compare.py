@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tiny_run import tiny_tree
+from tiny_run import load_script, tiny_tree
 from typer.testing import CliRunner
 
 from sgpo.cli import app
@@ -392,7 +392,6 @@ def best_plan_part(config) -> tuple:
 def test_the_best_plan_is_spelled_the_same_wherever_a_user_reads_it(tmp_path):
     """The benchmark's best row (compare.py) is what demo.yaml runs, what README's YAML block
     and the TRL example's commands spell out: none of the four may drift from the others."""
-    import importlib.util
     import shlex
 
     from sgpo.cli import DEMO_CONFIG
@@ -423,9 +422,7 @@ def test_the_best_plan_is_spelled_the_same_wherever_a_user_reads_it(tmp_path):
     assert (profile_and_plan.profile, profile_and_plan.plan) == row[:2]
     # ... and its TRL command trains that plan with the row's train settings
     pytest.importorskip("trl")
-    spec = importlib.util.spec_from_file_location("gsm8k_qwen", example_path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script(example_path)
     command = example.split("python examples/trl/gsm8k_qwen.py")[-1].split("\n\n")[0]
     args = module.build_parser().parse_args(shlex.split(command.replace("\\\n", " ")))
     assert (args.downsample_to, args.drop_equal_groups) == (4, True)

@@ -1,16 +1,12 @@
 """benchmarks/crossing_interval.py: the seed-bootstrap interval of compare's crossing read."""
 
-import importlib.util
 import math
 from pathlib import Path
 
 import pytest
+from tiny_run import load_script
 
-SCRIPT = Path(__file__).parents[1] / "benchmarks" / "crossing_interval.py"
-spec = importlib.util.spec_from_file_location("crossing_interval", SCRIPT)
-assert spec and spec.loader
-crossing_interval = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(crossing_interval)
+crossing_interval = load_script(Path(__file__).parents[1] / "benchmarks" / "crossing_interval.py")
 
 BASELINE = [(0.0, 0.2), (50.0, 0.4), (100.0, 0.5)]  # final 0.5 at its total, 100
 FAST = [(0.0, 0.2), (25.0, 0.5), (50.0, 0.5)]  # at 0.5 from cost 25

@@ -1,16 +1,12 @@
 """benchmarks/pilot_screen.py: pilot-then-commit screened on logged group outcomes."""
 
-import importlib.util
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from tiny_run import load_script
 
-SCRIPT = Path(__file__).parents[1] / "benchmarks" / "pilot_screen.py"
-spec = importlib.util.spec_from_file_location("pilot_screen", SCRIPT)
-assert spec and spec.loader
-pilot_screen = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(pilot_screen)
+pilot_screen = load_script(Path(__file__).parents[1] / "benchmarks" / "pilot_screen.py")
 
 
 def test_a_pilot_ends_a_group_by_its_first_responses_as_exchangeable_draws() -> None:

@@ -1,15 +1,11 @@
 """benchmarks/skip_screen.py: the offline screen of skip rules (benchmarks/ROUNDS.md, round 39)."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
+from tiny_run import load_script
 
-SCRIPT = Path(__file__).parents[1] / "benchmarks" / "skip_screen.py"
-spec = importlib.util.spec_from_file_location("skip_screen", SCRIPT)
-assert spec and spec.loader
-skip_screen = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(skip_screen)
+skip_screen = load_script(Path(__file__).parents[1] / "benchmarks" / "skip_screen.py")
 
 
 def test_windowed_posterior_reads_only_the_last_kept_groups() -> None:

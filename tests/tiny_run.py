@@ -6,12 +6,14 @@ subprocess that a test can SIGKILL."""
 from __future__ import annotations
 
 import copy
+import importlib.util
 import os
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import yaml
 
@@ -53,6 +55,15 @@ BASE: dict = {
     },
     "eval": {"n_samples": 1, "greedy": False},
 }
+
+
+def load_script(path: Path) -> ModuleType:
+    """A script that is not a package module (benchmarks/*.py, examples/*/*.py) as a module."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def merge(tree: dict, patch: dict) -> dict:
