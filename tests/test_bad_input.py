@@ -485,7 +485,7 @@ CLI_CASES = [
             *("-c", str(env.config_path), "-o", str(written(tmp / "eval.json", "{}"))),
         ],
         1,
-        "{tmp}/eval.json exists; pass --overwrite to replace it",
+        "{tmp}/eval.json already exists; pass --overwrite to replace it",
     ),
     (
         "config-error",

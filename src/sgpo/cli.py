@@ -259,7 +259,7 @@ def eval_(
 ) -> None:
     """Held-out accuracy (greedy and sampled), overall and per difficulty bucket."""
     from sgpo.evaluate import evaluate
-    from sgpo.io import atomic_write_json
+    from sgpo.io import atomic_write_json, prepare_out_dir
     from sgpo.models import load_policy
     from sgpo.tasks import load_task
     from sgpo.validate import check_prompt_lengths
@@ -269,8 +269,7 @@ def eval_(
     if out:  # before any compute: a result that cannot be written is not computed
         from sgpo.rundir import claim_outputs
 
-        if (out / EVAL_FILE).exists() and not overwrite:
-            raise FileExistsError(f"{out / EVAL_FILE} exists; pass --overwrite to replace it")
+        prepare_out_dir(out, overwrite, None, EVAL_FILE)
         claim_outputs(out, [EVAL_FILE])
     task = load_task(cfg.task, cfg.seed)
     policy = load_policy(cfg, path=model)

@@ -53,6 +53,7 @@ from sgpo.config import (
     dump_config,
     load_config,
     read_yaml_mapping,
+    validation_lines,
 )
 from sgpo.core.curves import (
     GAIN_SHARE,
@@ -305,9 +306,8 @@ def load_compare_config(
     try:
         cfg = CompareConfig.model_validate(tree)
     except ValidationError as e:
-        lines = [f"  {'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()]
         where = path if seeds is None else f"{path} (seeds={seeds}, first_seed={first_seed})"
-        raise ConfigError(f"{where}: invalid compare config\n" + "\n".join(lines)) from e
+        raise ConfigError(f"{where}: invalid compare config\n{validation_lines(e)}") from e
     if methods:
         unknown = sorted(set(methods) - set(cfg.methods))
         if unknown:

@@ -843,14 +843,18 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     try:
         return RunConfig.model_validate(tree)
     except ValidationError as e:
-        # a check across sections (a model validator) has no key path of its own
-        lines = [
-            f"  {'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
-            if err["loc"]
-            else f"  {err['msg']}"
-            for err in e.errors()
-        ]
-        raise ConfigError(f"{source}: invalid config\n" + "\n".join(lines)) from e
+        raise ConfigError(f"{source}: invalid config\n{validation_lines(e)}") from e
+
+
+def validation_lines(error: ValidationError) -> str:
+    """A pydantic error as one indented line per problem, each led by its key path (a check
+    across sections, a model validator, has no path of its own)."""
+    return "\n".join(
+        f"  {'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+        if err["loc"]
+        else f"  {err['msg']}"
+        for err in error.errors()
+    )
 
 
 def dump_config(config: RunConfig) -> str:

@@ -212,9 +212,7 @@ class PolicyUpdate:
         old_logprobs, ref_logprobs = self._fixed_logprobs(micro, flops)
         losses, norms, skipped, health = [], [], False, Health()
         self.policy.model.train()
-        epochs_run = 0
         for _ in range(cfg.ppo_epochs):
-            epochs_run += 1
             step_loss = 0.0
             for i, mb in enumerate(micro):
                 loss, logprobs, old, mask = self._micro_batch_loss(
@@ -235,8 +233,9 @@ class PolicyUpdate:
             "grad_norm": float(np.mean(norms)) if norms else float("nan"),
             "trained_rollouts": len(trained),
             "skipped_update": skipped,
-            # as many epochs as the trained rollouts got (a non-finite one ends the step)
-            "flops_skipped": self.skipped_flops(dead, epochs_run),
+            # as many epochs as the trained rollouts got: the finite ones, and a non-finite
+            # one that ended the step
+            "flops_skipped": self.skipped_flops(dead, len(losses) + skipped),
             **health.record(),
         }
 
