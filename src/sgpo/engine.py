@@ -15,7 +15,7 @@ import torch
 from tqdm import tqdm
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
-from sgpo.models import Policy
+from sgpo.models import Policy, base_model
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ class TransformersEngine:
         order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
         results: list[Completion | None] = [None] * len(prompts)
         model = self.policy.model
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        base = base_model(model)
         stops = self.policy.stop_token_ids()  # read before the checkpoint's config is set aside
         was_training, checkpoint_defaults = model.training, base.generation_config
         # generate() fills every setting left unset from the model's generation_config (a chat

@@ -38,8 +38,8 @@ class Policy:
         """Where a response ends: the tokenizer's EOS, then any other end-of-sequence ids the
         checkpoint's generation_config names (a chat model's end of turn: Gemma's
         <end_of_turn>, Llama 3's <|eot_id|>), as vLLM and transformers stop by default."""
-        model = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
-        configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+        generation_config = getattr(base_model(self.model), "generation_config", None)
+        configured = getattr(generation_config, "eos_token_id", None)
         if configured is None:
             configured = []
         elif isinstance(configured, int):
@@ -53,6 +53,11 @@ class Policy:
         own (a Llama or Gemma base model's BOS, nothing for Qwen's)."""
         add_special = not uses_chat_template(self.tokenizer, self.config)
         return self.tokenizer(rendered, add_special_tokens=add_special)["input_ids"]
+
+
+def base_model(model: PreTrainedModel) -> PreTrainedModel:
+    """The transformers model itself: under a LoRA (peft) wrapper, the model it wraps."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 def resolve_device(name: str) -> torch.device:
@@ -165,7 +170,7 @@ def format_prompt(prompt: str, tokenizer: PreTrainedTokenizerBase, cfg: ModelCon
 
 def model_shape(model: PreTrainedModel) -> ModelShape:
     """N and attention size for the FLOPs convention in sgpo.core.flops."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = base_model(model)
     cfg = base.config.get_text_config()
     embedding = base.get_input_embeddings().weight
     n_total = sum(p.numel() for p in base.parameters())
