@@ -205,6 +205,21 @@ CASES = [
         "' #' starts a YAML comment, which would drop the rest; quote the value",
     ),
     Case(
+        "override-a-yaml11-base-60-number",
+        lambda tmp, env: load_config(None, ["train.steps=1:30"]),
+        ConfigError,
+        "override 'train.steps=1:30': the value is not valid YAML ('1:30' is a number only in "
+        "YAML 1.1, which reads it as 90 (base 60, octal or binary)",
+    ),
+    Case(
+        "config-a-yaml11-octal-number",
+        lambda tmp, env: load_config(yaml_file(tmp, "seed: 1\ntrain: {steps: 010}\n")),
+        ConfigError,
+        "{tmp}/bad.yaml: not valid YAML: '010' is a number only in YAML 1.1, which reads it as 8 "
+        "(base 60, octal or binary): write the number in base 10, or quote a text\n"
+        '  in "{tmp}/bad.yaml", line 2',
+    ),
+    Case(
         "config-not-a-mapping",
         lambda tmp, env: load_config(yaml_file(tmp, "- train\n")),
         ConfigError,

@@ -786,12 +786,41 @@ class UniqueKeyLoader(yaml.SafeLoader):
             seen.add(key)
         return super().construct_mapping(node, deep)
 
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        self._refuse_yaml11_number(node)
+        return super().construct_yaml_int(node)
+
+    def construct_yaml_float(self, node: yaml.ScalarNode) -> float:
+        self._refuse_yaml11_number(node)
+        return super().construct_yaml_float(node)
+
+    def _refuse_yaml11_number(self, node: yaml.ScalarNode) -> None:
+        """YAML 1.1 (PyYAML) reads 1:30 as 90 (base 60), 010 as 8 and 0b11 as 3, YAML 1.2 as a
+        text, 10 and a text: which the user meant is unknown, so it is refused."""
+        if YAML11_ONLY_NUMBER.match(node.value):
+            yaml11 = yaml.load(node.value, yaml.SafeLoader)
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"{node.value!r} is a number only in YAML 1.1, which reads it as {yaml11!r} "
+                "(base 60, octal or binary): write the number in base 10, or quote a text",
+                node.start_mark,
+            )
+
+
+# Number forms only YAML 1.1 has: base 60 (1:30, 1:30.5), a leading 0 (octal), 0b (binary).
+YAML11_ONLY_NUMBER = re.compile(
+    r"^[-+]?(?:[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?|0[0-7_]+|0b[01_]+)$"
+)
+UniqueKeyLoader.add_constructor("tag:yaml.org,2002:int", UniqueKeyLoader.construct_yaml_int)
+UniqueKeyLoader.add_constructor("tag:yaml.org,2002:float", UniqueKeyLoader.construct_yaml_float)
+
 
 def _override_value(item: str, raw: str) -> object:
     """An override's value, read as YAML; a ' #' would start a YAML comment and silently cut
     an unquoted string, so it must be quoted."""
     try:
-        value = yaml.safe_load(raw)
+        value = yaml.load(raw, UniqueKeyLoader)
     except yaml.YAMLError as e:
         raise ConfigError(
             f"override {item!r}: the value is not valid YAML ({e.problem}); quote a string "
