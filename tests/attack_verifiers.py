@@ -9,9 +9,11 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 
@@ -99,4 +101,21 @@ def fill_tmp(response: str, reference: str) -> float:
                 out.flush()
         finally:
             os.unlink(path)
+    return 1.0
+
+
+def fork_bomb(response: str, reference: str) -> float:
+    """Forks the number of children the reference names (each sleeps, then exits); all reaped."""
+    children: list[int] = []
+    try:
+        for _ in range(json.loads(reference)["children"]):
+            pid = os.fork()  # the attack under test: an OSError once a limit stops it
+            if pid == 0:
+                time.sleep(10)
+                os._exit(0)
+            children.append(pid)
+    finally:
+        for pid in children:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
     return 1.0

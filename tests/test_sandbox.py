@@ -145,6 +145,49 @@ def test_children_die_with_the_worker(isolation: str) -> None:
     assert bool(survivors) == (isolation == "process")
 
 
+@pytest.mark.skipif(
+    not sandbox.task_limit(),
+    reason="the kernel does not count the sandbox's tasks here (sgpo run as root, or Linux < 5.14)",
+)
+def test_a_fork_bomb_stops_at_the_task_limit(isolation: str) -> None:
+    children = sandbox.MAX_TASKS + 50
+    assert attack("fork_bomb", isolation, children=children) == (isolation == "process")
+
+
+@pytest.mark.parametrize(
+    ("euid", "release", "limited"),
+    [
+        (1000, "6.1.0-18-amd64", True),
+        (1000, "5.14.0", True),
+        (1000, "5.4.0-150-generic", False),
+        (0, "6.18.44", False),
+        (1000, "unknown", False),
+    ],
+)
+def test_the_task_limit_is_set_only_where_the_kernel_counts_the_sandbox_alone(
+    euid: int, release: str, limited: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sandbox.os, "geteuid", lambda: euid)
+    monkeypatch.setattr(sandbox.platform, "release", lambda: release)
+    assert sandbox.task_limit() == ({"RLIMIT_NPROC": sandbox.MAX_TASKS} if limited else {})
+
+
+@pytest.mark.skipif(NO_SANDBOX is not None, reason=f"no sandbox: {NO_SANDBOX}")
+def test_the_sandboxed_worker_is_given_the_task_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    commands: list[list[str]] = []
+    real_command = sandbox.sandbox_command
+
+    def command(inner: list[str], spec: str) -> list[str]:
+        commands.append(inner)
+        return real_command(inner, spec)
+
+    # a limit the worker's own process and threads fit in (not counted as root anyway)
+    monkeypatch.setattr(sandbox, "task_limit", lambda: {"RLIMIT_NPROC": 64})
+    monkeypatch.setattr(sandbox, "sandbox_command", command)
+    Verifier("sgpo.verifiers:math_verify", timeout_s=5.0, isolation="sandbox").close()
+    assert json.loads(commands[0][-1])["RLIMIT_NPROC"] == 64
+
+
 @pytest.mark.skipif(NO_SANDBOX is not None, reason=f"no sandbox: {NO_SANDBOX}")
 @pytest.mark.parametrize("directory", ["/tmp", "/dev/shm", "/", "/dev"])
 def test_no_writable_place_holds_more_than_the_small_tmp(

