@@ -23,7 +23,13 @@ from sgpo.core.allocation import (
     plan_queries,
     success_rate,
 )
-from sgpo.core.flops import ModelShape, inference_flops, sequence_forward_flops, train_flops
+from sgpo.core.flops import (
+    ModelShape,
+    inference_flops,
+    sequence_forward_flops,
+    shared_prefill_flops,
+    train_flops,
+)
 from sgpo.core.online import (
     adapt_explore,
     epoch_visits,
@@ -193,6 +199,17 @@ def test_flops_against_hand_count():
     assert inference_flops(shape, 2, 1) == 6384
     assert train_flops(shape, 2, 1) == 3 * 6384
     assert sequence_forward_flops(shape, 0) == 0
+
+
+def test_a_prefix_cache_prefills_a_groups_prompt_once():
+    shape = ModelShape(n_params=1000, n_layers=2, d_attn=8)
+    # 4 responses of 1 token after a 2-token prompt: 4 * inference_flops(2, 1) charged; with
+    # the prompt prefilled once, 3 prefills of 2 tokens (2*N*2 + 4*2*8*(1+2) = 4192) are not spent
+    assert shared_prefill_flops(shape, 2, 4) == 3 * 4192
+    cached = 4 * inference_flops(shape, 2, 1) - shared_prefill_flops(shape, 2, 4)
+    assert cached == sequence_forward_flops(shape, 2) + 4 * (6384 - 4192)
+    assert shared_prefill_flops(shape, 2, 1) == 0
+    assert shared_prefill_flops(shape, 2, 0) == 0
 
 
 def test_loss_aggregation_over_micro_batches_equals_full_batch():

@@ -11,7 +11,9 @@ Per phase:
       each token once), i.e. positions 1..prompt_len+response_len;
   log-prob pass (old or reference policy): the same forward over prompt + response;
   training forward + backward: 3x that forward.
-Padding is not counted: only real tokens.
+Padding is not counted: only real tokens. An engine with prefix caching (vLLM's automatic
+prefix caching, SGLang's radix cache) prefills a prompt once for a group of responses to it;
+shared_prefill_flops is what that saves, reported beside the convention, not in it.
 """
 
 from __future__ import annotations
@@ -41,6 +43,12 @@ def sequence_forward_flops(shape: ModelShape, n_tokens: int) -> float:
 def inference_flops(shape: ModelShape, prompt_tokens: int, response_tokens: int) -> float:
     """Generating response_tokens after a prompt, with a KV cache."""
     return sequence_forward_flops(shape, prompt_tokens + response_tokens)
+
+
+def shared_prefill_flops(shape: ModelShape, prompt_tokens: int, n_responses: int) -> float:
+    """What an engine with prefix caching does not spend on n_responses generated after one
+    prompt: every response's prefill but the first (the KV cache of the prompt is reused)."""
+    return max(n_responses - 1, 0) * sequence_forward_flops(shape, prompt_tokens)
 
 
 def logprob_flops(shape: ModelShape, prompt_tokens: int, response_tokens: int) -> float:

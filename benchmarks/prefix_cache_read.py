@@ -1,0 +1,163 @@
+"""Read a compare's runs in one more currency: train-all FLOPs with generation as an engine with
+prefix caching runs it: a group's prompt is prefilled once, not once per response (vLLM V1 turns
+its automatic prefix caching on by default; verl 0.9.1's rollout config sets
+enable_prefix_caching: true). Beside the three currencies of `sgpo compare`, not in place of
+one (the issue's targets are read in those).
+
+Why it is worth a look: on the built-in task a prompt is 4-10 tokens (5.7 on average) and a
+response 2-5, so most of a rollout's FLOPs in the convention (sgpo.core.flops) are its prompt's
+prefill, which a caching engine pays once per group. Real RLVR prompts are shorter than their
+responses.
+
+What is read: each training group the run logged (metrics.jsonl `group_outcomes`: query id,
+responses generated), the query's prompt tokens (the run's config.yaml rebuilds its task and
+tokenizer), and sgpo.core.flops.shared_prefill_flops. The profile is charged as the convention
+charges it (no sharing counted: conservative against the sGPO rows, the baseline has none).
+The crossing and the fitted read are compare.json's own (sgpo.compare, sgpo.core.curves), redone
+on curves whose cost is flops_train_all_cum minus the prefill saved so far.
+
+    .venv/bin/python benchmarks/prefix_cache_read.py runs/pc/easy runs/pc/balanced runs/pc/hard
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from pathlib import Path
+
+from sgpo.compare import cost_to_target, final_accuracy
+from sgpo.core.curves import fit_saturating, fit_speedup, gain_level, mean_curve
+from sgpo.core.flops import ModelShape, shared_prefill_flops
+from sgpo.io import read_json, read_jsonl
+from sgpo.runfiles import CONFIG_FILE, SUMMARY_FILE
+
+Curve = list[tuple[float, float]]
+
+
+def cached_costs(
+    records: list[dict], shape: ModelShape, prompt_tokens: dict[str, int]
+) -> tuple[Curve, Curve, float]:
+    """(the evaluations' (train-all cost, accuracy), the same with the prefill a caching engine
+    saves taken out, the whole run's saving): records in file order, each step's groups saved
+    before its evaluation is read (both are the cumulative cost after the step)."""
+    train_all: Curve = []
+    cached: Curve = []
+    saved = 0.0
+    for record in records:
+        saved += sum(
+            shared_prefill_flops(shape, prompt_tokens[query], size)
+            for query, size, _ in record.get("group_outcomes", [])
+        )
+        if "eval_acc" in record:
+            cost = record["flops_train_all_cum"]
+            train_all.append((cost, record["eval_acc"]))
+            cached.append((cost - saved, record["eval_acc"]))
+    return train_all, cached, saved
+
+
+def crossing(
+    baseline_totals: list[float], target: float, curves: list[Curve], window: int
+) -> float | None:
+    """compare.json's crossing read: the baseline's mean total / the method's cost where its
+    mean curve first holds the target (None if never, or held before any cost)."""
+    reach = cost_to_target(mean_curve(curves), target, window)
+    return statistics.fmean(baseline_totals) / reach if reach else None
+
+
+def fitted(baseline: list[Curve], method: list[Curve]) -> float | None:
+    """compare.json's fitted read: the baseline's cost to 95% of its fitted gain / the method's."""
+    base_fit, fit = fit_saturating(mean_curve(baseline)), fit_saturating(mean_curve(method))
+    return fit_speedup(base_fit, fit, gain_level(base_fit))
+
+
+class PromptTokens:
+    """Prompt tokens of every training query of a run's task, as its policy renders and encodes
+    them; the model's shape for the FLOPs convention. Loaded once per (model, task, seed)."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, tuple[ModelShape, dict[str, int]]] = {}
+
+    def __call__(self, run_dir: Path) -> tuple[ModelShape, dict[str, int]]:
+        from sgpo.config import load_config
+        from sgpo.models import load_policy, model_shape
+        from sgpo.tasks import load_task
+
+        config = load_config(run_dir / CONFIG_FILE)
+        key = repr((config.model, config.task, config.seed))
+        if key not in self._cache:
+            policy = load_policy(config)
+            queries = load_task(config.task, config.seed).train
+            ids = policy.encode([policy.render(q.prompt) for q in queries])
+            tokens = {q.query_id: len(i) for q, i in zip(queries, ids, strict=True)}
+            self._cache[key] = (model_shape(policy.model), tokens)
+        return self._cache[key]
+
+
+def read_compare(
+    compare_dir: Path, baseline: str, window: int, prompts: PromptTokens
+) -> list[dict]:
+    """One row per method of a compare directory (runs/<method>/seed-<s>/)."""
+    curves: dict[str, dict[str, list]] = {}
+    for method_dir in sorted(p for p in (compare_dir / "runs").iterdir() if p.is_dir()):
+        per = curves.setdefault(
+            method_dir.name,
+            {"train_all": [], "cached": [], "totals": [], "cached_totals": [], "saved": []},
+        )
+        for run_dir in sorted(method_dir.glob("seed-*")):
+            shape, tokens = prompts(run_dir)
+            records = read_jsonl(run_dir / "metrics.jsonl")
+            train_all, cached, saved = cached_costs(records, shape, tokens)
+            total = read_json(run_dir / SUMMARY_FILE)["total_flops_train_all"]
+            per["train_all"].append(train_all)
+            per["cached"].append(cached)
+            per["totals"].append(total)
+            per["cached_totals"].append(total - saved)
+            per["saved"].append(saved / total)
+    base = curves[baseline]
+    target = statistics.fmean(final_accuracy(c, window) for c in base["train_all"])
+    rows = []
+    for method, per in curves.items():
+        rows.append(
+            {
+                "compare": str(compare_dir),
+                "method": method,
+                "seeds": len(per["totals"]),
+                "final_acc": statistics.fmean(final_accuracy(c, window) for c in per["train_all"]),
+                "saved_share": statistics.fmean(per["saved"]),
+                "crossing_train_all": crossing(base["totals"], target, per["train_all"], window),
+                "crossing_cached": crossing(base["cached_totals"], target, per["cached"], window),
+                "fitted_train_all": fitted(base["train_all"], per["train_all"]),
+                "fitted_cached": fitted(base["cached"], per["cached"]),
+            }
+        )
+    return rows
+
+
+def _fmt(value: float | None) -> str:
+    return "never" if value is None else f"{value:.2f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("compares", nargs="+", type=Path, help="sgpo compare output directories")
+    parser.add_argument("--baseline", default="grpo-g8")
+    parser.add_argument("--window", type=int, default=3, help="compare's final_window")
+    args = parser.parse_args()
+    prompts = PromptTokens()
+    print(
+        "| compare | method | seeds | final acc | train-all FLOPs saved by a prefix cache | "
+        "crossing: train-all / prefix-cached | fitted: train-all / prefix-cached |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for compare_dir in args.compares:
+        for row in read_compare(compare_dir, args.baseline, args.window, prompts):
+            print(
+                f"| {row['compare']} | {row['method']} | {row['seeds']} | {row['final_acc']:.3f} | "
+                f"{row['saved_share']:.2f} | {_fmt(row['crossing_train_all'])} / "
+                f"{_fmt(row['crossing_cached'])} | {_fmt(row['fitted_train_all'])} / "
+                f"{_fmt(row['fitted_cached'])} |"
+            )
+
+
+if __name__ == "__main__":
+    main()
