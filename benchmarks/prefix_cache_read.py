@@ -44,6 +44,13 @@ def cached_costs(
     cached: Curve = []
     saved = 0.0
     for record in records:
+        if record.get("reused_rollouts"):  # the profile paid for them: no prefill of the step's
+            raise ValueError(
+                f"step {record['step']}: {record['reused_rollouts']} reused profile samples; "
+                "this read counts every logged response as generated in training"
+            )
+        if "rollouts" in record and "group_outcomes" not in record:
+            raise ValueError(f"step {record['step']}: no group_outcomes (a run of an older sgpo)")
         saved += sum(
             shared_prefill_flops(shape, prompt_tokens[query], size)
             for query, size, _ in record.get("group_outcomes", [])
@@ -106,7 +113,10 @@ def read_compare(
         for run_dir in sorted(method_dir.glob("seed-*")):
             shape, tokens = prompts(run_dir)
             records = read_jsonl(run_dir / "metrics.jsonl")
-            train_all, cached, saved = cached_costs(records, shape, tokens)
+            try:
+                train_all, cached, saved = cached_costs(records, shape, tokens)
+            except ValueError as e:
+                raise SystemExit(f"{run_dir / 'metrics.jsonl'}: {e}") from e
             total = read_json(run_dir / SUMMARY_FILE)["total_flops_train_all"]
             per["train_all"].append(train_all)
             per["cached"].append(cached)

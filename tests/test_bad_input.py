@@ -208,15 +208,15 @@ CASES = [
         "override-a-yaml11-base-60-number",
         lambda tmp, env: load_config(None, ["train.steps=1:30"]),
         ConfigError,
-        "override 'train.steps=1:30': the value is not valid YAML ('1:30' is a number only in "
-        "YAML 1.1, which reads it as 90 (base 60, octal or binary)",
+        "override 'train.steps=1:30': the value is not valid YAML ('1:30' is 90 in YAML 1.1 "
+        "(base 60, octal or binary) but not in YAML 1.2",
     ),
     Case(
         "config-a-yaml11-octal-number",
         lambda tmp, env: load_config(yaml_file(tmp, "seed: 1\ntrain: {steps: 010}\n")),
         ConfigError,
-        "{tmp}/bad.yaml: not valid YAML: '010' is a number only in YAML 1.1, which reads it as 8 "
-        "(base 60, octal or binary): write the number in base 10, or quote a text\n"
+        "{tmp}/bad.yaml: not valid YAML: '010' is 8 in YAML 1.1 (base 60, octal or binary) but "
+        "not in YAML 1.2: write the number in base 10, or quote a text\n"
         '  in "{tmp}/bad.yaml", line 2',
     ),
     Case(
@@ -754,3 +754,8 @@ def test_a_demo_interrupted_in_its_baseline_is_still_replaced_by_default(
     (tmp_path / "demo" / "baseline-grpo" / "summary.json").unlink()  # killed in step 5/6
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
+
+
+def test_numbers_yaml_1_1_and_1_2_read_alike_are_accepted() -> None:
+    config = load_config(None, ["train.steps=07", "seed=00", "train.lr=!!float 010"])
+    assert (config.train.steps, config.seed, config.train.lr) == (7, 0, 10.0)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from sgpo import sandbox
+from sgpo import sandbox, verify
 from sgpo.verify import Verifier, VerifierStats
 
 TESTS_DIR = str(Path(__file__).parent)
@@ -169,7 +169,21 @@ def test_the_task_limit_is_set_only_where_the_kernel_counts_the_sandbox_alone(
 ) -> None:
     monkeypatch.setattr(sandbox.os, "geteuid", lambda: euid)
     monkeypatch.setattr(sandbox.platform, "release", lambda: release)
+    monkeypatch.setattr(sandbox, "bwrap_path", lambda: None)
     assert sandbox.task_limit() == ({"RLIMIT_NPROC": sandbox.MAX_TASKS} if limited else {})
+
+
+def test_a_setuid_bwrap_gets_no_task_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a setuid bwrap may not make a user namespace: the host user's every task would count
+    bwrap = tmp_path / "bwrap"
+    bwrap.write_bytes(b"")
+    monkeypatch.setattr(sandbox.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(sandbox.platform, "release", lambda: "6.1.0")
+    monkeypatch.setattr(sandbox, "bwrap_path", lambda: str(bwrap))
+    bwrap.chmod(0o755)
+    assert sandbox.task_limit() == {"RLIMIT_NPROC": sandbox.MAX_TASKS}
+    bwrap.chmod(0o4755)
+    assert sandbox.task_limit() == {}
 
 
 @pytest.mark.skipif(NO_SANDBOX is not None, reason=f"no sandbox: {NO_SANDBOX}")
@@ -186,6 +200,26 @@ def test_the_sandboxed_worker_is_given_the_task_limit(monkeypatch: pytest.Monkey
     monkeypatch.setattr(sandbox, "sandbox_command", command)
     Verifier("sgpo.verifiers:math_verify", timeout_s=5.0, isolation="sandbox").close()
     assert json.loads(commands[0][-1])["RLIMIT_NPROC"] == 64
+
+
+def test_a_process_worker_gets_no_task_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    # outside a user namespace RLIMIT_NPROC would count every process of the user
+    started: list[list[str]] = []
+
+    class Recorded:
+        def __init__(self, command: list[str], env: dict | None) -> None:
+            started.append(command)
+
+        def wait_ready(self) -> None:
+            pass
+
+        def kill(self) -> None:
+            pass
+
+    monkeypatch.setattr(sandbox, "task_limit", lambda: {"RLIMIT_NPROC": 64})
+    monkeypatch.setattr(verify, "_Worker", Recorded)
+    Verifier("sgpo.verifiers:math_verify", timeout_s=5.0, isolation="process").close()
+    assert "RLIMIT_NPROC" not in json.loads(started[0][-1])
 
 
 @pytest.mark.skipif(NO_SANDBOX is not None, reason=f"no sandbox: {NO_SANDBOX}")

@@ -787,31 +787,37 @@ class UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
     def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
-        self._refuse_yaml11_number(node)
-        return super().construct_yaml_int(node)
+        """YAML 1.1 (PyYAML) reads 1:30 as 90 (base 60), 010 as 8 and 0b11 as 3; YAML 1.2 reads
+        a text, 10 and a text. Which the user meant is unknown, so those are refused; 07 (7 in
+        both) is not."""
+        value = super().construct_yaml_int(node)
+        digits = node.value.replace("_", "")
+        octal = YAML11_OCTAL.fullmatch(digits) and value != int(digits, 10)
+        if ":" in digits or YAML11_BINARY.match(digits) or octal:
+            raise _yaml11_number(node, value)
+        return value
 
     def construct_yaml_float(self, node: yaml.ScalarNode) -> float:
-        self._refuse_yaml11_number(node)
-        return super().construct_yaml_float(node)
-
-    def _refuse_yaml11_number(self, node: yaml.ScalarNode) -> None:
-        """YAML 1.1 (PyYAML) reads 1:30 as 90 (base 60), 010 as 8 and 0b11 as 3, YAML 1.2 as a
-        text, 10 and a text: which the user meant is unknown, so it is refused."""
-        if YAML11_ONLY_NUMBER.match(node.value):
-            yaml11 = yaml.load(node.value, yaml.SafeLoader)
-            raise yaml.constructor.ConstructorError(
-                None,
-                None,
-                f"{node.value!r} is a number only in YAML 1.1, which reads it as {yaml11!r} "
-                "(base 60, octal or binary): write the number in base 10, or quote a text",
-                node.start_mark,
-            )
+        value = super().construct_yaml_float(node)
+        if ":" in node.value:  # base 60 (1:30.5), a text in YAML 1.2
+            raise _yaml11_number(node, value)
+        return value
 
 
-# Number forms only YAML 1.1 has: base 60 (1:30, 1:30.5), a leading 0 (octal), 0b (binary).
-YAML11_ONLY_NUMBER = re.compile(
-    r"^[-+]?(?:[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?|0[0-7_]+|0b[01_]+)$"
-)
+YAML11_OCTAL = re.compile(r"[-+]?0[0-7]+")
+YAML11_BINARY = re.compile(r"[-+]?0b")
+
+
+def _yaml11_number(node: yaml.ScalarNode, value: float) -> yaml.constructor.ConstructorError:
+    return yaml.constructor.ConstructorError(
+        None,
+        None,
+        f"{node.value!r} is {value!r} in YAML 1.1 (base 60, octal or binary) but not in YAML "
+        "1.2: write the number in base 10, or quote a text",
+        node.start_mark,
+    )
+
+
 UniqueKeyLoader.add_constructor("tag:yaml.org,2002:int", UniqueKeyLoader.construct_yaml_int)
 UniqueKeyLoader.add_constructor("tag:yaml.org,2002:float", UniqueKeyLoader.construct_yaml_float)
 

@@ -21,6 +21,7 @@ import os
 import platform
 import re
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -45,8 +46,11 @@ def task_limit() -> dict[str, int]:
     """RLIMIT_NPROC for the worker where the kernel counts it inside the sandbox alone: Linux
     5.14 and later count a user's tasks per user namespace (before, over all the host user's
     processes, so a verifier's subprocess could fail on a busy desktop), and never count
-    root's (sgpo run as root gets no limit: the namespace's tasks still die at the timeout)."""
-    if os.geteuid() == 0 or kernel_version() < (5, 14):
+    root's (sgpo run as root gets no limit: the namespace's tasks still die at the timeout).
+    A setuid bwrap may run without a user namespace of its own: no limit either."""
+    bwrap = bwrap_path()
+    setuid = bwrap is not None and bool(os.stat(bwrap).st_mode & stat.S_ISUID)
+    if os.geteuid() == 0 or kernel_version() < (5, 14) or setuid:
         return {}
     return {"RLIMIT_NPROC": MAX_TASKS}
 
