@@ -13,8 +13,9 @@ What is read: each training group the run logged (metrics.jsonl `group_outcomes`
 responses generated), the query's prompt tokens (the run's config.yaml rebuilds its task and
 tokenizer), and sgpo.core.flops.shared_prefill_flops. The profile is charged as the convention
 charges it (no sharing counted: conservative against the sGPO rows, the baseline has none).
-The crossing and the fitted read are compare.json's own (sgpo.compare, sgpo.core.curves), redone
-on curves whose cost is flops_train_all_cum minus the prefill saved so far.
+The crossing read is crossing_interval.py's (compare.json's, with the baseline's last evaluation
+as its total), the fitted read compare.json's (sgpo.core.curves), both redone on curves whose
+cost is flops_train_all_cum minus the prefill saved so far.
 
     .venv/bin/python benchmarks/prefix_cache_read.py runs/pc/easy runs/pc/balanced runs/pc/hard
 """
@@ -22,10 +23,13 @@ on curves whose cost is flops_train_all_cum minus the prefill saved so far.
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 from pathlib import Path
 
-from sgpo.compare import cost_to_target, final_accuracy
+from crossing_interval import crossing_ratio
+
+from sgpo.compare import final_accuracy
 from sgpo.core.curves import fit_saturating, fit_speedup, gain_level, mean_curve
 from sgpo.core.flops import ModelShape, shared_prefill_flops
 from sgpo.io import read_json, read_jsonl
@@ -60,15 +64,6 @@ def cached_costs(
             train_all.append((cost, record["eval_acc"]))
             cached.append((cost - saved, record["eval_acc"]))
     return train_all, cached, saved
-
-
-def crossing(
-    baseline_totals: list[float], target: float, curves: list[Curve], window: int
-) -> float | None:
-    """compare.json's crossing read: the baseline's mean total / the method's cost where its
-    mean curve first holds the target (None if never, or held before any cost)."""
-    reach = cost_to_target(mean_curve(curves), target, window)
-    return statistics.fmean(baseline_totals) / reach if reach else None
 
 
 def fitted(baseline: list[Curve], method: list[Curve]) -> float | None:
@@ -106,10 +101,7 @@ def read_compare(
     """One row per method of a compare directory (runs/<method>/seed-<s>/)."""
     curves: dict[str, dict[str, list]] = {}
     for method_dir in sorted(p for p in (compare_dir / "runs").iterdir() if p.is_dir()):
-        per = curves.setdefault(
-            method_dir.name,
-            {"train_all": [], "cached": [], "totals": [], "cached_totals": [], "saved": []},
-        )
+        per = curves.setdefault(method_dir.name, {"train_all": [], "cached": [], "saved": []})
         for run_dir in sorted(method_dir.glob("seed-*")):
             shape, tokens = prompts(run_dir)
             records = read_jsonl(run_dir / "metrics.jsonl")
@@ -117,25 +109,21 @@ def read_compare(
                 train_all, cached, saved = cached_costs(records, shape, tokens)
             except ValueError as e:
                 raise SystemExit(f"{run_dir / 'metrics.jsonl'}: {e}") from e
-            total = read_json(run_dir / SUMMARY_FILE)["total_flops_train_all"]
             per["train_all"].append(train_all)
             per["cached"].append(cached)
-            per["totals"].append(total)
-            per["cached_totals"].append(total - saved)
-            per["saved"].append(saved / total)
+            per["saved"].append(saved / read_json(run_dir / SUMMARY_FILE)["total_flops_train_all"])
     base = curves[baseline]
-    target = statistics.fmean(final_accuracy(c, window) for c in base["train_all"])
     rows = []
     for method, per in curves.items():
         rows.append(
             {
                 "compare": str(compare_dir),
                 "method": method,
-                "seeds": len(per["totals"]),
+                "seeds": len(per["saved"]),
                 "final_acc": statistics.fmean(final_accuracy(c, window) for c in per["train_all"]),
                 "saved_share": statistics.fmean(per["saved"]),
-                "crossing_train_all": crossing(base["totals"], target, per["train_all"], window),
-                "crossing_cached": crossing(base["cached_totals"], target, per["cached"], window),
+                "crossing_train_all": crossing_ratio(base["train_all"], per["train_all"], window),
+                "crossing_cached": crossing_ratio(base["cached"], per["cached"], window),
                 "fitted_train_all": fitted(base["train_all"], per["train_all"]),
                 "fitted_cached": fitted(base["cached"], per["cached"]),
             }
@@ -144,7 +132,10 @@ def read_compare(
 
 
 def _fmt(value: float | None) -> str:
-    return "never" if value is None else f"{value:.2f}"
+    """A read as compare.md prints it (crossing_ratio: 0 = never, inf = at start)."""
+    if not value:
+        return "never"
+    return "at start" if math.isinf(value) else f"{value:.2f}"
 
 
 def main() -> None:

@@ -46,7 +46,8 @@ def test_the_reads_are_compare_jsons_crossing_and_fit() -> None:
     baseline = [[(0.0, 0.3), (10.0, 0.35), (20.0, 0.38), (30.0, 0.39), (40.0, 0.4)]]
     method = [[(1.0, 0.3), (5.0, 0.38), (10.0, 0.4), (15.0, 0.4), (20.0, 0.41)]]
     # target: the baseline's last 3 evaluations, 0.39; the method's trailing mean of 3 holds it
-    # first at cost 15 (0.38, 0.40, 0.40 -> 0.393): 40 / 15
-    assert prefix_cache_read.crossing([40.0], 0.39, method, 3) == pytest.approx(40 / 15)
-    assert prefix_cache_read.crossing([40.0], 0.5, method, 3) is None
+    # first at cost 15 (0.38, 0.40, 0.40 -> 0.393): the baseline's total 40 / 15
+    assert prefix_cache_read.crossing_ratio(baseline, method, 3) == pytest.approx(40 / 15)
+    higher = [[(0.0, 0.3), (10.0, 0.5), (20.0, 0.5), (40.0, 0.5)]]  # target 0.5: never reached
+    assert prefix_cache_read._fmt(prefix_cache_read.crossing_ratio(higher, method, 3)) == "never"
     assert prefix_cache_read.fitted(baseline, method) > 1.0

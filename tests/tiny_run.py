@@ -58,7 +58,10 @@ BASE: dict = {
 
 
 def load_script(path: Path) -> ModuleType:
-    """A script that is not a package module (benchmarks/*.py, examples/*/*.py) as a module."""
+    """A script that is not a package module (benchmarks/*.py, examples/*/*.py) as a module,
+    its directory on sys.path as when it is run (so it imports its sibling scripts)."""
+    if str(path.parent) not in sys.path:
+        sys.path.insert(0, str(path.parent))
     spec = importlib.util.spec_from_file_location(path.stem, path)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
