@@ -230,14 +230,25 @@ def worker_isolation(request: pytest.FixtureRequest, worker_path: None) -> str:
     return request.param
 
 
-def test_raising_verifier_scores_zero_and_counts(isolation: str) -> None:
-    v = Verifier("bad_verifiers:raising", timeout_s=0.5, isolation=isolation)
+@pytest.mark.parametrize(
+    ("spec", "timeout_s", "logged"),
+    [
+        ("bad_verifiers:raising", 0.5, "RuntimeError: this verifier always fails"),
+        # an exception whose str() fails is still counted
+        ("bad_verifiers:raises_unprintable", 2.0, "Unprintable: <unprintable Unprintable>"),
+    ],
+    ids=["raising", "unprintable"],
+)
+def test_raising_verifier_scores_zero_and_counts(
+    isolation: str, spec: str, timeout_s: float, logged: str
+) -> None:
+    v = Verifier(spec, timeout_s=timeout_s, isolation=isolation)
     try:
         assert v.score(["1", "2"], ["1", "2"], ["q0", "q1"]) == [0.0, 0.0]
     finally:
         v.close()
     assert (v.stats.calls, v.stats.errors, v.stats.timeouts) == (2, 2, 0)
-    assert "RuntimeError: this verifier always fails" in v.stats.logged[0]
+    assert logged in v.stats.logged[0]
 
 
 def test_hanging_verifier_times_out_and_recovers(isolation: str) -> None:
@@ -340,16 +351,6 @@ def test_reward_contract(isolation: str) -> None:
     assert (v.stats.errors, v.stats.timeouts) == (len(bad), 0)
     assert "outside the reward range [0.0, 1.0]" in v.stats.logged[0]
     assert "returned str '1', not a number" in v.stats.logged[4]
-
-
-def test_an_exception_that_cannot_be_printed_is_still_counted(isolation: str) -> None:
-    v = Verifier("bad_verifiers:raises_unprintable", timeout_s=2.0, isolation=isolation)
-    try:
-        assert v.score(["1", "2"], ["1", "2"], ["q0", "q1"]) == [0.0, 0.0]
-    finally:
-        v.close()
-    assert (v.stats.calls, v.stats.errors, v.stats.timeouts) == (2, 2, 0)
-    assert "Unprintable: <unprintable Unprintable>" in v.stats.logged[0]
 
 
 def test_an_alarm_while_disarming_still_disarms(
