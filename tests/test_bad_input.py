@@ -270,6 +270,15 @@ CASES = [
         # a check across sections has no key path: no empty "  : " in front of it
         "invalid config\n  Value error, plan.trivial_keep_fraction is a static-plan setting",
     ),
+    Case(
+        "trivial-share-with-re-profiling",  # a re-profile re-plans too
+        lambda tmp, env: load_config(
+            None, ["plan.trivial_keep_fraction=0.5", "train.online.reprofile_every=8"]
+        ),
+        ConfigError,
+        "Value error, plan.trivial_keep_fraction is a static-plan setting; it does not combine "
+        "with train.online.reestimate or train.online.reprofile_every",
+    ),
     # ------------------------------------------------------------------ queries
     Case(
         "empty-prompt",
@@ -470,6 +479,18 @@ CLI_CASES = [
         ],
         1,
         "{tmp}/side_by_side.png exists and was not written by sgpo",
+    ),
+    (
+        "demo-decaying-lr",  # its baseline runs to the same FLOPs, not to train.steps
+        lambda tmp, env: [
+            "demo",
+            *("-o", str(tmp / "demo")),
+            *("-c", str(env.config_path)),
+            *("--set", "train.lr_schedule=cosine"),
+        ],
+        2,
+        "config.yaml: train.lr_schedule='cosine': runs compared at equal budget stop when it is "
+        "spent, not at train.steps",
     ),
     (
         "demo-over-a-train-run",

@@ -514,6 +514,28 @@ def test_compare_refuses_to_replace_files_it_did_not_write(tmp_path: Path):
     assert report.read_text() == "# report\n"
 
 
+def test_compare_refuses_an_lr_that_decays_over_the_steps_cap(tmp_path: Path):
+    from sgpo.compare import run_compare
+
+    base = tiny_tree(tmp_path / "models", train={"steps": 2, "rollout_budget": 8})
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    methods = {"grpo-g4": ["train.method=grpo", "train.group_size=4"], "sgpo": []}
+    compare = {"base": "base.yaml", "seeds": [0], "methods": methods, "baseline": "grpo-g4"}
+    config = tmp_path / "compare.yaml"
+    config.write_text(yaml.safe_dump(compare))
+    # every method but the baseline gets train.steps x max_steps_factor as a mere cap, so a
+    # schedule over train.steps would decay max_steps_factor times slower than the baseline's
+    for schedule in ("linear", "cosine"):
+        with pytest.raises(ConfigError, match=f"{config}: grpo-g4: train.lr_schedule='{schedule}'"):
+            run_compare(config, tmp_path / "out", overrides=[f"train.lr_schedule={schedule}"])
+    assert not (tmp_path / "out" / "runs").exists()  # refused before anything was trained
+    methods["sgpo"] = ["train.lr_schedule=linear"]  # one method's own schedule is refused too
+    config.write_text(yaml.safe_dump(compare))
+    with pytest.raises(ConfigError, match=f"{config}: sgpo: train.lr_schedule='linear'"):
+        run_compare(config, tmp_path / "out")
+    assert not (tmp_path / "out" / "runs").exists()
+
+
 def test_compare_reuses_a_finished_run_only_if_its_config_is_unchanged(tmp_path: Path):
     from sgpo.compare import run_compare
     from sgpo.rundir import written_by_sgpo

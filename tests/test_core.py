@@ -94,6 +94,8 @@ def test_group_size_clips_and_validates():
     assert group_size(0.9, c=1.0, g_min=3, g_max=8) == 3  # lower clip
     assert group_size(0.01, c=1.0, g_min=3, g_max=8) == 8  # upper clip
     assert group_size(0.5, c=3.0, g_min=1, g_max=32) == 6  # c scales the rule
+    # so small that c / p overflows (a posterior decayed for hundreds of updates): the cap
+    assert group_size(1e-310, c=2.0, g_min=2, g_max=16) == 16
     with pytest.raises(ValueError):
         group_size(1.5, 1.0, 2, 16)
     with pytest.raises(ValueError):

@@ -94,6 +94,25 @@ def test_report_says_how_the_profile_sampled():
     # p_hat = 1 from a first-success profile says only that the first sample was correct
     assert all_correct_label({"k": 8}) == "trivial (p_hat = 1)"
     assert all_correct_label({"adaptive_stop": "first_success"}).startswith("correct at the first")
+    # the paper's rule (trivial above 0.75) says so where the report counts what it dropped
+    paper = {"k": 8, "rule": {"trivial_above": 0.75}}
+    assert all_correct_label(paper) == "trivial (p_hat = 1 or above 0.75)"
+
+
+def test_plan_summary_counts_trivial_queries_as_the_rule_does():
+    from sgpo.core.allocation import PlanRule
+    from sgpo.plan import build_plan, plan_summary
+
+    rows = [
+        {"query_id": f"q{i}", "prompt": "p", "answer": "a", "difficulty": "d", "k": 8,
+         "n_correct": n, "prompt_tokens": 5, "mean_response_tokens": 3.0}
+        for i, n in enumerate([7, 7, 7, 7, 4])
+    ]  # fmt: skip
+    rule = PlanRule(trivial_above=0.75, trivial_keep_fraction=0.5)
+    summary = plan_summary(build_plan(rows, rule, seed=0), 8, None, rule=rule)
+    # four queries at p_hat = 7/8 are trivial by the rule: half of them kept
+    assert (summary["trivial"], summary["trivial_kept"]) == (2, 2)
+    assert summary["kept"] == 3
 
 
 def test_resume_refuses_an_out_directory_that_is_not_the_run(tmp_path: Path):

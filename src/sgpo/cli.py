@@ -330,6 +330,7 @@ def demo(
         SIDE_BY_SIDE,
         append_side_by_side,
         older_demo,
+        refuse_decaying_lr,
         run_equal_budget_baseline,
     )
     from sgpo.models import model_source
@@ -341,6 +342,8 @@ def demo(
     from sgpo.train import run_train
 
     cfg = _config(config, set_)
+    # its baseline runs to the same FLOPs, not to train.steps
+    refuse_decaying_lr(cfg, str(config))
     baseline_dir = out / DEMO_BASELINE_DIR
     if overwrite is None:  # by default a demo replaces its own earlier run, nothing else
         # (a demo interrupted in its baseline has the folder, not yet its summary)

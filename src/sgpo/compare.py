@@ -822,6 +822,10 @@ def run_compare(
     runs: dict[str, dict[int, Path]] = {m: {} for m in cfg.methods}
     # Baseline first: its spend is the budget of every other method on the same seed.
     order = [cfg.baseline] + [m for m in cfg.methods if m != cfg.baseline]
+    for method in order:
+        refuse_decaying_lr(
+            method_config(cfg, base, method, cfg.seeds[0], []), f"{config_path}: {method}"
+        )
     currency = CURRENCIES[cfg.budget_currency]
     for seed in cfg.seeds:
         fixed_budget = [f"train.max_total_flops={cfg.budget_flops}"] if cfg.budget_flops else []
@@ -843,6 +847,18 @@ def run_compare(
     atomic_write_json(out_dir / "compare.json", result)
     write_markdown(cfg, result, images, out_dir, config_path)
     return result
+
+
+def refuse_decaying_lr(config: RunConfig, where: str) -> None:
+    """Runs compared at equal budget stop when the budget is spent, not at train.steps (a cap
+    there), so an lr decaying over train.steps would decay at a different rate in each."""
+    if config.train.lr_schedule != "constant":
+        raise ConfigError(
+            f"{where}: train.lr_schedule={config.train.lr_schedule!r}: runs compared at equal "
+            "budget stop when it is spent, not at train.steps, and a schedule that decays "
+            "over train.steps would decay at a different rate in each; use constant (with "
+            "train.warmup_steps)"
+        )
 
 
 def equal_budget_baseline_config(config: RunConfig, spent_flops: float) -> RunConfig:

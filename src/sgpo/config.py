@@ -683,11 +683,13 @@ class RunConfig(Strict):
 
     @model_validator(mode="after")
     def _check(self) -> RunConfig:
-        if self.plan.trivial_keep_fraction > 0 and self.train.online.reestimate:
+        online = self.train.online
+        if self.plan.trivial_keep_fraction > 0 and (online.reestimate or online.reprofile_every):
             # A re-plan filters again from the current estimates and would drop them.
             raise ValueError(
                 "plan.trivial_keep_fraction is a static-plan setting; it does not combine "
-                "with train.online.reestimate, whose re-plans drop every trivial query"
+                "with train.online.reestimate or train.online.reprofile_every, whose re-plans "
+                "drop every trivial query"
             )
         if self.train.first_visit_profile and (
             self.plan.g_min != self.plan.g_max or self.plan.bucket_width < 1

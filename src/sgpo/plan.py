@@ -14,7 +14,14 @@ from pathlib import Path
 
 from sgpo import rundir
 from sgpo.config import RunConfig
-from sgpo.core.allocation import KEPT, PlannedQuery, PlanRule, ProfiledQuery, plan_queries
+from sgpo.core.allocation import (
+    KEPT,
+    PlannedQuery,
+    PlanRule,
+    ProfiledQuery,
+    is_trivial,
+    plan_queries,
+)
 from sgpo.core.flops import ModelShape, inference_flops, train_flops
 from sgpo.core.predict import (
     Allocation,
@@ -132,10 +139,13 @@ def plan_summary(
     growth: Growth | None = None,
     downsampling: Downsampling | None = None,
     drop_dead: bool = False,
+    *,
+    rule: PlanRule,
 ) -> dict:
-    """Counts, rollouts per epoch against a fixed-G baseline, predicted FLOPs per epoch, and
-    the predicted informative fraction and cost per informative rollout over `epochs` (groups
-    grown until mixed with `growth`, or down-sampled; dead groups dropped with drop_dead). The
+    """Counts (trivial as by `rule`: p_hat = 1 or above its trivial_above), rollouts per epoch
+    against a fixed-G baseline, predicted FLOPs per epoch, and the predicted informative
+    fraction and cost per informative rollout over `epochs` (groups grown until mixed with
+    `growth`, or down-sampled; dead groups dropped with drop_dead). The
     prediction reads each query's (n_correct, samples drawn), not p_hat, so it holds for
     adaptive profiles too (core/predict.py)."""
     kept = [r for r in rows if r.kept]
@@ -145,7 +155,7 @@ def plan_summary(
         "trivial": sum(r.reason == "trivial" for r in rows),
         "unsolvable_dropped": sum(r.reason == "unsolvable" for r in rows),
         "unsolvable_kept": sum(r.kept and r.p_hat == 0 for r in rows),
-        "trivial_kept": sum(r.kept and r.p_hat == 1 for r in rows),
+        "trivial_kept": sum(r.kept and is_trivial(r.p_hat, rule) for r in rows),
         "rollouts_per_epoch": sum(r.group_size for r in kept),
         "baseline_group_size": fixed_group_size,
         "baseline_rollouts_per_epoch": fixed_group_size * len(rows),
@@ -389,6 +399,7 @@ def _run_plan(
         growth,
         downsampling,
         drop_dead=train.drop_equal_groups,
+        rule=rule,
     )
     if shape is not None and not p_hat_estimates_p(meta) and not meta.get("full_share"):
         # Its few samples per query pin down the spread of p the prediction rests on far less

@@ -182,7 +182,8 @@ def all_correct_label(meta: dict) -> str:
     stopped at the first success) only the first one drawn."""
     if not p_hat_estimates_p(meta):
         return "correct at the first sample (p_hat = 1)"
-    return "trivial (p_hat = 1)"
+    above = meta.get("rule", {}).get("trivial_above", 1.0)
+    return "trivial (p_hat = 1)" if above >= 1 else f"trivial (p_hat = 1 or above {above})"
 
 
 def write_report(run_dir: Path) -> Path:

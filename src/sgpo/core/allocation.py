@@ -74,7 +74,8 @@ def group_size(p: float, c: float, g_min: int, g_max: int) -> int:
         raise ValueError(f"success rate must be in [0, 1], got {p}")
     if g_min < 1 or g_max < g_min:
         raise ValueError(f"need 1 <= g_min <= g_max, got g_min={g_min}, g_max={g_max}")
-    if p == 0.0:
+    # p = 0, or so small that c / p overflows (a posterior decayed for hundreds of updates)
+    if p == 0.0 or not math.isfinite(c / p):
         return g_max
     # The small epsilon keeps c/p that is an integer up to float error (1/0.2 = 5.000000000000001)
     # from rounding up to the next integer.

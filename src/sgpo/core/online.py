@@ -151,7 +151,9 @@ class ReplanRule:
     """How current estimates become a plan during training. A query counts as trivial while
     its (decayed) evidence holds fewer than `min_failures` failures or its estimate is above
     the plan's trivial_above, and as unsolvable while it holds fewer than `min_successes`
-    successes -- with the profile alone that is exactly the static plan's filter."""
+    successes. With the profile alone and no prior (prior_alpha = prior_beta = 0) that is
+    exactly the static plan's filter; a prior pulls the estimate toward its mean, so with
+    trivial_above < 1 a query the static plan dropped just above it can be kept again."""
 
     plan: PlanRule
     prior_alpha: float = 0.5
