@@ -48,7 +48,8 @@ def max_variance_indices(rewards: Sequence[float], size: int) -> list[int]:
     (Xu et al. 2025, arXiv 2504.13818): the subset whose rewards vary most is some i highest
     plus size - i lowest, so each split is tried. For 0/1 rewards it keeps every response of
     the rarer outcome up to size / 2. Of equally varied splits the one with the fewest highest
-    is taken; equal rewards rank in draw order. Returns indices into `rewards`, ascending."""
+    is taken (so for an odd size, the 0 outcome may get the larger half); equal rewards rank
+    in draw order. Returns indices into `rewards`, ascending."""
     if size >= len(rewards):
         return list(range(len(rewards)))
     order = sorted(range(len(rewards)), key=lambda i: (rewards[i], i))
