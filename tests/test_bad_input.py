@@ -343,6 +343,25 @@ CASES = [
         "{tmp}/plan.parquet: field 'task' is 'addition(other)' but the config's task is '{task}'",
     ),
     Case(
+        "train-with-plan-profiled-under-another-prompt-template",  # its p_hat: other samples
+        lambda tmp, env: run_train(
+            load_config(env.config_path, ["model.prompt_template=Sum {prompt}"]), tmp, env.plan
+        ),
+        DataError,
+        "{plan}: profiled with other settings than this config (model.prompt_template: profile "
+        "'{prompt}', config 'Sum {prompt}'): its p_hat was measured on other samples or scores",
+    ),
+    Case(
+        "train-with-plan-profiled-under-another-verifier",
+        lambda tmp, env: run_train(
+            load_config(env.config_path, ["task.verifier=sgpo.verifiers:exact_match"]),
+            tmp,
+            env.plan,
+        ),
+        DataError,
+        "(task.verifier: profile 'bad_verifiers:coin_flip', config 'sgpo.verifiers:exact_match')",
+    ),
+    Case(
         "train-with-plan-naming-an-unknown-query",
         lambda tmp, env: run_train(
             env.config, tmp, retagged(env.plan, tmp / "plan.parquet", unknown_kept_id)

@@ -171,7 +171,7 @@ def test_export_replaces_only_a_file_sgpo_wrote(tmp_path):
     # ... through the command too: an error naming the file, no traceback
     from sgpo.cli import app
 
-    write_plan(tmp_path / "plan.parquet", plan, {"task": "addition(fake)"})
+    write_plan(tmp_path / "plan.parquet", plan, {"task": builtin_task()})
     args = ["export-verl", "--plan", str(tmp_path / "plan.parquet"), "--out", str(mine)]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 1 and "was not written by sgpo" in result.output, result.output
@@ -425,27 +425,35 @@ def test_model_shape_from_dir_needs_no_weights_and_matches_a_built_model(tmp_pat
     assert model_shape_from_dir(str(model_dir)) == model_shape(built)
 
 
+def builtin_task(*overrides: str) -> str:
+    """The task of the default config with `overrides`, which the export checks a plan
+    against without --config (the addition task's queries follow the seed)."""
+    from sgpo.config import load_config
+    from sgpo.tasks import load_task
+
+    config = load_config(None, list(overrides))
+    return load_task(config.task, config.seed).source
+
+
 def test_flops_and_export_commands(tmp_path):
     plan = fake_plan()
     shape = {"n_params": 1000, "n_layers": 2, "d_attn": 16}
-    write_plan(
-        tmp_path / "plan.parquet",
-        plan,
-        {"shape": shape, "profile_flops": 123.0, "task": "addition(fake)"},
-    )
+    builtin = builtin_task()
+    export = ["export", "--plan", str(tmp_path / "plan.parquet")]
+    export += ["--out", str(tmp_path / "train.parquet"), "--train-batch-size", "4"]
     runner = CliRunner()
-    result = runner.invoke(
-        verl_app,
-        [
-            "export",
-            "--plan",
-            str(tmp_path / "plan.parquet"),
-            "--out",
-            str(tmp_path / "train.parquet"),
-            "--train-batch-size",
-            "4",
-        ],
+    # a plan of another task, exported without its config, would be scored by the built-in
+    # task's verifier: refused, saying what to pass
+    write_plan(tmp_path / "plan.parquet", plan, {"shape": shape, "task": "file(mine.jsonl)"})
+    result = runner.invoke(verl_app, export)
+    assert result.exit_code == 2
+    assert "field 'task' is 'file(mine.jsonl)'" in result.output
+    assert "(no --config: pass the config the plan was made with)" in result.output
+    assert not (tmp_path / "train.parquet").exists()
+    write_plan(
+        tmp_path / "plan.parquet", plan, {"shape": shape, "profile_flops": 123.0, "task": builtin}
     )
+    result = runner.invoke(verl_app, export)
     assert result.exit_code == 0, result.output
     rows, meta = read_table(tmp_path / "train.parquet")
     assert rows[0]["extra_info"]["verifier"] == ADDITION  # the addition task's default verifier
@@ -603,7 +611,7 @@ def test_verifier_counts_reach_a_stats_file_per_process(tmp_path, monkeypatch):
 
 
 def test_export_says_loudly_that_online_settings_are_not_carried(tmp_path):
-    write_plan(tmp_path / "plan.parquet", fake_plan(), {"task": "addition(fake)"})
+    write_plan(tmp_path / "plan.parquet", fake_plan(), {"task": builtin_task()})
     args = ["export", "--plan", str(tmp_path / "plan.parquet"), "--out", str(tmp_path / "t.pq")]
     result = CliRunner().invoke(verl_app, [*args, "--set", "train.online.reestimate=true"])
     assert result.exit_code == 0, result.output
@@ -674,8 +682,9 @@ def test_export_says_loudly_that_online_settings_are_not_carried(tmp_path):
     }
     # skips on history are carried (sgpo.verl.sampler), with steps filled as history_fill does
     skips = ["--set", "train.history_explore=0.5", "--set", "train.history_min_streak=2"]
-    filled = [*skips, "--set", "train.history_fill=true", "--set", "seed=11"]
-    carried = CliRunner().invoke(verl_app, [*args, *filled])
+    filled = [*skips, "--set", "train.history_fill=true"]
+    write_plan(tmp_path / "plan.parquet", fake_plan(), {"task": builtin_task("seed=11")})
+    carried = CliRunner().invoke(verl_app, [*args, *filled, "--set", "seed=11"])
     assert carried.exit_code == 0, carried.output
     assert "skip on history carried" in carried.output and "NOT applied" not in carried.output
     export_meta = read_table(tmp_path / "t.pq")[1]["export"]
@@ -687,6 +696,7 @@ def test_export_says_loudly_that_online_settings_are_not_carried(tmp_path):
         "history_target": 0.0,
         "history_seed": 11,
     }
+    write_plan(tmp_path / "plan.parquet", fake_plan(), {"task": builtin_task()})
     target = [*skips, "--set", "train.history_target=0.3"]  # a target implies the fill
     assert "NOT applied" not in CliRunner().invoke(verl_app, [*args, *target]).output
     assert read_table(tmp_path / "t.pq")[1]["export"]["history_target"] == 0.3
@@ -728,14 +738,15 @@ def test_record_run_refuses_to_resume_a_run_dir_with_other_settings(tmp_path):
     assert load_run(tmp_path)["config"] == {"data.train_batch_size": "4"}
 
 
-def demo_plan(tmp_path: Path) -> Path:
+def demo_plan(tmp_path: Path, *overrides: str) -> Path:
     """A plan whose metadata records demo.yaml's sampling (as sgpo profile/plan write it), and a
     tokenizer with a chat template as the policy (verl formats prompts with it)."""
     from sgpo.config import load_config
     from sgpo.embedded import build_char_tokenizer
 
     sampling = load_config(DEMO, None).sampling.model_dump(mode="json")
-    meta = {"task": "addition(fake)", "model": str(tmp_path / "model"), "sampling": sampling}
+    task = builtin_task(*overrides)  # the launch exports with these overrides and no config
+    meta = {"task": task, "model": str(tmp_path / "model"), "sampling": sampling}
     meta |= {"shape": {"n_params": 1000, "n_layers": 2, "d_attn": 16}, "profile_flops": 7.0}
     write_plan(tmp_path / "plan.parquet", fake_plan(), meta)
     tokenizer = build_char_tokenizer()
@@ -868,7 +879,7 @@ def test_launch_reads_the_exports_down_sampling_and_largest_step(tmp_path):
 
 
 def test_launch_applies_the_exports_skip_on_history_with_verls_dataset_and_buffer(tmp_path):
-    plan, data = demo_plan(tmp_path), tmp_path / "history.parquet"
+    plan, data = demo_plan(tmp_path, "seed=4"), tmp_path / "history.parquet"
     settings = ["seed=4", "train.downsample_to=2", "train.history_explore=0.5"]
     settings += ["train.history_min_streak=2", "train.history_fill=true"]
     sets = [arg for setting in settings for arg in ("--set", setting)]

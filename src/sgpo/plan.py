@@ -213,11 +213,16 @@ def prediction(
 
 
 def check_profile_matches(
-    meta: dict, config: RunConfig, source: str, expected_model: str | None
+    meta: dict,
+    config: RunConfig,
+    source: str,
+    expected_model: str | None,
+    all_settings: bool = False,
 ) -> None:
     """A profile (or a plan's profile) made under another model or dataset, or of one shard
-    only, would plan the wrong queries; with train.reuse_profile the samples must also be what
-    this config would have drawn (check_profile_settings)."""
+    only, would plan the wrong queries, and one that scored other samples would train on a
+    wrong p_hat (check_profile_samples); to plan (all_settings) or with train.reuse_profile
+    every setting of the samples must be this config's (check_profile_settings)."""
     from sgpo.tasks import load_task
 
     shard = meta.get("shard")
@@ -239,8 +244,10 @@ def check_profile_matches(
             f"{source}: field 'model' is {meta.get('model')!r} but the config's model is "
             f"{expected_model!r}; re-run sgpo profile with this config"
         )
-    if config.train.reuse_profile:
-        check_profile_settings(meta, config, source, expected_model, reuse=True)
+    if all_settings or config.train.reuse_profile:
+        check_profile_settings(meta, config, source, expected_model, config.train.reuse_profile)
+    else:
+        check_profile_samples(meta, config, source, expected_model)
 
 
 # Config keys that change what a profile's samples are (verifier, prompt formatting, sampling)
@@ -263,12 +270,17 @@ PROFILE_SETTINGS = (
 )
 
 
-def _settings(flat: dict) -> dict:
-    """The PROFILE_SETTINGS entries of a flattened config (dotted keys)."""
+# What a sample is and how it is scored: a plan's p_hat means nothing under others, so
+# training on a plan (or exporting it) needs these to be its profile's, whatever else changes.
+SAMPLE_SETTINGS = PROFILE_SETTINGS[:6]
+
+
+def _settings(flat: dict, keys: tuple[str, ...] = PROFILE_SETTINGS) -> dict:
+    """The `keys` entries of a flattened config (dotted keys)."""
     return {
         key: value
         for key, value in flat.items()
-        if any(key == name or key.startswith(name + ".") for name in PROFILE_SETTINGS)
+        if any(key == name or key.startswith(name + ".") for name in keys)
     }
 
 
@@ -300,15 +312,7 @@ def check_profile_settings(
     (model_sha256, for a local model), or stopped at each query's first success when config
     reads p_hat as an estimate of p (a full or both-outcomes profile serves a first-success
     config: its plan only tells solved from never-solved); names each key with both values."""
-    profiled = profiled_settings(meta)
-    current = _settings(rundir.flatten(config.model_dump(mode="json")))
-    if "inputs" not in meta:  # an older profile: only what it recorded can be compared
-        current = {k: v for k, v in current.items() if k in profiled}
-    differ = {
-        key: (profiled.get(key), current.get(key))
-        for key in sorted(profiled.keys() | current.keys())
-        if profiled.get(key) != current.get(key)
-    }
+    differ = differing_settings(meta, config, expected_model, PROFILE_SETTINGS)
     wanted = config.profile
     if not p_hat_estimates_p(meta) and not (
         wanted.adaptive and wanted.adaptive_stop == "first_success"
@@ -317,19 +321,53 @@ def check_profile_settings(
             differ["profile.adaptive_stop"] = ("first_success", wanted.adaptive_stop)
         else:
             differ["profile.adaptive"] = (True, False)
+    if differ:
+        use = "its samples cannot be reused (train.reuse_profile)" if reuse else "not plannable"
+        raise DataError(
+            f"{source}: profiled with other settings than this config ({shown(differ)}); {use} "
+            "with this config: re-run sgpo profile (and sgpo plan) with it, or set these keys to "
+            "the profile's values"
+        )
+
+
+def check_profile_samples(
+    meta: dict, config: RunConfig, source: str, expected_model: str | None
+) -> None:
+    """Refuse a plan (or profile) whose samples config would draw or score otherwise
+    (SAMPLE_SETTINGS: verifier, prompt formatting) or from other initial weights."""
+    differ = differing_settings(meta, config, expected_model, SAMPLE_SETTINGS)
+    if differ:
+        raise DataError(
+            f"{source}: profiled with other settings than this config ({shown(differ)}): its "
+            "p_hat was measured on other samples or scores; re-run sgpo profile and sgpo plan "
+            "with this config, or set these keys to the profile's values"
+        )
+
+
+def differing_settings(
+    meta: dict, config: RunConfig, expected_model: str | None, keys: tuple[str, ...]
+) -> dict[str, tuple]:
+    """{key: (profile's value, config's value)} for the `keys` that differ, and model_sha256
+    when expected_model (a local model) holds other weights than the profile recorded."""
+    profiled = _settings(profiled_settings(meta), keys)
+    current = _settings(rundir.flatten(config.model_dump(mode="json")), keys)
+    if "inputs" not in meta:  # an older profile: only what it recorded can be compared
+        current = {k: v for k, v in current.items() if k in profiled}
+    differ = {
+        key: (profiled.get(key), current.get(key))
+        for key in sorted(profiled.keys() | current.keys())
+        if profiled.get(key) != current.get(key)
+    }
     recorded_sha = (meta.get("inputs") or {}).get("model_sha256")
     if recorded_sha and expected_model is not None:
         current_sha = rundir.weights_sha256(expected_model)
         if current_sha and current_sha != recorded_sha:
             differ["model_sha256"] = (recorded_sha, current_sha)
-    if differ:
-        shown = "; ".join(f"{k}: profile {a!r}, config {b!r}" for k, (a, b) in differ.items())
-        use = "its samples cannot be reused (train.reuse_profile)" if reuse else "not plannable"
-        raise DataError(
-            f"{source}: profiled with other settings than this config ({shown}); {use} with "
-            "this config: re-run sgpo profile (and sgpo plan) with it, or set these keys to the "
-            "profile's values"
-        )
+    return differ
+
+
+def shown(differ: dict[str, tuple]) -> str:
+    return "; ".join(f"{k}: profile {a!r}, config {b!r}" for k, (a, b) in differ.items())
 
 
 def check_something_kept(rows: list[PlanRow], rule: PlanRule, source: object) -> None:
@@ -370,9 +408,7 @@ def _run_plan(
     profile_rows, meta = read_table(profile_path)
     check_is_profile(profile_rows, meta, profile_path)
     source = model_source(config)
-    check_profile_matches(meta, config, str(profile_path), source)
-    if not config.train.reuse_profile:  # else check_profile_matches did, with the weights too
-        check_profile_settings(meta, config, str(profile_path), source)
+    check_profile_matches(meta, config, str(profile_path), source, all_settings=True)
     rule = plan_rule(config)
     rows = build_plan(profile_rows, rule, config.seed)
     check_something_kept(rows, rule, profile_path)

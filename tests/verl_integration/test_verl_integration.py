@@ -47,11 +47,13 @@ from verl.utils import hf_tokenizer  # noqa: E402
 from verl.utils import tensordict_utils as tu  # noqa: E402
 from verl.utils.dataset.rl_dataset import RLHFDataset, collate_fn  # noqa: E402
 
+from sgpo.config import RunConfig  # noqa: E402
 from sgpo.core.advantages import group_advantages  # noqa: E402
 from sgpo.core.allocation import PlanRule  # noqa: E402
 from sgpo.embedded import build_char_tokenizer  # noqa: E402
 from sgpo.io import read_table, write_table  # noqa: E402
 from sgpo.plan import PlanRow, build_plan, kept_in_order, write_plan  # noqa: E402
+from sgpo.tasks import load_task  # noqa: E402
 from sgpo.tasks.addition import VERIFIER, target_for  # noqa: E402
 from sgpo.verl.export import ROLLOUT_N, export_verl_parquet, rollouts_per_step  # noqa: E402
 from sgpo.verl.reward import compute_score  # noqa: E402
@@ -327,7 +329,9 @@ def launch(tmp_path: Path, script: str = "run_sgpo.sh", *args: str, **env: str):
     """Run an examples/verl launch script with PRINT_OVERRIDES=1 on tiny_plan(), profiled with
     PROFILED_SAMPLING, and a character tokenizer with a chat template as the model."""
     if not (tmp_path / "plan.parquet").exists():
-        meta = {"task": "addition(test)", "sampling": PROFILED_SAMPLING, "model": "profiled"}
+        # the default config's task: the launch runs without SGPO_CONFIG
+        task = load_task(RunConfig().task, 0).source
+        meta = {"task": task, "sampling": PROFILED_SAMPLING, "model": "profiled"}
         write_plan(tmp_path / "plan.parquet", tiny_plan(), meta)
         tokenizer = build_char_tokenizer()
         tokenizer.chat_template = CHAT_TEMPLATE

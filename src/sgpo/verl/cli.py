@@ -104,14 +104,16 @@ def export_verl(
         console.print(f"[red]{e}[/red]")
         raise typer.Exit(2) from e
     rows, meta = read_plan(plan)
-    if config is not None:  # the plan must come from this config's task
-        from sgpo.plan import check_profile_matches
+    # the plan must come from this config's task, verifier and prompts (without --config, the
+    # defaults': the built-in task), or verl would score other samples than it was planned on
+    from sgpo.plan import check_profile_matches
 
-        try:
-            check_profile_matches(meta, cfg, str(plan), None)
-        except ValueError as e:
-            console.print(f"[red]{e}[/red]")
-            raise typer.Exit(2) from e
+    try:
+        check_profile_matches(meta, cfg, str(plan), None)
+    except ValueError as e:
+        hint = "" if config else " (no --config: pass the config the plan was made with)"
+        console.print(f"[red]{e}{hint}[/red]", soft_wrap=True)
+        raise typer.Exit(2) from e
     try:
         path, data_source, verifier = export_for_config(
             cfg, rows, meta, out, data_source, verifier, fixed_group_size
