@@ -123,3 +123,21 @@ def test_resume_refuses_an_out_directory_that_is_not_the_run(tmp_path: Path):
     # --out naming the same directory is what --resume continues anyway
     same = CliRunner().invoke(app, ["train", "--resume", str(tmp_path), "--out", str(tmp_path)])
     assert "names another" not in same.output and "nothing to resume" in same.output
+
+
+def test_sgpo_report_on_a_demo_keeps_its_side_by_side(tmp_path: Path):
+    config = write_config(
+        tmp_path / "cfg.yaml", tiny_tree(tmp_path / "models", train={"steps": 2, "eval_every": 1})
+    )
+    demo = tmp_path / "demo"
+    runner = CliRunner()
+    result = runner.invoke(app, ["demo", "-c", str(config), "-o", str(demo)])
+    assert result.exit_code == 0, result.output
+    section = "## Side by side at equal FLOPs (one seed)"
+    written = (demo / "report.md").read_text()
+    assert section in written and "(side_by_side.png)" in written
+    # the report written again (say after an upgrade) ends as the demo's did
+    result = runner.invoke(app, ["report", str(demo)])
+    assert result.exit_code == 0, result.output
+    again = (demo / "report.md").read_text()
+    assert again[again.index(section) :] == written[written.index(section) :]

@@ -300,10 +300,16 @@ def eval_(
 def report(
     run_dir: Annotated[Path, typer.Argument(help="A run directory written by sgpo train or demo.")],
 ) -> None:
-    """Write RUN_DIR/report.md and its PNG plots."""
+    """Write RUN_DIR/report.md and its PNG plots (a demo's ends with its side-by-side against
+    GRPO at the same FLOPs, as sgpo demo wrote it)."""
+    from sgpo.compare import DEMO_BASELINE_DIR, append_demo_side_by_side
     from sgpo.report import write_report
+    from sgpo.runfiles import SUMMARY_FILE
 
-    console.print(f"report written to {write_report(run_dir)}")
+    path = write_report(run_dir)
+    if (run_dir / DEMO_BASELINE_DIR / SUMMARY_FILE).exists():
+        append_demo_side_by_side(run_dir, path)
+    console.print(f"report written to {path}")
 
 
 @app.command()
@@ -328,7 +334,7 @@ def demo(
     from sgpo.compare import (
         DEMO_BASELINE_DIR,
         SIDE_BY_SIDE,
-        append_side_by_side,
+        append_demo_side_by_side,
         older_demo,
         refuse_decaying_lr,
         run_equal_budget_baseline,
@@ -372,8 +378,7 @@ def demo(
     baseline = run_equal_budget_baseline(cfg, out, baseline_dir)
     console.rule("6/6 report")
     report_path = write_report(out)
-    baseline_name = f"grpo-g{cfg.train.group_size}"
-    append_side_by_side(report_path, {"sgpo": out, baseline_name: baseline_dir}, baseline_name)
+    append_demo_side_by_side(out, report_path)
     initial = ", ".join(
         f"{bucket} {acc:.3f}" for bucket, acc in result["initial_eval_acc_by_bucket"].items()
     )

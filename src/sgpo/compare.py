@@ -888,6 +888,16 @@ def run_equal_budget_baseline(config: RunConfig, run_dir: Path, out: Path) -> di
     return run_train(baseline, out, overwrite=True)
 
 
+def append_demo_side_by_side(run_dir: Path, report: Path) -> None:
+    """A demo's report.md ends with its run against the GRPO run at the same FLOPs (in
+    DEMO_BASELINE_DIR), whether sgpo demo or a later sgpo report wrote it."""
+    from sgpo.config import load_config
+    from sgpo.runfiles import CONFIG_FILE
+
+    baseline = f"grpo-g{load_config(run_dir / CONFIG_FILE).train.group_size}"
+    append_side_by_side(report, {"sgpo": run_dir, baseline: run_dir / DEMO_BASELINE_DIR}, baseline)
+
+
 def append_side_by_side(report: Path, runs: dict[str, Path], baseline: str | None = None) -> None:
     """Append to a run's report.md the cost/accuracy table of several finished runs and a plot
     of held-out accuracy against each cost currency (side_by_side.png next to report.md); with
