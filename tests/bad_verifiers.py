@@ -22,6 +22,13 @@ def raising(response: str, reference: str) -> float:
     raise RuntimeError("this verifier always fails")
 
 
+def raising_on_odd(response: str, reference: str) -> float:
+    """Fails on every query whose answer is odd; exact match otherwise."""
+    if int(reference) % 2:
+        raise RuntimeError("this verifier fails on odd answers")
+    return float(response == reference)
+
+
 def hanging(response: str, reference: str) -> float:
     """Hangs on the response "hang"; otherwise scores like exact match."""
     if response == "hang":

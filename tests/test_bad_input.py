@@ -362,6 +362,15 @@ CASES = [
         "(task.verifier: profile 'bad_verifiers:coin_flip', config 'sgpo.verifiers:exact_match')",
     ),
     Case(
+        "profile-with-a-verifier-that-always-fails",  # would find every query unsolvable
+        lambda tmp, env: run_profile(
+            load_config(env.config_path, ["task.verifier=bad_verifiers:raising"]), tmp
+        ),
+        DataError,
+        "verifier 'bad_verifiers:raising': all 16 calls on chunk-00000.parquet's queries raised "
+        "(16) or timed out (0); the first errors are logged above. Fix the verifier",
+    ),
+    Case(
         "train-with-plan-naming-an-unknown-query",
         lambda tmp, env: run_train(
             env.config, tmp, retagged(env.plan, tmp / "plan.parquet", unknown_kept_id)

@@ -195,14 +195,17 @@ def test_profile_independent_of_chunking_batching_and_sharding(
     assert by_id == {r["query_id"]: r for r in want_rows}
 
 
-def test_profile_crash_keeps_verifier_counts(tiny: SimpleNamespace, tmp_path: Path) -> None:
+def test_profile_crash_keeps_verifier_counts(
+    tiny: SimpleNamespace, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """Verifier failures in chunks written before a crash still count in the final metadata."""
     tree = tiny_tree(
         Path(tiny.tree["model"]["embedded"]["cache_dir"]),
-        task={"verifier": "bad_verifiers:raising"},
+        task={"verifier": "bad_verifiers:raising_on_odd"},
         profile={"chunk_size": 8},
     )
     config = load_config(write_config(tmp_path / "config.yaml", tree))
+    odd = [q for q in load_task(config.task, config.seed).train if int(q.answer) % 2]
     real = sgpo.profile.profile_chunk
     calls = []
 
@@ -218,8 +221,11 @@ def test_profile_crash_keeps_verifier_counts(tiny: SimpleNamespace, tmp_path: Pa
             run_profile(config, tmp_path / "run")
     assert n_chunks(tmp_path / "run") == 2
     _, meta = read_table(run_profile(config, tmp_path / "run", resume=True))
-    k, n_train = tree["profile"]["k"], tree["task"]["addition"]["n_train"]
-    assert meta["verifier_errors"] == k * n_train
+    assert 0 < len(odd) < tree["task"]["addition"]["n_train"]
+    assert meta["verifier_errors"] == tree["profile"]["k"] * len(odd)
+    # and says so at the end, where a user looks
+    calls = tree["profile"]["k"] * tree["task"]["addition"]["n_train"]
+    assert f"{meta['verifier_errors']} of {calls} verifier calls raised" in caplog.text
 
 
 def test_profile_resume_refuses_chunks_of_another_config(

@@ -15,6 +15,7 @@ finished, reward), so that training can reuse a kept query's samples (train.reus
 
 from __future__ import annotations
 
+import logging
 import shutil
 from collections.abc import Collection
 from dataclasses import asdict
@@ -34,6 +35,8 @@ from sgpo.tasks import Query, TaskData, load_task
 from sgpo.validate import check_prompt_lengths
 from sgpo.verify import Verifier
 from sgpo.wiring import make_engine, make_verifier, sampling_params
+
+log = logging.getLogger(__name__)
 
 PROFILE_FILE = "profile.parquet"
 SAMPLES_FILE = "profile_samples.parquet"
@@ -168,6 +171,15 @@ def _run_profile(
             rows.extend(chunk_rows)
             bar.update(len(chunk))
     verifier.close()
+    if counts["verifier_errors"] or counts["verifier_timeouts"]:
+        log.warning(
+            "%s: %d of %d verifier calls raised and %d timed out; each scored 0 (the first "
+            "errors are logged above)",
+            final,
+            counts["verifier_errors"],
+            sum(len(r["samples"]) for r in rows),
+            counts["verifier_timeouts"],
+        )
     samples = [{"query_id": r["query_id"], **s} for r in rows for s in r.pop("samples")]
     # The samples first: profile.parquet is what marks the profile complete.
     write_table(out_dir / SAMPLES_FILE, samples, metadata)
@@ -227,6 +239,16 @@ def _profile_and_write_chunk(
         "verifier_errors": verifier.stats.errors - errors,
         "verifier_timeouts": verifier.stats.timeouts - timeouts,
     }
+    calls = sum(len(r["samples"]) for r in chunk_rows)
+    if calls and chunk_meta["verifier_errors"] + chunk_meta["verifier_timeouts"] == calls:
+        # A broken verifier (a wrong signature, a missing dependency) scores every sample 0:
+        # the plan would call every query unsolvable. Stop before the chunk is kept.
+        raise DataError(
+            f"verifier {verifier.spec!r}: all {calls} calls on {path.name}'s queries raised "
+            f"({chunk_meta['verifier_errors']}) or timed out ({chunk_meta['verifier_timeouts']}); "
+            "the first errors are logged above. Fix the verifier (task.verifier) and run sgpo "
+            "profile again"
+        )
     write_table(path, chunk_rows, chunk_meta)
     return chunk_rows, chunk_meta
 
