@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -360,6 +361,15 @@ CASES = [
         ),
         DataError,
         "(task.verifier: profile 'bad_verifiers:coin_flip', config 'sgpo.verifiers:exact_match')",
+    ),
+    Case(
+        "profile-with-a-verifier-that-does-not-import",  # the user's setting: a config error
+        lambda tmp, env: run_profile(
+            load_config(env.config_path, ["task.verifier=no_such_module:score"]), tmp
+        ),
+        ConfigError,
+        "task.verifier: cannot import verifier 'no_such_module:score': No module named "
+        "'no_such_module'",
     ),
     Case(
         "profile-with-a-verifier-that-always-fails",  # would find every query unsolvable
@@ -808,3 +818,23 @@ def test_a_demo_interrupted_in_its_baseline_is_still_replaced_by_default(
 def test_numbers_yaml_1_1_and_1_2_read_alike_are_accepted() -> None:
     config = load_config(None, ["train.steps=07", "seed=00", "train.lr=!!float 010"])
     assert (config.train.steps, config.seed, config.train.lr) == (7, 0, 10.0)
+
+
+def test_a_verifier_module_in_the_working_directory_imports_as_under_python_m(
+    tmp_path: Path, env: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the console script's sys.path has neither "" nor the working directory
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "checks_beside_the_config.py").write_text(
+        "def score(response, reference):\n    return float(response.strip() == reference)\n"
+    )
+    args = ["profile", "-c", str(env.config_path), "-o", str(tmp_path / "run")]
+    spec = "task.verifier=checks_beside_the_config:score"
+    result = CliRunner().invoke(app, [*args, "--set", spec])
+    assert result.exit_code == 0, result.output
+    assert read_table(tmp_path / "run" / "profile.parquet")[1]["verifier_errors"] == 0
+    # one that is not there: the setting named, exit 2 (a config error), no traceback
+    missing = CliRunner().invoke(app, [*args, "--overwrite", "--set", "task.verifier=nope:score"])
+    assert missing.exit_code == 2
+    assert "task.verifier: cannot import verifier 'nope:score'" in missing.output

@@ -6,6 +6,8 @@ from __future__ import annotations
 import errno
 import functools
 import json
+import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
@@ -24,6 +26,15 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console()
+
+
+@app.callback()
+def _import_from_the_working_directory() -> None:
+    # A user's verifier module beside their config (task.verifier: mychecks:score) imports as
+    # under `python -m sgpo`; appended, so it never shadows an installed package.
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
+
 
 ConfigOpt = Annotated[
     Path | None,

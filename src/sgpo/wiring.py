@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
+from sgpo.errors import ConfigError
+
 if TYPE_CHECKING:  # the engines pull in torch; the CLI imports this module lazily anyway
     from sgpo.config import RunConfig
     from sgpo.engine import GenerationEngine, SamplingParams
@@ -24,13 +26,18 @@ def make_verifier(config: RunConfig, task: TaskData) -> Verifier:
     from sgpo.verify import Verifier
 
     spec = config.task.verifier or task.default_verifier
-    verifier = Verifier(
-        spec,
-        config.task.verifier_timeout_s,
-        config.task.verifier_isolation,
-        config.task.verifier_kwargs,
-        config.task.verifier_reward_range,
-    )
+    try:
+        verifier = Verifier(
+            spec,
+            config.task.verifier_timeout_s,
+            config.task.verifier_isolation,
+            config.task.verifier_kwargs,
+            config.task.verifier_reward_range,
+        )
+    except ValueError as e:  # the user's verifier does not import or start: their setting
+        if config.task.verifier is None:
+            raise
+        raise ConfigError(f"task.verifier: {e}") from e
     try:  # a reference the verifier cannot use stops the run before any compute is spent
         verifier.check_references(task)
     except BaseException:
