@@ -141,3 +141,19 @@ def test_sgpo_report_on_a_demo_keeps_its_side_by_side(tmp_path: Path):
     assert result.exit_code == 0, result.output
     again = (demo / "report.md").read_text()
     assert again[again.index(section) :] == written[written.index(section) :]
+
+
+def test_step_models_beyond_keep_checkpoints_are_dropped(tmp_path: Path):
+    from sgpo.runfiles import step_checkpoints_to_drop
+
+    names = ["step-000004", "step-000012", "step-000008", "notes", "step-12", ".step-000016-x"]
+    assert step_checkpoints_to_drop(names, 2) == ["step-000004"]
+    assert step_checkpoints_to_drop(names, 3) == []
+    train = {"method": "grpo", "steps": 4, "eval_every": 0, "checkpoint_every": 1}
+    tree = tiny_tree(tmp_path / "models", train=train | {"keep_checkpoints": 2})
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["train", "-c", str(write_config(tmp_path / "c.yaml", tree)),
+                                      "-o", str(out)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    kept = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert kept == ["step-000003", "step-000004"]

@@ -488,6 +488,8 @@ class TrainConfig(Strict):
     micro_batch_size: int = Field(64, ge=1)
     eval_every: int = Field(10, ge=0)
     checkpoint_every: int = Field(0, ge=0)
+    # checkpoints/step-N/ model copies kept, the latest (TRL's save_total_limit); None: all
+    keep_checkpoints: int | None = Field(None, ge=1)
     max_nonfinite_in_a_row: int = Field(3, ge=1)
     online: OnlineConfig = OnlineConfig()
     # sgpo: a kept query's profile samples form (part of) its first training group, trained

@@ -19,3 +19,10 @@ TENSORBOARD_DIR = "tensorboard"  # train.report_to: [tensorboard]
 
 def step_checkpoint(step: int) -> str:
     return f"{STEP_CHECKPOINTS_DIR}/step-{step:06d}"
+
+
+def step_checkpoints_to_drop(names: list[str], keep: int) -> list[str]:
+    """Of the entries of checkpoints/, the step models beyond the latest `keep` (other names
+    are not sgpo's step models and are never among them)."""
+    steps = sorted(n for n in names if len(n) == 11 and n.startswith("step-") and n[5:].isdigit())
+    return steps[:-keep] if len(steps) > keep else []

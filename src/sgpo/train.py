@@ -51,6 +51,7 @@ from sgpo.runfiles import (
     SUMMARY_FILE,
     TENSORBOARD_DIR,
     step_checkpoint,
+    step_checkpoints_to_drop,
 )
 from sgpo.schedule import ScheduledQuery, build_scheduler
 from sgpo.tasks import Query, data_identity, load_task
@@ -295,6 +296,11 @@ class Trainer:
     def save_model(self, name: str) -> Path:
         return checkpoint.save_model(self.run_dir, name, self.policy.model, self.policy.tokenizer)
 
+    def drop_old_step_models(self, keep: int) -> None:
+        models = self.run_dir / STEP_CHECKPOINTS_DIR
+        for name in step_checkpoints_to_drop([p.name for p in models.iterdir()], keep):
+            shutil.rmtree(models / name)
+
     def save_merged_model(self) -> Path:
         """final-merged/: the LoRA adapter merged into a copy of the base weights (a copy, so
         the trainer's model keeps its adapter; costs one model's memory for a moment)."""
@@ -363,6 +369,8 @@ class Trainer:
                 if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                     self.save_model(step_checkpoint(self.step))
                     self.save_state()
+                    if cfg.keep_checkpoints:  # after the state: a kill leaves more, not fewer
+                        self.drop_old_step_models(cfg.keep_checkpoints)
         return self.finish()
 
     def finish(self) -> dict:
