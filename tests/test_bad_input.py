@@ -338,7 +338,15 @@ CASES = [
     Case(
         "train-with-plan-of-another-task",
         lambda tmp, env: run_train(
-            env.config, tmp, retagged(env.plan, tmp / "plan.parquet", task="addition(other)")
+            env.config,
+            tmp,
+            # another task's training queries: other ones
+            retagged(
+                env.plan,
+                tmp / "plan.parquet",
+                task="addition(other)",
+                train_queries={"rows": 8, "sha256": "0" * 64},
+            ),
         ),
         DataError,
         "{tmp}/plan.parquet: field 'task' is 'addition(other)' but the config's task is '{task}'",
@@ -838,3 +846,18 @@ def test_a_verifier_module_in_the_working_directory_imports_as_under_python_m(
     missing = CliRunner().invoke(app, [*args, "--overwrite", "--set", "task.verifier=nope:score"])
     assert missing.exit_code == 2
     assert "task.verifier: cannot import verifier 'nope:score'" in missing.output
+
+
+def test_a_plan_serves_a_task_whose_eval_split_changed_not_one_whose_training_queries_did(
+    tmp_path: Path, env: SimpleNamespace
+) -> None:
+    # env's profile and plan: 8 training and 4 held-out sums; 6 held out gives the same
+    # training queries (another task string), so no profile needs redoing
+    more_eval = load_config(env.config_path, ["task.addition.n_eval=6"])
+    summary = run_train(more_eval, tmp_path / "run", env.plan)
+    assert summary["steps"] == 4
+    _, plan_meta = run_plan(more_eval, env.profile, tmp_path / "plan")
+    assert plan_meta["kept"] >= 1
+    other_train = load_config(env.config_path, ["task.addition.n_train=9"])
+    with pytest.raises(DataError, match="field 'task' is .* but the config's task is"):
+        run_train(other_train, tmp_path / "other", env.plan)

@@ -223,7 +223,7 @@ def check_profile_matches(
     only, would plan the wrong queries, and one that scored other samples would train on a
     wrong p_hat (check_profile_samples); to plan (all_settings) or with train.reuse_profile
     every setting of the samples must be this config's (check_profile_settings)."""
-    from sgpo.tasks import load_task
+    from sgpo.tasks import data_identity, load_task
 
     shard = meta.get("shard")
     if shard:
@@ -234,7 +234,12 @@ def check_profile_matches(
             "plan from the merged profile"
         )
     task = load_task(config.task, config.seed)
-    if meta.get("task") != task.source:
+    # Only the training queries matter to a profile: an edited eval split needs none redone
+    # (a profile from before train_queries was recorded is compared by its whole task).
+    recorded = meta.get("train_queries")
+    if meta.get("task") != task.source and (
+        recorded is None or recorded != data_identity(task)["train"]
+    ):
         raise DataError(
             f"{source}: field 'task' is {meta.get('task')!r} but the config's task is "
             f"{task.source!r}; re-run sgpo profile with this config"

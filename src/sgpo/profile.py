@@ -31,7 +31,7 @@ from sgpo.engine import Completion, GenerationEngine, SamplingParams, stream_see
 from sgpo.errors import DataError
 from sgpo.io import atomic_write_text, prepare_out_dir, read_table, write_table
 from sgpo.models import load_policy, model_shape
-from sgpo.tasks import Query, TaskData, load_task
+from sgpo.tasks import Query, TaskData, data_identity, load_task
 from sgpo.validate import check_prompt_lengths
 from sgpo.verify import Verifier
 from sgpo.wiring import make_engine, make_verifier, sampling_params
@@ -60,6 +60,9 @@ def profile_metadata(
         "shape": asdict(shape),
         "model": source,
         "task": task.source,
+        # what a plan from this profile may be trained on: these training queries, whatever
+        # the eval split (check_profile_matches)
+        "train_queries": data_identity(task)["train"],
         "seed": config.seed,
         "k": profile.k,
         "sampling": config.sampling.model_dump(mode="json"),
@@ -272,6 +275,7 @@ def _identity(meta: dict) -> dict:
     """What makes two profiles the same run: the metadata without counts, file locations and
     execution settings (so profiles recorded before or after with other ones still match)."""
     identity = _recorded(meta)
+    identity.pop("train_queries", None)  # derived from "task" (and absent before it existed)
     for section, keys in EXECUTION_SETTINGS.items():
         if isinstance(identity.get(section), dict):
             identity[section] = {k: v for k, v in identity[section].items() if k not in keys}
