@@ -254,7 +254,17 @@ CASES = [
         "override-unknown-key",
         lambda tmp, env: load_config(None, ["train.stepz=1"]),
         ConfigError,
-        "<defaults>: invalid config\n  train.stepz: Extra inputs are not permitted",
+        # the file or the defaults did not set it: the override did, and is named
+        "<defaults>: invalid config\n  train.stepz: Extra inputs are not permitted "
+        "(override 'train.stepz=1')",
+    ),
+    Case(
+        "override-text-read-as-yaml",  # unquoted, `Q: {prompt}` is a mapping
+        lambda tmp, env: load_config(None, ["model.prompt_template=Q: {prompt}"]),
+        ConfigError,
+        "  model.prompt_template: Input should be a valid string (override "
+        "'model.prompt_template=Q: {prompt}'); values are YAML: quote a text with ': ' or "
+        "braces, key='...'",
     ),
     Case(
         "override-out-of-range",

@@ -867,6 +867,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     was read so far, which puts it back to its default (Hydra's deletion syntax)."""
     source = str(path) if path else "<defaults>"
     tree: dict = read_yaml_mapping(Path(path)) if path else {}
+    set_by: dict[str, str] = {}  # key -> the override that set it, for the error lines
     for item in overrides or []:
         if item.startswith("~"):
             node, key = _section(tree, item[1:].strip())
@@ -879,21 +880,31 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         key, raw = item.split("=", 1)
         node, last = _section(tree, key.strip())
         node[last] = _override_value(item, raw)
+        set_by[key.strip()] = item
     try:
         return RunConfig.model_validate(tree)
     except ValidationError as e:
-        raise ConfigError(f"{source}: invalid config\n{validation_lines(e)}") from e
+        raise ConfigError(f"{source}: invalid config\n{validation_lines(e, set_by)}") from e
 
 
-def validation_lines(error: ValidationError) -> str:
+def validation_lines(error: ValidationError, set_by: dict[str, str] | None = None) -> str:
     """A pydantic error as one indented line per problem, each led by its key path (a check
-    across sections, a model validator, has no path of its own)."""
-    return "\n".join(
-        f"  {'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
-        if err["loc"]
-        else f"  {err['msg']}"
-        for err in error.errors()
-    )
+    across sections, a model validator, has no path of its own) and, for a key an override
+    set (set_by: key -> override), that override."""
+    lines = []
+    for err in error.errors():
+        key = ".".join(str(p) for p in err["loc"])
+        line = f"  {key}: {err['msg']}" if key else f"  {err['msg']}"
+        origin = next(
+            (item for k, item in (set_by or {}).items() if key == k or key.startswith(k + ".")),
+            None,
+        )
+        if origin:
+            line += f" (override {origin!r})"
+            if err["type"] == "string_type":  # `Q: {prompt}` read as YAML is a mapping
+                line += "; values are YAML: quote a text with ': ' or braces, key='...'"
+        lines.append(line)
+    return "\n".join(lines)
 
 
 def dump_config(config: RunConfig) -> str:
