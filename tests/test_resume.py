@@ -256,6 +256,17 @@ def test_profile_resume_refuses_chunks_of_another_config(
         run_profile(other, tmp_path / "run", resume=True)
     with pytest.raises(FileExistsError, match="holds an interrupted profile"):
         run_profile(other, tmp_path / "run")
+    # another chunk size is no other input, but cuts other chunks: said so
+    size = config.profile.chunk_size + 1
+    resized = config.model_copy(
+        update={"profile": config.profile.model_copy(update={"chunk_size": size})}
+    )
+    with pytest.raises(
+        DataError,
+        match=r"chunk-00000\.parquet: written by a different profile run \(its queries "
+        r"\(profile\.chunk_size or the training queries\) differ\)",
+    ):
+        run_profile(resized, tmp_path / "run", resume=True)
 
 
 # ------------------------------------------------------------------------------ train

@@ -199,14 +199,15 @@ SAMPLES_KEY = "samples_file"
 def _read_chunk(path: Path, chunk: list[Query], metadata: dict) -> tuple[list[dict], dict]:
     """A chunk an interrupted run of this same profile wrote."""
     chunk_rows, chunk_meta = read_table(path)
-    if (
-        _identity_differences(chunk_meta, metadata)
-        or [r["query_id"] for r in chunk_rows] != [q.query_id for q in chunk]
-        or any("samples" not in r for r in chunk_rows)  # an older sgpo's chunk
-    ):
+    differ = [f"field '{key}'" for key in _identity_differences(chunk_meta, metadata)]
+    if [r["query_id"] for r in chunk_rows] != [q.query_id for q in chunk]:
+        differ.append("its queries (profile.chunk_size or the training queries)")
+    if any("samples" not in r for r in chunk_rows):
+        differ.append("no samples kept (an older sgpo's chunk)")
+    if differ:
         raise DataError(
-            f"{path}: written by a different profile run (model, task, seed, k, "
-            "sampling, shard or profile.chunk_size differ); use --overwrite"
+            f"{path}: written by a different profile run ({', '.join(differ)} differ); use "
+            "--overwrite"
         )
     return chunk_rows, chunk_meta
 
