@@ -236,7 +236,8 @@ def test_prompt_longer_than_context_is_refused(
     env: SimpleNamespace, tmp_path: Path, size: int
 ) -> None:
     data = tmp_path / "train.jsonl"
-    rows = [{"prompt": "1+1=", "answer": "2"}, {"prompt": "9" * size, "answer": "9"}]
+    # the user's own column name, which the error names
+    rows = [{"question": "1+1=", "answer": "2"}, {"question": "9" * size, "answer": "9"}]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     held_out = tmp_path / "held_out.jsonl"
     held_out.write_text(json.dumps(rows[0]) + "\n")
@@ -244,10 +245,13 @@ def test_prompt_longer_than_context_is_refused(
 
     tree = env.tree | {
         "model": env.tree["model"] | {"name_or_path": model_source(load_config(env.config_path))},
-        "task": {"kind": "file", "file": {"train": str(data), "eval": str(held_out)}},
+        "task": {
+            "kind": "file",
+            "file": {"train": str(data), "eval": str(held_out), "prompt_field": "question"},
+        },
     }
     config = load_config(write_config(tmp_path / "file.yaml", tree))
-    with pytest.raises(DataError, match=rf"{data}: row 1: field 'prompt' is \d+ (tokens|char)"):
+    with pytest.raises(DataError, match=rf"{data}: row 1: field 'question' is \d+ (tokens|char)"):
         run_profile(config, tmp_path / "out")
 
 

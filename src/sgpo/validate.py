@@ -80,16 +80,27 @@ def check_prompt_lengths(
         rendered = [policy.render(q.prompt) for q in queries]
         for row, text in enumerate(rendered):
             if len(text) > room * MAX_CHARS_PER_TOKEN:
-                _too_long(label, row, f"{len(text)} characters", context, max_new_tokens)
+                _too_long(
+                    label,
+                    row,
+                    task.prompt_field,
+                    f"{len(text)} characters",
+                    context,
+                    max_new_tokens,
+                )
         lengths = [len(ids) for ids in policy.encode(rendered)] if rendered else []
         for row, length in enumerate(lengths):
             if length > room:
-                _too_long(label, row, f"{length} tokens", context, max_new_tokens)
+                _too_long(
+                    label, row, task.prompt_field, f"{length} tokens", context, max_new_tokens
+                )
 
 
-def _too_long(label: str, row: int, size: str, context: int, max_new_tokens: int) -> None:
+def _too_long(
+    label: str, row: int, field: str, size: str, context: int, max_new_tokens: int
+) -> None:
     raise DataError(
-        f"{label}: row {row}: field 'prompt' is {size} as the model sees it, more than the "
+        f"{label}: row {row}: field {field!r} is {size} as the model sees it, more than the "
         f"model's context of {context} positions minus sampling.max_new_tokens "
         f"{max_new_tokens}; shorten or drop the prompt"
     )

@@ -31,6 +31,7 @@ class TaskData:
     # Where each split's rows come from, for messages naming file and row.
     train_label: str = "train queries"
     eval_label: str = "eval queries"
+    prompt_field: str = "prompt"  # the prompt's column in the files, for messages
 
 
 def check_queries(queries: list[Query], source: str) -> None:

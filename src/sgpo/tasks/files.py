@@ -447,4 +447,5 @@ def load_file_task(cfg: FileTaskConfig) -> TaskData:
         source=source,
         train_label=train_source.label,
         eval_label=eval_source.label if eval_source else "eval queries",
+        prompt_field=mapping.prompt_field,
     )
