@@ -157,3 +157,8 @@ def test_step_models_beyond_keep_checkpoints_are_dropped(tmp_path: Path):
     assert result.exit_code == 0, result.output
     kept = sorted(p.name for p in (out / "checkpoints").iterdir())
     assert kept == ["step-000003", "step-000004"]
+    # set on resume, as a disk filling up mid-run asks: it changes nothing the run computes
+    more = ["--set", "train.steps=6", "--set", "train.keep_checkpoints=1"]
+    result = CliRunner().invoke(app, ["train", "--resume", str(out), *more])
+    assert result.exit_code == 0, result.output
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["step-000006"]

@@ -139,6 +139,7 @@ NEUTRAL_KEYS = (
     "train.report_to",
     "train.report_project",
     "train.checkpoint_every",
+    "train.keep_checkpoints",
     "train.eval_every",
     "sampling.batch_size",
     "profile.chunk_size",
