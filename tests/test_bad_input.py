@@ -386,8 +386,17 @@ CASES = [
             load_config(env.config_path, ["task.verifier=no_such_module:score"]), tmp
         ),
         ConfigError,
-        "task.verifier: cannot import verifier 'no_such_module:score': No module named "
-        "'no_such_module'",
+        "task.verifier: cannot import verifier 'no_such_module:score': ModuleNotFoundError: "
+        "No module named 'no_such_module'",
+    ),
+    Case(
+        "profile-with-a-verifier-that-fails-as-it-imports",  # not a traceback either
+        lambda tmp, env: run_profile(
+            load_config(env.config_path, ["task.verifier=raises_at_import:score"]), tmp
+        ),
+        ConfigError,
+        "task.verifier: cannot import verifier 'raises_at_import:score': RuntimeError: this "
+        "module is broken at import",
     ),
     Case(
         "profile-with-a-verifier-that-always-fails",  # would find every query unsolvable

@@ -250,7 +250,9 @@ def _profile_and_write_chunk(
         raise DataError(
             f"verifier {verifier.spec!r}: all {calls} calls on {path.name}'s queries raised "
             f"({chunk_meta['verifier_errors']}) or timed out ({chunk_meta['verifier_timeouts']}); "
-            "the first errors are logged above. Fix the verifier (task.verifier) and run sgpo "
+            "the first errors are logged above. Either the verifier is broken (a wrong "
+            "signature, a missing dependency) or it raises on every response this model gives "
+            "(return 0 for an answer it cannot parse): fix it (task.verifier) and run sgpo "
             "profile again"
         )
     write_table(path, chunk_rows, chunk_meta)

@@ -77,8 +77,8 @@ def import_verifier(spec: str) -> VerifyFn:
         raise ValueError(f"verifier {spec!r} must be an import path like 'package.module:function'")
     try:
         fn = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as e:
-        raise ValueError(f"cannot import verifier {spec!r}: {e}") from e
+    except Exception as e:  # whatever the module raises as it is imported (a SyntaxError too)
+        raise ValueError(f"cannot import verifier {spec!r}: {type(e).__name__}: {e}") from e
     if not callable(fn):
         raise ValueError(f"verifier {spec!r} is not callable")
     return fn
