@@ -880,3 +880,22 @@ def test_a_plan_serves_a_task_whose_eval_split_changed_not_one_whose_training_qu
     other_train = load_config(env.config_path, ["task.addition.n_train=9"])
     with pytest.raises(DataError, match="field 'task' is .* but the config's task is"):
         run_train(other_train, tmp_path / "other", env.plan)
+
+
+def test_verl_export_checks_the_verifier_it_exports(tmp_path: Path, env: SimpleNamespace) -> None:
+    # env's plan was profiled with bad_verifiers:coin_flip, its config's verifier
+    export = ["export-verl", "--plan", str(env.plan), "-c", str(env.config_path)]
+    other = CliRunner().invoke(
+        app,
+        [*export, "-o", str(tmp_path / "a.parquet"), "--verifier", "sgpo.verifiers:exact_match"],
+    )
+    assert other.exit_code == 2
+    assert (
+        "task.verifier: profile 'bad_verifiers:coin_flip', config 'sgpo.verifiers:exact_match'"
+        in (" ".join(other.output.split()))
+    )
+    assert not (tmp_path / "a.parquet").exists()
+    same = CliRunner().invoke(
+        app, [*export, "-o", str(tmp_path / "b.parquet"), "--verifier", "bad_verifiers:coin_flip"]
+    )
+    assert same.exit_code == 0, same.output

@@ -94,7 +94,7 @@ def export_verl(
     """Write the plan's kept queries, in curriculum order with __rollout_n__ = G, for verl."""
     from sgpo.config import ConfigError, load_config
     from sgpo.io import read_table
-    from sgpo.plan import read_plan
+    from sgpo.plan import check_profile_matches, read_plan
     from sgpo.verl.check import batch_problems
     from sgpo.verl.export import ROLLOUT_N, export_for_config, step_summary
 
@@ -104,12 +104,13 @@ def export_verl(
         console.print(f"[red]{e}[/red]")
         raise typer.Exit(2) from e
     rows, meta = read_plan(plan)
-    # the plan must come from this config's task, verifier and prompts (without --config, the
-    # defaults': the built-in task), or verl would score other samples than it was planned on
-    from sgpo.plan import check_profile_matches
-
+    # The plan must come from this config's task, verifier and prompts (without --config, the
+    # defaults': the built-in task), or verl would score other samples than it was planned
+    # on; the verifier checked is the one exported (--verifier's when given).
+    override = [] if verifier is None else [f"task.verifier={verifier}"]
+    checked = load_config(config, [*(set_ or []), *override]) if override else cfg
     try:
-        check_profile_matches(meta, cfg, str(plan), None)
+        check_profile_matches(meta, checked, str(plan), None)
     except ValueError as e:
         hint = "" if config else " (no --config: pass the config the plan was made with)"
         console.print(f"[red]{e}{hint}[/red]", soft_wrap=True)
