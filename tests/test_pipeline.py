@@ -141,6 +141,12 @@ def test_sgpo_report_on_a_demo_keeps_its_side_by_side(tmp_path: Path):
     assert result.exit_code == 0, result.output
     again = (demo / "report.md").read_text()
     assert again[again.index(section) :] == written[written.index(section) :]
+    # another run trained over the demo's: its baseline-grpo/ is not this run's
+    other = ["train", "-c", str(config), "-o", str(demo), "--overwrite"]
+    result = runner.invoke(app, [*other, "--set", "train.method=grpo"])
+    assert result.exit_code == 0, result.output
+    assert runner.invoke(app, ["report", str(demo)]).exit_code == 0
+    assert section not in (demo / "report.md").read_text()
 
 
 def test_step_models_beyond_keep_checkpoints_are_dropped(tmp_path: Path):

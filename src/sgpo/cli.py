@@ -30,8 +30,8 @@ console = Console()
 
 @app.callback()
 def _import_from_the_working_directory() -> None:
-    # A user's verifier module beside their config (task.verifier: mychecks:score) imports as
-    # under `python -m sgpo`; appended, so it never shadows an installed package.
+    # A user's verifier module in the working directory (task.verifier: mychecks:score) imports
+    # as under `python -m sgpo`; appended, not first, so it never shadows an installed package.
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.append(os.getcwd())
 
@@ -313,12 +313,11 @@ def report(
 ) -> None:
     """Write RUN_DIR/report.md and its PNG plots (a demo's ends with its side-by-side against
     GRPO at the same FLOPs, as sgpo demo wrote it)."""
-    from sgpo.compare import DEMO_BASELINE_DIR, append_demo_side_by_side
+    from sgpo.compare import append_demo_side_by_side, is_demo_baseline_of
     from sgpo.report import write_report
-    from sgpo.runfiles import SUMMARY_FILE
 
     path = write_report(run_dir)
-    if (run_dir / DEMO_BASELINE_DIR / SUMMARY_FILE).exists():
+    if is_demo_baseline_of(run_dir):
         append_demo_side_by_side(run_dir, path)
     console.print(f"report written to {path}")
 

@@ -888,6 +888,19 @@ def run_equal_budget_baseline(config: RunConfig, run_dir: Path, out: Path) -> di
     return run_train(baseline, out, overwrite=True)
 
 
+def is_demo_baseline_of(run_dir: Path) -> bool:
+    """Whether run_dir holds a finished equal-budget GRPO run of its own run (a demo's): one
+    stopped at the FLOPs the run in run_dir spent, not one left from an earlier run there."""
+    from sgpo.config import load_config
+    from sgpo.runfiles import CONFIG_FILE, SUMMARY_FILE
+
+    baseline = run_dir / DEMO_BASELINE_DIR
+    if not (baseline / SUMMARY_FILE).exists() or not (run_dir / SUMMARY_FILE).exists():
+        return False
+    budget = load_config(baseline / CONFIG_FILE).train.max_total_flops
+    return budget == read_json(run_dir / SUMMARY_FILE)["total_flops"]
+
+
 def append_demo_side_by_side(run_dir: Path, report: Path) -> None:
     """A demo's report.md ends with its run against the GRPO run at the same FLOPs (in
     DEMO_BASELINE_DIR), whether sgpo demo or a later sgpo report wrote it."""
