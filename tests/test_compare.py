@@ -533,6 +533,11 @@ def test_compare_refuses_an_lr_that_decays_over_the_steps_cap(tmp_path: Path):
     config.write_text(yaml.safe_dump(compare))
     with pytest.raises(ConfigError, match=f"{config}: sgpo: train.lr_schedule='linear'"):
         run_compare(config, tmp_path / "out")
+    # a method's bad setting is found in the same pass, naming the method
+    methods["sgpo"] = ["train.stepz=3"]
+    config.write_text(yaml.safe_dump(compare))
+    with pytest.raises(ConfigError, match=f"(?s){config}: method 'sgpo': .*train.stepz"):
+        run_compare(config, tmp_path / "out")
     assert not (tmp_path / "out" / "runs").exists()
 
 

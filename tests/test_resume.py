@@ -263,8 +263,8 @@ def test_profile_resume_refuses_chunks_of_another_config(
     )
     with pytest.raises(
         DataError,
-        match=r"chunk-00000\.parquet: written by a different profile run \(its queries "
-        r"\(profile\.chunk_size or the training queries\) differ\)",
+        match=r"chunk-00000\.parquet: written by a different profile run \(what differs: its "
+        r"queries \(profile\.chunk_size or the training queries\)\)",
     ):
         run_profile(resized, tmp_path / "run", resume=True)
 

@@ -822,10 +822,12 @@ def run_compare(
     runs: dict[str, dict[int, Path]] = {m: {} for m in cfg.methods}
     # Baseline first: its spend is the budget of every other method on the same seed.
     order = [cfg.baseline] + [m for m in cfg.methods if m != cfg.baseline]
-    for method in order:
-        refuse_decaying_lr(
-            method_config(cfg, base, method, cfg.seeds[0], []), f"{config_path}: {method}"
-        )
+    for method in order:  # every method's config checked before anything is trained
+        try:
+            config = method_config(cfg, base, method, cfg.seeds[0], [])
+        except ConfigError as e:
+            raise ConfigError(f"{config_path}: method {method!r}: {e}") from e
+        refuse_decaying_lr(config, f"{config_path}: {method}")
     currency = CURRENCIES[cfg.budget_currency]
     for seed in cfg.seeds:
         fixed_budget = [f"train.max_total_flops={cfg.budget_flops}"] if cfg.budget_flops else []

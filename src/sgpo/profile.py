@@ -206,8 +206,8 @@ def _read_chunk(path: Path, chunk: list[Query], metadata: dict) -> tuple[list[di
         differ.append("no samples kept (an older sgpo's chunk)")
     if differ:
         raise DataError(
-            f"{path}: written by a different profile run ({', '.join(differ)} differ); use "
-            "--overwrite"
+            f"{path}: written by a different profile run (what differs: {', '.join(differ)}); "
+            "use --overwrite"
         )
     return chunk_rows, chunk_meta
 
