@@ -241,12 +241,78 @@ def test_prompts_longer_than_the_context_are_refused_by_profile_and_eval(
     model_config = json.loads((short / "config.json").read_text())
     (short / "config.json").write_text(json.dumps(model_config | {"max_position_embeddings": 64}))
     config = make_config(short)
-    message = r"gsm8k_train\.jsonl.*row 0: field 'prompt' is \d+ (characters|tokens)"
+    message = r"gsm8k_train\.jsonl.*row 0: field 'question' is \d+ (characters|tokens)"
     with pytest.raises(DataError, match=message):
         run_profile(config, tmp_path / "profile")
     config_path = tmp_path / "c.yaml"
     config_path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
     cli = CliRunner().invoke(app, ["eval", "-c", str(config_path), "-o", str(tmp_path / "eval")])
     # eval reads the held-out split only, and says so
-    assert cli.exit_code != 0 and "gsm8k_test.jsonl: row 0: field 'prompt'" in cli.output
+    assert cli.exit_code != 0 and "gsm8k_test.jsonl: row 0: field 'question'" in cli.output
     assert not (tmp_path / "eval" / "eval.json").exists()
+
+
+def test_a_lora_adapter_starts_from_the_runs_seed(tiny_model_dir: Path) -> None:
+    lora = {"lora": {"r": 4, "alpha": 8, "target_modules": "all-linear"}}
+
+    def first_lora_a(seed: int) -> torch.Tensor:
+        torch.manual_seed(1234 + seed * 7)  # whatever the global generator holds before
+        state = torch.random.get_rng_state()
+        model = load_policy(make_config(tiny_model_dir, seed=seed, model=lora), trainable=True)
+        assert torch.equal(torch.random.get_rng_state(), state)  # left as it was
+        return next(p for n, p in model.model.named_parameters() if "lora_A" in n).detach()
+
+    # the same seed: the same adapter (every compared method starts from the same one)
+    assert torch.equal(first_lora_a(0), first_lora_a(0))
+    assert not torch.equal(first_lora_a(0), first_lora_a(1))
+
+
+@pytest.mark.parametrize(
+    ("model", "edit", "message"),
+    [
+        # a Qwen2 directory without its tokenizer files loads an empty tokenizer
+        ({}, "no-tokenizer", "its tokenizer encodes text to no tokens"),
+        ({"use_chat_template": True}, "no-template", "model.use_chat_template is true but the"),
+        (
+            {"system_prompt": "Be brief."},
+            "no-system-role",
+            "model.system_prompt: the model's chat template refuses the prompt: System role "
+            "not supported; put the instruction in model.prompt_template instead",
+        ),
+        (
+            {"lora": {"r": 4, "alpha": 8, "target_modules": ["no_such_proj"]}},
+            "",
+            "model.lora.target_modules: Target modules",
+        ),
+    ],
+    ids=["no-tokenizer", "no-chat-template", "no-system-role", "lora-targets-nothing"],
+)
+def test_a_model_setting_that_does_not_fit_the_model_is_a_config_error(
+    tiny_model_dir: Path, tmp_path: Path, model: dict, edit: str, message: str
+) -> None:
+    import shutil
+
+    from sgpo.errors import ConfigError
+
+    copy = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, copy)
+    tokenizer_config = copy / "tokenizer_config.json"
+    if edit == "no-tokenizer":
+        for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+            (copy / name).unlink(missing_ok=True)
+    elif edit:
+        settings = json.loads(tokenizer_config.read_text())
+        (copy / "chat_template.jinja").unlink(missing_ok=True)
+        settings.pop("chat_template", None)
+        if edit == "no-system-role":  # as Gemma's: a system message raises
+            settings["chat_template"] = (
+                "{% if messages[0]['role'] == 'system' %}"
+                "{{ raise_exception('System role not supported') }}{% endif %}"
+                "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+            )
+        tokenizer_config.write_text(json.dumps(settings))
+    config = make_config(copy, model=model)
+    with pytest.raises(ConfigError) as error:
+        policy = load_policy(config, trainable=True)
+        policy.render("1 + 1 = ?")
+    assert message in str(error.value)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from jinja2.exceptions import TemplateError
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -14,7 +15,7 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
-from sgpo.config import ModelConfig, RunConfig
+from sgpo.config import LoraSettings, ModelConfig, RunConfig
 from sgpo.core.flops import ModelShape
 from sgpo.errors import ConfigError
 
@@ -100,10 +101,17 @@ def _load_tokenizer(source: str) -> PreTrainedTokenizerBase:
             f"model {source!r}: not a model directory (no config.json or adapter_config.json)"
         )
     try:
-        return AutoTokenizer.from_pretrained(source)
-    except OSError as e:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as e:  # ValueError: a directory without tokenizer files
         where = "the directory" if local.is_dir() else "neither a local directory nor on the hub"
         raise ConfigError(f"model {source!r}: cannot load it ({where}): {e}") from e
+    # Without its files some tokenizer classes still load, empty: every text becomes no tokens.
+    if not tokenizer("1 + 1 = 2", add_special_tokens=False)["input_ids"]:
+        raise ConfigError(
+            f"model {source!r}: its tokenizer encodes text to no tokens (are the tokenizer "
+            "files, e.g. tokenizer.json, missing from the directory?)"
+        )
+    return tokenizer
 
 
 def load_policy(config: RunConfig, path: str | None = None, trainable: bool = False) -> Policy:
@@ -126,23 +134,35 @@ def load_policy(config: RunConfig, path: str | None = None, trainable: bool = Fa
     else:
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
         if trainable and cfg.lora is not None:
-            from peft import LoraConfig, get_peft_model
-
-            model = get_peft_model(
-                model,
-                LoraConfig(
-                    r=cfg.lora.r,
-                    lora_alpha=cfg.lora.alpha,
-                    lora_dropout=cfg.lora.dropout,
-                    target_modules=cfg.lora.target_modules,
-                    task_type="CAUSAL_LM",
-                ),
-            )
+            model = add_lora(model, cfg.lora, config.seed)
     if trainable and cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     model.to(device)
     model.train(trainable)
     return Policy(model=model, tokenizer=tokenizer, device=device, source=source, config=cfg)
+
+
+def add_lora(model: PreTrainedModel, lora: LoraSettings, seed: int) -> PreTrainedModel:
+    """The model wrapped in a fresh LoRA adapter, initialised from the run's seed (peft draws
+    it from torch's global generator: unseeded, every run and every compared method would
+    start from another adapter); the global generator is left as it was."""
+    from peft import LoraConfig, get_peft_model
+
+    from sgpo.engine import stream_seed  # sgpo.engine imports this module
+
+    settings = LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules,
+        task_type="CAUSAL_LM",
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(stream_seed(seed, "lora-init"))
+        try:
+            return get_peft_model(model, settings)
+        except ValueError as e:  # peft: target_modules matched no module of the model
+            raise ConfigError(f"model.lora.target_modules: {e}") from e
 
 
 def uses_chat_template(tokenizer: PreTrainedTokenizerBase, cfg: ModelConfig) -> bool:
@@ -163,9 +183,20 @@ def format_prompt(prompt: str, tokenizer: PreTrainedTokenizerBase, cfg: ModelCon
                 "model.prompt_template instead"
             )
         return cfg.prompt_template.format(prompt=prompt)
+    if not getattr(tokenizer, "chat_template", None):
+        raise ConfigError(
+            "model.use_chat_template is true but the model's tokenizer has no chat template: "
+            "set it false (plain prompts through model.prompt_template) or use a tokenizer "
+            "with one"
+        )
     messages = [{"role": "system", "content": cfg.system_prompt}] if cfg.system_prompt else []
     messages.append({"role": "user", "content": cfg.prompt_template.format(prompt=prompt)})
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    try:
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    except TemplateError as e:  # e.g. a template with no system role (Gemma's)
+        key = "model.system_prompt" if cfg.system_prompt else "model.use_chat_template"
+        hint = "; put the instruction in model.prompt_template instead" if cfg.system_prompt else ""
+        raise ConfigError(f"{key}: the model's chat template refuses the prompt: {e}{hint}") from e
 
 
 def model_shape(model: PreTrainedModel) -> ModelShape:
