@@ -494,6 +494,15 @@ def test_resume_replays_the_plan_and_keeps_sgpo_counters(
     online = make_trainer(model_dir, plan_path, tmp_path, **settings, reestimate=True)
     with pytest.raises(NotImplementedError, match="reestimate"):
         online.train(resume_from_checkpoint=str(tmp_path / "out" / "checkpoint-4"))
+    # under another plan (one query's G changed) the replayed batches would not be the run's
+    rows, meta = read_table(plan_path)
+    rows[0]["group_size"] += 1
+    other = tmp_path / "other-plan.parquet"
+    write_table(other, rows, meta)
+    with pytest.raises(ValueError, match="was trained under another plan"):
+        make_trainer(model_dir, other, tmp_path, **settings).train(
+            resume_from_checkpoint=str(tmp_path / "out" / "checkpoint-4")
+        )
     (tmp_path / "out" / "checkpoint-2" / "sgpo_state.json").unlink()
     with pytest.raises(FileNotFoundError, match="not written by SGPOTrainer"):
         make_trainer(model_dir, plan_path, tmp_path, **settings).train(
@@ -734,3 +743,19 @@ def test_dropping_dead_groups_trains_only_mixed_rows_to_the_same_update(
 def test_config_validation(tmp_path: Path, settings: dict, error: str) -> None:
     with pytest.raises(ValueError, match=error):
         SGPOConfig(output_dir=str(tmp_path), use_cpu=True, **settings)
+
+
+def test_an_iterable_dataset_is_refused_naming_what_to_pass(
+    model_dir: str, plan_path: Path, tmp_path: Path
+) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    args = SGPOConfig(
+        output_dir=str(tmp_path / "out"), per_device_train_batch_size=BATCH_ROWS, use_cpu=True,
+        bf16=False,
+    )  # fmt: skip
+    streamed = plan_dataset(plan_path).to_iterable_dataset()
+    with pytest.raises(TypeError, match="needs a map-style train_dataset .* IterableDataset"):
+        SGPOTrainer(
+            model_dir, hashed_reward, plan=plan_path, args=args, train_dataset=streamed,
+            processing_class=tokenizer,
+        )  # fmt: skip

@@ -55,6 +55,7 @@ Single process only (one GPU, optionally with a vLLM server on others).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Callable
@@ -63,7 +64,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from datasets import Dataset
+from datasets import Dataset, IterableDataset
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOConfig, GRPOTrainer
 
@@ -284,6 +285,15 @@ class SGPOTrainer(GRPOTrainer):
                 "SGPOTrainer supports multi_objective_aggregation='sum_then_normalize'"
             )
         train_dataset = train_dataset if train_dataset is not None else plan_dataset(plan)
+        if isinstance(train_dataset, IterableDataset):
+            raise TypeError(
+                "SGPOTrainer needs a map-style train_dataset (it looks each planned query up by "
+                "its id), got an IterableDataset: pass a datasets.Dataset, e.g. plan_dataset(plan)"
+            )
+        # what a checkpoint records of the plan, so that it resumes only under the same one
+        self._plan_fingerprint = hashlib.sha256(
+            json.dumps([[r.query_id, r.kept, r.group_size, r.rank] for r in plan.rows]).encode()
+        ).hexdigest()
         super().__init__(model, reward_funcs, args=args, train_dataset=train_dataset, **kwargs)
         if self.accelerator.num_processes > 1:
             raise NotImplementedError("SGPOTrainer runs in a single process for now")
@@ -740,6 +750,7 @@ class SGPOTrainer(GRPOTrainer):
                     "flops": self.sgpo_flops,
                     "rollouts": self.sgpo_rollouts,
                     "tokens_generated": self.sgpo_tokens_generated,
+                    "plan_sha256": self._plan_fingerprint,
                 },
             )
 
@@ -773,6 +784,13 @@ class SGPOTrainer(GRPOTrainer):
                 f"{path} not found: {checkpoint} was not written by SGPOTrainer, so sgpo's cost "
                 "counters cannot be restored"
             ) from e
+        recorded = state.get("plan_sha256")  # none in checkpoints of an older sgpo
+        if recorded is not None and recorded != self._plan_fingerprint:
+            raise ValueError(
+                f"{checkpoint} was trained under another plan (its queries, group sizes or "
+                "order differ from this trainer's); resume it with the plan it was trained "
+                "with, or start a new run"
+            )
         self.sgpo_flops = {phase: float(state["flops"][phase]) for phase in self.sgpo_flops}
         self.sgpo_rollouts = int(state["rollouts"])
         self.sgpo_tokens_generated = int(state["tokens_generated"])
