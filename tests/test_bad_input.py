@@ -899,3 +899,18 @@ def test_verl_export_checks_the_verifier_it_exports(tmp_path: Path, env: SimpleN
         app, [*export, "-o", str(tmp_path / "b.parquet"), "--verifier", "bad_verifiers:coin_flip"]
     )
     assert same.exit_code == 0, same.output
+
+
+def test_flops_model_that_is_not_a_model_directory_is_named(tmp_path: Path) -> None:
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text("")
+    missing = CliRunner().invoke(app, ["flops", str(metrics), "--model", str(tmp_path / "no")])
+    assert missing.exit_code == 2
+    assert f"--model {tmp_path / 'no'}: not a model directory or hub id here" in " ".join(
+        missing.output.split()
+    )
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    refused = CliRunner().invoke(app, ["flops", str(metrics), "--model", str(adapter)])
+    assert refused.exit_code == 2 and "a LoRA adapter directory" in refused.output

@@ -33,9 +33,19 @@ def model_shape_from_dir(model: str):  # noqa: ANN201 - ModelShape, imported laz
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    from sgpo.errors import ConfigError
     from sgpo.models import model_shape
 
-    config = AutoConfig.from_pretrained(model)
+    path = Path(model).expanduser()
+    if (path / "adapter_config.json").exists() and not (path / "config.json").exists():
+        raise ConfigError(
+            f"--model {model}: a LoRA adapter directory; give its base model's directory (the "
+            "FLOPs count the base model's shape)"
+        )
+    try:
+        config = AutoConfig.from_pretrained(model)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"--model {model}: not a model directory or hub id here: {e}") from e
     with torch.device("meta"):
         empty = AutoModelForCausalLM.from_config(config)
     return model_shape(empty)
