@@ -914,3 +914,8 @@ def test_flops_model_that_is_not_a_model_directory_is_named(tmp_path: Path) -> N
     (adapter / "adapter_config.json").write_text("{}")
     refused = CliRunner().invoke(app, ["flops", str(metrics), "--model", str(adapter)])
     assert refused.exit_code == 2 and "a LoRA adapter directory" in refused.output
+    encoder = tmp_path / "t5"
+    encoder.mkdir()
+    (encoder / "config.json").write_text(json.dumps({"model_type": "t5"}))
+    other = CliRunner().invoke(app, ["flops", str(metrics), "--model", str(encoder)])
+    assert other.exit_code == 2 and "not a causal language model" in other.output

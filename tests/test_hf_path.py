@@ -252,11 +252,18 @@ def test_prompts_longer_than_the_context_are_refused_by_profile_and_eval(
     assert not (tmp_path / "eval" / "eval.json").exists()
 
 
-def test_a_lora_adapter_starts_from_the_runs_seed(tiny_model_dir: Path) -> None:
+def test_a_lora_adapter_starts_from_the_runs_seed(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     lora = {"lora": {"r": 4, "alpha": 8, "target_modules": "all-linear"}}
 
+    def cuda_seeded(seed: int) -> None:
+        raise AssertionError("the GPUs' generators are not the adapter's to seed")
+
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", cuda_seeded)
+
     def first_lora_a(seed: int) -> torch.Tensor:
-        torch.manual_seed(1234 + seed * 7)  # whatever the global generator holds before
+        torch.random.default_generator.manual_seed(1234 + seed * 7)  # whatever it held before
         state = torch.random.get_rng_state()
         model = load_policy(make_config(tiny_model_dir, seed=seed, model=lora), trainable=True)
         assert torch.equal(torch.random.get_rng_state(), state)  # left as it was
@@ -276,8 +283,13 @@ def test_a_lora_adapter_starts_from_the_runs_seed(tiny_model_dir: Path) -> None:
         (
             {"system_prompt": "Be brief."},
             "no-system-role",
-            "model.system_prompt: the model's chat template refuses the prompt: System role "
-            "not supported; put the instruction in model.prompt_template instead",
+            "model.system_prompt: the model's chat template refuses a system message: System "
+            "role not supported; put the instruction in model.prompt_template instead",
+        ),
+        (  # a template broken whatever the messages: not blamed on the system prompt
+            {"system_prompt": "Be brief."},
+            "broken-template",
+            "model.use_chat_template: the model's chat template fails: Unexpected end of template",
         ),
         (
             {"lora": {"r": 4, "alpha": 8, "target_modules": ["no_such_proj"]}},
@@ -285,7 +297,13 @@ def test_a_lora_adapter_starts_from_the_runs_seed(tiny_model_dir: Path) -> None:
             "model.lora.target_modules: Target modules",
         ),
     ],
-    ids=["no-tokenizer", "no-chat-template", "no-system-role", "lora-targets-nothing"],
+    ids=[
+        "no-tokenizer",
+        "no-chat-template",
+        "no-system-role",
+        "broken-template",
+        "lora-targets-nothing",
+    ],
 )
 def test_a_model_setting_that_does_not_fit_the_model_is_a_config_error(
     tiny_model_dir: Path, tmp_path: Path, model: dict, edit: str, message: str
@@ -310,6 +328,8 @@ def test_a_model_setting_that_does_not_fit_the_model_is_a_config_error(
                 "{{ raise_exception('System role not supported') }}{% endif %}"
                 "{% for m in messages %}{{ m['content'] }}{% endfor %}"
             )
+        if edit == "broken-template":  # an unclosed for loop
+            settings["chat_template"] = "{% for m in messages %}{{ m['content'] }}"
         tokenizer_config.write_text(json.dumps(settings))
     config = make_config(copy, model=model)
     with pytest.raises(ConfigError) as error:

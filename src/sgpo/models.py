@@ -157,8 +157,8 @@ def add_lora(model: PreTrainedModel, lora: LoraSettings, seed: int) -> PreTraine
         target_modules=lora.target_modules,
         task_type="CAUSAL_LM",
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(stream_seed(seed, "lora-init"))
+    with torch.random.fork_rng(devices=[]):  # the CPU generator, which peft draws from here
+        torch.random.default_generator.manual_seed(stream_seed(seed, "lora-init"))
         try:
             return get_peft_model(model, settings)
         except ValueError as e:  # peft: target_modules matched no module of the model
@@ -193,10 +193,21 @@ def format_prompt(prompt: str, tokenizer: PreTrainedTokenizerBase, cfg: ModelCon
     messages.append({"role": "user", "content": cfg.prompt_template.format(prompt=prompt)})
     try:
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    except TemplateError as e:  # e.g. a template with no system role (Gemma's)
-        key = "model.system_prompt" if cfg.system_prompt else "model.use_chat_template"
-        hint = "; put the instruction in model.prompt_template instead" if cfg.system_prompt else ""
-        raise ConfigError(f"{key}: the model's chat template refuses the prompt: {e}{hint}") from e
+    except TemplateError as e:
+        if cfg.system_prompt and _renders(tokenizer, messages[1:]):  # no system role (Gemma's)
+            raise ConfigError(
+                f"model.system_prompt: the model's chat template refuses a system message: "
+                f"{e}; put the instruction in model.prompt_template instead"
+            ) from e
+        raise ConfigError(f"model.use_chat_template: the model's chat template fails: {e}") from e
+
+
+def _renders(tokenizer: PreTrainedTokenizerBase, messages: list[dict]) -> bool:
+    try:
+        tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    except TemplateError:
+        return False
+    return True
 
 
 def model_shape(model: PreTrainedModel) -> ModelShape:

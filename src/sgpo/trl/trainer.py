@@ -291,9 +291,8 @@ class SGPOTrainer(GRPOTrainer):
                 "its id), got an IterableDataset: pass a datasets.Dataset, e.g. plan_dataset(plan)"
             )
         # what a checkpoint records of the plan, so that it resumes only under the same one
-        self._plan_fingerprint = hashlib.sha256(
-            json.dumps([[r.query_id, r.kept, r.group_size, r.rank] for r in plan.rows]).encode()
-        ).hexdigest()
+        curriculum = [[str(s.query.query_id), int(s.group_size)] for s in plan.kept]
+        self._plan_fingerprint = hashlib.sha256(json.dumps(curriculum).encode()).hexdigest()
         super().__init__(model, reward_funcs, args=args, train_dataset=train_dataset, **kwargs)
         if self.accelerator.num_processes > 1:
             raise NotImplementedError("SGPOTrainer runs in a single process for now")

@@ -46,8 +46,11 @@ def model_shape_from_dir(model: str):  # noqa: ANN201 - ModelShape, imported laz
         config = AutoConfig.from_pretrained(model)
     except (OSError, ValueError) as e:
         raise ConfigError(f"--model {model}: not a model directory or hub id here: {e}") from e
-    with torch.device("meta"):
-        empty = AutoModelForCausalLM.from_config(config)
+    try:
+        with torch.device("meta"):
+            empty = AutoModelForCausalLM.from_config(config)
+    except ValueError as e:  # a config transformers has no causal LM for (t5, bert ...)
+        raise ConfigError(f"--model {model}: not a causal language model: {e}") from e
     return model_shape(empty)
 
 
