@@ -1,6 +1,7 @@
 """report_to: metrics mirrored to trackers. TensorBoard for real; wandb/trackio share one API,
 checked against a recording stand-in module (they need accounts or servers)."""
 
+import hashlib
 import sys
 import types
 from pathlib import Path
@@ -52,14 +53,18 @@ def test_run_tracker_sinks_call_init_log_finish(tracker, tmp_path: Path, monkeyp
     fake.log = lambda values, step: calls.append(("log", values, step))
     fake.finish = lambda: calls.append(("finish",))
     monkeypatch.setitem(sys.modules, tracker, fake)
-    (sink,) = make_sinks([tracker], tmp_path / "run-7", "proj", {"seed": 1})
+    run_dir = tmp_path / "sgpo" / "seed-7"  # as compare names a method's run
+    (sink,) = make_sinks([tracker], run_dir, "proj", {"seed": 1})
     sink.log({"x": 1.0}, step=4)
     sink.close()
-    assert calls == [
-        ("init", {"project": "proj", "name": "run-7", "config": {"seed": 1}}),
-        ("log", {"x": 1.0}, 4),
-        ("finish",),
-    ]
+    # a resumed run continues the tracker's run: wandb by an id from the run directory
+    init = {"project": "proj", "name": "sgpo/seed-7", "config": {"seed": 1}, "resume": "allow"}
+    if tracker == "wandb":
+        init["id"] = hashlib.sha256(str(run_dir.resolve()).encode()).hexdigest()[:16]
+    assert calls == [("init", init), ("log", {"x": 1.0}, 4), ("finish",)]
+    calls.clear()
+    make_sinks([tracker], run_dir, "proj", {"seed": 1})  # the same run, resumed
+    assert calls == [("init", init)]
 
 
 def test_missing_tracker_package_is_a_clear_error(tmp_path: Path, monkeypatch):

@@ -6,6 +6,7 @@ values (nested dicts flattened with "/") to TensorBoard, Weights & Biases or Tra
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 from pathlib import Path
 from typing import Protocol
@@ -69,11 +70,19 @@ class TensorBoardSink:
 
 
 class RunTrackerSink:
-    """wandb and trackio share one API: init(project, name, config), log(dict, step), finish()."""
+    """wandb and trackio share one API: init(project, name, config), log(dict, step), finish().
+    A run directory is one tracker run: a resumed run continues it (resume="allow"; wandb
+    finds it by an id from the directory's path, trackio by its name)."""
 
-    def __init__(self, module: str, project: str, name: str, config: dict) -> None:
+    def __init__(self, module: str, project: str, run_dir: Path, config: dict) -> None:
         self.module = _require(module, module)
-        self.run = self.module.init(project=project, name=name, config=config)  # type: ignore[attr-defined]
+        # "sgpo-seed-0" alone would not tell compare's methods apart: the parent's name too
+        name = f"{run_dir.parent.name}/{run_dir.name}"
+        resume: dict = {"resume": "allow"}
+        if module == "wandb":
+            digest = hashlib.sha256(str(run_dir.resolve()).encode()).hexdigest()
+            resume["id"] = digest[:16]
+        self.run = self.module.init(project=project, name=name, config=config, **resume)  # type: ignore[attr-defined]
 
     def log(self, values: dict[str, float], step: int) -> None:
         self.module.log(values, step=step)  # type: ignore[attr-defined]
@@ -90,7 +99,7 @@ def make_sinks(
         if tracker == "tensorboard":
             sinks.append(TensorBoardSink(run_dir / TENSORBOARD_DIR))
         elif tracker in ("wandb", "trackio"):
-            sinks.append(RunTrackerSink(tracker, project, run_dir.name, config))
+            sinks.append(RunTrackerSink(tracker, project, run_dir, config))
         else:
             raise ValueError(
                 f"train.report_to: unknown tracker {tracker!r}; choose from {TRACKERS}"
