@@ -4,6 +4,7 @@ stage through the CLI as a user runs it, checking the files every stage hands to
 import json
 from pathlib import Path
 
+import pytest
 from tiny_run import tiny_tree, write_config
 from typer.testing import CliRunner
 
@@ -168,3 +169,26 @@ def test_step_models_beyond_keep_checkpoints_are_dropped(tmp_path: Path):
     result = CliRunner().invoke(app, ["train", "--resume", str(out), *more])
     assert result.exit_code == 0, result.output
     assert [p.name for p in (out / "checkpoints").iterdir()] == ["step-000006"]
+
+
+def test_a_finished_run_trained_further_has_no_summary_until_it_finishes_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    import sgpo.train
+
+    train = {"method": "grpo", "steps": 2, "eval_every": 1, "checkpoint_every": 1}
+    config = write_config(tmp_path / "c.yaml", tiny_tree(tmp_path / "models", train=train))
+    out = tmp_path / "run"
+    runner = CliRunner()
+    assert runner.invoke(app, ["train", "-c", str(config), "-o", str(out)]).exit_code == 0
+    assert (out / "summary.json").exists()
+
+    def killed(self: object) -> dict:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sgpo.train.Trainer, "train_step", killed)
+    resumed = runner.invoke(app, ["train", "--resume", str(out), "--set", "train.steps=4"])
+    assert resumed.exit_code != 0
+    # the 2-step summary would pass for this run's: the report says it is not finished
+    report = runner.invoke(app, ["report", str(out)])
+    assert report.exit_code == 1 and "not a finished sgpo run" in report.output

@@ -351,6 +351,8 @@ class Trainer:
             restore_trainer_state(self)
             # the settings a resume may change (steps, evaluation, ...) as it now runs with them
             atomic_write_text(self.run_dir / CONFIG_FILE, dump_config(self.config))
+            if not self.finished():  # trained further: a finished run's summary is not this one's
+                (self.run_dir / SUMMARY_FILE).unlink(missing_ok=True)
         else:
             self.start_fresh()
         bar = tqdm(total=cfg.steps, initial=self.step, desc=f"train ({cfg.method})", unit="step")
