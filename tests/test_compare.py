@@ -115,6 +115,13 @@ def test_compare_smoke_every_method_runs(tmp_path: Path):
     report = json.loads((out / "compare.json").read_text())
     assert report["baseline"] == "grpo-g8" and report["seeds"] == [0]
     assert set(report["methods"]) == set(DEFAULT_METHODS)
+    # whether the baseline rose to its target; compare.md says so loudly when it did not
+    initial = report["methods"]["grpo-g8"]["initial_acc_mean"]
+    assert report["baseline_learned"] == (report["target_acc"] > initial)
+    warned = (
+        "**The baseline ended at or below its initial accuracy" in (out / "compare.md").read_text()
+    )
+    assert warned == (not report["baseline_learned"])
     keys = {
         "final_acc_mean",
         "final_acc_std",

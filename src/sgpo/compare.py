@@ -37,6 +37,7 @@ with another is refused, naming the keys; an unfinished one is trained again).
 
 from __future__ import annotations
 
+import logging
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +68,8 @@ from sgpo.core.curves import (
 from sgpo.io import atomic_write_json, atomic_write_text, read_json, read_jsonl
 from sgpo.rundir import claim_outputs, differing_keys, flatten
 from sgpo.runfiles import CONFIG_FILE, SUMMARY_FILE
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -546,9 +549,21 @@ def aggregate(cfg: CompareConfig, runs: dict[str, dict[int, Path]]) -> dict:
             "wall_s": statistics.fmean(s["wall_s"] for s in summaries[method]),
             "eval_curves": {seed: evaluations(d) for seed, d in runs[method].items()},
         }
+    initial = per_method[cfg.baseline]["initial_acc_mean"]
+    if target <= initial:
+        log.warning(
+            "the baseline %s ended at %.3f, not above its initial %.3f: it learned nothing on "
+            "this budget, so the ratios read where each method first holds an accuracy it may "
+            "have had from the start (compare.json: baseline_learned false)",
+            cfg.baseline,
+            target,
+            initial,
+        )
     return {
         "baseline": cfg.baseline,
         "target_acc": target,
+        # the ratios mean something only when the baseline rose to its target
+        "baseline_learned": target > initial,
         "seeds": cfg.seeds,
         "budget_currency": cfg.budget_currency,
         "final_window": window,
@@ -747,6 +762,17 @@ def write_markdown(
         f"{result['target_acc']:.3f} (the baseline's final accuracy, mean over seeds); "
         f"equal budget in {cfg.budget_currency}.",
         "",
+        *(
+            []
+            if result["baseline_learned"]
+            else [
+                f"**The baseline ended at or below its initial accuracy "
+                f"({result['methods'][result['baseline']]['initial_acc_mean']:.3f}): it learned "
+                "nothing on this budget, so the ratios below read where each method first holds "
+                "an accuracy it may have had from the start. Train longer.**",
+                "",
+            ]
+        ),
         *rows,
         "",
         "## Protocol",
@@ -893,9 +919,6 @@ def run_equal_budget_baseline(config: RunConfig, run_dir: Path, out: Path) -> di
 def is_demo_baseline_of(run_dir: Path) -> bool:
     """Whether run_dir holds a finished equal-budget GRPO run of its own run (a demo's): one
     stopped at the FLOPs the run in run_dir spent, not one left from an earlier run there."""
-    from sgpo.config import load_config
-    from sgpo.runfiles import CONFIG_FILE, SUMMARY_FILE
-
     baseline = run_dir / DEMO_BASELINE_DIR
     if not (baseline / SUMMARY_FILE).exists() or not (run_dir / SUMMARY_FILE).exists():
         return False
@@ -906,9 +929,6 @@ def is_demo_baseline_of(run_dir: Path) -> bool:
 def append_demo_side_by_side(run_dir: Path, report: Path) -> None:
     """A demo's report.md ends with its run against the GRPO run at the same FLOPs (in
     DEMO_BASELINE_DIR), whether sgpo demo or a later sgpo report wrote it."""
-    from sgpo.config import load_config
-    from sgpo.runfiles import CONFIG_FILE
-
     baseline = f"grpo-g{load_config(run_dir / CONFIG_FILE).train.group_size}"
     append_side_by_side(report, {"sgpo": run_dir, baseline: run_dir / DEMO_BASELINE_DIR}, baseline)
 
