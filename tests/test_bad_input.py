@@ -405,7 +405,8 @@ CASES = [
         ),
         DataError,
         "verifier 'bad_verifiers:raising': all 16 calls on chunk-00000.parquet's queries raised "
-        "(16) or timed out (0); the first errors are logged above. Fix the verifier",
+        "(16) or timed out (0); the first errors are logged above. Either the verifier is "
+        "broken (a wrong signature, a missing dependency) or it raises on every response",
     ),
     Case(
         "train-with-plan-naming-an-unknown-query",
