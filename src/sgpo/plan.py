@@ -261,23 +261,23 @@ def check_profile_matches(
 # Execution settings (sampling.batch_size, profile.chunk_size, profile.engine, device) and the
 # seed (another draw of the same distribution) are left out; of the adaptive settings only
 # what the plan's reading of p_hat depends on counts (check_profile_settings).
-PROFILE_SETTINGS = (
+# Of them, what a sample is and how it is scored: a plan's p_hat means nothing under others,
+# so training on a plan (or exporting it) needs these to be its profile's, whatever else changes.
+SAMPLE_SETTINGS = (
     "task.verifier",
     "task.verifier_kwargs",
     "task.verifier_reward_range",
     "model.use_chat_template",
     "model.system_prompt",
     "model.prompt_template",
+)
+PROFILE_SETTINGS = (
+    *SAMPLE_SETTINGS,
     "sampling.temperature",
     "sampling.top_p",
     "sampling.max_new_tokens",
     "profile.k",
 )
-
-
-# What a sample is and how it is scored: a plan's p_hat means nothing under others, so
-# training on a plan (or exporting it) needs these to be its profile's, whatever else changes.
-SAMPLE_SETTINGS = PROFILE_SETTINGS[:6]
 
 
 def _settings(flat: dict, keys: tuple[str, ...] = PROFILE_SETTINGS) -> dict:
