@@ -188,6 +188,10 @@ def test_compare_smoke_every_method_runs(tmp_path: Path):
         assert baseline[f"{key}_ci"] is None  # one seed: nothing to resample
     assert (out / "compare.md").read_text().count("|") > 20
     assert "fitted speedup" in (out / "compare.md").read_text()
+    # wall s/run, the last column, keeps a decimal: these tiny runs take about a second
+    method_rows = [r for r in (out / "compare.md").read_text().splitlines() if r.startswith("| ")]
+    walls = [row.split("|")[-2].strip() for row in method_rows[1:]]
+    assert walls and all(re.fullmatch(r"\d+\.\d", w) for w in walls), walls
     assert (out / "accuracy_vs_flops.png").stat().st_size > 0
 
 
@@ -291,6 +295,24 @@ def test_side_by_side_reports_the_fitted_read_against_the_baseline(tmp_path: Pat
     speedups = [float(x) for x in re.findall(r"(\d+\.\d+)", lines[0].split("speedup")[1])[:3]]
     assert speedups == [pytest.approx(2.0, rel=0.03)] * 3  # the same learning at half the cost
     assert (tmp_path / "side_by_side.png").stat().st_size > 0
+
+
+def test_side_by_side_ticks_carry_their_scale(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """No "1e12" multiplier at an axis' end (it overlapped the axis label): each tick says it."""
+    import sgpo.report
+
+    figures = []
+    monkeypatch.setattr(sgpo.report, "save_figure", lambda fig, path: figures.append(fig))
+    report = tmp_path / "report.md"
+    report.write_text("# report\n")
+    runs = {"fast": fake_run(tmp_path / "fast", 5e9), "grpo-g8": fake_run(tmp_path / "b", 1e10)}
+    append_side_by_side(report, runs, "grpo-g8")
+    (figure,) = figures
+    figure.canvas.draw()
+    for ax in figure.axes:
+        assert ax.xaxis.get_offset_text().get_text() == ""
+        labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+        assert any(label.endswith(("G", "T")) for label in labels), labels
 
 
 def test_removing_the_demos_variant_settings_gives_the_abstracts_rule():
