@@ -24,7 +24,7 @@ from trl.trainer.utils import nanstd  # noqa: E402
 from sgpo.config import RunConfig  # noqa: E402
 from sgpo.core.advantages import balanced_indices, max_variance_indices  # noqa: E402
 from sgpo.core.allocation import PlanRule  # noqa: E402
-from sgpo.core.flops import train_flops  # noqa: E402
+from sgpo.core.flops import logprob_flops, train_flops  # noqa: E402
 from sgpo.io import read_table, write_table  # noqa: E402
 from sgpo.models import model_source  # noqa: E402
 from sgpo.schedule import OnlinePlanner, QueryScheduler  # noqa: E402
@@ -708,16 +708,41 @@ def test_dropping_dead_groups_trains_only_mixed_rows_to_the_same_update(
     assert kept.sgpo_rollouts == dropped.sgpo_rollouts == 12
     mixed_groups = [{0: False, 1: True}, {0: True, 1: False}, {0: True}]
     for drop, trainer in trainers.items():
+        # every row has its tokens recorded, a padding row as its prompt and one EOS token
+        assert [len(lengths) for _, lengths in batches[drop]] == [BATCH_ROWS] * 3
+        for group_ids, lengths in batches[drop]:
+            assert all(lengths[i][1] == 1 for i in lengths if group_ids[i] < 0)
         expected = sum(
             train_flops(trainer.shape, *lengths[i])
             for (group_ids, lengths), mixed in zip(batches[drop], mixed_groups, strict=True)
             for i in lengths
-            if mixed[int(group_ids[i])] or not drop
+            if not drop or (group_ids[i] >= 0 and mixed[int(group_ids[i])])
         )
         assert trainer.sgpo_flops["train"] == pytest.approx(expected)
         logs = [h for h in trainer.state.log_history if "sgpo/batch_rollouts" in h]
         assert [h["sgpo/batch_rollouts"] for h in logs] == trained_rows[drop]
     assert dropped.sgpo_flops["train"] < kept.sgpo_flops["train"]
+
+
+def test_reference_log_probs_are_charged_for_every_row_padding_included(
+    model_dir: str, plan_path: Path, tmp_path: Path
+) -> None:
+    trainer = make_trainer(model_dir, plan_path, tmp_path, beta=0.1)
+    tokens: list[tuple[torch.Tensor, torch.Tensor]] = []  # (prompt, completion) per batch row
+    apply_groups = trainer._apply_groups
+
+    def spy_apply(output: dict, rows: list[dict], group_ids: torch.Tensor) -> None:
+        prompt, completion = output["prompt_mask"].sum(1), output["completion_mask"].sum(1)
+        tokens.extend(zip(prompt.tolist(), completion.tolist(), strict=True))
+        assert completion[group_ids < 0].eq(1).all()  # a padding row: its prompt, one EOS
+        apply_groups(output, rows, group_ids)
+
+    trainer._apply_groups = spy_apply
+    trainer.train()
+    # one pass (the reference model's) over all BATCH_ROWS rows of each of the 3 batches
+    assert len(tokens) == 3 * BATCH_ROWS
+    expected = sum(logprob_flops(trainer.shape, p, c) for p, c in tokens)
+    assert trainer.sgpo_flops["logprob"] == pytest.approx(expected)
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,9 @@ What changes against GRPOTrainer, and where:
   completions table.
 - cost (sgpo's convention, sgpo.core.flops): FLOPs per phase over real tokens, the profile's
   FLOPs charged from the start, generated tokens and rollouts; logged with sgpo's informative
-  fraction and G statistics through TRL's own metrics (keys "sgpo/...").
+  fraction and G statistics through TRL's own metrics (keys "sgpo/..."). Padding rows are not
+  generated but pass through TRL's log-prob passes and (without drop_equal_groups) its
+  training: charged there as a prompt and one token.
 - grow until mixed (SGPOConfig.grow_max, _grow): a group whose rewards are all equal gets
   grow_round more responses at a time until both outcomes show or it holds grow_max; its planned
   G rows are then filled with a balanced subset (both outcomes in turn, rarer first) and its
@@ -58,7 +60,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -578,23 +580,26 @@ class SGPOTrainer(GRPOTrainer):
     def _charge_generation(
         self, prompt_ids: list[list[int]], completion_ids: list[list[int]], real: list[int]
     ) -> None:
-        """sgpo's cost convention for one generation batch, real tokens only: rollout inference
-        and the log-prob passes TRL will run (old policy, reference); training is charged by
-        _charge_training."""
-        self._lengths = {i: (len(prompt_ids[i]), len(completion_ids[i])) for i in real}
-        lengths = list(self._lengths.values())
+        """sgpo's cost convention for one generation batch (tokens, not padding to the longest
+        row): rollout inference of the real rows, and the log-prob passes TRL will run (old
+        policy, reference) over every row, padding rows (a prompt and one EOS token) included;
+        training is charged by _charge_training."""
+        rows = zip(prompt_ids, completion_ids, strict=True)
+        self._lengths = {i: (len(p), len(c)) for i, (p, c) in enumerate(rows)}
         generate_every = self.args.steps_per_generation * self.num_iterations
         old_logprobs = self.args.gradient_accumulation_steps % generate_every != 0 or (
             self.use_vllm and self.vllm_importance_sampling_correction
         )
         logprob_passes = int(old_logprobs) + int(self.beta != 0.0)
-        for p, r in lengths:
-            self.sgpo_flops["rollout"] += inference_flops(self.shape, p, r)
+        for p, r in self._lengths.values():
             self.sgpo_flops["logprob"] += logprob_passes * logprob_flops(self.shape, p, r)
+        for i in real:
+            p, r = self._lengths[i]
+            self.sgpo_flops["rollout"] += inference_flops(self.shape, p, r)
+            self.sgpo_tokens_generated += r
         self.sgpo_rollouts += len(real)
-        self.sgpo_tokens_generated += sum(r for _, r in lengths)
 
-    def _charge_training(self, trained: list[int]) -> None:
+    def _charge_training(self, trained: Iterable[int]) -> None:
         """num_iterations updates of the batch rows trained."""
         for i in trained:
             p, r = self._lengths[i]
@@ -676,7 +681,9 @@ class SGPOTrainer(GRPOTrainer):
             trained = [i for i in trained if int(group_ids[i]) in live]
             output[TRAINED_KEY] = torch.zeros(len(group_ids), dtype=torch.bool, device=device)
             output[TRAINED_KEY][trained] = True
-        self._charge_training(trained)
+            self._charge_training(trained)
+        else:  # TRL's forward and backward passes run over every row, padding rows included
+            self._charge_training(range(len(group_ids)))
         # As sgpo's metrics.jsonl: rollouts and group sizes count every response generated
         # (a grown group's too), batch_rollouts the rows trained.
         drawn = {g: len(self._whole_groups.get(g, ())) or groups.count(g) for g in set(groups)}
