@@ -848,6 +848,17 @@ def test_numbers_yaml_1_1_and_1_2_read_alike_are_accepted() -> None:
     assert (config.train.steps, config.seed, config.train.lr) == (7, 0, 10.0)
 
 
+def test_exponent_numbers_are_numbers_as_in_yaml_1_2(tmp_path: Path) -> None:
+    """PyYAML reads 1e-3 as a text; in an untyped setting the verifier got '1e-3'."""
+    path = tmp_path / "c.yaml"
+    path.write_text("task:\n  verifier_kwargs: {rel_tol: 1e-3, scale: 5E+2}\n")
+    config = load_config(path, ["task.verifier_kwargs.abs_tol=1.0e3", "train.lr=2e-4"])
+    assert config.task.verifier_kwargs == {"rel_tol": 0.001, "scale": 500.0, "abs_tol": 1000.0}
+    assert config.train.lr == 2e-4
+    quoted = load_config(None, ["task.verifier_kwargs.tag='1e-3'"]).task.verifier_kwargs
+    assert quoted == {"tag": "1e-3"}  # a quoted text stays a text
+
+
 def test_a_verifier_module_in_the_working_directory_imports_as_under_python_m(
     tmp_path: Path, env: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
 ) -> None:

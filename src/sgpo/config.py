@@ -824,6 +824,14 @@ def _yaml11_number(node: yaml.ScalarNode, value: float) -> yaml.constructor.Cons
 
 UniqueKeyLoader.add_constructor("tag:yaml.org,2002:int", UniqueKeyLoader.construct_yaml_int)
 UniqueKeyLoader.add_constructor("tag:yaml.org,2002:float", UniqueKeyLoader.construct_yaml_float)
+# YAML 1.1 (PyYAML) reads 1e-3, 1.0e3 and 5E+2 as texts (its floats need a dot and a signed
+# exponent); YAML 1.2 reads numbers, as users mean. Typed settings convert either way, but an
+# untyped one (task.verifier_kwargs) would get a text, so they are read as YAML 1.2 reads them.
+UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
 
 
 def _override_value(item: str, raw: str) -> object:
