@@ -81,6 +81,14 @@ def test_stages_one_by_one(tmp_path: Path):
     assert f"trivial (p_hat = 1) dropped: {plan_summary['trivial']}," in report
     assert len(list(out.glob("*.png"))) >= 3
 
+    # a run trained with --plan from another directory reports that plan
+    elsewhere = tmp_path / "elsewhere"
+    sgpo("train", "-c", config, "--plan", out / "plan.parquet", "-o", elsewhere)
+    assert not (elsewhere / "plan.parquet").exists()
+    sgpo("report", elsewhere)
+    assert f"queries profiled: {plan_summary['queries']}" in (elsewhere / "report.md").read_text()
+    assert (elsewhere / "p_hat_hist.png").exists()
+
 
 def test_report_says_how_the_profile_sampled():
     from sgpo.report import all_correct_label, profile_sampling

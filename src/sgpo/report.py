@@ -11,6 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from sgpo import rundir  # noqa: E402
+from sgpo.checkpoint import checkpoint_plan  # noqa: E402
 from sgpo.errors import DataError  # noqa: E402
 from sgpo.io import (  # noqa: E402
     atomic_write_bytes,
@@ -20,6 +21,7 @@ from sgpo.io import (  # noqa: E402
     read_table,
 )
 from sgpo.plan import PlanRow, p_hat_estimates_p, read_plan  # noqa: E402
+from sgpo.runfiles import PLAN_FILE  # noqa: E402
 
 # Everything sgpo report may create (and so later replace) in a run directory.
 REPORT_OUTPUTS = (
@@ -198,8 +200,10 @@ def write_report(run_dir: Path) -> Path:
     records = read_records(run_dir / "metrics.jsonl")
     images = []
     lines = [f"# sgpo run: {summary['method']}", ""]
-    plan_path = run_dir / "plan.parquet"
-    if plan_path.exists():
+    plan_path = run_dir / PLAN_FILE
+    if not plan_path.exists():  # trained with --plan from another directory
+        plan_path = checkpoint_plan(run_dir)
+    if plan_path is not None:
         plan_rows, meta = read_plan(plan_path)
         images += plot_plan(plan_rows, run_dir)
         if (run_dir / "plan_history.parquet").exists():
