@@ -833,6 +833,16 @@ def test_profile_merge_over_a_profile_does_not_offer_a_resume_it_lacks(
     assert "--resume" not in result.output
 
 
+def test_a_demo_without_overwrite_does_not_offer_a_resume_it_lacks(
+    tmp_path: Path, env: SimpleNamespace
+) -> None:
+    args = ["demo", "-o", str(env.profile.parent), "-c", str(env.config_path), "--no-overwrite"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1
+    assert "profile.parquet already exists; pass --overwrite to replace it" in result.output
+    assert "--resume" not in result.output
+
+
 def test_a_demo_interrupted_in_its_baseline_is_still_replaced_by_default(
     tmp_path: Path, env: SimpleNamespace
 ) -> None:

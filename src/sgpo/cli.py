@@ -351,10 +351,10 @@ def demo(
     )
     from sgpo.models import model_source
     from sgpo.plan import run_plan
-    from sgpo.profile import run_profile
+    from sgpo.profile import CHUNK_DIR, PROFILE_FILE, run_profile
     from sgpo.report import REPORT_OUTPUTS, write_report
     from sgpo.rundir import claim_outputs
-    from sgpo.runfiles import SUMMARY_FILE
+    from sgpo.runfiles import PLAN_FILE, SUMMARY_FILE
     from sgpo.train import run_train
 
     cfg = _config(config, set_)
@@ -369,6 +369,13 @@ def demo(
                 f"{baseline_dir.name}/); choose another --out, or pass --overwrite to replace it"
             )
         overwrite = True
+    elif not overwrite:  # the stages' own refusals would offer --resume, which a demo lacks
+        for name in (PROFILE_FILE, CHUNK_DIR, PLAN_FILE, SUMMARY_FILE):
+            if (out / name).exists():
+                raise FileExistsError(
+                    f"{out / name} already exists; pass --overwrite to replace it or choose "
+                    "another --out (a demo starts over; sgpo profile and sgpo train resume)"
+                )
     # before any compute: a file of the user's where the report goes is refused now
     claim_outputs(out, [*REPORT_OUTPUTS, SIDE_BY_SIDE], adopt=older_demo)
     start = time.perf_counter()
