@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -831,6 +832,15 @@ def test_profile_merge_over_a_profile_does_not_offer_a_resume_it_lacks(
     assert result.exit_code == 1
     assert "profile.parquet already exists; pass --overwrite to replace it" in result.output
     assert "--resume" not in result.output
+
+
+def test_the_paper_presets_warning_is_one_line_not_pydantics_source(tmp_path: Path) -> None:
+    args = ["plan", "-o", str(tmp_path), "--set", "plan.preset=paper", "--set", "plan.g_max=16"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        result = CliRunner().invoke(app, args)  # no profile there: stops after the config
+    assert "warning: plan.preset 'paper' replaces plan.g_max: 16 -> 8\n" in result.output
+    assert "pydantic" not in result.output and "UserWarning" not in result.output
 
 
 def test_a_demo_without_overwrite_does_not_offer_a_resume_it_lacks(

@@ -8,9 +8,10 @@ import functools
 import json
 import os
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TextIO
 
 import typer
 from rich.console import Console
@@ -18,7 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from sgpo.config import RunConfig, load_config
-from sgpo.errors import USER_ERRORS, ConfigError
+from sgpo.errors import USER_ERRORS, ConfigError, SgpoWarning
 
 app = typer.Typer(
     help="sGPO: profile once, size each query's group by its success rate, train easy->hard.",
@@ -28,12 +29,31 @@ app = typer.Typer(
 console = Console()
 
 
+_PYTHON_SHOWWARNING = warnings.showwarning
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """sgpo's own warnings as one line; everyone else's as Python shows them."""
+    if issubclass(category, SgpoWarning):
+        print(f"warning: {message}", file=file or sys.stderr)
+    else:
+        _PYTHON_SHOWWARNING(message, category, filename, lineno, file, line)
+
+
 @app.callback()
-def _import_from_the_working_directory() -> None:
+def _set_up() -> None:
     # A user's verifier module in the working directory (task.verifier: mychecks:score) imports
     # as under `python -m sgpo`; appended, not first, so it never shadows an installed package.
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.append(os.getcwd())
+    warnings.showwarning = _show_warning
 
 
 ConfigOpt = Annotated[

@@ -22,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from sgpo.errors import ConfigError
+from sgpo.errors import ConfigError, SgpoWarning
 
 # Kept in step with sgpo.core.advantages.LOSS_AGGREGATIONS (a test checks it); named here so that
 # reading a config does not import torch.
@@ -328,7 +328,7 @@ class PlanConfig(Strict):
             ]
             if replaced:  # a base config's own plan values are common: say what the preset did
                 warnings.warn(
-                    "plan.preset 'paper' replaces " + ", ".join(replaced), UserWarning, stacklevel=2
+                    "plan.preset 'paper' replaces " + ", ".join(replaced), SgpoWarning, stacklevel=2
                 )
             for key, value in PAPER_PRESET.items():
                 setattr(self, key, value)

@@ -20,6 +20,11 @@ class RunDirBusyError(RuntimeError):
     """Another sgpo process holds the lock on the output directory."""
 
 
+class SgpoWarning(UserWarning):
+    """What sgpo did that the user did not ask for in so many words (the CLI prints it as one
+    line: the source line Python would add is pydantic's, not the user's)."""
+
+
 # What the CLI reports as the user's mistake rather than a bug.
 USER_ERRORS: tuple[type[Exception], ...] = (
     ConfigError,
