@@ -417,6 +417,17 @@ def _run_plan(
     rule = plan_rule(config)
     rows = build_plan(profile_rows, rule, config.seed)
     check_something_kept(rows, rule, profile_path)
+    errors, timeouts = meta.get("verifier_errors", 0), meta.get("verifier_timeouts", 0)
+    if errors or timeouts:  # the profile warned too, but its output may be long gone
+        log.warning(
+            "%s: %d of its %d verifier calls raised and %d timed out, each scored 0: p_hat is "
+            "too low where they did, and such queries may be dropped as never solved; fix the "
+            "verifier and profile again if that was not a wrong answer",
+            profile_path,
+            errors,
+            sum(r["k"] for r in profile_rows),
+            timeouts,
+        )
     shape = ModelShape(**meta["shape"]) if "shape" in meta else None
     kept_rollouts = sum(r.group_size for r in rows if r.kept)
     train = config.train
