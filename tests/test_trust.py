@@ -15,6 +15,7 @@ import pytest
 from tiny_run import kill_when, start_cli, tiny_tree, write_config
 from typer.testing import CliRunner
 
+import sgpo.checkpoint
 import sgpo.profile
 from sgpo.cli import app
 from sgpo.config import ConfigError, load_config
@@ -342,6 +343,26 @@ def test_disk_full_is_a_clear_error(env: SimpleNamespace, tmp_path: Path) -> Non
     assert "error: disk full writing chunk-00000.parquet (No space left on device)" in (
         result.output
     )
+    assert "Traceback" not in result.output
+
+
+def test_disk_full_in_a_checkpoints_weights_is_a_clear_error(
+    env: SimpleNamespace, tmp_path: Path
+) -> None:
+    from safetensors import SafetensorError
+
+    def full(*args: object, **kwargs: object) -> None:  # what safetensors raises (its text)
+        raise SafetensorError(
+            "Error while serializing: I/O error: No space left on device (os error 28)"
+        )
+
+    args = ["train", "-c", str(env.config_path), "-o", str(tmp_path / "t")]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sgpo.checkpoint, "save_file", full)
+        result = CliRunner().invoke(app, [*args, "--set", "train.method=grpo"])
+    assert result.exit_code == 1, result.output
+    said = " ".join(result.output.split())
+    assert "error: disk full writing an output" in said and "run again with --resume" in said
     assert "Traceback" not in result.output
 
 

@@ -7,6 +7,7 @@ import errno
 import functools
 import json
 import os
+import re
 import sys
 import warnings
 from collections.abc import Callable
@@ -105,17 +106,29 @@ def _user_errors(command: Callable) -> Callable:
         except USER_ERRORS as e:
             _print_error(f"error: {e}")
             raise typer.Exit(2 if isinstance(e, ConfigError) else 1) from e
-        except OSError as e:
-            if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+        except Exception as e:
+            if not _disk_full(e):
                 raise
             # Every output is written atomically: what was complete before is still there.
+            what = getattr(e, "filename", None) or "an output"
             _print_error(
-                f"error: disk full writing {e.filename or 'an output'} ({e.strerror}); "
+                f"error: disk full writing {what} ({getattr(e, 'strerror', None) or e}); "
                 "completed outputs are intact: free space, then run again with --resume"
             )
             raise typer.Exit(1) from e
 
     return wrapper
+
+
+def _disk_full(e: Exception) -> bool:
+    """No space or quota left: an OSError, or safetensors' error (model and checkpoint
+    weights), which keeps only the OS error's text."""
+    if isinstance(e, OSError):
+        return e.errno in (errno.ENOSPC, errno.EDQUOT)
+    codes = "|".join(str(code) for code in (errno.ENOSPC, errno.EDQUOT))
+    return type(e).__name__ == "SafetensorError" and bool(
+        re.search(rf"\(os error (?:{codes})\)", str(e))
+    )
 
 
 def _parse_shard(shard: str | None) -> tuple[int, int] | None:
