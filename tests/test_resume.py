@@ -221,6 +221,8 @@ def test_profile_crash_keeps_verifier_counts(
             run_profile(config, tmp_path / "run")
     assert n_chunks(tmp_path / "run") == 2
     _, meta = read_table(run_profile(config, tmp_path / "run", resume=True))
+    chunks = -(-tree["task"]["addition"]["n_train"] // 8)
+    assert f"resuming the profile, 2 of its {chunks} chunks done" in caplog.text
     assert 0 < len(odd) < tree["task"]["addition"]["n_train"]
     assert meta["verifier_errors"] == tree["profile"]["k"] * len(odd)
     # and says so at the end, where a user looks
@@ -416,6 +418,24 @@ def test_train_crash_chain_equals_uninterrupted(
     if every > 1:
         kept = sorted(p.name for p in (run / "checkpoints").iterdir())
         assert kept == ["step-000003", "step-000006"]
+
+
+def test_a_resume_says_from_which_step_and_what_runs_again(
+    tiny: SimpleNamespace, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = load_config(
+        write_config(tmp_path / "config.yaml", method_tree(tiny, "grpo", checkpoint_every=0))
+    )
+    run = tmp_path / "run"
+    with pytest.MonkeyPatch.context() as mp:
+        install_crash(mp, "after_log", 3)
+        with pytest.raises(Crash):
+            run_train(config, run)
+    run_train(config, run, resume=True)
+    assert (
+        f"{run}: resuming from its checkpoint at step 0 of {STEPS}; the 3 steps logged after it "
+        "run again (train.checkpoint_every is 0: only the initial state was checkpointed)"
+    ) in caplog.text
 
 
 @pytest.mark.slow

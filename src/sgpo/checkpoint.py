@@ -229,8 +229,9 @@ def checkpoint_plan(run_dir: Path) -> Path | None:
     return Path(plan) if plan and Path(plan).exists() else None
 
 
-def truncate_metrics(metrics_path: Path, lines_at_checkpoint: int, step: int) -> None:
-    """Lines written after the checkpoint belong to steps that will run again: drop them."""
+def truncate_metrics(metrics_path: Path, lines_at_checkpoint: int, step: int) -> int:
+    """Lines written after the checkpoint belong to steps that will run again: drop them
+    (returns how many)."""
     text = metrics_path.read_text() if metrics_path.exists() else ""
     lines = text.splitlines(keepends=True)
     if len(lines) < lines_at_checkpoint:
@@ -240,3 +241,4 @@ def truncate_metrics(metrics_path: Path, lines_at_checkpoint: int, step: int) ->
             "with --overwrite"
         )
     atomic_write_text(metrics_path, "".join(lines[:lines_at_checkpoint]))
+    return len(lines) - lines_at_checkpoint

@@ -157,6 +157,11 @@ def _run_profile(
 
     size = config.profile.chunk_size
     chunks = [queries[i : i + size] for i in range(0, len(queries), size)]
+    if resume:
+        done = sum((chunk_dir / f"chunk-{i:05d}.parquet").exists() for i in range(len(chunks)))
+        log.warning(
+            "%s: resuming the profile, %d of its %d chunks done", out_dir, done, len(chunks)
+        )
     rows: list[dict] = []
     # Verifier failures are counted per chunk, so a resumed profile reports the same totals.
     counts = dict.fromkeys(VERIFIER_COUNTS, 0)

@@ -80,7 +80,19 @@ def restore_trainer_state(trainer: Trainer) -> None:
     trainer.nonfinite_total = state["nonfinite_total"]
     for count in ("calls", "errors", "timeouts"):
         setattr(trainer.verifier.stats, count, state["verifier"][count])
-    checkpoint.truncate_metrics(trainer.metrics_path, state["metrics_lines"], trainer.step)
+    dropped = checkpoint.truncate_metrics(
+        trainer.metrics_path, state["metrics_lines"], trainer.step
+    )
+    again = f"; the {dropped} steps logged after it run again" if dropped else ""
+    if dropped and not trainer.cfg.checkpoint_every:
+        again += " (train.checkpoint_every is 0: only the initial state was checkpointed)"
+    log.warning(
+        "%s: resuming from its checkpoint at step %d of %d%s",
+        trainer.run_dir,
+        trainer.step,
+        trainer.cfg.steps,
+        again,
+    )
 
 
 def refuse_resume_without_checkpoint(run_dir: Path) -> None:
