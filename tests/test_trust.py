@@ -366,6 +366,21 @@ def test_disk_full_in_a_checkpoints_weights_is_a_clear_error(
     assert "Traceback" not in result.output
 
 
+def test_ctrl_c_says_what_is_kept_and_how_to_go_on(env: SimpleNamespace, tmp_path: Path) -> None:
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sgpo.profile, "write_table", interrupted)
+        result = CliRunner().invoke(
+            app, ["profile", "-c", str(env.config_path), "-o", str(tmp_path / "p")]
+        )
+    assert result.exit_code == 130, result.output
+    said = " ".join(result.output.split())
+    assert "interrupted: the outputs already written are complete" in said
+    assert "continue with --resume" in said
+
+
 def test_out_root_is_refused(env: SimpleNamespace) -> None:
     before = sorted(os.listdir("/"))
     result = CliRunner().invoke(

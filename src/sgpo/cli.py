@@ -106,6 +106,13 @@ def _user_errors(command: Callable) -> Callable:
         except USER_ERRORS as e:
             _print_error(f"error: {e}")
             raise typer.Exit(2 if isinstance(e, ConfigError) else 1) from e
+        except KeyboardInterrupt as e:
+            _print_error(
+                "interrupted: the outputs already written are complete (each is written "
+                "atomically); sgpo profile and sgpo train continue with --resume, sgpo "
+                "compare by running it again"
+            )
+            raise typer.Exit(130) from e
         except Exception as e:
             if not _disk_full(e):
                 raise
