@@ -570,7 +570,9 @@ def test_compare_refuses_an_lr_that_decays_over_the_steps_cap(tmp_path: Path):
     assert not (tmp_path / "out" / "runs").exists()
 
 
-def test_compare_reuses_a_finished_run_only_if_its_config_is_unchanged(tmp_path: Path):
+def test_compare_reuses_a_finished_run_only_if_its_config_is_unchanged(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+):
     from sgpo.compare import run_compare
     from sgpo.rundir import written_by_sgpo
 
@@ -588,11 +590,16 @@ def test_compare_reuses_a_finished_run_only_if_its_config_is_unchanged(tmp_path:
     config.write_text(yaml.safe_dump(compare))
     out = tmp_path / "out"
     first = run_compare(config, out)
+    said = capsys.readouterr().err
+    assert "[1/2] grpo-g4 seed 0: training" in said and "[2/2] grpo-g2 seed 0: training" in said
     assert set(COMPARE_FILES) <= written_by_sgpo(out)
     runs = [out / "runs" / m / "seed-0" for m in methods]
     metrics = {run: (run / "metrics.jsonl").read_bytes() for run in runs}
     # unchanged: both finished runs are reused (trained again, their wall_s would differ)
     assert run_compare(config, out)["methods"] == first["methods"]
+    assert "[2/2] grpo-g2 seed 0: finished earlier with this config, reused" in (
+        capsys.readouterr().err
+    )
     assert {run: (run / "metrics.jsonl").read_bytes() for run in runs} == metrics
     # another lr: refused, naming the run and the key, instead of reporting the old result
     with pytest.raises(ConfigError) as refused:
@@ -615,7 +622,9 @@ def test_compare_reuses_a_finished_run_only_if_its_config_is_unchanged(tmp_path:
         run_compare(config, out)
 
 
-def test_compare_resumes_a_run_it_interrupted_from_its_checkpoint(tmp_path: Path):
+def test_compare_resumes_a_run_it_interrupted_from_its_checkpoint(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+):
     from sgpo.compare import run_compare
 
     base = tiny_tree(
@@ -633,10 +642,17 @@ def test_compare_resumes_a_run_it_interrupted_from_its_checkpoint(tmp_path: Path
     records = read_jsonl(run / "metrics.jsonl")
     assert [r["step"] for r in records] == [0, 1, 2]
     (run / "summary.json").unlink()  # as if killed after its last checkpoint
+    capsys.readouterr()
     again = run_compare(config, out)
     # resumed at step 2, nothing trained again: the same records, wall times included
     assert read_jsonl(run / "metrics.jsonl") == records
     assert again["methods"] == first["methods"]
+    assert "[1/1] grpo-g4 seed 0: interrupted earlier, resumed" in capsys.readouterr().err
+    # interrupted, then run with another lr: trained again from the start, and said so
+    (run / "summary.json").unlink()
+    run_compare(config, out, overrides=["train.lr=0.02"])
+    said = capsys.readouterr().err
+    assert "grpo-g4 seed 0: training (interrupted earlier with train.lr: 0.01 -> 0.02" in said
 
 
 def test_a_compare_config_with_a_key_twice_or_bad_yaml_is_a_config_error(tmp_path: Path):

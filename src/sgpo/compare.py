@@ -39,12 +39,14 @@ from __future__ import annotations
 
 import logging
 import statistics
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from tqdm import tqdm
 
 from sgpo import checkpoint
 from sgpo.config import (
@@ -345,20 +347,28 @@ def profile_dir(config: RunConfig, root: Path) -> Path:
     return root / f"seed-{config.seed}-{digest}"
 
 
-def run_method(config: RunConfig, run_dir: Path, profiles: Path) -> dict:
+def run_method(config: RunConfig, run_dir: Path, profiles: Path, label: str) -> dict:
     """Profile (shared) and plan when the method needs them, then train; reuse a finished run
-    trained with the same config."""
+    trained with the same config. What it does is said first, on one line after `label`."""
     from sgpo.plan import run_plan
     from sgpo.profile import PROFILE_FILE, run_profile
     from sgpo.train import run_train
 
     if (run_dir / SUMMARY_FILE).exists():
         check_reusable(config, run_dir)
+        tqdm.write(f"{label}: finished earlier with this config, reused", file=sys.stderr)
         return read_json(run_dir / SUMMARY_FILE)
     plan = run_dir / "plan.parquet"
-    if checkpoint.has_state(run_dir) and config_changes(config, run_dir) == []:
+    changes = config_changes(config, run_dir) if checkpoint.has_state(run_dir) else None
+    if changes == []:
         # interrupted with this very config: go on from its checkpoint, with the plan it has
+        tqdm.write(f"{label}: interrupted earlier, resumed", file=sys.stderr)
         return run_train(config, run_dir, plan if config.train.uses_plan else None, resume=True)
+    again = ""
+    if changes:
+        more = f" and {len(changes) - 3} more" if len(changes) > 3 else ""
+        again = f" (interrupted earlier with {'; '.join(changes[:3])}{more}: trained again)"
+    tqdm.write(f"{label}: training{again}", file=sys.stderr)
     if config.train.uses_plan:
         shared = profile_dir(config, profiles)
         if not (shared / PROFILE_FILE).exists():
@@ -855,20 +865,24 @@ def run_compare(
             raise ConfigError(f"{config_path}: method {method!r}: {e}") from e
         refuse_decaying_lr(config, f"{config_path}: {method}")
     currency = CURRENCIES[cfg.budget_currency]
-    for seed in cfg.seeds:
+    total = len(cfg.seeds) * len(order)
+    for seed_index, seed in enumerate(cfg.seeds):
+        first = len(order) * seed_index + 1  # the baseline's place among all runs, from 1
         fixed_budget = [f"train.max_total_flops={cfg.budget_flops}"] if cfg.budget_flops else []
         baseline_config = method_config(cfg, base, cfg.baseline, seed, fixed_budget)
         baseline_dir = out_dir / "runs" / cfg.baseline / f"seed-{seed}"
-        spent = run_method(baseline_config, baseline_dir, profiles)[currency.summary_field]
+        label = f"[{first}/{total}] {cfg.baseline} seed {seed}"
+        spent = run_method(baseline_config, baseline_dir, profiles, label)[currency.summary_field]
         budget = cfg.budget_flops or spent
         runs[cfg.baseline][seed] = baseline_dir
         cap = [
             f"{currency.cap_key}={budget}",
             f"train.steps={baseline_config.train.steps * cfg.max_steps_factor}",
         ]
-        for method in order[1:]:
+        for index, method in enumerate(order[1:], first + 1):
             run_dir = out_dir / "runs" / method / f"seed-{seed}"
-            run_method(method_config(cfg, base, method, seed, cap), run_dir, profiles)
+            label = f"[{index}/{total}] {method} seed {seed}"
+            run_method(method_config(cfg, base, method, seed, cap), run_dir, profiles, label)
             runs[method][seed] = run_dir
     result = aggregate(cfg, runs)
     images = plot_compare(cfg, runs, result, out_dir)
