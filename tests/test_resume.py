@@ -481,6 +481,21 @@ def test_resume_refuses_a_changed_plan(tiny: SimpleNamespace, tmp_path: Path) ->
     assert plan_path.exists()
 
 
+def test_resume_with_another_seed_names_the_seed_not_the_plan(
+    tiny: SimpleNamespace, tmp_path: Path
+) -> None:
+    config = load_config(write_config(tmp_path / "config.yaml", method_tree(tiny, "sgpo", steps=2)))
+    run = tmp_path / "run"
+    with pytest.MonkeyPatch.context() as mp:
+        install_crash(mp, "after_log", 1)
+        with pytest.raises(Crash):
+            run_train(config, run, tiny.plan)
+    # the plan's profile was drawn with seed 0 too, but the seed is what the user changed
+    other_seed = config.model_copy(update={"seed": config.seed + 1})
+    with pytest.raises(DataError, match=rf"made with other inputs .*seed: {config.seed} -> "):
+        run_train(other_seed, run, resume=True)
+
+
 def test_resume_with_more_steps_records_them_and_refuses_fewer_than_done(
     tiny: SimpleNamespace, tmp_path: Path
 ) -> None:

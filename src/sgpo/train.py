@@ -56,6 +56,7 @@ from sgpo.runfiles import (
 from sgpo.schedule import ScheduledQuery, build_scheduler
 from sgpo.tasks import Query, data_identity, load_task
 from sgpo.train_state import (
+    check_same_inputs,
     refuse_resume_without_checkpoint,
     restore_trainer_state,
     save_trainer_state,
@@ -73,6 +74,7 @@ class Trainer:
     ) -> None:
         self.config, self.cfg, self.run_dir = config, config.train, run_dir
         self.task = load_task(config.task, config.seed)
+        self.queries_by_id = {q.query_id: q for q in self.task.train}
         self.initial_model = model_source(config)
         if resume:
             checkpoint.recover(run_dir)
@@ -86,6 +88,11 @@ class Trainer:
         self.fingerprint = rundir.run_fingerprint(
             config.model_dump(mode="json"), self.initial_model
         ) | {"data": data_identity(self.task)}
+        # (state.json, tensors) of the checkpoint resumed, checked before the plan is read: a
+        # changed setting (the seed, say) is named as itself, not as a plan that does not match
+        self.resumed_state = checkpoint.load_state(run_dir) if self.resuming else None
+        if self.resumed_state is not None:
+            check_same_inputs(self, self.resumed_state[0])
         # The initial policy, loaded once: KL reference and behaviour policy of reused samples.
         reference = load_policy(config) if self.cfg.kl_coef > 0 or self.cfg.reuse_profile else None
         self.engine = make_engine(config, self.policy, "train")
@@ -96,7 +103,6 @@ class Trainer:
         self.scheduler, plan_rows, profile_flops = build_scheduler(
             config, self.task.train, self.plan_path
         )
-        self.queries_by_id = {q.query_id: q for q in self.task.train}
         self.reuse = (
             load_profile_reuse(self.plan_path, plan_rows)
             if self.cfg.reuse_profile and self.plan_path is not None
