@@ -143,6 +143,22 @@ def test_train_all_flops_and_generated_tokens_are_counted_per_step(tmp_path: Pat
     assert skipped > 0  # the coin-flip verifier leaves some groups all-equal
 
 
+def test_a_budget_capped_runs_progress_shows_the_budget_spent(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+):
+    """Its bar's total is train.steps, a cap it mostly stops well before."""
+    make_trainer(tmp_path, "free", group_size=2, rollout_budget=16, steps=2).train()
+    assert "budget=" not in capsys.readouterr().err
+    first_step = read_jsonl(tmp_path / "free" / "metrics.jsonl")[1]["generated_tokens_cum"]
+    cap = first_step + 1  # spent in the second step of the same run
+    capped = make_trainer(
+        tmp_path, "capped", group_size=2, rollout_budget=16, steps=50, max_generated_tokens=cap
+    ).train()
+    assert capped["steps"] == 2
+    spent = capped["generated_tokens"] / cap
+    assert f"budget={spent:.0%}" in capsys.readouterr().err and spent >= 1
+
+
 def test_with_kl_nothing_is_skipped_so_train_all_equals_total(tmp_path: Path):
     summary = make_trainer(tmp_path, "kl-cost", kl_coef=0.1, steps=2).train()
     assert summary["total_flops_train_all"] == summary["total_flops"]

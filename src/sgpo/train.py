@@ -314,18 +314,25 @@ class Trainer:
         return checkpoint.save_model(self.run_dir, MERGED_DIR, merged, self.policy.tokenizer)
 
     # ---------------------------------------------------------------- the loop
-    def finished(self) -> bool:
+    def spent_and_caps(self) -> list[tuple[float, float]]:
+        """(spent, cap) for each budget the run is capped by (train.max_total_flops, ...)."""
         cfg = self.cfg
-        spent_and_caps = (
-            (self.total_flops, cfg.max_total_flops),
-            (self.total_flops_train_all, cfg.max_total_flops_train_all),
-            (self.generated_tokens, cfg.max_generated_tokens),
-        )
+        return [
+            (spent, cap)
+            for spent, cap in (
+                (self.total_flops, cfg.max_total_flops),
+                (self.total_flops_train_all, cfg.max_total_flops_train_all),
+                (self.generated_tokens, cfg.max_generated_tokens),
+            )
+            if cap is not None
+        ]
+
+    def finished(self) -> bool:
         replanned_out = self.replanner is not None and self.replanner.exhausted
         return (
-            self.step >= cfg.steps
+            self.step >= self.cfg.steps
             or replanned_out
-            or any(cap is not None and spent >= cap for spent, cap in spent_and_caps)
+            or any(spent >= cap for spent, cap in self.spent_and_caps())
         )
 
     def start_fresh(self) -> None:
@@ -369,9 +376,14 @@ class Trainer:
                 if (cfg.eval_every and self.step % cfg.eval_every == 0) or self.finished():
                     record |= self.run_eval()
                 self.log(record)
+                # a run capped by a budget (compare, the demo's baseline) ends when it is spent,
+                # mostly well before train.steps, the bar's total
+                caps = self.spent_and_caps()
+                budget = {"budget": f"{max(s / cap for s, cap in caps):.0%}"} if caps else {}
                 bar.set_postfix(
                     reward=f"{record['reward_mean']:.2f}",
                     informative=f"{record['informative_fraction']:.2f}",
+                    **budget,
                 )
                 bar.update(1)
                 if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
