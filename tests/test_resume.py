@@ -24,7 +24,7 @@ import sgpo.train
 from sgpo.cli import app
 from sgpo.config import load_config
 from sgpo.errors import ConfigError, DataError
-from sgpo.io import read_jsonl, read_table
+from sgpo.io import read_jsonl, read_table, write_table
 from sgpo.plan import run_plan
 from sgpo.profile import CHUNK_DIR, PROFILE_FILE, SAMPLES_FILE, run_profile
 from sgpo.runfiles import METRICS_FILE, STATE_DIR, SUMMARY_FILE
@@ -269,9 +269,16 @@ def test_profile_resume_refuses_chunks_of_another_config(
     )
     with pytest.raises(
         DataError,
-        match=r"chunk-00000\.parquet: written by a different profile run \(what differs: its "
-        r"queries \(profile\.chunk_size or the training queries\)\)",
+        match=r"chunk-00000\.parquet: written by a different profile run \(what differs: "
+        rf"profile\.chunk_size: {size - 1} -> {size}\)",
     ):
+        run_profile(resized, tmp_path / "run", resume=True)
+    # a chunk of an older sgpo, which did not record its size: its queries differ
+    chunk = next((tmp_path / "run" / CHUNK_DIR).glob("chunk-*.parquet"))
+    rows, meta = read_table(chunk)
+    del meta["chunk_size"]
+    write_table(chunk, rows, meta)
+    with pytest.raises(DataError, match=r"its queries \(profile\.chunk_size or the training"):
         run_profile(resized, tmp_path / "run", resume=True)
 
 

@@ -169,7 +169,7 @@ def _run_profile(
         for index, chunk in enumerate(chunks):
             path = chunk_dir / f"chunk-{index:05d}.parquet"
             if path.exists():
-                chunk_rows, chunk_meta = _read_chunk(path, chunk, metadata)
+                chunk_rows, chunk_meta = _read_chunk(path, chunk, metadata, size)
             else:
                 chunk_rows, chunk_meta = _profile_and_write_chunk(
                     path, chunk, config, engine, verifier, shape, metadata
@@ -199,13 +199,19 @@ def _run_profile(
 VERIFIER_COUNTS = ("verifier_errors", "verifier_timeouts")
 # Where the samples lie is not part of what the profile is (moved or merged, it is the same).
 SAMPLES_KEY = "samples_file"
+CHUNK_SIZE_KEY = "chunk_size"  # in a chunk's metadata only, to name a changed chunk size
 
 
-def _read_chunk(path: Path, chunk: list[Query], metadata: dict) -> tuple[list[dict], dict]:
+def _read_chunk(
+    path: Path, chunk: list[Query], metadata: dict, chunk_size: int
+) -> tuple[list[dict], dict]:
     """A chunk an interrupted run of this same profile wrote."""
     chunk_rows, chunk_meta = read_table(path)
     differ = [f"field '{key}'" for key in _identity_differences(chunk_meta, metadata)]
-    if [r["query_id"] for r in chunk_rows] != [q.query_id for q in chunk]:
+    written_size = chunk_meta.get(CHUNK_SIZE_KEY)  # absent in chunks of an older sgpo
+    if written_size not in (None, chunk_size):
+        differ.append(f"profile.chunk_size: {written_size} -> {chunk_size}")
+    elif [r["query_id"] for r in chunk_rows] != [q.query_id for q in chunk]:
         differ.append("its queries (profile.chunk_size or the training queries)")
     if any("samples" not in r for r in chunk_rows):
         differ.append("no samples kept (an older sgpo's chunk)")
@@ -247,6 +253,7 @@ def _profile_and_write_chunk(
     chunk_meta = metadata | {
         "verifier_errors": verifier.stats.errors - errors,
         "verifier_timeouts": verifier.stats.timeouts - timeouts,
+        CHUNK_SIZE_KEY: profile.chunk_size,
     }
     calls = sum(len(r["samples"]) for r in chunk_rows)
     if calls and chunk_meta["verifier_errors"] + chunk_meta["verifier_timeouts"] == calls:
@@ -284,6 +291,7 @@ def _identity(meta: dict) -> dict:
     execution settings (so profiles recorded before or after with other ones still match)."""
     identity = _recorded(meta)
     identity.pop("train_queries", None)  # derived from "task" (and absent before it existed)
+    identity.pop(CHUNK_SIZE_KEY, None)  # a chunk's, how the work was cut
     for section, keys in EXECUTION_SETTINGS.items():
         if isinstance(identity.get(section), dict):
             identity[section] = {k: v for k, v in identity[section].items() if k not in keys}
