@@ -488,6 +488,21 @@ def test_resume_refuses_a_changed_plan(tiny: SimpleNamespace, tmp_path: Path) ->
     assert plan_path.exists()
 
 
+def test_a_resume_killed_before_its_first_checkpoint_asks_for_the_plan(
+    tiny: SimpleNamespace, tmp_path: Path
+) -> None:
+    config = load_config(write_config(tmp_path / "config.yaml", method_tree(tiny, "sgpo")))
+    run = tmp_path / "run"
+    with pytest.MonkeyPatch.context() as mp:
+        install_crash(mp, "eval0")  # before any checkpoint, the plan given with --plan
+        with pytest.raises(Crash):
+            run_train(config, run, tiny.plan)
+    with pytest.raises(FileNotFoundError, match="no checkpoint naming the plan .* with --plan"):
+        run_train(config, run, resume=True)
+    run_train(config, run, tiny.plan, resume=True)  # with it, the run starts
+    assert (run / SUMMARY_FILE).exists()
+
+
 def test_resume_with_another_seed_names_the_seed_not_the_plan(
     tiny: SimpleNamespace, tmp_path: Path
 ) -> None:

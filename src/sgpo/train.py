@@ -465,4 +465,9 @@ def run_train(
             plan_path = checkpoint.checkpoint_plan(run_dir)  # resumed with the plan it started with
         if config.train.uses_plan and plan_path is None:
             plan_path = run_dir / PLAN_FILE
+            if resume and not plan_path.exists():  # killed before its first checkpoint
+                raise FileNotFoundError(
+                    f"{plan_path} not found, and {run_dir} has no checkpoint naming the plan it "
+                    "was started with: pass that plan with --plan"
+                )
         return Trainer(config, run_dir, plan_path, resume).train()
