@@ -812,10 +812,16 @@ def test_launch_reads_the_exports_down_sampling_and_largest_step(tmp_path):
     overrides = dict(o.lstrip("+").split("=", 1) for o in result.stdout.splitlines())
     assert overrides["actor_rollout_ref.rollout.n"] == str(-(-trained // 4))
     assert overrides["trainer.v1.sampler.sampler_kwargs.downsample_to"] == "2"
-    whole = run_launch(tmp_path, "run_sgpo.sh", ONE_UPDATE_PER_STEP="1")
+    # one update per step is the default, as sgpo train and the grpo/dapo launches take
+    whole = run_launch(tmp_path, "run_sgpo.sh")
     assert whole.returncode == 0, whole.stderr
     overrides = dict(o.lstrip("+").split("=", 1) for o in whole.stdout.splitlines())
     assert overrides["actor_rollout_ref.rollout.n"] == str(-(-largest // 4))
+    assert overrides["actor_rollout_ref.actor.ppo_mini_batch_size"] == "4"
+    several = run_launch(tmp_path, "run_sgpo.sh", ONE_UPDATE_PER_STEP="0")
+    assert several.returncode == 0, several.stderr
+    overrides = dict(o.lstrip("+").split("=", 1) for o in several.stdout.splitlines())
+    assert overrides["actor_rollout_ref.rollout.n"] == "1"  # one update per 4 rollouts
     # the whole batch's denominator needs that one mini-batch: the default with it, refused
     # when turned off
     same_update = {"DROP_EQUAL_GROUPS": "1", "DROP_EQUAL_DENOMINATOR": "generated"}

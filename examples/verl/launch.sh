@@ -56,8 +56,9 @@ else
     ROLLOUT_N="$GROUP_SIZE"
 fi
 PPO_MINI_BATCH_SIZE="${PPO_MINI_BATCH_SIZE:-$TRAIN_BATCH_SIZE}"
-# sgpo, 1: one optimizer step per step (default 1 with the whole batch's denominator, else 0)
-ONE_UPDATE_PER_STEP="${ONE_UPDATE_PER_STEP:-}"
+# sgpo, 1 (default): one optimizer step per step, as sgpo train and the grpo/dapo launches take;
+# 0: one per PPO_MINI_BATCH_SIZE rollouts (refused with the whole batch's denominator)
+ONE_UPDATE_PER_STEP="${ONE_UPDATE_PER_STEP:-1}"
 MAX_PROMPT_LENGTH="${MAX_PROMPT_LENGTH:-512}"
 MAX_RESPONSE_LENGTH="${MAX_RESPONSE_LENGTH:-$plan_max_new_tokens}"
 TEMPERATURE="${TEMPERATURE:-$plan_temperature}"
@@ -168,14 +169,6 @@ fi
 if [ "$DROP_EQUAL_DENOMINATOR" = generated ]; then  # GRPO's advantage times the token ratio
     sampler_overrides+=("+trainer.v1.sampler.sampler_kwargs.drop_equal_denominator=generated")
     ADV_ESTIMATOR=sgpo_grpo_whole_batch
-fi
-
-if [ -z "$ONE_UPDATE_PER_STEP" ]; then  # the whole batch's denominator is exact in one update
-    if [ "$METHOD" = sgpo ] && [ "$DROP_EQUAL_DENOMINATOR" = generated ]; then
-        ONE_UPDATE_PER_STEP=1
-    else
-        ONE_UPDATE_PER_STEP=0
-    fi
 fi
 
 # 3. mini-batches. verl pads every step's batch with 128-token dummy sequences up to a multiple of
