@@ -610,6 +610,27 @@ def test_verifier_counts_reach_a_stats_file_per_process(tmp_path, monkeypatch):
     assert after["errors"] == totals["errors"] + sum(v["errors"] for v in in_process)
 
 
+def test_with_skips_on_history_a_step_is_bounded_by_the_largest_groups(tmp_path):
+    """verl then draws rows one at a time across epochs: a step may hold the rows drop_last
+    leaves out of an aligned epoch (the hardest) with the next epoch's first."""
+    write_plan(tmp_path / "plan.parquet", fake_plan(), {"task": builtin_task()})
+    sizes = [r.group_size for r in kept_in_order(fake_plan())]
+    assert len(sizes) % 4  # a remainder that aligned steps drop
+    out = tmp_path / "t.pq"
+    args = ["export", "--plan", str(tmp_path / "plan.parquet"), "--out", str(out)]
+    info = ["data-info", "--data", str(out), "--train-batch-size", "4"]
+    plain = CliRunner().invoke(verl_app, [*args, "--train-batch-size", "4"])
+    assert plain.exit_code == 0 and "never trained on" in " ".join(plain.output.split())
+    aligned = step_summary(sizes, 4)["rollouts_per_step_max"]
+    assert CliRunner().invoke(verl_app, info).output.split()[1] == str(aligned)
+    skips = ["--set", "train.history_explore=0.5", "--set", "train.history_fill=true"]
+    history = CliRunner().invoke(verl_app, [*args, *skips, "--train-batch-size", "4"])
+    assert history.exit_code == 0 and "never trained" not in " ".join(history.output.split())
+    largest = sum(sorted(sizes, reverse=True)[:4])
+    assert largest > aligned
+    assert CliRunner().invoke(verl_app, info).output.split()[1] == str(largest)
+
+
 def test_export_says_loudly_that_online_settings_are_not_carried(tmp_path):
     write_plan(tmp_path / "plan.parquet", fake_plan(), {"task": builtin_task()})
     args = ["export", "--plan", str(tmp_path / "plan.parquet"), "--out", str(tmp_path / "t.pq")]

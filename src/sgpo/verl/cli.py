@@ -109,7 +109,7 @@ def export_verl(
     from sgpo.io import read_table
     from sgpo.plan import check_profile_matches, read_plan
     from sgpo.verl.check import batch_problems
-    from sgpo.verl.export import ROLLOUT_N, export_for_config, step_summary
+    from sgpo.verl.export import ROLLOUT_N, export_for_config, skips_on_history, step_summary
 
     try:
         cfg = load_config(config, set_)
@@ -175,7 +175,7 @@ def export_verl(
             fail(problems)
         summary = step_summary(ns, train_batch_size)
         console.print_json(json.dumps(summary))
-        if summary["rows_not_reached_per_epoch"]:
+        if summary["rows_not_reached_per_epoch"] and not skips_on_history(exported_meta["export"]):
             dropped = summary["rows_not_reached_per_epoch"]
             console.print(
                 f"[yellow]verl drops the last incomplete batch: the last {dropped} "
@@ -214,19 +214,22 @@ def data_info(
     none), history_min_streak, history_target, history_seed, drop_equal_groups (0 or 1) and
     drop_equal_denominator (kept or generated)."""
     from sgpo.io import read_table
-    from sgpo.verl.export import HISTORY_OFF, ROLLOUT_N, step_summary
+    from sgpo.verl.export import HISTORY_OFF, ROLLOUT_N, skips_on_history, step_summary
 
     rows, meta = read_table(data)
     export = meta.get("export", {})
     cut = export.get("downsample_to", 0) if downsample_to is None else downsample_to
     trained = [min(r[ROLLOUT_N], cut) if cut else r[ROLLOUT_N] for r in rows]
-    summary = step_summary(trained, train_batch_size)
+    if skips_on_history(export):  # any train_batch_size rows, the epoch's remainder included
+        most = sum(sorted(trained, reverse=True)[:train_batch_size])
+    else:  # aligned blocks of train_batch_size rows, the remainder dropped (drop_last)
+        most = step_summary(trained, train_batch_size)["rollouts_per_step_max"]
     history = [export.get(key, off) for key, off in HISTORY_OFF.items()]
     drop_equal = int(export.get("drop_equal_groups", False))
     denominator = export.get("drop_equal_denominator", "kept")
     print(
         export.get("downsample_to", 0),
-        summary["rollouts_per_step_max"],
+        most,
         *history,
         drop_equal,
         denominator,

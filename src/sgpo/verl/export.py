@@ -47,6 +47,14 @@ HISTORY_OFF = {
     "history_seed": 0,
 }
 DEFAULT_ABILITY = "sgpo"
+
+
+def skips_on_history(export: dict) -> bool:
+    """Whether an export's launch skips on history: its dataloader then draws one row at a
+    time across epochs, so a step holds any train_batch_size rows the skips leave."""
+    return export.get("history_explore", 1.0) < 1 or export.get("history_target", 0.0) > 0
+
+
 # Variant settings the verl launch applies (sgpo.verl.sampler): PODS down-sampling, dead groups
 # dropped with either denominator, and the skip on history with its adaptive target; verl's
 # steps are always filled (history_fill, see settings_not_carried).
