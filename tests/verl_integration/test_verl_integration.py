@@ -1009,7 +1009,8 @@ def test_whole_batch_scale_survives_the_padding_verl_adds_before_the_advantage(m
     assert torch.allclose(scaled[:7, -1], 0.6 * torch.tensor(expected))
 
 
-def test_history_dataset_builds_a_held_out_parquet_without_query_ids(tmp_path):
+@pytest.mark.parametrize("extra_info", ["no query ids", "none at all", "a query id twice"])
+def test_history_dataset_builds_a_held_out_parquet_without_query_ids(tmp_path, extra_info):
     # verl builds the validation set with data.custom_cls too; VAL_DATA may be any verl parquet
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -1030,6 +1031,11 @@ def test_history_dataset_builds_a_held_out_parquet_without_query_ids(tmp_path):
         }
         for i in range(4)
     ]
+    for row in rows:
+        if extra_info == "none at all":
+            del row["extra_info"]
+        elif extra_info == "a query id twice":
+            row["extra_info"]["query_id"] = "add:1+1"
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "val.parquet")
     config = data_config(
         cache_dir=str(tmp_path / "cache"),

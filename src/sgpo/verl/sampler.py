@@ -284,11 +284,16 @@ class HistoryDataset(RLHFDataset):
                 "the trainer's process, where the streaks are"
             )
         # sgpo's export names each row's query; a held-out parquet from elsewhere (verl builds
-        # the validation set with this class too, and it never skips) is keyed by row
-        self.query_ids = [
-            info.get("query_id", f"row:{i}") if isinstance(info, dict) else f"row:{i}"
-            for i, info in enumerate(self.dataframe["extra_info"])
-        ]
+        # the validation set with this class too, and it never skips), without extra_info or
+        # with a query id twice, is keyed by row
+        infos = (
+            self.dataframe["extra_info"]
+            if "extra_info" in self.dataframe.column_names
+            else [None] * len(self.dataframe)
+        )
+        named = [info.get("query_id") if isinstance(info, dict) else None for info in infos]
+        unique = None not in named and len(set(named)) == len(named)
+        self.query_ids = named if unique else [f"row:{i}" for i in range(len(named))]
         self.history = HistorySkip(
             self.query_ids,
             explore=float(settings.explore),
