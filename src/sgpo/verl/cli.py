@@ -426,7 +426,7 @@ def compare_runs(paths: list[Path], shape, out: Path | None) -> None:  # noqa: A
         *PHASES,
         "total",
         "of which padding",
-        "reward (last)",
+        "reward of the trained batch (last)",
         "verifier errors/timeouts",
     ):
         table.add_column(column, justify="left" if column in ("run", "method") else "right")
