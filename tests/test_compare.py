@@ -570,6 +570,20 @@ def test_compare_refuses_an_lr_that_decays_over_the_steps_cap(tmp_path: Path):
     assert not (tmp_path / "out" / "runs").exists()
 
 
+def test_compare_md_says_when_the_baseline_held_its_target_before_its_end():
+    from sgpo.compare import _baseline_own_crossing
+
+    def result(ratio: float, learned: bool = True) -> dict:
+        ratios = {"ratio_vs_grpo": ratio, "ratio_vs_grpo_train_all": ratio}
+        own = ratios | {"ratio_vs_grpo_tokens": ratio}
+        return {"baseline": "grpo-g8", "baseline_learned": learned, "methods": {"grpo-g8": own}}
+
+    note = " ".join(_baseline_own_crossing(result(1.29)))
+    assert "its ratios: 1.29 / 1.29 / 1.29" in note and "divide a method's ratio by" in note
+    assert _baseline_own_crossing(result(1.0)) == []  # held it only at its end
+    assert _baseline_own_crossing(result(1.29, learned=False)) == []  # said otherwise
+
+
 def test_compare_reuses_a_finished_run_only_if_its_config_is_unchanged(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ):
@@ -592,6 +606,14 @@ def test_compare_reuses_a_finished_run_only_if_its_config_is_unchanged(
     first = run_compare(config, out)
     said = capsys.readouterr().err
     assert "[1/2] grpo-g4 seed 0: training" in said and "[2/2] grpo-g2 seed 0: training" in said
+    # 2 steps evaluated each: 3 evaluations, step 0's among the final window's 3, said so
+    assert first["final_window_reaches_step_0"]["grpo-g4"] == 3
+    written = " ".join((out / "compare.md").read_text().split())
+    assert (
+        "Their final accuracy and crossing include step 0's" in written
+        and "`grpo-g4` (3)" in written
+    )
+    assert "± n/a (1 seed)" in written  # one seed: no spread, not a spread of 0
     assert set(COMPARE_FILES) <= written_by_sgpo(out)
     runs = [out / "runs" / m / "seed-0" for m in methods]
     metrics = {run: (run / "metrics.jsonl").read_bytes() for run in runs}

@@ -559,6 +559,20 @@ def aggregate(cfg: CompareConfig, runs: dict[str, dict[int, Path]]) -> dict:
             "wall_s": statistics.fmean(s["wall_s"] for s in summaries[method]),
             "eval_curves": {seed: evaluations(d) for seed, d in runs[method].items()},
         }
+    # a run with no more evaluations than the final window: step 0's (the initial model) is in
+    # its final accuracy and its smoothed curve
+    reach_step_0 = {
+        m: min(len(c) for c in cs) for m, cs in curves.items() if min(len(c) for c in cs) <= window
+    }
+    for method, count in reach_step_0.items():
+        log.warning(
+            "%s: a run has %d held-out evaluations, step 0's included, for a final window of "
+            "%d: its final accuracy and its crossing include the initial model's; evaluate "
+            "more often (train.eval_every)",
+            method,
+            count,
+            window,
+        )
     initial = per_method[cfg.baseline]["initial_acc_mean"]
     if target <= initial:
         log.warning(
@@ -579,6 +593,8 @@ def aggregate(cfg: CompareConfig, runs: dict[str, dict[int, Path]]) -> dict:
         "final_window": window,
         "fit_gain_share": GAIN_SHARE,
         "fit_levels": levels,
+        # methods with a run whose final window reaches step 0: its fewest evaluations
+        "final_window_reaches_step_0": reach_step_0,
         "methods": per_method,
     }
 
@@ -742,6 +758,22 @@ def _fitted(method: dict, key: str) -> str:
     return text if interval is None else f"{text} ({interval[0]:.2f}-{interval[1]:.2f})"
 
 
+def _baseline_own_crossing(result: dict) -> list[str]:
+    """A note when the baseline's own smoothed curve holds its final accuracy before its run
+    ends: the ratios divide its whole cost, not its cost to that point."""
+    own = result["methods"][result["baseline"]]
+    ratios = [own.get(c.ratio_key) for c in CURRENCIES.values()]
+    if not result["baseline_learned"] or all(r is None or abs(r - 1) < 5e-3 for r in ratios):
+        return []
+    return [
+        f"The baseline's own curve first holds its final accuracy before its run ends (its "
+        f"ratios: {' / '.join(_fmt(r, '.2f') for r in ratios)}): each ratio divides its whole "
+        "cost. Against its cost to that point instead, divide a method's ratio by the "
+        "baseline's in the same currency.",
+        "",
+    ]
+
+
 def write_markdown(
     cfg: CompareConfig, result: dict, images: list[str], out_dir: Path, source: Path
 ) -> None:
@@ -752,9 +784,11 @@ def write_markdown(
         "FLOPs on zero-advantage rollouts | steps | wall s/run |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    one_seed = len(result["seeds"]) == 1
     for method, m in result["methods"].items():
+        spread = "n/a (1 seed)" if one_seed else f"{m['final_acc_std']:.3f}"
         rows.append(
-            f"| {method} | {m['final_acc_mean']:.3f} ± {m['final_acc_std']:.3f} | "
+            f"| {method} | {m['final_acc_mean']:.3f} ± {spread} | "
             f"{m['initial_acc_mean']:.3f} | {m['total_flops']:.3e} | "
             f"{_ratio(m, CURRENCIES['flops'])} | {m['total_flops_train_all']:.3e} | "
             f"{_ratio(m, CURRENCIES['flops_train_all'])} | {m['generated_tokens']:.3g} | "
@@ -770,8 +804,26 @@ def write_markdown(
         "",
         f"Seeds {cfg.seeds}; baseline `{result['baseline']}`; target accuracy "
         f"{result['target_acc']:.3f} (the baseline's final accuracy, mean over seeds); "
-        f"equal budget in {cfg.budget_currency}.",
+        f"equal budget in {cfg.budget_currency}. The fitted read's level (FLOPs / train-all / "
+        "tokens): "
+        + " / ".join(_fmt(result["fit_levels"].get(name), ".3f") for name in CURRENCIES)
+        + " (below the target: a method can read a fitted speedup and never reach the target).",
         "",
+        *_baseline_own_crossing(result),
+        *(
+            [
+                "**Runs with no more held-out evaluations than the final window "
+                f"({result['final_window']}): "
+                + ", ".join(
+                    f"`{m}` ({n})" for m, n in result["final_window_reaches_step_0"].items()
+                )
+                + ". Their final accuracy and crossing include step 0's, the initial model's; "
+                "evaluate more often (train.eval_every).**",
+                "",
+            ]
+            if result.get("final_window_reaches_step_0")
+            else []
+        ),
         *(
             []
             if result["baseline_learned"]
@@ -808,8 +860,9 @@ def write_markdown(
         "target is a plateau value that nearly flat curves cross by thousandths. In brackets "
         "its 5-95% interval over 1000 paired resamples of the seeds (0: not reached in that "
         "resample).",
-        "- *informative fraction*: share of generated rollouts that were in a group with a "
-        "non-zero advantage (the only rollouts that produce a gradient); in brackets what "
+        "- *informative fraction*: share of the rollouts generated in training (the profile's "
+        "samples not counted) that were in a group with a non-zero advantage (the only "
+        "rollouts that produce a gradient); in brackets what "
         "`sgpo plan` predicted for the plan from the profile alone (it scores the initial "
         "policy; training moves p).",
         "- *FLOPs on zero-advantage rollouts*: share of the total spent generating rollouts "
