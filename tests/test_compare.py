@@ -485,15 +485,40 @@ def test_the_console_table_reads_at_start_as_compare_md_does():
     accuracy = {"final_acc_mean": 0.4, "final_acc_std": 0.0, "informative_fraction": 0.5}
     result = {
         "target_acc": 0.38,
+        "budget_currency": "flops_train_all",
+        "baseline_learned": True,
         "methods": {"early": accuracy | at_start, "late": accuracy | never},
     }
     console = Console(width=200, record=True)
     console.print(console_table(result))
-    lines = console.export_text().splitlines()
+    text = console.export_text()
+    lines = text.splitlines()
     early = next(line for line in lines if "early" in line)
     late = next(line for line in lines if "late" in line)
     assert early.count("at start") == 3 and "never" not in early
     assert late.count("never") == 3
+    assert "budget in flops_train_all" in text
+
+
+def test_the_console_table_keeps_long_method_names_and_a_baseline_that_learned_nothing():
+    from rich.console import Console
+
+    from sgpo.compare import CURRENCIES, console_table
+
+    ratios = {c.ratio_key: 1.0 for c in CURRENCIES.values()}
+    row = {"final_acc_mean": 0.4, "final_acc_std": 0.0, "informative_fraction": 0.5} | ratios
+    names = ["sgpo-solvable-g8-ds4-fs-drop-same-update", "sgpo-solvable-g8-ds4-greso-fill-fs"]
+    result = {
+        "target_acc": 0.38,
+        "budget_currency": "flops",
+        "baseline_learned": False,
+        "methods": dict.fromkeys(names, row),
+    }
+    console = Console(width=80, record=True)
+    console.print(console_table(result))
+    text = console.export_text()
+    assert all(name in text for name in names)  # not cut to "sgpo-solva…"
+    assert "THE BASELINE LEARNED NOTHING" in " ".join(text.split())
 
 
 @pytest.mark.parametrize(

@@ -737,10 +737,18 @@ def console_table(result: dict) -> Table:
     read as compare.md reads them (_ratio)."""
     from rich.table import Table
 
-    table = Table(title=f"sgpo compare (target acc {result['target_acc']:.3f})")
+    learned = (
+        ""
+        if result["baseline_learned"]
+        else "; THE BASELINE LEARNED NOTHING: no ratio means anything"
+    )
+    table = Table(
+        title=f"sgpo compare (target acc {result['target_acc']:.3f}, budget in "
+        f"{result['budget_currency']}{learned})"
+    )
     columns = ("method", "final acc", "ratio", "ratio train-all", "ratio tokens", "informative")
-    for column in columns:
-        table.add_column(column)
+    for column in columns:  # the method's name whole: many start alike (sgpo-solvable-...)
+        table.add_column(column, no_wrap=column == "method", overflow="fold")
     for name, m in result["methods"].items():
         table.add_row(
             name,
