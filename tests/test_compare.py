@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from sgpo.cli import app
 from sgpo.compare import (
+    CURRENCIES,
     DEFAULT_METHODS,
     append_side_by_side,
     cost_to_target,
@@ -236,12 +237,33 @@ def test_compare_budget_in_another_currency(
     (tmp_path / "compare.yaml").write_text(yaml.safe_dump(compare))
     out = tmp_path / "out"
     args = ["compare", "-c", str(tmp_path / "compare.yaml"), "-o", str(out)]
-    result = CliRunner().invoke(
-        app, [*args, "--methods", "sgpo-dense", "--budget-currency", currency]
-    )
+    import sgpo.report
+
+    figures = []
+    save = sgpo.report.save_figure
+    with pytest.MonkeyPatch.context() as mp:  # keep the figures to read their axes
+        mp.setattr(
+            sgpo.report, "save_figure", lambda fig, path: figures.append(fig) or save(fig, path)
+        )
+        result = CliRunner().invoke(
+            app, [*args, "--methods", "sgpo-dense", "--budget-currency", currency]
+        )
     assert result.exit_code == 0, result.output
     report = json.loads((out / "compare.json").read_text())
     assert report["budget_currency"] == currency
+    # the accuracy plot is drawn in the budget's currency, each crossing marked on the target
+    ax = figures[0].axes[0]
+    assert ax.get_xlabel().startswith(f"cumulative {CURRENCIES[currency].label}")
+    to_target = CURRENCIES[currency].to_target_key
+    crossings = {
+        (line.get_xdata()[0], line.get_ydata()[0]) for line in ax.lines if line.get_marker() == "x"
+    }
+    expected = {
+        (m[to_target], report["target_acc"])
+        for m in report["methods"].values()
+        if m[to_target] is not None
+    }
+    assert crossings == expected and expected  # the baseline reaches its own final at least
     budget = json.loads((out / "runs/grpo-g8/seed-0/summary.json").read_text())[spent]
     records = read_jsonl(out / "runs/sgpo-dense/seed-0/metrics.jsonl")
     # sGPO stops at the first step whose cost in that currency reaches the baseline's

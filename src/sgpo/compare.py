@@ -687,12 +687,15 @@ def plot_compare(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import EngFormatter
 
     from sgpo.report import save_figure
 
+    # in the budget's currency, where the ratios that matter are read
+    currency = CURRENCIES[cfg.budget_currency]
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for method, seeds in runs.items():
-        curves = [eval_curve(d) for d in seeds.values()]
+        curves = [eval_curve(d, currency.metric_field) for d in seeds.values()]
         mean = mean_curve(curves)
         n = len(mean)
         lows = [min(c[i][1] for c in curves) for i in range(n)]
@@ -700,23 +703,35 @@ def plot_compare(
         xs = [x for x, _ in mean]
         (line,) = ax.plot(xs, [y for _, y in mean], marker=".", label=method)
         ax.fill_between(xs, lows, highs, alpha=0.15, color=line.get_color())
-        fit = result["methods"][method]["fits"]["flops"]
+        read = result["methods"][method]
+        fit = read["fits"][cfg.budget_currency]
         if fit:  # the fitted read's curve (compare.md: fitted speedup)
             grid = np.linspace(xs[0], xs[-1], 100)
             fitted = fit["plateau"] - fit["scale"] * np.exp(-grid / fit["tau"])
             ax.plot(grid, fitted, ls="--", lw=0.8, color=line.get_color())
+        if read[currency.to_target_key] is not None:  # the crossing (smoothed curve, not this)
+            ax.plot(read[currency.to_target_key], result["target_acc"], "x", color=line.get_color())
     ax.axhline(result["target_acc"], color="grey", ls=":", label=f"target ({cfg.baseline} final)")
-    ax.set_xlabel("cumulative total FLOPs (profiling included)")
+    ax.set_xlabel(f"cumulative {currency.label} (profiling included)")
+    ax.xaxis.set_major_formatter(EngFormatter(sep=""))  # "200G": no "1e11" on the label
     ax.set_ylabel("held-out accuracy (sampled)")
-    ax.set_title(f"mean over {len(cfg.seeds)} seeds; band = min..max")
+    ax.set_title(
+        f"mean over {len(cfg.seeds)} seeds; band = min..max; x: where the mean of the last "
+        f"{cfg.final_window} evaluations first holds the target",
+        fontsize=8,
+    )
     ax.legend(fontsize=8)
     images = [save_figure(fig, out_dir / "accuracy_vs_flops.png")]
 
-    fig, ax = plt.subplots(figsize=(5, 3))
     names = list(result["methods"])
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.35 * len(names)), 4))
     ax.bar(names, [result["methods"][m]["informative_fraction"] for m in names], color="tab:green")
     ax.set_ylim(0, 1)
-    ax.set_ylabel("informative-rollout fraction")
+    ax.set_ylabel("informative fraction")
+    ax.set_title("share of training rollouts in a group with a non-zero advantage", fontsize=9)
+    ax.tick_params(axis="x", labelrotation=60, labelsize=7)
+    for label in ax.get_xticklabels():
+        label.set_horizontalalignment("right")
     return [*images, save_figure(fig, out_dir / "informative_fraction.png")]
 
 
