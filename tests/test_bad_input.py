@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 
 import sgpo.update
 from sgpo.cli import app
-from sgpo.config import ConfigError, RunConfig, load_config
+from sgpo.config import ConfigError, RunConfig, dump_config, load_config
 from sgpo.errors import DataError, NonFiniteError
 from sgpo.io import read_jsonl, read_table, write_table
 from sgpo.models import model_source
@@ -875,8 +875,12 @@ def test_exponent_numbers_are_numbers_as_in_yaml_1_2(tmp_path: Path) -> None:
     config = load_config(path, ["task.verifier_kwargs.abs_tol=1.0e3", "train.lr=2e-4"])
     assert config.task.verifier_kwargs == {"rel_tol": 0.001, "scale": 500.0, "abs_tol": 1000.0}
     assert config.train.lr == 2e-4
-    quoted = load_config(None, ["task.verifier_kwargs.tag='1e-3'"]).task.verifier_kwargs
-    assert quoted == {"tag": "1e-3"}  # a quoted text stays a text
+    quoted = load_config(None, ["task.verifier_kwargs.tag='1e-3'"])
+    assert quoted.task.verifier_kwargs == {"tag": "1e-3"}  # a quoted text stays a text
+    # ... and is written out quoted: a run's config.yaml reads back as it was (a resume checks)
+    written = tmp_path / "config.yaml"
+    written.write_text(dump_config(quoted))
+    assert load_config(written).task.verifier_kwargs == {"tag": "1e-3"}
 
 
 def test_a_verifier_module_in_the_working_directory_imports_as_under_python_m(

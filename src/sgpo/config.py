@@ -827,10 +827,19 @@ UniqueKeyLoader.add_constructor("tag:yaml.org,2002:float", UniqueKeyLoader.const
 # YAML 1.1 (PyYAML) reads 1e-3, 1.0e3 and 5E+2 as texts (its floats need a dot and a signed
 # exponent); YAML 1.2 reads numbers, as users mean. Typed settings convert either way, but an
 # untyped one (task.verifier_kwargs) would get a text, so they are read as YAML 1.2 reads them.
+YAML12_EXPONENT = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$")
 UniqueKeyLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
-    list("-+0123456789."),
+    "tag:yaml.org,2002:float", YAML12_EXPONENT, list("-+0123456789.")
+)
+
+
+class QuotingDumper(yaml.SafeDumper):
+    """YAML's safe dumper, quoting a text UniqueKeyLoader would read as a number ('2e5'), so
+    a config written out (a run's config.yaml) reads back as it was."""
+
+
+QuotingDumper.add_implicit_resolver(
+    "tag:yaml.org,2002:float", YAML12_EXPONENT, list("-+0123456789.")
 )
 
 
@@ -916,4 +925,4 @@ def validation_lines(error: ValidationError, set_by: dict[str, str] | None = Non
 
 
 def dump_config(config: RunConfig) -> str:
-    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+    return yaml.dump(config.model_dump(mode="json"), Dumper=QuotingDumper, sort_keys=False)
