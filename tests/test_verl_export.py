@@ -843,6 +843,13 @@ def test_launch_reads_the_exports_down_sampling_and_largest_step(tmp_path):
     assert several.returncode == 0, several.stderr
     overrides = dict(o.lstrip("+").split("=", 1) for o in several.stdout.splitlines())
     assert overrides["actor_rollout_ref.rollout.n"] == "1"  # one update per 4 rollouts
+    # a mini-batch the user gives is kept (several updates), and the script says so
+    given = run_launch(tmp_path, "run_sgpo.sh", PPO_MINI_BATCH_SIZE="2")
+    assert given.returncode == 0, given.stderr
+    overrides = dict(o.lstrip("+").split("=", 1) for o in given.stdout.splitlines())
+    assert overrides["actor_rollout_ref.actor.ppo_mini_batch_size"] == "2"
+    assert overrides["actor_rollout_ref.rollout.n"] == "1"
+    assert "ONE_UPDATE_PER_STEP=0" in given.stderr
     # the whole batch's denominator needs that one mini-batch: the default with it, refused
     # when turned off
     same_update = {"DROP_EQUAL_GROUPS": "1", "DROP_EQUAL_DENOMINATOR": "generated"}

@@ -50,6 +50,7 @@ GPU_MEMORY_UTILIZATION="${GPU_MEMORY_UTILIZATION:-0.6}"
 # ---------------------------------------------------------------- training
 TRAIN_BATCH_SIZE="${TRAIN_BATCH_SIZE:-64}"  # queries (prompts) per step
 GROUP_SIZE="${GROUP_SIZE:-8}"               # grpo, dapo: the fixed group size
+mini_batch_given="${PPO_MINI_BATCH_SIZE:-}${ROLLOUT_N:-}"  # set by the user, before the defaults
 if [ "$METHOD" = sgpo ]; then
     ROLLOUT_N="${ROLLOUT_N:-1}"             # only scales the mini-batch: each row has __rollout_n__
 else
@@ -57,7 +58,13 @@ else
 fi
 PPO_MINI_BATCH_SIZE="${PPO_MINI_BATCH_SIZE:-$TRAIN_BATCH_SIZE}"
 # sgpo, 1 (default): one optimizer step per step, as sgpo train and the grpo/dapo launches take;
-# 0: one per PPO_MINI_BATCH_SIZE rollouts (refused with the whole batch's denominator)
+# 0 (the default when PPO_MINI_BATCH_SIZE or ROLLOUT_N is given): one per
+# PPO_MINI_BATCH_SIZE x ROLLOUT_N rollouts (refused with the whole batch's denominator)
+if [ -z "${ONE_UPDATE_PER_STEP:-}" ] && [ "$METHOD" = sgpo ] && [ -n "$mini_batch_given" ]; then
+    echo "PPO_MINI_BATCH_SIZE or ROLLOUT_N given: ONE_UPDATE_PER_STEP=0, several optimizer" \
+         "steps per step (set ONE_UPDATE_PER_STEP=1 for one, as sgpo train takes)" >&2
+    ONE_UPDATE_PER_STEP=0
+fi
 ONE_UPDATE_PER_STEP="${ONE_UPDATE_PER_STEP:-1}"
 MAX_PROMPT_LENGTH="${MAX_PROMPT_LENGTH:-512}"
 MAX_RESPONSE_LENGTH="${MAX_RESPONSE_LENGTH:-$plan_max_new_tokens}"
