@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -501,6 +502,18 @@ def test_a_resume_killed_before_its_first_checkpoint_asks_for_the_plan(
         run_train(config, run, resume=True)
     run_train(config, run, tiny.plan, resume=True)  # with it, the run starts
     assert (run / SUMMARY_FILE).exists()
+    # checkpointed with a plan since moved: the checkpoint's plan is named
+    plan = Path(shutil.copy(tiny.plan, tmp_path / "plan-elsewhere.parquet"))
+    other = tmp_path / "other"
+    with pytest.MonkeyPatch.context() as mp:
+        install_crash(mp, "after_log", 1)
+        with pytest.raises(Crash):
+            run_train(config, other, plan)
+    moved = plan.rename(tmp_path / "moved.parquet")
+    with pytest.raises(FileNotFoundError, match=rf"checkpoint names, {plan}, no longer exists"):
+        run_train(config, other, resume=True)
+    run_train(config, other, moved, resume=True)  # the same plan, passed again
+    assert (other / SUMMARY_FILE).exists()
 
 
 def test_resume_with_another_seed_names_the_seed_not_the_plan(

@@ -219,14 +219,15 @@ def recover(run_dir: Path) -> None:
 
 
 def checkpoint_plan(run_dir: Path) -> Path | None:
-    """The plan a run's checkpoint was trained with (None when there is none)."""
+    """The plan a run's checkpoint names as the one it was trained with (None when there is no
+    checkpoint or it names none); the file may have been moved since."""
     state_file = run_dir / STATE_DIR / STATE_FILE
     if not state_file.exists():
         state_file = run_dir / OLD_STATE_DIR / STATE_FILE
     if not state_file.exists():
         return None
     plan = json.loads(state_file.read_text()).get("plan")
-    return Path(plan) if plan and Path(plan).exists() else None
+    return Path(plan) if plan else None
 
 
 def truncate_metrics(metrics_path: Path, lines_at_checkpoint: int, step: int) -> int:

@@ -203,7 +203,7 @@ def write_report(run_dir: Path) -> Path:
     plan_path = run_dir / PLAN_FILE
     if not plan_path.exists():  # trained with --plan from another directory
         plan_path = checkpoint_plan(run_dir)
-    if plan_path is not None:
+    if plan_path is not None and plan_path.exists():
         plan_rows, meta = read_plan(plan_path)
         images += plot_plan(plan_rows, run_dir)
         if (run_dir / "plan_history.parquet").exists():

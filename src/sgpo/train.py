@@ -461,13 +461,20 @@ def run_train(
         if resume:
             checkpoint.recover(run_dir)
             refuse_resume_without_checkpoint(run_dir)
-        if config.train.uses_plan and plan_path is None and resume:
-            plan_path = checkpoint.checkpoint_plan(run_dir)  # resumed with the plan it started with
         if config.train.uses_plan and plan_path is None:
             plan_path = run_dir / PLAN_FILE
-            if resume and not plan_path.exists():  # killed before its first checkpoint
+            # resumed with the plan it started with (the checkpoint checks it is that one)
+            recorded = checkpoint.checkpoint_plan(run_dir) if resume else None
+            if recorded is not None and recorded.exists():
+                plan_path = recorded
+            elif resume and not plan_path.exists():
                 raise FileNotFoundError(
-                    f"{plan_path} not found, and {run_dir} has no checkpoint naming the plan it "
-                    "was started with: pass that plan with --plan"
+                    f"{plan_path} not found, and "
+                    + (
+                        f"the plan {run_dir}'s checkpoint names, {recorded}, no longer exists"
+                        if recorded is not None
+                        else f"{run_dir} has no checkpoint naming the plan it was started with"
+                    )
+                    + ": pass that plan (or a copy) with --plan"
                 )
         return Trainer(config, run_dir, plan_path, resume).train()
