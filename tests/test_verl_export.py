@@ -5,6 +5,7 @@ against verl itself."""
 from __future__ import annotations
 
 import json
+import math
 import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -944,12 +945,16 @@ def test_flops_table_for_sgpo_grpo_and_dapo_runs_counts_padding(tmp_path, monkey
     monkeypatch.setattr(cli.console, "width", 250)  # the whole table on one line per run
 
     demo_plan(tmp_path)
-    runs = []
+    runs, mini_batch = [], {}
     for method in ("sgpo", "grpo", "dapo"):
         result = run_launch(tmp_path, f"run_{method}.sh", GROUP_SIZE="4", GPUS_PER_NODE="4")
         assert result.returncode == 0, result.stderr
         run_dir = tmp_path / "runs" / method
         overrides = result.stdout.splitlines()
+        given = dict(o.lstrip("+").split("=", 1) for o in overrides)
+        mini_batch[method] = int(given["actor_rollout_ref.actor.ppo_mini_batch_size"]) * int(
+            given["actor_rollout_ref.rollout.n"]
+        )
         record_run(run_dir, method, overrides, run_dir / "train.parquet", tmp_path / "plan.parquet")
         lines = verl_log_lines(2)
         if method == "dapo":
@@ -961,9 +966,12 @@ def test_flops_table_for_sgpo_grpo_and_dapo_runs_counts_padding(tmp_path, monkey
     assert result.exit_code == 0, result.output
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     by_run = {name: [r for r in rows if r["run"] == name] for name in ("sgpo", "grpo", "dapo")}
-    # batch multiple lcm(4 GPUs, 4 prompts * rollout.n): sGPO's variable steps get padded
+    # batch multiple lcm(4 GPUs, mini-batch x rollout.n): sGPO's variable steps get padded up to
+    # its one mini-batch per step, sized for its largest step
+    multiple = math.lcm(4, mini_batch["sgpo"])
     sgpo_step = by_run["sgpo"][1]
-    assert sgpo_step["padding_sequences"] == (-sgpo_step["rollouts_trained"]) % 4
+    assert mini_batch["sgpo"] > sgpo_step["rollouts_trained"]  # the step is not the largest
+    assert sgpo_step["padding_sequences"] == (-sgpo_step["rollouts_trained"]) % multiple
     grpo_step = by_run["grpo"][1]
     assert grpo_step["rollouts_trained"] == 16 and grpo_step["padding_sequences"] == 0
     assert by_run["dapo"][1]["rollouts_discarded"] == 2 * 4
