@@ -387,7 +387,11 @@ def test_launch_script_gives_a_valid_verl_config_that_runs_sgpo(tmp_path):
     assert cfg.algorithm.filter_groups.enable is False
     assert not need_reference_policy(cfg) and not need_critic(cfg)
     assert cfg.actor_rollout_ref.actor.loss_agg_mode == "token-mean"
-    assert cfg.actor_rollout_ref.actor.rollout_n == 1  # the mini-batch is counted in rollouts
+    # the mini-batch is counted in rollouts: one per step by default, as sgpo train takes
+    actor, rollout = cfg.actor_rollout_ref.actor, cfg.actor_rollout_ref.rollout
+    assert actor.rollout_n == rollout.n and actor.ppo_mini_batch_size == TRAIN_BATCH_SIZE
+    sizes = [q.group_size for q in kept_in_order(tiny_plan())]
+    assert max(rollouts_per_step(sizes, TRAIN_BATCH_SIZE)) <= TRAIN_BATCH_SIZE * rollout.n
     assert list(cfg.trainer.logger) == ["console", "file"]
     env_vars = cfg.ray_kwargs.ray_init.runtime_env.env_vars
     assert Path(env_vars["VERL_FILE_LOGGER_PATH"]).parent == tmp_path / "run" / "sgpo" / "metrics"
