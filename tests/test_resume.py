@@ -21,6 +21,7 @@ from safetensors.torch import load_file
 from tiny_run import kill_when, start_cli, tiny_tree, write_config
 from typer.testing import CliRunner
 
+import sgpo.checkpoint
 import sgpo.train
 from sgpo.cli import app
 from sgpo.config import load_config
@@ -487,6 +488,27 @@ def test_resume_refuses_a_changed_plan(tiny: SimpleNamespace, tmp_path: Path) ->
     with pytest.raises(DataError, match=r"plan\.parquet: not the plan this run was trained with"):
         run_train(config, run, resume=True)
     assert plan_path.exists()
+
+
+def test_a_resume_reads_the_optimizer_state_only_when_it_restores_it(
+    tiny: SimpleNamespace, tmp_path: Path
+) -> None:
+    """Not while the reference policy and the engine are built: on a large model the
+    optimizer's moments would raise the peak memory."""
+    config = load_config(write_config(tmp_path / "config.yaml", method_tree(tiny, "grpo")))
+    run = tmp_path / "run"
+    with pytest.MonkeyPatch.context() as mp:
+        install_crash(mp, "after_log", 1)
+        with pytest.raises(Crash):
+            run_train(config, run)
+    read = []
+    real = sgpo.checkpoint.load_state_blobs
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sgpo.checkpoint, "load_state_blobs", lambda d: read.append(d) or real(d))
+        trainer = Trainer(config, run, resume=True)
+        assert read == []
+        trainer.train()
+    assert read == [run]
 
 
 def test_a_resume_killed_before_its_first_checkpoint_asks_for_the_plan(

@@ -166,17 +166,23 @@ def _swap_in(staging: Path, target: Path, aside: Path) -> None:
     shutil.rmtree(aside, ignore_errors=True)
 
 
-def load_state(run_dir: Path) -> tuple[dict, dict]:
-    """(state.json, optimizer/lr schedule/generator states) of the run's checkpoint, after
-    checking it against its manifest."""
+def load_state(run_dir: Path) -> dict:
+    """state.json of the run's checkpoint, after checking the checkpoint against its
+    manifest; its tensors are load_state_blobs'."""
     state_dir = run_dir / STATE_DIR
     verify_checkpoint(state_dir)
-    state = json.loads((state_dir / STATE_FILE).read_text())
+    return json.loads((state_dir / STATE_FILE).read_text())
+
+
+def load_state_blobs(run_dir: Path) -> dict:
+    """The optimizer, lr schedule and generator states of the checkpoint load_state checked
+    (read only when they are restored: the optimizer's moments are ~8 bytes a parameter)."""
+    state_dir = run_dir / STATE_DIR
     try:
         tensors = load_file(state_dir / TENSORS_FILE)
     except SafetensorError as e:
         raise DataError(f"{state_dir / TENSORS_FILE}: not a safetensors file ({e})") from e
-    return state, _decode(json.loads((state_dir / BLOBS_FILE).read_text()), tensors)
+    return _decode(json.loads((state_dir / BLOBS_FILE).read_text()), tensors)
 
 
 def has_state(run_dir: Path) -> bool:

@@ -88,11 +88,11 @@ class Trainer:
         self.fingerprint = rundir.run_fingerprint(
             config.model_dump(mode="json"), self.initial_model
         ) | {"data": data_identity(self.task)}
-        # (state.json, tensors) of the checkpoint resumed, checked before the plan is read: a
-        # changed setting (the seed, say) is named as itself, not as a plan that does not match
+        # state.json of the checkpoint resumed, checked before the plan is read: a changed
+        # setting (the seed, say) is named as itself, not as a plan that does not match
         self.resumed_state = checkpoint.load_state(run_dir) if self.resuming else None
         if self.resumed_state is not None:
-            check_same_inputs(self, self.resumed_state[0])
+            check_same_inputs(self, self.resumed_state)
         # The initial policy, loaded once: KL reference and behaviour policy of reused samples.
         reference = load_policy(config) if self.cfg.kl_coef > 0 or self.cfg.reuse_profile else None
         self.engine = make_engine(config, self.policy, "train")

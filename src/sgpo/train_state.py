@@ -50,10 +50,8 @@ def save_trainer_state(trainer: Trainer) -> None:
 
 
 def restore_trainer_state(trainer: Trainer) -> None:
-    """The checkpoint the trainer loaded (and checked against its inputs) when it started;
-    released once restored (the optimizer's state would be held twice)."""
-    state, blobs = trainer.resumed_state
-    trainer.resumed_state = None
+    """The checkpoint the trainer read (and checked against its inputs) when it started."""
+    state, blobs = trainer.resumed_state, checkpoint.load_state_blobs(trainer.run_dir)
     if state.get("plan_sha256") not in (None, trainer.plan_sha256):
         raise DataError(
             f"{trainer.plan_path}: not the plan this run was trained with "
