@@ -851,6 +851,14 @@ def test_a_demo_without_overwrite_does_not_offer_a_resume_it_lacks(
     assert result.exit_code == 1
     assert "profile.parquet already exists; pass --overwrite to replace it" in result.output
     assert "--resume" not in result.output
+    # a directory a killed `sgpo train` left (its metrics, no summary): refused before compute
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    (killed / "metrics.jsonl").write_text('{"step": 0}\n')
+    args = ["demo", "-o", str(killed), "-c", str(env.config_path), "--no-overwrite"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1 and "metrics.jsonl already exists" in result.output
+    assert not (killed / "profile.parquet").exists() and "--resume" not in result.output
 
 
 def test_a_demo_interrupted_in_its_baseline_is_still_replaced_by_default(

@@ -394,7 +394,7 @@ def demo(
     from sgpo.profile import CHUNK_DIR, PROFILE_FILE, run_profile
     from sgpo.report import REPORT_OUTPUTS, write_report
     from sgpo.rundir import claim_outputs
-    from sgpo.runfiles import PLAN_FILE, SUMMARY_FILE
+    from sgpo.runfiles import METRICS_FILE, PLAN_FILE, SUMMARY_FILE
     from sgpo.train import run_train
 
     cfg = _config(config, set_)
@@ -410,7 +410,8 @@ def demo(
             )
         overwrite = True
     elif not overwrite:  # the stages' own refusals would offer --resume, which a demo lacks
-        for name in (PROFILE_FILE, CHUNK_DIR, PLAN_FILE, SUMMARY_FILE):
+        outputs = (PROFILE_FILE, CHUNK_DIR, PLAN_FILE, METRICS_FILE, SUMMARY_FILE)
+        for name in (*outputs, baseline_dir.name):
             if (out / name).exists():
                 raise FileExistsError(
                     f"{out / name} already exists; pass --overwrite to replace it or choose "
