@@ -22,6 +22,7 @@ from safetensors.torch import load_file
 from tiny_run import tiny_tree, write_config
 from typer.testing import CliRunner
 
+import sgpo.train
 import sgpo.update
 from sgpo.cli import app
 from sgpo.config import ConfigError, RunConfig, dump_config, load_config
@@ -841,6 +842,20 @@ def test_the_paper_presets_warning_is_one_line_not_pydantics_source(tmp_path: Pa
         result = CliRunner().invoke(app, args)  # no profile there: stops after the config
     assert "warning: plan.preset 'paper' replaces plan.g_max: 16 -> 8\n" in result.output
     assert "pydantic" not in result.output and "UserWarning" not in result.output
+
+
+def test_a_verifier_failing_on_every_call_stops_evaluation_and_training(
+    tmp_path: Path, env: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As the profile does: a GRPO baseline (no profile) or an eval would otherwise run to the
+    end on rewards of 0."""
+    config = load_config(env.config_path, ["task.verifier=bad_verifiers:raising"])
+    grpo = config.model_copy(update={"train": config.train.model_copy(update={"method": "grpo"})})
+    with pytest.raises(DataError, match=r"all \d+ calls on the held-out queries raised"):
+        run_train(grpo, tmp_path / "evaluated")
+    monkeypatch.setattr(sgpo.train.Trainer, "run_eval", lambda self: {"eval_acc": 0.0})
+    with pytest.raises(DataError, match=r"all \d+ calls on step 1's rollouts raised \(\d+\)"):
+        run_train(grpo, tmp_path / "trained")
 
 
 def test_a_demo_without_overwrite_does_not_offer_a_resume_it_lacks(

@@ -31,6 +31,7 @@ def evaluate(
 ) -> dict:
     """Accuracy of the engine's policy on queries (a response is correct by is_correct)."""
     result: dict = {"eval_queries": len(queries)}
+    before = verifier.stats.counts()
     buckets = [q.difficulty or "all" for q in queries]
     prompts = [engine.policy.render(q.prompt) for q in queries]  # type: ignore[attr-defined]
     if greedy:
@@ -60,6 +61,7 @@ def evaluate(
         sum(is_correct(s) for s in scores[i * n_samples : (i + 1) * n_samples]) / n_samples
         for i in range(len(queries))
     ]
+    verifier.stats.stop_if_every_call_failed(verifier.spec, before, "the held-out queries")
     result["eval_acc"] = sum(per_query) / len(per_query)
     result["eval_acc_by_bucket"] = bucket_means(per_query, buckets)
     return result

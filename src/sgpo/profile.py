@@ -234,6 +234,7 @@ def _profile_and_write_chunk(
 ) -> tuple[list[dict], dict]:
     """Profile one chunk and write it atomically (the resume unit), with its verifier failures."""
     errors, timeouts = verifier.stats.errors, verifier.stats.timeouts
+    before = verifier.stats.counts()
     profile = config.profile
     share = profile.full_share
     in_full = {q.query_id for q in chunk if drawn_fully(config.seed, q.query_id, share)}
@@ -255,18 +256,8 @@ def _profile_and_write_chunk(
         "verifier_timeouts": verifier.stats.timeouts - timeouts,
         CHUNK_SIZE_KEY: profile.chunk_size,
     }
-    calls = sum(len(r["samples"]) for r in chunk_rows)
-    if calls and chunk_meta["verifier_errors"] + chunk_meta["verifier_timeouts"] == calls:
-        # A broken verifier (a wrong signature, a missing dependency) scores every sample 0:
-        # the plan would call every query unsolvable. Stop before the chunk is kept.
-        raise DataError(
-            f"verifier {verifier.spec!r}: all {calls} calls on {path.name}'s queries raised "
-            f"({chunk_meta['verifier_errors']}) or timed out ({chunk_meta['verifier_timeouts']}); "
-            "the first errors are logged above. Either the verifier is broken (a wrong "
-            "signature, a missing dependency) or it raises on every response this model gives "
-            "(return 0 for an answer it cannot parse): fix it (task.verifier) and run sgpo "
-            "profile again"
-        )
+    # the plan would call every query unsolvable: stop before the chunk is kept
+    verifier.stats.stop_if_every_call_failed(verifier.spec, before, f"{path.name}'s queries")
     write_table(path, chunk_rows, chunk_meta)
     return chunk_rows, chunk_meta
 

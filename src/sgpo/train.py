@@ -153,7 +153,10 @@ class Trainer:
 
     def collect(self) -> tuple[list[Rollout], list[Rollout]]:
         """(all generated rollouts, the step's batch), their generation charged to FLOPs."""
+        before = self.verifier.stats.counts()
         generated, batch = self.rollouts.collect(self.step, self.next_queries)
+        on = f"step {self.step + 1}'s rollouts"
+        self.verifier.stats.stop_if_every_call_failed(self.verifier.spec, before, on)
         for flops in rollout_flops(self.shape, generated):
             self.flops["rollout"] += flops
         return generated, batch

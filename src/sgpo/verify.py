@@ -140,6 +140,24 @@ class VerifierStats:
     timeouts: int = 0
     logged: list[str] = field(default_factory=list)
 
+    def counts(self) -> tuple[int, int, int]:
+        return self.calls, self.errors, self.timeouts
+
+    def stop_if_every_call_failed(self, spec: str, since: tuple[int, int, int], on: str) -> None:
+        """DataError when every call since `since` (counts()) raised or timed out: a broken
+        verifier (a wrong signature, a missing dependency) scores every response 0, and a
+        run on it would learn nothing or drop every query as never solved."""
+        now = self.counts()
+        calls, errors, timeouts = (now[i] - since[i] for i in range(3))
+        if calls and errors + timeouts == calls:
+            raise DataError(
+                f"verifier {spec!r}: all {calls} calls on {on} raised ({errors}) or timed out "
+                f"({timeouts}); the first errors are logged above. Either the verifier is broken "
+                "(a wrong signature, a missing dependency) or it raises on every response this "
+                "model gives (return 0 for an answer it cannot parse): fix it (task.verifier) "
+                "and run again"
+            )
+
     def note(self, kind: str, query_id: str, detail: str) -> None:
         if len(self.logged) < MAX_LOGGED:
             message = f"verifier {kind} on query {query_id}: {detail}"
