@@ -401,6 +401,19 @@ CASES = [
         "module is broken at import",
     ),
     Case(
+        "profile-with-a-misspelt-verifier-keyword",  # every call would raise
+        lambda tmp, env: run_profile(
+            load_config(
+                env.config_path,
+                ["task.verifier=sgpo.verifiers:numeric", "task.verifier_kwargs.rel_tole=1e-3"],
+            ),
+            tmp,
+        ),
+        ConfigError,
+        "task.verifier_kwargs {'rel_tole': 0.001}: verifier 'sgpo.verifiers:numeric' is not "
+        "called so (got an unexpected keyword argument 'rel_tole'); its signature is numeric(",
+    ),
+    Case(
         "profile-with-a-verifier-that-always-fails",  # would find every query unsolvable
         lambda tmp, env: run_profile(
             load_config(env.config_path, ["task.verifier=bad_verifiers:raising"]), tmp

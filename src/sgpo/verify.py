@@ -31,6 +31,7 @@ import contextlib
 import faulthandler
 import functools
 import importlib
+import inspect
 import json
 import logging
 import math
@@ -49,7 +50,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from sgpo import sandbox
-from sgpo.errors import DataError
+from sgpo.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     from sgpo.tasks import TaskData
@@ -165,6 +166,22 @@ class VerifierStats:
             log.warning(message)
 
 
+def check_kwargs(fn: Callable, kwargs: dict, spec: str) -> None:
+    """ConfigError when the verifier cannot be called as (response, reference, **kwargs): a
+    misspelt keyword would otherwise make every call raise."""
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # no signature to read: the first call will tell
+        return
+    try:
+        signature.bind("response", "reference", **kwargs)
+    except TypeError as e:
+        raise ConfigError(
+            f"task.verifier_kwargs {kwargs}: verifier {spec!r} is not called so ({e}); its "
+            f"signature is {fn.__name__}{signature}"
+        ) from e
+
+
 class VerifierTimeout(BaseException):
     """A BaseException so that a verifier's own `except Exception` cannot swallow the timeout."""
 
@@ -214,7 +231,10 @@ class Verifier:
         # importing untrusted code here would run it outside the sandbox.
         if isolation == "inline":
             self._fn = import_verifier(spec)
+            check_kwargs(self._fn, self.kwargs, spec)
         else:
+            if spec.startswith("sgpo."):  # sgpo's own, trusted: its signature read here
+                check_kwargs(import_verifier(spec), self.kwargs, spec)
             self._worker = self._start_worker()
             try:
                 self._worker.wait_ready()

@@ -34,6 +34,8 @@ def make_verifier(config: RunConfig, task: TaskData) -> Verifier:
             config.task.verifier_kwargs,
             config.task.verifier_reward_range,
         )
+    except ConfigError:  # task.verifier_kwargs: named as such
+        raise
     except ValueError as e:  # the user's verifier does not import or start: their setting
         if config.task.verifier is None:
             raise
