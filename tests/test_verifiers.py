@@ -44,6 +44,11 @@ EQUIVALENT = [
     ("\\boxed{x=5}", "5"),
     ("\\boxed{-3}", "-3"),
     ("\\boxed{\\text{Monday}}", "\\text{Monday}"),
+    # a response that is only the answer, without delimiters (a base or terse model)
+    ("x^2+1", "x^2+1"),
+    ("2\\sqrt{2}", "\\sqrt{8}"),
+    ("(1,2)", "(1, 2)"),
+    ("\\dfrac{3}{4}", "0.75"),
     # thousands separators
     ("#### 1,000", "1000"),
     ("#### 1000", "1,000"),
@@ -86,6 +91,8 @@ NOT_EQUIVALENT = [
     ("I don't know", "18"),
     ("\\boxed{7} and the answer is 8", "8"),  # the boxed answer wins
     ("\\boxed{5", "5"),  # cut off before the box closed
+    ("5, 7", "7"),  # a bare answer of two numbers is not its last one
+    ("(1,2)", "2"),
     ("The answer is 12. Then 7", "7"),
     # letters after a number that are not a unit: an imaginary unit, a variable, a constant
     ("\\boxed{6}", "6i"),

@@ -192,6 +192,8 @@ def math_verify(response: str, reference: str) -> float:
     gold = _parse_answer(reference)
     kind, text = final_answer(response)
     answer = _parse(response) if kind == "whole" else _parse_answer(text)
+    if kind == "whole" and _bare_answer(response):  # "x^2+1": read as a reference is read
+        answer = _parse_answer(response) or answer
     if gold and answer:
         return 1.0 if _equivalent(gold, answer) else 0.0
     if gold:
@@ -199,6 +201,16 @@ def math_verify(response: str, reference: str) -> float:
     # The reference is not parsable as mathematics: compare the normalised strings.
     got = _norm_text(normalize_answer(text))
     return 1.0 if got and got == _norm_text(normalize_answer(reference)) else 0.0
+
+
+def _bare_answer(response: str) -> bool:
+    """A response that is only an answer: one short line without words (LaTeX commands aside).
+    math-verify finds LaTeX only between delimiters, so "2\\sqrt{2}" alone parsed to nothing
+    and "(1,2)" to its last number."""
+    text = response.strip()
+    words = re.search(r"[A-Za-z]{3,}", re.sub(r"\\[A-Za-z]+", "", text))
+    unclosed_box = "\\boxed" in text or "\\fbox" in text  # cut off: final_answer found none
+    return bool(text) and "\n" not in text and len(text) <= 64 and not (words or unclosed_box)
 
 
 def _norm_text(text: str) -> str:
