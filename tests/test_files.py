@@ -94,10 +94,12 @@ def write_parquet(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-def test_verl_preset(tmp_path: Path) -> None:
+def test_verl_preset(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     train = write_parquet(tmp_path / "train.parquet", verl_rows(5))
     test = write_parquet(tmp_path / "test.parquet", verl_rows(2, with_index=False))
     data = load_file_task(file_cfg(train=str(train), eval=str(test), preset="verl"))
+    # each row's system message is not used, and that is said, not silent
+    assert "5 of 5 rows hold messages besides their last user message" in caplog.text
     assert [q.query_id for q in data.train] == [f"train:{100 + i}" for i in range(5)]
     assert [q.prompt for q in data.train][:2] == ["What is 0 + 0?", "What is 1 + 1?"]
     assert [q.answer for q in data.train] == ["0", "2", "4", "6", "8"]

@@ -29,6 +29,7 @@ import csv
 import hashlib
 import io
 import json
+import logging
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -41,6 +42,8 @@ from sgpo.errors import DataError
 from sgpo.rundir import file_sha256
 from sgpo.tasks import Query, TaskData
 from sgpo.verifiers import BOXED_OPEN, balanced_content
+
+log = logging.getLogger(__name__)
 
 FILE_SUFFIXES = (".jsonl", ".parquet", ".csv")
 MATH_VERIFIER = "sgpo.verifiers:math_verify"
@@ -406,10 +409,13 @@ def _difficulty(record: object, mapping: Mapping, where: str) -> str:
 
 def load_split(source: Source, mapping: Mapping, limit: int | None) -> list[Query]:
     queries = []
+    other_messages = 0  # verl preset: rows with messages besides their last user message
     for row, record in iter_rows(source, limit):
         where = f"{source.label}: row {row}"
         if not isinstance(record, dict):
             raise DataError(f"{where}: expected a record (a JSON object), got {_type_name(record)}")
+        chat = record.get(mapping.prompt_field) if mapping.preset == "verl" else None
+        other_messages += isinstance(chat, list) and len(chat) > 1
         queries.append(
             Query(
                 query_id=_query_id(record, mapping, source, row, where),
@@ -420,6 +426,16 @@ def load_split(source: Source, mapping: Mapping, limit: int | None) -> list[Quer
         )
     if not queries:
         raise DataError(f"{source.label}: no rows")
+    if other_messages:
+        log.warning(
+            "%s: %d of %d rows hold messages besides their last user message (a system "
+            "message, earlier turns); sgpo prompts with that user message alone, formatted by "
+            "the model's chat template after model.system_prompt, so the others are not used: "
+            "give a system message shared by every row as model.system_prompt",
+            source.label,
+            other_messages,
+            len(queries),
+        )
     return queries
 
 
