@@ -165,6 +165,10 @@ def test_exact_match() -> None:
         ("1.1", "1", 0.0),
         ("1.00001", "1", 0.0),
         ("no number here", "1", 0.0),
+        # a comma is a thousands separator only before groups of three digits
+        ("x = 1,2", "12", 0.0),
+        ("2,5", "25", 0.0),
+        ("12,345,678", "12345678", 1.0),
     ],
 )
 def test_numeric(response: str, reference: str, expected: float) -> None:

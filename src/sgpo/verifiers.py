@@ -228,7 +228,11 @@ def exact_match(response: str, reference: str) -> float:
 
 # --------------------------------------------------------------------------- numeric
 
-_NUMBER = re.compile(r"[-+]?(?:\d[\d,]*)?\.?\d+(?:[eE][-+]?\d+)?(?:\s*/\s*\d+(?:\.\d+)?)?")
+# commas only as thousands separators (1,000): "1,2" is two numbers, not 12
+_NUMBER = re.compile(
+    r"[-+]?(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d+)?"
+    r"(?:\s*/\s*\d+(?:\.\d+)?)?"
+)
 
 
 def _to_float(token: str) -> float | None:
