@@ -200,6 +200,13 @@ def test_numeric_tolerance_and_bad_reference() -> None:
         ("The answer is (B)", "A", 0.0),
         ("A bit of thought, then nothing", "A", 0.0),
         ("The answer is Because", "B", 0.0),
+        # a lower-case pick, where it cannot be an article or a step's label
+        ("b", "B", 1.0),
+        ("answer: b", "B", 1.0),
+        ("the answer is (b)", "B", 1.0),
+        ("\\boxed{c}", "C", 1.0),
+        ("The answer is a number larger than 3", "A", 0.0),
+        ("(a) first, (b) second", "B", 0.0),
     ],
 )
 def test_multiple_choice(response: str, reference: str, expected: float) -> None:

@@ -281,23 +281,27 @@ def numeric(response: str, reference: str, rel_tol: float = 1e-6, abs_tol: float
 
 _CHOICE_PATTERNS = [
     # the final, boxed answer first: "Looking at answer B ... \boxed{C}" picks C
-    re.compile(r"\\boxed\{\s*(?:\\text\{)?\s*\(?([A-E])\)?\s*\}?\s*\}"),
+    re.compile(r"\\boxed\{\s*(?:\\text\{)?\s*\(?([A-Ea-e])\)?\s*\}?\s*\}"),
     # "The answer is (B)", "Answer: B", "the correct answer is **C**"
     re.compile(r"(?i:answer)\s*(?:(?i:is)\s*)?:?\s*[*_]*\s*\(?\s*([A-E])\b\s*\)?"),
+    # lower case in brackets or closing the response ("answer is (b)", "Answer: b."), not the
+    # article of "the answer is a number"
+    re.compile(r"(?i:answer)\s*(?:(?i:is)\s*)?:?\s*[*_]*\s*(?:\(\s*([a-e])\s*\)|([a-e])[\s*_.]*$)"),
+    # capitals only: "(a)", "(b)" also number the steps of an argument
     re.compile(r"\(([A-E])\)"),
 ]
-_LONE_CHOICE = re.compile(r"^[\s*_(]*([A-E])[\s*_).:]*$")
+_LONE_CHOICE = re.compile(r"^[\s*_(]*([A-Ea-e])[\s*_).:]*$")
 
 
 def choice_letter(text: str) -> str | None:
     """The letter A-E a response picks, or None. Tried in order: the last \\boxed{X}, the last
     "answer is (X)" / "Answer: X", the last "(X)", a response that is just the letter."""
     for pattern in _CHOICE_PATTERNS:
-        matches = pattern.findall(text)
+        matches = [m.group(m.lastindex or 0) for m in pattern.finditer(text)]
         if matches:
-            return matches[-1]
+            return matches[-1].upper()
     match = _LONE_CHOICE.match(text)
-    return match.group(1) if match else None
+    return match.group(1).upper() if match else None
 
 
 def choice_reference(reference: str) -> str:
