@@ -253,6 +253,27 @@ def test_same_file_for_train_and_eval_is_refused() -> None:
         load_task(TaskConfig(kind="file", file=cfg), seed=0)
 
 
+def test_eval_prompts_in_train_under_other_ids_are_said(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    copy = tmp_path / "copy_of_train.jsonl"
+    copy.write_text(GSM8K_TRAIN.read_text())  # other file, so other ids: the same queries
+    cfg = file_cfg(train=str(GSM8K_TRAIN), eval=str(copy), preset="gsm8k")
+    load_task(TaskConfig(kind="file", file=cfg), seed=0)
+    assert "12 eval prompts are also training prompts" in caplog.text
+
+
+def test_a_duplicate_verl_index_names_its_field(tmp_path: Path) -> None:
+    rows = verl_rows(3)
+    rows[2]["extra_info"]["index"] = 100  # merged verl datasets restart their index
+    train = write_parquet(tmp_path / "train.parquet", rows)
+    test = write_parquet(tmp_path / "test.parquet", verl_rows(2, with_index=False))
+    cfg = file_cfg(train=str(train), eval=str(test), preset="verl")
+    named = r"row 2: field 'extra_info.index': duplicate .*id_field=''"
+    with pytest.raises(DataError, match=named):
+        load_task(TaskConfig(kind="file", file=cfg), seed=0)
+
+
 def test_duplicate_ids_are_refused(tmp_path: Path) -> None:
     path = tmp_path / "dup.jsonl"
     path.write_text('{"id": "a", "prompt": "p", "answer": "1"}\n' * 2)

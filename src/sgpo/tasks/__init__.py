@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -11,6 +12,8 @@ if TYPE_CHECKING:  # config is light, but tasks need not load it to be imported
     from sgpo.config import TaskConfig
 
 from sgpo.errors import DataError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -32,18 +35,21 @@ class TaskData:
     train_label: str = "train queries"
     eval_label: str = "eval queries"
     prompt_field: str = "prompt"  # the prompt's column in the files, for messages
+    id_field: str | None = None  # the query id's column (None: ids are row numbers)
 
 
-def check_queries(queries: list[Query], source: str) -> None:
+def check_queries(queries: list[Query], source: str, id_field: str | None = None) -> None:
     """Refuse empty prompts/answers and duplicate ids instead of silently dropping rows."""
     seen: dict[str, int] = {}
+    field = id_field or "id"
     for row, q in enumerate(queries):
         if not q.query_id:
-            raise DataError(f"{source}: row {row}: field 'id' is empty")
+            raise DataError(f"{source}: row {row}: field {field!r} is empty")
         if q.query_id in seen:
+            hint = " (task.file.id_field='' numbers the rows instead)" if id_field else ""
             raise DataError(
-                f"{source}: row {row}: field 'id': duplicate query id {q.query_id!r} "
-                f"(first at row {seen[q.query_id]})"
+                f"{source}: row {row}: field {field!r}: duplicate query id {q.query_id!r} "
+                f"(first at row {seen[q.query_id]}){hint}"
             )
         seen[q.query_id] = row
         if not q.prompt.strip():
@@ -83,14 +89,24 @@ def load_task(task_cfg: TaskConfig, seed: int) -> TaskData:
 
         data = load_file_task(task_cfg.file)
     # Errors name the files (train_label/eval_label), not the long source string.
-    check_queries(data.train, data.train_label)
+    check_queries(data.train, data.train_label, data.id_field)
     if not data.eval:
         raise DataError(f"{data.train_label}: no eval queries; give task.file.eval (held-out data)")
-    check_queries(data.eval, data.eval_label)
+    check_queries(data.eval, data.eval_label, data.id_field)
     overlap = {q.query_id for q in data.train} & {q.query_id for q in data.eval}
     if overlap:
         raise DataError(
             f"{data.train_label} and {data.eval_label}: {len(overlap)} query ids in both "
             f"train and eval, e.g. {sorted(overlap)[:3]}"
+        )
+    shared = {q.prompt for q in data.train} & {q.prompt for q in data.eval}
+    if shared:  # other ids (another file, other row numbers), the same queries
+        log.warning(
+            "%s and %s: %d eval prompts are also training prompts (under other ids): held-out "
+            "accuracy would partly measure trained queries; e.g. %r",
+            data.train_label,
+            data.eval_label,
+            len(shared),
+            sorted(shared)[0][:80],
         )
     return data

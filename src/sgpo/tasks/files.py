@@ -464,4 +464,5 @@ def load_file_task(cfg: FileTaskConfig) -> TaskData:
         train_label=train_source.label,
         eval_label=eval_source.label if eval_source else "eval queries",
         prompt_field=mapping.prompt_field,
+        id_field=mapping.id_field,
     )
