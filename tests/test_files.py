@@ -337,7 +337,7 @@ BAD_INPUTS = [
         "missing_question.jsonl",
         '{"question": "q", "answer": "#### 1"}\n{"answer": "#### 2"}\n',
         {"preset": "gsm8k"},
-        "{path}: row 1: field 'question' is missing",
+        "{path}: row 1: field 'question' is missing (the row has 'answer')",
     ),
     (
         "null_question.jsonl",
@@ -391,7 +391,7 @@ BAD_INPUTS = [
         "no_level.jsonl",
         '{"problem": "p", "solution": "\\\\boxed{1}"}\n',
         {"preset": "math"},
-        "{path}: row 0: field 'level' is missing",
+        "{path}: row 0: field 'level' is missing (the row has 'problem', 'solution')",
     ),
     (
         "list_level.jsonl",
@@ -439,7 +439,7 @@ BAD_INPUTS = [
         "missing_id.jsonl",
         '{"id": "a", "prompt": "p", "answer": "1"}\n{"prompt": "p", "answer": "1"}\n',
         {"id_field": "id"},
-        "{path}: row 1: field 'id' is missing",
+        "{path}: row 1: field 'id' is missing (the row has 'prompt', 'answer')",
     ),
     (
         "bad_json.jsonl",
@@ -458,7 +458,7 @@ BAD_INPUTS = [
         "missing_column.csv",
         "prompt,solution\np,1\n",
         {},
-        "{path}: row 0: field 'answer' is missing",
+        "{path}: row 0: field 'answer' is missing (the row has 'prompt', 'solution')",
     ),
     (
         "empty_cell.csv",
@@ -470,7 +470,7 @@ BAD_INPUTS = [
         "short_line.csv",
         "prompt,answer\np\n",
         {},
-        "{path}: row 0: field 'answer' is missing",
+        "{path}: row 0: field 'answer' is missing (the row has 'prompt')",
     ),
     (
         "long_line.csv",
@@ -504,7 +504,7 @@ def test_bad_eval_file_is_named(tmp_path: Path) -> None:
     path.write_text('{"question": "q"}\n')
     with pytest.raises(DataError) as info:
         load_file_task(file_cfg(train=str(GSM8K_TRAIN), eval=str(path), preset="gsm8k"))
-    assert str(info.value) == f"{path}: row 0: field 'answer' is missing"
+    assert str(info.value) == f"{path}: row 0: field 'answer' is missing (the row has 'question')"
 
 
 def test_bad_parquet_row(tmp_path: Path) -> None:

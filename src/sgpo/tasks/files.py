@@ -322,8 +322,16 @@ def reference_boxed(text: str) -> str | None:
 def _present(record: object, field: str, where: str) -> object:
     value = get_field(record, field)
     if value is _MISSING:
-        raise DataError(f"{where}: field {field!r} is missing")
+        raise _missing(record, field, where)
     return value
+
+
+def _missing(record: object, field: str, where: str) -> DataError:
+    """A missing field, with the row's own fields when it has no such column (a misspelt
+    column shows; a null value is just missing)."""
+    absent = isinstance(record, dict) and field.split(".")[0] not in record
+    has = f" (the row has {', '.join(map(repr, record))})" if absent else ""
+    return DataError(f"{where}: field {field!r} is missing{has}")
 
 
 def _non_empty(text: str, field: str, where: str) -> str:
@@ -388,7 +396,7 @@ def _query_id(record: object, mapping: Mapping, source: Source, row: int, where:
             return f"{source.id_prefix}:{row}"
         return f"{source.id_prefix}:{_scalar_text(value, where, field)}"
     if value is _MISSING:
-        raise DataError(f"{where}: field {field!r} is missing")
+        raise _missing(record, field, where)
     text = _scalar_text(value, where, field).strip()
     if not text:
         raise DataError(f"{where}: field {field!r} is empty")
@@ -401,7 +409,7 @@ def _difficulty(record: object, mapping: Mapping, where: str) -> str:
         return ""
     value = get_field(record, field)
     if value is _MISSING:
-        raise DataError(f"{where}: field {field!r} is missing")
+        raise _missing(record, field, where)
     if mapping.preset == "math" and isinstance(value, int) and not isinstance(value, bool):
         return f"Level {value}"
     return _scalar_text(value, where, field).strip()
