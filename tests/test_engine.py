@@ -136,7 +136,10 @@ def test_evaluation_shows_a_progress_bar_per_pass(capsys: pytest.CaptureFixture)
     policy, _ = tiny_policy()
     engine = TransformersEngine(policy, batch_size=1)
     queries = [Query(f"q{i}", p, "3") for i, p in enumerate(PROMPTS)]
-    verifier = type("Always", (), {"score": lambda self, texts, answers, ids: [1.0] * len(texts)})
+    from sgpo.verify import VerifierStats
+
+    score = {"score": lambda self, texts, answers, ids: [1.0] * len(texts)}
+    verifier = type("Always", (), score | {"spec": "always", "stats": VerifierStats()})
     evaluate(engine, verifier(), queries, SamplingParams(max_new_tokens=2), 1, True, 0)
     err = capsys.readouterr().err
     assert "eval (greedy)" in err and "eval (sampled)" in err
