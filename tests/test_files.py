@@ -180,6 +180,17 @@ def test_math_preset_difficulty_can_be_switched_off(tmp_path: Path) -> None:
     assert data.train[0].difficulty == ""
 
 
+def test_math_levels_given_as_numbers_are_one_bucket(tmp_path: Path) -> None:
+    rows = [{"problem": "p", "solution": "\\boxed{1}", "level": level} for level in (2, 2.0)]
+    path = write_parquet(tmp_path / "levels.parquet", rows)  # a float column: 2.0 both
+    data = load_file_task(file_cfg(train=str(path), preset="math"))
+    assert {q.difficulty for q in data.train} == {"Level 2"}
+    path = tmp_path / "levels.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data = load_file_task(file_cfg(train=str(path), preset="math"))
+    assert [q.difficulty for q in data.train] == ["Level 2", "Level 2"]
+
+
 def test_mapping_survives_a_config_round_trip() -> None:
     # dump_config writes every field out; reading it back must give the same mapping.
     config = load_config(

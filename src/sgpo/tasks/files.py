@@ -410,8 +410,10 @@ def _difficulty(record: object, mapping: Mapping, where: str) -> str:
     value = get_field(record, field)
     if value is _MISSING:
         raise _missing(record, field, where)
-    if mapping.preset == "math" and isinstance(value, int) and not isinstance(value, bool):
-        return f"Level {value}"
+    # MATH's "Level 2" given as a number, 2 or 2.0 (a parquet column of floats): one bucket
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if mapping.preset == "math" and number and float(value).is_integer():
+        return f"Level {int(value)}"
     return _scalar_text(value, where, field).strip()
 
 
