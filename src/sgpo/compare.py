@@ -68,7 +68,7 @@ from sgpo.core.curves import (
     mean_curve,
 )
 from sgpo.io import atomic_write_json, atomic_write_text, read_json, read_jsonl
-from sgpo.rundir import claim_outputs, differing_keys, flatten
+from sgpo.rundir import claim_outputs, differing_keys, first_of, flatten
 from sgpo.runfiles import CONFIG_FILE, SUMMARY_FILE
 
 log = logging.getLogger(__name__)
@@ -364,10 +364,7 @@ def run_method(config: RunConfig, run_dir: Path, profiles: Path, label: str) -> 
         # interrupted with this very config: go on from its checkpoint, with the plan it has
         tqdm.write(f"{label}: interrupted earlier, resumed", file=sys.stderr)
         return run_train(config, run_dir, plan if config.train.uses_plan else None, resume=True)
-    again = ""
-    if changes:
-        more = f" and {len(changes) - 3} more" if len(changes) > 3 else ""
-        again = f" (interrupted earlier with {'; '.join(changes[:3])}{more}: trained again)"
+    again = f" (interrupted earlier with {first_of(changes, 3)}: trained again)" if changes else ""
     tqdm.write(f"{label}: training{again}", file=sys.stderr)
     if config.train.uses_plan:
         shared = profile_dir(config, profiles)
@@ -403,10 +400,9 @@ def check_reusable(config: RunConfig, run_dir: Path) -> None:
             f"sgpo can read, so what it was trained with is unknown; {advice}"
         )
     if changes:
-        more = f" (and {len(changes) - 8} more)" if len(changes) > 8 else ""
         raise ConfigError(
             f"{run_dir}: this finished run was trained with another config than the one "
-            f"compare would train now (old -> new): {'; '.join(changes[:8])}{more}; {advice}"
+            f"compare would train now (old -> new): {first_of(changes)}; {advice}"
         )
 
 
@@ -561,9 +557,8 @@ def aggregate(cfg: CompareConfig, runs: dict[str, dict[int, Path]]) -> dict:
         }
     # a run with no more evaluations than the final window: step 0's (the initial model) is in
     # its final accuracy and its smoothed curve
-    reach_step_0 = {
-        m: min(len(c) for c in cs) for m, cs in curves.items() if min(len(c) for c in cs) <= window
-    }
+    fewest = {m: min(len(c) for c in cs) for m, cs in curves.items()}
+    reach_step_0 = {m: n for m, n in fewest.items() if n <= window}
     for method, count in reach_step_0.items():
         log.warning(
             "%s: a run has %d held-out evaluations, step 0's included, for a final window of "

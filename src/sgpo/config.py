@@ -828,9 +828,6 @@ UniqueKeyLoader.add_constructor("tag:yaml.org,2002:float", UniqueKeyLoader.const
 # exponent); YAML 1.2 reads numbers, as users mean. Typed settings convert either way, but an
 # untyped one (task.verifier_kwargs) would get a text, so they are read as YAML 1.2 reads them.
 YAML12_EXPONENT = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$")
-UniqueKeyLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float", YAML12_EXPONENT, list("-+0123456789.")
-)
 
 
 class QuotingDumper(yaml.SafeDumper):
@@ -838,9 +835,10 @@ class QuotingDumper(yaml.SafeDumper):
     a config written out (a run's config.yaml) reads back as it was."""
 
 
-QuotingDumper.add_implicit_resolver(
-    "tag:yaml.org,2002:float", YAML12_EXPONENT, list("-+0123456789.")
-)
+for _yaml_class in (UniqueKeyLoader, QuotingDumper):  # read and written alike
+    _yaml_class.add_implicit_resolver(
+        "tag:yaml.org,2002:float", YAML12_EXPONENT, list("-+0123456789.")
+    )
 
 
 def _override_value(item: str, raw: str) -> object:

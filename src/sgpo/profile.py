@@ -233,7 +233,6 @@ def _profile_and_write_chunk(
     metadata: dict,
 ) -> tuple[list[dict], dict]:
     """Profile one chunk and write it atomically (the resume unit), with its verifier failures."""
-    errors, timeouts = verifier.stats.errors, verifier.stats.timeouts
     before = verifier.stats.counts()
     profile = config.profile
     share = profile.full_share
@@ -251,9 +250,10 @@ def _profile_and_write_chunk(
         in_full=in_full,
         keep_samples=True,
     )
+    _, errors, timeouts = verifier.stats.since(before)
     chunk_meta = metadata | {
-        "verifier_errors": verifier.stats.errors - errors,
-        "verifier_timeouts": verifier.stats.timeouts - timeouts,
+        "verifier_errors": errors,
+        "verifier_timeouts": timeouts,
         CHUNK_SIZE_KEY: profile.chunk_size,
     }
     # the plan would call every query unsolvable: stop before the chunk is kept

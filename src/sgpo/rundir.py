@@ -229,6 +229,12 @@ def run_fingerprint(config_tree: dict, model_source: str) -> dict:
     return {"config": config_fingerprint(config_tree), "model_sha256": weights_sha256(model_source)}
 
 
+def first_of(items: list[str], shown: int = 8) -> str:
+    """Items joined by "; ", the first `shown` of them, then how many more there are."""
+    more = f" (and {len(items) - shown} more)" if len(items) > shown else ""
+    return "; ".join(items[:shown]) + more
+
+
 def check_same_inputs(where: Path, recorded: dict | None, current: dict) -> None:
     """Refuse to continue work recorded at `where` with other inputs, naming what differs."""
     if recorded is None:
@@ -240,10 +246,9 @@ def check_same_inputs(where: Path, recorded: dict | None, current: dict) -> None
     if not keys:
         return
     old, new = flatten(recorded), flatten(current)
-    shown = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys[:8])
-    more = f" (and {len(keys) - 8} more)" if len(keys) > 8 else ""
+    shown = first_of([f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys])
     raise DataError(
-        f"{where}: made with other inputs than this resume's: {shown}{more}. Resume with the "
+        f"{where}: made with other inputs than this resume's: {shown}. Resume with the "
         "same config and model, or start over with --overwrite"
     )
 

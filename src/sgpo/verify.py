@@ -144,12 +144,16 @@ class VerifierStats:
     def counts(self) -> tuple[int, int, int]:
         return self.calls, self.errors, self.timeouts
 
+    def since(self, before: tuple[int, int, int]) -> tuple[int, int, int]:
+        """(calls, errors, timeouts) made since counts() returned `before`."""
+        now = self.counts()
+        return now[0] - before[0], now[1] - before[1], now[2] - before[2]
+
     def stop_if_every_call_failed(self, spec: str, since: tuple[int, int, int], on: str) -> None:
         """DataError when every call since `since` (counts()) raised or timed out: a broken
         verifier (a wrong signature, a missing dependency) scores every response 0, and a
         run on it would learn nothing or drop every query as never solved."""
-        now = self.counts()
-        calls, errors, timeouts = (now[i] - since[i] for i in range(3))
+        calls, errors, timeouts = self.since(since)
         if calls and errors + timeouts == calls:
             raise DataError(
                 f"verifier {spec!r}: all {calls} calls on {on} raised ({errors}) or timed out "

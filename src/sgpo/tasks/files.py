@@ -424,7 +424,7 @@ def load_split(source: Source, mapping: Mapping, limit: int | None) -> list[Quer
         where = f"{source.label}: row {row}"
         if not isinstance(record, dict):
             raise DataError(f"{where}: expected a record (a JSON object), got {_type_name(record)}")
-        chat = record.get(mapping.prompt_field) if mapping.preset == "verl" else None
+        chat = get_field(record, mapping.prompt_field) if mapping.preset == "verl" else None
         other_messages += isinstance(chat, list) and len(chat) > 1
         queries.append(
             Query(
