@@ -180,6 +180,18 @@ def test_math_preset_difficulty_can_be_switched_off(tmp_path: Path) -> None:
     assert data.train[0].difficulty == ""
 
 
+def test_math_reference_boxed_without_braces(tmp_path: Path) -> None:
+    # some MATH solutions write "$\\boxed 5$"; the MATH benchmark reads it up to the "$"
+    solutions = ["so $\\boxed 5$.", "first \\boxed{1}, then \\boxed 2\nend", "\\boxed{3} \\boxed"]
+    rows = [
+        {"problem": f"p{i}", "solution": s, "level": "Level 1"} for i, s in enumerate(solutions)
+    ]
+    path = tmp_path / "unbraced.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data = load_file_task(file_cfg(train=str(path), preset="math"))
+    assert [q.answer for q in data.train] == ["5", "2", "3"]
+
+
 def test_math_levels_given_as_numbers_are_one_bucket(tmp_path: Path) -> None:
     rows = [{"problem": "p", "solution": "\\boxed{1}", "level": level} for level in (2, 2.0)]
     path = write_parquet(tmp_path / "levels.parquet", rows)  # a float column: 2.0 both

@@ -136,6 +136,9 @@ def test_answer_extraction() -> None:
     assert last_boxed("a \\boxed{\\frac{1}{\\sqrt{2}}} b \\boxed{\\{1\\}}") == "\\{1\\}"
     assert last_boxed("\\boxed{1} then \\boxed{2") == "1"  # an unclosed last box is skipped
     assert last_boxed("no box") is None
+    assert last_boxed("$\\boxed 12$ is it") == "12"  # unbraced, read up to the "$"
+    assert last_boxed("\\boxed{1} and \\boxed 2\nmore") == "2"
+    assert last_boxed("\\boxedx 3 or \\boxed") is None  # another macro; nothing boxed
     assert final_answer("x \\fbox{4}") == ("boxed", "4")
     assert final_answer("work\n#### 42\nmore") == ("hashes", "42")
     assert final_answer("#### Step 5: wrong\nThe answer is 7.") == ("answer-is", "7")

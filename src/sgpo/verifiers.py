@@ -40,7 +40,10 @@ math_verify.grader.TIMEOUT_WARNING_SHOWN = True
 
 # --------------------------------------------------------------------------- answer extraction
 
-BOXED_OPEN = re.compile(r"\\(?:boxed|fbox)\s*\{")
+# "\\boxed{...}", or the unbraced "\\boxed 5" some MATH solutions write (read up to "$" or the
+# line's end, as the MATH benchmark's own answer extraction does)
+BOXED = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])\s*")
+_UNBRACED = re.compile(r"[^$\n]*")
 _ANSWER_IS = re.compile(r"answer\s+is\s*:?", re.IGNORECASE)
 _MARKDOWN = re.compile(r"^[*_`\s]+|[*_`\s]+$")
 # What follows "####" in a Markdown heading ("#### Step 2: add", "#### Solution"): a word of
@@ -48,14 +51,25 @@ _MARKDOWN = re.compile(r"^[*_`\s]+|[*_`\s]+$")
 _HEADING = re.compile(r"[^\W\d_]{2,}")
 
 
+def boxed_contents(text: str) -> list[str | None]:
+    """Contents of the text's ``\\boxed{...}`` (or ``\\fbox{...}``, or unbraced ``\\boxed 5``) in
+    order, nested braces handled, None for one never closed. Escaped braces ``\\{`` ``\\}`` do
+    not count; a ``\\boxed`` with nothing after it is not a box."""
+    contents: list[str | None] = []
+    for match in BOXED.finditer(text):
+        start = match.end()
+        if text.startswith("{", start):
+            contents.append(balanced_content(text, start + 1))
+        else:
+            unbraced = _UNBRACED.match(text, start).group().strip()
+            if unbraced and not unbraced.startswith("}"):
+                contents.append(unbraced)
+    return contents
+
+
 def last_boxed(text: str) -> str | None:
-    """Content of the last closed ``\\boxed{...}`` (or ``\\fbox{...}``), nested braces handled;
-    None when there is none. Escaped braces ``\\{`` ``\\}`` do not count."""
-    for match in reversed(list(BOXED_OPEN.finditer(text))):
-        content = balanced_content(text, match.end())
-        if content is not None:
-            return content
-    return None
+    """Content of the last closed box (see boxed_contents); None when there is none."""
+    return next((c for c in reversed(boxed_contents(text)) if c is not None), None)
 
 
 def balanced_content(text: str, start: int) -> str | None:

@@ -6,8 +6,9 @@ FileTaskConfig default wins; difficulty_field "" switches the preset's difficult
 
 - plain: prompt_field "prompt", answer_field "answer", verifier exact_match.
 - gsm8k: prompt "question"; the answer is the text after "####" in "answer", commas removed.
-- math: prompt "problem"; the answer is the content of the last \\boxed{...} in "solution";
-  difficulty "level" (an integer level n becomes "Level n").
+- math: prompt "problem"; the answer is the content of the last \\boxed{...} in "solution"
+  (an unbraced "\\boxed 5" is read up to "$" or the line's end); difficulty "level" (an
+  integer level n becomes "Level n").
 - verl: verl-style rows; "prompt" is a list of chat messages and the last user message is the
   prompt; the answer is "reward_model.ground_truth"; the id is "<file stem>:<extra_info.index>"
   when the row has extra_info.index.
@@ -41,7 +42,7 @@ from sgpo.config import FileTaskConfig
 from sgpo.errors import DataError
 from sgpo.rundir import file_sha256
 from sgpo.tasks import Query, TaskData
-from sgpo.verifiers import BOXED_OPEN, balanced_content
+from sgpo.verifiers import boxed_contents
 
 log = logging.getLogger(__name__)
 
@@ -308,15 +309,15 @@ def _scalar_text(value: object, where: str, field: str) -> str:
 
 
 def reference_boxed(text: str) -> str | None:
-    """Content of the last \\boxed{...} (or \\fbox{...}), nested and escaped braces handled;
-    None when there is no \\boxed; ValueError when the last one is never closed."""
-    matches = list(BOXED_OPEN.finditer(text))
-    if not matches:
+    """Content of the last \\boxed{...} (or \\fbox{...}, or unbraced \\boxed 5), nested and
+    escaped braces handled; None when there is no \\boxed; ValueError when the last one is never
+    closed."""
+    contents = boxed_contents(text)
+    if not contents:
         return None
-    content = balanced_content(text, matches[-1].end())
-    if content is None:
+    if contents[-1] is None:
         raise ValueError("unclosed")
-    return content
+    return contents[-1]
 
 
 def _present(record: object, field: str, where: str) -> object:
