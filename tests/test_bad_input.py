@@ -581,7 +581,24 @@ CLI_CASES = [
             *("-c", str(env.config_path)),
         ],
         1,
-        "{tmp} holds a run that is not a demo's (summary.json without baseline-grpo/)",
+        "{tmp} holds a run that is not a demo's (summary.json, no demo's side_by_side.png); "
+        "choose another --out, or pass --overwrite to replace it",
+    ),
+    (
+        "demo-over-a-killed-train-run",  # its metrics, no summary yet
+        lambda tmp, env: [
+            "demo",
+            *("-o", str(written(tmp / "metrics.jsonl", '{"step": 0}\n'))),
+            *("-c", str(env.config_path)),
+        ],
+        1,
+        "{tmp} holds a run that is not a demo's (metrics.jsonl, no demo's side_by_side.png)",
+    ),
+    (
+        "demo-over-a-profile",
+        lambda tmp, env: ["demo", "-o", str(env.profile.parent), "-c", str(env.config_path)],
+        1,
+        "holds a run that is not a demo's (profile.parquet, no demo's side_by_side.png)",
     ),
     (
         "model-path-missing",

@@ -393,7 +393,7 @@ def demo(
     from sgpo.plan import run_plan
     from sgpo.profile import CHUNK_DIR, PROFILE_FILE, run_profile
     from sgpo.report import REPORT_OUTPUTS, write_report
-    from sgpo.rundir import claim_outputs
+    from sgpo.rundir import claim_outputs, written_by_sgpo
     from sgpo.runfiles import METRICS_FILE, PLAN_FILE, SUMMARY_FILE
     from sgpo.train import run_train
 
@@ -401,22 +401,25 @@ def demo(
     # its baseline runs to the same FLOPs, not to train.steps
     refuse_decaying_lr(cfg, str(config))
     baseline_dir = out / DEMO_BASELINE_DIR
+    outputs = [
+        out / name for name in (PROFILE_FILE, CHUNK_DIR, PLAN_FILE, METRICS_FILE, SUMMARY_FILE)
+    ]
+    present = [path for path in (*outputs, baseline_dir) if path.exists()]
     if overwrite is None:  # by default a demo replaces its own earlier run, nothing else
-        # (a demo interrupted in its baseline has the folder, not yet its summary)
-        if (out / SUMMARY_FILE).exists() and not baseline_dir.is_dir():
+        # a demo records its side-by-side plot as its own before it computes anything; an older
+        # one shows by its baseline folder
+        demo_run = SIDE_BY_SIDE in written_by_sgpo(out) or baseline_dir.is_dir()
+        if present and not demo_run:
             raise FileExistsError(
-                f"{out} holds a run that is not a demo's ({SUMMARY_FILE} without "
-                f"{baseline_dir.name}/); choose another --out, or pass --overwrite to replace it"
+                f"{out} holds a run that is not a demo's ({present[0].name}, no demo's "
+                f"{SIDE_BY_SIDE}); choose another --out, or pass --overwrite to replace it"
             )
         overwrite = True
-    elif not overwrite:  # the stages' own refusals would offer --resume, which a demo lacks
-        outputs = (PROFILE_FILE, CHUNK_DIR, PLAN_FILE, METRICS_FILE, SUMMARY_FILE)
-        for name in (*outputs, baseline_dir.name):
-            if (out / name).exists():
-                raise FileExistsError(
-                    f"{out / name} already exists; pass --overwrite to replace it or choose "
-                    "another --out (a demo starts over; sgpo profile and sgpo train resume)"
-                )
+    elif not overwrite and present:  # the stages' own refusals would offer --resume
+        raise FileExistsError(
+            f"{present[0]} already exists; pass --overwrite to replace it or choose "
+            "another --out (a demo starts over; sgpo profile and sgpo train resume)"
+        )
     # before any compute: a file of the user's where the report goes is refused now
     claim_outputs(out, [*REPORT_OUTPUTS, SIDE_BY_SIDE], adopt=older_demo)
     start = time.perf_counter()
