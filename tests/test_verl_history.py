@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from sgpo.core.online import epoch_visits
@@ -101,7 +103,9 @@ def test_target_adapts_explore_and_floors_visits():
         assert expected[0] <= visits <= expected[1]  # ~0.01 * 300 * 6 = 18 with the floor
 
 
-def test_a_step_crossing_into_a_new_epoch_holds_its_queries_visit_of_it():
+def test_a_step_crossing_into_a_new_epoch_holds_its_queries_visit_of_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     history = HistorySkip(["a", "b", "c"], explore=0.5, seed=0)
     assert [history.draw(q) for q in ("a", "b")] == [True, True]
     history.observe_step(solved(["a", "b"]))
@@ -111,9 +115,16 @@ def test_a_step_crossing_into_a_new_epoch_holds_its_queries_visit_of_it():
     assert history.epoch == 1
     assert history.draw("c") is False  # streak 0, yet held: not twice in the step
     history.observe_step(solved(["c"]))
-    # a step whose queries are every visit of the new epoch keeps them (nothing else to fill)
+    assert history.repeated == 0
+    # a step whose queries are every visit of the new epoch keeps them (nothing else to fill):
+    # generated twice in the step, counted and warned once
     only = HistorySkip(["a"], explore=0.5, seed=0)
-    assert only.draw("a") is True and only.draw("a") is True
+    with caplog.at_level(logging.WARNING, logger="sgpo.verl.history"):
+        assert only.draw("a") is True and only.draw("a") is True and only.draw("a") is True
+    assert only.repeated == 2
+    assert len(caplog.records) == 1 and "generates them again" in caplog.text
+    only.observe_step(solved(["a", "a", "a"]))
+    assert only.state_dict()["repeated"] == 2
 
 
 def test_state_round_trip_resumes_alike():

@@ -921,7 +921,7 @@ def test_history_buffer_evicts_skipped_groups_refills_and_reports_rewards(tmp_pa
     from verl.trainer.ppo.v1 import replay_buffer
 
     from sgpo.verl import sampler
-    from sgpo.verl.history import GENERATED_METRIC, HISTORY_SKIPPED_METRIC
+    from sgpo.verl.history import GENERATED_METRIC, HISTORY_REPEATED_METRIC, HISTORY_SKIPPED_METRIC
 
     trainer, buffer = history_trainer(tmp_path)
     buffer.poll_interval = 0.0
@@ -963,6 +963,7 @@ def test_history_buffer_evicts_skipped_groups_refills_and_reports_rewards(tmp_pa
     assert "skipped" not in store  # evicted from the queue
     assert trainer.train_dataset.history.zero_streaks == {ids[0]: 1, ids[1]: 0, ids[3]: 1}
     assert metrics[GENERATED_METRIC] == 7 and HISTORY_SKIPPED_METRIC in metrics
+    assert metrics[HISTORY_REPEATED_METRIC] == 0  # every visit of the step a distinct query
     assert sampler.FAILURE_EVICTED_METRIC not in metrics  # a skip is not a rollout failure
 
 

@@ -22,6 +22,7 @@ each step (sgpo.core.online.adapt_explore) and no visit is less likely than VISI
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 from sgpo.core.online import (
@@ -38,6 +39,10 @@ from sgpo.core.online import (
 HISTORY_SKIPPED_METRIC = "training/sgpo/history_skipped"
 HISTORY_EXPLORE_METRIC = "training/sgpo/history_explore"
 GENERATED_METRIC = "training/sgpo/generated_samples"
+# Visits generated again within the step that already holds them (see HistorySkip._start_epoch).
+HISTORY_REPEATED_METRIC = "training/sgpo/history_repeated"
+
+log = logging.getLogger(__name__)
 
 
 class HistorySkip:
@@ -75,6 +80,7 @@ class HistorySkip:
         self.visited: set[str] = set()  # this epoch's generated visits
         self.in_flight: set[str] = set()  # generated since the last observed step
         self.skipped = 0  # visits skipped so far (all epochs), as sgpo's history_skipped
+        self.repeated = 0  # visits generated in a step that already held the query
 
     def draw(self, query_id: str) -> bool:
         """The dataloader draws query_id's row: is this visit generated? The first draw of an
@@ -86,6 +92,7 @@ class HistorySkip:
             self._start_epoch(epoch)
         generated = epoch < self.epoch or query_id in self.visited
         if generated:
+            self.repeated += query_id in self.in_flight
             self.in_flight.add(query_id)
         return generated
 
@@ -105,8 +112,21 @@ class HistorySkip:
         self.skipped += len(self.query_ids) - len(visited)
         # history_fill: the step being generated holds its queries' visit of the new epoch
         # (QueryScheduler.take), so none comes twice in a step; unless that is every visit,
-        # which would leave the step nothing to fill with.
-        self.visited = (visited - self.in_flight) or visited
+        # which would leave the step nothing to fill with: sgpo's trainer then takes a short
+        # step, verl's refill must fill it, so these queries are generated twice in it.
+        fresh = visited - self.in_flight
+        if not fresh and not self.repeated:
+            log.warning(
+                "skip on history: epoch %d visits only queries the step being generated already "
+                "holds (%d of %d rows), so the step generates them again as second groups "
+                "(logged as %s); with fewer rows per epoch than data.train_batch_size, raise "
+                "train.history_explore or lower TRAIN_BATCH_SIZE",
+                epoch,
+                len(visited),
+                len(self.query_ids),
+                HISTORY_REPEATED_METRIC,
+            )
+        self.visited = fresh or visited
         self.epoch = epoch
 
     def observe_step(self, groups: Sequence[tuple[str, Sequence[float]]]) -> None:
@@ -131,6 +151,7 @@ class HistorySkip:
             "visited": sorted(self.visited),
             "in_flight": sorted(self.in_flight),
             "skipped": self.skipped,
+            "repeated": self.repeated,
             "explore": self.explore,
         }
 
@@ -141,4 +162,5 @@ class HistorySkip:
         self.visited = set(state["visited"])
         self.in_flight = set(state["in_flight"])
         self.skipped = state["skipped"]
+        self.repeated = state.get("repeated", 0)  # checkpoints before it was counted: none
         self.explore = state["explore"]

@@ -79,6 +79,7 @@ from sgpo.verl.export import ROLLOUT_N
 from sgpo.verl.history import (
     GENERATED_METRIC,
     HISTORY_EXPLORE_METRIC,
+    HISTORY_REPEATED_METRIC,
     HISTORY_SKIPPED_METRIC,
     HistorySkip,
 )
@@ -365,6 +366,7 @@ class HistoryReplayBuffer(DownsampleReplayBuffer):
         metrics = {k: v for k, v in metrics.items() if k != FAILURE_EVICTED_METRIC}
         metrics |= {
             HISTORY_SKIPPED_METRIC: history.skipped,
+            HISTORY_REPEATED_METRIC: history.repeated,
             HISTORY_EXPLORE_METRIC: history.explore,
             GENERATED_METRIC: len(batch.keys),
         }
