@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -25,12 +26,13 @@ from sgpo.config import RunConfig  # noqa: E402
 from sgpo.core.advantages import balanced_indices, max_variance_indices  # noqa: E402
 from sgpo.core.allocation import PlanRule  # noqa: E402
 from sgpo.core.flops import logprob_flops, train_flops  # noqa: E402
+from sgpo.errors import SgpoWarning  # noqa: E402
 from sgpo.io import read_table, write_table  # noqa: E402
-from sgpo.models import model_source  # noqa: E402
+from sgpo.models import model_shape, model_source  # noqa: E402
 from sgpo.schedule import OnlinePlanner, QueryScheduler  # noqa: E402
 from sgpo.trl import SGPOConfig, SGPOTrainer, load_plan, plan_dataset  # noqa: E402
 from sgpo.trl.advantages import grouped_advantages  # noqa: E402
-from sgpo.trl.data import GROUP_KEY, PlanRows, StepSchedule  # noqa: E402
+from sgpo.trl.data import GROUP_KEY, GroupOutcome, PlanRows, StepSchedule  # noqa: E402
 
 GROUP_SIZES = {"q0": 3, "q1": 2, "q2": 4, "q3": 2, "q4": 1}
 BATCH_ROWS = 6
@@ -233,8 +235,10 @@ def test_reestimation_replans_from_observed_groups(plan_path: Path) -> None:
     assert [s.query.query_id for s in schedule.next_batch()] == ["q4", "q3"]
     # q2 solved by its whole group: its profile's failures decay away, it becomes trivial and
     # leaves the plan at the re-plan (due every second batch).
-    assert not schedule.observe({"q4": (1, 0), "q3": (1, 1)})
-    assert schedule.observe({"q2": (4, 0)})
+    assert not schedule.observe(
+        {"q4": GroupOutcome(1, 0, equal=True), "q3": GroupOutcome(1, 1, equal=False)}
+    )
+    assert schedule.observe({"q2": GroupOutcome(4, 0, equal=True)})
     batch = schedule.next_batch()
     assert sorted((s.query.query_id, s.group_size) for s in batch) == [("q0", 2), ("q1", 2)]
 
@@ -256,7 +260,9 @@ def test_history_skip_takes_the_batches_sgpo_train_takes(plan_path: Path, histor
         assert batch == reference.take(BATCH_ROWS)
         taken += [s.query.query_id for s in batch]
         outcomes = {
-            s.query.query_id: (s.group_size, 0) if s.query.query_id in solved else (1, 1)
+            s.query.query_id: GroupOutcome(s.group_size, 0, equal=True)
+            if s.query.query_id in solved
+            else GroupOutcome(1, 1, equal=False)
             for s in batch
         }
         assert not schedule.observe(outcomes)  # no planner: never a re-plan
@@ -371,7 +377,7 @@ def test_each_group_is_observed(
 ) -> None:
     """Re-estimation and skip on history both see every group's outcomes; neither resumes."""
     trainer = make_trainer(model_dir, plan_path, tmp_path, **config)
-    observed: list[dict[str, tuple[int, int]]] = []
+    observed: list[dict[str, GroupOutcome]] = []
     trainer.schedule.observe = lambda outcomes: observed.append(outcomes) or False
     _, output = score_first_batch(trainer)
 
@@ -380,9 +386,43 @@ def test_each_group_is_observed(
     )
     rewards = hashed_reward(texts)
     wins = {"q4": sum(rewards[0:1]), "q3": sum(rewards[1:3])}
-    assert observed == [{"q4": (wins["q4"], 1 - wins["q4"]), "q3": (wins["q3"], 2 - wins["q3"])}]
+    assert observed == [
+        {
+            "q4": GroupOutcome(wins["q4"], 1 - wins["q4"], equal=True),
+            "q3": GroupOutcome(wins["q3"], 2 - wins["q3"], equal=rewards[1] == rewards[2]),
+        }
+    ]
     with pytest.raises(NotImplementedError, match="not supported"):
         trainer._restore_sgpo_state(tmp_path, 0)
+
+
+def test_a_streak_is_rewards_all_equal_not_all_successes(
+    model_dir: str, plan_path: Path, tmp_path: Path
+) -> None:
+    """Several weighted reward functions (correctness and a format reward, say): a group
+    whose rewards differ has advantages to train on, so it is not all-equal for the skip on
+    history, though every response clears success_threshold."""
+
+    def always_correct(completions: list[str], **_: object) -> list[float]:
+        return [1.0] * len(completions)
+
+    def alternating_format(completions: list[str], **_: object) -> list[float]:
+        return [float(i % 2) for i in range(len(completions))]  # q4: 0; q3: 1, 0
+
+    trainer = make_trainer(
+        model_dir,
+        plan_path,
+        tmp_path,
+        [always_correct, alternating_format],
+        reward_weights=[1.0, 0.2],
+        history_explore=0.5,
+    )
+    observed: list[dict[str, GroupOutcome]] = []
+    trainer.schedule.observe = lambda outcomes: observed.append(outcomes) or False
+    score_first_batch(trainer)
+    assert observed == [
+        {"q4": GroupOutcome(1, 0, equal=True), "q3": GroupOutcome(2, 0, equal=False)}
+    ]
 
 
 def test_reestimation_of_a_grown_group_counts_everything_it_drew(
@@ -392,13 +432,13 @@ def test_reestimation_of_a_grown_group_counts_everything_it_drew(
     trainer = make_trainer(
         model_dir, plan_path, tmp_path, reward, reestimate=True, grow_max=8, grow_round=2
     )
-    observed: list[dict[str, tuple[int, int]]] = []
+    observed: list[dict[str, GroupOutcome]] = []
     trainer.schedule.observe = lambda outcomes: observed.append(outcomes) or False
     score_first_batch(trainer)
     # Scoring order (every fifth correct): q4's 1 and q3's 2 responses 0 0 0; round 1, both
     # groups: q4 0 1 (mixed), q3 0 0; round 2: q3 0 0; round 3: q3 1 0 (mixed, 8 drawn).
     assert reward.scored == 11
-    assert observed == [{"q4": (1, 2), "q3": (1, 7)}]
+    assert observed == [{"q4": GroupOutcome(1, 2, False), "q3": GroupOutcome(1, 7, False)}]
 
 
 def trained_batches(trainer: SGPOTrainer) -> list[list[tuple[str, int]]]:
@@ -768,6 +808,61 @@ def test_reference_log_probs_are_charged_for_every_row_padding_included(
 def test_config_validation(tmp_path: Path, settings: dict, error: str) -> None:
     with pytest.raises(ValueError, match=error):
         SGPOConfig(output_dir=str(tmp_path), use_cpu=True, **settings)
+
+
+def test_reestimation_with_several_reward_functions_asks_for_a_success_threshold(
+    model_dir: str, plan_path: Path, tmp_path: Path
+) -> None:
+    rewards = [hashed_reward, hashed_reward]
+    with pytest.warns(SgpoWarning, match=r"weighted total of the 2 reward functions reaches"):
+        make_trainer(model_dir, plan_path, tmp_path, rewards, reestimate=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SgpoWarning)
+        make_trainer(model_dir, plan_path, tmp_path, rewards)  # no re-estimation: no success
+        make_trainer(model_dir, plan_path, tmp_path, reestimate=True)  # one reward
+
+
+def test_a_run_unlike_the_plans_profile_is_warned_about(
+    model_dir: str, plan_path: Path, tmp_path: Path
+) -> None:
+    """sgpo train refuses a plan profiled otherwise; SGPOTrainer says what differs."""
+    rows, meta = read_table(plan_path)
+    shape = model_shape(AutoModelForCausalLM.from_pretrained(model_dir))
+    model_settings = {
+        "use_chat_template": False,
+        "system_prompt": None,
+        "prompt_template": "{prompt}",
+    }
+    profiled = meta | {
+        "sampling": {"temperature": 1.0, "top_p": 1.0, "max_new_tokens": 4},
+        "shape": asdict(shape),
+        "inputs": {"config": {f"model.{k}": v for k, v in model_settings.items()}},
+    }
+    same = tmp_path / "same.parquet"
+    write_table(same, rows, profiled)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SgpoWarning)
+        make_trainer(model_dir, same, tmp_path)  # as profiled: nothing said
+    other = tmp_path / "other.parquet"
+    inputs = {f"model.{k}": v for k, v in model_settings.items()}
+    inputs["model.prompt_template"] = "Q: {prompt}"
+    write_table(
+        other,
+        rows,
+        profiled
+        | {
+            "sampling": {"temperature": 0.7, "top_p": 1.0, "max_new_tokens": 4},
+            "shape": asdict(shape) | {"n_params": shape.n_params + 1},
+            "inputs": {"config": inputs},
+        },
+    )
+    with pytest.warns(SgpoWarning, match="differs from the plan's profile") as caught:
+        make_trainer(model_dir, other, tmp_path)
+    (message,) = [str(w.message) for w in caught if issubclass(w.category, SgpoWarning)]
+    assert "temperature=1.0, profiled with 0.7" in message
+    assert f"n_params {shape.n_params}, profiled {shape.n_params + 1}" in message
+    assert "query 'q4' reaches the model as '4+5=', but was profiled as 'Q: 4+5='" in message
+    assert "max_completion_length" not in message and "top_p" not in message
 
 
 def test_an_iterable_dataset_is_refused_naming_what_to_pass(

@@ -11,7 +11,7 @@ the layout from the prompts.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -42,6 +42,8 @@ class Plan:
     # False for a plan from a profile stopped at each query's first success
     # (profile.adaptive_stop): its p_hat is 1 / samples drawn, no start for re-estimation.
     p_hat_estimates_p: bool = True
+    # the plan's metadata: what its profile ran with (sampling, model shape, the inputs' config)
+    meta: dict = field(default_factory=dict)
 
 
 def _query(row: PlanRow) -> Query:
@@ -61,6 +63,7 @@ def load_plan(path: str | Path) -> Plan:
         float(meta.get("profile_flops", 0.0)),
         path,
         p_hat_estimates_p=p_hat_estimates_p(meta),
+        meta=meta,
     )
 
 
@@ -83,6 +86,17 @@ def plan_dataset(plan: Plan | str | Path, prompt: Callable[[str], Any] | None = 
             "difficulty": [q.difficulty for q in queries],
         }
     )
+
+
+class GroupOutcome(NamedTuple):
+    """A generated group's outcome: its successes and failures (re-estimation's evidence) and
+    whether its rewards all came back equal (the skip on history's streak, as sgpo's trainer
+    reads it: with graded or several weighted rewards a group can be mixed in reward and
+    still all successes or all failures)."""
+
+    wins: int
+    losses: int
+    equal: bool
 
 
 class PlanSlot(NamedTuple):
@@ -165,16 +179,14 @@ class StepSchedule:
         """Whether observe needs the groups' outcomes (re-estimation or skip on history)."""
         return self.planner is not None or self.scheduler.observes_streaks
 
-    def observe(self, outcomes: dict[str, tuple[int, int]]) -> bool:
-        """A generated batch's (successes, failures) per query; True when the plan was rebuilt."""
+    def observe(self, outcomes: dict[str, GroupOutcome]) -> bool:
+        """A generated batch's outcome per query; True when the plan was rebuilt."""
         if self.scheduler.observes_streaks:
-            self.scheduler.observe_step(
-                [(qid, not wins or not losses) for qid, (wins, losses) in outcomes.items()]
-            )
+            self.scheduler.observe_step([(qid, o.equal) for qid, o in outcomes.items()])
         if self.planner is None:
             return False
-        for query_id, (wins, losses) in outcomes.items():
-            self.planner.observe(query_id, wins, losses)
+        for query_id, outcome in outcomes.items():
+            self.planner.observe(query_id, outcome.wins, outcome.losses)
         self.batches_observed += 1
         if self.batches_observed % self.replan_every:
             return False

@@ -41,11 +41,11 @@ What changes against GRPOTrainer, and where:
   posterior and the plan is rebuilt every replan_every generation batches (sgpo's
   OnlinePlanner). Knapsack allocation and re-profiling of dropped queries are not offered here.
 - skip on history (SGPOConfig.history_explore, history_target, history_min_streak,
-  history_fill; GRESO, Zheng et al. 2025): each plan epoch skips a query whose last z groups
-  all came back with one outcome with probability 1 - history_explore ** z (sgpo's
+  history_fill; GRESO, Zheng et al. 2025): each plan epoch skips a query whose last z groups'
+  rewards all came back equal with probability 1 - history_explore ** z (sgpo's
   train.history_* settings, the same QueryScheduler). The data loader runs one batch ahead,
-  so a batch's outcomes reach the epoch after the next batch is drawn; Trainer epochs shrink
-  as queries are skipped.
+  so a batch's outcomes reach the epoch after the next batch is drawn; plan epochs shrink as
+  queries are skipped, the Trainer's epoch keeps the static plan's length.
 - checkpoints (_save_checkpoint, _init_training_state): each checkpoint folder also holds
   sgpo_state.json (cost counters); resume_from_checkpoint restores them and the plan epoch,
   and TRL's own data skip replays the static plan to the same batch. Resuming a re-estimating
@@ -60,6 +60,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,22 +71,26 @@ from datasets import Dataset, IterableDataset
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOConfig, GRPOTrainer
 
+from sgpo.config import ModelConfig
 from sgpo.core.advantages import (
     balanced_indices,
     growth_round,
     informative_groups,
     max_variance_indices,
 )
-from sgpo.core.flops import PHASES, inference_flops, logprob_flops, train_flops
+from sgpo.core.flops import PHASES, ModelShape, inference_flops, logprob_flops, train_flops
 from sgpo.core.rewards import CORRECT_THRESHOLD
+from sgpo.errors import ConfigError, SgpoWarning
 from sgpo.io import atomic_write_json
-from sgpo.models import model_shape
+from sgpo.models import format_prompt, model_shape
 from sgpo.plan import check_replannable
 from sgpo.schedule import OnlinePlanner
+from sgpo.tasks import Query
 from sgpo.trl.advantages import grouped_advantages
 from sgpo.trl.data import (
     GROUP_KEY,
     GROUP_SIZE_KEY,
+    GroupOutcome,
     Plan,
     PlanRows,
     PlanSampler,
@@ -308,6 +313,19 @@ class SGPOTrainer(GRPOTrainer):
 
         if args.reestimate:
             check_replannable(plan.p_hat_estimates_p, plan.path, "reestimate=True")
+            if len(self.reward_funcs) > 1:
+                # the profile's p_hat counts the verifier's successes: a format reward in the
+                # total would count wrong but well-formatted answers as successes
+                warnings.warn(
+                    f"reestimate=True counts a completion whose weighted total of the "
+                    f"{len(self.reward_funcs)} reward functions reaches success_threshold="
+                    f"{args.success_threshold} as a success; set success_threshold to what only "
+                    "a correct completion reaches (with weights [1, 0.2] for correctness and "
+                    "format, 1.0), or the re-estimated p will not mean what the profile's p_hat "
+                    "means",
+                    SgpoWarning,
+                    stacklevel=2,
+                )
         planner = (
             OnlinePlanner(
                 plan.rows,
@@ -342,6 +360,7 @@ class SGPOTrainer(GRPOTrainer):
             downsample_to=args.downsample_to,
         )
         self.shape = model_shape(self.accelerator.unwrap_model(self.model))
+        self._warn_unlike_the_profile(plan, train_dataset)
         self.sgpo_flops = dict.fromkeys(PHASES, 0.0) | {"profile": plan.profile_flops}
         self.sgpo_rollouts = 0
         self.sgpo_tokens_generated = 0
@@ -357,6 +376,48 @@ class SGPOTrainer(GRPOTrainer):
         # (prompt, completion) tokens of each real row of the batch: its training is charged
         # once the rows trained are known (_apply_groups)
         self._lengths: dict[int, tuple[int, int]] = {}
+
+    def _warn_unlike_the_profile(self, plan: Plan, train_dataset: Dataset) -> None:
+        """An SgpoWarning naming what this run does otherwise than the plan's profile (sgpo
+        train refuses such a plan): its p_hat were measured under those settings only."""
+        launch = {
+            "temperature": self.args.temperature,
+            "top_p": self.args.top_p,
+            "max_new_tokens": self.args.max_completion_length,
+        }
+        peft = hasattr(self.accelerator.unwrap_model(self.model), "peft_config")
+        problems = profile_mismatches(plan.meta, launch, self.shape, with_adapter=peft)
+        first = plan.kept[0].query
+        row = train_dataset[self.plan_sampler.index_of[first.query_id]]
+        seen, profiled = self._rendered(row["prompt"]), _profiled_prompt(plan.meta, first, self)
+        if seen is not None and profiled is not None and seen != profiled:
+            problems.append(
+                f"query {first.query_id!r} reaches the model as {seen!r}, but was profiled as "
+                f"{profiled!r} (build the dataset's prompts as the profile formatted them: "
+                "plan_dataset(plan, prompt=...) with its system prompt or template)"
+            )
+        if problems:
+            warnings.warn(
+                f"{plan.path}: this run differs from the plan's profile, whose success rates the "
+                "plan's group sizes and filter rest on: " + "; ".join(problems),
+                SgpoWarning,
+                stacklevel=3,
+            )
+
+    def _rendered(self, prompt: Any) -> str | None:
+        """The text TRL generates from for a dataset prompt (None when it cannot be built)."""
+        if isinstance(prompt, str):
+            return prompt
+        try:
+            return self.processing_class.apply_chat_template(
+                prompt,
+                tokenize=False,
+                add_generation_prompt=True,
+                chat_template=self.chat_template,
+                **self.chat_template_kwargs,
+            )
+        except Exception:  # noqa: BLE001 - TRL will raise its own error when it generates
+            return None
 
     # ------------------------------------------------------------------------------ data
     def _get_train_sampler(self, dataset: Any = None) -> PlanSampler:
@@ -734,13 +795,14 @@ class SGPOTrainer(GRPOTrainer):
         if not self.schedule.observes():
             return
         column = self.args.query_id_column
-        outcomes: dict[str, tuple[int, int]] = {}
+        outcomes: dict[str, GroupOutcome] = {}
         for group in torch.unique(group_ids[group_ids >= 0]).tolist():
             members = (group_ids == group).nonzero().flatten().tolist()
             drawn = self._whole_groups.get(group, rewards[members])
             scored = [float(r) for r in drawn if not torch.isnan(r)]
             wins = sum(r >= self.args.success_threshold for r in scored)
-            outcomes[rows[members[0]][column]] = (wins, len(scored) - wins)
+            outcome = GroupOutcome(wins, len(scored) - wins, equal=len(set(scored)) < 2)
+            outcomes[rows[members[0]][column]] = outcome
         replanned = self.schedule.observe(outcomes)
         if self.schedule.planner is not None:
             self._metrics["train"]["sgpo/replanned"].append(float(replanned))
@@ -842,6 +904,44 @@ def _rows_of(value: Any, rows: torch.Tensor, batch_rows: int) -> Any:
     if isinstance(value, list) and len(value) == batch_rows:
         return [value[i] for i in rows.tolist()]
     return value
+
+
+def profile_mismatches(
+    meta: dict, launch: dict[str, float], shape: ModelShape, with_adapter: bool = False
+) -> list[str]:
+    """How a run's sampling (temperature, top_p, max_new_tokens) and model shape differ from
+    what a plan's metadata records of its profile; empty for a plan that records neither. An
+    adapter (peft) adds parameters, so only the layer and attention sizes are compared then."""
+    problems = []
+    sampling = meta.get("sampling") or {}
+    names = {"max_new_tokens": "max_completion_length"}
+    for key, value in launch.items():
+        if key in sampling and float(sampling[key]) != float(value):
+            problems.append(f"{names.get(key, key)}={value}, profiled with {sampling[key]}")
+    profiled = meta.get("shape") or {}
+    keys = ("n_layers", "d_attn") if with_adapter else ("n_params", "n_layers", "d_attn")
+    differ = [k for k in keys if k in profiled and profiled[k] != getattr(shape, k)]
+    if differ:
+        problems.append(
+            "the model is not the one profiled ("
+            + ", ".join(f"{k} {getattr(shape, k)}, profiled {profiled[k]}" for k in differ)
+            + ")"
+        )
+    return problems
+
+
+def _profiled_prompt(meta: dict, query: Query, trainer: GRPOTrainer) -> str | None:
+    """The text the plan's profile generated from for query, rebuilt with this run's tokenizer
+    (None when the plan does not record its model settings)."""
+    config = (meta.get("inputs") or {}).get("config") or {}
+    keys = ("use_chat_template", "system_prompt", "prompt_template")
+    if not all(f"model.{k}" in config for k in keys):
+        return None
+    settings = ModelConfig(**{k: config[f"model.{k}"] for k in keys})
+    try:
+        return format_prompt(query.prompt, trainer.processing_class, settings)
+    except ConfigError:
+        return None
 
 
 def _index_by_query(dataset: Dataset, column: str, needed: list[str]) -> dict[str, int]:
