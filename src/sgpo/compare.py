@@ -22,7 +22,9 @@ Protocol (also written into compare.md):
    currency / this method's cost to reach the target.
 5. Every method trains on the same budget in one currency; the other currencies are
    measured on the same runs (the update is identical whether or not zero-advantage rollouts
-   go through the backward pass under token-mean, so train-all FLOPs are exact accounting).
+   go through the backward pass under token-mean, so train-all FLOPs are exact accounting;
+   except on a step with no non-zero advantage, where this trainer takes no optimizer step
+   and a train-all trainer a zero-gradient one that AdamW's momentum still moves).
 6. A second read of the same curves, beside the ratio (sgpo.core.curves): each seed-averaged
    curve is fitted with a(c) = A - B exp(-c / tau); fit_speedup_vs_grpo[_train_all|_tokens] =
    the baseline's cost to 95% of its fitted gain / the method's cost to the same accuracy on

@@ -197,6 +197,8 @@ class PolicyUpdate:
         trained = [r for r in batch if r.advantage != 0.0 or cfg.kl_coef > 0]
         dead = [] if cfg.kl_coef > 0 else [r for r in batch if r.advantage == 0.0]
         if not trained:
+            # No optimizer step (verl and TRL would take one with zero gradients, which
+            # AdamW's momentum still moves: the one step where "the same update" does not hold)
             return {
                 "loss": 0.0,
                 "grad_norm": 0.0,
