@@ -173,6 +173,13 @@ def test_compare_smoke_every_method_runs(tmp_path: Path):
             _, plan_meta = read_table(out / "runs" / name / "seed-0" / "plan.parquet")
             expected = plan_meta["summary"]["predicted_informative_fraction"]
             assert m["predicted_informative_fraction"] == expected and 0 < expected <= 1, name
+            # its predictions spread the profile over the baseline's 3 steps, not the cap's 30
+            kept = plan_meta["summary"]["rollouts_per_epoch"]
+            trained = yaml.safe_load((out / "runs" / name / "seed-0" / "config.yaml").read_text())
+            assert trained["train"]["steps"] == 30  # the cap: the budget stops the run
+            per_step = trained["train"]["rollout_budget"]
+            predicted = plan_meta["summary"]["predicted_epochs"]
+            assert predicted == pytest.approx(3 * per_step / kept), name
         else:
             assert m["predicted_informative_fraction"] is None, name
     # the baseline's 4 evaluations are fitted; its fitted read is 1 wherever it gains at all

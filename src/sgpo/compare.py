@@ -349,9 +349,13 @@ def profile_dir(config: RunConfig, root: Path) -> Path:
     return root / f"seed-{config.seed}-{digest}"
 
 
-def run_method(config: RunConfig, run_dir: Path, profiles: Path, label: str) -> dict:
+def run_method(
+    config: RunConfig, run_dir: Path, profiles: Path, label: str, plan_steps: int | None = None
+) -> dict:
     """Profile (shared) and plan when the method needs them, then train; reuse a finished run
-    trained with the same config. What it does is said first, on one line after `label`."""
+    trained with the same config. What it does is said first, on one line after `label`.
+    plan_steps: the steps the plan's predictions spread the profile over, when config's
+    train.steps is only a cap (a run at equal budget stops when the budget is spent)."""
     from sgpo.plan import run_plan
     from sgpo.profile import PROFILE_FILE, run_profile
     from sgpo.train import run_train
@@ -372,7 +376,12 @@ def run_method(config: RunConfig, run_dir: Path, profiles: Path, label: str) -> 
         shared = profile_dir(config, profiles)
         if not (shared / PROFILE_FILE).exists():
             run_profile(config, shared, resume=True)
-        run_plan(config, shared / PROFILE_FILE, run_dir, overwrite=True)
+        planning = config
+        if plan_steps is not None:
+            planning = config.model_copy(
+                update={"train": config.train.model_copy(update={"steps": plan_steps})}
+            )
+        run_plan(planning, shared / PROFILE_FILE, run_dir, overwrite=True)
     return run_train(config, run_dir, plan, overwrite=True)
 
 
@@ -955,7 +964,14 @@ def run_compare(
         for index, method in enumerate(order[1:], first + 1):
             run_dir = out_dir / "runs" / method / f"seed-{seed}"
             label = f"[{index}/{total}] {method} seed {seed}"
-            run_method(method_config(cfg, base, method, seed, cap), run_dir, profiles, label)
+            # the plan's predictions over the baseline's length, not over the steps cap
+            run_method(
+                method_config(cfg, base, method, seed, cap),
+                run_dir,
+                profiles,
+                label,
+                plan_steps=baseline_config.train.steps,
+            )
             runs[method][seed] = run_dir
     result = aggregate(cfg, runs)
     images = plot_compare(cfg, runs, result, out_dir)
