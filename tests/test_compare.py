@@ -17,15 +17,18 @@ from sgpo.compare import (
     DEFAULT_METHODS,
     append_side_by_side,
     cost_to_target,
+    currency_costs,
     equal_budget_baseline_config,
     final_accuracy,
     load_compare_config,
     method_config,
     profile_dir,
+    wasted_fraction,
 )
 from sgpo.config import ConfigError, load_config
 from sgpo.core.curves import mean_curve
 from sgpo.io import read_jsonl, read_table
+from sgpo.metrics import run_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 # every compare config that starts from the demo's config
@@ -49,6 +52,65 @@ def test_flops_to_target_uses_smoothed_curve():
     assert cost_to_target(curve, 0.55, 3) == 6.0
     assert cost_to_target(curve, 0.65, 3) is None
     assert cost_to_target([(1.0, 0.7)], 0.65, 3) == 1.0  # short curve: its last point counts
+
+
+def test_ratios_divide_the_baselines_whole_cost_by_the_methods_cost_to_target():
+    # baseline: 100 FLOPs in all (two seeds of 90 and 110); the method's mean curve first holds
+    # the target (trailing mean of 2) at 25 FLOPs: 100 / 25 = 4, whatever the baseline's own
+    # cost to that accuracy (it reaches it at 80); tokens: never reached, no ratio
+    curves, summaries = {}, {}
+    for name in CURRENCIES:
+        curves["grpo-g8", name] = [(0.0, 0.30), (80.0, 0.50), (100.0, 0.50)]
+        curves["sgpo", name] = [(5.0, 0.30), (15.0, 0.50), (25.0, 0.52), (40.0, 0.55)]
+        if name == "tokens":
+            curves["sgpo", name] = [(5.0, 0.30), (15.0, 0.40), (25.0, 0.41)]
+    summaries["grpo-g8"] = [
+        {c.summary_field: total for c in CURRENCIES.values()} for total in (90, 110)
+    ]
+    summaries["sgpo"] = [{c.summary_field: 40.0 for c in CURRENCIES.values()}]
+    out = currency_costs(curves, summaries, "grpo-g8", "sgpo", 0.50, 2)
+    for name, c in CURRENCIES.items():
+        assert out[c.summary_field] == 40.0
+        if name == "tokens":
+            assert out[c.to_target_key] is None and out[c.ratio_key] is None
+        else:
+            assert out[c.to_target_key] == 25.0 and out[c.ratio_key] == pytest.approx(4.0)
+    baseline = currency_costs(curves, summaries, "grpo-g8", "grpo-g8", 0.50, 2)
+    assert baseline["ratio_vs_grpo"] == pytest.approx(1.0)  # reached at its end: 100 / 100
+
+
+def test_wasted_fraction_weights_each_steps_generation_by_its_dead_share(tmp_path: Path):
+    records = [
+        {"step": 0, "flops_rollout_cum": 0.0, "flops_total_cum": 0.0},
+        {
+            "step": 1,
+            "flops_rollout_cum": 10.0,
+            "informative_fraction": 0.25,
+            "flops_total_cum": 30.0,
+        },
+        {
+            "step": 2,
+            "flops_rollout_cum": 40.0,
+            "informative_fraction": 1.0,
+            "flops_total_cum": 100.0,
+        },
+    ]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    # step 1: 10 FLOPs generated, 3/4 dead; step 2: 30 generated, none dead -> 7.5 / 100
+    assert wasted_fraction(tmp_path) == pytest.approx(0.075)
+
+
+def test_run_summary_weights_the_informative_fraction_by_each_steps_rollouts():
+    evaluation = {"eval_acc": 0.5, "eval_acc_by_bucket": {}}
+    records = [
+        {"step": 0, **evaluation},
+        {"step": 1, "rollouts": 10, "informative_fraction": 1.0},
+        {"step": 2, "rollouts": 30, "informative_fraction": 0.2, **evaluation},
+    ]
+    summary = run_summary(records)
+    # (10 x 1.0 + 30 x 0.2) / 40 = 0.4; a mean of the steps' fractions would read 0.6
+    assert summary["informative_fraction"] == pytest.approx(0.4)
+    assert summary["rollouts"] == 40
 
 
 def test_baseline_reaches_its_own_final_accuracy_despite_rounding():

@@ -336,3 +336,34 @@ def test_a_model_setting_that_does_not_fit_the_model_is_a_config_error(
         policy = load_policy(config, trainable=True)
         policy.render("1 + 1 = ?")
     assert message in str(error.value)
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_flops_parameter_count_matches_a_hand_count(tied: bool) -> None:
+    """N in sgpo's FLOPs convention (sgpo.core.flops): every matmul weight a token goes through,
+    the output projection included (tied or not), embeddings' lookup excluded; a LoRA adapter
+    adds its own parameters."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from sgpo.models import model_shape
+
+    h, kv, inter, vocab, layers = 32, 16, 48, 50, 2
+    config = Qwen2Config(
+        hidden_size=h,
+        intermediate_size=inter,
+        num_attention_heads=4,
+        num_key_value_heads=2,  # head_dim 8: k and v project to 16
+        num_hidden_layers=layers,
+        vocab_size=vocab,
+        tie_word_embeddings=tied,
+    )
+    model = Qwen2ForCausalLM(config)
+    attention = (h * h + h) + 2 * (h * kv + kv) + h * h  # q, k, v with biases; o without
+    per_layer = attention + 3 * h * inter + 2 * h  # gate, up, down; two RMSNorms
+    expected = layers * per_layer + h + vocab * h  # final norm; the output projection
+    shape = model_shape(model)
+    assert (shape.n_params, shape.n_layers, shape.d_attn) == (expected, layers, h)
+    lora = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
+    adapter = layers * (2 * (h + h) + 2 * (h + kv))  # A (r x in) and B (out x r) each
+    assert model_shape(lora).n_params == expected + adapter
