@@ -97,3 +97,23 @@ def test_local_build_keeps_the_closest_state_when_the_target_is_out_of_reach(
     assert record["steps_trained"] == 4
     assert record["target_reached"] is False
     assert record["kept_step"] in (0, 2, 4)
+
+
+def test_embedded_tokenizer_keeps_spaces_and_newlines(caplog: pytest.LogCaptureFixture) -> None:
+    """transformers 5 loads any tokenizer beside a Qwen2 config as Qwen2Tokenizer, whose
+    pre-tokenizer drops the character tokenizer's spaces: a prompt_template with spaces would
+    reach the model garbled. It is loaded as its tokenizer.json says, quietly."""
+    from tokenizers import Tokenizer
+
+    from sgpo.config import RunConfig
+    from sgpo.models import load_policy
+
+    config = RunConfig.model_validate({"model": {"prompt_template": "Sum: {prompt}\nAnswer:"}})
+    with caplog.at_level("DEBUG", logger="sgpo.models"):
+        policy = load_policy(config)
+    text = policy.render("12+34=")
+    ids = policy.tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert policy.tokenizer.decode(ids) == "Sum: 12+34=\nAnswer:"
+    written = Tokenizer.from_file(str(SHIPPED_DIR / "tokenizer.json"))
+    assert ids == written.encode(text, add_special_tokens=False).ids
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]

@@ -367,3 +367,17 @@ def test_flops_parameter_count_matches_a_hand_count(tied: bool) -> None:
     lora = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
     adapter = layers * (2 * (h + h) + 2 * (h + kv))  # A (r x in) and B (out x r) each
     assert model_shape(lora).n_params == expected + adapter
+
+
+def test_a_tokenizer_unlike_its_architectures_keeps_its_own_encoding(
+    tiny_model_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A character tokenizer saved beside a Qwen2 config: transformers would load Qwen2's
+    tokenizer class and drop the spaces of 'Natalia sold clips'; sgpo says so and loads it as
+    its tokenizer.json encodes."""
+    with caplog.at_level("WARNING", logger="sgpo.models"):
+        policy = load_policy(make_config(tiny_model_dir))
+    text = "Natalia sold 48 clips.\nHow many?"
+    ids = policy.tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert policy.tokenizer.decode(ids) == text
+    assert "encodes text otherwise than the directory's tokenizer.json" in caplog.text

@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from jinja2.exceptions import TemplateError
+from tokenizers import Tokenizer
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
     PreTrainedModel,
     PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
 )
 from transformers.utils import logging as hf_logging
 
 from sgpo.config import LoraSettings, ModelConfig, RunConfig
 from sgpo.core.flops import ModelShape
 from sgpo.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 # Our own progress bars say what is happening; transformers' per-load/per-save bars are noise.
 hf_logging.disable_progress_bar()
@@ -105,6 +110,8 @@ def _load_tokenizer(source: str) -> PreTrainedTokenizerBase:
     except (OSError, ValueError) as e:  # ValueError: a directory without tokenizer files
         where = "the directory" if local.is_dir() else "neither a local directory nor on the hub"
         raise ConfigError(f"model {source!r}: cannot load it ({where}): {e}") from e
+    if (local / "tokenizer.json").is_file():
+        tokenizer = _as_its_file_encodes(tokenizer, local)
     # Without its files some tokenizer classes still load, empty: every text becomes no tokens.
     if not tokenizer("1 + 1 = 2", add_special_tokens=False)["input_ids"]:
         raise ConfigError(
@@ -112,6 +119,38 @@ def _load_tokenizer(source: str) -> PreTrainedTokenizerBase:
             "files, e.g. tokenizer.json, missing from the directory?)"
         )
     return tokenizer
+
+
+# Spaces, a newline, a tab and a capital: what a pre-tokenizer can drop or split differently.
+_PROBE = "Sum: 12 + 34 =\n\tAnswer 46"
+
+
+def _as_its_file_encodes(
+    tokenizer: PreTrainedTokenizerBase, local: Path
+) -> PreTrainedTokenizerBase:
+    """The directory's tokenizer.json as written. transformers 5 picks the tokenizer class from
+    the model's architecture (a Qwen2 config loads Qwen2Tokenizer, with Qwen2's own
+    pre-tokenizer), so a tokenizer of another kind saved beside such a config (sgpo's embedded
+    character tokenizer is one) would silently lose spaces and newlines: then it is loaded as
+    its file says."""
+    written = Tokenizer.from_file(str(local / "tokenizer.json"))
+    expected = written.encode(_PROBE, add_special_tokens=False).ids
+    if tokenizer(_PROBE, add_special_tokens=False)["input_ids"] == expected:
+        return tokenizer
+    from sgpo.embedded import MANIFEST  # embedded imports this module
+
+    exact = PreTrainedTokenizerFast.from_pretrained(str(local))
+    # sgpo's embedded models (their MANIFEST.json) are known to need it: nothing to say
+    level = logging.DEBUG if (local / MANIFEST).is_file() else logging.WARNING
+    log.log(
+        level,
+        "%s: %s encodes text otherwise than the directory's tokenizer.json; loaded as the "
+        "file says (%s)",
+        local,
+        type(tokenizer).__name__,
+        type(exact).__name__,
+    )
+    return exact
 
 
 def load_policy(config: RunConfig, path: str | None = None, trainable: bool = False) -> Policy:
