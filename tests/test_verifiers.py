@@ -172,6 +172,22 @@ def test_exact_match() -> None:
         ("x = 1,2", "12", 0.0),
         ("2,5", "25", 0.0),
         ("12,345,678", "12345678", 1.0),
+        # LaTeX: a fraction is its value; a root, a power or pi is not its last number
+        ("\\boxed{\\frac{1}{2}}", "2", 0.0),
+        ("\\boxed{\\dfrac{1}{2}}", "0.5", 1.0),
+        ("\\boxed{-\\frac{3}{4}}", "-0.75", 1.0),
+        ("\\boxed{\\sqrt{2}}", "2", 0.0),
+        ("\\boxed{10^2}", "2", 0.0),
+        ("\\boxed{2\\pi}", "2", 0.0),
+        ("\\boxed{10,\\!000}", "10000", 1.0),
+        ("\\boxed{50\\%}", "50", 1.0),
+        ("\\boxed{5 \\text{ apples}}", "5", 1.0),
+        ("\\boxed{\u22123}", "3", 0.0),  # a Unicode minus
+        ("\\boxed{\u22123}", "-3", 1.0),
+        ("We square: x^2 = 25.\nSo x is 5", "5", 1.0),  # a power elsewhere in the reasoning
+        ("\\boxed{0.75}", "\\frac{3}{4}", 1.0),
+        ("\\boxed{4}", "\\frac{3}{4}", 0.0),
+        ("-7", "\u22127", 1.0),
     ],
 )
 def test_numeric(response: str, reference: str, expected: float) -> None:
@@ -184,6 +200,8 @@ def test_numeric_tolerance_and_bad_reference() -> None:
     assert last_number("between 3 and 4.5 units") == 4.5
     with pytest.raises(ValueError, match="contains no number"):
         numeric("1", "none")
+    with pytest.raises(ValueError, match="is an expression, not a plain number"):
+        numeric("2", "\\sqrt{2}")
 
 
 @pytest.mark.parametrize(

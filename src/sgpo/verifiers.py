@@ -269,9 +269,52 @@ def last_number(text: str) -> float | None:
     return None
 
 
+# LaTeX a plain number is written with: a numeric fraction, thin spaces ("10,\\!000"), a
+# Unicode minus; and the commands that leave a number plain (units in \\text, \\%, \\$).
+_NUMERIC_FRACTION = re.compile(
+    r"([-+]?)\s*\\[dt]?frac\s*\{\s*(\d+(?:\.\d+)?)\s*\}\s*\{\s*(\d+(?:\.\d+)?)\s*\}"
+)
+_LATEX_SPACE = re.compile(r"\\[,!;: ]")
+_LATEX_COMMAND = re.compile(r"\\([A-Za-z]+|.)")
+_PLAIN_COMMANDS = frozenset(
+    {"text", "textbf", "textrm", "mathrm", "mathbf", "left", "right", "displaystyle"}
+    | {"quad", "qquad", "boxed", "fbox", "%", "$"}
+)
+
+
+def _plain_number_text(text: str) -> str:
+    """text with LaTeX's ways of writing a plain number made plain: \\frac{3}{4} -> 3/4,
+    thin spaces dropped, the Unicode minus as "-"."""
+    text = _LATEX_SPACE.sub("", text.replace("\u2212", "-"))
+    return _NUMERIC_FRACTION.sub(r" \1\2/\3", text)
+
+
+def _beyond_a_number(text: str) -> bool:
+    """Whether text (made plain) writes more than a number: a power, a root, pi, a product
+    ("\\sqrt{2}", "10^2", "2\\pi"), whose last number is not the value."""
+    return "^" in text or any(c not in _PLAIN_COMMANDS for c in _LATEX_COMMAND.findall(text))
+
+
+def _number_line(text: str) -> str:
+    """The line of text that holds its last number (all of text when it has none)."""
+    matches = list(_NUMBER.finditer(text))
+    if not matches:
+        return text
+    start = text.rfind("\n", 0, matches[-1].start()) + 1
+    end = text.find("\n", matches[-1].end())
+    return text[start : None if end < 0 else end]
+
+
 def numeric_reference(reference: str) -> float:
-    """The reference's number; BadReference (a data error) when it has none."""
-    expected = last_number(reference)
+    """The reference's number; BadReference (a data error) when it has none, or writes an
+    expression rather than a number (use math_verify for those)."""
+    plain = _plain_number_text(reference)
+    if _beyond_a_number(_number_line(plain)):
+        raise BadReference(
+            f"reference {reference!r} is an expression, not a plain number: score such "
+            "references with sgpo.verifiers:math_verify"
+        )
+    expected = last_number(plain)
     if expected is None:
         raise BadReference(f"reference {reference!r} contains no number")
     if not math.isfinite(expected):
@@ -281,11 +324,17 @@ def numeric_reference(reference: str) -> float:
 
 def numeric(response: str, reference: str, rel_tol: float = 1e-6, abs_tol: float = 0.0) -> float:
     """1.0 when the last number in the response's final answer is within rel_tol (relative) or
-    abs_tol (absolute) of the reference number. An unparsable reference raises BadReference (a
-    data error that stops the run, not a wrong answer)."""
+    abs_tol (absolute) of the reference number. LaTeX's plain numbers count (\\frac{3}{4},
+    10,\\!000, a Unicode minus); a final answer that writes more than a number on the line of
+    its last number (\\sqrt{2}, 10^2) scores 0, since that number is not its value. An
+    unparsable reference raises BadReference (a data error that stops the run, not a wrong
+    answer)."""
     expected = numeric_reference(reference)
     kind, text = final_answer(response)
-    got = last_number(text)
+    plain = _plain_number_text(text)
+    if _beyond_a_number(_number_line(plain)):
+        return 0.0
+    got = last_number(plain)
     if got is None or not math.isfinite(got):
         return 0.0
     return 1.0 if math.isclose(got, expected, rel_tol=rel_tol, abs_tol=abs_tol) else 0.0
