@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from sgpo.cli import app
 from sgpo.config import EmbeddedModelConfig, RunConfig, dump_config
 from sgpo.embedded import build_char_tokenizer, build_model
-from sgpo.errors import DataError
+from sgpo.errors import ConfigError, DataError
 from sgpo.io import read_jsonl, read_table
 from sgpo.models import load_policy
 from sgpo.plan import run_plan
@@ -310,8 +310,6 @@ def test_a_model_setting_that_does_not_fit_the_model_is_a_config_error(
 ) -> None:
     import shutil
 
-    from sgpo.errors import ConfigError
-
     copy = tmp_path / "model"
     shutil.copytree(tiny_model_dir, copy)
     tokenizer_config = copy / "tokenizer_config.json"
@@ -381,3 +379,24 @@ def test_a_tokenizer_unlike_its_architectures_keeps_its_own_encoding(
     ids = policy.tokenizer(text, add_special_tokens=False)["input_ids"]
     assert policy.tokenizer.decode(ids) == text
     assert "encodes text otherwise than the directory's tokenizer.json" in caplog.text
+
+
+def test_a_lora_adapter_of_a_relative_model_path_loads_from_anywhere(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tiny_model_dir.parent)
+    config = make_config(Path(tiny_model_dir.name), model={"lora": {"r": 2, "alpha": 4}})
+    assert config.model.name_or_path == tiny_model_dir.name  # relative to here
+    adapter = tmp_path / "adapter"
+    policy = load_policy(config, trainable=True)
+    policy.model.save_pretrained(adapter)
+    policy.tokenizer.save_pretrained(adapter)  # as sgpo's checkpoints hold it
+    recorded = json.loads((adapter / "adapter_config.json").read_text())
+    assert recorded["base_model_name_or_path"] == str(tiny_model_dir.resolve())
+    monkeypatch.chdir(tmp_path)  # elsewhere: the base is still found
+    assert type(load_policy(config, path=str(adapter)).model).__name__.startswith("Peft")
+    # a base model that is not where the adapter says: a config error naming it
+    recorded["base_model_name_or_path"] = str(tmp_path / "moved")
+    (adapter / "adapter_config.json").write_text(json.dumps(recorded))
+    with pytest.raises(ConfigError, match=r"whose base model '.*moved' \(its adapter_config"):
+        load_policy(config, path=str(adapter))

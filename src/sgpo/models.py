@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,15 +164,27 @@ def load_policy(config: RunConfig, path: str | None = None, trainable: bool = Fa
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    is_adapter = (Path(source) / "adapter_config.json").exists()
-    if is_adapter:
+    local = Path(source).expanduser()
+    # a local model by its absolute path: a LoRA adapter saved from it records that path as its
+    # base, so the adapter loads from any working directory
+    weights = str(local.resolve()) if local.is_dir() else source
+    if (local / "adapter_config.json").exists():
         from peft import AutoPeftModelForCausalLM
 
-        model = AutoPeftModelForCausalLM.from_pretrained(
-            source, dtype=dtype, is_trainable=trainable
-        )
+        try:
+            model = AutoPeftModelForCausalLM.from_pretrained(
+                weights, dtype=dtype, is_trainable=trainable
+            )
+        except OSError as e:  # its base model is not where the adapter says
+            base = json.loads((local / "adapter_config.json").read_text()).get(
+                "base_model_name_or_path"
+            )
+            raise ConfigError(
+                f"model {source!r}: a LoRA adapter whose base model {base!r} (its "
+                f"adapter_config.json's base_model_name_or_path) cannot be loaded: {e}"
+            ) from e
     else:
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(weights, dtype=dtype)
         if trainable and cfg.lora is not None:
             model = add_lora(model, cfg.lora, config.seed)
     if trainable and cfg.gradient_checkpointing:
