@@ -400,3 +400,28 @@ def test_a_lora_adapter_of_a_relative_model_path_loads_from_anywhere(
     (adapter / "adapter_config.json").write_text(json.dumps(recorded))
     with pytest.raises(ConfigError, match=r"whose base model '.*moved' \(its adapter_config"):
         load_policy(config, path=str(adapter))
+
+
+def test_lora_dropout_trains_alike_for_one_config(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Dropout masks come from torch's global generator: seeded per run, whatever state an
+    earlier run in the process (or anything else) left it in."""
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))  # for "bad_verifiers:coin_flip"
+    config = make_config(
+        tiny_model_dir,
+        model={"lora": {"r": 4, "alpha": 8, "dropout": 0.5, "target_modules": "all-linear"}},
+        task={
+            "kind": "file",
+            "file": {"train": str(GSM8K_TRAIN), "eval": str(GSM8K_TEST), "preset": "gsm8k"},
+            "verifier": "bad_verifiers:coin_flip",
+        },
+        train={"method": "grpo", "group_size": 4, "rollout_budget": 8, "lr": 1e-2, "steps": 1},
+    )
+    norms = []
+    for run, state in enumerate((1, 2)):
+        torch.manual_seed(state)  # another global generator state before each run
+        Trainer(config, tmp_path / f"run-{run}").train()
+        records = read_jsonl(tmp_path / f"run-{run}" / "metrics.jsonl")
+        norms.append([r["grad_norm"] for r in records if r["step"] > 0])
+    assert norms[0] == norms[1] and norms[0][0] > 0

@@ -21,6 +21,7 @@ import warnings
 from dataclasses import replace
 from pathlib import Path
 
+import torch
 from tqdm import tqdm
 
 from sgpo import checkpoint, rundir
@@ -28,6 +29,7 @@ from sgpo.config import RunConfig, dump_config
 from sgpo.core.flops import PHASES
 from sgpo.core.online import extends_streak
 from sgpo.core.rewards import is_correct
+from sgpo.engine import stream_seed
 from sgpo.errors import NonFiniteError
 from sgpo.evaluate import evaluate
 from sgpo.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
@@ -82,6 +84,10 @@ class Trainer:
         # A resumed run starts from the checkpoint's weights (plain model or LoRA adapter).
         resumed_model = str(checkpoint.state_model_dir(run_dir)) if self.resuming else None
         self.policy = load_policy(config, path=resumed_model, trainable=True)
+        # Dropout (the model's own, or model.lora.dropout) draws from torch's global generator:
+        # seeded from the run's seed, so two runs of one config train alike (a resumed run
+        # gets the checkpoint's generator state instead)
+        torch.manual_seed(stream_seed(config.seed, "train-dropout"))
         check_prompt_lengths(self.policy, self.task, config.sampling.max_new_tokens)
         # Config, initial weights and the data (train and eval queries): a resume needs all
         # three unchanged.
