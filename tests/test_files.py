@@ -276,6 +276,16 @@ def test_same_file_for_train_and_eval_is_refused() -> None:
         load_task(TaskConfig(kind="file", file=cfg), seed=0)
 
 
+def test_files_named_alike_in_two_folders_are_told_how_to_tell_apart(tmp_path: Path) -> None:
+    for split in ("tr", "te"):
+        (tmp_path / split).mkdir()
+        (tmp_path / split / "gsm8k.jsonl").write_text(GSM8K_TRAIN.read_text())
+    train, evaluation = tmp_path / "tr" / "gsm8k.jsonl", tmp_path / "te" / "gsm8k.jsonl"
+    cfg = file_cfg(train=str(train), eval=str(evaluation), preset="gsm8k")
+    with pytest.raises(DataError, match="files named alike share them: rename one, or name an"):
+        load_task(TaskConfig(kind="file", file=cfg), seed=0)
+
+
 def test_eval_prompts_in_train_under_other_ids_are_said(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

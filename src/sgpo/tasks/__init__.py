@@ -95,9 +95,16 @@ def load_task(task_cfg: TaskConfig, seed: int) -> TaskData:
     check_queries(data.eval, data.eval_label, data.id_field)
     overlap = {q.query_id for q in data.train} & {q.query_id for q in data.eval}
     if overlap:
+        # ids made from the file name and row ("gsm8k:0"): two files named alike collide
+        automatic = (
+            "; the ids are made from each file's name and row, so files named alike share "
+            "them: rename one, or name an id column (task.file.id_field)"
+            if data.id_field is None and data.train_label != data.eval_label
+            else ""
+        )
         raise DataError(
             f"{data.train_label} and {data.eval_label}: {len(overlap)} query ids in both "
-            f"train and eval, e.g. {sorted(overlap)[:3]}"
+            f"train and eval, e.g. {sorted(overlap)[:3]}{automatic}"
         )
     shared = {q.prompt for q in data.train} & {q.prompt for q in data.eval}
     if shared:  # other ids (another file, other row numbers), the same queries
