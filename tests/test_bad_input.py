@@ -574,6 +574,23 @@ CLI_CASES = [
         "spent, not at train.steps",
     ),
     (
+        "flops-on-an-sgpo-run",
+        lambda tmp, env: [
+            "flops",
+            str(written(tmp / "metrics.jsonl", '{"step": 1, "eval_acc": 0.5}\n') / "metrics.jsonl"),
+            *("--plan", str(env.plan)),
+        ],
+        1,
+        "{tmp}/metrics.jsonl: no step with prompt_length/mean and response_length/mean: not a "
+        "verl file-logger JSONL (an sgpo train run's costs are in its metrics.jsonl",
+    ),
+    (
+        "flops-run-without-run-json",
+        lambda tmp, env: ["flops", "--run", str(tmp)],
+        1,
+        "{tmp}/run.json: no such file: --run takes a verl run's RUN_DIR",
+    ),
+    (
         "demo-over-a-train-run",
         lambda tmp, env: [
             "demo",

@@ -19,6 +19,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from sgpo.errors import DataError
+
 verl_app = typer.Typer(
     help="Run sGPO plans on verl: export a plan as a verl dataset; FLOPs of a verl run.",
     no_args_is_help=True,
@@ -389,8 +391,13 @@ def flops(
         profile_flops=float(plan_meta.get("profile_flops", 0.0)),
     )
     if not rows:
-        console.print("[red]no step with prompt_length/mean and response_length/mean[/red]")
-        raise typer.Exit(1)
+        files = ", ".join(map(str, metrics_jsonl))
+        # an sgpo run's metrics.jsonl has its FLOPs already (flops_*_cum, summary.json)
+        raise DataError(
+            f"{files}: no step with prompt_length/mean and response_length/mean: not a verl "
+            "file-logger JSONL (an sgpo train run's costs are in its metrics.jsonl and "
+            "summary.json already)"
+        )
     if out is not None:
         atomic_write_text(out, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
     table = Table(title=f"sGPO FLOPs of a verl run ({len(rows)} logged steps)")

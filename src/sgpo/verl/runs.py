@@ -87,6 +87,12 @@ def load_run(path: Path) -> dict:
     path = Path(path)
     if path.is_dir():
         path = path / RUN_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: no such file: --run takes a verl run's RUN_DIR (examples/verl/*.sh record "
+            f"its {RUN_FILE} at launch); an sgpo train run's costs are in its metrics.jsonl and "
+            "summary.json already"
+        )
     run = json.loads(path.read_text())
     run["config"] = parse_overrides(run["overrides"])
     run["path"] = str(path)
