@@ -4,6 +4,7 @@ training, and local builds stop on measured skill."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -99,7 +100,9 @@ def test_local_build_keeps_the_closest_state_when_the_target_is_out_of_reach(
     assert record["kept_step"] in (0, 2, 4)
 
 
-def test_embedded_tokenizer_keeps_spaces_and_newlines(caplog: pytest.LogCaptureFixture) -> None:
+def test_embedded_tokenizer_keeps_spaces_and_newlines(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """transformers 5 loads any tokenizer beside a Qwen2 config as Qwen2Tokenizer, whose
     pre-tokenizer drops the character tokenizer's spaces: a prompt_template with spaces would
     reach the model garbled. It is loaded as its tokenizer.json says, quietly."""
@@ -116,4 +119,11 @@ def test_embedded_tokenizer_keeps_spaces_and_newlines(caplog: pytest.LogCaptureF
     assert policy.tokenizer.decode(ids) == "Sum: 12+34=\nAnswer:"
     written = Tokenizer.from_file(str(SHIPPED_DIR / "tokenizer.json"))
     assert ids == written.encode(text, add_special_tokens=False).ids
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    # a checkpoint of an embedded run (the model saved again, no MANIFEST.json): as quiet
+    checkpoint = tmp_path / "checkpoint"
+    shutil.copytree(SHIPPED_DIR, checkpoint, ignore=shutil.ignore_patterns(MANIFEST))
+    with caplog.at_level("DEBUG", logger="sgpo.models"):
+        resumed = load_policy(config, path=str(checkpoint))
+    assert resumed.tokenizer(text, add_special_tokens=False)["input_ids"] == ids
     assert not [r for r in caplog.records if r.levelname == "WARNING"]

@@ -95,7 +95,7 @@ def model_source(config: RunConfig) -> str:
     return str(ensure_embedded_model(config.model.embedded))
 
 
-def _load_tokenizer(source: str) -> PreTrainedTokenizerBase:
+def _load_tokenizer(source: str, embedded: bool = False) -> PreTrainedTokenizerBase:
     """The model's tokenizer; a source that is neither a model directory here nor loadable from
     the hub is a config error naming it (transformers' own message kept)."""
     local = Path(source).expanduser()
@@ -112,7 +112,7 @@ def _load_tokenizer(source: str) -> PreTrainedTokenizerBase:
         where = "the directory" if local.is_dir() else "neither a local directory nor on the hub"
         raise ConfigError(f"model {source!r}: cannot load it ({where}): {e}") from e
     if (local / "tokenizer.json").is_file():
-        tokenizer = _as_its_file_encodes(tokenizer, local)
+        tokenizer = _as_its_file_encodes(tokenizer, local, quiet=embedded)
     # Without its files some tokenizer classes still load, empty: every text becomes no tokens.
     if not tokenizer("1 + 1 = 2", add_special_tokens=False)["input_ids"]:
         raise ConfigError(
@@ -127,7 +127,7 @@ _PROBE = "Sum: 12 + 34 =\n\tAnswer 46"
 
 
 def _as_its_file_encodes(
-    tokenizer: PreTrainedTokenizerBase, local: Path
+    tokenizer: PreTrainedTokenizerBase, local: Path, quiet: bool = False
 ) -> PreTrainedTokenizerBase:
     """The directory's tokenizer.json as written. transformers 5 picks the tokenizer class from
     the model's architecture (a Qwen2 config loads Qwen2Tokenizer, with Qwen2's own
@@ -138,11 +138,9 @@ def _as_its_file_encodes(
     expected = written.encode(_PROBE, add_special_tokens=False).ids
     if tokenizer(_PROBE, add_special_tokens=False)["input_ids"] == expected:
         return tokenizer
-    from sgpo.embedded import MANIFEST  # embedded imports this module
-
     exact = PreTrainedTokenizerFast.from_pretrained(str(local))
-    # sgpo's embedded models (their MANIFEST.json) are known to need it: nothing to say
-    level = logging.DEBUG if (local / MANIFEST).is_file() else logging.WARNING
+    # sgpo's embedded models (and their checkpoints) are known to need it: nothing to say
+    level = logging.DEBUG if quiet else logging.WARNING
     log.log(
         level,
         "%s: %s encodes text otherwise than the directory's tokenizer.json; loaded as the "
@@ -160,7 +158,7 @@ def load_policy(config: RunConfig, path: str | None = None, trainable: bool = Fa
     source = path or model_source(config)
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
-    tokenizer = _load_tokenizer(source)
+    tokenizer = _load_tokenizer(source, embedded=cfg.name_or_path == "embedded")
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
