@@ -439,6 +439,32 @@ CASES = [
         "method sgpo needs a plan: {tmp}/run/plan.parquet not found (run sgpo plan)",
     ),
     Case(
+        "plan-from-a-profile-missing-a-row",  # the query would be left out without a word
+        lambda tmp, env: run_plan(
+            env.config, retagged(env.profile, tmp / "profile.parquet", lambda r: r[1:]), tmp
+        ),
+        DataError,
+        "{tmp}/profile.parquet: 1 of the task's 8 training queries are not in it (e.g. ['add:",
+    ),
+    Case(
+        "plan-from-a-profile-chunk",
+        lambda tmp, env: run_plan(
+            env.config,
+            retagged(env.profile, tmp / "chunk-00000.parquet", lambda r: r[:4], chunk_size=4),
+            tmp,
+        ),
+        DataError,
+        "training queries are not in it (e.g. ['add:",
+    ),
+    Case(
+        "plan-from-a-folder-of-chunks",
+        lambda tmp, env: run_plan(
+            env.config, retagged(env.profile, tmp / "chunks" / "chunk-00000.parquet").parent, tmp
+        ),
+        DataError,
+        "{tmp}/chunks: a directory; give the table's .parquet file",
+    ),
+    Case(
         "plan-without-profile",
         lambda tmp, env: run_plan(env.config, tmp / "profile.parquet", tmp),
         FileNotFoundError,

@@ -74,6 +74,8 @@ def write_table(
 def read_table(path: Path) -> tuple[list[dict], dict]:
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
+    if path.is_dir():  # parquet reads a folder as one table of its files, with one's metadata
+        raise DataError(f"{path}: a directory; give the table's .parquet file")
     try:
         table = pq.read_table(path)
     except (pa.ArrowException, OSError) as e:

@@ -255,6 +255,28 @@ def check_profile_matches(
         check_profile_samples(meta, config, source, expected_model)
 
 
+def check_profile_covers(
+    profile_rows: list[dict], meta: dict, config: RunConfig, source: Path
+) -> None:
+    """A profile must hold every training query once: a profile chunk, or a profile with rows
+    deleted, would plan (and train) a part of the data, the rest left out without a word."""
+    from sgpo.profile import CHUNK_SIZE_KEY
+    from sgpo.tasks import load_task
+
+    expected = {q.query_id for q in load_task(config.task, config.seed).train}
+    profiled = {r["query_id"] for r in profile_rows}
+    missing, extra = expected - profiled, profiled - expected
+    if missing or extra:
+        said = [f"{len(missing)} of the task's {len(expected)} training queries are not in it"]
+        if missing:
+            said[-1] += f" (e.g. {sorted(missing)[:3]})"
+        if extra:
+            said.append(f"{len(extra)} of its queries are not the task's, e.g. {sorted(extra)[:3]}")
+        if CHUNK_SIZE_KEY in meta:
+            said.append("it is one chunk of a profile: plan from the whole profile.parquet")
+        raise DataError(f"{source}: " + "; ".join(said))
+
+
 # Config keys that change what a profile's samples are (verifier, prompt formatting, sampling)
 # or how finely p_hat is measured (samples per query); with the task and model
 # (check_profile_matches) they must be the profile's for sgpo plan and train.reuse_profile.
@@ -414,6 +436,7 @@ def _run_plan(
     check_is_profile(profile_rows, meta, profile_path)
     source = model_source(config)
     check_profile_matches(meta, config, str(profile_path), source, all_settings=True)
+    check_profile_covers(profile_rows, meta, config, profile_path)
     rule = plan_rule(config)
     rows = build_plan(profile_rows, rule, config.seed)
     check_something_kept(rows, rule, profile_path)
