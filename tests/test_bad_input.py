@@ -611,6 +611,23 @@ CLI_CASES = [
         "verl file-logger JSONL (an sgpo train run's costs are in its metrics.jsonl",
     ),
     (
+        "flops-out-over-a-users-file",
+        lambda tmp, env: [
+            "flops",
+            "--run",
+            str(tmp),
+            *("-o", str(written(tmp / "notes.jsonl", "mine\n") / "notes.jsonl")),
+        ],
+        1,
+        "{tmp}/notes.jsonl already exists; pass --overwrite to replace it",
+    ),
+    (
+        "flops-out-a-directory",
+        lambda tmp, env: ["flops", "--run", str(tmp), "-o", str(tmp)],
+        1,
+        "--out {tmp}: a directory; give a file name",
+    ),
+    (
         "flops-run-without-run-json",
         lambda tmp, env: ["flops", "--run", str(tmp)],
         1,

@@ -354,6 +354,7 @@ def flops(
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Write per-step rows as JSONL.")
     ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out file.")] = False,
 ) -> None:
     """sGPO's per-phase FLOPs (profile, rollout, logprob, train), per step and cumulative, of
     verl runs, from their logged token counts."""
@@ -362,6 +363,11 @@ def flops(
     from sgpo.verl.export import ROLLOUT_N, rollouts_per_step
     from sgpo.verl.flops import read_verl_metrics, verl_run_flops
 
+    if out is not None:  # before any reading: a file that cannot be written is not computed
+        if out.is_dir():
+            raise FileExistsError(f"--out {out}: a directory; give a file name")
+        if out.exists() and not overwrite:
+            raise FileExistsError(f"{out} already exists; pass --overwrite to replace it")
     if run:
         if metrics_jsonl:
             raise typer.BadParameter("give metrics files or --run, not both")
