@@ -600,6 +600,24 @@ CLI_CASES = [
         "spent, not at train.steps",
     ),
     (
+        "out-is-a-file",
+        lambda tmp, env: [
+            "profile",
+            *("-c", str(env.config_path), "-o", str(written(tmp / "afile", "x") / "afile")),
+        ],
+        1,
+        "--out {tmp}/afile: a file, not a directory",
+    ),
+    (
+        "out-under-a-file",
+        lambda tmp, env: [
+            "eval",
+            *("-c", str(env.config_path), "-o", str(written(tmp / "afile", "x") / "afile" / "x")),
+        ],
+        1,
+        "--out {tmp}/afile/x: cannot create this directory (Not a directory)",
+    ),
+    (
         "flops-on-an-sgpo-run",
         lambda tmp, env: [
             "flops",

@@ -33,4 +33,5 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     RunDirBusyError,
     FileExistsError,
     FileNotFoundError,
+    NotADirectoryError,  # an --out that cannot be a directory (sgpo.io.make_out_dir)
 )

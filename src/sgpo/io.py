@@ -100,6 +100,25 @@ def _sgpo_metadata(schema: pa.Schema, path: Path) -> dict:
         raise DataError(f"{path}: sgpo metadata is not valid JSON ({e})") from e
 
 
+def make_out_dir(out_dir: Path) -> None:
+    """Create an output directory, refusing a filesystem root or the home directory (sgpo would
+    put its files among everything else there) and saying why one cannot be made."""
+    resolved = out_dir.expanduser().resolve()
+    if resolved == Path(resolved.anchor) or resolved == Path.home().resolve():
+        raise FileExistsError(
+            f"{out_dir}: refusing to use {resolved} as an output directory; "
+            "give a directory of its own, e.g. runs/NAME"
+        )
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotADirectoryError(f"--out {out_dir}: a file, not a directory")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a file where a parent folder should be, no permission, ...
+        raise NotADirectoryError(
+            f"--out {out_dir}: cannot create this directory ({e.strerror or e})"
+        ) from e
+
+
 def prepare_out_dir(path: Path, overwrite: bool, resume: bool | None, marker: str) -> None:
     """Refuse to clobber an existing result (marker file) unless asked to overwrite or resume
     (resume None: the command cannot resume, so the message does not offer it)."""
@@ -108,7 +127,7 @@ def prepare_out_dir(path: Path, overwrite: bool, resume: bool | None, marker: st
         raise FileExistsError(
             f"{path / marker} already exists; pass --overwrite to replace it{offer}"
         )
-    path.mkdir(parents=True, exist_ok=True)
+    make_out_dir(path)
 
 
 def append_jsonl(path: Path, record: dict) -> None:

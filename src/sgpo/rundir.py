@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from sgpo.errors import DataError, RunDirBusyError
-from sgpo.io import atomic_write_json, read_table
+from sgpo.io import atomic_write_json, make_out_dir, read_table
 
 OUTPUTS_FILE = "sgpo-outputs.json"
 
@@ -51,17 +51,6 @@ def written_by_sgpo(out_dir: Path) -> set[str]:
     return set(names)
 
 
-def check_out_dir(out_dir: Path) -> None:
-    """Refuse a filesystem root or the home directory as an output directory: sgpo would put
-    its files among everything else there."""
-    resolved = out_dir.expanduser().resolve()
-    if resolved == Path(resolved.anchor) or resolved == Path.home().resolve():
-        raise FileExistsError(
-            f"{out_dir}: refusing to use {resolved} as an output directory; "
-            "give a directory of its own, e.g. runs/NAME"
-        )
-
-
 def claim_outputs(
     out_dir: Path, names: Iterable[str], adopt: Callable[[Path], bool] | None = None
 ) -> None:
@@ -69,8 +58,7 @@ def claim_outputs(
     exists without having been written by sgpo (FileExistsError naming it otherwise). adopt
     tells an existing, unlisted output that an older sgpo wrote before it recorded that name
     (the rest of its directory shows it is sgpo's); such a one is recorded, not refused."""
-    check_out_dir(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_out_dir(out_dir)
     ours = written_by_sgpo(out_dir)
     names = set(names)
     for name in sorted(names - ours):
@@ -106,8 +94,7 @@ def glob_escape(name: str) -> str:
 def locked(out_dir: Path, command: str) -> Iterator[None]:
     """Hold an exclusive lock on out_dir (flock on the directory: no lock file to go stale;
     released by the kernel when the process dies, even by SIGKILL)."""
-    check_out_dir(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_out_dir(out_dir)
     fd = os.open(out_dir, os.O_RDONLY)
     try:
         try:
