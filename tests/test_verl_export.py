@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from sgpo.core.advantages import max_variance_indices
 from sgpo.core.allocation import PlanRule
 from sgpo.core.flops import ModelShape, inference_flops, logprob_flops, train_flops
+from sgpo.errors import DataError
 from sgpo.io import read_table
 from sgpo.plan import PlanRow, build_plan, kept_in_order, write_plan
 from sgpo.verl import reward
@@ -393,7 +394,7 @@ def test_read_verl_metrics_merges_files_and_orders_steps(tmp_path):
     ]
     bad = tmp_path / "bad.jsonl"
     bad.write_text("{not json\n")
-    with pytest.raises(ValueError, match="bad.jsonl:1"):
+    with pytest.raises(ValueError, match="bad.jsonl: line 1: not JSON"):
         read_verl_metrics([bad])
     with pytest.raises(FileNotFoundError):
         read_verl_metrics([tmp_path / "missing.jsonl"])
@@ -434,6 +435,42 @@ def builtin_task(*overrides: str) -> str:
 
     config = load_config(None, list(overrides))
     return load_task(config.task, config.seed).source
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b'{"step": 1}\n{"step": 2, "da', "{path}: line 2: not JSON"),
+        (b'{"step": 1}\n\xff\xfe\n', "{path}: line 2: not JSON"),
+        (b'{"data": {}}\n', "{path}: line 1: no 'step' (nor 'training/global_step') field"),
+        (b'{"step": "one"}\n', "{path}: line 1: field 'step' is 'one', not a whole number"),
+        (
+            b'{"step": 1, "prompt_length/mean": 20, "response_length/mean": NaN}\n',
+            "step 1: field 'response_length/mean' is nan; a logged count or mean length is a "
+            "finite number >= 0",
+        ),
+        (
+            b'{"step": 1, "prompt_length/mean": 20, "response_length/mean": -2}\n',
+            "step 1: field 'response_length/mean' is -2; a logged count",
+        ),
+        (
+            b'{"step": 1, "prompt_length/mean": 20, "response_length/mean": 2, '
+            b'"perf/total_num_tokens": Infinity}\n',
+            "step 1: field 'perf/total_num_tokens' is inf; a logged count",
+        ),
+    ],
+)
+def test_bad_verl_metrics_name_the_file_line_or_step_and_field(
+    tmp_path: Path, content: bytes, message: str
+) -> None:
+    path = tmp_path / "metrics.jsonl"
+    path.write_bytes(content)
+    shape = ModelShape(n_params=1000, n_layers=2, d_attn=16)
+    with pytest.raises(DataError) as error:
+        verl_run_flops(read_verl_metrics([path]), shape, use_reference=False, ppo_epochs=1)
+    assert message.format(path=path) in str(error.value)
+    with pytest.raises(DataError, match="a directory; give verl's metrics JSONL"):
+        read_verl_metrics([tmp_path])
 
 
 def test_flops_and_export_commands(tmp_path):

@@ -55,9 +55,11 @@ the step's trajectories before down-sampling), and a logged count wins over both
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from sgpo.core.flops import PHASES, ModelShape, inference_flops, logprob_flops, train_flops
+from sgpo.errors import DataError
 from sgpo.verl.downsample import DOWNSAMPLED_METRIC
 from sgpo.verl.history import GENERATED_METRIC
 
@@ -80,14 +82,16 @@ def read_verl_metrics(paths: list[Path]) -> list[dict]:
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"{path}: no such file")
-        for line_no, line in enumerate(path.read_text().splitlines(), 1):
+        if path.is_dir():
+            raise DataError(f"{path}: a directory; give verl's metrics JSONL file(s)")
+        for line_no, line in enumerate(path.read_bytes().splitlines(), 1):
             if not line.strip():
                 continue
             try:
                 raw = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{line_no}: not JSON ({e})") from e
-            records.append(normalise_record(raw, f"{path}:{line_no}"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as e:
+                raise DataError(f"{path}: line {line_no}: not JSON ({e})") from e
+            records.append(normalise_record(raw, f"{path}: line {line_no}"))
     return merge_records(records)
 
 
@@ -103,12 +107,29 @@ def merge_records(records: list[dict]) -> list[dict]:
 def normalise_record(raw: dict, where: str = "record") -> dict:
     """Accept verl's FileLogger lines ({"step", "data"}) or flat metric dicts."""
     if not isinstance(raw, dict):
-        raise ValueError(f"{where}: expected a JSON object, got {type(raw).__name__}")
+        raise DataError(f"{where}: expected a JSON object, got {type(raw).__name__}")
     metrics = raw["data"] if isinstance(raw.get("data"), dict) else raw
     step = raw.get("step", metrics.get("training/global_step"))
     if step is None:
-        raise ValueError(f"{where}: no 'step' (nor 'training/global_step') field")
+        raise DataError(f"{where}: no 'step' (nor 'training/global_step') field")
+    if isinstance(step, bool) or not isinstance(step, int | float) or step != int(step):
+        raise DataError(f"{where}: field 'step' is {step!r}, not a whole number")
     return {**metrics, "step": int(step)}
+
+
+def _count(record: dict, key: str, default: float | None = None) -> float:
+    """A logged count or mean length (a finite number >= 0), named by step and field if not."""
+    value = record.get(key, default)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if isinstance(value, bool) or not (math.isfinite(number) and number >= 0):
+        raise DataError(
+            f"step {record['step']}: field {key!r} is {value!r}; a logged count or mean length "
+            "is a finite number >= 0"
+        )
+    return number
 
 
 def verl_run_flops(
@@ -146,7 +167,7 @@ def verl_run_flops(
         step = record["step"]
         validation = {k: v for k, v in record.items() if k.startswith(VAL_PREFIXES)}
         if PROMPT_MEAN in record and RESPONSE_MEAN in record:
-            p, r = float(record[PROMPT_MEAN]), float(record[RESPONSE_MEAN])
+            p, r = _count(record, PROMPT_MEAN), _count(record, RESPONSE_MEAN)
             n, source = _rollouts(record, step, p, r, rollouts_per_step)
         elif validation:  # validation before training (step 0): accuracy at the profile's cost
             n, p, r, source = 0, 0.0, 0.0, "none"
@@ -154,9 +175,9 @@ def verl_run_flops(
             continue  # nothing trained and nothing measured
         discarded = 0
         if discarded_group_size is not None:
-            groups = float(record.get(DAPO_EVICTED, 0)) + float(record.get(DAPO_SURPLUS, 0))
+            groups = _count(record, DAPO_EVICTED, 0) + _count(record, DAPO_SURPLUS, 0)
             discarded = round(groups) * discarded_group_size
-        downsampled = round(float(record.get(DOWNSAMPLED_METRIC, 0)))
+        downsampled = round(_count(record, DOWNSAMPLED_METRIC, 0))
         if source in ("dataset", "logged"):  # these count what was generated
             n -= downsampled
         discarded += downsampled
@@ -198,13 +219,13 @@ def _rollouts(
     record: dict, step: int, p: float, r: float, rollouts_per_step: list[int] | None
 ) -> tuple[int, str]:
     if GENERATED_METRIC in record:  # skips on history: the dataset's order says nothing
-        return round(float(record[GENERATED_METRIC])), "logged"
+        return round(_count(record, GENERATED_METRIC)), "logged"
     if rollouts_per_step is not None:
         if step < 1:
             raise ValueError(f"step {step}: verl counts training steps from 1")
         return int(rollouts_per_step[(step - 1) % len(rollouts_per_step)]), "dataset"
     if TOTAL_TOKENS in record and p + r > 0:
-        return round(float(record[TOTAL_TOKENS]) / (p + r)), "estimated"
+        return round(_count(record, TOTAL_TOKENS) / (p + r)), "estimated"
     raise ValueError(
         f"step {step}: no {TOTAL_TOKENS!r} to estimate the rollout count from; pass the exported "
         f"parquet and train_batch_size"
