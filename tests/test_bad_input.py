@@ -618,6 +618,26 @@ CLI_CASES = [
         "--out {tmp}/afile/x: cannot create this directory (Not a directory)",
     ),
     (
+        "export-verl-group-of-one",
+        lambda tmp, env: [
+            "export-verl",
+            *("--plan", str(env.plan), "-c", str(env.config_path), "--out", str(tmp / "t.parquet")),
+            *("--fixed-group-size", "1"),
+        ],
+        2,
+        "refused: --fixed-group-size 1: verl needs groups of 2 or more",
+    ),
+    (
+        "export-verl-batch-of-zero",
+        lambda tmp, env: [
+            "export-verl",
+            *("--plan", str(env.plan), "-c", str(env.config_path), "--out", str(tmp / "t.parquet")),
+            *("--train-batch-size", "0"),
+        ],
+        2,
+        "refused: --train-batch-size 0: must be 1 or more",
+    ),
+    (
         "flops-on-an-sgpo-run",
         lambda tmp, env: [
             "flops",

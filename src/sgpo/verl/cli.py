@@ -113,6 +113,11 @@ def export_verl(
     from sgpo.verl.check import batch_problems
     from sgpo.verl.export import ROLLOUT_N, export_for_config, skips_on_history, step_summary
 
+    # before anything is written: options that cannot make a verl dataset
+    if fixed_group_size is not None and fixed_group_size < 2:
+        fail([f"--fixed-group-size {fixed_group_size}: verl needs groups of 2 or more"])
+    if train_batch_size is not None and train_batch_size < 1:
+        fail([f"--train-batch-size {train_batch_size}: must be 1 or more"])
     try:
         cfg = load_config(config, set_)
     except ConfigError as e:
@@ -171,7 +176,7 @@ def export_verl(
             f"the verl run follows the exported, static plan (sgpo train applies them)[/bold red]",
             soft_wrap=True,
         )
-    if train_batch_size:
+    if train_batch_size is not None:
         ns = [r[ROLLOUT_N] for r in exported]
         if problems := batch_problems(len(ns), train_batch_size):
             fail(problems)
