@@ -638,6 +638,16 @@ CLI_CASES = [
         "refused: --train-batch-size 0: must be 1 or more",
     ),
     (
+        "task-file-without-kind-file",  # the files would be ignored, the addition task run
+        lambda tmp, env: [
+            "profile",
+            *("-c", str(env.config_path), "-o", str(tmp / "p")),
+            *("--set", "task.file.train=data/train.jsonl"),
+        ],
+        2,
+        "task.file is set but task.kind is 'addition': set task.kind: file to use the files",
+    ),
+    (
         "flops-on-an-sgpo-run",
         lambda tmp, env: [
             "flops",

@@ -232,6 +232,11 @@ class TaskConfig(Strict):
     def _check(self) -> TaskConfig:
         if self.kind == "file" and self.file is None:
             raise ValueError("task.kind is 'file' but task.file is not set")
+        if self.kind != "file" and self.file is not None:  # it would be ignored
+            raise ValueError(
+                f"task.file is set but task.kind is {self.kind!r}: set task.kind: file to use "
+                "the files"
+            )
         low, high = self.verifier_reward_range
         if not (math.isfinite(low) and math.isfinite(high) and low < high):
             raise ValueError(
