@@ -166,6 +166,32 @@ def test_fractional_group_size_is_refused_not_cut(env: SimpleNamespace, tmp_path
     )
 
 
+def test_a_repeated_rank_and_negative_lengths_name_their_row(
+    env: SimpleNamespace, tmp_path: Path
+) -> None:
+    def second_takes_first_rank(rows: list[dict]) -> list[dict]:
+        first, second = kept_rows(rows)[:2]
+        second["rank"] = first["rank"]
+        return rows
+
+    path = edited_plan(env, tmp_path / "plan.parquet", second_takes_first_rank)
+    rows = read_table(path)[0]
+    first, second = sorted(i for i, r in enumerate(rows) if r["kept"] and r["rank"] == 0)
+    with pytest.raises(DataError) as info:
+        read_plan(path)
+    assert f"{path}: row {second}: field 'rank' is 0 (as row {first}); the kept rows' ranks" in (
+        str(info.value)
+    )
+
+    def negative_response_length(rows: list[dict]) -> list[dict]:
+        rows[1]["mean_response_tokens"] = -2.0  # it would price generation below nothing
+        return rows
+
+    path = edited_plan(env, tmp_path / "negative.parquet", negative_response_length)
+    with pytest.raises(DataError, match=r"row 1: field 'mean_response_tokens' is -2.0; must be"):
+        read_plan(path)
+
+
 def test_whole_float_group_size_is_read_as_int(env: SimpleNamespace, tmp_path: Path) -> None:
     path = edited_plan(env, tmp_path / "plan.parquet", _one_group_size(3.0))
     rows, _ = read_plan(path)

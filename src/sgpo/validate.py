@@ -159,17 +159,27 @@ def check_plan_rows(rows: list[dict], path: Path, columns: Sequence[str]) -> Non
             raise DataError(f"{where}: fields 'k', 'n_correct': need 0 <= n_correct <= k, k >= 1")
         if not 0 <= r["p_hat"] <= 1:
             raise DataError(f"{where}: field 'p_hat' is {r['p_hat']}, not in [0, 1]")
+        for column in ("prompt_tokens", "mean_response_tokens"):  # priced as generation
+            if r[column] is not None and r[column] < 0:
+                raise DataError(f"{where}: field {column!r} is {r[column]}; must be >= 0")
         if r["kept"] and not 1 <= r["group_size"] <= MAX_GROUP_SIZE:
             raise DataError(
                 f"{where}: field 'group_size' is {r['group_size']}; a kept query needs "
                 f"1 <= group_size <= {MAX_GROUP_SIZE}"
             )
-    kept = [r for r in rows if r["kept"]]
-    if not kept:
+    if not any(r["kept"] for r in rows):
         raise DataError(f"{path}: no row has kept = true; nothing to train on")
-    ranks = sorted(r["rank"] for r in kept)
-    if len(set(ranks)) != len(ranks) or ranks[0] < 0:
-        raise DataError(f"{path}: field 'rank' of kept rows must be distinct and >= 0")
+    ranked: dict[int, int] = {}
+    for row, r in enumerate(rows):
+        if not r["kept"]:
+            continue
+        if r["rank"] < 0 or r["rank"] in ranked:
+            first = f" (as row {ranked[r['rank']]})" if r["rank"] in ranked else ""
+            raise DataError(
+                f"{path}: row {row}: field 'rank' is {r['rank']}{first}; the kept rows' ranks "
+                "must be distinct and >= 0"
+            )
+        ranked[r["rank"]] = row
 
 
 def _check_plan_types(r: dict, where: str) -> None:
