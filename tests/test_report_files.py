@@ -94,6 +94,37 @@ def test_a_metrics_record_without_a_field_is_named(run: Path):
         write_report(run)
 
 
+@pytest.mark.parametrize(
+    ("field", "value"), [("final_eval_acc", "x"), ("flops_by_phase", None), ("steps", True)]
+)
+def test_a_summary_field_of_the_wrong_type_is_named(run: Path, field: str, value: object):
+    summary = json.loads((run / SUMMARY_FILE).read_text())
+    summary[field] = value
+    (run / SUMMARY_FILE).write_text(json.dumps(summary))
+    with pytest.raises(DataError, match=rf"summary.json: field '{field}' is .*; it is damaged"):
+        write_report(run)
+
+
+def test_a_metrics_field_of_the_wrong_type_is_named(run: Path):
+    metrics = run / METRICS_FILE
+    records = metrics.read_text().splitlines()
+    step = json.loads(records[1])
+    step["eval_acc"] = "high"  # would be plotted as a category
+    records[1] = json.dumps(step)
+    metrics.write_text("\n".join(records) + "\n")
+    with pytest.raises(DataError, match=rf"{metrics}: record 2: field 'eval_acc' is 'high'"):
+        write_report(run)
+
+
+def test_metrics_cut_short_of_the_finished_run_is_named(run: Path):
+    """A finished run's last record lost (its line cut off, read as not yet written): the report
+    would end a step early without a word."""
+    metrics = run / METRICS_FILE
+    metrics.write_bytes(metrics.read_bytes()[:-5])
+    with pytest.raises(DataError, match=rf"{metrics}: no record of step 2 of the run's 2"):
+        write_report(run)
+
+
 def test_the_command_prints_the_error_without_a_traceback(run: Path):
     (run / SUMMARY_FILE).write_text('{"method": ')
     result = CliRunner().invoke(app, ["report", str(run)])

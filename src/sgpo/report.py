@@ -60,12 +60,27 @@ def read_summary(path: Path) -> dict:
     missing = [name for name in SUMMARY_FIELDS + greedy if name not in summary]
     if missing:
         raise DataError(f"{path}: missing {', '.join(map(repr, missing))}; it is damaged")
+    for name in SUMMARY_FIELDS + greedy:
+        value = summary[name]
+        if name == "method":
+            ok = isinstance(value, str)
+        elif name in ("final_eval_acc_by_bucket", "flops_by_phase"):
+            ok = isinstance(value, dict) and all(map(_is_number, value.values()))
+        else:
+            ok = _is_number(value)
+        if not ok:
+            raise DataError(f"{path}: field {name!r} is {value!r}; it is damaged")
     return summary
 
 
-def read_records(path: Path) -> list[dict]:
-    """metrics.jsonl's records, each with the fields the report reads (DataError naming the
-    first record and field missing)."""
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def read_records(path: Path, steps: int) -> list[dict]:
+    """metrics.jsonl's records, each with the fields the report reads as numbers, and one for
+    every step 0..steps of the finished run (DataError naming the first record and field that
+    is not, or the first step missing)."""
     records = read_jsonl(path)
     for number, record in enumerate(records, start=1):
         needed = RECORD_FIELDS + (STEP_FIELDS if record.get("step") else ())
@@ -74,6 +89,18 @@ def read_records(path: Path) -> list[dict]:
             raise DataError(
                 f"{path}: record {number}: missing {', '.join(map(repr, missing))}; it is damaged"
             )
+        for name in (*needed, "eval_acc"):
+            if name in record and not _is_number(record[name]):
+                raise DataError(
+                    f"{path}: record {number}: field {name!r} is {record[name]!r}; it is damaged"
+                )
+    logged = {record["step"] for record in records}
+    absent = next((step for step in range(steps + 1) if step not in logged), None)
+    if absent is not None:
+        raise DataError(
+            f"{path}: no record of step {absent} of the run's {steps} (summary.json); it is "
+            "damaged or cut short"
+        )
     return records
 
 
@@ -197,7 +224,7 @@ def write_report(run_dir: Path) -> Path:
         )
     rundir.claim_outputs(run_dir, REPORT_OUTPUTS)
     summary = read_summary(summary_path)
-    records = read_records(run_dir / "metrics.jsonl")
+    records = read_records(run_dir / "metrics.jsonl", summary["steps"])
     images = []
     lines = [f"# sgpo run: {summary['method']}", ""]
     plan_path = run_dir / PLAN_FILE
