@@ -447,6 +447,27 @@ def test_a_resume_says_from_which_step_and_what_runs_again(
     ) in caplog.text
 
 
+def test_a_resume_names_a_damaged_metrics_record_before_training(
+    tiny: SimpleNamespace, tmp_path: Path
+) -> None:
+    config = load_config(
+        write_config(tmp_path / "config.yaml", method_tree(tiny, "grpo", checkpoint_every=2))
+    )
+    run = tmp_path / "run"
+    with pytest.MonkeyPatch.context() as mp:
+        install_crash(mp, "after_log", 3)
+        with pytest.raises(Crash):
+            run_train(config, run)
+    metrics = run / METRICS_FILE
+    lines = metrics.read_text().splitlines(keepends=True)
+    lines[1] = "garbage\n"  # a record before the checkpoint, damaged by hand
+    metrics.write_text("".join(lines))
+    before = len(lines)
+    with pytest.raises(DataError, match=rf"{metrics}: line 2: not valid JSON"):
+        run_train(config, run, resume=True)
+    assert len(metrics.read_text().splitlines()) <= before  # nothing trained and appended
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("every", [1, 2])
 def test_train_sigkill_at_every_step(tiny: SimpleNamespace, tmp_path: Path, every: int) -> None:

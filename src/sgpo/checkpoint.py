@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from sgpo.errors import DataError
-from sgpo.io import atomic_write_text
+from sgpo.io import atomic_write_text, read_jsonl
 from sgpo.rundir import file_sha256
 from sgpo.runfiles import (
     CONFIG_FILE,
@@ -248,4 +248,5 @@ def truncate_metrics(metrics_path: Path, lines_at_checkpoint: int, step: int) ->
             "with --overwrite"
         )
     atomic_write_text(metrics_path, "".join(lines[:lines_at_checkpoint]))
+    read_jsonl(metrics_path)  # a damaged record is named now, not after more training
     return len(lines) - lines_at_checkpoint
