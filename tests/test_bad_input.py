@@ -648,6 +648,16 @@ CLI_CASES = [
         "task.file is set but task.kind is 'addition': set task.kind: file to use the files",
     ),
     (
+        "addition-split-larger-than-its-sums",  # a setting, not data: exit 2
+        lambda tmp, env: [
+            "profile",
+            *("-c", str(env.config_path), "-o", str(tmp / "p")),
+            *("--set", "task.addition.n_train=150", "--set", "task.addition.weights=[1,0]"),
+        ],
+        2,
+        "task.addition: train split asks for 150 distinct 1-digit sums but only",
+    ),
+    (
         "flops-on-an-sgpo-run",
         lambda tmp, env: [
             "flops",

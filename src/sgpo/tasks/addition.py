@@ -12,7 +12,7 @@ import random
 from collections.abc import Iterator
 
 from sgpo.config import AdditionTaskConfig
-from sgpo.errors import DataError
+from sgpo.errors import ConfigError
 from sgpo.tasks import Query, TaskData
 
 EVAL_SHARE = 5  # one pair in five belongs to the eval split
@@ -80,7 +80,7 @@ def make_split(cfg: AdditionTaskConfig, split: str, n: int, seed: int) -> list[Q
     for digits, count in zip(cfg.digits, bucket_counts(n, weights), strict=True):
         available = pool_size(digits, split)
         if available is not None and count > available:
-            raise DataError(
+            raise ConfigError(
                 f"task.addition: {split} split asks for {count} distinct {digits}-digit sums "
                 f"but only {available} exist; lower the weight or n_{split}"
             )
