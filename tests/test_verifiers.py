@@ -139,6 +139,7 @@ def test_answer_extraction() -> None:
     assert last_boxed("$\\boxed 12$ is it") == "12"  # unbraced, read up to the "$"
     assert last_boxed("\\boxed{1} and \\boxed 2\nmore") == "2"
     assert last_boxed("\\boxedx 3 or \\boxed") is None  # another macro; nothing boxed
+    assert last_boxed("put it in \\boxed format, as \\boxed{} asks") == ""  # prose is no box
     assert final_answer("x \\fbox{4}") == ("boxed", "4")
     assert final_answer("work\n#### 42\nmore") == ("hashes", "42")
     assert final_answer("#### Step 5: wrong\nThe answer is 7.") == ("answer-is", "7")
@@ -188,6 +189,22 @@ def test_exact_match() -> None:
         ("\\boxed{0.75}", "\\frac{3}{4}", 1.0),
         ("\\boxed{4}", "\\frac{3}{4}", 0.0),
         ("-7", "\u22127", 1.0),
+        # ... and what still reads as a plain number: delimiters, degrees, approximations,
+        # units, {,} separators, working before the last "=" of a line
+        ("The answer is \\(18\\).", "18", 1.0),
+        ("#### \\(18\\)", "18", 1.0),
+        ("The answer is 3 \\times 6 = 18", "18", 1.0),
+        ("\\boxed{3\\times 6}", "6", 0.0),
+        ("So she makes 9 \\times 2 = \\$18 every day.", "18", 1.0),  # working, not marked
+        ("Let me compute 2^3 = 8, total 8 apples", "8", 1.0),
+        ("\\boxed{18^\\circ}", "18", 1.0),
+        ("\\boxed{\\approx 18}", "18", 1.0),
+        ("\\boxed{18 \\mbox{ cm}}", "18", 1.0),
+        ("\\boxed{10{,}000}", "10000", 1.0),
+        ("\\boxed{18}", "90^\\circ", 0.0),
+        ("90", "90^\\circ", 1.0),
+        ("\\sqrt{2}", "2", 0.0),  # a response that is only an answer is a marked one
+        ("The final answer goes in \\boxed format.\n#### 18", "18", 1.0),  # no box in prose
     ],
 )
 def test_numeric(response: str, reference: str, expected: float) -> None:

@@ -41,9 +41,10 @@ math_verify.grader.TIMEOUT_WARNING_SHOWN = True
 # --------------------------------------------------------------------------- answer extraction
 
 # "\\boxed{...}", or the unbraced "\\boxed 5" some MATH solutions write (read up to "$" or the
-# line's end, as the MATH benchmark's own answer extraction does)
+# line's end, as the MATH benchmark's own answer extraction does): a space, then a value's
+# start, so prose that names \\boxed ("put it in \\boxed format") is no box
 BOXED = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])\s*")
-_UNBRACED = re.compile(r"[^$\n]*")
+_UNBRACED = re.compile(r"(?<=\s)[-+.\d\\\u2212][^$\n]*")
 _ANSWER_IS = re.compile(r"answer\s+is\s*:?", re.IGNORECASE)
 _MARKDOWN = re.compile(r"^[*_`\s]+|[*_`\s]+$")
 # What follows "####" in a Markdown heading ("#### Step 2: add", "#### Solution"): a word of
@@ -60,10 +61,8 @@ def boxed_contents(text: str) -> list[str | None]:
         start = match.end()
         if text.startswith("{", start):
             contents.append(balanced_content(text, start + 1))
-        else:
-            unbraced = _UNBRACED.match(text, start).group().strip()
-            if unbraced and not unbraced.startswith("}"):
-                contents.append(unbraced)
+        elif unbraced := _UNBRACED.match(text, start):
+            contents.append(unbraced.group().strip())
     return contents
 
 
@@ -269,30 +268,37 @@ def last_number(text: str) -> float | None:
     return None
 
 
-# LaTeX a plain number is written with: a numeric fraction, thin spaces ("10,\\!000"), a
-# Unicode minus; and the commands that leave a number plain (units in \\text, \\%, \\$).
+# LaTeX a plain number is written with: a numeric fraction, thin spaces ("10,\\!000"), "{,}"
+# thousands separators, a Unicode minus, math delimiters ("\\(18\\)"), degrees ("90^\\circ");
+# and the commands that leave a number plain (units in \\text, \\%, \\$, \\approx).
 _NUMERIC_FRACTION = re.compile(
     r"([-+]?)\s*\\[dt]?frac\s*\{\s*(\d+(?:\.\d+)?)\s*\}\s*\{\s*(\d+(?:\.\d+)?)\s*\}"
 )
 _LATEX_SPACE = re.compile(r"\\[,!;: ]")
+_MATH_DELIMITER = re.compile(r"\\[()\[\]]|\\\\")
+_DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?")
 _LATEX_COMMAND = re.compile(r"\\([A-Za-z]+|.)")
 _PLAIN_COMMANDS = frozenset(
-    {"text", "textbf", "textrm", "mathrm", "mathbf", "left", "right", "displaystyle"}
-    | {"quad", "qquad", "boxed", "fbox", "%", "$"}
+    {"text", "textbf", "textrm", "mathrm", "mathbf", "mbox", "left", "right", "displaystyle"}
+    | {"quad", "qquad", "boxed", "fbox", "approx", "textdollar", "%", "$"}
 )
 
 
 def _plain_number_text(text: str) -> str:
-    """text with LaTeX's ways of writing a plain number made plain: \\frac{3}{4} -> 3/4,
-    thin spaces dropped, the Unicode minus as "-"."""
-    text = _LATEX_SPACE.sub("", text.replace("\u2212", "-"))
-    return _NUMERIC_FRACTION.sub(r" \1\2/\3", text)
+    """text with LaTeX's ways of writing a plain number made plain: \\frac{3}{4} -> 3/4, thin
+    spaces and math delimiters dropped, {,} as a comma, ^\\circ as degrees, the Unicode minus
+    as "-"."""
+    text = text.replace("\u2212", "-").replace("{,}", ",")
+    text = _DEGREES.sub(" degrees", _MATH_DELIMITER.sub(" ", text))
+    return _NUMERIC_FRACTION.sub(r" \1\2/\3", _LATEX_SPACE.sub("", text))
 
 
 def _beyond_a_number(text: str) -> bool:
-    """Whether text (made plain) writes more than a number: a power, a root, pi, a product
-    ("\\sqrt{2}", "10^2", "2\\pi"), whose last number is not the value."""
-    return "^" in text or any(c not in _PLAIN_COMMANDS for c in _LATEX_COMMAND.findall(text))
+    """Whether the value text states (made plain) is more than a number: what follows the last
+    "=" on the line of its last number holds a power, a root, pi or a product ("\\sqrt{2}",
+    "10^2", "2\\pi", "3\\times 6"), whose last number is not the value."""
+    value = _number_line(text).rsplit("=", 1)[-1]
+    return "^" in value or any(c not in _PLAIN_COMMANDS for c in _LATEX_COMMAND.findall(value))
 
 
 def _number_line(text: str) -> str:
@@ -309,7 +315,7 @@ def numeric_reference(reference: str) -> float:
     """The reference's number; BadReference (a data error) when it has none, or writes an
     expression rather than a number (use math_verify for those)."""
     plain = _plain_number_text(reference)
-    if _beyond_a_number(_number_line(plain)):
+    if _beyond_a_number(plain):
         raise BadReference(
             f"reference {reference!r} is an expression, not a plain number: score such "
             "references with sgpo.verifiers:math_verify"
@@ -325,14 +331,15 @@ def numeric_reference(reference: str) -> float:
 def numeric(response: str, reference: str, rel_tol: float = 1e-6, abs_tol: float = 0.0) -> float:
     """1.0 when the last number in the response's final answer is within rel_tol (relative) or
     abs_tol (absolute) of the reference number. LaTeX's plain numbers count (\\frac{3}{4},
-    10,\\!000, a Unicode minus); a final answer that writes more than a number on the line of
-    its last number (\\sqrt{2}, 10^2) scores 0, since that number is not its value. An
-    unparsable reference raises BadReference (a data error that stops the run, not a wrong
-    answer)."""
+    10,\\!000, \\(18\\), a Unicode minus); a marked final answer (boxed, after ####, "the
+    answer is", or a response that is only an answer) whose value is more than a number
+    (\\sqrt{2}, 10^2) scores 0, since its last number is not its value. An unparsable
+    reference raises BadReference (a data error that stops the run, not a wrong answer)."""
     expected = numeric_reference(reference)
     kind, text = final_answer(response)
     plain = _plain_number_text(text)
-    if _beyond_a_number(_number_line(plain)):
+    # a whole response is working, not an answer: its last number is read as it stands
+    if (kind != "whole" or _bare_answer(response)) and _beyond_a_number(plain):
         return 0.0
     got = last_number(plain)
     if got is None or not math.isfinite(got):
