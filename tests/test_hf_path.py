@@ -395,9 +395,14 @@ def test_a_lora_adapter_of_a_relative_model_path_loads_from_anywhere(
     assert recorded["base_model_name_or_path"] == str(tiny_model_dir.resolve())
     monkeypatch.chdir(tmp_path)  # elsewhere: the base is still found
     assert type(load_policy(config, path=str(adapter)).model).__name__.startswith("Peft")
-    # a base model that is not where the adapter says: a config error naming it
+    # the base is not where the adapter says (the project moved): the config's model, which
+    # the run trained from, is found where the config names it
     recorded["base_model_name_or_path"] = str(tmp_path / "moved")
     (adapter / "adapter_config.json").write_text(json.dumps(recorded))
+    monkeypatch.chdir(tiny_model_dir.parent)
+    assert type(load_policy(config, path=str(adapter)).model).__name__.startswith("Peft")
+    # neither there: a config error naming the recorded base
+    monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError, match=r"whose base model '.*moved' \(its adapter_config"):
         load_policy(config, path=str(adapter))
 

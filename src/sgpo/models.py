@@ -167,20 +167,7 @@ def load_policy(config: RunConfig, path: str | None = None, trainable: bool = Fa
     # base, so the adapter loads from any working directory
     weights = str(local.resolve()) if local.is_dir() else source
     if (local / "adapter_config.json").exists():
-        from peft import AutoPeftModelForCausalLM
-
-        try:
-            model = AutoPeftModelForCausalLM.from_pretrained(
-                weights, dtype=dtype, is_trainable=trainable
-            )
-        except OSError as e:  # its base model is not where the adapter says
-            base = json.loads((local / "adapter_config.json").read_text()).get(
-                "base_model_name_or_path"
-            )
-            raise ConfigError(
-                f"model {source!r}: a LoRA adapter whose base model {base!r} (its "
-                f"adapter_config.json's base_model_name_or_path) cannot be loaded: {e}"
-            ) from e
+        model = _load_adapter(source, weights, config, dtype, trainable)
     else:
         model = AutoModelForCausalLM.from_pretrained(weights, dtype=dtype)
         if trainable and cfg.lora is not None:
@@ -190,6 +177,48 @@ def load_policy(config: RunConfig, path: str | None = None, trainable: bool = Fa
     model.to(device)
     model.train(trainable)
     return Policy(model=model, tokenizer=tokenizer, device=device, source=source, config=cfg)
+
+
+def _load_adapter(
+    source: str, adapter: str, config: RunConfig, dtype: torch.dtype, trainable: bool
+) -> PreTrainedModel:
+    """A LoRA adapter on the base model it records; if that is not there (the project folder
+    moved, the run copied to another machine), on the config's own model, which a run's
+    checkpoints were trained from."""
+    from peft import AutoPeftModelForCausalLM, PeftModel
+
+    try:
+        return AutoPeftModelForCausalLM.from_pretrained(
+            adapter, dtype=dtype, is_trainable=trainable
+        )
+    except OSError as e:
+        error = e
+    recorded = json.loads((Path(adapter) / "adapter_config.json").read_text()).get(
+        "base_model_name_or_path"
+    )
+    own = model_source(config)
+    own_local = Path(own).expanduser()
+    if own != source and not (own_local / "adapter_config.json").exists():
+        try:
+            base = AutoModelForCausalLM.from_pretrained(
+                str(own_local.resolve()) if own_local.is_dir() else own, dtype=dtype
+            )
+        except OSError:
+            base = None
+        if base is not None:
+            log.warning(
+                "%s: the adapter's base model %r cannot be loaded; it is put on the config's "
+                "model, %s",
+                source,
+                recorded,
+                own,
+            )
+            return PeftModel.from_pretrained(base, adapter, is_trainable=trainable)
+    raise ConfigError(
+        f"model {source!r}: a LoRA adapter whose base model {recorded!r} (its "
+        f"adapter_config.json's base_model_name_or_path) cannot be loaded, nor the config's "
+        f"model.name_or_path: {error}"
+    ) from error
 
 
 def add_lora(model: PreTrainedModel, lora: LoraSettings, seed: int) -> PreTrainedModel:
