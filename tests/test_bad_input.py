@@ -686,6 +686,17 @@ CLI_CASES = [
         "--out {tmp}: a directory; give a file name",
     ),
     (
+        "flops-out-under-a-file",
+        lambda tmp, env: [
+            "flops",
+            "--run",
+            str(tmp),
+            *("-o", str(written(tmp / "afile", "x") / "afile" / "out.jsonl")),
+        ],
+        1,
+        "--out {tmp}/afile: a file, not a directory",
+    ),
+    (
         "flops-run-without-run-json",
         lambda tmp, env: ["flops", "--run", str(tmp)],
         1,

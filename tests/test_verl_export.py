@@ -437,10 +437,18 @@ def builtin_task(*overrides: str) -> str:
     return load_task(config.task, config.seed).source
 
 
+def test_a_killed_runs_unfinished_last_line_is_not_a_record_yet(tmp_path: Path) -> None:
+    path = tmp_path / "metrics.jsonl"
+    path.write_bytes(b'{"step": 1}\n{"step": 2}\n{"step": 3, "da')
+    assert [r["step"] for r in read_verl_metrics([path])] == [1, 2]
+    path.write_bytes(b'{"step": 1}\n{"step": 2}')  # whole, only its newline missing: kept
+    assert [r["step"] for r in read_verl_metrics([path])] == [1, 2]
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        (b'{"step": 1}\n{"step": 2, "da', "{path}: line 2: not JSON"),
+        (b'{"step": 1, "da\n{"step": 2}\n', "{path}: line 1: not JSON"),
         (b'{"step": 1}\n\xff\xfe\n', "{path}: line 2: not JSON"),
         (b'{"data": {}}\n', "{path}: line 1: no 'step' (nor 'training/global_step') field"),
         (b'{"step": "one"}\n', "{path}: line 1: field 'step' is 'one', not a whole number"),

@@ -364,7 +364,7 @@ def flops(
     """sGPO's per-phase FLOPs (profile, rollout, logprob, train), per step and cumulative, of
     verl runs, from their logged token counts."""
     from sgpo.core.flops import PHASES, ModelShape
-    from sgpo.io import atomic_write_text, read_table
+    from sgpo.io import atomic_write_text, make_out_dir, read_table
     from sgpo.verl.export import ROLLOUT_N, rollouts_per_step
     from sgpo.verl.flops import read_verl_metrics, verl_run_flops
 
@@ -373,6 +373,7 @@ def flops(
             raise FileExistsError(f"--out {out}: a directory; give a file name")
         if out.exists() and not overwrite:
             raise FileExistsError(f"{out} already exists; pass --overwrite to replace it")
+        make_out_dir(out.parent)
     if run:
         if metrics_jsonl:
             raise typer.BadParameter("give metrics files or --run, not both")

@@ -84,12 +84,15 @@ def read_verl_metrics(paths: list[Path]) -> list[dict]:
             raise FileNotFoundError(f"{path}: no such file")
         if path.is_dir():
             raise DataError(f"{path}: a directory; give verl's metrics JSONL file(s)")
-        for line_no, line in enumerate(path.read_bytes().splitlines(), 1):
+        lines = path.read_bytes().split(b"\n")
+        for line_no, line in enumerate(lines, 1):
             if not line.strip():
                 continue
             try:
                 raw = json.loads(line)
             except (UnicodeDecodeError, json.JSONDecodeError) as e:
+                if line_no == len(lines):  # no newline after it: a killed run's unfinished line
+                    continue
                 raise DataError(f"{path}: line {line_no}: not JSON ({e})") from e
             records.append(normalise_record(raw, f"{path}: line {line_no}"))
     return merge_records(records)
