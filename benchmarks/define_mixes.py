@@ -18,11 +18,11 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import tempfile
 from pathlib import Path
 
 from sgpo.config import load_config
-from sgpo.core.predict import informative_probability
 from sgpo.io import read_table
 from sgpo.profile import run_profile
 from sgpo.tasks.addition import pool_size
@@ -56,13 +56,28 @@ def bucket_profiles(per_bucket: int) -> dict[int, list[int]]:
     return profiles
 
 
+def jeffreys_informative_probability(n_correct: int, k: int, g: int) -> float:
+    """P(a group of g rollouts has both outcomes), p under the query's Jeffreys posterior
+    Beta(n + 1/2, k - n + 1/2): the rule the mixes were defined with (before `sgpo plan`
+    moved to a prior fitted to the whole profile), kept so this script still picks them."""
+    a, b = n_correct + 0.5, k - n_correct + 0.5
+
+    def expected_power(a: float, b: float) -> float:  # E[p^g], p ~ Beta(a, b)
+        return math.exp(
+            math.lgamma(a + g) - math.lgamma(a) + math.lgamma(a + b) - math.lgamma(a + b + g)
+        )
+
+    return 1.0 - expected_power(a, b) - expected_power(b, a)
+
+
 def bucket_stats(ns: list[int]) -> dict[str, float]:
     """A bucket's step-0 profile: share of queries at p_hat = 1 and 0, and the share of
     GRPO(G=8) rollouts in zero-advantage groups (Jeffreys posterior per query)."""
+    dead = sum(1 - jeffreys_informative_probability(n, K, 8) for n in ns)
     return {
         "p_hat_1": sum(n == K for n in ns) / len(ns),
         "p_hat_0": sum(n == 0 for n in ns) / len(ns),
-        "grpo8_zero_adv": sum(1 - informative_probability(n, K, 8) for n in ns) / len(ns),
+        "grpo8_zero_adv": dead / len(ns),
     }
 
 

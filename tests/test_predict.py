@@ -15,8 +15,8 @@ from sgpo.core.predict import (
     binomial_likelihood,
     epoch_costs,
     expected_group,
+    expected_informative_probability,
     fit_rate_prior,
-    informative_probability,
     predict_against_baseline,
     profile_costs,
 )
@@ -70,7 +70,7 @@ def test_a_first_success_profile_predicts_what_the_full_profile_predicts():
         first_success_outcomes_of(population, k=8, queries=20_000),
     ):
         prior = fit_rate_prior(outcomes)
-        predicted = sum(informative_probability(n, k, 8, prior) for n, k in outcomes)
+        predicted = sum(expected_informative_probability(n, k, 8, prior) for n, k in outcomes)
         assert predicted / len(outcomes) == pytest.approx(truth, abs=0.01)
 
 
@@ -79,8 +79,8 @@ def test_a_query_is_judged_by_the_company_it_keeps():
     # 16 is then all correct far more often than among mostly middling queries.
     mostly_solved = fit_rate_prior(outcomes_of({0.97: 0.8, 0.5: 0.2}, k=8, queries=5000))
     mostly_middling = fit_rate_prior(outcomes_of({0.97: 0.1, 0.6: 0.9}, k=8, queries=5000))
-    among_solved = informative_probability(7, 8, 16, mostly_solved)
-    among_middling = informative_probability(7, 8, 16, mostly_middling)
+    among_solved = expected_informative_probability(7, 8, 16, mostly_solved)
+    among_middling = expected_informative_probability(7, 8, 16, mostly_middling)
     assert among_solved < among_middling - 0.1
 
 
@@ -97,19 +97,21 @@ def test_large_profiles_neither_overflow_nor_lose_the_edges():
 
 def test_informative_probability_closed_forms():
     point = RatePrior((0.5,), (1.0,))  # every query at p = 1/2, whatever it showed
-    assert informative_probability(3, 6, 2, point) == pytest.approx(0.5)
-    assert informative_probability(3, 6, 1, point) == 0.0  # one rollout is never informative
+    assert expected_informative_probability(3, 6, 2, point) == pytest.approx(0.5)
+    assert (
+        expected_informative_probability(3, 6, 1, point) == 0.0
+    )  # one rollout is never informative
     solved = RatePrior((0.5, 1.0), (0.5, 0.5))
     # after 4 of 4 correct: posterior weights 1/16 : 1 on p = 1/2 and p = 1
-    assert informative_probability(4, 4, 2, solved) == pytest.approx((1 / 17) * 0.5)
+    assert expected_informative_probability(4, 4, 2, solved) == pytest.approx((1 / 17) * 0.5)
     with pytest.raises(ValueError, match="no chance"):
-        informative_probability(3, 4, 2, RatePrior((1.0,), (1.0,)))
+        expected_informative_probability(3, 4, 2, RatePrior((1.0,), (1.0,)))
     with pytest.raises(ValueError, match="no profiled queries"):
         fit_rate_prior([])
 
 
 def test_informative_probability_grows_with_group_size():
-    values = [informative_probability(1, 8, g, ANY_RATE) for g in (2, 4, 8, 16)]
+    values = [expected_informative_probability(1, 8, g, ANY_RATE) for g in (2, 4, 8, 16)]
     assert values == sorted(values) and values[-1] < 1
 
 
@@ -140,7 +142,7 @@ def test_dropping_solved_queries_pays_and_the_profile_is_charged():
 
 def test_epoch_costs_skip_trainer_trains_only_informative_rollouts():
     costs = epoch_costs([query(4)], Allocation([8]), ANY_RATE)
-    live = 8 * informative_probability(4, 8, 8, ANY_RATE)
+    live = 8 * expected_informative_probability(4, 8, 8, ANY_RATE)
     assert costs["flops"] == pytest.approx(8 * 10.0 + live * 30.0)
     assert costs["flops_train_all"] == 8 * 40.0
     assert costs["tokens"] == 40.0

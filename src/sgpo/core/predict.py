@@ -150,7 +150,7 @@ def _posterior(n_correct: int, k: int, prior: RatePrior) -> tuple[np.ndarray, np
     return rates, posterior / total
 
 
-def informative_probability(n_correct: int, k: int, g: int, prior: RatePrior) -> float:
+def expected_informative_probability(n_correct: int, k: int, g: int, prior: RatePrior) -> float:
     """P(a group of g rollouts has both outcomes), p under the prior updated with the query's
     n_correct of k."""
     return expected_group(n_correct, k, g, prior).informative / g if g >= 2 else 0.0
