@@ -2,6 +2,7 @@
 
 import pytest
 
+from sgpo.core.online import observe_streaks
 from sgpo.schedule import QueryScheduler, ScheduledQuery
 from sgpo.tasks import Query
 
@@ -67,13 +68,13 @@ def test_history_skips_start_each_epoch_from_the_observed_streaks():
     s = QueryScheduler(scheduled(40), shuffle=False, seed=0, explore=0.5)
     assert ids(s.take(80)) == [f"q{i}" for i in range(40)]  # nothing observed: all visited
     for i in range(40):
-        s.observe(f"q{i}", all_equal=i < 20)  # q0..q19 came back all equal
-    s.observe("q0", all_equal=True)  # a streak of two
+        observe_streaks(s.zero_streaks, [(f"q{i}", i < 20)])  # q0..q19 came back all equal
+    observe_streaks(s.zero_streaks, [("q0", True)])  # a streak of two
     second = ids(s.take(80))
     assert s.epoch == 1 and set(second) >= {f"q{i}" for i in range(20, 40)}
     skipped = {f"q{i}" for i in range(20)} - set(second)
     assert 3 <= len(skipped) <= 17 and s.history_skipped == len(skipped)  # ~half of twenty
-    s.observe("q5", all_equal=False)  # a mixed group ends the streak
+    observe_streaks(s.zero_streaks, [("q5", False)])  # a mixed group ends the streak
     assert s.zero_streaks["q5"] == 0 and s.zero_streaks["q0"] == 2
     restored = QueryScheduler(scheduled(40), shuffle=False, seed=0, explore=0.5)
     restored.restore(s.state(), {q.query.query_id: q.query for q in scheduled(40)})
@@ -84,24 +85,24 @@ def test_history_skips_start_each_epoch_from_the_observed_streaks():
 def test_a_query_on_a_streak_gets_the_small_group_until_a_group_breaks_it():
     s = QueryScheduler(scheduled(3, g=8), shuffle=False, seed=0, streak_group_size=2)
     assert [t.group_size for t in s.take(24)] == [8, 8, 8]  # nothing observed yet
-    s.observe("q0", all_equal=True)
-    s.observe("q1", all_equal=False)
-    s.observe("q2", all_equal=True)
+    observe_streaks(s.zero_streaks, [("q0", True)])
+    observe_streaks(s.zero_streaks, [("q1", False)])
+    observe_streaks(s.zero_streaks, [("q2", True)])
     taken = s.take(24)  # every query visited (no skips), streaks small: room left over
     assert ids(taken) == ["q0", "q1", "q2"] and [t.group_size for t in taken] == [2, 8, 2]
-    s.observe("q0", all_equal=False)  # a mixed small group: back to its G
+    observe_streaks(s.zero_streaks, [("q0", False)])  # a mixed small group: back to its G
     assert [t.group_size for t in s.take(24)] == [8, 8, 2]
     assert [t.group_size for t in s.take(24, group_size=4)] == [4, 4, 4]  # explicit size first
     assert all(q.group_size == 8 for q in s.queries)  # the plan itself is unchanged
     small = QueryScheduler(scheduled(1, g=2), shuffle=False, seed=0, streak_group_size=4)
-    small.observe("q0", all_equal=True)
+    observe_streaks(small.zero_streaks, [("q0", True)])
     assert [t.group_size for t in small.take(8)] == [2]  # never larger than the plan's G
 
 
 def test_without_history_skips_every_query_is_visited_whatever_was_observed():
     s = QueryScheduler(scheduled(4), shuffle=False, seed=0)
     for i in range(4):
-        s.observe(f"q{i}", all_equal=True)
+        observe_streaks(s.zero_streaks, [(f"q{i}", True)])
     s.take(8)
     assert ids(s.take(8)) == ["q0", "q1", "q2", "q3"] and s.history_skipped == 0
 
@@ -141,10 +142,10 @@ def test_a_minimum_streak_keeps_queries_until_their_streak_reaches_it():
     s = QueryScheduler(scheduled(40), shuffle=False, seed=0, explore=0.01, min_streak=2)
     s.take(80)
     for i in range(40):
-        s.observe(f"q{i}", all_equal=True)  # one all-equal group each: forgiven
+        observe_streaks(s.zero_streaks, [(f"q{i}", True)])  # one all-equal group each: forgiven
     assert len(s.take(80)) == 40 and s.history_skipped == 0
     for i in range(20):
-        s.observe(f"q{i}", all_equal=True)  # a second one in a row for q0..q19
+        observe_streaks(s.zero_streaks, [(f"q{i}", True)])  # a second one in a row for q0..q19
     assert ids(s.take(80)) == [f"q{i}" for i in range(20, 40)] and s.history_skipped == 20
 
 
@@ -152,7 +153,7 @@ def test_with_a_target_a_step_fills_up_from_the_next_epochs_and_explore_adapts()
     s = QueryScheduler(scheduled(10), shuffle=False, seed=0, explore=0.5, target=0.1)
     s.take(20)  # the first epoch, all ten
     for i in range(10):
-        s.observe(f"q{i}", all_equal=i < 8)  # only q8 and q9 mixed
+        observe_streaks(s.zero_streaks, [(f"q{i}", i < 8)])  # only q8 and q9 mixed
     for _ in range(30):
         s.adapt(zero_share=0.8)  # far above the target: skip more
     assert s.explore == pytest.approx(0.2)
@@ -163,7 +164,7 @@ def test_with_a_target_a_step_fills_up_from_the_next_epochs_and_explore_adapts()
     plain = QueryScheduler(scheduled(10), shuffle=False, seed=0, explore=0.01)
     plain.take(20)
     for i in range(10):
-        plain.observe(f"q{i}", all_equal=i < 8)
+        observe_streaks(plain.zero_streaks, [(f"q{i}", i < 8)])
     plain.adapt(zero_share=0.8)
     assert plain.explore == 0.01  # no target: fixed, and a step ends with its epoch
     short = plain.take(12)

@@ -439,7 +439,7 @@ def _merge_profiles(paths: list[Path], out_dir: Path, overwrite: bool) -> Path:
     missing = sorted(set(range(count)) - set(seen_shards))
     if missing:
         raise DataError(f"profile merge: shards {missing} of {count} are missing")
-    order = {q: i for i, q in enumerate(_task_order(common, tables))}
+    order = {q: i for i, q in enumerate(_task_order(tables))}
     merged = sorted(rows_by_id.values(), key=lambda r: order[r["query_id"]])
     counts = {key: sum(m.get(key, 0) for _, _, m in tables) for key in VERIFIER_COUNTS}
     metadata = common | counts | {"shard": None}
@@ -453,7 +453,7 @@ def _merge_profiles(paths: list[Path], out_dir: Path, overwrite: bool) -> Path:
     return out_dir / PROFILE_FILE
 
 
-def _task_order(meta: dict, tables: list[tuple[Path, list[dict], dict]]) -> list[str]:
+def _task_order(tables: list[tuple[Path, list[dict], dict]]) -> list[str]:
     """Query ids in the order an unsharded profile has them: shard I holds queries I, I+N, ..."""
     shards = sorted(tables, key=lambda t: t[2]["shard"][0])
     columns = [[r["query_id"] for r in rows] for _, rows, _ in shards]

@@ -25,10 +25,6 @@ log = logging.getLogger("sgpo.train")
 Measure = Callable[[list[Query], tuple], list[dict]]
 
 
-def needs_replanning(config: RunConfig) -> bool:
-    return config.train.online.replans
-
-
 class Replanner:
     def __init__(
         self,

@@ -110,10 +110,6 @@ class QueryScheduler:
             return visited
         return ids
 
-    def observe(self, query_id: str, all_equal: bool) -> None:
-        """One generated group of query_id: were its rewards all equal?"""
-        observe_streaks(self.zero_streaks, [(query_id, all_equal)])
-
     def adapt(self, zero_share: float) -> None:
         """After a step whose generated groups came back all equal in zero_share of cases:
         move explore towards the target (nothing without one)."""

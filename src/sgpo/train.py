@@ -37,7 +37,7 @@ from sgpo.loggers import make_sinks, scalars
 from sgpo.metrics import flops_record, profile_tokens, rollout_record, run_summary
 from sgpo.models import load_policy, model_shape, model_source
 from sgpo.profile import profile_chunk
-from sgpo.replanning import Replanner, needs_replanning
+from sgpo.replanning import Replanner
 from sgpo.reuse import load_profile_reuse, reuse_record
 from sgpo.rollouts import Rollout, RolloutCollector, group_members, mixed_groups, rollout_flops
 from sgpo.runfiles import (
@@ -116,7 +116,7 @@ class Trainer:
         )
         self.replanner = (
             Replanner(config, plan_rows, self.queries_by_id, run_dir)
-            if plan_rows and needs_replanning(config)
+            if plan_rows and config.train.online.replans
             else None
         )
         self.sinks = make_sinks(

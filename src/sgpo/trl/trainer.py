@@ -79,6 +79,7 @@ from sgpo.core.advantages import (
     max_variance_indices,
 )
 from sgpo.core.flops import PHASES, ModelShape, inference_flops, logprob_flops, train_flops
+from sgpo.core.online import extends_streak
 from sgpo.core.rewards import CORRECT_THRESHOLD
 from sgpo.errors import ConfigError, SgpoWarning
 from sgpo.io import atomic_write_json
@@ -102,11 +103,10 @@ from sgpo.trl.data import (
 # Losses normalised by the generation batch's real tokens: padding rows (mask 0) drop out
 # exactly. The per-sequence means ("grpo", "sapo", "luspo") and "dr_grpo" divide by the number
 # of rows, and "bnpo" is a token mean per micro-batch divided by the accumulation steps, so a
-# micro-batch of padding rows would shrink the gradient.
+# micro-batch of padding rows would shrink the gradient. The same normaliser is why
+# drop_equal_groups can leave out a row whose advantage is 0: it adds exactly nothing to these
+# losses (beta = 0). SGPOConfig checks the second use too, since it is built before the trainer.
 TOKEN_NORMALISED_LOSSES = ("dapo", "cispo", "vespo")
-# Losses whose normaliser is the whole generation batch's tokens (num_items_in_batch): a row
-# whose advantage is 0 adds exactly nothing to them (beta = 0), so it can be left out.
-GENERATION_BATCH_NORMALISED_LOSSES = ("dapo", "cispo", "vespo")
 SGPO_KEYS = (GROUP_KEY, GROUP_SIZE_KEY)
 TRAINED_KEY = "sgpo_trained"  # per row of a training batch with drop_equal_groups: trained
 STATE_FILE = "sgpo_state.json"  # in each checkpoint folder, next to TRL's trainer_state.json
@@ -240,9 +240,9 @@ class SGPOConfig(GRPOConfig):
 
     def _check_drop_keeps_the_update(self) -> None:
         """drop_equal_groups leaves rows out of the loss: only where they add nothing to it."""
-        if self.loss_type not in GENERATION_BATCH_NORMALISED_LOSSES:
+        if self.loss_type not in TOKEN_NORMALISED_LOSSES:
             raise ValueError(
-                f"drop_equal_groups needs loss_type in {GENERATION_BATCH_NORMALISED_LOSSES} "
+                f"drop_equal_groups needs loss_type in {TOKEN_NORMALISED_LOSSES} "
                 f"(normalised by the whole generation batch's tokens), got {self.loss_type!r}: "
                 "leaving rows out would change the normaliser and the update"
             )
@@ -801,7 +801,8 @@ class SGPOTrainer(GRPOTrainer):
             drawn = self._whole_groups.get(group, rewards[members])
             scored = [float(r) for r in drawn if not torch.isnan(r)]
             wins = sum(r >= self.args.success_threshold for r in scored)
-            outcome = GroupOutcome(wins, len(scored) - wins, equal=len(set(scored)) < 2)
+            equal = extends_streak(scored, "equal")  # the streak rule sgpo's trainer uses
+            outcome = GroupOutcome(wins, len(scored) - wins, equal)
             outcomes[rows[members[0]][column]] = outcome
         replanned = self.schedule.observe(outcomes)
         if self.schedule.planner is not None:
