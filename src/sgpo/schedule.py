@@ -83,7 +83,9 @@ class QueryScheduler:
         self.target = target
         self.min_streak = min_streak
         self.fill = fill or bool(target)  # GRESO samples until its batch is full
-        self.zero_streaks: dict[str, int] = {}  # query -> its last groups in a row all equal
+        # query -> its last groups in a row that extended its streak (all equal, or all solved
+        # with train.history_streak "solved": core.online.extends_streak)
+        self.zero_streaks: dict[str, int] = {}
         self.history_skipped = 0  # visits skipped so far (all epochs)
         self.first_visit = first_visit
         self.streak_group_size = streak_group_size
@@ -117,8 +119,8 @@ class QueryScheduler:
             self.explore = adapt_explore(self.explore, zero_share, self.target)
 
     def observe_step(self, groups: list[tuple[str, bool]]) -> None:
-        """A step's generated groups as (query_id, all rewards equal): each one observed, then
-        explore adapted to their all-equal share (what sgpo's trainer and sgpo.trl both do)."""
+        """A step's generated groups as (query_id, extends its streak): each one observed, then
+        explore adapted to the share that did (what sgpo's trainer and sgpo.trl both do)."""
         self.adapt(observe_streaks(self.zero_streaks, groups))
 
     def observe_first_visits(self, groups: list[tuple[str, int, int]]) -> set[str]:

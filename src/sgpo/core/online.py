@@ -215,12 +215,14 @@ def extends_streak(rewards: Sequence[float], rule: str) -> bool:
 
 
 def observe_streaks(zero_streaks: dict[str, int], groups: Sequence[tuple[str, bool]]) -> float:
-    """A step's generated groups as (query id, all rewards equal): each query's streak goes on
-    when its group came back all equal and resets otherwise (zero_streaks, in place). Returns
-    the step's all-equal share, what adapt_explore moves on (0 for no groups)."""
-    for query_id, all_equal in groups:
-        zero_streaks[query_id] = zero_streaks.get(query_id, 0) + 1 if all_equal else 0
-    return sum(all_equal for _, all_equal in groups) / max(len(groups), 1)
+    """A step's generated groups as (query id, extends its streak: extends_streak's rule, all
+    rewards equal by default, all solved with train.history_streak "solved"): each query's
+    streak goes on when its group extends it and resets otherwise (zero_streaks, in place).
+    Returns the share of the step's groups that extended one, what adapt_explore moves on (0
+    for no groups)."""
+    for query_id, extends in groups:
+        zero_streaks[query_id] = zero_streaks.get(query_id, 0) + 1 if extends else 0
+    return sum(extends for _, extends in groups) / max(len(groups), 1)
 
 
 def adapt_explore(explore: float, zero_share: float, target: float) -> float:
