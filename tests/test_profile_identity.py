@@ -18,8 +18,9 @@ from sgpo.cli import app
 from sgpo.config import RunConfig
 from sgpo.errors import DataError, RunDirBusyError
 from sgpo.io import read_table, write_table
-from sgpo.plan import PLAN_FILE, run_plan
+from sgpo.plan import run_plan
 from sgpo.profile import PROFILE_FILE, merge_profiles, run_profile
+from sgpo.runfiles import PLAN_FILE
 from sgpo.schedule import scheduled_queries
 from sgpo.tasks import load_task
 

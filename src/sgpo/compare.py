@@ -71,7 +71,7 @@ from sgpo.core.curves import (
 )
 from sgpo.io import atomic_write_json, atomic_write_text, read_json, read_jsonl
 from sgpo.rundir import claim_outputs, differing_keys, first_of, flatten
-from sgpo.runfiles import CONFIG_FILE, SUMMARY_FILE
+from sgpo.runfiles import CONFIG_FILE, METRICS_FILE, PLAN_FILE, SUMMARY_FILE
 
 log = logging.getLogger(__name__)
 
@@ -364,7 +364,7 @@ def run_method(
         check_reusable(config, run_dir)
         tqdm.write(f"{label}: finished earlier with this config, reused", file=sys.stderr)
         return read_json(run_dir / SUMMARY_FILE)
-    plan = run_dir / "plan.parquet"
+    plan = run_dir / PLAN_FILE
     changes = config_changes(config, run_dir) if checkpoint.has_state(run_dir) else None
     if changes == []:
         # interrupted with this very config: go on from its checkpoint, with the plan it has
@@ -467,9 +467,7 @@ CURRENCIES = {
 
 def eval_curve(run_dir: Path, cost: str = "flops_total_cum") -> list[tuple[float, float]]:
     """(cumulative cost, sampled held-out accuracy) at each evaluation of a run."""
-    return [
-        (r[cost], r["eval_acc"]) for r in read_jsonl(run_dir / "metrics.jsonl") if "eval_acc" in r
-    ]
+    return [(r[cost], r["eval_acc"]) for r in read_jsonl(run_dir / METRICS_FILE) if "eval_acc" in r]
 
 
 def evaluations(run_dir: Path) -> list[dict]:
@@ -477,14 +475,14 @@ def evaluations(run_dir: Path) -> list[dict]:
     compare.json keeps them so that any read of the curves can be redone from that file."""
     fields = ["step", "eval_acc", *(c.metric_field for c in CURRENCIES.values())]
     return [
-        {f: r[f] for f in fields} for r in read_jsonl(run_dir / "metrics.jsonl") if "eval_acc" in r
+        {f: r[f] for f in fields} for r in read_jsonl(run_dir / METRICS_FILE) if "eval_acc" in r
     ]
 
 
 def wasted_fraction(run_dir: Path) -> float:
     """Share of a run's total FLOPs spent generating rollouts in groups with zero advantage
     (they cost inference and teach nothing; their backward pass is skipped anyway)."""
-    records = read_jsonl(run_dir / "metrics.jsonl")
+    records = read_jsonl(run_dir / METRICS_FILE)
     wasted, previous = 0.0, records[0]["flops_rollout_cum"]
     for r in records[1:]:
         wasted += (r["flops_rollout_cum"] - previous) * (1.0 - r["informative_fraction"])
@@ -511,7 +509,6 @@ def predicted_informative_fraction(run_dirs: list[Path]) -> float | None:
     """What `sgpo plan` predicted, from the profile alone, for the informative fraction of a
     method's plan (mean over seeds); None for methods trained without a plan."""
     from sgpo.plan import read_plan
-    from sgpo.runfiles import PLAN_FILE
 
     plans = [d / PLAN_FILE for d in run_dirs]
     if not all(p.exists() for p in plans):

@@ -33,11 +33,10 @@ from sgpo.core.predict import (
 )
 from sgpo.errors import DataError
 from sgpo.io import prepare_out_dir, read_table, write_table
+from sgpo.runfiles import PLAN_FILE
 from sgpo.validate import check_is_profile, check_plan_rows
 
 log = logging.getLogger(__name__)
-
-PLAN_FILE = "plan.parquet"
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from sgpo.io import (  # noqa: E402
     read_table,
 )
 from sgpo.plan import PlanRow, p_hat_estimates_p, read_plan  # noqa: E402
-from sgpo.runfiles import PLAN_FILE  # noqa: E402
+from sgpo.runfiles import HISTORY_FILE, METRICS_FILE, PLAN_FILE, SUMMARY_FILE  # noqa: E402
 
 # Everything sgpo report may create (and so later replace) in a run directory.
 REPORT_OUTPUTS = (
@@ -216,7 +216,7 @@ def all_correct_label(meta: dict) -> str:
 
 
 def write_report(run_dir: Path) -> Path:
-    summary_path = run_dir / "summary.json"
+    summary_path = run_dir / SUMMARY_FILE
     if not summary_path.exists():
         raise FileNotFoundError(
             f"{summary_path} not found: {run_dir} is not a finished sgpo run (sgpo train "
@@ -224,7 +224,7 @@ def write_report(run_dir: Path) -> Path:
         )
     rundir.claim_outputs(run_dir, REPORT_OUTPUTS)
     summary = read_summary(summary_path)
-    records = read_records(run_dir / "metrics.jsonl", summary["steps"])
+    records = read_records(run_dir / METRICS_FILE, summary["steps"])
     images = []
     lines = [f"# sgpo run: {summary['method']}", ""]
     plan_path = run_dir / PLAN_FILE
@@ -233,10 +233,8 @@ def write_report(run_dir: Path) -> Path:
     if plan_path is not None and plan_path.exists():
         plan_rows, meta = read_plan(plan_path)
         images += plot_plan(plan_rows, run_dir)
-        if (run_dir / "plan_history.parquet").exists():
-            images += plot_plan_history(
-                read_table(run_dir / "plan_history.parquet")[0], plan_rows, run_dir
-            )
+        if (run_dir / HISTORY_FILE).exists():
+            images += plot_plan_history(read_table(run_dir / HISTORY_FILE)[0], plan_rows, run_dir)
         s = meta.get("summary", {})
         lines += [
             "## Plan",
