@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sgpo import rundir
 from sgpo.config import RunConfig
@@ -35,6 +36,9 @@ from sgpo.errors import DataError
 from sgpo.io import prepare_out_dir, read_table, write_table
 from sgpo.runfiles import PLAN_FILE
 from sgpo.validate import check_is_profile, check_plan_rows
+
+if TYPE_CHECKING:
+    from sgpo.tasks import TaskData
 
 log = logging.getLogger(__name__)
 
@@ -217,11 +221,12 @@ def check_profile_matches(
     source: str,
     expected_model: str | None,
     all_settings: bool = False,
-) -> None:
+) -> TaskData:
     """A profile (or a plan's profile) made under another model or dataset, or of one shard
     only, would plan the wrong queries, and one that scored other samples would train on a
     wrong p_hat (check_profile_samples); to plan (all_settings) or with train.reuse_profile
-    every setting of the samples must be this config's (check_profile_settings)."""
+    every setting of the samples must be this config's (check_profile_settings). Returns the
+    config's task, loaded for the check."""
     from sgpo.tasks import data_identity, load_task
 
     shard = meta.get("shard")
@@ -252,17 +257,17 @@ def check_profile_matches(
         check_profile_settings(meta, config, source, expected_model, config.train.reuse_profile)
     else:
         check_profile_samples(meta, config, source, expected_model)
+    return task
 
 
 def check_profile_covers(
-    profile_rows: list[dict], meta: dict, config: RunConfig, source: Path
+    profile_rows: list[dict], meta: dict, task: TaskData, source: Path
 ) -> None:
     """A profile must hold every training query once: a profile chunk, or a profile with rows
     deleted, would plan (and train) a part of the data, the rest left out without a word."""
     from sgpo.profile import CHUNK_SIZE_KEY
-    from sgpo.tasks import load_task
 
-    expected = {q.query_id for q in load_task(config.task, config.seed).train}
+    expected = {q.query_id for q in task.train}
     profiled = {r["query_id"] for r in profile_rows}
     missing, extra = expected - profiled, profiled - expected
     if missing or extra:
@@ -434,8 +439,8 @@ def _run_plan(
     profile_rows, meta = read_table(profile_path)
     check_is_profile(profile_rows, meta, profile_path)
     source = model_source(config)
-    check_profile_matches(meta, config, str(profile_path), source, all_settings=True)
-    check_profile_covers(profile_rows, meta, config, profile_path)
+    task = check_profile_matches(meta, config, str(profile_path), source, all_settings=True)
+    check_profile_covers(profile_rows, meta, task, profile_path)
     rule = plan_rule(config)
     rows = build_plan(profile_rows, rule, config.seed)
     check_something_kept(rows, rule, profile_path)
