@@ -41,6 +41,8 @@ def stream_seed(*parts: object) -> int:
 
 
 class GenerationEngine(Protocol):
+    policy: Policy  # the model generated from, and how it renders prompts
+
     def generate(
         self,
         prompts: list[str],

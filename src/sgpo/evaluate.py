@@ -33,7 +33,7 @@ def evaluate(
     result: dict = {"eval_queries": len(queries)}
     before = verifier.stats.counts()
     buckets = [q.difficulty or "all" for q in queries]
-    prompts = [engine.policy.render(q.prompt) for q in queries]  # type: ignore[attr-defined]
+    prompts = [engine.policy.render(q.prompt) for q in queries]
     if greedy:
         completions = engine.generate(
             prompts,

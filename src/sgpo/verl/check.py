@@ -17,7 +17,12 @@ Every function returns the problems as sentences (empty list: fine), so callers 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from sgpo.verl.export import ROLLOUT_N
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 
 def plan_sampling(plan_meta: dict) -> dict:
@@ -86,7 +91,7 @@ def batch_problems(n_rows: int, train_batch_size: int) -> list[str]:
     return []
 
 
-def prompt_token_counts(rows: list[dict], tokenizer) -> list[int]:  # noqa: ANN001 - HF tokenizer
+def prompt_token_counts(rows: list[dict], tokenizer: PreTrainedTokenizerBase) -> list[int]:
     """Prompt tokens of each row as verl's agent loop builds them (chat template + generation
     prompt)."""
     counts = []

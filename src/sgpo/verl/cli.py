@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from sgpo.errors import DataError
+
+if TYPE_CHECKING:
+    from sgpo.core.flops import ModelShape
 
 verl_app = typer.Typer(
     help="Run sGPO plans on verl: export a plan as a verl dataset; FLOPs of a verl run.",
@@ -29,7 +32,7 @@ verl_app = typer.Typer(
 console = Console()
 
 
-def model_shape_from_dir(model: str):  # noqa: ANN201 - ModelShape, imported lazily
+def model_shape_from_dir(model: str) -> ModelShape:
     """sgpo's ModelShape of a local Hugging Face model directory, without loading its weights
     (the model is built on the meta device from its config)."""
     import torch
@@ -429,7 +432,7 @@ def flops(
         console.print(f"per-step rows written to {out}")
 
 
-def compare_runs(paths: list[Path], shape, out: Path | None) -> None:  # noqa: ANN001
+def compare_runs(paths: list[Path], shape: ModelShape | None, out: Path | None) -> None:
     """The comparison table of recorded runs (sgpo.verl.runs), one row per run."""
     from sgpo.core.flops import PHASES
     from sgpo.io import atomic_write_text

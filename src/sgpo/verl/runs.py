@@ -19,8 +19,12 @@ import hashlib
 import json
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sgpo.io import atomic_write_json, read_table
+
+if TYPE_CHECKING:
+    from sgpo.core.flops import ModelShape
 
 RUN_FILE = "run.json"
 LOGGER_PATH_OVERRIDE = "ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH"
@@ -122,7 +126,7 @@ def run_settings(run: dict) -> dict:
     }
 
 
-def run_flops(run: dict, shape=None) -> list[dict]:  # noqa: ANN001 - ModelShape | None
+def run_flops(run: dict, shape: ModelShape | None = None) -> list[dict]:
     """Per-step FLOPs rows of a recorded run (sgpo.verl.flops.verl_run_flops)."""
     from sgpo.core.flops import ModelShape
     from sgpo.verl.export import ROLLOUT_N, rollouts_per_step
