@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from sgpo.core.online import history_settings_without_skip
 from sgpo.errors import ConfigError, SgpoWarning
 
 # Kept in step with sgpo.core.advantages.LOSS_AGGREGATIONS (a test checks it); named here so that
@@ -584,14 +585,11 @@ class TrainConfig(Strict):
                 "train.filter_groups: they drop zero-variance groups after generation, in "
                 "rounds, where it skips queries before it"
             )
-        history_extras = {
-            "train.history_target": bool(self.history_target),
-            "train.history_min_streak": self.history_min_streak > 1,
-            "train.history_fill": self.history_fill,
-        }
-        for name, used in history_extras.items():
-            if used and self.history_explore == 1:
-                raise ValueError(f"{name} needs train.history_explore < 1 (skip on history)")
+        idle = history_settings_without_skip(
+            self.history_explore, self.history_target, self.history_min_streak, self.history_fill
+        )
+        if idle:
+            raise ValueError(f"train.{idle[0]} needs train.history_explore < 1 (skip on history)")
         if (
             self.history_streak != "equal"
             and self.history_explore == 1

@@ -214,6 +214,21 @@ def extends_streak(rewards: Sequence[float], rule: str) -> bool:
     raise ValueError(f"unknown history streak rule {rule!r}; choose equal or solved")
 
 
+def history_settings_without_skip(
+    explore: float, target: float, min_streak: int, fill: bool
+) -> list[str]:
+    """The skip-on-history settings given while the skip itself is off (explore 1), where they
+    would do nothing: history_target, history_min_streak, history_fill."""
+    if explore < 1:
+        return []
+    given = {
+        "history_target": bool(target),
+        "history_min_streak": min_streak > 1,
+        "history_fill": fill,
+    }
+    return [name for name, used in given.items() if used]
+
+
 def observe_streaks(zero_streaks: dict[str, int], groups: Sequence[tuple[str, bool]]) -> float:
     """A step's generated groups as (query id, extends its streak: extends_streak's rule, all
     rewards equal by default, all solved with train.history_streak "solved"): each query's

@@ -79,7 +79,7 @@ from sgpo.core.advantages import (
     max_variance_indices,
 )
 from sgpo.core.flops import PHASES, ModelShape, inference_flops, logprob_flops, train_flops
-from sgpo.core.online import extends_streak
+from sgpo.core.online import extends_streak, history_settings_without_skip
 from sgpo.core.rewards import CORRECT_THRESHOLD
 from sgpo.errors import ConfigError, SgpoWarning
 from sgpo.io import atomic_write_json
@@ -229,14 +229,11 @@ class SGPOConfig(GRPOConfig):
             )
         if self.drop_equal_groups:
             self._check_drop_keeps_the_update()
-        history_extras = {
-            "history_target": bool(self.history_target),
-            "history_min_streak": self.history_min_streak > 1,
-            "history_fill": self.history_fill,
-        }
-        for name, used in history_extras.items():
-            if used and self.history_explore == 1:
-                raise ValueError(f"{name} needs history_explore < 1 (skip on history)")
+        idle = history_settings_without_skip(
+            self.history_explore, self.history_target, self.history_min_streak, self.history_fill
+        )
+        if idle:
+            raise ValueError(f"{idle[0]} needs history_explore < 1 (skip on history)")
 
     def _check_drop_keeps_the_update(self) -> None:
         """drop_equal_groups leaves rows out of the loss: only where they add nothing to it."""
