@@ -253,6 +253,11 @@ DEFAULT_METHODS = {
 }
 
 
+# Runs at equal budget stop when it is spent; train.steps is then only a safety cap, this many
+# times the baseline's steps.
+STEPS_CAP_FACTOR = 10
+
+
 class CompareConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -268,7 +273,7 @@ class CompareConfig(BaseModel):
     budget_flops: float | None = Field(None, gt=0)
     final_window: int = Field(3, ge=1)
     # Safety cap on steps for capped methods, as a multiple of the baseline's steps.
-    max_steps_factor: int = Field(10, ge=1)
+    max_steps_factor: int = Field(STEPS_CAP_FACTOR, ge=1)
 
     @model_validator(mode="after")
     def _check(self) -> CompareConfig:
@@ -991,7 +996,8 @@ def refuse_decaying_lr(config: RunConfig, where: str) -> None:
 
 def equal_budget_baseline_config(config: RunConfig, spent_flops: float) -> RunConfig:
     """GRPO (G = config.train.group_size) on config's model, data and optimizer, without the
-    variant's settings, stopped when its total FLOPs reach spent_flops (10x the steps cap)."""
+    variant's settings, stopped when its total FLOPs reach spent_flops (STEPS_CAP_FACTOR x the
+    steps, a cap)."""
     tree = config.model_dump(mode="json")
     defaults = type(config.train)().model_dump(mode="json")
     tree["train"] |= {name: defaults[name] for name in VARIANT_TRAIN_SETTINGS}
@@ -1001,7 +1007,7 @@ def equal_budget_baseline_config(config: RunConfig, spent_flops: float) -> RunCo
         # the run's caps in other currencies would stop GRPO short of the same FLOPs
         "max_total_flops_train_all": None,
         "max_generated_tokens": None,
-        "steps": config.train.steps * 10,
+        "steps": config.train.steps * STEPS_CAP_FACTOR,
     }
     return RunConfig.model_validate(tree)
 
