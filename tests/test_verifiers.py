@@ -140,6 +140,7 @@ def test_answer_extraction() -> None:
     assert last_boxed("\\boxed{1} and \\boxed 2\nmore") == "2"
     assert last_boxed("\\boxedx 3 or \\boxed") is None  # another macro; nothing boxed
     assert last_boxed("put it in \\boxed format, as \\boxed{} asks") == ""  # prose is no box
+    assert last_boxed("so \\boxed A") == "A" and last_boxed("\\boxed (3, 4)") == "(3, 4)"
     assert final_answer("x \\fbox{4}") == ("boxed", "4")
     assert final_answer("work\n#### 42\nmore") == ("hashes", "42")
     assert final_answer("#### Step 5: wrong\nThe answer is 7.") == ("answer-is", "7")
@@ -205,6 +206,10 @@ def test_exact_match() -> None:
         ("90", "90^\\circ", 1.0),
         ("\\sqrt{2}", "2", 0.0),  # a response that is only an answer is a marked one
         ("The final answer goes in \\boxed format.\n#### 18", "18", 1.0),  # no box in prose
+        ("Hence the area is 4\\pi", "4", 0.0),  # unmarked, and still not its last number
+        ("Thus x = \\sqrt{2}.", "2", 0.0),
+        ("\\begin{align} x &= 18 \\\\ \\end{align}", "18", 1.0),
+        ("\\boxed{\\\\sqrt{2}}", "2", 0.0),  # a doubly escaped command is still one
     ],
 )
 def test_numeric(response: str, reference: str, expected: float) -> None:

@@ -41,10 +41,10 @@ math_verify.grader.TIMEOUT_WARNING_SHOWN = True
 # --------------------------------------------------------------------------- answer extraction
 
 # "\\boxed{...}", or the unbraced "\\boxed 5" some MATH solutions write (read up to "$" or the
-# line's end, as the MATH benchmark's own answer extraction does): a space, then a value's
-# start, so prose that names \\boxed ("put it in \\boxed format") is no box
+# line's end, as the MATH benchmark's own answer extraction does): after a space, and not a
+# word, so prose that names \\boxed ("put it in \\boxed format") is no box
 BOXED = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])\s*")
-_UNBRACED = re.compile(r"(?<=\s)[-+.\d\\\u2212][^$\n]*")
+_UNBRACED = re.compile(r"(?<=\s)(?![^\W\d_]{2,})[^\s$][^$\n]*")
 _ANSWER_IS = re.compile(r"answer\s+is\s*:?", re.IGNORECASE)
 _MARKDOWN = re.compile(r"^[*_`\s]+|[*_`\s]+$")
 # What follows "####" in a Markdown heading ("#### Step 2: add", "#### Solution"): a word of
@@ -275,12 +275,12 @@ _NUMERIC_FRACTION = re.compile(
     r"([-+]?)\s*\\[dt]?frac\s*\{\s*(\d+(?:\.\d+)?)\s*\}\s*\{\s*(\d+(?:\.\d+)?)\s*\}"
 )
 _LATEX_SPACE = re.compile(r"\\[,!;: ]")
-_MATH_DELIMITER = re.compile(r"\\[()\[\]]|\\\\")
+_MATH_DELIMITER = re.compile(r"\\[()\[\]]|\\\\(?![A-Za-z])")
 _DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?")
 _LATEX_COMMAND = re.compile(r"\\([A-Za-z]+|.)")
 _PLAIN_COMMANDS = frozenset(
     {"text", "textbf", "textrm", "mathrm", "mathbf", "mbox", "left", "right", "displaystyle"}
-    | {"quad", "qquad", "boxed", "fbox", "approx", "textdollar", "%", "$"}
+    | {"quad", "qquad", "boxed", "fbox", "approx", "textdollar", "begin", "end", "%", "$"}
 )
 
 
@@ -331,15 +331,14 @@ def numeric_reference(reference: str) -> float:
 def numeric(response: str, reference: str, rel_tol: float = 1e-6, abs_tol: float = 0.0) -> float:
     """1.0 when the last number in the response's final answer is within rel_tol (relative) or
     abs_tol (absolute) of the reference number. LaTeX's plain numbers count (\\frac{3}{4},
-    10,\\!000, \\(18\\), a Unicode minus); a marked final answer (boxed, after ####, "the
-    answer is", or a response that is only an answer) whose value is more than a number
-    (\\sqrt{2}, 10^2) scores 0, since its last number is not its value. An unparsable
+    10,\\!000, \\(18\\), a Unicode minus); a final answer whose value (after the last "=" on
+    the line of its last number) is more than a number (\\sqrt{2}, 10^2) scores 0, since its
+    last number is not its value. An unparsable
     reference raises BadReference (a data error that stops the run, not a wrong answer)."""
     expected = numeric_reference(reference)
     kind, text = final_answer(response)
     plain = _plain_number_text(text)
-    # a whole response is working, not an answer: its last number is read as it stands
-    if (kind != "whole" or _bare_answer(response)) and _beyond_a_number(plain):
+    if _beyond_a_number(plain):
         return 0.0
     got = last_number(plain)
     if got is None or not math.isfinite(got):
