@@ -606,7 +606,7 @@ CLI_CASES = [
             *("-c", str(env.config_path), "-o", str(written(tmp / "afile", "x") / "afile")),
         ],
         1,
-        "--out {tmp}/afile: a file, not a directory",
+        "--out {tmp}/afile/out.jsonl: {tmp}/afile is a file, not a directory",
     ),
     (
         "out-under-a-file",
@@ -694,7 +694,7 @@ CLI_CASES = [
             *("-o", str(written(tmp / "afile", "x") / "afile" / "out.jsonl")),
         ],
         1,
-        "--out {tmp}/afile: a file, not a directory",
+        "--out {tmp}/afile/out.jsonl: {tmp}/afile is a file, not a directory",
     ),
     (
         "flops-run-without-run-json",

@@ -405,6 +405,16 @@ def test_a_lora_adapter_of_a_relative_model_path_loads_from_anywhere(
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError, match=r"whose base model '.*moved' \(its adapter_config"):
         load_policy(config, path=str(adapter))
+    # the config's model of another shape: the adapter does not fit it, the same config error
+    other = tmp_path / "wider"
+    wider = EmbeddedModelConfig(
+        hidden_size=48, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64
+    )
+    tokenizer = load_policy(make_config(tiny_model_dir)).tokenizer
+    build_model(wider, tokenizer, seed=0).save_pretrained(other)
+    tokenizer.save_pretrained(other)
+    with pytest.raises(ConfigError, match=r"whose base model '.*moved' \(its adapter_config"):
+        load_policy(make_config(other), path=str(adapter))
 
 
 def test_lora_dropout_trains_alike_for_one_config(

@@ -196,24 +196,24 @@ def _load_adapter(
     recorded = json.loads((Path(adapter) / "adapter_config.json").read_text()).get(
         "base_model_name_or_path"
     )
-    own = model_source(config)
-    own_local = Path(own).expanduser()
-    if own != source and not (own_local / "adapter_config.json").exists():
-        try:
+    try:
+        own = model_source(config)
+        own_local = Path(own).expanduser()
+        if own != source and not (own_local / "adapter_config.json").exists():
             base = AutoModelForCausalLM.from_pretrained(
                 str(own_local.resolve()) if own_local.is_dir() else own, dtype=dtype
             )
-        except OSError:
-            base = None
-        if base is not None:
+            model = PeftModel.from_pretrained(base, adapter, is_trainable=trainable)
             log.warning(
-                "%s: the adapter's base model %r cannot be loaded; it is put on the config's "
+                "%s: the adapter's base model %r cannot be loaded; it was put on the config's "
                 "model, %s",
                 source,
                 recorded,
                 own,
             )
-            return PeftModel.from_pretrained(base, adapter, is_trainable=trainable)
+            return model
+    except (OSError, ValueError, RuntimeError):  # not there, or not the adapter's shape
+        pass
     raise ConfigError(
         f"model {source!r}: a LoRA adapter whose base model {recorded!r} (its "
         f"adapter_config.json's base_model_name_or_path) cannot be loaded, nor the config's "

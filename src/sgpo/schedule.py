@@ -51,7 +51,8 @@ class QueryScheduler:
     """Hands out queries in plan order, one epoch after another. A new plan (update_plan)
     re-orders what is left of the current epoch; queries already visited wait for the next.
     With explore < 1 (train.history_explore), each epoch starts by skipping queries whose last
-    groups all came back with one outcome (observe; sgpo.core.online.epoch_visits), from the
+    groups extended their streak (all equal, or all solved: train.history_streak;
+    sgpo.core.online.epoch_visits), from the
     min_streak-th such group in a row on. With a target (train.history_target), explore adapts
     after each step (adapt). With fill (train.history_fill, or a target) a step that reaches an
     epoch's end goes on into the next until its budget is full; the queries it already holds

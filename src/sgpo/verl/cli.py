@@ -367,7 +367,7 @@ def flops(
     """sGPO's per-phase FLOPs (profile, rollout, logprob, train), per step and cumulative, of
     verl runs, from their logged token counts."""
     from sgpo.core.flops import PHASES, ModelShape
-    from sgpo.io import atomic_write_text, make_out_dir, read_table
+    from sgpo.io import atomic_write_text, read_table
     from sgpo.verl.export import ROLLOUT_N, rollouts_per_step
     from sgpo.verl.flops import read_verl_metrics, verl_run_flops
 
@@ -376,7 +376,12 @@ def flops(
             raise FileExistsError(f"--out {out}: a directory; give a file name")
         if out.exists() and not overwrite:
             raise FileExistsError(f"{out} already exists; pass --overwrite to replace it")
-        make_out_dir(out.parent)
+        if out.parent.exists() and not out.parent.is_dir():
+            raise NotADirectoryError(f"--out {out}: {out.parent} is a file, not a directory")
+        try:  # a single file may go anywhere (the home directory too, unlike a run directory)
+            out.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise NotADirectoryError(f"--out {out}: cannot create {out.parent} ({e})") from e
     if run:
         if metrics_jsonl:
             raise typer.BadParameter("give metrics files or --run, not both")
