@@ -606,7 +606,7 @@ CLI_CASES = [
             *("-c", str(env.config_path), "-o", str(written(tmp / "afile", "x") / "afile")),
         ],
         1,
-        "--out {tmp}/afile/out.jsonl: {tmp}/afile is a file, not a directory",
+        "--out {tmp}/afile: a file, not a directory",
     ),
     (
         "out-under-a-file",
