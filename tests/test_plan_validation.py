@@ -243,3 +243,21 @@ def test_embedded_model_with_file_task_is_a_config_error(
     assert result.exit_code == 2, result.output
     assert "model.name_or_path: 'embedded'" in result.output
     assert "Traceback" not in result.output
+
+
+def test_a_plan_cut_by_hand_trains_but_says_what_it_leaves_out(
+    env: SimpleNamespace, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    def without_a_dropped_or_kept_row(rows: list[dict]) -> list[dict]:
+        return [r for r in rows if r is not kept_rows(rows)[-1]]
+
+    path = edited_plan(env, tmp_path / "plan.parquet", without_a_dropped_or_kept_row)
+    train = load_task(env.config.task, env.config.seed).train
+    with caplog.at_level("WARNING", logger="sgpo.schedule"):
+        scheduled, _, _ = scheduled_queries(env.config, train, path)
+    assert len(scheduled) == len(kept_rows(read_table(env.plan)[0])) - 1
+    assert f"{path}: 1 of the task's 8 training queries have no row in the plan" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="sgpo.schedule"):
+        scheduled_queries(env.config, train, env.plan)  # the whole plan: nothing said
+    assert "have no row in the plan" not in caplog.text

@@ -9,6 +9,7 @@ the exact solver in sgpo.core.online. Both are resumable from their state() dict
 
 from __future__ import annotations
 
+import logging
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,8 @@ from sgpo.plan import (
     read_plan,
 )
 from sgpo.tasks import Query
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -374,4 +377,13 @@ def scheduled_queries(
                 f"{r.query_id!r} is not in the task's training queries"
             )
         scheduled.append(ScheduledQuery(by_id[r.query_id], int(r.group_size)))
+    unplanned = len(by_id.keys() - file_row.keys())
+    if unplanned:  # a plan cut by hand, say: allowed, but said
+        log.warning(
+            "%s: %d of the task's %d training queries have no row in the plan (kept or "
+            "dropped): they are not trained, nor counted among the plan's dropped queries",
+            plan_path,
+            unplanned,
+            len(by_id),
+        )
     return scheduled, rows, float(meta["profile_flops"])
