@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -83,13 +84,19 @@ def test_a_damaged_metrics_line_is_named_with_its_number(run: Path, line: bytes,
         write_report(run)
 
 
-def test_a_metrics_record_without_a_field_is_named(run: Path):
+def edit_second_record(run: Path, edit: Callable[[dict], object]) -> Path:
+    """metrics.jsonl with its second record (step 1) edited in place; the file's path."""
     metrics = run / METRICS_FILE
     records = metrics.read_text().splitlines()
     step = json.loads(records[1])
-    del step["reward_mean"]
+    edit(step)
     records[1] = json.dumps(step)
     metrics.write_text("\n".join(records) + "\n")
+    return metrics
+
+
+def test_a_metrics_record_without_a_field_is_named(run: Path):
+    metrics = edit_second_record(run, lambda step: step.pop("reward_mean"))
     with pytest.raises(DataError, match=rf"{metrics}: record 2: missing 'reward_mean'"):
         write_report(run)
 
@@ -106,12 +113,8 @@ def test_a_summary_field_of_the_wrong_type_is_named(run: Path, field: str, value
 
 
 def test_a_metrics_field_of_the_wrong_type_is_named(run: Path):
-    metrics = run / METRICS_FILE
-    records = metrics.read_text().splitlines()
-    step = json.loads(records[1])
-    step["eval_acc"] = "high"  # would be plotted as a category
-    records[1] = json.dumps(step)
-    metrics.write_text("\n".join(records) + "\n")
+    # a string would be plotted as a category
+    metrics = edit_second_record(run, lambda step: step.update(eval_acc="high"))
     with pytest.raises(DataError, match=rf"{metrics}: record 2: field 'eval_acc' is 'high'"):
         write_report(run)
 

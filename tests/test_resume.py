@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 import sgpo.checkpoint
 import sgpo.train
 from sgpo.cli import app
-from sgpo.config import load_config
+from sgpo.config import RunConfig, load_config
 from sgpo.errors import ConfigError, DataError
 from sgpo.io import read_jsonl, read_table, write_table
 from sgpo.plan import run_plan
@@ -429,17 +429,28 @@ def test_train_crash_chain_equals_uninterrupted(
         assert kept == ["step-000003", "step-000006"]
 
 
-def test_a_resume_says_from_which_step_and_what_runs_again(
-    tiny: SimpleNamespace, tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def crashed_at_step_3(
+    tiny: SimpleNamespace, tmp_path: Path, checkpoint_every: int
+) -> tuple[RunConfig, Path]:
+    """A grpo run killed right after step 3's metrics line: (its config, its directory)."""
     config = load_config(
-        write_config(tmp_path / "config.yaml", method_tree(tiny, "grpo", checkpoint_every=0))
+        write_config(
+            tmp_path / "config.yaml",
+            method_tree(tiny, "grpo", checkpoint_every=checkpoint_every),
+        )
     )
     run = tmp_path / "run"
     with pytest.MonkeyPatch.context() as mp:
         install_crash(mp, "after_log", 3)
         with pytest.raises(Crash):
             run_train(config, run)
+    return config, run
+
+
+def test_a_resume_says_from_which_step_and_what_runs_again(
+    tiny: SimpleNamespace, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config, run = crashed_at_step_3(tiny, tmp_path, checkpoint_every=0)
     run_train(config, run, resume=True)
     assert (
         f"{run}: resuming from its checkpoint at step 0 of {STEPS}; the 3 steps logged after it "
@@ -450,14 +461,7 @@ def test_a_resume_says_from_which_step_and_what_runs_again(
 def test_a_resume_names_a_damaged_metrics_record_before_training(
     tiny: SimpleNamespace, tmp_path: Path
 ) -> None:
-    config = load_config(
-        write_config(tmp_path / "config.yaml", method_tree(tiny, "grpo", checkpoint_every=2))
-    )
-    run = tmp_path / "run"
-    with pytest.MonkeyPatch.context() as mp:
-        install_crash(mp, "after_log", 3)
-        with pytest.raises(Crash):
-            run_train(config, run)
+    config, run = crashed_at_step_3(tiny, tmp_path, checkpoint_every=2)
     metrics = run / METRICS_FILE
     lines = metrics.read_text().splitlines(keepends=True)
     lines[1] = "garbage\n"  # a record before the checkpoint, damaged by hand

@@ -333,8 +333,8 @@ def numeric(response: str, reference: str, rel_tol: float = 1e-6, abs_tol: float
     abs_tol (absolute) of the reference number. LaTeX's plain numbers count (\\frac{3}{4},
     10,\\!000, \\(18\\), a Unicode minus); a final answer whose value (after the last "=" on
     the line of its last number) is more than a number (\\sqrt{2}, 10^2) scores 0, since its
-    last number is not its value. An unparsable
-    reference raises BadReference (a data error that stops the run, not a wrong answer)."""
+    last number is not its value. An unparsable reference raises BadReference (a data error
+    that stops the run, not a wrong answer)."""
     expected = numeric_reference(reference)
     kind, text = final_answer(response)
     plain = _plain_number_text(text)
