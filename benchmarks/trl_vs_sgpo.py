@@ -6,7 +6,7 @@ plain TRL GRPOTrainer at the same rollout budget: final accuracy per seed and st
 Task, model and hyper-parameters: src/sgpo/demo.yaml (embedded model, addition task, 128
 rollouts per step, lr 1e-4 with 5 warm-up steps, AdamW betas (0.9, 0.99), grad clip 1, PPO clip
 0.2, token-mean loss (TRL: loss_type "dapo"), no std scaling, no KL, temperature 1, float32).
-The plan follows the abstract's rule (sgpo.compare.ABSTRACT_RULE).
+The plan follows the abstract's rule (sgpo.methods.ABSTRACT_RULE).
 Each seed profiles and plans once (the task's queries depend on the seed) and trains `--steps`
 steps on both paths from that plan; the final model of each run is scored by the same
 `sgpo eval` (sampled accuracy, 4 samples per query, the run's seed). Step time: median over
@@ -253,8 +253,8 @@ def main() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
-    from sgpo.compare import ABSTRACT_RULE, DROP_EQUAL_SAME_UPDATE
     from sgpo.config import load_config
+    from sgpo.methods import ABSTRACT_RULE, DROP_EQUAL_SAME_UPDATE
     from sgpo.models import model_source
 
     source = args.model or model_source(load_config(CONFIG))

@@ -14,11 +14,8 @@ from typer.testing import CliRunner
 from sgpo.cli import app
 from sgpo.compare import (
     CURRENCIES,
-    DEFAULT_METHODS,
-    append_side_by_side,
     cost_to_target,
     currency_costs,
-    equal_budget_baseline_config,
     final_accuracy,
     load_compare_config,
     method_config,
@@ -28,7 +25,9 @@ from sgpo.compare import (
 from sgpo.config import ConfigError, load_config
 from sgpo.core.curves import mean_curve
 from sgpo.io import read_jsonl, read_table
+from sgpo.methods import DEFAULT_METHODS
 from sgpo.metrics import run_summary
+from sgpo.side_by_side import append_side_by_side, equal_budget_baseline_config
 
 ROOT = Path(__file__).resolve().parents[1]
 # every compare config that starts from the demo's config
@@ -510,7 +509,7 @@ def best_plan_part(config) -> tuple:
 
 
 def test_the_best_plan_is_spelled_the_same_wherever_a_user_reads_it(tmp_path):
-    """The benchmark's best row (compare.py) is what demo.yaml runs, what README's YAML block
+    """The benchmark's best row (methods.py) is what demo.yaml runs, what README's YAML block
     and the TRL example's commands spell out: none of the four may drift from the others."""
     import shlex
 

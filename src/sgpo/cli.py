@@ -353,8 +353,8 @@ def report(
 ) -> None:
     """Write RUN_DIR/report.md and its PNG plots (a demo's ends with its side-by-side against
     GRPO at the same FLOPs, as sgpo demo wrote it)."""
-    from sgpo.compare import append_demo_side_by_side, is_demo_baseline_of
     from sgpo.report import write_report
+    from sgpo.side_by_side import append_demo_side_by_side, is_demo_baseline_of
 
     path = write_report(run_dir)
     if is_demo_baseline_of(run_dir):
@@ -381,20 +381,20 @@ def demo(
     --config runs any other (examples/gsm8k.yaml: a hub model and dataset)."""
     import time
 
-    from sgpo.compare import (
-        DEMO_BASELINE_DIR,
-        SIDE_BY_SIDE,
-        append_demo_side_by_side,
-        older_demo,
-        refuse_decaying_lr,
-        run_equal_budget_baseline,
-    )
+    from sgpo.compare import refuse_decaying_lr
     from sgpo.models import model_source
     from sgpo.plan import run_plan
     from sgpo.profile import CHUNK_DIR, PROFILE_FILE, run_profile
     from sgpo.report import REPORT_OUTPUTS, write_report
     from sgpo.rundir import claim_outputs, written_by_sgpo
     from sgpo.runfiles import METRICS_FILE, PLAN_FILE, SUMMARY_FILE
+    from sgpo.side_by_side import (
+        DEMO_BASELINE_DIR,
+        SIDE_BY_SIDE,
+        append_demo_side_by_side,
+        older_demo,
+        run_equal_budget_baseline,
+    )
     from sgpo.train import run_train
 
     cfg = _config(config, set_)

@@ -35,6 +35,9 @@ Runs are written to DIR/runs/<method>/seed-<s>/; a run with a summary.json is re
 that was interrupted resumes from its checkpoint, so an interrupted compare continues where it
 stopped, but only with the config the method has now (its config.yaml: a finished run trained
 with another is refused, naming the keys; an unfinished one is trained again).
+
+The methods it trains by default are sgpo.methods.DEFAULT_METHODS; sgpo.side_by_side puts the
+demo's run beside GRPO at the same FLOPs with the reads here.
 """
 
 from __future__ import annotations
@@ -52,7 +55,6 @@ from tqdm import tqdm
 
 from sgpo import checkpoint
 from sgpo.config import (
-    VARIANT_TRAIN_SETTINGS,
     ConfigError,
     RunConfig,
     dump_config,
@@ -70,6 +72,7 @@ from sgpo.core.curves import (
     mean_curve,
 )
 from sgpo.io import atomic_write_json, atomic_write_text, read_json, read_jsonl
+from sgpo.methods import DEFAULT_METHODS
 from sgpo.rundir import claim_outputs, differing_keys, first_of, flatten
 from sgpo.runfiles import CONFIG_FILE, METRICS_FILE, PLAN_FILE, SUMMARY_FILE
 
@@ -77,180 +80,6 @@ log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from rich.table import Table
-
-# The abstract's rule, spelled out so a base config with another plan does not change it.
-ABSTRACT_RULE = [
-    "plan.g_rule=inverse_p",
-    "plan.c=1.0",
-    "plan.g_min=2",
-    "plan.g_max=16",
-    "plan.unsolvable_keep_fraction=0.1",
-    "plan.drop_trivial=true",
-    "plan.trivial_above=1.0",
-    "plan.bucket_width=0.0",
-]
-TWO_SIDED = ["plan.g_rule=two_sided", "plan.c=2.3"]
-# Two-sided G and no never-solved query kept: every kept group can be informative.
-DENSE = [*TWO_SIDED, "plan.unsolvable_keep_fraction=0"]
-# A mixed curriculum (bucket_width 1: the kept queries in one shuffled bucket), no easy-first dip.
-MIXED = ["plan.bucket_width=1.0"]
-ONLINE = ["train.online.reestimate=true", "train.online.replan_every=8"]
-# A 16-sample profile: fewer queries with p ~ 0.9 look all-correct and are dropped as trivial.
-K16 = ["profile.k=16"]
-# Every 8 steps re-profile 32 dropped queries (4 samples each): those that show both outcomes
-# come back; kept queries the training groups now show solved are dropped.
-REPROFILE = [
-    "train.online.reprofile_every=8",
-    "train.online.reprofile_sample=32",
-    "train.online.reprofile_k=4",
-]
-# Grow until mixed up to 128 responses, train the planned G of each group (both outcomes in
-# turn), and re-plan every 4 steps with decay 0.3, so a query whose grown group came back all
-# correct is dropped at the next re-plan (dev rounds 14-15, benchmarks/ROUNDS.md).
-GROW = [
-    "train.grow_max=128",
-    "train.grow_train=balanced",
-    "train.online.reestimate=true",
-    "train.online.replan_every=4",
-    "train.online.decay=0.3",
-]
-# PODS (Xu et al. 2025): each group generated whole, only its 4 most varied responses trained.
-DOWNSAMPLE_4 = ["train.downsample_to=4"]
-# ... or only 2: one success and one failure of each mixed group (dev round 25).
-DOWNSAMPLE_2 = ["train.downsample_to=2"]
-# The profile drops only the never-solved queries (p_hat = 1 kept), G = 8 for every query, one
-# shuffled bucket: GRPO(G=8) without the queries it generates every epoch and never trains
-# (dev round 23, benchmarks/ROUNDS.md).
-SOLVABLE_G8 = [
-    "plan.unsolvable_keep_fraction=0",
-    "plan.drop_trivial=false",
-    "plan.g_min=8",
-    "plan.g_max=8",
-    *MIXED,
-]
-# GRESO (Zheng et al. 2025): a query whose last z groups came back all equal is generated at
-# its next epoch with probability 0.5^z (dev round 26).
-HISTORY_SKIP = ["train.history_explore=0.5"]
-# The profile stops at each query's first correct sample (dev round 33): SOLVABLE_G8's plan,
-# the same kept queries, about 1/p samples per query instead of k.
-FIRST_SUCCESS_PROFILE = [
-    "profile.adaptive=true",
-    "profile.adaptive_round=1",
-    "profile.adaptive_stop=first_success",
-]
-# Dead groups leave the batch after generation, never refilled (dev round 36): a trainer that
-# trains every rollout pays only for the mixed groups.
-DROP_EQUAL = ["train.drop_equal_groups=true"]
-# ... with the token-mean still over the whole batch (report round 37): the update is exactly
-# the row's without the drop, at what this trainer's FLOPs cost in a train-all trainer too.
-DROP_EQUAL_SAME_UPDATE = [*DROP_EQUAL, "train.drop_equal_denominator=generated"]
-# The easy mix's fastest row in train-all FLOPs (report round 37): the solvable plan, PODS to
-# 4, history skips with full steps, the first-success profile, dead groups dropped.
-EASY_BEST = [
-    "train.method=sgpo",
-    *ABSTRACT_RULE,
-    *SOLVABLE_G8,
-    *DOWNSAMPLE_4,
-    *HISTORY_SKIP,
-    "train.history_fill=true",
-    *FIRST_SUCCESS_PROFILE,
-    *DROP_EQUAL_SAME_UPDATE,
-]
-DEFAULT_METHODS = {
-    "grpo-g8": ["train.method=grpo", "train.group_size=8"],
-    "grpo-g8-ds4": ["train.method=grpo", "train.group_size=8", *DOWNSAMPLE_4],
-    "grpo-g16": ["train.method=grpo", "train.group_size=16"],
-    "dapo": ["train.method=dapo", "train.group_size=8"],
-    "sgpo": ["train.method=sgpo", *ABSTRACT_RULE],
-    # The paper builds on DAPO: zero-variance groups dropped after generation, step refilled.
-    "sgpo-paper": ["train.method=sgpo", "plan.preset=paper", "train.filter_groups=true"],
-    "sgpo-two-sided": ["train.method=sgpo", *ABSTRACT_RULE, *TWO_SIDED],
-    "sgpo-adaptive": ["train.method=sgpo", *ABSTRACT_RULE, "profile.adaptive=true"],
-    "sgpo-reuse": ["train.method=sgpo", *ABSTRACT_RULE, "train.reuse_profile=true"],
-    "sgpo-online-mixed": ["train.method=sgpo", *ABSTRACT_RULE, *TWO_SIDED, *MIXED, *ONLINE],
-    "sgpo-all": [
-        "train.method=sgpo",
-        *ABSTRACT_RULE,
-        *TWO_SIDED,
-        *MIXED,
-        *ONLINE,
-        "profile.adaptive=true",
-        "train.reuse_profile=true",
-    ],
-    "sgpo-dense": ["train.method=sgpo", *ABSTRACT_RULE, *DENSE],
-    "sgpo-dense-mixed": ["train.method=sgpo", *ABSTRACT_RULE, *DENSE, *MIXED],
-    "sgpo-dense-k16": ["train.method=sgpo", *ABSTRACT_RULE, *DENSE, *K16],
-    "sgpo-dense-k16-reprofile": ["train.method=sgpo", *ABSTRACT_RULE, *DENSE, *K16, *REPROFILE],
-    "sgpo-dense-grow": ["train.method=sgpo", *ABSTRACT_RULE, *DENSE, *GROW],
-    "sgpo-solvable-g8-ds4": ["train.method=sgpo", *ABSTRACT_RULE, *SOLVABLE_G8, *DOWNSAMPLE_4],
-    "sgpo-solvable-g8-ds4-fs": [
-        "train.method=sgpo",
-        *ABSTRACT_RULE,
-        *SOLVABLE_G8,
-        *DOWNSAMPLE_4,
-        *FIRST_SUCCESS_PROFILE,
-    ],
-    "sgpo-solvable-g8-ds2": ["train.method=sgpo", *ABSTRACT_RULE, *SOLVABLE_G8, *DOWNSAMPLE_2],
-    "sgpo-solvable-g8-ds4-greso": [
-        "train.method=sgpo",
-        *ABSTRACT_RULE,
-        *SOLVABLE_G8,
-        *DOWNSAMPLE_4,
-        *HISTORY_SKIP,
-    ],
-    # ... with steps kept full across epochs (dev round 28).
-    "sgpo-solvable-g8-ds4-greso-fill": [
-        "train.method=sgpo",
-        *ABSTRACT_RULE,
-        *SOLVABLE_G8,
-        *DOWNSAMPLE_4,
-        *HISTORY_SKIP,
-        "train.history_fill=true",
-    ],
-    "sgpo-solvable-g8-ds4-greso-fill-fs": [
-        "train.method=sgpo",
-        *ABSTRACT_RULE,
-        *SOLVABLE_G8,
-        *DOWNSAMPLE_4,
-        *HISTORY_SKIP,
-        "train.history_fill=true",
-        *FIRST_SUCCESS_PROFILE,
-    ],
-    "sgpo-solvable-g8-ds4-fs-drop": [
-        "train.method=sgpo",
-        *ABSTRACT_RULE,
-        *SOLVABLE_G8,
-        *DOWNSAMPLE_4,
-        *FIRST_SUCCESS_PROFILE,
-        *DROP_EQUAL,
-    ],
-    "sgpo-solvable-g8-ds4-greso-fill-fs-drop": [
-        "train.method=sgpo",
-        *ABSTRACT_RULE,
-        *SOLVABLE_G8,
-        *DOWNSAMPLE_4,
-        *HISTORY_SKIP,
-        "train.history_fill=true",
-        *FIRST_SUCCESS_PROFILE,
-        *DROP_EQUAL,
-    ],
-    "sgpo-solvable-g8-ds4-fs-drop-same-update": [
-        "train.method=sgpo",
-        *ABSTRACT_RULE,
-        *SOLVABLE_G8,
-        *DOWNSAMPLE_4,
-        *FIRST_SUCCESS_PROFILE,
-        *DROP_EQUAL_SAME_UPDATE,
-    ],
-    "sgpo-solvable-g8-ds4-greso-fill-fs-drop-same-update": EASY_BEST,
-    "sgpo-solvable-g8-ds2-greso-fill-fs-drop-same-update": [*EASY_BEST, *DOWNSAMPLE_2],
-    # The easy-best row with 12 groups per step instead of 16 (dev round 42: a smaller step that
-    # still trains ~6 mixed groups; below the incumbents on the report seeds, report round 42).
-    "sgpo-solvable-g8-ds4-greso-fill-fs-drop-same-update-b96": [
-        *EASY_BEST,
-        "train.rollout_budget=96",
-    ],
-}
 
 
 # Runs at equal budget stop when it is spent; train.steps is then only a safety cap, this many
@@ -743,7 +572,7 @@ def plot_compare(
     return [*images, save_figure(fig, out_dir / "informative_fraction.png")]
 
 
-def _fmt(value: float | None, spec: str, missing: str = "never") -> str:
+def format_or_missing(value: float | None, spec: str, missing: str = "never") -> str:
     return missing if value is None else format(value, spec)
 
 
@@ -752,7 +581,7 @@ def _ratio(method: dict, currency: Currency) -> str:
     anything (no ratio: nothing to divide by), "never" where it never did."""
     if method[currency.ratio_key] is None and method[currency.to_target_key] == 0:
         return "at start"
-    return _fmt(method[currency.ratio_key], ".2f")
+    return format_or_missing(method[currency.ratio_key], ".2f")
 
 
 def console_table(result: dict) -> Table:
@@ -785,7 +614,7 @@ def console_table(result: dict) -> Table:
 def _fitted(method: dict, key: str) -> str:
     """A fitted speedup with its 5-95% seed-resample interval, when there is one."""
     interval = method.get(f"{key}_ci")
-    text = _fmt(method[key], ".2f")
+    text = format_or_missing(method[key], ".2f")
     return text if interval is None else f"{text} ({interval[0]:.2f}-{interval[1]:.2f})"
 
 
@@ -798,9 +627,9 @@ def _baseline_own_crossing(result: dict) -> list[str]:
         return []
     return [
         f"The baseline's own curve first holds its final accuracy before its run ends (its "
-        f"ratios: {' / '.join(_fmt(r, '.2f') for r in ratios)}): each ratio divides its whole "
-        "cost. Against its cost to that point instead, divide a method's ratio by the "
-        "baseline's in the same currency.",
+        f"ratios: {' / '.join(format_or_missing(r, '.2f') for r in ratios)}): each ratio "
+        "divides its whole cost. Against its cost to that point instead, divide a method's "
+        "ratio by the baseline's in the same currency.",
         "",
     ]
 
@@ -826,7 +655,7 @@ def write_markdown(
             f"{_ratio(m, CURRENCIES['tokens'])} | "
             + " / ".join(_fitted(m, c.fit_speedup_key) for c in CURRENCIES.values())
             + f" | {m['informative_fraction']:.3f} "
-            f"({_fmt(m.get('predicted_informative_fraction'), '.2f', 'no plan')}) | "
+            f"({format_or_missing(m.get('predicted_informative_fraction'), '.2f', 'no plan')}) | "
             f"{m['wasted_flops_fraction']:.1%} | "
             f"{m['steps_mean']:.0f} | {m['wall_s']:.1f} |"
         )
@@ -837,7 +666,9 @@ def write_markdown(
         f"{result['target_acc']:.3f} (the baseline's final accuracy, mean over seeds); "
         f"equal budget in {cfg.budget_currency}. The fitted read's level (FLOPs / train-all / "
         "tokens): "
-        + " / ".join(_fmt(result["fit_levels"].get(name), ".3f") for name in CURRENCIES)
+        + " / ".join(
+            format_or_missing(result["fit_levels"].get(name), ".3f") for name in CURRENCIES
+        )
         + " (below the target: a method can read a fitted speedup and never reach the target).",
         "",
         *_baseline_own_crossing(result),
@@ -914,13 +745,6 @@ COMPARE_OUTPUTS = (
     "accuracy_vs_flops.png",
     "informative_fraction.png",
 )
-SIDE_BY_SIDE = "side_by_side.png"  # the demo's, next to its report.md
-DEMO_BASELINE_DIR = "baseline-grpo"  # the demo's equal-budget GRPO run, inside its directory
-
-
-def older_demo(path: Path) -> bool:
-    """An older demo recorded no side-by-side plot: its own, beside its baseline run."""
-    return path.name == SIDE_BY_SIDE and (path.parent / DEMO_BASELINE_DIR).is_dir()
 
 
 def run_compare(
@@ -992,119 +816,3 @@ def refuse_decaying_lr(config: RunConfig, where: str) -> None:
             "over train.steps would decay at a different rate in each; use constant (with "
             "train.warmup_steps)"
         )
-
-
-def equal_budget_baseline_config(config: RunConfig, spent_flops: float) -> RunConfig:
-    """GRPO (G = config.train.group_size) on config's model, data and optimizer, without the
-    variant's settings, stopped when its total FLOPs reach spent_flops (STEPS_CAP_FACTOR x the
-    steps, a cap)."""
-    tree = config.model_dump(mode="json")
-    defaults = type(config.train)().model_dump(mode="json")
-    tree["train"] |= {name: defaults[name] for name in VARIANT_TRAIN_SETTINGS}
-    tree["train"] |= {
-        "method": "grpo",
-        "max_total_flops": spent_flops,
-        # the run's caps in other currencies would stop GRPO short of the same FLOPs
-        "max_total_flops_train_all": None,
-        "max_generated_tokens": None,
-        "steps": config.train.steps * STEPS_CAP_FACTOR,
-    }
-    return RunConfig.model_validate(tree)
-
-
-def run_equal_budget_baseline(config: RunConfig, run_dir: Path, out: Path) -> dict:
-    """GRPO from the same model on the same seed at the FLOPs the finished run in run_dir
-    spent (equal_budget_baseline_config): the demo's small-scale side-by-side."""
-    from sgpo.train import run_train
-
-    spent = read_json(run_dir / SUMMARY_FILE)
-    baseline = equal_budget_baseline_config(config, spent["total_flops"])
-    return run_train(baseline, out, overwrite=True)
-
-
-def is_demo_baseline_of(run_dir: Path) -> bool:
-    """Whether run_dir holds a finished equal-budget GRPO run of its own run (a demo's): one
-    stopped at the FLOPs the run in run_dir spent, not one left from an earlier run there."""
-    baseline = run_dir / DEMO_BASELINE_DIR
-    if not (baseline / SUMMARY_FILE).exists() or not (run_dir / SUMMARY_FILE).exists():
-        return False
-    budget = load_config(baseline / CONFIG_FILE).train.max_total_flops
-    return budget == read_json(run_dir / SUMMARY_FILE)["total_flops"]
-
-
-def append_demo_side_by_side(run_dir: Path, report: Path) -> None:
-    """A demo's report.md ends with its run against the GRPO run at the same FLOPs (in
-    DEMO_BASELINE_DIR), whether sgpo demo or a later sgpo report wrote it."""
-    baseline = f"grpo-g{load_config(run_dir / CONFIG_FILE).train.group_size}"
-    append_side_by_side(report, {"sgpo": run_dir, baseline: run_dir / DEMO_BASELINE_DIR}, baseline)
-
-
-def append_side_by_side(report: Path, runs: dict[str, Path], baseline: str | None = None) -> None:
-    """Append to a run's report.md the cost/accuracy table of several finished runs and a plot
-    of held-out accuracy against each cost currency (side_by_side.png next to report.md); with
-    a baseline among them, each other run's fitted speedup against it (one seed). report.md
-    is sgpo report's (claimed by it); side_by_side.png is claimed here before it is written."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import EngFormatter
-
-    from sgpo.report import save_figure
-
-    claim_outputs(report.parent, [SIDE_BY_SIDE], adopt=older_demo)
-    fig, axes = plt.subplots(1, len(CURRENCIES), figsize=(12, 3.4))
-    for ax, currency in zip(axes, CURRENCIES.values(), strict=True):
-        for name, run_dir in runs.items():
-            curve = eval_curve(run_dir, currency.metric_field)
-            ax.plot([x for x, _ in curve], [y for _, y in curve], marker=".", label=name)
-        ax.set_xlabel(f"cumulative {currency.label}")
-        ax.set_ylabel("held-out accuracy (sampled)")
-        # "200G" on each tick: matplotlib's "1e11" multiplier sits on the axis label
-        ax.xaxis.set_major_formatter(EngFormatter(sep=""))
-    axes[0].legend(fontsize=8)
-    save_figure(fig, report.parent / SIDE_BY_SIDE)
-    lines = [
-        "",
-        "## Side by side at equal FLOPs (one seed)",
-        "",
-        "| run | initial acc | final acc | FLOPs | FLOPs train-all | generated tokens | "
-        "informative fraction | steps |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for name, run_dir in runs.items():
-        s = read_json(run_dir / SUMMARY_FILE)
-        lines.append(
-            f"| {name} | {s['initial_eval_acc']:.3f} | {s['final_eval_acc']:.3f} | "
-            f"{s['total_flops']:.3e} | {s['total_flops_train_all']:.3e} | "
-            f"{s['generated_tokens']:.3g} | {s['informative_fraction']:.3f} | {s['steps']} |"
-        )
-    if baseline is not None:
-        lines += ["", *one_seed_fitted_read(runs, baseline)]
-    lines += ["", f"![accuracy against each cost]({SIDE_BY_SIDE})", ""]
-    atomic_write_text(report, report.read_text() + "\n".join(lines))
-
-
-def one_seed_fitted_read(runs: dict[str, Path], baseline: str) -> list[str]:
-    """One line per run other than the baseline: its fitted speedup in each currency (the
-    compare's fitted read on a single seed, so without an interval)."""
-    curves = {
-        (run, name): eval_curve(run_dir, c.metric_field)
-        for run, run_dir in runs.items()
-        for name, c in CURRENCIES.items()
-    }
-    fits, levels = fit_curves(curves, baseline)
-    lines = []
-    for name in runs:
-        if name == baseline:
-            continue
-        read = fitted_read(fits, baseline, name, levels)
-        speedups = [read[c.fit_speedup_key] for c in CURRENCIES.values()]
-        lines.append(
-            f"- Fitted read (one seed), `{name}` against `{baseline}`: speedup "
-            + " / ".join(_fmt(x, ".2f") for x in speedups)
-            + f" in FLOPs / train-all FLOPs / generated tokens = `{baseline}`'s cost to "
-            f"{GAIN_SHARE:.0%} of its fitted gain over `{name}`'s cost to the same accuracy "
-            "(above 1: cheaper than the baseline; `never`: not within its run; sgpo.core.curves)."
-        )
-    return lines

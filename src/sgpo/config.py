@@ -637,7 +637,7 @@ class TrainConfig(Strict):
 # The train settings that make a run an sGPO variant beyond its plan (generation rounds,
 # down-sampling, history skips, early small groups, profile reuse, online re-planning, the
 # training groups' own temperature); all at their defaults is GRPO as users run it.
-# sgpo.compare resets them for the demo's baseline; sgpo.verl.export names those a verl launch
+# sgpo.side_by_side resets them for the demo's baseline; sgpo.verl.export names those a verl launch
 # does not carry.
 VARIANT_TRAIN_SETTINGS = (
     "filter_groups",
