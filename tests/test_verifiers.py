@@ -23,7 +23,7 @@ from sgpo.verifiers import (
     multiple_choice,
     numeric,
 )
-from sgpo.verify import Verifier
+from sgpo.verify import BadReference, Verifier
 
 TESTS_DIR = str(Path(__file__).parent)
 
@@ -210,6 +210,49 @@ def test_exact_match() -> None:
         ("Thus x = \\sqrt{2}.", "2", 0.0),
         ("\\begin{align} x &= 18 \\\\ \\end{align}", "18", 1.0),
         ("\\boxed{\\\\sqrt{2}}", "2", 0.0),  # a doubly escaped command is still one
+        # the square or cube of a unit is the unit's, not the number's; a power of a number
+        # (or of a variable, or of an upright e) is still more than a number
+        ("\\boxed{48 \\text{ cm}^2}", "48", 1.0),
+        ("\\boxed{48\\,\\mathrm{m}^3}", "48", 1.0),
+        ("\\boxed{48 cm^2}", "48", 1.0),
+        ("The area is 48 \\text{cm}^{2}", "48", 1.0),
+        ("\\boxed{48\\,\\mathrm{cm^2}}", "48", 1.0),
+        ("\\boxed{48}", "48 \\text{ cm}^2", 1.0),
+        ("\\boxed{48}", "48 cm^2", 1.0),
+        ("\\boxed{10^2}", "10", 0.0),
+        ("\\boxed{2x^2}", "2", 0.0),
+        ("\\boxed{3\\mathrm{e}^2}", "3", 0.0),
+        # a sign in a fraction's numerator or denominator
+        ("\\boxed{\\frac{-3}{4}}", "-0.75", 1.0),
+        ("\\boxed{\\tfrac{-3}{4}}", "-0.75", 1.0),
+        ("\\boxed{\\frac{3}{-4}}", "-0.75", 1.0),
+        ("\\boxed{-\\frac{-3}{4}}", "0.75", 1.0),
+        ("\\boxed{-0.75}", "\\frac{-3}{4}", 1.0),
+        # a mixed number is its whole value, not its fraction
+        ("\\boxed{1\\frac{1}{2}}", "1.5", 1.0),
+        ("\\boxed{1 \\frac{1}{2}}", "1.5", 1.0),
+        ("\\boxed{-1\\frac{1}{2}}", "-1.5", 1.0),
+        ("\\boxed{1\\frac{1}{2}}", "0.5", 0.0),
+        ("\\boxed{2\\dfrac{3}{4} \\text{ cups}}", "2.75", 1.0),
+        ("\\boxed{1.5}", "1\\frac{1}{2}", 1.0),
+        ("\\boxed{-1.5}", "-1\\frac{1}{2}", 1.0),
+        # a minus before a currency sign is the number's
+        ("\\boxed{-\\$5}", "-5", 1.0),
+        ("\\boxed{-\\$5}", "5", 0.0),
+        ("\\boxed{\\$-5}", "-5", 1.0),
+        ("\\boxed{\\$-5}", "-\\$5", 1.0),
+        ("#### -$5", "-5", 1.0),
+        # an inequality is not a value; a comparison in the working before the last "=", a
+        # Markdown quote's ">" and a tag's are no inequality
+        ("\\boxed{x > 5}", "5", 0.0),
+        ("\\boxed{x < 5}", "5", 0.0),
+        ("\\boxed{x >= 5}", "5", 0.0),
+        ("\\boxed{x \u2265 5}", "5", 0.0),
+        ("\\boxed{x \\geq 5}", "5", 0.0),
+        ("The answer is x > 5", "5", 0.0),
+        ("Since 7 > 5, x = 7", "7", 1.0),
+        ("> **Final answer:** 42", "42", 1.0),
+        ("</think> 42", "42", 1.0),
     ],
 )
 def test_numeric(response: str, reference: str, expected: float) -> None:
@@ -224,6 +267,12 @@ def test_numeric_tolerance_and_bad_reference() -> None:
         numeric("1", "none")
     with pytest.raises(ValueError, match="is an expression, not a plain number"):
         numeric("2", "\\sqrt{2}")
+
+
+@pytest.mark.parametrize("reference", ["x > 5", "x >= 5", "x \u2265 5", "x \\geq 5"])
+def test_numeric_inequality_reference_is_bad(reference: str) -> None:
+    with pytest.raises(BadReference, match="is an expression, not a plain number"):
+        numeric("5", reference)
 
 
 @pytest.mark.parametrize(

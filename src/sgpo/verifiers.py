@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import re
+from decimal import Decimal
 
 import math_verify as mv
 import math_verify.grader
@@ -268,13 +269,37 @@ def last_number(text: str) -> float | None:
     return None
 
 
-# LaTeX a plain number is written with: a numeric fraction, thin spaces ("10,\\!000"), "{,}"
-# thousands separators, a Unicode minus, math delimiters ("\\(18\\)"), degrees ("90^\\circ");
+# LaTeX a plain number is written with: a numeric fraction (signed, or after a whole number:
+# a mixed number), thin spaces ("10,\\!000"), "{,}" thousands separators, a Unicode minus, math
+# delimiters ("\\(18\\)"), degrees ("90^\\circ"), the square or cube of a unit ("48 cm^2");
 # and the commands that leave a number plain (units in \\text, \\%, \\$, \\approx).
 _NUMERIC_FRACTION = re.compile(
-    r"([-+]?)\s*\\[dt]?frac\s*\{\s*(\d+(?:\.\d+)?)\s*\}\s*\{\s*(\d+(?:\.\d+)?)\s*\}"
+    r"(?:(?<![\d.,])(?P<whole>[-+]?\d+)|(?P<sign>[-+]?))\s*\\[dt]?frac\s*"
+    r"\{\s*(?P<num_sign>[-+]?)\s*(?P<num>\d+(?:\.\d+)?)\s*\}\s*"
+    r"\{\s*(?P<den_sign>[-+]?)\s*(?P<den>\d+(?:\.\d+)?)\s*\}"
 )
 _LATEX_SPACE = re.compile(r"\\[,!;: ]")
+# "-\\$5", "-$5": the minus is the number's, as in "\\$-5" (not after an operand: "$3-$5")
+_SIGN_BEFORE_CURRENCY = re.compile(r"(?<![\w)}])([-+])\\?\$(?=\s*\.?\d)")
+# "x > 5", "x >= 5", "x ≥ 5": a comparison after something on its line (a Markdown quote's
+# ">" starts a line), written as the LaTeX command the more-than-a-number check refuses. A
+# tag ("</think>") is dropped first, and an arrow ("=>", "->") is no comparison.
+_TAG = re.compile(r"</?[A-Za-z][\w-]*/?>")
+_COMPARISON = re.compile(r"(?<=[^\s<>=-])[ \t]*(>=|<=|[<>\u2264\u2265\u2260])")
+_COMPARISON_COMMANDS = {
+    **dict.fromkeys((">=", "\u2265"), "\\geq"),
+    **dict.fromkeys(("<=", "\u2264"), "\\leq"),
+    ">": "\\gt",
+    "<": "\\lt",
+    "\u2260": "\\neq",
+}
+# "48 cm^2", "48 \\text{ cm}^2", "48\\,\\mathrm{m}^3", "48\\,\\mathrm{cm^2}": the square or cube
+# of a unit after a number. A unit in \\text is a word ("e" is Euler's number) or "m"; a bare
+# one is a common unit of length, so "10^2" and "2x^2" keep their powers.
+_UNIT_POWER = re.compile(
+    r"(?<=\d)(\s*\\(?:text|textrm|mathrm|mbox)\s*\{\s*(?:[A-Za-z]{2,}|m)(?:\s*\})?"
+    r"|\s*(?:[ckm]?m|in|ft|yd|mi|units?)(?![A-Za-z]))\s*\^\s*(?:[23](?!\d)|\{\s*[23]\s*\})"
+)
 _MATH_DELIMITER = re.compile(r"\\[()\[\]]|\\\\(?![A-Za-z])")
 _DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?")
 _LATEX_COMMAND = re.compile(r"\\([A-Za-z]+|.)")
@@ -284,19 +309,34 @@ _PLAIN_COMMANDS = frozenset(
 )
 
 
+def _plain_fraction(match: re.Match[str]) -> str:
+    """A numeric fraction as "a/b" with its signs gathered in front (\\frac{-3}{4} -> -3/4); a
+    mixed number as one fraction (-1\\frac{1}{2} -> -3/2)."""
+    whole, num, den = match["whole"], match["num"], match["den"]
+    signs = (whole or match["sign"], match["num_sign"], match["den_sign"])
+    negative = sum(sign.startswith("-") for sign in signs) % 2 == 1
+    if whole:
+        num = str(abs(Decimal(whole)) * Decimal(den) + Decimal(num))
+    return f" {'-' if negative else ''}{num}/{den}"
+
+
 def _plain_number_text(text: str) -> str:
-    """text with LaTeX's ways of writing a plain number made plain: \\frac{3}{4} -> 3/4, thin
-    spaces and math delimiters dropped, {,} as a comma, ^\\circ as degrees, the Unicode minus
-    as "-"."""
+    """text with LaTeX's ways of writing a plain number made plain: \\frac{3}{4} -> 3/4 (and
+    1\\frac{1}{2} -> 3/2), thin spaces, math delimiters, tags and a unit's power dropped, {,} as
+    a comma, ^\\circ as degrees, the Unicode minus as "-", a minus before "$" after it; and a
+    comparison ("x > 5") as its LaTeX command (\\gt), which is more than a number."""
     text = text.replace("\u2212", "-").replace("{,}", ",")
-    text = _DEGREES.sub(" degrees", _MATH_DELIMITER.sub(" ", text))
-    return _NUMERIC_FRACTION.sub(r" \1\2/\3", _LATEX_SPACE.sub("", text))
+    text = _DEGREES.sub(" degrees", _MATH_DELIMITER.sub(" ", _TAG.sub(" ", text)))
+    text = _SIGN_BEFORE_CURRENCY.sub(r"\1", _LATEX_SPACE.sub("", text))
+    text = _COMPARISON.sub(lambda m: f" {_COMPARISON_COMMANDS[m[1]]} ", text)
+    return _UNIT_POWER.sub(r"\1", _NUMERIC_FRACTION.sub(_plain_fraction, text))
 
 
 def _beyond_a_number(text: str) -> bool:
     """Whether the value text states (made plain) is more than a number: what follows the last
-    "=" on the line of its last number holds a power, a root, pi or a product ("\\sqrt{2}",
-    "10^2", "2\\pi", "3\\times 6"), whose last number is not the value."""
+    "=" on the line of its last number holds a power, a root, pi, a product or a comparison
+    ("\\sqrt{2}", "10^2", "2\\pi", "3\\times 6", "x \\gt 5"), whose last number is not the
+    value."""
     value = _number_line(text).rsplit("=", 1)[-1]
     return "^" in value or any(c not in _PLAIN_COMMANDS for c in _LATEX_COMMAND.findall(value))
 
@@ -331,10 +371,12 @@ def numeric_reference(reference: str) -> float:
 def numeric(response: str, reference: str, rel_tol: float = 1e-6, abs_tol: float = 0.0) -> float:
     """1.0 when the last number in the response's final answer is within rel_tol (relative) or
     abs_tol (absolute) of the reference number. LaTeX's plain numbers count (\\frac{3}{4},
-    10,\\!000, \\(18\\), a Unicode minus); a final answer whose value (after the last "=" on
-    the line of its last number) is more than a number (\\sqrt{2}, 10^2) scores 0, since its
-    last number is not its value. An unparsable reference raises BadReference (a data error
-    that stops the run, not a wrong answer)."""
+    \\frac{-3}{4}, the mixed number 1\\frac{1}{2}, 10,\\!000, \\(18\\), a Unicode minus, -\\$5),
+    and so do units, squared or cubed ones too (48 \\text{ cm}^2); a final answer whose value
+    (after the last "=" on the line of its last number) is more than a number (\\sqrt{2}, 10^2,
+    x > 5) scores 0, since its last number is not its value. An unparsable reference, or one
+    that is more than a number, raises BadReference (a data error that stops the run, not a
+    wrong answer)."""
     expected = numeric_reference(reference)
     kind, text = final_answer(response)
     plain = _plain_number_text(text)
