@@ -766,7 +766,7 @@ CLI_CASES = [
         "data-file-row-field",
         bad_file_task,
         1,
-        "{tmp}/train.jsonl: row 1: field 'answer' is missing",
+        "{tmp}/train.jsonl: row 1 (line 2): field 'answer' is missing",
     ),
     (
         "profile-exists",
@@ -854,11 +854,38 @@ def test_cli_bad_input(
 ) -> None:
     argv = args(tmp_path, env)
     there = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    paths = set(tmp_path.rglob("*"))
     result = CliRunner().invoke(app, argv)
     assert result.exit_code == status, result.output
     assert expand(message, tmp_path, env) in result.output
     assert "Traceback" not in result.output
     assert {p: p.read_bytes() for p in there} == there  # nothing that was there is touched
+    assert set(tmp_path.rglob("*")) - paths == set()  # and a refused command leaves nothing
+
+
+def test_a_refused_plan_train_or_profile_leaves_no_directory_behind(
+    tmp_path: Path, env: SimpleNamespace
+) -> None:
+    missing = tmp_path / "missing.parquet"
+    config = str(env.config_path)
+    refused = {
+        "plan": ["plan", "-c", config, "--profile", str(missing)],
+        "train": ["train", "-c", config, "--plan", str(missing)],
+        "profile": ["profile", "-c", config, "--set", "task.kind=file"]
+        + ["--set", f"task.file.train={missing.with_suffix('.jsonl')}"],
+    }
+    for name, argv in refused.items():
+        out = tmp_path / name / "out"
+        result = CliRunner().invoke(app, [*argv, "-o", str(out)])
+        assert result.exit_code != 0, result.output
+        assert not out.exists(), (name, list(out.iterdir()))
+    # Into a directory that holds an earlier command's outputs: its list of them is kept as it was.
+    shared = tmp_path / "shared"
+    claim_outputs(shared, PROFILE_OUTPUTS)
+    listed = (shared / "sgpo-outputs.json").read_bytes()
+    result = CliRunner().invoke(app, [*refused["plan"], "-o", str(shared)])
+    assert result.exit_code != 0, result.output
+    assert (shared / "sgpo-outputs.json").read_bytes() == listed
 
 
 def test_overwrite_replaces_the_outputs(tmp_path: Path, env: SimpleNamespace) -> None:

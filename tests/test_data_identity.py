@@ -187,7 +187,7 @@ def test_duplicate_id_and_overlap_errors_name_the_file(tmp_path: Path) -> None:
     cfg = file_cfg(train=str(train), eval=str(evaluation), id_field="id")
     with pytest.raises(DataError) as e:
         load_task(TaskConfig(kind="file", file=cfg), seed=0)
-    assert str(e.value).startswith(f"{train}: row 1: field 'id': duplicate query id 'a'")
+    assert str(e.value).startswith(f"{train}: row 1 (line 2): field 'id': duplicate query id 'a'")
     write_jsonl(train, [{"id": "a", **TRAIN[0]}])
     with pytest.raises(DataError) as e:
         load_task(TaskConfig(kind="file", file=cfg), seed=0)

@@ -148,6 +148,21 @@ def test_plain_csv_column_mapping() -> None:
     assert data.default_verifier == "sgpo.verifiers:exact_match"
 
 
+def test_csv_blank_lines_and_unnamed_columns_change_no_row(tmp_path: Path) -> None:
+    """A blank line is not a row (ids stay "<stem>:<row>" as without it); the empty column
+    names of a header's trailing commas are not a name given twice."""
+    plain, spaced = tmp_path / "plain" / "d.csv", tmp_path / "spaced" / "d.csv"
+    plain.parent.mkdir(), spaced.parent.mkdir()
+    plain.write_text("prompt,answer\n1+1=,2\n2+2=,4\n")
+    spaced.write_text("prompt,answer,,\n\n1+1=,2,,\n\n\n2+2=,4,,\n\n")
+    read = [load_file_task(file_cfg(train=str(path))).train for path in (plain, spaced)]
+    assert read[0] == read[1]
+    assert [(q.query_id, q.prompt, q.answer) for q in read[1]] == [
+        ("d:0", "1+1=", "2"),
+        ("d:1", "2+2=", "4"),
+    ]
+
+
 def test_mapping_overrides_preset_and_dotted_fields(tmp_path: Path) -> None:
     path = tmp_path / "nested.jsonl"
     rows = [
@@ -312,7 +327,7 @@ def test_duplicate_ids_are_refused(tmp_path: Path) -> None:
     path.write_text('{"id": "a", "prompt": "p", "answer": "1"}\n' * 2)
     cfg = file_cfg(train=str(path), id_field="id")
     with pytest.raises(
-        DataError, match=r"row 1: field 'id': duplicate query id 'a' \(first at row 0\)"
+        DataError, match=r"row 1 \(line 2\): field 'id': duplicate query id 'a' \(first at row 0\)"
     ):
         load_task(TaskConfig(kind="file", file=cfg), seed=0)
 
@@ -370,109 +385,110 @@ BAD_INPUTS = [
         "missing_question.jsonl",
         '{"question": "q", "answer": "#### 1"}\n{"answer": "#### 2"}\n',
         {"preset": "gsm8k"},
-        "{path}: row 1: field 'question' is missing (the row has 'answer')",
+        "{path}: row 1 (line 2): field 'question' is missing (the row has 'answer')",
     ),
     (
         "null_question.jsonl",
         '{"question": null, "answer": "#### 1"}\n',
         {"preset": "gsm8k"},
-        "{path}: row 0: field 'question' is missing",
+        "{path}: row 0 (line 1): field 'question' is missing",
     ),
     (
         "no_hashes.jsonl",
         '{"question": "q", "answer": "the answer is 3"}\n',
         {"preset": "gsm8k"},
-        "{path}: row 0: field 'answer' has no '####' before the final answer",
+        "{path}: row 0 (line 1): field 'answer' has no '####' before the final answer",
     ),
     (
         "empty_after_hashes.jsonl",
         '{"question": "q", "answer": "#### 1"}\n{"question": "q", "answer": "work ####  "}\n',
         {"preset": "gsm8k"},
-        "{path}: row 1: field 'answer': the final answer is empty",
+        "{path}: row 1 (line 2): field 'answer': the final answer is empty",
     ),
     (
         "number_question.jsonl",
         '{"question": 12, "answer": "#### 1"}\n',
         {"preset": "gsm8k"},
-        "{path}: row 0: field 'question' must be a string, got int",
+        "{path}: row 0 (line 1): field 'question' must be a string, got int",
     ),
     (
         "blank_question.jsonl",
         '{"question": "  \\n ", "answer": "#### 1"}\n',
         {"preset": "gsm8k"},
-        "{path}: row 0: field 'question' is empty",
+        "{path}: row 0 (line 1): field 'question' is empty",
     ),
     (
         "no_boxed.jsonl",
         '{"problem": "p", "solution": "so it is 3", "level": "Level 1"}\n',
         {"preset": "math"},
-        "{path}: row 0: field 'solution' has no \\boxed{...} answer",
+        "{path}: row 0 (line 1): field 'solution' has no \\boxed{...} answer",
     ),
     (
         "unclosed_boxed.jsonl",
         '{"problem": "p", "solution": "\\\\boxed{1}, \\\\boxed{\\\\frac{1}{2}", "level": "L"}\n',
         {"preset": "math"},
-        "{path}: row 0: field 'solution': the last \\boxed{ is never closed",
+        "{path}: row 0 (line 1): field 'solution': the last \\boxed{ is never closed",
     ),
     (
         "empty_boxed.jsonl",
         '{"problem": "p", "solution": "\\\\boxed{ }", "level": "Level 1"}\n',
         {"preset": "math"},
-        "{path}: row 0: field 'solution': the final answer is empty",
+        "{path}: row 0 (line 1): field 'solution': the final answer is empty",
     ),
     (
         "no_level.jsonl",
         '{"problem": "p", "solution": "\\\\boxed{1}"}\n',
         {"preset": "math"},
-        "{path}: row 0: field 'level' is missing (the row has 'problem', 'solution')",
+        "{path}: row 0 (line 1): field 'level' is missing (the row has 'problem', 'solution')",
     ),
     (
         "list_level.jsonl",
         '{"problem": "p", "solution": "\\\\boxed{1}", "level": [1]}\n',
         {"preset": "math"},
-        "{path}: row 0: field 'level' must be a string or a number, got list",
+        "{path}: row 0 (line 1): field 'level' must be a string or a number, got list",
     ),
     (
         "verl_string_prompt.jsonl",
         '{"prompt": "hi", "reward_model": {"ground_truth": "1"}}\n',
         {"preset": "verl"},
-        "{path}: row 0: field 'prompt' must be a list of chat messages, got str",
+        "{path}: row 0 (line 1): field 'prompt' must be a list of chat messages, got str",
     ),
     (
         "verl_no_user.jsonl",
         '{"prompt": [{"role": "system", "content": "s"}], "reward_model": {"ground_truth": "1"}}\n',
         {"preset": "verl"},
-        "{path}: row 0: field 'prompt' has no message with role 'user'",
+        "{path}: row 0 (line 1): field 'prompt' has no message with role 'user'",
     ),
     (
         "verl_no_truth.jsonl",
         '{"prompt": [{"role": "user", "content": "q"}], "reward_model": {"style": "rule"}}\n',
         {"preset": "verl"},
-        "{path}: row 0: field 'reward_model.ground_truth' is missing",
+        "{path}: row 0 (line 1): field 'reward_model.ground_truth' is missing",
     ),
     (
         "verl_content_type.jsonl",
         '{"prompt": [{"role": "user", "content": ["x"]}], "reward_model": {"ground_truth": "1"}}\n',
         {"preset": "verl"},
-        "{path}: row 0: field 'prompt': the last user message's content must be a string, got list",
+        "{path}: row 0 (line 1): field 'prompt': the last user message's content must be a "
+        "string, got list",
     ),
     (
         "list_answer.jsonl",
         '{"prompt": "p", "answer": ["1"]}\n',
         {},
-        "{path}: row 0: field 'answer' must be a string or a number, got list",
+        "{path}: row 0 (line 1): field 'answer' must be a string or a number, got list",
     ),
     (
         "bool_answer.jsonl",
         '{"prompt": "p", "answer": true}\n',
         {},
-        "{path}: row 0: field 'answer' must be a string or a number, got bool",
+        "{path}: row 0 (line 1): field 'answer' must be a string or a number, got bool",
     ),
     (
         "missing_id.jsonl",
         '{"id": "a", "prompt": "p", "answer": "1"}\n{"prompt": "p", "answer": "1"}\n',
         {"id_field": "id"},
-        "{path}: row 1: field 'id' is missing (the row has 'prompt', 'answer')",
+        "{path}: row 1 (line 2): field 'id' is missing (the row has 'prompt', 'answer')",
     ),
     (
         "bad_json.jsonl",
@@ -484,34 +500,52 @@ BAD_INPUTS = [
         "not_object.jsonl",
         '{"prompt": "p", "answer": "1"}\n["p", "1"]\n',
         {},
-        "{path}: row 1: expected a record (a JSON object), got list",
+        "{path}: row 1 (line 2): expected a record (a JSON object), got list",
     ),
     ("empty.jsonl", "\n\n", {}, "{path}: no rows"),
     (
         "missing_column.csv",
         "prompt,solution\np,1\n",
         {},
-        "{path}: row 0: field 'answer' is missing (the row has 'prompt', 'solution')",
+        "{path}: row 0 (line 2): field 'answer' is missing (the row has 'prompt', 'solution')",
     ),
     (
         "empty_cell.csv",
         "prompt,answer\np,1\nq,\n",
         {},
-        "{path}: row 1: field 'answer' is empty",
+        "{path}: row 1 (line 3): field 'answer' is empty",
     ),
     (
         "short_line.csv",
         "prompt,answer\np\n",
         {},
-        "{path}: row 0: field 'answer' is missing (the row has 'prompt')",
+        "{path}: row 0 (line 2): field 'answer' is missing (the row has 'prompt')",
     ),
     (
         "long_line.csv",
         "prompt,answer\np,1\np,1,extra\n",
         {},
-        "{path}: row 1: more cells than header columns",
+        "{path}: row 1 (line 3): more cells than header columns",
     ),
     ("header_only.csv", "prompt,answer\n", {}, "{path}: no rows"),
+    (  # a blank line is not a row, but the line named is the file's
+        "blank_line.csv",
+        "prompt,answer\np,1\n\nq,\n",
+        {},
+        "{path}: row 1 (line 4): field 'answer' is empty",
+    ),
+    (  # a quoted cell over two lines: the next record starts two lines on
+        "quoted_lines.csv",
+        'prompt,answer\n"two\nlines",1\nq,\n',
+        {},
+        "{path}: row 1 (line 4): field 'answer' is empty",
+    ),
+    (  # csv.DictReader would keep the second column's cells and lose the first's
+        "same_name_twice.csv",
+        "prompt,answer,answer\np,1,2\n",
+        {},
+        "{path}: line 1: the header names column(s) 'answer' more than once",
+    ),
     (
         "data.txt",
         "prompt\tanswer\n",
@@ -537,7 +571,9 @@ def test_bad_eval_file_is_named(tmp_path: Path) -> None:
     path.write_text('{"question": "q"}\n')
     with pytest.raises(DataError) as info:
         load_file_task(file_cfg(train=str(GSM8K_TRAIN), eval=str(path), preset="gsm8k"))
-    assert str(info.value) == f"{path}: row 0: field 'answer' is missing (the row has 'question')"
+    assert str(info.value) == (
+        f"{path}: row 0 (line 1): field 'answer' is missing (the row has 'question')"
+    )
 
 
 def test_bad_parquet_row(tmp_path: Path) -> None:

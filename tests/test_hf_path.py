@@ -241,14 +241,14 @@ def test_prompts_longer_than_the_context_are_refused_by_profile_and_eval(
     model_config = json.loads((short / "config.json").read_text())
     (short / "config.json").write_text(json.dumps(model_config | {"max_position_embeddings": 64}))
     config = make_config(short)
-    message = r"gsm8k_train\.jsonl.*row 0: field 'question' is \d+ (characters|tokens)"
+    message = r"gsm8k_train\.jsonl.*row 0 \(line 1\): field 'question' is \d+ (characters|tokens)"
     with pytest.raises(DataError, match=message):
         run_profile(config, tmp_path / "profile")
     config_path = tmp_path / "c.yaml"
     config_path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
     cli = CliRunner().invoke(app, ["eval", "-c", str(config_path), "-o", str(tmp_path / "eval")])
     # eval reads the held-out split only, and says so
-    assert cli.exit_code != 0 and "gsm8k_test.jsonl: row 0: field 'question'" in cli.output
+    assert cli.exit_code != 0 and "gsm8k_test.jsonl: row 0 (line 1): field 'question'" in cli.output
     assert not (tmp_path / "eval" / "eval.json").exists()
 
 

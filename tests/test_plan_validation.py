@@ -112,7 +112,8 @@ def test_profile_stops_on_a_bad_reference(env: SimpleNamespace, tmp_path: Path) 
     config = load_config(write_config(tmp_path / "file.yaml", tree))
     # checked up front (sgpo.wiring.make_verifier): the file and its row, before any sample
     with pytest.raises(
-        DataError, match=r"train\.jsonl: row 2 \(id 'train:2'\): field 'answer': reference 'eleven'"
+        DataError,
+        match=r"train\.jsonl: row 2 \(line 3, id 'train:2'\): field 'answer': reference 'eleven'",
     ):
         run_profile(config, tmp_path / "profiled")
     assert not (tmp_path / "profiled" / "profile.parquet").exists()
@@ -192,6 +193,29 @@ def test_a_repeated_rank_and_negative_lengths_name_their_row(
         read_plan(path)
 
 
+def test_a_p_hat_edited_alone_is_refused_naming_its_row(
+    env: SimpleNamespace, tmp_path: Path
+) -> None:
+    def p_hat_moved(rows: list[dict]) -> list[dict]:
+        rows[2]["p_hat"] = 0.5 if rows[2]["p_hat"] != 0.5 else 0.25
+        return rows
+
+    path = edited_plan(env, tmp_path / "plan.parquet", p_hat_moved)
+    row = read_table(path)[0][2]
+    with pytest.raises(DataError) as info:
+        read_plan(path)
+    assert (
+        f"{path}: row 2: field 'p_hat' is {row['p_hat']}, but n_correct / k is "
+        f"{row['n_correct']} / {row['k']}"
+    ) in str(info.value)
+
+    def edited_together(rows: list[dict]) -> list[dict]:
+        rows[2].update(k=4, n_correct=1, p_hat=0.25)
+        return rows
+
+    read_plan(edited_plan(env, tmp_path / "together.parquet", edited_together))
+
+
 def test_whole_float_group_size_is_read_as_int(env: SimpleNamespace, tmp_path: Path) -> None:
     path = edited_plan(env, tmp_path / "plan.parquet", _one_group_size(3.0))
     rows, _ = read_plan(path)
@@ -253,11 +277,27 @@ def test_a_plan_cut_by_hand_trains_but_says_what_it_leaves_out(
 
     path = edited_plan(env, tmp_path / "plan.parquet", without_a_dropped_or_kept_row)
     train = load_task(env.config.task, env.config.seed).train
-    with caplog.at_level("WARNING", logger="sgpo.schedule"):
+    with caplog.at_level("WARNING", logger="sgpo.plan"):
         scheduled, _, _ = scheduled_queries(env.config, train, path)
     assert len(scheduled) == len(kept_rows(read_table(env.plan)[0])) - 1
     assert f"{path}: 1 of the task's 8 training queries have no row in the plan" in caplog.text
     caplog.clear()
-    with caplog.at_level("WARNING", logger="sgpo.schedule"):
+    with caplog.at_level("WARNING", logger="sgpo.plan"):
         scheduled_queries(env.config, train, env.plan)  # the whole plan: nothing said
     assert "have no row in the plan" not in caplog.text
+
+
+def test_export_verl_of_a_plan_cut_by_hand_says_what_it_leaves_out(
+    env: SimpleNamespace, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cut = edited_plan(env, tmp_path / "plan.parquet", lambda rows: rows[1:])
+    config = str(env.root / "config.yaml")
+    for plan, said in ((cut, True), (env.plan, False)):
+        caplog.clear()
+        out = tmp_path / f"verl-{said}.parquet"
+        args = ["export-verl", "--plan", str(plan), "-o", str(out), "-c", config]
+        with caplog.at_level("WARNING"):
+            result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+        warned = f"{plan}: 1 of the task's 8 training queries have no row in the plan"
+        assert (warned in caplog.text) is said, caplog.text

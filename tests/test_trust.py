@@ -252,7 +252,8 @@ def test_prompt_longer_than_context_is_refused(
         },
     }
     config = load_config(write_config(tmp_path / "file.yaml", tree))
-    with pytest.raises(DataError, match=rf"{data}: row 1: field 'question' is \d+ (tokens|char)"):
+    too_long = rf"{data}: row 1 \(line 2\): field 'question' is \d+ (tokens|char)"
+    with pytest.raises(DataError, match=too_long):
         run_profile(config, tmp_path / "out")
 
 
@@ -326,7 +327,8 @@ def test_float_answers_normalised_and_nonfinite_refused(tmp_path: Path) -> None:
     for text in ("NaN", "3e400", "-Infinity"):
         bad = tmp_path / "b.jsonl"
         bad.write_text(f'{{"prompt": "a", "answer": {text}}}\n')
-        with pytest.raises(DataError, match=r"b\.jsonl: row 0: field 'answer' is .*not a finite"):
+        not_finite = r"b\.jsonl: row 0 \(line 1\): field 'answer' is .*not a finite"
+        with pytest.raises(DataError, match=not_finite):
             split(bad)
 
 

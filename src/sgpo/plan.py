@@ -8,10 +8,9 @@ Schema metadata (key "sgpo"): the profile's metadata plus the plan rule and the 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Set
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from sgpo import rundir
 from sgpo.config import RunConfig
@@ -34,11 +33,9 @@ from sgpo.core.predict import (
 )
 from sgpo.errors import DataError
 from sgpo.io import prepare_out_dir, read_table, write_table
+from sgpo.profile_match import check_profile_covers, check_profile_matches, p_hat_estimates_p
 from sgpo.runfiles import PLAN_FILE
 from sgpo.validate import check_is_profile, check_plan_rows
-
-if TYPE_CHECKING:
-    from sgpo.tasks import TaskData
 
 log = logging.getLogger(__name__)
 
@@ -82,12 +79,6 @@ def read_plan(path: Path) -> tuple[list[PlanRow], dict]:
     rows, meta = read_table(path)
     check_plan_rows(rows, path, PLAN_COLUMNS)
     return [PlanRow.from_dict(r) for r in rows], meta
-
-
-def p_hat_estimates_p(meta: dict) -> bool:
-    """False for a plan or profile from a profile stopped at each query's first success
-    (profile.adaptive_stop): its p_hat is 1 / samples drawn, not an estimate of p."""
-    return meta.get("adaptive_stop") != "first_success"
 
 
 def check_replannable(estimates_p: bool, source: object, setting: str) -> None:
@@ -215,192 +206,6 @@ def prediction(
     return predict_against_baseline(queries, plan, baseline_g, profile_costs(queries), epochs)
 
 
-def check_profile_matches(
-    meta: dict,
-    config: RunConfig,
-    source: str,
-    expected_model: str | None,
-    all_settings: bool = False,
-) -> TaskData:
-    """A profile (or a plan's profile) made under another model or dataset, or of one shard
-    only, would plan the wrong queries, and one that scored other samples would train on a
-    wrong p_hat (check_profile_samples); to plan (all_settings) or with train.reuse_profile
-    every setting of the samples must be this config's (check_profile_settings). Returns the
-    config's task, loaded for the check."""
-    from sgpo.tasks import data_identity, load_task
-
-    shard = meta.get("shard")
-    if shard:
-        where = "/".join(map(str, shard)) if isinstance(shard, list) else repr(shard)
-        raise DataError(
-            f"{source}: field 'shard' is {where}: a profile of one shard (sgpo profile --shard) "
-            "holds only that shard's queries; join all shards with `sgpo profile merge` and "
-            "plan from the merged profile"
-        )
-    task = load_task(config.task, config.seed)
-    # Only the training queries matter to a profile: an edited eval split needs none redone
-    # (a profile from before train_queries was recorded is compared by its whole task).
-    recorded = meta.get("train_queries")
-    if meta.get("task") != task.source and (
-        recorded is None or recorded != data_identity(task)["train"]
-    ):
-        raise DataError(
-            f"{source}: field 'task' is {meta.get('task')!r} but the config's task is "
-            f"{task.source!r}; re-run sgpo profile with this config"
-        )
-    if expected_model is not None and meta.get("model") != expected_model:
-        raise DataError(
-            f"{source}: field 'model' is {meta.get('model')!r} but the config's model is "
-            f"{expected_model!r}; re-run sgpo profile with this config"
-        )
-    if all_settings or config.train.reuse_profile:
-        check_profile_settings(meta, config, source, expected_model, config.train.reuse_profile)
-    else:
-        check_profile_samples(meta, config, source, expected_model)
-    return task
-
-
-def check_profile_covers(
-    profile_rows: list[dict], meta: dict, task: TaskData, source: Path
-) -> None:
-    """A profile must hold every training query once: a profile chunk, or a profile with rows
-    deleted, would plan (and train) a part of the data, the rest left out without a word."""
-    from sgpo.profile import CHUNK_SIZE_KEY
-
-    expected = {q.query_id for q in task.train}
-    profiled = {r["query_id"] for r in profile_rows}
-    missing, extra = expected - profiled, profiled - expected
-    if missing or extra:
-        said = [f"{len(missing)} of the task's {len(expected)} training queries are not in it"]
-        if missing:
-            said[-1] += f" (e.g. {sorted(missing)[:3]})"
-        if extra:
-            said.append(f"{len(extra)} of its queries are not the task's, e.g. {sorted(extra)[:3]}")
-        if CHUNK_SIZE_KEY in meta:
-            said.append("it is one chunk of a profile: plan from the whole profile.parquet")
-        raise DataError(f"{source}: " + "; ".join(said))
-
-
-# Config keys that change what a profile's samples are (verifier, prompt formatting, sampling)
-# or how finely p_hat is measured (samples per query); with the task and model
-# (check_profile_matches) they must be the profile's for sgpo plan and train.reuse_profile.
-# Execution settings (sampling.batch_size, profile.chunk_size, profile.engine, device) and the
-# seed (another draw of the same distribution) are left out; of the adaptive settings only
-# what the plan's reading of p_hat depends on counts (check_profile_settings).
-# Of them, what a sample is and how it is scored: a plan's p_hat means nothing under others,
-# so training on a plan (or exporting it) needs these to be its profile's, whatever else changes.
-SAMPLE_SETTINGS = (
-    "task.verifier",
-    "task.verifier_kwargs",
-    "task.verifier_reward_range",
-    "model.use_chat_template",
-    "model.system_prompt",
-    "model.prompt_template",
-)
-PROFILE_SETTINGS = (
-    *SAMPLE_SETTINGS,
-    "sampling.temperature",
-    "sampling.top_p",
-    "sampling.max_new_tokens",
-    "profile.k",
-)
-
-
-def _settings(flat: dict, keys: tuple[str, ...] = PROFILE_SETTINGS) -> dict:
-    """The `keys` entries of a flattened config (dotted keys)."""
-    return {
-        key: value
-        for key, value in flat.items()
-        if any(key == name or key.startswith(name + ".") for name in keys)
-    }
-
-
-def profiled_settings(meta: dict) -> dict:
-    """The PROFILE_SETTINGS a profile was made with, from its metadata: the config keys it
-    records ("inputs"; a key an older sgpo did not have yet takes its default), or for a
-    profile written before that, its sampling fields and k only."""
-    recorded = (meta.get("inputs") or {}).get("config")
-    if isinstance(recorded, dict):
-        defaults = rundir.flatten(RunConfig().model_dump(mode="json"))
-        missing = {
-            key: value
-            for key, value in defaults.items()
-            if not any(
-                k == key or k.startswith(key + ".") or key.startswith(k + ".") for k in recorded
-            )
-        }
-        return _settings(missing | recorded)
-    flat = {f"sampling.{k}": v for k, v in (meta.get("sampling") or {}).items()}
-    if "k" in meta:
-        flat["profile.k"] = meta["k"]
-    return _settings(flat)
-
-
-def check_profile_settings(
-    meta: dict, config: RunConfig, source: str, expected_model: str | None, reuse: bool = False
-) -> None:
-    """Refuse a profile made with other PROFILE_SETTINGS than config's, other initial weights
-    (model_sha256, for a local model), or stopped at each query's first success when config
-    reads p_hat as an estimate of p (a full or both-outcomes profile serves a first-success
-    config: its plan only tells solved from never-solved); names each key with both values."""
-    differ = differing_settings(meta, config, expected_model, PROFILE_SETTINGS)
-    wanted = config.profile
-    if not p_hat_estimates_p(meta) and not (
-        wanted.adaptive and wanted.adaptive_stop == "first_success"
-    ):
-        if wanted.adaptive:
-            differ["profile.adaptive_stop"] = ("first_success", wanted.adaptive_stop)
-        else:
-            differ["profile.adaptive"] = (True, False)
-    if differ:
-        use = "its samples cannot be reused (train.reuse_profile)" if reuse else "not plannable"
-        raise DataError(
-            f"{source}: profiled with other settings than this config ({shown(differ)}); {use} "
-            "with this config: re-run sgpo profile (and sgpo plan) with it, or set these keys to "
-            "the profile's values"
-        )
-
-
-def check_profile_samples(
-    meta: dict, config: RunConfig, source: str, expected_model: str | None
-) -> None:
-    """Refuse a plan (or profile) whose samples config would draw or score otherwise
-    (SAMPLE_SETTINGS: verifier, prompt formatting) or from other initial weights."""
-    differ = differing_settings(meta, config, expected_model, SAMPLE_SETTINGS)
-    if differ:
-        raise DataError(
-            f"{source}: profiled with other settings than this config ({shown(differ)}): its "
-            "p_hat was measured on other samples or scores; re-run sgpo profile and sgpo plan "
-            "with this config, or set these keys to the profile's values"
-        )
-
-
-def differing_settings(
-    meta: dict, config: RunConfig, expected_model: str | None, keys: tuple[str, ...]
-) -> dict[str, tuple]:
-    """{key: (profile's value, config's value)} for the `keys` that differ, and model_sha256
-    when expected_model (a local model) holds other weights than the profile recorded."""
-    profiled = _settings(profiled_settings(meta), keys)
-    current = _settings(rundir.flatten(config.model_dump(mode="json")), keys)
-    if "inputs" not in meta:  # an older profile: only what it recorded can be compared
-        current = {k: v for k, v in current.items() if k in profiled}
-    differ = {
-        key: (profiled.get(key), current.get(key))
-        for key in sorted(profiled.keys() | current.keys())
-        if profiled.get(key) != current.get(key)
-    }
-    recorded_sha = (meta.get("inputs") or {}).get("model_sha256")
-    if recorded_sha and expected_model is not None:
-        current_sha = rundir.weights_sha256(expected_model)
-        if current_sha and current_sha != recorded_sha:
-            differ["model_sha256"] = (recorded_sha, current_sha)
-    return differ
-
-
-def shown(differ: dict[str, tuple]) -> str:
-    return "; ".join(f"{k}: profile {a!r}, config {b!r}" for k, (a, b) in differ.items())
-
-
 def check_something_kept(rows: list[PlanRow], rule: PlanRule, source: object) -> None:
     """A plan that keeps no query trains nothing: say why, and which settings keep some."""
     if any(r.kept for r in rows):
@@ -425,8 +230,7 @@ def run_plan(
     config: RunConfig, profile_path: Path, out_dir: Path, overwrite: bool = False
 ) -> tuple[Path, dict]:
     """Plan into out_dir (replacing only what sgpo wrote there), with the directory locked."""
-    rundir.claim_outputs(out_dir, PLAN_OUTPUTS)
-    with rundir.locked(out_dir, "plan"):
+    with rundir.claimed(out_dir, PLAN_OUTPUTS, "plan"):
         return _run_plan(config, profile_path, out_dir, overwrite)
 
 
@@ -498,6 +302,21 @@ def _run_plan(
     }
     write_plan(out_dir / PLAN_FILE, rows, meta | extra)
     return out_dir / PLAN_FILE, summary
+
+
+def warn_unplanned(rows: list[PlanRow], train_ids: Set[str], source: object) -> None:
+    """A plan cut by hand, say, may leave training queries without a row: allowed (sgpo train
+    and export-verl follow it), but said, since those queries are neither trained nor counted
+    among the plan's dropped ones."""
+    unplanned = len(train_ids - {r.query_id for r in rows})
+    if unplanned:
+        log.warning(
+            "%s: %d of the task's %d training queries have no row in the plan (kept or "
+            "dropped): they are not trained, nor counted among the plan's dropped queries",
+            source,
+            unplanned,
+            len(train_ids),
+        )
 
 
 def kept_in_order(rows: list[PlanRow]) -> list[PlanRow]:

@@ -94,8 +94,7 @@ def run_profile(
 ) -> Path:
     """Profile into out_dir, replacing only what an earlier sgpo profile wrote there, with the
     directory locked; a resume first checks the chunks' inputs (config keys, model weights)."""
-    rundir.claim_outputs(out_dir, PROFILE_OUTPUTS)
-    with rundir.locked(out_dir, "profile"):
+    with rundir.claimed(out_dir, PROFILE_OUTPUTS, "profile"):
         if resume:
             rundir.check_profile_inputs(
                 out_dir / PROFILE_FILE, out_dir / CHUNK_DIR, profile_inputs(config)
@@ -402,8 +401,7 @@ def merge_profiles(paths: list[Path], out_dir: Path, overwrite: bool = False) ->
     like sgpo profile's."""
     if not paths:
         raise DataError("profile merge: no shard profiles given")
-    rundir.claim_outputs(out_dir, PROFILE_OUTPUTS)
-    with rundir.locked(out_dir, "profile merge"):
+    with rundir.claimed(out_dir, PROFILE_OUTPUTS, "profile merge"):
         return _merge_profiles(paths, out_dir, overwrite)
 
 

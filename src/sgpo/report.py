@@ -20,7 +20,8 @@ from sgpo.io import (  # noqa: E402
     read_jsonl,
     read_table,
 )
-from sgpo.plan import PlanRow, p_hat_estimates_p, read_plan  # noqa: E402
+from sgpo.plan import PlanRow, read_plan  # noqa: E402
+from sgpo.profile_match import p_hat_estimates_p  # noqa: E402
 from sgpo.runfiles import HISTORY_FILE, METRICS_FILE, PLAN_FILE, SUMMARY_FILE  # noqa: E402
 
 # Everything sgpo report may create (and so later replace) in a run directory.

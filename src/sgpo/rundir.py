@@ -73,6 +73,36 @@ def claim_outputs(
         atomic_write_json(_outputs_path(out_dir), {"created": sorted(ours | names)})
 
 
+@contextlib.contextmanager
+def claimed(
+    out_dir: Path,
+    names: Iterable[str],
+    command: str,
+    adopt: Callable[[Path], bool] | None = None,
+) -> Iterator[None]:
+    """claim_outputs, then locked, around one command's run. A run that stops before writing
+    any output it newly claimed (a refused input, say) takes the claim back, and removes
+    out_dir when the claim made it, so a refused command leaves no trace of itself."""
+    made = not out_dir.exists()
+    before = written_by_sgpo(out_dir)
+    names = set(names)
+    claim_outputs(out_dir, names, adopt)
+    with locked(out_dir, command):
+        try:
+            yield
+        except BaseException:
+            new = [out_dir / name for name in names - before]
+            if not any(path.exists() or path.is_symlink() for path in new):
+                if before:
+                    atomic_write_json(_outputs_path(out_dir), {"created": sorted(before)})
+                else:
+                    _outputs_path(out_dir).unlink(missing_ok=True)
+                if made:
+                    with contextlib.suppress(OSError):  # not empty: something else is there
+                        out_dir.rmdir()
+            raise
+
+
 def remove_stale_temps(out_dir: Path) -> None:
     """Temp files that a killed atomic write of one of sgpo's outputs left behind (only call
     with the directory locked: then no other writer's temp file can be in flight)."""

@@ -32,13 +32,13 @@ from sgpo.errors import DataError
 from sgpo.models import model_source
 from sgpo.plan import (
     PlanRow,
-    check_profile_matches,
     check_replannable,
     kept_in_order,
-    p_hat_estimates_p,
     plan_rule,
     read_plan,
+    warn_unplanned,
 )
+from sgpo.profile_match import check_profile_matches, p_hat_estimates_p
 from sgpo.tasks import Query
 
 log = logging.getLogger(__name__)
@@ -377,13 +377,5 @@ def scheduled_queries(
                 f"{r.query_id!r} is not in the task's training queries"
             )
         scheduled.append(ScheduledQuery(by_id[r.query_id], int(r.group_size)))
-    unplanned = len(by_id.keys() - file_row.keys())
-    if unplanned:  # a plan cut by hand, say: allowed, but said
-        log.warning(
-            "%s: %d of the task's %d training queries have no row in the plan (kept or "
-            "dropped): they are not trained, nor counted among the plan's dropped queries",
-            plan_path,
-            unplanned,
-            len(by_id),
-        )
+    warn_unplanned(rows, by_id.keys(), plan_path)
     return scheduled, rows, float(meta["profile_flops"])

@@ -461,12 +461,12 @@ def run_train(
         if (run_dir / marker).exists() and not (overwrite or resume):
             raise FileExistsError(f"{run_dir / marker} exists; pass --overwrite or --resume")
     # runs before tensorboard/ was recorded: an older run's own event folder beside its metrics
-    rundir.claim_outputs(
+    with rundir.claimed(
         run_dir,
         TRAIN_OUTPUTS,
+        "train",
         adopt=lambda path: path.name == TENSORBOARD_DIR and (run_dir / METRICS_FILE).exists(),
-    )
-    with rundir.locked(run_dir, "train"):
+    ):
         if resume:
             checkpoint.recover(run_dir)
             refuse_resume_without_checkpoint(run_dir)

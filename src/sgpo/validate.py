@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sgpo.errors import DataError
+from sgpo.tasks import row_label
 
 if TYPE_CHECKING:
     from sgpo.models import Policy
@@ -81,8 +82,7 @@ def check_prompt_lengths(
         for row, text in enumerate(rendered):
             if len(text) > room * MAX_CHARS_PER_TOKEN:
                 _too_long(
-                    label,
-                    row,
+                    row_label(label, row, queries[row].line),
                     task.prompt_field,
                     f"{len(text)} characters",
                     context,
@@ -92,15 +92,17 @@ def check_prompt_lengths(
         for row, length in enumerate(lengths):
             if length > room:
                 _too_long(
-                    label, row, task.prompt_field, f"{length} tokens", context, max_new_tokens
+                    row_label(label, row, queries[row].line),
+                    task.prompt_field,
+                    f"{length} tokens",
+                    context,
+                    max_new_tokens,
                 )
 
 
-def _too_long(
-    label: str, row: int, field: str, size: str, context: int, max_new_tokens: int
-) -> None:
+def _too_long(where: str, field: str, size: str, context: int, max_new_tokens: int) -> None:
     raise DataError(
-        f"{label}: row {row}: field {field!r} is {size} as the model sees it, more than the "
+        f"{where}: field {field!r} is {size} as the model sees it, more than the "
         f"model's context of {context} positions minus sampling.max_new_tokens "
         f"{max_new_tokens}; shorten or drop the prompt"
     )
@@ -159,6 +161,15 @@ def check_plan_rows(rows: list[dict], path: Path, columns: Sequence[str]) -> Non
             raise DataError(f"{where}: fields 'k', 'n_correct': need 0 <= n_correct <= k, k >= 1")
         if not 0 <= r["p_hat"] <= 1:
             raise DataError(f"{where}: field 'p_hat' is {r['p_hat']}, not in [0, 1]")
+        measured = r["n_correct"] / r["k"]
+        if not math.isclose(r["p_hat"], measured, rel_tol=1e-9, abs_tol=1e-12):
+            # The report and the verl export read p_hat, re-estimation and the prediction the
+            # counts: an edit of one alone would make them tell two stories.
+            raise DataError(
+                f"{where}: field 'p_hat' is {r['p_hat']}, but n_correct / k is "
+                f"{r['n_correct']} / {r['k']} = {measured:.6g}; a plan's p_hat is its profile's "
+                "measurement: edit them together, or re-run sgpo plan"
+            )
         for column in ("prompt_tokens", "mean_response_tokens"):  # priced as generation
             if r[column] is not None and r[column] < 0:
                 raise DataError(f"{where}: field {column!r} is {r[column]}; must be >= 0")

@@ -265,7 +265,8 @@ class Verifier:
         BadReference naming the file (or split), the row and the field 'answer'."""
         for label, queries in ((task.train_label, task.train), (task.eval_label, task.eval)):
             for row, q in enumerate(queries):
-                self.check_reference(q.answer, f"{label}: row {row} (id {q.query_id!r})")
+                line = "" if q.line is None else f"line {q.line}, "
+                self.check_reference(q.answer, f"{label}: row {row} ({line}id {q.query_id!r})")
 
     def score(
         self, responses: list[str], references: list[str], query_ids: list[str]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # config is light, but tasks need not load it to be imported
@@ -23,6 +23,14 @@ class Query:
     answer: str
     # Free-form bucket label used to report accuracy per difficulty ("3-digit", "level 4"...).
     difficulty: str = ""
+    # The line of a .jsonl / .csv file its row starts on, for messages only (not its identity).
+    line: int | None = field(default=None, compare=False)
+
+
+def row_label(source: str, row: int, line: int | None = None) -> str:
+    """Where a record is, for messages: "<file>: row 3 (line 5)", rows numbered from 0 without
+    a CSV's header or blank lines, lines from 1 as an editor shows them."""
+    return f"{source}: row {row}" + ("" if line is None else f" (line {line})")
 
 
 @dataclass(frozen=True)
@@ -43,19 +51,20 @@ def check_queries(queries: list[Query], source: str, id_field: str | None = None
     seen: dict[str, int] = {}
     field = id_field or "id"
     for row, q in enumerate(queries):
+        where = row_label(source, row, q.line)
         if not q.query_id:
-            raise DataError(f"{source}: row {row}: field {field!r} is empty")
+            raise DataError(f"{where}: field {field!r} is empty")
         if q.query_id in seen:
             hint = " (task.file.id_field='' numbers the rows instead)" if id_field else ""
             raise DataError(
-                f"{source}: row {row}: field {field!r}: duplicate query id {q.query_id!r} "
+                f"{where}: field {field!r}: duplicate query id {q.query_id!r} "
                 f"(first at row {seen[q.query_id]}){hint}"
             )
         seen[q.query_id] = row
         if not q.prompt.strip():
-            raise DataError(f"{source}: row {row}: field 'prompt' is empty (id {q.query_id!r})")
+            raise DataError(f"{where}: field 'prompt' is empty (id {q.query_id!r})")
         if not q.answer.strip():
-            raise DataError(f"{source}: row {row}: field 'answer' is empty (id {q.query_id!r})")
+            raise DataError(f"{where}: field 'answer' is empty (id {q.query_id!r})")
 
 
 def queries_sha256(queries: list[Query]) -> str:

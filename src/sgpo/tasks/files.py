@@ -15,8 +15,9 @@ FileTaskConfig default wins; difficulty_field "" switches the preset's difficult
 
 Field names may be dotted paths into nested records ("reward_model.ground_truth"). Without an id
 field a query's id is "<file stem>:<row>" (for a `datasets` name "<name>:<split>:<row>"). Rows are
-numbered from 0 in file order; limit_train / limit_eval take the first N rows. Every bad row is a
-DataError naming the file, the row and the field: nothing is skipped.
+numbered from 0 in file order (blank lines and a CSV's header are not rows); limit_train /
+limit_eval take the first N rows. Every bad row is a DataError naming the file, the row (and in
+a .jsonl or .csv file its line) and the field: nothing is skipped.
 
 A `datasets` name may carry a config name after a colon, e.g. "openai/gsm8k:main". Without an
 eval source the eval split (split_eval) of the train dataset is used for a `datasets` name; for a
@@ -41,7 +42,7 @@ from numpy import format_float_positional
 from sgpo.config import FileTaskConfig
 from sgpo.errors import DataError
 from sgpo.rundir import file_sha256
-from sgpo.tasks import Query, TaskData
+from sgpo.tasks import Query, TaskData, row_label
 from sgpo.verifiers import boxed_contents
 
 log = logging.getLogger(__name__)
@@ -175,20 +176,23 @@ def resolve_source(spec: str, split: str, dataset_config: str | None) -> Source:
     )
 
 
-def iter_rows(source: Source, limit: int | None) -> Iterator[tuple[int, object]]:
-    """(row index, raw record) pairs, the first `limit` rows only when limit is set."""
+def iter_rows(source: Source, limit: int | None) -> Iterator[tuple[int, object, int | None]]:
+    """(row index, raw record, the line of a text file it starts on) triples, the first `limit`
+    rows only when limit is set. Blank lines are not rows, so a row's index (and the query id
+    made from it) stays the same whether or not a file has them; messages name both."""
     if source.local is None:
-        yield from _dataset_rows(source, limit)
+        for row, record in _dataset_rows(source, limit):
+            yield row, record, None
         return
     suffix = source.local.suffix.lower()
     reader = {".jsonl": _jsonl_rows, ".parquet": _parquet_rows, ".csv": _csv_rows}[suffix]
-    for row, record in enumerate(reader(source)):
+    for row, (record, line) in enumerate(reader(source)):
         if limit is not None and row >= limit:
             return
-        yield row, record
+        yield row, record, line
 
 
-def _jsonl_rows(source: Source) -> Iterator[object]:
+def _jsonl_rows(source: Source) -> Iterator[tuple[object, int]]:
     row = 0
     with source.local.open("rb") as f:  # type: ignore[union-attr]
         for line_no, raw in enumerate(f, start=1):
@@ -198,7 +202,7 @@ def _jsonl_rows(source: Source) -> Iterator[object]:
                 line = raw[bom:].decode("utf-8")
             except UnicodeDecodeError as e:
                 raise DataError(
-                    f"{source.label}: row {row} (line {line_no}): not valid UTF-8 at byte "
+                    f"{row_label(source.label, row, line_no)}: not valid UTF-8 at byte "
                     f"{bom + e.start} of the line"
                 ) from None
             if not line.strip():
@@ -207,14 +211,14 @@ def _jsonl_rows(source: Source) -> Iterator[object]:
                 record = json.loads(line.rstrip("\r\n"))
             except json.JSONDecodeError as e:
                 raise DataError(
-                    f"{source.label}: row {row} (line {line_no}): not valid JSON: "
+                    f"{row_label(source.label, row, line_no)}: not valid JSON: "
                     f"{e.msg} at column {e.colno}"
                 ) from e
-            yield record
+            yield record, line_no
             row += 1
 
 
-def _parquet_rows(source: Source) -> Iterator[object]:
+def _parquet_rows(source: Source) -> Iterator[tuple[object, None]]:
     import pyarrow.parquet as pq
 
     try:
@@ -229,10 +233,11 @@ def _parquet_rows(source: Source) -> Iterator[object]:
             return
         except Exception as e:  # noqa: BLE001 - a damaged page fails only when it is read
             raise DataError(f"{source.label}: not a readable parquet file: {e}") from e
-        yield from batch.to_pylist()
+        for record in batch.to_pylist():
+            yield record, None
 
 
-def _csv_rows(source: Source) -> Iterator[object]:
+def _csv_rows(source: Source) -> Iterator[tuple[dict, int]]:
     data = source.local.read_bytes()  # type: ignore[union-attr]
     # A byte order mark (what Excel writes with "CSV UTF-8") is not part of the first header.
     data = data.removeprefix(codecs.BOM_UTF8)
@@ -242,12 +247,29 @@ def _csv_rows(source: Source) -> Iterator[object]:
         line = data[: e.start].count(b"\n") + 1
         raise DataError(f"{source.label}: line {line}: not valid UTF-8") from None
     with io.StringIO(text, newline="") as f:
-        for row, record in enumerate(csv.DictReader(f)):
-            # A short line leaves trailing columns as None (reported as missing fields); a long
-            # one puts its extra cells under the key None.
-            if None in record:
-                raise DataError(f"{source.label}: row {row}: more cells than header columns")
-            yield {k: v for k, v in record.items() if v is not None}
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header is None:
+            return
+        # Two columns of one name would keep only the last one's cells (csv.DictReader's way);
+        # unnamed ones (the trailing commas some spreadsheets write) hold nothing to lose.
+        twice = sorted({name for name in header if name and header.count(name) > 1})
+        if twice:
+            raise DataError(
+                f"{source.label}: line {reader.line_num}: the header names column(s) "
+                f"{', '.join(map(repr, twice))} more than once"
+            )
+        row, last_line = 0, reader.line_num
+        for cells in reader:  # a quoted cell may span lines: a record starts after the last
+            start, last_line = last_line + 1, reader.line_num
+            if not cells:
+                continue  # a blank line is not a row
+            if len(cells) > len(header):
+                where = row_label(source.label, row, start)
+                raise DataError(f"{where}: more cells than header columns")
+            # A short line leaves its trailing columns out (reported as missing fields).
+            yield dict(zip(header, cells, strict=False)), start
+            row += 1
 
 
 def _dataset_rows(source: Source, limit: int | None) -> Iterator[tuple[int, object]]:
@@ -421,8 +443,8 @@ def _difficulty(record: object, mapping: Mapping, where: str) -> str:
 def load_split(source: Source, mapping: Mapping, limit: int | None) -> list[Query]:
     queries = []
     other_messages = 0  # verl preset: rows with messages besides their last user message
-    for row, record in iter_rows(source, limit):
-        where = f"{source.label}: row {row}"
+    for row, record, line in iter_rows(source, limit):
+        where = row_label(source.label, row, line)
         if not isinstance(record, dict):
             raise DataError(f"{where}: expected a record (a JSON object), got {_type_name(record)}")
         chat = get_field(record, mapping.prompt_field) if mapping.preset == "verl" else None
@@ -433,6 +455,7 @@ def load_split(source: Source, mapping: Mapping, limit: int | None) -> list[Quer
                 prompt=_prompt_text(record, mapping, where),
                 answer=_answer_text(record, mapping, where),
                 difficulty=_difficulty(record, mapping, where),
+                line=line,
             )
         )
     if not queries:

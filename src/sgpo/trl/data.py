@@ -20,7 +20,8 @@ from torch.utils.data import Dataset as TorchDataset
 from torch.utils.data import Sampler
 
 from sgpo.core.allocation import PlanRule
-from sgpo.plan import PlanRow, kept_in_order, p_hat_estimates_p, read_plan
+from sgpo.plan import PlanRow, kept_in_order, read_plan
+from sgpo.profile_match import p_hat_estimates_p
 from sgpo.schedule import OnlinePlanner, QueryScheduler, ScheduledQuery
 from sgpo.tasks import Query
 

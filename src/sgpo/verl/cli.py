@@ -112,7 +112,8 @@ def export_verl(
     """Write the plan's kept queries, in curriculum order with __rollout_n__ = G, for verl."""
     from sgpo.config import ConfigError, load_config
     from sgpo.io import read_table
-    from sgpo.plan import check_profile_matches, read_plan
+    from sgpo.plan import read_plan, warn_unplanned
+    from sgpo.profile_match import check_profile_matches
     from sgpo.verl.check import batch_problems
     from sgpo.verl.export import ROLLOUT_N, export_for_config, skips_on_history, step_summary
 
@@ -133,11 +134,12 @@ def export_verl(
     override = [] if verifier is None else [f"task.verifier={verifier}"]
     checked = load_config(config, [*(set_ or []), *override]) if override else cfg
     try:
-        check_profile_matches(meta, checked, str(plan), None)
+        task = check_profile_matches(meta, checked, str(plan), None)
     except ValueError as e:
         hint = "" if config else " (no --config: pass the config the plan was made with)"
         console.print(f"[red]{e}{hint}[/red]", soft_wrap=True)
         raise typer.Exit(2) from e
+    warn_unplanned(rows, {q.query_id for q in task.train}, plan)
     try:
         path, data_source, verifier = export_for_config(
             cfg, rows, meta, out, data_source, verifier, fixed_group_size
