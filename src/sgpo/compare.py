@@ -54,14 +54,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from tqdm import tqdm
 
 from sgpo import checkpoint
-from sgpo.config import (
-    ConfigError,
-    RunConfig,
-    dump_config,
-    load_config,
-    read_yaml_mapping,
-    validation_lines,
-)
+from sgpo.config import ConfigError, RunConfig, dump_config, load_config, validation_lines
 from sgpo.core.curves import (
     GAIN_SHARE,
     SaturatingFit,
@@ -75,6 +68,7 @@ from sgpo.io import atomic_write_json, atomic_write_text, read_json, read_jsonl
 from sgpo.methods import DEFAULT_METHODS
 from sgpo.rundir import claim_outputs, differing_keys, first_of, flatten
 from sgpo.runfiles import CONFIG_FILE, METRICS_FILE, PLAN_FILE, SUMMARY_FILE
+from sgpo.yaml_dialect import read_yaml_mapping
 
 log = logging.getLogger(__name__)
 
