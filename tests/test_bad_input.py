@@ -7,8 +7,10 @@ Bad rows of data files are in test_files.py (the loaders); here they go once thr
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
+import os
 import sys
 import warnings
 from collections.abc import Callable
@@ -875,16 +877,25 @@ def test_a_refused_plan_train_or_profile_leaves_no_directory_behind(
         + ["--set", f"task.file.train={missing.with_suffix('.jsonl')}"],
     }
     for name, argv in refused.items():
-        out = tmp_path / name / "out"
+        out = tmp_path / name / "runs" / "out"  # folders the run would make, parents too
         result = CliRunner().invoke(app, [*argv, "-o", str(out)])
         assert result.exit_code != 0, result.output
-        assert not out.exists(), (name, list(out.iterdir()))
+        assert not (tmp_path / name).exists(), (name, list((tmp_path / name).rglob("*")))
     # Into a directory that holds an earlier command's outputs: its list of them is kept as it was.
     shared = tmp_path / "shared"
     claim_outputs(shared, PROFILE_OUTPUTS)
     listed = (shared / "sgpo-outputs.json").read_bytes()
     result = CliRunner().invoke(app, [*refused["plan"], "-o", str(shared)])
     assert result.exit_code != 0, result.output
+    assert (shared / "sgpo-outputs.json").read_bytes() == listed
+    # and while another process holds it: refused as busy, its list left as that one made it
+    held = os.open(shared, os.O_RDONLY)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        result = CliRunner().invoke(app, [*refused["plan"], "-o", str(shared)])
+    finally:
+        os.close(held)
+    assert "is in use by another sgpo process" in result.output
     assert (shared / "sgpo-outputs.json").read_bytes() == listed
 
 

@@ -149,12 +149,12 @@ def test_plain_csv_column_mapping() -> None:
 
 
 def test_csv_blank_lines_and_unnamed_columns_change_no_row(tmp_path: Path) -> None:
-    """A blank line is not a row (ids stay "<stem>:<row>" as without it); the empty column
-    names of a header's trailing commas are not a name given twice."""
+    """A blank line is not a row (ids stay "<stem>:<row>" as without it); a name given twice
+    to columns the mapping does not read (or the empty names of trailing commas) is no error."""
     plain, spaced = tmp_path / "plain" / "d.csv", tmp_path / "spaced" / "d.csv"
     plain.parent.mkdir(), spaced.parent.mkdir()
     plain.write_text("prompt,answer\n1+1=,2\n2+2=,4\n")
-    spaced.write_text("prompt,answer,,\n\n1+1=,2,,\n\n\n2+2=,4,,\n\n")
+    spaced.write_text("prompt,answer,,note,note\n\n1+1=,2,,a,b\n\n\n2+2=,4,,c,d\n\n")
     read = [load_file_task(file_cfg(train=str(path))).train for path in (plain, spaced)]
     assert read[0] == read[1]
     assert [(q.query_id, q.prompt, q.answer) for q in read[1]] == [

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 from tiny_run import tiny_tree, write_config
 from typer.testing import CliRunner
@@ -214,6 +215,12 @@ def test_a_p_hat_edited_alone_is_refused_naming_its_row(
         return rows
 
     read_plan(edited_plan(env, tmp_path / "together.parquet", edited_together))
+
+    def through_float32(rows: list[dict]) -> list[dict]:  # as a table written by another tool
+        rows[2].update(k=10, n_correct=1, p_hat=float(np.float32(0.1)))
+        return rows
+
+    read_plan(edited_plan(env, tmp_path / "float32.parquet", through_float32))
 
 
 def test_whole_float_group_size_is_read_as_int(env: SimpleNamespace, tmp_path: Path) -> None:

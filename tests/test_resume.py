@@ -29,7 +29,7 @@ from sgpo.errors import ConfigError, DataError
 from sgpo.io import read_jsonl, read_table, write_table
 from sgpo.plan import run_plan
 from sgpo.profile import CHUNK_DIR, PROFILE_FILE, SAMPLES_FILE, run_profile
-from sgpo.runfiles import METRICS_FILE, STATE_DIR, SUMMARY_FILE
+from sgpo.runfiles import METRICS_FILE, OLD_STATE_DIR, STATE_DIR, SUMMARY_FILE
 from sgpo.tasks import load_task
 from sgpo.train import Trainer, run_train
 
@@ -534,6 +534,22 @@ def test_a_resume_reads_the_optimizer_state_only_when_it_restores_it(
         assert read == []
         trainer.train()
     assert read == [run]
+
+
+def test_a_trainer_resumed_directly_recovers_a_checkpoint_a_kill_left_aside(
+    tiny: SimpleNamespace, tmp_path: Path
+) -> None:
+    """A kill between a checkpoint swap's two renames leaves only the old one, aside: a
+    Trainer resumed without run_train puts it back and resumes, not starts over."""
+    config = load_config(write_config(tmp_path / "config.yaml", method_tree(tiny, "grpo")))
+    run = tmp_path / "run"
+    with pytest.MonkeyPatch.context() as mp:
+        install_crash(mp, "after_log", 1)
+        with pytest.raises(Crash):
+            run_train(config, run)
+    (run / STATE_DIR).rename(run / OLD_STATE_DIR)
+    assert Trainer(config, run, resume=True).resuming
+    assert (run / STATE_DIR).is_dir() and not (run / OLD_STATE_DIR).exists()
 
 
 def test_a_resume_killed_before_its_first_checkpoint_asks_for_the_plan(

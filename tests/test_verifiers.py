@@ -253,6 +253,21 @@ def test_exact_match() -> None:
         ("Since 7 > 5, x = 7", "7", 1.0),
         ("> **Final answer:** 42", "42", 1.0),
         ("</think> 42", "42", 1.0),
+        # prose compares freely around an unmarked last number; GSM8K's calculator notes and
+        # chat models' end tokens are no comparison either
+        ("Since 12 > 10, she gets a discount, so she pays 18.", "18", 1.0),
+        ("She needs at least 5 boxes because 4 < 4.5 < 5.", "5", 1.0),
+        ("We need n > 5, so the smallest n is 6", "6", 1.0),
+        ("She makes 9 * 2 = $<<9*2=18>>18 every day at the market.", "18", 1.0),
+        ("The answer is <<9*2=18>>18.", "18", 1.0),
+        ("\\boxed{<<9*2=18>>18}", "18", 1.0),
+        ("#### 18<|im_end|>", "18", 1.0),
+        ("The answer is 18<|eot_id|>", "18", 1.0),
+        ("<think>a < b</think> 8", "8", 1.0),
+        ('<span class="x">18</span>', "18", 1.0),
+        # a variable after a number is no unit: 2m^2 is more than 2
+        ("\\boxed{2m^2}", "2", 0.0),
+        ("\\boxed{48 m^2}", "48", 1.0),
     ],
 )
 def test_numeric(response: str, reference: str, expected: float) -> None:

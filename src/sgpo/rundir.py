@@ -81,26 +81,34 @@ def claimed(
     adopt: Callable[[Path], bool] | None = None,
 ) -> Iterator[None]:
     """claim_outputs, then locked, around one command's run. A run that stops before writing
-    any output it newly claimed (a refused input, say) takes the claim back, and removes
-    out_dir when the claim made it, so a refused command leaves no trace of itself."""
-    made = not out_dir.exists()
-    before = written_by_sgpo(out_dir)
-    names = set(names)
+    any output it newly claimed (a refused input, a busy directory) takes those names back off
+    the list, and removes the folders the claim made while they are empty, so a refused
+    command leaves no trace of itself."""
+    made = [d for d in (out_dir, *out_dir.parents) if not d.exists()]
+    new = set(names) - written_by_sgpo(out_dir)
     claim_outputs(out_dir, names, adopt)
-    with locked(out_dir, command):
-        try:
+    try:
+        with locked(out_dir, command):
             yield
-        except BaseException:
-            new = [out_dir / name for name in names - before]
-            if not any(path.exists() or path.is_symlink() for path in new):
-                if before:
-                    atomic_write_json(_outputs_path(out_dir), {"created": sorted(before)})
-                else:
-                    _outputs_path(out_dir).unlink(missing_ok=True)
-                if made:
-                    with contextlib.suppress(OSError):  # not empty: something else is there
-                        out_dir.rmdir()
-            raise
+    except BaseException:
+        if not any((out_dir / name).exists() or (out_dir / name).is_symlink() for name in new):
+            _unclaim(out_dir, new)
+            for folder in made:  # deepest first
+                try:
+                    folder.rmdir()
+                except OSError:  # not empty: something else is there now
+                    break
+        raise
+
+
+def _unclaim(out_dir: Path, names: set[str]) -> None:
+    """Take names off out_dir's list of sgpo's outputs, re-read now: what another command
+    listed since stays listed."""
+    kept = written_by_sgpo(out_dir) - names
+    if kept:
+        atomic_write_json(_outputs_path(out_dir), {"created": sorted(kept)})
+    else:
+        _outputs_path(out_dir).unlink(missing_ok=True)
 
 
 def remove_stale_temps(out_dir: Path) -> None:

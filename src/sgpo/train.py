@@ -72,7 +72,8 @@ log = logging.getLogger("sgpo.train")
 
 class Trainer:
     """One run's training loop. run_train is its entry point: it claims and locks run_dir and,
-    on a resume, first recovers a checkpoint a kill left half-written."""
+    on a resume, first recovers a checkpoint a kill left half-written (before it reads which
+    plan the checkpoint names)."""
 
     def __init__(
         self, config: RunConfig, run_dir: Path, plan_path: Path | None = None, resume: bool = False
@@ -81,6 +82,8 @@ class Trainer:
         self.task = load_task(config.task, config.seed)
         self.queries_by_id = {q.query_id: q for q in self.task.train}
         self.initial_model = model_source(config)
+        if resume:  # as run_train did: a Trainer resumed directly must recover too
+            checkpoint.recover(run_dir)
         self.resuming = resume and checkpoint.has_state(run_dir)
         # A resumed run starts from the checkpoint's weights (plain model or LoRA adapter).
         resumed_model = str(checkpoint.state_model_dir(run_dir)) if self.resuming else None

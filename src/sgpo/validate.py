@@ -162,7 +162,8 @@ def check_plan_rows(rows: list[dict], path: Path, columns: Sequence[str]) -> Non
         if not 0 <= r["p_hat"] <= 1:
             raise DataError(f"{where}: field 'p_hat' is {r['p_hat']}, not in [0, 1]")
         measured = r["n_correct"] / r["k"]
-        if not math.isclose(r["p_hat"], measured, rel_tol=1e-9, abs_tol=1e-12):
+        # (float32's precision allowed: a table may have been written through it)
+        if not math.isclose(r["p_hat"], measured, rel_tol=1e-6, abs_tol=1e-9):
             # The report and the verl export read p_hat, re-estimation and the prediction the
             # counts: an edit of one alone would make them tell two stories.
             raise DataError(

@@ -282,9 +282,12 @@ _LATEX_SPACE = re.compile(r"\\[,!;: ]")
 # "-\\$5", "-$5": the minus is the number's, as in "\\$-5" (not after an operand: "$3-$5")
 _SIGN_BEFORE_CURRENCY = re.compile(r"(?<![\w)}])([-+])\\?\$(?=\s*\.?\d)")
 # "x > 5", "x >= 5", "x ≥ 5": a comparison after something on its line (a Markdown quote's
-# ">" starts a line), written as the LaTeX command the more-than-a-number check refuses. A
-# tag ("</think>") is dropped first, and an arrow ("=>", "->") is no comparison.
-_TAG = re.compile(r"</?[A-Za-z][\w-]*/?>")
+# ">" starts a line), written as the LaTeX command the more-than-a-number check refuses; read
+# in a marked final answer only, since prose around a plain last number compares freely
+# ("since 12 > 10 she pays 18"). Tags ("</think>", "<|im_end|>") and GSM8K's calculator notes
+# ("<<9*2=18>>") are dropped first, and an arrow ("=>", "->") is no comparison.
+_TAG = re.compile(r"</?[A-Za-z][\w-]*(?:\s[^<>]*)?/?>|<\|[^<>|]*\|>|<\uff5c[^<>\uff5c]*\uff5c>")
+_CALCULATOR = re.compile(r"<<[^<>]*>>")
 _COMPARISON = re.compile(r"(?<=[^\s<>=-])[ \t]*(>=|<=|[<>\u2264\u2265\u2260])")
 _COMPARISON_COMMANDS = {
     **dict.fromkeys((">=", "\u2265"), "\\geq"),
@@ -298,7 +301,7 @@ _COMPARISON_COMMANDS = {
 # one is a common unit of length, so "10^2" and "2x^2" keep their powers.
 _UNIT_POWER = re.compile(
     r"(?<=\d)(\s*\\(?:text|textrm|mathrm|mbox)\s*\{\s*(?:[A-Za-z]{2,}|m)(?:\s*\})?"
-    r"|\s*(?:[ckm]?m|in|ft|yd|mi|units?)(?![A-Za-z]))\s*\^\s*(?:[23](?!\d)|\{\s*[23]\s*\})"
+    r"|\s*(?:[ck]m|mm|ft|yd)|\s+(?:m|in|mi|units?))(?![A-Za-z])\s*\^\s*(?:[23](?!\d)|\{\s*[23]\s*\})"
 )
 _MATH_DELIMITER = re.compile(r"\\[()\[\]]|\\\\(?![A-Za-z])")
 _DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?")
@@ -320,15 +323,18 @@ def _plain_fraction(match: re.Match[str]) -> str:
     return f" {'-' if negative else ''}{num}/{den}"
 
 
-def _plain_number_text(text: str) -> str:
+def _plain_number_text(text: str, comparisons: bool = True) -> str:
     """text with LaTeX's ways of writing a plain number made plain: \\frac{3}{4} -> 3/4 (and
-    1\\frac{1}{2} -> 3/2), thin spaces, math delimiters, tags and a unit's power dropped, {,} as
-    a comma, ^\\circ as degrees, the Unicode minus as "-", a minus before "$" after it; and a
-    comparison ("x > 5") as its LaTeX command (\\gt), which is more than a number."""
+    1\\frac{1}{2} -> 3/2), thin spaces, math delimiters, tags, calculator notes and a unit's
+    power dropped, {,} as a comma, ^\\circ as degrees, the Unicode minus as "-", a minus before
+    "$" after it; and with comparisons, one ("x > 5") as its LaTeX command (\\gt), which is
+    more than a number."""
+    text = _TAG.sub(" ", _CALCULATOR.sub(" ", text))
     text = text.replace("\u2212", "-").replace("{,}", ",")
-    text = _DEGREES.sub(" degrees", _MATH_DELIMITER.sub(" ", _TAG.sub(" ", text)))
+    text = _DEGREES.sub(" degrees", _MATH_DELIMITER.sub(" ", text))
     text = _SIGN_BEFORE_CURRENCY.sub(r"\1", _LATEX_SPACE.sub("", text))
-    text = _COMPARISON.sub(lambda m: f" {_COMPARISON_COMMANDS[m[1]]} ", text)
+    if comparisons:
+        text = _COMPARISON.sub(lambda m: f" {_COMPARISON_COMMANDS[m[1]]} ", text)
     return _UNIT_POWER.sub(r"\1", _NUMERIC_FRACTION.sub(_plain_fraction, text))
 
 
@@ -379,7 +385,7 @@ def numeric(response: str, reference: str, rel_tol: float = 1e-6, abs_tol: float
     wrong answer)."""
     expected = numeric_reference(reference)
     kind, text = final_answer(response)
-    plain = _plain_number_text(text)
+    plain = _plain_number_text(text, comparisons=kind != "whole")
     if _beyond_a_number(plain):
         return 0.0
     got = last_number(plain)

@@ -79,6 +79,11 @@ class Mapping:
     # verl: the id field is optional per row and prefixed with the file stem.
     id_from_preset: bool
 
+    def columns(self) -> set[str]:
+        """The top-level columns the mapping reads."""
+        fields = (self.prompt_field, self.answer_field, self.id_field, self.difficulty_field)
+        return {field.split(".")[0] for field in fields if field}
+
     def describe(self) -> str:
         return (
             f"preset={self.preset}, prompt={self.prompt_field}, answer={self.answer_field}, "
@@ -176,17 +181,23 @@ def resolve_source(spec: str, split: str, dataset_config: str | None) -> Source:
     )
 
 
-def iter_rows(source: Source, limit: int | None) -> Iterator[tuple[int, object, int | None]]:
+def iter_rows(
+    source: Source, limit: int | None, read: set[str]
+) -> Iterator[tuple[int, object, int | None]]:
     """(row index, raw record, the line of a text file it starts on) triples, the first `limit`
     rows only when limit is set. Blank lines are not rows, so a row's index (and the query id
-    made from it) stays the same whether or not a file has them; messages name both."""
+    made from it) stays the same whether or not a file has them; messages name both. read: the
+    columns the caller reads (a CSV may name another column twice, not one of these)."""
     if source.local is None:
         for row, record in _dataset_rows(source, limit):
             yield row, record, None
         return
     suffix = source.local.suffix.lower()
-    reader = {".jsonl": _jsonl_rows, ".parquet": _parquet_rows, ".csv": _csv_rows}[suffix]
-    for row, (record, line) in enumerate(reader(source)):
+    if suffix == ".csv":
+        records = _csv_rows(source, read)
+    else:
+        records = {".jsonl": _jsonl_rows, ".parquet": _parquet_rows}[suffix](source)
+    for row, (record, line) in enumerate(records):
         if limit is not None and row >= limit:
             return
         yield row, record, line
@@ -237,7 +248,7 @@ def _parquet_rows(source: Source) -> Iterator[tuple[object, None]]:
             yield record, None
 
 
-def _csv_rows(source: Source) -> Iterator[tuple[dict, int]]:
+def _csv_rows(source: Source, read: set[str]) -> Iterator[tuple[dict, int]]:
     data = source.local.read_bytes()  # type: ignore[union-attr]
     # A byte order mark (what Excel writes with "CSV UTF-8") is not part of the first header.
     data = data.removeprefix(codecs.BOM_UTF8)
@@ -251,9 +262,9 @@ def _csv_rows(source: Source) -> Iterator[tuple[dict, int]]:
         header = next(reader, None)
         if header is None:
             return
-        # Two columns of one name would keep only the last one's cells (csv.DictReader's way);
-        # unnamed ones (the trailing commas some spreadsheets write) hold nothing to lose.
-        twice = sorted({name for name in header if name and header.count(name) > 1})
+        # A column the mapping reads, named by two columns, would silently be the last of them
+        # (csv.DictReader's way): refused. Columns it does not read keep their last cell.
+        twice = sorted({name for name in header if name in read and header.count(name) > 1})
         if twice:
             raise DataError(
                 f"{source.label}: line {reader.line_num}: the header names column(s) "
@@ -443,7 +454,7 @@ def _difficulty(record: object, mapping: Mapping, where: str) -> str:
 def load_split(source: Source, mapping: Mapping, limit: int | None) -> list[Query]:
     queries = []
     other_messages = 0  # verl preset: rows with messages besides their last user message
-    for row, record, line in iter_rows(source, limit):
+    for row, record, line in iter_rows(source, limit, mapping.columns()):
         where = row_label(source.label, row, line)
         if not isinstance(record, dict):
             raise DataError(f"{where}: expected a record (a JSON object), got {_type_name(record)}")
