@@ -198,7 +198,8 @@ def duplicate_id(rows, meta):
         (lambda rows, meta: ([], meta), "no profiled queries"),
         (drop_column, "column(s) prompt_tokens missing"),
         (too_many_correct, "row 2: fields 'k', 'n_correct' are 4, 5"),
-        (duplicate_id, "row 3: field 'query_id': duplicate query id"),
+        (duplicate_id, "row 3: field 'query_id': duplicate query id 'add"),
+        (duplicate_id, "(first at row 1)"),  # worded as every duplicate id is
     ],
 )
 def test_plan_names_the_file_of_a_bad_profile(tiny, tmp_path, edit, message):

@@ -237,7 +237,7 @@ def check_is_profile(rows: list[dict], meta: dict, path: Path) -> None:
         if r["query_id"] in seen:
             raise DataError(
                 f"{where}: field 'query_id': duplicate query id {r['query_id']!r} "
-                f"(also row {seen[r['query_id']]})"
+                f"(first at row {seen[r['query_id']]})"
             )
         seen[r["query_id"]] = row
         for column in ("k", "n_correct", "prompt_tokens"):
