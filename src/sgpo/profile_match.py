@@ -24,6 +24,19 @@ def p_hat_estimates_p(meta: dict) -> bool:
     return meta.get("adaptive_stop") != "first_success"
 
 
+def sampling_differences(
+    profiled: dict, launch: dict[str, float]
+) -> list[tuple[str, float, float]]:
+    """(key, launch's value, profile's value) for each sampling setting (temperature, top_p,
+    max_new_tokens) that a launch outside sgpo (verl, sgpo.trl) sets otherwise than the profile
+    recorded; keys the profile does not record are not compared."""
+    return [
+        (key, value, profiled[key])
+        for key, value in launch.items()
+        if key in profiled and float(profiled[key]) != float(value)
+    ]
+
+
 def check_profile_matches(
     meta: dict,
     config: RunConfig,

@@ -85,6 +85,7 @@ from sgpo.errors import ConfigError, SgpoWarning
 from sgpo.io import atomic_write_json
 from sgpo.models import format_prompt, model_shape
 from sgpo.plan import check_replannable
+from sgpo.profile_match import sampling_differences
 from sgpo.schedule import OnlinePlanner
 from sgpo.tasks import Query
 from sgpo.trl.advantages import grouped_advantages
@@ -910,12 +911,11 @@ def profile_mismatches(
     """How a run's sampling (temperature, top_p, max_new_tokens) and model shape differ from
     what a plan's metadata records of its profile; empty for a plan that records neither. An
     adapter (peft) adds parameters, so only the layer and attention sizes are compared then."""
-    problems = []
-    sampling = meta.get("sampling") or {}
     names = {"max_new_tokens": "max_completion_length"}
-    for key, value in launch.items():
-        if key in sampling and float(sampling[key]) != float(value):
-            problems.append(f"{names.get(key, key)}={value}, profiled with {sampling[key]}")
+    problems = [
+        f"{names.get(key, key)}={value}, profiled with {profiled}"
+        for key, value, profiled in sampling_differences(meta.get("sampling") or {}, launch)
+    ]
     profiled = meta.get("shape") or {}
     keys = ("n_layers", "d_attn") if with_adapter else ("n_params", "n_layers", "d_attn")
     differ = [k for k in keys if k in profiled and profiled[k] != getattr(shape, k)]

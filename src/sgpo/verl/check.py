@@ -46,16 +46,21 @@ def sampling_mismatches(
     plan_meta: dict, temperature: float, top_p: float, max_response_length: int
 ) -> list[str]:
     """One sentence per launch setting that differs from the plan's profile, naming both."""
-    profiled = plan_sampling(plan_meta)
+    from sgpo.profile_match import sampling_differences
+
+    variables = {
+        "temperature": "TEMPERATURE",
+        "top_p": "TOP_P",
+        "max_new_tokens": "MAX_RESPONSE_LENGTH",
+    }
     launch = {
-        ("TEMPERATURE", "temperature"): float(temperature),
-        ("TOP_P", "top_p"): float(top_p),
-        ("MAX_RESPONSE_LENGTH", "max_new_tokens"): int(max_response_length),
+        "temperature": float(temperature),
+        "top_p": float(top_p),
+        "max_new_tokens": int(max_response_length),
     }
     return [
-        f"{variable}={value} but the plan was profiled with sampling.{key}={profiled[key]}"
-        for (variable, key), value in launch.items()
-        if value != profiled[key]
+        f"{variables[key]}={value} but the plan was profiled with sampling.{key}={profiled}"
+        for key, value, profiled in sampling_differences(plan_sampling(plan_meta), launch)
     ]
 
 
