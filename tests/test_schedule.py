@@ -3,7 +3,8 @@
 import pytest
 
 from sgpo.core.online import observe_streaks
-from sgpo.schedule import QueryScheduler, ScheduledQuery
+from sgpo.plan import PlanRow
+from sgpo.schedule import QueryScheduler, ScheduledQuery, profile_streaks
 from sgpo.tasks import Query
 
 
@@ -204,3 +205,39 @@ def test_without_a_first_visit_rule_nothing_is_dropped():
     s = QueryScheduler(scheduled(3), shuffle=False, seed=0)
     s.observe_first_visits([("q0", 0, 2)])
     assert ids(s.queries) == ["q0", "q1", "q2"] and s.profiled == {}
+
+
+def test_a_history_from_the_profile_skips_in_the_first_epoch_too():
+    """train.history_from_profile: kept queries whose profile samples were all correct start on
+    a streak of one (profile_streaks), so the first epoch already skips about half of them."""
+    rows = [
+        plan_row(f"q{i}", n_correct=1 if i < 20 else 0, k=1 if i < 30 else 8, kept=i < 40)
+        for i in range(44)
+    ] + [plan_row("trivial", n_correct=8, k=8, kept=False)]  # dropped: no visit to skip
+    streaks = profile_streaks(rows)
+    assert streaks == {f"q{i}": 1 for i in range(20)}  # solved at the first sample, kept
+    s = QueryScheduler(scheduled(40), shuffle=False, seed=0, explore=0.5, streaks=streaks)
+    first = ids(s.take(80))
+    assert set(first) >= {f"q{i}" for i in range(20, 40)}
+    skipped = 20 - len(set(first) & set(streaks))
+    assert 3 <= skipped <= 17 and s.history_skipped == skipped  # ~half of twenty
+    plain = QueryScheduler(scheduled(40), shuffle=False, seed=0, explore=0.5)
+    assert ids(plain.take(80)) == [f"q{i}" for i in range(40)]  # no history: every query
+
+
+def plan_row(query_id: str, n_correct: int, k: int, kept: bool) -> PlanRow:
+    return PlanRow(
+        query_id=query_id,
+        prompt="p",
+        answer="1",
+        difficulty="",
+        k=k,
+        n_correct=n_correct,
+        p_hat=n_correct / k,
+        group_size=8 if kept else 0,
+        kept=kept,
+        reason="kept" if kept else "unsolvable",
+        rank=int(query_id[1:]) if kept else -1,
+        prompt_tokens=3,
+        mean_response_tokens=2.0,
+    )

@@ -11,12 +11,12 @@ import torch
 from pydantic import ValidationError
 from tiny_run import tiny_tree
 
-from sgpo.config import RunConfig
+from sgpo.config import RunConfig, TrainConfig
 from sgpo.core.flops import logprob_flops, train_flops
 from sgpo.core.predict import CURRENCIES
 from sgpo.io import read_jsonl
 from sgpo.metrics import rollout_record
-from sgpo.plan import run_plan
+from sgpo.plan import read_plan, run_plan
 from sgpo.profile import run_profile
 from sgpo.rollouts import group_members, mixed_groups
 from sgpo.train import Trainer
@@ -635,6 +635,36 @@ def test_history_settings_need_skip_on_history(tmp_path: Path, setting: dict):
     name = next(iter(setting))
     with pytest.raises(ValidationError, match=f"train.{name} needs train.history_explore < 1"):
         make_trainer(tmp_path, "bad", **setting)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{"method": "sgpo"}, {"method": "grpo", "history_explore": 0.5}],
+    ids=["without skips", "without a plan"],
+)
+def test_a_history_from_the_profile_needs_a_plan_and_skips(settings: dict):
+    with pytest.raises(ValidationError, match="history_from_profile needs"):
+        TrainConfig(history_from_profile=True, **settings)
+    TrainConfig(method="sgpo", history_explore=0.5, history_from_profile=True)
+
+
+def test_a_history_from_the_profile_reaches_the_trainers_scheduler(tmp_path: Path):
+    """On the benchmark's solvable plan from a first-success profile: the kept queries solved
+    at their first sample start on a streak."""
+    first_success = {"adaptive": True, "adaptive_round": 1, "adaptive_stop": "first_success"}
+    solvable = {"unsolvable_keep_fraction": 0, "drop_trivial": False, "g_min": 8, "g_max": 8}
+    solvable["bucket_width"] = 1.0
+    settings = {"profile": first_success, "plan": solvable}
+    config = RunConfig.model_validate(tiny_tree(tmp_path / "models", **settings))
+    plan_path, _ = run_plan(config, run_profile(config, tmp_path / "profile"), tmp_path / "plan")
+    rows, _ = read_plan(plan_path)
+    solved = {r.query_id for r in rows if r.kept and r.n_correct == r.k}
+    assert solved, "the tiny model solves some queries at their first sample"
+    for seeded in (True, False):
+        train = {"method": "sgpo", "history_explore": 0.5, "history_from_profile": seeded}
+        tree = tiny_tree(tmp_path / "models", train=train, **settings)
+        trainer = Trainer(RunConfig.model_validate(tree), tmp_path / f"run-{seeded}", plan_path)
+        assert trainer.scheduler.zero_streaks == (dict.fromkeys(solved, 1) if seeded else {})
 
 
 def test_small_groups_on_a_streak_are_checked(tmp_path: Path):

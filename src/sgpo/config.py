@@ -463,6 +463,11 @@ class TrainConfig(Strict):
     # Keep steps full (implied by history_target): a step that reaches an epoch's end goes on
     # into the next; the queries it holds count as their visit of that epoch.
     history_fill: bool = False
+    # Start the history from the plan's profile (beyond GRESO): a kept query whose profile
+    # samples were all correct (with a first-success profile, solved at its first sample)
+    # starts on a streak of one, so the first epoch may skip it too instead of visiting
+    # every query once before any history exists.
+    history_from_profile: bool = False
     steps: int = Field(60, ge=1)
     # Stop as soon as the cumulative total FLOPs (profiling included) reach this; None = no cap.
     # sgpo compare gives every method the same cap.
@@ -590,6 +595,11 @@ class TrainConfig(Strict):
         )
         if idle:
             raise ValueError(f"train.{idle[0]} needs train.history_explore < 1 (skip on history)")
+        if self.history_from_profile and not (self.uses_plan and self.history_explore < 1):
+            raise ValueError(
+                "train.history_from_profile needs train.method 'sgpo' with a plan (not "
+                "train.first_visit_profile) and train.history_explore < 1 (skip on history)"
+            )
         if (
             self.history_streak != "equal"
             and self.history_explore == 1
@@ -657,6 +667,7 @@ VARIANT_TRAIN_SETTINGS = (
     "history_min_streak",
     "history_streak",
     "history_fill",
+    "history_from_profile",
     "streak_group_size",
     "early_group_size",
     "early_group_steps",

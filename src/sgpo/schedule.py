@@ -64,7 +64,7 @@ class QueryScheduler:
     each query's first group is its profile (observe_first_visits): the rule's filter drops
     it from the schedule right after. With streak_group_size (train.streak_group_size) a query
     on a streak is handed out with that many responses (at most its G) until one of its
-    groups breaks the streak."""
+    groups breaks the streak. streaks: the history it starts from (profile_streaks)."""
 
     def __init__(
         self,
@@ -77,6 +77,7 @@ class QueryScheduler:
         fill: bool = False,
         first_visit: PlanRule | None = None,
         streak_group_size: int = 0,
+        streaks: dict[str, int] | None = None,
     ) -> None:
         if not queries:
             raise ValueError("no queries to train on (the plan kept none?)")
@@ -89,7 +90,7 @@ class QueryScheduler:
         self.fill = fill or bool(target)  # GRESO samples until its batch is full
         # query -> its last groups in a row that extended its streak (all equal, or all solved
         # with train.history_streak "solved": core.online.extends_streak)
-        self.zero_streaks: dict[str, int] = {}
+        self.zero_streaks: dict[str, int] = dict(streaks or {})
         self.history_skipped = 0  # visits skipped so far (all epochs)
         self.first_visit = first_visit
         self.streak_group_size = streak_group_size
@@ -346,8 +347,15 @@ def build_scheduler(
         fill=config.train.history_fill,
         first_visit=first_visit,
         streak_group_size=config.train.streak_group_size,
+        streaks=profile_streaks(rows) if config.train.history_from_profile else None,
     )
     return scheduler, rows, profile_flops
+
+
+def profile_streaks(rows: list[PlanRow]) -> dict[str, int]:
+    """train.history_from_profile: a streak of one for each kept query whose profile samples
+    were all correct (all equal and all solved, so a streak under either history_streak)."""
+    return {r.query_id: 1 for r in rows if r.kept and r.n_correct == r.k}
 
 
 def scheduled_queries(
