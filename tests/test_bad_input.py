@@ -24,6 +24,7 @@ from safetensors.torch import load_file
 from tiny_run import tiny_tree, write_config
 from typer.testing import CliRunner
 
+import sgpo.side_by_side
 import sgpo.train
 import sgpo.update
 from sgpo.cli import app
@@ -1071,6 +1072,40 @@ def test_a_demo_without_overwrite_does_not_offer_a_resume_it_lacks(
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 1 and "metrics.jsonl already exists" in result.output
     assert not (killed / "profile.parquet").exists() and "--resume" not in result.output
+
+
+def test_a_demo_holds_its_directory_from_its_first_stage_to_its_report(
+    tmp_path: Path, env: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between its stages too (here: after training, in its baseline), so a second demo there
+    cannot start over in it; and a demo refused as busy is not told to resume."""
+    out = tmp_path / "demo"
+    real = sgpo.side_by_side.run_equal_budget_baseline
+    held = []
+
+    def baseline_tried(*args: object) -> dict:
+        another = os.open(out, os.O_RDONLY)  # as a second process would
+        try:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(another, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(another)
+        held.append(True)
+        return real(*args)
+
+    monkeypatch.setattr(sgpo.side_by_side, "run_equal_budget_baseline", baseline_tried)
+    args = ["demo", "-o", str(out), "-c", str(env.config_path)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert held == [True]
+    another = os.open(out, os.O_RDONLY)
+    try:
+        fcntl.flock(another, fcntl.LOCK_EX)
+        busy = CliRunner().invoke(app, args)
+    finally:
+        os.close(another)
+    assert "`sgpo demo` stopped without touching it" in busy.output
+    assert "then run it again" in busy.output and "--resume" not in busy.output
 
 
 def test_a_demo_interrupted_in_its_baseline_is_still_replaced_by_default(

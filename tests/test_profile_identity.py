@@ -55,7 +55,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
 # ---------------------------------------------------------------- 1: batch size is no identity
 
 
-def test_resume_with_another_batch_size(tiny, tmp_path, monkeypatch):
+def test_resume_with_another_batch_size(tiny, tmp_path, monkeypatch, caplog):
     config = tiny_config(tmp_path, profile={"chunk_size": 2})
     out = tmp_path / "p"
     original = sgpo.profile._profile_and_write_chunk
@@ -74,8 +74,10 @@ def test_resume_with_another_batch_size(tiny, tmp_path, monkeypatch):
     # the chunks written with batch_size 64 are resumed with batch_size 3 ...
     resumed = run_profile(with_overrides(config, **{"sampling.batch_size": 3}), out, resume=True)
     assert read_table(resumed)[0] == read_table(tiny.whole)[0]
-    # ... and so is the finished table, with yet another
-    run_profile(with_overrides(config, **{"sampling.batch_size": 5}), out, resume=True)
+    # ... and so is the finished table, with yet another: nothing is left, and it says so
+    with caplog.at_level("WARNING", logger="sgpo.profile"):
+        run_profile(with_overrides(config, **{"sampling.batch_size": 5}), out, resume=True)
+    assert "the profile is complete already; nothing left to resume" in caplog.text
 
 
 def test_merge_shards_made_with_other_batch_sizes(tiny, tmp_path):

@@ -278,8 +278,9 @@ def train(
     if resume is not None and config is None:
         if not (resume / "config.yaml").exists():
             raise FileNotFoundError(
-                f"{resume / 'config.yaml'} not found: nothing to resume there "
-                "(or pass the run's --config)"
+                f"{resume / 'config.yaml'} not found: nothing to resume there (a run killed "
+                "before it wrote its config has trained nothing: start it again as it was "
+                "started, without --resume, or pass the run's --config)"
             )
         config = resume / "config.yaml"
     cfg = _config(config, set_)
@@ -379,23 +380,12 @@ def demo(
     """The whole pipeline in one directory: profile, plan, train, GRPO at the same FLOPs, report.
     The default config runs the embedded model on the built-in addition task (CPU, no network);
     --config runs any other (examples/gsm8k.yaml: a hub model and dataset)."""
-    import time
-
     from sgpo.compare import refuse_decaying_lr
-    from sgpo.models import model_source
-    from sgpo.plan import run_plan
-    from sgpo.profile import CHUNK_DIR, PROFILE_FILE, run_profile
-    from sgpo.report import REPORT_OUTPUTS, write_report
-    from sgpo.rundir import claim_outputs, written_by_sgpo
+    from sgpo.profile import CHUNK_DIR, PROFILE_FILE
+    from sgpo.report import REPORT_OUTPUTS
+    from sgpo.rundir import claim_outputs, locked, written_by_sgpo
     from sgpo.runfiles import METRICS_FILE, PLAN_FILE, SUMMARY_FILE
-    from sgpo.side_by_side import (
-        DEMO_BASELINE_DIR,
-        SIDE_BY_SIDE,
-        append_demo_side_by_side,
-        older_demo,
-        run_equal_budget_baseline,
-    )
-    from sgpo.train import run_train
+    from sgpo.side_by_side import DEMO_BASELINE_DIR, SIDE_BY_SIDE, older_demo
 
     cfg = _config(config, set_)
     # its baseline runs to the same FLOPs, not to train.steps
@@ -420,8 +410,32 @@ def demo(
             f"{present[0]} already exists; pass --overwrite to replace it or choose "
             "another --out (a demo starts over; sgpo profile and sgpo train resume)"
         )
-    # before any compute: a file of the user's where the report goes is refused now
+    # before any compute: a file of the user's where the report goes is refused now (and the
+    # claim kept whatever happens: it marks the directory as a demo's, to be replaced by the
+    # next); the directory is held for the whole demo, since its stages hold it one by one and
+    # a second demo could start over in it between them
     claim_outputs(out, [*REPORT_OUTPUTS, SIDE_BY_SIDE], adopt=older_demo)
+    with locked(out, "demo", stages=True):
+        _demo_pipeline(cfg, out, overwrite)
+
+
+def _demo_pipeline(cfg: RunConfig, out: Path, overwrite: bool) -> None:
+    """sgpo demo's six stages, in out (held by the caller)."""
+    import time
+
+    from sgpo.models import model_source
+    from sgpo.plan import run_plan
+    from sgpo.profile import PROFILE_FILE, run_profile
+    from sgpo.report import write_report
+    from sgpo.runfiles import PLAN_FILE
+    from sgpo.side_by_side import (
+        DEMO_BASELINE_DIR,
+        append_demo_side_by_side,
+        run_equal_budget_baseline,
+    )
+    from sgpo.train import run_train
+
+    baseline_dir = out / DEMO_BASELINE_DIR
     start = time.perf_counter()
     embedded = cfg.model.name_or_path == "embedded"
     console.rule(

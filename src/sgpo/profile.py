@@ -146,6 +146,7 @@ def _run_profile(
             )
         verifier.close()
         shutil.rmtree(chunk_dir, ignore_errors=True)  # killed after the final write
+        log.warning("%s: the profile is complete already; nothing left to resume", final)
         return final
     if not resume:  # a fresh start: no chunk or table of an earlier profile may be mixed in
         final.unlink(missing_ok=True)

@@ -128,11 +128,29 @@ def glob_escape(name: str) -> str:
 # --------------------------------------------------------------------------------- lock
 
 
+# Directories this process holds for its own stages (locked with stages=True), with how deep:
+# sgpo demo holds its directory around profile, plan and train, which lock it again (a second
+# flock of the same process would be refused).
+_HELD: dict[Path, int] = {}
+# The commands a busy directory's message may tell to resume once it is free.
+RESUMABLE = ("profile", "train")
+
+
 @contextlib.contextmanager
-def locked(out_dir: Path, command: str) -> Iterator[None]:
+def locked(out_dir: Path, command: str, stages: bool = False) -> Iterator[None]:
     """Hold an exclusive lock on out_dir (flock on the directory: no lock file to go stale;
-    released by the kernel when the process dies, even by SIGKILL)."""
+    released by the kernel when the process dies, even by SIGKILL). With stages, the commands
+    this process runs inside the hold lock out_dir again as a no-op; any other second lock is
+    refused, in this process too."""
     make_out_dir(out_dir)
+    key = out_dir.resolve()
+    if key in _HELD:
+        _HELD[key] += 1
+        try:
+            yield
+        finally:
+            _HELD[key] -= 1
+        return
     fd = os.open(out_dir, os.O_RDONLY)
     try:
         try:
@@ -140,12 +158,18 @@ def locked(out_dir: Path, command: str) -> Iterator[None]:
         except OSError as e:
             if e.errno not in (errno.EWOULDBLOCK, errno.EACCES):
                 raise
+            then = ", then --resume" if command in RESUMABLE else ", then run it again"
             raise RunDirBusyError(
                 f"{out_dir} is in use by another sgpo process; `sgpo {command}` stopped without "
-                "touching it (wait for that process to finish, or end it, then --resume)"
+                f"touching it (wait for that process to finish, or end it{then})"
             ) from None
-        remove_stale_temps(out_dir)
-        yield
+        if stages:
+            _HELD[key] = 1
+        try:
+            remove_stale_temps(out_dir)
+            yield
+        finally:
+            _HELD.pop(key, None)
     finally:
         os.close(fd)  # closing the descriptor releases the lock
 
