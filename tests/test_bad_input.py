@@ -1105,7 +1105,7 @@ def test_a_demo_holds_its_directory_from_its_first_stage_to_its_report(
     finally:
         os.close(another)
     assert "`sgpo demo` stopped without touching it" in busy.output
-    assert "then run it again" in busy.output and "--resume" not in busy.output
+    assert "then run `sgpo demo` again" in busy.output and "--resume" not in busy.output
 
 
 def test_a_demo_interrupted_in_its_baseline_is_still_replaced_by_default(

@@ -645,7 +645,15 @@ def test_history_settings_need_skip_on_history(tmp_path: Path, setting: dict):
 def test_a_history_from_the_profile_needs_a_plan_and_skips(settings: dict):
     with pytest.raises(ValidationError, match="history_from_profile needs"):
         TrainConfig(history_from_profile=True, **settings)
-    TrainConfig(method="sgpo", history_explore=0.5, history_from_profile=True)
+    seeded = {"method": "sgpo", "history_explore": 0.5, "history_from_profile": True}
+    TrainConfig(**seeded)
+    with pytest.raises(ValidationError, match="does not combine with train.reuse_profile"):
+        TrainConfig(**seeded, reuse_profile=True)
+    # a plan that drops every query it could seed: refused, until it keeps them
+    with pytest.raises(ValidationError, match="plan.drop_trivial drops every such query"):
+        RunConfig.model_validate({"train": seeded})
+    RunConfig.model_validate({"train": seeded, "plan": {"drop_trivial": False}})
+    RunConfig.model_validate({"train": seeded, "plan": {"trivial_keep_fraction": 0.5}})
 
 
 def test_a_history_from_the_profile_reaches_the_trainers_scheduler(tmp_path: Path):

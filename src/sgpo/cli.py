@@ -199,7 +199,7 @@ def profile(
     path = run_profile(
         _config(config, set_), out, resume=resume, overwrite=overwrite, shard=shard_index
     )
-    console.print(f"profile written to {path}")
+    console.print(f"profile: {path}")
 
 
 @profile_app.command("merge")
@@ -381,21 +381,38 @@ def demo(
     The default config runs the embedded model on the built-in addition task (CPU, no network);
     --config runs any other (examples/gsm8k.yaml: a hub model and dataset)."""
     from sgpo.compare import refuse_decaying_lr
-    from sgpo.profile import CHUNK_DIR, PROFILE_FILE
     from sgpo.report import REPORT_OUTPUTS
-    from sgpo.rundir import claim_outputs, locked, written_by_sgpo
-    from sgpo.runfiles import METRICS_FILE, PLAN_FILE, SUMMARY_FILE
-    from sgpo.side_by_side import DEMO_BASELINE_DIR, SIDE_BY_SIDE, older_demo
+    from sgpo.rundir import claim_outputs, locked
+    from sgpo.side_by_side import SIDE_BY_SIDE, older_demo
 
     cfg = _config(config, set_)
     # its baseline runs to the same FLOPs, not to train.steps
     refuse_decaying_lr(cfg, str(config))
+    # The directory is held for the whole demo, its checks included: its stages lock it one
+    # by one otherwise, and a second demo could start over in it between them.
+    with locked(out, "demo", stages=True):
+        _check_demo_dir(out, overwrite)
+        # before any compute: a file of the user's where the report goes is refused now (and
+        # the claim is kept whatever happens: it marks the directory as a demo's, which the
+        # next demo replaces)
+        claim_outputs(out, [*REPORT_OUTPUTS, SIDE_BY_SIDE], adopt=older_demo)
+        _demo_pipeline(cfg, out, overwrite is not False)
+
+
+def _check_demo_dir(out: Path, overwrite: bool | None) -> None:
+    """By default a demo replaces its own earlier run, nothing else; with --no-overwrite,
+    nothing."""
+    from sgpo.profile import CHUNK_DIR, PROFILE_FILE
+    from sgpo.rundir import written_by_sgpo
+    from sgpo.runfiles import METRICS_FILE, PLAN_FILE, SUMMARY_FILE
+    from sgpo.side_by_side import DEMO_BASELINE_DIR, SIDE_BY_SIDE
+
     baseline_dir = out / DEMO_BASELINE_DIR
     outputs = [
         out / name for name in (PROFILE_FILE, CHUNK_DIR, PLAN_FILE, METRICS_FILE, SUMMARY_FILE)
     ]
     present = [path for path in (*outputs, baseline_dir) if path.exists()]
-    if overwrite is None:  # by default a demo replaces its own earlier run, nothing else
+    if overwrite is None:
         # a demo records its side-by-side plot as its own before it computes anything; an older
         # one shows by its baseline folder
         demo_run = SIDE_BY_SIDE in written_by_sgpo(out) or baseline_dir.is_dir()
@@ -404,19 +421,11 @@ def demo(
                 f"{out} holds a run that is not a demo's ({present[0].name}, no demo's "
                 f"{SIDE_BY_SIDE}); choose another --out, or pass --overwrite to replace it"
             )
-        overwrite = True
     elif not overwrite and present:  # the stages' own refusals would offer --resume
         raise FileExistsError(
             f"{present[0]} already exists; pass --overwrite to replace it or choose "
             "another --out (a demo starts over; sgpo profile and sgpo train resume)"
         )
-    # before any compute: a file of the user's where the report goes is refused now (and the
-    # claim kept whatever happens: it marks the directory as a demo's, to be replaced by the
-    # next); the directory is held for the whole demo, since its stages hold it one by one and
-    # a second demo could start over in it between them
-    claim_outputs(out, [*REPORT_OUTPUTS, SIDE_BY_SIDE], adopt=older_demo)
-    with locked(out, "demo", stages=True):
-        _demo_pipeline(cfg, out, overwrite)
 
 
 def _demo_pipeline(cfg: RunConfig, out: Path, overwrite: bool) -> None:

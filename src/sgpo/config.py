@@ -464,9 +464,10 @@ class TrainConfig(Strict):
     # into the next; the queries it holds count as their visit of that epoch.
     history_fill: bool = False
     # Start the history from the plan's profile (beyond GRESO): a kept query whose profile
-    # samples were all correct (with a first-success profile, solved at its first sample)
-    # starts on a streak of one, so the first epoch may skip it too instead of visiting
-    # every query once before any history exists.
+    # samples were all correct (with a first-success profile, its first round's) starts on a
+    # streak of one, as if one group had come back all correct: with history_min_streak 1 the
+    # first epoch may skip it too instead of visiting every query once before any history
+    # exists (with streak_group_size it starts with the small group).
     history_from_profile: bool = False
     steps: int = Field(60, ge=1)
     # Stop as soon as the cumulative total FLOPs (profiling included) reach this; None = no cap.
@@ -600,6 +601,9 @@ class TrainConfig(Strict):
                 "train.history_from_profile needs train.method 'sgpo' with a plan (not "
                 "train.first_visit_profile) and train.history_explore < 1 (skip on history)"
             )
+        if self.history_from_profile and self.reuse_profile:
+            # a reused group is the profile's samples: the streak would count them twice
+            raise ValueError("train.history_from_profile does not combine with train.reuse_profile")
         if (
             self.history_streak != "equal"
             and self.history_explore == 1
@@ -700,6 +704,17 @@ class RunConfig(Strict):
     @model_validator(mode="after")
     def _check(self) -> RunConfig:
         online = self.train.online
+        if (
+            self.train.history_from_profile
+            and self.plan.drop_trivial
+            and self.plan.trivial_keep_fraction == 0
+        ):
+            raise ValueError(
+                "train.history_from_profile starts a streak for kept queries whose profile "
+                "samples were all correct, and plan.drop_trivial drops every such query: set "
+                "plan.drop_trivial=false (as the first-success plans do) or "
+                "plan.trivial_keep_fraction > 0"
+            )
         if self.plan.trivial_keep_fraction > 0 and (online.reestimate or online.reprofile_every):
             # A re-plan filters again from the current estimates and would drop them.
             raise ValueError(

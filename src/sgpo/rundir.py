@@ -158,10 +158,10 @@ def locked(out_dir: Path, command: str, stages: bool = False) -> Iterator[None]:
         except OSError as e:
             if e.errno not in (errno.EWOULDBLOCK, errno.EACCES):
                 raise
-            then = ", then --resume" if command in RESUMABLE else ", then run it again"
+            then = "--resume" if command in RESUMABLE else f"run `sgpo {command}` again"
             raise RunDirBusyError(
                 f"{out_dir} is in use by another sgpo process; `sgpo {command}` stopped without "
-                f"touching it (wait for that process to finish, or end it{then})"
+                f"touching it (wait for that process to finish, or end it, then {then})"
             ) from None
         if stages:
             _HELD[key] = 1
