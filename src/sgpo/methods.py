@@ -175,4 +175,9 @@ DEFAULT_METHODS = {
         *EASY_BEST,
         "train.rollout_budget=96",
     ],
+    # The easy-best row with its skip on history started from the profile (dev round 48).
+    "sgpo-solvable-g8-ds4-greso-fill-fs-drop-same-update-hp": [
+        *EASY_BEST,
+        "train.history_from_profile=true",
+    ],
 }
