@@ -429,19 +429,15 @@ def test_train_crash_chain_equals_uninterrupted(
         assert kept == ["step-000003", "step-000006"]
 
 
-def crashed_at_step_3(
-    tiny: SimpleNamespace, tmp_path: Path, checkpoint_every: int
+def crashed_after_step(
+    tiny: SimpleNamespace, tmp_path: Path, step: int, **train: object
 ) -> tuple[RunConfig, Path]:
-    """A grpo run killed right after step 3's metrics line: (its config, its directory)."""
-    config = load_config(
-        write_config(
-            tmp_path / "config.yaml",
-            method_tree(tiny, "grpo", checkpoint_every=checkpoint_every),
-        )
-    )
+    """A grpo run (with train settings) killed right after step's metrics line: (its config,
+    its directory)."""
+    config = load_config(write_config(tmp_path / "config.yaml", method_tree(tiny, "grpo", **train)))
     run = tmp_path / "run"
     with pytest.MonkeyPatch.context() as mp:
-        install_crash(mp, "after_log", 3)
+        install_crash(mp, "after_log", step)
         with pytest.raises(Crash):
             run_train(config, run)
     return config, run
@@ -450,7 +446,7 @@ def crashed_at_step_3(
 def test_a_resume_says_from_which_step_and_what_runs_again(
     tiny: SimpleNamespace, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    config, run = crashed_at_step_3(tiny, tmp_path, checkpoint_every=0)
+    config, run = crashed_after_step(tiny, tmp_path, 3, checkpoint_every=0)
     run_train(config, run, resume=True)
     assert (
         f"{run}: resuming from its checkpoint at step 0 of {STEPS}; the 3 steps logged after it "
@@ -461,7 +457,7 @@ def test_a_resume_says_from_which_step_and_what_runs_again(
 def test_a_resume_names_a_damaged_metrics_record_before_training(
     tiny: SimpleNamespace, tmp_path: Path
 ) -> None:
-    config, run = crashed_at_step_3(tiny, tmp_path, checkpoint_every=2)
+    config, run = crashed_after_step(tiny, tmp_path, 3, checkpoint_every=2)
     metrics = run / METRICS_FILE
     lines = metrics.read_text().splitlines(keepends=True)
     lines[1] = "garbage\n"  # a record before the checkpoint, damaged by hand
@@ -520,12 +516,7 @@ def test_a_resume_reads_the_optimizer_state_only_when_it_restores_it(
 ) -> None:
     """Not while the reference policy and the engine are built: on a large model the
     optimizer's moments would raise the peak memory."""
-    config = load_config(write_config(tmp_path / "config.yaml", method_tree(tiny, "grpo")))
-    run = tmp_path / "run"
-    with pytest.MonkeyPatch.context() as mp:
-        install_crash(mp, "after_log", 1)
-        with pytest.raises(Crash):
-            run_train(config, run)
+    config, run = crashed_after_step(tiny, tmp_path, 1)
     read = []
     real = sgpo.checkpoint.load_state_blobs
     with pytest.MonkeyPatch.context() as mp:
@@ -541,12 +532,7 @@ def test_a_trainer_resumed_directly_recovers_a_checkpoint_a_kill_left_aside(
 ) -> None:
     """A kill between a checkpoint swap's two renames leaves only the old one, aside: a
     Trainer resumed without run_train puts it back and resumes, not starts over."""
-    config = load_config(write_config(tmp_path / "config.yaml", method_tree(tiny, "grpo")))
-    run = tmp_path / "run"
-    with pytest.MonkeyPatch.context() as mp:
-        install_crash(mp, "after_log", 1)
-        with pytest.raises(Crash):
-            run_train(config, run)
+    config, run = crashed_after_step(tiny, tmp_path, 1)
     (run / STATE_DIR).rename(run / OLD_STATE_DIR)
     assert Trainer(config, run, resume=True).resuming
     assert (run / STATE_DIR).is_dir() and not (run / OLD_STATE_DIR).exists()
