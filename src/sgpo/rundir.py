@@ -128,10 +128,10 @@ def glob_escape(name: str) -> str:
 # --------------------------------------------------------------------------------- lock
 
 
-# Directories this process holds for its own stages (locked with stages=True), with how deep:
-# sgpo demo holds its directory around profile, plan and train, which lock it again (a second
-# flock of the same process would be refused).
-_HELD: dict[Path, int] = {}
+# Directories this process holds for its own stages (locked with stages=True): sgpo demo holds
+# its directory around profile, plan and train, which lock it again (a second flock of the
+# same process would be refused).
+_HELD: set[Path] = set()
 # The commands a busy directory's message may tell to resume once it is free.
 RESUMABLE = ("profile", "train")
 
@@ -144,12 +144,8 @@ def locked(out_dir: Path, command: str, stages: bool = False) -> Iterator[None]:
     refused, in this process too."""
     make_out_dir(out_dir)
     key = out_dir.resolve()
-    if key in _HELD:
-        _HELD[key] += 1
-        try:
-            yield
-        finally:
-            _HELD[key] -= 1
+    if key in _HELD:  # the holder releases it
+        yield
         return
     fd = os.open(out_dir, os.O_RDONLY)
     try:
@@ -164,12 +160,12 @@ def locked(out_dir: Path, command: str, stages: bool = False) -> Iterator[None]:
                 f"touching it (wait for that process to finish, or end it, then {then})"
             ) from None
         if stages:
-            _HELD[key] = 1
+            _HELD.add(key)
         try:
             remove_stale_temps(out_dir)
             yield
         finally:
-            _HELD.pop(key, None)
+            _HELD.discard(key)
     finally:
         os.close(fd)  # closing the descriptor releases the lock
 

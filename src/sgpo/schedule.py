@@ -9,7 +9,6 @@ the exact solver in sgpo.core.online. Both are resumable from their state() dict
 
 from __future__ import annotations
 
-import logging
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,8 +39,6 @@ from sgpo.plan import (
 )
 from sgpo.profile_match import check_profile_matches, p_hat_estimates_p
 from sgpo.tasks import Query
-
-log = logging.getLogger(__name__)
 
 
 @dataclass

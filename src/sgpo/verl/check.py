@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from sgpo.profile_match import sampling_differences
 from sgpo.verl.export import ROLLOUT_N
 
 if TYPE_CHECKING:
@@ -46,8 +47,6 @@ def sampling_mismatches(
     plan_meta: dict, temperature: float, top_p: float, max_response_length: int
 ) -> list[str]:
     """One sentence per launch setting that differs from the plan's profile, naming both."""
-    from sgpo.profile_match import sampling_differences
-
     variables = {
         "temperature": "TEMPERATURE",
         "top_p": "TOP_P",
