@@ -700,6 +700,12 @@ CLI_CASES = [
         "--out {tmp}/afile/out.jsonl: {tmp}/afile is a file, not a directory",
     ),
     (
+        "flops-out-in-new-folders-refused-input",  # the folders are not made
+        lambda tmp, env: ["flops", "--run", str(tmp / "nothere"), "-o", str(tmp / "a" / "o.jsonl")],
+        1,
+        "{tmp}/nothere: no such file",
+    ),
+    (
         "flops-run-without-run-json",
         lambda tmp, env: ["flops", "--run", str(tmp)],
         1,
@@ -745,13 +751,13 @@ CLI_CASES = [
         "model '{tmp}': not a model directory (no config.json or adapter_config.json)",
     ),
     (
-        "eval-json-exists",
+        "eval-json-exists",  # not sgpo's: --overwrite would not replace it either
         lambda tmp, env: [
             "eval",
             *("-c", str(env.config_path), "-o", str(written(tmp / "eval.json", "{}"))),
         ],
         1,
-        "{tmp}/eval.json already exists; pass --overwrite to replace it",
+        "{tmp}/eval.json exists and was not written by sgpo",
     ),
     (
         "config-error",
@@ -866,16 +872,22 @@ def test_cli_bad_input(
     assert set(tmp_path.rglob("*")) - paths == set()  # and a refused command leaves nothing
 
 
-def test_a_refused_plan_train_or_profile_leaves_no_directory_behind(
+def test_a_refused_plan_train_profile_or_eval_leaves_no_directory_behind(
     tmp_path: Path, env: SimpleNamespace
 ) -> None:
     missing = tmp_path / "missing.parquet"
     config = str(env.config_path)
+    missing_data = [
+        "--set",
+        "task.kind=file",
+        "--set",
+        f"task.file.train={missing.with_suffix('.jsonl')}",
+    ]
     refused = {
         "plan": ["plan", "-c", config, "--profile", str(missing)],
         "train": ["train", "-c", config, "--plan", str(missing)],
-        "profile": ["profile", "-c", config, "--set", "task.kind=file"]
-        + ["--set", f"task.file.train={missing.with_suffix('.jsonl')}"],
+        "profile": ["profile", "-c", config, *missing_data],
+        "eval": ["eval", "-c", config, *missing_data],
     }
     for name, argv in refused.items():
         out = tmp_path / name / "runs" / "out"  # folders the run would make, parents too

@@ -1006,7 +1006,7 @@ def test_flops_table_for_sgpo_grpo_and_dapo_runs_counts_padding(tmp_path, monkey
             lines[1]["data"]["training/filter_groups/evicted_samples"] = 2
         (run_dir / "metrics" / "1.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
         runs += ["--run", str(run_dir)]
-    out = tmp_path / "flops.jsonl"
+    out = tmp_path / "new" / "flops.jsonl"  # its folder made when it is written
     result = CliRunner().invoke(verl_app, ["flops", *runs, "--out", str(out)])
     assert result.exit_code == 0, result.output
     rows = [json.loads(x) for x in out.read_text().splitlines()]

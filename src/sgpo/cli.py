@@ -310,19 +310,29 @@ def eval_(
     overwrite: Annotated[bool, typer.Option(help="Replace OUT/eval.json.")] = False,
 ) -> None:
     """Held-out accuracy (greedy and sampled), overall and per difficulty bucket."""
-    from sgpo.evaluate import evaluate
     from sgpo.io import atomic_write_json, prepare_out_dir
+    from sgpo.rundir import claimed
+
+    cfg = _config(config, set_)
+    if not out:
+        console.print_json(json.dumps(_evaluate(cfg, model)))
+        return
+    # claimed before any compute (a result that cannot be written is not computed); a refused
+    # input leaves no trace in OUT
+    with claimed(out, [EVAL_FILE], "eval"):
+        prepare_out_dir(out, overwrite, None, EVAL_FILE)
+        result = _evaluate(cfg, model)
+        atomic_write_json(out / EVAL_FILE, result)
+    console.print_json(json.dumps(result))
+
+
+def _evaluate(cfg: RunConfig, model: str | None) -> dict:
+    from sgpo.evaluate import evaluate
     from sgpo.models import load_policy
     from sgpo.tasks import load_task
     from sgpo.validate import check_prompt_lengths
     from sgpo.wiring import make_engine, make_verifier, sampling_params
 
-    cfg = _config(config, set_)
-    if out:  # before any compute: a result that cannot be written is not computed
-        from sgpo.rundir import claim_outputs
-
-        prepare_out_dir(out, overwrite, None, EVAL_FILE)
-        claim_outputs(out, [EVAL_FILE])
     task = load_task(cfg.task, cfg.seed)
     policy = load_policy(cfg, path=model)
     check_prompt_lengths(policy, task, cfg.sampling.max_new_tokens, train=False)
@@ -342,9 +352,7 @@ def eval_(
         "verifier_timeouts": verifier.stats.timeouts,
     }
     verifier.close()
-    if out:
-        atomic_write_json(out / EVAL_FILE, result)
-    console.print_json(json.dumps(result))
+    return result
 
 
 @app.command()

@@ -12,6 +12,7 @@ launch scripts in examples/verl call check, plan-info and record-run).
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -378,12 +379,15 @@ def flops(
             raise FileExistsError(f"--out {out}: a directory; give a file name")
         if out.exists() and not overwrite:
             raise FileExistsError(f"{out} already exists; pass --overwrite to replace it")
-        if out.parent.exists() and not out.parent.is_dir():
-            raise NotADirectoryError(f"--out {out}: {out.parent} is a file, not a directory")
-        try:  # a single file may go anywhere (the home directory too, unlike a run directory)
-            out.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise NotADirectoryError(f"--out {out}: cannot create {out.parent} ({e})") from e
+        # A single file may go anywhere (the home directory too, unlike a run directory); its
+        # missing folders are made when it is written, so a refused input leaves none behind.
+        nearest = next(p for p in out.absolute().parents if p.exists())
+        if not nearest.is_dir():
+            raise NotADirectoryError(f"--out {out}: {nearest} is a file, not a directory")
+        if not os.access(nearest, os.W_OK | os.X_OK):
+            raise NotADirectoryError(
+                f"--out {out}: cannot write under {nearest} (permission denied)"
+            )
     if run:
         if metrics_jsonl:
             raise typer.BadParameter("give metrics files or --run, not both")
