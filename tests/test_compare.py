@@ -672,7 +672,7 @@ def test_compare_refuses_an_lr_that_decays_over_the_steps_cap(tmp_path: Path):
     for schedule in ("linear", "cosine"):
         with pytest.raises(ConfigError, match=f"{config}: grpo-g4: train.lr_schedule='{schedule}'"):
             run_compare(config, tmp_path / "out", overrides=[f"train.lr_schedule={schedule}"])
-    assert not (tmp_path / "out" / "runs").exists()  # refused before anything was trained
+    assert not (tmp_path / "out").exists()  # refused before anything was trained: no trace
     methods["sgpo"] = ["train.lr_schedule=linear"]  # one method's own schedule is refused too
     config.write_text(yaml.safe_dump(compare))
     with pytest.raises(ConfigError, match=f"{config}: sgpo: train.lr_schedule='linear'"):
@@ -682,7 +682,7 @@ def test_compare_refuses_an_lr_that_decays_over_the_steps_cap(tmp_path: Path):
     config.write_text(yaml.safe_dump(compare))
     with pytest.raises(ConfigError, match=f"(?s){config}: method 'sgpo': .*train.stepz"):
         run_compare(config, tmp_path / "out")
-    assert not (tmp_path / "out" / "runs").exists()
+    assert not (tmp_path / "out").exists()
 
 
 def test_compare_md_says_when_the_baseline_held_its_target_before_its_end():
@@ -803,3 +803,26 @@ def test_a_compare_config_with_a_key_twice_or_bad_yaml_is_a_config_error(tmp_pat
     broken.write_text("base: [base.yaml\n")
     with pytest.raises(ConfigError, match="broken.yaml: not valid YAML"):
         load_compare_config(broken)
+
+
+def test_a_compare_holds_its_directory(tmp_path: Path):
+    """A second compare into the same OUT while one runs is refused, and told to run again."""
+    import fcntl
+    import os
+
+    from sgpo.compare import run_compare
+    from sgpo.errors import RunDirBusyError
+
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(tiny_tree(tmp_path / "models")))
+    config = tmp_path / "compare.yaml"
+    config.write_text(yaml.safe_dump({"base": "base.yaml", "seeds": [0]}))
+    out = tmp_path / "out"
+    out.mkdir()
+    held = os.open(out, os.O_RDONLY)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(RunDirBusyError, match="run `sgpo compare` again"):
+            run_compare(config, out)
+    finally:
+        os.close(held)
+    assert list(out.iterdir()) == []

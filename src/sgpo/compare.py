@@ -66,7 +66,7 @@ from sgpo.core.curves import (
 )
 from sgpo.io import atomic_write_json, atomic_write_text, read_json, read_jsonl
 from sgpo.methods import DEFAULT_METHODS
-from sgpo.rundir import claim_outputs, differing_keys, first_of, flatten
+from sgpo.rundir import claimed, differing_keys, first_of, flatten
 from sgpo.runfiles import CONFIG_FILE, METRICS_FILE, PLAN_FILE, SUMMARY_FILE
 from sgpo.yaml_dialect import read_yaml_mapping
 
@@ -753,9 +753,16 @@ def run_compare(
     cfg, base = load_compare_config(
         config_path, seeds, first_seed, methods, budget_currency, overrides
     )
-    # before any training: a file of the user's in the way is refused now, not hours later
-    # an older compare recorded none of these: its own, beside its runs/
-    claim_outputs(out_dir, COMPARE_OUTPUTS, adopt=lambda path: (out_dir / "runs").is_dir())
+    # Claimed before any training: a file of the user's in the way is refused now, not hours
+    # later (an older compare recorded none of these: its own, beside its runs/). Held to the
+    # end: a second compare into OUT is refused; one refused before it trained leaves no trace.
+    with claimed(
+        out_dir, COMPARE_OUTPUTS, "compare", adopt=lambda path: (out_dir / "runs").is_dir()
+    ):
+        return _run_compare(cfg, base, config_path, out_dir)
+
+
+def _run_compare(cfg: CompareConfig, base: Path, config_path: Path, out_dir: Path) -> dict:
     profiles = out_dir / "profiles"
     runs: dict[str, dict[int, Path]] = {m: {} for m in cfg.methods}
     # Baseline first: its spend is the budget of every other method on the same seed.
