@@ -274,6 +274,80 @@ def test_numeric(response: str, reference: str, expected: float) -> None:
     assert numeric(response, reference) == expected
 
 
+# What a reasoning model or a cut-off response writes, read alike by math_verify and numeric:
+# the answer after the last </think>, none inside an unclosed <think> or an unclosed last box;
+# "Answer:" marks an answer as "answer is" does, whose clause ends at a comma before a word.
+ANSWER_PART_CASES = [
+    ("<think>\nSo 9*2 = 18. \\boxed{18}\n</think>\n\nJanet makes \\$20 every day.", "18", 0.0),
+    ("<think>\nFirst guess: \\boxed{20}. No, 9*2=18.\n</think>\n\n#### 18", "18", 1.0),
+    ("9 * 2 = 18.</think>The answer is 18.", "18", 1.0),  # the template opened the <think>
+    ("<think>\n9*2=18, so the answer is 18. Wait, let me re-read the", "18", 0.0),
+    ("So the answer is \\boxed{18", "18", 0.0),
+    ("#### \\boxed{18", "18", 0.0),
+    ("\\boxed{20} no wait, \\boxed{18", "18", 0.0),  # cut off inside its last answer
+    ("Final Answer: 20\n\nCheck: 9 eggs * $2 = $18.", "18", 0.0),
+    ("**Answer:** 18\n\nExplanation: she eats 3 eggs and bakes 4.", "18", 1.0),
+    ("The answer is 18, as calculated above.", "18", 1.0),
+    ("The answer is 72 clips, since she sold 24 in May.", "72", 1.0),
+    ("The answer is 5 hours, or 300 minutes.", "5", 1.0),
+]
+
+
+@pytest.mark.parametrize(("response", "reference", "expected"), ANSWER_PART_CASES)
+def test_where_the_final_answer_is_read(response: str, reference: str, expected: float) -> None:
+    assert math_verify(response, reference) == expected
+    assert numeric(response, reference) == expected
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        "We need to compute $\\frac{1}{2} + \\frac{1}{4}$.",  # the question restated
+        "Compute $\\dbinom{10}{5}$.",
+        "Janet sells 16 - 3 - 4 = 9 eggs at $2 each, so she makes 9 * 2",  # cut off
+        "So the total is $5!$",
+    ],
+)
+def test_an_unmarked_computation_left_undone_is_no_answer(response: str) -> None:
+    values = {"dbinom": "252", "9 * 2": "18", "5!": "120"}
+    expected = next((v for k, v in values.items() if k in response), "\\frac{3}{4}")
+    assert math_verify(response, expected) == 0.0
+    # marked, or holding a variable, an expression is read as written
+    assert math_verify("\\boxed{9 * 2}", "18") == 1.0
+    assert math_verify("So the polynomial is $x^2+1$.", "x^2+1") == 1.0
+    assert math_verify("She makes $18 every day.", "18") == 1.0
+
+
+@pytest.mark.parametrize(
+    ("response", "reference", "expected"),
+    [
+        # integers are compared exactly: rel_tol is for rounded decimals
+        ("\\boxed{1000001}", "1000000", 0.0),
+        ("#### 123456789", "123456788", 0.0),
+        ("\\boxed{1000000.0000001}", "1000000", 1.0),
+        # a marked answer of several numbers is not its last one
+        ("\\boxed{17 \\text{ or } 18}", "18", 0.0),
+        ("\\boxed{2, 3, 4, 5, 6}", "6", 0.0),
+        ("#### 17, 18", "18", 0.0),
+        ("The answer is 20, which is more than 18.", "18", 0.0),
+        ("The answer is 20, which is more than 18.", "20", 1.0),
+        ("The answer is 9 * 2 = 18 dollars.", "18", 1.0),  # the value after the last "="
+        # a scale word after the number changes its value
+        ("The answer is 2 dozen eggs.", "2", 0.0),
+        ("\\boxed{1.5 \\text{ million}}", "1.5", 0.0),
+        ("She earns 3 thousand dollars", "3", 0.0),
+    ],
+)
+def test_numeric_reads_one_value(response: str, reference: str, expected: float) -> None:
+    assert numeric(response, reference) == expected
+
+
+@pytest.mark.parametrize("reference", ["3:30", "(3, 4)", "2, -3", "[-2,7]", "2 hours 30 minutes"])
+def test_numeric_reference_of_several_numbers_is_bad(reference: str) -> None:
+    with pytest.raises(BadReference, match="numbers, not one"):
+        numeric("3", reference)
+
+
 def test_numeric_tolerance_and_bad_reference() -> None:
     assert numeric("1.001", "1", rel_tol=1e-2) == 1.0
     assert numeric("0.0000001", "0", abs_tol=1e-6) == 1.0
@@ -314,6 +388,9 @@ def test_numeric_inequality_reference_is_bad(reference: str) -> None:
         ("\\boxed{c}", "C", 1.0),
         ("The answer is a number larger than 3", "A", 0.0),
         ("(a) first, (b) second", "B", 0.0),
+        # after the last </think>; nothing while a <think> is open
+        ("<think>maybe \\boxed{B}</think>The answer is (C)", "C", 1.0),
+        ("<think>maybe \\boxed{B}, let me check (C", "B", 0.0),
     ],
 )
 def test_multiple_choice(response: str, reference: str, expected: float) -> None:

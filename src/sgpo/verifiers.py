@@ -8,11 +8,13 @@
   rel_tol / abs_tol.
 - multiple_choice: the chosen letter (A-E) equals the reference letter.
 
-The final answer of a free-form response is, in this order: the content of its last
-``\\boxed{...}``, the text after its last "####" that marks an answer (a Markdown heading, a
-word of two or more letters after it, does not count), the text after its last "answer
-is"; with none of these the whole response is handed to math-verify, which picks its last
-expression.
+The final answer of a free-form response is read from what follows its last ``</think>`` (a
+reasoning model's answer follows its thinking; a response whose ``<think>`` never closes was cut
+off while reasoning and has no answer) and is, in this order: the content of its last
+``\\boxed{...}`` (none when that last box never closes: cut off inside its answer), the text
+after its last "####" that marks an answer (a Markdown heading, a word of two or more letters
+after it, does not count), the text after its last "answer is" or "answer:"; with none of these
+the whole response is handed to math-verify, which picks its last expression.
 
 Timeouts: math-verify's own timeouts use ``signal.alarm``, which (a) cancels the ITIMER_REAL timer
 that sgpo.verify.Verifier arms around an inline call, (b) has whole-second resolution and (c) makes
@@ -46,7 +48,8 @@ math_verify.grader.TIMEOUT_WARNING_SHOWN = True
 # word, so prose that names \\boxed ("put it in \\boxed format") is no box
 BOXED = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])\s*")
 _UNBRACED = re.compile(r"(?<=\s)(?![^\W\d_]{2,})[^\s$][^$\n]*")
-_ANSWER_IS = re.compile(r"answer\s+is\s*:?", re.IGNORECASE)
+# "the answer is 18", "The final answer is: 18", "**Answer:** 18", "Final Answer: 18"
+_ANSWER_IS = re.compile(r"answer(?:\s+is\s*:?|[*_]*\s*:)", re.IGNORECASE)
 _MARKDOWN = re.compile(r"^[*_`\s]+|[*_`\s]+$")
 # What follows "####" in a Markdown heading ("#### Step 2: add", "#### Solution"): a word of
 # two or more letters. An answer ("42", "x = 5", "-5", "{2, 3}", "\\pi/2") starts otherwise.
@@ -96,8 +99,24 @@ def _first_line(text: str) -> str:
     return text.strip().split("\n", 1)[0].strip()
 
 
+def answer_part(response: str) -> str | None:
+    """The part of a response that holds its final answer: what follows its last </think> (a
+    reasoning model's answer follows its thinking; an answer inside the thinking is a draft);
+    None when a <think> never closes (cut off while reasoning: no answer yet)."""
+    _, closed, after = response.rpartition("</think>")
+    if closed:
+        return after
+    return None if "<think>" in response else response
+
+
 def final_answer(response: str) -> tuple[str, str]:
-    """(kind, text) of the response's final answer; kind is boxed, hashes, answer-is or whole."""
+    """(kind, text) of the response's final answer; kind is boxed, hashes, answer-is, whole, or
+    none (no answer: cut off while reasoning or inside its last box)."""
+    part = answer_part(response)
+    boxes = boxed_contents(part or "")
+    if part is None or (boxes and boxes[-1] is None):
+        return "none", ""
+    response = part
     boxed = last_boxed(response)
     if boxed is not None:
         return "boxed", boxed.strip()
@@ -109,10 +128,22 @@ def final_answer(response: str) -> tuple[str, str]:
     matches = list(_ANSWER_IS.finditer(response))
     if matches:
         tail = _first_line(response[matches[-1].end() :])
-        # Up to the end of the sentence: a full stop followed by a space or the end.
-        tail = re.split(r"\.(?:\s|$)", tail, maxsplit=1)[0]
-        return "answer-is", tail.strip()
+        return "answer-is", _answer_clause(tail).strip()
     return "whole", response
+
+
+# Where an "answer is" clause ends: a full stop before a space or the end, or a comma before a
+# word ("18, as shown above"; "1,000" and "(3, 4)" go on).
+_CLAUSE_END = re.compile(r"\.(?:\s|$)|,\s+(?=[A-Za-z])")
+_UNESCAPED_DOLLAR = re.compile(r"(?<!\\)\$")
+
+
+def _answer_clause(tail: str) -> str:
+    """tail up to the end of its first clause outside $...$ math."""
+    for match in _CLAUSE_END.finditer(tail):
+        if len(_UNESCAPED_DOLLAR.findall(tail, 0, match.start())) % 2 == 0:
+            return tail[: match.start()]
+    return tail
 
 
 # "1,000", "x = 12,500": a number with thousands separators (inside brackets they separate the
@@ -205,9 +236,11 @@ def math_verify(response: str, reference: str) -> float:
     """1.0 when the response's final answer is mathematically equivalent to the reference."""
     gold = _parse_answer(reference)
     kind, text = final_answer(response)
-    answer = _parse(response) if kind == "whole" else _parse_answer(text)
-    if kind == "whole" and _bare_answer(response):  # "x^2+1": read as a reference is read
-        answer = _parse_answer(response) or answer
+    answer = _parse(text) if kind == "whole" else _parse_answer(text)
+    if kind == "whole" and _bare_answer(text):  # "x^2+1": read as a reference is read
+        answer = _parse_answer(text) or answer
+    if kind == "whole" and _undone_computation(answer):
+        answer = []
     if gold and answer:
         return 1.0 if _equivalent(gold, answer) else 0.0
     if gold:
@@ -215,6 +248,25 @@ def math_verify(response: str, reference: str) -> float:
     # The reference is not parsable as mathematics: compare the normalised strings.
     got = _norm_text(normalize_answer(text))
     return 1.0 if got and got == _norm_text(normalize_answer(reference)) else 0.0
+
+
+# An operation written between operands, or a command that computes ("9 * 2", "2^{10}",
+# "\\frac{1}{2} + \\frac{1}{4}", "\\binom{10}{5}", "5!"); a leading minus and a fraction are values.
+_OPERATION = re.compile(
+    r"(?<=[\w})\]])\s*[-+*^]|!"
+    r"|\\(?:times|cdot|div|[dt]?binom|choose|log|ln|lceil|lfloor|sum|prod|int)(?![A-Za-z])"
+)
+
+
+def _undone_computation(parsed: list) -> bool:
+    """Whether an unmarked answer is a numeric expression left to compute. math-verify evaluates
+    it, so a response that only restates a question's expression ("Compute $\\binom{10}{5}$.")
+    or stops before the result ("so she makes 9 * 2") would score; a marked answer ("\\boxed{9 *
+    2}") and an answer with variables ("x^2+1") are read as written."""
+    if len(parsed) < 2 or not isinstance(parsed[-1], str):
+        return False
+    symbols = getattr(parsed[0], "free_symbols", None)
+    return symbols is not None and not symbols and _OPERATION.search(parsed[-1]) is not None
 
 
 def _bare_answer(response: str) -> bool:
@@ -338,13 +390,31 @@ def _plain_number_text(text: str, comparisons: bool = True) -> str:
     return _UNIT_POWER.sub(r"\1", _NUMERIC_FRACTION.sub(_plain_fraction, text))
 
 
+# A word after a number that scales it: "2 dozen" is 24, "1.5 million" is not 1.5.
+_SCALE_WORD = re.compile(
+    r"\s*(?:\\text\s*\{\s*)?(?:hundred|thousand|million|billion|trillion|dozen)s?(?![A-Za-z])",
+    re.IGNORECASE,
+)
+
+
 def _beyond_a_number(text: str) -> bool:
     """Whether the value text states (made plain) is more than a number: what follows the last
     "=" on the line of its last number holds a power, a root, pi, a product or a comparison
     ("\\sqrt{2}", "10^2", "2\\pi", "3\\times 6", "x \\gt 5"), whose last number is not the
     value."""
-    value = _number_line(text).rsplit("=", 1)[-1]
-    return "^" in value or any(c not in _PLAIN_COMMANDS for c in _LATEX_COMMAND.findall(value))
+    value = _value(text)
+    last = list(_NUMBER.finditer(value))[-1:]
+    scaled = bool(last) and _SCALE_WORD.match(value, last[0].end()) is not None
+    return (
+        scaled
+        or "^" in value
+        or any(c not in _PLAIN_COMMANDS for c in _LATEX_COMMAND.findall(value))
+    )
+
+
+def _value(text: str) -> str:
+    """What follows the last "=" on the line of text's last number."""
+    return _number_line(text).rsplit("=", 1)[-1]
 
 
 def _number_line(text: str) -> str:
@@ -358,12 +428,18 @@ def _number_line(text: str) -> str:
 
 
 def numeric_reference(reference: str) -> float:
-    """The reference's number; BadReference (a data error) when it has none, or writes an
-    expression rather than a number (use math_verify for those)."""
+    """The reference's number; BadReference (a data error) when it has none or several, or
+    writes an expression rather than a number (use math_verify for those)."""
     plain = _plain_number_text(reference)
     if _beyond_a_number(plain):
         raise BadReference(
             f"reference {reference!r} is an expression, not a plain number: score such "
+            "references with sgpo.verifiers:math_verify"
+        )
+    numbers = _NUMBER.findall(plain)
+    if len(numbers) > 1:  # "3:30", "(3, 4)", "2, -3": which one would a response be held to?
+        raise BadReference(
+            f"reference {reference!r} holds {len(numbers)} numbers, not one: score such "
             "references with sgpo.verifiers:math_verify"
         )
     expected = last_number(plain)
@@ -376,21 +452,27 @@ def numeric_reference(reference: str) -> float:
 
 def numeric(response: str, reference: str, rel_tol: float = 1e-6, abs_tol: float = 0.0) -> float:
     """1.0 when the last number in the response's final answer is within rel_tol (relative) or
-    abs_tol (absolute) of the reference number. LaTeX's plain numbers count (\\frac{3}{4},
-    \\frac{-3}{4}, the mixed number 1\\frac{1}{2}, 10,\\!000, \\(18\\), a Unicode minus, -\\$5),
-    and so do units, squared or cubed ones too (48 \\text{ cm}^2); a final answer whose value
-    (after the last "=" on the line of its last number) is more than a number (\\sqrt{2}, 10^2,
-    x > 5) scores 0, since its last number is not its value. An unparsable reference, or one
-    that is more than a number, raises BadReference (a data error that stops the run, not a
-    wrong answer)."""
+    abs_tol (absolute) of the reference number; with abs_tol 0, integers must be equal.
+    LaTeX's plain numbers count (\\frac{3}{4}, \\frac{-3}{4}, the mixed number 1\\frac{1}{2},
+    10,\\!000, \\(18\\), a Unicode minus, -\\$5), and so do units, squared or cubed ones too
+    (48 \\text{ cm}^2); a final answer whose value (after the last "=" on the line of its last
+    number) is more than a number (\\sqrt{2}, 10^2, x > 5, 2 dozen) scores 0, since its last
+    number is not its value, and so does a marked one (boxed, ####, answer is) holding several
+    numbers (17 or 18). An unparsable reference, or one that is more than one number, raises
+    BadReference (a data error that stops the run, not a wrong answer)."""
     expected = numeric_reference(reference)
     kind, text = final_answer(response)
     plain = _plain_number_text(text, comparisons=kind != "whole")
     if _beyond_a_number(plain):
         return 0.0
+    if kind != "whole" and len(_NUMBER.findall(_value(plain))) > 1:
+        return 0.0  # a marked answer of several numbers ("17 or 18", "2, 3, 4"): which one?
     got = last_number(plain)
     if got is None or not math.isfinite(got):
         return 0.0
+    if abs_tol == 0 and expected.is_integer() and got.is_integer():
+        # rel_tol is for rounded decimals: 1000001 is not 1000000
+        return 1.0 if got == expected else 0.0
     return 1.0 if math.isclose(got, expected, rel_tol=rel_tol, abs_tol=abs_tol) else 0.0
 
 
@@ -431,9 +513,11 @@ def choice_reference(reference: str) -> str:
 
 def multiple_choice(response: str, reference: str) -> float:
     """1.0 when the response picks the reference letter (reference "B", "(B)" or "b"). An
-    unparsable reference raises BadReference (a data error)."""
+    unparsable reference raises BadReference (a data error). Read after the last </think>, as
+    the free-form answers are (answer_part)."""
     expected = choice_reference(reference)
-    return 1.0 if choice_letter(response) == expected else 0.0
+    part = answer_part(response)
+    return 1.0 if part is not None and choice_letter(part) == expected else 0.0
 
 
 # --------------------------------------------------------------------------- reference checks
