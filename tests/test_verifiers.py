@@ -289,7 +289,11 @@ ANSWER_PART_CASES = [
     ("**Answer:** 18\n\nExplanation: she eats 3 eggs and bakes 4.", "18", 1.0),
     ("The answer is 18, as calculated above.", "18", 1.0),
     ("The answer is 72 clips, since she sold 24 in May.", "72", 1.0),
-    ("The answer is 5 hours, or 300 minutes.", "5", 1.0),
+    ("The answer is $18, as calculated above.", "18", 1.0),  # a currency sign, not math
+    # "Answer:" marks an answer where it opens a line, not in prose
+    ("The answer is 18.\nCheck the answer: 20 eggs would be wrong.", "18", 1.0),
+    ("Answer: 18 dollars a day, she makes.", "18", 1.0),
+    ("The answer is 72; she sold 24 in May.", "24", 0.0),  # a semicolon ends the clause
 ]
 
 
@@ -312,8 +316,14 @@ def test_an_unmarked_computation_left_undone_is_no_answer(response: str) -> None
     values = {"dbinom": "252", "9 * 2": "18", "5!": "120"}
     expected = next((v for k, v in values.items() if k in response), "\\frac{3}{4}")
     assert math_verify(response, expected) == 0.0
-    # marked, or holding a variable, an expression is read as written
+    # marked, or holding a variable, an expression is read as written; so is one that shows
+    # its result, an exact form, a reference that is itself an expression, and Markdown bold
     assert math_verify("\\boxed{9 * 2}", "18") == 1.0
+    assert math_verify("Janet makes $9 \\times 2 = 18$ dollars a day.", "18") == 1.0
+    assert math_verify("The maximum value is $2+\\sqrt{3}$.", "2+\\sqrt{3}") == 1.0
+    assert math_verify("So there are $2^{10}$ subsets.", "2^{10}") == 1.0
+    assert math_verify("So the roots are $2$ and $-3$.", "2, -3") == 1.0
+    assert math_verify("48 + 24 = 72 clips.\n**72**", "72") == 1.0
     assert math_verify("So the polynomial is $x^2+1$.", "x^2+1") == 1.0
     assert math_verify("She makes $18 every day.", "18") == 1.0
 
@@ -332,10 +342,9 @@ def test_an_unmarked_computation_left_undone_is_no_answer(response: str) -> None
         ("The answer is 20, which is more than 18.", "18", 0.0),
         ("The answer is 20, which is more than 18.", "20", 1.0),
         ("The answer is 9 * 2 = 18 dollars.", "18", 1.0),  # the value after the last "="
-        # a scale word after the number changes its value
-        ("The answer is 2 dozen eggs.", "2", 0.0),
-        ("\\boxed{1.5 \\text{ million}}", "1.5", 0.0),
-        ("She earns 3 thousand dollars", "3", 0.0),
+        ("The answer is 7 dozen.", "7", 1.0),  # "how many dozen": the number as written
+        ("The answer is 18, or maybe 20.", "18", 0.0),  # a hedge goes on with the answer
+        ("The answer isn't 20; she makes 18.", "18", 1.0),  # "isn't" marks no answer
     ],
 )
 def test_numeric_reads_one_value(response: str, reference: str, expected: float) -> None:

@@ -48,8 +48,11 @@ math_verify.grader.TIMEOUT_WARNING_SHOWN = True
 # word, so prose that names \\boxed ("put it in \\boxed format") is no box
 BOXED = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])\s*")
 _UNBRACED = re.compile(r"(?<=\s)(?![^\W\d_]{2,})[^\s$][^$\n]*")
-# "the answer is 18", "The final answer is: 18", "**Answer:** 18", "Final Answer: 18"
-_ANSWER_IS = re.compile(r"answer(?:\s+is\s*:?|[*_]*\s*:)", re.IGNORECASE)
+# "the answer is 18", "The final answer is: 18"; opening a line, "**Answer:** 18", "Final
+# Answer: 18" (in prose, "check the answer: ..." marks none)
+_ANSWER_IS = re.compile(
+    r"answer\s+is\b\s*:?|^[\s>*_#]*(?:final\s+)?answer[*_]*\s*:", re.IGNORECASE | re.MULTILINE
+)
 _MARKDOWN = re.compile(r"^[*_`\s]+|[*_`\s]+$")
 # What follows "####" in a Markdown heading ("#### Step 2: add", "#### Solution"): a word of
 # two or more letters. An answer ("42", "x = 5", "-5", "{2, 3}", "\\pi/2") starts otherwise.
@@ -134,15 +137,25 @@ def final_answer(response: str) -> tuple[str, str]:
 
 # Where an "answer is" clause ends: a full stop before a space or the end, or a comma before a
 # word ("18, as shown above"; "1,000" and "(3, 4)" go on).
-_CLAUSE_END = re.compile(r"\.(?:\s|$)|,\s+(?=[A-Za-z])")
-_UNESCAPED_DOLLAR = re.compile(r"(?<!\\)\$")
+_CLAUSE_END = re.compile(r"\.(?:\s|$)|;|,\s+(?=[A-Za-z])")
+# A comma before these goes on with the answer: "18, or maybe 20" is a hedge, not 18.
+_HEDGE = re.compile(r"(?:or|although|though|but|maybe|perhaps|possibly|not)\b", re.IGNORECASE)
+# A "$" that opens or closes math; one before a digit is a currency sign ("$18, as shown").
+_MATH_DOLLAR = re.compile(r"(?<!\\)\$(?!\s*\d)")
 
 
 def _answer_clause(tail: str) -> str:
-    """tail up to the end of its first clause outside $...$ math."""
+    """tail up to the end of its first clause outside math and brackets."""
     for match in _CLAUSE_END.finditer(tail):
-        if len(_UNESCAPED_DOLLAR.findall(tail, 0, match.start())) % 2 == 0:
-            return tail[: match.start()]
+        before = tail[: match.start()]
+        if match.group().startswith(",") and _HEDGE.match(tail, match.end()):
+            continue
+        depth = sum(before.count(c) for c in "([{") - sum(before.count(c) for c in ")]}")
+        in_math = len(_MATH_DOLLAR.findall(before)) % 2 == 1 or before.count("\\(") > before.count(
+            "\\)"
+        )
+        if depth <= 0 and not in_math:
+            return before
     return tail
 
 
@@ -239,8 +252,8 @@ def math_verify(response: str, reference: str) -> float:
     answer = _parse(text) if kind == "whole" else _parse_answer(text)
     if kind == "whole" and _bare_answer(text):  # "x^2+1": read as a reference is read
         answer = _parse_answer(text) or answer
-    if kind == "whole" and _undone_computation(answer):
-        answer = []
+    if kind == "whole" and _undone_computation(answer) and not _OPERATION.search(reference):
+        answer = []  # (a reference such as 2^{10} asks for the expression)
     if gold and answer:
         return 1.0 if _equivalent(gold, answer) else 0.0
     if gold:
@@ -253,7 +266,7 @@ def math_verify(response: str, reference: str) -> float:
 # An operation written between operands, or a command that computes ("9 * 2", "2^{10}",
 # "\\frac{1}{2} + \\frac{1}{4}", "\\binom{10}{5}", "5!"); a leading minus and a fraction are values.
 _OPERATION = re.compile(
-    r"(?<=[\w})\]])\s*[-+*^]|!"
+    r"(?<=[\d})\]])\s*[-+*^]|!"
     r"|\\(?:times|cdot|div|[dt]?binom|choose|log|ln|lceil|lfloor|sum|prod|int)(?![A-Za-z])"
 )
 
@@ -265,8 +278,10 @@ def _undone_computation(parsed: list) -> bool:
     2}") and an answer with variables ("x^2+1") are read as written."""
     if len(parsed) < 2 or not isinstance(parsed[-1], str):
         return False
-    symbols = getattr(parsed[0], "free_symbols", None)
-    return symbols is not None and not symbols and _OPERATION.search(parsed[-1]) is not None
+    # a rational number: an exact form (2+\\sqrt{3}, \\pi/2 - 1) may be the answer as written
+    rational = getattr(parsed[0], "is_rational", False)
+    value = _MARKDOWN.sub("", parsed[-1].rsplit("=", 1)[-1])  # "9 * 2 = 18" shows its result
+    return bool(rational) and _OPERATION.search(value) is not None
 
 
 def _bare_answer(response: str) -> bool:
@@ -274,9 +289,18 @@ def _bare_answer(response: str) -> bool:
     math-verify finds LaTeX only between delimiters, so "2\\sqrt{2}" alone parsed to nothing
     and "(1,2)" to its last number."""
     text = response.strip()
-    words = re.search(r"[A-Za-z]{3,}", re.sub(r"\\[A-Za-z]+", "", text))
     unclosed_box = "\\boxed" in text or "\\fbox" in text  # cut off: final_answer found none
-    return bool(text) and "\n" not in text and len(text) <= 64 and not (words or unclosed_box)
+    return (
+        bool(text)
+        and "\n" not in text
+        and len(text) <= 64
+        and not (_has_words(text) or unclosed_box)
+    )
+
+
+def _has_words(text: str) -> bool:
+    """Whether text has a word of three or more letters (LaTeX commands aside)."""
+    return re.search(r"[A-Za-z]{3,}", re.sub(r"\\[A-Za-z]+", "", text)) is not None
 
 
 def _norm_text(text: str) -> str:
@@ -390,26 +414,13 @@ def _plain_number_text(text: str, comparisons: bool = True) -> str:
     return _UNIT_POWER.sub(r"\1", _NUMERIC_FRACTION.sub(_plain_fraction, text))
 
 
-# A word after a number that scales it: "2 dozen" is 24, "1.5 million" is not 1.5.
-_SCALE_WORD = re.compile(
-    r"\s*(?:\\text\s*\{\s*)?(?:hundred|thousand|million|billion|trillion|dozen)s?(?![A-Za-z])",
-    re.IGNORECASE,
-)
-
-
 def _beyond_a_number(text: str) -> bool:
     """Whether the value text states (made plain) is more than a number: what follows the last
     "=" on the line of its last number holds a power, a root, pi, a product or a comparison
     ("\\sqrt{2}", "10^2", "2\\pi", "3\\times 6", "x \\gt 5"), whose last number is not the
     value."""
     value = _value(text)
-    last = list(_NUMBER.finditer(value))[-1:]
-    scaled = bool(last) and _SCALE_WORD.match(value, last[0].end()) is not None
-    return (
-        scaled
-        or "^" in value
-        or any(c not in _PLAIN_COMMANDS for c in _LATEX_COMMAND.findall(value))
-    )
+    return "^" in value or any(c not in _PLAIN_COMMANDS for c in _LATEX_COMMAND.findall(value))
 
 
 def _value(text: str) -> str:
@@ -456,7 +467,7 @@ def numeric(response: str, reference: str, rel_tol: float = 1e-6, abs_tol: float
     LaTeX's plain numbers count (\\frac{3}{4}, \\frac{-3}{4}, the mixed number 1\\frac{1}{2},
     10,\\!000, \\(18\\), a Unicode minus, -\\$5), and so do units, squared or cubed ones too
     (48 \\text{ cm}^2); a final answer whose value (after the last "=" on the line of its last
-    number) is more than a number (\\sqrt{2}, 10^2, x > 5, 2 dozen) scores 0, since its last
+    number) is more than a number (\\sqrt{2}, 10^2, x > 5) scores 0, since its last
     number is not its value, and so does a marked one (boxed, ####, answer is) holding several
     numbers (17 or 18). An unparsable reference, or one that is more than one number, raises
     BadReference (a data error that stops the run, not a wrong answer)."""
