@@ -263,10 +263,11 @@ class Verifier:
     def check_references(self, task: TaskData) -> None:
         """Every reference of both splits, before any compute is spent: the first bad one is a
         BadReference naming the file (or split), the row and the field 'answer'."""
+        from sgpo.tasks import row_label
+
         for label, queries in ((task.train_label, task.train), (task.eval_label, task.eval)):
             for row, q in enumerate(queries):
-                line = "" if q.line is None else f"line {q.line}, "
-                self.check_reference(q.answer, f"{label}: row {row} ({line}id {q.query_id!r})")
+                self.check_reference(q.answer, row_label(label, row, q.line, q.query_id))
 
     def score(
         self, responses: list[str], references: list[str], query_ids: list[str]

@@ -27,10 +27,14 @@ class Query:
     line: int | None = field(default=None, compare=False)
 
 
-def row_label(source: str, row: int, line: int | None = None) -> str:
-    """Where a record is, for messages: "<file>: row 3 (line 5)", rows numbered from 0 without
-    a CSV's header or blank lines, lines from 1 as an editor shows them."""
-    return f"{source}: row {row}" + ("" if line is None else f" (line {line})")
+def row_label(source: str, row: int, line: int | None = None, query_id: str | None = None) -> str:
+    """Where a record is, for messages: "<file>: row 3 (line 5)", or "(line 5, id 'q3')" with
+    its query id; rows numbered from 0 without a CSV's header or blank lines, lines from 1 as
+    an editor shows them."""
+    details = ([] if line is None else [f"line {line}"]) + (
+        [] if query_id is None else [f"id {query_id!r}"]
+    )
+    return f"{source}: row {row}" + (f" ({', '.join(details)})" if details else "")
 
 
 @dataclass(frozen=True)
