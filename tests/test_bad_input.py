@@ -1204,6 +1204,15 @@ def test_verl_export_checks_the_verifier_it_exports(tmp_path: Path, env: SimpleN
     assert same.exit_code == 0, same.output
 
 
+def test_flops_out_under_a_link_to_nothing_is_refused_before_any_work(tmp_path: Path) -> None:
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    out = tmp_path / "dangling" / "o.jsonl"
+    result = CliRunner().invoke(app, ["flops", "--run", str(tmp_path / "nothere"), "-o", str(out)])
+    assert result.exit_code == 1, result.output
+    assert f"--out {out}: {tmp_path / 'dangling'} is a link to nothing" in result.output
+    assert not (tmp_path / "nowhere").exists()
+
+
 def test_flops_model_that_is_not_a_model_directory_is_named(tmp_path: Path) -> None:
     metrics = tmp_path / "metrics.jsonl"
     metrics.write_text("")

@@ -293,6 +293,19 @@ ANSWER_PART_CASES = [
     # "Answer:" marks an answer where it opens a line, not in prose
     ("The answer is 18.\nCheck the answer: 20 eggs would be wrong.", "18", 1.0),
     ("Answer: 18 dollars a day, she makes.", "18", 1.0),
+    # a few-shot "Answer:" opening the working is no marker; the last line's is
+    (
+        "Answer: Let's think step by step.\nShe keeps 16 - 3 - 4 = 9, so she makes 9 * 2 = 18.",
+        "18",
+        1.0,
+    ),
+    ("She keeps 9 eggs.\nAnswer: 18", "18", 1.0),
+    ("Answer: 18\n\nExplanation: she eats 3 eggs.", "18", 1.0),  # before a number
+    ("#### Answer: 20\n\nJanet makes $18.", "18", 0.0),  # a heading named Answer
+    ("Answer: Janet makes $18 every day.", "18", 1.0),  # no marker: the whole response
+    # "$N$" is math, and a clause after it ends at its comma
+    ("The answer is $3$, since 3 is odd.", "3", 1.0),
+    ("So the answer is $18$, because she sells 9 eggs at $2 each.", "18", 1.0),
     ("The answer is 72; she sold 24 in May.", "24", 0.0),  # a semicolon ends the clause
 ]
 
@@ -326,6 +339,9 @@ def test_an_unmarked_computation_left_undone_is_no_answer(response: str) -> None
     assert math_verify("48 + 24 = 72 clips.\n**72**", "72") == 1.0
     assert math_verify("So the polynomial is $x^2+1$.", "x^2+1") == 1.0
     assert math_verify("She makes $18 every day.", "18") == 1.0
+    # an equation restating the question, a root to take
+    assert math_verify("Find $N = \\binom{10}{5}$.", "252") == 0.0
+    assert math_verify("Compute $\\sqrt{16}$.", "4") == 0.0
 
 
 @pytest.mark.parametrize(

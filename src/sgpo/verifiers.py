@@ -48,10 +48,16 @@ math_verify.grader.TIMEOUT_WARNING_SHOWN = True
 # word, so prose that names \\boxed ("put it in \\boxed format") is no box
 BOXED = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])\s*")
 _UNBRACED = re.compile(r"(?<=\s)(?![^\W\d_]{2,})[^\s$][^$\n]*")
-# "the answer is 18", "The final answer is: 18"; opening a line, "**Answer:** 18", "Final
-# Answer: 18" (in prose, "check the answer: ..." marks none)
+# "the answer is 18", "The final answer is: 18"; opening a line, "Final Answer: 18", a bold
+# "**Answer:** 18", and a plain "Answer:" (or "#### Answer:") before a number or math. A
+# few-shot "Answer: Let's think..." opening the working, or "check the answer: ..." in prose,
+# marks none.
 _ANSWER_IS = re.compile(
-    r"answer\s+is\b\s*:?|^[\s>*_#]*(?:final\s+)?answer[*_]*\s*:", re.IGNORECASE | re.MULTILINE
+    r"answer\s+is\b\s*:?"
+    r"|^[ \t>#]*(?:\*\*|__)?[ \t]*final\s+answer[ \t]*(?:\*\*|__)?[ \t]*:"
+    r"|^[ \t>#]*(?:\*\*|__)[ \t]*answer[ \t]*(?:\*\*|__)?[ \t]*:"
+    r"|^[ \t>#]*answer[ \t]*:(?=[ \t*_]*[-+$\\(\d])",
+    re.IGNORECASE | re.MULTILINE,
 )
 _MARKDOWN = re.compile(r"^[*_`\s]+|[*_`\s]+$")
 # What follows "####" in a Markdown heading ("#### Step 2: add", "#### Solution"): a word of
@@ -140,22 +146,27 @@ def final_answer(response: str) -> tuple[str, str]:
 _CLAUSE_END = re.compile(r"\.(?:\s|$)|;|,\s+(?=[A-Za-z])")
 # A comma before these goes on with the answer: "18, or maybe 20" is a hedge, not 18.
 _HEDGE = re.compile(r"(?:or|although|though|but|maybe|perhaps|possibly|not)\b", re.IGNORECASE)
-# A "$" that opens or closes math; one before a digit is a currency sign ("$18, as shown").
-_MATH_DOLLAR = re.compile(r"(?<!\\)\$(?!\s*\d)")
+# Math in a sentence: "$...$" or "\\(...\\)". A "$...$" pair whose body is a number and then
+# words ("$18 and $") is two currency signs, not math.
+_MATH_SPAN = re.compile(r"(?<!\\)\$(?P<body>[^$\n]*?)(?<!\\)\$|\\\(.*?\\\)")
+_CURRENCY_BODY = re.compile(r"\s*\d[^A-Za-z]*?\s[A-Za-z]")
 
 
 def _answer_clause(tail: str) -> str:
-    """tail up to the end of its first clause outside math and brackets."""
-    for match in _CLAUSE_END.finditer(tail):
-        before = tail[: match.start()]
-        if match.group().startswith(",") and _HEDGE.match(tail, match.end()):
-            continue
-        depth = sum(before.count(c) for c in "([{") - sum(before.count(c) for c in ")]}")
-        in_math = len(_MATH_DOLLAR.findall(before)) % 2 == 1 or before.count("\\(") > before.count(
-            "\\)"
-        )
-        if depth <= 0 and not in_math:
-            return before
+    """tail up to the end of its first clause outside math and brackets (one pass)."""
+    masked = _MATH_SPAN.sub(
+        lambda m: m[0] if _CURRENCY_BODY.match(m["body"] or "x") else "#" * len(m[0]), tail
+    )
+    depth = 0
+    for i, char in enumerate(masked):
+        if char in "([{":
+            depth += 1
+        elif char in ")]}":
+            depth -= 1
+        elif char in ".;," and depth <= 0:
+            end = _CLAUSE_END.match(masked, i)
+            if end and not (char == "," and _HEDGE.match(masked, end.end())):
+                return tail[:i]
     return tail
 
 
@@ -267,7 +278,7 @@ def math_verify(response: str, reference: str) -> float:
 # "\\frac{1}{2} + \\frac{1}{4}", "\\binom{10}{5}", "5!"); a leading minus and a fraction are values.
 _OPERATION = re.compile(
     r"(?<=[\d})\]])\s*[-+*^]|!"
-    r"|\\(?:times|cdot|div|[dt]?binom|choose|log|ln|lceil|lfloor|sum|prod|int)(?![A-Za-z])"
+    r"|\\(?:times|cdot|div|[dt]?binom|choose|log|ln|lceil|lfloor|sum|prod|int|sqrt)(?![A-Za-z])"
 )
 
 
@@ -279,7 +290,8 @@ def _undone_computation(parsed: list) -> bool:
     if len(parsed) < 2 or not isinstance(parsed[-1], str):
         return False
     # a rational number: an exact form (2+\\sqrt{3}, \\pi/2 - 1) may be the answer as written
-    rational = getattr(parsed[0], "is_rational", False)
+    expression = getattr(parsed[0], "rhs", parsed[0])  # "N = \\binom{10}{5}": its value
+    rational = getattr(expression, "is_rational", False)
     value = _MARKDOWN.sub("", parsed[-1].rsplit("=", 1)[-1])  # "9 * 2 = 18" shows its result
     return bool(rational) and _OPERATION.search(value) is not None
 

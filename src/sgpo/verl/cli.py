@@ -381,7 +381,9 @@ def flops(
             raise FileExistsError(f"{out} already exists; pass --overwrite to replace it")
         # A single file may go anywhere (the home directory too, unlike a run directory); its
         # missing folders are made when it is written, so a refused input leaves none behind.
-        nearest = next(p for p in out.absolute().parents if p.exists())
+        nearest = next(p for p in out.absolute().parents if p.exists() or p.is_symlink())
+        if not nearest.exists():
+            raise NotADirectoryError(f"--out {out}: {nearest} is a link to nothing")
         if not nearest.is_dir():
             raise NotADirectoryError(f"--out {out}: {nearest} is a file, not a directory")
         if not os.access(nearest, os.W_OK | os.X_OK):
