@@ -301,18 +301,9 @@ def _bare_answer(response: str) -> bool:
     math-verify finds LaTeX only between delimiters, so "2\\sqrt{2}" alone parsed to nothing
     and "(1,2)" to its last number."""
     text = response.strip()
+    words = re.search(r"[A-Za-z]{3,}", re.sub(r"\\[A-Za-z]+", "", text))
     unclosed_box = "\\boxed" in text or "\\fbox" in text  # cut off: final_answer found none
-    return (
-        bool(text)
-        and "\n" not in text
-        and len(text) <= 64
-        and not (_has_words(text) or unclosed_box)
-    )
-
-
-def _has_words(text: str) -> bool:
-    """Whether text has a word of three or more letters (LaTeX commands aside)."""
-    return re.search(r"[A-Za-z]{3,}", re.sub(r"\\[A-Za-z]+", "", text)) is not None
+    return bool(text) and "\n" not in text and len(text) <= 64 and not (words or unclosed_box)
 
 
 def _norm_text(text: str) -> str:
