@@ -119,6 +119,22 @@ def test_a_metrics_field_of_the_wrong_type_is_named(run: Path):
         write_report(run)
 
 
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_a_metrics_field_that_is_not_finite_is_named(run: Path, value: float):
+    # json writes these as NaN / Infinity, which Python's json reads back as floats
+    metrics = edit_second_record(run, lambda step: step.update(reward_mean=value))
+    with pytest.raises(DataError, match=rf"{metrics}: record 2: field 'reward_mean' is {value}"):
+        write_report(run)
+
+
+def test_a_summary_number_that_is_not_finite_is_named(run: Path):
+    summary = json.loads((run / SUMMARY_FILE).read_text())
+    summary["flops_by_phase"]["train"] = float("nan")
+    (run / SUMMARY_FILE).write_text(json.dumps(summary))
+    with pytest.raises(DataError, match=r"summary.json: field 'flops_by_phase' is .*nan.*; it is"):
+        write_report(run)
+
+
 def test_metrics_cut_short_of_the_finished_run_is_named(run: Path):
     """A finished run's last record lost (its line cut off, read as not yet written): the report
     would end a step early without a word."""

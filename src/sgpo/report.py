@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 from pathlib import Path
 
 import matplotlib
@@ -75,7 +76,9 @@ def read_summary(path: Path) -> dict:
 
 
 def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    # sgpo writes these fields finite, so NaN or infinity is damage; plotted, it would
+    # silently leave a gap in a curve or a bar
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def read_records(path: Path, steps: int) -> list[dict]:
