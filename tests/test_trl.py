@@ -543,11 +543,61 @@ def test_resume_replays_the_plan_and_keeps_sgpo_counters(
         make_trainer(model_dir, other, tmp_path, **settings).train(
             resume_from_checkpoint=str(tmp_path / "out" / "checkpoint-4")
         )
+    # a larger generation batch: TRL's data skip would replay other batches than were trained
+    with pytest.raises(ValueError, match=r"generation_batch_size=8 \(the checkpoint's 6\)"):
+        make_trainer(
+            model_dir, plan_path, tmp_path, **settings, per_device_train_batch_size=8
+        ).train(resume_from_checkpoint=str(tmp_path / "out" / "checkpoint-4"))
     (tmp_path / "out" / "checkpoint-2" / "sgpo_state.json").unlink()
     with pytest.raises(FileNotFoundError, match="not written by SGPOTrainer"):
         make_trainer(model_dir, plan_path, tmp_path, **settings).train(
             resume_from_checkpoint=str(tmp_path / "out" / "checkpoint-2")
         )
+
+
+def test_a_checkpoint_trained_with_skips_on_history_is_not_resumed_without_them(
+    model_dir: str, plan_path: Path, tmp_path: Path
+) -> None:
+    """Its outcome streaks are not checkpointed: without them the static plan would be
+    replayed in place of the batches the run trained."""
+    settings = {"max_steps": 2, "save_strategy": "steps", "save_steps": 2}
+    make_trainer(model_dir, plan_path, tmp_path, **settings, history_explore=0.5).train()
+    with pytest.raises(NotImplementedError, match="was trained with .*history_explore < 1"):
+        make_trainer(model_dir, plan_path, tmp_path, **settings).train(
+            resume_from_checkpoint=str(tmp_path / "out" / "checkpoint-2")
+        )
+
+
+def test_only_a_checkpoint_between_generation_batches_is_resumed(
+    model_dir: str, plan_path: Path, tmp_path: Path
+) -> None:
+    """With steps_per_generation=2 a generation batch serves two steps and TRL keeps it in a
+    buffer no checkpoint holds: checkpoint-1 is inside the first batch, checkpoint-2 after it."""
+    settings = {
+        "max_steps": 4,
+        "save_strategy": "steps",
+        "save_steps": 1,
+        "per_device_train_batch_size": 3,
+        "steps_per_generation": 2,  # a generation batch of 6 rows, as the other tests'
+    }
+    with pytest.warns(SgpoWarning, match="save_steps=1 writes checkpoints inside a generation"):
+        straight = make_trainer(model_dir, plan_path, tmp_path, **settings)
+    straight_batches = trained_batches(straight)
+    straight.train()
+    assert straight_batches == EXPECTED_BATCHES[:2]
+
+    resumed = make_trainer(model_dir, plan_path, tmp_path, **settings)
+    resumed_batches = trained_batches(resumed)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "out" / "checkpoint-2"))
+    assert resumed_batches == [EXPECTED_BATCHES[1]]
+    assert resumed.sgpo_rollouts == straight.sgpo_rollouts == 3 + 6
+    with pytest.raises(ValueError, match="saved at step 1, inside a generation batch"):
+        make_trainer(model_dir, plan_path, tmp_path, **settings).train(
+            resume_from_checkpoint=str(tmp_path / "out" / "checkpoint-1")
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SgpoWarning)
+        make_trainer(model_dir, plan_path, tmp_path, **settings | {"save_steps": 4})
 
 
 class RewardByOrder:

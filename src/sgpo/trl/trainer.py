@@ -359,6 +359,7 @@ class SGPOTrainer(GRPOTrainer):
         )
         self.shape = model_shape(self.accelerator.unwrap_model(self.model))
         self._warn_unlike_the_profile(plan, train_dataset)
+        self._warn_of_checkpoints_inside_a_generation_batch()
         self.sgpo_flops = dict.fromkeys(PHASES, 0.0) | {"profile": plan.profile_flops}
         self.sgpo_rollouts = 0
         self.sgpo_tokens_generated = 0
@@ -401,6 +402,44 @@ class SGPOTrainer(GRPOTrainer):
                 SgpoWarning,
                 stacklevel=3,
             )
+
+    def _steps_per_checkpointable(self) -> int:
+        """Optimizer steps between two ends of a generation batch. TRL generates a batch every
+        steps_per_generation x num_iterations micro-steps and does not checkpoint it, so a run
+        resumes only from a step where one ended."""
+        repeat = self.plan_sampler.repeat
+        return repeat // math.gcd(repeat, self.args.gradient_accumulation_steps)
+
+    def _warn_of_checkpoints_inside_a_generation_batch(self) -> None:
+        period = self._steps_per_checkpointable()
+        save_steps = self.args.save_steps
+        if (
+            self.args.save_strategy == "steps"
+            and period > 1
+            and save_steps >= 1
+            and int(save_steps) % period
+        ):
+            warnings.warn(
+                f"save_steps={save_steps:g} writes checkpoints inside a generation batch (one "
+                f"ends every {period} steps: steps_per_generation x num_iterations / "
+                "gradient_accumulation_steps), and only those at a multiple of "
+                f"{period} can be resumed; set save_steps to a multiple of {period}",
+                SgpoWarning,
+                stacklevel=3,
+            )
+
+    def _resume_settings(self) -> dict[str, float | int | bool]:
+        """What, besides the plan, decides the batches a run trains and those TRL's data skip
+        replays on resume (a generation batch's rows and how many steps it serves), and
+        whether the run keeps state no checkpoint holds."""
+        return {
+            "generation_batch_size": self.args.generation_batch_size,
+            "steps_per_generation": self.args.steps_per_generation,
+            "num_iterations": self.num_iterations,
+            "gradient_accumulation_steps": self.args.gradient_accumulation_steps,
+            "reestimate": self.args.reestimate,
+            "history_explore": self.args.history_explore,
+        }
 
     def _rendered(self, prompt: Any) -> str | None:
         """The text TRL generates from for a dataset prompt (None when it cannot be built)."""
@@ -818,6 +857,7 @@ class SGPOTrainer(GRPOTrainer):
                     "rollouts": self.sgpo_rollouts,
                     "tokens_generated": self.sgpo_tokens_generated,
                     "plan_sha256": self._plan_fingerprint,
+                    "settings": self._resume_settings(),
                 },
             )
 
@@ -841,7 +881,8 @@ class SGPOTrainer(GRPOTrainer):
             raise NotImplementedError(
                 f"resuming {checkpoint} with reestimate=True or history_explore < 1 is not "
                 "supported: the online plan's state and the outcome streaks are not "
-                "checkpointed; restart the run or resume without them"
+                "checkpointed; restart the run (or, if the checkpoint was trained without "
+                "them, resume without them)"
             )
         path = checkpoint / STATE_FILE
         try:
@@ -858,12 +899,44 @@ class SGPOTrainer(GRPOTrainer):
                 "order differ from this trainer's); resume it with the plan it was trained "
                 "with, or start a new run"
             )
+        self._check_resume_settings(checkpoint, state.get("settings"))
         self.sgpo_flops = {phase: float(state["flops"][phase]) for phase in self.sgpo_flops}
         self.sgpo_rollouts = int(state["rollouts"])
         self.sgpo_tokens_generated = int(state["tokens_generated"])
         # One Trainer epoch is one pass over the static plan; TRL's data skip replays the
         # batches of the current epoch only.
         self.schedule.scheduler.epoch = epochs_trained
+
+    def _check_resume_settings(self, checkpoint: Path, recorded: dict | None) -> None:
+        """Refuse a resume that would replay other batches than the run trained (recorded is
+        None in checkpoints of an older sgpo)."""
+        if recorded is not None:
+            if recorded["reestimate"] or recorded["history_explore"] < 1:
+                raise NotImplementedError(
+                    f"{checkpoint} was trained with reestimate=True or history_explore < 1, "
+                    "whose online plan and outcome streaks are not checkpointed; resuming it "
+                    "without them would replay the static plan instead: restart the run"
+                )
+            current = self._resume_settings()
+            differ = [
+                f"{name}={current[name]} (the checkpoint's {value})"
+                for name, value in recorded.items()
+                if current.get(name) != value
+            ]
+            if differ:
+                raise ValueError(
+                    f"{checkpoint} was trained otherwise: {', '.join(differ)}; TRL's data skip "
+                    "would replay other batches than the run trained. Resume with the "
+                    "checkpoint's settings, or start a new run"
+                )
+        period = self._steps_per_checkpointable()
+        if self.state.global_step % period:
+            raise ValueError(
+                f"{checkpoint} was saved at step {self.state.global_step}, inside a generation "
+                f"batch (one ends every {period} steps); TRL does not checkpoint the batch, so "
+                "a resume would generate it again and shift the plan. Resume from a "
+                f"checkpoint at a multiple of {period} steps"
+            )
 
     # --------------------------------------------------------------------------- logging
     def sgpo_totals(self) -> dict[str, float]:
