@@ -26,11 +26,17 @@ from sgpo.config import RunConfig  # noqa: E402
 from sgpo.core.advantages import balanced_indices, max_variance_indices  # noqa: E402
 from sgpo.core.allocation import PlanRule  # noqa: E402
 from sgpo.core.flops import logprob_flops, train_flops  # noqa: E402
-from sgpo.errors import SgpoWarning  # noqa: E402
+from sgpo.errors import DataError, SgpoWarning  # noqa: E402
 from sgpo.io import read_table, write_table  # noqa: E402
 from sgpo.models import model_shape, model_source  # noqa: E402
 from sgpo.schedule import OnlinePlanner, QueryScheduler  # noqa: E402
-from sgpo.trl import SGPOConfig, SGPOTrainer, load_plan, plan_dataset  # noqa: E402
+from sgpo.trl import (  # noqa: E402
+    SGPOConfig,
+    SGPOTrainer,
+    load_plan,
+    plan_dataset,
+    verifier_reward,
+)
 from sgpo.trl.advantages import grouped_advantages  # noqa: E402
 from sgpo.trl.data import GROUP_KEY, GroupOutcome, PlanRows, StepSchedule  # noqa: E402
 
@@ -278,7 +284,7 @@ def test_plan_dataset_and_validation(model_dir: str, plan_path: Path, tmp_path: 
     dataset = plan_dataset(plan_path)
     assert dataset["query_id"] == ["q4", "q3", "q2", "q1", "q0", "trivial"]
     for per_row_or_micro_batch_mean in ("grpo", "bnpo"):
-        with pytest.raises(NotImplementedError, match="loss_type"):
+        with pytest.raises(ValueError, match="loss_type in"):
             make_trainer(model_dir, plan_path, tmp_path, loss_type=per_row_or_micro_batch_mean)
     with pytest.raises(ValueError, match="G=4"):
         make_trainer(model_dir, plan_path, tmp_path, per_device_train_batch_size=2)
@@ -848,7 +854,14 @@ def test_reference_log_probs_are_charged_for_every_row_padding_included(
         ({"history_min_streak": 2}, "history_min_streak needs history_explore"),
         ({"history_fill": True}, "history_fill needs history_explore"),
         ({"history_explore": 0.5, "history_min_streak": 0}, "history_min_streak must be"),
-        ({"drop_equal_groups": True, "loss_type": "bnpo"}, "drop_equal_groups needs loss_type"),
+        ({"loss_type": "grpo"}, r"supports loss_type in \('dapo'"),
+        ({"num_generations": None}, "num_generations must be an int"),
+        ({"reestimate": True, "reestimate_decay": -3}, "reestimate_decay must be in"),
+        ({"reestimate": True, "reestimate_prior_alpha": -1}, "must be >= 0"),
+        ({"reestimate": True, "success_threshold": float("nan")}, "must be finite"),
+        ({"replan_every": 5}, "replan_every needs reestimate=True"),
+        ({"success_threshold": 0.9}, "success_threshold needs reestimate=True"),
+        ({"grow_round": 2}, "grow_round needs grow_max"),
         ({"drop_equal_groups": True, "beta": 0.1}, "drop_equal_groups needs beta = 0"),
         ({"drop_equal_groups": True, "top_entropy_quantile": 0.5}, "top_entropy_quantile = 1"),
         ({"entropy_coef": 0.1}, "no entropy bonus"),
@@ -858,6 +871,56 @@ def test_reference_log_probs_are_charged_for_every_row_padding_included(
 def test_config_validation(tmp_path: Path, settings: dict, error: str) -> None:
     with pytest.raises(ValueError, match=error):
         SGPOConfig(output_dir=str(tmp_path), use_cpu=True, **settings)
+
+
+def test_verifier_reward_scores_as_sgpo_train_does() -> None:
+    """The same Verifier as profiling: bound kwargs, the reward range rescaled, a failure or a
+    reward that is no number scoring 0 and counted, a batch where every call fails stopping."""
+    loose = verifier_reward("sgpo.verifiers:numeric", kwargs={"rel_tol": 0.1})
+    chat = [{"role": "assistant", "content": "The answer is 10.5."}]
+    assert loose(["The answer is 10.5.", chat], answer=["10", "20"]) == [1.0, 0.0]
+    exact = verifier_reward("sgpo.verifiers:numeric")
+    assert exact(["The answer is 10.5."], answer=["10"]) == [0.0]
+
+    signed = verifier_reward("bad_verifiers:returns", reward_range=(-1.0, 1.0))
+    scored = signed(["minus-one", "true", "string", "two"], answer=["", "", "", ""])
+    assert scored == [0.0, 1.0, 0.0, 0.0]
+    assert signed.verifier.stats.errors == 2  # a string, and 2 outside [-1, 1]
+    with pytest.raises(DataError, match="all 2 calls on a batch of 2 completions raised"):
+        verifier_reward("bad_verifiers:raising")(["a", "b"], answer=["1", "2"])
+    with pytest.raises(KeyError, match=r"no column 'answer' .*only \['solution'\]"):
+        exact(["1"], solution=["1"], completion_ids=[[1]])
+    with pytest.raises(TypeError, match="import path"):
+        verifier_reward(hashed_reward)
+
+
+def test_a_verifier_reward_is_checked_against_the_dataset_and_the_profile(
+    model_dir: str, plan_path: Path, tmp_path: Path
+) -> None:
+    """Its answer column when the trainer is built (not after the first generation), and its
+    verifier settings against those the plan's profile scored with."""
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    args = SGPOConfig(output_dir=str(tmp_path), use_cpu=True, per_device_train_batch_size=6)
+    reward = verifier_reward("sgpo.verifiers:numeric", answer_column="solution")
+    with pytest.raises(ValueError, match=r"no column 'solution'.*\['query_id', 'prompt'"):
+        SGPOTrainer(model, reward, plan_path, args, processing_class=tokenizer)
+
+    rows, meta = read_table(plan_path)
+    config = {"task.verifier": "sgpo.verifiers:numeric", "task.verifier_kwargs.rel_tol": 0.1}
+    profiled = tmp_path / "profiled.parquet"
+    write_table(profiled, rows, meta | {"inputs": {"config": config}})
+    with pytest.warns(SgpoWarning, match=r"reward numeric: task.verifier_kwargs.rel_tol=None, "):
+        SGPOTrainer(model, verifier_reward("sgpo.verifiers:numeric"), profiled, args)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SgpoWarning)
+        same = verifier_reward("sgpo.verifiers:numeric", kwargs={"rel_tol": 0.1})
+        SGPOTrainer(model, same, profiled, args, processing_class=tokenizer)
+
+    failing = verifier_reward("bad_verifiers:returns")
+    trainer = SGPOTrainer(model, failing, plan_path, args, processing_class=tokenizer)
+    failing(["two", "true"], answer=["", ""])  # 2 is outside [0, 1]
+    assert trainer.sgpo_totals()["sgpo/verifier_errors_cum"] == 1
 
 
 def test_reestimation_with_several_reward_functions_asks_for_a_success_threshold(

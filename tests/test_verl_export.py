@@ -107,6 +107,7 @@ def test_export_keeps_only_kept_queries_in_curriculum_order_with_their_group_siz
         "verifier_kwargs": None,
         "verifier_timeout_s": None,
         "verifier_isolation": None,
+        "verifier_reward_range": None,
     }
     assert [r["extra_info"]["index"] for r in rows] == list(range(len(rows)))
     assert stored["plan"] == meta
@@ -255,6 +256,22 @@ def test_compute_score_applies_the_exported_verifier_settings(tmp_path, monkeypa
     assert reward.get_verifier(spec, wants_process).isolation == "inline"
     with pytest.raises(ValueError, match="verifier_isolation"):
         verl_rows(fake_plan(), "sgpo/x", verifier=spec, verifier_isolation="thread")
+
+
+def test_compute_score_rescales_the_exported_reward_range(tmp_path, monkeypatch):
+    """A verifier that scores in [-1, 1] (task.verifier_reward_range) is rescaled to [0, 1] on
+    verl as in sGPO: a -1 is a wrong answer scoring 0, not an error."""
+    monkeypatch.delenv("SGPO_VERIFIER_ISOLATION", raising=False)
+    spec = "test_verl_export:scaled_verifier"
+    signed = {"verifier_kwargs": {"scale": -1.0}, "verifier_reward_range": (-1.0, 1.0)}
+    path = export_verl_parquet(
+        fake_plan(), {}, tmp_path / "t.parquet", "sgpo/x", None, spec, **signed
+    )
+    info = read_table(path)[0][0]["extra_info"]
+    assert info["verifier_reward_range"] == "[-1.0, 1.0]"
+    scored = reward.compute_score("sgpo/x", "7", "7", info)
+    assert (scored["score"], scored["verifier_error"]) == (0.0, 0.0)
+    assert reward.compute_score("sgpo/x", "7", "8", info)["score"] == 0.5
 
 
 def test_verifier_spec_precedence(monkeypatch):

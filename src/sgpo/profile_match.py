@@ -111,10 +111,10 @@ def check_profile_covers(
 # what the plan's reading of p_hat depends on counts (check_profile_settings).
 # Of them, what a sample is and how it is scored: a plan's p_hat means nothing under others,
 # so training on a plan (or exporting it) needs these to be its profile's, whatever else changes.
+# How a sample is scored: what a TRL reward function (sgpo.trl.VerifierReward) must share.
+VERIFIER_SETTINGS = ("task.verifier", "task.verifier_kwargs", "task.verifier_reward_range")
 SAMPLE_SETTINGS = (
-    "task.verifier",
-    "task.verifier_kwargs",
-    "task.verifier_reward_range",
+    *VERIFIER_SETTINGS,
     "model.use_chat_template",
     "model.system_prompt",
     "model.prompt_template",
@@ -128,7 +128,7 @@ PROFILE_SETTINGS = (
 )
 
 
-def _settings(flat: dict, keys: tuple[str, ...] = PROFILE_SETTINGS) -> dict:
+def settings_of(flat: dict, keys: tuple[str, ...] = PROFILE_SETTINGS) -> dict:
     """The `keys` entries of a flattened config (dotted keys)."""
     return {
         key: value
@@ -151,11 +151,11 @@ def profiled_settings(meta: dict) -> dict:
                 k == key or k.startswith(key + ".") or key.startswith(k + ".") for k in recorded
             )
         }
-        return _settings(missing | recorded)
+        return settings_of(missing | recorded)
     flat = {f"sampling.{k}": v for k, v in (meta.get("sampling") or {}).items()}
     if "k" in meta:
         flat["profile.k"] = meta["k"]
-    return _settings(flat)
+    return settings_of(flat)
 
 
 def check_profile_settings(
@@ -202,8 +202,8 @@ def differing_settings(
 ) -> dict[str, tuple]:
     """{key: (profile's value, config's value)} for the `keys` that differ, and model_sha256
     when expected_model (a local model) holds other weights than the profile recorded."""
-    profiled = _settings(profiled_settings(meta), keys)
-    current = _settings(rundir.flatten(config.model_dump(mode="json")), keys)
+    profiled = settings_of(profiled_settings(meta), keys)
+    current = settings_of(rundir.flatten(config.model_dump(mode="json")), keys)
     if "inputs" not in meta:  # an older profile: only what it recorded can be compared
         current = {k: v for k, v in current.items() if k in profiled}
     differ = {

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-from sgpo.verify import import_verifier
+from sgpo.verify import Verifier
 
 
 def completion_text(completion: Any) -> str:
@@ -15,17 +14,60 @@ def completion_text(completion: Any) -> str:
     return completion[-1]["content"]
 
 
-def verifier_reward(
-    verifier: str | Callable[[str, str], float], answer_column: str = "answer"
-) -> Callable[..., list[float]]:
-    """A TRL reward function scoring each completion against the row's reference answer with
-    an sgpo verifier ("module:function" or the function itself, (response, reference) -> score
-    in [0, 1]). Runs inline: the verifier must be trusted code."""
-    fn = import_verifier(verifier) if isinstance(verifier, str) else verifier
+class VerifierReward:
+    """A TRL reward function scoring each completion against its row's reference answer with
+    an sgpo verifier, through the same `Verifier` profiling and `sgpo train` use: bound
+    keyword arguments, the reward range rescaled to [0, 1], each call bounded by timeout_s in
+    the chosen isolation, and a verifier that fails, hangs or returns no number scoring 0
+    (counted in `.verifier.stats`)."""
 
-    def reward(completions: list, **columns: Any) -> list[float]:
-        answers = columns[answer_column]
-        return [float(fn(completion_text(c), a)) for c, a in zip(completions, answers, strict=True)]
+    def __init__(
+        self,
+        verifier: str,
+        answer_column: str = "answer",
+        *,
+        kwargs: dict | None = None,
+        reward_range: tuple[float, float] = (0.0, 1.0),
+        timeout_s: float = 5.0,
+        isolation: str = "inline",
+    ) -> None:
+        if not isinstance(verifier, str):
+            raise TypeError(
+                f"verifier must be an import path 'package.module:function' (task.verifier, "
+                f"as profiling named it), got {type(verifier).__name__}; pass any other "
+                "function to TRL as a reward function of its own"
+            )
+        self.verifier = Verifier(verifier, timeout_s, isolation, kwargs, reward_range)
+        self.answer_column = answer_column
+        self.__name__ = verifier.partition(":")[2]  # TRL names a reward's metrics by it
 
-    reward.__name__ = getattr(fn, "__name__", "verifier")
-    return reward
+    def __call__(self, completions: list, **columns: Any) -> list[float]:
+        if self.answer_column not in columns:
+            present = sorted(k for k in columns if k not in ("completion_ids", "trainer_state"))
+            raise KeyError(
+                f"reward {self.__name__}: the training rows have no column "
+                f"{self.answer_column!r} (the reference answers), only {present}; pass "
+                "answer_column=... or add the column"
+            )
+        answers = columns[self.answer_column]
+        ids = columns.get("query_id") or [f"row {i}" for i in range(len(answers))]
+        before = self.verifier.stats.counts()
+        scores = [
+            self.verifier.score_one(completion_text(c), str(a), str(q))
+            for c, a, q in zip(completions, answers, ids, strict=True)
+        ]
+        # as sgpo train does: a verifier that fails on every response is broken, not strict
+        on = f"a batch of {len(scores)} completions"
+        self.verifier.stats.stop_if_every_call_failed(self.verifier.spec, before, on)
+        return scores
+
+    def settings(self) -> dict[str, object]:
+        """As a config's task.verifier* keys (what a plan records of its profile)."""
+        return {
+            "task.verifier": self.verifier.spec,
+            "task.verifier_kwargs": self.verifier.kwargs,
+            "task.verifier_reward_range": list(self.verifier.reward_range),
+        }
+
+
+verifier_reward = VerifierReward  # the name the README and examples call it by

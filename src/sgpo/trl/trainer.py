@@ -47,10 +47,15 @@ What changes against GRPOTrainer, and where:
   so a batch's outcomes reach the epoch after the next batch is drawn; plan epochs shrink as
   queries are skipped, the Trainer's epoch keeps the static plan's length.
 - checkpoints (_save_checkpoint, _init_training_state): each checkpoint folder also holds
-  sgpo_state.json (cost counters); resume_from_checkpoint restores them and the plan epoch,
-  and TRL's own data skip replays the static plan to the same batch. Resuming a re-estimating
-  run, or one that skips on history, is refused: its posteriors or outcome streaks would not
+  sgpo_state.json (cost counters, the plan's fingerprint, the settings that lay out the
+  batches); resume_from_checkpoint restores them and the plan epoch, and TRL's own data skip
+  replays the static plan to the same batch. A resume that would replay other batches (other
+  settings, a checkpoint inside a generation batch) is refused, and so is resuming a
+  re-estimating run, or one that skips on history: its posteriors or outcome streaks would not
   survive the data loader running a batch ahead.
+- rewards from sgpo verifiers (sgpo.trl.rewards.VerifierReward): the answer column is checked
+  when the trainer is built, the verifier's settings are compared with the plan's profile, and
+  its error and timeout counts are logged.
 
 Single process only (one GPU, optionally with a vLLM server on others).
 """
@@ -85,7 +90,13 @@ from sgpo.errors import ConfigError, SgpoWarning
 from sgpo.io import atomic_write_json
 from sgpo.models import format_prompt, model_shape
 from sgpo.plan import check_replannable
-from sgpo.profile_match import sampling_differences
+from sgpo.profile_match import (
+    VERIFIER_SETTINGS,
+    profiled_settings,
+    sampling_differences,
+    settings_of,
+)
+from sgpo.rundir import flatten
 from sgpo.schedule import OnlinePlanner
 from sgpo.tasks import Query
 from sgpo.trl.advantages import grouped_advantages
@@ -100,17 +111,32 @@ from sgpo.trl.data import (
     load_plan,
     plan_dataset,
 )
+from sgpo.trl.rewards import VerifierReward
 
 # Losses normalised by the generation batch's real tokens: padding rows (mask 0) drop out
 # exactly. The per-sequence means ("grpo", "sapo", "luspo") and "dr_grpo" divide by the number
 # of rows, and "bnpo" is a token mean per micro-batch divided by the accumulation steps, so a
 # micro-batch of padding rows would shrink the gradient. The same normaliser is why
 # drop_equal_groups can leave out a row whose advantage is 0: it adds exactly nothing to these
-# losses (beta = 0). SGPOConfig checks the second use too, since it is built before the trainer.
+# losses (beta = 0). SGPOConfig refuses the others.
 TOKEN_NORMALISED_LOSSES = ("dapo", "cispo", "vespo")
 SGPO_KEYS = (GROUP_KEY, GROUP_SIZE_KEY)
 TRAINED_KEY = "sgpo_trained"  # per row of a training batch with drop_equal_groups: trained
 STATE_FILE = "sgpo_state.json"  # in each checkpoint folder, next to TRL's trainer_state.json
+
+
+# Settings that act only with reestimate=True: set otherwise, they would do nothing.
+REESTIMATE_SETTINGS = (
+    "replan_every",
+    "reestimate_decay",
+    "reestimate_prior_alpha",
+    "reestimate_prior_beta",
+    "success_threshold",
+)
+
+
+def _default(name: str) -> object:
+    return SGPOConfig.__dataclass_fields__[name].default
 
 
 @dataclass
@@ -204,9 +230,34 @@ class SGPOConfig(GRPOConfig):
     )
 
     def __post_init__(self) -> None:
+        if self.num_generations is None:
+            # TRL's own default (8) would then have to divide the generation batch
+            raise ValueError(
+                "num_generations must be an int (the group size of evaluation only; training "
+                "takes each query's planned G), got None"
+            )
         super().__post_init__()
+        if self.loss_type not in TOKEN_NORMALISED_LOSSES:
+            raise ValueError(
+                f"SGPOConfig supports loss_type in {TOKEN_NORMALISED_LOSSES}, got "
+                f"{self.loss_type!r}: padding rows would dilute a per-row mean"
+            )
         if self.replan_every < 1:
             raise ValueError(f"replan_every must be >= 1, got {self.replan_every}")
+        if not 0 < self.reestimate_decay <= 1:
+            raise ValueError(f"reestimate_decay must be in (0, 1], got {self.reestimate_decay}")
+        if self.reestimate_prior_alpha < 0 or self.reestimate_prior_beta < 0:
+            raise ValueError(
+                "reestimate_prior_alpha and reestimate_prior_beta must be >= 0, got "
+                f"{self.reestimate_prior_alpha}, {self.reestimate_prior_beta}"
+            )
+        if not math.isfinite(self.success_threshold):
+            raise ValueError(f"success_threshold must be finite, got {self.success_threshold}")
+        idle = [name for name in REESTIMATE_SETTINGS if getattr(self, name) != _default(name)]
+        if idle and not self.reestimate:
+            raise ValueError(f"{idle[0]} needs reestimate=True (online re-estimation)")
+        if self.grow_round != _default("grow_round") and not self.grow_max:
+            raise ValueError("grow_round needs grow_max >= 2 (grow until mixed)")
         if self.grow_max == 1 or self.grow_max < 0:
             raise ValueError(f"grow_max must be 0 (off) or >= 2, got {self.grow_max}")
         if self.grow_round < 1:
@@ -237,13 +288,8 @@ class SGPOConfig(GRPOConfig):
             raise ValueError(f"{idle[0]} needs history_explore < 1 (skip on history)")
 
     def _check_drop_keeps_the_update(self) -> None:
-        """drop_equal_groups leaves rows out of the loss: only where they add nothing to it."""
-        if self.loss_type not in TOKEN_NORMALISED_LOSSES:
-            raise ValueError(
-                f"drop_equal_groups needs loss_type in {TOKEN_NORMALISED_LOSSES} "
-                f"(normalised by the whole generation batch's tokens), got {self.loss_type!r}: "
-                "leaving rows out would change the normaliser and the update"
-            )
+        """drop_equal_groups leaves rows out of the loss: only where they add nothing to it
+        (the loss is normalised by the whole generation batch's tokens, checked above)."""
         if self.beta != 0.0:
             raise ValueError(
                 f"drop_equal_groups needs beta = 0, got {self.beta}: the KL term of the rows "
@@ -280,11 +326,6 @@ class SGPOTrainer(GRPOTrainer):
         for name in ("tools", "environment_factory", "rollout_func"):
             if kwargs.get(name) is not None:
                 raise NotImplementedError(f"SGPOTrainer does not support `{name}`")
-        if args.loss_type not in TOKEN_NORMALISED_LOSSES:
-            raise NotImplementedError(
-                f"SGPOTrainer supports loss_type in {TOKEN_NORMALISED_LOSSES}, got "
-                f"{args.loss_type!r}: padding rows would dilute a per-row mean"
-            )
         if args.multi_objective_aggregation != "sum_then_normalize":
             raise NotImplementedError(
                 "SGPOTrainer supports multi_objective_aggregation='sum_then_normalize'"
@@ -358,6 +399,14 @@ class SGPOTrainer(GRPOTrainer):
             downsample_to=args.downsample_to,
         )
         self.shape = model_shape(self.accelerator.unwrap_model(self.model))
+        self._verifier_rewards = [f for f in self.reward_funcs if isinstance(f, VerifierReward)]
+        for reward in self._verifier_rewards:
+            if reward.answer_column not in train_dataset.column_names:
+                raise ValueError(
+                    f"train_dataset has no column {reward.answer_column!r}, the reference "
+                    f"answers reward {reward.__name__} scores against; its columns are "
+                    f"{train_dataset.column_names} (verifier_reward(..., answer_column=...))"
+                )
         self._warn_unlike_the_profile(plan, train_dataset)
         self._warn_of_checkpoints_inside_a_generation_batch()
         self.sgpo_flops = dict.fromkeys(PHASES, 0.0) | {"profile": plan.profile_flops}
@@ -386,6 +435,7 @@ class SGPOTrainer(GRPOTrainer):
         }
         peft = hasattr(self.accelerator.unwrap_model(self.model), "peft_config")
         problems = profile_mismatches(plan.meta, launch, self.shape, with_adapter=peft)
+        problems += verifier_mismatches(plan.meta, self._verifier_rewards)
         first = plan.kept[0].query
         row = train_dataset[self.plan_sampler.index_of[first.query_id]]
         seen, profiled = self._rendered(row["prompt"]), _profiled_prompt(plan.meta, first, self)
@@ -946,6 +996,10 @@ class SGPOTrainer(GRPOTrainer):
         totals["sgpo/rollouts_cum"] = float(self.sgpo_rollouts)
         totals["sgpo/tokens_generated_cum"] = float(self.sgpo_tokens_generated)
         totals["sgpo/plan_epoch"] = float(self.schedule.scheduler.epoch)
+        if self._verifier_rewards:
+            stats = [reward.verifier.stats for reward in self._verifier_rewards]
+            totals["sgpo/verifier_errors_cum"] = float(sum(s.errors for s in stats))
+            totals["sgpo/verifier_timeouts_cum"] = float(sum(s.timeouts for s in stats))
         if self.args.history_explore < 1:
             totals["sgpo/history_skipped"] = float(self.schedule.scheduler.history_skipped)
             totals["sgpo/history_explore"] = self.schedule.scheduler.explore
@@ -998,6 +1052,30 @@ def profile_mismatches(
             + ", ".join(f"{k} {getattr(shape, k)}, profiled {profiled[k]}" for k in differ)
             + ")"
         )
+    return problems
+
+
+def verifier_mismatches(meta: dict, rewards: list[VerifierReward]) -> list[str]:
+    """How the sgpo verifiers among a run's rewards are set otherwise than the one the plan's
+    profile scored with (task.verifier, its kwargs and reward range, as the plan records
+    them); a spec the plan leaves to the task's default is not compared."""
+    recorded = settings_of(profiled_settings(meta), VERIFIER_SETTINGS)
+    if not recorded:
+        return []
+    problems = []
+    for reward in rewards:
+        current = flatten(reward.settings())
+        differ = [
+            key
+            for key in sorted(set(recorded) | set(current))
+            if recorded.get(key) != current.get(key)
+            and not (key == "task.verifier" and recorded.get(key) is None)
+        ]
+        problems += [
+            f"reward {reward.__name__}: {key}={current.get(key)!r}, profiled with "
+            f"{recorded.get(key)!r}"
+            for key in differ
+        ]
     return problems
 
 

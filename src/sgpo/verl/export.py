@@ -13,7 +13,8 @@ Columns (one row per kept query, in curriculum order):
   ability        free-form label verl carries along
   reward_model   {"style": "rule", "ground_truth": <answer>}
   extra_info     {"index", "query_id", "p_hat", "group_size", "rank", "verifier",
-                  "verifier_kwargs" (JSON text), "verifier_timeout_s", "verifier_isolation"}
+                  "verifier_kwargs" (JSON text), "verifier_timeout_s", "verifier_isolation",
+                  "verifier_reward_range" (JSON text [low, high]; none for [0, 1])}
   __rollout_n__  G
 Schema metadata (key "sgpo"): the plan's metadata under "plan" and the export settings under
 "export"; export.downsample_to (0 = off) is the config's train.downsample_to,
@@ -88,6 +89,7 @@ SCHEMA = pa.schema(
                     ("verifier_kwargs", pa.string()),
                     ("verifier_timeout_s", pa.float64()),
                     ("verifier_isolation", pa.string()),
+                    ("verifier_reward_range", pa.string()),
                 ]
             ),
         ),
@@ -107,6 +109,7 @@ def verl_rows(
     verifier_timeout_s: float | None = None,
     verifier_isolation: str | None = None,
     fixed_group_size: int | None = None,
+    verifier_reward_range: tuple[float, float] | None = None,
 ) -> list[dict]:
     """The export's rows: kept queries in curriculum order (see the module docstring).
 
@@ -119,6 +122,8 @@ def verl_rows(
             f"verifier_isolation must be inline, process or sandbox, got {verifier_isolation!r}"
         )
     kwargs_json = json.dumps(verifier_kwargs, sort_keys=True) if verifier_kwargs else None
+    rescaled = verifier_reward_range is not None and tuple(verifier_reward_range) != (0.0, 1.0)
+    range_json = json.dumps(list(verifier_reward_range)) if rescaled else None
     if fixed_group_size is not None:
         selected = list(plan_rows)
     else:
@@ -159,6 +164,7 @@ def verl_rows(
                     "verifier_kwargs": kwargs_json,
                     "verifier_timeout_s": verifier_timeout_s,
                     "verifier_isolation": verifier_isolation,
+                    "verifier_reward_range": range_json,
                 },
                 ROLLOUT_N: g,
             }
@@ -192,13 +198,15 @@ def export_verl_parquet(
     history: dict | None = None,
     drop_equal_groups: bool = False,
     drop_equal_denominator: str = "kept",
+    verifier_reward_range: tuple[float, float] | None = None,
 ) -> Path:
     """Write the plan's kept queries as a verl-ready parquet (atomically) and return its path.
     The file is claimed as sgpo's in its directory (sgpo.rundir.claim_outputs): a file there
     that sgpo did not write is refused, one an earlier export wrote is replaced.
 
-    verifier (import path "module:function"), verifier_kwargs, verifier_timeout_s and
-    verifier_isolation (sgpo's task.verifier* settings) go into each row's extra_info, so that
+    verifier (import path "module:function"), verifier_kwargs, verifier_timeout_s,
+    verifier_isolation and verifier_reward_range (sgpo's task.verifier* settings) go into each
+    row's extra_info, so that
     sgpo.verl.reward.compute_score scores with the same verifier sGPO profiled with.
     prompt_template: sgpo's model.prompt_template, applied to each query's prompt.
     fixed_group_size: a baseline's data (see verl_rows).
@@ -220,6 +228,7 @@ def export_verl_parquet(
         verifier_timeout_s,
         verifier_isolation,
         fixed_group_size,
+        verifier_reward_range,
     )
     meta = {
         "plan": plan_meta,
@@ -231,6 +240,7 @@ def export_verl_parquet(
             "verifier_kwargs": verifier_kwargs or {},
             "verifier_timeout_s": verifier_timeout_s,
             "verifier_isolation": verifier_isolation,
+            "verifier_reward_range": list(verifier_reward_range or (0.0, 1.0)),
             "prompt_template": prompt_template,
             "ability": ability,
             "rows": len(rows),
@@ -318,6 +328,7 @@ def export_for_config(
         verifier_kwargs=settings.verifier_kwargs if settings else None,
         verifier_timeout_s=settings.verifier_timeout_s if settings else None,
         verifier_isolation=settings.verifier_isolation if settings else None,
+        verifier_reward_range=settings.verifier_reward_range if settings else None,
         fixed_group_size=fixed_group_size,
         not_carried=settings_not_carried(cfg),
         # A baseline's data trains as the baseline does (DOWNSAMPLE_TO=N gives it PODS).

@@ -20,7 +20,7 @@ sums them per run (verifier_stats_totals).
 
 Which verifier, first match wins:
   1. extra_info["verifier"] (sgpo.verl.export writes the plan's verifier there, with its
-     verifier_kwargs, verifier_timeout_s and verifier_isolation),
+     verifier_kwargs, verifier_timeout_s, verifier_isolation and verifier_reward_range),
   2. the environment variable SGPO_VERIFIER,
   3. by data_source: "sgpo/addition" -> sgpo.tasks.addition:verify, anything else ->
      sgpo.verifiers:math_verify.
@@ -62,7 +62,7 @@ _lock = threading.Lock()
 # SLURM requeues) writes its own file instead of ending the earlier process's (whose last line
 # holds its counts).
 _PROCESS_TOKEN = uuid.uuid4().hex[:8]
-_verifiers: dict[tuple[str, str, float, str], Verifier] = {}
+_verifiers: dict[tuple[str, str, float, str, str], Verifier] = {}
 
 
 def verifier_spec(data_source: str, extra_info: dict | None) -> str:
@@ -95,21 +95,25 @@ def _isolation(requested: str | None) -> str:
 
 
 def get_verifier(spec: str, extra_info: dict | None = None) -> Verifier:
-    """One Verifier per (spec, isolation, timeout, kwargs) per process, imported on first use."""
+    """One Verifier per (spec, isolation, timeout, kwargs, reward range) per process, imported
+    on first use."""
     info = extra_info or {}
     if spec != info.get("verifier"):  # the row's settings belong to the row's verifier only
         info = {}
     timeout = info.get("verifier_timeout_s") or os.environ.get("SGPO_VERIFIER_TIMEOUT_S")
     kwargs_json = info.get("verifier_kwargs") or "{}"
+    range_json = info.get("verifier_reward_range") or "[0.0, 1.0]"
     key = (
         spec,
         _isolation(info.get("verifier_isolation")),
         float(timeout or DEFAULT_TIMEOUT_S),
         kwargs_json,
+        range_json,
     )
     verifier = _verifiers.get(key)
     if verifier is None:
-        verifier = Verifier(spec, key[2], key[1], json.loads(kwargs_json))
+        low, high = json.loads(range_json)
+        verifier = Verifier(spec, key[2], key[1], json.loads(kwargs_json), (low, high))
         _verifiers[key] = verifier
     return verifier
 
@@ -177,5 +181,5 @@ def _stats_unlocked() -> dict[str, dict[str, int]]:
             "errors": v.stats.errors,
             "timeouts": v.stats.timeouts,
         }
-        for (spec, isolation, _, _), v in _verifiers.items()
+        for (spec, isolation, *_), v in _verifiers.items()
     }
