@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import logging
 import math
 import re
 from pathlib import Path
@@ -24,6 +25,7 @@ from sgpo.compare import (
 )
 from sgpo.config import ConfigError, load_config
 from sgpo.core.curves import mean_curve
+from sgpo.errors import DataError
 from sgpo.io import read_jsonl, read_table
 from sgpo.methods import DEFAULT_METHODS
 from sgpo.metrics import run_summary
@@ -699,8 +701,8 @@ def test_compare_md_says_when_the_baseline_held_its_target_before_its_end():
     assert _baseline_own_crossing(result(1.29, learned=False)) == []  # said otherwise
 
 
-def test_compare_reuses_a_finished_run_only_if_its_config_is_unchanged(
-    tmp_path: Path, capsys: pytest.CaptureFixture
+def test_compare_reuses_a_finished_run_only_if_its_config_and_inputs_are_unchanged(
+    tmp_path: Path, capsys: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture
 ):
     from sgpo.compare import run_compare
     from sgpo.rundir import written_by_sgpo
@@ -745,6 +747,25 @@ def test_compare_reuses_a_finished_run_only_if_its_config_is_unchanged(
     assert str(runs[0]) in message and "train.lr: 0.01 -> 0.02" in message
     assert "choose another output directory" in message
     assert {run: (run / "metrics.jsonl").read_bytes() for run in runs} == metrics
+    # the same config on other data or weights (a file edited in place): refused, naming them
+    summary_path = runs[1] / "summary.json"
+    summary = json.loads(summary_path.read_text())
+    recorded = summary["inputs"]
+    assert recorded["data"]["train"]["rows"] == 24 and recorded["model_sha256"]
+    other = {"data": recorded["data"] | {"eval": {"rows": 9, "sha256": "0" * 64}}}
+    for inputs, named in (
+        (other, r"the eval data \(.*\) changed: 9 rows, sha256 000000000000 -> "),
+        ({**recorded, "model_sha256": "f" * 64}, "the model's weights changed: sha256 ffff"),
+    ):
+        summary_path.write_text(json.dumps(summary | {"inputs": {**recorded, **inputs}}))
+        with pytest.raises(DataError, match=rf"{runs[1]}: .*other inputs.*{named}"):
+            run_compare(config, out)
+    # a run an older sgpo trained records none: reused, saying what cannot be checked
+    del summary["inputs"]
+    summary_path.write_text(json.dumps(summary))
+    with caplog.at_level(logging.WARNING, logger="sgpo.compare"):
+        assert run_compare(config, out)["methods"] == first["methods"]
+    assert "did not record its data and model weights" in caplog.text
     # a compare directory an older sgpo wrote (it recorded none of compare's own outputs)
     (out / "sgpo-outputs.json").unlink()
     assert run_compare(config, out)["methods"] == first["methods"]

@@ -64,6 +64,7 @@ from sgpo.core.curves import (
     gain_level,
     mean_curve,
 )
+from sgpo.errors import DataError
 from sgpo.io import atomic_write_json, atomic_write_text, read_json, read_jsonl
 from sgpo.methods import DEFAULT_METHODS
 from sgpo.rundir import claimed, differing_keys, first_of, flatten
@@ -230,7 +231,8 @@ def config_changes(config: RunConfig, run_dir: Path) -> list[str] | None:
 
 def check_reusable(config: RunConfig, run_dir: Path) -> None:
     """Refuse to reuse the finished run in run_dir unless its config.yaml is what the trainer
-    would write for config: its result would be reported as this config's."""
+    would write for config, and its data and model weights are the ones config names now: its
+    result would be reported as this config's."""
     advice = f"choose another output directory, or delete {run_dir} to train it again"
     changes = config_changes(config, run_dir)
     if changes is None:
@@ -243,6 +245,38 @@ def check_reusable(config: RunConfig, run_dir: Path) -> None:
             f"{run_dir}: this finished run was trained with another config than the one "
             f"compare would train now (old -> new): {first_of(changes)}; {advice}"
         )
+    changes = input_changes(config, read_json(run_dir / SUMMARY_FILE).get("inputs"))
+    if changes is None:
+        log.warning(
+            "%s was trained by an sgpo that did not record its data and model weights: a "
+            "change to them since cannot be detected, and the run is reused",
+            run_dir,
+        )
+    elif changes:
+        raise DataError(
+            f"{run_dir}: this finished run was trained on other inputs than compare would "
+            f"train on now: {'; '.join(changes)}; {advice}"
+        )
+
+
+def input_changes(config: RunConfig, recorded: dict | None) -> list[str] | None:
+    """How the data and model weights config names differ from those a run recorded in its
+    summary.json ("inputs"); None when it recorded none."""
+    from sgpo.models import model_source
+    from sgpo.rundir import weights_sha256
+    from sgpo.tasks import load_task
+    from sgpo.train_state import data_changes
+
+    if not isinstance(recorded, dict):
+        return None
+    changes = data_changes(load_task(config.task, config.seed), recorded.get("data") or {})
+    weights = weights_sha256(model_source(config))
+    if recorded.get("model_sha256") != weights:
+        changes.append(
+            f"the model's weights changed: sha256 {str(recorded.get('model_sha256'))[:12]} -> "
+            f"{str(weights)[:12]}"
+        )
+    return changes
 
 
 @dataclass(frozen=True)

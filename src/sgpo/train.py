@@ -434,6 +434,8 @@ class Trainer:
             "nonfinite_skips": self.nonfinite_total,
             "model": self.initial_model,
             "task": self.task.source,
+            # what `sgpo compare` checks before it reuses the run as this config's result
+            "inputs": {k: self.fingerprint[k] for k in ("model_sha256", "data")},
             "seed": self.config.seed,
             "config": self.config.model_dump(mode="json"),
         }

@@ -11,6 +11,7 @@ from sgpo import checkpoint, rundir
 from sgpo.errors import ConfigError, DataError
 from sgpo.io import read_jsonl
 from sgpo.runfiles import FINAL_DIR, METRICS_FILE, STATE_DIR, STEP_CHECKPOINTS_DIR, SUMMARY_FILE
+from sgpo.tasks import TaskData, data_identity
 
 if TYPE_CHECKING:
     from sgpo.train import Trainer
@@ -140,11 +141,10 @@ def _without_data(fingerprint: dict) -> dict:
     return {k: v for k, v in fingerprint.items() if k != "data"}
 
 
-def _check_same_data(trainer: Trainer, where: Path, recorded: dict) -> None:
-    """Refuse to resume a checkpoint trained or evaluated on other queries, naming the split
-    and its file."""
-    current = trainer.fingerprint["data"]
-    task = trainer.task
+def data_changes(task: TaskData, recorded: dict) -> list[str]:
+    """How task's queries differ from the data_identity recorded with a run: per split that
+    changed, its file and the rows and sha256 before and now."""
+    current = data_identity(task)
     changed = []
     for split, label in (("train", task.train_label), ("eval", task.eval_label)):
         old, new = recorded.get(split) or {}, current[split]
@@ -154,6 +154,13 @@ def _check_same_data(trainer: Trainer, where: Path, recorded: dict) -> None:
                 f"{str(old.get('sha256'))[:12]} -> {new['rows']} rows, sha256 "
                 f"{new['sha256'][:12]}"
             )
+    return changed
+
+
+def _check_same_data(trainer: Trainer, where: Path, recorded: dict) -> None:
+    """Refuse to resume a checkpoint trained or evaluated on other queries, naming the split
+    and its file."""
+    changed = data_changes(trainer.task, recorded)
     if changed:
         raise DataError(
             f"{where}: made with other data than this resume's: {'; '.join(changed)}. "
