@@ -393,6 +393,23 @@ def test_out_root_is_refused(env: SimpleNamespace) -> None:
     assert sorted(os.listdir("/")) == before
 
 
+def test_models_and_checkpoints_are_as_readable_as_every_other_output(
+    env: SimpleNamespace, tmp_path: Path
+) -> None:
+    """They are built in private (mkdtemp's 0700; transformers writes safetensors 0600) and
+    renamed into place: on a shared machine others could not read or serve the model."""
+    old_umask = os.umask(0o022)
+    try:
+        run = tmp_path / "run"
+        run_train(load_config(env.config_path, ["train.steps=1"]), run)
+    finally:
+        os.umask(old_umask)
+    for folder in (run / "final", run / STATE_DIR, run / STATE_DIR / "model"):
+        assert (folder.stat().st_mode & 0o777) == 0o755, folder
+    for path in [*(run / "final").iterdir(), *(run / STATE_DIR).rglob("*.safetensors")]:
+        assert (path.stat().st_mode & 0o777) == 0o644, path
+
+
 def test_outputs_readable_and_stale_temps_cleaned(env: SimpleNamespace, tmp_path: Path) -> None:
     out = tmp_path / "p"
     config = load_config(env.config_path)

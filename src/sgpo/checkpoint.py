@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from sgpo.errors import DataError
-from sgpo.io import atomic_write_text, read_jsonl
+from sgpo.io import atomic_write_text, read_jsonl, with_umask_modes
 from sgpo.rundir import file_sha256
 from sgpo.runfiles import (
     CONFIG_FILE,
@@ -153,6 +153,7 @@ def save_state(
     save_file(tensors, staging / TENSORS_FILE)
     (staging / STATE_FILE).write_text(json.dumps(state, indent=2))
     _write_manifest(staging)
+    with_umask_modes(staging)
     _swap_in(staging, run_dir / STATE_DIR, run_dir / OLD_STATE_DIR)
 
 
@@ -202,6 +203,7 @@ def save_model(
     path = run_dir / name
     staging = Path(tempfile.mkdtemp(dir=run_dir, prefix=f".{path.name}-"))
     save_pretrained_to(staging, model, tokenizer)
+    with_umask_modes(staging)
     path.parent.mkdir(parents=True, exist_ok=True)
     # The aside name matches recover()'s staging patterns, so a leftover one is removed.
     _swap_in(staging, path, run_dir / f".{path.name}-old")

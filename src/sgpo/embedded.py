@@ -26,6 +26,7 @@ from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
 from sgpo.config import EmbeddedModelConfig, ModelConfig
 from sgpo.engine import SamplingParams, TransformersEngine, stream_seed
+from sgpo.io import with_umask_modes
 from sgpo.models import Policy
 from sgpo.rundir import file_sha256
 from sgpo.tasks.addition import prompt_for, sample_pairs, target_for, verify
@@ -253,6 +254,7 @@ def ensure_embedded_model(cfg: EmbeddedModelConfig) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=root, prefix=".building-")) / "model"
     build_embedded_model(cfg, staging)
+    with_umask_modes(staging)
     with contextlib.suppress(OSError):  # another process finished the same build first
         staging.rename(target)
     shutil.rmtree(staging.parent, ignore_errors=True)

@@ -18,16 +18,35 @@ from sgpo.errors import DataError
 METADATA_KEY = b"sgpo"
 
 
-def _new_file_mode() -> int:
-    """The mode open() gives a new file under the current umask (mkstemp's is 0600). Read from
-    /proc where it can be: setting the umask to read it is not thread-safe."""
+def _umask() -> int:
+    """The process's umask. Read from /proc where it can be: setting the umask to read it is
+    not thread-safe."""
     try:
         with open("/proc/self/status") as status:
-            umask = next(int(line.split()[1], 8) for line in status if line.startswith("Umask:"))
+            return next(int(line.split()[1], 8) for line in status if line.startswith("Umask:"))
     except (OSError, StopIteration):
         umask = os.umask(0o022)
         os.umask(umask)
-    return 0o666 & ~umask
+        return umask
+
+
+def _new_file_mode() -> int:
+    """The mode open() gives a new file under the current umask (mkstemp's is 0600)."""
+    return 0o666 & ~_umask()
+
+
+def with_umask_modes(root: Path) -> None:
+    """Give a folder written in private (mkdtemp's 0700; transformers writes its safetensors
+    0600) the modes a plain mkdir and open() give, so a model saved on a shared machine is
+    readable as every other output is."""
+    umask = _umask()
+    file_mode, dir_mode = 0o666 & ~umask, 0o777 & ~umask
+    os.chmod(root, dir_mode)
+    for folder, dirs, files in os.walk(root):
+        for name in dirs:
+            os.chmod(os.path.join(folder, name), dir_mode)
+        for name in files:
+            os.chmod(os.path.join(folder, name), file_mode)
 
 
 @contextmanager
