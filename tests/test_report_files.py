@@ -39,6 +39,17 @@ def test_report_of_an_intact_run(run: Path):
     assert write_report(run).read_text().startswith("# sgpo run: grpo")
 
 
+def test_training_over_a_reported_run_removes_its_report(run: Path, tmp_path: Path):
+    """The report would describe the run trained over; a file of the user's stays."""
+    write_report(run)
+    (run / "notes.md").write_text("mine")
+    config = load_config(run / "config.yaml", ["train.steps=1"])
+    run_train(config, run, overwrite=True)
+    assert not (run / "report.md").exists() and not (run / "accuracy_vs_flops.png").exists()
+    assert (run / "notes.md").read_text() == "mine"
+    assert "steps: 1" in write_report(run).read_text()
+
+
 def test_truncated_summary_is_named(run: Path):
     summary = run / SUMMARY_FILE
     summary.write_text(summary.read_text()[:40])

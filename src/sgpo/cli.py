@@ -389,8 +389,8 @@ def demo(
     The default config runs the embedded model on the built-in addition task (CPU, no network);
     --config runs any other (examples/gsm8k.yaml: a hub model and dataset)."""
     from sgpo.compare import refuse_decaying_lr
-    from sgpo.report import REPORT_OUTPUTS
     from sgpo.rundir import claim_outputs, locked
+    from sgpo.runfiles import REPORT_OUTPUTS
     from sgpo.side_by_side import SIDE_BY_SIDE, older_demo
 
     cfg = _config(config, set_)

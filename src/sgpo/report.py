@@ -23,16 +23,14 @@ from sgpo.io import (  # noqa: E402
 )
 from sgpo.plan import PlanRow, read_plan  # noqa: E402
 from sgpo.profile_match import p_hat_estimates_p  # noqa: E402
-from sgpo.runfiles import HISTORY_FILE, METRICS_FILE, PLAN_FILE, SUMMARY_FILE  # noqa: E402
-
-# Everything sgpo report may create (and so later replace) in a run directory.
-REPORT_OUTPUTS = (
-    "report.md",
-    "p_hat_hist.png",
-    "group_size_hist.png",
-    "accuracy_vs_flops.png",
-    "plan_drift.png",
+from sgpo.runfiles import (  # noqa: E402
+    HISTORY_FILE,
+    METRICS_FILE,
+    PLAN_FILE,
+    REPORT_OUTPUTS,
+    SUMMARY_FILE,
 )
+
 # The fields of summary.json and of metrics.jsonl's records that the report reads.
 SUMMARY_FIELDS = (
     "method",

@@ -15,6 +15,14 @@ FINAL_DIR = "final"
 MERGED_DIR = "final-merged"
 STEP_CHECKPOINTS_DIR = "checkpoints"
 TENSORBOARD_DIR = "tensorboard"  # train.report_to: [tensorboard]
+# Everything sgpo report may create (and so later replace) in a run directory.
+REPORT_OUTPUTS = (
+    "report.md",
+    "p_hat_hist.png",
+    "group_size_hist.png",
+    "accuracy_vs_flops.png",
+    "plan_drift.png",
+)
 
 
 def step_checkpoint(step: int) -> str:
