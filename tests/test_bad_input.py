@@ -912,6 +912,23 @@ def test_a_refused_plan_train_profile_or_eval_leaves_no_directory_behind(
     assert (shared / "sgpo-outputs.json").read_bytes() == listed
 
 
+def test_a_plan_profiled_at_other_sampling_trains_with_a_warning(
+    tmp_path: Path, env: SimpleNamespace, caplog: pytest.LogCaptureFixture
+) -> None:
+    """sgpo plan refuses such a profile; a plan trained at another temperature is valid but
+    rarely meant (a profile redone at a new temperature, an old plan.parquet trained on)."""
+    hotter = load_config(env.config_path, ["sampling.temperature=0.5", "train.steps=1"])
+    with caplog.at_level(logging.WARNING, logger="sgpo.profile_match"):
+        run_train(hotter, tmp_path / "hot", env.plan)
+    said = " ".join(caplog.text.split())
+    assert f"{env.plan}: profiled with other sampling than this run" in said
+    assert "(sampling.temperature: profile 1.0, config 0.5)" in said
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="sgpo.profile_match"):
+        run_train(load_config(env.config_path, ["train.steps=1"]), tmp_path / "same", env.plan)
+    assert "other sampling" not in caplog.text
+
+
 def test_overwrite_replaces_the_outputs(tmp_path: Path, env: SimpleNamespace) -> None:
     """--overwrite goes ahead, and a run directory holds nothing of the run it replaced."""
     run = tmp_path / "run"

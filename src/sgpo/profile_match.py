@@ -7,6 +7,7 @@ that share describes other samples, so each refuses such a profile here and name
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,6 +17,8 @@ from sgpo.errors import DataError
 
 if TYPE_CHECKING:
     from sgpo.tasks import TaskData
+
+log = logging.getLogger(__name__)
 
 
 def p_hat_estimates_p(meta: dict) -> bool:
@@ -79,7 +82,22 @@ def check_profile_matches(
         check_profile_settings(meta, config, source, expected_model, config.train.reuse_profile)
     else:
         check_profile_samples(meta, config, source, expected_model)
+        warn_of_other_sampling(meta, config, source)
     return task
+
+
+def warn_of_other_sampling(meta: dict, config: RunConfig, source: str) -> None:
+    """A warning naming the SAMPLING_SETTINGS in which config differs from the profile (sgpo
+    plan refuses them; a plan trained so is what a user may want, but rarely by accident)."""
+    differ = differing_settings(meta, config, None, SAMPLING_SETTINGS)
+    if differ:
+        log.warning(
+            "%s: profiled with other sampling than this run (%s): the plan's success rates, "
+            "filter and group sizes were measured at the profile's; for a plan of this "
+            "sampling re-run sgpo profile and sgpo plan with this config",
+            source,
+            shown(differ),
+        )
 
 
 def check_profile_covers(
@@ -119,13 +137,10 @@ SAMPLE_SETTINGS = (
     "model.system_prompt",
     "model.prompt_template",
 )
-PROFILE_SETTINGS = (
-    *SAMPLE_SETTINGS,
-    "sampling.temperature",
-    "sampling.top_p",
-    "sampling.max_new_tokens",
-    "profile.k",
-)
+# How a sample is drawn: a plan drawn otherwise still trains (its queries and groups are
+# valid), but its p_hat, filter and G were measured at the profile's sampling.
+SAMPLING_SETTINGS = ("sampling.temperature", "sampling.top_p", "sampling.max_new_tokens")
+PROFILE_SETTINGS = (*SAMPLE_SETTINGS, *SAMPLING_SETTINGS, "profile.k")
 
 
 def settings_of(flat: dict, keys: tuple[str, ...] = PROFILE_SETTINGS) -> dict:
