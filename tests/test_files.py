@@ -497,6 +497,21 @@ BAD_INPUTS = [
         "{path}: row 1 (line 3): not valid JSON: Expecting value at column 27",
     ),
     (
+        "duplicate_key.jsonl",
+        '{"prompt": "p", "answer": "1"}\n{"prompt": "p", "answer": "1", "answer": "2"}\n',
+        {},
+        "{path}: row 1 (line 2): field 'answer' is given twice in one object; keep the one that is "
+        "meant",
+    ),
+    (
+        "duplicate_nested_key.jsonl",
+        '{"prompt": [{"role": "user", "role": "system", "content": "p"}], '
+        '"reward_model": {"ground_truth": "1"}}\n',
+        {"preset": "verl"},
+        "{path}: row 0 (line 1): field 'role' is given twice in one object; keep the one that is "
+        "meant",
+    ),
+    (
         "not_object.jsonl",
         '{"prompt": "p", "answer": "1"}\n["p", "1"]\n',
         {},

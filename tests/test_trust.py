@@ -322,8 +322,12 @@ def test_non_utf8_and_corrupt_parquet_are_data_errors(tmp_path: Path) -> None:
 
 def test_float_answers_normalised_and_nonfinite_refused(tmp_path: Path) -> None:
     good = tmp_path / "g.jsonl"
-    good.write_text('{"prompt": "a", "answer": 1304.0}\n{"prompt": "b", "answer": 0.5}\n')
-    assert [q.answer for q in split(good)] == ["1304", "0.5"]
+    good.write_text(
+        '{"prompt": "a", "answer": 1304.0}\n{"prompt": "b", "answer": 0.5}\n'
+        '{"prompt": "c", "answer": 1e30}\n{"prompt": "d", "answer": -0.0}\n'
+    )
+    # 1e30 as written, not its binary value's digits 1000000000000000019884624838656
+    assert [q.answer for q in split(good)] == ["1304", "0.5", "1" + "0" * 30, "0"]
     for text in ("NaN", "3e400", "-Infinity"):
         bad = tmp_path / "b.jsonl"
         bad.write_text(f'{{"prompt": "a", "answer": {text}}}\n')

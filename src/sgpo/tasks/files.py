@@ -203,6 +203,18 @@ def iter_rows(
         yield row, record, line
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    record = dict(pairs)
+    if len(record) < len(pairs):
+        seen: set[str] = set()
+        raise _DuplicateKey(next(k for k, _ in pairs if k in seen or seen.add(k)))
+    return record
+
+
 def _jsonl_rows(source: Source) -> Iterator[tuple[object, int]]:
     row = 0
     with source.local.open("rb") as f:  # type: ignore[union-attr]
@@ -219,12 +231,18 @@ def _jsonl_rows(source: Source) -> Iterator[tuple[object, int]]:
             if not line.strip():
                 continue  # a blank line is not a row (e.g. a trailing newline)
             try:
-                record = json.loads(line.rstrip("\r\n"))
+                record = json.loads(line.rstrip("\r\n"), object_pairs_hook=_unique_keys)
             except json.JSONDecodeError as e:
                 raise DataError(
                     f"{row_label(source.label, row, line_no)}: not valid JSON: "
                     f"{e.msg} at column {e.colno}"
                 ) from e
+            except _DuplicateKey as e:
+                # json.loads would keep the last value without a word
+                raise DataError(
+                    f"{row_label(source.label, row, line_no)}: field {e.args[0]!r} is given "
+                    "twice in one object; keep the one that is meant"
+                ) from None
             yield record, line_no
             row += 1
 
@@ -332,8 +350,10 @@ def _scalar_text(value: object, where: str, field: str) -> str:
     if isinstance(value, float):
         if not math.isfinite(value):
             raise DataError(f"{where}: field {field!r} is {value}, not a finite number")
-        # positional: repr's "1e-05" reads as e - 5 (Euler's number) to math-verify
-        return str(int(value)) if value.is_integer() else format_float_positional(value, trim="-")
+        # positional: repr's "1e-05" reads as e - 5 (Euler's number) to math-verify; as short
+        # as round-trips, so 1e30 is a 1 and 30 zeros, not its binary value's 31 digits
+        # (+ 0.0: -0.0 is 0)
+        return format_float_positional(value + 0.0, trim="-")
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     raise DataError(
