@@ -220,7 +220,9 @@ def test_profile_crash_keeps_verifier_counts(
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(sgpo.profile, "profile_chunk", crash_on_third)
         with pytest.raises(Crash):
-            run_profile(config, tmp_path / "run")
+            # sgpo compare resumes every profile: a fresh one is not said to be resumed
+            run_profile(config, tmp_path / "run", resume=True)
+    assert "resuming the profile" not in caplog.text
     assert n_chunks(tmp_path / "run") == 2
     _, meta = read_table(run_profile(config, tmp_path / "run", resume=True))
     chunks = -(-tree["task"]["addition"]["n_train"] // 8)
@@ -272,7 +274,8 @@ def test_profile_resume_refuses_chunks_of_another_config(
     with pytest.raises(
         DataError,
         match=r"chunk-00000\.parquet: written by a different profile run \(what differs: "
-        rf"profile\.chunk_size: {size - 1} -> {size}\)",
+        rf"profile\.chunk_size: {size - 1} -> {size}; resume with --set "
+        rf"profile\.chunk_size={size - 1} to keep the chunks\)",
     ):
         run_profile(resized, tmp_path / "run", resume=True)
     # a chunk of an older sgpo, which did not record its size: its queries differ

@@ -157,8 +157,8 @@ def _run_profile(
 
     size = config.profile.chunk_size
     chunks = [queries[i : i + size] for i in range(0, len(queries), size)]
-    if resume:
-        done = sum((chunk_dir / f"chunk-{i:05d}.parquet").exists() for i in range(len(chunks)))
+    done = sum((chunk_dir / f"chunk-{i:05d}.parquet").exists() for i in range(len(chunks)))
+    if resume and done:  # sgpo compare resumes every profile, a fresh one too
         log.warning(
             "%s: resuming the profile, %d of its %d chunks done", out_dir, done, len(chunks)
         )
@@ -210,7 +210,10 @@ def _read_chunk(
     differ = [f"field '{key}'" for key in _identity_differences(chunk_meta, metadata)]
     written_size = chunk_meta.get(CHUNK_SIZE_KEY)  # absent in chunks of an older sgpo
     if written_size not in (None, chunk_size):
-        differ.append(f"profile.chunk_size: {written_size} -> {chunk_size}")
+        differ.append(
+            f"profile.chunk_size: {written_size} -> {chunk_size}; resume with "
+            f"--set profile.chunk_size={written_size} to keep the chunks"
+        )
     elif [r["query_id"] for r in chunk_rows] != [q.query_id for q in chunk]:
         differ.append("its queries (profile.chunk_size or the training queries)")
     if any("samples" not in r for r in chunk_rows):
