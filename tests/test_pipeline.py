@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from sgpo.cli import app
 from sgpo.io import read_jsonl, read_table
+from sgpo.rundir import written_by_sgpo
 
 SUMMARY_KEYS = {
     "initial_eval_acc",
@@ -44,6 +45,8 @@ def test_stages_one_by_one(tmp_path: Path):
     printed = sgpo("plan", "-c", config, "-o", out)
     assert "rollouts_per_epoch" in printed
     assert (out / "p_hat_hist.png").exists() and (out / "group_size_hist.png").exists()
+    # listed as sgpo's (drawn under the plan's claim), not taken off as never written
+    assert {"p_hat_hist.png", "group_size_hist.png"} <= written_by_sgpo(out)
     plan, plan_meta = read_table(out / "plan.parquet")
     assert [r["query_id"] for r in plan] == [r["query_id"] for r in profile]
     assert plan_meta["profile_flops"] == sum(r["flops"] for r in profile)
@@ -59,6 +62,7 @@ def test_stages_one_by_one(tmp_path: Path):
     assert totals == sorted(totals) and totals[-1] == summary["total_flops"]
     assert (out / "final" / "config.json").exists()
     assert (out / "checkpoints" / "step-000002" / "model.safetensors").exists()
+    assert (out / "p_hat_hist.png").exists()  # the plan's, still true of it after training
 
     sgpo("eval", "-c", config, "--model", out / "final", "--out", out)
     evaluated = json.loads((out / "eval.json").read_text())

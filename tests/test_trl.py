@@ -29,6 +29,7 @@ from sgpo.core.flops import logprob_flops, train_flops  # noqa: E402
 from sgpo.errors import DataError, SgpoWarning  # noqa: E402
 from sgpo.io import read_table, write_table  # noqa: E402
 from sgpo.models import model_shape, model_source  # noqa: E402
+from sgpo.rundir import weights_sha256  # noqa: E402
 from sgpo.schedule import OnlinePlanner, QueryScheduler  # noqa: E402
 from sgpo.trl import (  # noqa: E402
     SGPOConfig,
@@ -949,7 +950,10 @@ def test_a_run_unlike_the_plans_profile_is_warned_about(
     profiled = meta | {
         "sampling": {"temperature": 1.0, "top_p": 1.0, "max_new_tokens": 4},
         "shape": asdict(shape),
-        "inputs": {"config": {f"model.{k}": v for k, v in model_settings.items()}},
+        "inputs": {
+            "config": {f"model.{k}": v for k, v in model_settings.items()},
+            "model_sha256": weights_sha256(model_dir),
+        },
     }
     same = tmp_path / "same.parquet"
     write_table(same, rows, profiled)
@@ -966,7 +970,7 @@ def test_a_run_unlike_the_plans_profile_is_warned_about(
         | {
             "sampling": {"temperature": 0.7, "top_p": 1.0, "max_new_tokens": 4},
             "shape": asdict(shape) | {"n_params": shape.n_params + 1},
-            "inputs": {"config": inputs},
+            "inputs": {"config": inputs, "model_sha256": "ab" * 32},
         },
     )
     with pytest.warns(SgpoWarning, match="differs from the plan's profile") as caught:
@@ -976,6 +980,9 @@ def test_a_run_unlike_the_plans_profile_is_warned_about(
     assert f"n_params {shape.n_params}, profiled {shape.n_params + 1}" in message
     assert "query 'q4' reaches the model as '4+5=', but was profiled as 'Q: 4+5='" in message
     assert "max_completion_length" not in message and "top_p" not in message
+    assert f"the model loaded from {model_dir} holds other weights than the profiled ones" in (
+        message
+    )
 
 
 def test_an_iterable_dataset_is_refused_naming_what_to_pass(

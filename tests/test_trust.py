@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 import sgpo.checkpoint
 import sgpo.profile
+import sgpo.rundir
 from sgpo.cli import app
 from sgpo.config import ConfigError, load_config
 from sgpo.errors import DataError, RunDirBusyError
@@ -412,6 +413,23 @@ def test_models_and_checkpoints_are_as_readable_as_every_other_output(
         assert (folder.stat().st_mode & 0o777) == 0o755, folder
     for path in [*(run / "final").iterdir(), *(run / STATE_DIR).rglob("*.safetensors")]:
         assert (path.stat().st_mode & 0o777) == 0o644, path
+
+
+def test_a_folder_of_yours_named_as_an_output_sgpo_did_not_write_is_kept(
+    env: SimpleNamespace, tmp_path: Path
+) -> None:
+    """A run without LoRA writes no final-merged/: listing the name anyway would make a folder
+    of that name you put there later sgpo's to delete on --overwrite."""
+    run = tmp_path / "run"
+    config = load_config(env.config_path, ["train.steps=1"])
+    run_train(config, run)
+    assert "final" in sgpo.rundir.written_by_sgpo(run)
+    assert not {"final-merged", "tensorboard"} & sgpo.rundir.written_by_sgpo(run)
+    (run / "final-merged").mkdir()
+    (run / "final-merged" / "model.safetensors").write_text("yours")
+    with pytest.raises(FileExistsError, match="final-merged exists and was not written by sgpo"):
+        run_train(config, run, overwrite=True)
+    assert (run / "final-merged" / "model.safetensors").read_text() == "yours"
 
 
 def test_outputs_readable_and_stale_temps_cleaned(env: SimpleNamespace, tmp_path: Path) -> None:

@@ -236,21 +236,29 @@ def plan(
     if export not in (None, "verl"):
         raise typer.BadParameter(f"--export supports 'verl', got {export!r}")
     cfg = _config(config, set_)
-    path, summary = run_plan(cfg, profile_path or out / "profile.parquet", out, overwrite)
+    said: list[str] = []
+
+    def beside_the_plan(path: Path) -> None:
+        from sgpo.report import plot_plan
+
+        histograms = plot_plan(read_plan(path)[0], out)
+        said.append(f"plan written to {path}; histograms: {', '.join(histograms)}")
+        if export == "verl":
+            from sgpo.verl.export import export_for_config
+
+            verl_path, data_source, verifier = export_for_config(
+                cfg, *read_plan(path), out / "verl_train.parquet"
+            )
+            said.append(
+                f"verl dataset written to {verl_path} (data_source {data_source}, verifier "
+                f"{verifier})"
+            )
+
+    profile = profile_path or out / "profile.parquet"
+    _, summary = run_plan(cfg, profile, out, overwrite, beside_the_plan)
     print_plan_summary(summary)
-    from sgpo.report import plot_plan
-
-    histograms = plot_plan(read_plan(path)[0], out)
-    console.print(f"plan written to {path}; histograms: {', '.join(histograms)}")
-    if export == "verl":
-        from sgpo.verl.export import export_for_config
-
-        verl_path, data_source, verifier = export_for_config(
-            cfg, *read_plan(path), out / "verl_train.parquet"
-        )
-        console.print(
-            f"verl dataset written to {verl_path} (data_source {data_source}, verifier {verifier})"
-        )
+    for line in said:
+        console.print(line)
 
 
 @app.command()

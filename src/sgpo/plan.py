@@ -34,7 +34,7 @@ from sgpo.core.predict import (
 from sgpo.errors import DataError
 from sgpo.io import prepare_out_dir, read_table, write_table
 from sgpo.profile_match import check_profile_covers, check_profile_matches, p_hat_estimates_p
-from sgpo.runfiles import PLAN_FILE
+from sgpo.runfiles import PLAN_FILE, PLAN_PLOTS
 from sgpo.validate import check_is_profile, check_plan_rows
 
 log = logging.getLogger(__name__)
@@ -223,15 +223,24 @@ def check_something_kept(rows: list[PlanRow], rule: PlanRule, source: object) ->
 
 
 # Everything sgpo plan may create (and so later replace) in its output directory.
-PLAN_OUTPUTS = (PLAN_FILE, "p_hat_hist.png", "group_size_hist.png", "verl_train.parquet")
+PLAN_OUTPUTS = (PLAN_FILE, *PLAN_PLOTS, "verl_train.parquet")
 
 
 def run_plan(
-    config: RunConfig, profile_path: Path, out_dir: Path, overwrite: bool = False
+    config: RunConfig,
+    profile_path: Path,
+    out_dir: Path,
+    overwrite: bool = False,
+    then: Callable[[Path], None] | None = None,
 ) -> tuple[Path, dict]:
-    """Plan into out_dir (replacing only what sgpo wrote there), with the directory locked."""
+    """Plan into out_dir (replacing only what sgpo wrote there), with the directory locked;
+    `then` writes what goes beside the plan (the CLI's histograms, a verl export) under the
+    same lock, given the plan's path."""
     with rundir.claimed(out_dir, PLAN_OUTPUTS, "plan"):
-        return _run_plan(config, profile_path, out_dir, overwrite)
+        path, summary = _run_plan(config, profile_path, out_dir, overwrite)
+        if then is not None:
+            then(path)
+        return path, summary
 
 
 def _run_plan(

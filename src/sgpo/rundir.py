@@ -83,15 +83,21 @@ def claimed(
     """claim_outputs, then locked, around one command's run. A run that stops before writing
     any output it newly claimed (a refused input, a busy directory) takes those names back off
     the list, and removes the folders the claim made while they are empty, so a refused
-    command leaves no trace of itself."""
+    command leaves no trace of itself. A run that finishes takes off the names it did not
+    write (final-merged/ without LoRA, tensorboard/ unasked): a folder of yours made there
+    later by that name is not sgpo's to replace."""
+    names = set(names)
     made = [d for d in (out_dir, *out_dir.parents) if not d.exists()]
-    new = set(names) - written_by_sgpo(out_dir)
+    new = names - written_by_sgpo(out_dir)
     claim_outputs(out_dir, names, adopt)
     try:
         with locked(out_dir, command):
             yield
+            absent = {n for n in names if not _present(out_dir / n)}
+            if absent & written_by_sgpo(out_dir):
+                _unclaim(out_dir, absent)
     except BaseException:
-        if not any((out_dir / name).exists() or (out_dir / name).is_symlink() for name in new):
+        if not any(_present(out_dir / name) for name in new):
             _unclaim(out_dir, new)
             for folder in made:  # deepest first
                 try:
@@ -99,6 +105,10 @@ def claimed(
                 except OSError:  # not empty: something else is there now
                     break
         raise
+
+
+def _present(path: Path) -> bool:
+    return path.exists() or path.is_symlink()
 
 
 def _unclaim(out_dir: Path, names: set[str]) -> None:

@@ -15,14 +15,12 @@ FINAL_DIR = "final"
 MERGED_DIR = "final-merged"
 STEP_CHECKPOINTS_DIR = "checkpoints"
 TENSORBOARD_DIR = "tensorboard"  # train.report_to: [tensorboard]
+# The plan's histograms: sgpo plan draws them, and sgpo report again where a plan is.
+PLAN_PLOTS = ("p_hat_hist.png", "group_size_hist.png")
+# What sgpo report says of a training run (a new run into the directory makes it stale).
+RUN_REPORT_OUTPUTS = ("report.md", "accuracy_vs_flops.png", "plan_drift.png")
 # Everything sgpo report may create (and so later replace) in a run directory.
-REPORT_OUTPUTS = (
-    "report.md",
-    "p_hat_hist.png",
-    "group_size_hist.png",
-    "accuracy_vs_flops.png",
-    "plan_drift.png",
-)
+REPORT_OUTPUTS = (*RUN_REPORT_OUTPUTS, *PLAN_PLOTS)
 
 
 def step_checkpoint(step: int) -> str:

@@ -48,7 +48,7 @@ from sgpo.runfiles import (
     METRICS_FILE,
     OLD_STATE_DIR,
     PLAN_FILE,
-    REPORT_OUTPUTS,
+    RUN_REPORT_OUTPUTS,
     STATE_DIR,
     STEP_CHECKPOINTS_DIR,
     SUMMARY_FILE,
@@ -352,7 +352,7 @@ class Trainer:
     def start_fresh(self) -> None:
         """A fresh start (or --overwrite): nothing of an earlier run may be mixed in, nor left
         to describe this one (sgpo report's outputs of the earlier run)."""
-        reported = [n for n in REPORT_OUTPUTS if n in rundir.written_by_sgpo(self.run_dir)]
+        reported = [n for n in RUN_REPORT_OUTPUTS if n in rundir.written_by_sgpo(self.run_dir)]
         # a re-plan history or merged model of an earlier run too
         for name in (*TRAIN_OUTPUTS, *reported):
             path = self.run_dir / name

@@ -96,7 +96,7 @@ from sgpo.profile_match import (
     sampling_differences,
     settings_of,
 )
-from sgpo.rundir import flatten
+from sgpo.rundir import flatten, weights_sha256
 from sgpo.schedule import OnlinePlanner
 from sgpo.tasks import Query
 from sgpo.trl.advantages import grouped_advantages
@@ -433,8 +433,18 @@ class SGPOTrainer(GRPOTrainer):
             "top_p": self.args.top_p,
             "max_new_tokens": self.args.max_completion_length,
         }
-        peft = hasattr(self.accelerator.unwrap_model(self.model), "peft_config")
+        model = self.accelerator.unwrap_model(self.model)
+        peft = hasattr(model, "peft_config")
         problems = profile_mismatches(plan.meta, launch, self.shape, with_adapter=peft)
+        # of the same shape, a base and an instruct checkpoint tell apart by their weights only
+        profiled_sha = (plan.meta.get("inputs") or {}).get("model_sha256")
+        source = getattr(getattr(model, "config", None), "_name_or_path", None)
+        weights = weights_sha256(source) if profiled_sha and source else None
+        if weights and weights != profiled_sha:
+            problems.append(
+                f"the model loaded from {source} holds other weights than the profiled ones "
+                f"(sha256 {weights[:12]}, profiled {profiled_sha[:12]})"
+            )
         problems += verifier_mismatches(plan.meta, self._verifier_rewards)
         first = plan.kept[0].query
         row = train_dataset[self.plan_sampler.index_of[first.query_id]]
@@ -939,8 +949,9 @@ class SGPOTrainer(GRPOTrainer):
             state = json.loads(path.read_text())
         except FileNotFoundError as e:
             raise FileNotFoundError(
-                f"{path} not found: {checkpoint} was not written by SGPOTrainer, so sgpo's cost "
-                "counters cannot be restored"
+                f"{path} not found: {checkpoint} was not written by SGPOTrainer, or its run "
+                "stopped while saving it, so sgpo's cost counters cannot be restored; resume "
+                "from an earlier checkpoint"
             ) from e
         recorded = state.get("plan_sha256")  # none in checkpoints of an older sgpo
         if recorded is not None and recorded != self._plan_fingerprint:
