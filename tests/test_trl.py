@@ -400,7 +400,7 @@ def test_each_group_is_observed(
         }
     ]
     with pytest.raises(NotImplementedError, match="not supported"):
-        trainer._restore_sgpo_state(tmp_path, 0)
+        trainer._restore_sgpo_state(tmp_path, 0, 3)
 
 
 def test_a_streak_is_rewards_all_equal_not_all_successes(
@@ -605,6 +605,37 @@ def test_only_a_checkpoint_between_generation_batches_is_resumed(
     with warnings.catch_warnings():
         warnings.simplefilter("error", SgpoWarning)
         make_trainer(model_dir, plan_path, tmp_path, **settings | {"save_steps": 4})
+
+
+def test_a_generation_batch_ends_where_an_epoch_does(
+    model_dir: str, plan_path: Path, tmp_path: Path
+) -> None:
+    """Batches of 6 rows served 3 micro-steps each, 2 micro-steps per optimizer step: an epoch
+    (3 batches, 9 micro-steps) is 5 steps, the last of one micro-step. Checkpoint-5 ends the
+    epoch and its last batch; checkpoint-6 is 2 micro-steps into the next epoch's first."""
+    settings = {
+        "max_steps": 7,
+        "save_strategy": "steps",
+        "save_steps": 1,
+        "per_device_train_batch_size": 2,
+        "steps_per_generation": 3,
+        "gradient_accumulation_steps": 2,
+    }
+    with pytest.warns(SgpoWarning, match="one ends every 3 optimizer steps within an epoch"):
+        straight = make_trainer(model_dir, plan_path, tmp_path, **settings)
+    straight_batches = trained_batches(straight)
+    straight.train()
+    assert straight_batches == [*EXPECTED_BATCHES, *EXPECTED_BATCHES[:2]]
+
+    resumed = make_trainer(model_dir, plan_path, tmp_path, **settings)
+    resumed_batches = trained_batches(resumed)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "out" / "checkpoint-5"))
+    assert resumed_batches == EXPECTED_BATCHES[:2]
+    assert resumed.sgpo_rollouts == straight.sgpo_rollouts
+    with pytest.raises(ValueError, match="saved at step 6, inside a generation batch"):
+        make_trainer(model_dir, plan_path, tmp_path, **settings).train(
+            resume_from_checkpoint=str(tmp_path / "out" / "checkpoint-6")
+        )
 
 
 class RewardByOrder:
@@ -887,10 +918,14 @@ def test_verifier_reward_scores_as_sgpo_train_does() -> None:
     scored = signed(["minus-one", "true", "string", "two"], answer=["", "", "", ""])
     assert scored == [0.0, 1.0, 0.0, 0.0]
     assert signed.verifier.stats.errors == 2  # a string, and 2 outside [-1, 1]
+    failing = verifier_reward("bad_verifiers:raising", id_column="qid", name="correct")
+    assert failing.__name__ == "correct"  # TRL's rewards/correct/... metrics
     with pytest.raises(DataError, match="all 2 calls on a batch of 2 completions raised"):
-        verifier_reward("bad_verifiers:raising")(["a", "b"], answer=["1", "2"])
+        failing(["a", "b"], answer=["1", "2"], qid=["q7", "q8"])
+    assert failing.verifier.stats.logged[0].startswith("verifier error on query q7: ")
+    trl_arguments = {"prompts": ["p"], "completion_ids": [[1]], "log_metric": print}
     with pytest.raises(KeyError, match=r"no column 'answer' .*only \['solution'\]"):
-        exact(["1"], solution=["1"], completion_ids=[[1]])
+        exact(["1"], solution=["1"], **trl_arguments)
     with pytest.raises(TypeError, match="import path"):
         verifier_reward(hashed_reward)
 
@@ -917,6 +952,9 @@ def test_a_verifier_reward_is_checked_against_the_dataset_and_the_profile(
         warnings.simplefilter("error", SgpoWarning)
         same = verifier_reward("sgpo.verifiers:numeric", kwargs={"rel_tol": 0.1})
         SGPOTrainer(model, same, profiled, args, processing_class=tokenizer)
+        # beside a format reward, which no profile scored with
+        formatted = verifier_reward("sgpo.verifiers:exact_match")
+        SGPOTrainer(model, [formatted, same], profiled, args, processing_class=tokenizer)
 
     failing = verifier_reward("bad_verifiers:returns")
     trainer = SGPOTrainer(model, failing, plan_path, args, processing_class=tokenizer)

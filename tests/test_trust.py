@@ -430,6 +430,11 @@ def test_a_folder_of_yours_named_as_an_output_sgpo_did_not_write_is_kept(
     with pytest.raises(FileExistsError, match="final-merged exists and was not written by sgpo"):
         run_train(config, run, overwrite=True)
     assert (run / "final-merged" / "model.safetensors").read_text() == "yours"
+    # a name another command listed ahead of writing it (the demo's report) stays listed
+    plan_dir = tmp_path / "plan"
+    sgpo.rundir.claim_outputs(plan_dir, ["p_hat_hist.png"])
+    run_plan(config, run_profile(config, plan_dir), plan_dir)
+    assert "p_hat_hist.png" in sgpo.rundir.written_by_sgpo(plan_dir)
 
 
 def test_outputs_readable_and_stale_temps_cleaned(env: SimpleNamespace, tmp_path: Path) -> None:

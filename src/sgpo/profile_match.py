@@ -82,7 +82,6 @@ def check_profile_matches(
         check_profile_settings(meta, config, source, expected_model, config.train.reuse_profile)
     else:
         check_profile_samples(meta, config, source, expected_model)
-        warn_of_other_sampling(meta, config, source)
     return task
 
 

@@ -83,19 +83,21 @@ def claimed(
     """claim_outputs, then locked, around one command's run. A run that stops before writing
     any output it newly claimed (a refused input, a busy directory) takes those names back off
     the list, and removes the folders the claim made while they are empty, so a refused
-    command leaves no trace of itself. A run that finishes takes off the names it did not
-    write (final-merged/ without LoRA, tensorboard/ unasked): a folder of yours made there
-    later by that name is not sgpo's to replace."""
+    command leaves no trace of itself. A run that finishes takes off the names it claimed
+    and did not write (final-merged/ without LoRA, tensorboard/ unasked), or removed: a folder
+    of yours made there later by that name is not sgpo's to replace. A name another command
+    listed ahead of its own write (the demo's report) stays listed."""
     names = set(names)
     made = [d for d in (out_dir, *out_dir.parents) if not d.exists()]
     new = names - written_by_sgpo(out_dir)
     claim_outputs(out_dir, names, adopt)
     try:
         with locked(out_dir, command):
+            there = {n for n in names if _present(out_dir / n)}
             yield
-            absent = {n for n in names if not _present(out_dir / n)}
-            if absent & written_by_sgpo(out_dir):
-                _unclaim(out_dir, absent)
+            gone = {n for n in new | there if not _present(out_dir / n)}
+            if gone:
+                _unclaim(out_dir, gone)
     except BaseException:
         if not any(_present(out_dir / name) for name in new):
             _unclaim(out_dir, new)

@@ -37,7 +37,7 @@ from sgpo.plan import (
     read_plan,
     warn_unplanned,
 )
-from sgpo.profile_match import check_profile_matches, p_hat_estimates_p
+from sgpo.profile_match import check_profile_matches, p_hat_estimates_p, warn_of_other_sampling
 from sgpo.tasks import Query
 
 
@@ -369,6 +369,7 @@ def scheduled_queries(
         raise FileNotFoundError(f"method sgpo needs a plan: {plan_path} not found (run sgpo plan)")
     rows, meta = read_plan(plan_path)
     check_profile_matches(meta, config, str(plan_path), model_source(config))
+    warn_of_other_sampling(meta, config, str(plan_path))
     if config.train.online.replans:
         check_replannable(p_hat_estimates_p(meta), plan_path, "train.online re-planning")
     by_id = {q.query_id: q for q in train_queries}

@@ -14,12 +14,25 @@ def completion_text(completion: Any) -> str:
     return completion[-1]["content"]
 
 
+# What TRL passes a reward function besides the dataset's columns.
+TRL_REWARD_ARGUMENTS = (
+    "prompts",
+    "completion_ids",
+    "trainer_state",
+    "log_extra",
+    "log_metric",
+    "environments",
+)
+
+
 class VerifierReward:
     """A TRL reward function scoring each completion against its row's reference answer with
     an sgpo verifier, through the same `Verifier` profiling and `sgpo train` use: bound
     keyword arguments, the reward range rescaled to [0, 1], each call bounded by timeout_s in
-    the chosen isolation, and a verifier that fails, hangs or returns no number scoring 0
-    (counted in `.verifier.stats`)."""
+    the chosen isolation (inline: by SIGALRM on the main thread; off it a hung call is judged
+    late, not stopped), and a verifier that fails, hangs or returns no number scoring 0
+    (counted in `.verifier.stats`). `name` is TRL's name for its metrics (default: the
+    function's). With isolation process or sandbox it holds a worker and cannot be pickled."""
 
     def __init__(
         self,
@@ -30,6 +43,8 @@ class VerifierReward:
         reward_range: tuple[float, float] = (0.0, 1.0),
         timeout_s: float = 5.0,
         isolation: str = "inline",
+        id_column: str = "query_id",
+        name: str | None = None,
     ) -> None:
         if not isinstance(verifier, str):
             raise TypeError(
@@ -39,18 +54,19 @@ class VerifierReward:
             )
         self.verifier = Verifier(verifier, timeout_s, isolation, kwargs, reward_range)
         self.answer_column = answer_column
-        self.__name__ = verifier.partition(":")[2]  # TRL names a reward's metrics by it
+        self.id_column = id_column
+        self.__name__ = name or verifier.partition(":")[2]  # TRL names its metrics by it
 
     def __call__(self, completions: list, **columns: Any) -> list[float]:
         if self.answer_column not in columns:
-            present = sorted(k for k in columns if k not in ("completion_ids", "trainer_state"))
+            present = sorted(k for k in columns if k not in TRL_REWARD_ARGUMENTS)
             raise KeyError(
                 f"reward {self.__name__}: the training rows have no column "
                 f"{self.answer_column!r} (the reference answers), only {present}; pass "
                 "answer_column=... or add the column"
             )
         answers = columns[self.answer_column]
-        ids = columns.get("query_id") or [f"row {i}" for i in range(len(answers))]
+        ids = columns.get(self.id_column) or [f"row {i}" for i in range(len(answers))]
         before = self.verifier.stats.counts()
         scores = [
             self.verifier.score_one(completion_text(c), str(a), str(q))

@@ -464,9 +464,10 @@ class SGPOTrainer(GRPOTrainer):
             )
 
     def _steps_per_checkpointable(self) -> int:
-        """Optimizer steps between two ends of a generation batch. TRL generates a batch every
-        steps_per_generation x num_iterations micro-steps and does not checkpoint it, so a run
-        resumes only from a step where one ended."""
+        """Optimizer steps between two ends of a generation batch within an epoch. TRL
+        generates a batch every steps_per_generation x num_iterations micro-steps and does not
+        checkpoint it, so a run resumes only from a step where one ended (an epoch's end is
+        one: an epoch holds whole batches, its last optimizer step the micro-steps left)."""
         repeat = self.plan_sampler.repeat
         return repeat // math.gcd(repeat, self.args.gradient_accumulation_steps)
 
@@ -481,9 +482,9 @@ class SGPOTrainer(GRPOTrainer):
         ):
             warnings.warn(
                 f"save_steps={save_steps:g} writes checkpoints inside a generation batch (one "
-                f"ends every {period} steps: steps_per_generation x num_iterations / "
-                "gradient_accumulation_steps), and only those at a multiple of "
-                f"{period} can be resumed; set save_steps to a multiple of {period}",
+                f"ends every {period} optimizer steps within an epoch: steps_per_generation x "
+                "num_iterations micro-steps), which cannot be resumed; set save_steps to a "
+                f"multiple of {period}",
                 SgpoWarning,
                 stacklevel=3,
             )
@@ -933,10 +934,14 @@ class SGPOTrainer(GRPOTrainer):
             max_steps, num_update_steps_per_epoch, num_train_epochs, resume_from_checkpoint, trial
         )
         if resume_from_checkpoint is not None:
-            self._restore_sgpo_state(Path(resume_from_checkpoint), epochs_trained)
+            self._restore_sgpo_state(
+                Path(resume_from_checkpoint), epochs_trained, num_update_steps_per_epoch
+            )
         return epochs_trained, steps_in_epoch
 
-    def _restore_sgpo_state(self, checkpoint: Path, epochs_trained: int) -> None:
+    def _restore_sgpo_state(
+        self, checkpoint: Path, epochs_trained: int, steps_per_epoch: int
+    ) -> None:
         if self.schedule.observes():
             raise NotImplementedError(
                 f"resuming {checkpoint} with reestimate=True or history_explore < 1 is not "
@@ -960,7 +965,7 @@ class SGPOTrainer(GRPOTrainer):
                 "order differ from this trainer's); resume it with the plan it was trained "
                 "with, or start a new run"
             )
-        self._check_resume_settings(checkpoint, state.get("settings"))
+        self._check_resume_settings(checkpoint, state.get("settings"), steps_per_epoch)
         self.sgpo_flops = {phase: float(state["flops"][phase]) for phase in self.sgpo_flops}
         self.sgpo_rollouts = int(state["rollouts"])
         self.sgpo_tokens_generated = int(state["tokens_generated"])
@@ -968,7 +973,9 @@ class SGPOTrainer(GRPOTrainer):
         # batches of the current epoch only.
         self.schedule.scheduler.epoch = epochs_trained
 
-    def _check_resume_settings(self, checkpoint: Path, recorded: dict | None) -> None:
+    def _check_resume_settings(
+        self, checkpoint: Path, recorded: dict | None, steps_per_epoch: int
+    ) -> None:
         """Refuse a resume that would replay other batches than the run trained (recorded is
         None in checkpoints of an older sgpo)."""
         if recorded is not None:
@@ -990,13 +997,16 @@ class SGPOTrainer(GRPOTrainer):
                     "would replay other batches than the run trained. Resume with the "
                     "checkpoint's settings, or start a new run"
                 )
-        period = self._steps_per_checkpointable()
-        if self.state.global_step % period:
+        # TRL's data skip replays the micro-steps of the current epoch's full optimizer steps
+        into_epoch = (
+            self.state.global_step % steps_per_epoch
+        ) * self.args.gradient_accumulation_steps
+        if into_epoch % self.plan_sampler.repeat:
             raise ValueError(
                 f"{checkpoint} was saved at step {self.state.global_step}, inside a generation "
-                f"batch (one ends every {period} steps); TRL does not checkpoint the batch, so "
-                "a resume would generate it again and shift the plan. Resume from a "
-                f"checkpoint at a multiple of {period} steps"
+                f"batch (one ends every {self._steps_per_checkpointable()} steps within an "
+                "epoch); TRL does not checkpoint the batch, so a resume would generate it "
+                "again and shift the plan. Resume from a checkpoint where a batch ended"
             )
 
     # --------------------------------------------------------------------------- logging
@@ -1069,25 +1079,24 @@ def profile_mismatches(
 def verifier_mismatches(meta: dict, rewards: list[VerifierReward]) -> list[str]:
     """How the sgpo verifiers among a run's rewards are set otherwise than the one the plan's
     profile scored with (task.verifier, its kwargs and reward range, as the plan records
-    them); a spec the plan leaves to the task's default is not compared."""
+    them), when none of them is set as it was (a format reward may stand beside it); a spec
+    the plan leaves to the task's default is not compared."""
     recorded = settings_of(profiled_settings(meta), VERIFIER_SETTINGS)
-    if not recorded:
+    if not recorded or not rewards:
         return []
-    problems = []
-    for reward in rewards:
+
+    def differences(reward: VerifierReward) -> list[str]:
         current = flatten(reward.settings())
-        differ = [
-            key
+        return [
+            f"reward {reward.__name__}: {key}={current.get(key)!r}, profiled with "
+            f"{recorded.get(key)!r}"
             for key in sorted(set(recorded) | set(current))
             if recorded.get(key) != current.get(key)
             and not (key == "task.verifier" and recorded.get(key) is None)
         ]
-        problems += [
-            f"reward {reward.__name__}: {key}={current.get(key)!r}, profiled with "
-            f"{recorded.get(key)!r}"
-            for key in differ
-        ]
-    return problems
+
+    each = [differences(reward) for reward in rewards]
+    return [] if any(not d for d in each) else each[0]
 
 
 def _profiled_prompt(meta: dict, query: Query, trainer: GRPOTrainer) -> str | None:
