@@ -751,6 +751,12 @@ def test_export_says_loudly_that_online_settings_are_not_carried(tmp_path):
     assert "NOT applied" in reuse.output
     export_meta = read_table(tmp_path / "t.pq")[1]["export"]
     assert export_meta["not_carried"] == {"train.reuse_profile": True}
+    # plain prompts: verl formats every prompt with the model's chat template
+    plain_text = CliRunner().invoke(verl_app, [*args, "--set", "model.use_chat_template=false"])
+    assert plain_text.exit_code == 0 and "NOT applied" in plain_text.output
+    assert read_table(tmp_path / "t.pq")[1]["export"]["not_carried"] == {
+        "model.use_chat_template": False
+    }
     # small groups on a streak are decided in sgpo's own scheduler
     small = CliRunner().invoke(verl_app, [*args, "--set", "train.streak_group_size=2"])
     assert "NOT applied" in small.output
@@ -882,6 +888,12 @@ def test_acceptance_launch_checks_the_plans_sampling_then_prints_resumable_overr
     assert overrides["trainer.default_local_dir"] == str(run_dir / "checkpoints")
     assert overrides["actor_rollout_ref.rollout.temperature"] == "1.0"
     assert overrides["data.max_response_length"] == "7"
+    assert "train.lr" not in result.stderr  # no SGPO_CONFIG: nothing of it to leave unread
+    configured = run_launch(tmp_path, "run_sgpo.sh", SGPO_CONFIG=str(DEMO), LR="3e-6")
+    assert configured.returncode == 0, configured.stderr
+    said = " ".join(configured.stderr.split())
+    assert "note: training with this launch's LR=3e-6" in said
+    assert "SGPO_CONFIG's train.lr, kl_coef, clip, normalize_std" in said
 
 
 def test_launch_reads_the_exports_down_sampling_and_largest_step(tmp_path):

@@ -104,6 +104,12 @@ if [ "$SKIP_EXPORT" != 1 ]; then
     [ "$METHOD" != sgpo ] && export_args+=(--fixed-group-size "$GROUP_SIZE")
     sgpo_verl export "${export_args[@]}" >&2
 fi
+if [ -n "$SGPO_CONFIG" ]; then
+    echo "note: training with this launch's LR=$LR LOSS_AGG_MODE=$LOSS_AGG_MODE" \
+         "NORM_ADV_BY_STD=$NORM_ADV_BY_STD PPO_EPOCHS=$PPO_EPOCHS EPOCHS=$EPOCHS (verl's clip," \
+         "weight decay and betas, no KL loss); SGPO_CONFIG's train.lr, kl_coef, clip," \
+         "normalize_std, loss_aggregation, optimizer and steps are sgpo's trainer's, not read" >&2
+fi
 [ -f "$DATA" ] || { echo "DATA=$DATA: no such file" >&2; exit 2; }
 DATA="$(absolute "$DATA")"
 

@@ -368,7 +368,8 @@ def settings_not_carried(cfg: RunConfig) -> dict:
     launch runs sgpo without verl's algorithm.filter_groups and follows the exported, static
     plan. verl refills every skipped row, so its steps are always full, as history_fill keeps
     them: a skip on history without history_fill (nor a target, which implies it) is reported
-    as train.history_fill = False, not carried."""
+    as train.history_fill = False, not carried. model.use_chat_template: false is not
+    carried either (verl formats every prompt with the chat template)."""
     train = cfg.train
     fields = [(f"train.online.{n}", train.online, n) for n in type(train.online).model_fields]
     fields += [
@@ -383,4 +384,8 @@ def settings_not_carried(cfg: RunConfig) -> dict:
     }
     if train.history_explore < 1 and not (train.history_fill or train.history_target):
         not_carried["train.history_fill"] = False
+    if cfg.model.use_chat_template is False:
+        # the export writes chat messages, which verl formats with the model's chat template:
+        # the prompts would not reach the model as the profile's plain ones did
+        not_carried["model.use_chat_template"] = False
     return not_carried
