@@ -820,7 +820,7 @@ def test_record_run_refuses_to_resume_a_run_dir_with_other_settings(tmp_path):
     logger = "+ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH="
     record_run(tmp_path, "grpo", ["data.train_batch_size=4", logger + "a.jsonl"], data)
     record_run(tmp_path, "grpo", ["data.train_batch_size=4", logger + "b.jsonl"], data)  # resume
-    with pytest.raises(RunMismatch, match="overrides"):
+    with pytest.raises(RunMismatch, match=r"overrides \(data.train_batch_size: 4 -> 8\);"):
         record_run(tmp_path, "grpo", ["data.train_batch_size=8"], data)
     data.write_bytes(b"other rows")
     with pytest.raises(RunMismatch, match="data_sha256"):

@@ -78,12 +78,22 @@ def record_run(
         changed = [k for k in run if earlier.get(k) != run[k]]
         if changed:
             raise RunMismatch(
-                f"{path} describes an earlier run with other {', '.join(changed)}; resuming it "
+                f"{path} describes an earlier run with other {', '.join(changed)}"
+                f"{_overrides_changed(earlier.get('overrides') or [], identity)}; resuming it "
                 f"would continue its checkpoints with different settings. Use another EXPERIMENT "
                 f"(a new run) or remove {run_dir}"
             )
     atomic_write_json(path, run)
     return path
+
+
+def _overrides_changed(earlier: list[str], now: list[str]) -> str:
+    """' (key: old -> new; ...)' for the overrides that differ, '' when none do."""
+    before, after = parse_overrides(earlier), parse_overrides(now)
+    keys = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    if not keys:
+        return ""
+    return " (" + "; ".join(f"{k}: {before.get(k)} -> {after.get(k)}" for k in keys) + ")"
 
 
 def load_run(path: Path) -> dict:
