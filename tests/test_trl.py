@@ -118,6 +118,11 @@ def make_trainer(
     return SGPOTrainer(model, reward, plan=plan_path, args=args, processing_class=tokenizer)
 
 
+def checkpoint(tmp_path: Path, step: int) -> str:
+    """The folder of make_trainer's checkpoint at step, as resume_from_checkpoint takes it."""
+    return str(tmp_path / "out" / f"checkpoint-{step}")
+
+
 def runs(items: list[str]) -> list[tuple[str, int]]:
     """Consecutive equal items as (item, count)."""
     out: list[tuple[str, int]] = []
@@ -530,7 +535,7 @@ def test_resume_replays_the_plan_and_keeps_sgpo_counters(
 
     resumed = make_trainer(model_dir, plan_path, tmp_path, **settings)
     resumed_batches = trained_batches(resumed)
-    resumed.train(resume_from_checkpoint=str(tmp_path / "out" / "checkpoint-4"))
+    resumed.train(resume_from_checkpoint=checkpoint(tmp_path, 4))
     assert resumed_batches == [EXPECTED_BATCHES[1]]
     last = resumed.state.log_history[-1]
     assert last["sgpo/rollouts_cum"] == straight.sgpo_rollouts == 3 + 6 + 3 + 3 + 6
@@ -540,7 +545,7 @@ def test_resume_replays_the_plan_and_keeps_sgpo_counters(
 
     online = make_trainer(model_dir, plan_path, tmp_path, **settings, reestimate=True)
     with pytest.raises(NotImplementedError, match="reestimate"):
-        online.train(resume_from_checkpoint=str(tmp_path / "out" / "checkpoint-4"))
+        online.train(resume_from_checkpoint=checkpoint(tmp_path, 4))
     # under another plan (one query's G changed) the replayed batches would not be the run's
     rows, meta = read_table(plan_path)
     rows[0]["group_size"] += 1
@@ -548,17 +553,17 @@ def test_resume_replays_the_plan_and_keeps_sgpo_counters(
     write_table(other, rows, meta)
     with pytest.raises(ValueError, match="was trained under another plan"):
         make_trainer(model_dir, other, tmp_path, **settings).train(
-            resume_from_checkpoint=str(tmp_path / "out" / "checkpoint-4")
+            resume_from_checkpoint=checkpoint(tmp_path, 4)
         )
     # a larger generation batch: TRL's data skip would replay other batches than were trained
     with pytest.raises(ValueError, match=r"generation_batch_size=8 \(the checkpoint's 6\)"):
         make_trainer(
             model_dir, plan_path, tmp_path, **settings, per_device_train_batch_size=8
-        ).train(resume_from_checkpoint=str(tmp_path / "out" / "checkpoint-4"))
+        ).train(resume_from_checkpoint=checkpoint(tmp_path, 4))
     (tmp_path / "out" / "checkpoint-2" / "sgpo_state.json").unlink()
     with pytest.raises(FileNotFoundError, match="not written by SGPOTrainer"):
         make_trainer(model_dir, plan_path, tmp_path, **settings).train(
-            resume_from_checkpoint=str(tmp_path / "out" / "checkpoint-2")
+            resume_from_checkpoint=checkpoint(tmp_path, 2)
         )
 
 
@@ -571,7 +576,7 @@ def test_a_checkpoint_trained_with_skips_on_history_is_not_resumed_without_them(
     make_trainer(model_dir, plan_path, tmp_path, **settings, history_explore=0.5).train()
     with pytest.raises(NotImplementedError, match="was trained with .*history_explore < 1"):
         make_trainer(model_dir, plan_path, tmp_path, **settings).train(
-            resume_from_checkpoint=str(tmp_path / "out" / "checkpoint-2")
+            resume_from_checkpoint=checkpoint(tmp_path, 2)
         )
 
 
@@ -595,12 +600,12 @@ def test_only_a_checkpoint_between_generation_batches_is_resumed(
 
     resumed = make_trainer(model_dir, plan_path, tmp_path, **settings)
     resumed_batches = trained_batches(resumed)
-    resumed.train(resume_from_checkpoint=str(tmp_path / "out" / "checkpoint-2"))
+    resumed.train(resume_from_checkpoint=checkpoint(tmp_path, 2))
     assert resumed_batches == [EXPECTED_BATCHES[1]]
     assert resumed.sgpo_rollouts == straight.sgpo_rollouts == 3 + 6
     with pytest.raises(ValueError, match="saved at step 1, inside a generation batch"):
         make_trainer(model_dir, plan_path, tmp_path, **settings).train(
-            resume_from_checkpoint=str(tmp_path / "out" / "checkpoint-1")
+            resume_from_checkpoint=checkpoint(tmp_path, 1)
         )
     with warnings.catch_warnings():
         warnings.simplefilter("error", SgpoWarning)
@@ -629,12 +634,12 @@ def test_a_generation_batch_ends_where_an_epoch_does(
 
     resumed = make_trainer(model_dir, plan_path, tmp_path, **settings)
     resumed_batches = trained_batches(resumed)
-    resumed.train(resume_from_checkpoint=str(tmp_path / "out" / "checkpoint-5"))
+    resumed.train(resume_from_checkpoint=checkpoint(tmp_path, 5))
     assert resumed_batches == EXPECTED_BATCHES[:2]
     assert resumed.sgpo_rollouts == straight.sgpo_rollouts
     with pytest.raises(ValueError, match="saved at step 6, inside a generation batch"):
         make_trainer(model_dir, plan_path, tmp_path, **settings).train(
-            resume_from_checkpoint=str(tmp_path / "out" / "checkpoint-6")
+            resume_from_checkpoint=checkpoint(tmp_path, 6)
         )
 
 
