@@ -845,7 +845,7 @@ def demo_plan(tmp_path: Path, *overrides: str) -> Path:
     return tmp_path / "plan.parquet"
 
 
-def run_launch(tmp_path: Path, script: str, **env: str):  # noqa: ANN201
+def run_launch(tmp_path: Path, script: str, *extra: str, **env: str):  # noqa: ANN201
     import os
     import subprocess
     import sys
@@ -859,7 +859,7 @@ def run_launch(tmp_path: Path, script: str, **env: str):  # noqa: ANN201
         "TRAIN_BATCH_SIZE": "4",
     }
     return subprocess.run(
-        ["bash", str(LAUNCH_DIR / script)],
+        ["bash", str(LAUNCH_DIR / script), *extra],
         env=os.environ | settings | env,
         capture_output=True,
         text=True,
@@ -889,6 +889,17 @@ def test_acceptance_launch_checks_the_plans_sampling_then_prints_resumable_overr
     assert overrides["actor_rollout_ref.rollout.temperature"] == "1.0"
     assert overrides["data.max_response_length"] == "7"
     assert "train.lr" not in result.stderr  # no SGPO_CONFIG: nothing of it to leave unread
+    # an extra argument for a key the launch sets and checks would win in verl, unchecked
+    hotter = "actor_rollout_ref.rollout.temperature=0.5"
+    refused = run_launch(tmp_path, "run_sgpo.sh", hotter, "trainer.val_before_train=False")
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert f"{hotter}: this launch sets actor_rollout_ref.rollout.temperature" in " ".join(
+        refused.stderr.split()
+    )
+    allowed = run_launch(tmp_path, "run_sgpo.sh", "+" + hotter, ALLOW_OVERRIDE="1")
+    assert allowed.returncode == 0 and allowed.stdout.splitlines()[-1] == "+" + hotter
+    extra = run_launch(tmp_path, "run_sgpo.sh", "actor_rollout_ref.actor.clip_ratio_high=0.28")
+    assert extra.returncode == 0 and extra.stdout.splitlines()[-1].endswith("=0.28")
     configured = run_launch(tmp_path, "run_sgpo.sh", SGPO_CONFIG=str(DEMO), LR="3e-6")
     assert configured.returncode == 0, configured.stderr
     said = " ".join(configured.stderr.split())

@@ -296,6 +296,24 @@ overrides=(
     "${runtime_env[@]}"
 )
 
+# An extra argument for a key set above would win in verl (the last value does) and bypass the
+# checks made on it (sampling against the plan, the batch and mini-batch sizes): refused, unless
+# ALLOW_OVERRIDE=1.
+declare -A launch_keys=()
+for item in "${overrides[@]}"; do
+    key="${item%%=*}"; launch_keys["${key##+}"]=1
+done
+if [ "${ALLOW_OVERRIDE:-0}" != 1 ]; then
+    for item in "$@"; do
+        key="${item%%=*}"; key="${key##+}"
+        if [ -n "${launch_keys[$key]:-}" ]; then
+            echo "$item: this launch sets $key itself (and checks it); set it through the" \
+                 "launch's variable (examples/verl/README.md), or ALLOW_OVERRIDE=1 to pass it" >&2
+            exit 2
+        fi
+    done
+fi
+
 if [ "${PRINT_OVERRIDES:-0}" = 1 ]; then
     printf '%s\n' "${overrides[@]}" "$@"
     exit 0

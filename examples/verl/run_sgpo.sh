@@ -6,7 +6,8 @@
 #   NNODES=2 GPUS_PER_NODE=8 examples/verl/run_sgpo.sh [extra hydra overrides...]
 #
 # Every setting is an environment variable with a default (examples/verl/launch.sh); extra
-# arguments are passed to verl as hydra overrides and win over the script's. PRINT_OVERRIDES=1
+# arguments are passed to verl as hydra overrides, except for keys the script sets itself (set
+# those through its variables; ALLOW_OVERRIDE=1 passes them anyway, unchecked). PRINT_OVERRIDES=1
 # runs every check (export included) and prints the overrides without starting verl. Running the
 # same command again resumes the run from its latest checkpoint.
 # Baselines on the same data and model: run_grpo.sh (fixed G), run_dapo.sh (+ filter_groups).
