@@ -16,6 +16,7 @@ from sgpo.cli import app
 from sgpo.config import load_config
 from sgpo.errors import DataError
 from sgpo.report import write_report
+from sgpo.rundir import written_by_sgpo
 from sgpo.runfiles import METRICS_FILE, SUMMARY_FILE
 from sgpo.train import run_train
 
@@ -37,6 +38,10 @@ def run(finished_run: Path, tmp_path: Path) -> Path:
 
 def test_report_of_an_intact_run(run: Path):
     assert write_report(run).read_text().startswith("# sgpo run: grpo")
+    # a grpo run has no plan to draw: only what was drawn is listed as sgpo's
+    listed = written_by_sgpo(run)
+    assert {"report.md", "accuracy_vs_flops.png"} <= listed
+    assert not {"plan_drift.png", "p_hat_hist.png"} & listed
 
 
 def test_training_over_a_reported_run_removes_its_report(run: Path, tmp_path: Path):

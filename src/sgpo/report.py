@@ -287,4 +287,6 @@ def write_report(run_dir: Path) -> Path:
     ]
     path = run_dir / "report.md"
     atomic_write_text(path, "\n".join(lines))
+    # plots this run has no data for (plan_drift.png without re-planning) stay unclaimed
+    rundir.release_unwritten(run_dir, REPORT_OUTPUTS)
     return path

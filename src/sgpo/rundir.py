@@ -109,6 +109,14 @@ def claimed(
         raise
 
 
+def release_unwritten(out_dir: Path, names: Iterable[str]) -> None:
+    """Take off out_dir's list the names a command claimed up front and did not write (what
+    claimed() does for the commands it holds)."""
+    absent = {n for n in names if not _present(out_dir / n)}
+    if absent & written_by_sgpo(out_dir):
+        _unclaim(out_dir, absent)
+
+
 def _present(path: Path) -> bool:
     return path.exists() or path.is_symlink()
 
