@@ -900,6 +900,17 @@ def test_acceptance_launch_checks_the_plans_sampling_then_prints_resumable_overr
     assert allowed.returncode == 0 and allowed.stdout.splitlines()[-1] == "+" + hotter
     extra = run_launch(tmp_path, "run_sgpo.sh", "actor_rollout_ref.actor.clip_ratio_high=0.28")
     assert extra.returncode == 0 and extra.stdout.splitlines()[-1].endswith("=0.28")
+    # local paths reach verl absolute (its Ray workers start elsewhere); a hub id as it is
+    import os
+
+    worded = run_launch(tmp_path, "run_sgpo.sh", DOWNSAMPLE_TO="four")
+    assert worded.returncode == 2 and "DOWNSAMPLE_TO=four: must be a whole number" in worded.stderr
+    model = os.path.relpath(tmp_path / "model")
+    relative = run_launch(tmp_path, "run_sgpo.sh", MODEL=model, CHECKPOINT_DIR="ckpt")
+    assert relative.returncode == 0, relative.stderr
+    overrides = dict(o.lstrip("+").split("=", 1) for o in relative.stdout.splitlines())
+    assert overrides["actor_rollout_ref.model.path"] == str(tmp_path / "model")
+    assert overrides["trainer.default_local_dir"] == os.path.join(os.getcwd(), "ckpt")
     configured = run_launch(tmp_path, "run_sgpo.sh", SGPO_CONFIG=str(DEMO), LR="3e-6")
     assert configured.returncode == 0, configured.stderr
     said = " ".join(configured.stderr.split())

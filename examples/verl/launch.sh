@@ -89,6 +89,10 @@ if [ -z "$MODEL" ] || [ "$MODEL" = - ]; then
     echo "set MODEL to the policy's model directory (readable from every node)" >&2
     exit 2
 fi
+# Ray workers do not start in this directory: local paths go to verl absolute, as PLAN and DATA
+[ -e "$MODEL" ] && MODEL="$(absolute "$MODEL")"  # else a hub id
+[ -n "$VAL_DATA" ] && [ -e "$VAL_DATA" ] && VAL_DATA="$(absolute "$VAL_DATA")"
+case "$CHECKPOINT_DIR" in /*) ;; *) CHECKPOINT_DIR="$PWD/$CHECKPOINT_DIR" ;; esac
 if [ "$MODEL" != "$plan_model" ]; then
     echo "note: MODEL=$MODEL but the plan was profiled with $plan_model; they must be the same" \
          "policy (a copy elsewhere is fine)" >&2
@@ -137,6 +141,9 @@ read -r export_downsample_to _ history_explore history_min_streak history_target
     history_seed export_drop_equal_groups export_drop_equal_denominator \
     <<< "$(sgpo_verl data-info --data "$DATA" --train-batch-size "$TRAIN_BATCH_SIZE")"
 DOWNSAMPLE_TO="${DOWNSAMPLE_TO:-$export_downsample_to}"
+case "$DOWNSAMPLE_TO" in
+    ''|*[!0-9]*) echo "DOWNSAMPLE_TO=$DOWNSAMPLE_TO: must be a whole number (0 = off)" >&2; exit 2 ;;
+esac
 DROP_EQUAL_GROUPS="${DROP_EQUAL_GROUPS:-$export_drop_equal_groups}"
 DROP_EQUAL_DENOMINATOR="${DROP_EQUAL_DENOMINATOR:-$export_drop_equal_denominator}"
 if [ "$DOWNSAMPLE_TO" != 0 ] && { [ "$METHOD" = dapo ] || [ "$DOWNSAMPLE_TO" -lt 2 ]; }; then
