@@ -903,6 +903,11 @@ def test_acceptance_launch_checks_the_plans_sampling_then_prints_resumable_overr
     # local paths reach verl absolute (its Ray workers start elsewhere); a hub id as it is
     import os
 
+    # a plan made with `sgpo plan --set ...` is exported with the same --set (SGPO_SET)
+    set_ = run_launch(tmp_path, "run_sgpo.sh", SGPO_SET="train.downsample_to=2 seed=0")
+    assert set_.returncode == 0, set_.stderr
+    overrides = dict(o.lstrip("+").split("=", 1) for o in set_.stdout.splitlines())
+    assert overrides["trainer.v1.sampler.sampler_kwargs.downsample_to"] == "2"
     worded = run_launch(tmp_path, "run_sgpo.sh", DOWNSAMPLE_TO="four")
     assert worded.returncode == 2 and "DOWNSAMPLE_TO=four: must be a whole number" in worded.stderr
     model = os.path.relpath(tmp_path / "model")

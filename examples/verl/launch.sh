@@ -32,6 +32,7 @@ plan_info="$(sgpo_verl plan-info --plan "$PLAN")"
 read -r plan_temperature plan_top_p plan_max_new_tokens plan_model <<< "$plan_info"
 MODEL="${MODEL:-$plan_model}"              # the policy the plan was profiled with
 SGPO_CONFIG="${SGPO_CONFIG:-}"             # the sgpo config the plan came from (prompt, verifier)
+SGPO_SET="${SGPO_SET:-}"                   # its --set overrides, space-separated key=value
 OUT="${OUT:-runs/verl}"
 EXPERIMENT="${EXPERIMENT:-$METHOD}"        # stable: the same command resumes the same run
 mkdir -p "$OUT/$EXPERIMENT"
@@ -105,6 +106,7 @@ METRICS="$RUN_DIR/metrics/$(date +%Y%m%d-%H%M%S).jsonl"
 if [ "$SKIP_EXPORT" != 1 ]; then
     export_args=(--plan "$PLAN" --out "$DATA" --train-batch-size "$TRAIN_BATCH_SIZE")
     [ -n "$SGPO_CONFIG" ] && export_args+=(--config "$SGPO_CONFIG")
+    for item in $SGPO_SET; do export_args+=(--set "$item"); done
     [ "$METHOD" != sgpo ] && export_args+=(--fixed-group-size "$GROUP_SIZE")
     sgpo_verl export "${export_args[@]}" >&2
 fi
