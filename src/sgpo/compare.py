@@ -264,12 +264,13 @@ def input_changes(config: RunConfig, recorded: dict | None) -> list[str] | None:
     summary.json ("inputs"); None when it recorded none."""
     from sgpo.models import model_source
     from sgpo.rundir import weights_sha256
-    from sgpo.tasks import load_task
+    from sgpo.tasks import data_identity, load_task
     from sgpo.train_state import data_changes
 
     if not isinstance(recorded, dict):
         return None
-    changes = data_changes(load_task(config.task, config.seed), recorded.get("data") or {})
+    task = load_task(config.task, config.seed)
+    changes = data_changes(task, recorded.get("data") or {}, data_identity(task))
     weights = weights_sha256(model_source(config))
     if recorded.get("model_sha256") != weights:
         changes.append(

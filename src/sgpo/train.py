@@ -352,7 +352,8 @@ class Trainer:
     def start_fresh(self) -> None:
         """A fresh start (or --overwrite): nothing of an earlier run may be mixed in, nor left
         to describe this one (sgpo report's outputs of the earlier run)."""
-        reported = [n for n in RUN_REPORT_OUTPUTS if n in rundir.written_by_sgpo(self.run_dir)]
+        listed = rundir.written_by_sgpo(self.run_dir)
+        reported = [name for name in RUN_REPORT_OUTPUTS if name in listed]
         # a re-plan history or merged model of an earlier run too
         for name in (*TRAIN_OUTPUTS, *reported):
             path = self.run_dir / name

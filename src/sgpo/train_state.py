@@ -11,7 +11,7 @@ from sgpo import checkpoint, rundir
 from sgpo.errors import ConfigError, DataError
 from sgpo.io import read_jsonl
 from sgpo.runfiles import FINAL_DIR, METRICS_FILE, STATE_DIR, STEP_CHECKPOINTS_DIR, SUMMARY_FILE
-from sgpo.tasks import TaskData, data_identity
+from sgpo.tasks import TaskData
 
 if TYPE_CHECKING:
     from sgpo.train import Trainer
@@ -141,10 +141,10 @@ def _without_data(fingerprint: dict) -> dict:
     return {k: v for k, v in fingerprint.items() if k != "data"}
 
 
-def data_changes(task: TaskData, recorded: dict) -> list[str]:
-    """How task's queries differ from the data_identity recorded with a run: per split that
-    changed, its file and the rows and sha256 before and now."""
-    current = data_identity(task)
+def data_changes(task: TaskData, recorded: dict, current: dict) -> list[str]:
+    """How task's queries (current: their data_identity) differ from the data_identity
+    recorded with a run: per split that changed, its file and the rows and sha256 before and
+    now."""
     changed = []
     for split, label in (("train", task.train_label), ("eval", task.eval_label)):
         old, new = recorded.get(split) or {}, current[split]
@@ -160,7 +160,7 @@ def data_changes(task: TaskData, recorded: dict) -> list[str]:
 def _check_same_data(trainer: Trainer, where: Path, recorded: dict) -> None:
     """Refuse to resume a checkpoint trained or evaluated on other queries, naming the split
     and its file."""
-    changed = data_changes(trainer.task, recorded)
+    changed = data_changes(trainer.task, recorded, trainer.fingerprint["data"])
     if changed:
         raise DataError(
             f"{where}: made with other data than this resume's: {'; '.join(changed)}. "
