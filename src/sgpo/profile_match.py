@@ -225,12 +225,18 @@ def differing_settings(
         for key in sorted(profiled.keys() | current.keys())
         if profiled.get(key) != current.get(key)
     }
-    recorded_sha = (meta.get("inputs") or {}).get("model_sha256")
-    if recorded_sha and expected_model is not None:
-        current_sha = rundir.weights_sha256(expected_model)
-        if current_sha and current_sha != recorded_sha:
-            differ["model_sha256"] = (recorded_sha, current_sha)
+    other = other_weights(meta, expected_model)
+    if other is not None:
+        differ["model_sha256"] = other
     return differ
+
+
+def other_weights(meta: dict, model: str | None) -> tuple[str, str] | None:
+    """(the profile's, model's) weights sha256 when model, a local folder, holds other weights
+    than the profile recorded; None when they are the same or either is unknown (a hub id)."""
+    recorded = (meta.get("inputs") or {}).get("model_sha256")
+    current = rundir.weights_sha256(model) if recorded and model else None
+    return (recorded, current) if current and current != recorded else None
 
 
 def shown(differ: dict[str, tuple]) -> str:

@@ -92,11 +92,12 @@ from sgpo.models import format_prompt, model_shape
 from sgpo.plan import check_replannable
 from sgpo.profile_match import (
     VERIFIER_SETTINGS,
+    other_weights,
     profiled_settings,
     sampling_differences,
     settings_of,
 )
-from sgpo.rundir import flatten, weights_sha256
+from sgpo.rundir import flatten
 from sgpo.schedule import OnlinePlanner
 from sgpo.tasks import Query
 from sgpo.trl.advantages import grouped_advantages
@@ -437,13 +438,12 @@ class SGPOTrainer(GRPOTrainer):
         peft = hasattr(model, "peft_config")
         problems = profile_mismatches(plan.meta, launch, self.shape, with_adapter=peft)
         # of the same shape, a base and an instruct checkpoint tell apart by their weights only
-        profiled_sha = (plan.meta.get("inputs") or {}).get("model_sha256")
         source = getattr(getattr(model, "config", None), "_name_or_path", None)
-        weights = weights_sha256(source) if profiled_sha and source else None
-        if weights and weights != profiled_sha:
+        other = other_weights(plan.meta, source)
+        if other is not None:
             problems.append(
                 f"the model loaded from {source} holds other weights than the profiled ones "
-                f"(sha256 {weights[:12]}, profiled {profiled_sha[:12]})"
+                f"(sha256 {other[1][:12]}, profiled {other[0][:12]})"
             )
         problems += verifier_mismatches(plan.meta, self._verifier_rewards)
         first = plan.kept[0].query
