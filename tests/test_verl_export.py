@@ -867,6 +867,40 @@ def run_launch(tmp_path: Path, script: str, *extra: str, **env: str):  # noqa: A
     )
 
 
+def test_a_refused_launch_leaves_the_recorded_runs_data_as_it_was(tmp_path):
+    import sys
+
+    demo_plan(tmp_path)
+    # a python that runs sgpo but stands in for verl's trainer (the launch's last step)
+    fake = tmp_path / "python"
+    fake.write_text(
+        "#!/usr/bin/env bash\n"
+        '[ "$2" = verl.trainer.main_ppo ] && exit 0\n'
+        f'exec {sys.executable} "$@"\n'
+    )
+    fake.chmod(0o755)
+    run_dir = tmp_path / "runs" / "grpo"
+    launched = run_launch(tmp_path, "run_grpo.sh", PRINT_OVERRIDES="0", PYTHON=str(fake))
+    assert launched.returncode == 0, launched.stderr
+    recorded = (run_dir / "train.parquet").read_bytes()
+    assert (run_dir / "run.json").exists()
+    # other groups (other data and overrides): refused before the run's data is touched,
+    # by a launch and by a dry run alike
+    for dry in ("0", "1"):
+        refused = run_launch(
+            tmp_path, "run_grpo.sh", PRINT_OVERRIDES=dry, PYTHON=str(fake), GROUP_SIZE="4"
+        )
+        assert refused.returncode == 2, refused.stderr
+        assert "describes an earlier run with other data_sha256" in " ".join(refused.stderr.split())
+        assert refused.stdout == ""
+        assert (run_dir / "train.parquet").read_bytes() == recorded
+    # the same command again resumes it; no staging folder is left behind
+    resumed = run_launch(tmp_path, "run_grpo.sh", PRINT_OVERRIDES="0", PYTHON=str(fake))
+    assert resumed.returncode == 0, resumed.stderr
+    assert (run_dir / "train.parquet").read_bytes() == recorded
+    assert not list(run_dir.glob(".sgpo-export.*"))
+
+
 def test_acceptance_launch_checks_the_plans_sampling_then_prints_resumable_overrides(tmp_path):
     demo_plan(tmp_path)
     for variable, value, profiled in (

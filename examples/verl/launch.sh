@@ -5,12 +5,14 @@
 #
 # Before verl starts (and before PRINT_OVERRIDES=1 prints the overrides), the launch
 #   1. exports the plan (sgpo: kept queries, curriculum order, __rollout_n__ = G; baselines: every
-#      query of the plan, __rollout_n__ = GROUP_SIZE),
+#      query of the plan, __rollout_n__ = GROUP_SIZE) to a staging file beside DATA,
 #   2. checks the export: every row has __rollout_n__ >= 2, at least TRAIN_BATCH_SIZE rows,
 #      every prompt fits MAX_PROMPT_LENGTH under MODEL's chat template, no sgpo train setting
 #      silently dropped, and TEMPERATURE / TOP_P / MAX_RESPONSE_LENGTH equal to the sampling the
 #      plan was profiled with (they default to it; ALLOW_SAMPLING_MISMATCH=1 to differ),
-#   3. records the run in RUN_DIR/run.json (refusing a RUN_DIR that holds another run).
+#   3. records the run in RUN_DIR/run.json, refusing a RUN_DIR that holds another run, and only
+#      then moves the export to DATA (PRINT_OVERRIDES=1: the same check and move, nothing
+#      recorded), so a refused launch leaves the earlier run's data as it was.
 # Checkpoints go to RUN_DIR/checkpoints every SAVE_FREQ steps and trainer.resume_mode=auto
 # continues from the latest one: running the same command again resumes the run.
 set -euo pipefail
@@ -102,9 +104,21 @@ mkdir -p "$RUN_DIR/metrics" "$RUN_DIR/verifier"
 # verl's file logger truncates its file on open: one file per launch, `sgpo flops` reads them all.
 METRICS="$RUN_DIR/metrics/$(date +%Y%m%d-%H%M%S).jsonl"
 
-# 1. plan -> verl dataset
+# 1. plan -> verl dataset, written to a staging folder beside DATA: DATA (what a recorded run's
+#    checkpoints were trained on) is replaced only once the run is checked (record-run, step 4)
+if [ "$SKIP_EXPORT" = 1 ]; then
+    [ -f "$DATA" ] || { echo "DATA=$DATA: no such file" >&2; exit 2; }
+else
+    mkdir -p "$(dirname "$DATA")"
+fi
+DATA="$(absolute "$DATA")"
+EXPORTED="$DATA"
+STAGING=""
 if [ "$SKIP_EXPORT" != 1 ]; then
-    export_args=(--plan "$PLAN" --out "$DATA" --train-batch-size "$TRAIN_BATCH_SIZE")
+    STAGING="$(mktemp -d "$(dirname "$DATA")/.sgpo-export.XXXXXX")"
+    trap 'rm -rf "$STAGING"' EXIT
+    EXPORTED="$STAGING/$(basename "$DATA")"
+    export_args=(--plan "$PLAN" --out "$EXPORTED" --train-batch-size "$TRAIN_BATCH_SIZE")
     [ -n "$SGPO_CONFIG" ] && export_args+=(--config "$SGPO_CONFIG")
     for item in $SGPO_SET; do export_args+=(--set "$item"); done
     [ "$METHOD" != sgpo ] && export_args+=(--fixed-group-size "$GROUP_SIZE")
@@ -116,11 +130,9 @@ if [ -n "$SGPO_CONFIG" ]; then
          "weight decay and betas, no KL loss); SGPO_CONFIG's train.lr, kl_coef, clip," \
          "normalize_std, loss_aggregation, optimizer and steps are sgpo's trainer's, not read" >&2
 fi
-[ -f "$DATA" ] || { echo "DATA=$DATA: no such file" >&2; exit 2; }
-DATA="$(absolute "$DATA")"
 
 # 2. the checks (exit 2 naming the problem)
-check_args=(--data "$DATA" --train-batch-size "$TRAIN_BATCH_SIZE" --plan "$PLAN"
+check_args=(--data "$EXPORTED" --train-batch-size "$TRAIN_BATCH_SIZE" --plan "$PLAN"
             --temperature "$TEMPERATURE" --top-p "$TOP_P"
             --max-response-length "$MAX_RESPONSE_LENGTH"
             --model "$MODEL" --max-prompt-length "$MAX_PROMPT_LENGTH")
@@ -141,7 +153,7 @@ sgpo_verl check "${check_args[@]}"
 # run_grpo.sh trains as GRPO and skips the dead groups' training passes).
 read -r export_downsample_to _ history_explore history_min_streak history_target \
     history_seed export_drop_equal_groups export_drop_equal_denominator \
-    <<< "$(sgpo_verl data-info --data "$DATA" --train-batch-size "$TRAIN_BATCH_SIZE")"
+    <<< "$(sgpo_verl data-info --data "$EXPORTED" --train-batch-size "$TRAIN_BATCH_SIZE")"
 DOWNSAMPLE_TO="${DOWNSAMPLE_TO:-$export_downsample_to}"
 case "$DOWNSAMPLE_TO" in
     ''|*[!0-9]*) echo "DOWNSAMPLE_TO=$DOWNSAMPLE_TO: must be a whole number (0 = off)" >&2; exit 2 ;;
@@ -197,7 +209,7 @@ fi
 #    lcm(dp size, actor.ppo_mini_batch_size * rollout.n) (trainer_base._get_required_batch_multiple).
 if [ "$METHOD" = sgpo ] && [ "$ONE_UPDATE_PER_STEP" = 1 ]; then
     # one mini-batch holds the most rollouts a step trains: groups cut to DOWNSAMPLE_TO
-    max_trained=$(sgpo_verl data-info --data "$DATA" --train-batch-size "$TRAIN_BATCH_SIZE" \
+    max_trained=$(sgpo_verl data-info --data "$EXPORTED" --train-batch-size "$TRAIN_BATCH_SIZE" \
         --downsample-to "$DOWNSAMPLE_TO" | cut -d' ' -f2)
     PPO_MINI_BATCH_SIZE="$TRAIN_BATCH_SIZE"
     ROLLOUT_N=$(( (max_trained + TRAIN_BATCH_SIZE - 1) / TRAIN_BATCH_SIZE ))
@@ -206,7 +218,7 @@ fi
 # holds everything a step trains (verl normalises each mini-batch by its own tokens).
 if [ "$DROP_EQUAL_DENOMINATOR" = generated ]; then
     if [ "$METHOD" = sgpo ]; then
-        max_trained=$(sgpo_verl data-info --data "$DATA" --train-batch-size "$TRAIN_BATCH_SIZE" \
+        max_trained=$(sgpo_verl data-info --data "$EXPORTED" --train-batch-size "$TRAIN_BATCH_SIZE" \
             --downsample-to "$DOWNSAMPLE_TO" | cut -d' ' -f2)
     elif [ "$DOWNSAMPLE_TO" != 0 ] && [ "$DOWNSAMPLE_TO" -lt "$GROUP_SIZE" ]; then
         max_trained=$(( TRAIN_BATCH_SIZE * DOWNSAMPLE_TO ))
@@ -323,12 +335,16 @@ if [ "${ALLOW_OVERRIDE:-0}" != 1 ]; then
     done
 fi
 
+# 4. the run: refused if RUN_DIR holds another (its DATA then untouched); the export moved to DATA
+record_args=(--run-dir "$RUN_DIR" --method "$METHOD" --data "$DATA" --plan "$PLAN")
+[ -n "$STAGING" ] && record_args+=(--staged "$EXPORTED")
 if [ "${PRINT_OVERRIDES:-0}" = 1 ]; then
+    sgpo_verl record-run "${record_args[@]}" --check-only -- "${overrides[@]}" "$@"
     printf '%s\n' "${overrides[@]}" "$@"
     exit 0
 fi
 
-sgpo_verl record-run --run-dir "$RUN_DIR" --method "$METHOD" --data "$DATA" --plan "$PLAN" \
-    -- "${overrides[@]}" "$@"
+sgpo_verl record-run "${record_args[@]}" -- "${overrides[@]}" "$@"
+[ -n "$STAGING" ] && rm -rf "$STAGING"  # exec below runs no EXIT trap
 echo "verl metrics -> $METRICS; afterwards: sgpo flops --run $RUN_DIR [--run <other runs>]" >&2
 exec "$PYTHON" -m verl.trainer.main_ppo "${overrides[@]}" "$@"

@@ -314,15 +314,32 @@ def record_run_cmd(
     data: Annotated[Path, typer.Option(help="The exported verl parquet.")],
     overrides: Annotated[list[str], typer.Argument(help="verl's hydra overrides, in order.")],
     plan: Annotated[Path | None, typer.Option(help="plan.parquet.")] = None,
+    staged: Annotated[
+        Path | None,
+        typer.Option(help="A new export, moved to --data once the run is checked (not before)."),
+    ] = None,
+    check_only: Annotated[
+        bool, typer.Option(help="Check against RUN_DIR/run.json without writing it.")
+    ] = False,
 ) -> None:
-    """Write RUN_DIR/run.json for `sgpo flops --run`; refuse one that describes another run."""
-    from sgpo.verl.runs import RunMismatch, record_run
+    """Write RUN_DIR/run.json for `sgpo flops --run`; refuse one that describes another run.
+    The data its checkpoints were trained on is replaced by --staged only when the run is the
+    same, so a refused launch leaves the run as it was."""
+    from sgpo.verl.export import install_export
+    from sgpo.verl.runs import RunMismatch, check_same_run, describe_run, write_run
 
+    run = describe_run(run_dir, method, overrides, data, plan, staged)
     try:
-        path = record_run(run_dir, method, overrides, data, plan)
+        check_same_run(run_dir, run)
     except RunMismatch as e:
         fail([str(e)])
-    err_console.print(f"run recorded in {path}")
+    if staged is not None:
+        try:
+            install_export(staged, data)
+        except FileExistsError as e:
+            fail([str(e)])
+    if not check_only:
+        err_console.print(f"run recorded in {write_run(run_dir, run)}")
 
 
 @verl_app.command("flops")

@@ -29,6 +29,7 @@ HistoryReplayBuffer.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pyarrow as pa
@@ -178,6 +179,14 @@ def is_sgpo_export(path: Path) -> bool:
         return "export" in read_table_metadata(path)
     except (DataError, OSError, ValueError):
         return False
+
+
+def install_export(staged: Path, out_path: Path) -> None:
+    """Move an export written in a staging folder beside out_path (the same file system) to
+    out_path, refusing, as an export there would, a file sgpo did not write."""
+    out_path = Path(out_path)
+    claim_outputs(out_path.parent, [out_path.name], adopt=is_sgpo_export)
+    os.replace(staged, out_path)
 
 
 def export_verl_parquet(

@@ -50,6 +50,54 @@ def _file_digest(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+def describe_run(
+    run_dir: Path,
+    method: str,
+    overrides: list[str],
+    data: Path,
+    plan: Path | None = None,
+    staged: Path | None = None,
+) -> dict:
+    """What RUN_DIR/run.json records of a launch; staged: the export about to become data (the
+    launch writes it beside data and moves it there only once the run is checked)."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    run_dir = Path(run_dir)
+    # The logger path changes with every launch (one file per launch): not part of the identity.
+    identity = [o for o in overrides if parse_overrides([o]).keys() != {LOGGER_PATH_OVERRIDE}]
+    return {
+        "method": method,
+        "plan": str(plan) if plan else None,
+        "data": str(data),
+        "data_sha256": _file_digest(staged or data),
+        "metrics_dir": str(run_dir / "metrics"),
+        "verifier_stats_dir": str(run_dir / "verifier"),
+        "overrides": identity,
+    }
+
+
+def check_same_run(run_dir: Path, run: dict) -> None:
+    """Refuse (RunMismatch) a launch into a RUN_DIR whose run.json describes another run."""
+    path = Path(run_dir) / RUN_FILE
+    if not path.exists():
+        return
+    earlier = json.loads(path.read_text())
+    changed = [k for k in run if earlier.get(k) != run[k]]
+    if changed:
+        raise RunMismatch(
+            f"{path} describes an earlier run with other {', '.join(changed)}"
+            f"{_overrides_changed(earlier.get('overrides') or [], run['overrides'])}; resuming "
+            f"it would continue its checkpoints with different settings. Use another EXPERIMENT "
+            f"(a new run) or remove {run_dir}"
+        )
+
+
+def write_run(run_dir: Path, run: dict) -> Path:
+    path = Path(run_dir) / RUN_FILE
+    atomic_write_json(path, run)
+    return path
+
+
 def record_run(
     run_dir: Path,
     method: str,
@@ -58,33 +106,9 @@ def record_run(
     plan: Path | None = None,
 ) -> Path:
     """Write RUN_DIR/run.json; refuse (RunMismatch) if it describes another run."""
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    run_dir = Path(run_dir)
-    # The logger path changes with every launch (one file per launch): not part of the identity.
-    identity = [o for o in overrides if parse_overrides([o]).keys() != {LOGGER_PATH_OVERRIDE}]
-    run = {
-        "method": method,
-        "plan": str(plan) if plan else None,
-        "data": str(data),
-        "data_sha256": _file_digest(data),
-        "metrics_dir": str(run_dir / "metrics"),
-        "verifier_stats_dir": str(run_dir / "verifier"),
-        "overrides": identity,
-    }
-    path = run_dir / RUN_FILE
-    if path.exists():
-        earlier = json.loads(path.read_text())
-        changed = [k for k in run if earlier.get(k) != run[k]]
-        if changed:
-            raise RunMismatch(
-                f"{path} describes an earlier run with other {', '.join(changed)}"
-                f"{_overrides_changed(earlier.get('overrides') or [], identity)}; resuming it "
-                f"would continue its checkpoints with different settings. Use another EXPERIMENT "
-                f"(a new run) or remove {run_dir}"
-            )
-    atomic_write_json(path, run)
-    return path
+    run = describe_run(run_dir, method, overrides, data, plan)
+    check_same_run(run_dir, run)
+    return write_run(run_dir, run)
 
 
 def _overrides_changed(earlier: list[str], now: list[str]) -> str:
