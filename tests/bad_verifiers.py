@@ -122,3 +122,8 @@ def fixed_or_coin(response: str, reference: str) -> float:
     so a profile has p = 0, p = 1 and mixed queries."""
     kind = int(reference) % 3
     return 0.0 if kind == 0 else 1.0 if kind == 1 else coin_flip(response, reference)
+
+
+def never(response: str, reference: str) -> float:
+    """Scores every response 0 (a verifier that cannot read the model's answers)."""
+    return 0.0

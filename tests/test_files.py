@@ -19,6 +19,11 @@ FIXTURES = Path(__file__).parent / "fixtures"
 EXAMPLES = Path(__file__).parent.parent / "examples"
 GSM8K_TRAIN = FIXTURES / "gsm8k_train.jsonl"
 GSM8K_TEST = FIXTURES / "gsm8k_test.jsonl"
+PLAIN_HINT = (
+    " (a column of final answers alone: task.file.preset=plain with its answer_field, and "
+    "task.verifier=sgpo.verifiers:math_verify, since plain's default "
+    "sgpo.verifiers:exact_match compares whole responses)"
+)
 MATH = FIXTURES / "math.jsonl"
 PLAIN_CSV = FIXTURES / "plain.csv"
 
@@ -184,6 +189,26 @@ def test_mapping_overrides_preset_and_dotted_fields(tmp_path: Path) -> None:
         ("u1", "Q1", "1", "1"),
         ("u2", "Q2", "2", "2"),
     ]
+
+
+def test_gsm8k_answer_is_the_line_after_the_last_marker(tmp_path: Path) -> None:
+    path = tmp_path / "notes.jsonl"
+    rows = [
+        {"question": "q0", "answer": "work #### 1,000\n\nNotes: 5 more"},
+        {"question": "q1", "answer": "#### 7"},
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data = load_file_task(file_cfg(train=str(path), preset="gsm8k"))
+    assert [q.answer for q in data.train] == ["1000", "7"]
+
+
+def test_a_column_of_final_answers_under_a_solution_preset_says_what_to_use(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "math500.jsonl"
+    path.write_text(json.dumps({"problem": "p", "answer": "\\frac{1}{2}", "level": 1}) + "\n")
+    with pytest.raises(DataError, match=r"row 0 \(line 1\): field 'answer' has no .*preset=plain"):
+        load_file_task(file_cfg(train=str(path), preset="math", answer_field="answer"))
 
 
 def test_math_preset_difficulty_can_be_switched_off(tmp_path: Path) -> None:
@@ -397,7 +422,7 @@ BAD_INPUTS = [
         "no_hashes.jsonl",
         '{"question": "q", "answer": "the answer is 3"}\n',
         {"preset": "gsm8k"},
-        "{path}: row 0 (line 1): field 'answer' has no '####' before the final answer",
+        "{path}: row 0 (line 1): field 'answer' has no '####' before the final answer" + PLAIN_HINT,
     ),
     (
         "empty_after_hashes.jsonl",
@@ -421,7 +446,7 @@ BAD_INPUTS = [
         "no_boxed.jsonl",
         '{"problem": "p", "solution": "so it is 3", "level": "Level 1"}\n',
         {"preset": "math"},
-        "{path}: row 0 (line 1): field 'solution' has no \\boxed{...} answer",
+        "{path}: row 0 (line 1): field 'solution' has no \\boxed{...} answer" + PLAIN_HINT,
     ),
     (
         "unclosed_boxed.jsonl",

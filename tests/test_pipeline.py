@@ -37,10 +37,14 @@ def test_stages_one_by_one(tmp_path: Path):
         assert result.exit_code == 0, result.output
         return result.output
 
-    sgpo("profile", "-c", config, "-o", out)
+    printed = sgpo("profile", "-c", config, "-o", out)
     profile, meta = read_table(out / "profile.parquet")
     assert len(profile) == 24 and meta["k"] == 4
     assert all(r["p_hat"] == r["n_correct"] / r["k"] and r["flops"] > 0 for r in profile)
+    every = sum(r["p_hat"] == 1 for r in profile)
+    none = sum(r["p_hat"] == 0 for r in profile)
+    said = " ".join(printed.split())
+    assert f"24 queries: {every} solved by every sample, {none} by none" in said
 
     printed = sgpo("plan", "-c", config, "-o", out)
     assert "rollouts_per_epoch" in printed

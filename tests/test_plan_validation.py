@@ -99,12 +99,13 @@ def test_user_verifier_errors_still_score_zero() -> None:
 
 def test_check_references_names_file_row_and_field() -> None:
     queries = [Query("q:0", "1+1=", "2"), Query("q:1", "5+6=", "eleven")]
-    task = TaskData(queries, [Query("e:0", "2+2=", "4")], "x", "x", "data/train.jsonl")
-    with pytest.raises(
-        BadReference, match=r"data/train\.jsonl: row 1 \(id 'q:1'\): field 'answer'"
-    ):
-        Verifier("sgpo.verifiers:numeric").check_references(task)
-    Verifier("sgpo.verifiers:math_verify").check_references(task)  # no check: nothing raised
+    evaluation = [Query("e:0", "2+2=", "4")]
+    task = TaskData(queries, evaluation, "x", "x", "data/train.jsonl", answer_field="final")
+    for spec in ("sgpo.verifiers:numeric", "sgpo.verifiers:math_verify"):
+        with pytest.raises(
+            BadReference, match=r"data/train\.jsonl: row 1 \(id 'q:1'\): field 'final'"
+        ):
+            Verifier(spec).check_references(task)
     Verifier("bad_verifiers:raising").check_references(task)  # user verifiers: never
 
 
@@ -118,6 +119,23 @@ def test_profile_stops_on_a_bad_reference(env: SimpleNamespace, tmp_path: Path) 
     ):
         run_profile(config, tmp_path / "profiled")
     assert not (tmp_path / "profiled" / "profile.parquet").exists()
+
+
+def test_a_profile_no_sample_of_which_scored_says_to_check_the_verifier(
+    env: SimpleNamespace, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # as plain's default exact_match does with chat responses: nothing scores
+    tree = file_task_tree(env, tmp_path, "bad_verifiers:never", model_source(env.config))
+    config = load_config(write_config(tmp_path / "file.yaml", tree))
+    with caplog.at_level("WARNING", logger="sgpo.profile"):
+        run_profile(config, tmp_path / "profiled")
+    said = " ".join(caplog.text.split())
+    assert "verifier bad_verifiers:never scored none of the 10 samples correct" in said
+    assert "(the responses are in profile_samples.parquet)" in said
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="sgpo.profile"):
+        run_profile(env.config, tmp_path / "addition")  # its verifier reads the answers
+    assert "scored none" not in caplog.text
 
 
 # ----------------------------------------------------------------------------- 2: plans

@@ -19,6 +19,7 @@ from sgpo.verifiers import (
     final_answer,
     last_boxed,
     last_number,
+    math_reference,
     math_verify,
     multiple_choice,
     numeric,
@@ -44,6 +45,12 @@ EQUIVALENT = [
     ("\\boxed{x=5}", "5"),
     ("\\boxed{-3}", "-3"),
     ("\\boxed{\\text{Monday}}", "\\text{Monday}"),
+    # math delimiters, LaTeX spacing and units set in \\text around a number
+    ("The answer is $72$ clips.", "72"),
+    ("**Answer:** $72$ clips", "72"),
+    ("\\boxed{72~\\text{clips}}", "72"),
+    ("\\boxed{\\text{72 clips}}", "72"),
+    ("\\boxed{1\\,000}", "1{,}000"),
     # a response that is only the answer, without delimiters (a base or terse model)
     ("x^2+1", "x^2+1"),
     ("2\\sqrt{2}", "\\sqrt{8}"),
@@ -121,6 +128,45 @@ def test_math_verify_equivalent(response: str, reference: str) -> None:
 @pytest.mark.parametrize(("response", "reference"), NOT_EQUIVALENT)
 def test_math_verify_wrong(response: str, reference: str) -> None:
     assert math_verify(response, reference) == 0.0
+
+
+@pytest.mark.parametrize(
+    "reference",
+    [
+        "72",
+        "\\frac{1}{2}",
+        "(1,2)",
+        "x^2+1",
+        "\\text{(B)}",
+        "\\text{Evelyn}",
+        "72 dollars",
+        "10 \\text{ inches}",
+        "\\sin x",
+        "\\begin{pmatrix}1\\\\2\\end{pmatrix}",
+        "-2, 1",
+    ],
+)
+def test_math_references_that_parse_as_mathematics(reference: str) -> None:
+    assert math_reference(reference)
+
+
+@pytest.mark.parametrize(
+    ("reference", "why"),
+    [
+        ("}", "does not parse as mathematics"),
+        ("\\frac{1}{", "does not parse as mathematics"),
+        ("east", "reads the word 'east' as a product of its letters"),
+        ("The answer is 72", "reads the word 'The'"),
+        ("see solution", "reads the word 'see'"),
+    ],
+)
+def test_math_references_that_do_not(reference: str, why: str) -> None:
+    # "east" parses as E*a*s*t: only "seat" or "teas" would score against it
+    assert math_verify("\\boxed{seat}", "east") == 1.0
+    with pytest.raises(BadReference, match=why):
+        math_reference(reference)
+    with pytest.raises(BadReference, match=f"query 'q:0': field 'answer': .*{why}"):
+        Verifier("sgpo.verifiers:math_verify").check_reference(reference, "query 'q:0'")
 
 
 def test_math_verify_off_the_main_thread() -> None:
@@ -325,16 +371,25 @@ def test_where_the_final_answer_is_read(response: str, reference: str, expected:
         ("So the total is $5!$", "120"),
         ("Find $N = \\binom{10}{5}$.", "252"),  # an equation restating the question
         ("Compute $\\sqrt{16}$.", "4"),  # a root to take
+        # marked: boxing the question's expression is no answer either
+        ("\\boxed{9 * 2}", "18"),
+        ("\\boxed{48+24}", "72"),
+        ("\\boxed{\\binom{10}{5}}", "252"),
+        ("The answer is 99^2.", "9801"),
+        ("#### 48+24", "72"),
     ],
 )
-def test_an_unmarked_computation_left_undone_is_no_answer(response: str, reference: str) -> None:
+def test_a_computation_left_undone_is_no_answer(response: str, reference: str) -> None:
     assert math_verify(response, reference) == 0.0
 
 
 def test_expressions_read_as_written() -> None:
-    """Marked, or holding a variable, an expression is read as written; so is one that shows
-    its result, an exact form, a reference that is itself an expression, and Markdown bold."""
-    assert math_verify("\\boxed{9 * 2}", "18") == 1.0
+    """Holding a variable, an expression is read as written; so is one that shows its result,
+    an exact form, scientific notation, a reference that is itself an expression, and Markdown
+    bold."""
+    assert math_verify("\\boxed{1.5 \\times 10^3}", "1500") == 1.0
+    assert math_verify("\\boxed{2^{10}}", "2^{10}") == 1.0
+    assert math_verify("The total is **72**.", "72") == 1.0
     assert math_verify("Janet makes $9 \\times 2 = 18$ dollars a day.", "18") == 1.0
     assert math_verify("The maximum value is $2+\\sqrt{3}$.", "2+\\sqrt{3}") == 1.0
     assert math_verify("So there are $2^{10}$ subsets.", "2^{10}") == 1.0

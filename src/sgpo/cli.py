@@ -192,14 +192,15 @@ def profile(
     """Sample k responses per training query under the initial policy -> OUT/profile.parquet."""
     if ctx.invoked_subcommand is not None:
         return
-    from sgpo.profile import run_profile
+    from sgpo.io import read_table
+    from sgpo.profile import profile_outcomes, run_profile
 
     _one_of_resume_and_overwrite(resume, overwrite)
     shard_index = _parse_shard(shard)  # before the model loads
     path = run_profile(
         _config(config, set_), out, resume=resume, overwrite=overwrite, shard=shard_index
     )
-    console.print(f"profile: {path}")
+    console.print(f"profile: {path} ({profile_outcomes(read_table(path)[0])})")
 
 
 @profile_app.command("merge")

@@ -188,12 +188,31 @@ def _run_profile(
             sum(len(r["samples"]) for r in rows),
             counts["verifier_timeouts"],
         )
+    if rows and not any(r["n_correct"] for r in rows):
+        log.warning(
+            "%s: verifier %s scored none of the %d samples correct: check that it reads this "
+            "model's answers (the responses are in %s) before planning on this profile",
+            final,
+            verifier.spec,
+            sum(len(r["samples"]) for r in rows),
+            SAMPLES_FILE,
+        )
     samples = [{"query_id": r["query_id"], **s} for r in rows for s in r.pop("samples")]
     # The samples first: profile.parquet is what marks the profile complete.
     write_table(out_dir / SAMPLES_FILE, samples, metadata)
     write_table(final, rows, metadata | counts | samples_location(out_dir))
     shutil.rmtree(chunk_dir)
     return final
+
+
+def profile_outcomes(rows: list[dict]) -> str:
+    """How a profile's queries came out: solved by every sample, by none, or mixed."""
+    every = sum(r["n_correct"] == r["k"] for r in rows)
+    none = sum(r["n_correct"] == 0 for r in rows)
+    return (
+        f"{len(rows)} queries: {every} solved by every sample, {none} by none, "
+        f"{len(rows) - every - none} mixed"
+    )
 
 
 VERIFIER_COUNTS = ("verifier_errors", "verifier_timeouts")

@@ -204,13 +204,25 @@ _VALUE_WORDS = frozenset(
 )
 
 
+# A short answer's math delimiters ("$72$ clips", "\\(72\\)"); an escaped \\$ is currency
+_DELIMITED = re.compile(r"(?<!\\)\$([^$]+)(?<!\\)\$|\\\((.+?)\\\)")
+# LaTeX spacing ("\\,", "\\!", "~"), and a thousands separator written with it ("1\\,000")
+_LATEX_SPACE = re.compile(r"\\[,;:! ]|~")
+_LATEX_THOUSANDS = re.compile(r"(?<=\d)\\,(?=\d{3}(?!\d))")
+# words set in LaTeX: "72~\\text{clips}", "\\text{72 clips}", "5\\mbox{ cm}"
+_LATEX_WORDS = re.compile(r"\\(?:text|mbox|mathrm)\s*\{([^{}]*)\}")
+
+
 def normalize_answer(text: str) -> str:
-    """A short final-answer string made friendly to math-verify: markdown and a trailing full
-    stop removed, thousands separators dropped, a plain number stripped of currency and units."""
+    """A short final-answer string made friendly to math-verify: markdown, math delimiters and
+    a trailing full stop removed, thousands separators dropped, a plain number stripped of
+    currency and units (written in words or in LaTeX's \\text)."""
     text = _MARKDOWN.sub("", text.strip())
     text = text.rstrip(".").strip()
-    text = _drop_thousands_separators(text)
-    match = _NUMBER_WITH_UNITS.match(text)
+    text = _DELIMITED.sub(lambda m: m[1] or m[2], text)
+    text = _drop_thousands_separators(_LATEX_THOUSANDS.sub("", text))
+    spelled = " ".join(_LATEX_WORDS.sub(r" \1 ", _LATEX_SPACE.sub(" ", text)).split())
+    match = _NUMBER_WITH_UNITS.match(spelled)
     if match is None:
         return text
     words = match.group("words")
@@ -256,6 +268,31 @@ def _equivalent(gold: list, answer: list) -> bool:
     return False
 
 
+# LaTeX whose braces hold words rather than mathematics: \text{east}, \mathrm{Cl}, \mbox{ cm},
+# \begin{pmatrix}
+_TEXT_GROUP = re.compile(r"\\(?:text\w*|mathrm|mbox|operatorname|begin|end)\s*\{[^{}]*\}")
+_LATEX_COMMAND = re.compile(r"\\[A-Za-z]+")
+_WORD = re.compile(r"[A-Za-z]{3,}")
+
+
+def math_reference(reference: str) -> list:
+    """The reference as math_verify reads it; BadReference (a data error) when it holds no
+    mathematics ("}", "\\frac{1}{") or a word outside \\text{} ("east", "N/A and yes", "The
+    answer is 72"), which math-verify reads as a product of its letters (E*a*s*t), so that only
+    a response spelling the same letters in any order would score."""
+    parsed = _parse_answer(reference)
+    if all(isinstance(p, str) for p in parsed):
+        raise BadReference(f"reference {reference!r} does not parse as mathematics")
+    bare = _LATEX_COMMAND.sub(" ", _TEXT_GROUP.sub(" ", normalize_answer(reference)))
+    if word := _WORD.search(bare):
+        raise BadReference(
+            f"reference {reference!r}: math-verify reads the word {word.group()!r} as a product "
+            "of its letters; write a word answer as \\text{...}, or score such references "
+            "with sgpo.verifiers:exact_match"
+        )
+    return parsed
+
+
 def math_verify(response: str, reference: str) -> float:
     """1.0 when the response's final answer is mathematically equivalent to the reference."""
     gold = _parse_answer(reference)
@@ -263,7 +300,7 @@ def math_verify(response: str, reference: str) -> float:
     answer = _parse(text) if kind == "whole" else _parse_answer(text)
     if kind == "whole" and _bare_answer(text):  # "x^2+1": read as a reference is read
         answer = _parse_answer(text) or answer
-    if kind == "whole" and _undone_computation(answer) and not _OPERATION.search(reference):
+    if _undone_computation(answer) and not _OPERATION.search(reference):
         answer = []  # (a reference such as 2^{10} asks for the expression)
     if gold and answer:
         return 1.0 if _equivalent(gold, answer) else 0.0
@@ -282,17 +319,26 @@ _OPERATION = re.compile(
 )
 
 
+_SCIENTIFIC = re.compile(
+    r"^\s*[-+]?\d+(?:\.\d+)?\s*(?:\\times|\\cdot|\*)\s*10\s*\^\s*\{?\s*[-+]?\d+\s*\}?\s*$"
+)
+
+
 def _undone_computation(parsed: list) -> bool:
-    """Whether an unmarked answer is a numeric expression left to compute. math-verify evaluates
-    it, so a response that only restates a question's expression ("Compute $\\binom{10}{5}$.")
-    or stops before the result ("so she makes 9 * 2") would score; a marked answer ("\\boxed{9 *
-    2}") and an answer with variables ("x^2+1") are read as written."""
+    """Whether an answer is a numeric expression left to compute. math-verify evaluates it, so a
+    response that only restates a question's expression ("Compute $\\binom{10}{5}$.", boxed or
+    not) or stops before the result ("so she makes 9 * 2") would score, and a policy learns to
+    box the question; an answer with variables ("x^2+1") or in scientific notation ("1.5 \\times
+    10^3") is read as written."""
     if len(parsed) < 2 or not isinstance(parsed[-1], str):
+        return False
+    if _SCIENTIFIC.match(parsed[-1]):
         return False
     # a rational number: an exact form (2+\\sqrt{3}, \\pi/2 - 1) may be the answer as written
     expression = getattr(parsed[0], "rhs", parsed[0])  # "N = \\binom{10}{5}": its value
     rational = getattr(expression, "is_rational", False)
-    value = _MARKDOWN.sub("", parsed[-1].rsplit("=", 1)[-1])  # "9 * 2 = 18" shows its result
+    # "9 * 2 = 18" shows its result; "**72**." is bold, not a product
+    value = _MARKDOWN.sub("", parsed[-1].rsplit("=", 1)[-1].rstrip(".").strip())
     return bool(rational) and _OPERATION.search(value) is not None
 
 
@@ -357,7 +403,6 @@ _NUMERIC_FRACTION = re.compile(
     r"\{\s*(?P<num_sign>[-+]?)\s*(?P<num>\d+(?:\.\d+)?)\s*\}\s*"
     r"\{\s*(?P<den_sign>[-+]?)\s*(?P<den>\d+(?:\.\d+)?)\s*\}"
 )
-_LATEX_SPACE = re.compile(r"\\[,!;: ]")
 # "-\\$5", "-$5": the minus is the number's, as in "\\$-5" (not after an operand: "$3-$5")
 _SIGN_BEFORE_CURRENCY = re.compile(r"(?<![\w)}])([-+])\\?\$(?=\s*\.?\d)")
 # "x > 5", "x >= 5", "x ≥ 5": a comparison after something on its line (a Markdown quote's
@@ -539,4 +584,8 @@ def multiple_choice(response: str, reference: str) -> float:
 # For each verifier here that can tell a bad reference: a check that raises BadReference.
 # sgpo.verify.Verifier runs it in sgpo's own process (whatever the isolation) on every
 # reference before scoring, so a bad reference stops the run instead of scoring 0.
-REFERENCE_CHECKS = {"numeric": numeric_reference, "multiple_choice": choice_reference}
+REFERENCE_CHECKS = {
+    "numeric": numeric_reference,
+    "multiple_choice": choice_reference,
+    "math_verify": math_reference,
+}

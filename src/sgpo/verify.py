@@ -246,8 +246,8 @@ class Verifier:
                 self.close()
                 raise ValueError(f"verifier {spec!r} does not start ({isolation}): {e}") from e
 
-    def check_reference(self, reference: str, where: str) -> None:
-        """BadReference naming `where` and the field 'answer' when the verifier cannot use
+    def check_reference(self, reference: str, where: str, field: str = "answer") -> None:
+        """BadReference naming `where` and the reference's field when the verifier cannot use
         this reference; nothing for a verifier with no reference check."""
         if self._reference_check is None or reference in self._good_references:
             return
@@ -255,19 +255,20 @@ class Verifier:
             self._reference_check(reference)
         except BadReference as e:
             raise BadReference(
-                f"{where}: field 'answer': {e}, which verifier {self.spec} cannot score "
+                f"{where}: field {field!r}: {e}, which verifier {self.spec} cannot score "
                 "against; fix or remove the row"
             ) from e
         self._good_references.add(reference)
 
     def check_references(self, task: TaskData) -> None:
         """Every reference of both splits, before any compute is spent: the first bad one is a
-        BadReference naming the file (or split), the row and the field 'answer'."""
+        BadReference naming the file (or split), the row and the answer's field."""
         from sgpo.tasks import row_label
 
         for label, queries in ((task.train_label, task.train), (task.eval_label, task.eval)):
             for row, q in enumerate(queries):
-                self.check_reference(q.answer, row_label(label, row, q.line, q.query_id))
+                where = row_label(label, row, q.line, q.query_id)
+                self.check_reference(q.answer, where, task.answer_field)
 
     def score(
         self, responses: list[str], references: list[str], query_ids: list[str]

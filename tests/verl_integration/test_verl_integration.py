@@ -457,7 +457,10 @@ def test_launch_refuses_rows_without_a_group_size_and_too_few_rows(tmp_path):
     refused = launch(tmp_path, TRAIN_BATCH_SIZE="100")  # the export refuses
     assert refused.returncode == 2
     assert "TRAIN_BATCH_SIZE=100" in refused.stderr and "0 steps" in refused.stderr
-    rows, meta = read_table(tmp_path / "run" / "sgpo" / "train.parquet")
+    exported = tmp_path / "run" / "sgpo" / "train.parquet"
+    assert not exported.exists()  # a refused launch leaves no data behind
+    assert launch(tmp_path).returncode == 0
+    rows, meta = read_table(exported)
     for row in rows:  # an export made without group sizes
         del row[ROLLOUT_N]
     data = tmp_path / "no_group_size.parquet"

@@ -47,6 +47,7 @@ class TaskData:
     train_label: str = "train queries"
     eval_label: str = "eval queries"
     prompt_field: str = "prompt"  # the prompt's column in the files, for messages
+    answer_field: str = "answer"  # the reference answer's column (a dotted path), for messages
     id_field: str | None = None  # the query id's column (None: ids are row numbers)
 
 

@@ -5,7 +5,8 @@ Presets (each only sets defaults; a field the config sets to a value other than 
 FileTaskConfig default wins; difficulty_field "" switches the preset's difficulty off):
 
 - plain: prompt_field "prompt", answer_field "answer", verifier exact_match.
-- gsm8k: prompt "question"; the answer is the text after "####" in "answer", commas removed.
+- gsm8k: prompt "question"; the answer is the line after the last "####" in "answer", commas
+  removed.
 - math: prompt "problem"; the answer is the content of the last \\boxed{...} in "solution"
   (an unbraced "\\boxed 5" is read up to "$" or the line's end); difficulty "level" (an
   integer level n becomes "Level n").
@@ -417,13 +418,23 @@ def _prompt_text(record: object, mapping: Mapping, where: str) -> str:
     return _non_empty(value, field, where)
 
 
+_PLAIN_HINT = (
+    " (a column of final answers alone: task.file.preset=plain with its answer_field, and "
+    f"task.verifier={MATH_VERIFIER}, since plain's default {EXACT_VERIFIER} compares whole "
+    "responses)"
+)
+
+
 def _answer_text(record: object, mapping: Mapping, where: str) -> str:
     field = mapping.answer_field
     text = _non_empty(_scalar_text(_present(record, field, where), where, field), field, where)
     if mapping.preset == "gsm8k":
         if "####" not in text:
-            raise DataError(f"{where}: field {field!r} has no '####' before the final answer")
-        text = text.rsplit("####", 1)[1].replace(",", "")
+            raise DataError(
+                f"{where}: field {field!r} has no '####' before the final answer{_PLAIN_HINT}"
+            )
+        # the line after the last "####" (GSM8K's answers end there; notes may follow)
+        text = text.rsplit("####", 1)[1].strip().split("\n", 1)[0].replace(",", "")
     elif mapping.preset == "math":
         try:
             boxed = reference_boxed(text)
@@ -432,7 +443,7 @@ def _answer_text(record: object, mapping: Mapping, where: str) -> str:
                 f"{where}: field {field!r}: the last \\boxed{{ is never closed"
             ) from None
         if boxed is None:
-            raise DataError(f"{where}: field {field!r} has no \\boxed{{...}} answer")
+            raise DataError(f"{where}: field {field!r} has no \\boxed{{...}} answer{_PLAIN_HINT}")
         text = boxed
     text = text.strip()
     if not text:
@@ -529,5 +540,6 @@ def load_file_task(cfg: FileTaskConfig) -> TaskData:
         train_label=train_source.label,
         eval_label=eval_source.label if eval_source else "eval queries",
         prompt_field=mapping.prompt_field,
+        answer_field=mapping.answer_field,
         id_field=mapping.id_field,
     )
