@@ -127,3 +127,8 @@ def fixed_or_coin(response: str, reference: str) -> float:
 def never(response: str, reference: str) -> float:
     """Scores every response 0 (a verifier that cannot read the model's answers)."""
     return 0.0
+
+
+def thinking(response: str, reference: str) -> float:
+    """1 for a response read as begun inside a <think> (sgpo.models.Policy.answer_text)."""
+    return float(response.startswith("<think>"))

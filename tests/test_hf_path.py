@@ -440,3 +440,39 @@ def test_lora_dropout_trains_alike_for_one_config(
         records = read_jsonl(tmp_path / f"run-{run}" / "metrics.jsonl")
         norms.append([r["grad_norm"] for r in records if r["step"] > 0])
     assert norms[0] == norms[1] and norms[0][0] > 0
+
+
+def test_a_template_that_opens_the_thinking_reads_responses_from_inside_it(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sgpo.models import Policy
+    from sgpo.verifiers import math_verify
+
+    policy = load_policy(make_config(tiny_model_dir))
+    assert not policy.prompts_open_thinking
+    thinking = load_policy(make_config(tiny_model_dir))
+    # DeepSeek-R1-Distill's template: the generation prompt opens the model's thinking
+    opened = CHAT_TEMPLATE.replace("assistant\\n' }}", "assistant\\n<think>\\n' }}")
+    thinking.tokenizer.chat_template = opened
+    assert thinking.render("q").endswith("<|im_start|>assistant\n<think>\n")
+    assert thinking.prompts_open_thinking
+    cut_off = "Okay. 48/2=24 and 48+24=72. Wait, let me check"
+    assert math_verify(policy.answer_text(cut_off), "72") == 1.0  # no thinking: its last value
+    assert math_verify(thinking.answer_text(cut_off), "72") == 0.0  # still thinking: no answer
+    done = "48+24=72.\n</think>\nThe answer is 72."
+    assert math_verify(thinking.answer_text(done), "72") == 1.0
+    # profile, training groups and evaluation all score what answer_text gives
+    monkeypatch.setattr(Policy, "prompts_open_thinking", True)
+    config = make_config(
+        tiny_model_dir,
+        task={"verifier": "bad_verifiers:thinking"},
+        plan={"drop_trivial": False},  # every query is solved now
+    )
+    run = tmp_path / "run"
+    rows, _ = read_table(run_profile(config, run))
+    assert all(r["p_hat"] == 1.0 for r in rows)
+    run_plan(config, run / "profile.parquet", run)
+    run_train(config, run)
+    records = read_jsonl(run / "metrics.jsonl")
+    assert [r["reward_mean"] for r in records if "reward_mean" in r] == [1.0, 1.0]
+    assert records[-1]["eval_acc_greedy"] == 1.0

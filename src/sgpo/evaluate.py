@@ -42,7 +42,7 @@ def evaluate(
             progress="eval (greedy)",
         )
         scores = verifier.score(
-            [c.text for c in completions],
+            [engine.policy.answer_text(c.text) for c in completions],
             [q.answer for q in queries],
             [q.query_id for q in queries],
         )
@@ -53,7 +53,7 @@ def evaluate(
     seeds = [stream_seed(seed, "eval", q.query_id, j) for q in queries for j in range(n_samples)]
     completions = engine.generate(expanded, seeds, params, progress="eval (sampled)")
     scores = verifier.score(
-        [c.text for c in completions],
+        [engine.policy.answer_text(c.text) for c in completions],
         [q.answer for q in queries for _ in range(n_samples)],
         [q.query_id for q in queries for _ in range(n_samples)],
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from dataclasses import dataclass
@@ -40,6 +41,19 @@ class Policy:
     def render(self, prompt: str) -> str:
         """The text the model sees for a query's prompt."""
         return format_prompt(prompt, self.tokenizer, self.config)
+
+    @functools.cached_property
+    def prompts_open_thinking(self) -> bool:
+        from sgpo.verifiers import opens_thinking
+
+        return opens_thinking(self.render("?"))
+
+    def answer_text(self, response: str) -> str:
+        """A response as the verifier reads it. When the prompts end inside a <think> they
+        opened, the response's thinking began there: it is read with that <think>, so one cut
+        off before its </think> has no answer yet (sgpo.verifiers.answer_part) instead of an
+        answer read from its draft."""
+        return "<think>" + response if self.prompts_open_thinking else response
 
     def stop_token_ids(self) -> list[int]:
         """Where a response ends: the tokenizer's EOS, then any other end-of-sequence ids the

@@ -364,7 +364,9 @@ def profile_chunk(
             group = completions[qi * count : (qi + 1) * count]
             drawn[q.query_id] += group
             scores[q.query_id] += verifier.score(
-                [c.text for c in group], [q.answer] * count, [q.query_id] * count
+                [engine.policy.answer_text(c.text) for c in group],
+                [q.answer] * count,
+                [q.query_id] * count,
             )
         active = [
             q

@@ -141,7 +141,7 @@ class RolloutCollector:
             for (g, q), c in zip(owners, completions, strict=True)
         ]
         rewards = self.verifier.score(
-            [r.completion.text for r in fresh],
+            [self.policy.answer_text(r.completion.text) for r in fresh],
             [r.query.answer for r in fresh],
             [r.query.query_id for r in fresh],
         )

@@ -118,6 +118,12 @@ def answer_part(response: str) -> str | None:
     return None if "<think>" in response else response
 
 
+def opens_thinking(prompt: str) -> bool:
+    """Whether a rendered prompt ends inside a <think> it opened (DeepSeek-R1-Distill's and
+    QwQ's chat templates open the thinking for the model): its responses start thinking."""
+    return prompt.rfind("<think>") > prompt.rfind("</think>")
+
+
 def final_answer(response: str) -> tuple[str, str]:
     """(kind, text) of the response's final answer; kind is boxed, hashes, answer-is, whole, or
     none (no answer: cut off while reasoning or inside its last box)."""
