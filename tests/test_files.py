@@ -214,7 +214,7 @@ def test_a_column_of_final_answers_under_a_solution_preset_says_what_to_use(
 def test_math_preset_difficulty_can_be_switched_off(tmp_path: Path) -> None:
     path = tmp_path / "nolevel.jsonl"
     path.write_text(json.dumps({"problem": "p", "solution": "\\boxed{1}"}) + "\n")
-    with pytest.raises(DataError, match="field 'level' is missing"):
+    with pytest.raises(DataError, match=r"field 'level' is missing.*difficulty_field='' for none"):
         load_file_task(file_cfg(train=str(path), preset="math"))
     data = load_file_task(file_cfg(train=str(path), preset="math", difficulty_field=""))
     assert data.train[0].difficulty == ""
@@ -464,7 +464,8 @@ BAD_INPUTS = [
         "no_level.jsonl",
         '{"problem": "p", "solution": "\\\\boxed{1}"}\n',
         {"preset": "math"},
-        "{path}: row 0 (line 1): field 'level' is missing (the row has 'problem', 'solution')",
+        "{path}: row 0 (line 1): field 'level' is missing (the row has 'problem', 'solution') "
+        "(task.file.difficulty_field='' for none)",
     ),
     (
         "list_level.jsonl",

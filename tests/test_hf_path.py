@@ -476,3 +476,15 @@ def test_a_template_that_opens_the_thinking_reads_responses_from_inside_it(
     records = read_jsonl(run / "metrics.jsonl")
     assert [r["reward_mean"] for r in records if "reward_mean" in r] == [1.0, 1.0]
     assert records[-1]["eval_acc_greedy"] == 1.0
+
+
+def test_profile_and_plan_need_no_held_out_split_training_does(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    config = make_config(tiny_model_dir)
+    config.task.file.eval = None  # one file of training queries (a verl user's VAL_DATA apart)
+    run = tmp_path / "run"
+    assert len(read_table(run_profile(config, run))[0]) == TRAIN_ROWS
+    run_plan(config, run / "profile.parquet", run)
+    with pytest.raises(DataError, match="no eval queries; give task.file.eval"):
+        run_train(config, run)

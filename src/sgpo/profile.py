@@ -127,7 +127,7 @@ def _run_profile(
             f"{chunk_dir} holds an interrupted profile; pass --resume to continue it "
             "or --overwrite to start over"
         )
-    task = load_task(config.task, config.seed)
+    task = load_task(config.task, config.seed, require_eval=False)
     queries = shard_queries(task.train, shard)
     policy = load_policy(config)
     check_prompt_lengths(policy, task, config.sampling.max_new_tokens)

@@ -93,7 +93,9 @@ def data_identity(data: TaskData) -> dict[str, dict[str, object]]:
     }
 
 
-def load_task(task_cfg: TaskConfig, seed: int) -> TaskData:
+def load_task(task_cfg: TaskConfig, seed: int, require_eval: bool = True) -> TaskData:
+    """The task's queries, checked; require_eval False for what reads only the training split
+    (profile, plan, the verl export): training and evaluation need held-out queries."""
     if task_cfg.kind == "addition":
         from sgpo.tasks.addition import make_addition_task
 
@@ -104,7 +106,7 @@ def load_task(task_cfg: TaskConfig, seed: int) -> TaskData:
         data = load_file_task(task_cfg.file)
     # Errors name the files (train_label/eval_label), not the long source string.
     check_queries(data.train, data.train_label, data.id_field)
-    if not data.eval:
+    if not data.eval and require_eval:
         raise DataError(f"{data.train_label}: no eval queries; give task.file.eval (held-out data)")
     check_queries(data.eval, data.eval_label, data.id_field)
     overlap = {q.query_id for q in data.train} & {q.query_id for q in data.eval}

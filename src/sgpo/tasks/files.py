@@ -474,7 +474,10 @@ def _difficulty(record: object, mapping: Mapping, where: str) -> str:
         return ""
     value = get_field(record, field)
     if value is _MISSING:
-        raise _missing(record, field, where)
+        error = _missing(record, field, where)
+        if field == PRESETS[mapping.preset].difficulty_field:  # the preset's, not the user's
+            error = DataError(f"{error} (task.file.difficulty_field='' for none)")
+        raise error
     # MATH's "Level 2" given as a number, 2 or 2.0 (a parquet column of floats): one bucket
     number = isinstance(value, int | float) and not isinstance(value, bool)
     if mapping.preset == "math" and number and float(value).is_integer():

@@ -322,7 +322,7 @@ def export_for_config(
     elif verifier is None:
         from sgpo.tasks import load_task
 
-        verifier = load_task(cfg.task, cfg.seed).default_verifier
+        verifier = load_task(cfg.task, cfg.seed, require_eval=False).default_verifier
     if data_source is None:
         kind = cfg.task.kind
         data_source = "sgpo/addition" if kind == "addition" else f"sgpo/{cfg.task.file.preset}"
