@@ -471,6 +471,26 @@ def test_a_resume_names_a_damaged_metrics_record_before_training(
     assert len(metrics.read_text().splitlines()) <= before  # nothing trained and appended
 
 
+def test_a_resume_refuses_metrics_cut_short_before_the_checkpoint(
+    tiny: SimpleNamespace, tmp_path: Path
+) -> None:
+    config, run = crashed_after_step(tiny, tmp_path, 3, checkpoint_every=2)
+    metrics = run / METRICS_FILE
+    whole = metrics.read_bytes()
+    records = whole.split(b"\n")
+    # cut inside step 3's record (after the checkpoint at step 2): it runs again
+    metrics.write_bytes(b"\n".join(records[:3]) + b"\n" + records[3][:20])
+    run_train(config, run, resume=True)
+    assert [r["step"] for r in read_jsonl(metrics)] == list(range(STEPS + 1))
+    # cut inside step 2's record, which the checkpoint was taken after: refused, not retrained
+    config, run = crashed_after_step(tiny, tmp_path / "again", 3, checkpoint_every=2)
+    metrics = run / METRICS_FILE
+    records = metrics.read_bytes().split(b"\n")
+    metrics.write_bytes(b"\n".join(records[:2]) + b"\n" + records[2][:20])
+    with pytest.raises(DataError, match="2 complete records but the checkpoint at step 2 was"):
+        run_train(config, run, resume=True)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("every", [1, 2])
 def test_train_sigkill_at_every_step(tiny: SimpleNamespace, tmp_path: Path, every: int) -> None:

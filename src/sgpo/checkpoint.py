@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from sgpo.errors import DataError
-from sgpo.io import atomic_write_text, read_jsonl, with_umask_modes
+from sgpo.io import atomic_write_bytes, read_jsonl, with_umask_modes
 from sgpo.rundir import file_sha256
 from sgpo.runfiles import (
     CONFIG_FILE,
@@ -238,17 +238,20 @@ def checkpoint_plan(run_dir: Path) -> Path | None:
     return Path(plan) if plan else None
 
 
-def truncate_metrics(metrics_path: Path, lines_at_checkpoint: int, step: int) -> int:
-    """Lines written after the checkpoint belong to steps that will run again: drop them
-    (returns how many)."""
-    text = metrics_path.read_text() if metrics_path.exists() else ""
-    lines = text.splitlines(keepends=True)
-    if len(lines) < lines_at_checkpoint:
+def truncate_metrics(metrics_path: Path, records_at_checkpoint: int, step: int) -> int:
+    """Records written after the checkpoint belong to steps that will run again: drop them, and
+    a last line a kill left unfinished (returns how many records were dropped). The file must
+    still hold the records_at_checkpoint complete records the checkpoint was taken after."""
+    data = metrics_path.read_bytes() if metrics_path.exists() else b""
+    *complete, _unfinished = data.split(b"\n")
+    ends = [i + 1 for i, line in enumerate(complete) if line.strip()]  # after each record
+    if len(ends) < records_at_checkpoint:
         raise DataError(
-            f"{metrics_path}: {len(lines)} lines but the checkpoint at step {step} was taken "
-            f"after {lines_at_checkpoint}; the run directory was changed by hand, start over "
-            "with --overwrite"
+            f"{metrics_path}: {len(ends)} complete records but the checkpoint at step {step} was "
+            f"taken after {records_at_checkpoint}: the file was cut short or changed by hand; "
+            "restore it from a copy, or start over with --overwrite"
         )
-    atomic_write_text(metrics_path, "".join(lines[:lines_at_checkpoint]))
+    kept = complete[: ends[records_at_checkpoint - 1]] if records_at_checkpoint else []
+    atomic_write_bytes(metrics_path, b"".join(line + b"\n" for line in kept))
     read_jsonl(metrics_path)  # a damaged record is named now, not after more training
-    return len(lines) - lines_at_checkpoint
+    return len(ends) - records_at_checkpoint
