@@ -381,9 +381,16 @@ def test_side_by_side_reports_the_fitted_read_against_the_baseline(tmp_path: Pat
     report = tmp_path / "report.md"
     report.write_text("# report\n")
     runs = {"fast": fake_run(tmp_path / "fast", 0.5), "grpo-g8": fake_run(tmp_path / "base", 1.0)}
-    append_side_by_side(report, runs, "grpo-g8")
+    summary = json.loads((runs["fast"] / "summary.json").read_text())
+    summary |= {"rollouts": 400, "trained_rollouts": 100}  # an older summary has neither
+    (runs["fast"] / "summary.json").write_text(json.dumps(summary))
+    fitted = append_side_by_side(report, runs, "grpo-g8")
     lines = [line for line in report.read_text().splitlines() if "Fitted read" in line]
     assert len(lines) == 1 and "`fast`" in lines[0]
+    assert fitted == lines  # what sgpo demo prints at its end
+    rows = [line.split(" | ") for line in report.read_text().splitlines() if line[:3] == "| f"]
+    assert rows[0][-2] == "0.250"  # trained fraction: 100 of 400 rollouts trained
+    assert "trained fraction" in report.read_text()
     speedups = [float(x) for x in re.findall(r"(\d+\.\d+)", lines[0].split("speedup")[1])[:3]]
     assert speedups == [pytest.approx(2.0, rel=0.03)] * 3  # the same learning at half the cost
     assert (tmp_path / "side_by_side.png").stat().st_size > 0

@@ -61,6 +61,7 @@ def test_stages_one_by_one(tmp_path: Path):
     assert summary["flops_by_phase"]["profile"] == plan_meta["profile_flops"]
     records = read_jsonl(out / "metrics.jsonl")
     assert [r["step"] for r in records] == [0, 1, 2, 3, 4]
+    assert summary["trained_rollouts"] == sum(r.get("trained_rollouts", 0) for r in records)
     assert [r["step"] for r in records if "eval_acc" in r] == [0, 2, 4]
     totals = [r["flops_total_cum"] for r in records]
     assert totals == sorted(totals) and totals[-1] == summary["total_flops"]

@@ -479,17 +479,22 @@ def _demo_pipeline(cfg: RunConfig, out: Path, overwrite: bool) -> None:
     baseline = run_equal_budget_baseline(cfg, out, baseline_dir)
     console.rule("6/6 report")
     report_path = write_report(out)
-    append_demo_side_by_side(out, report_path)
+    fitted = append_demo_side_by_side(out, report_path)
     initial = ", ".join(
         f"{bucket} {acc:.3f}" for bucket, acc in result["initial_eval_acc_by_bucket"].items()
     )
     console.print(
         f"step 0 held-out accuracy by bucket (sampled): {initial}\n"
         f"held-out accuracy {result['initial_eval_acc']:.3f} -> {result['final_eval_acc']:.3f} "
-        f"(sampled; GRPO at the same FLOPs: {baseline['final_eval_acc']:.3f}), total FLOPs "
-        f"{result['total_flops']:.3e}, informative fraction "
-        f"{result['informative_fraction']:.3f}; {time.perf_counter() - start:.0f} s in all; "
-        f"see {report_path}"
+        f"(sampled, one seed; GRPO(G={cfg.train.group_size}) stopped at the same FLOPs of this "
+        f"trainer: {baseline['final_eval_acc']:.3f}), FLOPs {result['total_flops']:.3e} "
+        f"(train-all {result['total_flops_train_all']:.3e} against GRPO's "
+        f"{baseline['total_flops_train_all']:.3e}), generated tokens "
+        f"{result['generated_tokens']:,} against {baseline['generated_tokens']:,}, informative "
+        f"fraction {result['informative_fraction']:.3f}",
+        *fitted,
+        f"{time.perf_counter() - start:.0f} s in all; see {report_path}",
+        sep="\n",
     )
 
 

@@ -69,4 +69,8 @@ def run_summary(records: list[dict]) -> dict:
         "final_eval_acc_by_bucket": evals[-1]["eval_acc_by_bucket"],
         "informative_fraction": informative / generated if generated else 0.0,
         "rollouts": generated,
+        # what had a backward pass (down-sampling trains part of an informative group)
+        "trained_rollouts": sum(r["trained_rollouts"] for r in steps)
+        if all("trained_rollouts" in r for r in steps)
+        else None,
     }

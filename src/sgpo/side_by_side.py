@@ -67,18 +67,23 @@ def is_demo_baseline_of(run_dir: Path) -> bool:
     return budget == read_json(run_dir / SUMMARY_FILE)["total_flops"]
 
 
-def append_demo_side_by_side(run_dir: Path, report: Path) -> None:
+def append_demo_side_by_side(run_dir: Path, report: Path) -> list[str]:
     """A demo's report.md ends with its run against the GRPO run at the same FLOPs (in
-    DEMO_BASELINE_DIR), whether sgpo demo or a later sgpo report wrote it."""
+    DEMO_BASELINE_DIR), whether sgpo demo or a later sgpo report wrote it; returns the fitted
+    read's line."""
     baseline = f"grpo-g{load_config(run_dir / CONFIG_FILE).train.group_size}"
-    append_side_by_side(report, {"sgpo": run_dir, baseline: run_dir / DEMO_BASELINE_DIR}, baseline)
+    runs = {"sgpo": run_dir, baseline: run_dir / DEMO_BASELINE_DIR}
+    return append_side_by_side(report, runs, baseline)
 
 
-def append_side_by_side(report: Path, runs: dict[str, Path], baseline: str | None = None) -> None:
+def append_side_by_side(
+    report: Path, runs: dict[str, Path], baseline: str | None = None
+) -> list[str]:
     """Append to a run's report.md the cost/accuracy table of several finished runs and a plot
     of held-out accuracy against each cost currency (side_by_side.png next to report.md); with
-    a baseline among them, each other run's fitted speedup against it (one seed). report.md
-    is sgpo report's (claimed by it); side_by_side.png is claimed here before it is written."""
+    a baseline among them, each other run's fitted speedup against it (one seed), whose lines
+    are returned. report.md is sgpo report's (claimed by it); side_by_side.png is claimed here
+    before it is written."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -104,20 +109,31 @@ def append_side_by_side(report: Path, runs: dict[str, Path], baseline: str | Non
         "## Side by side at equal FLOPs (one seed)",
         "",
         "| run | initial acc | final acc | FLOPs | FLOPs train-all | generated tokens | "
-        "informative fraction | steps |",
-        "|---|---|---|---|---|---|---|---|",
+        "informative fraction | trained fraction | steps |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, run_dir in runs.items():
         s = read_json(run_dir / SUMMARY_FILE)
+        trained = s.get("trained_rollouts")  # not in an older sgpo's summary
+        trained_fraction = None if trained is None else trained / s["rollouts"]
         lines.append(
             f"| {name} | {s['initial_eval_acc']:.3f} | {s['final_eval_acc']:.3f} | "
             f"{s['total_flops']:.3e} | {s['total_flops_train_all']:.3e} | "
-            f"{s['generated_tokens']:.3g} | {s['informative_fraction']:.3f} | {s['steps']} |"
+            f"{s['generated_tokens']:,} | {s['informative_fraction']:.3f} | "
+            f"{format_or_missing(trained_fraction, '.3f', '-')} | {s['steps']} |"
         )
-    if baseline is not None:
-        lines += ["", *one_seed_fitted_read(runs, baseline)]
-    lines += ["", f"![accuracy against each cost]({SIDE_BY_SIDE})", ""]
+    lines += [
+        "",
+        "FLOPs: this trainer's (a zero-advantage rollout's backward pass skipped); train-all: "
+        "the same updates in a trainer that trains every rollout, as verl, TRL and OpenRLHF do "
+        "(verl also recomputes old log-probs, not counted); both include the profile. "
+        "Informative fraction: the generated rollouts in groups whose rewards differ; trained "
+        "fraction: those given a backward pass (down-sampling trains part of such a group).",
+    ]
+    fitted = one_seed_fitted_read(runs, baseline) if baseline is not None else []
+    lines += ["", *fitted, "", f"![accuracy against each cost]({SIDE_BY_SIDE})", ""]
     atomic_write_text(report, report.read_text() + "\n".join(lines))
+    return fitted
 
 
 def one_seed_fitted_read(runs: dict[str, Path], baseline: str) -> list[str]:
