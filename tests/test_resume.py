@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import pathlib
 import shutil
+import signal
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -309,6 +311,32 @@ def test_train_killed_and_resumed_equals_uninterrupted(
         kill_when(proc, lambda: last_step(run) >= first + 2, log)
         assert not (run / SUMMARY_FILE).exists()
 
+    resumed = CliRunner().invoke(app, ["train", "--resume", str(run)])
+    assert resumed.exit_code == 0, resumed.output
+    assert_same_run(run, reference)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_training_after_its_step_with_a_checkpoint(
+    tiny: SimpleNamespace, tmp_path: Path, signum: int
+) -> None:
+    reference = reference_run(tiny, "grpo")
+    # no periodic checkpoint: all a resume has is the one the stop saves
+    tree = method_tree(tiny, "grpo", checkpoint_every=0)
+    config_path = write_config(tmp_path / "config.yaml", tree)
+    run, log = tmp_path / "run", tmp_path / "log.txt"
+    proc = start_cli(["train", "-c", str(config_path), "-o", str(run)], log)
+    deadline = time.monotonic() + 180
+    while last_step(run) < 2 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signum)
+    assert proc.wait(timeout=180) == 130, log.read_text()[-3000:]
+    stopped = last_step(run)
+    assert stopped < STEPS, "finished before the signal"
+    said = " ".join(log.read_text().split())
+    assert f"stopped at step {stopped}, with a checkpoint in {run}" in said
+    state = json.loads((run / STATE_DIR / "state.json").read_text())
+    assert state["step"] == stopped  # the steps it trained are kept
     resumed = CliRunner().invoke(app, ["train", "--resume", str(run)])
     assert resumed.exit_code == 0, resumed.output
     assert_same_run(run, reference)

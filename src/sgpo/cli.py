@@ -8,7 +8,9 @@ import functools
 import json
 import os
 import re
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +22,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from sgpo.config import RunConfig, load_config
-from sgpo.errors import USER_ERRORS, ConfigError, SgpoWarning
+from sgpo.errors import USER_ERRORS, ConfigError, SgpoWarning, TrainingStopped
 
 app = typer.Typer(
     help="sGPO: profile once, size each query's group by its success rate, train easy->hard.",
@@ -101,8 +103,18 @@ def _user_errors(command: Callable) -> Callable:
 
     @functools.wraps(command)
     def wrapper(*args: object, **kwargs: object) -> None:
+        if threading.current_thread() is threading.main_thread():
+            # a scheduler's SIGTERM ends a command as Ctrl-C does: with its message
+            signal.signal(signal.SIGTERM, signal.default_int_handler)
         try:
             return command(*args, **kwargs)
+        except TrainingStopped as e:
+            _print_error(
+                f"stopped at step {e.step}, with a checkpoint in {e.run_dir}: the same sgpo "
+                "train command with --resume continues from there (sgpo compare: the same "
+                "command again)"
+            )
+            raise typer.Exit(130) from e
         except USER_ERRORS as e:
             _print_error(f"error: {e}")
             raise typer.Exit(2 if isinstance(e, ConfigError) else 1) from e

@@ -35,3 +35,12 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     FileNotFoundError,
     NotADirectoryError,  # an --out that cannot be a directory (sgpo.io.make_out_dir)
 )
+
+
+class TrainingStopped(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped a training run between two steps, after a checkpoint of the
+    step it had reached (a resume continues from there)."""
+
+    def __init__(self, run_dir: object, step: int) -> None:
+        super().__init__(f"{run_dir}: stopped at step {step}")
+        self.run_dir, self.step = run_dir, step

@@ -13,11 +13,15 @@ and final/ (save_pretrained format).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import shutil
+import signal
+import threading
 import time
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -30,7 +34,7 @@ from sgpo.core.flops import PHASES
 from sgpo.core.online import extends_streak
 from sgpo.core.rewards import is_correct
 from sgpo.engine import stream_seed
-from sgpo.errors import NonFiniteError
+from sgpo.errors import NonFiniteError, TrainingStopped
 from sgpo.evaluate import evaluate
 from sgpo.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
 from sgpo.loggers import make_sinks, scalars
@@ -387,7 +391,7 @@ class Trainer:
         else:
             self.start_fresh()
         bar = tqdm(total=cfg.steps, initial=self.step, desc=f"train ({cfg.method})", unit="step")
-        with bar:
+        with bar, stop_requests() as stop_asked:
             while not self.finished():
                 record = self.train_step()
                 self.stop_if_diverged(record)
@@ -409,6 +413,11 @@ class Trainer:
                     self.save_state()
                     if cfg.keep_checkpoints:  # after the state: a kill leaves more, not fewer
                         self.drop_old_step_models(cfg.keep_checkpoints)
+                elif stop_asked() and not self.finished():
+                    self.save_state()
+                if stop_asked() and not self.finished():
+                    self.verifier.close()
+                    raise TrainingStopped(self.run_dir, self.step)
         return self.finish()
 
     def finish(self) -> dict:
@@ -444,6 +453,34 @@ class Trainer:
             "seed": self.config.seed,
             "config": self.config.model_dump(mode="json"),
         }
+
+
+@contextlib.contextmanager
+def stop_requests() -> Iterator[Callable[[], bool]]:
+    """While training: a first SIGINT (Ctrl-C) or SIGTERM (a scheduler's) asks the loop to stop
+    after the step it is in, with a checkpoint of it; a second stops at once. Yields whether
+    a stop was asked. Signals can only be caught in the main thread: elsewhere nothing is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+    asked: list[str] = []
+
+    def ask(signum: int, frame: object) -> None:
+        if asked:
+            raise KeyboardInterrupt
+        asked.append(signal.Signals(signum).name)
+        log.warning(
+            "%s: stopping after this step, with a checkpoint to resume from (send it again "
+            "to stop at once, losing the steps since the last checkpoint)",
+            asked[0],
+        )
+
+    previous = {s: signal.signal(s, ask) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield lambda: bool(asked)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 # Everything sgpo train may create (and so later replace) in a run directory.
