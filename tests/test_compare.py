@@ -813,11 +813,18 @@ def test_compare_resumes_a_run_it_interrupted_from_its_checkpoint(
     assert read_jsonl(run / "metrics.jsonl") == records
     assert again["methods"] == first["methods"]
     assert "[1/1] grpo-g4 seed 0: interrupted earlier, resumed" in capsys.readouterr().err
+    # interrupted, then run checkpointed otherwise: resumed as well, and said so
+    (run / "summary.json").unlink()
+    run_compare(config, out, overrides=["train.checkpoint_every=2"])
+    assert read_jsonl(run / "metrics.jsonl") == records
+    said = capsys.readouterr().err
+    assert "resumed with train.checkpoint_every: 1 -> 2, which do not change its result" in said
     # interrupted, then run with another lr: trained again from the start, and said so
     (run / "summary.json").unlink()
     run_compare(config, out, overrides=["train.lr=0.02"])
     said = capsys.readouterr().err
-    assert "grpo-g4 seed 0: training (interrupted earlier with train.lr: 0.01 -> 0.02" in said
+    assert "grpo-g4 seed 0: training (interrupted earlier with" in said
+    assert "train.lr: 0.01 -> 0.02: trained again" in said
 
 
 def test_a_compare_config_with_a_key_twice_or_bad_yaml_is_a_config_error(tmp_path: Path):

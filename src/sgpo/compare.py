@@ -67,7 +67,7 @@ from sgpo.core.curves import (
 from sgpo.errors import DataError
 from sgpo.io import atomic_write_json, atomic_write_text, read_json, read_jsonl
 from sgpo.methods import DEFAULT_METHODS
-from sgpo.rundir import claimed, differing_keys, first_of, flatten
+from sgpo.rundir import NEUTRAL_KEYS, claimed, differing_keys, first_of, flatten, is_one_of
 from sgpo.runfiles import CONFIG_FILE, METRICS_FILE, PLAN_FILE, SUMMARY_FILE
 from sgpo.yaml_dialect import read_yaml_mapping
 
@@ -195,9 +195,13 @@ def run_method(
         return read_json(run_dir / SUMMARY_FILE)
     plan = run_dir / PLAN_FILE
     changes = config_changes(config, run_dir) if checkpoint.has_state(run_dir) else None
-    if changes == []:
-        # interrupted with this very config: go on from its checkpoint, with the plan it has
-        tqdm.write(f"{label}: interrupted earlier, resumed", file=sys.stderr)
+    if changes is not None and all(
+        is_one_of(change.split(":")[0], RESUMED_UNDER) for change in changes
+    ):
+        # interrupted with this config (up to how it is checkpointed or logged): go on from
+        # its checkpoint, with the plan it has
+        under = f" with {first_of(changes, 3)}, which do not change its result" if changes else ""
+        tqdm.write(f"{label}: interrupted earlier, resumed{under}", file=sys.stderr)
         return run_train(config, run_dir, plan if config.train.uses_plan else None, resume=True)
     again = f" (interrupted earlier with {first_of(changes, 3)}: trained again)" if changes else ""
     tqdm.write(f"{label}: training{again}", file=sys.stderr)
@@ -212,6 +216,15 @@ def run_method(
             )
         run_plan(planning, shared / PROFILE_FILE, run_dir, overwrite=True)
     return run_train(config, run_dir, plan, overwrite=True)
+
+
+# What an interrupted run may be resumed under: settings that change how it is checkpointed,
+# logged or batched, not its result (its length and evaluations do: it is trained again).
+RESUMED_UNDER = tuple(
+    key
+    for key in NEUTRAL_KEYS
+    if key != "train.eval_every" and not key.startswith(("train.steps", "train.max_"))
+)
 
 
 def config_changes(config: RunConfig, run_dir: Path) -> list[str] | None:

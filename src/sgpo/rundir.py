@@ -228,14 +228,15 @@ def flatten(tree: object, prefix: str = "") -> dict[str, object]:
     return out
 
 
+def is_one_of(key: str, names: Iterable[str]) -> bool:
+    """Whether a dotted key is one of names or inside one ("profile.vllm_kwargs.x")."""
+    return any(key == n or key.startswith(n + ".") for n in names)
+
+
 def config_fingerprint(config_tree: dict) -> dict[str, object]:
     """The dotted config keys that decide a run's result, with their values."""
     flat = flatten(config_tree)
-    return {
-        key: value
-        for key, value in flat.items()
-        if not any(key == n or key.startswith(n + ".") for n in NEUTRAL_KEYS)
-    }
+    return {key: value for key, value in flat.items() if not is_one_of(key, NEUTRAL_KEYS)}
 
 
 def differing_keys(recorded: dict, current: dict) -> list[str]:
