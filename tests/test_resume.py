@@ -316,6 +316,28 @@ def test_train_killed_and_resumed_equals_uninterrupted(
     assert_same_run(run, reference)
 
 
+def test_a_damaged_state_file_is_named_with_its_field(
+    tiny: SimpleNamespace, tmp_path: Path
+) -> None:
+    config, run = crashed_after_step(tiny, tmp_path, 3, checkpoint_every=2)
+    state_file = run / STATE_DIR / "state.json"
+    state = json.loads(state_file.read_text())
+    # as another sgpo version could write it: the manifest matches, a field does not
+    for edit, problem in (
+        ({"step": "2"}, "field 'step' is str '2'"),
+        ({}, "field 'wall_s' is missing"),
+    ):
+        edited = {k: v for k, v in state.items() if k != "wall_s" or edit} | edit
+        state_file.write_text(json.dumps(edited))
+        (state_file.parent / sgpo.checkpoint.MANIFEST_FILE).unlink()
+        sgpo.checkpoint._write_manifest(state_file.parent)
+        with pytest.raises(DataError, match=rf"state\.json: {problem}: not a checkpoint"):
+            run_train(config, run, resume=True)
+    state_file.write_text(json.dumps(state)[:50])  # cut short
+    with pytest.raises(DataError, match=r"state\.json: not valid JSON"):
+        sgpo.checkpoint.checkpoint_plan(run)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_stops_training_after_its_step_with_a_checkpoint(
     tiny: SimpleNamespace, tmp_path: Path, signum: int

@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from sgpo.errors import DataError
-from sgpo.io import atomic_write_bytes, read_jsonl, with_umask_modes
+from sgpo.io import atomic_write_bytes, read_json, read_jsonl, with_umask_modes
 from sgpo.rundir import file_sha256
 from sgpo.runfiles import (
     CONFIG_FILE,
@@ -172,7 +172,45 @@ def load_state(run_dir: Path) -> dict:
     manifest; its tensors are load_state_blobs'."""
     state_dir = run_dir / STATE_DIR
     verify_checkpoint(state_dir)
-    return json.loads((state_dir / STATE_FILE).read_text())
+    state = read_json(state_dir / STATE_FILE)
+    check_state_fields(state, state_dir / STATE_FILE)
+    return state
+
+
+# state.json's fields a resume reads, and their JSON types (None: any, null included)
+_COUNT, _NUMBER = (int,), (int, float)
+STATE_FIELDS: dict[str, tuple[type, ...] | None] = {
+    "step": _COUNT,
+    "metrics_lines": _COUNT,
+    "nonfinite_in_a_row": _COUNT,
+    "nonfinite_total": _COUNT,
+    "flops_skipped": _NUMBER,
+    "generated_tokens": _NUMBER,
+    "wall_s": _NUMBER,
+    "flops": (dict,),
+    "verifier": (dict,),
+    "scheduler": None,
+    "planner": None,
+    "reuse": None,
+}
+
+
+def check_state_fields(state: dict, path: Path) -> None:
+    """DataError naming the field when state.json lacks one a resume reads, or holds another
+    type (a file edited by hand, or written by an sgpo that kept other fields)."""
+    for field, types in STATE_FIELDS.items():
+        if field not in state:
+            problem = "is missing"
+        elif types is not None and (
+            isinstance(state[field], bool) or not isinstance(state[field], types)
+        ):
+            problem = f"is {type(state[field]).__name__} {state[field]!r:.40}"
+        else:
+            continue
+        raise DataError(
+            f"{path}: field {field!r} {problem}: not a checkpoint this sgpo can resume "
+            "(edited, or written by another version); start over with --overwrite"
+        )
 
 
 def load_state_blobs(run_dir: Path) -> dict:
@@ -234,7 +272,9 @@ def checkpoint_plan(run_dir: Path) -> Path | None:
         state_file = run_dir / OLD_STATE_DIR / STATE_FILE
     if not state_file.exists():
         return None
-    plan = json.loads(state_file.read_text()).get("plan")
+    plan = read_json(state_file).get("plan")
+    if plan is not None and not isinstance(plan, str):
+        raise DataError(f"{state_file}: field 'plan' is {type(plan).__name__}, not a path")
     return Path(plan) if plan else None
 
 
