@@ -316,6 +316,27 @@ def test_train_killed_and_resumed_equals_uninterrupted(
     assert_same_run(run, reference)
 
 
+def test_no_half_built_checkpoint_is_left_behind(
+    tiny: SimpleNamespace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    config, run = crashed_after_step(tiny, tmp_path, 3, checkpoint_every=2)
+
+    def disk_full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as mp:  # the disk fills while the checkpoint is built
+        mp.setattr(sgpo.checkpoint, "save_file", disk_full)
+        with pytest.raises(OSError, match="No space left"):
+            run_train(config, run, resume=True)
+    assert not list(run.glob(".checkpoint-*"))
+    # what a kill left is removed by a fresh start too, not only by a resume
+    (run / ".checkpoint-abcdefgh" / "model").mkdir(parents=True)
+    run_train(config, run, overwrite=True)
+    assert not list(run.glob(".checkpoint-*"))
+
+
 def test_a_damaged_state_file_is_named_with_its_field(
     tiny: SimpleNamespace, tmp_path: Path
 ) -> None:

@@ -9,10 +9,12 @@ bit) is refused before any of it is read.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -146,15 +148,27 @@ def save_state(
 ) -> None:
     """Resumable state, written to a staging dir and renamed over the previous one (which is
     moved aside first, so recover() can put it back if the kill comes in between)."""
-    staging = Path(tempfile.mkdtemp(dir=run_dir, prefix=".checkpoint-"))
-    save_pretrained_to(staging / MODEL_DIR, model, tokenizer)
-    tensors: dict[str, torch.Tensor] = {}
-    (staging / BLOBS_FILE).write_text(json.dumps(_encode(blobs, tensors)))
-    save_file(tensors, staging / TENSORS_FILE)
-    (staging / STATE_FILE).write_text(json.dumps(state, indent=2))
-    _write_manifest(staging)
-    with_umask_modes(staging)
+    with _staging(run_dir, ".checkpoint-") as staging:
+        save_pretrained_to(staging / MODEL_DIR, model, tokenizer)
+        tensors: dict[str, torch.Tensor] = {}
+        (staging / BLOBS_FILE).write_text(json.dumps(_encode(blobs, tensors)))
+        save_file(tensors, staging / TENSORS_FILE)
+        (staging / STATE_FILE).write_text(json.dumps(state, indent=2))
+        _write_manifest(staging)
+        with_umask_modes(staging)
     _swap_in(staging, run_dir / STATE_DIR, run_dir / OLD_STATE_DIR)
+
+
+@contextlib.contextmanager
+def _staging(run_dir: Path, prefix: str) -> Iterator[Path]:
+    """A folder to build a checkpoint or model in, removed if building it fails (a full disk,
+    an error): a model-sized folder is not left behind."""
+    staging = Path(tempfile.mkdtemp(dir=run_dir, prefix=prefix))
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 def _swap_in(staging: Path, target: Path, aside: Path) -> None:
@@ -239,9 +253,9 @@ def save_model(
 ) -> Path:
     """save_pretrained of model with its tokenizer into run_dir/name, atomically."""
     path = run_dir / name
-    staging = Path(tempfile.mkdtemp(dir=run_dir, prefix=f".{path.name}-"))
-    save_pretrained_to(staging, model, tokenizer)
-    with_umask_modes(staging)
+    with _staging(run_dir, f".{path.name}-") as staging:
+        save_pretrained_to(staging, model, tokenizer)
+        with_umask_modes(staging)
     path.parent.mkdir(parents=True, exist_ok=True)
     # The aside name matches recover()'s staging patterns, so a leftover one is removed.
     _swap_in(staging, path, run_dir / f".{path.name}-old")
@@ -255,6 +269,12 @@ def recover(run_dir: Path) -> None:
     if not (target / STATE_FILE).exists() and (old / STATE_FILE).exists():
         shutil.rmtree(target, ignore_errors=True)
         old.rename(target)
+    remove_leftovers(run_dir)
+
+
+def remove_leftovers(run_dir: Path) -> None:
+    """Half-built checkpoints and models, and atomic writes' temp files, a kill left in
+    run_dir (only while it is locked: no other process is building one)."""
     for pattern in (".checkpoint-*", ".final-*", ".step-*"):
         for staging in run_dir.glob(pattern):
             if staging.is_dir():

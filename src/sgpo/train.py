@@ -518,6 +518,8 @@ def run_train(
         if resume:
             checkpoint.recover(run_dir)
             refuse_resume_without_checkpoint(run_dir)
+        else:
+            checkpoint.remove_leftovers(run_dir)  # of a run killed there before
         if config.train.uses_plan and plan_path is None:
             plan_path = run_dir / PLAN_FILE
             # resumed with the plan it started with (the checkpoint checks it is that one)
