@@ -590,7 +590,9 @@ def test_read_jsonl_skips_what_a_kill_left_unfinished(tmp_path: Path) -> None:
         read_jsonl(path)
 
 
-def test_resume_refuses_a_changed_plan(tiny: SimpleNamespace, tmp_path: Path) -> None:
+def test_a_resume_keeps_the_plan_it_started_with(
+    tiny: SimpleNamespace, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     config = load_config(write_config(tmp_path / "config.yaml", method_tree(tiny, "sgpo", steps=1)))
     run = tmp_path / "run"
     plan_path, _ = run_plan(config, tiny.profile, run)
@@ -599,10 +601,14 @@ def test_resume_refuses_a_changed_plan(tiny: SimpleNamespace, tmp_path: Path) ->
         with pytest.raises(Crash):
             run_train(config, run)
     other = config.model_copy(update={"plan": config.plan.model_copy(update={"g_max": 2})})
-    run_plan(other, tiny.profile, run, overwrite=True)
+    run_plan(other, tiny.profile, run, overwrite=True)  # the run's own plan replaced
+    # given as the plan to resume with: refused
     with pytest.raises(DataError, match=r"plan\.parquet: not the plan this run was trained with"):
-        run_train(config, run, resume=True)
-    assert plan_path.exists()
+        run_train(config, run, plan_path, resume=True)
+    # found by the resume: the checkpoint's copy of the one it started with, said so
+    run_train(config, run, resume=True)
+    assert "is not the plan" in caplog.text and "continues with that one" in caplog.text
+    assert (run / SUMMARY_FILE).exists()
 
 
 def test_a_resume_reads_the_optimizer_state_only_when_it_restores_it(
@@ -645,18 +651,18 @@ def test_a_resume_killed_before_its_first_checkpoint_asks_for_the_plan(
         run_train(config, run, resume=True)
     run_train(config, run, tiny.plan, resume=True)  # with it, the run starts
     assert (run / SUMMARY_FILE).exists()
-    # checkpointed with a plan since moved: the checkpoint's plan is named
+    # checkpointed with a plan since moved, or a copied run directory: the checkpoint
+    # holds a copy of its plan
     plan = Path(shutil.copy(tiny.plan, tmp_path / "plan-elsewhere.parquet"))
     other = tmp_path / "other"
     with pytest.MonkeyPatch.context() as mp:
         install_crash(mp, "after_log", 1)
         with pytest.raises(Crash):
             run_train(config, other, plan)
-    moved = plan.rename(tmp_path / "moved.parquet")
-    with pytest.raises(FileNotFoundError, match=rf"checkpoint names, {plan}, no longer exists"):
-        run_train(config, other, resume=True)
-    run_train(config, other, moved, resume=True)  # the same plan, passed again
-    assert (other / SUMMARY_FILE).exists()
+    plan.unlink()
+    copied = Path(shutil.copytree(other, tmp_path / "copied"))
+    run_train(config, copied, resume=True)
+    assert (copied / SUMMARY_FILE).exists()
 
 
 def test_resume_with_another_seed_names_the_seed_not_the_plan(

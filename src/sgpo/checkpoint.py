@@ -30,6 +30,7 @@ from sgpo.runfiles import (
     CONFIG_FILE,
     METRICS_FILE,
     OLD_STATE_DIR,
+    PLAN_FILE,
     STATE_DIR,
     STATE_FILE,
     SUMMARY_FILE,
@@ -145,10 +146,14 @@ def save_state(
     tokenizer: PreTrainedTokenizerBase,
     blobs: dict,
     state: dict,
+    plan: Path | None = None,
 ) -> None:
     """Resumable state, written to a staging dir and renamed over the previous one (which is
-    moved aside first, so recover() can put it back if the kill comes in between)."""
+    moved aside first, so recover() can put it back if the kill comes in between). A copy of
+    the plan the run trains with goes in too: a resume needs it, wherever the original went."""
     with _staging(run_dir, ".checkpoint-") as staging:
+        if plan is not None:
+            shutil.copyfile(plan, staging / PLAN_FILE)
         save_pretrained_to(staging / MODEL_DIR, model, tokenizer)
         tensors: dict[str, torch.Tensor] = {}
         (staging / BLOBS_FILE).write_text(json.dumps(_encode(blobs, tensors)))
@@ -285,13 +290,16 @@ def remove_leftovers(run_dir: Path) -> None:
 
 
 def checkpoint_plan(run_dir: Path) -> Path | None:
-    """The plan a run's checkpoint names as the one it was trained with (None when there is no
-    checkpoint or it names none); the file may have been moved since."""
+    """The plan a run's checkpoint was trained with: its own copy, or in a checkpoint of an
+    sgpo that kept none, the path it names (which may have been moved or replaced since);
+    None when there is no checkpoint or it names none."""
     state_file = run_dir / STATE_DIR / STATE_FILE
     if not state_file.exists():
         state_file = run_dir / OLD_STATE_DIR / STATE_FILE
     if not state_file.exists():
         return None
+    if (state_file.parent / PLAN_FILE).exists():
+        return state_file.parent / PLAN_FILE
     plan = read_json(state_file).get("plan")
     if plan is not None and not isinstance(plan, str):
         raise DataError(f"{state_file}: field 'plan' is {type(plan).__name__}, not a path")

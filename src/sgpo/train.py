@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import filecmp
 import logging
 import shutil
 import signal
@@ -525,6 +526,15 @@ def run_train(
             # resumed with the plan it started with (the checkpoint checks it is that one)
             recorded = checkpoint.checkpoint_plan(run_dir) if resume else None
             if recorded is not None and recorded.exists():
+                if plan_path.exists() and not filecmp.cmp(plan_path, recorded, shallow=False):
+                    log.warning(
+                        "%s is not the plan %s was trained with (planned again since?): the "
+                        "resume continues with that one, %s; train --overwrite starts a run "
+                        "with the new plan",
+                        plan_path,
+                        run_dir,
+                        recorded,
+                    )
                 plan_path = recorded
             elif resume and not plan_path.exists():
                 raise FileNotFoundError(

@@ -47,7 +47,9 @@ def save_trainer_state(trainer: Trainer) -> None:
         "plan_sha256": trainer.plan_sha256,
         "fingerprint": trainer.fingerprint,
     }
-    checkpoint.save_state(trainer.run_dir, policy.model, policy.tokenizer, blobs, state)
+    checkpoint.save_state(
+        trainer.run_dir, policy.model, policy.tokenizer, blobs, state, trainer.plan_path
+    )
 
 
 def restore_trainer_state(trainer: Trainer) -> None:
