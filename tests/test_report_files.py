@@ -45,12 +45,22 @@ def test_report_of_an_intact_run(run: Path):
 
 
 def test_training_over_a_reported_run_removes_its_report(run: Path, tmp_path: Path):
-    """The report would describe the run trained over; a file of the user's stays."""
+    """The report and sgpo eval's result would describe the run trained over; a file of the
+    user's stays."""
+    from typer.testing import CliRunner
+
+    from sgpo.cli import app
+
     write_report(run)
+    evaluated = CliRunner().invoke(
+        app, ["eval", "-c", str(run / "config.yaml"), "--model", str(run / "final"), "-o", str(run)]
+    )
+    assert evaluated.exit_code == 0, evaluated.output
     (run / "notes.md").write_text("mine")
     config = load_config(run / "config.yaml", ["train.steps=1"])
     run_train(config, run, overwrite=True)
     assert not (run / "report.md").exists() and not (run / "accuracy_vs_flops.png").exists()
+    assert not (run / "eval.json").exists()
     assert (run / "notes.md").read_text() == "mine"
     assert "steps: 1" in write_report(run).read_text()
 

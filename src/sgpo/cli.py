@@ -81,7 +81,6 @@ DEMO_CONFIG = Path(__file__).parent / "demo.yaml"
 
 
 TRAIN_OUT = Path("runs/train")
-EVAL_FILE = "eval.json"
 
 
 def _config(path: Path | None, overrides: list[str] | None) -> RunConfig:
@@ -333,6 +332,7 @@ def eval_(
     """Held-out accuracy (greedy and sampled), overall and per difficulty bucket."""
     from sgpo.io import atomic_write_json, prepare_out_dir
     from sgpo.rundir import claimed
+    from sgpo.runfiles import EVAL_FILE
 
     cfg = _config(config, set_)
     if not out:

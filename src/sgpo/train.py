@@ -53,7 +53,7 @@ from sgpo.runfiles import (
     METRICS_FILE,
     OLD_STATE_DIR,
     PLAN_FILE,
-    RUN_REPORT_OUTPUTS,
+    RUN_DESCRIPTIONS,
     STATE_DIR,
     STEP_CHECKPOINTS_DIR,
     SUMMARY_FILE,
@@ -356,9 +356,9 @@ class Trainer:
 
     def start_fresh(self) -> None:
         """A fresh start (or --overwrite): nothing of an earlier run may be mixed in, nor left
-        to describe this one (sgpo report's outputs of the earlier run)."""
+        to describe this one (sgpo report's and sgpo eval's outputs of the earlier run)."""
         listed = rundir.written_by_sgpo(self.run_dir)
-        reported = [name for name in RUN_REPORT_OUTPUTS if name in listed]
+        reported = [name for name in RUN_DESCRIPTIONS if name in listed]
         # a re-plan history or merged model of an earlier run too
         for name in (*TRAIN_OUTPUTS, *reported):
             path = self.run_dir / name
