@@ -337,6 +337,27 @@ def test_no_half_built_checkpoint_is_left_behind(
     assert not list(run.glob(".checkpoint-*"))
 
 
+def test_a_resume_over_more_steps_says_the_lr_schedule_follows_them(
+    tiny: SimpleNamespace, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config, run = crashed_after_step(
+        tiny, tmp_path, 3, checkpoint_every=2, lr_schedule="cosine", steps=STEPS
+    )
+    longer = config.model_copy(
+        update={"train": config.train.model_copy(update={"steps": STEPS + 2})}
+    )
+    run_train(longer, run, resume=True)
+    said = " ".join(caplog.text.split())
+    assert f"train.steps {STEPS} -> {STEPS + 2} with lr_schedule cosine" in said
+    caplog.clear()
+    constant, again = crashed_after_step(tiny, tmp_path / "constant", 3, checkpoint_every=2)
+    longer = constant.model_copy(
+        update={"train": constant.train.model_copy(update={"steps": STEPS + 2})}
+    )
+    run_train(longer, again, resume=True)
+    assert "lr_schedule" not in caplog.text  # a constant lr has no length
+
+
 def test_a_damaged_state_file_is_named_with_its_field(
     tiny: SimpleNamespace, tmp_path: Path
 ) -> None:

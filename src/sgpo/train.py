@@ -30,12 +30,12 @@ import torch
 from tqdm import tqdm
 
 from sgpo import checkpoint, rundir
-from sgpo.config import RunConfig, dump_config
+from sgpo.config import RunConfig, TrainConfig, dump_config, load_config
 from sgpo.core.flops import PHASES
 from sgpo.core.online import extends_streak
 from sgpo.core.rewards import is_correct
 from sgpo.engine import stream_seed
-from sgpo.errors import NonFiniteError, TrainingStopped
+from sgpo.errors import ConfigError, NonFiniteError, TrainingStopped
 from sgpo.evaluate import evaluate
 from sgpo.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
 from sgpo.loggers import make_sinks, scalars
@@ -385,6 +385,7 @@ class Trainer:
         cfg = self.cfg
         if self.resuming:
             restore_trainer_state(self)
+            warn_of_a_new_schedule_length(self.run_dir / CONFIG_FILE, cfg)
             # the settings a resume may change (steps, evaluation, ...) as it now runs with them
             atomic_write_text(self.run_dir / CONFIG_FILE, dump_config(self.config))
             if not self.finished():  # trained further: a finished run's summary is not this one's
@@ -454,6 +455,28 @@ class Trainer:
             "seed": self.config.seed,
             "config": self.config.model_dump(mode="json"),
         }
+
+
+def warn_of_a_new_schedule_length(recorded_config: Path, cfg: TrainConfig) -> None:
+    """A decaying lr schedule spans train.steps: resumed with other steps, its remaining
+    steps follow the new length (the lr jumps there), which the resume says."""
+    if cfg.lr_schedule == "constant" or not recorded_config.exists():
+        return
+    try:
+        was = load_config(recorded_config).train.steps
+    except ConfigError:  # not readable as this sgpo's config: the resume's checks say more
+        return
+    if was != cfg.steps:
+        log.warning(
+            "train.steps %d -> %d with lr_schedule %s: from here the lr follows a schedule over "
+            "%d steps (the run so far decayed over %d); a fresh run over %d steps would differ",
+            was,
+            cfg.steps,
+            cfg.lr_schedule,
+            cfg.steps,
+            was,
+            cfg.steps,
+        )
 
 
 @contextlib.contextmanager
