@@ -337,6 +337,43 @@ def test_no_half_built_checkpoint_is_left_behind(
     assert not list(run.glob(".checkpoint-*"))
 
 
+def test_an_interrupted_profile_says_how_to_finish_and_redo_a_damaged_chunk(
+    tiny: SimpleNamespace, tmp_path: Path
+) -> None:
+    import sgpo.profile
+    from sgpo.plan import run_plan
+
+    cache_dir = Path(tiny.tree["model"]["embedded"]["cache_dir"])
+    config = load_config(
+        write_config(tmp_path / "c.yaml", tiny_tree(cache_dir, profile={"chunk_size": 4}))
+    )
+    out = tmp_path / "profiled"
+    with pytest.MonkeyPatch.context() as mp:
+        real = sgpo.profile._profile_and_write_chunk
+        calls = []
+
+        def crash_on_the_second(*args: object, **kwargs: object) -> object:
+            calls.append(1)
+            if len(calls) == 2:
+                raise Crash
+            return real(*args, **kwargs)
+
+        mp.setattr(sgpo.profile, "_profile_and_write_chunk", crash_on_the_second)
+        with pytest.raises(Crash):
+            run_profile(config, out)
+    with pytest.raises(
+        FileNotFoundError, match="interrupted; finish it with sgpo profile --resume"
+    ):
+        run_plan(config, out / PROFILE_FILE, out)
+    chunk = next((out / CHUNK_DIR).glob("chunk-*.parquet"))
+    chunk.write_bytes(chunk.read_bytes()[:100])
+    with pytest.raises(DataError, match="remove it and resume again to profile only its queries"):
+        run_profile(config, out, resume=True)
+    chunk.unlink()
+    run_profile(config, out, resume=True)
+    assert (out / PROFILE_FILE).exists()
+
+
 def test_a_resume_over_more_steps_says_the_lr_schedule_follows_them(
     tiny: SimpleNamespace, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -34,7 +34,7 @@ from sgpo.core.predict import (
 from sgpo.errors import DataError
 from sgpo.io import prepare_out_dir, read_table, write_table
 from sgpo.profile_match import check_profile_covers, check_profile_matches, p_hat_estimates_p
-from sgpo.runfiles import PLAN_FILE, PLAN_PLOTS
+from sgpo.runfiles import PLAN_FILE, PLAN_PLOTS, PROFILE_CHUNKS_DIR
 from sgpo.validate import check_is_profile, check_plan_rows
 
 log = logging.getLogger(__name__)
@@ -249,6 +249,11 @@ def _run_plan(
     from sgpo.models import model_source
 
     prepare_out_dir(out_dir, overwrite, None, PLAN_FILE)
+    if not profile_path.exists() and (profile_path.parent / PROFILE_CHUNKS_DIR).is_dir():
+        raise FileNotFoundError(
+            f"{profile_path}: no such file: the profile in {profile_path.parent} was "
+            "interrupted; finish it with sgpo profile --resume"
+        )
     profile_rows, meta = read_table(profile_path)
     check_is_profile(profile_rows, meta, profile_path)
     source = model_source(config)

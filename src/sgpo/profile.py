@@ -31,6 +31,7 @@ from sgpo.engine import Completion, GenerationEngine, SamplingParams, stream_see
 from sgpo.errors import DataError
 from sgpo.io import atomic_write_text, prepare_out_dir, read_table, write_table
 from sgpo.models import load_policy, model_shape
+from sgpo.runfiles import PROFILE_CHUNKS_DIR
 from sgpo.tasks import Query, TaskData, data_identity, load_task
 from sgpo.validate import check_prompt_lengths
 from sgpo.verify import Verifier
@@ -40,7 +41,7 @@ log = logging.getLogger(__name__)
 
 PROFILE_FILE = "profile.parquet"
 SAMPLES_FILE = "profile_samples.parquet"
-CHUNK_DIR = "profile_chunks"
+CHUNK_DIR = PROFILE_CHUNKS_DIR
 
 
 def shard_queries(queries: list[Query], shard: tuple[int, int] | None) -> list[Query]:
@@ -225,7 +226,7 @@ def _read_chunk(
     path: Path, chunk: list[Query], metadata: dict, chunk_size: int
 ) -> tuple[list[dict], dict]:
     """A chunk an interrupted run of this same profile wrote."""
-    chunk_rows, chunk_meta = read_table(path)
+    chunk_rows, chunk_meta = rundir.read_chunk_table(path)
     differ = [f"field '{key}'" for key in _identity_differences(chunk_meta, metadata)]
     written_size = chunk_meta.get(CHUNK_SIZE_KEY)  # absent in chunks of an older sgpo
     if written_size not in (None, chunk_size):
@@ -240,7 +241,7 @@ def _read_chunk(
     if differ:
         raise DataError(
             f"{path}: written by a different profile run (what differs: {', '.join(differ)}); "
-            "use --overwrite"
+            "use --overwrite (or, if only this chunk was damaged, remove it and resume again)"
         )
     return chunk_rows, chunk_meta
 

@@ -335,5 +335,14 @@ def check_profile_inputs(final: Path, chunk_dir: Path, inputs: dict) -> None:
     chunks = sorted(chunk_dir.glob("chunk-*.parquet")) if chunk_dir.is_dir() else []
     for path in [final, *chunks[:1]]:
         if path.exists():
-            recorded = read_table(path)[1].get("inputs")
-            check_same_inputs(path, recorded, inputs["inputs"])
+            _, meta = read_table(path) if path == final else read_chunk_table(path)
+            check_same_inputs(path, meta.get("inputs"), inputs["inputs"])
+
+
+def read_chunk_table(path: Path) -> tuple[list[dict], dict]:
+    """A profile chunk's rows and metadata; a damaged one is a DataError saying it can be
+    redone alone."""
+    try:
+        return read_table(path)
+    except DataError as e:
+        raise DataError(f"{e}; remove it and resume again to profile only its queries") from e
