@@ -326,3 +326,23 @@ def test_export_verl_of_a_plan_cut_by_hand_says_what_it_leaves_out(
         assert result.exit_code == 0, result.output
         warned = f"{plan}: 1 of the task's 8 training queries have no row in the plan"
         assert (warned in caplog.text) is said, caplog.text
+
+
+def test_plan_plots_say_what_the_profile_measured_and_what_was_dropped(
+    env: SimpleNamespace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sgpo.report
+
+    figures: list = []
+    monkeypatch.setattr(sgpo.report, "save_figure", lambda fig, path: figures.append(fig) or "x")
+    rows, meta = read_plan(env.plan)
+    first_success = meta | {"adaptive_stop": "first_success"}
+    for plan_meta, label in ((meta, "correct / samples"), (first_success, "first success")):
+        figures.clear()
+        sgpo.report.plot_plan(rows, plan_meta, tmp_path)
+        p_hat_axes, sizes_axes = (fig.axes[0] for fig in figures)
+        assert label in p_hat_axes.get_xlabel()
+        legend = [t.get_text() for t in p_hat_axes.get_legend().get_texts()]
+        assert legend == ["kept", "dropped"]
+        ticks = [t for t in sizes_axes.get_xticks() if sizes_axes.get_xlim()[0] <= t]
+        assert all(float(t).is_integer() for t in ticks)

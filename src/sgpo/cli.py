@@ -253,7 +253,7 @@ def plan(
     def beside_the_plan(path: Path) -> None:
         from sgpo.report import plot_plan
 
-        histograms = plot_plan(read_plan(path)[0], out)
+        histograms = plot_plan(*read_plan(path), out)
         said.append(f"plan written to {path}; histograms: {', '.join(histograms)}")
         if export == "verl":
             from sgpo.verl.export import export_for_config

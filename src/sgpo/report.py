@@ -10,6 +10,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from sgpo import rundir  # noqa: E402
 from sgpo.checkpoint import checkpoint_plan  # noqa: E402
@@ -116,18 +117,30 @@ def save_figure(fig: plt.Figure, path: Path) -> str:
     return path.name
 
 
-def plot_plan(plan_rows: list[PlanRow], out_dir: Path) -> list[str]:
+def plot_plan(plan_rows: list[PlanRow], meta: dict, out_dir: Path) -> list[str]:
+    """The profile's p_hat of kept and dropped queries, and the kept queries' group sizes."""
     files = []
     fig, ax = plt.subplots(figsize=(5, 3.2))
-    ax.hist([r.p_hat for r in plan_rows], bins=[i / 16 for i in range(17)], color="tab:blue")
-    ax.set_xlabel("profiled success rate p_hat")
+    ax.hist(
+        [[r.p_hat for r in plan_rows if r.kept], [r.p_hat for r in plan_rows if not r.kept]],
+        bins=[i / 16 for i in range(17)],
+        stacked=True,
+        color=["tab:blue", "tab:gray"],
+        label=["kept", "dropped"],
+    )
+    ax.legend(fontsize=8)
+    if p_hat_estimates_p(meta):
+        ax.set_xlabel("profiled success rate p_hat (correct / samples)")
+    else:  # a profile stopped at each query's first success: 1 / samples drawn, not p
+        ax.set_xlabel("1 / samples to the first success (0: never solved)")
     ax.set_ylabel("queries")
-    ax.set_title("Profile: difficulty under the initial policy")
+    ax.set_title("Profile under the initial policy")
     files.append(save_figure(fig, out_dir / "p_hat_hist.png"))
     kept = [r.group_size for r in plan_rows if r.kept]
     fig, ax = plt.subplots(figsize=(5, 3.2))
     if kept:
         ax.hist(kept, bins=range(min(kept), max(kept) + 2), align="left", color="tab:green")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole sizes, not 7.6 ... 8.4
     ax.set_xlabel("group size G")
     ax.set_ylabel("kept queries")
     ax.set_title("Plan: rollouts per query")
@@ -234,7 +247,7 @@ def write_report(run_dir: Path) -> Path:
         plan_path = checkpoint_plan(run_dir)
     if plan_path is not None and plan_path.exists():
         plan_rows, meta = read_plan(plan_path)
-        images += plot_plan(plan_rows, run_dir)
+        images += plot_plan(plan_rows, meta, run_dir)
         if (run_dir / HISTORY_FILE).exists():
             images += plot_plan_history(read_table(run_dir / HISTORY_FILE)[0], plan_rows, run_dir)
         s = meta.get("summary", {})
