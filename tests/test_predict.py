@@ -140,6 +140,18 @@ def test_dropping_solved_queries_pays_and_the_profile_is_charged():
         assert charged[key] < amortised[key] < free[key]
 
 
+def test_an_epochs_predicted_cost_counts_down_sampling_and_dropped_dead_groups():
+    queries = [query(n) for n in range(9)]
+    whole = predict_against_baseline(queries, Allocation([8] * 9), 8, NO_PROFILE, epochs=1)
+    cut = Allocation([8] * 9, downsampling=Downsampling(4), drop_dead=True)
+    lean = predict_against_baseline(queries, cut, 8, NO_PROFILE, epochs=1)
+    # every rollout generated and trained: GRPO(G=8) in a trainer that trains all
+    assert whole["baseline_flops_train_all_per_epoch"] == pytest.approx(9 * 8 * (10.0 + 30.0))
+    assert lean["tokens_per_epoch"] == whole["tokens_per_epoch"] == 9 * 8 * 5.0  # all generated
+    assert lean["flops_train_all_per_epoch"] < whole["flops_train_all_per_epoch"]
+    assert lean["flops_per_epoch"] < whole["flops_per_epoch"]
+
+
 def test_epoch_costs_skip_trainer_trains_only_informative_rollouts():
     costs = epoch_costs([query(4)], Allocation([8]), ANY_RATE)
     live = 8 * expected_informative_probability(4, 8, 8, ANY_RATE)

@@ -169,11 +169,22 @@ def _one_of_resume_and_overwrite(resume: object, overwrite: bool) -> None:
 
 
 def print_plan_summary(summary: dict) -> None:
-    table = Table(title="sGPO plan")
+    table = Table(
+        title="sGPO plan",
+        caption="predicted_*: from the profile alone; *_per_epoch: one epoch's expected cost "
+        "(this trainer's FLOPs, train-all FLOPs, generated tokens), the plan's and the baseline's "
+        f"(GRPO, G = {summary['baseline_group_size']}); ratio_per_informative_*: the baseline's "
+        "cost per informative rollout / the plan's, profile included (above 1: the plan is "
+        "cheaper)",
+    )
     table.add_column("")
     table.add_column("value", justify="right")
     for key, value in summary.items():
-        table.add_row(key, f"{value:.3e}" if isinstance(value, float) else str(value))
+        if isinstance(value, float):
+            shown = f"{value:.3e}" if abs(value) >= 1e4 else f"{value:.3f}"
+        else:
+            shown = str(value)
+        table.add_row(key, shown)
     console.print(table)
 
 

@@ -137,8 +137,9 @@ def plan_summary(
     rule: PlanRule,
 ) -> dict:
     """Counts (trivial as by `rule`: p_hat = 1 or above its trivial_above), rollouts per epoch
-    against a fixed-G baseline, predicted FLOPs per epoch, and the predicted informative
-    fraction and cost per informative rollout over `epochs` (groups grown until mixed with
+    against a fixed-G baseline, each currency's predicted cost of one epoch, and the predicted
+    informative fraction and cost per informative rollout over `epochs` (groups grown until
+    mixed with
     `growth`, or down-sampled; dead groups dropped with drop_dead). The
     prediction reads each query's (n_correct, samples drawn), not p_hat, so it holds for
     adaptive profiles too (core/predict.py)."""
@@ -154,22 +155,6 @@ def plan_summary(
         "baseline_group_size": fixed_group_size,
         "baseline_rollouts_per_epoch": fixed_group_size * len(rows),
     }
-    if shape is not None:
-
-        def epoch_flops(items: list[PlanRow], g_of: Callable[[PlanRow], int]) -> float:
-            return sum(
-                g_of(r)
-                * (
-                    inference_flops(shape, r.prompt_tokens, round(r.mean_response_tokens))
-                    + train_flops(shape, r.prompt_tokens, round(r.mean_response_tokens))
-                )
-                for r in items
-            )
-
-        summary["predicted_flops_per_epoch"] = epoch_flops(kept, lambda r: r.group_size)
-        summary["baseline_predicted_flops_per_epoch"] = epoch_flops(
-            rows, lambda r: fixed_group_size
-        )
     if shape is not None:
         summary |= {
             f"predicted_{k}": v

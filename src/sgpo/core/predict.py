@@ -233,7 +233,8 @@ def predict_against_baseline(
     profile_cost: dict[str, float],
     epochs: float,
 ) -> dict[str, float]:
-    """Predicted informative fractions and, per currency, the baseline's cost per informative
+    """Predicted informative fractions, each currency's expected cost of one epoch (the plan's
+    and the baseline's), and per currency the baseline's cost per informative
     rollout divided by the plan's (above 1: the plan is cheaper), with the profile's cost
     (profile_cost per currency) charged once over `epochs` epochs; p's spread is fitted to the
     queries' own outcomes (fit_rate_prior)."""
@@ -246,6 +247,9 @@ def predict_against_baseline(
         "epochs": epochs,
     }
     for currency in CURRENCIES:
+        # one epoch's expected cost, with the plan's down-sampling and dropped dead groups
+        result[f"{currency}_per_epoch"] = ours[currency]
+        result[f"baseline_{currency}_per_epoch"] = base[currency]
         plan_total = epochs * ours[currency] + profile_cost[currency]
         per_informative = plan_total / (epochs * ours["informative"]) if ours["informative"] else 0
         base_per_informative = base[currency] / base["informative"] if base["informative"] else 0
