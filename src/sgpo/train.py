@@ -392,7 +392,10 @@ class Trainer:
                 (self.run_dir / SUMMARY_FILE).unlink(missing_ok=True)
         else:
             self.start_fresh()
-        bar = tqdm(total=cfg.steps, initial=self.step, desc=f"train ({cfg.method})", unit="step")
+        # a run capped by a budget (compare, the demo's baseline) ends when it is spent, mostly
+        # well before train.steps: its bar counts steps and shows the budget, not a percentage
+        total = None if self.spent_and_caps() else cfg.steps
+        bar = tqdm(total=total, initial=self.step, desc=f"train ({cfg.method})", unit="step")
         with bar, stop_requests() as stop_asked:
             while not self.finished():
                 record = self.train_step()
@@ -400,8 +403,6 @@ class Trainer:
                 if (cfg.eval_every and self.step % cfg.eval_every == 0) or self.finished():
                     record |= self.run_eval()
                 self.log(record)
-                # a run capped by a budget (compare, the demo's baseline) ends when it is spent,
-                # mostly well before train.steps, the bar's total
                 caps = self.spent_and_caps()
                 budget = {"budget": f"{max(s / cap for s, cap in caps):.0%}"} if caps else {}
                 bar.set_postfix(
