@@ -37,7 +37,13 @@ def run(finished_run: Path, tmp_path: Path) -> Path:
 
 
 def test_report_of_an_intact_run(run: Path):
-    assert write_report(run).read_text().startswith("# sgpo run: grpo")
+    text = write_report(run).read_text()
+    assert text.startswith("# sgpo run: grpo")
+    # what makes it the run it is, and each cost currency, named
+    settings = next(line for line in text.splitlines() if line.startswith("Settings not at"))
+    assert "`train.method=grpo`" in settings and "checkpoint_every" not in settings
+    assert "accuracy by bucket, step 0 -> final" in text
+    assert "train-all (every rollout trained, as verl and TRL do)" in text
     # a grpo run has no plan to draw: only what was drawn is listed as sgpo's
     listed = written_by_sgpo(run)
     assert {"report.md", "accuracy_vs_flops.png"} <= listed

@@ -24,6 +24,7 @@ from sgpo.io import (  # noqa: E402
 )
 from sgpo.plan import PlanRow, read_plan  # noqa: E402
 from sgpo.profile_match import p_hat_estimates_p  # noqa: E402
+from sgpo.rundir import differing_keys, flatten  # noqa: E402
 from sgpo.runfiles import (  # noqa: E402
     HISTORY_FILE,
     METRICS_FILE,
@@ -206,6 +207,24 @@ def plot_plan_history(history: list[dict], plan_rows: list[PlanRow], out_dir: Pa
     return [save_figure(fig, out_dir / "plan_drift.png")]
 
 
+def variant_settings(config: dict | None) -> str:
+    """The plan, profile and train settings of a run's config that differ from sgpo's
+    defaults (what makes it the variant it is), as `key=value`s; those that change only how it
+    runs (checkpoints, logging, its length) are left out."""
+    if not config:
+        return ""
+    from sgpo.config import RunConfig
+
+    ran = flatten(config)
+    return ", ".join(
+        f"`{key}={ran[key]}`"
+        for key in differing_keys(RunConfig().model_dump(mode="json"), config)
+        if key in ran
+        and key.startswith(("plan.", "profile.", "train."))
+        and not rundir.is_one_of(key, rundir.NEUTRAL_KEYS)
+    )
+
+
 def profile_sampling(meta: dict) -> str:
     """How the plan's profile sampled each query, from its metadata."""
     k = meta.get("k")
@@ -242,6 +261,8 @@ def write_report(run_dir: Path) -> Path:
     records = read_records(run_dir / METRICS_FILE, summary["steps"])
     images = []
     lines = [f"# sgpo run: {summary['method']}", ""]
+    if settings := variant_settings(summary.get("config")):
+        lines += [f"Settings not at sgpo's defaults: {settings}", ""]
     plan_path = run_dir / PLAN_FILE
     if not plan_path.exists():  # trained with --plan from another directory
         plan_path = checkpoint_plan(run_dir)
@@ -283,14 +304,20 @@ def write_report(run_dir: Path) -> Path:
             f"- held-out accuracy (greedy): {summary['initial_eval_acc_greedy']:.3f} -> "
             f"{summary['final_eval_acc_greedy']:.3f}"
         )
+    initial, final = summary["initial_eval_acc_by_bucket"], summary["final_eval_acc_by_bucket"]
     lines += [
-        "- final accuracy by bucket: "
-        + ", ".join(f"{k}: {v:.3f}" for k, v in summary["final_eval_acc_by_bucket"].items()),
-        f"- steps: {summary['steps']}, rollouts: {summary['rollouts']}, informative fraction: "
-        f"{summary['informative_fraction']:.3f}",
-        f"- total FLOPs: {summary['total_flops']:.3e} ("
+        "- accuracy by bucket, step 0 -> final: "
+        + ", ".join(
+            f"{k}: {initial.get(k, float('nan')):.3f} -> {v:.3f}" for k, v in final.items()
+        ),
+        f"- steps: {summary['steps']}, rollouts generated: {summary['rollouts']}, informative "
+        f"fraction (in groups whose rewards differ): {summary['informative_fraction']:.3f}",
+        f"- total FLOPs (this trainer's: a zero-advantage rollout's backward pass skipped, the "
+        f"profile included): {summary['total_flops']:.3e} ("
         + ", ".join(f"{k} {v:.2e}" for k, v in phases.items())
-        + ")",
+        + f"); train-all (every rollout trained, as verl and TRL do): "
+        f"{summary['total_flops_train_all']:.3e}; generated tokens: "
+        f"{summary['generated_tokens']:,}",
         f"- wall time (training loop): {summary['wall_s']:.1f} s; verifier errors "
         f"{summary['verifier_errors']}, timeouts {summary['verifier_timeouts']}",
         "",
