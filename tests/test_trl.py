@@ -935,6 +935,22 @@ def test_verifier_reward_scores_as_sgpo_train_does() -> None:
         verifier_reward(hashed_reward)
 
 
+def test_a_verifier_reward_reads_a_completion_begun_in_the_prompts_thinking() -> None:
+    reward = verifier_reward("sgpo.verifiers:math_verify")
+    cut_off = "Okay. 48/2=24 and 48+24=72. Wait, let me check"
+    done = "48+24=72.\n</think>\nThe answer is 72."
+    opened = "<|im_start|>assistant\n<think>\n"  # a text prompt that opens the thinking
+    assert reward([cut_off, cut_off, done], prompts=["Q", opened, opened], answer=["72"] * 3) == [
+        1.0,  # no thinking opened: its last value is its answer
+        0.0,  # still thinking when it was cut off: no answer yet
+        1.0,
+    ]
+    # chat prompts do not show the template's generation prompt: said by the setting
+    chat = [{"role": "user", "content": "Q"}]
+    told = verifier_reward("sgpo.verifiers:math_verify", prompts_open_thinking=True)
+    assert told([cut_off, done], prompts=[chat, chat], answer=["72", "72"]) == [0.0, 1.0]
+
+
 def test_a_verifier_reward_is_checked_against_the_dataset_and_the_profile(
     model_dir: str, plan_path: Path, tmp_path: Path
 ) -> None:

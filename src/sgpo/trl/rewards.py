@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sgpo.verifiers import opens_thinking
 from sgpo.verify import Verifier
 
 
@@ -32,7 +33,12 @@ class VerifierReward:
     the chosen isolation (inline: by SIGALRM on the main thread; off it a hung call is judged
     late, not stopped), and a verifier that fails, hangs or returns no number scoring 0
     (counted in `.verifier.stats`). `name` is TRL's name for its metrics (default: the
-    function's). With isolation process or sandbox it holds a worker and cannot be pickled."""
+    function's). With isolation process or sandbox it holds a worker and cannot be pickled.
+
+    A completion whose prompt opened the model's thinking (a text prompt ending inside
+    `<think>`, or any prompt with prompts_open_thinking=True: DeepSeek-R1-Distill's and QwQ's
+    chat templates open it) is read as begun inside it, so one cut off before its `</think>`
+    scores 0 instead of being read for its draft's last number, as sgpo's trainer reads it."""
 
     def __init__(
         self,
@@ -45,6 +51,7 @@ class VerifierReward:
         isolation: str = "inline",
         id_column: str = "query_id",
         name: str | None = None,
+        prompts_open_thinking: bool = False,
     ) -> None:
         if not isinstance(verifier, str):
             raise TypeError(
@@ -55,9 +62,12 @@ class VerifierReward:
         self.verifier = Verifier(verifier, timeout_s, isolation, kwargs, reward_range)
         self.answer_column = answer_column
         self.id_column = id_column
+        self.prompts_open_thinking = prompts_open_thinking
         self.__name__ = name or verifier.partition(":")[2]  # TRL names its metrics by it
 
-    def __call__(self, completions: list, **columns: Any) -> list[float]:
+    def __call__(
+        self, completions: list, prompts: list | None = None, **columns: Any
+    ) -> list[float]:
         if self.answer_column not in columns:
             present = sorted(k for k in columns if k not in TRL_REWARD_ARGUMENTS)
             raise KeyError(
@@ -68,14 +78,21 @@ class VerifierReward:
         answers = columns[self.answer_column]
         ids = columns.get(self.id_column) or [f"row {i}" for i in range(len(answers))]
         before = self.verifier.stats.counts()
+        prompts = prompts if prompts is not None else [None] * len(completions)
         scores = [
-            self.verifier.score_one(completion_text(c), str(a), str(q))
-            for c, a, q in zip(completions, answers, ids, strict=True)
+            self.verifier.score_one(self.answer_text(c, p), str(a), str(q))
+            for c, p, a, q in zip(completions, prompts, answers, ids, strict=True)
         ]
         # as sgpo train does: a verifier that fails on every response is broken, not strict
         on = f"a batch of {len(scores)} completions"
         self.verifier.stats.stop_if_every_call_failed(self.verifier.spec, before, on)
         return scores
+
+    def answer_text(self, completion: Any, prompt: Any) -> str:
+        """The completion as the verifier reads it (sgpo.models.Policy.answer_text)."""
+        text = completion_text(completion)
+        opened = self.prompts_open_thinking or (isinstance(prompt, str) and opens_thinking(prompt))
+        return "<think>" + text if opened else text
 
     def settings(self) -> dict[str, object]:
         """As a config's task.verifier* keys (what a plan records of its profile)."""
