@@ -144,17 +144,24 @@ def test_math_verify_wrong(response: str, reference: str) -> None:
         "\\sin x",
         "\\begin{pmatrix}1\\\\2\\end{pmatrix}",
         "-2, 1",
+        # letters beside mathematics are variables; "and" separates answers
+        "2abc",
+        "\\sqrt{abc}",
+        "2 and 3",
+        "x=1 and y=2",
+        # what math-verify cannot parse is compared as text
+        "0.\\overline{36}",
     ],
 )
 def test_math_references_that_parse_as_mathematics(reference: str) -> None:
     assert math_reference(reference)
+    assert math_verify(f"\\boxed{{{reference}}}", reference) == 1.0
 
 
 @pytest.mark.parametrize(
     ("reference", "why"),
     [
-        ("}", "does not parse as mathematics"),
-        ("\\frac{1}{", "does not parse as mathematics"),
+        ("}", "holds no answer"),
         ("east", "reads the word 'east' as a product of its letters"),
         ("The answer is 72", "reads the word 'The'"),
         ("see solution", "reads the word 'see'"),
@@ -388,6 +395,9 @@ def test_expressions_read_as_written() -> None:
     an exact form, scientific notation, a reference that is itself an expression, and Markdown
     bold."""
     assert math_verify("\\boxed{1.5 \\times 10^3}", "1500") == 1.0
+    assert math_verify("\\boxed{10^{-2}}", "0.01") == 1.0
+    assert math_verify("\\boxed{30^\\circ}", "30") == 1.0  # degrees: no power
+    assert math_verify("The angle is $90^{\\circ}$.", "90") == 1.0
     assert math_verify("\\boxed{2^{10}}", "2^{10}") == 1.0
     assert math_verify("The total is **72**.", "72") == 1.0
     assert math_verify("Janet makes $9 \\times 2 = 18$ dollars a day.", "18") == 1.0

@@ -281,22 +281,28 @@ _LATEX_COMMAND = re.compile(r"\\[A-Za-z]+")
 _WORD = re.compile(r"[A-Za-z]{3,}")
 
 
-def math_reference(reference: str) -> list:
-    """The reference as math_verify reads it; BadReference (a data error) when it holds no
-    mathematics ("}", "\\frac{1}{") or a word outside \\text{} ("east", "N/A and yes", "The
-    answer is 72"), which math-verify reads as a product of its letters (E*a*s*t), so that only
-    a response spelling the same letters in any order would score."""
-    parsed = _parse_answer(reference)
-    if all(isinstance(p, str) for p in parsed):
-        raise BadReference(f"reference {reference!r} does not parse as mathematics")
-    bare = _LATEX_COMMAND.sub(" ", _TEXT_GROUP.sub(" ", normalize_answer(reference)))
-    if word := _WORD.search(bare):
+def math_reference(reference: str) -> str:
+    """The reference as math_verify reads it; BadReference (a data error) when it holds
+    nothing to read ("}") or words outside \\text{} rather than mathematics ("east", "yes",
+    "see solution", "The answer is 72"), which math-verify reads as a product of their letters
+    (E*a*s*t), so that only a response spelling the same letters in any order would score. A
+    run of letters beside mathematics is a product of variables ("2abc", "\\frac{1}{xyz}"),
+    and "and" / "or" separate answers ("2 and 3"); a reference math-verify cannot parse
+    (0.\\overline{36}) is compared as text."""
+    normalized = normalize_answer(reference)
+    if not re.search(r"[A-Za-z0-9]", normalized):
+        raise BadReference(f"reference {reference!r} holds no answer")
+    mathematics = _TEXT_GROUP.sub(" ", normalized)
+    bare = _LATEX_COMMAND.sub(" ", mathematics)
+    words = [w for w in _WORD.findall(bare) if w.lower() not in ("and", "or")]
+    beside = _LATEX_COMMAND.search(mathematics) or re.search(r"[A-Za-z0-9]", _WORD.sub(" ", bare))
+    if len(words) > 1 or (words and not beside):
         raise BadReference(
-            f"reference {reference!r}: math-verify reads the word {word.group()!r} as a product "
+            f"reference {reference!r}: math-verify reads the word {words[0]!r} as a product "
             "of its letters; write a word answer as \\text{...}, or score such references "
             "with sgpo.verifiers:exact_match"
         )
-    return parsed
+    return normalized
 
 
 def math_verify(response: str, reference: str) -> float:
@@ -325,9 +331,12 @@ _OPERATION = re.compile(
 )
 
 
+# "1.5 \\times 10^3", "10^{6}", "10^{-2}": a value written in powers of ten
 _SCIENTIFIC = re.compile(
-    r"^\s*[-+]?\d+(?:\.\d+)?\s*(?:\\times|\\cdot|\*)\s*10\s*\^\s*\{?\s*[-+]?\d+\s*\}?\s*$"
+    r"^\s*[-+]?(?:\d+(?:\.\d+)?\s*(?:\\times|\\cdot|\*)\s*)?10\s*\^\s*\{?\s*[-+]?\d+\s*\}?\s*$"
 )
+# degrees: "30^\\circ" is a value, its "^" no power
+_DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?")
 
 
 def _undone_computation(parsed: list) -> bool:
@@ -345,7 +354,7 @@ def _undone_computation(parsed: list) -> bool:
     rational = getattr(expression, "is_rational", False)
     # "9 * 2 = 18" shows its result; "**72**." is bold, not a product
     value = _MARKDOWN.sub("", parsed[-1].rsplit("=", 1)[-1].rstrip(".").strip())
-    return bool(rational) and _OPERATION.search(value) is not None
+    return bool(rational) and _OPERATION.search(_DEGREES.sub("", value)) is not None
 
 
 def _bare_answer(response: str) -> bool:
