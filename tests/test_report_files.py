@@ -50,6 +50,15 @@ def test_report_of_an_intact_run(run: Path):
     assert not {"plan_drift.png", "p_hat_hist.png"} & listed
 
 
+def test_report_of_a_run_an_older_sgpo_summarised(run: Path):
+    summary = json.loads((run / SUMMARY_FILE).read_text())
+    for field in ("initial_eval_acc_by_bucket", "total_flops_train_all", "generated_tokens"):
+        del summary[field]
+    (run / SUMMARY_FILE).write_text(json.dumps(summary))
+    text = write_report(run).read_text()
+    assert "accuracy by bucket, step 0 -> final" in text and "train-all" not in text
+
+
 def test_training_over_a_reported_run_removes_its_report(run: Path, tmp_path: Path):
     """The report and sgpo eval's result would describe the run trained over; a file of the
     user's stays."""

@@ -667,6 +667,13 @@ def test_a_resume_keeps_the_plan_it_started_with(
     run_train(config, run, resume=True)
     assert "is not the plan" in caplog.text and "continues with that one" in caplog.text
     assert (run / SUMMARY_FILE).exists()
+    # and its report describes that plan, not the one planned since
+    from sgpo.report import write_report
+
+    trained = read_table(run / STATE_DIR / "plan.parquet")[1]["summary"]["rollouts_per_epoch"]
+    replanned = read_table(plan_path)[1]["summary"]["rollouts_per_epoch"]
+    assert trained != replanned
+    assert f"rollouts per epoch: {trained} vs" in write_report(run).read_text()
 
 
 def test_a_resume_reads_the_optimizer_state_only_when_it_restores_it(

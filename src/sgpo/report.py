@@ -263,10 +263,12 @@ def write_report(run_dir: Path) -> Path:
     lines = [f"# sgpo run: {summary['method']}", ""]
     if settings := variant_settings(summary.get("config")):
         lines += [f"Settings not at sgpo's defaults: {settings}", ""]
-    plan_path = run_dir / PLAN_FILE
-    if not plan_path.exists():  # trained with --plan from another directory
-        plan_path = checkpoint_plan(run_dir)
-    if plan_path is not None and plan_path.exists():
+    # the plan it was trained with: its checkpoint's copy (the run's plan.parquet may have been
+    # planned again since), else the one its checkpoint names, else the run's own
+    plan_path = checkpoint_plan(run_dir)
+    if plan_path is None or not plan_path.exists():
+        plan_path = run_dir / PLAN_FILE
+    if plan_path.exists():
         plan_rows, meta = read_plan(plan_path)
         images += plot_plan(plan_rows, meta, run_dir)
         if (run_dir / HISTORY_FILE).exists():
@@ -304,7 +306,21 @@ def write_report(run_dir: Path) -> Path:
             f"- held-out accuracy (greedy): {summary['initial_eval_acc_greedy']:.3f} -> "
             f"{summary['final_eval_acc_greedy']:.3f}"
         )
-    initial, final = summary["initial_eval_acc_by_bucket"], summary["final_eval_acc_by_bucket"]
+    # step 0's buckets, train-all FLOPs and tokens: not in an older sgpo's summary.json
+    initial = summary.get("initial_eval_acc_by_bucket", {})
+    final = summary["final_eval_acc_by_bucket"]
+    other_costs = "".join(
+        f"; {label}: {summary[key]:{spec}}"
+        for key, label, spec in (
+            (
+                "total_flops_train_all",
+                "train-all (every rollout trained, as verl and TRL do)",
+                ".3e",
+            ),
+            ("generated_tokens", "generated tokens", ","),
+        )
+        if key in summary
+    )
     lines += [
         "- accuracy by bucket, step 0 -> final: "
         + ", ".join(
@@ -315,9 +331,8 @@ def write_report(run_dir: Path) -> Path:
         f"- total FLOPs (this trainer's: a zero-advantage rollout's backward pass skipped, the "
         f"profile included): {summary['total_flops']:.3e} ("
         + ", ".join(f"{k} {v:.2e}" for k, v in phases.items())
-        + f"); train-all (every rollout trained, as verl and TRL do): "
-        f"{summary['total_flops_train_all']:.3e}; generated tokens: "
-        f"{summary['generated_tokens']:,}",
+        + ")"
+        + other_costs,
         f"- wall time (training loop): {summary['wall_s']:.1f} s; verifier errors "
         f"{summary['verifier_errors']}, timeouts {summary['verifier_timeouts']}",
         "",
