@@ -390,6 +390,11 @@ def test_side_by_side_reports_the_fitted_read_against_the_baseline(tmp_path: Pat
     assert fitted == lines  # what sgpo demo prints at its end
     rows = [line.split(" | ") for line in report.read_text().splitlines() if line[:3] == "| f"]
     assert rows[0][-2] == "0.250"  # trained fraction: 100 of 400 rollouts trained
+    summary |= {"rollouts": 0, "trained_rollouts": 0}  # a run that generated nothing
+    (runs["fast"] / "summary.json").write_text(json.dumps(summary))
+    append_side_by_side(report, runs, "grpo-g8")  # no division by zero
+    rows = [line.split(" | ") for line in report.read_text().splitlines() if line[:3] == "| f"]
+    assert rows[-1][-2] == "-"
     assert "trained fraction" in report.read_text()
     speedups = [float(x) for x in re.findall(r"(\d+\.\d+)", lines[0].split("speedup")[1])[:3]]
     assert speedups == [pytest.approx(2.0, rel=0.03)] * 3  # the same learning at half the cost
@@ -825,6 +830,10 @@ def test_compare_resumes_a_run_it_interrupted_from_its_checkpoint(
     said = capsys.readouterr().err
     assert "grpo-g4 seed 0: training (interrupted earlier with" in said
     assert "train.lr: 0.01 -> 0.02: trained again" in said
+    # what would mix two ways of evaluating, or a different length, in one run: trained again
+    from sgpo.compare import RESUMED_UNDER
+
+    assert not {"eval.engine", "train.eval_every", "train.steps"} & set(RESUMED_UNDER)
 
 
 def test_a_compare_config_with_a_key_twice_or_bad_yaml_is_a_config_error(tmp_path: Path):

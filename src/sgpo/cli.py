@@ -109,9 +109,9 @@ def _user_errors(command: Callable) -> Callable:
             return command(*args, **kwargs)
         except TrainingStopped as e:
             _print_error(
-                f"stopped at step {e.step}, with a checkpoint in {e.run_dir}: the same sgpo "
-                "train command with --resume continues from there (sgpo compare: the same "
-                "command again)"
+                f"stopped at step {e.step}, with a checkpoint in {e.run_dir}: sgpo train "
+                f"--resume {e.run_dir} continues from there (sgpo compare: the same command "
+                "again continues it; sgpo demo starts over)"
             )
             raise typer.Exit(130) from e
         except USER_ERRORS as e:

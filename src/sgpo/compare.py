@@ -219,11 +219,13 @@ def run_method(
 
 
 # What an interrupted run may be resumed under: settings that change how it is checkpointed,
-# logged or batched, not its result (its length and evaluations do: it is trained again).
+# logged or batched, not its result (its length, evaluations and engines do: it is trained
+# again, so that no run mixes two).
 RESUMED_UNDER = tuple(
     key
     for key in NEUTRAL_KEYS
-    if key != "train.eval_every" and not key.startswith(("train.steps", "train.max_"))
+    if key != "train.eval_every"
+    and not key.startswith(("train.steps", "train.max_", "eval.", "profile.engine", "profile.vllm"))
 )
 
 

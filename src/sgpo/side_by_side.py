@@ -115,7 +115,9 @@ def append_side_by_side(
     for name, run_dir in runs.items():
         s = read_json(run_dir / SUMMARY_FILE)
         trained = s.get("trained_rollouts")  # not in an older sgpo's summary
-        trained_fraction = None if trained is None else trained / s["rollouts"]
+        trained_fraction = (
+            trained / s["rollouts"] if trained is not None and s["rollouts"] else None
+        )
         lines.append(
             f"| {name} | {s['initial_eval_acc']:.3f} | {s['final_eval_acc']:.3f} | "
             f"{s['total_flops']:.3e} | {s['total_flops_train_all']:.3e} | "

@@ -420,6 +420,8 @@ class Trainer:
                     self.save_state()
                 if stop_asked() and not self.finished():
                     self.verifier.close()
+                    for sink in self.sinks:  # a tracker's run ends as the run does
+                        sink.close()
                     raise TrainingStopped(self.run_dir, self.step)
         return self.finish()
 

@@ -319,7 +319,11 @@ def record_run_cmd(
         typer.Option(help="A new export, moved to --data once the run is checked (not before)."),
     ] = None,
     check_only: Annotated[
-        bool, typer.Option(help="Check against RUN_DIR/run.json without writing it.")
+        bool,
+        typer.Option(
+            help="Check against RUN_DIR/run.json without writing it (a --staged export that "
+            "passes is still moved to --data, as PRINT_OVERRIDES=1 launches read it there)."
+        ),
     ] = False,
 ) -> None:
     """Write RUN_DIR/run.json for `sgpo flops --run`; refuse one that describes another run.
