@@ -283,6 +283,31 @@ def test_verifier_spec_precedence(monkeypatch):
     assert reward.verifier_spec("sgpo/addition", {"verifier": ADDITION}) == ADDITION
 
 
+def test_compute_score_reads_a_response_begun_in_the_prompts_thinking(monkeypatch, tmp_path):
+    monkeypatch.delenv("SGPO_VERIFIER", raising=False)
+    info = {"verifier": "sgpo.verifiers:math_verify"}
+    cut_off = "Okay. 48/2=24 and 48+24=72. Wait, let me check"
+    assert reward.compute_score("sgpo/math", cut_off, "72", info)["score"] == 1.0
+    monkeypatch.setenv("SGPO_VERIFIER_THINKING_IN_PROMPT", "1")  # as the launch sets it
+    assert reward.compute_score("sgpo/math", cut_off, "72", info)["score"] == 0.0
+    done = cut_off + " again: 72.\n</think>\nThe answer is 72."
+    assert reward.compute_score("sgpo/math", done, "72", info)["score"] == 1.0
+    # the launch sets it from MODEL's chat template, for every reward worker
+    monkeypatch.delenv("SGPO_VERIFIER_THINKING_IN_PROMPT")
+    from sgpo.embedded import build_char_tokenizer
+
+    for template, opened in ((CHAT_TEMPLATE, False), (THINKING_TEMPLATE, True)):
+        demo_plan(tmp_path)
+        tokenizer = build_char_tokenizer()
+        tokenizer.chat_template = template
+        tokenizer.save_pretrained(tmp_path / "model")
+        launched = run_launch(tmp_path, "run_sgpo.sh")
+        assert launched.returncode == 0, launched.stderr
+        passed = "env_vars.SGPO_VERIFIER_THINKING_IN_PROMPT='1'" in launched.stdout
+        assert passed == opened
+        assert ("scored as begun inside it" in launched.stderr) == opened
+
+
 def test_compute_score_counts_verifier_errors_as_zero(monkeypatch):
     monkeypatch.setenv("SGPO_VERIFIER_ISOLATION", "inline")
     monkeypatch.setenv("SGPO_VERIFIER", "test_verl_export:always_raises")
@@ -563,6 +588,7 @@ CHAT_TEMPLATE = (
     "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
     "{% if add_generation_prompt %}assistant: {% endif %}"
 )
+THINKING_TEMPLATE = CHAT_TEMPLATE.replace("assistant: ", "assistant: <think>\n")
 
 
 def test_flops_count_verl_padding_and_dapo_discarded_groups():

@@ -139,6 +139,13 @@ check_args=(--data "$EXPORTED" --train-batch-size "$TRAIN_BATCH_SIZE" --plan "$P
 [ "$ALLOW_SAMPLING_MISMATCH" = 1 ] && check_args+=(--allow-sampling-mismatch)
 [ "$ALLOW_NOT_CARRIED" = 1 ] && check_args+=(--allow-not-carried)
 sgpo_verl check "${check_args[@]}"
+# A model whose prompts open its <think> (R1-Distill, QwQ): rewards read each response as begun
+# inside it, as the profile did, so one cut off while thinking scores 0 (reward workers get it
+# through the runtime env below, with the other SGPO_VERIFIER* variables)
+if [ "$(sgpo_verl opens-thinking --data "$EXPORTED" --model "$MODEL")" = 1 ]; then
+    export SGPO_VERIFIER_THINKING_IN_PROMPT=1
+    echo "note: MODEL's prompts open its <think>: responses are scored as begun inside it" >&2
+fi
 
 # PODS down-sampling (sgpo.verl.sampler): the export's train.downsample_to unless DOWNSAMPLE_TO is
 # set (DOWNSAMPLE_TO=4 run_grpo.sh is GRPO down-sampled, the control). DAPO's own sampler filters.

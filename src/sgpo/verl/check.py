@@ -109,6 +109,23 @@ def prompt_token_counts(rows: list[dict], tokenizer: PreTrainedTokenizerBase) ->
     return counts
 
 
+def prompts_open_thinking(rows: list[dict], model: str) -> bool:
+    """Whether verl's prompts, the rows' chat messages under MODEL's chat template with its
+    generation prompt, end inside a <think> they open (DeepSeek-R1-Distill, QwQ): each
+    response then begins inside the thinking (sgpo.verifiers.opens_thinking)."""
+    from transformers import AutoTokenizer
+
+    from sgpo.verifiers import opens_thinking
+
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    if not rows or tokenizer.chat_template is None:
+        return False
+    text = tokenizer.apply_chat_template(
+        list(rows[0]["prompt"]), add_generation_prompt=True, tokenize=False
+    )
+    return opens_thinking(text)
+
+
 def prompt_length_problems(rows: list[dict], model: str, max_prompt_length: int) -> list[str]:
     """Rows whose prompt is longer than MAX_PROMPT_LENGTH under MODEL's tokenizer."""
     from transformers import AutoTokenizer

@@ -249,6 +249,19 @@ def data_info(
     )
 
 
+@verl_app.command("opens-thinking")
+def opens_thinking_cmd(
+    data: Annotated[Path, typer.Option(help="The exported verl parquet.")],
+    model: Annotated[str, typer.Option(help="The policy's model dir (its chat template).")],
+) -> None:
+    """Print 1 when verl's prompts for these rows open the model's <think> (its responses are
+    then read as begun inside it, as sgpo's profile read them), else 0."""
+    from sgpo.io import read_table
+    from sgpo.verl.check import prompts_open_thinking
+
+    print(int(prompts_open_thinking(read_table(data)[0], model)))
+
+
 @verl_app.command("check")
 def check(
     data: Annotated[Path, typer.Option(help="The exported verl parquet.")],

@@ -55,6 +55,7 @@ DATA_SOURCE_VERIFIERS = {"sgpo/addition": ADDITION_VERIFIER}
 ISOLATIONS = ("auto", "inline", "process", "sandbox")
 DEFAULT_TIMEOUT_S = 5.0
 STATS_DIR_ENV = "SGPO_VERIFIER_STATS_DIR"
+THINKING_ENV = "SGPO_VERIFIER_THINKING_IN_PROMPT"  # "1": responses begin inside <think>
 STATS_EVERY = 1000
 
 _lock = threading.Lock()
@@ -130,10 +131,13 @@ def compute_score(
     query_id = str(extra_info.get("query_id", extra_info.get("index", "?")))
     # The lock serialises calls: Verifier keeps per-process counters and a single worker pipe,
     # and verl calls from many threads at once. Verifiers are fast next to generation.
+    # the launch sets it when the model's prompts open its <think> (R1-Distill, QwQ): read the
+    # response as begun inside it, as sgpo's profile did (sgpo.models.Policy.answer_text)
+    opened = "<think>" if os.environ.get(THINKING_ENV) == "1" else ""
     with _lock:
         verifier = get_verifier(verifier_spec(data_source, extra_info), extra_info)
         errors, timeouts = verifier.stats.errors, verifier.stats.timeouts
-        score = verifier.score_one(str(solution_str), str(ground_truth), query_id)
+        score = verifier.score_one(opened + str(solution_str), str(ground_truth), query_id)
         error = float(verifier.stats.errors > errors)
         timeout = float(verifier.stats.timeouts > timeouts)
         if error or timeout or verifier.stats.calls % STATS_EVERY == 0:
