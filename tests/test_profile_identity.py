@@ -9,7 +9,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from tiny_run import tiny_tree, write_config
+from tiny_run import stop_profile_at_chunk, tiny_tree, write_config
 from typer.testing import CliRunner
 
 import sgpo.profile
@@ -58,19 +58,10 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
 def test_resume_with_another_batch_size(tiny, tmp_path, monkeypatch, caplog):
     config = tiny_config(tmp_path, profile={"chunk_size": 2})
     out = tmp_path / "p"
-    original = sgpo.profile._profile_and_write_chunk
-    calls = []
-
-    def interrupted(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(sgpo.profile, "_profile_and_write_chunk", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        run_profile(config, out)
-    monkeypatch.setattr(sgpo.profile, "_profile_and_write_chunk", original)
+    with pytest.MonkeyPatch.context() as mp:
+        stop_profile_at_chunk(mp, 3, KeyboardInterrupt())
+        with pytest.raises(KeyboardInterrupt):
+            run_profile(config, out)
     # the chunks written with batch_size 64 are resumed with batch_size 3 ...
     resumed = run_profile(with_overrides(config, **{"sampling.batch_size": 3}), out, resume=True)
     assert read_table(resumed)[0] == read_table(tiny.whole)[0]

@@ -20,7 +20,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 from safetensors.torch import load_file
-from tiny_run import kill_when, start_cli, tiny_tree, write_config
+from tiny_run import kill_when, start_cli, stop_profile_at_chunk, tiny_tree, write_config
 from typer.testing import CliRunner
 
 import sgpo.checkpoint
@@ -340,7 +340,6 @@ def test_no_half_built_checkpoint_is_left_behind(
 def test_an_interrupted_profile_says_how_to_finish_and_redo_a_damaged_chunk(
     tiny: SimpleNamespace, tmp_path: Path
 ) -> None:
-    import sgpo.profile
     from sgpo.plan import run_plan
 
     cache_dir = Path(tiny.tree["model"]["embedded"]["cache_dir"])
@@ -349,16 +348,7 @@ def test_an_interrupted_profile_says_how_to_finish_and_redo_a_damaged_chunk(
     )
     out = tmp_path / "profiled"
     with pytest.MonkeyPatch.context() as mp:
-        real = sgpo.profile._profile_and_write_chunk
-        calls = []
-
-        def crash_on_the_second(*args: object, **kwargs: object) -> object:
-            calls.append(1)
-            if len(calls) == 2:
-                raise Crash
-            return real(*args, **kwargs)
-
-        mp.setattr(sgpo.profile, "_profile_and_write_chunk", crash_on_the_second)
+        stop_profile_at_chunk(mp, 2, Crash())
         with pytest.raises(Crash):
             run_profile(config, out)
     with pytest.raises(

@@ -132,3 +132,20 @@ def kill_when(
         time.sleep(0.01)
     proc.kill()  # SIGKILL
     proc.wait()
+
+
+def stop_profile_at_chunk(monkeypatch: object, chunk: int, error: BaseException) -> None:
+    """Make the next sgpo profile raise error as it starts its chunk-th chunk (from 1), as an
+    interrupt or a kill there would: the chunks before it are written."""
+    import sgpo.profile
+
+    original = sgpo.profile._profile_and_write_chunk
+    started = []
+
+    def stopping(*args: object, **kwargs: object) -> object:
+        started.append(1)
+        if len(started) == chunk:
+            raise error
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(sgpo.profile, "_profile_and_write_chunk", stopping)
