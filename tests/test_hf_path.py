@@ -488,3 +488,40 @@ def test_profile_and_plan_need_no_held_out_split_training_does(
     run_plan(config, run / "profile.parquet", run)
     with pytest.raises(DataError, match="no eval queries; give task.file.eval"):
         run_train(config, run)
+
+
+def test_lora_on_a_tied_embedding_is_refused(tiny_model_dir: Path) -> None:
+    # the tiny Qwen2 ties its embeddings, as Qwen2.5-0.5B-3B and Llama 3.2 do
+    for targets in (["lm_head"], ["embed_tokens", "q_proj"], "lm_head"):
+        lora = {"lora": {"r": 2, "alpha": 4, "target_modules": targets}}
+        with pytest.raises(ConfigError, match="share one weight .* final-merged/ would not be"):
+            load_policy(make_config(tiny_model_dir, model=lora), trainable=True)
+    linear = {"lora": {"r": 2, "alpha": 4, "target_modules": "all-linear"}}
+    load_policy(make_config(tiny_model_dir, model=linear), trainable=True)  # lm_head left out
+
+
+def test_training_from_an_adapter_says_what_it_trains_and_hashes_what_it_is(
+    tiny_model_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from sgpo.rundir import NEUTRAL_KEYS, config_fingerprint, weights_sha256
+
+    lora = {"lora": {"r": 2, "alpha": 4, "target_modules": "all-linear"}}
+    adapter = tmp_path / "adapter"
+    trained = load_policy(make_config(tiny_model_dir, model=lora), trainable=True)
+    trained.model.save_pretrained(adapter)
+    trained.tokenizer.save_pretrained(adapter)
+    other = {"name_or_path": str(adapter), "lora": {"r": 8, "alpha": 4}}
+    load_policy(make_config(tiny_model_dir, model=other), trainable=True)
+    assert "trains it further as it was made, r 2 (model.lora: 8)" in caplog.text
+    caplog.clear()
+    load_policy(make_config(tiny_model_dir, model={"name_or_path": str(adapter)}), trainable=True)
+    assert "though model.lora is unset" in caplog.text
+    # its identity: the adapter's settings and its base's weights, not only its own weights
+    before = weights_sha256(str(adapter))
+    settings = json.loads((adapter / "adapter_config.json").read_text())
+    (adapter / "adapter_config.json").write_text(json.dumps(settings | {"lora_alpha": 64}))
+    assert weights_sha256(str(adapter)) != before
+    # whether a merged copy is written is no part of what a run computes
+    assert "model.lora.save_merged" in NEUTRAL_KEYS
+    tree = {"model": {"lora": {"r": 2, "save_merged": True}}}
+    assert "model.lora.save_merged" not in config_fingerprint(tree)

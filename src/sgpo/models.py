@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -182,6 +183,8 @@ def load_policy(config: RunConfig, path: str | None = None, trainable: bool = Fa
     weights = str(local.resolve()) if local.is_dir() else source
     if (local / "adapter_config.json").exists():
         model = _load_adapter(source, weights, config, dtype, trainable)
+        if trainable and path is None:
+            warn_of_unapplied_lora(source, local / "adapter_config.json", cfg.lora)
     else:
         model = AutoModelForCausalLM.from_pretrained(weights, dtype=dtype)
         if trainable and cfg.lora is not None:
@@ -191,6 +194,29 @@ def load_policy(config: RunConfig, path: str | None = None, trainable: bool = Fa
     model.to(device)
     model.train(trainable)
     return Policy(model=model, tokenizer=tokenizer, device=device, source=source, config=cfg)
+
+
+def warn_of_unapplied_lora(source: str, adapter_config: Path, lora: LoraSettings | None) -> None:
+    """Training from a LoRA adapter trains that adapter further, as it was made: model.lora's
+    settings (or their absence) do not apply, which the run says."""
+    made = json.loads(adapter_config.read_text())
+    if lora is None:
+        log.warning(
+            "%s is a LoRA adapter: the run trains it further (its r=%s), not every weight, "
+            "though model.lora is unset; give a merged model (final-merged/) to train them all",
+            source,
+            made.get("r"),
+        )
+        return
+    ours = {"r": lora.r, "lora_alpha": lora.alpha, "lora_dropout": lora.dropout}
+    differ = [f"{k} {made.get(k)} (model.lora: {v})" for k, v in ours.items() if made.get(k) != v]
+    if differ:
+        log.warning(
+            "%s is a LoRA adapter: the run trains it further as it was made, %s; those "
+            "model.lora settings are not applied",
+            source,
+            ", ".join(differ),
+        )
 
 
 def _load_adapter(
@@ -250,12 +276,32 @@ def add_lora(model: PreTrainedModel, lora: LoraSettings, seed: int) -> PreTraine
         target_modules=lora.target_modules,
         task_type="CAUSAL_LM",
     )
+    refuse_tied_embedding_targets(model, lora.target_modules)
     with torch.random.fork_rng(devices=[]):  # the CPU generator, which peft draws from here
         torch.random.default_generator.manual_seed(stream_seed(seed, "lora-init"))
         try:
             return get_peft_model(model, settings)
         except ValueError as e:  # peft: target_modules matched no module of the model
             raise ConfigError(f"model.lora.target_modules: {e}") from e
+
+
+def refuse_tied_embedding_targets(model: PreTrainedModel, targets: str | list[str]) -> None:
+    """A LoRA on an embedding the model ties to its output layer (Qwen2.5-0.5B-3B, Llama 3.2)
+    merges into the one weight both share: final-merged/ would not be the model trained."""
+    if not getattr(model.config.get_text_config(), "tie_word_embeddings", False):
+        return
+    shared = (model.get_input_embeddings(), model.get_output_embeddings())
+    names = [name for name, module in model.named_modules() if any(module is m for m in shared)]
+    if isinstance(targets, str):  # peft: a regex over full names ("all-linear" skips lm_head)
+        hit = [n for n in names if targets != "all-linear" and re.fullmatch(targets, n)]
+    else:
+        hit = [n for n in names if any(n == t or n.endswith("." + t) for t in targets)]
+    if hit:
+        raise ConfigError(
+            f"model.lora.target_modules: {', '.join(hit)} share one weight (the model ties its "
+            "input and output embeddings), so merging the adapter into it would change both and "
+            "final-merged/ would not be the model trained; target other modules"
+        )
 
 
 def uses_chat_template(tokenizer: PreTrainedTokenizerBase, cfg: ModelConfig) -> bool:

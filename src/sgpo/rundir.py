@@ -213,6 +213,7 @@ NEUTRAL_KEYS = (
     "eval.engine",
     "eval.vllm_kwargs",
     "model.embedded.cache_dir",
+    "model.lora.save_merged",  # an output beside final/, written at the end
 )
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
@@ -250,17 +251,21 @@ def _hash_cache_path() -> Path:
     return base / "sgpo" / "weights-sha256.json"
 
 
+MODEL_CONFIGS = ("config.json", "adapter_config.json")  # hashed with the weights
+
+
 def weights_sha256(source: str) -> str | None:
-    """sha256 over the weight files (and config.json) of a local model directory, cached by
-    (path, size, mtime) so an unchanged multi-GB model is hashed once. None for a hub id: its
-    files are not local until transformers downloads them (the hub pins them by revision)."""
+    """sha256 over the weight files (and config.json, or a LoRA adapter's adapter_config.json
+    and its local base model's weights) of a local model directory, cached by (path, size,
+    mtime) so an unchanged multi-GB model is hashed once. None for a hub id: its files are not
+    local until transformers downloads them (the hub pins them by revision)."""
     root = Path(source)
     if not root.is_dir():
         return None
     files = sorted(
         p
         for p in root.rglob("*")
-        if p.is_file() and (p.suffix in WEIGHT_SUFFIXES or p.name == "config.json")
+        if p.is_file() and (p.suffix in WEIGHT_SUFFIXES or p.name in MODEL_CONFIGS)
     )
     cache_path = _hash_cache_path()
     try:
@@ -279,6 +284,12 @@ def weights_sha256(source: str) -> str | None:
     if changed:
         with contextlib.suppress(OSError):  # a read-only home only costs re-hashing
             atomic_write_json(cache_path, cache)
+    adapter = root / "adapter_config.json"
+    if adapter.is_file():  # an adapter is only what it adapts: its base's weights too
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            base = json.loads(adapter.read_text()).get("base_model_name_or_path")
+            if base and Path(base).resolve() != root.resolve():
+                total.update(f"base\0{weights_sha256(base)}\n".encode())
     return total.hexdigest()
 
 
