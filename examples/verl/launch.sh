@@ -138,11 +138,11 @@ check_args=(--data "$EXPORTED" --train-batch-size "$TRAIN_BATCH_SIZE" --plan "$P
             --model "$MODEL" --max-prompt-length "$MAX_PROMPT_LENGTH")
 [ "$ALLOW_SAMPLING_MISMATCH" = 1 ] && check_args+=(--allow-sampling-mismatch)
 [ "$ALLOW_NOT_CARRIED" = 1 ] && check_args+=(--allow-not-carried)
-sgpo_verl check "${check_args[@]}"
+opens_thinking="$(sgpo_verl check "${check_args[@]}")"
 # A model whose prompts open its <think> (R1-Distill, QwQ): rewards read each response as begun
 # inside it, as the profile did, so one cut off while thinking scores 0 (reward workers get it
 # through the runtime env below, with the other SGPO_VERIFIER* variables)
-if [ "$(sgpo_verl opens-thinking --data "$EXPORTED" --model "$MODEL")" = 1 ]; then
+if [ "$opens_thinking" = 1 ]; then
     export SGPO_VERIFIER_THINKING_IN_PROMPT=1
     echo "note: MODEL's prompts open its <think>: responses are scored as begun inside it" >&2
 fi
@@ -158,13 +158,19 @@ fi
 # DROP_EQUAL_DENOMINATOR (kept or generated) is set. generated keeps it over the whole batch, so
 # the update is the one without the drop (DROP_EQUAL_GROUPS=1 DROP_EQUAL_DENOMINATOR=generated
 # run_grpo.sh trains as GRPO and skips the dead groups' training passes).
-read -r export_downsample_to _ history_explore history_min_streak history_target \
+info_args=(--data "$EXPORTED" --train-batch-size "$TRAIN_BATCH_SIZE")
+if [ -n "${DOWNSAMPLE_TO:-}" ]; then
+    case "$DOWNSAMPLE_TO" in
+        *[!0-9]*) echo "DOWNSAMPLE_TO=$DOWNSAMPLE_TO: must be a whole number (0 = off)" >&2; exit 2 ;;
+    esac
+    info_args+=(--downsample-to "$DOWNSAMPLE_TO")
+fi
+# max_trained: the most rollouts one step trains, each group cut to DOWNSAMPLE_TO (or the
+# export's down-sampling): what one mini-batch must hold
+read -r export_downsample_to max_trained history_explore history_min_streak history_target \
     history_seed export_drop_equal_groups export_drop_equal_denominator \
-    <<< "$(sgpo_verl data-info --data "$EXPORTED" --train-batch-size "$TRAIN_BATCH_SIZE")"
+    <<< "$(sgpo_verl data-info "${info_args[@]}")"
 DOWNSAMPLE_TO="${DOWNSAMPLE_TO:-$export_downsample_to}"
-case "$DOWNSAMPLE_TO" in
-    ''|*[!0-9]*) echo "DOWNSAMPLE_TO=$DOWNSAMPLE_TO: must be a whole number (0 = off)" >&2; exit 2 ;;
-esac
 DROP_EQUAL_GROUPS="${DROP_EQUAL_GROUPS:-$export_drop_equal_groups}"
 DROP_EQUAL_DENOMINATOR="${DROP_EQUAL_DENOMINATOR:-$export_drop_equal_denominator}"
 if [ "$DOWNSAMPLE_TO" != 0 ] && { [ "$METHOD" = dapo ] || [ "$DOWNSAMPLE_TO" -lt 2 ]; }; then
@@ -215,21 +221,17 @@ fi
 # 3. mini-batches. verl pads every step's batch with 128-token dummy sequences up to a multiple of
 #    lcm(dp size, actor.ppo_mini_batch_size * rollout.n) (trainer_base._get_required_batch_multiple).
 if [ "$METHOD" = sgpo ] && [ "$ONE_UPDATE_PER_STEP" = 1 ]; then
-    # one mini-batch holds the most rollouts a step trains: groups cut to DOWNSAMPLE_TO
-    max_trained=$(sgpo_verl data-info --data "$EXPORTED" --train-batch-size "$TRAIN_BATCH_SIZE" \
-        --downsample-to "$DOWNSAMPLE_TO" | cut -d' ' -f2)
+    # one mini-batch holds the most rollouts a step trains (max_trained, from data-info)
     PPO_MINI_BATCH_SIZE="$TRAIN_BATCH_SIZE"
     ROLLOUT_N=$(( (max_trained + TRAIN_BATCH_SIZE - 1) / TRAIN_BATCH_SIZE ))
 fi
 # The whole batch's denominator gives the update without the drop only when one mini-batch
 # holds everything a step trains (verl normalises each mini-batch by its own tokens).
 if [ "$DROP_EQUAL_DENOMINATOR" = generated ]; then
-    if [ "$METHOD" = sgpo ]; then
-        max_trained=$(sgpo_verl data-info --data "$EXPORTED" --train-batch-size "$TRAIN_BATCH_SIZE" \
-            --downsample-to "$DOWNSAMPLE_TO" | cut -d' ' -f2)
-    elif [ "$DOWNSAMPLE_TO" != 0 ] && [ "$DOWNSAMPLE_TO" -lt "$GROUP_SIZE" ]; then
+    # sgpo: max_trained from data-info (the plan's group sizes); the baselines' fixed G:
+    if [ "$METHOD" != sgpo ] && [ "$DOWNSAMPLE_TO" != 0 ] && [ "$DOWNSAMPLE_TO" -lt "$GROUP_SIZE" ]; then
         max_trained=$(( TRAIN_BATCH_SIZE * DOWNSAMPLE_TO ))
-    else
+    elif [ "$METHOD" != sgpo ]; then
         max_trained=$(( TRAIN_BATCH_SIZE * GROUP_SIZE ))
     fi
     if [ $(( PPO_MINI_BATCH_SIZE * ROLLOUT_N )) -lt "$max_trained" ]; then

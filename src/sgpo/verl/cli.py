@@ -249,19 +249,6 @@ def data_info(
     )
 
 
-@verl_app.command("opens-thinking")
-def opens_thinking_cmd(
-    data: Annotated[Path, typer.Option(help="The exported verl parquet.")],
-    model: Annotated[str, typer.Option(help="The policy's model dir (its chat template).")],
-) -> None:
-    """Print 1 when verl's prompts for these rows open the model's <think> (its responses are
-    then read as begun inside it, as sgpo's profile read them), else 0."""
-    from sgpo.io import read_table
-    from sgpo.verl.check import prompts_open_thinking
-
-    print(int(prompts_open_thinking(read_table(data)[0], model)))
-
-
 @verl_app.command("check")
 def check(
     data: Annotated[Path, typer.Option(help="The exported verl parquet.")],
@@ -285,7 +272,9 @@ def check(
         bool, typer.Option(help="Launch although sgpo settings are not carried to verl.")
     ] = False,
 ) -> None:
-    """Refuse a verl launch that would not do what the plan says (sgpo.verl.check)."""
+    """Refuse a verl launch that would not do what the plan says (sgpo.verl.check). With
+    --model, print (stdout, one line) 1 when verl's prompts open the model's <think> (its
+    responses are then read as begun inside it, as sgpo's profile read them), else 0."""
     from sgpo.io import read_table
     from sgpo.verl import check as checks
 
@@ -318,6 +307,8 @@ def check(
     if problems:
         fail(problems)
     err_console.print(f"checks passed: {data} ({len(rows)} rows)")
+    if model is not None:
+        print(int(checks.prompts_open_thinking(rows, model)))
 
 
 @verl_app.command("record-run")
