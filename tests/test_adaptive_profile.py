@@ -16,7 +16,8 @@ from sgpo.core.flops import ModelShape, inference_flops
 from sgpo.core.rewards import is_correct
 from sgpo.errors import DataError
 from sgpo.io import read_table
-from sgpo.profile import CHUNK_DIR, SAMPLES_FILE, run_profile
+from sgpo.profile import SAMPLES_FILE, run_profile
+from sgpo.runfiles import PROFILE_CHUNKS_DIR
 
 K, ROUND = 6, 2
 
@@ -109,7 +110,7 @@ def test_adaptive_profile_independent_of_chunking_and_resume(profiles, tmp_path)
         mp.setattr(sgpo.profile, "profile_chunk", crash_on_second)
         with pytest.raises(Crash):
             run_profile(ada, tmp_path / "run")
-    assert len(list((tmp_path / "run" / CHUNK_DIR).glob("chunk-*.parquet"))) == 1
+    assert len(list((tmp_path / "run" / PROFILE_CHUNKS_DIR).glob("chunk-*.parquet"))) == 1
     # a non-adaptive resume must not mix in the adaptive chunk
     with pytest.raises(DataError, match=r"chunk-00000\.parquet"):
         run_profile(config(root), tmp_path / "run", resume=True)

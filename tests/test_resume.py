@@ -30,8 +30,8 @@ from sgpo.config import RunConfig, load_config
 from sgpo.errors import ConfigError, DataError
 from sgpo.io import read_jsonl, read_table, write_table
 from sgpo.plan import run_plan
-from sgpo.profile import CHUNK_DIR, PROFILE_FILE, SAMPLES_FILE, run_profile
-from sgpo.runfiles import METRICS_FILE, OLD_STATE_DIR, STATE_DIR, SUMMARY_FILE
+from sgpo.profile import PROFILE_FILE, SAMPLES_FILE, run_profile
+from sgpo.runfiles import METRICS_FILE, OLD_STATE_DIR, PROFILE_CHUNKS_DIR, STATE_DIR, SUMMARY_FILE
 from sgpo.tasks import load_task
 from sgpo.train import Trainer, run_train
 
@@ -122,7 +122,7 @@ def last_step(run_dir: Path) -> int:
 
 
 def n_chunks(out: Path) -> int:
-    return len(list((out / CHUNK_DIR).glob("chunk-*.parquet")))
+    return len(list((out / PROFILE_CHUNKS_DIR).glob("chunk-*.parquet")))
 
 
 # ------------------------------------------------------------------------------ profile
@@ -148,7 +148,7 @@ def test_profile_killed_and_resumed_equals_uninterrupted(
     # The chunks of an interrupted profile are not thrown away without --overwrite.
     refused = CliRunner().invoke(app, args)
     assert refused.exit_code == 1, refused.output
-    assert f"{out / CHUNK_DIR} holds an interrupted profile" in refused.output
+    assert f"{out / PROFILE_CHUNKS_DIR} holds an interrupted profile" in refused.output
     assert n_chunks(out) == killed_at
 
     resumed = CliRunner().invoke(app, [*args, "--resume"])
@@ -161,7 +161,7 @@ def test_profile_killed_and_resumed_equals_uninterrupted(
     assert read_table(out / SAMPLES_FILE) == read_table(tiny.profile.parent / SAMPLES_FILE)
     task = load_task(load_config(config_path).task, 0)
     assert [r["query_id"] for r in rows] == [q.query_id for q in task.train]  # none lost or twice
-    assert not (out / CHUNK_DIR).exists()
+    assert not (out / PROFILE_CHUNKS_DIR).exists()
 
     # --resume on a finished profile does no work and keeps it.
     before = (out / PROFILE_FILE).stat().st_mtime_ns
@@ -281,7 +281,7 @@ def test_profile_resume_refuses_chunks_of_another_config(
     ):
         run_profile(resized, tmp_path / "run", resume=True)
     # a chunk of an older sgpo, which did not record its size: its queries differ
-    chunk = next((tmp_path / "run" / CHUNK_DIR).glob("chunk-*.parquet"))
+    chunk = next((tmp_path / "run" / PROFILE_CHUNKS_DIR).glob("chunk-*.parquet"))
     rows, meta = read_table(chunk)
     del meta["chunk_size"]
     write_table(chunk, rows, meta)
@@ -355,7 +355,7 @@ def test_an_interrupted_profile_says_how_to_finish_and_redo_a_damaged_chunk(
         FileNotFoundError, match="interrupted; finish it with sgpo profile --resume"
     ):
         run_plan(config, out / PROFILE_FILE, out)
-    chunk = next((out / CHUNK_DIR).glob("chunk-*.parquet"))
+    chunk = next((out / PROFILE_CHUNKS_DIR).glob("chunk-*.parquet"))
     chunk.write_bytes(chunk.read_bytes()[:100])
     with pytest.raises(DataError, match="remove it and resume again to profile only its queries"):
         run_profile(config, out, resume=True)

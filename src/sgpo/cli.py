@@ -442,14 +442,15 @@ def demo(
 def _check_demo_dir(out: Path, overwrite: bool | None) -> None:
     """By default a demo replaces its own earlier run, nothing else; with --no-overwrite,
     nothing."""
-    from sgpo.profile import CHUNK_DIR, PROFILE_FILE
+    from sgpo.profile import PROFILE_FILE
     from sgpo.rundir import written_by_sgpo
-    from sgpo.runfiles import METRICS_FILE, PLAN_FILE, SUMMARY_FILE
+    from sgpo.runfiles import METRICS_FILE, PLAN_FILE, PROFILE_CHUNKS_DIR, SUMMARY_FILE
     from sgpo.side_by_side import DEMO_BASELINE_DIR, SIDE_BY_SIDE
 
     baseline_dir = out / DEMO_BASELINE_DIR
     outputs = [
-        out / name for name in (PROFILE_FILE, CHUNK_DIR, PLAN_FILE, METRICS_FILE, SUMMARY_FILE)
+        out / name
+        for name in (PROFILE_FILE, PROFILE_CHUNKS_DIR, PLAN_FILE, METRICS_FILE, SUMMARY_FILE)
     ]
     present = [path for path in (*outputs, baseline_dir) if path.exists()]
     if overwrite is None:

@@ -50,11 +50,10 @@ class Policy:
         return opens_thinking(self.render("?"))
 
     def answer_text(self, response: str) -> str:
-        """A response as the verifier reads it. When the prompts end inside a <think> they
-        opened, the response's thinking began there: it is read with that <think>, so one cut
-        off before its </think> has no answer yet (sgpo.verifiers.answer_part) instead of an
-        answer read from its draft."""
-        return "<think>" + response if self.prompts_open_thinking else response
+        """A response as the verifier reads it (sgpo.verifiers.begun_in_thinking)."""
+        from sgpo.verifiers import begun_in_thinking
+
+        return begun_in_thinking(response, self.prompts_open_thinking)
 
     def stop_token_ids(self) -> list[int]:
         """Where a response ends: the tokenizer's EOS, then any other end-of-sequence ids the

@@ -41,7 +41,6 @@ log = logging.getLogger(__name__)
 
 PROFILE_FILE = "profile.parquet"
 SAMPLES_FILE = "profile_samples.parquet"
-CHUNK_DIR = PROFILE_CHUNKS_DIR
 
 
 def shard_queries(queries: list[Query], shard: tuple[int, int] | None) -> list[Query]:
@@ -81,7 +80,7 @@ def profile_metadata(
 PROFILE_OUTPUTS = (
     "profile.parquet",
     "profile_samples.parquet",
-    "profile_chunks",
+    PROFILE_CHUNKS_DIR,
     "profile_config.yaml",
 )
 
@@ -98,7 +97,7 @@ def run_profile(
     with rundir.claimed(out_dir, PROFILE_OUTPUTS, "profile"):
         if resume:
             rundir.check_profile_inputs(
-                out_dir / PROFILE_FILE, out_dir / CHUNK_DIR, profile_inputs(config)
+                out_dir / PROFILE_FILE, out_dir / PROFILE_CHUNKS_DIR, profile_inputs(config)
             )
         return _run_profile(config, out_dir, resume, overwrite, shard)
 
@@ -122,7 +121,7 @@ def _run_profile(
     shard: tuple[int, int] | None = None,
 ) -> Path:
     prepare_out_dir(out_dir, overwrite, resume, PROFILE_FILE)
-    chunk_dir = out_dir / CHUNK_DIR
+    chunk_dir = out_dir / PROFILE_CHUNKS_DIR
     if not (resume or overwrite) and any(chunk_dir.glob("chunk-*.parquet")):
         raise FileExistsError(
             f"{chunk_dir} holds an interrupted profile; pass --resume to continue it "
@@ -180,13 +179,14 @@ def _run_profile(
             rows.extend(chunk_rows)
             bar.update(len(chunk))
     verifier.close()
+    n_samples = sum(len(r["samples"]) for r in rows)
     if counts["verifier_errors"] or counts["verifier_timeouts"]:
         log.warning(
             "%s: %d of %d verifier calls raised and %d timed out; each scored 0 (the first "
             "errors are logged above)",
             final,
             counts["verifier_errors"],
-            sum(len(r["samples"]) for r in rows),
+            n_samples,
             counts["verifier_timeouts"],
         )
     if rows and not any(r["n_correct"] for r in rows):
@@ -195,7 +195,7 @@ def _run_profile(
             "model's answers (the responses are in %s) before planning on this profile",
             final,
             verifier.spec,
-            sum(len(r["samples"]) for r in rows),
+            n_samples,
             SAMPLES_FILE,
         )
     samples = [{"query_id": r["query_id"], **s} for r in rows for s in r.pop("samples")]

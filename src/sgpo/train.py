@@ -411,17 +411,16 @@ class Trainer:
                     **budget,
                 )
                 bar.update(1)
-                if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+                checkpointed = cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0
+                if checkpointed:
                     self.save_model(step_checkpoint(self.step))
                     self.save_state()
                     if cfg.keep_checkpoints:  # after the state: a kill leaves more, not fewer
                         self.drop_old_step_models(cfg.keep_checkpoints)
-                elif stop_asked() and not self.finished():
-                    self.save_state()
                 if stop_asked() and not self.finished():
-                    self.verifier.close()
-                    for sink in self.sinks:  # a tracker's run ends as the run does
-                        sink.close()
+                    if not checkpointed:
+                        self.save_state()
+                    self.close()
                     raise TrainingStopped(self.run_dir, self.step)
         return self.finish()
 
@@ -433,10 +432,14 @@ class Trainer:
         lora = self.config.model.lora
         if lora is not None and lora.save_merged:
             self.save_merged_model()
+        self.close()
+        return summary
+
+    def close(self) -> None:
+        """The verifier's worker, and the trackers' runs (they end as the run does)."""
         self.verifier.close()
         for sink in self.sinks:
             sink.close()
-        return summary
 
     def summary(self) -> dict:
         return {

@@ -124,6 +124,12 @@ def opens_thinking(prompt: str) -> bool:
     return prompt.rfind("<think>") > prompt.rfind("</think>")
 
 
+def begun_in_thinking(response: str, prompt_opened_it: bool) -> str:
+    """The response as a verifier reads it: with the <think> its prompt opened, so one cut off
+    before its </think> has no answer yet (answer_part) instead of one read from its draft."""
+    return "<think>" + response if prompt_opened_it else response
+
+
 def final_answer(response: str) -> tuple[str, str]:
     """(kind, text) of the response's final answer; kind is boxed, hashes, answer-is, whole, or
     none (no answer: cut off while reasoning or inside its last box)."""

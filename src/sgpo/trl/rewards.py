@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sgpo.verifiers import opens_thinking
+from sgpo.verifiers import begun_in_thinking, opens_thinking
 from sgpo.verify import Verifier
 
 
@@ -90,9 +90,8 @@ class VerifierReward:
 
     def answer_text(self, completion: Any, prompt: Any) -> str:
         """The completion as the verifier reads it (sgpo.models.Policy.answer_text)."""
-        text = completion_text(completion)
         opened = self.prompts_open_thinking or (isinstance(prompt, str) and opens_thinking(prompt))
-        return "<think>" + text if opened else text
+        return begun_in_thinking(completion_text(completion), opened)
 
     def settings(self) -> dict[str, object]:
         """As a config's task.verifier* keys (what a plan records of its profile)."""

@@ -333,21 +333,14 @@ def record_run_cmd(
     """Write RUN_DIR/run.json for `sgpo flops --run`; refuse one that describes another run.
     The data its checkpoints were trained on is replaced by --staged only when the run is the
     same, so a refused launch leaves the run as it was."""
-    from sgpo.verl.export import install_export
-    from sgpo.verl.runs import RunMismatch, check_same_run, describe_run, write_run
+    from sgpo.verl.runs import RunMismatch, record_run
 
-    run = describe_run(run_dir, method, overrides, data, plan, staged)
     try:
-        check_same_run(run_dir, run)
-    except RunMismatch as e:
+        path = record_run(run_dir, method, overrides, data, plan, staged, check_only)
+    except (RunMismatch, FileExistsError) as e:
         fail([str(e)])
-    if staged is not None:
-        try:
-            install_export(staged, data)
-        except FileExistsError as e:
-            fail([str(e)])
-    if not check_only:
-        err_console.print(f"run recorded in {write_run(run_dir, run)}")
+    if path is not None:
+        err_console.print(f"run recorded in {path}")
 
 
 @verl_app.command("flops")

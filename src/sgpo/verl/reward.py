@@ -47,6 +47,7 @@ import time
 import uuid
 from pathlib import Path
 
+from sgpo.verifiers import begun_in_thinking
 from sgpo.verify import Verifier
 
 ADDITION_VERIFIER = "sgpo.tasks.addition:verify"
@@ -133,11 +134,11 @@ def compute_score(
     # and verl calls from many threads at once. Verifiers are fast next to generation.
     # the launch sets it when the model's prompts open its <think> (R1-Distill, QwQ): read the
     # response as begun inside it, as sgpo's profile did (sgpo.models.Policy.answer_text)
-    opened = "<think>" if os.environ.get(THINKING_ENV) == "1" else ""
+    response = begun_in_thinking(str(solution_str), os.environ.get(THINKING_ENV) == "1")
     with _lock:
         verifier = get_verifier(verifier_spec(data_source, extra_info), extra_info)
         errors, timeouts = verifier.stats.errors, verifier.stats.timeouts
-        score = verifier.score_one(opened + str(solution_str), str(ground_truth), query_id)
+        score = verifier.score_one(response, str(ground_truth), query_id)
         error = float(verifier.stats.errors > errors)
         timeout = float(verifier.stats.timeouts > timeouts)
         if error or timeout or verifier.stats.calls % STATS_EVERY == 0:

@@ -104,11 +104,20 @@ def record_run(
     overrides: list[str],
     data: Path,
     plan: Path | None = None,
-) -> Path:
-    """Write RUN_DIR/run.json; refuse (RunMismatch) if it describes another run."""
-    run = describe_run(run_dir, method, overrides, data, plan)
+    staged: Path | None = None,
+    check_only: bool = False,
+) -> Path | None:
+    """Write RUN_DIR/run.json (its path; None with check_only); refuse (RunMismatch) if it
+    describes another run. A staged export replaces data only once the run is checked, so a
+    refused launch leaves the run's data as it was (FileExistsError for a data file sgpo did
+    not write)."""
+    from sgpo.verl.export import install_export
+
+    run = describe_run(run_dir, method, overrides, data, plan, staged)
     check_same_run(run_dir, run)
-    return write_run(run_dir, run)
+    if staged is not None:
+        install_export(staged, data)
+    return None if check_only else write_run(run_dir, run)
 
 
 def _overrides_changed(earlier: list[str], now: list[str]) -> str:
