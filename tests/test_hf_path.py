@@ -5,6 +5,7 @@ math-verify scoring; and a LoRA run whose adapter trains while the base stays pu
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,12 +15,14 @@ from typer.testing import CliRunner
 
 from sgpo.cli import app
 from sgpo.config import EmbeddedModelConfig, RunConfig, dump_config
+from sgpo.core.flops import ModelShape, logprob_flops, train_flops
 from sgpo.embedded import build_char_tokenizer, build_model
 from sgpo.errors import ConfigError, DataError
 from sgpo.io import read_jsonl, read_table
-from sgpo.models import load_policy
+from sgpo.models import load_policy, model_shape
 from sgpo.plan import run_plan
 from sgpo.profile import run_profile
+from sgpo.rundir import weights_sha256
 from sgpo.tasks import load_task
 from sgpo.train import Trainer, run_train
 
@@ -125,6 +128,7 @@ def test_profile_plan_train_eval(tiny_model_dir: Path, tmp_path: Path) -> None:
     evaluation = json.loads((out / "eval.json").read_text())
     assert evaluation["eval_queries"] == EVAL_ROWS
     assert evaluation["model"] == str(run / "final")
+    assert evaluation["model_sha256"] == weights_sha256(str(run / "final")) is not None
     assert 0.0 <= evaluation["eval_acc"] <= 1.0 and "eval_acc_greedy" in evaluation
     assert evaluation["verifier_errors"] == 0
 
@@ -525,3 +529,48 @@ def test_training_from_an_adapter_says_what_it_trains_and_hashes_what_it_is(
     assert "model.lora.save_merged" in NEUTRAL_KEYS
     tree = {"model": {"lora": {"r": 2, "save_merged": True}}}
     assert "model.lora.save_merged" not in config_fingerprint(tree)
+
+
+def test_lora_passes_are_charged_at_the_size_they_run(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))  # for "bad_verifiers:coin_flip"
+    config = make_config(
+        tiny_model_dir,
+        model={"lora": {"r": 4, "alpha": 8, "target_modules": "all-linear"}},
+        task={
+            "kind": "file",
+            "file": {"train": str(GSM8K_TRAIN), "eval": str(GSM8K_TEST), "preset": "gsm8k"},
+            "verifier": "bad_verifiers:coin_flip",
+        },
+        train={"method": "grpo", "group_size": 4, "rollout_budget": 8, "kl_coef": 0.1},
+    )
+    trainer = Trainer(config, tmp_path)
+    base = model_shape(load_policy(config).model)
+    adapter = sum(p.numel() for n, p in trainer.policy.model.named_parameters() if "lora_" in n)
+    # the policy runs its adapter's matmuls; the KL reference is the base model alone
+    assert trainer.shape.n_params == base.n_params + adapter
+    _, batch = trainer.collect()
+    trainer.train_on(batch)
+
+    def charged(shape: ModelShape, per_sequence: Callable) -> float:
+        return sum(
+            per_sequence(shape, len(r.completion.prompt_ids), len(r.completion.response_ids))
+            for r in batch
+        )
+
+    assert trainer.flops["logprob"] == pytest.approx(charged(base, logprob_flops))
+    assert trainer.flops["train"] == pytest.approx(charged(trainer.shape, train_flops))
+
+
+def test_a_pass_counts_the_adapter_it_runs(tiny_model_dir: Path) -> None:
+    config = make_config(tiny_model_dir, model={"lora": {"r": 4, "alpha": 8}})
+    base = model_shape(load_policy(config).model)
+    model = load_policy(config, trainable=True).model
+    adapter = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)
+    assert adapter > 0
+    # TRL keeps a frozen copy of a given adapter as its reference ("ref"): a pass runs one
+    model.add_adapter("ref", model.peft_config["default"])
+    assert model_shape(model).n_params == base.n_params + adapter
+    assert model_shape(model, "ref").n_params == base.n_params + adapter
+    assert model_shape(model, None) == base

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from peft import LoraConfig
 
 pytest.importorskip("trl")
 
@@ -95,6 +96,7 @@ def make_trainer(
     plan_path: Path,
     tmp_path: Path,
     reward: object = hashed_reward,
+    peft_config: LoraConfig | None = None,
     **config: object,
 ) -> SGPOTrainer:
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -115,7 +117,14 @@ def make_trainer(
     }
     args = SGPOConfig(**(defaults | config))
     model = AutoModelForCausalLM.from_pretrained(model_dir)
-    return SGPOTrainer(model, reward, plan=plan_path, args=args, processing_class=tokenizer)
+    return SGPOTrainer(
+        model,
+        reward,
+        plan=plan_path,
+        args=args,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+    )
 
 
 def checkpoint(tmp_path: Path, step: int) -> str:
@@ -857,10 +866,16 @@ def test_dropping_dead_groups_trains_only_mixed_rows_to_the_same_update(
     assert dropped.sgpo_flops["train"] < kept.sgpo_flops["train"]
 
 
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
 def test_reference_log_probs_are_charged_for_every_row_padding_included(
-    model_dir: str, plan_path: Path, tmp_path: Path
+    model_dir: str, plan_path: Path, tmp_path: Path, lora: bool
 ) -> None:
     trainer = make_trainer(model_dir, plan_path, tmp_path, beta=0.1)
+    reference = trainer.shape
+    if lora:  # the reference pass runs with the adapter disabled: the base model's size
+        peft = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear")
+        trainer = make_trainer(model_dir, plan_path, tmp_path, beta=0.1, peft_config=peft)
+        assert trainer.shape.n_params > reference.n_params
     tokens: list[tuple[torch.Tensor, torch.Tensor]] = []  # (prompt, completion) per batch row
     apply_groups = trainer._apply_groups
 
@@ -874,7 +889,7 @@ def test_reference_log_probs_are_charged_for_every_row_padding_included(
     trainer.train()
     # one pass (the reference model's) over all BATCH_ROWS rows of each of the 3 batches
     assert len(tokens) == 3 * BATCH_ROWS
-    expected = sum(logprob_flops(trainer.shape, p, c) for p, c in tokens)
+    expected = sum(logprob_flops(reference, p, c) for p, c in tokens)
     assert trainer.sgpo_flops["logprob"] == pytest.approx(expected)
 
 

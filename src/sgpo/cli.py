@@ -361,6 +361,7 @@ def eval_(
 def _evaluate(cfg: RunConfig, model: str | None) -> dict:
     from sgpo.evaluate import evaluate
     from sgpo.models import load_policy
+    from sgpo.rundir import weights_sha256
     from sgpo.tasks import load_task
     from sgpo.validate import check_prompt_lengths
     from sgpo.wiring import make_engine, make_verifier, sampling_params
@@ -380,6 +381,9 @@ def _evaluate(cfg: RunConfig, model: str | None) -> dict:
     )
     result |= {
         "model": policy.source,
+        # which weights were measured: a directory trained again under the same name is told
+        # apart (None for a hub id)
+        "model_sha256": weights_sha256(policy.source),
         "verifier_errors": verifier.stats.errors,
         "verifier_timeouts": verifier.stats.timeouts,
     }

@@ -76,6 +76,19 @@ class Policy:
         return self.tokenizer(rendered, add_special_tokens=add_special)["input_ids"]
 
 
+ACTIVE_ADAPTER = "<active>"
+
+
+def lora_adapter_of(parameter_name: str) -> str | None:
+    """The LoRA adapter a peft parameter belongs to (q_proj.lora_A.default.weight: default),
+    None for the model's own weights."""
+    parts = parameter_name.split(".")
+    for part, following in zip(parts, parts[1:], strict=False):
+        if part.startswith("lora_"):
+            return following
+    return None
+
+
 def base_model(model: PreTrainedModel) -> PreTrainedModel:
     """The transformers model itself: under a LoRA (peft) wrapper, the model it wraps."""
     return model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -348,12 +361,20 @@ def _renders(tokenizer: PreTrainedTokenizerBase, messages: list[dict]) -> bool:
     return True
 
 
-def model_shape(model: PreTrainedModel) -> ModelShape:
-    """N and attention size for the FLOPs convention in sgpo.core.flops."""
+def model_shape(model: PreTrainedModel, adapter: str | None = ACTIVE_ADAPTER) -> ModelShape:
+    """N and attention size for the FLOPs convention in sgpo.core.flops, for a pass that runs
+    one LoRA adapter (default: the active one; its matrices are matmuls of every token too) or
+    none (adapter=None: the base model, as TRL's reference pass with the adapter disabled).
+    Other adapters a peft model holds (TRL's frozen "ref" copy) are not in the pass."""
     base = base_model(model)
+    if adapter == ACTIVE_ADAPTER:
+        active = getattr(model, "active_adapter", None)  # a method on transformers' own models
+        adapter = active if isinstance(active, str) else "default"
     cfg = base.config.get_text_config()
     embedding = base.get_input_embeddings().weight
-    n_total = sum(p.numel() for p in base.parameters())
+    n_total = sum(
+        p.numel() for name, p in base.named_parameters() if lora_adapter_of(name) in (None, adapter)
+    )
     n_params = n_total - embedding.numel()
     if getattr(cfg, "tie_word_embeddings", False):
         n_params += embedding.numel()  # the tied output projection is still a matmul per token

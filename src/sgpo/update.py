@@ -20,7 +20,7 @@ from transformers import get_scheduler
 from sgpo.config import TrainConfig
 from sgpo.core.advantages import aggregate_loss, clipped_policy_loss
 from sgpo.core.flops import ModelShape, logprob_flops, train_flops
-from sgpo.models import Policy
+from sgpo.models import Policy, model_shape
 from sgpo.rollouts import Rollout
 
 
@@ -112,6 +112,9 @@ class PolicyUpdate:
         self.reference = reference
         self.behaviour = behaviour  # the initial policy, which drew reused profile samples
         self.shape = shape
+        # the initial policy's passes at its own size: a LoRA policy's adapter is not in it
+        initial = reference or behaviour
+        self.initial_shape = model_shape(initial.model) if initial is not None else shape
         trainable = [p for p in policy.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
             trainable, lr=cfg.lr, betas=cfg.adam_betas, weight_decay=cfg.weight_decay
@@ -137,7 +140,7 @@ class PolicyUpdate:
                     old[i] = self._old_logprobs(mb, flops)
                 if self.reference is not None:
                     ref[i] = response_logprobs(self.reference, mb, self.temperature)[0]
-                    flops["logprob"] += sequence_flops(self.shape, mb, logprob_flops)
+                    flops["logprob"] += sequence_flops(self.initial_shape, mb, logprob_flops)
         return old, ref
 
     def _old_logprobs(self, mb: list[Rollout], flops: dict[str, float]) -> torch.Tensor:
@@ -146,16 +149,16 @@ class PolicyUpdate:
         are filled with the current log-probs in _micro_batch_loss."""
         width = max(len(r.completion.response_ids) for r in mb)
         old = torch.full((len(mb), width), float("nan"), device=self.policy.device)
-        sources = [(self.behaviour, [j for j, r in enumerate(mb) if r.reused])]
+        sources = [(self.behaviour, self.initial_shape, [j for j, r in enumerate(mb) if r.reused])]
         if self.cfg.ppo_epochs > 1:
-            sources.append((self.policy, [j for j, r in enumerate(mb) if not r.reused]))
-        for model, rows in sources:
+            sources.append((self.policy, self.shape, [j for j, r in enumerate(mb) if not r.reused]))
+        for model, shape, rows in sources:
             if rows:
                 assert model is not None, "reused rollouts need PolicyUpdate(behaviour=...)"
                 part = [mb[j] for j in rows]
                 values = response_logprobs(model, part, self.temperature)[0]
                 old[rows, : values.shape[1]] = values.to(old.device)
-                flops["logprob"] += sequence_flops(self.shape, part, logprob_flops)
+                flops["logprob"] += sequence_flops(shape, part, logprob_flops)
         return old
 
     def _micro_batch_loss(

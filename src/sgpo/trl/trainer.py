@@ -399,7 +399,12 @@ class SGPOTrainer(GRPOTrainer):
             repeat=self.num_iterations * args.steps_per_generation,
             downsample_to=args.downsample_to,
         )
-        self.shape = model_shape(self.accelerator.unwrap_model(self.model))
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        self.shape = model_shape(unwrapped)
+        # under peft TRL's reference pass runs its frozen copy of a given adapter ("ref") or,
+        # for an adapter it made, the model with the adapter disabled
+        peft_config = getattr(unwrapped, "peft_config", {})
+        self.reference_shape = model_shape(unwrapped, "ref" if "ref" in peft_config else None)
         self._verifier_rewards = [f for f in self.reward_funcs if isinstance(f, VerifierReward)]
         for reward in self._verifier_rewards:
             if reward.answer_column not in train_dataset.column_names:
@@ -749,9 +754,10 @@ class SGPOTrainer(GRPOTrainer):
         old_logprobs = self.args.gradient_accumulation_steps % generate_every != 0 or (
             self.use_vllm and self.vllm_importance_sampling_correction
         )
-        logprob_passes = int(old_logprobs) + int(self.beta != 0.0)
         for p, r in self._lengths.values():
-            self.sgpo_flops["logprob"] += logprob_passes * logprob_flops(self.shape, p, r)
+            self.sgpo_flops["logprob"] += old_logprobs * logprob_flops(self.shape, p, r) + (
+                self.beta != 0.0
+            ) * logprob_flops(self.reference_shape, p, r)
         for i in real:
             p, r = self._lengths[i]
             self.sgpo_flops["rollout"] += inference_flops(self.shape, p, r)
