@@ -109,15 +109,12 @@ def prompt_token_counts(rows: list[dict], tokenizer: PreTrainedTokenizerBase) ->
     return counts
 
 
-def prompts_open_thinking(rows: list[dict], model: str) -> bool:
+def prompts_open_thinking(rows: list[dict], tokenizer: PreTrainedTokenizerBase) -> bool:
     """Whether verl's prompts, the rows' chat messages under MODEL's chat template with its
     generation prompt, end inside a <think> they open (DeepSeek-R1-Distill, QwQ): each
     response then begins inside the thinking (sgpo.verifiers.opens_thinking)."""
-    from transformers import AutoTokenizer
-
     from sgpo.verifiers import opens_thinking
 
-    tokenizer = AutoTokenizer.from_pretrained(model)
     if not rows or tokenizer.chat_template is None:
         return False
     text = tokenizer.apply_chat_template(
@@ -126,14 +123,20 @@ def prompts_open_thinking(rows: list[dict], model: str) -> bool:
     return opens_thinking(text)
 
 
-def prompt_length_problems(rows: list[dict], model: str, max_prompt_length: int) -> list[str]:
-    """Rows whose prompt is longer than MAX_PROMPT_LENGTH under MODEL's tokenizer."""
+def model_tokenizer(model: str) -> tuple[PreTrainedTokenizerBase | None, list[str]]:
+    """MODEL's tokenizer, loaded once for the checks that read it, or the problem loading it."""
     from transformers import AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(model)
+        return AutoTokenizer.from_pretrained(model), []
     except (OSError, ValueError) as e:
-        return [f"cannot load the tokenizer of MODEL={model} to check prompt lengths: {e}"]
+        return None, [f"cannot load the tokenizer of MODEL={model} to check prompt lengths: {e}"]
+
+
+def prompt_length_problems(
+    rows: list[dict], tokenizer: PreTrainedTokenizerBase, model: str, max_prompt_length: int
+) -> list[str]:
+    """Rows whose prompt is longer than MAX_PROMPT_LENGTH under MODEL's tokenizer."""
     if tokenizer.chat_template is None:
         return [
             f"MODEL={model} has no chat template; verl formats every prompt with it "

@@ -302,13 +302,17 @@ def check(
                 f"measured under these settings)"
                 for m in mismatches
             ]
+    tokenizer = None
     if model is not None:
-        problems += checks.prompt_length_problems(rows, model, max_prompt_length)
+        tokenizer, unloadable = checks.model_tokenizer(model)
+        problems += unloadable
+        if tokenizer is not None:
+            problems += checks.prompt_length_problems(rows, tokenizer, model, max_prompt_length)
     if problems:
         fail(problems)
     err_console.print(f"checks passed: {data} ({len(rows)} rows)")
-    if model is not None:
-        print(int(checks.prompts_open_thinking(rows, model)))
+    if tokenizer is not None:
+        print(int(checks.prompts_open_thinking(rows, tokenizer)))
 
 
 @verl_app.command("record-run")
