@@ -101,7 +101,9 @@ def test_profile_plan_train_eval(tiny_model_dir: Path, tmp_path: Path) -> None:
     assert all(r["k"] == 2 for r in rows)
     # Prompt tokens counted on the chat-formatted text (one token per character + specials).
     assert rows[0]["prompt_tokens"] == len(ids)
-    assert meta["task"] == task.source and meta["model"] == str(tiny_model_dir)
+    # the profile reads the training split only
+    assert meta["task"] == load_task(config.task, config.seed, require_eval=False).source
+    assert "eval=<not read>" in meta["task"] and meta["model"] == str(tiny_model_dir)
     assert meta["verifier_errors"] == 0 and meta["verifier_timeouts"] == 0
 
     plan_path, summary = run_plan(config, profile_path, run)
@@ -482,15 +484,25 @@ def test_a_template_that_opens_the_thinking_reads_responses_from_inside_it(
     assert records[-1]["eval_acc_greedy"] == 1.0
 
 
-def test_profile_and_plan_need_no_held_out_split_training_does(
-    tiny_model_dir: Path, tmp_path: Path
+@pytest.mark.parametrize(
+    ("held_out", "refusal"),
+    [
+        # one file of training queries (a verl user's VAL_DATA apart)
+        (None, "no eval queries; give task.file.eval"),
+        ("missing", r"missing\.jsonl: no such file"),
+        ("bad-row", r"bad-row\.jsonl: row 0 \(line 1\): field 'question' is missing"),
+    ],
+)
+def test_profile_and_plan_read_no_held_out_split_training_does(
+    tiny_model_dir: Path, tmp_path: Path, held_out: str | None, refusal: str
 ) -> None:
     config = make_config(tiny_model_dir)
-    config.task.file.eval = None  # one file of training queries (a verl user's VAL_DATA apart)
+    config.task.file.eval = held_out and str(tmp_path / f"{held_out}.jsonl")
+    (tmp_path / "bad-row.jsonl").write_text('{"answer": "#### 4"}\n')
     run = tmp_path / "run"
     assert len(read_table(run_profile(config, run))[0]) == TRAIN_ROWS
     run_plan(config, run / "profile.parquet", run)
-    with pytest.raises(DataError, match="no eval queries; give task.file.eval"):
+    with pytest.raises(DataError, match=refusal):
         run_train(config, run)
 
 

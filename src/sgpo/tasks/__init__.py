@@ -95,7 +95,9 @@ def data_identity(data: TaskData) -> dict[str, dict[str, object]]:
 
 def load_task(task_cfg: TaskConfig, seed: int, require_eval: bool = True) -> TaskData:
     """The task's queries, checked; require_eval False for what reads only the training split
-    (profile, plan, the verl export): training and evaluation need held-out queries."""
+    (profile, plan, the verl export: a file task's eval split is then not read, and the
+    addition task's is drawn, as its training split is drawn apart from it): training and
+    evaluation need held-out queries."""
     if task_cfg.kind == "addition":
         from sgpo.tasks.addition import make_addition_task
 
@@ -103,7 +105,7 @@ def load_task(task_cfg: TaskConfig, seed: int, require_eval: bool = True) -> Tas
     else:
         from sgpo.tasks.files import load_file_task
 
-        data = load_file_task(task_cfg.file)
+        data = load_file_task(task_cfg.file, with_eval=require_eval)
     # Errors name the files (train_label/eval_label), not the long source string.
     check_queries(data.train, data.train_label, data.id_field)
     if not data.eval and require_eval:

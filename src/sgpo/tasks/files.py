@@ -518,19 +518,23 @@ def load_split(source: Source, mapping: Mapping, limit: int | None) -> list[Quer
     return queries
 
 
-def load_file_task(cfg: FileTaskConfig) -> TaskData:
+def load_file_task(cfg: FileTaskConfig, with_eval: bool = True) -> TaskData:
+    """The files' queries; with_eval False reads the training split only (profile, plan, the
+    verl export), so an eval file that is missing, not yet right or on the hub costs nothing."""
     mapping = resolve_mapping(cfg)
     dataset_config = getattr(cfg, "dataset_config", None)
     train_source = resolve_source(cfg.train, cfg.split_train, dataset_config)
-    if cfg.eval is not None:
-        eval_source: Source | None = resolve_source(cfg.eval, cfg.split_eval, dataset_config)
+    if not with_eval:
+        eval_source: Source | None = None
+    elif cfg.eval is not None:
+        eval_source = resolve_source(cfg.eval, cfg.split_eval, dataset_config)
     elif train_source.local is None:
         eval_source = resolve_source(cfg.train, cfg.split_eval, dataset_config)
     else:
         eval_source = None
     train = load_split(train_source, mapping, cfg.limit_train)
     evaluation = load_split(eval_source, mapping, cfg.limit_eval) if eval_source else []
-    eval_desc = eval_source.describe() if eval_source else "<none>"
+    eval_desc = eval_source.describe() if eval_source else "<none>" if with_eval else "<not read>"
     source = (
         f"file(train={train_source.describe()}, eval={eval_desc}, {mapping.describe()}, "
         f"limit_train={cfg.limit_train}, limit_eval={cfg.limit_eval})"
