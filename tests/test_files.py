@@ -581,6 +581,27 @@ BAD_INPUTS = [
         {},
         "{path}: row 1 (line 4): field 'answer' is empty",
     ),
+    (  # one cell would swallow every line after the quote: rows r and s lost
+        "unclosed_quote.csv",
+        'prompt,answer\np,1\nq,"2\nr,3\ns,4\n',
+        {},
+        "{path}: row 1 (line 3): not valid CSV (unexpected end of data by line 5): a quote "
+        "opened in a cell and not closed, or text after a closing quote",
+    ),
+    (
+        "text_after_quote.csv",
+        'prompt,answer\np,1\n"q"?,2\n',
+        {},
+        "{path}: row 1 (line 3): not valid CSV (',' expected after '\"' by line 3): a quote "
+        "opened in a cell and not closed, or text after a closing quote",
+    ),
+    (
+        "unclosed_header_quote.csv",
+        '"prompt,answer\np,1\n',
+        {},
+        "{path}: line 1 (the header): not valid CSV (unexpected end of data by line 2): a "
+        "quote opened in a cell and not closed, or text after a closing quote",
+    ),
     (  # csv.DictReader would keep the second column's cells and lose the first's
         "same_name_twice.csv",
         "prompt,answer,answer\np,1,2\n",

@@ -277,8 +277,20 @@ def _csv_rows(source: Source, read: set[str]) -> Iterator[tuple[dict, int]]:
         line = data[: e.start].count(b"\n") + 1
         raise DataError(f"{source.label}: line {line}: not valid UTF-8") from None
     with io.StringIO(text, newline="") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
+        # strict: a quote opened and never closed is an error, not one cell that swallows every
+        # line after it (those rows would be lost without a word)
+        reader = csv.reader(f, strict=True)
+
+        def next_record(where: str) -> list[str] | None:
+            try:
+                return next(reader, None)
+            except csv.Error as e:
+                raise DataError(
+                    f"{where}: not valid CSV ({e} by line {reader.line_num}): a quote opened in "
+                    "a cell and not closed, or text after a closing quote"
+                ) from None
+
+        header = next_record(f"{source.label}: line 1 (the header)")
         if header is None:
             return
         # A column the mapping reads, named by two columns, would silently be the last of them
@@ -290,8 +302,12 @@ def _csv_rows(source: Source, read: set[str]) -> Iterator[tuple[dict, int]]:
                 f"{', '.join(map(repr, twice))} more than once"
             )
         row, last_line = 0, reader.line_num
-        for cells in reader:  # a quoted cell may span lines: a record starts after the last
-            start, last_line = last_line + 1, reader.line_num
+        while True:  # a quoted cell may span lines: a record starts after the last
+            start = last_line + 1
+            cells = next_record(row_label(source.label, row, start))
+            if cells is None:
+                return
+            last_line = reader.line_num
             if not cells:
                 continue  # a blank line is not a row
             if len(cells) > len(header):
