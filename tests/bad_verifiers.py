@@ -132,3 +132,9 @@ def never(response: str, reference: str) -> float:
 def thinking(response: str, reference: str) -> float:
     """1 for a response read as begun inside a <think> (sgpo.models.Policy.answer_text)."""
     return float(response.startswith("<think>"))
+
+
+def prints(response: str, reference: str) -> float:
+    """Prints as it scores (a verifier left with its debugging output)."""
+    print(f"checking {response!r} against {reference!r}")
+    return float(response == reference)

@@ -866,7 +866,9 @@ def test_cli_bad_input(
     paths = set(tmp_path.rglob("*"))
     result = CliRunner().invoke(app, argv)
     assert result.exit_code == status, result.output
-    assert expand(message, tmp_path, env) in result.output
+    # on stderr: `sgpo eval -o - > eval.json` and friends keep their stdout a result
+    assert expand(message, tmp_path, env) in result.stderr
+    assert expand(message, tmp_path, env) not in result.stdout
     assert "Traceback" not in result.output
     assert {p: p.read_bytes() for p in there} == there  # nothing that was there is touched
     assert set(tmp_path.rglob("*")) - paths == set()  # and a refused command leaves nothing

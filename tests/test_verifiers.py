@@ -543,6 +543,19 @@ def test_raising_verifier_scores_zero_and_counts(
     assert logged in v.stats.logged[0]
 
 
+def test_what_a_verifier_prints_goes_to_stderr(
+    isolation: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    v = Verifier("bad_verifiers:prints", timeout_s=5.0, isolation=isolation)
+    try:
+        assert v.score_one("4", "4", "q0") == 1.0
+    finally:
+        v.close()
+    out, err = capfd.readouterr()
+    assert out == ""  # a command's result on stdout stays a result
+    assert ("checking '4' against '4'" in err) == (isolation != "sandbox")  # the sandbox's is shut
+
+
 def test_hanging_verifier_times_out_and_recovers(isolation: str) -> None:
     v = Verifier("bad_verifiers:hanging", timeout_s=0.5, isolation=isolation)
     try:

@@ -30,6 +30,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console()
+err_console = Console(stderr=True)  # errors: not into a redirected result (sgpo eval > eval.json)
 
 
 _PYTHON_SHOWWARNING = warnings.showwarning
@@ -93,7 +94,7 @@ def _config(path: Path | None, overrides: list[str] | None) -> RunConfig:
 
 def _print_error(message: str) -> None:
     # Unwrapped and unstyled inside: paths, keys and brackets in the message stay as they are.
-    console.print(f"[red]{escape(message)}[/red]", soft_wrap=True, highlight=False)
+    err_console.print(f"[red]{escape(message)}[/red]", soft_wrap=True, highlight=False)
 
 
 def _user_errors(command: Callable) -> Callable:

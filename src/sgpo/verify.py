@@ -303,11 +303,14 @@ class Verifier:
     def _inline_call(self, response: str, reference: str) -> object:
         assert self._fn is not None
         start = time.monotonic()
-        if threading.current_thread() is not threading.main_thread():
-            # No signals off the main thread: not interrupted, only judged late below.
-            value = self._fn(response, reference, **self.kwargs)
-        else:
-            value = self._alarmed_call(response, reference)
+        # what a verifier prints goes where the worker isolations send it, to stderr: not into
+        # a command's result on stdout (sgpo eval | jq)
+        with contextlib.redirect_stdout(sys.stderr):
+            if threading.current_thread() is not threading.main_thread():
+                # No signals off the main thread: not interrupted, only judged late below.
+                value = self._fn(response, reference, **self.kwargs)
+            else:
+                value = self._alarmed_call(response, reference)
         if time.monotonic() - start > self.timeout_s:
             raise VerifierTimeout  # it swallowed the interrupt or sat in C code: a late answer
         return value
