@@ -8,6 +8,7 @@ Bad rows of data files are in test_files.py (the loaders); here they go once thr
 from __future__ import annotations
 
 import fcntl
+import importlib.util
 import json
 import logging
 import os
@@ -422,9 +423,10 @@ CASES = [
             load_config(env.config_path, ["task.verifier=bad_verifiers:raising"]), tmp
         ),
         DataError,
-        "verifier 'bad_verifiers:raising': all 16 calls on chunk-00000.parquet's queries raised "
-        "(16) or timed out (0); the first errors are logged above. Either the verifier is "
-        "broken (a wrong signature, a missing dependency) or it raises on every response",
+        "verifier 'bad_verifiers:raising': all 16 calls on the training queries 'add:0+5' "
+        "to 'add:16+86' failed (16 raised or returned no reward in range, 0 timed out); the "
+        "first errors are logged above. Either the verifier is broken (a wrong signature, a "
+        "missing dependency) or it raises on every response",
     ),
     Case(
         "train-with-plan-naming-an-unknown-query",
@@ -874,6 +876,20 @@ def test_cli_bad_input(
     assert set(tmp_path.rglob("*")) - paths == set()  # and a refused command leaves nothing
 
 
+@pytest.mark.parametrize("command", ["profile", "eval"])
+def test_the_vllm_engine_without_vllm_is_a_config_error(
+    command: str, tmp_path: Path, env: SimpleNamespace
+) -> None:
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vllm is installed here")
+    stage = "profile" if command == "profile" else "eval"
+    argv = [command, "-c", str(env.config_path), "--set", f"{stage}.engine=vllm"]
+    result = CliRunner().invoke(app, [*argv, *(["-o", str(tmp_path)] * (command == "profile"))])
+    assert result.exit_code == 2, result.output
+    assert "error: engine vllm: the vLLM engine needs the 'vllm' package" in result.stderr
+    assert "Traceback" not in result.output
+
+
 def test_a_refused_plan_train_profile_or_eval_leaves_no_directory_behind(
     tmp_path: Path, env: SimpleNamespace
 ) -> None:
@@ -1080,10 +1096,10 @@ def test_a_verifier_failing_on_every_call_stops_evaluation_and_training(
     end on rewards of 0."""
     config = load_config(env.config_path, ["task.verifier=bad_verifiers:raising"])
     grpo = config.model_copy(update={"train": config.train.model_copy(update={"method": "grpo"})})
-    with pytest.raises(DataError, match=r"all \d+ calls on the held-out queries raised"):
+    with pytest.raises(DataError, match=r"all \d+ calls on the held-out queries failed"):
         run_train(grpo, tmp_path / "evaluated")
     monkeypatch.setattr(sgpo.train.Trainer, "run_eval", lambda self: {"eval_acc": 0.0})
-    with pytest.raises(DataError, match=r"all \d+ calls on step 1's rollouts raised \(\d+\)"):
+    with pytest.raises(DataError, match=r"all \d+ calls on step 1's rollouts failed \(\d+ raised"):
         run_train(grpo, tmp_path / "trained")
 
 

@@ -233,11 +233,11 @@ def test_profile_crash_keeps_verifier_counts(
     assert meta["verifier_errors"] == tree["profile"]["k"] * len(odd)
     # and says so at the end, where a user looks
     calls = tree["profile"]["k"] * tree["task"]["addition"]["n_train"]
-    assert f"{meta['verifier_errors']} of {calls} verifier calls raised" in caplog.text
+    assert f"{meta['verifier_errors']} of {calls} verifier calls failed" in caplog.text
     # and the plan says it again: the profile's output may be long gone when a user plans
     caplog.clear()
     run_plan(config, tmp_path / "run" / PROFILE_FILE, tmp_path / "run")
-    assert f"{meta['verifier_errors']} of its {calls} verifier calls raised" in caplog.text
+    assert f"{meta['verifier_errors']} of its {calls} verifier calls failed" in caplog.text
 
 
 def test_profile_resume_refuses_chunks_of_another_config(

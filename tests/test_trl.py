@@ -7,7 +7,9 @@ rows, queries in rank order q4(G=1) q3(2) q2(4) q1(2) q0(3) make the batches
 from __future__ import annotations
 
 import hashlib
+import inspect
 import itertools
+import re
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict
@@ -35,6 +37,7 @@ from sgpo.schedule import OnlinePlanner, QueryScheduler  # noqa: E402
 from sgpo.trl import (  # noqa: E402
     SGPOConfig,
     SGPOTrainer,
+    VerifierReward,
     load_plan,
     plan_dataset,
     verifier_reward,
@@ -940,7 +943,7 @@ def test_verifier_reward_scores_as_sgpo_train_does() -> None:
     assert signed.verifier.stats.errors == 2  # a string, and 2 outside [-1, 1]
     failing = verifier_reward("bad_verifiers:raising", id_column="qid", name="correct")
     assert failing.__name__ == "correct"  # TRL's rewards/correct/... metrics
-    with pytest.raises(DataError, match="all 2 calls on a batch of 2 completions raised"):
+    with pytest.raises(DataError, match="all 2 calls on a batch of 2 completions failed"):
         failing(["a", "b"], answer=["1", "2"], qid=["q7", "q8"])
     assert failing.verifier.stats.logged[0].startswith("verifier error on query q7: ")
     trl_arguments = {"prompts": ["p"], "completion_ids": [[1]], "log_metric": print}
@@ -1073,3 +1076,13 @@ def test_an_iterable_dataset_is_refused_naming_what_to_pass(
             model_dir, hashed_reward, plan=plan_path, args=args, train_dataset=streamed,
             processing_class=tokenizer,
         )  # fmt: skip
+
+
+def test_readme_gives_the_rewards_names_and_parameters() -> None:
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    shown = re.search(
+        r"`verifier_reward\((.*?)\)` \(the class `sgpo\.trl\.VerifierReward`\)", readme, re.S
+    )
+    assert shown is not None and verifier_reward is VerifierReward
+    names = [p.split("=")[0].strip(" *\n") for p in re.sub(r"\([^()]*\)", "", shown[1]).split(",")]
+    assert [n for n in names if n] == list(inspect.signature(VerifierReward).parameters)

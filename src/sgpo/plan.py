@@ -250,7 +250,8 @@ def _run_plan(
     errors, timeouts = meta.get("verifier_errors", 0), meta.get("verifier_timeouts", 0)
     if errors or timeouts:  # the profile warned too, but its output may be long gone
         log.warning(
-            "%s: %d of its %d verifier calls raised and %d timed out, each scored 0: p_hat is "
+            "%s: %d of its %d verifier calls failed (raised, or returned no reward in range) "
+            "and %d timed out, each scored 0: p_hat is "
             "too low where they did, and such queries may be dropped as never solved; fix the "
             "verifier and profile again if that was not a wrong answer",
             profile_path,

@@ -182,7 +182,8 @@ def _run_profile(
     n_samples = sum(len(r["samples"]) for r in rows)
     if counts["verifier_errors"] or counts["verifier_timeouts"]:
         log.warning(
-            "%s: %d of %d verifier calls raised and %d timed out; each scored 0 (the first "
+            "%s: %d of %d verifier calls failed (raised, or returned no reward in range) and "
+            "%d timed out; each scored 0 (the first "
             "errors are logged above)",
             final,
             counts["verifier_errors"],
@@ -280,7 +281,8 @@ def _profile_and_write_chunk(
         CHUNK_SIZE_KEY: profile.chunk_size,
     }
     # the plan would call every query unsolvable: stop before the chunk is kept
-    verifier.stats.stop_if_every_call_failed(verifier.spec, before, f"{path.name}'s queries")
+    queries = f"the training queries {chunk[0].query_id!r} to {chunk[-1].query_id!r}"
+    verifier.stats.stop_if_every_call_failed(verifier.spec, before, queries)
     write_table(path, chunk_rows, chunk_meta)
     return chunk_rows, chunk_meta
 

@@ -156,8 +156,9 @@ class VerifierStats:
         calls, errors, timeouts = self.since(since)
         if calls and errors + timeouts == calls:
             raise DataError(
-                f"verifier {spec!r}: all {calls} calls on {on} raised ({errors}) or timed out "
-                f"({timeouts}); the first errors are logged above. Either the verifier is broken "
+                f"verifier {spec!r}: all {calls} calls on {on} failed ({errors} raised or "
+                f"returned no reward in range, {timeouts} timed out); the first errors are "
+                "logged above. Either the verifier is broken "
                 "(a wrong signature, a missing dependency) or it raises on every response this "
                 "model gives (return 0 for an answer it cannot parse): fix it (task.verifier) "
                 "and run again"

