@@ -71,6 +71,21 @@ def test_resume_with_another_batch_size(tiny, tmp_path, monkeypatch, caplog):
     assert "the profile is complete already; nothing left to resume" in caplog.text
 
 
+def test_a_profile_resumed_without_its_config_reads_the_one_it_ran_under(tiny, tmp_path):
+    config_path = write_config(tmp_path / "cfg.yaml", tiny_config(tmp_path).model_dump())
+    out = tmp_path / "p"
+    with pytest.MonkeyPatch.context() as mp:
+        stop_profile_at_chunk(mp, 2, KeyboardInterrupt())
+        interrupted = runner.invoke(app, ["profile", "-c", str(config_path), "-o", str(out)])
+    assert interrupted.exit_code == 130, interrupted.output
+    # as `sgpo train --resume DIR`: no -c, the directory's profile_config.yaml
+    resumed = runner.invoke(app, ["profile", "-o", str(out), "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    assert read_table(out / PROFILE_FILE)[0] == read_table(tiny.whole)[0]
+    nothing = runner.invoke(app, ["profile", "-o", str(tmp_path / "none"), "--resume"])
+    assert nothing.exit_code == 1 and "nothing to resume there" in nothing.stderr
+
+
 def test_merge_shards_made_with_other_batch_sizes(tiny, tmp_path):
     other = with_overrides(tiny.config, **{"sampling.batch_size": 3})
     shard1 = run_profile(other, tmp_path / "shard1", shard=(1, 2))

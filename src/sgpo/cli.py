@@ -217,9 +217,17 @@ def profile(
         return
     from sgpo.io import read_table
     from sgpo.profile import profile_outcomes, run_profile
+    from sgpo.runfiles import PROFILE_CONFIG_FILE
 
     _one_of_resume_and_overwrite(resume, overwrite)
     shard_index = _parse_shard(shard)  # before the model loads
+    if resume and config is None:  # the config the interrupted profile ran under, as train's
+        config = out / PROFILE_CONFIG_FILE
+        if not config.exists():
+            raise FileNotFoundError(
+                f"{config} not found: nothing to resume there (start the profile again as it "
+                "was started, without --resume, or pass its --config)"
+            )
     path = run_profile(
         _config(config, set_), out, resume=resume, overwrite=overwrite, shard=shard_index
     )

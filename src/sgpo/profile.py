@@ -31,7 +31,7 @@ from sgpo.engine import Completion, GenerationEngine, SamplingParams, stream_see
 from sgpo.errors import DataError
 from sgpo.io import atomic_write_text, prepare_out_dir, read_table, write_table
 from sgpo.models import load_policy, model_shape
-from sgpo.runfiles import PROFILE_CHUNKS_DIR
+from sgpo.runfiles import PROFILE_CHUNKS_DIR, PROFILE_CONFIG_FILE
 from sgpo.tasks import Query, TaskData, data_identity, load_task
 from sgpo.validate import check_prompt_lengths
 from sgpo.verify import Verifier
@@ -81,7 +81,7 @@ PROFILE_OUTPUTS = (
     "profile.parquet",
     "profile_samples.parquet",
     PROFILE_CHUNKS_DIR,
-    "profile_config.yaml",
+    PROFILE_CONFIG_FILE,
 )
 
 
@@ -153,7 +153,7 @@ def _run_profile(
         (out_dir / SAMPLES_FILE).unlink(missing_ok=True)
         shutil.rmtree(chunk_dir, ignore_errors=True)
     chunk_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_dir / "profile_config.yaml", dump_config(config))
+    atomic_write_text(out_dir / PROFILE_CONFIG_FILE, dump_config(config))
 
     size = config.profile.chunk_size
     chunks = [queries[i : i + size] for i in range(0, len(queries), size)]

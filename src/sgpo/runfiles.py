@@ -8,6 +8,7 @@ SUMMARY_FILE = "summary.json"
 CONFIG_FILE = "config.yaml"
 PLAN_FILE = "plan.parquet"
 PROFILE_CHUNKS_DIR = "profile_chunks"  # an unfinished profile's chunks
+PROFILE_CONFIG_FILE = "profile_config.yaml"  # the config a profile runs under
 HISTORY_FILE = "plan_history.parquet"  # online sgpo: every query's estimate at each re-plan
 STATE_DIR = "checkpoint"  # the latest resumable state
 OLD_STATE_DIR = ".checkpoint-old"  # the previous checkpoint while a new one is renamed in
