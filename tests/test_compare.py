@@ -764,10 +764,15 @@ def test_compare_reuses_a_finished_run_only_if_its_config_and_inputs_are_unchang
     summary = json.loads(summary_path.read_text())
     recorded = summary["inputs"]
     assert recorded["data"]["train"]["rows"] == 24 and recorded["model_sha256"]
+    assert recorded["verifier_code_sha256"]
     other = {"data": recorded["data"] | {"eval": {"rows": 9, "sha256": "0" * 64}}}
     for inputs, named in (
         (other, r"the eval data \(.*\) changed: 9 rows, sha256 000000000000 -> "),
         ({**recorded, "model_sha256": "f" * 64}, "the model's weights changed: sha256 ffff"),
+        (  # the verifier's module edited since (the task's own here)
+            {**recorded, "verifier_code_sha256": "e" * 64},
+            "the verifier's code changed: sha256 eeee",
+        ),
     ):
         summary_path.write_text(json.dumps(summary | {"inputs": {**recorded, **inputs}}))
         with pytest.raises(DataError, match=rf"{runs[1]}: .*other inputs.*{named}"):

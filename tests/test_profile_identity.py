@@ -86,6 +86,32 @@ def test_a_profile_resumed_without_its_config_reads_the_one_it_ran_under(tiny, t
     assert nothing.exit_code == 1 and "nothing to resume there" in nothing.stderr
 
 
+VERIFIER = "from sgpo.tasks.addition import verify\n\n\ndef score(response, reference):\n"
+
+
+def test_work_scored_by_a_verifier_is_not_continued_under_its_edited_code(tmp_path, monkeypatch):
+    module = tmp_path / "code" / "edited_checks.py"
+    module.parent.mkdir()
+    module.write_text(VERIFIER + "    return verify(response, reference)\n")
+    monkeypatch.syspath_prepend(str(module.parent))
+    config = with_overrides(tiny_config(tmp_path), **{"task.verifier": "edited_checks:score"})
+    out = tmp_path / "p"
+    with pytest.MonkeyPatch.context() as mp:
+        stop_profile_at_chunk(mp, 2, KeyboardInterrupt())
+        with pytest.raises(KeyboardInterrupt):
+            run_profile(config, out)
+    module.write_text(VERIFIER + "    return 1.0 - verify(response, reference)\n")
+    # its chunks were scored by the code before: not mixed with chunks scored by this one
+    with pytest.raises(DataError, match="made with other inputs.*verifier_code_sha256"):
+        run_profile(config, out, resume=True)
+    module.write_text(VERIFIER + "    return verify(response, reference)\n")
+    profile = run_profile(config, out, resume=True)
+    # nor is a plan made from a profile the verifier scored before its edit
+    module.write_text(VERIFIER + "    return 1.0 - verify(response, reference)\n")
+    with pytest.raises(DataError, match="profiled with other settings.*verifier_code_sha256"):
+        run_plan(config, profile, tmp_path / "plan")
+
+
 def test_merge_shards_made_with_other_batch_sizes(tiny, tmp_path):
     other = with_overrides(tiny.config, **{"sampling.batch_size": 3})
     shard1 = run_profile(other, tmp_path / "shard1", shard=(1, 2))

@@ -735,6 +735,27 @@ def test_resume_with_another_seed_names_the_seed_not_the_plan(
         run_train(other_seed, run, resume=True)
 
 
+def test_a_run_is_not_resumed_under_its_verifiers_edited_code(
+    tiny: SimpleNamespace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module = tmp_path / "code" / "resumed_checks.py"
+    module.parent.mkdir()
+    scores = "from sgpo.tasks.addition import verify\n\n\ndef score(response, reference):\n"
+    module.write_text(scores + "    return verify(response, reference)\n")
+    monkeypatch.syspath_prepend(str(module.parent))
+    tree = method_tree(tiny, "grpo", steps=2)
+    tree["task"]["verifier"] = "resumed_checks:score"
+    config = load_config(write_config(tmp_path / "config.yaml", tree))
+    run = tmp_path / "run"
+    with pytest.MonkeyPatch.context() as mp:
+        install_crash(mp, "after_log", 1)
+        with pytest.raises(Crash):
+            run_train(config, run)
+    module.write_text(scores + "    return 1.0 - verify(response, reference)\n")
+    with pytest.raises(DataError, match="made with other inputs .*verifier_code_sha256: '"):
+        run_train(config, run, resume=True)
+
+
 def test_resume_with_more_steps_records_them_and_refuses_fewer_than_done(
     tiny: SimpleNamespace, tmp_path: Path
 ) -> None:

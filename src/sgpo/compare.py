@@ -278,9 +278,10 @@ def input_changes(config: RunConfig, recorded: dict | None) -> list[str] | None:
     """How the data and model weights config names differ from those a run recorded in its
     summary.json ("inputs"); None when it recorded none."""
     from sgpo.models import model_source
-    from sgpo.rundir import weights_sha256
-    from sgpo.tasks import data_identity, load_task
+    from sgpo.rundir import VERIFIER_CODE_KEY, weights_sha256
+    from sgpo.tasks import data_identity, load_task, verifier_spec
     from sgpo.train_state import data_changes
+    from sgpo.verify import verifier_code_sha256
 
     if not isinstance(recorded, dict):
         return None
@@ -292,6 +293,13 @@ def input_changes(config: RunConfig, recorded: dict | None) -> list[str] | None:
             f"the model's weights changed: sha256 {str(recorded.get('model_sha256'))[:12]} -> "
             f"{str(weights)[:12]}"
         )
+    if VERIFIER_CODE_KEY in recorded:  # an older sgpo's run did not record it
+        code = verifier_code_sha256(verifier_spec(config.task))
+        if recorded[VERIFIER_CODE_KEY] != code:
+            changes.append(
+                f"the verifier's code changed: sha256 {str(recorded[VERIFIER_CODE_KEY])[:12]} -> "
+                f"{str(code)[:12]}"
+            )
     return changes
 
 

@@ -105,10 +105,14 @@ def run_profile(
 def profile_inputs(config: RunConfig) -> dict:
     """The inputs a profile's numbers depend on, recorded in its metadata ("inputs")."""
     from sgpo.models import model_source
+    from sgpo.tasks import verifier_spec
+    from sgpo.verify import verifier_code_sha256
 
     return {
         "inputs": rundir.run_fingerprint(
-            rundir.profile_config(config.model_dump(mode="json")), model_source(config)
+            rundir.profile_config(config.model_dump(mode="json")),
+            model_source(config),
+            verifier_code_sha256(verifier_spec(config.task)),
         )
     }
 

@@ -228,6 +228,14 @@ def differing_settings(
     other = other_weights(meta, expected_model)
     if other is not None:
         differ["model_sha256"] = other
+    if any(key in VERIFIER_SETTINGS for key in keys) and "task.verifier" not in differ:
+        from sgpo.tasks import verifier_spec
+        from sgpo.verify import verifier_code_sha256
+
+        recorded = (meta.get("inputs") or {}).get(rundir.VERIFIER_CODE_KEY)
+        code = verifier_code_sha256(verifier_spec(config.task)) if recorded else None
+        if code != recorded and recorded and code:  # the same verifier, edited since
+            differ[rundir.VERIFIER_CODE_KEY] = (recorded, code)
     return differ
 
 

@@ -301,9 +301,16 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def run_fingerprint(config_tree: dict, model_source: str) -> dict:
+VERIFIER_CODE_KEY = "verifier_code_sha256"  # verify.verifier_code_sha256 of the task's verifier
+
+
+def run_fingerprint(config_tree: dict, model_source: str, verifier_code: str | None) -> dict:
     """What a checkpoint or profile records about its inputs, for check_same_inputs."""
-    return {"config": config_fingerprint(config_tree), "model_sha256": weights_sha256(model_source)}
+    return {
+        "config": config_fingerprint(config_tree),
+        "model_sha256": weights_sha256(model_source),
+        VERIFIER_CODE_KEY: verifier_code,
+    }
 
 
 def first_of(items: list[str], shown: int = 8) -> str:
@@ -319,6 +326,8 @@ def check_same_inputs(where: Path, recorded: dict | None, current: dict) -> None
             f"{where}: records no fingerprint of its config and model, so a resume cannot be "
             "checked; start over with --overwrite"
         )
+    if VERIFIER_CODE_KEY not in recorded:  # recorded by an sgpo that did not hash it yet
+        current = {k: v for k, v in current.items() if k != VERIFIER_CODE_KEY}
     keys = differing_keys(recorded, current)
     if not keys:
         return
@@ -326,7 +335,7 @@ def check_same_inputs(where: Path, recorded: dict | None, current: dict) -> None
     shown = first_of([f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys])
     raise DataError(
         f"{where}: made with other inputs than this resume's: {shown}. Resume with the "
-        "same config and model, or start over with --overwrite"
+        "same config, model and verifier code, or start over with --overwrite"
     )
 
 

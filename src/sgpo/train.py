@@ -62,7 +62,7 @@ from sgpo.runfiles import (
     step_checkpoints_to_drop,
 )
 from sgpo.schedule import ScheduledQuery, build_scheduler
-from sgpo.tasks import Query, data_identity, load_task
+from sgpo.tasks import Query, data_identity, load_task, verifier_spec
 from sgpo.train_state import (
     check_same_inputs,
     refuse_resume_without_checkpoint,
@@ -71,6 +71,7 @@ from sgpo.train_state import (
 )
 from sgpo.update import PolicyUpdate
 from sgpo.validate import check_prompt_lengths
+from sgpo.verify import verifier_code_sha256
 from sgpo.wiring import make_engine, make_verifier, sampling_params
 
 log = logging.getLogger("sgpo.train")
@@ -102,7 +103,9 @@ class Trainer:
         # Config, initial weights and the data (train and eval queries): a resume needs all
         # three unchanged.
         self.fingerprint = rundir.run_fingerprint(
-            config.model_dump(mode="json"), self.initial_model
+            config.model_dump(mode="json"),
+            self.initial_model,
+            verifier_code_sha256(verifier_spec(config.task)),
         ) | {"data": data_identity(self.task)}
         # state.json of the checkpoint resumed, checked before the plan is read: a changed
         # setting (the seed, say) is named as itself, not as a plan that does not match
@@ -457,7 +460,9 @@ class Trainer:
             "model": self.initial_model,
             "task": self.task.source,
             # what `sgpo compare` checks before it reuses the run as this config's result
-            "inputs": {k: self.fingerprint[k] for k in ("model_sha256", "data")},
+            "inputs": {
+                k: self.fingerprint[k] for k in ("model_sha256", rundir.VERIFIER_CODE_KEY, "data")
+            },
             "seed": self.config.seed,
             "config": self.config.model_dump(mode="json"),
         }

@@ -30,7 +30,9 @@ from __future__ import annotations
 import contextlib
 import faulthandler
 import functools
+import hashlib
 import importlib
+import importlib.machinery
 import inspect
 import json
 import logging
@@ -83,6 +85,31 @@ def import_verifier(spec: str) -> VerifyFn:
     if not callable(fn):
         raise ValueError(f"verifier {spec!r} is not callable")
     return fn
+
+
+def verifier_code_sha256(spec: str) -> str | None:
+    """sha256 of the file that defines the verifier's module: an edited verifier scores
+    otherwise, so work it scored (a profile's chunks, a checkpoint's steps) is not continued
+    under it. Found without importing it (a worker isolation's untrusted code runs only
+    there; sgpo's own modules are imported); None when no file is found. What the module
+    imports is not covered."""
+    module_name = spec.partition(":")[0]
+    if module_name == "sgpo" or module_name.startswith("sgpo."):
+        origin = getattr(importlib.import_module(module_name), "__file__", None)
+    else:
+        found = None
+        locations: list[str] | None = [entry or os.getcwd() for entry in sys.path]
+        parts = module_name.split(".")
+        for depth in range(1, len(parts) + 1):
+            found = importlib.machinery.PathFinder.find_spec(".".join(parts[:depth]), locations)
+            if found is None:
+                break
+            locations = list(found.submodule_search_locations or [])
+        origin = found.origin if found is not None else None
+    if not origin or not os.path.isfile(origin):
+        return None
+    with open(origin, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
 
 
 class BadReward(ValueError):

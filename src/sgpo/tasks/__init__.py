@@ -93,6 +93,19 @@ def data_identity(data: TaskData) -> dict[str, dict[str, object]]:
     }
 
 
+def verifier_spec(task_cfg: TaskConfig) -> str:
+    """The verifier the task is scored with: task.verifier, else its kind's or preset's."""
+    if task_cfg.verifier:
+        return task_cfg.verifier
+    if task_cfg.kind == "addition":
+        from sgpo.tasks.addition import VERIFIER
+
+        return VERIFIER
+    from sgpo.tasks.files import PRESETS
+
+    return PRESETS[task_cfg.file.preset].verifier
+
+
 def load_task(task_cfg: TaskConfig, seed: int, require_eval: bool = True) -> TaskData:
     """The task's queries, checked; require_eval False for what reads only the training split
     (profile, plan, the verl export: a file task's eval split is then not read, and the
