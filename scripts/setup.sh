@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create or reuse .venv at the repository root and install sgpo into it.
-# torch goes first, pinned, so pip takes the CPU wheel instead of a CUDA build.
+# torch goes first, pinned (see SGPO_TORCH_INDEX_URL below for a CPU-only build on Linux).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -11,7 +11,10 @@ stamp="$venv/.sgpo-installed${extras:+-$extras}"
 want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     "$venv/bin/python" -m pip install -q --upgrade pip
-    "$venv/bin/python" -m pip install -q torch==2.13.0
+    # SGPO_TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu: the CPU build on Linux, whose
+    # PyPI wheel is the CUDA one
+    "$venv/bin/python" -m pip install -q torch==2.13.0 \
+        ${SGPO_TORCH_INDEX_URL:+--index-url "$SGPO_TORCH_INDEX_URL"}
     "$venv/bin/python" -m pip install -q -e ".${extras:+[$extras]}"
     echo "$want" > "$stamp"
 fi

@@ -994,6 +994,16 @@ def test_a_verifier_reward_is_checked_against_the_dataset_and_the_profile(
         # beside a format reward, which no profile scored with
         formatted = verifier_reward("sgpo.verifiers:exact_match")
         SGPOTrainer(model, [formatted, same], profiled, args, processing_class=tokenizer)
+    # a task's own verifier (the plan records task.verifier None): its kind's default counts
+    default = {"task.verifier": None, "task.kind": "addition"}
+    by_default = tmp_path / "by-default.parquet"
+    write_table(by_default, rows, meta | {"inputs": {"config": default}})
+    with pytest.warns(SgpoWarning, match=r"task.verifier='sgpo.verifiers:exact_match', profiled "):
+        SGPOTrainer(model, formatted, by_default, args, processing_class=tokenizer)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SgpoWarning)
+        addition = verifier_reward("sgpo.tasks.addition:verify")
+        SGPOTrainer(model, addition, by_default, args, processing_class=tokenizer)
 
     failing = verifier_reward("bad_verifiers:returns")
     trainer = SGPOTrainer(model, failing, plan_path, args, processing_class=tokenizer)

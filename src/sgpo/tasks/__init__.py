@@ -93,17 +93,21 @@ def data_identity(data: TaskData) -> dict[str, dict[str, object]]:
     }
 
 
-def verifier_spec(task_cfg: TaskConfig) -> str:
-    """The verifier the task is scored with: task.verifier, else its kind's or preset's."""
-    if task_cfg.verifier:
-        return task_cfg.verifier
-    if task_cfg.kind == "addition":
+def default_verifier(kind: str, preset: str | None) -> str:
+    """The verifier a task kind (a file task: its preset) is scored with by default."""
+    if kind == "addition":
         from sgpo.tasks.addition import VERIFIER
 
         return VERIFIER
     from sgpo.tasks.files import PRESETS
 
-    return PRESETS[task_cfg.file.preset].verifier
+    return PRESETS[preset or "plain"].verifier
+
+
+def verifier_spec(task_cfg: TaskConfig) -> str:
+    """The verifier the task is scored with: task.verifier, else its kind's or preset's."""
+    preset = task_cfg.file.preset if task_cfg.file is not None else None
+    return task_cfg.verifier or default_verifier(task_cfg.kind, preset)
 
 
 def load_task(task_cfg: TaskConfig, seed: int, require_eval: bool = True) -> TaskData:

@@ -99,7 +99,7 @@ from sgpo.profile_match import (
 )
 from sgpo.rundir import flatten
 from sgpo.schedule import OnlinePlanner
-from sgpo.tasks import Query
+from sgpo.tasks import Query, default_verifier
 from sgpo.trl.advantages import grouped_advantages
 from sgpo.trl.data import (
     GROUP_KEY,
@@ -1086,10 +1086,16 @@ def verifier_mismatches(meta: dict, rewards: list[VerifierReward]) -> list[str]:
     """How the sgpo verifiers among a run's rewards are set otherwise than the one the plan's
     profile scored with (task.verifier, its kwargs and reward range, as the plan records
     them), when none of them is set as it was (a format reward may stand beside it); a spec
-    the plan leaves to the task's default is not compared."""
+    the plan leaves to the task's default is that default (not compared for a plan that does
+    not record its task's kind)."""
     recorded = settings_of(profiled_settings(meta), VERIFIER_SETTINGS)
     if not recorded or not rewards:
         return []
+    config = (meta.get("inputs") or {}).get("config") or {}
+    if recorded.get("task.verifier") is None and "task.kind" in config:
+        recorded["task.verifier"] = default_verifier(
+            config["task.kind"], config.get("task.file.preset")
+        )
 
     def differences(reward: VerifierReward) -> list[str]:
         current = flatten(reward.settings())
