@@ -106,6 +106,24 @@ def test_resume_refuses_an_edited_eval_answer(root: Path) -> None:
     assert "train data" not in str(e.value) and "--overwrite" in str(e.value)
 
 
+def test_a_profile_resume_on_an_edited_training_file_says_so(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tiny_run import stop_profile_at_chunk
+
+    from sgpo.profile import run_profile
+
+    profiled = config(root, steps=1).model_copy(deep=True)
+    profiled.profile.chunk_size = 2
+    with pytest.MonkeyPatch.context() as mp:
+        stop_profile_at_chunk(mp, 2, KeyboardInterrupt())
+        with pytest.raises(KeyboardInterrupt):
+            run_profile(profiled, root / "profile")
+    write_jsonl(root / "train.jsonl", [TRAIN[0] | {"answer": "0"}, *TRAIN[1:]])
+    with pytest.raises(DataError, match=r"field 'task' \(the task's data files changed in content"):
+        run_profile(profiled, root / "profile", resume=True)
+
+
 def test_resume_with_the_same_data_continues(root: Path) -> None:
     assert resume(root)["steps"] == 2
 

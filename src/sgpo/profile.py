@@ -222,6 +222,8 @@ def profile_outcomes(rows: list[dict]) -> str:
 
 
 VERIFIER_COUNTS = ("verifier_errors", "verifier_timeouts")
+# What a differing metadata field of a chunk means to the user resuming it.
+FIELD_MEANINGS = {"task": "the task's data files changed in content, or its settings"}
 # Where the samples lie is not part of what the profile is (moved or merged, it is the same).
 SAMPLES_KEY = "samples_file"
 CHUNK_SIZE_KEY = "chunk_size"  # in a chunk's metadata only, to name a changed chunk size
@@ -232,7 +234,10 @@ def _read_chunk(
 ) -> tuple[list[dict], dict]:
     """A chunk an interrupted run of this same profile wrote."""
     chunk_rows, chunk_meta = rundir.read_chunk_table(path)
-    differ = [f"field '{key}'" for key in _identity_differences(chunk_meta, metadata)]
+    differ = [
+        f"field '{key}'" + (f" ({FIELD_MEANINGS[key]})" if key in FIELD_MEANINGS else "")
+        for key in _identity_differences(chunk_meta, metadata)
+    ]
     written_size = chunk_meta.get(CHUNK_SIZE_KEY)  # absent in chunks of an older sgpo
     if written_size not in (None, chunk_size):
         differ.append(
