@@ -135,6 +135,7 @@ def thinking(response: str, reference: str) -> float:
 
 
 def prints(response: str, reference: str) -> float:
-    """Prints as it scores (a verifier left with its debugging output)."""
+    """Prints as it scores (a verifier left with its debugging output), taking a while."""
     print(f"checking {response!r} against {reference!r}")
+    time.sleep(0.02)
     return float(response == reference)

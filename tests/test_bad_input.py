@@ -395,6 +395,16 @@ CASES = [
         "task.verifier: cannot import verifier 'no_such_module:score': ModuleNotFoundError: "
         "No module named 'no_such_module'",
     ),
+    Case(  # a mistyped built-in: named as the setting before anything is trained
+        "train-with-a-built-in-verifier-that-does-not-import",
+        lambda tmp, env: run_train(
+            load_config(env.config_path, ["train.method=grpo", "task.verifier=sgpo.verifier:math"]),
+            tmp,
+        ),
+        ConfigError,
+        "task.verifier: cannot import verifier 'sgpo.verifier:math': ModuleNotFoundError: "
+        "No module named 'sgpo.verifier'",
+    ),
     Case(
         "profile-with-a-verifier-that-fails-as-it-imports",  # not a traceback either
         lambda tmp, env: run_profile(

@@ -124,6 +124,33 @@ def test_a_profile_resume_on_an_edited_training_file_says_so(
         run_profile(profiled, root / "profile", resume=True)
 
 
+def test_a_profile_an_older_sgpo_interrupted_is_resumed(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tiny_run import stop_profile_at_chunk
+
+    from sgpo.io import read_table, write_table
+    from sgpo.profile import PROFILE_FILE, run_profile
+    from sgpo.rundir import VERIFIER_CODE_KEY
+
+    profiled = config(root, steps=1).model_copy(deep=True)
+    profiled.profile.chunk_size = 2
+    whole = run_profile(profiled, root / "whole")
+    with pytest.MonkeyPatch.context() as mp:
+        stop_profile_at_chunk(mp, 3, KeyboardInterrupt())
+        with pytest.raises(KeyboardInterrupt):
+            run_profile(profiled, root / "older")
+    # as the sgpo before wrote its chunks: no verifier code hash, the eval file in the task
+    for chunk in sorted((root / "older").glob("profile_chunks/chunk-*.parquet")):
+        rows, meta = read_table(chunk)
+        del meta["inputs"][VERIFIER_CODE_KEY]
+        meta["task"] = meta["task"].replace("eval=<not read>", "eval=eval.jsonl@sha256:01234567")
+        write_table(chunk, rows, meta)
+    resumed = run_profile(profiled, root / "older", resume=True)
+    assert read_table(resumed)[0] == read_table(whole)[0]
+    assert resumed.name == PROFILE_FILE
+
+
 def test_resume_with_the_same_data_continues(root: Path) -> None:
     assert resume(root)["steps"] == 2
 

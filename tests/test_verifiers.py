@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.util
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from sgpo import sandbox
+from sgpo.rundir import file_sha256
 from sgpo.verifiers import (
     choice_letter,
     exact_match,
@@ -24,7 +28,7 @@ from sgpo.verifiers import (
     multiple_choice,
     numeric,
 )
-from sgpo.verify import BadReference, Verifier
+from sgpo.verify import BadReference, Verifier, verifier_code_sha256
 
 TESTS_DIR = str(Path(__file__).parent)
 
@@ -554,6 +558,38 @@ def test_what_a_verifier_prints_goes_to_stderr(
     out, err = capfd.readouterr()
     assert out == ""  # a command's result on stdout stays a result
     assert ("checking '4' against '4'" in err) == (isolation != "sandbox")  # the sandbox's is shut
+
+
+def test_a_verifiers_code_is_found_where_an_editable_install_puts_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    package = tmp_path / "editable_checks"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "checks.py").write_text("def score(response, reference):\n    return 1.0\n")
+
+    class EditableFinder(importlib.abc.MetaPathFinder):  # as setuptools' _TopLevelFinder
+        def find_spec(self, name: str, path: object = None, target: object = None) -> object:
+            if name != package.name:
+                return None
+            return importlib.util.spec_from_file_location(
+                name, package / "__init__.py", submodule_search_locations=[str(package)]
+            )
+
+    monkeypatch.setattr(sys, "meta_path", [*sys.meta_path, EditableFinder()])
+    spec = "editable_checks.checks:score"
+    assert verifier_code_sha256(spec) == file_sha256(package / "checks.py")
+    assert "editable_checks" not in sys.modules  # found, not imported
+    assert verifier_code_sha256("sgpo.verifiers:numeric") is None  # sgpo's own: its version's
+
+
+def test_inline_calls_off_the_main_thread_leave_stdout_alone() -> None:
+    # sys.stdout is the process's: redirecting it from threads that overlap left it on stderr
+    v = Verifier("bad_verifiers:prints", timeout_s=5.0, isolation="inline")
+    stdout = sys.stdout
+    with ThreadPoolExecutor(4) as pool:
+        scores = list(pool.map(lambda i: v.score_one("4", "4", f"q{i}"), range(16)))
+    assert scores == [1.0] * 16 and sys.stdout is stdout
 
 
 def test_hanging_verifier_times_out_and_recovers(isolation: str) -> None:

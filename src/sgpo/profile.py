@@ -16,6 +16,7 @@ finished, reward), so that training can reuse a kept query's samples (train.reus
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 from collections.abc import Collection
 from dataclasses import asdict
@@ -324,8 +325,18 @@ def _identity(meta: dict) -> dict:
 
 
 def _identity_differences(meta: dict, other: dict) -> list[str]:
-    """The metadata fields in which two profiles are not the same run (sorted)."""
+    """The metadata fields in which two profiles are not the same run (sorted). What one of
+    them records and the other, from an older sgpo, does not is left out: the verifier's code
+    hash, and the eval split a profile no longer reads (its task source named it)."""
     a, b = _identity(meta), _identity(other)
+    code = rundir.VERIFIER_CODE_KEY
+    inputs = [x.get("inputs") for x in (a, b)]
+    if all(isinstance(i, dict) for i in inputs) and not all(code in i for i in inputs):
+        for x in (a, b):
+            x["inputs"] = {k: v for k, v in x["inputs"].items() if k != code}
+    for x in (a, b):
+        if isinstance(x.get("task"), str):
+            x["task"] = re.sub(r"\beval=[^,]*, ", "", x["task"])
     return sorted(key for key in a.keys() | b.keys() if a.get(key) != b.get(key))
 
 

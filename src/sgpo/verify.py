@@ -33,6 +33,7 @@ import functools
 import hashlib
 import importlib
 import importlib.machinery
+import importlib.util
 import inspect
 import json
 import logging
@@ -88,24 +89,27 @@ def import_verifier(spec: str) -> VerifyFn:
 
 
 def verifier_code_sha256(spec: str) -> str | None:
-    """sha256 of the file that defines the verifier's module: an edited verifier scores
+    """sha256 of the file that defines a user's verifier module: an edited verifier scores
     otherwise, so work it scored (a profile's chunks, a checkpoint's steps) is not continued
     under it. Found without importing it (a worker isolation's untrusted code runs only
-    there; sgpo's own modules are imported); None when no file is found. What the module
-    imports is not covered."""
+    there). None for sgpo's own verifiers (they change with sgpo's version, which would
+    refuse every profile made before an upgrade) and when no file is found (a verifier that
+    does not import is refused where it is built). What the module imports is not covered."""
     module_name = spec.partition(":")[0]
-    if module_name == "sgpo" or module_name.startswith("sgpo."):
-        origin = getattr(importlib.import_module(module_name), "__file__", None)
-    else:
-        found = None
-        locations: list[str] | None = [entry or os.getcwd() for entry in sys.path]
-        parts = module_name.split(".")
-        for depth in range(1, len(parts) + 1):
+    parts = module_name.split(".")
+    if parts[0] == "sgpo" or not all(parts):
+        return None
+    try:
+        # the top level through every finder (an editable install's too), without importing it
+        found = importlib.util.find_spec(parts[0])
+        for depth in range(2, len(parts) + 1):
+            if found is None or found.submodule_search_locations is None:
+                return None
+            locations = list(found.submodule_search_locations)
             found = importlib.machinery.PathFinder.find_spec(".".join(parts[:depth]), locations)
-            if found is None:
-                break
-            locations = list(found.submodule_search_locations or [])
-        origin = found.origin if found is not None else None
+    except (ImportError, ValueError):
+        return None
+    origin = found.origin if found is not None else None
     if not origin or not os.path.isfile(origin):
         return None
     with open(origin, "rb") as f:
@@ -331,13 +335,14 @@ class Verifier:
     def _inline_call(self, response: str, reference: str) -> object:
         assert self._fn is not None
         start = time.monotonic()
-        # what a verifier prints goes where the worker isolations send it, to stderr: not into
-        # a command's result on stdout (sgpo eval | jq)
-        with contextlib.redirect_stdout(sys.stderr):
-            if threading.current_thread() is not threading.main_thread():
-                # No signals off the main thread: not interrupted, only judged late below.
-                value = self._fn(response, reference, **self.kwargs)
-            else:
+        if threading.current_thread() is not threading.main_thread():
+            # No signals off the main thread: not interrupted, only judged late below. Its
+            # prints are left where they go: sys.stdout is the whole process's to redirect.
+            value = self._fn(response, reference, **self.kwargs)
+        else:
+            # what a verifier prints goes where the worker isolations send it, to stderr: not
+            # into a command's result on stdout (sgpo eval | jq)
+            with contextlib.redirect_stdout(sys.stderr):
                 value = self._alarmed_call(response, reference)
         if time.monotonic() - start > self.timeout_s:
             raise VerifierTimeout  # it swallowed the interrupt or sat in C code: a late answer
