@@ -154,22 +154,28 @@ def test_profile_refuses_another_dataset(tiny_model_dir: Path, tmp_path: Path) -
         run_plan(limited, tmp_path / "profile.parquet", tmp_path)
 
 
-def test_lora_trains_only_the_adapter(
-    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def lora_coin_flip_config(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch, **train: float
+) -> RunConfig:
+    """A LoRA grpo run (no plan needed) scored by a coin flip: each group's rewards are mixed,
+    so every step has non-zero advantages and really updates the adapter."""
     monkeypatch.syspath_prepend(str(Path(__file__).parent))  # for "bad_verifiers:coin_flip"
-    # grpo needs no plan; the coin-flip verifier gives each group mixed rewards, so every step
-    # has non-zero advantages and really updates the adapter.
-    config = make_config(
-        tiny_model_dir,
+    return make_config(
+        model_dir,
         model={"lora": {"r": 4, "alpha": 8, "target_modules": "all-linear"}},
         task={
             "kind": "file",
             "file": {"train": str(GSM8K_TRAIN), "eval": str(GSM8K_TEST), "preset": "gsm8k"},
             "verifier": "bad_verifiers:coin_flip",
         },
-        train={"method": "grpo", "group_size": 4, "rollout_budget": 8, "lr": 1e-2},
+        train={"method": "grpo", "group_size": 4, "rollout_budget": 8, **train},
     )
+
+
+def test_lora_trains_only_the_adapter(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = lora_coin_flip_config(tiny_model_dir, monkeypatch, lr=1e-2)
     base_files = {p.name: p.read_bytes() for p in tiny_model_dir.iterdir() if p.is_file()}
     trainer = Trainer(config, tmp_path)
     model = trainer.policy.model
@@ -546,17 +552,7 @@ def test_training_from_an_adapter_says_what_it_trains_and_hashes_what_it_is(
 def test_lora_passes_are_charged_at_the_size_they_run(
     tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.syspath_prepend(str(Path(__file__).parent))  # for "bad_verifiers:coin_flip"
-    config = make_config(
-        tiny_model_dir,
-        model={"lora": {"r": 4, "alpha": 8, "target_modules": "all-linear"}},
-        task={
-            "kind": "file",
-            "file": {"train": str(GSM8K_TRAIN), "eval": str(GSM8K_TEST), "preset": "gsm8k"},
-            "verifier": "bad_verifiers:coin_flip",
-        },
-        train={"method": "grpo", "group_size": 4, "rollout_budget": 8, "kl_coef": 0.1},
-    )
+    config = lora_coin_flip_config(tiny_model_dir, monkeypatch, kl_coef=0.1)
     trainer = Trainer(config, tmp_path)
     base = model_shape(load_policy(config).model)
     adapter = sum(p.numel() for n, p in trainer.policy.model.named_parameters() if "lora_" in n)
