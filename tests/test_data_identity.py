@@ -151,6 +151,27 @@ def test_a_profile_an_older_sgpo_interrupted_is_resumed(
     assert resumed.name == PROFILE_FILE
 
 
+def test_a_profile_resumes_under_another_eval_split(root: Path) -> None:
+    from tiny_run import stop_profile_at_chunk
+
+    from sgpo.io import read_table
+    from sgpo.profile import run_profile
+
+    profiled = config(root, steps=1).model_copy(deep=True)
+    profiled.profile.chunk_size = 2
+    whole = run_profile(profiled, root / "whole")
+    with pytest.MonkeyPatch.context() as mp:
+        stop_profile_at_chunk(mp, 3, KeyboardInterrupt())
+        with pytest.raises(KeyboardInterrupt):
+            run_profile(profiled, root / "p")
+    # a profile reads no eval split: another one (and a limit on it) leaves its chunks valid
+    other = profiled.model_copy(deep=True)
+    other.task.file.eval = str(write_jsonl(root / "other-eval.jsonl", EVAL[:1]))
+    other.task.file.limit_eval = 1
+    resumed = run_profile(other, root / "p", resume=True)
+    assert read_table(resumed)[0] == read_table(whole)[0]
+
+
 def test_resume_with_the_same_data_continues(root: Path) -> None:
     assert resume(root)["steps"] == 2
 

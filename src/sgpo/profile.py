@@ -336,7 +336,9 @@ def _identity_differences(meta: dict, other: dict) -> list[str]:
             x["inputs"] = {k: v for k, v in x["inputs"].items() if k != code}
     for x in (a, b):
         if isinstance(x.get("task"), str):
-            x["task"] = re.sub(r"\beval=[^,]*, ", "", x["task"])
+            x["task"] = re.sub(r"\beval=[^,]*, |, limit_eval=[^,)]*", "", x["task"])
+        if isinstance(x.get("inputs"), dict):
+            x["inputs"] = rundir.profile_read_inputs(x["inputs"])
     return sorted(key for key in a.keys() | b.keys() if a.get(key) != b.get(key))
 
 

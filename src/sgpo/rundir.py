@@ -349,6 +349,11 @@ def profile_config(config_tree: dict) -> dict:
     return {k: v for k, v in flat.items() if k == "seed" or k.startswith(PROFILE_SECTIONS[1:])}
 
 
+# The eval split's settings: recorded with a profile, which does not read them (a changed eval
+# file needs no new profile).
+PROFILE_UNREAD_KEYS = ("task.file.eval", "task.file.split_eval", "task.file.limit_eval")
+
+
 def check_profile_inputs(final: Path, chunk_dir: Path, inputs: dict) -> None:
     """Before a profile resume: the finished table or the first chunk must have been made from
     the same inputs (names the differing config keys, or model_sha256 for other weights)."""
@@ -356,7 +361,16 @@ def check_profile_inputs(final: Path, chunk_dir: Path, inputs: dict) -> None:
     for path in [final, *chunks[:1]]:
         if path.exists():
             _, meta = read_table(path) if path == final else read_chunk_table(path)
-            check_same_inputs(path, meta.get("inputs"), inputs["inputs"])
+            recorded, current = meta.get("inputs"), inputs["inputs"]
+            check_same_inputs(path, profile_read_inputs(recorded), profile_read_inputs(current))
+
+
+def profile_read_inputs(inputs: object) -> object:
+    """A profile's inputs without the config keys of what it does not read."""
+    if not isinstance(inputs, dict) or not isinstance(inputs.get("config"), dict):
+        return inputs
+    config = {k: v for k, v in inputs["config"].items() if k not in PROFILE_UNREAD_KEYS}
+    return inputs | {"config": config}
 
 
 def read_chunk_table(path: Path) -> tuple[list[dict], dict]:
