@@ -106,9 +106,9 @@ def test_resume_refuses_an_edited_eval_answer(root: Path) -> None:
     assert "train data" not in str(e.value) and "--overwrite" in str(e.value)
 
 
-def test_a_profile_resume_on_an_edited_training_file_says_so(
-    root: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def profile_interrupted(root: Path, out: str, at_chunk: int) -> RunConfig:
+    """The file task's config with chunks of 2 queries, and its profile into root/out stopped as
+    it started chunk at_chunk (the chunks before it written)."""
     from tiny_run import stop_profile_at_chunk
 
     from sgpo.profile import run_profile
@@ -116,30 +116,27 @@ def test_a_profile_resume_on_an_edited_training_file_says_so(
     profiled = config(root, steps=1).model_copy(deep=True)
     profiled.profile.chunk_size = 2
     with pytest.MonkeyPatch.context() as mp:
-        stop_profile_at_chunk(mp, 2, KeyboardInterrupt())
+        stop_profile_at_chunk(mp, at_chunk, KeyboardInterrupt())
         with pytest.raises(KeyboardInterrupt):
-            run_profile(profiled, root / "profile")
+            run_profile(profiled, root / out)
+    return profiled
+
+
+def test_a_profile_resume_on_an_edited_training_file_says_so(root: Path) -> None:
+    from sgpo.profile import run_profile
+
+    profiled = profile_interrupted(root, "profile", 2)
     write_jsonl(root / "train.jsonl", [TRAIN[0] | {"answer": "0"}, *TRAIN[1:]])
     with pytest.raises(DataError, match=r"field 'task' \(the task's data files changed in content"):
         run_profile(profiled, root / "profile", resume=True)
 
 
-def test_a_profile_an_older_sgpo_interrupted_is_resumed(
-    root: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from tiny_run import stop_profile_at_chunk
-
+def test_a_profile_an_older_sgpo_interrupted_is_resumed(root: Path) -> None:
     from sgpo.io import read_table, write_table
     from sgpo.profile import PROFILE_FILE, run_profile
     from sgpo.rundir import VERIFIER_CODE_KEY
 
-    profiled = config(root, steps=1).model_copy(deep=True)
-    profiled.profile.chunk_size = 2
-    whole = run_profile(profiled, root / "whole")
-    with pytest.MonkeyPatch.context() as mp:
-        stop_profile_at_chunk(mp, 3, KeyboardInterrupt())
-        with pytest.raises(KeyboardInterrupt):
-            run_profile(profiled, root / "older")
+    profiled = profile_interrupted(root, "older", 3)
     # as the sgpo before wrote its chunks: no verifier code hash, the eval file in the task
     for chunk in sorted((root / "older").glob("profile_chunks/chunk-*.parquet")):
         rows, meta = read_table(chunk)
@@ -147,29 +144,21 @@ def test_a_profile_an_older_sgpo_interrupted_is_resumed(
         meta["task"] = meta["task"].replace("eval=<not read>", "eval=eval.jsonl@sha256:01234567")
         write_table(chunk, rows, meta)
     resumed = run_profile(profiled, root / "older", resume=True)
-    assert read_table(resumed)[0] == read_table(whole)[0]
+    assert read_table(resumed)[0] == read_table(run_profile(profiled, root / "whole"))[0]
     assert resumed.name == PROFILE_FILE
 
 
 def test_a_profile_resumes_under_another_eval_split(root: Path) -> None:
-    from tiny_run import stop_profile_at_chunk
-
     from sgpo.io import read_table
     from sgpo.profile import run_profile
 
-    profiled = config(root, steps=1).model_copy(deep=True)
-    profiled.profile.chunk_size = 2
-    whole = run_profile(profiled, root / "whole")
-    with pytest.MonkeyPatch.context() as mp:
-        stop_profile_at_chunk(mp, 3, KeyboardInterrupt())
-        with pytest.raises(KeyboardInterrupt):
-            run_profile(profiled, root / "p")
+    profiled = profile_interrupted(root, "p", 3)
     # a profile reads no eval split: another one (and a limit on it) leaves its chunks valid
     other = profiled.model_copy(deep=True)
     other.task.file.eval = str(write_jsonl(root / "other-eval.jsonl", EVAL[:1]))
     other.task.file.limit_eval = 1
     resumed = run_profile(other, root / "p", resume=True)
-    assert read_table(resumed)[0] == read_table(whole)[0]
+    assert read_table(resumed)[0] == read_table(run_profile(profiled, root / "whole"))[0]
 
 
 def test_resume_with_the_same_data_continues(root: Path) -> None:
