@@ -329,16 +329,13 @@ def _identity_differences(meta: dict, other: dict) -> list[str]:
     them records and the other, from an older sgpo, does not is left out: the verifier's code
     hash, and the eval split a profile no longer reads (its task source named it)."""
     a, b = _identity(meta), _identity(other)
-    code = rundir.VERIFIER_CODE_KEY
-    inputs = [x.get("inputs") for x in (a, b)]
-    if all(isinstance(i, dict) for i in inputs) and not all(code in i for i in inputs):
-        for x in (a, b):
-            x["inputs"] = {k: v for k, v in x["inputs"].items() if k != code}
     for x in (a, b):
         if isinstance(x.get("task"), str):
             x["task"] = re.sub(r"\beval=[^,]*, |, limit_eval=[^,)]*", "", x["task"])
-        if isinstance(x.get("inputs"), dict):
-            x["inputs"] = rundir.profile_read_inputs(x["inputs"])
+    if isinstance(a.get("inputs"), dict) and isinstance(b.get("inputs"), dict):
+        a["inputs"], b["inputs"] = rundir.comparable_inputs(
+            rundir.profile_read_inputs(a["inputs"]), rundir.profile_read_inputs(b["inputs"])
+        )
     return sorted(key for key in a.keys() | b.keys() if a.get(key) != b.get(key))
 
 

@@ -234,7 +234,7 @@ def differing_settings(
 
         recorded = (meta.get("inputs") or {}).get(rundir.VERIFIER_CODE_KEY)
         code = verifier_code_sha256(verifier_spec(config.task)) if recorded else None
-        if code != recorded and recorded and code:  # the same verifier, edited since
+        if code and code != recorded:  # the same verifier, edited since
             differ[rundir.VERIFIER_CODE_KEY] = (recorded, code)
     return differ
 

@@ -313,6 +313,17 @@ def run_fingerprint(config_tree: dict, model_source: str, verifier_code: str | N
     }
 
 
+def comparable_inputs(recorded: dict, current: dict) -> tuple[dict, dict]:
+    """Two fingerprints' inputs as they compare: the verifier code's hash, which an sgpo before
+    it did not record, is left out of both unless both hold it."""
+    if VERIFIER_CODE_KEY in recorded and VERIFIER_CODE_KEY in current:
+        return recorded, current
+    return (
+        {k: v for k, v in recorded.items() if k != VERIFIER_CODE_KEY},
+        {k: v for k, v in current.items() if k != VERIFIER_CODE_KEY},
+    )
+
+
 def first_of(items: list[str], shown: int = 8) -> str:
     """Items joined by "; ", the first `shown` of them, then how many more there are."""
     more = f" (and {len(items) - shown} more)" if len(items) > shown else ""
@@ -326,8 +337,7 @@ def check_same_inputs(where: Path, recorded: dict | None, current: dict) -> None
             f"{where}: records no fingerprint of its config and model, so a resume cannot be "
             "checked; start over with --overwrite"
         )
-    if VERIFIER_CODE_KEY not in recorded:  # recorded by an sgpo that did not hash it yet
-        current = {k: v for k, v in current.items() if k != VERIFIER_CODE_KEY}
+    recorded, current = comparable_inputs(recorded, current)
     keys = differing_keys(recorded, current)
     if not keys:
         return

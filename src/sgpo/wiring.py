@@ -23,9 +23,10 @@ def sampling_params(config: RunConfig) -> SamplingParams:
 
 
 def make_verifier(config: RunConfig, task: TaskData) -> Verifier:
+    from sgpo.tasks import verifier_spec
     from sgpo.verify import Verifier
 
-    spec = config.task.verifier or task.default_verifier
+    spec = verifier_spec(config.task)
     try:
         verifier = Verifier(
             spec,

@@ -314,15 +314,9 @@ def export_for_config(
     # The config's verifier settings apply to the config's verifier, not to one given here.
     settings = cfg.task if verifier is None else None
     if verifier is None:
-        verifier = cfg.task.verifier
-    if verifier is None and cfg.task.kind == "addition":
-        from sgpo.tasks.addition import VERIFIER
+        from sgpo.tasks import verifier_spec
 
-        verifier = VERIFIER
-    elif verifier is None:
-        from sgpo.tasks import load_task
-
-        verifier = load_task(cfg.task, cfg.seed, require_eval=False).default_verifier
+        verifier = verifier_spec(cfg.task)
     if data_source is None:
         kind = cfg.task.kind
         data_source = "sgpo/addition" if kind == "addition" else f"sgpo/{cfg.task.file.preset}"
