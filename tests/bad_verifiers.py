@@ -1,5 +1,6 @@
 """Verifiers for the tests: misbehaving ones (raise, hang, reach for the network) and a
-deterministic coin flip that gives any group of distinct responses mixed rewards.
+deterministic coin flip that gives any group of distinct responses mixed rewards, and one that
+gives partial credit.
 
 Imported by module name ("bad_verifiers:raising"): pytest puts tests/ on sys.path, and a spawned
 verifier worker inherits sys.path (the tests also set PYTHONPATH for it).
@@ -122,6 +123,12 @@ def fixed_or_coin(response: str, reference: str) -> float:
     so a profile has p = 0, p = 1 and mixed queries."""
     kind = int(reference) % 3
     return 0.0 if kind == 0 else 1.0 if kind == 1 else coin_flip(response, reference)
+
+
+def graded(response: str, reference: str) -> float:
+    """Partial credit by the reference answer: 0 (0 mod 3), 0.7 (1 mod 3) or 1 (2 mod 3), so
+    that what a profile counts as solved depends on the success threshold."""
+    return (0.0, 0.7, 1.0)[int(reference) % 3]
 
 
 def never(response: str, reference: str) -> float:

@@ -13,7 +13,7 @@ from tiny_run import tiny_tree
 import sgpo.profile
 from sgpo.config import RunConfig
 from sgpo.core.flops import ModelShape, inference_flops
-from sgpo.core.rewards import is_correct
+from sgpo.core.rewards import CORRECT_THRESHOLD, is_correct
 from sgpo.errors import DataError
 from sgpo.io import read_table
 from sgpo.profile import SAMPLES_FILE, run_profile
@@ -66,7 +66,7 @@ def test_adaptive_rows_are_the_prefix_of_the_full_profile(profiles):
         drawn, every = ada_samples[row["query_id"]], full_samples[row["query_id"]]
         assert len(every) == K
         assert drawn == every[: len(drawn)]  # the same samples, same seeds, same rewards
-        outcomes = [is_correct(s["reward"]) for s in every]
+        outcomes = [is_correct(s["reward"], CORRECT_THRESHOLD) for s in every]
         # stop after the first round that has shown both outcomes, else draw all k
         both_at = next((n for n in range(ROUND, K, ROUND) if len(set(outcomes[:n])) == 2), K)
         assert row["k"] == len(drawn) == both_at
@@ -144,7 +144,7 @@ def test_first_success_profile_stops_at_the_first_correct_sample(profiles, tmp_p
     for row in rows:
         every, drawn = full_samples[row["query_id"]], drawn_samples[row["query_id"]]
         assert drawn == every[: len(drawn)]
-        outcomes = [is_correct(s["reward"]) for s in every]
+        outcomes = [is_correct(s["reward"], CORRECT_THRESHOLD) for s in every]
         first = outcomes.index(True) + 1 if True in outcomes else K
         assert row["k"] == first
         assert row["n_correct"] == (1 if True in outcomes else 0)
@@ -218,7 +218,7 @@ def test_a_full_share_of_a_first_success_profile_draws_all_k(profiles, tmp_path,
         if row["query_id"] in fully:
             assert (row["k"], row["n_correct"]) == (K, full_rows[row["query_id"]]["n_correct"])
         else:
-            outcomes = [is_correct(s["reward"]) for s in every]
+            outcomes = [is_correct(s["reward"], CORRECT_THRESHOLD) for s in every]
             assert row["k"] == (outcomes.index(True) + 1 if True in outcomes else K)
     # a first-success query that happens to be drawn fully is a full-profile row
     assert any(r["k"] == K and r["n_correct"] > 1 for r in rows if r["query_id"] in fully)

@@ -750,6 +750,20 @@ CLI_CASES = [
         1,
         "holds a run that is not a demo's (profile.parquet, no demo's side_by_side.png)",
     ),
+    *(
+        (  # the verifier is built before the model loads (minutes, for a large one)
+            f"{command}-names-a-mistyped-verifier-before-loading-the-model",
+            lambda tmp, env, command=command: [
+                command,
+                *("-c", str(env.config_path), "-o", str(tmp / "out")),
+                *("--set", "task.verifier=no_such_module:score"),
+                *("--set", f"model.name_or_path={tmp / 'no' / 'model'}"),
+            ],
+            2,
+            "task.verifier: cannot import verifier 'no_such_module:score'",
+        )
+        for command in ("profile", "train", "eval")
+    ),
     (
         "model-path-missing",
         lambda tmp, env: ["eval", "-c", str(env.config_path), "--model", str(tmp / "no" / "model")],

@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from sgpo.config import TaskConfig
 from sgpo.core.advantages import (
     LOSS_AGGREGATIONS,
     aggregate_loss,
@@ -37,6 +38,7 @@ from sgpo.core.online import (
     observe_streaks,
     visit_probability,
 )
+from sgpo.core.rewards import CORRECT_THRESHOLD, is_correct, rescale
 
 
 def test_advantages_for_mixed_group_sizes_match_hand_computation():
@@ -425,10 +427,24 @@ def test_first_visit_filter_uses_the_plans_thresholds_and_a_draw_per_query():
 
 
 def test_which_groups_extend_a_streak():
-    assert extends_streak([1.0, 1.0], "equal") and extends_streak([0.0, 0.0], "equal")
-    assert not extends_streak([0.0, 1.0], "equal")
-    assert extends_streak([1.0, 1.0], "solved")
-    assert not extends_streak([0.0, 0.0], "solved")  # unsolved: never skipped
-    assert not extends_streak([0.0, 1.0], "solved")
+    assert extends_streak([1.0, 1.0], "equal", 0.5) and extends_streak([0.0, 0.0], "equal", 0.5)
+    assert not extends_streak([0.0, 1.0], "equal", 0.5)
+    assert extends_streak([1.0, 1.0], "solved", 0.5)
+    assert not extends_streak([0.0, 0.0], "solved", 0.5)  # unsolved: never skipped
+    assert not extends_streak([0.0, 1.0], "solved", 0.5)
     with pytest.raises(ValueError, match="unknown history streak rule"):
-        extends_streak([1.0], "any")
+        extends_streak([1.0], "any", 0.5)
+    # partial credit: solved only from the task's success threshold up
+    assert extends_streak([0.8, 0.9], "solved", 0.5)
+    assert not extends_streak([0.8, 1.0], "solved", 1.0)
+
+
+def test_a_success_threshold_is_compared_on_the_rescaled_rewards():
+    assert is_correct(0.5, CORRECT_THRESHOLD) and not is_correct(0.49, CORRECT_THRESHOLD)
+    assert not is_correct(0.99, 1.0) and is_correct(1.0, 1.0)
+    # a verifier scoring on [-1, 3]: its 2.0 is rescaled to 0.75, the same as the threshold's
+    assert rescale(2.0, (-1.0, 3.0)) == 0.75
+    task = TaskConfig(verifier_reward_range=(-1.0, 3.0), success_threshold=2.0)
+    assert task.correct_threshold == 0.75
+    assert TaskConfig().correct_threshold == CORRECT_THRESHOLD == 0.5
+    assert TaskConfig(verifier_reward_range=(0.0, 10.0)).correct_threshold == 0.5  # the middle

@@ -140,6 +140,6 @@ def test_evaluation_shows_a_progress_bar_per_pass(capsys: pytest.CaptureFixture)
 
     score = {"score": lambda self, texts, answers, ids: [1.0] * len(texts)}
     verifier = type("Always", (), score | {"spec": "always", "stats": VerifierStats()})
-    evaluate(engine, verifier(), queries, SamplingParams(max_new_tokens=2), 1, True, 0)
+    evaluate(engine, verifier(), queries, SamplingParams(max_new_tokens=2), 1, True, 0, 0.5)
     err = capsys.readouterr().err
     assert "eval (greedy)" in err and "eval (sampled)" in err

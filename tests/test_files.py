@@ -12,7 +12,7 @@ import yaml
 
 from sgpo.config import FileTaskConfig, RunConfig, TaskConfig, dump_config, load_config
 from sgpo.errors import DataError
-from sgpo.tasks import load_task
+from sgpo.tasks import default_verifier, load_task
 from sgpo.tasks.files import load_file_task
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -47,7 +47,7 @@ def test_gsm8k_preset() -> None:
     assert answers[3] == "2500" and answers[10] == "3000"  # commas stripped
     assert answers[4] == "7.0" and answers[11] == "-6"
     assert data.eval[3].query_id == "gsm8k_test:3"
-    assert data.default_verifier == "sgpo.verifiers:math_verify"
+    assert default_verifier("file", "gsm8k") == "sgpo.verifiers:math_verify"
 
 
 def test_math_preset() -> None:
@@ -71,7 +71,7 @@ def test_math_preset() -> None:
     ]
     assert data.train[0].prompt.startswith("Compute $\\frac{1}{2}")
     assert data.eval == []  # a local train file and no eval source: no eval set
-    assert data.default_verifier == "sgpo.verifiers:math_verify"
+    assert default_verifier("file", "math") == "sgpo.verifiers:math_verify"
 
 
 def verl_rows(n: int, with_index: bool = True) -> list[dict]:
@@ -109,7 +109,7 @@ def test_verl_preset(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     assert [q.prompt for q in data.train][:2] == ["What is 0 + 0?", "What is 1 + 1?"]
     assert [q.answer for q in data.train] == ["0", "2", "4", "6", "8"]
     assert [q.query_id for q in data.eval] == ["test:0", "test:1"]  # no extra_info.index
-    assert data.default_verifier == "sgpo.verifiers:math_verify"
+    assert default_verifier("file", "verl") == "sgpo.verifiers:math_verify"
 
 
 def test_verl_numeric_ground_truth(tmp_path: Path) -> None:
@@ -150,7 +150,7 @@ def test_plain_csv_column_mapping() -> None:
     assert data.train[2].prompt == 'Say "hello, world" exactly.'
     assert data.train[2].answer == "hello, world"  # no comma stripping outside gsm8k
     assert [q.difficulty for q in data.train] == ["easy", "easy", "medium"]
-    assert data.default_verifier == "sgpo.verifiers:exact_match"
+    assert default_verifier("file", cfg.preset) == "sgpo.verifiers:exact_match"
 
 
 def test_csv_blank_lines_and_unnamed_columns_change_no_row(tmp_path: Path) -> None:

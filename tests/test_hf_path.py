@@ -23,7 +23,7 @@ from sgpo.models import load_policy, model_shape
 from sgpo.plan import run_plan
 from sgpo.profile import run_profile
 from sgpo.rundir import weights_sha256
-from sgpo.tasks import load_task
+from sgpo.tasks import load_task, verifier_spec
 from sgpo.train import Trainer, run_train
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -82,7 +82,7 @@ def make_config(model_dir: Path, **sections: dict) -> RunConfig:
 def test_profile_plan_train_eval(tiny_model_dir: Path, tmp_path: Path) -> None:
     config = make_config(tiny_model_dir)
     task = load_task(config.task, config.seed)
-    assert task.default_verifier == "sgpo.verifiers:math_verify"
+    assert verifier_spec(config.task) == "sgpo.verifiers:math_verify"
 
     policy = load_policy(config)
     rendered = policy.render(task.train[0].prompt)

@@ -100,7 +100,7 @@ def test_user_verifier_errors_still_score_zero() -> None:
 def test_check_references_names_file_row_and_field() -> None:
     queries = [Query("q:0", "1+1=", "2"), Query("q:1", "5+6=", "eleven")]
     evaluation = [Query("e:0", "2+2=", "4")]
-    task = TaskData(queries, evaluation, "x", "x", "data/train.jsonl", answer_field="final")
+    task = TaskData(queries, evaluation, "x", "data/train.jsonl", answer_field="final")
     for spec in ("sgpo.verifiers:numeric", "sgpo.verifiers:math_verify"):
         with pytest.raises(
             BadReference, match=r"data/train\.jsonl: row 1 \(id 'q:1'\): field 'final'"

@@ -14,6 +14,7 @@ from tiny_run import tiny_tree
 from sgpo.config import RunConfig, TrainConfig
 from sgpo.core.flops import logprob_flops, train_flops
 from sgpo.core.predict import CURRENCIES
+from sgpo.core.rewards import CORRECT_THRESHOLD
 from sgpo.io import read_jsonl
 from sgpo.metrics import rollout_record
 from sgpo.plan import read_plan, run_plan
@@ -50,7 +51,7 @@ def test_a_group_is_its_round_index_and_its_query(tmp_path: Path):
     assert len(indices) < len({(r.group, r.query.query_id) for r in generated})  # several rounds
     groups = group_members(generated)
     assert all(len({m.query.query_id for m in members}) == 1 for members in groups)
-    assert len(groups) == rollout_record(generated)["queries"]
+    assert len(groups) == rollout_record(generated, CORRECT_THRESHOLD)["queries"]
     assert sum(map(len, groups)) == len(generated)
 
 
@@ -73,7 +74,7 @@ def test_a_query_back_in_a_later_round_of_the_step_is_another_group(tmp_path: Pa
     trainer = Trainer(RunConfig.model_validate(tree), tmp_path / "wrap")
     for _ in range(3):
         generated, _ = trainer.collect()
-        record = rollout_record(generated)
+        record = rollout_record(generated, CORRECT_THRESHOLD)
         assert record["queries"] == len(generated) // 4 == len(group_members(generated))
         assert record["group_size_max"] == 4
         trainer.step += 1
@@ -192,7 +193,7 @@ def test_health_metrics(tmp_path: Path):
     stats = one_epoch.train_on(batch)
     # one epoch starts at the rollout policy: ratio 1 everywhere
     assert stats["clip_fraction"] == 0.0 and stats["approx_kl"] == 0.0
-    record = rollout_record(generated)
+    record = rollout_record(generated, CORRECT_THRESHOLD)
     cut = [r for r in generated if not r.completion.finished]
     assert record["truncated_fraction"] == len(cut) / len(generated)
     assert all(len(r.completion.response_ids) == 4 for r in cut)  # max_new_tokens
@@ -214,7 +215,7 @@ def test_pilot_then_commit_completes_and_trains_only_mixed_groups(tmp_path: Path
     assert sorted(map(id, batch)) == sorted(id(r) for g in committed for r in g)
     # refilled round by round until the batch reaches the budget; the last group is kept whole
     assert 24 <= len(batch) < 24 + 6
-    record = rollout_record(generated)
+    record = rollout_record(generated, CORRECT_THRESHOLD)
     assert record["informative_fraction"] == len(batch) / len(generated)
     # each group's outcome, pilots that stopped at 2 and completed groups of 6 alike
     outcomes = [[g[0].query.query_id, len(g), sum(r.reward == 1.0 for r in g)] for g in groups]
@@ -268,7 +269,7 @@ def test_grown_groups_stop_once_mixed_or_at_the_cap(tmp_path: Path):
     assert all(len(g) == 4 for g in capped)
     for g in mixed:  # it stopped at the first round that showed the second outcome
         assert len(g) in (2, 4) and len({r.reward for r in g[: len(g) - 2]}) <= 1
-    record = rollout_record(generated)
+    record = rollout_record(generated, CORRECT_THRESHOLD)
     assert record["informative_fraction"] == sum(map(len, mixed)) / len(generated)
 
 
@@ -434,7 +435,7 @@ def test_down_sampling_trains_the_most_varied_few_with_advantages_within_them(tm
         else:
             assert all(r.advantage == 0.0 for r in few)
     assert mixed  # the coin-flip verifier gives mixed groups
-    assert (rollout_record(generated)["rollouts"], len(batch)) == (36, 12)
+    assert (rollout_record(generated, CORRECT_THRESHOLD)["rollouts"], len(batch)) == (36, 12)
     stats = trainer.train_on(batch)
     assert stats["trained_rollouts"] == 2 * mixed and stats["batch_rollouts"] == 12
 

@@ -32,7 +32,7 @@ from sgpo.core.flops import logprob_flops, train_flops  # noqa: E402
 from sgpo.errors import DataError, SgpoWarning  # noqa: E402
 from sgpo.io import read_table, write_table  # noqa: E402
 from sgpo.models import model_shape, model_source  # noqa: E402
-from sgpo.rundir import weights_sha256  # noqa: E402
+from sgpo.rundir import VERIFIER_CODE_KEY, weights_sha256  # noqa: E402
 from sgpo.schedule import OnlinePlanner, QueryScheduler  # noqa: E402
 from sgpo.trl import (  # noqa: E402
     SGPOConfig,
@@ -44,6 +44,7 @@ from sgpo.trl import (  # noqa: E402
 )
 from sgpo.trl.advantages import grouped_advantages  # noqa: E402
 from sgpo.trl.data import GROUP_KEY, GroupOutcome, PlanRows, StepSchedule  # noqa: E402
+from sgpo.verify import verifier_code_sha256  # noqa: E402
 
 GROUP_SIZES = {"q0": 3, "q1": 2, "q2": 4, "q3": 2, "q4": 1}
 BATCH_ROWS = 6
@@ -1021,6 +1022,47 @@ def test_reestimation_with_several_reward_functions_asks_for_a_success_threshold
         warnings.simplefilter("error", SgpoWarning)
         make_trainer(model_dir, plan_path, tmp_path, rewards)  # no re-estimation: no success
         make_trainer(model_dir, plan_path, tmp_path, reestimate=True)  # one reward
+
+
+def test_a_verifier_edited_since_the_profile_is_warned_about(
+    model_dir: str, plan_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module = tmp_path / "code" / "my_checks.py"
+    module.parent.mkdir()
+    module.write_text("def score(response, reference):\n    return float(response == reference)\n")
+    monkeypatch.syspath_prepend(str(module.parent))
+    rows, meta = read_table(plan_path)
+    profiled = tmp_path / "profiled.parquet"
+    inputs = {"config": {"task.verifier": "my_checks:score"}}
+    inputs[VERIFIER_CODE_KEY] = verifier_code_sha256("my_checks:score")
+    write_table(profiled, rows, meta | {"inputs": inputs})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SgpoWarning)
+        make_trainer(model_dir, profiled, tmp_path, verifier_reward("my_checks:score"))
+    module.write_text("def score(response, reference):\n    return 1.0\n")
+    with pytest.warns(SgpoWarning, match="differs from the plan's profile") as caught:
+        make_trainer(model_dir, profiled, tmp_path, verifier_reward("my_checks:score"))
+    (message,) = [str(w.message) for w in caught if issubclass(w.category, SgpoWarning)]
+    assert "reward score: its verifier's code was edited since the profile (sha256 " in message
+
+
+def test_reestimation_at_another_success_threshold_than_the_profile_is_warned_about(
+    model_dir: str, plan_path: Path, tmp_path: Path
+) -> None:
+    rows, meta = read_table(plan_path)
+    graded = tmp_path / "graded.parquet"  # profiled counting only a full reward a success
+    scored = {"task.verifier": "sgpo.tasks.addition:verify", "task.success_threshold": 1.0}
+    write_table(graded, rows, meta | {"inputs": {"config": scored}})
+    reward = verifier_reward("sgpo.tasks.addition:verify")
+    with pytest.warns(SgpoWarning, match="differs from the plan's profile") as caught:
+        make_trainer(model_dir, graded, tmp_path, reward, reestimate=True)
+    (message,) = [str(w.message) for w in caught if issubclass(w.category, SgpoWarning)]
+    assert "success_threshold=0.5 counts other completions as successes than the profile, " \
+        "which counted a (rescaled) reward from 1.0 up" in message  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SgpoWarning)
+        make_trainer(model_dir, graded, tmp_path, reward, reestimate=True, success_threshold=1.0)
+        make_trainer(model_dir, graded, tmp_path, reward)  # no re-estimation: no success
 
 
 def test_a_run_unlike_the_plans_profile_is_warned_about(

@@ -369,16 +369,18 @@ def eval_(
 
 def _evaluate(cfg: RunConfig, model: str | None) -> dict:
     from sgpo.evaluate import evaluate
-    from sgpo.models import load_policy
+    from sgpo.models import load_policy, model_source
     from sgpo.rundir import weights_sha256
     from sgpo.tasks import load_task
     from sgpo.validate import check_prompt_lengths
     from sgpo.wiring import make_engine, make_verifier, sampling_params
 
     task = load_task(cfg.task, cfg.seed)
+    if model is None:
+        model_source(cfg)  # a model setting that cannot run this task is named first
+    verifier = make_verifier(cfg, task)  # before the model: a mistyped verifier named at once
     policy = load_policy(cfg, path=model)
     check_prompt_lengths(policy, task, cfg.sampling.max_new_tokens, train=False)
-    verifier = make_verifier(cfg, task)
     result = evaluate(
         make_engine(cfg, policy, "eval"),
         verifier,
@@ -387,6 +389,7 @@ def _evaluate(cfg: RunConfig, model: str | None) -> dict:
         cfg.eval.n_samples,
         cfg.eval.greedy,
         cfg.seed,
+        cfg.task.correct_threshold,
     )
     result |= {
         "model": policy.source,

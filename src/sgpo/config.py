@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from sgpo.core.online import history_settings_without_skip
+from sgpo.core.rewards import CORRECT_THRESHOLD, rescale
 from sgpo.errors import ConfigError, SgpoWarning
 from sgpo.yaml_dialect import QuotingDumper, UniqueKeyLoader, read_yaml_mapping
 
@@ -228,6 +229,11 @@ class TaskConfig(Strict):
     verifier_isolation: Literal["inline", "process", "sandbox"] = "inline"
     # [low, high] a verifier's rewards must lie in (rescaled to [0, 1]); others count as errors.
     verifier_reward_range: tuple[float, float] = (0.0, 1.0)
+    # The reward, in the verifier's own units, from which a response counts as a success (the
+    # profile's p_hat, training groups' outcomes, held-out accuracy); None = the middle of
+    # verifier_reward_range. E.g. 1.0 for a verifier returning the share of unit tests passed,
+    # so that only a program passing them all solves its query.
+    success_threshold: float | None = None
 
     @model_validator(mode="after")
     def _check(self) -> TaskConfig:
@@ -243,7 +249,21 @@ class TaskConfig(Strict):
             raise ValueError(
                 f"task.verifier_reward_range must be finite with low < high, got [{low}, {high}]"
             )
+        mark = self.success_threshold
+        if mark is not None and not (math.isfinite(mark) and low < mark <= high):
+            raise ValueError(
+                f"task.success_threshold must lie in task.verifier_reward_range's (low, high] = "
+                f"({low}, {high}], got {mark}: at low or below every response would count as a "
+                "success, above high none"
+            )
         return self
+
+    @property
+    def correct_threshold(self) -> float:
+        """success_threshold on the rescaled [0, 1] rewards sgpo compares (core.rewards)."""
+        if self.success_threshold is None:
+            return CORRECT_THRESHOLD
+        return rescale(self.success_threshold, self.verifier_reward_range)
 
 
 class SamplingConfig(Strict):

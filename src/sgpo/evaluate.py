@@ -28,8 +28,9 @@ def evaluate(
     n_samples: int,
     greedy: bool,
     seed: int,
+    threshold: float,
 ) -> dict:
-    """Accuracy of the engine's policy on queries (a response is correct by is_correct)."""
+    """Accuracy of the engine's policy on queries (a response is correct from threshold up)."""
     result: dict = {"eval_queries": len(queries)}
     before = verifier.stats.counts()
     buckets = [q.difficulty or "all" for q in queries]
@@ -46,7 +47,7 @@ def evaluate(
             [q.answer for q in queries],
             [q.query_id for q in queries],
         )
-        correct = [float(is_correct(s)) for s in scores]
+        correct = [float(is_correct(s, threshold)) for s in scores]
         result["eval_acc_greedy"] = sum(correct) / len(correct)
         result["eval_acc_greedy_by_bucket"] = bucket_means(correct, buckets)
     expanded = [p for p in prompts for _ in range(n_samples)]
@@ -57,9 +58,9 @@ def evaluate(
         [q.answer for q in queries for _ in range(n_samples)],
         [q.query_id for q in queries for _ in range(n_samples)],
     )
+    solved = [is_correct(s, threshold) for s in scores]
     per_query = [
-        sum(is_correct(s) for s in scores[i * n_samples : (i + 1) * n_samples]) / n_samples
-        for i in range(len(queries))
+        sum(solved[i * n_samples : (i + 1) * n_samples]) / n_samples for i in range(len(queries))
     ]
     verifier.stats.stop_if_every_call_failed(verifier.spec, before, "the held-out queries")
     result["eval_acc"] = sum(per_query) / len(per_query)

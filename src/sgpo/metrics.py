@@ -11,14 +11,15 @@ from sgpo.core.rewards import is_correct
 from sgpo.rollouts import Rollout
 
 
-def rollout_record(generated: list[Rollout]) -> dict:
-    """Group and response statistics of everything a step generated."""
+def rollout_record(generated: list[Rollout], threshold: float) -> dict:
+    """Group and response statistics of everything a step generated (a response is correct
+    from threshold up)."""
     keys: dict[tuple[int, int, str], int] = {}
     group_of = [keys.setdefault(r.group_key, len(keys)) for r in generated]
     sizes, correct = [0] * len(keys), [0] * len(keys)
     for g, r in zip(group_of, generated, strict=True):
         sizes[g] += 1
-        correct[g] += is_correct(r.reward)
+        correct[g] += is_correct(r.reward, threshold)
     live = informative_groups([r.advantage for r in generated], group_of)
     informative = sum(g in live for g in group_of)
     response_tokens = [len(r.completion.response_ids) for r in generated]

@@ -31,7 +31,7 @@ from sgpo.core.rewards import is_correct
 from sgpo.engine import Completion, GenerationEngine, SamplingParams, stream_seed
 from sgpo.errors import DataError
 from sgpo.io import atomic_write_text, prepare_out_dir, read_table, write_table
-from sgpo.models import load_policy, model_shape
+from sgpo.models import load_policy, model_shape, model_source
 from sgpo.runfiles import PROFILE_CHUNKS_DIR, PROFILE_CONFIG_FILE
 from sgpo.tasks import Query, TaskData, data_identity, load_task
 from sgpo.validate import check_prompt_lengths
@@ -105,7 +105,6 @@ def run_profile(
 
 def profile_inputs(config: RunConfig) -> dict:
     """The inputs a profile's numbers depend on, recorded in its metadata ("inputs")."""
-    from sgpo.models import model_source
     from sgpo.tasks import verifier_spec
     from sgpo.verify import verifier_code_sha256
 
@@ -134,10 +133,12 @@ def _run_profile(
         )
     task = load_task(config.task, config.seed, require_eval=False)
     queries = shard_queries(task.train, shard)
+    model_source(config)  # a model setting that cannot run this task is named first
+    # before the model, which can take minutes to load: a mistyped verifier is named at once
+    verifier = make_verifier(config, task)
     policy = load_policy(config)
     check_prompt_lengths(policy, task, config.sampling.max_new_tokens)
     engine = make_engine(config, policy, "profile")
-    verifier = make_verifier(config, task)
     shape = model_shape(policy.model)
     metadata = profile_metadata(config, task, policy.source, shape, shard) | profile_inputs(config)
     final = out_dir / PROFILE_FILE
@@ -279,6 +280,7 @@ def _profile_and_write_chunk(
         profile.k,
         (config.seed, "profile"),
         shape,
+        config.task.correct_threshold,
         adaptive_round=profile.adaptive_round if profile.adaptive else None,
         stop_at_first_success=profile.adaptive_stop == "first_success",
         in_full=in_full,
@@ -345,10 +347,10 @@ def drawn_fully(seed: int, query_id: str, share: float) -> bool:
     return share > 0 and stream_seed(seed, "full-profile", query_id) < share * 2**63
 
 
-def _settled(scores: list[float], stop_at_first_success: bool) -> bool:
+def _settled(scores: list[float], stop_at_first_success: bool, threshold: float) -> bool:
     """Whether an adaptive profile has drawn enough of a query: both outcomes shown, or with
     stop_at_first_success one correct sample."""
-    outcomes = {is_correct(s) for s in scores}
+    outcomes = {is_correct(s, threshold) for s in scores}
     return True in outcomes if stop_at_first_success else len(outcomes) == 2
 
 
@@ -360,6 +362,7 @@ def profile_chunk(
     k: int,
     stream: tuple,
     shape: ModelShape,
+    threshold: float,
     adaptive_round: int | None = None,
     stop_at_first_success: bool = False,
     in_full: Collection[str] = (),
@@ -369,7 +372,8 @@ def profile_chunk(
     or with adaptive_round, rounds of that many until the query has shown both outcomes (or,
     with stop_at_first_success, one success; at most k; the queries in_full names draw all
     k) -- always a prefix of the k, so adaptive and full profiles agree on every sample
-    both drew. keep_samples adds each row's samples (the profile_samples.parquet fields)."""
+    both drew. A sample is correct from threshold up (task.correct_threshold). keep_samples adds
+    each row's samples (the profile_samples.parquet fields)."""
     per_round = adaptive_round or k
     drawn: dict[str, list[Completion]] = {q.query_id: [] for q in queries}
     scores: dict[str, list[float]] = {q.query_id: [] for q in queries}
@@ -394,10 +398,14 @@ def profile_chunk(
             q
             for q in active
             if len(drawn[q.query_id]) < k
-            and (q.query_id in in_full or not _settled(scores[q.query_id], stop_at_first_success))
+            and (
+                q.query_id in in_full
+                or not _settled(scores[q.query_id], stop_at_first_success, threshold)
+            )
         ]
     return [
-        _profile_row(q, drawn[q.query_id], scores[q.query_id], shape, keep_samples) for q in queries
+        _profile_row(q, drawn[q.query_id], scores[q.query_id], shape, threshold, keep_samples)
+        for q in queries
     ]
 
 
@@ -406,10 +414,11 @@ def _profile_row(
     group: list[Completion],
     rewards: list[float],
     shape: ModelShape,
+    threshold: float,
     keep_samples: bool,
 ) -> dict:
     """One profile.parquet row: the query, its success rate over its samples, their cost."""
-    n, n_correct = len(group), sum(is_correct(s) for s in rewards)
+    n, n_correct = len(group), sum(is_correct(s, threshold) for s in rewards)
     row = {
         "query_id": query.query_id,
         "prompt": query.prompt,

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from sgpo import rundir
 from sgpo.config import RunConfig
+from sgpo.core.rewards import CORRECT_THRESHOLD, rescale
 from sgpo.errors import DataError
 
 if TYPE_CHECKING:
@@ -132,6 +133,7 @@ def check_profile_covers(
 VERIFIER_SETTINGS = ("task.verifier", "task.verifier_kwargs", "task.verifier_reward_range")
 SAMPLE_SETTINGS = (
     *VERIFIER_SETTINGS,
+    "task.success_threshold",  # which scores count as successes: n_correct and p_hat
     "model.use_chat_template",
     "model.system_prompt",
     "model.prompt_template",
@@ -170,6 +172,17 @@ def profiled_settings(meta: dict) -> dict:
     if "k" in meta:
         flat["profile.k"] = meta["k"]
     return settings_of(flat)
+
+
+def profiled_success_threshold(meta: dict) -> float:
+    """The rescaled reward from which the profile counted a sample correct (its
+    task.correct_threshold; the default for a profile that does not record its task)."""
+    profiled = profiled_settings(meta)
+    mark = profiled.get("task.success_threshold")
+    if mark is None:
+        return CORRECT_THRESHOLD
+    low, high = profiled.get("task.verifier_reward_range") or (0.0, 1.0)
+    return rescale(mark, (low, high))
 
 
 def check_profile_settings(

@@ -44,6 +44,7 @@ class Replanner:
             config.seed,
         )
         self.queries_by_id = queries_by_id
+        self.threshold = config.task.correct_threshold
         self.history_path = run_dir / HISTORY_FILE
         self.history: list[dict] = []
 
@@ -63,7 +64,7 @@ class Replanner:
     def observe(self, rollouts: list[Rollout]) -> None:
         """Every training group is a fresh measurement of its query's success rate."""
         for members in group_members(rollouts):
-            wins = sum(is_correct(m.reward) for m in members)
+            wins = sum(is_correct(m.reward, self.threshold) for m in members)
             self.planner.observe(members[0].query.query_id, wins, len(members) - wins)
 
     def _reprofile(self, step: int, measure: Measure) -> list[float]:

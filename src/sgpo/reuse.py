@@ -48,9 +48,10 @@ class ProfileReuse:
         self.used = set(state)
 
 
-def load_profile_reuse(plan_path: Path, plan_rows: list[PlanRow]) -> ProfileReuse:
+def load_profile_reuse(plan_path: Path, plan_rows: list[PlanRow], threshold: float) -> ProfileReuse:
     """The samples of the plan's kept queries, from the profile_samples.parquet its profile
-    recorded; refused unless they are that profile's (same run, same counts per query)."""
+    recorded; refused unless they are that profile's (same run, same counts per query, a sample
+    correct from threshold up)."""
     _, plan_meta = read_table(plan_path)
     location = plan_meta.get(SAMPLES_KEY)
     if location is None:
@@ -79,10 +80,11 @@ def load_profile_reuse(plan_path: Path, plan_rows: list[PlanRow]) -> ProfileReus
             samples[s["query_id"]].append(ProfileSample(completion, s["reward"]))
     for query_id, row in kept.items():
         drawn = samples[query_id]
-        if len(drawn) != row.k or sum(is_correct(s.reward) for s in drawn) != row.n_correct:
+        n_correct = sum(is_correct(s.reward, threshold) for s in drawn)
+        if len(drawn) != row.k or n_correct != row.n_correct:
             raise DataError(
                 f"{path}: query {query_id!r} has {len(drawn)} samples, "
-                f"{sum(is_correct(s.reward) for s in drawn)} correct; its plan row says "
+                f"{n_correct} correct; its plan row says "
                 f"k = {row.k}, n_correct = {row.n_correct}"
             )
     return ProfileReuse(samples)

@@ -58,6 +58,7 @@ def heldout_skill(model: str = "embedded") -> dict[str, float]:
             n_samples=math.ceil(SKILL_SAMPLES_PER_BUCKET / len(task.eval)),
             greedy=False,
             seed=SKILL_SEED,
+            threshold=config.task.correct_threshold,
         )
         skill[f"{d}-digit"] = round(result["eval_acc"], 4)
     return skill

@@ -89,6 +89,8 @@ class Trainer:
         self.task = load_task(config.task, config.seed)
         self.queries_by_id = {q.query_id: q for q in self.task.train}
         self.initial_model = model_source(config)
+        # before the model, which can take minutes to load: a mistyped verifier is named at once
+        self.verifier = make_verifier(config, self.task)
         if resume:  # as run_train did: a Trainer resumed directly must recover too
             checkpoint.recover(run_dir)
         self.resuming = resume and checkpoint.has_state(run_dir)
@@ -115,15 +117,15 @@ class Trainer:
         # The initial policy, loaded once: KL reference and behaviour policy of reused samples.
         reference = load_policy(config) if self.cfg.kl_coef > 0 or self.cfg.reuse_profile else None
         self.engine = make_engine(config, self.policy, "train")
-        self.verifier = make_verifier(config, self.task)
         self.shape = model_shape(self.policy.model)
         self.params = sampling_params(config)
+        self.threshold = config.task.correct_threshold  # from which a reward is a success
         self.plan_path = plan_path if self.cfg.uses_plan else None
         self.scheduler, plan_rows, profile_flops = build_scheduler(
             config, self.task.train, self.plan_path
         )
         self.reuse = (
-            load_profile_reuse(self.plan_path, plan_rows)
+            load_profile_reuse(self.plan_path, plan_rows, self.threshold)
             if self.cfg.reuse_profile and self.plan_path is not None
             else None
         )
@@ -193,7 +195,14 @@ class Trainer:
         """Profile rows of queries under the current policy (online re-profiling)."""
         k = self.cfg.online.reprofile_k
         rows = profile_chunk(
-            queries, self.engine, self.verifier, self.params, k, stream, self.shape
+            queries,
+            self.engine,
+            self.verifier,
+            self.params,
+            k,
+            stream,
+            self.shape,
+            self.config.task.correct_threshold,
         )
         self.generated_tokens += profile_tokens(rows)
         return rows
@@ -229,7 +238,9 @@ class Trainer:
                 [
                     (
                         members[0].query.query_id,
-                        extends_streak([m.reward for m in members], self.cfg.history_streak),
+                        extends_streak(
+                            [m.reward for m in members], self.cfg.history_streak, self.threshold
+                        ),
                     )
                     for members in groups
                 ]
@@ -239,7 +250,7 @@ class Trainer:
                 [
                     (
                         members[0].query.query_id,
-                        sum(is_correct(m.reward) for m in members),
+                        sum(is_correct(m.reward, self.threshold) for m in members),
                         len(members),
                     )
                     for members in groups
@@ -264,7 +275,7 @@ class Trainer:
         record = {
             "step": self.step,
             "epoch": self.scheduler.epoch,
-            **rollout_record(generated),
+            **rollout_record(generated, self.threshold),
             **reuse_record(generated),  # tokens_generated: fresh rollouts only
             "lr": lr,
             "nonfinite_skips": self.nonfinite_total,
@@ -288,6 +299,7 @@ class Trainer:
             cfg.n_samples,
             cfg.greedy,
             self.config.seed,
+            self.threshold,
         )
 
     @property

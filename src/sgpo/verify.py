@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from sgpo import sandbox
+from sgpo.core.rewards import rescale
 from sgpo.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -162,7 +163,7 @@ def check_reward(value: object, reward_range: tuple[float, float]) -> float:
     low, high = reward_range
     if not (math.isfinite(score) and low <= score <= high):
         raise BadReward(f"returned {score}, outside the reward range [{low}, {high}]")
-    return (score - low) / (high - low)
+    return rescale(score, reward_range)
 
 
 @dataclass

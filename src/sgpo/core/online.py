@@ -203,14 +203,19 @@ def epoch_visits(
     return visited or list(query_ids)
 
 
-def extends_streak(rewards: Sequence[float], rule: str) -> bool:
+def all_equal(rewards: Sequence[float]) -> bool:
+    """GRESO's streak rule: a group whose rewards are all equal (no advantage to learn from)."""
+    return len(set(rewards)) < 2
+
+
+def extends_streak(rewards: Sequence[float], rule: str, threshold: float) -> bool:
     """Whether a generated group extends its query's streak (train.history_streak): equal, its
-    rewards all equal (GRESO); solved, all correct, so a query training has not solved is never
-    skipped (an all-wrong group resets its streak as a mixed one does)."""
+    rewards all equal (GRESO); solved, all correct (from threshold up), so a query training has
+    not solved is never skipped (an all-wrong group resets its streak as a mixed one does)."""
     if rule == "solved":
-        return all(is_correct(r) for r in rewards)
+        return all(is_correct(r, threshold) for r in rewards)
     if rule == "equal":
-        return len(set(rewards)) < 2
+        return all_equal(rewards)
     raise ValueError(f"unknown history streak rule {rule!r}; choose equal or solved")
 
 

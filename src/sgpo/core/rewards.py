@@ -3,8 +3,17 @@ online re-estimation and evaluation."""
 
 from __future__ import annotations
 
-CORRECT_THRESHOLD = 0.5  # verifiers may return partial credit in [0, 1]
+# The default mark on rewards rescaled to [0, 1]: verifiers may return partial credit, and a
+# response counts as correct from the middle of the verifier's reward range up.
+CORRECT_THRESHOLD = 0.5
 
 
-def is_correct(score: float) -> bool:
-    return score >= CORRECT_THRESHOLD
+def rescale(score: float, reward_range: tuple[float, float]) -> float:
+    """score, in the verifier's own units on reward_range = [low, high], on [0, 1]."""
+    low, high = reward_range
+    return (score - low) / (high - low)
+
+
+def is_correct(score: float, threshold: float) -> bool:
+    """Whether a rescaled reward counts as correct (task.success_threshold, rescaled)."""
+    return score >= threshold

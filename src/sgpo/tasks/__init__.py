@@ -41,7 +41,6 @@ def row_label(source: str, row: int, line: int | None = None, query_id: str | No
 class TaskData:
     train: list[Query]
     eval: list[Query]
-    default_verifier: str  # import path "module:function"
     source: str  # what the queries came from, recorded in profile/plan for consistency checks
     # Where each split's rows come from, for messages naming file and row.
     train_label: str = "train queries"

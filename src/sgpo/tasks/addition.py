@@ -104,6 +104,5 @@ def make_addition_task(cfg: AdditionTaskConfig, seed: int) -> TaskData:
     return TaskData(
         train=make_split(cfg, "train", cfg.n_train, seed),
         eval=make_split(cfg, "eval", cfg.n_eval, seed),
-        default_verifier=VERIFIER,
         source=f"addition(digits={mix}, n_train={cfg.n_train}, n_eval={cfg.n_eval}, seed={seed})",
     )

@@ -558,7 +558,6 @@ def load_file_task(cfg: FileTaskConfig, with_eval: bool = True) -> TaskData:
     return TaskData(
         train=train,
         eval=evaluation,
-        default_verifier=PRESETS[cfg.preset].verifier,
         source=source,
         train_label=train_source.label,
         eval_label=eval_source.label if eval_source else "eval queries",

@@ -84,8 +84,8 @@ from sgpo.core.advantages import (
     max_variance_indices,
 )
 from sgpo.core.flops import PHASES, ModelShape, inference_flops, logprob_flops, train_flops
-from sgpo.core.online import extends_streak, history_settings_without_skip
-from sgpo.core.rewards import CORRECT_THRESHOLD
+from sgpo.core.online import all_equal, history_settings_without_skip
+from sgpo.core.rewards import CORRECT_THRESHOLD, is_correct
 from sgpo.errors import ConfigError, SgpoWarning
 from sgpo.io import atomic_write_json
 from sgpo.models import format_prompt, model_shape
@@ -94,10 +94,11 @@ from sgpo.profile_match import (
     VERIFIER_SETTINGS,
     other_weights,
     profiled_settings,
+    profiled_success_threshold,
     sampling_differences,
     settings_of,
 )
-from sgpo.rundir import flatten
+from sgpo.rundir import VERIFIER_CODE_KEY, flatten
 from sgpo.schedule import OnlinePlanner
 from sgpo.tasks import Query, default_verifier
 from sgpo.trl.advantages import grouped_advantages
@@ -113,6 +114,7 @@ from sgpo.trl.data import (
     plan_dataset,
 )
 from sgpo.trl.rewards import VerifierReward
+from sgpo.verify import verifier_code_sha256
 
 # Losses normalised by the generation batch's real tokens: padding rows (mask 0) drop out
 # exactly. The per-sequence means ("grpo", "sapo", "luspo") and "dr_grpo" divide by the number
@@ -451,6 +453,16 @@ class SGPOTrainer(GRPOTrainer):
                 f"(sha256 {other[1][:12]}, profiled {other[0][:12]})"
             )
         problems += verifier_mismatches(plan.meta, self._verifier_rewards)
+        profiled_mark = profiled_success_threshold(plan.meta)
+        sole_verifier = self._verifier_rewards == self.reward_funcs and not any(
+            w != 1 for w in self.args.reward_weights or []
+        )
+        if self.args.reestimate and sole_verifier and profiled_mark != self.args.success_threshold:
+            problems.append(
+                f"success_threshold={self.args.success_threshold} counts other completions as "
+                f"successes than the profile, which counted a (rescaled) reward from "
+                f"{profiled_mark} up (its task.success_threshold)"
+            )
         first = plan.kept[0].query
         row = train_dataset[self.plan_sampler.index_of[first.query_id]]
         seen, profiled = self._rendered(row["prompt"]), _profiled_prompt(plan.meta, first, self)
@@ -904,8 +916,8 @@ class SGPOTrainer(GRPOTrainer):
             members = (group_ids == group).nonzero().flatten().tolist()
             drawn = self._whole_groups.get(group, rewards[members])
             scored = [float(r) for r in drawn if not torch.isnan(r)]
-            wins = sum(r >= self.args.success_threshold for r in scored)
-            equal = extends_streak(scored, "equal")  # the streak rule sgpo's trainer uses
+            wins = sum(is_correct(r, self.args.success_threshold) for r in scored)
+            equal = all_equal(scored)  # the streak rule sgpo's trainer uses by default
             outcome = GroupOutcome(wins, len(scored) - wins, equal)
             outcomes[rows[members[0]][column]] = outcome
         replanned = self.schedule.observe(outcomes)
@@ -1097,15 +1109,24 @@ def verifier_mismatches(meta: dict, rewards: list[VerifierReward]) -> list[str]:
             config["task.kind"], config.get("task.file.preset")
         )
 
+    recorded_code = (meta.get("inputs") or {}).get(VERIFIER_CODE_KEY)
+
     def differences(reward: VerifierReward) -> list[str]:
         current = flatten(reward.settings())
-        return [
+        found = [
             f"reward {reward.__name__}: {key}={current.get(key)!r}, profiled with "
             f"{recorded.get(key)!r}"
             for key in sorted(set(recorded) | set(current))
             if recorded.get(key) != current.get(key)
             and not (key == "task.verifier" and recorded.get(key) is None)
         ]
+        code = verifier_code_sha256(reward.verifier.spec) if recorded_code else None
+        if not found and code and code != recorded_code:  # the same verifier, edited since
+            found.append(
+                f"reward {reward.__name__}: its verifier's code was edited since the profile "
+                f"(sha256 {code[:12]}, profiled {recorded_code[:12]})"
+            )
+        return found
 
     each = [differences(reward) for reward in rewards]
     return [] if any(not d for d in each) else each[0]

@@ -28,8 +28,8 @@ from collections.abc import Sequence
 from sgpo.core.online import (
     VISIT_FLOOR,
     adapt_explore,
+    all_equal,
     epoch_visits,
-    extends_streak,
     observe_streaks,
 )
 
@@ -136,7 +136,7 @@ class HistorySkip:
         if not groups:
             raise ValueError("a training step has at least one generated group")
         # GRESO's rule, as verl carries it (train.history_streak "solved" is not carried)
-        equal = [(query_id, extends_streak(rewards, "equal")) for query_id, rewards in groups]
+        equal = [(query_id, all_equal(rewards)) for query_id, rewards in groups]
         zero_share = observe_streaks(self.zero_streaks, equal)
         if self.target:
             self.explore = adapt_explore(self.explore, zero_share, self.target)

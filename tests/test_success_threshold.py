@@ -1,0 +1,92 @@
+"""task.success_threshold: the reward from which a response counts as a success, in the
+verifier's own units. With a partial-credit verifier (bad_verifiers:graded: 0, 0.7 or 1 by the
+reference) the profile's p_hat, the training groups' outcomes and held-out accuracy all follow
+it; a plan refuses a profile that counted successes otherwise."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from tiny_run import tiny_tree
+
+from sgpo.config import RunConfig, load_config
+from sgpo.errors import ConfigError, DataError
+from sgpo.io import read_jsonl, read_table
+from sgpo.plan import run_plan
+from sgpo.profile import run_profile
+from sgpo.profile_match import profiled_success_threshold
+from sgpo.tasks import load_task
+from sgpo.train import run_train
+
+GRADED = "bad_verifiers:graded"
+CREDIT = {0: 0.0, 1: 0.7, 2: 1.0}  # by reference answer mod 3
+
+
+def graded_config(root: Path, **task: object) -> RunConfig:
+    tree = tiny_tree(
+        root / "models",
+        task={"verifier": GRADED, "addition": {"n_train": 12, "n_eval": 12}} | task,
+        train={
+            "method": "grpo",
+            "steps": 1,
+            "rollout_budget": 48,  # every training query's group of 4
+            "eval_every": 1,
+            "checkpoint_every": 0,
+        },
+    )
+    return RunConfig.model_validate(tree)
+
+
+def credit_by_query(config: RunConfig) -> dict[str, float]:
+    task = load_task(config.task, config.seed)
+    return {q.query_id: CREDIT[int(q.answer) % 3] for q in task.train + task.eval}
+
+
+@pytest.mark.parametrize(("threshold", "solved_from"), [(None, 0.7), (1.0, 1.0), (0.6, 0.7)])
+def test_the_profile_counts_successes_from_the_threshold_up(tmp_path, threshold, solved_from):
+    config = graded_config(tmp_path, success_threshold=threshold)
+    credit = credit_by_query(config)
+    rows, meta = read_table(run_profile(config, tmp_path / "profile"))
+    assert {credit[r["query_id"]] for r in rows} == {0.0, 0.7, 1.0}  # every kind is there
+    for row in rows:
+        solved = credit[row["query_id"]] >= solved_from
+        assert row["n_correct"] == (row["k"] if solved else 0), row
+    assert profiled_success_threshold(meta) == (0.5 if threshold is None else threshold)
+
+
+def test_training_and_evaluation_count_successes_from_the_threshold_up(tmp_path):
+    config = graded_config(tmp_path, success_threshold=1.0)
+    credit = credit_by_query(config)
+    run_train(config, tmp_path / "run")
+    records = read_jsonl(tmp_path / "run" / "metrics.jsonl")
+    outcomes = [o for r in records for o in r.get("group_outcomes", [])]
+    assert {credit[q] for q, _, _ in outcomes} >= {0.7, 1.0}
+    for query_id, size, n_correct in outcomes:  # 0.7 is partial credit, not a success
+        assert n_correct == (size if credit[query_id] == 1.0 else 0)
+    task = load_task(config.task, config.seed)
+    solved = sum(credit[q.query_id] == 1.0 for q in task.eval) / len(task.eval)
+    assert 0 < solved < sum(credit[q.query_id] >= 0.7 for q in task.eval) / len(task.eval)
+    assert [r["eval_acc"] for r in records if "eval_acc" in r] == [solved, solved]
+
+
+def test_a_plan_refuses_a_profile_that_counted_successes_otherwise(tmp_path):
+    profile = run_profile(graded_config(tmp_path), tmp_path / "profile")
+    with pytest.raises(DataError, match=r"task.success_threshold: profile None, config 1.0"):
+        run_plan(graded_config(tmp_path, success_threshold=1.0), profile, tmp_path / "plan")
+
+
+@pytest.mark.parametrize("threshold", ["0.0", "-1", "1.5"])
+def test_a_threshold_outside_the_reward_range_is_a_config_error(threshold):
+    with pytest.raises(ConfigError, match=r"task.success_threshold must lie in .*\(0.0, 1.0\]"):
+        load_config(None, [f"task.success_threshold={threshold}"])
+
+
+def test_a_threshold_is_read_in_the_verifier_units_of_its_range():
+    config = load_config(None, ["task.verifier_reward_range=[-1, 3]", "task.success_threshold=2"])
+    assert config.task.correct_threshold == 0.75
+    meta = {
+        "inputs": {"config": {"task.verifier_reward_range": [-1, 3], "task.success_threshold": 2}}
+    }
+    assert profiled_success_threshold(meta) == 0.75
+    assert profiled_success_threshold({"k": 8}) == 0.5  # a profile that records no task
