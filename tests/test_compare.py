@@ -140,12 +140,15 @@ def test_methods_share_a_profile_only_when_it_is_drawn_the_same_way(tmp_path: Pa
     # a share drawn in full is another profile: its records differ
     shared = load_config(base, [*first_success, "profile.full_share=0.1"])
     assert profile_dir(shared, tmp_path) != profile_dir(plain, tmp_path)
-    # while unset the share is not part of the key, which is what it was before the share
-    # existed (compare directories made then keep their profiles)
+    # so is a success threshold
+    graded = load_config(base, [*first_success, "task.success_threshold=1.0"])
+    assert profile_dir(graded, tmp_path) != profile_dir(plain, tmp_path)
+    # while unset the share and the threshold are not part of the key, which is what it was
+    # before they existed (compare directories made then keep their profiles)
     spec = {
         "seed": plain.seed,
         "model": plain.model.model_dump(mode="json"),
-        "task": plain.task.model_dump(mode="json"),
+        "task": plain.task.model_dump(mode="json", exclude={"success_threshold"}),
         "sampling": plain.sampling.model_dump(mode="json"),
         "profile": plain.profile.model_dump(mode="json", exclude={"full_share"}),
     }

@@ -12,10 +12,11 @@ from tiny_run import tiny_tree
 
 from sgpo.config import RunConfig, load_config
 from sgpo.errors import ConfigError, DataError
-from sgpo.io import read_jsonl, read_table
+from sgpo.io import read_jsonl, read_table, write_table
 from sgpo.plan import run_plan
-from sgpo.profile import run_profile
+from sgpo.profile import merge_profiles, run_profile
 from sgpo.profile_match import profiled_success_threshold
+from sgpo.rollouts import pilot_ends_group
 from sgpo.tasks import load_task
 from sgpo.train import run_train
 
@@ -90,3 +91,50 @@ def test_a_threshold_is_read_in_the_verifier_units_of_its_range():
     }
     assert profiled_success_threshold(meta) == 0.75
     assert profiled_success_threshold({"k": 8}) == 0.5  # a profile that records no task
+
+
+def test_a_profile_with_no_success_names_the_threshold(tmp_path, caplog):
+    # graded's best, 1.0, is half of [0, 2]: never a success at 2
+    config = graded_config(tmp_path, verifier_reward_range=[0.0, 2.0], success_threshold=2.0)
+    with caplog.at_level("WARNING", logger="sgpo.profile"):
+        rows, _ = read_table(run_profile(config, tmp_path / "profile"))
+    assert not any(r["n_correct"] for r in rows)
+    assert "scored none of the 48 samples correct (a reward of at least " in caplog.text
+    assert "task.success_threshold=2.0)" in caplog.text
+
+
+def test_the_default_value_given_explicitly_is_the_default():
+    # so that a profile made with either serves both
+    assert load_config(None, ["task.success_threshold=0.5"]).task.success_threshold is None
+    doubled = ["task.verifier_reward_range=[0, 2]", "task.success_threshold=1"]
+    assert load_config(None, doubled).task.success_threshold is None
+
+
+def test_a_pilot_ends_all_solved_from_the_threshold_up():
+    assert pilot_ends_group({0.7}, "all-solved", 0.5)
+    assert not pilot_ends_group({0.7}, "all-solved", 1.0)
+    assert pilot_ends_group({1.0}, "all-solved", 1.0)
+    assert not pilot_ends_group({0.7, 1.0}, "all-solved", 0.5)  # varied rewards: informative
+    assert pilot_ends_group({0.0}, "all-equal", 0.5)
+
+
+def test_a_profile_from_before_the_setting_is_resumed_and_merged(tmp_path):
+    config = graded_config(tmp_path)
+    whole = run_profile(config, tmp_path / "whole")
+    shards = [run_profile(config, tmp_path / f"shard{i}", shard=(i, 2)) for i in range(2)]
+
+    def as_before_the_setting(path: Path) -> None:
+        rows, meta = read_table(path)
+        recorded = meta["inputs"]["config"]
+        assert recorded.pop("task.success_threshold") is None
+        write_table(path, rows, meta)
+
+    for path in (whole, shards[0]):
+        as_before_the_setting(path)
+    assert run_profile(config, tmp_path / "whole", resume=True) == whole  # nothing to redo
+    merged = merge_profiles(shards, tmp_path / "merged")
+    assert read_table(merged)[0] == read_table(whole)[0]
+    # a profile at another threshold is still another run
+    other = graded_config(tmp_path, success_threshold=1.0)
+    with pytest.raises(DataError, match="other inputs.*task.success_threshold: None -> 1.0"):
+        run_profile(other, tmp_path / "whole", resume=True)

@@ -1046,7 +1046,7 @@ def test_a_verifier_edited_since_the_profile_is_warned_about(
     assert "reward score: its verifier's code was edited since the profile (sha256 " in message
 
 
-def test_reestimation_at_another_success_threshold_than_the_profile_is_warned_about(
+def test_reestimation_counts_successes_as_the_profile_did_or_warns(
     model_dir: str, plan_path: Path, tmp_path: Path
 ) -> None:
     rows, meta = read_table(plan_path)
@@ -1055,7 +1055,7 @@ def test_reestimation_at_another_success_threshold_than_the_profile_is_warned_ab
     write_table(graded, rows, meta | {"inputs": {"config": scored}})
     reward = verifier_reward("sgpo.tasks.addition:verify")
     with pytest.warns(SgpoWarning, match="differs from the plan's profile") as caught:
-        make_trainer(model_dir, graded, tmp_path, reward, reestimate=True)
+        make_trainer(model_dir, graded, tmp_path, reward, reestimate=True, success_threshold=0.5)
     (message,) = [str(w.message) for w in caught if issubclass(w.category, SgpoWarning)]
     assert "success_threshold=0.5 counts other completions as successes than the profile, " \
         "which counted a (rescaled) reward from 1.0 up" in message  # fmt: skip
@@ -1063,6 +1063,10 @@ def test_reestimation_at_another_success_threshold_than_the_profile_is_warned_ab
         warnings.simplefilter("error", SgpoWarning)
         make_trainer(model_dir, graded, tmp_path, reward, reestimate=True, success_threshold=1.0)
         make_trainer(model_dir, graded, tmp_path, reward)  # no re-estimation: no success
+        # unset, it is the profile's
+        adopted = make_trainer(model_dir, graded, tmp_path, reward, reestimate=True)
+    assert adopted.success_threshold == 1.0
+    assert make_trainer(model_dir, plan_path, tmp_path, reestimate=True).success_threshold == 0.5
 
 
 def test_a_run_unlike_the_plans_profile_is_warned_about(

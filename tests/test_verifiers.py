@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import importlib.abc
 import importlib.util
 import os
@@ -14,8 +15,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from tiny_run import tiny_tree
 
 from sgpo import sandbox
+from sgpo.config import RunConfig
+from sgpo.errors import ConfigError
+from sgpo.profile import run_profile
 from sgpo.rundir import file_sha256
 from sgpo.verifiers import (
     choice_letter,
@@ -675,6 +680,39 @@ def test_os_exit_kills_only_the_worker(worker_isolation: str) -> None:
         v.close()
     assert v.stats.errors == 1
     assert "worker died" in v.stats.logged[0]
+
+
+def verifier_workers() -> set[int]:
+    """This process's verifier_worker children (a sandboxed one's bwrap parent included)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):  # ended while read
+            continue
+        if ppid == os.getpid() and b"sgpo.verifier_worker" in cmdline:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def test_a_worker_never_closed_ends_with_its_verifier(
+    worker_isolation: str, tmp_path: Path
+) -> None:
+    before = verifier_workers()
+    v = Verifier("bad_verifiers:coin_flip", timeout_s=2.0, isolation=worker_isolation)
+    v.score(["a"], ["1"], ["q"])
+    assert len(verifier_workers() - before) == 1
+    del v  # not closed: a run that failed before it closed its verifier
+    gc.collect()
+    assert verifier_workers() - before == set()
+    # as when a profile's model does not load after its verifier was built
+    tree = tiny_tree(tmp_path / "models", task={"verifier_isolation": worker_isolation})
+    tree["model"]["name_or_path"] = str(tmp_path / "no" / "model")
+    with pytest.raises(ConfigError, match="no such directory"):
+        run_profile(RunConfig.model_validate(tree), tmp_path / "profile")
+    gc.collect()
+    assert verifier_workers() - before == set()
 
 
 # ----------------------------------------------------------------------------- rewards (13.7)

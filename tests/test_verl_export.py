@@ -108,6 +108,7 @@ def test_export_keeps_only_kept_queries_in_curriculum_order_with_their_group_siz
         "verifier_timeout_s": None,
         "verifier_isolation": None,
         "verifier_reward_range": None,
+        "success_threshold": None,
     }
     assert [r["extra_info"]["index"] for r in rows] == list(range(len(rows)))
     assert stored["plan"] == meta
@@ -272,6 +273,26 @@ def test_compute_score_rescales_the_exported_reward_range(tmp_path, monkeypatch)
     scored = reward.compute_score("sgpo/x", "7", "7", info)
     assert (scored["score"], scored["verifier_error"]) == (0.0, 0.0)
     assert reward.compute_score("sgpo/x", "7", "8", info)["score"] == 0.5
+
+
+def test_compute_score_counts_a_success_from_the_exported_threshold(tmp_path, monkeypatch):
+    """acc is sgpo's held-out accuracy: a success from task.success_threshold up (0.5 by
+    default), while score stays the verifier's partial credit."""
+    monkeypatch.delenv("SGPO_VERIFIER_ISOLATION", raising=False)
+    write_plan(tmp_path / "plan.parquet", fake_plan(), {"task": builtin_task()})
+    args = ["export", "--plan", str(tmp_path / "plan.parquet"), "--out", str(tmp_path / "t.pq")]
+    verifier = ["--set", "task.verifier=test_verl_export:scaled_verifier"]
+    verifier += ["--set", "task.verifier_kwargs.scale=0.7"]
+    for threshold, acc in ((None, 1.0), (0.9, 0.0), (0.7, 1.0)):
+        mark = [] if threshold is None else ["--set", f"task.success_threshold={threshold}"]
+        result = CliRunner().invoke(verl_app, [*args, *verifier, *mark])
+        assert result.exit_code == 0, result.output
+        rows, meta = read_table(tmp_path / "t.pq")
+        info = rows[0]["extra_info"]
+        assert info["success_threshold"] == meta["export"]["success_threshold"] == threshold
+        scored = reward.compute_score("sgpo/x", "7", "7", info)
+        assert (scored["score"], scored["acc"]) == (0.7, acc)
+        assert "NOT applied" not in result.output
 
 
 def test_verifier_spec_precedence(monkeypatch):

@@ -160,6 +160,14 @@ def method_config(
     return load_config(base, [*cfg.overrides, *cfg.methods[method], f"seed={seed}", *extra])
 
 
+def _keyed(section: BaseModel, added: str) -> dict:
+    """A config section as part of a profile's key, with a setting added since left out while
+    it holds its default, so that profiles keyed before it existed are found again."""
+    value = getattr(section, added)
+    unset = value == type(section).model_fields[added].default
+    return section.model_dump(mode="json", exclude={added}) | ({} if unset else {added: value})
+
+
 def profile_dir(config: RunConfig, root: Path) -> Path:
     """Methods that profile the same model on the same data the same way share one profile."""
     import hashlib
@@ -168,11 +176,9 @@ def profile_dir(config: RunConfig, root: Path) -> Path:
     spec = {
         "seed": config.seed,
         "model": config.model.model_dump(mode="json"),
-        "task": config.task.model_dump(mode="json"),
+        "task": _keyed(config.task, "success_threshold"),
         "sampling": config.sampling.model_dump(mode="json"),
-        # full_share left out while unset, so profiles keyed before it existed are found again
-        "profile": config.profile.model_dump(mode="json", exclude={"full_share"})
-        | ({"full_share": config.profile.full_share} if config.profile.full_share else {}),
+        "profile": _keyed(config.profile, "full_share"),
     }
     digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
     return root / f"seed-{config.seed}-{digest}"

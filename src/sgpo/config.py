@@ -256,6 +256,9 @@ class TaskConfig(Strict):
                 f"({low}, {high}], got {mark}: at low or below every response would count as a "
                 "success, above high none"
             )
+        if mark is not None and rescale(mark, (low, high)) == CORRECT_THRESHOLD:
+            # the default's own value is the default: a profile made at either serves both
+            self.success_threshold = None
         return self
 
     @property
@@ -411,9 +414,9 @@ class TrainConfig(Strict):
     filter_groups: bool = False
     refill_max_rounds: int = Field(4, ge=1)
     # Pilot, then commit (0 = off; needs filter_groups): generate each query's first
-    # pilot_size responses; a pilot with all rewards equal (pilot_ends all-equal) or all
-    # solved (all-solved: training drifts queries towards solved) ends its group, the others
-    # are completed to G.
+    # pilot_size responses; a pilot with all rewards equal (pilot_ends all-equal) or all equal
+    # and solved (all-solved, task.success_threshold: training drifts queries towards solved)
+    # ends its group, the others are completed to G.
     pilot_size: int = Field(0, ge=0)
     pilot_ends: Literal["all-equal", "all-solved"] = "all-equal"
     # Grow until mixed (0 = off; Reinforce-Ada's adaptive sampling, beyond the paper): a group

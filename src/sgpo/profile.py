@@ -197,12 +197,14 @@ def _run_profile(
             counts["verifier_timeouts"],
         )
     if rows and not any(r["n_correct"] for r in rows):
+        mark = config.task.success_threshold
         log.warning(
-            "%s: verifier %s scored none of the %d samples correct: check that it reads this "
+            "%s: verifier %s scored none of the %d samples correct%s: check that it reads this "
             "model's answers (the responses are in %s) before planning on this profile",
             final,
             verifier.spec,
             n_samples,
+            "" if mark is None else f" (a reward of at least task.success_threshold={mark})",
             SAMPLES_FILE,
         )
     samples = [{"query_id": r["query_id"], **s} for r in rows for s in r.pop("samples")]

@@ -23,6 +23,7 @@ from sgpo.core.advantages import (
     stratum_weights,
 )
 from sgpo.core.flops import ModelShape, inference_flops
+from sgpo.core.rewards import is_correct
 from sgpo.engine import Completion, GenerationEngine, SamplingParams, stream_seed
 from sgpo.models import Policy
 from sgpo.schedule import ScheduledQuery
@@ -67,12 +68,12 @@ def mixed_groups(batch: list[Rollout]) -> list[Rollout]:
     return [m for members in mixed for m in members]
 
 
-def pilot_ends_group(rewards: set[float], rule: str) -> bool:
-    """all-equal: the pilot showed one outcome only; all-solved: every pilot response got the
-    full reward (the query drifted to solved; an all-wrong pilot of a hard query goes on)."""
+def pilot_ends_group(rewards: set[float], rule: str, threshold: float) -> bool:
+    """all-equal: the pilot's rewards are all equal; all-solved: all equal and a success (from
+    threshold up: the query drifted to solved; an all-wrong pilot of a hard query goes on)."""
     if len(rewards) > 1:
         return False
-    return rule == "all-equal" or rewards == {1.0}
+    return rule == "all-equal" or all(is_correct(r, threshold) for r in rewards)
 
 
 def rollout_flops(shape: ModelShape, rollouts: list[Rollout]) -> list[float]:
@@ -182,7 +183,10 @@ class RolloutCollector:
         rest = [
             (gi, sq.query, range(cfg.pilot_size, sq.group_size))
             for gi, sq in enumerate(scheduled)
-            if sq.group_size > cfg.pilot_size and not pilot_ends_group(rewards[gi], cfg.pilot_ends)
+            if sq.group_size > cfg.pilot_size
+            and not pilot_ends_group(
+                rewards[gi], cfg.pilot_ends, self.config.task.correct_threshold
+            )
         ]
         return self._with_advantages(pilots + self._sample(rest, step, round_index))
 

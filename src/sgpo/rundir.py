@@ -315,12 +315,25 @@ def run_fingerprint(config_tree: dict, model_source: str, verifier_code: str | N
 
 def comparable_inputs(recorded: dict, current: dict) -> tuple[dict, dict]:
     """Two fingerprints' inputs as they compare: the verifier code's hash, which an sgpo before
-    it did not record, is left out of both unless both hold it."""
-    if VERIFIER_CODE_KEY in recorded and VERIFIER_CODE_KEY in current:
-        return recorded, current
+    it did not record, is left out of both unless both hold it; so is a config key one of them
+    lacks while the other holds None (a setting added since, at its default, e.g.
+    task.success_threshold)."""
+    a, b = _without_unset_new_keys(recorded, current)
+    if VERIFIER_CODE_KEY in a and VERIFIER_CODE_KEY in b:
+        return a, b
     return (
-        {k: v for k, v in recorded.items() if k != VERIFIER_CODE_KEY},
-        {k: v for k, v in current.items() if k != VERIFIER_CODE_KEY},
+        {k: v for k, v in a.items() if k != VERIFIER_CODE_KEY},
+        {k: v for k, v in b.items() if k != VERIFIER_CODE_KEY},
+    )
+
+
+def _without_unset_new_keys(a: dict, b: dict) -> tuple[dict, dict]:
+    config_a, config_b = a.get("config"), b.get("config")
+    if not (isinstance(config_a, dict) and isinstance(config_b, dict)):
+        return a, b
+    return (
+        a | {"config": {k: v for k, v in config_a.items() if v is not None or k in config_b}},
+        b | {"config": {k: v for k, v in config_b.items() if v is not None or k in config_a}},
     )
 
 

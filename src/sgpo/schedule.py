@@ -351,7 +351,8 @@ def build_scheduler(
 
 def profile_streaks(rows: list[PlanRow]) -> dict[str, int]:
     """train.history_from_profile: a streak of one for each kept query whose profile samples
-    were all correct (all equal and all solved, so a streak under either history_streak)."""
+    were all correct (a streak under history_streak solved; under equal too for a verifier
+    that scores 0 or 1, whose successes are all equal: a graded one's need not be)."""
     return {r.query_id: 1 for r in rows if r.kept and r.n_correct == r.k}
 
 

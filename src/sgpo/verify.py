@@ -46,6 +46,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -426,6 +427,16 @@ class Verifier:
             self._worker = None
 
 
+def _kill_worker(process: subprocess.Popen) -> None:
+    """Kill a worker's process group (its children too) and reap it."""
+    with contextlib.suppress(ProcessLookupError):  # already gone
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=5)
+    for pipe in (process.stdin, process.stdout):
+        if pipe is not None:
+            pipe.close()
+
+
 class _Worker:
     """A verifier_worker process (bare or inside bwrap) spoken to in JSON lines over pipes."""
 
@@ -439,6 +450,10 @@ class _Worker:
             env=env,
             start_new_session=True,
         )
+        # killed when closed, or else once nothing holds the worker or Python exits: a run that
+        # failed before it closed its verifier (a model that did not load, a refused resume)
+        # must not leave the process behind
+        self._finalizer = weakref.finalize(self, _kill_worker, self.process)
         self.ready = False
         self._pending = b""
 
@@ -504,9 +519,4 @@ class _Worker:
         return WorkerDied(f"verifier worker died (exit code {code})")
 
     def kill(self) -> None:
-        with contextlib.suppress(ProcessLookupError):  # already gone
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=5)
-        for pipe in (self.process.stdin, self.process.stdout):
-            if pipe is not None:
-                pipe.close()
+        self._finalizer()  # once: a later call, or the finalizer's own, does nothing

@@ -85,7 +85,7 @@ from sgpo.core.advantages import (
 )
 from sgpo.core.flops import PHASES, ModelShape, inference_flops, logprob_flops, train_flops
 from sgpo.core.online import all_equal, history_settings_without_skip
-from sgpo.core.rewards import CORRECT_THRESHOLD, is_correct
+from sgpo.core.rewards import is_correct
 from sgpo.errors import ConfigError, SgpoWarning
 from sgpo.io import atomic_write_json
 from sgpo.models import format_prompt, model_shape
@@ -224,11 +224,12 @@ class SGPOConfig(GRPOConfig):
             "(implied by history_target); its queries count as their visit of that epoch."
         },
     )
-    success_threshold: float = field(
-        default=CORRECT_THRESHOLD,
+    success_threshold: float | None = field(
+        default=None,
         metadata={
-            "help": "A completion whose total reward reaches this counts as correct "
-            "(online re-estimation)."
+            "help": "A completion whose weighted total reward reaches this counts as correct "
+            "(online re-estimation). None: the plan's profile's (its task.success_threshold on "
+            "the rescaled [0, 1] reward, 0.5 by default)."
         },
     )
 
@@ -254,7 +255,7 @@ class SGPOConfig(GRPOConfig):
                 "reestimate_prior_alpha and reestimate_prior_beta must be >= 0, got "
                 f"{self.reestimate_prior_alpha}, {self.reestimate_prior_beta}"
             )
-        if not math.isfinite(self.success_threshold):
+        if self.success_threshold is not None and not math.isfinite(self.success_threshold):
             raise ValueError(f"success_threshold must be finite, got {self.success_threshold}")
         idle = [name for name in REESTIMATE_SETTINGS if getattr(self, name) != _default(name)]
         if idle and not self.reestimate:
@@ -353,15 +354,21 @@ class SGPOTrainer(GRPOTrainer):
                 "trained, so leaving rows out would change it"
             )
 
+        # what re-estimation counts as a success: by default what the plan's profile counted
+        self.success_threshold = (
+            profiled_success_threshold(plan.meta)
+            if args.success_threshold is None
+            else args.success_threshold
+        )
         if args.reestimate:
             check_replannable(plan.p_hat_estimates_p, plan.path, "reestimate=True")
-            if len(self.reward_funcs) > 1:
+            if len(self.reward_funcs) > 1 and args.success_threshold is None:
                 # the profile's p_hat counts the verifier's successes: a format reward in the
                 # total would count wrong but well-formatted answers as successes
                 warnings.warn(
                     f"reestimate=True counts a completion whose weighted total of the "
                     f"{len(self.reward_funcs)} reward functions reaches success_threshold="
-                    f"{args.success_threshold} as a success; set success_threshold to what only "
+                    f"{self.success_threshold} as a success; set success_threshold to what only "
                     "a correct completion reaches (with weights [1, 0.2] for correctness and "
                     "format, 1.0), or the re-estimated p will not mean what the profile's p_hat "
                     "means",
@@ -457,9 +464,9 @@ class SGPOTrainer(GRPOTrainer):
         sole_verifier = self._verifier_rewards == self.reward_funcs and not any(
             w != 1 for w in self.args.reward_weights or []
         )
-        if self.args.reestimate and sole_verifier and profiled_mark != self.args.success_threshold:
+        if self.args.reestimate and sole_verifier and profiled_mark != self.success_threshold:
             problems.append(
-                f"success_threshold={self.args.success_threshold} counts other completions as "
+                f"success_threshold={self.success_threshold} counts other completions as "
                 f"successes than the profile, which counted a (rescaled) reward from "
                 f"{profiled_mark} up (its task.success_threshold)"
             )
@@ -916,7 +923,7 @@ class SGPOTrainer(GRPOTrainer):
             members = (group_ids == group).nonzero().flatten().tolist()
             drawn = self._whole_groups.get(group, rewards[members])
             scored = [float(r) for r in drawn if not torch.isnan(r)]
-            wins = sum(is_correct(r, self.args.success_threshold) for r in scored)
+            wins = sum(is_correct(r, self.success_threshold) for r in scored)
             equal = all_equal(scored)  # the streak rule sgpo's trainer uses by default
             outcome = GroupOutcome(wins, len(scored) - wins, equal)
             outcomes[rows[members[0]][column]] = outcome

@@ -91,6 +91,7 @@ SCHEMA = pa.schema(
                     ("verifier_timeout_s", pa.float64()),
                     ("verifier_isolation", pa.string()),
                     ("verifier_reward_range", pa.string()),
+                    ("success_threshold", pa.float64()),
                 ]
             ),
         ),
@@ -111,6 +112,7 @@ def verl_rows(
     verifier_isolation: str | None = None,
     fixed_group_size: int | None = None,
     verifier_reward_range: tuple[float, float] | None = None,
+    success_threshold: float | None = None,
 ) -> list[dict]:
     """The export's rows: kept queries in curriculum order (see the module docstring).
 
@@ -166,6 +168,7 @@ def verl_rows(
                     "verifier_timeout_s": verifier_timeout_s,
                     "verifier_isolation": verifier_isolation,
                     "verifier_reward_range": range_json,
+                    "success_threshold": success_threshold,
                 },
                 ROLLOUT_N: g,
             }
@@ -208,6 +211,7 @@ def export_verl_parquet(
     drop_equal_groups: bool = False,
     drop_equal_denominator: str = "kept",
     verifier_reward_range: tuple[float, float] | None = None,
+    success_threshold: float | None = None,
 ) -> Path:
     """Write the plan's kept queries as a verl-ready parquet (atomically) and return its path.
     The file is claimed as sgpo's in its directory (sgpo.rundir.claim_outputs): a file there
@@ -216,7 +220,9 @@ def export_verl_parquet(
     verifier (import path "module:function"), verifier_kwargs, verifier_timeout_s,
     verifier_isolation and verifier_reward_range (sgpo's task.verifier* settings) go into each
     row's extra_info, so that
-    sgpo.verl.reward.compute_score scores with the same verifier sGPO profiled with.
+    sgpo.verl.reward.compute_score scores with the same verifier sGPO profiled with;
+    success_threshold (task.correct_threshold, on the rescaled rewards; None = 0.5) too, for
+    its acc.
     prompt_template: sgpo's model.prompt_template, applied to each query's prompt.
     fixed_group_size: a baseline's data (see verl_rows).
     not_carried: sgpo settings the verl run will not apply (recorded in the metadata).
@@ -238,6 +244,7 @@ def export_verl_parquet(
         verifier_isolation,
         fixed_group_size,
         verifier_reward_range,
+        success_threshold,
     )
     meta = {
         "plan": plan_meta,
@@ -250,6 +257,7 @@ def export_verl_parquet(
             "verifier_timeout_s": verifier_timeout_s,
             "verifier_isolation": verifier_isolation,
             "verifier_reward_range": list(verifier_reward_range or (0.0, 1.0)),
+            "success_threshold": success_threshold,
             "prompt_template": prompt_template,
             "ability": ability,
             "rows": len(rows),
@@ -332,6 +340,9 @@ def export_for_config(
         verifier_timeout_s=settings.verifier_timeout_s if settings else None,
         verifier_isolation=settings.verifier_isolation if settings else None,
         verifier_reward_range=settings.verifier_reward_range if settings else None,
+        success_threshold=(
+            settings.correct_threshold if settings and settings.success_threshold else None
+        ),
         fixed_group_size=fixed_group_size,
         not_carried=settings_not_carried(cfg),
         # A baseline's data trains as the baseline does (DOWNSAMPLE_TO=N gives it PODS).

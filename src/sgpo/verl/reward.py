@@ -9,8 +9,9 @@ naive.py, NaiveRewardManager.run_single) call it with keyword arguments
 from a thread pool (loop.run_in_executor), and take a float or a dict with "score" whose other
 keys become the rollout's reward_extra_info.
 
-What it returns: {"score", "acc" (= score; what verl records for a plain float, and a DAPO
-filter_groups metric), "verifier_error", "verifier_timeout" (0.0 or 1.0)}. verl 0.9.1 logs the
+What it returns: {"score", "acc" (1.0 for a success, a score from extra_info["success_threshold"]
+up, 0.5 unless exported otherwise: sgpo's held-out accuracy; = score for a verifier scoring 0 or
+1), "verifier_error", "verifier_timeout" (0.0 or 1.0)}. verl 0.9.1 logs the
 reward_extra_info of validation rollouts as metrics (val-aux/<data_source>/verifier_error/mean@N,
 trainer/ppo/v1/trainer_base.py _validate), but not that of training rollouts. So that training
 errors and timeouts are not lost, each process also appends its cumulative counts to
@@ -47,6 +48,7 @@ import time
 import uuid
 from pathlib import Path
 
+from sgpo.core.rewards import CORRECT_THRESHOLD, is_correct
 from sgpo.verifiers import begun_in_thinking
 from sgpo.verify import Verifier
 
@@ -143,7 +145,10 @@ def compute_score(
         timeout = float(verifier.stats.timeouts > timeouts)
         if error or timeout or verifier.stats.calls % STATS_EVERY == 0:
             _append_stats()
-    return {"score": score, "acc": score, "verifier_error": error, "verifier_timeout": timeout}
+    # acc as sgpo's held-out accuracy counts it: a success from the threshold up
+    threshold = extra_info.get("success_threshold")
+    acc = float(is_correct(score, CORRECT_THRESHOLD if threshold is None else threshold))
+    return {"score": score, "acc": acc, "verifier_error": error, "verifier_timeout": timeout}
 
 
 def _append_stats() -> None:
