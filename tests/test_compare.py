@@ -700,6 +700,15 @@ def test_compare_refuses_an_lr_that_decays_over_the_steps_cap(tmp_path: Path):
     with pytest.raises(ConfigError, match=f"(?s){config}: method 'sgpo': .*train.stepz"):
         run_compare(config, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+    # as is a method that would count a success otherwise than the baseline: its accuracy
+    # would not be the same measure
+    methods["sgpo"] = ["task.success_threshold=0.9"]
+    config.write_text(yaml.safe_dump(compare))
+    with pytest.raises(ConfigError, match=r"method 'sgpo' scores responses otherwise than the "):
+        run_compare(config, tmp_path / "out")
+    with pytest.raises(ConfigError, match=r"\(task.success_threshold: None -> 0.9\)"):
+        run_compare(config, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 def test_compare_md_says_when_the_baseline_held_its_target_before_its_end():

@@ -133,6 +133,10 @@ def test_profile_plan_train_eval(tiny_model_dir: Path, tmp_path: Path) -> None:
     assert evaluation["model_sha256"] == weights_sha256(str(run / "final")) is not None
     assert 0.0 <= evaluation["eval_acc"] <= 1.0 and "eval_acc_greedy" in evaluation
     assert evaluation["verifier_errors"] == 0
+    assert (evaluation["verifier"], evaluation["success_threshold"]) == (
+        "sgpo.verifiers:math_verify",
+        None,
+    )
 
 
 def test_profile_refuses_another_dataset(tiny_model_dir: Path, tmp_path: Path) -> None:

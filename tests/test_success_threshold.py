@@ -16,6 +16,7 @@ from sgpo.io import read_jsonl, read_table, write_table
 from sgpo.plan import run_plan
 from sgpo.profile import merge_profiles, run_profile
 from sgpo.profile_match import profiled_success_threshold
+from sgpo.report import variant_settings
 from sgpo.rollouts import pilot_ends_group
 from sgpo.tasks import load_task
 from sgpo.train import run_train
@@ -138,3 +139,8 @@ def test_a_profile_from_before_the_setting_is_resumed_and_merged(tmp_path):
     other = graded_config(tmp_path, success_threshold=1.0)
     with pytest.raises(DataError, match="other inputs.*task.success_threshold: None -> 1.0"):
         run_profile(other, tmp_path / "whole", resume=True)
+
+
+def test_a_report_names_the_threshold_its_accuracies_count_from():
+    ran = {"task": {"success_threshold": 1.0, "verifier": GRADED}, "train": {"lr": 0.5}}
+    assert variant_settings(ran) == "`task.success_threshold=1.0`, `train.lr=0.5`"

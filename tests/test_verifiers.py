@@ -715,6 +715,22 @@ def test_a_worker_never_closed_ends_with_its_verifier(
     assert verifier_workers() - before == set()
 
 
+def test_a_fork_ending_leaves_its_parents_worker_alone(worker_isolation: str) -> None:
+    # a forked child that exits normally runs the finalizers it inherited
+    v = Verifier("bad_verifiers:coin_flip", timeout_s=2.0, isolation=worker_isolation)
+    try:
+        v.score(["a"], ["1"], ["q"])
+        child = os.fork()
+        if child == 0:
+            v._worker.kill()  # what the child's exit would run: not its worker to kill
+            os._exit(0)
+        assert os.waitpid(child, 0)[1] == 0
+        assert len(v.score(["a", "b"], ["1", "2"], ["q1", "q2"])) == 2
+        assert v.stats.errors == 0
+    finally:
+        v.close()
+
+
 # ----------------------------------------------------------------------------- rewards (13.7)
 
 

@@ -293,6 +293,15 @@ def test_compute_score_counts_a_success_from_the_exported_threshold(tmp_path, mo
         scored = reward.compute_score("sgpo/x", "7", "7", info)
         assert (scored["score"], scored["acc"]) == (0.7, acc)
         assert "NOT applied" not in result.output
+    # a row sgpo did not export (VAL_DATA's) counts from the launch's threshold
+    unmarked = dict(info, success_threshold=None)
+    assert reward.compute_score("sgpo/x", "7", "7", unmarked)["acc"] == 1.0
+    monkeypatch.setenv("SGPO_VERIFIER_SUCCESS_THRESHOLD", "0.9")
+    assert reward.compute_score("sgpo/x", "7", "7", unmarked)["acc"] == 0.0
+    # a threshold of 0 in the verifier's units is one too ([-2, 1]: 2/3 rescaled)
+    signed = ["--set", "task.verifier_reward_range=[-2, 1]", "--set", "task.success_threshold=0"]
+    assert CliRunner().invoke(verl_app, [*args, *verifier, *signed]).exit_code == 0
+    assert read_table(tmp_path / "t.pq")[1]["export"]["success_threshold"] == pytest.approx(2 / 3)
 
 
 def test_verifier_spec_precedence(monkeypatch):
@@ -989,6 +998,14 @@ def test_acceptance_launch_checks_the_plans_sampling_then_prints_resumable_overr
     assert set_.returncode == 0, set_.stderr
     overrides = dict(o.lstrip("+").split("=", 1) for o in set_.stdout.splitlines())
     assert overrides["trainer.v1.sampler.sampler_kwargs.downsample_to"] == "2"
+    # the reward workers' acc counts successes as the export does, on rows it did not write too
+    # (VAL_DATA's)
+    success_env = "ray_kwargs.ray_init.runtime_env.env_vars.SGPO_VERIFIER_SUCCESS_THRESHOLD"
+    assert overrides[success_env] == "'0.5'"
+    graded = run_launch(tmp_path, "run_sgpo.sh", SGPO_SET="task.success_threshold=1.0")
+    assert graded.returncode == 0, graded.stderr
+    overrides = dict(o.lstrip("+").split("=", 1) for o in graded.stdout.splitlines())
+    assert overrides[success_env] == "'1.0'"
     worded = run_launch(tmp_path, "run_sgpo.sh", DOWNSAMPLE_TO="four")
     assert worded.returncode == 2 and "DOWNSAMPLE_TO=four: must be a whole number" in worded.stderr
     model = os.path.relpath(tmp_path / "model")
@@ -1055,6 +1072,7 @@ def test_launch_reads_the_exports_down_sampling_and_largest_step(tmp_path):
         "0",
         "0",
         "kept",
+        "0.5",
     ]
     assert "trainer.v1.sampler.sampler_kwargs.drop_equal_groups" not in overrides
     dropped = run_launch(tmp_path, "run_grpo.sh", DROP_EQUAL_GROUPS="1")

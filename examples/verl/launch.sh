@@ -168,11 +168,14 @@ fi
 # max_trained: the most rollouts one step trains, each group cut to DOWNSAMPLE_TO (or the
 # export's down-sampling): what one mini-batch must hold
 read -r export_downsample_to max_trained history_explore history_min_streak history_target \
-    history_seed export_drop_equal_groups export_drop_equal_denominator \
+    history_seed export_drop_equal_groups export_drop_equal_denominator export_success_threshold \
     <<< "$(sgpo_verl data-info "${info_args[@]}")"
 DOWNSAMPLE_TO="${DOWNSAMPLE_TO:-$export_downsample_to}"
 DROP_EQUAL_GROUPS="${DROP_EQUAL_GROUPS:-$export_drop_equal_groups}"
 DROP_EQUAL_DENOMINATOR="${DROP_EQUAL_DENOMINATOR:-$export_drop_equal_denominator}"
+# what a reward worker's acc counts as a success on rows that do not say (VAL_DATA's): the
+# export's task.success_threshold, as sgpo's held-out accuracy counts it
+export SGPO_VERIFIER_SUCCESS_THRESHOLD="${SGPO_VERIFIER_SUCCESS_THRESHOLD:-$export_success_threshold}"
 if [ "$DOWNSAMPLE_TO" != 0 ] && { [ "$METHOD" = dapo ] || [ "$DOWNSAMPLE_TO" -lt 2 ]; }; then
     echo "DOWNSAMPLE_TO=$DOWNSAMPLE_TO: down-sampling keeps >= 2 of a group, and not with" \
          "METHOD=dapo (its own sampler filters groups)" >&2

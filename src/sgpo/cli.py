@@ -396,6 +396,10 @@ def _evaluate(cfg: RunConfig, model: str | None) -> dict:
         # which weights were measured: a directory trained again under the same name is told
         # apart (None for a hub id)
         "model_sha256": weights_sha256(policy.source),
+        # how a response was scored, and from which reward it counted as correct (None: the
+        # middle of the verifier's reward range)
+        "verifier": verifier.spec,
+        "success_threshold": cfg.task.success_threshold,
         "verifier_errors": verifier.stats.errors,
         "verifier_timeouts": verifier.stats.timeouts,
     }

@@ -67,6 +67,7 @@ from sgpo.core.curves import (
 from sgpo.errors import DataError
 from sgpo.io import atomic_write_json, atomic_write_text, read_json, read_jsonl
 from sgpo.methods import DEFAULT_METHODS
+from sgpo.profile_match import SCORING_SETTINGS, settings_of
 from sgpo.rundir import NEUTRAL_KEYS, claimed, differing_keys, first_of, flatten, is_one_of
 from sgpo.runfiles import CONFIG_FILE, METRICS_FILE, PLAN_FILE, SUMMARY_FILE
 from sgpo.yaml_dialect import read_yaml_mapping
@@ -831,12 +832,26 @@ def _run_compare(cfg: CompareConfig, base: Path, config_path: Path, out_dir: Pat
     runs: dict[str, dict[int, Path]] = {m: {} for m in cfg.methods}
     # Baseline first: its spend is the budget of every other method on the same seed.
     order = [cfg.baseline] + [m for m in cfg.methods if m != cfg.baseline]
+    scoring: dict | None = None  # the baseline's
     for method in order:  # every method's config checked before anything is trained
         try:
             config = method_config(cfg, base, method, cfg.seeds[0], [])
         except ConfigError as e:
             raise ConfigError(f"{config_path}: method {method!r}: {e}") from e
         refuse_decaying_lr(config, f"{config_path}: {method}")
+        scores = settings_of(flatten(config.model_dump(mode="json")), SCORING_SETTINGS)
+        scoring = scores if scoring is None else scoring
+        if scores != scoring:
+            differ = [
+                f"{k}: {scoring.get(k)!r} -> {scores.get(k)!r}"
+                for k in sorted(scores.keys() | scoring.keys())
+                if scores.get(k) != scoring.get(k)
+            ]
+            raise ConfigError(
+                f"{config_path}: method {method!r} scores responses otherwise than the baseline "
+                f"{cfg.baseline!r} ({'; '.join(differ)}): accuracies compared across methods "
+                "must count a success the same way; set these in the base or its overrides"
+            )
     currency = CURRENCIES[cfg.budget_currency]
     total = len(cfg.seeds) * len(order)
     for seed_index, seed in enumerate(cfg.seeds):

@@ -131,9 +131,10 @@ def check_profile_covers(
 # so training on a plan (or exporting it) needs these to be its profile's, whatever else changes.
 # How a sample is scored: what a TRL reward function (sgpo.trl.VerifierReward) must share.
 VERIFIER_SETTINGS = ("task.verifier", "task.verifier_kwargs", "task.verifier_reward_range")
+# How a response is scored and which scores count as successes (n_correct, p_hat, accuracy).
+SCORING_SETTINGS = (*VERIFIER_SETTINGS, "task.success_threshold")
 SAMPLE_SETTINGS = (
-    *VERIFIER_SETTINGS,
-    "task.success_threshold",  # which scores count as successes: n_correct and p_hat
+    *SCORING_SETTINGS,
     "model.use_chat_template",
     "model.system_prompt",
     "model.prompt_template",

@@ -209,8 +209,9 @@ def plot_plan_history(history: list[dict], plan_rows: list[PlanRow], out_dir: Pa
 
 def variant_settings(config: dict | None) -> str:
     """The plan, profile and train settings of a run's config that differ from sgpo's
-    defaults (what makes it the variant it is), as `key=value`s; those that change only how it
-    runs (checkpoints, logging, its length) are left out."""
+    defaults (what makes it the variant it is), and a success threshold (what its accuracies
+    count), as `key=value`s; those that change only how it runs (checkpoints, logging, its
+    length) are left out."""
     if not config:
         return ""
     from sgpo.config import RunConfig
@@ -220,7 +221,7 @@ def variant_settings(config: dict | None) -> str:
         f"`{key}={ran[key]}`"
         for key in differing_keys(RunConfig().model_dump(mode="json"), config)
         if key in ran
-        and key.startswith(("plan.", "profile.", "train."))
+        and (key.startswith(("plan.", "profile.", "train.")) or key == "task.success_threshold")
         and not rundir.is_one_of(key, rundir.NEUTRAL_KEYS)
     )
 

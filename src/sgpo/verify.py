@@ -427,8 +427,11 @@ class Verifier:
             self._worker = None
 
 
-def _kill_worker(process: subprocess.Popen) -> None:
-    """Kill a worker's process group (its children too) and reap it."""
+def _kill_worker(process: subprocess.Popen, owner: int) -> None:
+    """Kill a worker's process group (its children too) and reap it; not from a fork of its
+    owner, whose exit would otherwise take the owner's worker along."""
+    if os.getpid() != owner:
+        return
     with contextlib.suppress(ProcessLookupError):  # already gone
         os.killpg(process.pid, signal.SIGKILL)
     process.wait(timeout=5)
@@ -453,7 +456,7 @@ class _Worker:
         # killed when closed, or else once nothing holds the worker or Python exits: a run that
         # failed before it closed its verifier (a model that did not load, a refused resume)
         # must not leave the process behind
-        self._finalizer = weakref.finalize(self, _kill_worker, self.process)
+        self._finalizer = weakref.finalize(self, _kill_worker, self.process, os.getpid())
         self.ready = False
         self._pending = b""
 

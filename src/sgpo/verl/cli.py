@@ -224,8 +224,10 @@ def data_info(
     """Print what the launch script reads from an export, one line: downsample_to (0 = none),
     the most rollouts one step of train_batch_size rows trains (each group cut to
     downsample_to: what one mini-batch must hold), the skip on history: history_explore (1 =
-    none), history_min_streak, history_target, history_seed, drop_equal_groups (0 or 1) and
-    drop_equal_denominator (kept or generated)."""
+    none), history_min_streak, history_target, history_seed, drop_equal_groups (0 or 1),
+    drop_equal_denominator (kept or generated) and the rescaled reward from which a response is
+    a success (task.success_threshold; 0.5 by default), for the reward workers' acc."""
+    from sgpo.core.rewards import CORRECT_THRESHOLD
     from sgpo.io import read_table
     from sgpo.verl.export import HISTORY_OFF, ROLLOUT_N, skips_on_history, step_summary
 
@@ -240,12 +242,14 @@ def data_info(
     history = [export.get(key, off) for key, off in HISTORY_OFF.items()]
     drop_equal = int(export.get("drop_equal_groups", False))
     denominator = export.get("drop_equal_denominator", "kept")
+    threshold = export.get("success_threshold")
     print(
         export.get("downsample_to", 0),
         most,
         *history,
         drop_equal,
         denominator,
+        CORRECT_THRESHOLD if threshold is None else threshold,
     )
 
 

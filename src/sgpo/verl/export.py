@@ -341,7 +341,9 @@ def export_for_config(
         verifier_isolation=settings.verifier_isolation if settings else None,
         verifier_reward_range=settings.verifier_reward_range if settings else None,
         success_threshold=(
-            settings.correct_threshold if settings and settings.success_threshold else None
+            settings.correct_threshold
+            if settings and settings.success_threshold is not None
+            else None
         ),
         fixed_group_size=fixed_group_size,
         not_carried=settings_not_carried(cfg),

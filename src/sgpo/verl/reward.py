@@ -10,8 +10,8 @@ from a thread pool (loop.run_in_executor), and take a float or a dict with "scor
 keys become the rollout's reward_extra_info.
 
 What it returns: {"score", "acc" (1.0 for a success, a score from extra_info["success_threshold"]
-up, 0.5 unless exported otherwise: sgpo's held-out accuracy; = score for a verifier scoring 0 or
-1), "verifier_error", "verifier_timeout" (0.0 or 1.0)}. verl 0.9.1 logs the
+up, else $SGPO_VERIFIER_SUCCESS_THRESHOLD's, else 0.5: sgpo's held-out accuracy; = score for a
+verifier scoring 0 or 1), "verifier_error", "verifier_timeout" (0.0 or 1.0)}. verl 0.9.1 logs the
 reward_extra_info of validation rollouts as metrics (val-aux/<data_source>/verifier_error/mean@N,
 trainer/ppo/v1/trainer_base.py _validate), but not that of training rollouts. So that training
 errors and timeouts are not lost, each process also appends its cumulative counts to
@@ -59,6 +59,8 @@ ISOLATIONS = ("auto", "inline", "process", "sandbox")
 DEFAULT_TIMEOUT_S = 5.0
 STATS_DIR_ENV = "SGPO_VERIFIER_STATS_DIR"
 THINKING_ENV = "SGPO_VERIFIER_THINKING_IN_PROMPT"  # "1": responses begin inside <think>
+# the rescaled reward from which acc counts a success, for rows without extra_info's
+SUCCESS_ENV = "SGPO_VERIFIER_SUCCESS_THRESHOLD"
 STATS_EVERY = 1000
 
 _lock = threading.Lock()
@@ -145,9 +147,12 @@ def compute_score(
         timeout = float(verifier.stats.timeouts > timeouts)
         if error or timeout or verifier.stats.calls % STATS_EVERY == 0:
             _append_stats()
-    # acc as sgpo's held-out accuracy counts it: a success from the threshold up
+    # acc as sgpo's held-out accuracy counts it: a success from the threshold up (the row's,
+    # else the launch's for rows sgpo did not export, VAL_DATA's)
     threshold = extra_info.get("success_threshold")
-    acc = float(is_correct(score, CORRECT_THRESHOLD if threshold is None else threshold))
+    if threshold is None:
+        threshold = float(os.environ.get(SUCCESS_ENV) or CORRECT_THRESHOLD)
+    acc = float(is_correct(score, threshold))
     return {"score": score, "acc": acc, "verifier_error": error, "verifier_timeout": timeout}
 
 
