@@ -78,7 +78,11 @@ DataSourceOpt = Annotated[
     str | None, typer.Option(help="verl data_source (default sgpo/addition or sgpo/<preset>).")
 ]
 VerifierOpt = Annotated[
-    str | None, typer.Option(help="Verifier import path (default: the config's).")
+    str | None,
+    typer.Option(
+        help="Verifier import path (default: the config's, with its task.verifier_* settings and "
+        "task.success_threshold; a verifier given here runs with the defaults)."
+    ),
 ]
 BatchOpt = Annotated[
     int | None, typer.Option(help="verl data.train_batch_size (steps and rollouts per step).")
