@@ -329,18 +329,25 @@ def _identity(meta: dict) -> dict:
 
 
 def _identity_differences(meta: dict, other: dict) -> list[str]:
-    """The metadata fields in which two profiles are not the same run (sorted). What one of
-    them records and the other, from an older sgpo, does not is left out: the verifier's code
-    hash, and the eval split a profile no longer reads (its task source named it)."""
+    """The metadata fields in which two profiles are not the same run (sorted; "inputs" with
+    the inputs that differ, e.g. "inputs (config.task.success_threshold: None -> 1.0)"). What
+    one of them records and the other, from an older sgpo, does not is left out: the
+    verifier's code hash, and the eval split a profile no longer reads (its task source named
+    it)."""
     a, b = _identity(meta), _identity(other)
     for x in (a, b):
         if isinstance(x.get("task"), str):
             x["task"] = re.sub(r"\beval=[^,]*, |, limit_eval=[^,)]*", "", x["task"])
+    named = {}
     if isinstance(a.get("inputs"), dict) and isinstance(b.get("inputs"), dict):
         a["inputs"], b["inputs"] = rundir.comparable_inputs(
             rundir.profile_read_inputs(a["inputs"]), rundir.profile_read_inputs(b["inputs"])
         )
-    return sorted(key for key in a.keys() | b.keys() if a.get(key) != b.get(key))
+        old, new = rundir.flatten(a["inputs"]), rundir.flatten(b["inputs"])
+        keys = rundir.differing_keys(a["inputs"], b["inputs"])
+        shown = rundir.first_of([f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys])
+        named["inputs"] = f"inputs ({shown})"
+    return sorted(named.get(key, key) for key in a.keys() | b.keys() if a.get(key) != b.get(key))
 
 
 def drawn_fully(seed: int, query_id: str, share: float) -> bool:
