@@ -21,6 +21,7 @@ from sgpo.compare import (
     load_compare_config,
     method_config,
     profile_dir,
+    scoring_settings,
     wasted_fraction,
 )
 from sgpo.config import ConfigError, load_config
@@ -709,6 +710,13 @@ def test_compare_refuses_an_lr_that_decays_over_the_steps_cap(tmp_path: Path):
     with pytest.raises(ConfigError, match=r"\(task.success_threshold: None -> 0.9\)"):
         run_compare(config, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+    # the verifier as it runs: naming the task's default is not scoring otherwise
+    default = load_config(None, [])
+    named = load_config(None, ["task.verifier=sgpo.tasks.addition:verify"])
+    assert scoring_settings(named) == scoring_settings(default)
+    assert scoring_settings(load_config(None, ["task.verifier=sgpo.verifiers:exact_match"])) != (
+        scoring_settings(default)
+    )
 
 
 def test_compare_md_says_when_the_baseline_held_its_target_before_its_end():

@@ -138,7 +138,7 @@ def test_a_profile_from_before_the_setting_is_resumed_and_merged(tmp_path):
     # a profile at another threshold is still another run
     other = graded_config(tmp_path, success_threshold=1.0)
     strict = run_profile(other, tmp_path / "strict1", shard=(1, 2))
-    with pytest.raises(DataError, match=r"inputs \(config.task.success_threshold: 1.0 -> None\)"):
+    with pytest.raises(DataError, match=r"inputs \(config.task.success_threshold: None -> 1.0\)"):
         merge_profiles([shards[0], strict], tmp_path / "mixed")
     with pytest.raises(DataError, match="other inputs.*task.success_threshold: None -> 1.0"):
         run_profile(other, tmp_path / "whole", resume=True)

@@ -722,8 +722,10 @@ def test_a_fork_ending_leaves_its_parents_worker_alone(worker_isolation: str) ->
         v.score(["a"], ["1"], ["q"])
         child = os.fork()
         if child == 0:
-            v._worker.kill()  # what the child's exit would run: not its worker to kill
-            os._exit(0)
+            try:
+                v._worker.kill()  # what the child's exit would run: not its worker to kill
+            finally:
+                os._exit(0)
         assert os.waitpid(child, 0)[1] == 0
         assert len(v.score(["a", "b"], ["1", "2"], ["q1", "q2"])) == 2
         assert v.stats.errors == 0

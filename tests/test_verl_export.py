@@ -302,6 +302,10 @@ def test_compute_score_counts_a_success_from_the_exported_threshold(tmp_path, mo
     signed = ["--set", "task.verifier_reward_range=[-2, 1]", "--set", "task.success_threshold=0"]
     assert CliRunner().invoke(verl_app, [*args, *verifier, *signed]).exit_code == 0
     assert read_table(tmp_path / "t.pq")[1]["export"]["success_threshold"] == pytest.approx(2 / 3)
+    # the launch's variable is in the verifier's own units: rows it serves are scored unscaled
+    data_info = ["data-info", "--data", str(tmp_path / "t.pq"), "--train-batch-size", "4"]
+    info = CliRunner().invoke(verl_app, data_info)
+    assert float(info.output.split()[-1]) == pytest.approx(0.0)
 
 
 def test_verifier_spec_precedence(monkeypatch):

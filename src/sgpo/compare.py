@@ -70,6 +70,7 @@ from sgpo.methods import DEFAULT_METHODS
 from sgpo.profile_match import SCORING_SETTINGS, settings_of
 from sgpo.rundir import NEUTRAL_KEYS, claimed, differing_keys, first_of, flatten, is_one_of
 from sgpo.runfiles import CONFIG_FILE, METRICS_FILE, PLAN_FILE, SUMMARY_FILE
+from sgpo.tasks import verifier_spec
 from sgpo.yaml_dialect import read_yaml_mapping
 
 log = logging.getLogger(__name__)
@@ -827,6 +828,14 @@ def run_compare(
         return _run_compare(cfg, base, config_path, out_dir)
 
 
+def scoring_settings(config: RunConfig) -> dict:
+    """How config scores a response and counts a success (SCORING_SETTINGS), with the verifier
+    as it runs: a method naming the task's default verifier is scored as one leaving it unset."""
+    tree = config.model_dump(mode="json")
+    tree["task"]["verifier"] = verifier_spec(config.task)
+    return settings_of(flatten(tree), SCORING_SETTINGS)
+
+
 def _run_compare(cfg: CompareConfig, base: Path, config_path: Path, out_dir: Path) -> dict:
     profiles = out_dir / "profiles"
     runs: dict[str, dict[int, Path]] = {m: {} for m in cfg.methods}
@@ -839,7 +848,7 @@ def _run_compare(cfg: CompareConfig, base: Path, config_path: Path, out_dir: Pat
         except ConfigError as e:
             raise ConfigError(f"{config_path}: method {method!r}: {e}") from e
         refuse_decaying_lr(config, f"{config_path}: {method}")
-        scores = settings_of(flatten(config.model_dump(mode="json")), SCORING_SETTINGS)
+        scores = scoring_settings(config)
         scoring = scores if scoring is None else scoring
         if scores != scoring:
             differ = [

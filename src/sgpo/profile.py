@@ -483,7 +483,7 @@ def _merge_profiles(paths: list[Path], out_dir: Path, overwrite: bool) -> Path:
             raise DataError(f"{path}: field 'shard' is empty: not a shard profile")
         index, n = meta["shard"]
         count = n if count is None else count
-        mismatch = [k for k in _identity_differences(meta, first_meta) if k != "shard"]
+        mismatch = [k for k in _identity_differences(first_meta, meta) if k != "shard"]
         if mismatch or n != count:
             fields = ", ".join(mismatch or ["shard"])
             raise DataError(

@@ -229,8 +229,10 @@ def data_info(
     the most rollouts one step of train_batch_size rows trains (each group cut to
     downsample_to: what one mini-batch must hold), the skip on history: history_explore (1 =
     none), history_min_streak, history_target, history_seed, drop_equal_groups (0 or 1),
-    drop_equal_denominator (kept or generated) and the rescaled reward from which a response is
-    a success (task.success_threshold; 0.5 by default), for the reward workers' acc."""
+    drop_equal_denominator (kept or generated) and the reward from which a response is a
+    success (task.success_threshold, in the verifier's own units; the middle of its range by
+    default), for the reward workers' acc on rows the export did not write, which are scored
+    without its range (VAL_DATA's)."""
     from sgpo.core.rewards import CORRECT_THRESHOLD
     from sgpo.io import read_table
     from sgpo.verl.export import HISTORY_OFF, ROLLOUT_N, skips_on_history, step_summary
@@ -247,13 +249,14 @@ def data_info(
     drop_equal = int(export.get("drop_equal_groups", False))
     denominator = export.get("drop_equal_denominator", "kept")
     threshold = export.get("success_threshold")
+    low, high = export.get("verifier_reward_range") or (0.0, 1.0)
     print(
         export.get("downsample_to", 0),
         most,
         *history,
         drop_equal,
         denominator,
-        CORRECT_THRESHOLD if threshold is None else threshold,
+        low + (high - low) * (CORRECT_THRESHOLD if threshold is None else threshold),
     )
 
 

@@ -59,7 +59,8 @@ ISOLATIONS = ("auto", "inline", "process", "sandbox")
 DEFAULT_TIMEOUT_S = 5.0
 STATS_DIR_ENV = "SGPO_VERIFIER_STATS_DIR"
 THINKING_ENV = "SGPO_VERIFIER_THINKING_IN_PROMPT"  # "1": responses begin inside <think>
-# the rescaled reward from which acc counts a success, for rows without extra_info's
+# the reward from which acc counts a success on rows without extra_info's threshold (scored
+# on [0, 1] unless extra_info declares a range: the verifier's own units)
 SUCCESS_ENV = "SGPO_VERIFIER_SUCCESS_THRESHOLD"
 STATS_EVERY = 1000
 
