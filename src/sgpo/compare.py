@@ -68,7 +68,14 @@ from sgpo.errors import DataError
 from sgpo.io import atomic_write_json, atomic_write_text, read_json, read_jsonl
 from sgpo.methods import DEFAULT_METHODS
 from sgpo.profile_match import SCORING_SETTINGS, settings_of
-from sgpo.rundir import NEUTRAL_KEYS, claimed, differing_keys, first_of, flatten, is_one_of
+from sgpo.rundir import (
+    NEUTRAL_KEYS,
+    changes,
+    claimed,
+    first_of,
+    flatten,
+    is_one_of,
+)
 from sgpo.runfiles import CONFIG_FILE, METRICS_FILE, PLAN_FILE, SUMMARY_FILE
 from sgpo.tasks import verifier_spec
 from sgpo.yaml_dialect import read_yaml_mapping
@@ -248,8 +255,7 @@ def config_changes(config: RunConfig, run_dir: Path) -> list[str] | None:
         return None
     # through YAML both ways, so that only a difference in value counts, not one in type
     new = yaml.safe_load(dump_config(config))
-    was, now = flatten(old), flatten(new)
-    return [f"{k}: {was.get(k)!r} -> {now.get(k)!r}" for k in differing_keys(old, new)]
+    return changes(old, new)
 
 
 def check_reusable(config: RunConfig, run_dir: Path) -> None:
@@ -850,12 +856,7 @@ def _run_compare(cfg: CompareConfig, base: Path, config_path: Path, out_dir: Pat
         refuse_decaying_lr(config, f"{config_path}: {method}")
         scores = scoring_settings(config)
         scoring = scores if scoring is None else scoring
-        if scores != scoring:
-            differ = [
-                f"{k}: {scoring.get(k)!r} -> {scores.get(k)!r}"
-                for k in sorted(scores.keys() | scoring.keys())
-                if scores.get(k) != scoring.get(k)
-            ]
+        if differ := changes(scoring, scores):
             raise ConfigError(
                 f"{config_path}: method {method!r} scores responses otherwise than the baseline "
                 f"{cfg.baseline!r} ({'; '.join(differ)}): accuracies compared across methods "

@@ -343,10 +343,7 @@ def _identity_differences(meta: dict, other: dict) -> list[str]:
         a["inputs"], b["inputs"] = rundir.comparable_inputs(
             rundir.profile_read_inputs(a["inputs"]), rundir.profile_read_inputs(b["inputs"])
         )
-        old, new = rundir.flatten(a["inputs"]), rundir.flatten(b["inputs"])
-        keys = rundir.differing_keys(a["inputs"], b["inputs"])
-        shown = rundir.first_of([f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys])
-        named["inputs"] = f"inputs ({shown})"
+        named["inputs"] = f"inputs ({rundir.first_of(rundir.changes(a['inputs'], b['inputs']))})"
     return sorted(named.get(key, key) for key in a.keys() | b.keys() if a.get(key) != b.get(key))
 
 

@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sgpo import rundir
-from sgpo.config import RunConfig
-from sgpo.core.rewards import CORRECT_THRESHOLD, rescale
+from sgpo.config import RunConfig, TaskConfig
 from sgpo.errors import DataError
 
 if TYPE_CHECKING:
@@ -179,11 +178,10 @@ def profiled_success_threshold(meta: dict) -> float:
     """The rescaled reward from which the profile counted a sample correct (its
     task.correct_threshold; the default for a profile that does not record its task)."""
     profiled = profiled_settings(meta)
-    mark = profiled.get("task.success_threshold")
-    if mark is None:
-        return CORRECT_THRESHOLD
-    low, high = profiled.get("task.verifier_reward_range") or (0.0, 1.0)
-    return rescale(mark, (low, high))
+    return TaskConfig(
+        verifier_reward_range=profiled.get("task.verifier_reward_range") or (0.0, 1.0),
+        success_threshold=profiled.get("task.success_threshold"),
+    ).correct_threshold
 
 
 def check_profile_settings(

@@ -246,6 +246,12 @@ def differing_keys(recorded: dict, current: dict) -> list[str]:
     return sorted(key for key in a.keys() | b.keys() if a.get(key) != b.get(key))
 
 
+def changes(old: dict, new: dict) -> list[str]:
+    """'key: old -> new' for each dotted key whose value differs (differing_keys' order)."""
+    a, b = flatten(old), flatten(new)
+    return [f"{key}: {a.get(key)!r} -> {b.get(key)!r}" for key in differing_keys(old, new)]
+
+
 def _hash_cache_path() -> Path:
     base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
     return base / "sgpo" / "weights-sha256.json"
@@ -350,12 +356,10 @@ def check_same_inputs(where: Path, recorded: dict | None, current: dict) -> None
             f"{where}: records no fingerprint of its config and model, so a resume cannot be "
             "checked; start over with --overwrite"
         )
-    recorded, current = comparable_inputs(recorded, current)
-    keys = differing_keys(recorded, current)
-    if not keys:
+    differ = changes(*comparable_inputs(recorded, current))
+    if not differ:
         return
-    old, new = flatten(recorded), flatten(current)
-    shown = first_of([f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys])
+    shown = first_of(differ)
     raise DataError(
         f"{where}: made with other inputs than this resume's: {shown}. Resume with the "
         "same config, model and verifier code, or start over with --overwrite"

@@ -202,7 +202,7 @@ class Trainer:
             k,
             stream,
             self.shape,
-            self.config.task.correct_threshold,
+            self.threshold,
         )
         self.generated_tokens += profile_tokens(rows)
         return rows
