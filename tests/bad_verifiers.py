@@ -131,6 +131,13 @@ def graded(response: str, reference: str) -> float:
     return (0.0, 0.7, 1.0)[int(reference) % 3]
 
 
+def length_credit(response: str, reference: str) -> float:
+    """Partial credit below the default threshold: by the response's length (0 to 0.3) for an
+    even reference answer, 0 for an odd one, so that every query is unsolvable by p_hat but the
+    even ones' samples' rewards vary."""
+    return 0.1 * (len(response) % 4) if int(reference) % 2 == 0 else 0.0
+
+
 def never(response: str, reference: str) -> float:
     """Scores every response 0 (a verifier that cannot read the model's answers)."""
     return 0.0

@@ -191,6 +191,34 @@ def test_plan_keeps_a_seeded_share_of_trivial_queries():
     assert sum(p.kept and p.success_rate == 1.0 for p in keep_all) == n_trivial
 
 
+def test_plan_keeps_never_or_always_solved_queries_whose_rewards_varied():
+    """A graded verifier's partial credit can vary where no sample (or every sample) reaches
+    the success threshold: such a group has a non-zero advantage, so the plan keeps it.
+    Pass/fail rewards (rewards_vary unset) plan as before."""
+    rule = PlanRule(unsolvable_keep_fraction=0.0)
+    profile = [
+        ProfiledQuery("never-flat", 0, 8, rewards_vary=False),
+        ProfiledQuery("never-graded", 0, 8, rewards_vary=True),
+        ProfiledQuery("always-flat", 8, 8, rewards_vary=False),
+        ProfiledQuery("always-graded", 8, 8, rewards_vary=True),
+        ProfiledQuery("never-binary", 0, 8),
+        ProfiledQuery("always-binary", 8, 8),
+        ProfiledQuery("mixed", 4, 8),
+    ]
+    plan = {p.query_id: p for p in plan_queries(profile, rule, seed=0)}
+    assert plan["never-flat"].reason == plan["never-binary"].reason == DROPPED_UNSOLVABLE
+    assert plan["always-flat"].reason == plan["always-binary"].reason == DROPPED_TRIVIAL
+    assert plan["never-graded"].kept and plan["never-graded"].group_size == rule.g_max
+    assert plan["always-graded"].kept and plan["always-graded"].group_size == rule.g_min
+    # easy -> hard still: always solved first, never solved last
+    kept = sorted((p for p in plan.values() if p.kept), key=lambda p: p.rank)
+    assert [p.query_id for p in kept] == ["always-graded", "mixed", "never-graded"]
+    # trivial_above is a rule on p_hat alone: it drops near-solved queries whatever varied
+    paper = {p.query_id: p for p in plan_queries(profile, PlanRule(trivial_above=0.75), 0)}
+    assert paper["always-graded"].reason == DROPPED_TRIVIAL
+    assert ProfiledQuery("m", 3, 8).varied and not ProfiledQuery("m", 0, 8).varied
+
+
 def test_plan_rejects_duplicate_ids():
     with pytest.raises(ValueError, match="duplicate"):
         plan_queries([ProfiledQuery("a", 1, 8), ProfiledQuery("a", 2, 8)], PlanRule(), seed=0)
@@ -410,19 +438,27 @@ def test_streaks_go_on_with_all_equal_groups_and_reset_with_mixed_ones():
 
 def test_first_visit_filter_uses_the_plans_thresholds_and_a_draw_per_query():
     rule = PlanRule(unsolvable_keep_fraction=0.0, drop_trivial=True, trivial_above=0.75)
-    assert first_visit_reason("a", 0, 8, rule, seed=0) == DROPPED_UNSOLVABLE
-    assert first_visit_reason("a", 8, 8, rule, seed=0) == DROPPED_TRIVIAL
-    assert first_visit_reason("a", 7, 8, rule, seed=0) == DROPPED_TRIVIAL  # 0.875 > 0.75
-    assert first_visit_reason("a", 6, 8, rule, seed=0) == KEPT
+    assert first_visit_reason("a", 0, 8, False, rule, seed=0) == DROPPED_UNSOLVABLE
+    assert first_visit_reason("a", 8, 8, False, rule, seed=0) == DROPPED_TRIVIAL
+    assert first_visit_reason("a", 7, 8, True, rule, seed=0) == DROPPED_TRIVIAL  # 0.875 > 0.75
+    assert first_visit_reason("a", 6, 8, True, rule, seed=0) == KEPT
+    # A graded verifier's partial credit that varies teaches whatever the threshold says.
+    assert first_visit_reason("a", 0, 8, True, rule, seed=0) == KEPT
+    assert first_visit_reason("a", 8, 8, True, rule, seed=0) == DROPPED_TRIVIAL  # trivial_above
+    strict = PlanRule(unsolvable_keep_fraction=0.0, drop_trivial=True)
+    assert first_visit_reason("a", 8, 8, True, strict, seed=0) == KEPT
+    assert first_visit_reason("a", 8, 8, False, strict, seed=0) == DROPPED_TRIVIAL
     keep_all = PlanRule(unsolvable_keep_fraction=1.0, drop_trivial=False)
-    assert first_visit_reason("a", 0, 8, keep_all, 0) == first_visit_reason("a", 8, 8, keep_all, 0)
-    assert first_visit_reason("a", 0, 8, keep_all, 0) == KEPT
+    assert first_visit_reason("a", 0, 8, False, keep_all, 0) == first_visit_reason(
+        "a", 8, 8, False, keep_all, 0
+    )
+    assert first_visit_reason("a", 0, 8, False, keep_all, 0) == KEPT
     # A share of the never-solved is kept, each query by its own seeded draw.
     half = PlanRule(unsolvable_keep_fraction=0.5)
-    reasons = [first_visit_reason(f"q{i}", 0, 8, half, seed=3) for i in range(400)]
+    reasons = [first_visit_reason(f"q{i}", 0, 8, False, half, seed=3) for i in range(400)]
     assert 150 < reasons.count(KEPT) < 250
-    again = [first_visit_reason(f"q{i}", 0, 8, half, seed=3) for i in range(400)]
-    other = [first_visit_reason(f"q{i}", 0, 8, half, seed=4) for i in range(400)]
+    again = [first_visit_reason(f"q{i}", 0, 8, False, half, seed=3) for i in range(400)]
+    other = [first_visit_reason(f"q{i}", 0, 8, False, half, seed=4) for i in range(400)]
     assert reasons == again and reasons != other
 
 

@@ -115,7 +115,8 @@ def test_replan_never_loses_or_duplicates_and_moves_queries():
     # q0 (unsolvable, dropped or kept) is now solved half the time; q4 has become trivial
     posts["q0"] = Posterior(10.5, 10.5)
     posts["q4"] = Posterior(40.5, 0.5)
-    new = replan([q.query_id for q in profile], posts, first, ReplanRule(rule), seed=1)
+    varied = {q.query_id: q.varied for q in profile} | {"q0": True, "q4": False}  # the latest
+    new = replan([q.query_id for q in profile], posts, varied, first, ReplanRule(rule), seed=1)
     assert sorted(p.query_id for p in new) == sorted(first)
     by_id = {p.query_id: p for p in new}
     assert by_id["q0"].kept and by_id["q0"].group_size == 2
@@ -128,7 +129,19 @@ def test_replan_never_loses_or_duplicates_and_moves_queries():
         if old.success_rate == 0 and qid != "q0":
             assert by_id[qid].kept == old.kept
     with pytest.raises(ValueError, match="duplicate"):
-        replan(["q1", "q1"], posts, first, ReplanRule(rule), seed=1)
+        replan(["q1", "q1"], posts, varied, first, ReplanRule(rule), seed=1)
+
+
+def test_replan_keeps_a_query_while_its_latest_rewards_vary():
+    """A graded verifier: no success (or no failure) counted, but the latest group's partial
+    credit varied, so it still teaches; once a group comes back all equal the counts decide."""
+    rule = ReplanRule(PlanRule(unsolvable_keep_fraction=0.0))
+    posts = {"never": Posterior(0.5, 8.5), "always": Posterior(8.5, 0.5)}
+    previous: dict = {}
+    varying = replan(["never", "always"], posts, {"never": True, "always": True}, previous, rule, 0)
+    assert all(p.kept for p in varying)
+    flat = replan(["never", "always"], posts, {"never": False, "always": False}, previous, rule, 0)
+    assert [p.reason for p in flat] == ["unsolvable", "trivial"]
 
 
 @pytest.mark.parametrize(
@@ -139,13 +152,21 @@ def test_replan_never_loses_or_duplicates_and_moves_queries():
         PlanRule(unsolvable_keep_fraction=0.5, trivial_above=0.75, g_rule="pow2_buckets"),
     ],
 )
-def test_replan_from_the_profile_alone_reproduces_the_static_plan(rule: PlanRule) -> None:
-    profile = [ProfiledQuery(f"q{i}", (i * 7) % 9, 8) for i in range(60)]
+@pytest.mark.parametrize("graded", [False, True])
+def test_replan_from_the_profile_alone_reproduces_the_static_plan(
+    rule: PlanRule, graded: bool
+) -> None:
+    # graded: a third of the queries' rewards varied, some of them never or always solved
+    profile = [
+        ProfiledQuery(f"q{i}", (i * 7) % 9, 8, rewards_vary=True if graded and i % 3 == 0 else None)
+        for i in range(60)
+    ]
     static = plan_queries(profile, rule, seed=3)
     posts = {q.query_id: posterior_from_profile(q.n_correct, q.k, 0.0, 0.0) for q in profile}
     again = replan(
         [q.query_id for q in profile],
         posts,
+        {q.query_id: q.varied for q in profile},
         {p.query_id: p for p in static},
         ReplanRule(rule, prior_alpha=0.0, prior_beta=0.0),
         seed=3,

@@ -229,13 +229,21 @@ def test_a_p_hat_edited_alone_is_refused_naming_its_row(
     ) in str(info.value)
 
     def edited_together(rows: list[dict]) -> list[dict]:
-        rows[2].update(k=4, n_correct=1, p_hat=0.25)
+        rows[2].update(k=4, n_correct=1, p_hat=0.25, rewards_vary=True)
         return rows
 
     read_plan(edited_plan(env, tmp_path / "together.parquet", edited_together))
 
+    def counts_without_variation(rows: list[dict]) -> list[dict]:
+        rows[2].update(k=4, n_correct=1, p_hat=0.25, rewards_vary=False)
+        return rows
+
+    path = edited_plan(env, tmp_path / "apart.parquet", counts_without_variation)
+    with pytest.raises(DataError, match=r"row 2: field 'rewards_vary' is false, but n_correct"):
+        read_plan(path)
+
     def through_float32(rows: list[dict]) -> list[dict]:  # as a table written by another tool
-        rows[2].update(k=10, n_correct=1, p_hat=float(np.float32(0.1)))
+        rows[2].update(k=10, n_correct=1, p_hat=float(np.float32(0.1)), rewards_vary=True)
         return rows
 
     read_plan(edited_plan(env, tmp_path / "float32.parquet", through_float32))

@@ -135,7 +135,7 @@ def test_plan_refuses_a_shard_profile(tiny, tmp_path):
     ("key", "value", "profiled"),
     [
         ("task.verifier", None, "'bad_verifiers:coin_flip'"),
-        ("task.success_threshold", 1.0, "None"),
+        ("task.success_threshold", 1.0, "None (the middle of task.verifier_reward_range)"),
         ("model.prompt_template", "Q: {prompt}", "'{prompt}'"),
         ("model.use_chat_template", False, "None"),
         ("model.system_prompt", "Be brief.", "None"),

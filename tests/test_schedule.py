@@ -1,5 +1,7 @@
 """QueryScheduler: epochs, peeking, skipping and re-planning without losing a query."""
 
+from dataclasses import replace
+
 import pytest
 
 from sgpo.core.online import observe_streaks
@@ -182,28 +184,30 @@ def test_first_visits_profile_and_drop_queries_in_place():
     s = QueryScheduler(scheduled(6, g=4), shuffle=True, seed=1, first_visit=rule)
     order = list(s.remaining)
     first = s.take(8)  # two queries
-    s.observe_first_visits([(first[0].query.query_id, 0, 4), (first[1].query.query_id, 4, 4)])
+    s.observe_first_visits(
+        [(first[0].query.query_id, 0, 4, False), (first[1].query.query_id, 4, 4, False)]
+    )
     never = first[0].query.query_id
     assert s.profiled == {never: "unsolvable", first[1].query.query_id: "kept"}
     assert never not in ids(s.queries) and s.first_visit_dropped == 1
     assert s.remaining == order[2:]  # the epoch's shuffle is kept
     # Only a query's first group is its profile: an all-wrong later group drops nothing.
-    s.observe_first_visits([(first[1].query.query_id, 0, 4)])
+    s.observe_first_visits([(first[1].query.query_id, 0, 4, False)])
     assert first[1].query.query_id in ids(s.queries)
     state = s.state()
     restored = QueryScheduler(scheduled(6, g=4), shuffle=True, seed=1, first_visit=rule)
     restored.restore(state, {q.query.query_id: q.query for q in scheduled(6)})
     assert restored.profiled == s.profiled and ids(restored.queries) == ids(s.queries)
-    s.observe_first_visits([(q, 0, 4) for q in order[2:]])
+    s.observe_first_visits([(q, 0, 4, False) for q in order[2:]])
     assert ids(s.queries) == [first[1].query.query_id] and s.first_visit_dropped == 5
     with pytest.raises(ValueError, match="dropped every query"):
         lone = QueryScheduler(scheduled(1, g=4), shuffle=True, seed=1, first_visit=rule)
-        lone.observe_first_visits([("q0", 0, 4)])
+        lone.observe_first_visits([("q0", 0, 4, False)])
 
 
 def test_without_a_first_visit_rule_nothing_is_dropped():
     s = QueryScheduler(scheduled(3), shuffle=False, seed=0)
-    s.observe_first_visits([("q0", 0, 2)])
+    s.observe_first_visits([("q0", 0, 2, False)])
     assert ids(s.queries) == ["q0", "q1", "q2"] and s.profiled == {}
 
 
@@ -214,8 +218,11 @@ def test_a_history_from_the_profile_skips_in_the_first_epoch_too():
         plan_row(f"q{i}", n_correct=1 if i < 20 else 0, k=1 if i < 30 else 8, kept=i < 40)
         for i in range(44)
     ] + [plan_row("trivial", n_correct=8, k=8, kept=False)]  # dropped: no visit to skip
-    streaks = profile_streaks(rows)
+    streaks = profile_streaks(rows, "equal")
     assert streaks == {f"q{i}": 1 for i in range(20)}  # solved at the first sample, kept
+    # All correct with partial credit that varied (a graded verifier): no all-equal streak
+    graded = [replace(plan_row("g1", n_correct=8, k=8, kept=True), rewards_vary=True)]
+    assert profile_streaks(graded, "equal") == {} and profile_streaks(graded, "solved") == {"g1": 1}
     s = QueryScheduler(scheduled(40), shuffle=False, seed=0, explore=0.5, streaks=streaks)
     first = ids(s.take(80))
     assert set(first) >= {f"q{i}" for i in range(20, 40)}
@@ -240,4 +247,5 @@ def plan_row(query_id: str, n_correct: int, k: int, kept: bool) -> PlanRow:
         rank=int(query_id[1:]) if kept else -1,
         prompt_tokens=3,
         mean_response_tokens=2.0,
+        rewards_vary=0 < n_correct < k,
     )

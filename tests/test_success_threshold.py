@@ -74,7 +74,11 @@ def test_training_and_evaluation_count_successes_from_the_threshold_up(tmp_path)
 
 def test_a_plan_refuses_a_profile_that_counted_successes_otherwise(tmp_path):
     profile = run_profile(graded_config(tmp_path), tmp_path / "profile")
-    with pytest.raises(DataError, match=r"task.success_threshold: profile None, config 1.0"):
+    expected = (
+        r"task.success_threshold: profile None \(the middle of task.verifier_reward_range\), "
+        r"config 1.0"
+    )
+    with pytest.raises(DataError, match=expected):
         run_plan(graded_config(tmp_path, success_threshold=1.0), profile, tmp_path / "plan")
 
 

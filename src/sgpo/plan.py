@@ -20,7 +20,9 @@ from sgpo.core.allocation import (
     PlanRule,
     ProfiledQuery,
     is_trivial,
+    is_unsolvable,
     plan_queries,
+    rewards_varied,
 )
 from sgpo.core.flops import ModelShape, inference_flops, train_flops
 from sgpo.core.predict import (
@@ -57,16 +59,23 @@ class PlanRow:
     rank: int  # curriculum position among kept queries, -1 if dropped
     prompt_tokens: int
     mean_response_tokens: float
+    # The profile's samples' rewards were not all equal (a graded verifier's partial credit
+    # can vary at p_hat 0 or 1, and such a query is kept). Plans written before the column
+    # read what pass/fail rewards imply, 0 < n_correct < k.
+    rewards_vary: bool
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, row: dict) -> PlanRow:
-        return cls(**{name: row[name] for name in PLAN_COLUMNS})
+        values = {name: row[name] for name in PLAN_COLUMNS}
+        varied = rewards_varied(row["n_correct"], row["k"], row.get("rewards_vary"))
+        return cls(**values, rewards_vary=varied)
 
 
-PLAN_COLUMNS = tuple(f.name for f in fields(PlanRow))
+# The columns a plan must have (rewards_vary, added later, may be missing).
+PLAN_COLUMNS = tuple(f.name for f in fields(PlanRow) if f.name != "rewards_vary")
 
 
 def write_plan(path: Path, rows: list[PlanRow], meta: dict) -> None:
@@ -99,7 +108,12 @@ def build_plan(profile_rows: list[dict], rule: PlanRule, seed: int) -> list[Plan
     planned: dict[str, PlannedQuery] = {
         p.query_id: p
         for p in plan_queries(
-            [ProfiledQuery(r["query_id"], r["n_correct"], r["k"]) for r in profile_rows], rule, seed
+            [
+                ProfiledQuery(r["query_id"], r["n_correct"], r["k"], r.get("rewards_vary"))
+                for r in profile_rows
+            ],
+            rule,
+            seed,
         )
     }
     rows = []
@@ -120,6 +134,7 @@ def build_plan(profile_rows: list[dict], rule: PlanRule, seed: int) -> list[Plan
                 rank=p.rank,
                 prompt_tokens=r["prompt_tokens"],
                 mean_response_tokens=r["mean_response_tokens"],
+                rewards_vary=rewards_varied(r["n_correct"], r["k"], r.get("rewards_vary")),
             )
         )
     return rows
@@ -136,7 +151,8 @@ def plan_summary(
     *,
     rule: PlanRule,
 ) -> dict:
-    """Counts (trivial as by `rule`: p_hat = 1 or above its trivial_above), rollouts per epoch
+    """Counts (trivial as by `rule`: p_hat = 1 or above its trivial_above; varied_kept: kept
+    at p_hat 0 or 1 because their rewards varied, a graded verifier's), rollouts per epoch
     against a fixed-G baseline, each currency's predicted cost of one epoch, and the predicted
     informative fraction and cost per informative rollout over `epochs` (groups grown until
     mixed with
@@ -149,8 +165,9 @@ def plan_summary(
         "kept": len(kept),
         "trivial": sum(r.reason == "trivial" for r in rows),
         "unsolvable_dropped": sum(r.reason == "unsolvable" for r in rows),
-        "unsolvable_kept": sum(r.kept and r.p_hat == 0 for r in rows),
-        "trivial_kept": sum(r.kept and is_trivial(r.p_hat, rule) for r in rows),
+        "unsolvable_kept": sum(r.kept and is_unsolvable(r.p_hat, r.rewards_vary) for r in rows),
+        "trivial_kept": sum(r.kept and is_trivial(r.p_hat, rule, r.rewards_vary) for r in rows),
+        "varied_kept": sum(r.kept and kept_for_varied_rewards(r, rule) for r in rows),
         "rollouts_per_epoch": sum(r.group_size for r in kept),
         "baseline_group_size": fixed_group_size,
         "baseline_rollouts_per_epoch": fixed_group_size * len(rows),
@@ -163,6 +180,16 @@ def plan_summary(
             ).items()
         }
     return summary
+
+
+def kept_for_varied_rewards(row: PlanRow, rule: PlanRule) -> bool:
+    """Whether the rule keeps this query only because its rewards varied: never or always
+    solved, which pass/fail rewards would have made unsolvable or trivial."""
+    binary_drop = is_unsolvable(row.p_hat, False) or is_trivial(row.p_hat, rule, False)
+    rule_drop = is_unsolvable(row.p_hat, row.rewards_vary) or is_trivial(
+        row.p_hat, rule, row.rewards_vary
+    )
+    return binary_drop and not rule_drop
 
 
 def prediction(

@@ -4,7 +4,9 @@ every sample's random stream is seeded from (run seed, query id, sample index), 
 the same whether the run was interrupted or not and whatever order the queries ran in.
 
 profile.parquet columns: query_id, prompt, answer, difficulty, k (samples drawn), n_correct,
-p_hat, mean_response_tokens, prompt_tokens, flops (this query's profiling inference FLOPs).
+p_hat, rewards_vary (the samples' rewards not all equal: a graded verifier's partial credit can
+vary where none or all succeed), mean_response_tokens, prompt_tokens, flops (this query's
+profiling inference FLOPs).
 Schema metadata (key "sgpo"): model, task, seed, k, sampling, shard (adaptive_round and
 adaptive_stop with profile.adaptive, full_share when set), samples_file (where
 profile_samples.parquet lies).
@@ -27,7 +29,7 @@ from tqdm import tqdm
 from sgpo import rundir
 from sgpo.config import RunConfig, dump_config
 from sgpo.core.flops import ModelShape, inference_flops
-from sgpo.core.rewards import is_correct
+from sgpo.core.rewards import all_equal, is_correct
 from sgpo.engine import Completion, GenerationEngine, SamplingParams, stream_seed
 from sgpo.errors import DataError
 from sgpo.io import atomic_write_text, prepare_out_dir, read_table, write_table
@@ -433,6 +435,7 @@ def _profile_row(
         "k": n,
         "n_correct": n_correct,
         "p_hat": n_correct / n,
+        "rewards_vary": not all_equal(rewards),
         "mean_response_tokens": sum(len(c.response_ids) for c in group) / n,
         "prompt_tokens": len(group[0].prompt_ids),
         "flops": sum(inference_flops(shape, len(c.prompt_ids), len(c.response_ids)) for c in group),

@@ -260,4 +260,13 @@ def other_weights(meta: dict, model: str | None) -> tuple[str, str] | None:
 
 
 def shown(differ: dict[str, tuple]) -> str:
-    return "; ".join(f"{k}: profile {a!r}, config {b!r}" for k, (a, b) in differ.items())
+    return "; ".join(
+        f"{k}: profile {_setting(k, a)}, config {_setting(k, b)}" for k, (a, b) in differ.items()
+    )
+
+
+def _setting(key: str, value: object) -> str:
+    # an unset threshold (or its default given explicitly, stored unset) is not "no threshold"
+    if key == "task.success_threshold" and value is None:
+        return "None (the middle of task.verifier_reward_range)"
+    return repr(value)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from sgpo.config import RunConfig
-from sgpo.core.rewards import is_correct
+from sgpo.core.rewards import all_equal, is_correct
 from sgpo.io import read_table, write_table
 from sgpo.plan import PlanRow, plan_rule
 from sgpo.rollouts import Rollout, group_members
@@ -64,8 +64,11 @@ class Replanner:
     def observe(self, rollouts: list[Rollout]) -> None:
         """Every training group is a fresh measurement of its query's success rate."""
         for members in group_members(rollouts):
-            wins = sum(is_correct(m.reward, self.threshold) for m in members)
-            self.planner.observe(members[0].query.query_id, wins, len(members) - wins)
+            rewards = [m.reward for m in members]
+            wins = sum(is_correct(r, self.threshold) for r in rewards)
+            self.planner.observe(
+                members[0].query.query_id, wins, len(members) - wins, not all_equal(rewards)
+            )
 
     def _reprofile(self, step: int, measure: Measure) -> list[float]:
         """Re-measure a seeded sample of dropped queries; returns each query's FLOPs."""
@@ -76,7 +79,9 @@ class Replanner:
             [self.queries_by_id[q] for q in sample], (self.config.seed, "reprofile", step)
         )
         for row in rows:
-            self.planner.observe(row["query_id"], row["n_correct"], row["k"] - row["n_correct"])
+            self.planner.observe(
+                row["query_id"], row["n_correct"], row["k"] - row["n_correct"], row["rewards_vary"]
+            )
         return [row["flops"] for row in rows]
 
     def after_step(

@@ -275,13 +275,18 @@ def write_report(run_dir: Path) -> Path:
         if (run_dir / HISTORY_FILE).exists():
             images += plot_plan_history(read_table(run_dir / HISTORY_FILE)[0], plan_rows, run_dir)
         s = meta.get("summary", {})
+        varied = (
+            f"kept at p_hat 0 or 1 for rewards that varied (partial credit): {s['varied_kept']}; "
+            if s.get("varied_kept")
+            else ""
+        )
         lines += [
             "## Plan",
             f"- queries profiled: {s.get('queries')} ({profile_sampling(meta)})",
             f"- {all_correct_label(meta)} dropped: {s.get('trivial')}, "
             f"kept: {s.get('trivial_kept')}; "
             f"unsolvable (p_hat = 0) dropped: {s.get('unsolvable_dropped')}, "
-            f"kept: {s.get('unsolvable_kept')}; kept in all: {s.get('kept')}",
+            f"kept: {s.get('unsolvable_kept')}; {varied}kept in all: {s.get('kept')}",
             f"- rollouts per epoch: {s.get('rollouts_per_epoch')} vs "
             f"{s.get('baseline_rollouts_per_epoch')} for fixed G = {s.get('baseline_group_size')} "
             "over every query",

@@ -125,17 +125,19 @@ class QueryScheduler:
         explore adapted to the share that did (what sgpo's trainer and sgpo.trl both do)."""
         self.adapt(observe_streaks(self.zero_streaks, groups))
 
-    def observe_first_visits(self, groups: list[tuple[str, int, int]]) -> set[str]:
-        """A step's groups as (query_id, n_correct, group size): each query's first group is
-        its profile; those the first_visit rule's filter drops leave the schedule (nothing
-        without a rule). Returns the queries dropped."""
+    def observe_first_visits(self, groups: list[tuple[str, int, int, bool]]) -> set[str]:
+        """A step's groups as (query_id, n_correct, group size, rewards not all equal): each
+        query's first group is its profile; those the first_visit rule's filter drops leave the
+        schedule (nothing without a rule). Returns the queries dropped."""
         dropped: set[str] = set()
         if self.first_visit is None:
             return dropped
-        for query_id, n_correct, size in groups:
+        for query_id, n_correct, size, varied in groups:
             if query_id in self.profiled:
                 continue
-            reason = first_visit_reason(query_id, n_correct, size, self.first_visit, self.seed)
+            reason = first_visit_reason(
+                query_id, n_correct, size, varied, self.first_visit, self.seed
+            )
             self.profiled[query_id] = reason
             if reason != KEPT:
                 dropped.add(query_id)
@@ -265,9 +267,14 @@ class OnlinePlanner:
             r.query_id: PlannedQuery(r.query_id, r.p_hat, r.group_size, r.kept, r.reason, r.rank)
             for r in plan_rows
         }
+        # Whether each query's latest measurement had rewards not all equal (a graded
+        # verifier's partial credit): re-planning keeps such a query, as the plan does.
+        self.varied = {r.query_id: r.rewards_vary for r in plan_rows}
 
-    def observe(self, query_id: str, successes: int, failures: int) -> None:
-        """A fresh measurement of one query (a training group or a re-profiling sample)."""
+    def observe(self, query_id: str, successes: int, failures: int, varied: bool) -> None:
+        """A fresh measurement of one query (a training group or a re-profiling sample);
+        varied: its rewards were not all equal."""
+        self.varied[query_id] = varied
         rule = self.replan_rule
         self.posteriors[query_id] = update_posterior(
             self.posteriors[query_id],
@@ -280,7 +287,9 @@ class OnlinePlanner:
 
     def replan(self, queries_by_id: dict[str, Query]) -> list[ScheduledQuery]:
         """Kept queries with their new G, in the new curriculum order."""
-        plan = replan(self.query_ids, self.posteriors, self.current, self.replan_rule, self.seed)
+        plan = replan(
+            self.query_ids, self.posteriors, self.varied, self.current, self.replan_rule, self.seed
+        )
         self.current = {p.query_id: p for p in plan}
         kept = sorted((p for p in plan if p.kept), key=lambda p: p.rank)
         return [ScheduledQuery(queries_by_id[p.query_id], p.group_size) for p in kept]
@@ -319,11 +328,13 @@ class OnlinePlanner:
                 q: [p.success_rate, p.group_size, p.kept, p.reason, p.rank]
                 for q, p in self.current.items()
             },
+            "varied": self.varied,
         }
 
     def restore(self, state: dict) -> None:
         self.posteriors = {q: Posterior(a, b) for q, (a, b) in state["posteriors"].items()}
         self.current = {q: PlannedQuery(q, *v) for q, v in state["current"].items()}
+        self.varied |= state.get("varied", {})  # older checkpoints: the plan's
 
 
 def build_scheduler(
@@ -344,16 +355,25 @@ def build_scheduler(
         fill=config.train.history_fill,
         first_visit=first_visit,
         streak_group_size=config.train.streak_group_size,
-        streaks=profile_streaks(rows) if config.train.history_from_profile else None,
+        streaks=(
+            profile_streaks(rows, config.train.history_streak)
+            if config.train.history_from_profile
+            else None
+        ),
     )
     return scheduler, rows, profile_flops
 
 
-def profile_streaks(rows: list[PlanRow]) -> dict[str, int]:
+def profile_streaks(rows: list[PlanRow], rule: str) -> dict[str, int]:
     """train.history_from_profile: a streak of one for each kept query whose profile samples
-    were all correct (a streak under history_streak solved; under equal too for a verifier
-    that scores 0 or 1, whose successes are all equal: a graded one's need not be)."""
-    return {r.query_id: 1 for r in rows if r.kept and r.n_correct == r.k}
+    were all correct, as a group extending the streak under history_streak `rule` would be
+    (solved; under equal, their rewards also all equal: a graded verifier's partial credit
+    above the threshold need not be. A single sample is taken as all equal)."""
+    return {
+        r.query_id: 1
+        for r in rows
+        if r.kept and r.n_correct == r.k and not (rule == "equal" and r.rewards_vary)
+    }
 
 
 def scheduled_queries(

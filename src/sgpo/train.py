@@ -33,7 +33,7 @@ from sgpo import checkpoint, rundir
 from sgpo.config import RunConfig, TrainConfig, dump_config, load_config
 from sgpo.core.flops import PHASES
 from sgpo.core.online import extends_streak
-from sgpo.core.rewards import is_correct
+from sgpo.core.rewards import all_equal, is_correct
 from sgpo.engine import stream_seed
 from sgpo.errors import ConfigError, NonFiniteError, TrainingStopped
 from sgpo.evaluate import evaluate
@@ -252,6 +252,7 @@ class Trainer:
                         members[0].query.query_id,
                         sum(is_correct(m.reward, self.threshold) for m in members),
                         len(members),
+                        not all_equal([m.reward for m in members]),
                     )
                     for members in groups
                 ]

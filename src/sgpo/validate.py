@@ -159,6 +159,7 @@ def check_plan_rows(rows: list[dict], path: Path, columns: Sequence[str]) -> Non
             raise DataError(f"{where}: fields 'kept' and 'reason' disagree")
         if not (r["k"] >= 1 and 0 <= r["n_correct"] <= r["k"]):
             raise DataError(f"{where}: fields 'k', 'n_correct': need 0 <= n_correct <= k, k >= 1")
+        check_rewards_vary(r, where)
         if not 0 <= r["p_hat"] <= 1:
             raise DataError(f"{where}: field 'p_hat' is {r['p_hat']}, not in [0, 1]")
         measured = r["n_correct"] / r["k"]
@@ -251,3 +252,20 @@ def check_is_profile(rows: list[dict], meta: dict, path: Path) -> None:
         for column in ("mean_response_tokens", "flops"):
             if not _is_real(r[column]) or r[column] < 0:
                 raise DataError(f"{where}: field {column!r} is {r[column]!r}, not a number >= 0")
+        check_rewards_vary(r, where)
+
+
+def check_rewards_vary(r: dict, where: str) -> None:
+    """rewards_vary (profile and plan; absent or empty in tables written before it) is true or
+    false, and true where both outcomes were drawn: rewards either side of the threshold
+    differ."""
+    varied = r.get("rewards_vary")
+    if varied is None:
+        return
+    if not isinstance(varied, bool):
+        raise DataError(f"{where}: field 'rewards_vary' must be true or false, got {varied!r}")
+    if not varied and 0 < r["n_correct"] < r["k"]:
+        raise DataError(
+            f"{where}: field 'rewards_vary' is false, but n_correct / k = {r['n_correct']} / "
+            f"{r['k']} holds both outcomes, whose rewards differ: edit them together"
+        )

@@ -8,8 +8,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 KEPT = "kept"
-DROPPED_TRIVIAL = "trivial"  # p_hat == 1 (or above trivial_above): nothing left to learn
-DROPPED_UNSOLVABLE = "unsolvable"  # p_hat == 0 and not in the seeded keep fraction
+# p_hat == 1 with rewards all equal (or p_hat above trivial_above): nothing left to learn
+DROPPED_TRIVIAL = "trivial"
+# p_hat == 0 with rewards all equal, and not in the seeded keep fraction
+DROPPED_UNSOLVABLE = "unsolvable"
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,21 @@ class ProfiledQuery:
     query_id: str
     n_correct: int
     k: int
+    # Whether the samples' rewards were not all equal (profile.parquet's rewards_vary); None
+    # (a profile written before the column) = what pass/fail rewards imply, 0 < n_correct < k.
+    rewards_vary: bool | None = None
+
+    @property
+    def varied(self) -> bool:
+        return rewards_varied(self.n_correct, self.k, self.rewards_vary)
+
+
+def rewards_varied(n_correct: int, k: int, rewards_vary: bool | None) -> bool:
+    """Whether a query's samples had a non-zero GRPO advantage: their rewards were not all
+    equal. A graded verifier's partial credit can vary where no sample, or every sample,
+    reaches the success threshold; pass/fail rewards vary exactly when both outcomes were
+    drawn, which is what an unrecorded (None) flag is taken to mean."""
+    return (0 < n_correct < k) if rewards_vary is None else rewards_vary
 
 
 @dataclass(frozen=True)
@@ -161,9 +178,16 @@ def assemble_plan(
     ]
 
 
-def is_trivial(p_hat: float, rule: PlanRule) -> bool:
-    """Always solved in the profile, or above the rule's trivial_above."""
-    return p_hat == 1.0 or p_hat > rule.trivial_above
+def is_trivial(p_hat: float, rule: PlanRule, varied: bool = False) -> bool:
+    """Always solved in the profile with rewards all equal (a graded verifier's partial credit
+    above the threshold may still vary, and teach), or above the rule's trivial_above."""
+    return (p_hat == 1.0 and not varied) or p_hat > rule.trivial_above
+
+
+def is_unsolvable(p_hat: float, varied: bool) -> bool:
+    """Never solved in the profile, with rewards all equal (nothing for an advantage to
+    follow; varied partial credit below the threshold still has)."""
+    return p_hat == 0.0 and not varied
 
 
 def plan_queries(profile: Sequence[ProfiledQuery], rule: PlanRule, seed: int) -> list[PlannedQuery]:
@@ -176,8 +200,9 @@ def plan_queries(profile: Sequence[ProfiledQuery], rule: PlanRule, seed: int) ->
         for q in profile
     }
 
-    unsolvable = sorted(qid for qid, p in raw.items() if p == 0.0)
-    trivial = sorted(qid for qid, p in raw.items() if is_trivial(p, rule))
+    varied = {q.query_id: q.varied for q in profile}
+    unsolvable = sorted(qid for qid, p in raw.items() if is_unsolvable(p, varied[qid]))
+    trivial = sorted(qid for qid, p in raw.items() if is_trivial(p, rule, varied[qid]))
     rng = random.Random(seed)
     kept_unsolvable = set(
         rng.sample(unsolvable, round(rule.unsolvable_keep_fraction * len(unsolvable)))
@@ -188,7 +213,7 @@ def plan_queries(profile: Sequence[ProfiledQuery], rule: PlanRule, seed: int) ->
     def reason_for(qid: str) -> str:
         if qid in dropped_trivial:
             return DROPPED_TRIVIAL
-        if raw[qid] == 0.0 and qid not in kept_unsolvable:
+        if is_unsolvable(raw[qid], varied[qid]) and qid not in kept_unsolvable:
             return DROPPED_UNSOLVABLE
         return KEPT
 
@@ -198,15 +223,18 @@ def plan_queries(profile: Sequence[ProfiledQuery], rule: PlanRule, seed: int) ->
     return assemble_plan(ids, raw, reason_for, size_for, seed, rule.bucket_width)
 
 
-def first_visit_reason(query_id: str, n_correct: int, k: int, rule: PlanRule, seed: int) -> str:
+def first_visit_reason(
+    query_id: str, n_correct: int, k: int, varied: bool, rule: PlanRule, seed: int
+) -> str:
     """The plan's filter for one query whose profile is its first training group
-    (train.first_visit_profile): plan_queries' thresholds, each keep fraction drawn for the
-    query alone by its own seeded draw, since the rest of the profile is not known yet (the
-    fraction is kept in expectation, not exactly)."""
+    (train.first_visit_profile; varied: the group's rewards were not all equal):
+    plan_queries' thresholds, each keep fraction drawn for the query alone by its own seeded
+    draw, since the rest of the profile is not known yet (the fraction is kept in
+    expectation, not exactly)."""
     p = success_rate(n_correct, k)
     draw = random.Random(f"{seed}/first-visit/{query_id}").random()
-    if rule.drop_trivial and is_trivial(p, rule) and draw >= rule.trivial_keep_fraction:
+    if rule.drop_trivial and is_trivial(p, rule, varied) and draw >= rule.trivial_keep_fraction:
         return DROPPED_TRIVIAL
-    if p == 0.0 and draw >= rule.unsolvable_keep_fraction:
+    if is_unsolvable(p, varied) and draw >= rule.unsolvable_keep_fraction:
         return DROPPED_UNSOLVABLE
     return KEPT

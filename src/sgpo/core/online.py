@@ -30,7 +30,7 @@ from sgpo.core.allocation import (
     check_unique_ids,
     rule_group_size,
 )
-from sgpo.core.rewards import is_correct
+from sgpo.core.rewards import all_equal, is_correct
 
 
 @dataclass(frozen=True)
@@ -203,11 +203,6 @@ def epoch_visits(
     return visited or list(query_ids)
 
 
-def all_equal(rewards: Sequence[float]) -> bool:
-    """GRESO's streak rule: a group whose rewards are all equal (no advantage to learn from)."""
-    return len(set(rewards)) < 2
-
-
 def extends_streak(rewards: Sequence[float], rule: str, threshold: float) -> bool:
     """Whether a generated group extends its query's streak (train.history_streak): equal, its
     rewards all equal (GRESO); solved, all correct (from threshold up), so a query training has
@@ -255,6 +250,7 @@ def adapt_explore(explore: float, zero_share: float, target: float) -> float:
 def replan(
     query_ids: Sequence[str],
     posteriors: dict[str, Posterior],
+    varied: dict[str, bool],
     previous: dict[str, PlannedQuery],
     rule: ReplanRule,
     seed: int,
@@ -264,7 +260,9 @@ def replan(
     Unsolvable queries that were already kept stay kept (they are the sampled fraction and
     their estimate is being refreshed); queries that have become unsolvable are dropped;
     dropped queries whose evidence now holds both outcomes (e.g. after a re-profiling pass)
-    come back.
+    come back. A query whose latest measurement's rewards varied (`varied`: a graded
+    verifier's partial credit) is neither trivial nor unsolvable by its counts, as in the
+    static plan.
     """
     check_unique_ids(query_ids)
     missing = [q for q in query_ids if q not in posteriors]
@@ -275,11 +273,14 @@ def replan(
     def reason_for(qid: str) -> str:
         successes = posteriors[qid].alpha - rule.prior_alpha
         failures = posteriors[qid].beta - rule.prior_beta
+        vary = varied.get(qid, False)
         # As in the static plan: no failure left, or an estimate above trivial_above.
-        no_failures = failures < rule.min_failures or means[qid] > rule.plan.trivial_above
+        no_failures = (failures < rule.min_failures and not vary) or (
+            means[qid] > rule.plan.trivial_above
+        )
         if no_failures and rule.plan.drop_trivial:
             return DROPPED_TRIVIAL
-        if successes < rule.min_successes:
+        if successes < rule.min_successes and not vary:
             was_kept = qid in previous and previous[qid].kept
             return KEPT if was_kept else DROPPED_UNSOLVABLE
         return KEPT

@@ -3,6 +3,8 @@ online re-estimation and evaluation."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 # The default mark on rewards rescaled to [0, 1]: verifiers may return partial credit, and a
 # response counts as correct from the middle of the verifier's reward range up.
 CORRECT_THRESHOLD = 0.5
@@ -17,3 +19,9 @@ def rescale(score: float, reward_range: tuple[float, float]) -> float:
 def is_correct(score: float, threshold: float) -> bool:
     """Whether a rescaled reward counts as correct (task.success_threshold, rescaled)."""
     return score >= threshold
+
+
+def all_equal(rewards: Sequence[float]) -> bool:
+    """A group whose rewards are all equal: no advantage to learn from (GRESO's streak rule,
+    and what the plan drops at p_hat 0 or 1)."""
+    return len(set(rewards)) < 2

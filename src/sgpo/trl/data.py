@@ -187,7 +187,7 @@ class StepSchedule:
         if self.planner is None:
             return False
         for query_id, outcome in outcomes.items():
-            self.planner.observe(query_id, outcome.wins, outcome.losses)
+            self.planner.observe(query_id, outcome.wins, outcome.losses, not outcome.equal)
         self.batches_observed += 1
         if self.batches_observed % self.replan_every:
             return False

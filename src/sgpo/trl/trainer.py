@@ -84,8 +84,8 @@ from sgpo.core.advantages import (
     max_variance_indices,
 )
 from sgpo.core.flops import PHASES, ModelShape, inference_flops, logprob_flops, train_flops
-from sgpo.core.online import all_equal, history_settings_without_skip
-from sgpo.core.rewards import is_correct
+from sgpo.core.online import history_settings_without_skip
+from sgpo.core.rewards import all_equal, is_correct
 from sgpo.errors import ConfigError, SgpoWarning
 from sgpo.io import atomic_write_json
 from sgpo.models import format_prompt, model_shape

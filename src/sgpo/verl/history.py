@@ -25,13 +25,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from sgpo.core.online import (
-    VISIT_FLOOR,
-    adapt_explore,
-    all_equal,
-    epoch_visits,
-    observe_streaks,
-)
+from sgpo.core.online import VISIT_FLOOR, adapt_explore, epoch_visits, observe_streaks
+from sgpo.core.rewards import all_equal
 
 # Logged by sgpo.verl.sampler each training step: visits skipped so far (sgpo's history_skipped),
 # the explore probability (moves with a target), and the trajectories the step generated (the
