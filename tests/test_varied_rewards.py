@@ -44,7 +44,9 @@ def sample_rewards(profile: Path) -> dict[str, list[float]]:
     return rewards
 
 
-def test_the_plan_keeps_the_never_solved_queries_whose_rewards_varied(profiled, tmp_path):
+def test_the_plan_keeps_the_never_solved_queries_whose_rewards_varied(
+    profiled, tmp_path, caplog
+):
     config, profile = profiled
     rows, _ = read_table(profile)
     rewards = sample_rewards(profile)
@@ -57,6 +59,9 @@ def test_the_plan_keeps_the_never_solved_queries_whose_rewards_varied(profiled, 
     assert {r.query_id for r in plan if r.kept} == varied
     assert all(r.reason == "unsolvable" for r in plan if not r.kept)
     assert summary["varied_kept"] == len(varied) and summary["unsolvable_kept"] == 0
+    # the prediction counts pass/fail outcomes: said, since these groups teach all the same
+    assert summary["predicted_informative_fraction"] < 0.01
+    assert f"{len(varied)} kept queries were never or always solved" in caplog.text
 
 
 def test_a_profile_from_before_the_column_plans_as_pass_or_fail(profiled, tmp_path):

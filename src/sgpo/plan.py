@@ -311,6 +311,14 @@ def _run_plan(
         drop_dead=train.drop_equal_groups,
         rule=rule,
     )
+    if shape is not None and summary["varied_kept"]:
+        log.warning(
+            "%s: %d kept queries were never or always solved but their partial credit varied; "
+            "the predicted informative fraction counts pass/fail outcomes, so it counts their "
+            "groups as uninformative (a lower bound for a graded verifier)",
+            profile_path,
+            summary["varied_kept"],
+        )
     if shape is not None and not p_hat_estimates_p(meta) and not meta.get("full_share"):
         # Its few samples per query pin down the spread of p the prediction rests on far less
         # closely than a full profile's (BENCHMARKS.md, "Prediction").
