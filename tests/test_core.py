@@ -38,7 +38,7 @@ from sgpo.core.online import (
     observe_streaks,
     visit_probability,
 )
-from sgpo.core.rewards import CORRECT_THRESHOLD, is_correct, rescale
+from sgpo.core.rewards import CORRECT_THRESHOLD, all_equal, is_correct, rescale
 
 
 def test_advantages_for_mixed_group_sizes_match_hand_computation():
@@ -217,6 +217,16 @@ def test_plan_keeps_never_or_always_solved_queries_whose_rewards_varied():
     paper = {p.query_id: p for p in plan_queries(profile, PlanRule(trivial_above=0.75), 0)}
     assert paper["always-graded"].reason == DROPPED_TRIVIAL
     assert ProfiledQuery("m", 3, 8).varied and not ProfiledQuery("m", 0, 8).varied
+
+
+def test_rewards_equal_up_to_the_advantages_tolerance_are_all_equal():
+    """What counts as varied is what gets an advantage: float rounding alone does not."""
+    for rewards in ([0.3, 0.1 + 0.2, 0.3], [0.2, 0.2000001, 0.2, 0.2], [1.0], []):
+        assert all_equal(rewards)
+        assert group_advantages(rewards, [0] * len(rewards)) == [0.0] * len(rewards)
+    for rewards in ([0.0, 1e-5], [0.1, 0.2, 0.1]):
+        assert not all_equal(rewards)
+        assert any(group_advantages(rewards, [0] * len(rewards)))
 
 
 def test_plan_rejects_duplicate_ids():

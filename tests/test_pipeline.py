@@ -133,6 +133,36 @@ def test_plan_summary_counts_trivial_queries_as_the_rule_does():
     assert summary["kept"] == 3
 
 
+@pytest.mark.parametrize(
+    ("rule", "counts"),
+    [
+        # always solved and varied: kept for it where the rule drops the always solved
+        ({}, {"trivial": 1, "trivial_kept": 0, "unsolvable_kept": 0, "varied_kept": 2}),
+        # ... not where it keeps them all anyway
+        (
+            {"drop_trivial": False},
+            {"trivial": 0, "trivial_kept": 2, "unsolvable_kept": 0, "varied_kept": 1},
+        ),
+        (
+            {"unsolvable_keep_fraction": 1.0},
+            {"trivial": 1, "trivial_kept": 0, "unsolvable_kept": 2, "varied_kept": 1},
+        ),
+    ],
+)
+def test_plan_summary_counts_queries_kept_for_varied_rewards(rule: dict, counts: dict):
+    from sgpo.core.allocation import PlanRule
+    from sgpo.plan import build_plan, plan_summary
+
+    rows = [
+        {"query_id": f"q{i}", "prompt": "p", "answer": "a", "difficulty": "d", "k": 8,
+         "n_correct": n, "rewards_vary": varied, "prompt_tokens": 5, "mean_response_tokens": 3.0}
+        for i, (n, varied) in enumerate([(8, True), (8, False), (0, True), (0, False), (4, True)])
+    ]  # fmt: skip
+    plan_rule = PlanRule(**({"unsolvable_keep_fraction": 0.0} | rule))
+    summary = plan_summary(build_plan(rows, plan_rule, seed=0), 8, None, rule=plan_rule)
+    assert {key: summary[key] for key in counts} == counts
+
+
 def test_resume_refuses_an_out_directory_that_is_not_the_run(tmp_path: Path):
     args = ["train", "--resume", str(tmp_path / "run"), "--out", str(tmp_path / "other")]
     result = CliRunner().invoke(app, args)

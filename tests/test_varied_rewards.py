@@ -9,23 +9,25 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tiny_run import tiny_tree
+from tiny_run import merge, tiny_tree
 
 from sgpo.config import RunConfig
 from sgpo.core.rewards import all_equal
 from sgpo.errors import DataError
 from sgpo.io import read_table, write_table
 from sgpo.plan import read_plan, run_plan
-from sgpo.profile import run_profile
+from sgpo.profile import merge_profiles, run_profile
+from sgpo.rollouts import group_members
+from sgpo.train import Trainer
 
 
-def varied_config(root: Path) -> RunConfig:
+def varied_config(root: Path, **sections: dict) -> RunConfig:
     tree = tiny_tree(
         root / "models",
         task={"verifier": "bad_verifiers:length_credit", "addition": {"n_train": 16, "n_eval": 4}},
         plan={"unsolvable_keep_fraction": 0.0},
     )
-    return RunConfig.model_validate(tree)
+    return RunConfig.model_validate(merge(tree, sections))
 
 
 @pytest.fixture(scope="module")
@@ -44,9 +46,7 @@ def sample_rewards(profile: Path) -> dict[str, list[float]]:
     return rewards
 
 
-def test_the_plan_keeps_the_never_solved_queries_whose_rewards_varied(
-    profiled, tmp_path, caplog
-):
+def test_the_plan_keeps_the_never_solved_queries_whose_rewards_varied(profiled, tmp_path, caplog):
     config, profile = profiled
     rows, _ = read_table(profile)
     rewards = sample_rewards(profile)
@@ -71,16 +71,93 @@ def test_a_profile_from_before_the_column_plans_as_pass_or_fail(profiled, tmp_pa
     write_table(old, [{k: v for k, v in r.items() if k != "rewards_vary"} for r in rows], meta)
     with pytest.raises(DataError, match="keeps none of the 16 profiled queries"):
         run_plan(config, old, tmp_path / "plan")
-    # and a plan from before the column reads as one that kept no varied query
+    # and a plan from before the column reads pass/fail: varied where both outcomes were drawn
     plan_path, _ = run_plan(config, profile, tmp_path / "new-plan")
     plan_rows, plan_meta = read_table(plan_path)
+    plan_rows[0].update(n_correct=1, p_hat=0.25)  # one success in 4: both outcomes
     old_plan = tmp_path / "old-plan" / "plan.parquet"
     write_table(
         old_plan,
         [{k: v for k, v in r.items() if k != "rewards_vary"} for r in plan_rows],
         plan_meta,
     )
-    assert not any(r.rewards_vary for r in read_plan(old_plan)[0])
+    assert [r.rewards_vary for r in read_plan(old_plan)[0]] == [True] + [False] * 15
+
+
+def test_a_shard_merge_with_an_older_shard_reads_its_flags_from_the_samples(tmp_path):
+    config = varied_config(tmp_path)
+    shards = [run_profile(config, tmp_path / f"shard{i}", shard=(i, 2)) for i in range(2)]
+    rows, meta = read_table(shards[0])
+    without = [{k: v for k, v in r.items() if k != "rewards_vary"} for r in rows]
+    write_table(shards[0], without, meta)
+    merged, _ = read_table(merge_profiles(shards, tmp_path / "merged"))
+    rewards = sample_rewards(tmp_path / "merged" / "profile.parquet")
+    assert all(r["rewards_vary"] == (not all_equal(rewards[r["query_id"]])) for r in merged)
+    assert any(r["rewards_vary"] for r in merged[::2])  # shard 0's rows come first in turn
+
+
+def test_the_profile_in_training_keeps_the_never_solved_queries_whose_rewards_varied(tmp_path):
+    config = varied_config(
+        tmp_path,
+        plan={"g_min": 4, "g_max": 4, "bucket_width": 1.0, "unsolvable_keep_fraction": 0.0},
+        train={
+            "steps": 2,
+            "rollout_budget": 64,  # every training query's group of 4
+            "eval_every": 0,
+            "checkpoint_every": 0,
+            "first_visit_profile": True,
+        },
+    )
+    trainer = Trainer(config, tmp_path / "fv")
+    drawn: list = []
+    collect = trainer.collect
+
+    def recording_collect() -> tuple[list, list]:
+        generated, batch = collect()
+        drawn.extend(generated)
+        return generated, batch
+
+    trainer.collect = recording_collect
+    trainer.train_step()
+    groups = group_members(drawn)
+    flat = {g[0].query.query_id for g in groups if all_equal([m.reward for m in g])}
+    assert 0 < len(flat) < len(groups)  # never solved, all: some varied, some not
+    assert trainer.scheduler.profiled == {
+        g[0].query.query_id: "unsolvable" if g[0].query.query_id in flat else "kept" for g in groups
+    }
+
+
+def test_re_estimation_keeps_a_query_while_its_groups_rewards_vary(profiled, tmp_path):
+    config, profile = profiled
+    plan_path, _ = run_plan(config, profile, tmp_path / "plan")
+    train = {
+        "method": "sgpo",
+        "steps": 1,
+        "eval_every": 0,
+        "checkpoint_every": 0,
+        "online": {"reestimate": True, "replan_every": 1},
+    }
+    online = RunConfig.model_validate(merge(config.model_dump(mode="json"), {"train": train}))
+    trainer = Trainer(online, tmp_path / "run", plan_path=plan_path)
+    generated, _ = trainer.collect()
+    trainer.replanner.observe(generated)
+    planner = trainer.replanner.planner
+    for members in group_members(generated):
+        query_id = members[0].query.query_id
+        assert planner.varied[query_id] == (not all_equal([m.reward for m in members]))
+    planned = {q for q, p in planner.current.items() if p.kept}
+    kept = {s.query.query_id for s in planner.replan(trainer.queries_by_id)}
+    varied = {q for q, v in planner.varied.items() if v}
+    # never solved: kept while its rewards vary, and once kept it stays (as the kept share of
+    # the never-solved does); one whose rewards never varied is not taken in
+    assert varied and varied <= kept <= varied | planned
+    # a checkpoint carries the flags; one from before them plans by counts alone
+    state = planner.state()
+    planner.varied = {}
+    planner.restore(state)
+    assert planner.varied == state["varied"]
+    planner.restore({k: v for k, v in state.items() if k != "varied"})
+    assert set(planner.varied) == set(planner.query_ids) and not any(planner.varied.values())
 
 
 @pytest.mark.parametrize(
@@ -90,6 +167,10 @@ def test_a_profile_from_before_the_column_plans_as_pass_or_fail(profiled, tmp_pa
         (
             {"n_correct": 2, "p_hat": 0.5, "rewards_vary": False},
             "field 'rewards_vary' is false, but n_correct / k = 2 / 4 holds both",
+        ),
+        (
+            {"k": 1, "n_correct": 0, "p_hat": 0.0, "rewards_vary": True},
+            "field 'rewards_vary' is true, but k = 1: one sample",
         ),
     ],
 )

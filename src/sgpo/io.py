@@ -83,7 +83,13 @@ def atomic_write_json(path: Path, obj: object) -> None:
 def write_table(
     path: Path, rows: list[dict], metadata: dict, schema: pa.Schema | None = None
 ) -> None:
-    """Rows -> parquet with our metadata (JSON) in the schema, atomically."""
+    """Rows -> parquet with our metadata (JSON) in the schema, atomically. Without a schema
+    the columns are every key any row has (pyarrow alone takes the first row's: rows of an
+    older table joined with newer ones would lose the newer columns), empty where a row lacks
+    one."""
+    if schema is None:
+        columns = list(dict.fromkeys(key for row in rows for key in row))
+        rows = [{column: row.get(column) for column in columns} for row in rows]
     table = pa.Table.from_pylist(rows, schema=schema)
     table = table.replace_schema_metadata({METADATA_KEY: json.dumps(metadata, sort_keys=True)})
     with replacing(path) as tmp:

@@ -20,7 +20,6 @@ from sgpo.core.allocation import (
     PlanRule,
     ProfiledQuery,
     is_trivial,
-    is_unsolvable,
     plan_queries,
     rewards_varied,
 )
@@ -165,9 +164,16 @@ def plan_summary(
         "kept": len(kept),
         "trivial": sum(r.reason == "trivial" for r in rows),
         "unsolvable_dropped": sum(r.reason == "unsolvable" for r in rows),
-        "unsolvable_kept": sum(r.kept and is_unsolvable(r.p_hat, r.rewards_vary) for r in rows),
-        "trivial_kept": sum(r.kept and is_trivial(r.p_hat, rule, r.rewards_vary) for r in rows),
-        "varied_kept": sum(r.kept and kept_for_varied_rewards(r, rule) for r in rows),
+        # kept never or always solved: by the rule's shares (or drop_trivial off), and for
+        # rewards that varied (a graded verifier's partial credit)
+        "unsolvable_kept": sum(
+            r.kept and r.p_hat == 0 and not kept_for_varied_rewards(r, rule) for r in rows
+        ),
+        "trivial_kept": sum(
+            r.kept and is_trivial(r.p_hat, rule) and not kept_for_varied_rewards(r, rule)
+            for r in rows
+        ),
+        "varied_kept": sum(kept_for_varied_rewards(r, rule) for r in rows),
         "rollouts_per_epoch": sum(r.group_size for r in kept),
         "baseline_group_size": fixed_group_size,
         "baseline_rollouts_per_epoch": fixed_group_size * len(rows),
@@ -183,13 +189,15 @@ def plan_summary(
 
 
 def kept_for_varied_rewards(row: PlanRow, rule: PlanRule) -> bool:
-    """Whether the rule keeps this query only because its rewards varied: never or always
-    solved, which pass/fail rewards would have made unsolvable or trivial."""
-    binary_drop = is_unsolvable(row.p_hat, False) or is_trivial(row.p_hat, rule, False)
-    rule_drop = is_unsolvable(row.p_hat, row.rewards_vary) or is_trivial(
-        row.p_hat, rule, row.rewards_vary
-    )
-    return binary_drop and not rule_drop
+    """Whether a kept query is kept because its rewards varied: never solved where the rule
+    keeps only a share of such queries, or always solved where it drops them (drop_trivial, at
+    most trivial_above)."""
+    if not (row.kept and row.rewards_vary):
+        return False
+    if row.p_hat == 0.0:
+        return rule.unsolvable_keep_fraction < 1.0
+    dropped_if_equal = rule.drop_trivial and rule.trivial_keep_fraction < 1.0
+    return row.p_hat == 1.0 and dropped_if_equal and not is_trivial(row.p_hat, rule, True)
 
 
 def prediction(

@@ -198,7 +198,8 @@ def _run_profile(
             n_samples,
             counts["verifier_timeouts"],
         )
-    if rows and not any(r["n_correct"] for r in rows):
+    # (partial credit that varies shows a verifier that reads the answers)
+    if rows and not any(r["n_correct"] or r["rewards_vary"] for r in rows):
         mark = config.task.success_threshold
         log.warning(
             "%s: verifier %s scored none of the %d samples correct%s: check that it reads this "
@@ -259,7 +260,18 @@ def _read_chunk(
             f"{path}: written by a different profile run (what differs: {', '.join(differ)}); "
             "use --overwrite (or, if only this chunk was damaged, remove it and resume again)"
         )
+    fill_rewards_vary(
+        chunk_rows, {r["query_id"]: [s["reward"] for s in r["samples"]] for r in chunk_rows}
+    )
     return chunk_rows, chunk_meta
+
+
+def fill_rewards_vary(rows: list[dict], rewards: dict[str, list[float]]) -> None:
+    """Rows written before rewards_vary (an older sgpo's chunk or shard, joined with newer
+    ones) get it from their samples' rewards (by query id)."""
+    for row in rows:
+        if row.get("rewards_vary") is None and row["query_id"] in rewards:
+            row["rewards_vary"] = not all_equal(rewards[row["query_id"]])
 
 
 def _profile_and_write_chunk(
@@ -510,6 +522,10 @@ def _merge_profiles(paths: list[Path], out_dir: Path, overwrite: bool) -> Path:
     if all(p.exists() for p in sample_paths):
         samples = [s for p in sample_paths for s in read_table(p)[0]]
         samples.sort(key=lambda s: (order[s["query_id"]], s["index"]))
+        by_query: dict[str, list[float]] = {}
+        for sample in samples:
+            by_query.setdefault(sample["query_id"], []).append(sample["reward"])
+        fill_rewards_vary(merged, by_query)
         write_table(out_dir / SAMPLES_FILE, samples, common | {"shard": None})
         metadata |= samples_location(out_dir)
     write_table(out_dir / PROFILE_FILE, merged, metadata)

@@ -23,7 +23,7 @@ from sgpo.core.advantages import (
     stratum_weights,
 )
 from sgpo.core.flops import ModelShape, inference_flops
-from sgpo.core.rewards import is_correct
+from sgpo.core.rewards import all_equal, is_correct
 from sgpo.engine import Completion, GenerationEngine, SamplingParams, stream_seed
 from sgpo.models import Policy
 from sgpo.schedule import ScheduledQuery
@@ -197,11 +197,11 @@ class RolloutCollector:
         cfg = self.config.train
         rollouts = self.generate_groups(scheduled, step, 0)
         while True:
-            outcomes: dict[int, set[float]] = {}
+            outcomes: dict[int, list[float]] = {}
             for r in rollouts:
-                outcomes.setdefault(r.group, set()).add(r.reward)
+                outcomes.setdefault(r.group, []).append(r.reward)
             sizes = Counter(r.group for r in rollouts)
-            single = {g for g, seen in outcomes.items() if len(seen) < 2}
+            single = {g for g, rewards in outcomes.items() if all_equal(rewards)}
             more = growth_round(sizes, single, cfg.grow_round, cfg.grow_max)
             if not more:
                 return self._with_advantages(rollouts)

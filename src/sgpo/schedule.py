@@ -334,7 +334,9 @@ class OnlinePlanner:
     def restore(self, state: dict) -> None:
         self.posteriors = {q: Posterior(a, b) for q, (a, b) in state["posteriors"].items()}
         self.current = {q: PlannedQuery(q, *v) for q, v in state["current"].items()}
-        self.varied |= state.get("varied", {})  # older checkpoints: the plan's
+        # A checkpoint from before the flags planned by counts alone: none varied keeps it so
+        # (the plan's flags would call every query with both outcomes in its profile varied).
+        self.varied = state.get("varied", dict.fromkeys(self.query_ids, False))
 
 
 def build_scheduler(

@@ -264,6 +264,8 @@ def check_rewards_vary(r: dict, where: str) -> None:
         return
     if not isinstance(varied, bool):
         raise DataError(f"{where}: field 'rewards_vary' must be true or false, got {varied!r}")
+    if varied and r["k"] < 2:
+        raise DataError(f"{where}: field 'rewards_vary' is true, but k = {r['k']}: one sample")
     if not varied and 0 < r["n_correct"] < r["k"]:
         raise DataError(
             f"{where}: field 'rewards_vary' is false, but n_correct / k = {r['n_correct']} / "

@@ -8,6 +8,8 @@ from typing import TypeVar
 
 import torch
 
+from sgpo.core.rewards import EQUAL_REWARDS_STD
+
 K = TypeVar("K")
 LOSS_AGGREGATIONS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
 ROUNDING = 1e-12  # relative: what float sums leave of a reward's distance to its group mean
@@ -82,7 +84,7 @@ def group_advantages(
     rewards: Sequence[float],
     group_ids: Sequence[int],
     normalize_std: bool = False,
-    eps: float = 1e-6,
+    eps: float = EQUAL_REWARDS_STD,
 ) -> list[float]:
     """Advantage of each rollout = reward - mean reward of its group (optionally / group std).
 

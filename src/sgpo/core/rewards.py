@@ -21,7 +21,17 @@ def is_correct(score: float, threshold: float) -> bool:
     return score >= threshold
 
 
+# A group whose rewards' (population) std is below this has no advantage: group_advantages
+# zeroes it, so rewards that differ by float rounding alone (0.3 and 0.1 + 0.2) are equal.
+EQUAL_REWARDS_STD = 1e-6
+
+
 def all_equal(rewards: Sequence[float]) -> bool:
-    """A group whose rewards are all equal: no advantage to learn from (GRESO's streak rule,
-    and what the plan drops at p_hat 0 or 1)."""
-    return len(set(rewards)) < 2
+    """A group whose rewards are all equal, as the advantage sees them (std below
+    EQUAL_REWARDS_STD): nothing to learn from (GRESO's streak rule, and what the plan drops at
+    p_hat 0 or 1)."""
+    values = [float(r) for r in rewards]
+    if len(values) < 2:
+        return True
+    mean = sum(values) / len(values)
+    return (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5 < EQUAL_REWARDS_STD

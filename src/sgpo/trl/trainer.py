@@ -690,8 +690,7 @@ class SGPOTrainer(GRPOTrainer):
 
     def _all_equal(self, members: list[tuple]) -> bool:
         """No two scorable rewards differ (an unscorable response shows no outcome)."""
-        totals = {t for t in (self._total(m[3]) for m in members) if not math.isnan(t)}
-        return len(totals) <= 1
+        return all_equal([t for t in (self._total(m[3]) for m in members) if not math.isnan(t)])
 
     def _score(
         self, prompts: list, owners: list[int], completions: list, completion_ids: list

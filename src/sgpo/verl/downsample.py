@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sgpo.core.advantages import max_variance_indices
+from sgpo.core.rewards import all_equal
 
 # Logged by sgpo.verl.sampler each step; sgpo.verl.flops charges them as generated, not trained.
 DOWNSAMPLED_METRIC = "training/sgpo/downsampled_samples"
@@ -46,7 +47,7 @@ def downsample_keys(
     for i, key in enumerate(keys):
         members.setdefault(group_of(key), []).append(i)
     if drop_equal:
-        mixed = {g: m for g, m in members.items() if len({rewards[i] for i in m}) > 1}
+        mixed = {g: m for g, m in members.items() if not all_equal([rewards[i] for i in m])}
         members = mixed or members  # all dead: verl cannot train an empty batch
     kept: set[int] = set()
     for indices in members.values():
