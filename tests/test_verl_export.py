@@ -308,6 +308,45 @@ def test_compute_score_counts_a_success_from_the_exported_threshold(tmp_path, mo
     assert float(info.output.split()[-1]) == pytest.approx(0.0)
 
 
+def test_the_held_out_split_is_exported_as_validation_scored_as_the_training_rows(
+    tmp_path, monkeypatch
+):
+    """--val-out: the config's task.eval as verl validation data, every query once, formatted
+    and scored as the training export (so verl's val acc counts what sgpo's eval_acc does)."""
+    from sgpo.config import load_config
+    from sgpo.tasks import load_task
+
+    monkeypatch.delenv("SGPO_VERIFIER_ISOLATION", raising=False)
+    overrides = [
+        "task.verifier=test_verl_export:scaled_verifier",
+        "task.verifier_kwargs.scale=0.7",
+        "task.success_threshold=0.9",
+        "model.prompt_template='Q: {prompt}'",
+    ]
+    write_plan(tmp_path / "plan.parquet", fake_plan(), {"task": builtin_task(*overrides)})
+    args = ["export", "--plan", str(tmp_path / "plan.parquet"), "--out", str(tmp_path / "t.pq")]
+    args += [item for o in overrides for item in ("--set", o)]
+    result = CliRunner().invoke(verl_app, [*args, "--val-out", str(tmp_path / "val.pq")])
+    assert result.exit_code == 0, result.output
+    assert "validation data (the held-out split) written to" in result.output
+    train, _ = read_table(tmp_path / "t.pq")
+    val, meta = read_table(tmp_path / "val.pq")
+    config = load_config(None, overrides)
+    held_out = load_task(config.task, config.seed).eval
+    assert [r["extra_info"]["query_id"] for r in val] == [q.query_id for q in held_out]
+    assert [r["prompt"][-1]["content"] for r in val] == [f"Q: {q.prompt}" for q in held_out]
+    assert [r["reward_model"]["ground_truth"] for r in val] == [q.answer for q in held_out]
+    assert ROLLOUT_N not in val[0] and meta["export"]["split"] == "eval"
+    scoring = ("verifier", "verifier_kwargs", "verifier_reward_range", "success_threshold")
+    assert {k: val[0]["extra_info"][k] for k in scoring} == {
+        k: train[0]["extra_info"][k] for k in scoring
+    }
+    assert {r["data_source"] for r in val} == {train[0]["data_source"]}
+    answer = held_out[0].answer
+    scored = reward.compute_score(val[0]["data_source"], answer, answer, val[0]["extra_info"])
+    assert (scored["score"], scored["acc"]) == (0.7, 0.0)  # 0.7 is below the threshold of 0.9
+
+
 def test_verifier_spec_precedence(monkeypatch):
     monkeypatch.delenv("SGPO_VERIFIER", raising=False)
     assert reward.verifier_spec("sgpo/addition", None) == ADDITION
@@ -1023,6 +1062,19 @@ def test_acceptance_launch_checks_the_plans_sampling_then_prints_resumable_overr
     said = " ".join(configured.stderr.split())
     assert "note: training with this launch's LR=3e-6" in said
     assert "SGPO_CONFIG's train.lr, kl_coef, clip, normalize_std" in said
+
+
+def test_launch_validates_on_the_exported_held_out_split(tmp_path):
+    demo_plan(tmp_path)
+    result = run_launch(tmp_path, "run_grpo.sh", VAL_DATA="eval")
+    assert result.returncode == 0, result.stderr
+    overrides = dict(o.lstrip("+").split("=", 1) for o in result.stdout.splitlines())
+    val = tmp_path / "runs" / "grpo" / "val.parquet"
+    assert overrides["data.val_files"] == str(val) and overrides["trainer.test_freq"] != "-1"
+    rows, meta = read_table(val)
+    assert meta["export"]["split"] == "eval" and len(rows) == meta["export"]["rows"] > 0
+    skipped = run_launch(tmp_path, "run_sgpo.sh", VAL_DATA="eval", SKIP_EXPORT="1")
+    assert skipped.returncode == 2 and "was never exported" in skipped.stderr
 
 
 def test_launch_reads_the_exports_down_sampling_and_largest_step(tmp_path):

@@ -40,7 +40,9 @@ EXPERIMENT="${EXPERIMENT:-$METHOD}"        # stable: the same command resumes th
 mkdir -p "$OUT/$EXPERIMENT"
 RUN_DIR="$(absolute "$OUT/$EXPERIMENT")"
 DATA="${DATA:-$RUN_DIR/train.parquet}"     # the exported verl dataset
-VAL_DATA="${VAL_DATA:-}"                   # held-out verl parquet; empty = no validation
+VAL_DATA="${VAL_DATA:-}"                   # held-out verl parquet; empty = no validation;
+                                           # eval = SGPO_CONFIG's task.eval, exported as sgpo
+                                           # scores it (RUN_DIR/val.parquet)
 SKIP_EXPORT="${SKIP_EXPORT:-0}"            # 1: DATA already exported (it is still checked)
 
 # ---------------------------------------------------------------- cluster
@@ -94,6 +96,15 @@ if [ -z "$MODEL" ] || [ "$MODEL" = - ]; then
 fi
 # Ray workers do not start in this directory: local paths go to verl absolute, as PLAN and DATA
 [ -e "$MODEL" ] && MODEL="$(absolute "$MODEL")"  # else a hub id
+EXPORT_VAL=0
+if [ "$VAL_DATA" = eval ]; then
+    EXPORT_VAL=1
+    VAL_DATA="$RUN_DIR/val.parquet"
+    if [ "$SKIP_EXPORT" = 1 ] && [ ! -f "$VAL_DATA" ]; then
+        echo "VAL_DATA=eval with SKIP_EXPORT=1: $VAL_DATA was never exported" >&2
+        exit 2
+    fi
+fi
 [ -n "$VAL_DATA" ] && [ -e "$VAL_DATA" ] && VAL_DATA="$(absolute "$VAL_DATA")"
 case "$CHECKPOINT_DIR" in /*) ;; *) CHECKPOINT_DIR="$PWD/$CHECKPOINT_DIR" ;; esac
 if [ "$MODEL" != "$plan_model" ]; then
@@ -122,6 +133,7 @@ if [ "$SKIP_EXPORT" != 1 ]; then
     [ -n "$SGPO_CONFIG" ] && export_args+=(--config "$SGPO_CONFIG")
     for item in $SGPO_SET; do export_args+=(--set "$item"); done
     [ "$METHOD" != sgpo ] && export_args+=(--fixed-group-size "$GROUP_SIZE")
+    [ "$EXPORT_VAL" = 1 ] && export_args+=(--val-out "$VAL_DATA")
     sgpo_verl export "${export_args[@]}" >&2
 fi
 if [ -n "$SGPO_CONFIG" ]; then

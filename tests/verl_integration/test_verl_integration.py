@@ -1060,3 +1060,33 @@ def test_history_dataset_builds_a_held_out_parquet_without_query_ids(tmp_path, e
     )
     assert isinstance(dataset, HistoryDataset) and len(dataset) == 4
     assert all(ROLLOUT_N not in dataset[i] for i in range(4))  # nothing reported: no skip
+
+
+def test_verl_reads_the_exported_held_out_split_and_scores_it_as_sgpo(tmp_path):
+    """sgpo export-verl --val-out (VAL_DATA=eval): verl's dataset holds every held-out query,
+    and compute_score on an item's fields (what verl's reward loop passes) scores it by the
+    exported verifier, its threshold and its prompt template."""
+    from verl.trainer.ppo.utils import create_rl_dataset
+
+    from sgpo.verl.export import export_held_out_for_config
+    from sgpo.verl.reward import compute_score
+
+    tokenizer = build_char_tokenizer()
+    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.save_pretrained(tmp_path / "tok")
+    config = RunConfig.model_validate({"task": {"success_threshold": 1.0}})
+    path = export_held_out_for_config(config, tmp_path / "val.parquet")
+    held_out = load_task(config.task, config.seed).eval
+    dataset = create_rl_dataset(
+        [str(path)],
+        data_config(cache_dir=str(tmp_path / "cache"), gen_batch_size=1),
+        hf_tokenizer(str(tmp_path / "tok")),
+        None,
+        is_train=False,
+    )
+    assert len(dataset) == len(held_out)
+    item = dataset[0]
+    assert ROLLOUT_N not in item and item["extra_info"]["query_id"] == held_out[0].query_id
+    answer = item["reward_model"]["ground_truth"]
+    scored = compute_score(item["data_source"], answer, answer, item["extra_info"])
+    assert scored["acc"] == 1.0 and item["extra_info"]["success_threshold"] == 1.0

@@ -87,6 +87,15 @@ VerifierOpt = Annotated[
 BatchOpt = Annotated[
     int | None, typer.Option(help="verl data.train_batch_size (steps and rollouts per step).")
 ]
+ValOutOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--val-out",
+        help="Also write the config's held-out split (task.eval, where sgpo's held-out accuracy "
+        "is measured) as verl validation data (data.val_files), formatted and scored as the "
+        "export.",
+    ),
+]
 FixedGOpt = Annotated[
     int | None,
     typer.Option(
@@ -113,6 +122,7 @@ def export_verl(
     verifier: VerifierOpt = None,
     train_batch_size: BatchOpt = None,
     fixed_group_size: FixedGOpt = None,
+    val_out: ValOutOpt = None,
 ) -> None:
     """Write the plan's kept queries, in curriculum order with __rollout_n__ = G, for verl."""
     from sgpo.config import ConfigError, load_config
@@ -120,7 +130,13 @@ def export_verl(
     from sgpo.plan import read_plan, warn_unplanned
     from sgpo.profile_match import check_profile_matches
     from sgpo.verl.check import batch_problems
-    from sgpo.verl.export import ROLLOUT_N, export_for_config, skips_on_history, step_summary
+    from sgpo.verl.export import (
+        ROLLOUT_N,
+        export_for_config,
+        export_held_out_for_config,
+        skips_on_history,
+        step_summary,
+    )
 
     # before anything is written: options that cannot make a verl dataset
     if fixed_group_size is not None and fixed_group_size < 2:
@@ -146,15 +162,20 @@ def export_verl(
         raise typer.Exit(2) from e
     warn_unplanned(rows, {q.query_id for q in task.train}, plan)
     try:
-        path, data_source, verifier = export_for_config(
+        path, exported_source, exported_verifier = export_for_config(
             cfg, rows, meta, out, data_source, verifier, fixed_group_size
         )
+        if val_out is not None:
+            held_out = export_held_out_for_config(cfg, val_out, data_source, verifier)
     except FileExistsError as e:  # a file there that sgpo did not write: never replaced
         console.print(f"[red]{e}[/red]")
         raise typer.Exit(1) from e
     console.print(
-        f"verl dataset written to {path} (data_source {data_source}, verifier {verifier})"
+        f"verl dataset written to {path} (data_source {exported_source}, verifier "
+        f"{exported_verifier})"
     )
+    if val_out is not None:
+        console.print(f"verl validation data (the held-out split) written to {held_out}")
     exported, exported_meta = read_table(path)
     if downsample_to := exported_meta["export"]["downsample_to"]:
         console.print(

@@ -1,4 +1,5 @@
-"""sGPO plan -> verl training parquet.
+"""sGPO plan -> verl training parquet (and the task's held-out split -> verl validation
+parquet: the same columns without __rollout_n__, export_held_out_for_config).
 
 verl 0.9.1's default (v1) trainer reads the number of rollouts of each prompt from a
 ``__rollout_n__`` field of the dataset row (verl/trainer/ppo/v1/agent_loop_tq.py,
@@ -39,6 +40,7 @@ from sgpo.errors import DataError
 from sgpo.io import read_table_metadata, write_table
 from sgpo.plan import PlanRow, kept_in_order
 from sgpo.rundir import claim_outputs
+from sgpo.tasks import Query
 
 ROLLOUT_N = "__rollout_n__"
 # Export metadata of a run without skips on history (train.history_explore = 1).
@@ -120,13 +122,14 @@ def verl_rows(
     kept or dropped, in the plan's row order (the task's order; the baseline scripts let verl
     shuffle), each with __rollout_n__ = fixed_group_size.
     """
-    if verifier_isolation not in (None, "inline", "process", "sandbox"):
-        raise ValueError(
-            f"verifier_isolation must be inline, process or sandbox, got {verifier_isolation!r}"
-        )
-    kwargs_json = json.dumps(verifier_kwargs, sort_keys=True) if verifier_kwargs else None
-    rescaled = verifier_reward_range is not None and tuple(verifier_reward_range) != (0.0, 1.0)
-    range_json = json.dumps(list(verifier_reward_range)) if rescaled else None
+    scoring = scoring_info(
+        verifier,
+        verifier_kwargs,
+        verifier_timeout_s,
+        verifier_isolation,
+        verifier_reward_range,
+        success_threshold,
+    )
     if fixed_group_size is not None:
         selected = list(plan_rows)
     else:
@@ -149,31 +152,56 @@ def verl_rows(
                 f"query {r.query_id!r} has group size {g}; verl needs G >= 2 for a "
                 f"group-relative advantage (set plan.g_min >= 2)"
             )
-        messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
-        messages.append({"role": "user", "content": prompt_template.format(prompt=r.prompt)})
-        rows.append(
-            {
-                "prompt": messages,
-                "data_source": data_source,
-                "ability": ability,
-                "reward_model": {"style": "rule", "ground_truth": str(r.answer)},
-                "extra_info": {
-                    "index": position,
-                    "query_id": r.query_id,
-                    "p_hat": float(r.p_hat),
-                    "group_size": g,
-                    "rank": r.rank,
-                    "verifier": verifier,
-                    "verifier_kwargs": kwargs_json,
-                    "verifier_timeout_s": verifier_timeout_s,
-                    "verifier_isolation": verifier_isolation,
-                    "verifier_reward_range": range_json,
-                    "success_threshold": success_threshold,
-                },
-                ROLLOUT_N: g,
-            }
-        )
+        planned = {"p_hat": float(r.p_hat), "group_size": g, "rank": r.rank}
+        row = verl_row(r, position, data_source, system_prompt, prompt_template, ability)
+        row["extra_info"] |= planned | scoring
+        rows.append(row | {ROLLOUT_N: g})
     return rows
+
+
+def scoring_info(
+    verifier: str | None,
+    verifier_kwargs: dict | None,
+    verifier_timeout_s: float | None,
+    verifier_isolation: str | None,
+    verifier_reward_range: tuple[float, float] | None,
+    success_threshold: float | None,
+) -> dict:
+    """The extra_info fields sgpo.verl.reward.compute_score scores a row by."""
+    if verifier_isolation not in (None, "inline", "process", "sandbox"):
+        raise ValueError(
+            f"verifier_isolation must be inline, process or sandbox, got {verifier_isolation!r}"
+        )
+    rescaled = verifier_reward_range is not None and tuple(verifier_reward_range) != (0.0, 1.0)
+    return {
+        "verifier": verifier,
+        "verifier_kwargs": json.dumps(verifier_kwargs, sort_keys=True) if verifier_kwargs else None,
+        "verifier_timeout_s": verifier_timeout_s,
+        "verifier_isolation": verifier_isolation,
+        "verifier_reward_range": json.dumps(list(verifier_reward_range)) if rescaled else None,
+        "success_threshold": success_threshold,
+    }
+
+
+def verl_row(
+    query: PlanRow | Query,
+    index: int,
+    data_source: str,
+    system_prompt: str | None,
+    prompt_template: str,
+    ability: str,
+) -> dict:
+    """One query as verl reads it: chat messages, its answer as the rule's ground truth, and
+    extra_info's index and query_id."""
+    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    messages.append({"role": "user", "content": prompt_template.format(prompt=query.prompt)})
+    return {
+        "prompt": messages,
+        "data_source": data_source,
+        "ability": ability,
+        "reward_model": {"style": "rule", "ground_truth": str(query.answer)},
+        "extra_info": {"index": index, "query_id": query.query_id},
+    }
 
 
 def is_sgpo_export(path: Path) -> bool:
@@ -319,32 +347,15 @@ def export_for_config(
     (and its settings); returns (path, data_source, verifier). The train settings that the
     verl run will not apply are recorded in the metadata (see settings_not_carried);
     callers should show them."""
-    # The config's verifier settings apply to the config's verifier, not to one given here.
-    settings = cfg.task if verifier is None else None
-    if verifier is None:
-        from sgpo.tasks import verifier_spec
-
-        verifier = verifier_spec(cfg.task)
-    if data_source is None:
-        kind = cfg.task.kind
-        data_source = "sgpo/addition" if kind == "addition" else f"sgpo/{cfg.task.file.preset}"
+    data_source, scoring = config_scoring(cfg, data_source, verifier)
     path = export_verl_parquet(
         rows,
         meta,
         out,
         data_source,
         cfg.model.system_prompt,
-        verifier,
-        cfg.model.prompt_template,
-        verifier_kwargs=settings.verifier_kwargs if settings else None,
-        verifier_timeout_s=settings.verifier_timeout_s if settings else None,
-        verifier_isolation=settings.verifier_isolation if settings else None,
-        verifier_reward_range=settings.verifier_reward_range if settings else None,
-        success_threshold=(
-            settings.correct_threshold
-            if settings and settings.success_threshold is not None
-            else None
-        ),
+        prompt_template=cfg.model.prompt_template,
+        **scoring,
         fixed_group_size=fixed_group_size,
         not_carried=settings_not_carried(cfg),
         # A baseline's data trains as the baseline does (DOWNSAMPLE_TO=N gives it PODS).
@@ -355,7 +366,82 @@ def export_for_config(
             cfg.train.drop_equal_denominator if fixed_group_size is None else "kept"
         ),
     )
-    return path, data_source, verifier
+    return path, data_source, scoring["verifier"]
+
+
+def config_scoring(
+    cfg: RunConfig, data_source: str | None, verifier: str | None
+) -> tuple[str, dict]:
+    """(data_source, the export's verifier keyword arguments): the config's verifier with its
+    task.verifier_* settings and success threshold, or a verifier given here with the defaults
+    (the config's settings belong to the config's verifier); data_source sgpo/addition or
+    sgpo/<preset> unless given."""
+    from sgpo.tasks import verifier_spec
+
+    settings = cfg.task if verifier is None else None
+    if data_source is None:
+        kind = cfg.task.kind
+        data_source = "sgpo/addition" if kind == "addition" else f"sgpo/{cfg.task.file.preset}"
+    return data_source, {
+        "verifier": verifier or verifier_spec(cfg.task),
+        "verifier_kwargs": settings.verifier_kwargs if settings else None,
+        "verifier_timeout_s": settings.verifier_timeout_s if settings else None,
+        "verifier_isolation": settings.verifier_isolation if settings else None,
+        "verifier_reward_range": settings.verifier_reward_range if settings else None,
+        "success_threshold": (
+            settings.correct_threshold
+            if settings and settings.success_threshold is not None
+            else None
+        ),
+    }
+
+
+# Validation data: the training export's columns without __rollout_n__ (verl samples each
+# validation prompt actor_rollout_ref.rollout.val_kwargs.n times).
+VALIDATION_SCHEMA = pa.schema([field for field in SCHEMA if field.name != ROLLOUT_N])
+
+
+def export_held_out_for_config(
+    cfg: RunConfig, out: Path, data_source: str | None = None, verifier: str | None = None
+) -> Path:
+    """The config's task's held-out split (task.eval: what sgpo's held-out accuracy is measured
+    on) as verl validation data, formatted and scored as export_for_config's rows are, so that
+    verl's val-core/<data_source>/acc counts what sgpo's eval_acc counts (at verl's validation
+    sampling). Written atomically; a file there that sgpo did not write is refused."""
+    from sgpo.tasks import load_task
+
+    data_source, scoring = config_scoring(cfg, data_source, verifier)
+    info = scoring_info(**scoring)
+    rows = []
+    for index, query in enumerate(load_task(cfg.task, cfg.seed).eval):
+        row = verl_row(
+            query,
+            index,
+            data_source,
+            cfg.model.system_prompt,
+            cfg.model.prompt_template,
+            DEFAULT_ABILITY,
+        )
+        row["extra_info"] |= info
+        rows.append(row)
+    if not rows:
+        raise ValueError("the task has no held-out queries (task.eval): nothing to validate on")
+    meta = {
+        "export": {
+            "format": "verl-validation",
+            "data_source": data_source,
+            "system_prompt": cfg.model.system_prompt,
+            "prompt_template": cfg.model.prompt_template,
+            "split": "eval",
+            "rows": len(rows),
+            **{k: v for k, v in scoring.items() if k != "verifier_reward_range"},
+            "verifier_reward_range": list(scoring["verifier_reward_range"] or (0.0, 1.0)),
+        }
+    }
+    out = Path(out)
+    claim_outputs(out.parent, [out.name], adopt=is_sgpo_export)
+    write_table(out, rows, meta, schema=VALIDATION_SCHEMA)
+    return out
 
 
 def history_settings(cfg: RunConfig) -> dict | None:
