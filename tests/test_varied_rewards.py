@@ -16,7 +16,7 @@ from sgpo.core.rewards import all_equal
 from sgpo.errors import DataError
 from sgpo.io import read_table, write_table
 from sgpo.plan import read_plan, run_plan
-from sgpo.profile import merge_profiles, run_profile
+from sgpo.profile import merge_profiles, run_profile, samples_vary
 from sgpo.rollouts import group_members
 from sgpo.train import Trainer
 
@@ -158,6 +158,12 @@ def test_re_estimation_keeps_a_query_while_its_groups_rewards_vary(profiled, tmp
     assert planner.varied == state["varied"]
     planner.restore({k: v for k, v in state.items() if k != "varied"})
     assert set(planner.varied) == set(planner.query_ids) and not any(planner.varied.values())
+
+
+def test_both_outcomes_drawn_are_varied_rewards_even_a_rounding_apart():
+    # 0.7 - 0.4 is 0.29999999999999993: below a threshold of 0.3 by float rounding alone
+    assert samples_vary(1, 2, [0.3, 0.7 - 0.4]) and all_equal([0.3, 0.7 - 0.4])
+    assert not samples_vary(0, 2, [0.1, 0.1]) and samples_vary(0, 2, [0.1, 0.2])
 
 
 @pytest.mark.parametrize(

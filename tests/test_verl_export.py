@@ -20,7 +20,7 @@ from sgpo.core.advantages import max_variance_indices
 from sgpo.core.allocation import PlanRule
 from sgpo.core.flops import ModelShape, inference_flops, logprob_flops, train_flops
 from sgpo.errors import DataError
-from sgpo.io import read_table
+from sgpo.io import read_table, write_table
 from sgpo.plan import PlanRow, build_plan, kept_in_order, write_plan
 from sgpo.verl import reward
 from sgpo.verl.cli import model_shape_from_dir, verl_app
@@ -312,7 +312,7 @@ def test_the_held_out_split_is_exported_as_validation_scored_as_the_training_row
     tmp_path, monkeypatch
 ):
     """--val-out: the config's task.eval as verl validation data, every query once, formatted
-    and scored as the training export (so verl's val acc counts what sgpo's eval_acc does)."""
+    and scored as the training export (verl's val acc counts successes as sgpo's does)."""
     from sgpo.config import load_config
     from sgpo.tasks import load_task
 
@@ -925,6 +925,19 @@ def test_record_run_refuses_to_resume_a_run_dir_with_other_settings(tmp_path):
     with pytest.raises(RunMismatch, match="data_sha256"):
         record_run(tmp_path, "grpo", ["data.train_batch_size=4"], data)
     assert load_run(tmp_path)["config"] == {"data.train_batch_size": "4"}
+    # the validation data's content is part of the run: its curve is read as one
+    other = tmp_path / "other"
+    other.mkdir()
+    val = other / "val.parquet"
+    val.write_bytes(b"held out")
+    record_run(other, "grpo", ["data.train_batch_size=4"], data, val_data=val)
+    record_run(other, "grpo", ["data.train_batch_size=4"], data, val_data=val)  # resume
+    val.write_bytes(b"another held out")
+    with pytest.raises(RunMismatch, match="val_data_sha256"):
+        record_run(other, "grpo", ["data.train_batch_size=4"], data, val_data=val)
+    # a run recorded before the field (an older sgpo) resumes
+    data.write_bytes(b"rows")
+    record_run(tmp_path, "grpo", ["data.train_batch_size=4"], data, val_data=val)
 
 
 def demo_plan(tmp_path: Path, *overrides: str) -> Path:
@@ -1065,16 +1078,57 @@ def test_acceptance_launch_checks_the_plans_sampling_then_prints_resumable_overr
 
 
 def test_launch_validates_on_the_exported_held_out_split(tmp_path):
+    import sys
+
     demo_plan(tmp_path)
+    val = tmp_path / "runs" / "grpo" / "val.parquet"
+    # refused (prompts longer than MAX_PROMPT_LENGTH, the held-out ones named too): nothing
+    # of the validation data is left behind
+    cut = run_launch(tmp_path, "run_grpo.sh", VAL_DATA="eval", MAX_PROMPT_LENGTH="3")
+    assert cut.returncode == 2 and f"{val.parent}/.sgpo-export" in cut.stderr
+    assert "(validation): " in " ".join(cut.stderr.split()) and not val.exists()
     result = run_launch(tmp_path, "run_grpo.sh", VAL_DATA="eval")
     assert result.returncode == 0, result.stderr
     overrides = dict(o.lstrip("+").split("=", 1) for o in result.stdout.splitlines())
-    val = tmp_path / "runs" / "grpo" / "val.parquet"
     assert overrides["data.val_files"] == str(val) and overrides["trainer.test_freq"] != "-1"
     rows, meta = read_table(val)
     assert meta["export"]["split"] == "eval" and len(rows) == meta["export"]["rows"] > 0
+    # a run recorded with one held-out set, resumed with another, would mix two curves in one
+    # run: refused (a python that runs sgpo but stands in for verl's trainer)
+    fake = tmp_path / "python"
+    fake.write_text(
+        "#!/usr/bin/env bash\n"
+        '[ "$2" = verl.trainer.main_ppo ] && exit 0\n'
+        f'exec {sys.executable} "$@"\n'
+    )
+    fake.chmod(0o755)
+    mine = tmp_path / "mine.parquet"
+    write_table(mine, rows, meta)
+    run = {"VAL_DATA": str(mine), "EXPERIMENT": "mine", "PRINT_OVERRIDES": "0", "PYTHON": str(fake)}
+    launched = run_launch(tmp_path, "run_grpo.sh", **run)
+    assert launched.returncode == 0, launched.stderr
+    assert run_launch(tmp_path, "run_grpo.sh", **run).returncode == 0  # the same: resumed
+    write_table(mine, rows[:7], meta)
+    other = run_launch(tmp_path, "run_grpo.sh", **run)
+    assert other.returncode == 2 and "val_data_sha256" in other.stderr
     skipped = run_launch(tmp_path, "run_sgpo.sh", VAL_DATA="eval", SKIP_EXPORT="1")
     assert skipped.returncode == 2 and "was never exported" in skipped.stderr
+
+
+def test_export_refuses_a_held_out_split_it_cannot_write_before_writing_anything(
+    tmp_path, monkeypatch
+):
+    from sgpo.verl import export
+
+    def no_held_out(*args: object, **kwargs: object) -> None:
+        raise DataError("the task has no eval queries")
+
+    monkeypatch.setattr(export, "export_held_out_for_config", no_held_out)
+    write_plan(tmp_path / "plan.parquet", fake_plan(), {"task": builtin_task()})
+    args = ["export", "--plan", str(tmp_path / "plan.parquet"), "--out", str(tmp_path / "t.pq")]
+    result = CliRunner().invoke(verl_app, [*args, "--val-out", str(tmp_path / "val.pq")])
+    assert result.exit_code == 2 and "refused: the task has no eval queries" in result.output
+    assert not (tmp_path / "t.pq").exists()
 
 
 def test_launch_reads_the_exports_down_sampling_and_largest_step(tmp_path):

@@ -98,11 +98,12 @@ fi
 [ -e "$MODEL" ] && MODEL="$(absolute "$MODEL")"  # else a hub id
 EXPORT_VAL=0
 if [ "$VAL_DATA" = eval ]; then
-    EXPORT_VAL=1
     VAL_DATA="$RUN_DIR/val.parquet"
-    if [ "$SKIP_EXPORT" = 1 ] && [ ! -f "$VAL_DATA" ]; then
-        echo "VAL_DATA=eval with SKIP_EXPORT=1: $VAL_DATA was never exported" >&2
-        exit 2
+    if [ "$SKIP_EXPORT" = 1 ]; then
+        [ -f "$VAL_DATA" ] || { echo "VAL_DATA=eval with SKIP_EXPORT=1: $VAL_DATA was never" \
+                                     "exported" >&2; exit 2; }
+    else
+        EXPORT_VAL=1
     fi
 fi
 [ -n "$VAL_DATA" ] && [ -e "$VAL_DATA" ] && VAL_DATA="$(absolute "$VAL_DATA")"
@@ -133,9 +134,12 @@ if [ "$SKIP_EXPORT" != 1 ]; then
     [ -n "$SGPO_CONFIG" ] && export_args+=(--config "$SGPO_CONFIG")
     for item in $SGPO_SET; do export_args+=(--set "$item"); done
     [ "$METHOD" != sgpo ] && export_args+=(--fixed-group-size "$GROUP_SIZE")
-    [ "$EXPORT_VAL" = 1 ] && export_args+=(--val-out "$VAL_DATA")
+    # the held-out split is staged too, and moved to VAL_DATA with the export (step 4)
+    [ "$EXPORT_VAL" = 1 ] && export_args+=(--val-out "$STAGING/$(basename "$VAL_DATA")")
     sgpo_verl export "${export_args[@]}" >&2
 fi
+VAL_CHECKED="$VAL_DATA"  # what the checks and the run record read: the staged file, if any
+[ "$EXPORT_VAL" = 1 ] && VAL_CHECKED="$STAGING/$(basename "$VAL_DATA")"
 if [ -n "$SGPO_CONFIG" ]; then
     echo "note: training with this launch's LR=$LR LOSS_AGG_MODE=$LOSS_AGG_MODE" \
          "NORM_ADV_BY_STD=$NORM_ADV_BY_STD PPO_EPOCHS=$PPO_EPOCHS EPOCHS=$EPOCHS (verl's clip," \
@@ -150,6 +154,8 @@ check_args=(--data "$EXPORTED" --train-batch-size "$TRAIN_BATCH_SIZE" --plan "$P
             --model "$MODEL" --max-prompt-length "$MAX_PROMPT_LENGTH")
 [ "$ALLOW_SAMPLING_MISMATCH" = 1 ] && check_args+=(--allow-sampling-mismatch)
 [ "$ALLOW_NOT_CARRIED" = 1 ] && check_args+=(--allow-not-carried)
+# (a VAL_DATA this node cannot read, hdfs:// say, is left to verl)
+[ -n "$VAL_DATA" ] && [ -f "$VAL_CHECKED" ] && check_args+=(--val-data "$VAL_CHECKED")
 opens_thinking="$(sgpo_verl check "${check_args[@]}")"
 # A model whose prompts open its <think> (R1-Distill, QwQ): rewards read each response as begun
 # inside it, as the profile did, so one cut off while thinking scores 0 (reward workers get it
@@ -362,6 +368,8 @@ fi
 # 4. the run: refused if RUN_DIR holds another (its DATA then untouched); the export moved to DATA
 record_args=(--run-dir "$RUN_DIR" --method "$METHOD" --data "$DATA" --plan "$PLAN")
 [ -n "$STAGING" ] && record_args+=(--staged "$EXPORTED")
+[ -n "$VAL_DATA" ] && [ -f "$VAL_CHECKED" ] && record_args+=(--val-data "$VAL_DATA")
+[ "$EXPORT_VAL" = 1 ] && record_args+=(--staged-val "$VAL_CHECKED")
 if [ "${PRINT_OVERRIDES:-0}" = 1 ]; then
     sgpo_verl record-run "${record_args[@]}" --check-only -- "${overrides[@]}" "$@"
     printf '%s\n' "${overrides[@]}" "$@"

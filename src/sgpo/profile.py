@@ -4,9 +4,9 @@ every sample's random stream is seeded from (run seed, query id, sample index), 
 the same whether the run was interrupted or not and whatever order the queries ran in.
 
 profile.parquet columns: query_id, prompt, answer, difficulty, k (samples drawn), n_correct,
-p_hat, rewards_vary (the samples' rewards not all equal: a graded verifier's partial credit can
-vary where none or all succeed), mean_response_tokens, prompt_tokens, flops (this query's
-profiling inference FLOPs).
+p_hat, rewards_vary (both outcomes drawn, or the samples' rewards not all equal: a graded
+verifier's partial credit can vary where none or all succeed), mean_response_tokens,
+prompt_tokens, flops (this query's profiling inference FLOPs).
 Schema metadata (key "sgpo"): model, task, seed, k, sampling, shard (adaptive_round and
 adaptive_stop with profile.adaptive, full_share when set), samples_file (where
 profile_samples.parquet lies).
@@ -271,7 +271,13 @@ def fill_rewards_vary(rows: list[dict], rewards: dict[str, list[float]]) -> None
     ones) get it from their samples' rewards (by query id)."""
     for row in rows:
         if row.get("rewards_vary") is None and row["query_id"] in rewards:
-            row["rewards_vary"] = not all_equal(rewards[row["query_id"]])
+            row["rewards_vary"] = samples_vary(row["n_correct"], row["k"], rewards[row["query_id"]])
+
+
+def samples_vary(n_correct: int, k: int, rewards: list[float]) -> bool:
+    """profile.parquet's rewards_vary: both outcomes drawn, or rewards not all equal (two
+    rewards either side of the threshold by float rounding alone are both outcomes)."""
+    return 0 < n_correct < k or not all_equal(rewards)
 
 
 def _profile_and_write_chunk(
@@ -447,7 +453,7 @@ def _profile_row(
         "k": n,
         "n_correct": n_correct,
         "p_hat": n_correct / n,
-        "rewards_vary": not all_equal(rewards),
+        "rewards_vary": samples_vary(n_correct, n, rewards),
         "mean_response_tokens": sum(len(c.response_ids) for c in group) / n,
         "prompt_tokens": len(group[0].prompt_ids),
         "flops": sum(inference_flops(shape, len(c.prompt_ids), len(c.response_ids)) for c in group),

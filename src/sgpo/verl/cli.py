@@ -162,11 +162,14 @@ def export_verl(
         raise typer.Exit(2) from e
     warn_unplanned(rows, {q.query_id for q in task.train}, plan)
     try:
+        # the held-out split first: a task without one is refused before the export is written
+        if val_out is not None:
+            held_out = export_held_out_for_config(cfg, val_out, data_source, verifier)
         path, exported_source, exported_verifier = export_for_config(
             cfg, rows, meta, out, data_source, verifier, fixed_group_size
         )
-        if val_out is not None:
-            held_out = export_held_out_for_config(cfg, val_out, data_source, verifier)
+    except (DataError, ValueError) as e:
+        fail([str(e)])
     except FileExistsError as e:  # a file there that sgpo did not write: never replaced
         console.print(f"[red]{e}[/red]")
         raise typer.Exit(1) from e
@@ -303,6 +306,10 @@ def check(
     allow_not_carried: Annotated[
         bool, typer.Option(help="Launch although sgpo settings are not carried to verl.")
     ] = False,
+    val_data: Annotated[
+        Path | None,
+        typer.Option(help="The validation parquet: its prompt lengths are checked too."),
+    ] = None,
 ) -> None:
     """Refuse a verl launch that would not do what the plan says (sgpo.verl.check). With
     --model, print (stdout, one line) 1 when verl's prompts open the model's <think> (its
@@ -340,6 +347,15 @@ def check(
         problems += unloadable
         if tokenizer is not None:
             problems += checks.prompt_length_problems(rows, tokenizer, model, max_prompt_length)
+            # verl cuts a validation prompt as silently (no chat template: said once above)
+            if val_data is not None and tokenizer.chat_template is not None:
+                val_rows = read_table(val_data)[0]
+                problems += [
+                    f"{val_data} (validation): {p}"
+                    for p in checks.prompt_length_problems(
+                        val_rows, tokenizer, model, max_prompt_length
+                    )
+                ]
     if problems:
         fail(problems)
     err_console.print(f"checks passed: {data} ({len(rows)} rows)")
@@ -365,6 +381,13 @@ def record_run_cmd(
             "passes is still moved to --data, as PRINT_OVERRIDES=1 launches read it there)."
         ),
     ] = False,
+    val_data: Annotated[
+        Path | None, typer.Option(help="The validation parquet (data.val_files), if any.")
+    ] = None,
+    staged_val: Annotated[
+        Path | None,
+        typer.Option(help="A new validation export, moved to --val-data once the run is checked."),
+    ] = None,
 ) -> None:
     """Write RUN_DIR/run.json for `sgpo flops --run`; refuse one that describes another run.
     The data its checkpoints were trained on is replaced by --staged only when the run is the
@@ -372,7 +395,9 @@ def record_run_cmd(
     from sgpo.verl.runs import RunMismatch, record_run
 
     try:
-        path = record_run(run_dir, method, overrides, data, plan, staged, check_only)
+        path = record_run(
+            run_dir, method, overrides, data, plan, staged, check_only, val_data, staged_val
+        )
     except (RunMismatch, FileExistsError) as e:
         fail([str(e)])
     if path is not None:

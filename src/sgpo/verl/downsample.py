@@ -63,7 +63,10 @@ def whole_batch_scale(
     makes verl's token-mean over the trained tokens the token-mean over the whole batch (PODS
     applied, dead groups included), as sGPO's trainer takes it with train.drop_equal_denominator
     generated: trained tokens / whole batch's tokens. Exact, not approximate: a dead group's
-    advantages are zero, so its tokens add nothing to the loss's sum, and PPO's clipped loss
+    advantages are zero (a group is dead when its rewards' std is below 1e-6, sgpo's rule,
+    core.rewards.all_equal; verl's own GRPO would give rewards closer than that a tiny
+    advantage, scaled up by NORM_ADV_BY_STD), so its tokens add nothing to the loss's sum, and
+    PPO's clipped loss
     (dual clip included) is positively homogeneous in the advantage, so scaling the advantage
     scales every kept token's loss term alike."""
     if not len(keys) == len(rewards) == len(response_lengths):

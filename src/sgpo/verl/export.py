@@ -405,9 +405,10 @@ def export_held_out_for_config(
     cfg: RunConfig, out: Path, data_source: str | None = None, verifier: str | None = None
 ) -> Path:
     """The config's task's held-out split (task.eval: what sgpo's held-out accuracy is measured
-    on) as verl validation data, formatted and scored as export_for_config's rows are, so that
-    verl's val-core/<data_source>/acc counts what sgpo's eval_acc counts (at verl's validation
-    sampling). Written atomically; a file there that sgpo did not write is refused."""
+    on) as verl validation data, formatted and scored as export_for_config's rows are: verl's
+    val-core/<data_source>/acc then counts successes as sgpo's held-out accuracy does, at
+    verl's validation sampling (val_kwargs: greedy by default, as sgpo's eval_acc_greedy).
+    Written atomically; a file there that sgpo did not write is refused."""
     from sgpo.tasks import load_task
 
     data_source, scoring = config_scoring(cfg, data_source, verifier)

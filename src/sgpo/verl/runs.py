@@ -57,15 +57,19 @@ def describe_run(
     data: Path,
     plan: Path | None = None,
     staged: Path | None = None,
+    val_data: Path | None = None,
+    staged_val: Path | None = None,
 ) -> dict:
     """What RUN_DIR/run.json records of a launch; staged: the export about to become data (the
-    launch writes it beside data and moves it there only once the run is checked)."""
+    launch writes it beside data and moves it there only once the run is checked); val_data
+    (staged_val likewise): the validation data, whose content is part of the run, since its
+    validation curve is read as one."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     run_dir = Path(run_dir)
     # The logger path changes with every launch (one file per launch): not part of the identity.
     identity = [o for o in overrides if parse_overrides([o]).keys() != {LOGGER_PATH_OVERRIDE}]
-    return {
+    run = {
         "method": method,
         "plan": str(plan) if plan else None,
         "data": str(data),
@@ -74,6 +78,9 @@ def describe_run(
         "verifier_stats_dir": str(run_dir / "verifier"),
         "overrides": identity,
     }
+    if val_data is not None:
+        run["val_data_sha256"] = _file_digest(staged_val or val_data)
+    return run
 
 
 def check_same_run(run_dir: Path, run: dict) -> None:
@@ -82,7 +89,8 @@ def check_same_run(run_dir: Path, run: dict) -> None:
     if not path.exists():
         return
     earlier = json.loads(path.read_text())
-    changed = [k for k in run if earlier.get(k) != run[k]]
+    # a field an older sgpo did not record (val_data_sha256) is not compared: its runs resume
+    changed = [k for k in run if k in earlier and earlier[k] != run[k]]
     if changed:
         raise RunMismatch(
             f"{path} describes an earlier run with other {', '.join(changed)}"
@@ -106,17 +114,21 @@ def record_run(
     plan: Path | None = None,
     staged: Path | None = None,
     check_only: bool = False,
+    val_data: Path | None = None,
+    staged_val: Path | None = None,
 ) -> Path | None:
     """Write RUN_DIR/run.json (its path; None with check_only); refuse (RunMismatch) if it
-    describes another run. A staged export replaces data only once the run is checked, so a
-    refused launch leaves the run's data as it was (FileExistsError for a data file sgpo did
-    not write)."""
+    describes another run. A staged export (of data, and of val_data: the validation data)
+    replaces its file only once the run is checked, so a refused launch leaves the run's data
+    as it was (FileExistsError for a file sgpo did not write)."""
     from sgpo.verl.export import install_export
 
-    run = describe_run(run_dir, method, overrides, data, plan, staged)
+    run = describe_run(run_dir, method, overrides, data, plan, staged, val_data, staged_val)
     check_same_run(run_dir, run)
     if staged is not None:
         install_export(staged, data)
+    if staged_val is not None and val_data is not None:
+        install_export(staged_val, val_data)
     return None if check_only else write_run(run_dir, run)
 
 
