@@ -1090,3 +1090,40 @@ def test_verl_reads_the_exported_held_out_split_and_scores_it_as_sgpo(tmp_path):
     answer = item["reward_model"]["ground_truth"]
     scored = compute_score(item["data_source"], answer, answer, item["extra_info"])
     assert scored["acc"] == 1.0 and item["extra_info"]["success_threshold"] == 1.0
+
+
+def test_the_validation_sets_history_dataset_draws_every_row_without_bookkeeping(tmp_path, caplog):
+    """verl builds data.val_files with data.custom_cls too: nothing reports its steps, so with
+    the skip's bookkeeping every validation round after the first warned of rows in flight."""
+    from verl.trainer.ppo.utils import create_rl_dataset
+
+    from sgpo.verl.export import export_held_out_for_config
+    from sgpo.verl.sampler import HistoryDataset
+
+    tokenizer = build_char_tokenizer()
+    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.save_pretrained(tmp_path / "tok")
+    config = RunConfig.model_validate({"task": {"addition": {"n_eval": 6}}})
+    val = export_held_out_for_config(config, tmp_path / "val.parquet")
+    train = export_held_out_for_config(config, tmp_path / "train.parquet")  # rows to draw
+    data = data_config(
+        cache_dir=str(tmp_path / "cache"),
+        gen_batch_size=1,
+        custom_cls={"path": "pkg://sgpo.verl.sampler", "name": "HistoryDataset"},
+        sgpo_history={"explore": 0.3, "min_streak": 1, "target": 0.0, "seed": 5},
+        train_files=[str(train)],
+        val_files=[str(val)],
+    )
+
+    def built(path: Path) -> HistoryDataset:
+        tok = hf_tokenizer(str(tmp_path / "tok"))
+        return create_rl_dataset([str(path)], data, tok, None, is_train=False)
+
+    validation, training = built(val), built(train)
+    assert validation.validation and not training.validation
+    for _ in range(3):  # three validation rounds
+        for i in range(len(validation)):
+            assert ROLLOUT_N not in validation[i]
+    assert not validation.history.draws and "skip on history" not in caplog.text
+    training[0]
+    assert training.history.draws == {training.query_ids[0]: 1}

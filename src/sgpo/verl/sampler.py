@@ -263,13 +263,21 @@ def check_whole_batch_config(config: DictConfig | None) -> int:
     return prompts * rollout_n
 
 
+def _files(files: object) -> list[str]:
+    """data.train_files / val_files (a path or a list of them) as a list of text."""
+    if files is None:
+        return []
+    return [str(files)] if isinstance(files, str) else [str(f) for f in files]
+
+
 class HistoryDataset(RLHFDataset):
     """verl's RLHFDataset whose rows skip visits on history: a drawn row whose visit
     HistorySkip skips gets __rollout_n__ = 0 (no rollout). Settings from data.sgpo_history
     (explore, min_streak, target, seed); needs data.gen_batch_size=1 (HistoryReplayBuffer
     refills row by row) and data.dataloader_num_workers=0 (the streaks live in this object).
-    verl builds the validation dataset with the same class; nothing reports to it, so its
-    streaks stay 0 and it never skips."""
+    verl builds the validation dataset with the same class: one built from data.val_files
+    (other files than data.train_files) draws every row, without the skip's bookkeeping
+    (nothing reports its steps, so its rows would stay in flight)."""
 
     def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003 - verl's signature
         super().__init__(*args, **kwargs)
@@ -295,6 +303,10 @@ class HistoryDataset(RLHFDataset):
         named = [info.get("query_id") if isinstance(info, dict) else None for info in infos]
         unique = None not in named and len(set(named)) == len(named)
         self.query_ids = named if unique else [f"row:{i}" for i in range(len(named))]
+        # the validation set's instance: data.val_files, not train_files (as given, before
+        # verl copies remote files to a local cache)
+        given, train = _files(self.original_data_files), _files(self.config.get("train_files"))
+        self.validation = given == _files(self.config.get("val_files")) and given != train
         self.history = HistorySkip(
             self.query_ids,
             explore=float(settings.explore),
@@ -305,6 +317,8 @@ class HistoryDataset(RLHFDataset):
 
     def __getitem__(self, item: int) -> dict:
         row = super().__getitem__(item)
+        if self.validation:
+            return row
         if not self.history.draw(self.query_ids[item]):
             row[ROLLOUT_N] = 0  # agent_loop_tq._run_prompt then starts no session
         return row
