@@ -935,9 +935,29 @@ def test_record_run_refuses_to_resume_a_run_dir_with_other_settings(tmp_path):
     val.write_bytes(b"another held out")
     with pytest.raises(RunMismatch, match="val_data_sha256"):
         record_run(other, "grpo", ["data.train_batch_size=4"], data, val_data=val)
-    # a run recorded before the field (an older sgpo) resumes
+    # a run recorded before the field (an older sgpo) resumes; one recorded with it does not
+    # resume without it (after which any held-out set would pass)
     data.write_bytes(b"rows")
     record_run(tmp_path, "grpo", ["data.train_batch_size=4"], data, val_data=val)
+    with pytest.raises(RunMismatch, match="val_data_sha256"):
+        record_run(tmp_path, "grpo", ["data.train_batch_size=4"], data)
+    (tmp_path / "run.json").write_text("{}")  # a damaged record: every field differs
+    with pytest.raises(RunMismatch, match="data_sha256"):
+        record_run(tmp_path, "grpo", ["data.train_batch_size=4"], data)
+
+
+def test_record_run_claims_every_destination_before_moving_any(tmp_path):
+    from sgpo.verl.runs import record_run
+
+    data, val = tmp_path / "train.parquet", tmp_path / "val.parquet"
+    data.write_bytes(b"rows")
+    val.write_bytes(b"the user's own file")  # not sgpo's: never replaced
+    staged, staged_val = tmp_path / "new-train", tmp_path / "new-val"
+    staged.write_bytes(b"new rows")
+    staged_val.write_bytes(b"new held out")
+    with pytest.raises(FileExistsError):
+        record_run(tmp_path, "grpo", [], data, staged=staged, val_data=val, staged_val=staged_val)
+    assert data.read_bytes() == b"rows" and val.read_bytes() == b"the user's own file"
 
 
 def demo_plan(tmp_path: Path, *overrides: str) -> Path:
@@ -1113,6 +1133,20 @@ def test_launch_validates_on_the_exported_held_out_split(tmp_path):
     assert other.returncode == 2 and "val_data_sha256" in other.stderr
     skipped = run_launch(tmp_path, "run_sgpo.sh", VAL_DATA="eval", SKIP_EXPORT="1")
     assert skipped.returncode == 2 and "was never exported" in skipped.stderr
+    # verl reads json too: launched, its prompts not checked; a path that is not there: refused
+    (tmp_path / "mine.jsonl").write_text('{"prompt": [{"role": "user", "content": "1+1="}]}\n')
+    jsonl = run_launch(tmp_path, "run_grpo.sh", VAL_DATA=str(tmp_path / "mine.jsonl"))
+    assert jsonl.returncode == 0, jsonl.stderr
+    missing = run_launch(tmp_path, "run_grpo.sh", VAL_DATA="nowhere/val.parquet")
+    assert (
+        missing.returncode == 2 and "VAL_DATA=nowhere/val.parquet: no such file" in missing.stderr
+    )
+    # the export and the held-out split are staged apart: one named as the other is fine
+    named = run_launch(
+        tmp_path, "run_grpo.sh", VAL_DATA="eval", DATA=str(tmp_path / "d" / "val.parquet")
+    )
+    assert named.returncode == 0, named.stderr
+    assert read_table(tmp_path / "d" / "val.parquet")[1]["export"].get("split") is None
 
 
 def test_export_refuses_a_held_out_split_it_cannot_write_before_writing_anything(

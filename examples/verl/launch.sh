@@ -106,6 +106,11 @@ if [ "$VAL_DATA" = eval ]; then
         EXPORT_VAL=1
     fi
 fi
+if [ -n "$VAL_DATA" ] && [ "$EXPORT_VAL" = 0 ] && [ "$VAL_DATA" = "${VAL_DATA#*://}" ] \
+        && [ ! -e "$VAL_DATA" ]; then
+    echo "VAL_DATA=$VAL_DATA: no such file" >&2
+    exit 2
+fi
 [ -n "$VAL_DATA" ] && [ -e "$VAL_DATA" ] && VAL_DATA="$(absolute "$VAL_DATA")"
 case "$CHECKPOINT_DIR" in /*) ;; *) CHECKPOINT_DIR="$PWD/$CHECKPOINT_DIR" ;; esac
 if [ "$MODEL" != "$plan_model" ]; then
@@ -126,20 +131,22 @@ fi
 DATA="$(absolute "$DATA")"
 EXPORTED="$DATA"
 STAGING=""
+VAL_STAGING=""  # the held-out split's, beside VAL_DATA (install_export moves within a file system)
 if [ "$SKIP_EXPORT" != 1 ]; then
     STAGING="$(mktemp -d "$(dirname "$DATA")/.sgpo-export.XXXXXX")"
-    trap 'rm -rf "$STAGING"' EXIT
+    [ "$EXPORT_VAL" = 1 ] && VAL_STAGING="$(mktemp -d "$(dirname "$VAL_DATA")/.sgpo-export.XXXXXX")"
+    trap 'rm -rf "$STAGING" "$VAL_STAGING"' EXIT
     EXPORTED="$STAGING/$(basename "$DATA")"
     export_args=(--plan "$PLAN" --out "$EXPORTED" --train-batch-size "$TRAIN_BATCH_SIZE")
     [ -n "$SGPO_CONFIG" ] && export_args+=(--config "$SGPO_CONFIG")
     for item in $SGPO_SET; do export_args+=(--set "$item"); done
     [ "$METHOD" != sgpo ] && export_args+=(--fixed-group-size "$GROUP_SIZE")
     # the held-out split is staged too, and moved to VAL_DATA with the export (step 4)
-    [ "$EXPORT_VAL" = 1 ] && export_args+=(--val-out "$STAGING/$(basename "$VAL_DATA")")
+    [ "$EXPORT_VAL" = 1 ] && export_args+=(--val-out "$VAL_STAGING/$(basename "$VAL_DATA")")
     sgpo_verl export "${export_args[@]}" >&2
 fi
 VAL_CHECKED="$VAL_DATA"  # what the checks and the run record read: the staged file, if any
-[ "$EXPORT_VAL" = 1 ] && VAL_CHECKED="$STAGING/$(basename "$VAL_DATA")"
+[ "$EXPORT_VAL" = 1 ] && VAL_CHECKED="$VAL_STAGING/$(basename "$VAL_DATA")"
 if [ -n "$SGPO_CONFIG" ]; then
     echo "note: training with this launch's LR=$LR LOSS_AGG_MODE=$LOSS_AGG_MODE" \
          "NORM_ADV_BY_STD=$NORM_ADV_BY_STD PPO_EPOCHS=$PPO_EPOCHS EPOCHS=$EPOCHS (verl's clip," \
@@ -154,8 +161,10 @@ check_args=(--data "$EXPORTED" --train-batch-size "$TRAIN_BATCH_SIZE" --plan "$P
             --model "$MODEL" --max-prompt-length "$MAX_PROMPT_LENGTH")
 [ "$ALLOW_SAMPLING_MISMATCH" = 1 ] && check_args+=(--allow-sampling-mismatch)
 [ "$ALLOW_NOT_CARRIED" = 1 ] && check_args+=(--allow-not-carried)
-# (a VAL_DATA this node cannot read, hdfs:// say, is left to verl)
-[ -n "$VAL_DATA" ] && [ -f "$VAL_CHECKED" ] && check_args+=(--val-data "$VAL_CHECKED")
+# (a VAL_DATA this node cannot read, hdfs:// say, or one not in parquet, is left to verl)
+if [ -f "$VAL_CHECKED" ] && [ "${VAL_CHECKED%.parquet}" != "$VAL_CHECKED" ]; then
+    check_args+=(--val-data "$VAL_CHECKED")
+fi
 opens_thinking="$(sgpo_verl check "${check_args[@]}")"
 # A model whose prompts open its <think> (R1-Distill, QwQ): rewards read each response as begun
 # inside it, as the profile did, so one cut off while thinking scores 0 (reward workers get it
@@ -377,6 +386,6 @@ if [ "${PRINT_OVERRIDES:-0}" = 1 ]; then
 fi
 
 sgpo_verl record-run "${record_args[@]}" -- "${overrides[@]}" "$@"
-[ -n "$STAGING" ] && rm -rf "$STAGING"  # exec below runs no EXIT trap
+rm -rf "$STAGING" "$VAL_STAGING"  # exec below runs no EXIT trap
 echo "verl metrics -> $METRICS; afterwards: sgpo flops --run $RUN_DIR [--run <other runs>]" >&2
 exec "$PYTHON" -m verl.trainer.main_ppo "${overrides[@]}" "$@"

@@ -349,13 +349,18 @@ def check(
             problems += checks.prompt_length_problems(rows, tokenizer, model, max_prompt_length)
             # verl cuts a validation prompt as silently (no chat template: said once above)
             if val_data is not None and tokenizer.chat_template is not None:
-                val_rows = read_table(val_data)[0]
-                problems += [
-                    f"{val_data} (validation): {p}"
-                    for p in checks.prompt_length_problems(
-                        val_rows, tokenizer, model, max_prompt_length
+                try:
+                    val_problems = checks.prompt_length_problems(
+                        read_table(val_data)[0], tokenizer, model, max_prompt_length
                     )
-                ]
+                except (DataError, KeyError) as e:  # another layout (data.prompt_key): verl's
+                    err_console.print(
+                        f"[yellow]{val_data} (validation): prompt lengths not checked ({e!r})"
+                        "[/yellow]",
+                        soft_wrap=True,
+                    )
+                    val_problems = []
+                problems += [f"{val_data} (validation): {p}" for p in val_problems]
     if problems:
         fail(problems)
     err_console.print(f"checks passed: {data} ({len(rows)} rows)")

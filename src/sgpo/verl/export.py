@@ -212,12 +212,15 @@ def is_sgpo_export(path: Path) -> bool:
         return False
 
 
-def install_export(staged: Path, out_path: Path) -> None:
-    """Move an export written in a staging folder beside out_path (the same file system) to
-    out_path, refusing, as an export there would, a file sgpo did not write."""
-    out_path = Path(out_path)
-    claim_outputs(out_path.parent, [out_path.name], adopt=is_sgpo_export)
-    os.replace(staged, out_path)
+def install_exports(staged: dict[Path, Path]) -> None:
+    """Move exports written in staging folders (each beside its destination: the same file
+    system) to their destinations {destination: staged}, refusing, as an export there would,
+    a file sgpo did not write: every destination is claimed before any file moves."""
+    for out_path in staged:
+        out_path = Path(out_path)
+        claim_outputs(out_path.parent, [out_path.name], adopt=is_sgpo_export)
+    for out_path, new in staged.items():
+        os.replace(new, out_path)
 
 
 def export_verl_parquet(

@@ -31,6 +31,10 @@ LOGGER_PATH_OVERRIDE = "ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGE
 METHODS = ("sgpo", "grpo", "dapo")
 
 
+# run.json fields added since the first release (a record without one still resumes)
+ADDED_FIELDS = frozenset({"val_data_sha256"})
+
+
 class RunMismatch(ValueError):
     pass
 
@@ -89,8 +93,12 @@ def check_same_run(run_dir: Path, run: dict) -> None:
     if not path.exists():
         return
     earlier = json.loads(path.read_text())
-    # a field an older sgpo did not record (val_data_sha256) is not compared: its runs resume
-    changed = [k for k in run if k in earlier and earlier[k] != run[k]]
+    # a field an older sgpo did not record is not compared, so its runs resume
+    changed = [
+        k
+        for k in sorted(earlier.keys() | run.keys())
+        if earlier.get(k) != run.get(k) and not (k in ADDED_FIELDS and k not in earlier)
+    ]
     if changed:
         raise RunMismatch(
             f"{path} describes an earlier run with other {', '.join(changed)}"
@@ -121,14 +129,12 @@ def record_run(
     describes another run. A staged export (of data, and of val_data: the validation data)
     replaces its file only once the run is checked, so a refused launch leaves the run's data
     as it was (FileExistsError for a file sgpo did not write)."""
-    from sgpo.verl.export import install_export
+    from sgpo.verl.export import install_exports
 
     run = describe_run(run_dir, method, overrides, data, plan, staged, val_data, staged_val)
     check_same_run(run_dir, run)
-    if staged is not None:
-        install_export(staged, data)
-    if staged_val is not None and val_data is not None:
-        install_export(staged_val, val_data)
+    staged_files = {data: staged, val_data: staged_val}
+    install_exports({dest: new for dest, new in staged_files.items() if dest and new})
     return None if check_only else write_run(run_dir, run)
 
 
