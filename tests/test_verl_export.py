@@ -999,11 +999,10 @@ def run_launch(tmp_path: Path, script: str, *extra: str, **env: str):  # noqa: A
     )
 
 
-def test_a_refused_launch_leaves_the_recorded_runs_data_as_it_was(tmp_path):
+def verl_stand_in(tmp_path: Path) -> Path:
+    """A python that runs sgpo but stands in for verl's trainer (the launch's last step)."""
     import sys
 
-    demo_plan(tmp_path)
-    # a python that runs sgpo but stands in for verl's trainer (the launch's last step)
     fake = tmp_path / "python"
     fake.write_text(
         "#!/usr/bin/env bash\n"
@@ -1011,6 +1010,12 @@ def test_a_refused_launch_leaves_the_recorded_runs_data_as_it_was(tmp_path):
         f'exec {sys.executable} "$@"\n'
     )
     fake.chmod(0o755)
+    return fake
+
+
+def test_a_refused_launch_leaves_the_recorded_runs_data_as_it_was(tmp_path):
+    demo_plan(tmp_path)
+    fake = verl_stand_in(tmp_path)
     run_dir = tmp_path / "runs" / "grpo"
     launched = run_launch(tmp_path, "run_grpo.sh", PRINT_OVERRIDES="0", PYTHON=str(fake))
     assert launched.returncode == 0, launched.stderr
@@ -1098,8 +1103,6 @@ def test_acceptance_launch_checks_the_plans_sampling_then_prints_resumable_overr
 
 
 def test_launch_validates_on_the_exported_held_out_split(tmp_path):
-    import sys
-
     demo_plan(tmp_path)
     val = tmp_path / "runs" / "grpo" / "val.parquet"
     # refused (prompts longer than MAX_PROMPT_LENGTH, the held-out ones named too): nothing
@@ -1114,14 +1117,8 @@ def test_launch_validates_on_the_exported_held_out_split(tmp_path):
     rows, meta = read_table(val)
     assert meta["export"]["split"] == "eval" and len(rows) == meta["export"]["rows"] > 0
     # a run recorded with one held-out set, resumed with another, would mix two curves in one
-    # run: refused (a python that runs sgpo but stands in for verl's trainer)
-    fake = tmp_path / "python"
-    fake.write_text(
-        "#!/usr/bin/env bash\n"
-        '[ "$2" = verl.trainer.main_ppo ] && exit 0\n'
-        f'exec {sys.executable} "$@"\n'
-    )
-    fake.chmod(0o755)
+    # run: refused
+    fake = verl_stand_in(tmp_path)
     mine = tmp_path / "mine.parquet"
     write_table(mine, rows, meta)
     run = {"VAL_DATA": str(mine), "EXPERIMENT": "mine", "PRINT_OVERRIDES": "0", "PYTHON": str(fake)}
