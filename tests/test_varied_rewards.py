@@ -64,11 +64,26 @@ def test_the_plan_keeps_the_never_solved_queries_whose_rewards_varied(profiled, 
     assert f"{len(varied)} kept queries were never or always solved" in caplog.text
 
 
-def test_a_profile_from_before_the_column_plans_as_pass_or_fail(profiled, tmp_path):
+def test_a_profile_from_before_the_column_reads_its_samples_or_plans_as_pass_or_fail(
+    profiled, tmp_path
+):
     config, profile = profiled
     rows, meta = read_table(profile)
+    without = [{k: v for k, v in r.items() if k != "rewards_vary"} for r in rows]
     old = tmp_path / "old" / "profile.parquet"
-    write_table(old, [{k: v for k, v in r.items() if k != "rewards_vary"} for r in rows], meta)
+    write_table(old, without, meta)  # its samples file is where it says
+    run_plan(config, old, tmp_path / "read")
+    new, _ = run_plan(config, profile, tmp_path / "new")
+    assert read_table(tmp_path / "read" / "plan.parquet")[0] == read_table(new)[0]
+    # its samples gone (or another profile's): pass/fail, so none of these is kept
+    for samples in (str(tmp_path / "gone.parquet"), None):
+        write_table(old, without, meta | {"samples_file": samples})
+        with pytest.raises(DataError, match="keeps none of the 16 profiled queries"):
+            run_plan(config, old, tmp_path / "plan")
+    other = tmp_path / "other.parquet"
+    samples, samples_meta = read_table(Path(meta["samples_file"]))
+    write_table(other, samples, samples_meta | {"seed": 99})
+    write_table(old, without, meta | {"samples_file": str(other)})
     with pytest.raises(DataError, match="keeps none of the 16 profiled queries"):
         run_plan(config, old, tmp_path / "plan")
     # and a plan from before the column reads pass/fail: varied where both outcomes were drawn

@@ -276,6 +276,10 @@ def _run_plan(
         )
     profile_rows, meta = read_table(profile_path)
     check_is_profile(profile_rows, meta, profile_path)
+    if any(r.get("rewards_vary") is None for r in profile_rows):  # an older sgpo's profile
+        from sgpo.profile import fill_rewards_vary_from_samples
+
+        fill_rewards_vary_from_samples(profile_rows, meta)
     source = model_source(config)
     task = check_profile_matches(meta, config, str(profile_path), source, all_settings=True)
     check_profile_covers(profile_rows, meta, task, profile_path)

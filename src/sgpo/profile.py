@@ -24,6 +24,7 @@ from collections.abc import Collection
 from dataclasses import asdict
 from pathlib import Path
 
+import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from sgpo import rundir
@@ -32,7 +33,13 @@ from sgpo.core.flops import ModelShape, inference_flops
 from sgpo.core.rewards import all_equal, is_correct
 from sgpo.engine import Completion, GenerationEngine, SamplingParams, stream_seed
 from sgpo.errors import DataError
-from sgpo.io import atomic_write_text, prepare_out_dir, read_table, write_table
+from sgpo.io import (
+    atomic_write_text,
+    prepare_out_dir,
+    read_table,
+    read_table_metadata,
+    write_table,
+)
 from sgpo.models import load_policy, model_shape, model_source
 from sgpo.runfiles import PROFILE_CHUNKS_DIR, PROFILE_CONFIG_FILE
 from sgpo.tasks import Query, TaskData, data_identity, load_task
@@ -272,6 +279,26 @@ def fill_rewards_vary(rows: list[dict], rewards: dict[str, list[float]]) -> None
     for row in rows:
         if row.get("rewards_vary") is None and row["query_id"] in rewards:
             row["rewards_vary"] = samples_vary(row["n_correct"], row["k"], rewards[row["query_id"]])
+
+
+def fill_rewards_vary_from_samples(rows: list[dict], meta: dict) -> None:
+    """A profile written before rewards_vary: each row's flag from the profile's samples file,
+    where that is still there and is this profile's (its metadata, and each query's k
+    samples); otherwise the rows stay without it (read as pass/fail)."""
+    location = meta.get(SAMPLES_KEY)
+    if not location or not Path(location).is_file():
+        return
+    samples_meta = read_table_metadata(Path(location))
+    if any(meta.get(key) != value for key, value in samples_meta.items()):
+        return
+    table = pq.read_table(location, columns=["query_id", "reward"])
+    rewards: dict[str, list[float]] = {}
+    for query_id, reward in zip(
+        table["query_id"].to_pylist(), table["reward"].to_pylist(), strict=True
+    ):
+        rewards.setdefault(query_id, []).append(reward)
+    whole = {r["query_id"] for r in rows if len(rewards.get(r["query_id"], [])) == r["k"]}
+    fill_rewards_vary(rows, {q: rs for q, rs in rewards.items() if q in whole})
 
 
 def samples_vary(n_correct: int, k: int, rewards: list[float]) -> bool:
