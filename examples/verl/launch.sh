@@ -131,7 +131,7 @@ fi
 DATA="$(absolute "$DATA")"
 EXPORTED="$DATA"
 STAGING=""
-VAL_STAGING=""  # the held-out split's, beside VAL_DATA (install_export moves within a file system)
+VAL_STAGING=""  # the held-out split's, beside VAL_DATA (install_exports moves within a file system)
 if [ "$SKIP_EXPORT" != 1 ]; then
     STAGING="$(mktemp -d "$(dirname "$DATA")/.sgpo-export.XXXXXX")"
     [ "$EXPORT_VAL" = 1 ] && VAL_STAGING="$(mktemp -d "$(dirname "$VAL_DATA")/.sgpo-export.XXXXXX")"

@@ -104,19 +104,13 @@ def plan_rule(config: RunConfig) -> PlanRule:
 
 
 def build_plan(profile_rows: list[dict], rule: PlanRule, seed: int) -> list[PlanRow]:
-    planned: dict[str, PlannedQuery] = {
-        p.query_id: p
-        for p in plan_queries(
-            [
-                ProfiledQuery(r["query_id"], r["n_correct"], r["k"], r.get("rewards_vary"))
-                for r in profile_rows
-            ],
-            rule,
-            seed,
-        )
-    }
+    profiled = [
+        ProfiledQuery(r["query_id"], r["n_correct"], r["k"], r.get("rewards_vary"))
+        for r in profile_rows
+    ]
+    planned: dict[str, PlannedQuery] = {p.query_id: p for p in plan_queries(profiled, rule, seed)}
     rows = []
-    for r in profile_rows:
+    for r, q in zip(profile_rows, profiled, strict=True):
         p = planned[r["query_id"]]
         rows.append(
             PlanRow(
@@ -133,7 +127,7 @@ def build_plan(profile_rows: list[dict], rule: PlanRule, seed: int) -> list[Plan
                 rank=p.rank,
                 prompt_tokens=r["prompt_tokens"],
                 mean_response_tokens=r["mean_response_tokens"],
-                rewards_vary=rewards_varied(r["n_correct"], r["k"], r.get("rewards_vary")),
+                rewards_vary=q.varied,
             )
         )
     return rows

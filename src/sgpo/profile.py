@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import re
 import shutil
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -268,9 +268,18 @@ def _read_chunk(
             "use --overwrite (or, if only this chunk was damaged, remove it and resume again)"
         )
     fill_rewards_vary(
-        chunk_rows, {r["query_id"]: [s["reward"] for s in r["samples"]] for r in chunk_rows}
+        chunk_rows,
+        rewards_by_query((r["query_id"], s["reward"]) for r in chunk_rows for s in r["samples"]),
     )
     return chunk_rows, chunk_meta
+
+
+def rewards_by_query(samples: Iterable[tuple[str, float]]) -> dict[str, list[float]]:
+    """(query id, reward) of each sample -> each query's rewards, in sample order."""
+    rewards: dict[str, list[float]] = {}
+    for query_id, reward in samples:
+        rewards.setdefault(query_id, []).append(reward)
+    return rewards
 
 
 def fill_rewards_vary(rows: list[dict], rewards: dict[str, list[float]]) -> None:
@@ -292,11 +301,9 @@ def fill_rewards_vary_from_samples(rows: list[dict], meta: dict) -> None:
     if any(meta.get(key) != value for key, value in samples_meta.items()):
         return
     table = pq.read_table(location, columns=["query_id", "reward"])
-    rewards: dict[str, list[float]] = {}
-    for query_id, reward in zip(
-        table["query_id"].to_pylist(), table["reward"].to_pylist(), strict=True
-    ):
-        rewards.setdefault(query_id, []).append(reward)
+    rewards = rewards_by_query(
+        zip(table["query_id"].to_pylist(), table["reward"].to_pylist(), strict=True)
+    )
     whole = {r["query_id"] for r in rows if len(rewards.get(r["query_id"], [])) == r["k"]}
     fill_rewards_vary(rows, {q: rs for q, rs in rewards.items() if q in whole})
 
@@ -555,10 +562,7 @@ def _merge_profiles(paths: list[Path], out_dir: Path, overwrite: bool) -> Path:
     if all(p.exists() for p in sample_paths):
         samples = [s for p in sample_paths for s in read_table(p)[0]]
         samples.sort(key=lambda s: (order[s["query_id"]], s["index"]))
-        by_query: dict[str, list[float]] = {}
-        for sample in samples:
-            by_query.setdefault(sample["query_id"], []).append(sample["reward"])
-        fill_rewards_vary(merged, by_query)
+        fill_rewards_vary(merged, rewards_by_query((s["query_id"], s["reward"]) for s in samples))
         write_table(out_dir / SAMPLES_FILE, samples, common | {"shard": None})
         metadata |= samples_location(out_dir)
     write_table(out_dir / PROFILE_FILE, merged, metadata)

@@ -217,10 +217,22 @@ def install_exports(staged: dict[Path, Path]) -> None:
     system) to their destinations {destination: staged}, refusing, as an export there would,
     a file sgpo did not write: every destination is claimed before any file moves."""
     for out_path in staged:
-        out_path = Path(out_path)
-        claim_outputs(out_path.parent, [out_path.name], adopt=is_sgpo_export)
+        claim_export(Path(out_path))
     for out_path, new in staged.items():
         os.replace(new, out_path)
+
+
+def claim_export(path: Path) -> None:
+    """Claim path as an sgpo output in its directory (sgpo.rundir.claim_outputs): a file there
+    that sgpo did not write is refused (FileExistsError), one an export wrote is adopted."""
+    claim_outputs(path.parent, [path.name], adopt=is_sgpo_export)
+
+
+def write_export(path: Path, rows: list[dict], meta: dict, schema: pa.Schema) -> Path:
+    """rows as a verl parquet at path (claimed first, written atomically); returns path."""
+    claim_export(path)
+    write_table(path, rows, meta, schema=schema)
+    return path
 
 
 def export_verl_parquet(
@@ -301,10 +313,7 @@ def export_verl_parquet(
             **(history or HISTORY_OFF),
         },
     }
-    out_path = Path(out_path)
-    claim_outputs(out_path.parent, [out_path.name], adopt=is_sgpo_export)
-    write_table(out_path, rows, meta, schema=SCHEMA)
-    return out_path
+    return write_export(Path(out_path), rows, meta, SCHEMA)
 
 
 def rollouts_per_step(rollout_ns: list[int], train_batch_size: int) -> list[int]:
@@ -442,10 +451,7 @@ def export_held_out_for_config(
             "verifier_reward_range": list(scoring["verifier_reward_range"] or (0.0, 1.0)),
         }
     }
-    out = Path(out)
-    claim_outputs(out.parent, [out.name], adopt=is_sgpo_export)
-    write_table(out, rows, meta, schema=VALIDATION_SCHEMA)
-    return out
+    return write_export(Path(out), rows, meta, VALIDATION_SCHEMA)
 
 
 def history_settings(cfg: RunConfig) -> dict | None:
