@@ -104,7 +104,7 @@ def test_report_says_how_the_profile_sampled():
 
     assert profile_sampling({"k": 8}) == "k = 8 samples each"
     both = profile_sampling({"k": 8, "adaptive_round": 2, "adaptive_stop": "both_outcomes"})
-    assert both == "up to k = 8 samples each, in rounds of 2, stopped once both outcomes showed"
+    assert both == "up to k = 8 samples each, in rounds of 2, stopped once the rewards varied"
     first = profile_sampling({"k": 8, "adaptive_round": 1, "adaptive_stop": "first_success"})
     assert first == "up to k = 8 samples each, stopped at the first success"
     shared = {"k": 8, "adaptive_round": 1, "adaptive_stop": "first_success", "full_share": 0.1}

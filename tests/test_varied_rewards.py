@@ -64,6 +64,34 @@ def test_the_plan_keeps_the_never_solved_queries_whose_rewards_varied(profiled, 
     assert f"{len(varied)} kept queries were never or always solved" in caplog.text
 
 
+SOLVED_OR_NOT = {"drop_trivial": False, "g_min": 4, "g_max": 4, "bucket_width": 1.0}
+
+
+@pytest.mark.parametrize("stop", ["both_outcomes", "first_success"])
+def test_an_adaptive_profile_stops_once_the_rewards_vary(profiled, tmp_path, stop):
+    config, full = profiled
+    adaptive = varied_config(
+        tmp_path,
+        profile={"adaptive": True, "adaptive_round": 1, "adaptive_stop": stop},
+        plan=SOLVED_OR_NOT if stop == "first_success" else {},
+    )
+    profile = run_profile(adaptive, tmp_path / "adaptive")
+    every, drawn = sample_rewards(full), sample_rewards(profile)
+    k = config.profile.k
+    stops = {
+        q: next((n for n in range(2, k + 1) if not all_equal(rs[:n])), k) for q, rs in every.items()
+    }
+    assert {q: len(rs) for q, rs in drawn.items()} == stops  # no success: only a varied stop
+    assert any(n < k for n in stops.values()) and any(n == k for n in stops.values())
+    assert all(drawn[q] == every[q][: len(drawn[q])] for q in every)
+    kept = {
+        r.query_id
+        for r in read_plan(run_plan(adaptive, profile, tmp_path / "plan")[0])[0]
+        if r.kept
+    }
+    assert kept == {q for q, rs in every.items() if not all_equal(rs)}  # the full profile's
+
+
 def test_a_profile_from_before_the_column_reads_its_samples_or_plans_as_pass_or_fail(
     profiled, tmp_path
 ):

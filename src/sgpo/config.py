@@ -285,8 +285,9 @@ class ProfileConfig(Strict):
     # vllm (optional install, see README) suits profiling: the weights do not change.
     engine: EngineName = "transformers"
     vllm_kwargs: dict[str, Any] = Field(default_factory=dict)  # passed to vllm.LLM
-    # Sample each query in rounds of adaptive_round and stop once it has shown both outcomes
-    # (it is kept either way; p_hat = n_correct / samples drawn), up to k samples. The samples
+    # Sample each query in rounds of adaptive_round and stop once its rewards vary (both
+    # outcomes, or a graded verifier's differing scores: it is kept either way; p_hat =
+    # n_correct / samples drawn), up to k samples. The samples
     # drawn are exactly the first ones of the full profile, so mixed queries cost fewer.
     adaptive: bool = False
     adaptive_round: int = Field(2, ge=1)

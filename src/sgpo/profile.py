@@ -408,10 +408,12 @@ def drawn_fully(seed: int, query_id: str, share: float) -> bool:
 
 
 def _settled(scores: list[float], stop_at_first_success: bool, threshold: float) -> bool:
-    """Whether an adaptive profile has drawn enough of a query: both outcomes shown, or with
+    """Whether an adaptive profile has drawn enough of a query to know the plan keeps it: its
+    rewards vary (both outcomes shown, or a graded verifier's scores differ), or with
     stop_at_first_success one correct sample."""
-    outcomes = {is_correct(s, threshold) for s in scores}
-    return True in outcomes if stop_at_first_success else len(outcomes) == 2
+    n_correct = sum(is_correct(s, threshold) for s in scores)
+    solved = stop_at_first_success and n_correct > 0
+    return solved or samples_vary(n_correct, len(scores), scores)
 
 
 def profile_chunk(
@@ -428,12 +430,13 @@ def profile_chunk(
     in_full: Collection[str] = (),
     keep_samples: bool = False,
 ) -> list[dict]:
-    """Verified samples per query, sample j from stream_seed(*stream, query id, j): k of them,
-    or with adaptive_round, rounds of that many until the query has shown both outcomes (or,
-    with stop_at_first_success, one success; at most k; the queries in_full names draw all
-    k) -- always a prefix of the k, so adaptive and full profiles agree on every sample
-    both drew. A sample is correct from threshold up (task.correct_threshold). keep_samples adds
-    each row's samples (the profile_samples.parquet fields)."""
+    """Verified samples per query, sample j from stream_seed(*stream, query id, j): k of them, or
+    with adaptive_round, rounds of that many until the query's rewards vary (both outcomes,
+    or graded scores that differ) or, with stop_at_first_success, it has one success (at
+    most k; the queries in_full names draw all k) -- always a prefix of the k, so adaptive
+    and full profiles agree on every sample both drew. A sample is correct from threshold up
+    (task.correct_threshold). keep_samples adds each row's samples (the
+    profile_samples.parquet fields)."""
     per_round = adaptive_round or k
     drawn: dict[str, list[Completion]] = {q.query_id: [] for q in queries}
     scores: dict[str, list[float]] = {q.query_id: [] for q in queries}

@@ -236,7 +236,7 @@ def profile_sampling(meta: dict) -> str:
     if meta.get("adaptive_round"):
         return (
             f"up to k = {k} samples each, in rounds of {meta['adaptive_round']}, "
-            f"stopped once both outcomes showed{full}"
+            f"stopped once the rewards varied{full}"
         )
     return f"k = {k} samples each"
 

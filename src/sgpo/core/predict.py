@@ -13,11 +13,12 @@ benchmark's three mixes (ten seeds) this overestimates GRPO(G=8)'s measured info
 fraction by 0.01-0.08, a per-query Jeffreys prior by 0.11-0.18 (BENCHMARKS.md); what is left is
 training moving p, which a profile of the initial policy cannot see. k samples per
 query pin down only the spread's first k moments, so for G > k the prediction extrapolates
-(NPMLE's discrete fit is the usual choice). An adaptive profile (stopped once a query showed
-both outcomes, or at its first success) records (n_correct, samples drawn): its stopping rule
-depends only on outcomes already seen, so the likelihood of that record is the binomial one up
-to a factor free of p, and the same fit and posteriors apply; a first-success profile of at
-most k samples pins down the same first k moments as the full one (P(first success at n) =
+(NPMLE's discrete fit is the usual choice). An adaptive profile (stopped once a query's rewards
+varied, or at its first success) records (n_correct, samples drawn): its stopping rule depends
+only on rewards already seen, so the likelihood of that record is the binomial one up to a
+factor free of p (for a graded verifier, where the scores' spread given pass or fail is), and
+the same fit and posteriors apply; a first-success profile of at most k samples pins down the
+same first k moments as the full one (P(first success at n) =
 E[p (1 - p)^(n - 1)], n <= k, and P(none) = E[(1 - p)^k]), but from about one success per
 query, so far less closely: its prediction's error is 2-7x the full profile's at any dataset
 size (BENCHMARKS.md, "The best plan's prediction, per seed"). The profile's cost is charged
