@@ -144,6 +144,20 @@ def test_train_all_flops_and_generated_tokens_are_counted_per_step(tmp_path: Pat
     assert skipped > 0  # the coin-flip verifier leaves some groups all-equal
 
 
+def test_verifier_failures_are_logged_as_running_totals(tmp_path: Path):
+    tree = tiny_tree(
+        tmp_path / "models",
+        task={"verifier": "bad_verifiers:raising_on_odd"},
+        train={"method": "grpo", "steps": 2, "group_size": 2, "rollout_budget": 16}
+        | {"eval_every": 0, "checkpoint_every": 0},
+    )
+    summary = Trainer(RunConfig.model_validate(tree), tmp_path / "run").train()
+    lines = read_jsonl(tmp_path / "run" / "metrics.jsonl")
+    errors = [r["verifier_errors_cum"] for r in lines]
+    assert errors == sorted(errors) and errors[-1] == summary["verifier_errors"] > errors[0]
+    assert all(r["verifier_timeouts_cum"] == 0 for r in lines)
+
+
 def test_a_budget_capped_runs_progress_shows_the_budget_spent(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ):

@@ -322,8 +322,8 @@ class Trainer:
                 "generated_tokens_cum": self.generated_tokens,
                 "method": self.cfg.method,
                 "wall_s": round(self.wall_s, 3),
-                "verifier_errors": self.verifier.stats.errors,
-                "verifier_timeouts": self.verifier.stats.timeouts,
+                "verifier_errors_cum": self.verifier.stats.errors,
+                "verifier_timeouts_cum": self.verifier.stats.timeouts,
             }
         )
         append_jsonl(self.metrics_path, record)
