@@ -707,6 +707,8 @@ class SGPOTrainer(GRPOTrainer):
         )
         for column in list(self._pending_extra_logs):  # see the module docstring
             del self._pending_extra_logs[column][pending.get(column, 0) :]
+            if not self._pending_extra_logs[column]:  # TRL would log it as an empty column
+                del self._pending_extra_logs[column]
         return scored
 
     def _generate_quietly(self, prompts: list) -> tuple:
