@@ -539,6 +539,8 @@ def test_completions_table_keeps_a_reward_functions_extra_columns_aligned(
         assert "prompt_seen" not in logs["extra"]
     else:
         assert list(logs["extra"]["prompt_seen"]) == list(logs["prompt"])
+        for h in (h for h in trainer.state.log_history if "reward" in h):  # drawn = the rows
+            assert h["sgpo/reward_generated_mean"] == pytest.approx(h["reward"])
 
 
 def test_resume_replays_the_plan_and_keeps_sgpo_counters(
@@ -750,6 +752,10 @@ def test_grow_until_mixed_trains_a_balanced_subset_with_whole_group_advantages(
     for h, (_, _, _, whole) in zip(logs, seen, strict=True):  # sgpo's definition: drawn responses
         mixed = sum(len(w) for w in whole.values() if len(set(w.tolist())) == 2)
         assert h["sgpo/informative_fraction"] == pytest.approx(mixed / h["sgpo/rollouts"])
+        # the policy's reward: every response drawn, where TRL's `reward` is the rows'
+        drew = torch.cat(list(whole.values()))
+        assert h["sgpo/reward_generated_mean"] == pytest.approx(drew.mean().item())
+    assert any(h["sgpo/reward_generated_mean"] != h["reward"] for h in logs)
 
 
 def test_down_sampling_trains_the_most_varied_rows_with_advantages_within_them(
@@ -990,6 +996,9 @@ def test_a_verifier_reward_is_checked_against_the_dataset_and_the_profile(
     reward = verifier_reward("sgpo.verifiers:numeric", answer_column="solution")
     with pytest.raises(ValueError, match=r"no column 'solution'.*\['query_id', 'prompt'"):
         SGPOTrainer(model, reward, plan_path, args, processing_class=tokenizer)
+    # GRPOTrainer's positional order (model, reward_funcs, args) names where the plan goes
+    with pytest.raises(TypeError, match=r"plan must be .* got SGPOConfig.* by name"):
+        SGPOTrainer(model, reward, args)
 
     rows, meta = read_table(plan_path)
     config = {"task.verifier": "sgpo.verifiers:numeric", "task.verifier_kwargs.rel_tol": 0.1}
@@ -1004,6 +1013,9 @@ def test_a_verifier_reward_is_checked_against_the_dataset_and_the_profile(
         # beside a format reward, which no profile scored with
         formatted = verifier_reward("sgpo.verifiers:exact_match")
         SGPOTrainer(model, [formatted, same], profiled, args, processing_class=tokenizer)
+    # a TRL reward function of the user's own: nothing to check it against, and said so
+    with pytest.warns(SgpoWarning, match=r"no reward function is a verifier_reward.*numeric"):
+        SGPOTrainer(model, hashed_reward, profiled, args, processing_class=tokenizer)
     # a task's own verifier (the plan records task.verifier None): its kind's default counts
     default = {"task.verifier": None, "task.kind": "addition"}
     by_default = tmp_path / "by-default.parquet"

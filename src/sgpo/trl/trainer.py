@@ -65,6 +65,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -323,6 +324,13 @@ class SGPOTrainer(GRPOTrainer):
         train_dataset: Dataset | None = None,
         **kwargs: Any,
     ) -> None:
+        if not isinstance(plan, (Plan, str, os.PathLike)):
+            # GRPOTrainer's third positional parameter is args: name what goes there here
+            raise TypeError(
+                f"plan must be a plan.parquet path or a Plan, got {type(plan).__name__}: "
+                "SGPOTrainer(model, reward_funcs, plan, args, ...) takes the plan third, "
+                "where GRPOTrainer takes args (pass plan=... and args=... by name)"
+            )
         plan = plan if isinstance(plan, Plan) else load_plan(plan)
         args = args if args is not None else SGPOConfig(output_dir="sgpo-trl")
         if not isinstance(args, SGPOConfig):
@@ -883,6 +891,11 @@ class SGPOTrainer(GRPOTrainer):
         metrics["sgpo/group_size_mean"].append(sizes.mean().item())
         metrics["sgpo/group_size_min"].append(sizes.min().item())
         metrics["sgpo/group_size_max"].append(sizes.max().item())
+        # TRL's `reward` is the rows' mean: with growth or down-sampling a chosen subset's
+        drawn_rewards = torch.cat(
+            [self._whole_groups.get(g, rewards.cpu()[group_ids == g]) for g in set(groups)]
+        )
+        metrics["sgpo/reward_generated_mean"].append(drawn_rewards.nanmean().item())
         self._observe(rows, group_ids, rewards.cpu())
 
     # ---------------------------------------------------------------------------- the loss
@@ -1107,14 +1120,27 @@ def verifier_mismatches(meta: dict, rewards: list[VerifierReward]) -> list[str]:
     profile scored with (task.verifier, its kwargs and reward range, as the plan records
     them), when none of them is set as it was (a format reward may stand beside it); a spec
     the plan leaves to the task's default is that default (not compared for a plan that does
-    not record its task's kind)."""
+    not record its task's kind). With no verifier among the rewards, that none can be
+    compared with the one the plan names."""
     recorded = settings_of(profiled_settings(meta), VERIFIER_SETTINGS)
-    if not recorded or not rewards:
+    if not recorded:
         return []
     config = (meta.get("inputs") or {}).get("config") or {}
     if recorded.get("task.verifier") is None and "task.kind" in config:
         recorded["task.verifier"] = default_verifier(
             config["task.kind"], config.get("task.file.preset")
+        )
+    if not rewards:
+        profiled = recorded.get("task.verifier")
+        return (
+            []
+            if profiled is None
+            else [
+                f"no reward function is a verifier_reward, so none can be checked against "
+                f"{profiled}, which the profile scored with: a function of your own that scores "
+                f"otherwise trains on p_hat it did not measure (pass verifier_reward({profiled!r}) "
+                "with the profile's settings, beside any other)"
+            ]
         )
 
     recorded_code = (meta.get("inputs") or {}).get(VERIFIER_CODE_KEY)
