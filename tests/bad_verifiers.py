@@ -131,6 +131,13 @@ def graded(response: str, reference: str) -> float:
     return (0.0, 0.7, 1.0)[int(reference) % 3]
 
 
+def share_of_tests(response: str, reference: str) -> float:
+    """Every one of n unit tests passed, summed per test as such verifiers do: ten 0.1s make
+    0.9999999999999999 (2 mod 3), nine 1/9s 1.0000000000000002 (1 mod 3); 0 mod 3 fail."""
+    n = (0, 9, 10)[int(reference) % 3]
+    return sum(1 / n for _ in range(n)) if n else 0.0
+
+
 def length_credit(response: str, reference: str) -> float:
     """Partial credit below the default threshold: by the response's length (0 to 0.3) for an
     even reference answer, 0 for an odd one, so that every query is unsolvable by p_hat but the

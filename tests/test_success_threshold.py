@@ -57,6 +57,17 @@ def test_the_profile_counts_successes_from_the_threshold_up(tmp_path, threshold,
     assert profiled_success_threshold(meta) == (0.5 if threshold is None else threshold)
 
 
+def test_a_full_share_summed_in_floats_is_a_success_at_threshold_one(tmp_path):
+    config = graded_config(tmp_path, verifier="bad_verifiers:share_of_tests", success_threshold=1)
+    rows, meta = read_table(run_profile(config, tmp_path / "profile"))
+    assert meta["verifier_errors"] == 0  # 1.0000000000000002 is the range's top, not outside
+    kind = {q.query_id: int(q.answer) % 3 for q in load_task(config.task, config.seed).train}
+    for row in rows:
+        all_passed = kind[row["query_id"]] != 0
+        assert row["n_correct"] == (row["k"] if all_passed else 0), row
+    assert set(kind.values()) == {0, 1, 2}
+
+
 def test_training_and_evaluation_count_successes_from_the_threshold_up(tmp_path):
     config = graded_config(tmp_path, success_threshold=1.0)
     credit = credit_by_query(config)

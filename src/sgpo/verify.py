@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from sgpo import sandbox
-from sgpo.core.rewards import rescale
+from sgpo.core.rewards import EQUAL_REWARDS_STD, rescale
 from sgpo.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -159,12 +159,16 @@ def printable(value: object) -> str:
 
 
 def check_reward(value: object, reward_range: tuple[float, float]) -> float:
-    """The reward rescaled from reward_range to [0, 1]; BadReward if it breaks the contract."""
+    """The reward rescaled from reward_range to [0, 1]; BadReward if it breaks the contract.
+    A reward outside the range by float rounding alone (1.0000000000000002) is its bound."""
     score = reward_number(value)
     low, high = reward_range
-    if not (math.isfinite(score) and low <= score <= high):
+    if not math.isfinite(score):
         raise BadReward(f"returned {score}, outside the reward range [{low}, {high}]")
-    return rescale(score, reward_range)
+    rescaled = rescale(score, reward_range)
+    if not -EQUAL_REWARDS_STD <= rescaled <= 1 + EQUAL_REWARDS_STD:
+        raise BadReward(f"returned {score}, outside the reward range [{low}, {high}]")
+    return min(max(rescaled, 0.0), 1.0)
 
 
 @dataclass

@@ -16,14 +16,17 @@ def rescale(score: float, reward_range: tuple[float, float]) -> float:
     return (score - low) / (high - low)
 
 
-def is_correct(score: float, threshold: float) -> bool:
-    """Whether a rescaled reward counts as correct (task.success_threshold, rescaled)."""
-    return score >= threshold
-
-
-# A group whose rewards' (population) std is below this has no advantage: group_advantages
-# zeroes it, so rewards that differ by float rounding alone (0.3 and 0.1 + 0.2) are equal.
+# Rewards closer than this differ by float rounding alone: 0.3 and 0.1 + 0.2, ten tests' 0.1
+# summed to 0.9999999999999999, a float64 reward and its float32 copy in a TRL tensor. A group
+# whose rewards' (population) std is below it has no advantage (group_advantages zeroes it).
 EQUAL_REWARDS_STD = 1e-6
+
+
+def is_correct(score: float, threshold: float) -> bool:
+    """Whether a rescaled reward counts as correct (task.success_threshold, rescaled): from
+    the threshold up, less float rounding (a share of tests passed that sums to 0.99999...
+    passed them all)."""
+    return score >= threshold - EQUAL_REWARDS_STD
 
 
 def all_equal(rewards: Sequence[float]) -> bool:
