@@ -248,6 +248,10 @@ def test_duplicate_id_and_overlap_errors_name_the_file(tmp_path: Path) -> None:
         load_task(TaskConfig(kind="file", file=cfg), seed=0)
     assert str(e.value).startswith(f"{train} and {evaluation}: 1 query ids in both train and eval")
     assert "sha256" not in str(e.value)
+    # each split numbered alike: the way out is named, and works
+    assert "unique across both splits: make them so, or let task.file.id_field=''" in str(e.value)
+    numbered = file_cfg(train=str(train), eval=str(evaluation), id_field="")
+    assert len(load_task(TaskConfig(kind="file", file=numbered), seed=0).eval) == 1
 
 
 def test_numeric_answers_follow_the_type_rule(tmp_path: Path) -> None:

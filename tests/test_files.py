@@ -168,6 +168,22 @@ def test_csv_blank_lines_and_unnamed_columns_change_no_row(tmp_path: Path) -> No
     ]
 
 
+def test_a_flattened_exports_dotted_column_names_are_read_as_columns(tmp_path: Path) -> None:
+    path = tmp_path / "flat.csv"
+    path.write_text("id,question.text,answer.value\na,1+1=,2\nb,2+2=,4\n")
+    cfg = file_cfg(train=str(path), prompt_field="question.text", answer_field="answer.value")
+    train = load_file_task(cfg).train
+    assert [(q.prompt, q.answer) for q in train] == [("1+1=", "2"), ("2+2=", "4")]
+    # a dotted name the row has neither way: the error says how dots are read
+    wrong = file_cfg(train=str(path), prompt_field="question.txt", answer_field="answer.value")
+    with pytest.raises(
+        DataError,
+        match=r"'question.txt' is missing \(the row has 'id', "
+        r"'question.text', 'answer.value', a dotted name reads a nested field\)",
+    ):
+        load_file_task(wrong)
+
+
 def test_mapping_overrides_preset_and_dotted_fields(tmp_path: Path) -> None:
     path = tmp_path / "nested.jsonl"
     rows = [

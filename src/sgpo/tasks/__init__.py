@@ -130,12 +130,18 @@ def load_task(task_cfg: TaskConfig, seed: int, require_eval: bool = True) -> Tas
     overlap = {q.query_id for q in data.train} & {q.query_id for q in data.eval}
     if overlap:
         # ids made from the file name and row ("gsm8k:0"): two files named alike collide
-        automatic = (
-            "; the ids are made from each file's name and row, so files named alike share "
-            "them: rename one, or name an id column (task.file.id_field)"
-            if data.id_field is None and data.train_label != data.eval_label
-            else ""
-        )
+        if data.id_field is None:
+            automatic = (
+                "; the ids are made from each file's name and row, so files named alike share "
+                "them: rename one, or name an id column (task.file.id_field)"
+                if data.train_label != data.eval_label
+                else ""
+            )
+        else:  # each split numbered from the same start, say
+            automatic = (
+                f"; a query's id (column {data.id_field!r}) must be unique across both splits: "
+                "make them so, or let task.file.id_field='' number each file's rows by its name"
+            )
         raise DataError(
             f"{data.train_label} and {data.eval_label}: {len(overlap)} query ids in both "
             f"train and eval, e.g. {sorted(overlap)[:3]}{automatic}"

@@ -336,7 +336,11 @@ _MISSING = object()
 
 
 def get_field(record: object, dotted: str) -> object:
-    """record["a"]["b"] for "a.b"; _MISSING when any level is absent (or None)."""
+    """record["a"]["b"] for "a.b", or record["a.b"] where the row has that column (a flattened
+    export's: pandas json_normalize, CSV headers); _MISSING when any level is absent (or
+    None)."""
+    if isinstance(record, dict) and dotted in record:
+        return _MISSING if record[dotted] is None else record[dotted]
     node = record
     for key in dotted.split("."):
         if not isinstance(node, dict) or key not in node or node[key] is None:
@@ -400,8 +404,9 @@ def _present(record: object, field: str, where: str) -> object:
 def _missing(record: object, field: str, where: str) -> DataError:
     """A missing field, with the row's own fields when it has no such column (a misspelt
     column shows; a null value is just missing)."""
-    absent = isinstance(record, dict) and field.split(".")[0] not in record
-    has = f" (the row has {', '.join(map(repr, record))})" if absent else ""
+    absent = isinstance(record, dict) and field not in record and field.split(".")[0] not in record
+    nested = ", a dotted name reads a nested field" if "." in field else ""
+    has = f" (the row has {', '.join(map(repr, record))}{nested})" if absent else ""
     return DataError(f"{where}: field {field!r} is missing{has}")
 
 
