@@ -108,8 +108,14 @@ def test_work_scored_by_a_verifier_is_not_continued_under_its_edited_code(tmp_pa
     profile = run_profile(config, out, resume=True)
     # nor is a plan made from a profile the verifier scored before its edit
     module.write_text(VERIFIER + "    return 1.0 - verify(response, reference)\n")
-    with pytest.raises(DataError, match="profiled with other settings.*verifier_code_sha256"):
+    with pytest.raises(DataError, match="profiled with other settings.*verifier_code_sha256") as e:
         run_plan(config, profile, tmp_path / "plan")
+    # the file is named, and no key to set is offered: no key sets a file's code
+    assert f"(the code of edited_checks:score, {module})" in str(e.value)
+    assert str(e.value).endswith(
+        "re-run sgpo profile (and sgpo plan) with it, or put back the weights or verifier "
+        "file the profile was made with"
+    )
 
 
 def test_merge_shards_made_with_other_batch_sizes(tiny, tmp_path):

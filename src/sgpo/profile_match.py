@@ -204,8 +204,7 @@ def check_profile_settings(
         use = "its samples cannot be reused (train.reuse_profile)" if reuse else "not plannable"
         raise DataError(
             f"{source}: profiled with other settings than this config ({shown(differ)}); {use} "
-            "with this config: re-run sgpo profile (and sgpo plan) with it, or set these keys to "
-            "the profile's values"
+            f"with this config: {fix_for(differ, 're-run sgpo profile (and sgpo plan) with it')}"
         )
 
 
@@ -218,8 +217,8 @@ def check_profile_samples(
     if differ:
         raise DataError(
             f"{source}: profiled with other settings than this config ({shown(differ)}): its "
-            "p_hat was measured on other samples or scores; re-run sgpo profile and sgpo plan "
-            "with this config, or set these keys to the profile's values"
+            "p_hat was measured on other samples or scores; "
+            f"{fix_for(differ, 're-run sgpo profile and sgpo plan with this config')}"
         )
 
 
@@ -242,12 +241,14 @@ def differing_settings(
         differ["model_sha256"] = other
     if any(key in VERIFIER_SETTINGS for key in keys) and "task.verifier" not in differ:
         from sgpo.tasks import verifier_spec
-        from sgpo.verify import verifier_code_sha256
+        from sgpo.verify import verifier_code_sha256, verifier_file
 
+        spec = verifier_spec(config.task)
         recorded = (meta.get("inputs") or {}).get(rundir.VERIFIER_CODE_KEY)
-        code = verifier_code_sha256(verifier_spec(config.task)) if recorded else None
+        code = verifier_code_sha256(spec) if recorded else None
         if code and code != recorded:  # the same verifier, edited since
-            differ[rundir.VERIFIER_CODE_KEY] = (recorded, code)
+            edited = f"{rundir.VERIFIER_CODE_KEY} (the code of {spec}, {verifier_file(spec)})"
+            differ[edited] = (recorded, code)
     return differ
 
 
@@ -257,6 +258,18 @@ def other_weights(meta: dict, model: str | None) -> tuple[str, str] | None:
     recorded = (meta.get("inputs") or {}).get("model_sha256")
     current = rundir.weights_sha256(model) if recorded and model else None
     return (recorded, current) if current and current != recorded else None
+
+
+def fix_for(differ: dict[str, tuple], profile_it: str) -> str:
+    """What to do about the differences: profile_it (re-run the profile with this config), or
+    set the config's keys back, or put the model's weights or the verifier's file back (which
+    no key sets)."""
+    ways = [profile_it]
+    if any(key.startswith(("model.", "task.", "sampling.", "profile.")) for key in differ):
+        ways.append("set these keys to the profile's values")
+    if any(key.startswith(("model_sha256", rundir.VERIFIER_CODE_KEY)) for key in differ):
+        ways.append("put back the weights or verifier file the profile was made with")
+    return ", or ".join(ways)
 
 
 def shown(differ: dict[str, tuple]) -> str:

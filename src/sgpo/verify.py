@@ -93,10 +93,19 @@ def import_verifier(spec: str) -> VerifyFn:
 def verifier_code_sha256(spec: str) -> str | None:
     """sha256 of the file that defines a user's verifier module: an edited verifier scores
     otherwise, so work it scored (a profile's chunks, a checkpoint's steps) is not continued
-    under it. Found without importing it (a worker isolation's untrusted code runs only
-    there). None for sgpo's own verifiers (they change with sgpo's version, which would
+    under it. None for sgpo's own verifiers (they change with sgpo's version, which would
     refuse every profile made before an upgrade) and when no file is found (a verifier that
     does not import is refused where it is built). What the module imports is not covered."""
+    origin = verifier_file(spec)
+    if origin is None:
+        return None
+    with open(origin, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def verifier_file(spec: str) -> str | None:
+    """The file that defines a user's verifier module, found without importing it (a worker
+    isolation's untrusted code runs only there); None for sgpo's own and when none is found."""
     module_name = spec.partition(":")[0]
     parts = module_name.split(".")
     if parts[0] == "sgpo" or not all(parts):
@@ -112,10 +121,7 @@ def verifier_code_sha256(spec: str) -> str | None:
     except (ImportError, ValueError):
         return None
     origin = found.origin if found is not None else None
-    if not origin or not os.path.isfile(origin):
-        return None
-    with open(origin, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
+    return origin if origin and os.path.isfile(origin) else None
 
 
 class BadReward(ValueError):
