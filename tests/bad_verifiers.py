@@ -131,6 +131,11 @@ def graded(response: str, reference: str) -> float:
     return (0.0, 0.7, 1.0)[int(reference) % 3]
 
 
+def one_argument(response: str) -> float:
+    """A verifier written without the reference: it cannot be called as sgpo calls one."""
+    return 0.0
+
+
 def share_of_tests(response: str, reference: str) -> float:
     """Every one of n unit tests passed, summed per test as such verifiers do: ten 0.1s make
     0.9999999999999999 (2 mod 3), nine 1/9s 1.0000000000000002 (1 mod 3); 0 mod 3 fail."""

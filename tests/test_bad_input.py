@@ -428,6 +428,15 @@ CASES = [
         "called so (got an unexpected keyword argument 'rel_tole'); its signature is numeric(",
     ),
     Case(
+        "profile-with-a-verifier-of-the-wrong-signature",  # no kwargs to blame
+        lambda tmp, env: run_profile(
+            load_config(env.config_path, ["task.verifier=bad_verifiers:one_argument"]), tmp
+        ),
+        ConfigError,
+        "task.verifier 'bad_verifiers:one_argument' cannot be called as (response, reference) "
+        "(too many positional arguments); its signature is one_argument(response: ",
+    ),
+    Case(
         "profile-with-a-verifier-that-always-fails",  # would find every query unsolvable
         lambda tmp, env: run_profile(
             load_config(env.config_path, ["task.verifier=bad_verifiers:raising"]), tmp

@@ -224,10 +224,10 @@ def check_kwargs(fn: Callable, kwargs: dict, spec: str) -> None:
     try:
         signature.bind("response", "reference", **kwargs)
     except TypeError as e:
-        raise ConfigError(
-            f"task.verifier_kwargs {kwargs}: verifier {spec!r} is not called so ({e}); its "
-            f"signature is {fn.__name__}{signature}"
-        ) from e
+        called = f"task.verifier_kwargs {kwargs}: verifier {spec!r} is not called so"
+        if not kwargs:  # the signature itself is wrong, not a keyword
+            called = f"task.verifier {spec!r} cannot be called as (response, reference)"
+        raise ConfigError(f"{called} ({e}); its signature is {fn.__name__}{signature}") from e
 
 
 class VerifierTimeout(BaseException):
