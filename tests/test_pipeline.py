@@ -2,13 +2,16 @@
 stage through the CLI as a user runs it, checking the files every stage hands to the next."""
 
 import json
+import warnings
 from pathlib import Path
 
 import pytest
 from tiny_run import tiny_tree, write_config
 from typer.testing import CliRunner
 
-from sgpo.cli import app
+from sgpo.cli import _warn_of_the_runs_config, app
+from sgpo.config import RunConfig
+from sgpo.errors import SgpoWarning
 from sgpo.io import read_jsonl, read_table
 from sgpo.rundir import written_by_sgpo
 
@@ -97,6 +100,27 @@ def test_stages_one_by_one(tmp_path: Path):
     sgpo("report", elsewhere)
     assert f"queries profiled: {plan_summary['queries']}" in (elsewhere / "report.md").read_text()
     assert (elsewhere / "p_hat_hist.png").exists()
+
+
+def test_eval_of_a_runs_model_without_its_config_names_the_config(tmp_path):
+    run = tmp_path / "run"
+    (run / "checkpoints" / "step-000002").mkdir(parents=True)
+    (run / "final").mkdir()
+    (run / "config.yaml").write_text("seed: 0\n")
+    (run / "metrics.jsonl").write_text("")
+    for model in (run / "final", run / "checkpoints" / "step-000002"):
+        with pytest.warns(
+            SgpoWarning,
+            match=rf"config is {run / 'config.yaml'}; without -c .*"
+            r"task \(addition\): pass -c",
+        ):
+            _warn_of_the_runs_config(model, RunConfig())
+    with warnings.catch_warnings():  # a model folder of its own: nothing to say
+        warnings.simplefilter("error", SgpoWarning)
+        _warn_of_the_runs_config(tmp_path / "elsewhere" / "model", RunConfig())
+        (tmp_path / "model").mkdir()  # beside a config.yaml of the user's own, not a run's
+        (tmp_path / "config.yaml").write_text("seed: 0\n")
+        _warn_of_the_runs_config(tmp_path / "model", RunConfig())
 
 
 def test_report_says_how_the_profile_sampled():

@@ -355,6 +355,8 @@ def eval_(
     from sgpo.runfiles import EVAL_FILE
 
     cfg = _config(config, set_)
+    if config is None and model is not None:
+        _warn_of_the_runs_config(Path(model), cfg)
     if not out:
         console.print_json(json.dumps(_evaluate(cfg, model)))
         return
@@ -365,6 +367,25 @@ def eval_(
         result = _evaluate(cfg, model)
         atomic_write_json(out / EVAL_FILE, result)
     console.print_json(json.dumps(result))
+
+
+def _warn_of_the_runs_config(model: Path, cfg: RunConfig) -> None:
+    """A model saved by a run (RUN/final, a checkpoint) evaluated without -c is scored on the
+    default config's task, likely not the one the run trained on: say which config it has."""
+    from sgpo.runfiles import CONFIG_FILE, METRICS_FILE
+
+    if not model.is_dir():  # a hub id
+        return
+    runs = (d for d in (model, *model.parents[:2]) if (d / METRICS_FILE).is_file())
+    run_config = next((d / CONFIG_FILE for d in runs if (d / CONFIG_FILE).is_file()), None)
+    if run_config is not None:
+        warnings.warn(
+            f"{model} was trained by the run whose config is {run_config}; without -c it is "
+            f"evaluated on the default config's task ({cfg.task.kind}): pass -c {run_config} "
+            "to evaluate it on the run's task and verifier",
+            SgpoWarning,
+            stacklevel=2,
+        )
 
 
 def _evaluate(cfg: RunConfig, model: str | None) -> dict:
