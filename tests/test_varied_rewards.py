@@ -17,8 +17,9 @@ from sgpo.errors import DataError
 from sgpo.io import read_table, write_table
 from sgpo.plan import read_plan, run_plan
 from sgpo.profile import merge_profiles, run_profile, samples_vary
+from sgpo.report import write_report
 from sgpo.rollouts import group_members
-from sgpo.train import Trainer
+from sgpo.train import Trainer, run_train
 
 
 def varied_config(root: Path, **sections: dict) -> RunConfig:
@@ -168,6 +169,21 @@ def test_the_profile_in_training_keeps_the_never_solved_queries_whose_rewards_va
     assert trainer.scheduler.profiled == {
         g[0].query.query_id: "unsolvable" if g[0].query.query_id in flat else "kept" for g in groups
     }
+
+
+def test_the_report_says_what_the_plan_kept_for_varied_rewards(profiled, tmp_path):
+    config, profile = profiled
+    plan_path, summary = run_plan(config, profile, tmp_path / "run")
+    train = {"method": "sgpo", "steps": 1, "eval_every": 1, "checkpoint_every": 0}
+    run_train(
+        RunConfig.model_validate(merge(config.model_dump(mode="json"), {"train": train})),
+        tmp_path / "run",
+        plan_path,
+    )
+    text = " ".join(write_report(tmp_path / "run").read_text().split())
+    assert summary["varied_kept"] > 0
+    assert f"for rewards that varied (partial credit): {summary['varied_kept']};" in text
+    assert "counts pass/fail outcomes, so the groups of the queries kept for varied" in text
 
 
 def test_re_estimation_keeps_a_query_while_its_groups_rewards_vary(profiled, tmp_path):

@@ -294,10 +294,17 @@ def write_report(run_dir: Path) -> Path:
         if "predicted_informative_fraction" in s:
             plan_fraction = s["predicted_informative_fraction"]
             baseline_fraction = s["predicted_baseline_informative_fraction"]
+            graded = (
+                "; it counts pass/fail outcomes, so the groups of the queries kept for varied "
+                "rewards count as uninformative (a lower bound)"
+                if s.get("varied_kept")
+                else ""
+            )
             lines.append(
                 f"- predicted from the profile alone: informative fraction {plan_fraction:.2f} "
                 f"(fixed G = {s.get('baseline_group_size')}: {baseline_fraction:.2f}); it scores "
-                "the initial policy and training moves p, so the measured one below can differ"
+                f"the initial policy and training moves p, so the measured one below can differ"
+                f"{graded}"
             )
         lines.append("")
     images += plot_training(records, run_dir)
