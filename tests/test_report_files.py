@@ -39,6 +39,11 @@ def run(finished_run: Path, tmp_path: Path) -> Path:
 def test_report_of_an_intact_run(run: Path):
     text = write_report(run).read_text()
     assert text.startswith("# sgpo run: grpo")
+    summary = json.loads((run / SUMMARY_FILE).read_text())
+    assert (
+        f"Model `{summary['model']}`, data `{summary['task']}`, verifier "
+        f"`{summary['config']['task']['verifier']}`." in " ".join(text.split())
+    )
     # what makes it the run it is, and each cost currency, named
     settings = next(line for line in text.splitlines() if line.startswith("Settings not at"))
     assert "`train.method=grpo`" in settings and "checkpoint_every" not in settings

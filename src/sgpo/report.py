@@ -250,6 +250,18 @@ def all_correct_label(meta: dict) -> str:
     return "trivial (p_hat = 1)" if above >= 1 else f"trivial (p_hat = 1 or above {above})"
 
 
+def what_it_trained(summary: dict) -> str | None:
+    """The model, data and verifier a run trained with (None for an older sgpo's summary)."""
+    task = (summary.get("config") or {}).get("task")
+    if not ("model" in summary and "task" in summary and isinstance(task, dict)):
+        return None
+    from sgpo.tasks import default_verifier
+
+    preset = (task.get("file") or {}).get("preset")
+    verifier = task.get("verifier") or default_verifier(task.get("kind", "addition"), preset)
+    return f"Model `{summary['model']}`, data `{summary['task']}`, verifier `{verifier}`."
+
+
 def write_report(run_dir: Path) -> Path:
     summary_path = run_dir / SUMMARY_FILE
     if not summary_path.exists():
@@ -262,6 +274,8 @@ def write_report(run_dir: Path) -> Path:
     records = read_records(run_dir / METRICS_FILE, summary["steps"])
     images = []
     lines = [f"# sgpo run: {summary['method']}", ""]
+    if trained := what_it_trained(summary):
+        lines += [trained, ""]
     if settings := variant_settings(summary.get("config")):
         lines += [f"Settings not at sgpo's defaults: {settings}", ""]
     # the plan it was trained with: its checkpoint's copy (the run's plan.parquet may have been
