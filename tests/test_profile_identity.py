@@ -20,6 +20,7 @@ from sgpo.errors import DataError, RunDirBusyError
 from sgpo.io import read_table, write_table
 from sgpo.plan import run_plan
 from sgpo.profile import PROFILE_FILE, merge_profiles, run_profile
+from sgpo.rundir import CHAT_TEMPLATE_KEY
 from sgpo.runfiles import PLAN_FILE
 from sgpo.schedule import scheduled_queries
 from sgpo.tasks import load_task
@@ -287,3 +288,22 @@ def test_merge_waits_for_no_one_holding_the_directory(tiny, tmp_path):
         merge_profiles(tiny.shards, out)
     assert not (out / PROFILE_FILE).exists()
     merge_profiles(tiny.shards, out)  # once free
+
+
+def test_chunks_through_another_chat_template_are_not_resumed(tmp_path):
+    config = tiny_config(tmp_path, profile={"chunk_size": 2})
+    out = tmp_path / "p"
+    with pytest.MonkeyPatch.context() as mp:
+        stop_profile_at_chunk(mp, 3, KeyboardInterrupt())
+        with pytest.raises(KeyboardInterrupt):
+            run_profile(config, out)
+    first, second = sorted((out / "profile_chunks").glob("*.parquet"))
+    rows, meta = read_table(second)
+    assert meta[CHAT_TEMPLATE_KEY] is None  # the embedded model's prompts are plain
+    write_table(second, rows, meta | {CHAT_TEMPLATE_KEY: "ab" * 32})
+    with pytest.raises(DataError, match=CHAT_TEMPLATE_KEY):
+        run_profile(config, out, resume=True)
+    # a chunk an older sgpo wrote, which did not record it, resumes
+    write_table(second, rows, {k: v for k, v in meta.items() if k != CHAT_TEMPLATE_KEY})
+    resumed = run_profile(config, out, resume=True)
+    assert read_table(resumed)[1][CHAT_TEMPLATE_KEY] is None

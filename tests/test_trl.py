@@ -31,8 +31,8 @@ from sgpo.core.allocation import PlanRule  # noqa: E402
 from sgpo.core.flops import logprob_flops, train_flops  # noqa: E402
 from sgpo.errors import DataError, SgpoWarning  # noqa: E402
 from sgpo.io import read_table, write_table  # noqa: E402
-from sgpo.models import model_shape, model_source  # noqa: E402
-from sgpo.rundir import VERIFIER_CODE_KEY, weights_sha256  # noqa: E402
+from sgpo.models import model_shape, model_source, template_sha256  # noqa: E402
+from sgpo.rundir import CHAT_TEMPLATE_KEY, VERIFIER_CODE_KEY, weights_sha256  # noqa: E402
 from sgpo.schedule import OnlinePlanner, QueryScheduler  # noqa: E402
 from sgpo.trl import (  # noqa: E402
     SGPOConfig,
@@ -1088,6 +1088,28 @@ def test_reestimation_counts_successes_as_the_profile_did_or_warns(
         adopted = make_trainer(model_dir, graded, tmp_path, reward, reestimate=True)
     assert adopted.success_threshold == 1.0
     assert make_trainer(model_dir, plan_path, tmp_path, reestimate=True).success_threshold == 0.5
+
+
+def test_chat_prompts_through_another_template_than_the_profiles_are_warned_about(
+    model_dir: str, plan_path: Path, tmp_path: Path
+) -> None:
+    """Rebuilt with this run's tokenizer, the profile's prompt looks like the run's: the
+    template's hash, which the profile records, tells them apart."""
+    profiled_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    rows, meta = read_table(plan_path)
+    profiled = tmp_path / "profiled.parquet"
+    write_table(profiled, rows, meta | {CHAT_TEMPLATE_KEY: template_sha256(profiled_template)})
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    args = SGPOConfig(output_dir=str(tmp_path), use_cpu=True, per_device_train_batch_size=6)
+    chat = plan_dataset(profiled, prompt=lambda q: [{"role": "user", "content": q}])
+    for template, warned in ((profiled_template, False), ("USER: " + profiled_template, True)):
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        tokenizer.chat_template = template
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", SgpoWarning)
+            SGPOTrainer(model, hashed_reward, profiled, args, chat, processing_class=tokenizer)
+        said = [str(w.message) for w in caught if issubclass(w.category, SgpoWarning)]
+        assert any("is not the one the profile's went through" in m for m in said) == warned
 
 
 def test_a_run_unlike_the_plans_profile_is_warned_about(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import re
@@ -321,6 +322,22 @@ def uses_chat_template(tokenizer: PreTrainedTokenizerBase, cfg: ModelConfig) -> 
     if cfg.use_chat_template is None:
         return bool(getattr(tokenizer, "chat_template", None))
     return cfg.use_chat_template
+
+
+def template_sha256(template: str | dict | None) -> str | None:
+    """sha256 of a tokenizer's chat template (a dict of named templates too); None without."""
+    if not template:
+        return None
+    text = template if isinstance(template, str) else json.dumps(template, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def chat_template_sha256(tokenizer: PreTrainedTokenizerBase, cfg: ModelConfig) -> str | None:
+    """The template_sha256 of the chat template the prompts go through, None for plain
+    prompts: a profile records it, as no setting names a tokenizer's template."""
+    if not uses_chat_template(tokenizer, cfg):
+        return None
+    return template_sha256(getattr(tokenizer, "chat_template", None))
 
 
 def format_prompt(prompt: str, tokenizer: PreTrainedTokenizerBase, cfg: ModelConfig) -> str:

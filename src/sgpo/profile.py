@@ -40,7 +40,7 @@ from sgpo.io import (
     read_table_metadata,
     write_table,
 )
-from sgpo.models import load_policy, model_shape, model_source
+from sgpo.models import chat_template_sha256, load_policy, model_shape, model_source
 from sgpo.runfiles import PROFILE_CHUNKS_DIR, PROFILE_CONFIG_FILE
 from sgpo.tasks import Query, TaskData, data_identity, load_task
 from sgpo.validate import check_prompt_lengths
@@ -150,6 +150,7 @@ def _run_profile(
     engine = make_engine(config, policy, "profile")
     shape = model_shape(policy.model)
     metadata = profile_metadata(config, task, policy.source, shape, shard) | profile_inputs(config)
+    metadata[rundir.CHAT_TEMPLATE_KEY] = chat_template_sha256(policy.tokenizer, config.model)
     final = out_dir / PROFILE_FILE
     if resume and final.exists():  # already complete: nothing to do if it is this config's
         _, final_meta = read_table(final)
@@ -389,6 +390,9 @@ def _identity_differences(meta: dict, other: dict) -> list[str]:
     verifier's code hash, and the eval split a profile no longer reads (its task source named
     it)."""
     a, b = _identity(meta), _identity(other)
+    if rundir.CHAT_TEMPLATE_KEY not in a.keys() & b.keys():  # one from an older sgpo
+        a.pop(rundir.CHAT_TEMPLATE_KEY, None)
+        b.pop(rundir.CHAT_TEMPLATE_KEY, None)
     for x in (a, b):
         if isinstance(x.get("task"), str):
             x["task"] = re.sub(r"\beval=[^,]*, |, limit_eval=[^,)]*", "", x["task"])

@@ -308,6 +308,8 @@ def file_sha256(path: Path) -> str:
 
 
 VERIFIER_CODE_KEY = "verifier_code_sha256"  # verify.verifier_code_sha256 of the task's verifier
+# a profile's: models.chat_template_sha256 of the template its prompts went through
+CHAT_TEMPLATE_KEY = "chat_template_sha256"
 
 
 def run_fingerprint(config_tree: dict, model_source: str, verifier_code: str | None) -> dict:

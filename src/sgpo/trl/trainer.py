@@ -89,7 +89,7 @@ from sgpo.core.online import history_settings_without_skip
 from sgpo.core.rewards import all_equal, is_correct
 from sgpo.errors import ConfigError, SgpoWarning
 from sgpo.io import atomic_write_json
-from sgpo.models import format_prompt, model_shape
+from sgpo.models import format_prompt, model_shape, template_sha256
 from sgpo.plan import check_replannable
 from sgpo.profile_match import (
     VERIFIER_SETTINGS,
@@ -99,7 +99,7 @@ from sgpo.profile_match import (
     sampling_differences,
     settings_of,
 )
-from sgpo.rundir import VERIFIER_CODE_KEY, flatten
+from sgpo.rundir import CHAT_TEMPLATE_KEY, VERIFIER_CODE_KEY, flatten
 from sgpo.schedule import OnlinePlanner
 from sgpo.tasks import Query, default_verifier
 from sgpo.trl.advantages import grouped_advantages
@@ -487,6 +487,15 @@ class SGPOTrainer(GRPOTrainer):
                 f"{profiled!r} (build the dataset's prompts as the profile formatted them: "
                 "plan_dataset(plan, prompt=...) with its system prompt or template)"
             )
+        elif not isinstance(row["prompt"], str):  # rebuilt alike: was the template the same?
+            profiled_template = plan.meta.get(CHAT_TEMPLATE_KEY)
+            template = self.chat_template or getattr(self.processing_class, "chat_template", None)
+            if profiled_template is not None and template_sha256(template) != profiled_template:
+                problems.append(
+                    f"the chat template the prompts go through (sha256 "
+                    f"{str(template_sha256(template))[:12]}) is not the one the profile's went "
+                    f"through ({profiled_template[:12]})"
+                )
         if problems:
             warnings.warn(
                 f"{plan.path}: this run differs from the plan's profile, whose success rates the "
