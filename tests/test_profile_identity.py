@@ -56,13 +56,19 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
 # ---------------------------------------------------------------- 1: batch size is no identity
 
 
-def test_resume_with_another_batch_size(tiny, tmp_path, monkeypatch, caplog):
+def interrupted_after_two_chunks(tmp_path: Path) -> tuple[RunConfig, Path]:
+    """A profile of chunks of 2 queries stopped as its third chunk began."""
     config = tiny_config(tmp_path, profile={"chunk_size": 2})
     out = tmp_path / "p"
     with pytest.MonkeyPatch.context() as mp:
         stop_profile_at_chunk(mp, 3, KeyboardInterrupt())
         with pytest.raises(KeyboardInterrupt):
             run_profile(config, out)
+    return config, out
+
+
+def test_resume_with_another_batch_size(tiny, tmp_path, monkeypatch, caplog):
+    config, out = interrupted_after_two_chunks(tmp_path)
     # the chunks written with batch_size 64 are resumed with batch_size 3 ...
     resumed = run_profile(with_overrides(config, **{"sampling.batch_size": 3}), out, resume=True)
     assert read_table(resumed)[0] == read_table(tiny.whole)[0]
@@ -291,13 +297,8 @@ def test_merge_waits_for_no_one_holding_the_directory(tiny, tmp_path):
 
 
 def test_chunks_through_another_chat_template_are_not_resumed(tmp_path):
-    config = tiny_config(tmp_path, profile={"chunk_size": 2})
-    out = tmp_path / "p"
-    with pytest.MonkeyPatch.context() as mp:
-        stop_profile_at_chunk(mp, 3, KeyboardInterrupt())
-        with pytest.raises(KeyboardInterrupt):
-            run_profile(config, out)
-    first, second = sorted((out / "profile_chunks").glob("*.parquet"))
+    config, out = interrupted_after_two_chunks(tmp_path)
+    _, second = sorted((out / "profile_chunks").glob("*.parquet"))
     rows, meta = read_table(second)
     assert meta[CHAT_TEMPLATE_KEY] is None  # the embedded model's prompts are plain
     write_table(second, rows, meta | {CHAT_TEMPLATE_KEY: "ab" * 32})
