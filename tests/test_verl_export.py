@@ -1062,11 +1062,12 @@ def test_acceptance_launch_checks_the_plans_sampling_then_prints_resumable_overr
     assert "train.lr" not in result.stderr  # no SGPO_CONFIG: nothing of it to leave unread
     # an extra argument for a key the launch sets and checks would win in verl, unchecked
     hotter = "actor_rollout_ref.rollout.temperature=0.5"
-    refused = run_launch(tmp_path, "run_sgpo.sh", hotter, "trainer.val_before_train=False")
-    assert refused.returncode == 2 and refused.stdout == ""
-    assert f"{hotter}: this launch sets actor_rollout_ref.rollout.temperature" in " ".join(
-        refused.stderr.split()
-    )
+    for prefix in ("", "+", "++", "~"):  # hydra's set, append, force-set and delete
+        refused = run_launch(tmp_path, "run_sgpo.sh", prefix + hotter, "trainer.val_before_train=0")
+        assert refused.returncode == 2 and refused.stdout == ""
+        assert f"{prefix}{hotter}: this launch sets actor_rollout_ref.rollout.temperature" in (
+            " ".join(refused.stderr.split())
+        )
     allowed = run_launch(tmp_path, "run_sgpo.sh", "+" + hotter, ALLOW_OVERRIDE="1")
     assert allowed.returncode == 0 and allowed.stdout.splitlines()[-1] == "+" + hotter
     extra = run_launch(tmp_path, "run_sgpo.sh", "actor_rollout_ref.actor.clip_ratio_high=0.28")

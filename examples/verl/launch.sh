@@ -356,16 +356,17 @@ overrides=(
     "${runtime_env[@]}"
 )
 
-# An extra argument for a key set above would win in verl (the last value does) and bypass the
-# checks made on it (sampling against the plan, the batch and mini-batch sizes): refused, unless
-# ALLOW_OVERRIDE=1.
+# An extra argument for a key set above would win in verl (the last value does; hydra's +key
+# and ++key set it, ~key deletes it) and bypass the checks made on it (sampling against the
+# plan, the batch and mini-batch sizes): refused, unless ALLOW_OVERRIDE=1.
+hydra_key() { local key="${1%%=*}"; while [[ "$key" == [+~]* ]]; do key="${key:1}"; done; echo "$key"; }
 declare -A launch_keys=()
 for item in "${overrides[@]}"; do
-    key="${item%%=*}"; launch_keys["${key##+}"]=1
+    launch_keys["$(hydra_key "$item")"]=1
 done
 if [ "${ALLOW_OVERRIDE:-0}" != 1 ]; then
     for item in "$@"; do
-        key="${item%%=*}"; key="${key##+}"
+        key="$(hydra_key "$item")"
         if [ -n "${launch_keys[$key]:-}" ]; then
             echo "$item: this launch sets $key itself (and checks it); set it through the" \
                  "launch's variable (examples/verl/README.md), or ALLOW_OVERRIDE=1 to pass it" >&2
