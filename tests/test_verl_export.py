@@ -770,6 +770,13 @@ def test_verifier_counts_reach_a_stats_file_per_process(tmp_path, monkeypatch):
     after = reward.verifier_stats_totals(tmp_path)
     in_process = reward.verifier_stats().values()
     assert after["errors"] == totals["errors"] + sum(v["errors"] for v in in_process)
+    # rows giving the same verifier another timeout get a Verifier of their own: its counts
+    # are added to the first's under their one label, not written over them
+    label = "test_verl_export:always_raises (inline)"
+    errors = reward.verifier_stats()[label]["errors"]
+    other = {"verifier": "test_verl_export:always_raises", "verifier_timeout_s": 9.0}
+    reward.compute_score("x", "1", "1", other)
+    assert reward.verifier_stats()[label]["errors"] == errors + 1
 
 
 def test_with_skips_on_history_a_step_is_bounded_by_the_largest_groups(tmp_path):

@@ -63,6 +63,7 @@ THINKING_ENV = "SGPO_VERIFIER_THINKING_IN_PROMPT"  # "1": responses begin inside
 # on [0, 1] unless extra_info declares a range: the verifier's own units)
 SUCCESS_ENV = "SGPO_VERIFIER_SUCCESS_THRESHOLD"
 STATS_EVERY = 1000
+STAT_FIELDS = ("calls", "errors", "timeouts")
 
 _lock = threading.Lock()
 # In the stats file's name beside host and pid: a relaunch that gets the same pid (containers,
@@ -191,11 +192,11 @@ def verifier_stats() -> dict[str, dict[str, int]]:
 
 
 def _stats_unlocked() -> dict[str, dict[str, int]]:
-    return {
-        f"{spec} ({isolation})": {
-            "calls": v.stats.calls,
-            "errors": v.stats.errors,
-            "timeouts": v.stats.timeouts,
-        }
-        for (spec, isolation, *_), v in _verifiers.items()
-    }
+    # summed over the Verifiers of one spec and isolation (rows may give it other timeouts,
+    # kwargs or ranges): one label each, and none's counts written over another's
+    stats: dict[str, dict[str, int]] = {}
+    for (spec, isolation, *_), v in _verifiers.items():
+        counts = stats.setdefault(f"{spec} ({isolation})", dict.fromkeys(STAT_FIELDS, 0))
+        for name in STAT_FIELDS:
+            counts[name] += getattr(v.stats, name)
+    return stats
