@@ -182,6 +182,13 @@ def test_a_flattened_exports_dotted_column_names_are_read_as_columns(tmp_path: P
         r"'question.text', 'answer.value', a dotted name reads a nested field\)",
     ):
         load_file_task(wrong)
+    twice = tmp_path / "twice.csv"  # a column the mapping reads, named twice: refused
+    twice.write_text("id,question.text,question.text,answer.value\na,1+1=,3+3=,2\n")
+    named_twice = file_cfg(
+        train=str(twice), prompt_field="question.text", answer_field="answer.value"
+    )
+    with pytest.raises(DataError, match=r"names column\(s\) 'question.text' more than once"):
+        load_file_task(named_twice)
 
 
 def test_mapping_overrides_preset_and_dotted_fields(tmp_path: Path) -> None:
@@ -339,6 +346,13 @@ def test_files_named_alike_in_two_folders_are_told_how_to_tell_apart(tmp_path: P
     train, evaluation = tmp_path / "tr" / "gsm8k.jsonl", tmp_path / "te" / "gsm8k.jsonl"
     cfg = file_cfg(train=str(train), eval=str(evaluation), preset="gsm8k")
     with pytest.raises(DataError, match="files named alike share them: rename one, or name an"):
+        load_task(TaskConfig(kind="file", file=cfg), seed=0)
+    # verl's ids are the file's name and extra_info.index: renaming is the way out there
+    for split in ("tr", "te"):
+        write_parquet(tmp_path / split / "gsm8k.parquet", verl_rows(3))
+    train, evaluation = tmp_path / "tr" / "gsm8k.parquet", tmp_path / "te" / "gsm8k.parquet"
+    cfg = file_cfg(train=str(train), eval=str(evaluation), preset="verl")
+    with pytest.raises(DataError, match=r"files named alike share them: rename one$"):
         load_task(TaskConfig(kind="file", file=cfg), seed=0)
 
 

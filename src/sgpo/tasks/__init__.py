@@ -48,6 +48,7 @@ class TaskData:
     prompt_field: str = "prompt"  # the prompt's column in the files, for messages
     answer_field: str = "answer"  # the reference answer's column (a dotted path), for messages
     id_field: str | None = None  # the query id's column (None: ids are row numbers)
+    ids_named_by_file: bool = False  # ids are "<file name>:<row or index>" (no id_field, verl's)
 
 
 def check_queries(queries: list[Query], source: str, id_field: str | None = None) -> None:
@@ -130,10 +131,11 @@ def load_task(task_cfg: TaskConfig, seed: int, require_eval: bool = True) -> Tas
     overlap = {q.query_id for q in data.train} & {q.query_id for q in data.eval}
     if overlap:
         # ids made from the file name and row ("gsm8k:0"): two files named alike collide
-        if data.id_field is None:
+        if data.ids_named_by_file:
             automatic = (
-                "; the ids are made from each file's name and row, so files named alike share "
-                "them: rename one, or name an id column (task.file.id_field)"
+                "; the ids are made from each file's name and row (or verl's extra_info.index), "
+                "so files named alike share them: rename one"
+                + (", or name an id column (task.file.id_field)" if data.id_field is None else "")
                 if data.train_label != data.eval_label
                 else ""
             )

@@ -81,9 +81,10 @@ class Mapping:
     id_from_preset: bool
 
     def columns(self) -> set[str]:
-        """The top-level columns the mapping reads."""
+        """The top-level columns the mapping reads (a dotted field's top level, or the column
+        of that very name: get_field)."""
         fields = (self.prompt_field, self.answer_field, self.id_field, self.difficulty_field)
-        return {field.split(".")[0] for field in fields if field}
+        return {name for field in fields if field for name in (field, field.split(".")[0])}
 
     def describe(self) -> str:
         return (
@@ -569,4 +570,5 @@ def load_file_task(cfg: FileTaskConfig, with_eval: bool = True) -> TaskData:
         prompt_field=mapping.prompt_field,
         answer_field=mapping.answer_field,
         id_field=mapping.id_field,
+        ids_named_by_file=mapping.id_field is None or mapping.id_from_preset,
     )
