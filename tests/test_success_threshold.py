@@ -5,6 +5,7 @@ it; a plan refuses a profile that counted successes otherwise."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,10 +14,11 @@ from tiny_run import tiny_tree
 from sgpo.config import RunConfig, load_config
 from sgpo.errors import ConfigError, DataError
 from sgpo.io import read_jsonl, read_table, write_table
-from sgpo.plan import run_plan
+from sgpo.plan import read_plan, run_plan
 from sgpo.profile import merge_profiles, run_profile
 from sgpo.profile_match import profiled_success_threshold
 from sgpo.report import variant_settings
+from sgpo.reuse import load_profile_reuse
 from sgpo.rollouts import pilot_ends_group
 from sgpo.tasks import load_task
 from sgpo.train import run_train
@@ -66,6 +68,15 @@ def test_a_full_share_summed_in_floats_is_a_success_at_threshold_one(tmp_path):
         all_passed = kind[row["query_id"]] != 0
         assert row["n_correct"] == (row["k"] if all_passed else 0), row
     assert set(kind.values()) == {0, 1, 2}
+    # a plan an older sgpo counted (0.9999999999999999 short of 1.0) is told apart on reuse
+    keep_solved = config.model_copy(
+        update={"plan": config.plan.model_copy(update={"drop_trivial": False})}
+    )
+    plan_path, _ = run_plan(keep_solved, tmp_path / "profile" / "profile.parquet", tmp_path / "p")
+    plan_rows, _ = read_plan(plan_path)
+    older = [replace(r, n_correct=0) if r.kept and kind[r.query_id] == 2 else r for r in plan_rows]
+    with pytest.raises(DataError, match=r"n_correct = 0 \(counted as an sgpo before 1e-6"):
+        load_profile_reuse(plan_path, older, config.task.correct_threshold)
 
 
 def test_training_and_evaluation_count_successes_from_the_threshold_up(tmp_path):

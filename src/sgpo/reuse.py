@@ -82,10 +82,17 @@ def load_profile_reuse(plan_path: Path, plan_rows: list[PlanRow], threshold: flo
         drawn = samples[query_id]
         n_correct = sum(is_correct(s.reward, threshold) for s in drawn)
         if len(drawn) != row.k or n_correct != row.n_correct:
+            strict = sum(s.reward >= threshold for s in drawn)  # before the rounding tolerance
+            older = (
+                " (counted as an sgpo before 1e-6 of float rounding reached the success "
+                "threshold counted them: profile again)"
+                if len(drawn) == row.k and strict == row.n_correct
+                else ""
+            )
             raise DataError(
                 f"{path}: query {query_id!r} has {len(drawn)} samples, "
                 f"{n_correct} correct; its plan row says "
-                f"k = {row.k}, n_correct = {row.n_correct}"
+                f"k = {row.k}, n_correct = {row.n_correct}{older}"
             )
     return ProfileReuse(samples)
 
