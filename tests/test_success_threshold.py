@@ -104,7 +104,7 @@ def test_a_plan_refuses_a_profile_that_counted_successes_otherwise(tmp_path):
         run_plan(graded_config(tmp_path, success_threshold=1.0), profile, tmp_path / "plan")
 
 
-@pytest.mark.parametrize("threshold", ["0.0", "-1", "1.5"])
+@pytest.mark.parametrize("threshold", ["0.0", "-1", "1.5", "1e-7"])  # 1e-7: within rounding
 def test_a_threshold_outside_the_reward_range_is_a_config_error(threshold):
     with pytest.raises(ConfigError, match=r"task.success_threshold must lie in .*\(0.0, 1.0\]"):
         load_config(None, [f"task.success_threshold={threshold}"])

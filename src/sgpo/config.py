@@ -22,7 +22,7 @@ from pydantic import (
 )
 
 from sgpo.core.online import history_settings_without_skip
-from sgpo.core.rewards import CORRECT_THRESHOLD, rescale
+from sgpo.core.rewards import CORRECT_THRESHOLD, EQUAL_REWARDS_STD, rescale
 from sgpo.errors import ConfigError, SgpoWarning
 from sgpo.yaml_dialect import QuotingDumper, UniqueKeyLoader, read_yaml_mapping
 
@@ -250,11 +250,14 @@ class TaskConfig(Strict):
                 f"task.verifier_reward_range must be finite with low < high, got [{low}, {high}]"
             )
         mark = self.success_threshold
-        if mark is not None and not (math.isfinite(mark) and low < mark <= high):
+        # a reward counts from 1e-6 (rescaled) below the mark (float rounding): a mark that
+        # close to low would count a reward of low as a success
+        above_low = mark is not None and rescale(mark, (low, high)) > EQUAL_REWARDS_STD
+        if mark is not None and not (math.isfinite(mark) and above_low and mark <= high):
             raise ValueError(
                 f"task.success_threshold must lie in task.verifier_reward_range's (low, high] = "
-                f"({low}, {high}], got {mark}: at low or below every response would count as a "
-                "success, above high none"
+                f"({low}, {high}], more than 1e-6 of the range above low, got {mark}: at low or "
+                "below every response would count as a success, above high none"
             )
         if mark is not None and rescale(mark, (low, high)) == CORRECT_THRESHOLD:
             # the default's own value is the default: a profile made at either serves both
