@@ -130,7 +130,7 @@ def test_report_says_how_the_profile_sampled():
     both = profile_sampling({"k": 8, "adaptive_round": 2, "adaptive_stop": "both_outcomes"})
     assert both == "up to k = 8 samples each, in rounds of 2, stopped once the rewards varied"
     first = profile_sampling({"k": 8, "adaptive_round": 1, "adaptive_stop": "first_success"})
-    assert first == "up to k = 8 samples each, stopped at the first success"
+    assert first == "up to k = 8 samples each, stopped at the first success (or varied rewards)"
     shared = {"k": 8, "adaptive_round": 1, "adaptive_stop": "first_success", "full_share": 0.1}
     assert profile_sampling(shared) == f"{first} (10% of the queries drawn in full)"
     # p_hat = 1 from a first-success profile says only that the first sample was correct

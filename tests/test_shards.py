@@ -9,7 +9,8 @@ from tiny_run import tiny_tree, write_config
 from typer.testing import CliRunner
 
 from sgpo.cli import app
-from sgpo.io import read_table
+from sgpo.io import read_table, write_table
+from sgpo.rundir import CHAT_TEMPLATE_KEY
 
 runner = CliRunner()
 
@@ -73,6 +74,23 @@ def test_merge_refuses_shards_of_different_runs(profiles, tmp_path):
     result = runner.invoke(app, ["profile", "merge", *map(str, paths), "-o", str(tmp_path / "m")])
     assert result.exit_code == 1
     assert "differ from" in result.output and "not the same run" in result.output
+
+
+def test_merge_compares_chat_templates_past_an_older_sgpos_shard(profiles, tmp_path):
+    """The first shard from an sgpo before chat_template_sha256: the other two still disagree."""
+    root, _ = profiles
+    paths = []
+    for index, template in ((0, None), (1, "a" * 64), (2, "b" * 64)):
+        rows, meta = read_table(root / f"shard{index}" / "profile.parquet")
+        if template is None:
+            del meta[CHAT_TEMPLATE_KEY]
+        else:
+            meta[CHAT_TEMPLATE_KEY] = template
+        paths.append(tmp_path / f"s{index}" / "profile.parquet")
+        write_table(paths[-1], rows, meta)
+    result = runner.invoke(app, ["profile", "merge", *map(str, paths), "-o", str(tmp_path / "m")])
+    assert result.exit_code == 1
+    assert f"field(s) {CHAT_TEMPLATE_KEY} differ from" in " ".join(result.output.split())
 
 
 def test_plan_export_verl_writes_curriculum_with_group_sizes(profiles, tmp_path):

@@ -294,7 +294,8 @@ class ProfileConfig(Strict):
     # drawn are exactly the first ones of the full profile, so mixed queries cost fewer.
     adaptive: bool = False
     adaptive_round: int = Field(2, ge=1)
-    # first_success: stop at a query's first correct sample instead. It is all a plan that
+    # first_success: stop at a query's first correct sample (or once its rewards vary)
+    # instead. It is all a plan that
     # only tells solved from never-solved needs (one G, one bucket, all-correct queries kept),
     # and its kept set is the full profile's; p_hat is then 1 / samples drawn, not an
     # estimate of p, so nothing re-plans from it (`sgpo plan` still predicts from the

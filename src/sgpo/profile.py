@@ -532,7 +532,11 @@ def merge_profiles(paths: list[Path], out_dir: Path, overwrite: bool = False) ->
 def _merge_profiles(paths: list[Path], out_dir: Path, overwrite: bool) -> Path:
     prepare_out_dir(out_dir, overwrite, None, PROFILE_FILE)
     tables = [(path, *read_table(path)) for path in paths]
-    first_path, _, first_meta = tables[0]
+    # each shard compared with one that records what an older sgpo's shard may not (its chat
+    # template), so two that record it are compared on it
+    first_path, _, first_meta = next(
+        (t for t in tables if rundir.CHAT_TEMPLATE_KEY in t[2]), tables[0]
+    )
     common = {k: v for k, v in _recorded(first_meta).items() if k != "shard"}
     seen_shards: dict[int, Path] = {}
     rows_by_id: dict[str, dict] = {}

@@ -232,7 +232,7 @@ def profile_sampling(meta: dict) -> str:
     share = meta.get("full_share")
     full = f" ({share:.0%} of the queries drawn in full)" if share else ""
     if not p_hat_estimates_p(meta):
-        return f"up to k = {k} samples each, stopped at the first success{full}"
+        return f"up to k = {k} samples each, stopped at the first success (or varied rewards){full}"
     if meta.get("adaptive_round"):
         return (
             f"up to k = {k} samples each, in rounds of {meta['adaptive_round']}, "
