@@ -437,6 +437,18 @@ CASES = [
         "(too many positional arguments); its signature is one_argument(response: ",
     ),
     Case(
+        "profile-with-a-verifier-of-the-wrong-signature-and-kwargs",  # not the kwargs' fault
+        lambda tmp, env: run_profile(
+            load_config(
+                env.config_path,
+                ["task.verifier=bad_verifiers:one_argument", "task.verifier_kwargs.tol=1"],
+            ),
+            tmp,
+        ),
+        ConfigError,
+        "task.verifier 'bad_verifiers:one_argument' cannot be called as (response, reference) ",
+    ),
+    Case(
         "profile-with-a-verifier-that-always-fails",  # would find every query unsolvable
         lambda tmp, env: run_profile(
             load_config(env.config_path, ["task.verifier=bad_verifiers:raising"]), tmp

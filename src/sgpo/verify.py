@@ -225,9 +225,17 @@ def check_kwargs(fn: Callable, kwargs: dict, spec: str) -> None:
         signature.bind("response", "reference", **kwargs)
     except TypeError as e:
         called = f"task.verifier_kwargs {kwargs}: verifier {spec!r} is not called so"
-        if not kwargs:  # the signature itself is wrong, not a keyword
+        if not _binds(signature):  # the signature itself is wrong, whatever the keywords
             called = f"task.verifier {spec!r} cannot be called as (response, reference)"
         raise ConfigError(f"{called} ({e}); its signature is {fn.__name__}{signature}") from e
+
+
+def _binds(signature: inspect.Signature) -> bool:
+    try:
+        signature.bind("response", "reference")
+    except TypeError:
+        return False
+    return True
 
 
 class VerifierTimeout(BaseException):
