@@ -984,7 +984,9 @@ def demo_plan(tmp_path: Path, *overrides: str) -> Path:
     return tmp_path / "plan.parquet"
 
 
-def run_launch(tmp_path: Path, script: str, *extra: str, **env: str):  # noqa: ANN201
+def run_launch(  # noqa: ANN201
+    tmp_path: Path, script: str, *extra: str, cwd: Path | None = None, **env: str
+):
     import os
     import subprocess
     import sys
@@ -1003,7 +1005,20 @@ def run_launch(tmp_path: Path, script: str, *extra: str, **env: str):  # noqa: A
         capture_output=True,
         text=True,
         timeout=300,
+        cwd=cwd,
     )
+
+
+def test_a_plan_profiled_from_a_relative_model_path_is_that_model(tmp_path):
+    demo_plan(tmp_path)
+    rows, meta = read_table(tmp_path / "plan.parquet")
+    write_table(tmp_path / "plan.parquet", rows, meta | {"model": "model"})  # as profiled here
+    launched = run_launch(tmp_path, "run_sgpo.sh", cwd=tmp_path)
+    assert launched.returncode == 0, launched.stderr
+    assert "note: MODEL=" not in launched.stderr
+    (tmp_path / "copy").symlink_to(tmp_path / "model")
+    elsewhere = run_launch(tmp_path, "run_sgpo.sh", cwd=tmp_path, MODEL="copy")
+    assert "note: MODEL=" in elsewhere.stderr and "profiled with model;" in elsewhere.stderr
 
 
 def verl_stand_in(tmp_path: Path) -> Path:

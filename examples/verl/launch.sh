@@ -113,7 +113,9 @@ if [ -n "$VAL_DATA" ] && [ "$EXPORT_VAL" = 0 ] && [ "$VAL_DATA" = "${VAL_DATA#*:
 fi
 [ -n "$VAL_DATA" ] && [ -e "$VAL_DATA" ] && VAL_DATA="$(absolute "$VAL_DATA")"
 case "$CHECKPOINT_DIR" in /*) ;; *) CHECKPOINT_DIR="$PWD/$CHECKPOINT_DIR" ;; esac
-if [ "$MODEL" != "$plan_model" ]; then
+profiled_model="$plan_model"  # a relative path recorded by the plan: as MODEL, made absolute
+[ -e "$profiled_model" ] && profiled_model="$(absolute "$profiled_model")"
+if [ "$MODEL" != "$profiled_model" ]; then
     echo "note: MODEL=$MODEL but the plan was profiled with $plan_model; they must be the same" \
          "policy (a copy elsewhere is fine)" >&2
 fi
