@@ -609,8 +609,13 @@ def test_flops_and_export_commands(tmp_path):
     result = runner.invoke(verl_app, export)
     assert result.exit_code == 2
     assert "field 'task' is 'file(mine.jsonl)'" in result.output
-    assert "(no --config: pass the config the plan was made with)" in result.output
+    assert "(no --config, or SGPO_CONFIG in the verl launch: pass the config the plan was " \
+        "made with)" in " ".join(result.output.split())  # fmt: skip
     assert not (tmp_path / "train.parquet").exists()
+    # the held-out split and the training data in one file: one would be lost
+    same = [*export, "--val-out", str(tmp_path / "train.parquet")]
+    refused = runner.invoke(verl_app, same)
+    assert refused.exit_code == 2 and "is --out's file" in " ".join(refused.output.split())
     write_plan(
         tmp_path / "plan.parquet", plan, {"shape": shape, "profile_flops": 123.0, "task": builtin}
     )

@@ -143,6 +143,8 @@ def export_verl(
         fail([f"--fixed-group-size {fixed_group_size}: verl needs groups of 2 or more"])
     if train_batch_size is not None and train_batch_size < 1:
         fail([f"--train-batch-size {train_batch_size}: must be 1 or more"])
+    if val_out is not None and val_out.resolve() == out.resolve():
+        fail([f"--val-out {val_out} is --out's file: the held-out split needs a file of its own"])
     try:
         cfg = load_config(config, set_)
     except ConfigError as e:
@@ -157,7 +159,12 @@ def export_verl(
     try:
         task = check_profile_matches(meta, checked, str(plan), None)
     except ValueError as e:
-        hint = "" if config else " (no --config: pass the config the plan was made with)"
+        hint = (
+            ""
+            if config
+            else " (no --config, or SGPO_CONFIG in the verl launch: pass the config the plan "
+            "was made with)"
+        )
         console.print(f"[red]{e}{hint}[/red]", soft_wrap=True)
         raise typer.Exit(2) from e
     warn_unplanned(rows, {q.query_id for q in task.train}, plan)
