@@ -275,6 +275,34 @@ def test_compute_score_rescales_the_exported_reward_range(tmp_path, monkeypatch)
     assert reward.compute_score("sgpo/x", "7", "8", info)["score"] == 0.5
 
 
+def test_rows_the_export_did_not_write_are_scored_as_its_rows(tmp_path, monkeypatch):
+    """A VAL_DATA of the user's own carries no verifier: with the launch's SGPO_VERIFIER_EXPORT
+    it is scored with the export's verifier, kwargs, range and threshold (a verifier on [0, 10]
+    whose 10 is a success), not by its data_source on [0, 1], where a 10 is an error."""
+    for name in ("SGPO_VERIFIER_ISOLATION", "SGPO_VERIFIER", "SGPO_VERIFIER_SUCCESS_THRESHOLD"):
+        monkeypatch.delenv(name, raising=False)
+    spec = "test_verl_export:scaled_verifier"
+    ten = {"verifier_kwargs": {"scale": 10.0}, "verifier_reward_range": (0.0, 10.0)}
+    path = export_verl_parquet(fake_plan(), {}, tmp_path / "t.parquet", "sgpo/x", None, spec, **ten)
+    bare = {"index": 3}  # what a user's parquet may carry
+    monkeypatch.setenv("SGPO_VERIFIER_EXPORT", str(path))
+    monkeypatch.setenv("SGPO_VERIFIER", spec)  # the user's choice wins, with its own settings
+    assert reward.row_scoring(bare) == bare
+    monkeypatch.delenv("SGPO_VERIFIER")
+    right, wrong = (reward.compute_score("mine", "7", answer, bare) for answer in ("7", "8"))
+    assert (right["score"], right["acc"], right["verifier_error"]) == (1.0, 1.0, 0.0)
+    assert (wrong["score"], wrong["acc"]) == (0.0, 0.0)
+    # the export's own rows, at the default threshold: the middle of their range, rescaled
+    info = read_table(path)[0][0]["extra_info"]
+    assert info["success_threshold"] is None
+    monkeypatch.setenv("SGPO_VERIFIER_SUCCESS_THRESHOLD", "5.0")  # in the verifier's units
+    assert reward.compute_score("sgpo/x", "7", "7", info)["acc"] == 1.0
+    monkeypatch.setenv("SGPO_VERIFIER_EXPORT", str(tmp_path / "plan-less.parquet"))
+    write_table(tmp_path / "plan-less.parquet", [{"extra_info": {"index": 0}}], {})
+    with pytest.raises(ValueError, match="not an sgpo verl export"):
+        reward.compute_score("mine", "7", "7", bare)
+
+
 def test_compute_score_counts_a_success_from_the_exported_threshold(tmp_path, monkeypatch):
     """acc is sgpo's held-out accuracy: a success from task.success_threshold up (0.5 by
     default), while score stays the verifier's partial credit."""
@@ -1111,6 +1139,8 @@ def test_acceptance_launch_checks_the_plans_sampling_then_prints_resumable_overr
     # (VAL_DATA's)
     success_env = "ray_kwargs.ray_init.runtime_env.env_vars.SGPO_VERIFIER_SUCCESS_THRESHOLD"
     assert overrides[success_env] == "'0.5'"
+    export_env = "ray_kwargs.ray_init.runtime_env.env_vars.SGPO_VERIFIER_EXPORT"
+    assert overrides[export_env] == f"'{tmp_path / 'runs' / 'sgpo' / 'train.parquet'}'"
     graded = run_launch(tmp_path, "run_sgpo.sh", SGPO_SET="task.success_threshold=1.0")
     assert graded.returncode == 0, graded.stderr
     overrides = dict(o.lstrip("+").split("=", 1) for o in graded.stdout.splitlines())

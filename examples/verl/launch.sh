@@ -202,8 +202,10 @@ read -r export_downsample_to max_trained history_explore history_min_streak hist
 DOWNSAMPLE_TO="${DOWNSAMPLE_TO:-$export_downsample_to}"
 DROP_EQUAL_GROUPS="${DROP_EQUAL_GROUPS:-$export_drop_equal_groups}"
 DROP_EQUAL_DENOMINATOR="${DROP_EQUAL_DENOMINATOR:-$export_drop_equal_denominator}"
-# what a reward worker's acc counts as a success on rows that do not say (VAL_DATA's): the
-# export's task.success_threshold, as sgpo's held-out accuracy counts it
+# rows the export did not write (a VAL_DATA of your own) are scored with its verifier and
+# settings (sgpo.verl.reward.row_scoring), unless SGPO_VERIFIER names another; then acc counts
+# from the export's task.success_threshold, in the verifier's own units
+export SGPO_VERIFIER_EXPORT="$DATA"
 export SGPO_VERIFIER_SUCCESS_THRESHOLD="${SGPO_VERIFIER_SUCCESS_THRESHOLD:-$export_success_threshold}"
 if [ "$DOWNSAMPLE_TO" != 0 ] && { [ "$METHOD" = dapo ] || [ "$DOWNSAMPLE_TO" -lt 2 ]; }; then
     echo "DOWNSAMPLE_TO=$DOWNSAMPLE_TO: down-sampling keeps >= 2 of a group, and not with" \

@@ -21,9 +21,13 @@ sums them per run (verifier_stats_totals).
 
 Which verifier, first match wins:
   1. extra_info["verifier"] (sgpo.verl.export writes the plan's verifier there, with its
-     verifier_kwargs, verifier_timeout_s, verifier_isolation and verifier_reward_range),
+     verifier_kwargs, verifier_timeout_s, verifier_isolation, verifier_reward_range and
+     success_threshold),
   2. the environment variable SGPO_VERIFIER,
-  3. by data_source: "sgpo/addition" -> sgpo.tasks.addition:verify, anything else ->
+  3. the training export $SGPO_VERIFIER_EXPORT names (the launch sets it): its rows' verifier
+     with all of those settings, so that rows it did not write (a VAL_DATA of your own) are
+     scored and counted as its rows are,
+  4. by data_source: "sgpo/addition" -> sgpo.tasks.addition:verify, anything else ->
      sgpo.verifiers:math_verify.
 Verifiers run through sgpo.verify.Verifier, exactly as in sGPO: an exception or a timeout scores
 0 and is counted (and the first few are logged); a verifier that cannot be imported is an error.
@@ -40,6 +44,7 @@ extra_info["verifier_isolation"] when it is process or sandbox; else auto.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
@@ -62,6 +67,16 @@ THINKING_ENV = "SGPO_VERIFIER_THINKING_IN_PROMPT"  # "1": responses begin inside
 # the reward from which acc counts a success on rows without extra_info's threshold (scored
 # on [0, 1] unless extra_info declares a range: the verifier's own units)
 SUCCESS_ENV = "SGPO_VERIFIER_SUCCESS_THRESHOLD"
+EXPORT_ENV = "SGPO_VERIFIER_EXPORT"
+# what a row of the export carries to be scored (sgpo.verl.export.scoring_info's keys)
+SCORING_FIELDS = (
+    "verifier",
+    "verifier_kwargs",
+    "verifier_timeout_s",
+    "verifier_isolation",
+    "verifier_reward_range",
+    "success_threshold",
+)
 STATS_EVERY = 1000
 STAT_FIELDS = ("calls", "errors", "timeouts")
 
@@ -126,6 +141,28 @@ def get_verifier(spec: str, extra_info: dict | None = None) -> Verifier:
     return verifier
 
 
+@functools.cache
+def export_scoring(path: str) -> dict:
+    """The scoring fields (sgpo.verl.export.scoring_info) of the training export's rows, read
+    once per process."""
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(path, columns=["extra_info"]).column("extra_info")
+    first = rows[0].as_py() if len(rows) else None
+    if not isinstance(first, dict) or not first.get("verifier"):
+        raise ValueError(f"{EXPORT_ENV}={path}: not an sgpo verl export (no extra_info.verifier)")
+    return {key: first.get(key) for key in SCORING_FIELDS}
+
+
+def row_scoring(extra_info: dict) -> dict:
+    """extra_info, with the training export's scoring fields where the row names no verifier
+    and SGPO_VERIFIER does not choose one (see the module docstring)."""
+    export = os.environ.get(EXPORT_ENV)
+    if extra_info.get("verifier") or os.environ.get("SGPO_VERIFIER") or not export:
+        return extra_info
+    return export_scoring(export) | {k: v for k, v in extra_info.items() if v is not None}
+
+
 def compute_score(
     data_source: str,
     solution_str: str,
@@ -134,7 +171,7 @@ def compute_score(
     **kwargs: object,
 ) -> dict[str, float]:
     """Score one rollout in [0, 1] with sGPO's verifier; failures score 0 and are counted."""
-    extra_info = extra_info or {}
+    extra_info = row_scoring(extra_info or {})
     query_id = str(extra_info.get("query_id", extra_info.get("index", "?")))
     # The lock serialises calls: Verifier keeps per-process counters and a single worker pipe,
     # and verl calls from many threads at once. Verifiers are fast next to generation.
@@ -152,7 +189,9 @@ def compute_score(
     # acc as sgpo's held-out accuracy counts it: a success from the threshold up (the row's,
     # else the launch's for rows sgpo did not export, VAL_DATA's)
     threshold = extra_info.get("success_threshold")
-    if threshold is None:
+    if threshold is None and extra_info.get("verifier"):  # sgpo's rows: its default (rescaled)
+        threshold = CORRECT_THRESHOLD
+    if threshold is None:  # rows scored unscaled, so the variable's units are the verifier's
         threshold = float(os.environ.get(SUCCESS_ENV) or CORRECT_THRESHOLD)
     acc = float(is_correct(score, threshold))
     return {"score": score, "acc": acc, "verifier_error": error, "verifier_timeout": timeout}
