@@ -1054,6 +1054,16 @@ def test_a_plan_profiled_from_a_relative_model_path_is_that_model(tmp_path):
     assert "note: MODEL=" in elsewhere.stderr and "profiled with model;" in elsewhere.stderr
 
 
+def test_sgpo_set_takes_values_with_spaces_quoted_as_a_shell_does(tmp_path):
+    demo_plan(tmp_path)
+    quoted = run_launch(tmp_path, "run_sgpo.sh", SGPO_SET='model.system_prompt="Add them." seed=0')
+    assert quoted.returncode == 0, quoted.stderr
+    rows, _ = read_table(tmp_path / "runs" / "sgpo" / "train.parquet")
+    assert rows[0]["prompt"][0] == {"role": "system", "content": "Add them."}
+    unclosed = run_launch(tmp_path, "run_sgpo.sh", SGPO_SET='model.system_prompt="Add them.')
+    assert unclosed.returncode == 2 and "not shell words" in unclosed.stderr
+
+
 def verl_stand_in(tmp_path: Path) -> Path:
     """A python that runs sgpo but stands in for verl's trainer (the launch's last step)."""
     import sys

@@ -34,7 +34,8 @@ plan_info="$(sgpo_verl plan-info --plan "$PLAN")"
 read -r plan_temperature plan_top_p plan_max_new_tokens plan_model <<< "$plan_info"
 MODEL="${MODEL:-$plan_model}"              # the policy the plan was profiled with
 SGPO_CONFIG="${SGPO_CONFIG:-}"             # the sgpo config the plan came from (prompt, verifier)
-SGPO_SET="${SGPO_SET:-}"                   # its --set overrides, space-separated key=value
+SGPO_SET="${SGPO_SET:-}"                   # its --set overrides: key=value words, as a shell
+                                           # splits them ('k="a b"' for a value with spaces)
 OUT="${OUT:-runs/verl}"
 EXPERIMENT="${EXPERIMENT:-$METHOD}"        # stable: the same command resumes the same run
 mkdir -p "$OUT/$EXPERIMENT"
@@ -141,7 +142,12 @@ if [ "$SKIP_EXPORT" != 1 ]; then
     EXPORTED="$STAGING/$(basename "$DATA")"
     export_args=(--plan "$PLAN" --out "$EXPORTED" --train-batch-size "$TRAIN_BATCH_SIZE")
     [ -n "$SGPO_CONFIG" ] && export_args+=(--config "$SGPO_CONFIG")
-    for item in $SGPO_SET; do export_args+=(--set "$item"); done
+    if [ -n "$SGPO_SET" ]; then  # shell words: a value with spaces is quoted inside
+        words="$("$PYTHON" -c 'import shlex, sys; print(*shlex.split(sys.argv[1]), sep="\n")' \
+                 "$SGPO_SET")" \
+            || { echo "SGPO_SET=$SGPO_SET: not shell words (a quote left open?)" >&2; exit 2; }
+        while IFS= read -r item; do export_args+=(--set "$item"); done <<< "$words"
+    fi
     [ "$METHOD" != sgpo ] && export_args+=(--fixed-group-size "$GROUP_SIZE")
     # the held-out split is staged too, and moved to VAL_DATA with the export (step 4)
     [ "$EXPORT_VAL" = 1 ] && export_args+=(--val-out "$VAL_STAGING/$(basename "$VAL_DATA")")
