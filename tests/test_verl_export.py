@@ -1242,6 +1242,13 @@ def test_launch_reads_the_exports_down_sampling_and_largest_step(tmp_path):
     overrides = dict(o.lstrip("+").split("=", 1) for o in result.stdout.splitlines())
     assert overrides["actor_rollout_ref.rollout.n"] == str(-(-trained // 4))
     assert overrides["trainer.v1.sampler.sampler_kwargs.downsample_to"] == "2"
+    # the GRPO control with the same down-sampling: a mini-batch of what a step trains, 4 x 2
+    # (4 x 8 would be padded back to 32 with dummy sequences)
+    control = run_launch(tmp_path, "run_grpo.sh", DOWNSAMPLE_TO="2", GROUP_SIZE="8")
+    assert control.returncode == 0, control.stderr
+    overrides = dict(o.lstrip("+").split("=", 1) for o in control.stdout.splitlines())
+    assert overrides["actor_rollout_ref.rollout.n"] == "2"
+    assert overrides["actor_rollout_ref.actor.ppo_mini_batch_size"] == "4"
     # one update per step is the default, as sgpo train and the grpo/dapo launches take
     whole = run_launch(tmp_path, "run_sgpo.sh")
     assert whole.returncode == 0, whole.stderr

@@ -264,6 +264,12 @@ if [ "$METHOD" = sgpo ] && [ "$ONE_UPDATE_PER_STEP" = 1 ]; then
     # one mini-batch holds the most rollouts a step trains (max_trained, from data-info)
     PPO_MINI_BATCH_SIZE="$TRAIN_BATCH_SIZE"
     ROLLOUT_N=$(( (max_trained + TRAIN_BATCH_SIZE - 1) / TRAIN_BATCH_SIZE ))
+elif [ "$METHOD" = grpo ] && [ "$DOWNSAMPLE_TO" != 0 ] && [ "$DOWNSAMPLE_TO" -lt "$GROUP_SIZE" ]
+then
+    # each group trains DOWNSAMPLE_TO of its GROUP_SIZE (rows carry __rollout_n__, so rollout.n
+    # only sizes the mini-batch): one of TRAIN_BATCH_SIZE x DOWNSAMPLE_TO holds the step, where
+    # one of x GROUP_SIZE would be padded back to it with dummy sequences
+    ROLLOUT_N="$DOWNSAMPLE_TO"
 fi
 # The whole batch's denominator gives the update without the drop only when one mini-batch
 # holds everything a step trains (verl normalises each mini-batch by its own tokens).
