@@ -106,3 +106,11 @@ def test_plan_export_verl_writes_curriculum_with_group_sizes(profiles, tmp_path)
     assert [r["__rollout_n__"] for r in verl] == [r["group_size"] for r in kept]
     assert verl[0]["prompt"][-1] == {"role": "user", "content": kept[0]["prompt"]}
     assert verl[0]["reward_model"]["ground_truth"] == kept[0]["answer"]
+    # what the export does not carry is said, as sgpo export-verl says it
+    printed = sgpo(
+        "plan", "-c", config, "-o", out, "--export", "verl", "--overwrite",
+        "--set", "train.filter_groups=true",
+    )  # fmt: skip
+    assert "sgpo settings {'train.filter_groups': True} are NOT applied on verl" in " ".join(
+        printed.split()
+    )

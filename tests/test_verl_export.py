@@ -227,6 +227,10 @@ def scaled_verifier(response: str, reference: str, scale: float = 1.0) -> float:
     return scale * float(response.strip() == reference.strip())
 
 
+def seven_tenths(response: str, reference: str) -> float:
+    return scaled_verifier(response, reference, 0.7)
+
+
 def test_compute_score_applies_the_exported_verifier_settings(tmp_path, monkeypatch):
     monkeypatch.delenv("SGPO_VERIFIER_ISOLATION", raising=False)
     monkeypatch.delenv("SGPO_VERIFIER_TIMEOUT_S", raising=False)
@@ -321,11 +325,16 @@ def test_compute_score_counts_a_success_from_the_exported_threshold(tmp_path, mo
         scored = reward.compute_score("sgpo/x", "7", "7", info)
         assert (scored["score"], scored["acc"]) == (0.7, acc)
         assert "NOT applied" not in result.output
-    # a row sgpo did not export (VAL_DATA's) counts from the launch's threshold
+    # an exported row at the default threshold counts from the middle of its range, whatever
+    # the launch's variable; a row without a verifier, scored by SGPO_VERIFIER's, from it
     unmarked = dict(info, success_threshold=None)
-    assert reward.compute_score("sgpo/x", "7", "7", unmarked)["acc"] == 1.0
     monkeypatch.setenv("SGPO_VERIFIER_SUCCESS_THRESHOLD", "0.9")
-    assert reward.compute_score("sgpo/x", "7", "7", unmarked)["acc"] == 0.0
+    assert reward.compute_score("sgpo/x", "7", "7", unmarked)["acc"] == 1.0
+    monkeypatch.setenv("SGPO_VERIFIER", "test_verl_export:seven_tenths")
+    assert reward.compute_score("mine", "7", "7", {"index": 0})["acc"] == 0.0
+    monkeypatch.setenv("SGPO_VERIFIER_SUCCESS_THRESHOLD", "0.6")
+    assert reward.compute_score("mine", "7", "7", {"index": 0})["acc"] == 1.0
+    monkeypatch.delenv("SGPO_VERIFIER")
     # a threshold of 0 in the verifier's units is one too ([-2, 1]: 2/3 rescaled)
     signed = ["--set", "task.verifier_reward_range=[-2, 1]", "--set", "task.success_threshold=0"]
     assert CliRunner().invoke(verl_app, [*args, *verifier, *signed]).exit_code == 0

@@ -276,6 +276,7 @@ def plan(
         histograms = plot_plan(*read_plan(path), out)
         said.append(f"plan written to {path}; histograms: {', '.join(histograms)}")
         if export == "verl":
+            from sgpo.verl.cli import describe_export
             from sgpo.verl.export import export_for_config
 
             verl_path, data_source, verifier = export_for_config(
@@ -285,6 +286,7 @@ def plan(
                 f"verl dataset written to {verl_path} (data_source {data_source}, verifier "
                 f"{verifier})"
             )
+            describe_export(verl_path)  # what it carries, and in red what it does not
 
     profile = profile_path or out / "profile.parquet"
     _, summary = run_plan(cfg, profile, out, overwrite, beside_the_plan)

@@ -126,16 +126,11 @@ def export_verl(
 ) -> None:
     """Write the plan's kept queries, in curriculum order with __rollout_n__ = G, for verl."""
     from sgpo.config import ConfigError, load_config
-    from sgpo.io import read_table
     from sgpo.plan import read_plan, warn_unplanned
     from sgpo.profile_match import check_profile_matches
-    from sgpo.verl.check import batch_problems
     from sgpo.verl.export import (
-        ROLLOUT_N,
         export_for_config,
         export_held_out_for_config,
-        skips_on_history,
-        step_summary,
     )
 
     # before anything is written: options that cannot make a verl dataset
@@ -186,6 +181,16 @@ def export_verl(
     )
     if val_out is not None:
         console.print(f"verl validation data (the held-out split) written to {held_out}")
+    describe_export(path, train_batch_size)
+
+
+def describe_export(path: Path, train_batch_size: int | None = None) -> None:
+    """Say what the verl export at path carries and what it does not (in red), and with
+    train_batch_size its steps (refused when the batch cannot be filled)."""
+    from sgpo.io import read_table
+    from sgpo.verl.check import batch_problems
+    from sgpo.verl.export import ROLLOUT_N, skips_on_history, step_summary
+
     exported, exported_meta = read_table(path)
     if downsample_to := exported_meta["export"]["downsample_to"]:
         console.print(
