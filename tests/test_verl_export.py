@@ -970,6 +970,13 @@ def test_record_run_refuses_to_resume_a_run_dir_with_other_settings(tmp_path):
     record_run(tmp_path, "grpo", ["data.train_batch_size=4", logger + "b.jsonl"], data)  # resume
     with pytest.raises(RunMismatch, match=r"overrides \(data.train_batch_size: 4 -> 8\);"):
         record_run(tmp_path, "grpo", ["data.train_batch_size=8"], data)
+    # more epochs, other checkpoints or less memory: the same run, resumed and recorded so
+    longer = ["data.train_batch_size=4", "trainer.total_epochs=3", "+trainer.save_freq=5"]
+    record_run(tmp_path, "grpo", longer, data)
+    assert load_run(tmp_path)["config"]["trainer.total_epochs"] == "3"
+    with pytest.raises(RunMismatch, match=r"trainer.total_epochs.* may change"):
+        record_run(tmp_path, "grpo", [*longer, "actor_rollout_ref.actor.optim.lr=1"], data)
+    record_run(tmp_path, "grpo", ["data.train_batch_size=4"], data)
     data.write_bytes(b"other rows")
     with pytest.raises(RunMismatch, match="data_sha256"):
         record_run(tmp_path, "grpo", ["data.train_batch_size=4"], data)

@@ -33,6 +33,23 @@ METHODS = ("sgpo", "grpo", "dapo")
 
 # run.json fields added since the first release (a record without one still resumes)
 ADDED_FIELDS = frozenset({"val_data_sha256"})
+# Settings a relaunch may change and still resume the run: its length, checkpoints, validation
+# cadence, logging and memory (how a step runs, not what it computes). run.json records the
+# latest launch's.
+RESUMABLE_OVERRIDES = frozenset(
+    {
+        "trainer.total_epochs",
+        "trainer.save_freq",
+        "trainer.max_actor_ckpt_to_keep",
+        "trainer.max_critic_ckpt_to_keep",
+        "trainer.test_freq",
+        "trainer.val_before_train",
+        "trainer.project_name",
+        "actor_rollout_ref.rollout.gpu_memory_utilization",
+        "actor_rollout_ref.model.enable_gradient_checkpointing",
+        "actor_rollout_ref.actor.ppo_max_token_len_per_gpu",
+    }
+)
 
 
 class RunMismatch(ValueError):
@@ -93,19 +110,31 @@ def check_same_run(run_dir: Path, run: dict) -> None:
     if not path.exists():
         return
     earlier = json.loads(path.read_text())
+    was, now = _defining(earlier.get("overrides") or []), _defining(run["overrides"])
     # a field an older sgpo did not record is not compared, so its runs resume
     changed = [
         k
         for k in sorted(earlier.keys() | run.keys())
-        if earlier.get(k) != run.get(k) and not (k in ADDED_FIELDS and k not in earlier)
+        if (was != now if k == "overrides" else earlier.get(k) != run.get(k))
+        and not (k in ADDED_FIELDS and k not in earlier)
     ]
     if changed:
+        resumable = (
+            f" (of the overrides only {', '.join(sorted(RESUMABLE_OVERRIDES))} may change)"
+            if "overrides" in changed
+            else ""
+        )
         raise RunMismatch(
             f"{path} describes an earlier run with other {', '.join(changed)}"
-            f"{_overrides_changed(earlier.get('overrides') or [], run['overrides'])}; resuming "
-            f"it would continue its checkpoints with different settings. Use another EXPERIMENT "
-            f"(a new run) or remove {run_dir}"
+            f"{_overrides_changed(was, now)}; resuming it would continue its checkpoints with "
+            f"different settings{resumable}. Use another EXPERIMENT (a new run) or remove "
+            f"{run_dir}"
         )
+
+
+def _defining(overrides: list[str]) -> list[str]:
+    """The overrides that make the run what it is: all but RESUMABLE_OVERRIDES'."""
+    return [o for o in overrides if not parse_overrides([o]).keys() <= RESUMABLE_OVERRIDES]
 
 
 def write_run(run_dir: Path, run: dict) -> Path:
