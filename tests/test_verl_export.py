@@ -293,18 +293,25 @@ def test_rows_the_export_did_not_write_are_scored_as_its_rows(tmp_path, monkeypa
     monkeypatch.setenv("SGPO_VERIFIER", spec)  # the user's choice wins, with its own settings
     assert reward.row_scoring(bare) == bare
     monkeypatch.delenv("SGPO_VERIFIER")
-    right, wrong = (reward.compute_score("mine", "7", answer, bare) for answer in ("7", "8"))
+    assert reward.row_scoring(bare)["verifier"] == spec
+    # "07" is 7 to math_verify (the data_source's verifier), not to the export's exact match
+    right, wrong = (reward.compute_score("mine", answer, "7", bare) for answer in ("7", "07"))
     assert (right["score"], right["acc"], right["verifier_error"]) == (1.0, 1.0, 0.0)
     assert (wrong["score"], wrong["acc"]) == (0.0, 0.0)
+    monkeypatch.setenv("SGPO_VERIFIER_EXPORT", "")  # turned off: by the data_source
+    assert reward.compute_score("mine", "07", "7", bare)["score"] == 1.0
+    monkeypatch.setenv("SGPO_VERIFIER_EXPORT", str(path))
     # the export's own rows, at the default threshold: the middle of their range, rescaled
     info = read_table(path)[0][0]["extra_info"]
     assert info["success_threshold"] is None
     monkeypatch.setenv("SGPO_VERIFIER_SUCCESS_THRESHOLD", "5.0")  # in the verifier's units
     assert reward.compute_score("sgpo/x", "7", "7", info)["acc"] == 1.0
-    monkeypatch.setenv("SGPO_VERIFIER_EXPORT", str(tmp_path / "plan-less.parquet"))
-    write_table(tmp_path / "plan-less.parquet", [{"extra_info": {"index": 0}}], {})
-    with pytest.raises(ValueError, match="not an sgpo verl export"):
-        reward.compute_score("mine", "7", "7", bare)
+    # a hand-made DATA (SKIP_EXPORT=1) names no verifier: rows are scored by their data_source
+    for name, rows in (("no-verifier", [{"extra_info": {"index": 0}}]), ("no-info", [{"a": 1}])):
+        write_table(tmp_path / f"{name}.parquet", rows, {})
+        monkeypatch.setenv("SGPO_VERIFIER_EXPORT", str(tmp_path / f"{name}.parquet"))
+        assert reward.row_scoring(bare) == bare
+        assert reward.compute_score("mine", "07", "7", bare)["score"] == 1.0
 
 
 def test_compute_score_counts_a_success_from_the_exported_threshold(tmp_path, monkeypatch):
@@ -977,6 +984,11 @@ def test_record_run_refuses_to_resume_a_run_dir_with_other_settings(tmp_path):
     with pytest.raises(RunMismatch, match=r"trainer.total_epochs.* may change"):
         record_run(tmp_path, "grpo", [*longer, "actor_rollout_ref.actor.optim.lr=1"], data)
     record_run(tmp_path, "grpo", ["data.train_batch_size=4"], data)
+    # hydra's deletion (~key, no value) is an override of the run like any other
+    deleted = ["data.train_batch_size=4", "~trainer.rollout_data_dir"]
+    with pytest.raises(RunMismatch, match=r"trainer.rollout_data_dir"):
+        record_run(tmp_path, "grpo", deleted, data)
+    record_run(tmp_path, "grpo", ["data.train_batch_size=4"], data)
     data.write_bytes(b"other rows")
     with pytest.raises(RunMismatch, match="data_sha256"):
         record_run(tmp_path, "grpo", ["data.train_batch_size=4"], data)
@@ -1077,7 +1089,19 @@ def test_sgpo_set_takes_values_with_spaces_quoted_as_a_shell_does(tmp_path):
     rows, _ = read_table(tmp_path / "runs" / "sgpo" / "train.parquet")
     assert rows[0]["prompt"][0] == {"role": "system", "content": "Add them."}
     unclosed = run_launch(tmp_path, "run_sgpo.sh", SGPO_SET='model.system_prompt="Add them.')
-    assert unclosed.returncode == 2 and "not shell words" in unclosed.stderr
+    assert unclosed.returncode == 2 and "not shell words (No closing quotation)" in (
+        unclosed.stderr
+    )
+    assert "Traceback" not in unclosed.stderr
+    # a value holding a newline stays one word (split, its second line was a --set of its own);
+    # blanks alone are no --set
+    newline = {"SGPO_SET": "model.system_prompt='Add\nthem.'", "OUT": str(tmp_path / "other")}
+    two_lines = run_launch(tmp_path, "run_sgpo.sh", **newline)
+    assert two_lines.returncode == 0, two_lines.stderr
+    rows, _ = read_table(tmp_path / "other" / "sgpo" / "train.parquet")
+    assert rows[0]["prompt"][0]["content"] == "Add them."  # one --set, its YAML folding the line
+    blank = run_launch(tmp_path, "run_sgpo.sh", SGPO_SET=" ")
+    assert blank.returncode == 0, blank.stderr
 
 
 def verl_stand_in(tmp_path: Path) -> Path:
@@ -1265,6 +1289,12 @@ def test_launch_reads_the_exports_down_sampling_and_largest_step(tmp_path):
     overrides = dict(o.lstrip("+").split("=", 1) for o in control.stdout.splitlines())
     assert overrides["actor_rollout_ref.rollout.n"] == "2"
     assert overrides["actor_rollout_ref.actor.ppo_mini_batch_size"] == "4"
+    # 4 x 3 does not split over 8 GPUs: padded as before, and said, not refused
+    uneven = run_launch(tmp_path, "run_grpo.sh", DOWNSAMPLE_TO="3", GPUS_PER_NODE="8")
+    assert uneven.returncode == 0, uneven.stderr
+    overrides = dict(o.lstrip("+").split("=", 1) for o in uneven.stdout.splitlines())
+    assert overrides["actor_rollout_ref.rollout.n"] == "8"
+    assert "does not split over 8 GPUs" in uneven.stderr
     # one update per step is the default, as sgpo train and the grpo/dapo launches take
     whole = run_launch(tmp_path, "run_sgpo.sh")
     assert whole.returncode == 0, whole.stderr

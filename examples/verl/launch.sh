@@ -142,12 +142,17 @@ if [ "$SKIP_EXPORT" != 1 ]; then
     EXPORTED="$STAGING/$(basename "$DATA")"
     export_args=(--plan "$PLAN" --out "$EXPORTED" --train-batch-size "$TRAIN_BATCH_SIZE")
     [ -n "$SGPO_CONFIG" ] && export_args+=(--config "$SGPO_CONFIG")
-    if [ -n "$SGPO_SET" ]; then  # shell words: a value with spaces is quoted inside
-        words="$("$PYTHON" -c 'import shlex, sys; print(*shlex.split(sys.argv[1]), sep="\n")' \
-                 "$SGPO_SET")" \
-            || { echo "SGPO_SET=$SGPO_SET: not shell words (a quote left open?)" >&2; exit 2; }
-        while IFS= read -r item; do export_args+=(--set "$item"); done <<< "$words"
-    fi
+    # shell words: a value with spaces is quoted inside; each word ends with a NUL
+    split_words='import shlex, sys
+try:
+    words = shlex.split(sys.argv[1])
+except ValueError as e:
+    sys.exit(f"SGPO_SET={sys.argv[1]}: not shell words ({e})")
+sys.stdout.write("".join(w + "\0" for w in words))'
+    "$PYTHON" -c "$split_words" "$SGPO_SET" > /dev/null || exit 2
+    while IFS= read -r -d '' item; do
+        export_args+=(--set "$item")
+    done < <("$PYTHON" -c "$split_words" "$SGPO_SET")
     [ "$METHOD" != sgpo ] && export_args+=(--fixed-group-size "$GROUP_SIZE")
     # the held-out split is staged too, and moved to VAL_DATA with the export (step 4)
     [ "$EXPORT_VAL" = 1 ] && export_args+=(--val-out "$VAL_STAGING/$(basename "$VAL_DATA")")
@@ -211,7 +216,7 @@ DROP_EQUAL_DENOMINATOR="${DROP_EQUAL_DENOMINATOR:-$export_drop_equal_denominator
 # rows the export did not write (a VAL_DATA of your own) are scored with its verifier and
 # settings (sgpo.verl.reward.row_scoring), unless SGPO_VERIFIER names another; then acc counts
 # from the export's task.success_threshold, in the verifier's own units
-export SGPO_VERIFIER_EXPORT="$DATA"
+export SGPO_VERIFIER_EXPORT="${SGPO_VERIFIER_EXPORT-$DATA}"  # set empty: by their data_source
 export SGPO_VERIFIER_SUCCESS_THRESHOLD="${SGPO_VERIFIER_SUCCESS_THRESHOLD:-$export_success_threshold}"
 if [ "$DOWNSAMPLE_TO" != 0 ] && { [ "$METHOD" = dapo ] || [ "$DOWNSAMPLE_TO" -lt 2 ]; }; then
     echo "DOWNSAMPLE_TO=$DOWNSAMPLE_TO: down-sampling keeps >= 2 of a group, and not with" \
@@ -268,8 +273,15 @@ elif [ "$METHOD" = grpo ] && [ "$DOWNSAMPLE_TO" != 0 ] && [ "$DOWNSAMPLE_TO" -lt
 then
     # each group trains DOWNSAMPLE_TO of its GROUP_SIZE (rows carry __rollout_n__, so rollout.n
     # only sizes the mini-batch): one of TRAIN_BATCH_SIZE x DOWNSAMPLE_TO holds the step, where
-    # one of x GROUP_SIZE would be padded back to it with dummy sequences
-    ROLLOUT_N="$DOWNSAMPLE_TO"
+    # one of x GROUP_SIZE would be padded back to it with dummy sequences; kept at GROUP_SIZE
+    # where that does not split over the GPUs
+    if [ $(( TRAIN_BATCH_SIZE * DOWNSAMPLE_TO % (NNODES * GPUS_PER_NODE) )) -eq 0 ]; then
+        ROLLOUT_N="$DOWNSAMPLE_TO"
+    else
+        echo "note: TRAIN_BATCH_SIZE * DOWNSAMPLE_TO = $(( TRAIN_BATCH_SIZE * DOWNSAMPLE_TO ))" \
+             "does not split over $(( NNODES * GPUS_PER_NODE )) GPUs: the mini-batch stays" \
+             "TRAIN_BATCH_SIZE * GROUP_SIZE, each step padded to it with dummy sequences" >&2
+    fi
 fi
 # The whole batch's denominator gives the update without the drop only when one mini-batch
 # holds everything a step trains (verl normalises each mini-batch by its own tokens).

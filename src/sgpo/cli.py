@@ -269,6 +269,7 @@ def plan(
         raise typer.BadParameter(f"--export supports 'verl', got {export!r}")
     cfg = _config(config, set_)
     said: list[str] = []
+    exported: list[Path] = []
 
     def beside_the_plan(path: Path) -> None:
         from sgpo.report import plot_plan
@@ -276,7 +277,6 @@ def plan(
         histograms = plot_plan(*read_plan(path), out)
         said.append(f"plan written to {path}; histograms: {', '.join(histograms)}")
         if export == "verl":
-            from sgpo.verl.cli import describe_export
             from sgpo.verl.export import export_for_config
 
             verl_path, data_source, verifier = export_for_config(
@@ -286,13 +286,17 @@ def plan(
                 f"verl dataset written to {verl_path} (data_source {data_source}, verifier "
                 f"{verifier})"
             )
-            describe_export(verl_path)  # what it carries, and in red what it does not
+            exported.append(verl_path)
 
     profile = profile_path or out / "profile.parquet"
     _, summary = run_plan(cfg, profile, out, overwrite, beside_the_plan)
     print_plan_summary(summary)
     for line in said:
         console.print(line)
+    if exported:
+        from sgpo.verl.cli import describe_export
+
+        describe_export(exported[0])  # what it carries, and in red what it does not
 
 
 @app.command()

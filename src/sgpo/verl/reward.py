@@ -24,9 +24,10 @@ Which verifier, first match wins:
      verifier_kwargs, verifier_timeout_s, verifier_isolation, verifier_reward_range and
      success_threshold),
   2. the environment variable SGPO_VERIFIER,
-  3. the training export $SGPO_VERIFIER_EXPORT names (the launch sets it): its rows' verifier
-     with all of those settings, so that rows it did not write (a VAL_DATA of your own) are
-     scored and counted as its rows are,
+  3. the training export $SGPO_VERIFIER_EXPORT names (the launch sets it to DATA; set it
+     empty to turn this off): its rows' verifier with all of those settings, so that rows it
+     did not write (a VAL_DATA of your own) are scored and counted as its rows are (nothing
+     where DATA is not sgpo's export),
   4. by data_source: "sgpo/addition" -> sgpo.tasks.addition:verify, anything else ->
      sgpo.verifiers:math_verify.
 Verifiers run through sgpo.verify.Verifier, exactly as in sGPO: an exception or a timeout scores
@@ -144,13 +145,15 @@ def get_verifier(spec: str, extra_info: dict | None = None) -> Verifier:
 @functools.cache
 def export_scoring(path: str) -> dict:
     """The scoring fields (sgpo.verl.export.scoring_info) of the training export's rows, read
-    once per process."""
+    once per process; {} for a DATA sgpo did not write (its rows name no verifier)."""
     import pyarrow.parquet as pq
 
+    if "extra_info" not in pq.read_schema(path).names:
+        return {}
     rows = pq.read_table(path, columns=["extra_info"]).column("extra_info")
     first = rows[0].as_py() if len(rows) else None
     if not isinstance(first, dict) or not first.get("verifier"):
-        raise ValueError(f"{EXPORT_ENV}={path}: not an sgpo verl export (no extra_info.verifier)")
+        return {}
     return {key: first.get(key) for key in SCORING_FIELDS}
 
 

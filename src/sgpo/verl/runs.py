@@ -56,14 +56,23 @@ class RunMismatch(ValueError):
     pass
 
 
+def override_key(item: str) -> str:
+    """The config key a hydra override sets (+key, ++key) or deletes (~key, ~key=value)."""
+    return item.partition("=")[0].lstrip("+~")
+
+
 def parse_overrides(overrides: list[str]) -> dict[str, str]:
-    """Hydra overrides as {key: value}, later ones winning, without the +/++ prefixes."""
+    """Hydra overrides as {key: value}, later ones winning, without the +/++ prefixes; a ~key
+    deletion takes its key out."""
     parsed: dict[str, str] = {}
     for item in overrides:
         key, sep, value = item.partition("=")
+        if item.startswith("~"):
+            parsed.pop(override_key(item), None)
+            continue
         if not sep:
             raise ValueError(f"not a hydra override key=value: {item!r}")
-        parsed[key.lstrip("+")] = value
+        parsed[override_key(item)] = value
     return parsed
 
 
@@ -89,7 +98,7 @@ def describe_run(
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     run_dir = Path(run_dir)
     # The logger path changes with every launch (one file per launch): not part of the identity.
-    identity = [o for o in overrides if parse_overrides([o]).keys() != {LOGGER_PATH_OVERRIDE}]
+    identity = [o for o in overrides if override_key(o) != LOGGER_PATH_OVERRIDE]
     run = {
         "method": method,
         "plan": str(plan) if plan else None,
@@ -134,7 +143,7 @@ def check_same_run(run_dir: Path, run: dict) -> None:
 
 def _defining(overrides: list[str]) -> list[str]:
     """The overrides that make the run what it is: all but RESUMABLE_OVERRIDES'."""
-    return [o for o in overrides if not parse_overrides([o]).keys() <= RESUMABLE_OVERRIDES]
+    return [o for o in overrides if override_key(o) not in RESUMABLE_OVERRIDES]
 
 
 def write_run(run_dir: Path, run: dict) -> Path:
@@ -168,12 +177,15 @@ def record_run(
 
 
 def _overrides_changed(earlier: list[str], now: list[str]) -> str:
-    """' (key: old -> new; ...)' for the overrides that differ, '' when none do."""
+    """' (key: old -> new; ...)' for the overrides that differ, else the overrides given in one
+    launch only (a deletion of a key nothing set: '+ ~key'), '' when none differ."""
     before, after = parse_overrides(earlier), parse_overrides(now)
     keys = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
-    if not keys:
-        return ""
-    return " (" + "; ".join(f"{k}: {before.get(k)} -> {after.get(k)}" for k in keys) + ")"
+    said = [f"{k}: {before.get(k)} -> {after.get(k)}" for k in keys]
+    said = said or [f"- {o}" for o in earlier if o not in now] + [
+        f"+ {o}" for o in now if o not in earlier
+    ]
+    return " (" + "; ".join(said) + ")" if said else ""
 
 
 def load_run(path: Path) -> dict:
