@@ -24,6 +24,7 @@ from sgpo.rundir import CHAT_TEMPLATE_KEY
 from sgpo.runfiles import PLAN_FILE
 from sgpo.schedule import scheduled_queries
 from sgpo.tasks import load_task
+from sgpo.train import Trainer
 
 runner = CliRunner()
 
@@ -308,3 +309,16 @@ def test_chunks_through_another_chat_template_are_not_resumed(tmp_path):
     write_table(second, rows, {k: v for k, v in meta.items() if k != CHAT_TEMPLATE_KEY})
     resumed = run_profile(config, out, resume=True)
     assert read_table(resumed)[1][CHAT_TEMPLATE_KEY] is None
+
+
+def test_train_refuses_a_plan_profiled_through_another_chat_template(tiny, tmp_path):
+    train = {"method": "sgpo", "steps": 1, "eval_every": 0, "checkpoint_every": 0}
+    config = tiny_config(tiny.root, train=train)
+    plan_path, _ = run_plan(config, tiny.whole, tmp_path / "plan")
+    rows, meta = read_table(plan_path)
+    assert meta[CHAT_TEMPLATE_KEY] is None  # the embedded model's prompts are plain
+    write_table(plan_path, rows, meta | {CHAT_TEMPLATE_KEY: "ab" * 32})
+    with pytest.raises(DataError, match=r"chat template with sha256 abababababab, this run's go"):
+        Trainer(config, tmp_path / "run", plan_path)
+    write_table(plan_path, rows, {k: v for k, v in meta.items() if k != CHAT_TEMPLATE_KEY})
+    Trainer(config, tmp_path / "older", plan_path)  # a plan from before the record

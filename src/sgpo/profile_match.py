@@ -252,6 +252,21 @@ def differing_settings(
     return differ
 
 
+def check_chat_template(meta: dict, template_sha256: str | None, source: str) -> None:
+    """Refuse a plan whose profile's prompts went through another chat template than this
+    run's (template_sha256: models.chat_template_sha256 of the run's tokenizer), which no
+    setting names; a profile from before the record is not checked."""
+    if rundir.CHAT_TEMPLATE_KEY not in meta or meta[rundir.CHAT_TEMPLATE_KEY] == template_sha256:
+        return
+    profiled = meta[rundir.CHAT_TEMPLATE_KEY]
+    raise DataError(
+        f"{source}: its profile's prompts went through the chat template with sha256 "
+        f"{str(profiled)[:12]}, this run's go through {str(template_sha256)[:12]} (None: "
+        "plain prompts): its p_hat was measured on other prompts; re-run sgpo profile and "
+        "sgpo plan with this tokenizer, or put back the tokenizer's chat template"
+    )
+
+
 def other_weights(meta: dict, model: str | None) -> tuple[str, str] | None:
     """(the profile's, model's) weights sha256 when model, a local folder, holds other weights
     than the profile recorded; None when they are the same or either is unknown (a hub id)."""

@@ -37,11 +37,12 @@ from sgpo.core.rewards import all_equal, is_correct
 from sgpo.engine import stream_seed
 from sgpo.errors import ConfigError, NonFiniteError, TrainingStopped
 from sgpo.evaluate import evaluate
-from sgpo.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
+from sgpo.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl, read_table
 from sgpo.loggers import make_sinks, scalars
 from sgpo.metrics import flops_record, profile_tokens, rollout_record, run_summary
-from sgpo.models import load_policy, model_shape, model_source
+from sgpo.models import chat_template_sha256, load_policy, model_shape, model_source
 from sgpo.profile import profile_chunk
+from sgpo.profile_match import check_chat_template
 from sgpo.replanning import Replanner
 from sgpo.reuse import load_profile_reuse, reuse_record
 from sgpo.rollouts import Rollout, RolloutCollector, group_members, mixed_groups, rollout_flops
@@ -124,6 +125,12 @@ class Trainer:
         self.scheduler, plan_rows, profile_flops = build_scheduler(
             config, self.task.train, self.plan_path
         )
+        if self.plan_path is not None:  # the prompts' template, which no setting names
+            check_chat_template(
+                read_table(self.plan_path)[1],
+                chat_template_sha256(self.policy.tokenizer, config.model),
+                str(self.plan_path),
+            )
         self.reuse = (
             load_profile_reuse(self.plan_path, plan_rows, self.threshold)
             if self.cfg.reuse_profile and self.plan_path is not None
