@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 import sgpo.checkpoint
 import sgpo.profile
 import sgpo.rundir
+import sgpo.train
 from sgpo.cli import app
 from sgpo.config import ConfigError, load_config
 from sgpo.errors import DataError, RunDirBusyError
@@ -430,6 +431,11 @@ def test_a_folder_of_yours_named_as_an_output_sgpo_did_not_write_is_kept(
     with pytest.raises(FileExistsError, match="final-merged exists and was not written by sgpo"):
         run_train(config, run, overwrite=True)
     assert (run / "final-merged" / "model.safetensors").read_text() == "yours"
+    # the same after a run interrupted and resumed: the interrupted one listed every name
+    resumed = tmp_path / "resumed"
+    sgpo.rundir.claim_outputs(resumed, sgpo.train.TRAIN_OUTPUTS)  # as it did before it died
+    run_train(config, resumed)
+    assert not {"final-merged", "tensorboard"} & sgpo.rundir.written_by_sgpo(resumed)
     # a name another command listed ahead of writing it (the demo's report) stays listed
     plan_dir = tmp_path / "plan"
     sgpo.rundir.claim_outputs(plan_dir, ["p_hat_hist.png"])

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from sgpo.errors import DataError, RunDirBusyError
 from sgpo.io import atomic_write_json, make_out_dir, read_table
+from sgpo.runfiles import PLAN_PLOTS
 
 OUTPUTS_FILE = "sgpo-outputs.json"
 
@@ -84,9 +85,11 @@ def claimed(
     any output it newly claimed (a refused input, a busy directory) takes those names back off
     the list, and removes the folders the claim made while they are empty, so a refused
     command leaves no trace of itself. A run that finishes takes off the names it claimed
-    and did not write (final-merged/ without LoRA, tensorboard/ unasked), or removed: a folder
-    of yours made there later by that name is not sgpo's to replace. A name another command
-    listed ahead of its own write (the demo's report) stays listed."""
+    and did not write (final-merged/ without LoRA, tensorboard/ unasked), or removed, those an
+    interrupted run of it listed too: a folder of yours made there later by that name is not
+    sgpo's to replace. A name another command may list ahead of its own write (the demo's
+    claim of the plan's plots, which its report draws) stays listed, unless this run claimed
+    it anew."""
     names = set(names)
     made = [d for d in (out_dir, *out_dir.parents) if not d.exists()]
     new = names - written_by_sgpo(out_dir)
@@ -95,7 +98,8 @@ def claimed(
         with locked(out_dir, command):
             there = {n for n in names if _present(out_dir / n)}
             yield
-            gone = {n for n in new | there if not _present(out_dir / n)}
+            own = names - set(PLAN_PLOTS)
+            gone = {n for n in new | there | own if not _present(out_dir / n)}
             if gone:
                 _unclaim(out_dir, gone)
     except BaseException:
