@@ -772,6 +772,13 @@ def test_compare_reuses_a_finished_run_only_if_its_config_and_inputs_are_unchang
         capsys.readouterr().err
     )
     assert {run: (run / "metrics.jsonl").read_bytes() for run in runs} == metrics
+    # other checkpoints or batching: the result is the same, reused and said so
+    neutral = ["train.checkpoint_every=3", "sampling.batch_size=5"]
+    assert run_compare(config, out, overrides=neutral)["methods"] == first["methods"]
+    assert "reused (with sampling.batch_size: 64 -> 5; train.checkpoint_every: 0 -> 3, which" in (
+        " ".join(capsys.readouterr().err.split())
+    )
+    assert {run: (run / "metrics.jsonl").read_bytes() for run in runs} == metrics
     # another lr: refused, naming the run and the key, instead of reporting the old result
     with pytest.raises(ConfigError) as refused:
         run_compare(config, out, overrides=["train.lr=0.02"])

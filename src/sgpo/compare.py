@@ -205,8 +205,9 @@ def run_method(
     from sgpo.train import run_train
 
     if (run_dir / SUMMARY_FILE).exists():
-        check_reusable(config, run_dir)
-        tqdm.write(f"{label}: finished earlier with this config, reused", file=sys.stderr)
+        neutral = check_reusable(config, run_dir)
+        under = f" (with {first_of(neutral, 3)}, which do not change its result)" if neutral else ""
+        tqdm.write(f"{label}: finished earlier with this config, reused{under}", file=sys.stderr)
         return read_json(run_dir / SUMMARY_FILE)
     plan = run_dir / PLAN_FILE
     changes = config_changes(config, run_dir) if checkpoint.has_state(run_dir) else None
@@ -258,10 +259,11 @@ def config_changes(config: RunConfig, run_dir: Path) -> list[str] | None:
     return changes(old, new)
 
 
-def check_reusable(config: RunConfig, run_dir: Path) -> None:
+def check_reusable(config: RunConfig, run_dir: Path) -> list[str]:
     """Refuse to reuse the finished run in run_dir unless its config.yaml is what the trainer
-    would write for config, and its data and model weights are the ones config names now: its
-    result would be reported as this config's."""
+    would write for config, up to settings that do not change a run's result (RESUMED_UNDER:
+    how it is checkpointed, logged or batched; returned), and its data and model weights are
+    the ones config names now: its result would be reported as this config's."""
     advice = f"choose another output directory, or delete {run_dir} to train it again"
     changes = config_changes(config, run_dir)
     if changes is None:
@@ -269,10 +271,11 @@ def check_reusable(config: RunConfig, run_dir: Path) -> None:
             f"{run_dir}: a finished run whose {CONFIG_FILE} is missing or not a config this "
             f"sgpo can read, so what it was trained with is unknown; {advice}"
         )
-    if changes:
+    neutral = [c for c in changes if is_one_of(c.split(":")[0], RESUMED_UNDER)]
+    if changed := [c for c in changes if c not in neutral]:
         raise ConfigError(
             f"{run_dir}: this finished run was trained with another config than the one "
-            f"compare would train now (old -> new): {first_of(changes)}; {advice}"
+            f"compare would train now (old -> new): {first_of(changed)}; {advice}"
         )
     changes = input_changes(config, read_json(run_dir / SUMMARY_FILE).get("inputs"))
     if changes is None:
@@ -286,6 +289,7 @@ def check_reusable(config: RunConfig, run_dir: Path) -> None:
             f"{run_dir}: this finished run was trained on other inputs than compare would "
             f"train on now: {'; '.join(changes)}; {advice}"
         )
+    return neutral
 
 
 def input_changes(config: RunConfig, recorded: dict | None) -> list[str] | None:
