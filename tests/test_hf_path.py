@@ -22,6 +22,7 @@ from sgpo.io import read_jsonl, read_table
 from sgpo.models import load_policy, model_shape
 from sgpo.plan import run_plan
 from sgpo.profile import run_profile
+from sgpo.report import write_report
 from sgpo.rundir import weights_sha256
 from sgpo.tasks import load_task, verifier_spec
 from sgpo.train import Trainer, run_train
@@ -231,6 +232,11 @@ def test_lora_trains_only_the_adapter(
     assert not (tmp_path / "final-merged" / "adapter_config.json").exists()
     with torch.no_grad():
         torch.testing.assert_close(merged.eval()(**probe).logits, expected)
+    # and the report says an adapter was trained, not the model
+    report = " ".join(write_report(tmp_path).read_text().split())
+    lora = config.model.lora
+    assert f"Model `{summary['model']}` (a LoRA adapter trained: r = {lora.r}, alpha = " \
+        f"{lora.alpha})" in report  # fmt: skip
 
 
 def test_cli_eval_initial_model_with_system_prompt(tiny_model_dir: Path, tmp_path: Path) -> None:

@@ -251,15 +251,23 @@ def all_correct_label(meta: dict) -> str:
 
 
 def what_it_trained(summary: dict) -> str | None:
-    """The model, data and verifier a run trained with (None for an older sgpo's summary)."""
-    task = (summary.get("config") or {}).get("task")
+    """The model (and whether a LoRA adapter of it was trained), data and verifier a run
+    trained with (None for an older sgpo's summary)."""
+    config = summary.get("config") or {}
+    task = config.get("task")
     if not ("model" in summary and "task" in summary and isinstance(task, dict)):
         return None
     from sgpo.tasks import default_verifier
 
     preset = (task.get("file") or {}).get("preset")
     verifier = task.get("verifier") or default_verifier(task.get("kind", "addition"), preset)
-    return f"Model `{summary['model']}`, data `{summary['task']}`, verifier `{verifier}`."
+    lora = (config.get("model") or {}).get("lora")
+    adapter = (
+        f" (a LoRA adapter trained: r = {lora.get('r')}, alpha = {lora.get('alpha')})"
+        if isinstance(lora, dict)
+        else ""
+    )
+    return f"Model `{summary['model']}`{adapter}, data `{summary['task']}`, verifier `{verifier}`."
 
 
 def write_report(run_dir: Path) -> Path:
