@@ -574,6 +574,10 @@ def test_a_resume_says_from_which_step_and_what_runs_again(
         f"{run}: resuming from its checkpoint at step 0 of {STEPS}; the 3 steps logged after it "
         "run again (train.checkpoint_every is 0: only the initial state was checkpointed)"
     ) in caplog.text
+    caplog.clear()  # one step: said in the singular
+    config, run = crashed_after_step(tiny, tmp_path / "one", 1, checkpoint_every=0)
+    run_train(config, run, resume=True)
+    assert "; the step logged after it runs again (train.checkpoint_every is 0" in caplog.text
 
 
 def test_a_resume_names_a_damaged_metrics_record_before_training(

@@ -86,7 +86,12 @@ def restore_trainer_state(trainer: Trainer) -> None:
     dropped = checkpoint.truncate_metrics(
         trainer.metrics_path, state["metrics_lines"], trainer.step
     )
-    again = f"; the {dropped} steps logged after it run again" if dropped else ""
+    steps = (
+        "the step logged after it runs"
+        if dropped == 1
+        else f"the {dropped} steps logged after it run"
+    )
+    again = f"; {steps} again" if dropped else ""
     if dropped and not trainer.cfg.checkpoint_every:
         again += " (train.checkpoint_every is 0: only the initial state was checkpointed)"
     log.warning(
