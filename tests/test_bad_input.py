@@ -798,6 +798,13 @@ CLI_CASES = [
         "model '{tmp}': not a model directory (no config.json or adapter_config.json)",
     ),
     (
+        "model-path-a-run",  # its model is named
+        lambda tmp, env: ["eval", "-c", str(env.config_path), "--model", str(run_with_final(tmp))],
+        2,
+        "model '{tmp}/run': not a model directory (no config.json or adapter_config.json); a "
+        "run's model is in {tmp}/run/final",
+    ),
+    (
         "eval-json-exists",  # not sgpo's: --overwrite would not replace it either
         lambda tmp, env: [
             "eval",
@@ -1311,3 +1318,10 @@ def test_flops_model_that_is_not_a_model_directory_is_named(tmp_path: Path) -> N
     (encoder / "config.json").write_text(json.dumps({"model_type": "t5"}))
     other = CliRunner().invoke(app, ["flops", str(metrics), "--model", str(encoder)])
     assert other.exit_code == 2 and "not a causal language model" in other.output
+
+
+def run_with_final(tmp: Path) -> Path:
+    """A run's directory, its model in final/."""
+    (tmp / "run" / "final").mkdir(parents=True)
+    (tmp / "run" / "final" / "config.json").write_text("{}")
+    return tmp / "run"

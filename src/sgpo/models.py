@@ -131,8 +131,12 @@ def _load_tokenizer(source: str, embedded: bool = False) -> PreTrainedTokenizerB
         raise ConfigError(f"model {source!r}: no such directory")
     markers = ("config.json", "adapter_config.json")
     if local.is_dir() and not any((local / name).exists() for name in markers):
+        # a run's directory: its models are in final/ (and final-merged/ with LoRA)
+        inside = [d for d in ("final", "final-merged") if (local / d / "config.json").exists()]
+        inside += ["final"] if (local / "final" / "adapter_config.json").exists() else []
+        hint = f"; a run's model is in {local / inside[0]}" if inside else ""
         raise ConfigError(
-            f"model {source!r}: not a model directory (no config.json or adapter_config.json)"
+            f"model {source!r}: not a model directory (no config.json or adapter_config.json){hint}"
         )
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
