@@ -223,12 +223,22 @@ def test_second_process_on_a_run_dir_stops(env: SimpleNamespace, tmp_path: Path)
             "model.prompt_template: Value error, must contain {prompt} and no other {field}",
         ),
         ("model.prompt_template='Q: {'", "model.prompt_template: Value error, not a format"),
+        (  # an output setting of LoRA would turn LoRA on
+            "model.lora.save_merged=false",
+            "trains no LoRA adapter (no model.lora); set model.lora.r (or model.lora={})",
+        ),
     ],
 )
 def test_config_refuses_absurd_values(override: str, message: str) -> None:
     with pytest.raises(ConfigError) as error:
         load_config(None, [override])
     assert message in str(error.value)
+
+
+def test_a_lora_runs_merge_may_be_turned_off_where_lora_is_set():
+    for lora in (["model.lora.r=8"], ["model.lora={}"]):
+        config = load_config(None, [*lora, "model.lora.save_merged=false"])
+        assert config.model.lora is not None and not config.model.lora.save_merged
 
 
 # ------------------------------------------------------------------------ 10: prompt length

@@ -860,6 +860,14 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like key.sub=value or ~key.sub")
         key, raw = item.split("=", 1)
+        model = tree.get("model")
+        lora = model.get("lora") if isinstance(model, dict) else None
+        if key.strip() == "model.lora.save_merged" and lora is None:
+            # an output setting of a LoRA run would otherwise turn LoRA on, with its defaults
+            raise ConfigError(
+                f"override {item!r}: {source} trains no LoRA adapter (no model.lora); set "
+                "model.lora.r (or model.lora={}) to train one"
+            )
         node, last = _section(tree, key.strip())
         node[last] = _override_value(item, raw)
         set_by[key.strip()] = item
