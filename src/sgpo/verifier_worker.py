@@ -43,9 +43,15 @@ def main() -> None:
     for line in sys.stdin:
         request = json.loads(line)
         try:
-            send({"score": reward_number(fn(request["response"], request["reference"], **kwargs))})
+            message = {
+                "score": reward_number(fn(request["response"], request["reference"], **kwargs))
+            }
         except BaseException as e:  # noqa: BLE001 - sys.exit() too: the worker lives on
-            send({"error": f"{type(e).__name__}: {printable(e)}"})
+            message = {"error": f"{type(e).__name__}: {printable(e)}"}
+        # what the verifier printed, out before its answer: buffered, it would reach stderr or
+        # not depending on whether the worker flushed before it was killed
+        sys.stdout.flush()
+        send(message)
 
 
 if __name__ == "__main__":
