@@ -772,6 +772,11 @@ def test_compare_reuses_a_finished_run_only_if_its_config_and_inputs_are_unchang
         capsys.readouterr().err
     )
     assert {run: (run / "metrics.jsonl").read_bytes() for run in runs} == metrics
+    # fewer methods: the report holds those, and the others' runs are said to stay
+    assert set(run_compare(config, out, methods=["grpo-g4"])["methods"]) == {"grpo-g4"}
+    assert "will hold this compare's methods only; the runs of grpo-g2 stay in" in " ".join(
+        capsys.readouterr().err.split()
+    )
     # other checkpoints or batching: the result is the same, reused and said so
     neutral = ["train.checkpoint_every=3", "sampling.batch_size=5"]
     assert run_compare(config, out, overrides=neutral)["methods"] == first["methods"]

@@ -848,6 +848,16 @@ def scoring_settings(config: RunConfig) -> dict:
 
 def _run_compare(cfg: CompareConfig, base: Path, config_path: Path, out_dir: Path) -> dict:
     profiles = out_dir / "profiles"
+    if (out_dir / "runs").is_dir():  # an earlier compare's methods this one leaves out
+        others = sorted(
+            d.name for d in (out_dir / "runs").iterdir() if d.is_dir() and d.name not in cfg.methods
+        )
+        if others:
+            tqdm.write(
+                f"{out_dir}: compare.json and compare.md will hold this compare's methods only; "
+                f"the runs of {', '.join(others)} stay in {out_dir / 'runs'}",
+                file=sys.stderr,
+            )
     runs: dict[str, dict[int, Path]] = {m: {} for m in cfg.methods}
     # Baseline first: its spend is the budget of every other method on the same seed.
     order = [cfg.baseline] + [m for m in cfg.methods if m != cfg.baseline]
