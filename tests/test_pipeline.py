@@ -9,7 +9,7 @@ import pytest
 from tiny_run import tiny_tree, write_config
 from typer.testing import CliRunner
 
-from sgpo.cli import _warn_of_the_runs_config, app
+from sgpo.cli import _warn_of_the_runs_config, app, print_table
 from sgpo.config import RunConfig
 from sgpo.errors import SgpoWarning
 from sgpo.io import read_jsonl, read_table
@@ -263,3 +263,16 @@ def test_a_finished_run_trained_further_has_no_summary_until_it_finishes_again(
     # the 2-step summary would pass for this run's: the report says it is not finished
     report = runner.invoke(app, ["report", str(out)])
     assert report.exit_code == 1 and "not a finished sgpo run" in report.output
+
+
+def test_a_table_into_a_file_keeps_each_row_on_one_line(capsys):
+    from rich.table import Table
+
+    table = Table()
+    for name in ("method", "final accuracy", "train-all FLOPs to target", "generated tokens"):
+        table.add_column(name)
+    row = ("sgpo-solvable-g8-ds4-greso-fill-fs-drop-same-update", "0.392 ± 0.007", "2.82", "1.19")
+    table.add_row(*row)
+    print_table(table)  # stdout is not a terminal here: rich alone would fold at 80 columns
+    lines = capsys.readouterr().out.splitlines()
+    assert any(all(cell in line for cell in row) for line in lines)

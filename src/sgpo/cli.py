@@ -30,6 +30,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console()
+TABLE_WIDTH_OFF_TERMINAL = 200  # wide enough that compare's table folds no cell
 err_console = Console(stderr=True)  # errors: not into a redirected result (sgpo eval > eval.json)
 
 
@@ -186,7 +187,12 @@ def print_plan_summary(summary: dict) -> None:
         else:
             shown = str(value)
         table.add_row(key, shown)
-    console.print(table)
+    print_table(table)
+
+
+def print_table(table: Table) -> None:
+    """A table on stdout; into a file or a pipe (80 columns to rich) unfolded, a row a line."""
+    (console if console.is_terminal else Console(width=TABLE_WIDTH_OFF_TERMINAL)).print(table)
 
 
 profile_app = typer.Typer(
@@ -600,7 +606,7 @@ def compare(
         raise ConfigError("--first-seed picks where --seeds N starts; pass --seeds too")
     subset = [m.strip() for m in methods.split(",")] if methods else None
     result = run_compare(config, out, seeds, first_seed, subset, budget_currency, overrides)
-    console.print(console_table(result))
+    print_table(console_table(result))
     console.print(f"written to {out / 'compare.md'}")
 
 
