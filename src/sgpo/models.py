@@ -131,10 +131,17 @@ def _load_tokenizer(source: str, embedded: bool = False) -> PreTrainedTokenizerB
         raise ConfigError(f"model {source!r}: no such directory")
     markers = ("config.json", "adapter_config.json")
     if local.is_dir() and not any((local / name).exists() for name in markers):
-        # a run's directory: its models are in final/ (and final-merged/ with LoRA)
-        inside = [d for d in ("final", "final-merged") if (local / d / "config.json").exists()]
-        inside += ["final"] if (local / "final" / "adapter_config.json").exists() else []
-        hint = f"; a run's model is in {local / inside[0]}" if inside else ""
+        # a run's directory: its model is in final/ (an adapter with LoRA, final-merged/ whole)
+        inside = next(
+            (
+                local / d
+                for m in markers  # a full model first: final/, else final-merged/ with LoRA
+                for d in ("final", "final-merged")
+                if (local / d / m).exists()
+            ),
+            None,
+        )
+        hint = f"; a run's model is in {inside}" if inside else ""
         raise ConfigError(
             f"model {source!r}: not a model directory (no config.json or adapter_config.json){hint}"
         )

@@ -37,7 +37,13 @@ from sgpo.core.rewards import all_equal, is_correct
 from sgpo.engine import stream_seed
 from sgpo.errors import ConfigError, NonFiniteError, TrainingStopped
 from sgpo.evaluate import evaluate
-from sgpo.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl, read_table
+from sgpo.io import (
+    append_jsonl,
+    atomic_write_json,
+    atomic_write_text,
+    read_jsonl,
+    read_table_metadata,
+)
 from sgpo.loggers import make_sinks, scalars
 from sgpo.metrics import flops_record, profile_tokens, rollout_record, run_summary
 from sgpo.models import chat_template_sha256, load_policy, model_shape, model_source
@@ -127,7 +133,7 @@ class Trainer:
         )
         if self.plan_path is not None:  # the prompts' template, which no setting names
             check_chat_template(
-                read_table(self.plan_path)[1],
+                read_table_metadata(self.plan_path),
                 chat_template_sha256(self.policy.tokenizer, config.model),
                 str(self.plan_path),
             )

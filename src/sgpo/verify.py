@@ -168,11 +168,9 @@ def check_reward(value: object, reward_range: tuple[float, float]) -> float:
     """The reward rescaled from reward_range to [0, 1]; BadReward if it breaks the contract.
     A reward outside the range by float rounding alone (1.0000000000000002) is its bound."""
     score = reward_number(value)
-    low, high = reward_range
-    if not math.isfinite(score):
-        raise BadReward(f"returned {score}, outside the reward range [{low}, {high}]")
-    rescaled = rescale(score, reward_range)
+    rescaled = rescale(score, reward_range)  # an infinite or NaN reward fails the bounds too
     if not -EQUAL_REWARDS_STD <= rescaled <= 1 + EQUAL_REWARDS_STD:
+        low, high = reward_range
         raise BadReward(f"returned {score}, outside the reward range [{low}, {high}]")
     return min(max(rescaled, 0.0), 1.0)
 

@@ -490,11 +490,11 @@ class SGPOTrainer(GRPOTrainer):
         elif not isinstance(row["prompt"], str):  # rebuilt alike: was the template the same?
             profiled_template = plan.meta.get(CHAT_TEMPLATE_KEY)
             template = self.chat_template or getattr(self.processing_class, "chat_template", None)
-            if profiled_template is not None and template_sha256(template) != profiled_template:
+            current = template_sha256(template)
+            if profiled_template is not None and current != profiled_template:
                 problems.append(
-                    f"the chat template the prompts go through (sha256 "
-                    f"{str(template_sha256(template))[:12]}) is not the one the profile's went "
-                    f"through ({profiled_template[:12]})"
+                    f"the chat template the prompts go through (sha256 {str(current)[:12]}) is "
+                    f"not the one the profile's went through ({profiled_template[:12]})"
                 )
         if problems:
             warnings.warn(
@@ -857,13 +857,11 @@ class SGPOTrainer(GRPOTrainer):
         self, output: dict[str, Any], rows: list[dict], group_ids: torch.Tensor
     ) -> None:
         device = output["advantages"].device
-        rewards = self._weighted(self._rewards_per_func)
+        rewards = self._weighted(self._rewards_per_func).cpu()
         # A grown group's advantages come from all it drew; a down-sampled one's (PODS) from
         # the trained rows only.
         whole = self._whole_groups if self.args.grow_max else None
-        advantages, is_std_zero = grouped_advantages(
-            rewards.cpu(), group_ids, self.scale_rewards, whole
-        )
+        advantages, is_std_zero = grouped_advantages(rewards, group_ids, self.scale_rewards, whole)
         output["advantages"] = advantages.to(device)
 
         padding = (group_ids < 0).to(device)
@@ -902,10 +900,10 @@ class SGPOTrainer(GRPOTrainer):
         metrics["sgpo/group_size_max"].append(sizes.max().item())
         # TRL's `reward` is the rows' mean: with growth or down-sampling a chosen subset's
         drawn_rewards = torch.cat(
-            [self._whole_groups.get(g, rewards.cpu()[group_ids == g]) for g in set(groups)]
+            [self._whole_groups.get(g, rewards[group_ids == g]) for g in set(groups)]
         )
         metrics["sgpo/reward_generated_mean"].append(drawn_rewards.nanmean().item())
-        self._observe(rows, group_ids, rewards.cpu())
+        self._observe(rows, group_ids, rewards)
 
     # ---------------------------------------------------------------------------- the loss
     def _compute_loss(self, model: Any, inputs: dict[str, Any]) -> torch.Tensor:

@@ -66,7 +66,7 @@ def parse_overrides(overrides: list[str]) -> dict[str, str]:
     deletion takes its key out."""
     parsed: dict[str, str] = {}
     for item in overrides:
-        key, sep, value = item.partition("=")
+        _, sep, value = item.partition("=")
         if item.startswith("~"):
             parsed.pop(override_key(item), None)
             continue
