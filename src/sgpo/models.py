@@ -7,6 +7,9 @@ import hashlib
 import json
 import logging
 import re
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -243,6 +246,17 @@ def warn_of_unapplied_lora(source: str, adapter_config: Path, lora: LoraSettings
         )
 
 
+@contextmanager
+def quiet_peft_deprecation() -> Iterator[None]:
+    """peft asks every model for `is_gradient_checkpointing`, which transformers 5 answers with
+    a FutureWarning on each LoRA load; the user can do nothing about it, so only it is hidden."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning
+        )
+        yield
+
+
 def _load_adapter(
     source: str, adapter: str, config: RunConfig, dtype: torch.dtype, trainable: bool
 ) -> PreTrainedModel:
@@ -252,9 +266,10 @@ def _load_adapter(
     from peft import AutoPeftModelForCausalLM, PeftModel
 
     try:
-        return AutoPeftModelForCausalLM.from_pretrained(
-            adapter, dtype=dtype, is_trainable=trainable
-        )
+        with quiet_peft_deprecation():
+            return AutoPeftModelForCausalLM.from_pretrained(
+                adapter, dtype=dtype, is_trainable=trainable
+            )
     except OSError as e:
         error = e
     recorded = json.loads((Path(adapter) / "adapter_config.json").read_text()).get(
@@ -267,7 +282,8 @@ def _load_adapter(
             base = AutoModelForCausalLM.from_pretrained(
                 str(own_local.resolve()) if own_local.is_dir() else own, dtype=dtype
             )
-            model = PeftModel.from_pretrained(base, adapter, is_trainable=trainable)
+            with quiet_peft_deprecation():
+                model = PeftModel.from_pretrained(base, adapter, is_trainable=trainable)
             log.warning(
                 "%s: the adapter's base model %r cannot be loaded; it was put on the config's "
                 "model, %s",
@@ -301,7 +317,8 @@ def add_lora(model: PreTrainedModel, lora: LoraSettings, seed: int) -> PreTraine
         task_type="CAUSAL_LM",
     )
     refuse_tied_embedding_targets(model, lora.target_modules)
-    with torch.random.fork_rng(devices=[]):  # the CPU generator, which peft draws from here
+    with torch.random.fork_rng(devices=[]), quiet_peft_deprecation():
+        # the CPU generator, which peft draws from here
         torch.random.default_generator.manual_seed(stream_seed(seed, "lora-init"))
         try:
             return get_peft_model(model, settings)
