@@ -15,7 +15,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from sgpo.compare import CURRENCIES
+from sgpo.compare import CURRENCIES, final_accuracy_text
 
 DEV_CONFIG = "benchmarks/dev-round2.yaml"
 # report mix -> (its compare config, its step-0 profile)
@@ -226,7 +226,7 @@ def main(root: Path) -> None:
         ]
         for method, m in result["methods"].items():
             lines.append(
-                f"| {method} | {m['final_acc_mean']:.3f} ± {m['final_acc_std']:.3f} | "
+                f"| {method} | {final_accuracy_text(m)} | "
                 f"{paired_delta(m, result['methods'][result['baseline']])} | "
                 f"{m['total_flops']:.3g} | {fmt(m['ratio_vs_grpo'], '.2f')} | "
                 f"{m['total_flops_train_all']:.3g} | {fmt(m['ratio_vs_grpo_train_all'], '.2f')} | "

@@ -608,6 +608,42 @@ def test_the_console_table_reads_at_start_as_compare_md_does():
     assert "budget in flops_train_all" in text
 
 
+def test_the_console_table_shows_no_spread_for_one_seed():
+    from rich.console import Console
+
+    from sgpo.compare import console_table
+
+    one = {"final_acc_mean": 0.4, "final_acc_std": None, "informative_fraction": 0.5}
+    two = one | {"final_acc_std": 0.012}
+    ratios = {"ratio_vs_grpo": 1.0, "ratio_vs_grpo_train_all": 1.0, "ratio_vs_grpo_tokens": 1.0}
+    result = {
+        "target_acc": 0.38,
+        "budget_currency": "flops",
+        "baseline_learned": True,
+        "methods": {"one-seed": one | ratios, "two-seeds": two | ratios},
+    }
+    console = Console(width=200, record=True)
+    console.print(console_table(result))
+    lines = console.export_text().splitlines()
+    assert "0.400 ± n/a (1 seed)" in next(line for line in lines if "one-seed" in line)
+    assert "0.400 ± 0.012" in next(line for line in lines if "two-seeds" in line)
+
+
+def test_compare_md_says_where_the_fitted_levels_sit_against_the_target():
+    from sgpo.compare import _levels_against_target
+
+    def result(levels: dict) -> dict:
+        return {"target_acc": 0.36, "fit_levels": levels}
+
+    below = _levels_against_target(result({"flops": 0.35, "flops_train_all": 0.35, "tokens": None}))
+    assert below.startswith("below the target")
+    above = _levels_against_target(
+        result({"flops": 0.361, "flops_train_all": 0.35, "tokens": 0.36})
+    )
+    assert above.startswith("at or above the target in flops, tokens")
+    assert "reach the target and never read a fitted speedup" in above
+
+
 def test_the_console_table_keeps_long_method_names_and_a_baseline_that_learned_nothing():
     from rich.console import Console
 
@@ -763,6 +799,7 @@ def test_compare_reuses_a_finished_run_only_if_its_config_and_inputs_are_unchang
         and "`grpo-g4` (3)" in written
     )
     assert "± n/a (1 seed)" in written  # one seed: no spread, not a spread of 0
+    assert first["methods"]["grpo-g4"]["final_acc_std"] is None  # in compare.json too
     assert set(COMPARE_FILES) <= written_by_sgpo(out)
     runs = [out / "runs" / m / "seed-0" for m in methods]
     metrics = {run: (run / "metrics.jsonl").read_bytes() for run in runs}

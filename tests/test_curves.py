@@ -52,8 +52,38 @@ def test_cost_to_level_is_read_within_the_evaluated_costs_only():
     assert fit.cost_to(fit(5.0)) == 10.0  # already there at the first evaluation
     assert fit.cost_to(0.399) is None  # the fit gets there after its last evaluation (c = 110)
     assert fit.cost_to(0.41) is None  # above the plateau
+    # A falling fit starts at 0.35: it may sit above 0.34 there only by misfitting the first
+    # evaluations (every method starts from the same model), so it reaches no level.
     falling = SaturatingFit(plateau=0.3, scale=-0.05, tau=30.0, rmse=0.0, first=0.0, last=100.0)
-    assert falling.cost_to(0.36) is None and falling.cost_to(0.34) == 0.0  # starts at 0.35
+    assert falling.cost_to(0.36) is None and falling.cost_to(0.34) is None
+
+
+def test_a_fit_that_falls_from_a_misfit_start_reads_no_speedup():
+    baseline = fit_saturating(curve(0.40, 0.05, 30.0, COSTS))
+    level = gain_level(baseline)
+    # measured, after a profile costing 5: starts below the level, rises above it once, then
+    # sinks: the fit falls all the way and says it started above the level
+    points = [(5.0, 0.39), (15.0, 0.42), (25.0, 0.40), (35.0, 0.38), (45.0, 0.36)]
+    falling = fit_saturating(points)
+    assert falling.scale < 0 and falling(falling.first) >= level  # the fit misses step 0
+    assert falling.cost_to(level) is None
+    assert fit_speedup(baseline, falling, level) is None
+
+
+def test_a_step_fit_reaches_a_level_at_an_evaluated_cost(monkeypatch: pytest.MonkeyPatch):
+    """A curve that jumps between its first two evaluations fits a tau bounded only above (at
+    or near the grid's lower edge); where in the gap it crosses is the grid's choice, not the
+    data's, so the read is the evaluation after the jump, whatever the grid's edge."""
+    points = [(5.0, 0.30), (10.0, 0.50), (20.0, 0.50), (30.0, 0.50), (40.0, 0.50)]
+    reads = []
+    for low in (0.01, 0.003, 0.001):
+        monkeypatch.setattr("sgpo.core.curves.TAU_RANGE", (low, 10.0))
+        fit = fit_saturating(points)
+        assert fit.step
+        reads.append(fit.cost_to(0.45))
+    assert reads == [10.0, 10.0, 10.0]
+    smooth = fit_saturating(curve(0.40, 0.05, 30.0, COSTS))
+    assert not smooth.step and smooth.cost_to(0.39) not in smooth.evaluated
 
 
 def test_gain_level_is_95_percent_of_the_baselines_fitted_gain():

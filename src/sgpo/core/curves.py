@@ -7,6 +7,13 @@ plateau value, so it moves with thousandths of accuracy. Here each seed-averaged
 is the baseline's fitted start plus a fixed share (95%) of its fitted gain, and a method's cost
 to the level is read off its own fit, within the costs it was evaluated at (never
 extrapolated). The baseline's cost to the level over the method's is the speedup.
+
+Two fits say nothing of where between evaluations a level is reached, and are read so: a fit
+that does not rise reaches no level (where it starts above one, it misfits its first
+evaluations); a fit that completes GAIN_SHARE of its rise before its second evaluation is a
+step between its first two, and no evaluation shows where in that gap it rose (its tau is
+bounded only above, often at the grid's edge), so it reaches a level at the first evaluated
+cost at or after its fitted crossing.
 """
 
 from __future__ import annotations
@@ -34,19 +41,25 @@ class SaturatingFit:
     rmse: float
     first: float  # the first and last evaluated cost: the fit is read only between them
     last: float
+    evaluated: tuple[float, ...] = ()  # every evaluated cost, ascending
+    step: bool = False  # GAIN_SHARE of the rise done before the second evaluation
 
     def __call__(self, cost: float) -> float:
         return self.plateau - self.scale * math.exp(-cost / self.tau)
 
     def cost_to(self, level: float) -> float | None:
-        """The first evaluated cost at which the fit reaches level; None if it does not within
-        [first, last]."""
+        """The first cost at which the fit reaches level; None if it does not within [first,
+        last] or does not rise. A step fit's is the first evaluated cost at or after it."""
+        if self.scale <= 0:  # flat or falling: it shows no learning to read a cost from
+            return None
         if self(self.first) >= level:
             return self.first
-        if self.scale <= 0 or self.plateau <= level:  # non-increasing, or levels off below
+        if self.plateau <= level:  # levels off below
             return None
         cost = -self.tau * math.log((self.plateau - level) / self.scale)
-        return cost if cost <= self.last else None
+        if cost > self.last:
+            return None
+        return min(c for c in self.evaluated if c >= cost) if self.step else cost
 
 
 def fit_saturating(points: Sequence[tuple[float, float]]) -> SaturatingFit:
@@ -68,6 +81,7 @@ def fit_saturating(points: Sequence[tuple[float, float]]) -> SaturatingFit:
     cov = decay_dev @ acc_dev
     sse = np.maximum((acc_dev**2).sum() - cov**2 / var, 0.0)
     best = int(np.argmin(sse))
+    evaluated = tuple(sorted(float(c) for c in cost))
     scale = float(-cov[best] / var[best])
     plateau = float(acc.mean() + scale * decay[best].mean())
     return SaturatingFit(
@@ -77,6 +91,8 @@ def fit_saturating(points: Sequence[tuple[float, float]]) -> SaturatingFit:
         math.sqrt(sse[best] / len(points)),
         float(cost.min()),
         last,
+        evaluated,
+        step=bool((evaluated[1] - evaluated[0]) / taus[best] >= -math.log(1 - GAIN_SHARE)),
     )
 
 
