@@ -884,7 +884,7 @@ CLI_CASES = [
         "report-without-summary",
         lambda tmp, env: ["report", str(tmp)],
         1,
-        "{tmp}/summary.json not found: {tmp} is not a finished sgpo run",
+        "{tmp}/summary.json not found: {tmp} is not an sgpo run (sgpo train writes",
     ),
     (
         "resume-nothing",

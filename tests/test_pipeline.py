@@ -213,12 +213,26 @@ def test_sgpo_report_on_a_demo_keeps_its_side_by_side(tmp_path: Path):
     assert result.exit_code == 0, result.output
     again = (demo / "report.md").read_text()
     assert again[again.index(section) :] == written[written.index(section) :]
+    # a baseline that did not finish (a demo killed in it): the report says why it has no
+    # side-by-side and how to finish it
+    summary = demo / "baseline-grpo" / "summary.json"
+    kept = summary.rename(tmp_path / "baseline-summary.json")
+    result = runner.invoke(app, ["report", str(demo)])
+    assert result.exit_code == 0, result.output
+    unfinished = " ".join((demo / "report.md").read_text().split())
+    assert section not in unfinished
+    assert "The demo's GRPO baseline in baseline-grpo/ did not finish" in unfinished
+    assert f"sgpo train --resume {demo / 'baseline-grpo'}" in unfinished
+    assert "did not finish" in result.output
+    kept.rename(summary)
     # another run trained over the demo's: its baseline-grpo/ is not this run's
     other = ["train", "-c", str(config), "-o", str(demo), "--overwrite"]
     result = runner.invoke(app, [*other, "--set", "train.method=grpo"])
     assert result.exit_code == 0, result.output
     assert runner.invoke(app, ["report", str(demo)]).exit_code == 0
-    assert section not in (demo / "report.md").read_text()
+    other_run = " ".join((demo / "report.md").read_text().split())
+    assert section not in other_run
+    assert "baseline-grpo/ is not this run's equal-budget GRPO baseline" in other_run
 
 
 def test_step_models_beyond_keep_checkpoints_are_dropped(tmp_path: Path):
@@ -262,7 +276,8 @@ def test_a_finished_run_trained_further_has_no_summary_until_it_finishes_again(
     assert resumed.exit_code != 0
     # the 2-step summary would pass for this run's: the report says it is not finished
     report = runner.invoke(app, ["report", str(out)])
-    assert report.exit_code == 1 and "not a finished sgpo run" in report.output
+    said = " ".join(report.output.split())
+    assert report.exit_code == 1 and "holds a training run that did not finish" in said
 
 
 def test_a_table_into_a_file_keeps_each_row_on_one_line(capsys):

@@ -6,6 +6,7 @@ embedded model asked to run a file task."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -354,3 +355,10 @@ def test_plan_plots_say_what_the_profile_measured_and_what_was_dropped(
         assert legend == ["kept", "dropped"]
         ticks = [t for t in sizes_axes.get_xticks() if sizes_axes.get_xlim()[0] <= t]
         assert all(float(t).is_integer() for t in ticks)
+    # one G for every kept query (GRPO-sized plans): still whole sizes, 8 among them
+    figures.clear()
+    sgpo.report.plot_plan([replace(r, group_size=8) for r in rows], meta, tmp_path)
+    sizes_axes = figures[1].axes[0]
+    low, high = sizes_axes.get_xlim()
+    ticks = [t for t in sizes_axes.get_xticks() if low <= t <= high]
+    assert 8 in ticks and all(float(t).is_integer() for t in ticks)

@@ -55,6 +55,33 @@ def test_report_of_an_intact_run(run: Path):
     assert not {"plan_drift.png", "p_hat_hist.png"} & listed
 
 
+def test_report_of_a_directory_without_a_finished_run_says_what_it_holds(run: Path, tmp_path: Path):
+    def refusal(directory: Path) -> str:
+        result = CliRunner().invoke(app, ["report", str(directory)])
+        assert result.exit_code == 1
+        return " ".join(result.output.split())
+
+    (run / SUMMARY_FILE).unlink()  # killed before its end
+    said = refusal(run)
+    assert (
+        f"did not finish (metrics.jsonl, no summary.json): finish it with sgpo train --resume {run}"
+        in said
+    )
+    compare = tmp_path / "compare"
+    (compare / "runs").mkdir(parents=True)
+    (compare / "compare.json").write_text("{}")
+    said = refusal(compare)
+    assert "is an sgpo compare directory: its report is compare.md" in said
+    assert "--resume" not in said
+    planned = tmp_path / "planned"
+    planned.mkdir()
+    shutil.copy(run / "config.yaml", planned / "plan.parquet")  # only its name is looked at
+    assert "holds a profile or a plan and no training run" in refusal(planned)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert "is not an sgpo run (sgpo train writes summary.json when it ends)" in refusal(empty)
+
+
 def test_report_of_a_run_an_older_sgpo_summarised(run: Path):
     summary = json.loads((run / SUMMARY_FILE).read_text())
     for field in ("initial_eval_acc_by_bucket", "total_flops_train_all", "generated_tokens"):

@@ -447,12 +447,20 @@ def report(
 ) -> None:
     """Write RUN_DIR/report.md and its PNG plots (a demo's ends with its side-by-side against
     GRPO at the same FLOPs, as sgpo demo wrote it)."""
+    from sgpo.io import atomic_write_text
     from sgpo.report import write_report
-    from sgpo.side_by_side import append_demo_side_by_side, is_demo_baseline_of
+    from sgpo.side_by_side import (
+        append_demo_side_by_side,
+        is_demo_baseline_of,
+        unfinished_demo_baseline,
+    )
 
     path = write_report(run_dir)
     if is_demo_baseline_of(run_dir):
         append_demo_side_by_side(run_dir, path)
+    elif missing := unfinished_demo_baseline(run_dir):
+        warnings.warn(missing, SgpoWarning, stacklevel=2)
+        atomic_write_text(path, path.read_text() + f"\n{missing}\n")
     console.print(f"report written to {path}")
 
 

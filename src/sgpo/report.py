@@ -141,7 +141,9 @@ def plot_plan(plan_rows: list[PlanRow], meta: dict, out_dir: Path) -> list[str]:
     fig, ax = plt.subplots(figsize=(5, 3.2))
     if kept:
         ax.hist(kept, bins=range(min(kept), max(kept) + 2), align="left", color="tab:green")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole sizes, not 7.6 ... 8.4
+        # whole sizes, not 7.6 ... 8.4: the locator finds integers only with two or more in view
+        ax.set_xlim(min(kept) - 1, max(kept) + 1)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("group size G")
     ax.set_ylabel("kept queries")
     ax.set_title("Plan: rollouts per query")
@@ -270,13 +272,30 @@ def what_it_trained(summary: dict) -> str | None:
     return f"Model `{summary['model']}`{adapter}, data `{summary['task']}`, verifier `{verifier}`."
 
 
+def not_a_finished_run(run_dir: Path) -> str:
+    """Why run_dir has no run to report on, from what it holds, and what to run instead."""
+    if (run_dir / "compare.json").exists() or (run_dir / "runs").is_dir():
+        return (
+            f"{run_dir} is an sgpo compare directory: its report is compare.md, which sgpo "
+            f"compare writes; one run's report: sgpo report {run_dir}/runs/METHOD/seed-S"
+        )
+    if (run_dir / METRICS_FILE).exists():
+        return (
+            f"{run_dir} holds a training run that did not finish (metrics.jsonl, no "
+            f"summary.json): finish it with sgpo train --resume {run_dir}, then report"
+        )
+    if (run_dir / PLAN_FILE).exists() or (run_dir / "profile.parquet").exists():
+        return (
+            f"{run_dir} holds a profile or a plan and no training run: sgpo train -c CONFIG "
+            f"-o {run_dir} trains one"
+        )
+    return f"{run_dir} is not an sgpo run (sgpo train writes summary.json when it ends)"
+
+
 def write_report(run_dir: Path) -> Path:
     summary_path = run_dir / SUMMARY_FILE
     if not summary_path.exists():
-        raise FileNotFoundError(
-            f"{summary_path} not found: {run_dir} is not a finished sgpo run (sgpo train "
-            "writes summary.json when it ends; resume an interrupted run with --resume)"
-        )
+        raise FileNotFoundError(f"{summary_path} not found: {not_a_finished_run(run_dir)}")
     rundir.claim_outputs(run_dir, REPORT_OUTPUTS)
     summary = read_summary(summary_path)
     records = read_records(run_dir / METRICS_FILE, summary["steps"])

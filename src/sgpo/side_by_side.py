@@ -67,6 +67,24 @@ def is_demo_baseline_of(run_dir: Path) -> bool:
     return budget == read_json(run_dir / SUMMARY_FILE)["total_flops"]
 
 
+def unfinished_demo_baseline(run_dir: Path) -> str | None:
+    """Why a demo's report has no side-by-side where run_dir holds a GRPO baseline that is not
+    its finished equal-budget one; None where there is none or it is."""
+    baseline = run_dir / DEMO_BASELINE_DIR
+    if not baseline.is_dir() or is_demo_baseline_of(run_dir):
+        return None
+    if not (baseline / SUMMARY_FILE).exists():
+        return (
+            f"The demo's GRPO baseline in {DEMO_BASELINE_DIR}/ did not finish (no summary.json), "
+            f"so this report has no side-by-side: sgpo train --resume {baseline} finishes it, "
+            f"then sgpo report {run_dir} adds it (or run sgpo demo again)."
+        )
+    return (
+        f"{DEMO_BASELINE_DIR}/ is not this run's equal-budget GRPO baseline (it ran to another "
+        "FLOPs budget than this run spent), so this report has no side-by-side."
+    )
+
+
 def append_demo_side_by_side(run_dir: Path, report: Path) -> list[str]:
     """A demo's report.md ends with its run against the GRPO run at the same FLOPs (in
     DEMO_BASELINE_DIR), whether sgpo demo or a later sgpo report wrote it; returns the fitted
