@@ -87,6 +87,13 @@ def retagged(src: Path, dst: Path, edit_rows: Callable | None = None, **meta: ob
     return dst
 
 
+def of_another_model(src: Path, dst: Path) -> Path:
+    """A copy of a profile/plan table made, as its metadata says, with another model: another
+    folder holding other weights (the same weights elsewhere are the same model)."""
+    inputs = read_table(src)[1].get("inputs") or {}
+    return retagged(src, dst, model="/elsewhere/model", inputs=inputs | {"model_sha256": "0" * 64})
+
+
 def unknown_kept_id(rows: list[dict]) -> list[dict]:
     """The first query of the curriculum renamed to one the task does not have, moved to the
     file's first row (the error names the row in the file)."""
@@ -329,11 +336,12 @@ CASES = [
     Case(
         "plan-from-profile-of-another-model",
         lambda tmp, env: run_plan(
-            env.config, retagged(env.profile, tmp / "p.parquet", model="/elsewhere/model"), tmp
+            env.config, of_another_model(env.profile, tmp / "p.parquet"), tmp
         ),
         DataError,
         "{tmp}/p.parquet: field 'model' is '/elsewhere/model' but the config's model is "
-        "'{model}'; re-run sgpo profile with this config",
+        "'{model}' (another folder or hub id, and not the same weights); re-run sgpo profile "
+        "with this config",
     ),
     Case(
         "plan-from-profile-of-another-task",
@@ -345,7 +353,7 @@ CASES = [
     Case(
         "train-with-plan-of-another-model",
         lambda tmp, env: run_train(
-            env.config, tmp, retagged(env.plan, tmp / "plan.parquet", model="/elsewhere/model")
+            env.config, tmp, of_another_model(env.plan, tmp / "plan.parquet")
         ),
         DataError,
         "{tmp}/plan.parquet: field 'model' is '/elsewhere/model' but the config's model is "
@@ -901,7 +909,7 @@ CLI_CASES = [
             "-o",
             str(tmp),
             "--profile",
-            str(retagged(env.profile, tmp / "p.parquet", model="/elsewhere/model")),
+            str(of_another_model(env.profile, tmp / "p.parquet")),
         ],
         1,
         "error: {tmp}/p.parquet: field 'model' is '/elsewhere/model'",

@@ -207,6 +207,7 @@ def test_compare_smoke_every_method_runs(tmp_path: Path):
         "fit_speedup_vs_grpo_tokens",
         "fits",
         "informative_fraction",
+        "trained_fraction",
         "wasted_flops_fraction",
         "wall_s",
     }
@@ -228,6 +229,10 @@ def test_compare_smoke_every_method_runs(tmp_path: Path):
         ), name
         assert {"flops_total_cum", "generated_tokens_cum"} <= set(kept[0]), name
         assert summary["total_flops_train_all"] >= summary["total_flops"]
+        generated = summary["rollouts"]  # none where the profile alone spent the budget
+        trained = summary["trained_rollouts"] / generated if generated else 0.0
+        assert m["trained_fraction"] == trained, name
+        assert m["trained_fraction"] <= m["informative_fraction"] + 1e-12, name
         if name != "grpo-g8":  # every other method stops at the first step reaching the budget
             totals = [r["flops_total_cum"] for r in records]
             # a 16-sample profile of the tiny task alone exceeds the budget: one step is taken

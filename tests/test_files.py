@@ -432,6 +432,33 @@ def test_datasets_failure_is_a_data_error(monkeypatch: pytest.MonkeyPatch) -> No
     )
 
 
+def test_a_save_to_disk_folder_loads_as_a_dataset_dict_and_says_what_to_do_as_one_dataset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import datasets
+
+    # not the user's cache (datasets read the variable at import)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "cache")
+
+    def split(n: int, name: str) -> datasets.Dataset:
+        rows = [{"question": f"{name} q{i}", "answer": f"work #### {i}"} for i in range(n)]
+        return datasets.Dataset.from_list(rows)
+
+    whole = tmp_path / "dict"
+    datasets.DatasetDict({"train": split(4, "train"), "test": split(2, "test")}).save_to_disk(
+        str(whole)
+    )
+    data = load_file_task(file_cfg(train=str(whole), preset="gsm8k"))
+    assert (len(data.train), len(data.eval)) == (4, 2)
+    one = tmp_path / "one"
+    split(4, "train").save_to_disk(str(one))
+    with pytest.raises(DataError) as info:
+        load_file_task(file_cfg(train=str(one), preset="gsm8k"))
+    said = str(info.value)
+    assert said.startswith(f"{one} (split train): cannot load with datasets.load_dataset")
+    assert "it is one Dataset written by save_to_disk, which names no splits" in said
+
+
 # ----------------------------------------------------------------------------- bad input
 
 # (file name, content, config fields, the exact message; "{path}" stands for the file's path)

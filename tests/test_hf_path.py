@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
 from sgpo.cli import app
@@ -61,7 +62,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def make_config(model_dir: Path, **sections: dict) -> RunConfig:
+def make_config(model_dir: Path | str, **sections: dict) -> RunConfig:
     tree: dict = {
         "seed": 0,
         "model": {"name_or_path": str(model_dir), "device": "cpu", "dtype": "float32"},
@@ -273,6 +274,61 @@ def test_prompts_longer_than_the_context_are_refused_by_profile_and_eval(
     # eval reads the held-out split only, and says so
     assert cli.exit_code != 0 and "gsm8k_test.jsonl: row 0 (line 1): field 'question'" in cli.output
     assert not (tmp_path / "eval" / "eval.json").exists()
+
+
+def test_a_profile_plans_for_its_model_written_otherwise_or_moved_not_for_other_weights(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    profile = run_profile(make_config(tiny_model_dir), tmp_path / "profile")
+    copy = Path(shutil.copytree(tiny_model_dir, tmp_path / "moved"))  # the same bytes elsewhere
+    monkeypatch.chdir(tiny_model_dir.parent)
+    for written in (f"{tiny_model_dir}/", f"./{tiny_model_dir.name}", str(copy)):
+        out = tmp_path / f"plan-{len(written)}"
+        assert run_plan(make_config(written), profile, out)[0].exists()
+    other = Path(shutil.copytree(tiny_model_dir, tmp_path / "other"))
+    weights = other / "model.safetensors"  # other weights in the same shape
+    tensors = {k: v + 1.0 for k, v in load_file(weights).items()}
+    save_file(tensors, weights, metadata={"format": "pt"})
+    with pytest.raises(DataError, match="not the same weights"):
+        run_plan(make_config(other), profile, tmp_path / "plan-other")
+
+
+def test_a_model_folder_under_home_loads_by_tilde(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    shutil.copytree(tiny_model_dir, tmp_path / "model")
+    config = make_config("~/model")
+    assert config.model.name_or_path == str(tmp_path / "model")
+    assert load_policy(config, path="~/model").tokenizer("1 + 1")["input_ids"]  # eval --model
+
+
+def test_a_tokenizer_without_pad_or_eos_is_refused_before_any_output(
+    tiny_model_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import shutil
+
+    bare = Path(shutil.copytree(tiny_model_dir, tmp_path / "no-eos"))
+    settings = json.loads((bare / "tokenizer_config.json").read_text())
+    settings = {k: v for k, v in settings.items() if k not in ("eos_token", "pad_token")}
+    (bare / "tokenizer_config.json").write_text(json.dumps(settings))
+    for name in ("config.json", "generation_config.json"):
+        if (bare / name).exists():
+            config = json.loads((bare / name).read_text())
+            (bare / name).write_text(json.dumps(config | {"eos_token_id": None}))
+    with pytest.raises(ConfigError, match="neither a pad token nor an EOS token"):
+        run_profile(make_config(bare), tmp_path / "profile")
+    assert not (tmp_path / "profile").exists()
+    # a pad token but no EOS: it runs, and says that no response can end
+    settings["pad_token"] = "<|im_start|>"
+    (bare / "tokenizer_config.json").write_text(json.dumps(settings))
+    with caplog.at_level("WARNING"):
+        load_policy(make_config(bare))
+    assert "no response ends before sampling.max_new_tokens" in caplog.text
 
 
 def test_a_lora_run_shows_no_deprecation_warning_the_user_cannot_act_on(
@@ -549,9 +605,15 @@ def test_profile_and_plan_read_no_held_out_split_training_does(
 
 def test_lora_on_a_tied_embedding_is_refused(tiny_model_dir: Path) -> None:
     # the tiny Qwen2 ties its embeddings, as Qwen2.5-0.5B-3B and Llama 3.2 do
-    for targets in (["lm_head"], ["embed_tokens", "q_proj"], "lm_head"):
+    # each message names the module hit and the one it is tied to
+    for targets, named in (
+        (["lm_head"], "lm_head shares its weight with model.embed_tokens"),
+        (["embed_tokens", "q_proj"], "model.embed_tokens shares its weight with lm_head"),
+        ("lm_head", "lm_head shares its weight with model.embed_tokens"),
+        (["lm_head", "embed_tokens"], "model.embed_tokens and lm_head are one weight"),
+    ):
         lora = {"lora": {"r": 2, "alpha": 4, "target_modules": targets}}
-        with pytest.raises(ConfigError, match="share one weight .* final-merged/ would not be"):
+        with pytest.raises(ConfigError, match=f"{named} .* final-merged/ would not be"):
             load_policy(make_config(tiny_model_dir, model=lora), trainable=True)
     linear = {"lora": {"r": 2, "alpha": 4, "target_modules": "all-linear"}}
     load_policy(make_config(tiny_model_dir, model=linear), trainable=True)  # lm_head left out
@@ -582,6 +644,21 @@ def test_training_from_an_adapter_says_what_it_trains_and_hashes_what_it_is(
     assert "model.lora.save_merged" in NEUTRAL_KEYS
     tree = {"model": {"lora": {"r": 2, "save_merged": True}}}
     assert "model.lora.save_merged" not in config_fingerprint(tree)
+
+
+def test_an_adapter_trained_further_is_also_saved_merged(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = lora_coin_flip_config(tiny_model_dir, monkeypatch)
+    adapter = tmp_path / "adapter"
+    policy = load_policy(config, trainable=True)
+    policy.model.save_pretrained(adapter)
+    policy.tokenizer.save_pretrained(adapter)
+    config.model.name_or_path, config.model.lora = str(adapter), None
+    run_train(config, tmp_path / "run")
+    assert (tmp_path / "run" / "final" / "adapter_config.json").exists()
+    merged = tmp_path / "run" / "final-merged"
+    assert (merged / "config.json").exists() and not (merged / "adapter_config.json").exists()
 
 
 def test_lora_passes_are_charged_at_the_size_they_run(

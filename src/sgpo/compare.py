@@ -385,6 +385,16 @@ def evaluations(run_dir: Path) -> list[dict]:
     ]
 
 
+def trained_fraction(summaries: list[dict]) -> float | None:
+    """Mean over seeds of the share of generated rollouts given a backward pass; None where a
+    run's summary (an older sgpo's) does not count its trained rollouts."""
+    if any("trained_rollouts" not in s for s in summaries):
+        return None
+    return statistics.fmean(
+        s["trained_rollouts"] / s["rollouts"] if s["rollouts"] else 0.0 for s in summaries
+    )
+
+
 def wasted_fraction(run_dir: Path) -> float:
     """Share of a run's total FLOPs spent generating rollouts in groups with zero advantage
     (they cost inference and teach nothing; their backward pass is skipped anyway)."""
@@ -463,6 +473,7 @@ def aggregate(cfg: CompareConfig, runs: dict[str, dict[int, Path]]) -> dict:
             "predicted_informative_fraction": predicted_informative_fraction(
                 list(runs[method].values())
             ),
+            "trained_fraction": trained_fraction(summaries[method]),
             "wasted_flops_fraction": statistics.fmean(
                 wasted_fraction(d) for d in runs[method].values()
             ),
@@ -734,9 +745,9 @@ def write_markdown(
     rows = [
         "| method | final acc (mean ± std) | initial acc | FLOPs | ratio | FLOPs train-all | "
         "ratio train-all | generated tokens | ratio tokens | fitted speedup (FLOPs / "
-        "train-all / tokens) | informative fraction (predicted) | "
+        "train-all / tokens) | informative fraction (predicted) | trained fraction | "
         "FLOPs on zero-advantage rollouts | steps | wall s/run |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for method, m in result["methods"].items():
         rows.append(
@@ -748,6 +759,7 @@ def write_markdown(
             + " / ".join(_fitted(m, c.fit_speedup_key) for c in CURRENCIES.values())
             + f" | {m['informative_fraction']:.3f} "
             f"({format_or_missing(m.get('predicted_informative_fraction'), '.2f', 'no plan')}) | "
+            f"{format_or_missing(m.get('trained_fraction'), '.3f', '-')} | "
             f"{m['wasted_flops_fraction']:.1%} | "
             f"{m['steps_mean']:.0f} | {m['wall_s']:.1f} |"
         )
@@ -819,9 +831,14 @@ def write_markdown(
         "rollouts that produce a gradient); in brackets what "
         "`sgpo plan` predicted for the plan from the profile alone (it scores the initial "
         "policy; training moves p).",
+        "- *trained fraction*: share of the rollouts generated in training given a backward "
+        "pass; below the informative fraction where informative rollouts go untrained "
+        "(down-sampling trains part of each mixed group, DAPO drops the groups beyond a full "
+        "batch).",
         "- *FLOPs on zero-advantage rollouts*: share of the total spent generating rollouts "
-        "that taught nothing (their backward pass is skipped for every method, so only "
-        "generation is wasted). Removing all of it would save at most 1 / (1 - share).",
+        "in groups that taught nothing (their backward pass is skipped for every method, so "
+        "only generation is wasted; the generation of informative rollouts left untrained is "
+        "not in it). Removing all of it would save at most 1 / (1 - share).",
         "",
         *[f"![{name}]({name})" for name in images],
         "",

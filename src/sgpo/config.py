@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import string
 import warnings
@@ -139,6 +140,13 @@ class ModelConfig(Strict):
     use_chat_template: bool | None = None
     system_prompt: str | None = None
     prompt_template: str = "{prompt}"
+
+    @field_validator("name_or_path")
+    @classmethod
+    def _home_expanded(cls, name_or_path: str) -> str:
+        # "~/models/x" is a folder, as in task.file's paths; transformers would read it as a
+        # hub id and every check by path (weights' sha256) would find nothing there
+        return os.path.expanduser(name_or_path) if name_or_path.startswith("~") else name_or_path
 
     @field_validator("device")
     @classmethod

@@ -148,8 +148,8 @@ def _load_tokenizer(source: str, embedded: bool = False) -> PreTrainedTokenizerB
         raise ConfigError(
             f"model {source!r}: not a model directory (no config.json or adapter_config.json){hint}"
         )
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
+    try:  # a folder by its expanded path: transformers reads "~/model" as a hub id
+        tokenizer = AutoTokenizer.from_pretrained(str(local) if local.is_dir() else source)
     except (OSError, ValueError) as e:  # ValueError: a directory without tokenizer files
         where = "the directory" if local.is_dir() else "neither a local directory nor on the hub"
         raise ConfigError(f"model {source!r}: cannot load it ({where}): {e}") from e
@@ -204,6 +204,12 @@ def load_policy(config: RunConfig, path: str | None = None, trainable: bool = Fa
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    if tokenizer.pad_token is None:
+        raise ConfigError(
+            f"model {source!r}: its tokenizer has neither a pad token nor an EOS token, so "
+            "prompts cannot be batched and no response could end; set eos_token (and "
+            "pad_token) in its tokenizer_config.json"
+        )
     local = Path(source).expanduser()
     # a local model by its absolute path: a LoRA adapter saved from it records that path as its
     # base, so the adapter loads from any working directory
@@ -220,7 +226,15 @@ def load_policy(config: RunConfig, path: str | None = None, trainable: bool = Fa
         model.gradient_checkpointing_enable()
     model.to(device)
     model.train(trainable)
-    return Policy(model=model, tokenizer=tokenizer, device=device, source=source, config=cfg)
+    policy = Policy(model=model, tokenizer=tokenizer, device=device, source=source, config=cfg)
+    if not policy.stop_token_ids():
+        log.warning(
+            "model %r: neither its tokenizer nor its generation_config names an EOS token, so "
+            "no response ends before sampling.max_new_tokens; set eos_token in its "
+            "tokenizer_config.json",
+            source,
+        )
+    return policy
 
 
 def warn_of_unapplied_lora(source: str, adapter_config: Path, lora: LoraSettings | None) -> None:
@@ -339,9 +353,11 @@ def refuse_tied_embedding_targets(model: PreTrainedModel, targets: str | list[st
         hit = [n for n in names if any(n == t or n.endswith("." + t) for t in targets)]
     if hit:
         raise ConfigError(
-            f"model.lora.target_modules: {', '.join(hit)} share one weight (the model ties its "
-            "input and output embeddings), so merging the adapter into it would change both and "
-            "final-merged/ would not be the model trained; target other modules"
+            f"model.lora.target_modules: {' and '.join(hit)} "
+            f"{'shares its weight with' if len(hit) == 1 else 'are'} "
+            f"{' and '.join(n for n in names if n not in hit) or 'one weight'} (the model ties "
+            "its input and output embeddings), so merging the adapter into it would change both "
+            "and final-merged/ would not be the model trained; target other modules"
         )
 
 

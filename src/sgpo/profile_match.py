@@ -73,16 +73,34 @@ def check_profile_matches(
             f"{source}: field 'task' is {meta.get('task')!r} but the config's task is "
             f"{task.source!r}; re-run sgpo profile with this config"
         )
-    if expected_model is not None and meta.get("model") != expected_model:
+    if expected_model is not None and not same_model(meta, expected_model):
         raise DataError(
             f"{source}: field 'model' is {meta.get('model')!r} but the config's model is "
-            f"{expected_model!r}; re-run sgpo profile with this config"
+            f"{expected_model!r} (another folder or hub id, and not the same weights); re-run "
+            "sgpo profile with this config"
         )
     if all_settings or config.train.reuse_profile:
         check_profile_settings(meta, config, source, expected_model, config.train.reuse_profile)
     else:
         check_profile_samples(meta, config, source, expected_model)
     return task
+
+
+def same_model(meta: dict, model: str) -> bool:
+    """Whether model is the one the profile recorded: the same text, or a local folder written
+    otherwise (a trailing slash, a relative path, moved or copied) holding the weights the
+    profile recorded (or, for a profile without their sha256, the same folder)."""
+    recorded = meta.get("model")
+    if recorded == model:
+        return True
+    here = Path(model).expanduser()
+    if not here.is_dir():  # a hub id: its name is all there is
+        return False
+    weights = (meta.get("inputs") or {}).get("model_sha256")
+    if weights is not None:
+        return rundir.weights_sha256(model) == weights
+    there = Path(str(recorded)).expanduser()
+    return there.is_dir() and there.resolve() == here.resolve()
 
 
 def warn_of_other_sampling(meta: dict, config: RunConfig, source: str) -> None:

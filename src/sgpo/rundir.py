@@ -269,7 +269,7 @@ def weights_sha256(source: str) -> str | None:
     and its local base model's weights) of a local model directory, cached by (path, size,
     mtime) so an unchanged multi-GB model is hashed once. None for a hub id: its files are not
     local until transformers downloads them (the hub pins them by revision)."""
-    root = Path(source)
+    root = Path(source).expanduser()
     if not root.is_dir():
         return None
     files = sorted(

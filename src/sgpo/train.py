@@ -458,8 +458,9 @@ class Trainer:
         summary = self.summary()
         atomic_write_json(self.run_dir / SUMMARY_FILE, summary)
         self.save_state()
+        # an adapter trained, new (model.lora) or given as the model and trained further
         lora = self.config.model.lora
-        if lora is not None and lora.save_merged:
+        if hasattr(self.policy.model, "merge_and_unload") and (lora is None or lora.save_merged):
             self.save_merged_model()
         self.close()
         return summary

@@ -325,7 +325,17 @@ def _dataset_rows(source: Source, limit: int | None) -> Iterator[tuple[int, obje
 
         ds = datasets.load_dataset(source.dataset, source.dataset_config, split=source.split)
     except Exception as e:  # noqa: BLE001 - offline, unknown name, missing config...
-        raise DataError(f"{source.label}: cannot load with datasets.load_dataset: {e}") from e
+        saved = Path(source.dataset).expanduser()
+        # Dataset.save_to_disk's folder: a DatasetDict's loads (its splits named), one Dataset's
+        # has no split to pick train from eval by
+        hint = (
+            "; it is one Dataset written by save_to_disk, which names no splits: save a "
+            "DatasetDict of its splits instead (DatasetDict({'train': ..., 'test': ...})"
+            ".save_to_disk) or write each split to a file (Dataset.to_parquet)"
+            if (saved / "state.json").is_file()
+            else ""
+        )
+        raise DataError(f"{source.label}: cannot load with datasets.load_dataset: {e}{hint}") from e
     if limit is not None:
         ds = ds.select(range(min(limit, len(ds))))
     yield from enumerate(ds)
