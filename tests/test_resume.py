@@ -24,13 +24,14 @@ from tiny_run import kill_when, start_cli, stop_profile_at_chunk, tiny_tree, wri
 from typer.testing import CliRunner
 
 import sgpo.checkpoint
+import sgpo.errors
 import sgpo.train
 from sgpo.cli import app
 from sgpo.config import RunConfig, load_config
 from sgpo.errors import ConfigError, DataError
 from sgpo.io import read_jsonl, read_table, write_table
 from sgpo.plan import run_plan
-from sgpo.profile import PROFILE_FILE, SAMPLES_FILE, run_profile
+from sgpo.profile import PROFILE_CONFIG_FILE, PROFILE_FILE, SAMPLES_FILE, run_profile
 from sgpo.runfiles import METRICS_FILE, OLD_STATE_DIR, PROFILE_CHUNKS_DIR, STATE_DIR, SUMMARY_FILE
 from sgpo.tasks import load_task
 from sgpo.train import Trainer, run_train
@@ -273,6 +274,7 @@ def test_profile_resume_refuses_chunks_of_another_config(
     resized = config.model_copy(
         update={"profile": config.profile.model_copy(update={"chunk_size": size})}
     )
+    recorded = (tmp_path / "run" / PROFILE_CONFIG_FILE).read_text()
     with pytest.raises(
         DataError,
         match=r"chunk-00000\.parquet: written by a different profile run \(what differs: "
@@ -280,6 +282,8 @@ def test_profile_resume_refuses_chunks_of_another_config(
         rf"profile\.chunk_size={size - 1} to keep the chunks\)",
     ):
         run_profile(resized, tmp_path / "run", resume=True)
+    # refused before anything was written: a resume without -c still reads the chunks' config
+    assert (tmp_path / "run" / PROFILE_CONFIG_FILE).read_text() == recorded
     # a chunk of an older sgpo, which did not record its size: its queries differ
     chunk = next((tmp_path / "run" / PROFILE_CHUNKS_DIR).glob("chunk-*.parquet"))
     rows, meta = read_table(chunk)
@@ -431,6 +435,49 @@ def test_a_signal_stops_training_after_its_step_with_a_checkpoint(
     resumed = CliRunner().invoke(app, ["train", "--resume", str(run)])
     assert resumed.exit_code == 0, resumed.output
     assert_same_run(run, reference)
+
+
+def test_a_signal_in_the_initial_evaluation_stops_with_step_0_checkpointed(
+    tiny: SimpleNamespace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a real model the step-0 evaluation can take minutes: a Ctrl-C in it keeps it."""
+    import os
+
+    reference = reference_run(tiny, "grpo")
+    config = load_config(write_config(tmp_path / "config.yaml", method_tree(tiny, "grpo")))
+    real_eval, calls = Trainer.run_eval, []
+
+    def interrupted_eval(self: Trainer) -> dict:
+        calls.append(self.step)
+        if len(calls) == 1:  # Ctrl-C while the initial evaluation runs
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_eval(self)
+
+    run = tmp_path / "run"
+    monkeypatch.setattr(Trainer, "run_eval", interrupted_eval)
+    with pytest.raises(KeyboardInterrupt) as stopped:
+        run_train(config, run)
+    assert isinstance(stopped.value, sgpo.errors.TrainingStopped) and stopped.value.step == 0
+    assert json.loads((run / STATE_DIR / "state.json").read_text())["step"] == 0
+    assert [r["step"] for r in read_jsonl(run / METRICS_FILE)] == [0]
+    run_train(config, run, resume=True)
+    assert calls.count(0) == 1 and len(calls) > 1  # step 0 is not evaluated again
+    assert_same_run(run, reference)
+
+
+def test_a_finished_run_resumed_says_it_trains_nothing(
+    tiny: SimpleNamespace, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    run = Path(shutil.copytree(reference_run(tiny, "grpo"), tmp_path / "run"))
+    metrics = (run / METRICS_FILE).read_bytes()
+    config = load_config(run / "config.yaml")
+    with caplog.at_level("WARNING"):
+        run_train(config, run, resume=True)
+    assert "the run is finished already; its final model and summary are written again" in (
+        " ".join(caplog.text.split())
+    )
+    assert (run / METRICS_FILE).read_bytes() == metrics
+    assert_same_run(run, reference_run(tiny, "grpo"))
 
 
 def install_crash(mp: pytest.MonkeyPatch, point: str, step: int | None = None) -> None:
@@ -654,9 +701,15 @@ def test_a_resume_keeps_the_plan_it_started_with(
             run_train(config, run)
     other = config.model_copy(update={"plan": config.plan.model_copy(update={"g_max": 2})})
     run_plan(other, tiny.profile, run, overwrite=True)  # the run's own plan replaced
-    # given as the plan to resume with: refused
+    # given as the plan to resume with: refused, saying how to resume
     with pytest.raises(DataError, match=r"plan\.parquet: not the plan this run was trained with"):
         run_train(config, run, plan_path, resume=True)
+    # another plan, unchanged, is not said to have changed
+    elsewhere = Path(shutil.copy(plan_path, tmp_path / "other-plan.parquet"))
+    with pytest.raises(DataError) as refused:
+        run_train(config, run, elsewhere, resume=True)
+    said = str(refused.value)
+    assert f"({plan_path.resolve()}); resume without --plan (the checkpoint keeps a copy" in said
     # found by the resume: the checkpoint's copy of the one it started with, said so
     run_train(config, run, resume=True)
     assert "is not the plan" in caplog.text and "continues with that one" in caplog.text

@@ -9,6 +9,7 @@ from tiny_run import tiny_tree, write_config
 from typer.testing import CliRunner
 
 from sgpo.cli import app
+from sgpo.config import load_config
 from sgpo.io import read_table, write_table
 from sgpo.rundir import CHAT_TEMPLATE_KEY
 
@@ -43,6 +44,38 @@ def test_three_shards_merged_equal_the_unsharded_profile(profiles):
     assert merged_meta == {k: v for k, v in whole_meta.items() if k != "samples_file"}
     merged_samples = read_table(root / "merged" / "profile_samples.parquet")
     assert merged_samples == read_table(root / "whole" / "profile_samples.parquet")
+
+
+def test_a_shard_resumed_without_its_shard_option_says_to_give_it(profiles, tmp_path):
+    import shutil
+
+    root, config = profiles
+    shard = Path(shutil.copytree(root / "shard1", tmp_path / "shard1"))
+    # finished: resumed without --shard, the refusal names the option, not only --overwrite
+    result = runner.invoke(app, ["profile", "-c", str(config), "-o", str(shard), "--resume"])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 1 and "resume with --shard 1/3, as it was started" in said
+    # interrupted after its first chunk: its chunks refuse alike
+    import sgpo.profile
+
+    real, calls = sgpo.profile.profile_chunk, []
+
+    def crash_on_second(*args: object, **kwargs: object) -> list[dict]:
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    interrupted = tmp_path / "interrupted"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sgpo.profile, "profile_chunk", crash_on_second)
+        with pytest.raises(KeyboardInterrupt):
+            sgpo.profile.run_profile(load_config(config), interrupted, shard=(1, 3))
+    args = ["profile", "-c", str(config), "-o", str(interrupted), "--resume"]
+    result = runner.invoke(app, args)
+    said = " ".join(result.output.split())
+    assert result.exit_code == 1 and "resume with --shard 1/3, as it was started" in said
+    assert "chunks done" not in said  # refused before it says how far the profile got
 
 
 @pytest.mark.parametrize(

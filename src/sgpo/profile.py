@@ -156,9 +156,10 @@ def _run_profile(
         _, final_meta = read_table(final)
         differ = _identity_differences(final_meta, metadata)
         if differ:
+            shard_hint = f"; {_shard_hint(final_meta)}, or" if "shard" in differ else ";"
             raise DataError(
                 f"{final}: written by a different profile run (field(s) {', '.join(differ)} "
-                "differ); use --overwrite"
+                f"differ){shard_hint} use --overwrite"
             )
         verifier.close()
         shutil.rmtree(chunk_dir, ignore_errors=True)  # killed after the final write
@@ -169,24 +170,29 @@ def _run_profile(
         (out_dir / SAMPLES_FILE).unlink(missing_ok=True)
         shutil.rmtree(chunk_dir, ignore_errors=True)
     chunk_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_dir / PROFILE_CONFIG_FILE, dump_config(config))
-
     size = config.profile.chunk_size
     chunks = [queries[i : i + size] for i in range(0, len(queries), size)]
-    done = sum((chunk_dir / f"chunk-{i:05d}.parquet").exists() for i in range(len(chunks)))
+    # the chunks kept, each checked to be this profile's before anything is said or written:
+    # a refused resume leaves profile_config.yaml the config the chunks were made under
+    done = {
+        index: _read_chunk(path, chunk, metadata, size)
+        for index, chunk in enumerate(chunks)
+        if (path := chunk_dir / f"chunk-{index:05d}.parquet").exists()
+    }
+    atomic_write_text(out_dir / PROFILE_CONFIG_FILE, dump_config(config))
     if resume and done:  # sgpo compare resumes every profile, a fresh one too
         log.warning(
-            "%s: resuming the profile, %d of its %d chunks done", out_dir, done, len(chunks)
+            "%s: resuming the profile, %d of its %d chunks done", out_dir, len(done), len(chunks)
         )
     rows: list[dict] = []
     # Verifier failures are counted per chunk, so a resumed profile reports the same totals.
     counts = dict.fromkeys(VERIFIER_COUNTS, 0)
     with tqdm(total=len(queries), desc="profile", unit="query") as bar:
         for index, chunk in enumerate(chunks):
-            path = chunk_dir / f"chunk-{index:05d}.parquet"
-            if path.exists():
-                chunk_rows, chunk_meta = _read_chunk(path, chunk, metadata, size)
+            if index in done:
+                chunk_rows, chunk_meta = done[index]
             else:
+                path = chunk_dir / f"chunk-{index:05d}.parquet"
                 chunk_rows, chunk_meta = _profile_and_write_chunk(
                     path, chunk, config, engine, verifier, shape, metadata
                 )
@@ -253,6 +259,8 @@ def _read_chunk(
         f"field '{key}'" + (f" ({FIELD_MEANINGS[key]})" if key in FIELD_MEANINGS else "")
         for key in _identity_differences(chunk_meta, metadata)
     ]
+    if "field 'shard'" in differ:  # the shard is an option, not in profile_config.yaml
+        differ[differ.index("field 'shard'")] += f"; {_shard_hint(chunk_meta)}"
     written_size = chunk_meta.get(CHUNK_SIZE_KEY)  # absent in chunks of an older sgpo
     if written_size not in (None, chunk_size):
         differ.append(
@@ -273,6 +281,14 @@ def _read_chunk(
         rewards_by_query((r["query_id"], s["reward"]) for r in chunk_rows for s in r["samples"]),
     )
     return chunk_rows, chunk_meta
+
+
+def _shard_hint(recorded: dict) -> str:
+    """How to resume the profile `recorded` (a chunk's or the table's metadata) describes."""
+    shard = recorded.get("shard")
+    if shard:
+        return f"resume with --shard {shard[0]}/{shard[1]}, as it was started"
+    return "resume without --shard, as it was started"
 
 
 def rewards_by_query(samples: Iterable[tuple[str, float]]) -> dict[str, list[float]]:

@@ -412,20 +412,39 @@ class Trainer:
 
     def train(self) -> dict:
         cfg = self.cfg
-        if self.resuming:
-            restore_trainer_state(self)
-            warn_of_a_new_schedule_length(self.run_dir / CONFIG_FILE, cfg)
-            # the settings a resume may change (steps, evaluation, ...) as it now runs with them
-            atomic_write_text(self.run_dir / CONFIG_FILE, dump_config(self.config))
-            if not self.finished():  # trained further: a finished run's summary is not this one's
-                (self.run_dir / SUMMARY_FILE).unlink(missing_ok=True)
-        else:
-            self.start_fresh()
+        # from before the initial evaluation, which on a real model can take minutes: a stop
+        # asked in it ends with step 0 checkpointed, as one asked in a step ends with that step
+        with stop_requests() as stop_asked:
+            if self.resuming:
+                restore_trainer_state(self)
+                warn_of_a_new_schedule_length(self.run_dir / CONFIG_FILE, cfg)
+                # the settings a resume may change (steps, evaluation, ...), as it runs now
+                atomic_write_text(self.run_dir / CONFIG_FILE, dump_config(self.config))
+                if not self.finished():  # trained further: a finished run's summary is old
+                    (self.run_dir / SUMMARY_FILE).unlink(missing_ok=True)
+                else:  # a finished run: its final outputs again (a merged model asked for now)
+                    log.warning(
+                        "%s: the run is finished already; its final model and summary are "
+                        "written again, nothing is trained",
+                        self.run_dir,
+                    )
+            else:
+                self.start_fresh()
+            if stop_asked() and not self.finished():
+                self.close()
+                raise TrainingStopped(self.run_dir, self.step)
+            self.train_steps(stop_asked)
+        return self.finish()
+
+    def train_steps(self, stop_asked: Callable[[], bool]) -> None:
+        """Steps until the run is finished, or until a stop is asked (after its step's
+        checkpoint)."""
+        cfg = self.cfg
         # a run capped by a budget (compare, the demo's baseline) ends when it is spent, mostly
         # well before train.steps: its bar counts steps and shows the budget, not a percentage
         total = None if self.spent_and_caps() else cfg.steps
         bar = tqdm(total=total, initial=self.step, desc=f"train ({cfg.method})", unit="step")
-        with bar, stop_requests() as stop_asked:
+        with bar:
             while not self.finished():
                 record = self.train_step()
                 self.stop_if_diverged(record)
@@ -451,7 +470,6 @@ class Trainer:
                         self.save_state()
                     self.close()
                     raise TrainingStopped(self.run_dir, self.step)
-        return self.finish()
 
     def finish(self) -> dict:
         self.save_model(FINAL_DIR)

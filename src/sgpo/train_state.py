@@ -56,10 +56,12 @@ def restore_trainer_state(trainer: Trainer) -> None:
     """The checkpoint the trainer read (and checked against its inputs) when it started."""
     state, blobs = trainer.resumed_state, checkpoint.load_state_blobs(trainer.run_dir)
     if state.get("plan_sha256") not in (None, trainer.plan_sha256):
+        started = state.get("plan")
+        here = started == str(trainer.plan_path.resolve())
         raise DataError(
-            f"{trainer.plan_path}: not the plan this run was trained with "
-            f"({state.get('plan')}, changed since the checkpoint); resume with that plan "
-            "or start over with --overwrite"
+            f"{trainer.plan_path}: not the plan this run was trained with ({started}"
+            f"{', changed since the checkpoint' if here else ''}); resume without --plan (the "
+            "checkpoint keeps a copy of the plan it started with) or start over with --overwrite"
         )
     trainer.update.optimizer.load_state_dict(blobs["optimizer"])
     trainer.update.lr_schedule.load_state_dict(blobs["lr_schedule"])
