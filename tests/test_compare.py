@@ -584,54 +584,49 @@ def test_a_method_at_the_target_before_it_spent_anything_reads_at_start_not_neve
     assert _ratio({flops.ratio_key: 2.5, flops.to_target_key: 4.0}, flops) == "2.50"
 
 
+def printed_table(result: dict, width: int = 200) -> str:
+    """The table `sgpo compare` prints for result, as a terminal of that width shows it."""
+    from rich.console import Console
+
+    from sgpo.compare import console_table
+
+    console = Console(width=width, record=True)
+    console.print(console_table(result))
+    return console.export_text()
+
+
 def test_the_console_table_reads_at_start_as_compare_md_does():
     """`sgpo compare` prints console_table: its ratios are compare.md's (_ratio), not a
     second formatting that said `never` for a method at the target before it spent anything."""
-    from rich.console import Console
 
-    from sgpo.compare import CURRENCIES, console_table
+    from sgpo.compare import CURRENCIES
 
     at_start = {c.ratio_key: None for c in CURRENCIES.values()}
     at_start |= {c.to_target_key: 0.0 for c in CURRENCIES.values()}
     never = {c.ratio_key: None for c in CURRENCIES.values()}
     never |= {c.to_target_key: None for c in CURRENCIES.values()}
-    accuracy = {"final_acc_mean": 0.4, "final_acc_std": 0.0, "informative_fraction": 0.5}
+    accuracy = {"final_acc_mean": 0.4, "final_acc_std": 0.012, "informative_fraction": 0.5}
+    one_seed = accuracy | {"final_acc_std": None}
     result = {
         "target_acc": 0.38,
         "budget_currency": "flops_train_all",
         "baseline_learned": True,
-        "methods": {"early": accuracy | at_start, "late": accuracy | never},
+        "methods": {
+            "early": accuracy | at_start,
+            "late": accuracy | never,
+            "one-seed": one_seed | never,
+        },
     }
-    console = Console(width=200, record=True)
-    console.print(console_table(result))
-    text = console.export_text()
+    text = printed_table(result)
     lines = text.splitlines()
     early = next(line for line in lines if "early" in line)
     late = next(line for line in lines if "late" in line)
     assert early.count("at start") == 3 and "never" not in early
     assert late.count("never") == 3
     assert "budget in flops_train_all" in text
-
-
-def test_the_console_table_shows_no_spread_for_one_seed():
-    from rich.console import Console
-
-    from sgpo.compare import console_table
-
-    one = {"final_acc_mean": 0.4, "final_acc_std": None, "informative_fraction": 0.5}
-    two = one | {"final_acc_std": 0.012}
-    ratios = {"ratio_vs_grpo": 1.0, "ratio_vs_grpo_train_all": 1.0, "ratio_vs_grpo_tokens": 1.0}
-    result = {
-        "target_acc": 0.38,
-        "budget_currency": "flops",
-        "baseline_learned": True,
-        "methods": {"one-seed": one | ratios, "two-seeds": two | ratios},
-    }
-    console = Console(width=200, record=True)
-    console.print(console_table(result))
-    lines = console.export_text().splitlines()
+    # one seed has no spread (not a spread of 0), as compare.md says
+    assert "0.400 ± 0.012" in early
     assert "0.400 ± n/a (1 seed)" in next(line for line in lines if "one-seed" in line)
-    assert "0.400 ± 0.012" in next(line for line in lines if "two-seeds" in line)
 
 
 def test_compare_md_says_where_the_fitted_levels_sit_against_the_target():
@@ -650,9 +645,8 @@ def test_compare_md_says_where_the_fitted_levels_sit_against_the_target():
 
 
 def test_the_console_table_keeps_long_method_names_and_a_baseline_that_learned_nothing():
-    from rich.console import Console
 
-    from sgpo.compare import CURRENCIES, console_table
+    from sgpo.compare import CURRENCIES
 
     ratios = {c.ratio_key: 1.0 for c in CURRENCIES.values()}
     row = {"final_acc_mean": 0.4, "final_acc_std": 0.0, "informative_fraction": 0.5} | ratios
@@ -663,9 +657,7 @@ def test_the_console_table_keeps_long_method_names_and_a_baseline_that_learned_n
         "baseline_learned": False,
         "methods": dict.fromkeys(names, row),
     }
-    console = Console(width=80, record=True)
-    console.print(console_table(result))
-    text = console.export_text()
+    text = printed_table(result, width=80)
     assert all(name in text for name in names)  # not cut to "sgpo-solva…"
     assert "THE BASELINE LEARNED NOTHING" in " ".join(text.split())
 

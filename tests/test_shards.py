@@ -5,12 +5,13 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from tiny_run import tiny_tree, write_config
+from tiny_run import stop_profile_at_chunk, tiny_tree, write_config
 from typer.testing import CliRunner
 
 from sgpo.cli import app
 from sgpo.config import load_config
 from sgpo.io import read_table, write_table
+from sgpo.profile import run_profile
 from sgpo.rundir import CHAT_TEMPLATE_KEY
 
 runner = CliRunner()
@@ -56,21 +57,11 @@ def test_a_shard_resumed_without_its_shard_option_says_to_give_it(profiles, tmp_
     said = " ".join(result.output.split())
     assert result.exit_code == 1 and "resume with --shard 1/3, as it was started" in said
     # interrupted after its first chunk: its chunks refuse alike
-    import sgpo.profile
-
-    real, calls = sgpo.profile.profile_chunk, []
-
-    def crash_on_second(*args: object, **kwargs: object) -> list[dict]:
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
     interrupted = tmp_path / "interrupted"
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(sgpo.profile, "profile_chunk", crash_on_second)
+        stop_profile_at_chunk(mp, 2, KeyboardInterrupt())
         with pytest.raises(KeyboardInterrupt):
-            sgpo.profile.run_profile(load_config(config), interrupted, shard=(1, 3))
+            run_profile(load_config(config), interrupted, shard=(1, 3))
     args = ["profile", "-c", str(config), "-o", str(interrupted), "--resume"]
     result = runner.invoke(app, args)
     said = " ".join(result.output.split())
