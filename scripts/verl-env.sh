@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Create or reuse .venv-verl at the repository root: verl 0.9.1 (its "verl-core" extra) plus
-# sgpo, for the verl integration tests (tests/verl) and for exporting/launching sGPO on verl.
+# sgpo, for the verl integration tests (tests/verl_integration) and for exporting/launching
+# sGPO on verl.
 #
-# torch goes first, pinned, so pip takes the CPU wheel instead of pulling GBs of CUDA.
+# torch goes first, pinned, from SGPO_TORCH_INDEX_URL as in .venv (scripts/torch.sh): on Linux
+# PyPI's wheel is the CUDA build, several GB.
 # verl 0.9.1 requires transformers>=5.5.3,<5.11 while sgpo pins a newer one for its own
 # trainer, so sgpo goes in with --no-deps and its other dependencies are installed in the same
 # resolve as verl: verl's transformers wins (sgpo's verl integration only needs the verifier,
@@ -13,18 +15,21 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 venv="${SGPO_VERL_VENV:-$root/.venv-verl}"
-torch_pin="torch==2.13.0"
 verl_pin="verl[verl-core]==0.9.1"
+. "$root/scripts/torch.sh"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 # Keep the venv out of git without touching .gitignore (as Python 3.13+ venvs do by default).
 [ -f "$venv/.gitignore" ] || echo "*" > "$venv/.gitignore"
 stamp="$venv/.sgpo-verl-installed"
+if torch_switch "$venv"; then
+    rm -f "$stamp"
+fi
 want="$( (echo "$torch_pin $verl_pin"; cat pyproject.toml) | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     start=$SECONDS
     py="$venv/bin/python"
     "$py" -m pip install -q --upgrade pip
-    "$py" -m pip install -q "$torch_pin"
+    torch_install "$venv"
     # sgpo's runtime + test dependencies from pyproject.toml, all but transformers.
     mapfile -t sgpo_deps < <("$py" - <<'PY'
 import re, tomllib
