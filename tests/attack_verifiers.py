@@ -119,3 +119,11 @@ def fork_bomb(response: str, reference: str) -> float:
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
     return 1.0
+
+
+def forge_log(response: str, reference: str) -> float:
+    """Truncates the stderr it was given (sgpo's log, were it handed sgpo's own), then writes a
+    forged line with a terminal escape code and floods it; succeeds if the truncation did."""
+    os.write(2, b"\x1b]0;pwned\x07FORGED sgpo: all good\n" + b"x" * json.loads(reference)["flood"])
+    os.ftruncate(2, 0)  # an OSError on a pipe: blocked
+    return 1.0

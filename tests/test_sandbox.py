@@ -9,6 +9,7 @@ import os
 import random
 import signal
 import socket
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from sgpo import sandbox, verify
-from sgpo.verify import Verifier, VerifierStats
+from sgpo.verify import MAX_RELAYED_BYTES, RELAY_PREFIX, Verifier, VerifierStats
 
 TESTS_DIR = str(Path(__file__).parent)
 NO_SANDBOX = sandbox.unavailable_reason()
@@ -63,6 +64,23 @@ def was_reached(listener: socket.socket) -> bool:
         return False
     connection.close()
     return True
+
+
+def test_a_verifier_cannot_rewrite_or_flood_sgpos_log(
+    isolation: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Its stderr is a pipe sgpo relays: it cannot truncate sgpo's log, send the terminal
+    control codes, pass its lines off as sgpo's, or write more than MAX_RELAYED_BYTES."""
+    sys.stderr.write("sgpo's own line, written before\n")
+    sys.stderr.flush()
+    assert not attack("forge_log", isolation, flood=4 * MAX_RELAYED_BYTES)
+    err = capfd.readouterr().err
+    assert err.startswith("sgpo's own line, written before\n")
+    assert "\x1b" not in err and "\x07" not in err
+    assert f"{RELAY_PREFIX}\ufffd]0;pwned\ufffdFORGED sgpo: all good" in err
+    assert "\nFORGED" not in err  # every line it printed is marked as the verifier's
+    assert len(err) < MAX_RELAYED_BYTES + 1000
+    assert f"more than {MAX_RELAYED_BYTES} bytes printed: the rest is dropped" in err
 
 
 @pytest.mark.parametrize("name", ["raw_socket", "reloaded_socket", "subprocess_socket"])
@@ -145,6 +163,23 @@ def test_children_die_with_the_worker(isolation: str) -> None:
     assert bool(survivors) == (isolation == "process")
 
 
+def test_a_sandboxed_call_leaves_nothing_running_into_the_next(isolation: str) -> None:
+    """Sandboxed, what a call started is killed when it answers, not only with the worker:
+    a child left spinning would use CPU and memory for the rest of the run."""
+    seconds = f"{random.uniform(30, 60):.6f}"
+    v = Verifier("attack_verifiers:fork_survivor", timeout_s=15.0, isolation=isolation)
+    try:
+        assert v.score_one("", json.dumps({"seconds": seconds}), "q") == 1.0
+        time.sleep(0.5)
+        running = processes_running(b"sleep\0" + seconds.encode() + b"\0")
+        assert v.score_one("", json.dumps({"seconds": "1"}), "q") == 1.0  # the worker lives on
+    finally:
+        v.close()
+        for pid in processes_running(b"sleep\0" + seconds.encode() + b"\0"):
+            os.kill(pid, signal.SIGKILL)
+    assert bool(running) == (isolation == "process")
+
+
 @pytest.mark.skipif(
     not sandbox.task_limit(),
     reason="the kernel does not count the sandbox's tasks here (sgpo run as root, or Linux < 5.14)",
@@ -199,7 +234,7 @@ def test_the_sandboxed_worker_is_given_the_task_limit(monkeypatch: pytest.Monkey
     monkeypatch.setattr(sandbox, "task_limit", lambda: {"RLIMIT_NPROC": 64})
     monkeypatch.setattr(sandbox, "sandbox_command", command)
     Verifier("sgpo.verifiers:math_verify", timeout_s=5.0, isolation="sandbox").close()
-    assert json.loads(commands[0][-1])["RLIMIT_NPROC"] == 64
+    assert json.loads(commands[0][-2])["RLIMIT_NPROC"] == 64  # before "--sandboxed"
 
 
 def test_a_process_worker_gets_no_task_limit(monkeypatch: pytest.MonkeyPatch) -> None:

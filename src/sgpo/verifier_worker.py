@@ -1,16 +1,20 @@
-"""A verifier worker: `python -m sgpo.verifier_worker SPEC KWARGS_JSON LIMITS_JSON`.
+"""A verifier worker: `python -m sgpo.verifier_worker SPEC KWARGS_JSON LIMITS_JSON [--sandboxed]`.
 
-Started by sgpo.verify for isolation "process" and (inside bubblewrap) "sandbox". It speaks JSON
-lines: it first answers {"ready": true} or {"error": ...}, then reads {"response", "reference"}
-per line and answers {"score": float} or {"error": "Type: message"}. JSON, not pickle: the
-parent must never execute what an untrusted worker sends back.
+Started by sgpo.verify for isolation "process" and (inside bubblewrap, --sandboxed) "sandbox".
+It speaks JSON lines: it first answers {"ready": true} or {"error": ...}, then reads
+{"response", "reference"} per line and answers {"score": float} or {"error": "Type: message"}.
+JSON, not pickle: the parent must never execute what an untrusted worker sends back. Sandboxed,
+it kills every other process of its PID namespace after each call (bwrap's init and its own
+ancestors aside), so nothing a call started runs on, using CPU or memory, into the next.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
+import signal
 import sys
 
 
@@ -20,8 +24,37 @@ def _set_limits(limits: dict[str, int]) -> None:
         resource.setrlimit(getattr(resource, name), (value, value))
 
 
+def _parent(pid: int) -> int:
+    """pid's parent, from /proc (0 once past the namespace's init, or if pid is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as stat:
+            return int(stat.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def kill_the_others() -> None:
+    """SIGKILL every process of the sandbox's PID namespace but this one and its ancestors,
+    again until none is left (a fork bomb forks while it is killed); reap this one's own."""
+    keep, pid = set(), os.getpid()
+    while pid > 0 and pid not in keep:
+        keep.add(pid)
+        pid = _parent(pid)
+    for _ in range(100):
+        others = [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) not in keep]
+        if not others:
+            break
+        for pid in others:
+            with contextlib.suppress(OSError):  # gone already
+                os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):  # none of its own left to reap
+            while os.waitpid(-1, os.WNOHANG)[0] > 0:
+                pass
+
+
 def main() -> None:
     spec, kwargs_json, limits_json = sys.argv[1:4]
+    sandboxed = sys.argv[4:] == ["--sandboxed"]
     # The protocol gets a private copy of stdout; the verifier's own prints go to stderr.
     channel = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)
@@ -51,6 +84,8 @@ def main() -> None:
         # what the verifier printed, out before its answer: buffered, it would reach stderr or
         # not depending on whether the worker flushed before it was killed
         sys.stdout.flush()
+        if sandboxed:
+            kill_the_others()
         send(message)
 
 

@@ -72,6 +72,10 @@ INLINE_REINTERRUPT_S = 0.05
 # An inline verifier still running max(timeout, this) after its timeout ends the process.
 INLINE_HARD_GRACE_S = 5.0
 MAX_MESSAGE_BYTES = 1024**2
+# What a worker's verifier may print, relayed to sgpo's stderr a line at a time with a prefix
+# (never the terminal's control codes); beyond this much a worker's output is dropped.
+MAX_RELAYED_BYTES = 64 * 1024
+RELAY_PREFIX = "verifier| "
 ISOLATIONS = ("inline", "process", "sandbox")
 
 VerifyFn = Callable[[str, str], float]
@@ -154,6 +158,13 @@ def reward_number(value: object) -> float:
     if not isinstance(value, numbers.Real):
         raise BadReward(f"returned {type(value).__name__} {printable(value)[:40]!r}, not a number")
     return float(value)
+
+
+def shown_output(data: bytes) -> str:
+    """A worker's printed bytes as text safe for a terminal and a log: UTF-8 (undecodable bytes
+    replaced), every control character but newline and tab shown as U+FFFD."""
+    text = data.decode("utf-8", "replace")
+    return "".join(c if c in "\n\t" or c.isprintable() else "\ufffd" for c in text)
 
 
 def printable(value: object) -> str:
@@ -420,7 +431,7 @@ class Verifier:
         reason = sandbox.unavailable_reason()
         if reason is not None:
             raise RuntimeError(f"no sandbox: {reason}")
-        return _Worker(sandbox.sandbox_command(inner, self.spec), env=None)
+        return _Worker(sandbox.sandbox_command([*inner, "--sandboxed"], self.spec), env=None)
 
     def _worker_call(self, response: str, reference: str) -> object:
         if self._worker is None:
@@ -451,7 +462,7 @@ def _kill_worker(process: subprocess.Popen, owner: int) -> None:
     with contextlib.suppress(ProcessLookupError):  # already gone
         os.killpg(process.pid, signal.SIGKILL)
     process.wait(timeout=5)
-    for pipe in (process.stdin, process.stdout):
+    for pipe in (process.stdin, process.stdout, process.stderr):
         if pipe is not None:
             pipe.close()
 
@@ -462,13 +473,18 @@ class _Worker:
     def __init__(self, command: list[str], env: dict | None) -> None:
         # Its own session: killing the process group takes the worker's children along, and a
         # Ctrl-C in the terminal reaches only sgpo.
+        # Its stderr is a pipe sgpo relays, not sgpo's own: a verifier handed the real one
+        # could truncate, forge or flood the user's log.
         self.process = subprocess.Popen(
             command,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             env=env,
             start_new_session=True,
         )
+        self.relayed = 0  # bytes of its output relayed so far
+        self._line_begun = False
         # killed when closed, or else once nothing holds the worker or Python exits: a run that
         # failed before it closed its verifier (a model that did not load, a refused resume)
         # must not leave the process behind
@@ -507,20 +523,26 @@ class _Worker:
                 raise self._died() from e
 
     def _receive(self, deadline: float, what: str) -> dict:
-        assert self.process.stdout is not None
-        fd = self.process.stdout.fileno()
+        assert self.process.stdout is not None and self.process.stderr is not None
+        fd, err = self.process.stdout.fileno(), self.process.stderr.fileno()
         while b"\n" not in self._pending:
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+            ready = select.select([fd, err], [], [], remaining)[0] if remaining > 0 else []
+            if not ready:
                 if what == "start up":
                     raise RuntimeError(f"no start within {STARTUP_TIMEOUT_S}s")
                 raise VerifierTimeout
+            if err in ready:
+                self._relay(os.read(err, 65536))
+            if fd not in ready:
+                continue
             chunk = os.read(fd, 65536)
             if not chunk:
                 raise self._died()
             self._pending += chunk
             if len(self._pending) > MAX_MESSAGE_BYTES:
                 raise WorkerDied("verifier worker sent an over-long message")
+        self._drain()  # the worker prints before it answers: what it printed is in the pipe
         line, _, self._pending = self._pending.partition(b"\n")
         try:
             message = json.loads(line)
@@ -530,12 +552,46 @@ class _Worker:
             raise WorkerDied(f"verifier worker sent {line[:80]!r}")
         return message
 
+    def _relay(self, data: bytes) -> bool:
+        """What the worker printed, to sgpo's stderr: each line after RELAY_PREFIX, control
+        codes shown as U+FFFD, at most MAX_RELAYED_BYTES in all; False at the pipe's end."""
+        if not data:
+            return False
+        room = max(MAX_RELAYED_BYTES - self.relayed, 0)
+        said_dropped = self.relayed > MAX_RELAYED_BYTES
+        self.relayed += len(data)
+        text = shown_output(data[:room])
+        if self.relayed > MAX_RELAYED_BYTES and not said_dropped:
+            text += f"\n[more than {MAX_RELAYED_BYTES} bytes printed: the rest is dropped]\n"
+        pieces = []
+        for line in text.splitlines(keepends=True):  # only "\n" is left to split at
+            pieces.append(line if self._line_begun else RELAY_PREFIX + line)
+            self._line_begun = not line.endswith("\n")
+        out = "".join(pieces)
+        sys.stderr.write(out)
+        sys.stderr.flush()
+        return True
+
+    def _drain(self) -> None:
+        """Relay what the worker's stderr holds now, a message's worth at most (a child it
+        left writing must not hold sgpo here)."""
+        assert self.process.stderr is not None
+        err, read = self.process.stderr.fileno(), 0
+        while read < MAX_MESSAGE_BYTES and select.select([err], [], [], 0)[0]:
+            chunk = os.read(err, 65536)
+            if not self._relay(chunk):
+                return
+            read += len(chunk)
+
     def _died(self) -> WorkerDied:
         try:
             code = self.process.wait(timeout=1)
         except subprocess.TimeoutExpired:
             code = None
+        self._drain()  # its last words (bwrap's own errors among them)
         return WorkerDied(f"verifier worker died (exit code {code})")
 
     def kill(self) -> None:
+        if self._finalizer.alive:
+            self._drain()  # what it printed before it hung or was closed
         self._finalizer()  # once: a later call, or the finalizer's own, does nothing
