@@ -642,6 +642,18 @@ def test_compare_md_says_where_the_fitted_levels_sit_against_the_target():
     )
     assert above.startswith("at or above the target in flops, tokens")
     assert "reach the target and never read a fitted speedup" in above
+    none = _levels_against_target(result(dict.fromkeys(("flops", "flops_train_all"))))
+    assert none.startswith("none: the baseline's fit gains nothing")
+
+
+def test_the_trained_fraction_is_null_where_a_summary_does_not_count_it():
+    from sgpo.compare import trained_fraction
+
+    counted = {"rollouts": 10, "trained_rollouts": 4}
+    assert trained_fraction([counted, counted | {"rollouts": 20}]) == pytest.approx(0.3)
+    # an older sgpo's summary lacks it; a run of such steps finished by this one holds null
+    assert trained_fraction([counted, {"rollouts": 10}]) is None
+    assert trained_fraction([counted, {"rollouts": 10, "trained_rollouts": None}]) is None
 
 
 def test_the_console_table_keeps_long_method_names_and_a_baseline_that_learned_nothing():

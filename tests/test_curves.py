@@ -84,6 +84,11 @@ def test_a_step_fit_reaches_a_level_at_an_evaluated_cost(monkeypatch: pytest.Mon
     assert reads == [10.0, 10.0, 10.0]
     smooth = fit_saturating(curve(0.40, 0.05, 30.0, COSTS))
     assert not smooth.step and smooth.cost_to(0.39) not in smooth.evaluated
+    # a fast curve fits as a step too, but a level it crosses after its second evaluation is
+    # read where the fit crosses it: evaluations bound that crossing
+    fast = fit_saturating(curve(0.50, 0.20, 3.0, [0.0, 10.0, 20.0, 30.0, 40.0]))
+    assert fast.step
+    assert fast.cost_to(0.495) == pytest.approx(-3.0 * math.log(0.005 / 0.2), rel=0.02)
 
 
 def test_gain_level_is_95_percent_of_the_baselines_fitted_gain():

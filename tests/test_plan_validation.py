@@ -6,6 +6,7 @@ embedded model asked to run a file task."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -164,6 +165,39 @@ def _one_group_size(value: object):  # noqa: ANN202
         return rows
 
     return edit
+
+
+@pytest.mark.parametrize(
+    ("edit", "said"),
+    [
+        ({"profile_flops": float("nan")}, "metadata field 'profile_flops' is nan, not a number"),
+        ({"profile_flops": -1e18}, "metadata field 'profile_flops' is -1e+18, not a number"),
+        ({"profile_flops": "1e9"}, "metadata field 'profile_flops' is '1e9', not a number"),
+        ({"inputs": "abc"}, "metadata field 'inputs' is 'abc', not a mapping"),
+    ],
+)
+def test_a_plans_metadata_that_training_reads_is_checked(
+    env: SimpleNamespace, tmp_path: Path, edit: dict, said: str
+) -> None:
+    """profile_flops is charged to the run: a NaN there made every FLOPs total NaN."""
+    rows, meta = read_table(env.plan)
+    path = tmp_path / "plan.parquet"
+    write_table(path, rows, meta | edit)
+    with pytest.raises(DataError, match=re.escape(f"{path}: {said}")):
+        read_plan(path)
+
+
+@pytest.mark.parametrize("column", ["mean_response_tokens", "prompt_tokens"])
+def test_a_plan_row_without_its_token_counts_is_refused(
+    env: SimpleNamespace, tmp_path: Path, column: str
+) -> None:
+    def emptied(rows: list[dict]) -> list[dict]:
+        rows[1][column] = None  # NaN in pandas, null in the file
+        return rows
+
+    path = edited_plan(env, tmp_path / "plan.parquet", emptied)
+    with pytest.raises(DataError, match=re.escape(f"{path}: row 1: field {column!r} is empty")):
+        read_plan(path)
 
 
 def test_duplicate_query_id_is_refused(env: SimpleNamespace, tmp_path: Path) -> None:

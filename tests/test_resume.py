@@ -710,6 +710,15 @@ def test_a_resume_keeps_the_plan_it_started_with(
         run_train(config, run, elsewhere, resume=True)
     said = str(refused.value)
     assert f"({plan_path.resolve()}); resume without --plan (the checkpoint keeps a copy" in said
+    # a checkpoint of an sgpo that kept no copy names the plan, changed since: no circular advice
+    older = Path(shutil.copytree(run, tmp_path / "older"))
+    for name in ("plan.parquet", sgpo.checkpoint.MANIFEST_FILE):
+        (older / STATE_DIR / name).unlink()
+    sgpo.checkpoint._write_manifest(older / STATE_DIR)
+    with pytest.raises(DataError) as refused:
+        run_train(config, older, resume=True)
+    said = str(refused.value)
+    assert "changed since the checkpoint); resume with that plan as it was" in said
     # found by the resume: the checkpoint's copy of the one it started with, said so
     run_train(config, run, resume=True)
     assert "is not the plan" in caplog.text and "continues with that one" in caplog.text

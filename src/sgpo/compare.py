@@ -388,7 +388,7 @@ def evaluations(run_dir: Path) -> list[dict]:
 def trained_fraction(summaries: list[dict]) -> float | None:
     """Mean over seeds of the share of generated rollouts given a backward pass; None where a
     run's summary (an older sgpo's) does not count its trained rollouts."""
-    if any("trained_rollouts" not in s for s in summaries):
+    if any(s.get("trained_rollouts") is None for s in summaries):  # absent, or null (resumed)
         return None
     return statistics.fmean(
         s["trained_rollouts"] / s["rollouts"] if s["rollouts"] else 0.0 for s in summaries
@@ -575,6 +575,7 @@ def fitted_read(
             "scale": fit.scale,
             "tau": fit.tau,
             "rmse": fit.rmse,
+            "step": fit.step,
             "cost_to_level": None if levels[name] is None else fit.cost_to(levels[name]),
         }
     return out
@@ -710,11 +711,10 @@ def _fitted(method: dict, key: str) -> str:
 
 def _levels_against_target(result: dict) -> str:
     """Where the fitted read's levels sit against the crossing's target, and what that means."""
-    above = [
-        name
-        for name, level in result["fit_levels"].items()
-        if level is not None and level >= result["target_acc"]
-    ]
+    levels = {name: level for name, level in result["fit_levels"].items() if level is not None}
+    if not levels:
+        return "none: the baseline's fit gains nothing, so no method reads a fitted speedup"
+    above = [name for name, level in levels.items() if level >= result["target_acc"]]
     if not above:
         return "below the target: a method can read a fitted speedup and never reach the target"
     return (

@@ -407,4 +407,4 @@ def scheduled_queries(
             )
         scheduled.append(ScheduledQuery(by_id[r.query_id], int(r.group_size)))
     warn_unplanned(rows, by_id.keys(), plan_path)
-    return scheduled, rows, float(meta["profile_flops"])
+    return scheduled, rows, float(meta.get("profile_flops") or 0.0)

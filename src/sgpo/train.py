@@ -476,9 +476,8 @@ class Trainer:
         summary = self.summary()
         atomic_write_json(self.run_dir / SUMMARY_FILE, summary)
         self.save_state()
-        # an adapter trained, new (model.lora) or given as the model and trained further
         lora = self.config.model.lora
-        if hasattr(self.policy.model, "merge_and_unload") and (lora is None or lora.save_merged):
+        if lora is not None and lora.save_merged:
             self.save_merged_model()
         self.close()
         return summary
@@ -550,8 +549,9 @@ def stop_requests() -> Iterator[Callable[[], bool]]:
             raise KeyboardInterrupt
         asked.append(signal.Signals(signum).name)
         log.warning(
-            "%s: stopping after this step, with a checkpoint to resume from (send it again "
-            "to stop at once, losing the steps since the last checkpoint)",
+            "%s: stopping after the step (or the initial evaluation) in progress, with a "
+            "checkpoint to resume from (send it again to stop at once, losing the steps since "
+            "the last checkpoint)",
             asked[0],
         )
 

@@ -58,10 +58,17 @@ def restore_trainer_state(trainer: Trainer) -> None:
     if state.get("plan_sha256") not in (None, trainer.plan_sha256):
         started = state.get("plan")
         here = started == str(trainer.plan_path.resolve())
+        copy = checkpoint.checkpoint_plan(trainer.run_dir)
+        kept = copy is not None and copy.resolve() != trainer.plan_path.resolve()
+        how = (
+            "resume without --plan (the checkpoint keeps a copy of the plan it started with)"
+            if kept  # --plan named another: the copy is what a plain resume takes
+            else "resume with that plan as it was"
+        )
         raise DataError(
             f"{trainer.plan_path}: not the plan this run was trained with ({started}"
-            f"{', changed since the checkpoint' if here else ''}); resume without --plan (the "
-            "checkpoint keeps a copy of the plan it started with) or start over with --overwrite"
+            f"{', changed since the checkpoint' if here else ''}); {how} or start over with "
+            "--overwrite"
         )
     trainer.update.optimizer.load_state_dict(blobs["optimizer"])
     trainer.update.lr_schedule.load_state_dict(blobs["lr_schedule"])

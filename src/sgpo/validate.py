@@ -34,6 +34,8 @@ NON_EMPTY_PLAN_COLUMNS = (
     "kept",
     "reason",
     "rank",
+    "prompt_tokens",  # the plan's rollouts are priced by them
+    "mean_response_tokens",
 )
 PLAN_REASONS = ("kept", "trivial", "unsolvable")
 # The profile.parquet columns sgpo plan reads.
@@ -193,6 +195,28 @@ def check_plan_rows(rows: list[dict], path: Path, columns: Sequence[str]) -> Non
                 "must be distinct and >= 0"
             )
         ranked[r["rank"]] = row
+
+
+# Metadata of a plan (and its profile) that is read as a mapping.
+MAPPING_PLAN_META = ("inputs", "rule", "summary", "sampling")
+
+
+def check_plan_meta(meta: dict, path: Path) -> None:
+    """The plan's metadata fields training reads, where present: profile_flops (charged to the
+    run) a finite number >= 0, and each of MAPPING_PLAN_META a mapping. (A plan made by hand
+    may leave profile_flops out: no profile is charged, as the verl and TRL paths read it.)"""
+    flops = meta.get("profile_flops")
+    if flops is not None and (not _is_real(flops) or flops < 0):
+        raise DataError(
+            f"{path}: metadata field 'profile_flops' is {flops!r}, not a number >= 0 (the "
+            "profile's cost, charged to the run); re-run sgpo plan"
+        )
+    for field in MAPPING_PLAN_META:
+        if meta.get(field) is not None and not isinstance(meta[field], dict):
+            raise DataError(
+                f"{path}: metadata field {field!r} is {meta[field]!r}, not a mapping; re-run "
+                "sgpo plan"
+            )
 
 
 def _check_plan_types(r: dict, where: str) -> None:

@@ -12,8 +12,8 @@ Two fits say nothing of where between evaluations a level is reached, and are re
 that does not rise reaches no level (where it starts above one, it misfits its first
 evaluations); a fit that completes GAIN_SHARE of its rise before its second evaluation is a
 step between its first two, and no evaluation shows where in that gap it rose (its tau is
-bounded only above, often at the grid's edge), so it reaches a level at the first evaluated
-cost at or after its fitted crossing.
+bounded only above, often at the grid's edge), so a level it crosses within that gap is read
+at the gap's end, the second evaluation.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class SaturatingFit:
 
     def cost_to(self, level: float) -> float | None:
         """The first cost at which the fit reaches level; None if it does not within [first,
-        last] or does not rise. A step fit's is the first evaluated cost at or after it."""
+        last] or does not rise. A step fit crossing within its first gap reads the gap's end."""
         if self.scale <= 0:  # flat or falling: it shows no learning to read a cost from
             return None
         if self(self.first) >= level:
@@ -59,7 +59,9 @@ class SaturatingFit:
         cost = -self.tau * math.log((self.plateau - level) / self.scale)
         if cost > self.last:
             return None
-        return min(c for c in self.evaluated if c >= cost) if self.step else cost
+        second = self.evaluated[1] if len(self.evaluated) > 1 else self.last
+        # in a step fit's first gap no evaluation says where it crossed: at its end, it had
+        return second if self.step and cost < second else cost
 
 
 def fit_saturating(points: Sequence[tuple[float, float]]) -> SaturatingFit:
