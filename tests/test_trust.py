@@ -8,6 +8,7 @@ import errno
 import json
 import os
 import pickle
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -364,6 +365,35 @@ def test_disk_full_is_a_clear_error(env: SimpleNamespace, tmp_path: Path) -> Non
     assert "Traceback" not in result.output
 
 
+@pytest.mark.parametrize(
+    ("error", "said"),
+    [
+        (
+            OSError(errno.EROFS, "Read-only file system", "p/.sgpo-outputs.json.x1"),
+            "error: p/.sgpo-outputs.json.x1 is on a read-only file system",
+        ),
+        (
+            PermissionError(errno.EACCES, "Permission denied", "p/chunk-00000.parquet"),
+            "error: permission denied: p/chunk-00000.parquet (Permission denied)",
+        ),
+    ],
+)
+def test_a_directory_sgpo_may_not_write_is_a_clear_error(
+    env: SimpleNamespace, tmp_path: Path, error: OSError, said: str
+) -> None:
+    def refused(*args: object, **kwargs: object) -> None:
+        raise error
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sgpo.profile, "write_table", refused)
+        result = CliRunner().invoke(
+            app, ["profile", "-c", str(env.config_path), "-o", str(tmp_path / "p")]
+        )
+    assert result.exit_code == 1, result.output
+    assert said in " ".join(result.output.split())
+    assert "Traceback" not in result.output
+
+
 def test_disk_full_in_a_checkpoints_weights_is_a_clear_error(
     env: SimpleNamespace, tmp_path: Path
 ) -> None:
@@ -467,3 +497,20 @@ def test_outputs_readable_and_stale_temps_cleaned(env: SimpleNamespace, tmp_path
     stale.write_bytes(b"half")
     run_plan(config, profile, out, overwrite=True)
     assert not stale.exists()
+
+
+def test_overwrite_removes_a_link_in_the_run_not_what_it_points_to(
+    env: SimpleNamespace, tmp_path: Path
+) -> None:
+    config = load_config(env.config_path)
+    run = tmp_path / "run"
+    run_train(config, run)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("mine")
+    shutil.rmtree(run / "final")
+    (run / "final").symlink_to(outside, target_is_directory=True)
+    run_train(config, run, overwrite=True)  # it stopped half-way on the link before
+    assert (outside / "keep.txt").read_text() == "mine"
+    assert (run / "final").is_dir() and not (run / "final").is_symlink()
+    assert (run / "summary.json").exists()

@@ -845,3 +845,16 @@ def test_math_verify_is_imported_with_the_verifiers_not_inside_a_timed_call() ->
     code = "import sys, sgpo.verifiers; print('math_verify.grader' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "True"
+
+
+@pytest.mark.parametrize("timeout_s", [1e10, 0.0, -1.0, float("nan")])
+def test_a_timeout_the_os_timers_cannot_take_is_refused_not_blamed_on_the_verifier(
+    timeout_s: float,
+) -> None:
+    """A huge timeout made every call an OverflowError, counted as the verifier's errors."""
+    from sgpo.config import RunConfig
+
+    with pytest.raises(ValueError, match=r"verifier timeout must be in \(0, 86400\] seconds"):
+        Verifier("sgpo.verifiers:math_verify", timeout_s=timeout_s)
+    with pytest.raises(ValueError, match="verifier_timeout_s"):
+        RunConfig.model_validate({"task": {"verifier_timeout_s": timeout_s}})

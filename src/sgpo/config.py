@@ -35,6 +35,9 @@ LossAggregation = Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-s
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|(cuda|xpu)(:\d+)?")
 
 
+MAX_VERIFIER_TIMEOUT_S = 86400.0  # seconds
+
+
 class Strict(BaseModel):
     # No float setting means anything at inf or NaN (lr=.inf trains NaN weights to rc 0).
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
@@ -230,7 +233,8 @@ class TaskConfig(Strict):
     verifier: str | None = None
     # Keyword arguments bound to the verifier, e.g. {rel_tol: 1e-3} for sgpo.verifiers:numeric.
     verifier_kwargs: dict[str, Any] = Field(default_factory=dict)
-    verifier_timeout_s: float = Field(5.0, gt=0)
+    # at most a day a call (the OS timers refuse far larger ones, which would read as errors)
+    verifier_timeout_s: float = Field(5.0, gt=0, le=MAX_VERIFIER_TIMEOUT_S)
     # "inline": in this process (fast, for trusted verifiers); "process": a separate, time- and
     # memory-limited process (crash isolation only); "sandbox": that process inside bubblewrap
     # (no network, no files but Python's, for code you do not trust). See sgpo.verify.

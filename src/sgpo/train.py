@@ -391,9 +391,9 @@ class Trainer:
         # a re-plan history or merged model of an earlier run too
         for name in (*TRAIN_OUTPUTS, *reported):
             path = self.run_dir / name
-            if path.is_dir():
+            if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path)
-            else:
+            else:  # a file, or a link put there (to a folder too): the link goes, not its target
                 path.unlink(missing_ok=True)
         atomic_write_text(self.run_dir / CONFIG_FILE, dump_config(self.config))
         self.log({"step": 0, **self.run_eval()})

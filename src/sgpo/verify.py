@@ -54,6 +54,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from sgpo import sandbox
+from sgpo.config import MAX_VERIFIER_TIMEOUT_S
 from sgpo.core.rewards import EQUAL_REWARDS_STD, rescale
 from sgpo.errors import ConfigError, DataError
 
@@ -278,6 +279,11 @@ class Verifier:
     ) -> None:
         if isolation not in ISOLATIONS:
             raise ValueError(f"verifier isolation must be one of {ISOLATIONS}, got {isolation!r}")
+        if not 0 < timeout_s <= MAX_VERIFIER_TIMEOUT_S:  # the OS timers refuse far larger ones
+            raise ValueError(
+                f"verifier timeout must be in (0, {MAX_VERIFIER_TIMEOUT_S:g}] seconds, got "
+                f"{timeout_s!r}"
+            )
         low, high = reward_range
         if not (math.isfinite(low) and math.isfinite(high) and low < high):
             raise ValueError(f"reward range must be finite with low < high, got {reward_range}")
