@@ -136,6 +136,28 @@ def test_a_small_float_answer_is_written_out_positionally(tmp_path: Path) -> Non
     assert math_verify("\\boxed{0.0000100}", data.train[0].answer) == 1.0
 
 
+def test_a_float32_answer_column_reads_as_written(tmp_path: Path) -> None:
+    """float32 widened to a double read 0.10000000149011612, which exact_match never meets."""
+    table = pa.table(
+        {
+            "prompt": ["a", "b", "c", "d"],
+            "answer": pa.array([0.1, 2.3, 3.0, -0.0], type=pa.float32()),
+        }
+    )
+    path = tmp_path / "f32.parquet"
+    pq.write_table(table, path)
+    data = load_file_task(
+        file_cfg(train=str(path), preset="plain", prompt_field="prompt", answer_field="answer")
+    )
+    assert [q.answer for q in data.train] == ["0.1", "2.3", "3", "0"]
+    table = table.set_column(1, "answer", pa.array([0.5, float("nan"), 1, 2], type=pa.float32()))
+    pq.write_table(table, path)
+    with pytest.raises(DataError, match=r"f32\.parquet: row 1: field 'answer' is nan, not a"):
+        load_file_task(
+            file_cfg(train=str(path), preset="plain", prompt_field="prompt", answer_field="answer")
+        )
+
+
 def test_plain_csv_column_mapping() -> None:
     cfg = file_cfg(
         train=str(PLAIN_CSV),
@@ -463,6 +485,28 @@ def test_a_save_to_disk_folder_loads_as_a_dataset_dict_and_says_what_to_do_as_on
 
 # (file name, content, config fields, the exact message; "{path}" stands for the file's path)
 BAD_INPUTS = [
+    (
+        "surrogate_question.jsonl",
+        '{"question": "a\\ud800b", "answer": "#### 1"}\n',
+        {"preset": "gsm8k"},
+        "{path}: row 0 (line 1): field 'question' holds an unpaired surrogate ('\\ud800') at "
+        "character 1: not text",
+    ),
+    (
+        "surrogate_answer.jsonl",
+        '{"question": "q", "answer": "#### 1\\udc00"}\n',
+        {"preset": "gsm8k"},
+        "{path}: row 0 (line 1): field 'answer' holds an unpaired surrogate ('\\udc00') at "
+        "character 6: not text",
+    ),
+    (
+        "huge_number.jsonl",
+        '{"question": "q", "answer": ' + "9" * 5000 + "}\n",
+        {"preset": "plain", "prompt_field": "question", "answer_field": "answer"},
+        "{path}: row 0 (line 1): not valid JSON here: Exceeds the limit (4300 digits) for "
+        "integer string conversion: value has 5000 digits; use sys.set_int_max_str_digits() to "
+        "increase the limit",
+    ),
     (
         "missing_question.jsonl",
         '{"question": "q", "answer": "#### 1"}\n{"answer": "#### 2"}\n',

@@ -38,6 +38,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from numpy import format_float_positional
 
 from sgpo.config import FileTaskConfig
@@ -245,11 +246,16 @@ def _jsonl_rows(source: Source) -> Iterator[tuple[object, int]]:
                     f"{row_label(source.label, row, line_no)}: field {e.args[0]!r} is given "
                     "twice in one object; keep the one that is meant"
                 ) from None
+            except ValueError as e:  # a number past Python's digit limit, and the like
+                raise DataError(
+                    f"{row_label(source.label, row, line_no)}: not valid JSON here: {e}"
+                ) from e
             yield record, line_no
             row += 1
 
 
 def _parquet_rows(source: Source) -> Iterator[tuple[object, None]]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
@@ -264,7 +270,16 @@ def _parquet_rows(source: Source) -> Iterator[tuple[object, None]]:
             return
         except Exception as e:  # noqa: BLE001 - a damaged page fails only when it is read
             raise DataError(f"{source.label}: not a readable parquet file: {e}") from e
+        # to_pylist widens a float32 (or float16) to a double: 0.1 would read 0.10000000149...
+        narrow = {
+            f.name: f.type.to_pandas_dtype()
+            for f in batch.schema
+            if pa.types.is_float32(f.type) or pa.types.is_float16(f.type)
+        }
         for record in batch.to_pylist():
+            for name, dtype in narrow.items():
+                if record[name] is not None:
+                    record[name] = dtype(record[name])
             yield record, None
 
 
@@ -378,7 +393,20 @@ def _scalar_text(value: object, where: str, field: str) -> str:
     while a parquet 3.0 is "3"; with exact_match, write answers as the model should give
     them, or use the numeric / math_verify verifier, which compare the numbers."""
     if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as e:  # JSON's "\ud800" escape: no character, no text
+            raise DataError(
+                f"{where}: field {field!r} holds an unpaired surrogate ({value[e.start]!r}) at "
+                f"character {e.start}: not text"
+            ) from None
         return value
+    if isinstance(value, np.floating) and not isinstance(value, float):
+        # a float32 column's value, written out as short as float32 round-trips: 0.1, not
+        # 0.10000000149011612
+        if not np.isfinite(value):
+            raise DataError(f"{where}: field {field!r} is {value}, not a finite number")
+        return format_float_positional(value + value.dtype.type(0), trim="-")
     if isinstance(value, float):
         if not math.isfinite(value):
             raise DataError(f"{where}: field {field!r} is {value}, not a finite number")
@@ -447,7 +475,7 @@ def _prompt_text(record: object, mapping: Mapping, where: str) -> str:
         value = content
     elif not isinstance(value, str):
         raise DataError(f"{where}: field {field!r} must be a string, got {_type_name(value)}")
-    return _non_empty(value, field, where)
+    return _non_empty(_scalar_text(value, where, field), field, where)  # (a text is checked)
 
 
 _PLAIN_HINT = (
