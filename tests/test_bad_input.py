@@ -1333,3 +1333,22 @@ def run_with_final(tmp: Path) -> Path:
     (tmp / "run" / "final").mkdir(parents=True)
     (tmp / "run" / "final" / "config.json").write_text("{}")
     return tmp / "run"
+
+
+def test_yaml_merge_keys_merge_and_a_key_twice_beside_one_is_still_refused(
+    tmp_path: Path,
+) -> None:
+    """`<<: *anchor` was refused as an unknown tag: a config sharing settings between sections
+    could not be read."""
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "sampling: &shared {temperature: 0.7, max_new_tokens: 12}\n"
+        "eval:\n  n_samples: 2\n"
+        "task:\n  verifier_kwargs:\n    <<: {rel_tol: 0.1, abs_tol: 2.0}\n    abs_tol: 3.0\n"
+    )
+    config = load_config(path)
+    assert config.task.verifier_kwargs == {"rel_tol": 0.1, "abs_tol": 3.0}  # its own key wins
+    assert config.sampling.temperature == 0.7
+    path.write_text("task:\n  verifier_kwargs:\n    <<: {rel_tol: 0.1}\n    a: 1\n    a: 2\n")
+    with pytest.raises(ConfigError, match="key 'a' given twice"):
+        load_config(path)

@@ -158,6 +158,20 @@ def test_a_float32_answer_column_reads_as_written(tmp_path: Path) -> None:
         )
 
 
+def test_a_csv_cell_longer_than_csvs_own_limit_is_read_whole(tmp_path: Path) -> None:
+    """csv refuses cells over 131072 characters, which read as a broken quote."""
+    import csv
+
+    path = tmp_path / "long.csv"
+    path.write_text('prompt,answer\n"' + "x" * 200_000 + '",3\nq,4\n')
+    limit = csv.field_size_limit()
+    data = load_file_task(
+        file_cfg(train=str(path), preset="plain", prompt_field="prompt", answer_field="answer")
+    )
+    assert [len(q.prompt) for q in data.train] == [200_000, 1]
+    assert csv.field_size_limit() == limit  # set back for the rest of the process
+
+
 def test_plain_csv_column_mapping() -> None:
     cfg = file_cfg(
         train=str(PLAIN_CSV),

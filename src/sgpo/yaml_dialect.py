@@ -13,6 +13,8 @@ import yaml
 
 from sgpo.errors import ConfigError
 
+MERGE_TAG = "tag:yaml.org,2002:merge"
+
 
 class UniqueKeyLoader(yaml.SafeLoader):
     """YAML's safe loader, refusing a key given twice in one mapping (the later one would
@@ -21,6 +23,8 @@ class UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         seen: set = set()
         for key_node, _ in node.value:
+            if key_node.tag == MERGE_TAG:  # `<<: *base`: merged by the safe loader below, where
+                continue  # a key given here overrides the merged one's
             key = self.construct_object(key_node, deep=deep)
             if not isinstance(key, Hashable):  # YAML's own error for it, not a TypeError
                 raise yaml.constructor.ConstructorError(

@@ -292,46 +292,53 @@ def _csv_rows(source: Source, read: set[str]) -> Iterator[tuple[dict, int]]:
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
         raise DataError(f"{source.label}: line {line}: not valid UTF-8") from None
-    with io.StringIO(text, newline="") as f:
-        # strict: a quote opened and never closed is an error, not one cell that swallows every
-        # line after it (those rows would be lost without a word)
-        reader = csv.reader(f, strict=True)
+    # csv's cell limit (131072 characters) would refuse a long prompt as a broken quote; no
+    # cell can be longer than the file (set back when the rows are read)
+    previous = csv.field_size_limit(max(csv.field_size_limit(), len(text)))
+    try:
+        with io.StringIO(text, newline="") as f:
+            # strict: a quote opened and never closed is an error, not one cell that swallows every
+            # line after it (those rows would be lost without a word)
+            reader = csv.reader(f, strict=True)
 
-        def next_record(where: str) -> list[str] | None:
-            try:
-                return next(reader, None)
-            except csv.Error as e:
-                raise DataError(
-                    f"{where}: not valid CSV ({e} by line {reader.line_num}): a quote opened in "
-                    "a cell and not closed, or text after a closing quote"
-                ) from None
+            def next_record(where: str) -> list[str] | None:
+                try:
+                    return next(reader, None)
+                except csv.Error as e:
+                    raise DataError(
+                        f"{where}: not valid CSV ({e} by line {reader.line_num}): a quote "
+                        "opened in a cell and not closed, or text after a closing quote"
+                    ) from None
 
-        header = next_record(f"{source.label}: line 1 (the header)")
-        if header is None:
-            return
-        # A column the mapping reads, named by two columns, would silently be the last of them
-        # (csv.DictReader's way): refused. Columns it does not read keep their last cell.
-        twice = sorted({name for name in header if name in read and header.count(name) > 1})
-        if twice:
-            raise DataError(
-                f"{source.label}: line {reader.line_num}: the header names column(s) "
-                f"{', '.join(map(repr, twice))} more than once"
-            )
-        row, last_line = 0, reader.line_num
-        while True:  # a quoted cell may span lines: a record starts after the last
-            start = last_line + 1
-            cells = next_record(row_label(source.label, row, start))
-            if cells is None:
+            header = next_record(f"{source.label}: line 1 (the header)")
+            if header is None:
                 return
-            last_line = reader.line_num
-            if not cells:
-                continue  # a blank line is not a row
-            if len(cells) > len(header):
-                where = row_label(source.label, row, start)
-                raise DataError(f"{where}: more cells than header columns")
-            # A short line leaves its trailing columns out (reported as missing fields).
-            yield dict(zip(header, cells, strict=False)), start
-            row += 1
+            # A column the mapping reads, named by two columns, would silently be the last of them
+            # (csv.DictReader's way): refused. Columns it does not read keep their last cell.
+            twice = sorted({name for name in header if name in read and header.count(name) > 1})
+            if twice:
+                raise DataError(
+                    f"{source.label}: line {reader.line_num}: the header names column(s) "
+                    f"{', '.join(map(repr, twice))} more than once"
+                )
+            row, last_line = 0, reader.line_num
+            while True:  # a quoted cell may span lines: a record starts after the last
+                start = last_line + 1
+                cells = next_record(row_label(source.label, row, start))
+                if cells is None:
+                    return
+                last_line = reader.line_num
+                if not cells:
+                    continue  # a blank line is not a row
+                if len(cells) > len(header):
+                    where = row_label(source.label, row, start)
+                    raise DataError(f"{where}: more cells than header columns")
+                # A short line leaves its trailing columns out (reported as missing fields).
+                yield dict(zip(header, cells, strict=False)), start
+                row += 1
+
+    finally:
+        csv.field_size_limit(previous)
 
 
 def _dataset_rows(source: Source, limit: int | None) -> Iterator[tuple[int, object]]:
