@@ -127,3 +127,12 @@ def forge_log(response: str, reference: str) -> float:
     os.write(2, b"\x1b]0;pwned\x07FORGED sgpo: all good\n" + b"x" * json.loads(reference)["flood"])
     os.ftruncate(2, 0)  # an OSError on a pipe: blocked
     return 1.0
+
+
+def open_line(response: str, reference: str) -> float:
+    """Leaves its line open, with an "é" split between two writes; to run on unmarked into
+    sgpo's next line, or its own next print."""
+    os.write(2, b"half a line \xc3")
+    time.sleep(0.05)
+    os.write(2, b"\xa9")
+    return 1.0

@@ -150,6 +150,32 @@ def test_a_float32_answer_column_reads_as_written(tmp_path: Path) -> None:
         file_cfg(train=str(path), preset="plain", prompt_field="prompt", answer_field="answer")
     )
     assert [q.answer for q in data.train] == ["0.1", "2.3", "3", "0"]
+    # inside a struct too (a verl-style reward_model.ground_truth), and a float32 level column
+    # is the MATH bucket a float64 one is
+    nested = pa.table(
+        {
+            "problem": ["a", "b"],
+            "reward_model": pa.array(
+                [{"ground_truth": 0.1}, {"ground_truth": 2.5}],
+                type=pa.struct([("ground_truth", pa.float32())]),
+            ),
+            "level": pa.array([2.0, 3.0], type=pa.float32()),
+        }
+    )
+    pq.write_table(nested, path)
+    fields = {"prompt_field": "problem", "answer_field": "reward_model.ground_truth"}
+    data = load_file_task(file_cfg(train=str(path), preset="plain", **fields))
+    assert [q.answer for q in data.train] == ["0.1", "2.5"]
+    as_double = tmp_path / "f64.parquet"
+    pq.write_table(
+        nested.set_column(2, "level", pa.array([2.0, 3.0], type=pa.float64())), as_double
+    )
+
+    def buckets(file: Path) -> list[str]:
+        config = file_cfg(train=str(file), preset="plain", difficulty_field="level", **fields)
+        return [q.difficulty for q in load_file_task(config).train]
+
+    assert buckets(path) == buckets(as_double)
     table = table.set_column(1, "answer", pa.array([0.5, float("nan"), 1, 2], type=pa.float32()))
     pq.write_table(table, path)
     with pytest.raises(DataError, match=r"f32\.parquet: row 1: field 'answer' is nan, not a"):

@@ -83,6 +83,21 @@ def test_a_verifier_cannot_rewrite_or_flood_sgpos_log(
     assert f"more than {MAX_RELAYED_BYTES} bytes printed: the rest is dropped" in err
 
 
+def test_a_line_a_verifier_leaves_open_ends_with_its_call(
+    isolation: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    v = Verifier("attack_verifiers:open_line", timeout_s=15.0, isolation=isolation)
+    try:
+        assert v.score_one("", "{}", "q") == 1.0
+        sys.stderr.write("sgpo's own line\n")
+        sys.stderr.flush()
+        assert v.score_one("", "{}", "q") == 1.0
+    finally:
+        v.close()
+    mark = f"{RELAY_PREFIX}half a line \u00e9\n"  # one character, though written in two parts
+    assert capfd.readouterr().err == f"{mark}sgpo's own line\n{mark}"
+
+
 @pytest.mark.parametrize("name", ["raw_socket", "reloaded_socket", "subprocess_socket"])
 def test_no_connection_to_a_host_listener(
     isolation: str, name: str, tcp_listener: socket.socket
@@ -178,6 +193,15 @@ def test_a_sandboxed_call_leaves_nothing_running_into_the_next(isolation: str) -
         for pid in processes_running(b"sleep\0" + seconds.encode() + b"\0"):
             os.kill(pid, signal.SIGKILL)
     assert bool(running) == (isolation == "process")
+
+
+def test_a_helper_the_verifier_starts_as_it_is_imported_stays(isolation: str) -> None:
+    v = Verifier("helper_verifier:echo", timeout_s=15.0, isolation=isolation)
+    try:
+        assert [v.score_one("", f"ref{i}", "q") for i in range(3)] == [1.0, 1.0, 1.0]
+    finally:
+        v.close()
+    assert (v.stats.errors, v.stats.timeouts) == (0, 0)
 
 
 @pytest.mark.skipif(

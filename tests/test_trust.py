@@ -370,11 +370,11 @@ def test_disk_full_is_a_clear_error(env: SimpleNamespace, tmp_path: Path) -> Non
     [
         (
             OSError(errno.EROFS, "Read-only file system", "p/.sgpo-outputs.json.x1"),
-            "error: p/.sgpo-outputs.json.x1 is on a read-only file system",
+            "error: p/.sgpo-outputs.json.x1: Read-only file system",
         ),
         (
             PermissionError(errno.EACCES, "Permission denied", "p/chunk-00000.parquet"),
-            "error: permission denied: p/chunk-00000.parquet (Permission denied)",
+            "error: p/chunk-00000.parquet: Permission denied",
         ),
     ],
 )

@@ -126,12 +126,11 @@ def _user_errors(command: Callable) -> Callable:
                 "compare by running it again"
             )
             raise typer.Exit(130) from e
-        except PermissionError as e:  # a read-only or someone else's directory (EACCES, EPERM)
-            _print_error(f"error: permission denied: {e.filename} ({e.strerror})")
-            raise typer.Exit(1) from e
         except Exception as e:
-            if isinstance(e, OSError) and e.errno == errno.EROFS:
-                _print_error(f"error: {e.filename} is on a read-only file system")
+            # a read-only or someone else's directory: the file the OS names, or else a bug
+            named = isinstance(e, OSError) and e.filename is not None
+            if named and (isinstance(e, PermissionError) or e.errno == errno.EROFS):
+                _print_error(f"error: {e.filename}: {e.strerror}")
                 raise typer.Exit(1) from e
             if not _disk_full(e):
                 raise

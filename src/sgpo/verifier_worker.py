@@ -4,8 +4,9 @@ Started by sgpo.verify for isolation "process" and (inside bubblewrap, --sandbox
 It speaks JSON lines: it first answers {"ready": true} or {"error": ...}, then reads
 {"response", "reference"} per line and answers {"score": float} or {"error": "Type: message"}.
 JSON, not pickle: the parent must never execute what an untrusted worker sends back. Sandboxed,
-it kills every other process of its PID namespace after each call (bwrap's init and its own
-ancestors aside), so nothing a call started runs on, using CPU or memory, into the next.
+it kills every process of its PID namespace a call started once the call is answered (what ran
+when the verifier was imported, bwrap's init and the worker itself aside), so nothing a call
+started runs on, using CPU or memory, into the next.
 """
 
 from __future__ import annotations
@@ -33,15 +34,22 @@ def _parent(pid: int) -> int:
         return 0
 
 
-def kill_the_others() -> None:
-    """SIGKILL every process of the sandbox's PID namespace but this one and its ancestors,
+def running() -> set[int]:
+    """The processes of the PID namespace, from /proc."""
+    return {int(p) for p in os.listdir("/proc") if p.isdigit()}
+
+
+def kill_the_others(resident: set[int]) -> None:
+    """SIGKILL every process of the sandbox's PID namespace but this one, its ancestors and
+    the `resident` ones (those running when the verifier was imported: helpers it keeps),
     again until none is left (a fork bomb forks while it is killed); reap this one's own."""
-    keep, pid = set(), os.getpid()
-    while pid > 0 and pid not in keep:
-        keep.add(pid)
+    ancestors, pid = set(), os.getpid()
+    while pid > 0 and pid not in ancestors:
+        ancestors.add(pid)
         pid = _parent(pid)
+    keep = resident | ancestors
     for _ in range(100):
-        others = [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) not in keep]
+        others = [p for p in running() if p not in keep]
         if not others:
             break
         for pid in others:
@@ -72,6 +80,7 @@ def main() -> None:
     except BaseException as e:  # noqa: BLE001 - reported to the parent, which refuses the spec
         send({"error": f"{type(e).__name__}: {e}"})
         return
+    resident = running() if sandboxed else set()  # the helpers its import started stay
     send({"ready": True})
     for line in sys.stdin:
         request = json.loads(line)
@@ -85,7 +94,7 @@ def main() -> None:
         # not depending on whether the worker flushed before it was killed
         sys.stdout.flush()
         if sandboxed:
-            kill_the_others()
+            kill_the_others(resident)
         send(message)
 
 

@@ -27,6 +27,7 @@ Isolation:
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import faulthandler
 import functools
@@ -161,10 +162,9 @@ def reward_number(value: object) -> float:
     return float(value)
 
 
-def shown_output(data: bytes) -> str:
-    """A worker's printed bytes as text safe for a terminal and a log: UTF-8 (undecodable bytes
-    replaced), every control character but newline and tab shown as U+FFFD."""
-    text = data.decode("utf-8", "replace")
+def shown_output(text: str) -> str:
+    """A worker's printed text made safe for a terminal and a log: every control character but
+    newline and tab shown as U+FFFD."""
     return "".join(c if c in "\n\t" or c.isprintable() else "\ufffd" for c in text)
 
 
@@ -490,7 +490,10 @@ class _Worker:
             start_new_session=True,
         )
         self.relayed = 0  # bytes of its output relayed so far
+        self.stderr_open = True
         self._line_begun = False
+        # one decoder for the stream: a character split between two reads stays one
+        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
         # killed when closed, or else once nothing holds the worker or Python exits: a run that
         # failed before it closed its verifier (a model that did not load, a refused resume)
         # must not leave the process behind
@@ -533,7 +536,8 @@ class _Worker:
         fd, err = self.process.stdout.fileno(), self.process.stderr.fileno()
         while b"\n" not in self._pending:
             remaining = deadline - time.monotonic()
-            ready = select.select([fd, err], [], [], remaining)[0] if remaining > 0 else []
+            watched = [fd, err] if self.stderr_open else [fd]  # a closed stderr is always ready
+            ready = select.select(watched, [], [], remaining)[0] if remaining > 0 else []
             if not ready:
                 if what == "start up":
                     raise RuntimeError(f"no start within {STARTUP_TIMEOUT_S}s")
@@ -562,32 +566,46 @@ class _Worker:
         """What the worker printed, to sgpo's stderr: each line after RELAY_PREFIX, control
         codes shown as U+FFFD, at most MAX_RELAYED_BYTES in all; False at the pipe's end."""
         if not data:
+            self.stderr_open = False
             return False
         room = max(MAX_RELAYED_BYTES - self.relayed, 0)
         said_dropped = self.relayed > MAX_RELAYED_BYTES
         self.relayed += len(data)
-        text = shown_output(data[:room])
+        text = shown_output(self._decoder.decode(data[:room]))
         if self.relayed > MAX_RELAYED_BYTES and not said_dropped:
             text += f"\n[more than {MAX_RELAYED_BYTES} bytes printed: the rest is dropped]\n"
         pieces = []
         for line in text.splitlines(keepends=True):  # only "\n" is left to split at
             pieces.append(line if self._line_begun else RELAY_PREFIX + line)
             self._line_begun = not line.endswith("\n")
-        out = "".join(pieces)
-        sys.stderr.write(out)
-        sys.stderr.flush()
+        self._write("".join(pieces))
         return True
+
+    def _end_line(self) -> None:
+        """A line the worker left open is ended: sgpo's next line, or the worker's next print,
+        must not run on from it unmarked."""
+        if self._line_begun:
+            self._line_begun = False
+            self._write("\n")
+
+    @staticmethod
+    def _write(text: str) -> None:
+        # a closed or missing stderr (`2>&1 | head` ended) must not fail the verifier's call
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            sys.stderr.write(text)
+            sys.stderr.flush()
 
     def _drain(self) -> None:
         """Relay what the worker's stderr holds now, a message's worth at most (a child it
-        left writing must not hold sgpo here)."""
+        left writing must not hold sgpo here), and end a line it left open."""
         assert self.process.stderr is not None
         err, read = self.process.stderr.fileno(), 0
-        while read < MAX_MESSAGE_BYTES and select.select([err], [], [], 0)[0]:
+        while self.stderr_open and read < MAX_MESSAGE_BYTES and select.select([err], [], [], 0)[0]:
             chunk = os.read(err, 65536)
             if not self._relay(chunk):
-                return
+                break
             read += len(chunk)
+        self._end_line()
 
     def _died(self) -> WorkerDied:
         try:
@@ -598,6 +616,8 @@ class _Worker:
         return WorkerDied(f"verifier worker died (exit code {code})")
 
     def kill(self) -> None:
-        if self._finalizer.alive:
-            self._drain()  # what it printed before it hung or was closed
-        self._finalizer()  # once: a later call, or the finalizer's own, does nothing
+        try:
+            if self._finalizer.alive:
+                self._drain()  # what it printed before it hung or was closed
+        finally:
+            self._finalizer()  # once: a later call, or the finalizer's own, does nothing

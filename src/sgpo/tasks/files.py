@@ -255,7 +255,6 @@ def _jsonl_rows(source: Source) -> Iterator[tuple[object, int]]:
 
 
 def _parquet_rows(source: Source) -> Iterator[tuple[object, None]]:
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
@@ -271,16 +270,40 @@ def _parquet_rows(source: Source) -> Iterator[tuple[object, None]]:
         except Exception as e:  # noqa: BLE001 - a damaged page fails only when it is read
             raise DataError(f"{source.label}: not a readable parquet file: {e}") from e
         # to_pylist widens a float32 (or float16) to a double: 0.1 would read 0.10000000149...
-        narrow = {
-            f.name: f.type.to_pandas_dtype()
-            for f in batch.schema
-            if pa.types.is_float32(f.type) or pa.types.is_float16(f.type)
-        }
+        names = batch.schema.names
+        narrow = [f for f in batch.schema if names.count(f.name) == 1 and _narrow_floats(f.type)]
         for record in batch.to_pylist():
-            for name, dtype in narrow.items():
-                if record[name] is not None:
-                    record[name] = dtype(record[name])
+            for field in narrow:
+                record[field.name] = _as_written(record[field.name], field.type)
             yield record, None
+
+
+def _narrow_floats(arrow_type: object) -> bool:
+    """Whether a parquet type holds float32 or float16 values, in structs and lists too."""
+    import pyarrow as pa
+
+    if pa.types.is_float32(arrow_type) or pa.types.is_float16(arrow_type):
+        return True
+    if pa.types.is_struct(arrow_type):
+        return any(_narrow_floats(arrow_type.field(i).type) for i in range(arrow_type.num_fields))
+    if pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type):
+        return _narrow_floats(arrow_type.value_type)
+    return False
+
+
+def _as_written(value: object, arrow_type: object) -> object:
+    """A value of a parquet type holding float32 (float16) floats, each float the shortest
+    decimal its own precision round-trips (0.1, not its double's 0.10000000149011612)."""
+    import pyarrow as pa
+
+    if value is None:
+        return None
+    if pa.types.is_float32(arrow_type) or pa.types.is_float16(arrow_type):
+        narrow = arrow_type.to_pandas_dtype()(value)
+        return float(format_float_positional(narrow)) if np.isfinite(narrow) else value
+    if pa.types.is_struct(arrow_type):
+        return {name: _as_written(value.get(name), arrow_type.field(name).type) for name in value}
+    return [_as_written(item, arrow_type.value_type) for item in value]
 
 
 def _csv_rows(source: Source, read: set[str]) -> Iterator[tuple[dict, int]]:
@@ -408,12 +431,6 @@ def _scalar_text(value: object, where: str, field: str) -> str:
                 f"character {e.start}: not text"
             ) from None
         return value
-    if isinstance(value, np.floating) and not isinstance(value, float):
-        # a float32 column's value, written out as short as float32 round-trips: 0.1, not
-        # 0.10000000149011612
-        if not np.isfinite(value):
-            raise DataError(f"{where}: field {field!r} is {value}, not a finite number")
-        return format_float_positional(value + value.dtype.type(0), trim="-")
     if isinstance(value, float):
         if not math.isfinite(value):
             raise DataError(f"{where}: field {field!r} is {value}, not a finite number")
