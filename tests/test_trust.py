@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 from tiny_run import kill_when, start_cli, tiny_tree, write_config
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 import sgpo.checkpoint
 import sgpo.profile
@@ -349,15 +349,21 @@ def test_float_answers_normalised_and_nonfinite_refused(tmp_path: Path) -> None:
             split(bad)
 
 
-def test_disk_full_is_a_clear_error(env: SimpleNamespace, tmp_path: Path) -> None:
-    def full(*args: object, **kwargs: object) -> None:
-        raise OSError(errno.ENOSPC, "No space left on device", "chunk-00000.parquet")
+def profile_whose_writes_raise(env: SimpleNamespace, out: Path, error: BaseException) -> Result:
+    """`sgpo profile` into out, its table writes raising error (a full disk, a read-only
+    directory, a Ctrl-C)."""
+
+    def raising(*args: object, **kwargs: object) -> None:
+        raise error
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(sgpo.profile, "write_table", full)
-        result = CliRunner().invoke(
-            app, ["profile", "-c", str(env.config_path), "-o", str(tmp_path / "p")]
-        )
+        mp.setattr(sgpo.profile, "write_table", raising)
+        return CliRunner().invoke(app, ["profile", "-c", str(env.config_path), "-o", str(out)])
+
+
+def test_disk_full_is_a_clear_error(env: SimpleNamespace, tmp_path: Path) -> None:
+    full = OSError(errno.ENOSPC, "No space left on device", "chunk-00000.parquet")
+    result = profile_whose_writes_raise(env, tmp_path / "p", full)
     assert result.exit_code == 1, result.output
     assert "error: disk full writing chunk-00000.parquet (No space left on device)" in (
         result.output
@@ -381,14 +387,7 @@ def test_disk_full_is_a_clear_error(env: SimpleNamespace, tmp_path: Path) -> Non
 def test_a_directory_sgpo_may_not_write_is_a_clear_error(
     env: SimpleNamespace, tmp_path: Path, error: OSError, said: str
 ) -> None:
-    def refused(*args: object, **kwargs: object) -> None:
-        raise error
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(sgpo.profile, "write_table", refused)
-        result = CliRunner().invoke(
-            app, ["profile", "-c", str(env.config_path), "-o", str(tmp_path / "p")]
-        )
+    result = profile_whose_writes_raise(env, tmp_path / "p", error)
     assert result.exit_code == 1, result.output
     assert said in " ".join(result.output.split())
     assert "Traceback" not in result.output
@@ -415,14 +414,7 @@ def test_disk_full_in_a_checkpoints_weights_is_a_clear_error(
 
 
 def test_ctrl_c_says_what_is_kept_and_how_to_go_on(env: SimpleNamespace, tmp_path: Path) -> None:
-    def interrupted(*args: object, **kwargs: object) -> None:
-        raise KeyboardInterrupt
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(sgpo.profile, "write_table", interrupted)
-        result = CliRunner().invoke(
-            app, ["profile", "-c", str(env.config_path), "-o", str(tmp_path / "p")]
-        )
+    result = profile_whose_writes_raise(env, tmp_path / "p", KeyboardInterrupt())
     assert result.exit_code == 130, result.output
     said = " ".join(result.output.split())
     assert "interrupted: the outputs already written are complete" in said
