@@ -1352,3 +1352,6 @@ def test_yaml_merge_keys_merge_and_a_key_twice_beside_one_is_still_refused(
     path.write_text("task:\n  verifier_kwargs:\n    <<: {rel_tol: 0.1}\n    a: 1\n    a: 2\n")
     with pytest.raises(ConfigError, match="key 'a' given twice"):
         load_config(path)
+    path.write_text("task:\n  verifier_kwargs:\n    <<: {a: 1}\n    <<: {a: 2}\n")
+    with pytest.raises(ConfigError, match="merge key '<<' given twice"):  # one would be lost
+        load_config(path)
