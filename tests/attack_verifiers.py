@@ -136,3 +136,9 @@ def open_line(response: str, reference: str) -> float:
     time.sleep(0.05)
     os.write(2, b"\xa9")
     return 1.0
+
+
+def cut_character(response: str, reference: str) -> float:
+    """Ends its call half-way through a character."""
+    os.write(2, b"cut \xc3")
+    return 1.0

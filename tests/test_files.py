@@ -155,9 +155,13 @@ def test_a_float32_answer_column_reads_as_written(tmp_path: Path) -> None:
     nested = pa.table(
         {
             "problem": ["a", "b"],
-            "reward_model": pa.array(
-                [{"ground_truth": 0.1}, {"ground_truth": 2.5}],
-                type=pa.struct([("ground_truth", pa.float32())]),
+            "reward_model": pa.array(  # verl's shape: a text beside the float
+                [{"ground_truth": 0.1, "style": "rule"}, {"ground_truth": 2.5, "style": "rule"}],
+                type=pa.struct([("ground_truth", pa.float32()), ("style", pa.string())]),
+            ),
+            "extra_info": pa.array(  # not read: left as it is
+                [{"index": 0, "scores": [0.1]}, {"index": 1, "scores": []}],
+                type=pa.struct([("index", pa.int64()), ("scores", pa.list_(pa.float32()))]),
             ),
             "level": pa.array([2.0, 3.0], type=pa.float32()),
         }
@@ -168,7 +172,7 @@ def test_a_float32_answer_column_reads_as_written(tmp_path: Path) -> None:
     assert [q.answer for q in data.train] == ["0.1", "2.5"]
     as_double = tmp_path / "f64.parquet"
     pq.write_table(
-        nested.set_column(2, "level", pa.array([2.0, 3.0], type=pa.float64())), as_double
+        nested.set_column(3, "level", pa.array([2.0, 3.0], type=pa.float64())), as_double
     )
 
     def buckets(file: Path) -> list[str]:

@@ -96,6 +96,13 @@ def test_a_line_a_verifier_leaves_open_ends_with_its_call(
         v.close()
     mark = f"{RELAY_PREFIX}half a line \u00e9\n"  # one character, though written in two parts
     assert capfd.readouterr().err == f"{mark}sgpo's own line\n{mark}"
+    # a character left half-written ends with its call too, not at the next call's start
+    v = Verifier("attack_verifiers:cut_character", timeout_s=15.0, isolation=isolation)
+    try:
+        assert [v.score_one("", "{}", "q") for _ in range(2)] == [1.0, 1.0]
+    finally:
+        v.close()
+    assert capfd.readouterr().err == f"{RELAY_PREFIX}cut \ufffd\n" * 2
 
 
 @pytest.mark.parametrize("name", ["raw_socket", "reloaded_socket", "subprocess_socket"])

@@ -571,19 +571,24 @@ class _Worker:
         room = max(MAX_RELAYED_BYTES - self.relayed, 0)
         said_dropped = self.relayed > MAX_RELAYED_BYTES
         self.relayed += len(data)
-        text = shown_output(self._decoder.decode(data[:room]))
+        text = self._decoder.decode(data[:room])
         if self.relayed > MAX_RELAYED_BYTES and not said_dropped:
             text += f"\n[more than {MAX_RELAYED_BYTES} bytes printed: the rest is dropped]\n"
+        self._show(text)
+        return True
+
+    def _show(self, text: str) -> None:
+        """Printed text to sgpo's stderr, each line it begins marked with RELAY_PREFIX."""
         pieces = []
-        for line in text.splitlines(keepends=True):  # only "\n" is left to split at
+        for line in shown_output(text).splitlines(keepends=True):  # only "\n" splits now
             pieces.append(line if self._line_begun else RELAY_PREFIX + line)
             self._line_begun = not line.endswith("\n")
         self._write("".join(pieces))
-        return True
 
     def _end_line(self) -> None:
-        """A line the worker left open is ended: sgpo's next line, or the worker's next print,
-        must not run on from it unmarked."""
+        """A line the worker left open is ended (a character it left half-written shown as
+        U+FFFD): sgpo's next line, or the worker's next print, must not run on from it."""
+        self._show(self._decoder.decode(b"", final=True))
         if self._line_begun:
             self._line_begun = False
             self._write("\n")

@@ -22,13 +22,14 @@ class UniqueKeyLoader(yaml.SafeLoader):
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         seen: set = set()
+        merged = False
         for key_node, _ in node.value:
             if key_node.tag == MERGE_TAG:  # `<<: *base`: merged by the safe loader below, where
-                if MERGE_TAG in seen:  # a key given here overrides the merged one's
+                if merged:  # a key given here overrides the merged one's
                     raise yaml.constructor.ConstructorError(
                         None, None, "merge key '<<' given twice", key_node.start_mark
                     )
-                seen.add(MERGE_TAG)
+                merged = True
                 continue
             key = self.construct_object(key_node, deep=deep)
             if not isinstance(key, Hashable):  # YAML's own error for it, not a TypeError

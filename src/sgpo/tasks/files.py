@@ -198,8 +198,10 @@ def iter_rows(
     suffix = source.local.suffix.lower()
     if suffix == ".csv":
         records = _csv_rows(source, read)
-    else:
-        records = {".jsonl": _jsonl_rows, ".parquet": _parquet_rows}[suffix](source)
+    elif suffix == ".parquet":
+        records = _parquet_rows(source, read)
+    else:  # .jsonl (FILE_SUFFIXES)
+        records = _jsonl_rows(source)
     for row, (record, line) in enumerate(records):
         if limit is not None and row >= limit:
             return
@@ -254,7 +256,7 @@ def _jsonl_rows(source: Source) -> Iterator[tuple[object, int]]:
             row += 1
 
 
-def _parquet_rows(source: Source) -> Iterator[tuple[object, None]]:
+def _parquet_rows(source: Source, read: set[str]) -> Iterator[tuple[object, None]]:
     import pyarrow.parquet as pq
 
     try:
@@ -270,8 +272,13 @@ def _parquet_rows(source: Source) -> Iterator[tuple[object, None]]:
         except Exception as e:  # noqa: BLE001 - a damaged page fails only when it is read
             raise DataError(f"{source.label}: not a readable parquet file: {e}") from e
         # to_pylist widens a float32 (or float16) to a double: 0.1 would read 0.10000000149...
-        names = batch.schema.names
-        narrow = [f for f in batch.schema if names.count(f.name) == 1 and _narrow_floats(f.type)]
+        # in the columns read (a field "a.b" is in column "a"), each named once
+        names, wanted = batch.schema.names, read | {name.split(".")[0] for name in read}
+        narrow = [
+            f
+            for f in batch.schema
+            if f.name in wanted and names.count(f.name) == 1 and _narrow_floats(f.type)
+        ]
         for record in batch.to_pylist():
             for field in narrow:
                 record[field.name] = _as_written(record[field.name], field.type)
@@ -296,14 +303,14 @@ def _as_written(value: object, arrow_type: object) -> object:
     decimal its own precision round-trips (0.1, not its double's 0.10000000149011612)."""
     import pyarrow as pa
 
-    if value is None:
-        return None
+    if value is None or not _narrow_floats(arrow_type):  # nothing narrow in it: as it is
+        return value
     if pa.types.is_float32(arrow_type) or pa.types.is_float16(arrow_type):
         narrow = arrow_type.to_pandas_dtype()(value)
         return float(format_float_positional(narrow)) if np.isfinite(narrow) else value
     if pa.types.is_struct(arrow_type):
-        return {name: _as_written(value.get(name), arrow_type.field(name).type) for name in value}
-    return [_as_written(item, arrow_type.value_type) for item in value]
+        return {name: _as_written(v, arrow_type.field(name).type) for name, v in value.items()}
+    return [_as_written(item, arrow_type.value_type) for item in value]  # a list's items
 
 
 def _csv_rows(source: Source, read: set[str]) -> Iterator[tuple[dict, int]]:
