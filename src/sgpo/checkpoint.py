@@ -289,17 +289,31 @@ def remove_leftovers(run_dir: Path) -> None:
             temp.unlink(missing_ok=True)
 
 
+def _state_file(run_dir: Path) -> Path | None:
+    """The checkpoint's state.json (the previous one's while a swap was cut short), if any."""
+    for state_dir in (STATE_DIR, OLD_STATE_DIR):
+        if (run_dir / state_dir / STATE_FILE).exists():
+            return run_dir / state_dir / STATE_FILE
+    return None
+
+
+def checkpoint_plan_copy(run_dir: Path) -> Path | None:
+    """The checkpoint's own copy of the plan it was trained with; None without a checkpoint or
+    in one of an sgpo that kept no copy."""
+    state_file = _state_file(run_dir)
+    copy = None if state_file is None else state_file.parent / PLAN_FILE
+    return copy if copy is not None and copy.exists() else None
+
+
 def checkpoint_plan(run_dir: Path) -> Path | None:
     """The plan a run's checkpoint was trained with: its own copy, or in a checkpoint of an
     sgpo that kept none, the path it names (which may have been moved or replaced since);
     None when there is no checkpoint or it names none."""
-    state_file = run_dir / STATE_DIR / STATE_FILE
-    if not state_file.exists():
-        state_file = run_dir / OLD_STATE_DIR / STATE_FILE
-    if not state_file.exists():
+    state_file = _state_file(run_dir)
+    if state_file is None:
         return None
-    if (state_file.parent / PLAN_FILE).exists():
-        return state_file.parent / PLAN_FILE
+    if (copy := checkpoint_plan_copy(run_dir)) is not None:
+        return copy
     plan = read_json(state_file).get("plan")
     if plan is not None and not isinstance(plan, str):
         raise DataError(f"{state_file}: field 'plan' is {type(plan).__name__}, not a path")

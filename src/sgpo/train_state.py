@@ -58,11 +58,9 @@ def restore_trainer_state(trainer: Trainer) -> None:
     if state.get("plan_sha256") not in (None, trainer.plan_sha256):
         started = state.get("plan")
         here = started == str(trainer.plan_path.resolve())
-        copy = checkpoint.checkpoint_plan(trainer.run_dir)
-        kept = copy is not None and copy.resolve() != trainer.plan_path.resolve()
-        how = (
+        how = (  # with a copy, --plan named another plan: the copy is what a plain resume takes
             "resume without --plan (the checkpoint keeps a copy of the plan it started with)"
-            if kept  # --plan named another: the copy is what a plain resume takes
+            if checkpoint.checkpoint_plan_copy(trainer.run_dir) is not None
             else "resume with that plan as it was"
         )
         raise DataError(

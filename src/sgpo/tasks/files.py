@@ -263,6 +263,16 @@ def _parquet_rows(source: Source, read: set[str]) -> Iterator[tuple[object, None
         parquet = pq.ParquetFile(source.local)
     except Exception as e:  # noqa: BLE001 - any reader failure means an unreadable file
         raise DataError(f"{source.label}: not a readable parquet file: {e}") from e
+    # to_pylist widens a float32 (or float16) to a double: 0.1 would read 0.10000000149...
+    # in the columns read (a field "a.b" is in column "a"), each named once; the file's schema
+    # is every batch's
+    schema = parquet.schema_arrow
+    wanted = read | {name.split(".")[0] for name in read}
+    narrow = [
+        f
+        for f in schema
+        if f.name in wanted and schema.names.count(f.name) == 1 and _narrow_floats(f.type)
+    ]
     batches = parquet.iter_batches(batch_size=1024)
     while True:
         try:
@@ -271,14 +281,6 @@ def _parquet_rows(source: Source, read: set[str]) -> Iterator[tuple[object, None
             return
         except Exception as e:  # noqa: BLE001 - a damaged page fails only when it is read
             raise DataError(f"{source.label}: not a readable parquet file: {e}") from e
-        # to_pylist widens a float32 (or float16) to a double: 0.1 would read 0.10000000149...
-        # in the columns read (a field "a.b" is in column "a"), each named once
-        names, wanted = batch.schema.names, read | {name.split(".")[0] for name in read}
-        narrow = [
-            f
-            for f in batch.schema
-            if f.name in wanted and names.count(f.name) == 1 and _narrow_floats(f.type)
-        ]
         for record in batch.to_pylist():
             for field in narrow:
                 record[field.name] = _as_written(record[field.name], field.type)
