@@ -23,6 +23,7 @@ pytest.importorskip("trl")
 
 from tiny_run import tiny_tree  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
+from trl import GRPOConfig  # noqa: E402
 from trl.trainer.utils import nanstd  # noqa: E402
 
 from sgpo.config import RunConfig  # noqa: E402
@@ -588,6 +589,29 @@ def test_resume_replays_the_plan_and_keeps_sgpo_counters(
         )
 
 
+def test_a_resume_on_the_same_trainer_replays_the_checkpoints_batches(
+    model_dir: str, plan_path: Path, tmp_path: Path
+) -> None:
+    """A notebook's train() then train(resume_from_checkpoint=...) on one trainer: the resume
+    trains the batches after the checkpoint, with the counters the checkpoint recorded."""
+    trainer = make_trainer(
+        model_dir, plan_path, tmp_path, max_steps=4, save_strategy="steps", save_steps=2
+    )
+    batches = trained_batches(trainer)
+    trainer.train()  # stops one batch into the second plan epoch
+    assert batches == [*EXPECTED_BATCHES, EXPECTED_BATCHES[0]]
+    at_end = trainer.sgpo_rollouts
+    assert at_end == 3 + 6 + 3 + 3
+    batches.clear()
+    trainer.train(resume_from_checkpoint=checkpoint(tmp_path, 2))
+    assert batches == [EXPECTED_BATCHES[2], EXPECTED_BATCHES[0]]
+    assert trainer.sgpo_rollouts == at_end  # the checkpoint's count, not added to the first's
+    batches.clear()
+    trainer.train()  # a fresh start from the plan's first batch, as TRL's from the dataset's
+    assert batches == [*EXPECTED_BATCHES, EXPECTED_BATCHES[0]]
+    assert trainer.sgpo_rollouts == at_end
+
+
 def test_a_checkpoint_trained_with_skips_on_history_is_not_resumed_without_them(
     model_dir: str, plan_path: Path, tmp_path: Path
 ) -> None:
@@ -937,6 +961,13 @@ def test_reference_log_probs_are_charged_for_every_row_padding_included(
         ({"drop_equal_groups": True, "top_entropy_quantile": 0.5}, "top_entropy_quantile = 1"),
         ({"entropy_coef": 0.1}, "no entropy bonus"),
         ({"use_adaptive_entropy": True}, "no entropy bonus"),
+        ({"multi_objective_aggregation": "normalize_then_sum"}, "sum_then_normalize"),
+        # TRL's check, for a setting that sizes evaluation's groups only here
+        (
+            {"per_device_train_batch_size": 5, "num_generations": 4},
+            r"divisible by num_generations \(4\)\. In SGPOConfig num_generations is "
+            "evaluation's group size only",
+        ),
     ],
 )
 def test_config_validation(tmp_path: Path, settings: dict, error: str) -> None:
@@ -996,6 +1027,19 @@ def test_a_verifier_reward_is_checked_against_the_dataset_and_the_profile(
     reward = verifier_reward("sgpo.verifiers:numeric", answer_column="solution")
     with pytest.raises(ValueError, match=r"no column 'solution'.*\['query_id', 'prompt'"):
         SGPOTrainer(model, reward, plan_path, args, processing_class=tokenizer)
+    # a dataset of the user's own without the plan's ids: told what they look like
+    own = plan_dataset(plan_path).remove_columns("query_id")
+    with pytest.raises(ValueError, match=r"no column 'query_id' \(the plan's query ids, e\.g\. "
+                       r"\['q4', 'q3'\]\); set query_id_column"):  # fmt: skip
+        SGPOTrainer(model, reward, plan_path, args, train_dataset=own, processing_class=tokenizer)
+    with pytest.raises(TypeError, match=r"got GRPOConfig: SGPOConfig takes GRPOConfig's fields"):
+        SGPOTrainer(
+            model,
+            reward,
+            plan_path,
+            GRPOConfig(output_dir=str(tmp_path), use_cpu=True),
+            processing_class=tokenizer,
+        )
     # GRPOTrainer's positional order (model, reward_funcs, args) names where the plan goes
     with pytest.raises(TypeError, match=r"plan must be .* got SGPOConfig.* by name"):
         SGPOTrainer(model, reward, args)
@@ -1065,6 +1109,32 @@ def test_a_verifier_edited_since_the_profile_is_warned_about(
         make_trainer(model_dir, profiled, tmp_path, verifier_reward("my_checks:score"))
     (message,) = [str(w.message) for w in caught if issubclass(w.category, SgpoWarning)]
     assert "reward score: its verifier's code was edited since the profile (sha256 " in message
+
+
+def test_sampling_the_profile_never_applied_and_trls_group_size_are_named(
+    model_dir: str, plan_path: Path, tmp_path: Path
+) -> None:
+    """top_k, min_p, repetition_penalty and generation_kwargs move the success rates the plan
+    rests on; num_generations, a GRPOTrainer user's group size, sizes evaluation only."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SgpoWarning)
+        make_trainer(model_dir, plan_path, tmp_path)
+    with pytest.warns(SgpoWarning, match="differs from the plan's profile") as caught:
+        make_trainer(
+            model_dir,
+            plan_path,
+            tmp_path,
+            top_k=5,
+            min_p=0.1,
+            repetition_penalty=1.3,
+            generation_kwargs={"min_new_tokens": 3},
+        )
+    (message,) = [str(w.message) for w in caught if issubclass(w.category, SgpoWarning)]
+    assert "top_k=5, min_p=0.1, repetition_penalty=1.3, generation_kwargs={'min_new_tokens': " \
+        "3}: the profile sampled without them" in message  # fmt: skip
+    with pytest.warns(SgpoWarning, match=r"num_generations=6 sets evaluation's group size "
+                      r"only; training takes each query's planned G \(1 to 4 in "):  # fmt: skip
+        make_trainer(model_dir, plan_path, tmp_path, num_generations=6)
 
 
 def test_reestimation_counts_successes_as_the_profile_did_or_warns(

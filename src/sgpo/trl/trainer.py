@@ -241,7 +241,20 @@ class SGPOConfig(GRPOConfig):
                 "num_generations must be an int (the group size of evaluation only; training "
                 "takes each query's planned G), got None"
             )
-        super().__post_init__()
+        try:
+            super().__post_init__()
+        except ValueError as e:
+            if "divisible by num_generations" not in str(e):
+                raise
+            raise ValueError(
+                f"{e} In SGPOConfig num_generations is evaluation's group size only (training "
+                "takes each query's planned G): set it to a divisor of generation_batch_size"
+            ) from e
+        if self.multi_objective_aggregation != "sum_then_normalize":
+            raise ValueError(
+                "SGPOConfig supports multi_objective_aggregation='sum_then_normalize', got "
+                f"{self.multi_objective_aggregation!r}"
+            )
         if self.loss_type not in TOKEN_NORMALISED_LOSSES:
             raise ValueError(
                 f"SGPOConfig supports loss_type in {TOKEN_NORMALISED_LOSSES}, got "
@@ -334,14 +347,13 @@ class SGPOTrainer(GRPOTrainer):
         plan = plan if isinstance(plan, Plan) else load_plan(plan)
         args = args if args is not None else SGPOConfig(output_dir="sgpo-trl")
         if not isinstance(args, SGPOConfig):
-            raise TypeError(f"args must be an SGPOConfig, got {type(args).__name__}")
+            raise TypeError(
+                f"args must be an SGPOConfig, got {type(args).__name__}: SGPOConfig takes "
+                "GRPOConfig's fields and sgpo's (SGPOConfig(**the same fields))"
+            )
         for name in ("tools", "environment_factory", "rollout_func"):
             if kwargs.get(name) is not None:
                 raise NotImplementedError(f"SGPOTrainer does not support `{name}`")
-        if args.multi_objective_aggregation != "sum_then_normalize":
-            raise NotImplementedError(
-                "SGPOTrainer supports multi_objective_aggregation='sum_then_normalize'"
-            )
         train_dataset = train_dataset if train_dataset is not None else plan_dataset(plan)
         if isinstance(train_dataset, IterableDataset):
             raise TypeError(
@@ -383,31 +395,14 @@ class SGPOTrainer(GRPOTrainer):
                     SgpoWarning,
                     stacklevel=2,
                 )
-        planner = (
-            OnlinePlanner(
-                plan.rows,
-                plan.rule,
-                args.reestimate_decay,
-                (args.reestimate_prior_alpha, args.reestimate_prior_beta),
-                args.seed,
-            )
-            if args.reestimate
-            else None
-        )
-        self.schedule = StepSchedule(
-            plan,
-            args.generation_batch_size,
-            args.seed,
-            planner,
-            args.replan_every,
-            args.history_explore,
-            args.history_target,
-            args.history_min_streak,
-            args.history_fill,
-        )
+        self._plan = plan
+        self.schedule = self._schedule_from_the_start()
+        self._trained_before = False  # a later train() call restarts the schedule
         # Re-planning can bring back any query of the plan; the static plan needs the kept ones.
         needed = (
-            [r.query_id for r in plan.rows] if planner else [s.query.query_id for s in plan.kept]
+            [r.query_id for r in plan.rows]
+            if args.reestimate
+            else [s.query.query_id for s in plan.kept]
         )
         self.plan_sampler = PlanSampler(
             self.schedule,
@@ -432,9 +427,16 @@ class SGPOTrainer(GRPOTrainer):
                 )
         self._warn_unlike_the_profile(plan, train_dataset)
         self._warn_of_checkpoints_inside_a_generation_batch()
-        self.sgpo_flops = dict.fromkeys(PHASES, 0.0) | {"profile": plan.profile_flops}
-        self.sgpo_rollouts = 0
-        self.sgpo_tokens_generated = 0
+        if args.num_generations != _default("num_generations"):  # GRPOTrainer's group size
+            sizes = sorted({s.group_size for s in plan.kept})
+            warnings.warn(
+                f"num_generations={args.num_generations} sets evaluation's group size only; "
+                f"training takes each query's planned G ({sizes[0]} to {sizes[-1]} in "
+                f"{plan.path})",
+                SgpoWarning,
+                stacklevel=2,
+            )
+        self._zero_sgpo_counters()
         self._group_ids: torch.Tensor | None = None  # the current training batch's layout
         self._rows: list[dict] | None = None  # its dataset rows (reward function inputs)
         self._rewards_per_func: torch.Tensor | None = None
@@ -447,6 +449,37 @@ class SGPOTrainer(GRPOTrainer):
         # (prompt, completion) tokens of each real row of the batch: its training is charged
         # once the rows trained are known (_apply_groups)
         self._lengths: dict[int, tuple[int, int]] = {}
+
+    def _schedule_from_the_start(self) -> StepSchedule:
+        """The plan's schedule at its first batch (re-estimation's and history's state fresh)."""
+        args, plan = self.args, self._plan
+        planner = (
+            OnlinePlanner(
+                plan.rows,
+                plan.rule,
+                args.reestimate_decay,
+                (args.reestimate_prior_alpha, args.reestimate_prior_beta),
+                args.seed,
+            )
+            if args.reestimate
+            else None
+        )
+        return StepSchedule(
+            plan,
+            args.generation_batch_size,
+            args.seed,
+            planner,
+            args.replan_every,
+            args.history_explore,
+            args.history_target,
+            args.history_min_streak,
+            args.history_fill,
+        )
+
+    def _zero_sgpo_counters(self) -> None:
+        self.sgpo_flops = dict.fromkeys(PHASES, 0.0) | {"profile": self._plan.profile_flops}
+        self.sgpo_rollouts = 0
+        self.sgpo_tokens_generated = 0
 
     def _warn_unlike_the_profile(self, plan: Plan, train_dataset: Dataset) -> None:
         """An SgpoWarning naming what this run does otherwise than the plan's profile (sgpo
@@ -468,6 +501,7 @@ class SGPOTrainer(GRPOTrainer):
                 f"(sha256 {other[1][:12]}, profiled {other[0][:12]})"
             )
         problems += verifier_mismatches(plan.meta, self._verifier_rewards)
+        problems += unprofiled_sampling(self.args)
         profiled_mark = profiled_success_threshold(plan.meta)
         sole_verifier = self._verifier_rewards == self.reward_funcs and not any(
             w != 1 for w in self.args.reward_weights or []
@@ -979,6 +1013,14 @@ class SGPOTrainer(GRPOTrainer):
         epochs_trained, steps_in_epoch = super()._init_training_state(
             max_steps, num_update_steps_per_epoch, num_train_epochs, resume_from_checkpoint, trial
         )
+        # Every train() call starts from the plan's first batch, as TRL's from the dataset's:
+        # a second call on this trainer (a resume in the same process included) would
+        # otherwise go on from where the last one stopped, and TRL's data skip replay the
+        # wrong batches.
+        if self._trained_before:
+            self.schedule = self.plan_sampler.schedule = self._schedule_from_the_start()
+            self._zero_sgpo_counters()
+        self._trained_before = True
         if resume_from_checkpoint is not None:
             self._restore_sgpo_state(
                 Path(resume_from_checkpoint), epochs_trained, num_update_steps_per_epoch
@@ -1002,7 +1044,8 @@ class SGPOTrainer(GRPOTrainer):
             raise FileNotFoundError(
                 f"{path} not found: {checkpoint} was not written by SGPOTrainer, or its run "
                 "stopped while saving it, so sgpo's cost counters cannot be restored; resume "
-                "from an earlier checkpoint"
+                "from an earlier checkpoint (a GRPOTrainer run's checkpoint does not resume "
+                "under a plan: pass its folder as the model and start a new run)"
             ) from e
         recorded = state.get("plan_sha256")  # none in checkpoints of an older sgpo
         if recorded is not None and recorded != self._plan_fingerprint:
@@ -1122,6 +1165,24 @@ def profile_mismatches(
     return problems
 
 
+def unprofiled_sampling(args: SGPOConfig) -> list[str]:
+    """TRL sampling settings a run sets that sgpo's profile never applies: it samples at its
+    temperature and top_p alone (the model's generation_config overridden), so each of them
+    moves the success rates the plan's group sizes rest on."""
+    settings = [
+        f"{name}={value}"
+        for name, value, off in (
+            ("top_k", args.top_k, 0),
+            ("min_p", args.min_p, None),
+            ("repetition_penalty", args.repetition_penalty, 1.0),
+        )
+        if value != off
+    ]
+    if args.generation_kwargs:
+        settings.append(f"generation_kwargs={args.generation_kwargs}")
+    return [f"{', '.join(settings)}: the profile sampled without them"] if settings else []
+
+
 def verifier_mismatches(meta: dict, rewards: list[VerifierReward]) -> list[str]:
     """How the sgpo verifiers among a run's rewards are set otherwise than the one the plan's
     profile scored with (task.verifier, its kwargs and reward range, as the plan records
@@ -1191,8 +1252,9 @@ def _index_by_query(dataset: Dataset, column: str, needed: list[str]) -> dict[st
     """Dataset row of each query id; every id the plan may schedule must be there."""
     if column not in dataset.column_names:
         raise ValueError(
-            f"train_dataset has no column {column!r} (the plan's query ids); set query_id_column "
-            "or build the dataset with sgpo.trl.plan_dataset"
+            f"train_dataset has no column {column!r} (the plan's query ids, e.g. "
+            f"{needed[:2]}); set query_id_column or build the dataset with "
+            "sgpo.trl.plan_dataset"
         )
     index: dict[str, int] = {}
     for row, query_id in enumerate(dataset[column]):
