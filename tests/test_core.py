@@ -98,6 +98,8 @@ def test_group_size_clips_and_validates():
     assert group_size(0.5, c=3.0, g_min=1, g_max=32) == 6  # c scales the rule
     # so small that c / p overflows (a posterior decayed for hundreds of updates): the cap
     assert group_size(1e-310, c=2.0, g_min=2, g_max=16) == 16
+    # 1 / (1/49) is 49.00000000000001 in floats: still 49, not 50
+    assert group_size(1 / 49, c=1.0, g_min=1, g_max=64) == 49
     with pytest.raises(ValueError):
         group_size(1.5, 1.0, 2, 16)
     with pytest.raises(ValueError):
@@ -276,6 +278,19 @@ def test_loss_aggregation_over_micro_batches_equals_full_batch():
         aggregate_loss(token_loss, mask, "nope", tokens, 6, 4)
 
 
+def test_loss_aggregation_values_by_hand():
+    # two responses of 2 and 1 tokens, padded to 3; step totals 3 tokens, 2 responses
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    token_loss = torch.tensor([[1.0, 2.0, 0.0], [3.0, 0.0, 0.0]])
+    by_mode = {
+        "token-mean": 6 / 3,
+        "seq-mean-token-mean": (3 / 2 + 3 / 1) / 2,  # each response's own token mean
+        "seq-mean-token-sum-norm": 6 / (2 * 4),  # Dr. GRPO: / (responses x norm_length)
+    }
+    for mode, expected in by_mode.items():
+        assert float(aggregate_loss(token_loss, mask, mode, 3, 2, 4)) == pytest.approx(expected)
+
+
 @pytest.mark.parametrize(
     ("p", "expected"),
     [(0.5, 5), (0.875, 16), (0.125, 16), (0.25, 10), (0.75, 10), (0.0, 16), (1.0, 16)],
@@ -372,6 +387,29 @@ def test_max_variance_down_sampling_keeps_the_rare_outcome_and_the_extremes():
     # a group no larger than the subset is trained whole; all-equal rewards: draw order
     assert max_variance_indices([1.0, 0.0], 4) == [0, 1]
     assert max_variance_indices([1.0] * 6, 3) == [0, 1, 2]
+    # splits tied but for float rounding (0.24489795918367344 and ...46): the fewest highest
+    tied = [0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0]
+    chosen = max_variance_indices(tied, 7)
+    assert sorted(tied[i] for i in chosen) == [0.0] * 4 + [1.0] * 3
+
+
+def test_rewards_equal_but_for_float_rounding_are_one_outcome():
+    from sgpo.core.advantages import balanced_indices, majority_share, stratum_weights
+
+    third = 0.1 * 3  # 0.30000000000000004
+    assert majority_share([0.3, third, 0.3, 0.3]) == 1.0
+    # three of one outcome, two of the other: the rarer first, so both outcomes trained
+    assert sorted(balanced_indices([0.3, third, 0.3, 0.0, 0.0], 2)) == [0, 3]
+    group = [0.3, 0.3, third, 0.0, 0.0, 0.0, 0.0, 0.0]
+    assert stratum_weights(group, [0, 3]) == [3.0, 5.0]  # stand for the whole group
+
+
+def test_balanced_subset_takes_the_rarer_outcome_first():
+    from sgpo.core.advantages import balanced_indices
+
+    # three successes among eight: of three trained, two are successes
+    chosen = balanced_indices([1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0], 3)
+    assert chosen == [0, 1, 3]
 
 
 def test_majority_share_is_the_most_common_outcomes_share():

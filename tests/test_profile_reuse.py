@@ -5,6 +5,7 @@ queries used them survives a crash and resume."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,7 +16,7 @@ from tiny_run import tiny_tree
 
 import sgpo.update
 from sgpo.config import RunConfig
-from sgpo.core.flops import inference_flops, logprob_flops
+from sgpo.core.flops import inference_flops, logprob_flops, train_flops
 from sgpo.io import read_jsonl, read_table
 from sgpo.plan import run_plan
 from sgpo.profile import SAMPLES_FILE, run_profile
@@ -129,6 +130,17 @@ def test_reused_rollouts_train_against_the_initial_policy(tiny, tmp_path, monkey
         logprob_flops(trainer.shape, len(r.completion.prompt_ids), len(r.completion.response_ids))
         for r in reused
     )
+    # a train-every-rollout trainer would give a dead reused rollout that behaviour pass too
+    dead = [replace(r, advantage=0.0) for r in batch]
+    assert any(r.reused for r in dead) and any(not r.reused for r in dead)
+    assert trainer.update.skipped_flops(dead) == pytest.approx(
+        sum(sequence_cost(trainer.shape, r, train_flops) for r in dead)
+        + sum(sequence_cost(trainer.shape, r, logprob_flops) for r in dead if r.reused)
+    )
+
+
+def sequence_cost(shape: object, rollout: object, flops: object) -> float:
+    return flops(shape, len(rollout.completion.prompt_ids), len(rollout.completion.response_ids))
 
 
 def comparable(run_dir: Path) -> tuple[list[dict], dict, dict]:

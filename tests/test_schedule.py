@@ -130,6 +130,22 @@ def test_with_fill_a_step_goes_on_into_the_next_epoch_without_taking_a_query_twi
     assert ids(alone.take(12)) == ["q0", "q1"]  # every epoch holds only these: the step ends
 
 
+def test_with_fill_a_step_that_holds_a_whole_epoch_opens_one_epoch_only():
+    # three queries, a budget for fifty: every step trains all three, one epoch per step
+    s = QueryScheduler(scheduled(3), shuffle=True, seed=1, fill=True)
+    orders = []
+    for step in range(3):
+        orders.append(ids(s.take(100)))
+        assert sorted(orders[-1]) == ["q0", "q1", "q2"]
+        # the step opened the next epoch and left it whole to the next step (was 1, 3, 5:
+        # each step counted as two epochs' visits, every other epoch's order never drawn)
+        assert s.epoch == step + 1 and len(s.remaining) == 3
+    # each step in its own epoch's shuffled order, as without fill
+    plain = QueryScheduler(scheduled(3), shuffle=True, seed=1)
+    assert orders == [ids(plain.take(100)) for _ in range(3)]
+    assert len(set(map(tuple, orders))) > 1  # the order does change between epochs
+
+
 def test_the_scheduler_asks_for_outcomes_only_when_a_rule_reads_the_streaks():
     plain = QueryScheduler(scheduled(2), shuffle=False, seed=0)
     skipping = QueryScheduler(scheduled(2), shuffle=False, seed=0, explore=0.5)

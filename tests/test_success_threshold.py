@@ -143,6 +143,7 @@ def test_a_pilot_ends_all_solved_from_the_threshold_up():
     assert pilot_ends_group({1.0}, "all-solved", 1.0)
     assert not pilot_ends_group({0.7, 1.0}, "all-solved", 0.5)  # varied rewards: informative
     assert pilot_ends_group({0.0}, "all-equal", 0.5)
+    assert pilot_ends_group({0.3, 0.1 + 0.2}, "all-equal", 0.5)  # equal but for float rounding
 
 
 def test_a_profile_from_before_the_setting_is_resumed_and_merged(tmp_path):

@@ -502,14 +502,17 @@ def test_a_weighted_response_trains_like_that_many_copies(tmp_path: Path):
     of w copies of it, so a down-sampled step estimates the whole groups' step."""
     batch = [r for r in make_trainer(tmp_path, "draw").collect()[1] if r.advantage != 0.0][:3]
     assert len(batch) == 3
-    params = []
+    params, losses = [], []
     for name, step_batch in (
         ("weighted", [replace(batch[0], weight=3.0), *batch[1:]]),
         ("copies", [batch[0], batch[0], batch[0], *batch[1:]]),
     ):
         trainer = make_trainer(tmp_path, name)
-        trainer.train_on(step_batch)
+        losses.append(trainer.train_on(step_batch)["loss"])
         params.append({n: p.detach().clone() for n, p in trainer.policy.model.named_parameters()})
+    # Adam's first step hardly sees the loss's scale: the loss itself says the denominators
+    # count the weighted response as three
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
     for name, value in params[0].items():  # Adam's step is ~lr = 1e-2 per weight; float sums
         torch.testing.assert_close(params[1][name], value, rtol=1e-3, atol=1e-4)
     untouched = make_trainer(tmp_path, "untouched").policy.model.named_parameters()

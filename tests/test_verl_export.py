@@ -739,6 +739,39 @@ def test_flops_count_verl_padding_and_dapo_discarded_groups():
     assert dapo["flops_padding"] == pytest.approx(pad_logprob + pad_train)
 
 
+def test_flops_of_a_metrics_file_charge_padding_and_dapo_groups_when_told(tmp_path):
+    """`sgpo verl flops <metrics.jsonl>` charges them as --run does, given the two settings
+    --run reads from the run; without them it says what it leaves out."""
+    record = {
+        "step": 1,
+        "prompt_length/mean": 20.0,
+        "response_length/mean": 5.0,
+        "perf/total_num_tokens": 250,
+        "training/filter_groups/evicted_samples": 3,
+    }
+    log = tmp_path / "metrics.jsonl"
+    log.write_text(json.dumps(record) + "\n")
+    model = str(tiny_model_dir(tmp_path))
+    runner = CliRunner()
+    bare = runner.invoke(verl_app, ["flops", str(log), "--model", model, "-o", str(tmp_path / "a")])
+    assert bare.exit_code == 0, bare.output
+    said = " ".join(bare.output.split())
+    assert "DAPO discarded groups in this run; their generation is not charged" in said
+    assert "padding sequences are not charged: pass --batch-multiple" in said
+    told = runner.invoke(
+        verl_app,
+        ["flops", str(log), "--model", model, "--batch-multiple", "16", "--dapo-group-size", "4"]
+        + ["-o", str(tmp_path / "b")],
+    )
+    assert told.exit_code == 0, told.output
+    assert "DAPO discarded" not in told.output and "not charged" not in told.output
+    (plain,) = [json.loads(x) for x in (tmp_path / "a").read_text().splitlines()]
+    (full,) = [json.loads(x) for x in (tmp_path / "b").read_text().splitlines()]
+    assert plain["rollouts_discarded"] == 0 and full["rollouts_discarded"] == 3 * 4
+    assert full["padding_sequences"] == (-full["rollouts_trained"]) % 16 > 0
+    assert full["flops_total_cum"] > plain["flops_total_cum"]
+
+
 def test_flops_charge_downsampled_trajectories_as_generation_only():
     record = {"step": 1, "prompt_length/mean": 20.0, "response_length/mean": 5.0}
     plain = verl_run_flops([record], SHAPE, False, 1, rollouts_per_step=[24])[0]

@@ -71,7 +71,7 @@ def mixed_groups(batch: list[Rollout]) -> list[Rollout]:
 def pilot_ends_group(rewards: set[float], rule: str, threshold: float) -> bool:
     """all-equal: the pilot's rewards are all equal; all-solved: all equal and a success (from
     threshold up: the query drifted to solved; an all-wrong pilot of a hard query goes on)."""
-    if len(rewards) > 1:
+    if not all_equal(sorted(rewards)):  # equal but for float rounding is equal
         return False
     return rule == "all-equal" or all(is_correct(r, threshold) for r in rewards)
 

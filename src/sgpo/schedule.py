@@ -198,7 +198,11 @@ class QueryScheduler:
         used = sum(t.group_size for t in taken)
         while self.fill and used < budget and not self.remaining:
             self._start_next_epoch_if_done()
+            order = self.remaining
             self.skip({t.query.query_id for t in taken})
+            if not self.remaining:  # the step holds all of the next epoch: it is the next step's
+                self.remaining = order
+                break
             more = self._fitting(self.remaining, budget, used, group_size)
             if not more:
                 break

@@ -8,7 +8,7 @@ from typing import TypeVar
 
 import torch
 
-from sgpo.core.rewards import EQUAL_REWARDS_STD
+from sgpo.core.rewards import EQUAL_REWARDS_STD, reward_level
 
 K = TypeVar("K")
 LOSS_AGGREGATIONS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
@@ -35,7 +35,7 @@ def balanced_indices(rewards: Sequence[float], size: int) -> list[int]:
     Returns indices into `rewards`, ascending (draw order kept)."""
     by_reward: dict[float, list[int]] = {}
     for i, reward in enumerate(rewards):
-        by_reward.setdefault(reward, []).append(i)
+        by_reward.setdefault(reward_level(reward), []).append(i)
     queues = sorted(by_reward.values(), key=len)
     chosen: list[int] = []
     while len(chosen) < min(size, len(rewards)):
@@ -61,12 +61,15 @@ def max_variance_indices(rewards: Sequence[float], size: int) -> list[int]:
         return sum((rewards[i] - mean) ** 2 for i in chosen) / len(chosen)
 
     splits = [order[: size - high] + order[len(order) - high :] for high in range(size + 1)]
-    return sorted(max(splits, key=variance))
+    variances = [variance(split) for split in splits]
+    # splits tied but for float rounding are tied: the first (fewest highest) is taken
+    best = max(variances) * (1 - ROUNDING)
+    return sorted(next(s for s, v in zip(splits, variances, strict=True) if v >= best))
 
 
 def majority_share(rewards: Sequence[float]) -> float:
     """The share of a group its most common reward holds (1.0 for an all-equal group)."""
-    return max(Counter(rewards).values()) / len(rewards)
+    return max(Counter(map(reward_level, rewards)).values()) / len(rewards)
 
 
 def stratum_weights(rewards: Sequence[float], chosen: Sequence[int]) -> list[float]:
@@ -75,9 +78,10 @@ def stratum_weights(rewards: Sequence[float], chosen: Sequence[int]) -> list[flo
     group's advantages, a down-sampled group's loss is an unbiased estimate of the whole
     group's (stratified by outcome; exact strata for 0/1 rewards, a graded value that was not
     chosen is not represented). Returned in the order of `chosen`."""
-    in_group = Counter(rewards)
-    in_chosen = Counter(rewards[i] for i in chosen)
-    return [in_group[rewards[i]] / in_chosen[rewards[i]] for i in chosen]
+    levels = [reward_level(r) for r in rewards]
+    in_group = Counter(levels)
+    in_chosen = Counter(levels[i] for i in chosen)
+    return [in_group[levels[i]] / in_chosen[levels[i]] for i in chosen]
 
 
 def group_advantages(

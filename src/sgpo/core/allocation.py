@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -146,7 +147,7 @@ def curriculum_order(
 
 def check_unique_ids(query_ids: Sequence[str]) -> None:
     if len(set(query_ids)) != len(query_ids):
-        dupes = sorted({i for i in query_ids if query_ids.count(i) > 1})
+        dupes = sorted(i for i, n in Counter(query_ids).items() if n > 1)
         raise ValueError(f"duplicate query ids: {dupes[:5]}")
 
 

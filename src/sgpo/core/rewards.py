@@ -29,6 +29,12 @@ def is_correct(score: float, threshold: float) -> bool:
     return score >= threshold - EQUAL_REWARDS_STD
 
 
+def reward_level(reward: float) -> float:
+    """A reward with float rounding taken off (to 1e-9), so that rewards grouped by value put
+    0.1 + 0.2 and 0.3 in one outcome, as all_equal and the advantage see them."""
+    return round(float(reward), 9) + 0.0  # + 0.0: -0.0 is 0.0
+
+
 def all_equal(rewards: Sequence[float]) -> bool:
     """A group whose rewards are all equal, as the advantage sees them (std below
     EQUAL_REWARDS_STD): nothing to learn from (GRESO's streak rule, and what the plan drops at

@@ -458,6 +458,22 @@ def flops(
         bool,
         typer.Option(help="verl recomputed old log-probs (off in rollout_correction.bypass_mode)."),
     ] = True,
+    batch_multiple: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="verl's padding multiple, lcm(data-parallel size, ppo_mini_batch_size x "
+            "rollout.n): charges its padding sequences (--run reads it from the run).",
+        ),
+    ] = None,
+    dapo_group_size: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="A DAPO run's rollout.n: charges the generation of the groups it discarded "
+            "(--run reads it from the run).",
+        ),
+    ] = None,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Write per-step rows as JSONL.")
     ] = None,
@@ -468,7 +484,7 @@ def flops(
     from sgpo.core.flops import PHASES, ModelShape
     from sgpo.io import atomic_write_text, read_table
     from sgpo.verl.export import ROLLOUT_N, rollouts_per_step
-    from sgpo.verl.flops import read_verl_metrics, verl_run_flops
+    from sgpo.verl.flops import DAPO_EVICTED, DAPO_SURPLUS, read_verl_metrics, verl_run_flops
 
     if out is not None:  # before any reading: a file that cannot be written is not computed
         if out.is_dir():
@@ -505,14 +521,17 @@ def flops(
         if not train_batch_size:
             raise typer.BadParameter("--data needs --train-batch-size")
         per_step = rollouts_per_step([r[ROLLOUT_N] for r in read_table(data)[0]], train_batch_size)
+    records = read_verl_metrics(metrics_jsonl)
     rows = verl_run_flops(
-        read_verl_metrics(metrics_jsonl),
+        records,
         shape,
         use_reference=use_reference,
         ppo_epochs=ppo_epochs,
         rollouts_per_step=per_step,
         recompute_old_logprob=old_logprob,
         profile_flops=float(plan_meta.get("profile_flops", 0.0)),
+        batch_multiple=batch_multiple,
+        discarded_group_size=dapo_group_size,
     )
     if not rows:
         files = ", ".join(map(str, metrics_jsonl))
@@ -536,6 +555,18 @@ def flops(
         console.print(
             "rollout counts estimated from perf/total_num_tokens (includes verl's "
             "padding sequences); pass --data and --train-batch-size for exact counts"
+        )
+    if dapo_group_size is None and any(
+        record.get(key) for record in records for key in (DAPO_EVICTED, DAPO_SURPLUS)
+    ):
+        console.print(
+            "[red]DAPO discarded groups in this run; their generation is not charged: pass "
+            "--dapo-group-size (its rollout.n), or read the run with --run[/red]"
+        )
+    if batch_multiple is None:
+        console.print(
+            "verl's padding sequences are not charged: pass --batch-multiple, or read the run "
+            "with --run"
         )
     if out is not None:
         console.print(f"per-step rows written to {out}")
