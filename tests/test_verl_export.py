@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from sgpo.core.advantages import max_variance_indices
@@ -23,7 +24,7 @@ from sgpo.errors import DataError
 from sgpo.io import read_table, write_table
 from sgpo.plan import PlanRow, build_plan, kept_in_order, write_plan
 from sgpo.verl import reward
-from sgpo.verl.cli import model_shape_from_dir, verl_app
+from sgpo.verl.cli import fail, model_shape_from_dir, verl_app
 from sgpo.verl.downsample import (
     DOWNSAMPLED_METRIC,
     WHOLE_BATCH_ESTIMATOR,
@@ -739,6 +740,14 @@ def test_flops_count_verl_padding_and_dapo_discarded_groups():
     assert dapo["flops_padding"] == pytest.approx(pad_logprob + pad_train)
 
 
+def test_a_refusal_shows_hydra_lists_as_written(capsys: pytest.CaptureFixture[str]) -> None:
+    """rich read [console,file] as a markup tag and printed nothing in its place."""
+    with pytest.raises(typer.Exit):
+        fail(["trainer.logger: [console,file] -> [console,file,wandb]"])
+    said = " ".join(capsys.readouterr().err.split())
+    assert "refused: trainer.logger: [console,file] -> [console,file,wandb]" in said
+
+
 def test_flops_of_a_metrics_file_charge_padding_and_dapo_groups_when_told(tmp_path):
     """`sgpo verl flops <metrics.jsonl>` charges them as --run does, given the two settings
     --run reads from the run; without them it says what it leaves out."""
@@ -1013,6 +1022,8 @@ def test_record_run_refuses_to_resume_a_run_dir_with_other_settings(tmp_path):
     # more epochs, other checkpoints or less memory: the same run, resumed and recorded so
     longer = ["data.train_batch_size=4", "trainer.total_epochs=3", "+trainer.save_freq=5"]
     record_run(tmp_path, "grpo", longer, data)
+    tracked = [*longer, "trainer.logger=[console,wandb,file]"]  # a tracker added
+    record_run(tmp_path, "grpo", tracked, data)
     assert load_run(tmp_path)["config"]["trainer.total_epochs"] == "3"
     with pytest.raises(RunMismatch, match=r"trainer.total_epochs.* may change"):
         record_run(tmp_path, "grpo", [*longer, "actor_rollout_ref.actor.optim.lr=1"], data)

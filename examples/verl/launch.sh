@@ -45,6 +45,8 @@ VAL_DATA="${VAL_DATA:-}"                   # held-out verl parquet; empty = no v
                                            # eval = SGPO_CONFIG's task.eval, exported as sgpo
                                            # scores it (RUN_DIR/val.parquet)
 SKIP_EXPORT="${SKIP_EXPORT:-0}"            # 1: DATA already exported (it is still checked)
+DATA_SOURCE="${DATA_SOURCE:-}"             # the rows' data_source (verl's metrics group by it);
+                                           # empty: sgpo/addition or sgpo/<preset>
 
 # ---------------------------------------------------------------- cluster
 NNODES="${NNODES:-1}"
@@ -78,7 +80,7 @@ TEMPERATURE="${TEMPERATURE:-$plan_temperature}"
 TOP_P="${TOP_P:-$plan_top_p}"
 ALLOW_SAMPLING_MISMATCH="${ALLOW_SAMPLING_MISMATCH:-0}"
 ALLOW_NOT_CARRIED="${ALLOW_NOT_CARRIED:-0}"
-MAX_TOKENS_PER_GPU="${MAX_TOKENS_PER_GPU:-16384}"
+MAX_TOKENS_PER_GPU="${MAX_TOKENS_PER_GPU:-}"      # empty: max(16384, prompt + response lengths)
 LR="${LR:-1e-6}"
 PPO_EPOCHS="${PPO_EPOCHS:-1}"
 LOSS_AGG_MODE="${LOSS_AGG_MODE:-token-mean}"
@@ -89,7 +91,16 @@ SAVE_FREQ="${SAVE_FREQ:-10}"                # steps between checkpoints (resume 
 KEEP_CHECKPOINTS="${KEEP_CHECKPOINTS:-2}"
 CHECKPOINT_DIR="${CHECKPOINT_DIR:-$RUN_DIR/checkpoints}"
 PROJECT="${PROJECT:-sgpo}"
+LOGGERS="${LOGGERS:-console}"              # verl trackers (wandb, tensorboard, ...); file is added
 DAPO_MAX_GEN_BATCHES="${DAPO_MAX_GEN_BATCHES:-0}"  # dapo: 0 = no limit (verl's default)
+# verl's file logger always, for `sgpo flops`: LOGGERS adds trackers to it
+case "$LOGGERS" in
+    *[!A-Za-z0-9_,-]* | "" | ,* | *, | *,,*)
+        echo "LOGGERS=$LOGGERS: give tracker names separated by commas (console,wandb)" >&2
+        exit 2 ;;
+esac
+loggers="$LOGGERS"
+[[ ",$loggers," == *,file,* ]] || loggers="$loggers,file"
 
 if [ -z "$MODEL" ] || [ "$MODEL" = - ]; then
     echo "set MODEL to the policy's model directory (readable from every node)" >&2
@@ -142,6 +153,7 @@ if [ "$SKIP_EXPORT" != 1 ]; then
     EXPORTED="$STAGING/$(basename "$DATA")"
     export_args=(--plan "$PLAN" --out "$EXPORTED" --train-batch-size "$TRAIN_BATCH_SIZE")
     [ -n "$SGPO_CONFIG" ] && export_args+=(--config "$SGPO_CONFIG")
+    [ -n "$DATA_SOURCE" ] && export_args+=(--data-source "$DATA_SOURCE")
     # shell words: a value with spaces is quoted inside; each word ends with a NUL
     split_words='import shlex, sys
 try:
@@ -172,6 +184,7 @@ check_args=(--data "$EXPORTED" --train-batch-size "$TRAIN_BATCH_SIZE" --plan "$P
             --temperature "$TEMPERATURE" --top-p "$TOP_P"
             --max-response-length "$MAX_RESPONSE_LENGTH"
             --model "$MODEL" --max-prompt-length "$MAX_PROMPT_LENGTH")
+[ -n "$MAX_TOKENS_PER_GPU" ] && check_args+=(--max-tokens-per-gpu "$MAX_TOKENS_PER_GPU")
 [ "$ALLOW_SAMPLING_MISMATCH" = 1 ] && check_args+=(--allow-sampling-mismatch)
 [ "$ALLOW_NOT_CARRIED" = 1 ] && check_args+=(--allow-not-carried)
 # (a VAL_DATA this node cannot read, hdfs:// say, or one not in parquet, is left to verl)
@@ -179,6 +192,11 @@ if [ -f "$VAL_CHECKED" ] && [ "${VAL_CHECKED%.parquet}" != "$VAL_CHECKED" ]; the
     check_args+=(--val-data "$VAL_CHECKED")
 fi
 opens_thinking="$(sgpo_verl check "${check_args[@]}")"
+# verl's dynamic batching asserts that the longest sequence fits one micro-batch's tokens
+if [ -z "$MAX_TOKENS_PER_GPU" ]; then
+    MAX_TOKENS_PER_GPU=$((MAX_PROMPT_LENGTH + MAX_RESPONSE_LENGTH))
+    if [ "$MAX_TOKENS_PER_GPU" -lt 16384 ]; then MAX_TOKENS_PER_GPU=16384; fi
+fi
 # A model whose prompts open its <think> (R1-Distill, QwQ): rewards read each response as begun
 # inside it, as the profile did, so one cut off while thinking scores 0 (reward workers get it
 # through the runtime env below, with the other SGPO_VERIFIER* variables)
@@ -380,7 +398,7 @@ overrides=(
     "trainer.save_freq=$SAVE_FREQ"
     trainer.resume_mode=auto
     "trainer.max_actor_ckpt_to_keep=$KEEP_CHECKPOINTS"
-    "trainer.logger=[console,file]"
+    "trainer.logger=[$loggers]"
     "${runtime_env[@]}"
 )
 
@@ -392,12 +410,35 @@ declare -A launch_keys=()
 for item in "${overrides[@]}"; do
     launch_keys["$(hydra_key "$item")"]=1
 done
+# the launch's variable behind each key a user is likely to reach for
+declare -A key_variable=(
+    [trainer.logger]=LOGGERS [trainer.project_name]=PROJECT [trainer.experiment_name]=EXPERIMENT
+    [trainer.default_local_dir]=CHECKPOINT_DIR [trainer.save_freq]=SAVE_FREQ
+    [trainer.test_freq]=TEST_FREQ [trainer.total_epochs]=EPOCHS [trainer.nnodes]=NNODES
+    [trainer.n_gpus_per_node]=GPUS_PER_NODE [trainer.max_actor_ckpt_to_keep]=KEEP_CHECKPOINTS
+    [data.train_batch_size]=TRAIN_BATCH_SIZE [data.max_prompt_length]=MAX_PROMPT_LENGTH
+    [data.max_response_length]=MAX_RESPONSE_LENGTH [data.train_files]=DATA
+    [data.val_files]=VAL_DATA [actor_rollout_ref.model.path]=MODEL
+    [actor_rollout_ref.rollout.name]=ROLLOUT_ENGINE
+    [actor_rollout_ref.rollout.tensor_model_parallel_size]=ROLLOUT_TP
+    [actor_rollout_ref.rollout.gpu_memory_utilization]=GPU_MEMORY_UTILIZATION
+    [actor_rollout_ref.rollout.temperature]=TEMPERATURE [actor_rollout_ref.rollout.top_p]=TOP_P
+    [actor_rollout_ref.rollout.n]=ROLLOUT_N [actor_rollout_ref.actor.optim.lr]=LR
+    [actor_rollout_ref.actor.ppo_epochs]=PPO_EPOCHS
+    [actor_rollout_ref.actor.ppo_mini_batch_size]=PPO_MINI_BATCH_SIZE
+    [actor_rollout_ref.actor.ppo_max_token_len_per_gpu]=MAX_TOKENS_PER_GPU
+    [actor_rollout_ref.actor.loss_agg_mode]=LOSS_AGG_MODE
+    [algorithm.norm_adv_by_std_in_grpo]=NORM_ADV_BY_STD
+)
 if [ "${ALLOW_OVERRIDE:-0}" != 1 ]; then
     for item in "$@"; do
         key="$(hydra_key "$item")"
         if [ -n "${launch_keys[$key]:-}" ]; then
-            echo "$item: this launch sets $key itself (and checks it); set it through the" \
-                 "launch's variable (examples/verl/README.md), or ALLOW_OVERRIDE=1 to pass it" >&2
+            variable="the launch's variable"
+            [ -n "${key_variable[$key]:-}" ] && variable="${key_variable[$key]}"
+            echo "$item: this launch sets $key itself (and checks it); set it through" \
+                 "$variable (examples/verl/README.md, \"Launch variables\"), or" \
+                 "ALLOW_OVERRIDE=1 to pass it" >&2
             exit 2
         fi
     done

@@ -431,6 +431,25 @@ def test_launch_refuses_sampling_other_than_the_plans_naming_both_values(tmp_pat
     assert "actor_rollout_ref.rollout.temperature=0.7" in allowed.stdout.splitlines()
 
 
+def test_launch_adds_trackers_and_sizes_the_token_budget_to_the_longest_sequence(tmp_path):
+    cfg = compose(launch_overrides(tmp_path, LOGGERS="console,wandb"))
+    assert list(cfg.trainer.logger) == ["console", "wandb", "file"]  # file feeds sgpo flops
+    assert cfg.actor_rollout_ref.actor.ppo_max_token_len_per_gpu == 16384
+    longer = {"MAX_RESPONSE_LENGTH": "32768", "ALLOW_SAMPLING_MISMATCH": "1"}
+    long = compose(launch_overrides(tmp_path, **longer))
+    # the default fits one full-length sequence: verl asserts that it does, mid-run
+    assert long.actor_rollout_ref.actor.ppo_max_token_len_per_gpu == 512 + 32768
+    small = launch(tmp_path, **longer, MAX_TOKENS_PER_GPU="16384")
+    assert small.returncode == 2
+    assert "MAX_TOKENS_PER_GPU=16384 is below MAX_PROMPT_LENGTH + MAX_RESPONSE_LENGTH = " \
+        "33280" in " ".join(small.stderr.split())  # fmt: skip
+    bad = launch(tmp_path, LOGGERS="[console]")
+    assert bad.returncode == 2 and "LOGGERS=[console]: give tracker names" in bad.stderr
+    # a key the launch sets: refused, naming the variable that sets it
+    told = launch(tmp_path, "run_sgpo.sh", "trainer.logger=[console,wandb]")
+    assert told.returncode == 2 and "set it through LOGGERS" in told.stderr
+
+
 def test_launch_checkpoints_under_a_stable_name_and_verl_finds_them_to_resume(tmp_path):
     from verl.utils.checkpoint.checkpoint_manager import find_latest_ckpt_path
 

@@ -95,6 +95,23 @@ def batch_problems(n_rows: int, train_batch_size: int) -> list[str]:
     return []
 
 
+def token_budget_problems(
+    max_tokens_per_gpu: int, max_prompt_length: int, max_response_length: int
+) -> list[str]:
+    """verl's dynamic batching packs micro-batches of at most ppo_max_token_len_per_gpu tokens
+    and asserts that the longest sequence fits one: a smaller budget fails mid-run, after the
+    step's generation was paid."""
+    longest = max_prompt_length + max_response_length
+    if max_tokens_per_gpu >= longest:
+        return []
+    return [
+        f"MAX_TOKENS_PER_GPU={max_tokens_per_gpu} is below MAX_PROMPT_LENGTH + "
+        f"MAX_RESPONSE_LENGTH = {longest}: verl's dynamic batching could not fit a "
+        "full-length sequence in a micro-batch and would stop mid-run; raise it, or leave it "
+        "unset (max(16384, the two lengths' sum))"
+    ]
+
+
 def prompt_token_counts(rows: list[dict], tokenizer: PreTrainedTokenizerBase) -> list[int]:
     """Prompt tokens of each row as verl's agent loop builds them (chat template + generation
     prompt)."""

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from sgpo.errors import DataError
@@ -108,7 +109,7 @@ err_console = Console(stderr=True)
 def fail(problems: list[str]) -> None:
     """Print each problem and exit 2."""
     for problem in problems:
-        err_console.print(f"[red]refused: {problem}[/red]", soft_wrap=True)
+        err_console.print(f"[red]refused: {escape(problem)}[/red]", soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -143,7 +144,7 @@ def export_verl(
     try:
         cfg = load_config(config, set_)
     except ConfigError as e:
-        console.print(f"[red]{e}[/red]")
+        console.print(f"[red]{escape(str(e))}[/red]")
         raise typer.Exit(2) from e
     rows, meta = read_plan(plan)
     # The plan must come from this config's task, verifier and prompts (without --config, the
@@ -160,7 +161,7 @@ def export_verl(
             else " (no --config, or SGPO_CONFIG in the verl launch: pass the config the plan "
             "was made with)"
         )
-        console.print(f"[red]{e}{hint}[/red]", soft_wrap=True)
+        console.print(f"[red]{escape(str(e) + hint)}[/red]", soft_wrap=True)
         raise typer.Exit(2) from e
     warn_unplanned(rows, {q.query_id for q in task.train}, plan)
     try:
@@ -173,7 +174,7 @@ def export_verl(
     except (DataError, ValueError) as e:
         fail([str(e)])
     except FileExistsError as e:  # a file there that sgpo did not write: never replaced
-        console.print(f"[red]{e}[/red]")
+        console.print(f"[red]{escape(str(e))}[/red]")
         raise typer.Exit(1) from e
     console.print(
         f"verl dataset written to {path} (data_source {exported_source}, verifier "
@@ -312,6 +313,10 @@ def check(
         str | None, typer.Option(help="The policy's model dir: check prompt lengths.")
     ] = None,
     max_prompt_length: Annotated[int, typer.Option(help="data.max_prompt_length.")] = 512,
+    max_tokens_per_gpu: Annotated[
+        int | None,
+        typer.Option(help="actor.ppo_max_token_len_per_gpu (needs --max-response-length)."),
+    ] = None,
     allow_sampling_mismatch: Annotated[
         bool, typer.Option(help="Launch with sampling other than the plan's profile.")
     ] = False,
@@ -337,6 +342,10 @@ def check(
             f"the plan's config sets {not_carried}, which the verl launch does not apply "
             f"(ALLOW_NOT_CARRIED=1 to launch the static plan anyway)"
         )
+    if max_tokens_per_gpu is not None and max_response_length is not None:
+        problems += checks.token_budget_problems(
+            max_tokens_per_gpu, max_prompt_length, max_response_length
+        )
     if plan is not None:
         try:
             mismatches = checks.sampling_mismatches(
@@ -346,7 +355,7 @@ def check(
             mismatches = [f"{plan}: {e}"]
         if allow_sampling_mismatch:
             for m in mismatches:
-                err_console.print(f"[yellow]allowed: {m}[/yellow]", soft_wrap=True)
+                err_console.print(f"[yellow]allowed: {escape(m)}[/yellow]", soft_wrap=True)
         else:
             problems += [
                 f"{m} (ALLOW_SAMPLING_MISMATCH=1 to launch anyway: the plan's p_hat was not "
@@ -367,7 +376,8 @@ def check(
                     )
                 except (DataError, KeyError) as e:  # another layout (data.prompt_key): verl's
                     err_console.print(
-                        f"[yellow]{val_data} (validation): prompt lengths not checked ({e!r})"
+                        f"[yellow]{escape(str(val_data))} (validation): prompt lengths not checked "
+                        f"({escape(repr(e))})"
                         "[/yellow]",
                         soft_wrap=True,
                     )

@@ -45,6 +45,7 @@ RESUMABLE_OVERRIDES = frozenset(
         "trainer.test_freq",
         "trainer.val_before_train",
         "trainer.project_name",
+        "trainer.logger",
         "actor_rollout_ref.rollout.gpu_memory_utilization",
         "actor_rollout_ref.model.enable_gradient_checkpointing",
         "actor_rollout_ref.actor.ppo_max_token_len_per_gpu",
