@@ -796,7 +796,13 @@ def test_missing_and_unreadable_files(tmp_path: Path) -> None:
     missing = tmp_path / "nope.jsonl"
     with pytest.raises(DataError) as info:
         load_file_task(file_cfg(train=str(missing)))
-    assert str(info.value) == f"{missing}: no such file"
+    assert str(info.value) == f"task.file.train={missing}: no such file"
+    # a relative path: where it was looked for (the launch's working directory, not the config's)
+    with pytest.raises(DataError) as info:
+        load_file_task(file_cfg(train="nope.jsonl"))
+    assert str(info.value) == (
+        f"task.file.train=nope.jsonl: no such file; a relative path is read from {Path.cwd()}"
+    )
     broken = tmp_path / "broken.parquet"
     broken.write_bytes(b"not parquet")
     with pytest.raises(DataError, match=f"^{broken}: not a readable parquet file"):

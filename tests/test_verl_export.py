@@ -664,6 +664,11 @@ def test_flops_and_export_commands(tmp_path):
     write_plan(
         tmp_path / "plan.parquet", plan, {"shape": shape, "profile_flops": 123.0, "task": builtin}
     )
+    # a batch the export cannot fill: refused before anything is written
+    too_big = [*export[:-1], "10000", "--out", str(tmp_path / "big.parquet")]
+    refused = runner.invoke(verl_app, too_big)
+    assert refused.exit_code == 2 and "TRAIN_BATCH_SIZE=10000" in refused.output
+    assert not (tmp_path / "big.parquet").exists() and "written" not in refused.output
     result = runner.invoke(verl_app, export)
     assert result.exit_code == 0, result.output
     rows, meta = read_table(tmp_path / "train.parquet")

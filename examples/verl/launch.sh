@@ -143,6 +143,15 @@ else
     mkdir -p "$(dirname "$DATA")"
 fi
 DATA="$(absolute "$DATA")"
+# Paths go to verl as Hydra override values, where , = [ ] { } ( ) and quotes are grammar
+for name in RUN_DIR DATA VAL_DATA CHECKPOINT_DIR MODEL; do
+    case "${!name}" in
+        *[,=\[\]{}\(\)\'\"]*)
+            echo "$name=${!name}: a path with any of , = [ ] { } ( ) or a quote is read by" \
+                 "Hydra as override syntax; use a path without them" >&2
+            exit 2 ;;
+    esac
+done
 EXPORTED="$DATA"
 STAGING=""
 VAL_STAGING=""  # the held-out split's, beside VAL_DATA (install_exports moves within a file system)
@@ -183,7 +192,7 @@ fi
 check_args=(--data "$EXPORTED" --train-batch-size "$TRAIN_BATCH_SIZE" --plan "$PLAN"
             --temperature "$TEMPERATURE" --top-p "$TOP_P"
             --max-response-length "$MAX_RESPONSE_LENGTH"
-            --model "$MODEL" --max-prompt-length "$MAX_PROMPT_LENGTH")
+            --model "$MODEL" --max-prompt-length "$MAX_PROMPT_LENGTH" --method "$METHOD")
 [ -n "$MAX_TOKENS_PER_GPU" ] && check_args+=(--max-tokens-per-gpu "$MAX_TOKENS_PER_GPU")
 [ "$ALLOW_SAMPLING_MISMATCH" = 1 ] && check_args+=(--allow-sampling-mismatch)
 [ "$ALLOW_NOT_CARRIED" = 1 ] && check_args+=(--allow-not-carried)

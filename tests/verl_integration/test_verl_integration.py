@@ -445,6 +445,10 @@ def test_launch_adds_trackers_and_sizes_the_token_budget_to_the_longest_sequence
         "33280" in " ".join(small.stderr.split())  # fmt: skip
     bad = launch(tmp_path, LOGGERS="[console]")
     assert bad.returncode == 2 and "LOGGERS=[console]: give tracker names" in bad.stderr
+    # a path Hydra would read as a sweep: refused before verl composes it
+    swept = launch(tmp_path, OUT=str(tmp_path / "runs,x"))
+    assert swept.returncode == 2 and swept.stdout == ""
+    assert "RUN_DIR=" in swept.stderr and "read by Hydra as override syntax" in swept.stderr
     # a key the launch sets: refused, naming the variable that sets it
     told = launch(tmp_path, "run_sgpo.sh", "trainer.logger=[console,wandb]")
     assert told.returncode == 2 and "set it through LOGGERS" in told.stderr
@@ -487,6 +491,23 @@ def test_launch_refuses_rows_without_a_group_size_and_too_few_rows(tmp_path):
     result = launch(tmp_path, SKIP_EXPORT="1", DATA=str(data))
     assert result.returncode == 2
     assert f"{len(rows)} of {len(rows)} rows have no {ROLLOUT_N}" in result.stderr
+    # an export of another plan, or for another method: named, not trained
+    baseline = launch(tmp_path, "run_grpo.sh")
+    assert baseline.returncode == 0, baseline.stderr
+    grpo_data = str(tmp_path / "run" / "grpo" / "train.parquet")
+    said = " ".join(launch(tmp_path, SKIP_EXPORT="1", DATA=grpo_data).stderr.split())
+    assert f"DATA={grpo_data}: it is a baseline's export (every query at G = 8), not sGPO's" in said
+    said = " ".join(
+        launch(tmp_path, "run_grpo.sh", SKIP_EXPORT="1", DATA=str(exported)).stderr.split()
+    )
+    assert "it is sGPO's export (the plan's kept queries), not a grpo baseline's" in said
+    rows, meta = read_table(exported)
+    rows[0][ROLLOUT_N] += 1  # the plan re-made with another G
+    other = tmp_path / "other_plan.parquet"
+    write_table(other, rows, meta)
+    said = " ".join(launch(tmp_path, SKIP_EXPORT="1", DATA=str(other)).stderr.split())
+    assert "its queries, order or group sizes are not the plan's kept queries'" in said
+    assert launch(tmp_path, SKIP_EXPORT="1", DATA=str(exported)).returncode == 0  # its own
 
 
 def test_verifier_settings_reach_every_ray_worker_through_the_runtime_env(tmp_path):

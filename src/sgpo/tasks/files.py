@@ -161,7 +161,9 @@ def looks_like_path(spec: str) -> bool:
     return spec.lower().endswith((*FILE_SUFFIXES, ".json")) or spec.startswith(("/", ".", "~"))
 
 
-def resolve_source(spec: str, split: str, dataset_config: str | None) -> Source:
+def resolve_source(
+    spec: str, split: str, dataset_config: str | None, field: str = "task.file.train"
+) -> Source:
     path = Path(spec).expanduser()
     if path.is_file():
         if path.suffix.lower() not in FILE_SUFFIXES:
@@ -171,7 +173,8 @@ def resolve_source(spec: str, split: str, dataset_config: str | None) -> Source:
             )
         return Source(label=spec, id_prefix=path.stem, local=path)
     if looks_like_path(spec) and not path.is_dir():  # a local directory goes to `datasets`
-        raise DataError(f"{spec}: no such file")
+        where = "" if path.is_absolute() else f"; a relative path is read from {Path.cwd()}"
+        raise DataError(f"{field}={spec}: no such file{where}")
     name, _, inline_config = spec.partition(":")
     config = dataset_config or inline_config or None
     return Source(
@@ -620,7 +623,7 @@ def load_file_task(cfg: FileTaskConfig, with_eval: bool = True) -> TaskData:
     if not with_eval:
         eval_source: Source | None = None
     elif cfg.eval is not None:
-        eval_source = resolve_source(cfg.eval, cfg.split_eval, dataset_config)
+        eval_source = resolve_source(cfg.eval, cfg.split_eval, dataset_config, "task.file.eval")
     elif train_source.local is None:
         eval_source = resolve_source(cfg.train, cfg.split_eval, dataset_config)
     else:

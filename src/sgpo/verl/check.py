@@ -8,6 +8,8 @@ Each one guards against a way a run can silently stop doing what the plan says:
   verl's v1 rollout worker, and a group of one gets its raw reward as advantage;
 - batch size: verl's dataloader uses drop_last=True, so fewer rows than data.train_batch_size is
   zero steps per epoch (and verl exits 0 having trained nothing);
+- the data: an export given with SKIP_EXPORT=1 must be the plan's, written for the launch's
+  method (a baseline's export trains every query at one G, sGPO's the kept ones in order);
 - prompt lengths: verl 0.9.1 stores data.truncation but never applies it; the agent loop cuts an
   overlong prompt from the left with only a warning (experimental/agent_loop/agent_loop.py,
   _cap_text_prompt_length). The check counts tokens the way verl builds them: the chat template
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from sgpo.plan import PlanRow, kept_in_order
 from sgpo.profile_match import sampling_differences
 from sgpo.verl.export import ROLLOUT_N
 
@@ -80,6 +83,30 @@ def group_size_problems(rows: list[dict]) -> list[str]:
         f"); verl would fall back to rollout.n or give a group "
         f"of one its raw reward as advantage. Re-export the plan (plan.g_min >= 2)"
     ]
+
+
+def export_plan_problems(
+    rows: list[dict], meta: dict, plan_rows: list[PlanRow], method: str
+) -> list[str]:
+    """An sgpo export that is not the plan's, or not the launch method's: sGPO's holds the
+    plan's kept queries in curriculum order with their G, a baseline's (grpo, dapo) every query
+    of the plan at one G. A parquet sgpo did not write (no export metadata) is not compared."""
+    export = meta.get("export")
+    if export is None:
+        return []
+    fixed = export.get("fixed_group_size")
+    if method == "sgpo" and fixed is not None:
+        return [f"it is a baseline's export (every query at G = {fixed}), not sGPO's"]
+    if method != "sgpo" and fixed is None:
+        return [f"it is sGPO's export (the plan's kept queries), not a {method} baseline's"]
+    exported = [(str((r.get("extra_info") or {}).get("query_id")), r.get(ROLLOUT_N)) for r in rows]
+    if fixed is None:
+        planned = [(r.query_id, r.group_size) for r in kept_in_order(plan_rows)]
+        if exported != planned:
+            return ["its queries, order or group sizes are not the plan's kept queries'"]
+    elif sorted(q for q, _ in exported) != sorted(r.query_id for r in plan_rows):
+        return ["its queries are not the plan's"]
+    return []
 
 
 def batch_problems(n_rows: int, train_batch_size: int) -> list[str]:

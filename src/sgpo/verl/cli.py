@@ -127,8 +127,9 @@ def export_verl(
 ) -> None:
     """Write the plan's kept queries, in curriculum order with __rollout_n__ = G, for verl."""
     from sgpo.config import ConfigError, load_config
-    from sgpo.plan import read_plan, warn_unplanned
+    from sgpo.plan import kept_in_order, read_plan, warn_unplanned
     from sgpo.profile_match import check_profile_matches
+    from sgpo.verl.check import batch_problems
     from sgpo.verl.export import (
         export_for_config,
         export_held_out_for_config,
@@ -164,6 +165,10 @@ def export_verl(
         console.print(f"[red]{escape(str(e) + hint)}[/red]", soft_wrap=True)
         raise typer.Exit(2) from e
     warn_unplanned(rows, {q.query_id for q in task.train}, plan)
+    if train_batch_size is not None:  # before anything is written: a batch it cannot fill
+        exported_rows = len(rows) if fixed_group_size is not None else len(kept_in_order(rows))
+        if problems := batch_problems(exported_rows, train_batch_size):
+            fail(problems)
     try:
         # the held-out split first: a task without one is refused before the export is written
         if val_out is not None:
@@ -327,11 +332,16 @@ def check(
         Path | None,
         typer.Option(help="The validation parquet: its prompt lengths are checked too."),
     ] = None,
+    method: Annotated[
+        str | None,
+        typer.Option(help="sgpo, grpo or dapo: with --plan, --data must be its export of it."),
+    ] = None,
 ) -> None:
     """Refuse a verl launch that would not do what the plan says (sgpo.verl.check). With
     --model, print (stdout, one line) 1 when verl's prompts open the model's <think> (its
     responses are then read as begun inside it, as sgpo's profile read them), else 0."""
     from sgpo.io import read_table
+    from sgpo.plan import read_plan
     from sgpo.verl import check as checks
 
     rows, meta = read_table(data)
@@ -346,6 +356,11 @@ def check(
         problems += checks.token_budget_problems(
             max_tokens_per_gpu, max_prompt_length, max_response_length
         )
+    if plan is not None and method is not None:
+        problems += [
+            f"DATA={data}: {p}; re-export it (launch without SKIP_EXPORT=1)"
+            for p in checks.export_plan_problems(rows, meta, read_plan(plan)[0], method)
+        ]
     if plan is not None:
         try:
             mismatches = checks.sampling_mismatches(
