@@ -296,6 +296,10 @@ if [ "$METHOD" = sgpo ] && [ "$ONE_UPDATE_PER_STEP" = 1 ]; then
     # one mini-batch holds the most rollouts a step trains (max_trained, from data-info)
     PPO_MINI_BATCH_SIZE="$TRAIN_BATCH_SIZE"
     ROLLOUT_N=$(( (max_trained + TRAIN_BATCH_SIZE - 1) / TRAIN_BATCH_SIZE ))
+    # and splits over the GPUs (verl refuses a mini-batch that does not)
+    while [ $(( TRAIN_BATCH_SIZE * ROLLOUT_N % (NNODES * GPUS_PER_NODE) )) -ne 0 ]; do
+        ROLLOUT_N=$(( ROLLOUT_N + 1 ))
+    done
 elif [ "$METHOD" = grpo ] && [ "$DOWNSAMPLE_TO" != 0 ] && [ "$DOWNSAMPLE_TO" -lt "$GROUP_SIZE" ]
 then
     # each group trains DOWNSAMPLE_TO of its GROUP_SIZE (rows carry __rollout_n__, so rollout.n
