@@ -516,6 +516,13 @@ def test_a_save_to_disk_folder_loads_as_a_dataset_dict_and_says_what_to_do_as_on
     )
     data = load_file_task(file_cfg(train=str(whole), preset="gsm8k"))
     assert (len(data.train), len(data.eval)) == (4, 2)
+    # its ids and identity by the folder's name: the same however its path is written
+    assert data.train[0].query_id == "dict:train:0"
+    monkeypatch.chdir(tmp_path)
+    for written in ("dict", "dict/", "./dict"):
+        again = load_file_task(file_cfg(train=written, preset="gsm8k"))
+        assert again.source == data.source
+        assert [q.query_id for q in again.train] == [q.query_id for q in data.train]
     one = tmp_path / "one"
     split(4, "train").save_to_disk(str(one))
     with pytest.raises(DataError) as info:

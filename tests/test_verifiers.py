@@ -65,6 +65,15 @@ EQUIVALENT = [
     ("2\\sqrt{2}", "\\sqrt{8}"),
     ("(1,2)", "(1, 2)"),
     ("\\dfrac{3}{4}", "0.75"),
+    ("2xy", "2yx"),
+    ("xy", "yx"),
+    # a terse sentence whose words are short: not letters multiplied into the answer
+    ("It is 18.", "18"),
+    ("so it is 18", "18"),
+    ("x is 18", "18"),
+    ("So: 18", "18"),
+    ("A: 18", "18"),
+    ("so it is \\(18\\)", "18"),
     # thousands separators
     ("#### 1,000", "1000"),
     ("#### 1000", "1,000"),
@@ -99,6 +108,7 @@ EQUIVALENT = [
 
 NOT_EQUIVALENT = [
     ("#### 17", "18"),
+    ("It is 17.", "18"),
     ("\\boxed{\\frac{1}{3}}", "0.5"),
     ("\\boxed{0.333}", "\\frac{1}{3}"),
     ("\\boxed{3}", "-3"),

@@ -363,12 +363,21 @@ def _undone_computation(parsed: list) -> bool:
     return bool(rational) and _OPERATION.search(_DEGREES.sub("", value)) is not None
 
 
+# In a response of several tokens, a word: two or more letters standing alone ("It is 18.",
+# "so it is 18"), or a label before a colon ("A: 18"); letters beside mathematics ("2xy",
+# "\\frac{1}{xy}") are variables
+_SHORT_WORD = re.compile(r"(?:^|(?<=\s))(?:[A-Za-z]{2,}(?=[\s.,;!?]|$)|[A-Za-z]+\s*:)")
+
+
 def _bare_answer(response: str) -> bool:
     """A response that is only an answer: one short line without words (LaTeX commands aside).
     math-verify finds LaTeX only between delimiters, so "2\\sqrt{2}" alone parsed to nothing
     and "(1,2)" to its last number."""
     text = response.strip()
-    words = re.search(r"[A-Za-z]{3,}", re.sub(r"\\[A-Za-z]+", "", text))
+    plain = re.sub(r"\\[A-Za-z]+", "", text)
+    words = re.search(r"[A-Za-z]{3,}", plain) or (
+        len(plain.split()) > 1 and _SHORT_WORD.search(plain)
+    )
     unclosed_box = "\\boxed" in text or "\\fbox" in text  # cut off: final_answer found none
     return bool(text) and "\n" not in text and len(text) <= 64 and not (words or unclosed_box)
 

@@ -136,11 +136,11 @@ class Source:
         if self.local is not None:
             return f"{self.local.name}@sha256:{file_sha256(self.local)[:16]}"
         config = f":{self.dataset_config}" if self.dataset_config else ""
-        text = f"datasets:{self.dataset}{config}/{self.split}"
         directory = Path(self.dataset or "").expanduser()
-        if self.dataset and directory.is_dir():
-            text += f"@sha256:{_directory_sha256(directory)[:16]}"
-        return text
+        if self.dataset and directory.is_dir():  # by its name, however its path is written
+            digest = _directory_sha256(directory)[:16]
+            return f"datasets:{directory.resolve().name}{config}/{self.split}@sha256:{digest}"
+        return f"datasets:{self.dataset}{config}/{self.split}"
 
 
 def _directory_sha256(root: Path) -> str:
@@ -177,9 +177,12 @@ def resolve_source(
         raise DataError(f"{field}={spec}: no such file{where}")
     name, _, inline_config = spec.partition(":")
     config = dataset_config or inline_config or None
+    folder = Path(name).expanduser()
+    # a local `datasets` folder's ids by its name: the same from any working directory
+    prefix = folder.resolve().name if name and folder.is_dir() else name
     return Source(
         label=f"{spec} (split {split})",
-        id_prefix=f"{name}:{split}",
+        id_prefix=f"{prefix}:{split}",
         local=None,
         dataset=name,
         dataset_config=config,
