@@ -48,6 +48,11 @@ def test_stages_one_by_one(tmp_path: Path):
     none = sum(r["p_hat"] == 0 for r in profile)
     said = " ".join(printed.split())
     assert f"24 queries: {every} solved by every sample, {none} by none" in said
+    # how many samples hit max_new_tokens, counted from the samples themselves
+    samples, _ = read_table(out / "profile_samples.parquet")
+    cut_off = sum(not s["finished"] for s in samples)
+    assert meta["truncated_samples"] == cut_off
+    assert f"; {cut_off / len(samples):.0%} of the samples cut off at max_new_tokens" in said
 
     printed = sgpo("plan", "-c", config, "-o", out)
     assert "rollouts_per_epoch" in printed
@@ -291,3 +296,17 @@ def test_a_table_into_a_file_keeps_each_row_on_one_line(capsys):
     print_table(table)  # stdout is not a terminal here: rich alone would fold at 80 columns
     lines = capsys.readouterr().out.splitlines()
     assert any(all(cell in line for cell in row) for line in lines)
+
+
+def test_a_profile_with_many_samples_cut_off_says_so(caplog: pytest.LogCaptureFixture):
+    from sgpo.profile import warn_of_cut_off
+
+    with caplog.at_level("WARNING"):
+        warn_of_cut_off("p.parquet", 0, 10, 16)
+        warn_of_cut_off("p.parquet", 0, 0, 16)  # no samples: nothing to say
+    assert caplog.records == []
+    with caplog.at_level("WARNING"):
+        warn_of_cut_off("p.parquet", 3, 10, 16)
+    assert "p.parquet: 3 of 10 samples (30%) were cut off at sampling.max_new_tokens=16" in (
+        caplog.text
+    )

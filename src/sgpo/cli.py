@@ -242,7 +242,7 @@ def profile(
     path = run_profile(
         _config(config, set_), out, resume=resume, overwrite=overwrite, shard=shard_index
     )
-    console.print(f"profile: {path} ({profile_outcomes(read_table(path)[0])})")
+    console.print(f"profile: {path} ({profile_outcomes(*read_table(path))})")
 
 
 @profile_app.command("merge")

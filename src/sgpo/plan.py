@@ -293,6 +293,12 @@ def _run_plan(
             sum(r["k"] for r in profile_rows),
             timeouts,
         )
+    from sgpo.profile import TRUNCATED_KEY, warn_of_cut_off
+
+    if TRUNCATED_KEY in meta:  # the profile warned too, but its output may be long gone
+        drawn = sum(r["k"] for r in profile_rows)
+        max_new_tokens = (meta.get("sampling") or {}).get("max_new_tokens", "?")
+        warn_of_cut_off(profile_path, meta[TRUNCATED_KEY], drawn, max_new_tokens)
     shape = ModelShape(**meta["shape"]) if "shape" in meta else None
     kept_rollouts = sum(r.group_size for r in rows if r.kept)
     train = config.train

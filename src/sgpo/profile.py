@@ -225,6 +225,8 @@ def _run_profile(
             SAMPLES_FILE,
         )
     samples = [{"query_id": r["query_id"], **s} for r in rows for s in r.pop("samples")]
+    counts[TRUNCATED_KEY] = sum(not s["finished"] for s in samples)
+    warn_of_cut_off(final, counts[TRUNCATED_KEY], len(samples), config.sampling.max_new_tokens)
     # The samples first: profile.parquet is what marks the profile complete.
     write_table(out_dir / SAMPLES_FILE, samples, metadata)
     write_table(final, rows, metadata | counts | samples_location(out_dir))
@@ -232,17 +234,43 @@ def _run_profile(
     return final
 
 
-def profile_outcomes(rows: list[dict]) -> str:
-    """How a profile's queries came out: solved by every sample, by none, or mixed."""
+def profile_outcomes(rows: list[dict], meta: dict | None = None) -> str:
+    """How a profile's queries came out: solved by every sample, by none, or mixed; and, when
+    its metadata counts them, the share of samples cut off at max_new_tokens."""
     every = sum(r["n_correct"] == r["k"] for r in rows)
     none = sum(r["n_correct"] == 0 for r in rows)
-    return (
+    said = (
         f"{len(rows)} queries: {every} solved by every sample, {none} by none, "
         f"{len(rows) - every - none} mixed"
     )
+    cut_off, drawn = (meta or {}).get(TRUNCATED_KEY), sum(r["k"] for r in rows)
+    if cut_off is not None and drawn:
+        said += f"; {cut_off / drawn:.0%} of the samples cut off at max_new_tokens"
+    return said
+
+
+# A share of samples cut off at max_new_tokens worth a warning: their answers are read where
+# they stopped, so p_hat then measures the length limit as much as the model.
+CUT_OFF_WARNING_SHARE = 0.1
+
+
+def warn_of_cut_off(source: object, cut_off: int, samples: int, max_new_tokens: int) -> None:
+    if samples and cut_off / samples >= CUT_OFF_WARNING_SHARE:
+        log.warning(
+            "%s: %d of %d samples (%.0f%%) were cut off at sampling.max_new_tokens=%d; each is "
+            "scored on where it stopped, so the success rates the plan rests on measure the "
+            "length limit too: raise sampling.max_new_tokens (the responses are in %s)",
+            source,
+            cut_off,
+            samples,
+            100 * cut_off / samples,
+            max_new_tokens,
+            SAMPLES_FILE,
+        )
 
 
 VERIFIER_COUNTS = ("verifier_errors", "verifier_timeouts")
+TRUNCATED_KEY = "truncated_samples"  # profile.parquet's metadata: samples cut off
 # What a differing metadata field of a chunk means to the user resuming it.
 FIELD_MEANINGS = {"task": "the task's data files changed in content, or its settings"}
 # Where the samples lie is not part of what the profile is (moved or merged, it is the same).
@@ -378,7 +406,8 @@ def samples_location(out_dir: Path) -> dict:
 
 def _recorded(meta: dict) -> dict:
     """A profile's metadata without its counts and file locations (what a merge carries over)."""
-    return {k: v for k, v in meta.items() if k not in VERIFIER_COUNTS and k != SAMPLES_KEY}
+    counted = {*VERIFIER_COUNTS, TRUNCATED_KEY, SAMPLES_KEY}
+    return {k: v for k, v in meta.items() if k not in counted}
 
 
 # Recorded settings that do not change the samples: every sample has its own seed, so how many
@@ -584,6 +613,8 @@ def _merge_profiles(paths: list[Path], out_dir: Path, overwrite: bool) -> Path:
     order = {q: i for i, q in enumerate(_task_order(tables))}
     merged = sorted(rows_by_id.values(), key=lambda r: order[r["query_id"]])
     counts = {key: sum(m.get(key, 0) for _, _, m in tables) for key in VERIFIER_COUNTS}
+    if all(TRUNCATED_KEY in m for _, _, m in tables):  # not in shards of an older sgpo
+        counts[TRUNCATED_KEY] = sum(m[TRUNCATED_KEY] for _, _, m in tables)
     metadata = common | counts | {"shard": None}
     sample_paths = [path.parent / SAMPLES_FILE for path, _, _ in tables]
     if all(p.exists() for p in sample_paths):
