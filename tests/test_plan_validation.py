@@ -84,7 +84,10 @@ def test_bad_reference_is_a_data_error_naming_query_and_field(
         with pytest.raises(BadReference) as info:
             v.score_one(good, bad, "t_numbad:2")
         assert isinstance(info.value, DataError)
-        assert "query 't_numbad:2': field 'answer': reference" in str(info.value)
+        said = str(info.value)
+        assert f"query 't_numbad:2': field 'answer': verifier sgpo.verifiers:{verifier} " \
+            f"cannot score against this reference: reference {bad!r}" in said  # fmt: skip
+        assert said.endswith(". Fix or remove the row")
         assert v.stats.errors == 0
         # A response the verifier cannot read is still a wrong answer: 0, no error.
         assert v.score_one("no answer at all", good, "t:0") == 0.0
@@ -117,7 +120,8 @@ def test_profile_stops_on_a_bad_reference(env: SimpleNamespace, tmp_path: Path) 
     # checked up front (sgpo.wiring.make_verifier): the file and its row, before any sample
     with pytest.raises(
         DataError,
-        match=r"train\.jsonl: row 2 \(line 3, id 'train:2'\): field 'answer': reference 'eleven'",
+        match=r"train\.jsonl: row 2 \(line 3, id 'train:2'\): field 'answer': verifier "
+        r"sgpo\.verifiers:numeric cannot score against this reference: reference 'eleven'",
     ):
         run_profile(config, tmp_path / "profiled")
     assert not (tmp_path / "profiled" / "profile.parquet").exists()

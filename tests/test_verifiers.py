@@ -249,6 +249,11 @@ def test_exact_match() -> None:
         # LaTeX: a fraction is its value; a root, a power or pi is not its last number
         ("\\boxed{\\frac{1}{2}}", "2", 0.0),
         ("\\boxed{\\dfrac{1}{2}}", "0.5", 1.0),
+        # TeX's single-digit arguments without braces
+        ("\\boxed{\\frac12}", "0.5", 1.0),
+        ("\\boxed{-\\frac34}", "-0.75", 1.0),
+        ("\\boxed{1\\frac12}", "1.5", 1.0),
+        ("\\boxed{\\frac12}", "2", 0.0),
         ("\\boxed{-\\frac{3}{4}}", "-0.75", 1.0),
         ("\\boxed{\\sqrt{2}}", "2", 0.0),
         ("\\boxed{10^2}", "2", 0.0),

@@ -305,8 +305,7 @@ def math_reference(reference: str) -> str:
     if len(words) > 1 or (words and not beside):
         raise BadReference(
             f"reference {reference!r}: math-verify reads the word {words[0]!r} as a product "
-            "of its letters; write a word answer as \\text{...}, or score such references "
-            "with sgpo.verifiers:exact_match"
+            "of its letters; write a word answer as \\text{...} (compared as text)"
         )
     return normalized
 
@@ -430,8 +429,9 @@ def last_number(text: str) -> float | None:
 # and the commands that leave a number plain (units in \\text, \\%, \\$, \\approx).
 _NUMERIC_FRACTION = re.compile(
     r"(?:(?<![\d.,])(?P<whole>[-+]?\d+)|(?P<sign>[-+]?))\s*\\[dt]?frac\s*"
-    r"\{\s*(?P<num_sign>[-+]?)\s*(?P<num>\d+(?:\.\d+)?)\s*\}\s*"
-    r"\{\s*(?P<den_sign>[-+]?)\s*(?P<den>\d+(?:\.\d+)?)\s*\}"
+    # an argument in braces, or TeX's single digit without them ("\\frac12")
+    r"(?:\{\s*(?P<num_sign>[-+]?)\s*(?P<num>\d+(?:\.\d+)?)\s*\}|(?P<num_digit>\d))\s*"
+    r"(?:\{\s*(?P<den_sign>[-+]?)\s*(?P<den>\d+(?:\.\d+)?)\s*\}|(?P<den_digit>\d)(?!\d))"
 )
 # "-\\$5", "-$5": the minus is the number's, as in "\\$-5" (not after an operand: "$3-$5")
 _SIGN_BEFORE_CURRENCY = re.compile(r"(?<![\w)}])([-+])\\?\$(?=\s*\.?\d)")
@@ -469,8 +469,9 @@ _PLAIN_COMMANDS = frozenset(
 def _plain_fraction(match: re.Match[str]) -> str:
     """A numeric fraction as "a/b" with its signs gathered in front (\\frac{-3}{4} -> -3/4); a
     mixed number as one fraction (-1\\frac{1}{2} -> -3/2)."""
-    whole, num, den = match["whole"], match["num"], match["den"]
-    signs = (whole or match["sign"], match["num_sign"], match["den_sign"])
+    whole = match["whole"]
+    num, den = match["num"] or match["num_digit"], match["den"] or match["den_digit"]
+    signs = (whole or match["sign"], match["num_sign"] or "", match["den_sign"] or "")
     negative = sum(sign.startswith("-") for sign in signs) % 2 == 1
     if whole:
         num = str(abs(Decimal(whole)) * Decimal(den) + Decimal(num))

@@ -322,8 +322,8 @@ class Verifier:
             self._reference_check(reference)
         except BadReference as e:
             raise BadReference(
-                f"{where}: field {field!r}: {e}, which verifier {self.spec} cannot score "
-                "against; fix or remove the row"
+                f"{where}: field {field!r}: verifier {self.spec} cannot score against this "
+                f"reference: {e}. Fix or remove the row"
             ) from e
         self._good_references.add(reference)
 
