@@ -310,3 +310,11 @@ def test_a_profile_with_many_samples_cut_off_says_so(caplog: pytest.LogCaptureFi
     assert "p.parquet: 3 of 10 samples (30%) were cut off at sampling.max_new_tokens=16" in (
         caplog.text
     )
+
+
+def test_the_plan_summary_says_a_ratio_is_undefined(capsys: pytest.CaptureFixture[str]):
+    from sgpo.cli import print_plan_summary
+
+    print_plan_summary({"baseline_group_size": 8, "predicted_ratio_per_informative_tokens": None})
+    row = next(line for line in capsys.readouterr().out.splitlines() if "predicted_ratio" in line)
+    assert "undefined (no informative rollout expected)" in row

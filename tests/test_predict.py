@@ -140,6 +140,15 @@ def test_dropping_solved_queries_pays_and_the_profile_is_charged():
         assert charged[key] < amortised[key] < free[key]
 
 
+def test_no_ratio_is_read_where_no_informative_rollout_is_expected():
+    # a profile that solved nothing: ~1e-9 informative on both sides, a meaningless ratio
+    queries = [query(0)] * 10
+    nothing = predict_against_baseline(queries, Allocation([16] * 10), 8, NO_PROFILE, epochs=1)
+    assert nothing["informative_fraction"] < 1e-6
+    for currency in ("tokens", "flops", "flops_train_all"):
+        assert nothing[f"ratio_per_informative_{currency}"] is None
+
+
 def test_an_epochs_predicted_cost_counts_down_sampling_and_dropped_dead_groups():
     queries = [query(n) for n in range(9)]
     whole = predict_against_baseline(queries, Allocation([8] * 9), 8, NO_PROFILE, epochs=1)

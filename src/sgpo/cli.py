@@ -189,6 +189,8 @@ def print_plan_summary(summary: dict) -> None:
     for key, value in summary.items():
         if isinstance(value, float):
             shown = f"{value:.3e}" if abs(value) >= 1e4 else f"{value:.3f}"
+        elif value is None and key.startswith("predicted_ratio"):
+            shown = "undefined (no informative rollout expected)"
         else:
             shown = str(value)
         table.add_row(key, shown)

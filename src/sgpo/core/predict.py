@@ -233,10 +233,11 @@ def predict_against_baseline(
     baseline_group_size: int,
     profile_cost: dict[str, float],
     epochs: float,
-) -> dict[str, float]:
+) -> dict[str, float | None]:
     """Predicted informative fractions, each currency's expected cost of one epoch (the plan's
     and the baseline's), and per currency the baseline's cost per informative
-    rollout divided by the plan's (above 1: the plan is cheaper), with the profile's cost
+    rollout divided by the plan's (above 1: the plan is cheaper; None where either side expects
+    no informative rollout), with the profile's cost
     (profile_cost per currency) charged once over `epochs` epochs; p's spread is fitted to the
     queries' own outcomes (fit_rate_prior)."""
     prior = fit_rate_prior([(q.n_correct, q.k) for q in queries])
@@ -247,17 +248,25 @@ def predict_against_baseline(
         "baseline_informative_fraction": base["informative"] / base["rollouts"],
         "epochs": epochs,
     }
+    # Costs per informative rollout compare only where both sides expect some: a profile that
+    # saw nearly nothing solved predicts ~1e-9 of each, and their ratio would be noise.
+    comparable = min(result["informative_fraction"], result["baseline_informative_fraction"])
     for currency in CURRENCIES:
         # one epoch's expected cost, with the plan's down-sampling and dropped dead groups
         result[f"{currency}_per_epoch"] = ours[currency]
         result[f"baseline_{currency}_per_epoch"] = base[currency]
-        plan_total = epochs * ours[currency] + profile_cost[currency]
-        per_informative = plan_total / (epochs * ours["informative"]) if ours["informative"] else 0
-        base_per_informative = base[currency] / base["informative"] if base["informative"] else 0
-        result[f"ratio_per_informative_{currency}"] = (
-            base_per_informative / per_informative if per_informative else 0.0
-        )
+        ratio = None
+        if comparable >= NO_INFORMATIVE_FRACTION:
+            plan_total = epochs * ours[currency] + profile_cost[currency]
+            base_per_informative = base[currency] / base["informative"]
+            ratio = base_per_informative / (plan_total / (epochs * ours["informative"]))
+        result[f"ratio_per_informative_{currency}"] = ratio
     return result
+
+
+# Below this predicted informative fraction a plan or baseline is expected to learn nothing:
+# no cost per informative rollout is read for it.
+NO_INFORMATIVE_FRACTION = 1e-6
 
 
 def profile_costs(queries: Sequence[QueryCost]) -> dict[str, float]:
