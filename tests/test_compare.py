@@ -778,6 +778,32 @@ def test_compare_md_says_when_the_baseline_held_its_target_before_its_end():
     assert _baseline_own_crossing(result(1.29, learned=False)) == []  # said otherwise
 
 
+def test_a_method_whose_plan_keeps_nothing_is_named_and_the_others_are_kept(tmp_path: Path):
+    from sgpo.compare import run_compare
+
+    base = tiny_tree(
+        tmp_path / "models",
+        train={"steps": 2, "rollout_budget": 8, "eval_every": 1, "checkpoint_every": 0},
+    )
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    # keeps neither never-solved nor always-solved queries, nor any other (p_hat > 0 trivial)
+    nothing = [
+        "plan.unsolvable_keep_fraction=0",
+        "plan.trivial_above=0.001",
+        "plan.drop_trivial=true",
+    ]
+    methods = {"grpo-g4": ["train.method=grpo", "train.group_size=4"], "empty": nothing}
+    compare = {"base": "base.yaml", "seeds": [0], "methods": methods, "baseline": "grpo-g4"}
+    config = tmp_path / "compare.yaml"
+    config.write_text(yaml.safe_dump(compare))
+    with pytest.raises(DataError) as info:
+        run_compare(config, tmp_path / "out")
+    said = str(info.value)
+    assert said.startswith("method 'empty', seed 0: ") and "the plan keeps none of the" in said
+    assert said.endswith("with --methods leaving this one out reuses them)")
+    assert (tmp_path / "out" / "runs" / "grpo-g4" / "seed-0" / "summary.json").exists()
+
+
 def test_compare_reuses_a_finished_run_only_if_its_config_and_inputs_are_unchanged(
     tmp_path: Path, capsys: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture
 ):

@@ -933,14 +933,20 @@ def _run_compare(cfg: CompareConfig, base: Path, config_path: Path, out_dir: Pat
         for index, method in enumerate(order[1:], first + 1):
             run_dir = out_dir / "runs" / method / f"seed-{seed}"
             label = f"[{index}/{total}] {method} seed {seed}"
-            # the plan's predictions over the baseline's length, not over the steps cap
-            run_method(
-                method_config(cfg, base, method, seed, cap),
-                run_dir,
-                profiles,
-                label,
-                plan_steps=baseline_config.train.steps,
-            )
+            try:
+                # the plan's predictions over the baseline's length, not over the steps cap
+                run_method(
+                    method_config(cfg, base, method, seed, cap),
+                    run_dir,
+                    profiles,
+                    label,
+                    plan_steps=baseline_config.train.steps,
+                )
+            except DataError as e:  # e.g. a plan that keeps nothing on this data
+                raise DataError(
+                    f"method {method!r}, seed {seed}: {e} (the runs finished so far are kept: "
+                    "the same compare with --methods leaving this one out reuses them)"
+                ) from e
             runs[method][seed] = run_dir
     result = aggregate(cfg, runs)
     images = plot_compare(cfg, runs, result, out_dir)
