@@ -579,9 +579,11 @@ def test_a_method_at_the_target_before_it_spent_anything_reads_at_start_not_neve
     # a curve whose step-0 evaluation (cost 0, no profile) already holds the target
     reach = cost_to_target([(0.0, 0.40), (10.0, 0.39), (20.0, 0.38)], 0.38, 1)
     assert reach == 0.0
-    assert _ratio({flops.ratio_key: None, flops.to_target_key: reach}, flops) == "at start"
-    assert _ratio({flops.ratio_key: None, flops.to_target_key: None}, flops) == "never"
-    assert _ratio({flops.ratio_key: 2.5, flops.to_target_key: 4.0}, flops) == "2.50"
+    assert _ratio({flops.ratio_key: None, flops.to_target_key: reach}, flops, True) == "at start"
+    assert _ratio({flops.ratio_key: None, flops.to_target_key: None}, flops, True) == "never"
+    assert _ratio({flops.ratio_key: 2.5, flops.to_target_key: 4.0}, flops, True) == "2.50"
+    # a baseline that learned nothing: no ratio means anything, none is shown
+    assert _ratio({flops.ratio_key: 2.5, flops.to_target_key: 4.0}, flops, False) == "-"
 
 
 def printed_table(result: dict, width: int = 200) -> str:
@@ -672,6 +674,7 @@ def test_the_console_table_keeps_long_method_names_and_a_baseline_that_learned_n
     text = printed_table(result, width=80)
     assert all(name in text for name in names)  # not cut to "sgpo-solva…"
     assert "THE BASELINE LEARNED NOTHING" in " ".join(text.split())
+    assert "1.00" not in text  # no ratio shown: none means anything
 
 
 @pytest.mark.parametrize(

@@ -667,9 +667,13 @@ def final_accuracy_text(method: dict) -> str:
     return f"{method['final_acc_mean']:.3f} ± {spread}"
 
 
-def _ratio(method: dict, currency: Currency) -> str:
+def _ratio(method: dict, currency: Currency, baseline_learned: bool) -> str:
     """The crossing ratio; "at start" where the method's curve held the target before it spent
-    anything (no ratio: nothing to divide by), "never" where it never did."""
+    anything (no ratio: nothing to divide by), "never" where it never did; "-" for every
+    method where the baseline learned nothing (a method would read as far ahead by holding
+    the initial accuracy after its profile's cost alone)."""
+    if not baseline_learned:
+        return "-"
     if method[currency.ratio_key] is None and method[currency.to_target_key] == 0:
         return "at start"
     return format_or_missing(method[currency.ratio_key], ".2f")
@@ -696,7 +700,7 @@ def console_table(result: dict) -> Table:
         table.add_row(
             name,
             final_accuracy_text(m),
-            *(_ratio(m, currency) for currency in CURRENCIES.values()),
+            *(_ratio(m, currency, result["baseline_learned"]) for currency in CURRENCIES.values()),
             f"{m['informative_fraction']:.3f}",
         )
     return table
@@ -749,13 +753,14 @@ def write_markdown(
         "FLOPs on zero-advantage rollouts | steps | wall s/run |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    learned = result["baseline_learned"]
     for method, m in result["methods"].items():
         rows.append(
             f"| {method} | {final_accuracy_text(m)} | "
             f"{m['initial_acc_mean']:.3f} | {m['total_flops']:.3e} | "
-            f"{_ratio(m, CURRENCIES['flops'])} | {m['total_flops_train_all']:.3e} | "
-            f"{_ratio(m, CURRENCIES['flops_train_all'])} | {m['generated_tokens']:.3g} | "
-            f"{_ratio(m, CURRENCIES['tokens'])} | "
+            f"{_ratio(m, CURRENCIES['flops'], learned)} | {m['total_flops_train_all']:.3e} | "
+            f"{_ratio(m, CURRENCIES['flops_train_all'], learned)} | "
+            f"{m['generated_tokens']:.3g} | {_ratio(m, CURRENCIES['tokens'], learned)} | "
             + " / ".join(_fitted(m, c.fit_speedup_key) for c in CURRENCIES.values())
             + f" | {m['informative_fraction']:.3f} "
             f"({format_or_missing(m.get('predicted_informative_fraction'), '.2f', 'no plan')}) | "
@@ -796,8 +801,9 @@ def write_markdown(
             else [
                 f"**The baseline ended at or below its initial accuracy "
                 f"({result['methods'][result['baseline']]['initial_acc_mean']:.3f}): it learned "
-                "nothing on this budget, so the ratios below read where each method first holds "
-                "an accuracy it may have had from the start. Train longer.**",
+                "nothing on this budget, so no ratio is shown below: each would read where a "
+                "method first holds an accuracy it may have had from the start (compare.json "
+                "keeps them). Train longer.**",
                 "",
             ]
         ),
