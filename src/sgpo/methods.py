@@ -169,8 +169,10 @@ DEFAULT_METHODS = {
     ],
     "sgpo-solvable-g8-ds4-greso-fill-fs-drop-same-update": EASY_BEST,
     "sgpo-solvable-g8-ds2-greso-fill-fs-drop-same-update": [*EASY_BEST, *DOWNSAMPLE_2],
-    # The easy-best row with 12 groups per step instead of 16 (dev round 42: a smaller step that
-    # still trains ~6 mixed groups; below the incumbents on the report seeds, report round 42).
+    # The easy-best row with 96 rollouts per step: 12 groups of 8 where the benchmark's base
+    # takes 16 (128), a fixed size whatever the base's train.rollout_budget (dev round 42: a
+    # smaller step that still trains ~6 mixed groups; below the incumbents on the report seeds,
+    # report round 42).
     "sgpo-solvable-g8-ds4-greso-fill-fs-drop-same-update-b96": [
         *EASY_BEST,
         "train.rollout_budget=96",
