@@ -523,6 +523,20 @@ def test_a_save_to_disk_folder_loads_as_a_dataset_dict_and_says_what_to_do_as_on
         again = load_file_task(file_cfg(train=written, preset="gsm8k"))
         assert again.source == data.source
         assert [q.query_id for q in again.train] == [q.query_id for q in data.train]
+    # a profile of an earlier sgpo, which recorded the folder by its path: told why it differs
+    from sgpo.config import RunConfig
+    from sgpo.profile_match import check_profile_matches
+
+    config = RunConfig.model_validate(
+        {"task": {"kind": "file", "file": {"train": "dict", "preset": "gsm8k"}}}
+    )
+    from sgpo.tasks import load_task
+
+    profiled = load_task(config.task, config.seed, require_eval=False).source
+    earlier = profiled.replace("datasets:dict/", f"datasets:{whole}/")
+    assert earlier != profiled
+    with pytest.raises(DataError, match="profiled by an earlier sgpo, which named a local"):
+        check_profile_matches({"task": earlier}, config, "p.parquet", None)
     one = tmp_path / "one"
     split(4, "train").save_to_disk(str(one))
     with pytest.raises(DataError) as info:

@@ -15,6 +15,7 @@ from sgpo.config import RunConfig, TrainConfig
 from sgpo.core.flops import logprob_flops, train_flops
 from sgpo.core.predict import CURRENCIES
 from sgpo.core.rewards import CORRECT_THRESHOLD
+from sgpo.errors import ConfigError, NonFiniteError
 from sgpo.io import read_jsonl
 from sgpo.metrics import rollout_record
 from sgpo.plan import read_plan, run_plan
@@ -832,3 +833,48 @@ def test_the_logged_lr_is_the_one_the_steps_update_used(tmp_path: Path):
     trainer.train()
     logged = [r["lr"] for r in read_jsonl(trainer.metrics_path)[1:]]
     assert logged == pytest.approx([0.0, 0.005, 0.01]) == used
+
+
+def test_float16_training_is_refused_before_the_model_loads(tmp_path: Path):
+    tree = tiny_tree(tmp_path / "models", train={"method": "grpo", "steps": 1})
+    tree["model"]["dtype"] = "float16"
+    with pytest.raises(ConfigError, match="model.dtype=float16: sgpo train keeps no float32"):
+        Trainer(RunConfig.model_validate(tree), tmp_path / "fp16")
+
+
+def test_an_update_that_makes_weights_non_finite_stops_the_run_unsaved(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """A finite loss and gradient whose step still overflows the weights (float16's AdamW):
+    the run stops at once, instead of training on NaN weights and checkpointing them."""
+    trainer = make_trainer(tmp_path, "overflow", group_size=2, rollout_budget=16)
+    step = trainer.update.optimizer.step
+
+    def overflowing_step() -> None:
+        step()
+        weight = next(p for p in trainer.policy.model.parameters() if p.requires_grad)
+        weight.data.view(-1)[0] = torch.inf
+
+    monkeypatch.setattr(trainer.update.optimizer, "step", overflowing_step)
+    with pytest.raises(NonFiniteError, match=r"the optimizer step made 1 weights non-finite"):
+        one_step(trainer)
+
+
+def test_a_bfloat16_full_fine_tune_at_a_small_lr_is_warned(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    from sgpo.train import warn_of_bfloat16_rounding
+
+    tree = tiny_tree(tmp_path / "models", train={"method": "grpo", "lr": 1e-6})
+    config = RunConfig.model_validate(tree)
+    with caplog.at_level("WARNING", logger="sgpo.train"):
+        warn_of_bfloat16_rounding(config, torch.float32)
+    assert not caplog.records
+    with caplog.at_level("WARNING", logger="sgpo.train"):
+        warn_of_bfloat16_rounding(config, torch.bfloat16)
+    assert "at train.lr=1e-06 most updates round away" in caplog.text
+    caplog.clear()
+    tree["model"]["lora"] = {"r": 4}
+    with caplog.at_level("WARNING", logger="sgpo.train"):
+        warn_of_bfloat16_rounding(RunConfig.model_validate(tree), torch.bfloat16)  # an adapter
+    assert not caplog.records

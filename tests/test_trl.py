@@ -610,6 +610,17 @@ def test_a_resume_on_the_same_trainer_replays_the_checkpoints_batches(
     trainer.train()  # a fresh start from the plan's first batch, as TRL's from the dataset's
     assert batches == [*EXPECTED_BATCHES, EXPECTED_BATCHES[0]]
     assert trainer.sgpo_rollouts == at_end
+    # a call that stopped inside a generation batch (two micro-steps each) leaves TRL's buffer
+    # behind: the next call starts clean all the same
+    stopped = make_trainer(model_dir, plan_path, tmp_path, max_steps=3, num_iterations=2)
+    fresh = make_trainer(model_dir, plan_path, tmp_path, max_steps=3, num_iterations=2)
+    expected = trained_batches(fresh)
+    fresh.train()
+    again = trained_batches(stopped)
+    stopped.train()
+    again.clear()
+    stopped.train()
+    assert again == expected and stopped.sgpo_rollouts == fresh.sgpo_rollouts
 
 
 def test_a_checkpoint_trained_with_skips_on_history_is_not_resumed_without_them(

@@ -8,6 +8,7 @@ that share describes other samples, so each refuses such a profile here and name
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -69,6 +70,14 @@ def check_profile_matches(
     if meta.get("task") != task.source and (
         recorded is None or recorded != data_identity(task)["train"]
     ):
+        if _FOLDER_PATH.sub(r"datasets:\1/", str(meta.get("task"))) == task.source:
+            raise DataError(
+                f"{source}: profiled by an earlier sgpo, which named a local datasets folder by "
+                f"its path as written ({meta.get('task')!r}); this one names it by the folder's "
+                "name, the same from any working directory, and its query ids changed with it "
+                "(<folder>:<split>:<row>): re-run sgpo profile with this config, or finish this "
+                "run with the earlier sgpo"
+            )
         raise DataError(
             f"{source}: field 'task' is {meta.get('task')!r} but the config's task is "
             f"{task.source!r}; re-run sgpo profile with this config"
@@ -84,6 +93,11 @@ def check_profile_matches(
     else:
         check_profile_samples(meta, config, source, expected_model)
     return task
+
+
+# A local datasets folder as an earlier sgpo recorded it: by its path as written
+# ("datasets:/data/gsm8k_local/train@sha256:..."), where sgpo now records its name.
+_FOLDER_PATH = re.compile(r"datasets:(?:[^,@)]*/)?([^/,@)]+)/+(?=[^/,@)]+@sha256:)")
 
 
 def same_model(meta: dict, model: str) -> bool:

@@ -84,6 +84,24 @@ from sgpo.wiring import make_engine, make_verifier, sampling_params
 log = logging.getLogger("sgpo.train")
 
 
+# Below this lr a bfloat16 weight (8 bits of mantissa) rounds most AdamW steps away: an update
+# of ~lr moves a weight of magnitude ~1e-2 only from ~1e-4 up.
+BFLOAT16_ROUNDED_LR = 1e-5
+
+
+def warn_of_bfloat16_rounding(config: RunConfig, dtype: torch.dtype) -> None:
+    """A full fine-tune in bfloat16 keeps no float32 copy of its weights: at an RL learning
+    rate most updates round away, silently."""
+    lora = config.model.lora is not None
+    if dtype == torch.bfloat16 and not lora and config.train.lr < BFLOAT16_ROUNDED_LR:
+        log.warning(
+            "model.dtype resolves to bfloat16 and every weight trains (no model.lora): "
+            "sgpo train keeps no float32 copy, so at train.lr=%g most updates round away; "
+            "train in float32, or train a LoRA adapter",
+            config.train.lr,
+        )
+
+
 class Trainer:
     """One run's training loop. run_train is its entry point: it claims and locks run_dir and,
     on a resume, first recovers a checkpoint a kill left half-written (before it reads which
@@ -93,6 +111,13 @@ class Trainer:
         self, config: RunConfig, run_dir: Path, plan_path: Path | None = None, resume: bool = False
     ) -> None:
         self.config, self.cfg, self.run_dir = config, config.train, run_dir
+        if config.model.dtype == "float16":
+            raise ConfigError(
+                "model.dtype=float16: sgpo train keeps no float32 copy of the weights and no "
+                "loss scaling, and AdamW's eps (1e-8) is 0 in float16, so the first update "
+                "turns weights into NaN; train in bfloat16 or float32 (a plan profiled in "
+                "float16 trains in either)"
+            )
         self.task = load_task(config.task, config.seed)
         self.queries_by_id = {q.query_id: q for q in self.task.train}
         self.initial_model = model_source(config)
@@ -104,6 +129,7 @@ class Trainer:
         # A resumed run starts from the checkpoint's weights (plain model or LoRA adapter).
         resumed_model = str(checkpoint.state_model_dir(run_dir)) if self.resuming else None
         self.policy = load_policy(config, path=resumed_model, trainable=True)
+        warn_of_bfloat16_rounding(config, self.policy.model.dtype)
         # Dropout (the model's own, or model.lora.dropout) draws from torch's global generator:
         # seeded from the run's seed, so two runs of one config train alike (a resumed run
         # gets the checkpoint's generator state instead)

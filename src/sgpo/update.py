@@ -20,6 +20,7 @@ from transformers import get_scheduler
 from sgpo.config import TrainConfig
 from sgpo.core.advantages import aggregate_loss, clipped_policy_loss
 from sgpo.core.flops import ModelShape, logprob_flops, train_flops
+from sgpo.errors import NonFiniteError
 from sgpo.models import Policy, model_shape
 from sgpo.rollouts import Rollout
 
@@ -267,5 +268,15 @@ class PolicyUpdate:
         finite = np.isfinite(step_loss) and np.isfinite(grad_norm)
         if finite:
             self.optimizer.step()
+            # a finite gradient can still overflow the optimizer's arithmetic in the weights'
+            # dtype; weights gone non-finite would train on silently (every group all wrong)
+            if not bool(torch.stack([torch.isfinite(p).all() for p in params]).all()):
+                broken = sum(int((~torch.isfinite(p)).sum()) for p in params)
+                raise NonFiniteError(
+                    f"the optimizer step made {broken} weights non-finite ({params[0].dtype}) "
+                    "from a finite loss and gradient; nothing was saved after it, so the run's "
+                    "last checkpoint holds finite weights: lower train.lr, or train in float32 "
+                    "if this is not"
+                )
         self.optimizer.zero_grad(set_to_none=True)
         return grad_norm if finite else None

@@ -1020,6 +1020,9 @@ class SGPOTrainer(GRPOTrainer):
         if self._trained_before:
             self.schedule = self.plan_sampler.schedule = self._schedule_from_the_start()
             self._zero_sgpo_counters()
+            # GRPOTrainer's generation buffer too: a call that stopped inside a generation
+            # batch would hand its leftover to this one and shift every later batch
+            self._step, self._buffered_inputs = 0, None
         self._trained_before = True
         if resume_from_checkpoint is not None:
             self._restore_sgpo_state(
