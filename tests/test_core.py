@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -398,6 +399,8 @@ def test_rewards_equal_but_for_float_rounding_are_one_outcome():
 
     third = 0.1 * 3  # 0.30000000000000004
     assert majority_share([0.3, third, 0.3, 0.3]) == 1.0
+    # within all_equal's 1e-6, a float32 copy too: one outcome
+    assert majority_share([0.5, 0.5000001, float(np.float32(0.3)), 0.3]) == 0.5
     # three of one outcome, two of the other: the rarer first, so both outcomes trained
     assert sorted(balanced_indices([0.3, third, 0.3, 0.0, 0.0], 2)) == [0, 3]
     group = [0.3, 0.3, third, 0.0, 0.0, 0.0, 0.0, 0.0]

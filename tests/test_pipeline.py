@@ -307,7 +307,11 @@ def test_a_profile_with_many_samples_cut_off_says_so(caplog: pytest.LogCaptureFi
     assert caplog.records == []
     with caplog.at_level("WARNING"):
         warn_of_cut_off("p.parquet", 3, 10, 16)
+        warn_of_cut_off("q.parquet", 3, 10, "?")  # a plan's profile that records no sampling
     assert "p.parquet: 3 of 10 samples (30%) were cut off at sampling.max_new_tokens=16" in (
+        caplog.text
+    )
+    assert "q.parquet: 3 of 10 samples (30%) were cut off at sampling.max_new_tokens=?" in (
         caplog.text
     )
 

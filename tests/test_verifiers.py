@@ -74,6 +74,11 @@ EQUIVALENT = [
     ("So: 18", "18"),
     ("A: 18", "18"),
     ("so it is \\(18\\)", "18"),
+    # ... but letters beside an operator are variables, and "or" separates answers
+    ("xy + 1", "xy+1"),
+    ("ab + cd", "ab+cd"),
+    ("y = mx + b", "mx+b"),
+    ("x = -2 or x = 3", "-2, 3"),
     # thousands separators
     ("#### 1,000", "1000"),
     ("#### 1000", "1,000"),

@@ -143,14 +143,15 @@ else
     mkdir -p "$(dirname "$DATA")"
 fi
 DATA="$(absolute "$DATA")"
-# Paths go to verl as Hydra override values, where , = [ ] { } ( ) and quotes are grammar
+# Paths go to verl as Hydra override values, whose grammar reads , = [ ] { } ( ) quotes # ~ &
+# ; < > ! ^ ` $ and non-ASCII letters as syntax (or refuses them) and strips outer spaces
+hydra_safe='^[A-Za-z0-9_./:@%+-]([A-Za-z0-9_./:@%+ -]*[A-Za-z0-9_./:@%+-])?$'
 for name in RUN_DIR DATA VAL_DATA CHECKPOINT_DIR MODEL; do
-    case "${!name}" in
-        *[,=\[\]{}\(\)\'\"]*)
-            echo "$name=${!name}: a path with any of , = [ ] { } ( ) or a quote is read by" \
-                 "Hydra as override syntax; use a path without them" >&2
-            exit 2 ;;
-    esac
+    if [ -n "${!name}" ] && ! [[ "${!name}" =~ $hydra_safe ]]; then
+        echo "$name=${!name}: Hydra reads this path as override syntax (or refuses it); use a" \
+             "path of ASCII letters, digits, spaces inside and _ . / : @ % + - only" >&2
+        exit 2
+    fi
 done
 EXPORTED="$DATA"
 STAGING=""
@@ -192,7 +193,8 @@ fi
 check_args=(--data "$EXPORTED" --train-batch-size "$TRAIN_BATCH_SIZE" --plan "$PLAN"
             --temperature "$TEMPERATURE" --top-p "$TOP_P"
             --max-response-length "$MAX_RESPONSE_LENGTH"
-            --model "$MODEL" --max-prompt-length "$MAX_PROMPT_LENGTH" --method "$METHOD")
+            --model "$MODEL" --max-prompt-length "$MAX_PROMPT_LENGTH" --method "$METHOD"
+            --group-size "$GROUP_SIZE")
 [ -n "$MAX_TOKENS_PER_GPU" ] && check_args+=(--max-tokens-per-gpu "$MAX_TOKENS_PER_GPU")
 [ "$ALLOW_SAMPLING_MISMATCH" = 1 ] && check_args+=(--allow-sampling-mismatch)
 [ "$ALLOW_NOT_CARRIED" = 1 ] && check_args+=(--allow-not-carried)

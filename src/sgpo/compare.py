@@ -498,8 +498,9 @@ def aggregate(cfg: CompareConfig, runs: dict[str, dict[int, Path]]) -> dict:
     if target <= initial:
         log.warning(
             "the baseline %s ended at %.3f, not above its initial %.3f: it learned nothing on "
-            "this budget, so the ratios read where each method first holds an accuracy it may "
-            "have had from the start (compare.json: baseline_learned false)",
+            "this budget, so no ratio is shown: each would read where a method first holds an "
+            "accuracy it may have had from the start (compare.json keeps them, with "
+            "baseline_learned false)",
             cfg.baseline,
             target,
             initial,

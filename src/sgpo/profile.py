@@ -254,10 +254,10 @@ def profile_outcomes(rows: list[dict], meta: dict | None = None) -> str:
 CUT_OFF_WARNING_SHARE = 0.1
 
 
-def warn_of_cut_off(source: object, cut_off: int, samples: int, max_new_tokens: int) -> None:
+def warn_of_cut_off(source: object, cut_off: int, samples: int, max_new_tokens: object) -> None:
     if samples and cut_off / samples >= CUT_OFF_WARNING_SHARE:
         log.warning(
-            "%s: %d of %d samples (%.0f%%) were cut off at sampling.max_new_tokens=%d; each is "
+            "%s: %d of %d samples (%.0f%%) were cut off at sampling.max_new_tokens=%s; each is "
             "scored on where it stopped, so the success rates the plan rests on measure the "
             "length limit too: raise sampling.max_new_tokens (the responses are in %s)",
             source,

@@ -363,9 +363,23 @@ def _undone_computation(parsed: list) -> bool:
 
 
 # In a response of several tokens, a word: two or more letters standing alone ("It is 18.",
-# "so it is 18"), or a label before a colon ("A: 18"); letters beside mathematics ("2xy",
-# "\\frac{1}{xy}") are variables
-_SHORT_WORD = re.compile(r"(?:^|(?<=\s))(?:[A-Za-z]{2,}(?=[\s.,;!?]|$)|[A-Za-z]+\s*:)")
+# "so it is 18") or a label before a colon ("A: 18"), unless an operator or "=" stands beside
+# it ("xy + 1", "y = mx + b": variables) or it is "and" / "or", which separate answers
+_LETTERS_TOKEN = re.compile(r"[A-Za-z]{2,}[.,;!?]?|[A-Za-z]+:")
+_OPERATOR_TOKEN = re.compile(r"^[-+*/^=<>]|[-+*/^=<>]$")
+
+
+def _has_short_word(text: str) -> bool:
+    tokens = text.split()
+    if len(tokens) < 2:
+        return False
+    for i, token in enumerate(tokens):
+        if not _LETTERS_TOKEN.fullmatch(token) or token.lower() in ("and", "or"):
+            continue
+        beside = tokens[max(i - 1, 0) : i] + tokens[i + 1 : i + 2]
+        if not any(_OPERATOR_TOKEN.search(t) for t in beside):
+            return True
+    return False
 
 
 def _bare_answer(response: str) -> bool:
@@ -374,9 +388,7 @@ def _bare_answer(response: str) -> bool:
     and "(1,2)" to its last number."""
     text = response.strip()
     plain = re.sub(r"\\[A-Za-z]+", "", text)
-    words = re.search(r"[A-Za-z]{3,}", plain) or (
-        len(plain.split()) > 1 and _SHORT_WORD.search(plain)
-    )
+    words = re.search(r"[A-Za-z]{3,}", plain) or _has_short_word(plain)
     unclosed_box = "\\boxed" in text or "\\fbox" in text  # cut off: final_answer found none
     return bool(text) and "\n" not in text and len(text) <= 64 and not (words or unclosed_box)
 

@@ -452,9 +452,11 @@ def test_launch_adds_trackers_and_sizes_the_token_budget_to_the_longest_sequence
     bad = launch(tmp_path, LOGGERS="[console]")
     assert bad.returncode == 2 and "LOGGERS=[console]: give tracker names" in bad.stderr
     # a path Hydra would read as a sweep: refused before verl composes it
-    swept = launch(tmp_path, OUT=str(tmp_path / "runs,x"))
-    assert swept.returncode == 2 and swept.stdout == ""
-    assert "RUN_DIR=" in swept.stderr and "read by Hydra as override syntax" in swept.stderr
+    for unreadable in ("runs,x", "run#1", "café"):
+        swept = launch(tmp_path, OUT=str(tmp_path / unreadable))
+        assert swept.returncode == 2 and swept.stdout == ""
+        said = " ".join(swept.stderr.split())
+        assert "RUN_DIR=" in said and "Hydra reads this path as override syntax" in said
     # a key the launch sets: refused, naming the variable that sets it
     told = launch(tmp_path, "run_sgpo.sh", "trainer.logger=[console,wandb]")
     assert told.returncode == 2 and "set it through LOGGERS" in told.stderr
@@ -507,6 +509,9 @@ def test_launch_refuses_rows_without_a_group_size_and_too_few_rows(tmp_path):
         launch(tmp_path, "run_grpo.sh", SKIP_EXPORT="1", DATA=str(exported)).stderr.split()
     )
     assert "it is sGPO's export (the plan's kept queries), not a grpo baseline's" in said
+    wider = launch(tmp_path, "run_grpo.sh", SKIP_EXPORT="1", DATA=grpo_data, GROUP_SIZE="16")
+    said = " ".join(wider.stderr.split())
+    assert wider.returncode == 2 and "its groups are G = 8, not the launch's GROUP_SIZE=16" in said
     rows, meta = read_table(exported)
     rows[0][ROLLOUT_N] += 1  # the plan re-made with another G
     other = tmp_path / "other_plan.parquet"

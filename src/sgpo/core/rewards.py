@@ -30,9 +30,11 @@ def is_correct(score: float, threshold: float) -> bool:
 
 
 def reward_level(reward: float) -> float:
-    """A reward with float rounding taken off (to 1e-9), so that rewards grouped by value put
-    0.1 + 0.2 and 0.3 in one outcome, as all_equal and the advantage see them."""
-    return round(float(reward), 9) + 0.0  # + 0.0: -0.0 is 0.0
+    """A reward rounded to 1e-6, EQUAL_REWARDS_STD's scale, so that rewards grouped by value
+    put 0.1 + 0.2, 0.3 and its float32 copy 0.30000001 in one outcome, as all_equal and the
+    advantage see them (rewards a rounding boundary splits aside). NaN is a level of its own
+    at each occurrence."""
+    return round(float(reward), 6) + 0.0  # + 0.0: -0.0 is 0.0
 
 
 def all_equal(rewards: Sequence[float]) -> bool:

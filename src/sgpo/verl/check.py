@@ -86,11 +86,16 @@ def group_size_problems(rows: list[dict]) -> list[str]:
 
 
 def export_plan_problems(
-    rows: list[dict], meta: dict, plan_rows: list[PlanRow], method: str
+    rows: list[dict],
+    meta: dict,
+    plan_rows: list[PlanRow],
+    method: str,
+    group_size: int | None = None,
 ) -> list[str]:
     """An sgpo export that is not the plan's, or not the launch method's: sGPO's holds the
     plan's kept queries in curriculum order with their G, a baseline's (grpo, dapo) every query
-    of the plan at one G. A parquet sgpo did not write (no export metadata) is not compared."""
+    of the plan at one G (group_size, the launch's, when given). A parquet sgpo did not write
+    (no export metadata) is not compared."""
     export = meta.get("export")
     if export is None:
         return []
@@ -99,6 +104,8 @@ def export_plan_problems(
         return [f"it is a baseline's export (every query at G = {fixed}), not sGPO's"]
     if method != "sgpo" and fixed is None:
         return [f"it is sGPO's export (the plan's kept queries), not a {method} baseline's"]
+    if fixed is not None and group_size is not None and fixed != group_size:
+        return [f"its groups are G = {fixed}, not the launch's GROUP_SIZE={group_size}"]
     exported = [(str((r.get("extra_info") or {}).get("query_id")), r.get(ROLLOUT_N)) for r in rows]
     if fixed is None:
         planned = [(r.query_id, r.group_size) for r in kept_in_order(plan_rows)]

@@ -336,6 +336,9 @@ def check(
         str | None,
         typer.Option(help="sgpo, grpo or dapo: with --plan, --data must be its export of it."),
     ] = None,
+    group_size: Annotated[
+        int | None, typer.Option(help="A baseline's G: --data must be exported with it.")
+    ] = None,
 ) -> None:
     """Refuse a verl launch that would not do what the plan says (sgpo.verl.check). With
     --model, print (stdout, one line) 1 when verl's prompts open the model's <think> (its
@@ -359,7 +362,9 @@ def check(
     if plan is not None and method is not None:
         problems += [
             f"DATA={data}: {p}; re-export it (launch without SKIP_EXPORT=1)"
-            for p in checks.export_plan_problems(rows, meta, read_plan(plan)[0], method)
+            for p in checks.export_plan_problems(
+                rows, meta, read_plan(plan)[0], method, group_size if method != "sgpo" else None
+            )
         ]
     if plan is not None:
         try:
