@@ -181,3 +181,31 @@ def test_dapo_refuses_a_budget_smaller_than_one_group():
     with pytest.raises(ValidationError, match=r"rollout_budget \(3\) must hold one group"):
         TrainConfig(method="dapo", group_size=4, rollout_budget=3)
     assert TrainConfig(method="grpo", group_size=4, rollout_budget=3)  # trains one group a step
+
+
+def test_a_config_with_other_plan_settings_than_its_plan_is_told_which_rule_trains(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    from sgpo.errors import ConfigError
+
+    tree = tiny_tree(
+        tmp_path / "models",
+        plan={"g_max": 6},
+        train={"steps": 1, "eval_every": 0, "checkpoint_every": 0, "rollout_budget": 12},
+    )
+    config = RunConfig.model_validate(tree)
+    run_dir = tmp_path / "run"
+    run_plan(config, run_profile(config, run_dir), run_dir)
+    tree["plan"]["g_max"] = 8  # the run's config says otherwise than the plan file
+    other = RunConfig.model_validate(tree)
+    with caplog.at_level("WARNING", logger="sgpo.schedule"):
+        Trainer(other, tmp_path / "static", run_dir / "plan.parquet")
+    assert "plan.g_max: 6 in the plan, 8 in the config" in caplog.text
+    assert "the plan file's filter and group sizes train" in caplog.text
+    tree["train"]["online"] = {"reestimate": True, "replan_every": 1}
+    with pytest.raises(ConfigError, match="would switch rules at its first re-plan"):
+        Trainer(RunConfig.model_validate(tree), tmp_path / "online", run_dir / "plan.parquet")
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="sgpo.schedule"):
+        Trainer(config, tmp_path / "same", run_dir / "plan.parquet")
+    assert "other plan settings" not in caplog.text

@@ -9,8 +9,9 @@ the exact solver in sgpo.core.online. Both are resumable from their state() dict
 
 from __future__ import annotations
 
+import logging
 import random
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from sgpo.config import RunConfig
@@ -27,7 +28,7 @@ from sgpo.core.online import (
     replan,
     update_posterior,
 )
-from sgpo.errors import DataError
+from sgpo.errors import ConfigError, DataError
 from sgpo.models import model_source
 from sgpo.plan import (
     PlanRow,
@@ -39,6 +40,8 @@ from sgpo.plan import (
 )
 from sgpo.profile_match import check_profile_matches, p_hat_estimates_p, warn_of_other_sampling
 from sgpo.tasks import Query
+
+log = logging.getLogger("sgpo.schedule")
 
 
 @dataclass
@@ -382,6 +385,33 @@ def profile_streaks(rows: list[PlanRow], rule: str) -> dict[str, int]:
     }
 
 
+def check_plan_rule(meta: dict, config: RunConfig, plan_path: Path) -> None:
+    """The plan file's rule trains (its filter and G); the config's plan.* settings differing
+    from it are said, and refused where re-planning would apply the config's from then on."""
+    recorded = meta.get("rule") or {}
+    current = asdict(plan_rule(config))
+    differ = [
+        f"plan.{key}: {recorded[key]!r} in the plan, {value!r} in the config"
+        for key, value in current.items()
+        if key in recorded and recorded[key] != value
+    ]
+    if not differ:
+        return
+    if config.train.online.replans:
+        raise ConfigError(
+            f"{plan_path} was made with other plan settings than this config's "
+            f"({'; '.join(differ)}), and train.online re-plans with the config's: the run "
+            "would switch rules at its first re-plan; make the plan with this config, or set "
+            "these as the plan has them"
+        )
+    log.warning(
+        "%s was made with other plan settings than this config's (%s): the plan file's "
+        "filter and group sizes train; the config's plan.* settings are not used",
+        plan_path,
+        "; ".join(differ),
+    )
+
+
 def scheduled_queries(
     config: RunConfig, train_queries: list[Query], plan_path: Path | None
 ) -> tuple[list[ScheduledQuery], list[PlanRow], float]:
@@ -397,6 +427,7 @@ def scheduled_queries(
     rows, meta = read_plan(plan_path)
     check_profile_matches(meta, config, str(plan_path), model_source(config))
     warn_of_other_sampling(meta, config, str(plan_path))
+    check_plan_rule(meta, config, plan_path)
     if config.train.online.replans:
         check_replannable(p_hat_estimates_p(meta), plan_path, "train.online re-planning")
     by_id = {q.query_id: q for q in train_queries}
