@@ -209,3 +209,23 @@ def test_a_config_with_other_plan_settings_than_its_plan_is_told_which_rule_trai
     with caplog.at_level("WARNING", logger="sgpo.schedule"):
         Trainer(config, tmp_path / "same", run_dir / "plan.parquet")
     assert "other plan settings" not in caplog.text
+
+
+def test_a_budget_the_profile_already_spent_and_a_decaying_schedule_are_said(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    tree = tiny_tree(
+        tmp_path / "models",
+        train={"steps": 3, "eval_every": 0, "checkpoint_every": 0, "rollout_budget": 12},
+    )
+    config = RunConfig.model_validate(tree)
+    run_dir = tmp_path / "run"
+    run_plan(config, run_profile(config, run_dir), run_dir)
+    tree["train"] |= {"max_total_flops": 1.0, "lr_schedule": "cosine"}
+    with caplog.at_level("WARNING", logger="sgpo.train"):
+        summary = run_train(RunConfig.model_validate(tree), run_dir)
+    assert summary["steps"] == 0
+    assert "train.max_total_flops=1 is spent before the first step" in caplog.text
+    assert "train.lr_schedule=cosine decays over train.steps=3, but train.max_total_flops" in (
+        caplog.text
+    )

@@ -510,8 +510,8 @@ class TrainConfig(Strict):
     # exists (with streak_group_size it starts with the small group).
     history_from_profile: bool = False
     steps: int = Field(60, ge=1)
-    # Stop as soon as the cumulative total FLOPs (profiling included) reach this; None = no cap.
-    # sgpo compare gives every method the same cap.
+    # Stop after the step whose cumulative total FLOPs (profiling included) reach this (it may
+    # overshoot by part of a step); None = no cap. sgpo compare gives every method the same cap.
     max_total_flops: float | None = Field(None, gt=0)
     # The same cap in the other currencies sgpo reports: the FLOPs a trainer that trains every
     # rollout would spend on the same updates, and generated tokens (profile included).
@@ -519,6 +519,8 @@ class TrainConfig(Strict):
     max_generated_tokens: int | None = Field(None, gt=0)
     lr: float = Field(2e-4, gt=0)
     lr_schedule: Literal["constant", "linear", "cosine"] = "constant"
+    # linear from 0, as transformers' schedules: the first step runs at lr 0 (its rollouts and
+    # FLOPs are spent and charged; AdamW's moments move, the weights do not)
     warmup_steps: int = Field(0, ge=0)
     weight_decay: float = Field(0.0, ge=0)
     adam_betas: tuple[float, float] = (0.9, 0.99)

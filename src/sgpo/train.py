@@ -388,18 +388,49 @@ class Trainer:
         return checkpoint.save_model(self.run_dir, MERGED_DIR, merged, self.policy.tokenizer)
 
     # ---------------------------------------------------------------- the loop
-    def spent_and_caps(self) -> list[tuple[float, float]]:
-        """(spent, cap) for each budget the run is capped by (train.max_total_flops, ...)."""
+    def budgets(self) -> list[tuple[str, float, float]]:
+        """(setting, spent, cap) for each budget the run is capped by (train.max_total_flops,
+        ...)."""
         cfg = self.cfg
         return [
-            (spent, cap)
-            for spent, cap in (
-                (self.total_flops, cfg.max_total_flops),
-                (self.total_flops_train_all, cfg.max_total_flops_train_all),
-                (self.generated_tokens, cfg.max_generated_tokens),
+            (name, spent, cap)
+            for name, spent, cap in (
+                ("max_total_flops", self.total_flops, cfg.max_total_flops),
+                (
+                    "max_total_flops_train_all",
+                    self.total_flops_train_all,
+                    cfg.max_total_flops_train_all,
+                ),
+                ("max_generated_tokens", self.generated_tokens, cfg.max_generated_tokens),
             )
             if cap is not None
         ]
+
+    def spent_and_caps(self) -> list[tuple[float, float]]:
+        """(spent, cap) for each budget the run is capped by."""
+        return [(spent, cap) for _, spent, cap in self.budgets()]
+
+    def warn_of_spent_caps(self) -> None:
+        """A budget the profile's cost already spent trains no step: said, not a silent 0-step
+        run; and a schedule decaying over train.steps in a run a budget may end first."""
+        for name, spent, cap in self.budgets():
+            if spent >= cap:
+                log.warning(
+                    "train.%s=%g is spent before the first step (%g, the profile's cost "
+                    "included): the run trains nothing",
+                    name,
+                    cap,
+                    spent,
+                )
+        if self.cfg.lr_schedule != "constant" and self.budgets():
+            log.warning(
+                "train.lr_schedule=%s decays over train.steps=%d, but train.%s may end the run "
+                "before them, at a learning rate not decayed to its end; use constant (sgpo "
+                "compare refuses the combination)",
+                self.cfg.lr_schedule,
+                self.cfg.steps,
+                self.budgets()[0][0],
+            )
 
     def finished(self) -> bool:
         replanned_out = self.replanner is not None and self.replanner.exhausted
@@ -456,6 +487,7 @@ class Trainer:
                     )
             else:
                 self.start_fresh()
+                self.warn_of_spent_caps()
             if stop_asked() and not self.finished():
                 self.close()
                 raise TrainingStopped(self.run_dir, self.step)
