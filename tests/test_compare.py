@@ -807,6 +807,21 @@ def test_a_method_whose_plan_keeps_nothing_is_named_and_the_others_are_kept(tmp_
     assert (tmp_path / "out" / "runs" / "grpo-g4" / "seed-0" / "summary.json").exists()
 
 
+def test_float16_full_training_is_refused_before_anything_trains(tmp_path: Path):
+    from sgpo.compare import run_compare
+
+    base = tiny_tree(tmp_path / "models", train={"steps": 2, "rollout_budget": 8})
+    base["model"]["dtype"] = "float16"
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    methods = {"grpo-g4": ["train.method=grpo", "train.group_size=4"]}
+    compare = {"base": "base.yaml", "seeds": [0], "methods": methods, "baseline": "grpo-g4"}
+    config = tmp_path / "compare.yaml"
+    config.write_text(yaml.safe_dump(compare))
+    with pytest.raises(ConfigError, match="method 'grpo-g4': model.dtype=float16 with every"):
+        run_compare(config, tmp_path / "out")
+    assert not (tmp_path / "out" / "runs").exists()
+
+
 def test_compare_reuses_a_finished_run_only_if_its_config_and_inputs_are_unchanged(
     tmp_path: Path, capsys: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture
 ):

@@ -203,8 +203,23 @@ def test_a_config_with_other_plan_settings_than_its_plan_is_told_which_rule_trai
     assert "plan.g_max: 6 in the plan, 8 in the config" in caplog.text
     assert "the plan file's filter and group sizes train" in caplog.text
     tree["train"]["online"] = {"reestimate": True, "replan_every": 1}
-    with pytest.raises(ConfigError, match="would switch rules at its first re-plan"):
+    with pytest.raises(ConfigError, match="re-plans with the config's g_max: the run would"):
         Trainer(RunConfig.model_validate(tree), tmp_path / "online", run_dir / "plan.parquet")
+    # a resumed run that already switched: nothing else could finish it, so it is warned
+    from sgpo.schedule import check_plan_rule
+
+    _, meta = read_table(run_dir / "plan.parquet")
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="sgpo.schedule"):
+        check_plan_rule(meta, RunConfig.model_validate(tree), run_dir / "plan.parquet", True)
+    assert "re-plans use the config's" in caplog.text
+    # a setting re-planning never reads (the first plan's keep fraction): warned, not refused
+    tree["plan"]["g_max"] = 6
+    tree["plan"]["unsolvable_keep_fraction"] = 0.5
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="sgpo.schedule"):
+        check_plan_rule(meta, RunConfig.model_validate(tree), run_dir / "plan.parquet")
+    assert "plan.unsolvable_keep_fraction: 1.0 in the plan, 0.5 in the config" in caplog.text
     caplog.clear()
     with caplog.at_level("WARNING", logger="sgpo.schedule"):
         Trainer(config, tmp_path / "same", run_dir / "plan.parquet")

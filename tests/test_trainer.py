@@ -835,11 +835,21 @@ def test_the_logged_lr_is_the_one_the_steps_update_used(tmp_path: Path):
     assert logged == pytest.approx([0.0, 0.005, 0.01]) == used
 
 
-def test_float16_training_is_refused_before_the_model_loads(tmp_path: Path):
+def test_float16_training_is_refused_before_the_model_loads_unless_an_adapter_trains(
+    tmp_path: Path,
+):
     tree = tiny_tree(tmp_path / "models", train={"method": "grpo", "steps": 1})
     tree["model"]["dtype"] = "float16"
-    with pytest.raises(ConfigError, match="model.dtype=float16: sgpo train keeps no float32"):
+    with pytest.raises(ConfigError, match="model.dtype=float16 with every weight trained"):
         Trainer(RunConfig.model_validate(tree), tmp_path / "fp16")
+    # peft keeps a trainable adapter in float32 over the float16 weights: it trains, finite
+    tree["model"]["lora"] = {"r": 4}
+    tree["model"]["device"] = "cpu"
+    trainer = Trainer(RunConfig.model_validate(tree), tmp_path / "fp16-lora")
+    trainable = [p for p in trainer.policy.model.parameters() if p.requires_grad]
+    assert {p.dtype for p in trainable} == {torch.float32}
+    one_step(trainer)
+    assert all(bool(torch.isfinite(p).all()) for p in trainer.policy.model.parameters())
 
 
 def test_an_update_that_makes_weights_non_finite_stops_the_run_unsaved(

@@ -79,6 +79,12 @@ EQUIVALENT = [
     ("ab + cd", "ab+cd"),
     ("y = mx + b", "mx+b"),
     ("x = -2 or x = 3", "-2, 3"),
+    # a sign before a number is no operator: the word beside it stays a word
+    ("A: -3", "-3"),
+    ("is -5", "-5"),
+    ("x is -2", "-2"),
+    ("so -\\frac{1}{2}", "-\\frac{1}{2}"),
+    ("A : 18", "18"),
     # thousands separators
     ("#### 1,000", "1000"),
     ("#### 1000", "1,000"),

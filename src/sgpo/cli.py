@@ -489,6 +489,7 @@ def demo(
     The default config runs the embedded model on the built-in addition task (CPU, no network);
     --config runs any other (examples/gsm8k.yaml: a hub model and dataset)."""
     from sgpo.compare import refuse_decaying_lr
+    from sgpo.config import refuse_float16_training
     from sgpo.rundir import claim_outputs, locked
     from sgpo.runfiles import REPORT_OUTPUTS
     from sgpo.side_by_side import SIDE_BY_SIDE, older_demo
@@ -496,6 +497,7 @@ def demo(
     cfg = _config(config, set_)
     # its baseline runs to the same FLOPs, not to train.steps
     refuse_decaying_lr(cfg, str(config))
+    refuse_float16_training(cfg, f"{config}: ")  # before the profile is paid
     # The directory is held for the whole demo, its checks included: its stages lock it one
     # by one otherwise, and a second demo could start over in it between them.
     with locked(out, "demo", stages=True):

@@ -56,7 +56,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from tqdm import tqdm
 
 from sgpo import checkpoint
-from sgpo.config import ConfigError, RunConfig, dump_config, load_config, validation_lines
+from sgpo.config import (
+    ConfigError,
+    RunConfig,
+    dump_config,
+    load_config,
+    refuse_float16_training,
+    validation_lines,
+)
 from sgpo.core.curves import (
     GAIN_SHARE,
     SaturatingFit,
@@ -914,6 +921,7 @@ def _run_compare(cfg: CompareConfig, base: Path, config_path: Path, out_dir: Pat
         except ConfigError as e:
             raise ConfigError(f"{config_path}: method {method!r}: {e}") from e
         refuse_decaying_lr(config, f"{config_path}: {method}")
+        refuse_float16_training(config, f"{config_path}: method {method!r}: ")
         scores = scoring_settings(config)
         scoring = scores if scoring is None else scoring
         if differ := changes(scoring, scores):

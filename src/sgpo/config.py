@@ -913,3 +913,16 @@ def validation_lines(error: ValidationError, set_by: dict[str, str] | None = Non
 
 def dump_config(config: RunConfig) -> str:
     return yaml.dump(config.model_dump(mode="json"), Dumper=QuotingDumper, sort_keys=False)
+
+
+def refuse_float16_training(config: RunConfig, where: str = "") -> None:
+    """Every weight trained in float16: no float32 copy and no loss scaling, and AdamW's eps
+    (1e-8) is 0 there, so the first update turns weights into NaN. A LoRA adapter trains in
+    float32 over float16 weights (peft keeps trainable adapters in float32): allowed."""
+    if config.model.dtype == "float16" and config.model.lora is None:
+        raise ConfigError(
+            f"{where}model.dtype=float16 with every weight trained: sgpo train keeps no "
+            "float32 copy of the weights and no loss scaling, and AdamW's eps (1e-8) is 0 in "
+            "float16, so the first update turns weights into NaN; train in bfloat16 or "
+            "float32, or a LoRA adapter (model.lora) over float16 weights"
+        )

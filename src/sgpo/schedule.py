@@ -347,12 +347,12 @@ class OnlinePlanner:
 
 
 def build_scheduler(
-    config: RunConfig, train_queries: list[Query], plan_path: Path | None
+    config: RunConfig, train_queries: list[Query], plan_path: Path | None, resuming: bool = False
 ) -> tuple[QueryScheduler, list[PlanRow], float]:
     """The step scheduler; for sgpo also the plan's rows (all of them, kept or not) and the
     profiling FLOPs, which are always charged to sGPO. Baselines reshuffle every epoch; sgpo
     keeps its plan's order."""
-    scheduled, rows, profile_flops = scheduled_queries(config, train_queries, plan_path)
+    scheduled, rows, profile_flops = scheduled_queries(config, train_queries, plan_path, resuming)
     first_visit = plan_rule(config) if config.train.first_visit_profile else None
     scheduler = QueryScheduler(
         scheduled,
@@ -385,35 +385,44 @@ def profile_streaks(rows: list[PlanRow], rule: str) -> dict[str, int]:
     }
 
 
-def check_plan_rule(meta: dict, config: RunConfig, plan_path: Path) -> None:
+# The plan rule's settings online re-planning applies (core.online.replan): the filter's
+# trivial side, the group sizes and the curriculum's buckets. The keep fractions and the
+# profile's prior are the first plan's only.
+REPLANNED_RULE = ("c", "g_min", "g_max", "g_rule", "drop_trivial", "trivial_above", "bucket_width")
+
+
+def check_plan_rule(meta: dict, config: RunConfig, plan_path: Path, resuming: bool = False) -> None:
     """The plan file's rule trains (its filter and G); the config's plan.* settings differing
-    from it are said, and refused where re-planning would apply the config's from then on."""
+    from it are said, and refused where re-planning would apply the config's from then on (a
+    resumed run that already did is only warned: nothing else could finish it)."""
     recorded = meta.get("rule") or {}
     current = asdict(plan_rule(config))
-    differ = [
-        f"plan.{key}: {recorded[key]!r} in the plan, {value!r} in the config"
-        for key, value in current.items()
-        if key in recorded and recorded[key] != value
-    ]
+    differ = {key: value for key, value in current.items() if recorded.get(key, value) != value}
     if not differ:
         return
-    if config.train.online.replans:
+    said = "; ".join(
+        f"plan.{key}: {recorded[key]!r} in the plan, {value!r} in the config"
+        for key, value in differ.items()
+    )
+    replanned = sorted(set(differ) & set(REPLANNED_RULE))
+    if config.train.online.replans and replanned and not resuming:
         raise ConfigError(
-            f"{plan_path} was made with other plan settings than this config's "
-            f"({'; '.join(differ)}), and train.online re-plans with the config's: the run "
-            "would switch rules at its first re-plan; make the plan with this config, or set "
-            "these as the plan has them"
+            f"{plan_path} was made with other plan settings than this config's ({said}), and "
+            f"train.online re-plans with the config's {', '.join(replanned)}: the run would "
+            "switch rules at its first re-plan; make the plan with this config, or set these "
+            "as the plan has them"
         )
     log.warning(
         "%s was made with other plan settings than this config's (%s): the plan file's "
-        "filter and group sizes train; the config's plan.* settings are not used",
+        "filter and group sizes train%s",
         plan_path,
-        "; ".join(differ),
+        said,
+        "; re-plans use the config's" if config.train.online.replans and replanned else "",
     )
 
 
 def scheduled_queries(
-    config: RunConfig, train_queries: list[Query], plan_path: Path | None
+    config: RunConfig, train_queries: list[Query], plan_path: Path | None, resuming: bool = False
 ) -> tuple[list[ScheduledQuery], list[PlanRow], float]:
     """Every training query with train.group_size, or for sgpo the plan's kept queries in its
     order with their G (with the plan's rows and profiling FLOPs); with
@@ -427,7 +436,7 @@ def scheduled_queries(
     rows, meta = read_plan(plan_path)
     check_profile_matches(meta, config, str(plan_path), model_source(config))
     warn_of_other_sampling(meta, config, str(plan_path))
-    check_plan_rule(meta, config, plan_path)
+    check_plan_rule(meta, config, plan_path, resuming)
     if config.train.online.replans:
         check_replannable(p_hat_estimates_p(meta), plan_path, "train.online re-planning")
     by_id = {q.query_id: q for q in train_queries}

@@ -30,7 +30,7 @@ import torch
 from tqdm import tqdm
 
 from sgpo import checkpoint, rundir
-from sgpo.config import RunConfig, TrainConfig, dump_config, load_config
+from sgpo.config import RunConfig, TrainConfig, dump_config, load_config, refuse_float16_training
 from sgpo.core.flops import PHASES
 from sgpo.core.online import extends_streak
 from sgpo.core.rewards import all_equal, is_correct
@@ -111,13 +111,7 @@ class Trainer:
         self, config: RunConfig, run_dir: Path, plan_path: Path | None = None, resume: bool = False
     ) -> None:
         self.config, self.cfg, self.run_dir = config, config.train, run_dir
-        if config.model.dtype == "float16":
-            raise ConfigError(
-                "model.dtype=float16: sgpo train keeps no float32 copy of the weights and no "
-                "loss scaling, and AdamW's eps (1e-8) is 0 in float16, so the first update "
-                "turns weights into NaN; train in bfloat16 or float32 (a plan profiled in "
-                "float16 trains in either)"
-            )
+        refuse_float16_training(config)
         self.task = load_task(config.task, config.seed)
         self.queries_by_id = {q.query_id: q for q in self.task.train}
         self.initial_model = model_source(config)
@@ -155,7 +149,7 @@ class Trainer:
         self.threshold = config.task.correct_threshold  # from which a reward is a success
         self.plan_path = plan_path if self.cfg.uses_plan else None
         self.scheduler, plan_rows, profile_flops = build_scheduler(
-            config, self.task.train, self.plan_path
+            config, self.task.train, self.plan_path, self.resuming
         )
         if self.plan_path is not None:  # the prompts' template, which no setting names
             check_chat_template(

@@ -270,7 +270,8 @@ class PolicyUpdate:
             self.optimizer.step()
             # a finite gradient can still overflow the optimizer's arithmetic in the weights'
             # dtype; weights gone non-finite would train on silently (every group all wrong)
-            if not bool(torch.stack([torch.isfinite(p).all() for p in params]).all()):
+            # one fused pass, no weight-sized temporaries: a non-finite weight makes its norm so
+            if not bool(torch.isfinite(torch.stack(torch._foreach_norm(params))).all()):
                 broken = sum(int((~torch.isfinite(p)).sum()) for p in params)
                 raise NonFiniteError(
                     f"the optimizer step made {broken} weights non-finite ({params[0].dtype}) "

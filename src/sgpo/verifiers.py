@@ -365,8 +365,12 @@ def _undone_computation(parsed: list) -> bool:
 # In a response of several tokens, a word: two or more letters standing alone ("It is 18.",
 # "so it is 18") or a label before a colon ("A: 18"), unless an operator or "=" stands beside
 # it ("xy + 1", "y = mx + b": variables) or it is "and" / "or", which separate answers
-_LETTERS_TOKEN = re.compile(r"[A-Za-z]{2,}[.,;!?]?|[A-Za-z]+:")
-_OPERATOR_TOKEN = re.compile(r"^[-+*/^=<>]|[-+*/^=<>]$")
+_LETTERS_TOKEN = re.compile(r"[A-Za-z]{2,}")
+# A letters token closed by punctuation ("is.", "So:", "A:") or followed by a lone colon ("A :")
+# ends a phrase: a word whatever stands beside it.
+_PHRASE_END = re.compile(r"[A-Za-z]+[.,;!?:]")
+# An operator at a token's edge, a sign only where no number follows it ("-3" is a value)
+_OPERATOR_TOKEN = re.compile(r"^(?:[*/^=<>]|[-+](?![\d.{\\]))|[-+*/^=<>]$")
 
 
 def _has_short_word(text: str) -> bool:
@@ -374,10 +378,12 @@ def _has_short_word(text: str) -> bool:
     if len(tokens) < 2:
         return False
     for i, token in enumerate(tokens):
+        after = tokens[i + 1 : i + 2]
+        if _PHRASE_END.fullmatch(token) or (token.isalpha() and after == [":"]):
+            return True
         if not _LETTERS_TOKEN.fullmatch(token) or token.lower() in ("and", "or"):
             continue
-        beside = tokens[max(i - 1, 0) : i] + tokens[i + 1 : i + 2]
-        if not any(_OPERATOR_TOKEN.search(t) for t in beside):
+        if not any(_OPERATOR_TOKEN.search(t) for t in tokens[max(i - 1, 0) : i] + after):
             return True
     return False
 
