@@ -888,3 +888,24 @@ def test_a_bfloat16_full_fine_tune_at_a_small_lr_is_warned(
     with caplog.at_level("WARNING", logger="sgpo.train"):
         warn_of_bfloat16_rounding(RunConfig.model_validate(tree), torch.bfloat16)  # an adapter
     assert not caplog.records
+
+
+@pytest.mark.parametrize(
+    ("settings", "needed"),
+    [
+        ({"grow_round": 2}, "train.grow_round needs train.grow_max >= 2"),
+        ({"grow_train": "balanced"}, "train.grow_train needs train.grow_max >= 2"),
+        ({"refill_max_rounds": 2}, "train.refill_max_rounds needs train.filter_groups: true"),
+        ({"pilot_ends": "all-solved"}, "train.pilot_ends needs train.pilot_size >= 2"),
+        ({"dapo_max_rounds": 2}, "train.dapo_max_rounds needs train.method 'dapo'"),
+    ],
+)
+def test_a_setting_that_alone_does_nothing_is_refused(settings: dict, needed: str):
+    with pytest.raises(ValidationError, match=needed):
+        TrainConfig(**settings)
+
+
+def test_settings_with_what_they_act_on_are_accepted():
+    TrainConfig(grow_max=8, grow_round=2, grow_train="balanced")
+    TrainConfig(filter_groups=True, refill_max_rounds=2, pilot_size=2, pilot_ends="all-solved")
+    TrainConfig(method="dapo", dapo_max_rounds=2)

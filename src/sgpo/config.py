@@ -609,6 +609,16 @@ class TrainConfig(Strict):
             )
         if self.pilot_size and not self.filter_groups:
             raise ValueError("train.pilot_size needs train.filter_groups: true")
+        # settings that act only with another: set without it, they would do nothing
+        for setting, needed, acts in (
+            ("grow_round", "train.grow_max >= 2", bool(self.grow_max)),
+            ("grow_train", "train.grow_max >= 2", bool(self.grow_max)),
+            ("refill_max_rounds", "train.filter_groups: true", self.filter_groups),
+            ("pilot_ends", "train.pilot_size >= 2", bool(self.pilot_size)),
+            ("dapo_max_rounds", "train.method 'dapo'", self.method == "dapo"),
+        ):
+            if getattr(self, setting) != type(self).model_fields[setting].default and not acts:
+                raise ValueError(f"train.{setting} needs {needed}: alone it does nothing")
         if self.grow_max and (self.method == "dapo" or self.filter_groups):
             raise ValueError(
                 "train.grow_max does not combine with method 'dapo' or train.filter_groups: "
