@@ -909,3 +909,34 @@ def test_settings_with_what_they_act_on_are_accepted():
     TrainConfig(grow_max=8, grow_round=2, grow_train="balanced")
     TrainConfig(filter_groups=True, refill_max_rounds=2, pilot_size=2, pilot_ends="all-solved")
     TrainConfig(method="dapo", dapo_max_rounds=2)
+
+
+def test_a_lora_runs_initial_policy_is_its_model_with_the_adapter_disabled(tmp_path: Path):
+    """No second copy of the base for the KL reference: the trained model with its fresh
+    adapter disabled gives the initial policy's log-probs exactly, before and after updates,
+    in eval mode whatever the training mode, and its passes are charged at the base's size."""
+    from sgpo.models import AdapterDisabled, load_policy, model_shape
+    from sgpo.update import response_logprobs
+
+    tree = tiny_tree(
+        tmp_path / "models",
+        train={"method": "grpo", "steps": 2, "group_size": 2, "rollout_budget": 16},
+    )
+    tree["model"]["lora"] = {"r": 4, "dropout": 0.5}
+    tree["train"]["kl_coef"] = 0.1
+    config = RunConfig.model_validate(tree)
+    trainer = Trainer(config, tmp_path / "lora-kl")
+    reference = trainer.update.reference
+    assert isinstance(reference.model, AdapterDisabled)
+    separate = load_policy(config)  # the initial model loaded again, as before
+    for _ in range(2):
+        batch, _ = one_step(trainer)
+        trainer.policy.model.train()
+        with torch.no_grad():
+            viewed = response_logprobs(reference, batch)[0]
+            loaded = response_logprobs(separate, batch)[0]
+        torch.testing.assert_close(viewed, loaded)
+        assert trainer.policy.model.training  # the view left the training mode as it was
+    moved = response_logprobs(trainer.policy, batch)[0].detach()
+    assert not torch.allclose(moved, loaded)  # the adapter trained: the view is not the policy
+    assert trainer.update.initial_shape == model_shape(separate.model)

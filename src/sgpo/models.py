@@ -10,7 +10,7 @@ import re
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -235,6 +235,42 @@ def load_policy(config: RunConfig, path: str | None = None, trainable: bool = Fa
             source,
         )
     return policy
+
+
+class AdapterDisabled:
+    """A fresh LoRA policy's initial weights, without a second copy of them: its model with the
+    adapter disabled, in eval mode, for the passes of the initial policy (KL reference,
+    behaviour policy of reused profile samples). A fresh adapter starts at zero (peft's B = 0),
+    so with it disabled the model is the initial policy exactly, however far it has trained."""
+
+    # no adapter name model_shape would count: the pass runs the base model's matmuls only
+    active_adapter = "(disabled)"
+
+    def __init__(self, peft_model: PreTrainedModel) -> None:
+        self.peft_model = peft_model
+
+    def get_base_model(self) -> PreTrainedModel:
+        return self.peft_model.get_base_model()
+
+    def __call__(self, **inputs: object) -> object:
+        training = self.peft_model.training
+        self.peft_model.eval()  # as a separately loaded initial policy: no dropout
+        try:
+            with self.peft_model.disable_adapter():
+                return self.peft_model(**inputs)
+        finally:
+            self.peft_model.train(training)
+
+
+def initial_policy(config: RunConfig, policy: Policy) -> Policy:
+    """The run's initial policy for the passes that need it: the trained policy with its adapter
+    disabled when it trains a fresh LoRA adapter (no second copy of the base in memory), else
+    the initial model loaded again."""
+    if config.model.lora is not None and hasattr(policy.model, "disable_adapter"):
+        source = Path(model_source(config)).expanduser()
+        if not (source / "adapter_config.json").exists():  # an adapter given trains further
+            return replace(policy, model=AdapterDisabled(policy.model))
+    return load_policy(config)
 
 
 def warn_of_unapplied_lora(source: str, adapter_config: Path, lora: LoraSettings | None) -> None:

@@ -46,7 +46,13 @@ from sgpo.io import (
 )
 from sgpo.loggers import make_sinks, scalars
 from sgpo.metrics import flops_record, profile_tokens, rollout_record, run_summary
-from sgpo.models import chat_template_sha256, load_policy, model_shape, model_source
+from sgpo.models import (
+    chat_template_sha256,
+    initial_policy,
+    load_policy,
+    model_shape,
+    model_source,
+)
 from sgpo.profile import profile_chunk
 from sgpo.profile_match import check_chat_template
 from sgpo.replanning import Replanner
@@ -142,7 +148,8 @@ class Trainer:
         if self.resumed_state is not None:
             check_same_inputs(self, self.resumed_state)
         # The initial policy, loaded once: KL reference and behaviour policy of reused samples.
-        reference = load_policy(config) if self.cfg.kl_coef > 0 or self.cfg.reuse_profile else None
+        needed = self.cfg.kl_coef > 0 or self.cfg.reuse_profile
+        reference = initial_policy(config, self.policy) if needed else None
         self.engine = make_engine(config, self.policy, "train")
         self.shape = model_shape(self.policy.model)
         self.params = sampling_params(config)
