@@ -281,6 +281,7 @@ def _run_plan(
     rule = plan_rule(config)
     rows = build_plan(profile_rows, rule, config.seed)
     check_something_kept(rows, rule, profile_path)
+    drawn = sum(r["k"] for r in profile_rows)  # the profile's samples
     errors, timeouts = meta.get("verifier_errors", 0), meta.get("verifier_timeouts", 0)
     if errors or timeouts:  # the profile warned too, but its output may be long gone
         log.warning(
@@ -290,13 +291,12 @@ def _run_plan(
             "verifier and profile again if that was not a wrong answer",
             profile_path,
             errors,
-            sum(r["k"] for r in profile_rows),
+            drawn,
             timeouts,
         )
     from sgpo.profile import TRUNCATED_KEY, warn_of_cut_off
 
     if TRUNCATED_KEY in meta:  # the profile warned too, but its output may be long gone
-        drawn = sum(r["k"] for r in profile_rows)
         max_new_tokens = (meta.get("sampling") or {}).get("max_new_tokens", "?")
         warn_of_cut_off(profile_path, meta[TRUNCATED_KEY], drawn, max_new_tokens)
     shape = ModelShape(**meta["shape"]) if "shape" in meta else None

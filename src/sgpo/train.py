@@ -407,14 +407,11 @@ class Trainer:
             if cap is not None
         ]
 
-    def spent_and_caps(self) -> list[tuple[float, float]]:
-        """(spent, cap) for each budget the run is capped by."""
-        return [(spent, cap) for _, spent, cap in self.budgets()]
-
     def warn_of_spent_caps(self) -> None:
         """A budget the profile's cost already spent trains no step: said, not a silent 0-step
         run; and a schedule decaying over train.steps in a run a budget may end first."""
-        for name, spent, cap in self.budgets():
+        budgets = self.budgets()
+        for name, spent, cap in budgets:
             if spent >= cap:
                 log.warning(
                     "train.%s=%g is spent before the first step (%g, the profile's cost "
@@ -423,14 +420,14 @@ class Trainer:
                     cap,
                     spent,
                 )
-        if self.cfg.lr_schedule != "constant" and self.budgets():
+        if self.cfg.lr_schedule != "constant" and budgets:
             log.warning(
                 "train.lr_schedule=%s decays over train.steps=%d, but train.%s may end the run "
                 "before them, at a learning rate not decayed to its end; use constant (sgpo "
                 "compare refuses the combination)",
                 self.cfg.lr_schedule,
                 self.cfg.steps,
-                self.budgets()[0][0],
+                budgets[0][0],
             )
 
     def finished(self) -> bool:
@@ -438,7 +435,7 @@ class Trainer:
         return (
             self.step >= self.cfg.steps
             or replanned_out
-            or any(spent >= cap for spent, cap in self.spent_and_caps())
+            or any(spent >= cap for _, spent, cap in self.budgets())
         )
 
     def start_fresh(self) -> None:
@@ -501,7 +498,7 @@ class Trainer:
         cfg = self.cfg
         # a run capped by a budget (compare, the demo's baseline) ends when it is spent, mostly
         # well before train.steps: its bar counts steps and shows the budget, not a percentage
-        total = None if self.spent_and_caps() else cfg.steps
+        total = None if self.budgets() else cfg.steps
         bar = tqdm(total=total, initial=self.step, desc=f"train ({cfg.method})", unit="step")
         with bar:
             while not self.finished():
@@ -510,8 +507,8 @@ class Trainer:
                 if (cfg.eval_every and self.step % cfg.eval_every == 0) or self.finished():
                     record |= self.run_eval()
                 self.log(record)
-                caps = self.spent_and_caps()
-                budget = {"budget": f"{max(s / cap for s, cap in caps):.0%}"} if caps else {}
+                caps = self.budgets()
+                budget = {"budget": f"{max(s / cap for _, s, cap in caps):.0%}"} if caps else {}
                 bar.set_postfix(
                     reward=f"{record['reward_mean']:.2f}",
                     informative=f"{record['informative_fraction']:.2f}",

@@ -287,6 +287,10 @@ _LATEX_COMMAND = re.compile(r"\\[A-Za-z]+")
 _WORD = re.compile(r"[A-Za-z]{3,}")
 
 
+# Words that separate answers ("2 and 3", "x = -2 or x = 3"), not words of a sentence
+ANSWER_SEPARATORS = ("and", "or")
+
+
 def math_reference(reference: str) -> str:
     """The reference as math_verify reads it; BadReference (a data error) when it holds
     nothing to read ("}") or words outside \\text{} rather than mathematics ("east", "yes",
@@ -300,7 +304,7 @@ def math_reference(reference: str) -> str:
         raise BadReference(f"reference {reference!r} holds no answer")
     mathematics = _TEXT_GROUP.sub(" ", normalized)
     bare = _LATEX_COMMAND.sub(" ", mathematics)
-    words = [w for w in _WORD.findall(bare) if w.lower() not in ("and", "or")]
+    words = [w for w in _WORD.findall(bare) if w.lower() not in ANSWER_SEPARATORS]
     beside = _LATEX_COMMAND.search(mathematics) or re.search(r"[A-Za-z0-9]", _WORD.sub(" ", bare))
     if len(words) > 1 or (words and not beside):
         raise BadReference(
@@ -381,7 +385,7 @@ def _has_short_word(text: str) -> bool:
         after = tokens[i + 1 : i + 2]
         if _PHRASE_END.fullmatch(token) or (token.isalpha() and after == [":"]):
             return True
-        if not _LETTERS_TOKEN.fullmatch(token) or token.lower() in ("and", "or"):
+        if not _LETTERS_TOKEN.fullmatch(token) or token.lower() in ANSWER_SEPARATORS:
             continue
         if not any(_OPERATOR_TOKEN.search(t) for t in tokens[max(i - 1, 0) : i] + after):
             return True

@@ -562,12 +562,13 @@ class _Worker:
             raise WorkerDied(f"verifier worker sent {line[:80]!r}")
         return message
 
-    def _relay(self, data: bytes) -> bool:
+    def _relay(self, data: bytes) -> None:
         """What the worker printed, to sgpo's stderr: each line after RELAY_PREFIX, control
-        codes shown as U+FFFD, at most MAX_RELAYED_BYTES in all; False at the pipe's end."""
+        codes shown as U+FFFD, at most MAX_RELAYED_BYTES in all; at the pipe's end (no data),
+        stderr_open goes False."""
         if not data:
             self.stderr_open = False
-            return False
+            return
         room = max(MAX_RELAYED_BYTES - self.relayed, 0)
         said_dropped = self.relayed > MAX_RELAYED_BYTES
         self.relayed += len(data)
@@ -575,7 +576,6 @@ class _Worker:
         if self.relayed > MAX_RELAYED_BYTES and not said_dropped:
             text += f"\n[more than {MAX_RELAYED_BYTES} bytes printed: the rest is dropped]\n"
         self._show(text)
-        return True
 
     def _show(self, text: str) -> None:
         """Printed text to sgpo's stderr, each line it begins marked with RELAY_PREFIX."""
@@ -607,8 +607,7 @@ class _Worker:
         err, read = self.process.stderr.fileno(), 0
         while self.stderr_open and read < MAX_MESSAGE_BYTES and select.select([err], [], [], 0)[0]:
             chunk = os.read(err, 65536)
-            if not self._relay(chunk):
-                break
+            self._relay(chunk)  # an empty chunk (the pipe's end) closes it: the loop ends
             read += len(chunk)
         self._end_line()
 

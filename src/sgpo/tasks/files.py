@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import functools
 import hashlib
 import io
 import json
@@ -136,11 +137,17 @@ class Source:
         if self.local is not None:
             return f"{self.local.name}@sha256:{file_sha256(self.local)[:16]}"
         config = f":{self.dataset_config}" if self.dataset_config else ""
-        directory = Path(self.dataset or "").expanduser()
-        if self.dataset and directory.is_dir():  # by its name, however its path is written
-            digest = _directory_sha256(directory)[:16]
-            return f"datasets:{directory.resolve().name}{config}/{self.split}@sha256:{digest}"
+        folder = _local_folder(self.dataset)
+        if folder is not None:  # by its name, however its path is written
+            digest = _directory_sha256(folder)[:16]
+            return f"datasets:{folder.resolve().name}{config}/{self.split}@sha256:{digest}"
         return f"datasets:{self.dataset}{config}/{self.split}"
+
+
+def _local_folder(name: str | None) -> Path | None:
+    """The local `datasets` folder a dataset name points to; None for a hub name."""
+    folder = Path(name or "").expanduser()
+    return folder if name and folder.is_dir() else None
 
 
 def _directory_sha256(root: Path) -> str:
@@ -177,9 +184,9 @@ def resolve_source(
         raise DataError(f"{field}={spec}: no such file{where}")
     name, _, inline_config = spec.partition(":")
     config = dataset_config or inline_config or None
-    folder = Path(name).expanduser()
+    folder = _local_folder(name)
     # a local `datasets` folder's ids by its name: the same from any working directory
-    prefix = folder.resolve().name if name and folder.is_dir() else name
+    prefix = name if folder is None else folder.resolve().name
     return Source(
         label=f"{spec} (split {split})",
         id_prefix=f"{prefix}:{split}",
@@ -293,6 +300,8 @@ def _parquet_rows(source: Source, read: set[str]) -> Iterator[tuple[object, None
             yield record, None
 
 
+# asked again for each row's value and each of its parts: the answer is the type's alone
+@functools.cache
 def _narrow_floats(arrow_type: object) -> bool:
     """Whether a parquet type holds float32 or float16 values, in structs and lists too."""
     import pyarrow as pa

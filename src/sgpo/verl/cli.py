@@ -362,9 +362,7 @@ def check(
     if plan is not None and method is not None:
         problems += [
             f"DATA={data}: {p}; re-export it (launch without SKIP_EXPORT=1)"
-            for p in checks.export_plan_problems(
-                rows, meta, read_plan(plan)[0], method, group_size if method != "sgpo" else None
-            )
+            for p in checks.export_plan_problems(rows, meta, read_plan(plan)[0], method, group_size)
         ]
     if plan is not None:
         try:
