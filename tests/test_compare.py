@@ -24,7 +24,7 @@ from sgpo.compare import (
     scoring_settings,
     wasted_fraction,
 )
-from sgpo.config import ConfigError, load_config
+from sgpo.config import ConfigError, RunConfig, load_config
 from sgpo.core.curves import mean_curve
 from sgpo.errors import DataError
 from sgpo.io import read_jsonl, read_table
@@ -781,7 +781,7 @@ def test_compare_md_says_when_the_baseline_held_its_target_before_its_end():
     assert _baseline_own_crossing(result(1.29, learned=False)) == []  # said otherwise
 
 
-def test_a_method_whose_plan_keeps_nothing_is_named_and_the_others_are_kept(tmp_path: Path):
+def test_a_method_whose_plan_keeps_nothing_is_named_and_the_others_still_run(tmp_path: Path):
     from sgpo.compare import run_compare
 
     base = tiny_tree(
@@ -795,16 +795,58 @@ def test_a_method_whose_plan_keeps_nothing_is_named_and_the_others_are_kept(tmp_
         "plan.trivial_above=0.001",
         "plan.drop_trivial=true",
     ]
-    methods = {"grpo-g4": ["train.method=grpo", "train.group_size=4"], "empty": nothing}
+    methods = {
+        "grpo-g4": ["train.method=grpo", "train.group_size=4"],
+        "empty": nothing,
+        "grpo-g2": ["train.method=grpo", "train.group_size=2"],  # after the failing one
+    }
     compare = {"base": "base.yaml", "seeds": [0], "methods": methods, "baseline": "grpo-g4"}
     config = tmp_path / "compare.yaml"
     config.write_text(yaml.safe_dump(compare))
     with pytest.raises(DataError) as info:
         run_compare(config, tmp_path / "out")
     said = str(info.value)
-    assert said.startswith("method 'empty', seed 0: ") and "the plan keeps none of the" in said
-    assert said.endswith("with --methods leaving this one out reuses them)")
-    assert (tmp_path / "out" / "runs" / "grpo-g4" / "seed-0" / "summary.json").exists()
+    assert said.startswith("1 run(s) failed: method 'empty', seed 0: ")
+    assert "the plan keeps none of the" in said and "hold the methods that ran on seeds [0]" in said
+    runs = tmp_path / "out" / "runs"
+    assert (runs / "grpo-g4" / "seed-0" / "summary.json").exists()
+    assert (runs / "grpo-g2" / "seed-0" / "summary.json").exists()  # the compare went on
+    result = json.loads((tmp_path / "out" / "compare.json").read_text())
+    assert set(result["methods"]) == {"grpo-g4", "grpo-g2"} and result["seeds"] == [0]
+    assert [(f["method"], f["seed"]) for f in result["failed"]] == [("empty", 0)]
+    assert "the plan keeps none of the" in result["failed"][0]["error"]
+    assert "`empty` seed 0: " in (tmp_path / "out" / "compare.md").read_text()
+
+
+def test_a_failed_baseline_leaves_its_seed_out_of_the_compare(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    import sgpo.compare
+    from sgpo.compare import run_compare
+    from sgpo.errors import NonFiniteError
+
+    base = tiny_tree(
+        tmp_path / "models",
+        train={"steps": 2, "rollout_budget": 8, "eval_every": 1, "checkpoint_every": 0},
+    )
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    methods = {"grpo-g4": ["train.method=grpo", "train.group_size=4"], "sgpo": []}
+    compare = {"base": "base.yaml", "seeds": [0, 1], "methods": methods, "baseline": "grpo-g4"}
+    config = tmp_path / "compare.yaml"
+    config.write_text(yaml.safe_dump(compare))
+    run_method = sgpo.compare.run_method
+
+    def diverging_on_seed_1(config: RunConfig, run_dir: Path, *args, **kwargs) -> dict:
+        if config.seed == 1 and config.train.method == "grpo":
+            raise NonFiniteError("3 updates in a row had a non-finite loss")
+        return run_method(config, run_dir, *args, **kwargs)
+
+    monkeypatch.setattr(sgpo.compare, "run_method", diverging_on_seed_1)
+    with pytest.raises(DataError, match=r"method 'grpo-g4', seed 1: 3 updates in a row"):
+        run_compare(config, tmp_path / "out")
+    result = json.loads((tmp_path / "out" / "compare.json").read_text())
+    assert result["seeds"] == [0] and set(result["methods"]) == {"grpo-g4", "sgpo"}
+    assert not (tmp_path / "out" / "runs" / "sgpo" / "seed-1").exists()  # never started
 
 
 def test_float16_full_training_is_refused_before_anything_trains(tmp_path: Path):

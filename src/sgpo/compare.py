@@ -36,7 +36,10 @@ Protocol (also written into compare.md):
 Runs are written to DIR/runs/<method>/seed-<s>/; a run with a summary.json is reused and one
 that was interrupted resumes from its checkpoint, so an interrupted compare continues where it
 stopped, but only with the config the method has now (its config.yaml: a finished run trained
-with another is refused, naming the keys; an unfinished one is trained again).
+with another is refused, naming the keys; an unfinished one is trained again). A run that fails
+on its data (a plan that keeps nothing, a diverged run, a refused reuse) does not stop the
+others: compare.json and compare.md hold the methods that ran on every seed whose baseline ran,
+name the failed runs ("failed"), and the command then exits with an error naming them.
 
 The methods it trains by default are sgpo.methods.DEFAULT_METHODS; sgpo.side_by_side puts the
 demo's run beside GRPO at the same FLOPs with the reads here.
@@ -73,7 +76,7 @@ from sgpo.core.curves import (
     gain_level,
     mean_curve,
 )
-from sgpo.errors import DataError
+from sgpo.errors import DataError, NonFiniteError
 from sgpo.io import atomic_write_json, atomic_write_text, read_json, read_jsonl
 from sgpo.methods import DEFAULT_METHODS
 from sgpo.profile_match import SCORING_SETTINGS, settings_of
@@ -791,6 +794,17 @@ def write_markdown(
         *_baseline_own_crossing(result),
         *(
             [
+                "**Failed runs, left out of the table** (a method is in it only if it ran on "
+                "every seed above):",
+                "",
+                *[f"- `{f['method']}` seed {f['seed']}: {f['error']}" for f in result["failed"]],
+                "",
+            ]
+            if result.get("failed")
+            else []
+        ),
+        *(
+            [
                 "**Runs with no more held-out evaluations than the final window "
                 f"({result['final_window']}): "
                 + ", ".join(
@@ -932,14 +946,25 @@ def _run_compare(cfg: CompareConfig, base: Path, config_path: Path, out_dir: Pat
             )
     currency = CURRENCIES[cfg.budget_currency]
     total = len(cfg.seeds) * len(order)
+    failed: list[dict] = []
+
+    def run_failed(method: str, seed: int, label: str, error: Exception, after: str = "") -> None:
+        failed.append({"method": method, "seed": seed, "error": str(error)})
+        tqdm.write(f"{label} failed: {error}{after}", file=sys.stderr)
+
     for seed_index, seed in enumerate(cfg.seeds):
         first = len(order) * seed_index + 1  # the baseline's place among all runs, from 1
         fixed_budget = [f"train.max_total_flops={cfg.budget_flops}"] if cfg.budget_flops else []
         baseline_config = method_config(cfg, base, cfg.baseline, seed, fixed_budget)
         baseline_dir = out_dir / "runs" / cfg.baseline / f"seed-{seed}"
         label = f"[{first}/{total}] {cfg.baseline} seed {seed}"
-        spent = run_method(baseline_config, baseline_dir, profiles, label)[currency.summary_field]
-        budget = cfg.budget_flops or spent
+        try:
+            summary = run_method(baseline_config, baseline_dir, profiles, label)
+        except RUN_FAILURES as e:
+            # its spend is the others' budget on this seed
+            run_failed(cfg.baseline, seed, label, e, "; this seed's other methods are not run")
+            continue
+        budget = cfg.budget_flops or summary[currency.summary_field]
         runs[cfg.baseline][seed] = baseline_dir
         cap = [
             f"{currency.cap_key}={budget}",
@@ -957,17 +982,38 @@ def _run_compare(cfg: CompareConfig, base: Path, config_path: Path, out_dir: Pat
                     label,
                     plan_steps=baseline_config.train.steps,
                 )
-            except DataError as e:  # e.g. a plan that keeps nothing on this data
-                raise DataError(
-                    f"method {method!r}, seed {seed}: {e} (the runs finished so far are kept: "
-                    "the same compare with --methods leaving this one out reuses them)"
-                ) from e
+            except RUN_FAILURES as e:  # e.g. a plan that keeps nothing on this data
+                run_failed(method, seed, label, e)
+                continue
             runs[method][seed] = run_dir
-    result = aggregate(cfg, runs)
-    images = plot_compare(cfg, runs, result, out_dir)
+    if not runs[cfg.baseline]:
+        raise DataError(f"the baseline failed on every seed: {failures_text(failed)}")
+    # what is compared: the seeds whose baseline ran, the methods that ran on all of them
+    seeds = [s for s in cfg.seeds if s in runs[cfg.baseline]]
+    runs = {m: r for m, r in runs.items() if len(r) == len(seeds)}
+    done = cfg.model_copy(update={"seeds": seeds, "methods": {m: cfg.methods[m] for m in runs}})
+    result = aggregate(done, runs) | {"failed": failed}
+    images = plot_compare(done, runs, result, out_dir)
     atomic_write_json(out_dir / "compare.json", result)
-    write_markdown(cfg, result, images, out_dir, config_path)
+    write_markdown(done, result, images, out_dir, config_path)
+    if failed:
+        raise DataError(
+            f"{failures_text(failed)}. compare.json and compare.md in {out_dir} hold the "
+            f"methods that ran on seeds {seeds}; the runs finished are kept: the same compare "
+            "with --methods leaving the failed ones out, or after a fix, reuses them"
+        )
     return result
+
+
+# A run's failure that the other runs need not share: the compare goes on without it.
+RUN_FAILURES = (DataError, NonFiniteError)
+
+
+def failures_text(failed: list[dict]) -> str:
+    """The failed runs, one clause each: "method 'x', seed 0: <why>"."""
+    return f"{len(failed)} run(s) failed: " + "; ".join(
+        f"method {f['method']!r}, seed {f['seed']}: {f['error']}" for f in failed
+    )
 
 
 def refuse_decaying_lr(config: RunConfig, where: str) -> None:
