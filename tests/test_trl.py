@@ -1171,6 +1171,43 @@ def test_reestimation_counts_successes_as_the_profile_did_or_warns(
     assert make_trainer(model_dir, plan_path, tmp_path, reestimate=True).success_threshold == 0.5
 
 
+def test_a_prompt_rendered_to_text_with_its_bos_is_warned_about(
+    model_dir: str, plan_path: Path, tmp_path: Path
+) -> None:
+    """TRL tokenizes a string prompt with the tokenizer's special tokens: a chat rendered to
+    text (its template writes the BOS) then starts with two, where the profile had one. The
+    texts agree; the token ids do not."""
+    from tokenizers.processors import TemplateProcessing
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer.bos_token = "<unk>"  # a tokenizer that adds a BOS to plain text, as Llama's
+    bos = tokenizer.convert_tokens_to_ids("<unk>")
+    tokenizer._tokenizer.post_processor = TemplateProcessing(
+        single="<unk> $A", special_tokens=[("<unk>", bos)]
+    )
+    tokenizer.chat_template = "{{ bos_token }}{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    rows, meta = read_table(plan_path)
+    settings = {"use_chat_template": True, "system_prompt": None, "prompt_template": "{prompt}"}
+    profiled = tmp_path / "chat.parquet"
+    config = {f"model.{k}": v for k, v in settings.items()}
+    write_table(profiled, rows, meta | {"inputs": {"config": config}})
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    args = SGPOConfig(output_dir=str(tmp_path), use_cpu=True, per_device_train_batch_size=6)
+
+    def rendered(query: str) -> str:
+        chat = [{"role": "user", "content": query}]
+        return tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+
+    for prompt, warned in ((lambda q: [{"role": "user", "content": q}], False), (rendered, True)):
+        data = plan_dataset(profiled, prompt=prompt)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", SgpoWarning)
+            SGPOTrainer(model, hashed_reward, profiled, args, data, processing_class=tokenizer)
+        said = " ".join(str(w.message) for w in caught if issubclass(w.category, SgpoWarning))
+        assert ("reaches the model as '<unk><unk>4+5=', but was profiled as '<unk>4+5='" in said) \
+            == warned, said  # fmt: skip
+
+
 def test_chat_prompts_through_another_template_than_the_profiles_are_warned_about(
     model_dir: str, plan_path: Path, tmp_path: Path
 ) -> None:
@@ -1219,7 +1256,7 @@ def test_a_run_unlike_the_plans_profile_is_warned_about(
         make_trainer(model_dir, same, tmp_path)  # as profiled: nothing said
     other = tmp_path / "other.parquet"
     inputs = {f"model.{k}": v for k, v in model_settings.items()}
-    inputs["model.prompt_template"] = "Q: {prompt}"
+    inputs["model.prompt_template"] = "Q:{prompt}"
     write_table(
         other,
         rows,
@@ -1235,7 +1272,7 @@ def test_a_run_unlike_the_plans_profile_is_warned_about(
     (message,) = [str(w.message) for w in caught if issubclass(w.category, SgpoWarning)]
     assert "temperature=1.0, profiled with 0.7" in message
     assert f"n_params {shape.n_params}, profiled {shape.n_params + 1}" in message
-    assert "query 'q4' reaches the model as '4+5=', but was profiled as 'Q: 4+5='" in message
+    assert "query 'q4' reaches the model as '4+5=', but was profiled as 'Q:4+5='" in message
     assert "max_completion_length" not in message and "top_p" not in message
     assert f"the model loaded from {model_dir} holds other weights than the profiled ones" in (
         message

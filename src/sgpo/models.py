@@ -73,11 +73,8 @@ class Policy:
         return list(dict.fromkeys(int(t) for t in stops if t is not None))
 
     def encode(self, rendered: list[str]) -> list[list[int]]:
-        """Token ids of rendered prompts. A chat template writes the special tokens it wants
-        (BOS included) into the text, so none are added; a plain prompt gets the tokenizer's
-        own (a Llama or Gemma base model's BOS, nothing for Qwen's)."""
-        add_special = not uses_chat_template(self.tokenizer, self.config)
-        return self.tokenizer(rendered, add_special_tokens=add_special)["input_ids"]
+        """Token ids of rendered prompts (encode_prompts)."""
+        return encode_prompts(self.tokenizer, self.config, rendered)
 
 
 ACTIVE_ADAPTER = "<active>"
@@ -395,6 +392,16 @@ def refuse_tied_embedding_targets(model: PreTrainedModel, targets: str | list[st
             "its input and output embeddings), so merging the adapter into it would change both "
             "and final-merged/ would not be the model trained; target other modules"
         )
+
+
+def encode_prompts(
+    tokenizer: PreTrainedTokenizerBase, cfg: ModelConfig, rendered: list[str]
+) -> list[list[int]]:
+    """Token ids of prompts format_prompt rendered. A chat template writes the special tokens
+    it wants (BOS included) into the text, so none are added; a plain prompt gets the
+    tokenizer's own (a Llama or Gemma base model's BOS, nothing for Qwen's)."""
+    add_special = not uses_chat_template(tokenizer, cfg)
+    return tokenizer(rendered, add_special_tokens=add_special)["input_ids"]
 
 
 def uses_chat_template(tokenizer: PreTrainedTokenizerBase, cfg: ModelConfig) -> bool:

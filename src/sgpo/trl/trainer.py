@@ -89,7 +89,7 @@ from sgpo.core.online import history_settings_without_skip
 from sgpo.core.rewards import all_equal, is_correct
 from sgpo.errors import ConfigError, SgpoWarning
 from sgpo.io import atomic_write_json
-from sgpo.models import format_prompt, model_shape, template_sha256
+from sgpo.models import encode_prompts, format_prompt, model_shape, template_sha256
 from sgpo.plan import check_replannable
 from sgpo.profile_match import (
     VERIFIER_SETTINGS,
@@ -514,12 +514,15 @@ class SGPOTrainer(GRPOTrainer):
             )
         first = plan.kept[0].query
         row = train_dataset[self.plan_sampler.index_of[first.query_id]]
-        seen, profiled = self._rendered(row["prompt"]), _profiled_prompt(plan.meta, first, self)
+        seen, profiled = self._prompt_ids(row["prompt"]), _profiled_ids(plan.meta, first, self)
         if seen is not None and profiled is not None and seen != profiled:
+            decode = self.processing_class.decode
             problems.append(
-                f"query {first.query_id!r} reaches the model as {seen!r}, but was profiled as "
-                f"{profiled!r} (build the dataset's prompts as the profile formatted them: "
-                "plan_dataset(plan, prompt=...) with its system prompt or template)"
+                f"query {first.query_id!r} reaches the model as {decode(seen)!r}, but was "
+                f"profiled as {decode(profiled)!r} (build the dataset's prompts as the profile "
+                "formatted them: plan_dataset(plan, prompt=...) with its system prompt or "
+                "template, a chat as a list of messages: a string is tokenized with the "
+                "tokenizer's special tokens, a BOS the text already holds included)"
             )
         elif not isinstance(row["prompt"], str):  # rebuilt alike: was the template the same?
             profiled_template = plan.meta.get(CHAT_TEMPLATE_KEY)
@@ -577,17 +580,22 @@ class SGPOTrainer(GRPOTrainer):
             "history_explore": self.args.history_explore,
         }
 
-    def _rendered(self, prompt: Any) -> str | None:
-        """The text TRL generates from for a dataset prompt (None when it cannot be built)."""
-        if isinstance(prompt, str):
-            return prompt
+    def _prompt_ids(self, prompt: Any) -> list[int] | None:
+        """The token ids TRL generates from for a dataset prompt, as GRPOTrainer's
+        _tokenize_prompts makes them: a string with the tokenizer's special tokens, a
+        conversation through the chat template (None when they cannot be built)."""
         try:
-            return self.processing_class.apply_chat_template(
-                prompt,
-                tokenize=False,
-                add_generation_prompt=True,
-                chat_template=self.chat_template,
-                **self.chat_template_kwargs,
+            if isinstance(prompt, str):
+                return list(self.processing_class(text=prompt)["input_ids"])
+            return list(
+                self.processing_class.apply_chat_template(
+                    prompt,
+                    tokenize=True,
+                    return_dict=True,
+                    add_generation_prompt=True,
+                    chat_template=self.chat_template,
+                    **self.chat_template_kwargs,
+                )["input_ids"]
             )
         except Exception:  # noqa: BLE001 - TRL will raise its own error when it generates
             return None
@@ -1237,18 +1245,21 @@ def verifier_mismatches(meta: dict, rewards: list[VerifierReward]) -> list[str]:
     return [] if any(not d for d in each) else each[0]
 
 
-def _profiled_prompt(meta: dict, query: Query, trainer: GRPOTrainer) -> str | None:
-    """The text the plan's profile generated from for query, rebuilt with this run's tokenizer
-    (None when the plan does not record its model settings)."""
+def _profiled_ids(meta: dict, query: Query, trainer: GRPOTrainer) -> list[int] | None:
+    """The token ids the plan's profile generated from for query, rebuilt with this run's
+    tokenizer as sgpo.models.Policy.encode makes them (None when the plan does not record its
+    model settings)."""
     config = (meta.get("inputs") or {}).get("config") or {}
     keys = ("use_chat_template", "system_prompt", "prompt_template")
     if not all(f"model.{k}" in config for k in keys):
         return None
     settings = ModelConfig(**{k: config[f"model.{k}"] for k in keys})
+    tokenizer = trainer.processing_class
     try:
-        return format_prompt(query.prompt, trainer.processing_class, settings)
+        text = format_prompt(query.prompt, tokenizer, settings)
     except ConfigError:
         return None
+    return encode_prompts(tokenizer, settings, [text])[0]
 
 
 def _index_by_query(dataset: Dataset, column: str, needed: list[str]) -> dict[str, int]:
