@@ -270,6 +270,54 @@ def test_prompt_longer_than_context_is_refused(
         run_profile(config, tmp_path / "out")
 
 
+def test_a_prompt_rendered_through_the_chat_template_already_is_refused(
+    env: SimpleNamespace, tmp_path: Path
+) -> None:
+    """A prompt column holding chat-formatted text would go through the template twice."""
+    from tokenizers.processors import TemplateProcessing
+    from transformers import AutoTokenizer
+
+    from sgpo.models import model_source
+
+    model = tmp_path / "chat-model"
+    shutil.copytree(model_source(load_config(env.config_path)), model)
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    tokenizer.bos_token = "<unk>"
+    tokenizer.chat_template = "{{ bos_token }}{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    bos = tokenizer.convert_tokens_to_ids("<unk>")
+    tokenizer._tokenizer.post_processor = TemplateProcessing(
+        single="<unk> $A", special_tokens=[("<unk>", bos)]
+    )
+    tokenizer.save_pretrained(model)
+    rendered = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "2+2="}], tokenize=False, add_generation_prompt=True
+    )
+    data = tmp_path / "train.jsonl"
+    rows = [{"question": "1+1=", "answer": "2"}, {"question": rendered, "answer": "4"}]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    held_out = tmp_path / "held_out.jsonl"
+    held_out.write_text(json.dumps(rows[0]) + "\n")
+    tree = env.tree | {
+        "model": env.tree["model"] | {"name_or_path": str(model)},
+        "task": {
+            "kind": "file",
+            "file": {"train": str(data), "eval": str(held_out), "prompt_field": "question"},
+        },
+    }
+    config = load_config(write_config(tmp_path / "file.yaml", tree))
+    twice = (
+        rf"{data}: row 1 \(line 2\): field 'question' holds '<unk>', which the model's chat "
+        "template writes itself"
+    )
+    with pytest.raises(DataError, match=twice):
+        run_profile(config, tmp_path / "out")
+    # rendered already, plain prompts are what the model sees: accepted
+    plain = config.model_copy(
+        update={"model": config.model.model_copy(update={"use_chat_template": False})}
+    )
+    run_profile(plain, tmp_path / "plain")
+
+
 # --------------------------------------------------------------------------- 11: edited plan
 
 

@@ -412,7 +412,7 @@ def _evaluate(cfg: RunConfig, model: str | None) -> dict:
     from sgpo.models import load_policy, model_source
     from sgpo.rundir import weights_sha256
     from sgpo.tasks import load_task
-    from sgpo.validate import check_prompt_lengths
+    from sgpo.validate import check_prompts
     from sgpo.wiring import make_engine, make_verifier, sampling_params
 
     task = load_task(cfg.task, cfg.seed)
@@ -420,7 +420,7 @@ def _evaluate(cfg: RunConfig, model: str | None) -> dict:
         model_source(cfg)  # a model setting that cannot run this task is named first
     verifier = make_verifier(cfg, task)  # before the model: a mistyped verifier named at once
     policy = load_policy(cfg, path=model)
-    check_prompt_lengths(policy, task, cfg.sampling.max_new_tokens, train=False)
+    check_prompts(policy, task, cfg.sampling.max_new_tokens, train=False)
     result = evaluate(
         make_engine(cfg, policy, "eval"),
         verifier,

@@ -43,7 +43,7 @@ from sgpo.io import (
 from sgpo.models import chat_template_sha256, load_policy, model_shape, model_source
 from sgpo.runfiles import PROFILE_CHUNKS_DIR, PROFILE_CONFIG_FILE
 from sgpo.tasks import Query, TaskData, data_identity, load_task
-from sgpo.validate import check_prompt_lengths
+from sgpo.validate import check_prompts
 from sgpo.verify import Verifier
 from sgpo.wiring import make_engine, make_verifier, sampling_params
 
@@ -146,7 +146,7 @@ def _run_profile(
     # before the model, which can take minutes to load: a mistyped verifier is named at once
     verifier = make_verifier(config, task)
     policy = load_policy(config)
-    check_prompt_lengths(policy, task, config.sampling.max_new_tokens)
+    check_prompts(policy, task, config.sampling.max_new_tokens)
     engine = make_engine(config, policy, "profile")
     shape = model_shape(policy.model)
     metadata = profile_metadata(config, task, policy.source, shape, shard) | profile_inputs(config)

@@ -83,7 +83,7 @@ from sgpo.train_state import (
     save_trainer_state,
 )
 from sgpo.update import PolicyUpdate
-from sgpo.validate import check_prompt_lengths
+from sgpo.validate import check_prompts
 from sgpo.verify import verifier_code_sha256
 from sgpo.wiring import make_engine, make_verifier, sampling_params
 
@@ -134,7 +134,7 @@ class Trainer:
         # seeded from the run's seed, so two runs of one config train alike (a resumed run
         # gets the checkpoint's generator state instead)
         torch.manual_seed(stream_seed(config.seed, "train-dropout"))
-        check_prompt_lengths(self.policy, self.task, config.sampling.max_new_tokens)
+        check_prompts(self.policy, self.task, config.sampling.max_new_tokens)
         # Config, initial weights and the data (train and eval queries): a resume needs all
         # three unchanged.
         self.fingerprint = rundir.run_fingerprint(

@@ -1,6 +1,7 @@
 """Checks on inputs that only make sense once the model or a plan is at hand: prompts that fit
-the model's context, and plan tables (possibly edited by hand) that the trainer can follow.
-Each failure is a DataError naming the file, the row and the field."""
+the model's context and are not rendered through its chat template already, and plan tables
+(possibly edited by hand) that the trainer can follow. Each failure is a DataError naming the
+file, the row and the field."""
 
 from __future__ import annotations
 
@@ -65,11 +66,22 @@ def model_context(policy: Policy) -> int | None:
     return int(limit) if limit and limit < 10**7 else None  # 10**30 = "no limit" in HF
 
 
-def check_prompt_lengths(
-    policy: Policy, task: TaskData, max_new_tokens: int, train: bool = True
-) -> None:
-    """Every rendered prompt plus max_new_tokens must fit the model's context (the held-out
-    split's only with train False: `sgpo eval` generates for no other)."""
+def check_prompts(policy: Policy, task: TaskData, max_new_tokens: int, train: bool = True) -> None:
+    """Every prompt must not hold the chat template's own markers (it would go through the
+    template twice), and rendered, plus max_new_tokens, must fit the model's context (the
+    held-out split's only with train False: `sgpo eval` generates for no other)."""
+    splits = [(task.train_label, task.train)] if train else []
+    markers = template_markers(policy)
+    for label, queries in [*splits, (task.eval_label, task.eval)] if markers else []:
+        for row, query in enumerate(queries):
+            if found := [m for m in markers if m in query.prompt]:
+                raise DataError(
+                    f"{row_label(label, row, query.line)}: field {task.prompt_field!r} holds "
+                    f"{found[0]!r}, which the model's chat template writes itself: the prompt "
+                    "would go through the template twice. Give the plain question (the "
+                    "template and model.system_prompt are applied to it), or set "
+                    "model.use_chat_template: false for prompts rendered already"
+                )
     context = model_context(policy)
     if context is None:
         return
@@ -78,7 +90,6 @@ def check_prompt_lengths(
         raise DataError(
             f"sampling.max_new_tokens is {max_new_tokens} but the model has {context} positions"
         )
-    splits = [(task.train_label, task.train)] if train else []
     for label, queries in [*splits, (task.eval_label, task.eval)]:
         rendered = [policy.render(q.prompt) for q in queries]
         for row, text in enumerate(rendered):
@@ -100,6 +111,20 @@ def check_prompt_lengths(
                     context,
                     max_new_tokens,
                 )
+
+
+def template_markers(policy: Policy) -> list[str]:
+    """The special tokens the chat template writes around a message (its BOS, role headers,
+    end of turn), as text; none when the prompts are plain."""
+    from sgpo.models import uses_chat_template
+
+    tokenizer = policy.tokenizer
+    if not uses_chat_template(tokenizer, policy.config):
+        return []
+    special = {*tokenizer.all_special_tokens}
+    special |= {t.content for t in tokenizer.added_tokens_decoder.values() if t.special}
+    written = policy.render("?")
+    return sorted(t for t in special if len(t) > 2 and t in written)  # not a lone "<" or "\\n"
 
 
 def _too_long(where: str, field: str, size: str, context: int, max_new_tokens: int) -> None:
