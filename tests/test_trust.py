@@ -335,8 +335,11 @@ def plan(env: SimpleNamespace) -> Path:
         (lambda r: r.update(group_size=10**6), "field 'group_size' is 1000000"),
         (lambda r: r.update(kept=False, reason="trivial"), "no row has kept = true"),
         (lambda r: r.pop("rank"), "column(s) rank missing"),
+        # the plan's text is what the TRL path and the verl export train on
+        (lambda r: r.update(answer="999"), "row 0: field 'answer' is '999' but query"),
+        (lambda r: r.update(prompt="5+5="), "row 0: field 'prompt' is '5+5=' but query"),
     ],
-    ids=["g0", "g-huge", "nothing-kept", "no-rank"],
+    ids=["g0", "g-huge", "nothing-kept", "no-rank", "answer", "prompt"],
 )
 def test_edited_plan_is_validated(
     env: SimpleNamespace, plan: Path, tmp_path: Path, edit: object, message: str
@@ -351,6 +354,17 @@ def test_edited_plan_is_validated(
     with pytest.raises(DataError) as error:
         run_train(config, tmp_path / "run", edited)
     assert str(edited) in str(error.value) and message in str(error.value)
+
+
+def test_a_profiles_text_edited_is_refused_by_sgpo_plan(
+    env: SimpleNamespace, plan: Path, tmp_path: Path
+) -> None:
+    rows, meta = read_table(plan.parent / "profile.parquet")
+    rows[1]["answer"] = "999"
+    edited = tmp_path / "profile.parquet"
+    write_table(edited, rows, meta)
+    with pytest.raises(DataError, match=rf"{edited}: row 1: field 'answer' is '999' but query"):
+        run_plan(load_config(env.config_path), edited, tmp_path / "plan")
 
 
 # ------------------------------------------------------------------- 12: files and faults

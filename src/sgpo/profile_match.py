@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from sgpo import rundir
 from sgpo.config import RunConfig, TaskConfig
 from sgpo.errors import DataError
+from sgpo.validate import check_task_text
 
 if TYPE_CHECKING:
     from sgpo.tasks import TaskData
@@ -150,6 +151,13 @@ def check_profile_covers(
         if CHUNK_SIZE_KEY in meta:
             said.append("it is one chunk of a profile: plan from the whole profile.parquet")
         raise DataError(f"{source}: " + "; ".join(said))
+    check_task_text(
+        profile_rows,
+        {q.query_id: q for q in task.train},
+        source,
+        "sgpo plan copies it into the plan, which the TRL path and the verl export train on; "
+        "change the task's data and profile again rather than edit the profile's text",
+    )
 
 
 # Config keys that change what a profile's samples are (verifier, prompt formatting, sampling)

@@ -16,7 +16,7 @@ from sgpo.tasks import row_label
 
 if TYPE_CHECKING:
     from sgpo.models import Policy
-    from sgpo.tasks import TaskData
+    from sgpo.tasks import Query, TaskData
 
 # No tokenizer we know turns more than this many characters into one token on ordinary text,
 # so a prompt longer than this many characters per position is refused without tokenizing it
@@ -110,6 +110,26 @@ def check_prompts(policy: Policy, task: TaskData, max_new_tokens: int, train: bo
                     f"{length} tokens",
                     context,
                     max_new_tokens,
+                )
+
+
+def check_task_text(
+    rows: Sequence[dict], queries_by_id: dict[str, Query], source: Path, why: str
+) -> None:
+    """A profile's or plan's prompt and answer must be its query's in the task (a hand edit
+    would give the file's text one meaning for one trainer and another for the next): the
+    first row that differs is refused, why saying who reads the file's text. Rows of queries
+    the task lacks are left to the coverage checks."""
+    for row, fields in enumerate(rows):
+        query = queries_by_id.get(fields["query_id"])
+        if query is None:
+            continue
+        for field, task_value in (("prompt", query.prompt), ("answer", query.answer)):
+            value = fields[field]
+            if value is None or str(value) != task_value:
+                raise DataError(
+                    f"{source}: row {row}: field {field!r} is {value!r} but query "
+                    f"{query.query_id!r} has {field} {task_value!r} in the task: {why}"
                 )
 
 
