@@ -356,6 +356,29 @@ def test_edited_plan_is_validated(
     assert str(edited) in str(error.value) and message in str(error.value)
 
 
+def test_a_profile_or_plan_rewritten_by_pandas_is_refused_saying_so(
+    env: SimpleNamespace, plan: Path, tmp_path: Path
+) -> None:
+    """pandas' to_parquet drops the schema metadata sgpo reads: the message says that, not
+    that the task differs, and how to edit a file keeping it."""
+    import pandas as pd
+
+    from sgpo.trl.data import load_plan
+
+    config = load_config(env.config_path, ["train.method=sgpo"])
+    dropped = r"no sgpo metadata \(the parquet schema's 'sgpo' key\), which a {} written"
+    for name, use in (
+        ("profile.parquet", lambda p: run_plan(config, p, tmp_path / "plan")),
+        ("plan.parquet", lambda p: run_train(config, tmp_path / "run", p)),
+        ("plan.parquet", load_plan),
+    ):
+        rewritten = tmp_path / name
+        pd.read_parquet(plan.parent / name).to_parquet(rewritten)
+        kind = name.removesuffix(".parquet")
+        with pytest.raises(DataError, match=f"{rewritten}: {dropped.format(kind)}"):
+            use(rewritten)
+
+
 def test_a_profiles_text_edited_is_refused_by_sgpo_plan(
     env: SimpleNamespace, plan: Path, tmp_path: Path
 ) -> None:

@@ -36,7 +36,7 @@ from sgpo.errors import DataError
 from sgpo.io import prepare_out_dir, read_table, write_table
 from sgpo.profile_match import check_profile_covers, check_profile_matches, p_hat_estimates_p
 from sgpo.runfiles import PLAN_FILE, PLAN_PLOTS, PROFILE_CHUNKS_DIR
-from sgpo.validate import check_is_profile, check_plan_meta, check_plan_rows
+from sgpo.validate import check_has_metadata, check_is_profile, check_plan_meta, check_plan_rows
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,7 @@ def read_plan(path: Path) -> tuple[list[PlanRow], dict]:
     """A plan's rows, checked to be one the trainer can follow (sgpo.validate), and its
     metadata."""
     rows, meta = read_table(path)
+    check_has_metadata(meta, path, "plan")
     check_plan_rows(rows, path, PLAN_COLUMNS)
     check_plan_meta(meta, path)
     return [PlanRow.from_dict(r) for r in rows], meta

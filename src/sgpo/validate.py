@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sgpo.errors import DataError
+from sgpo.io import METADATA_KEY
 from sgpo.tasks import row_label
 
 if TYPE_CHECKING:
@@ -283,6 +284,19 @@ def _check_plan_types(r: dict, where: str) -> None:
             raise DataError(f"{where}: field {column!r} must be a finite number, got {value!r}")
 
 
+def check_has_metadata(meta: dict, path: Path, kind: str) -> None:
+    """A profile or plan without sgpo's schema metadata (what it was measured on and how) was
+    rewritten by a tool that drops it; say so, and how to edit one keeping it."""
+    if not meta:
+        raise DataError(
+            f"{path}: no sgpo metadata (the parquet schema's {METADATA_KEY.decode()!r} key), "
+            f"which a {kind} written by sgpo holds: a tool that rewrote the file dropped it "
+            "(pandas' to_parquet and polars do). Edit it with pyarrow, which keeps it: t = "
+            "pyarrow.parquet.read_table(path); rows = t.to_pylist(); ...; "
+            "pyarrow.parquet.write_table(pyarrow.Table.from_pylist(rows, schema=t.schema), path)"
+        )
+
+
 def check_is_profile(rows: list[dict], meta: dict, path: Path) -> None:
     """A table sgpo plan can read: a profile (not a plan), with every column plan reads and
     values it can use (DataError naming the file, row and field otherwise)."""
@@ -291,6 +305,7 @@ def check_is_profile(rows: list[dict], meta: dict, path: Path) -> None:
             f"{path}: is a plan (written by sgpo plan), not a profile; give the profile.parquet "
             "that sgpo profile wrote (--profile)"
         )
+    check_has_metadata(meta, path, "profile")
     if not rows:
         raise DataError(f"{path}: no profiled queries; nothing to plan")
     missing = [c for c in PROFILE_COLUMNS if c not in rows[0]]
