@@ -379,6 +379,29 @@ def test_a_profile_or_plan_rewritten_by_pandas_is_refused_saying_so(
             use(rewritten)
 
 
+def test_the_report_counts_an_edited_plan_from_its_rows(
+    env: SimpleNamespace, plan: Path, tmp_path: Path
+) -> None:
+    from sgpo.report import write_report
+
+    rows, meta = read_table(plan)
+    kept = [r for r in rows if r["kept"]]
+    assert len(kept) >= 2, "the fixture's plan keeps too few queries to edit"
+    deleted = kept[-1]
+    edited_rows = [r for r in rows if r is not deleted]
+    edited = tmp_path / "plan.parquet"
+    write_table(edited, edited_rows, meta)
+    config = load_config(env.config_path, ["train.method=sgpo"])
+    run_train(config, tmp_path / "run", edited)
+    report = write_report(tmp_path / "run").read_text()
+    rollouts = sum(r["group_size"] for r in kept) - deleted["group_size"]
+    assert f"kept in all: {len(kept) - 1}" in report
+    assert f"rollouts per epoch: {rollouts} vs" in report
+    assert "the plan was edited after sgpo plan wrote it" in report
+    run_train(config, tmp_path / "as-planned", plan)
+    assert "was edited" not in write_report(tmp_path / "as-planned").read_text()
+
+
 def test_a_profiles_text_edited_is_refused_by_sgpo_plan(
     env: SimpleNamespace, plan: Path, tmp_path: Path
 ) -> None:

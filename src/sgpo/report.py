@@ -14,6 +14,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from sgpo import rundir  # noqa: E402
 from sgpo.checkpoint import checkpoint_plan  # noqa: E402
+from sgpo.core.allocation import PlanRule  # noqa: E402
 from sgpo.errors import DataError  # noqa: E402
 from sgpo.io import (  # noqa: E402
     atomic_write_bytes,
@@ -22,7 +23,7 @@ from sgpo.io import (  # noqa: E402
     read_jsonl,
     read_table,
 )
-from sgpo.plan import PlanRow, read_plan  # noqa: E402
+from sgpo.plan import PlanRow, plan_summary, read_plan  # noqa: E402
 from sgpo.profile_match import p_hat_estimates_p  # noqa: E402
 from sgpo.rundir import differing_keys, flatten  # noqa: E402
 from sgpo.runfiles import (  # noqa: E402
@@ -252,6 +253,17 @@ def all_correct_label(meta: dict) -> str:
     return "trivial (p_hat = 1)" if above >= 1 else f"trivial (p_hat = 1 or above {above})"
 
 
+def counted_summary(rows: list[PlanRow], meta: dict) -> tuple[dict, bool]:
+    """The plan's summary with its counts taken from its rows, and whether they differ from
+    the ones sgpo plan recorded (the plan was edited by hand since)."""
+    recorded = meta.get("summary", {})
+    if "rule" not in meta or "baseline_group_size" not in recorded:  # an older sgpo's plan
+        return recorded, False
+    rule = PlanRule(**meta["rule"])
+    counted = plan_summary(rows, recorded["baseline_group_size"], None, rule=rule)
+    return recorded | counted, any(recorded.get(k) != v for k, v in counted.items())
+
+
 def what_it_trained(summary: dict) -> str | None:
     """The model (and whether a LoRA adapter of it was trained), data and verifier a run
     trained with (None for an older sgpo's summary)."""
@@ -315,7 +327,7 @@ def write_report(run_dir: Path) -> Path:
         images += plot_plan(plan_rows, meta, run_dir)
         if (run_dir / HISTORY_FILE).exists():
             images += plot_plan_history(read_table(run_dir / HISTORY_FILE)[0], plan_rows, run_dir)
-        s = meta.get("summary", {})
+        s, edited = counted_summary(plan_rows, meta)
         varied = (
             f"kept at p_hat 0 or 1 for rewards that varied (partial credit): {s['varied_kept']}; "
             if s.get("varied_kept")
@@ -332,6 +344,11 @@ def write_report(run_dir: Path) -> Path:
             f"{s.get('baseline_rollouts_per_epoch')} for fixed G = {s.get('baseline_group_size')} "
             "over every query",
         ]
+        if edited:
+            lines.append(
+                "- the plan was edited after sgpo plan wrote it: the counts above are its "
+                "rows'; its predictions are the plan's as planned"
+            )
         if "predicted_informative_fraction" in s:
             plan_fraction = s["predicted_informative_fraction"]
             baseline_fraction = s["predicted_baseline_informative_fraction"]
