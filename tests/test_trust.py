@@ -402,6 +402,34 @@ def test_the_report_counts_an_edited_plan_from_its_rows(
     assert "was edited" not in write_report(tmp_path / "as-planned").read_text()
 
 
+def test_hand_edited_group_sizes_under_re_planning_are_warned_about(
+    env: SimpleNamespace, plan: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from sgpo.schedule import scheduled_queries
+    from sgpo.tasks import load_task
+
+    config = load_config(
+        env.config_path,
+        ["train.method=sgpo", "train.online.reestimate=true", "train.online.replan_every=1"],
+    )
+    queries = load_task(config.task, config.seed).train
+    with caplog.at_level("WARNING", logger="sgpo.schedule"):
+        scheduled_queries(config, queries, plan)  # as planned: nothing said
+    assert "another group_size" not in caplog.text
+    rows, meta = read_table(plan)
+    first = next(row for row, r in enumerate(rows) if r["kept"])
+    planned = rows[first]["group_size"]
+    rows[first]["group_size"] = planned + 1
+    edited = tmp_path / "plan.parquet"
+    write_table(edited, rows, meta)
+    with caplog.at_level("WARNING", logger="sgpo.schedule"):
+        scheduled_queries(config, queries, edited)
+    assert (
+        f"1 kept rows have another group_size than the plan's rule gives (e.g. row {first}, "
+        f"query {rows[first]['query_id']!r}: {planned + 1}, the rule's {planned})"
+    ) in caplog.text
+
+
 def test_a_profiles_text_edited_is_refused_by_sgpo_plan(
     env: SimpleNamespace, plan: Path, tmp_path: Path
 ) -> None:

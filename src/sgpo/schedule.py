@@ -15,7 +15,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from sgpo.config import RunConfig
-from sgpo.core.allocation import KEPT, PlannedQuery, PlanRule, first_visit_reason
+from sgpo.core.allocation import (
+    KEPT,
+    PlannedQuery,
+    PlanRule,
+    first_visit_reason,
+    planned_group_size,
+)
 from sgpo.core.online import (
     VISIT_FLOOR,
     Posterior,
@@ -422,6 +428,29 @@ def check_plan_rule(meta: dict, config: RunConfig, plan_path: Path, resuming: bo
     )
 
 
+def warn_of_sizes_replanned(rows: list[PlanRow], rule: PlanRule, plan_path: Path) -> None:
+    """Kept rows whose G is not the rule's (edited by hand) train with it only until the first
+    re-plan, which sizes every query by the rule again: say so."""
+    edited = [
+        (row, r)
+        for row, r in enumerate(rows)
+        if r.kept and r.group_size != planned_group_size(r.n_correct, r.k, rule)
+    ]
+    if edited:
+        row, r = edited[0]
+        log.warning(
+            "%s: %d kept rows have another group_size than the plan's rule gives (e.g. row %d, "
+            "query %r: %d, the rule's %d): train.online re-planning sizes every query by the "
+            "rule again at its first re-plan",
+            plan_path,
+            len(edited),
+            row,
+            r.query_id,
+            r.group_size,
+            planned_group_size(r.n_correct, r.k, rule),
+        )
+
+
 def scheduled_queries(
     config: RunConfig, train_queries: list[Query], plan_path: Path | None, resuming: bool = False
 ) -> tuple[list[ScheduledQuery], list[PlanRow], float]:
@@ -440,6 +469,7 @@ def scheduled_queries(
     check_plan_rule(meta, config, plan_path, resuming)
     if config.train.online.replans:
         check_replannable(p_hat_estimates_p(meta), plan_path, "train.online re-planning")
+        warn_of_sizes_replanned(rows, plan_rule(config), plan_path)
     by_id = {q.query_id: q for q in train_queries}
     check_task_text(
         [r.to_dict() for r in rows],

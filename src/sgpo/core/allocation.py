@@ -191,15 +191,20 @@ def is_unsolvable(p_hat: float, varied: bool) -> bool:
     return p_hat == 0.0 and not varied
 
 
+def planned_group_size(n_correct: int, k: int, rule: PlanRule) -> int:
+    """A profiled query's G under the rule: from its prior-smoothed success rate, g_max when
+    it was never solved."""
+    if n_correct == 0:
+        return rule.g_max
+    return rule_group_size(success_rate(n_correct, k, rule.prior_alpha, rule.prior_beta), rule)
+
+
 def plan_queries(profile: Sequence[ProfiledQuery], rule: PlanRule, seed: int) -> list[PlannedQuery]:
     """Filter, size and order profiled queries. Every input query appears exactly once."""
     ids = [q.query_id for q in profile]
     check_unique_ids(ids)
     raw = {q.query_id: success_rate(q.n_correct, q.k) for q in profile}
-    smoothed = {
-        q.query_id: success_rate(q.n_correct, q.k, rule.prior_alpha, rule.prior_beta)
-        for q in profile
-    }
+    sizes = {q.query_id: planned_group_size(q.n_correct, q.k, rule) for q in profile}
 
     varied = {q.query_id: q.varied for q in profile}
     unsolvable = sorted(qid for qid, p in raw.items() if is_unsolvable(p, varied[qid]))
@@ -218,10 +223,7 @@ def plan_queries(profile: Sequence[ProfiledQuery], rule: PlanRule, seed: int) ->
             return DROPPED_UNSOLVABLE
         return KEPT
 
-    def size_for(qid: str) -> int:
-        return rule_group_size(smoothed[qid], rule) if raw[qid] > 0 else rule.g_max
-
-    return assemble_plan(ids, raw, reason_for, size_for, seed, rule.bucket_width)
+    return assemble_plan(ids, raw, reason_for, sizes.__getitem__, seed, rule.bucket_width)
 
 
 def first_visit_reason(
