@@ -430,6 +430,30 @@ def test_hand_edited_group_sizes_under_re_planning_are_warned_about(
     ) in caplog.text
 
 
+def test_kept_groups_of_one_or_beyond_the_step_budget_are_warned_about(
+    env: SimpleNamespace, plan: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from sgpo.schedule import scheduled_queries
+    from sgpo.tasks import load_task
+
+    config = load_config(env.config_path, ["train.method=sgpo"])
+    queries = load_task(config.task, config.seed).train
+    rows, meta = read_table(plan)
+    kept = [r for r in rows if r["kept"]]
+    assert len(kept) >= 2, "the fixture's plan keeps too few queries to edit"
+    kept[0]["group_size"] = 1
+    kept[1]["group_size"] = config.train.rollout_budget + 1
+    edited = tmp_path / "plan.parquet"
+    write_table(edited, rows, meta)
+    with caplog.at_level("WARNING", logger="sgpo.plan"):
+        scheduled_queries(config, queries, edited)
+    assert f"1 kept queries (e.g. [{kept[0]['query_id']!r}]) have group_size 1" in caplog.text
+    assert (
+        f"1 kept queries (e.g. [{kept[1]['query_id']!r}]) have a group_size above "
+        f"train.rollout_budget ({config.train.rollout_budget})"
+    ) in caplog.text
+
+
 def test_a_profiles_text_edited_is_refused_by_sgpo_plan(
     env: SimpleNamespace, plan: Path, tmp_path: Path
 ) -> None:
@@ -438,6 +462,12 @@ def test_a_profiles_text_edited_is_refused_by_sgpo_plan(
     edited = tmp_path / "profile.parquet"
     write_table(edited, rows, meta)
     with pytest.raises(DataError, match=rf"{edited}: row 1: field 'answer' is '999' but query"):
+        run_plan(load_config(env.config_path), edited, tmp_path / "plan")
+    # p_hat alone edited: sgpo plan reads the counts, so the edit would be ignored
+    rows, meta = read_table(plan.parent / "profile.parquet")
+    rows[2]["p_hat"] = 0.1 if rows[2]["p_hat"] != 0.1 else 0.2
+    write_table(edited, rows, meta)
+    with pytest.raises(DataError, match=rf"{edited}: row 2: field 'p_hat' is 0.[12], but n_c"):
         run_plan(load_config(env.config_path), edited, tmp_path / "plan")
 
 

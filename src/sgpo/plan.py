@@ -282,6 +282,7 @@ def _run_plan(
     rule = plan_rule(config)
     rows = build_plan(profile_rows, rule, config.seed)
     check_something_kept(rows, rule, profile_path)
+    warn_of_group_sizes(rows, config.train.rollout_budget, out_dir / PLAN_FILE)
     drawn = sum(r["k"] for r in profile_rows)  # the profile's samples
     errors, timeouts = meta.get("verifier_errors", 0), meta.get("verifier_timeouts", 0)
     if errors or timeouts:  # the profile warned too, but its output may be long gone
@@ -366,6 +367,26 @@ def warn_unplanned(rows: list[PlanRow], train_ids: Set[str], source: object) -> 
             unplanned,
             len(train_ids),
         )
+
+
+def warn_of_group_sizes(rows: list[PlanRow], rollout_budget: int, source: object) -> None:
+    """Kept group sizes that train otherwise than a plan means (allowed: sgpo train follows
+    them): a group of one has no advantage, so its generation teaches nothing; a group larger
+    than train.rollout_budget makes a step of its own, beyond the budget."""
+    kept = [r for r in rows if r.kept]
+    for odd, what in (
+        (
+            [r.query_id for r in kept if r.group_size == 1],
+            "group_size 1: a group of one has no advantage, so its rollouts teach nothing",
+        ),
+        (
+            [r.query_id for r in kept if r.group_size > rollout_budget],
+            f"a group_size above train.rollout_budget ({rollout_budget}): each trains as a "
+            "step of its own, that large",
+        ),
+    ):
+        if odd:
+            log.warning("%s: %d kept queries (e.g. %s) have %s", source, len(odd), odd[:3], what)
 
 
 def kept_in_order(rows: list[PlanRow]) -> list[PlanRow]:

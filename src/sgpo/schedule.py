@@ -42,6 +42,7 @@ from sgpo.plan import (
     kept_in_order,
     plan_rule,
     read_plan,
+    warn_of_group_sizes,
     warn_unplanned,
 )
 from sgpo.profile_match import check_profile_matches, p_hat_estimates_p, warn_of_other_sampling
@@ -489,4 +490,5 @@ def scheduled_queries(
             )
         scheduled.append(ScheduledQuery(by_id[r.query_id], int(r.group_size)))
     warn_unplanned(rows, by_id.keys(), plan_path)
+    warn_of_group_sizes(rows, config.train.rollout_budget, plan_path)
     return scheduled, rows, float(meta.get("profile_flops") or 0.0)

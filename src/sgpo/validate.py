@@ -208,18 +208,7 @@ def check_plan_rows(rows: list[dict], path: Path, columns: Sequence[str]) -> Non
         if not (r["k"] >= 1 and 0 <= r["n_correct"] <= r["k"]):
             raise DataError(f"{where}: fields 'k', 'n_correct': need 0 <= n_correct <= k, k >= 1")
         check_rewards_vary(r, where)
-        if not 0 <= r["p_hat"] <= 1:
-            raise DataError(f"{where}: field 'p_hat' is {r['p_hat']}, not in [0, 1]")
-        measured = r["n_correct"] / r["k"]
-        # (float32's precision allowed: a table may have been written through it)
-        if not math.isclose(r["p_hat"], measured, rel_tol=1e-6, abs_tol=1e-9):
-            # The report and the verl export read p_hat, re-estimation and the prediction the
-            # counts: an edit of one alone would make them tell two stories.
-            raise DataError(
-                f"{where}: field 'p_hat' is {r['p_hat']}, but n_correct / k is "
-                f"{r['n_correct']} / {r['k']} = {measured:.6g}; a plan's p_hat is its profile's "
-                "measurement: edit them together, or re-run sgpo plan"
-            )
+        check_p_hat(r, where, "a plan's p_hat is its profile's measurement", "sgpo plan")
         for column in ("prompt_tokens", "mean_response_tokens"):  # priced as generation
             if r[column] is not None and r[column] < 0:
                 raise DataError(f"{where}: field {column!r} is {r[column]}; must be >= 0")
@@ -337,6 +326,23 @@ def check_is_profile(rows: list[dict], meta: dict, path: Path) -> None:
             if not _is_real(r[column]) or r[column] < 0:
                 raise DataError(f"{where}: field {column!r} is {r[column]!r}, not a number >= 0")
         check_rewards_vary(r, where)
+        if "p_hat" in r:  # sgpo plan reads the counts
+            check_p_hat(r, where, "a profile's p_hat is its samples' success rate", "sgpo profile")
+
+
+def check_p_hat(r: dict, where: str, what: str, rerun: str) -> None:
+    """p_hat is n_correct / k (float32's precision allowed: a table may have been written
+    through it). The report and the verl export read p_hat, the plan, re-estimation and the
+    prediction the counts: an edit of one alone would make them tell two stories."""
+    if not _is_real(r["p_hat"]) or not 0 <= r["p_hat"] <= 1:
+        raise DataError(f"{where}: field 'p_hat' is {r['p_hat']}, not in [0, 1]")
+    measured = r["n_correct"] / r["k"]
+    if not math.isclose(r["p_hat"], measured, rel_tol=1e-6, abs_tol=1e-9):
+        raise DataError(
+            f"{where}: field 'p_hat' is {r['p_hat']}, but n_correct / k is "
+            f"{r['n_correct']} / {r['k']} = {measured:.6g}; {what}: edit them together, or "
+            f"re-run {rerun}"
+        )
 
 
 def check_rewards_vary(r: dict, where: str) -> None:
