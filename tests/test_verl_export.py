@@ -145,15 +145,19 @@ def test_export_is_a_pure_function_of_the_plan_and_needs_no_system_prompt(tmp_pa
     assert pq.read_schema(a).field(ROLLOUT_N).type == "int64"
 
 
-def test_export_refuses_groups_of_one_and_broken_ranks(tmp_path):
+def test_export_refuses_groups_of_one_and_repeated_ranks(tmp_path):
     ones = fake_plan(rule=PlanRule(c=0.5, g_min=1, g_max=8, unsolvable_keep_fraction=0.0))
     assert any(r.kept and r.group_size == 1 for r in ones)
     with pytest.raises(ValueError, match="G >= 2"):
         export_verl_parquet(ones, {}, tmp_path / "x.parquet", "sgpo/addition")
     plan = fake_plan()
-    broken = [replace(r, rank=r.rank * 2) if r.kept else r for r in plan]
-    with pytest.raises(ValueError, match="without gaps"):
-        verl_rows(broken, "sgpo/addition")
+    # gaps (kept rows deleted by hand) keep the order, as sgpo train does
+    gaps = [replace(r, rank=r.rank * 2) if r.kept else r for r in plan]
+    in_order = [row["extra_info"]["query_id"] for row in verl_rows(gaps, "sgpo/addition")]
+    assert in_order == [r.query_id for r in kept_in_order(plan)]
+    repeated = [replace(r, rank=0) if r.kept else r for r in plan]
+    with pytest.raises(ValueError, match=r"must be distinct and >= 0, got \[0\] repeated"):
+        verl_rows(repeated, "sgpo/addition")
     nothing = [replace(r, kept=False, reason="trivial", rank=-1) for r in plan]
     with pytest.raises(ValueError, match="keeps no query"):
         verl_rows(nothing, "sgpo/addition")

@@ -133,12 +133,14 @@ def verl_rows(
     if fixed_group_size is not None:
         selected = list(plan_rows)
     else:
+        # in rank order, gaps allowed (kept rows deleted by hand), as sgpo train follows it
         selected = kept_in_order(plan_rows)
         ranks = [r.rank for r in selected]
-        if ranks != list(range(len(selected))):
+        repeated = sorted({rank for rank in ranks if ranks.count(rank) > 1})
+        if repeated or (ranks and ranks[0] < 0):
             raise ValueError(
-                f"plan ranks of kept queries must be 0..{len(selected) - 1} without gaps or "
-                f"repeats, got {ranks[:10]}{'...' if len(ranks) > 10 else ''}"
+                f"plan ranks of kept queries must be distinct and >= 0, got "
+                f"{repeated[:10] or ranks[:1]} {'repeated' if repeated else ''}".rstrip()
             )
     if not selected:
         raise ValueError("the plan keeps no query: nothing to export")
