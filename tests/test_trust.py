@@ -270,10 +270,9 @@ def test_prompt_longer_than_context_is_refused(
         run_profile(config, tmp_path / "out")
 
 
-def test_a_prompt_rendered_through_the_chat_template_already_is_refused(
-    env: SimpleNamespace, tmp_path: Path
-) -> None:
-    """A prompt column holding chat-formatted text would go through the template twice."""
+def chat_model(env: SimpleNamespace, tmp_path: Path, template: str) -> tuple[Path, object]:
+    """The tiny model with a chat template, and a BOS (<unk>) its tokenizer adds to plain
+    text as Llama's does."""
     from tokenizers.processors import TemplateProcessing
     from transformers import AutoTokenizer
 
@@ -283,12 +282,37 @@ def test_a_prompt_rendered_through_the_chat_template_already_is_refused(
     shutil.copytree(model_source(load_config(env.config_path)), model)
     tokenizer = AutoTokenizer.from_pretrained(model)
     tokenizer.bos_token = "<unk>"
-    tokenizer.chat_template = "{{ bos_token }}{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    tokenizer.chat_template = template
     bos = tokenizer.convert_tokens_to_ids("<unk>")
     tokenizer._tokenizer.post_processor = TemplateProcessing(
         single="<unk> $A", special_tokens=[("<unk>", bos)]
     )
     tokenizer.save_pretrained(model)
+    return model, tokenizer
+
+
+def test_a_chat_templates_end_of_turn_that_does_not_stop_generation_is_warned_about(
+    env: SimpleNamespace, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from sgpo.models import load_policy
+
+    turns = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}{}{% endfor %}"
+    for end, warned in (("<pad>", True), ("{{ eos_token }}", False)):
+        model, _ = chat_model(env, tmp_path / end.strip("<>{} "), turns.replace("{}", end))
+        config = load_config(env.config_path, [f"model.name_or_path={model}"])
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="sgpo.models"):
+            load_policy(config)
+        said = "its chat template ends the assistant's turn with '<pad>', but neither"
+        assert (said in caplog.text) == warned, caplog.text
+
+
+def test_a_prompt_rendered_through_the_chat_template_already_is_refused(
+    env: SimpleNamespace, tmp_path: Path
+) -> None:
+    """A prompt column holding chat-formatted text would go through the template twice."""
+    template = "{{ bos_token }}{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    model, tokenizer = chat_model(env, tmp_path, template)
     rendered = tokenizer.apply_chat_template(
         [{"role": "user", "content": "2+2="}], tokenize=False, add_generation_prompt=True
     )

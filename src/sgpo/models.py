@@ -231,7 +231,36 @@ def load_policy(config: RunConfig, path: str | None = None, trainable: bool = Fa
             "tokenizer_config.json",
             source,
         )
+    elif uses_chat_template(tokenizer, cfg):
+        turn_end = turn_end_token(tokenizer)
+        if turn_end is not None and tokenizer.convert_tokens_to_ids(turn_end) not in set(
+            policy.stop_token_ids()
+        ):
+            # a base checkpoint with an instruct template (Qwen2.5 base: <|im_end|>)
+            log.warning(
+                "model %r: its chat template ends the assistant's turn with %r, but neither "
+                "its tokenizer's EOS nor its generation_config's eos_token_id is that token, "
+                "so a response goes on past the end of its turn (into turns the verifier then "
+                "reads) until an EOS or sampling.max_new_tokens; add its id to "
+                "generation_config.json's eos_token_id (TRL, vLLM and verl stop there too)",
+                source,
+                turn_end,
+            )
     return policy
+
+
+def turn_end_token(tokenizer: PreTrainedTokenizerBase) -> str | None:
+    """The special token the chat template writes right after an assistant message (its end
+    of turn: <|im_end|>, <|eot_id|>, <end_of_turn>), or None when it writes none there."""
+    chat = [{"role": "user", "content": "?"}, {"role": "assistant", "content": "A7"}]
+    try:
+        text = tokenizer.apply_chat_template(chat, tokenize=False)
+    except Exception:  # noqa: BLE001 - a template without an assistant role: nothing to check
+        return None
+    after = text[text.rfind("A7") + 2 :].lstrip() if "A7" in text else ""
+    special = {*tokenizer.all_special_tokens}
+    special |= {t.content for t in tokenizer.added_tokens_decoder.values() if t.special}
+    return next((t for t in sorted(special, key=len, reverse=True) if after.startswith(t)), None)
 
 
 class AdapterDisabled:
