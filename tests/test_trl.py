@@ -1187,25 +1187,32 @@ def test_a_prompt_rendered_to_text_with_its_bos_is_warned_about(
     )
     tokenizer.chat_template = "{{ bos_token }}{% for m in messages %}{{ m['content'] }}{% endfor %}"
     rows, meta = read_table(plan_path)
-    settings = {"use_chat_template": True, "system_prompt": None, "prompt_template": "{prompt}"}
+    settings = {"use_chat_template": True, "system_prompt": "S:", "prompt_template": "{prompt}"}
     profiled = tmp_path / "chat.parquet"
     config = {f"model.{k}": v for k, v in settings.items()}
-    write_table(profiled, rows, meta | {"inputs": {"config": config}})
+    template = template_sha256(tokenizer.chat_template)
+    write_table(profiled, rows, meta | {"inputs": {"config": config}, CHAT_TEMPLATE_KEY: template})
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     args = SGPOConfig(output_dir=str(tmp_path), use_cpu=True, per_device_train_batch_size=6)
 
-    def rendered(query: str) -> str:
-        chat = [{"role": "user", "content": query}]
-        return tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+    def chat(query: str) -> list[dict]:
+        return [{"role": "system", "content": "S:"}, {"role": "user", "content": query}]
 
-    for prompt, warned in ((lambda q: [{"role": "user", "content": q}], False), (rendered, True)):
+    def rendered(query: str) -> str:
+        return tokenizer.apply_chat_template(
+            chat(query), tokenize=False, add_generation_prompt=True
+        )
+
+    # the default is the profile's formatting, as the plan records it: the chat, not the text
+    assert plan_dataset(profiled)[0]["prompt"] == chat(plan_dataset(plan_path)[0]["prompt"])
+    for prompt, warned in ((chat, False), (None, False), (rendered, True)):
         data = plan_dataset(profiled, prompt=prompt)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", SgpoWarning)
             SGPOTrainer(model, hashed_reward, profiled, args, data, processing_class=tokenizer)
         said = " ".join(str(w.message) for w in caught if issubclass(w.category, SgpoWarning))
-        assert ("reaches the model as '<unk><unk>4+5=', but was profiled as '<unk>4+5='" in said) \
-            == warned, said  # fmt: skip
+        assert ("reaches the model as '<unk><unk>S:4+5=', but was profiled as '<unk>S:4+5='"
+                in said) == warned, said  # fmt: skip
 
 
 def test_chat_prompts_through_another_template_than_the_profiles_are_warned_about(

@@ -22,6 +22,7 @@ from torch.utils.data import Sampler
 from sgpo.core.allocation import PlanRule
 from sgpo.plan import PlanRow, kept_in_order, read_plan
 from sgpo.profile_match import p_hat_estimates_p
+from sgpo.rundir import CHAT_TEMPLATE_KEY
 from sgpo.schedule import OnlinePlanner, QueryScheduler, ScheduledQuery
 from sgpo.tasks import Query
 
@@ -68,13 +69,32 @@ def load_plan(path: str | Path) -> Plan:
     )
 
 
+def profiled_prompt(meta: dict) -> Callable[[str], Any] | None:
+    """How a plan's profile formatted a query's text, as TRL should get it: chat messages
+    (model.system_prompt, then model.prompt_template's user message) where it went through a
+    chat template, which TRL applies; else model.prompt_template's text (TRL adds the
+    tokenizer's special tokens, as sgpo did). None where the plan does not record it (an
+    older sgpo's, or one made by hand)."""
+    config = (meta.get("inputs") or {}).get("config") or {}
+    if CHAT_TEMPLATE_KEY not in meta or "model.prompt_template" not in config:
+        return None
+    template, system = config["model.prompt_template"], config.get("model.system_prompt")
+    if meta[CHAT_TEMPLATE_KEY] is None:
+        return lambda text: template.format(prompt=text)
+    head = [{"role": "system", "content": system}] if system else []
+    return lambda text: [*head, {"role": "user", "content": template.format(prompt=text)}]
+
+
 def plan_dataset(plan: Plan | str | Path, prompt: Callable[[str], Any] | None = None) -> Dataset:
     """The plan's queries as a TRL dataset (query_id, prompt, answer, difficulty): the kept ones
     in curriculum order, then the dropped ones (online re-planning may bring them back).
 
-    prompt maps a query's text to what TRL should see, e.g. a chat message list; by default the
-    text itself (TRL then tokenizes it as it is, without a chat template)."""
+    prompt maps a query's text to what TRL should see, e.g. a chat message list; by default
+    the profile's formatting as the plan records it (profiled_prompt: chat messages with its
+    system prompt where it used a chat template, its prompt_template's text otherwise), or the
+    text itself for a plan that does not record it."""
     plan = plan if isinstance(plan, Plan) else load_plan(plan)
+    prompt = prompt or profiled_prompt(plan.meta)
     kept = {s.query.query_id for s in plan.kept}
     queries = [s.query for s in plan.kept] + [
         _query(r) for r in plan.rows if r.query_id not in kept
