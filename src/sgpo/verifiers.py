@@ -418,9 +418,10 @@ def exact_match(response: str, reference: str) -> float:
 
 # --------------------------------------------------------------------------- numeric
 
-# commas only as thousands separators (1,000): "1,2" is two numbers, not 12
+# commas only as thousands separators (1,000): "1,2" is two numbers, not 12; digits glued to
+# letters before them ("H2O", "CO2", "g3") are part of a word, not a number
 _NUMBER = re.compile(
-    r"[-+]?(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d+)?"
+    r"(?<![A-Za-z])[-+]?(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d+)?"
     r"(?:\s*/\s*\d+(?:\.\d+)?)?"
 )
 
@@ -472,12 +473,13 @@ _COMPARISON_COMMANDS = {
     "<": "\\lt",
     "\u2260": "\\neq",
 }
-# "48 cm^2", "48 \\text{ cm}^2", "48\\,\\mathrm{m}^3", "48\\,\\mathrm{cm^2}": the square or cube
-# of a unit after a number. A unit in \\text is a word ("e" is Euler's number) or "m"; a bare
-# one is a common unit of length, so "10^2" and "2x^2" keep their powers.
+# "48 cm^2", "48 \\text{ cm}^2", "48\\,\\mathrm{m}^3", "48\\,\\mathrm{cm^2}", "$48$ cm$^2$": the
+# square or cube of a unit after a number. A unit in \\text is a word ("e" is Euler's number) or
+# "m"; a bare one is a common unit of length, so "10^2" and "2x^2" keep their powers.
 _UNIT_POWER = re.compile(
-    r"(?<=\d)(\s*\\(?:text|textrm|mathrm|mbox)\s*\{\s*(?:[A-Za-z]{2,}|m)(?:\s*\})?"
-    r"|\s*(?:[ck]m|mm|ft|yd)|\s+(?:m|in|mi|units?))(?![A-Za-z])\s*\^\s*(?:[23](?!\d)|\{\s*[23]\s*\})"
+    r"(?<=\d)\$?(\s*\\(?:text|textrm|mathrm|mbox)\s*\{\s*(?:[A-Za-z]{2,}|m)(?:\s*\})?"
+    r"|\s*(?:[ck]m|mm|ft|yd)|\s+(?:m|in|mi|units?))(?![A-Za-z])\$?\s*\^\s*"
+    r"(?:[23](?!\d)|\{\s*[23]\s*\})"
 )
 _MATH_DELIMITER = re.compile(r"\\[()\[\]]|\\\\(?![A-Za-z])")
 _DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?")
