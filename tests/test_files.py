@@ -603,6 +603,13 @@ BAD_INPUTS = [
         "{path}: row 0 (line 1): field 'question' must be a string, got int",
     ),
     (
+        "chat_question.jsonl",
+        '{"messages": [{"role": "user", "content": "1+1="}], "answer": "2"}\n',
+        {"preset": "plain", "prompt_field": "messages"},
+        "{path}: row 0 (line 1): field 'messages' must be a string, got list of chat messages: "
+        "task.file.preset verl reads its last user message",
+    ),
+    (
         "blank_question.jsonl",
         '{"question": "  \\n ", "answer": "#### 1"}\n',
         {"preset": "gsm8k"},

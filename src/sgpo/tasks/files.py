@@ -522,7 +522,11 @@ def _prompt_text(record: object, mapping: Mapping, where: str) -> str:
             )
         value = content
     elif not isinstance(value, str):
-        raise DataError(f"{where}: field {field!r} must be a string, got {_type_name(value)}")
+        chat = isinstance(value, list) and any(isinstance(m, dict) and "role" in m for m in value)
+        hint = (
+            " of chat messages: task.file.preset verl reads its last user message" if chat else ""
+        )
+        raise DataError(f"{where}: field {field!r} must be a string, got {_type_name(value)}{hint}")
     return _non_empty(_scalar_text(value, where, field), field, where)  # (a text is checked)
 
 
