@@ -478,6 +478,24 @@ def test_kept_groups_of_one_or_beyond_the_step_budget_are_warned_about(
     ) in caplog.text
 
 
+def test_a_profiles_counts_as_whole_floats_plan_as_their_integers(
+    env: SimpleNamespace, plan: Path, tmp_path: Path
+) -> None:
+    """A profile rewritten through float64 (k 8.0), as a plan may be; 8.5 is no count."""
+    rows, meta = read_table(plan.parent / "profile.parquet")
+    floats = [r | {c: float(r[c]) for c in ("k", "n_correct", "prompt_tokens")} for r in rows]
+    edited = tmp_path / "profile.parquet"
+    write_table(edited, floats, meta)
+    config = load_config(env.config_path)
+    again = read_table(run_plan(config, edited, tmp_path / "plan")[0])[0]
+    original = plan.parent / "profile.parquet"
+    assert again == read_table(run_plan(config, original, tmp_path / "as-profiled")[0])[0]
+    floats[0]["k"] += 0.5
+    write_table(edited, floats, meta)
+    with pytest.raises(DataError, match=r"row 0: field 'k' is \d+\.5, not a count >= 0"):
+        run_plan(config, edited, tmp_path / "refused")
+
+
 def test_a_profiles_text_edited_is_refused_by_sgpo_plan(
     env: SimpleNamespace, plan: Path, tmp_path: Path
 ) -> None:

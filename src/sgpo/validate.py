@@ -169,11 +169,6 @@ def _is_real(value: object) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _is_int(value: object) -> bool:
-    """An int, not a bool nor a float (a profile's counts are written as ints)."""
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def check_plan_rows(rows: list[dict], path: Path, columns: Sequence[str]) -> None:
     """A plan the trainer can follow: every column (sgpo.plan.PLAN_COLUMNS), sane values of the
     right type in the ones it acts on, each query once, something kept. Rows are numbered from 0
@@ -315,8 +310,9 @@ def check_is_profile(rows: list[dict], meta: dict, path: Path) -> None:
             )
         seen[r["query_id"]] = row
         for column in ("k", "n_correct", "prompt_tokens"):
-            if not _is_int(r[column]) or r[column] < 0:
+            if not _is_integer(r[column]) or r[column] < 0:
                 raise DataError(f"{where}: field {column!r} is {r[column]!r}, not a count >= 0")
+            r[column] = int(r[column])  # a whole float (8.0: a table written through float64)
         if r["k"] < 1 or r["n_correct"] > r["k"]:
             raise DataError(
                 f"{where}: fields 'k', 'n_correct' are {r['k']}, {r['n_correct']}; need "
