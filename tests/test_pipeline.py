@@ -13,7 +13,7 @@ from sgpo.cli import _warn_of_the_runs_config, app, print_table
 from sgpo.config import RunConfig
 from sgpo.errors import SgpoWarning
 from sgpo.io import read_jsonl, read_table
-from sgpo.rundir import written_by_sgpo
+from sgpo.rundir import file_sha256, written_by_sgpo
 
 SUMMARY_KEYS = {
     "initial_eval_acc",
@@ -67,6 +67,8 @@ def test_stages_one_by_one(tmp_path: Path):
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary) >= SUMMARY_KEYS and summary["steps"] == 4
     assert summary["flops_by_phase"]["profile"] == plan_meta["profile_flops"]
+    plan_file = out / "plan.parquet"
+    assert summary["plan"] == {"path": str(plan_file), "sha256": file_sha256(plan_file)}
     records = read_jsonl(out / "metrics.jsonl")
     assert [r["step"] for r in records] == [0, 1, 2, 3, 4]
     assert summary["trained_rollouts"] == sum(r.get("trained_rollouts", 0) for r in records)

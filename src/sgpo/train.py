@@ -563,6 +563,12 @@ class Trainer:
             "inputs": {
                 k: self.fingerprint[k] for k in ("model_sha256", rundir.VERIFIER_CODE_KEY, "data")
             },
+            # the plan it trained (null without one): as given, and the file's sha256
+            "plan": (
+                None
+                if self.plan_path is None
+                else {"path": str(self.plan_path), "sha256": self.plan_sha256}
+            ),
             "seed": self.config.seed,
             "config": self.config.model_dump(mode="json"),
         }
