@@ -68,7 +68,7 @@ def test_stages_one_by_one(tmp_path: Path):
     assert set(summary) >= SUMMARY_KEYS and summary["steps"] == 4
     assert summary["flops_by_phase"]["profile"] == plan_meta["profile_flops"]
     plan_file = out / "plan.parquet"
-    assert summary["plan"] == {"path": str(plan_file), "sha256": file_sha256(plan_file)}
+    assert summary["plan_sha256"] == file_sha256(plan_file)
     records = read_jsonl(out / "metrics.jsonl")
     assert [r["step"] for r in records] == [0, 1, 2, 3, 4]
     assert summary["trained_rollouts"] == sum(r.get("trained_rollouts", 0) for r in records)

@@ -465,6 +465,40 @@ def test_a_signal_in_the_initial_evaluation_stops_with_step_0_checkpointed(
     assert_same_run(run, reference)
 
 
+def test_a_signal_while_the_final_outputs_are_written_keeps_every_step(
+    tiny: SimpleNamespace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Saving final/ (and a merged LoRA model) takes a while on a real model: a scheduler's
+    SIGTERM then waits for it, the last step checkpointed first, and nothing is trained again."""
+    import os
+
+    reference = reference_run(tiny, "grpo")
+    # no periodic checkpoint: a lost final step would mean training it all again
+    tree = method_tree(tiny, "grpo", checkpoint_every=0)
+    config = load_config(write_config(tmp_path / "config.yaml", tree))
+    real_save = Trainer.save_model
+
+    def interrupted_save(self: Trainer, name: str) -> Path:
+        if name == "final":
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_save(self, name)
+
+    run = tmp_path / "run"
+    monkeypatch.setattr(Trainer, "save_model", interrupted_save)
+    with pytest.raises(KeyboardInterrupt) as stopped:
+        run_train(config, run)
+    assert isinstance(stopped.value, sgpo.errors.TrainingStopped)
+    assert stopped.value.step == STEPS
+    assert json.loads((run / STATE_DIR / "state.json").read_text())["step"] == STEPS
+    assert (run / "summary.json").exists() and (run / "final" / "config.json").exists()
+    monkeypatch.setattr(Trainer, "save_model", real_save)
+    trained = []
+    monkeypatch.setattr(Trainer, "train_step", lambda self: trained.append(self.step))
+    run_train(config, run, resume=True)
+    assert trained == []  # nothing trained again
+    assert_same_run(run, reference)
+
+
 def test_a_finished_run_resumed_says_it_trains_nothing(
     tiny: SimpleNamespace, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -490,7 +490,12 @@ class Trainer:
                 self.close()
                 raise TrainingStopped(self.run_dir, self.step)
             self.train_steps(stop_asked)
-        return self.finish()
+            # inside the stop handler: a stop asked while the final outputs are written waits
+            # for them (the last step is checkpointed first), then stops what runs next
+            summary = self.finish()
+            if stop_asked():
+                raise TrainingStopped(self.run_dir, self.step)
+        return summary
 
     def train_steps(self, stop_asked: Callable[[], bool]) -> None:
         """Steps until the run is finished, or until a stop is asked (after its step's
@@ -528,10 +533,10 @@ class Trainer:
                     raise TrainingStopped(self.run_dir, self.step)
 
     def finish(self) -> dict:
+        self.save_state()  # first: a kill while the final model is written loses no step
         self.save_model(FINAL_DIR)
         summary = self.summary()
         atomic_write_json(self.run_dir / SUMMARY_FILE, summary)
-        self.save_state()
         lora = self.config.model.lora
         if lora is not None and lora.save_merged:
             self.save_merged_model()
@@ -563,12 +568,8 @@ class Trainer:
             "inputs": {
                 k: self.fingerprint[k] for k in ("model_sha256", rundir.VERIFIER_CODE_KEY, "data")
             },
-            # the plan it trained (null without one): as given, and the file's sha256
-            "plan": (
-                None
-                if self.plan_path is None
-                else {"path": str(self.plan_path), "sha256": self.plan_sha256}
-            ),
+            # the plan it trained, by content (a resumed run trains its checkpoint's copy)
+            "plan_sha256": self.plan_sha256,
             "seed": self.config.seed,
             "config": self.config.model_dump(mode="json"),
         }
