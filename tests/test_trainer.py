@@ -898,42 +898,6 @@ def test_a_bfloat16_full_fine_tune_at_a_small_lr_is_warned(
         ({"refill_max_rounds": 2}, "train.refill_max_rounds needs train.filter_groups: true"),
         ({"pilot_ends": "all-solved"}, "train.pilot_ends needs train.pilot_size >= 2"),
         ({"dapo_max_rounds": 2}, "train.dapo_max_rounds needs train.method 'dapo'"),
-        ({"keep_checkpoints": 2}, "train.keep_checkpoints needs train.checkpoint_every >= 1"),
-        (
-            {"online": {"replan_every": 4}},
-            "train.online.replan_every needs train.online.reestimate: true",
-        ),
-        ({"online": {"decay": 0.5}}, "train.online.decay needs train.online.reestimate, "),
-        ({"online": {"prior_alpha": 1.0}}, "train.online.prior_alpha needs train.online.reest"),
-        ({"online": {"prior_beta": 1.0}}, "train.online.prior_beta needs train.online.reest"),
-        (
-            {"online": {"allocation_window": 3.0}},
-            "train.online.allocation_window needs train.online.allocation 'knapsack'",
-        ),
-        (
-            {"online": {"allocation_value": "info_gain"}},
-            "train.online.allocation_value needs train.online.allocation 'knapsack'",
-        ),
-        (
-            {"online": {"reprofile_sample": 8}},
-            "train.online.reprofile_sample needs train.online.reprofile_every >= 1",
-        ),
-        (
-            {"online": {"reprofile_k": 4}},
-            "train.online.reprofile_k needs train.online.reprofile_every >= 1",
-        ),
-        (
-            {"method": "grpo", "group_size": 4, "downsample_to": 4},
-            r"train.downsample_to \(4\) does nothing with method 'grpo' and train.group_size 4",
-        ),
-        (
-            {"method": "grpo", "filter_groups": True, "pilot_size": 8},
-            r"train.pilot_size \(8\) does nothing .* a pilot that size is the whole group",
-        ),
-        (
-            {"method": "grpo", "group_size": 8, "grow_max": 8},
-            r"train.grow_max \(8\) does nothing .* no group could grow past it",
-        ),
     ],
 )
 def test_a_setting_that_alone_does_nothing_is_refused(settings: dict, needed: str):
@@ -945,18 +909,6 @@ def test_settings_with_what_they_act_on_are_accepted():
     TrainConfig(grow_max=8, grow_round=2, grow_train="balanced")
     TrainConfig(filter_groups=True, refill_max_rounds=2, pilot_size=2, pilot_ends="all-solved")
     TrainConfig(method="dapo", dapo_max_rounds=2)
-    TrainConfig(checkpoint_every=5, keep_checkpoints=2)
-    online = {"reestimate": True, "replan_every": 4, "decay": 0.5, "prior_alpha": 1.0}
-    TrainConfig(online=online | {"prior_beta": 1.0})
-    TrainConfig(online={"allocation": "knapsack", "allocation_window": 3.0, "decay": 0.5})
-    TrainConfig(online={"allocation": "knapsack", "allocation_value": "info_gain"})
-    TrainConfig(online={"reprofile_every": 8, "reprofile_sample": 8, "reprofile_k": 4})
-    # inside GRPO's group: each acts
-    TrainConfig(method="grpo", group_size=8, downsample_to=4)
-    TrainConfig(method="grpo", group_size=8, filter_groups=True, pilot_size=4)
-    TrainConfig(method="grpo", group_size=8, grow_max=16)
-    # sGPO's groups are the plan's, of any size: a setting may act on some of them
-    TrainConfig(method="sgpo", group_size=4, downsample_to=4)
 
 
 def test_a_lora_runs_initial_policy_is_its_model_with_the_adapter_disabled(tmp_path: Path):

@@ -8,7 +8,6 @@ import os
 import re
 import string
 import warnings
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -37,16 +36,6 @@ DEVICE_PATTERN = re.compile(r"auto|cpu|mps|(cuda|xpu)(:\d+)?")
 
 
 MAX_VERIFIER_TIMEOUT_S = 86400.0  # seconds
-
-
-def refuse_idle_settings(
-    settings: BaseModel, prefix: str, rules: Sequence[tuple[str, str, bool]]
-) -> None:
-    """Refuse a setting changed from its default while what it acts with is off, where it
-    would silently do nothing: rules are (setting, what it needs, whether that is on)."""
-    for setting, needed, acts in rules:
-        if getattr(settings, setting) != type(settings).model_fields[setting].default and not acts:
-            raise ValueError(f"{prefix}.{setting} needs {needed}: alone it does nothing")
 
 
 class Strict(BaseModel):
@@ -429,27 +418,6 @@ class OnlineConfig(Strict):
         """Estimates are updated and the plan rebuilt during training (sgpo.replanning)."""
         return self.reestimate or self.allocation == "knapsack" or bool(self.reprofile_every)
 
-    @model_validator(mode="after")
-    def _check(self) -> OnlineConfig:
-        knapsack = self.allocation == "knapsack"
-        reestimates = "train.online.reestimate, reprofile_every or allocation 'knapsack'"
-        reprofiles = bool(self.reprofile_every)
-        refuse_idle_settings(
-            self,
-            "train.online",
-            (
-                ("replan_every", "train.online.reestimate: true", self.reestimate),
-                ("decay", reestimates, self.replans),
-                ("prior_alpha", reestimates, self.replans),
-                ("prior_beta", reestimates, self.replans),
-                ("allocation_value", "train.online.allocation 'knapsack'", knapsack),
-                ("allocation_window", "train.online.allocation 'knapsack'", knapsack),
-                ("reprofile_sample", "train.online.reprofile_every >= 1", reprofiles),
-                ("reprofile_k", "train.online.reprofile_every >= 1", reprofiles),
-            ),
-        )
-        return self
-
 
 class TrainConfig(Strict):
     method: Literal["sgpo", "grpo", "dapo"] = "sgpo"
@@ -641,18 +609,16 @@ class TrainConfig(Strict):
             )
         if self.pilot_size and not self.filter_groups:
             raise ValueError("train.pilot_size needs train.filter_groups: true")
-        refuse_idle_settings(
-            self,
-            "train",
-            (
-                ("grow_round", "train.grow_max >= 2", bool(self.grow_max)),
-                ("grow_train", "train.grow_max >= 2", bool(self.grow_max)),
-                ("refill_max_rounds", "train.filter_groups: true", self.filter_groups),
-                ("pilot_ends", "train.pilot_size >= 2", bool(self.pilot_size)),
-                ("dapo_max_rounds", "train.method 'dapo'", self.method == "dapo"),
-                ("keep_checkpoints", "train.checkpoint_every >= 1", bool(self.checkpoint_every)),
-            ),
-        )
+        # settings that act only with another: set without it, they would do nothing
+        for setting, needed, acts in (
+            ("grow_round", "train.grow_max >= 2", bool(self.grow_max)),
+            ("grow_train", "train.grow_max >= 2", bool(self.grow_max)),
+            ("refill_max_rounds", "train.filter_groups: true", self.filter_groups),
+            ("pilot_ends", "train.pilot_size >= 2", bool(self.pilot_size)),
+            ("dapo_max_rounds", "train.method 'dapo'", self.method == "dapo"),
+        ):
+            if getattr(self, setting) != type(self).model_fields[setting].default and not acts:
+                raise ValueError(f"train.{setting} needs {needed}: alone it does nothing")
         if self.grow_max and (self.method == "dapo" or self.filter_groups):
             raise ValueError(
                 "train.grow_max does not combine with method 'dapo' or train.filter_groups: "
@@ -731,25 +697,7 @@ class TrainConfig(Strict):
                 "train.early_group_size needs train.method 'sgpo' with "
                 "train.online.allocation 'plan' (it replaces the plan's G for a while)"
             )
-        if self.method == "grpo":
-            self._check_sizes_against_fixed_group()
         return self
-
-    def _check_sizes_against_fixed_group(self) -> None:
-        """With GRPO's one group size, a pilot, a down-sampling or a growth limit that is not
-        inside it does nothing: the pilot would be the whole group, every group already has at
-        most downsample_to responses, or no group could grow."""
-        g = self.group_size
-        for setting, idle, why in (
-            ("pilot_size", self.pilot_size >= g, "a pilot that size is the whole group"),
-            ("downsample_to", self.downsample_to >= g, "no group has more responses"),
-            ("grow_max", 0 < self.grow_max <= g, "no group could grow past it"),
-        ):
-            if getattr(self, setting) and idle:
-                raise ValueError(
-                    f"train.{setting} ({getattr(self, setting)}) does nothing with method "
-                    f"'grpo' and train.group_size {g}: {why}"
-                )
 
 
 # The train settings that make a run an sGPO variant beyond its plan (generation rounds,
