@@ -309,10 +309,10 @@ def test_exact_match() -> None:
         ("\\boxed{48}", "48 cm^2", 1.0),
         ("The answer is $18$ cm$^2$.", "18", 1.0),  # the unit's power in inline math
         ("The answer is 18 cm$^2$.", "18", 1.0),
-        # digits glued to letters before them are a word's ("CO2", "H2O"), not a number
-        ("We need 3 liters of CO2", "3", 1.0),
-        ("The answer is 3 moles of H2O.", "3", 1.0),
-        ("ok g3IS", "3", 0.0),
+        # a digit right after a LaTeX command or a letter is still a number
+        ("$\\approx3.14$", "3.14", 1.0),
+        ("\\boxed{\\textdollar18}", "18", 1.0),
+        ("The answer is x-3", "-3", 1.0),
         ("\\boxed{10^2}", "10", 0.0),
         ("\\boxed{2x^2}", "2", 0.0),
         ("\\boxed{3\\mathrm{e}^2}", "3", 0.0),

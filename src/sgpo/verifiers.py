@@ -418,10 +418,9 @@ def exact_match(response: str, reference: str) -> float:
 
 # --------------------------------------------------------------------------- numeric
 
-# commas only as thousands separators (1,000): "1,2" is two numbers, not 12; digits glued to
-# letters before them ("H2O", "CO2", "g3") are part of a word, not a number
+# commas only as thousands separators (1,000): "1,2" is two numbers, not 12
 _NUMBER = re.compile(
-    r"(?<![A-Za-z])[-+]?(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d+)?"
+    r"[-+]?(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d+)?"
     r"(?:\s*/\s*\d+(?:\.\d+)?)?"
 )
 
