@@ -836,16 +836,21 @@ def test_a_failed_baseline_leaves_its_seed_out_of_the_compare(
     config.write_text(yaml.safe_dump(compare))
     run_method = sgpo.compare.run_method
 
-    def diverging_on_seed_1(config: RunConfig, run_dir: Path, *args, **kwargs) -> dict:
+    def failing(config: RunConfig, run_dir: Path, *args, **kwargs) -> dict:
         if config.seed == 1 and config.train.method == "grpo":
             raise NonFiniteError("3 updates in a row had a non-finite loss")
+        if config.seed == 0 and config.train.method == "sgpo":  # a finished run not reused
+            raise ConfigError(f"{run_dir}: trained with another config")
         return run_method(config, run_dir, *args, **kwargs)
 
-    monkeypatch.setattr(sgpo.compare, "run_method", diverging_on_seed_1)
-    with pytest.raises(DataError, match=r"method 'grpo-g4', seed 1: 3 updates in a row"):
+    monkeypatch.setattr(sgpo.compare, "run_method", failing)
+    with pytest.raises(DataError, match=r"2 run\(s\) failed: method 'sgpo', seed 0: .*"
+                       r"method 'grpo-g4', seed 1: 3 updates in a row"):  # fmt: skip
         run_compare(config, tmp_path / "out")
     result = json.loads((tmp_path / "out" / "compare.json").read_text())
-    assert result["seeds"] == [0] and set(result["methods"]) == {"grpo-g4", "sgpo"}
+    # the seed whose baseline ran, the methods that ran on it
+    assert result["seeds"] == [0] and set(result["methods"]) == {"grpo-g4"}
+    assert [(f["method"], f["seed"]) for f in result["failed"]] == [("sgpo", 0), ("grpo-g4", 1)]
     assert not (tmp_path / "out" / "runs" / "sgpo" / "seed-1").exists()  # never started
 
 

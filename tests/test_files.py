@@ -607,7 +607,8 @@ BAD_INPUTS = [
         '{"messages": [{"role": "user", "content": "1+1="}], "answer": "2"}\n',
         {"preset": "plain", "prompt_field": "messages"},
         "{path}: row 0 (line 1): field 'messages' must be a string, got list of chat messages: "
-        "task.file.preset verl reads its last user message",
+        "task.file.preset verl reads the last user message (its answer_field defaults to "
+        "reward_model.ground_truth: set yours)",
     ),
     (
         "blank_question.jsonl",

@@ -424,6 +424,13 @@ def test_the_report_counts_an_edited_plan_from_its_rows(
     assert "the plan was edited after sgpo plan wrote it" in report
     run_train(config, tmp_path / "as-planned", plan)
     assert "was edited" not in write_report(tmp_path / "as-planned").read_text()
+    # a count an older sgpo did not record is no edit
+    from sgpo.plan import read_plan
+    from sgpo.report import counted_summary
+
+    plan_rows, plan_meta = read_plan(plan)
+    del plan_meta["summary"]["varied_kept"]
+    assert counted_summary(plan_rows, plan_meta)[1] is False
 
 
 def test_hand_edited_group_sizes_under_re_planning_are_warned_about(
@@ -494,6 +501,23 @@ def test_a_profiles_counts_as_whole_floats_plan_as_their_integers(
     write_table(edited, floats, meta)
     with pytest.raises(DataError, match=r"row 0: field 'k' is \d+\.5, not a count >= 0"):
         run_plan(config, edited, tmp_path / "refused")
+
+
+def test_a_plans_text_edited_is_refused_by_the_verl_export(
+    env: SimpleNamespace, plan: Path, tmp_path: Path
+) -> None:
+    from sgpo.verl.cli import verl_app
+
+    rows, meta = read_table(plan)
+    rows[0]["answer"] = "999"
+    edited = tmp_path / "plan.parquet"
+    write_table(edited, rows, meta)
+    out = tmp_path / "train.parquet"
+    args = ["export", "--plan", str(edited), "--out", str(out), "-c", str(env.config_path)]
+    result = CliRunner().invoke(verl_app, args)
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2 and "row 0: field 'answer' is '999' but query" in said, said
+    assert not out.exists()
 
 
 def test_a_profiles_text_edited_is_refused_by_sgpo_plan(

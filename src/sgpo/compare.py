@@ -1005,8 +1005,10 @@ def _run_compare(cfg: CompareConfig, base: Path, config_path: Path, out_dir: Pat
     return result
 
 
-# A run's failure that the other runs need not share: the compare goes on without it.
-RUN_FAILURES = (DataError, NonFiniteError)
+# A run's failure that the other runs need not share: the compare goes on without it (every
+# method's config is checked before anything trains, so a ConfigError here is a run refused
+# for reuse: trained with another config, or one this sgpo cannot read).
+RUN_FAILURES = (DataError, NonFiniteError, ConfigError)
 
 
 def failures_text(failed: list[dict]) -> str:

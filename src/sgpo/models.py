@@ -258,9 +258,15 @@ def turn_end_token(tokenizer: PreTrainedTokenizerBase) -> str | None:
     except Exception:  # noqa: BLE001 - a template without an assistant role: nothing to check
         return None
     after = text[text.rfind("A7") + 2 :].lstrip() if "A7" in text else ""
+    special = sorted(special_token_texts(tokenizer), key=len, reverse=True)
+    return next((t for t in special if after.startswith(t)), None)
+
+
+def special_token_texts(tokenizer: PreTrainedTokenizerBase) -> set[str]:
+    """The tokenizer's special tokens as text: its named ones and every added token marked
+    special (a chat template's role headers and end of turn)."""
     special = {*tokenizer.all_special_tokens}
-    special |= {t.content for t in tokenizer.added_tokens_decoder.values() if t.special}
-    return next((t for t in sorted(special, key=len, reverse=True) if after.startswith(t)), None)
+    return special | {t.content for t in tokenizer.added_tokens_decoder.values() if t.special}
 
 
 class AdapterDisabled:

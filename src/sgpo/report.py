@@ -261,7 +261,9 @@ def counted_summary(rows: list[PlanRow], meta: dict) -> tuple[dict, bool]:
         return recorded, False
     rule = PlanRule(**meta["rule"])
     counted = plan_summary(rows, recorded["baseline_group_size"], None, rule=rule)
-    return recorded | counted, any(recorded.get(k) != v for k, v in counted.items())
+    # (a count an older sgpo did not record yet is no edit)
+    edited = any(k in recorded and recorded[k] != v for k, v in counted.items())
+    return recorded | counted, edited
 
 
 def what_it_trained(summary: dict) -> str | None:

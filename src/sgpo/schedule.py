@@ -47,7 +47,7 @@ from sgpo.plan import (
 )
 from sgpo.profile_match import check_profile_matches, p_hat_estimates_p, warn_of_other_sampling
 from sgpo.tasks import Query
-from sgpo.validate import check_task_text
+from sgpo.validate import check_plan_text
 
 log = logging.getLogger("sgpo.schedule")
 
@@ -472,13 +472,7 @@ def scheduled_queries(
         check_replannable(p_hat_estimates_p(meta), plan_path, "train.online re-planning")
         warn_of_sizes_replanned(rows, plan_rule(config), plan_path)
     by_id = {q.query_id: q for q in train_queries}
-    check_task_text(
-        [r.to_dict() for r in rows],
-        by_id,
-        plan_path,
-        "sgpo train generates from the task's text, the TRL path and the verl export from "
-        "the plan's; change the task's data and profile again rather than edit the plan's text",
-    )
+    check_plan_text(rows, train_queries, plan_path)
     # Each query id is in the plan once (sgpo.validate): its row in the file, for messages.
     file_row = {r.query_id: row for row, r in enumerate(rows)}
     scheduled = []

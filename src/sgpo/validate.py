@@ -17,6 +17,7 @@ from sgpo.tasks import row_label
 
 if TYPE_CHECKING:
     from sgpo.models import Policy
+    from sgpo.plan import PlanRow
     from sgpo.tasks import Query, TaskData
 
 # No tokenizer we know turns more than this many characters into one token on ordinary text,
@@ -129,22 +130,39 @@ def check_task_text(
             value = fields[field]
             if value is None or str(value) != task_value:
                 raise DataError(
-                    f"{source}: row {row}: field {field!r} is {value!r} but query "
-                    f"{query.query_id!r} has {field} {task_value!r} in the task: {why}"
+                    f"{source}: row {row}: field {field!r} is {_shown(value)} but query "
+                    f"{query.query_id!r} has {field} {_shown(task_value)} in the task: {why} "
+                    "(not edited? then the task's data, or sgpo's reading of it, changed since "
+                    "the profile: profile again)"
                 )
+
+
+def check_plan_text(rows: Sequence[PlanRow], queries: Sequence[Query], path: Path) -> None:
+    """check_task_text for a plan, whose text the TRL path and the verl export train on."""
+    check_task_text(
+        [r.to_dict() for r in rows],
+        {q.query_id: q for q in queries},
+        path,
+        "sgpo train generates from the task's text, the TRL path and the verl export from "
+        "the plan's; change the task's data and profile again rather than edit the plan's text",
+    )
+
+
+def _shown(value: object, limit: int = 80) -> str:
+    """A value for a message, cut to limit characters (a MATH prompt runs to pages)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 5]}...{text[-2:]}"
 
 
 def template_markers(policy: Policy) -> list[str]:
     """The special tokens the chat template writes around a message (its BOS, role headers,
     end of turn), as text; none when the prompts are plain."""
-    from sgpo.models import uses_chat_template
+    from sgpo.models import special_token_texts, uses_chat_template
 
-    tokenizer = policy.tokenizer
-    if not uses_chat_template(tokenizer, policy.config):
+    if not uses_chat_template(policy.tokenizer, policy.config):
         return []
-    special = {*tokenizer.all_special_tokens}
-    special |= {t.content for t in tokenizer.added_tokens_decoder.values() if t.special}
     written = policy.render("?")
+    special = special_token_texts(policy.tokenizer)
     return sorted(t for t in special if len(t) > 2 and t in written)  # not a lone "<" or "\\n"
 
 

@@ -524,7 +524,10 @@ def _prompt_text(record: object, mapping: Mapping, where: str) -> str:
     elif not isinstance(value, str):
         chat = isinstance(value, list) and any(isinstance(m, dict) and "role" in m for m in value)
         hint = (
-            " of chat messages: task.file.preset verl reads its last user message" if chat else ""
+            " of chat messages: task.file.preset verl reads the last user message (its "
+            "answer_field defaults to reward_model.ground_truth: set yours)"
+            if chat
+            else ""
         )
         raise DataError(f"{where}: field {field!r} must be a string, got {_type_name(value)}{hint}")
     return _non_empty(_scalar_text(value, where, field), field, where)  # (a text is checked)

@@ -129,6 +129,7 @@ def export_verl(
     from sgpo.config import ConfigError, load_config
     from sgpo.plan import kept_in_order, read_plan, warn_unplanned
     from sgpo.profile_match import check_profile_matches
+    from sgpo.validate import check_plan_text
     from sgpo.verl.check import batch_problems
     from sgpo.verl.export import (
         export_for_config,
@@ -155,6 +156,7 @@ def export_verl(
     checked = load_config(config, [*(set_ or []), *override]) if override else cfg
     try:
         task = check_profile_matches(meta, checked, str(plan), None)
+        check_plan_text(rows, task.train, plan)
     except ValueError as e:
         hint = (
             ""
