@@ -645,6 +645,50 @@ def test_disk_full_in_a_checkpoints_weights_is_a_clear_error(
     assert "Traceback" not in result.output
 
 
+def test_a_checkpoint_is_on_disk_before_it_replaces_the_previous_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A power loss must not leave an installed checkpoint of empty files and no older one:
+    every file is fsynced before the rename that installs it, and the rename before the
+    previous checkpoint is removed."""
+    import pathlib
+
+    events: list[tuple[str, str]] = []
+    real_fsync, real_rename, real_rmtree = os.fsync, pathlib.Path.rename, shutil.rmtree
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def rename(self: pathlib.Path, target: object) -> pathlib.Path:
+        events.append(("rename", str(self)))
+        return real_rename(self, target)
+
+    def rmtree(path: object, *args: object, **kwargs: object) -> None:
+        events.append(("rmtree", str(path)))
+        real_rmtree(path, *args, **kwargs)
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / sgpo.checkpoint.STATE_DIR).mkdir()  # a previous checkpoint
+    staging = run / ".checkpoint-new"
+    (staging / "model").mkdir(parents=True)
+    for name in ("state.json", "model/weights.bin"):
+        (staging / name).write_text(name)
+    monkeypatch.setattr(sgpo.checkpoint.os, "fsync", fsync)
+    monkeypatch.setattr(pathlib.Path, "rename", rename)
+    monkeypatch.setattr(sgpo.checkpoint.shutil, "rmtree", rmtree)
+    target, aside = run / sgpo.checkpoint.STATE_DIR, run / "aside"
+    sgpo.checkpoint._swap_in(staging, target, aside)
+    installed = events.index(("rename", str(staging)))
+    synced = {path for kind, path in events[:installed] if kind == "fsync"}
+    assert {str(staging / "state.json"), str(staging / "model/weights.bin")} <= synced
+    assert {str(staging), str(staging / "model")} <= synced
+    removed = max(i for i, e in enumerate(events) if e == ("rmtree", str(aside)))
+    assert ("fsync", str(run)) in events[installed:removed]
+    assert (target / "model" / "weights.bin").read_text() == "model/weights.bin"
+
+
 def test_ctrl_c_says_what_is_kept_and_how_to_go_on(env: SimpleNamespace, tmp_path: Path) -> None:
     result = profile_whose_writes_raise(env, tmp_path / "p", KeyboardInterrupt())
     assert result.exit_code == 130, result.output

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import random
 import shutil
 import tempfile
@@ -178,12 +179,36 @@ def _staging(run_dir: Path, prefix: str) -> Iterator[Path]:
 
 def _swap_in(staging: Path, target: Path, aside: Path) -> None:
     """Rename a fully written staging dir over target. The previous target is renamed to
-    `aside` first and removed last, so a kill in between leaves it for recover()."""
+    `aside` first and removed last, so a kill in between leaves it for recover(); the new
+    one's files are on disk before it is renamed in, and the renames before the previous one
+    goes, so a power loss cannot leave an installed checkpoint of empty files and none older."""
+    sync_tree(staging)
     shutil.rmtree(aside, ignore_errors=True)
     if target.exists():
         target.rename(aside)
     staging.rename(target)
+    sync_dir(target.parent)
     shutil.rmtree(aside, ignore_errors=True)
+
+
+def sync_tree(folder: Path) -> None:
+    """fsync every file and folder under folder, folder included."""
+    for path in folder.rglob("*"):
+        if path.is_file():
+            with path.open("rb") as f:
+                os.fsync(f.fileno())
+        elif path.is_dir():
+            sync_dir(path)
+    sync_dir(folder)
+
+
+def sync_dir(folder: Path) -> None:
+    """fsync a folder's entries (a rename in it, a file made in it)."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def load_state(run_dir: Path) -> dict:
