@@ -499,6 +499,20 @@ def test_a_signal_while_the_final_outputs_are_written_keeps_every_step(
     assert_same_run(run, reference)
 
 
+def test_a_resume_of_a_run_stopped_before_its_first_checkpoint_says_it_starts_over(
+    tiny: SimpleNamespace, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = load_config(write_config(tmp_path / "config.yaml", method_tree(tiny, "grpo")))
+    run = tmp_path / "run"
+    run.mkdir()  # a run killed while its model loaded: nothing written yet
+    with caplog.at_level("WARNING", logger="sgpo.train"):
+        run_train(config, run, resume=True)
+    assert f"{run}: no checkpoint yet (stopped before its first): the run starts at step 0" in (
+        caplog.text
+    )
+    assert_same_run(run, reference_run(tiny, "grpo"))
+
+
 def test_a_finished_run_resumed_says_it_trains_nothing(
     tiny: SimpleNamespace, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
