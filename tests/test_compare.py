@@ -922,7 +922,7 @@ def test_compare_reuses_a_finished_run_only_if_its_config_and_inputs_are_unchang
     )
     assert {run: (run / "metrics.jsonl").read_bytes() for run in runs} == metrics
     # another lr: refused, naming the run and the key, instead of reporting the old result
-    with pytest.raises(ConfigError) as refused:
+    with pytest.raises(DataError) as refused:  # (the compare goes on past a refused run)
         run_compare(config, out, overrides=["train.lr=0.02"])
     message = str(refused.value)
     assert str(runs[0]) in message and "train.lr: 0.01 -> 0.02" in message
@@ -962,7 +962,7 @@ def test_compare_reuses_a_finished_run_only_if_its_config_and_inputs_are_unchang
     assert run_compare(config, out)["methods"] == first["methods"]
     # a finished run whose config.yaml is gone cannot be checked: refused as well
     (runs[0] / "config.yaml").unlink()
-    with pytest.raises(ConfigError, match="config.yaml is missing or not a config"):
+    with pytest.raises(DataError, match="config.yaml is missing or not a config"):
         run_compare(config, out)
 
 

@@ -513,6 +513,26 @@ def test_a_resume_of_a_run_stopped_before_its_first_checkpoint_says_it_starts_ov
     assert_same_run(run, reference_run(tiny, "grpo"))
 
 
+def test_a_resume_names_the_settings_it_runs_under_anew(
+    tiny: SimpleNamespace, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """As sgpo compare does: what the checkpoint let change (its length, its evaluations)."""
+    tree = method_tree(tiny, "grpo")
+    config = load_config(write_config(tmp_path / "config.yaml", tree))
+    run = tmp_path / "run"
+    run_train(config, run)
+    steps, every = config.train.steps, config.train.eval_every
+    longer = load_config(
+        tmp_path / "config.yaml", [f"train.steps={steps + 1}", f"train.eval_every={every + 1}"]
+    )
+    with caplog.at_level("WARNING", logger="sgpo.train"):
+        run_train(longer, run, resume=True)
+    assert (
+        f"{run}: resumed with train.eval_every: {every} -> {every + 1}; train.steps: {steps} -> "
+        f"{steps + 1}"
+    ) in caplog.text
+
+
 def test_a_finished_run_resumed_says_it_trains_nothing(
     tiny: SimpleNamespace, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -54,7 +54,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from tqdm import tqdm
 
@@ -62,7 +61,6 @@ from sgpo import checkpoint
 from sgpo.config import (
     ConfigError,
     RunConfig,
-    dump_config,
     load_config,
     refuse_float16_training,
     validation_lines,
@@ -90,6 +88,7 @@ from sgpo.rundir import (
 )
 from sgpo.runfiles import CONFIG_FILE, METRICS_FILE, PLAN_FILE, SUMMARY_FILE
 from sgpo.tasks import verifier_spec
+from sgpo.train_state import config_changes
 from sgpo.yaml_dialect import read_yaml_mapping
 
 log = logging.getLogger(__name__)
@@ -255,20 +254,6 @@ RESUMED_UNDER = tuple(
     if key != "train.eval_every"
     and not key.startswith(("train.steps", "train.max_", "eval.", "profile.engine", "profile.vllm"))
 )
-
-
-def config_changes(config: RunConfig, run_dir: Path) -> list[str] | None:
-    """'key: old -> new' for each setting in which config differs from what the run in run_dir
-    was trained with (its config.yaml, read through this sgpo's config, so settings added since
-    count at their defaults); None when that file is missing or not a readable config."""
-    try:
-        old = yaml.safe_load((run_dir / CONFIG_FILE).read_text())
-        old = yaml.safe_load(dump_config(RunConfig.model_validate(old)))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, ValidationError):
-        return None
-    # through YAML both ways, so that only a difference in value counts, not one in type
-    new = yaml.safe_load(dump_config(config))
-    return changes(old, new)
 
 
 def check_reusable(config: RunConfig, run_dir: Path) -> list[str]:

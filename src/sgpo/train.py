@@ -78,6 +78,7 @@ from sgpo.schedule import ScheduledQuery, build_scheduler
 from sgpo.tasks import Query, data_identity, load_task, verifier_spec
 from sgpo.train_state import (
     check_same_inputs,
+    config_changes,
     refuse_resume_without_checkpoint,
     restore_trainer_state,
     save_trainer_state,
@@ -473,6 +474,9 @@ class Trainer:
             if self.resuming:
                 restore_trainer_state(self)
                 warn_of_a_new_schedule_length(self.run_dir / CONFIG_FILE, cfg)
+                # what the checkpoint allowed to change (what it refuses it has refused)
+                if changed := config_changes(self.config, self.run_dir):
+                    log.warning("%s: resumed with %s", self.run_dir, "; ".join(changed))
                 # the settings a resume may change (steps, evaluation, ...), as it runs now
                 atomic_write_text(self.run_dir / CONFIG_FILE, dump_config(self.config))
                 if not self.finished():  # trained further: a finished run's summary is old

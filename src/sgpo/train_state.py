@@ -7,10 +7,21 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import yaml
+from pydantic import ValidationError
+
 from sgpo import checkpoint, rundir
+from sgpo.config import RunConfig, dump_config
 from sgpo.errors import ConfigError, DataError
 from sgpo.io import read_jsonl
-from sgpo.runfiles import FINAL_DIR, METRICS_FILE, STATE_DIR, STEP_CHECKPOINTS_DIR, SUMMARY_FILE
+from sgpo.runfiles import (
+    CONFIG_FILE,
+    FINAL_DIR,
+    METRICS_FILE,
+    STATE_DIR,
+    STEP_CHECKPOINTS_DIR,
+    SUMMARY_FILE,
+)
 from sgpo.tasks import TaskData
 
 if TYPE_CHECKING:
@@ -198,3 +209,17 @@ def _check_known_queries(trainer: Trainer, where: Path, state: dict) -> None:
             "data changed since the checkpoint. Resume with the data the run started "
             "with, or start over with --overwrite"
         )
+
+
+def config_changes(config: RunConfig, run_dir: Path) -> list[str] | None:
+    """'key: old -> new' for each setting in which config differs from what the run in run_dir
+    was trained with (its config.yaml, read through this sgpo's config, so settings added since
+    count at their defaults); None when that file is missing or not a readable config."""
+    try:
+        old = yaml.safe_load((run_dir / CONFIG_FILE).read_text())
+        old = yaml.safe_load(dump_config(RunConfig.model_validate(old)))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, ValidationError):
+        return None
+    # through YAML both ways, so that only a difference in value counts, not one in type
+    new = yaml.safe_load(dump_config(config))
+    return rundir.changes(old, new)
