@@ -19,6 +19,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 from tiny_run import kill_when, start_cli, stop_profile_at_chunk, tiny_tree, write_config
 from typer.testing import CliRunner
@@ -531,6 +532,27 @@ def test_a_resume_names_the_settings_it_runs_under_anew(
         f"{run}: resumed with train.eval_every: {every} -> {every + 1}; train.steps: {steps} -> "
         f"{steps + 1}"
     ) in caplog.text
+
+
+def test_a_runs_recorded_config_with_settings_that_did_nothing_is_still_read(
+    tiny: SimpleNamespace, tmp_path: Path
+) -> None:
+    """A run an earlier sgpo trained with a setting refused now as idle (keep_checkpoints
+    without checkpoint_every): its config.yaml is read as it trained, for a resume and for
+    compare's reuse check; a config given anew is refused."""
+    from sgpo.train_state import config_changes
+
+    config = load_config(write_config(tmp_path / "config.yaml", method_tree(tiny, "grpo")))
+    run = tmp_path / "run"
+    run_train(config, run)
+    recorded = yaml.safe_load((run / "config.yaml").read_text())
+    recorded["train"] |= {"keep_checkpoints": 2, "checkpoint_every": 0}
+    (run / "config.yaml").write_text(yaml.safe_dump(recorded))
+    with pytest.raises(ConfigError, match="train.keep_checkpoints needs"):
+        load_config(run / "config.yaml")
+    assert config_changes(load_config(run / "config.yaml", recorded=True), run) == []
+    resumed = CliRunner().invoke(app, ["train", "--resume", str(run)])
+    assert resumed.exit_code == 0, resumed.output
 
 
 def test_a_finished_run_resumed_says_it_trains_nothing(

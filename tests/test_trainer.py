@@ -11,7 +11,7 @@ import torch
 from pydantic import ValidationError
 from tiny_run import tiny_tree
 
-from sgpo.config import RunConfig, TrainConfig
+from sgpo.config import RECORDED, RunConfig, TrainConfig
 from sgpo.core.flops import logprob_flops, train_flops
 from sgpo.core.predict import CURRENCIES
 from sgpo.core.rewards import CORRECT_THRESHOLD
@@ -898,17 +898,41 @@ def test_a_bfloat16_full_fine_tune_at_a_small_lr_is_warned(
         ({"refill_max_rounds": 2}, "train.refill_max_rounds needs train.filter_groups: true"),
         ({"pilot_ends": "all-solved"}, "train.pilot_ends needs train.pilot_size >= 2"),
         ({"dapo_max_rounds": 2}, "train.dapo_max_rounds needs train.method 'dapo'"),
+        ({"keep_checkpoints": 2}, "train.keep_checkpoints needs train.checkpoint_every >= 1"),
+        (
+            {"method": "grpo", "group_size": 4, "downsample_to": 4},
+            r"train.downsample_to \(4\) does nothing with method 'grpo' and train.group_size 4",
+        ),
+        (
+            {"method": "grpo", "filter_groups": True, "pilot_size": 8},
+            r"train.pilot_size \(8\) does nothing .* a pilot that size is the whole group",
+        ),
+        (
+            {"method": "grpo", "group_size": 8, "grow_max": 8},
+            r"train.grow_max \(8\) does nothing .* no group could grow past it",
+        ),
     ],
 )
 def test_a_setting_that_alone_does_nothing_is_refused(settings: dict, needed: str):
     with pytest.raises(ValidationError, match=needed):
         TrainConfig(**settings)
+    # but read from a run's own config.yaml, as it trained (they did nothing there either)
+    assert TrainConfig.model_validate(settings, context=RECORDED).model_dump() == (
+        TrainConfig.model_construct(**settings).model_dump()
+    )
 
 
 def test_settings_with_what_they_act_on_are_accepted():
     TrainConfig(grow_max=8, grow_round=2, grow_train="balanced")
     TrainConfig(filter_groups=True, refill_max_rounds=2, pilot_size=2, pilot_ends="all-solved")
     TrainConfig(method="dapo", dapo_max_rounds=2)
+    TrainConfig(checkpoint_every=5, keep_checkpoints=2)
+    # inside GRPO's group: each acts
+    TrainConfig(method="grpo", group_size=8, downsample_to=4)
+    TrainConfig(method="grpo", group_size=8, filter_groups=True, pilot_size=4)
+    TrainConfig(method="grpo", group_size=8, grow_max=16)
+    # sGPO's groups are the plan's, of any size: a setting may act on some of them
+    TrainConfig(method="sgpo", group_size=4, downsample_to=4)
 
 
 def test_a_lora_runs_initial_policy_is_its_model_with_the_adapter_disabled(tmp_path: Path):

@@ -85,9 +85,9 @@ DEMO_CONFIG = Path(__file__).parent / "demo.yaml"
 TRAIN_OUT = Path("runs/train")
 
 
-def _config(path: Path | None, overrides: list[str] | None) -> RunConfig:
+def _config(path: Path | None, overrides: list[str] | None, recorded: bool = False) -> RunConfig:
     try:
-        return load_config(path, overrides)
+        return load_config(path, overrides, recorded)
     except ConfigError as e:
         _print_error(str(e))
         raise typer.Exit(2) from e
@@ -234,7 +234,8 @@ def profile(
 
     _one_of_resume_and_overwrite(resume, overwrite)
     shard_index = _parse_shard(shard)  # before the model loads
-    if resume and config is None:  # the config the interrupted profile ran under, as train's
+    recorded = bool(resume and config is None)
+    if recorded:  # the config the interrupted profile ran under, as train's
         config = out / PROFILE_CONFIG_FILE
         if not config.exists():
             raise FileNotFoundError(
@@ -242,7 +243,7 @@ def profile(
                 "was started, without --resume, or pass its --config)"
             )
     path = run_profile(
-        _config(config, set_), out, resume=resume, overwrite=overwrite, shard=shard_index
+        _config(config, set_, recorded), out, resume=resume, overwrite=overwrite, shard=shard_index
     )
     console.print(f"profile: {path} ({profile_outcomes(*read_table(path))})")
 
@@ -334,7 +335,8 @@ def train(
             "(drop --out, or resume the run that is there)"
         )
     run_dir = resume or out
-    if resume is not None and config is None:
+    recorded = resume is not None and config is None  # the run's own config, as it trained
+    if recorded:
         if not (resume / "config.yaml").exists():
             raise FileNotFoundError(
                 f"{resume / 'config.yaml'} not found: nothing to resume there (a run killed "
@@ -342,7 +344,7 @@ def train(
                 "started, without --resume, or pass the run's --config)"
             )
         config = resume / "config.yaml"
-    cfg = _config(config, set_)
+    cfg = _config(config, set_, recorded)
     if plan_path is not None and not cfg.train.uses_plan:
         raise ConfigError(
             f"--plan {plan_path}: train.method {cfg.train.method!r} trains without a plan"

@@ -38,6 +38,15 @@ DEVICE_PATTERN = re.compile(r"auto|cpu|mps|(cuda|xpu)(:\d+)?")
 MAX_VERIFIER_TIMEOUT_S = 86400.0  # seconds
 
 
+# The validation context of a config a run recorded (its config.yaml, profile_config.yaml): it
+# is read as it was trained, settings that alone do nothing included (they did nothing then).
+RECORDED = {"recorded": True}
+
+
+def is_recorded(info: ValidationInfo) -> bool:
+    return bool(info.context and info.context.get("recorded"))
+
+
 class Strict(BaseModel):
     # No float setting means anything at inf or NaN (lr=.inf trains NaN weights to rc 0).
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
@@ -569,7 +578,7 @@ class TrainConfig(Strict):
         return self.method == "sgpo" and not self.first_visit_profile
 
     @model_validator(mode="after")
-    def _check(self) -> TrainConfig:
+    def _check(self, info: ValidationInfo) -> TrainConfig:
         if self.method == "dapo" and self.rollout_budget < self.group_size:
             raise ValueError(
                 f"train.rollout_budget ({self.rollout_budget}) must hold one group of "
@@ -609,16 +618,6 @@ class TrainConfig(Strict):
             )
         if self.pilot_size and not self.filter_groups:
             raise ValueError("train.pilot_size needs train.filter_groups: true")
-        # settings that act only with another: set without it, they would do nothing
-        for setting, needed, acts in (
-            ("grow_round", "train.grow_max >= 2", bool(self.grow_max)),
-            ("grow_train", "train.grow_max >= 2", bool(self.grow_max)),
-            ("refill_max_rounds", "train.filter_groups: true", self.filter_groups),
-            ("pilot_ends", "train.pilot_size >= 2", bool(self.pilot_size)),
-            ("dapo_max_rounds", "train.method 'dapo'", self.method == "dapo"),
-        ):
-            if getattr(self, setting) != type(self).model_fields[setting].default and not acts:
-                raise ValueError(f"train.{setting} needs {needed}: alone it does nothing")
         if self.grow_max and (self.method == "dapo" or self.filter_groups):
             raise ValueError(
                 "train.grow_max does not combine with method 'dapo' or train.filter_groups: "
@@ -643,11 +642,6 @@ class TrainConfig(Strict):
                 "train.filter_groups: they drop zero-variance groups after generation, in "
                 "rounds, where it skips queries before it"
             )
-        idle = history_settings_without_skip(
-            self.history_explore, self.history_target, self.history_min_streak, self.history_fill
-        )
-        if idle:
-            raise ValueError(f"train.{idle[0]} needs train.history_explore < 1 (skip on history)")
         if self.history_from_profile and not (self.uses_plan and self.history_explore < 1):
             raise ValueError(
                 "train.history_from_profile needs train.method 'sgpo' with a plan (not "
@@ -697,7 +691,43 @@ class TrainConfig(Strict):
                 "train.early_group_size needs train.method 'sgpo' with "
                 "train.online.allocation 'plan' (it replaces the plan's G for a while)"
             )
+        if not is_recorded(info):
+            self._refuse_idle_settings()
         return self
+
+    def _refuse_idle_settings(self) -> None:
+        """Settings that act only with another, set without it: they would do nothing. (Not
+        for a config a run recorded, RECORDED: it trained with them doing nothing.)"""
+        for setting, needed, acts in (
+            ("grow_round", "train.grow_max >= 2", bool(self.grow_max)),
+            ("grow_train", "train.grow_max >= 2", bool(self.grow_max)),
+            ("refill_max_rounds", "train.filter_groups: true", self.filter_groups),
+            ("pilot_ends", "train.pilot_size >= 2", bool(self.pilot_size)),
+            ("dapo_max_rounds", "train.method 'dapo'", self.method == "dapo"),
+            ("keep_checkpoints", "train.checkpoint_every >= 1", bool(self.checkpoint_every)),
+        ):
+            if getattr(self, setting) != type(self).model_fields[setting].default and not acts:
+                raise ValueError(f"train.{setting} needs {needed}: alone it does nothing")
+        idle = history_settings_without_skip(
+            self.history_explore, self.history_target, self.history_min_streak, self.history_fill
+        )
+        if idle:
+            raise ValueError(f"train.{idle[0]} needs train.history_explore < 1 (skip on history)")
+        if self.method != "grpo":
+            return
+        # with GRPO's one group size: a pilot the whole group, every group at most
+        # downsample_to already, or no group able to grow
+        g = self.group_size
+        for setting, idle_size, why in (
+            ("pilot_size", self.pilot_size >= g, "a pilot that size is the whole group"),
+            ("downsample_to", self.downsample_to >= g, "no group has more responses"),
+            ("grow_max", 0 < self.grow_max <= g, "no group could grow past it"),
+        ):
+            if getattr(self, setting) and idle_size:
+                raise ValueError(
+                    f"train.{setting} ({getattr(self, setting)}) does nothing with method "
+                    f"'grpo' and train.group_size {g}: {why}"
+                )
 
 
 # The train settings that make a run an sGPO variant beyond its plan (generation rounds,
@@ -867,10 +897,13 @@ def _override_value(item: str, raw: str) -> object:
     return value
 
 
-def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
+def load_config(
+    path: str | Path | None, overrides: list[str] | None = None, recorded: bool = False
+) -> RunConfig:
     """Read a YAML config (or defaults when path is None) and apply overrides in order:
     ``key.sub=value`` sets a value, ``~key.sub`` removes a setting or a whole section from what
-    was read so far, which puts it back to its default (Hydra's deletion syntax)."""
+    was read so far, which puts it back to its default (Hydra's deletion syntax). recorded: a
+    config a run wrote (RECORDED), read as it was trained."""
     source = str(path) if path else "<defaults>"
     tree: dict = read_yaml_mapping(Path(path)) if path else {}
     set_by: dict[str, str] = {}  # key -> the override that set it, for the error lines
@@ -896,7 +929,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         node[last] = _override_value(item, raw)
         set_by[key.strip()] = item
     try:
-        return RunConfig.model_validate(tree)
+        return RunConfig.model_validate(tree, context=RECORDED if recorded else None)
     except ValidationError as e:
         raise ConfigError(f"{source}: invalid config\n{validation_lines(e, set_by)}") from e
 

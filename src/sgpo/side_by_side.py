@@ -63,7 +63,7 @@ def is_demo_baseline_of(run_dir: Path) -> bool:
     baseline = run_dir / DEMO_BASELINE_DIR
     if not (baseline / SUMMARY_FILE).exists() or not (run_dir / SUMMARY_FILE).exists():
         return False
-    budget = load_config(baseline / CONFIG_FILE).train.max_total_flops
+    budget = load_config(baseline / CONFIG_FILE, recorded=True).train.max_total_flops
     return budget == read_json(run_dir / SUMMARY_FILE)["total_flops"]
 
 
@@ -89,7 +89,7 @@ def append_demo_side_by_side(run_dir: Path, report: Path) -> list[str]:
     """A demo's report.md ends with its run against the GRPO run at the same FLOPs (in
     DEMO_BASELINE_DIR), whether sgpo demo or a later sgpo report wrote it; returns the fitted
     read's line."""
-    baseline = f"grpo-g{load_config(run_dir / CONFIG_FILE).train.group_size}"
+    baseline = f"grpo-g{load_config(run_dir / CONFIG_FILE, recorded=True).train.group_size}"
     runs = {"sgpo": run_dir, baseline: run_dir / DEMO_BASELINE_DIR}
     return append_side_by_side(report, runs, baseline)
 

@@ -585,7 +585,7 @@ def warn_of_a_new_schedule_length(recorded_config: Path, cfg: TrainConfig) -> No
     if cfg.lr_schedule == "constant" or not recorded_config.exists():
         return
     try:
-        was = load_config(recorded_config).train.steps
+        was = load_config(recorded_config, recorded=True).train.steps
     except ConfigError:  # not readable as this sgpo's config: the resume's checks say more
         return
     if was != cfg.steps:

@@ -11,7 +11,7 @@ import yaml
 from pydantic import ValidationError
 
 from sgpo import checkpoint, rundir
-from sgpo.config import RunConfig, dump_config
+from sgpo.config import RECORDED, RunConfig, dump_config
 from sgpo.errors import ConfigError, DataError
 from sgpo.io import read_jsonl
 from sgpo.runfiles import (
@@ -217,7 +217,7 @@ def config_changes(config: RunConfig, run_dir: Path) -> list[str] | None:
     count at their defaults); None when that file is missing or not a readable config."""
     try:
         old = yaml.safe_load((run_dir / CONFIG_FILE).read_text())
-        old = yaml.safe_load(dump_config(RunConfig.model_validate(old)))
+        old = yaml.safe_load(dump_config(RunConfig.model_validate(old, context=RECORDED)))
     except (OSError, UnicodeDecodeError, yaml.YAMLError, ValidationError):
         return None
     # through YAML both ways, so that only a difference in value counts, not one in type
