@@ -937,17 +937,43 @@ def test_cli_bad_input(
 
 
 @pytest.mark.parametrize("command", ["profile", "eval"])
-def test_the_vllm_engine_without_vllm_is_a_config_error(
-    command: str, tmp_path: Path, env: SimpleNamespace
+def test_the_vllm_engine_without_vllm_is_a_config_error_before_the_model_loads(
+    command: str, tmp_path: Path, env: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import sgpo.models
+    import sgpo.profile
+
     if importlib.util.find_spec("vllm") is not None:
         pytest.skip("vllm is installed here")
+
+    def no_load(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the model was loaded before the engine was checked")
+
+    for module in (sgpo.models, sgpo.profile):
+        monkeypatch.setattr(module, "load_policy", no_load)
     stage = "profile" if command == "profile" else "eval"
     argv = [command, "-c", str(env.config_path), "--set", f"{stage}.engine=vllm"]
     result = CliRunner().invoke(app, [*argv, *(["-o", str(tmp_path)] * (command == "profile"))])
     assert result.exit_code == 2, result.output
-    assert "error: engine vllm: the vLLM engine needs the 'vllm' package" in result.stderr
+    said = " ".join(result.stderr.split())
+    assert f"error: {stage}.engine=vllm: the 'vllm' package is not installed here" in said
+    assert f"or set {stage}.engine=transformers" in said
     assert "Traceback" not in result.output
+
+
+def test_a_device_this_machine_lacks_is_a_config_error_before_the_model_loads() -> None:
+    import torch
+
+    from sgpo.models import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    if torch.cuda.is_available():
+        count = torch.cuda.device_count()
+        with pytest.raises(ConfigError, match=f"model.device=cuda:{count}: this machine has"):
+            resolve_device(f"cuda:{count}")
+    else:
+        with pytest.raises(ConfigError, match="model.device=cuda: this machine has no cuda dev"):
+            resolve_device("cuda")
 
 
 def test_a_refused_plan_train_profile_or_eval_leaves_no_directory_behind(

@@ -415,8 +415,9 @@ def _evaluate(cfg: RunConfig, model: str | None) -> dict:
     from sgpo.rundir import weights_sha256
     from sgpo.tasks import load_task
     from sgpo.validate import check_prompts
-    from sgpo.wiring import make_engine, make_verifier, sampling_params
+    from sgpo.wiring import check_engine_installed, make_engine, make_verifier, sampling_params
 
+    check_engine_installed(cfg, "eval")  # before the data, the verifier and the model
     task = load_task(cfg.task, cfg.seed)
     if model is None:
         model_source(cfg)  # a model setting that cannot run this task is named first

@@ -96,9 +96,25 @@ def base_model(model: PreTrainedModel) -> PreTrainedModel:
 
 
 def resolve_device(name: str) -> torch.device:
-    if name != "auto":
-        return torch.device(name)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """model.device as a torch device, refused (before any weights load) where this machine
+    has no such device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    backend = {"cuda": torch.cuda, "xpu": getattr(torch, "xpu", None)}.get(device.type)
+    if device.type == "mps":
+        present = 1 if torch.backends.mps.is_available() else 0
+    elif backend is not None:
+        present = backend.device_count() if backend.is_available() else 0
+    else:
+        present = 1  # cpu
+    if (device.index or 0) >= present:
+        raise ConfigError(
+            f"model.device={name}: this machine has "
+            + (f"{present} such device(s)" if present else f"no {device.type} device")
+            + " that torch can use; set model.device to auto or cpu"
+        )
+    return device
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:

@@ -45,7 +45,7 @@ from sgpo.runfiles import PROFILE_CHUNKS_DIR, PROFILE_CONFIG_FILE
 from sgpo.tasks import Query, TaskData, data_identity, load_task
 from sgpo.validate import check_prompts
 from sgpo.verify import Verifier
-from sgpo.wiring import make_engine, make_verifier, sampling_params
+from sgpo.wiring import check_engine_installed, make_engine, make_verifier, sampling_params
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +140,7 @@ def _run_profile(
             f"{chunk_dir} holds an interrupted profile; pass --resume to continue it "
             "or --overwrite to start over"
         )
+    check_engine_installed(config, "profile")  # before the data, the verifier and the model
     task = load_task(config.task, config.seed, require_eval=False)
     queries = shard_queries(task.train, shard)
     model_source(config)  # a model setting that cannot run this task is named first

