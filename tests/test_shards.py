@@ -100,6 +100,31 @@ def test_merge_refuses_shards_of_different_runs(profiles, tmp_path):
     assert "differ from" in result.output and "not the same run" in result.output
 
 
+def test_merge_takes_a_shard_of_the_same_weights_at_another_path(profiles, tmp_path):
+    """Another machine's copy of the model (or another install's embedded model) is the same
+    model: merged, the shards equal the unsharded profile; other weights are refused."""
+    import shutil
+
+    from sgpo.models import model_source
+
+    root, config = profiles
+    copy = tmp_path / "copy-of-the-model"
+    shutil.copytree(model_source(load_config(config)), copy)
+    moved = tmp_path / "moved"
+    elsewhere = ["--set", f"model.name_or_path={copy}"]
+    sgpo("profile", "-c", config, "-o", moved, "--shard", "2/3", *elsewhere)
+    paths = [root / "shard0" / "profile.parquet", root / "shard1" / "profile.parquet"]
+    sgpo("profile", "merge", *paths, moved / "profile.parquet", "-o", tmp_path / "m")
+    merged = read_table(tmp_path / "m" / "profile.parquet")[0]
+    assert merged == read_table(root / "whole" / "profile.parquet")[0]
+    rows, meta = read_table(moved / "profile.parquet")
+    meta["inputs"]["model_sha256"] = "f" * 64  # other weights there
+    write_table(tmp_path / "other" / "profile.parquet", rows, meta)
+    paths.append(tmp_path / "other" / "profile.parquet")
+    result = runner.invoke(app, ["profile", "merge", *map(str, paths), "-o", str(tmp_path / "o")])
+    assert result.exit_code == 1 and "not the same run" in result.output
+
+
 def test_merge_compares_chat_templates_past_an_older_sgpos_shard(profiles, tmp_path):
     """The first shard from an sgpo before chat_template_sha256: the other two still disagree."""
     root, _ = profiles
