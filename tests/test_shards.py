@@ -125,6 +125,51 @@ def test_merge_takes_a_shard_of_the_same_weights_at_another_path(profiles, tmp_p
     assert result.exit_code == 1 and "not the same run" in result.output
 
 
+def test_merge_checks_each_shards_rows_and_samples(profiles, tmp_path, caplog):
+    import shutil
+
+    root, _ = profiles
+    shards = [root / f"shard{i}" for i in range(3)]
+    # a row removed from shard 2 (its samples beside it): refused, naming it
+    rows, meta = read_table(shards[2] / "profile.parquet")
+    cut = tmp_path / "cut"
+    write_table(cut / "profile.parquet", rows[:-1], meta)
+    shutil.copy(shards[2] / "profile_samples.parquet", cut)
+    paths = [shards[0] / "profile.parquet", shards[1] / "profile.parquet"]
+    merge = ["profile", "merge", *map(str, paths), str(cut / "profile.parquet")]
+    result = runner.invoke(app, [*merge, "-o", str(tmp_path / "m1")])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 1 and f"{cut / 'profile.parquet'}: holds {len(rows) - 1} qu" in said
+    # the three tables gathered in one folder beside one shard's samples: refused
+    one = tmp_path / "one"
+    one.mkdir()
+    for index, shard in enumerate(shards):
+        shutil.copy(shard / "profile.parquet", one / f"shard{index}.parquet")
+    shutil.copy(shards[0] / "profile_samples.parquet", one)
+    tables = [str(one / f"shard{i}.parquet") for i in range(3)]
+    result = runner.invoke(app, ["profile", "merge", *tables, "-o", str(tmp_path / "m2")])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 1 and "two shards share one profile_samples.parquet" in said
+    # each in a folder of its own, shard 1's beside shard 0's samples: refused
+    gathered = tmp_path / "gathered"
+    for index, shard in enumerate(shards):
+        gathered.joinpath(f"s{index}").mkdir(parents=True)
+        shutil.copy(shard / "profile.parquet", gathered / f"s{index}")
+        samples_of = shards[0 if index == 1 else index]  # shard 1's folder: shard 0's samples
+        shutil.copy(samples_of / "profile_samples.parquet", gathered / f"s{index}")
+    tables = [str(gathered / f"s{i}" / "profile.parquet") for i in range(3)]
+    result = runner.invoke(app, ["profile", "merge", *tables, "-o", str(tmp_path / "m3")])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 1 and "its samples do not match its shard's profile" in said
+    # no samples beside any: merged, and said
+    for index in range(3):
+        (gathered / f"s{index}" / "profile_samples.parquet").unlink()
+    with caplog.at_level("WARNING", logger="sgpo.profile"):
+        sgpo("profile", "merge", *[gathered / f"s{i}" / "profile.parquet" for i in range(3)],
+             "-o", tmp_path / "m4")  # fmt: skip
+    assert "profile_samples.parquet is not beside every shard" in caplog.text
+
+
 def test_merge_compares_chat_templates_past_an_older_sgpos_shard(profiles, tmp_path):
     """The first shard from an sgpo before chat_template_sha256: the other two still disagree."""
     root, _ = profiles

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import re
 import shutil
+from collections import Counter
 from collections.abc import Collection, Iterable
 from dataclasses import asdict
 from pathlib import Path
@@ -619,6 +620,7 @@ def _merge_profiles(paths: list[Path], out_dir: Path, overwrite: bool) -> Path:
         if index in seen_shards:
             raise DataError(f"{path}: shard {index}/{n} given twice (also {seen_shards[index]})")
         seen_shards[index] = path
+        check_shard_rows(path, rows, meta, first_meta)
         for row_index, row in enumerate(rows):
             if row["query_id"] in rows_by_id:
                 raise DataError(
@@ -636,14 +638,64 @@ def _merge_profiles(paths: list[Path], out_dir: Path, overwrite: bool) -> Path:
         counts[TRUNCATED_KEY] = sum(m[TRUNCATED_KEY] for _, _, m in tables)
     metadata = common | counts | {"shard": None}
     sample_paths = [path.parent / SAMPLES_FILE for path, _, _ in tables]
-    if all(p.exists() for p in sample_paths):
-        samples = [s for p in sample_paths for s in read_table(p)[0]]
+    if len({p.resolve() for p in sample_paths}) < len(sample_paths):
+        raise DataError(
+            f"profile merge: two shards share one {SAMPLES_FILE} ({', '.join(map(str, paths))}): "
+            "give each shard's profile.parquet in the folder its shard wrote"
+        )
+    if not all(p.exists() for p in sample_paths):
+        log.warning(
+            "profile merge: %s is not beside every shard, so the merged profile has none "
+            "(train.reuse_profile and the report's sample reads need it)",
+            SAMPLES_FILE,
+        )
+    else:
+        samples = []
+        for (_, rows, _), sample_path in zip(tables, sample_paths, strict=True):
+            shard_samples = read_table(sample_path)[0]
+            check_shard_samples(sample_path, shard_samples, rows)
+            samples += shard_samples
         samples.sort(key=lambda s: (order[s["query_id"]], s["index"]))
         fill_rewards_vary(merged, rewards_by_query((s["query_id"], s["reward"]) for s in samples))
         write_table(out_dir / SAMPLES_FILE, samples, common | {"shard": None})
         metadata |= samples_location(out_dir)
     write_table(out_dir / PROFILE_FILE, merged, metadata)
     return out_dir / PROFILE_FILE
+
+
+def check_shard_rows(path: Path, rows: list[dict], meta: dict, first_meta: dict) -> None:
+    """A shard holds its share of the training queries it recorded (shard I of N: queries I,
+    I+N, ...), the same training queries as the other shards."""
+    index, n = meta["shard"]
+    recorded, first = meta.get("train_queries"), first_meta.get("train_queries")
+    if recorded is None:  # a shard of an sgpo before train_queries was recorded
+        return
+    if first is not None and recorded != first:
+        raise DataError(
+            f"{path}: profiled other training queries than the other shards ({recorded} "
+            f"against {first}): the data changed between machines; profile every shard on "
+            "the same data"
+        )
+    share = len(range(index, int(recorded["rows"]), n))
+    if len(rows) != share:
+        raise DataError(
+            f"{path}: holds {len(rows)} queries where shard {index}/{n} of {recorded['rows']} "
+            f"training queries holds {share}: rows were removed or added; profile the shard "
+            "again"
+        )
+
+
+def check_shard_samples(path: Path, samples: list[dict], rows: list[dict]) -> None:
+    """A shard's samples file holds each of its queries' samples, k of each, and no other's."""
+    expected = {r["query_id"]: r["k"] for r in rows}
+    drawn = Counter(s["query_id"] for s in samples)
+    if drawn != Counter(expected):
+        wrong = sorted(q for q in drawn.keys() | expected.keys() if drawn[q] != expected.get(q))
+        raise DataError(
+            f"{path}: its samples do not match its shard's profile.parquet (e.g. query "
+            f"{wrong[0]!r}: {drawn[wrong[0]]} samples, the profile counts "
+            f"{expected.get(wrong[0], 0)}); merge the files each shard wrote, side by side"
+        )
 
 
 def _task_order(tables: list[tuple[Path, list[dict], dict]]) -> list[str]:
