@@ -110,7 +110,21 @@ def run_profile(
             rundir.check_profile_inputs(
                 out_dir / PROFILE_FILE, out_dir / PROFILE_CHUNKS_DIR, profile_inputs(config)
             )
+            if shard is None:  # the shard it was started with, as its chunks record it
+                shard = recorded_shard(out_dir)
         return _run_profile(config, out_dir, resume, overwrite, shard)
+
+
+def recorded_shard(out_dir: Path) -> tuple[int, int] | None:
+    """The shard (I, N) the profile in out_dir was started for, from its table's or its first
+    chunk's metadata (None: unsharded, or nothing written yet)."""
+    chunks = sorted((out_dir / PROFILE_CHUNKS_DIR).glob("chunk-*.parquet"))
+    written = [out_dir / PROFILE_FILE] if (out_dir / PROFILE_FILE).exists() else chunks[:1]
+    shard = read_table_metadata(written[0]).get("shard") if written else None
+    if shard is not None:
+        log.info("%s: resuming shard %d/%d, as it was started", out_dir, *shard)
+        return int(shard[0]), int(shard[1])
+    return None
 
 
 def profile_inputs(config: RunConfig) -> dict:
@@ -297,7 +311,9 @@ def _read_chunk(
             f"profile.chunk_size: {written_size} -> {chunk_size}; resume with "
             f"--set profile.chunk_size={written_size} to keep the chunks"
         )
-    elif [r["query_id"] for r in chunk_rows] != [q.query_id for q in chunk]:
+    elif "field 'shard'" not in " ".join(differ) and [r["query_id"] for r in chunk_rows] != [
+        q.query_id for q in chunk
+    ]:
         differ.append("its queries (profile.chunk_size or the training queries)")
     if any("samples" not in r for r in chunk_rows):
         differ.append("no samples kept (an older sgpo's chunk)")
