@@ -153,6 +153,23 @@ def test_first_success_profile_stops_at_the_first_correct_sample(profiles, tmp_p
     assert any(r["k"] < K for r in rows)
 
 
+def test_a_plan_without_the_first_success_settings_names_them_all(profiles, tmp_path):
+    """README: every differing key is named, not one per attempt."""
+    from sgpo.plan import run_plan
+
+    root, _, _ = profiles
+    out = run_profile(first_success_config(root), tmp_path / "fs")
+    with pytest.raises(DataError) as refused:
+        run_plan(config(root, SOLVED_OR_NOT), out, tmp_path / "plan")
+    said = str(refused.value)
+    for key, profiled, configured in (
+        ("profile.adaptive", True, False),
+        ("profile.adaptive_round", 1, "\\d+"),
+        ("profile.adaptive_stop", "'first_success'", "'both_outcomes'|'[a-z_]+'"),
+    ):
+        assert re.search(rf"{key}: profile {profiled}, config ({configured})", said), said
+
+
 def plan_warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     """sgpo plan's own warnings (the tiny random model's samples are mostly cut off at
     max_new_tokens, which sgpo plan repeats from the profile)."""

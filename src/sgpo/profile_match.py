@@ -236,10 +236,16 @@ def check_profile_settings(
     if not p_hat_estimates_p(meta) and not (
         wanted.adaptive and wanted.adaptive_stop == "first_success"
     ):
+        # every adaptive setting the profile ran with that the config lacks, in one message
+        recorded = (meta.get("inputs") or {}).get("config") or {}
+        for key in ("profile.adaptive", "profile.adaptive_round", "profile.adaptive_stop"):
+            current = getattr(wanted, key.removeprefix("profile."))
+            if key in recorded and recorded[key] != current:
+                differ[key] = (recorded[key], current)
         if wanted.adaptive:
-            differ["profile.adaptive_stop"] = ("first_success", wanted.adaptive_stop)
+            differ.setdefault("profile.adaptive_stop", ("first_success", wanted.adaptive_stop))
         else:
-            differ["profile.adaptive"] = (True, False)
+            differ.setdefault("profile.adaptive", (True, False))
     if differ:
         use = "its samples cannot be reused (train.reuse_profile)" if reuse else "not plannable"
         raise DataError(
