@@ -62,7 +62,8 @@ def test_a_shard_resumes_as_it_was_started_without_its_shard_option(profiles, tm
         stop_profile_at_chunk(mp, 2, KeyboardInterrupt())
         with pytest.raises(KeyboardInterrupt):
             run_profile(load_config(config), interrupted, shard=(1, 3))
-    sgpo("profile", "-c", config, "-o", interrupted, "--resume")
+    said = sgpo("profile", "-c", config, "-o", interrupted, "--resume")
+    assert "profile 1/3:" in said  # the progress bar names the shard
     resumed = read_table(interrupted / "profile.parquet")
     assert resumed[0] == read_table(finished)[0] and resumed[1]["shard"] == [1, 3]
     # another shard given is refused, naming the one it was started with

@@ -203,7 +203,10 @@ def _run_profile(
     rows: list[dict] = []
     # Verifier failures are counted per chunk, so a resumed profile reports the same totals.
     counts = dict.fromkeys(VERIFIER_COUNTS, 0)
-    with tqdm(total=len(queries), desc="profile", unit="query") as bar:
+    # the chunks done before count from the start, so the rate and time left are this run's
+    before = sum(len(chunk) for index, chunk in enumerate(chunks) if index in done)
+    where = f"profile {shard[0]}/{shard[1]}" if shard else "profile"
+    with tqdm(total=len(queries), initial=before, desc=where, unit="query") as bar:
         for index, chunk in enumerate(chunks):
             if index in done:
                 chunk_rows, chunk_meta = done[index]
@@ -215,7 +218,8 @@ def _run_profile(
             for key in VERIFIER_COUNTS:
                 counts[key] += chunk_meta.get(key, 0)
             rows.extend(chunk_rows)
-            bar.update(len(chunk))
+            if index not in done:
+                bar.update(len(chunk))
     verifier.close()
     n_samples = sum(len(r["samples"]) for r in rows)
     if counts["verifier_errors"] or counts["verifier_timeouts"]:
