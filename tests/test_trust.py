@@ -245,10 +245,17 @@ def test_a_lora_runs_merge_may_be_turned_off_where_lora_is_set():
 # ------------------------------------------------------------------------ 10: prompt length
 
 
-@pytest.mark.parametrize("size", [130, 50_000_000], ids=["over-context", "50MB"])
+@pytest.mark.parametrize(
+    ("size", "batch"),
+    [(130, 4096), (130, 1), (50_000_000, 4096)],
+    ids=["over-context", "over-context-one-at-a-time", "50MB"],
+)
 def test_prompt_longer_than_context_is_refused(
-    env: SimpleNamespace, tmp_path: Path, size: int
+    env: SimpleNamespace, tmp_path: Path, size: int, batch: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import sgpo.validate
+
+    monkeypatch.setattr(sgpo.validate, "ENCODE_BATCH", batch)  # rows counted across batches
     data = tmp_path / "train.jsonl"
     # the user's own column name, which the error names
     rows = [{"question": "1+1=", "answer": "2"}, {"question": "9" * size, "answer": "9"}]

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 # so a prompt longer than this many characters per position is refused without tokenizing it
 # (a 50 MB line would otherwise take tens of GB to tokenize).
 MAX_CHARS_PER_TOKEN = 64
+ENCODE_BATCH = 4096  # prompts tokenized at a time to measure them
 # Largest group size a plan may ask for: far above any real plan (g_max is usually <= 64), low
 # enough that a hand-edited 10**6 is refused instead of generating for hours.
 MAX_GROUP_SIZE = 4096
@@ -103,7 +104,12 @@ def check_prompts(policy: Policy, task: TaskData, max_new_tokens: int, train: bo
                     context,
                     max_new_tokens,
                 )
-        lengths = [len(ids) for ids in policy.encode(rendered)] if rendered else []
+        # in batches: the token ids of a whole large dataset at once would take GBs
+        lengths = [
+            len(ids)
+            for start in range(0, len(rendered), ENCODE_BATCH)
+            for ids in policy.encode(rendered[start : start + ENCODE_BATCH])
+        ]
         for row, length in enumerate(lengths):
             if length > room:
                 _too_long(
