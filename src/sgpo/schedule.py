@@ -165,8 +165,15 @@ class QueryScheduler:
     def first_visit_dropped(self) -> int:
         return sum(reason != KEPT for reason in self.profiled.values())
 
-    def _by_id(self) -> dict[str, ScheduledQuery]:
-        return {s.query.query_id: s for s in self.queries}
+    @property
+    def queries(self) -> list[ScheduledQuery]:
+        return self._queries
+
+    @queries.setter
+    def queries(self, queries: list[ScheduledQuery]) -> None:
+        # indexed as it is set: a step looks its queries up by id (not a dict of all per step)
+        self._queries = queries
+        self._by_id = {s.query.query_id: s for s in queries}
 
     def _start_next_epoch_if_done(self) -> None:
         if not self.remaining:
@@ -179,9 +186,9 @@ class QueryScheduler:
     ) -> list[ScheduledQuery]:
         """The first of query_ids whose groups fit what is left of budget after used (at
         least one when nothing is used yet)."""
-        by_id, out = self._by_id(), []
+        out = []
         for qid in query_ids:
-            nxt = by_id[qid]
+            nxt = self._by_id[qid]
             if group_size is not None:
                 nxt = ScheduledQuery(nxt.query, group_size)
             elif self.streak_group_size and self.zero_streaks.get(qid, 0):
