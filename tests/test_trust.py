@@ -696,6 +696,24 @@ def test_a_checkpoint_is_on_disk_before_it_replaces_the_previous_one(
     assert (target / "model" / "weights.bin").read_text() == "model/weights.bin"
 
 
+def test_a_file_system_that_refuses_a_folders_fsync_still_checkpoints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_open = os.open
+
+    def no_folders(path: object, flags: int, *args: object) -> int:
+        if Path(str(path)).is_dir():
+            raise OSError(22, "Invalid argument")  # as Windows or some network mounts do
+        return real_open(path, flags, *args)
+
+    staging = tmp_path / ".checkpoint-new"
+    staging.mkdir()
+    (staging / "state.json").write_text("{}")
+    monkeypatch.setattr(sgpo.checkpoint.os, "open", no_folders)
+    sgpo.checkpoint._swap_in(staging, tmp_path / "checkpoint", tmp_path / "aside")
+    assert (tmp_path / "checkpoint" / "state.json").read_text() == "{}"
+
+
 def test_ctrl_c_says_what_is_kept_and_how_to_go_on(env: SimpleNamespace, tmp_path: Path) -> None:
     result = profile_whose_writes_raise(env, tmp_path / "p", KeyboardInterrupt())
     assert result.exit_code == 130, result.output

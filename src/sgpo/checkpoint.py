@@ -203,10 +203,17 @@ def sync_tree(folder: Path) -> None:
 
 
 def sync_dir(folder: Path) -> None:
-    """fsync a folder's entries (a rename in it, a file made in it)."""
-    fd = os.open(folder, os.O_RDONLY)
+    """fsync a folder's entries (a rename in it, a file made in it), where the platform and
+    file system allow it (Windows cannot open a folder; some network file systems refuse its
+    fsync): there the renames are as durable as the file system makes them."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
     try:
         os.fsync(fd)
+    except OSError:
+        pass
     finally:
         os.close(fd)
 
