@@ -122,8 +122,9 @@ def _user_errors(command: Callable) -> Callable:
         except KeyboardInterrupt as e:
             _print_error(
                 "interrupted: the outputs already written are complete (each is written "
-                "atomically); sgpo profile and sgpo train continue with --resume, sgpo "
-                "compare by running it again"
+                "atomically); sgpo profile and sgpo train continue with --resume (one stopped "
+                "before it wrote anything: run it again as it was started), sgpo compare by "
+                "running it again"
             )
             raise typer.Exit(130) from e
         except Exception as e:
