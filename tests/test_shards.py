@@ -121,6 +121,19 @@ def test_merge_takes_a_shard_of_the_same_weights_at_another_path(profiles, tmp_p
     sgpo("profile", "merge", *paths, moved / "profile.parquet", "-o", tmp_path / "m")
     merged = read_table(tmp_path / "m" / "profile.parquet")[0]
     assert merged == read_table(root / "whole" / "profile.parquet")[0]
+    # a shard interrupted there and resumed with the model at yet another path: the same run
+    again = tmp_path / "again"
+    shutil.copytree(copy, again)
+    interrupted = tmp_path / "interrupted"
+    moved_config = load_config(config, [f"model.name_or_path={copy}"])
+    with pytest.MonkeyPatch.context() as mp:
+        stop_profile_at_chunk(mp, 2, KeyboardInterrupt())
+        with pytest.raises(KeyboardInterrupt):
+            run_profile(moved_config, interrupted, shard=(2, 3))
+    resume = ["--resume", "--shard", "2/3", "--set", f"model.name_or_path={again}"]
+    sgpo("profile", "-c", config, "-o", interrupted, *resume)
+    resumed = read_table(interrupted / "profile.parquet")[0]
+    assert resumed == read_table(moved / "profile.parquet")[0]
     rows, meta = read_table(moved / "profile.parquet")
     meta["inputs"]["model_sha256"] = "f" * 64  # other weights there
     write_table(tmp_path / "other" / "profile.parquet", rows, meta)

@@ -465,29 +465,15 @@ def _identity_differences(meta: dict, other: dict) -> list[str]:
             x["task"] = re.sub(r"\beval=[^,]*, |, limit_eval=[^,)]*", "", x["task"])
     named = {}
     if isinstance(a.get("inputs"), dict) and isinstance(b.get("inputs"), dict):
-        weights = a["inputs"].get("model_sha256")
-        if weights is not None and weights == b["inputs"].get("model_sha256"):
-            # the same weights at another path (another machine's copy, another install's
-            # embedded model): the same model, as sgpo plan reads it (same_model)
-            for x in (a, b):
-                x.pop("model", None)
-                x["inputs"] = x["inputs"] | {"config": _without_model_path(x["inputs"])}
+        if rundir.same_weights(a["inputs"], b["inputs"]):  # its path is no part of it then
+            a.pop("model", None)
+            b.pop("model", None)
+            a["inputs"], b["inputs"] = rundir.without_moved_model(a["inputs"], b["inputs"])
         a["inputs"], b["inputs"] = rundir.comparable_inputs(
             rundir.profile_read_inputs(a["inputs"]), rundir.profile_read_inputs(b["inputs"])
         )
         named["inputs"] = f"inputs ({rundir.first_of(rundir.changes(a['inputs'], b['inputs']))})"
     return sorted(named.get(key, key) for key in a.keys() | b.keys() if a.get(key) != b.get(key))
-
-
-def _without_model_path(inputs: dict) -> object:
-    """A fingerprint's config without model.name_or_path (flat or nested, as recorded)."""
-    config = inputs.get("config")
-    if not isinstance(config, dict):
-        return config
-    config = {k: v for k, v in config.items() if k != "model.name_or_path"}
-    if isinstance(config.get("model"), dict):
-        config["model"] = {k: v for k, v in config["model"].items() if k != "name_or_path"}
-    return config
 
 
 def drawn_fully(seed: int, query_id: str, share: float) -> bool:

@@ -394,8 +394,34 @@ def check_profile_inputs(final: Path, chunk_dir: Path, inputs: dict) -> None:
     for path in [final, *chunks[:1]]:
         if path.exists():
             _, meta = read_table(path) if path == final else read_chunk_table(path)
-            recorded, current = meta.get("inputs"), inputs["inputs"]
+            recorded, current = without_moved_model(meta.get("inputs"), inputs["inputs"])
             check_same_inputs(path, profile_read_inputs(recorded), profile_read_inputs(current))
+
+
+def same_weights(a: object, b: object) -> bool:
+    """Whether two fingerprints' inputs record the same model weights (by sha256)."""
+    weights = a.get("model_sha256") if isinstance(a, dict) else None
+    return weights is not None and isinstance(b, dict) and weights == b.get("model_sha256")
+
+
+def without_moved_model(a: object, b: object) -> tuple[object, object]:
+    """Two fingerprints' inputs without the model's path where both record the same weights
+    (another machine's copy, another install's embedded model: the same model, as sgpo plan
+    reads it)."""
+    if not same_weights(a, b):
+        return a, b
+    return _without_model_path(a), _without_model_path(b)
+
+
+def _without_model_path(inputs: dict) -> dict:
+    """A fingerprint without config's model.name_or_path (flat or nested, as recorded)."""
+    config = inputs.get("config")
+    if not isinstance(config, dict):
+        return inputs
+    config = {k: v for k, v in config.items() if k != "model.name_or_path"}
+    if isinstance(config.get("model"), dict):
+        config["model"] = {k: v for k, v in config["model"].items() if k != "name_or_path"}
+    return inputs | {"config": config}
 
 
 def profile_read_inputs(inputs: object) -> object:
