@@ -489,7 +489,7 @@ def test_a_signal_while_the_final_outputs_are_written_keeps_every_step(
     with pytest.raises(KeyboardInterrupt) as stopped:
         run_train(config, run)
     assert isinstance(stopped.value, sgpo.errors.TrainingStopped)
-    assert stopped.value.step == STEPS
+    assert stopped.value.step == STEPS and stopped.value.finished  # said as finished
     assert json.loads((run / STATE_DIR / "state.json").read_text())["step"] == STEPS
     assert (run / "summary.json").exists() and (run / "final" / "config.json").exists()
     monkeypatch.setattr(Trainer, "save_model", real_save)
@@ -508,9 +508,7 @@ def test_a_resume_of_a_run_stopped_before_its_first_checkpoint_says_it_starts_ov
     run.mkdir()  # a run killed while its model loaded: nothing written yet
     with caplog.at_level("WARNING", logger="sgpo.train"):
         run_train(config, run, resume=True)
-    assert f"{run}: no checkpoint yet (stopped before its first): the run starts at step 0" in (
-        caplog.text
-    )
+    assert f"{run}: no checkpoint there yet: the run starts at step 0" in caplog.text
     assert_same_run(run, reference_run(tiny, "grpo"))
 
 

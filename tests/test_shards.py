@@ -162,8 +162,9 @@ def test_merge_checks_each_shards_rows_and_samples(profiles, tmp_path, caplog):
     one.mkdir()
     for index, shard in enumerate(shards):
         shutil.copy(shard / "profile.parquet", one / f"shard{index}.parquet")
-    shutil.copy(shards[0] / "profile_samples.parquet", one)
     tables = [str(one / f"shard{i}.parquet") for i in range(3)]
+    sgpo("profile", "merge", *tables, "-o", tmp_path / "m0")  # no samples there: merged
+    shutil.copy(shards[0] / "profile_samples.parquet", one)
     result = runner.invoke(app, ["profile", "merge", *tables, "-o", str(tmp_path / "m2")])
     said = " ".join(result.output.split())
     assert result.exit_code == 1 and "two shards share one profile_samples.parquet" in said

@@ -195,11 +195,20 @@ def sync_tree(folder: Path) -> None:
     """fsync every file and folder under folder, folder included."""
     for path in folder.rglob("*"):
         if path.is_file():
-            with path.open("rb") as f:
-                os.fsync(f.fileno())
+            _sync_file(path)
         elif path.is_dir():
             sync_dir(path)
     sync_dir(folder)
+
+
+def _sync_file(path: Path) -> None:
+    """fsync a file, open for writing where its mode allows (Windows flushes only such)."""
+    try:
+        f = path.open("r+b")
+    except PermissionError:  # a read-only mode (a umask of 0o222): POSIX syncs it read-only
+        f = path.open("rb")
+    with f:
+        os.fsync(f.fileno())
 
 
 def sync_dir(folder: Path) -> None:

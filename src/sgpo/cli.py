@@ -110,11 +110,18 @@ def _user_errors(command: Callable) -> Callable:
         try:
             return command(*args, **kwargs)
         except TrainingStopped as e:
-            _print_error(
-                f"stopped at step {e.step}, with a checkpoint in {e.run_dir}: sgpo train "
-                f"--resume {e.run_dir} continues from there (sgpo compare: the same command "
-                "again continues it; sgpo demo starts over)"
-            )
+            if e.finished:
+                _print_error(
+                    f"stopped after the run in {e.run_dir} finished at step {e.step} (its final "
+                    "model and summary are written), before what comes next: sgpo compare goes "
+                    "on with the same command again; sgpo demo starts over"
+                )
+            else:
+                _print_error(
+                    f"stopped at step {e.step}, with a checkpoint in {e.run_dir}: sgpo train "
+                    f"--resume {e.run_dir} continues from there (sgpo compare: the same "
+                    "command again continues it; sgpo demo starts over)"
+                )
             raise typer.Exit(130) from e
         except USER_ERRORS as e:
             _print_error(f"error: {e}")

@@ -41,6 +41,7 @@ class TrainingStopped(KeyboardInterrupt):
     """SIGINT or SIGTERM stopped a training run between two steps, after a checkpoint of the
     step it had reached (a resume continues from there)."""
 
-    def __init__(self, run_dir: object, step: int) -> None:
+    def __init__(self, run_dir: object, step: int, finished: bool = False) -> None:
         super().__init__(f"{run_dir}: stopped at step {step}")
-        self.run_dir, self.step = run_dir, step
+        # finished: the stop came while the run wrote its final outputs, which it completed
+        self.run_dir, self.step, self.finished = run_dir, step, finished

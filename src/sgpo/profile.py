@@ -644,7 +644,8 @@ def _merge_profiles(paths: list[Path], out_dir: Path, overwrite: bool) -> Path:
         counts[TRUNCATED_KEY] = sum(m[TRUNCATED_KEY] for _, _, m in tables)
     metadata = common | counts | {"shard": None}
     sample_paths = [path.parent / SAMPLES_FILE for path, _, _ in tables]
-    if len({p.resolve() for p in sample_paths}) < len(sample_paths):
+    present = [p.resolve() for p in sample_paths if p.exists()]
+    if len(set(present)) < len(present):
         raise DataError(
             f"profile merge: two shards share one {SAMPLES_FILE} ({', '.join(map(str, paths))}): "
             "give each shard's profile.parquet in the folder its shard wrote"

@@ -498,7 +498,7 @@ class Trainer:
             # for them (the last step is checkpointed first), then stops what runs next
             summary = self.finish()
             if stop_asked():
-                raise TrainingStopped(self.run_dir, self.step)
+                raise TrainingStopped(self.run_dir, self.step, finished=True)
         return summary
 
     def train_steps(self, stop_asked: Callable[[], bool]) -> None:

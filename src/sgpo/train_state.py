@@ -139,9 +139,7 @@ def refuse_resume_without_checkpoint(run_dir: Path) -> None:
             f"results ({', '.join(results)}) that starting over would replace; start over "
             "with --overwrite instead of --resume"
         )
-    log.warning(
-        "%s: no checkpoint yet (stopped before its first): the run starts at step 0", run_dir
-    )
+    log.warning("%s: no checkpoint there yet: the run starts at step 0", run_dir)
 
 
 def check_same_inputs(trainer: Trainer, state: dict) -> None:
