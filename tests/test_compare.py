@@ -854,6 +854,30 @@ def test_a_failed_baseline_leaves_its_seed_out_of_the_compare(
     assert not (tmp_path / "out" / "runs" / "sgpo" / "seed-1").exists()  # never started
 
 
+def test_a_vllm_profile_without_vllm_is_refused_before_anything_trains(tmp_path: Path):
+    import importlib.util
+
+    from sgpo.compare import run_compare
+
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vllm is installed here")
+    base = tiny_tree(tmp_path / "models", train={"steps": 2, "rollout_budget": 8})
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    methods = {"grpo-g4": ["train.method=grpo", "train.group_size=4"], "sgpo": []}
+    compare = {
+        "base": "base.yaml",
+        "seeds": [0],
+        "methods": methods,
+        "baseline": "grpo-g4",
+        "overrides": ["profile.engine=vllm"],
+    }
+    config = tmp_path / "compare.yaml"
+    config.write_text(yaml.safe_dump(compare))
+    with pytest.raises(ConfigError, match="method 'sgpo': profile.engine=vllm: the 'vllm' pac"):
+        run_compare(config, tmp_path / "out")
+    assert not (tmp_path / "out" / "runs").exists()
+
+
 def test_float16_full_training_is_refused_before_anything_trains(tmp_path: Path):
     from sgpo.compare import run_compare
 

@@ -551,6 +551,9 @@ def test_a_runs_recorded_config_with_settings_that_did_nothing_is_still_read(
     assert config_changes(load_config(run / "config.yaml", recorded=True), run) == []
     resumed = CliRunner().invoke(app, ["train", "--resume", str(run)])
     assert resumed.exit_code == 0, resumed.output
+    # given with -c (as sgpo eval's warning advises), it is still the run's own
+    own = CliRunner().invoke(app, ["train", "--resume", str(run), "-c", str(run / "config.yaml")])
+    assert own.exit_code == 0, own.output
 
 
 def test_a_finished_run_resumed_says_it_trains_nothing(

@@ -66,6 +66,17 @@ def test_a_shard_resumes_as_it_was_started_without_its_shard_option(profiles, tm
     assert "profile 1/3:" in said  # the progress bar names the shard
     resumed = read_table(interrupted / "profile.parquet")
     assert resumed[0] == read_table(finished)[0] and resumed[1]["shard"] == [1, 3]
+    # stopped before its first chunk (which records the shard): resumed without --shard it
+    # would profile every query; refused, saying to start it as it was started
+    early = tmp_path / "early"
+    with pytest.MonkeyPatch.context() as mp:
+        stop_profile_at_chunk(mp, 1, KeyboardInterrupt())
+        with pytest.raises(KeyboardInterrupt):
+            run_profile(load_config(config), early, shard=(1, 3))
+    result = runner.invoke(app, ["profile", "-o", str(early), "--resume"])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 1 and "stopped before its first chunk" in said, said
+    assert not (early / "profile.parquet").exists()
     # another shard given is refused, naming the one it was started with
     args = ["profile", "-c", str(config), "-o", str(shard), "--resume", "--shard", "2/3"]
     result = runner.invoke(app, args)

@@ -86,11 +86,41 @@ TRAIN_OUT = Path("runs/train")
 
 
 def _config(path: Path | None, overrides: list[str] | None, recorded: bool = False) -> RunConfig:
+    """The config at path with overrides; recorded (or path a run's own config.yaml or
+    profile_config.yaml, given with -c): read as the run trained (sgpo.config.RECORDED)."""
     try:
-        return load_config(path, overrides, recorded)
+        return load_config(path, overrides, recorded or _written_by_a_run(path))
     except ConfigError as e:
         _print_error(str(e))
         raise typer.Exit(2) from e
+
+
+def _refuse_a_resume_that_forgets_its_shard(out: Path) -> None:
+    """A profile stopped before its first chunk recorded no shard: resumed without --shard it
+    would profile every query, N times a shard's work."""
+    from sgpo.profile import PROFILE_FILE
+    from sgpo.runfiles import PROFILE_CHUNKS_DIR, PROFILE_CONFIG_FILE
+
+    started = (out / PROFILE_CONFIG_FILE).is_file()
+    written = (out / PROFILE_FILE).is_file() or any((out / PROFILE_CHUNKS_DIR).glob("chunk-*"))
+    if started and not written:
+        raise FileNotFoundError(
+            f"{out}: the profile there stopped before its first chunk, which would have "
+            "recorded its shard: nothing to resume; start it again as it was started (with its "
+            "--shard, if it had one; --overwrite)"
+        )
+
+
+def _written_by_a_run(path: Path | None) -> bool:
+    """Whether path is the config a run or a profile recorded beside its outputs."""
+    from sgpo.runfiles import CONFIG_FILE, METRICS_FILE, PROFILE_CHUNKS_DIR, PROFILE_CONFIG_FILE
+
+    if path is None:
+        return False
+    folder = Path(path).parent
+    if Path(path).name == CONFIG_FILE:
+        return (folder / METRICS_FILE).is_file()
+    return Path(path).name == PROFILE_CONFIG_FILE and (folder / PROFILE_CHUNKS_DIR).is_dir()
 
 
 def _print_error(message: str) -> None:
@@ -250,6 +280,8 @@ def profile(
                 f"{config} not found: nothing to resume there (start the profile again as it "
                 "was started, without --resume, or pass its --config)"
             )
+    if resume and shard_index is None:
+        _refuse_a_resume_that_forgets_its_shard(out)
     path = run_profile(
         _config(config, set_, recorded), out, resume=resume, overwrite=overwrite, shard=shard_index
     )

@@ -89,6 +89,7 @@ from sgpo.rundir import (
 from sgpo.runfiles import CONFIG_FILE, METRICS_FILE, PLAN_FILE, SUMMARY_FILE
 from sgpo.tasks import verifier_spec
 from sgpo.train_state import config_changes
+from sgpo.wiring import check_engine_installed
 from sgpo.yaml_dialect import read_yaml_mapping
 
 log = logging.getLogger(__name__)
@@ -921,6 +922,11 @@ def _run_compare(cfg: CompareConfig, base: Path, config_path: Path, out_dir: Pat
             raise ConfigError(f"{config_path}: method {method!r}: {e}") from e
         refuse_decaying_lr(config, f"{config_path}: {method}")
         refuse_float16_training(config, f"{config_path}: method {method!r}: ")
+        if config.train.uses_plan:  # before the baseline trains, not at the first profile
+            try:
+                check_engine_installed(config, "profile")
+            except ConfigError as e:
+                raise ConfigError(f"{config_path}: method {method!r}: {e}") from e
         scores = scoring_settings(config)
         scoring = scores if scoring is None else scoring
         if differ := changes(scoring, scores):
