@@ -781,28 +781,39 @@ def test_compare_md_says_when_the_baseline_held_its_target_before_its_end():
     assert _baseline_own_crossing(result(1.29, learned=False)) == []  # said otherwise
 
 
+GRPO_G4 = ["train.method=grpo", "train.group_size=4"]
+
+
+def tiny_compare(
+    tmp_path: Path,
+    methods: dict,
+    seeds: tuple[int, ...] = (0,),
+    checkpoint_every: int = 0,
+    **compare: object,
+) -> Path:
+    """base.yaml (the tiny model, 2 steps of 8 rollouts, evaluated every step) and a
+    compare.yaml of methods with the baseline grpo-g4 (GRPO_G4) first; returns its path."""
+    train = {"steps": 2, "rollout_budget": 8, "eval_every": 1}
+    base = tiny_tree(tmp_path / "models", train=train | {"checkpoint_every": checkpoint_every})
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    methods = {"grpo-g4": GRPO_G4, **methods}
+    tree = {"base": "base.yaml", "seeds": list(seeds), "methods": methods, "baseline": "grpo-g4"}
+    config = tmp_path / "compare.yaml"
+    config.write_text(yaml.safe_dump(tree | compare))
+    return config
+
+
 def test_a_method_whose_plan_keeps_nothing_is_named_and_the_others_still_run(tmp_path: Path):
     from sgpo.compare import run_compare
 
-    base = tiny_tree(
-        tmp_path / "models",
-        train={"steps": 2, "rollout_budget": 8, "eval_every": 1, "checkpoint_every": 0},
-    )
-    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
     # keeps neither never-solved nor always-solved queries, nor any other (p_hat > 0 trivial)
     nothing = [
         "plan.unsolvable_keep_fraction=0",
         "plan.trivial_above=0.001",
         "plan.drop_trivial=true",
     ]
-    methods = {
-        "grpo-g4": ["train.method=grpo", "train.group_size=4"],
-        "empty": nothing,
-        "grpo-g2": ["train.method=grpo", "train.group_size=2"],  # after the failing one
-    }
-    compare = {"base": "base.yaml", "seeds": [0], "methods": methods, "baseline": "grpo-g4"}
-    config = tmp_path / "compare.yaml"
-    config.write_text(yaml.safe_dump(compare))
+    grpo_g2 = ["train.method=grpo", "train.group_size=2"]  # after the failing one
+    config = tiny_compare(tmp_path, {"empty": nothing, "grpo-g2": grpo_g2})
     with pytest.raises(DataError) as info:
         run_compare(config, tmp_path / "out")
     said = str(info.value)
@@ -825,15 +836,7 @@ def test_a_failed_baseline_leaves_its_seed_out_of_the_compare(
     from sgpo.compare import run_compare
     from sgpo.errors import NonFiniteError
 
-    base = tiny_tree(
-        tmp_path / "models",
-        train={"steps": 2, "rollout_budget": 8, "eval_every": 1, "checkpoint_every": 0},
-    )
-    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
-    methods = {"grpo-g4": ["train.method=grpo", "train.group_size=4"], "sgpo": []}
-    compare = {"base": "base.yaml", "seeds": [0, 1], "methods": methods, "baseline": "grpo-g4"}
-    config = tmp_path / "compare.yaml"
-    config.write_text(yaml.safe_dump(compare))
+    config = tiny_compare(tmp_path, {"sgpo": []}, seeds=(0, 1))
     run_method = sgpo.compare.run_method
 
     def failing(config: RunConfig, run_dir: Path, *args, **kwargs) -> dict:
@@ -861,18 +864,7 @@ def test_a_vllm_profile_without_vllm_is_refused_before_anything_trains(tmp_path:
 
     if importlib.util.find_spec("vllm") is not None:
         pytest.skip("vllm is installed here")
-    base = tiny_tree(tmp_path / "models", train={"steps": 2, "rollout_budget": 8})
-    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
-    methods = {"grpo-g4": ["train.method=grpo", "train.group_size=4"], "sgpo": []}
-    compare = {
-        "base": "base.yaml",
-        "seeds": [0],
-        "methods": methods,
-        "baseline": "grpo-g4",
-        "overrides": ["profile.engine=vllm"],
-    }
-    config = tmp_path / "compare.yaml"
-    config.write_text(yaml.safe_dump(compare))
+    config = tiny_compare(tmp_path, {"sgpo": []}, overrides=["profile.engine=vllm"])
     with pytest.raises(ConfigError, match="method 'sgpo': profile.engine=vllm: the 'vllm' pac"):
         run_compare(config, tmp_path / "out")
     assert not (tmp_path / "out" / "runs").exists()
@@ -995,15 +987,7 @@ def test_compare_resumes_a_run_it_interrupted_from_its_checkpoint(
 ):
     from sgpo.compare import run_compare
 
-    base = tiny_tree(
-        tmp_path / "models",
-        train={"steps": 2, "rollout_budget": 8, "eval_every": 1, "checkpoint_every": 1},
-    )
-    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
-    methods = {"grpo-g4": ["train.method=grpo", "train.group_size=4"]}
-    compare = {"base": "base.yaml", "seeds": [0], "methods": methods, "baseline": "grpo-g4"}
-    config = tmp_path / "compare.yaml"
-    config.write_text(yaml.safe_dump(compare))
+    config = tiny_compare(tmp_path, {}, checkpoint_every=1)
     out = tmp_path / "out"
     first = run_compare(config, out)
     run = out / "runs" / "grpo-g4" / "seed-0"
