@@ -427,12 +427,14 @@ def test_a_signal_stops_training_after_its_step_with_a_checkpoint(
         time.sleep(0.01)
     proc.send_signal(signum)
     assert proc.wait(timeout=180) == 130, log.read_text()[-3000:]
-    stopped = last_step(run)
+    state = json.loads((run / STATE_DIR / "state.json").read_text())
+    stopped = state["step"]  # the steps it trained are kept
     assert stopped < STEPS, "finished before the signal"
     said = " ".join(log.read_text().split())
     assert f"stopped at step {stopped}, with a checkpoint in {run}" in said
-    state = json.loads((run / STATE_DIR / "state.json").read_text())
-    assert state["step"] == stopped  # the steps it trained are kept
+    # logged, or (a step whose evaluation was due) pending in the checkpoint
+    pending = state["pending_record"] is not None
+    assert last_step(run) == stopped - pending
     resumed = CliRunner().invoke(app, ["train", "--resume", str(run)])
     assert resumed.exit_code == 0, resumed.output
     assert_same_run(run, reference)
@@ -554,6 +556,45 @@ def test_a_runs_recorded_config_with_settings_that_did_nothing_is_still_read(
     # given with -c (as sgpo eval's warning advises), it is still the run's own
     own = CliRunner().invoke(app, ["train", "--resume", str(run), "-c", str(run / "config.yaml")])
     assert own.exit_code == 0, own.output
+
+
+def test_a_signal_before_a_steps_evaluation_stops_without_waiting_for_it(
+    tiny: SimpleNamespace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An evaluation takes minutes on a real model, past a scheduler's grace period: a stop
+    asked in the step before it checkpoints the step with its record pending; the resume
+    evaluates and logs it, and the run is the uninterrupted one."""
+    import os
+
+    reference = reference_run(tiny, "grpo")
+    config = load_config(write_config(tmp_path / "config.yaml", method_tree(tiny, "grpo")))
+    evaluated = config.train.eval_every  # the first step evaluated after step 0
+    real_step, real_eval, evals = Trainer.train_step, Trainer.run_eval, []
+
+    def signalled_step(self: Trainer) -> dict:
+        record = real_step(self)
+        if self.step == evaluated:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return record
+
+    def counted_eval(self: Trainer) -> dict:
+        evals.append(self.step)
+        return real_eval(self)
+
+    run = tmp_path / "run"
+    monkeypatch.setattr(Trainer, "train_step", signalled_step)
+    monkeypatch.setattr(Trainer, "run_eval", counted_eval)
+    with pytest.raises(KeyboardInterrupt) as stopped:
+        run_train(config, run)
+    assert isinstance(stopped.value, sgpo.errors.TrainingStopped)
+    assert stopped.value.step == evaluated and evals == [0]  # not evaluated before stopping
+    state = json.loads((run / STATE_DIR / "state.json").read_text())
+    assert state["step"] == evaluated and state["pending_record"]["step"] == evaluated
+    assert read_jsonl(run / METRICS_FILE)[-1]["step"] == evaluated - 1
+    monkeypatch.setattr(Trainer, "train_step", real_step)
+    run_train(config, run, resume=True)
+    assert evals.count(evaluated) == 1
+    assert_same_run(run, reference)
 
 
 def test_a_finished_run_resumed_says_it_trains_nothing(

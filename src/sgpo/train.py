@@ -194,6 +194,8 @@ class Trainer:
             temperature=config.rollout_temperature,
         )
         self.step = 0
+        # a step trained but stopped before its evaluation (its record, logged on resume)
+        self.pending_record: dict | None = None
         self.flops = dict.fromkeys(PHASES, 0.0) | {"profile": profile_flops}
         # Costs in the other currencies users pay: the passes a train-every-rollout trainer
         # would add (zero-advantage rollouts, skipped here) and generated tokens, profile
@@ -508,33 +510,52 @@ class Trainer:
         # a run capped by a budget (compare, the demo's baseline) ends when it is spent, mostly
         # well before train.steps: its bar counts steps and shows the budget, not a percentage
         total = None if self.budgets() else cfg.steps
-        bar = tqdm(total=total, initial=self.step, desc=f"train ({cfg.method})", unit="step")
+        pending = self.pending_record
+        done = self.step - (pending is not None)
+        bar = tqdm(total=total, initial=done, desc=f"train ({cfg.method})", unit="step")
         with bar:
+            if pending is not None:  # a step stopped before its evaluation: evaluated now
+                self.pending_record = None
+                self.end_step(pending | self.run_eval(), bar, stop_asked)
             while not self.finished():
                 record = self.train_step()
                 self.stop_if_diverged(record)
                 if (cfg.eval_every and self.step % cfg.eval_every == 0) or self.finished():
-                    record |= self.run_eval()
-                self.log(record)
-                caps = self.budgets()
-                budget = {"budget": f"{max(s / cap for _, s, cap in caps):.0%}"} if caps else {}
-                bar.set_postfix(
-                    reward=f"{record['reward_mean']:.2f}",
-                    informative=f"{record['informative_fraction']:.2f}",
-                    **budget,
-                )
-                bar.update(1)
-                checkpointed = cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0
-                if checkpointed:
-                    self.save_model(step_checkpoint(self.step))
-                    self.save_state()
-                    if cfg.keep_checkpoints:  # after the state: a kill leaves more, not fewer
-                        self.drop_old_step_models(cfg.keep_checkpoints)
-                if stop_asked() and not self.finished():
-                    if not checkpointed:
+                    if stop_asked() and not self.finished():
+                        # an evaluation takes minutes on a real model, past a scheduler's
+                        # grace period: the step is checkpointed with its record pending,
+                        # evaluated and logged when the run resumes
+                        self.pending_record = record
                         self.save_state()
-                    self.close()
-                    raise TrainingStopped(self.run_dir, self.step)
+                        self.close()
+                        raise TrainingStopped(self.run_dir, self.step)
+                    record |= self.run_eval()
+                self.end_step(record, bar, stop_asked)
+
+    def end_step(self, record: dict, bar: tqdm, stop_asked: Callable[[], bool]) -> None:
+        """Log a trained (and, when due, evaluated) step; checkpoint it when due, and stop
+        after it when asked."""
+        cfg = self.cfg
+        self.log(record)
+        caps = self.budgets()
+        budget = {"budget": f"{max(s / cap for _, s, cap in caps):.0%}"} if caps else {}
+        bar.set_postfix(
+            reward=f"{record['reward_mean']:.2f}",
+            informative=f"{record['informative_fraction']:.2f}",
+            **budget,
+        )
+        bar.update(1)
+        checkpointed = cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0
+        if checkpointed:
+            self.save_model(step_checkpoint(self.step))
+            self.save_state()
+            if cfg.keep_checkpoints:  # after the state: a kill leaves more, not fewer
+                self.drop_old_step_models(cfg.keep_checkpoints)
+        if stop_asked() and not self.finished():
+            if not checkpointed:
+                self.save_state()
+            self.close()
+            raise TrainingStopped(self.run_dir, self.step)
 
     def finish(self) -> dict:
         self.save_state()  # first: a kill while the final model is written loses no step

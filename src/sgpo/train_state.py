@@ -54,6 +54,7 @@ def save_trainer_state(trainer: Trainer) -> None:
             "timeouts": trainer.verifier.stats.timeouts,
         },
         "metrics_lines": len(read_jsonl(trainer.metrics_path)),
+        "pending_record": trainer.pending_record,
         "plan": str(trainer.plan_path.resolve()) if trainer.plan_path is not None else None,
         "plan_sha256": trainer.plan_sha256,
         "fingerprint": trainer.fingerprint,
@@ -99,6 +100,7 @@ def restore_trainer_state(trainer: Trainer) -> None:
     trainer.wall_s = state["wall_s"]
     trainer.nonfinite_in_a_row = state["nonfinite_in_a_row"]
     trainer.nonfinite_total = state["nonfinite_total"]
+    trainer.pending_record = state.get("pending_record")  # (an older sgpo's has none)
     for count in ("calls", "errors", "timeouts"):
         setattr(trainer.verifier.stats, count, state["verifier"][count])
     dropped = checkpoint.truncate_metrics(
