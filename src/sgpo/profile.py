@@ -105,6 +105,7 @@ def run_profile(
 ) -> Path:
     """Profile into out_dir, replacing only what an earlier sgpo profile wrote there, with the
     directory locked; a resume first checks the chunks' inputs (config keys, model weights)."""
+    check_engine_installed(config, "profile")  # before anything is read, hashed or loaded
     with rundir.claimed(out_dir, PROFILE_OUTPUTS, "profile"):
         if resume:
             rundir.check_profile_inputs(
@@ -155,7 +156,6 @@ def _run_profile(
             f"{chunk_dir} holds an interrupted profile; pass --resume to continue it "
             "or --overwrite to start over"
         )
-    check_engine_installed(config, "profile")  # before the data, the verifier and the model
     task = load_task(config.task, config.seed, require_eval=False)
     queries = shard_queries(task.train, shard)
     model_source(config)  # a model setting that cannot run this task is named first
