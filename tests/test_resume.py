@@ -551,6 +551,11 @@ def test_a_runs_recorded_config_with_settings_that_did_nothing_is_still_read(
     with pytest.raises(ConfigError, match="train.keep_checkpoints needs"):
         load_config(run / "config.yaml")
     assert config_changes(load_config(run / "config.yaml", recorded=True), run) == []
+    # an override on it is the user's setting now: refused where it does nothing, as anywhere
+    steps = config.train.steps + 1
+    load_config(run / "config.yaml", [f"train.steps={steps}"], recorded=True)  # unrelated
+    with pytest.raises(ConfigError, match="train.keep_checkpoints needs train.checkpoint_every"):
+        load_config(run / "config.yaml", ["train.keep_checkpoints=3"], recorded=True)
     resumed = CliRunner().invoke(app, ["train", "--resume", str(run)])
     assert resumed.exit_code == 0, resumed.output
     # given with -c (as sgpo eval's warning advises), it is still the run's own

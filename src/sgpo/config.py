@@ -929,9 +929,22 @@ def load_config(
         node[last] = _override_value(item, raw)
         set_by[key.strip()] = item
     try:
-        return RunConfig.model_validate(tree, context=RECORDED if recorded else None)
+        config = RunConfig.model_validate(tree, context=RECORDED if recorded else None)
+        if recorded and set_by:  # what an override sets is new: read as any config is
+            _refuse_what_overrides_make_idle(tree, set_by)
+        return config
     except ValidationError as e:
         raise ConfigError(f"{source}: invalid config\n{validation_lines(e, set_by)}") from e
+
+
+def _refuse_what_overrides_make_idle(tree: dict, set_by: dict[str, str]) -> None:
+    """A recorded config is read as it trained, but an override on it is the user's setting
+    now: a strict reading's refusal that names an overridden key stands (ValidationError)."""
+    try:
+        RunConfig.model_validate(tree)
+    except ValidationError as e:
+        if any(key in str(e) for key in set_by):
+            raise
 
 
 def validation_lines(error: ValidationError, set_by: dict[str, str] | None = None) -> str:
