@@ -199,6 +199,26 @@ def test_merge_checks_each_shards_rows_and_samples(profiles, tmp_path, caplog):
     assert "profile_samples.parquet is not beside every shard" in caplog.text
 
 
+def test_merge_refuses_shards_drawn_at_another_precision(profiles, tmp_path):
+    """model.dtype auto is bfloat16 on a GPU host and float32 on a CPU one: the samples
+    differ, so shards of a mixed fleet are not the same run (an older shard records none)."""
+    root, _ = profiles
+    paths = []
+    for index, dtype in ((0, "float32"), (1, None), (2, "bfloat16")):
+        rows, meta = read_table(root / f"shard{index}" / "profile.parquet")
+        assert meta["dtype"] == "float32"  # as this machine resolved it
+        if dtype is None:
+            del meta["dtype"]
+        else:
+            meta["dtype"] = dtype
+        paths.append(tmp_path / f"s{index}" / "profile.parquet")
+        write_table(paths[-1], rows, meta)
+    result = runner.invoke(app, ["profile", "merge", *map(str, paths), "-o", str(tmp_path / "m")])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 1 and "field(s) dtype (the precision model.dtype resolved" in said
+    assert str(paths[2]) in said  # the bfloat16 shard, not the one that records none
+
+
 def test_merge_compares_chat_templates_past_an_older_sgpos_shard(profiles, tmp_path):
     """The first shard from an sgpo before chat_template_sha256: the other two still disagree."""
     root, _ = profiles

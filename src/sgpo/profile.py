@@ -166,6 +166,9 @@ def _run_profile(
     engine = make_engine(config, policy, "profile")
     shape = model_shape(policy.model)
     metadata = profile_metadata(config, task, policy.source, shape, shard) | profile_inputs(config)
+    # the precision the samples were drawn at, as this machine resolved model.dtype (auto:
+    # bfloat16 on a GPU, float32 on a CPU): shards and resumed chunks must share it
+    metadata[DTYPE_KEY] = str(next(policy.model.parameters()).dtype).removeprefix("torch.")
     metadata[rundir.CHAT_TEMPLATE_KEY] = chat_template_sha256(policy.tokenizer, config.model)
     final = out_dir / PROFILE_FILE
     if resume and final.exists():  # already complete: nothing to do if it is this config's
@@ -292,7 +295,12 @@ def warn_of_cut_off(source: object, cut_off: int, samples: int, max_new_tokens: 
 VERIFIER_COUNTS = ("verifier_errors", "verifier_timeouts")
 TRUNCATED_KEY = "truncated_samples"  # profile.parquet's metadata: samples cut off
 # What a differing metadata field of a chunk means to the user resuming it.
-FIELD_MEANINGS = {"task": "the task's data files changed in content, or its settings"}
+FIELD_MEANINGS = {
+    "task": "the task's data files changed in content, or its settings",
+    "dtype": "the precision model.dtype resolved to on each machine (auto: bfloat16 on a GPU, "
+    "float32 on a CPU); set model.dtype to one",
+}
+DTYPE_KEY = "dtype"  # the precision the samples were drawn at, as resolved
 # Where the samples lie is not part of what the profile is (moved or merged, it is the same).
 SAMPLES_KEY = "samples_file"
 CHUNK_SIZE_KEY = "chunk_size"  # in a chunk's metadata only, to name a changed chunk size
@@ -457,9 +465,10 @@ def _identity_differences(meta: dict, other: dict) -> list[str]:
     verifier's code hash, and the eval split a profile no longer reads (its task source named
     it)."""
     a, b = _identity(meta), _identity(other)
-    if rundir.CHAT_TEMPLATE_KEY not in a.keys() & b.keys():  # one from an older sgpo
-        a.pop(rundir.CHAT_TEMPLATE_KEY, None)
-        b.pop(rundir.CHAT_TEMPLATE_KEY, None)
+    for key in (rundir.CHAT_TEMPLATE_KEY, DTYPE_KEY):
+        if key not in a.keys() & b.keys():  # one from an older sgpo
+            a.pop(key, None)
+            b.pop(key, None)
     for x in (a, b):
         if isinstance(x.get("task"), str):
             x["task"] = re.sub(r"\beval=[^,]*, |, limit_eval=[^,)]*", "", x["task"])
@@ -619,7 +628,10 @@ def _merge_profiles(paths: list[Path], out_dir: Path, overwrite: bool) -> Path:
         count = n if count is None else count
         mismatch = [k for k in _identity_differences(first_meta, meta) if k != "shard"]
         if mismatch or n != count:
-            fields = ", ".join(mismatch or ["shard"])
+            fields = ", ".join(
+                f"{k} ({FIELD_MEANINGS[k]})" if k in FIELD_MEANINGS else k
+                for k in mismatch or ["shard"]
+            )
             raise DataError(
                 f"{path}: field(s) {fields} differ from {first_path}'s; not the same run"
             )
