@@ -152,7 +152,7 @@ def check_profile_covers(
             said.append("it is one chunk of a profile: plan from the whole profile.parquet")
         raise DataError(f"{source}: " + "; ".join(said))
     check_task_text(
-        profile_rows,
+        ((r["query_id"], r["prompt"], r["answer"]) for r in profile_rows),
         {q.query_id: q for q in task.train},
         source,
         "sgpo plan copies it into the plan, which the TRL path and the verl export train on; "

@@ -479,7 +479,7 @@ def scheduled_queries(
         check_replannable(p_hat_estimates_p(meta), plan_path, "train.online re-planning")
         warn_of_sizes_replanned(rows, plan_rule(config), plan_path)
     by_id = {q.query_id: q for q in train_queries}
-    check_plan_text(rows, train_queries, plan_path)
+    check_plan_text(rows, by_id, plan_path)
     # Each query id is in the plan once (sgpo.validate): its row in the file, for messages.
     file_row = {r.query_id: row for row, r in enumerate(rows)}
     scheduled = []

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -122,18 +122,23 @@ def check_prompts(policy: Policy, task: TaskData, max_new_tokens: int, train: bo
 
 
 def check_task_text(
-    rows: Sequence[dict], queries_by_id: dict[str, Query], source: Path, why: str
+    texts: Iterable[tuple[str, object, object]],
+    queries_by_id: dict[str, Query],
+    source: Path,
+    why: str,
 ) -> None:
-    """A profile's or plan's prompt and answer must be its query's in the task (a hand edit
-    would give the file's text one meaning for one trainer and another for the next): the
-    first row that differs is refused, why saying who reads the file's text. Rows of queries
-    the task lacks are left to the coverage checks."""
-    for row, fields in enumerate(rows):
-        query = queries_by_id.get(fields["query_id"])
+    """A profile's or plan's prompt and answer, (query_id, prompt, answer) per row, must be its
+    query's in the task (a hand edit would give the file's text one meaning for one trainer and
+    another for the next): the first row that differs is refused, why saying who reads the
+    file's text. Rows of queries the task lacks are left to the coverage checks."""
+    for row, (query_id, prompt, answer) in enumerate(texts):
+        query = queries_by_id.get(query_id)
         if query is None:
             continue
-        for field, task_value in (("prompt", query.prompt), ("answer", query.answer)):
-            value = fields[field]
+        for field, value, task_value in (
+            ("prompt", prompt, query.prompt),
+            ("answer", answer, query.answer),
+        ):
             if value is None or str(value) != task_value:
                 raise DataError(
                     f"{source}: row {row}: field {field!r} is {_shown(value)} but query "
@@ -143,11 +148,11 @@ def check_task_text(
                 )
 
 
-def check_plan_text(rows: Sequence[PlanRow], queries: Sequence[Query], path: Path) -> None:
+def check_plan_text(rows: Sequence[PlanRow], queries_by_id: dict[str, Query], path: Path) -> None:
     """check_task_text for a plan, whose text the TRL path and the verl export train on."""
     check_task_text(
-        [r.to_dict() for r in rows],
-        {q.query_id: q for q in queries},
+        ((r.query_id, r.prompt, r.answer) for r in rows),
+        queries_by_id,
         path,
         "sgpo train generates from the task's text, the TRL path and the verl export from "
         "the plan's; change the task's data and profile again rather than edit the plan's text",

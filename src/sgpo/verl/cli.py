@@ -156,7 +156,7 @@ def export_verl(
     checked = load_config(config, [*(set_ or []), *override]) if override else cfg
     try:
         task = check_profile_matches(meta, checked, str(plan), None)
-        check_plan_text(rows, task.train, plan)
+        check_plan_text(rows, {q.query_id: q for q in task.train}, plan)
     except ValueError as e:
         hint = (
             ""

@@ -136,7 +136,8 @@ def verl_rows(
         # in rank order, gaps allowed (kept rows deleted by hand), as sgpo train follows it
         selected = kept_in_order(plan_rows)
         ranks = [r.rank for r in selected]
-        repeated = sorted({rank for rank in ranks if ranks.count(rank) > 1})
+        # sorted, so a repeat is beside its twin (one pass, not a count per rank)
+        repeated = sorted({a for a, b in zip(ranks, ranks[1:], strict=False) if a == b})
         if repeated or (ranks and ranks[0] < 0):
             raise ValueError(
                 f"plan ranks of kept queries must be distinct and >= 0, got "
