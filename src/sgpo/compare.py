@@ -918,15 +918,12 @@ def _run_compare(cfg: CompareConfig, base: Path, config_path: Path, out_dir: Pat
     for method in order:  # every method's config checked before anything is trained
         try:
             config = method_config(cfg, base, method, cfg.seeds[0], [])
+            if config.train.uses_plan:  # before the baseline trains, not at the first profile
+                check_engine_installed(config, "profile")
         except ConfigError as e:
             raise ConfigError(f"{config_path}: method {method!r}: {e}") from e
         refuse_decaying_lr(config, f"{config_path}: {method}")
         refuse_float16_training(config, f"{config_path}: method {method!r}: ")
-        if config.train.uses_plan:  # before the baseline trains, not at the first profile
-            try:
-                check_engine_installed(config, "profile")
-            except ConfigError as e:
-                raise ConfigError(f"{config_path}: method {method!r}: {e}") from e
         scores = scoring_settings(config)
         scoring = scores if scoring is None else scoring
         if differ := changes(scoring, scores):

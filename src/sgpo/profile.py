@@ -311,21 +311,19 @@ def _read_chunk(
 ) -> tuple[list[dict], dict]:
     """A chunk an interrupted run of this same profile wrote."""
     chunk_rows, chunk_meta = rundir.read_chunk_table(path)
+    keys = _identity_differences(chunk_meta, metadata)
+    # the shard is an option, not in profile_config.yaml: say how it was started
     differ = [
-        f"field '{key}'" + (f" ({FIELD_MEANINGS[key]})" if key in FIELD_MEANINGS else "")
-        for key in _identity_differences(chunk_meta, metadata)
+        f"field '{key}'{_meaning(key)}" + (f"; {_shard_hint(chunk_meta)}" if key == "shard" else "")
+        for key in keys
     ]
-    if "field 'shard'" in differ:  # the shard is an option, not in profile_config.yaml
-        differ[differ.index("field 'shard'")] += f"; {_shard_hint(chunk_meta)}"
     written_size = chunk_meta.get(CHUNK_SIZE_KEY)  # absent in chunks of an older sgpo
     if written_size not in (None, chunk_size):
         differ.append(
             f"profile.chunk_size: {written_size} -> {chunk_size}; resume with "
             f"--set profile.chunk_size={written_size} to keep the chunks"
         )
-    elif "field 'shard'" not in " ".join(differ) and [r["query_id"] for r in chunk_rows] != [
-        q.query_id for q in chunk
-    ]:
+    elif "shard" not in keys and [r["query_id"] for r in chunk_rows] != [q.query_id for q in chunk]:
         differ.append("its queries (profile.chunk_size or the training queries)")
     if any("samples" not in r for r in chunk_rows):
         differ.append("no samples kept (an older sgpo's chunk)")
@@ -339,6 +337,11 @@ def _read_chunk(
         rewards_by_query((r["query_id"], s["reward"]) for r in chunk_rows for s in r["samples"]),
     )
     return chunk_rows, chunk_meta
+
+
+def _meaning(key: str) -> str:
+    """What a differing metadata field means to the user, in brackets ("" for most)."""
+    return f" ({FIELD_MEANINGS[key]})" if key in FIELD_MEANINGS else ""
 
 
 def _shard_hint(recorded: dict) -> str:
@@ -628,10 +631,7 @@ def _merge_profiles(paths: list[Path], out_dir: Path, overwrite: bool) -> Path:
         count = n if count is None else count
         mismatch = [k for k in _identity_differences(first_meta, meta) if k != "shard"]
         if mismatch or n != count:
-            fields = ", ".join(
-                f"{k} ({FIELD_MEANINGS[k]})" if k in FIELD_MEANINGS else k
-                for k in mismatch or ["shard"]
-            )
+            fields = ", ".join(f"{k}{_meaning(k)}" for k in mismatch or ["shard"])
             raise DataError(
                 f"{path}: field(s) {fields} differ from {first_path}'s; not the same run"
             )
