@@ -30,12 +30,12 @@ import torch
 from tqdm import tqdm
 
 from sgpo import checkpoint, rundir
-from sgpo.config import RunConfig, TrainConfig, dump_config, load_config, refuse_float16_training
+from sgpo.config import RunConfig, TrainConfig, dump_config, refuse_float16_training
 from sgpo.core.flops import PHASES
 from sgpo.core.online import extends_streak
 from sgpo.core.rewards import all_equal, is_correct
 from sgpo.engine import stream_seed
-from sgpo.errors import ConfigError, NonFiniteError, TrainingStopped
+from sgpo.errors import NonFiniteError, TrainingStopped
 from sgpo.evaluate import evaluate
 from sgpo.io import (
     append_jsonl,
@@ -78,7 +78,8 @@ from sgpo.schedule import ScheduledQuery, build_scheduler
 from sgpo.tasks import Query, data_identity, load_task, verifier_spec
 from sgpo.train_state import (
     check_same_inputs,
-    config_changes,
+    config_differences,
+    recorded_config,
     refuse_resume_without_checkpoint,
     restore_trainer_state,
     save_trainer_state,
@@ -475,10 +476,12 @@ class Trainer:
         with stop_requests() as stop_asked:
             if self.resuming:
                 restore_trainer_state(self)
-                warn_of_a_new_schedule_length(self.run_dir / CONFIG_FILE, cfg)
-                # what the checkpoint allowed to change (what it refuses it has refused)
-                if changed := config_changes(self.config, self.run_dir):
-                    log.warning("%s: resumed with %s", self.run_dir, "; ".join(changed))
+                recorded = recorded_config(self.run_dir)
+                if recorded is not None:
+                    warn_of_a_new_schedule_length(recorded.train.steps, cfg)
+                    # what the checkpoint allowed to change (what it refuses it has refused)
+                    if changed := config_differences(recorded, self.config):
+                        log.warning("%s: resumed with %s", self.run_dir, "; ".join(changed))
                 # the settings a resume may change (steps, evaluation, ...), as it runs now
                 atomic_write_text(self.run_dir / CONFIG_FILE, dump_config(self.config))
                 if not self.finished():  # trained further: a finished run's summary is old
@@ -600,16 +603,10 @@ class Trainer:
         }
 
 
-def warn_of_a_new_schedule_length(recorded_config: Path, cfg: TrainConfig) -> None:
-    """A decaying lr schedule spans train.steps: resumed with other steps, its remaining
-    steps follow the new length (the lr jumps there), which the resume says."""
-    if cfg.lr_schedule == "constant" or not recorded_config.exists():
-        return
-    try:
-        was = load_config(recorded_config, recorded=True).train.steps
-    except ConfigError:  # not readable as this sgpo's config: the resume's checks say more
-        return
-    if was != cfg.steps:
+def warn_of_a_new_schedule_length(was: int, cfg: TrainConfig) -> None:
+    """A decaying lr schedule spans train.steps: resumed with other steps than the run's `was`,
+    its remaining steps follow the new length (the lr jumps there), which the resume says."""
+    if cfg.lr_schedule != "constant" and was != cfg.steps:
         log.warning(
             "train.steps %d -> %d with lr_schedule %s: from here the lr follows a schedule over "
             "%d steps (the run so far decayed over %d); a fresh run over %d steps would differ",

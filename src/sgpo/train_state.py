@@ -211,15 +211,25 @@ def _check_known_queries(trainer: Trainer, where: Path, state: dict) -> None:
         )
 
 
-def config_changes(config: RunConfig, run_dir: Path) -> list[str] | None:
-    """'key: old -> new' for each setting in which config differs from what the run in run_dir
-    was trained with (its config.yaml, read through this sgpo's config, so settings added since
-    count at their defaults); None when that file is missing or not a readable config."""
+def recorded_config(run_dir: Path) -> RunConfig | None:
+    """The config the run in run_dir was trained with (its config.yaml, read through this
+    sgpo's config as it trained, so settings added since count at their defaults); None when
+    that file is missing or not a readable config."""
     try:
-        old = yaml.safe_load((run_dir / CONFIG_FILE).read_text())
-        old = yaml.safe_load(dump_config(RunConfig.model_validate(old, context=RECORDED)))
+        tree = yaml.safe_load((run_dir / CONFIG_FILE).read_text())
+        return RunConfig.model_validate(tree, context=RECORDED)
     except (OSError, UnicodeDecodeError, yaml.YAMLError, ValidationError):
         return None
-    # through YAML both ways, so that only a difference in value counts, not one in type
-    new = yaml.safe_load(dump_config(config))
-    return rundir.changes(old, new)
+
+
+def config_changes(config: RunConfig, run_dir: Path) -> list[str] | None:
+    """'key: old -> new' for each setting in which config differs from what the run in run_dir
+    was trained with (recorded_config); None when that is not readable."""
+    recorded = recorded_config(run_dir)
+    return None if recorded is None else config_differences(recorded, config)
+
+
+def config_differences(old: RunConfig, new: RunConfig) -> list[str]:
+    """'key: old -> new' for each setting that differs, through YAML both ways, so that only a
+    difference in value counts, not one in type."""
+    return rundir.changes(yaml.safe_load(dump_config(old)), yaml.safe_load(dump_config(new)))
