@@ -47,6 +47,41 @@ def test_three_shards_merged_equal_the_unsharded_profile(profiles):
     assert merged_samples == read_table(root / "whole" / "profile_samples.parquet")
 
 
+def test_samples_are_written_a_piece_at_a_time(profiles, tmp_path, monkeypatch):
+    """A profile's samples go to disk chunk by chunk and a merge's window by window (memory
+    bounded by a piece, whatever the profile's size), and come out as one table would."""
+    from sgpo import profile
+
+    root, _ = profiles
+    whole = root / "whole" / "profile_samples.parquet"
+    rows = read_table(root / "whole" / "profile.parquet")[0]
+    assert pq.ParquetFile(whole).metadata.num_row_groups == len(rows) // 4  # chunk_size 4
+    monkeypatch.setattr(profile, "MERGE_WINDOW", 5)  # queries 0-4, 5-9, 10-11
+    shards = [root / f"shard{i}" / "profile.parquet" for i in (1, 2, 0)]
+    sgpo("profile", "merge", *shards, "-o", tmp_path / "merged")
+    merged = tmp_path / "merged" / "profile_samples.parquet"
+    assert pq.ParquetFile(merged).metadata.num_row_groups == -(-len(rows) // 5)
+    assert read_table(merged) == read_table(whole)
+
+
+def test_merge_refuses_a_shards_samples_out_of_order(profiles, tmp_path):
+    """A merge reads each shard's samples front to back: rows reordered by hand are named."""
+    import shutil
+
+    root, _ = profiles
+    paths = []
+    for index in range(3):
+        shutil.copytree(root / f"shard{index}", tmp_path / f"s{index}")
+        paths.append(tmp_path / f"s{index}" / "profile.parquet")
+    samples, meta = read_table(tmp_path / "s1" / "profile_samples.parquet")
+    samples[1], samples[2] = samples[2], samples[1]  # sample 2 of the first query before 1
+    write_table(tmp_path / "s1" / "profile_samples.parquet", samples, meta)
+    result = runner.invoke(app, ["profile", "merge", *map(str, paths), "-o", str(tmp_path / "m")])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 1
+    assert f"{tmp_path / 's1' / 'profile_samples.parquet'}: row 2: fields 'query_id', 'ind" in said
+
+
 def test_a_shard_resumes_as_it_was_started_without_its_shard_option(profiles, tmp_path):
     import shutil
 

@@ -96,6 +96,16 @@ def write_table(
         pq.write_table(table, tmp)
 
 
+@contextmanager
+def table_writer(path: Path, schema: pa.Schema, metadata: dict) -> Iterator[pq.ParquetWriter]:
+    """A parquet writer for a table written in parts (each `write_table` call one or more row
+    groups), so that a table larger than memory is never held whole; with our metadata in the
+    schema, and renamed into place only when the block ends, as write_table's."""
+    schema = schema.with_metadata({METADATA_KEY: json.dumps(metadata, sort_keys=True)})
+    with replacing(path) as tmp, pq.ParquetWriter(tmp, schema) as writer:
+        yield writer
+
+
 def read_table(path: Path) -> tuple[list[dict], dict]:
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")

@@ -13,6 +13,8 @@ profile_samples.parquet lies).
 
 profile_samples.parquet: one row per sample (query_id, index, prompt_ids, response_ids, text,
 finished, reward), so that training can reuse a kept query's samples (train.reuse_profile).
+It is written from the chunks' files one chunk at a time, and `sgpo profile merge` joins the
+shards' a window of queries at a time: no step holds every sample in memory.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ from collections.abc import Collection, Iterable
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
@@ -39,6 +44,7 @@ from sgpo.io import (
     prepare_out_dir,
     read_table,
     read_table_metadata,
+    table_writer,
     write_table,
 )
 from sgpo.models import chat_template_sha256, load_policy, model_shape, model_source
@@ -172,7 +178,7 @@ def _run_profile(
     metadata[rundir.CHAT_TEMPLATE_KEY] = chat_template_sha256(policy.tokenizer, config.model)
     final = out_dir / PROFILE_FILE
     if resume and final.exists():  # already complete: nothing to do if it is this config's
-        _, final_meta = read_table(final)
+        final_meta = read_table_metadata(final)
         differ = _identity_differences(final_meta, metadata)
         if differ:
             shard_hint = f"; {_shard_hint(final_meta)}, or" if "shard" in differ else ";"
@@ -196,13 +202,15 @@ def _run_profile(
     done = {
         index: _read_chunk(path, chunk, metadata, size)
         for index, chunk in enumerate(chunks)
-        if (path := chunk_dir / f"chunk-{index:05d}.parquet").exists()
+        if (path := _chunk_path(chunk_dir, index)).exists()
     }
     atomic_write_text(out_dir / PROFILE_CONFIG_FILE, dump_config(config))
     if resume and done:  # sgpo compare resumes every profile, a fresh one too
         log.warning(
             "%s: resuming the profile, %d of its %d chunks done", out_dir, len(done), len(chunks)
         )
+    # the rows without their samples: those stay in the chunks' files until the end, so a
+    # profile larger than memory is never held whole (write_samples)
     rows: list[dict] = []
     # Verifier failures are counted per chunk, so a resumed profile reports the same totals.
     counts = dict.fromkeys(VERIFIER_COUNTS, 0)
@@ -214,17 +222,16 @@ def _run_profile(
             if index in done:
                 chunk_rows, chunk_meta = done[index]
             else:
-                path = chunk_dir / f"chunk-{index:05d}.parquet"
                 chunk_rows, chunk_meta = _profile_and_write_chunk(
-                    path, chunk, config, engine, verifier, shape, metadata
+                    _chunk_path(chunk_dir, index), chunk, config, engine, verifier, shape, metadata
                 )
             for key in VERIFIER_COUNTS:
                 counts[key] += chunk_meta.get(key, 0)
-            rows.extend(chunk_rows)
+            rows.extend(without_samples(chunk_rows))
             if index not in done:
                 bar.update(len(chunk))
     verifier.close()
-    n_samples = sum(len(r["samples"]) for r in rows)
+    n_samples = sum(r["k"] for r in rows)
     if counts["verifier_errors"] or counts["verifier_timeouts"]:
         log.warning(
             "%s: %d of %d verifier calls failed (raised, or returned no reward in range) and "
@@ -247,14 +254,61 @@ def _run_profile(
             "" if mark is None else f" (a reward of at least task.success_threshold={mark})",
             SAMPLES_FILE,
         )
-    samples = [{"query_id": r["query_id"], **s} for r in rows for s in r.pop("samples")]
-    counts[TRUNCATED_KEY] = sum(not s["finished"] for s in samples)
-    warn_of_cut_off(final, counts[TRUNCATED_KEY], len(samples), config.sampling.max_new_tokens)
     # The samples first: profile.parquet is what marks the profile complete.
-    write_table(out_dir / SAMPLES_FILE, samples, metadata)
+    chunk_paths = [_chunk_path(chunk_dir, index) for index in range(len(chunks))]
+    counts[TRUNCATED_KEY] = write_samples(out_dir / SAMPLES_FILE, chunk_paths, metadata)
+    warn_of_cut_off(final, counts[TRUNCATED_KEY], n_samples, config.sampling.max_new_tokens)
     write_table(final, rows, metadata | counts | samples_location(out_dir))
     shutil.rmtree(chunk_dir)
     return final
+
+
+def _chunk_path(chunk_dir: Path, index: int) -> Path:
+    return chunk_dir / f"chunk-{index:05d}.parquet"
+
+
+def without_samples(rows: list[dict]) -> list[dict]:
+    """A chunk's rows as profile.parquet holds them: each query's samples left out."""
+    return [{key: value for key, value in row.items() if key != "samples"} for row in rows]
+
+
+# profile_samples.parquet's columns, fixed so that every chunk's (or shard's) samples append to
+# one file whatever types a chunk's values alone would suggest (an empty response, an int reward)
+SAMPLE_SCHEMA = pa.schema(
+    [
+        ("query_id", pa.string()),
+        ("index", pa.int64()),
+        ("prompt_ids", pa.list_(pa.int64())),
+        ("response_ids", pa.list_(pa.int64())),
+        ("text", pa.string()),
+        ("finished", pa.bool_()),
+        ("reward", pa.float64()),
+    ]
+)
+
+
+def chunk_samples(path: Path) -> pa.Table:
+    """A profile chunk's samples as profile_samples.parquet rows (each sample's fields beside
+    its query id), unnested column-wise: its token ids never become Python objects."""
+    table = pq.read_table(path, columns=["query_id", "samples"])
+    nested = table.column("samples").combine_chunks()
+    samples = pc.list_flatten(nested)
+    columns = dict(zip((field.name for field in samples.type), samples.flatten(), strict=True))
+    columns["query_id"] = pc.take(table.column("query_id"), pc.list_parent_indices(nested))
+    return pa.table(columns).select(SAMPLE_SCHEMA.names).cast(SAMPLE_SCHEMA)
+
+
+def write_samples(path: Path, chunk_paths: list[Path], metadata: dict) -> int:
+    """profile_samples.parquet from the profile's chunk files, one chunk at a time (memory
+    bounded by a chunk, whatever the profile's size); returns how many samples were cut off
+    at max_new_tokens."""
+    cut_off = 0
+    with table_writer(path, SAMPLE_SCHEMA, metadata) as writer:
+        for chunk_path in chunk_paths:
+            samples = chunk_samples(chunk_path)
+            cut_off += pc.sum(pc.invert(samples.column("finished"))).as_py() or 0
+            writer.write_table(samples)
+    return cut_off
 
 
 def profile_outcomes(rows: list[dict], meta: dict | None = None) -> str:
@@ -336,7 +390,7 @@ def _read_chunk(
         chunk_rows,
         rewards_by_query((r["query_id"], s["reward"]) for r in chunk_rows for s in r["samples"]),
     )
-    return chunk_rows, chunk_meta
+    return without_samples(chunk_rows), chunk_meta
 
 
 def _meaning(key: str) -> str:
@@ -378,10 +432,7 @@ def fill_rewards_vary_from_samples(rows: list[dict], meta: dict) -> None:
     samples_meta = read_table_metadata(Path(location))
     if any(meta.get(key) != value for key, value in samples_meta.items()):
         return
-    table = pq.read_table(location, columns=["query_id", "reward"])
-    rewards = rewards_by_query(
-        zip(table["query_id"].to_pylist(), table["reward"].to_pylist(), strict=True)
-    )
+    rewards = _rewards_of([Path(location)])
     whole = {r["query_id"] for r in rows if len(rewards.get(r["query_id"], [])) == r["k"]}
     fill_rewards_vary(rows, {q: rs for q, rs in rewards.items() if q in whole})
 
@@ -669,14 +720,11 @@ def _merge_profiles(paths: list[Path], out_dir: Path, overwrite: bool) -> Path:
             SAMPLES_FILE,
         )
     else:
-        samples = []
         for (_, rows, _), sample_path in zip(tables, sample_paths, strict=True):
-            shard_samples = read_table(sample_path)[0]
-            check_shard_samples(sample_path, shard_samples, rows)
-            samples += shard_samples
-        samples.sort(key=lambda s: (order[s["query_id"]], s["index"]))
-        fill_rewards_vary(merged, rewards_by_query((s["query_id"], s["reward"]) for s in samples))
-        write_table(out_dir / SAMPLES_FILE, samples, common | {"shard": None})
+            check_shard_samples(sample_path, rows)
+        if any(row.get("rewards_vary") is None for row in merged):  # an older sgpo's shard
+            fill_rewards_vary(merged, _rewards_of(sample_paths))
+        merge_samples(sample_paths, list(order), out_dir / SAMPLES_FILE, common | {"shard": None})
         metadata |= samples_location(out_dir)
     write_table(out_dir / PROFILE_FILE, merged, metadata)
     return out_dir / PROFILE_FILE
@@ -704,10 +752,13 @@ def check_shard_rows(path: Path, rows: list[dict], meta: dict, first_meta: dict)
         )
 
 
-def check_shard_samples(path: Path, samples: list[dict], rows: list[dict]) -> None:
-    """A shard's samples file holds each of its queries' samples, k of each, and no other's."""
+def check_shard_samples(path: Path, rows: list[dict]) -> None:
+    """A shard's samples file holds each of its queries' samples, k of each, and no other's
+    (counted from its query_id column alone)."""
     expected = {r["query_id"]: r["k"] for r in rows}
-    drawn = Counter(s["query_id"] for s in samples)
+    counted = pc.value_counts(_read_columns(path, ["query_id"]).column("query_id"))
+    query_ids, numbers = counted.field("values").to_pylist(), counted.field("counts").to_pylist()
+    drawn = Counter(dict(zip(query_ids, numbers, strict=True)))
     if drawn != Counter(expected):
         wrong = sorted(q for q in drawn.keys() | expected.keys() if drawn[q] != expected.get(q))
         raise DataError(
@@ -715,6 +766,90 @@ def check_shard_samples(path: Path, samples: list[dict], rows: list[dict]) -> No
             f"{wrong[0]!r}: {drawn[wrong[0]]} samples, the profile counts "
             f"{expected.get(wrong[0], 0)}); merge the files each shard wrote, side by side"
         )
+
+
+def _read_columns(path: Path, columns: list[str]) -> pa.Table:
+    try:
+        return pq.read_table(path, columns=columns)
+    except (pa.ArrowException, OSError) as e:
+        raise DataError(f"{path}: not a samples file sgpo profile wrote ({e})") from e
+
+
+def _rewards_of(sample_paths: list[Path]) -> dict[str, list[float]]:
+    tables = [_read_columns(path, ["query_id", "reward"]) for path in sample_paths]
+    return rewards_by_query(
+        pair
+        for table in tables
+        for pair in zip(table["query_id"].to_pylist(), table["reward"].to_pylist(), strict=True)
+    )
+
+
+# Queries per piece of a merged samples file: the merge holds one piece of every shard's
+# samples at a time, whatever the profile's size.
+MERGE_WINDOW = 256
+
+
+def merge_samples(sample_paths: list[Path], order: list[str], out: Path, metadata: dict) -> None:
+    """The shards' samples files as one, in the task's order (query, then sample index), the
+    order an unsharded profile writes, written MERGE_WINDOW queries at a time: each shard's
+    file is in its queries' order, so a window's samples are the next rows of each."""
+    position_of = pa.array(order)
+    keys = []  # per shard: each row's (task position, sample index), refused if out of order
+    for path in sample_paths:
+        table = _read_columns(path, ["query_id", "index"])
+        position = pc.index_in(table.column("query_id"), value_set=position_of).to_numpy()
+        index = table.column("index").to_numpy()
+        back = np.flatnonzero(
+            (position[1:] < position[:-1])
+            | ((position[1:] == position[:-1]) & (index[1:] <= index[:-1]))
+        )
+        if back.size:
+            raise DataError(
+                f"{path}: row {back[0] + 1}: fields 'query_id', 'index': the samples are not in "
+                "the order sgpo profile wrote them (query by query in the task's order, each "
+                "query's by index); merge the files each shard wrote, unchanged"
+            )
+        keys.append((position, index))
+    readers = [_RowReader(path) for path in sample_paths]
+    with table_writer(out, SAMPLE_SCHEMA, metadata) as writer:
+        for start in range(0, len(order), MERGE_WINDOW):
+            pieces, positions, indices = [], [], []
+            for reader, (position, index) in zip(readers, keys, strict=True):
+                first, end = np.searchsorted(position, [start, start + MERGE_WINDOW])
+                if end > first:
+                    pieces.append(reader.next_rows(int(end - first)))
+                    positions.append(position[first:end])
+                    indices.append(index[first:end])
+            if pieces:
+                window = pa.concat_tables(pieces)
+                by_task = np.lexsort((np.concatenate(indices), np.concatenate(positions)))
+                writer.write_table(window.take(by_task))
+
+
+class _RowReader:
+    """A samples file read front to back, any number of rows at a time, in SAMPLE_SCHEMA."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._batches = pq.ParquetFile(path).iter_batches(batch_size=MERGE_WINDOW * 8)
+        self._left = SAMPLE_SCHEMA.empty_table()
+
+    def next_rows(self, count: int) -> pa.Table:
+        parts = []
+        while count > 0:
+            if not self._left.num_rows:
+                batch = pa.Table.from_batches([next(self._batches)])
+                try:
+                    self._left = batch.select(SAMPLE_SCHEMA.names).cast(SAMPLE_SCHEMA)
+                except (KeyError, pa.ArrowException) as e:
+                    raise DataError(
+                        f"{self.path}: not a samples file sgpo profile wrote ({e})"
+                    ) from e
+            part = self._left.slice(0, count)
+            parts.append(part)
+            self._left = self._left.slice(part.num_rows)
+            count -= part.num_rows
+        return pa.concat_tables(parts)
 
 
 def _task_order(tables: list[tuple[Path, list[dict], dict]]) -> list[str]:

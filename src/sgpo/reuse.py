@@ -16,7 +16,7 @@ from pathlib import Path
 from sgpo.core.rewards import is_correct
 from sgpo.engine import Completion
 from sgpo.errors import DataError
-from sgpo.io import read_table
+from sgpo.io import read_table, read_table_metadata
 from sgpo.plan import PlanRow
 from sgpo.profile import SAMPLES_KEY
 from sgpo.rollouts import Rollout
@@ -52,7 +52,7 @@ def load_profile_reuse(plan_path: Path, plan_rows: list[PlanRow], threshold: flo
     """The samples of the plan's kept queries, from the profile_samples.parquet its profile
     recorded; refused unless they are that profile's (same run, same counts per query, a sample
     correct from threshold up)."""
-    _, plan_meta = read_table(plan_path)
+    plan_meta = read_table_metadata(plan_path)
     location = plan_meta.get(SAMPLES_KEY)
     if location is None:
         raise DataError(
