@@ -28,7 +28,7 @@ import sgpo.checkpoint
 import sgpo.errors
 import sgpo.train
 from sgpo.cli import app
-from sgpo.config import RunConfig, load_config
+from sgpo.config import LoraSettings, RunConfig, load_config
 from sgpo.errors import ConfigError, DataError
 from sgpo.io import read_jsonl, read_table, write_table
 from sgpo.plan import run_plan
@@ -199,6 +199,23 @@ def test_profile_independent_of_chunking_batching_and_sharding(
         assert meta["shard"] == [index, 2]
         by_id |= {r["query_id"]: r for r in shard_rows}
     assert by_id == {r["query_id"]: r for r in want_rows}
+
+
+def test_profile_resumes_under_settings_that_change_no_sample(
+    tiny: SimpleNamespace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Training-only settings (a fresh LoRA adapter, which starts at zero; gradient
+    checkpointing) and the device as written draw the same samples: a resume under them
+    finishes the same profile, where it was refused as another run's."""
+    config = load_config(write_config(tmp_path / "config.yaml", tiny.tree))
+    with monkeypatch.context() as mp:
+        stop_profile_at_chunk(mp, 2, KeyboardInterrupt())
+        with pytest.raises(KeyboardInterrupt):
+            run_profile(config, tmp_path / "run")
+    update = {"gradient_checkpointing": True, "lora": LoraSettings(r=4), "device": "cpu"}
+    resumed = config.model_copy(update={"model": config.model.model_copy(update=update)})
+    run_profile(resumed, tmp_path / "run", resume=True)
+    assert read_table(tmp_path / "run" / PROFILE_FILE)[0] == read_table(tiny.profile)[0]
 
 
 def test_profile_crash_keeps_verifier_counts(

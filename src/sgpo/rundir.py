@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from sgpo.errors import DataError, RunDirBusyError
-from sgpo.io import atomic_write_json, make_out_dir, read_table
+from sgpo.io import atomic_write_json, make_out_dir, read_table, read_table_metadata
 from sgpo.runfiles import PLAN_PLOTS
 
 OUTPUTS_FILE = "sgpo-outputs.json"
@@ -382,9 +382,18 @@ def profile_config(config_tree: dict) -> dict:
     return {k: v for k, v in flat.items() if k == "seed" or k.startswith(PROFILE_SECTIONS[1:])}
 
 
-# The eval split's settings: recorded with a profile, which does not read them (a changed eval
-# file needs no new profile).
-PROFILE_UNREAD_KEYS = ("task.file.eval", "task.file.split_eval", "task.file.limit_eval")
+# Settings recorded with a profile that draw no other sample, so a resume, a shard or a plan
+# under other values is the same profile: the eval split's (a profile does not read it), and the
+# model's training-only and execution settings (a fresh LoRA adapter starts at zero; the device
+# as written: the precision it resolves to is recorded apart, profile.DTYPE_KEY).
+PROFILE_UNREAD_KEYS = (
+    "task.file.eval",
+    "task.file.split_eval",
+    "task.file.limit_eval",
+    "model.device",
+    "model.gradient_checkpointing",
+    "model.lora",
+)
 
 
 def check_profile_inputs(final: Path, chunk_dir: Path, inputs: dict) -> None:
@@ -393,7 +402,7 @@ def check_profile_inputs(final: Path, chunk_dir: Path, inputs: dict) -> None:
     chunks = sorted(chunk_dir.glob("chunk-*.parquet")) if chunk_dir.is_dir() else []
     for path in [final, *chunks[:1]]:
         if path.exists():
-            _, meta = read_table(path) if path == final else read_chunk_table(path)
+            meta = read_table_metadata(path) if path == final else read_chunk_table(path)[1]
             recorded, current = without_moved_model(meta.get("inputs"), inputs["inputs"])
             check_same_inputs(path, profile_read_inputs(recorded), profile_read_inputs(current))
 
@@ -428,7 +437,11 @@ def profile_read_inputs(inputs: object) -> object:
     """A profile's inputs without the config keys of what it does not read."""
     if not isinstance(inputs, dict) or not isinstance(inputs.get("config"), dict):
         return inputs
-    config = {k: v for k, v in inputs["config"].items() if k not in PROFILE_UNREAD_KEYS}
+    config = {
+        key: value
+        for key, value in inputs["config"].items()
+        if not any(key == name or key.startswith(name + ".") for name in PROFILE_UNREAD_KEYS)
+    }
     return inputs | {"config": config}
 
 
