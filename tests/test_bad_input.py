@@ -1184,7 +1184,9 @@ def test_a_verifier_failing_on_every_call_stops_evaluation_and_training(
     grpo = config.model_copy(update={"train": config.train.model_copy(update={"method": "grpo"})})
     with pytest.raises(DataError, match=r"all \d+ calls on the held-out queries failed"):
         run_train(grpo, tmp_path / "evaluated")
-    monkeypatch.setattr(sgpo.train.Trainer, "run_eval", lambda self: {"eval_acc": 0.0})
+    monkeypatch.setattr(
+        sgpo.train.Trainer, "run_eval", lambda self, stop_asked=None: {"eval_acc": 0.0}
+    )
     with pytest.raises(DataError, match=r"all \d+ calls on step 1's rollouts failed \(\d+ raised"):
         run_train(grpo, tmp_path / "trained")
 

@@ -14,6 +14,7 @@ import pathlib
 import shutil
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -21,7 +22,7 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
-from tiny_run import kill_when, start_cli, stop_profile_at_chunk, tiny_tree, write_config
+from tiny_run import kill_when, merge, start_cli, stop_profile_at_chunk, tiny_tree, write_config
 from typer.testing import CliRunner
 
 import sgpo.checkpoint
@@ -29,6 +30,7 @@ import sgpo.errors
 import sgpo.train
 from sgpo.cli import app
 from sgpo.config import LoraSettings, RunConfig, load_config
+from sgpo.engine import TransformersEngine
 from sgpo.errors import ConfigError, DataError
 from sgpo.io import read_jsonl, read_table, write_table
 from sgpo.plan import run_plan
@@ -67,6 +69,57 @@ def reference_run(tiny: SimpleNamespace, method: str) -> Path:
         run_train(config, run_dir, plan_for(tiny, method))
         tiny.references[method] = run_dir
     return tiny.references[method]
+
+
+# Generation batches of 4 rows: an evaluation of the tiny task's 8 held-out queries takes two.
+EVAL_BATCH_ROWS = 4
+
+
+def two_batch_eval_run(tiny: SimpleNamespace) -> tuple[RunConfig, Path]:
+    """The grpo run with evaluations generated in two batches, and no periodic checkpoint (all
+    a resume has is the one a stop saves): its config and an uninterrupted run of it."""
+    key = "grpo-two-batch-eval"
+    if key not in tiny.references:
+        run_dir = tiny.root / f"reference-{key}"
+        tree = merge(
+            method_tree(tiny, "grpo", checkpoint_every=0),
+            {"sampling": {"batch_size": EVAL_BATCH_ROWS}},
+        )
+        run_train(load_config(write_config(run_dir / "in.yaml", tree)), run_dir)
+        tiny.references[key] = run_dir
+    return load_config(tiny.references[key] / "in.yaml"), tiny.references[key]
+
+
+def signal_in_evaluation(
+    mp: pytest.MonkeyPatch, step: int, signum: int, times: int = 1
+) -> list[list[int]]:
+    """Send signum while the evaluation of `step` generates its first batch, in its first
+    `times` runs. Returns the rows of each batch generated, one list per run of it."""
+    import os
+
+    real_eval, real_batch = Trainer.run_eval, TransformersEngine._generate_batch
+    runs: list[list[int]] = []
+    evaluating: list[int] = []  # the step whose evaluation is running
+
+    def watched_eval(self: Trainer, *args: Callable[[], bool] | None) -> dict:
+        if self.step == step:
+            runs.append([])
+        evaluating.append(self.step)
+        try:
+            return real_eval(self, *args)
+        finally:
+            evaluating.pop()
+
+    def watched_batch(self: TransformersEngine, prompt_ids: list, *rest: object) -> list:
+        if evaluating == [step]:
+            runs[-1].append(len(prompt_ids))
+            if len(runs[-1]) == 1 and len(runs) <= times:
+                os.kill(os.getpid(), signum)
+        return real_batch(self, prompt_ids, *rest)
+
+    mp.setattr(Trainer, "run_eval", watched_eval)
+    mp.setattr(TransformersEngine, "_generate_batch", watched_batch)
+    return runs
 
 
 # Runs under test that are more than a train.method: name -> train settings.
@@ -457,31 +510,26 @@ def test_a_signal_stops_training_after_its_step_with_a_checkpoint(
     assert_same_run(run, reference)
 
 
-def test_a_signal_in_the_initial_evaluation_stops_with_step_0_checkpointed(
+def test_a_signal_in_the_initial_evaluation_ends_it_with_step_0_checkpointed(
     tiny: SimpleNamespace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """On a real model the step-0 evaluation can take minutes: a Ctrl-C in it keeps it."""
-    import os
-
-    reference = reference_run(tiny, "grpo")
-    config = load_config(write_config(tmp_path / "config.yaml", method_tree(tiny, "grpo")))
-    real_eval, calls = Trainer.run_eval, []
-
-    def interrupted_eval(self: Trainer) -> dict:
-        calls.append(self.step)
-        if len(calls) == 1:  # Ctrl-C while the initial evaluation runs
-            os.kill(os.getpid(), signal.SIGINT)
-        return real_eval(self)
-
+    """On a real model the step-0 evaluation can take minutes, past a scheduler's grace period:
+    a Ctrl-C in it ends it at the next generation batch, step 0 checkpointed with its
+    evaluation pending; each resume runs it (one stopped again keeps it pending), and the run is
+    the uninterrupted one."""
+    config, reference = two_batch_eval_run(tiny)
+    runs = signal_in_evaluation(monkeypatch, 0, signal.SIGINT, times=2)
     run = tmp_path / "run"
-    monkeypatch.setattr(Trainer, "run_eval", interrupted_eval)
-    with pytest.raises(KeyboardInterrupt) as stopped:
-        run_train(config, run)
-    assert isinstance(stopped.value, sgpo.errors.TrainingStopped) and stopped.value.step == 0
-    assert json.loads((run / STATE_DIR / "state.json").read_text())["step"] == 0
-    assert [r["step"] for r in read_jsonl(run / METRICS_FILE)] == [0]
+    for resume in (False, True):
+        with pytest.raises(KeyboardInterrupt) as stopped:
+            run_train(config, run, resume=resume)
+        assert isinstance(stopped.value, sgpo.errors.TrainingStopped) and stopped.value.step == 0
+        state = json.loads((run / STATE_DIR / "state.json").read_text())
+        assert state["step"] == 0 and state["pending_record"] == {"step": 0}
+        assert read_jsonl(run / METRICS_FILE) == []
+    assert runs == [[EVAL_BATCH_ROWS]] * 2  # each ended after the first of its two batches
     run_train(config, run, resume=True)
-    assert calls.count(0) == 1 and len(calls) > 1  # step 0 is not evaluated again
+    assert runs[2:] == [[EVAL_BATCH_ROWS] * 2]  # run whole once more, and then not again
     assert_same_run(run, reference)
 
 
@@ -599,9 +647,10 @@ def test_a_signal_before_a_steps_evaluation_stops_without_waiting_for_it(
             os.kill(os.getpid(), signal.SIGTERM)
         return record
 
-    def counted_eval(self: Trainer) -> dict:
-        evals.append(self.step)
-        return real_eval(self)
+    def counted_eval(self: Trainer, stop_asked: Callable[[], bool] | None = None) -> dict:
+        evaluation = real_eval(self, stop_asked)
+        evals.append(self.step)  # an evaluation run to its end
+        return evaluation
 
     run = tmp_path / "run"
     monkeypatch.setattr(Trainer, "train_step", signalled_step)
@@ -616,6 +665,30 @@ def test_a_signal_before_a_steps_evaluation_stops_without_waiting_for_it(
     monkeypatch.setattr(Trainer, "train_step", real_step)
     run_train(config, run, resume=True)
     assert evals.count(evaluated) == 1
+    assert_same_run(run, reference)
+
+
+def test_a_signal_in_a_steps_evaluation_ends_it_at_the_next_batch(
+    tiny: SimpleNamespace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SIGTERM while an evaluation runs (minutes on a real model) ends it at the next
+    generation batch, as one asked before it: the step is checkpointed with its record pending;
+    the resume evaluates and logs it, and the run is the uninterrupted one."""
+    config, reference = two_batch_eval_run(tiny)
+    evaluated = config.train.eval_every  # the first step evaluated after step 0
+    runs = signal_in_evaluation(monkeypatch, evaluated, signal.SIGTERM)
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt) as stopped:
+        run_train(config, run)
+    assert isinstance(stopped.value, sgpo.errors.TrainingStopped)
+    assert stopped.value.step == evaluated
+    assert runs == [[EVAL_BATCH_ROWS]]  # ended after the first of its two batches
+    state = json.loads((run / STATE_DIR / "state.json").read_text())
+    assert state["step"] == evaluated and state["pending_record"]["step"] == evaluated
+    assert "eval_acc" not in state["pending_record"]
+    assert read_jsonl(run / METRICS_FILE)[-1]["step"] == evaluated - 1
+    run_train(config, run, resume=True)
+    assert runs[1:] == [[EVAL_BATCH_ROWS] * 2]  # evaluated whole once, on resume
     assert_same_run(run, reference)
 
 
@@ -638,7 +711,7 @@ def install_crash(mp: pytest.MonkeyPatch, point: str, step: int | None = None) -
     """Make the next run stop at one point, as a kill there would."""
     if point == "eval0":  # during the initial evaluation, before any checkpoint
 
-        def run_eval(self: Trainer) -> dict:
+        def run_eval(self: Trainer, stop_asked: Callable[[], bool] | None = None) -> dict:
             raise Crash
 
         mp.setattr(Trainer, "run_eval", run_eval)

@@ -779,9 +779,9 @@ def test_rollouts_sample_and_train_at_the_rollout_temperature(tmp_path: Path, mo
     temperatures = []
     real_generate = trainer.engine.generate
 
-    def generate(prompts, seeds, params, progress=None):
+    def generate(prompts, seeds, params, progress=None, stop_asked=None):
         temperatures.append(params.temperature)
-        return real_generate(prompts, seeds, params, progress)
+        return real_generate(prompts, seeds, params, progress, stop_asked)
 
     monkeypatch.setattr(trainer.engine, "generate", generate)
     generated, batch = trainer.collect()

@@ -8,6 +8,7 @@ eos_token_id is read, as extra stop tokens (Policy.stop_token_ids)."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -40,6 +41,11 @@ def stream_seed(*parts: object) -> int:
     return int.from_bytes(digest[:8], "big") >> 1
 
 
+class GenerationStopped(Exception):
+    """A generate call's stop_asked() came true: it ended between two batches, and what it had
+    generated is dropped."""
+
+
 class GenerationEngine(Protocol):
     policy: Policy  # the model generated from, and how it renders prompts
 
@@ -49,6 +55,8 @@ class GenerationEngine(Protocol):
         seeds: list[int],
         params: SamplingParams,
         progress: str | None = None,  # a progress bar with this label (long passes)
+        # checked before each batch: when true, the call raises GenerationStopped
+        stop_asked: Callable[[], bool] | None = None,
     ) -> list[Completion]: ...
 
 
@@ -90,7 +98,12 @@ class TransformersEngine:
         seeds: list[int],
         params: SamplingParams,
         progress: str | None = None,
+        stop_asked: Callable[[], bool] | None = None,
     ) -> list[Completion]:
+        """stop_asked is checked before each batch (true: GenerationStopped). A pass that may
+        be stopped passes it rather than calling on slices of its prompts: batched by length
+        within each slice only, they would be padded otherwise, which in bfloat16 changes a few
+        samples (see the module's docstring)."""
         encoded = self.policy.encode(prompts) if prompts else []
         # Similar lengths together keep padding small; results go back in input order.
         order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
@@ -109,6 +122,8 @@ class TransformersEngine:
             for start in tqdm(
                 starts, desc=progress, unit="batch", leave=False, disable=not progress
             ):
+                if stop_asked is not None and stop_asked():
+                    raise GenerationStopped
                 idx = order[start : start + self.batch_size]
                 batch = self._generate_batch(
                     [encoded[i] for i in idx], [seeds[i] for i in idx], params, stops

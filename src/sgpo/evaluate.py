@@ -6,6 +6,7 @@ Evaluation FLOPs are measurement, not training cost, and are not charged to any 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 
 from sgpo.core.rewards import is_correct
 from sgpo.engine import GenerationEngine, SamplingParams, stream_seed
@@ -29,30 +30,43 @@ def evaluate(
     greedy: bool,
     seed: int,
     threshold: float,
+    stop_asked: Callable[[], bool] | None = None,
 ) -> dict:
-    """Accuracy of the engine's policy on queries (a response is correct from threshold up)."""
+    """Accuracy of the engine's policy on queries (a response is correct from threshold up).
+
+    stop_asked, checked before each generation batch, ends the evaluation early with
+    sgpo.engine.GenerationStopped. Every response is generated before any is scored, so a
+    stopped evaluation has added nothing to the verifier's counts (the checkpoint then taken
+    holds those from before it)."""
     result: dict = {"eval_queries": len(queries)}
     before = verifier.stats.counts()
     buckets = [q.difficulty or "all" for q in queries]
     prompts = [engine.policy.render(q.prompt) for q in queries]
-    if greedy:
-        completions = engine.generate(
+    greedy_completions = (
+        engine.generate(
             prompts,
             [0] * len(queries),
             SamplingParams(max_new_tokens=params.max_new_tokens, greedy=True),
             progress="eval (greedy)",
+            stop_asked=stop_asked,
         )
+        if greedy
+        else None
+    )
+    expanded = [p for p in prompts for _ in range(n_samples)]
+    seeds = [stream_seed(seed, "eval", q.query_id, j) for q in queries for j in range(n_samples)]
+    completions = engine.generate(
+        expanded, seeds, params, progress="eval (sampled)", stop_asked=stop_asked
+    )
+    if greedy_completions is not None:
         scores = verifier.score(
-            [engine.policy.answer_text(c.text) for c in completions],
+            [engine.policy.answer_text(c.text) for c in greedy_completions],
             [q.answer for q in queries],
             [q.query_id for q in queries],
         )
         correct = [float(is_correct(s, threshold)) for s in scores]
         result["eval_acc_greedy"] = sum(correct) / len(correct)
         result["eval_acc_greedy_by_bucket"] = bucket_means(correct, buckets)
-    expanded = [p for p in prompts for _ in range(n_samples)]
-    seeds = [stream_seed(seed, "eval", q.query_id, j) for q in queries for j in range(n_samples)]
-    completions = engine.generate(expanded, seeds, params, progress="eval (sampled)")
     scores = verifier.score(
         [engine.policy.answer_text(c.text) for c in completions],
         [q.answer for q in queries for _ in range(n_samples)],

@@ -34,7 +34,7 @@ from sgpo.config import RunConfig, TrainConfig, dump_config, refuse_float16_trai
 from sgpo.core.flops import PHASES
 from sgpo.core.online import extends_streak
 from sgpo.core.rewards import all_equal, is_correct
-from sgpo.engine import stream_seed
+from sgpo.engine import GenerationStopped, stream_seed
 from sgpo.errors import NonFiniteError, TrainingStopped
 from sgpo.evaluate import evaluate
 from sgpo.io import (
@@ -334,7 +334,7 @@ class Trainer:
         self.wall_s += time.perf_counter() - start
         return record
 
-    def run_eval(self) -> dict:
+    def run_eval(self, stop_asked: Callable[[], bool] | None = None) -> dict:
         cfg = self.config.eval
         return evaluate(
             self.engine,
@@ -345,7 +345,24 @@ class Trainer:
             cfg.greedy,
             self.config.seed,
             self.threshold,
+            stop_asked,
         )
+
+    def evaluated(self, record: dict, stop_asked: Callable[[], bool]) -> dict:
+        """record with its step's evaluation. An evaluation takes minutes on a real model, past
+        a scheduler's grace period: a stop asked before or during it ends it at the next
+        generation batch, and the step is checkpointed with its record pending, evaluated and
+        logged when the run resumes. The run's last evaluation runs to its end, as the final
+        outputs written after it do."""
+        try:
+            evaluation = self.run_eval(None if self.finished() else stop_asked)
+        except GenerationStopped:
+            self.pending_record = record
+            self.save_state()
+            self.close()
+            raise TrainingStopped(self.run_dir, self.step) from None
+        self.pending_record = None
+        return record | evaluation
 
     @property
     def total_flops(self) -> float:
@@ -442,7 +459,7 @@ class Trainer:
             or any(spent >= cap for _, spent, cap in self.budgets())
         )
 
-    def start_fresh(self) -> None:
+    def start_fresh(self, stop_asked: Callable[[], bool]) -> None:
         """A fresh start (or --overwrite): nothing of an earlier run may be mixed in, nor left
         to describe this one (sgpo report's and sgpo eval's outputs of the earlier run)."""
         listed = rundir.written_by_sgpo(self.run_dir)
@@ -455,7 +472,12 @@ class Trainer:
             else:  # a file, or a link put there (to a folder too): the link goes, not its target
                 path.unlink(missing_ok=True)
         atomic_write_text(self.run_dir / CONFIG_FILE, dump_config(self.config))
-        self.log({"step": 0, **self.run_eval()})
+        self.evaluate_initial(stop_asked)
+
+    def evaluate_initial(self, stop_asked: Callable[[], bool]) -> None:
+        """Step 0, the initial policy's evaluation, logged and checkpointed (the state every
+        resume can start from); stopped, step 0 is checkpointed with it pending."""
+        self.log(self.evaluated({"step": 0}, stop_asked))
         self.save_state()
 
     def stop_if_diverged(self, record: dict) -> None:
@@ -472,7 +494,7 @@ class Trainer:
     def train(self) -> dict:
         cfg = self.cfg
         # from before the initial evaluation, which on a real model can take minutes: a stop
-        # asked in it ends with step 0 checkpointed, as one asked in a step ends with that step
+        # asked in it ends it early, step 0 checkpointed with it pending, as a later one does
         with stop_requests() as stop_asked:
             if self.resuming:
                 restore_trainer_state(self)
@@ -492,9 +514,12 @@ class Trainer:
                         "written again, nothing is trained",
                         self.run_dir,
                     )
+                if self.step == 0 and self.pending_record is not None:
+                    self.evaluate_initial(stop_asked)  # a stop had ended it: run now
             else:
-                self.start_fresh()
+                # said before the initial evaluation, in which a stop may end the run
                 self.warn_of_spent_caps()
+                self.start_fresh(stop_asked)
             if stop_asked() and not self.finished():
                 self.close()
                 raise TrainingStopped(self.run_dir, self.step)
@@ -517,22 +542,13 @@ class Trainer:
         done = self.step - (pending is not None)
         bar = tqdm(total=total, initial=done, desc=f"train ({cfg.method})", unit="step")
         with bar:
-            if pending is not None:  # a step stopped before its evaluation: evaluated now
-                self.pending_record = None
-                self.end_step(pending | self.run_eval(), bar, stop_asked)
+            if pending is not None:  # a step stopped before or in its evaluation: evaluated now
+                self.end_step(self.evaluated(pending, stop_asked), bar, stop_asked)
             while not self.finished():
                 record = self.train_step()
                 self.stop_if_diverged(record)
                 if (cfg.eval_every and self.step % cfg.eval_every == 0) or self.finished():
-                    if stop_asked() and not self.finished():
-                        # an evaluation takes minutes on a real model, past a scheduler's
-                        # grace period: the step is checkpointed with its record pending,
-                        # evaluated and logged when the run resumes
-                        self.pending_record = record
-                        self.save_state()
-                        self.close()
-                        raise TrainingStopped(self.run_dir, self.step)
-                    record |= self.run_eval()
+                    record = self.evaluated(record, stop_asked)
                 self.end_step(record, bar, stop_asked)
 
     def end_step(self, record: dict, bar: tqdm, stop_asked: Callable[[], bool]) -> None:
@@ -622,8 +638,9 @@ def warn_of_a_new_schedule_length(was: int, cfg: TrainConfig) -> None:
 @contextlib.contextmanager
 def stop_requests() -> Iterator[Callable[[], bool]]:
     """While training: a first SIGINT (Ctrl-C) or SIGTERM (a scheduler's) asks the loop to stop
-    after the step it is in, with a checkpoint of it; a second stops at once. Yields whether
-    a stop was asked. Signals can only be caught in the main thread: elsewhere nothing is."""
+    after the step it is in, or in an evaluation at its next generation batch (Trainer.evaluated),
+    with a checkpoint; a second stops at once. Yields whether a stop was asked. Signals can only
+    be caught in the main thread: elsewhere nothing is."""
     if threading.current_thread() is not threading.main_thread():
         yield lambda: False
         return
@@ -634,9 +651,10 @@ def stop_requests() -> Iterator[Callable[[], bool]]:
             raise KeyboardInterrupt
         asked.append(signal.Signals(signum).name)
         log.warning(
-            "%s: stopping after the step (or the initial evaluation) in progress, with a "
-            "checkpoint to resume from (send it again to stop at once, losing the steps since "
-            "the last checkpoint)",
+            "%s: stopping after the step in progress (an evaluation in progress, but the run's "
+            "last, ends at its next batch and runs again on resume), with a checkpoint to "
+            "resume from (send it again to stop at once, losing the steps since the last "
+            "checkpoint)",
             asked[0],
         )
 

@@ -26,10 +26,11 @@ this engine. LoRA adapter directories are refused. vLLM rejects temperature > 2.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sgpo.engine import Completion, SamplingParams
+from sgpo.engine import Completion, GenerationStopped, SamplingParams
 from sgpo.errors import ConfigError
 from sgpo.models import Policy, resolve_device, resolve_dtype
 
@@ -81,7 +82,15 @@ class VLLMEngine:
         seeds: list[int],
         params: SamplingParams,
         progress: str | None = None,
+        stop_asked: Callable[[], bool] | None = None,
     ) -> list[Completion]:
+        """stop_asked is checked once, before: vLLM generates every prompt in one call, which
+        nothing ends early. Calls on slices would each end in a tail that keeps few sequences
+        running (throughput lost) and change what vLLM batches together, which moves logits in
+        their last bits. (Only profiles and sgpo eval generate with vLLM, and they pass no
+        stop_asked; training and its evaluations use TransformersEngine.)"""
+        if stop_asked is not None and stop_asked():
+            raise GenerationStopped
         if len(prompts) != len(seeds):
             raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
         if not prompts:
