@@ -110,6 +110,23 @@ def test_verl_preset(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     assert [q.answer for q in data.train] == ["0", "2", "4", "6", "8"]
     assert [q.query_id for q in data.eval] == ["test:0", "test:1"]  # no extra_info.index
     assert default_verifier("file", "verl") == "sgpo.verifiers:math_verify"
+    # each row's data_source is its own (the verl export keeps it), none where it has none
+    assert [q.data_source for q in data.train] == ["openai/gsm8k"] * 5
+
+
+def test_a_verl_rows_data_source_is_a_name_or_absent(tmp_path: Path) -> None:
+    rows = verl_rows(3)
+    rows[0]["data_source"] = None
+    rows[1]["data_source"] = "lighteval/MATH"
+    data = load_file_task(
+        file_cfg(train=str(write_parquet(tmp_path / "t.parquet", rows)), preset="verl")
+    )
+    assert [q.data_source for q in data.train] == [None, "lighteval/MATH", "openai/gsm8k"]
+    rows[2]["data_source"] = " "
+    with pytest.raises(DataError, match=r"t\.parquet: row 2: field 'data_source' must be a non-e"):
+        load_file_task(
+            file_cfg(train=str(write_parquet(tmp_path / "t.parquet", rows)), preset="verl")
+        )
 
 
 def test_verl_numeric_ground_truth(tmp_path: Path) -> None:

@@ -396,6 +396,62 @@ def test_the_held_out_split_is_exported_as_validation_scored_as_the_training_row
     assert (scored["score"], scored["acc"]) == (0.7, 0.0)  # 0.7 is below the threshold of 0.9
 
 
+def test_rows_of_a_verl_file_keep_their_own_data_source(tmp_path):
+    """A verl file mixing sources (GSM8K and MATH rows) exports each row under its own
+    data_source, training and held-out rows alike, so verl's val-core/<data_source>/ metrics
+    keep them apart; a row without one gets sgpo/verl, and --data-source names every row."""
+    import pyarrow as pa
+
+    from sgpo.config import load_config
+    from sgpo.verl.export import export_for_config, export_held_out_for_config
+
+    def verl_file(path: Path, sources: list[str | None]) -> str:
+        rows = [
+            {
+                "data_source": source,
+                "prompt": [{"role": "user", "content": f"{i} + {i} ="}],
+                "reward_model": {"style": "rule", "ground_truth": str(2 * i)},
+                "extra_info": {"index": i},
+            }
+            for i, source in enumerate(sources)
+        ]
+        pq.write_table(pa.Table.from_pylist(rows), path)
+        return str(path)
+
+    train = verl_file(tmp_path / "train.parquet", ["openai/gsm8k", "lighteval/MATH", None])
+    test = verl_file(tmp_path / "test.parquet", ["lighteval/MATH", "openai/gsm8k"])
+    files = [f"task.file.train={train}", f"task.file.eval={test}", "task.file.preset=verl"]
+    config = load_config(None, ["task.kind=file", *files])
+    kept = {"kept": True, "reason": "kept", "k": 8, "n_correct": 4, "p_hat": 0.5, "group_size": 4}
+    plan = [
+        PlanRow(
+            f"train:{i}",
+            f"{i} + {i} =",
+            str(2 * i),
+            "",
+            rank=i,
+            prompt_tokens=6,
+            mean_response_tokens=3.0,
+            rewards_vary=True,
+            **kept,
+        )
+        for i in range(3)
+    ]
+    out = tmp_path / "t.parquet"
+    _, said, _ = export_for_config(config, plan, {}, out)
+    rows, meta = read_table(out)
+    assert [r["data_source"] for r in rows] == ["openai/gsm8k", "lighteval/MATH", "sgpo/verl"]
+    assert meta["export"]["data_sources"] == ["lighteval/MATH", "openai/gsm8k", "sgpo/verl"]
+    assert said == "the rows' own: lighteval/MATH, openai/gsm8k; sgpo/verl for rows without one"
+    held_out = export_held_out_for_config(config, tmp_path / "val.parquet")
+    assert [r["data_source"] for r in read_table(held_out)[0]] == ["lighteval/MATH", "openai/gsm8k"]
+    # one name given: every row's
+    export_for_config(config, plan, {}, out, data_source="mine")
+    assert {r["data_source"] for r in read_table(out)[0]} == {"mine"}
+    held_out = export_held_out_for_config(config, tmp_path / "val.parquet", data_source="mine")
+    assert {r["data_source"] for r in read_table(held_out)[0]} == {"mine"}
+
+
 def test_verifier_spec_precedence(monkeypatch):
     monkeypatch.delenv("SGPO_VERIFIER", raising=False)
     assert reward.verifier_spec("sgpo/addition", None) == ADDITION

@@ -46,7 +46,8 @@ VAL_DATA="${VAL_DATA:-}"                   # held-out verl parquet; empty = no v
                                            # scores it (RUN_DIR/val.parquet)
 SKIP_EXPORT="${SKIP_EXPORT:-0}"            # 1: DATA already exported (it is still checked)
 DATA_SOURCE="${DATA_SOURCE:-}"             # the rows' data_source (verl's metrics group by it);
-                                           # empty: sgpo/addition or sgpo/<preset>
+                                           # empty: a verl file's rows keep their own, others
+                                           # get sgpo/addition or sgpo/<preset>
 
 # ---------------------------------------------------------------- cluster
 NNODES="${NNODES:-1}"

@@ -25,6 +25,9 @@ class Query:
     difficulty: str = ""
     # The line of a .jsonl / .csv file its row starts on, for messages only (not its identity).
     line: int | None = field(default=None, compare=False)
+    # A verl row's own data_source (its file's; verl's metrics group by it), which the verl
+    # export keeps; None for other tasks and rows without one.
+    data_source: str | None = field(default=None, compare=False)
 
 
 def row_label(source: str, row: int, line: int | None = None, query_id: str | None = None) -> str:

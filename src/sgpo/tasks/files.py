@@ -86,7 +86,8 @@ class Mapping:
         """The top-level columns the mapping reads (a dotted field's top level, or the column
         of that very name: get_field)."""
         fields = (self.prompt_field, self.answer_field, self.id_field, self.difficulty_field)
-        return {name for field in fields if field for name in (field, field.split(".")[0])}
+        read = {name for field in fields if field for name in (field, field.split(".")[0])}
+        return read | ({VERL_SOURCE_FIELD} if self.preset == "verl" else set())
 
     def describe(self) -> str:
         return (
@@ -583,6 +584,24 @@ def _query_id(record: object, mapping: Mapping, source: Source, row: int, where:
     return text
 
 
+# A verl row's data_source: kept per row by the verl export (verl's metrics group by it).
+VERL_SOURCE_FIELD = "data_source"
+
+
+def _data_source(record: object, mapping: Mapping, where: str) -> str | None:
+    if mapping.preset != "verl":
+        return None
+    value = get_field(record, VERL_SOURCE_FIELD)
+    if value is _MISSING or value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise DataError(
+            f"{where}: field {VERL_SOURCE_FIELD!r} must be a non-empty string (verl groups its "
+            f"metrics by it), got {value!r}"
+        )
+    return value
+
+
 def _difficulty(record: object, mapping: Mapping, where: str) -> str:
     field = mapping.difficulty_field
     if field is None:
@@ -616,6 +635,7 @@ def load_split(source: Source, mapping: Mapping, limit: int | None) -> list[Quer
                 answer=_answer_text(record, mapping, where),
                 difficulty=_difficulty(record, mapping, where),
                 line=line,
+                data_source=_data_source(record, mapping, where),
             )
         )
     if not queries:

@@ -10,7 +10,8 @@ sync trainer takes the next ``data.train_batch_size`` rows for each step.
 
 Columns (one row per kept query, in curriculum order):
   prompt         chat messages: optional system message, then the user message
-  data_source    names the task for verl's metrics and for sgpo.verl.reward's fallback mapping
+  data_source    names the task for verl's metrics and for sgpo.verl.reward's fallback mapping:
+                 a verl file's row keeps its own (row_data_sources), unless one is given
   ability        free-form label verl carries along
   reward_model   {"style": "rule", "ground_truth": <answer>}
   extra_info     {"index", "query_id", "p_hat", "group_size", "rank", "verifier",
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import pyarrow as pa
@@ -115,13 +117,17 @@ def verl_rows(
     fixed_group_size: int | None = None,
     verifier_reward_range: tuple[float, float] | None = None,
     success_threshold: float | None = None,
+    row_sources: Mapping[str, str] | None = None,
 ) -> list[dict]:
     """The export's rows: kept queries in curriculum order (see the module docstring).
 
     fixed_group_size: a baseline's data instead (fixed-n GRPO, DAPO): every query of the plan,
     kept or dropped, in the plan's row order (the task's order; the baseline scripts let verl
     shuffle), each with __rollout_n__ = fixed_group_size.
+    row_sources: a query's own data_source by its id (row_data_sources), data_source for the
+    rest.
     """
+    row_sources = row_sources or {}
     scoring = scoring_info(
         verifier,
         verifier_kwargs,
@@ -156,7 +162,8 @@ def verl_rows(
                 f"group-relative advantage (set plan.g_min >= 2)"
             )
         planned = {"p_hat": float(r.p_hat), "group_size": g, "rank": r.rank}
-        row = verl_row(r, position, data_source, system_prompt, prompt_template, ability)
+        source = row_sources.get(r.query_id, data_source)
+        row = verl_row(r, position, source, system_prompt, prompt_template, ability)
         row["extra_info"] |= planned | scoring
         rows.append(row | {ROLLOUT_N: g})
     return rows
@@ -258,6 +265,7 @@ def export_verl_parquet(
     drop_equal_denominator: str = "kept",
     verifier_reward_range: tuple[float, float] | None = None,
     success_threshold: float | None = None,
+    row_sources: Mapping[str, str] | None = None,
 ) -> Path:
     """Write the plan's kept queries as a verl-ready parquet (atomically) and return its path.
     The file is claimed as sgpo's in its directory (sgpo.rundir.claim_outputs): a file there
@@ -277,6 +285,7 @@ def export_verl_parquet(
     drop_equal_denominator: "generated": the launch keeps the token-mean over the whole batch.
     history: the skip on history the launch applies (sgpo.verl.sampler), as
         {"history_explore", "history_min_streak", "history_target", "history_seed"}; None = off.
+    row_sources: the rows' own data_source by query id (verl_rows).
     """
     rows = verl_rows(
         plan_rows,
@@ -291,12 +300,14 @@ def export_verl_parquet(
         fixed_group_size,
         verifier_reward_range,
         success_threshold,
+        row_sources,
     )
     meta = {
         "plan": plan_meta,
         "export": {
             "format": "verl",
             "data_source": data_source,
+            "data_sources": sorted({r["data_source"] for r in rows}),
             "system_prompt": system_prompt,
             "verifier": verifier,
             "verifier_kwargs": verifier_kwargs or {},
@@ -359,9 +370,11 @@ def export_for_config(
     fixed_group_size: int | None = None,
 ) -> tuple[Path, str, str]:
     """export_verl_parquet with the run config's prompt template, system prompt and verifier
-    (and its settings); returns (path, data_source, verifier). The train settings that the
+    (and its settings); returns (path, the data_source said, verifier). The train settings that the
     verl run will not apply are recorded in the metadata (see settings_not_carried);
-    callers should show them."""
+    callers should show them. Without data_source, rows of a verl file keep their own
+    (row_data_sources)."""
+    row_sources = row_data_sources(cfg) if data_source is None else {}
     data_source, scoring = config_scoring(cfg, data_source, verifier)
     path = export_verl_parquet(
         rows,
@@ -380,8 +393,24 @@ def export_for_config(
         drop_equal_denominator=(
             cfg.train.drop_equal_denominator if fixed_group_size is None else "kept"
         ),
+        row_sources=row_sources,
     )
+    if row_sources:
+        own = sorted(set(row_sources.values()))
+        listed = ", ".join(own[:5]) + (f" and {len(own) - 5} more" if len(own) > 5 else "")
+        data_source = f"the rows' own: {listed}; {data_source} for rows without one"
     return path, data_source, scoring["verifier"]
+
+
+def row_data_sources(cfg: RunConfig) -> dict[str, str]:
+    """The training queries' own data_source by query id: a verl file's rows that have one
+    (verl groups its metrics by it, and a file may mix GSM8K and MATH); none for other tasks."""
+    from sgpo.tasks import load_task
+
+    if cfg.task.kind != "file" or cfg.task.file.preset != "verl":
+        return {}
+    train = load_task(cfg.task, cfg.seed, require_eval=False).train
+    return {q.query_id: q.data_source for q in train if q.data_source}
 
 
 def config_scoring(
@@ -426,6 +455,7 @@ def export_held_out_for_config(
     Written atomically; a file there that sgpo did not write is refused."""
     from sgpo.tasks import load_task
 
+    keep_own = data_source is None  # rows of a verl file keep their own data_source
     data_source, scoring = config_scoring(cfg, data_source, verifier)
     info = scoring_info(**scoring)
     rows = []
@@ -433,7 +463,7 @@ def export_held_out_for_config(
         row = verl_row(
             query,
             index,
-            data_source,
+            (keep_own and query.data_source) or data_source,
             cfg.model.system_prompt,
             cfg.model.prompt_template,
             DEFAULT_ABILITY,
@@ -446,6 +476,7 @@ def export_held_out_for_config(
         "export": {
             "format": "verl-validation",
             "data_source": data_source,
+            "data_sources": sorted({r["data_source"] for r in rows}),
             "system_prompt": cfg.model.system_prompt,
             "prompt_template": cfg.model.prompt_template,
             "split": "eval",
