@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tiny_run import merge, tiny_tree
+from tiny_run import merge, stop_profile_at_chunk, tiny_tree
 
 from sgpo.config import RunConfig
 from sgpo.core.rewards import all_equal
@@ -138,6 +138,29 @@ def test_a_shard_merge_with_an_older_shard_reads_its_flags_from_the_samples(tmp_
     rewards = sample_rewards(tmp_path / "merged" / "profile.parquet")
     assert all(r["rewards_vary"] == (not all_equal(rewards[r["query_id"]])) for r in merged)
     assert any(r["rewards_vary"] for r in merged[::2])  # shard 0's rows come first in turn
+
+
+def test_a_resumed_chunk_of_an_older_sgpo_gets_its_flags_from_its_samples(
+    profiled, tmp_path, monkeypatch
+):
+    """A chunk written before rewards_vary, resumed: each row's flag from the chunk's samples
+    (read column-wise), so the profile equals an uninterrupted one."""
+    from sgpo.runfiles import PROFILE_CHUNKS_DIR
+
+    config, profile = profiled
+    config = config.model_copy(
+        update={"profile": config.profile.model_copy(update={"chunk_size": 8})}
+    )
+    with monkeypatch.context() as mp:
+        stop_profile_at_chunk(mp, 2, KeyboardInterrupt())
+        with pytest.raises(KeyboardInterrupt):
+            run_profile(config, tmp_path / "run")
+    chunk = tmp_path / "run" / PROFILE_CHUNKS_DIR / "chunk-00000.parquet"
+    rows, meta = read_table(chunk)
+    assert any(r["rewards_vary"] for r in rows)  # a flag that reading pass/fail would lose
+    write_table(chunk, [{k: v for k, v in r.items() if k != "rewards_vary"} for r in rows], meta)
+    resumed = run_profile(config, tmp_path / "run", resume=True)
+    assert read_table(resumed)[0] == read_table(profile)[0]
 
 
 def test_the_profile_in_training_keeps_the_never_solved_queries_whose_rewards_varied(tmp_path):

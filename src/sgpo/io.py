@@ -106,13 +106,14 @@ def table_writer(path: Path, schema: pa.Schema, metadata: dict) -> Iterator[pq.P
         yield writer
 
 
-def read_table(path: Path) -> tuple[list[dict], dict]:
+def read_table(path: Path, columns: list[str] | None = None) -> tuple[list[dict], dict]:
+    """A table's rows (of the columns named, or all) and sgpo's metadata."""
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
     if path.is_dir():  # parquet reads a folder as one table of its files, with one's metadata
         raise DataError(f"{path}: a directory; give the table's .parquet file")
     try:
-        table = pq.read_table(path)
+        table = pq.read_table(path, columns=columns)
     except (pa.ArrowException, OSError) as e:
         raise DataError(f"{path}: not a readable parquet file ({e}); it is damaged") from e
     return table.to_pylist(), _sgpo_metadata(table.schema, path)
@@ -120,11 +121,19 @@ def read_table(path: Path) -> tuple[list[dict], dict]:
 
 def read_table_metadata(path: Path) -> dict:
     """sgpo's metadata of a parquet table, without reading its rows."""
+    return _sgpo_metadata(_read_schema(path), path)
+
+
+def table_columns(path: Path) -> list[str]:
+    """A parquet table's column names, without reading its rows."""
+    return _read_schema(path).names
+
+
+def _read_schema(path: Path) -> pa.Schema:
     try:
-        schema = pq.read_schema(path)
+        return pq.read_schema(path)
     except (pa.ArrowException, OSError) as e:
         raise DataError(f"{path}: not a readable parquet file ({e}); it is damaged") from e
-    return _sgpo_metadata(schema, path)
 
 
 def _sgpo_metadata(schema: pa.Schema, path: Path) -> dict:

@@ -44,6 +44,7 @@ from sgpo.io import (
     prepare_out_dir,
     read_table,
     read_table_metadata,
+    table_columns,
     table_writer,
     write_table,
 )
@@ -267,9 +268,12 @@ def _chunk_path(chunk_dir: Path, index: int) -> Path:
     return chunk_dir / f"chunk-{index:05d}.parquet"
 
 
+SAMPLES_COLUMN = "samples"  # a chunk's: each query's samples, nested
+
+
 def without_samples(rows: list[dict]) -> list[dict]:
     """A chunk's rows as profile.parquet holds them: each query's samples left out."""
-    return [{key: value for key, value in row.items() if key != "samples"} for row in rows]
+    return [{key: value for key, value in row.items() if key != SAMPLES_COLUMN} for row in rows]
 
 
 # profile_samples.parquet's columns, fixed so that every chunk's (or shard's) samples append to
@@ -290,8 +294,8 @@ SAMPLE_SCHEMA = pa.schema(
 def chunk_samples(path: Path) -> pa.Table:
     """A profile chunk's samples as profile_samples.parquet rows (each sample's fields beside
     its query id), unnested column-wise: its token ids never become Python objects."""
-    table = pq.read_table(path, columns=["query_id", "samples"])
-    nested = table.column("samples").combine_chunks()
+    table = pq.read_table(path, columns=["query_id", SAMPLES_COLUMN])
+    nested = table.column(SAMPLES_COLUMN).combine_chunks()
     samples = pc.list_flatten(nested)
     columns = dict(zip((field.name for field in samples.type), samples.flatten(), strict=True))
     columns["query_id"] = pc.take(table.column("query_id"), pc.list_parent_indices(nested))
@@ -363,8 +367,11 @@ CHUNK_SIZE_KEY = "chunk_size"  # in a chunk's metadata only, to name a changed c
 def _read_chunk(
     path: Path, chunk: list[Query], metadata: dict, chunk_size: int
 ) -> tuple[list[dict], dict]:
-    """A chunk an interrupted run of this same profile wrote."""
-    chunk_rows, chunk_meta = rundir.read_chunk_table(path)
+    """A chunk an interrupted run of this same profile wrote: its rows without their samples,
+    which are not read into Python (write_samples copies them column-wise)."""
+    columns = table_columns(path)
+    rows_columns = [name for name in columns if name != SAMPLES_COLUMN]
+    chunk_rows, chunk_meta = rundir.read_chunk_table(path, rows_columns)
     keys = _identity_differences(chunk_meta, metadata)
     # the shard is an option, not in profile_config.yaml: say how it was started
     differ = [
@@ -379,18 +386,18 @@ def _read_chunk(
         )
     elif "shard" not in keys and [r["query_id"] for r in chunk_rows] != [q.query_id for q in chunk]:
         differ.append("its queries (profile.chunk_size or the training queries)")
-    if any("samples" not in r for r in chunk_rows):
+    if SAMPLES_COLUMN not in columns:
         differ.append("no samples kept (an older sgpo's chunk)")
     if differ:
         raise DataError(
             f"{path}: written by a different profile run (what differs: {', '.join(differ)}); "
             "use --overwrite (or, if only this chunk was damaged, remove it and resume again)"
         )
-    fill_rewards_vary(
-        chunk_rows,
-        rewards_by_query((r["query_id"], s["reward"]) for r in chunk_rows for s in r["samples"]),
-    )
-    return without_samples(chunk_rows), chunk_meta
+    if any(row.get("rewards_vary") is None for row in chunk_rows):  # an older sgpo's chunk
+        samples = chunk_samples(path)
+        query_ids, rewards = samples["query_id"].to_pylist(), samples["reward"].to_pylist()
+        fill_rewards_vary(chunk_rows, rewards_by_query(zip(query_ids, rewards, strict=True)))
+    return chunk_rows, chunk_meta
 
 
 def _meaning(key: str) -> str:
@@ -634,7 +641,7 @@ def _profile_row(
         "flops": sum(inference_flops(shape, len(c.prompt_ids), len(c.response_ids)) for c in group),
     }
     if keep_samples:
-        row["samples"] = [
+        row[SAMPLES_COLUMN] = [
             {
                 "index": j,
                 "prompt_ids": c.prompt_ids,

@@ -402,7 +402,7 @@ def check_profile_inputs(final: Path, chunk_dir: Path, inputs: dict) -> None:
     chunks = sorted(chunk_dir.glob("chunk-*.parquet")) if chunk_dir.is_dir() else []
     for path in [final, *chunks[:1]]:
         if path.exists():
-            meta = read_table_metadata(path) if path == final else read_chunk_table(path)[1]
+            meta = read_table_metadata(path) if path == final else read_chunk_metadata(path)
             recorded, current = without_moved_model(meta.get("inputs"), inputs["inputs"])
             check_same_inputs(path, profile_read_inputs(recorded), profile_read_inputs(current))
 
@@ -445,10 +445,21 @@ def profile_read_inputs(inputs: object) -> object:
     return inputs | {"config": config}
 
 
-def read_chunk_table(path: Path) -> tuple[list[dict], dict]:
-    """A profile chunk's rows and metadata; a damaged one is a DataError saying it can be
-    redone alone."""
+def read_chunk_table(path: Path, columns: list[str] | None = None) -> tuple[list[dict], dict]:
+    """A profile chunk's rows (of the columns named, or all) and metadata; a damaged one is a
+    DataError saying it can be redone alone."""
     try:
-        return read_table(path)
+        return read_table(path, columns)
     except DataError as e:
-        raise DataError(f"{e}; remove it and resume again to profile only its queries") from e
+        raise DataError(f"{e}; {REDO_A_CHUNK}") from e
+
+
+def read_chunk_metadata(path: Path) -> dict:
+    """A profile chunk's metadata, without its rows (read_chunk_table's message if damaged)."""
+    try:
+        return read_table_metadata(path)
+    except DataError as e:
+        raise DataError(f"{e}; {REDO_A_CHUNK}") from e
+
+
+REDO_A_CHUNK = "remove it and resume again to profile only its queries"
