@@ -95,6 +95,29 @@ def test_first_group_is_the_profile_samples_and_costs_no_generation(tiny, tmp_pa
     assert seen == set(tiny.samples)
 
 
+def test_only_the_kept_queries_samples_are_read_and_each_handed_out_once(tiny):
+    """The kept queries' samples stay in Arrow's columns (a large profile's would not fit as
+    Python objects), made objects at a query's first visit; a dropped query's are not read."""
+    from dataclasses import replace
+
+    from sgpo.plan import read_plan
+    from sgpo.reuse import load_profile_reuse
+
+    rows, _ = read_plan(tiny.plan)
+    dropped = {r.query_id for r in rows[::2]}
+    rows = [replace(r, kept=False, rank=-1) if r.query_id in dropped else r for r in rows]
+    threshold = reuse_config(tiny.root).task.correct_threshold
+    reuse = load_profile_reuse(tiny.plan, rows, threshold)
+    assert reuse.samples.num_rows == sum(r.k for r in rows if r.kept)
+    assert set(reuse.samples["query_id"].to_pylist()) == {r.query_id for r in rows if r.kept}
+    first = next(r.query_id for r in rows if r.kept)
+    handed = reuse.take(first, G)
+    assert [s.completion.response_ids for s in handed] == [
+        s["response_ids"] for s in tiny.samples[first][:G]
+    ]
+    assert reuse.take(first, G) == [] and reuse.take(sorted(dropped)[0], G) == []
+
+
 def test_reused_rollouts_train_against_the_initial_policy(tiny, tmp_path, monkeypatch):
     trainer = Trainer(
         reuse_config(tiny.root, clip_low=0.01, clip_high=0.01), tmp_path / "run", tiny.plan

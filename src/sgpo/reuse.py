@@ -13,10 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from sgpo.core.rewards import is_correct
 from sgpo.engine import Completion
 from sgpo.errors import DataError
-from sgpo.io import read_table, read_table_metadata
+from sgpo.io import read_table_metadata
 from sgpo.plan import PlanRow
 from sgpo.profile import SAMPLES_KEY
 from sgpo.rollouts import Rollout
@@ -29,17 +32,27 @@ class ProfileSample:
 
 
 class ProfileReuse:
-    """Each kept query's profile samples, handed out once: at its first visit."""
+    """Each kept query's profile samples, handed out once: at its first visit. They stay in
+    Arrow's columns (a few bytes per token) until then, made Python objects one query at a
+    time: a large profile's samples would not fit in memory as objects."""
 
-    def __init__(self, samples: dict[str, list[ProfileSample]]) -> None:
+    def __init__(self, samples: pa.Table, rows_of: dict[str, list[int]]) -> None:
         self.samples = samples
+        self.rows_of = rows_of  # each kept query's rows in samples, by sample index
         self.used: set[str] = set()
 
     def take(self, query_id: str, group_size: int) -> list[ProfileSample]:
-        if query_id in self.used or query_id not in self.samples:
+        if query_id in self.used or query_id not in self.rows_of:
             return []
         self.used.add(query_id)
-        return self.samples[query_id][:group_size]
+        drawn = self.samples.take(self.rows_of[query_id][:group_size]).to_pylist()
+        return [
+            ProfileSample(
+                Completion(s["prompt_ids"], s["response_ids"], s["text"], s["finished"]),
+                s["reward"],
+            )
+            for s in drawn
+        ]
 
     def state(self) -> list[str]:
         return sorted(self.used)
@@ -65,7 +78,7 @@ def load_profile_reuse(plan_path: Path, plan_rows: list[PlanRow], threshold: flo
             f"{plan_path}: its profile's samples {path} are missing (moved or deleted?); "
             "re-run sgpo profile and sgpo plan, or train without train.reuse_profile"
         )
-    rows, meta = read_table(path)
+    meta = read_table_metadata(path)
     differ = sorted(key for key, value in meta.items() if plan_meta.get(key) != value)
     if differ:
         raise DataError(
@@ -73,16 +86,21 @@ def load_profile_reuse(plan_path: Path, plan_rows: list[PlanRow], threshold: flo
             "not the samples of the profile this plan was made from"
         )
     kept = {r.query_id: r for r in plan_rows if r.kept}
-    samples: dict[str, list[ProfileSample]] = {q: [] for q in kept}
-    for s in sorted(rows, key=lambda s: s["index"]):
-        if s["query_id"] in samples:
-            completion = Completion(s["prompt_ids"], s["response_ids"], s["text"], s["finished"])
-            samples[s["query_id"]].append(ProfileSample(completion, s["reward"]))
+    try:  # the kept queries' samples only, in Arrow's columns
+        samples = pq.read_table(path, filters=[("query_id", "in", list(kept))])
+    except (pa.ArrowException, OSError) as e:
+        raise DataError(f"{path}: not a readable samples file ({e})") from e
+    rows_of: dict[str, list[int]] = {q: [] for q in kept}
+    rewards: dict[str, list[float]] = {q: [] for q in kept}
+    keys = zip(*(samples[c].to_pylist() for c in ("query_id", "index", "reward")), strict=True)
+    for position, (query_id, _, reward) in sorted(enumerate(keys), key=lambda e: e[1][1]):
+        rows_of[query_id].append(position)
+        rewards[query_id].append(reward)
     for query_id, row in kept.items():
-        drawn = samples[query_id]
-        n_correct = sum(is_correct(s.reward, threshold) for s in drawn)
+        drawn = rewards[query_id]
+        n_correct = sum(is_correct(reward, threshold) for reward in drawn)
         if len(drawn) != row.k or n_correct != row.n_correct:
-            strict = sum(s.reward >= threshold for s in drawn)  # before the rounding tolerance
+            strict = sum(reward >= threshold for reward in drawn)  # before the rounding tolerance
             older = (
                 " (counted as an sgpo before 1e-6 of float rounding reached the success "
                 "threshold counted them: profile again)"
@@ -94,7 +112,7 @@ def load_profile_reuse(plan_path: Path, plan_rows: list[PlanRow], threshold: flo
                 f"{n_correct} correct; its plan row says "
                 f"k = {row.k}, n_correct = {row.n_correct}{older}"
             )
-    return ProfileReuse(samples)
+    return ProfileReuse(samples, rows_of)
 
 
 def reuse_record(rollouts: list[Rollout]) -> dict:
