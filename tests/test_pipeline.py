@@ -204,6 +204,55 @@ def test_resume_refuses_an_out_directory_that_is_not_the_run(tmp_path: Path):
     assert "names another" not in same.output and "nothing to resume" in same.output
 
 
+def test_an_interrupted_demo_resumes_to_the_uninterrupted_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A demo stopped in its profile, then in its training (Ctrl-C: a checkpoint), continues
+    with --resume, and every stage ends as in a demo never stopped."""
+    import os
+    import signal
+
+    from tiny_run import stop_profile_at_chunk
+
+    from sgpo.train import Trainer
+
+    tree = tiny_tree(
+        tmp_path / "models", train={"steps": 3, "eval_every": 1}, profile={"chunk_size": 4}
+    )
+    config = write_config(tmp_path / "cfg.yaml", tree)
+    runner = CliRunner()
+    whole, demo = tmp_path / "whole", tmp_path / "demo"
+    assert runner.invoke(app, ["demo", "-c", str(config), "-o", str(whole)]).exit_code == 0
+    args = ["demo", "-c", str(config), "-o", str(demo)]
+    with monkeypatch.context() as mp:
+        stop_profile_at_chunk(mp, 2, KeyboardInterrupt())
+        assert runner.invoke(app, args).exit_code == 130
+    real_step = Trainer.train_step
+
+    def ctrl_c_in_the_first_step(self: Trainer) -> dict:
+        record = real_step(self)
+        if self.step == 1 and self.cfg.method == "sgpo":
+            os.kill(os.getpid(), signal.SIGINT)
+        return record
+
+    with monkeypatch.context() as mp:
+        mp.setattr(Trainer, "train_step", ctrl_c_in_the_first_step)
+        result = runner.invoke(app, [*args, "--resume"])
+    assert result.exit_code == 130
+    assert "sgpo demo: the same command with --resume" in " ".join(result.output.split())
+    result = runner.invoke(app, [*args, "--resume"])
+    assert result.exit_code == 0, result.output
+    assert read_table(demo / "profile.parquet")[0] == read_table(whole / "profile.parquet")[0]
+    for run in (demo, demo / "baseline-grpo"):
+        records = read_jsonl(run / "metrics.jsonl")
+        reference = read_jsonl(whole / run.relative_to(demo) / "metrics.jsonl")
+        assert [r["step"] for r in records] == [r["step"] for r in reference]
+        drop_time = [{k: v for k, v in r.items() if k != "wall_s"} for r in records]
+        assert drop_time == [{k: v for k, v in r.items() if k != "wall_s"} for r in reference]
+    refused = runner.invoke(app, [*args, "--resume", "--overwrite"])
+    assert refused.exit_code == 2 and "--overwrite replaces it" in refused.output
+
+
 def test_sgpo_report_on_a_demo_keeps_its_side_by_side(tmp_path: Path):
     config = write_config(
         tmp_path / "cfg.yaml", tiny_tree(tmp_path / "models", train={"steps": 2, "eval_every": 1})

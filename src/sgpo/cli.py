@@ -144,13 +144,13 @@ def _user_errors(command: Callable) -> Callable:
                 _print_error(
                     f"stopped after the run in {e.run_dir} finished at step {e.step} (its final "
                     "model and summary are written), before what comes next: sgpo compare goes "
-                    "on with the same command again; sgpo demo starts over"
+                    "on with the same command again, sgpo demo with --resume"
                 )
             else:
                 _print_error(
                     f"stopped at step {e.step}, with a checkpoint in {e.run_dir}: sgpo train "
                     f"--resume {e.run_dir} continues from there (sgpo compare: the same "
-                    "command again continues it; sgpo demo starts over)"
+                    "command again continues it; sgpo demo: the same command with --resume)"
                 )
             raise typer.Exit(130) from e
         except USER_ERRORS as e:
@@ -159,9 +159,9 @@ def _user_errors(command: Callable) -> Callable:
         except KeyboardInterrupt as e:
             _print_error(
                 "interrupted: the outputs already written are complete (each is written "
-                "atomically); sgpo profile and sgpo train continue with --resume (one stopped "
-                "before it wrote anything: run it again as it was started), sgpo compare by "
-                "running it again"
+                "atomically); sgpo profile, sgpo train and sgpo demo continue with --resume (one "
+                "stopped before it wrote anything: run it again as it was started), sgpo compare "
+                "by running it again"
             )
             raise typer.Exit(130) from e
         except Exception as e:
@@ -527,6 +527,14 @@ def demo(
             help="Replace what --out holds (default: only an earlier demo run).",
         ),
     ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue an interrupted demo in --out: the profile, the training run and its "
+            "baseline go on from their chunks and checkpoints, a finished stage is kept.",
+        ),
+    ] = False,
 ) -> None:
     """The whole pipeline in one directory: profile, plan, train, GRPO at the same FLOPs, report.
     The default config runs the embedded model on the built-in addition task (CPU, no network);
@@ -537,6 +545,8 @@ def demo(
     from sgpo.runfiles import REPORT_OUTPUTS
     from sgpo.side_by_side import SIDE_BY_SIDE, older_demo
 
+    if resume and overwrite:
+        raise typer.BadParameter("--resume continues the demo in --out, --overwrite replaces it")
     cfg = _config(config, set_)
     # its baseline runs to the same FLOPs, not to train.steps
     refuse_decaying_lr(cfg, str(config))
@@ -544,12 +554,12 @@ def demo(
     # The directory is held for the whole demo, its checks included: its stages lock it one
     # by one otherwise, and a second demo could start over in it between them.
     with locked(out, "demo", stages=True):
-        _check_demo_dir(out, overwrite)
+        _check_demo_dir(out, None if resume else overwrite)
         # before any compute: a file of the user's where the report goes is refused now (and
         # the claim is kept whatever happens: it marks the directory as a demo's, which the
         # next demo replaces)
         claim_outputs(out, [*REPORT_OUTPUTS, SIDE_BY_SIDE], adopt=older_demo)
-        _demo_pipeline(cfg, out, overwrite is not False)
+        _demo_pipeline(cfg, out, overwrite is not False, resume)
 
 
 def _check_demo_dir(out: Path, overwrite: bool | None) -> None:
@@ -577,13 +587,15 @@ def _check_demo_dir(out: Path, overwrite: bool | None) -> None:
             )
     elif not overwrite and present:  # the stages' own refusals would offer --resume
         raise FileExistsError(
-            f"{present[0]} already exists; pass --overwrite to replace it or choose "
-            "another --out (a demo starts over; sgpo profile and sgpo train resume)"
+            f"{present[0]} already exists; pass --overwrite to replace it, --resume to continue "
+            "it, or choose another --out"
         )
 
 
-def _demo_pipeline(cfg: RunConfig, out: Path, overwrite: bool) -> None:
-    """sgpo demo's six stages, in out (held by the caller)."""
+def _demo_pipeline(cfg: RunConfig, out: Path, overwrite: bool, resume: bool = False) -> None:
+    """sgpo demo's six stages, in out (held by the caller); with resume each stage continues
+    what an interrupted demo left (the plan, seconds long and the same from the same profile,
+    is made again)."""
     import time
 
     from sgpo.models import model_source
@@ -606,14 +618,15 @@ def _demo_pipeline(cfg: RunConfig, out: Path, overwrite: bool) -> None:
     )
     console.print(f"model: {model_source(cfg)}")
     console.rule("2/6 profile")
-    run_profile(cfg, out, overwrite=overwrite)
+    fresh = overwrite and not resume
+    run_profile(cfg, out, resume=resume, overwrite=fresh)
     console.rule("3/6 plan")
-    _, summary = run_plan(cfg, out / PROFILE_FILE, out, overwrite=overwrite)
+    _, summary = run_plan(cfg, out / PROFILE_FILE, out, overwrite=overwrite or resume)
     print_plan_summary(summary)
     console.rule("4/6 train (sgpo) with held-out evaluation")
-    result = run_train(cfg, out, out / PLAN_FILE, overwrite=overwrite)
+    result = run_train(cfg, out, out / PLAN_FILE, resume=resume, overwrite=fresh)
     console.rule(f"5/6 baseline: GRPO(G={cfg.train.group_size}) at the same total FLOPs")
-    baseline = run_equal_budget_baseline(cfg, out, baseline_dir)
+    baseline = run_equal_budget_baseline(cfg, out, baseline_dir, resume)
     console.rule("6/6 report")
     report_path = write_report(out)
     fitted = append_demo_side_by_side(out, report_path)

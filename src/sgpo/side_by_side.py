@@ -47,14 +47,17 @@ def equal_budget_baseline_config(config: RunConfig, spent_flops: float) -> RunCo
     return RunConfig.model_validate(tree)
 
 
-def run_equal_budget_baseline(config: RunConfig, run_dir: Path, out: Path) -> dict:
+def run_equal_budget_baseline(
+    config: RunConfig, run_dir: Path, out: Path, resume: bool = False
+) -> dict:
     """GRPO from the same model on the same seed at the FLOPs the finished run in run_dir
-    spent (equal_budget_baseline_config): the demo's small-scale side-by-side."""
+    spent (equal_budget_baseline_config): the demo's small-scale side-by-side; with resume,
+    continued from its checkpoint (one of another budget is refused as another config's)."""
     from sgpo.train import run_train
 
     spent = read_json(run_dir / SUMMARY_FILE)
     baseline = equal_budget_baseline_config(config, spent["total_flops"])
-    return run_train(baseline, out, overwrite=True)
+    return run_train(baseline, out, resume=resume, overwrite=not resume)
 
 
 def is_demo_baseline_of(run_dir: Path) -> bool:
