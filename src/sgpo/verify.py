@@ -206,22 +206,28 @@ class VerifierStats:
         """DataError when every call since `since` (counts()) raised or timed out: a broken
         verifier (a wrong signature, a missing dependency) scores every response 0, and a
         run on it would learn nothing or drop every query as never solved."""
-        calls, errors, timeouts = self.since(since)
-        if calls and errors + timeouts == calls:
-            raise DataError(
-                f"verifier {spec!r}: all {calls} calls on {on} failed ({errors} raised or "
-                f"returned no reward in range, {timeouts} timed out); the first errors are "
-                "logged above. Either the verifier is broken "
-                "(a wrong signature, a missing dependency) or it raises on every response this "
-                "model gives (return 0 for an answer it cannot parse): fix it (task.verifier) "
-                "and run again"
-            )
+        stop_if_every_call_failed(spec, self.since(since), on)
 
     def note(self, kind: str, query_id: str, detail: str) -> None:
         if len(self.logged) < MAX_LOGGED:
             message = f"verifier {kind} on query {query_id}: {detail}"
             self.logged.append(message)
             log.warning(message)
+
+
+def stop_if_every_call_failed(spec: str, made: tuple[int, int, int], on: str) -> None:
+    """DataError when every one of `made` (calls, errors, timeouts) calls raised or timed out
+    (VerifierStats.stop_if_every_call_failed; counts summed over processes, say)."""
+    calls, errors, timeouts = made
+    if calls and errors + timeouts == calls:
+        raise DataError(
+            f"verifier {spec!r}: all {calls} calls on {on} failed ({errors} raised or "
+            f"returned no reward in range, {timeouts} timed out); the first errors are "
+            "logged above. Either the verifier is broken "
+            "(a wrong signature, a missing dependency) or it raises on every response this "
+            "model gives (return 0 for an answer it cannot parse): fix it (task.verifier) "
+            "and run again"
+        )
 
 
 def check_kwargs(fn: Callable, kwargs: dict, spec: str) -> None:

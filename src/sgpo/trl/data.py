@@ -219,7 +219,13 @@ class PlanSampler(Sampler[PlanSlot]):
     """Yields PlanSlots: per generation batch the scheduled queries' rows (each G times, in
     plan order; min(G, downsample_to) times when down-sampling, the trainer generating the
     rest of the group) and padding up to the batch size, the whole batch `repeat` times (TRL
-    reuses a generation batch over steps_per_generation x num_iterations micro-steps). One
+    reuses a generation batch over steps_per_generation x num_iterations micro-steps).
+
+    With several processes every one draws the same batches (the same schedule, from the same
+    seed) and the data loader hands process p the p-th of `processes` equal, contiguous shares
+    of each; the real rows are dealt evenly over the shares (process p's share starts with real
+    rows [pR/N, (p+1)R/N) of the batch's R, then padding), so no process is left with padding
+    only while another holds several rows more. One
     iteration is as many batches as one epoch of the static plan (the Trainer's epoch); the
     schedule carries on across iterations, so with skips or re-plans a plan epoch need not
     end with one.
@@ -234,12 +240,16 @@ class PlanSampler(Sampler[PlanSlot]):
         batch_rows: int,
         repeat: int,
         downsample_to: int = 0,
+        processes: int = 1,
     ) -> None:
+        if batch_rows % processes:
+            raise ValueError(f"{batch_rows} rows do not split into {processes} equal shares")
         self.schedule = schedule
         self.index_of = index_of
         self.batch_rows = batch_rows
         self.repeat = repeat
         self.downsample_to = downsample_to
+        self.processes = processes
         self.steps_per_epoch = self._count_static_steps()
 
     def _count_static_steps(self) -> int:
@@ -264,7 +274,13 @@ class PlanSampler(Sampler[PlanSlot]):
         # Padding rows reuse the last real row (same prompt format); the trainer generates
         # nothing for them and keeps them out of rewards, advantages, the loss and the logs.
         pad = PlanSlot(slots[-1].index, PAD_GROUP, 0)
-        return slots + [pad] * (self.batch_rows - len(slots))
+        share = self.batch_rows // self.processes
+        dealt: list[PlanSlot] = []
+        for process in range(self.processes):
+            start = process * len(slots) // self.processes
+            end = (process + 1) * len(slots) // self.processes
+            dealt += slots[start:end] + [pad] * (share - (end - start))
+        return dealt
 
     def __iter__(self) -> Iterator[PlanSlot]:
         # Exactly len(self) rows, from wherever the schedule stands: the Trainer counts its

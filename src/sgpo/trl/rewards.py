@@ -63,6 +63,9 @@ class VerifierReward:
         self.answer_column = answer_column
         self.id_column = id_column
         self.prompts_open_thinking = prompts_open_thinking
+        # False where the caller checks a batch it scores in several calls (SGPOTrainer on
+        # several processes, each scoring its own rows)
+        self.checks_each_batch = True
         self.__name__ = name or verifier.partition(":")[2]  # TRL names its metrics by it
 
     def __call__(
@@ -84,8 +87,9 @@ class VerifierReward:
             for c, p, a, q in zip(completions, prompts, answers, ids, strict=True)
         ]
         # as sgpo train does: a verifier that fails on every response is broken, not strict
-        on = f"a batch of {len(scores)} completions"
-        self.verifier.stats.stop_if_every_call_failed(self.verifier.spec, before, on)
+        if self.checks_each_batch:
+            on = f"a batch of {len(scores)} completions"
+            self.verifier.stats.stop_if_every_call_failed(self.verifier.spec, before, on)
         return scores
 
     def answer_text(self, completion: Any, prompt: Any) -> str:

@@ -67,12 +67,15 @@ import json
 import math
 import os
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+import trl.trainer.grpo_trainer as trl_grpo
+from accelerate.utils import gather_object
 from datasets import Dataset, IterableDataset
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOConfig, GRPOTrainer
@@ -115,7 +118,7 @@ from sgpo.trl.data import (
     plan_dataset,
 )
 from sgpo.trl.rewards import VerifierReward
-from sgpo.verify import verifier_code_sha256
+from sgpo.verify import stop_if_every_call_failed, verifier_code_sha256
 
 # Losses normalised by the generation batch's real tokens: padding rows (mask 0) drop out
 # exactly. The per-sequence means ("grpo", "sapo", "luspo") and "dr_grpo" divide by the number
@@ -365,7 +368,7 @@ class SGPOTrainer(GRPOTrainer):
         self._plan_fingerprint = hashlib.sha256(json.dumps(curriculum).encode()).hexdigest()
         super().__init__(model, reward_funcs, args=args, train_dataset=train_dataset, **kwargs)
         if self.accelerator.num_processes > 1:
-            raise NotImplementedError("SGPOTrainer runs in a single process for now")
+            _refuse_what_runs_in_one_process_only(args)
         if self._is_vlm:
             raise NotImplementedError("SGPOTrainer does not support vision-language models")
         if args.drop_equal_groups and self.aux_loss_enabled:
@@ -410,6 +413,7 @@ class SGPOTrainer(GRPOTrainer):
             args.generation_batch_size,
             repeat=self.num_iterations * args.steps_per_generation,
             downsample_to=args.downsample_to,
+            processes=self.accelerator.num_processes,
         )
         unwrapped = self.accelerator.unwrap_model(self.model)
         self.shape = model_shape(unwrapped)
@@ -419,6 +423,9 @@ class SGPOTrainer(GRPOTrainer):
         self.reference_shape = model_shape(unwrapped, "ref" if "ref" in peft_config else None)
         self._verifier_rewards = [f for f in self.reward_funcs if isinstance(f, VerifierReward)]
         for reward in self._verifier_rewards:
+            # with several processes a batch's rows are scored in one call per process: a
+            # verifier failing on every response of the batch is checked over all of them
+            reward.checks_each_batch = self.accelerator.num_processes == 1
             if reward.answer_column not in train_dataset.column_names:
                 raise ValueError(
                     f"train_dataset has no column {reward.answer_column!r}, the reference "
@@ -437,7 +444,11 @@ class SGPOTrainer(GRPOTrainer):
                 stacklevel=2,
             )
         self._zero_sgpo_counters()
-        self._group_ids: torch.Tensor | None = None  # the current training batch's layout
+        self._group_ids: torch.Tensor | None = None  # this process's rows of the training batch
+        # The whole batch across processes (every process computes advantages, counters and
+        # the schedule's observations over it) and where this process's rows lie in it.
+        self._all_group_ids: torch.Tensor | None = None
+        self._local_rows = slice(0)
         self._rows: list[dict] | None = None  # its dataset rows (reward function inputs)
         self._rewards_per_func: torch.Tensor | None = None
         # Growth and down-sampling: the batch groups' planned G, per-function rewards of the
@@ -615,7 +626,16 @@ class SGPOTrainer(GRPOTrainer):
 
     # ------------------------------------------------------------------------ generation
     def _real_rows(self) -> list[int]:
+        """This process's real rows (its indices into its share of the batch)."""
         return [i for i, g in enumerate(self._group_ids.tolist()) if g >= 0]
+
+    def _all_real_rows(self) -> list[int]:
+        """The real rows of the whole batch across processes (indices into it)."""
+        return [i for i, g in enumerate(self._all_group_ids.tolist()) if g >= 0]
+
+    def _most_real_rows_per_process(self) -> int:
+        shares = self._all_group_ids.view(self.accelerator.num_processes, -1)
+        return int((shares >= 0).sum(dim=1).max())
 
     def _generate_single_turn(
         self,
@@ -631,9 +651,15 @@ class SGPOTrainer(GRPOTrainer):
             )
         real = self._real_rows()
         # One completion per real row: with vLLM one request of sum(G) prompts (n=1 each; its
-        # prefix cache shares a group's prompt), with transformers one generate() call.
+        # prefix cache shares a group's prompt), with transformers one generate() call. With
+        # several processes each sends as many prompts as the busiest holds real rows (its
+        # last prompt again, those completions thrown away): TRL's vLLM server mode slices the
+        # gathered completions into equal shares, and a process without real rows still takes
+        # part in the backend's collective calls (weight sync, ZeRO-3 gathers).
+        repeated = real[-1:] or [0]
+        requested = real + repeated * (self._most_real_rows_per_process() - len(real))
         real_ids, real_logprobs = super()._generate_single_turn(
-            [prompt_ids[i] for i in real], None, {}, 1, has_tool_images
+            [prompt_ids[i] for i in requested], None, {}, 1, has_tool_images
         )
         completion_ids: list[list[int]] = [[self.eos_token_ids[0]] for _ in prompt_ids]
         # NaN sampling log-prob: TRL's vLLM importance ratio is then exactly 1 on padding.
@@ -652,9 +678,10 @@ class SGPOTrainer(GRPOTrainer):
                 result = self._grow(prompts, result)
             elif self.args.downsample_to:
                 result = self._downsample(prompts, result)
-            real = self._real_rows()
-            self._restate_generation_metrics(result[0], result[1], real)
-            self._charge_generation(result[0], result[1], real)
+            lengths, truncated = self._lengths_of_all_rows(result[0], result[1])
+            real = self._all_real_rows()
+            self._restate_generation_metrics(lengths, truncated, real)
+            self._charge_generation(lengths, real)
             tokens = self.sgpo_tokens_generated - tokens_before
             self._metrics["train"]["sgpo/tokens_generated"].append(float(tokens))
         return result
@@ -795,40 +822,50 @@ class SGPOTrainer(GRPOTrainer):
         self.sgpo_rollouts += len(completion_ids)
         self.sgpo_tokens_generated += sum(len(ids) for ids in completion_ids)
 
+    def _lengths_of_all_rows(
+        self, prompt_ids: list[list[int]], completion_ids: list[list[int]]
+    ) -> tuple[list[tuple[int, int]], list[bool]]:
+        """(prompt, completion) tokens and whether the completion was cut off, of every row of
+        the batch across processes (as TRL's statistics gather them)."""
+        ends = [*self.eos_token_ids, self._tokenizer.pad_token_id]
+        local = torch.tensor(
+            [
+                [len(p), len(c), c[-1] not in ends]
+                for p, c in zip(prompt_ids, completion_ids, strict=True)
+            ],
+            device=self.accelerator.device,
+        )
+        rows = self.accelerator.gather(local).tolist()
+        return [(p, c) for p, c, _ in rows], [bool(t) for _, _, t in rows]
+
     def _restate_generation_metrics(
-        self, prompt_ids: list[list[int]], completion_ids: list[list[int]], real: list[int]
+        self, lengths: list[tuple[int, int]], truncated: list[bool], real: list[int]
     ) -> None:
         """TRL's completion statistics and token count over the real rows only."""
-        padding = set(range(len(prompt_ids))) - set(real)
-        self.state.num_input_tokens_seen -= sum(
-            len(prompt_ids[i]) + len(completion_ids[i]) for i in padding
-        )
+        padding = set(range(len(lengths))) - set(real)
+        self.state.num_input_tokens_seen -= sum(sum(lengths[i]) for i in padding)
         metrics = self._metrics["train"]
         metrics["num_tokens"] = [self.state.num_input_tokens_seen]
-        lengths = torch.tensor([len(completion_ids[i]) for i in real], dtype=torch.float32)
-        ends = [*self.eos_token_ids, self._tokenizer.pad_token_id]
-        truncated = torch.tensor([completion_ids[i][-1] not in ends for i in real])
-        terminated = lengths[~truncated] if (~truncated).any() else torch.zeros(1)
+        completions = torch.tensor([lengths[i][1] for i in real], dtype=torch.float32)
+        cut = torch.tensor([truncated[i] for i in real])
+        terminated = completions[~cut] if (~cut).any() else torch.zeros(1)
         for key, value in (
-            ("completions/mean_length", lengths.mean()),
-            ("completions/min_length", lengths.min()),
-            ("completions/max_length", lengths.max()),
-            ("completions/clipped_ratio", truncated.float().mean()),
+            ("completions/mean_length", completions.mean()),
+            ("completions/min_length", completions.min()),
+            ("completions/max_length", completions.max()),
+            ("completions/clipped_ratio", cut.float().mean()),
             ("completions/mean_terminated_length", terminated.mean()),
             ("completions/min_terminated_length", terminated.min()),
             ("completions/max_terminated_length", terminated.max()),
         ):
             metrics[key][-1] = value.item()
 
-    def _charge_generation(
-        self, prompt_ids: list[list[int]], completion_ids: list[list[int]], real: list[int]
-    ) -> None:
-        """sgpo's cost convention for one generation batch (tokens, not padding to the longest
-        row): rollout inference of the real rows, and the log-prob passes TRL will run (old
-        policy, reference) over every row, padding rows (a prompt and one EOS token) included;
-        training is charged by _charge_training."""
-        rows = zip(prompt_ids, completion_ids, strict=True)
-        self._lengths = {i: (len(p), len(c)) for i, (p, c) in enumerate(rows)}
+    def _charge_generation(self, lengths: list[tuple[int, int]], real: list[int]) -> None:
+        """sgpo's cost convention for one generation batch across processes (tokens, not
+        padding to the longest row): rollout inference of the real rows, and the log-prob
+        passes TRL will run (old policy, reference) over every row, padding rows (a prompt and
+        one EOS token) included; training is charged by _charge_training."""
+        self._lengths = dict(enumerate(lengths))
         generate_every = self.args.steps_per_generation * self.num_iterations
         old_logprobs = self.args.gradient_accumulation_steps % generate_every != 0 or (
             self.use_vllm and self.vllm_importance_sampling_correction
@@ -853,25 +890,45 @@ class SGPOTrainer(GRPOTrainer):
     def _calculate_rewards(
         self, inputs: list[dict], prompts: list, completions: list, completion_ids_list: list
     ) -> torch.Tensor:
+        before = [reward.verifier.stats.counts() for reward in self._verifier_rewards]
+        rewards = self._rewards_of_the_batch(inputs, prompts, completions, completion_ids_list)
+        if self.accelerator.num_processes > 1 and self._verifier_rewards:
+            verifiers = [reward.verifier for reward in self._verifier_rewards]
+            made = torch.tensor(
+                [v.stats.since(b) for v, b in zip(verifiers, before, strict=True)],
+                device=self.accelerator.device,
+            )
+            made = self.accelerator.reduce(made, reduction="sum").tolist()
+            for verifier, counts in zip(verifiers, made, strict=True):
+                on = f"a batch of {counts[0]} completions (over all processes)"
+                stop_if_every_call_failed(verifier.spec, tuple(counts), on)
+        return rewards
+
+    def _rewards_of_the_batch(
+        self, inputs: list[dict], prompts: list, completions: list, completion_ids_list: list
+    ) -> torch.Tensor:
+        """Per-function rewards [rows of the batch across processes, functions]."""
         if self._group_ids is None:
             return super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         if self._scores is not None:  # scored while growing: the same rows, not scored twice
             self._rewards_per_func = self._scores
             return self._scores
         real = self._real_rows()
-        scored = super()._calculate_rewards(
-            [inputs[i] for i in real],
-            [prompts[i] for i in real],
-            [completions[i] for i in real],
-            [completion_ids_list[i] for i in real],
-        )
         # NaN in every column marks a row unscorable: TRL leaves it out of the reward metrics.
         rewards = torch.full(
-            (len(prompts), scored.shape[1]), torch.nan, dtype=scored.dtype, device=scored.device
+            (len(prompts), len(self.reward_funcs)), torch.nan, device=self.accelerator.device
         )
-        rewards[real] = scored
-        self._rewards_per_func = rewards
-        return rewards
+        if real:
+            with _rewards_not_gathered():
+                rewards[real] = super()._calculate_rewards(
+                    [inputs[i] for i in real],
+                    [prompts[i] for i in real],
+                    [completions[i] for i in real],
+                    [completion_ids_list[i] for i in real],
+                )
+        # TRL's advantages and reward statistics take the whole batch's rewards
+        self._rewards_per_func = self.accelerator.gather(rewards)
+        return self._rewards_per_func
 
     # ------------------------------------------------------------------------ the batch
     def _generate_and_score_completions(self, inputs: list[dict]) -> dict[str, Any]:
@@ -881,34 +938,43 @@ class SGPOTrainer(GRPOTrainer):
         rows = [{k: v for k, v in x.items() if k not in SGPO_KEYS} for x in inputs]
         planned_num_generations = self.num_generations
         self._group_ids, self._rows = group_ids, rows
+        # Each process holds an equal share of the batch (PlanSampler), in process order.
+        start = self.accelerator.process_index * len(inputs)
+        self._local_rows = slice(start, start + len(inputs))
+        self._all_group_ids = self.accelerator.gather(group_ids.to(self.accelerator.device)).cpu()
+        query_ids = gather_object([x[self.args.query_id_column] for x in rows])
         self._group_sizes = {x[GROUP_KEY]: x[GROUP_SIZE_KEY] for x in inputs}
         # TRL groups rewards by view(-1, num_generations); with 1 its advantages are all zero
         # and are replaced below by the planned groups' advantages.
         self.num_generations = 1
         try:
             output = super()._generate_and_score_completions(rows)
-            self._apply_groups(output, rows, group_ids)
+            self._apply_groups(output, query_ids, self._all_group_ids)
         finally:
             self.num_generations = planned_num_generations
-            self._group_ids = self._rows = None
+            self._group_ids = self._rows = self._all_group_ids = None
             self._rewards_per_func = self._scores = None
             self._whole_groups, self._group_sizes, self._lengths = {}, {}, {}
         return output
 
     def _apply_groups(
-        self, output: dict[str, Any], rows: list[dict], group_ids: torch.Tensor
+        self, output: dict[str, Any], query_ids: list[str], group_ids: torch.Tensor
     ) -> None:
+        """The planned groups' advantages, padding out of the loss, sgpo's metrics and the
+        schedule's observations; query_ids and group_ids span the batch across processes,
+        whose every process computes all of this alike and keeps its own rows."""
         device = output["advantages"].device
         rewards = self._weighted(self._rewards_per_func).cpu()
         # A grown group's advantages come from all it drew; a down-sampled one's (PODS) from
         # the trained rows only.
         whole = self._whole_groups if self.args.grow_max else None
         advantages, is_std_zero = grouped_advantages(rewards, group_ids, self.scale_rewards, whole)
-        output["advantages"] = advantages.to(device)
+        output["advantages"] = advantages[self._local_rows].to(device)
 
-        padding = (group_ids < 0).to(device)
+        padding = (group_ids[self._local_rows] < 0).to(device)
         mask = output["completion_mask"]
-        output["num_items_in_batch"] = output["num_items_in_batch"] - mask[padding].sum()
+        padding_tokens = self.accelerator.gather(mask[padding].sum()).sum()
+        output["num_items_in_batch"] = output["num_items_in_batch"] - padding_tokens
         mask[padding] = 0
 
         real = group_ids >= 0
@@ -918,11 +984,12 @@ class SGPOTrainer(GRPOTrainer):
 
         groups = group_ids[real].tolist()
         live = informative_groups(advantages[real].tolist(), groups)
-        trained = self._real_rows()
+        trained = self._all_real_rows()
         if self.args.drop_equal_groups:
             trained = [i for i in trained if int(group_ids[i]) in live]
-            output[TRAINED_KEY] = torch.zeros(len(group_ids), dtype=torch.bool, device=device)
-            output[TRAINED_KEY][trained] = True
+            is_trained = torch.zeros(len(group_ids), dtype=torch.bool)
+            is_trained[trained] = True
+            output[TRAINED_KEY] = is_trained[self._local_rows].to(device)
             self._charge_training(trained)
         else:  # TRL's forward and backward passes run over every row, padding rows included
             self._charge_training(range(len(group_ids)))
@@ -945,17 +1012,28 @@ class SGPOTrainer(GRPOTrainer):
             [self._whole_groups.get(g, rewards[group_ids == g]) for g in set(groups)]
         )
         metrics["sgpo/reward_generated_mean"].append(drawn_rewards.nanmean().item())
-        self._observe(rows, group_ids, rewards)
+        self._observe(query_ids, group_ids, rewards)
 
     # ---------------------------------------------------------------------------- the loss
     def _compute_loss(self, model: Any, inputs: dict[str, Any]) -> torch.Tensor:
         if TRAINED_KEY not in inputs:
             return super()._compute_loss(model, inputs)
-        trained = inputs[TRAINED_KEY].nonzero().flatten()
-        rows = len(inputs[TRAINED_KEY])
-        if len(trained) == 0:
-            # nothing to train: one row (advantage 0) keeps the loss an exact zero with a graph
-            trained = trained.new_zeros(1)
+        is_trained = inputs[TRAINED_KEY]
+        rows = len(is_trained)
+        # Every process forwards as many rows as the busiest one trains, and at least one (a
+        # loss with a graph): TRL gathers per-row statistics of the rows forwarded, which needs
+        # as many on each process, and sharded models run their collectives per forward. The
+        # rows added train nothing (advantage 0: padding rows first, which hold no tokens of
+        # the loss or its statistics, then rows of all-equal groups).
+        busiest = self.accelerator.gather(is_trained.sum()).max()
+        untrained = sorted(
+            (~is_trained).nonzero().flatten().tolist(),
+            key=lambda i: bool(inputs["completion_mask"][i].any()),
+        )
+        added = untrained[: max(int(busiest), 1) - int(is_trained.sum())]
+        trained = torch.tensor(
+            sorted(is_trained.nonzero().flatten().tolist() + added), dtype=torch.long
+        )
         kept = {key: _rows_of(value, trained, rows) for key, value in inputs.items()}
         del kept[TRAINED_KEY]
         return super()._compute_loss(model, kept)
@@ -975,12 +1053,14 @@ class SGPOTrainer(GRPOTrainer):
             while len(column) > len(logs["prompt"]):
                 column.popleft()
 
-    def _observe(self, rows: list[dict], group_ids: torch.Tensor, rewards: torch.Tensor) -> None:
+    def _observe(
+        self, query_ids: list[str], group_ids: torch.Tensor, rewards: torch.Tensor
+    ) -> None:
         """Online sGPO and skip on history: each group's outcomes (all it drew, when grown)
-        update its query's success rate and outcome streak."""
+        update its query's success rate and outcome streak (over the batch across processes,
+        so that every process's schedule stays the same)."""
         if not self.schedule.observes():
             return
-        column = self.args.query_id_column
         outcomes: dict[str, GroupOutcome] = {}
         for group in torch.unique(group_ids[group_ids >= 0]).tolist():
             members = (group_ids == group).nonzero().flatten().tolist()
@@ -989,7 +1069,7 @@ class SGPOTrainer(GRPOTrainer):
             wins = sum(is_correct(r, self.success_threshold) for r in scored)
             equal = all_equal(scored)  # the streak rule sgpo's trainer uses by default
             outcome = GroupOutcome(wins, len(scored) - wins, equal)
-            outcomes[rows[members[0]][column]] = outcome
+            outcomes[query_ids[members[0]]] = outcome
         replanned = self.schedule.observe(outcomes)
         if self.schedule.planner is not None:
             self._metrics["train"]["sgpo/replanned"].append(float(replanned))
@@ -1111,7 +1191,9 @@ class SGPOTrainer(GRPOTrainer):
 
     # --------------------------------------------------------------------------- logging
     def sgpo_totals(self) -> dict[str, float]:
-        """Cumulative cost in sgpo's convention (profile FLOPs included from the start)."""
+        """Cumulative cost in sgpo's convention (profile FLOPs included from the start). With
+        several processes the verifiers' counts are summed over them: call it on every
+        process (log does)."""
         totals = {f"sgpo/flops_{phase}_cum": value for phase, value in self.sgpo_flops.items()}
         totals["sgpo/flops_total_cum"] = sum(self.sgpo_flops.values())
         totals["sgpo/rollouts_cum"] = float(self.sgpo_rollouts)
@@ -1119,8 +1201,14 @@ class SGPOTrainer(GRPOTrainer):
         totals["sgpo/plan_epoch"] = float(self.schedule.scheduler.epoch)
         if self._verifier_rewards:
             stats = [reward.verifier.stats for reward in self._verifier_rewards]
-            totals["sgpo/verifier_errors_cum"] = float(sum(s.errors for s in stats))
-            totals["sgpo/verifier_timeouts_cum"] = float(sum(s.timeouts for s in stats))
+            # each process scored its own rows
+            counts = torch.tensor(
+                [sum(s.errors for s in stats), sum(s.timeouts for s in stats)],
+                device=self.accelerator.device,
+            )
+            errors, timeouts = self.accelerator.reduce(counts, reduction="sum").tolist()
+            totals["sgpo/verifier_errors_cum"] = float(errors)
+            totals["sgpo/verifier_timeouts_cum"] = float(timeouts)
         if self.args.history_explore < 1:
             totals["sgpo/history_skipped"] = float(self.schedule.scheduler.history_skipped)
             totals["sgpo/history_explore"] = self.schedule.scheduler.explore
@@ -1130,6 +1218,30 @@ class SGPOTrainer(GRPOTrainer):
         if self.model.training:
             logs = logs | self.sgpo_totals()
         super().log(logs, start_time)
+
+
+def _refuse_what_runs_in_one_process_only(args: SGPOConfig) -> None:
+    """Settings SGPOTrainer runs in one process only: their groups draw more responses where
+    their rows are, which several processes would have to agree on."""
+    for name in ("grow_max", "downsample_to"):
+        if getattr(args, name):
+            raise NotImplementedError(
+                f"SGPOTrainer with {name}={getattr(args, name)} runs in one process only; "
+                f"launch it in a single process, or set {name}=0 to train on several"
+            )
+
+
+@contextmanager
+def _rewards_not_gathered() -> Iterator[None]:
+    """GRPOTrainer._calculate_rewards ends by gathering its rows across processes, which
+    needs as many rows on each; SGPOTrainer scores a process's real rows only (their counts
+    differ by one), so it gathers them itself once padded back to the process's share."""
+    gather = trl_grpo.gather
+    trl_grpo.gather = lambda tensor: tensor
+    try:
+        yield
+    finally:
+        trl_grpo.gather = gather
 
 
 def _choose_scorable(

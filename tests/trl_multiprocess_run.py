@@ -1,0 +1,101 @@
+"""One SGPOTrainer run for tests/test_trl_multiprocess.py, in one process or as one of several
+under torchrun (gloo on CPU). Generation is faked: a row's completion depends on its prompt and
+on how many rows before it in the whole batch hold the same prompt, so N processes generate
+exactly what one process does for the same batch.
+
+    python trl_multiprocess_run.py MODEL_DIR PLAN OUT_DIR SETTINGS_JSON
+
+Writes OUT_DIR/rank<r>.json (the log history, sgpo's totals) and rank<r>.done on each
+process's way out, and OUT_DIR/weights.pt (the final parameters) from the main process."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import torch
+from accelerate.utils import gather_object
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from trl import GRPOTrainer
+
+from sgpo.trl import SGPOConfig, SGPOTrainer, VerifierReward
+
+
+def flaky_coin(response: str, reference: str) -> float:
+    """A verifier that raises on some responses (an eighth of them, by a hash) and flips a coin
+    on the others: mixed groups, and error counts to sum over processes."""
+    digest = hashlib.sha256(response.encode()).digest()
+    if digest[1] % 8 == 0:
+        raise RuntimeError("flaky_coin fails on this response")
+    return float(digest[0] % 2)
+
+
+def fake_generation(
+    trainer: SGPOTrainer,
+    prompt_ids: list[list[int]],
+    images: object,
+    multimodal_fields: dict,
+    num_generations: int,
+    has_tool_images: bool = False,
+) -> tuple[list[list[int]], None]:
+    """Stands in for GRPOTrainer._generate_single_turn. The first len(real rows) prompts are
+    this process's real rows (the rest it sends to keep the processes' requests equal)."""
+    real = len(trainer._real_rows())
+    counts = gather_object([real])
+    every_prompt = gather_object([tuple(p) for p in prompt_ids[:real]])
+    start = sum(counts[: trainer.accelerator.process_index])
+    eos = trainer.eos_token_ids[0]
+    special = {*trainer.eos_token_ids, trainer.processing_class.pad_token_id}
+    tokens = [i for i in range(trainer.processing_class.vocab_size) if i not in special]
+    completions = []
+    for i, prompt in enumerate(prompt_ids):
+        seen = every_prompt[: start + i].count(tuple(prompt)) if i < real else -1
+        digest = hashlib.sha256(f"{prompt}/{seen}".encode()).digest()
+        length = digest[0] % 3  # 0-2 tokens, then EOS (max_completion_length 4)
+        completions.append([tokens[d % len(tokens)] for d in digest[1 : 1 + length]] + [eos])
+    return completions, None
+
+
+def main(model_dir: str, plan: str, out_dir: str, settings: dict) -> None:
+    out = Path(out_dir)
+    GRPOTrainer._generate_single_turn = fake_generation
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer.padding_side = "left"
+    config = {
+        "output_dir": str(out / "trainer"),
+        "max_steps": 6,
+        "max_completion_length": 4,
+        "learning_rate": 1e-2,
+        "optim": "sgd",  # Adam would magnify float noise in near-zero gradients
+        "logging_steps": 1,
+        "report_to": [],
+        "save_strategy": "no",
+        "use_cpu": True,
+        "bf16": False,
+        "seed": 0,
+        "scale_rewards": "none",
+    }
+    args = SGPOConfig(**(config | settings))
+    trainer = SGPOTrainer(
+        AutoModelForCausalLM.from_pretrained(model_dir),
+        VerifierReward("trl_multiprocess_run:flaky_coin", name="flaky_coin"),
+        plan=plan,
+        args=args,
+        processing_class=tokenizer,
+    )
+    trainer.train()
+    rank = trainer.accelerator.process_index
+    totals = trainer.sgpo_totals()
+    if trainer.accelerator.is_main_process:
+        weights = trainer.accelerator.unwrap_model(trainer.model).state_dict()
+        torch.save({k: v.detach().cpu() for k, v in weights.items()}, out / "weights.pt")
+    result = {"log_history": trainer.state.log_history, "totals": totals}
+    (out / f"rank{rank}.json").write_text(json.dumps(result))
+    trainer.accelerator.wait_for_everyone()
+    (out / f"rank{rank}.done").write_text("done")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4]))
