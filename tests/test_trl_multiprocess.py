@@ -3,7 +3,7 @@
 
 Both runs go through tests/trl_multiprocess_run.py in a subprocess, whose generation is faked
 as a function of each row's place in the whole batch. The plan's batches with padding deal
-their real rows unequally over the 2 processes (3 real rows: 1 and 2)."""
+their real rows unequally over the 2 processes (5 real rows: 2 and 3)."""
 
 from __future__ import annotations
 
@@ -25,9 +25,9 @@ from sgpo.core.allocation import PlanRule  # noqa: E402
 from sgpo.io import write_table  # noqa: E402
 from sgpo.models import model_source  # noqa: E402
 
-# In rank order; batches of 6 rows: [q4, q3] + 3 padding rows, [q2, q1], [q0, q5]; of 12
-# (steps_per_generation 2): [q4, q3, q2, q1, q0], [q5] + 9 padding rows.
-GROUP_SIZES = {"q4": 1, "q3": 2, "q2": 4, "q1": 2, "q0": 3, "q5": 3}
+# In rank order; batches of 6 rows: [q4, q3] + 1 padding row, [q2, q1], [q0, q5]; of 12
+# (steps_per_generation 2): [q4, q3, q2, q1] + 1 padding row, [q0, q5] + 6 padding rows.
+GROUP_SIZES = {"q4": 1, "q3": 4, "q2": 4, "q1": 2, "q0": 3, "q5": 3}
 GLOBAL_BATCH_ROWS = 6
 PROCESSES = 2
 # What each step logs that must come out the same (sgpo's keys besides)
@@ -144,8 +144,11 @@ def test_two_processes_train_as_one_does(
             assert got[key] == pytest.approx(value, rel=1e-5, abs=1e-6), (step, key)
     assert two_totals == pytest.approx(one_totals)
     assert one_totals["sgpo/verifier_errors_cum"] > 0  # the sum over processes is compared
-    # batches with padding (shares with unequal real rows), and training that moved the weights
-    assert any(h["sgpo/padding_rows"] for h in step_logs(one_logs))
+    # a batch with padding (shares with unequal real rows) and a mixed group, and training that
+    # moved the weights
+    assert any(
+        h["sgpo/padding_rows"] and h["frac_reward_zero_std"] < 1 for h in step_logs(one_logs)
+    )
     assert any(h["grad_norm"] > 0 for h in step_logs(one_logs))
     assert one_weights.keys() == two_weights.keys()
     for name, value in one_weights.items():

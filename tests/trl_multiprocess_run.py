@@ -1,7 +1,7 @@
 """One SGPOTrainer run for tests/test_trl_multiprocess.py, in one process or as one of several
-under torchrun (gloo on CPU). Generation is faked: a row's completion depends on its prompt and
-on how many rows before it in the whole batch hold the same prompt, so N processes generate
-exactly what one process does for the same batch.
+under torchrun (gloo on CPU). Generation is faked: a row's completion depends on the step, its
+prompt and how many rows before it in the whole batch hold the same prompt, so N processes
+generate exactly what one process does for the same batch.
 
     python trl_multiprocess_run.py MODEL_DIR PLAN OUT_DIR SETTINGS_JSON
 
@@ -52,7 +52,7 @@ def fake_generation(
     completions = []
     for i, prompt in enumerate(prompt_ids):
         seen = every_prompt[: start + i].count(tuple(prompt)) if i < real else -1
-        digest = hashlib.sha256(f"{prompt}/{seen}".encode()).digest()
+        digest = hashlib.sha256(f"{prompt}/{seen}/{trainer.state.global_step}".encode()).digest()
         length = digest[0] % 3  # 0-2 tokens, then EOS (max_completion_length 4)
         completions.append([tokens[d % len(tokens)] for d in digest[1 : 1 + length]] + [eos])
     return completions, None
