@@ -126,8 +126,16 @@ def step_logs(history: list[dict]) -> list[dict]:
         {"steps_per_generation": 2, "gradient_accumulation_steps": 2},
         {"reestimate": True, "replan_every": 1},
         {"history_explore": 0.5},
+        {"fake_vllm_server": True},
     ],
-    ids=["default", "drop_equal_groups", "steps_per_generation", "reestimate", "history"],
+    ids=[
+        "default",
+        "drop_equal_groups",
+        "steps_per_generation",
+        "reestimate",
+        "history",
+        "vllm_server",
+    ],
 )
 def test_two_processes_train_as_one_does(
     model_dir: str, plan_path: Path, tmp_path: Path, settings: dict

@@ -32,6 +32,31 @@ def flaky_coin(response: str, reference: str) -> float:
     return float(digest[0] % 2)
 
 
+def completions_by_process(
+    trainer: SGPOTrainer, prompts_by_process: list[list[list[int]]], real_by_process: list[int]
+) -> list[list[list[int]]]:
+    """Each process's completions of its prompts, whose first real_by_process[p] are its real
+    rows (the rest it sends to keep the processes' requests equal): a real row's completion
+    depends on the step, its prompt and how many real rows before it hold the same prompt."""
+    shares = list(zip(prompts_by_process, real_by_process, strict=True))
+    real_prompts = [tuple(p) for prompts, real in shares for p in prompts[:real]]
+    eos = trainer.eos_token_ids[0]
+    special = {*trainer.eos_token_ids, trainer.processing_class.pad_token_id}
+    tokens = [i for i in range(trainer.processing_class.vocab_size) if i not in special]
+    completions, before = [], 0
+    for prompts, real in shares:
+        mine = []
+        for i, prompt in enumerate(prompts):
+            seen = real_prompts[: before + i].count(tuple(prompt)) if i < real else -1
+            key = f"{prompt}/{seen}/{trainer.state.global_step}"
+            digest = hashlib.sha256(key.encode()).digest()
+            length = digest[0] % 3  # 0-2 tokens, then EOS (max_completion_length 4)
+            mine.append([tokens[d % len(tokens)] for d in digest[1 : 1 + length]] + [eos])
+        completions.append(mine)
+        before += real
+    return completions
+
+
 def fake_generation(
     trainer: SGPOTrainer,
     prompt_ids: list[list[int]],
@@ -40,27 +65,43 @@ def fake_generation(
     num_generations: int,
     has_tool_images: bool = False,
 ) -> tuple[list[list[int]], None]:
-    """Stands in for GRPOTrainer._generate_single_turn. The first len(real rows) prompts are
-    this process's real rows (the rest it sends to keep the processes' requests equal)."""
-    real = len(trainer._real_rows())
-    counts = gather_object([real])
-    every_prompt = gather_object([tuple(p) for p in prompt_ids[:real]])
-    start = sum(counts[: trainer.accelerator.process_index])
-    eos = trainer.eos_token_ids[0]
-    special = {*trainer.eos_token_ids, trainer.processing_class.pad_token_id}
-    tokens = [i for i in range(trainer.processing_class.vocab_size) if i not in special]
-    completions = []
-    for i, prompt in enumerate(prompt_ids):
-        seen = every_prompt[: start + i].count(tuple(prompt)) if i < real else -1
-        digest = hashlib.sha256(f"{prompt}/{seen}/{trainer.state.global_step}".encode()).digest()
-        length = digest[0] % 3  # 0-2 tokens, then EOS (max_completion_length 4)
-        completions.append([tokens[d % len(tokens)] for d in digest[1 : 1 + length]] + [eos])
-    return completions, None
+    """Stands in for GRPOTrainer._generate_single_turn (transformers: each process its own)."""
+    real_by_process = gather_object([len(trainer._real_rows())])
+    every = completions_by_process(trainer, gather_object([prompt_ids]), real_by_process)
+    return every[trainer.accelerator.process_index], None
+
+
+class FakeVLLMServer:
+    """Stands in for TRL's VLLMGeneration in server mode: gathers every process's prompts,
+    generates them all and hands each process its equal share, as TRL slices them."""
+
+    def __init__(self, trainer: SGPOTrainer) -> None:
+        self.trainer = trainer
+
+    def sync_weights(self) -> None:
+        pass
+
+    def generate(
+        self, prompts: list, images: object, num_generations: int, profiler: object = None
+    ) -> tuple:
+        accelerator = self.trainer.accelerator
+        every_prompt, share = gather_object(prompts), len(prompts)
+        prompts_by_process = [
+            every_prompt[p * share : (p + 1) * share] for p in range(accelerator.num_processes)
+        ]
+        real_by_process = gather_object([len(self.trainer._real_rows())])
+        every = completions_by_process(self.trainer, prompts_by_process, real_by_process)
+        flat = [c for completions in every for c in completions]
+        mine = flat[accelerator.process_index * share : (accelerator.process_index + 1) * share]
+        logprobs = [[[-1.0] for _ in c] for c in mine]  # top-1 lists, as vLLM returns them
+        return prompts, mine, logprobs, None
 
 
 def main(model_dir: str, plan: str, out_dir: str, settings: dict) -> None:
     out = Path(out_dir)
-    GRPOTrainer._generate_single_turn = fake_generation
+    vllm_server = settings.pop("fake_vllm_server", False)
+    if not vllm_server:
+        GRPOTrainer._generate_single_turn = fake_generation
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     tokenizer.padding_side = "left"
     config = {
@@ -85,6 +126,9 @@ def main(model_dir: str, plan: str, out_dir: str, settings: dict) -> None:
         args=args,
         processing_class=tokenizer,
     )
+    if vllm_server:
+        trainer.use_vllm, trainer.vllm_generation = True, FakeVLLMServer(trainer)
+        trainer._last_loaded_step = -1
     trainer.train()
     rank = trainer.accelerator.process_index
     totals = trainer.sgpo_totals()
