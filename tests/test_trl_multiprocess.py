@@ -24,6 +24,7 @@ from sgpo.config import RunConfig  # noqa: E402
 from sgpo.core.allocation import PlanRule  # noqa: E402
 from sgpo.io import write_table  # noqa: E402
 from sgpo.models import model_source  # noqa: E402
+from sgpo.trl.data import PAD_GROUP, PlanSampler, StepSchedule, load_plan  # noqa: E402
 
 # In rank order; batches of 6 rows: [q4, q3] + 1 padding row, [q2, q1], [q0, q5]; of 12
 # (steps_per_generation 2): [q4, q3, q2, q1] + 1 padding row, [q0, q5] + 6 padding rows.
@@ -77,10 +78,10 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
     return model_source(RunConfig.model_validate(tiny_tree(cache)))
 
 
-def run(
+def launch(
     model_dir: str, plan: Path, out: Path, settings: dict, processes: int
-) -> tuple[list[dict], dict, dict[str, torch.Tensor]]:
-    """(log history, sgpo totals, final weights) of a run on `processes` processes, whose
+) -> subprocess.CompletedProcess:
+    """tests/trl_multiprocess_run.py on `processes` processes (torchrun beyond one), whose
     global batch is GLOBAL_BATCH_ROWS rows per micro-step."""
     out.mkdir(parents=True)
     per_device = {"per_device_train_batch_size": GLOBAL_BATCH_ROWS // processes}
@@ -97,9 +98,17 @@ def run(
         # written ("terminate called without an active exception")
         "PYTHONFAULTHANDLER": "1",
     }
-    done = subprocess.run(
+    return subprocess.run(
         launcher + script, env=env, capture_output=True, text=True, timeout=300, check=False
     )
+
+
+def run(
+    model_dir: str, plan: Path, out: Path, settings: dict, processes: int
+) -> tuple[list[dict], dict, dict[str, torch.Tensor]]:
+    """(log history, sgpo totals, final weights) of a launched run, which must reach its end
+    (its return code alone does not tell, see launch)."""
+    done = launch(model_dir, plan, out, settings, processes)
     ended = all((out / f"rank{r}.done").exists() for r in range(processes))
     assert ended, f"the run did not reach its end:\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
     results = [json.loads((out / f"rank{r}.json").read_text()) for r in range(processes)]
@@ -118,23 +127,20 @@ def step_logs(history: list[dict]) -> list[dict]:
     ]
 
 
+# About 8-10 s each on 2 CPU cores: three in the default suite, the others with -m slow.
 @pytest.mark.parametrize(
     "settings",
     [
-        {},
-        {"drop_equal_groups": True},
-        {"steps_per_generation": 2, "gradient_accumulation_steps": 2},
-        {"reestimate": True, "replan_every": 1},
-        {"history_explore": 0.5},
-        {"fake_vllm_server": True},
-    ],
-    ids=[
-        "default",
-        "drop_equal_groups",
-        "steps_per_generation",
-        "reestimate",
-        "history",
-        "vllm_server",
+        pytest.param({}, id="default"),
+        pytest.param({"drop_equal_groups": True}, id="drop_equal_groups"),
+        pytest.param({"reestimate": True, "replan_every": 1}, id="reestimate"),
+        pytest.param(
+            {"steps_per_generation": 2, "gradient_accumulation_steps": 2},
+            id="steps_per_generation",
+            marks=pytest.mark.slow,
+        ),
+        pytest.param({"history_explore": 0.5}, id="history", marks=pytest.mark.slow),
+        pytest.param({"fake_vllm_server": True}, id="vllm_server", marks=pytest.mark.slow),
     ],
 )
 def test_two_processes_train_as_one_does(
@@ -142,6 +148,33 @@ def test_two_processes_train_as_one_does(
 ) -> None:
     one = run(model_dir, plan_path, tmp_path / "one", settings, 1)
     two = run(model_dir, plan_path, tmp_path / "two", settings, PROCESSES)
+    assert_same_training(one, two)
+
+
+@pytest.mark.slow
+def test_two_processes_resume_to_what_one_trains(
+    model_dir: str, plan_path: Path, tmp_path: Path
+) -> None:
+    one = run(model_dir, plan_path, tmp_path / "one", {}, 1)
+    saving = {"save_strategy": "steps", "save_steps": 3}
+    run(model_dir, plan_path, tmp_path / "saved", saving, PROCESSES)
+    checkpoint = tmp_path / "saved" / "trainer" / "checkpoint-3"
+    resumed = run(
+        model_dir, plan_path, tmp_path / "resumed", {"resume_from": str(checkpoint)}, PROCESSES
+    )
+    # the resumed run generated the last 3 steps' batches only (3 rows each per process)
+    assert json.loads((tmp_path / "resumed" / "rank0.json").read_text())["generated"] == [3] * 3
+    # the verifiers' error counts are not checkpointed (in one process neither): they restart
+    assert_same_training(one, resumed, but=("sgpo/verifier_errors_cum",))
+
+
+def assert_same_training(
+    one: tuple[list[dict], dict, dict[str, torch.Tensor]],
+    two: tuple[list[dict], dict, dict[str, torch.Tensor]],
+    but: tuple[str, ...] = (),
+) -> None:
+    """The runs' per-step metrics, sgpo totals and final weights are the same (but the keys
+    `but` names)."""
     (one_logs, one_totals, one_weights), (two_logs, two_totals, two_weights) = one, two
     assert len(step_logs(one_logs)) == 6
     for step, (expected, got) in enumerate(
@@ -149,8 +182,11 @@ def test_two_processes_train_as_one_does(
     ):
         assert got.keys() == expected.keys(), step
         for key, value in expected.items():
-            assert got[key] == pytest.approx(value, rel=1e-5, abs=1e-6), (step, key)
-    assert two_totals == pytest.approx(one_totals)
+            if key not in but:
+                assert got[key] == pytest.approx(value, rel=1e-5, abs=1e-6), (step, key)
+    for key, value in one_totals.items():
+        if key not in but:
+            assert two_totals[key] == pytest.approx(value), key
     assert one_totals["sgpo/verifier_errors_cum"] > 0  # the sum over processes is compared
     # a batch with padding (shares with unequal real rows) and a mixed group, and training that
     # moved the weights
@@ -161,3 +197,34 @@ def test_two_processes_train_as_one_does(
     assert one_weights.keys() == two_weights.keys()
     for name, value in one_weights.items():
         assert torch.allclose(two_weights[name], value, atol=1e-6), name
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [{"grow_max": 4}, pytest.param({"downsample_to": 2}, marks=pytest.mark.slow)],
+    ids=str,
+)
+def test_what_runs_in_one_process_only_is_refused_on_two(
+    model_dir: str, plan_path: Path, tmp_path: Path, setting: dict
+) -> None:
+    done = launch(model_dir, plan_path, tmp_path / "run", setting, PROCESSES)
+    ((name, value),) = setting.items()
+    assert done.returncode != 0
+    assert f"NotImplementedError: SGPOTrainer with {name}={value} runs in one process only" in (
+        done.stderr
+    )
+
+
+def test_the_real_rows_are_dealt_evenly_over_the_processes(plan_path: Path) -> None:
+    plan = load_plan(plan_path)
+    schedule = StepSchedule(plan, GLOBAL_BATCH_ROWS, seed=0)
+    index_of = {s.query.query_id: i for i, s in enumerate(plan.kept)}
+    sampler = PlanSampler(schedule, index_of, GLOBAL_BATCH_ROWS, repeat=1, processes=2)
+    # q4 (G=1) and q3 (G=4): 5 real rows, the first process's share 2 of them and 1 padding
+    slots = sampler.batch_slots(schedule.next_batch())
+    assert [s.group for s in slots] == [0, 1, PAD_GROUP, 1, 1, 1]
+    # q2 (G=4) and q1 (G=2) in 4 shares of 3 rows: 1, 2, 1 and 2 real rows
+    four_shares = PlanSampler(schedule, index_of, 12, repeat=1, processes=4)
+    slots = four_shares.batch_slots(schedule.next_batch())
+    pad = PAD_GROUP
+    assert [s.group for s in slots] == [0, pad, pad, 0, 0, pad, 0, pad, pad, 1, 1, pad]

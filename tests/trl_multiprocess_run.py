@@ -5,8 +5,12 @@ generate exactly what one process does for the same batch.
 
     python trl_multiprocess_run.py MODEL_DIR PLAN OUT_DIR SETTINGS_JSON
 
-Writes OUT_DIR/rank<r>.json (the log history, sgpo's totals) and rank<r>.done on each
-process's way out, and OUT_DIR/weights.pt (the final parameters) from the main process."""
+SETTINGS_JSON holds SGPOConfig's fields, and fake_vllm_server (generate through a fake vLLM
+server) and resume_from (a checkpoint to resume) besides.
+
+Writes OUT_DIR/rank<r>.json (the log history, sgpo's totals, the rows of each generation batch
+the process generated) and rank<r>.done on each process's way out, and OUT_DIR/weights.pt
+(the final parameters) from the main process."""
 
 from __future__ import annotations
 
@@ -100,6 +104,7 @@ class FakeVLLMServer:
 def main(model_dir: str, plan: str, out_dir: str, settings: dict) -> None:
     out = Path(out_dir)
     vllm_server = settings.pop("fake_vllm_server", False)
+    resume_from = settings.pop("resume_from", None)
     if not vllm_server:
         GRPOTrainer._generate_single_turn = fake_generation
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -129,13 +134,21 @@ def main(model_dir: str, plan: str, out_dir: str, settings: dict) -> None:
     if vllm_server:
         trainer.use_vllm, trainer.vllm_generation = True, FakeVLLMServer(trainer)
         trainer._last_loaded_step = -1
-    trainer.train()
+    generate_and_score = trainer._generate_and_score_completions
+    generated: list[int] = []  # rows of each generation batch this run generated
+
+    def counted(inputs: list[dict]) -> dict:
+        generated.append(len(inputs))
+        return generate_and_score(inputs)
+
+    trainer._generate_and_score_completions = counted
+    trainer.train(resume_from_checkpoint=resume_from)
     rank = trainer.accelerator.process_index
     totals = trainer.sgpo_totals()
     if trainer.accelerator.is_main_process:
         weights = trainer.accelerator.unwrap_model(trainer.model).state_dict()
         torch.save({k: v.detach().cpu() for k, v in weights.items()}, out / "weights.pt")
-    result = {"log_history": trainer.state.log_history, "totals": totals}
+    result = {"log_history": trainer.state.log_history, "totals": totals, "generated": generated}
     (out / f"rank{rank}.json").write_text(json.dumps(result))
     trainer.accelerator.wait_for_everyone()
     (out / f"rank{rank}.done").write_text("done")
