@@ -168,13 +168,15 @@ class StepSchedule:
             raise ValueError(
                 f"{plan.path}: query {too_big[0].query.query_id!r} has G={too_big[0].group_size} "
                 f"but a generation batch holds {budget} rows; raise generation_batch_size "
-                "(per_device_train_batch_size x steps_per_generation) or lower plan.g_max"
+                "(per_device_train_batch_size x processes x steps_per_generation) or lower "
+                "plan.g_max"
             )
         if planner is not None and plan.rule.g_max > budget:
             raise ValueError(
                 f"{plan.path}: re-planning can give a query G up to plan.g_max="
                 f"{plan.rule.g_max}, but a generation batch holds {budget} rows; raise "
-                "generation_batch_size (per_device_train_batch_size x steps_per_generation) or "
+                "generation_batch_size (per_device_train_batch_size x processes x "
+                "steps_per_generation) or "
                 "lower plan.g_max"
             )
         self.plan = plan

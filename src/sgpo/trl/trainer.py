@@ -56,8 +56,18 @@ What changes against GRPOTrainer, and where:
 - rewards from sgpo verifiers (sgpo.trl.rewards.VerifierReward): the answer column is checked
   when the trainer is built, the verifier's settings are compared with the plan's profile, and
   its error and timeout counts are logged.
-
-Single process only (one GPU, optionally with a vLLM server on others).
+- several processes (accelerate launch, torchrun; _generate_and_score_completions,
+  _apply_groups): every process draws the same batches from the shared seed, and PlanSampler
+  deals each batch's real rows evenly over the processes' equal shares (the rest padding). The
+  group ids, per-function rewards (each process scores its own real rows), query ids and
+  lengths are gathered, so advantages, metrics, cost counters and the schedule's observations
+  are computed over the whole batch alike on every process, which keeps its own rows. Each
+  process asks the generation backend for as many prompts as the busiest holds real rows (TRL's
+  vLLM server mode slices equal shares), and with drop_equal_groups forwards as many rows as the
+  busiest trains (TRL gathers per-row statistics). Verifier error counts, and the check that
+  stops a run whose verifier failed on a whole batch, are summed over processes. grow_max and
+  downsample_to run in one process only and are refused on several. Tested on CPU (gloo, 2
+  processes) against one process with the same global batch; not on GPUs, DeepSpeed or FSDP.
 """
 
 from __future__ import annotations
@@ -149,8 +159,8 @@ def _default(name: str) -> object:
 @dataclass
 class SGPOConfig(GRPOConfig):
     """GRPOConfig plus sgpo's knobs. The rollout budget of a step is generation_batch_size
-    (per_device_train_batch_size x steps_per_generation): each batch takes plan queries while
-    their G fit it."""
+    (per_device_train_batch_size x processes x steps_per_generation): each batch takes plan
+    queries while their G fit it."""
 
     num_generations: int | None = field(
         default=2,
