@@ -31,7 +31,7 @@ def flaky_coin(response: str, reference: str) -> float:
     """A verifier that raises on some responses (an eighth of them, by a hash) and flips a coin
     on the others: mixed groups, and error counts to sum over processes."""
     digest = hashlib.sha256(response.encode()).digest()
-    if digest[1] % 8 == 0:
+    if digest[1] % 8 == 1:
         raise RuntimeError("flaky_coin fails on this response")
     return float(digest[0] % 2)
 
