@@ -216,8 +216,9 @@ class VerifierStats:
 
 
 def stop_if_every_call_failed(spec: str, made: tuple[int, int, int], on: str) -> None:
-    """DataError when every one of `made` (calls, errors, timeouts) calls raised or timed out
-    (VerifierStats.stop_if_every_call_failed; counts summed over processes, say)."""
+    """DataError when every call counted in `made` (calls, errors, timeouts) raised or timed
+    out, as VerifierStats.stop_if_every_call_failed (for counts summed over several scorers,
+    e.g. processes)."""
     calls, errors, timeouts = made
     if calls and errors + timeouts == calls:
         raise DataError(

@@ -176,8 +176,7 @@ class StepSchedule:
                 f"{plan.path}: re-planning can give a query G up to plan.g_max="
                 f"{plan.rule.g_max}, but a generation batch holds {budget} rows; raise "
                 "generation_batch_size (per_device_train_batch_size x processes x "
-                "steps_per_generation) or "
-                "lower plan.g_max"
+                "steps_per_generation) or lower plan.g_max"
             )
         self.plan = plan
         self.budget = budget
@@ -221,16 +220,16 @@ class PlanSampler(Sampler[PlanSlot]):
     """Yields PlanSlots: per generation batch the scheduled queries' rows (each G times, in
     plan order; min(G, downsample_to) times when down-sampling, the trainer generating the
     rest of the group) and padding up to the batch size, the whole batch `repeat` times (TRL
-    reuses a generation batch over steps_per_generation x num_iterations micro-steps).
+    reuses a generation batch over steps_per_generation x num_iterations micro-steps). One
+    iteration is as many batches as one epoch of the static plan (the Trainer's epoch); the
+    schedule carries on across iterations, so with skips or re-plans a plan epoch need not
+    end with one.
 
     With several processes every one draws the same batches (the same schedule, from the same
     seed) and the data loader hands process p the p-th of `processes` equal, contiguous shares
     of each; the real rows are dealt evenly over the shares (process p's share starts with real
     rows [pR/N, (p+1)R/N) of the batch's R, then padding), so no process is left with padding
-    only while another holds several rows more. One
-    iteration is as many batches as one epoch of the static plan (the Trainer's epoch); the
-    schedule carries on across iterations, so with skips or re-plans a plan epoch need not
-    end with one.
+    only while another holds several rows more.
 
     Batches are drawn lazily, but the data loader prefetches one ahead, so a re-plan reaches
     the batches from one after the next."""

@@ -1231,8 +1231,9 @@ class SGPOTrainer(GRPOTrainer):
 
 
 def _refuse_what_runs_in_one_process_only(args: SGPOConfig) -> None:
-    """Settings SGPOTrainer runs in one process only: their groups draw more responses where
-    their rows are, which several processes would have to agree on."""
+    """Settings SGPOTrainer runs in one process only: they draw more responses for a group on
+    the process that holds its rows, which the other processes' collective calls and
+    statistics would have to follow."""
     for name in ("grow_max", "downsample_to"):
         if getattr(args, name):
             raise NotImplementedError(
