@@ -142,6 +142,11 @@ def step_logs(history: list[dict]) -> list[dict]:
             marks=pytest.mark.slow,
         ),
         pytest.param({"history_explore": 0.5}, id="history", marks=pytest.mark.slow),
+        pytest.param(
+            {"num_iterations": 2, "scale_rewards": "batch"},
+            id="num_iterations_batch_scale",
+            marks=pytest.mark.slow,
+        ),
         pytest.param({"fake_vllm_server": True}, id="vllm_server", marks=pytest.mark.slow),
     ],
 )

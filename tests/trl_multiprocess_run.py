@@ -28,10 +28,10 @@ from sgpo.trl import SGPOConfig, SGPOTrainer, VerifierReward
 
 
 def flaky_coin(response: str, reference: str) -> float:
-    """A verifier that raises on some responses (an eighth of them, by a hash) and flips a coin
+    """A verifier that raises on some responses (a quarter of them, by a hash) and flips a coin
     on the others: mixed groups, and error counts to sum over processes."""
     digest = hashlib.sha256(response.encode()).digest()
-    if digest[1] % 8 == 1:
+    if digest[1] % 8 in (1, 2):
         raise RuntimeError("flaky_coin fails on this response")
     return float(digest[0] % 2)
 
