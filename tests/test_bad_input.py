@@ -1191,9 +1191,10 @@ def test_a_verifier_failing_on_every_call_stops_evaluation_and_training(
         run_train(grpo, tmp_path / "trained")
 
 
-def test_a_demo_without_overwrite_does_not_offer_a_resume_it_lacks(
+def test_a_demo_without_overwrite_offers_a_resume_only_of_a_demo(
     tmp_path: Path, env: SimpleNamespace
 ) -> None:
+    """sgpo demo --resume continues a demo's directory, and refuses another run's."""
     args = ["demo", "-o", str(env.profile.parent), "-c", str(env.config_path), "--no-overwrite"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 1
@@ -1207,6 +1208,14 @@ def test_a_demo_without_overwrite_does_not_offer_a_resume_it_lacks(
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 1 and "metrics.jsonl already exists" in result.output
     assert not (killed / "profile.parquet").exists() and "--resume" not in result.output
+    # a demo's directory (it claims its side-by-side plot first): --resume is offered
+    from sgpo.rundir import claim_outputs
+    from sgpo.side_by_side import SIDE_BY_SIDE
+
+    claim_outputs(killed, [SIDE_BY_SIDE])
+    result = CliRunner().invoke(app, args)
+    said = " ".join(result.output.split())
+    assert result.exit_code == 1 and "or --resume to continue it, or choose another" in said
 
 
 def test_a_demo_holds_its_directory_from_its_first_stage_to_its_report(

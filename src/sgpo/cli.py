@@ -576,19 +576,19 @@ def _check_demo_dir(out: Path, overwrite: bool | None) -> None:
         for name in (PROFILE_FILE, PROFILE_CHUNKS_DIR, PLAN_FILE, METRICS_FILE, SUMMARY_FILE)
     ]
     present = [path for path in (*outputs, baseline_dir) if path.exists()]
-    if overwrite is None:
-        # a demo records its side-by-side plot as its own before it computes anything; an older
-        # one shows by its baseline folder
-        demo_run = SIDE_BY_SIDE in written_by_sgpo(out) or baseline_dir.is_dir()
-        if present and not demo_run:
-            raise FileExistsError(
-                f"{out} holds a run that is not a demo's ({present[0].name}, no demo's "
-                f"{SIDE_BY_SIDE}); choose another --out, or pass --overwrite to replace it"
-            )
-    elif not overwrite and present:  # the stages' own refusals would offer --resume
+    # a demo records its side-by-side plot as its own before it computes anything; an older
+    # one shows by its baseline folder
+    demo_run = SIDE_BY_SIDE in written_by_sgpo(out) or baseline_dir.is_dir()
+    if overwrite is None and present and not demo_run:
         raise FileExistsError(
-            f"{present[0]} already exists; pass --overwrite to replace it, --resume to continue "
-            "it, or choose another --out"
+            f"{out} holds a run that is not a demo's ({present[0].name}, no demo's "
+            f"{SIDE_BY_SIDE}); choose another --out, or pass --overwrite to replace it"
+        )
+    if overwrite is False and present:  # the stages' own refusals would offer their --resume
+        resume = " or --resume to continue it," if demo_run else ""
+        raise FileExistsError(
+            f"{present[0]} already exists; pass --overwrite to replace it,{resume} or choose "
+            "another --out"
         )
 
 
