@@ -99,6 +99,12 @@ EQUIVALENT = [
     ("#### 18 dollars", "18"),
     ("\\boxed{5 cm}", "5"),
     ("\\boxed{5kg}", "5"),
+    # the square or cube of a unit after the number asked for
+    ("\\boxed{18 m^2}", "18"),
+    ("\\boxed{18 cm^2}", "18"),
+    ("\\boxed{18 units^2}", "18"),
+    ("The answer is 27 ft^3.", "27"),
+    ("\\boxed{18 m^2}", "18 m^2"),
     # which answer counts: the last boxed, the line after ####, the last "answer is"
     ("First \\boxed{3}, no wait: \\boxed{7}", "7"),
     ("#### 18\n\nSome trailing words and 99", "18"),
@@ -145,6 +151,8 @@ NOT_EQUIVALENT = [
     ("\\boxed{3 dozen}", "3"),
     ("\\boxed{3 halves}", "3"),
     ("\\boxed{2 squared}", "2"),
+    ("\\boxed{18 x^2}", "18"),  # a variable's power, not a unit's
+    ("\\boxed{18 m^2}", "18 m"),
     ("\\boxed{1.5 million}", "1.5"),
     ("#### Step 5: wrong work\nThe answer is 7.", "5"),  # the heading's 5 is not the answer
 ]

@@ -318,6 +318,10 @@ def math_verify(response: str, reference: str) -> float:
     """1.0 when the response's final answer is mathematically equivalent to the reference."""
     gold = _parse_answer(reference)
     kind, text = final_answer(response)
+    if kind != "whole" and _to_float(normalize_answer(reference)) is not None:
+        # a number asked for: "18 cm^2" is 18 with a squared unit (as in \text{ cm}^2), not
+        # 18 times a variable squared; "18 x^2" keeps its power (not a unit)
+        text = _UNIT_POWER.sub(r"\1", text)
     answer = _parse(text) if kind == "whole" else _parse_answer(text)
     if kind == "whole" and _bare_answer(text):  # "x^2+1": read as a reference is read
         answer = _parse_answer(text) or answer
