@@ -19,11 +19,18 @@ plan with its settings, then `--downsample-to 4` (dead groups are dropped by def
     python examples/trl/gsm8k_qwen.py --plan runs/gsm8k-best/plan.parquet --downsample-to 4 \
         --out runs/gsm8k-best-trl
 
+On several GPUs (data-parallel; README, "Several processes"), keep the 256 rollouts per
+generation batch by dividing the per-device batch by the number of processes:
+
+    accelerate launch --num_processes 4 examples/trl/gsm8k_qwen.py \
+        --plan runs/gsm8k/plan.parquet --per-device-batch 4 --out runs/gsm8k-trl
+
 Adding `--set profile.full_share=0.1` to the profile command draws a tenth of the queries in
 full, which makes `sgpo plan`'s predicted informative fraction dependable (the plan itself is
 unchanged; README, "profile.full_share").
 
-Settings mirror examples/gsm8k.yaml: 256 rollouts per generation batch (16 x 16 accumulation),
+Settings mirror examples/gsm8k.yaml: 256 rollouts per generation batch (16 x 16 accumulation
+in one process),
 512 new tokens, lr 1e-6 after 10 warm-up steps, PPO clip 0.2, token-mean loss, no KL.
 """
 
@@ -50,6 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--plan", required=True, help="plan.parquet written by `sgpo plan`")
     parser.add_argument("--out", default="runs/gsm8k-trl")
     parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument(
+        "--per-device-batch",
+        type=int,
+        default=16,
+        help="rows per process and micro-step (x processes x 16 accumulation steps = rollouts "
+        "per generation batch)",
+    )
     parser.add_argument("--vllm", action="store_true", help="generate with vLLM (colocate)")
     parser.add_argument("--reestimate", action="store_true", help="online sGPO re-planning")
     parser.add_argument(
@@ -72,9 +86,9 @@ def training_config(args: argparse.Namespace) -> SGPOConfig:
     return SGPOConfig(
         output_dir=args.out,
         max_steps=args.steps,
-        # generation_batch_size = 16 x 16 = 256 rollouts: each batch takes plan queries, in
-        # curriculum order, while their group sizes fit.
-        per_device_train_batch_size=16,
+        # generation_batch_size = per-device batch x processes x 16 = 256 rollouts (16 x 1 x
+        # 16): each batch takes plan queries, in curriculum order, while their group sizes fit.
+        per_device_train_batch_size=args.per_device_batch,
         gradient_accumulation_steps=16,
         max_completion_length=512,
         temperature=1.0,
