@@ -515,6 +515,29 @@ def test_datasets_failure_is_a_data_error(monkeypatch: pytest.MonkeyPatch) -> No
     )
 
 
+def test_a_float32_answer_column_of_a_datasets_folder_reads_as_written(tmp_path: Path) -> None:
+    """Rows of a `datasets` dataset widen float32 as parquet rows do: 0.1 read
+    0.10000000149011612, which exact_match never meets."""
+    import datasets
+
+    features = datasets.Features(
+        {"prompt": datasets.Value("string"), "answer": datasets.Value("float32")}
+    )
+    rows = {"prompt": ["a", "b", "c"], "answer": [0.1, 2.3, -0.0]}
+    split = datasets.Dataset.from_dict(rows, features=features)
+    datasets.DatasetDict({"train": split, "test": split}).save_to_disk(str(tmp_path / "f32"))
+    data = load_file_task(
+        file_cfg(
+            train=str(tmp_path / "f32"),
+            preset="plain",
+            prompt_field="prompt",
+            answer_field="answer",
+            id_field="prompt",
+        )
+    )
+    assert [q.answer for q in data.train] == ["0.1", "2.3", "0"]
+
+
 def test_a_save_to_disk_folder_loads_as_a_dataset_dict_and_says_what_to_do_as_one_dataset(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -408,7 +408,14 @@ def _dataset_rows(source: Source, limit: int | None) -> Iterator[tuple[int, obje
         raise DataError(f"{source.label}: cannot load with datasets.load_dataset: {e}{hint}") from e
     if limit is not None:
         ds = ds.select(range(min(limit, len(ds))))
-    yield from enumerate(ds)
+    # rows widen a float32 column to a double, as a parquet file's do: each read as written
+    features = getattr(ds, "features", None)
+    schema = features.arrow_schema if features is not None else []
+    narrow = [field for field in schema if _narrow_floats(field.type)]
+    for index, record in enumerate(ds):
+        for field in narrow:
+            record[field.name] = _as_written(record[field.name], field.type)
+        yield index, record
 
 
 # --------------------------------------------------------------------------- rows -> queries
