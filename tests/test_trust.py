@@ -119,6 +119,33 @@ def test_flipped_bit_in_weights_is_refused(env: SimpleNamespace, tmp_path: Path)
 # ---------------------------------------------------------------------- 5: same inputs only
 
 
+def test_a_pickled_weights_file_that_would_run_code_is_refused_unrun(
+    env: SimpleNamespace, tmp_path: Path
+) -> None:
+    """A model folder whose weights are a pickle (pytorch_model.bin) asking to run code: torch
+    loads tensors only, and sgpo says so instead of torch's traceback."""
+    import shutil
+
+    import torch
+
+    from sgpo.models import model_source
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(model_source(load_config(env.config_path)), model_dir)
+    (model_dir / "model.safetensors").unlink()
+    mark = tmp_path / PAYLOAD_MARK
+    torch.save({"lm_head.weight": Payload(mark)}, model_dir / "pytorch_model.bin")
+    config_path = write_config(
+        tmp_path / "planted.yaml",
+        env.tree | {"model": env.tree["model"] | {"name_or_path": str(model_dir)}},
+    )
+    result = CliRunner().invoke(app, ["profile", "-c", str(config_path), "-o", str(tmp_path / "p")])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 1, result.output
+    assert "a weights file holds more than tensors" in said and "nothing in it ran" in said
+    assert not mark.exists()
+
+
 def test_resume_refuses_another_config_naming_keys(env: SimpleNamespace, tmp_path: Path) -> None:
     run = tmp_path / "run"
     interrupted_run(env, run)

@@ -6,6 +6,7 @@ import functools
 import hashlib
 import json
 import logging
+import pickle
 import re
 import warnings
 from collections.abc import Iterator
@@ -27,7 +28,7 @@ from transformers.utils import logging as hf_logging
 
 from sgpo.config import LoraSettings, ModelConfig, RunConfig
 from sgpo.core.flops import ModelShape
-from sgpo.errors import ConfigError
+from sgpo.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +208,22 @@ def _as_its_file_encodes(
     return exact
 
 
+@contextmanager
+def _refused_if_pickled(source: str) -> Iterator[None]:
+    """torch loads a pickled weights file (pytorch_model.bin, adapter_model.bin) as tensors
+    only: one asking to run code on load is refused there, which is said as sgpo's error, not
+    as torch's traceback."""
+    try:
+        yield
+    except pickle.UnpicklingError as e:
+        reason = str(e).strip().splitlines()[-1]
+        raise DataError(
+            f"model {source!r}: a weights file holds more than tensors, objects that load only "
+            f"by running code ({reason}); it was not loaded and nothing in it ran: use the "
+            "model's safetensors weights, or a copy from a source you trust"
+        ) from e
+
+
 def load_policy(config: RunConfig, path: str | None = None, trainable: bool = False) -> Policy:
     """Load a policy from path (default: the configured initial model) onto the chosen device."""
     cfg: ModelConfig = config.model
@@ -227,14 +244,16 @@ def load_policy(config: RunConfig, path: str | None = None, trainable: bool = Fa
     # a local model by its absolute path: a LoRA adapter saved from it records that path as its
     # base, so the adapter loads from any working directory
     weights = str(local.resolve()) if local.is_dir() else source
+    with _refused_if_pickled(source):
+        if (local / "adapter_config.json").exists():
+            model = _load_adapter(source, weights, config, dtype, trainable)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(weights, dtype=dtype)
     if (local / "adapter_config.json").exists():
-        model = _load_adapter(source, weights, config, dtype, trainable)
         if trainable and path is None:
             warn_of_unapplied_lora(source, local / "adapter_config.json", cfg.lora)
-    else:
-        model = AutoModelForCausalLM.from_pretrained(weights, dtype=dtype)
-        if trainable and cfg.lora is not None:
-            model = add_lora(model, cfg.lora, config.seed)
+    elif trainable and cfg.lora is not None:
+        model = add_lora(model, cfg.lora, config.seed)
     if trainable and cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     model.to(device)
