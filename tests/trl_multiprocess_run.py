@@ -1,7 +1,9 @@
 """One SGPOTrainer run for tests/test_trl_multiprocess.py, in one process or as one of several
 under torchrun (gloo on CPU). Generation is faked: a row's completion depends on the step, its
 prompt and how many rows before it in the whole batch hold the same prompt, so N processes
-generate exactly what one process does for the same batch.
+generate exactly what one process does for the same batch. The extra responses that growth and
+down-sampling draw (SGPOTrainer._draw_for) depend on how many such calls came before in the
+run and how many requests before them across processes hold the same prompt.
 
     python trl_multiprocess_run.py MODEL_DIR PLAN OUT_DIR SETTINGS_JSON
 
@@ -44,21 +46,57 @@ def completions_by_process(
     depends on the step, its prompt and how many real rows before it hold the same prompt."""
     shares = list(zip(prompts_by_process, real_by_process, strict=True))
     real_prompts = [tuple(p) for prompts, real in shares for p in prompts[:real]]
-    eos = trainer.eos_token_ids[0]
-    special = {*trainer.eos_token_ids, trainer.processing_class.pad_token_id}
-    tokens = [i for i in range(trainer.processing_class.vocab_size) if i not in special]
     completions, before = [], 0
     for prompts, real in shares:
         mine = []
         for i, prompt in enumerate(prompts):
             seen = real_prompts[: before + i].count(tuple(prompt)) if i < real else -1
-            key = f"{prompt}/{seen}/{trainer.state.global_step}"
-            digest = hashlib.sha256(key.encode()).digest()
-            length = digest[0] % 3  # 0-2 tokens, then EOS (max_completion_length 4)
-            mine.append([tokens[d % len(tokens)] for d in digest[1 : 1 + length]] + [eos])
+            mine.append(fake_completion(trainer, f"{prompt}/{seen}/{trainer.state.global_step}"))
         completions.append(mine)
         before += real
     return completions
+
+
+EXTRA_CALLS = [0]  # generation calls for extra responses so far (alike on every process)
+
+
+def extra_completions(
+    trainer: SGPOTrainer, prompts_by_process: list[list[list[int]]]
+) -> list[list[list[int]]]:
+    """Each process's completions of its share of a round of extra requests: a request's
+    completion depends on the step, how many rounds came before and how many requests before
+    it (across processes) hold the same prompt. A share's padding repeats a request after
+    every real one, so it moves no real request's completion."""
+    EXTRA_CALLS[0] += 1
+    seen: list[tuple[int, ...]] = []
+    completions = []
+    for prompts in prompts_by_process:
+        mine = []
+        for prompt in prompts:
+            key = f"{prompt}/{seen.count(tuple(prompt))}/{trainer.state.global_step}/"
+            seen.append(tuple(prompt))
+            mine.append(fake_completion(trainer, f"{key}extra{EXTRA_CALLS[0]}"))
+        completions.append(mine)
+    return completions
+
+
+def fake_completion(trainer: SGPOTrainer, key: str) -> list[int]:
+    """0-2 tokens drawn from key's hash, then EOS (max_completion_length 4)."""
+    special = {*trainer.eos_token_ids, trainer.processing_class.pad_token_id}
+    tokens = [i for i in range(trainer.processing_class.vocab_size) if i not in special]
+    digest = hashlib.sha256(key.encode()).digest()
+    length = digest[0] % 3
+    return [tokens[d % len(tokens)] for d in digest[1 : 1 + length]] + [trainer.eos_token_ids[0]]
+
+
+def completions_for(
+    trainer: SGPOTrainer, prompts_by_process: list[list[list[int]]]
+) -> list[list[list[int]]]:
+    """The batch's first draws (the trainer's batch rows set) or a round of extra ones."""
+    if trainer._group_ids is None:
+        return extra_completions(trainer, prompts_by_process)
+    real_by_process = gather_object([len(trainer._real_rows())])
+    return completions_by_process(trainer, prompts_by_process, real_by_process)
 
 
 def fake_generation(
@@ -70,8 +108,7 @@ def fake_generation(
     has_tool_images: bool = False,
 ) -> tuple[list[list[int]], None]:
     """Stands in for GRPOTrainer._generate_single_turn (transformers: each process its own)."""
-    real_by_process = gather_object([len(trainer._real_rows())])
-    every = completions_by_process(trainer, gather_object([prompt_ids]), real_by_process)
+    every = completions_for(trainer, gather_object([prompt_ids]))
     return every[trainer.accelerator.process_index], None
 
 
@@ -93,8 +130,7 @@ class FakeVLLMServer:
         prompts_by_process = [
             every_prompt[p * share : (p + 1) * share] for p in range(accelerator.num_processes)
         ]
-        real_by_process = gather_object([len(self.trainer._real_rows())])
-        every = completions_by_process(self.trainer, prompts_by_process, real_by_process)
+        every = completions_for(self.trainer, prompts_by_process)
         flat = [c for completions in every for c in completions]
         mine = flat[accelerator.process_index * share : (accelerator.process_index + 1) * share]
         logprobs = [[[-1.0] for _ in c] for c in mine]  # top-1 lists, as vLLM returns them

@@ -377,8 +377,6 @@ class SGPOTrainer(GRPOTrainer):
         curriculum = [[str(s.query.query_id), int(s.group_size)] for s in plan.kept]
         self._plan_fingerprint = hashlib.sha256(json.dumps(curriculum).encode()).hexdigest()
         super().__init__(model, reward_funcs, args=args, train_dataset=train_dataset, **kwargs)
-        if self.accelerator.num_processes > 1:
-            _refuse_what_runs_in_one_process_only(args)
         if self._is_vlm:
             raise NotImplementedError("SGPOTrainer does not support vision-language models")
         if args.drop_equal_groups and self.aux_loss_enabled:
@@ -460,6 +458,9 @@ class SGPOTrainer(GRPOTrainer):
         self._all_group_ids: torch.Tensor | None = None
         self._local_rows = slice(0)
         self._rows: list[dict] | None = None  # its dataset rows (reward function inputs)
+        # The whole batch's prompts and dataset rows while drawing extra responses (_draw_more)
+        self._all_prompts: list | None = None
+        self._all_dataset_rows: list[dict] | None = None
         self._rewards_per_func: torch.Tensor | None = None
         # Growth and down-sampling: the batch groups' planned G, per-function rewards of the
         # batch's rows as first scored, and every reward each group drew (a grown group's
@@ -729,50 +730,103 @@ class SGPOTrainer(GRPOTrainer):
         """Draw more responses for the batch's groups in rounds (`more` says how many for each
         group, given everything drawn so far; empty ends it), then fill each group's rows with
         the responses `choose` picks. `result` is _generate's tuple; returns it with the chosen
-        completions in the rows, and how many groups drew more than their rows."""
+        completions in this process's rows, and how many groups drew more than their rows.
+
+        With several processes every process holds what every group drew, in the batch's row
+        order and then in the order of the requests (as one process draws them), so `more`,
+        `choose`, the rewards and the costs come out alike on every process and as with one."""
         prompt_ids, completion_ids, tool_mask, completions, logprobs, *rest = result
-        real = self._real_rows()
-        first = self._score(
-            prompts, real, [completions[i] for i in real], [completion_ids[i] for i in real]
-        )
-        scores = dict(zip(real, first, strict=True))
-        rows_of: dict[int, list[int]] = {}
-        for i in real:
-            rows_of.setdefault(int(self._group_ids[i]), []).append(i)
-        # Everything each group drew: (completion ids, completion, sampling log-probs, scores)
-        drawn = {
-            g: [
-                (completion_ids[i], completions[i], logprobs[i] if logprobs else None, scores[i])
-                for i in rows
-            ]
-            for g, rows in rows_of.items()
-        }
-        while extra := more(drawn):
-            owners = [rows_of[g][0] for g, n in extra.items() for _ in range(n)]
-            new = self._generate_quietly([prompts[i] for i in owners])
-            new_scores = self._score(prompts, owners, new[3], new[1])
-            for j, i in enumerate(owners):
-                group = int(self._group_ids[i])
-                drawn[group].append(
-                    (new[1][j], new[3][j], new[4][j] if new[4] else None, new_scores[j])
-                )
+        with self._verifiers_checked_once():
+            rows_of, drawn, prompt_tokens = self._first_draws(prompts, result)
+            while extra := more(drawn):
+                groups = [g for g, n in extra.items() for _ in range(n)]
+                owners = [rows_of[g][0] for g in groups]
+                new = self._draw_for(self._all_prompts, self._all_dataset_rows, owners)
+                for group, member in zip(groups, new, strict=True):
+                    drawn[group].append(member)
+        # the whole batch's per-function rewards, as _rewards_of_the_batch returns them
         self._scores = torch.full(
-            (len(prompts), first.shape[1]), torch.nan, dtype=first.dtype, device=first.device
+            (len(self._all_group_ids), len(self.reward_funcs)),
+            torch.nan,
+            device=self.accelerator.device,
         )
+        mine = range(self._local_rows.start, self._local_rows.stop)
         for g, rows in rows_of.items():
             members = drawn[g]
             totals = [self._total(m[3]) for m in members]
             chosen = _choose_scorable(choose, totals, len(rows))
             for row, k in zip(rows, sorted(chosen), strict=True):
-                completion_ids[row], completions[row] = members[k][0], members[k][1]
-                if logprobs is not None:
-                    logprobs[row] = members[k][2]
                 self._scores[row] = members[k][3]
+                if row in mine:  # each process fills its own rows
+                    local = row - self._local_rows.start
+                    completion_ids[local], completions[local] = members[k][0], members[k][1]
+                    if logprobs is not None:
+                        logprobs[local] = members[k][2]
             self._whole_groups[g] = torch.tensor(totals)
             unused = [m for k, m in enumerate(members) if k not in chosen]
-            self._charge_drawn_only(len(prompt_ids[rows[0]]), [m[0] for m in unused])
+            self._charge_drawn_only(prompt_tokens[g], [m[0] for m in unused])
         drew_more = sum(len(drawn[g]) > len(rows) for g, rows in rows_of.items())
         return (prompt_ids, completion_ids, tool_mask, completions, logprobs, *rest), drew_more
+
+    def _first_draws(
+        self, prompts: list, result: tuple
+    ) -> tuple[dict[int, list[int]], dict[int, list[tuple]], dict[int, int]]:
+        """Each process scores its own real rows' first draws; then every process gets the
+        whole batch's: each group's rows (indices into the whole batch), what it drew
+        (completion ids, completion, sampling log-probs, per-function scores; in row order)
+        and its prompt's tokens. Keeps the whole batch's prompts and dataset rows for the
+        extra draws (_all_prompts, _all_dataset_rows)."""
+        prompt_ids, completion_ids, _, completions, logprobs, *_ = result
+        real = self._real_rows()
+        scores = torch.full(
+            (len(prompts), len(self.reward_funcs)), torch.nan, device=self.accelerator.device
+        )
+        scores[real] = self._score(
+            self._rows,
+            prompts,
+            real,
+            [completions[i] for i in real],
+            [completion_ids[i] for i in real],
+        )
+        all_scores = self.accelerator.gather(scores).cpu()
+        self._all_prompts = gather_object(list(prompts))
+        self._all_dataset_rows = gather_object(list(self._rows))
+        all_draws = gather_object(
+            [
+                (completion_ids[i], completions[i], logprobs[i] if logprobs else None)
+                for i in range(len(prompts))
+            ]
+        )
+        all_prompt_tokens = gather_object([len(ids) for ids in prompt_ids])
+        rows_of: dict[int, list[int]] = {}
+        for i in self._all_real_rows():
+            rows_of.setdefault(int(self._all_group_ids[i]), []).append(i)
+        drawn = {g: [(*all_draws[i], all_scores[i]) for i in rows] for g, rows in rows_of.items()}
+        prompt_tokens = {g: all_prompt_tokens[rows[0]] for g, rows in rows_of.items()}
+        return rows_of, drawn, prompt_tokens
+
+    def _draw_for(self, prompts: list, rows: list[dict], owners: list[int]) -> list[tuple]:
+        """One more response for each of the batch rows `owners` (indices into the whole
+        batch, whose prompts and dataset rows are given), as (completion ids, completion,
+        sampling log-probs, per-function scores), in the order of `owners`, on every process.
+
+        The requests are cut into equal contiguous shares, process p generating and scoring
+        the p-th; every process sends as many prompts (the first request's again where its
+        share falls short, those completions thrown away), so that the backend's collective
+        calls and TRL's gathers stay in step. The shares' padding thus comes after every real
+        request. With several processes a real engine samples the other requests than one
+        process would: the same distribution, other random draws."""
+        processes, process = self.accelerator.num_processes, self.accelerator.process_index
+        share = -(-len(owners) // processes)
+        mine = owners[process * share : (process + 1) * share]
+        requested = mine + owners[:1] * (share - len(mine))
+        new = self._generate_quietly([prompts[i] for i in requested])
+        ids, texts, sampled = new[1][: len(mine)], new[3][: len(mine)], new[4]
+        scores = self._score(rows, prompts, mine, texts, ids).cpu()
+        members = [
+            (ids[j], texts[j], sampled[j] if sampled else None, scores[j]) for j in range(len(mine))
+        ]
+        return gather_object(members)
 
     def _weighted(self, per_func: torch.Tensor) -> torch.Tensor:
         """Rewards [rows] as TRL sums per_func [rows, functions] (weights, NaN-aware); NaN where
@@ -789,23 +843,49 @@ class SGPOTrainer(GRPOTrainer):
         return all_equal([t for t in (self._total(m[3]) for m in members) if not math.isnan(t)])
 
     def _score(
-        self, prompts: list, owners: list[int], completions: list, completion_ids: list
+        self,
+        rows: list[dict],
+        prompts: list,
+        owners: list[int],
+        completions: list,
+        completion_ids: list,
     ) -> torch.Tensor:
         """Per-function rewards [len(owners), functions] of completions drawn for the batch rows
-        `owners` (each scored with its owner's prompt and dataset columns)."""
+        `owners` (each scored with its owner's prompt and dataset row, indices into `prompts`
+        and `rows`), on this process alone (none gathered)."""
+        if not owners:
+            return torch.empty((0, len(self.reward_funcs)), device=self.accelerator.device)
         pending = {k: len(v) for k, v in self._pending_extra_logs.items()}
-        scored = GRPOTrainer._calculate_rewards(
-            self,
-            [self._rows[i] for i in owners],
-            [prompts[i] for i in owners],
-            completions,
-            completion_ids,
-        )
+        with _rewards_not_gathered():
+            scored = GRPOTrainer._calculate_rewards(
+                self,
+                [rows[i] for i in owners],
+                [prompts[i] for i in owners],
+                completions,
+                completion_ids,
+            )
         for column in list(self._pending_extra_logs):  # see the module docstring
             del self._pending_extra_logs[column][pending.get(column, 0) :]
             if not self._pending_extra_logs[column]:  # TRL would log it as an empty column
                 del self._pending_extra_logs[column]
         return scored
+
+    @contextmanager
+    def _verifiers_checked_once(self) -> Iterator[None]:
+        """The verifier calls made inside checked together when it ends (summed over the
+        processes), as one batch: a round of extra responses may hold a single one, whose
+        failing is no sign of a broken verifier."""
+        rewards = self._verifier_rewards
+        before = [reward.verifier.stats.counts() for reward in rewards]
+        checks = [reward.checks_each_batch for reward in rewards]
+        for reward in rewards:
+            reward.checks_each_batch = False
+        try:
+            yield
+        finally:
+            for reward, check in zip(rewards, checks, strict=True):
+                reward.checks_each_batch = check
+        self._stop_if_every_verifier_call_failed(before)
 
     def _generate_quietly(self, prompts: list) -> tuple:
         """GRPOTrainer's generation of one completion per prompt, its token count and
@@ -902,17 +982,24 @@ class SGPOTrainer(GRPOTrainer):
     ) -> torch.Tensor:
         before = [reward.verifier.stats.counts() for reward in self._verifier_rewards]
         rewards = self._rewards_of_the_batch(inputs, prompts, completions, completion_ids_list)
-        if self.accelerator.num_processes > 1 and self._verifier_rewards:
-            verifiers = [reward.verifier for reward in self._verifier_rewards]
-            made = torch.tensor(
-                [v.stats.since(b) for v, b in zip(verifiers, before, strict=True)],
-                device=self.accelerator.device,
-            )
-            made = self.accelerator.reduce(made, reduction="sum").tolist()
-            for verifier, counts in zip(verifiers, made, strict=True):
-                on = f"a batch of {counts[0]} completions (over all processes)"
-                stop_if_every_call_failed(verifier.spec, tuple(counts), on)
+        if self.accelerator.num_processes > 1:  # with one, each VerifierReward checks its calls
+            self._stop_if_every_verifier_call_failed(before)
         return rewards
+
+    def _stop_if_every_verifier_call_failed(self, before: list[tuple[int, int, int]]) -> None:
+        """Stop when every verifier call since `before` (counts()) failed, on all processes
+        together (each scores its own rows). A collective call: every process makes it."""
+        if not self._verifier_rewards:
+            return
+        verifiers = [reward.verifier for reward in self._verifier_rewards]
+        made = torch.tensor(
+            [v.stats.since(b) for v, b in zip(verifiers, before, strict=True)],
+            device=self.accelerator.device,
+        )
+        made = self.accelerator.reduce(made, reduction="sum").tolist()
+        for verifier, counts in zip(verifiers, made, strict=True):
+            on = f"a batch of {counts[0]} completions (over all processes)"
+            stop_if_every_call_failed(verifier.spec, tuple(counts), on)
 
     def _rewards_of_the_batch(
         self, inputs: list[dict], prompts: list, completions: list, completion_ids_list: list
@@ -953,7 +1040,7 @@ class SGPOTrainer(GRPOTrainer):
         self._local_rows = slice(start, start + len(inputs))
         self._all_group_ids = self.accelerator.gather(group_ids.to(self.accelerator.device)).cpu()
         query_ids = gather_object([x[self.args.query_id_column] for x in rows])
-        self._group_sizes = {x[GROUP_KEY]: x[GROUP_SIZE_KEY] for x in inputs}
+        self._group_sizes = dict(gather_object([(x[GROUP_KEY], x[GROUP_SIZE_KEY]) for x in inputs]))
         # TRL groups rewards by view(-1, num_generations); with 1 its advantages are all zero
         # and are replaced below by the planned groups' advantages.
         self.num_generations = 1
@@ -964,6 +1051,7 @@ class SGPOTrainer(GRPOTrainer):
             self.num_generations = planned_num_generations
             self._group_ids = self._rows = self._all_group_ids = None
             self._rewards_per_func = self._scores = None
+            self._all_prompts = self._all_dataset_rows = None
             self._whole_groups, self._group_sizes, self._lengths = {}, {}, {}
         return output
 
@@ -1228,18 +1316,6 @@ class SGPOTrainer(GRPOTrainer):
         if self.model.training:
             logs = logs | self.sgpo_totals()
         super().log(logs, start_time)
-
-
-def _refuse_what_runs_in_one_process_only(args: SGPOConfig) -> None:
-    """Settings SGPOTrainer runs in one process only: they draw more responses for a group on
-    the process that holds its rows, which the other processes' collective calls and
-    statistics would have to follow."""
-    for name in ("grow_max", "downsample_to"):
-        if getattr(args, name):
-            raise NotImplementedError(
-                f"SGPOTrainer with {name}={getattr(args, name)} runs in one process only; "
-                f"launch it in a single process, or set {name}=0 to train on several"
-            )
 
 
 @contextmanager
