@@ -150,6 +150,11 @@ def step_logs(history: list[dict]) -> list[dict]:
             marks=pytest.mark.slow,
         ),
         pytest.param({"fake_vllm_server": True}, id="vllm_server", marks=pytest.mark.slow),
+        pytest.param(
+            {"fake_vllm_server": True, "downsample_to": 3},
+            id="vllm_server_downsample_to",
+            marks=pytest.mark.slow,
+        ),
     ],
 )
 def test_two_processes_train_as_one_does(

@@ -65,9 +65,14 @@ What changes against GRPOTrainer, and where:
   process asks the generation backend for as many prompts as the busiest holds real rows (TRL's
   vLLM server mode slices equal shares), and with drop_equal_groups forwards as many rows as the
   busiest trains (TRL gathers per-row statistics). Verifier error counts, and the check that
-  stops a run whose verifier failed on a whole batch, are summed over processes. grow_max and
-  downsample_to run in one process only and are refused on several. Tested on CPU (gloo, 2
-  processes) against one process with the same global batch; not on GPUs, DeepSpeed or FSDP.
+  stops a run whose verifier failed on a whole batch (its extra draws included), are summed
+  over processes. Growth and down-sampling (_draw_more) gather the first draws and each
+  round's extra responses, so every process holds what every group drew, in one order, and
+  picks and charges alike; a round's extra requests are dealt in equal contiguous shares (a
+  short one padded, those completions thrown away), and each process fills its own rows (a
+  real engine's extra samples then differ from one process's: other draws, the same
+  distribution). Tested on CPU (gloo, 2 processes) against one process with the same global
+  batch; not on GPUs, with vLLM itself, DeepSpeed or FSDP.
 """
 
 from __future__ import annotations
