@@ -395,6 +395,19 @@ def test_vllm_path_grows_with_one_request_per_round(
     assert trainer.sgpo_rollouts == 11
 
 
+def test_a_grown_batchs_verifier_calls_are_checked_together(
+    model_dir: str, plan_path: Path, tmp_path: Path
+) -> None:
+    """A verifier failing on every response a grown batch drew stops the run, counted over all
+    of them: a round of extra responses alone may hold a single one that failed."""
+    failing = verifier_reward("bad_verifiers:raising")
+    trainer = make_trainer(model_dir, plan_path, tmp_path, failing, grow_max=8, grow_round=2)
+    # the 3 real rows' first draws, then q4 and q3 grown to 8 each (no outcome shows)
+    with pytest.raises(DataError, match="all 16 calls on a batch of 16 completions failed"):
+        score_first_batch(trainer)
+    assert failing.checks_each_batch  # each call checked again outside growth
+
+
 @pytest.mark.parametrize(
     "config", [{"reestimate": True, "replan_every": 1}, {"history_explore": 0.5}]
 )

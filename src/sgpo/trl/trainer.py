@@ -1002,8 +1002,9 @@ class SGPOTrainer(GRPOTrainer):
             device=self.accelerator.device,
         )
         made = self.accelerator.reduce(made, reduction="sum").tolist()
+        over = " (over all processes)" if self.accelerator.num_processes > 1 else ""
         for verifier, counts in zip(verifiers, made, strict=True):
-            on = f"a batch of {counts[0]} completions (over all processes)"
+            on = f"a batch of {counts[0]} completions{over}"
             stop_if_every_call_failed(verifier.spec, tuple(counts), on)
 
     def _rewards_of_the_batch(
