@@ -2,9 +2,10 @@
 1-process run with the same global batch trains, step for step, to the same weights.
 
 Both runs go through tests/trl_multiprocess_run.py in a subprocess, whose generation is faked
-as a function of each row's place in the whole batch. The plan's batches with padding deal
-their real rows unequally over the 2 processes (5 real rows: 2 and 3; 1 real row: none and
-1)."""
+as a function of each row's place in the whole batch (growth's and down-sampling's extra
+responses, of each request's place in its round across processes). The plan's batches with
+padding deal their real rows unequally over the 2 processes (5 real rows: 2 and 3; 1 real
+row: none and 1)."""
 
 from __future__ import annotations
 
@@ -129,7 +130,7 @@ def step_logs(history: list[dict]) -> list[dict]:
     ]
 
 
-# About 8-10 s each on 2 CPU cores: three in the default suite, the others with -m slow.
+# About 8-10 s each on 2 CPU cores: five in the default suite, the others with -m slow.
 @pytest.mark.parametrize(
     "settings",
     [
