@@ -23,7 +23,11 @@ On several GPUs (data-parallel; README, "Several processes"), keep the 256 rollo
 generation batch by dividing the per-device batch by the number of processes:
 
     accelerate launch --num_processes 4 examples/trl/gsm8k_qwen.py \
-        --plan runs/gsm8k/plan.parquet --per-device-batch 4 --out runs/gsm8k-trl
+        --plan runs/gsm8k-best/plan.parquet --downsample-to 4 --per-device-batch 4 \
+        --out runs/gsm8k-best-trl-4gpu
+
+(tested on CPU with 2 processes under torchrun against one process; not on GPUs, DeepSpeed
+or FSDP: README, "Several processes").
 
 Adding `--set profile.full_share=0.1` to the profile command draws a tenth of the queries in
 full, which makes `sgpo plan`'s predicted informative fraction dependable (the plan itself is
