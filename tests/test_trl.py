@@ -21,18 +21,16 @@ from peft import LoraConfig
 
 pytest.importorskip("trl")
 
-from tiny_run import tiny_tree  # noqa: E402
+from tiny_run import hand_plan_row, tiny_model_dir, write_hand_plan  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 from trl import GRPOConfig  # noqa: E402
 from trl.trainer.utils import nanstd  # noqa: E402
 
-from sgpo.config import RunConfig  # noqa: E402
 from sgpo.core.advantages import balanced_indices, max_variance_indices  # noqa: E402
-from sgpo.core.allocation import PlanRule  # noqa: E402
 from sgpo.core.flops import logprob_flops, train_flops  # noqa: E402
 from sgpo.errors import DataError, SgpoWarning  # noqa: E402
 from sgpo.io import read_table, write_table  # noqa: E402
-from sgpo.models import model_shape, model_source, template_sha256  # noqa: E402
+from sgpo.models import model_shape, template_sha256  # noqa: E402
 from sgpo.rundir import CHAT_TEMPLATE_KEY, VERIFIER_CODE_KEY, weights_sha256  # noqa: E402
 from sgpo.schedule import OnlinePlanner, QueryScheduler  # noqa: E402
 from sgpo.trl import (  # noqa: E402
@@ -58,21 +56,8 @@ def prompt_of(query_id: str) -> str:
 
 
 def plan_row(query_id: str, group_size: int, rank: int, reason: str = "kept") -> dict:
-    return {
-        "query_id": query_id,
-        "prompt": prompt_of(query_id) if query_id.startswith("q") else "9+9=",
-        "answer": "x",
-        "difficulty": "1",
-        "k": 4,
-        "n_correct": 2 if reason == "kept" else 4,
-        "p_hat": 0.5 if reason == "kept" else 1.0,
-        "group_size": group_size,
-        "kept": reason == "kept",
-        "reason": reason,
-        "rank": rank,
-        "prompt_tokens": 4,
-        "mean_response_tokens": 2.0,
-    }
+    prompt = prompt_of(query_id) if query_id.startswith("q") else "9+9="
+    return hand_plan_row(query_id, prompt, group_size, rank, reason)
 
 
 @pytest.fixture(scope="module")
@@ -80,15 +65,12 @@ def plan_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("trl-plan") / "plan.parquet"
     rows = [plan_row(q, g, rank=4 - int(q[1:])) for q, g in GROUP_SIZES.items()]
     rows.append(plan_row("trivial", 0, rank=-1, reason="trivial"))
-    rule = PlanRule(g_min=1, g_max=4, unsolvable_keep_fraction=1.0)
-    write_table(path, rows, {"rule": asdict(rule), "profile_flops": 123.0})
-    return path
+    return write_hand_plan(path, rows)
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
-    cache = tmp_path_factory.mktemp("trl-model")
-    return model_source(RunConfig.model_validate(tiny_tree(cache)))
+    return tiny_model_dir(tmp_path_factory.mktemp("trl-model"))
 
 
 def hashed_reward(completions: list[str], **_: object) -> list[float]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -20,12 +19,14 @@ import torch
 
 pytest.importorskip("trl")
 
-from tiny_run import TESTS, subprocess_env, tiny_tree  # noqa: E402
+from tiny_run import (  # noqa: E402
+    TESTS,
+    hand_plan_row,
+    subprocess_env,
+    tiny_model_dir,
+    write_hand_plan,
+)
 
-from sgpo.config import RunConfig  # noqa: E402
-from sgpo.core.allocation import PlanRule  # noqa: E402
-from sgpo.io import write_table  # noqa: E402
-from sgpo.models import model_source  # noqa: E402
 from sgpo.trl.data import PAD_GROUP, PlanSampler, StepSchedule, load_plan  # noqa: E402
 
 # In rank order; batches of 6 rows: [q4, q3] + 1 padding row, [q2, q1], [q0, q5], [q6] + 5
@@ -53,32 +54,15 @@ COMPARED = (
 def plan_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("trl-mp-plan") / "plan.parquet"
     rows = [
-        {
-            "query_id": query_id,
-            "prompt": f"{query_id[1:]}+1=",
-            "answer": "x",
-            "difficulty": "1",
-            "k": 4,
-            "n_correct": 2,
-            "p_hat": 0.5,
-            "group_size": group_size,
-            "kept": True,
-            "reason": "kept",
-            "rank": rank,
-            "prompt_tokens": 4,
-            "mean_response_tokens": 2.0,
-        }
+        hand_plan_row(query_id, f"{query_id[1:]}+1=", group_size, rank)
         for rank, (query_id, group_size) in enumerate(GROUP_SIZES.items())
     ]
-    rule = PlanRule(g_min=1, g_max=4, unsolvable_keep_fraction=1.0)
-    write_table(path, rows, {"rule": asdict(rule), "profile_flops": 123.0})
-    return path
+    return write_hand_plan(path, rows)
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
-    cache = tmp_path_factory.mktemp("trl-mp-model")
-    return model_source(RunConfig.model_validate(tiny_tree(cache)))
+    return tiny_model_dir(tmp_path_factory.mktemp("trl-mp-model"))
 
 
 def launch(

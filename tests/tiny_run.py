@@ -149,3 +149,45 @@ def stop_profile_at_chunk(monkeypatch: object, chunk: int, error: BaseException)
         return original(*args, **kwargs)
 
     monkeypatch.setattr(sgpo.profile, "_profile_and_write_chunk", stopping)
+
+
+def hand_plan_row(
+    query_id: str, prompt: str, group_size: int, rank: int, reason: str = "kept"
+) -> dict:
+    """A plan.parquet row written by hand (the TRL tests' plans): k = 4 samples, half solved
+    where kept, all where trivial."""
+    return {
+        "query_id": query_id,
+        "prompt": prompt,
+        "answer": "x",
+        "difficulty": "1",
+        "k": 4,
+        "n_correct": 2 if reason == "kept" else 4,
+        "p_hat": 0.5 if reason == "kept" else 1.0,
+        "group_size": group_size,
+        "kept": reason == "kept",
+        "reason": reason,
+        "rank": rank,
+        "prompt_tokens": 4,
+        "mean_response_tokens": 2.0,
+    }
+
+
+def write_hand_plan(path: Path, rows: list[dict]) -> Path:
+    """rows as a plan.parquet with the metadata sgpo.trl.load_plan reads."""
+    from dataclasses import asdict
+
+    from sgpo.core.allocation import PlanRule
+    from sgpo.io import write_table
+
+    rule = PlanRule(g_min=1, g_max=4, unsolvable_keep_fraction=1.0)
+    write_table(path, rows, {"rule": asdict(rule), "profile_flops": 123.0})
+    return path
+
+
+def tiny_model_dir(cache_dir: Path) -> str:
+    """The tiny embedded model's folder (built into cache_dir once)."""
+    from sgpo.config import RunConfig
+    from sgpo.models import model_source
+
+    return model_source(RunConfig.model_validate(tiny_tree(cache_dir)))
