@@ -271,6 +271,40 @@ def test_profile_resumes_under_settings_that_change_no_sample(
     assert read_table(tmp_path / "run" / PROFILE_FILE)[0] == read_table(tiny.profile)[0]
 
 
+def test_a_chunk_with_damaged_samples_is_named_before_the_rest_is_profiled(
+    tiny: SimpleNamespace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The resume reads each kept chunk's samples (in Arrow, not as objects): a chunk whose
+    samples pages are damaged is named, with what to do, before any query is profiled again;
+    not at the end, in a traceback."""
+    import pyarrow.parquet as pq
+
+    config = load_config(write_config(tmp_path / "config.yaml", tiny.tree))
+    with monkeypatch.context() as mp:
+        stop_profile_at_chunk(mp, 2, KeyboardInterrupt())
+        with pytest.raises(KeyboardInterrupt):
+            run_profile(config, tmp_path / "run")
+    chunk = tmp_path / "run" / PROFILE_CHUNKS_DIR / "chunk-00000.parquet"
+    columns = pq.ParquetFile(chunk).metadata.row_group(0)
+    pages = [
+        columns.column(i).data_page_offset
+        for i in range(columns.num_columns)
+        if "response_ids" in columns.column(i).path_in_schema
+    ]
+    data = bytearray(chunk.read_bytes())
+    data[pages[0] : pages[0] + 8] = b"\xff" * 8  # the page header of the responses' token ids
+    chunk.write_bytes(bytes(data))
+    profiled = []
+    real = sgpo.profile.profile_chunk
+    monkeypatch.setattr(
+        sgpo.profile, "profile_chunk", lambda *a, **k: profiled.append(1) or real(*a, **k)
+    )
+    with pytest.raises(DataError, match=r"chunk-00000\.parquet: its samples are not readable .*"
+                       r"remove it and resume again"):  # fmt: skip
+        run_profile(config, tmp_path / "run", resume=True)
+    assert profiled == []
+
+
 def test_profile_crash_keeps_verifier_counts(
     tiny: SimpleNamespace, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -143,7 +143,14 @@ def test_a_pickled_weights_file_that_would_run_code_is_refused_unrun(
     said = " ".join(result.output.split())
     assert result.exit_code == 1, result.output
     assert "a weights file holds more than tensors" in said and "nothing in it ran" in said
-    assert not mark.exists()
+    assert "GLOBAL" in said and not mark.exists()  # the global it asked for, named
+    # a git-lfs pointer where the weights should be (a clone without git-lfs): not called code
+    pointer = "version https://git-lfs.github.com/spec/v1\noid sha256:0\nsize 1\n"
+    (model_dir / "pytorch_model.bin").write_text(pointer)
+    result = CliRunner().invoke(app, ["profile", "-c", str(config_path), "-o", str(tmp_path / "q")])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 1 and "is not a readable torch checkpoint" in said
+    assert "git-lfs pointer" in said and "more than tensors" not in said
 
 
 def test_resume_refuses_another_config_naming_keys(env: SimpleNamespace, tmp_path: Path) -> None:

@@ -152,6 +152,7 @@ NOT_EQUIVALENT = [
     ("\\boxed{3 halves}", "3"),
     ("\\boxed{2 squared}", "2"),
     ("\\boxed{18 x^2}", "18"),  # a variable's power, not a unit's
+    ("\\boxed{2 m^2n}", "2"),  # an expression glued to the power
     ("\\boxed{18 m^2}", "18 m"),
     ("\\boxed{1.5 million}", "1.5"),
     ("#### Step 5: wrong work\nThe answer is 7.", "5"),  # the heading's 5 is not the answer

@@ -150,7 +150,8 @@ def _user_errors(command: Callable) -> Callable:
                 _print_error(
                     f"stopped at step {e.step}, with a checkpoint in {e.run_dir}: sgpo train "
                     f"--resume {e.run_dir} continues from there (sgpo compare: the same "
-                    "command again continues it; sgpo demo: the same command with --resume)"
+                    "command again continues it; sgpo demo: the same command with --resume, "
+                    "without --overwrite)"
                 )
             raise typer.Exit(130) from e
         except USER_ERRORS as e:

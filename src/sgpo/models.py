@@ -211,16 +211,26 @@ def _as_its_file_encodes(
 @contextmanager
 def _refused_if_pickled(source: str) -> Iterator[None]:
     """torch loads a pickled weights file (pytorch_model.bin, adapter_model.bin) as tensors
-    only: one asking to run code on load is refused there, which is said as sgpo's error, not
-    as torch's traceback."""
+    only: one asking to run code on load, or one that is no pickle at all (damaged, a git-lfs
+    pointer), is refused there, which is said as sgpo's error, not as torch's traceback."""
     try:
         yield
     except pickle.UnpicklingError as e:
-        reason = str(e).strip().splitlines()[-1]
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        asks_for_code = [line.split(". ")[0] for line in lines if "GLOBAL" in line]
+        if asks_for_code:
+            raise DataError(
+                f"model {source!r}: a weights file holds more than tensors, objects that load "
+                f"only by running code ({asks_for_code[0]}); it was not loaded and nothing in "
+                "it ran: use the model's safetensors weights, or a copy from a source you trust"
+            ) from e
+        # torch's own lines around the reason: what failed, where to read, where to report
+        generic = ("Weights only load failed", "Check the documentation", "Please file an issue")
+        reason = next((line for line in lines if not line.startswith(generic)), repr(e))
         raise DataError(
-            f"model {source!r}: a weights file holds more than tensors, objects that load only "
-            f"by running code ({reason}); it was not loaded and nothing in it ran: use the "
-            "model's safetensors weights, or a copy from a source you trust"
+            f"model {source!r}: a weights file is not a readable torch checkpoint ({reason}): "
+            "damaged, or a git-lfs pointer left by a clone without git-lfs (`git lfs pull` "
+            "fetches the weights)"
         ) from e
 
 

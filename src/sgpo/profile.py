@@ -294,12 +294,23 @@ SAMPLE_SCHEMA = pa.schema(
 def chunk_samples(path: Path) -> pa.Table:
     """A profile chunk's samples as profile_samples.parquet rows (each sample's fields beside
     its query id), unnested column-wise: its token ids never become Python objects."""
-    table = pq.read_table(path, columns=["query_id", SAMPLES_COLUMN])
-    nested = table.column(SAMPLES_COLUMN).combine_chunks()
-    samples = pc.list_flatten(nested)
-    columns = dict(zip((field.name for field in samples.type), samples.flatten(), strict=True))
-    columns["query_id"] = pc.take(table.column("query_id"), pc.list_parent_indices(nested))
-    return pa.table(columns).select(SAMPLE_SCHEMA.names).cast(SAMPLE_SCHEMA)
+    try:
+        table = pq.read_table(path, columns=["query_id", SAMPLES_COLUMN])
+        nested = table.column(SAMPLES_COLUMN).combine_chunks()
+        samples = pc.list_flatten(nested)
+        fields = (field.name for field in samples.type)
+        columns = dict(zip(fields, samples.flatten(), strict=True))
+        columns["query_id"] = pc.take(table.column("query_id"), pc.list_parent_indices(nested))
+        return pa.table(columns).select(SAMPLE_SCHEMA.names).cast(SAMPLE_SCHEMA)
+    except (pa.ArrowException, OSError, KeyError) as e:
+        raise DataError(
+            f"{path}: its samples are not readable ({_one_line(e)}); {rundir.REDO_A_CHUNK}"
+        ) from e
+
+
+def _one_line(error: Exception) -> str:
+    """An Arrow error's message on one line (its thrift errors break lines inside)."""
+    return " ".join(str(error).split())
 
 
 def write_samples(path: Path, chunk_paths: list[Path], metadata: dict) -> int:
@@ -369,7 +380,10 @@ def _read_chunk(
 ) -> tuple[list[dict], dict]:
     """A chunk an interrupted run of this same profile wrote: its rows without their samples,
     which are not read into Python (write_samples copies them column-wise)."""
-    columns = table_columns(path)
+    try:
+        columns = table_columns(path)
+    except DataError as e:
+        raise DataError(f"{e}; {rundir.REDO_A_CHUNK}") from e
     rows_columns = [name for name in columns if name != SAMPLES_COLUMN]
     chunk_rows, chunk_meta = rundir.read_chunk_table(path, rows_columns)
     keys = _identity_differences(chunk_meta, metadata)
@@ -393,8 +407,9 @@ def _read_chunk(
             f"{path}: written by a different profile run (what differs: {', '.join(differ)}); "
             "use --overwrite (or, if only this chunk was damaged, remove it and resume again)"
         )
+    # read whole now (in Arrow), so a damaged chunk is named before the rest is profiled
+    samples = chunk_samples(path)
     if any(row.get("rewards_vary") is None for row in chunk_rows):  # an older sgpo's chunk
-        samples = chunk_samples(path)
         query_ids, rewards = samples["query_id"].to_pylist(), samples["reward"].to_pylist()
         fill_rewards_vary(chunk_rows, rewards_by_query(zip(query_ids, rewards, strict=True)))
     return chunk_rows, chunk_meta
@@ -838,20 +853,27 @@ class _RowReader:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._batches = pq.ParquetFile(path).iter_batches(batch_size=MERGE_WINDOW * 8)
+        try:
+            self._batches = pq.ParquetFile(path).iter_batches(batch_size=MERGE_WINDOW * 8)
+        except (pa.ArrowException, OSError) as e:
+            raise self._unreadable(e) from e
         self._left = SAMPLE_SCHEMA.empty_table()
+
+    def _unreadable(self, error: Exception) -> DataError:
+        return DataError(
+            f"{self.path}: not a readable samples file sgpo profile wrote "
+            f"({_one_line(error)}); profile its shard again (sgpo profile --shard I/N)"
+        )
 
     def next_rows(self, count: int) -> pa.Table:
         parts = []
         while count > 0:
             if not self._left.num_rows:
-                batch = pa.Table.from_batches([next(self._batches)])
                 try:
+                    batch = pa.Table.from_batches([next(self._batches)])
                     self._left = batch.select(SAMPLE_SCHEMA.names).cast(SAMPLE_SCHEMA)
-                except (KeyError, pa.ArrowException) as e:
-                    raise DataError(
-                        f"{self.path}: not a samples file sgpo profile wrote ({e})"
-                    ) from e
+                except (KeyError, pa.ArrowException, OSError) as e:
+                    raise self._unreadable(e) from e
             part = self._left.slice(0, count)
             parts.append(part)
             self._left = self._left.slice(part.num_rows)

@@ -482,7 +482,8 @@ _COMPARISON_COMMANDS = {
 _UNIT_POWER = re.compile(
     r"(?<=\d)\$?(\s*\\(?:text|textrm|mathrm|mbox)\s*\{\s*(?:[A-Za-z]{2,}|m)(?:\s*\})?"
     r"|\s*(?:[ck]m|mm|ft|yd)|\s+(?:m|in|mi|units?))(?![A-Za-z])\$?\s*\^\s*"
-    r"(?:[23](?!\d)|\{\s*[23]\s*\})"
+    # a letter or an operand glued to the power ("m^2n") makes it an expression's
+    r"(?:[23](?!\d)|\{\s*[23]\s*\})(?![A-Za-z0-9({\\])"
 )
 _MATH_DELIMITER = re.compile(r"\\[()\[\]]|\\\\(?![A-Za-z])")
 _DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?")
