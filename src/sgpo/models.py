@@ -254,12 +254,13 @@ def load_policy(config: RunConfig, path: str | None = None, trainable: bool = Fa
     # a local model by its absolute path: a LoRA adapter saved from it records that path as its
     # base, so the adapter loads from any working directory
     weights = str(local.resolve()) if local.is_dir() else source
+    adapter = (local / "adapter_config.json").exists()
     with _refused_if_pickled(source):
-        if (local / "adapter_config.json").exists():
+        if adapter:
             model = _load_adapter(source, weights, config, dtype, trainable)
         else:
             model = AutoModelForCausalLM.from_pretrained(weights, dtype=dtype)
-    if (local / "adapter_config.json").exists():
+    if adapter:
         if trainable and path is None:
             warn_of_unapplied_lora(source, local / "adapter_config.json", cfg.lora)
     elif trainable and cfg.lora is not None:

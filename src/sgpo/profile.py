@@ -794,7 +794,7 @@ def _read_columns(path: Path, columns: list[str]) -> pa.Table:
     try:
         return pq.read_table(path, columns=columns)
     except (pa.ArrowException, OSError) as e:
-        raise DataError(f"{path}: not a samples file sgpo profile wrote ({e})") from e
+        raise DataError(f"{path}: not a samples file sgpo profile wrote ({_one_line(e)})") from e
 
 
 def _rewards_of(sample_paths: list[Path]) -> dict[str, list[float]]:

@@ -176,7 +176,7 @@ def export_verl(
         if val_out is not None:
             held_out = export_held_out_for_config(cfg, val_out, data_source, verifier)
         path, exported_source, exported_verifier = export_for_config(
-            cfg, rows, meta, out, data_source, verifier, fixed_group_size
+            cfg, rows, meta, out, data_source, verifier, fixed_group_size, task.train
         )
     except (DataError, ValueError) as e:
         fail([str(e)])

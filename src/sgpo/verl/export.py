@@ -368,13 +368,14 @@ def export_for_config(
     data_source: str | None = None,
     verifier: str | None = None,
     fixed_group_size: int | None = None,
+    train_queries: list[Query] | None = None,
 ) -> tuple[Path, str, str]:
     """export_verl_parquet with the run config's prompt template, system prompt and verifier
     (and its settings); returns (path, the data_source said, verifier). The train settings that the
     verl run will not apply are recorded in the metadata (see settings_not_carried);
     callers should show them. Without data_source, rows of a verl file keep their own
-    (row_data_sources)."""
-    row_sources = row_data_sources(cfg) if data_source is None else {}
+    (row_data_sources; train_queries: the task's, where the caller has loaded them already)."""
+    row_sources = row_data_sources(cfg, train_queries) if data_source is None else {}
     data_source, scoring = config_scoring(cfg, data_source, verifier)
     path = export_verl_parquet(
         rows,
@@ -402,14 +403,16 @@ def export_for_config(
     return path, data_source, scoring["verifier"]
 
 
-def row_data_sources(cfg: RunConfig) -> dict[str, str]:
+def row_data_sources(cfg: RunConfig, train: list[Query] | None = None) -> dict[str, str]:
     """The training queries' own data_source by query id: a verl file's rows that have one
-    (verl groups its metrics by it, and a file may mix GSM8K and MATH); none for other tasks."""
+    (verl groups its metrics by it, and a file may mix GSM8K and MATH); none for other tasks.
+    train: the task's training queries, loaded here when not given."""
     from sgpo.tasks import load_task
 
     if cfg.task.kind != "file" or cfg.task.file.preset != "verl":
         return {}
-    train = load_task(cfg.task, cfg.seed, require_eval=False).train
+    if train is None:
+        train = load_task(cfg.task, cfg.seed, require_eval=False).train
     return {q.query_id: q.data_source for q in train if q.data_source}
 
 
