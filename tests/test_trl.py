@@ -584,6 +584,28 @@ def test_resume_replays_the_plan_and_keeps_sgpo_counters(
         )
 
 
+def test_a_resume_counts_the_verifiers_errors_from_the_checkpoints(
+    model_dir: str, plan_path: Path, tmp_path: Path
+) -> None:
+    """sgpo/verifier_errors_cum goes on from the checkpoint's count, in a new process (a new
+    trainer) and on the trainer that trained up to it (a notebook's second train() call)."""
+    settings = {"max_steps": 5, "save_strategy": "steps", "save_steps": 2}
+
+    def flaky() -> VerifierReward:  # raises on a quarter of the responses, a coin otherwise
+        return VerifierReward("trl_multiprocess_run:flaky_coin", name="flaky")
+
+    straight = make_trainer(model_dir, plan_path, tmp_path, flaky(), **settings)
+    straight.train()
+    errors = [h["sgpo/verifier_errors_cum"] for h in straight.state.log_history if "loss" in h]
+    assert 0 < errors[3] < errors[4]  # errors before the checkpoint (step 4) and after it
+
+    resumed = make_trainer(model_dir, plan_path, tmp_path, flaky(), **settings)
+    resumed.train(resume_from_checkpoint=checkpoint(tmp_path, 4))
+    assert resumed.state.log_history[-1]["sgpo/verifier_errors_cum"] == errors[4]
+    straight.train(resume_from_checkpoint=checkpoint(tmp_path, 4))
+    assert straight.state.log_history[-1]["sgpo/verifier_errors_cum"] == errors[4]
+
+
 def test_a_resume_on_the_same_trainer_replays_the_checkpoints_batches(
     model_dir: str, plan_path: Path, tmp_path: Path
 ) -> None:

@@ -47,12 +47,12 @@ What changes against GRPOTrainer, and where:
   so a batch's outcomes reach the epoch after the next batch is drawn; plan epochs shrink as
   queries are skipped, the Trainer's epoch keeps the static plan's length.
 - checkpoints (_save_checkpoint, _init_training_state): each checkpoint folder also holds
-  sgpo_state.json (cost counters, the plan's fingerprint, the settings that lay out the
-  batches); resume_from_checkpoint restores them and the plan epoch, and TRL's own data skip
-  replays the static plan to the same batch. A resume that would replay other batches (other
-  settings, a checkpoint inside a generation batch) is refused, and so is resuming a
-  re-estimating run, or one that skips on history: its posteriors or outcome streaks would not
-  survive the data loader running a batch ahead.
+  sgpo_state.json (cost counters, the verifiers' error counts, the plan's fingerprint, the
+  settings that lay out the batches); resume_from_checkpoint restores them and the plan
+  epoch, and TRL's own data skip replays the static plan to the same batch. A resume that
+  would replay other batches (other settings, a checkpoint inside a generation batch) is
+  refused, and so is resuming a re-estimating run, or one that skips on history: its
+  posteriors or outcome streaks would not survive the data loader running a batch ahead.
 - rewards from sgpo verifiers (sgpo.trl.rewards.VerifierReward): the answer column is checked
   when the trainer is built, the verifier's settings are compared with the plan's profile, and
   its error and timeout counts are logged.
@@ -507,6 +507,8 @@ class SGPOTrainer(GRPOTrainer):
         self.sgpo_flops = dict.fromkeys(PHASES, 0.0) | {"profile": self._plan.profile_flops}
         self.sgpo_rollouts = 0
         self.sgpo_tokens_generated = 0
+        # what a resumed run's verifiers had counted before its checkpoint (_restore_sgpo_state)
+        self._verifier_counts_offset = {"errors": 0.0, "timeouts": 0.0}
 
     def _warn_unlike_the_profile(self, plan: Plan, train_dataset: Dataset) -> None:
         """An SgpoWarning naming what this run does otherwise than the plan's profile (sgpo
@@ -1181,6 +1183,7 @@ class SGPOTrainer(GRPOTrainer):
     # ----------------------------------------------------------------------- checkpoints
     def _save_checkpoint(self, model: Any, trial: Any) -> None:
         super()._save_checkpoint(model, trial)
+        verifier_counts = self._verifier_counts()  # a collective call: before should_save
         if self.args.should_save:
             folder = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"  # as the Trainer names it
             atomic_write_json(
@@ -1189,6 +1192,7 @@ class SGPOTrainer(GRPOTrainer):
                     "flops": self.sgpo_flops,
                     "rollouts": self.sgpo_rollouts,
                     "tokens_generated": self.sgpo_tokens_generated,
+                    "verifier": verifier_counts,
                     "plan_sha256": self._plan_fingerprint,
                     "settings": self._resume_settings(),
                 },
@@ -1253,6 +1257,14 @@ class SGPOTrainer(GRPOTrainer):
         self.sgpo_flops = {phase: float(state["flops"][phase]) for phase in self.sgpo_flops}
         self.sgpo_rollouts = int(state["rollouts"])
         self.sgpo_tokens_generated = int(state["tokens_generated"])
+        # The verifiers count from where the checkpoint's run stood (none recorded by an older
+        # sgpo): what they counted before this call is taken off, as a resume in the same
+        # process has counted the first call's too.
+        recorded_counts = state.get("verifier") or {}
+        self._verifier_counts_offset = {
+            name: float(recorded_counts.get(name, 0.0)) - value
+            for name, value in self._verifier_counts().items()
+        }
         # One Trainer epoch is one pass over the static plan; TRL's data skip replays the
         # batches of the current epoch only.
         self.schedule.scheduler.epoch = epochs_trained
@@ -1303,20 +1315,26 @@ class SGPOTrainer(GRPOTrainer):
         totals["sgpo/rollouts_cum"] = float(self.sgpo_rollouts)
         totals["sgpo/tokens_generated_cum"] = float(self.sgpo_tokens_generated)
         totals["sgpo/plan_epoch"] = float(self.schedule.scheduler.epoch)
-        if self._verifier_rewards:
-            stats = [reward.verifier.stats for reward in self._verifier_rewards]
-            # each process scored its own rows
-            counts = torch.tensor(
-                [sum(s.errors for s in stats), sum(s.timeouts for s in stats)],
-                device=self.accelerator.device,
-            )
-            errors, timeouts = self.accelerator.reduce(counts, reduction="sum").tolist()
-            totals["sgpo/verifier_errors_cum"] = float(errors)
-            totals["sgpo/verifier_timeouts_cum"] = float(timeouts)
+        for name, count in self._verifier_counts().items():
+            totals[f"sgpo/verifier_{name}_cum"] = count + self._verifier_counts_offset[name]
         if self.args.history_explore < 1:
             totals["sgpo/history_skipped"] = float(self.schedule.scheduler.history_skipped)
             totals["sgpo/history_explore"] = self.schedule.scheduler.explore
         return totals
+
+    def _verifier_counts(self) -> dict[str, float]:
+        """The verifiers' errors and timeouts so far, summed over the processes (each scored
+        its own rows); empty without a VerifierReward. A collective call: every process
+        makes it."""
+        if not self._verifier_rewards:
+            return {}
+        stats = [reward.verifier.stats for reward in self._verifier_rewards]
+        counts = torch.tensor(
+            [sum(s.errors for s in stats), sum(s.timeouts for s in stats)],
+            device=self.accelerator.device,
+        )
+        errors, timeouts = self.accelerator.reduce(counts, reduction="sum").tolist()
+        return {"errors": float(errors), "timeouts": float(timeouts)}
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if self.model.training:
