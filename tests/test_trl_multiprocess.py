@@ -66,12 +66,18 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def launch(
-    model_dir: str, plan: Path, out: Path, settings: dict, processes: int
+    model_dir: str,
+    plan: Path,
+    out: Path,
+    settings: dict,
+    processes: int,
+    global_rows: int = GLOBAL_BATCH_ROWS,
 ) -> subprocess.CompletedProcess:
     """tests/trl_multiprocess_run.py on `processes` processes (torchrun beyond one), whose
-    global batch is GLOBAL_BATCH_ROWS rows per micro-step."""
+    global batch is `global_rows` rows per micro-step. A collective call one process never
+    makes fails the run after 60 s (ddp_timeout) rather than hang it."""
     out.mkdir(parents=True)
-    per_device = {"per_device_train_batch_size": GLOBAL_BATCH_ROWS // processes}
+    per_device = {"per_device_train_batch_size": global_rows // processes, "ddp_timeout": 60}
     script = [str(TESTS / "trl_multiprocess_run.py"), model_dir, str(plan), str(out)]
     script.append(json.dumps(settings | per_device))
     launcher = [sys.executable]
@@ -91,11 +97,17 @@ def launch(
 
 
 def run(
-    model_dir: str, plan: Path, out: Path, settings: dict, processes: int
+    model_dir: str,
+    plan: Path,
+    out: Path,
+    settings: dict,
+    processes: int,
+    global_rows: int = GLOBAL_BATCH_ROWS,
 ) -> tuple[list[dict], dict, dict[str, torch.Tensor]]:
     """(log history, sgpo totals, final weights) of a launched run, which must reach its end
-    (its return code alone does not tell, see launch)."""
-    done = launch(model_dir, plan, out, settings, processes)
+    (its return code alone does not tell, see launch). A reward function's log_extra column
+    must line up with TRL's completions table after every batch."""
+    done = launch(model_dir, plan, out, settings, processes, global_rows)
     ended = all((out / f"rank{r}.done").exists() for r in range(processes))
     assert ended, f"the run did not reach its end:\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
     results = [json.loads((out / f"rank{r}.json").read_text()) for r in range(processes)]
@@ -103,6 +115,9 @@ def run(
     for result in results[1:]:
         assert step_logs(result["log_history"]) == step_logs(results[0]["log_history"])
         assert result["totals"] == results[0]["totals"]
+    for step, table in enumerate(results[0]["tables"], start=1):
+        if settings.get("log_extra"):
+            assert table["completion_seen"] == table["completion"], step
     return results[0]["log_history"], results[0]["totals"], torch.load(out / "weights.pt")
 
 
@@ -123,6 +138,10 @@ def step_logs(history: list[dict]) -> list[dict]:
         pytest.param({"reestimate": True, "replan_every": 1}, id="reestimate"),
         pytest.param({"downsample_to": 3}, id="downsample_to"),
         pytest.param({"grow_max": 5, "grow_round": 2}, id="grow_max"),
+        # a process without real rows runs the reward model too (its forward pass is a
+        # collective call here, as under ZeRO-3 or FSDP)
+        pytest.param({"reward_model": True, "log_extra": True}, id="reward_model"),
+        pytest.param({"reward_model": True, "downsample_to": 3}, id="reward_model_downsample_to"),
         pytest.param(
             {"steps_per_generation": 2, "gradient_accumulation_steps": 2},
             id="steps_per_generation",
@@ -148,6 +167,9 @@ def test_two_processes_train_as_one_does(
     one = run(model_dir, plan_path, tmp_path / "one", settings, 1)
     two = run(model_dir, plan_path, tmp_path / "two", settings, PROCESSES)
     assert_same_training(one, two)
+    if settings.get("log_extra"):  # the same table, row for row
+        tables = [json.loads((tmp_path / r / "rank0.json").read_text()) for r in ("one", "two")]
+        assert tables[0]["tables"] == tables[1]["tables"]
     if "downsample_to" in settings or "grow_max" in settings:
         # groups drew more responses than they hold rows (in rounds, shared out over processes)
         logs = step_logs(one[0])
@@ -217,3 +239,23 @@ def test_the_real_rows_are_dealt_evenly_over_the_processes(plan_path: Path) -> N
     slots = four_shares.batch_slots(schedule.next_batch())
     pad = PAD_GROUP
     assert [s.group for s in slots] == [0, pad, pad, 0, 0, pad, 0, pad, pad, 1, 1, pad]
+
+
+@pytest.mark.slow
+def test_four_processes_line_up_the_completions_table(model_dir: str, tmp_path: Path) -> None:
+    """A batch of 2 real rows over 4 processes leaves the first and the third without one: a
+    reward function's log_extra column still lines up with TRL's completions table (run
+    checks it) and comes out as one process's."""
+    rows = [hand_plan_row(q, f"{q[1:]}+1=", g, r) for r, (q, g) in enumerate(FOUR_WAY.items())]
+    plan = write_hand_plan(tmp_path / "plan.parquet", rows)
+    settings = {"log_extra": True, "max_steps": 3}
+    one = run(model_dir, plan, tmp_path / "one", settings, 1, global_rows=4)
+    four = run(model_dir, plan, tmp_path / "four", settings, 4, global_rows=4)
+    assert len(step_logs(one[0])) == len(step_logs(four[0])) == 3
+    tables = [json.loads((tmp_path / r / "rank0.json").read_text()) for r in ("one", "four")]
+    assert tables[0]["tables"] == tables[1]["tables"]
+    assert [len(t["completion"]) for t in tables[1]["tables"]] == [3, 2, 3]
+
+
+# Batches of 4 rows: [q0] + 1 padding row, [q1] + 2 (q2 does not fit), [q2] + 1
+FOUR_WAY = {"q0": 3, "q1": 2, "q2": 3}

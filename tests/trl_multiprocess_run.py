@@ -7,19 +7,23 @@ run and how many requests before them across processes hold the same prompt.
 
     python trl_multiprocess_run.py MODEL_DIR PLAN OUT_DIR SETTINGS_JSON
 
-SETTINGS_JSON holds SGPOConfig's fields, and fake_vllm_server (generate through a fake vLLM
-server) and resume_from (a checkpoint to resume) besides.
+SETTINGS_JSON holds SGPOConfig's fields, and besides: fake_vllm_server (generate through a fake
+vLLM server), resume_from (a checkpoint to resume), reward_model (score with
+StandInRewardModel too) and log_extra (a reward function that logs each completion as an extra
+column of TRL's completions table).
 
 Writes OUT_DIR/rank<r>.json (the log history, sgpo's totals, the rows of each generation batch
-the process generated) and rank<r>.done on each process's way out, and OUT_DIR/weights.pt
-(the final parameters) from the main process."""
+the process generated, TRL's completions table after each batch) and rank<r>.done on each
+process's way out, and OUT_DIR/weights.pt (the final parameters) from the main process."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 from accelerate.utils import gather_object
@@ -36,6 +40,31 @@ def flaky_coin(response: str, reference: str) -> float:
     if digest[1] % 8 in (1, 2):
         raise RuntimeError("flaky_coin fails on this response")
     return float(digest[0] % 2)
+
+
+class StandInRewardModel(torch.nn.Module):
+    """A reward model (TRL calls it on the tokenized prompt + completion) whose every forward
+    pass takes part in a collective call, as a model sharded by DeepSpeed ZeRO-3 or FSDP
+    gathers its weights from every process: a process that skipped it would leave the others
+    waiting. Its reward: 1 if the text's last token id is odd."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.config = SimpleNamespace(_name_or_path="stand_in_reward_model")
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **_: object
+    ) -> SimpleNamespace:
+        if torch.distributed.is_initialized():
+            torch.distributed.all_reduce(torch.zeros(1))
+        last = input_ids.gather(1, (attention_mask.sum(dim=1) - 1).unsqueeze(1))
+        return SimpleNamespace(logits=(last % 2).float())
+
+
+def logged_completion(completions: list[str], log_extra: Callable, **_: object) -> list[float]:
+    """Logs each completion in the column completion_seen of TRL's table; rewards nothing."""
+    log_extra("completion_seen", list(completions))
+    return [0.0] * len(completions)
 
 
 def completions_by_process(
@@ -141,6 +170,11 @@ def main(model_dir: str, plan: str, out_dir: str, settings: dict) -> None:
     out = Path(out_dir)
     vllm_server = settings.pop("fake_vllm_server", False)
     resume_from = settings.pop("resume_from", None)
+    reward_funcs: list = [VerifierReward("trl_multiprocess_run:flaky_coin", name="flaky_coin")]
+    if settings.pop("reward_model", False):
+        reward_funcs.append(StandInRewardModel())
+    if settings.pop("log_extra", False):
+        reward_funcs.append(logged_completion)
     if not vllm_server:
         GRPOTrainer._generate_single_turn = fake_generation
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -162,20 +196,28 @@ def main(model_dir: str, plan: str, out_dir: str, settings: dict) -> None:
     args = SGPOConfig(**(config | settings))
     trainer = SGPOTrainer(
         AutoModelForCausalLM.from_pretrained(model_dir),
-        VerifierReward("trl_multiprocess_run:flaky_coin", name="flaky_coin"),
+        reward_funcs,
         plan=plan,
         args=args,
         processing_class=tokenizer,
+        reward_processing_classes=[
+            tokenizer if isinstance(f, torch.nn.Module) else None for f in reward_funcs
+        ],
     )
     if vllm_server:
         trainer.use_vllm, trainer.vllm_generation = True, FakeVLLMServer(trainer)
         trainer._last_loaded_step = -1
     generate_and_score = trainer._generate_and_score_completions
     generated: list[int] = []  # rows of each generation batch this run generated
+    tables: list[dict] = []  # TRL's completions table after each batch
 
     def counted(inputs: list[dict]) -> dict:
         generated.append(len(inputs))
-        return generate_and_score(inputs)
+        output = generate_and_score(inputs)
+        logs = trainer._logs
+        tables.append({"completion": list(logs["completion"])})
+        tables[-1] |= {name: list(column) for name, column in logs["extra"].items()}
+        return output
 
     trainer._generate_and_score_completions = counted
     trainer.train(resume_from_checkpoint=resume_from)
@@ -184,7 +226,12 @@ def main(model_dir: str, plan: str, out_dir: str, settings: dict) -> None:
     if trainer.accelerator.is_main_process:
         weights = trainer.accelerator.unwrap_model(trainer.model).state_dict()
         torch.save({k: v.detach().cpu() for k, v in weights.items()}, out / "weights.pt")
-    result = {"log_history": trainer.state.log_history, "totals": totals, "generated": generated}
+    result = {
+        "log_history": trainer.state.log_history,
+        "totals": totals,
+        "generated": generated,
+        "tables": tables,
+    }
     (out / f"rank{rank}.json").write_text(json.dumps(result))
     trainer.accelerator.wait_for_everyone()
     (out / f"rank{rank}.done").write_text("done")

@@ -71,7 +71,11 @@ What changes against GRPOTrainer, and where:
   picks and charges alike; a round's extra requests are dealt in equal contiguous shares (a
   short one padded, those completions thrown away), and each process fills its own rows (a
   real engine's extra samples then differ from one process's: other draws, the same
-  distribution). Tested on CPU (gloo, 2 processes) against one process with the same global
+  distribution). A process with nothing to score while others score still runs each reward
+  model once, on a stand-in completion (under ZeRO-3 or FSDP its forward pass gathers shards
+  from every process). A reward function's log_extra values are laid out over the process's
+  share (None on padding), so that gathered they line up with TRL's completions table. Tested
+  on CPU (gloo, 2 processes; the table also on 4) against one process with the same global
   batch; not on GPUs, with vLLM itself, DeepSpeed or FSDP.
 """
 
@@ -472,6 +476,7 @@ class SGPOTrainer(GRPOTrainer):
         # advantages' statistics).
         self._group_sizes: dict[int, int] = {}
         self._scores: torch.Tensor | None = None
+        self._table_columns: list[str] = []  # the log_extra columns of the batch's table
         self._whole_groups: dict[int, torch.Tensor] = {}
         # (prompt, completion) tokens of each real row of the batch: its training is charged
         # once the rows trained are known (_apply_groups)
@@ -794,6 +799,7 @@ class SGPOTrainer(GRPOTrainer):
             real,
             [completions[i] for i in real],
             [completion_ids[i] for i in real],
+            stand_in=(0, completions[0], completion_ids[0]),
         )
         all_scores = self.accelerator.gather(scores).cpu()
         self._all_prompts = gather_object(list(prompts))
@@ -829,7 +835,9 @@ class SGPOTrainer(GRPOTrainer):
         requested = mine + owners[:1] * (share - len(mine))
         new = self._generate_quietly([prompts[i] for i in requested])
         ids, texts, sampled = new[1][: len(mine)], new[3][: len(mine)], new[4]
-        scores = self._score(rows, prompts, mine, texts, ids).cpu()
+        scores = self._score(
+            rows, prompts, mine, texts, ids, stand_in=(owners[0], new[3][0], new[1][0])
+        ).cpu()
         members = [
             (ids[j], texts[j], sampled[j] if sampled else None, scores[j]) for j in range(len(mine))
         ]
@@ -856,13 +864,24 @@ class SGPOTrainer(GRPOTrainer):
         owners: list[int],
         completions: list,
         completion_ids: list,
+        stand_in: tuple[int, Any, list[int]],
+        shown_in_table: bool = False,
     ) -> torch.Tensor:
         """Per-function rewards [len(owners), functions] of completions drawn for the batch rows
         `owners` (each scored with its owner's prompt and dataset row, indices into `prompts`
-        and `rows`), on this process alone (none gathered)."""
+        and `rows`), on this process alone (none gathered). Every process calls it alike; one
+        without owners runs the reward models on `stand_in` (a row's index, a completion and
+        its ids; _run_reward_models_idle).
+
+        shown_in_table: the reward functions' log_extra values describe the batch TRL's table
+        shows, and are laid out over `prompts` (None in the rows without an owner), so that
+        gathered over the processes they line up with its rows; otherwise they are dropped
+        (a grown group's extra responses are not in the table)."""
         if not owners:
+            index, completion, ids = stand_in
+            self._run_reward_models_idle(rows[index], prompts[index], completion, ids)
             return torch.empty((0, len(self.reward_funcs)), device=self.accelerator.device)
-        pending = {k: len(v) for k, v in self._pending_extra_logs.items()}
+        before = {k: len(v) for k, v in self._pending_extra_logs.items()}
         with _rewards_not_gathered():
             scored = GRPOTrainer._calculate_rewards(
                 self,
@@ -871,11 +890,44 @@ class SGPOTrainer(GRPOTrainer):
                 completions,
                 completion_ids,
             )
-        for column in list(self._pending_extra_logs):  # see the module docstring
-            del self._pending_extra_logs[column][pending.get(column, 0) :]
-            if not self._pending_extra_logs[column]:  # TRL would log it as an empty column
+        for column in list(self._pending_extra_logs):
+            pending = self._pending_extra_logs[column]
+            logged = pending[before.get(column, 0) :]
+            del pending[before.get(column, 0) :]
+            if shown_in_table:
+                if len(logged) != len(owners):
+                    raise ValueError(
+                        f"a reward function logged {len(logged)} values in the column "
+                        f"{column!r} for {len(owners)} completions (log_extra takes one per "
+                        "completion)"
+                    )
+                laid_out: list = [None] * len(prompts)
+                for row, value in zip(owners, logged, strict=True):
+                    laid_out[row] = value
+                pending.extend(laid_out)
+            if not pending:  # TRL would log it as an empty column
                 del self._pending_extra_logs[column]
         return scored
+
+    def _run_reward_models_idle(
+        self, row: dict, prompt: Any, completion: Any, ids: list[int]
+    ) -> None:
+        """With several processes, one that has nothing to score while the others score still
+        runs each reward model's forward pass, on one stand-in completion (its reward thrown
+        away): under DeepSpeed ZeRO-3 or FSDP a forward pass gathers the model's shards from
+        every process, so a process that skipped it would leave the others waiting."""
+        models = [i for i, f in enumerate(self.reward_funcs) if isinstance(f, torch.nn.Module)]
+        if self.accelerator.num_processes == 1 or not models:
+            return
+        every = self.reward_funcs, self.reward_processing_classes, self.reward_func_names
+        self.reward_funcs, self.reward_processing_classes, self.reward_func_names = (
+            [things[i] for i in models] for things in every
+        )
+        try:
+            with _rewards_not_gathered():
+                GRPOTrainer._calculate_rewards(self, [row], [prompt], [completion], [ids])
+        finally:
+            self.reward_funcs, self.reward_processing_classes, self.reward_func_names = every
 
     @contextmanager
     def _verifiers_checked_once(self) -> Iterator[None]:
@@ -1017,20 +1069,24 @@ class SGPOTrainer(GRPOTrainer):
             return super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         if self._scores is not None:  # scored while growing: the same rows, not scored twice
             self._rewards_per_func = self._scores
+            self._table_columns = []  # their log_extra values were dropped (_score)
             return self._scores
         real = self._real_rows()
         # NaN in every column marks a row unscorable: TRL leaves it out of the reward metrics.
         rewards = torch.full(
             (len(prompts), len(self.reward_funcs)), torch.nan, device=self.accelerator.device
         )
-        if real:
-            with _rewards_not_gathered():
-                rewards[real] = super()._calculate_rewards(
-                    [inputs[i] for i in real],
-                    [prompts[i] for i in real],
-                    [completions[i] for i in real],
-                    [completion_ids_list[i] for i in real],
-                )
+        rewards[real] = self._score(
+            inputs,
+            prompts,
+            real,
+            [completions[i] for i in real],
+            [completion_ids_list[i] for i in real],
+            stand_in=(0, completions[0], completion_ids_list[0]),
+            shown_in_table=True,
+        )
+        # the log_extra columns TRL's table takes from this batch (it gathers the same names)
+        self._table_columns = sorted(set(gather_object(list(self._pending_extra_logs))))
         # TRL's advantages and reward statistics take the whole batch's rewards
         self._rewards_per_func = self.accelerator.gather(rewards)
         return self._rewards_per_func
@@ -1147,17 +1203,19 @@ class SGPOTrainer(GRPOTrainer):
     def _drop_padding_from_logs(self, keep: list[bool], real_advantages: list[float]) -> None:
         """The completions table (TRL's _logs) without the padding rows of the last batch."""
         logs = self._logs
-        for column in (logs["prompt"], logs["completion"], *logs["rewards"].values()):
+        logged = [logs["extra"][name] for name in self._table_columns]
+        for column in (logs["prompt"], logs["completion"], *logs["rewards"].values(), *logged):
             tail = [column.pop() for _ in keep][::-1]
             column.extend(v for v, k in zip(tail, keep, strict=True) if k)
         for _ in keep:
             logs["advantages"].pop()
         logs["advantages"].extend(real_advantages)
-        # A reward function's log_extra values came for the real rows only, so these columns
-        # outlive the prompts the full batches pushed out: keep the rows the table still shows.
-        for column in logs["extra"].values():
-            while len(column) > len(logs["prompt"]):
-                column.popleft()
+        # A column a reward function logged for an earlier batch only has no value for this
+        # one's rows (TRL's table needs its columns as long as the prompts)
+        for name, column in logs["extra"].items():
+            if name not in self._table_columns:
+                column.clear()
+                column.extend([None] * len(logs["prompt"]))
 
     def _observe(
         self, query_ids: list[str], group_ids: torch.Tensor, rewards: torch.Tensor
