@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import itertools
+import json
 import re
 import warnings
 from collections.abc import Callable
@@ -396,7 +397,7 @@ def test_a_grown_batchs_verifier_calls_are_checked_together(
 def test_each_group_is_observed(
     model_dir: str, plan_path: Path, tmp_path: Path, config: dict
 ) -> None:
-    """Re-estimation and skip on history both see every group's outcomes; neither resumes."""
+    """Re-estimation and skip on history both see every group's outcomes."""
     trainer = make_trainer(model_dir, plan_path, tmp_path, **config)
     observed: list[dict[str, GroupOutcome]] = []
     trainer.schedule.observe = lambda outcomes: observed.append(outcomes) or False
@@ -413,8 +414,6 @@ def test_each_group_is_observed(
             "q3": GroupOutcome(wins["q3"], 2 - wins["q3"], equal=rewards[1] == rewards[2]),
         }
     ]
-    with pytest.raises(NotImplementedError, match="not supported"):
-        trainer._restore_sgpo_state(tmp_path, 0, 3)
 
 
 def test_a_streak_is_rewards_all_equal_not_all_successes(
@@ -561,7 +560,7 @@ def test_resume_replays_the_plan_and_keeps_sgpo_counters(
     assert last["sgpo/plan_epoch"] == 1
 
     online = make_trainer(model_dir, plan_path, tmp_path, **settings, reestimate=True)
-    with pytest.raises(NotImplementedError, match="reestimate"):
+    with pytest.raises(ValueError, match=r"reestimate=True \(the checkpoint's False\)"):
         online.train(resume_from_checkpoint=checkpoint(tmp_path, 4))
     # under another plan (one query's G changed) the replayed batches would not be the run's
     rows, meta = read_table(plan_path)
@@ -582,6 +581,52 @@ def test_resume_replays_the_plan_and_keeps_sgpo_counters(
         make_trainer(model_dir, plan_path, tmp_path, **settings).train(
             resume_from_checkpoint=checkpoint(tmp_path, 2)
         )
+
+
+def solved_or_alternating(solved: set[str]) -> Callable[..., list[float]]:
+    """A reward by the row's prompt and position only (whatever the model generates): 1 for
+    the solved prompts, else 0 and 1 in turn, so that each group of G > 1 comes back mixed."""
+
+    def reward(completions: list[str], prompts: list[str], **_: object) -> list[float]:
+        return [1.0 if p in solved else float(i % 2) for i, p in enumerate(prompts)]
+
+    return reward
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        # q4 (G=1) and q2 always solved: skipped from the second plan epoch on
+        {"history_explore": 0.5},
+        # re-plans from the first batch on: every G becomes 2 (the plan's are 1 to 4)
+        {"reestimate": True, "replan_every": 1},
+    ],
+    ids=["history", "reestimate"],
+)
+def test_a_run_that_observes_its_batches_resumes_to_what_it_trains(
+    model_dir: str, plan_path: Path, tmp_path: Path, settings: dict
+) -> None:
+    """Skips on history and re-plans draw each batch from the outcomes of the ones before: a
+    resume restores the schedule and replays its epoch's batches (the one the data loader drew
+    ahead of the checkpoint included), and trains what the uninterrupted run trained."""
+    settings |= {"max_steps": 7, "save_strategy": "steps", "save_steps": 2}
+    reward = solved_or_alternating({prompt_of("q4"), prompt_of("q2")})
+    straight = make_trainer(model_dir, plan_path, tmp_path, reward, **settings)
+    straight_batches = trained_batches(straight)
+    straight.train()
+    static = [*EXPECTED_BATCHES, *EXPECTED_BATCHES, EXPECTED_BATCHES[0]]
+    assert len(straight_batches) == 7 and straight_batches != static
+    totals = {k: v for k, v in straight.state.log_history[-2].items() if k.startswith("sgpo/")}
+    if "history_explore" in settings:
+        assert totals["sgpo/history_skipped"] > 0
+    # one batch into the second Trainer epoch (3 batches each), and the end of the second
+    for step in (4, 6):
+        resumed = make_trainer(model_dir, plan_path, tmp_path, reward, **settings)
+        resumed_batches = trained_batches(resumed)
+        resumed.train(resume_from_checkpoint=checkpoint(tmp_path, step))
+        assert resumed_batches == straight_batches[step:]
+        last = resumed.state.log_history[-2]
+        assert {k: v for k, v in last.items() if k.startswith("sgpo/")} == totals
 
 
 def test_a_resume_counts_the_verifiers_errors_from_the_checkpoints(
@@ -640,15 +685,28 @@ def test_a_resume_on_the_same_trainer_replays_the_checkpoints_batches(
     assert again == expected and stopped.sgpo_rollouts == fresh.sgpo_rollouts
 
 
-def test_a_checkpoint_trained_with_skips_on_history_is_not_resumed_without_them(
+def test_a_checkpoint_trained_with_skips_on_history_resumes_only_with_its_schedule(
     model_dir: str, plan_path: Path, tmp_path: Path
 ) -> None:
-    """Its outcome streaks are not checkpointed: without them the static plan would be
-    replayed in place of the batches the run trained."""
+    """Without skips the static plan would be replayed in place of the batches the run
+    trained; an older sgpo's checkpoint holds no outcome streaks; and ignore_data_skip would
+    train its epoch's first batches again where they were drawn from the streaks."""
     settings = {"max_steps": 2, "save_strategy": "steps", "save_steps": 2}
     make_trainer(model_dir, plan_path, tmp_path, **settings, history_explore=0.5).train()
-    with pytest.raises(NotImplementedError, match="was trained with .*history_explore < 1"):
+    with pytest.raises(ValueError, match=r"history_explore=1.0 \(the checkpoint's 0.5\)"):
         make_trainer(model_dir, plan_path, tmp_path, **settings).train(
+            resume_from_checkpoint=checkpoint(tmp_path, 2)
+        )
+    with pytest.raises(ValueError, match="with ignore_data_skip=True"):
+        make_trainer(
+            model_dir, plan_path, tmp_path, **settings, history_explore=0.5, ignore_data_skip=True
+        ).train(resume_from_checkpoint=checkpoint(tmp_path, 2))
+    state_file = Path(checkpoint(tmp_path, 2)) / "sgpo_state.json"
+    state = json.loads(state_file.read_text())
+    del state["schedule"]
+    state_file.write_text(json.dumps(state))
+    with pytest.raises(NotImplementedError, match="holds no state of the online plan"):
+        make_trainer(model_dir, plan_path, tmp_path, **settings, history_explore=0.5).train(
             resume_from_checkpoint=checkpoint(tmp_path, 2)
         )
 

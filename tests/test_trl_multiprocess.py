@@ -177,19 +177,28 @@ def test_two_processes_train_as_one_does(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    "settings",
+    [
+        pytest.param({}, id="static"),
+        # checkpoint-3 holds the plan epoch's last batch drawn ahead; skips from the next one
+        pytest.param({"history_explore": 0.5}, id="history"),
+    ],
+)
 def test_two_processes_resume_to_what_one_trains(
-    model_dir: str, plan_path: Path, tmp_path: Path
+    model_dir: str, plan_path: Path, tmp_path: Path, settings: dict
 ) -> None:
-    one = run(model_dir, plan_path, tmp_path / "one", {}, 1)
+    one = run(model_dir, plan_path, tmp_path / "one", settings, 1)
     saving = {"save_strategy": "steps", "save_steps": 3}
-    run(model_dir, plan_path, tmp_path / "saved", saving, PROCESSES)
+    run(model_dir, plan_path, tmp_path / "saved", settings | saving, PROCESSES)
     checkpoint = tmp_path / "saved" / "trainer" / "checkpoint-3"
-    resumed = run(
-        model_dir, plan_path, tmp_path / "resumed", {"resume_from": str(checkpoint)}, PROCESSES
-    )
+    resume = settings | {"resume_from": str(checkpoint)}
+    resumed = run(model_dir, plan_path, tmp_path / "resumed", resume, PROCESSES)
     # the resumed run generated the last 3 steps' batches only (3 rows each per process)
     assert json.loads((tmp_path / "resumed" / "rank0.json").read_text())["generated"] == [3] * 3
     assert_same_training(one, resumed)
+    if "history_explore" in settings:
+        assert one[1]["sgpo/history_skipped"] > 0
 
 
 def assert_same_training(

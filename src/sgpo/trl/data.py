@@ -30,6 +30,8 @@ from sgpo.tasks import Query
 GROUP_KEY = "sgpo_group"  # index of the row's group within its batch; PAD_GROUP for padding
 GROUP_SIZE_KEY = "sgpo_group_size"
 PAD_GROUP = -1
+# A generation batch as a checkpoint records it: [[query_id, G], ...]
+LoggedBatch = list[list[str | int]]
 
 
 @dataclass
@@ -232,7 +234,12 @@ class PlanSampler(Sampler[PlanSlot]):
     only while another holds several rows more.
 
     Batches are drawn lazily, but the data loader prefetches one ahead, so a re-plan reaches
-    the batches from one after the next."""
+    the batches from one after the next.
+
+    `drawn` logs the batches of the current iteration as [[query_id, G], ...], those drawn
+    ahead and not yet trained included; a resumed run sets `replay` to a checkpoint's log, which
+    its next iteration yields first (TRL's data skip discards the trained ones) before drawing
+    on from the restored schedule."""
 
     def __init__(
         self,
@@ -252,6 +259,8 @@ class PlanSampler(Sampler[PlanSlot]):
         self.downsample_to = downsample_to
         self.processes = processes
         self.steps_per_epoch = self._count_static_steps()
+        self.drawn: list[LoggedBatch] = []
+        self.replay: list[LoggedBatch] = []
 
     def _count_static_steps(self) -> int:
         """Batches in one epoch of the static plan (the length the Trainer plans with)."""
@@ -287,7 +296,17 @@ class PlanSampler(Sampler[PlanSlot]):
         # Exactly len(self) rows, from wherever the schedule stands: the Trainer counts its
         # epochs and max_steps by that length, so a plan whose epochs shrink (skips on history,
         # re-plans) or grow still trains to max_steps, and no batch is drawn and left untrained.
-        for _ in range(self.steps_per_epoch):
-            slots = self.batch_slots(self.schedule.next_batch())
+        replay, self.replay = self.replay, []  # replayed by this iteration only
+        self.drawn = []
+        for step in range(self.steps_per_epoch):
+            if step < len(replay):
+                batch = [
+                    ScheduledQuery(self.schedule.queries_by_id[query_id], group_size)
+                    for query_id, group_size in replay[step]
+                ]
+            else:
+                batch = self.schedule.next_batch()
+            self.drawn.append([[s.query.query_id, s.group_size] for s in batch])
+            slots = self.batch_slots(batch)
             for _ in range(self.repeat):
                 yield from slots

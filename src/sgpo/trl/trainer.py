@@ -49,10 +49,14 @@ What changes against GRPOTrainer, and where:
 - checkpoints (_save_checkpoint, _init_training_state): each checkpoint folder also holds
   sgpo_state.json (cost counters, the verifiers' error counts, the plan's fingerprint, the
   settings that lay out the batches); resume_from_checkpoint restores them and the plan
-  epoch, and TRL's own data skip replays the static plan to the same batch. A resume that
-  would replay other batches (other settings, a checkpoint inside a generation batch) is
-  refused, and so is resuming a re-estimating run, or one that skips on history: its
-  posteriors or outcome streaks would not survive the data loader running a batch ahead.
+  epoch, and TRL's own data skip replays the static plan to the same batch. A re-estimating
+  run, or one that skips on history, also records its schedule (the posteriors, the outcome
+  streaks, where the plan epoch stands) and the batches drawn in the Trainer's epoch, the one
+  the data loader drew ahead of training included (PlanSampler.drawn); a resume restores the
+  schedule and its first epoch replays those batches, TRL's data skip discarding the trained
+  ones, so it trains what the uninterrupted run trains. A resume that would replay other
+  batches (other settings, a checkpoint inside a generation batch, a re-estimating or
+  skipping run's checkpoint without its schedule, ignore_data_skip on such a run) is refused.
 - rewards from sgpo verifiers (sgpo.trl.rewards.VerifierReward): the answer column is checked
   when the trainer is built, the verifier's settings are compared with the plan's profile, and
   its error and timeout counts are logged.
@@ -603,15 +607,19 @@ class SGPOTrainer(GRPOTrainer):
 
     def _resume_settings(self) -> dict[str, float | int | bool]:
         """What, besides the plan, decides the batches a run trains and those TRL's data skip
-        replays on resume (a generation batch's rows and how many steps it serves), and
-        whether the run keeps state no checkpoint holds."""
+        replays on resume (a generation batch's rows and how many steps it serves), and how
+        the schedule draws from the batches' outcomes (re-plans, skips on history)."""
         return {
             "generation_batch_size": self.args.generation_batch_size,
             "steps_per_generation": self.args.steps_per_generation,
             "num_iterations": self.num_iterations,
             "gradient_accumulation_steps": self.args.gradient_accumulation_steps,
             "reestimate": self.args.reestimate,
+            "replan_every": self.args.replan_every,
             "history_explore": self.args.history_explore,
+            "history_target": self.args.history_target,
+            "history_min_streak": self.args.history_min_streak,
+            "history_fill": self.args.history_fill,
         }
 
     def _prompt_ids(self, prompt: Any) -> list[int] | None:
@@ -1253,8 +1261,21 @@ class SGPOTrainer(GRPOTrainer):
                     "verifier": verifier_counts,
                     "plan_sha256": self._plan_fingerprint,
                     "settings": self._resume_settings(),
-                },
+                }
+                | ({"schedule": self._schedule_state()} if self.schedule.observes() else {}),
             )
+
+    def _schedule_state(self) -> dict[str, Any]:
+        """What a resume of a run that observes its batches needs to train on as it would
+        have: the schedule as it stands (batches drawn ahead of training included) and the
+        batches the data loader drew in this epoch, which it replays (_restore_schedule)."""
+        planner = self.schedule.planner
+        return {
+            "scheduler": self.schedule.scheduler.state(),
+            "planner": planner.state() if planner is not None else None,
+            "batches_observed": self.schedule.batches_observed,
+            "drawn": self.plan_sampler.drawn,
+        }
 
     def _init_training_state(
         self,
@@ -1278,6 +1299,7 @@ class SGPOTrainer(GRPOTrainer):
             # batch would hand its leftover to this one and shift every later batch
             self._step, self._buffered_inputs = 0, None
         self._trained_before = True
+        self.plan_sampler.replay = []  # a resume sets the batches its first epoch replays
         if resume_from_checkpoint is not None:
             self._restore_sgpo_state(
                 Path(resume_from_checkpoint), epochs_trained, num_update_steps_per_epoch
@@ -1287,13 +1309,6 @@ class SGPOTrainer(GRPOTrainer):
     def _restore_sgpo_state(
         self, checkpoint: Path, epochs_trained: int, steps_per_epoch: int
     ) -> None:
-        if self.schedule.observes():
-            raise NotImplementedError(
-                f"resuming {checkpoint} with reestimate=True or history_explore < 1 is not "
-                "supported: the online plan's state and the outcome streaks are not "
-                "checkpointed; restart the run (or, if the checkpoint was trained without "
-                "them, resume without them)"
-            )
         path = checkpoint / STATE_FILE
         try:
             state = json.loads(path.read_text())
@@ -1323,9 +1338,51 @@ class SGPOTrainer(GRPOTrainer):
             name: float(recorded_counts.get(name, 0.0)) - value
             for name, value in self._verifier_counts().items()
         }
-        # One Trainer epoch is one pass over the static plan; TRL's data skip replays the
-        # batches of the current epoch only.
-        self.schedule.scheduler.epoch = epochs_trained
+        if self.schedule.observes():
+            self._restore_schedule(checkpoint, state.get("schedule"), steps_per_epoch)
+        else:
+            # One Trainer epoch is one pass over the static plan; TRL's data skip replays the
+            # batches of the current epoch only.
+            self.schedule.scheduler.epoch = epochs_trained
+
+    def _restore_schedule(
+        self, checkpoint: Path, saved: dict[str, Any] | None, steps_per_epoch: int
+    ) -> None:
+        """The schedule of a run that observes its batches (re-estimation, skip on history) as
+        the checkpoint left it; the data loader's next epoch replays the batches drawn in the
+        checkpoint's epoch, so that TRL's data skip discards the trained ones and the one drawn
+        ahead (whose draw the schedule already counts) is trained next."""
+        if saved is None:
+            raise NotImplementedError(
+                f"{checkpoint} holds no state of the online plan or the outcome streaks (an "
+                "older sgpo did not checkpoint them with reestimate=True or history_explore "
+                "< 1); resuming without them would train other batches than the run: restart "
+                "the run"
+            )
+        if self.args.ignore_data_skip:
+            raise ValueError(
+                f"resuming {checkpoint} with ignore_data_skip=True: with reestimate=True or "
+                "history_explore < 1 the batches depend on the ones trained, so the epoch cannot "
+                "start again from its first batch; resume without ignore_data_skip"
+            )
+        schedule = self.schedule
+        schedule.scheduler.restore(saved["scheduler"], schedule.queries_by_id)
+        if schedule.planner is not None:
+            schedule.planner.restore(saved["planner"])
+        schedule.batches_observed = int(saved["batches_observed"])
+        # At an epoch's end its batches were all trained and the next epoch draws afresh.
+        steps_into_epoch = self.state.global_step % steps_per_epoch
+        if steps_into_epoch:
+            trained = (
+                steps_into_epoch * self.args.gradient_accumulation_steps
+            ) // self.plan_sampler.repeat
+            if len(saved["drawn"]) < trained:
+                raise ValueError(
+                    f"{checkpoint}: {STATE_FILE} logs {len(saved['drawn'])} batches drawn in "
+                    f"its epoch, but {trained} were trained: the checkpoint is damaged; resume "
+                    "from another one"
+                )
+            self.plan_sampler.replay = saved["drawn"]
 
     def _check_resume_settings(
         self, checkpoint: Path, recorded: dict | None, steps_per_epoch: int
@@ -1333,12 +1390,6 @@ class SGPOTrainer(GRPOTrainer):
         """Refuse a resume that would replay other batches than the run trained (recorded is
         None in checkpoints of an older sgpo)."""
         if recorded is not None:
-            if recorded["reestimate"] or recorded["history_explore"] < 1:
-                raise NotImplementedError(
-                    f"{checkpoint} was trained with reestimate=True or history_explore < 1, "
-                    "whose online plan and outcome streaks are not checkpointed; resuming it "
-                    "without them would replay the static plan instead: restart the run"
-                )
             current = self._resume_settings()
             differ = [
                 f"{name}={current[name]} (the checkpoint's {value})"
