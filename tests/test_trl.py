@@ -612,11 +612,14 @@ def test_a_run_that_observes_its_batches_resumes_to_what_it_trains(
     settings |= {"max_steps": 7, "save_strategy": "steps", "save_steps": 2}
     reward = solved_or_alternating({prompt_of("q4"), prompt_of("q2")})
     straight = make_trainer(model_dir, plan_path, tmp_path, reward, **settings)
-    straight_batches = trained_batches(straight)
+    recorded = trained_batches(straight)
     straight.train()
+    straight_batches = list(recorded)
     static = [*EXPECTED_BATCHES, *EXPECTED_BATCHES, EXPECTED_BATCHES[0]]
     assert len(straight_batches) == 7 and straight_batches != static
-    totals = {k: v for k, v in straight.state.log_history[-2].items() if k.startswith("sgpo/")}
+    # the last step's sgpo/* metrics: the totals and the last batch's
+    last = straight.state.log_history[-2]
+    totals = {k: v for k, v in last.items() if k.startswith("sgpo/")}
     if "history_explore" in settings:
         assert totals["sgpo/history_skipped"] > 0
     # one batch into the second Trainer epoch (3 batches each), and the end of the second
@@ -625,8 +628,12 @@ def test_a_run_that_observes_its_batches_resumes_to_what_it_trains(
         resumed_batches = trained_batches(resumed)
         resumed.train(resume_from_checkpoint=checkpoint(tmp_path, step))
         assert resumed_batches == straight_batches[step:]
-        last = resumed.state.log_history[-2]
-        assert {k: v for k, v in last.items() if k.startswith("sgpo/")} == totals
+        at_end = resumed.state.log_history[-2]
+        assert {k: v for k, v in at_end.items() if k.startswith("sgpo/")} == totals
+    # on the trainer that trained past the checkpoint (a notebook's second train() call)
+    recorded.clear()
+    straight.train(resume_from_checkpoint=checkpoint(tmp_path, 4))
+    assert recorded == straight_batches[4:]
 
 
 def test_a_resume_counts_the_verifiers_errors_from_the_checkpoints(
