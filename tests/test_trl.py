@@ -696,12 +696,18 @@ def test_a_checkpoint_trained_with_skips_on_history_resumes_only_with_its_schedu
     model_dir: str, plan_path: Path, tmp_path: Path
 ) -> None:
     """Without skips the static plan would be replayed in place of the batches the run
-    trained; an older sgpo's checkpoint holds no outcome streaks; and ignore_data_skip would
-    train its epoch's first batches again where they were drawn from the streaks."""
+    trained, and with other skip settings other batches drawn; an older sgpo's checkpoint
+    holds no outcome streaks; and ignore_data_skip would train its epoch's first batches again
+    where they were drawn from the streaks."""
     settings = {"max_steps": 2, "save_strategy": "steps", "save_steps": 2}
     make_trainer(model_dir, plan_path, tmp_path, **settings, history_explore=0.5).train()
     with pytest.raises(ValueError, match=r"history_explore=1.0 \(the checkpoint's 0.5\)"):
         make_trainer(model_dir, plan_path, tmp_path, **settings).train(
+            resume_from_checkpoint=checkpoint(tmp_path, 2)
+        )
+    skips = {"history_explore": 0.5, "history_min_streak": 2}  # another streak to skip from
+    with pytest.raises(ValueError, match=r"history_min_streak=2 \(the checkpoint's 1\)"):
+        make_trainer(model_dir, plan_path, tmp_path, **settings, **skips).train(
             resume_from_checkpoint=checkpoint(tmp_path, 2)
         )
     with pytest.raises(ValueError, match="with ignore_data_skip=True"):

@@ -607,19 +607,31 @@ class SGPOTrainer(GRPOTrainer):
 
     def _resume_settings(self) -> dict[str, float | int | bool]:
         """What, besides the plan, decides the batches a run trains and those TRL's data skip
-        replays on resume (a generation batch's rows and how many steps it serves), and how
-        the schedule draws from the batches' outcomes (re-plans, skips on history)."""
+        replays on resume (a generation batch's rows and how many steps it serves), and
+        whether the schedule draws from the batches' outcomes (re-plans, skips on history)."""
         return {
             "generation_batch_size": self.args.generation_batch_size,
             "steps_per_generation": self.args.steps_per_generation,
             "num_iterations": self.num_iterations,
             "gradient_accumulation_steps": self.args.gradient_accumulation_steps,
             "reestimate": self.args.reestimate,
-            "replan_every": self.args.replan_every,
             "history_explore": self.args.history_explore,
-            "history_target": self.args.history_target,
-            "history_min_streak": self.args.history_min_streak,
-            "history_fill": self.args.history_fill,
+        }
+
+    def _schedule_settings(self) -> dict[str, float | int | bool]:
+        """What, besides the restored schedule, decides the batches a re-estimating or
+        skipping run draws from then on (re-plans, posteriors, skips)."""
+        args = self.args
+        return {
+            "seed": args.seed,
+            "replan_every": args.replan_every,
+            "reestimate_decay": args.reestimate_decay,
+            "reestimate_prior_alpha": args.reestimate_prior_alpha,
+            "reestimate_prior_beta": args.reestimate_prior_beta,
+            "success_threshold": self.success_threshold,
+            "history_target": args.history_target,
+            "history_min_streak": args.history_min_streak,
+            "history_fill": args.history_fill,
         }
 
     def _prompt_ids(self, prompt: Any) -> list[int] | None:
@@ -1271,6 +1283,7 @@ class SGPOTrainer(GRPOTrainer):
         batches the data loader drew in this epoch, which it replays (_restore_schedule)."""
         planner = self.schedule.planner
         return {
+            "settings": self._schedule_settings(),
             "scheduler": self.schedule.scheduler.state(),
             "planner": planner.state() if planner is not None else None,
             "batches_observed": self.schedule.batches_observed,
@@ -1365,6 +1378,7 @@ class SGPOTrainer(GRPOTrainer):
                 "history_explore < 1 the batches depend on the ones trained, so the epoch cannot "
                 "start again from its first batch; resume without ignore_data_skip"
             )
+        self._refuse_other_settings(checkpoint, saved["settings"], self._schedule_settings())
         schedule = self.schedule
         schedule.scheduler.restore(saved["scheduler"], schedule.queries_by_id)
         if schedule.planner is not None:
@@ -1390,18 +1404,7 @@ class SGPOTrainer(GRPOTrainer):
         """Refuse a resume that would replay other batches than the run trained (recorded is
         None in checkpoints of an older sgpo)."""
         if recorded is not None:
-            current = self._resume_settings()
-            differ = [
-                f"{name}={current[name]} (the checkpoint's {value})"
-                for name, value in recorded.items()
-                if current.get(name) != value
-            ]
-            if differ:
-                raise ValueError(
-                    f"{checkpoint} was trained otherwise: {', '.join(differ)}; TRL's data skip "
-                    "would replay other batches than the run trained. Resume with the "
-                    "checkpoint's settings, or start a new run"
-                )
+            self._refuse_other_settings(checkpoint, recorded, self._resume_settings())
         # TRL's data skip replays the micro-steps of the current epoch's full optimizer steps
         into_epoch = (
             self.state.global_step % steps_per_epoch
@@ -1412,6 +1415,24 @@ class SGPOTrainer(GRPOTrainer):
                 f"batch (one ends every {self._steps_per_checkpointable()} steps within an "
                 "epoch); TRL does not checkpoint the batch, so a resume would generate it "
                 "again and shift the plan. Resume from a checkpoint where a batch ended"
+            )
+
+    @staticmethod
+    def _refuse_other_settings(
+        checkpoint: Path, recorded: dict[str, Any], current: dict[str, float | int | bool]
+    ) -> None:
+        """Refuse a resume whose settings differ from those the checkpoint recorded (an older
+        sgpo's records fewer: those it lacks are not compared)."""
+        differ = [
+            f"{name}={current[name]} (the checkpoint's {value})"
+            for name, value in recorded.items()
+            if current.get(name) != value
+        ]
+        if differ:
+            raise ValueError(
+                f"{checkpoint} was trained otherwise: {', '.join(differ)}; the resume would "
+                "train other batches than the run. Resume with the checkpoint's settings, or "
+                "start a new run"
             )
 
     # --------------------------------------------------------------------------- logging
