@@ -1008,6 +1008,27 @@ def test_dropping_dead_groups_trains_only_mixed_rows_to_the_same_update(
     assert dropped.sgpo_flops["train"] < kept.sgpo_flops["train"]
 
 
+def test_a_step_that_trains_no_row_logs_no_entropy(
+    model_dir: str, plan_path: Path, tmp_path: Path
+) -> None:
+    """With drop_equal_groups a step whose groups all came back equal trains no row: TRL's
+    per-token statistics have no row to describe, so they are logged as None (TRL's value for
+    no valid one), not the entropy of a row forwarded only to keep a graph."""
+    every_row_solved = RewardByOrder(lambda i: True)
+    trainer = make_trainer(model_dir, plan_path, tmp_path, every_row_solved, drop_equal_groups=True)
+    trainer.train()
+    logs = [h for h in trainer.state.log_history if "sgpo/batch_rollouts" in h]
+    assert len(logs) == 3
+    for h in logs:
+        assert h["sgpo/batch_rollouts"] == 0
+        assert h["entropy"] is None and h["clip_ratio/region_mean"] is None
+    mixed = make_trainer(
+        model_dir, plan_path, tmp_path / "mixed", RewardByOrder(lambda i: i in (1, 3, 9))
+    )
+    mixed.train()
+    assert all(h["entropy"] > 0 for h in mixed.state.log_history if "sgpo/batch_rollouts" in h)
+
+
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
 def test_reference_log_probs_are_charged_for_every_row_padding_included(
     model_dir: str, plan_path: Path, tmp_path: Path, lora: bool

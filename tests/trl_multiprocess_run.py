@@ -13,7 +13,8 @@ StandInRewardModel too) and log_extra (a reward function that logs each completi
 column of TRL's completions table).
 
 Writes OUT_DIR/rank<r>.json (the log history, sgpo's totals, the rows of each generation batch
-the process generated, TRL's completions table after each batch) and rank<r>.done on each
+the process generated, TRL's completions table after each batch, the tokens each micro-step's
+loss counted) and rank<r>.done on each
 process's way out, and OUT_DIR/weights.pt (the final parameters) from the main process."""
 
 from __future__ import annotations
@@ -177,6 +178,15 @@ def main(model_dir: str, plan: str, out_dir: str, settings: dict) -> None:
         reward_funcs.append(logged_completion)
     if not vllm_server:
         GRPOTrainer._generate_single_turn = fake_generation
+    loss_tokens: list[int] = []  # the tokens the loss and its statistics count, per micro-step
+    compute_loss = GRPOTrainer._compute_loss
+
+    def counting_loss(trainer: GRPOTrainer, model: object, inputs: dict) -> torch.Tensor:
+        mask = inputs["completion_mask"] * inputs.get("tool_mask", 1)  # as TRL masks the loss
+        loss_tokens.append(int(mask.sum()))
+        return compute_loss(trainer, model, inputs)
+
+    GRPOTrainer._compute_loss = counting_loss
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     tokenizer.padding_side = "left"
     config = {
@@ -231,6 +241,7 @@ def main(model_dir: str, plan: str, out_dir: str, settings: dict) -> None:
         "totals": totals,
         "generated": generated,
         "tables": tables,
+        "loss_tokens": loss_tokens,
     }
     (out / f"rank{rank}.json").write_text(json.dumps(result))
     trainer.accelerator.wait_for_everyone()

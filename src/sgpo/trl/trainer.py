@@ -37,6 +37,8 @@ What changes against GRPOTrainer, and where:
   advantage 0; under a loss normalised by the whole generation batch's tokens (dapo, cispo,
   vespo) and beta = 0 their loss terms are exactly zero, so the update is the same and only
   the mixed groups' rows cost training. Charged so: training FLOPs for the rows trained.
+  TRL's per-token statistics (entropy, clip ratios) describe the rows trained: NaN (left out
+  of the step's mean) for a micro-batch that trains none.
 - online re-estimation (SGPOConfig.reestimate): every group's outcomes update its query's
   posterior and the plan is rebuilt every replan_every generation batches (sgpo's
   OnlinePlanner). Knapsack allocation and re-profiling of dropped queries are not offered here.
@@ -152,6 +154,19 @@ from sgpo.verify import stop_if_every_call_failed, verifier_code_sha256
 TOKEN_NORMALISED_LOSSES = ("dapo", "cispo", "vespo")
 SGPO_KEYS = (GROUP_KEY, GROUP_SIZE_KEY)
 TRAINED_KEY = "sgpo_trained"  # per row of a training batch with drop_equal_groups: trained
+# GRPOTrainer's per-token statistics of the rows a micro-batch trains (_compute_loss); TRL's
+# log averages a step's values leaving NaN out
+ROW_STATISTICS = (
+    "entropy",
+    "kl",
+    "clip_ratio/low_mean",
+    "clip_ratio/high_mean",
+    "clip_ratio/region_mean",
+    "clip_ratio/low_min",
+    "clip_ratio/high_max",
+    "cispo_clip_ratio",
+    "vespo/phi_seq_mean",
+)
 STATE_FILE = "sgpo_state.json"  # in each checkpoint folder, next to TRL's trainer_state.json
 
 
@@ -1205,8 +1220,8 @@ class SGPOTrainer(GRPOTrainer):
         # Every process forwards as many rows as the busiest one trains, and at least one (a
         # loss with a graph): TRL gathers per-row statistics of the rows forwarded, which needs
         # as many on each process, and sharded models run their collectives per forward. The
-        # rows added train nothing (advantage 0: padding rows first, which hold no tokens of
-        # the loss or its statistics, then rows of all-equal groups).
+        # rows added train nothing (advantage 0: padding rows first, then rows of all-equal
+        # groups).
         busiest = self.accelerator.gather(is_trained.sum()).max()
         untrained = sorted(
             (~is_trained).nonzero().flatten().tolist(),
@@ -1218,7 +1233,21 @@ class SGPOTrainer(GRPOTrainer):
         )
         kept = {key: _rows_of(value, trained, rows) for key, value in inputs.items()}
         del kept[TRAINED_KEY]
-        return super()._compute_loss(model, kept)
+        # The rows added hold no token of the loss's statistics (entropy, clip ratios) either:
+        # TRL masks the loss's tokens with tool_mask too (the completion mask alone would also
+        # change the forward's attention), and their loss terms are zero all the same.
+        mask = kept["completion_mask"]
+        counted = (~torch.isin(trained, torch.tensor(added, dtype=torch.long))).to(mask.device)
+        kept["tool_mask"] = kept.get("tool_mask", torch.ones_like(mask)) * counted.unsqueeze(1)
+        metrics = self._metrics["train"]
+        before = {key: len(metrics[key]) for key in ROW_STATISTICS if key in metrics}
+        loss = super()._compute_loss(model, kept)
+        if not int(busiest):  # no row trained on any process: no statistic of trained rows
+            for key in ROW_STATISTICS:
+                if key in metrics:
+                    values = metrics[key]
+                    values[before.get(key, 0) :] = [math.nan] * (len(values) - before.get(key, 0))
+        return loss
 
     def _drop_padding_from_logs(self, keep: list[bool], real_advantages: list[float]) -> None:
         """The completions table (TRL's _logs) without the padding rows of the last batch."""
