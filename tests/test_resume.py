@@ -35,7 +35,14 @@ from sgpo.errors import ConfigError, DataError
 from sgpo.io import read_jsonl, read_table, write_table
 from sgpo.plan import run_plan
 from sgpo.profile import PROFILE_CONFIG_FILE, PROFILE_FILE, SAMPLES_FILE, run_profile
-from sgpo.runfiles import METRICS_FILE, OLD_STATE_DIR, PROFILE_CHUNKS_DIR, STATE_DIR, SUMMARY_FILE
+from sgpo.runfiles import (
+    FINAL_DIR,
+    METRICS_FILE,
+    OLD_STATE_DIR,
+    PROFILE_CHUNKS_DIR,
+    STATE_DIR,
+    SUMMARY_FILE,
+)
 from sgpo.tasks import load_task
 from sgpo.train import Trainer, run_train
 
@@ -723,6 +730,32 @@ def test_a_signal_in_a_steps_evaluation_ends_it_at_the_next_batch(
     assert read_jsonl(run / METRICS_FILE)[-1]["step"] == evaluated - 1
     run_train(config, run, resume=True)
     assert runs[1:] == [[EVAL_BATCH_ROWS] * 2]  # evaluated whole once, on resume
+    assert_same_run(run, reference)
+
+
+def test_a_signal_in_the_last_evaluation_ends_it_and_the_resume_finishes_the_run(
+    tiny: SimpleNamespace, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The run's last evaluation is no shorter than the others: a SIGTERM in it ends it at the
+    next generation batch, the last step is checkpointed with its record pending and no final
+    outputs are written; the resume evaluates it, writes them, and the run is the
+    uninterrupted one (without saying it trains nothing)."""
+    config, reference = two_batch_eval_run(tiny)
+    last = config.train.steps
+    with pytest.MonkeyPatch.context() as mp:
+        runs = signal_in_evaluation(mp, last, signal.SIGTERM)
+        run = tmp_path / "run"
+        with pytest.raises(KeyboardInterrupt) as stopped:
+            run_train(config, run)
+        assert isinstance(stopped.value, sgpo.errors.TrainingStopped)
+        assert stopped.value.step == last and runs == [[EVAL_BATCH_ROWS]]
+        state = json.loads((run / STATE_DIR / "state.json").read_text())
+        assert state["step"] == last and state["pending_record"]["step"] == last
+        assert not (run / SUMMARY_FILE).exists() and not (run / FINAL_DIR).exists()
+        with caplog.at_level("WARNING"):
+            run_train(config, run, resume=True)
+    assert runs[1:] == [[EVAL_BATCH_ROWS] * 2]  # evaluated whole once, on resume
+    assert "the run is finished already" not in caplog.text
     assert_same_run(run, reference)
 
 

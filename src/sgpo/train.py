@@ -352,10 +352,10 @@ class Trainer:
         """record with its step's evaluation. An evaluation takes minutes on a real model, past
         a scheduler's grace period: a stop asked before or during it ends it at the next
         generation batch, and the step is checkpointed with its record pending, evaluated and
-        logged when the run resumes. The run's last evaluation runs to its end, as the final
-        outputs written after it do."""
+        logged when the run resumes (the run's last one too: the final outputs are then
+        written by the resume)."""
         try:
-            evaluation = self.run_eval(None if self.finished() else stop_asked)
+            evaluation = self.run_eval(stop_asked)
         except GenerationStopped:
             self.pending_record = record
             self.save_state()
@@ -506,7 +506,8 @@ class Trainer:
                         log.warning("%s: resumed with %s", self.run_dir, "; ".join(changed))
                 # the settings a resume may change (steps, evaluation, ...), as it runs now
                 atomic_write_text(self.run_dir / CONFIG_FILE, dump_config(self.config))
-                if not self.finished():  # trained further: a finished run's summary is old
+                if not self.finished() or self.pending_record is not None:
+                    # trained or evaluated further: a finished run's summary is old
                     (self.run_dir / SUMMARY_FILE).unlink(missing_ok=True)
                 else:  # a finished run: its final outputs again (a merged model asked for now)
                     log.warning(
