@@ -112,6 +112,10 @@ def test_verl_preset(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     assert default_verifier("file", "verl") == "sgpo.verifiers:math_verify"
     # each row's data_source is its own (the verl export keeps it), none where it has none
     assert [q.data_source for q in data.train] == ["openai/gsm8k"] * 5
+    # and its extra_info (a custom reward function reads it), kept whole for the export
+    assert [q.extra_info for q in data.train][:2] == [
+        {"split": "train", "index": 100 + i} for i in (0, 1)
+    ]
 
 
 def test_a_verl_rows_data_source_is_a_name_or_absent(tmp_path: Path) -> None:
@@ -127,6 +131,32 @@ def test_a_verl_rows_data_source_is_a_name_or_absent(tmp_path: Path) -> None:
         load_file_task(
             file_cfg(train=str(write_parquet(tmp_path / "t.parquet", rows)), preset="verl")
         )
+
+
+def test_a_verl_rows_extra_info_is_a_mapping_or_absent(tmp_path: Path) -> None:
+    """verl reads extra_info as a struct (a dict to the reward function): a row's mapping is
+    kept, an absent or null one is None, anything else is refused by file, row and field."""
+    rows = verl_rows(3)
+    rows[0]["extra_info"] = {"index": 5, "tests": {"inputs": ["1"], "outputs": ["2"]}}
+    rows[1]["extra_info"] = None
+    del rows[2]["extra_info"]
+    path = tmp_path / "t.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data = load_file_task(file_cfg(train=str(path), preset="verl"))
+    assert [q.extra_info for q in data.train] == [rows[0]["extra_info"], None, None]
+    for bad, named in (('{"index": 2}', "str"), ([1, 2], "list")):
+        rows[2]["extra_info"] = bad
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        with pytest.raises(
+            DataError,
+            match=rf"t\.jsonl: row 2 \(line 3\): field 'extra_info' must be a mapping.* {named}$",
+        ):
+            load_file_task(file_cfg(train=str(path), preset="verl"))
+    # another preset does not read it
+    plain = file_cfg(
+        train=str(path), preset="plain", prompt_field="data_source", answer_field="ability"
+    )
+    assert {q.extra_info for q in load_file_task(plain).train} == {None}
 
 
 def test_verl_numeric_ground_truth(tmp_path: Path) -> None:

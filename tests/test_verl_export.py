@@ -452,6 +452,156 @@ def test_rows_of_a_verl_file_keep_their_own_data_source(tmp_path):
     assert {r["data_source"] for r in read_table(held_out)[0]} == {"mine"}
 
 
+def verl_task(tmp_path: Path, infos: list, held_out: list, suffix: str = "parquet"):
+    """A verl-file task whose training rows carry extra_info `infos` (one per row; None: the
+    row has none) and whose held-out rows carry `held_out`, with a plan keeping every row."""
+    import pyarrow as pa
+
+    from sgpo.config import load_config
+
+    def verl_file(path: Path, row_infos: list) -> str:
+        rows = [
+            {
+                "data_source": "openai/gsm8k",
+                "prompt": [{"role": "user", "content": f"{i} + {i} ="}],
+                "reward_model": {"style": "rule", "ground_truth": str(2 * i)},
+            }
+            | ({} if info is None else {"extra_info": info})
+            for i, info in enumerate(row_infos)
+        ]
+        if suffix == "parquet":
+            pq.write_table(pa.Table.from_pylist(rows), path)
+        else:
+            path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+        return str(path)
+
+    train = verl_file(tmp_path / f"train.{suffix}", infos)
+    test = verl_file(tmp_path / f"test.{suffix}", held_out)
+    files = [f"task.file.train={train}", f"task.file.eval={test}", "task.file.preset=verl"]
+    config = load_config(None, ["task.kind=file", *files])
+    kept = {"kept": True, "reason": "kept", "k": 8, "n_correct": 4, "p_hat": 0.5, "group_size": 4}
+    plan = [
+        PlanRow(
+            f"train:{(info or {}).get('index', i)}",
+            f"{i} + {i} =",
+            str(2 * i),
+            "",
+            rank=i,
+            prompt_tokens=6,
+            mean_response_tokens=3.0,
+            rewards_vary=True,
+            **kept,
+        )
+        for i, info in enumerate(infos)
+    ]
+    return config, plan
+
+
+def gsm8k_info(i: int, split: str) -> dict:
+    """extra_info as verl's GSM8K preprocessing writes it, with a nested tool's kwargs."""
+    return {
+        "split": split,
+        "index": 100 + i,  # sgpo's key too: its value is replaced (kept in the query id)
+        "answer": f"{i} + {i} = {2 * i} #### {2 * i}",
+        "tools_kwargs": {"calc": {"create_kwargs": {"ground_truth": str(2 * i)}}},
+    }
+
+
+def test_rows_of_a_verl_file_keep_their_own_extra_info(tmp_path, caplog):
+    """A verl file's extra_info (its custom reward function reads it) is kept beside sgpo's
+    fields in the training and held-out exports, nested values intact, and reads back so
+    through datasets as verl reads it; a key that is sgpo's too ("index") holds sgpo's value,
+    and one warning per export names it."""
+    import datasets
+
+    from sgpo.verl.export import export_for_config, export_held_out_for_config
+
+    train_infos = [gsm8k_info(i, "train") for i in range(3)]
+    test_infos = [gsm8k_info(i, "test") for i in range(2)]
+    config, plan = verl_task(tmp_path, train_infos, test_infos)
+    out, val = tmp_path / "t.parquet", tmp_path / "val.parquet"
+    with caplog.at_level("WARNING", logger="sgpo.verl.export"):
+        export_for_config(config, plan, {}, out)
+        export_held_out_for_config(config, val)
+    warned = [r.getMessage() for r in caplog.records if r.name == "sgpo.verl.export"]
+    assert len(warned) == 2 and all("sgpo's (index)" in m for m in warned), warned
+    assert "replacing the rows' own" in warned[0]
+    for path, infos in ((out, train_infos), (val, test_infos)):
+        rows, _ = read_table(path)
+        assert [r["extra_info"]["index"] for r in rows] == list(range(len(infos)))  # sgpo's
+        assert [r["extra_info"]["query_id"] for r in rows] == [
+            f"train:{info['index']}" if path == out else f"test:{info['index']}" for info in infos
+        ]
+        own = [{k: r["extra_info"][k] for k in ("split", "answer", "tools_kwargs")} for r in rows]
+        assert own == [{k: v for k, v in info.items() if k != "index"} for info in infos]
+        assert {r["extra_info"]["verifier"] for r in rows} == {"sgpo.verifiers:math_verify"}
+        loaded = datasets.load_dataset("parquet", data_files=str(path), split="train")
+        assert [r["extra_info"] for r in loaded] == [r["extra_info"] for r in rows]
+    answer = read_table(out)[0][1]
+    scored = reward.compute_score("openai/gsm8k", "\\boxed{2}", "2", answer["extra_info"])
+    assert scored["score"] == 1.0  # sgpo's reward still reads its own fields
+
+
+def test_verl_rows_extra_info_of_different_keys_exports_and_conflicting_types_are_refused(
+    tmp_path,
+):
+    """Rows whose extra_info differ in keys export (a key a row lacks is null there, as in
+    any struct column); one key of different types in two rows is a DataError naming the key
+    and the row, not pyarrow's, and nothing is written."""
+    from sgpo.verl.export import export_for_config
+
+    infos = [{"tests": [1, 2]}, None, {"hint": {"text": "add"}}]
+    config, plan = verl_task(tmp_path, infos, [None], suffix="jsonl")
+    out = tmp_path / "t.parquet"
+    export_for_config(config, plan, {}, out)
+    own = [{k: r["extra_info"][k] for k in ("tests", "hint")} for r in read_table(out)[0]]
+    assert own == [
+        {"tests": [1, 2], "hint": None},
+        {"tests": None, "hint": None},
+        {"tests": None, "hint": {"text": "add"}},
+    ]
+    infos = [{"answer": "0"}, {"answer": "2"}, {"answer": 4}]
+    config, plan = verl_task(tmp_path, infos, [None], suffix="jsonl")
+    with pytest.raises(
+        DataError,
+        match=r"extra_info key 'answer': row 2 \(query 'train:2'\) holds int 4, which does "
+        r"not fit the type of the rows before it \(string\)",
+    ):
+        export_for_config(config, plan, {}, tmp_path / "bad.parquet")
+    assert not (tmp_path / "bad.parquet").exists()
+
+
+def test_an_export_without_extra_info_of_its_own_is_as_before(tmp_path, caplog):
+    """Rows with no extra_info of their own (an addition task's; a verl file's without one or
+    with its index alone) export under the schema they always had, rows unchanged; only the
+    replaced index is said."""
+    from sgpo.config import load_config
+    from sgpo.verl.export import SCHEMA, config_scoring, export_for_config
+
+    def as_always(config, plan: list[PlanRow], data_source: str) -> list[dict]:
+        """The rows the export has always written: verl_rows with the config's settings."""
+        model = config.model
+        scoring = config_scoring(config, data_source, None)[1]
+        return verl_rows(
+            plan, data_source, model.system_prompt, prompt_template=model.prompt_template, **scoring
+        )
+
+    config, plan = verl_task(tmp_path, [{"index": 7}, None], [None])
+    out = tmp_path / "t.parquet"
+    with caplog.at_level("WARNING", logger="sgpo.verl.export"):
+        export_for_config(config, plan, {}, out)
+    assert "sgpo's (index)" in caplog.text
+    assert pq.read_schema(out).remove_metadata() == SCHEMA
+    assert read_table(out)[0] == as_always(config, plan, "openai/gsm8k")
+    caplog.clear()
+    addition = load_config(None, [])
+    with caplog.at_level("WARNING", logger="sgpo.verl.export"):
+        export_for_config(addition, fake_plan(), {}, out)
+    assert not caplog.records
+    assert pq.read_schema(out).remove_metadata() == SCHEMA
+    assert read_table(out)[0] == as_always(addition, fake_plan(), "sgpo/addition")
+
+
 def test_verifier_spec_precedence(monkeypatch):
     monkeypatch.delenv("SGPO_VERIFIER", raising=False)
     assert reward.verifier_spec("sgpo/addition", None) == ADDITION

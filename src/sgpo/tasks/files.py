@@ -12,7 +12,8 @@ FileTaskConfig default wins; difficulty_field "" switches the preset's difficult
   integer level n becomes "Level n").
 - verl: verl-style rows; "prompt" is a list of chat messages and the last user message is the
   prompt; the answer is "reward_model.ground_truth"; the id is "<file stem>:<extra_info.index>"
-  when the row has extra_info.index.
+  when the row has extra_info.index. A row's data_source and extra_info (a mapping, or absent)
+  are kept for the verl export.
 
 Field names may be dotted paths into nested records ("reward_model.ground_truth"). Without an id
 field a query's id is "<file stem>:<row>" (for a `datasets` name "<name>:<split>:<row>"). Rows are
@@ -87,7 +88,7 @@ class Mapping:
         of that very name: get_field)."""
         fields = (self.prompt_field, self.answer_field, self.id_field, self.difficulty_field)
         read = {name for field in fields if field for name in (field, field.split(".")[0])}
-        return read | ({VERL_SOURCE_FIELD} if self.preset == "verl" else set())
+        return read | ({VERL_SOURCE_FIELD, VERL_INFO_FIELD} if self.preset == "verl" else set())
 
     def describe(self) -> str:
         return (
@@ -609,6 +610,26 @@ def _data_source(record: object, mapping: Mapping, where: str) -> str | None:
     return value
 
 
+# A verl row's extra_info: kept per row by the verl export (custom reward functions read it).
+VERL_INFO_FIELD = "extra_info"
+
+
+def _extra_info(record: object, mapping: Mapping, where: str) -> dict | None:
+    if mapping.preset != "verl":
+        return None
+    value = get_field(record, VERL_INFO_FIELD)
+    if value is _MISSING:
+        return None
+    if not isinstance(value, dict):
+        # verl reads extra_info as a struct column and hands it to the reward function as a
+        # dict: anything else cannot be exported as verl would read it
+        raise DataError(
+            f"{where}: field {VERL_INFO_FIELD!r} must be a mapping (a JSON object, a parquet "
+            f"struct) or absent, got {_type_name(value)}"
+        )
+    return value
+
+
 def _difficulty(record: object, mapping: Mapping, where: str) -> str:
     field = mapping.difficulty_field
     if field is None:
@@ -643,6 +664,7 @@ def load_split(source: Source, mapping: Mapping, limit: int | None) -> list[Quer
                 difficulty=_difficulty(record, mapping, where),
                 line=line,
                 data_source=_data_source(record, mapping, where),
+                extra_info=_extra_info(record, mapping, where),
             )
         )
     if not queries:

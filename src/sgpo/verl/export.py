@@ -11,12 +11,16 @@ sync trainer takes the next ``data.train_batch_size`` rows for each step.
 Columns (one row per kept query, in curriculum order):
   prompt         chat messages: optional system message, then the user message
   data_source    names the task for verl's metrics and for sgpo.verl.reward's fallback mapping:
-                 a verl file's row keeps its own (row_data_sources), unless one is given
+                 a verl file's row keeps its own (own_row_fields), unless one is given
   ability        free-form label verl carries along
   reward_model   {"style": "rule", "ground_truth": <answer>}
   extra_info     {"index", "query_id", "p_hat", "group_size", "rank", "verifier",
                   "verifier_kwargs" (JSON text), "verifier_timeout_s", "verifier_isolation",
-                  "verifier_reward_range" (JSON text [low, high]; none for [0, 1])}
+                  "verifier_reward_range" (JSON text [low, high]; none for [0, 1]),
+                  "success_threshold"}; a verl file's row keeps its own extra_info's other
+                  keys beside them (own_row_fields: its custom reward function may read
+                  them), and a key of its own named as one of sgpo's is replaced by sgpo's
+                  (a warning names it); a key a row lacks is null there (a struct column)
   __rollout_n__  G
 Schema metadata (key "sgpo"): the plan's metadata under "plan" and the export settings under
 "export"; export.downsample_to (0 = off) is the config's train.downsample_to,
@@ -31,6 +35,7 @@ HistoryReplayBuffer.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -43,6 +48,8 @@ from sgpo.io import read_table_metadata, write_table
 from sgpo.plan import PlanRow, kept_in_order
 from sgpo.rundir import claim_outputs
 from sgpo.tasks import Query
+
+log = logging.getLogger(__name__)
 
 ROLLOUT_N = "__rollout_n__"
 # Export metadata of a run without skips on history (train.history_explore = 1).
@@ -103,6 +110,10 @@ SCHEMA = pa.schema(
     ]
 )
 
+# extra_info's fields that are sgpo's (sgpo.verl.reward and the samplers read them): a verl
+# file's own value under one of these names is replaced by sgpo's (null where sgpo sets none).
+SGPO_INFO_KEYS = frozenset(SCHEMA.field("extra_info").type.names)
+
 
 def verl_rows(
     plan_rows: list[PlanRow],
@@ -118,16 +129,19 @@ def verl_rows(
     verifier_reward_range: tuple[float, float] | None = None,
     success_threshold: float | None = None,
     row_sources: Mapping[str, str] | None = None,
+    row_infos: Mapping[str, Mapping] | None = None,
 ) -> list[dict]:
     """The export's rows: kept queries in curriculum order (see the module docstring).
 
     fixed_group_size: a baseline's data instead (fixed-n GRPO, DAPO): every query of the plan,
     kept or dropped, in the plan's row order (the task's order; the baseline scripts let verl
     shuffle), each with __rollout_n__ = fixed_group_size.
-    row_sources: a query's own data_source by its id (row_data_sources), data_source for the
-    rest.
+    row_sources: a query's own data_source by its id (own_row_fields), data_source for
+    the rest.
+    row_infos: a query's own extra_info by its id, kept beside sgpo's fields (own_extra_info).
     """
     row_sources = row_sources or {}
+    row_infos = row_infos or {}
     scoring = scoring_info(
         verifier,
         verifier_kwargs,
@@ -164,9 +178,109 @@ def verl_rows(
         planned = {"p_hat": float(r.p_hat), "group_size": g, "rank": r.rank}
         source = row_sources.get(r.query_id, data_source)
         row = verl_row(r, position, source, system_prompt, prompt_template, ability)
-        row["extra_info"] |= planned | scoring
+        own = own_extra_info(row_infos.get(r.query_id))
+        row["extra_info"] = own | row["extra_info"] | planned | scoring
         rows.append(row | {ROLLOUT_N: g})
     return rows
+
+
+# what pyarrow raises for values it cannot hold in one column (an int past 64 bits: Overflow)
+UNSTORABLE = (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError)
+
+
+def own_extra_info(info: Mapping | None) -> dict:
+    """A row's own extra_info without sgpo's keys (SGPO_INFO_KEYS): what the export keeps."""
+    return {k: v for k, v in (info or {}).items() if k not in SGPO_INFO_KEYS}
+
+
+def warn_replaced_keys(infos: list[Mapping | None], out: Path) -> None:
+    """One warning for an export whose rows' own extra_info holds keys that are sgpo's."""
+    # a null is no value of the row's (a parquet struct gives every row each of its keys)
+    clashes = sorted(
+        {
+            k
+            for info in infos
+            if info
+            for k, v in info.items()
+            if k in SGPO_INFO_KEYS and v is not None
+        }
+    )
+    if clashes:
+        # verl's preprocessing writes an index, which the preset's default ids are made of
+        kept = " (the preset's default query_id, '<file stem>:<index>', holds the row's own)"
+        log.warning(
+            "%s: the rows' own extra_info has keys that are sgpo's (%s): the export writes "
+            "sgpo's values there, replacing the rows' own%s; the rows' other keys are kept",
+            out,
+            ", ".join(clashes),
+            kept if "index" in clashes else "",
+        )
+
+
+def with_own_extra_info(schema: pa.Schema, rows: list[dict]) -> pa.Schema:
+    """schema with the rows' own extra_info keys (those not sgpo's) added to its extra_info
+    struct, each typed as pyarrow infers it from every row's value (null where a row lacks
+    the key); schema itself when the rows have none, so other tasks' files are unchanged.
+    Values of one key that no one type holds (a string in one row, a number in another), or an
+    empty mapping (parquet cannot store a struct without fields), are a DataError naming the
+    key and a row."""
+    own = list(dict.fromkeys(k for r in rows for k in r["extra_info"] if k not in SGPO_INFO_KEYS))
+    if not own:
+        return schema
+    fields = list(schema.field("extra_info").type)
+    for key in own:
+        values = [r["extra_info"].get(key) for r in rows]
+        try:
+            arrow_type = pa.array(values).type
+        except UNSTORABLE:
+            raise _conflict(key, values, rows) from None
+        if _has_empty_struct(arrow_type):
+            row = next(i for i, v in enumerate(values) if v is not None)
+            raise DataError(
+                f"extra_info key {key!r} (row {row}, query {_query_of(rows[row])}): an empty "
+                "mapping in every row that has it, which parquet cannot store (a struct "
+                "without fields); give it a field, or drop the key"
+            )
+        fields.append(pa.field(key, arrow_type))
+    index = schema.get_field_index("extra_info")
+    return schema.set(index, pa.field("extra_info", pa.struct(fields)))
+
+
+def _conflict(key: str, values: list, rows: list[dict]) -> DataError:
+    """The DataError for a key whose values no one type holds, naming the first row that
+    pyarrow refuses with the rows before it (a longer prefix is refused too: bisect)."""
+    low, high = 0, len(values)  # values[:low] converts, values[:high] does not
+    while high - low > 1:
+        middle = (low + high) // 2
+        try:
+            pa.array(values[:middle])
+            low = middle
+        except UNSTORABLE:
+            high = middle
+    row = high - 1
+    where = f"extra_info key {key!r}: row {row} (query {_query_of(rows[row])})"
+    value = f"{type(values[row]).__name__} {values[row]!r:.80}"
+    try:
+        pa.array(values[row : row + 1])
+    except UNSTORABLE as e:  # not storable even alone (2**70)
+        return DataError(f"{where} holds {value}, which parquet cannot store: {e}")
+    return DataError(
+        f"{where} holds {value}, which does not fit the type of the rows before it "
+        f"({pa.array(values[:row]).type}); parquet stores one type per key (verl reads "
+        "extra_info as a struct column): give the key one type in every row"
+    )
+
+
+def _query_of(row: dict) -> str:
+    return repr(row["extra_info"]["query_id"])
+
+
+def _has_empty_struct(arrow_type: pa.DataType) -> bool:
+    if pa.types.is_struct(arrow_type):
+        return arrow_type.num_fields == 0 or any(_has_empty_struct(f.type) for f in arrow_type)
+    if pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type):
+        return _has_empty_struct(arrow_type.value_type)
+    return False
 
 
 def scoring_info(
@@ -266,6 +380,7 @@ def export_verl_parquet(
     verifier_reward_range: tuple[float, float] | None = None,
     success_threshold: float | None = None,
     row_sources: Mapping[str, str] | None = None,
+    row_infos: Mapping[str, Mapping] | None = None,
 ) -> Path:
     """Write the plan's kept queries as a verl-ready parquet (atomically) and return its path.
     The file is claimed as sgpo's in its directory (sgpo.rundir.claim_outputs): a file there
@@ -286,6 +401,7 @@ def export_verl_parquet(
     history: the skip on history the launch applies (sgpo.verl.sampler), as
         {"history_explore", "history_min_streak", "history_target", "history_seed"}; None = off.
     row_sources: the rows' own data_source by query id (verl_rows).
+    row_infos: the rows' own extra_info by query id (verl_rows), kept beside sgpo's fields.
     """
     rows = verl_rows(
         plan_rows,
@@ -301,7 +417,11 @@ def export_verl_parquet(
         verifier_reward_range,
         success_threshold,
         row_sources,
+        row_infos,
     )
+    out_path = Path(out_path)
+    schema = with_own_extra_info(SCHEMA, rows)  # before the claim: a refusal writes nothing
+    warn_replaced_keys([(row_infos or {}).get(r["extra_info"]["query_id"]) for r in rows], out_path)
     meta = {
         "plan": plan_meta,
         "export": {
@@ -327,7 +447,7 @@ def export_verl_parquet(
             **(history or HISTORY_OFF),
         },
     }
-    return write_export(Path(out_path), rows, meta, SCHEMA)
+    return write_export(out_path, rows, meta, schema)
 
 
 def rollouts_per_step(rollout_ns: list[int], train_batch_size: int) -> list[int]:
@@ -373,9 +493,11 @@ def export_for_config(
     """export_verl_parquet with the run config's prompt template, system prompt and verifier
     (and its settings); returns (path, the data_source said, verifier). The train settings that the
     verl run will not apply are recorded in the metadata (see settings_not_carried);
-    callers should show them. Without data_source, rows of a verl file keep their own
-    (row_data_sources; train_queries: the task's, where the caller has loaded them already)."""
-    row_sources = row_data_sources(cfg, train_queries) if data_source is None else {}
+    callers should show them. Rows of a verl file keep their own extra_info, and their own
+    data_source unless one is given (own_row_fields; train_queries: the task's, where the
+    caller has loaded them already)."""
+    own_sources, row_infos = own_row_fields(cfg, train_queries)
+    row_sources = own_sources if data_source is None else {}
     data_source, scoring = config_scoring(cfg, data_source, verifier)
     path = export_verl_parquet(
         rows,
@@ -395,6 +517,7 @@ def export_for_config(
             cfg.train.drop_equal_denominator if fixed_group_size is None else "kept"
         ),
         row_sources=row_sources,
+        row_infos=row_infos,
     )
     if row_sources:
         own = sorted(set(row_sources.values()))
@@ -403,17 +526,21 @@ def export_for_config(
     return path, data_source, scoring["verifier"]
 
 
-def row_data_sources(cfg: RunConfig, train: list[Query] | None = None) -> dict[str, str]:
-    """The training queries' own data_source by query id: a verl file's rows that have one
-    (verl groups its metrics by it, and a file may mix GSM8K and MATH); none for other tasks.
-    train: the task's training queries, loaded here when not given."""
+def own_row_fields(
+    cfg: RunConfig, train: list[Query] | None = None
+) -> tuple[dict[str, str], dict[str, dict]]:
+    """The training queries' own (data_source, extra_info) by query id: a verl file's rows
+    that have them (verl groups its metrics by data_source, and a file may mix GSM8K and MATH;
+    a custom reward function may read extra_info); none for other tasks. train: the task's
+    training queries, loaded here when not given."""
     from sgpo.tasks import load_task
 
     if cfg.task.kind != "file" or cfg.task.file.preset != "verl":
-        return {}
+        return {}, {}
     if train is None:
         train = load_task(cfg.task, cfg.seed, require_eval=False).train
-    return {q.query_id: q.data_source for q in train if q.data_source}
+    sources = {q.query_id: q.data_source for q in train if q.data_source}
+    return sources, {q.query_id: q.extra_info for q in train if q.extra_info}
 
 
 def config_scoring(
@@ -455,14 +582,16 @@ def export_held_out_for_config(
     on) as verl validation data, formatted and scored as export_for_config's rows are: verl's
     val-core/<data_source>/acc then counts successes as sgpo's held-out accuracy does, at
     verl's validation sampling (val_kwargs: greedy by default, as sgpo's eval_acc_greedy).
-    Written atomically; a file there that sgpo did not write is refused."""
+    Written atomically; a file there that sgpo did not write is refused. Rows of a verl file
+    keep their own extra_info, and their own data_source unless one is given."""
     from sgpo.tasks import load_task
 
     keep_own = data_source is None  # rows of a verl file keep their own data_source
     data_source, scoring = config_scoring(cfg, data_source, verifier)
     info = scoring_info(**scoring)
     rows = []
-    for index, query in enumerate(load_task(cfg.task, cfg.seed).eval):
+    held_out = load_task(cfg.task, cfg.seed).eval
+    for index, query in enumerate(held_out):
         row = verl_row(
             query,
             index,
@@ -471,10 +600,13 @@ def export_held_out_for_config(
             cfg.model.prompt_template,
             DEFAULT_ABILITY,
         )
-        row["extra_info"] |= info
+        row["extra_info"] = own_extra_info(query.extra_info) | row["extra_info"] | info
         rows.append(row)
     if not rows:
         raise ValueError("the task has no held-out queries (task.eval): nothing to validate on")
+    out = Path(out)
+    schema = with_own_extra_info(VALIDATION_SCHEMA, rows)  # before the claim: nothing written
+    warn_replaced_keys([q.extra_info for q in held_out], out)
     meta = {
         "export": {
             "format": "verl-validation",
@@ -488,7 +620,7 @@ def export_held_out_for_config(
             "verifier_reward_range": list(scoring["verifier_reward_range"] or (0.0, 1.0)),
         }
     }
-    return write_export(Path(out), rows, meta, VALIDATION_SCHEMA)
+    return write_export(out, rows, meta, schema)
 
 
 def history_settings(cfg: RunConfig) -> dict | None:
