@@ -32,9 +32,10 @@ quarter of the rows; the slowest process's median of 5; `--rows 256 1024 4096`, 
 The first draws' gathers grow linearly, ~0.35 ms and ~16 KB pickled per row, nearly all of it
 the completions (1,000 token ids and 1,000 log-probs as Python lists); prompts and dataset rows
 are ~2 KB a row. Against generation this is small: a GPU engine takes tens of seconds for 1,024
-completions of 1,000 tokens, where these gathers take a third of a second here (0.43 s with an extra round). Without growth
-or down-sampling only the first column is paid. Not measured: NCCL between GPUs, or more than
-2 processes (gather_object's bytes grow with the batch, not with the processes).
+completions of 1,000 tokens, where these gathers take a third of a second here (0.43 s with an
+extra round). Without growth or down-sampling only the first column is paid. Not measured:
+NCCL between GPUs, or more than 2 processes (gather_object's bytes grow with the batch, not
+with the processes).
 """
 
 from __future__ import annotations
