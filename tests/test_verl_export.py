@@ -510,11 +510,15 @@ def gsm8k_info(i: int, split: str) -> dict:
 def test_rows_of_a_verl_file_keep_their_own_extra_info(tmp_path, caplog):
     """A verl file's extra_info (its custom reward function reads it) is kept beside sgpo's
     fields in the training and held-out exports, nested values intact, and reads back so
-    through datasets as verl reads it; a key that is sgpo's too ("index") holds sgpo's value,
-    and one warning per export names it."""
+    through datasets as verl reads it; a key that is sgpo's too holds sgpo's value, and one
+    warning per export names it, but for verl's index where the query id keeps it."""
     import datasets
 
-    from sgpo.verl.export import export_for_config, export_held_out_for_config
+    from sgpo.verl.export import (
+        export_for_config,
+        export_held_out_for_config,
+        warn_replaced_keys,
+    )
 
     train_infos = [gsm8k_info(i, "train") for i in range(3)]
     test_infos = [gsm8k_info(i, "test") for i in range(2)]
@@ -523,9 +527,7 @@ def test_rows_of_a_verl_file_keep_their_own_extra_info(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="sgpo.verl.export"):
         export_for_config(config, plan, {}, out)
         export_held_out_for_config(config, val)
-    warned = [r.getMessage() for r in caplog.records if r.name == "sgpo.verl.export"]
-    assert len(warned) == 2 and all("sgpo's (index)" in m for m in warned), warned
-    assert "replacing the rows' own" in warned[0]
+    assert not [r for r in caplog.records if r.name == "sgpo.verl.export"]  # index in the ids
     for path, infos in ((out, train_infos), (val, test_infos)):
         rows, _ = read_table(path)
         assert [r["extra_info"]["index"] for r in rows] == list(range(len(infos)))  # sgpo's
@@ -540,6 +542,17 @@ def test_rows_of_a_verl_file_keep_their_own_extra_info(tmp_path, caplog):
     answer = read_table(out)[0][1]
     scored = reward.compute_score("openai/gsm8k", "\\boxed{2}", "2", answer["extra_info"])
     assert scored["score"] == 1.0  # sgpo's reward still reads its own fields
+
+    # a row's own rank is lost, and so is an index its query id does not keep (another id)
+    train_infos[1] |= {"rank": 7}
+    (tmp_path / "ranked").mkdir()
+    config, plan = verl_task(tmp_path / "ranked", train_infos, test_infos)
+    with caplog.at_level("WARNING", logger="sgpo.verl.export"):
+        export_for_config(config, plan, {}, tmp_path / "ranked.parquet")
+        warn_replaced_keys([("train:7", {"index": 3})], tmp_path / "other-ids.parquet")
+    warned = [r.getMessage() for r in caplog.records if r.name == "sgpo.verl.export"]
+    assert len(warned) == 2 and "sgpo's (rank)" in warned[0], warned
+    assert "replacing the rows' own" in warned[0] and "sgpo's (index)" in warned[1]
 
 
 def test_verl_rows_extra_info_of_different_keys_exports_and_conflicting_types_are_refused(
@@ -573,8 +586,8 @@ def test_verl_rows_extra_info_of_different_keys_exports_and_conflicting_types_ar
 
 def test_an_export_without_extra_info_of_its_own_is_as_before(tmp_path, caplog):
     """Rows with no extra_info of their own (an addition task's; a verl file's without one or
-    with its index alone) export under the schema they always had, rows unchanged; only the
-    replaced index is said."""
+    with its index alone) export under the schema they always had, rows unchanged, and say
+    nothing (the index is kept in the query ids)."""
     from sgpo.config import load_config
     from sgpo.verl.export import SCHEMA, config_scoring, export_for_config
 
@@ -590,7 +603,7 @@ def test_an_export_without_extra_info_of_its_own_is_as_before(tmp_path, caplog):
     out = tmp_path / "t.parquet"
     with caplog.at_level("WARNING", logger="sgpo.verl.export"):
         export_for_config(config, plan, {}, out)
-    assert "sgpo's (index)" in caplog.text
+    assert not caplog.text
     assert pq.read_schema(out).remove_metadata() == SCHEMA
     assert read_table(out)[0] == as_always(config, plan, "openai/gsm8k")
     caplog.clear()

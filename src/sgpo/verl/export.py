@@ -193,27 +193,27 @@ def own_extra_info(info: Mapping | None) -> dict:
     return {k: v for k, v in (info or {}).items() if k not in SGPO_INFO_KEYS}
 
 
-def warn_replaced_keys(infos: list[Mapping | None], out: Path) -> None:
-    """One warning for an export whose rows' own extra_info holds keys that are sgpo's."""
-    # a null is no value of the row's (a parquet struct gives every row each of its keys)
+def warn_replaced_keys(infos: list[tuple[str, Mapping | None]], out: Path) -> None:
+    """One warning for an export whose rows' own extra_info (by query id) holds keys that are
+    sgpo's, and whose values would be lost: verl's preprocessing writes an index into every
+    row, which the preset's default query id ('<file stem>:<index>') keeps."""
     clashes = sorted(
         {
             k
-            for info in infos
-            if info
-            for k, v in info.items()
-            if k in SGPO_INFO_KEYS and v is not None
+            for query_id, info in infos
+            for k, v in (info or {}).items()
+            # a null is no value of the row's (a parquet struct gives every row each key)
+            if k in SGPO_INFO_KEYS
+            and v is not None
+            and not (k == "index" and query_id.endswith(f":{v}"))
         }
     )
     if clashes:
-        # verl's preprocessing writes an index, which the preset's default ids are made of
-        kept = " (the preset's default query_id, '<file stem>:<index>', holds the row's own)"
         log.warning(
             "%s: the rows' own extra_info has keys that are sgpo's (%s): the export writes "
-            "sgpo's values there, replacing the rows' own%s; the rows' other keys are kept",
+            "sgpo's values there, replacing the rows' own; the rows' other keys are kept",
             out,
             ", ".join(clashes),
-            kept if "index" in clashes else "",
         )
 
 
@@ -421,7 +421,8 @@ def export_verl_parquet(
     )
     out_path = Path(out_path)
     schema = with_own_extra_info(SCHEMA, rows)  # before the claim: a refusal writes nothing
-    warn_replaced_keys([(row_infos or {}).get(r["extra_info"]["query_id"]) for r in rows], out_path)
+    query_ids = [r["extra_info"]["query_id"] for r in rows]
+    warn_replaced_keys([(q, (row_infos or {}).get(q)) for q in query_ids], out_path)
     meta = {
         "plan": plan_meta,
         "export": {
@@ -606,7 +607,7 @@ def export_held_out_for_config(
         raise ValueError("the task has no held-out queries (task.eval): nothing to validate on")
     out = Path(out)
     schema = with_own_extra_info(VALIDATION_SCHEMA, rows)  # before the claim: nothing written
-    warn_replaced_keys([q.extra_info for q in held_out], out)
+    warn_replaced_keys([(q.query_id, q.extra_info) for q in held_out], out)
     meta = {
         "export": {
             "format": "verl-validation",
