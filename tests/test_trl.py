@@ -639,23 +639,34 @@ def test_a_run_that_observes_its_batches_resumes_to_what_it_trains(
 def test_a_resume_counts_the_verifiers_errors_from_the_checkpoints(
     model_dir: str, plan_path: Path, tmp_path: Path
 ) -> None:
-    """sgpo/verifier_errors_cum goes on from the checkpoint's count, in a new process (a new
-    trainer) and on the trainer that trained up to it (a notebook's second train() call)."""
-    settings = {"max_steps": 5, "save_strategy": "steps", "save_steps": 2}
+    """sgpo/verifier_errors_cum goes on from the checkpoint's count: in a new process (a new
+    trainer), from a checkpoint a resumed run wrote, and on the trainer that trained up to it
+    (a notebook's second train() call); a second train() from the start counts its own."""
+    settings = {"max_steps": 6, "save_strategy": "steps", "save_steps": 2}
 
     def flaky() -> VerifierReward:  # raises on a quarter of the responses, a coin otherwise
         return VerifierReward("trl_multiprocess_run:flaky_coin", name="flaky")
 
-    straight = make_trainer(model_dir, plan_path, tmp_path, flaky(), **settings)
+    straight = make_trainer(model_dir, plan_path, tmp_path / "straight", flaky(), **settings)
     straight.train()
     errors = [h["sgpo/verifier_errors_cum"] for h in straight.state.log_history if "loss" in h]
-    assert 0 < errors[3] < errors[4]  # errors before the checkpoint (step 4) and after it
+    assert 0 < errors[1] < errors[3] < errors[5]  # errors before each checkpoint and after
 
-    resumed = make_trainer(model_dir, plan_path, tmp_path, flaky(), **settings)
-    resumed.train(resume_from_checkpoint=checkpoint(tmp_path, 4))
-    assert resumed.state.log_history[-1]["sgpo/verifier_errors_cum"] == errors[4]
-    straight.train(resume_from_checkpoint=checkpoint(tmp_path, 4))
-    assert straight.state.log_history[-1]["sgpo/verifier_errors_cum"] == errors[4]
+    first = make_trainer(model_dir, plan_path, tmp_path / "straight", flaky(), **settings)
+    first.train(resume_from_checkpoint=str(tmp_path / "straight" / "out" / "checkpoint-2"))
+    assert first.state.log_history[-1]["sgpo/verifier_errors_cum"] == errors[5]
+    # checkpoint-4 now is the resumed run's: it holds the run's count, not the resume's
+    second = make_trainer(model_dir, plan_path, tmp_path / "straight", flaky(), **settings)
+    second.train(resume_from_checkpoint=str(tmp_path / "straight" / "out" / "checkpoint-4"))
+    assert second.state.log_history[-1]["sgpo/verifier_errors_cum"] == errors[5]
+    straight.train(resume_from_checkpoint=str(tmp_path / "straight" / "out" / "checkpoint-4"))
+    assert straight.state.log_history[-1]["sgpo/verifier_errors_cum"] == errors[5]
+
+    verifier = second.reward_funcs[0].verifier
+    before = verifier.stats.errors
+    second.train()  # from the start, on trained weights: its own errors
+    counted = [h["sgpo/verifier_errors_cum"] for h in second.state.log_history if "loss" in h]
+    assert counted[-1] == verifier.stats.errors - before < verifier.stats.errors
 
 
 def test_a_resume_on_the_same_trainer_replays_the_checkpoints_batches(

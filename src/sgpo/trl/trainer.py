@@ -1290,7 +1290,10 @@ class SGPOTrainer(GRPOTrainer):
     # ----------------------------------------------------------------------- checkpoints
     def _save_checkpoint(self, model: Any, trial: Any) -> None:
         super()._save_checkpoint(model, trial)
-        verifier_counts = self._verifier_counts()  # a collective call: before should_save
+        verifier_counts = {  # the run's (a resumed one's from its start); a collective call
+            name: count + self._verifier_counts_offset[name]
+            for name, count in self._verifier_counts().items()
+        }
         if self.args.should_save:
             folder = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"  # as the Trainer names it
             atomic_write_json(
@@ -1337,6 +1340,10 @@ class SGPOTrainer(GRPOTrainer):
         if self._trained_before:
             self.schedule = self.plan_sampler.schedule = self._schedule_from_the_start()
             self._zero_sgpo_counters()
+            # the verifiers count this call's errors (they counted the last call's too)
+            self._verifier_counts_offset |= {
+                name: -count for name, count in self._verifier_counts().items()
+            }
             # GRPOTrainer's generation buffer too: a call that stopped inside a generation
             # batch would hand its leftover to this one and shift every later batch
             self._step, self._buffered_inputs = 0, None
