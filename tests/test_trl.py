@@ -593,24 +593,50 @@ def solved_or_alternating(solved: set[str]) -> Callable[..., list[float]]:
     return reward
 
 
+def solved_at_rates(rates: dict[str, int]) -> Callable[..., list[float]]:
+    """A reward by the row's prompt and place only (whatever the model generates): the n-th
+    row of a prompt in a batch is solved when n % 4 < rates[query], so each query's success
+    rate is its own (re-estimation's posteriors differ)."""
+
+    def reward(completions: list[str], prompts: list[str], **_: object) -> list[float]:
+        seen: dict[str, int] = {}
+        scores = []
+        for prompt in prompts:
+            n = seen[prompt] = seen.get(prompt, -1) + 1
+            query = next(q for q in GROUP_SIZES if prompt_of(q) == prompt)
+            scores.append(float(n % 4 < rates[query]))
+        return scores
+
+    return reward
+
+
 @pytest.mark.parametrize(
     "settings",
     [
         # q4 (G=1) and q2 always solved: skipped from the second plan epoch on
         {"history_explore": 0.5},
-        # re-plans from the first batch on: every G becomes 2 (the plan's are 1 to 4)
-        {"reestimate": True, "replan_every": 1},
+        # re-plans from posteriors that differ by query: every other batch (the restored
+        # posteriors decide the batches after checkpoint-4), every third (so does the count of
+        # batches observed, the re-plans' cadence)
+        {"reestimate": True, "replan_every": 2},
+        {"reestimate": True, "replan_every": 3},
     ],
-    ids=["history", "reestimate"],
+    ids=["history", "reestimate-every-2", "reestimate-every-3"],
 )
 def test_a_run_that_observes_its_batches_resumes_to_what_it_trains(
-    model_dir: str, plan_path: Path, tmp_path: Path, settings: dict
+    model_dir: str,
+    plan_path: Path,
+    tmp_path: Path,
+    settings: dict,
 ) -> None:
     """Skips on history and re-plans draw each batch from the outcomes of the ones before: a
     resume restores the schedule and replays its epoch's batches (the one the data loader drew
     ahead of the checkpoint included), and trains what the uninterrupted run trained."""
     settings |= {"max_steps": 7, "save_strategy": "steps", "save_steps": 2}
-    reward = solved_or_alternating({prompt_of("q4"), prompt_of("q2")})
+    if "reestimate" in settings:
+        reward = solved_at_rates({"q0": 1, "q1": 3, "q2": 2, "q3": 1, "q4": 4})
+    else:
+        reward = solved_or_alternating({prompt_of("q4"), prompt_of("q2")})
     straight = make_trainer(model_dir, plan_path, tmp_path, reward, **settings)
     recorded = trained_batches(straight)
     straight.train()
