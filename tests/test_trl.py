@@ -538,6 +538,23 @@ def test_completions_table_keeps_a_reward_functions_extra_columns_aligned(
             assert h["sgpo/reward_generated_mean"] == pytest.approx(h["reward"])
 
 
+def test_a_reward_function_logging_another_count_than_its_completions_is_refused(
+    model_dir: str, plan_path: Path, tmp_path: Path
+) -> None:
+    """log_extra takes one value per completion: a column of another length would not line
+    up with the table's rows."""
+
+    def reward(completions: list[str], log_extra: Callable, **_: object) -> list[float]:
+        log_extra("first_only", completions[:1])
+        return [float(i % 2) for i in range(len(completions))]
+
+    trainer = make_trainer(model_dir, plan_path, tmp_path, reward)
+    with pytest.raises(
+        ValueError, match=r"logged 1 values in the column 'first_only' for 3 completions"
+    ):
+        trainer.train()
+
+
 def test_resume_replays_the_plan_and_keeps_sgpo_counters(
     model_dir: str, plan_path: Path, tmp_path: Path
 ) -> None:

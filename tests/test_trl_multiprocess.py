@@ -260,6 +260,19 @@ def test_the_real_rows_are_dealt_evenly_over_the_processes(plan_path: Path) -> N
 
 
 @pytest.mark.slow
+def test_a_miscounted_log_extra_column_stops_every_process(
+    model_dir: str, plan_path: Path, tmp_path: Path
+) -> None:
+    """A reward function logging two values for the second process's 3 completions (and
+    rightly for the first's 2) is refused on every process, not only on the one it miscounted
+    for (the other would wait in a gather until the launcher ends it)."""
+    done = launch(model_dir, plan_path, tmp_path / "two", {"log_extra_miscounted": True}, 2)
+    assert done.returncode != 0
+    refusal = "logged 2 values in the column 'first_two' for 3 completions"
+    assert done.stderr.count(refusal) >= PROCESSES, done.stderr[-3000:]
+
+
+@pytest.mark.slow
 def test_four_processes_line_up_the_completions_table(model_dir: str, tmp_path: Path) -> None:
     """A batch of 2 real rows over 4 processes leaves the first and the third without one: a
     reward function's log_extra column still lines up with TRL's completions table (run

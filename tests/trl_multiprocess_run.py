@@ -9,8 +9,9 @@ run and how many requests before them across processes hold the same prompt.
 
 SETTINGS_JSON holds SGPOConfig's fields, and besides: fake_vllm_server (generate through a fake
 vLLM server), resume_from (a checkpoint to resume), reward_model (score with
-StandInRewardModel too) and log_extra (a reward function that logs each completion as an extra
-column of TRL's completions table).
+StandInRewardModel too), log_extra (a reward function that logs each completion as an extra
+column of TRL's completions table) and log_extra_miscounted (one that logs two values however
+many completions it scores).
 
 Writes OUT_DIR/rank<r>.json (the log history, sgpo's totals, the rows of each generation batch
 the process generated, TRL's completions table after each batch, the tokens each micro-step's
@@ -65,6 +66,13 @@ class StandInRewardModel(torch.nn.Module):
 def logged_completion(completions: list[str], log_extra: Callable, **_: object) -> list[float]:
     """Logs each completion in the column completion_seen of TRL's table; rewards nothing."""
     log_extra("completion_seen", list(completions))
+    return [0.0] * len(completions)
+
+
+def logged_first_two(completions: list[str], log_extra: Callable, **_: object) -> list[float]:
+    """Logs two values however many completions it scores (log_extra takes one per
+    completion); rewards nothing."""
+    log_extra("first_two", completions[:2])
     return [0.0] * len(completions)
 
 
@@ -176,6 +184,8 @@ def main(model_dir: str, plan: str, out_dir: str, settings: dict) -> None:
         reward_funcs.append(StandInRewardModel())
     if settings.pop("log_extra", False):
         reward_funcs.append(logged_completion)
+    if settings.pop("log_extra_miscounted", False):
+        reward_funcs.append(logged_first_two)
     if not vllm_server:
         GRPOTrainer._generate_single_turn = fake_generation
     loss_tokens: list[int] = []  # the tokens the loss and its statistics count, per micro-step

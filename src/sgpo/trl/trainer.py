@@ -37,8 +37,9 @@ What changes against GRPOTrainer, and where:
   advantage 0; under a loss normalised by the whole generation batch's tokens (dapo, cispo,
   vespo) and beta = 0 their loss terms are exactly zero, so the update is the same and only
   the mixed groups' rows cost training. Charged so: training FLOPs for the rows trained.
-  TRL's per-token statistics (entropy, clip ratios) describe the rows trained: NaN (left out
-  of the step's mean) for a micro-batch that trains none.
+  TRL's per-token statistics (entropy, clip ratios) describe the rows trained (those it takes
+  per row, vespo's phi and sequence-level clip ratios, count the rows added too): NaN (left
+  out of the step's mean) for a micro-batch that trains none.
 - online re-estimation (SGPOConfig.reestimate): every group's outcomes update its query's
   posterior and the plan is rebuilt every replan_every generation batches (sgpo's
   OnlinePlanner). Knapsack allocation and re-profiling of dropped queries are not offered here.
@@ -496,6 +497,7 @@ class SGPOTrainer(GRPOTrainer):
         self._group_sizes: dict[int, int] = {}
         self._scores: torch.Tensor | None = None
         self._table_columns: list[str] = []  # the log_extra columns of the batch's table
+        self._table_error: str | None = None  # a log_extra column of another length, if any
         self._whole_groups: dict[int, torch.Tensor] = {}
         # (prompt, completion) tokens of each real row of the batch: its training is charged
         # once the rows trained are known (_apply_groups)
@@ -930,12 +932,13 @@ class SGPOTrainer(GRPOTrainer):
             logged = pending[before.get(column, 0) :]
             del pending[before.get(column, 0) :]
             if shown_in_table:
-                if len(logged) != len(owners):
-                    raise ValueError(
+                if len(logged) != len(owners):  # raised on every process (_rewards_of_the_batch)
+                    self._table_error = (
                         f"a reward function logged {len(logged)} values in the column "
                         f"{column!r} for {len(owners)} completions (log_extra takes one per "
                         "completion)"
                     )
+                    continue
                 laid_out: list = [None] * len(prompts)
                 for row, value in zip(owners, logged, strict=True):
                     laid_out[row] = value
@@ -1107,6 +1110,7 @@ class SGPOTrainer(GRPOTrainer):
             self._table_columns = []  # their log_extra values were dropped (_score)
             return self._scores
         real = self._real_rows()
+        self._table_error = None
         # NaN in every column marks a row unscorable: TRL leaves it out of the reward metrics.
         rewards = torch.full(
             (len(prompts), len(self.reward_funcs)), torch.nan, device=self.accelerator.device
@@ -1120,8 +1124,12 @@ class SGPOTrainer(GRPOTrainer):
             stand_in=(0, completions[0], completion_ids_list[0]),
             shown_in_table=True,
         )
-        # the log_extra columns TRL's table takes from this batch (it gathers the same names)
-        self._table_columns = sorted(set(gather_object(list(self._pending_extra_logs))))
+        # the log_extra columns TRL's table takes from this batch (it gathers the same names),
+        # and a miscounted column, refused on every process (the others would wait for it)
+        logged = gather_object([(list(self._pending_extra_logs), self._table_error)])
+        if errors := [error for _, error in logged if error]:
+            raise ValueError(errors[0])
+        self._table_columns = sorted({column for names, _ in logged for column in names})
         # TRL's advantages and reward statistics take the whole batch's rewards
         self._rewards_per_func = self.accelerator.gather(rewards)
         return self._rewards_per_func
