@@ -121,10 +121,12 @@ def run(
     return results[0]["log_history"], results[0]["totals"], torch.load(out / "weights.pt")
 
 
-def loss_tokens(out: Path, processes: int) -> list[int]:
-    """The tokens each micro-step's loss counted, summed over the processes."""
+def loss_tokens(out: Path, processes: int, accumulated: int) -> list[int]:
+    """The tokens each optimizer step's loss counted (over its `accumulated` micro-steps,
+    which hold other rows with other numbers of processes), summed over the processes."""
     ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in range(processes)]
-    return [sum(counts) for counts in zip(*(r["loss_tokens"] for r in ranks), strict=True)]
+    micro = [sum(counts) for counts in zip(*(r["loss_tokens"] for r in ranks), strict=True)]
+    return [sum(micro[i : i + accumulated]) for i in range(0, len(micro), accumulated)]
 
 
 def step_logs(history: list[dict]) -> list[dict]:
@@ -175,7 +177,10 @@ def test_two_processes_train_as_one_does(
     assert_same_training(one, two)
     # the loss and its statistics (entropy, clip ratios) count the same tokens: with
     # drop_equal_groups not those of the rows a process adds to forward as many as the busiest
-    assert loss_tokens(tmp_path / "one", 1) == loss_tokens(tmp_path / "two", PROCESSES)
+    accumulated = settings.get("gradient_accumulation_steps", 1)
+    assert loss_tokens(tmp_path / "one", 1, accumulated) == loss_tokens(
+        tmp_path / "two", PROCESSES, accumulated
+    )
     if settings.get("log_extra"):  # the same table, row for row
         tables = [json.loads((tmp_path / r / "rank0.json").read_text()) for r in ("one", "two")]
         assert tables[0]["tables"] == tables[1]["tables"]
