@@ -29,7 +29,7 @@ import sgpo.checkpoint
 import sgpo.errors
 import sgpo.train
 from sgpo.cli import app
-from sgpo.config import LoraSettings, RunConfig, load_config
+from sgpo.config import LoraSettings, RunConfig, TrainConfig, load_config
 from sgpo.engine import TransformersEngine
 from sgpo.errors import ConfigError, DataError
 from sgpo.io import read_jsonl, read_table, write_table
@@ -480,6 +480,25 @@ def test_an_interrupted_profile_says_how_to_finish_and_redo_a_damaged_chunk(
     assert (out / PROFILE_FILE).exists()
 
 
+def lr_schedule_values(train: TrainConfig) -> list[float]:
+    """The lr each step of a run trains at, by transformers' schedule of train's settings."""
+    from transformers import get_scheduler
+
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=train.lr)
+    schedule = get_scheduler(
+        train.lr_schedule,
+        optimizer,
+        num_warmup_steps=train.warmup_steps,
+        num_training_steps=train.steps,
+    )
+    values = []
+    for _ in range(train.steps):
+        values.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    return values
+
+
 def test_a_resume_over_more_steps_says_the_lr_schedule_follows_them(
     tiny: SimpleNamespace, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -492,6 +511,12 @@ def test_a_resume_over_more_steps_says_the_lr_schedule_follows_them(
     run_train(longer, run, resume=True)
     said = " ".join(caplog.text.split())
     assert f"train.steps {STEPS} -> {STEPS + 2} with lr_schedule cosine" in said
+    # ... from the step resumed: each step after the checkpoint (step 2) trains at the lr the
+    # longer schedule gives it (the first used to take the shorter one's, the checkpoint's)
+    expected = lr_schedule_values(longer.train)
+    logged = {r["step"]: r["lr"] for r in read_jsonl(run / METRICS_FILE) if r["step"] > 2}
+    assert logged == {step: pytest.approx(expected[step - 1]) for step in logged}
+    assert len(logged) == STEPS
     caplog.clear()
     constant, again = crashed_after_step(tiny, tmp_path / "constant", 3, checkpoint_every=2)
     longer = constant.model_copy(

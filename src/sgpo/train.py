@@ -307,7 +307,7 @@ class Trainer:
         if self.replanner is not None:
             # Reused profile samples are already in the posterior (it starts from the profile).
             self.replanner.observe([r for r in generated if not r.reused])
-        lr = self.update.lr_schedule.get_last_lr()[0]  # what this step's update used
+        lr = self.update.optimizer.param_groups[0]["lr"]  # what this step's update uses
         stats = self.train_on(batch)
         self.flops_skipped += stats.pop("flops_skipped")
         self.count_nonfinite(stats["skipped_update"])

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -82,6 +83,13 @@ def restore_trainer_state(trainer: Trainer) -> None:
         )
     trainer.update.optimizer.load_state_dict(blobs["optimizer"])
     trainer.update.lr_schedule.load_state_dict(blobs["lr_schedule"])
+    with warnings.catch_warnings():  # get_lr outside step(): the lr at the step resumed
+        warnings.simplefilter("ignore", UserWarning)
+        resumed_lrs = trainer.update.lr_schedule.get_lr()
+    # The optimizer holds the lr the checkpoint's schedule set, whose length train.steps may
+    # have changed since (cosine ends at 0): the next step takes this run's schedule's value.
+    for group, lr in zip(trainer.update.optimizer.param_groups, resumed_lrs, strict=True):
+        group["lr"] = lr
     checkpoint.restore_rng_state(blobs)
     if state["step"] > trainer.cfg.steps:
         raise ConfigError(
