@@ -652,10 +652,9 @@ def stop_requests() -> Iterator[Callable[[], bool]]:
             raise KeyboardInterrupt
         asked.append(signal.Signals(signum).name)
         log.warning(
-            "%s: stopping after the step in progress (an evaluation in progress, but the run's "
-            "last, ends at its next batch and runs again on resume), with a checkpoint to "
-            "resume from (send it again to stop at once, losing the steps since the last "
-            "checkpoint)",
+            "%s: stopping after the step in progress, with a checkpoint to resume from (an "
+            "evaluation ends at its next generation batch and runs again on resume; send it "
+            "again to stop at once, losing the steps since the last checkpoint)",
             asked[0],
         )
 
