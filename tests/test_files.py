@@ -116,6 +116,20 @@ def test_verl_preset(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     assert [q.extra_info for q in data.train][:2] == [
         {"split": "train", "index": 100 + i} for i in (0, 1)
     ]
+    # the rows' system message as model.system_prompt: sgpo prompts with it, nothing unused
+    caplog.clear()
+    load_file_task(file_cfg(train=str(train), preset="verl"), False, system_prompt="Be brief.")
+    assert "besides their last user message" not in caplog.text
+    for other in ("Be long.", None):  # another one, or none: the rows' own is not used
+        load_file_task(file_cfg(train=str(train), preset="verl"), False, system_prompt=other)
+        assert f"after model.system_prompt (now {other!r})" in " ".join(caplog.text.split())
+        caplog.clear()
+    rows = verl_rows(2)
+    rows[1]["prompt"] = "What is 1 + 1?"
+    text_prompts = tmp_path / "s.jsonl"
+    text_prompts.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with pytest.raises(DataError, match=r"got str \(a prompt of text: task.file.preset plain\)"):
+        load_file_task(file_cfg(train=str(text_prompts), preset="verl"))
 
 
 def test_a_verl_rows_data_source_is_a_name_or_absent(tmp_path: Path) -> None:
@@ -721,7 +735,8 @@ BAD_INPUTS = [
         "verl_string_prompt.jsonl",
         '{"prompt": "hi", "reward_model": {"ground_truth": "1"}}\n',
         {"preset": "verl"},
-        "{path}: row 0 (line 1): field 'prompt' must be a list of chat messages, got str",
+        "{path}: row 0 (line 1): field 'prompt' must be a list of chat messages, got str (a "
+        "prompt of text: task.file.preset plain)",
     ),
     (
         "verl_no_user.jsonl",

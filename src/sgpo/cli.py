@@ -459,7 +459,7 @@ def _evaluate(cfg: RunConfig, model: str | None) -> dict:
     from sgpo.wiring import check_engine_installed, make_engine, make_verifier, sampling_params
 
     check_engine_installed(cfg, "eval")  # before the data, the verifier and the model
-    task = load_task(cfg.task, cfg.seed)
+    task = load_task(cfg.task, cfg.seed, system_prompt=cfg.model.system_prompt)
     if model is None:
         model_source(cfg)  # a model setting that cannot run this task is named first
     verifier = make_verifier(cfg, task)  # before the model: a mistyped verifier named at once

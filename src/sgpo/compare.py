@@ -301,7 +301,7 @@ def input_changes(config: RunConfig, recorded: dict | None) -> list[str] | None:
 
     if not isinstance(recorded, dict):
         return None
-    task = load_task(config.task, config.seed)
+    task = load_task(config.task, config.seed, system_prompt=config.model.system_prompt)
     changes = data_changes(task, recorded.get("data") or {}, data_identity(task))
     weights = weights_sha256(model_source(config))
     if recorded.get("model_sha256") != weights:

@@ -163,7 +163,9 @@ def _run_profile(
             f"{chunk_dir} holds an interrupted profile; pass --resume to continue it "
             "or --overwrite to start over"
         )
-    task = load_task(config.task, config.seed, require_eval=False)
+    task = load_task(
+        config.task, config.seed, require_eval=False, system_prompt=config.model.system_prompt
+    )
     queries = shard_queries(task.train, shard)
     model_source(config)  # a model setting that cannot run this task is named first
     # before the model, which can take minutes to load: a mistyped verifier is named at once

@@ -64,7 +64,9 @@ def check_profile_matches(
             "holds only that shard's queries; join all shards with `sgpo profile merge` and "
             "plan from the merged profile"
         )
-    task = load_task(config.task, config.seed, require_eval=False)
+    task = load_task(
+        config.task, config.seed, require_eval=False, system_prompt=config.model.system_prompt
+    )
     # Only the training queries matter to a profile: an edited eval split needs none redone
     # (a profile from before train_queries was recorded is compared by its whole task).
     recorded = meta.get("train_queries")

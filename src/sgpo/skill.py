@@ -49,7 +49,7 @@ def heldout_skill(model: str = "embedded") -> dict[str, float]:
     engine = make_engine(first, load_policy(first), "eval")  # one model for every bucket
     skill = {}
     for d, config in configs.items():
-        task = load_task(config.task, config.seed)
+        task = load_task(config.task, config.seed, system_prompt=config.model.system_prompt)
         result = evaluate(
             engine,
             make_verifier(config, task),

@@ -120,7 +120,7 @@ class Trainer:
     ) -> None:
         self.config, self.cfg, self.run_dir = config, config.train, run_dir
         refuse_float16_training(config)
-        self.task = load_task(config.task, config.seed)
+        self.task = load_task(config.task, config.seed, system_prompt=config.model.system_prompt)
         self.queries_by_id = {q.query_id: q for q in self.task.train}
         self.initial_model = model_source(config)
         # before the model, which can take minutes to load: a mistyped verifier is named at once

@@ -117,11 +117,14 @@ def verifier_spec(task_cfg: TaskConfig) -> str:
     return task_cfg.verifier or default_verifier(task_cfg.kind, preset)
 
 
-def load_task(task_cfg: TaskConfig, seed: int, require_eval: bool = True) -> TaskData:
+def load_task(
+    task_cfg: TaskConfig, seed: int, require_eval: bool = True, system_prompt: str | None = None
+) -> TaskData:
     """The task's queries, checked; require_eval False for what reads only the training split
     (profile, plan, the verl export: a file task's eval split is then not read, and the
     addition task's is drawn, as its training split is drawn apart from it): training and
-    evaluation need held-out queries."""
+    evaluation need held-out queries. system_prompt: model.system_prompt, which a verl file's
+    rows may hold as their own system message (the loader says when they hold another)."""
     if task_cfg.kind == "addition":
         from sgpo.tasks.addition import make_addition_task
 
@@ -129,7 +132,7 @@ def load_task(task_cfg: TaskConfig, seed: int, require_eval: bool = True) -> Tas
     else:
         from sgpo.tasks.files import load_file_task
 
-        data = load_file_task(task_cfg.file, with_eval=require_eval)
+        data = load_file_task(task_cfg.file, with_eval=require_eval, system_prompt=system_prompt)
     # Errors name the files (train_label/eval_label), not the long source string.
     check_queries(data.train, data.train_label, data.id_field)
     if not data.eval and require_eval:

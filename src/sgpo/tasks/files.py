@@ -517,8 +517,10 @@ def _prompt_text(record: object, mapping: Mapping, where: str) -> str:
     value = _present(record, field, where)
     if mapping.preset == "verl":
         if not isinstance(value, list):
+            plain = " (a prompt of text: task.file.preset plain)" if isinstance(value, str) else ""
             raise DataError(
-                f"{where}: field {field!r} must be a list of chat messages, got {_type_name(value)}"
+                f"{where}: field {field!r} must be a list of chat messages, got "
+                f"{_type_name(value)}{plain}"
             )
         users = [m for m in value if isinstance(m, dict) and m.get("role") == "user"]
         if not users:
@@ -647,15 +649,31 @@ def _difficulty(record: object, mapping: Mapping, where: str) -> str:
     return _scalar_text(value, where, field).strip()
 
 
-def load_split(source: Source, mapping: Mapping, limit: int | None) -> list[Query]:
+def _unused_messages(chat: object, system_prompt: str | None) -> bool:
+    """Whether a verl row's chat holds messages sgpo does not prompt with: any besides its last
+    user message, but a system message that is model.system_prompt (sgpo puts that one
+    first itself)."""
+    if not isinstance(chat, list) or len(chat) < 2:
+        return False
+    users = [i for i, m in enumerate(chat) if isinstance(m, dict) and m.get("role") == "user"]
+    others = [m for i, m in enumerate(chat) if i != (users or [None])[-1]]
+    system = {"role": "system", "content": system_prompt}
+    return not (system_prompt is not None and others == [system])
+
+
+def load_split(
+    source: Source, mapping: Mapping, limit: int | None, system_prompt: str | None = None
+) -> list[Query]:
+    """A split's queries. system_prompt: model.system_prompt, which a verl row's own system
+    message may repeat (said when it does not)."""
     queries = []
-    other_messages = 0  # verl preset: rows with messages besides their last user message
+    unused = 0  # verl preset: rows with messages sgpo does not prompt with
     for row, record, line in iter_rows(source, limit, mapping.columns()):
         where = row_label(source.label, row, line)
         if not isinstance(record, dict):
             raise DataError(f"{where}: expected a record (a JSON object), got {_type_name(record)}")
-        chat = get_field(record, mapping.prompt_field) if mapping.preset == "verl" else None
-        other_messages += isinstance(chat, list) and len(chat) > 1
+        if mapping.preset == "verl":
+            unused += _unused_messages(get_field(record, mapping.prompt_field), system_prompt)
         queries.append(
             Query(
                 query_id=_query_id(record, mapping, source, row, where),
@@ -669,22 +687,27 @@ def load_split(source: Source, mapping: Mapping, limit: int | None) -> list[Quer
         )
     if not queries:
         raise DataError(f"{source.label}: no rows")
-    if other_messages:
+    if unused:
         log.warning(
             "%s: %d of %d rows hold messages besides their last user message (a system "
-            "message, earlier turns); sgpo prompts with that user message alone, formatted by "
-            "the model's chat template after model.system_prompt, so the others are not used: "
-            "give a system message shared by every row as model.system_prompt",
+            "message other than model.system_prompt, earlier turns); sgpo prompts with that "
+            "user message alone, formatted by the model's chat template after "
+            "model.system_prompt (now %r), so the others are not used: give a system message "
+            "shared by every row as model.system_prompt",
             source.label,
-            other_messages,
+            unused,
             len(queries),
+            system_prompt,
         )
     return queries
 
 
-def load_file_task(cfg: FileTaskConfig, with_eval: bool = True) -> TaskData:
+def load_file_task(
+    cfg: FileTaskConfig, with_eval: bool = True, system_prompt: str | None = None
+) -> TaskData:
     """The files' queries; with_eval False reads the training split only (profile, plan, the
-    verl export), so an eval file that is missing, not yet right or on the hub costs nothing."""
+    verl export), so an eval file that is missing, not yet right or on the hub costs nothing.
+    system_prompt: model.system_prompt (load_split)."""
     mapping = resolve_mapping(cfg)
     dataset_config = getattr(cfg, "dataset_config", None)
     train_source = resolve_source(cfg.train, cfg.split_train, dataset_config)
@@ -696,8 +719,10 @@ def load_file_task(cfg: FileTaskConfig, with_eval: bool = True) -> TaskData:
         eval_source = resolve_source(cfg.train, cfg.split_eval, dataset_config)
     else:
         eval_source = None
-    train = load_split(train_source, mapping, cfg.limit_train)
-    evaluation = load_split(eval_source, mapping, cfg.limit_eval) if eval_source else []
+    train = load_split(train_source, mapping, cfg.limit_train, system_prompt)
+    evaluation = (
+        load_split(eval_source, mapping, cfg.limit_eval, system_prompt) if eval_source else []
+    )
     eval_desc = eval_source.describe() if eval_source else "<none>" if with_eval else "<not read>"
     source = (
         f"file(train={train_source.describe()}, eval={eval_desc}, {mapping.describe()}, "

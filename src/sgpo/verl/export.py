@@ -539,7 +539,9 @@ def own_row_fields(
     if cfg.task.kind != "file" or cfg.task.file.preset != "verl":
         return {}, {}
     if train is None:
-        train = load_task(cfg.task, cfg.seed, require_eval=False).train
+        train = load_task(
+            cfg.task, cfg.seed, require_eval=False, system_prompt=cfg.model.system_prompt
+        ).train
     sources = {q.query_id: q.data_source for q in train if q.data_source}
     return sources, {q.query_id: q.extra_info for q in train if q.extra_info}
 
@@ -591,7 +593,7 @@ def export_held_out_for_config(
     data_source, scoring = config_scoring(cfg, data_source, verifier)
     info = scoring_info(**scoring)
     rows = []
-    held_out = load_task(cfg.task, cfg.seed).eval
+    held_out = load_task(cfg.task, cfg.seed, system_prompt=cfg.model.system_prompt).eval
     for index, query in enumerate(held_out):
         row = verl_row(
             query,
