@@ -501,7 +501,7 @@ def gsm8k_info(i: int, split: str) -> dict:
     """extra_info as verl's GSM8K preprocessing writes it, with a nested tool's kwargs."""
     return {
         "split": split,
-        "index": 100 + i,  # sgpo's key too: its value is replaced (kept in the query id)
+        "index": 100 + i,  # sgpo's key too: a row's own integer index is kept
         "answer": f"{i} + {i} = {2 * i} #### {2 * i}",
         "tools_kwargs": {"calc": {"create_kwargs": {"ground_truth": str(2 * i)}}},
     }
@@ -510,8 +510,8 @@ def gsm8k_info(i: int, split: str) -> dict:
 def test_rows_of_a_verl_file_keep_their_own_extra_info(tmp_path, caplog):
     """A verl file's extra_info (its custom reward function reads it) is kept beside sgpo's
     fields in the training and held-out exports, nested values intact, and reads back so
-    through datasets as verl reads it; a key that is sgpo's too holds sgpo's value, and one
-    warning per export names it, but for verl's index where the query id keeps it."""
+    through datasets as verl reads it, verl's own index too; another key that is sgpo's holds
+    sgpo's value, and one warning per export names it."""
     import datasets
 
     from sgpo.verl.export import (
@@ -527,15 +527,14 @@ def test_rows_of_a_verl_file_keep_their_own_extra_info(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="sgpo.verl.export"):
         export_for_config(config, plan, {}, out)
         export_held_out_for_config(config, val)
-    assert not [r for r in caplog.records if r.name == "sgpo.verl.export"]  # index in the ids
+    assert not [r for r in caplog.records if r.name == "sgpo.verl.export"]  # nothing replaced
     for path, infos in ((out, train_infos), (val, test_infos)):
         rows, _ = read_table(path)
-        assert [r["extra_info"]["index"] for r in rows] == list(range(len(infos)))  # sgpo's
         assert [r["extra_info"]["query_id"] for r in rows] == [
             f"train:{info['index']}" if path == out else f"test:{info['index']}" for info in infos
         ]
-        own = [{k: r["extra_info"][k] for k in ("split", "answer", "tools_kwargs")} for r in rows]
-        assert own == [{k: v for k, v in info.items() if k != "index"} for info in infos]
+        own = [{k: r["extra_info"][k] for k in infos[0]} for r in rows]
+        assert own == infos  # the index as the file has it (logs join back to its rows by it)
         assert {r["extra_info"]["verifier"] for r in rows} == {"sgpo.verifiers:math_verify"}
         loaded = datasets.load_dataset("parquet", data_files=str(path), split="train")
         assert [r["extra_info"] for r in loaded] == [r["extra_info"] for r in rows]
@@ -543,13 +542,13 @@ def test_rows_of_a_verl_file_keep_their_own_extra_info(tmp_path, caplog):
     scored = reward.compute_score("openai/gsm8k", "\\boxed{2}", "2", answer["extra_info"])
     assert scored["score"] == 1.0  # sgpo's reward still reads its own fields
 
-    # a row's own rank is lost, and so is an index its query id does not keep (another id)
+    # a row's own rank is replaced, and so is an index that is no integer
     train_infos[1] |= {"rank": 7}
     (tmp_path / "ranked").mkdir()
     config, plan = verl_task(tmp_path / "ranked", train_infos, test_infos)
     with caplog.at_level("WARNING", logger="sgpo.verl.export"):
         export_for_config(config, plan, {}, tmp_path / "ranked.parquet")
-        warn_replaced_keys([("train:7", {"index": 3})], tmp_path / "other-ids.parquet")
+        warn_replaced_keys([{"index": "a3"}], tmp_path / "text-index.parquet")
     warned = [r.getMessage() for r in caplog.records if r.name == "sgpo.verl.export"]
     assert len(warned) == 2 and "sgpo's (rank)" in warned[0], warned
     assert "replacing the rows' own" in warned[0] and "sgpo's (index)" in warned[1]
@@ -586,8 +585,8 @@ def test_verl_rows_extra_info_of_different_keys_exports_and_conflicting_types_ar
 
 def test_an_export_without_extra_info_of_its_own_is_as_before(tmp_path, caplog):
     """Rows with no extra_info of their own (an addition task's; a verl file's without one or
-    with its index alone) export under the schema they always had, rows unchanged, and say
-    nothing (the index is kept in the query ids)."""
+    with its index alone) export under the schema they always had, rows unchanged but for a
+    verl row's own index, and say nothing."""
     from sgpo.config import load_config
     from sgpo.verl.export import SCHEMA, config_scoring, export_for_config
 
@@ -605,7 +604,9 @@ def test_an_export_without_extra_info_of_its_own_is_as_before(tmp_path, caplog):
         export_for_config(config, plan, {}, out)
     assert not caplog.text
     assert pq.read_schema(out).remove_metadata() == SCHEMA
-    assert read_table(out)[0] == as_always(config, plan, "openai/gsm8k")
+    expected = as_always(config, plan, "openai/gsm8k")
+    expected[0]["extra_info"]["index"] = 7  # the row's own
+    assert read_table(out)[0] == expected
     caplog.clear()
     addition = load_config(None, [])
     with caplog.at_level("WARNING", logger="sgpo.verl.export"):

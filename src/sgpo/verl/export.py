@@ -14,7 +14,8 @@ Columns (one row per kept query, in curriculum order):
                  a verl file's row keeps its own (own_row_fields), unless one is given
   ability        free-form label verl carries along
   reward_model   {"style": "rule", "ground_truth": <answer>}
-  extra_info     {"index", "query_id", "p_hat", "group_size", "rank", "verifier",
+  extra_info     {"index" (the row's place in the file, or a verl row's own integer index),
+                  "query_id", "p_hat", "group_size", "rank", "verifier",
                   "verifier_kwargs" (JSON text), "verifier_timeout_s", "verifier_isolation",
                   "verifier_reward_range" (JSON text [low, high]; none for [0, 1]),
                   "success_threshold"}; a verl file's row keeps its own extra_info's other
@@ -138,7 +139,8 @@ def verl_rows(
     shuffle), each with __rollout_n__ = fixed_group_size.
     row_sources: a query's own data_source by its id (own_row_fields), data_source for
     the rest.
-    row_infos: a query's own extra_info by its id, kept beside sgpo's fields (own_extra_info).
+    row_infos: a query's own extra_info by its id, kept beside sgpo's fields
+    (merged_extra_info).
     """
     row_sources = row_sources or {}
     row_infos = row_infos or {}
@@ -178,8 +180,8 @@ def verl_rows(
         planned = {"p_hat": float(r.p_hat), "group_size": g, "rank": r.rank}
         source = row_sources.get(r.query_id, data_source)
         row = verl_row(r, position, source, system_prompt, prompt_template, ability)
-        own = own_extra_info(row_infos.get(r.query_id))
-        row["extra_info"] = own | row["extra_info"] | planned | scoring
+        fields = row["extra_info"] | planned | scoring
+        row["extra_info"] = merged_extra_info(row_infos.get(r.query_id), fields)
         rows.append(row | {ROLLOUT_N: g})
     return rows
 
@@ -188,24 +190,34 @@ def verl_rows(
 UNSTORABLE = (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError)
 
 
-def own_extra_info(info: Mapping | None) -> dict:
-    """A row's own extra_info without sgpo's keys (SGPO_INFO_KEYS): what the export keeps."""
-    return {k: v for k, v in (info or {}).items() if k not in SGPO_INFO_KEYS}
+def _own_index(info: Mapping | None) -> int | None:
+    index = (info or {}).get("index")
+    return index if isinstance(index, int) and not isinstance(index, bool) else None
 
 
-def warn_replaced_keys(infos: list[tuple[str, Mapping | None]], out: Path) -> None:
-    """One warning for an export whose rows' own extra_info (by query id) holds keys that are
-    sgpo's, and whose values would be lost: verl's preprocessing writes an index into every
-    row, which the preset's default query id ('<file stem>:<index>') keeps."""
+def merged_extra_info(info: Mapping | None, fields: dict) -> dict:
+    """A row's extra_info as exported: its own keys beside sgpo's fields, which hold sgpo's
+    values (sgpo.verl.reward and the samplers read them), but for a row's own integer index
+    (verl's preprocessing writes one, by which logs join back to the source rows; sgpo reads
+    query_id), which stays where sgpo would write the row's place in the file."""
+    merged = {k: v for k, v in (info or {}).items() if k not in SGPO_INFO_KEYS} | fields
+    if (index := _own_index(info)) is not None:
+        merged["index"] = index
+    return merged
+
+
+def warn_replaced_keys(infos: list[Mapping | None], out: Path) -> None:
+    """One warning for an export whose rows' own extra_info holds keys that are sgpo's, and
+    whose values are replaced (merged_extra_info: not an integer index, which is kept)."""
     clashes = sorted(
         {
             k
-            for query_id, info in infos
+            for info in infos
             for k, v in (info or {}).items()
             # a null is no value of the row's (a parquet struct gives every row each key)
             if k in SGPO_INFO_KEYS
             and v is not None
-            and not (k == "index" and query_id.endswith(f":{v}"))
+            and not (k == "index" and _own_index(info) is not None)
         }
     )
     if clashes:
@@ -421,8 +433,7 @@ def export_verl_parquet(
     )
     out_path = Path(out_path)
     schema = with_own_extra_info(SCHEMA, rows)  # before the claim: a refusal writes nothing
-    query_ids = [r["extra_info"]["query_id"] for r in rows]
-    warn_replaced_keys([(q, (row_infos or {}).get(q)) for q in query_ids], out_path)
+    warn_replaced_keys([(row_infos or {}).get(r["extra_info"]["query_id"]) for r in rows], out_path)
     meta = {
         "plan": plan_meta,
         "export": {
@@ -603,13 +614,13 @@ def export_held_out_for_config(
             cfg.model.prompt_template,
             DEFAULT_ABILITY,
         )
-        row["extra_info"] = own_extra_info(query.extra_info) | row["extra_info"] | info
+        row["extra_info"] = merged_extra_info(query.extra_info, row["extra_info"] | info)
         rows.append(row)
     if not rows:
         raise ValueError("the task has no held-out queries (task.eval): nothing to validate on")
     out = Path(out)
     schema = with_own_extra_info(VALIDATION_SCHEMA, rows)  # before the claim: nothing written
-    warn_replaced_keys([(q.query_id, q.extra_info) for q in held_out], out)
+    warn_replaced_keys([q.extra_info for q in held_out], out)
     meta = {
         "export": {
             "format": "verl-validation",
