@@ -494,18 +494,43 @@ def _evaluate(cfg: RunConfig, model: str | None) -> dict:
 @app.command()
 @_user_errors
 def report(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory written by sgpo train or demo.")],
+    run_dir: Annotated[
+        Path,
+        typer.Argument(
+            help="A run directory written by sgpo train or demo, or the output_dir of a TRL "
+            "run of sgpo.trl.SGPOTrainer."
+        ),
+    ],
+    baseline: Annotated[
+        Path | None,
+        typer.Option(
+            help="A TRL run of GRPOTrainer (its output_dir) to put beside a TRL run's report, "
+            "in the currencies both logged."
+        ),
+    ] = None,
 ) -> None:
     """Write RUN_DIR/report.md and its PNG plots (a demo's ends with its side-by-side against
     GRPO at the same FLOPs, as sgpo demo wrote it)."""
     from sgpo.io import atomic_write_text
     from sgpo.report import write_report
+    from sgpo.runfiles import SUMMARY_FILE
     from sgpo.side_by_side import (
         append_demo_side_by_side,
         is_demo_baseline_of,
         unfinished_demo_baseline,
     )
+    from sgpo.trl_report import find_trainer_state, write_trl_report
 
+    # an sgpo run's summary.json first: a TRL output_dir has none
+    if not (run_dir / SUMMARY_FILE).exists() and find_trainer_state(run_dir) is not None:
+        path = write_trl_report(run_dir, baseline)
+        console.print(f"report written to {path}")
+        return
+    if baseline is not None:
+        raise ConfigError(
+            f"--baseline is for a TRL run's report ({run_dir} is none); sgpo runs are compared "
+            "by sgpo compare"
+        )
     path = write_report(run_dir)
     if is_demo_baseline_of(run_dir):
         append_demo_side_by_side(run_dir, path)

@@ -169,18 +169,29 @@ def plot_training(records: list[dict], out_dir: Path) -> list[str]:
     left.set_xlabel("cumulative total FLOPs")
     left.set_ylabel("held-out accuracy")
     left.legend()
-    right.plot(
-        [r["flops_total_cum"] for r in steps], [r["reward_mean"] for r in steps], label="reward"
-    )
-    right.plot(
+    plot_per_step(
+        right,
         [r["flops_total_cum"] for r in steps],
-        [r["informative_fraction"] for r in steps],
-        label="informative fraction",
+        {
+            "reward": [r["reward_mean"] for r in steps],
+            "informative fraction": [r["informative_fraction"] for r in steps],
+        },
+        "cumulative total FLOPs",
     )
-    right.set_xlabel("cumulative total FLOPs")
-    right.set_ylabel("per training step")
-    right.legend()
     return [save_figure(fig, out_dir / "accuracy_vs_flops.png")]
+
+
+def plot_per_step(
+    ax: plt.Axes, costs: list[float], series: dict[str, list[float | None]], xlabel: str
+) -> None:
+    """Per-training-step curves against a cumulative cost (sgpo report of an sgpo run and of a
+    TRL run); a None leaves its point out (TRL logs None for a metric a window had no value of)."""
+    for label, values in series.items():
+        points = [(x, y) for x, y in zip(costs, values, strict=True) if y is not None]
+        ax.plot([x for x, _ in points], [y for _, y in points], label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("per training step")
+    ax.legend()
 
 
 def plot_plan_history(history: list[dict], plan_rows: list[PlanRow], out_dir: Path) -> list[str]:
@@ -303,7 +314,10 @@ def not_a_finished_run(run_dir: Path) -> str:
             f"{run_dir} holds a profile or a plan and no training run: sgpo train -c CONFIG "
             f"-o {run_dir} trains one"
         )
-    return f"{run_dir} is not an sgpo run (sgpo train writes summary.json when it ends)"
+    return (
+        f"{run_dir} is not an sgpo run (sgpo train writes summary.json when it ends), nor a TRL "
+        "output_dir (trainer_state.json at its top or in a checkpoint-N folder)"
+    )
 
 
 def write_report(run_dir: Path) -> Path:

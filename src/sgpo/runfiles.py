@@ -23,6 +23,13 @@ PLAN_PLOTS = ("p_hat_hist.png", "group_size_hist.png")
 RUN_REPORT_OUTPUTS = ("report.md", "accuracy_vs_flops.png", "plan_drift.png")
 # Everything sgpo report may create (and so later replace) in a run directory.
 REPORT_OUTPUTS = (*RUN_REPORT_OUTPUTS, *PLAN_PLOTS)
+# What sgpo report writes into a TRL output_dir (sgpo.trl.SGPOTrainer's run).
+TRL_REPORT_OUTPUTS = (
+    "report.md",
+    "trl_cost_curves.png",
+    "trl_eval_vs_cost.png",
+    "trl_vs_baseline.png",
+)
 EVAL_FILE = "eval.json"  # sgpo eval --out DIR
 # What describes a trained run's model, made stale by a new run into its directory.
 RUN_DESCRIPTIONS = (*RUN_REPORT_OUTPUTS, EVAL_FILE)
