@@ -36,6 +36,10 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     trainer = make_trainer(model_dir, plan, root, save_strategy="steps", save_steps=2)
     trainer.train()
     trainer.save_state()
+    # each batch trained twice: steps 2 and 4 generate nothing and log no batch metrics
+    reused = make_trainer(model_dir, plan, root / "reused", num_iterations=2, max_steps=4)
+    reused.train()
+    reused.save_state()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     tokenizer.padding_side = "left"
     args = GRPOConfig(
@@ -60,7 +64,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     )
     baseline.train()
     baseline.save_state()
-    return {"run": root / "out", "baseline": root / "baseline"}
+    return {"run": root / "out", "reused": root / "reused" / "out", "baseline": root / "baseline"}
 
 
 @pytest.fixture
@@ -94,8 +98,8 @@ def logs_of(path: Path) -> list[dict]:
 
 
 def assert_costs_are_the_last_logged(text: str, state: Path) -> None:
-    steps = [e for e in logs_of(state) if "reward" in e]
-    last = steps[-1]
+    last = [e for e in logs_of(state) if "sgpo/flops_total_cum" in e][-1]
+    assert f"costs as of its last training log, step {last['step']}." in text
     rows = table(text)
     for phase in PHASES:
         assert number(rows[f"FLOPs: {phase}"][0]) == pytest.approx(
@@ -104,8 +108,9 @@ def assert_costs_are_the_last_logged(text: str, state: Path) -> None:
     assert number(rows["FLOPs: total"][0]) == pytest.approx(last["sgpo/flops_total_cum"], rel=1e-4)
     assert number(rows["generated tokens"][0]) == last["sgpo/tokens_generated_cum"]
     assert number(rows["rollouts (responses generated)"][0]) == last["sgpo/rollouts_cum"]
-    assert number(rows["optimizer steps"][0]) == last["step"]
-    # sgpo's summary figure, from the per-step counts (logging_steps = 1: one batch a log)
+    assert number(rows["optimizer steps"][0]) == json.loads(state.read_text())["global_step"]
+    # sgpo's summary figure, from the per-batch counts (logging_steps = 1: one batch a log)
+    steps = [e for e in logs_of(state) if "sgpo/informative_fraction" in e]
     informative = sum(e["sgpo/informative_fraction"] * e["sgpo/rollouts"] for e in steps)
     expected = informative / sum(e["sgpo/rollouts"] for e in steps)
     assert number(rows["informative fraction (mean over the run)"][0]) == pytest.approx(
@@ -124,6 +129,14 @@ def test_report_of_an_sgpotrainer_run(run: Path) -> None:
     # no evaluation, no baseline: their plots are not drawn
     assert not (run / "trl_eval_vs_cost.png").exists() and "## Evaluation" not in text
     assert not (run / "trl_vs_baseline.png").exists()
+
+
+def test_steps_without_a_batch_still_count_to_the_end(trained: dict[str, Path]) -> None:
+    run = trained["reused"]
+    state = run / "trainer_state.json"
+    assert [e["step"] for e in logs_of(state) if "reward" in e] == [1, 3]
+    text = report(run)
+    assert_costs_are_the_last_logged(text, state)
 
 
 def test_a_checkpoint_only_output_dir_reads_the_newest_checkpoint(run: Path) -> None:
@@ -172,6 +185,16 @@ def test_a_grpotrainer_run_is_refused_and_goes_beside_as_baseline(
     assert not any(label.startswith("cumulative total FLOPs") for label in rows)
     assert re.search(r"Left out \(cumulative total FLOPs .*generated tokens\)", text)
     assert (run / "trl_vs_baseline.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_a_damaged_total_is_named(run: Path) -> None:
+    state = json.loads((run / "trainer_state.json").read_text())
+    state["log_history"][1]["sgpo/rollouts_cum"] = None
+    (run / "trainer_state.json").write_text(json.dumps(state))
+    result = CliRunner().invoke(app, ["report", str(run)])
+    assert result.exit_code == 1 and not (run / "report.md").exists()
+    said = " ".join(result.output.split())
+    assert "the log of step 2 has 'sgpo/rollouts_cum' = None; it is damaged" in said
 
 
 def test_baseline_is_refused_for_an_sgpo_run(tmp_path: Path) -> None:

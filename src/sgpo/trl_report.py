@@ -85,12 +85,14 @@ def _numbers(path: Path, entry: dict, keys: tuple[str, ...]) -> None:
             )
 
 
-def training_logs(path: Path, history: list[dict], needed: tuple[str, ...]) -> list[dict]:
-    """The logs of training steps (those with TRL's per-step `reward`, which the final
-    train_runtime log and evaluation logs lack), each with the needed numbers."""
-    logs = [e for e in history if "reward" in e and "step" in e]
+def training_logs(path: Path, history: list[dict], key: str, needed: tuple[str, ...]) -> list[dict]:
+    """The training logs that hold key (evaluation logs prefix theirs with eval_), each with
+    the needed numbers. Not only those with a `reward`: a step that trains on an earlier
+    step's batch (num_iterations > 1) logs no batch metrics, and TRL's final train_runtime log
+    none, but both log the cost so far."""
+    logs = [e for e in history if key in e]
     for entry in logs:
-        _numbers(path, entry, ("step", *needed))
+        _numbers(path, entry, ("step", key, *needed))
     return logs
 
 
@@ -104,7 +106,7 @@ def sgpo_logs(path: Path, history: list[dict]) -> list[dict]:
             "run, and a plain GRPOTrainer's logs do not say what sgpo report needs (a "
             "GRPOTrainer run can go beside an SGPOTrainer run's report: --baseline)"
         )
-    logs = training_logs(path, history, TOTALS)
+    logs = training_logs(path, history, FLOPS, TOTALS)
     if not logs:
         raise DataError(f"{path}: no training step was logged; nothing to report")
     return logs
@@ -176,16 +178,9 @@ def plot_evals(series: dict[str, list], out_dir: Path) -> str:
     return save_figure(fig, out_dir / "trl_eval_vs_cost.png")
 
 
-def baseline_currencies(sgpo: list[dict], baseline: list[dict]) -> dict[str, str]:
-    """The cumulative costs logged at every training step of both runs, with their labels:
-    TRL's num_tokens, and sgpo's own where the baseline is an SGPOTrainer run too."""
-    both = {TRL_TOKENS: "TRL's num_tokens (prompt + completion)"}
-    both |= COSTS
-    return {
-        key: label
-        for key, label in both.items()
-        if all(_is_number(e.get(key)) for e in sgpo + baseline)
-    }
+def _last(logs: list[dict], key: str) -> float | None:
+    """key's value in the last log holding it as a number (None where none does)."""
+    return next((e[key] for e in reversed(logs) if _is_number(e.get(key))), None)
 
 
 def plot_beside(
@@ -196,7 +191,9 @@ def plot_beside(
     fig, axes = plt.subplots(1, len(axes_of), figsize=(4.5 * len(axes_of), 3.2), squeeze=False)
     for ax, (cost, label) in zip(axes[0], axes_of.items(), strict=True):
         for name, run in (("SGPOTrainer", logs), ("baseline", base)):
-            kept = [(e[cost], e["reward"]) for e in run if _is_number(e.get("reward"))]
+            kept = [
+                (e[cost], e["reward"]) for e in run if _is_number(e.get("reward")) and cost in e
+            ]
             ax.plot([x for x, _ in kept], [y for _, y in kept], label=name)
         ax.set_xlabel(label)
         ax.set_ylabel("reward per step (TRL's)")
@@ -221,20 +218,27 @@ def baseline_section(
         )
     base_path, base_source = found
     base_state, base_history = read_log_history(base_path)
-    base = training_logs(base_path, base_history, (TRL_TOKENS,))
-    if not base:
-        raise DataError(f"{base_path}: no training step was logged with {TRL_TOKENS!r}")
-    currencies = baseline_currencies(logs, base)
+    base = training_logs(base_path, base_history, TRL_TOKENS, ())
+    if _last(base, "reward") is None:
+        raise DataError(
+            f"{base_path}: no training step was logged with {TRL_TOKENS!r} and a reward"
+        )
+    # the cumulative costs both runs logged: TRL's num_tokens, and sgpo's own where the
+    # baseline is an SGPOTrainer run too (its logs holding num_tokens hold those)
+    both = {TRL_TOKENS: "TRL's num_tokens (prompt + completion)"} | COSTS
+    currencies = {
+        key: label
+        for key, label in both.items()
+        if _last(logs, key) is not None and _last(base, key) is not None
+    }
     rows = [
-        ("optimizer steps", state.get("global_step"), base_state.get("global_step"), COUNT),
-        *((label, logs[-1][key], base[-1][key], SPECS[key]) for key, label in currencies.items()),
-        ("reward, mean over the logged steps", _mean_reward(logs), _mean_reward(base), SHARE),
-        (
-            "reward at the last logged step",
-            _value(logs[-1], "reward"),
-            _value(base[-1], "reward"),
-            SHARE,
+        ("optimizer steps", state["global_step"], base_state["global_step"], COUNT),
+        *(
+            (label, _last(logs, key), _last(base, key), SPECS[key])
+            for key, label in currencies.items()
         ),
+        ("reward, mean over the logged steps", _mean_reward(logs), _mean_reward(base), SHARE),
+        ("reward at the last logged step", _last(logs, "reward"), _last(base, "reward"), SHARE),
     ]
     sgpo_only = [label for key, label in COSTS.items() if key not in currencies]
     lines = [
@@ -291,7 +295,7 @@ def write_trl_report(out_dir: Path, baseline: Path | None = None) -> Path:
         ("generated tokens", last[TOKENS], COUNT),
         ("rollouts (responses generated)", last[ROLLOUTS], COUNT),
         ("informative fraction (mean over the run)", mean_informative_fraction(logs), SHARE),
-        ("optimizer steps", state.get("global_step"), COUNT),
+        ("optimizer steps", state["global_step"], COUNT),
     ]
     lines = [
         "# sgpo.trl.SGPOTrainer run",
