@@ -174,6 +174,12 @@ def test_a_grpotrainer_run_is_refused_and_goes_beside_as_baseline(
     assert f"{plain / 'trainer_state.json'}: its log_history holds no sgpo/ metrics" in said
     assert "not an SGPOTrainer run" in said and not (plain / "report.md").exists()
 
+    # a baseline that is no TRL run is refused before anything is written
+    result = CliRunner().invoke(app, ["report", str(run), "--baseline", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "--baseline takes a TRL output_dir" in " ".join(result.output.split())
+    assert not (run / "report.md").exists() and not (run / "trl_cost_curves.png").exists()
+
     text = report(run, "--baseline", plain)
     rows = table(text)
     base_last = [e for e in logs_of(plain / "trainer_state.json") if "reward" in e][-1]

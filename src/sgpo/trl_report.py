@@ -6,7 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib.pyplot as plt
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display (as sgpo.report)
+import matplotlib.pyplot as plt  # noqa: E402
 
 from sgpo import rundir
 from sgpo.errors import DataError
@@ -192,7 +195,9 @@ def plot_beside(
     for ax, (cost, label) in zip(axes[0], axes_of.items(), strict=True):
         for name, run in (("SGPOTrainer", logs), ("baseline", base)):
             kept = [
-                (e[cost], e["reward"]) for e in run if _is_number(e.get("reward")) and cost in e
+                (e[cost], e["reward"])
+                for e in run
+                if _is_number(e.get("reward")) and _is_number(e.get(cost))
             ]
             ax.plot([x for x, _ in kept], [y for _, y in kept], label=name)
         ax.set_xlabel(label)
@@ -206,10 +211,10 @@ def _mean_reward(logs: list[dict]) -> float | None:
     return sum(rewards) / len(rewards) if rewards else None
 
 
-def baseline_section(
-    logs: list[dict], state: dict, baseline_dir: Path, out_dir: Path
-) -> tuple[list[str], list[str]]:
-    """The side-by-side against a baseline TRL run: markdown lines and plot names."""
+def read_baseline(baseline_dir: Path) -> tuple[str, dict, list[dict]]:
+    """A baseline TRL run's name (its directory and trainer_state.json's source), state and
+    training logs (those with TRL's num_tokens), read before anything is written: a refused
+    baseline leaves no half report."""
     found = find_trainer_state(baseline_dir)
     if found is None:
         raise DataError(
@@ -223,6 +228,15 @@ def baseline_section(
         raise DataError(
             f"{base_path}: no training step was logged with {TRL_TOKENS!r} and a reward"
         )
+    return f"`{baseline_dir}` ({base_source})", base_state, base
+
+
+def baseline_section(
+    logs: list[dict], state: dict, baseline: tuple[str, dict, list[dict]], out_dir: Path
+) -> tuple[list[str], list[str]]:
+    """The side-by-side against a baseline TRL run (read_baseline's): markdown lines and plot
+    names."""
+    name, base_state, base = baseline
     # the cumulative costs both runs logged: TRL's num_tokens, and sgpo's own where the
     # baseline is an SGPOTrainer run too (its logs holding num_tokens hold those)
     both = {TRL_TOKENS: "TRL's num_tokens (prompt + completion)"} | COSTS
@@ -243,7 +257,7 @@ def baseline_section(
     sgpo_only = [label for key, label in COSTS.items() if key not in currencies]
     lines = [
         "## Beside the baseline",
-        f"Baseline: `{baseline_dir}` ({base_source}).",
+        f"Baseline: {name}.",
         "",
         "| | this run (SGPOTrainer) | baseline |",
         "|---|---|---|",
@@ -274,7 +288,7 @@ def _cell(value: float | None, spec: str) -> str:
     return "-" if value is None else f"{value:{spec}}"
 
 
-def write_trl_report(out_dir: Path, baseline: Path | None = None) -> Path:
+def write_trl_report(out_dir: Path, baseline_dir: Path | None = None) -> Path:
     """out_dir/report.md and its plots for an SGPOTrainer run's TRL output_dir."""
     found = find_trainer_state(out_dir)
     if found is None:
@@ -285,6 +299,7 @@ def write_trl_report(out_dir: Path, baseline: Path | None = None) -> Path:
     path, source = found
     state, history = read_log_history(path)
     logs = sgpo_logs(path, history)
+    baseline = read_baseline(baseline_dir) if baseline_dir is not None else None
     rundir.claim_outputs(out_dir, TRL_REPORT_OUTPUTS)
     last = logs[-1]
     images = [plot_costs(logs, out_dir)]
@@ -315,20 +330,21 @@ def write_trl_report(out_dir: Path, baseline: Path | None = None) -> Path:
         "logging_steps > 1, a log's fraction is TRL's mean over its window's batches).",
         "",
     ]
-    if evals:
-        images.append(plot_evals(evals, out_dir))
-        lines += [
-            "## Evaluation",
-            "- TRL's eval_* metrics at the cost of their step: "
-            + ", ".join(f"{key} {_cell(points[-1][1], '.4g')}" for key, points in evals.items())
-            + " at the last one",
-        ]
-    if unplaced:
-        lines.append(
-            f"- {unplaced} evaluation(s) left out: no training log at their step gives their "
-            "cost (an evaluation before training, or logging_steps not dividing eval_steps)"
-        )
     if evals or unplaced:
+        lines.append("## Evaluation")
+        if evals:
+            images.append(plot_evals(evals, out_dir))
+            lines.append(
+                "- TRL's eval_* metrics at the cost of their step: "
+                + ", ".join(f"{k} {_cell(points[-1][1], '.4g')}" for k, points in evals.items())
+                + " at the last one"
+            )
+        if unplaced:
+            lines.append(
+                f"- {unplaced} evaluation(s) left out: no training log at their step gives "
+                "their cost (an evaluation before training, or logging_steps not dividing "
+                "eval_steps)"
+            )
         lines.append("")
     if baseline is not None:
         more_lines, more_images = baseline_section(logs, state, baseline, out_dir)
