@@ -158,7 +158,12 @@ def test_evaluations_are_drawn_at_the_cost_of_their_step(run: Path) -> None:
     ]
     (run / "trainer_state.json").write_text(json.dumps(state))
     text = report(run)
-    assert "eval_reward 0.75 at the last one" in text
+    step_2 = next(e for e in state["log_history"] if e["step"] == 2)
+    flops, tokens = step_2["sgpo/flops_total_cum"], step_2["sgpo/tokens_generated_cum"]
+    assert (
+        f"eval_reward 0.75 at the last one (step 2, {flops:.4e} FLOPs, {tokens:,.0f} generated "
+        "tokens)" in " ".join(text.split())
+    )
     assert "eval_loss" not in text  # TRL's bookkeeping is left out
     assert "1 evaluation(s) left out" in text
     assert (run / "trl_eval_vs_cost.png").read_bytes().startswith(b"\x89PNG")

@@ -334,10 +334,12 @@ def write_trl_report(out_dir: Path, baseline_dir: Path | None = None) -> Path:
         lines.append("## Evaluation")
         if evals:
             images.append(plot_evals(evals, out_dir))
+            at = next(iter(evals.values()))[-1][0]  # the training log of the last evaluation
             lines.append(
                 "- TRL's eval_* metrics at the cost of their step: "
                 + ", ".join(f"{k} {_cell(points[-1][1], '.4g')}" for k, points in evals.items())
-                + " at the last one"
+                + f" at the last one (step {at['step']}, {_cell(at[FLOPS], FLOPS_SPEC)} FLOPs, "
+                f"{_cell(at[TOKENS], COUNT)} generated tokens)"
             )
         if unplaced:
             lines.append(
