@@ -373,3 +373,30 @@ def test_the_plan_summary_says_a_ratio_is_undefined(capsys: pytest.CaptureFixtur
     print_plan_summary({"baseline_group_size": 8, "predicted_ratio_per_informative_tokens": None})
     row = next(line for line in capsys.readouterr().out.splitlines() if "predicted_ratio" in line)
     assert "undefined (no informative rollout expected)" in row
+
+
+def test_the_plan_summary_says_where_the_plan_is_predicted_dearer(
+    capsys: pytest.CaptureFixture[str],
+):
+    from sgpo.cli import print_plan_summary
+
+    summary = {
+        "baseline_group_size": 8,
+        "predicted_epochs": 2.5,
+        "predicted_ratio_per_informative_flops": 0.551,
+        "predicted_ratio_per_informative_flops_train_all": 1.2,
+        "predicted_ratio_per_informative_tokens": 0.302,
+    }
+    print_plan_summary(summary)
+    said = " ".join(capsys.readouterr().out.split())
+    assert (
+        "costs more per informative rollout than GRPO (G = 8) in flops (0.55), tokens (0.30)"
+        in (said)
+    )
+    assert "over 2.5 epochs" in said and "flops_train_all (" not in said
+    print_plan_summary(
+        summary
+        | {"predicted_ratio_per_informative_flops": 1.1}
+        | {"predicted_ratio_per_informative_tokens": None}
+    )
+    assert "costs more" not in capsys.readouterr().out

@@ -234,6 +234,20 @@ def print_plan_summary(summary: dict) -> None:
             shown = str(value)
         table.add_row(key, shown)
     print_table(table)
+    prefix = "predicted_ratio_per_informative_"
+    dearer = {
+        key.removeprefix(prefix): value
+        for key, value in summary.items()
+        if key.startswith(prefix) and value is not None and value < 1
+    }
+    if dearer:  # the table says it, in a row among many: said in words too
+        currencies = ", ".join(f"{currency} ({ratio:.2f})" for currency, ratio in dearer.items())
+        console.print(
+            f"[yellow]By this prediction the plan costs more per informative rollout than GRPO "
+            f"(G = {summary['baseline_group_size']}) in {currencies}, the profile charged over "
+            f"{summary.get('predicted_epochs', 1):.1f} epochs of this config's training: it would "
+            "save there only by learning more per rollout.[/yellow]"
+        )
 
 
 def print_table(table: Table) -> None:
