@@ -123,13 +123,15 @@ CASES = [
         "config-unknown-key",
         lambda tmp, env: load_config(yaml_file(tmp, "train: {stepz: 3}\n")),
         ConfigError,
-        "{tmp}/bad.yaml: invalid config\n  train.stepz: Extra inputs are not permitted",
+        "{tmp}/bad.yaml: invalid config\n  train.stepz: Extra inputs are not permitted; did you "
+        "mean train.steps?",
     ),
     Case(
         "config-unknown-nested-key",
         lambda tmp, env: load_config(yaml_file(tmp, "model: {embedded: {hiden_size: 8}}\n")),
         ConfigError,
-        "  model.embedded.hiden_size: Extra inputs are not permitted",
+        "  model.embedded.hiden_size: Extra inputs are not permitted; did you mean "
+        "model.embedded.hidden_size?",
     ),
     Case(
         "config-out-of-range",
@@ -268,8 +270,8 @@ CASES = [
         lambda tmp, env: load_config(None, ["train.stepz=1"]),
         ConfigError,
         # the file or the defaults did not set it: the override did, and is named
-        "<defaults>: invalid config\n  train.stepz: Extra inputs are not permitted "
-        "(override 'train.stepz=1')",
+        "<defaults>: invalid config\n  train.stepz: Extra inputs are not permitted; did you mean "
+        "train.steps? (override 'train.stepz=1')",
     ),
     Case(
         "override-text-read-as-yaml",  # unquoted, `Q: {prompt}` is a mapping

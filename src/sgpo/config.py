@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import os
@@ -959,12 +960,29 @@ def validation_lines(error: ValidationError, set_by: dict[str, str] | None = Non
             (item for k, item in (set_by or {}).items() if key == k or key.startswith(k + ".")),
             None,
         )
+        if err["type"] == "extra_forbidden" and (close := _close_keys(err["loc"])):
+            line += f"; did you mean {' or '.join(close)}?"
         if origin:
             line += f" (override {origin!r})"
             if err["type"] == "string_type":  # `Q: {prompt}` read as YAML is a mapping
                 line += "; values are YAML: quote a text with ': ' or braces, key='...'"
         lines.append(line)
     return "\n".join(lines)
+
+
+def _close_keys(loc: tuple) -> list[str]:
+    """The keys of RunConfig's section at loc[:-1] spelled like loc[-1] (a typo's fixes)."""
+    model: type[BaseModel] = RunConfig
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        annotations = (field.annotation, *get_args(field.annotation)) if field else ()
+        nested = [a for a in annotations if isinstance(a, type) and issubclass(a, BaseModel)]
+        if not nested:
+            return []
+        model = nested[0]
+    section = ".".join(str(p) for p in loc[:-1])
+    matches = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=2, cutoff=0.7)
+    return [f"{section}.{m}" if section else m for m in matches]
 
 
 def dump_config(config: RunConfig) -> str:
