@@ -666,7 +666,7 @@ BAD_INPUTS = [
         "null_question.jsonl",
         '{"question": null, "answer": "#### 1"}\n',
         {"preset": "gsm8k"},
-        "{path}: row 0 (line 1): field 'question' is missing",
+        "{path}: row 0 (line 1): field 'question' is null",
     ),
     (
         "no_hashes.jsonl",

@@ -503,7 +503,22 @@ def _missing(record: object, field: str, where: str) -> DataError:
     absent = isinstance(record, dict) and field not in record and field.split(".")[0] not in record
     nested = ", a dotted name reads a nested field" if "." in field else ""
     has = f" (the row has {', '.join(map(repr, record))}{nested})" if absent else ""
-    return DataError(f"{where}: field {field!r} is missing{has}")
+    return DataError(
+        f"{where}: field {field!r} is {'null' if _is_null(record, field) else 'missing'}{has}"
+    )
+
+
+def _is_null(record: object, field: str) -> bool:
+    """Whether the row holds the field (a column of that very name, or the nested one) as
+    null, where get_field reads it as missing."""
+    if isinstance(record, dict) and field in record:
+        return record[field] is None
+    node = record
+    for part in field.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return node is None
 
 
 def _non_empty(text: str, field: str, where: str) -> str:
