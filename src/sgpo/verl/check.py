@@ -118,13 +118,14 @@ def export_plan_problems(
 
 def batch_problems(n_rows: int, train_batch_size: int) -> list[str]:
     """verl's drop_last dataloader yields n_rows // train_batch_size steps per epoch."""
+    # said as both set it: the export's and check's flag, and the launch's variable
+    name = "the train batch size (--train-batch-size; the launch's TRAIN_BATCH_SIZE)"
     if train_batch_size < 1:
-        return [f"TRAIN_BATCH_SIZE must be >= 1, got {train_batch_size}"]
+        return [f"{name} must be >= 1, got {train_batch_size}"]
     if n_rows < train_batch_size:
         return [
-            f"the dataset has {n_rows} rows but TRAIN_BATCH_SIZE={train_batch_size}: verl's "
-            f"dataloader drops the incomplete batch, so an epoch would have 0 steps; use "
-            f"TRAIN_BATCH_SIZE <= {n_rows}"
+            f"the dataset has {n_rows} rows but {name} is {train_batch_size}: verl's dataloader "
+            f"drops the incomplete batch, so an epoch would have 0 steps; use {n_rows} or fewer"
         ]
     return []
 

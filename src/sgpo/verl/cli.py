@@ -158,13 +158,14 @@ def export_verl(
         task = check_profile_matches(meta, checked, str(plan), None)
         check_plan_text(rows, {q.query_id: q for q in task.train}, plan)
     except ValueError as e:
-        hint = (
+        # without a config the defaults' task (the built-in one) was checked: that comes first
+        first = (
             ""
             if config
-            else " (no --config, or SGPO_CONFIG in the verl launch: pass the config the plan "
-            "was made with)"
+            else "no --config (or SGPO_CONFIG in the verl launch) was given, so the plan was "
+            "checked against the defaults' task: pass the config the plan was made with. "
         )
-        console.print(f"[red]{escape(str(e) + hint)}[/red]", soft_wrap=True)
+        console.print(f"[red]{escape(first + str(e))}[/red]", soft_wrap=True)
         raise typer.Exit(2) from e
     warn_unplanned(rows, {q.query_id for q in task.train}, plan)
     if train_batch_size is not None:  # before anything is written: a batch it cannot fill
