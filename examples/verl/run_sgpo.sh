@@ -8,7 +8,8 @@
 # Every setting is an environment variable with a default (examples/verl/launch.sh); extra
 # arguments are passed to verl as hydra overrides, except for keys the script sets itself (set
 # those through its variables; ALLOW_OVERRIDE=1 passes them anyway, unchecked). PRINT_OVERRIDES=1
-# runs every check (export included) and prints the overrides without starting verl. Running the
-# same command again resumes the run from its latest checkpoint.
+# runs every check (the export included, which it writes to DATA as a launch does) and prints the
+# overrides without starting verl. Running the same command again resumes the run from its
+# latest checkpoint.
 # Baselines on the same data and model: run_grpo.sh (fixed G), run_dapo.sh (+ filter_groups).
 METHOD=sgpo exec "$(dirname "$0")/launch.sh" "$@"
