@@ -1736,3 +1736,31 @@ def test_verl_readme_names_every_variant_setting_carried_or_not():
         "early_group_steps",
     }
     assert set(VARIANT_TRAIN_SETTINGS) - named <= qualifiers
+
+
+def test_the_check_refuses_responses_past_the_models_context(tmp_path):
+    """verl pads prompts without spending positions on the padding: what must fit the model's
+    context is the longest prompt and MAX_RESPONSE_LENGTH, checked where the model's config
+    declares a context (max_position_embeddings, without rope scaling)."""
+    from transformers import LlamaConfig
+
+    demo_plan(tmp_path)
+    out = tmp_path / "t.pq"
+    export = ["export", "--plan", str(tmp_path / "plan.parquet"), "--out", str(out)]
+    assert CliRunner().invoke(verl_app, export).exit_code == 0
+    check = ["check", "--data", str(out), "--train-batch-size", "4"]
+    check += ["--model", str(tmp_path / "model"), "--max-prompt-length", "512"]
+    # a tokenizer alone: no context to compare with
+    assert CliRunner().invoke(verl_app, [*check, "--max-response-length", "1000"]).exit_code == 0
+    LlamaConfig(max_position_embeddings=64).save_pretrained(tmp_path / "model")
+    refused = CliRunner().invoke(verl_app, [*check, "--max-response-length", "60"])
+    said = " ".join(refused.output.split())
+    assert refused.exit_code == 2 and "context of 64 positions (max_position_embeddings)" in said
+    longest = int(said.split("the longest prompt (")[1].split(" tokens")[0])
+    fits = CliRunner().invoke(verl_app, [*check, "--max-response-length", str(64 - longest)])
+    assert fits.exit_code == 0, fits.output  # MAX_PROMPT_LENGTH=512 itself is not counted
+    stretched = LlamaConfig(
+        max_position_embeddings=64, rope_scaling={"type": "linear", "factor": 4.0}
+    )
+    stretched.save_pretrained(tmp_path / "model")
+    assert CliRunner().invoke(verl_app, [*check, "--max-response-length", "60"]).exit_code == 0

@@ -187,21 +187,50 @@ def model_tokenizer(model: str) -> tuple[PreTrainedTokenizerBase | None, list[st
 
 def prompt_length_problems(
     rows: list[dict], tokenizer: PreTrainedTokenizerBase, model: str, max_prompt_length: int
-) -> list[str]:
-    """Rows whose prompt is longer than MAX_PROMPT_LENGTH under MODEL's tokenizer."""
+) -> tuple[list[str], int]:
+    """Rows whose prompt is longer than MAX_PROMPT_LENGTH under MODEL's tokenizer, and the
+    longest prompt's tokens (0 where there is no chat template to count them with)."""
     if tokenizer.chat_template is None:
         return [
             f"MODEL={model} has no chat template; verl formats every prompt with it "
             f"(the export writes chat messages)"
-        ]
+        ], 0
     counts = prompt_token_counts(rows, tokenizer)
+    longest = max(counts, default=0)
     over = [(i, n) for i, n in enumerate(counts) if n > max_prompt_length]
     if not over:
-        return []
+        return [], longest
     shown = first_rows([(i, str(n)) for i, n in over])
     return [
         f"{len(over)} prompts are longer than MAX_PROMPT_LENGTH={max_prompt_length} tokens "
-        f"({shown}; longest {max(counts)}); verl 0.9.1 would "
+        f"({shown}; longest {longest}); verl 0.9.1 would "
         f"cut them from the left with only a warning. Raise MAX_PROMPT_LENGTH to "
-        f"{max(counts)}"
+        f"{longest}"
+    ], longest
+
+
+def context_problems(model: str, longest_prompt: int, max_response_length: int) -> list[str]:
+    """The longest prompt and MAX_RESPONSE_LENGTH past MODEL's context (its config's
+    max_position_embeddings, where it declares one without rope scaling, which may stretch
+    it): its responses would run into positions the model never saw. verl pads prompts without
+    spending positions on the padding, so MAX_PROMPT_LENGTH itself is not what counts."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(model)
+    except (OSError, ValueError):  # a tokenizer alone: no context to compare with
+        return []
+    text = config.get_text_config()
+    context = getattr(text, "max_position_embeddings", None)
+    rope = getattr(text, "rope_parameters", None) or getattr(text, "rope_scaling", None) or {}
+    if not isinstance(context, int) or rope.get("rope_type", "default") != "default":
+        return []
+    if longest_prompt + max_response_length <= context:
+        return []
+    return [
+        f"the longest prompt ({longest_prompt} tokens) and MAX_RESPONSE_LENGTH="
+        f"{max_response_length} add up to more than MODEL={model}'s context of {context} "
+        f"positions (max_position_embeddings): responses would run past it. Lower "
+        f"MAX_RESPONSE_LENGTH to {max(context - longest_prompt, 0)} (the plan was profiled "
+        "with its own, ALLOW_SAMPLING_MISMATCH=1), or use a model with a longer context"
     ]

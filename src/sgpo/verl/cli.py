@@ -388,11 +388,14 @@ def check(
         tokenizer, unloadable = checks.model_tokenizer(model)
         problems += unloadable
         if tokenizer is not None:
-            problems += checks.prompt_length_problems(rows, tokenizer, model, max_prompt_length)
+            too_long, longest = checks.prompt_length_problems(
+                rows, tokenizer, model, max_prompt_length
+            )
+            problems += too_long
             # verl cuts a validation prompt as silently (no chat template: said once above)
             if val_data is not None and tokenizer.chat_template is not None:
                 try:
-                    val_problems = checks.prompt_length_problems(
+                    val_problems, val_longest = checks.prompt_length_problems(
                         read_table(val_data)[0], tokenizer, model, max_prompt_length
                     )
                 except (DataError, KeyError) as e:  # another layout (data.prompt_key): verl's
@@ -402,8 +405,11 @@ def check(
                         "[/yellow]",
                         soft_wrap=True,
                     )
-                    val_problems = []
+                    val_problems, val_longest = [], 0
                 problems += [f"{val_data} (validation): {p}" for p in val_problems]
+                longest = max(longest, val_longest)
+            if longest and max_response_length is not None:  # validation generates as long
+                problems += checks.context_problems(model, longest, max_response_length)
     if problems:
         fail(problems)
     err_console.print(f"checks passed: {data} ({len(rows)} rows)")
