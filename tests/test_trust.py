@@ -752,8 +752,8 @@ def test_ctrl_c_says_what_is_kept_and_how_to_go_on(env: SimpleNamespace, tmp_pat
     result = profile_whose_writes_raise(env, tmp_path / "p", KeyboardInterrupt())
     assert result.exit_code == 130, result.output
     said = " ".join(result.output.split())
-    assert "interrupted: the outputs already written are complete" in said
-    assert "continue with --resume" in said
+    assert f"interrupted: the finished chunks in {tmp_path / 'p'} are kept" in said
+    assert f"`sgpo profile -o {tmp_path / 'p'} --resume` profiles the rest" in said
 
 
 def test_out_root_is_refused(env: SimpleNamespace) -> None:

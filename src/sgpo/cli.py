@@ -8,6 +8,7 @@ import functools
 import json
 import os
 import re
+import shlex
 import signal
 import sys
 import threading
@@ -297,9 +298,24 @@ def profile(
             )
     if resume and shard_index is None:
         _refuse_a_resume_that_forgets_its_shard(out)
-    path = run_profile(
-        _config(config, set_, recorded), out, resume=resume, overwrite=overwrite, shard=shard_index
-    )
+    try:
+        path = run_profile(
+            _config(config, set_, recorded),
+            out,
+            resume=resume,
+            overwrite=overwrite,
+            shard=shard_index,
+        )
+    except KeyboardInterrupt as e:
+        if not (out / PROFILE_CONFIG_FILE).exists():
+            raise  # stopped before it wrote anything: _user_errors says to run it again
+        again = shlex.join(["sgpo", "profile", "-o", str(out), "--resume"])
+        again += f" --shard {shard}" if shard else ""
+        _print_error(
+            f"interrupted: the finished chunks in {out} are kept (each written atomically); "
+            f"`{again}` profiles the rest (it reads the config the profile ran under)"
+        )
+        raise typer.Exit(130) from e
     console.print(f"profile: {path} ({profile_outcomes(*read_table(path))})")
 
 
