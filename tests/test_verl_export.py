@@ -422,21 +422,7 @@ def test_rows_of_a_verl_file_keep_their_own_data_source(tmp_path):
     test = verl_file(tmp_path / "test.parquet", ["lighteval/MATH", "openai/gsm8k"])
     files = [f"task.file.train={train}", f"task.file.eval={test}", "task.file.preset=verl"]
     config = load_config(None, ["task.kind=file", *files])
-    kept = {"kept": True, "reason": "kept", "k": 8, "n_correct": 4, "p_hat": 0.5, "group_size": 4}
-    plan = [
-        PlanRow(
-            f"train:{i}",
-            f"{i} + {i} =",
-            str(2 * i),
-            "",
-            rank=i,
-            prompt_tokens=6,
-            mean_response_tokens=3.0,
-            rewards_vary=True,
-            **kept,
-        )
-        for i in range(3)
-    ]
+    plan = keeping_every_row([f"train:{i}" for i in range(3)])
     out = tmp_path / "t.parquet"
     _, said, _ = export_for_config(config, plan, {}, out)
     rows, meta = read_table(out)
@@ -479,10 +465,16 @@ def verl_task(tmp_path: Path, infos: list, held_out: list, suffix: str = "parque
     test = verl_file(tmp_path / f"test.{suffix}", held_out)
     files = [f"task.file.train={train}", f"task.file.eval={test}", "task.file.preset=verl"]
     config = load_config(None, ["task.kind=file", *files])
+    ids = [f"train:{(info or {}).get('index', i)}" for i, info in enumerate(infos)]
+    return config, keeping_every_row(ids)
+
+
+def keeping_every_row(query_ids: list[str]) -> list[PlanRow]:
+    """A plan keeping every query of a verl file whose i-th row asks "i + i =" (G = 4)."""
     kept = {"kept": True, "reason": "kept", "k": 8, "n_correct": 4, "p_hat": 0.5, "group_size": 4}
-    plan = [
+    return [
         PlanRow(
-            f"train:{(info or {}).get('index', i)}",
+            query_id,
             f"{i} + {i} =",
             str(2 * i),
             "",
@@ -492,9 +484,8 @@ def verl_task(tmp_path: Path, infos: list, held_out: list, suffix: str = "parque
             rewards_vary=True,
             **kept,
         )
-        for i, info in enumerate(infos)
+        for i, query_id in enumerate(query_ids)
     ]
-    return config, plan
 
 
 def gsm8k_info(i: int, split: str) -> dict:

@@ -47,6 +47,16 @@ EVAL_BOOKKEEPING = (
 )
 
 
+def located_trainer_state(out_dir: Path, refusal: str) -> tuple[Path, str]:
+    """find_trainer_state's, or a FileNotFoundError ending with `refusal`."""
+    found = find_trainer_state(out_dir)
+    if found is None:
+        raise FileNotFoundError(
+            f"{out_dir}: no {TRAINER_STATE} at its top or in a checkpoint-N folder; {refusal}"
+        )
+    return found
+
+
 def find_trainer_state(out_dir: Path) -> tuple[Path, str] | None:
     """The trainer_state.json of a TRL output_dir and where it came from: the one at its top
     (trainer.save_state), else the newest checkpoint-N's; None where there is neither."""
@@ -215,13 +225,9 @@ def read_baseline(baseline_dir: Path) -> tuple[str, dict, list[dict]]:
     """A baseline TRL run's name (its directory and trainer_state.json's source), state and
     training logs (those with TRL's num_tokens), read before anything is written: a refused
     baseline leaves no half report."""
-    found = find_trainer_state(baseline_dir)
-    if found is None:
-        raise DataError(
-            f"{baseline_dir}: no {TRAINER_STATE} at its top or in a checkpoint-N folder; "
-            "--baseline takes a TRL output_dir"
-        )
-    base_path, base_source = found
+    base_path, base_source = located_trainer_state(
+        baseline_dir, "--baseline takes a TRL output_dir"
+    )
     base_state, base_history = read_log_history(base_path)
     base = training_logs(base_path, base_history, TRL_TOKENS, ())
     if _last(base, "reward") is None:
@@ -290,13 +296,7 @@ def _cell(value: float | None, spec: str) -> str:
 
 def write_trl_report(out_dir: Path, baseline_dir: Path | None = None) -> Path:
     """out_dir/report.md and its plots for an SGPOTrainer run's TRL output_dir."""
-    found = find_trainer_state(out_dir)
-    if found is None:
-        raise FileNotFoundError(
-            f"{out_dir / TRAINER_STATE} not found, nor in a checkpoint-N folder: {out_dir} is "
-            "not a TRL output_dir"
-        )
-    path, source = found
+    path, source = located_trainer_state(out_dir, "it is not a TRL output_dir")
     state, history = read_log_history(path)
     logs = sgpo_logs(path, history)
     baseline = read_baseline(baseline_dir) if baseline_dir is not None else None
