@@ -400,3 +400,30 @@ def test_the_plan_summary_says_where_the_plan_is_predicted_dearer(
         | {"predicted_ratio_per_informative_tokens": None}
     )
     assert "costs more" not in capsys.readouterr().out
+
+
+def test_sgpo_show_lists_a_plans_queries_in_curriculum_order(tmp_path: Path) -> None:
+    from tiny_run import hand_plan_row, write_hand_plan
+
+    rows = [
+        hand_plan_row("q-late", "2+2=", 4, rank=1),
+        hand_plan_row("q-solved", "1+1=", 0, rank=-1, reason="trivial"),
+        hand_plan_row("q-first", "3+3=", 2, rank=0),
+    ]
+    plan = write_hand_plan(tmp_path / "plan.parquet", rows)
+    shown = CliRunner().invoke(app, ["show", str(plan)])
+    assert shown.exit_code == 0, shown.output
+    lines = [line for line in shown.output.splitlines() if " q-" in line]
+    assert [line.split()[1:4] for line in lines] == [
+        ["0", "│", "q-first"],
+        ["1", "│", "q-late"],
+        ["-", "│", "q-solved"],
+    ]
+    assert "3 queries (2 kept, 1 trivial); 6 rollouts per epoch" in " ".join(shown.output.split())
+    trivial = CliRunner().invoke(app, ["show", str(plan), "--reason", "trivial"])
+    assert [line for line in trivial.output.splitlines() if " q-" in line][0].count("q-solved")
+    assert "q-first" not in trivial.output
+    first = CliRunner().invoke(app, ["show", str(plan), "--limit", "1"])
+    assert "q-late" not in first.output and "1 of 3 rows shown (--limit 1" in first.output
+    bad = CliRunner().invoke(app, ["show", str(plan), "--reason", "dropped"])
+    assert bad.exit_code == 2 and "--reason must be kept, trivial or unsolvable" in bad.output

@@ -384,6 +384,53 @@ def plan(
         describe_export(exported[0])  # what it carries, and in red what it does not
 
 
+@app.command("show")
+@_user_errors
+def show_plan(
+    plan_path: Annotated[Path, typer.Argument(help="A plan.parquet (sgpo plan's).")],
+    reason: Annotated[
+        str | None,
+        typer.Option(help="Only the queries of this reason: kept, trivial or unsolvable."),
+    ] = None,
+    limit: Annotated[int, typer.Option(help="Rows shown (0: all).", min=0)] = 20,
+) -> None:
+    """A plan's queries as a table: the kept ones in curriculum order (rank), then those the
+    plan dropped; each with its profile (solved / samples, p_hat), its G and its reason."""
+    from sgpo.core.allocation import KEPT
+    from sgpo.plan import kept_in_order, read_plan
+
+    rows, _ = read_plan(plan_path)
+    reasons = sorted({r.reason for r in rows})
+    if reason is not None and reason not in (KEPT, "trivial", "unsolvable"):
+        raise typer.BadParameter(f"--reason must be kept, trivial or unsolvable, got {reason!r}")
+    ordered = kept_in_order(rows) + [r for r in rows if r.reason != KEPT]
+    chosen = [r for r in ordered if reason is None or r.reason == reason]
+    shown = chosen[:limit] if limit else chosen
+    counts = ", ".join(f"{sum(r.reason == x for r in rows)} {x}" for x in reasons)
+    kept = kept_in_order(rows)
+    table = Table(
+        title=f"{plan_path}: {len(rows)} queries ({counts}); "
+        f"{sum(r.group_size for r in kept)} rollouts per epoch",
+        caption=f"{len(shown)} of {len(chosen)} rows shown"
+        + (f" (--limit {limit}; 0 shows all)" if len(shown) < len(chosen) else ""),
+    )
+    for column in ("rank", "query_id", "difficulty", "solved", "p_hat", "G", "reason", "prompt"):
+        table.add_column(column, justify="right" if column in ("rank", "p_hat", "G") else "left")
+    for r in shown:
+        prompt = " ".join(r.prompt.split())
+        table.add_row(
+            str(r.rank) if r.reason == KEPT else "-",
+            r.query_id,
+            r.difficulty or "-",
+            f"{r.n_correct}/{r.k}",
+            f"{r.p_hat:.3f}",
+            str(r.group_size),
+            r.reason,
+            prompt if len(prompt) <= 60 else prompt[:57] + "...",
+        )
+    print_table(table)
+
+
 @app.command()
 @_user_errors
 def train(
