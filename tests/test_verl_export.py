@@ -1755,3 +1755,20 @@ def test_the_check_refuses_responses_past_the_models_context(tmp_path):
     )
     stretched.save_pretrained(tmp_path / "model")
     assert CliRunner().invoke(verl_app, [*check, "--max-response-length", "60"]).exit_code == 0
+
+
+def test_the_check_compares_only_the_sampling_it_is_given(tmp_path):
+    """`check --plan` without --temperature, --top-p or --max-response-length (run by hand,
+    not by the launch) compares the settings given and no others."""
+    demo_plan(tmp_path)
+    out = tmp_path / "t.pq"
+    export = ["export", "--plan", str(tmp_path / "plan.parquet"), "--out", str(out)]
+    assert CliRunner().invoke(verl_app, export).exit_code == 0
+    check = ["check", "--data", str(out), "--train-batch-size", "4"]
+    check += ["--plan", str(tmp_path / "plan.parquet")]
+    alone = CliRunner().invoke(verl_app, check)
+    assert alone.exit_code == 0, alone.output
+    hotter = CliRunner().invoke(verl_app, [*check, "--temperature", "1.7"])
+    said = " ".join(hotter.output.split())
+    assert hotter.exit_code == 2 and "TEMPERATURE (--temperature) 1.7 but the plan was" in said
+    assert "top_p" not in said and "max_new_tokens" not in said

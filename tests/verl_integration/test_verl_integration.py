@@ -427,11 +427,15 @@ def test_launch_script_one_update_per_step_covers_the_largest_step(tmp_path):
 def test_launch_refuses_sampling_other_than_the_plans_naming_both_values(tmp_path):
     result = launch(tmp_path, MAX_RESPONSE_LENGTH="1024")
     assert result.returncode == 2
-    assert "MAX_RESPONSE_LENGTH=1024" in result.stderr and "max_new_tokens=7" in result.stderr
+    said = " ".join(result.stderr.split())
+    assert "MAX_RESPONSE_LENGTH (--max-response-length) 1024 but" in said
+    assert "max_new_tokens=7" in said
     assert result.stdout == ""  # nothing printed for verl
     result = launch(tmp_path, TEMPERATURE="0.7")
     assert result.returncode == 2
-    assert "TEMPERATURE=0.7" in result.stderr and "temperature=1.0" in result.stderr
+    said = " ".join(result.stderr.split())
+    assert "TEMPERATURE (--temperature) 0.7" in said and "temperature=1.0" in said
+    assert "(ALLOW_SAMPLING_MISMATCH=1, --allow-sampling-mismatch, to launch anyway" in said
     allowed = launch(tmp_path, TEMPERATURE="0.7", ALLOW_SAMPLING_MISMATCH="1")
     assert allowed.returncode == 0, allowed.stderr
     assert "actor_rollout_ref.rollout.temperature=0.7" in allowed.stdout.splitlines()

@@ -47,21 +47,22 @@ def plan_sampling(plan_meta: dict) -> dict:
 
 
 def sampling_mismatches(
-    plan_meta: dict, temperature: float, top_p: float, max_response_length: int
+    plan_meta: dict,
+    temperature: float | None,
+    top_p: float | None,
+    max_response_length: int | None,
 ) -> list[str]:
-    """One sentence per launch setting that differs from the plan's profile, naming both."""
-    variables = {
-        "temperature": "TEMPERATURE",
-        "top_p": "TOP_P",
-        "max_new_tokens": "MAX_RESPONSE_LENGTH",
+    """One sentence per launch setting that differs from the plan's profile, naming both (as
+    the launch's variable and the check's option); a setting not given is not compared."""
+    names = {
+        "temperature": "TEMPERATURE (--temperature)",
+        "top_p": "TOP_P (--top-p)",
+        "max_new_tokens": "MAX_RESPONSE_LENGTH (--max-response-length)",
     }
-    launch = {
-        "temperature": float(temperature),
-        "top_p": float(top_p),
-        "max_new_tokens": int(max_response_length),
-    }
+    given = {"temperature": temperature, "top_p": top_p, "max_new_tokens": max_response_length}
+    launch = {key: float(value) for key, value in given.items() if value is not None}
     return [
-        f"{variables[key]}={value} but the plan was profiled with sampling.{key}={profiled}"
+        f"{names[key]} {value:g} but the plan was profiled with sampling.{key}={profiled}"
         for key, value, profiled in sampling_differences(plan_sampling(plan_meta), launch)
     ]
 

@@ -379,7 +379,8 @@ def check(
                 err_console.print(f"[yellow]allowed: {escape(m)}[/yellow]", soft_wrap=True)
         else:
             problems += [
-                f"{m} (ALLOW_SAMPLING_MISMATCH=1 to launch anyway: the plan's p_hat was not "
+                f"{m} (ALLOW_SAMPLING_MISMATCH=1, --allow-sampling-mismatch, to launch "
+                "anyway: the plan's p_hat was not "
                 f"measured under these settings)"
                 for m in mismatches
             ]
