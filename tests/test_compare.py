@@ -410,6 +410,41 @@ def test_side_by_side_reports_the_fitted_read_against_the_baseline(tmp_path: Pat
     assert (tmp_path / "side_by_side.png").stat().st_size > 0
 
 
+def test_side_by_side_reads_no_speedup_against_a_baseline_that_learned_nothing(
+    tmp_path: Path,
+):
+    """A speedup over no gain is noise: no fitted read where the baseline ended no higher than
+    it started, or rose by less than twice its evaluation's sampling error (a demo on a few
+    held-out queries); its own run's size of evaluation read from its config and metrics."""
+    from sgpo.config import dump_config
+
+    def read_against(base: Path) -> list[str]:
+        report = tmp_path / "report.md"
+        report.write_text("# report\n")
+        return append_side_by_side(report, {"fast": fast, "grpo-g8": base}, "grpo-g8")
+
+    fast = fake_run(tmp_path / "fast", 0.5)
+    base = fake_run(tmp_path / "base", 1.0)  # 0.350 -> 0.398
+    summary = json.loads((base / "summary.json").read_text())
+    assert read_against(base)[0].startswith("- Fitted read (one seed)")  # its size unknown
+    # on 4000 sampled answers a gain of 0.048 is measured; on 32 it is not
+    records = read_jsonl(base / "metrics.jsonl")
+    for answers, measured in ((4000, True), (32, False)):
+        config = RunConfig.model_validate({"eval": {"n_samples": 2}})
+        (base / "config.yaml").write_text(dump_config(config))
+        lines = [json.dumps(r | {"eval_queries": answers // 2}) for r in records]
+        (base / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+        read = read_against(base)
+        assert len(read) == 1 and read[0].startswith("- Fitted read (one seed)") == measured
+    assert read[0].startswith("- No fitted read against `grpo-g8`: it went 0.350 -> 0.398 on 32")
+    assert "within twice the evaluation's sampling error" in read[0]
+    flat = summary | {"final_eval_acc": summary["initial_eval_acc"]}
+    (base / "summary.json").write_text(json.dumps(flat))
+    (read,) = read_against(base)
+    assert "it ended at 0.350, not above its initial 0.350" in read
+    assert "No fitted read" in (tmp_path / "report.md").read_text()
+
+
 def test_side_by_side_ticks_carry_their_scale(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """No "1e12" multiplier at an axis' end (it overlapped the axis label): each tick says it."""
     import sgpo.report

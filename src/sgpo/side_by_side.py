@@ -4,6 +4,7 @@ the run's report.md (side_by_side.png), read as `sgpo compare` reads its runs, o
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from sgpo.compare import (
@@ -16,9 +17,9 @@ from sgpo.compare import (
 )
 from sgpo.config import VARIANT_TRAIN_SETTINGS, RunConfig, load_config
 from sgpo.core.curves import GAIN_SHARE
-from sgpo.io import atomic_write_text, read_json
+from sgpo.io import atomic_write_text, read_json, read_jsonl
 from sgpo.rundir import claim_outputs
-from sgpo.runfiles import CONFIG_FILE, SUMMARY_FILE
+from sgpo.runfiles import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE
 
 SIDE_BY_SIDE = "side_by_side.png"  # the demo's, next to its report.md
 DEMO_BASELINE_DIR = "baseline-grpo"  # the demo's equal-budget GRPO run, inside its directory
@@ -159,9 +160,38 @@ def append_side_by_side(
     return fitted
 
 
+def unmeasured_gain(run_dir: Path) -> str | None:
+    """Why a run's held-out accuracy shows no gain to read a speedup against, or None: it
+    ended no higher than it started (sgpo compare's bar), or rose by less than twice the
+    sampling error of the difference of two evaluations of its size (binomial, taken as
+    unpaired: a cautious bar) where its config and metrics say that size."""
+    summary = read_json(run_dir / SUMMARY_FILE)
+    initial, final = summary["initial_eval_acc"], summary["final_eval_acc"]
+    if final <= initial:
+        return f"it ended at {final:.3f}, not above its initial {initial:.3f}"
+    queries = [r["eval_queries"] for r in read_jsonl(run_dir / METRICS_FILE) if "eval_queries" in r]
+    if not queries or not (run_dir / CONFIG_FILE).exists():
+        return None
+    answers = queries[-1] * load_config(run_dir / CONFIG_FILE, recorded=True).eval.n_samples
+    error = math.sqrt((initial * (1 - initial) + final * (1 - final)) / answers)
+    if final - initial >= 2 * error:
+        return None
+    return (
+        f"it went {initial:.3f} -> {final:.3f} on {answers} sampled answers, within twice the "
+        f"evaluation's sampling error ({2 * error:.3f}); train longer or evaluate on more "
+        "held-out queries (eval.n_samples, the task's held-out split)"
+    )
+
+
 def one_seed_fitted_read(runs: dict[str, Path], baseline: str) -> list[str]:
     """One line per run other than the baseline: its fitted speedup in each currency (the
-    compare's fitted read on a single seed, so without an interval)."""
+    compare's fitted read on a single seed, so without an interval); one line saying why none
+    where the baseline learned nothing measurable (a speedup over no gain is noise)."""
+    if (why := unmeasured_gain(runs[baseline])) is not None:
+        return [
+            f"- No fitted read against `{baseline}`: {why}. It learned nothing measurable in "
+            "this run, so a speedup against it would mean nothing."
+        ]
     curves = {
         (run, name): eval_curve(run_dir, c.metric_field)
         for run, run_dir in runs.items()
