@@ -1087,3 +1087,21 @@ def test_a_compare_holds_its_directory(tmp_path: Path):
     finally:
         os.close(held)
     assert list(out.iterdir()) == []
+
+
+def test_a_config_of_the_other_kind_is_named_so(tmp_path: Path):
+    """A run config given to sgpo compare, or a compare config to sgpo train, says which
+    command takes it; an unknown key gets the keys of the schema it was read against."""
+    run_config = tmp_path / "run.yaml"
+    run_config.write_text("seed: 0\ntrain: {steps: 3}\n")
+    with pytest.raises(ConfigError) as refused:
+        load_compare_config(run_config)
+    said = str(refused.value)
+    assert "(its keys are a run config's: sgpo train and sgpo demo take it)" in said
+    assert "train: Extra inputs are not permitted\n" in said  # nothing spelled like it
+    compare = tmp_path / "compare.yaml"
+    compare.write_text("base: x.yaml\nbaselin: grpo-g8\nseeds: [0]\n")
+    with pytest.raises(ConfigError, match=r"baselin: .*; did you mean baseline\?"):
+        load_compare_config(compare)
+    with pytest.raises(ConfigError, match=r"its keys are a compare config's: sgpo compare -c"):
+        load_config(compare)

@@ -164,7 +164,10 @@ def load_compare_config(
         cfg = CompareConfig.model_validate(tree)
     except ValidationError as e:
         where = path if seeds is None else f"{path} (seeds={seeds}, first_seed={first_seed})"
-        raise ConfigError(f"{where}: invalid compare config\n{validation_lines(e)}") from e
+        lines = validation_lines(e, schema=CompareConfig)
+        if set(tree) & set(RunConfig.model_fields) - set(CompareConfig.model_fields):
+            lines += "\n  (its keys are a run config's: sgpo train and sgpo demo take it)"
+        raise ConfigError(f"{where}: invalid compare config\n{lines}") from e
     if methods:
         unknown = sorted(set(methods) - set(cfg.methods))
         if unknown:

@@ -935,7 +935,12 @@ def load_config(
             _refuse_what_overrides_make_idle(tree, set_by)
         return config
     except ValidationError as e:
-        raise ConfigError(f"{source}: invalid config\n{validation_lines(e, set_by)}") from e
+        from sgpo.compare import CompareConfig  # which imports this module
+
+        lines = validation_lines(e, set_by)
+        if set(tree) & set(CompareConfig.model_fields) - set(RunConfig.model_fields):
+            lines += "\n  (its keys are a compare config's: sgpo compare -c takes it)"
+        raise ConfigError(f"{source}: invalid config\n{lines}") from e
 
 
 def _refuse_what_overrides_make_idle(tree: dict, set_by: dict[str, str]) -> None:
@@ -948,10 +953,15 @@ def _refuse_what_overrides_make_idle(tree: dict, set_by: dict[str, str]) -> None
             raise
 
 
-def validation_lines(error: ValidationError, set_by: dict[str, str] | None = None) -> str:
+def validation_lines(
+    error: ValidationError,
+    set_by: dict[str, str] | None = None,
+    schema: type[BaseModel] | None = None,
+) -> str:
     """A pydantic error as one indented line per problem, each led by its key path (a check
-    across sections, a model validator, has no path of its own) and, for a key an override
-    set (set_by: key -> override), that override."""
+    across sections, a model validator, has no path of its own), for an unknown key the
+    schema's keys spelled like it (schema: the model validated, RunConfig by default) and,
+    for a key an override set (set_by: key -> override), that override."""
     lines = []
     for err in error.errors():
         key = ".".join(str(p) for p in err["loc"])
@@ -960,7 +970,8 @@ def validation_lines(error: ValidationError, set_by: dict[str, str] | None = Non
             (item for k, item in (set_by or {}).items() if key == k or key.startswith(k + ".")),
             None,
         )
-        if err["type"] == "extra_forbidden" and (close := _close_keys(err["loc"])):
+        close = _close_keys(err["loc"], schema or RunConfig)
+        if err["type"] == "extra_forbidden" and close:
             line += f"; did you mean {' or '.join(close)}?"
         if origin:
             line += f" (override {origin!r})"
@@ -970,9 +981,8 @@ def validation_lines(error: ValidationError, set_by: dict[str, str] | None = Non
     return "\n".join(lines)
 
 
-def _close_keys(loc: tuple) -> list[str]:
-    """The keys of RunConfig's section at loc[:-1] spelled like loc[-1] (a typo's fixes)."""
-    model: type[BaseModel] = RunConfig
+def _close_keys(loc: tuple, model: type[BaseModel]) -> list[str]:
+    """The keys of the schema's section at loc[:-1] spelled like loc[-1] (a typo's fixes)."""
     for part in loc[:-1]:
         field = model.model_fields.get(str(part))
         annotations = (field.annotation, *get_args(field.annotation)) if field else ()
