@@ -1101,7 +1101,7 @@ def test_a_config_of_the_other_kind_is_named_so(tmp_path: Path):
     assert "train: Extra inputs are not permitted\n" in said  # nothing spelled like it
     compare = tmp_path / "compare.yaml"
     compare.write_text("base: x.yaml\nbaselin: grpo-g8\nseeds: [0]\n")
-    with pytest.raises(ConfigError, match=r"baselin: .*; did you mean baseline\?"):
+    with pytest.raises(ConfigError, match=r"baselin: .*; did you mean baseline or base\?"):
         load_compare_config(compare)
     with pytest.raises(ConfigError, match=r"its keys are a compare config's: sgpo compare -c"):
         load_config(compare)
