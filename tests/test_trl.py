@@ -1398,6 +1398,11 @@ def test_chat_prompts_through_another_template_than_the_profiles_are_warned_abou
             SGPOTrainer(model, hashed_reward, profiled, args, chat, processing_class=tokenizer)
         said = [str(w.message) for w in caught if issubclass(w.category, SgpoWarning)]
         assert any("is not the one the profile's went through" in m for m in said) == warned
+    # no template at all: TRL would fail on the first batch, after loading everything
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer.chat_template = None
+    with pytest.raises(ValueError, match=r"the tokenizer has none; the profile formatted them"):
+        SGPOTrainer(model, hashed_reward, profiled, args, chat, processing_class=tokenizer)
 
 
 def test_a_run_unlike_the_plans_profile_is_warned_about(

@@ -583,6 +583,18 @@ class SGPOTrainer(GRPOTrainer):
             profiled_template = plan.meta.get(CHAT_TEMPLATE_KEY)
             template = self.chat_template or getattr(self.processing_class, "chat_template", None)
             current = template_sha256(template)
+            if template is None:  # TRL would fail on the first batch, after loading everything
+                profiled = (
+                    f"; the profile formatted them with one (sha256 {profiled_template[:12]})"
+                    if profiled_template is not None
+                    else ""
+                )
+                raise ValueError(
+                    f"{plan.path}: train_dataset's prompts are chat messages, which TRL formats "
+                    f"with the tokenizer's chat template, but the tokenizer has none{profiled}: "
+                    "set processing_class.chat_template (the model's that was profiled), or "
+                    "give text prompts (plan_dataset(plan, prompt=...))"
+                )
             if profiled_template is not None and current != profiled_template:
                 problems.append(
                     f"the chat template the prompts go through (sha256 {str(current)[:12]}) is "
