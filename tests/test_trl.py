@@ -1478,3 +1478,23 @@ def test_readme_gives_the_rewards_names_and_parameters() -> None:
     assert shown is not None and verifier_reward is VerifierReward
     names = [p.split("=")[0].strip(" *\n") for p in re.sub(r"\([^()]*\)", "", shown[1]).split(",")]
     assert [n for n in names if n] == list(inspect.signature(VerifierReward).parameters)
+
+
+def test_the_gsm8k_example_trains_a_local_model_on_the_cpu_and_resumes(
+    model_dir: str, plan_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """examples/trl/gsm8k_qwen.py with --model (a local folder), --cpu and small settings: it
+    trains, checkpoints, and --resume continues from the newest checkpoint."""
+    from tiny_run import TESTS, load_script
+
+    example = load_script(TESTS.parent / "examples" / "trl" / "gsm8k_qwen.py")
+    out = tmp_path / "out"
+    common = ["--plan", str(plan_path), "--out", str(out), "--model", model_dir, "--cpu"]
+    common += ["--per-device-batch", "1", "--max-completion-length", "4", "--save-steps", "1"]
+    monkeypatch.setattr("sys.argv", ["gsm8k_qwen.py", *common, "--steps", "1"])
+    example.main()
+    assert (out / "checkpoint-1").is_dir()
+    monkeypatch.setattr("sys.argv", ["gsm8k_qwen.py", *common, "--steps", "2", "--resume"])
+    example.main()
+    state = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())
+    assert state["global_step"] == 2 and len([h for h in state["log_history"] if "loss" in h]) == 2

@@ -34,8 +34,12 @@ full, which makes `sgpo plan`'s predicted informative fraction dependable (the p
 unchanged; README, "profile.full_share").
 
 Settings mirror examples/gsm8k.yaml: 256 rollouts per generation batch (16 x 16 accumulation
-in one process),
-512 new tokens, lr 1e-6 after 10 warm-up steps, PPO clip 0.2, token-mean loss, no KL.
+in one process), 512 new tokens, lr 1e-6 after 10 warm-up steps, PPO clip 0.2, token-mean loss,
+no KL. `--model` (a hub id or a local folder), `--max-completion-length` (keep the profile's
+sampling.max_new_tokens: the trainer warns otherwise), `--lr` and `--save-steps` change them;
+`--resume` continues from the newest checkpoint in --out; `--cpu` trains on the CPU in float32
+(a try-out with a small model). The prompts are formatted as the plan's profile formatted them
+(its system prompt and template, as the plan records them).
 """
 
 from __future__ import annotations
@@ -45,22 +49,21 @@ import argparse
 from sgpo.trl import SGPOConfig, SGPOTrainer, plan_dataset, verifier_reward
 
 MODEL = "Qwen/Qwen2.5-0.5B-Instruct"
-# The system prompt profiling used (examples/gsm8k.yaml): the plan's success rates hold for it.
-SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
-
-
-def chat(question: str) -> list[dict]:
-    return [
-        {"role": "system", "content": SYSTEM_PROMPT},
-        {"role": "user", "content": question},
-    ]
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--plan", required=True, help="plan.parquet written by `sgpo plan`")
     parser.add_argument("--out", default="runs/gsm8k-trl")
+    parser.add_argument("--model", default=MODEL, help="a hub id or a local model folder")
     parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--max-completion-length", type=int, default=512)
+    parser.add_argument("--lr", type=float, default=1e-6)
+    parser.add_argument("--save-steps", type=int, default=50)
+    parser.add_argument(
+        "--resume", action="store_true", help="continue from the newest checkpoint in --out"
+    )
+    parser.add_argument("--cpu", action="store_true", help="train on the CPU, in float32")
     parser.add_argument(
         "--per-device-batch",
         type=int,
@@ -94,9 +97,9 @@ def training_config(args: argparse.Namespace) -> SGPOConfig:
         # 16): each batch takes plan queries, in curriculum order, while their group sizes fit.
         per_device_train_batch_size=args.per_device_batch,
         gradient_accumulation_steps=16,
-        max_completion_length=512,
+        max_completion_length=args.max_completion_length,
         temperature=1.0,
-        learning_rate=1e-6,
+        learning_rate=args.lr,
         lr_scheduler_type="constant_with_warmup",
         warmup_steps=10,
         max_grad_norm=1.0,
@@ -105,7 +108,7 @@ def training_config(args: argparse.Namespace) -> SGPOConfig:
         loss_type="dapo",  # token-mean over the batch; padding rows drop out exactly
         scale_rewards="none",
         logging_steps=1,
-        save_steps=50,
+        save_steps=args.save_steps,
         report_to=["tensorboard"],
         use_vllm=args.vllm,
         vllm_mode="colocate",
@@ -113,6 +116,8 @@ def training_config(args: argparse.Namespace) -> SGPOConfig:
         grow_max=args.grow_max,
         downsample_to=args.downsample_to,
         drop_equal_groups=args.drop_equal_groups,
+        use_cpu=args.cpu,
+        bf16=not args.cpu,
         # Evaluation is left to `sgpo eval -c examples/gsm8k.yaml --model OUT`, the same scorer
         # as the sgpo trainer's runs.
     )
@@ -121,13 +126,13 @@ def training_config(args: argparse.Namespace) -> SGPOConfig:
 def main() -> None:
     args = build_parser().parse_args()
     trainer = SGPOTrainer(
-        MODEL,
+        args.model,
         verifier_reward("sgpo.verifiers:math_verify"),
         plan=args.plan,
         args=training_config(args),
-        train_dataset=plan_dataset(args.plan, prompt=chat),
+        train_dataset=plan_dataset(args.plan),  # formatted as the profile formatted them
     )
-    trainer.train()
+    trainer.train(resume_from_checkpoint=True if args.resume else None)
     trainer.save_model(args.out)
 
 
