@@ -212,3 +212,10 @@ def test_baseline_is_refused_for_an_sgpo_run(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["report", str(tmp_path), "--baseline", str(tmp_path)])
     assert result.exit_code == 2
     assert "--baseline is for a TRL run's report" in " ".join(result.output.split())
+
+
+def test_sgpo_flops_points_a_trl_run_to_sgpo_report(run: Path) -> None:
+    result = CliRunner().invoke(app, ["flops", "--run", str(run)])
+    said = " ".join(result.output.split())
+    assert result.exit_code != 0
+    assert f"{run} is a TRL run's output_dir: sgpo report {run} tables its costs" in said

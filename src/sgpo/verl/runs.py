@@ -199,6 +199,13 @@ def load_run(path: Path) -> dict:
             f"{path}: no such file: --run takes a verl run's RUN_DIR (examples/verl/*.sh record "
             f"its {RUN_FILE} at launch); an sgpo train run's costs are in its metrics.jsonl and "
             "summary.json already"
+            + (
+                f"; {path.parent} is a TRL run's output_dir: sgpo report {path.parent} tables "
+                "its costs"
+                if (path.parent / "trainer_state.json").is_file()
+                or any(path.parent.glob("checkpoint-*/trainer_state.json"))
+                else ""
+            )
         )
     run = json.loads(path.read_text())
     run["config"] = parse_overrides(run["overrides"])
