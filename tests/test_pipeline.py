@@ -251,6 +251,20 @@ def test_an_interrupted_demo_resumes_to_the_uninterrupted_one(
         assert drop_time == [{k: v for k, v in r.items() if k != "wall_s"} for r in reference]
     refused = runner.invoke(app, [*args, "--resume", "--overwrite"])
     assert refused.exit_code == 2 and "--overwrite replaces it" in refused.output
+    # a finished demo resumed with a setting its plan's rows do not depend on (its length)
+    # keeps the plan file its run trained with, and goes on with it
+    planned = (demo / "plan.parquet").read_bytes()
+    longer = runner.invoke(app, [*args, "--resume", "--set", "train.steps=4"])
+    assert longer.exit_code == 0, longer.output
+    assert (demo / "plan.parquet").read_bytes() == planned
+    assert read_jsonl(demo / "metrics.jsonl")[-1]["step"] == 4
+    # ... one that plans otherwise is refused before the plan is written
+    other = runner.invoke(
+        app, [*args, "--resume", "--set", "plan.g_min=5", "--set", "plan.g_max=5"]
+    )
+    said = " ".join(other.output.split())
+    assert other.exit_code == 1 and "plans" in said and "otherwise (filter, G or order)" in said
+    assert (demo / "plan.parquet").read_bytes() == planned
 
 
 def test_sgpo_report_on_a_demo_keeps_its_side_by_side(tmp_path: Path):

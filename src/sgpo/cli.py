@@ -705,7 +705,7 @@ def _demo_pipeline(cfg: RunConfig, out: Path, overwrite: bool, resume: bool = Fa
     from sgpo.plan import run_plan
     from sgpo.profile import PROFILE_FILE, run_profile
     from sgpo.report import write_report
-    from sgpo.runfiles import PLAN_FILE
+    from sgpo.runfiles import PLAN_FILE, STATE_DIR
     from sgpo.side_by_side import (
         DEMO_BASELINE_DIR,
         append_demo_side_by_side,
@@ -724,7 +724,10 @@ def _demo_pipeline(cfg: RunConfig, out: Path, overwrite: bool, resume: bool = Fa
     fresh = overwrite and not resume
     run_profile(cfg, out, resume=resume, overwrite=fresh)
     console.rule("3/6 plan")
-    _, summary = run_plan(cfg, out / PROFILE_FILE, out, overwrite=overwrite or resume)
+    trained = resume and (out / STATE_DIR).is_dir()  # its plan is the sgpo run's: kept
+    _, summary = run_plan(
+        cfg, out / PROFILE_FILE, out, overwrite=overwrite or resume, trained_on=trained
+    )
     print_plan_summary(summary)
     console.rule("4/6 train (sgpo) with held-out evaluation")
     result = run_train(cfg, out, out / PLAN_FILE, resume=resume, overwrite=fresh)

@@ -248,19 +248,26 @@ def run_plan(
     out_dir: Path,
     overwrite: bool = False,
     then: Callable[[Path], None] | None = None,
+    trained_on: bool = False,
 ) -> tuple[Path, dict]:
     """Plan into out_dir (replacing only what sgpo wrote there), with the directory locked;
     `then` writes what goes beside the plan (the CLI's histograms, a verl export) under the
-    same lock, given the plan's path."""
+    same lock, given the plan's path. trained_on: out_dir's plan has a run trained with it (a
+    demo resumed), which must go on with that very file: kept where the config plans the same
+    queries, groups and order, else refused before anything is written."""
     with rundir.claimed(out_dir, PLAN_OUTPUTS, "plan"):
-        path, summary = _run_plan(config, profile_path, out_dir, overwrite)
+        path, summary = _run_plan(config, profile_path, out_dir, overwrite, trained_on)
         if then is not None:
             then(path)
         return path, summary
 
 
 def _run_plan(
-    config: RunConfig, profile_path: Path, out_dir: Path, overwrite: bool = False
+    config: RunConfig,
+    profile_path: Path,
+    out_dir: Path,
+    overwrite: bool = False,
+    trained_on: bool = False,
 ) -> tuple[Path, dict]:
     from sgpo.models import model_source
 
@@ -344,14 +351,26 @@ def _run_plan(
             profile_path,
             len(rows),
         )
+    path = out_dir / PLAN_FILE
+    if trained_on and path.exists():
+        trained = read_plan(path)[0]
+        if trained == rows:  # its metadata may differ (the epochs train.steps gives)
+            return path, summary
+        changed = sum(a != b for a, b in zip(trained, rows, strict=False))
+        changed += abs(len(trained) - len(rows))
+        raise DataError(
+            f"{path}: this config plans {changed} of its queries otherwise (filter, G or order) "
+            "than the plan the run there was trained with; a resume goes on with the settings "
+            "it started with: give them again, or start over with --overwrite"
+        )
     extra = {
         "rule": asdict(rule),
         "plan_seed": config.seed,
         "summary": summary,
         "profile_flops": sum(r["flops"] for r in profile_rows),
     }
-    write_plan(out_dir / PLAN_FILE, rows, meta | extra)
-    return out_dir / PLAN_FILE, summary
+    write_plan(path, rows, meta | extra)
+    return path, summary
 
 
 def warn_unplanned(rows: list[PlanRow], train_ids: Set[str], source: object) -> None:
