@@ -647,6 +647,7 @@ def test_the_console_table_reads_at_start_as_compare_md_does():
     result = {
         "target_acc": 0.38,
         "budget_currency": "flops_train_all",
+        "baseline": "late",
         "baseline_learned": True,
         "methods": {
             "early": accuracy | at_start,
@@ -661,6 +662,10 @@ def test_the_console_table_reads_at_start_as_compare_md_does():
     assert early.count("at start") == 3 and "never" not in early
     assert late.count("never") == 3
     assert "budget in flops_train_all" in text
+    # what the ratio divides, the baseline's own (not 1) included
+    assert "late's own: above 1 where it held its final accuracy before its end" in " ".join(
+        text.split()
+    )
     # one seed has no spread (not a spread of 0), as compare.md says
     assert "0.400 ± 0.012" in early
     assert "0.400 ± n/a (1 seed)" in next(line for line in lines if "one-seed" in line)
@@ -703,6 +708,7 @@ def test_the_console_table_keeps_long_method_names_and_a_baseline_that_learned_n
     result = {
         "target_acc": 0.38,
         "budget_currency": "flops",
+        "baseline": names[0],
         "baseline_learned": False,
         "methods": dict.fromkeys(names, row),
     }

@@ -944,6 +944,15 @@ def test_a_resume_says_from_which_step_and_what_runs_again(
     config, run = crashed_after_step(tiny, tmp_path / "one", 1, checkpoint_every=0)
     run_train(config, run, resume=True)
     assert "; the step logged after it runs again (train.checkpoint_every is 0" in caplog.text
+    caplog.clear()  # a run a budget ends (compare's, the demo's baseline): train.steps a bound
+    config, run = crashed_after_step(
+        tiny, tmp_path / "capped", 2, checkpoint_every=2, max_total_flops=1e30
+    )
+    run_train(config, run, resume=True)
+    assert (
+        f"{run}: resuming from its checkpoint at step 0 of at most {STEPS}, "
+        "train.max_total_flops ending it"
+    ) in caplog.text
 
 
 def test_a_resume_names_a_damaged_metrics_record_before_training(

@@ -638,7 +638,8 @@ def plot_compare(
     ax.xaxis.set_major_formatter(EngFormatter(sep=""))  # "200G": no "1e11" on the label
     ax.set_ylabel("held-out accuracy (sampled)")
     ax.set_title(
-        f"mean over {len(cfg.seeds)} seeds; band = min..max; x: where the mean of the last "
+        f"mean over {len(cfg.seeds)} seed{'s' if len(cfg.seeds) > 1 else ''}; band = "
+        "min..max; x: where the mean of the last "
         f"{cfg.final_window} evaluations first holds the target",
         fontsize=8,
     )
@@ -691,7 +692,10 @@ def console_table(result: dict) -> Table:
     )
     table = Table(
         title=f"sgpo compare (target acc {result['target_acc']:.3f}, budget in "
-        f"{result['budget_currency']}{learned})"
+        f"{result['budget_currency']}{learned})",
+        caption=f"ratio: {result['baseline']}'s whole cost / the method's cost where its mean "
+        f"curve first holds the target ({result['baseline']}'s own: above 1 where it held its "
+        "final accuracy before its end); compare.md explains every column",
     )
     columns = ("method", "final acc", "ratio", "ratio train-all", "ratio tokens", "informative")
     for column in columns:  # the method's name whole: many start alike (sgpo-solvable-...)

@@ -122,11 +122,18 @@ def restore_trainer_state(trainer: Trainer) -> None:
     again = f"; {steps} again" if dropped else ""
     if dropped and not trainer.cfg.checkpoint_every:
         again += " (train.checkpoint_every is 0: only the initial state was checkpointed)"
+    budgets = trainer.budgets()
+    # a run capped by a budget (compare's, the demo's baseline) has train.steps as a far bound
+    length = (
+        f"of at most {trainer.cfg.steps}, train.{budgets[0][0]} ending it"
+        if budgets
+        else f"of {trainer.cfg.steps}"
+    )
     log.warning(
-        "%s: resuming from its checkpoint at step %d of %d%s",
+        "%s: resuming from its checkpoint at step %d %s%s",
         trainer.run_dir,
         trainer.step,
-        trainer.cfg.steps,
+        length,
         again,
     )
 
