@@ -1770,5 +1770,5 @@ def test_the_check_compares_only_the_sampling_it_is_given(tmp_path):
     assert alone.exit_code == 0, alone.output
     hotter = CliRunner().invoke(verl_app, [*check, "--temperature", "1.7"])
     said = " ".join(hotter.output.split())
-    assert hotter.exit_code == 2 and "TEMPERATURE (--temperature) 1.7 but the plan was" in said
+    assert hotter.exit_code == 2 and "TEMPERATURE=1.7 (--temperature) but the plan was" in said
     assert "top_p" not in said and "max_new_tokens" not in said

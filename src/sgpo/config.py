@@ -970,8 +970,8 @@ def validation_lines(
             (item for k, item in (set_by or {}).items() if key == k or key.startswith(k + ".")),
             None,
         )
-        close = _close_keys(err["loc"], schema or RunConfig)
-        if err["type"] == "extra_forbidden" and close:
+        unknown = err["type"] == "extra_forbidden" and err["loc"]
+        if unknown and (close := _close_keys(err["loc"], schema or RunConfig)):
             line += f"; did you mean {' or '.join(close)}?"
         if origin:
             line += f" (override {origin!r})"

@@ -428,13 +428,13 @@ def test_launch_refuses_sampling_other_than_the_plans_naming_both_values(tmp_pat
     result = launch(tmp_path, MAX_RESPONSE_LENGTH="1024")
     assert result.returncode == 2
     said = " ".join(result.stderr.split())
-    assert "MAX_RESPONSE_LENGTH (--max-response-length) 1024 but" in said
+    assert "MAX_RESPONSE_LENGTH=1024 (--max-response-length) but" in said
     assert "max_new_tokens=7" in said
     assert result.stdout == ""  # nothing printed for verl
     result = launch(tmp_path, TEMPERATURE="0.7")
     assert result.returncode == 2
     said = " ".join(result.stderr.split())
-    assert "TEMPERATURE (--temperature) 0.7" in said and "temperature=1.0" in said
+    assert "TEMPERATURE=0.7 (--temperature)" in said and "temperature=1.0" in said
     assert "(ALLOW_SAMPLING_MISMATCH=1, --allow-sampling-mismatch, to launch anyway" in said
     allowed = launch(tmp_path, TEMPERATURE="0.7", ALLOW_SAMPLING_MISMATCH="1")
     assert allowed.returncode == 0, allowed.stderr

@@ -55,14 +55,15 @@ def sampling_mismatches(
     """One sentence per launch setting that differs from the plan's profile, naming both (as
     the launch's variable and the check's option); a setting not given is not compared."""
     names = {
-        "temperature": "TEMPERATURE (--temperature)",
-        "top_p": "TOP_P (--top-p)",
-        "max_new_tokens": "MAX_RESPONSE_LENGTH (--max-response-length)",
+        "temperature": ("TEMPERATURE", "--temperature"),
+        "top_p": ("TOP_P", "--top-p"),
+        "max_new_tokens": ("MAX_RESPONSE_LENGTH", "--max-response-length"),
     }
     given = {"temperature": temperature, "top_p": top_p, "max_new_tokens": max_response_length}
     launch = {key: float(value) for key, value in given.items() if value is not None}
     return [
-        f"{names[key]} {value:g} but the plan was profiled with sampling.{key}={profiled}"
+        f"{names[key][0]}={value:g} ({names[key][1]}) but the plan was profiled with "
+        f"sampling.{key}={profiled}"
         for key, value, profiled in sampling_differences(plan_sampling(plan_meta), launch)
     ]
 
