@@ -1709,6 +1709,10 @@ def test_flops_table_for_sgpo_grpo_and_dapo_runs_counts_padding(tmp_path, monkey
     assert by_run["grpo"][0]["flops_profile_cum"] == 0.0
     for column in ("padding seqs", "profile", "rollout", "logprob", "train", "of which padding"):
         assert column in result.output
+    # a column per run: whole in 80 columns (13 columns of a row per run were cut to "3.…")
+    assert "…" not in result.output
+    total = next(line for line in result.output.splitlines() if line.startswith("│ total"))
+    assert len(re.findall(r"\d\.\d{3}e[+-]\d+", total)) == 3
 
 
 def test_verl_readme_names_every_variant_setting_carried_or_not():

@@ -611,14 +611,14 @@ def flops(
 
 
 def compare_runs(paths: list[Path], shape: ModelShape | None, out: Path | None) -> None:
-    """The comparison table of recorded runs (sgpo.verl.runs), one row per run."""
+    """The comparison table of recorded runs (sgpo.verl.runs), one column per run."""
     from sgpo.core.flops import PHASES
     from sgpo.io import atomic_write_text
     from sgpo.verl.runs import load_run, run_flops, run_summary
 
+    # a row per quantity, a column per run: readable in 80 columns for the few runs compared
     table = Table(title="sGPO FLOPs of verl runs (cumulative; profiling charged to sGPO)")
-    for column in (
-        "run",
+    quantities = (
         "method",
         "steps",
         "rollouts (discarded)",
@@ -628,8 +628,8 @@ def compare_runs(paths: list[Path], shape: ModelShape | None, out: Path | None) 
         "of which padding",
         "reward of the trained batch (last)",
         "verifier errors/timeouts",
-    ):
-        table.add_column(column, justify="left" if column in ("run", "method") else "right")
+    )
+    columns: dict[str, list[str]] = {}
     lines = []
     for path in paths:
         run = load_run(path)
@@ -639,8 +639,7 @@ def compare_runs(paths: list[Path], shape: ModelShape | None, out: Path | None) 
         s = run_summary(run, rows)
         name = Path(run["path"]).parent.name
         reward = s["reward_mean_last"]
-        table.add_row(
-            name,
+        columns[name] = [
             s["method"],
             str(s["steps"]),
             f"{s['rollouts']} ({s['rollouts_discarded']})",
@@ -650,8 +649,13 @@ def compare_runs(paths: list[Path], shape: ModelShape | None, out: Path | None) 
             f"{s['flops_padding'] / s['flops_total']:.1%}" if s["flops_total"] else "-",
             "-" if reward is None else f"{reward:.3f}",
             f"{s['verifier']['errors']}/{s['verifier']['timeouts']}",
-        )
+        ]
         lines += [json.dumps({"run": name} | r, sort_keys=True) + "\n" for r in rows]
+    table.add_column("run")
+    for name in columns:
+        table.add_column(name, justify="right")
+    for i, quantity in enumerate(quantities):
+        table.add_row(quantity, *(values[i] for values in columns.values()))
     console.print(table)
     console.print(
         "rollouts: generated (DAPO's evicted and surplus groups, generated but not trained, in "
