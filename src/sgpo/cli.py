@@ -403,11 +403,11 @@ def show_plan(
     reasons = sorted({r.reason for r in rows})
     if reason is not None and reason not in (KEPT, "trivial", "unsolvable"):
         raise typer.BadParameter(f"--reason must be kept, trivial or unsolvable, got {reason!r}")
-    ordered = kept_in_order(rows) + [r for r in rows if r.reason != KEPT]
+    kept = kept_in_order(rows)
+    ordered = kept + [r for r in rows if r.reason != KEPT]
     chosen = [r for r in ordered if reason is None or r.reason == reason]
     shown = chosen[:limit] if limit else chosen
     counts = ", ".join(f"{sum(r.reason == x for r in rows)} {x}" for x in reasons)
-    kept = kept_in_order(rows)
     table = Table(
         title=f"{plan_path}: {len(rows)} queries ({counts}); "
         f"{sum(r.group_size for r in kept)} rollouts per epoch",

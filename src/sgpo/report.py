@@ -68,15 +68,15 @@ def read_summary(path: Path) -> dict:
         if name == "method":
             ok = isinstance(value, str)
         elif name in ("final_eval_acc_by_bucket", "flops_by_phase"):
-            ok = isinstance(value, dict) and all(map(_is_number, value.values()))
+            ok = isinstance(value, dict) and all(map(is_number, value.values()))
         else:
-            ok = _is_number(value)
+            ok = is_number(value)
         if not ok:
             raise DataError(f"{path}: field {name!r} is {value!r}; it is damaged")
     return summary
 
 
-def _is_number(value: object) -> bool:
+def is_number(value: object) -> bool:
     # sgpo writes these fields finite, so NaN or infinity is damage; plotted, it would
     # silently leave a gap in a curve or a bar
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
@@ -95,7 +95,7 @@ def read_records(path: Path, steps: int) -> list[dict]:
                 f"{path}: record {number}: missing {', '.join(map(repr, missing))}; it is damaged"
             )
         for name in (*needed, "eval_acc"):
-            if name in record and not _is_number(record[name]):
+            if name in record and not is_number(record[name]):
                 raise DataError(
                     f"{path}: record {number}: field {name!r} is {record[name]!r}; it is damaged"
                 )

@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from sgpo import rundir
 from sgpo.errors import DataError
 from sgpo.io import atomic_write_text, read_json
-from sgpo.report import _is_number, plot_per_step, save_figure
+from sgpo.report import is_number, plot_per_step, save_figure
 from sgpo.runfiles import TRL_REPORT_OUTPUTS
 
 TRAINER_STATE = "trainer_state.json"
@@ -83,7 +83,7 @@ def read_log_history(path: Path) -> tuple[dict, list[dict]]:
     history = state.get("log_history") if isinstance(state, dict) else None
     if not isinstance(history, list) or not all(isinstance(e, dict) for e in history):
         raise DataError(f"{path}: no log_history list; it is not TRL's trainer_state.json")
-    if not _is_number(state.get("global_step")):
+    if not is_number(state.get("global_step")):
         raise DataError(f"{path}: global_step is {state.get('global_step')!r}; it is damaged")
     return state, history
 
@@ -91,7 +91,7 @@ def read_log_history(path: Path) -> tuple[dict, list[dict]]:
 def _numbers(path: Path, entry: dict, keys: tuple[str, ...]) -> None:
     """DataError naming the first of keys that entry lacks or holds as no finite number."""
     for key in keys:
-        if not _is_number(entry.get(key)):
+        if not is_number(entry.get(key)):
             raise DataError(
                 f"{path}: the log of step {entry.get('step')} has {key!r} = {entry.get(key)!r}; "
                 "it is damaged"
@@ -133,7 +133,7 @@ def mean_informative_fraction(logs: list[dict]) -> float:
     for entry in logs:
         rollouts = entry[ROLLOUTS] - before
         before = entry[ROLLOUTS]
-        if _is_number(entry.get(INFORMATIVE)):
+        if is_number(entry.get(INFORMATIVE)):
             weighted += entry[INFORMATIVE] * rollouts
             generated += rollouts
     return weighted / generated if generated else 0.0
@@ -176,7 +176,7 @@ def plot_costs(logs: list[dict], out_dir: Path) -> str:
 
 def _value(entry: dict, key: str) -> float | None:
     value = entry.get(key)
-    return value if _is_number(value) else None
+    return value if is_number(value) else None
 
 
 def plot_evals(series: dict[str, list], out_dir: Path) -> str:
@@ -193,7 +193,7 @@ def plot_evals(series: dict[str, list], out_dir: Path) -> str:
 
 def _last(logs: list[dict], key: str) -> float | None:
     """key's value in the last log holding it as a number (None where none does)."""
-    return next((e[key] for e in reversed(logs) if _is_number(e.get(key))), None)
+    return next((e[key] for e in reversed(logs) if is_number(e.get(key))), None)
 
 
 def plot_beside(
@@ -207,7 +207,7 @@ def plot_beside(
             kept = [
                 (e[cost], e["reward"])
                 for e in run
-                if _is_number(e.get("reward")) and _is_number(e.get(cost))
+                if is_number(e.get("reward")) and is_number(e.get(cost))
             ]
             ax.plot([x for x, _ in kept], [y for _, y in kept], label=name)
         ax.set_xlabel(label)
@@ -217,7 +217,7 @@ def plot_beside(
 
 
 def _mean_reward(logs: list[dict]) -> float | None:
-    rewards = [e["reward"] for e in logs if _is_number(e.get("reward"))]
+    rewards = [e["reward"] for e in logs if is_number(e.get("reward"))]
     return sum(rewards) / len(rewards) if rewards else None
 
 
