@@ -143,3 +143,23 @@ def test_evaluation_shows_a_progress_bar_per_pass(capsys: pytest.CaptureFixture)
     evaluate(engine, verifier(), queries, SamplingParams(max_new_tokens=2), 1, True, 0, 0.5)
     err = capsys.readouterr().err
     assert "eval (greedy)" in err and "eval (sampled)" in err
+
+
+def test_a_pass_under_the_train_bar_writes_no_cursor_moves_into_a_log(
+    capsys: pytest.CaptureFixture,
+) -> None:
+    # stderr redirected to a file: tqdm's second-line bar moved the cursor up (ESC[A), which a
+    # log keeps as '[A' junk on every evaluation
+    from tqdm import tqdm
+
+    policy, _ = tiny_policy()
+    engine = TransformersEngine(policy, batch_size=1)
+    with tqdm(total=1, desc="train (sgpo)"):
+        engine.generate(
+            [policy.render(p) for p in PROMPTS],
+            [1] * len(PROMPTS),
+            SamplingParams(max_new_tokens=2),
+            "eval",
+        )
+    err = capsys.readouterr().err
+    assert "eval" in err and "\x1b[A" not in err

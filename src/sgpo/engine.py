@@ -8,6 +8,7 @@ eos_token_id is read, as extra stop tokens (Policy.stop_token_ids)."""
 from __future__ import annotations
 
 import hashlib
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -119,8 +120,16 @@ class TransformersEngine:
         model.eval()
         starts = range(0, len(order), self.batch_size)
         try:
+            # A pass's bar sits under the train or profile bar: on a terminal on a line of its
+            # own; elsewhere on the same line, as tqdm's cursor moves (ESC[A) are junk in a log.
+            position = None if sys.stderr.isatty() else 0
             for start in tqdm(
-                starts, desc=progress, unit="batch", leave=False, disable=not progress
+                starts,
+                desc=progress,
+                unit="batch",
+                leave=False,
+                disable=not progress,
+                position=position,
             ):
                 if stop_asked is not None and stop_asked():
                     raise GenerationStopped
