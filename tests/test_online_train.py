@@ -3,13 +3,14 @@ training outcomes, re-plans never lose or duplicate a query, re-profiling is cha
 profile FLOPs, and metrics reach TensorBoard through report_to."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 from tiny_run import tiny_tree
 
-from sgpo.config import RunConfig, TrainConfig
+from sgpo.config import RECORDED, RunConfig, TrainConfig
 from sgpo.io import read_jsonl, read_table
 from sgpo.plan import run_plan
 from sgpo.profile import run_profile
@@ -113,8 +114,34 @@ def test_online_settings_are_refused_for_methods_without_a_plan():
             with pytest.raises(ValidationError, match="train.online re-planning needs"):
                 TrainConfig(method=method, online=online)
         assert TrainConfig(method="sgpo", online=online).online.replans
-    # settings that do not re-plan stay allowed (a base config's defaults)
-    assert not TrainConfig(method="grpo", online={"replan_every": 4}).online.replans
+    # a setting of re-planning without its switch would read as on and do nothing
+    with pytest.raises(ValidationError, match=r"train.online.replan_every \(4\) needs"):
+        TrainConfig(method="grpo", online={"replan_every": 4})
+
+
+@pytest.mark.parametrize(
+    ("online", "needed"),
+    [
+        ({"replan_every": 4}, "reestimate: true"),
+        ({"decay": 0.3}, "re-planning"),
+        ({"prior_alpha": 1.0, "prior_beta": 1.0}, "re-planning"),
+        ({"allocation_window": 4.0, "reestimate": True}, "allocation: knapsack"),
+        ({"allocation_value": "info_gain"}, "allocation: knapsack"),
+        ({"reprofile_sample": 32}, "reprofile_every >= 1"),
+        ({"reprofile_k": 4, "reestimate": True}, "reprofile_every >= 1"),
+    ],
+)
+def test_an_online_setting_without_its_switch_is_refused_unless_recorded(
+    online: dict, needed: str
+) -> None:
+    tree = {"train": {"online": online}}
+    with pytest.raises(ValidationError, match=f"needs train.online.{re.escape(needed)}"):
+        RunConfig.model_validate(tree)
+    # a run that recorded it trained with it doing nothing: read back as it was
+    RunConfig.model_validate(tree, context=RECORDED)
+    # with its switch on, the same setting acts
+    switched = {"reestimate": True, "allocation": "knapsack", "reprofile_every": 4}
+    assert RunConfig.model_validate({"train": {"online": online | switched}}).train.online.replans
 
 
 def test_a_replan_that_keeps_no_query_ends_the_run_cleanly(tmp_path: Path):

@@ -709,6 +709,24 @@ class TrainConfig(Strict):
         ):
             if getattr(self, setting) != type(self).model_fields[setting].default and not acts:
                 raise ValueError(f"train.{setting} needs {needed}: alone it does nothing")
+        online = self.online
+        replanning = "re-planning (reestimate, allocation knapsack or reprofile_every)"
+        for setting, needed, acts in (
+            ("replan_every", "reestimate: true", online.reestimate),
+            ("decay", replanning, online.replans),
+            ("prior_alpha", replanning, online.replans),
+            ("prior_beta", replanning, online.replans),
+            ("allocation_value", "allocation: knapsack", online.allocation == "knapsack"),
+            ("allocation_window", "allocation: knapsack", online.allocation == "knapsack"),
+            ("reprofile_sample", "reprofile_every >= 1", bool(online.reprofile_every)),
+            ("reprofile_k", "reprofile_every >= 1", bool(online.reprofile_every)),
+        ):
+            value = getattr(online, setting)
+            if value != type(online).model_fields[setting].default and not acts:
+                raise ValueError(
+                    f"train.online.{setting} ({value}) needs train.online.{needed}: alone it "
+                    "does nothing"
+                )
         idle = history_settings_without_skip(
             self.history_explore, self.history_target, self.history_min_streak, self.history_fill
         )
