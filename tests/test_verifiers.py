@@ -318,10 +318,15 @@ def test_exact_match() -> None:
         ("\\boxed{48}", "48 cm^2", 1.0),
         ("The answer is $18$ cm$^2$.", "18", 1.0),  # the unit's power in inline math
         ("The answer is 18 cm$^2$.", "18", 1.0),
-        # a digit right after a LaTeX command or a letter is still a number
+        # a digit right after a LaTeX command or a sign after a letter is still a number
         ("$\\approx3.14$", "3.14", 1.0),
         ("\\boxed{\\textdollar18}", "18", 1.0),
         ("The answer is x-3", "-3", 1.0),
+        # digits glued to a letter in front are a name's: "CO2" holds no 2
+        ("It makes 44 grams of CO2", "44", 1.0),
+        ("It makes 44 grams of CO2", "2", 0.0),
+        ("The floor is 48 m2", "48", 1.0),
+        ("\\boxed{H2O}", "2", 0.0),
         ("\\boxed{10^2}", "10", 0.0),
         ("\\boxed{2x^2}", "2", 0.0),
         ("\\boxed{3\\mathrm{e}^2}", "3", 0.0),
@@ -494,6 +499,8 @@ def test_numeric_tolerance_and_bad_reference() -> None:
     assert last_number("between 3 and 4.5 units") == 4.5
     with pytest.raises(ValueError, match="contains no number"):
         numeric("1", "none")
+    with pytest.raises(ValueError, match="contains no number"):
+        numeric("2", "CO2")
     with pytest.raises(ValueError, match="is an expression, not a plain number"):
         numeric("2", "\\sqrt{2}")
 

@@ -422,9 +422,10 @@ def exact_match(response: str, reference: str) -> float:
 
 # --------------------------------------------------------------------------- numeric
 
-# commas only as thousands separators (1,000): "1,2" is two numbers, not 12
+# commas only as thousands separators (1,000): "1,2" is two numbers, not 12; digits glued to
+# a letter in front are part of a name ("CO2", "H2O", "48 m2", "Q3"), not a number
 _NUMBER = re.compile(
-    r"[-+]?(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d+)?"
+    r"[-+]?(?<![A-Za-z])(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d+)?"
     r"(?:\s*/\s*\d+(?:\.\d+)?)?"
 )
 
@@ -488,6 +489,7 @@ _UNIT_POWER = re.compile(
 _MATH_DELIMITER = re.compile(r"\\[()\[\]]|\\\\(?![A-Za-z])")
 _DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?")
 _LATEX_COMMAND = re.compile(r"\\([A-Za-z]+|.)")
+_COMMAND_BEFORE_DIGIT = re.compile(r"(\\[A-Za-z]+)(?=\d)")
 _PLAIN_COMMANDS = frozenset(
     {"text", "textbf", "textrm", "mathrm", "mathbf", "mbox", "left", "right", "displaystyle"}
     | {"quad", "qquad", "boxed", "fbox", "approx", "textdollar", "begin", "end", "%", "$"}
@@ -518,7 +520,9 @@ def _plain_number_text(text: str, comparisons: bool = True) -> str:
     text = _SIGN_BEFORE_CURRENCY.sub(r"\1", _LATEX_SPACE.sub("", text))
     if comparisons:
         text = _COMPARISON.sub(lambda m: f" {_COMPARISON_COMMANDS[m[1]]} ", text)
-    return _UNIT_POWER.sub(r"\1", _NUMERIC_FRACTION.sub(_plain_fraction, text))
+    text = _UNIT_POWER.sub(r"\1", _NUMERIC_FRACTION.sub(_plain_fraction, text))
+    # a command's digit is a number ("\\approx3.14"), where a letter's is a name's ("CO2")
+    return _COMMAND_BEFORE_DIGIT.sub(r"\1 ", text)
 
 
 def _beyond_a_number(text: str) -> bool:
