@@ -10,6 +10,14 @@ the method never reaches the target counts as a ratio of 0; one where it holds t
 before it spent anything (compare.md's "at start") as an infinite ratio, printed "inf".
 
     .venv/bin/python benchmarks/crossing_interval.py benchmarks/data/report37-easy.compare.json
+
+--versus reads one method against another from two compares over the same seeds (each against
+its own compare's baseline, on the same draw of seeds): the other's cost to the target over the
+method's, in one currency. BENCHMARKS.md's "DAPO's / the row's tokens" on balanced:
+
+    .venv/bin/python benchmarks/crossing_interval.py --versus tokens \
+        benchmarks/data/report37-balanced.compare.json:sgpo-solvable-g8-ds4-fs-drop-same-update \
+        benchmarks/data/ten-seeds-eval4-train-all-balanced.compare.json:dapo
 """
 
 from __future__ import annotations
@@ -86,6 +94,54 @@ def intervals(result: dict, draws: int = DRAWS, seed: int = 0) -> dict[str, dict
     return out
 
 
+def versus(
+    row: tuple[dict, str],
+    other: tuple[dict, str],
+    currency: str,
+    draws: int = DRAWS,
+    seed: int = 0,
+) -> tuple[float, float, float, float]:
+    """(other's cost to the target / row's on the seeds both ran, low, high, share of draws
+    below 1.5): each a (compare.json, method) read against its own baseline, both on the same
+    draw of seeds. A draw where the row never reaches the target reads 0; where the other
+    never does, inf."""
+    field = CURRENCIES[currency].metric_field
+
+    def ratio(result: dict, method: str, seeds: list[str]) -> float:
+        baseline = result["baseline"]
+        return crossing_ratio(
+            curves(result, baseline, field, seeds),
+            curves(result, method, field, seeds),
+            result["final_window"],
+        )
+
+    def read(seeds: list[str]) -> float:
+        row_ratio, other_ratio = ratio(*row, seeds), ratio(*other, seeds)
+        if row_ratio == 0.0:
+            return 0.0
+        return math.inf if other_ratio == 0.0 else row_ratio / other_ratio
+
+    runs = [result["methods"][method]["eval_curves"] for result, method in (row, other)]
+    seeds = [s for s in runs[0] if s in runs[1]]
+    rng = random.Random(seed)
+    reads = sorted(read([rng.choice(seeds) for _ in seeds]) for _ in range(draws))
+    low = reads[int((1 - LEVEL) / 2 * draws)]
+    high = reads[int((1 + LEVEL) / 2 * draws) - 1]
+    return read(seeds), low, high, sum(r < 1.5 for r in reads) / draws
+
+
+def main_versus(currency: str, row: str, other: str) -> None:
+    def load(spec: str) -> tuple[dict, str]:
+        path, method = spec.rsplit(":", 1)
+        return json.loads(Path(path).read_text()), method
+
+    whole, low, high, below = versus(load(row), load(other), currency)
+    print(
+        f"{other.rsplit(':', 1)[1]}'s / {row.rsplit(':', 1)[1]}'s {currency} to the target: "
+        f"{whole:.2f}, {LEVEL:.0%} interval {low:.2f}-{high:.2f}, {below:.1%} of draws below 1.5"
+    )
+
+
 def main(paths: list[str]) -> None:
     print(
         "| compare | method | crossing ratio (FLOPs / train-all / tokens) | "
@@ -102,4 +158,7 @@ def main(paths: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    if sys.argv[1:2] == ["--versus"]:
+        main_versus(*sys.argv[2:])
+    else:
+        main(sys.argv[1:])

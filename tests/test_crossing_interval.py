@@ -45,3 +45,27 @@ def test_the_interval_spans_what_the_seeds_disagree_on() -> None:
     whole, low, high, never = reads["split"]["flops"]
     assert (whole, low, high) == (0.0, 0.0, 4.0)  # both seeds drawn twice: 4 or never
     assert 0.1 < never < 0.9
+
+
+def test_versus_divides_the_others_cost_to_the_target_by_the_rows_on_the_same_seeds() -> None:
+    def compare(method: str, curve_by_seed: dict[str, list]) -> dict:
+        baseline = {s: evaluations(BASELINE) for s in curve_by_seed}
+        encoded = {s: evaluations(c) for s, c in curve_by_seed.items()}
+        return {
+            "baseline": "grpo",
+            "final_window": 1,
+            "methods": {"grpo": {"eval_curves": baseline}, method: {"eval_curves": encoded}},
+        }
+
+    half_way = [(0.0, 0.2), (50.0, 0.5)]  # at 0.5 from cost 50: ratio 2
+    row = compare("row", {"0": FAST, "1": FAST, "2": FAST})  # ratio 4 on every seed
+    other = compare("dapo", {"0": half_way, "1": half_way})  # seed 2 never ran
+    whole, low, high, below = crossing_interval.versus(
+        (row, "row"), (other, "dapo"), "tokens", draws=100
+    )
+    assert (whole, low, high, below) == (pytest.approx(2.0), 2.0, 2.0, 0.0)
+    # the other never reaching the target reads inf; the row never reaching it, 0
+    never = compare("dapo", {"0": SLOW})
+    assert crossing_interval.versus((row, "row"), (never, "dapo"), "flops")[0] == math.inf
+    slow_row = compare("row", {"0": SLOW})
+    assert crossing_interval.versus((slow_row, "row"), (other, "dapo"), "flops")[:3] == (0, 0, 0)
