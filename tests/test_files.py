@@ -582,7 +582,7 @@ def test_a_float32_answer_column_of_a_datasets_folder_reads_as_written(tmp_path:
     assert [q.answer for q in data.train] == ["0.1", "2.3", "0"]
 
 
-def test_a_save_to_disk_folder_loads_as_a_dataset_dict_and_says_what_to_do_as_one_dataset(
+def test_a_save_to_disk_folder_loads_by_split_as_a_dataset_dict_and_whole_as_one_dataset(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import datasets
@@ -621,13 +621,19 @@ def test_a_save_to_disk_folder_loads_as_a_dataset_dict_and_says_what_to_do_as_on
     assert earlier != profiled
     with pytest.raises(DataError, match="profiled by an earlier sgpo, which named a local"):
         check_profile_matches({"task": earlier}, config, "p.parquet", None)
-    one = tmp_path / "one"
-    split(4, "train").save_to_disk(str(one))
-    with pytest.raises(DataError) as info:
-        load_file_task(file_cfg(train=str(one), preset="gsm8k"))
-    said = str(info.value)
-    assert said.startswith(f"{one} (split train): cannot load with datasets.load_dataset")
-    assert "it is one Dataset written by save_to_disk, which names no splits" in said
+    # one Dataset's folder per split (Dataset.save_to_disk): each read whole, as a file is
+    split(4, "train").save_to_disk(str(tmp_path / "one"))
+    split(3, "test").save_to_disk(str(tmp_path / "held"))
+    data = load_file_task(file_cfg(train="one", eval="./held", preset="gsm8k"))
+    assert [q.prompt for q in data.train] == [f"train q{i}" for i in range(4)]
+    assert [q.prompt for q in data.eval] == [f"test q{i}" for i in range(3)]
+    assert [q.query_id for q in data.eval] == ["held:0", "held:1", "held:2"]
+    assert "eval=datasets:held@sha256:" in data.source
+    # ... it has no other split: without eval there is none, not the train rows again
+    alone = load_file_task(file_cfg(train="one", preset="gsm8k"))
+    assert (len(alone.train), alone.eval) == (4, [])
+    with pytest.raises(DataError, match="one Dataset written by save_to_disk has no configs"):
+        load_file_task(file_cfg(train="one", preset="gsm8k", dataset_config="main"))
 
 
 # ----------------------------------------------------------------------------- bad input

@@ -23,7 +23,9 @@ a .jsonl or .csv file its line) and the field: nothing is skipped.
 
 A `datasets` name may carry a config name after a colon, e.g. "openai/gsm8k:main". Without an
 eval source the eval split (split_eval) of the train dataset is used for a `datasets` name; for a
-local train file there is then no eval set.
+local train file there is then no eval set. A folder one Dataset was saved to (save_to_disk) is
+read whole, as a file: its queries' default ids are "<folder name>:<row>", and it has no eval
+split (give eval its own folder or file).
 """
 
 from __future__ import annotations
@@ -129,7 +131,12 @@ class Source:
     local: Path | None
     dataset: str | None = None
     dataset_config: str | None = None
-    split: str | None = None
+    split: str | None = None  # None for one Dataset's save_to_disk folder: it is the split
+
+    @property
+    def has_splits(self) -> bool:
+        """A `datasets` name or DatasetDict folder, whose other splits (eval) can be read."""
+        return self.local is None and self.split is not None
 
     def describe(self) -> str:
         """Deterministic description for TaskData.source: a local file by name and content
@@ -142,7 +149,8 @@ class Source:
         folder = _local_folder(self.dataset)
         if folder is not None:  # by its name, however its path is written
             digest = _directory_sha256(folder)[:16]
-            return f"datasets:{folder.resolve().name}{config}/{self.split}@sha256:{digest}"
+            split = "" if self.split is None else f"/{self.split}"
+            return f"datasets:{folder.resolve().name}{config}{split}@sha256:{digest}"
         return f"datasets:{self.dataset}{config}/{self.split}"
 
 
@@ -150,6 +158,12 @@ def _local_folder(name: str | None) -> Path | None:
     """The local `datasets` folder a dataset name points to; None for a hub name."""
     folder = Path(name or "").expanduser()
     return folder if name and folder.is_dir() else None
+
+
+def _one_saved_dataset(folder: Path) -> bool:
+    """Whether folder is what Dataset.save_to_disk writes (one Dataset, no splits), not a
+    DatasetDict's (dataset_dict.json naming its splits)."""
+    return (folder / "state.json").is_file() and not (folder / "dataset_dict.json").is_file()
 
 
 def _directory_sha256(root: Path) -> str:
@@ -184,6 +198,14 @@ def resolve_source(
     if looks_like_path(spec) and not path.is_dir():  # a local directory goes to `datasets`
         where = "" if path.is_absolute() else f"; a relative path is read from {Path.cwd()}"
         raise DataError(f"{field}={spec}: no such file{where}")
+    if path.is_dir() and _one_saved_dataset(path):
+        # read whole, as a file is: the folder is the split, and a config selects nothing in it
+        if dataset_config:
+            raise DataError(
+                f"{field}={spec}: one Dataset written by save_to_disk has no configs; remove "
+                f"task.file.dataset_config ({dataset_config})"
+            )
+        return Source(label=spec, id_prefix=path.resolve().name, local=None, dataset=str(path))
     name, _, inline_config = spec.partition(":")
     config = dataset_config or inline_config or None
     folder = _local_folder(name)
@@ -391,22 +413,16 @@ def _csv_rows(source: Source, read: set[str]) -> Iterator[tuple[dict, int]]:
 
 
 def _dataset_rows(source: Source, limit: int | None) -> Iterator[tuple[int, object]]:
-    try:
-        import datasets
+    import datasets
 
-        ds = datasets.load_dataset(source.dataset, source.dataset_config, split=source.split)
+    try:
+        if source.split is None:  # one Dataset's save_to_disk folder
+            ds = datasets.load_from_disk(source.dataset)
+        else:
+            ds = datasets.load_dataset(source.dataset, source.dataset_config, split=source.split)
     except Exception as e:  # noqa: BLE001 - offline, unknown name, missing config...
-        saved = Path(source.dataset).expanduser()
-        # Dataset.save_to_disk's folder: a DatasetDict's loads (its splits named), one Dataset's
-        # has no split to pick train from eval by
-        hint = (
-            "; it is one Dataset written by save_to_disk, which names no splits: save a "
-            "DatasetDict of its splits instead (DatasetDict({'train': ..., 'test': ...})"
-            ".save_to_disk) or write each split to a file (Dataset.to_parquet)"
-            if (saved / "state.json").is_file()
-            else ""
-        )
-        raise DataError(f"{source.label}: cannot load with datasets.load_dataset: {e}{hint}") from e
+        how = "datasets.load_from_disk" if source.split is None else "datasets.load_dataset"
+        raise DataError(f"{source.label}: cannot load with {how}: {e}") from e
     if limit is not None:
         ds = ds.select(range(min(limit, len(ds))))
     # rows widen a float32 column to a double, as a parquet file's do: each read as written
@@ -730,7 +746,7 @@ def load_file_task(
         eval_source: Source | None = None
     elif cfg.eval is not None:
         eval_source = resolve_source(cfg.eval, cfg.split_eval, dataset_config, "task.file.eval")
-    elif train_source.local is None:
+    elif train_source.has_splits:
         eval_source = resolve_source(cfg.train, cfg.split_eval, dataset_config)
     else:
         eval_source = None
