@@ -5,6 +5,7 @@ math-verify scoring; and a LoRA run whose adapter trains while the base stays pu
 from __future__ import annotations
 
 import json
+import shutil
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -471,17 +472,28 @@ def test_flops_parameter_count_matches_a_hand_count(tied: bool) -> None:
 
 
 def test_a_tokenizer_unlike_its_architectures_keeps_its_own_encoding(
-    tiny_model_dir: Path, caplog: pytest.LogCaptureFixture
+    tiny_model_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A character tokenizer saved beside a Qwen2 config: transformers would load Qwen2's
-    tokenizer class and drop the spaces of 'Natalia sold clips'; sgpo says so and loads it as
-    its tokenizer.json encodes."""
+    tokenizer class and drop the spaces of 'Natalia sold clips'; sgpo loads it as its
+    tokenizer.json encodes, quietly for sgpo's own character tokenizer (a copy of the embedded
+    model, a run's checkpoint), saying so for any other."""
+    said = "encodes text otherwise than the directory's tokenizer.json"
     with caplog.at_level("WARNING", logger="sgpo.models"):
         policy = load_policy(make_config(tiny_model_dir))
     text = "Natalia sold 48 clips.\nHow many?"
     ids = policy.tokenizer(text, add_special_tokens=False)["input_ids"]
     assert policy.tokenizer.decode(ids) == text
-    assert "encodes text otherwise than the directory's tokenizer.json" in caplog.text
+    assert said not in caplog.text
+    other = tmp_path / "other"
+    shutil.copytree(tiny_model_dir, other)
+    spec = json.loads((other / "tokenizer.json").read_text())
+    spec["decoder"] = None  # not sgpo's tokenizer any more; it encodes as before
+    (other / "tokenizer.json").write_text(json.dumps(spec))
+    with caplog.at_level("WARNING", logger="sgpo.models"):
+        policy = load_policy(make_config(other))
+    assert policy.tokenizer(text, add_special_tokens=False)["input_ids"] == ids
+    assert said in caplog.text
 
 
 def test_a_lora_adapter_of_a_relative_model_path_loads_from_anywhere(

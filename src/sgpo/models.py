@@ -140,7 +140,7 @@ def model_source(config: RunConfig) -> str:
     return str(ensure_embedded_model(config.model.embedded))
 
 
-def _load_tokenizer(source: str, embedded: bool = False) -> PreTrainedTokenizerBase:
+def _load_tokenizer(source: str) -> PreTrainedTokenizerBase:
     """The model's tokenizer; a source that is neither a model directory here nor loadable from
     the hub is a config error naming it (transformers' own message kept)."""
     local = Path(source).expanduser()
@@ -168,7 +168,7 @@ def _load_tokenizer(source: str, embedded: bool = False) -> PreTrainedTokenizerB
         where = "the directory" if local.is_dir() else "neither a local directory nor on the hub"
         raise ConfigError(f"model {source!r}: cannot load it ({where}): {e}") from e
     if (local / "tokenizer.json").is_file():
-        tokenizer = _as_its_file_encodes(tokenizer, local, quiet=embedded)
+        tokenizer = _as_its_file_encodes(tokenizer, local)
     # Without its files some tokenizer classes still load, empty: every text becomes no tokens.
     if not tokenizer("1 + 1 = 2", add_special_tokens=False)["input_ids"]:
         raise ConfigError(
@@ -183,7 +183,7 @@ _PROBE = "Sum: 12 + 34 =\n\tAnswer 46"
 
 
 def _as_its_file_encodes(
-    tokenizer: PreTrainedTokenizerBase, local: Path, quiet: bool = False
+    tokenizer: PreTrainedTokenizerBase, local: Path
 ) -> PreTrainedTokenizerBase:
     """The directory's tokenizer.json as written. transformers 5 picks the tokenizer class from
     the model's architecture (a Qwen2 config loads Qwen2Tokenizer, with Qwen2's own
@@ -195,8 +195,9 @@ def _as_its_file_encodes(
     if tokenizer(_PROBE, add_special_tokens=False)["input_ids"] == expected:
         return tokenizer
     exact = PreTrainedTokenizerFast.from_pretrained(str(local))
-    # sgpo's embedded models (and their checkpoints) are known to need it: nothing to say
-    level = logging.DEBUG if quiet else logging.WARNING
+    # sgpo's character tokenizer (the embedded model, a copy of it, a run's checkpoint of it) is
+    # known to need it: nothing to say
+    level = logging.DEBUG if _is_sgpo_char_tokenizer(written) else logging.WARNING
     log.log(
         level,
         "%s: %s encodes text otherwise than the directory's tokenizer.json; loaded as the "
@@ -206,6 +207,23 @@ def _as_its_file_encodes(
         type(exact).__name__,
     )
     return exact
+
+
+@functools.cache
+def _char_tokenizer_parts() -> tuple:
+    from sgpo.embedded import build_char_tokenizer
+
+    return _tokenizer_parts(build_char_tokenizer().backend_tokenizer)
+
+
+def _tokenizer_parts(tokenizer: Tokenizer) -> tuple:
+    """What makes a tokenizer sgpo's character tokenizer, whatever its special tokens."""
+    spec = json.loads(tokenizer.to_str())
+    return spec.get("pre_tokenizer"), spec.get("decoder"), (spec.get("model") or {}).get("type")
+
+
+def _is_sgpo_char_tokenizer(tokenizer: Tokenizer) -> bool:
+    return _tokenizer_parts(tokenizer) == _char_tokenizer_parts()
 
 
 @contextmanager
@@ -240,7 +258,7 @@ def load_policy(config: RunConfig, path: str | None = None, trainable: bool = Fa
     source = path or model_source(config)
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
-    tokenizer = _load_tokenizer(source, embedded=cfg.name_or_path == "embedded")
+    tokenizer = _load_tokenizer(source)
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
