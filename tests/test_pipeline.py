@@ -62,6 +62,8 @@ def test_stages_one_by_one(tmp_path: Path):
     plan, plan_meta = read_table(out / "plan.parquet")
     assert [r["query_id"] for r in plan] == [r["query_id"] for r in profile]
     assert plan_meta["profile_flops"] == sum(r["flops"] for r in profile)
+    # the profile's time, as its FLOPs: carried by the plan, charged to the run's wall_s
+    assert meta["profile_wall_s"] > 0 and plan_meta["profile_wall_s"] == meta["profile_wall_s"]
 
     sgpo("train", "-c", config, "-o", out)
     summary = json.loads((out / "summary.json").read_text())
@@ -75,6 +77,9 @@ def test_stages_one_by_one(tmp_path: Path):
     assert [r["step"] for r in records if "eval_acc" in r] == [0, 2, 4]
     totals = [r["flops_total_cum"] for r in records]
     assert totals == sorted(totals) and totals[-1] == summary["total_flops"]
+    assert summary["profile_wall_s"] == plan_meta["profile_wall_s"]
+    assert records[1]["wall_s"] > summary["profile_wall_s"]  # from the profile's time on
+    assert summary["wall_s"] == records[-1]["wall_s"]
     assert (out / "final" / "config.json").exists()
     assert (out / "checkpoints" / "step-000002" / "model.safetensors").exists()
     assert (out / "p_hat_hist.png").exists()  # the plan's, still true of it after training
@@ -86,6 +91,8 @@ def test_stages_one_by_one(tmp_path: Path):
     sgpo("report", out)
     report = (out / "report.md").read_text()
     assert "## Plan" in report and "held-out accuracy" in report
+    profile_wall = f"and the profile's {summary['profile_wall_s']:.1f} s): {summary['wall_s']:.1f}"
+    assert profile_wall in report
     plan_summary = plan_meta["summary"]
     predicted = (
         f"from the profile alone: informative fraction "

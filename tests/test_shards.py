@@ -42,7 +42,11 @@ def test_three_shards_merged_equal_the_unsharded_profile(profiles):
     assert merged_rows == whole_rows
     # the same profile, its samples merged next to it
     assert merged_meta.pop("samples_file") == str(root / "merged" / "profile_samples.parquet")
-    assert merged_meta == {k: v for k, v in whole_meta.items() if k != "samples_file"}
+    # its time: the shards' machine time, summed
+    shard_walls = [read_table(path)[1]["profile_wall_s"] for path in shards]
+    assert merged_meta.pop("profile_wall_s") == pytest.approx(sum(shard_walls), abs=1e-3)
+    timed = ("samples_file", "profile_wall_s")
+    assert merged_meta == {k: v for k, v in whole_meta.items() if k not in timed}
     merged_samples = read_table(root / "merged" / "profile_samples.parquet")
     assert merged_samples == read_table(root / "whole" / "profile_samples.parquet")
 

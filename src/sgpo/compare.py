@@ -754,7 +754,7 @@ def write_markdown(
         "| method | final acc (mean ± std) | initial acc | FLOPs | ratio | FLOPs train-all | "
         "ratio train-all | generated tokens | ratio tokens | fitted speedup (FLOPs / "
         "train-all / tokens) | informative fraction (predicted) | trained fraction | "
-        "FLOPs on zero-advantage rollouts | steps | wall s/run |",
+        "FLOPs on zero-advantage rollouts | steps | wall s/run (profile included) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     learned = result["baseline_learned"]

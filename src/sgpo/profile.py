@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import re
 import shutil
+import time
 from collections import Counter
 from collections.abc import Collection, Iterable
 from dataclasses import asdict
@@ -217,6 +218,7 @@ def _run_profile(
     rows: list[dict] = []
     # Verifier failures are counted per chunk, so a resumed profile reports the same totals.
     counts = dict.fromkeys(VERIFIER_COUNTS, 0)
+    wall_s = 0.0  # the chunks' own, so a resumed profile's is the time it took in all
     # the chunks done before count from the start, so the rate and time left are this run's
     before = sum(len(chunk) for index, chunk in enumerate(chunks) if index in done)
     where = f"profile {shard[0]}/{shard[1]}" if shard else "profile"
@@ -230,6 +232,7 @@ def _run_profile(
                 )
             for key in VERIFIER_COUNTS:
                 counts[key] += chunk_meta.get(key, 0)
+            wall_s += chunk_meta.get(PROFILE_WALL_KEY, 0.0)  # none in an older sgpo's chunk
             rows.extend(without_samples(chunk_rows))
             if index not in done:
                 bar.update(len(chunk))
@@ -261,7 +264,8 @@ def _run_profile(
     chunk_paths = [_chunk_path(chunk_dir, index) for index in range(len(chunks))]
     counts[TRUNCATED_KEY] = write_samples(out_dir / SAMPLES_FILE, chunk_paths, metadata)
     warn_of_cut_off(final, counts[TRUNCATED_KEY], n_samples, config.sampling.max_new_tokens)
-    write_table(final, rows, metadata | counts | samples_location(out_dir))
+    timed = {PROFILE_WALL_KEY: round(wall_s, 3)}
+    write_table(final, rows, metadata | counts | timed | samples_location(out_dir))
     shutil.rmtree(chunk_dir)
     return final
 
@@ -364,6 +368,9 @@ def warn_of_cut_off(source: object, cut_off: int, samples: int, max_new_tokens: 
 
 
 VERIFIER_COUNTS = ("verifier_errors", "verifier_timeouts")
+# profile.parquet's metadata: the seconds its chunks took to sample and score (a merge: its
+# shards' sum), which training adds to its wall time as it adds the profile's FLOPs
+PROFILE_WALL_KEY = "profile_wall_s"
 TRUNCATED_KEY = "truncated_samples"  # profile.parquet's metadata: samples cut off
 # What a differing metadata field of a chunk means to the user resuming it.
 FIELD_MEANINGS = {
@@ -478,6 +485,7 @@ def _profile_and_write_chunk(
 ) -> tuple[list[dict], dict]:
     """Profile one chunk and write it atomically (the resume unit), with its verifier failures."""
     before = verifier.stats.counts()
+    started = time.perf_counter()
     profile = config.profile
     share = profile.full_share
     in_full = {q.query_id for q in chunk if drawn_fully(config.seed, q.query_id, share)}
@@ -500,6 +508,7 @@ def _profile_and_write_chunk(
         "verifier_errors": errors,
         "verifier_timeouts": timeouts,
         CHUNK_SIZE_KEY: profile.chunk_size,
+        PROFILE_WALL_KEY: time.perf_counter() - started,
     }
     # the plan would call every query unsolvable: stop before the chunk is kept
     queries = f"the training queries {chunk[0].query_id!r} to {chunk[-1].query_id!r}"
@@ -514,7 +523,7 @@ def samples_location(out_dir: Path) -> dict:
 
 def _recorded(meta: dict) -> dict:
     """A profile's metadata without its counts and file locations (what a merge carries over)."""
-    counted = {*VERIFIER_COUNTS, TRUNCATED_KEY, SAMPLES_KEY}
+    counted = {*VERIFIER_COUNTS, TRUNCATED_KEY, SAMPLES_KEY, PROFILE_WALL_KEY}
     return {k: v for k, v in meta.items() if k not in counted}
 
 
@@ -727,6 +736,8 @@ def _merge_profiles(paths: list[Path], out_dir: Path, overwrite: bool) -> Path:
     order = {q: i for i, q in enumerate(_task_order(tables))}
     merged = sorted(rows_by_id.values(), key=lambda r: order[r["query_id"]])
     counts = {key: sum(m.get(key, 0) for _, _, m in tables) for key in VERIFIER_COUNTS}
+    if all(PROFILE_WALL_KEY in m for _, _, m in tables):  # the shards' machine time
+        counts[PROFILE_WALL_KEY] = round(sum(m[PROFILE_WALL_KEY] for _, _, m in tables), 3)
     if all(TRUNCATED_KEY in m for _, _, m in tables):  # not in shards of an older sgpo
         counts[TRUNCATED_KEY] = sum(m[TRUNCATED_KEY] for _, _, m in tables)
     metadata = common | counts | {"shard": None}

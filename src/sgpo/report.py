@@ -408,6 +408,9 @@ def write_report(run_dir: Path) -> Path:
         )
         if key in summary
     )
+    # the profile's time is in wall_s since summaries had profile_wall_s
+    profile_s = summary.get("profile_wall_s")
+    profile_wall = f" and the profile's {profile_s:.1f} s" if profile_s else ""
     lines += [
         "- accuracy by bucket, step 0 -> final: "
         + ", ".join(
@@ -420,7 +423,7 @@ def write_report(run_dir: Path) -> Path:
         + ", ".join(f"{k} {v:.2e}" for k, v in phases.items())
         + ")"
         + other_costs,
-        f"- wall time (training loop): {summary['wall_s']:.1f} s; verifier errors "
+        f"- wall time (training loop{profile_wall}): {summary['wall_s']:.1f} s; verifier errors "
         f"{summary['verifier_errors']}, timeouts {summary['verifier_timeouts']}",
         "",
         "## Plots",

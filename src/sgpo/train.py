@@ -53,7 +53,7 @@ from sgpo.models import (
     model_shape,
     model_source,
 )
-from sgpo.profile import profile_chunk
+from sgpo.profile import PROFILE_WALL_KEY, profile_chunk
 from sgpo.profile_match import check_chat_template
 from sgpo.replanning import Replanner
 from sgpo.reuse import load_profile_reuse, reuse_record
@@ -160,9 +160,10 @@ class Trainer:
         self.scheduler, plan_rows, profile_flops = build_scheduler(
             config, self.task.train, self.plan_path, self.resuming
         )
+        plan_meta = read_table_metadata(self.plan_path) if self.plan_path is not None else {}
         if self.plan_path is not None:  # the prompts' template, which no setting names
             check_chat_template(
-                read_table_metadata(self.plan_path),
+                plan_meta,
                 chat_template_sha256(self.policy.tokenizer, config.model),
                 str(self.plan_path),
             )
@@ -203,7 +204,9 @@ class Trainer:
         # included.
         self.flops_skipped = 0.0
         self.generated_tokens = profile_tokens([r.to_dict() for r in plan_rows])
-        self.wall_s = 0.0
+        # the profile's time too (none recorded by an older sgpo): the training loop's from here
+        self.profile_wall_s = float(plan_meta.get(PROFILE_WALL_KEY) or 0.0)
+        self.wall_s = self.profile_wall_s
         self.nonfinite_in_a_row = 0
         self.nonfinite_total = 0
         self.metrics_path = run_dir / METRICS_FILE
@@ -604,6 +607,7 @@ class Trainer:
             "total_flops_train_all": self.total_flops_train_all,
             "generated_tokens": self.generated_tokens,
             "wall_s": round(self.wall_s, 3),
+            "profile_wall_s": round(self.profile_wall_s, 3),
             "verifier_errors": self.verifier.stats.errors,
             "verifier_timeouts": self.verifier.stats.timeouts,
             "nonfinite_skips": self.nonfinite_total,

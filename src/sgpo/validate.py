@@ -261,15 +261,17 @@ MAPPING_PLAN_META = ("inputs", "rule", "summary", "sampling")
 
 
 def check_plan_meta(meta: dict, path: Path) -> None:
-    """The plan's metadata fields training reads, where present: profile_flops (charged to the
-    run) a finite number >= 0, and each of MAPPING_PLAN_META a mapping. (A plan made by hand
+    """The plan's metadata fields training reads, where present: profile_flops and
+    profile_wall_s (charged to the run) finite numbers >= 0, and each of MAPPING_PLAN_META a
+    mapping. (A plan made by hand
     may leave profile_flops out: no profile is charged, as the verl and TRL paths read it.)"""
-    flops = meta.get("profile_flops")
-    if flops is not None and (not _is_real(flops) or flops < 0):
-        raise DataError(
-            f"{path}: metadata field 'profile_flops' is {flops!r}, not a number >= 0 (the "
-            "profile's cost, charged to the run); re-run sgpo plan"
-        )
+    for field, what in (("profile_flops", "cost"), ("profile_wall_s", "time")):
+        value = meta.get(field)
+        if value is not None and (not _is_real(value) or value < 0):
+            raise DataError(
+                f"{path}: metadata field {field!r} is {value!r}, not a number >= 0 (the "
+                f"profile's {what}, charged to the run); re-run sgpo plan"
+            )
     for field in MAPPING_PLAN_META:
         if meta.get(field) is not None and not isinstance(meta[field], dict):
             raise DataError(
