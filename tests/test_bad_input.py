@@ -715,6 +715,17 @@ CLI_CASES = [
         "verl file-logger JSONL (an sgpo train run's costs are in its metrics.jsonl",
     ),
     (
+        # what the file is comes first: without a model shape it was asked for --model
+        "flops-on-an-sgpo-run-without-a-plan",
+        lambda tmp, env: [
+            "flops",
+            str(written(tmp / "metrics.jsonl", '{"step": 1, "eval_acc": 0.5}\n') / "metrics.jsonl"),
+        ],
+        1,
+        "{tmp}/metrics.jsonl: no step with prompt_length/mean and response_length/mean: not a "
+        "verl file-logger JSONL (an sgpo train run's costs are in its metrics.jsonl",
+    ),
+    (
         "flops-out-over-a-users-file",
         lambda tmp, env: [
             "flops",

@@ -21,6 +21,7 @@ from sgpo.compare import (
     load_compare_config,
     method_config,
     profile_dir,
+    run_compare,
     scoring_settings,
     wasted_fraction,
 )
@@ -1111,3 +1112,57 @@ def test_a_config_of_the_other_kind_is_named_so(tmp_path: Path):
         load_compare_config(compare)
     with pytest.raises(ConfigError, match=r"its keys are a compare config's: sgpo compare -c"):
         load_config(compare)
+
+
+def test_compare_config_mistakes_are_named_for_what_they_are(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"base": "x.yaml", "seeds": 3}))
+    with pytest.raises(ConfigError, match=r"seeds is the list of seeds to run, e.g. \[0, 1, 2\]"):
+        load_compare_config(path)
+    # a list of names picks the built-in methods; another name is not one of them
+    path.write_text(yaml.safe_dump({"base": "x.yaml", "methods": ["grpo-g8", "dapo"]}))
+    cfg, _ = load_compare_config(path)
+    assert cfg.methods == {m: DEFAULT_METHODS[m] for m in ("grpo-g8", "dapo")}
+    path.write_text(yaml.safe_dump({"base": "x.yaml", "methods": ["grpo-g8", "mine"]}))
+    with pytest.raises(ConfigError, match=r"methods maps each method's name to its overrides"):
+        load_compare_config(path)
+    # --set does not reach a method that sets the key itself: said
+    grpo_g8 = DEFAULT_METHODS["grpo-g8"]
+    path.write_text(yaml.safe_dump({"base": "x.yaml", "methods": {"grpo-g8": grpo_g8}}))
+    load_compare_config(path, overrides=["train.group_size=4", "train.lr=1e-5"])
+    err = capsys.readouterr().err
+    assert "--set train.group_size=4: not for grpo-g8, which set train.group_size" in err
+    assert "train.lr" not in err
+    # a base that is not there is named as base, before any method's config
+    with pytest.raises(ConfigError, match=r"c.yaml: base: x.yaml: no such file"):
+        run_compare(path, tmp_path / "out")
+
+
+def test_compare_says_which_methods_train_the_same_config_and_which_seeds_it_holds(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    config = tiny_compare(tmp_path, {"mine": list(GRPO_G4)}, seeds=(1,))
+    out = tmp_path / "out"
+    (out / "runs" / "grpo-g4" / "seed-0").mkdir(parents=True)  # an earlier compare's seed
+    run_compare(config, out)
+    err = capsys.readouterr().err
+    assert "methods grpo-g4, mine train the same config" in err
+    assert "compare.json and compare.md will hold seeds [1] only; the runs of seeds [0]" in err
+
+
+def test_the_fitted_interval_needs_three_seeds() -> None:
+    # two seeds resample into three draws: the 'interval' sat on the read at one end
+    from sgpo.compare import fitted_read_interval
+
+    def curve(scale: float) -> list[tuple[float, float]]:
+        return [(c, 0.5 - 0.2 * math.exp(-c / scale)) for c in (0.0, 1.0, 2.0, 4.0, 8.0, 16.0)]
+
+    for seeds, expected_none in ((2, True), (3, False)):
+        curves = {
+            (m, name): [curve(2.0 + s) for s in range(seeds)] for m in "bm" for name in CURRENCIES
+        }
+        fits = {(m, name): object() for m in "bm" for name in CURRENCIES}
+        read = fitted_read_interval(curves, "b", "m", fits)
+        assert all((ci is None) == expected_none for ci in read.values()), (seeds, read)

@@ -47,6 +47,7 @@ demo's run beside GRPO at the same FLOPs with the reads here.
 
 from __future__ import annotations
 
+import json
 import logging
 import statistics
 import sys
@@ -132,6 +133,31 @@ class CompareConfig(BaseModel):
             )
         return self
 
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _seeds_are_a_list(cls, seeds: object) -> object:
+        if isinstance(seeds, int) and not isinstance(seeds, bool):
+            raise ValueError(
+                f"seeds is the list of seeds to run, e.g. [0, 1, 2], not a count ({seeds}); "
+                "the command line's --seeds N runs N seeds from --first-seed"
+            )
+        return seeds
+
+    @field_validator("methods", mode="before")
+    @classmethod
+    def _methods_by_name(cls, methods: object) -> object:
+        """A list of built-in methods' names picks them (sgpo.methods.DEFAULT_METHODS)."""
+        if not isinstance(methods, list):
+            return methods
+        unknown = [m for m in methods if not isinstance(m, str) or m not in DEFAULT_METHODS]
+        if unknown:
+            raise ValueError(
+                f"methods maps each method's name to its overrides ({{name: [key=value, ...]}}); "
+                f"a list names built-in methods only, and {unknown} are none of them: "
+                f"{list(DEFAULT_METHODS)}"
+            )
+        return {m: DEFAULT_METHODS[m] for m in methods}
+
     @field_validator("seeds")
     @classmethod
     def _check_seeds(cls, seeds: list[int]) -> list[int]:
@@ -174,8 +200,21 @@ def load_compare_config(
             raise ConfigError(f"{path}: unknown methods {unknown}; known: {list(cfg.methods)}")
         keep = {cfg.baseline, *methods}
         cfg.methods = {m: o for m, o in cfg.methods.items() if m in keep}
+    for item in overrides or []:  # a method's own setting of the key is applied after it
+        key = override_key(item)
+        own = [m for m, items in cfg.methods.items() if key in map(override_key, items)]
+        if own:
+            tqdm.write(
+                f"--set {item}: not for {', '.join(own)}, which set {key} themselves",
+                file=sys.stderr,
+            )
     cfg.overrides += overrides or []
     return cfg, (path.parent / cfg.base).resolve()
+
+
+def override_key(item: str) -> str:
+    """The key an override sets (key=value) or removes (~key)."""
+    return item.removeprefix("~").split("=", 1)[0].strip()
 
 
 def method_config(
@@ -195,7 +234,6 @@ def _keyed(section: BaseModel, added: str) -> dict:
 def profile_dir(config: RunConfig, root: Path) -> Path:
     """Methods that profile the same model on the same data the same way share one profile."""
     import hashlib
-    import json
 
     spec = {
         "seed": config.seed,
@@ -581,6 +619,11 @@ def fitted_read(
     return out
 
 
+# Two seeds resample into three distinct draws only: their "interval" would be the read itself
+# at one end, not a spread.
+INTERVAL_MIN_SEEDS = 3
+
+
 def fitted_read_interval(
     seed_curves: dict[tuple[str, str], list[list[tuple[float, float]]]],
     baseline: str,
@@ -588,13 +631,14 @@ def fitted_read_interval(
     fits: dict[tuple[str, str], SaturatingFit | None],
 ) -> dict:
     """fit_speedup_vs_grpo_<currency>_ci: the fitted speedup's 5-95% interval over paired seed
-    resamples (sgpo.core.curves.bootstrap_speedup; 0 = never in that resample); None with a
-    single seed or curves too short to fit."""
+    resamples (sgpo.core.curves.bootstrap_speedup; 0 = never in that resample); None with fewer
+    than INTERVAL_MIN_SEEDS seeds or curves too short to fit."""
     out: dict = {}
     for name, c in CURRENCIES.items():
         key = f"{c.fit_speedup_key}_ci"
         base_curves = seed_curves[baseline, name]
-        if len(base_curves) < 2 or fits[method, name] is None or fits[baseline, name] is None:
+        few = len(base_curves) < INTERVAL_MIN_SEEDS
+        if few or fits[method, name] is None or fits[baseline, name] is None:
             out[key] = None
             continue
         out[key] = list(bootstrap_speedup(base_curves, seed_curves[method, name]))
@@ -770,7 +814,7 @@ def write_markdown(
             f"({format_or_missing(m.get('predicted_informative_fraction'), '.2f', 'no plan')}) | "
             f"{format_or_missing(m.get('trained_fraction'), '.3f', '-')} | "
             f"{m['wasted_flops_fraction']:.1%} | "
-            f"{m['steps_mean']:.0f} | {m['wall_s']:.1f} |"
+            f"{round(m['steps_mean'], 1):g} | {m['wall_s']:.1f} |"
         )
     text = [
         f"# sgpo compare: {source.name}",
@@ -846,7 +890,7 @@ def write_markdown(
         "(`never`: not reached; sgpo.core.curves). A steadier read than the ratio, whose "
         "target is a plateau value that nearly flat curves cross by thousandths. In brackets "
         "its 5-95% interval over 1000 paired resamples of the seeds (0: not reached in that "
-        "resample).",
+        f"resample; none with fewer than {INTERVAL_MIN_SEEDS} seeds).",
         "- *informative fraction*: share of the rollouts generated in training (the profile's "
         "samples not counted) that were in a group with a non-zero advantage (the only "
         "rollouts that produce a gradient); in brackets what "
@@ -907,6 +951,8 @@ def scoring_settings(config: RunConfig) -> dict:
 
 
 def _run_compare(cfg: CompareConfig, base: Path, config_path: Path, out_dir: Path) -> dict:
+    if not base.is_file():  # said of base: before each method's config would say it
+        raise ConfigError(f"{config_path}: base: {cfg.base}: no such file ({base})")
     profiles = out_dir / "profiles"
     if (out_dir / "runs").is_dir():  # an earlier compare's methods this one leaves out
         others = sorted(
@@ -918,10 +964,21 @@ def _run_compare(cfg: CompareConfig, base: Path, config_path: Path, out_dir: Pat
                 f"the runs of {', '.join(others)} stay in {out_dir / 'runs'}",
                 file=sys.stderr,
             )
+        seed_dirs = (out_dir / "runs").glob("*/seed-*")
+        other_seeds = sorted(
+            {int(d.name[5:]) for d in seed_dirs if d.name[5:].isdigit()} - set(cfg.seeds)
+        )
+        if other_seeds:
+            tqdm.write(
+                f"{out_dir}: compare.json and compare.md will hold seeds {cfg.seeds} only; the "
+                f"runs of seeds {other_seeds} stay in {out_dir / 'runs'}",
+                file=sys.stderr,
+            )
     runs: dict[str, dict[int, Path]] = {m: {} for m in cfg.methods}
     # Baseline first: its spend is the budget of every other method on the same seed.
     order = [cfg.baseline] + [m for m in cfg.methods if m != cfg.baseline]
     scoring: dict | None = None  # the baseline's
+    trained_as: dict[str, list[str]] = {}  # each config (as JSON) -> the methods it is
     for method in order:  # every method's config checked before anything is trained
         try:
             config = method_config(cfg, base, method, cfg.seeds[0], [])
@@ -931,6 +988,7 @@ def _run_compare(cfg: CompareConfig, base: Path, config_path: Path, out_dir: Pat
             raise ConfigError(f"{config_path}: method {method!r}: {e}") from e
         refuse_decaying_lr(config, f"{config_path}: {method}")
         refuse_float16_training(config, f"{config_path}: method {method!r}: ")
+        trained_as.setdefault(json.dumps(config.model_dump(mode="json")), []).append(method)
         scores = scoring_settings(config)
         scoring = scores if scoring is None else scoring
         if differ := changes(scoring, scores):
@@ -939,6 +997,12 @@ def _run_compare(cfg: CompareConfig, base: Path, config_path: Path, out_dir: Pat
                 f"{cfg.baseline!r} ({'; '.join(differ)}): accuracies compared across methods "
                 "must count a success the same way; set these in the base or its overrides"
             )
+    for same in (methods for methods in trained_as.values() if len(methods) > 1):
+        tqdm.write(
+            f"{config_path}: methods {', '.join(same)} train the same config (their overrides "
+            "come to the same settings): the rows will differ by nothing but their names",
+            file=sys.stderr,
+        )
     currency = CURRENCIES[cfg.budget_currency]
     total = len(cfg.seeds) * len(order)
     failed: list[dict] = []

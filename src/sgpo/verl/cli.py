@@ -522,7 +522,14 @@ def flops(
     from sgpo.core.flops import PHASES, ModelShape
     from sgpo.io import atomic_write_text, read_table
     from sgpo.verl.export import ROLLOUT_N, rollouts_per_step
-    from sgpo.verl.flops import DAPO_EVICTED, DAPO_SURPLUS, read_verl_metrics, verl_run_flops
+    from sgpo.verl.flops import (
+        DAPO_EVICTED,
+        DAPO_SURPLUS,
+        PROMPT_MEAN,
+        RESPONSE_MEAN,
+        read_verl_metrics,
+        verl_run_flops,
+    )
 
     if out is not None:  # before any reading: a file that cannot be written is not computed
         if out.is_dir():
@@ -547,19 +554,26 @@ def flops(
         return
     if not metrics_jsonl:
         raise typer.BadParameter("give verl metrics files or --run")
+    shape = model_shape_from_dir(model) if model is not None else None
+    records = read_verl_metrics(metrics_jsonl)
+    if not any(PROMPT_MEAN in r and RESPONSE_MEAN in r for r in records):
+        files = ", ".join(map(str, metrics_jsonl))
+        # an sgpo run's metrics.jsonl has its FLOPs already (flops_*_cum, summary.json)
+        raise DataError(
+            f"{files}: no step with {PROMPT_MEAN} and {RESPONSE_MEAN}: not a verl "
+            "file-logger JSONL (an sgpo train run's costs are in its metrics.jsonl and "
+            "summary.json already)"
+        )
     plan_meta = read_table(plan)[1] if plan is not None else {}
-    if model is not None:
-        shape = model_shape_from_dir(model)
-    elif "shape" in plan_meta:
+    if shape is None and "shape" in plan_meta:
         shape = ModelShape(**plan_meta["shape"])
-    else:
+    if shape is None:
         raise typer.BadParameter("give --model (or a --plan whose metadata records the shape)")
     per_step = None
     if data is not None:
         if not train_batch_size:
             raise typer.BadParameter("--data needs --train-batch-size")
         per_step = rollouts_per_step([r[ROLLOUT_N] for r in read_table(data)[0]], train_batch_size)
-    records = read_verl_metrics(metrics_jsonl)
     rows = verl_run_flops(
         records,
         shape,
@@ -571,14 +585,6 @@ def flops(
         batch_multiple=batch_multiple,
         discarded_group_size=dapo_group_size,
     )
-    if not rows:
-        files = ", ".join(map(str, metrics_jsonl))
-        # an sgpo run's metrics.jsonl has its FLOPs already (flops_*_cum, summary.json)
-        raise DataError(
-            f"{files}: no step with prompt_length/mean and response_length/mean: not a verl "
-            "file-logger JSONL (an sgpo train run's costs are in its metrics.jsonl and "
-            "summary.json already)"
-        )
     if out is not None:
         atomic_write_text(out, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
     table = Table(title=f"sGPO FLOPs of a verl run ({len(rows)} logged steps)")
