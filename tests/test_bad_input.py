@@ -72,6 +72,13 @@ def written(path: Path, text: str) -> Path:
     return path.parent
 
 
+def sgpos_own(tmp: Path, name: str) -> Path:
+    """tmp/name, listed as sgpo's output in tmp (a run's file)."""
+    (tmp / "sgpo-outputs.json").write_text(json.dumps({"created": [name]}))
+    (tmp / name).write_text("{}\n")
+    return tmp / name
+
+
 def yaml_bytes(tmp: Path, data: bytes) -> Path:
     path = tmp / "bad.yaml"
     path.write_bytes(data)
@@ -735,6 +742,18 @@ CLI_CASES = [
         ],
         1,
         "{tmp}/notes.jsonl already exists; pass --overwrite to replace it",
+    ),
+    (
+        "flops-out-over-a-runs-metrics",
+        lambda tmp, env: [
+            "flops",
+            "--run",
+            str(tmp),
+            *("-o", str(sgpos_own(tmp, "metrics.jsonl")), "--overwrite"),
+        ],
+        1,
+        "--out {tmp}/metrics.jsonl: another sgpo command's output, which --overwrite does not "
+        "replace",
     ),
     (
         "flops-out-a-directory",

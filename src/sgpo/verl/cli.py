@@ -521,6 +521,7 @@ def flops(
     verl runs, from their logged token counts."""
     from sgpo.core.flops import PHASES, ModelShape
     from sgpo.io import atomic_write_text, read_table
+    from sgpo.rundir import written_by_sgpo
     from sgpo.verl.export import ROLLOUT_N, rollouts_per_step
     from sgpo.verl.flops import (
         DAPO_EVICTED,
@@ -536,6 +537,11 @@ def flops(
             raise FileExistsError(f"--out {out}: a directory; give a file name")
         if out.exists() and not overwrite:
             raise FileExistsError(f"{out} already exists; pass --overwrite to replace it")
+        if out.name in written_by_sgpo(out.parent):  # a run's metrics.jsonl, say
+            raise FileExistsError(
+                f"--out {out}: another sgpo command's output, which --overwrite does not "
+                "replace; choose another file"
+            )
         # A single file may go anywhere (the home directory too, unlike a run directory); its
         # missing folders are made when it is written, so a refused input leaves none behind.
         nearest = next(p for p in out.absolute().parents if p.exists() or p.is_symlink())

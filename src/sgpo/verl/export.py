@@ -360,8 +360,14 @@ def install_exports(staged: dict[Path, Path]) -> None:
 
 def claim_export(path: Path) -> None:
     """Claim path as an sgpo output in its directory (sgpo.rundir.claim_outputs): a file there
-    that sgpo did not write is refused (FileExistsError), one an export wrote is adopted."""
+    that sgpo did not write is refused (FileExistsError), one an export wrote is adopted (and
+    replaced), another sgpo command's output (a plan, a run's summary) refused."""
     claim_outputs(path.parent, [path.name], adopt=is_sgpo_export)
+    if path.exists() and not is_sgpo_export(path):
+        raise FileExistsError(
+            f"{path} is another sgpo command's output (a plan, a profile, a run's file), not an "
+            "earlier export: an export replaces only its own; choose another --out"
+        )
 
 
 def write_export(path: Path, rows: list[dict], meta: dict, schema: pa.Schema) -> Path:
