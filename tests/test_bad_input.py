@@ -72,6 +72,10 @@ def written(path: Path, text: str) -> Path:
     return path.parent
 
 
+# one step of a verl file logger's JSONL, without perf/total_num_tokens
+VERL_LOG = '{"step": 1, "prompt_length/mean": 10, "response_length/mean": 5}\n'
+
+
 def sgpos_own(tmp: Path, name: str) -> Path:
     """tmp/name, listed as sgpo's output in tmp (a run's file)."""
     (tmp / "sgpo-outputs.json").write_text(json.dumps({"created": [name]}))
@@ -742,6 +746,48 @@ CLI_CASES = [
         ],
         1,
         "{tmp}/notes.jsonl already exists; pass --overwrite to replace it",
+    ),
+    (
+        "flops-data-that-is-a-plan",
+        lambda tmp, env: [
+            "flops",
+            str(written(tmp / "m.jsonl", VERL_LOG) / "m.jsonl"),
+            *("--plan", str(env.plan), "--data", str(env.plan), "--train-batch-size", "2"),
+        ],
+        1,
+        "{plan}: no column '__rollout_n__': not a verl export written by sgpo export-verl",
+    ),
+    (
+        "flops-without-a-token-count",
+        lambda tmp, env: [
+            "flops",
+            str(written(tmp / "m.jsonl", VERL_LOG) / "m.jsonl"),
+            *("--plan", str(env.plan)),
+        ],
+        1,
+        "step 1: no 'perf/total_num_tokens' to estimate the rollout count from",
+    ),
+    (
+        "flops-run-json-not-json",
+        lambda tmp, env: ["flops", "--run", str(written(tmp / "run.json", "{garbage"))],
+        1,
+        "{tmp}/run.json: not valid JSON",
+    ),
+    (
+        "flops-run-json-without-overrides",
+        lambda tmp, env: ["flops", "--run", str(written(tmp / "run.json", "[]"))],
+        1,
+        "{tmp}/run.json: field 'overrides' is missing or not a list of key=value strings",
+    ),
+    (
+        "flops-run-json-without-a-batch-size",
+        lambda tmp, env: [
+            "flops",
+            "--run",
+            str(written(tmp / "run.json", '{"overrides": [], "method": "grpo"}')),
+        ],
+        1,
+        "{tmp}/run.json: its overrides set no data.train_batch_size",
     ),
     (
         "flops-out-over-a-runs-metrics",
@@ -1424,3 +1470,10 @@ def test_yaml_merge_keys_merge_and_a_key_twice_beside_one_is_still_refused(
     path.write_text("task:\n  verifier_kwargs:\n    <<: {a: 1}\n    <<: {a: 2}\n")
     with pytest.raises(ConfigError, match="merge key '<<' given twice"):  # one would be lost
         load_config(path)
+
+
+def test_flops_ppo_epochs_below_one_is_refused_as_an_option(tmp_path: Path) -> None:
+    metrics = written(tmp_path / "m.jsonl", VERL_LOG) / "m.jsonl"
+    result = CliRunner().invoke(app, ["flops", str(metrics), "--ppo-epochs", "0"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "--ppo-epochs" in result.output

@@ -491,7 +491,7 @@ def flops(
     use_reference: Annotated[
         bool, typer.Option(help="A reference policy ran (actor.use_kl_loss or use_kl_in_reward).")
     ] = False,
-    ppo_epochs: Annotated[int, typer.Option(help="actor.ppo_epochs.")] = 1,
+    ppo_epochs: Annotated[int, typer.Option(help="actor.ppo_epochs.", min=1)] = 1,
     old_logprob: Annotated[
         bool,
         typer.Option(help="verl recomputed old log-probs (off in rollout_correction.bypass_mode)."),
@@ -522,7 +522,7 @@ def flops(
     from sgpo.core.flops import PHASES, ModelShape
     from sgpo.io import atomic_write_text, read_table
     from sgpo.rundir import written_by_sgpo
-    from sgpo.verl.export import ROLLOUT_N, rollouts_per_step
+    from sgpo.verl.export import export_group_sizes, rollouts_per_step
     from sgpo.verl.flops import (
         DAPO_EVICTED,
         DAPO_SURPLUS,
@@ -577,9 +577,11 @@ def flops(
         raise typer.BadParameter("give --model (or a --plan whose metadata records the shape)")
     per_step = None
     if data is not None:
-        if not train_batch_size:
+        if train_batch_size is None:
             raise typer.BadParameter("--data needs --train-batch-size")
-        per_step = rollouts_per_step([r[ROLLOUT_N] for r in read_table(data)[0]], train_batch_size)
+        if train_batch_size < 1:
+            raise typer.BadParameter(f"--train-batch-size {train_batch_size}: must be 1 or more")
+        per_step = rollouts_per_step(export_group_sizes(data), train_batch_size)
     rows = verl_run_flops(
         records,
         shape,

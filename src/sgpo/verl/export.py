@@ -45,7 +45,7 @@ import pyarrow as pa
 
 from sgpo.config import VARIANT_TRAIN_SETTINGS, RunConfig
 from sgpo.errors import DataError
-from sgpo.io import read_table_metadata, write_table
+from sgpo.io import read_table, read_table_metadata, write_table
 from sgpo.plan import PlanRow, kept_in_order
 from sgpo.rundir import claim_outputs
 from sgpo.tasks import Query
@@ -466,6 +466,18 @@ def export_verl_parquet(
         },
     }
     return write_export(out_path, rows, meta, schema)
+
+
+def export_group_sizes(path: Path) -> list[int]:
+    """Each row's __rollout_n__ of the verl export at path (in its order); DataError for a
+    parquet without them (a plan or verl's own data instead of an export)."""
+    rows, _ = read_table(path)
+    if rows and ROLLOUT_N not in rows[0]:
+        raise DataError(
+            f"{path}: no column {ROLLOUT_N!r}: not a verl export written by sgpo export-verl "
+            "(a plan or a dataset has no group sizes to count the rollouts by)"
+        )
+    return [row[ROLLOUT_N] for row in rows]
 
 
 def rollouts_per_step(rollout_ns: list[int], train_batch_size: int) -> list[int]:

@@ -159,9 +159,9 @@ def verl_run_flops(
     discarded_group_size: G of DAPO's evicted and surplus groups; None: not a DAPO run.
     """
     if ppo_epochs < 1:
-        raise ValueError(f"ppo_epochs must be >= 1, got {ppo_epochs}")
+        raise DataError(f"ppo_epochs must be >= 1, got {ppo_epochs}")
     if rollouts_per_step is not None and not rollouts_per_step:
-        raise ValueError("rollouts_per_step is empty: the dataset has fewer rows than one batch")
+        raise DataError("rollouts_per_step is empty: the dataset has fewer rows than one batch")
     logprob_passes = int(recompute_old_logprob) + int(use_reference)
     cumulative = dict.fromkeys(PHASES, 0.0)
     cumulative["profile"] = float(profile_flops)
@@ -225,11 +225,11 @@ def _rollouts(
         return round(_count(record, GENERATED_METRIC)), "logged"
     if rollouts_per_step is not None:
         if step < 1:
-            raise ValueError(f"step {step}: verl counts training steps from 1")
+            raise DataError(f"step {step}: verl counts training steps from 1")
         return int(rollouts_per_step[(step - 1) % len(rollouts_per_step)]), "dataset"
     if TOTAL_TOKENS in record and p + r > 0:
         return round(_count(record, TOTAL_TOKENS) / (p + r)), "estimated"
-    raise ValueError(
+    raise DataError(
         f"step {step}: no {TOTAL_TOKENS!r} to estimate the rollout count from; pass the exported "
         f"parquet and train_batch_size"
     )

@@ -21,6 +21,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sgpo.errors import DataError
 from sgpo.io import atomic_write_json, read_table
 
 if TYPE_CHECKING:
@@ -207,8 +208,20 @@ def load_run(path: Path) -> dict:
                 else ""
             )
         )
-    run = json.loads(path.read_text())
-    run["config"] = parse_overrides(run["overrides"])
+    try:
+        run = json.loads(path.read_text())
+    except ValueError as e:  # JSONDecodeError, or bytes that are not UTF-8
+        raise DataError(f"{path}: not valid JSON ({e}); the launch writes it") from e
+    overrides = run.get("overrides") if isinstance(run, dict) else None
+    if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
+        raise DataError(
+            f"{path}: field 'overrides' is missing or not a list of key=value strings: not the "
+            f"{RUN_FILE} examples/verl/*.sh record"
+        )
+    try:
+        run["config"] = parse_overrides(overrides)
+    except ValueError as e:
+        raise DataError(f"{path}: field 'overrides': {e}") from e
     run["path"] = str(path)
     return run
 
@@ -220,6 +233,11 @@ def _bool(value: str | None) -> bool:
 def run_settings(run: dict) -> dict:
     """What the FLOPs of a run depend on, from its overrides (verl's defaults otherwise)."""
     c = run["config"]
+    if "data.train_batch_size" not in c:
+        raise DataError(
+            f"{run['path']}: its overrides set no data.train_batch_size, which the rollouts of a "
+            "step are counted by (examples/verl/*.sh always set it)"
+        )
     train_batch_size = int(c["data.train_batch_size"])
     mini_batch = int(c.get("actor_rollout_ref.actor.ppo_mini_batch_size", train_batch_size))
     rollout_n = int(c.get("actor_rollout_ref.rollout.n", 1))
@@ -239,16 +257,16 @@ def run_settings(run: dict) -> dict:
 def run_flops(run: dict, shape: ModelShape | None = None) -> list[dict]:
     """Per-step FLOPs rows of a recorded run (sgpo.verl.flops.verl_run_flops)."""
     from sgpo.core.flops import ModelShape
-    from sgpo.verl.export import ROLLOUT_N, rollouts_per_step
+    from sgpo.verl.export import export_group_sizes, rollouts_per_step
     from sgpo.verl.flops import read_verl_metrics, verl_run_flops
 
     settings = run_settings(run)
     plan_meta = read_table(Path(run["plan"]))[1] if run.get("plan") else {}
     if shape is None:
         if "shape" not in plan_meta:
-            raise ValueError(f"{run['path']}: give --model (the plan records no model shape)")
+            raise DataError(f"{run['path']}: give --model (the plan records no model shape)")
         shape = ModelShape(**plan_meta["shape"])
-    ns = [r[ROLLOUT_N] for r in read_table(Path(run["data"]))[0]]
+    ns = export_group_sizes(Path(run["data"]))
     # Only sGPO profiles; the baselines train on the same queries without a profile.
     profile_flops = plan_meta.get("profile_flops", 0.0) if run["method"] == "sgpo" else 0.0
     metrics = sorted(Path(run["metrics_dir"]).glob("*.jsonl"))
