@@ -222,3 +222,13 @@ def test_the_command_prints_the_error_without_a_traceback(run: Path):
     result = CliRunner().invoke(app, ["report", str(run)])
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
     assert f"error: {run / SUMMARY_FILE}: not valid JSON" in " ".join(result.output.split())
+
+
+def test_a_failed_report_lists_none_of_the_outputs_it_did_not_write(tmp_path: Path):
+    # else a later report would replace a report.md of the user's as its own
+    from sgpo.rundir import written_by_sgpo
+
+    (tmp_path / SUMMARY_FILE).write_text("{")
+    with pytest.raises(DataError, match="not valid JSON"):
+        write_report(tmp_path)
+    assert not written_by_sgpo(tmp_path) & {"report.md", "accuracy_vs_flops.png"}

@@ -324,7 +324,16 @@ def write_report(run_dir: Path) -> Path:
     summary_path = run_dir / SUMMARY_FILE
     if not summary_path.exists():
         raise FileNotFoundError(f"{summary_path} not found: {not_a_finished_run(run_dir)}")
+    new = set(REPORT_OUTPUTS) - rundir.written_by_sgpo(run_dir)
     rundir.claim_outputs(run_dir, REPORT_OUTPUTS)
+    try:
+        return _write_report(run_dir, summary_path)
+    except BaseException:  # a report that failed lists none of the names it claimed anew
+        rundir.release_unwritten(run_dir, new)
+        raise
+
+
+def _write_report(run_dir: Path, summary_path: Path) -> Path:
     summary = read_summary(summary_path)
     records = read_records(run_dir / METRICS_FILE, summary["steps"])
     images = []
