@@ -951,3 +951,22 @@ def test_example_compare_configs_validate(path: Path) -> None:
     assert len(cfg.seeds) >= 3 and cfg.baseline in cfg.methods
     for method in cfg.methods:  # every method's overrides give a valid run config
         assert method_config(cfg, base, method, cfg.seeds[0], []).seed == cfg.seeds[0]
+
+
+def test_training_prompts_repeated_under_other_ids_are_said(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rows = GSM8K_TRAIN.read_text().splitlines()
+    train = tmp_path / "train.jsonl"
+    train.write_text("\n".join([*rows, rows[0], rows[0]]) + "\n")  # row 0 copied twice
+    cfg = file_cfg(train=str(train), preset="gsm8k")
+    data = load_task(TaskConfig(kind="file", file=cfg), seed=0, require_eval=False)
+    assert len(data.train) == len(rows) + 2  # kept, each a query of its own
+    last = len(rows) + 1
+    said = f"1 prompts are in 3 training queries (under other ids), e.g. train:0, train:{last - 1}"
+    assert said in caplog.text
+    caplog.clear()
+    load_task(
+        TaskConfig(kind="file", file=file_cfg(train=str(GSM8K_TRAIN), preset="gsm8k")), 0, False
+    )
+    assert "training queries (under other ids)" not in caplog.text

@@ -117,6 +117,24 @@ def verifier_spec(task_cfg: TaskConfig) -> str:
     return task_cfg.verifier or default_verifier(task_cfg.kind, preset)
 
 
+def warn_of_repeated_prompts(queries: list[Query], label: str) -> None:
+    """Training queries whose prompt another one has (a row copied, two files joined): each is
+    profiled and trained as a query of its own, so said, not dropped."""
+    ids_by_prompt: dict[str, list[str]] = {}
+    for q in queries:
+        ids_by_prompt.setdefault(q.prompt, []).append(q.query_id)
+    repeated = [ids for ids in ids_by_prompt.values() if len(ids) > 1]
+    if repeated:
+        log.warning(
+            "%s: %d prompts are in %d training queries (under other ids), e.g. %s: each is "
+            "profiled and trained as a query of its own, so such a prompt counts more",
+            label,
+            len(repeated),
+            sum(len(ids) for ids in repeated),
+            ", ".join(repeated[0][:3]),
+        )
+
+
 def load_task(
     task_cfg: TaskConfig, seed: int, require_eval: bool = True, system_prompt: str | None = None
 ) -> TaskData:
@@ -158,6 +176,7 @@ def load_task(
             f"{data.train_label} and {data.eval_label}: {len(overlap)} query ids in both "
             f"train and eval, e.g. {sorted(overlap)[:3]}{automatic}"
         )
+    warn_of_repeated_prompts(data.train, data.train_label)
     shared = {q.prompt for q in data.train} & {q.prompt for q in data.eval}
     if shared:  # other ids (another file, other row numbers), the same queries
         log.warning(
