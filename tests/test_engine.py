@@ -163,3 +163,19 @@ def test_a_pass_under_the_train_bar_writes_no_cursor_moves_into_a_log(
         )
     err = capsys.readouterr().err
     assert "eval" in err and "\x1b[A" not in err
+
+
+def test_prompts_the_tokenizer_reads_as_unknown_are_said(caplog: pytest.LogCaptureFixture) -> None:
+    # the character tokenizer has no token for 'é' or a full-width digit: the model would
+    # read <unk> where the data holds text
+    from sgpo.tasks import Query, TaskData
+    from sgpo.validate import check_prompts
+
+    policy, _ = tiny_policy()
+    train = [Query("a", "1+1=", "2"), Query("b", "café 1+1=", "2"), Query("c", "１+1=", "2")]
+    task = TaskData(train=train, eval=[Query("e", "2+2=", "4")], source="t", train_label="t.jsonl")
+    check_prompts(policy, task, 4)
+    said = " ".join(caplog.text.split())
+    assert "t.jsonl: 2 prompts hold text the tokenizer has no token for" in said
+    assert "row 1" in said and "café" in said
+    assert "eval queries" not in said  # its prompts are all known

@@ -5,6 +5,7 @@ file, the row and the field."""
 
 from __future__ import annotations
 
+import logging
 import math
 import numbers
 from collections.abc import Iterable, Sequence
@@ -14,6 +15,8 @@ from typing import TYPE_CHECKING
 from sgpo.errors import DataError
 from sgpo.io import METADATA_KEY
 from sgpo.tasks import row_label
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from sgpo.models import Policy
@@ -86,17 +89,18 @@ def check_prompts(policy: Policy, task: TaskData, max_new_tokens: int, train: bo
                     "model.use_chat_template: false for prompts rendered already"
                 )
     context = model_context(policy)
-    if context is None:
+    unknown = getattr(policy.tokenizer, "unk_token_id", None)
+    if context is None and unknown is None:
         return
-    room = context - max_new_tokens
-    if room < 1:
+    room = None if context is None else context - max_new_tokens
+    if room is not None and room < 1:
         raise DataError(
             f"sampling.max_new_tokens is {max_new_tokens} but the model has {context} positions"
         )
     for label, queries in [*splits, (task.eval_label, task.eval)]:
         rendered = [policy.render(q.prompt) for q in queries]
         for row, text in enumerate(rendered):
-            if len(text) > room * MAX_CHARS_PER_TOKEN:
+            if room is not None and len(text) > room * MAX_CHARS_PER_TOKEN:
                 _too_long(
                     row_label(label, row, queries[row].line),
                     task.prompt_field,
@@ -104,14 +108,15 @@ def check_prompts(policy: Policy, task: TaskData, max_new_tokens: int, train: bo
                     context,
                     max_new_tokens,
                 )
+        lengths, with_unknown = [], []
         # in batches: the token ids of a whole large dataset at once would take GBs
-        lengths = [
-            len(ids)
-            for start in range(0, len(rendered), ENCODE_BATCH)
-            for ids in policy.encode(rendered[start : start + ENCODE_BATCH])
-        ]
+        for start in range(0, len(rendered), ENCODE_BATCH):
+            for row, ids in enumerate(policy.encode(rendered[start : start + ENCODE_BATCH]), start):
+                lengths.append(len(ids))
+                if unknown is not None and unknown in ids:
+                    with_unknown.append(row)
         for row, length in enumerate(lengths):
-            if length > room:
+            if room is not None and length > room:
                 _too_long(
                     row_label(label, row, queries[row].line),
                     task.prompt_field,
@@ -119,6 +124,17 @@ def check_prompts(policy: Policy, task: TaskData, max_new_tokens: int, train: bo
                     context,
                     max_new_tokens,
                 )
+        if with_unknown:  # a character-level or word-level vocabulary's gaps
+            row = with_unknown[0]
+            log.warning(
+                "%s: %d prompts hold text the tokenizer has no token for, which the model reads "
+                "as %s (e.g. %s: %r)",
+                label,
+                len(with_unknown),
+                policy.tokenizer.unk_token,
+                row_label(label, row, queries[row].line),
+                queries[row].prompt[:80],
+            )
 
 
 def check_task_text(
