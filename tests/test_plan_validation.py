@@ -400,3 +400,17 @@ def test_plan_plots_say_what_the_profile_measured_and_what_was_dropped(
     low, high = sizes_axes.get_xlim()
     ticks = [t for t in sizes_axes.get_xticks() if low <= t <= high]
     assert 8 in ticks and all(float(t).is_integer() for t in ticks)
+
+
+@pytest.mark.parametrize(
+    ("p_hat", "message"),
+    [
+        ("0.5", r"field 'p_hat' must be a finite number, got '0.5'"),  # a column rewritten as text
+        (1.5, r"field 'p_hat' is 1.5, not in \[0, 1\]"),
+    ],
+)
+def test_a_p_hat_of_the_wrong_type_or_range_is_named_for_which(p_hat: object, message: str) -> None:
+    from sgpo.validate import check_p_hat
+
+    with pytest.raises(DataError, match=message):
+        check_p_hat({"p_hat": p_hat, "n_correct": 1, "k": 2}, "p.parquet: row 0", "", "")

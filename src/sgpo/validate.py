@@ -377,7 +377,9 @@ def check_p_hat(r: dict, where: str, what: str, rerun: str) -> None:
     """p_hat is n_correct / k (float32's precision allowed: a table may have been written
     through it). The report and the verl export read p_hat, the plan, re-estimation and the
     prediction the counts: an edit of one alone would make them tell two stories."""
-    if not _is_real(r["p_hat"]) or not 0 <= r["p_hat"] <= 1:
+    if not _is_real(r["p_hat"]):
+        raise DataError(f"{where}: field 'p_hat' must be a finite number, got {r['p_hat']!r}")
+    if not 0 <= r["p_hat"] <= 1:
         raise DataError(f"{where}: field 'p_hat' is {r['p_hat']}, not in [0, 1]")
     measured = r["n_correct"] / r["k"]
     if not math.isclose(r["p_hat"], measured, rel_tol=1e-6, abs_tol=1e-9):
