@@ -1477,3 +1477,43 @@ def test_flops_ppo_epochs_below_one_is_refused_as_an_option(tmp_path: Path) -> N
     result = CliRunner().invoke(app, ["flops", str(metrics), "--ppo-epochs", "0"])
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "--ppo-epochs" in result.output
+
+
+@pytest.mark.parametrize(
+    ("tree", "message"),
+    [
+        # the ratio's floor 1 - clip_low would be at or below 0: no update is ever clipped low
+        ({"train": {"clip_low": 5}}, r"train.clip_low\s+Input should be less than 1"),
+        (
+            {"profile": {"k": 4, "adaptive": True, "adaptive_round": 4}},
+            r"profile.adaptive_round \(4\) >= profile.k \(4\)",
+        ),
+        (
+            {"plan": {"g_max": 4}, "train": {"downsample_to": 6}},
+            r"train.downsample_to \(6\) does nothing: no sgpo group has more responses",
+        ),
+    ],
+)
+def test_settings_that_would_do_nothing_or_break_the_update_are_refused(
+    tree: dict, message: str
+) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=message):
+        RunConfig.model_validate(tree)
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--data-source", " "], "--data-source is empty"),
+        (["--fixed-group-size", "5000"], "--fixed-group-size 5000: above sgpo's cap of 4096"),
+    ],
+)
+def test_export_verl_options_that_make_no_verl_dataset(
+    option: list[str], message: str, tmp_path: Path, env: SimpleNamespace
+) -> None:
+    args = ["export-verl", "--plan", str(env.plan), "-c", str(env.config_path)]
+    result = CliRunner().invoke(app, [*args, "-o", str(tmp_path / "t.parquet"), *option])
+    assert result.exit_code != 0 and message in " ".join(result.output.split())
+    assert not (tmp_path / "t.parquet").exists()

@@ -414,3 +414,23 @@ def test_a_p_hat_of_the_wrong_type_or_range_is_named_for_which(p_hat: object, me
 
     with pytest.raises(DataError, match=message):
         check_p_hat({"p_hat": p_hat, "n_correct": 1, "k": 2}, "p.parquet: row 0", "", "")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("rank", 5, r"field 'rank' is 5, but the query is dropped \(kept = false\)"),
+        ("group_size", -3, r"field 'group_size' is -3; a dropped query's"),
+    ],
+)
+def test_a_dropped_rows_rank_and_group_size_are_checked(
+    env: SimpleNamespace, tmp_path: Path, field: str, value: int, message: str
+) -> None:
+    def dropped_edited(rows: list[dict]) -> list[dict]:
+        row = next(r for r in rows if not r["kept"])
+        row[field] = value
+        return rows
+
+    path = edited_plan(env, tmp_path / "plan.parquet", dropped_edited)
+    with pytest.raises(DataError, match=message):
+        read_plan(path)

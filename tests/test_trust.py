@@ -398,7 +398,7 @@ def plan(env: SimpleNamespace) -> Path:
     [
         (lambda r: r.update(group_size=0), "field 'group_size' is 0"),
         (lambda r: r.update(group_size=10**6), "field 'group_size' is 1000000"),
-        (lambda r: r.update(kept=False, reason="trivial"), "no row has kept = true"),
+        (lambda r: r.update(kept=False, reason="trivial", rank=-1), "no row has kept = true"),
         (lambda r: r.pop("rank"), "column(s) rank missing"),
         # the plan's text is what the TRL path and the verl export train on
         (lambda r: r.update(answer="999"), "row 0: field 'answer' is '999' but query"),

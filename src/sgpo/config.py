@@ -336,6 +336,12 @@ class ProfileConfig(Strict):
                 "profile.full_share needs profile.adaptive=true (else every query "
                 "is drawn all k samples already)"
             )
+        if self.adaptive and self.adaptive_round >= self.k:
+            raise ValueError(
+                f"profile.adaptive_round ({self.adaptive_round}) >= profile.k ({self.k}): every "
+                "query is drawn its k samples in its first round, so adaptive profiling stops "
+                "nothing early; lower adaptive_round or raise k"
+            )
         return self
 
 
@@ -544,7 +550,7 @@ class TrainConfig(Strict):
 
     max_grad_norm: float = Field(1.0, gt=0)
     ppo_epochs: int = Field(1, ge=1)
-    clip_low: float = Field(0.2, ge=0)
+    clip_low: float = Field(0.2, ge=0, lt=1)  # the ratio's floor 1 - clip_low stays above 0
     clip_high: float = Field(0.2, ge=0)
     kl_coef: float = Field(0.0, ge=0)
     normalize_std: bool = False
@@ -803,8 +809,21 @@ class RunConfig(Strict):
     eval: EvalConfig = EvalConfig()
 
     @model_validator(mode="after")
-    def _check(self) -> RunConfig:
+    def _check(self, info: ValidationInfo) -> RunConfig:
         online = self.train.online
+        train = self.train
+        largest = max(self.plan.g_max, train.early_group_size)
+        if (
+            train.method == "sgpo"
+            and train.downsample_to
+            and not train.grow_max
+            and train.downsample_to >= largest
+            and not is_recorded(info)
+        ):
+            raise ValueError(
+                f"train.downsample_to ({train.downsample_to}) does nothing: no sgpo group has "
+                f"more responses (plan.g_max {self.plan.g_max}); lower it or raise plan.g_max"
+            )
         if (
             self.train.history_from_profile
             and self.plan.drop_trivial

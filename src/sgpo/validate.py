@@ -257,6 +257,17 @@ def check_plan_rows(rows: list[dict], path: Path, columns: Sequence[str]) -> Non
                 f"{where}: field 'group_size' is {r['group_size']}; a kept query needs "
                 f"1 <= group_size <= {MAX_GROUP_SIZE}"
             )
+        if not r["kept"] and not 0 <= r["group_size"] <= MAX_GROUP_SIZE:
+            raise DataError(
+                f"{where}: field 'group_size' is {r['group_size']}; a dropped query's (the "
+                f"rule's G, which a fixed-G baseline's export does not read) is 0 to "
+                f"{MAX_GROUP_SIZE}"
+            )
+        if not r["kept"] and r["rank"] != -1:  # a hand edit that dropped it halfway
+            raise DataError(
+                f"{where}: field 'rank' is {r['rank']}, but the query is dropped (kept = false): "
+                "a dropped query's rank is -1; set it with kept, or keep the query"
+            )
     if not any(r["kept"] for r in rows):
         raise DataError(f"{path}: no row has kept = true; nothing to train on")
     ranked: dict[int, int] = {}

@@ -129,7 +129,7 @@ def export_verl(
     from sgpo.config import ConfigError, load_config
     from sgpo.plan import kept_in_order, read_plan, warn_unplanned
     from sgpo.profile_match import check_profile_matches
-    from sgpo.validate import check_plan_text
+    from sgpo.validate import MAX_GROUP_SIZE, check_plan_text
     from sgpo.verl.check import batch_problems
     from sgpo.verl.export import (
         export_for_config,
@@ -139,6 +139,10 @@ def export_verl(
     # before anything is written: options that cannot make a verl dataset
     if fixed_group_size is not None and fixed_group_size < 2:
         fail([f"--fixed-group-size {fixed_group_size}: verl needs groups of 2 or more"])
+    if fixed_group_size is not None and fixed_group_size > MAX_GROUP_SIZE:
+        fail([f"--fixed-group-size {fixed_group_size}: above sgpo's cap of {MAX_GROUP_SIZE}"])
+    if data_source is not None and not data_source.strip():
+        fail(["--data-source is empty: verl groups its metrics by it; give a name"])
     if train_batch_size is not None and train_batch_size < 1:
         fail([f"--train-batch-size {train_batch_size}: must be 1 or more"])
     if val_out is not None and val_out.resolve() == out.resolve():
