@@ -1508,12 +1508,36 @@ def test_settings_that_would_do_nothing_or_break_the_update_are_refused(
     [
         (["--data-source", " "], "--data-source is empty"),
         (["--fixed-group-size", "5000"], "--fixed-group-size 5000: above sgpo's cap of 4096"),
+        (["--val-out", "{tmp}/v.jsonl"], "--val-out {tmp}/v.jsonl: the export is parquet"),
+        (["--val-out", "{tmp}"], "--val-out {tmp}: a directory; give the parquet file"),
     ],
 )
 def test_export_verl_options_that_make_no_verl_dataset(
     option: list[str], message: str, tmp_path: Path, env: SimpleNamespace
 ) -> None:
     args = ["export-verl", "--plan", str(env.plan), "-c", str(env.config_path)]
+    option = [o.replace("{tmp}", str(tmp_path)) for o in option]
     result = CliRunner().invoke(app, [*args, "-o", str(tmp_path / "t.parquet"), *option])
-    assert result.exit_code != 0 and message in " ".join(result.output.split())
+    said = message.replace("{tmp}", str(tmp_path))
+    assert result.exit_code != 0 and said in " ".join(result.output.split())
     assert not (tmp_path / "t.parquet").exists()
+
+
+def test_small_cli_mistakes_are_named(tmp_path: Path, env: SimpleNamespace) -> None:
+    from sgpo.errors import SgpoWarning
+
+    runner = CliRunner()
+    # --resume of a directory that is not there, or of a file
+    missing = runner.invoke(app, ["train", "--resume", str(tmp_path / "nope")])
+    assert missing.exit_code == 1 and "no such directory" in missing.output, missing.output
+    (tmp_path / "f").write_text("x")
+    a_file = runner.invoke(app, ["train", "--resume", str(tmp_path / "f")])
+    assert "a file, not a run's directory" in " ".join(a_file.output.split())
+    # an override without a key
+    with pytest.raises(ConfigError, match="override '=3' names no key"):
+        load_config(env.config_path, ["=3"])
+    # a config file that sets nothing runs on the defaults, said
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# to do\n")
+    with pytest.warns(SgpoWarning, match="empty.yaml sets nothing: every setting is sgpo's"):
+        load_config(empty)

@@ -189,12 +189,12 @@ def test_export_replaces_only_a_file_sgpo_wrote(tmp_path):
     (tmp_path / "sgpo-outputs.json").write_text('{"created": []}')
     export_verl_parquet(plan, {"round": 3}, path, "sgpo/addition")
     assert read_table(path)[1]["plan"] == {"round": 3}
-    # another sgpo command's output (the plan read, a run's summary) is not an export's to replace
-    (tmp_path / "summary.json").write_text("{}")
-    sgpos = '{"created": ["plan.parquet", "summary.json", "train.parquet"]}'
+    # another sgpo command's output (the plan read, a profile) is not an export's to replace
+    (tmp_path / "profile.parquet").write_text("{}")
+    sgpos = '{"created": ["plan.parquet", "profile.parquet", "train.parquet"]}'
     (tmp_path / "sgpo-outputs.json").write_text(sgpos)
     plan_bytes = (tmp_path / "plan.parquet").read_bytes()
-    for own in ("plan.parquet", "summary.json"):
+    for own in ("plan.parquet", "profile.parquet"):
         args = [
             "export-verl",
             "--plan",
@@ -206,7 +206,7 @@ def test_export_replaces_only_a_file_sgpo_wrote(tmp_path):
         assert result.exit_code == 1, result.output
         assert "is another sgpo command's output" in " ".join(result.output.split())
     assert (tmp_path / "plan.parquet").read_bytes() == plan_bytes
-    assert (tmp_path / "summary.json").read_text() == "{}"
+    assert (tmp_path / "profile.parquet").read_text() == "{}"
 
 
 def test_rollouts_per_step_follow_verl_drop_last_batches():

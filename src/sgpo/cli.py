@@ -453,6 +453,9 @@ def train(
             "(drop --out, or resume the run that is there)"
         )
     run_dir = resume or out
+    if resume is not None and not resume.is_dir():
+        what = "a file, not a run's directory" if resume.exists() else "no such directory"
+        raise FileNotFoundError(f"--resume {resume}: {what}")
     recorded = resume is not None and config is None  # the run's own config, as it trained
     if recorded:
         if not (resume / "config.yaml").exists():

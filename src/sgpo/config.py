@@ -944,6 +944,8 @@ def load_config(
     config a run wrote (RECORDED), read as it was trained."""
     source = str(path) if path else "<defaults>"
     tree: dict = read_yaml_mapping(Path(path)) if path else {}
+    if path and not tree:  # a file saved before it was written, or the wrong file
+        warnings.warn(f"{path} sets nothing: every setting is sgpo's default", SgpoWarning, 2)
     set_by: dict[str, str] = {}  # key -> the override that set it, for the error lines
     for item in overrides or []:
         if item.startswith("~"):
@@ -955,6 +957,8 @@ def load_config(
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like key.sub=value or ~key.sub")
         key, raw = item.split("=", 1)
+        if not key.strip():
+            raise ConfigError(f"override {item!r} names no key: it must look like key.sub=value")
         model = tree.get("model")
         lora = model.get("lora") if isinstance(model, dict) else None
         if key.strip() == "model.lora.save_merged" and lora is None:

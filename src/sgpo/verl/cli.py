@@ -113,6 +113,10 @@ def fail(problems: list[str]) -> None:
     raise typer.Exit(2)
 
 
+# file names that say another format than the parquet an export writes
+OTHER_FORMATS = (".jsonl", ".json", ".csv", ".tsv", ".txt", ".arrow", ".yaml", ".yml")
+
+
 @verl_app.command("export")
 def export_verl(
     plan: PlanOpt = Path("runs/profile/plan.parquet"),
@@ -145,6 +149,11 @@ def export_verl(
         fail(["--data-source is empty: verl groups its metrics by it; give a name"])
     if train_batch_size is not None and train_batch_size < 1:
         fail([f"--train-batch-size {train_batch_size}: must be 1 or more"])
+    for option, path in (("--out", out), ("--val-out", val_out)):
+        if path is not None and path.is_dir():
+            fail([f"{option} {path}: a directory; give the parquet file to write"])
+        if path is not None and path.suffix.lower() in OTHER_FORMATS:
+            fail([f"{option} {path}: the export is parquet; give a name ending in .parquet"])
     if val_out is not None and val_out.resolve() == out.resolve():
         fail([f"--val-out {val_out} is --out's file: the held-out split needs a file of its own"])
     try:
