@@ -618,8 +618,13 @@ def test_a_method_at_the_target_before_it_spent_anything_reads_at_start_not_neve
     assert _ratio({flops.ratio_key: None, flops.to_target_key: reach}, flops, True) == "at start"
     assert _ratio({flops.ratio_key: None, flops.to_target_key: None}, flops, True) == "never"
     assert _ratio({flops.ratio_key: 2.5, flops.to_target_key: 4.0}, flops, True) == "2.50"
-    # a baseline that learned nothing: no ratio means anything, none is shown
+    # a baseline that learned nothing: no ratio means anything, none is shown, fitted or not
     assert _ratio({flops.ratio_key: 2.5, flops.to_target_key: 4.0}, flops, False) == "-"
+    from sgpo.compare import _fitted
+
+    fitted = {flops.fit_speedup_key: None, f"{flops.fit_speedup_key}_ci": [0.0, 0.0]}
+    assert _fitted(fitted, flops.fit_speedup_key, False) == "-"
+    assert _fitted(fitted, flops.fit_speedup_key, True) == "never (0.00-0.00)"
 
 
 def printed_table(result: dict, width: int = 200) -> str:

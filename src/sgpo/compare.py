@@ -675,8 +675,11 @@ def plot_compare(
             grid = np.linspace(xs[0], xs[-1], 100)
             fitted = fit["plateau"] - fit["scale"] * np.exp(-grid / fit["tau"])
             ax.plot(grid, fitted, ls="--", lw=0.8, color=line.get_color())
-        if read[currency.to_target_key] is not None:  # the crossing (smoothed curve, not this)
-            ax.plot(read[currency.to_target_key], result["target_acc"], "x", color=line.get_color())
+        # the crossing (smoothed curve, not this); none marked where the baseline learned
+        # nothing, as compare.md reads no ratio there
+        crossing = read[currency.to_target_key]
+        if crossing is not None and result["baseline_learned"]:
+            ax.plot(crossing, result["target_acc"], "x", color=line.get_color())
     ax.axhline(result["target_acc"], color="grey", ls=":", label=f"target ({cfg.baseline} final)")
     ax.set_xlabel(f"cumulative {currency.label} (profiling included)")
     ax.xaxis.set_major_formatter(EngFormatter(sep=""))  # "200G": no "1e11" on the label
@@ -754,8 +757,11 @@ def console_table(result: dict) -> Table:
     return table
 
 
-def _fitted(method: dict, key: str) -> str:
-    """A fitted speedup with its 5-95% seed-resample interval, when there is one."""
+def _fitted(method: dict, key: str, baseline_learned: bool) -> str:
+    """A fitted speedup with its 5-95% seed-resample interval, when there is one; "-" where the
+    baseline learned nothing, as the crossing ratio (_ratio)."""
+    if not baseline_learned:
+        return "-"
     interval = method.get(f"{key}_ci")
     text = format_or_missing(method[key], ".2f")
     return text if interval is None else f"{text} ({interval[0]:.2f}-{interval[1]:.2f})"
@@ -809,7 +815,7 @@ def write_markdown(
             f"{_ratio(m, CURRENCIES['flops'], learned)} | {m['total_flops_train_all']:.3e} | "
             f"{_ratio(m, CURRENCIES['flops_train_all'], learned)} | "
             f"{m['generated_tokens']:.3g} | {_ratio(m, CURRENCIES['tokens'], learned)} | "
-            + " / ".join(_fitted(m, c.fit_speedup_key) for c in CURRENCIES.values())
+            + " / ".join(_fitted(m, c.fit_speedup_key, learned) for c in CURRENCIES.values())
             + f" | {m['informative_fraction']:.3f} "
             f"({format_or_missing(m.get('predicted_informative_fraction'), '.2f', 'no plan')}) | "
             f"{format_or_missing(m.get('trained_fraction'), '.3f', '-')} | "
