@@ -105,6 +105,7 @@ def test_verl_preset(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     data = load_file_task(file_cfg(train=str(train), eval=str(test), preset="verl"))
     # each row's system message is not used, and that is said, not silent
     assert "5 of 5 rows hold messages besides their last user message" in caplog.text
+    assert f"earlier turns; the first: {train}: row 0)" in caplog.text
     assert [q.query_id for q in data.train] == [f"train:{100 + i}" for i in range(5)]
     assert [q.prompt for q in data.train][:2] == ["What is 0 + 0?", "What is 1 + 1?"]
     assert [q.answer for q in data.train] == ["0", "2", "4", "6", "8"]
@@ -970,3 +971,18 @@ def test_training_prompts_repeated_under_other_ids_are_said(
         TaskConfig(kind="file", file=file_cfg(train=str(GSM8K_TRAIN), preset="gsm8k")), 0, False
     )
     assert "training queries (under other ids)" not in caplog.text
+
+
+def test_a_damaged_dataset_folder_says_what_failed_inside_datasets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "cache")
+    rows = [{"question": f"q{i}", "answer": f"#### {i}"} for i in range(50)]
+    split = datasets.Dataset.from_list(rows)
+    datasets.DatasetDict({"train": split, "test": split}).save_to_disk(str(tmp_path / "dd"))
+    arrow = next((tmp_path / "dd" / "train").glob("*.arrow"))
+    arrow.write_bytes(arrow.read_bytes()[: arrow.stat().st_size // 2])  # a copy cut short
+    with pytest.raises(DataError, match=r"cannot load with datasets.load_dataset: .*\(OSError: "):
+        load_file_task(file_cfg(train=str(tmp_path / "dd"), preset="gsm8k"))

@@ -422,7 +422,10 @@ def _dataset_rows(source: Source, limit: int | None) -> Iterator[tuple[int, obje
             ds = datasets.load_dataset(source.dataset, source.dataset_config, split=source.split)
     except Exception as e:  # noqa: BLE001 - offline, unknown name, missing config...
         how = "datasets.load_from_disk" if source.split is None else "datasets.load_dataset"
-        raise DataError(f"{source.label}: cannot load with {how}: {e}") from e
+        # datasets wraps what failed ("An error occurred while generating the dataset"): its
+        # cause names the file and the fault
+        cause = f" ({type(e.__cause__).__name__}: {e.__cause__})" if e.__cause__ else ""
+        raise DataError(f"{source.label}: cannot load with {how}: {e}{cause}") from e
     if limit is not None:
         ds = ds.select(range(min(limit, len(ds))))
     # rows widen a float32 column to a double, as a parquet file's do: each read as written
@@ -698,13 +701,14 @@ def load_split(
     """A split's queries. system_prompt: model.system_prompt, which a verl row's own system
     message may repeat (said when it does not)."""
     queries = []
-    unused = 0  # verl preset: rows with messages sgpo does not prompt with
+    unused: list[str] = []  # verl preset: rows with messages sgpo does not prompt with
     for row, record, line in iter_rows(source, limit, mapping.columns()):
         where = row_label(source.label, row, line)
         if not isinstance(record, dict):
             raise DataError(f"{where}: expected a record (a JSON object), got {_type_name(record)}")
-        if mapping.preset == "verl":
-            unused += _unused_messages(get_field(record, mapping.prompt_field), system_prompt)
+        chat = get_field(record, mapping.prompt_field)
+        if mapping.preset == "verl" and _unused_messages(chat, system_prompt):
+            unused.append(where)
         queries.append(
             Query(
                 query_id=_query_id(record, mapping, source, row, where),
@@ -721,13 +725,14 @@ def load_split(
     if unused:
         log.warning(
             "%s: %d of %d rows hold messages besides their last user message (a system "
-            "message other than model.system_prompt, earlier turns); sgpo prompts with that "
-            "user message alone, formatted by the model's chat template after "
+            "message other than model.system_prompt, earlier turns; the first: %s); sgpo "
+            "prompts with that user message alone, formatted by the model's chat template after "
             "model.system_prompt (now %r), so the others are not used: give a system message "
             "shared by every row as model.system_prompt",
             source.label,
-            unused,
+            len(unused),
             len(queries),
+            unused[0],
             system_prompt,
         )
     return queries
