@@ -976,7 +976,7 @@ CLI_CASES = [
         "resume-nothing",
         lambda tmp, env: ["train", "--resume", str(tmp / "never-ran")],
         1,
-        "{tmp}/never-ran/config.yaml not found: nothing to resume there",
+        "--resume {tmp}/never-ran: no such directory",
     ),
     (
         "plan-mismatch",

@@ -675,11 +675,8 @@ def plot_compare(
             grid = np.linspace(xs[0], xs[-1], 100)
             fitted = fit["plateau"] - fit["scale"] * np.exp(-grid / fit["tau"])
             ax.plot(grid, fitted, ls="--", lw=0.8, color=line.get_color())
-        # the crossing (smoothed curve, not this); none marked where the baseline learned
-        # nothing, as compare.md reads no ratio there
-        crossing = read[currency.to_target_key]
-        if crossing is not None and result["baseline_learned"]:
-            ax.plot(crossing, result["target_acc"], "x", color=line.get_color())
+        if read[currency.to_target_key] is not None:  # the crossing (smoothed curve, not this)
+            ax.plot(read[currency.to_target_key], result["target_acc"], "x", color=line.get_color())
     ax.axhline(result["target_acc"], color="grey", ls=":", label=f"target ({cfg.baseline} final)")
     ax.set_xlabel(f"cumulative {currency.label} (profiling included)")
     ax.xaxis.set_major_formatter(EngFormatter(sep=""))  # "200G": no "1e11" on the label
