@@ -119,10 +119,15 @@ def versus(
         row_ratio, other_ratio = ratio(*row, seeds), ratio(*other, seeds)
         if row_ratio == 0.0:
             return 0.0
-        return math.inf if other_ratio == 0.0 else row_ratio / other_ratio
+        if other_ratio == 0.0:
+            return math.inf
+        # both at the target before spending anything ("at start"): neither is dearer
+        return 1.0 if math.isinf(row_ratio) and math.isinf(other_ratio) else row_ratio / other_ratio
 
     runs = [result["methods"][method]["eval_curves"] for result, method in (row, other)]
     seeds = [s for s in runs[0] if s in runs[1]]
+    if not seeds:
+        raise ValueError("the two compares ran no seed in common: nothing to pair")
     rng = random.Random(seed)
     reads = sorted(read([rng.choice(seeds) for _ in seeds]) for _ in range(draws))
     low = reads[int((1 - LEVEL) / 2 * draws)]

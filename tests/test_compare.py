@@ -1171,3 +1171,23 @@ def test_the_fitted_interval_needs_three_seeds() -> None:
         fits = {(m, name): object() for m in "bm" for name in CURRENCIES}
         read = fitted_read_interval(curves, "b", "m", fits)
         assert all((ci is None) == expected_none for ci in read.values()), (seeds, read)
+
+
+def test_a_reused_run_whose_profile_time_is_unknown_is_starred_in_wall_time(
+    tmp_path: Path,
+) -> None:
+    config = tiny_compare(tmp_path, {"sgpo": ["train.method=sgpo"]})
+    out = tmp_path / "out"
+    first = run_compare(config, out)
+    assert not first["methods"]["sgpo"]["wall_s_profile_untimed"]
+    summary_path = out / "runs" / "sgpo" / "seed-0" / "summary.json"
+    summary = json.loads(summary_path.read_text())
+    assert summary["wall_s"] >= summary["profile_wall_s"] > 0
+    # an older sgpo's run, reused: its wall_s is its training loop's alone
+    del summary["profile_wall_s"]
+    summary_path.write_text(json.dumps(summary))
+    again = run_compare(config, out)
+    assert again["methods"]["sgpo"]["wall_s_profile_untimed"]
+    assert not again["methods"]["grpo-g4"]["wall_s_profile_untimed"]  # it profiles nothing
+    row = next(r for r in (out / "compare.md").read_text().splitlines() if r.startswith("| sgpo"))
+    assert row.endswith(f"| {summary['wall_s']:.1f}* |")

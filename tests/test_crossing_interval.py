@@ -69,3 +69,22 @@ def test_versus_divides_the_others_cost_to_the_target_by_the_rows_on_the_same_se
     assert crossing_interval.versus((row, "row"), (never, "dapo"), "flops")[0] == math.inf
     slow_row = compare("row", {"0": SLOW})
     assert crossing_interval.versus((slow_row, "row"), (other, "dapo"), "flops")[:3] == (0, 0, 0)
+
+
+def test_versus_needs_shared_seeds_and_reads_both_at_start_as_even() -> None:
+    def compare(method: str, curve_by_seed: dict[str, list]) -> dict:
+        return {
+            "baseline": "grpo",
+            "final_window": 1,
+            "methods": {
+                "grpo": {"eval_curves": {s: evaluations(BASELINE) for s in curve_by_seed}},
+                method: {"eval_curves": {s: evaluations(c) for s, c in curve_by_seed.items()}},
+            },
+        }
+
+    at_start = compare("row", {"0": AT_START})
+    assert crossing_interval.versus(
+        (at_start, "row"), (compare("dapo", {"0": AT_START}), "dapo"), "flops"
+    )[:3] == (1.0, 1.0, 1.0)
+    with pytest.raises(ValueError, match="no seed in common"):
+        crossing_interval.versus((at_start, "row"), (compare("dapo", {"1": FAST}), "dapo"), "flops")

@@ -179,3 +179,17 @@ def test_prompts_the_tokenizer_reads_as_unknown_are_said(caplog: pytest.LogCaptu
     assert "t.jsonl: 2 prompts hold text the tokenizer has no token for" in said
     assert "row 1" in said and "café" in said
     assert "eval queries" not in said  # its prompts are all known
+
+
+def test_an_unknown_token_that_the_tokenizer_adds_itself_is_not_taken_for_unknown_text(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # GPT-2's <|endoftext|> is its unknown, BOS and EOS token at once: every prompt holds it
+    from sgpo.tasks import Query, TaskData
+    from sgpo.validate import check_prompts
+
+    policy, _ = tiny_policy()
+    policy.tokenizer.unk_token = "<s>"  # the BOS tiny_policy's tokenizer adds to every text
+    task = TaskData(train=[Query("a", "1+1=", "2")], eval=[Query("e", "2+2=", "4")], source="t")
+    check_prompts(policy, task, 4)
+    assert "no token for" not in caplog.text

@@ -1165,3 +1165,33 @@ def test_resume_with_more_steps_records_them_and_refuses_fewer_than_done(
     with pytest.raises(ConfigError, match="checkpoint is at step 4, past train.steps 2"):
         run_train(two, run, resume=True)
     assert (run / SUMMARY_FILE).read_text() == summary
+
+
+def test_a_resumed_profiles_time_counts_its_kept_chunks_or_is_left_out(
+    tiny: SimpleNamespace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pyarrow.parquet as pq
+
+    from sgpo.io import METADATA_KEY, read_table_metadata
+
+    config = load_config(write_config(tmp_path / "config.yaml", tiny.tree))
+    for older in (False, True):
+        out = tmp_path / f"run-{older}"
+        with monkeypatch.context() as mp:
+            stop_profile_at_chunk(mp, 3, KeyboardInterrupt())
+            with pytest.raises(KeyboardInterrupt):
+                run_profile(config, out)
+        chunks = sorted((out / PROFILE_CHUNKS_DIR).glob("chunk-*.parquet"))
+        kept = sum(read_table_metadata(c)["profile_wall_s"] for c in chunks)
+        if older:  # a chunk an older sgpo wrote, which did not time it
+            table = pq.read_table(chunks[0])
+            meta = json.loads(table.schema.metadata[METADATA_KEY])
+            del meta["profile_wall_s"]
+            schema = table.schema.with_metadata({METADATA_KEY: json.dumps(meta)})
+            pq.write_table(table.cast(schema), chunks[0])
+        run_profile(config, out, resume=True)
+        recorded = read_table_metadata(out / PROFILE_FILE).get("profile_wall_s")
+        if older:  # unknown, so not recorded (training then adds none)
+            assert recorded is None
+        else:
+            assert recorded >= round(kept, 3) > 0

@@ -327,6 +327,11 @@ def test_exact_match() -> None:
         ("It makes 44 grams of CO2", "2", 0.0),
         ("The floor is 48 m2", "48", 1.0),
         ("\\boxed{H2O}", "2", 0.0),
+        # ... nor is any part of such a name
+        ("The answer is Q34", "4", 0.0),
+        ("The answer is Q34", "34", 0.0),
+        ("version v1.5", "0.5", 0.0),
+        ("It is x10", "0", 0.0),
         ("\\boxed{10^2}", "10", 0.0),
         ("\\boxed{2x^2}", "2", 0.0),
         ("\\boxed{3\\mathrm{e}^2}", "3", 0.0),

@@ -516,6 +516,12 @@ def aggregate(cfg: CompareConfig, runs: dict[str, dict[int, Path]]) -> dict:
             ),
             "steps_mean": statistics.fmean(s["steps"] for s in summaries[method]),
             "wall_s": statistics.fmean(s["wall_s"] for s in summaries[method]),
+            # a run profiled without its time recorded (an older sgpo's): its wall_s is the
+            # training loop's alone
+            "wall_s_profile_untimed": any(
+                s["flops_by_phase"].get("profile", 0) > 0 and not s.get("profile_wall_s")
+                for s in summaries[method]
+            ),
             "eval_curves": {seed: evaluations(d) for seed, d in runs[method].items()},
         }
     # a run with no more evaluations than the final window: step 0's (the initial model) is in
@@ -817,7 +823,8 @@ def write_markdown(
             f"({format_or_missing(m.get('predicted_informative_fraction'), '.2f', 'no plan')}) | "
             f"{format_or_missing(m.get('trained_fraction'), '.3f', '-')} | "
             f"{m['wasted_flops_fraction']:.1%} | "
-            f"{round(m['steps_mean'], 1):g} | {m['wall_s']:.1f} |"
+            f"{round(m['steps_mean'], 1):g} | {m['wall_s']:.1f}"
+            f"{'*' if m.get('wall_s_profile_untimed') else ''} |"
         )
     text = [
         f"# sgpo compare: {source.name}",
@@ -907,6 +914,9 @@ def write_markdown(
         "in groups that taught nothing (their backward pass is skipped for every method, so "
         "only generation is wasted; the generation of informative rollouts left untrained is "
         "not in it). Removing all of it would save at most 1 / (1 - share).",
+        "- *wall s/run*: seconds of the training loop and of the profile it planned from "
+        "(evaluations and model loading not counted); `*`: a run whose profile did not record "
+        "its time (an older sgpo's), so its training loop's alone.",
         "",
         *[f"![{name}]({name})" for name in images],
         "",

@@ -330,13 +330,14 @@ class ProfileConfig(Strict):
     full_share: float = Field(0.0, ge=0, le=1)
 
     @model_validator(mode="after")
-    def _check(self) -> ProfileConfig:
+    def _check(self, info: ValidationInfo) -> ProfileConfig:
         if self.full_share and not self.adaptive:
             raise ValueError(
                 "profile.full_share needs profile.adaptive=true (else every query "
                 "is drawn all k samples already)"
             )
-        if self.adaptive and self.adaptive_round >= self.k:
+        # (not for a config a run recorded: it profiled so, doing nothing more)
+        if self.adaptive and self.adaptive_round >= self.k and not is_recorded(info):
             raise ValueError(
                 f"profile.adaptive_round ({self.adaptive_round}) >= profile.k ({self.k}): every "
                 "query is drawn its k samples in its first round, so adaptive profiling stops "
@@ -550,7 +551,7 @@ class TrainConfig(Strict):
 
     max_grad_norm: float = Field(1.0, gt=0)
     ppo_epochs: int = Field(1, ge=1)
-    clip_low: float = Field(0.2, ge=0, lt=1)  # the ratio's floor 1 - clip_low stays above 0
+    clip_low: float = Field(0.2, ge=0)  # below 1 (_refuse_idle_settings)
     clip_high: float = Field(0.2, ge=0)
     kl_coef: float = Field(0.0, ge=0)
     normalize_std: bool = False
@@ -703,8 +704,14 @@ class TrainConfig(Strict):
         return self
 
     def _refuse_idle_settings(self) -> None:
-        """Settings that act only with another, set without it: they would do nothing. (Not
-        for a config a run recorded, RECORDED: it trained with them doing nothing.)"""
+        """Settings that act only with another, set without it: they would do nothing, and a
+        clip_low of 1 or more that would clip no ratio from below. (Not for a config a run
+        recorded, RECORDED: it trained with them.)"""
+        if self.clip_low >= 1:
+            raise ValueError(
+                f"train.clip_low ({self.clip_low}) must be below 1: the ratio's floor "
+                f"1 - clip_low would be {1 - self.clip_low:g}, which no ratio falls under"
+            )
         for setting, needed, acts in (
             ("grow_round", "train.grow_max >= 2", bool(self.grow_max)),
             ("grow_train", "train.grow_max >= 2", bool(self.grow_max)),
@@ -822,7 +829,8 @@ class RunConfig(Strict):
         ):
             raise ValueError(
                 f"train.downsample_to ({train.downsample_to}) does nothing: no sgpo group has "
-                f"more responses (plan.g_max {self.plan.g_max}); lower it or raise plan.g_max"
+                f"more responses (plan.g_max {self.plan.g_max}, train.early_group_size "
+                f"{train.early_group_size}); lower it or raise plan.g_max"
             )
         if (
             self.train.history_from_profile

@@ -218,7 +218,9 @@ def _run_profile(
     rows: list[dict] = []
     # Verifier failures are counted per chunk, so a resumed profile reports the same totals.
     counts = dict.fromkeys(VERIFIER_COUNTS, 0)
-    wall_s = 0.0  # the chunks' own, so a resumed profile's is the time it took in all
+    # the chunks' own, so a resumed profile's is the time it took in all; None once a chunk
+    # of an older sgpo, which did not time it, is among them (its time is unknown)
+    wall_s: float | None = 0.0
     # the chunks done before count from the start, so the rate and time left are this run's
     before = sum(len(chunk) for index, chunk in enumerate(chunks) if index in done)
     where = f"profile {shard[0]}/{shard[1]}" if shard else "profile"
@@ -232,7 +234,8 @@ def _run_profile(
                 )
             for key in VERIFIER_COUNTS:
                 counts[key] += chunk_meta.get(key, 0)
-            wall_s += chunk_meta.get(PROFILE_WALL_KEY, 0.0)  # none in an older sgpo's chunk
+            chunk_wall = chunk_meta.get(PROFILE_WALL_KEY)
+            wall_s = None if wall_s is None or chunk_wall is None else wall_s + chunk_wall
             rows.extend(without_samples(chunk_rows))
             if index not in done:
                 bar.update(len(chunk))
@@ -264,7 +267,7 @@ def _run_profile(
     chunk_paths = [_chunk_path(chunk_dir, index) for index in range(len(chunks))]
     counts[TRUNCATED_KEY] = write_samples(out_dir / SAMPLES_FILE, chunk_paths, metadata)
     warn_of_cut_off(final, counts[TRUNCATED_KEY], n_samples, config.sampling.max_new_tokens)
-    timed = {PROFILE_WALL_KEY: round(wall_s, 3)}
+    timed = {} if wall_s is None else {PROFILE_WALL_KEY: round(wall_s, 3)}
     write_table(final, rows, metadata | counts | timed | samples_location(out_dir))
     shutil.rmtree(chunk_dir)
     return final

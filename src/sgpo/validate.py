@@ -89,7 +89,13 @@ def check_prompts(policy: Policy, task: TaskData, max_new_tokens: int, train: bo
                     "model.use_chat_template: false for prompts rendered already"
                 )
     context = model_context(policy)
-    unknown = getattr(policy.tokenizer, "unk_token_id", None)
+    tokenizer = policy.tokenizer
+    unknown = getattr(tokenizer, "unk_token_id", None)
+    # an unknown token that is also BOS, EOS or padding (GPT-2's <|endoftext|>) is added by
+    # the template or the tokenizer itself: its presence says nothing of the text
+    added = {getattr(tokenizer, f"{name}_token_id", None) for name in ("bos", "eos", "pad")}
+    if unknown in added:
+        unknown = None
     if context is None and unknown is None:
         return
     room = None if context is None else context - max_new_tokens
@@ -131,7 +137,7 @@ def check_prompts(policy: Policy, task: TaskData, max_new_tokens: int, train: bo
                 "as %s (e.g. %s: %r)",
                 label,
                 len(with_unknown),
-                policy.tokenizer.unk_token,
+                tokenizer.unk_token,
                 row_label(label, row, queries[row].line),
                 queries[row].prompt[:80],
             )

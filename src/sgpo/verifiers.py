@@ -423,9 +423,10 @@ def exact_match(response: str, reference: str) -> float:
 # --------------------------------------------------------------------------- numeric
 
 # commas only as thousands separators (1,000): "1,2" is two numbers, not 12; digits glued to
-# a letter in front are part of a name ("CO2", "H2O", "48 m2", "Q3"), not a number
+# a letter in front are part of a name ("CO2", "H2O", "48 m2", "Q34", "v1.5"), not a number,
+# nor is any part of them (a match cannot start inside a run of digits)
 _NUMBER = re.compile(
-    r"[-+]?(?<![A-Za-z])(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d+)?"
+    r"[-+]?(?<![A-Za-z\d.])(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d+)?"
     r"(?:\s*/\s*\d+(?:\.\d+)?)?"
 )
 
