@@ -1545,3 +1545,13 @@ def test_small_cli_mistakes_are_named(tmp_path: Path, env: SimpleNamespace) -> N
     empty.write_text("# to do\n")
     with pytest.warns(SgpoWarning, match="empty.yaml sets nothing: every setting is sgpo's"):
         load_config(empty)
+
+
+def test_a_warmup_as_long_as_the_run_is_said() -> None:
+    from sgpo.errors import SgpoWarning
+
+    with pytest.warns(SgpoWarning, match=r"train.warmup_steps \(100\) >= train.steps \(2\)"):
+        RunConfig.model_validate({"train": {"warmup_steps": 100, "steps": 2}})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SgpoWarning)
+        RunConfig.model_validate({"train": {"warmup_steps": 10, "steps": 20}})

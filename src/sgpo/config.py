@@ -701,6 +701,13 @@ class TrainConfig(Strict):
             )
         if not is_recorded(info):
             self._refuse_idle_settings()
+            if self.warmup_steps >= self.steps:
+                warnings.warn(
+                    f"train.warmup_steps ({self.warmup_steps}) >= train.steps ({self.steps}): "
+                    f"the lr never reaches train.lr ({self.lr:g}) in this run",
+                    SgpoWarning,
+                    stacklevel=2,
+                )
         return self
 
     def _refuse_idle_settings(self) -> None:
