@@ -1374,7 +1374,7 @@ def test_a_prompt_rendered_to_text_with_its_bos_is_warned_about(
             warnings.simplefilter("always", SgpoWarning)
             SGPOTrainer(model, hashed_reward, profiled, args, data, processing_class=tokenizer)
         said = " ".join(str(w.message) for w in caught if issubclass(w.category, SgpoWarning))
-        assert ("reaches the model as '<unk><unk>S:4+5=', but was profiled as '<unk>S:4+5='"
+        assert ("as '<unk><unk>S:4+5=', profiled as '<unk>S:4+5='"
                 in said) == warned, said  # fmt: skip
 
 
@@ -1402,6 +1402,66 @@ def test_chat_prompts_through_another_template_than_the_profiles_are_warned_abou
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     tokenizer.chat_template = None
     with pytest.raises(ValueError, match=r"the tokenizer has none; the profile formatted them"):
+        SGPOTrainer(model, hashed_reward, profiled, args, chat, processing_class=tokenizer)
+
+
+def test_every_planned_querys_prompt_and_answer_are_checked_against_the_plan(
+    model_dir: str, plan_path: Path, tmp_path: Path
+) -> None:
+    """Not the first planned query's alone: a dataset whose ids collide with the plan's may
+    hold other queries past its first (prompts), or other references (answers, which a
+    verifier reward scores against)."""
+    from datasets import Dataset
+
+    rows, meta = read_table(plan_path)
+    settings = {"use_chat_template": False, "system_prompt": None, "prompt_template": "{prompt}"}
+    profiled = tmp_path / "profiled.parquet"
+    config = {f"model.{k}": v for k, v in settings.items()}
+    write_table(profiled, rows, meta | {"inputs": {"config": config}})
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    args = SGPOConfig(output_dir=str(tmp_path), use_cpu=True, per_device_train_batch_size=6)
+    reward = verifier_reward("sgpo.verifiers:exact_match")
+    kept = [r for r in sorted(rows, key=lambda r: r["rank"]) if r["kept"]]
+    second = kept[1]["query_id"]
+
+    def trainer(field: str, value: object) -> SGPOTrainer:
+        data = plan_dataset(profiled).to_dict()
+        data[field][data["query_id"].index(second)] = value
+        edited = Dataset.from_dict(data)
+        return SGPOTrainer(model, reward, profiled, args, edited, processing_class=tokenizer)
+
+    of_the_plan = f"1 of the plan's {len(kept)} queries"
+    for field, value, said in (
+        ("prompt", "1+1=", "reach the model otherwise than profiled, e.g. query"),
+        ("answer", "0", "have another answer in train_dataset's column 'answer' than the"),
+    ):
+        with pytest.warns(SgpoWarning, match="differs from the plan's profile") as caught:
+            trainer(field, value)
+        message = " ".join(str(w.message) for w in caught)
+        assert f"{of_the_plan} {said}" in message and f"{second!r}" in message, field
+    # a planned row without a prompt is named before TRL's tokenizer fails on it mid-run
+    with pytest.raises(ValueError, match=rf"\(query {second!r}\): field 'prompt' is None, not"):
+        trainer("prompt", None)
+
+
+def test_chat_prompts_where_the_profile_had_none_are_warned_about(
+    model_dir: str, plan_path: Path, tmp_path: Path
+) -> None:
+    """A profile of plain prompts (its template hash recorded as none), trained on chats
+    through a template set since: rebuilt with this run's tokenizer the profile's prompts look
+    like the run's, so the recorded none must tell them apart."""
+    rows, meta = read_table(plan_path)
+    profiled = tmp_path / "plain.parquet"
+    write_table(profiled, rows, meta | {CHAT_TEMPLATE_KEY: None})
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer.chat_template = (
+        "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}{% endfor %}"  # noqa: E501
+    )
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    args = SGPOConfig(output_dir=str(tmp_path), use_cpu=True, per_device_train_batch_size=6)
+    chat = plan_dataset(profiled, prompt=lambda q: [{"role": "user", "content": q}])
+    with pytest.warns(SgpoWarning, match="none: the profile's prompts were plain text"):
         SGPOTrainer(model, hashed_reward, profiled, args, chat, processing_class=tokenizer)
 
 
@@ -1447,7 +1507,9 @@ def test_a_run_unlike_the_plans_profile_is_warned_about(
     (message,) = [str(w.message) for w in caught if issubclass(w.category, SgpoWarning)]
     assert "temperature=1.0, profiled with 0.7" in message
     assert f"n_params {shape.n_params}, profiled {shape.n_params + 1}" in message
-    assert "query 'q4' reaches the model as '4+5=', but was profiled as 'Q:4+5='" in message
+    kept = sum(r["kept"] for r in rows)
+    assert f"{kept} of the plan's {kept} queries reach the model otherwise than profiled" in message
+    assert "e.g. query 'q4' as '4+5=', profiled as 'Q:4+5='" in message
     assert "max_completion_length" not in message and "top_p" not in message
     assert f"the model loaded from {model_dir} holds other weights than the profiled ones" in (
         message

@@ -567,19 +567,31 @@ class SGPOTrainer(GRPOTrainer):
                 f"successes than the profile, which counted a (rescaled) reward from "
                 f"{profiled_mark} up (its task.success_threshold)"
             )
-        first = plan.kept[0].query
-        row = train_dataset[self.plan_sampler.index_of[first.query_id]]
-        seen, profiled = self._prompt_ids(row["prompt"]), _profiled_ids(plan.meta, first, self)
-        if seen is not None and profiled is not None and seen != profiled:
+        prompts = self._planned_prompts(plan, train_dataset)
+        # every planned query's, not the first's only: a dataset whose ids collide with the
+        # plan's ("train:0", "train:1") may hold other queries past its first
+        differing = []
+        for planned in plan.kept:
+            query = planned.query
+            seen = self._prompt_ids(prompts[query.query_id])
+            profiled = _profiled_ids(plan.meta, query, self)
+            if seen is not None and profiled is not None and seen != profiled:
+                differing.append((query, seen, profiled))
+        if differing:
+            query, seen, profiled = differing[0]
             decode = self.processing_class.decode
             problems.append(
-                f"query {first.query_id!r} reaches the model as {decode(seen)!r}, but was "
+                f"{len(differing)} of the plan's {len(plan.kept)} queries reach the model "
+                f"otherwise than profiled, e.g. query {query.query_id!r} as {decode(seen)!r}, "
                 f"profiled as {decode(profiled)!r} (build the dataset's prompts as the profile "
                 "formatted them: plan_dataset(plan, prompt=...) with its system prompt or "
                 "template, a chat as a list of messages: a string is tokenized with the "
                 "tokenizer's special tokens, a BOS the text already holds included)"
             )
-        elif not isinstance(row["prompt"], str):  # rebuilt alike: was the template the same?
+        problems += self._answers_unlike_the_plans(plan, train_dataset)
+        first = plan.kept[0].query
+        if not differing and not isinstance(prompts[first.query_id], str):
+            # rebuilt alike: was the template the same?
             profiled_template = plan.meta.get(CHAT_TEMPLATE_KEY)
             template = self.chat_template or getattr(self.processing_class, "chat_template", None)
             current = template_sha256(template)
@@ -595,10 +607,16 @@ class SGPOTrainer(GRPOTrainer):
                     "set processing_class.chat_template (the model's that was profiled), or "
                     "give text prompts (plan_dataset(plan, prompt=...))"
                 )
-            if profiled_template is not None and current != profiled_template:
+            # (a plan of an older sgpo records no key: nothing to compare with)
+            if CHAT_TEMPLATE_KEY in plan.meta and current != profiled_template:
+                profiled_how = (
+                    profiled_template[:12]
+                    if profiled_template is not None
+                    else "none: the profile's prompts were plain text"
+                )
                 problems.append(
                     f"the chat template the prompts go through (sha256 {str(current)[:12]}) is "
-                    f"not the one the profile's went through ({profiled_template[:12]})"
+                    f"not the one the profile's went through ({profiled_how})"
                 )
         if problems:
             warnings.warn(
@@ -607,6 +625,45 @@ class SGPOTrainer(GRPOTrainer):
                 SgpoWarning,
                 stacklevel=3,
             )
+
+    def _planned_prompts(self, plan: Plan, train_dataset: Dataset) -> dict[str, Any]:
+        """Each planned query's prompt in train_dataset; a row without one (None, a number) is
+        refused, naming it, before TRL's tokenizer fails on it mid-run."""
+        column = train_dataset["prompt"]
+        prompts = {}
+        for planned in plan.kept:
+            query_id = planned.query.query_id
+            row = self.plan_sampler.index_of[query_id]
+            prompt = column[row]
+            if not isinstance(prompt, str | list) or not prompt:
+                raise ValueError(
+                    f"train_dataset row {row} (query {query_id!r}): field 'prompt' is "
+                    f"{prompt!r}, not a text or a list of chat messages"
+                )
+            prompts[query_id] = prompt
+        return prompts
+
+    def _answers_unlike_the_plans(self, plan: Plan, train_dataset: Dataset) -> list[str]:
+        """The planned queries whose answer a verifier reward reads from train_dataset differs
+        from the one the profile scored against (its p_hat is then another query's)."""
+        problems = []
+        for column in sorted({reward.answer_column for reward in self._verifier_rewards}):
+            answers = train_dataset[column]
+            differing = [
+                (planned.query, answers[row])
+                for planned in plan.kept
+                if str(answers[row := self.plan_sampler.index_of[planned.query.query_id]])
+                != planned.query.answer
+            ]
+            if differing:
+                query, answer = differing[0]
+                problems.append(
+                    f"{len(differing)} of the plan's {len(plan.kept)} queries have another "
+                    f"answer in train_dataset's column {column!r} than the profile scored "
+                    f"against, e.g. query {query.query_id!r}: {answer!r}, profiled against "
+                    f"{query.answer!r}"
+                )
+        return problems
 
     def _steps_per_checkpointable(self) -> int:
         """Optimizer steps between two ends of a generation batch within an epoch. TRL
