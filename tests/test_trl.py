@@ -10,6 +10,7 @@ import hashlib
 import inspect
 import itertools
 import json
+import math
 import re
 import warnings
 from collections.abc import Callable
@@ -1560,3 +1561,18 @@ def test_the_gsm8k_example_trains_a_local_model_on_the_cpu_and_resumes(
     example.main()
     state = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())
     assert state["global_step"] == 2 and len([h for h in state["log_history"] if "loss" in h]) == 2
+
+
+@pytest.mark.parametrize("downsample_to", [0, 2])  # the batch's rewards; growth's first draws
+def test_an_infinite_reward_is_refused_where_it_is_returned(
+    model_dir: str, plan_path: Path, tmp_path: Path, downsample_to: int
+) -> None:
+    # it made the advantages, then the weights, non-finite: sampling died a step later
+    def infinite_first(completions: list[str], **_: object) -> list[float]:
+        return [math.inf if i == 0 else float(i % 2) for i in range(len(completions))]
+
+    trainer = make_trainer(
+        model_dir, plan_path, tmp_path, reward=infinite_first, downsample_to=downsample_to
+    )
+    with pytest.raises(ValueError, match=r"'infinite_first' returned inf for a completion"):
+        trainer.train()

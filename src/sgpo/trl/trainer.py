@@ -908,6 +908,7 @@ class SGPOTrainer(GRPOTrainer):
             stand_in=(0, completions[0], completion_ids[0]),
         )
         all_scores = self.accelerator.gather(scores).cpu()
+        self._refuse_infinite(all_scores)
         self._all_prompts = gather_object(list(prompts))
         self._all_dataset_rows = gather_object(list(self._rows))
         all_draws = gather_object(
@@ -947,7 +948,23 @@ class SGPOTrainer(GRPOTrainer):
         members = [
             (ids[j], texts[j], sampled[j] if sampled else None, scores[j]) for j in range(len(mine))
         ]
-        return gather_object(members)
+        drawn = gather_object(members)
+        if drawn:
+            self._refuse_infinite(torch.stack([member[3] for member in drawn]))
+        return drawn
+
+    def _refuse_infinite(self, per_func: torch.Tensor) -> None:
+        """An infinite reward makes the group's advantages, then the weights, non-finite: the
+        run would die a step later in sampling, far from its cause. Checked on the gathered
+        rewards, so every process refuses alike (none is left waiting in a collective)."""
+        infinite = torch.isinf(per_func)
+        if infinite.any():
+            row, func = (int(i) for i in infinite.nonzero()[0])
+            raise ValueError(
+                f"reward function {self.reward_func_names[func]!r} returned "
+                f"{float(per_func[row, func])} for a completion: rewards must be finite; return "
+                "None (or NaN) for a completion it cannot score"
+            )
 
     def _weighted(self, per_func: torch.Tensor) -> torch.Tensor:
         """Rewards [rows] as TRL sums per_func [rows, functions] (weights, NaN-aware); NaN where
@@ -1201,6 +1218,7 @@ class SGPOTrainer(GRPOTrainer):
         self._table_columns = sorted({column for names, _ in logged for column in names})
         # TRL's advantages and reward statistics take the whole batch's rewards
         self._rewards_per_func = self.accelerator.gather(rewards)
+        self._refuse_infinite(self._rewards_per_func)
         return self._rewards_per_func
 
     # ------------------------------------------------------------------------ the batch
