@@ -594,7 +594,15 @@ def test_resume_replays_the_plan_and_keeps_sgpo_counters(
         make_trainer(
             model_dir, plan_path, tmp_path, **settings, per_device_train_batch_size=8
         ).train(resume_from_checkpoint=checkpoint(tmp_path, 4))
-    (tmp_path / "out" / "checkpoint-2" / "sgpo_state.json").unlink()
+    # a state cut short while it was written, or not SGPOTrainer's: named, not a bare decode
+    state = tmp_path / "out" / "checkpoint-2" / "sgpo_state.json"
+    for text, message in (('{"x":', "not valid JSON"), ("{}", "not SGPOTrainer's state")):
+        state.write_text(text)
+        with pytest.raises(DataError, match=rf"sgpo_state.json: {message}"):
+            make_trainer(model_dir, plan_path, tmp_path, **settings).train(
+                resume_from_checkpoint=checkpoint(tmp_path, 2)
+            )
+    state.unlink()
     with pytest.raises(FileNotFoundError, match="not written by SGPOTrainer"):
         make_trainer(model_dir, plan_path, tmp_path, **settings).train(
             resume_from_checkpoint=checkpoint(tmp_path, 2)
@@ -1515,6 +1523,14 @@ def test_a_run_unlike_the_plans_profile_is_warned_about(
     assert f"the model loaded from {model_dir} holds other weights than the profiled ones" in (
         message
     )
+
+
+def test_a_plan_without_its_rule_is_named(plan_path: Path, tmp_path: Path) -> None:
+    rows, meta = read_table(plan_path)
+    ruleless = tmp_path / "ruleless.parquet"
+    write_table(ruleless, rows, {k: v for k, v in meta.items() if k != "rule"})
+    with pytest.raises(DataError, match="ruleless.parquet: metadata field 'rule' is missing"):
+        load_plan(ruleless)
 
 
 def test_an_iterable_dataset_is_refused_naming_what_to_pass(

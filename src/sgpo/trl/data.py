@@ -20,6 +20,7 @@ from torch.utils.data import Dataset as TorchDataset
 from torch.utils.data import Sampler
 
 from sgpo.core.allocation import PlanRule
+from sgpo.errors import DataError
 from sgpo.plan import PlanRow, kept_in_order, read_plan
 from sgpo.profile_match import p_hat_estimates_p
 from sgpo.rundir import CHAT_TEMPLATE_KEY
@@ -60,6 +61,11 @@ def load_plan(path: str | Path) -> Plan:
     kept = [ScheduledQuery(_query(r), r.group_size) for r in kept_in_order(rows)]
     if not kept:
         raise ValueError(f"{path}: the plan keeps no query")
+    if not isinstance(meta.get("rule"), dict):
+        raise DataError(
+            f"{path}: metadata field 'rule' is missing or not a mapping (the plan rule re-plans "
+            "follow); re-run sgpo plan"
+        )
     return Plan(
         rows,
         kept,

@@ -116,7 +116,7 @@ from sgpo.core.advantages import (
 from sgpo.core.flops import PHASES, ModelShape, inference_flops, logprob_flops, train_flops
 from sgpo.core.online import history_settings_without_skip
 from sgpo.core.rewards import all_equal, is_correct
-from sgpo.errors import ConfigError, SgpoWarning
+from sgpo.errors import ConfigError, DataError, SgpoWarning
 from sgpo.io import atomic_write_json
 from sgpo.models import encode_prompts, format_prompt, model_shape, template_sha256
 from sgpo.plan import check_replannable
@@ -1463,6 +1463,17 @@ class SGPOTrainer(GRPOTrainer):
                 "from an earlier checkpoint (a GRPOTrainer run's checkpoint does not resume "
                 "under a plan: pass its folder as the model and start a new run)"
             ) from e
+        except ValueError as e:  # cut short: the run stopped while writing it
+            raise DataError(
+                f"{path}: not valid JSON ({e}); it was cut short or damaged: resume from an "
+                "earlier checkpoint"
+            ) from e
+        needed = ("flops", "rollouts", "tokens_generated")
+        if not isinstance(state, dict) or any(key not in state for key in needed):
+            raise DataError(
+                f"{path}: not SGPOTrainer's state (it needs {', '.join(needed)}): resume from an "
+                "earlier checkpoint"
+            )
         recorded = state.get("plan_sha256")  # none in checkpoints of an older sgpo
         if recorded is not None and recorded != self._plan_fingerprint:
             raise ValueError(
