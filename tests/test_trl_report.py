@@ -219,3 +219,15 @@ def test_sgpo_flops_points_a_trl_run_to_sgpo_report(run: Path) -> None:
     said = " ".join(result.output.split())
     assert result.exit_code != 0
     assert f"{run} is a TRL run's output_dir: sgpo report {run} tables its costs" in said
+
+
+def test_a_checkpoint_newer_than_the_top_state_is_read(run: Path) -> None:
+    # a run resumed past its last trainer.save_state(): the top state is the older one
+    top = run / "trainer_state.json"
+    state = json.loads(top.read_text())
+    state["global_step"] = 1
+    state["log_history"] = [e for e in state["log_history"] if e.get("step", 0) <= 1]
+    top.write_text(json.dumps(state))
+    text = report(run)
+    assert "`checkpoint-3/trainer_state.json`, the newest checkpoint's, newer than the" in text
+    assert_costs_are_the_last_logged(text, run / "checkpoint-3" / "trainer_state.json")

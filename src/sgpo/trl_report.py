@@ -61,20 +61,38 @@ def find_trainer_state(out_dir: Path) -> tuple[Path, str] | None:
     """The trainer_state.json of a TRL output_dir and where it came from: the one at its top
     (trainer.save_state), else the newest checkpoint-N's; None where there is neither."""
     top = out_dir / TRAINER_STATE
-    if top.is_file():
-        return top, f"`{TRAINER_STATE}` at the top of the output_dir"
     checkpoints = [
         (int(path.name.removeprefix("checkpoint-")), path / TRAINER_STATE)
         for path in out_dir.glob("checkpoint-*")
         if path.name.removeprefix("checkpoint-").isdigit() and (path / TRAINER_STATE).is_file()
     ]
-    if not checkpoints:
+    step, path = max(checkpoints) if checkpoints else (None, None)
+    if top.is_file():
+        top_step = _global_step(top)
+        # a resumed run that checkpointed past its last save_state: the checkpoint is newer
+        if step is None or top_step is None or step <= top_step:
+            return top, f"`{TRAINER_STATE}` at the top of the output_dir"
+        return path, (
+            f"`checkpoint-{step}/{TRAINER_STATE}`, the newest checkpoint's, newer than the "
+            f"{TRAINER_STATE} at the top of the output_dir (step {top_step}: a run resumed "
+            "since trainer.save_state())"
+        )
+    if path is None:
         return None
-    step, path = max(checkpoints)
     return path, (
         f"`checkpoint-{step}/{TRAINER_STATE}`, the newest checkpoint's (the output_dir has no "
         f"{TRAINER_STATE} at its top: TRL writes one there on trainer.save_state())"
     )
+
+
+def _global_step(path: Path) -> int | None:
+    """A trainer_state.json's global_step; None where it cannot be read (read_log_history
+    says why, when the report reads it)."""
+    try:
+        step = read_json(path).get("global_step")
+    except (DataError, AttributeError):
+        return None
+    return int(step) if is_number(step) else None
 
 
 def read_log_history(path: Path) -> tuple[dict, list[dict]]:
