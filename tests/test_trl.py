@@ -1592,3 +1592,14 @@ def test_an_infinite_reward_is_refused_where_it_is_returned(
     )
     with pytest.raises(ValueError, match=r"'infinite_first' returned inf for a completion"):
         trainer.train()
+
+
+def test_a_batch_no_reward_function_scored_is_said(
+    model_dir: str, plan_path: Path, tmp_path: Path
+) -> None:
+    def abstains(completions: list[str], **_: object) -> list[float | None]:
+        return [None] * len(completions)
+
+    trainer = make_trainer(model_dir, plan_path, tmp_path, reward=abstains, max_steps=2)
+    with pytest.warns(SgpoWarning, match=r"every reward of a batch was None or NaN \(abstains\)"):
+        trainer.train()

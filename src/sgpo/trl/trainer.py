@@ -498,6 +498,7 @@ class SGPOTrainer(GRPOTrainer):
         self._scores: torch.Tensor | None = None
         self._table_columns: list[str] = []  # the log_extra columns of the batch's table
         self._table_error: str | None = None  # a log_extra column of another length, if any
+        self._said_unscorable = False  # a batch of no reward at all was warned about
         self._whole_groups: dict[int, torch.Tensor] = {}
         # (prompt, completion) tokens of each real row of the batch: its training is charged
         # once the rows trained are known (_apply_groups)
@@ -1219,6 +1220,17 @@ class SGPOTrainer(GRPOTrainer):
         # TRL's advantages and reward statistics take the whole batch's rewards
         self._rewards_per_func = self.accelerator.gather(rewards)
         self._refuse_infinite(self._rewards_per_func)
+        if torch.isnan(self._rewards_per_func).all() and not self._said_unscorable:
+            # verifier_reward stops a run whose calls all failed; a function of the user's
+            # returning None everywhere would train on nothing, at full cost, unsaid
+            self._said_unscorable = True
+            warnings.warn(
+                f"every reward of a batch was None or NaN ({', '.join(self.reward_func_names)}):"
+                " nothing trains on it; check that the reward functions read the completions "
+                "(said once a run)",
+                SgpoWarning,
+                stacklevel=2,
+            )
         return self._rewards_per_func
 
     # ------------------------------------------------------------------------ the batch
