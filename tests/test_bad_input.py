@@ -1537,6 +1537,11 @@ def test_small_cli_mistakes_are_named(tmp_path: Path, env: SimpleNamespace) -> N
     (tmp_path / "f").write_text("x")
     a_file = runner.invoke(app, ["train", "--resume", str(tmp_path / "f")])
     assert "a file, not a run's directory" in " ".join(a_file.output.split())
+    # a report of a directory that is not there
+    no_run = runner.invoke(app, ["report", str(tmp_path / "nope")])
+    assert no_run.exit_code == 1 and f"{tmp_path / 'nope'}: no such directory" in " ".join(
+        no_run.output.split()
+    )
     # an override without a key
     with pytest.raises(ConfigError, match="override '=3' names no key"):
         load_config(env.config_path, ["=3"])

@@ -601,6 +601,9 @@ def report(
     )
     from sgpo.trl_report import find_trainer_state, write_trl_report
 
+    if not run_dir.is_dir():
+        what = "a file, not a run's directory" if run_dir.exists() else "no such directory"
+        raise FileNotFoundError(f"{run_dir}: {what}")
     # an sgpo run's summary.json first: a TRL output_dir has none
     if not (run_dir / SUMMARY_FILE).exists() and find_trainer_state(run_dir) is not None:
         path = write_trl_report(run_dir, baseline)
