@@ -82,13 +82,13 @@ class PromptTokens:
     def __call__(self, run_dir: Path) -> tuple[ModelShape, dict[str, int]]:
         from sgpo.config import load_config
         from sgpo.models import load_policy, model_shape
-        from sgpo.tasks import load_task
+        from sgpo.tasks import load_run_task
 
         config = load_config(run_dir / CONFIG_FILE)
         key = repr((config.model, config.task, config.seed))
         if key not in self._cache:
             policy = load_policy(config)
-            queries = load_task(config.task, config.seed).train
+            queries = load_run_task(config).train
             ids = policy.encode([policy.render(q.prompt) for q in queries])
             tokens = {q.query_id: len(i) for q, i in zip(queries, ids, strict=True)}
             self._cache[key] = (model_shape(policy.model), tokens)

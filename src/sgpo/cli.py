@@ -534,12 +534,12 @@ def _evaluate(cfg: RunConfig, model: str | None) -> dict:
     from sgpo.evaluate import evaluate
     from sgpo.models import load_policy, model_source
     from sgpo.rundir import weights_sha256
-    from sgpo.tasks import load_task
+    from sgpo.tasks import load_run_task
     from sgpo.validate import check_prompts
     from sgpo.wiring import check_engine_installed, make_engine, make_verifier, sampling_params
 
     check_engine_installed(cfg, "eval")  # before the data, the verifier and the model
-    task = load_task(cfg.task, cfg.seed, system_prompt=cfg.model.system_prompt)
+    task = load_run_task(cfg)
     if model is None:
         model_source(cfg)  # a model setting that cannot run this task is named first
     verifier = make_verifier(cfg, task)  # before the model: a mistyped verifier named at once

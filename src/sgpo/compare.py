@@ -336,13 +336,13 @@ def input_changes(config: RunConfig, recorded: dict | None) -> list[str] | None:
     summary.json ("inputs"); None when it recorded none."""
     from sgpo.models import model_source
     from sgpo.rundir import VERIFIER_CODE_KEY, weights_sha256
-    from sgpo.tasks import data_identity, load_task, verifier_spec
+    from sgpo.tasks import data_identity, load_run_task, verifier_spec
     from sgpo.train_state import data_changes
     from sgpo.verify import verifier_code_sha256
 
     if not isinstance(recorded, dict):
         return None
-    task = load_task(config.task, config.seed, system_prompt=config.model.system_prompt)
+    task = load_run_task(config)
     changes = data_changes(task, recorded.get("data") or {}, data_identity(task))
     weights = weights_sha256(model_source(config))
     if recorded.get("model_sha256") != weights:

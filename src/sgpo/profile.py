@@ -51,7 +51,7 @@ from sgpo.io import (
 )
 from sgpo.models import chat_template_sha256, load_policy, model_shape, model_source
 from sgpo.runfiles import PROFILE_CHUNKS_DIR, PROFILE_CONFIG_FILE
-from sgpo.tasks import Query, TaskData, data_identity, load_task
+from sgpo.tasks import Query, TaskData, data_identity, load_run_task
 from sgpo.validate import check_prompts
 from sgpo.verify import Verifier
 from sgpo.wiring import check_engine_installed, make_engine, make_verifier, sampling_params
@@ -164,9 +164,7 @@ def _run_profile(
             f"{chunk_dir} holds an interrupted profile; pass --resume to continue it "
             "or --overwrite to start over"
         )
-    task = load_task(
-        config.task, config.seed, require_eval=False, system_prompt=config.model.system_prompt
-    )
+    task = load_run_task(config, require_eval=False)
     queries = shard_queries(task.train, shard)
     model_source(config)  # a model setting that cannot run this task is named first
     # before the model, which can take minutes to load: a mistyped verifier is named at once

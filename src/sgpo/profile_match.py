@@ -54,7 +54,7 @@ def check_profile_matches(
     wrong p_hat (check_profile_samples); to plan (all_settings) or with train.reuse_profile
     every setting of the samples must be this config's (check_profile_settings). Returns the
     config's task, loaded for the check."""
-    from sgpo.tasks import data_identity, load_task
+    from sgpo.tasks import data_identity, load_run_task
 
     shard = meta.get("shard")
     if shard:
@@ -64,9 +64,7 @@ def check_profile_matches(
             "holds only that shard's queries; join all shards with `sgpo profile merge` and "
             "plan from the merged profile"
         )
-    task = load_task(
-        config.task, config.seed, require_eval=False, system_prompt=config.model.system_prompt
-    )
+    task = load_run_task(config, require_eval=False)
     # Only the training queries matter to a profile: an edited eval split needs none redone
     # (a profile from before train_queries was recorded is compared by its whole task).
     recorded = meta.get("train_queries")

@@ -10,7 +10,7 @@ import math
 from sgpo.config import RunConfig, load_config
 from sgpo.evaluate import evaluate
 from sgpo.models import load_policy
-from sgpo.tasks import load_task
+from sgpo.tasks import load_run_task
 from sgpo.tasks.addition import pool_size
 from sgpo.wiring import make_engine, make_verifier, sampling_params
 
@@ -49,7 +49,7 @@ def heldout_skill(model: str = "embedded") -> dict[str, float]:
     engine = make_engine(first, load_policy(first), "eval")  # one model for every bucket
     skill = {}
     for d, config in configs.items():
-        task = load_task(config.task, config.seed, system_prompt=config.model.system_prompt)
+        task = load_run_task(config)
         result = evaluate(
             engine,
             make_verifier(config, task),

@@ -75,7 +75,7 @@ from sgpo.runfiles import (
     step_checkpoints_to_drop,
 )
 from sgpo.schedule import ScheduledQuery, build_scheduler
-from sgpo.tasks import Query, data_identity, load_task, verifier_spec
+from sgpo.tasks import Query, data_identity, load_run_task, verifier_spec
 from sgpo.train_state import (
     check_same_inputs,
     config_differences,
@@ -120,7 +120,7 @@ class Trainer:
     ) -> None:
         self.config, self.cfg, self.run_dir = config, config.train, run_dir
         refuse_float16_training(config)
-        self.task = load_task(config.task, config.seed, system_prompt=config.model.system_prompt)
+        self.task = load_run_task(config)
         self.queries_by_id = {q.query_id: q for q in self.task.train}
         self.initial_model = model_source(config)
         # before the model, which can take minutes to load: a mistyped verifier is named at once

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # config is light, but tasks need not load it to be imported
-    from sgpo.config import TaskConfig
+    from sgpo.config import RunConfig, TaskConfig
 
 from sgpo.errors import DataError
 
@@ -133,6 +133,12 @@ def warn_of_repeated_prompts(queries: list[Query], label: str) -> None:
             sum(len(ids) for ids in repeated),
             ", ".join(repeated[0][:3]),
         )
+
+
+def load_run_task(config: RunConfig, require_eval: bool = True) -> TaskData:
+    """A run config's task: its task settings and seed, with the model's system prompt (which a
+    verl file's rows may hold as their own system message)."""
+    return load_task(config.task, config.seed, require_eval, config.model.system_prompt)
 
 
 def load_task(

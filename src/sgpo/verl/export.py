@@ -563,14 +563,12 @@ def own_row_fields(
     that have them (verl groups its metrics by data_source, and a file may mix GSM8K and MATH;
     a custom reward function may read extra_info); none for other tasks. train: the task's
     training queries, loaded here when not given."""
-    from sgpo.tasks import load_task
+    from sgpo.tasks import load_run_task
 
     if cfg.task.kind != "file" or cfg.task.file.preset != "verl":
         return {}, {}
     if train is None:
-        train = load_task(
-            cfg.task, cfg.seed, require_eval=False, system_prompt=cfg.model.system_prompt
-        ).train
+        train = load_run_task(cfg, require_eval=False).train
     sources = {q.query_id: q.data_source for q in train if q.data_source}
     return sources, {q.query_id: q.extra_info for q in train if q.extra_info}
 
@@ -616,13 +614,13 @@ def export_held_out_for_config(
     verl's validation sampling (val_kwargs: greedy by default, as sgpo's eval_acc_greedy).
     Written atomically; a file there that sgpo did not write is refused. Rows of a verl file
     keep their own extra_info, and their own data_source unless one is given."""
-    from sgpo.tasks import load_task
+    from sgpo.tasks import load_run_task
 
     keep_own = data_source is None  # rows of a verl file keep their own data_source
     data_source, scoring = config_scoring(cfg, data_source, verifier)
     info = scoring_info(**scoring)
     rows = []
-    held_out = load_task(cfg.task, cfg.seed, system_prompt=cfg.model.system_prompt).eval
+    held_out = load_run_task(cfg).eval
     for index, query in enumerate(held_out):
         row = verl_row(
             query,
