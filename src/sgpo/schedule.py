@@ -363,11 +363,11 @@ class OnlinePlanner:
 
 def build_scheduler(
     config: RunConfig, train_queries: list[Query], plan_path: Path | None, resuming: bool = False
-) -> tuple[QueryScheduler, list[PlanRow], float]:
-    """The step scheduler; for sgpo also the plan's rows (all of them, kept or not) and the
-    profiling FLOPs, which are always charged to sGPO. Baselines reshuffle every epoch; sgpo
-    keeps its plan's order."""
-    scheduled, rows, profile_flops = scheduled_queries(config, train_queries, plan_path, resuming)
+) -> tuple[QueryScheduler, list[PlanRow], dict]:
+    """The step scheduler; for sgpo also the plan's rows (all of them, kept or not) and its
+    metadata (the profile's FLOPs and time, always charged to sGPO). Baselines reshuffle every
+    epoch; sgpo keeps its plan's order."""
+    scheduled, rows, plan_meta = scheduled_queries(config, train_queries, plan_path, resuming)
     first_visit = plan_rule(config) if config.train.first_visit_profile else None
     scheduler = QueryScheduler(
         scheduled,
@@ -385,7 +385,7 @@ def build_scheduler(
             else None
         ),
     )
-    return scheduler, rows, profile_flops
+    return scheduler, rows, plan_meta
 
 
 def profile_streaks(rows: list[PlanRow], rule: str) -> dict[str, int]:
@@ -461,14 +461,14 @@ def warn_of_sizes_replanned(rows: list[PlanRow], rule: PlanRule, plan_path: Path
 
 def scheduled_queries(
     config: RunConfig, train_queries: list[Query], plan_path: Path | None, resuming: bool = False
-) -> tuple[list[ScheduledQuery], list[PlanRow], float]:
+) -> tuple[list[ScheduledQuery], list[PlanRow], dict]:
     """Every training query with train.group_size, or for sgpo the plan's kept queries in its
-    order with their G (with the plan's rows and profiling FLOPs); with
+    order with their G (with the plan's rows and metadata); with
     train.first_visit_profile every training query with the plan's one G, profiled in
     training."""
     if not config.train.uses_plan:
         g = config.plan.g_min if config.train.first_visit_profile else config.train.group_size
-        return [ScheduledQuery(q, g) for q in train_queries], [], 0.0
+        return [ScheduledQuery(q, g) for q in train_queries], [], {}
     if plan_path is None or not plan_path.exists():
         raise FileNotFoundError(f"method sgpo needs a plan: {plan_path} not found (run sgpo plan)")
     rows, meta = read_plan(plan_path)
@@ -492,4 +492,4 @@ def scheduled_queries(
         scheduled.append(ScheduledQuery(by_id[r.query_id], int(r.group_size)))
     warn_unplanned(rows, by_id.keys(), plan_path)
     warn_of_group_sizes(rows, config.train.rollout_budget, plan_path)
-    return scheduled, rows, float(meta.get("profile_flops") or 0.0)
+    return scheduled, rows, meta

@@ -42,7 +42,6 @@ from sgpo.io import (
     atomic_write_json,
     atomic_write_text,
     read_jsonl,
-    read_table_metadata,
 )
 from sgpo.loggers import make_sinks, scalars
 from sgpo.metrics import flops_record, profile_tokens, rollout_record, run_summary
@@ -157,10 +156,9 @@ class Trainer:
         self.params = sampling_params(config)
         self.threshold = config.task.correct_threshold  # from which a reward is a success
         self.plan_path = plan_path if self.cfg.uses_plan else None
-        self.scheduler, plan_rows, profile_flops = build_scheduler(
+        self.scheduler, plan_rows, plan_meta = build_scheduler(
             config, self.task.train, self.plan_path, self.resuming
         )
-        plan_meta = read_table_metadata(self.plan_path) if self.plan_path is not None else {}
         if self.plan_path is not None:  # the prompts' template, which no setting names
             check_chat_template(
                 plan_meta,
@@ -198,6 +196,7 @@ class Trainer:
         self.step = 0
         # a step trained but stopped before its evaluation (its record, logged on resume)
         self.pending_record: dict | None = None
+        profile_flops = float(plan_meta.get("profile_flops") or 0.0)
         self.flops = dict.fromkeys(PHASES, 0.0) | {"profile": profile_flops}
         # Costs in the other currencies users pay: the passes a train-every-rollout trainer
         # would add (zero-advantage rollouts, skipped here) and generated tokens, profile
