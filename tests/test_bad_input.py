@@ -775,7 +775,7 @@ CLI_CASES = [
     ),
     (
         "flops-run-json-without-overrides",
-        lambda tmp, env: ["flops", "--run", str(written(tmp / "run.json", "[]"))],
+        lambda tmp, env: ["flops", "--run", str(written(tmp / "run.json", '{"method": "grpo"}'))],
         1,
         "{tmp}/run.json: field 'overrides' is missing or not a list of key=value strings",
     ),

@@ -90,7 +90,7 @@ def _global_step(path: Path) -> int | None:
     says why, when the report reads it)."""
     try:
         step = read_json(path).get("global_step")
-    except (DataError, AttributeError):
+    except DataError:
         return None
     return int(step) if is_number(step) else None
 

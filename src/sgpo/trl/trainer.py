@@ -117,7 +117,7 @@ from sgpo.core.flops import PHASES, ModelShape, inference_flops, logprob_flops, 
 from sgpo.core.online import history_settings_without_skip
 from sgpo.core.rewards import all_equal, is_correct
 from sgpo.errors import ConfigError, DataError, SgpoWarning
-from sgpo.io import atomic_write_json
+from sgpo.io import atomic_write_json, read_json
 from sgpo.models import encode_prompts, format_prompt, model_shape, template_sha256
 from sgpo.plan import check_replannable
 from sgpo.profile_match import (
@@ -1467,7 +1467,7 @@ class SGPOTrainer(GRPOTrainer):
     ) -> None:
         path = checkpoint / STATE_FILE
         try:
-            state = json.loads(path.read_text())
+            state = read_json(path)
         except FileNotFoundError as e:
             raise FileNotFoundError(
                 f"{path} not found: {checkpoint} was not written by SGPOTrainer, or its run "
@@ -1475,13 +1475,10 @@ class SGPOTrainer(GRPOTrainer):
                 "from an earlier checkpoint (a GRPOTrainer run's checkpoint does not resume "
                 "under a plan: pass its folder as the model and start a new run)"
             ) from e
-        except ValueError as e:  # cut short: the run stopped while writing it
-            raise DataError(
-                f"{path}: not valid JSON ({e}); it was cut short or damaged: resume from an "
-                "earlier checkpoint"
-            ) from e
+        except DataError as e:  # cut short: the run stopped while writing it
+            raise DataError(f"{e}: resume from an earlier checkpoint") from e
         needed = ("flops", "rollouts", "tokens_generated")
-        if not isinstance(state, dict) or any(key not in state for key in needed):
+        if any(key not in state for key in needed):
             raise DataError(
                 f"{path}: not SGPOTrainer's state (it needs {', '.join(needed)}): resume from an "
                 "earlier checkpoint"

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sgpo.errors import DataError
-from sgpo.io import atomic_write_json, read_table
+from sgpo.io import atomic_write_json, read_json, read_table
 
 if TYPE_CHECKING:
     from sgpo.core.flops import ModelShape
@@ -208,11 +208,8 @@ def load_run(path: Path) -> dict:
                 else ""
             )
         )
-    try:
-        run = json.loads(path.read_text())
-    except ValueError as e:  # JSONDecodeError, or bytes that are not UTF-8
-        raise DataError(f"{path}: not valid JSON ({e}); the launch writes it") from e
-    overrides = run.get("overrides") if isinstance(run, dict) else None
+    run = read_json(path)
+    overrides = run.get("overrides")
     if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
         raise DataError(
             f"{path}: field 'overrides' is missing or not a list of key=value strings: not the "
