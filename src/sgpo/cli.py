@@ -251,6 +251,13 @@ def print_plan_summary(summary: dict) -> None:
         )
 
 
+def _refuse_if_no_directory(path: Path, named: str) -> None:
+    """A run directory given that is not there, or is a file: said so first."""
+    if not path.is_dir():
+        what = "a file, not a run's directory" if path.exists() else "no such directory"
+        raise FileNotFoundError(f"{named}: {what}")
+
+
 def print_table(table: Table) -> None:
     """A table on stdout; into a file or a pipe (80 columns to rich) unfolded, a row a line."""
     (console if console.is_terminal else Console(width=TABLE_WIDTH_OFF_TERMINAL)).print(table)
@@ -453,9 +460,8 @@ def train(
             "(drop --out, or resume the run that is there)"
         )
     run_dir = resume or out
-    if resume is not None and not resume.is_dir():
-        what = "a file, not a run's directory" if resume.exists() else "no such directory"
-        raise FileNotFoundError(f"--resume {resume}: {what}")
+    if resume is not None:
+        _refuse_if_no_directory(resume, f"--resume {resume}")
     recorded = resume is not None and config is None  # the run's own config, as it trained
     if recorded:
         if not (resume / "config.yaml").exists():
@@ -601,9 +607,7 @@ def report(
     )
     from sgpo.trl_report import find_trainer_state, write_trl_report
 
-    if not run_dir.is_dir():
-        what = "a file, not a run's directory" if run_dir.exists() else "no such directory"
-        raise FileNotFoundError(f"{run_dir}: {what}")
+    _refuse_if_no_directory(run_dir, str(run_dir))
     # an sgpo run's summary.json first: a TRL output_dir has none
     if not (run_dir / SUMMARY_FILE).exists() and find_trainer_state(run_dir) is not None:
         path = write_trl_report(run_dir, baseline)

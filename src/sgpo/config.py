@@ -551,7 +551,7 @@ class TrainConfig(Strict):
 
     max_grad_norm: float = Field(1.0, gt=0)
     ppo_epochs: int = Field(1, ge=1)
-    clip_low: float = Field(0.2, ge=0)  # below 1 (_refuse_idle_settings)
+    clip_low: float = Field(0.2, ge=0)  # below 1 (_check; a recorded run's config is read as is)
     clip_high: float = Field(0.2, ge=0)
     kl_coef: float = Field(0.0, ge=0)
     normalize_std: bool = False
@@ -700,6 +700,11 @@ class TrainConfig(Strict):
                 "train.online.allocation 'plan' (it replaces the plan's G for a while)"
             )
         if not is_recorded(info):
+            if self.clip_low >= 1:
+                raise ValueError(
+                    f"train.clip_low ({self.clip_low}) must be below 1: the ratio's floor "
+                    f"1 - clip_low would be {1 - self.clip_low:g}, which no ratio falls under"
+                )
             self._refuse_idle_settings()
             if self.warmup_steps >= self.steps:
                 warnings.warn(
@@ -711,14 +716,8 @@ class TrainConfig(Strict):
         return self
 
     def _refuse_idle_settings(self) -> None:
-        """Settings that act only with another, set without it: they would do nothing, and a
-        clip_low of 1 or more that would clip no ratio from below. (Not for a config a run
-        recorded, RECORDED: it trained with them.)"""
-        if self.clip_low >= 1:
-            raise ValueError(
-                f"train.clip_low ({self.clip_low}) must be below 1: the ratio's floor "
-                f"1 - clip_low would be {1 - self.clip_low:g}, which no ratio falls under"
-            )
+        """Settings that act only with another, set without it: they would do nothing. (Not
+        for a config a run recorded, RECORDED: it trained with them doing nothing.)"""
         for setting, needed, acts in (
             ("grow_round", "train.grow_max >= 2", bool(self.grow_max)),
             ("grow_train", "train.grow_max >= 2", bool(self.grow_max)),

@@ -496,7 +496,7 @@ def flops(
         Path | None, typer.Option(help="The exported verl parquet the run trained on.")
     ] = None,
     train_batch_size: Annotated[
-        int | None, typer.Option(help="verl data.train_batch_size (needed with --data).")
+        int | None, typer.Option(help="verl data.train_batch_size (needed with --data).", min=1)
     ] = None,
     plan: Annotated[
         Path | None, typer.Option(help="plan.parquet: charges its profiling FLOPs.")
@@ -592,8 +592,6 @@ def flops(
     if data is not None:
         if train_batch_size is None:
             raise typer.BadParameter("--data needs --train-batch-size")
-        if train_batch_size < 1:
-            raise typer.BadParameter(f"--train-batch-size {train_batch_size}: must be 1 or more")
         per_step = rollouts_per_step(export_group_sizes(data), train_batch_size)
     rows = verl_run_flops(
         records,
