@@ -47,16 +47,18 @@ def test_the_interval_spans_what_the_seeds_disagree_on() -> None:
     assert 0.1 < never < 0.9
 
 
-def test_versus_divides_the_others_cost_to_the_target_by_the_rows_on_the_same_seeds() -> None:
-    def compare(method: str, curve_by_seed: dict[str, list]) -> dict:
-        baseline = {s: evaluations(BASELINE) for s in curve_by_seed}
-        encoded = {s: evaluations(c) for s, c in curve_by_seed.items()}
-        return {
-            "baseline": "grpo",
-            "final_window": 1,
-            "methods": {"grpo": {"eval_curves": baseline}, method: {"eval_curves": encoded}},
-        }
+def compare(method: str, curve_by_seed: dict[str, list]) -> dict:
+    """A compare.json of method against a baseline at BASELINE, on the seeds given."""
+    baseline = {s: evaluations(BASELINE) for s in curve_by_seed}
+    encoded = {s: evaluations(c) for s, c in curve_by_seed.items()}
+    return {
+        "baseline": "grpo",
+        "final_window": 1,
+        "methods": {"grpo": {"eval_curves": baseline}, method: {"eval_curves": encoded}},
+    }
 
+
+def test_versus_divides_the_others_cost_to_the_target_by_the_rows_on_the_same_seeds() -> None:
     half_way = [(0.0, 0.2), (50.0, 0.5)]  # at 0.5 from cost 50: ratio 2
     row = compare("row", {"0": FAST, "1": FAST, "2": FAST})  # ratio 4 on every seed
     other = compare("dapo", {"0": half_way, "1": half_way})  # seed 2 never ran
@@ -72,16 +74,6 @@ def test_versus_divides_the_others_cost_to_the_target_by_the_rows_on_the_same_se
 
 
 def test_versus_needs_shared_seeds_and_reads_both_at_start_as_even() -> None:
-    def compare(method: str, curve_by_seed: dict[str, list]) -> dict:
-        return {
-            "baseline": "grpo",
-            "final_window": 1,
-            "methods": {
-                "grpo": {"eval_curves": {s: evaluations(BASELINE) for s in curve_by_seed}},
-                method: {"eval_curves": {s: evaluations(c) for s, c in curve_by_seed.items()}},
-            },
-        }
-
     at_start = compare("row", {"0": AT_START})
     assert crossing_interval.versus(
         (at_start, "row"), (compare("dapo", {"0": AT_START}), "dapo"), "flops"
