@@ -456,6 +456,49 @@ def test_rows_of_a_verl_file_keep_their_own_data_source(tmp_path):
     assert {r["data_source"] for r in read_table(held_out)[0]} == {"mine"}
 
 
+def test_rows_of_a_verl_file_keep_their_own_ability(tmp_path):
+    """A verl file's rows keep their own ability label (a GSM8K row "math", a coding row
+    "code"), training and held-out rows alike; a row without one gets "sgpo", and the export's
+    metadata lists them; a label that is not a non-empty string is refused, naming the row."""
+    import pyarrow as pa
+
+    from sgpo.config import load_config
+    from sgpo.errors import DataError
+    from sgpo.verl.export import export_for_config, export_held_out_for_config
+
+    def verl_file(path: Path, abilities: list) -> str:
+        rows = [
+            {
+                "data_source": "openai/gsm8k",
+                "ability": ability,
+                "prompt": [{"role": "user", "content": f"{i} + {i} ="}],
+                "reward_model": {"style": "rule", "ground_truth": str(2 * i)},
+            }
+            for i, ability in enumerate(abilities)
+        ]
+        pq.write_table(pa.Table.from_pylist(rows), path)
+        return str(path)
+
+    train = verl_file(tmp_path / "train.parquet", ["math", "code", None])
+    test = verl_file(tmp_path / "test.parquet", ["code", "math"])
+    files = [f"task.file.train={train}", f"task.file.eval={test}", "task.file.preset=verl"]
+    config = load_config(None, ["task.kind=file", *files])
+    plan = keeping_every_row([f"train:{i}" for i in range(3)])
+    out = tmp_path / "t.parquet"
+    export_for_config(config, plan, {}, out, data_source="mine")
+    rows, meta = read_table(out)
+    assert [r["ability"] for r in rows] == ["math", "code", "sgpo"]
+    assert meta["export"]["abilities"] == ["code", "math", "sgpo"]
+    held_out = export_held_out_for_config(config, tmp_path / "val.parquet")
+    assert [r["ability"] for r in read_table(held_out)[0]] == ["code", "math"]
+    blank = verl_file(tmp_path / "blank.parquet", ["math", " "])
+    config = load_config(
+        None, ["task.kind=file", f"task.file.train={blank}", "task.file.preset=verl"]
+    )
+    with pytest.raises(DataError, match=r"blank.parquet: row 1.*'ability' must be a non-empty"):
+        export_for_config(config, plan[:2], {}, out)
+
+
 def verl_task(tmp_path: Path, infos: list, held_out: list, suffix: str = "parquet"):
     """A verl-file task whose training rows carry extra_info `infos` (one per row; None: the
     row has none) and whose held-out rows carry `held_out`, with a plan keeping every row."""

@@ -28,6 +28,8 @@ class Query:
     # A verl row's own data_source (its file's; verl's metrics group by it), which the verl
     # export keeps; None for other tasks and rows without one.
     data_source: str | None = field(default=None, compare=False)
+    # A verl row's own ability label, which the verl export keeps; None as data_source.
+    ability: str | None = field(default=None, compare=False)
     # A verl row's own extra_info (its custom reward function may read it: GSM8K's answer,
     # tool kwargs, test cases), which the verl export keeps beside sgpo's fields; None for
     # other tasks and rows without one.

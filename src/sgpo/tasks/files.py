@@ -12,8 +12,8 @@ FileTaskConfig default wins; difficulty_field "" switches the preset's difficult
   integer level n becomes "Level n").
 - verl: verl-style rows; "prompt" is a list of chat messages and the last user message is the
   prompt; the answer is "reward_model.ground_truth"; the id is "<file stem>:<extra_info.index>"
-  when the row has extra_info.index. A row's data_source and extra_info (a mapping, or absent)
-  are kept for the verl export.
+  when the row has extra_info.index. A row's data_source, ability (strings) and extra_info (a
+  mapping), each optional, are kept for the verl export.
 
 Field names may be dotted paths into nested records ("reward_model.ground_truth"). Without an id
 field a query's id is "<file stem>:<row>" (for a `datasets` name "<name>:<split>:<row>"). Rows are
@@ -90,7 +90,8 @@ class Mapping:
         of that very name: get_field)."""
         fields = (self.prompt_field, self.answer_field, self.id_field, self.difficulty_field)
         read = {name for field in fields if field for name in (field, field.split(".")[0])}
-        return read | ({VERL_SOURCE_FIELD, VERL_INFO_FIELD} if self.preset == "verl" else set())
+        own = {VERL_SOURCE_FIELD, VERL_ABILITY_FIELD, VERL_INFO_FIELD}
+        return read | (own if self.preset == "verl" else set())
 
     def describe(self) -> str:
         return (
@@ -628,20 +629,28 @@ def _query_id(record: object, mapping: Mapping, source: Source, row: int, where:
     return text
 
 
-# A verl row's data_source: kept per row by the verl export (verl's metrics group by it).
+# A verl row's data_source and ability, kept per row by the verl export: verl's metrics group
+# by data_source, and a custom reward function or the user's own analysis may read either.
 VERL_SOURCE_FIELD = "data_source"
+VERL_ABILITY_FIELD = "ability"
+VERL_LABELS = {
+    VERL_SOURCE_FIELD: "verl groups its metrics by it",
+    VERL_ABILITY_FIELD: "verl carries it along",
+}
 
 
-def _data_source(record: object, mapping: Mapping, where: str) -> str | None:
+def _verl_label(record: object, mapping: Mapping, where: str, field: str) -> str | None:
+    """A verl row's own data_source or ability (VERL_LABELS); None for other presets and rows
+    without one."""
     if mapping.preset != "verl":
         return None
-    value = get_field(record, VERL_SOURCE_FIELD)
+    value = get_field(record, field)
     if value is _MISSING or value is None:
         return None
     if not isinstance(value, str) or not value.strip():
         raise DataError(
-            f"{where}: field {VERL_SOURCE_FIELD!r} must be a non-empty string (verl groups its "
-            f"metrics by it), got {value!r}"
+            f"{where}: field {field!r} must be a non-empty string ({VERL_LABELS[field]}), "
+            f"got {value!r}"
         )
     return value
 
@@ -716,7 +725,8 @@ def load_split(
                 answer=_answer_text(record, mapping, where),
                 difficulty=_difficulty(record, mapping, where),
                 line=line,
-                data_source=_data_source(record, mapping, where),
+                data_source=_verl_label(record, mapping, where, VERL_SOURCE_FIELD),
+                ability=_verl_label(record, mapping, where, VERL_ABILITY_FIELD),
                 extra_info=_extra_info(record, mapping, where),
             )
         )

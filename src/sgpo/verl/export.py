@@ -12,7 +12,8 @@ Columns (one row per kept query, in curriculum order):
   prompt         chat messages: optional system message, then the user message
   data_source    names the task for verl's metrics and for sgpo.verl.reward's fallback mapping:
                  a verl file's row keeps its own (own_row_fields), unless one is given
-  ability        free-form label verl carries along
+  ability        free-form label verl carries along: a verl file's row keeps its own, the rest
+                 have "sgpo"
   reward_model   {"style": "rule", "ground_truth": <answer>}
   extra_info     {"index" (the row's place in the file, or a verl row's own integer index),
                   "query_id", "p_hat", "group_size", "rank", "verifier",
@@ -122,28 +123,25 @@ def verl_rows(
     system_prompt: str | None = None,
     verifier: str | None = None,
     prompt_template: str = "{prompt}",
-    ability: str = DEFAULT_ABILITY,
     verifier_kwargs: dict | None = None,
     verifier_timeout_s: float | None = None,
     verifier_isolation: str | None = None,
     fixed_group_size: int | None = None,
     verifier_reward_range: tuple[float, float] | None = None,
     success_threshold: float | None = None,
-    row_sources: Mapping[str, str] | None = None,
-    row_infos: Mapping[str, Mapping] | None = None,
+    own_rows: Mapping[str, Query] | None = None,
+    keep_own_sources: bool = True,
 ) -> list[dict]:
     """The export's rows: kept queries in curriculum order (see the module docstring).
 
     fixed_group_size: a baseline's data instead (fixed-n GRPO, DAPO): every query of the plan,
     kept or dropped, in the plan's row order (the task's order; the baseline scripts let verl
     shuffle), each with __rollout_n__ = fixed_group_size.
-    row_sources: a query's own data_source by its id (own_row_fields), data_source for
-    the rest.
-    row_infos: a query's own extra_info by its id, kept beside sgpo's fields
-    (merged_extra_info).
+    own_rows: a verl file's queries by id (own_row_fields), whose own data_source (with
+    keep_own_sources; data_source for the rest), ability and extra_info their rows keep
+    (verl_row).
     """
-    row_sources = row_sources or {}
-    row_infos = row_infos or {}
+    own_rows = own_rows or {}
     scoring = scoring_info(
         verifier,
         verifier_kwargs,
@@ -178,10 +176,11 @@ def verl_rows(
                 f"group-relative advantage (set plan.g_min >= 2)"
             )
         planned = {"p_hat": float(r.p_hat), "group_size": g, "rank": r.rank}
-        source = row_sources.get(r.query_id, data_source)
-        row = verl_row(r, position, source, system_prompt, prompt_template, ability)
-        fields = row["extra_info"] | planned | scoring
-        row["extra_info"] = merged_extra_info(row_infos.get(r.query_id), fields)
+        own = own_rows.get(r.query_id)
+        fields = planned | scoring
+        row = verl_row(
+            r, position, data_source, system_prompt, prompt_template, fields, own, keep_own_sources
+        )
         rows.append(row | {ROLLOUT_N: g})
     return rows
 
@@ -325,18 +324,23 @@ def verl_row(
     data_source: str,
     system_prompt: str | None,
     prompt_template: str,
-    ability: str,
+    fields: dict,
+    own: Query | None = None,
+    keep_own_source: bool = True,
 ) -> dict:
     """One query as verl reads it: chat messages, its answer as the rule's ground truth, and
-    extra_info's index and query_id."""
+    extra_info's index and query_id with sgpo's fields. own: the query as a verl file's row
+    gave it, whose data_source (with keep_own_source), ability and extra_info
+    (merged_extra_info) the row keeps; data_source and DEFAULT_ABILITY where it has none."""
     messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
     messages.append({"role": "user", "content": prompt_template.format(prompt=query.prompt)})
+    info = {"index": index, "query_id": query.query_id} | fields
     return {
         "prompt": messages,
-        "data_source": data_source,
-        "ability": ability,
+        "data_source": (keep_own_source and own and own.data_source) or data_source,
+        "ability": (own and own.ability) or DEFAULT_ABILITY,
         "reward_model": {"style": "rule", "ground_truth": str(query.answer)},
-        "extra_info": {"index": index, "query_id": query.query_id},
+        "extra_info": merged_extra_info(own and own.extra_info, info),
     }
 
 
@@ -385,7 +389,6 @@ def export_verl_parquet(
     system_prompt: str | None = None,
     verifier: str | None = None,
     prompt_template: str = "{prompt}",
-    ability: str = DEFAULT_ABILITY,
     verifier_kwargs: dict | None = None,
     verifier_timeout_s: float | None = None,
     verifier_isolation: str | None = None,
@@ -397,8 +400,8 @@ def export_verl_parquet(
     drop_equal_denominator: str = "kept",
     verifier_reward_range: tuple[float, float] | None = None,
     success_threshold: float | None = None,
-    row_sources: Mapping[str, str] | None = None,
-    row_infos: Mapping[str, Mapping] | None = None,
+    own_rows: Mapping[str, Query] | None = None,
+    keep_own_sources: bool = True,
 ) -> Path:
     """Write the plan's kept queries as a verl-ready parquet (atomically) and return its path.
     The file is claimed as sgpo's in its directory (sgpo.rundir.claim_outputs): a file there
@@ -418,8 +421,8 @@ def export_verl_parquet(
     drop_equal_denominator: "generated": the launch keeps the token-mean over the whole batch.
     history: the skip on history the launch applies (sgpo.verl.sampler), as
         {"history_explore", "history_min_streak", "history_target", "history_seed"}; None = off.
-    row_sources: the rows' own data_source by query id (verl_rows).
-    row_infos: the rows' own extra_info by query id (verl_rows), kept beside sgpo's fields.
+    own_rows, keep_own_sources: a verl file's queries, whose own fields their rows keep
+    (verl_rows).
     """
     rows = verl_rows(
         plan_rows,
@@ -427,19 +430,19 @@ def export_verl_parquet(
         system_prompt,
         verifier,
         prompt_template,
-        ability,
         verifier_kwargs,
         verifier_timeout_s,
         verifier_isolation,
         fixed_group_size,
         verifier_reward_range,
         success_threshold,
-        row_sources,
-        row_infos,
+        own_rows,
+        keep_own_sources,
     )
     out_path = Path(out_path)
     schema = with_own_extra_info(SCHEMA, rows)  # before the claim: a refusal writes nothing
-    warn_replaced_keys([(row_infos or {}).get(r["extra_info"]["query_id"]) for r in rows], out_path)
+    own = [(own_rows or {}).get(r["extra_info"]["query_id"]) for r in rows]
+    warn_replaced_keys([q.extra_info if q else None for q in own], out_path)
     meta = {
         "plan": plan_meta,
         "export": {
@@ -454,7 +457,7 @@ def export_verl_parquet(
             "verifier_reward_range": list(verifier_reward_range or (0.0, 1.0)),
             "success_threshold": success_threshold,
             "prompt_template": prompt_template,
-            "ability": ability,
+            "abilities": sorted({r["ability"] for r in rows}),
             "rows": len(rows),
             "rollouts_per_epoch": sum(r[ROLLOUT_N] for r in rows),
             "fixed_group_size": fixed_group_size,
@@ -526,8 +529,8 @@ def export_for_config(
     callers should show them. Rows of a verl file keep their own extra_info, and their own
     data_source unless one is given (own_row_fields; train_queries: the task's, where the
     caller has loaded them already)."""
-    own_sources, row_infos = own_row_fields(cfg, train_queries)
-    row_sources = own_sources if data_source is None else {}
+    own_rows = own_row_fields(cfg, train_queries)
+    keep_own_sources = data_source is None
     data_source, scoring = config_scoring(cfg, data_source, verifier)
     path = export_verl_parquet(
         rows,
@@ -546,31 +549,28 @@ def export_for_config(
         drop_equal_denominator=(
             cfg.train.drop_equal_denominator if fixed_group_size is None else "kept"
         ),
-        row_sources=row_sources,
-        row_infos=row_infos,
+        own_rows=own_rows,
+        keep_own_sources=keep_own_sources,
     )
-    if row_sources:
-        own = sorted(set(row_sources.values()))
+    own = sorted({q.data_source for q in own_rows.values() if q.data_source})
+    if keep_own_sources and own:
         listed = ", ".join(own[:5]) + (f" and {len(own) - 5} more" if len(own) > 5 else "")
         data_source = f"the rows' own: {listed}; {data_source} for rows without one"
     return path, data_source, scoring["verifier"]
 
 
-def own_row_fields(
-    cfg: RunConfig, train: list[Query] | None = None
-) -> tuple[dict[str, str], dict[str, dict]]:
-    """The training queries' own (data_source, extra_info) by query id: a verl file's rows
-    that have them (verl groups its metrics by data_source, and a file may mix GSM8K and MATH;
-    a custom reward function may read extra_info); none for other tasks. train: the task's
-    training queries, loaded here when not given."""
+def own_row_fields(cfg: RunConfig, train: list[Query] | None = None) -> dict[str, Query]:
+    """The training queries by id when they are a verl file's rows, whose own data_source,
+    ability and extra_info the export keeps (verl groups its metrics by data_source, and a file
+    may mix GSM8K and MATH; a custom reward function may read extra_info); none for other
+    tasks. train: the task's training queries, loaded here when not given."""
     from sgpo.tasks import load_run_task
 
     if cfg.task.kind != "file" or cfg.task.file.preset != "verl":
-        return {}, {}
+        return {}
     if train is None:
         train = load_run_task(cfg, require_eval=False).train
-    sources = {q.query_id: q.data_source for q in train if q.data_source}
-    return sources, {q.query_id: q.extra_info for q in train if q.extra_info}
+    return {q.query_id: q for q in train}
 
 
 def config_scoring(
@@ -619,19 +619,12 @@ def export_held_out_for_config(
     keep_own = data_source is None  # rows of a verl file keep their own data_source
     data_source, scoring = config_scoring(cfg, data_source, verifier)
     info = scoring_info(**scoring)
-    rows = []
     held_out = load_run_task(cfg).eval
-    for index, query in enumerate(held_out):
-        row = verl_row(
-            query,
-            index,
-            (keep_own and query.data_source) or data_source,
-            cfg.model.system_prompt,
-            cfg.model.prompt_template,
-            DEFAULT_ABILITY,
-        )
-        row["extra_info"] = merged_extra_info(query.extra_info, row["extra_info"] | info)
-        rows.append(row)
+    system_prompt, template = cfg.model.system_prompt, cfg.model.prompt_template
+    rows = [
+        verl_row(query, index, data_source, system_prompt, template, info, query, keep_own)
+        for index, query in enumerate(held_out)
+    ]
     if not rows:
         raise ValueError("the task has no held-out queries (task.eval): nothing to validate on")
     out = Path(out)
