@@ -29,7 +29,7 @@ from pathlib import Path
 
 from crossing_interval import crossing_ratio
 
-from sgpo.compare import final_accuracy
+from sgpo.compare import final_accuracy, seed_of
 from sgpo.core.curves import fit_saturating, fit_speedup, gain_level, mean_curve
 from sgpo.core.flops import ModelShape, shared_prefill_flops
 from sgpo.io import read_json, read_jsonl
@@ -102,7 +102,7 @@ def read_compare(
     curves: dict[str, dict[str, list]] = {}
     for method_dir in sorted(p for p in (compare_dir / "runs").iterdir() if p.is_dir()):
         per = curves.setdefault(method_dir.name, {"train_all": [], "cached": [], "saved": []})
-        for run_dir in sorted(method_dir.glob("seed-*")):
+        for run_dir in sorted(d for d in method_dir.iterdir() if seed_of(d) is not None):
             shape, tokens = prompts(run_dir)
             records = read_jsonl(run_dir / "metrics.jsonl")
             try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from sgpo.compare import seed_run_dir
 from sgpo.skill import SKILL_DIGITS, heldout_skill
 
 
@@ -25,7 +26,7 @@ def main() -> None:
     print(f"| model | {' | '.join(buckets)} |")
     print(f"|---|{'---|' * len(buckets)}")
     rows = {"initial (embedded)": "embedded"}
-    rows |= {m: str(runs / m / f"seed-{args.seed}" / "final") for m in methods}
+    rows |= {m: str(seed_run_dir(args.compare_dir, m, args.seed) / "final") for m in methods}
     for name, model in rows.items():
         skill = heldout_skill(model)
         print(f"| {name} | {' | '.join(f'{skill[b]:.3f}' for b in buckets)} |", flush=True)

@@ -1191,3 +1191,14 @@ def test_a_reused_run_whose_profile_time_is_unknown_is_starred_in_wall_time(
     assert not again["methods"]["grpo-g4"]["wall_s_profile_untimed"]  # it profiles nothing
     row = next(r for r in (out / "compare.md").read_text().splitlines() if r.startswith("| sgpo"))
     assert row.endswith(f"| {summary['wall_s']:.1f}* |")
+
+
+def test_a_seed_run_folder_names_its_seed_and_no_other_folder_does(tmp_path):
+    from sgpo.compare import seed_of, seed_run_dir
+
+    run_dir = seed_run_dir(tmp_path, "grpo-g8", 12)
+    assert run_dir == tmp_path / "runs" / "grpo-g8" / "seed-12"
+    assert seed_of(run_dir) == 12
+    assert [seed_of(Path(name)) for name in ("seed-", "seed-x", "seed-1a", "other", "12")] == [
+        None
+    ] * 5

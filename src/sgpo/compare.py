@@ -246,6 +246,17 @@ def profile_dir(config: RunConfig, root: Path) -> Path:
     return root / f"seed-{config.seed}-{digest}"
 
 
+def seed_run_dir(out_dir: Path, method: str, seed: int) -> Path:
+    """Where a compare in out_dir writes one method's run of one seed."""
+    return out_dir / "runs" / method / f"seed-{seed}"
+
+
+def seed_of(run_dir: Path) -> int | None:
+    """The seed of a run directory seed_run_dir names; None for another folder."""
+    number = run_dir.name.removeprefix("seed-")
+    return int(number) if number != run_dir.name and number.isdigit() else None
+
+
 def run_method(
     config: RunConfig, run_dir: Path, profiles: Path, label: str, plan_steps: int | None = None
 ) -> dict:
@@ -977,10 +988,8 @@ def _run_compare(cfg: CompareConfig, base: Path, config_path: Path, out_dir: Pat
                 f"the runs of {', '.join(others)} stay in {out_dir / 'runs'}",
                 file=sys.stderr,
             )
-        seed_dirs = (out_dir / "runs").glob("*/seed-*")
-        other_seeds = sorted(
-            {int(d.name[5:]) for d in seed_dirs if d.name[5:].isdigit()} - set(cfg.seeds)
-        )
+        seeds = {seed_of(d) for d in (out_dir / "runs").glob("*/*")} - {None}
+        other_seeds = sorted(seeds - set(cfg.seeds))
         if other_seeds:
             tqdm.write(
                 f"{out_dir}: compare.json and compare.md will hold seeds {cfg.seeds} only; the "
@@ -1028,7 +1037,7 @@ def _run_compare(cfg: CompareConfig, base: Path, config_path: Path, out_dir: Pat
         first = len(order) * seed_index + 1  # the baseline's place among all runs, from 1
         fixed_budget = [f"train.max_total_flops={cfg.budget_flops}"] if cfg.budget_flops else []
         baseline_config = method_config(cfg, base, cfg.baseline, seed, fixed_budget)
-        baseline_dir = out_dir / "runs" / cfg.baseline / f"seed-{seed}"
+        baseline_dir = seed_run_dir(out_dir, cfg.baseline, seed)
         label = f"[{first}/{total}] {cfg.baseline} seed {seed}"
         try:
             summary = run_method(baseline_config, baseline_dir, profiles, label)
@@ -1043,7 +1052,7 @@ def _run_compare(cfg: CompareConfig, base: Path, config_path: Path, out_dir: Pat
             f"train.steps={baseline_config.train.steps * cfg.max_steps_factor}",
         ]
         for index, method in enumerate(order[1:], first + 1):
-            run_dir = out_dir / "runs" / method / f"seed-{seed}"
+            run_dir = seed_run_dir(out_dir, method, seed)
             label = f"[{index}/{total}] {method} seed {seed}"
             try:
                 # the plan's predictions over the baseline's length, not over the steps cap
