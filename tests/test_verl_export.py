@@ -463,7 +463,6 @@ def test_rows_of_a_verl_file_keep_their_own_ability(tmp_path):
     import pyarrow as pa
 
     from sgpo.config import load_config
-    from sgpo.errors import DataError
     from sgpo.verl.export import export_for_config, export_held_out_for_config
 
     def verl_file(path: Path, abilities: list) -> str:
@@ -1837,3 +1836,34 @@ def test_the_check_compares_only_the_sampling_it_is_given(tmp_path):
     said = " ".join(hotter.output.split())
     assert hotter.exit_code == 2 and "TEMPERATURE=1.7 (--temperature) but the plan was" in said
     assert "top_p" not in said and "max_new_tokens" not in said
+
+
+def test_verl_run_flops_refuse_a_step_with_one_mean_length_of_two():
+    """verl logs a step's prompt and response mean lengths together: a line with one alone is
+    damaged, and its step's FLOPs cannot be counted; it was skipped unsaid."""
+    records = verl_log_lines(2)
+    del records[2]["data"]["prompt_length/mean"]
+    with pytest.raises(DataError, match=r"step 2: no field 'prompt_length/mean'"):
+        verl_run_flops(records, SHAPE, use_reference=False, ppo_epochs=1)
+
+
+def test_flops_of_a_recorded_run_refuse_data_exported_again_since(tmp_path):
+    """A recorded run's FLOPs count its steps' rollouts by its data's group sizes: data
+    replaced since (an export written again into the run's folder) would count another run's,
+    so the run's recorded sha256 is checked."""
+    from sgpo.verl.export import export_verl_parquet
+    from sgpo.verl.runs import load_run, record_run, run_flops
+
+    run_dir = tmp_path / "run"
+    data = run_dir / "train.parquet"
+    run_dir.mkdir()
+    plan = keeping_every_row([f"train:{i}" for i in range(4)])
+    export_verl_parquet(plan, {}, data, "sgpo/addition")
+    record_run(run_dir, "grpo", ["data.train_batch_size=2"], data)
+    (run_dir / "metrics").mkdir()
+    lines = "".join(json.dumps(x) + "\n" for x in verl_log_lines(2))
+    (run_dir / "metrics" / "1.jsonl").write_text(lines)
+    assert [r["rollouts"] for r in run_flops(load_run(run_dir), SHAPE)] == [0, 8, 8]
+    export_verl_parquet(plan, {}, data, "sgpo/addition", fixed_group_size=8)
+    with pytest.raises(DataError, match=r"train.parquet is not the data this run was recorded"):
+        run_flops(load_run(run_dir), SHAPE)

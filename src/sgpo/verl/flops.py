@@ -172,6 +172,12 @@ def verl_run_flops(
         if PROMPT_MEAN in record and RESPONSE_MEAN in record:
             p, r = _count(record, PROMPT_MEAN), _count(record, RESPONSE_MEAN)
             n, source = _rollouts(record, step, p, r, rollouts_per_step)
+        elif PROMPT_MEAN in record or RESPONSE_MEAN in record:  # verl logs the two together
+            missing = RESPONSE_MEAN if PROMPT_MEAN in record else PROMPT_MEAN
+            raise DataError(
+                f"step {step}: no field {missing!r} beside the other mean length: a training "
+                "step's FLOPs need both (a damaged or hand-edited metrics line?)"
+            )
         elif validation:  # validation before training (step 0): accuracy at the profile's cost
             n, p, r, source = 0, 0.0, 0.0, "none"
         else:

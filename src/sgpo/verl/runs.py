@@ -263,7 +263,16 @@ def run_flops(run: dict, shape: ModelShape | None = None) -> list[dict]:
         if "shape" not in plan_meta:
             raise DataError(f"{run['path']}: give --model (the plan records no model shape)")
         shape = ModelShape(**plan_meta["shape"])
-    ns = export_group_sizes(Path(run["data"]))
+    data = Path(run["data"])
+    recorded = run.get("data_sha256")
+    if recorded is not None and data.is_file() and _file_digest(data) != recorded:
+        raise DataError(
+            f"{run['path']}: {data} is not the data this run was recorded with (its sha256 "
+            "differs from run.json's data_sha256: exported again since?): its group sizes "
+            "would count another run's rollouts; give the run its own data back, or count "
+            "FLOPs with sgpo flops METRICS --data <the run's data>"
+        )
+    ns = export_group_sizes(data)
     # Only sGPO profiles; the baselines train on the same queries without a profile.
     profile_flops = plan_meta.get("profile_flops", 0.0) if run["method"] == "sgpo" else 0.0
     metrics = sorted(Path(run["metrics_dir"]).glob("*.jsonl"))
