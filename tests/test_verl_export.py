@@ -306,17 +306,30 @@ def test_rows_the_export_did_not_write_are_scored_as_its_rows(tmp_path, monkeypa
     """A VAL_DATA of the user's own carries no verifier: with the launch's SGPO_VERIFIER_EXPORT
     it is scored with the export's verifier, kwargs, range and threshold (a verifier on [0, 10]
     whose 10 is a success), not by its data_source on [0, 1], where a 10 is an error."""
-    for name in ("SGPO_VERIFIER_ISOLATION", "SGPO_VERIFIER", "SGPO_VERIFIER_SUCCESS_THRESHOLD"):
+    for name in (
+        "SGPO_VERIFIER_ISOLATION",
+        "SGPO_VERIFIER",
+        "SGPO_VERIFIER_SUCCESS_THRESHOLD",
+        "SGPO_VERIFIER_TIMEOUT_S",
+    ):
         monkeypatch.delenv(name, raising=False)
     spec = "test_verl_export:scaled_verifier"
     ten = {"verifier_kwargs": {"scale": 10.0}, "verifier_reward_range": (0.0, 10.0)}
-    path = export_verl_parquet(fake_plan(), {}, tmp_path / "t.parquet", "sgpo/x", None, spec, **ten)
+    path = export_verl_parquet(
+        fake_plan(), {}, tmp_path / "t.parquet", "sgpo/x", None, spec, verifier_timeout_s=7, **ten
+    )
     bare = {"index": 3}  # what a user's parquet may carry
     monkeypatch.setenv("SGPO_VERIFIER_EXPORT", str(path))
     monkeypatch.setenv("SGPO_VERIFIER", spec)  # the user's choice wins, with its own settings
     assert reward.row_scoring(bare) == bare
     monkeypatch.delenv("SGPO_VERIFIER")
     assert reward.row_scoring(bare)["verifier"] == spec
+    assert reward.row_scoring(bare)["verifier_timeout_s"] == 7
+    # the variable's timeout serves rows that carry none, as without an export
+    monkeypatch.setenv("SGPO_VERIFIER_TIMEOUT_S", "17")
+    assert reward.get_verifier(spec, reward.row_scoring(bare)).timeout_s == 17
+    assert reward.row_scoring(bare)["verifier_kwargs"] == '{"scale": 10.0}'
+    monkeypatch.delenv("SGPO_VERIFIER_TIMEOUT_S")
     # "07" is 7 to math_verify (the data_source's verifier), not to the export's exact match
     right, wrong = (reward.compute_score("mine", answer, "7", bare) for answer in ("7", "07"))
     assert (right["score"], right["acc"], right["verifier_error"]) == (1.0, 1.0, 0.0)

@@ -32,7 +32,8 @@ Which verifier, first match wins:
      sgpo.verifiers:math_verify.
 Verifiers run through sgpo.verify.Verifier, exactly as in sGPO: an exception or a timeout scores
 0 and is counted (and the first few are logged); a verifier that cannot be imported is an error.
-Timeout: extra_info["verifier_timeout_s"], else $SGPO_VERIFIER_TIMEOUT_S, else 5 s.
+Timeout: the row's own extra_info["verifier_timeout_s"], else $SGPO_VERIFIER_TIMEOUT_S, else
+the training export's (3. above), else 5 s.
 Isolation: $SGPO_VERIFIER_ISOLATION (auto, inline, process or sandbox) if set; else the row's
 extra_info["verifier_isolation"] when it is process or sandbox; else auto.
   sandbox: the worker inside bubblewrap (sGPO's "sandbox": no network, read-only filesystem);
@@ -159,11 +160,15 @@ def export_scoring(path: str) -> dict:
 
 def row_scoring(extra_info: dict) -> dict:
     """extra_info, with the training export's scoring fields where the row names no verifier
-    and SGPO_VERIFIER does not choose one (see the module docstring)."""
+    and SGPO_VERIFIER does not choose one (see the module docstring); its timeout only where
+    SGPO_VERIFIER_TIMEOUT_S, which serves rows that carry none, is not set."""
     export = os.environ.get(EXPORT_ENV)
     if extra_info.get("verifier") or os.environ.get("SGPO_VERIFIER") or not export:
         return extra_info
-    return export_scoring(export) | {k: v for k, v in extra_info.items() if v is not None}
+    scoring = export_scoring(export)
+    if os.environ.get("SGPO_VERIFIER_TIMEOUT_S"):
+        scoring = scoring | {"verifier_timeout_s": None}
+    return scoring | {k: v for k, v in extra_info.items() if v is not None}
 
 
 def compute_score(
