@@ -1880,3 +1880,21 @@ def test_flops_of_a_recorded_run_refuse_data_exported_again_since(tmp_path):
     export_verl_parquet(plan, {}, data, "sgpo/addition", fixed_group_size=8)
     with pytest.raises(DataError, match=r"train.parquet is not the data this run was recorded"):
         run_flops(load_run(run_dir), SHAPE)
+
+
+def test_flops_of_a_metrics_file_read_the_plan_through_its_verl_export(tmp_path):
+    """An export carries its plan's metadata: given as --plan it gives the model's shape and
+    the profile's FLOPs as the plan does, where it was asked for --model."""
+    from dataclasses import asdict
+
+    meta = {"shape": asdict(SHAPE), "profile_flops": 7.0}
+    export = export_verl_parquet(fake_plan(), meta, tmp_path / "t.parquet", "sgpo/x")
+    log = tmp_path / "metrics.jsonl"
+    log.write_text("".join(json.dumps(x) + "\n" for x in verl_log_lines(2)))
+    out = tmp_path / "flops.jsonl"
+    result = CliRunner().invoke(
+        verl_app, ["flops", str(log), "--plan", str(export), "-o", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert rows[-1]["flops_profile_cum"] == 7.0

@@ -499,7 +499,11 @@ def flops(
         int | None, typer.Option(help="verl data.train_batch_size (needed with --data).", min=1)
     ] = None,
     plan: Annotated[
-        Path | None, typer.Option(help="plan.parquet: charges its profiling FLOPs.")
+        Path | None,
+        typer.Option(
+            help="plan.parquet (or its verl export, which carries the plan's metadata): "
+            "charges its profiling FLOPs."
+        ),
     ] = None,
     use_reference: Annotated[
         bool, typer.Option(help="A reference policy ran (actor.use_kl_loss or use_kl_in_reward).")
@@ -584,6 +588,8 @@ def flops(
             "summary.json already)"
         )
     plan_meta = read_table(plan)[1] if plan is not None else {}
+    if "export" in plan_meta:  # a verl export: its plan's metadata is under "plan"
+        plan_meta = plan_meta.get("plan") or {}
     if shape is None and "shape" in plan_meta:
         shape = ModelShape(**plan_meta["shape"])
     if shape is None:
