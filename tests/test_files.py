@@ -986,3 +986,22 @@ def test_a_damaged_dataset_folder_says_what_failed_inside_datasets(
     arrow.write_bytes(arrow.read_bytes()[: arrow.stat().st_size // 2])  # a copy cut short
     with pytest.raises(DataError, match=r"cannot load with datasets.load_dataset: .*\(OSError: "):
         load_file_task(file_cfg(train=str(tmp_path / "dd"), preset="gsm8k"))
+
+
+def test_answers_that_read_as_missing_values_are_warned(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A CSV whose blank answers a table tool wrote as "NaN" or "N/A" loads (the text could be
+    meant), but is said: those rows would be scored against the text "NaN"."""
+    path = tmp_path / "train.csv"
+    path.write_text("prompt,answer\n1+1=,2\n2+2=,NaN\n3+3=,6\n4+4=,n/a\n")
+    with caplog.at_level("WARNING", logger="sgpo.tasks.files"):
+        data = load_file_task(file_cfg(train=str(path), preset="plain"))
+    assert [q.answer for q in data.train] == ["2", "NaN", "6", "n/a"]
+    assert "2 of 4 rows have an answer that reads as a missing value" in caplog.text
+    assert "(the first: query 'train:1', line 3, answer 'NaN')" in caplog.text
+    caplog.clear()
+    path.write_text("prompt,answer\n1+1=,2\nWho won?,Nancy\n")
+    with caplog.at_level("WARNING", logger="sgpo.tasks.files"):
+        load_file_task(file_cfg(train=str(path), preset="plain"))
+    assert "missing value" not in caplog.text

@@ -704,6 +704,30 @@ def _unused_messages(chat: object, system_prompt: str | None) -> bool:
     return not (system_prompt is not None and others == [system])
 
 
+# What table tools write for a missing value (pandas' "NaN" and "<NA>", SQL's "NULL",
+# spreadsheets' "N/A"), compared in lower case: an answer that reads so is most likely one.
+MISSING_VALUE_TEXTS = frozenset({"nan", "<na>", "null", "none", "n/a", "#n/a"})
+
+
+def _warn_of_missing_value_answers(label: str, queries: list[Query]) -> None:
+    """One warning for a split whose reference answers read as missing values: such a row
+    would be trained and scored against the text "NaN", which no model answers."""
+    missing = [q for q in queries if q.answer.lower() in MISSING_VALUE_TEXTS]
+    if missing:
+        first = missing[0]
+        log.warning(
+            "%s: %d of %d rows have an answer that reads as a missing value (the first: query "
+            "%r%s, answer %r), as a table tool writes a blank cell; they are scored against "
+            "that text: fill in their answers or leave the rows out",
+            label,
+            len(missing),
+            len(queries),
+            first.query_id,
+            "" if first.line is None else f", line {first.line}",
+            first.answer,
+        )
+
+
 def load_split(
     source: Source, mapping: Mapping, limit: int | None, system_prompt: str | None = None
 ) -> list[Query]:
@@ -732,6 +756,7 @@ def load_split(
         )
     if not queries:
         raise DataError(f"{source.label}: no rows")
+    _warn_of_missing_value_answers(source.label, queries)
     if unused:
         log.warning(
             "%s: %d of %d rows hold messages besides their last user message (a system "
