@@ -1005,3 +1005,13 @@ def test_answers_that_read_as_missing_values_are_warned(
     with caplog.at_level("WARNING", logger="sgpo.tasks.files"):
         load_file_task(file_cfg(train=str(path), preset="plain"))
     assert "missing value" not in caplog.text
+
+
+def test_gsm8k_answers_lose_thousands_separators_only(tmp_path: Path) -> None:
+    """The gsm8k preset drops the commas of "1,234" (GSM8K writes some answers so) and keeps
+    those of a tuple, a set or an interval, which were read as one number."""
+    path = tmp_path / "g.jsonl"
+    answers = ["#### 1,234", "#### (2,3)", "#### \\{1,5\\}", "#### [1,100]", "#### 2, 3"]
+    path.write_text("".join(json.dumps({"question": "Q?", "answer": a}) + "\n" for a in answers))
+    data = load_file_task(file_cfg(train=str(path), preset="gsm8k"))
+    assert [q.answer for q in data.train] == ["1234", "(2,3)", "\\{1,5\\}", "[1,100]", "2, 3"]

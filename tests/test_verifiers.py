@@ -911,3 +911,83 @@ def test_a_timeout_the_os_timers_cannot_take_is_refused_not_blamed_on_the_verifi
         Verifier("sgpo.verifiers:math_verify", timeout_s=timeout_s)
     with pytest.raises(ValueError, match="verifier_timeout_s"):
         RunConfig.model_validate({"task": {"verifier_timeout_s": timeout_s}})
+
+
+@pytest.mark.parametrize(
+    ("response", "reference", "expected"),
+    [
+        # a decimal percentage is its number, as math-verify holds an integer's (25% is 25)
+        ("#### 7.5%", "7.5", 1.0),
+        ("The answer is 7.5%.", "7.5", 1.0),
+        ("\\boxed{12.5\\%}", "12.5", 1.0),
+        ("\\boxed{7.5}", "7.5\\%", 1.0),
+        ("7.5%", "7.5", 1.0),
+        ("\\boxed{0.075}", "7.5\\%", 1.0),
+        ("\\boxed{7.6\\%}", "7.5", 0.0),
+        # a value word in \text{} changes the value as it does written plain
+        ("\\boxed{3 \\text{ dozen}}", "3", 0.0),
+        ("\\boxed{1.5\\text{ million}}", "1.5", 0.0),
+        ("\\boxed{3 \\text{ dozen}}", "3 \\text{ dozen}", 1.0),
+        ("\\boxed{18 \\text{ cm}}", "18", 1.0),
+        # degrees written with the sign, or with a scale after them
+        ("\\boxed{25°}", "25", 1.0),
+        ("\\boxed{25 °C}", "25", 1.0),
+        ("\\boxed{25^\\circ C}", "25", 1.0),
+        ("\\boxed{25}", "25°", 1.0),
+        ("\\boxed{26°}", "25", 0.0),
+    ],
+)
+def test_math_verify_percentages_value_words_and_degrees(
+    response: str, reference: str, expected: float
+) -> None:
+    assert math_verify(response, reference) == expected
+
+
+@pytest.mark.parametrize(
+    ("response", "reference", "expected"),
+    [
+        # written without LaTeX, pi, a root or a power is more than its number
+        ("\\boxed{4π}", "4", 0.0),
+        ("\\boxed{√2}", "2", 0.0),
+        ("The answer is sqrt(2)", "2", 0.0),
+        ("\\boxed{2²}", "2", 0.0),
+        # a vulgar fraction is its value, after a whole number a mixed number's
+        ("\\boxed{1½}", "1", 0.0),
+        ("\\boxed{1½}", "1.5", 1.0),
+        ("The answer is 2¾ cups.", "2.75", 1.0),
+        ("\\boxed{-1½}", "-1.5", 1.0),
+        ("\\boxed{¾}", "0.75", 1.0),
+        ("The answer is 3 pieces", "3", 1.0),  # "pi" only as a word
+    ],
+)
+def test_numeric_reads_unicode_values(response: str, reference: str, expected: float) -> None:
+    assert numeric(response, reference) == expected
+
+
+@pytest.mark.parametrize("reference", ["4π", "sqrt(2)", "3²", "√2"])
+def test_numeric_reference_written_as_a_unicode_expression_is_bad(reference: str) -> None:
+    with pytest.raises(BadReference, match="is an expression, not a plain number"):
+        numeric("3", reference)
+
+
+@pytest.mark.parametrize(
+    ("response", "reference", "expected"),
+    [
+        # a pick that goes on with other letters hedges, whatever the reference
+        ("The answer is A, B, C or D.", "A", 0.0),
+        ("Answer: A and C", "A", 0.0),
+        ("The answer is (A) or (C)", "A", 0.0),
+        ("The answer is (A) or (C)", "C", 0.0),
+        ("The answer is A/B", "A", 0.0),
+        ("The answer is B, a prime.", "B", 1.0),  # a word goes on, not a letter
+        # other ways of saying the pick
+        ("The correct option is C.", "C", 1.0),
+        ("I choose C.", "C", 1.0),
+        ("C is correct.", "C", 1.0),
+        ("Options (A) and (B) are wrong, so C.", "C", 1.0),
+    ],
+)
+def test_multiple_choice_hedges_and_phrasings(
+    response: str, reference: str, expected: float
+) -> None:
+    assert multiple_choice(response, reference) == expected

@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from decimal import Decimal
+from fractions import Fraction
 
 import math_verify as mv
 import math_verify.grader
@@ -187,7 +189,9 @@ def _answer_clause(tail: str) -> str:
 _THOUSANDS = re.compile(r"(?<![\d.,])\d{1,3}(?:,\d{3})+(?:\.\d+)?(?![\d,])")
 
 
-def _drop_thousands_separators(text: str) -> str:
+def drop_thousands_separators(text: str) -> str:
+    """text with the commas of its numbers' thousands separators dropped ("1,000" -> "1000"),
+    where other commas stay: "(2,3)", "{1,5}", "2, 3"."""
     out, last = [], 0
     for match in _THOUSANDS.finditer(text):
         before = text[: match.start()]
@@ -223,6 +227,9 @@ _LATEX_SPACE = re.compile(r"\\[,;:! ]|~")
 _LATEX_THOUSANDS = re.compile(r"(?<=\d)\\,(?=\d{3}(?!\d))")
 # words set in LaTeX: "72~\\text{clips}", "\\text{72 clips}", "5\\mbox{ cm}"
 _LATEX_WORDS = re.compile(r"\\(?:text|mbox|mathrm)\s*\{([^{}]*)\}")
+# degrees after a number, as a unit: "25°", "25 °C", "25^\\circ C" (math-verify reads the "C" of
+# "25^\\circ C" as a variable, and "°" not at all)
+_DEGREE_SIGN = re.compile(r"\s*(?:°|\^\s*\{?\s*\\circ\s*\}?)")
 
 
 def normalize_answer(text: str) -> str:
@@ -232,14 +239,17 @@ def normalize_answer(text: str) -> str:
     text = _MARKDOWN.sub("", text.strip())
     text = text.rstrip(".").strip()
     text = _DELIMITED.sub(lambda m: m[1] or m[2], text)
-    text = _drop_thousands_separators(_LATEX_THOUSANDS.sub("", text))
+    text = drop_thousands_separators(_LATEX_THOUSANDS.sub("", text))
     spelled = " ".join(_LATEX_WORDS.sub(r" \1 ", _LATEX_SPACE.sub(" ", text)).split())
-    match = _NUMBER_WITH_UNITS.match(spelled)
+    match = _NUMBER_WITH_UNITS.match(_DEGREE_SIGN.sub(" degrees ", spelled).strip())
     if match is None:
         return text
     words = match.group("words")
     first = words.split()[0].lower() if words else ""
-    if words and (len(first) < 2 or first in _VALUE_WORDS):
+    if words and first in _VALUE_WORDS:
+        # "3 \\text{ dozen}" as "3 dozen": math-verify drops \\text{} and would read 3
+        return spelled
+    if words and len(first) < 2:
         return text
     return match.group("number")
 
@@ -314,8 +324,33 @@ def math_reference(reference: str) -> str:
     return normalized
 
 
+# a percentage: "7.5%", "12.5\\%"
+_PERCENTAGE = re.compile(r"^([-+]?\d+(?:\.\d+)?)\s*\\?%$")
+
+
+def _percent_dropped(text: str) -> str | None:
+    """A percentage's number ("7.5\\%" -> "7.5"); None for any other answer."""
+    match = _PERCENTAGE.match(normalize_answer(text))
+    return match[1] if match else None
+
+
 def math_verify(response: str, reference: str) -> float:
     """1.0 when the response's final answer is mathematically equivalent to the reference."""
+    score = _math_verify(response, reference)
+    if score == 0.0:
+        # math-verify holds 9% equal to 9 (and to 0.09), but 7.5% only to 0.075: a decimal
+        # percentage's number counts too, as an integer's does
+        kind, text = final_answer(response)
+        marked = kind != "whole" or _bare_answer(text)
+        dropped = _percent_dropped(reference), _percent_dropped(text) if marked else None
+        if any(dropped):
+            answer = dropped[1] or text
+            gold, got = _parse_answer(dropped[0] or reference), _parse_answer(answer)
+            score = 1.0 if gold and got and _equivalent(gold, got) else 0.0
+    return score
+
+
+def _math_verify(response: str, reference: str) -> float:
     gold = _parse_answer(reference)
     kind, text = final_answer(response)
     if kind != "whole" and _to_float(normalize_answer(reference)) is not None:
@@ -497,6 +532,27 @@ _PLAIN_COMMANDS = frozenset(
 )
 
 
+# Unicode's vulgar fractions, alone or after a whole number ("½", "2¾": a mixed number)
+_VULGAR_FRACTION = re.compile(
+    r"(?:(?<![\d.,])(?P<whole>[-+]?\d+)\s*)?(?P<fraction>[\u00bc-\u00be\u2150-\u215e])"
+)
+# what makes a value more than a number without LaTeX: pi, a root, a power in superscript
+# digits ("4π", "√2", "sqrt(2)", "2²"), which a number beside it is not the value of
+_UNICODE_BEYOND = re.compile(
+    r"[π√∛∜\u00b2\u00b3\u00b9\u2070-\u2079]|(?<![A-Za-z])(?:sqrt|pi)(?![A-Za-z])"
+)
+
+
+def _plain_vulgar_fraction(match: re.Match[str]) -> str:
+    """A vulgar fraction as "a/b" ("¾" -> 3/4); after a whole number, one fraction ("2¾" ->
+    11/4, "-1½" -> -3/2)."""
+    value = Fraction(unicodedata.numeric(match["fraction"])).limit_denominator(10)
+    whole = match["whole"]
+    if whole:
+        value = (abs(int(whole)) + value) * (-1 if whole.startswith("-") else 1)
+    return f" {value.numerator}/{value.denominator}"
+
+
 def _plain_fraction(match: re.Match[str]) -> str:
     """A numeric fraction as "a/b" with its signs gathered in front (\\frac{-3}{4} -> -3/4); a
     mixed number as one fraction (-1\\frac{1}{2} -> -3/2)."""
@@ -521,6 +577,7 @@ def _plain_number_text(text: str, comparisons: bool = True) -> str:
     text = _SIGN_BEFORE_CURRENCY.sub(r"\1", _LATEX_SPACE.sub("", text))
     if comparisons:
         text = _COMPARISON.sub(lambda m: f" {_COMPARISON_COMMANDS[m[1]]} ", text)
+    text = _VULGAR_FRACTION.sub(_plain_vulgar_fraction, text)
     text = _UNIT_POWER.sub(r"\1", _NUMERIC_FRACTION.sub(_plain_fraction, text))
     # a command's digit is a number ("\\approx3.14"), where a letter's is a name's ("CO2")
     return _COMMAND_BEFORE_DIGIT.sub(r"\1 ", text)
@@ -529,10 +586,12 @@ def _plain_number_text(text: str, comparisons: bool = True) -> str:
 def _beyond_a_number(text: str) -> bool:
     """Whether the value text states (made plain) is more than a number: what follows the last
     "=" on the line of its last number holds a power, a root, pi, a product or a comparison
-    ("\\sqrt{2}", "10^2", "2\\pi", "3\\times 6", "x \\gt 5"), whose last number is not the
-    value."""
+    ("\\sqrt{2}", "10^2", "2\\pi", "3\\times 6", "x \\gt 5", and without LaTeX "4π", "√2",
+    "sqrt(2)", "2²"), whose last number is not the value."""
     value = _value(text)
-    return "^" in value or any(c not in _PLAIN_COMMANDS for c in _LATEX_COMMAND.findall(value))
+    if "^" in value or _UNICODE_BEYOND.search(value):
+        return True
+    return any(c not in _PLAIN_COMMANDS for c in _LATEX_COMMAND.findall(value))
 
 
 def _value(text: str) -> str:
@@ -602,26 +661,42 @@ def numeric(response: str, reference: str, rel_tol: float = 1e-6, abs_tol: float
 # --------------------------------------------------------------------------- multiple_choice
 
 _CHOICE_PATTERNS = [
-    # the final, boxed answer first: "Looking at answer B ... \boxed{C}" picks C
+    # the final, boxed answer first: "Looking at answer B ... \\boxed{C}" picks C
     re.compile(r"\\boxed\{\s*(?:\\text\{)?\s*\(?([A-Ea-e])\)?\s*\}?\s*\}"),
     # "The answer is (B)", "Answer: B", "the correct answer is **C**"
     re.compile(r"(?i:answer)\s*(?:(?i:is)\s*)?:?\s*[*_]*\s*\(?\s*([A-E])\b\s*\)?"),
     # lower case in brackets or closing the response ("answer is (b)", "Answer: b."), not the
     # article of "the answer is a number"
     re.compile(r"(?i:answer)\s*(?:(?i:is)\s*)?:?\s*[*_]*\s*(?:\(\s*([a-e])\s*\)|([a-e])[\s*_.]*$)"),
+    # "the correct option is C", "I choose (C)", "C is correct", "..., so C." closing it
+    re.compile(
+        r"(?i:option|choice)\s+(?:(?i:is)\s*)?:?\s*[*_]*\s*\(?\s*([A-E])\b\s*\)?"
+        r"|(?i:choose|pick|select)\s+[*_]*\(?\s*([A-E])\b\s*\)?"
+        r"|(?<![\w(])\(?([A-E])\)?\s+(?i:is)\s+(?i:the\s+)?(?i:correct|right)\b"
+        r"|\b(?i:so)\s+[*_]*\(?([A-E])\)?[*_]*[.!]?\s*$"
+    ),
     # capitals only: "(a)", "(b)" also number the steps of an argument
     re.compile(r"\(([A-E])\)"),
 ]
+# what goes on from a picked letter with another: "A, B, C or D", "A and C", "(A) or (C)", "A/B"
+_MORE_CHOICES = re.compile(
+    r"\s*\)?\s*(?:,|/|\bor\b|\band\b)\s*[*_]*\s*(?:\(\s*[A-Ea-e]\s*\)|[A-E]\b)"
+)
 _LONE_CHOICE = re.compile(r"^[\s*_(]*([A-Ea-e])[\s*_).:]*$")
 
 
 def choice_letter(text: str) -> str | None:
     """The letter A-E a response picks, or None. Tried in order: the last \\boxed{X}, the last
-    "answer is (X)" / "Answer: X", the last "(X)", a response that is just the letter."""
+    "answer is (X)" / "Answer: X", the last "option is X" / "choose X" / "X is correct" / a
+    closing "so X.", the last "(X)", a response that is just the letter. A pick that goes on
+    with another letter ("the answer is A, B or C", "A and C") hedges: None."""
     for pattern in _CHOICE_PATTERNS:
-        matches = [m.group(m.lastindex or 0) for m in pattern.finditer(text)]
+        matches = list(pattern.finditer(text))
         if matches:
-            return matches[-1].upper()
+            last = matches[-1]
+            if pattern is not _CHOICE_PATTERNS[-1] and _MORE_CHOICES.match(text, last.end()):
+                return None
+            return next(group for group in last.groups() if group).upper()
     match = _LONE_CHOICE.match(text)
     return match.group(1).upper() if match else None
 

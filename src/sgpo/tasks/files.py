@@ -5,8 +5,8 @@ Presets (each only sets defaults; a field the config sets to a value other than 
 FileTaskConfig default wins; difficulty_field "" switches the preset's difficulty off):
 
 - plain: prompt_field "prompt", answer_field "answer", verifier exact_match.
-- gsm8k: prompt "question"; the answer is the line after the last "####" in "answer", commas
-  removed.
+- gsm8k: prompt "question"; the answer is the line after the last "####" in "answer", its
+  numbers' thousands separators removed ("1,234" -> "1234"; "(2,3)" keeps its comma).
 - math: prompt "problem"; the answer is the content of the last \\boxed{...} in "solution"
   (an unbraced "\\boxed 5" is read up to "$" or the line's end); difficulty "level" (an
   integer level n becomes "Level n").
@@ -49,7 +49,7 @@ from sgpo.config import FileTaskConfig
 from sgpo.errors import DataError
 from sgpo.rundir import file_sha256
 from sgpo.tasks import Query, TaskData, row_label
-from sgpo.verifiers import boxed_contents
+from sgpo.verifiers import boxed_contents, drop_thousands_separators
 
 log = logging.getLogger(__name__)
 
@@ -595,7 +595,8 @@ def _answer_text(record: object, mapping: Mapping, where: str) -> str:
                 f"{where}: field {field!r} has no '####' before the final answer{_PLAIN_HINT}"
             )
         # the line after the last "####" (GSM8K's answers end there; notes may follow)
-        text = text.rsplit("####", 1)[1].strip().split("\n", 1)[0].replace(",", "")
+        # ("1,234" -> "1234"; a tuple's or a set's commas stay: "(2,3)")
+        text = drop_thousands_separators(text.rsplit("####", 1)[1].strip().split("\n", 1)[0])
     elif mapping.preset == "math":
         try:
             boxed = reference_boxed(text)
