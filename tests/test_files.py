@@ -1015,3 +1015,25 @@ def test_gsm8k_answers_lose_thousands_separators_only(tmp_path: Path) -> None:
     path.write_text("".join(json.dumps({"question": "Q?", "answer": a}) + "\n" for a in answers))
     data = load_file_task(file_cfg(train=str(path), preset="gsm8k"))
     assert [q.answer for q in data.train] == ["1234", "(2,3)", "\\{1,5\\}", "[1,100]", "2, 3"]
+
+
+def test_a_bad_row_of_a_folder_of_data_files_names_the_file_it_is_in(tmp_path: Path) -> None:
+    """datasets.load_dataset reads a folder's shards one after another: an error at the split's
+    row 3 names the shard and its line (or a parquet file's row) as well."""
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    good = json.dumps({"prompt": "1+1=", "answer": "2"}) + "\n"
+    (folder / "part-0.jsonl").write_text(good * 2)
+    (folder / "part-1.jsonl").write_text("\n" + good + json.dumps({"prompt": "x", "answer": None}))
+    with pytest.raises(
+        DataError, match=r"row 3: .*'answer'.*\(row 3 is line 3 of .*part-1.jsonl\)"
+    ):
+        load_file_task(file_cfg(train=str(folder), preset="plain"))
+    (folder / "part-1.jsonl").unlink()
+    pq.write_table(pa.Table.from_pylist([{"prompt": "y", "answer": ""}]), folder / "part-1.parquet")
+    (folder / "part-0.jsonl").unlink()
+    pq.write_table(
+        pa.Table.from_pylist([{"prompt": "z", "answer": "4"}]), folder / "part-0.parquet"
+    )
+    with pytest.raises(DataError, match=r"row 1: .*\(row 1 is row 0 of .*part-1.parquet\)"):
+        load_file_task(file_cfg(train=str(folder), preset="plain"))

@@ -439,6 +439,50 @@ def _dataset_rows(source: Source, limit: int | None) -> Iterator[tuple[int, obje
         yield index, record
 
 
+def _row_in_data_file(source: Source, row: int) -> str | None:
+    """Where a local `datasets` folder's row is among its split's data files ("line 3 of
+    part-1.jsonl"), which datasets.load_dataset reads one after another in the order its
+    builder lists them; None for other sources, or files whose rows sgpo does not count
+    (a .json array, compressed files)."""
+    import datasets
+
+    if _local_folder(source.dataset) is None or source.split is None:
+        return None
+    try:
+        builder = datasets.load_dataset_builder(source.dataset, source.dataset_config)
+        files = [Path(f) for f in builder.config.data_files[source.split]]
+    except Exception:  # noqa: BLE001 - no builder to ask: the message goes without
+        return None
+    first = 0
+    for path in files:
+        lines = _data_file_row_lines(path)
+        if lines is None:
+            return None
+        if row < first + len(lines):
+            return f"{lines[row - first]} of {path}"
+        first += len(lines)
+    return None
+
+
+def _data_file_row_lines(path: Path) -> list[str] | None:
+    """Each row of a .jsonl, .csv or .parquet data file, as where it is ("line 3", "row 2");
+    None for other files."""
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return [f"row {i}" for i in range(pq.ParquetFile(path).metadata.num_rows)]
+    if suffix == ".jsonl":
+        with path.open("rb") as f:
+            return [f"line {n}" for n, line in enumerate(f, start=1) if line.strip()]
+    if suffix == ".csv":
+        with path.open(newline="", encoding="utf-8", errors="replace") as f:
+            reader = csv.reader(f)
+            next(reader, None)  # the header
+            return [f"row {i}" for i, cells in enumerate(r for r in reader if r)]
+    return None
+
+
 # --------------------------------------------------------------------------- rows -> queries
 
 _MISSING = object()
@@ -729,6 +773,24 @@ def _warn_of_missing_value_answers(label: str, queries: list[Query]) -> None:
         )
 
 
+def _query(
+    record: object, mapping: Mapping, source: Source, row: int, line: int | None, where: str
+) -> Query:
+    """One row as a query; a DataError naming `where` and the field when it is not one."""
+    if not isinstance(record, dict):
+        raise DataError(f"{where}: expected a record (a JSON object), got {_type_name(record)}")
+    return Query(
+        query_id=_query_id(record, mapping, source, row, where),
+        prompt=_prompt_text(record, mapping, where),
+        answer=_answer_text(record, mapping, where),
+        difficulty=_difficulty(record, mapping, where),
+        line=line,
+        data_source=_verl_label(record, mapping, where, VERL_SOURCE_FIELD),
+        ability=_verl_label(record, mapping, where, VERL_ABILITY_FIELD),
+        extra_info=_extra_info(record, mapping, where),
+    )
+
+
 def load_split(
     source: Source, mapping: Mapping, limit: int | None, system_prompt: str | None = None
 ) -> list[Query]:
@@ -738,23 +800,15 @@ def load_split(
     unused: list[str] = []  # verl preset: rows with messages sgpo does not prompt with
     for row, record, line in iter_rows(source, limit, mapping.columns()):
         where = row_label(source.label, row, line)
-        if not isinstance(record, dict):
-            raise DataError(f"{where}: expected a record (a JSON object), got {_type_name(record)}")
+        try:
+            queries.append(_query(record, mapping, source, row, line, where))
+        except DataError as e:
+            if (found := _row_in_data_file(source, row)) is None:
+                raise
+            raise DataError(f"{e} (row {row} is {found})") from None
         chat = get_field(record, mapping.prompt_field)
         if mapping.preset == "verl" and _unused_messages(chat, system_prompt):
             unused.append(where)
-        queries.append(
-            Query(
-                query_id=_query_id(record, mapping, source, row, where),
-                prompt=_prompt_text(record, mapping, where),
-                answer=_answer_text(record, mapping, where),
-                difficulty=_difficulty(record, mapping, where),
-                line=line,
-                data_source=_verl_label(record, mapping, where, VERL_SOURCE_FIELD),
-                ability=_verl_label(record, mapping, where, VERL_ABILITY_FIELD),
-                extra_info=_extra_info(record, mapping, where),
-            )
-        )
     if not queries:
         raise DataError(f"{source.label}: no rows")
     _warn_of_missing_value_answers(source.label, queries)
