@@ -121,19 +121,31 @@ def verifier_spec(task_cfg: TaskConfig) -> str:
 
 def warn_of_repeated_prompts(queries: list[Query], label: str) -> None:
     """Training queries whose prompt another one has (a row copied, two files joined): each is
-    profiled and trained as a query of its own, so said, not dropped."""
-    ids_by_prompt: dict[str, list[str]] = {}
+    profiled and trained as a query of its own, so said, not dropped; and said apart where the
+    copies' reference answers differ, since then one of them rewards a wrong answer."""
+    by_prompt: dict[str, list[Query]] = {}
     for q in queries:
-        ids_by_prompt.setdefault(q.prompt, []).append(q.query_id)
-    repeated = [ids for ids in ids_by_prompt.values() if len(ids) > 1]
+        by_prompt.setdefault(q.prompt, []).append(q)
+    repeated = [copies for copies in by_prompt.values() if len(copies) > 1]
     if repeated:
         log.warning(
             "%s: %d prompts are in %d training queries (under other ids), e.g. %s: each is "
             "profiled and trained as a query of its own, so such a prompt counts more",
             label,
             len(repeated),
-            sum(len(ids) for ids in repeated),
-            ", ".join(repeated[0][:3]),
+            sum(len(copies) for copies in repeated),
+            ", ".join(q.query_id for q in repeated[0][:3]),
+        )
+    differing = [copies for copies in repeated if len({q.answer for q in copies}) > 1]
+    if differing:
+        first = differing[0]
+        log.warning(
+            "%s: %d of those prompts have reference answers that differ between their copies "
+            "(e.g. %s): the same response is rewarded as right for one and wrong for another; "
+            "fix the answers or keep one copy",
+            label,
+            len(differing),
+            ", ".join(f"{q.query_id} answer {q.answer!r}" for q in first[:3]),
         )
 
 
