@@ -30,7 +30,7 @@ from trl.trainer.utils import nanstd  # noqa: E402
 
 from sgpo.core.advantages import balanced_indices, max_variance_indices  # noqa: E402
 from sgpo.core.flops import logprob_flops, train_flops  # noqa: E402
-from sgpo.errors import DataError, SgpoWarning  # noqa: E402
+from sgpo.errors import ConfigError, DataError, SgpoWarning  # noqa: E402
 from sgpo.io import read_table, write_table  # noqa: E402
 from sgpo.models import model_shape, template_sha256  # noqa: E402
 from sgpo.rundir import CHAT_TEMPLATE_KEY, VERIFIER_CODE_KEY, weights_sha256  # noqa: E402
@@ -1603,3 +1603,12 @@ def test_a_batch_no_reward_function_scored_is_said(
     trainer = make_trainer(model_dir, plan_path, tmp_path, reward=abstains, max_steps=2)
     with pytest.warns(SgpoWarning, match=r"every reward of a batch was None or NaN \(abstains\)"):
         trainer.train()
+
+
+def test_a_verifier_reward_keyword_the_verifier_does_not_take_is_named_as_given() -> None:
+    """A TRL user passes kwargs to verifier_reward, not a config's task.verifier_kwargs: the
+    refusal names what they wrote."""
+    with pytest.raises(
+        ConfigError, match=r"^kwargs \{'tol': 1\}: verifier 'sgpo.verifiers:numeric"
+    ):
+        verifier_reward("sgpo.verifiers:numeric", kwargs={"tol": 1})

@@ -231,9 +231,12 @@ def stop_if_every_call_failed(spec: str, made: tuple[int, int, int], on: str) ->
         )
 
 
-def check_kwargs(fn: Callable, kwargs: dict, spec: str) -> None:
+def check_kwargs(
+    fn: Callable, kwargs: dict, spec: str, setting: str = "task.verifier_kwargs"
+) -> None:
     """ConfigError when the verifier cannot be called as (response, reference, **kwargs): a
-    misspelt keyword would otherwise make every call raise."""
+    misspelt keyword would otherwise make every call raise. setting: where the user gave the
+    keywords, for the message."""
     try:
         signature = inspect.signature(fn)
     except (TypeError, ValueError):  # no signature to read: the first call will tell
@@ -241,7 +244,7 @@ def check_kwargs(fn: Callable, kwargs: dict, spec: str) -> None:
     try:
         signature.bind("response", "reference", **kwargs)
     except TypeError as e:
-        called = f"task.verifier_kwargs {kwargs}: verifier {spec!r} is not called so"
+        called = f"{setting} {kwargs}: verifier {spec!r} is not called so"
         if not _binds(signature):  # the signature itself is wrong, whatever the keywords
             called = f"task.verifier {spec!r} cannot be called as (response, reference)"
         raise ConfigError(f"{called} ({e}); its signature is {fn.__name__}{signature}") from e
@@ -283,7 +286,10 @@ class Verifier:
         isolation: str = "inline",
         kwargs: dict | None = None,
         reward_range: tuple[float, float] = (0.0, 1.0),
+        kwargs_setting: str = "task.verifier_kwargs",
     ) -> None:
+        """kwargs_setting: where the user gave kwargs, named in the refusal of a keyword the
+        verifier does not take."""
         if isolation not in ISOLATIONS:
             raise ValueError(f"verifier isolation must be one of {ISOLATIONS}, got {isolation!r}")
         if not 0 < timeout_s <= MAX_VERIFIER_TIMEOUT_S:  # the OS timers refuse far larger ones
@@ -309,10 +315,10 @@ class Verifier:
         # importing untrusted code here would run it outside the sandbox.
         if isolation == "inline":
             self._fn = import_verifier(spec)
-            check_kwargs(self._fn, self.kwargs, spec)
+            check_kwargs(self._fn, self.kwargs, spec, kwargs_setting)
         else:
             if spec.startswith("sgpo."):  # sgpo's own, trusted: its signature read here
-                check_kwargs(import_verifier(spec), self.kwargs, spec)
+                check_kwargs(import_verifier(spec), self.kwargs, spec, kwargs_setting)
             self._worker = self._start_worker()
             try:
                 self._worker.wait_ready()

@@ -59,7 +59,9 @@ class VerifierReward:
                 f"as profiling named it), got {type(verifier).__name__}; pass any other "
                 "function to TRL as a reward function of its own"
             )
-        self.verifier = Verifier(verifier, timeout_s, isolation, kwargs, reward_range)
+        self.verifier = Verifier(
+            verifier, timeout_s, isolation, kwargs, reward_range, kwargs_setting="kwargs"
+        )
         self.answer_column = answer_column
         self.id_column = id_column
         self.prompts_open_thinking = prompts_open_thinking
