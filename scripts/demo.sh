@@ -5,4 +5,4 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 "$root/scripts/setup.sh"
 cd "$root"
-exec .venv/bin/sgpo demo --out "${1:-runs/demo}"
+exec .venv/bin/sgpo demo --out "${1:-runs/demo}" "${@:2}"

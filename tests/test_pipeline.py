@@ -234,6 +234,13 @@ def test_an_interrupted_demo_resumes_to_the_uninterrupted_one(
     with monkeypatch.context() as mp:
         stop_profile_at_chunk(mp, 2, KeyboardInterrupt())
         assert runner.invoke(app, args).exit_code == 130
+    # the same command without --resume does not throw the stopped demo's work away unasked
+    chunks = sorted((demo / "profile_chunks").iterdir())
+    again = runner.invoke(app, args)
+    said = " ".join(again.output.split())
+    assert again.exit_code == 1 and "holds a demo that stopped before its report" in said
+    assert f"sgpo demo --out {demo} --resume continues it" in said
+    assert sorted((demo / "profile_chunks").iterdir()) == chunks
     real_step = Trainer.train_step
 
     def ctrl_c_in_the_first_step(self: Trainer) -> dict:
@@ -245,7 +252,7 @@ def test_an_interrupted_demo_resumes_to_the_uninterrupted_one(
     with monkeypatch.context() as mp:
         mp.setattr(Trainer, "train_step", ctrl_c_in_the_first_step)
         result = runner.invoke(app, [*args, "--resume"])
-    assert result.exit_code == 130
+    assert result.exit_code == 130, result.output
     assert "sgpo demo: the same command with --resume" in " ".join(result.output.split())
     result = runner.invoke(app, [*args, "--resume"])
     assert result.exit_code == 0, result.output

@@ -667,7 +667,7 @@ def demo(
     # The directory is held for the whole demo, its checks included: its stages lock it one
     # by one otherwise, and a second demo could start over in it between them.
     with locked(out, "demo", stages=True):
-        _check_demo_dir(out, None if resume else overwrite)
+        _check_demo_dir(out, overwrite, resume)
         # before any compute: a file of the user's where the report goes is refused now (and
         # the claim is kept whatever happens: it marks the directory as a demo's, which the
         # next demo replaces)
@@ -675,12 +675,18 @@ def demo(
         _demo_pipeline(cfg, out, overwrite is not False, resume)
 
 
-def _check_demo_dir(out: Path, overwrite: bool | None) -> None:
-    """By default a demo replaces its own earlier run, nothing else; with --no-overwrite,
-    nothing."""
+def _check_demo_dir(out: Path, overwrite: bool | None, resume: bool) -> None:
+    """By default a demo replaces its own earlier, finished run (its report written), nothing
+    else; with --no-overwrite, nothing; with --resume it continues its own run, any."""
     from sgpo.profile import PROFILE_FILE
     from sgpo.rundir import written_by_sgpo
-    from sgpo.runfiles import METRICS_FILE, PLAN_FILE, PROFILE_CHUNKS_DIR, SUMMARY_FILE
+    from sgpo.runfiles import (
+        METRICS_FILE,
+        PLAN_FILE,
+        PROFILE_CHUNKS_DIR,
+        REPORT_FILE,
+        SUMMARY_FILE,
+    )
     from sgpo.side_by_side import DEMO_BASELINE_DIR, SIDE_BY_SIDE
 
     baseline_dir = out / DEMO_BASELINE_DIR
@@ -692,15 +698,24 @@ def _check_demo_dir(out: Path, overwrite: bool | None) -> None:
     # a demo records its side-by-side plot as its own before it computes anything; an older
     # one shows by its baseline folder
     demo_run = SIDE_BY_SIDE in written_by_sgpo(out) or baseline_dir.is_dir()
+    if resume:
+        overwrite = None  # continued, not replaced: only another run's directory is refused
     if overwrite is None and present and not demo_run:
         raise FileExistsError(
             f"{out} holds a run that is not a demo's ({present[0].name}, no demo's "
             f"{SIDE_BY_SIDE}); choose another --out, or pass --overwrite to replace it"
         )
-    if overwrite is False and present:  # the stages' own refusals would offer their --resume
-        resume = " or --resume to continue it," if demo_run else ""
+    if not resume and overwrite is None and present and not (out / REPORT_FILE).is_file():
+        # an interrupted demo, whose stop message offered --resume: not replaced unasked
         raise FileExistsError(
-            f"{present[0]} already exists; pass --overwrite to replace it,{resume} or choose "
+            f"{out} holds a demo that stopped before its report ({present[0].name} written): "
+            f"sgpo demo --out {out} --resume continues it (./scripts/demo.sh {out} --resume), "
+            "--overwrite starts it over"
+        )
+    if overwrite is False and present:  # the stages' own refusals would offer their --resume
+        offer = " or --resume to continue it," if demo_run else ""
+        raise FileExistsError(
+            f"{present[0]} already exists; pass --overwrite to replace it,{offer} or choose "
             "another --out"
         )
 

@@ -30,6 +30,7 @@ from sgpo.runfiles import (  # noqa: E402
     HISTORY_FILE,
     METRICS_FILE,
     PLAN_FILE,
+    REPORT_FILE,
     REPORT_OUTPUTS,
     SUMMARY_FILE,
 )
@@ -439,7 +440,7 @@ def _write_report(run_dir: Path, summary_path: Path) -> Path:
         *[f"![{name}]({name})" for name in images],
         "",
     ]
-    path = run_dir / "report.md"
+    path = run_dir / REPORT_FILE
     atomic_write_text(path, "\n".join(lines))
     # plots this run has no data for (plan_drift.png without re-planning) stay unclaimed
     rundir.release_unwritten(run_dir, REPORT_OUTPUTS)

@@ -20,7 +20,8 @@ TENSORBOARD_DIR = "tensorboard"  # train.report_to: [tensorboard]
 # The plan's histograms: sgpo plan draws them, and sgpo report again where a plan is.
 PLAN_PLOTS = ("p_hat_hist.png", "group_size_hist.png")
 # What sgpo report says of a training run (a new run into the directory makes it stale).
-RUN_REPORT_OUTPUTS = ("report.md", "accuracy_vs_flops.png", "plan_drift.png")
+REPORT_FILE = "report.md"
+RUN_REPORT_OUTPUTS = (REPORT_FILE, "accuracy_vs_flops.png", "plan_drift.png")
 # Everything sgpo report may create (and so later replace) in a run directory.
 REPORT_OUTPUTS = (*RUN_REPORT_OUTPUTS, *PLAN_PLOTS)
 # What sgpo report writes into a TRL output_dir (sgpo.trl.SGPOTrainer's run).
