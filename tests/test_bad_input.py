@@ -1560,3 +1560,24 @@ def test_a_warmup_as_long_as_the_run_is_said() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error", SgpoWarning)
         RunConfig.model_validate({"train": {"warmup_steps": 10, "steps": 20}})
+
+
+def test_a_stopped_run_is_told_how_the_command_it_ran_in_goes_on() -> None:
+    """A run stopped inside sgpo compare or sgpo demo goes on with that command: told to
+    resume the one run with sgpo train, a user would finish it alone, with no baseline or
+    compare.json."""
+    from sgpo.cli import _stop_message
+    from sgpo.errors import TrainingStopped
+
+    stopped = TrainingStopped("out/run", 6)
+    assert _stop_message("train", stopped) == (
+        "stopped at step 6, with a checkpoint in out/run: sgpo train --resume out/run continues "
+        "from there"
+    )
+    assert _stop_message("compare", stopped).endswith(
+        ": the same sgpo compare command again continues it and the runs after it"
+    )
+    assert "sgpo train" not in _stop_message("demo", stopped)
+    finished = TrainingStopped("out/run", 9, finished=True)
+    assert _stop_message("train", finished).endswith("summary are written): done")
+    assert "with --resume" in _stop_message("demo", finished)

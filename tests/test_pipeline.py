@@ -253,7 +253,9 @@ def test_an_interrupted_demo_resumes_to_the_uninterrupted_one(
         mp.setattr(Trainer, "train_step", ctrl_c_in_the_first_step)
         result = runner.invoke(app, [*args, "--resume"])
     assert result.exit_code == 130, result.output
-    assert "sgpo demo: the same command with --resume" in " ".join(result.output.split())
+    said = " ".join(result.output.split())
+    assert "the same sgpo demo command with --resume (not --overwrite) continues it" in said
+    assert "sgpo train --resume" not in said
     result = runner.invoke(app, [*args, "--resume"])
     assert result.exit_code == 0, result.output
     assert read_table(demo / "profile.parquet")[0] == read_table(whole / "profile.parquet")[0]

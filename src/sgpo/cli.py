@@ -129,6 +129,25 @@ def _print_error(message: str) -> None:
     err_console.print(f"[red]{escape(message)}[/red]", soft_wrap=True, highlight=False)
 
 
+# How each command that trains goes on after a stop: the command the user ran, whole
+GOES_ON = {
+    "compare": "the same sgpo compare command again continues it and the runs after it",
+    "demo": "the same sgpo demo command with --resume (not --overwrite) continues it",
+}
+
+
+def _stop_message(command: str, stop: TrainingStopped) -> str:
+    """What a run stopped by SIGINT or SIGTERM kept, and how the command that ran it goes on."""
+    if stop.finished:
+        return (
+            f"stopped after the run in {stop.run_dir} finished at step {stop.step} (its final "
+            "model and summary are written): "
+            + (f"before what comes next; {GOES_ON[command]}" if command in GOES_ON else "done")
+        )
+    goes_on = GOES_ON.get(command, f"sgpo train --resume {stop.run_dir} continues from there")
+    return f"stopped at step {stop.step}, with a checkpoint in {stop.run_dir}: {goes_on}"
+
+
 def _user_errors(command: Callable) -> Callable:
     """Bad input (config, data, a file that exists or is missing, a run that diverged) ends
     with its message and exit status 1, not a traceback; anything else is a bug and keeps it."""
@@ -141,19 +160,7 @@ def _user_errors(command: Callable) -> Callable:
         try:
             return command(*args, **kwargs)
         except TrainingStopped as e:
-            if e.finished:
-                _print_error(
-                    f"stopped after the run in {e.run_dir} finished at step {e.step} (its final "
-                    "model and summary are written), before what comes next: sgpo compare goes "
-                    "on with the same command again, sgpo demo with --resume"
-                )
-            else:
-                _print_error(
-                    f"stopped at step {e.step}, with a checkpoint in {e.run_dir}: sgpo train "
-                    f"--resume {e.run_dir} continues from there (sgpo compare: the same "
-                    "command again continues it; sgpo demo: the same command with --resume, "
-                    "without --overwrite)"
-                )
+            _print_error(_stop_message(command.__name__, e))
             raise typer.Exit(130) from e
         except USER_ERRORS as e:
             _print_error(f"error: {e}")
