@@ -115,7 +115,11 @@ def test_a_shard_resumes_as_it_was_started_without_its_shard_option(profiles, tm
     result = runner.invoke(app, ["profile", "-o", str(early), "--resume"])
     said = " ".join(result.output.split())
     assert result.exit_code == 1 and "stopped before its first chunk" in said, said
+    assert "run the command it was started with again" in said and "--overwrite" not in said
     assert not (early / "profile.parquet").exists()
+    again = runner.invoke(app, ["profile", "-c", str(config), "-o", str(early), "--shard", "1/3"])
+    assert again.exit_code == 0, again.output
+    assert read_table(early / "profile.parquet")[0] == read_table(finished)[0]
     # another shard given is refused, naming the one it was started with
     args = ["profile", "-c", str(config), "-o", str(shard), "--resume", "--shard", "2/3"]
     result = runner.invoke(app, args)

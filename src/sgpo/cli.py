@@ -107,8 +107,8 @@ def _refuse_a_resume_that_forgets_its_shard(out: Path) -> None:
     if started and not written:
         raise FileNotFoundError(
             f"{out}: the profile there stopped before its first chunk, which would have "
-            "recorded its shard: nothing to resume; start it again as it was started (with its "
-            "--shard, if it had one; --overwrite)"
+            "recorded its shard: nothing to resume; run the command it was started with again "
+            "(with its --shard, if it had one), which starts it afresh"
         )
 
 
