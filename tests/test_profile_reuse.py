@@ -208,3 +208,21 @@ def test_resume_equals_uninterrupted(tiny, tmp_path, monkeypatch):
     assert summary == want_summary
     for name, value in want_weights.items():
         assert torch.equal(weights[name], value), name
+
+
+def test_a_run_on_a_plan_reads_its_task_once(tiny, tmp_path, monkeypatch):
+    """The plan's profile is checked against the task the trainer loaded: a large training file
+    was read and checked twice before the first step (its warnings said twice)."""
+    import sgpo.tasks
+    import sgpo.train
+
+    loads, real = [], sgpo.tasks.load_run_task
+
+    def counted(*args: object, **kwargs: object) -> object:
+        loads.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sgpo.tasks, "load_run_task", counted)
+    monkeypatch.setattr(sgpo.train, "load_run_task", counted)
+    trainer = Trainer(reuse_config(tiny.root), tmp_path / "run", tiny.plan)
+    assert len(loads) == 1 and trainer.generated_tokens > 0

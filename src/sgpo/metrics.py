@@ -3,12 +3,18 @@ metrics.jsonl and the run's summary.json."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from sgpo.core.advantages import informative_groups
 from sgpo.core.flops import PHASES
 from sgpo.core.rewards import is_correct
 from sgpo.rollouts import Rollout
+
+if TYPE_CHECKING:
+    from sgpo.plan import PlanRow
 
 
 def rollout_record(generated: list[Rollout], threshold: float) -> dict:
@@ -44,9 +50,16 @@ def rollout_record(generated: list[Rollout], threshold: float) -> dict:
     }
 
 
-def profile_tokens(rows: list[dict]) -> int:
-    """Tokens generated to make profile (or plan) rows: k samples of mean_response_tokens."""
-    return round(sum(r["k"] * r["mean_response_tokens"] for r in rows))
+def profile_tokens(rows: Sequence[Mapping | PlanRow]) -> int:
+    """Tokens generated to make profile (or plan) rows, as records or PlanRows: k samples of
+    mean_response_tokens."""
+    return round(sum(_k_tokens(r) for r in rows))
+
+
+def _k_tokens(row: Mapping | PlanRow) -> float:
+    if isinstance(row, Mapping):
+        return row["k"] * row["mean_response_tokens"]
+    return row.k * row.mean_response_tokens
 
 
 def flops_record(flops: dict[str, float]) -> dict:

@@ -48,12 +48,14 @@ def check_profile_matches(
     source: str,
     expected_model: str | None,
     all_settings: bool = False,
+    task: TaskData | None = None,
 ) -> TaskData:
     """A profile (or a plan's profile) made under another model or dataset, or of one shard
     only, would plan the wrong queries, and one that scored other samples would train on a
     wrong p_hat (check_profile_samples); to plan (all_settings) or with train.reuse_profile
     every setting of the samples must be this config's (check_profile_settings). Returns the
-    config's task, loaded for the check."""
+    config's task, loaded for the check unless given (task: the caller's, loaded already: a
+    large file is read once)."""
     from sgpo.tasks import data_identity, load_run_task
 
     shard = meta.get("shard")
@@ -64,7 +66,7 @@ def check_profile_matches(
             "holds only that shard's queries; join all shards with `sgpo profile merge` and "
             "plan from the merged profile"
         )
-    task = load_run_task(config, require_eval=False)
+    task = task or load_run_task(config, require_eval=False)
     # Only the training queries matter to a profile: an edited eval split needs none redone
     # (a profile from before train_queries was recorded is compared by its whole task).
     recorded = meta.get("train_queries")

@@ -46,7 +46,7 @@ from sgpo.plan import (
     warn_unplanned,
 )
 from sgpo.profile_match import check_profile_matches, p_hat_estimates_p, warn_of_other_sampling
-from sgpo.tasks import Query
+from sgpo.tasks import Query, TaskData
 from sgpo.validate import check_plan_text
 
 log = logging.getLogger("sgpo.schedule")
@@ -362,12 +362,16 @@ class OnlinePlanner:
 
 
 def build_scheduler(
-    config: RunConfig, train_queries: list[Query], plan_path: Path | None, resuming: bool = False
+    config: RunConfig,
+    train_queries: list[Query],
+    plan_path: Path | None,
+    resuming: bool = False,
+    task: TaskData | None = None,
 ) -> tuple[QueryScheduler, list[PlanRow], dict]:
     """The step scheduler; for sgpo also the plan's rows (all of them, kept or not) and its
     metadata (the profile's FLOPs and time, always charged to sGPO). Baselines reshuffle every
-    epoch; sgpo keeps its plan's order."""
-    scheduled, rows, plan_meta = scheduled_queries(config, train_queries, plan_path, resuming)
+    epoch; sgpo keeps its plan's order. task: the config's, loaded already (scheduled_queries)."""
+    scheduled, rows, plan_meta = scheduled_queries(config, train_queries, plan_path, resuming, task)
     first_visit = plan_rule(config) if config.train.first_visit_profile else None
     scheduler = QueryScheduler(
         scheduled,
@@ -460,19 +464,24 @@ def warn_of_sizes_replanned(rows: list[PlanRow], rule: PlanRule, plan_path: Path
 
 
 def scheduled_queries(
-    config: RunConfig, train_queries: list[Query], plan_path: Path | None, resuming: bool = False
+    config: RunConfig,
+    train_queries: list[Query],
+    plan_path: Path | None,
+    resuming: bool = False,
+    task: TaskData | None = None,
 ) -> tuple[list[ScheduledQuery], list[PlanRow], dict]:
     """Every training query with train.group_size, or for sgpo the plan's kept queries in its
     order with their G (with the plan's rows and metadata); with
     train.first_visit_profile every training query with the plan's one G, profiled in
-    training."""
+    training. task: the config's task where the caller has loaded it (the plan's profile is
+    checked against it; loaded again otherwise)."""
     if not config.train.uses_plan:
         g = config.plan.g_min if config.train.first_visit_profile else config.train.group_size
         return [ScheduledQuery(q, g) for q in train_queries], [], {}
     if plan_path is None or not plan_path.exists():
         raise FileNotFoundError(f"method sgpo needs a plan: {plan_path} not found (run sgpo plan)")
     rows, meta = read_plan(plan_path)
-    check_profile_matches(meta, config, str(plan_path), model_source(config))
+    check_profile_matches(meta, config, str(plan_path), model_source(config), task=task)
     warn_of_other_sampling(meta, config, str(plan_path))
     check_plan_rule(meta, config, plan_path, resuming)
     if config.train.online.replans:

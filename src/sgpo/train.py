@@ -157,7 +157,7 @@ class Trainer:
         self.threshold = config.task.correct_threshold  # from which a reward is a success
         self.plan_path = plan_path if self.cfg.uses_plan else None
         self.scheduler, plan_rows, plan_meta = build_scheduler(
-            config, self.task.train, self.plan_path, self.resuming
+            config, self.task.train, self.plan_path, self.resuming, task=self.task
         )
         if self.plan_path is not None:  # the prompts' template, which no setting names
             check_chat_template(
@@ -202,7 +202,7 @@ class Trainer:
         # would add (zero-advantage rollouts, skipped here) and generated tokens, profile
         # included.
         self.flops_skipped = 0.0
-        self.generated_tokens = profile_tokens([r.to_dict() for r in plan_rows])
+        self.generated_tokens = profile_tokens(plan_rows)
         # the profile's time too (none recorded by an older sgpo): the training loop's from here
         self.profile_wall_s = float(plan_meta.get(PROFILE_WALL_KEY) or 0.0)
         self.wall_s = self.profile_wall_s
