@@ -373,13 +373,14 @@ def plan(
     def beside_the_plan(path: Path) -> None:
         from sgpo.report import plot_plan
 
-        histograms = plot_plan(*read_plan(path), out)
+        rows, meta = read_plan(path)  # as written, read once for both
+        histograms = plot_plan(rows, meta, out)
         said.append(f"plan written to {path}; histograms: {', '.join(histograms)}")
         if export == "verl":
             from sgpo.verl.export import export_for_config
 
             verl_path, data_source, verifier = export_for_config(
-                cfg, *read_plan(path), out / "verl_train.parquet"
+                cfg, rows, meta, out / "verl_train.parquet"
             )
             said.append(
                 f"verl dataset written to {verl_path} (data_source {data_source}, verifier "
