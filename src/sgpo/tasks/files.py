@@ -258,6 +258,10 @@ def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
     return record
 
 
+# one decoder for every line (json.loads with a hook builds one per call)
+_RECORD_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys)
+
+
 def _jsonl_rows(source: Source) -> Iterator[tuple[object, int]]:
     row = 0
     with source.local.open("rb") as f:  # type: ignore[union-attr]
@@ -274,7 +278,7 @@ def _jsonl_rows(source: Source) -> Iterator[tuple[object, int]]:
             if not line.strip():
                 continue  # a blank line is not a row (e.g. a trailing newline)
             try:
-                record = json.loads(line.rstrip("\r\n"), object_pairs_hook=_unique_keys)
+                record = _RECORD_DECODER.decode(line.rstrip("\r\n"))
             except json.JSONDecodeError as e:
                 raise DataError(
                     f"{row_label(source.label, row, line_no)}: not valid JSON: "
