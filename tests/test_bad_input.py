@@ -1581,3 +1581,27 @@ def test_a_stopped_run_is_told_how_the_command_it_ran_in_goes_on() -> None:
     finished = TrainingStopped("out/run", 9, finished=True)
     assert _stop_message("train", finished).endswith("summary are written): done")
     assert "with --resume" in _stop_message("demo", finished)
+
+
+def test_ctrl_c_names_how_the_interrupted_command_goes_on(
+    tmp_path: Path, env: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A profile is continued with its --resume; a command with nothing to continue (sgpo
+    show) is not told about profile, train and demo."""
+    import sgpo.plan
+    import sgpo.profile
+
+    def ctrl_c(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sgpo.plan, "read_plan", ctrl_c)
+    shown = CliRunner().invoke(app, ["show", str(env.plan)])
+    said = " ".join(shown.output.split())
+    assert shown.exit_code == 130 and said.endswith("(each is written atomically)")
+    monkeypatch.setattr(sgpo.profile, "run_profile", ctrl_c)
+    args = ["profile", "-c", str(env.config_path), "-o", str(tmp_path / "p")]
+    profiled = CliRunner().invoke(app, args)
+    said = " ".join(profiled.output.split())
+    assert profiled.exit_code == 130
+    assert "; the same sgpo profile command with --resume continues it" in said
+    assert "sgpo demo" not in said and "sgpo compare" not in said

@@ -136,6 +136,16 @@ GOES_ON = {
 }
 
 
+# How each command with work to continue goes on after Ctrl-C outside a training step
+RESUMED = {
+    "profile": "the same sgpo profile command with --resume continues it (one stopped before "
+    "it wrote anything: run it again as it was started)",
+    "train": "sgpo train --resume DIR continues it (one stopped before it wrote anything: run "
+    "it again as it was started)",
+    **GOES_ON,
+}
+
+
 def _stop_message(command: str, stop: TrainingStopped) -> str:
     """What a run stopped by SIGINT or SIGTERM kept, and how the command that ran it goes on."""
     if stop.finished:
@@ -166,11 +176,10 @@ def _user_errors(command: Callable) -> Callable:
             _print_error(f"error: {e}")
             raise typer.Exit(2 if isinstance(e, ConfigError) else 1) from e
         except KeyboardInterrupt as e:
+            goes_on = RESUMED.get(command.__name__)
             _print_error(
                 "interrupted: the outputs already written are complete (each is written "
-                "atomically); sgpo profile, sgpo train and sgpo demo continue with --resume (one "
-                "stopped before it wrote anything: run it again as it was started), sgpo compare "
-                "by running it again"
+                "atomically)" + (f"; {goes_on}" if goes_on else "")
             )
             raise typer.Exit(130) from e
         except Exception as e:
