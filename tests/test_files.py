@@ -966,7 +966,7 @@ def test_training_prompts_repeated_under_other_ids_are_said(
     last = len(rows) + 1
     said = f"1 prompts are in 3 training queries (under other ids), e.g. train:0, train:{last - 1}"
     assert said in caplog.text
-    assert "reference answers that differ" not in caplog.text
+    assert "reference answers written differently" not in caplog.text
     caplog.clear()
     # a copy whose answer differs: one of them rewards a wrong answer
     other = json.loads(rows[0]) | {"answer": "#### 99999"}
@@ -974,7 +974,7 @@ def test_training_prompts_repeated_under_other_ids_are_said(
     load_task(TaskConfig(kind="file", file=cfg), seed=0, require_eval=False)
     first = load_task(TaskConfig(kind="file", file=cfg), 0, False).train[0].answer
     said = f"(e.g. train:0 answer {first!r}, train:{len(rows)} answer '99999')"
-    assert "1 of those prompts have reference answers that differ" in caplog.text
+    assert "1 of those prompts have reference answers written differently" in caplog.text
     assert said in caplog.text
     caplog.clear()
     load_task(

@@ -322,3 +322,22 @@ def test_train_refuses_a_plan_profiled_through_another_chat_template(tiny, tmp_p
         Trainer(config, tmp_path / "run", plan_path)
     write_table(plan_path, rows, {k: v for k, v in meta.items() if k != CHAT_TEMPLATE_KEY})
     Trainer(config, tmp_path / "older", plan_path)  # a plan from before the record
+
+
+def test_a_profile_from_before_train_queries_matches_a_task_loaded_with_its_eval_split() -> None:
+    """Such a profile recorded its task as profiled, its eval split not read: the trainer's
+    task, loaded with it, is not what the profile is compared with (every file task's older
+    profile was refused as another task's)."""
+    from sgpo.config import load_config
+    from sgpo.profile_match import check_profile_matches
+    from sgpo.tasks import load_run_task
+
+    fixtures = Path(__file__).parent / "fixtures"
+    files = [f"task.file.train={fixtures / 'gsm8k_train.jsonl'}", "task.file.preset=gsm8k"]
+    config = load_config(
+        None, ["task.kind=file", *files, f"task.file.eval={fixtures / 'gsm8k_test.jsonl'}"]
+    )
+    older = {"task": load_run_task(config, require_eval=False).source}  # no train_queries
+    with_eval = load_run_task(config)
+    assert with_eval.source != older["task"]
+    assert check_profile_matches(older, config, "p", None, task=with_eval).train == with_eval.train

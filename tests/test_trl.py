@@ -1612,3 +1612,8 @@ def test_a_verifier_reward_keyword_the_verifier_does_not_take_is_named_as_given(
         ConfigError, match=r"^kwargs \{'tol': 1\}: verifier 'sgpo.verifiers:numeric"
     ):
         verifier_reward("sgpo.verifiers:numeric", kwargs={"tol": 1})
+
+
+def test_a_verifier_reward_whose_verifier_cannot_be_called_so_is_named_as_given() -> None:
+    with pytest.raises(ConfigError, match=r"^verifier 'bad_verifiers:one_argument' cannot be"):
+        verifier_reward("bad_verifiers:one_argument")

@@ -924,11 +924,20 @@ def test_a_timeout_the_os_timers_cannot_take_is_refused_not_blamed_on_the_verifi
         ("7.5%", "7.5", 1.0),
         ("\\boxed{0.075}", "7.5\\%", 1.0),
         ("\\boxed{7.6\\%}", "7.5", 0.0),
+        # ... read as any answer is: a computation left undone is no percentage's value
+        ("\\boxed{9 \\times 2}", "18%", 0.0),
+        ("\\boxed{\\binom{5}{2}}", "10%", 0.0),
+        ("\\boxed{5 + 2.5}", "7.5%", 0.0),
+        ("\\boxed{5 + 2.5}", "7.5", 0.0),  # decimals too, as fractions' sums
+        ("\\boxed{1.5 + \\sqrt{2}}", "1.5 + \\sqrt{2}", 1.0),  # the expression asked for
         # a value word in \text{} changes the value as it does written plain
         ("\\boxed{3 \\text{ dozen}}", "3", 0.0),
         ("\\boxed{1.5\\text{ million}}", "1.5", 0.0),
         ("\\boxed{3 \\text{ dozen}}", "3 \\text{ dozen}", 1.0),
         ("\\boxed{18 \\text{ cm}}", "18", 1.0),
+        # ... but a counted noun in \\text{} is what is counted
+        ("\\boxed{5 \\text{ quarters}}", "5", 1.0),
+        ("\\boxed{2 \\text{ times}}", "2", 1.0),
         # degrees written with the sign, or with a scale after them
         ("\\boxed{25°}", "25", 1.0),
         ("\\boxed{25 °C}", "25", 1.0),
@@ -958,6 +967,12 @@ def test_math_verify_percentages_value_words_and_degrees(
         ("\\boxed{-1½}", "-1.5", 1.0),
         ("\\boxed{¾}", "0.75", 1.0),
         ("The answer is 3 pieces", "3", 1.0),  # "pi" only as a word
+        ("The answer is 4 pi", "4", 0.0),
+        ("I used sqrt to get 3", "3", 1.0),  # a root only as sqrt(...)
+        # a unit's square or cube in superscript digits is the unit's, as in LaTeX
+        ("#### 48 m²", "48", 1.0),
+        ("The area is 5 cm²", "5", 1.0),
+        ("#### 3x²", "3", 0.0),
     ],
 )
 def test_numeric_reads_unicode_values(response: str, reference: str, expected: float) -> None:
@@ -985,6 +1000,16 @@ def test_numeric_reference_written_as_a_unicode_expression_is_bad(reference: str
         ("I choose C.", "C", 1.0),
         ("C is correct.", "C", 1.0),
         ("Options (A) and (B) are wrong, so C.", "C", 1.0),
+        # a bare pick beside another, or one hedged after its bold
+        ("(A) or (C)", "C", 0.0),
+        ("answer: **B**, or maybe C", "B", 0.0),
+        # the last pick wins: a phrase earlier in the reasoning does not
+        ("Let me first consider option A. It fails. The result is 4, which is (C).", "C", 1.0),
+        ("I thought A is correct, but actually it is (B).", "B", 1.0),
+        ("In triangle ABC, A is the right angle. The result is (D).", "D", 1.0),
+        # options walked through pick none
+        ("Option A: 3, wrong. Option D: 9, wrong.", "D", 0.0),
+        ("A is correct? No. B is correct? No.", "B", 0.0),
     ],
 )
 def test_multiple_choice_hedges_and_phrasings(

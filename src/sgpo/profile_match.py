@@ -66,10 +66,12 @@ def check_profile_matches(
             "holds only that shard's queries; join all shards with `sgpo profile merge` and "
             "plan from the merged profile"
         )
-    task = task or load_run_task(config, require_eval=False)
     # Only the training queries matter to a profile: an edited eval split needs none redone
-    # (a profile from before train_queries was recorded is compared by its whole task).
+    # (a profile from before train_queries was recorded is compared by its whole task as
+    # profiled: the training split alone, not a caller's task with its eval split read).
     recorded = meta.get("train_queries")
+    if task is None or recorded is None:
+        task = load_run_task(config, require_eval=False)
     if meta.get("task") != task.source and (
         recorded is None or recorded != data_identity(task)["train"]
     ):

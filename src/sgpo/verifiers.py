@@ -218,6 +218,13 @@ _VALUE_WORDS = frozenset(
     | {"half", "halves", "third", "thirds", "quarter", "quarters", "fourths", "fifths"}
     | {"squared", "cubed", "times", "plus", "minus", "over", "divided", "percent"}
 )
+# Of those, the words that change a number's value whatever is counted ("3 \\text{ dozen}" is
+# 36), where "5 \\text{ quarters}" or "2 \\text{ times}" may count coins or repetitions
+_MULTIPLIERS = frozenset(
+    {"pi", "sqrt", "log", "ln", "sin", "cos", "tan", "exp", "squared", "cubed", "percent"}
+    | {"hundred", "hundreds", "thousand", "thousands", "million", "millions", "billion"}
+    | {"billions", "trillion", "trillions", "dozen", "dozens", "gross"}
+)
 
 
 # A short answer's math delimiters ("$72$ clips", "\\(72\\)"); an escaped \\$ is currency
@@ -247,6 +254,8 @@ def normalize_answer(text: str) -> str:
     words = match.group("words")
     first = words.split()[0].lower() if words else ""
     if words and first in _VALUE_WORDS:
+        if first not in _MULTIPLIERS and _LATEX_WORDS.search(text):
+            return match.group("number")  # "5 \\text{ quarters}": five coins, counted
         # "3 \\text{ dozen}" as "3 dozen": math-verify drops \\text{} and would read 3
         return spelled
     if words and len(first) < 2:
@@ -343,10 +352,9 @@ def math_verify(response: str, reference: str) -> float:
         kind, text = final_answer(response)
         marked = kind != "whole" or _bare_answer(text)
         dropped = _percent_dropped(reference), _percent_dropped(text) if marked else None
-        if any(dropped):
-            answer = dropped[1] or text
-            gold, got = _parse_answer(dropped[0] or reference), _parse_answer(answer)
-            score = 1.0 if gold and got and _equivalent(gold, got) else 0.0
+        if any(dropped):  # read again as any answer is: "9 \\times 2" is no 18%
+            answer = f"\\boxed{{{dropped[1]}}}" if dropped[1] else response
+            score = _math_verify(answer, dropped[0] or reference)
     return score
 
 
@@ -387,6 +395,13 @@ _SCIENTIFIC = re.compile(
 _DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?")
 
 
+def _decimal_number(expression: object) -> bool:
+    """A number written with a decimal ("5 + 2.5"), whose rationality sympy leaves unknown:
+    a value to compute, as a fraction's sum is."""
+    atoms = expression.atoms() if getattr(expression, "is_number", False) else ()  # type: ignore[attr-defined]
+    return any(getattr(atom, "is_Float", False) for atom in atoms)
+
+
 def _undone_computation(parsed: list) -> bool:
     """Whether an answer is a numeric expression left to compute. math-verify evaluates it, so a
     response that only restates a question's expression ("Compute $\\binom{10}{5}$.", boxed or
@@ -399,7 +414,7 @@ def _undone_computation(parsed: list) -> bool:
         return False
     # a rational number: an exact form (2+\\sqrt{3}, \\pi/2 - 1) may be the answer as written
     expression = getattr(parsed[0], "rhs", parsed[0])  # "N = \\binom{10}{5}": its value
-    rational = getattr(expression, "is_rational", False)
+    rational = getattr(expression, "is_rational", False) or _decimal_number(expression)
     # "9 * 2 = 18" shows its result; "**72**." is bold, not a product
     value = _MARKDOWN.sub("", parsed[-1].rsplit("=", 1)[-1].rstrip(".").strip())
     return bool(rational) and _OPERATION.search(_DEGREES.sub("", value)) is not None
@@ -539,7 +554,11 @@ _VULGAR_FRACTION = re.compile(
 # what makes a value more than a number without LaTeX: pi, a root, a power in superscript
 # digits ("4π", "√2", "sqrt(2)", "2²"), which a number beside it is not the value of
 _UNICODE_BEYOND = re.compile(
-    r"[π√∛∜\u00b2\u00b3\u00b9\u2070-\u2079]|(?<![A-Za-z])(?:sqrt|pi)(?![A-Za-z])"
+    r"[π√∛∜\u00b2\u00b3\u00b9\u2070-\u2079]|(?<![A-Za-z])sqrt\s*\(|(?<=\d)\s*pi(?![A-Za-z])"
+)
+# "48 m²", "5 cm²", "7 m³": a unit's square or cube in superscript digits, as _UNIT_POWER's
+_UNICODE_UNIT_POWER = re.compile(
+    r"(?<=\d)(\s*(?:[ck]m|mm|ft|yd|m|in|mi|units?))[\u00b2\u00b3](?!\w)"
 )
 
 
@@ -577,7 +596,7 @@ def _plain_number_text(text: str, comparisons: bool = True) -> str:
     text = _SIGN_BEFORE_CURRENCY.sub(r"\1", _LATEX_SPACE.sub("", text))
     if comparisons:
         text = _COMPARISON.sub(lambda m: f" {_COMPARISON_COMMANDS[m[1]]} ", text)
-    text = _VULGAR_FRACTION.sub(_plain_vulgar_fraction, text)
+    text = _VULGAR_FRACTION.sub(_plain_vulgar_fraction, _UNICODE_UNIT_POWER.sub(r"\1", text))
     text = _UNIT_POWER.sub(r"\1", _NUMERIC_FRACTION.sub(_plain_fraction, text))
     # a command's digit is a number ("\\approx3.14"), where a letter's is a name's ("CO2")
     return _COMMAND_BEFORE_DIGIT.sub(r"\1 ", text)
@@ -668,33 +687,40 @@ _CHOICE_PATTERNS = [
     # lower case in brackets or closing the response ("answer is (b)", "Answer: b."), not the
     # article of "the answer is a number"
     re.compile(r"(?i:answer)\s*(?:(?i:is)\s*)?:?\s*[*_]*\s*(?:\(\s*([a-e])\s*\)|([a-e])[\s*_.]*$)"),
-    # "the correct option is C", "I choose (C)", "C is correct", "..., so C." closing it
+    # the last of: "(C)" (capitals only: "(a)", "(b)" also number the steps of an argument),
+    # "the correct option is C", "I choose C", "C is correct." ending its sentence, or a
+    # closing "..., so C."
     re.compile(
-        r"(?i:option|choice)\s+(?:(?i:is)\s*)?:?\s*[*_]*\s*\(?\s*([A-E])\b\s*\)?"
+        r"\(([A-E])\)"
+        r"|(?i:option|choice)\s*(?:(?i:is)\s*:?|:)\s*[*_]*\s*\(?\s*([A-E])\b\s*\)?"
         r"|(?i:choose|pick|select)\s+[*_]*\(?\s*([A-E])\b\s*\)?"
-        r"|(?<![\w(])\(?([A-E])\)?\s+(?i:is)\s+(?i:the\s+)?(?i:correct|right)\b"
+        r"|(?<![\w(])\(?([A-E])\)?\s+(?i:is)\s+(?i:the\s+)?(?i:correct|right)"
+        r"(?:\s+(?i:answer|option|choice))?(?=\s*(?:[.!]|$))"
         r"|\b(?i:so)\s+[*_]*\(?([A-E])\)?[*_]*[.!]?\s*$"
     ),
-    # capitals only: "(a)", "(b)" also number the steps of an argument
-    re.compile(r"\(([A-E])\)"),
 ]
-# what goes on from a picked letter with another: "A, B, C or D", "A and C", "(A) or (C)", "A/B"
+# a letter a pick goes on with, or follows: "A, B, C or D", "A and C", "(A) or (C)", "A/B",
+# "B, or maybe C"
 _MORE_CHOICES = re.compile(
-    r"\s*\)?\s*(?:,|/|\bor\b|\band\b)\s*[*_]*\s*(?:\(\s*[A-Ea-e]\s*\)|[A-E]\b)"
+    r"[*_]*\s*\)?[*_]*\s*(?:,(?:\s*(?:or|and)\b)?|/|\bor\b|\band\b)\s*"
+    r"(?:(?:maybe|perhaps|possibly)\s+)?[*_]*\s*"
+    r"(?:\(\s*[A-Ea-e]\s*\)|[A-E]\b)"
 )
+_EARLIER_CHOICE = re.compile(r"(?:\(\s*[A-Ea-e]\s*\)|\b[A-E])[*_]*\s*(?:,|/|\bor\b)\s*[*_]*\(?\s*$")
 _LONE_CHOICE = re.compile(r"^[\s*_(]*([A-Ea-e])[\s*_).:]*$")
 
 
 def choice_letter(text: str) -> str | None:
     """The letter A-E a response picks, or None. Tried in order: the last \\boxed{X}, the last
-    "answer is (X)" / "Answer: X", the last "option is X" / "choose X" / "X is correct" / a
-    closing "so X.", the last "(X)", a response that is just the letter. A pick that goes on
-    with another letter ("the answer is A, B or C", "A and C") hedges: None."""
+    "answer is (X)" / "Answer: X", the last of "(X)" / "option is X" / "choose X" / "X is
+    correct." / a closing "so X.", a response that is just the letter. A pick beside another
+    letter ("the answer is A, B or C", "(A) or (C)", "B, or maybe C") hedges: None."""
     for pattern in _CHOICE_PATTERNS:
         matches = list(pattern.finditer(text))
         if matches:
             last = matches[-1]
-            if pattern is not _CHOICE_PATTERNS[-1] and _MORE_CHOICES.match(text, last.end()):
+            before = text[: last.start(next(i for i, g in enumerate(last.groups(), 1) if g))]
+            if _MORE_CHOICES.match(text, last.end()) or _EARLIER_CHOICE.search(before):
                 return None
             return next(group for group in last.groups() if group).upper()
     match = _LONE_CHOICE.match(text)

@@ -231,12 +231,16 @@ def stop_if_every_call_failed(spec: str, made: tuple[int, int, int], on: str) ->
         )
 
 
+# Where a config names its verifier and the verifier's keywords, for messages
+CONFIG_SETTINGS = ("task.verifier", "task.verifier_kwargs")
+
+
 def check_kwargs(
-    fn: Callable, kwargs: dict, spec: str, setting: str = "task.verifier_kwargs"
+    fn: Callable, kwargs: dict, spec: str, settings: tuple[str, str] = CONFIG_SETTINGS
 ) -> None:
     """ConfigError when the verifier cannot be called as (response, reference, **kwargs): a
-    misspelt keyword would otherwise make every call raise. setting: where the user gave the
-    keywords, for the message."""
+    misspelt keyword would otherwise make every call raise. settings: where the user named
+    the verifier and gave the keywords, for the message."""
     try:
         signature = inspect.signature(fn)
     except (TypeError, ValueError):  # no signature to read: the first call will tell
@@ -244,9 +248,9 @@ def check_kwargs(
     try:
         signature.bind("response", "reference", **kwargs)
     except TypeError as e:
-        called = f"{setting} {kwargs}: verifier {spec!r} is not called so"
+        called = f"{settings[1]} {kwargs}: verifier {spec!r} is not called so"
         if not _binds(signature):  # the signature itself is wrong, whatever the keywords
-            called = f"task.verifier {spec!r} cannot be called as (response, reference)"
+            called = f"{settings[0]} {spec!r} cannot be called as (response, reference)"
         raise ConfigError(f"{called} ({e}); its signature is {fn.__name__}{signature}") from e
 
 
@@ -286,10 +290,10 @@ class Verifier:
         isolation: str = "inline",
         kwargs: dict | None = None,
         reward_range: tuple[float, float] = (0.0, 1.0),
-        kwargs_setting: str = "task.verifier_kwargs",
+        settings: tuple[str, str] = CONFIG_SETTINGS,
     ) -> None:
-        """kwargs_setting: where the user gave kwargs, named in the refusal of a keyword the
-        verifier does not take."""
+        """settings: where the user named the verifier and gave kwargs, named in the refusal
+        of a verifier that cannot be called with them."""
         if isolation not in ISOLATIONS:
             raise ValueError(f"verifier isolation must be one of {ISOLATIONS}, got {isolation!r}")
         if not 0 < timeout_s <= MAX_VERIFIER_TIMEOUT_S:  # the OS timers refuse far larger ones
@@ -315,10 +319,10 @@ class Verifier:
         # importing untrusted code here would run it outside the sandbox.
         if isolation == "inline":
             self._fn = import_verifier(spec)
-            check_kwargs(self._fn, self.kwargs, spec, kwargs_setting)
+            check_kwargs(self._fn, self.kwargs, spec, settings)
         else:
             if spec.startswith("sgpo."):  # sgpo's own, trusted: its signature read here
-                check_kwargs(import_verifier(spec), self.kwargs, spec, kwargs_setting)
+                check_kwargs(import_verifier(spec), self.kwargs, spec, settings)
             self._worker = self._start_worker()
             try:
                 self._worker.wait_ready()

@@ -140,9 +140,10 @@ def warn_of_repeated_prompts(queries: list[Query], label: str) -> None:
     if differing:
         first = differing[0]
         log.warning(
-            "%s: %d of those prompts have reference answers that differ between their copies "
-            "(e.g. %s): the same response is rewarded as right for one and wrong for another; "
-            "fix the answers or keep one copy",
+            "%s: %d of those prompts have reference answers written differently in their "
+            "copies (e.g. %s): unless they are the same answer written two ways, the same "
+            "response is rewarded as right for one and wrong for another; fix the answers or "
+            "keep one copy",
             label,
             len(differing),
             ", ".join(f"{q.query_id} answer {q.answer!r}" for q in first[:3]),

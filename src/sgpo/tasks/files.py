@@ -448,10 +448,10 @@ def _row_in_data_file(source: Source, row: int) -> str | None:
     part-1.jsonl"), which datasets.load_dataset reads one after another in the order its
     builder lists them; None for other sources, or files whose rows sgpo does not count
     (a .json array, compressed files)."""
-    import datasets
-
     if _local_folder(source.dataset) is None or source.split is None:
         return None
+    import datasets
+
     try:
         builder = datasets.load_dataset_builder(source.dataset, source.dataset_config)
         files = [Path(f) for f in builder.config.data_files[source.split]]

@@ -60,7 +60,7 @@ class VerifierReward:
                 "function to TRL as a reward function of its own"
             )
         self.verifier = Verifier(
-            verifier, timeout_s, isolation, kwargs, reward_range, kwargs_setting="kwargs"
+            verifier, timeout_s, isolation, kwargs, reward_range, settings=("verifier", "kwargs")
         )
         self.answer_column = answer_column
         self.id_column = id_column
