@@ -659,18 +659,29 @@ def test_training_from_an_adapter_says_what_it_trains_and_hashes_what_it_is(
 
 
 def test_an_adapter_trained_further_is_saved_as_an_adapter_only(
-    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_model_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     config = lora_coin_flip_config(tiny_model_dir, monkeypatch)
     adapter = tmp_path / "adapter"
     policy = load_policy(config, trainable=True)
     policy.model.save_pretrained(adapter)
     policy.tokenizer.save_pretrained(adapter)
+    lora = config.model.lora
     config.model.name_or_path, config.model.lora = str(adapter), None
     run_train(config, tmp_path / "run")
     # its target modules were never checked against tied weights: no merged copy is made
     assert (tmp_path / "run" / "final" / "adapter_config.json").exists()
     assert not (tmp_path / "run" / "final-merged").exists()
+    # ... with model.lora set too (whose settings do not apply to it), which the run says
+    assert lora is not None and lora.save_merged
+    config.model.lora = lora
+    run_train(config, tmp_path / "lora-set")
+    assert (tmp_path / "lora-set" / "final" / "adapter_config.json").exists()
+    assert not (tmp_path / "lora-set" / "final-merged").exists()
+    assert "no final-merged/: the run trained the LoRA adapter it started from" in caplog.text
 
 
 def test_lora_passes_are_charged_at_the_size_they_run(
@@ -706,3 +717,26 @@ def test_a_pass_counts_the_adapter_it_runs(tiny_model_dir: Path) -> None:
     assert model_shape(model).n_params == base.n_params + adapter
     assert model_shape(model, "ref").n_params == base.n_params + adapter
     assert model_shape(model, None) == base
+
+
+def test_a_model_or_adapter_folder_without_its_weights_is_named(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """A partial copy loads to sgpo's error naming the folder, not to transformers' or peft's
+    traceback (peft's spoke of a hub repo id)."""
+    import shutil
+
+    bare = tmp_path / "bare"
+    shutil.copytree(tiny_model_dir, bare)
+    for weights in bare.glob("*.safetensors"):
+        weights.unlink()
+    with pytest.raises(DataError, match=rf"model '{bare}': cannot load its weights"):
+        load_policy(make_config(bare))
+    lora = {"lora": {"r": 2, "alpha": 4, "target_modules": "all-linear"}}
+    adapter = tmp_path / "adapter"
+    trained = load_policy(make_config(tiny_model_dir, model=lora), trainable=True)
+    trained.model.save_pretrained(adapter)
+    trained.tokenizer.save_pretrained(adapter)
+    (adapter / "adapter_model.safetensors").unlink()
+    with pytest.raises(DataError, match=r"a LoRA adapter folder \(adapter_config.json\) without"):
+        load_policy(make_config(adapter))

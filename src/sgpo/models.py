@@ -272,8 +272,8 @@ def load_policy(config: RunConfig, path: str | None = None, trainable: bool = Fa
     # a local model by its absolute path: a LoRA adapter saved from it records that path as its
     # base, so the adapter loads from any working directory
     weights = str(local.resolve()) if local.is_dir() else source
-    adapter = (local / "adapter_config.json").exists()
-    with _refused_if_pickled(source):
+    adapter = is_adapter(source)
+    with _refused_if_pickled(source), _named_if_unloadable(source, local):
         if adapter:
             model = _load_adapter(source, weights, config, dtype, trainable)
         else:
@@ -358,14 +358,17 @@ class AdapterDisabled:
             self.peft_model.train(training)
 
 
+# the files peft saves an adapter's weights in
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+
+
 def initial_policy(config: RunConfig, policy: Policy) -> Policy:
     """The run's initial policy for the passes that need it: the trained policy with its adapter
     disabled when it trains a fresh LoRA adapter (no second copy of the base in memory), else
     the initial model loaded again."""
-    if config.model.lora is not None and hasattr(policy.model, "disable_adapter"):
-        source = Path(model_source(config)).expanduser()
-        if not (source / "adapter_config.json").exists():  # an adapter given trains further
-            return replace(policy, model=AdapterDisabled(policy.model))
+    fresh_adapter = config.model.lora is not None and hasattr(policy.model, "disable_adapter")
+    if fresh_adapter and not is_adapter(model_source(config)):  # a given one trains further
+        return replace(policy, model=AdapterDisabled(policy.model))
     return load_policy(config)
 
 
@@ -403,6 +406,23 @@ def quiet_peft_deprecation() -> Iterator[None]:
         yield
 
 
+@contextmanager
+def _named_if_unloadable(source: str, local: Path) -> Iterator[None]:
+    """A local model folder transformers cannot load (its weights file missing: a partial copy)
+    is said as sgpo's error naming the folder, not as transformers' traceback."""
+    try:
+        yield
+    except OSError as e:
+        if not local.is_dir() or isinstance(e, FileNotFoundError) and e.filename:
+            raise
+        raise DataError(f"model {source!r}: cannot load its weights: {e}") from e
+
+
+def is_adapter(source: str) -> bool:
+    """Whether a model source is a local LoRA adapter folder (peft's adapter_config.json)."""
+    return (Path(source).expanduser() / "adapter_config.json").exists()
+
+
 def _load_adapter(
     source: str, adapter: str, config: RunConfig, dtype: torch.dtype, trainable: bool
 ) -> PreTrainedModel:
@@ -410,6 +430,12 @@ def _load_adapter(
     moved, the run copied to another machine), on the config's own model, which a run's
     checkpoints were trained from."""
     from peft import AutoPeftModelForCausalLM, PeftModel
+
+    if not any((Path(adapter) / name).is_file() for name in ADAPTER_WEIGHTS):
+        raise DataError(
+            f"model {source!r}: a LoRA adapter folder (adapter_config.json) without its weights "
+            f"({' or '.join(ADAPTER_WEIGHTS)}): a partial copy?"
+        )
 
     try:
         with quiet_peft_deprecation():
@@ -424,7 +450,7 @@ def _load_adapter(
     try:
         own = model_source(config)
         own_local = Path(own).expanduser()
-        if own != source and not (own_local / "adapter_config.json").exists():
+        if own != source and not is_adapter(own):
             base = AutoModelForCausalLM.from_pretrained(
                 str(own_local.resolve()) if own_local.is_dir() else own, dtype=dtype
             )

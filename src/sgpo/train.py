@@ -48,6 +48,7 @@ from sgpo.metrics import flops_record, profile_tokens, rollout_record, run_summa
 from sgpo.models import (
     chat_template_sha256,
     initial_policy,
+    is_adapter,
     load_policy,
     model_shape,
     model_source,
@@ -586,7 +587,18 @@ class Trainer:
         atomic_write_json(self.run_dir / SUMMARY_FILE, summary)
         lora = self.config.model.lora
         if lora is not None and lora.save_merged:
-            self.save_merged_model()
+            if is_adapter(self.initial_model):
+                # its target modules were never checked against tied weights (add_lora)
+                log.warning(
+                    "%s: no %s/: the run trained the LoRA adapter it started from, saved as an "
+                    "adapter in %s/; merge it with peft's merge_and_unload once its target "
+                    "modules are known not to share a tied weight",
+                    self.run_dir,
+                    MERGED_DIR,
+                    FINAL_DIR,
+                )
+            else:
+                self.save_merged_model()
         self.close()
         return summary
 

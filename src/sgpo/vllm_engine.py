@@ -27,12 +27,11 @@ this engine. LoRA adapter directories are refused. vLLM rejects temperature > 2.
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from sgpo.engine import Completion, GenerationStopped, SamplingParams
 from sgpo.errors import ConfigError
-from sgpo.models import Policy, resolve_device, resolve_dtype
+from sgpo.models import Policy, is_adapter, resolve_device, resolve_dtype
 
 
 def _import_vllm() -> Any:
@@ -58,7 +57,7 @@ class VLLMEngine:
 
     def __init__(self, policy: Policy, batch_size: int, **llm_kwargs: Any) -> None:
         vllm = _import_vllm()
-        if (Path(policy.source) / "adapter_config.json").exists():
+        if is_adapter(policy.source):
             raise ValueError(
                 f"{policy.source} is a LoRA adapter; the vLLM engine loads full models only "
                 "(merge the adapter first, or use the transformers engine)"
