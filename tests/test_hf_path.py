@@ -515,7 +515,16 @@ def test_a_lora_adapter_of_a_relative_model_path_loads_from_anywhere(
     recorded["base_model_name_or_path"] = str(tmp_path / "moved")
     (adapter / "adapter_config.json").write_text(json.dumps(recorded))
     monkeypatch.chdir(tiny_model_dir.parent)
-    assert type(load_policy(config, path=str(adapter)).model).__name__.startswith("Peft")
+    substituted = load_policy(config, path=str(adapter))
+    assert type(substituted.model).__name__.startswith("Peft")
+    # ... and named as the adapter's base in its identity (sgpo eval's model_sha256), where the
+    # base it records is not there to hash
+    from sgpo.rundir import weights_sha256
+
+    assert substituted.substitute_base == tiny_model_dir.name
+    with_base = weights_sha256(str(adapter), substituted.substitute_base)
+    assert with_base != weights_sha256(str(adapter))
+    assert weights_sha256(str(adapter), str(tiny_model_dir.resolve())) == with_base
     # neither there: a config error naming the recorded base
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError, match=r"whose base model '.*moved' \(its adapter_config"):

@@ -582,7 +582,9 @@ def _evaluate(cfg: RunConfig, model: str | None) -> dict:
         "model": policy.source,
         # which weights were measured: a directory trained again under the same name is told
         # apart (None for a hub id)
-        "model_sha256": weights_sha256(policy.source),
+        "model_sha256": weights_sha256(policy.source, policy.substitute_base),
+        # a LoRA adapter's base where the one it records could not be loaded (None otherwise)
+        "adapter_base": policy.substitute_base,
         # how a response was scored, and from which reward it counted as correct (None: the
         # middle of the verifier's reward range)
         "verifier": verifier.spec,

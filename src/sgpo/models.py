@@ -43,6 +43,8 @@ class Policy:
     device: torch.device
     source: str  # resolved path or hub id; recorded in profiles and plans
     config: ModelConfig
+    # the model a LoRA adapter was put on where the base it records could not be loaded
+    substitute_base: str | None = None
 
     def render(self, prompt: str) -> str:
         """The text the model sees for a query's prompt."""
@@ -275,9 +277,10 @@ def load_policy(config: RunConfig, path: str | None = None, trainable: bool = Fa
     adapter = is_adapter(source)
     with _refused_if_pickled(source), _named_if_unloadable(source, local):
         if adapter:
-            model = _load_adapter(source, weights, config, dtype, trainable)
+            model, substitute_base = _load_adapter(source, weights, config, dtype, trainable)
         else:
             model = AutoModelForCausalLM.from_pretrained(weights, dtype=dtype)
+            substitute_base = None
     if adapter:
         if trainable and path is None:
             warn_of_unapplied_lora(source, local / "adapter_config.json", cfg.lora)
@@ -287,7 +290,7 @@ def load_policy(config: RunConfig, path: str | None = None, trainable: bool = Fa
         model.gradient_checkpointing_enable()
     model.to(device)
     model.train(trainable)
-    policy = Policy(model=model, tokenizer=tokenizer, device=device, source=source, config=cfg)
+    policy = Policy(model, tokenizer, device, source, cfg, substitute_base)
     if not policy.stop_token_ids():
         log.warning(
             "model %r: neither its tokenizer nor its generation_config names an EOS token, so "
@@ -425,10 +428,10 @@ def is_adapter(source: str) -> bool:
 
 def _load_adapter(
     source: str, adapter: str, config: RunConfig, dtype: torch.dtype, trainable: bool
-) -> PreTrainedModel:
+) -> tuple[PreTrainedModel, str | None]:
     """A LoRA adapter on the base model it records; if that is not there (the project folder
     moved, the run copied to another machine), on the config's own model, which a run's
-    checkpoints were trained from."""
+    checkpoints were trained from: (the model, that substitute base or None)."""
     from peft import AutoPeftModelForCausalLM, PeftModel
 
     if not any((Path(adapter) / name).is_file() for name in ADAPTER_WEIGHTS):
@@ -439,9 +442,10 @@ def _load_adapter(
 
     try:
         with quiet_peft_deprecation():
-            return AutoPeftModelForCausalLM.from_pretrained(
+            model = AutoPeftModelForCausalLM.from_pretrained(
                 adapter, dtype=dtype, is_trainable=trainable
             )
+            return model, None
     except OSError as e:
         error = e
     recorded = json.loads((Path(adapter) / "adapter_config.json").read_text()).get(
@@ -463,7 +467,7 @@ def _load_adapter(
                 recorded,
                 own,
             )
-            return model
+            return model, own
     except (OSError, ValueError, RuntimeError):  # not there, or not the adapter's shape
         pass
     raise ConfigError(

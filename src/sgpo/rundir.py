@@ -264,11 +264,12 @@ def _hash_cache_path() -> Path:
 MODEL_CONFIGS = ("config.json", "adapter_config.json")  # hashed with the weights
 
 
-def weights_sha256(source: str) -> str | None:
+def weights_sha256(source: str, base: str | None = None) -> str | None:
     """sha256 over the weight files (and config.json, or a LoRA adapter's adapter_config.json
     and its local base model's weights) of a local model directory, cached by (path, size,
     mtime) so an unchanged multi-GB model is hashed once. None for a hub id: its files are not
-    local until transformers downloads them (the hub pins them by revision)."""
+    local until transformers downloads them (the hub pins them by revision). base: the model an
+    adapter was put on instead of the one it records (Policy.substitute_base)."""
     root = Path(source).expanduser()
     if not root.is_dir():
         return None
@@ -297,7 +298,7 @@ def weights_sha256(source: str) -> str | None:
     adapter = root / "adapter_config.json"
     if adapter.is_file():  # an adapter is only what it adapts: its base's weights too
         with contextlib.suppress(OSError, ValueError, AttributeError):
-            base = json.loads(adapter.read_text()).get("base_model_name_or_path")
+            base = base or json.loads(adapter.read_text()).get("base_model_name_or_path")
             if base and Path(base).resolve() != root.resolve():
                 total.update(f"base\0{weights_sha256(base)}\n".encode())
     return total.hexdigest()
