@@ -22,7 +22,13 @@ from sgpo.core.flops import ModelShape, logprob_flops, train_flops
 from sgpo.embedded import build_char_tokenizer, build_model
 from sgpo.errors import ConfigError, DataError
 from sgpo.io import read_jsonl, read_table
-from sgpo.models import add_lora, load_policy, model_shape, quiet_peft_deprecation
+from sgpo.models import (
+    add_lora,
+    check_lora_targets,
+    load_policy,
+    model_shape,
+    quiet_peft_deprecation,
+)
 from sgpo.plan import run_plan
 from sgpo.profile import run_profile
 from sgpo.report import write_report
@@ -519,8 +525,6 @@ def test_a_lora_adapter_of_a_relative_model_path_loads_from_anywhere(
     assert type(substituted.model).__name__.startswith("Peft")
     # ... and named as the adapter's base in its identity (sgpo eval's model_sha256), where the
     # base it records is not there to hash
-    from sgpo.rundir import weights_sha256
-
     assert substituted.substitute_base == tiny_model_dir.name
     with_base = weights_sha256(str(adapter), substituted.substitute_base)
     assert with_base != weights_sha256(str(adapter))
@@ -749,3 +753,21 @@ def test_a_model_or_adapter_folder_without_its_weights_is_named(
     (adapter / "adapter_model.safetensors").unlink()
     with pytest.raises(DataError, match=r"a LoRA adapter folder \(adapter_config.json\) without"):
         load_policy(make_config(adapter))
+
+
+def test_lora_targets_training_would_refuse_are_refused_before_the_profile(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """A mistyped target module, or a tied embedding, was refused only when training loaded
+    the model: after the whole profile was paid."""
+    for targets, refusal in (
+        (["foo_proj"], r"model.lora.target_modules: \['foo_proj'\] names no module of .*q_proj"),
+        (["lm_head"], "lm_head shares its weight with model.embed_tokens"),
+    ):
+        config = make_config(tiny_model_dir, model={"lora": {"r": 2, "target_modules": targets}})
+        with pytest.raises(ConfigError, match=refusal):
+            run_profile(config, tmp_path / "profile")
+        assert not (tmp_path / "profile" / "profile.parquet").exists()
+    for targets in (["q_proj"], ".*v_proj", "all-linear"):  # what training takes
+        config = make_config(tiny_model_dir, model={"lora": {"r": 2, "target_modules": targets}})
+        check_lora_targets(load_policy(config), config.model.lora)

@@ -502,6 +502,29 @@ def add_lora(model: PreTrainedModel, lora: LoraSettings, seed: int) -> PreTraine
             raise ConfigError(f"model.lora.target_modules: {e}") from e
 
 
+def check_lora_targets(policy: Policy, lora: LoraSettings | None) -> None:
+    """ConfigError for model.lora targets that training would refuse (add_lora): modules the
+    model does not have, or a tied embedding; checked where a profile loads the model, so a
+    mistyped target is named before the profile is paid, not after it."""
+    from peft import LoraConfig
+    from peft.tuners.tuners_utils import check_target_module_exists
+
+    if lora is None or is_adapter(policy.source):  # an adapter given trains as it was made
+        return
+    refuse_tied_embedding_targets(policy.model, lora.target_modules)
+    if lora.target_modules == "all-linear":  # peft picks the model's linear layers itself
+        return
+    settings = LoraConfig(r=lora.r, lora_alpha=lora.alpha, target_modules=lora.target_modules)
+    names = [name for name, _ in policy.model.named_modules()]
+    if not any(check_target_module_exists(settings, name) for name in names):
+        modules = policy.model.named_modules()
+        leaves = sorted({n.rsplit(".", 1)[-1] for n, m in modules if not any(m.children())})
+        raise ConfigError(
+            f"model.lora.target_modules: {lora.target_modules!r} names no module of "
+            f"{policy.source} (its modules' names end in {', '.join(leaves[:12])})"
+        )
+
+
 def refuse_tied_embedding_targets(model: PreTrainedModel, targets: str | list[str]) -> None:
     """A LoRA on an embedding the model ties to its output layer (Qwen2.5-0.5B-3B, Llama 3.2)
     merges into the one weight both share: final-merged/ would not be the model trained."""

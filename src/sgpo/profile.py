@@ -49,7 +49,13 @@ from sgpo.io import (
     table_writer,
     write_table,
 )
-from sgpo.models import chat_template_sha256, load_policy, model_shape, model_source
+from sgpo.models import (
+    chat_template_sha256,
+    check_lora_targets,
+    load_policy,
+    model_shape,
+    model_source,
+)
 from sgpo.runfiles import PROFILE_CHUNKS_DIR, PROFILE_CONFIG_FILE
 from sgpo.tasks import Query, TaskData, data_identity, load_run_task
 from sgpo.validate import check_prompts
@@ -170,6 +176,7 @@ def _run_profile(
     # before the model, which can take minutes to load: a mistyped verifier is named at once
     verifier = make_verifier(config, task)
     policy = load_policy(config)
+    check_lora_targets(policy, config.model.lora)  # training would refuse them after the profile
     check_prompts(policy, task, config.sampling.max_new_tokens)
     engine = make_engine(config, policy, "profile")
     shape = model_shape(policy.model)
