@@ -396,6 +396,11 @@ def test_a_lora_adapter_starts_from_the_runs_seed(
             "model.system_prompt: the model's chat template refuses a system message: System "
             "role not supported; put the instruction in model.prompt_template instead",
         ),
+        (  # a template that reads the last message only: the system prompt would go unsaid
+            {"system_prompt": "Be brief."},
+            "user-only",
+            "model.system_prompt: the model's chat template leaves the system message out",
+        ),
         (  # a template broken whatever the messages: not blamed on the system prompt
             {"system_prompt": "Be brief."},
             "broken-template",
@@ -411,6 +416,7 @@ def test_a_lora_adapter_starts_from_the_runs_seed(
         "no-tokenizer",
         "no-chat-template",
         "no-system-role",
+        "user-only",
         "broken-template",
         "lora-targets-nothing",
     ],
@@ -436,6 +442,8 @@ def test_a_model_setting_that_does_not_fit_the_model_is_a_config_error(
                 "{{ raise_exception('System role not supported') }}{% endif %}"
                 "{% for m in messages %}{{ m['content'] }}{% endfor %}"
             )
+        if edit == "user-only":
+            settings["chat_template"] = "{{ messages[-1]['content'] }}"
         if edit == "broken-template":  # an unclosed for loop
             settings["chat_template"] = "{% for m in messages %}{{ m['content'] }}"
         tokenizer_config.write_text(json.dumps(settings))

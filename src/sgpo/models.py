@@ -599,7 +599,7 @@ def format_prompt(prompt: str, tokenizer: PreTrainedTokenizerBase, cfg: ModelCon
     messages = [{"role": "system", "content": cfg.system_prompt}] if cfg.system_prompt else []
     messages.append({"role": "user", "content": cfg.prompt_template.format(prompt=prompt)})
     try:
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     except TemplateError as e:
         if cfg.system_prompt and _renders(tokenizer, messages[1:]):  # no system role (Gemma's)
             raise ConfigError(
@@ -607,6 +607,13 @@ def format_prompt(prompt: str, tokenizer: PreTrainedTokenizerBase, cfg: ModelCon
                 f"{e}; put the instruction in model.prompt_template instead"
             ) from e
         raise ConfigError(f"model.use_chat_template: the model's chat template fails: {e}") from e
+    if cfg.system_prompt and " ".join(cfg.system_prompt.split()) not in " ".join(text.split()):
+        raise ConfigError(
+            "model.system_prompt: the model's chat template leaves the system message out of "
+            "the prompt it renders (it reads only some roles); put the instruction in "
+            "model.prompt_template instead"
+        )
+    return text
 
 
 def _renders(tokenizer: PreTrainedTokenizerBase, messages: list[dict]) -> bool:
