@@ -121,6 +121,24 @@ EQUIVALENT = [
     ("The answer is x = 1,000", "1000"),
     ("So 12 is wrong. The answer is 7", "7"),
     ("Step one gives 4, then 4 + 3 = 7", "7"),
+    # a decimal percentage is its number, as math-verify holds an integer's (25% is 25)
+    ("#### 7.5%", "7.5"),
+    ("The answer is 7.5%.", "7.5"),
+    ("\\boxed{12.5\\%}", "12.5"),
+    ("\\boxed{7.5}", "7.5\\%"),
+    ("7.5%", "7.5"),
+    ("\\boxed{0.075}", "7.5\\%"),
+    ("\\boxed{1.5 + \\sqrt{2}}", "1.5 + \\sqrt{2}"),  # the expression asked for
+    ("\\boxed{3 \\text{ dozen}}", "3 \\text{ dozen}"),
+    ("\\boxed{18 \\text{ cm}}", "18"),
+    # ... but a counted noun in \\text{} is what is counted
+    ("\\boxed{5 \\text{ quarters}}", "5"),
+    ("\\boxed{2 \\text{ times}}", "2"),
+    # degrees written with the sign, or with a scale after them
+    ("\\boxed{25°}", "25"),
+    ("\\boxed{25 °C}", "25"),
+    ("\\boxed{25^\\circ C}", "25"),
+    ("\\boxed{25}", "25°"),
 ]
 
 NOT_EQUIVALENT = [
@@ -156,6 +174,16 @@ NOT_EQUIVALENT = [
     ("\\boxed{18 m^2}", "18 m"),
     ("\\boxed{1.5 million}", "1.5"),
     ("#### Step 5: wrong work\nThe answer is 7.", "5"),  # the heading's 5 is not the answer
+    ("\\boxed{7.6\\%}", "7.5"),
+    # ... read as any answer is: a computation left undone is no percentage's value
+    ("\\boxed{9 \\times 2}", "18%"),
+    ("\\boxed{\\binom{5}{2}}", "10%"),
+    ("\\boxed{5 + 2.5}", "7.5%"),
+    ("\\boxed{5 + 2.5}", "7.5"),  # decimals too, as fractions' sums
+    # a value word in \text{} changes the value as it does written plain
+    ("\\boxed{3 \\text{ dozen}}", "3"),
+    ("\\boxed{1.5\\text{ million}}", "1.5"),
+    ("\\boxed{26°}", "25"),
 ]
 
 
@@ -486,6 +514,24 @@ def test_expressions_read_as_written() -> None:
         ("The answer is 7 dozen.", "7", 1.0),  # "how many dozen": the number as written
         ("The answer is 18, or maybe 20.", "18", 0.0),  # a hedge goes on with the answer
         ("The answer isn't 20; she makes 18.", "18", 1.0),  # "isn't" marks no answer
+        # written without LaTeX, pi, a root or a power is more than its number
+        ("\\boxed{4π}", "4", 0.0),
+        ("\\boxed{√2}", "2", 0.0),
+        ("The answer is sqrt(2)", "2", 0.0),
+        ("\\boxed{2²}", "2", 0.0),
+        # a vulgar fraction is its value, after a whole number a mixed number's
+        ("\\boxed{1½}", "1", 0.0),
+        ("\\boxed{1½}", "1.5", 1.0),
+        ("The answer is 2¾ cups.", "2.75", 1.0),
+        ("\\boxed{-1½}", "-1.5", 1.0),
+        ("\\boxed{¾}", "0.75", 1.0),
+        ("The answer is 3 pieces", "3", 1.0),  # "pi" only as a word
+        ("The answer is 4 pi", "4", 0.0),
+        ("I used sqrt to get 3", "3", 1.0),  # a root only as sqrt(...)
+        # a unit's square or cube in superscript digits is the unit's, as in LaTeX
+        ("#### 48 m²", "48", 1.0),
+        ("The area is 5 cm²", "5", 1.0),
+        ("#### 3x²", "3", 0.0),
     ],
 )
 def test_numeric_reads_one_value(response: str, reference: str, expected: float) -> None:
@@ -543,6 +589,28 @@ def test_numeric_inequality_reference_is_bad(reference: str) -> None:
         # after the last </think>; nothing while a <think> is open
         ("<think>maybe \\boxed{B}</think>The answer is (C)", "C", 1.0),
         ("<think>maybe \\boxed{B}, let me check (C", "B", 0.0),
+        # a pick that goes on with other letters hedges, whatever the reference
+        ("The answer is A, B, C or D.", "A", 0.0),
+        ("Answer: A and C", "A", 0.0),
+        ("The answer is (A) or (C)", "A", 0.0),
+        ("The answer is (A) or (C)", "C", 0.0),
+        ("The answer is A/B", "A", 0.0),
+        ("The answer is B, a prime.", "B", 1.0),  # a word goes on, not a letter
+        # other ways of saying the pick
+        ("The correct option is C.", "C", 1.0),
+        ("I choose C.", "C", 1.0),
+        ("C is correct.", "C", 1.0),
+        ("Options (A) and (B) are wrong, so C.", "C", 1.0),
+        # a bare pick beside another, or one hedged after its bold
+        ("(A) or (C)", "C", 0.0),
+        ("answer: **B**, or maybe C", "B", 0.0),
+        # the last pick wins: a phrase earlier in the reasoning does not
+        ("Let me first consider option A. It fails. The result is 4, which is (C).", "C", 1.0),
+        ("I thought A is correct, but actually it is (B).", "B", 1.0),
+        ("In triangle ABC, A is the right angle. The result is (D).", "D", 1.0),
+        # options walked through pick none
+        ("Option A: 3, wrong. Option D: 9, wrong.", "D", 0.0),
+        ("A is correct? No. B is correct? No.", "B", 0.0),
     ],
 )
 def test_multiple_choice(response: str, reference: str, expected: float) -> None:
@@ -913,106 +981,7 @@ def test_a_timeout_the_os_timers_cannot_take_is_refused_not_blamed_on_the_verifi
         RunConfig.model_validate({"task": {"verifier_timeout_s": timeout_s}})
 
 
-@pytest.mark.parametrize(
-    ("response", "reference", "expected"),
-    [
-        # a decimal percentage is its number, as math-verify holds an integer's (25% is 25)
-        ("#### 7.5%", "7.5", 1.0),
-        ("The answer is 7.5%.", "7.5", 1.0),
-        ("\\boxed{12.5\\%}", "12.5", 1.0),
-        ("\\boxed{7.5}", "7.5\\%", 1.0),
-        ("7.5%", "7.5", 1.0),
-        ("\\boxed{0.075}", "7.5\\%", 1.0),
-        ("\\boxed{7.6\\%}", "7.5", 0.0),
-        # ... read as any answer is: a computation left undone is no percentage's value
-        ("\\boxed{9 \\times 2}", "18%", 0.0),
-        ("\\boxed{\\binom{5}{2}}", "10%", 0.0),
-        ("\\boxed{5 + 2.5}", "7.5%", 0.0),
-        ("\\boxed{5 + 2.5}", "7.5", 0.0),  # decimals too, as fractions' sums
-        ("\\boxed{1.5 + \\sqrt{2}}", "1.5 + \\sqrt{2}", 1.0),  # the expression asked for
-        # a value word in \text{} changes the value as it does written plain
-        ("\\boxed{3 \\text{ dozen}}", "3", 0.0),
-        ("\\boxed{1.5\\text{ million}}", "1.5", 0.0),
-        ("\\boxed{3 \\text{ dozen}}", "3 \\text{ dozen}", 1.0),
-        ("\\boxed{18 \\text{ cm}}", "18", 1.0),
-        # ... but a counted noun in \\text{} is what is counted
-        ("\\boxed{5 \\text{ quarters}}", "5", 1.0),
-        ("\\boxed{2 \\text{ times}}", "2", 1.0),
-        # degrees written with the sign, or with a scale after them
-        ("\\boxed{25°}", "25", 1.0),
-        ("\\boxed{25 °C}", "25", 1.0),
-        ("\\boxed{25^\\circ C}", "25", 1.0),
-        ("\\boxed{25}", "25°", 1.0),
-        ("\\boxed{26°}", "25", 0.0),
-    ],
-)
-def test_math_verify_percentages_value_words_and_degrees(
-    response: str, reference: str, expected: float
-) -> None:
-    assert math_verify(response, reference) == expected
-
-
-@pytest.mark.parametrize(
-    ("response", "reference", "expected"),
-    [
-        # written without LaTeX, pi, a root or a power is more than its number
-        ("\\boxed{4π}", "4", 0.0),
-        ("\\boxed{√2}", "2", 0.0),
-        ("The answer is sqrt(2)", "2", 0.0),
-        ("\\boxed{2²}", "2", 0.0),
-        # a vulgar fraction is its value, after a whole number a mixed number's
-        ("\\boxed{1½}", "1", 0.0),
-        ("\\boxed{1½}", "1.5", 1.0),
-        ("The answer is 2¾ cups.", "2.75", 1.0),
-        ("\\boxed{-1½}", "-1.5", 1.0),
-        ("\\boxed{¾}", "0.75", 1.0),
-        ("The answer is 3 pieces", "3", 1.0),  # "pi" only as a word
-        ("The answer is 4 pi", "4", 0.0),
-        ("I used sqrt to get 3", "3", 1.0),  # a root only as sqrt(...)
-        # a unit's square or cube in superscript digits is the unit's, as in LaTeX
-        ("#### 48 m²", "48", 1.0),
-        ("The area is 5 cm²", "5", 1.0),
-        ("#### 3x²", "3", 0.0),
-    ],
-)
-def test_numeric_reads_unicode_values(response: str, reference: str, expected: float) -> None:
-    assert numeric(response, reference) == expected
-
-
 @pytest.mark.parametrize("reference", ["4π", "sqrt(2)", "3²", "√2"])
 def test_numeric_reference_written_as_a_unicode_expression_is_bad(reference: str) -> None:
     with pytest.raises(BadReference, match="is an expression, not a plain number"):
         numeric("3", reference)
-
-
-@pytest.mark.parametrize(
-    ("response", "reference", "expected"),
-    [
-        # a pick that goes on with other letters hedges, whatever the reference
-        ("The answer is A, B, C or D.", "A", 0.0),
-        ("Answer: A and C", "A", 0.0),
-        ("The answer is (A) or (C)", "A", 0.0),
-        ("The answer is (A) or (C)", "C", 0.0),
-        ("The answer is A/B", "A", 0.0),
-        ("The answer is B, a prime.", "B", 1.0),  # a word goes on, not a letter
-        # other ways of saying the pick
-        ("The correct option is C.", "C", 1.0),
-        ("I choose C.", "C", 1.0),
-        ("C is correct.", "C", 1.0),
-        ("Options (A) and (B) are wrong, so C.", "C", 1.0),
-        # a bare pick beside another, or one hedged after its bold
-        ("(A) or (C)", "C", 0.0),
-        ("answer: **B**, or maybe C", "B", 0.0),
-        # the last pick wins: a phrase earlier in the reasoning does not
-        ("Let me first consider option A. It fails. The result is 4, which is (C).", "C", 1.0),
-        ("I thought A is correct, but actually it is (B).", "B", 1.0),
-        ("In triangle ABC, A is the right angle. The result is (D).", "D", 1.0),
-        # options walked through pick none
-        ("Option A: 3, wrong. Option D: 9, wrong.", "D", 0.0),
-        ("A is correct? No. B is correct? No.", "B", 0.0),
-    ],
-)
-def test_multiple_choice_hedges_and_phrasings(
-    response: str, reference: str, expected: float
-) -> None:
-    assert multiple_choice(response, reference) == expected

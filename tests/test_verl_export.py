@@ -431,29 +431,16 @@ def test_rows_of_a_verl_file_keep_their_own_data_source(tmp_path):
     """A verl file mixing sources (GSM8K and MATH rows) exports each row under its own
     data_source, training and held-out rows alike, so verl's val-core/<data_source>/ metrics
     keep them apart; a row without one gets sgpo/verl, and --data-source names every row."""
-    import pyarrow as pa
-
-    from sgpo.config import load_config
     from sgpo.verl.export import export_for_config, export_held_out_for_config
 
-    def verl_file(path: Path, sources: list[str | None]) -> str:
-        rows = [
-            {
-                "data_source": source,
-                "prompt": [{"role": "user", "content": f"{i} + {i} ="}],
-                "reward_model": {"style": "rule", "ground_truth": str(2 * i)},
-                "extra_info": {"index": i},
-            }
-            for i, source in enumerate(sources)
-        ]
-        pq.write_table(pa.Table.from_pylist(rows), path)
-        return str(path)
+    def own(sources: list[str | None]) -> list[dict]:
+        return [{"data_source": s, "extra_info": {"index": i}} for i, s in enumerate(sources)]
 
-    train = verl_file(tmp_path / "train.parquet", ["openai/gsm8k", "lighteval/MATH", None])
-    test = verl_file(tmp_path / "test.parquet", ["lighteval/MATH", "openai/gsm8k"])
-    files = [f"task.file.train={train}", f"task.file.eval={test}", "task.file.preset=verl"]
-    config = load_config(None, ["task.kind=file", *files])
-    plan = keeping_every_row([f"train:{i}" for i in range(3)])
+    config, plan = verl_file_task(
+        tmp_path,
+        own(["openai/gsm8k", "lighteval/MATH", None]),
+        own(["lighteval/MATH", "openai/gsm8k"]),
+    )
     out = tmp_path / "t.parquet"
     _, said, _ = export_for_config(config, plan, {}, out)
     rows, meta = read_table(out)
@@ -473,29 +460,12 @@ def test_rows_of_a_verl_file_keep_their_own_ability(tmp_path):
     """A verl file's rows keep their own ability label (a GSM8K row "math", a coding row
     "code"), training and held-out rows alike; a row without one gets "sgpo", and the export's
     metadata lists them; a label that is not a non-empty string is refused, naming the row."""
-    import pyarrow as pa
-
-    from sgpo.config import load_config
     from sgpo.verl.export import export_for_config, export_held_out_for_config
 
-    def verl_file(path: Path, abilities: list) -> str:
-        rows = [
-            {
-                "data_source": "openai/gsm8k",
-                "ability": ability,
-                "prompt": [{"role": "user", "content": f"{i} + {i} ="}],
-                "reward_model": {"style": "rule", "ground_truth": str(2 * i)},
-            }
-            for i, ability in enumerate(abilities)
-        ]
-        pq.write_table(pa.Table.from_pylist(rows), path)
-        return str(path)
+    def own(abilities: list) -> list[dict]:
+        return [{"ability": ability} for ability in abilities]
 
-    train = verl_file(tmp_path / "train.parquet", ["math", "code", None])
-    test = verl_file(tmp_path / "test.parquet", ["code", "math"])
-    files = [f"task.file.train={train}", f"task.file.eval={test}", "task.file.preset=verl"]
-    config = load_config(None, ["task.kind=file", *files])
-    plan = keeping_every_row([f"train:{i}" for i in range(3)])
+    config, plan = verl_file_task(tmp_path, own(["math", "code", None]), own(["code", "math"]))
     out = tmp_path / "t.parquet"
     export_for_config(config, plan, {}, out, data_source="mine")
     rows, meta = read_table(out)
@@ -503,30 +473,30 @@ def test_rows_of_a_verl_file_keep_their_own_ability(tmp_path):
     assert meta["export"]["abilities"] == ["code", "math", "sgpo"]
     held_out = export_held_out_for_config(config, tmp_path / "val.parquet")
     assert [r["ability"] for r in read_table(held_out)[0]] == ["code", "math"]
-    blank = verl_file(tmp_path / "blank.parquet", ["math", " "])
-    config = load_config(
-        None, ["task.kind=file", f"task.file.train={blank}", "task.file.preset=verl"]
-    )
-    with pytest.raises(DataError, match=r"blank.parquet: row 1.*'ability' must be a non-empty"):
-        export_for_config(config, plan[:2], {}, out)
+    config, plan = verl_file_task(tmp_path / "blank", own(["math", " "]), own(["math"]))
+    with pytest.raises(DataError, match=r"train.parquet: row 1.*'ability' must be a non-empty"):
+        export_for_config(config, plan, {}, out)
 
 
-def verl_task(tmp_path: Path, infos: list, held_out: list, suffix: str = "parquet"):
-    """A verl-file task whose training rows carry extra_info `infos` (one per row; None: the
-    row has none) and whose held-out rows carry `held_out`, with a plan keeping every row."""
+def verl_file_task(
+    folder: Path, train_own: list[dict], eval_own: list[dict], suffix: str = "parquet"
+):
+    """A verl-file task in folder whose i-th training row asks "i + i =" with the row's own
+    fields train_own[i] (data_source openai/gsm8k unless given), and whose held-out rows carry
+    eval_own likewise, with a plan keeping every training row."""
     import pyarrow as pa
 
     from sgpo.config import load_config
 
-    def verl_file(path: Path, row_infos: list) -> str:
+    def verl_file(path: Path, own: list[dict]) -> str:
         rows = [
             {
                 "data_source": "openai/gsm8k",
                 "prompt": [{"role": "user", "content": f"{i} + {i} ="}],
                 "reward_model": {"style": "rule", "ground_truth": str(2 * i)},
             }
-            | ({} if info is None else {"extra_info": info})
-            for i, info in enumerate(row_infos)
+            | fields
+            for i, fields in enumerate(own)
         ]
         if suffix == "parquet":
             pq.write_table(pa.Table.from_pylist(rows), path)
@@ -534,12 +504,23 @@ def verl_task(tmp_path: Path, infos: list, held_out: list, suffix: str = "parque
             path.write_text("".join(json.dumps(row) + "\n" for row in rows))
         return str(path)
 
-    train = verl_file(tmp_path / f"train.{suffix}", infos)
-    test = verl_file(tmp_path / f"test.{suffix}", held_out)
+    folder.mkdir(parents=True, exist_ok=True)
+    train = verl_file(folder / f"train.{suffix}", train_own)
+    test = verl_file(folder / f"test.{suffix}", eval_own)
     files = [f"task.file.train={train}", f"task.file.eval={test}", "task.file.preset=verl"]
     config = load_config(None, ["task.kind=file", *files])
-    ids = [f"train:{(info or {}).get('index', i)}" for i, info in enumerate(infos)]
-    return config, keeping_every_row(ids)
+    indices = [(own.get("extra_info") or {}).get("index", i) for i, own in enumerate(train_own)]
+    return config, keeping_every_row([f"train:{index}" for index in indices])
+
+
+def verl_task(tmp_path: Path, infos: list, held_out: list, suffix: str = "parquet"):
+    """verl_file_task whose rows carry extra_info `infos` and `held_out` (one per row; None:
+    the row has none)."""
+
+    def own(row_infos: list) -> list[dict]:
+        return [{} if info is None else {"extra_info": info} for info in row_infos]
+
+    return verl_file_task(tmp_path, own(infos), own(held_out), suffix)
 
 
 def keeping_every_row(query_ids: list[str]) -> list[PlanRow]:
