@@ -533,7 +533,7 @@ def test_a_lora_adapter_of_a_relative_model_path_loads_from_anywhere(
     assert type(substituted.model).__name__.startswith("Peft")
     # ... and named as the adapter's base in its identity (sgpo eval's model_sha256), where the
     # base it records is not there to hash
-    assert substituted.substitute_base == tiny_model_dir.name
+    assert substituted.substitute_base == str(tiny_model_dir.resolve())  # from any directory
     with_base = weights_sha256(str(adapter), substituted.substitute_base)
     assert with_base != weights_sha256(str(adapter))
     assert weights_sha256(str(adapter), str(tiny_model_dir.resolve())) == with_base
@@ -769,8 +769,10 @@ def test_lora_targets_training_would_refuse_are_refused_before_the_profile(
     """A mistyped target module, or a tied embedding, was refused only when training loaded
     the model: after the whole profile was paid."""
     for targets, refusal in (
-        (["foo_proj"], r"model.lora.target_modules: \['foo_proj'\] names no module of .*q_proj"),
+        (["foo_proj"], r"model.lora.target_modules: Target modules \{'foo_proj'\} not found"),
         (["lm_head"], "lm_head shares its weight with model.embed_tokens"),
+        (["mlp"], r"model.lora.target_modules: Target module Qwen2MLP\(\n(?s:.*) is not supported"),
+        (["input_layernorm"], "model.lora.target_modules: Target module Qwen2RMSNorm"),
     ):
         config = make_config(tiny_model_dir, model={"lora": {"r": 2, "target_modules": targets}})
         with pytest.raises(ConfigError, match=refusal):

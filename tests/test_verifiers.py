@@ -134,6 +134,7 @@ EQUIVALENT = [
     # ... but a counted noun in \\text{} is what is counted
     ("\\boxed{5 \\text{ quarters}}", "5"),
     ("\\boxed{2 \\text{ times}}", "2"),
+    ("\\boxed{0.5 \\cdot \\pi}", "\\frac{\\pi}{2}"),  # an exact form, not a sum left undone
     # degrees written with the sign, or with a scale after them
     ("\\boxed{25°}", "25"),
     ("\\boxed{25 °C}", "25"),
@@ -180,6 +181,7 @@ NOT_EQUIVALENT = [
     ("\\boxed{\\binom{5}{2}}", "10%"),
     ("\\boxed{5 + 2.5}", "7.5%"),
     ("\\boxed{5 + 2.5}", "7.5"),  # decimals too, as fractions' sums
+    ("\\boxed{\\text{3 halves}}", "3"),  # a fraction's word is its value's
     # a value word in \text{} changes the value as it does written plain
     ("\\boxed{3 \\text{ dozen}}", "3"),
     ("\\boxed{1.5\\text{ million}}", "1.5"),
@@ -527,7 +529,8 @@ def test_expressions_read_as_written() -> None:
         ("\\boxed{¾}", "0.75", 1.0),
         ("The answer is 3 pieces", "3", 1.0),  # "pi" only as a word
         ("The answer is 4 pi", "4", 0.0),
-        ("I used sqrt to get 3", "3", 1.0),  # a root only as sqrt(...)
+        ("The answer is pi/2", "2", 0.0),
+        ("sqrt 2", "2", 0.0),
         # a unit's square or cube in superscript digits is the unit's, as in LaTeX
         ("#### 48 m²", "48", 1.0),
         ("The area is 5 cm²", "5", 1.0),
@@ -611,6 +614,13 @@ def test_numeric_inequality_reference_is_bad(reference: str) -> None:
         # options walked through pick none
         ("Option A: 3, wrong. Option D: 9, wrong.", "D", 0.0),
         ("A is correct? No. B is correct? No.", "B", 0.0),
+        # a pick, then the other options explained in brackets: the pick stands
+        ("I choose C. Checking: (D) fails.", "C", 1.0),
+        ("I choose C. Checking: (D) fails.", "D", 0.0),
+        ("The correct option is C.\n\nWhy not the others:\n- (A) is too small.", "C", 1.0),
+        # a letter the sentence goes on about is no second pick
+        ("The answer is C, A is wrong.", "C", 1.0),
+        ("The answer is C and B is a distractor.", "C", 1.0),
     ],
 )
 def test_multiple_choice(response: str, reference: str, expected: float) -> None:

@@ -467,7 +467,7 @@ def _load_adapter(
                 recorded,
                 own,
             )
-            return model, own
+            return model, str(own_local.resolve()) if own_local.is_dir() else own
     except (OSError, ValueError, RuntimeError):  # not there, or not the adapter's shape
         pass
     raise ConfigError(
@@ -504,25 +504,23 @@ def add_lora(model: PreTrainedModel, lora: LoraSettings, seed: int) -> PreTraine
 
 def check_lora_targets(policy: Policy, lora: LoraSettings | None) -> None:
     """ConfigError for model.lora targets that training would refuse (add_lora): modules the
-    model does not have, or a tied embedding; checked where a profile loads the model, so a
-    mistyped target is named before the profile is paid, not after it."""
-    from peft import LoraConfig
-    from peft.tuners.tuners_utils import check_target_module_exists
-
+    model does not have or LoRA cannot adapt, or a tied embedding; checked where a profile
+    loads the model, by adding the adapter to a weightless (meta-device) copy of the model's
+    architecture, so a mistyped target is named before the profile is paid, not after it."""
     if lora is None or is_adapter(policy.source):  # an adapter given trains as it was made
         return
     refuse_tied_embedding_targets(policy.model, lora.target_modules)
-    if lora.target_modules == "all-linear":  # peft picks the model's linear layers itself
+    try:
+        with torch.device("meta"):
+            skeleton = AutoModelForCausalLM.from_config(base_model(policy.model).config)
+    except Exception:  # noqa: BLE001 - no skeleton to try it on: training will tell
         return
-    settings = LoraConfig(r=lora.r, lora_alpha=lora.alpha, target_modules=lora.target_modules)
-    names = [name for name, _ in policy.model.named_modules()]
-    if not any(check_target_module_exists(settings, name) for name in names):
-        modules = policy.model.named_modules()
-        leaves = sorted({n.rsplit(".", 1)[-1] for n, m in modules if not any(m.children())})
-        raise ConfigError(
-            f"model.lora.target_modules: {lora.target_modules!r} names no module of "
-            f"{policy.source} (its modules' names end in {', '.join(leaves[:12])})"
-        )
+    try:
+        add_lora(skeleton, lora, seed=0)
+    except ConfigError:
+        raise
+    except ValueError as e:  # peft: a module it cannot adapt ("not supported")
+        raise ConfigError(f"model.lora.target_modules: {e}") from e
 
 
 def refuse_tied_embedding_targets(model: PreTrainedModel, targets: str | list[str]) -> None:

@@ -34,6 +34,7 @@ from fractions import Fraction
 import math_verify as mv
 import math_verify.grader
 import math_verify.parser
+import sympy
 
 from sgpo.verify import BadReference, VerifierTimeout
 
@@ -219,11 +220,14 @@ _VALUE_WORDS = frozenset(
     | {"squared", "cubed", "times", "plus", "minus", "over", "divided", "percent"}
 )
 # Of those, the words that change a number's value whatever is counted ("3 \\text{ dozen}" is
-# 36), where "5 \\text{ quarters}" or "2 \\text{ times}" may count coins or repetitions
+# 36, "3 \\text{ halves}" 1.5), where "5 \\text{ quarters}" or "2 \\text{ times}" may count
+# coins or repetitions
 _MULTIPLIERS = frozenset(
     {"pi", "sqrt", "log", "ln", "sin", "cos", "tan", "exp", "squared", "cubed", "percent"}
     | {"hundred", "hundreds", "thousand", "thousands", "million", "millions", "billion"}
     | {"billions", "trillion", "trillions", "dozen", "dozens", "gross"}
+    | {"half", "halves", "third", "thirds", "fourths", "fifths", "plus", "minus", "over"}
+    | {"divided"}
 )
 
 
@@ -397,9 +401,14 @@ _DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?")
 
 def _decimal_number(expression: object) -> bool:
     """A number written with a decimal ("5 + 2.5"), whose rationality sympy leaves unknown:
-    a value to compute, as a fraction's sum is."""
-    atoms = expression.atoms() if getattr(expression, "is_number", False) else ()  # type: ignore[attr-defined]
-    return any(getattr(atom, "is_Float", False) for atom in atoms)
+    a value to compute, as a fraction's sum is; not an exact form with pi or a root
+    ("0.5 \\cdot \\pi"), which may be the answer as written."""
+    if not getattr(expression, "is_number", False):
+        return False
+    atoms = expression.atoms()  # type: ignore[attr-defined]
+    roots = [p for p in expression.atoms(sympy.Pow) if not p.exp.is_Integer]  # type: ignore[attr-defined]
+    plain = all(getattr(atom, "is_Number", False) for atom in atoms) and not roots
+    return plain and any(getattr(atom, "is_Float", False) for atom in atoms)
 
 
 def _undone_computation(parsed: list) -> bool:
@@ -554,7 +563,7 @@ _VULGAR_FRACTION = re.compile(
 # what makes a value more than a number without LaTeX: pi, a root, a power in superscript
 # digits ("4π", "√2", "sqrt(2)", "2²"), which a number beside it is not the value of
 _UNICODE_BEYOND = re.compile(
-    r"[π√∛∜\u00b2\u00b3\u00b9\u2070-\u2079]|(?<![A-Za-z])sqrt\s*\(|(?<=\d)\s*pi(?![A-Za-z])"
+    r"[π√∛∜\u00b2\u00b3\u00b9\u2070-\u2079]|(?<![A-Za-z])(?:sqrt|pi)(?![A-Za-z])"
 )
 # "48 m²", "5 cm²", "7 m³": a unit's square or cube in superscript digits, as _UNIT_POWER's
 _UNICODE_UNIT_POWER = re.compile(
@@ -687,24 +696,26 @@ _CHOICE_PATTERNS = [
     # lower case in brackets or closing the response ("answer is (b)", "Answer: b."), not the
     # article of "the answer is a number"
     re.compile(r"(?i:answer)\s*(?:(?i:is)\s*)?:?\s*[*_]*\s*(?:\(\s*([a-e])\s*\)|([a-e])[\s*_.]*$)"),
-    # the last of: "(C)" (capitals only: "(a)", "(b)" also number the steps of an argument),
     # "the correct option is C", "I choose C", "C is correct." ending its sentence, or a
-    # closing "..., so C."
+    # closing "..., so C." (the last such phrase: over a bracketed letter met after it in the
+    # explanation of the other options)
     re.compile(
-        r"\(([A-E])\)"
-        r"|(?i:option|choice)\s*(?:(?i:is)\s*:?|:)\s*[*_]*\s*\(?\s*([A-E])\b\s*\)?"
+        r"(?i:option|choice)\s*(?:(?i:is)\s*:?|:)\s*[*_]*\s*\(?\s*([A-E])\b\s*\)?"
         r"|(?i:choose|pick|select)\s+[*_]*\(?\s*([A-E])\b\s*\)?"
         r"|(?<![\w(])\(?([A-E])\)?\s+(?i:is)\s+(?i:the\s+)?(?i:correct|right)"
         r"(?:\s+(?i:answer|option|choice))?(?=\s*(?:[.!]|$))"
         r"|\b(?i:so)\s+[*_]*\(?([A-E])\)?[*_]*[.!]?\s*$"
     ),
+    # capitals only: "(a)", "(b)" also number the steps of an argument
+    re.compile(r"\(([A-E])\)"),
 ]
 # a letter a pick goes on with, or follows: "A, B, C or D", "A and C", "(A) or (C)", "A/B",
 # "B, or maybe C"
 _MORE_CHOICES = re.compile(
     r"[*_]*\s*\)?[*_]*\s*(?:,(?:\s*(?:or|and)\b)?|/|\bor\b|\band\b)\s*"
     r"(?:(?:maybe|perhaps|possibly)\s+)?[*_]*\s*"
-    r"(?:\(\s*[A-Ea-e]\s*\)|[A-E]\b)"
+    # another letter, not a sentence about it ("The answer is C, A is wrong.")
+    r"(?:\(\s*[A-Ea-e]\s*\)|[A-E]\b)(?!\s+(?:is|are|was|were|isn't|fails?)\b)"
 )
 _EARLIER_CHOICE = re.compile(r"(?:\(\s*[A-Ea-e]\s*\)|\b[A-E])[*_]*\s*(?:,|/|\bor\b)\s*[*_]*\(?\s*$")
 _LONE_CHOICE = re.compile(r"^[\s*_(]*([A-Ea-e])[\s*_).:]*$")
@@ -712,8 +723,8 @@ _LONE_CHOICE = re.compile(r"^[\s*_(]*([A-Ea-e])[\s*_).:]*$")
 
 def choice_letter(text: str) -> str | None:
     """The letter A-E a response picks, or None. Tried in order: the last \\boxed{X}, the last
-    "answer is (X)" / "Answer: X", the last of "(X)" / "option is X" / "choose X" / "X is
-    correct." / a closing "so X.", a response that is just the letter. A pick beside another
+    "answer is (X)" / "Answer: X", the last "option is X" / "choose X" / "X is correct." / a
+    closing "so X.", the last "(X)", a response that is just the letter. A pick beside another
     letter ("the answer is A, B or C", "(A) or (C)", "B, or maybe C") hedges: None."""
     for pattern in _CHOICE_PATTERNS:
         matches = list(pattern.finditer(text))
