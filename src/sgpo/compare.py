@@ -63,6 +63,7 @@ from sgpo.config import (
     ConfigError,
     RunConfig,
     load_config,
+    override_key,
     refuse_float16_training,
     validation_lines,
 )
@@ -210,11 +211,6 @@ def load_compare_config(
             )
     cfg.overrides += overrides or []
     return cfg, (path.parent / cfg.base).resolve()
-
-
-def override_key(item: str) -> str:
-    """The key an override sets (key=value) or removes (~key)."""
-    return item.removeprefix("~").split("=", 1)[0].strip()
 
 
 def method_config(

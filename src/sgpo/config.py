@@ -949,6 +949,11 @@ def _override_value(item: str, raw: str) -> object:
     return value
 
 
+def override_key(item: str) -> str:
+    """The key an override sets (key=value) or removes (~key)."""
+    return item.removeprefix("~").split("=", 1)[0].strip()
+
+
 def load_config(
     path: str | Path | None, overrides: list[str] | None = None, recorded: bool = False
 ) -> RunConfig:
@@ -970,20 +975,20 @@ def load_config(
             continue
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like key.sub=value or ~key.sub")
-        key, raw = item.split("=", 1)
-        if not key.strip():
+        key, raw = override_key(item), item.split("=", 1)[1]
+        if not key:
             raise ConfigError(f"override {item!r} names no key: it must look like key.sub=value")
         model = tree.get("model")
         lora = model.get("lora") if isinstance(model, dict) else None
-        if key.strip() == "model.lora.save_merged" and lora is None:
+        if key == "model.lora.save_merged" and lora is None:
             # an output setting of a LoRA run would otherwise turn LoRA on, with its defaults
             raise ConfigError(
                 f"override {item!r}: {source} trains no LoRA adapter (no model.lora); set "
                 "model.lora.r (or model.lora={}) to train one"
             )
-        node, last = _section(tree, key.strip())
+        node, last = _section(tree, key)
         node[last] = _override_value(item, raw)
-        set_by[key.strip()] = item
+        set_by[key] = item
     try:
         config = RunConfig.model_validate(tree, context=RECORDED if recorded else None)
         if recorded and set_by:  # what an override sets is new: read as any config is

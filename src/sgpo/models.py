@@ -454,10 +454,9 @@ def _load_adapter(
     try:
         own = model_source(config)
         own_local = Path(own).expanduser()
+        own_path = str(own_local.resolve()) if own_local.is_dir() else own
         if own != source and not is_adapter(own):
-            base = AutoModelForCausalLM.from_pretrained(
-                str(own_local.resolve()) if own_local.is_dir() else own, dtype=dtype
-            )
+            base = AutoModelForCausalLM.from_pretrained(own_path, dtype=dtype)
             with quiet_peft_deprecation():
                 model = PeftModel.from_pretrained(base, adapter, is_trainable=trainable)
             log.warning(
@@ -467,7 +466,7 @@ def _load_adapter(
                 recorded,
                 own,
             )
-            return model, str(own_local.resolve()) if own_local.is_dir() else own
+            return model, own_path
     except (OSError, ValueError, RuntimeError):  # not there, or not the adapter's shape
         pass
     raise ConfigError(
@@ -509,18 +508,12 @@ def check_lora_targets(policy: Policy, lora: LoraSettings | None) -> None:
     architecture, so a mistyped target is named before the profile is paid, not after it."""
     if lora is None or is_adapter(policy.source):  # an adapter given trains as it was made
         return
-    refuse_tied_embedding_targets(policy.model, lora.target_modules)
     try:
         with torch.device("meta"):
             skeleton = AutoModelForCausalLM.from_config(base_model(policy.model).config)
     except Exception:  # noqa: BLE001 - no skeleton to try it on: training will tell
         return
-    try:
-        add_lora(skeleton, lora, seed=0)
-    except ConfigError:
-        raise
-    except ValueError as e:  # peft: a module it cannot adapt ("not supported")
-        raise ConfigError(f"model.lora.target_modules: {e}") from e
+    add_lora(skeleton, lora, seed=0)  # its refusals are training's
 
 
 def refuse_tied_embedding_targets(model: PreTrainedModel, targets: str | list[str]) -> None:

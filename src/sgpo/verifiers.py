@@ -222,13 +222,7 @@ _VALUE_WORDS = frozenset(
 # Of those, the words that change a number's value whatever is counted ("3 \\text{ dozen}" is
 # 36, "3 \\text{ halves}" 1.5), where "5 \\text{ quarters}" or "2 \\text{ times}" may count
 # coins or repetitions
-_MULTIPLIERS = frozenset(
-    {"pi", "sqrt", "log", "ln", "sin", "cos", "tan", "exp", "squared", "cubed", "percent"}
-    | {"hundred", "hundreds", "thousand", "thousands", "million", "millions", "billion"}
-    | {"billions", "trillion", "trillions", "dozen", "dozens", "gross"}
-    | {"half", "halves", "third", "thirds", "fourths", "fifths", "plus", "minus", "over"}
-    | {"divided"}
-)
+_MULTIPLIERS = _VALUE_WORDS - {"score", "quarter", "quarters", "times"}
 
 
 # A short answer's math delimiters ("$72$ clips", "\\(72\\)"); an escaped \\$ is currency
@@ -730,10 +724,11 @@ def choice_letter(text: str) -> str | None:
         matches = list(pattern.finditer(text))
         if matches:
             last = matches[-1]
-            before = text[: last.start(next(i for i, g in enumerate(last.groups(), 1) if g))]
+            picked = next(i for i, group in enumerate(last.groups(), 1) if group)
+            before = text[: last.start(picked)]
             if _MORE_CHOICES.match(text, last.end()) or _EARLIER_CHOICE.search(before):
                 return None
-            return next(group for group in last.groups() if group).upper()
+            return last.group(picked).upper()
     match = _LONE_CHOICE.match(text)
     return match.group(1).upper() if match else None
 

@@ -810,8 +810,8 @@ def load_split(
             if (found := _row_in_data_file(source, row)) is None:
                 raise
             raise DataError(f"{e} (row {row} is {found})") from None
-        chat = get_field(record, mapping.prompt_field)
-        if mapping.preset == "verl" and _unused_messages(chat, system_prompt):
+        verl = mapping.preset == "verl"
+        if verl and _unused_messages(get_field(record, mapping.prompt_field), system_prompt):
             unused.append(where)
     if not queries:
         raise DataError(f"{source.label}: no rows")
