@@ -140,6 +140,13 @@ EQUIVALENT = [
     ("\\boxed{25 °C}", "25"),
     ("\\boxed{25^\\circ C}", "25"),
     ("\\boxed{25}", "25°"),
+    # vulgar fractions are their values, alone, in a mixed number, with a unit after them
+    ("\\boxed{1½}", "3/2"),
+    ("\\boxed{½}", "0.5"),
+    ("\\boxed{-1½}", "-1.5"),
+    ("\\boxed{3/2}", "1½"),
+    ("\\boxed{2¾ cups}", "11/4"),
+    ("\\boxed{3/4 cups}", "0.75"),
 ]
 
 NOT_EQUIVALENT = [
@@ -186,6 +193,9 @@ NOT_EQUIVALENT = [
     ("\\boxed{3 \\text{ dozen}}", "3"),
     ("\\boxed{1.5\\text{ million}}", "1.5"),
     ("\\boxed{26°}", "25"),
+    ("\\boxed{1½}", "1"),
+    ("\\boxed{1½}", "0.5"),
+    ("\\boxed{3/4 x}", "0.75"),  # a fraction of a variable
 ]
 
 

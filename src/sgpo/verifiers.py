@@ -203,11 +203,12 @@ def drop_thousands_separators(text: str) -> str:
     return "".join(out) + text[last:]
 
 
-# "$18", "\$18", "18 dollars", "18.5 cm", "-3 apples", "5kg": a plain number with a currency
-# sign in front and/or unit words behind. Unit words stand apart from the number; attached, only
-# a few common units count, since "6i", "2x" or "5e" are not a number with a unit.
+# "$18", "\$18", "18 dollars", "18.5 cm", "-3 apples", "5kg", "3/4 cups": a plain number (or
+# fraction) with a currency sign in front and/or unit words behind. Unit words stand apart
+# from the number; attached, only a few common units count, since "6i", "2x" or "5e" are not a
+# number with a unit.
 _NUMBER_WITH_UNITS = re.compile(
-    r"^(?:\\?\$)?\s*(?P<number>[-+]?\d+(?:\.\d+)?)"
+    r"^(?:\\?\$)?\s*(?P<number>[-+]?\d+(?:\.\d+)?(?:/\d+)?)"
     r"(?:\s+(?P<words>[A-Za-z][A-Za-z .'/-]*)|(?:cm|mm|km|kg|mg|lbs?|oz|ft|mph|hrs?|mins?))?$"
 )
 # Words after a number that make it an expression or change its value, not a unit: "4 pi",
@@ -239,10 +240,11 @@ _DEGREE_SIGN = re.compile(r"\s*(?:°|\^\s*\{?\s*\\circ\s*\}?)")
 
 def normalize_answer(text: str) -> str:
     """A short final-answer string made friendly to math-verify: markdown, math delimiters and
-    a trailing full stop removed, thousands separators dropped, a plain number stripped of
+    a trailing full stop removed, vulgar fractions written as a/b, thousands separators dropped, a plain number stripped of
     currency and units (written in words or in LaTeX's \\text)."""
     text = _MARKDOWN.sub("", text.strip())
-    text = text.rstrip(".").strip()
+    # "1½" as "3/2": math-verify reads no vulgar fraction
+    text = _VULGAR_FRACTION.sub(_plain_vulgar_fraction, text.rstrip(".")).strip()
     text = _DELIMITED.sub(lambda m: m[1] or m[2], text)
     text = drop_thousands_separators(_LATEX_THOUSANDS.sub("", text))
     spelled = " ".join(_LATEX_WORDS.sub(r" \1 ", _LATEX_SPACE.sub(" ", text)).split())
