@@ -133,6 +133,31 @@ def test_verl_preset(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
         load_file_task(file_cfg(train=str(text_prompts), preset="verl"))
 
 
+def test_verl_columns_sgpo_does_not_carry_are_named(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A verl row's columns besides those sgpo reads (an agent loop's agent_name, images) are
+    neither profiled nor exported: said once per split, naming each and its first row."""
+    rows = verl_rows(3)
+    load_file_task(file_cfg(train=str(write_parquet(tmp_path / "t.parquet", rows)), preset="verl"))
+    assert "neither read nor exported" not in caplog.text  # verl's own columns are all read
+    rows[1]["agent_name"] = "tool_agent"
+    rows[2] |= {"agent_name": "tool_agent", "images": ["a.png"]}
+    jsonl = tmp_path / "t.jsonl"
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    # a parquet file has each column in every row, null where a row has no value
+    table = [{"agent_name": None, "images": None} | r for r in rows]
+    for path, first in (
+        (jsonl, "row 1 (line 2)"),
+        (write_parquet(tmp_path / "t.parquet", table), "row 1"),
+    ):
+        caplog.clear()
+        load_file_task(file_cfg(train=str(path), preset="verl"))
+        text = " ".join(caplog.text.split())
+        assert f"{path}: column(s) agent_name, images are neither read nor exported" in text
+        assert f"(the first row with each: agent_name: {path}: {first}; images" in text
+
+
 def test_a_verl_rows_data_source_is_a_name_or_absent(tmp_path: Path) -> None:
     rows = verl_rows(3)
     rows[0]["data_source"] = None

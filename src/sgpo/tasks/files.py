@@ -802,7 +802,10 @@ def load_split(
     message may repeat (said when it does not)."""
     queries = []
     unused: list[str] = []  # verl preset: rows with messages sgpo does not prompt with
-    for row, record, line in iter_rows(source, limit, mapping.columns()):
+    # verl preset: the top-level columns sgpo neither reads nor exports, with the first row of each
+    unread: dict[str, str] = {}
+    read = mapping.columns()
+    for row, record, line in iter_rows(source, limit, read):
         where = row_label(source.label, row, line)
         try:
             queries.append(_query(record, mapping, source, row, line, where))
@@ -810,9 +813,13 @@ def load_split(
             if (found := _row_in_data_file(source, row)) is None:
                 raise
             raise DataError(f"{e} (row {row} is {found})") from None
-        verl = mapping.preset == "verl"
-        if verl and _unused_messages(get_field(record, mapping.prompt_field), system_prompt):
+        if mapping.preset != "verl":
+            continue
+        if _unused_messages(get_field(record, mapping.prompt_field), system_prompt):
             unused.append(where)
+        for column, value in record.items():  # a parquet file's null is no value
+            if value is not None and column not in read:
+                unread.setdefault(column, where)
     if not queries:
         raise DataError(f"{source.label}: no rows")
     _warn_of_missing_value_answers(source.label, queries)
@@ -828,6 +835,17 @@ def load_split(
             len(queries),
             unused[0],
             system_prompt,
+        )
+    if unread:
+        log.warning(
+            "%s: column(s) %s are neither read nor exported by sgpo (the first row with each: "
+            "%s); it reads %s, so what verl would take from the others (an agent loop's "
+            "agent_name, images, tools_kwargs) is not in the profile or the export: put what a "
+            "reward function needs in extra_info",
+            source.label,
+            ", ".join(sorted(unread)),
+            "; ".join(f"{column}: {where}" for column, where in sorted(unread.items())),
+            ", ".join(sorted(column for column in read if "." not in column)),
         )
     return queries
 
