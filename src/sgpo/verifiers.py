@@ -240,8 +240,9 @@ _DEGREE_SIGN = re.compile(r"\s*(?:°|\^\s*\{?\s*\\circ\s*\}?)")
 
 def normalize_answer(text: str) -> str:
     """A short final-answer string made friendly to math-verify: markdown, math delimiters and
-    a trailing full stop removed, vulgar fractions written as a/b, thousands separators dropped, a plain number stripped of
-    currency and units (written in words or in LaTeX's \\text)."""
+    a trailing full stop removed, vulgar fractions written as a/b, thousands separators
+    dropped, a plain number stripped of currency and units (written in words or in LaTeX's
+    \\text)."""
     text = _MARKDOWN.sub("", text.strip())
     # "1½" as "3/2": math-verify reads no vulgar fraction
     text = _VULGAR_FRACTION.sub(_plain_vulgar_fraction, text.rstrip(".")).strip()
