@@ -1072,3 +1072,10 @@ def test_a_bad_row_of_a_folder_of_data_files_names_the_file_it_is_in(tmp_path: P
     )
     with pytest.raises(DataError, match=r"row 1: .*\(row 1 is row 0 of .*part-1.parquet\)"):
         load_file_task(file_cfg(train=str(folder), preset="plain"))
+    for part in folder.iterdir():
+        part.unlink()
+    # a CSV shard's row by the line it starts on: after its header, a blank line and a quoted
+    # cell over two lines
+    (folder / "part-0.csv").write_text('prompt,answer\n\n"1+\n1=",2\n2+2=,\n')
+    with pytest.raises(DataError, match=r"row 1: .*\(row 1 is line 5 of .*part-0.csv\)"):
+        load_file_task(file_cfg(train=str(folder), preset="plain"))

@@ -469,8 +469,8 @@ def _row_in_data_file(source: Source, row: int) -> str | None:
 
 
 def _data_file_row_lines(path: Path) -> list[str] | None:
-    """Each row of a .jsonl, .csv or .parquet data file, as where it is ("line 3", "row 2");
-    None for other files."""
+    """Each row of a .jsonl, .csv or .parquet data file, as where it is (a text file's "line 3",
+    a parquet file's "row 2"); None for other files."""
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         import pyarrow.parquet as pq
@@ -479,11 +479,17 @@ def _data_file_row_lines(path: Path) -> list[str] | None:
     if suffix == ".jsonl":
         with path.open("rb") as f:
             return [f"line {n}" for n, line in enumerate(f, start=1) if line.strip()]
-    if suffix == ".csv":
+    if suffix == ".csv":  # by the line a record starts on, as a .csv file of its own is
         with path.open(newline="", encoding="utf-8", errors="replace") as f:
             reader = csv.reader(f)
             next(reader, None)  # the header
-            return [f"row {i}" for i, cells in enumerate(r for r in reader if r)]
+            starts = []
+            start = reader.line_num + 1
+            for cells in reader:  # a quoted cell may span lines
+                if cells:  # a blank line is not a row
+                    starts.append(f"line {start}")
+                start = reader.line_num + 1
+            return starts
     return None
 
 
