@@ -1,11 +1,13 @@
 """Integration: profile -> plan -> train -> eval -> report on the tiny embedded model, each
 stage through the CLI as a user runs it, checking the files every stage hands to the next."""
 
+import inspect
 import json
 import warnings
 from pathlib import Path
 
 import pytest
+import typer
 from tiny_run import tiny_tree, write_config
 from typer.testing import CliRunner
 
@@ -14,6 +16,7 @@ from sgpo.config import RunConfig
 from sgpo.errors import SgpoWarning
 from sgpo.io import read_jsonl, read_table
 from sgpo.rundir import file_sha256, written_by_sgpo
+from sgpo.verl.cli import verl_app
 
 SUMMARY_KEYS = {
     "initial_eval_acc",
@@ -457,3 +460,14 @@ def test_sgpo_show_lists_a_plans_queries_in_curriculum_order(tmp_path: Path) -> 
     assert "q-late" not in first.output and "1 of 3 rows shown (--limit 1" in first.output
     bad = CliRunner().invoke(app, ["show", str(plan), "--reason", "dropped"])
     assert bad.exit_code == 2 and "--reason must be kept, trivial or unsolvable" in bad.output
+
+
+@pytest.mark.parametrize("cli", [app, verl_app], ids=["sgpo", "sgpo.verl.cli"])
+def test_help_lists_each_command_with_its_summary_unbroken(cli: typer.Typer) -> None:
+    """--help lists each command with its docstring's first paragraph, whose line breaks in
+    the source do not break the line (on a terminal wide enough for the summary)."""
+    output = CliRunner().invoke(cli, ["--help"], env={"COLUMNS": "400"}).output
+    for command in cli.registered_commands:
+        summary = " ".join(inspect.cleandoc(command.callback.__doc__).split("\n\n")[0].split())
+        if len(summary) < 300:
+            assert any(summary in line for line in output.splitlines()), (command.name, output)

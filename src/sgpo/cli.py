@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from sgpo.cli_help import one_line_summaries
 from sgpo.config import RunConfig, load_config
 from sgpo.errors import USER_ERRORS, ConfigError, SgpoWarning, TrainingStopped
 
@@ -841,6 +842,8 @@ def _register_verl_commands() -> None:
 
 
 _register_verl_commands()
+one_line_summaries(app)
+one_line_summaries(profile_app)
 
 if __name__ == "__main__":
     app()

@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from sgpo.cli_help import one_line_summaries
 from sgpo.errors import DataError
 
 if TYPE_CHECKING:
@@ -697,6 +698,8 @@ def compare_runs(paths: list[Path], shape: ModelShape | None, out: Path | None) 
         atomic_write_text(out, "".join(lines))
         console.print(f"per-step rows written to {out}")
 
+
+one_line_summaries(verl_app)
 
 if __name__ == "__main__":
     verl_app()
