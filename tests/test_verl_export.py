@@ -807,6 +807,26 @@ def test_verl_run_flops_estimates_rollouts_without_the_dataset():
     assert verl_run_flops(flat, SHAPE, False, 1, rollouts_per_step=[3])[0]["rollouts"] == 3
 
 
+def test_estimated_rollouts_leave_verls_padding_out_of_the_count():
+    """perf/total_num_tokens holds verl's padding sequences (128 tokens each, up to a multiple
+    of batch_multiple): with the multiple given, 5 rollouts of 20 + 5 tokens and 3 padding
+    sequences (509 tokens) are 5 rollouts and 3 padding sequences, not 20 and 4."""
+    record = {
+        "training/global_step": 1,
+        "prompt_length/mean": 20.0,
+        "response_length/mean": 5.0,
+        "perf/total_num_tokens": 5 * 25 + 3 * 128,
+    }
+    (row,) = verl_run_flops([record], SHAPE, False, 1, batch_multiple=8)
+    assert (row["rollouts_trained"], row["padding_sequences"]) == (5, 3)
+    exact = verl_run_flops([record], SHAPE, False, 1, rollouts_per_step=[5], batch_multiple=8)[0]
+    assert row["flops_total"] == pytest.approx(exact["flops_total"])
+    # whatever the padding, the count read back is the one the tokens were made of
+    for n in range(1, 40):
+        record["perf/total_num_tokens"] = n * 25 + (-n) % 8 * 128
+        assert verl_run_flops([record], SHAPE, False, 1, batch_multiple=8)[0]["rollouts"] == n
+
+
 def test_read_verl_metrics_merges_files_and_orders_steps(tmp_path):
     lines = verl_log_lines(3)
     first = tmp_path / "run.jsonl"

@@ -623,8 +623,9 @@ def flops(
     console.print(table)
     if any(r["rollouts_source"] == "estimated" for r in rows):
         console.print(
-            "rollout counts estimated from perf/total_num_tokens (includes verl's "
-            "padding sequences); pass --data and --train-batch-size for exact counts"
+            "rollout counts estimated from perf/total_num_tokens (which includes verl's "
+            "padding sequences: taken out with --batch-multiple, counted as rollouts "
+            "without it); pass --data and --train-batch-size for exact counts"
         )
     if dapo_group_size is None and any(
         record.get(key) for record in records for key in (DAPO_EVICTED, DAPO_SURPLUS)

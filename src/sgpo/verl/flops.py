@@ -171,7 +171,7 @@ def verl_run_flops(
         validation = {k: v for k, v in record.items() if k.startswith(VAL_PREFIXES)}
         if PROMPT_MEAN in record and RESPONSE_MEAN in record:
             p, r = _count(record, PROMPT_MEAN), _count(record, RESPONSE_MEAN)
-            n, source = _rollouts(record, step, p, r, rollouts_per_step)
+            n, source = _rollouts(record, step, p, r, rollouts_per_step, batch_multiple)
         elif PROMPT_MEAN in record or RESPONSE_MEAN in record:  # verl logs the two together
             missing = RESPONSE_MEAN if PROMPT_MEAN in record else PROMPT_MEAN
             raise DataError(
@@ -224,8 +224,30 @@ def verl_run_flops(
     return out
 
 
+def _estimated_rollouts(total_tokens: float, per_rollout: float, batch_multiple: int | None) -> int:
+    """The trained rollouts n a step's perf/total_num_tokens counts: n * per_rollout (the mean
+    lengths' sum) plus, with batch_multiple, verl's padding sequences ((-n) mod batch_multiple
+    of them, 128 tokens each), which the token count holds and the mean lengths do not. Of the
+    n that could have made the count, the one whose total is nearest it."""
+    if not batch_multiple:
+        return round(total_tokens / per_rollout)
+    padding_tokens = PADDING_PROMPT_TOKENS + PADDING_RESPONSE_TOKENS
+    fewest = math.floor((total_tokens - (batch_multiple - 1) * padding_tokens) / per_rollout)
+    most = math.ceil(total_tokens / per_rollout)
+
+    def miss(n: int) -> float:
+        return abs(n * per_rollout + (-n) % batch_multiple * padding_tokens - total_tokens)
+
+    return min(range(max(fewest, 1), max(most, 1) + 1), key=miss)
+
+
 def _rollouts(
-    record: dict, step: int, p: float, r: float, rollouts_per_step: list[int] | None
+    record: dict,
+    step: int,
+    p: float,
+    r: float,
+    rollouts_per_step: list[int] | None,
+    batch_multiple: int | None,
 ) -> tuple[int, str]:
     if GENERATED_METRIC in record:  # skips on history: the dataset's order says nothing
         return round(_count(record, GENERATED_METRIC)), "logged"
@@ -234,7 +256,7 @@ def _rollouts(
             raise DataError(f"step {step}: verl counts training steps from 1")
         return int(rollouts_per_step[(step - 1) % len(rollouts_per_step)]), "dataset"
     if TOTAL_TOKENS in record and p + r > 0:
-        return round(_count(record, TOTAL_TOKENS) / (p + r)), "estimated"
+        return _estimated_rollouts(_count(record, TOTAL_TOKENS), p + r, batch_multiple), "estimated"
     raise DataError(
         f"step {step}: no {TOTAL_TOKENS!r} to estimate the rollout count from; pass the exported "
         f"parquet and train_batch_size"
