@@ -86,6 +86,7 @@ def make_trainer(
     tmp_path: Path,
     reward: object = hashed_reward,
     peft_config: LoraConfig | None = None,
+    eval_dataset: object = None,
     **config: object,
 ) -> SGPOTrainer:
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -113,6 +114,7 @@ def make_trainer(
         args=args,
         processing_class=tokenizer,
         peft_config=peft_config,
+        eval_dataset=eval_dataset,
     )
 
 
@@ -528,13 +530,29 @@ def test_completions_table_keeps_a_reward_functions_extra_columns_aligned(
         log_extra("prompt_seen", list(prompts))
         return [float(i % 2) for i in range(len(completions))]
 
-    trainer = make_trainer(model_dir, plan_path, tmp_path, reward, log_completions=True, **drawing)
+    # evaluations, as plain GRPO (their rows' column kept), at step 2 and after the last
+    evaluated = {"eval_strategy": "steps", "eval_steps": 2, "per_device_eval_batch_size": 2}
+    trainer = make_trainer(
+        model_dir,
+        plan_path,
+        tmp_path,
+        reward,
+        eval_dataset=plan_dataset(plan_path).select(range(2)),
+        log_completions=True,
+        **drawing | evaluated,
+    )
     trainer.train()  # TRL builds the table from these columns at every log
     logs = trainer._logs
-    if drawing:  # responses drawn beyond the rows would not line up: the column is dropped
-        assert "prompt_seen" not in logs["extra"]
+    assert any("eval_reward" in h for h in trainer.state.log_history)
+    # the table ends with the last evaluation's rows, after the training rows of its step
+    seen, prompts = list(logs["extra"]["prompt_seen"]), list(logs["prompt"])
+    assert len(seen) == len(prompts) and all(
+        v in (None, p) for v, p in zip(seen, prompts, strict=True)
+    )
+    if drawing:  # responses drawn beyond the rows would not line up: training's are dropped
+        assert None in seen and seen[-2:] == prompts[-2:]
     else:
-        assert list(logs["extra"]["prompt_seen"]) == list(logs["prompt"])
+        assert seen == prompts
         for h in (h for h in trainer.state.log_history if "reward" in h):  # drawn = the rows
             assert h["sgpo/reward_generated_mean"] == pytest.approx(h["reward"])
 

@@ -1236,7 +1236,15 @@ class SGPOTrainer(GRPOTrainer):
     # ------------------------------------------------------------------------ the batch
     def _generate_and_score_completions(self, inputs: list[dict]) -> dict[str, Any]:
         if not self.model.training or GROUP_KEY not in inputs[0]:
-            return super()._generate_and_score_completions(inputs)
+            opened_before = set(self._logs["extra"])
+            output = super()._generate_and_score_completions(inputs)
+            # a log_extra column this batch opened (training's growth and down-sampling drop
+            # theirs, _score) has no value for the table's earlier rows: TRL's table indexes
+            # every column as far as its prompts
+            for name, column in self._logs["extra"].items():
+                if name not in opened_before:
+                    column.extendleft([None] * (len(self._logs["prompt"]) - len(column)))
+            return output
         group_ids = torch.tensor([x[GROUP_KEY] for x in inputs])
         rows = [{k: v for k, v in x.items() if k not in SGPO_KEYS} for x in inputs]
         planned_num_generations = self.num_generations
@@ -1359,19 +1367,16 @@ class SGPOTrainer(GRPOTrainer):
     def _drop_padding_from_logs(self, keep: list[bool], real_advantages: list[float]) -> None:
         """The completions table (TRL's _logs) without the padding rows of the last batch."""
         logs = self._logs
-        logged = [logs["extra"][name] for name in self._table_columns]
+        for name, column in logs["extra"].items():
+            if name not in self._table_columns:  # none from this batch: as long as the others
+                column.extend([None] * len(keep))
+        logged = logs["extra"].values()
         for column in (logs["prompt"], logs["completion"], *logs["rewards"].values(), *logged):
             tail = [column.pop() for _ in keep][::-1]
             column.extend(v for v, k in zip(tail, keep, strict=True) if k)
         for _ in keep:
             logs["advantages"].pop()
         logs["advantages"].extend(real_advantages)
-        # A column a reward function logged for an earlier batch only has no value for this
-        # one's rows (TRL's table needs its columns as long as the prompts)
-        for name, column in logs["extra"].items():
-            if name not in self._table_columns:
-                column.clear()
-                column.extend([None] * len(logs["prompt"]))
 
     def _observe(
         self, query_ids: list[str], group_ids: torch.Tensor, rewards: torch.Tensor
