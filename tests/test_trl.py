@@ -87,6 +87,7 @@ def make_trainer(
     reward: object = hashed_reward,
     peft_config: LoraConfig | None = None,
     eval_dataset: object = None,
+    train_dataset: object = None,
     **config: object,
 ) -> SGPOTrainer:
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -115,6 +116,7 @@ def make_trainer(
         processing_class=tokenizer,
         peft_config=peft_config,
         eval_dataset=eval_dataset,
+        train_dataset=train_dataset,
     )
 
 
@@ -739,6 +741,39 @@ def test_a_resume_counts_the_verifiers_errors_from_the_checkpoints(
     assert counted[-1] == verifier.stats.errors - before < verifier.stats.errors
 
 
+def test_an_evaluations_verifier_failures_are_checked_over_the_pass_and_not_trainings(
+    model_dir: str, plan_path: Path, tmp_path: Path
+) -> None:
+    """An evaluation's verifier calls are checked over its whole pass, as sgpo eval checks
+    its held-out queries (one batch of two completions all failing is no broken verifier),
+    and are not counted in the run's sgpo/verifier_errors_cum, which counts training's."""
+    from datasets import Dataset
+
+    def trainer(eval_answers: list[str]) -> SGPOTrainer:
+        evaluated = plan_dataset(plan_path).select(range(len(eval_answers)))
+        return make_trainer(
+            model_dir,
+            plan_path,
+            tmp_path,
+            VerifierReward("bad_verifiers:raising_on_odd"),  # raises on an odd answer
+            eval_dataset=Dataset.from_dict(evaluated.to_dict() | {"answer": eval_answers}),
+            train_dataset=plan_dataset(plan_path).map(lambda _: {"answer": "2"}),
+            eval_strategy="steps",
+            eval_steps=2,
+            per_device_eval_batch_size=2,  # one query's two completions per batch
+        )
+
+    run = trainer(["1", "2"])  # the first batch fails whole, the second does not
+    run.train()
+    evaluations = [h for h in run.state.log_history if "eval_reward" in h]
+    assert len(evaluations) == 2  # at step 2 and after the last
+    failed = run.reward_funcs[0].verifier.stats.errors
+    assert failed == 2 * 2  # each evaluation's odd answer, two completions
+    assert [h["sgpo/verifier_errors_cum"] for h in run.state.log_history if "loss" in h] == [0] * 3
+    with pytest.raises(DataError, match=r"all 4 calls on the evaluation of 4 completions failed"):
+        trainer(["1", "3"]).train()
+
+
 def test_a_resume_on_the_same_trainer_replays_the_checkpoints_batches(
     model_dir: str, plan_path: Path, tmp_path: Path
 ) -> None:
@@ -1226,8 +1261,24 @@ def test_a_verifier_reward_is_checked_against_the_dataset_and_the_profile(
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     args = SGPOConfig(output_dir=str(tmp_path), use_cpu=True, per_device_train_batch_size=6)
     reward = verifier_reward("sgpo.verifiers:numeric", answer_column="solution")
-    with pytest.raises(ValueError, match=r"no column 'solution'.*\['query_id', 'prompt'"):
+    with pytest.raises(ValueError, match=r"^train_dataset has no column 'solution'.*\['query_id'"):
         SGPOTrainer(model, reward, plan_path, args, processing_class=tokenizer)
+    # and the held-out rows, named as passed (one dataset, or each of a dict)
+    with_solutions = plan_dataset(plan_path).rename_column("answer", "solution")
+    for held_out, label in (
+        (plan_dataset(plan_path), "eval_dataset"),
+        ({"a": with_solutions, "b": plan_dataset(plan_path)}, "eval_dataset\\['b'\\]"),
+    ):
+        with pytest.raises(ValueError, match=rf"^{label} has no column 'solution'"):
+            SGPOTrainer(
+                model,
+                reward,
+                plan_path,
+                args,
+                train_dataset=with_solutions,
+                eval_dataset=held_out,
+                processing_class=tokenizer,
+            )
     # a dataset of the user's own without the plan's ids: told what they look like
     own = plan_dataset(plan_path).remove_columns("query_id")
     with pytest.raises(ValueError, match=r"no column 'query_id' \(the plan's query ids, e\.g\. "

@@ -76,7 +76,7 @@ class VerifierReward:
         if self.answer_column not in columns:
             present = sorted(k for k in columns if k not in TRL_REWARD_ARGUMENTS)
             raise KeyError(
-                f"reward {self.__name__}: the training rows have no column "
+                f"reward {self.__name__}: the rows it scores have no column "
                 f"{self.answer_column!r} (the reference answers), only {present}; pass "
                 "answer_column=... or add the column"
             )

@@ -463,12 +463,13 @@ class SGPOTrainer(GRPOTrainer):
             # with several processes a batch's rows are scored in one call per process: a
             # verifier failing on every response of the batch is checked over all of them
             reward.checks_each_batch = self.accelerator.num_processes == 1
-            if reward.answer_column not in train_dataset.column_names:
-                raise ValueError(
-                    f"train_dataset has no column {reward.answer_column!r}, the reference "
-                    f"answers reward {reward.__name__} scores against; its columns are "
-                    f"{train_dataset.column_names} (verifier_reward(..., answer_column=...))"
-                )
+            for label, dataset in self._datasets_scored(train_dataset):
+                if reward.answer_column not in dataset.column_names:
+                    raise ValueError(
+                        f"{label} has no column {reward.answer_column!r}, the reference "
+                        f"answers reward {reward.__name__} scores against; its columns are "
+                        f"{dataset.column_names} (verifier_reward(..., answer_column=...))"
+                    )
         self._warn_unlike_the_profile(plan, train_dataset)
         self._warn_of_checkpoints_inside_a_generation_batch()
         if args.num_generations != _default("num_generations"):  # GRPOTrainer's group size
@@ -1055,10 +1056,11 @@ class SGPOTrainer(GRPOTrainer):
             self.reward_funcs, self.reward_processing_classes, self.reward_func_names = every
 
     @contextmanager
-    def _verifiers_checked_once(self) -> Iterator[None]:
+    def _verifiers_checked_once(self, scored: str = "a batch") -> Iterator[None]:
         """The verifier calls made inside checked together when it ends (summed over the
         processes), as one batch: a round of extra responses may hold a single one, whose
-        failing is no sign of a broken verifier."""
+        failing is no sign of a broken verifier. scored: what the calls scored, for the
+        message."""
         rewards = self._verifier_rewards
         before = [reward.verifier.stats.counts() for reward in rewards]
         checks = [reward.checks_each_batch for reward in rewards]
@@ -1069,7 +1071,7 @@ class SGPOTrainer(GRPOTrainer):
         finally:
             for reward, check in zip(rewards, checks, strict=True):
                 reward.checks_each_batch = check
-        self._stop_if_every_verifier_call_failed(before)
+        self._stop_if_every_verifier_call_failed(before, scored)
 
     def _generate_quietly(self, prompts: list) -> tuple:
         """GRPOTrainer's generation of one completion per prompt, its token count and
@@ -1170,7 +1172,9 @@ class SGPOTrainer(GRPOTrainer):
             self._stop_if_every_verifier_call_failed(before)
         return rewards
 
-    def _stop_if_every_verifier_call_failed(self, before: list[tuple[int, int, int]]) -> None:
+    def _stop_if_every_verifier_call_failed(
+        self, before: list[tuple[int, int, int]], scored: str = "a batch"
+    ) -> None:
         """Stop when every verifier call since `before` (counts()) failed, on all processes
         together (each scores its own rows). A collective call: every process makes it."""
         if not self._verifier_rewards:
@@ -1183,7 +1187,7 @@ class SGPOTrainer(GRPOTrainer):
         made = self.accelerator.reduce(made, reduction="sum").tolist()
         over = " (over all processes)" if self.accelerator.num_processes > 1 else ""
         for verifier, counts in zip(verifiers, made, strict=True):
-            on = f"a batch of {counts[0]} completions{over}"
+            on = f"{scored} of {counts[0]} completions{over}"
             stop_if_every_call_failed(verifier.spec, tuple(counts), on)
 
     def _rewards_of_the_batch(
@@ -1433,6 +1437,29 @@ class SGPOTrainer(GRPOTrainer):
             "batches_observed": self.schedule.batches_observed,
             "drawn": self.plan_sampler.drawn,
         }
+
+    def _datasets_scored(self, train_dataset: Dataset) -> list[tuple[str, Any]]:
+        """The datasets whose rows the reward functions score, named as the caller passed them:
+        train_dataset, and eval_dataset (each of a dict of them) where it has columns."""
+        evaluated = self.eval_dataset
+        named = evaluated.items() if isinstance(evaluated, dict) else [(None, evaluated)]
+        return [("train_dataset", train_dataset)] + [
+            ("eval_dataset" if key is None else f"eval_dataset[{key!r}]", dataset)
+            for key, dataset in named
+            if getattr(dataset, "column_names", None) is not None
+        ]
+
+    def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
+        """TRL's evaluation, whose verifier calls are checked over the whole pass, as sgpo
+        eval checks its held-out queries (a few completions of one batch all failing are no
+        sign of a broken verifier), and are left out of the run's sgpo/verifier_*_cum, which
+        count training's calls. A collective call, as TRL's."""
+        before = self._verifier_counts()
+        with self._verifiers_checked_once("the evaluation"):
+            metrics = super().evaluate(*args, **kwargs)
+        for name, count in self._verifier_counts().items():
+            self._verifier_counts_offset[name] -= count - before[name]
+        return metrics
 
     def _init_training_state(
         self,
