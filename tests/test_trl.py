@@ -173,7 +173,8 @@ def test_plan_drives_generation_advantages_and_loss(
     assert [runs(rows) for rows in generated] == expected
     sum_g = sum(g for batch in EXPECTED_BATCHES for _, g in batch)
     assert len(new_tokens) == sum_g == trainer.sgpo_rollouts
-    assert sum(new_tokens) == trainer.sgpo_tokens_generated
+    # counted from the profile's tokens (its 6 queries' k = 4 samples of 2), as sgpo train's
+    assert sum(new_tokens) + 6 * 4 * 2 == trainer.sgpo_tokens_generated
 
     assert len(batches) == 3
     for (inputs, output), planned in zip(batches, EXPECTED_BATCHES, strict=True):
@@ -983,7 +984,7 @@ def test_grow_until_mixed_trains_a_balanced_subset_with_whole_group_advantages(
     # every response generated is charged once; the trained rows keep the plan's shape
     assert len(generated_rows) == sum(len(w) for *_, ws in seen for w in ws.values())
     assert len(generated_rows) == trainer.sgpo_rollouts == reward.scored
-    assert sum(generated_rows) == trainer.sgpo_tokens_generated
+    assert sum(generated_rows) + 6 * 4 * 2 == trainer.sgpo_tokens_generated  # + the profile's
     logs = [h for h in trainer.state.log_history if "sgpo/grown_groups" in h]
     assert [h["sgpo/batch_rollouts"] for h in logs] == [3, 6, 3]
     assert sum(h["sgpo/rollouts"] for h in logs) == len(generated_rows)
