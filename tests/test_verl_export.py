@@ -27,6 +27,8 @@ from sgpo.verl import reward
 from sgpo.verl.cli import fail, model_shape_from_dir, verl_app
 from sgpo.verl.downsample import (
     DOWNSAMPLED_METRIC,
+    DOWNSAMPLED_PROMPT_TOKENS_METRIC,
+    DOWNSAMPLED_RESPONSE_TOKENS_METRIC,
     WHOLE_BATCH_ESTIMATOR,
     downsample_keys,
     whole_batch_scale,
@@ -1095,6 +1097,17 @@ def test_flops_charge_downsampled_trajectories_as_generation_only():
     estimated = verl_run_flops([tokens], SHAPE, False, 1)[0]
     assert estimated["rollouts_trained"] == 16 and estimated["rollouts"] == 24
     assert estimated["flops_rollout"] == pytest.approx(plain["flops_rollout"])
+    # at their own lengths where the sampler logged their tokens (a dead group's responses
+    # are no typical ones): 8 of 30 + 12 tokens beside 16 of the trained batch's 20 + 5
+    own = {
+        **cut,
+        DOWNSAMPLED_PROMPT_TOKENS_METRIC: 8 * 30,
+        DOWNSAMPLED_RESPONSE_TOKENS_METRIC: 8 * 12,
+    }
+    row = verl_run_flops([own], SHAPE, False, 1, rollouts_per_step=[24])[0]
+    expected = 16 * inference_flops(SHAPE, 20, 5) + 8 * inference_flops(SHAPE, 30, 12)
+    assert row["flops_rollout"] == pytest.approx(expected)
+    assert row["flops_train"] == pytest.approx(from_dataset["flops_train"])
 
 
 def test_flops_count_the_logged_generated_trajectories_of_a_run_that_skips():

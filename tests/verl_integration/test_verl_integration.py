@@ -634,7 +634,11 @@ def test_downsampling_buffer_trains_each_groups_most_varied_and_clears_the_rest(
     from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
 
     from sgpo.verl import sampler
-    from sgpo.verl.downsample import DOWNSAMPLED_METRIC
+    from sgpo.verl.downsample import (
+        DOWNSAMPLED_METRIC,
+        DOWNSAMPLED_PROMPT_TOKENS_METRIC,
+        DOWNSAMPLED_RESPONSE_TOKENS_METRIC,
+    )
 
     # two groups as verl keys them ({uid}_{session}_{index}): 1 of 6 solved, 2 of 2 solved
     rewards = {f"a_{i}_0": float(i == 4) for i in range(6)} | {"b_0_0": 1.0, "b_1_0": 1.0}
@@ -650,7 +654,11 @@ def test_downsampling_buffer_trains_each_groups_most_varied_and_clears_the_rest(
         cleared.extend(keys)
 
     def parent_sample(self, global_steps, partition_id, batch_size):  # noqa: ANN001, ANN202
-        tags = [{"status": "finished", "n": i} for i in range(len(keys))]
+        # as verl's agent loop tags them, with each trajectory's lengths
+        tags = [
+            {"status": "finished", "n": i, "prompt_len": 10 + i, "response_len": 2 * i}
+            for i in range(len(keys))
+        ]
         return KVBatchMeta(keys=keys, tags=tags, partition_id=partition_id), {"other": 1}
 
     monkeypatch.setattr(sampler.tq, "kv_batch_get", kv_batch_get)
@@ -667,7 +675,9 @@ def test_downsampling_buffer_trains_each_groups_most_varied_and_clears_the_rest(
     expected = ["a_0_0", "a_1_0", "a_2_0", "a_4_0", "b_0_0", "b_1_0"]
     assert batch.keys == expected and [t["n"] for t in batch.tags] == [0, 1, 2, 4, 6, 7]
     assert sorted(cleared) == ["a_3_0", "a_5_0"]
-    assert metrics == {"other": 1, DOWNSAMPLED_METRIC: 2}
+    # the cleared trajectories' tokens (n = 3 and 5), which sgpo flops charges them at
+    tokens = {DOWNSAMPLED_PROMPT_TOKENS_METRIC: 13 + 15, DOWNSAMPLED_RESPONSE_TOKENS_METRIC: 6 + 10}
+    assert metrics == {"other": 1, DOWNSAMPLED_METRIC: 2} | tokens
     # verl's GRPO advantage over the kept subset: the one success and three failures of group a
     scores = torch.tensor([[rewards[k]] for k in batch.keys])
     adv, _ = core_algos.compute_grpo_outcome_advantage(
@@ -687,7 +697,9 @@ def test_downsampling_buffer_trains_each_groups_most_varied_and_clears_the_rest(
     cleared.clear()
     batch, metrics = buffer.sample(1, "train", 2)
     assert batch.keys == expected[:4] and sorted(cleared) == ["a_3_0", "a_5_0", "b_0_0", "b_1_0"]
-    assert metrics == {"other": 1, DOWNSAMPLED_METRIC: 4}
+    tokens = {DOWNSAMPLED_PROMPT_TOKENS_METRIC: 13 + 15 + 16 + 17}
+    tokens[DOWNSAMPLED_RESPONSE_TOKENS_METRIC] = 6 + 10 + 12 + 14
+    assert metrics == {"other": 1, DOWNSAMPLED_METRIC: 4} | tokens
 
     def build(kwargs: dict) -> sampler.DownsampleReplayBuffer:
         return sampler.DownsampleReplayBuffer(

@@ -20,6 +20,10 @@ from sgpo.core.rewards import all_equal
 
 # Logged by sgpo.verl.sampler each step; sgpo.verl.flops charges them as generated, not trained.
 DOWNSAMPLED_METRIC = "training/sgpo/downsampled_samples"
+# ... and their prompt and response tokens, which sgpo.verl.flops charges them at (verl's mean
+# lengths are the trained batch's, and a group cut or dropped is no typical one)
+DOWNSAMPLED_PROMPT_TOKENS_METRIC = "training/sgpo/downsampled_prompt_tokens"
+DOWNSAMPLED_RESPONSE_TOKENS_METRIC = "training/sgpo/downsampled_response_tokens"
 # Logged by sgpo.verl.sampler with the whole batch's denominator: the step's whole_batch_scale.
 ADVANTAGE_SCALE_METRIC = "training/sgpo/advantage_scale"
 # verl's GRPO advantage times the step's whole_batch_scale (registered by sgpo.verl.sampler).

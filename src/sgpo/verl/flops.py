@@ -11,8 +11,9 @@ compute_throughout_metrics, called from trainer/ppo/v1/trainer_base.py _compute_
 verl does not log how many rollouts a step generated. With variable group sizes it is the sum
 of __rollout_n__ over the step's prompts, which the exported parquet gives exactly (pass
 rollouts_per_step, see sgpo.verl.export.rollouts_per_step). Without it the count is estimated
-as perf/total_num_tokens / (mean prompt + mean response length), which overcounts by verl's
-padding sequences (128 tokens each; see trainer/ppo/padding_utils.py).
+from perf/total_num_tokens and the mean prompt + response length; the tokens hold verl's padding
+sequences (128 tokens each; see trainer/ppo/padding_utils.py), which batch_multiple takes out
+again (without it they are counted as rollouts).
 
 The file logger (trainer.logger=[console,file]; verl/utils/tracking.py FileLogger) writes one JSON
 object per line, {"step": N, "data": {metric: value}}, to $VERL_FILE_LOGGER_PATH or else
@@ -43,9 +44,11 @@ training/filter_groups/discarded_surplus_samples (in prompt groups). With discar
 they are charged as rollout FLOPs (generated, never trained) at the step's mean lengths.
 
 Down-sampling (sgpo.verl.sampler, PODS): each step logs training/sgpo/downsampled_samples, the
-trajectories generated and cleared before training. They are charged as rollout FLOPs only; the
-dataset's rollouts_per_step counts them among the generated, the token estimate does not (it
-reads the trained batch).
+trajectories generated and cleared before training, and their prompt and response tokens
+(training/sgpo/downsampled_prompt_tokens, _response_tokens). They are charged as rollout FLOPs
+only, at their own mean lengths (a step logged without their tokens: at the trained batch's);
+the dataset's rollouts_per_step counts them among the generated, the token estimate does not
+(it reads the trained batch).
 
 Skip on history (sgpo.verl.sampler): which rows a step generates then depends on the run, so the
 dataset's order does not give the count; the buffer logs it (training/sgpo/generated_samples,
@@ -60,7 +63,11 @@ from pathlib import Path
 
 from sgpo.core.flops import PHASES, ModelShape, inference_flops, logprob_flops, train_flops
 from sgpo.errors import DataError
-from sgpo.verl.downsample import DOWNSAMPLED_METRIC
+from sgpo.verl.downsample import (
+    DOWNSAMPLED_METRIC,
+    DOWNSAMPLED_PROMPT_TOKENS_METRIC,
+    DOWNSAMPLED_RESPONSE_TOKENS_METRIC,
+)
 from sgpo.verl.history import GENERATED_METRIC
 
 PADDING_PROMPT_TOKENS, PADDING_RESPONSE_TOKENS = 127, 1  # verl's SYNTHETIC_PADDING_SEQ_LEN = 128
@@ -189,6 +196,11 @@ def verl_run_flops(
         downsampled = round(_count(record, DOWNSAMPLED_METRIC, 0))
         if source in ("dataset", "logged"):  # these count what was generated
             n -= downsampled
+        # generated and not trained: DAPO's groups at the trained batch's mean lengths (verl
+        # logs no others), down-sampled trajectories at their own where the sampler logged them
+        generated_only = discarded * inference_flops(shape, p, r) + downsampled * inference_flops(
+            shape, *_downsampled_lengths(record, downsampled, p, r)
+        )
         discarded += downsampled
         padding = (-n) % batch_multiple if batch_multiple and n else 0
         pad_logprob = padding * logprob_flops(shape, PADDING_PROMPT_TOKENS, PADDING_RESPONSE_TOKENS)
@@ -197,7 +209,7 @@ def verl_run_flops(
         pad_train *= ppo_epochs
         step_flops = {
             "profile": 0.0,
-            "rollout": (n + discarded) * inference_flops(shape, p, r),
+            "rollout": n * inference_flops(shape, p, r) + generated_only,
             "logprob": n * logprob_flops(shape, p, r) * logprob_passes + pad_logprob,
             "train": n * train_flops(shape, p, r) * ppo_epochs + pad_train,
         }
@@ -222,6 +234,20 @@ def verl_run_flops(
             row["reward_mean"] = float(record[SCORE_MEAN])
         out.append(row | validation)
     return out
+
+
+def _downsampled_lengths(record: dict, downsampled: int, p: float, r: float) -> tuple[float, float]:
+    """The mean prompt and response lengths of a step's down-sampled trajectories: their
+    logged token sums over their count, else (a run of an older sgpo) the trained batch's."""
+    logged = (
+        DOWNSAMPLED_PROMPT_TOKENS_METRIC in record and DOWNSAMPLED_RESPONSE_TOKENS_METRIC in record
+    )
+    if not (downsampled and logged):
+        return p, r
+    return (
+        _count(record, DOWNSAMPLED_PROMPT_TOKENS_METRIC) / downsampled,
+        _count(record, DOWNSAMPLED_RESPONSE_TOKENS_METRIC) / downsampled,
+    )
 
 
 def _estimated_rollouts(total_tokens: float, per_rollout: float, batch_multiple: int | None) -> int:

@@ -70,6 +70,8 @@ from verl.utils.dataset.rl_dataset import RLHFDataset
 from sgpo.verl.downsample import (
     ADVANTAGE_SCALE_METRIC,
     DOWNSAMPLED_METRIC,
+    DOWNSAMPLED_PROMPT_TOKENS_METRIC,
+    DOWNSAMPLED_RESPONSE_TOKENS_METRIC,
     WHOLE_BATCH_ESTIMATOR,
     downsample_keys,
     group_of,
@@ -230,9 +232,18 @@ class DownsampleReplayBuffer(ReplayBuffer):
         dropped = [k for k in batch.keys if k not in kept]
         if dropped:
             tq.kv_clear(partition_id=batch.partition_id, keys=dropped)
+        metrics = {**metrics, DOWNSAMPLED_METRIC: len(dropped)}
+        dropped_tags = [t for k, t in zip(batch.keys, batch.tags, strict=True) if k not in kept]
+        if all("prompt_len" in t and "response_len" in t for t in dropped_tags):
+            metrics[DOWNSAMPLED_PROMPT_TOKENS_METRIC] = sum(
+                int(t["prompt_len"]) for t in dropped_tags
+            )
+            metrics[DOWNSAMPLED_RESPONSE_TOKENS_METRIC] = sum(
+                int(t["response_len"]) for t in dropped_tags
+            )
         tags = [t for k, t in zip(batch.keys, batch.tags, strict=True) if k in kept]
         batch = dataclasses.replace(batch, keys=[k for k in batch.keys if k in kept], tags=tags)
-        return batch, {**metrics, DOWNSAMPLED_METRIC: len(dropped)}
+        return batch, metrics
 
 
 def check_whole_batch_config(config: DictConfig | None) -> int:
