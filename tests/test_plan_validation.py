@@ -19,12 +19,13 @@ from typer.testing import CliRunner
 from sgpo.cli import app
 from sgpo.config import load_config
 from sgpo.errors import ConfigError, DataError
-from sgpo.io import read_table, write_table
+from sgpo.io import read_jsonl, read_table, write_table
 from sgpo.models import model_source
 from sgpo.plan import read_plan, run_plan
 from sgpo.profile import run_profile
 from sgpo.schedule import scheduled_queries
 from sgpo.tasks import Query, TaskData, load_task
+from sgpo.train import run_train
 from sgpo.verify import BadReference, Verifier
 
 # ----------------------------------------------------------------------------- fixtures
@@ -189,6 +190,29 @@ def test_a_plans_metadata_that_training_reads_is_checked(
     write_table(path, rows, meta | edit)
     with pytest.raises(DataError, match=re.escape(f"{path}: {said}")):
         read_plan(path)
+
+
+def test_a_plan_without_its_profiles_cost_charges_no_profile(
+    env: SimpleNamespace, tmp_path: Path
+) -> None:
+    """A plan made by hand may leave profile_flops out: no profile is charged, in generated
+    tokens as in FLOPs (its rows' k samples were never drawn)."""
+    rows, meta = read_table(env.plan)
+    bare = tmp_path / "bare.parquet"
+    write_table(bare, rows, {k: v for k, v in meta.items() if k != "profile_flops"})
+    last = {}
+    for name, plan in (("profiled", env.plan), ("bare", bare)):
+        run_train(env.config, tmp_path / name, plan)
+        last[name] = read_jsonl(tmp_path / name / "metrics.jsonl")[-1]
+    profiled, by_hand = last["profiled"], last["bare"]
+    assert (
+        profiled["flops_profile_cum"] == meta["profile_flops"] > by_hand["flops_profile_cum"] == 0
+    )
+    profile_tokens = sum(r["k"] * r["mean_response_tokens"] for r in rows)
+    assert profile_tokens > 0
+    assert by_hand["generated_tokens_cum"] == profiled["generated_tokens_cum"] - round(
+        profile_tokens
+    )
 
 
 @pytest.mark.parametrize("column", ["mean_response_tokens", "prompt_tokens"])

@@ -56,6 +56,13 @@ def profile_tokens(rows: Sequence[Mapping | PlanRow]) -> int:
     return round(sum(_k_tokens(r) for r in rows))
 
 
+def charged_profile_tokens(rows: Sequence[PlanRow], meta: Mapping) -> int:
+    """The profile's generated tokens a run on a plan is charged from its start, as its FLOPs:
+    none where the plan's metadata records no profile cost (a plan made by hand,
+    validate.check_plan_meta), whose rows' k and lengths no profile drew."""
+    return profile_tokens(rows) if meta.get("profile_flops") is not None else 0
+
+
 def _k_tokens(row: Mapping | PlanRow) -> float:
     if isinstance(row, Mapping):
         return row["k"] * row["mean_response_tokens"]

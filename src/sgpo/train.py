@@ -44,7 +44,13 @@ from sgpo.io import (
     read_jsonl,
 )
 from sgpo.loggers import make_sinks, scalars
-from sgpo.metrics import flops_record, profile_tokens, rollout_record, run_summary
+from sgpo.metrics import (
+    charged_profile_tokens,
+    flops_record,
+    profile_tokens,
+    rollout_record,
+    run_summary,
+)
 from sgpo.models import (
     chat_template_sha256,
     initial_policy,
@@ -203,7 +209,7 @@ class Trainer:
         # would add (zero-advantage rollouts, skipped here) and generated tokens, profile
         # included.
         self.flops_skipped = 0.0
-        self.generated_tokens = profile_tokens(plan_rows)
+        self.generated_tokens = charged_profile_tokens(plan_rows, plan_meta)
         # the profile's time too (none recorded by an older sgpo): the training loop's from here
         self.profile_wall_s = float(plan_meta.get(PROFILE_WALL_KEY) or 0.0)
         self.wall_s = self.profile_wall_s

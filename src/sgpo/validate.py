@@ -297,7 +297,8 @@ def check_plan_meta(meta: dict, path: Path) -> None:
     """The plan's metadata fields training reads, where present: profile_flops and
     profile_wall_s (charged to the run) finite numbers >= 0, and each of MAPPING_PLAN_META a
     mapping. (A plan made by hand
-    may leave profile_flops out: no profile is charged, as the verl and TRL paths read it.)"""
+    may leave profile_flops out: no profile is charged, in FLOPs or generated tokens, as the
+    verl and TRL paths read it too.)"""
     for field, what in (("profile_flops", "cost"), ("profile_wall_s", "time")):
         value = meta.get(field)
         if value is not None and (not _is_real(value) or value < 0):

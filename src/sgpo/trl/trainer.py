@@ -118,7 +118,7 @@ from sgpo.core.online import history_settings_without_skip
 from sgpo.core.rewards import all_equal, is_correct
 from sgpo.errors import ConfigError, DataError, SgpoWarning
 from sgpo.io import atomic_write_json, read_json
-from sgpo.metrics import profile_tokens
+from sgpo.metrics import charged_profile_tokens
 from sgpo.models import encode_prompts, format_prompt, model_shape, template_sha256
 from sgpo.plan import check_replannable
 from sgpo.profile_match import (
@@ -536,7 +536,7 @@ class SGPOTrainer(GRPOTrainer):
         self.sgpo_flops = dict.fromkeys(PHASES, 0.0) | {"profile": self._plan.profile_flops}
         self.sgpo_rollouts = 0
         # the profile's generated tokens counted from the start, as its FLOPs (and sgpo train's)
-        self.sgpo_tokens_generated = profile_tokens(self._plan.rows)
+        self.sgpo_tokens_generated = charged_profile_tokens(self._plan.rows, self._plan.meta)
         # what a resumed run's verifiers had counted before its checkpoint (_restore_sgpo_state)
         self._verifier_counts_offset = {"errors": 0.0, "timeouts": 0.0}
 
