@@ -22,7 +22,7 @@ Protocol (also written into compare.md):
    currency / this method's cost to reach the target.
 5. Every method trains on the same budget in one currency; the other currencies are
    measured on the same runs (the update is identical whether or not zero-advantage rollouts
-   go through the backward pass under token-mean, so train-all FLOPs are exact accounting;
+   go through the training passes under token-mean, so train-all FLOPs are exact accounting;
    except on a step with no non-zero advantage, where this trainer takes no optimizer step
    and a train-all trainer a zero-gradient one that AdamW's momentum still moves).
 6. A second read of the same curves, beside the ratio (sgpo.core.curves): each seed-averaged
@@ -430,7 +430,7 @@ def evaluations(run_dir: Path) -> list[dict]:
 
 
 def trained_fraction(summaries: list[dict]) -> float | None:
-    """Mean over seeds of the share of generated rollouts given a backward pass; None where a
+    """Mean over seeds of the share of generated rollouts given a training pass; None where a
     run's summary (an older sgpo's) does not count its trained rollouts."""
     if any(s.get("trained_rollouts") is None for s in summaries):  # absent, or null (resumed)
         return None
@@ -441,7 +441,7 @@ def trained_fraction(summaries: list[dict]) -> float | None:
 
 def wasted_fraction(run_dir: Path) -> float:
     """Share of a run's total FLOPs spent generating rollouts in groups with zero advantage
-    (they cost inference and teach nothing; their backward pass is skipped anyway)."""
+    (they cost inference and teach nothing; their training pass is skipped anyway)."""
     records = read_jsonl(run_dir / METRICS_FILE)
     wasted, previous = 0.0, records[0]["flops_rollout_cum"]
     for r in records[1:]:
@@ -909,7 +909,8 @@ def write_markdown(
         "its 5-95% interval over 1000 paired resamples of the seeds (0: not reached in that "
         f"resample; none with fewer than {INTERVAL_MIN_SEEDS} seeds).",
         "- *informative fraction*: share of the rollouts generated in training (the profile's "
-        "samples not counted) that were in a group with a non-zero advantage (the only "
+        "samples not counted, but for those train.reuse_profile trains on, counted as their "
+        "step's) that were in a group with a non-zero advantage (the only "
         "rollouts that produce a gradient); in brackets what "
         "`sgpo plan` predicted for the plan from the profile alone (it scores the initial "
         "policy; training moves p).",
@@ -918,7 +919,7 @@ def write_markdown(
         "(down-sampling trains part of each mixed group, DAPO drops the groups beyond a full "
         "batch).",
         "- *FLOPs on zero-advantage rollouts*: share of the total spent generating rollouts "
-        "in groups that taught nothing (their backward pass is skipped for every method, so "
+        "in groups that taught nothing (their training pass is skipped for every method, so "
         "only generation is wasted; the generation of informative rollouts left untrained is "
         "not in it). Removing all of it would save at most 1 / (1 - share).",
         "- *wall s/run*: seconds of the training loop and of the profile it planned from "
