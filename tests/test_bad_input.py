@@ -1296,6 +1296,23 @@ def test_a_demo_without_overwrite_offers_a_resume_only_of_a_demo(
     assert result.exit_code == 1 and "or --resume to continue it, or choose another" in said
 
 
+def test_a_demo_that_stops_before_writing_anything_leaves_no_directory(
+    tmp_path: Path, env: SimpleNamespace
+) -> None:
+    """As profile, plan and train refused on their inputs (here a model that cannot run the
+    task): the claim a demo writes first is no output, and the directory it made goes with it
+    (one that was there stays)."""
+    tree = env.tree | {"task": {"kind": "file", "file": {"train": str(tmp_path / "absent.jsonl")}}}
+    config = write_config(tmp_path / "absent.yaml", tree)
+    out = tmp_path / "new" / "demo"
+    result = CliRunner().invoke(app, ["demo", "-o", str(out), "-c", str(config)])
+    assert result.exit_code == 2 and "cannot run task.kind='file'" in result.output
+    assert not (tmp_path / "new").exists()
+    out.mkdir(parents=True)
+    CliRunner().invoke(app, ["demo", "-o", str(out), "-c", str(config)])
+    assert out.is_dir() and list(out.iterdir()) == []
+
+
 def test_a_demo_holds_its_directory_from_its_first_stage_to_its_report(
     tmp_path: Path, env: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -113,6 +113,21 @@ def claimed(
         raise
 
 
+def remove_if_untouched(out_dir: Path, made: list[Path]) -> None:
+    """After a command that stopped: its outputs list removed where out_dir holds nothing else
+    (its claim wrote it, and nothing came after), and the folders the command made (made:
+    deepest first) with it while empty, so a command that failed before writing anything (the
+    demo of a dataset it cannot reach) leaves no trace."""
+    if not out_dir.is_dir() or any(path.name != OUTPUTS_FILE for path in out_dir.iterdir()):
+        return
+    (out_dir / OUTPUTS_FILE).unlink(missing_ok=True)
+    for folder in made:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty: something else is there now
+            break
+
+
 def release_unwritten(out_dir: Path, names: Iterable[str]) -> None:
     """Take off out_dir's list the names a command claimed up front and did not write (what
     claimed() does for the commands it holds)."""
