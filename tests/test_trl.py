@@ -709,6 +709,29 @@ def test_a_run_that_observes_its_batches_resumes_to_what_it_trains(
     assert recorded == straight_batches[4:]
 
 
+def test_a_checkpoint_holds_sgpos_state_before_the_trainer_pushes_or_rotates_it(
+    model_dir: str, plan_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Trainer's checkpoint ends by pushing it to the hub (push_to_hub) and deleting older
+    ones (save_total_limit): by then the new one holds sgpo_state.json, or a pushed copy would
+    lack it and a kill after the rotation would leave no checkpoint that resumes."""
+    import transformers.trainer
+
+    whole_when_rotated = []
+    rotate = transformers.trainer.rotate_checkpoints
+
+    def spy_rotate(output_dir: str, **kwargs: object) -> None:
+        newest = max(Path(output_dir).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+        whole_when_rotated.append((newest / "sgpo_state.json").is_file())
+        rotate(output_dir=output_dir, **kwargs)
+
+    monkeypatch.setattr(transformers.trainer, "rotate_checkpoints", spy_rotate)
+    settings = {"max_steps": 4, "save_strategy": "steps", "save_steps": 2, "save_total_limit": 1}
+    make_trainer(model_dir, plan_path, tmp_path, **settings).train()
+    assert whole_when_rotated == [True, True]
+    assert [p.name for p in (tmp_path / "out").glob("checkpoint-*")] == ["checkpoint-4"]
+
+
 def test_a_resume_counts_the_verifiers_errors_from_the_checkpoints(
     model_dir: str, plan_path: Path, tmp_path: Path
 ) -> None:

@@ -1407,15 +1407,23 @@ class SGPOTrainer(GRPOTrainer):
 
     # ----------------------------------------------------------------------- checkpoints
     def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        # sgpo's state first: the Trainer's own ends by pushing the checkpoint to the hub
+        # (push_to_hub) and deleting older ones (save_total_limit), which must find it whole
+        self._save_sgpo_state(trial)
         super()._save_checkpoint(model, trial)
+
+    def _save_sgpo_state(self, trial: Any) -> None:
+        """STATE_FILE in the checkpoint folder the Trainer is about to write (made here)."""
         verifier_counts = {  # the run's (a resumed one's from its start); a collective call
             name: count + self._verifier_counts_offset[name]
             for name, count in self._verifier_counts().items()
         }
         if self.args.should_save:
             folder = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"  # as the Trainer names it
+            checkpoint = Path(self._get_output_dir(trial)) / folder
+            checkpoint.mkdir(parents=True, exist_ok=True)
             atomic_write_json(
-                Path(self._get_output_dir(trial)) / folder / STATE_FILE,
+                checkpoint / STATE_FILE,
                 {
                     "flops": self.sgpo_flops,
                     "rollouts": self.sgpo_rollouts,
