@@ -1308,6 +1308,17 @@ def test_a_verifier_reward_is_checked_against_the_dataset_and_the_profile(
     with pytest.raises(ValueError, match=r"no column 'query_id' \(the plan's query ids, e\.g\. "
                        r"\['q4', 'q3'\]\); set query_id_column"):  # fmt: skip
         SGPOTrainer(model, reward, plan_path, args, train_dataset=own, processing_class=tokenizer)
+    # ... or ids of another type (an integer column): told to cast it; text ids lacking one not
+    solutions = plan_dataset(plan_path).rename_column("answer", "solution")
+    numbered = solutions.remove_columns("query_id").add_column("query_id", list(range(6)))
+    for dataset, hint in (
+        (numbered, r": its ids are int \(e\.g\. 0\) where the plan's are text; cast"),
+        (solutions.select(range(1, 6)), "$"),
+    ):
+        with pytest.raises(ValueError, match=rf"train_dataset lacks \d of the plan's .*\]{hint}"):
+            SGPOTrainer(
+                model, reward, plan_path, args, train_dataset=dataset, processing_class=tokenizer
+            )
     with pytest.raises(TypeError, match=r"got GRPOConfig: SGPOConfig takes GRPOConfig's fields"):
         SGPOTrainer(
             model,

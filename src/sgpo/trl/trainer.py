@@ -1825,7 +1825,15 @@ def _index_by_query(dataset: Dataset, column: str, needed: list[str]) -> dict[st
         index[query_id] = row
     missing = [q for q in needed if q not in index]
     if missing:
+        not_text = next((q for q in index if not isinstance(q, str)), None)
+        hint = (
+            f": its ids are {type(not_text).__name__} (e.g. {not_text!r}) where the plan's "
+            f"are text; cast the column to string (dataset.cast_column({column!r}, "
+            "datasets.Value('string')))"
+            if not_text is not None
+            else ""
+        )
         raise ValueError(
-            f"train_dataset lacks {len(missing)} of the plan's queries, e.g. {missing[:3]}"
+            f"train_dataset lacks {len(missing)} of the plan's queries, e.g. {missing[:3]}{hint}"
         )
     return index
