@@ -215,6 +215,23 @@ def test_a_plan_without_its_profiles_cost_charges_no_profile(
     )
 
 
+def test_training_over_a_reported_run_removes_the_plan_plots_its_report_drew(
+    env: SimpleNamespace, tmp_path: Path
+) -> None:
+    """sgpo report draws the plan's histograms into a run trained on a plan elsewhere: a run
+    trained over it (on another plan, maybe) makes them stale, as its report.md."""
+    from sgpo.report import write_report
+    from sgpo.rundir import written_by_sgpo
+
+    run = tmp_path / "run"
+    run_train(env.config, run, env.plan)
+    write_report(run)
+    plots = {"p_hat_hist.png", "group_size_hist.png"}
+    assert plots <= written_by_sgpo(run) and all((run / p).exists() for p in plots)
+    run_train(env.config, run, env.plan, overwrite=True)
+    assert not any((run / p).exists() for p in plots)
+
+
 @pytest.mark.parametrize("column", ["mean_response_tokens", "prompt_tokens"])
 def test_a_plan_row_without_its_token_counts_is_refused(
     env: SimpleNamespace, tmp_path: Path, column: str

@@ -72,6 +72,7 @@ from sgpo.runfiles import (
     METRICS_FILE,
     OLD_STATE_DIR,
     PLAN_FILE,
+    PLAN_PLOTS,
     RUN_DESCRIPTIONS,
     STATE_DIR,
     STEP_CHECKPOINTS_DIR,
@@ -473,6 +474,8 @@ class Trainer:
         to describe this one (sgpo report's and sgpo eval's outputs of the earlier run)."""
         listed = rundir.written_by_sgpo(self.run_dir)
         reported = [name for name in RUN_DESCRIPTIONS if name in listed]
+        if not (self.run_dir / PLAN_FILE).exists():  # then sgpo report drew them, of the
+            reported += [name for name in PLAN_PLOTS if name in listed]  # earlier run's plan
         # a re-plan history or merged model of an earlier run too
         for name in (*TRAIN_OUTPUTS, *reported):
             path = self.run_dir / name
