@@ -1311,6 +1311,18 @@ def test_a_demo_that_stops_before_writing_anything_leaves_no_directory(
     out.mkdir(parents=True)
     CliRunner().invoke(app, ["demo", "-o", str(out), "-c", str(config)])
     assert out.is_dir() and list(out.iterdir()) == []
+    # a demo refused as busy leaves the running one's claim, its only file yet, alone
+    from sgpo.rundir import OUTPUTS_FILE, claim_outputs
+
+    claim_outputs(out, ["side_by_side.png"])
+    running = os.open(out, os.O_RDONLY)
+    try:
+        fcntl.flock(running, fcntl.LOCK_EX)
+        busy = CliRunner().invoke(app, ["demo", "-o", str(out), "-c", str(config)])
+    finally:
+        os.close(running)
+    assert "in use by another sgpo process" in busy.output
+    assert (out / OUTPUTS_FILE).is_file()
 
 
 def test_a_demo_holds_its_directory_from_its_first_stage_to_its_report(

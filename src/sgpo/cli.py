@@ -685,19 +685,19 @@ def demo(
     refuse_decaying_lr(cfg, str(config))
     refuse_float16_training(cfg, f"{config}: ")  # before the profile is paid
     made = [folder for folder in (out, *out.parents) if not folder.exists()]
-    try:
-        # The directory is held for the whole demo, its checks included: its stages lock it
-        # one by one otherwise, and a second demo could start over in it between them.
-        with locked(out, "demo", stages=True):
+    # The directory is held for the whole demo, its checks included: its stages lock it one
+    # by one otherwise, and a second demo could start over in it between them.
+    with locked(out, "demo", stages=True):
+        try:
             _check_demo_dir(out, overwrite, resume)
             # before any compute: a file of the user's where the report goes is refused now
             # (and the claim is kept once anything is written: it marks the directory as a
             # demo's, which the next demo replaces or resumes)
             claim_outputs(out, [*REPORT_OUTPUTS, SIDE_BY_SIDE], adopt=older_demo)
             _demo_pipeline(cfg, out, overwrite is not False, resume)
-    except BaseException:
-        remove_if_untouched(out, made)  # stopped before its first write: no trace left
-        raise
+        except BaseException:  # (a demo refused as busy never got here: the other's is kept)
+            remove_if_untouched(out, made)  # stopped before its first write: no trace left
+            raise
 
 
 def _check_demo_dir(out: Path, overwrite: bool | None, resume: bool) -> None:
