@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -273,6 +274,7 @@ def test_compute_score_applies_the_exported_verifier_settings(tmp_path, monkeypa
     )
     info = read_table(path)[0][0]["extra_info"]
     assert info["verifier_kwargs"] == '{"scale": 0.5}'
+    monkeypatch.setenv("SGPO_VERIFIER_EXPORT", str(path))  # as the launch sets it: trusted
     # kwargs bound, as in sGPO
     assert reward.compute_score("sgpo/x", "7", "7", info)["score"] == 0.5
     verifier = reward.get_verifier(spec, info)
@@ -299,6 +301,7 @@ def test_compute_score_rescales_the_exported_reward_range(tmp_path, monkeypatch)
     )
     info = read_table(path)[0][0]["extra_info"]
     assert info["verifier_reward_range"] == "[-1.0, 1.0]"
+    monkeypatch.setenv("SGPO_VERIFIER_EXPORT", str(path))  # as the launch sets it: trusted
     scored = reward.compute_score("sgpo/x", "7", "7", info)
     assert (scored["score"], scored["verifier_error"]) == (0.0, 0.0)
     assert reward.compute_score("sgpo/x", "7", "8", info)["score"] == 0.5
@@ -360,6 +363,7 @@ def test_compute_score_counts_a_success_from_the_exported_threshold(tmp_path, mo
     args = ["export", "--plan", str(tmp_path / "plan.parquet"), "--out", str(tmp_path / "t.pq")]
     verifier = ["--set", "task.verifier=test_verl_export:scaled_verifier"]
     verifier += ["--set", "task.verifier_kwargs.scale=0.7"]
+    monkeypatch.setenv("SGPO_VERIFIER", "test_verl_export:scaled_verifier")  # trusted
     for threshold, acc in ((None, 1.0), (0.9, 0.0), (0.7, 1.0)):
         mark = [] if threshold is None else ["--set", f"task.success_threshold={threshold}"]
         result = CliRunner().invoke(verl_app, [*args, *verifier, *mark])
@@ -425,6 +429,8 @@ def test_the_held_out_split_is_exported_as_validation_scored_as_the_training_row
     }
     assert {r["data_source"] for r in val} == {train[0]["data_source"]}
     answer = held_out[0].answer
+    reward.export_scoring.cache_clear()
+    monkeypatch.setenv("SGPO_VERIFIER_EXPORT", str(tmp_path / "t.pq"))  # as the launch sets it
     scored = reward.compute_score(val[0]["data_source"], answer, answer, val[0]["extra_info"])
     assert (scored["score"], scored["acc"]) == (0.7, 0.0)  # 0.7 is below the threshold of 0.9
 
@@ -1156,9 +1162,38 @@ def test_whole_batch_scale_is_trained_tokens_over_the_batch_after_pods():
         whole_batch_scale(keys, rewards, lengths[:3], 4)
 
 
+def test_a_row_may_not_choose_a_verifier_the_launch_does_not_name(tmp_path, monkeypatch):
+    """A data file's row (a downloaded VAL_DATA) naming `os:popen` or any other function
+    would have it called on the model's response: only sgpo's verifiers, SGPO_VERIFIER's and
+    the training export's are run; the refusal names the way to trust one."""
+    monkeypatch.setenv("SGPO_VERIFIER_ISOLATION", "inline")
+    monkeypatch.delenv("SGPO_VERIFIER", raising=False)
+    monkeypatch.delenv("SGPO_VERIFIER_EXPORT", raising=False)
+    planted = tmp_path / "planted"
+    monkeypatch.setenv("PLANTED_FILE", str(planted))
+    spec = "test_verl_export:writes_a_file"
+    with pytest.raises(
+        ValueError, match=rf"names extra_info\['verifier'\] '{spec}'.*SGPO_VERIFIER={spec}"
+    ):
+        reward.compute_score("math", "\\boxed{2}", "2", {"verifier": spec})
+    assert not planted.exists()
+    # sgpo's own verifiers are scored, and one the launch names
+    math = {"verifier": "sgpo.verifiers:math_verify"}
+    assert reward.compute_score("math", "\\boxed{2}", "2", math)["score"] == 1.0
+    monkeypatch.setenv("SGPO_VERIFIER", spec)
+    reward.compute_score("math", "\\boxed{2}", "2", {"verifier": spec})
+    assert planted.read_text() == "\\boxed{2}"
+
+
+def writes_a_file(response: str, reference: str) -> float:
+    Path(os.environ["PLANTED_FILE"]).write_text(response)
+    return 0.0
+
+
 def test_verifier_counts_reach_a_stats_file_per_process(tmp_path, monkeypatch):
     monkeypatch.setenv("SGPO_VERIFIER_ISOLATION", "inline")
     monkeypatch.setenv("SGPO_VERIFIER_STATS_DIR", str(tmp_path))
+    monkeypatch.setenv("SGPO_VERIFIER", "test_verl_export:always_raises")  # the rows' own
     assert reward.verifier_stats_totals(tmp_path)["errors"] == 0
     reward.compute_score("x", "1", "1", {"verifier": "test_verl_export:always_raises"})
     # the file holds this process's cumulative counts (every verifier it used so far)

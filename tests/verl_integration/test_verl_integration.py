@@ -571,6 +571,7 @@ def test_verifier_errors_reach_verls_validation_metrics(monkeypatch):
     monkeypatch.setenv("SGPO_VERIFIER_ISOLATION", "inline")
     infos = {"reward": [], "verifier_error": []}
     for spec in (VERIFIER, "test_verl_integration:always_raises"):
+        monkeypatch.setenv("SGPO_VERIFIER", spec)  # a row's own verifier, trusted as named
         out = compute_score("sgpo/addition", "24", "42", {"verifier": spec})
         infos["reward"].append(out["score"])
         infos["verifier_error"].append(out["verifier_error"])

@@ -22,7 +22,9 @@ sums them per run (verifier_stats_totals).
 Which verifier, first match wins:
   1. extra_info["verifier"] (sgpo.verl.export writes the plan's verifier there, with its
      verifier_kwargs, verifier_timeout_s, verifier_isolation, verifier_reward_range and
-     success_threshold),
+     success_threshold), when it is one of sgpo's verifiers, SGPO_VERIFIER's or the training
+     export's (3.): a row naming any other is refused, since a downloaded data file would
+     otherwise choose the code its texts are handed to,
   2. the environment variable SGPO_VERIFIER,
   3. the training export $SGPO_VERIFIER_EXPORT names (the launch sets it to DATA; set it
      empty to turn this off): its rows' verifier with all of those settings, so that rows it
@@ -90,15 +92,43 @@ _PROCESS_TOKEN = uuid.uuid4().hex[:8]
 _verifiers: dict[tuple[str, str, float, str, str], Verifier] = {}
 
 
+# The verifiers a row may name without being trusted: sgpo's own, which read their two texts
+SGPO_VERIFIERS = frozenset(
+    {ADDITION_VERIFIER, MATH_VERIFIER}
+    | {f"sgpo.verifiers:{name}" for name in ("numeric", "exact_match", "multiple_choice")}
+)
+
+
 def verifier_spec(data_source: str, extra_info: dict | None) -> str:
-    """The import path of the verifier for one rollout (see the module docstring)."""
+    """The import path of the verifier for one rollout (see the module docstring). A row's own
+    is one sgpo wrote or the launch names (trusted_verifiers): a data file may not pick the
+    function its rows' texts are handed to, which runs with the trainer's rights."""
     spec = (extra_info or {}).get("verifier")
     if spec:
-        return str(spec)
+        spec = str(spec)
+        if spec not in trusted_verifiers():
+            raise ValueError(
+                f"a row (data_source {data_source!r}) names extra_info['verifier'] {spec!r}, "
+                "which neither sgpo's verifiers, SGPO_VERIFIER nor the training export "
+                f"${EXPORT_ENV} names; a data file's row may not choose the code it is scored "
+                f"with: set SGPO_VERIFIER={spec} if you trust it, or export the data with sgpo"
+            )
+        return spec
     spec = os.environ.get("SGPO_VERIFIER")
     if spec:
         return spec
     return DATA_SOURCE_VERIFIERS.get(data_source, MATH_VERIFIER)
+
+
+def trusted_verifiers() -> frozenset[str]:
+    """The verifiers a row may name: sgpo's own, $SGPO_VERIFIER, and the training export's
+    ($SGPO_VERIFIER_EXPORT, which the launch sets to the data sgpo exported)."""
+    export = os.environ.get(EXPORT_ENV)
+    named = {
+        os.environ.get("SGPO_VERIFIER"),
+        export_scoring(export).get("verifier") if export else None,
+    }
+    return SGPO_VERIFIERS | {spec for spec in named if spec}
 
 
 def _isolation(requested: str | None) -> str:
