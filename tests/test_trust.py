@@ -841,3 +841,22 @@ def test_overwrite_removes_a_link_in_the_run_not_what_it_points_to(
     assert (outside / "keep.txt").read_text() == "mine"
     assert (run / "final").is_dir() and not (run / "final").is_symlink()
     assert (run / "summary.json").exists()
+
+
+def test_a_planted_outputs_list_cannot_reach_outside_its_directory(tmp_path: Path) -> None:
+    """sgpo cleans up and replaces what its list of outputs names: a list naming a path out
+    of the directory ("./victim/backup" globbed as "../victim/backup.*") is refused, and the
+    file it aimed at stays."""
+    victim = tmp_path / "victim" / "backup.2024-12-01.keystore"
+    victim.parent.mkdir()
+    victim.write_text("mine")
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("./victim/////backup", "../victim/backup", "/etc/passwd", 3):
+        (out / "sgpo-outputs.json").write_text(json.dumps({"created": ["plan.parquet", name]}))
+        with pytest.raises(DataError, match="not a path inside the directory"), locked(out, "plan"):
+            pass
+        assert victim.read_text() == "mine"
+    (out / "sgpo-outputs.json").write_text(json.dumps({"created": ["checkpoints/step-000002"]}))
+    with locked(out, "plan"):  # a folder's path inside it is one
+        pass

@@ -49,7 +49,20 @@ def written_by_sgpo(out_dir: Path) -> set[str]:
         names = json.loads(path.read_text())["created"]
     except (ValueError, KeyError, TypeError) as e:
         raise DataError(f"{path}: not sgpo's list of outputs ({e}); remove it by hand") from e
+    # a name sgpo writes is a plain relative path inside out_dir: one that is not ("../x",
+    # "./x", "/x") would have sgpo replace or clean up outside it
+    odd = [n for n in names if not isinstance(n, str) or not _plain_relative(n)]
+    if not isinstance(names, list) or odd:
+        raise DataError(
+            f"{path}: not sgpo's list of outputs (it names {odd[:1] or names!r}, not a path "
+            "inside the directory); remove it by hand"
+        )
     return set(names)
+
+
+def _plain_relative(name: str) -> bool:
+    parts = name.split("/")
+    return all(part not in ("", ".", "..") for part in parts) and "\\" not in name
 
 
 def claim_outputs(
