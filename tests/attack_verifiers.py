@@ -66,6 +66,18 @@ def env_secret(response: str, reference: str) -> float:
     return 1.0
 
 
+def env_secret_of_any_process(response: str, reference: str) -> float:
+    """The secret in any visible process's environment: bwrap's own init (pid 1 in the
+    sandbox) kept the environment it was started with."""
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if b"SGPO_TEST_SECRET=" in environ.read_bytes():
+                return 1.0
+        except OSError:
+            continue
+    raise LookupError("no secret in any process's environment")
+
+
 def read_file(response: str, reference: str) -> float:
     """Reads a file such as ~/.ssh/id_rsa (its path in the reference: HOME differs in here)."""
     Path(json.loads(reference)["path"]).read_text()

@@ -147,6 +147,8 @@ def test_run_files_cannot_be_rewritten(isolation: str, tmp_path: Path) -> None:
 def test_no_environment_secrets(isolation: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SGPO_TEST_SECRET", "hunter2")
     assert attack("env_secret", isolation) == (isolation == "process")
+    # nor in the sandbox's other processes (bwrap's init, pid 1 in there, was started with it)
+    assert attack("env_secret_of_any_process", isolation) == (isolation == "process")
 
 
 def test_no_ssh_key(isolation: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

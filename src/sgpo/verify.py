@@ -454,7 +454,10 @@ class Verifier:
         reason = sandbox.unavailable_reason()
         if reason is not None:
             raise RuntimeError(f"no sandbox: {reason}")
-        return _Worker(sandbox.sandbox_command([*inner, "--sandboxed"], self.spec), env=None)
+        # bwrap itself starts with no more than PATH: --clearenv clears the worker's, while
+        # bwrap's init process, pid 1 in the sandbox, keeps what it was started with
+        bare = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+        return _Worker(sandbox.sandbox_command([*inner, "--sandboxed"], self.spec), env=bare)
 
     def _worker_call(self, response: str, reference: str) -> object:
         if self._worker is None:
