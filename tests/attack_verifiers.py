@@ -154,3 +154,8 @@ def cut_character(response: str, reference: str) -> float:
     """Ends its call half-way through a character."""
     os.write(2, b"cut \xc3")
     return 1.0
+
+
+def raises_quoting_the_response(response: str, reference: str) -> float:
+    """An error whose text quotes a response that holds terminal control codes, at length."""
+    raise ValueError("bad answer: " + response)

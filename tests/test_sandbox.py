@@ -17,7 +17,13 @@ from pathlib import Path
 import pytest
 
 from sgpo import sandbox, verify
-from sgpo.verify import MAX_RELAYED_BYTES, RELAY_PREFIX, Verifier, VerifierStats
+from sgpo.verify import (
+    MAX_NOTE_CHARS,
+    MAX_RELAYED_BYTES,
+    RELAY_PREFIX,
+    Verifier,
+    VerifierStats,
+)
 
 TESTS_DIR = str(Path(__file__).parent)
 NO_SANDBOX = sandbox.unavailable_reason()
@@ -81,6 +87,22 @@ def test_a_verifier_cannot_rewrite_or_flood_sgpos_log(
     assert "\nFORGED" not in err  # every line it printed is marked as the verifier's
     assert len(err) < MAX_RELAYED_BYTES + 1000
     assert f"more than {MAX_RELAYED_BYTES} bytes printed: the rest is dropped" in err
+
+
+def test_an_errors_text_is_logged_without_control_codes_or_flood(
+    isolation: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An exception's text may quote the response (the policy's output): logged with its
+    control codes shown as U+FFFD, and cut to MAX_NOTE_CHARS."""
+    v = Verifier("attack_verifiers:raises_quoting_the_response", 15.0, isolation)
+    try:
+        v.score_one("\x1b]0;PWNED\x07\x1b[2J" + "x" * 100_000, "1", "q1")
+    finally:
+        v.close()
+    (logged,) = v.stats.logged
+    assert "\x1b" not in caplog.text and "\x07" not in caplog.text
+    assert "bad answer: \ufffd]0;PWNED\ufffd\ufffd[2Jxxx" in logged
+    assert len(logged) < MAX_NOTE_CHARS + 200 and logged.endswith(" characters)")
 
 
 def test_a_line_a_verifier_leaves_open_ends_with_its_call(

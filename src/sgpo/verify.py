@@ -187,6 +187,9 @@ def check_reward(value: object, reward_range: tuple[float, float]) -> float:
     return min(max(rescaled, 0.0), 1.0)
 
 
+MAX_NOTE_CHARS = 500  # of one logged error's text
+
+
 @dataclass
 class VerifierStats:
     calls: int = 0
@@ -210,6 +213,10 @@ class VerifierStats:
 
     def note(self, kind: str, query_id: str, detail: str) -> None:
         if len(self.logged) < MAX_LOGGED:
+            # an error's text may quote the response: no terminal control codes, no flood
+            detail = shown_output(detail)
+            if len(detail) > MAX_NOTE_CHARS:
+                detail = detail[:MAX_NOTE_CHARS] + f"... ({len(detail)} characters)"
             message = f"verifier {kind} on query {query_id}: {detail}"
             self.logged.append(message)
             log.warning(message)
