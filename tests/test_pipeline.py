@@ -460,6 +460,12 @@ def test_sgpo_show_lists_a_plans_queries_in_curriculum_order(tmp_path: Path) -> 
     assert "q-late" not in first.output and "1 of 3 rows shown (--limit 1" in first.output
     bad = CliRunner().invoke(app, ["show", str(plan), "--reason", "dropped"])
     assert bad.exit_code == 2 and "--reason must be kept, trivial or unsolvable" in bad.output
+    # prompts as trained on: brackets are no rich markup, control codes are not sent
+    rows[2]["prompt"] = "x in [a, b] [/] [red]\x1b[2J"
+    marked = write_hand_plan(tmp_path / "marked.parquet", rows)
+    shown = CliRunner().invoke(app, ["show", str(marked)])
+    assert shown.exit_code == 0, shown.output
+    assert "x in [a, b] [/] [red]\ufffd[2J" in shown.output and "\x1b" not in shown.output
 
 
 @pytest.mark.parametrize("cli", [app, verl_app], ids=["sgpo", "sgpo.verl.cli"])

@@ -21,6 +21,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from sgpo.cli_help import one_line_summaries
 from sgpo.config import RunConfig, load_config
@@ -434,7 +435,7 @@ def show_plan(
     shown = chosen[:limit] if limit else chosen
     counts = ", ".join(f"{sum(r.reason == x for r in rows)} {x}" for x in reasons)
     table = Table(
-        title=f"{plan_path}: {len(rows)} queries ({counts}); "
+        title=f"{escape(str(plan_path))}: {len(rows)} queries ({counts}); "
         f"{sum(r.group_size for r in kept)} rollouts per epoch",
         caption=f"{len(shown)} of {len(chosen)} rows shown"
         + (f" (--limit {limit}; 0 shows all)" if len(shown) < len(chosen) else ""),
@@ -445,15 +446,23 @@ def show_plan(
         prompt = " ".join(r.prompt.split())
         table.add_row(
             str(r.rank) if r.reason == KEPT else "-",
-            r.query_id,
-            r.difficulty or "-",
+            _as_written(r.query_id),
+            _as_written(r.difficulty or "-"),
             f"{r.n_correct}/{r.k}",
             f"{r.p_hat:.3f}",
             str(r.group_size),
             r.reason,
-            prompt if len(prompt) <= 60 else prompt[:57] + "...",
+            _as_written(prompt if len(prompt) <= 60 else prompt[:57] + "..."),
         )
     print_table(table)
+
+
+def _as_written(text: str) -> Text:
+    """Data shown as it is trained on: no rich markup read in it ("x in [a, b]", "[/]"), its
+    control codes as U+FFFD."""
+    from sgpo.verify import shown_output
+
+    return Text(shown_output(text))
 
 
 @app.command()
