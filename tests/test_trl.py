@@ -560,6 +560,37 @@ def test_completions_table_keeps_a_reward_functions_extra_columns_aligned(
             assert h["sgpo/reward_generated_mean"] == pytest.approx(h["reward"])
 
 
+def test_a_column_logged_in_training_only_stays_aligned_through_an_evaluation(
+    model_dir: str, plan_path: Path, tmp_path: Path
+) -> None:
+    """A reward function that logs a column only where its rows have it (training's, not the
+    held-out rows'): the evaluation's rows get none, and the table stays as long as its
+    prompts (TRL's table indexed past the column's end)."""
+
+    def reward(completions: list[str], log_extra: Callable, **columns: object) -> list[float]:
+        if "hint" in columns:
+            log_extra("hint", list(columns["hint"]))
+        return [float(i % 2) for i in range(len(completions))]
+
+    trainer = make_trainer(
+        model_dir,
+        plan_path,
+        tmp_path,
+        reward,
+        train_dataset=plan_dataset(plan_path).map(lambda row: {"hint": row["query_id"]}),
+        eval_dataset=plan_dataset(plan_path).select(range(2)),
+        log_completions=True,
+        eval_strategy="steps",
+        eval_steps=2,
+        per_device_eval_batch_size=2,
+    )
+    trainer.train()
+    logs = trainer._logs
+    assert any("eval_reward" in h for h in trainer.state.log_history)
+    assert len(logs["extra"]["hint"]) == len(logs["prompt"])
+    assert list(logs["extra"]["hint"])[-2:] == [None, None]  # the last evaluation's rows
+
+
 def test_a_reward_function_logging_another_count_than_its_completions_is_refused(
     model_dir: str, plan_path: Path, tmp_path: Path
 ) -> None:

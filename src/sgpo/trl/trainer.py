@@ -1242,14 +1242,17 @@ class SGPOTrainer(GRPOTrainer):
     # ------------------------------------------------------------------------ the batch
     def _generate_and_score_completions(self, inputs: list[dict]) -> dict[str, Any]:
         if not self.model.training or GROUP_KEY not in inputs[0]:
-            opened_before = set(self._logs["extra"])
+            before = {name: list(column) for name, column in self._logs["extra"].items()}
+            added = sum(gather_object([len(inputs)]))  # the table's rows this batch adds
             output = super()._generate_and_score_completions(inputs)
-            # a log_extra column this batch opened (training's growth and down-sampling drop
-            # theirs, _score) has no value for the table's earlier rows: TRL's table indexes
-            # every column as far as its prompts
+            # TRL's table indexes every log_extra column as far as its prompts: one this batch
+            # opened (training's growth and down-sampling drop theirs, _score) has no value for
+            # the earlier rows, one it logged nothing in none for this batch's
             for name, column in self._logs["extra"].items():
-                if name not in opened_before:
+                if name not in before:
                     column.extendleft([None] * (len(self._logs["prompt"]) - len(column)))
+                elif list(column) == before[name]:
+                    column.extend([None] * added)
             return output
         group_ids = torch.tensor([x[GROUP_KEY] for x in inputs])
         rows = [{k: v for k, v in x.items() if k not in SGPO_KEYS} for x in inputs]
