@@ -825,6 +825,9 @@ def test_an_evaluations_verifier_failures_are_checked_over_the_pass_and_not_trai
     failed = run.reward_funcs[0].verifier.stats.errors
     assert failed == 2 * 2  # each evaluation's odd answer, two completions
     assert [h["sgpo/verifier_errors_cum"] for h in run.state.log_history if "loss" in h] == [0] * 3
+    run.predict(run.eval_dataset)  # a prediction alike
+    assert run.reward_funcs[0].verifier.stats.errors == failed + 2
+    assert run.sgpo_totals()["sgpo/verifier_errors_cum"] == 0
     with pytest.raises(DataError, match=r"all 4 calls on the evaluation of 4 completions failed"):
         trainer(["1", "3"]).train()
 
@@ -842,10 +845,20 @@ def test_a_resume_on_the_same_trainer_replays_the_checkpoints_batches(
     assert batches == [*EXPECTED_BATCHES, EXPECTED_BATCHES[0]]
     at_end = trainer.sgpo_rollouts
     assert at_end == 3 + 6 + 3 + 3
+    tokens_at_end = trainer.sgpo_tokens_generated
     batches.clear()
     trainer.train(resume_from_checkpoint=checkpoint(tmp_path, 2))
     assert batches == [EXPECTED_BATCHES[2], EXPECTED_BATCHES[0]]
     assert trainer.sgpo_rollouts == at_end  # the checkpoint's count, not added to the first's
+    assert trainer.sgpo_tokens_generated == tokens_at_end
+    # a checkpoint of an older sgpo, whose token count left the profile's out: added on resume
+    state_file = Path(checkpoint(tmp_path, 2)) / "sgpo_state.json"
+    state = json.loads(state_file.read_text())
+    del state["tokens_include_profile"]
+    state["tokens_generated"] -= 6 * 4 * 2  # the hand plan's profile: 6 queries, k = 4 of 2
+    state_file.write_text(json.dumps(state))
+    trainer.train(resume_from_checkpoint=checkpoint(tmp_path, 2))
+    assert trainer.sgpo_tokens_generated == tokens_at_end
     batches.clear()
     trainer.train()  # a fresh start from the plan's first batch, as TRL's from the dataset's
     assert batches == [*EXPECTED_BATCHES, EXPECTED_BATCHES[0]]

@@ -186,6 +186,10 @@ def _default(name: str) -> object:
     return SGPOConfig.__dataclass_fields__[name].default
 
 
+# in sgpo_state.json: its tokens_generated counts the plan's profile's (older states did not)
+PROFILE_TOKENS_KEY = "tokens_include_profile"
+
+
 @dataclass
 class SGPOConfig(GRPOConfig):
     """GRPOConfig plus sgpo's knobs. The rollout budget of a step is generation_batch_size
@@ -1431,6 +1435,7 @@ class SGPOTrainer(GRPOTrainer):
                     "flops": self.sgpo_flops,
                     "rollouts": self.sgpo_rollouts,
                     "tokens_generated": self.sgpo_tokens_generated,
+                    PROFILE_TOKENS_KEY: True,
                     "verifier": verifier_counts,
                     "plan_sha256": self._plan_fingerprint,
                     "settings": self._resume_settings(),
@@ -1463,16 +1468,22 @@ class SGPOTrainer(GRPOTrainer):
         ]
 
     def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
-        """TRL's evaluation, whose verifier calls are checked over the whole pass, as sgpo
-        eval checks its held-out queries (a few completions of one batch all failing are no
-        sign of a broken verifier), and are left out of the run's sgpo/verifier_*_cum, which
-        count training's calls. A collective call, as TRL's."""
+        return self._held_out_pass(super().evaluate, "the evaluation", *args, **kwargs)
+
+    def predict(self, *args: Any, **kwargs: Any) -> Any:
+        return self._held_out_pass(super().predict, "the prediction", *args, **kwargs)
+
+    def _held_out_pass(self, run: Callable, scored: str, *args: Any, **kwargs: Any) -> Any:
+        """TRL's evaluation (or prediction), whose verifier calls are checked over the whole
+        pass, as sgpo eval checks its held-out queries (a few completions of one batch all
+        failing are no sign of a broken verifier), and are left out of the run's
+        sgpo/verifier_*_cum, which count training's calls. A collective call, as TRL's."""
         before = self._verifier_counts()
-        with self._verifiers_checked_once("the evaluation"):
-            metrics = super().evaluate(*args, **kwargs)
+        with self._verifiers_checked_once(scored):
+            result = run(*args, **kwargs)
         for name, count in self._verifier_counts().items():
             self._verifier_counts_offset[name] -= count - before[name]
-        return metrics
+        return result
 
     def _init_training_state(
         self,
@@ -1539,6 +1550,8 @@ class SGPOTrainer(GRPOTrainer):
         self.sgpo_flops = {phase: float(state["flops"][phase]) for phase in self.sgpo_flops}
         self.sgpo_rollouts = int(state["rollouts"])
         self.sgpo_tokens_generated = int(state["tokens_generated"])
+        if not state.get(PROFILE_TOKENS_KEY):  # an older sgpo's state counted training's only
+            self.sgpo_tokens_generated += charged_profile_tokens(self._plan.rows, self._plan.meta)
         # The verifiers count from where the checkpoint's run stood (none recorded by an older
         # sgpo): what they counted before this call is taken off, as a resume in the same
         # process has counted the first call's too.
