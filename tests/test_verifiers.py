@@ -147,6 +147,7 @@ EQUIVALENT = [
     ("\\boxed{3/2}", "1½"),
     ("\\boxed{2¾ cups}", "11/4"),
     ("\\boxed{3/4 cups}", "0.75"),
+    ("\\boxed{1,000½}", "1000.5"),  # after its thousands separator
 ]
 
 NOT_EQUIVALENT = [
@@ -196,6 +197,9 @@ NOT_EQUIVALENT = [
     ("\\boxed{1½}", "1"),
     ("\\boxed{1½}", "0.5"),
     ("\\boxed{3/4 x}", "0.75"),  # a fraction of a variable
+    ("\\boxed{1/2 xy}", "0.5"),  # ... or of two: no unit
+    ("\\boxed{1.5½}", "0.75"),  # a fraction glued to a decimal is no number
+    ("\\boxed{1.5½}", "2"),
 ]
 
 

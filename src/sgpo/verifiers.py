@@ -244,10 +244,11 @@ def normalize_answer(text: str) -> str:
     dropped, a plain number stripped of currency and units (written in words or in LaTeX's
     \\text)."""
     text = _MARKDOWN.sub("", text.strip())
-    # "1½" as "3/2": math-verify reads no vulgar fraction
-    text = _VULGAR_FRACTION.sub(_plain_vulgar_fraction, text.rstrip(".")).strip()
+    text = text.rstrip(".").strip()
     text = _DELIMITED.sub(lambda m: m[1] or m[2], text)
     text = drop_thousands_separators(_LATEX_THOUSANDS.sub("", text))
+    # "1½" as "3/2": math-verify reads no vulgar fraction
+    text = _VULGAR_FRACTION.sub(_vulgar_as_fraction, text).strip()
     spelled = " ".join(_LATEX_WORDS.sub(r" \1 ", _LATEX_SPACE.sub(" ", text)).split())
     match = _NUMBER_WITH_UNITS.match(_DEGREE_SIGN.sub(" degrees ", spelled).strip())
     if match is None:
@@ -259,9 +260,19 @@ def normalize_answer(text: str) -> str:
             return match.group("number")  # "5 \\text{ quarters}": five coins, counted
         # "3 \\text{ dozen}" as "3 dozen": math-verify drops \\text{} and would read 3
         return spelled
-    if words and len(first) < 2:
+    # a letter is a variable, not a unit ("6i", "2 x"); after a fraction two are ("1/2 xy")
+    if words and len(first) < (3 if "/" in match.group("number") else 2):
         return text
     return match.group("number")
+
+
+def _vulgar_as_fraction(match: re.Match[str]) -> str:
+    """_plain_vulgar_fraction where the fraction stands alone or ends a whole number; one glued
+    to a decimal ("1.5½") is left as written, no number."""
+    before = match.string[match.start() - 1 : match.start()]
+    if match["whole"] is None and before and before in "0123456789.,":
+        return match[0]
+    return _plain_vulgar_fraction(match)
 
 
 # --------------------------------------------------------------------------- math_verify
