@@ -145,8 +145,8 @@ def test_verl_columns_sgpo_does_not_carry_are_named(
     rows[2] |= {"agent_name": "tool_agent", "images": ["a.png"]}
     jsonl = tmp_path / "t.jsonl"
     jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    # a parquet file has each column in every row, null where a row has no value
-    table = [{"agent_name": None, "images": None} | r for r in rows]
+    # a parquet file has each column in every row, null (or empty) where a row has no value
+    table = [{"agent_name": None, "images": []} | r for r in rows]
     for path, first in (
         (jsonl, "row 1 (line 2)"),
         (write_parquet(tmp_path / "t.parquet", table), "row 1"),
@@ -155,7 +155,9 @@ def test_verl_columns_sgpo_does_not_carry_are_named(
         load_file_task(file_cfg(train=str(path), preset="verl"))
         text = " ".join(caplog.text.split())
         assert f"{path}: column(s) agent_name, images are neither read nor exported" in text
-        assert f"(the first row with each: agent_name: {path}: {first}; images" in text
+        assert (
+            f"(the first row with each: agent_name: {path}: {first}; images: {path}: row 2" in text
+        )
 
 
 def test_a_verl_rows_data_source_is_a_name_or_absent(tmp_path: Path) -> None:

@@ -833,6 +833,13 @@ def test_estimated_rollouts_leave_verls_padding_out_of_the_count():
     for n in range(1, 40):
         record["perf/total_num_tokens"] = n * 25 + (-n) % 8 * 128
         assert verl_run_flops([record], SHAPE, False, 1, batch_multiple=8)[0]["rollouts"] == n
+    # rollouts as long as a padding sequence (128 tokens) cannot be told from padding: the
+    # count read is the most it could be, and no tokens is no rollout
+    record |= {"prompt_length/mean": 100.0, "response_length/mean": 28.0}
+    record["perf/total_num_tokens"] = 8 * 128
+    assert verl_run_flops([record], SHAPE, False, 1, batch_multiple=8)[0]["rollouts"] == 8
+    record["perf/total_num_tokens"] = 0
+    assert verl_run_flops([record], SHAPE, False, 1, batch_multiple=8)[0]["rollouts"] == 0
 
 
 def test_read_verl_metrics_merges_files_and_orders_steps(tmp_path):

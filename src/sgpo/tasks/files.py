@@ -823,8 +823,8 @@ def load_split(
             continue
         if _unused_messages(get_field(record, mapping.prompt_field), system_prompt):
             unused.append(where)
-        for column, value in record.items():  # a parquet file's null is no value
-            if value is not None and column not in read:
+        for column, value in record.items():  # a parquet null or an empty list is no value
+            if value not in (None, [], {}, "") and column not in read:
                 unread.setdefault(column, where)
     if not queries:
         raise DataError(f"{source.label}: no rows")

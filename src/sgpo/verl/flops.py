@@ -254,8 +254,9 @@ def _estimated_rollouts(total_tokens: float, per_rollout: float, batch_multiple:
     """The trained rollouts n a step's perf/total_num_tokens counts: n * per_rollout (the mean
     lengths' sum) plus, with batch_multiple, verl's padding sequences ((-n) mod batch_multiple
     of them, 128 tokens each), which the token count holds and the mean lengths do not. Of the
-    n that could have made the count, the one whose total is nearest it."""
-    if not batch_multiple:
+    n that could have made the count, the one whose total is nearest it; of a tie (rollouts
+    as long as a padding sequence: the count cannot tell them apart), the most rollouts."""
+    if not batch_multiple or total_tokens <= 0:
         return round(total_tokens / per_rollout)
     padding_tokens = PADDING_PROMPT_TOKENS + PADDING_RESPONSE_TOKENS
     fewest = math.floor((total_tokens - (batch_multiple - 1) * padding_tokens) / per_rollout)
@@ -264,7 +265,7 @@ def _estimated_rollouts(total_tokens: float, per_rollout: float, batch_multiple:
     def miss(n: int) -> float:
         return abs(n * per_rollout + (-n) % batch_multiple * padding_tokens - total_tokens)
 
-    return min(range(max(fewest, 1), max(most, 1) + 1), key=miss)
+    return min(range(max(fewest, 1), max(most, 1) + 1), key=lambda n: (miss(n), -n))
 
 
 def _rollouts(
