@@ -1407,6 +1407,11 @@ def test_a_verifier_module_in_the_working_directory_imports_as_under_python_m(
     missing = CliRunner().invoke(app, [*args, "--overwrite", "--set", "task.verifier=nope:score"])
     assert missing.exit_code == 2
     assert "task.verifier: cannot import verifier 'nope:score'" in missing.output
+    # only the verifier: a module planted there (a probed optional package: flash_attn.py) is
+    # found by no other import
+    (tmp_path / "planted_probe.py").write_text("raise SystemExit('ran')\n")
+    assert str(tmp_path) not in sys.path
+    assert importlib.util.find_spec("planted_probe") is None
 
 
 def test_a_plan_serves_a_task_whose_eval_split_changed_not_one_whose_training_queries_did(

@@ -6,7 +6,6 @@ from __future__ import annotations
 import errno
 import functools
 import json
-import os
 import re
 import shlex
 import signal
@@ -57,10 +56,8 @@ def _show_warning(
 
 @app.callback()
 def _set_up() -> None:
-    # A user's verifier module in the working directory (task.verifier: mychecks:score) imports
-    # as under `python -m sgpo`; appended, not first, so it never shadows an installed package.
-    if "" not in sys.path and os.getcwd() not in sys.path:
-        sys.path.append(os.getcwd())
+    # (a user's verifier module in the working directory imports as under `python -m sgpo`:
+    # sgpo.verify.working_directory_importable, while it is imported only)
     warnings.showwarning = _show_warning
 
 

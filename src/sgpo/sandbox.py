@@ -75,7 +75,10 @@ def _module_location(spec: str) -> Path | None:
     top = spec.partition(":")[0].split(".")[0]
     if not top:
         return None
-    found = importlib.machinery.PathFinder.find_spec(top)
+    from sgpo.verify import working_directory_importable  # sgpo.verify imports this module
+
+    with working_directory_importable():
+        found = importlib.machinery.PathFinder.find_spec(top)
     if found is None or not found.origin or found.origin in ("built-in", "frozen"):
         return None
     origin = Path(found.origin).resolve()

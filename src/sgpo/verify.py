@@ -48,7 +48,8 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -83,12 +84,30 @@ ISOLATIONS = ("inline", "process", "sandbox")
 VerifyFn = Callable[[str, str], float]
 
 
+@contextmanager
+def working_directory_importable() -> Iterator[None]:
+    """The working directory on sys.path (last, never shadowing an installed package) while a
+    user's verifier module is found or imported, as under `python -m sgpo` (task.verifier:
+    mychecks:score beside the config); not for longer, so that no other import finds a module
+    planted there (transformers probes optional packages: torch_npu, flash_attn)."""
+    cwd = os.getcwd()
+    added = "" not in sys.path and cwd not in sys.path
+    if added:
+        sys.path.append(cwd)
+    try:
+        yield
+    finally:
+        if added and cwd in sys.path:
+            sys.path.remove(cwd)
+
+
 def import_verifier(spec: str) -> VerifyFn:
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise ValueError(f"verifier {spec!r} must be an import path like 'package.module:function'")
     try:
-        fn = getattr(importlib.import_module(module_name), attr)
+        with working_directory_importable():
+            fn = getattr(importlib.import_module(module_name), attr)
     except Exception as e:  # whatever the module raises as it is imported (a SyntaxError too)
         raise ValueError(f"cannot import verifier {spec!r}: {type(e).__name__}: {e}") from e
     if not callable(fn):
@@ -118,7 +137,8 @@ def verifier_file(spec: str) -> str | None:
         return None
     try:
         # the top level through every finder (an editable install's too), without importing it
-        found = importlib.util.find_spec(parts[0])
+        with working_directory_importable():
+            found = importlib.util.find_spec(parts[0])
         for depth in range(2, len(parts) + 1):
             if found is None or found.submodule_search_locations is None:
                 return None
