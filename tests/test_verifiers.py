@@ -444,6 +444,11 @@ ANSWER_PART_CASES = [
     ("\\boxed{20} no wait, \\boxed{18", "18", 0.0),  # cut off inside its last answer
     ("Final Answer: 20\n\nCheck: 9 eggs * $2 = $18.", "18", 0.0),
     ("**Answer:** 18\n\nExplanation: she eats 3 eggs and bakes 4.", "18", 1.0),
+    # an "answer is" clause that names no one answer: negated, or hedged in brackets
+    ("The answer is not 18", "18", 0.0),
+    ("The answer is not 18, it is 17", "18", 0.0),
+    ("The answer is 17 (or 18)", "18", 0.0),
+    ("Final Answer: 17 (or maybe 18)", "18", 0.0),
     ("The answer is 18, as calculated above.", "18", 1.0),
     ("The answer is 72 clips, since she sold 24 in May.", "72", 1.0),
     ("The answer is $18, as calculated above.", "18", 1.0),  # a currency sign, not math

@@ -151,11 +151,14 @@ def final_answer(response: str) -> tuple[str, str]:
         return "hashes", answers[-1]
     matches = list(_ANSWER_IS.finditer(response))
     if matches:
-        tail = _first_line(response[matches[-1].end() :])
-        return "answer-is", _answer_clause(tail).strip()
+        clause = _answer_clause(_first_line(response[matches[-1].end() :])).strip()
+        # "the answer is not 42", "41 (or 42)": no answer given, or two
+        return "answer-is", "" if _NO_ANSWER.match(clause) else clause
     return "whole", response
 
 
+# An "answer is" clause that names no one answer: negated, or hedged in brackets
+_NO_ANSWER = re.compile(r"not\b|[^()]*\(\s*(?:or|maybe|perhaps|possibly)\b", re.IGNORECASE)
 # Where an "answer is" clause ends: a full stop before a space or the end, or a comma before a
 # word ("18, as shown above"; "1,000" and "(3, 4)" go on).
 _CLAUSE_END = re.compile(r"\.(?:\s|$)|;|,\s+(?=[A-Za-z])")
