@@ -73,13 +73,36 @@ def boxed_contents(text: str) -> list[str | None]:
     order, nested braces handled, None for one never closed. Escaped braces ``\\{`` ``\\}`` do
     not count; a ``\\boxed`` with nothing after it is not a box."""
     contents: list[str | None] = []
+    closing: dict[int, int] | None = None  # read once, where a box opens a brace
     for match in BOXED.finditer(text):
         start = match.end()
         if text.startswith("{", start):
-            contents.append(balanced_content(text, start + 1))
+            closing = _closing_braces(text) if closing is None else closing
+            end = closing.get(start)
+            contents.append(None if end is None else text[start + 1 : end])
         elif unbraced := _UNBRACED.match(text, start):
             contents.append(unbraced.group().strip())
     return contents
+
+
+def _closing_braces(text: str) -> dict[int, int]:
+    """Where each "{" of text that is closed closes, escaped braces not counted: one pass, as
+    balanced_content from every box of a response with thousands of nested boxes would take
+    time quadratic in its length."""
+    closing: dict[int, int] = {}
+    opened: list[int] = []
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\":
+            i += 2
+            continue
+        if ch == "{":
+            opened.append(i)
+        elif ch == "}" and opened:
+            closing[opened.pop()] = i
+        i += 1
+    return closing
 
 
 def last_boxed(text: str) -> str | None:
