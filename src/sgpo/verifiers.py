@@ -86,9 +86,9 @@ def boxed_contents(text: str) -> list[str | None]:
 
 
 def _closing_braces(text: str) -> dict[int, int]:
-    """Where each "{" of text that is closed closes, escaped braces not counted: one pass, as
-    balanced_content from every box of a response with thousands of nested boxes would take
-    time quadratic in its length."""
+    """Where each "{" of text that is closed closes, escaped braces not counted: one pass (a scan
+    from every box of a response with thousands of nested boxes took time quadratic in its
+    length)."""
     closing: dict[int, int] = {}
     opened: list[int] = []
     i = 0
@@ -108,26 +108,6 @@ def _closing_braces(text: str) -> dict[int, int]:
 def last_boxed(text: str) -> str | None:
     """Content of the last closed box (see boxed_contents); None when there is none."""
     return next((c for c in reversed(boxed_contents(text)) if c is not None), None)
-
-
-def balanced_content(text: str, start: int) -> str | None:
-    """The text from start up to the brace that closes the "{" just before start, or None when it
-    is never closed. Escaped braces do not count."""
-    depth = 1
-    i = start
-    while i < len(text):
-        ch = text[i]
-        if ch == "\\":
-            i += 2
-            continue
-        if ch == "{":
-            depth += 1
-        elif ch == "}":
-            depth -= 1
-            if depth == 0:
-                return text[start:i]
-        i += 1
-    return None
 
 
 def _first_line(text: str) -> str:
