@@ -118,11 +118,7 @@ def claimed(
     except BaseException:
         if not any(_present(out_dir / name) for name in new):
             _unclaim(out_dir, new)
-            for folder in made:  # deepest first
-                try:
-                    folder.rmdir()
-                except OSError:  # not empty: something else is there now
-                    break
+            _remove_empty_folders(made)
         raise
 
 
@@ -134,6 +130,11 @@ def remove_if_untouched(out_dir: Path, made: list[Path]) -> None:
     if not out_dir.is_dir() or any(path.name != OUTPUTS_FILE for path in out_dir.iterdir()):
         return
     (out_dir / OUTPUTS_FILE).unlink(missing_ok=True)
+    _remove_empty_folders(made)
+
+
+def _remove_empty_folders(made: list[Path]) -> None:
+    """The folders a command made (deepest first), while they are empty."""
     for folder in made:
         try:
             folder.rmdir()
